@@ -1,0 +1,81 @@
+/**
+ * Byte helpers shared by the OPAQUE core: concatenation, I2OSP (RFC 8017 §4.1), length checks,
+ * constant-time comparison and zeroization.
+ *
+ * JavaScript gives no guarantee that a secret is gone from memory: the engine may have copied it
+ * (garbage collector moves, JIT spills, strings). `zeroize` clears the one buffer we hold; that
+ * is all the language allows.
+ */
+import { invalidLength } from './errors.ts';
+
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+/** I2OSP(value, length), big-endian. */
+export function i2osp(value: number, length: number): Uint8Array {
+  if (!Number.isInteger(value) || value < 0 || (length < 4 && value >= 256 ** length)) {
+    throw new RangeError(`i2osp: ${value} does not fit in ${length} bytes`);
+  }
+  const out = new Uint8Array(length);
+  for (let i = length - 1, v = value; i >= 0; i--, v = Math.floor(v / 256)) out[i] = v & 0xff;
+  return out;
+}
+
+/** Throws a typed InvalidLength fault naming the field unless `bytes` has exactly `len` bytes. */
+export function expectLength(bytes: Uint8Array, len: number, field: string): Uint8Array {
+  if (!(bytes instanceof Uint8Array)) throw invalidLength(field, len, -1);
+  if (bytes.length !== len) throw invalidLength(field, len, bytes.length);
+  return bytes;
+}
+
+/**
+ * The one constant-time comparison used for every MAC and tag in the project. Runs over the
+ * whole length whatever the contents; unequal lengths return false at once (lengths are public).
+ */
+export function ctEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}
+
+export function zeroize(...bufs: (Uint8Array | undefined | null)[]): void {
+  for (const b of bufs) if (b) b.fill(0);
+}
+
+export function xor(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.length !== b.length) throw new RangeError('xor: length mismatch');
+  const out = new Uint8Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i]! ^ b[i]!;
+  return out;
+}
+
+const enc = new TextEncoder();
+export function utf8(s: string): Uint8Array {
+  return enc.encode(s);
+}
+
+export function toHex(b: Uint8Array): string {
+  let s = '';
+  for (const x of b) s += x.toString(16).padStart(2, '0');
+  return s;
+}
+
+export function fromHex(h: string): Uint8Array {
+  if (h.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(h)) throw new RangeError('fromHex: not hex');
+  const out = new Uint8Array(h.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(h.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/** A source of random bytes, injected everywhere (never a global). */
+export type RandomSource = (n: number) => Uint8Array;

@@ -1,0 +1,65 @@
+/**
+ * Hash primitives used by OPAQUE (RFC 9807 §4, §6.4.2) and the OPRF (RFC 9497 §4):
+ * the hash itself, HMAC (RFC 2104), HKDF Extract/Expand (RFC 5869 §2.2, §2.3) and
+ * expand_message_xmd (RFC 9380 §5.3.1).
+ *
+ * Two implementations of `HashPrimitives` exist: `hash-noble.ts` (portable, what a browser
+ * client uses) and `hash-node.ts` (node:crypto, several times faster; the server default).
+ * Everything else here is composition over those two calls.
+ */
+import { concat, i2osp } from './bytes.ts';
+
+export type HashName = 'SHA-256' | 'SHA-512';
+
+export interface HashPrimitives {
+  readonly name: HashName;
+  /** Output length in bytes (Nh). */
+  readonly outputLen: number;
+  /** Input block length in bytes (s_in_bytes of RFC 9380). */
+  readonly blockLen: number;
+  /** Hash of the concatenation of `parts`. */
+  hash(...parts: Uint8Array[]): Uint8Array;
+  /** HMAC(key, concatenation of `parts`). */
+  hmac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array;
+}
+
+/** RFC 5869 §2.2 HKDF-Extract(salt, IKM). */
+export function hkdfExtract(h: HashPrimitives, salt: Uint8Array, ikm: Uint8Array): Uint8Array {
+  return h.hmac(salt.length ? salt : new Uint8Array(h.outputLen), ikm);
+}
+
+/** RFC 5869 §2.3 HKDF-Expand(PRK, info, L). */
+export function hkdfExpand(h: HashPrimitives, prk: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  const n = Math.ceil(length / h.outputLen);
+  if (n > 255) throw new RangeError('hkdfExpand: length too large');
+  const out = new Uint8Array(n * h.outputLen);
+  let t: Uint8Array = new Uint8Array(0);
+  for (let i = 1; i <= n; i++) {
+    t = h.hmac(prk, t, info, Uint8Array.of(i));
+    out.set(t, (i - 1) * h.outputLen);
+  }
+  return length === out.length ? out : out.slice(0, length);
+}
+
+/** RFC 9380 §5.3.1 expand_message_xmd(msg, DST, len_in_bytes). */
+export function expandMessageXmd(h: HashPrimitives, msg: Uint8Array, dst: Uint8Array, lenInBytes: number): Uint8Array {
+  const b = h.outputLen;
+  const ell = Math.ceil(lenInBytes / b);
+  if (ell > 255 || lenInBytes > 65535) throw new RangeError('expand_message_xmd: length too large');
+  // RFC 9380 §5.3.3: a DST longer than 255 bytes is replaced by its hash.
+  const dstPrime0 = dst.length > 255 ? h.hash(new TextEncoder().encode('H2C-OVERSIZE-DST-'), dst) : dst;
+  const dstPrime = concat(dstPrime0, i2osp(dstPrime0.length, 1));
+  const zPad = new Uint8Array(h.blockLen);
+  const libStr = i2osp(lenInBytes, 2);
+  const b0 = h.hash(zPad, msg, libStr, Uint8Array.of(0), dstPrime);
+  const out = new Uint8Array(ell * b);
+  let bi = h.hash(b0, Uint8Array.of(1), dstPrime);
+  out.set(bi, 0);
+  for (let i = 2; i <= ell; i++) {
+    const x = new Uint8Array(b);
+    for (let j = 0; j < b; j++) x[j] = b0[j]! ^ bi[j]!;
+    bi = h.hash(x, Uint8Array.of(i), dstPrime);
+    out.set(bi, (i - 1) * b);
+  }
+  return lenInBytes === out.length ? out : out.slice(0, lenInBytes);
+}
