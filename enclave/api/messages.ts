@@ -1,0 +1,238 @@
+/**
+ * The enclave message API, version 1: what crosses the boundary between the host and the
+ * enclave firmware, and between a client and the enclave (end-to-end, inside HPKE).
+ *
+ * Two layers:
+ * - `HostRequest` / `HostResponse`: the host talks to the enclave. Record operations travel in
+ *   batches: `Batch` carries each operation with the sealed record the host holds for it; the
+ *   enclave answers `Prepared` (the sealed writes and audit events the host must persist), the
+ *   host persists them and sends `Commit`; only then does the enclave write its NVRAM and answer
+ *   `Committed` with the operation results. A response that depends on a charged guess is never
+ *   released before its batch is durable.
+ * - `ClientRequest` / `ClientResponse`: one operation from a client, carried inside a batch
+ *   entry, sealed with HPKE (RFC 9180) to the enclave's public key; the response is sealed back
+ *   under a key exported from the same HPKE context. The host relays ciphertext only.
+ *
+ * Every decoder is strict (see codec.ts): unknown version or tag, truncation, bad lengths and
+ * trailing bytes are faults before any handler runs.
+ */
+import { bytes, defineFamily, fixed, list, opt, u16, u32, u53, u8 } from './codec.ts';
+import type { Decoded, Message } from './codec.ts';
+
+export const API_VERSION = 1;
+
+/** Suite codes on the wire. */
+export const SUITE_CODE = { 'ristretto255-SHA512': 1, 'P256-SHA256': 2 } as const;
+
+export const MAX_RECORD_ID = 64;
+export const MAX_SEALED_RECORD = 2048;
+export const MAX_CLIENT_MESSAGE = 4096;
+export const MAX_BATCH_OPS = 256;
+export const MAX_LOAD_ENTRIES = 512;
+export const STAGE_ID_LEN = 16;
+export const SESSION_ID_LEN = 16;
+
+const recordId = bytes(1, MAX_RECORD_ID);
+const sealed = bytes(0, MAX_SEALED_RECORD);
+
+export const AuditEventSchema = [
+  ['seq', u53],
+  ['time', u53],
+  ['kind', u8],
+  ['recordHash', fixed(32)],
+  ['attemptsRemaining', u8],
+  ['mac', fixed(32)],
+] as const;
+export type AuditEvent = Decoded<typeof AuditEventSchema>;
+
+export const AUDIT_KIND = {
+  registered: 1,
+  guessUsed: 2,
+  recovered: 3,
+  locked: 4,
+  deleted: 5,
+  passwordChanged: 6,
+  zeroized: 7,
+} as const;
+
+// ---- host <-> enclave ----------------------------------------------------------------------
+
+export const HostRequests = defineFamily(
+  API_VERSION,
+  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Zeroize: 0x20 },
+  {
+    Info: [],
+    /** Startup: the host streams every stored record of the partition (current and previous blob). */
+    LoadChunk: [
+      ['entries', list([['recordId', recordId], ['blob', sealed], ['prev', opt(sealed)]] as const, MAX_LOAD_ENTRIES)],
+    ],
+    LoadEnd: [],
+    Batch: [
+      ['epoch', u53],
+      [
+        'ops',
+        list(
+          [
+            ['opId', u32],
+            ['recordId', recordId],
+            ['stored', sealed],
+            ['request', bytes(1, MAX_CLIENT_MESSAGE)],
+          ] as const,
+          MAX_BATCH_OPS,
+        ),
+      ],
+    ],
+    Commit: [['epoch', u53]],
+    Abort: [['epoch', u53]],
+    Zeroize: [['auth', fixed(32)]],
+  } as const,
+  4 + MAX_BATCH_OPS * (4 + 2 + MAX_RECORD_ID + 2 + MAX_SEALED_RECORD + 2 + MAX_CLIENT_MESSAGE) + 64,
+);
+export type HostRequest = Message<typeof HostRequests.schemas>;
+
+export const HostResponses = defineFamily(
+  API_VERSION,
+  { InfoResult: 0x81, Loading: 0x82, Loaded: 0x83, Prepared: 0x90, Committed: 0x91, Aborted: 0x92, ZeroizeDone: 0xa0, Fault: 0xff },
+  {
+    InfoResult: [
+      ['state', u8],
+      ['partition', u16],
+      ['epoch', u53],
+      ['records', u32],
+      ['hpkePublicKey', bytes(0, 133)],
+      ['suites', list([['suite', u8], ['serverPublicKey', bytes(0, 65)]] as const, 8)],
+    ],
+    Loading: [['accepted', u32]],
+    Loaded: [
+      ['epoch', u53],
+      ['records', u32],
+      /** Records whose last write belongs to a batch that never became durable: revert them to `prev`. */
+      ['revert', list([['recordId', recordId]] as const, 65535)],
+    ],
+    Prepared: [
+      ['epoch', u53],
+      ['writes', list([['recordId', recordId], ['blob', sealed]] as const, MAX_BATCH_OPS)],
+      ['audit', list(AuditEventSchema, MAX_BATCH_OPS * 2)],
+    ],
+    Committed: [
+      ['epoch', u53],
+      ['results', list([['opId', u32], ['response', bytes(0, MAX_CLIENT_MESSAGE)]] as const, MAX_BATCH_OPS)],
+    ],
+    Aborted: [['epoch', u53]],
+    ZeroizeDone: [],
+    Fault: [
+      ['code', u16],
+      ['field', bytes(0, 64)],
+      ['message', bytes(0, 256)],
+    ],
+  } as const,
+  1 << 22,
+);
+export type HostResponse = Message<typeof HostResponses.schemas>;
+
+/** `InfoResult.state` */
+export const ENCLAVE_STATE = { ready: 0, selfTestFailed: 1, zeroized: 2, notLoaded: 3 } as const;
+
+// ---- client <-> enclave (inside HPKE) --------------------------------------------------------
+
+const ksfParams = bytes(1, 32);
+
+export const ClientRequests = defineFamily(
+  API_VERSION,
+  {
+    RegisterStart: 0x01,
+    RegisterFinish: 0x02,
+    LoginStart: 0x03,
+    LoginFinish: 0x04,
+    Status: 0x05,
+    Delete: 0x06,
+  },
+  {
+    RegisterStart: [
+      ['suite', u8],
+      ['request', bytes(32, 33)],
+      ['attemptLimit', u8],
+      ['ksf', ksfParams],
+    ],
+    /**
+     * `backupKey` absent: keep the current key (a password change). Replacing a live record
+     * needs `authorization`: a MAC proving the current password (a recovered session) or the
+     * current backup key.
+     */
+    RegisterFinish: [
+      ['stageId', fixed(STAGE_ID_LEN)],
+      ['record', bytes(129, 192)], // RFC 9807 RegistrationRecord: 129 (P-256) or 192 (ristretto255)
+      ['backupKey', opt(fixed(32))],
+      ['authorization', opt(bytes(1, 128))],
+    ],
+    LoginStart: [
+      ['suite', u8],
+      ['ke1', bytes(96, 98)], // KE1: 96 (ristretto255) or 98 (P-256)
+    ],
+    LoginFinish: [
+      ['sessionId', fixed(SESSION_ID_LEN)],
+      ['ke3', bytes(32, 64)],
+    ],
+    Status: [],
+    Delete: [],
+  } as const,
+  MAX_CLIENT_MESSAGE,
+);
+export type ClientRequest = Message<typeof ClientRequests.schemas>;
+
+export const ClientResponses = defineFamily(
+  API_VERSION,
+  {
+    RegisterStarted: 0x81,
+    Registered: 0x82,
+    LoginStarted: 0x83,
+    Recovered: 0x84,
+    WrongPassword: 0x85,
+    Locked: 0x86,
+    NotRegistered: 0x87,
+    StatusResult: 0x88,
+    Deleted: 0x89,
+    Fault: 0xff,
+  },
+  {
+    RegisterStarted: [
+      ['stageId', fixed(STAGE_ID_LEN)],
+      ['response', bytes(64, 66)],
+    ],
+    Registered: [
+      ['attemptsRemaining', u8],
+      ['attemptLimit', u8],
+    ],
+    LoginStarted: [
+      ['sessionId', fixed(SESSION_ID_LEN)],
+      ['ke2', bytes(227, 320)], // KE2: 320 (ristretto255) or 227 (P-256)
+      ['ksf', ksfParams],
+      ['attemptsRemaining', u8],
+    ],
+    /** The backup key, AES-256-GCM under a key derived from the OPAQUE session key. */
+    Recovered: [
+      ['wrappedKey', fixed(12 + 32 + 16)],
+      ['attemptsRemaining', u8],
+    ],
+    WrongPassword: [
+      ['attemptsRemaining', u8],
+      ['locked', u8],
+    ],
+    Locked: [],
+    NotRegistered: [],
+    StatusResult: [
+      ['registered', u8],
+      ['locked', u8],
+      ['attemptsRemaining', u8],
+      ['attemptLimit', u8],
+      ['suite', u8],
+    ],
+    Deleted: [],
+    Fault: [
+      ['code', u16],
+      ['field', bytes(0, 64)],
+    ],
+  } as const,
+  MAX_CLIENT_MESSAGE,
+);
+export type ClientResponse = Message<typeof ClientResponses.schemas>;

@@ -1,0 +1,29 @@
+/**
+ * Everything the firmware gets from the outside world, injected as one object at start: a
+ * random source, a clock, a small NVRAM, and a token (its root of trust). The firmware calls
+ * nothing else: no file system, no network, no global clock or randomness.
+ */
+import type { Token } from './token.ts';
+
+export interface Nvram {
+  /** Capacity in bytes (real HSMs have about 4 KB; this partition's region of it). */
+  readonly size: number;
+  /** The last durably written contents (all zero bytes or empty when never written). */
+  read(): Uint8Array;
+  /** Replaces the contents durably (returns once the write has reached stable storage). */
+  write(data: Uint8Array): void | Promise<void>;
+}
+
+export interface Platform {
+  /** Cryptographically secure random bytes. */
+  random(n: number): Uint8Array;
+  /** Milliseconds since the Unix epoch. */
+  now(): number;
+  nvram: Nvram;
+  token: Token;
+  /** This enclave's partition of the record space, and how many partitions there are. */
+  partition: number;
+  partitions: number;
+  /** Operator secret (32 bytes) whose HMAC authorizes zeroization; held by the platform, not storage. */
+  operatorKeyHash?: Uint8Array;
+}

@@ -1,0 +1,33 @@
+/**
+ * The narrow token interface the firmware uses for key custody, shaped on PKCS#11 (v2.40):
+ * keys are handles to objects inside the token, created with CKA_SENSITIVE = true and
+ * CKA_EXTRACTABLE = false, and used only through mechanisms (AES-GCM, HMAC, random).
+ * Faults are `TokenError` with the PKCS#11 return value name (`CKR_...`).
+ */
+export type KeyHandle = number;
+
+export class TokenError extends Error {
+  override readonly name = 'TokenError';
+  constructor(readonly ckr: string) {
+    super(ckr);
+  }
+}
+
+export interface Token {
+  /** A key object by its CKA_LABEL, or null. */
+  findKey(label: string): KeyHandle | null;
+  /** CKM_AES_KEY_GEN, 256 bits: CKA_ENCRYPT, CKA_DECRYPT, sensitive, never extractable. */
+  generateAesKey(label: string): KeyHandle;
+  /** CKM_GENERIC_SECRET_KEY_GEN of `len` bytes: CKA_SIGN (HMAC), sensitive, never extractable. */
+  generateHmacKey(label: string, len: number): KeyHandle;
+  /** CKM_AES_GCM, 96-bit IV, 128-bit tag: returns ciphertext || tag. */
+  encryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
+  /** CKM_AES_GCM decrypt; a bad tag throws TokenError('CKR_ENCRYPTED_DATA_INVALID') or similar. */
+  decryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Uint8Array;
+  /** CKM_SHA256_HMAC / CKM_SHA512_HMAC. */
+  hmac(key: KeyHandle, hash: 'SHA-256' | 'SHA-512', data: Uint8Array): Uint8Array;
+  /** C_GenerateRandom. */
+  random(n: number): Uint8Array;
+  /** Destroys every key object (zeroization). */
+  destroyAllKeys(): void;
+}
