@@ -24,6 +24,10 @@ export interface Platform {
   /** This enclave's partition of the record space, and how many partitions there are. */
   partition: number;
   partitions: number;
-  /** Operator secret (32 bytes) whose HMAC authorizes zeroization; held by the platform, not storage. */
+  /** SHA-256 of the operator secret that authorizes zeroization (set at provisioning). */
   operatorKeyHash?: Uint8Array;
+  /** The vault's OPAQUE context string (RFC 9807 §6.1); fixed at provisioning. */
+  opaqueContext?: Uint8Array;
+  /** Test hook: crash points (the simulated device kills itself when a configured one is hit). */
+  failpoint?(name: string): void;
 }

@@ -59,7 +59,7 @@ export const AUDIT_KIND = {
 
 export const HostRequests = defineFamily(
   API_VERSION,
-  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Zeroize: 0x20 },
+  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Zeroize: 0x20, AuditVerify: 0x30 },
   {
     Info: [],
     /** Startup: the host streams every stored record of the partition (current and previous blob). */
@@ -85,6 +85,12 @@ export const HostRequests = defineFamily(
     Commit: [['epoch', u53]],
     Abort: [['epoch', u53]],
     Zeroize: [['auth', fixed(32)]],
+    /** Checks a run of stored audit events that starts after (fromSeq, fromHead) and reaches the NVRAM head. */
+    AuditVerify: [
+      ['fromSeq', u53],
+      ['fromHead', fixed(32)],
+      ['events', list(AuditEventSchema, 1024)],
+    ],
   } as const,
   4 + MAX_BATCH_OPS * (4 + 2 + MAX_RECORD_ID + 2 + MAX_SEALED_RECORD + 2 + MAX_CLIENT_MESSAGE) + 64,
 );
@@ -92,7 +98,7 @@ export type HostRequest = Message<typeof HostRequests.schemas>;
 
 export const HostResponses = defineFamily(
   API_VERSION,
-  { InfoResult: 0x81, Loading: 0x82, Loaded: 0x83, Prepared: 0x90, Committed: 0x91, Aborted: 0x92, ZeroizeDone: 0xa0, Fault: 0xff },
+  { InfoResult: 0x81, Loading: 0x82, Loaded: 0x83, Prepared: 0x90, Committed: 0x91, Aborted: 0x92, ZeroizeDone: 0xa0, AuditResult: 0xb0, Fault: 0xff },
   {
     InfoResult: [
       ['state', u8],
@@ -116,10 +122,20 @@ export const HostResponses = defineFamily(
     ],
     Committed: [
       ['epoch', u53],
-      ['results', list([['opId', u32], ['response', bytes(0, MAX_CLIENT_MESSAGE)]] as const, MAX_BATCH_OPS)],
+      /**
+       * `sealed` 1: `response` is the client's HPKE-protected answer. `sealed` 0: the request never
+       * opened (bad ciphertext, wrong partition, rollback detected) and `response` is a plain
+       * ClientResponses Fault, which carries a code and nothing else.
+       */
+      ['results', list([['opId', u32], ['sealed', u8], ['response', bytes(0, MAX_CLIENT_MESSAGE)]] as const, MAX_BATCH_OPS)],
     ],
     Aborted: [['epoch', u53]],
     ZeroizeDone: [],
+    /** `firstBad` = index of the first event that fails, the number of events if the run stops short of the head, or 0xffffffff if all verify. */
+    AuditResult: [
+      ['firstBad', u32],
+      ['headSeq', u53],
+    ],
     Fault: [
       ['code', u16],
       ['field', bytes(0, 64)],

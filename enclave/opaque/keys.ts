@@ -62,7 +62,7 @@ export function expand(suite: Suite, prk: Uint8Array, length: number, ...infoPar
   }
   if (n > 255) throw new RangeError('expand: length too large');
   const out = new Uint8Array(n * h.outputLen);
-  let t = EMPTY;
+  let t: Uint8Array = EMPTY;
   for (let i = 1; i <= n; i++) {
     t = h.hmac(prk, t, ...infoParts, COUNTER[i]!);
     out.set(t, (i - 1) * h.outputLen);

@@ -4,6 +4,7 @@
  */
 import type { Suite, SuiteId } from '../../enclave/opaque/suite.ts';
 import { SUITE_IDS } from '../../enclave/opaque/suite.ts';
+import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { portableSuite } from '../../enclave/opaque/suites-portable.ts';
 
 export interface NamedSuite {
@@ -14,6 +15,7 @@ export interface NamedSuite {
 export async function allSuites(): Promise<NamedSuite[]> {
   const out: NamedSuite[] = [];
   for (const id of SUITE_IDS) out.push({ name: `${id}/noble`, suite: portableSuite(id) });
+  for (const id of SUITE_IDS) out.push({ name: `${id}/fast`, suite: await fastSuite(id) });
   return out;
 }
 

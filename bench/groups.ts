@@ -1,0 +1,151 @@
+/**
+ * Group backend benchmark (RFC 9497 §2.1 group operations): per-operation µs and ops/s of
+ * variable-base multiplication, base multiplication and hash-to-group (plus element validation,
+ * scalar inversion and hash-to-scalar) for every backend, and the server-login multiplication
+ * floor (4 variable-base + 1 base, RFC 9807 §6.4 with the OPRF evaluation).
+ *
+ * Run: npx tsx bench/groups.ts [rounds]
+ *
+ * Caveats: a warmed-up loop timed with process.hrtime.bigint; each figure is the median over
+ * interleaved rounds, so machine noise moves them a few percent between runs. Variable-base
+ * inputs cycle through 16 different points and scalars.
+ */
+import { cpus } from 'node:os';
+import { ECDH, createECDH } from 'node:crypto';
+import sodium from 'libsodium-wrappers-sumo';
+import type { Group } from '../enclave/opaque/group.ts';
+import { NobleP256 } from '../enclave/opaque/groups/noble-p256.ts';
+import { NobleRistretto255 } from '../enclave/opaque/groups/noble-ristretto255.ts';
+import { NodeP256 } from '../enclave/opaque/groups/node-p256.ts';
+import { createSodiumRistretto255 } from '../enclave/opaque/groups/sodium-ristretto255.ts';
+import { nobleHash } from '../enclave/opaque/hash-noble.ts';
+import { nodeHash } from '../enclave/opaque/hash-node.ts';
+
+const ROUNDS = Number(process.argv[2] ?? 9);
+const BATCH_MS = 60;
+
+interface Case {
+  label: string;
+  op: string;
+  fn: () => unknown;
+  samples: number[];
+  iters: number;
+}
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s >>> 24;
+  };
+}
+
+function makeCases(label: string, g: Group): Case[] {
+  const r = rng(label.length * 7919);
+  const draw = (n: number) => Uint8Array.from({ length: n }, r);
+  const scalars = Array.from({ length: 16 }, () => g.randomScalar(draw));
+  const points = scalars.map((k) => g.scalarMultBase(g.randomScalar(draw)));
+  const msgs = Array.from({ length: 16 }, () => draw(32));
+  const dst = new TextEncoder().encode('HashToGroup-OPRFV1-\x00-bench');
+  let i = 0;
+  const next = () => (i = (i + 1) & 15);
+  const c = (op: string, fn: () => unknown): Case => ({ label, op, fn, samples: [], iters: 1 });
+  return [
+    c('scalarMult', () => g.scalarMult(scalars[next()]!, points[i]!, 'e')),
+    c('scalarMultBase', () => g.scalarMultBase(scalars[next()]!)),
+    c('hashToGroup', () => g.hashToGroup(msgs[next()]!, dst)),
+    c('checkElement', () => g.checkElement(points[next()]!, 'e')),
+    c('scalarInvert', () => g.scalarInvert(scalars[next()]!)),
+    c('hashToScalar', () => g.hashToScalar(msgs[next()]!, dst)),
+  ];
+}
+
+/** Bare library calls with no validation or conversion: the floor the backends are measured against. */
+function floorCases(): Case[] {
+  const k = sodium.crypto_core_ristretto255_scalar_random();
+  const p = sodium.crypto_scalarmult_ristretto255_base(sodium.crypto_core_ristretto255_scalar_random());
+  const ecdh = createECDH('prime256v1');
+  ecdh.generateKeys();
+  const peer = createECDH('prime256v1');
+  peer.generateKeys();
+  const mu = peer.getPublicKey();
+  const mc = peer.getPublicKey(undefined, 'compressed');
+  const priv = ecdh.getPrivateKey();
+  const c = (label: string, op: string, fn: () => unknown): Case => ({ label, op, fn, samples: [], iters: 1 });
+  return [
+    c('libsodium-wrappers (bare)', 'scalarMult', () => sodium.crypto_scalarmult_ristretto255(k, p)),
+    c('libsodium-wrappers (bare)', 'scalarMultBase', () => sodium.crypto_scalarmult_ristretto255_base(k)),
+    c('libsodium-wrappers (bare)', 'from_hash', () => sodium.crypto_core_ristretto255_from_hash(new Uint8Array(64))),
+    c('node:crypto ECDH (bare)', 'computeSecret(x only)', () => ecdh.computeSecret(mu)),
+    c('node:crypto ECDH (bare)', 'setPrivateKey', () => ecdh.setPrivateKey(priv)),
+    c('node:crypto ECDH (bare)', 'getPublicKey(compr.)', () => ecdh.getPublicKey(undefined, 'compressed')),
+    c('node:crypto ECDH (bare)', 'convertKey(decompress)', () =>
+      ECDH.convertKey(mc, 'prime256v1', undefined, undefined, 'uncompressed'),
+    ),
+  ];
+}
+
+function calibrate(cs: Case[]): void {
+  for (const c of cs) {
+    const t0 = process.hrtime.bigint();
+    let n = 0;
+    while (Number(process.hrtime.bigint() - t0) < 30e6) {
+      c.fn();
+      n++;
+    }
+    c.iters = Math.max(5, Math.round((n * BATCH_MS) / 30));
+  }
+}
+
+function run(cs: Case[]): void {
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const c of cs) {
+      const t0 = process.hrtime.bigint();
+      for (let j = 0; j < c.iters; j++) c.fn();
+      c.samples.push(Number(process.hrtime.bigint() - t0) / 1e3 / c.iters);
+    }
+  }
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1]!;
+};
+const us = (c: Case): number => median(c.samples);
+
+await sodium.ready;
+const backends: [string, Group][] = [
+  ['ristretto255 noble', new NobleRistretto255(nobleHash('SHA-512'))],
+  ['ristretto255 sodium-wasm (raw exports)', await createSodiumRistretto255(nodeHash('SHA-512'))],
+  ['ristretto255 sodium-wasm (wrappers)', await createSodiumRistretto255(nodeHash('SHA-512'), { rawExports: false })],
+  ['P-256 noble', new NobleP256(nobleHash('SHA-256'))],
+  ['P-256 node-ecdh', new NodeP256(nodeHash('SHA-256'))],
+];
+
+console.log(`CPU: ${cpus()[0]?.model ?? 'unknown'} (${cpus().length} logical)`);
+console.log(`Node ${process.version}, ${ROUNDS} interleaved rounds of about ${BATCH_MS} ms per case, median`);
+console.log(`backends: ${backends.map(([l, g]) => `${l} [${g.id}/${g.backend}]`).join(', ')}`);
+console.log('');
+
+const cases = [...backends.flatMap(([l, g]) => makeCases(l, g)), ...floorCases()];
+calibrate(cases);
+run(cases);
+
+const pad = (s: string, n: number) => s.padEnd(n);
+const num = (x: number, n: number) => x.toFixed(x < 10 ? 2 : 1).padStart(n);
+console.log(`${pad('backend', 40)}${pad('operation', 24)}${'µs/op'.padStart(10)}${'ops/s'.padStart(10)}`);
+for (const c of cases) {
+  const t = us(c);
+  console.log(`${pad(c.label, 40)}${pad(c.op, 24)}${num(t, 10)}${String(Math.round(1e6 / t)).padStart(10)}`);
+}
+
+console.log('\nserver login floor, 4 variable-base + 1 base multiplication:');
+const find = (label: string, op: string) => us(cases.find((c) => c.label === label && c.op === op)!);
+for (const [l] of backends) {
+  const t = 4 * find(l, 'scalarMult') + find(l, 'scalarMultBase');
+  console.log(`  ${pad(l, 40)}${num(t, 8)} µs`);
+}
+const bare = 4 * find('libsodium-wrappers (bare)', 'scalarMult') + find('libsodium-wrappers (bare)', 'scalarMultBase');
+console.log(`  ${pad('libsodium-wrappers (bare calls)', 40)}${num(bare, 8)} µs`);
+const fast = 4 * find('ristretto255 sodium-wasm (raw exports)', 'scalarMult') + find('ristretto255 sodium-wasm (raw exports)', 'scalarMultBase');
+console.log(`  sodium-wasm backend reaches ${((100 * bare) / fast).toFixed(1)}% of the bare-call floor`);

@@ -1,0 +1,95 @@
+/**
+ * Proofs and key derivations that the client and the enclave both compute (portable: @noble).
+ *
+ * - Authorization of a registration that replaces a live record (a password change or a new
+ *   registration over it): either proof of the current backup key, or proof of the current
+ *   password through a recovered OPAQUE session. Both are HMAC-SHA256 over
+ *   "bkv/authorize/v1" || stage id || record id, under a key derived with HKDF-SHA256 (RFC 5869)
+ *   from the backup key or the OPAQUE session key. Encoding: kind (1 byte) || [session id] || MAC.
+ * - The release key: the backup key leaves the enclave only as AES-256-GCM under
+ *   HKDF-SHA256(session key, info = "bkv/release"), to the session that proved the password.
+ */
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { hmac } from '@noble/hashes/hmac.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { SESSION_ID_LEN } from './messages.ts';
+
+const te = new TextEncoder();
+export const AUTH_KIND_BACKUP_KEY = 1;
+export const AUTH_KIND_SESSION = 2;
+
+function transcript(stageId: Uint8Array, recordId: Uint8Array): Uint8Array {
+  const label = te.encode('bkv/authorize/v1');
+  const out = new Uint8Array(label.length + stageId.length + 1 + recordId.length);
+  out.set(label, 0);
+  out.set(stageId, label.length);
+  out[label.length + stageId.length] = recordId.length;
+  out.set(recordId, label.length + stageId.length + 1);
+  return out;
+}
+
+export function backupKeyAuthKey(backupKey: Uint8Array): Uint8Array {
+  return hkdf(sha256, backupKey, new Uint8Array(0), te.encode('bkv/authorize/key'), 32);
+}
+export function sessionAuthKey(sessionKey: Uint8Array): Uint8Array {
+  return hkdf(sha256, sessionKey, new Uint8Array(0), te.encode('bkv/authorize/session'), 32);
+}
+export function releaseKey(sessionKey: Uint8Array): Uint8Array {
+  return hkdf(sha256, sessionKey, new Uint8Array(0), te.encode('bkv/release'), 32);
+}
+
+export function authorizationMac(authKey: Uint8Array, stageId: Uint8Array, recordId: Uint8Array): Uint8Array {
+  return hmac(sha256, authKey, transcript(stageId, recordId));
+}
+
+export function encodeKeyAuthorization(backupKey: Uint8Array, stageId: Uint8Array, recordId: Uint8Array): Uint8Array {
+  const k = backupKeyAuthKey(backupKey);
+  const mac = authorizationMac(k, stageId, recordId);
+  k.fill(0);
+  return Uint8Array.of(AUTH_KIND_BACKUP_KEY, ...mac);
+}
+
+export function encodeSessionAuthorization(sessionId: Uint8Array, sessionKey: Uint8Array, stageId: Uint8Array, recordId: Uint8Array): Uint8Array {
+  const k = sessionAuthKey(sessionKey);
+  const mac = authorizationMac(k, stageId, recordId);
+  k.fill(0);
+  return Uint8Array.of(AUTH_KIND_SESSION, ...sessionId, ...mac);
+}
+
+export type Authorization =
+  | { kind: typeof AUTH_KIND_BACKUP_KEY; mac: Uint8Array }
+  | { kind: typeof AUTH_KIND_SESSION; sessionId: Uint8Array; mac: Uint8Array };
+
+/** null when malformed. */
+export function decodeAuthorization(b: Uint8Array): Authorization | null {
+  if (b.length === 33 && b[0] === AUTH_KIND_BACKUP_KEY) return { kind: AUTH_KIND_BACKUP_KEY, mac: b.slice(1) };
+  if (b.length === 1 + SESSION_ID_LEN + 32 && b[0] === AUTH_KIND_SESSION) {
+    return { kind: AUTH_KIND_SESSION, sessionId: b.slice(1, 1 + SESSION_ID_LEN), mac: b.slice(1 + SESSION_ID_LEN) };
+  }
+  return null;
+}
+
+/** Wraps the backup key for release: iv (12) || AES-256-GCM ciphertext (32) || tag (16). */
+export async function wrapForRelease(sessionKey: Uint8Array, iv: Uint8Array, backupKey: Uint8Array): Promise<Uint8Array> {
+  const raw = releaseKey(sessionKey);
+  const key = await crypto.subtle.importKey('raw', raw.slice().buffer as ArrayBuffer, 'AES-GCM', false, ['encrypt']);
+  raw.fill(0);
+  const ct = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv: iv.slice().buffer as ArrayBuffer }, key, backupKey.slice().buffer as ArrayBuffer));
+  const out = new Uint8Array(12 + ct.length);
+  out.set(iv, 0);
+  out.set(ct, 12);
+  return out;
+}
+
+/** Client side of `wrapForRelease`; null if it does not open. */
+export async function unwrapReleased(sessionKey: Uint8Array, wrapped: Uint8Array): Promise<Uint8Array | null> {
+  const raw = releaseKey(sessionKey);
+  const key = await crypto.subtle.importKey('raw', raw.slice().buffer as ArrayBuffer, 'AES-GCM', false, ['decrypt']);
+  raw.fill(0);
+  try {
+    const pt = await crypto.subtle.decrypt({ name: 'AES-GCM', iv: wrapped.slice(0, 12).buffer as ArrayBuffer }, key, wrapped.slice(12).buffer as ArrayBuffer);
+    return new Uint8Array(pt);
+  } catch {
+    return null;
+  }
+}

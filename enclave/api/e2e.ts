@@ -1,0 +1,119 @@
+/**
+ * End-to-end encryption between a client and the enclave, through the untrusted host.
+ * HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, to the
+ * enclave's public key (which clients pin):
+ *
+ *   request message = enc (32) || Seal(info = "bkv/e2e/v1", aad = "req" || record id, request)
+ *   response key    = Export("bkv/e2e/response", 32) of the same context
+ *   response message = AES-256-GCM(response key, nonce = 0^12, aad = "resp" || record id, response)
+ *
+ * The record id is bound in both directions, so the host can not replay a client's ciphertext
+ * against another record or hand a response to the wrong request. Each response key is used once.
+ * Shared by the client SDK and the enclave (WebCrypto only: runs in browsers and in Node).
+ */
+import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
+import { EnclaveFault, Handling } from './codes.ts';
+
+const te = new TextEncoder();
+const INFO = te.encode('bkv/e2e/v1');
+const RESPONSE_LABEL = te.encode('bkv/e2e/response');
+const ENC_LEN = 32;
+
+let suiteCache: CipherSuite | undefined;
+function suite(): CipherSuite {
+  suiteCache ??= new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
+  return suiteCache;
+}
+
+function withPrefix(prefix: string, id: Uint8Array): Uint8Array {
+  const p = te.encode(prefix);
+  const out = new Uint8Array(p.length + id.length);
+  out.set(p, 0);
+  out.set(id, p.length);
+  return out;
+}
+
+const buf = (b: Uint8Array): ArrayBuffer => b.slice().buffer as ArrayBuffer;
+
+async function aesKey(raw: ArrayBuffer): Promise<CryptoKey> {
+  return crypto.subtle.importKey('raw', raw, 'AES-GCM', false, ['encrypt', 'decrypt']);
+}
+
+const badPayload = () => new EnclaveFault(Handling.BadPayload, 'end-to-end payload does not open');
+
+export interface E2eKeyPair {
+  publicKey: Uint8Array;
+  privateKey: CryptoKey;
+}
+
+/** RFC 9180 §7.1.3 DeriveKeyPair from 32+ bytes of secret input keying material. */
+export async function deriveE2eKeyPair(ikm: Uint8Array): Promise<E2eKeyPair> {
+  const kp = await suite().kem.deriveKeyPair(buf(ikm));
+  const pub = new Uint8Array(await suite().kem.serializePublicKey(kp.publicKey));
+  return { publicKey: pub, privateKey: kp.privateKey };
+}
+
+/** Client side: seal one request to the enclave; returns the message and how to open its answer. */
+export async function sealRequest(
+  enclavePublicKey: Uint8Array,
+  recordId: Uint8Array,
+  request: Uint8Array,
+): Promise<{ message: Uint8Array; openResponse(response: Uint8Array): Promise<Uint8Array> }> {
+  const s = suite();
+  const pk = await s.kem.deserializePublicKey(buf(enclavePublicKey));
+  const ctx = await s.createSenderContext({ recipientPublicKey: pk, info: buf(INFO) });
+  const ct = new Uint8Array(await ctx.seal(buf(request), buf(withPrefix('req', recordId))));
+  const key = await aesKey(await ctx.export(buf(RESPONSE_LABEL), 32));
+  const message = new Uint8Array(ENC_LEN + ct.length);
+  message.set(new Uint8Array(ctx.enc), 0);
+  message.set(ct, ENC_LEN);
+  return {
+    message,
+    async openResponse(response: Uint8Array) {
+      try {
+        const pt = await crypto.subtle.decrypt(
+          { name: 'AES-GCM', iv: new Uint8Array(12), additionalData: buf(withPrefix('resp', recordId)) },
+          key,
+          buf(response),
+        );
+        return new Uint8Array(pt);
+      } catch {
+        throw badPayload();
+      }
+    },
+  };
+}
+
+/** Enclave side: open one request; returns it and how to seal the answer. */
+export async function openRequest(
+  kp: E2eKeyPair,
+  recordId: Uint8Array,
+  message: Uint8Array,
+): Promise<{ request: Uint8Array; sealResponse(response: Uint8Array): Promise<Uint8Array> }> {
+  if (message.length < ENC_LEN + 16) throw badPayload();
+  const s = suite();
+  let request: Uint8Array;
+  let key: CryptoKey;
+  try {
+    const ctx = await s.createRecipientContext({
+      recipientKey: kp.privateKey,
+      enc: buf(message.subarray(0, ENC_LEN)),
+      info: buf(INFO),
+    });
+    request = new Uint8Array(await ctx.open(buf(message.subarray(ENC_LEN)), buf(withPrefix('req', recordId))));
+    key = await aesKey(await ctx.export(buf(RESPONSE_LABEL), 32));
+  } catch {
+    throw badPayload();
+  }
+  return {
+    request,
+    async sealResponse(response: Uint8Array) {
+      const ct = await crypto.subtle.encrypt(
+        { name: 'AES-GCM', iv: new Uint8Array(12), additionalData: buf(withPrefix('resp', recordId)) },
+        key,
+        buf(response),
+      );
+      return new Uint8Array(ct);
+    },
+  };
+}

@@ -1,0 +1,54 @@
+/**
+ * The firmware's one entry: request bytes in, response bytes out. Requests are decoded strictly
+ * (enclave/api/codec.ts) before any handler runs and handled one at a time; every failure is an
+ * encoded `Fault` response with a stable code, never an exception across the boundary.
+ */
+import { decodeMessage, encodeMessage } from './api/codec.ts';
+import { EnclaveFault } from './api/codes.ts';
+import type { HostResponse } from './api/messages.ts';
+import { HostRequests, HostResponses } from './api/messages.ts';
+import type { Platform } from './platform.ts';
+import { Vault, toFault } from './vault/vault.ts';
+
+export interface Enclave {
+  handle(request: Uint8Array): Promise<Uint8Array>;
+}
+
+const te = new TextEncoder();
+
+function faultResponse(f: EnclaveFault): Uint8Array {
+  const msg: HostResponse = {
+    type: 'Fault',
+    code: f.code,
+    field: te.encode((f.field ?? '').slice(0, 64)),
+    message: te.encode(f.message.slice(0, 256)),
+  };
+  return encodeMessage(HostResponses, msg);
+}
+
+export async function createEnclave(platform: Platform): Promise<Enclave> {
+  let vault: Vault | null = null;
+  let bootFault: EnclaveFault | null = null;
+  try {
+    vault = await Vault.boot(platform);
+  } catch (e) {
+    bootFault = toFault(e);
+  }
+  let queue: Promise<unknown> = Promise.resolve();
+  const handleOne = async (request: Uint8Array): Promise<Uint8Array> => {
+    try {
+      if (!vault) throw bootFault!;
+      const req = decodeMessage(HostRequests, request);
+      return encodeMessage(HostResponses, await vault.handle(req));
+    } catch (e) {
+      return faultResponse(toFault(e));
+    }
+  };
+  return {
+    handle(request: Uint8Array): Promise<Uint8Array> {
+      const r = queue.then(() => handleOne(request));
+      queue = r.catch(() => undefined);
+      return r;
+    },
+  };
+}

@@ -1,0 +1,315 @@
+/**
+ * ristretto255 (RFC 9496) on libsodium compiled to WebAssembly (libsodium-wrappers-sumo): the
+ * server's fast backend for RFC 9497 §4.1 ristretto255-SHA512.
+ * - Multiplication: `crypto_scalarmult_ristretto255` (decodes and validates the element itself and
+ *   fails on an identity product) and `crypto_scalarmult_ristretto255_base`; both constant time.
+ * - HashToGroup: `crypto_core_ristretto255_from_hash` (the RFC 9496 §4.3.4 one-way map) over
+ *   expand_message_xmd(SHA-512, 64 bytes) (RFC 9380 §5.3.1).
+ * - HashToScalar: the same 64 bytes reduced mod L (`crypto_core_ristretto255_scalar_reduce`).
+ * - scalarInvert: `crypto_core_ristretto255_scalar_invert` (constant time, unlike a bigint inverse).
+ *
+ * By default the emscripten exports (`_crypto_scalarmult_ristretto255`, ...) are called directly on
+ * one scratch area allocated once in the WebAssembly heap, and every byte copied there (secret
+ * scalars, hash outputs, results) is zeroed after each call. The libsodium-wrappers functions
+ * malloc and free per call without wiping, leaving secret scalars in freed heap memory; speed is the
+ * same within half a microsecond (bench/groups.ts). `{ rawExports: false }` selects the wrappers,
+ * for a libsodium build that does not expose its module object as `sodium.libsodium`.
+ *
+ * Caveats: the heap copies are the only ones we can wipe (the caller's arrays and anything the
+ * JavaScript engine copied are out of reach); the module object is an undocumented property of
+ * libsodium-wrappers, checked at construction.
+ */
+import sodium from 'libsodium-wrappers-sumo';
+import { expectLength, zeroize } from '../bytes.ts';
+import { OpaqueError, OpaqueErrorCode, invalidElement, invalidScalar } from '../errors.ts';
+import type { Group } from '../group.ts';
+import type { HashPrimitives } from '../hash.ts';
+import { expandMessageXmd } from '../hash.ts';
+import { Ristretto255Base } from './noble-ristretto255.ts';
+
+type Sodium = typeof sodium;
+
+/** The emscripten exports this backend calls (pointers are offsets into `HEAPU8`). */
+interface SodiumModule {
+  HEAPU8: Uint8Array;
+  _malloc(size: number): number;
+  _crypto_scalarmult_ristretto255(q: number, n: number, p: number): number;
+  _crypto_scalarmult_ristretto255_base(q: number, n: number): number;
+  _crypto_core_ristretto255_is_valid_point(p: number): number;
+  _crypto_core_ristretto255_from_hash(p: number, r: number): number;
+  _crypto_core_ristretto255_scalar_invert(recip: number, s: number): number;
+  _crypto_core_ristretto255_scalar_reduce(r: number, s: number): void;
+}
+
+const MODULE_FUNCTIONS = [
+  '_malloc',
+  '_crypto_scalarmult_ristretto255',
+  '_crypto_scalarmult_ristretto255_base',
+  '_crypto_core_ristretto255_is_valid_point',
+  '_crypto_core_ristretto255_from_hash',
+  '_crypto_core_ristretto255_scalar_invert',
+  '_crypto_core_ristretto255_scalar_reduce',
+] as const;
+
+/** The libsodium module object behind the wrappers, if this build exposes it. */
+function sodiumModule(lib: Sodium): SodiumModule | undefined {
+  const m = (lib as unknown as { libsodium?: Record<string, unknown> }).libsodium;
+  if (!m || !(m['HEAPU8'] instanceof Uint8Array)) return undefined;
+  for (const f of MODULE_FUNCTIONS) if (typeof m[f] !== 'function') return undefined;
+  return m as unknown as SodiumModule;
+}
+
+/** The libsodium calls, each returning a fresh array, or null where libsodium reports failure. */
+interface Engine {
+  readonly raw: boolean;
+  mult(k: Uint8Array, e: Uint8Array): Uint8Array | null;
+  multBase(k: Uint8Array): Uint8Array | null;
+  isValidPoint(e: Uint8Array): boolean;
+  fromHash(u: Uint8Array): Uint8Array;
+  invert(k: Uint8Array): Uint8Array | null;
+  reduce(u: Uint8Array): Uint8Array;
+}
+
+// Scratch layout in the WebAssembly heap: scalar | element | output | 64-byte hash input.
+const S_SCALAR = 0;
+const S_POINT = 32;
+const S_OUT = 64;
+const S_WIDE = 96;
+const S_SIZE = 160;
+
+/** Direct calls into the emscripten module through one preallocated, always-wiped scratch area. */
+class RawEngine implements Engine {
+  readonly raw = true;
+  private readonly s: number;
+  constructor(private readonly m: SodiumModule) {
+    const s = m._malloc(S_SIZE);
+    if (!s) throw new Error('sodium-ristretto255: WebAssembly heap allocation failed');
+    this.s = s;
+    m.HEAPU8.fill(0, s, s + S_SIZE);
+  }
+  // HEAPU8 is read afresh on every call: a heap growth replaces it.
+  private out(): Uint8Array {
+    return this.m.HEAPU8.slice(this.s + S_OUT, this.s + S_OUT + 32);
+  }
+  private wipe(): void {
+    this.m.HEAPU8.fill(0, this.s, this.s + S_SIZE);
+  }
+  mult(k: Uint8Array, e: Uint8Array): Uint8Array | null {
+    const s = this.s;
+    try {
+      const h = this.m.HEAPU8;
+      h.set(k, s + S_SCALAR);
+      h.set(e, s + S_POINT);
+      return this.m._crypto_scalarmult_ristretto255(s + S_OUT, s + S_SCALAR, s + S_POINT) === 0 ? this.out() : null;
+    } finally {
+      this.wipe();
+    }
+  }
+  multBase(k: Uint8Array): Uint8Array | null {
+    const s = this.s;
+    try {
+      this.m.HEAPU8.set(k, s + S_SCALAR);
+      return this.m._crypto_scalarmult_ristretto255_base(s + S_OUT, s + S_SCALAR) === 0 ? this.out() : null;
+    } finally {
+      this.wipe();
+    }
+  }
+  isValidPoint(e: Uint8Array): boolean {
+    const s = this.s;
+    try {
+      this.m.HEAPU8.set(e, s + S_POINT);
+      return this.m._crypto_core_ristretto255_is_valid_point(s + S_POINT) === 1;
+    } finally {
+      this.wipe();
+    }
+  }
+  fromHash(u: Uint8Array): Uint8Array {
+    const s = this.s;
+    try {
+      this.m.HEAPU8.set(u, s + S_WIDE);
+      this.m._crypto_core_ristretto255_from_hash(s + S_OUT, s + S_WIDE);
+      return this.out();
+    } finally {
+      this.wipe();
+    }
+  }
+  invert(k: Uint8Array): Uint8Array | null {
+    const s = this.s;
+    try {
+      this.m.HEAPU8.set(k, s + S_SCALAR);
+      return this.m._crypto_core_ristretto255_scalar_invert(s + S_OUT, s + S_SCALAR) === 0 ? this.out() : null;
+    } finally {
+      this.wipe();
+    }
+  }
+  reduce(u: Uint8Array): Uint8Array {
+    const s = this.s;
+    try {
+      this.m.HEAPU8.set(u, s + S_WIDE);
+      this.m._crypto_core_ristretto255_scalar_reduce(s + S_OUT, s + S_WIDE);
+      return this.out();
+    } finally {
+      this.wipe();
+    }
+  }
+}
+
+/** The documented libsodium-wrappers API (each call mallocs and frees without wiping). */
+class WrapperEngine implements Engine {
+  readonly raw = false;
+  constructor(private readonly lib: Sodium) {}
+  mult(k: Uint8Array, e: Uint8Array): Uint8Array | null {
+    try {
+      return this.lib.crypto_scalarmult_ristretto255(k, e);
+    } catch {
+      return null;
+    }
+  }
+  multBase(k: Uint8Array): Uint8Array | null {
+    try {
+      return this.lib.crypto_scalarmult_ristretto255_base(k);
+    } catch {
+      return null;
+    }
+  }
+  isValidPoint(e: Uint8Array): boolean {
+    return this.lib.crypto_core_ristretto255_is_valid_point(e);
+  }
+  fromHash(u: Uint8Array): Uint8Array {
+    return this.lib.crypto_core_ristretto255_from_hash(u);
+  }
+  invert(k: Uint8Array): Uint8Array | null {
+    try {
+      return this.lib.crypto_core_ristretto255_scalar_invert(k);
+    } catch {
+      return null;
+    }
+  }
+  reduce(u: Uint8Array): Uint8Array {
+    return this.lib.crypto_core_ristretto255_scalar_reduce(u);
+  }
+}
+
+// The group order L, little-endian, for a byte-wise "is reduced" test that needs no bigint.
+const ORDER_LE = Uint8Array.from([
+  0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+]);
+
+function isAllZero(b: Uint8Array): boolean {
+  let acc = 0;
+  for (let i = 0; i < b.length; i++) acc |= b[i]!;
+  return acc === 0;
+}
+
+/** True if the 32-byte little-endian `k` is below L (variable time over public-length data). */
+function isReducedLe(k: Uint8Array): boolean {
+  for (let i = 31; i >= 0; i--) {
+    if (k[i]! !== ORDER_LE[i]!) return k[i]! < ORDER_LE[i]!;
+  }
+  return false;
+}
+
+export interface SodiumRistretto255Options {
+  /**
+   * Call the emscripten exports directly and wipe the heap scratch after each call (default true).
+   * False uses the libsodium-wrappers functions. True throws if this libsodium build does not
+   * expose its module object.
+   */
+  rawExports?: boolean;
+}
+
+export class SodiumRistretto255 extends Ristretto255Base implements Group {
+  readonly backend = 'sodium-wasm';
+  /** Whether the emscripten exports are called directly (see the file header). */
+  readonly rawExports: boolean;
+  private readonly engine: Engine;
+
+  /** `lib` must be ready (`await sodium.ready`); `createSodiumRistretto255` does that. */
+  constructor(hash: HashPrimitives, lib: Sodium, options: SodiumRistretto255Options = {}) {
+    super(hash);
+    if (hash.name !== 'SHA-512') {
+      throw new OpaqueError(OpaqueErrorCode.InvalidArgument, 'ristretto255 (RFC 9497 §4.1) uses SHA-512');
+    }
+    if (options.rawExports === false) {
+      this.engine = new WrapperEngine(lib);
+    } else {
+      const m = sodiumModule(lib);
+      if (!m) throw new Error('sodium-ristretto255: this libsodium build does not expose its WebAssembly module');
+      this.engine = new RawEngine(m);
+    }
+    this.rawExports = this.engine.raw;
+  }
+
+  private checkScalarArg(k: Uint8Array): void {
+    expectLength(k, 32, 'scalar');
+    if (!isReducedLe(k)) throw invalidScalar('scalar', 'not reduced');
+    if (isAllZero(k)) throw invalidScalar('scalar', 'zero');
+  }
+
+  /** Names why libsodium refused `e` (only called on the failure path). */
+  private elementFault(e: Uint8Array, field: string): OpaqueError {
+    if (isAllZero(e)) return invalidElement(field, 'identity');
+    if (!this.engine.isValidPoint(e)) return invalidElement(field, 'not a canonical ristretto255 encoding');
+    return invalidElement(field, 'product is the identity');
+  }
+
+  checkElement(e: Uint8Array, field: string): void {
+    expectLength(e, 32, field);
+    // is_valid_point accepts the identity (all zero, its only canonical encoding).
+    if (isAllZero(e)) throw invalidElement(field, 'identity');
+    if (!this.engine.isValidPoint(e)) throw invalidElement(field, 'not a canonical ristretto255 encoding');
+  }
+
+  scalarMult(k: Uint8Array, e: Uint8Array, field: string): Uint8Array {
+    expectLength(e, 32, field);
+    this.checkScalarArg(k);
+    // The multiplication decodes e itself (rejecting non-canonical encodings) and fails on an
+    // identity result, which for a non-zero scalar means e was the identity: no separate check.
+    const r = this.engine.mult(k, e);
+    if (!r) throw this.elementFault(e, field);
+    return r;
+  }
+
+  scalarMultBase(k: Uint8Array): Uint8Array {
+    this.checkScalarArg(k);
+    const r = this.engine.multBase(k);
+    if (!r) throw invalidScalar('scalar', 'zero');
+    return r;
+  }
+
+  override scalarInvert(k: Uint8Array): Uint8Array {
+    expectLength(k, 32, 'scalar');
+    const r = this.engine.invert(k);
+    // libsodium refuses an all-zero input; an unreduced multiple of L inverts to zero.
+    if (!r || isAllZero(r)) throw invalidScalar('scalar', 'zero');
+    return r;
+  }
+
+  hashToGroup(msg: Uint8Array, dst: Uint8Array): Uint8Array {
+    const u = expandMessageXmd(this.hash, msg, dst, 64);
+    try {
+      return this.engine.fromHash(u);
+    } finally {
+      zeroize(u);
+    }
+  }
+
+  override hashToScalar(msg: Uint8Array, dst: Uint8Array): Uint8Array {
+    const u = expandMessageXmd(this.hash, msg, dst, 64);
+    try {
+      return this.engine.reduce(u);
+    } finally {
+      zeroize(u);
+    }
+  }
+}
+
+/** Waits for libsodium's WebAssembly to load, then builds the group. */
+export async function createSodiumRistretto255(
+  hash: HashPrimitives,
+  options: SodiumRistretto255Options = {},
+): Promise<SodiumRistretto255> {
+  await sodium.ready;
+  return new SodiumRistretto255(hash, sodium, options);
+}

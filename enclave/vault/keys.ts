@@ -1,0 +1,110 @@
+/**
+ * Provisioning and the enclave's key hierarchy.
+ *
+ * Three objects live in the token and never leave it (sensitive, never extractable):
+ *   bkv-seal    AES-256 key: seals every stored record (record.ts).
+ *   bkv-oprf    64-byte generic secret: the root of the OPRF seeds.
+ *   bkv-derive  32-byte generic secret: the root of every other enclave key.
+ * Derived with the token's HMAC into enclave memory (and zeroized on zeroization):
+ *   oprf_seed per suite (RFC 9807 §6.2.1, Nh bytes)     = HMAC-SHA512/256(bkv-oprf, label)
+ *   OPAQUE server key pair per suite (§6.4.1)            = DeriveDiffieHellmanKeyPair(HMAC(bkv-derive, label))
+ *   HPKE key pair (RFC 9180 §7.1.3), fake-record key, index key, audit key, key check.
+ * JavaScript can not pin or lock memory: derived keys are zeroized when the enclave zeroizes,
+ * but copies the engine made can not be reached.
+ */
+import { EnclaveFault, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
+import { deriveE2eKeyPair } from '../api/e2e.ts';
+import type { E2eKeyPair } from '../api/e2e.ts';
+import { deriveServerKeyPair } from '../opaque/server.ts';
+import type { ServerKeys } from '../opaque/server.ts';
+import type { Suite, SuiteId } from '../opaque/suite.ts';
+import { SUITE_IDS } from '../opaque/suite.ts';
+import type { KeyHandle, Token } from '../token.ts';
+import { TokenError } from '../token.ts';
+
+export const LABEL_SEAL = 'bkv-seal';
+export const LABEL_OPRF = 'bkv-oprf';
+export const LABEL_DERIVE = 'bkv-derive';
+
+const te = new TextEncoder();
+
+export interface EnclaveKeys {
+  seal: KeyHandle;
+  derive: KeyHandle;
+  server: Map<SuiteId, ServerKeys>;
+  e2e: E2eKeyPair;
+  fakeKey: Uint8Array;
+  indexKey: Uint8Array;
+  auditKey: Uint8Array;
+  keyCheck: Uint8Array;
+}
+
+function tokenCall<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof TokenError) throw new EnclaveFault(PlatformCodes.TokenError, `token: ${e.ckr}`);
+    throw e;
+  }
+}
+
+/** Finds the token keys, generating them on first start (provisioning). */
+export function ensureTokenKeys(token: Token, allowCreate: boolean): { seal: KeyHandle; oprf: KeyHandle; derive: KeyHandle; created: boolean } {
+  return tokenCall(() => {
+    let seal = token.findKey(LABEL_SEAL);
+    let oprf = token.findKey(LABEL_OPRF);
+    let derive = token.findKey(LABEL_DERIVE);
+    let created = false;
+    if (seal === null || oprf === null || derive === null) {
+      if (!allowCreate) throw new EnclaveFault(Lifecycle.NotProvisioned, 'token keys are missing for a provisioned enclave');
+      seal ??= token.generateAesKey(LABEL_SEAL);
+      oprf ??= token.generateHmacKey(LABEL_OPRF, 64);
+      derive ??= token.generateHmacKey(LABEL_DERIVE, 32);
+      created = true;
+    }
+    return { seal, oprf, derive, created };
+  });
+}
+
+export async function deriveEnclaveKeys(
+  token: Token,
+  handles: { seal: KeyHandle; oprf: KeyHandle; derive: KeyHandle },
+  suites: Map<SuiteId, Suite>,
+): Promise<EnclaveKeys> {
+  const d = (label: string) => tokenCall(() => token.hmac(handles.derive, 'SHA-256', te.encode(label)));
+  const server = new Map<SuiteId, ServerKeys>();
+  for (const id of SUITE_IDS) {
+    const suite = suites.get(id);
+    if (!suite) continue;
+    const oprfSeed = tokenCall(() =>
+      token.hmac(handles.oprf, suite.hash.name, te.encode(`bkv/oprf-seed/${id}`)),
+    );
+    const seed = d(`bkv/opaque-server-key/${id}`);
+    const kp = deriveServerKeyPair(suite, seed);
+    seed.fill(0);
+    server.set(id, { oprfSeed, serverPrivateKey: kp.privateKey, serverPublicKey: kp.publicKey });
+  }
+  const hpkeIkm = d('bkv/e2e-key');
+  const e2e = await deriveE2eKeyPair(hpkeIkm);
+  hpkeIkm.fill(0);
+  return {
+    seal: handles.seal,
+    derive: handles.derive,
+    server,
+    e2e,
+    fakeKey: d('bkv/fake-record'),
+    indexKey: d('bkv/index'),
+    auditKey: d('bkv/audit'),
+    keyCheck: d('bkv/key-check').slice(0, 16),
+  };
+}
+
+export function zeroizeEnclaveKeys(k: EnclaveKeys): void {
+  for (const s of k.server.values()) {
+    s.oprfSeed.fill(0);
+    s.serverPrivateKey.fill(0);
+  }
+  k.fakeKey.fill(0);
+  k.indexKey.fill(0);
+  k.auditKey.fill(0);
+}

@@ -1,0 +1,311 @@
+/**
+ * One handler per client operation (the vault rules of the design, enforced here):
+ *
+ * - RegisterStart / RegisterFinish: two-phase registration. The stage id is single use and
+ *   expires, so a replayed or retried finish can not re-register; replacing a live record needs
+ *   proof of its current backup key or of its current password (a recovered session).
+ * - LoginStart charges one guess in the record written by this batch, before KE2 is released
+ *   (the batch protocol releases nothing until the write is durable). Unknown records get the
+ *   RFC 9807 §6.3.2.2 fake credential response from a per-id deterministic fake record.
+ * - LoginFinish checks KE3; only then is the backup key released, wrapped under a key derived
+ *   from the OPAQUE session key, and the count reset. At the limit the secrets are zeroized and
+ *   the record is locked for good.
+ * - Status and Delete.
+ * Handlers are pure over their context: they return the response, the record to write, and the
+ * audit events; the batch (vault.ts) seals, indexes and commits.
+ */
+import { EnclaveFault, Handling } from '../api/codes.ts';
+import type { ClientRequest, ClientResponse } from '../api/messages.ts';
+import { AUDIT_KIND, STAGE_ID_LEN, SESSION_ID_LEN, SUITE_CODE } from '../api/messages.ts';
+import { AUTH_KIND_BACKUP_KEY, authorizationMac, backupKeyAuthKey, decodeAuthorization, sessionAuthKey, wrapForRelease } from '../api/authorize.ts';
+import type { RandomSource } from '../opaque/bytes.ts';
+import { ctEqual, toHex } from '../opaque/bytes.ts';
+import { DEFAULT_ARGON2ID, argon2idKsf, encodeKsfParams, ksfFromParams } from '../opaque/ksf.ts';
+import { decodeRegistrationRecord } from '../opaque/messages.ts';
+import { deriveServerKeyPair, serverLoginFinish, serverLoginStart, serverRegistrationResponse } from '../opaque/server.ts';
+import type { FakeRecord, ServerLoginState, ServerOptions } from '../opaque/server.ts';
+import type { Suite, SuiteId } from '../opaque/suite.ts';
+import type { EnclaveKeys } from './keys.ts';
+import { STATUS_ACTIVE, STATUS_LOCKED, zeroizeRecord } from './record.ts';
+import type { VaultRecord } from './record.ts';
+import type { ExpiringTable } from './sessions.ts';
+
+export const DEFAULT_ATTEMPT_LIMIT = 10;
+
+export interface Stage {
+  idHex: string;
+  suite: SuiteId;
+  attemptLimit: number;
+  ksf: Uint8Array;
+}
+export interface LoginSession {
+  idHex: string;
+  suite: SuiteId;
+  /** null for a fake session (unknown record). */
+  registrationId: Uint8Array | null;
+  state: ServerLoginState | null;
+}
+export interface AuthSession {
+  idHex: string;
+  registrationId: Uint8Array;
+  authKey: Uint8Array;
+}
+
+export interface OpContext {
+  now: number;
+  rng: RandomSource;
+  recordId: Uint8Array;
+  idHex: string;
+  /** The live record (active or locked), or null when none exists. */
+  current: VaultRecord | null;
+  suites: Map<SuiteId, Suite>;
+  keys: EnclaveKeys;
+  opaqueContext: Uint8Array;
+  stages: ExpiringTable<Stage>;
+  sessions: ExpiringTable<LoginSession>;
+  authSessions: ExpiringTable<AuthSession>;
+}
+
+export interface OpResult {
+  response: ClientResponse;
+  /** A new record content to seal, or 'delete' for a tombstone. */
+  write?: VaultRecord | 'delete';
+  audit: { kind: number; attemptsRemaining: number }[];
+  /** Runs when the batch commits (activates stages and sessions). */
+  onCommit?: () => void;
+}
+
+const SUITE_BY_CODE = new Map<number, SuiteId>(Object.entries(SUITE_CODE).map(([k, v]) => [v, k as SuiteId]));
+
+function suiteOf(ctx: OpContext, code: number): Suite {
+  const id = SUITE_BY_CODE.get(code);
+  const s = id ? ctx.suites.get(id) : undefined;
+  if (!s) throw new EnclaveFault(Handling.SuiteMismatch, `unsupported suite ${code}`, 'suite');
+  return s;
+}
+
+function serverOptions(ctx: OpContext, suite: Suite): ServerOptions {
+  return { suite, context: ctx.opaqueContext, rng: ctx.rng };
+}
+
+const remaining = (r: VaultRecord) => Math.max(0, r.attemptLimit - r.attemptsUsed);
+
+export async function handle(ctx: OpContext, req: ClientRequest): Promise<OpResult> {
+  switch (req.type) {
+    case 'RegisterStart':
+      return registerStart(ctx, req);
+    case 'RegisterFinish':
+      return registerFinish(ctx, req);
+    case 'LoginStart':
+      return loginStart(ctx, req);
+    case 'LoginFinish':
+      return loginFinish(ctx, req);
+    case 'Status':
+      return status(ctx);
+    case 'Delete':
+      return del(ctx);
+    default: {
+      const never: never = req;
+      throw new EnclaveFault(Handling.BadPayload, `unhandled request ${String(never)}`);
+    }
+  }
+}
+
+function registerStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'RegisterStart' }>): OpResult {
+  const suite = suiteOf(ctx, req.suite);
+  const limit = req.attemptLimit === 0 ? DEFAULT_ATTEMPT_LIMIT : req.attemptLimit;
+  if (limit < 1 || limit > 255) throw new EnclaveFault(Handling.InvalidAttemptLimit, 'attempt limit must be 1..255', 'attemptLimit');
+  ksfFromParams(req.ksf); // validates; a typed OpaqueError otherwise
+  const keys = ctx.keys.server.get(suite.id)!;
+  const response = serverRegistrationResponse(serverOptions(ctx, suite), keys, req.request, ctx.recordId);
+  const stageId = ctx.rng(STAGE_ID_LEN);
+  const stage: Stage = { idHex: ctx.idHex, suite: suite.id, attemptLimit: limit, ksf: req.ksf };
+  return {
+    response: { type: 'RegisterStarted', stageId, response },
+    audit: [],
+    onCommit: () => ctx.stages.put(toHex(stageId), stage, ctx.now),
+  };
+}
+
+function checkAuthorization(ctx: OpContext, current: VaultRecord, authorization: Uint8Array | undefined, stageId: Uint8Array): void {
+  const fail = () => new EnclaveFault(Handling.NotAuthorized, 'replacing a live record needs proof of its password or backup key', 'authorization');
+  if (!authorization) throw fail();
+  const a = decodeAuthorization(authorization);
+  if (!a) throw fail();
+  let key: Uint8Array;
+  if (a.kind === AUTH_KIND_BACKUP_KEY) {
+    if (current.status !== STATUS_ACTIVE) throw fail();
+    key = backupKeyAuthKey(current.backupKey);
+  } else {
+    const s = ctx.authSessions.take(toHex(a.sessionId), ctx.now);
+    if (typeof s === 'string' || s.idHex !== ctx.idHex || !ctEqual(s.registrationId, current.registrationId)) throw fail();
+    key = s.authKey;
+  }
+  const ok = ctEqual(authorizationMac(key, stageId, ctx.recordId), a.mac);
+  key.fill(0);
+  if (!ok) throw fail();
+}
+
+function registerFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'RegisterFinish' }>): OpResult {
+  const stage = ctx.stages.take(toHex(req.stageId), ctx.now);
+  if (stage === 'missing') throw new EnclaveFault(Handling.UnknownStage, 'unknown or already used stage', 'stageId');
+  if (stage === 'expired') throw new EnclaveFault(Handling.StageExpired, 'stage expired', 'stageId');
+  if (stage.idHex !== ctx.idHex) throw new EnclaveFault(Handling.UnknownStage, 'stage belongs to another record', 'stageId');
+  const suite = ctx.suites.get(stage.suite)!;
+  decodeRegistrationRecord(suite, req.record); // strict: lengths and client_public_key
+  const cur = ctx.current;
+  const live = cur !== null && cur.status === STATUS_ACTIVE;
+  let backupKey: Uint8Array;
+  if (live) {
+    checkAuthorization(ctx, cur, req.authorization, req.stageId);
+    backupKey = req.backupKey ?? Uint8Array.from(cur.backupKey);
+  } else {
+    if (!req.backupKey) throw new EnclaveFault(Handling.BadProof, 'a new registration must carry its backup key', 'backupKey');
+    backupKey = req.backupKey;
+  }
+  const record: VaultRecord = {
+    status: STATUS_ACTIVE,
+    suite: SUITE_CODE[suite.id],
+    attemptLimit: stage.attemptLimit,
+    attemptsUsed: 0,
+    registrationId: ctx.rng(16),
+    ksf: stage.ksf,
+    opaqueRecord: req.record,
+    backupKey,
+    registeredAt: ctx.now,
+  };
+  const kind = live && !req.backupKey ? AUDIT_KIND.passwordChanged : AUDIT_KIND.registered;
+  return {
+    response: { type: 'Registered', attemptsRemaining: stage.attemptLimit, attemptLimit: stage.attemptLimit },
+    write: record,
+    audit: [{ kind, attemptsRemaining: stage.attemptLimit }],
+  };
+}
+
+/** The deterministic fake record of an unknown id (RFC 9807 §6.3.2.2), stable across attempts. */
+function fakeRecordFor(ctx: OpContext, suite: Suite): FakeRecord {
+  const h = suite.hash;
+  const label = new TextEncoder().encode(`bkv/fake/${suite.id}`);
+  const seed = h.hmac(ctx.keys.fakeKey, label, Uint8Array.of(1), ctx.recordId).slice(0, suite.Nseed);
+  const { privateKey, publicKey } = deriveServerKeyPair(suite, seed);
+  privateKey.fill(0);
+  seed.fill(0);
+  const mk = h.hmac(ctx.keys.fakeKey, label, Uint8Array.of(2), ctx.recordId);
+  const maskingKey = mk.length >= suite.Nh ? mk.slice(0, suite.Nh) : mk;
+  return { clientPublicKey: publicKey, maskingKey };
+}
+
+const FAKE_KSF = encodeKsfParams(argon2idKsf(DEFAULT_ARGON2ID));
+
+function loginStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginStart' }>): OpResult {
+  const suite = suiteOf(ctx, req.suite);
+  const keys = ctx.keys.server.get(suite.id)!;
+  const cur = ctx.current;
+  const sessionId = ctx.rng(SESSION_ID_LEN);
+  const sid = toHex(sessionId);
+  if (cur === null) {
+    const { ke2, state } = serverLoginStart(serverOptions(ctx, suite), keys, req.ke1, ctx.recordId, null, fakeRecordFor(ctx, suite));
+    const session: LoginSession = { idHex: ctx.idHex, suite: suite.id, registrationId: null, state };
+    return {
+      response: { type: 'LoginStarted', sessionId, ke2, ksf: FAKE_KSF, attemptsRemaining: DEFAULT_ATTEMPT_LIMIT },
+      audit: [],
+      onCommit: () => ctx.sessions.put(sid, session, ctx.now),
+    };
+  }
+  if (cur.status === STATUS_LOCKED) return { response: { type: 'Locked' }, audit: [] };
+  if (cur.suite !== SUITE_CODE[suite.id]) throw new EnclaveFault(Handling.SuiteMismatch, 'record uses another suite', 'suite');
+  if (cur.attemptsUsed >= cur.attemptLimit) {
+    // Every guess is spent. A session still holding the last one may finish; otherwise lock now.
+    const pending = ctx.sessions.some(ctx.now, (s) => s.idHex === ctx.idHex && s.registrationId !== null);
+    if (pending) return { response: { type: 'Locked' }, audit: [] };
+    return { ...lock(cur), response: { type: 'Locked' } };
+  }
+  const { ke2, state } = serverLoginStart(serverOptions(ctx, suite), keys, req.ke1, ctx.recordId, cur.opaqueRecord);
+  const next: VaultRecord = { ...cur, attemptsUsed: cur.attemptsUsed + 1 };
+  const session: LoginSession = { idHex: ctx.idHex, suite: suite.id, registrationId: cur.registrationId, state };
+  return {
+    response: { type: 'LoginStarted', sessionId, ke2, ksf: cur.ksf, attemptsRemaining: remaining(next) },
+    write: next,
+    audit: [{ kind: AUDIT_KIND.guessUsed, attemptsRemaining: remaining(next) }],
+    onCommit: () => ctx.sessions.put(sid, session, ctx.now),
+  };
+}
+
+function lock(cur: VaultRecord): OpResult {
+  const locked: VaultRecord = {
+    ...cur,
+    status: STATUS_LOCKED,
+    attemptsUsed: cur.attemptLimit,
+    opaqueRecord: new Uint8Array(0),
+    backupKey: new Uint8Array(0),
+  };
+  zeroizeRecord(cur);
+  return {
+    response: { type: 'WrongPassword', attemptsRemaining: 0, locked: 1 },
+    write: locked,
+    audit: [{ kind: AUDIT_KIND.locked, attemptsRemaining: 0 }],
+  };
+}
+
+async function loginFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginFinish' }>): Promise<OpResult> {
+  const s = ctx.sessions.take(toHex(req.sessionId), ctx.now);
+  if (s === 'missing') throw new EnclaveFault(Handling.UnknownSession, 'unknown or already finished session', 'sessionId');
+  if (s === 'expired') throw new EnclaveFault(Handling.SessionExpired, 'session expired; its guess stays spent', 'sessionId');
+  if (s.idHex !== ctx.idHex) throw new EnclaveFault(Handling.UnknownSession, 'session belongs to another record', 'sessionId');
+  const suite = ctx.suites.get(s.suite)!;
+  const result = serverLoginFinish(serverOptions(ctx, suite), s.state!, req.ke3);
+  const cur = ctx.current;
+  if (s.registrationId === null || cur === null || !ctEqual(cur.registrationId, s.registrationId)) {
+    // A fake session, or the record was deleted or re-registered since KE2: nothing to release.
+    if (result.ok) result.sessionKey.fill(0);
+    if (cur === null || s.registrationId === null) {
+      return { response: { type: 'WrongPassword', attemptsRemaining: DEFAULT_ATTEMPT_LIMIT, locked: 0 }, audit: [] };
+    }
+    return { response: { type: 'WrongPassword', attemptsRemaining: remaining(cur), locked: cur.status === STATUS_LOCKED ? 1 : 0 }, audit: [] };
+  }
+  if (cur.status !== STATUS_ACTIVE) {
+    if (result.ok) result.sessionKey.fill(0);
+    return { response: { type: 'Locked' }, audit: [] };
+  }
+  if (!result.ok) {
+    if (cur.attemptsUsed >= cur.attemptLimit) {
+      const pending = ctx.sessions.some(ctx.now, (x) => x.idHex === ctx.idHex && x.registrationId !== null);
+      if (!pending) return lock(cur);
+    }
+    return { response: { type: 'WrongPassword', attemptsRemaining: remaining(cur), locked: 0 }, audit: [] };
+  }
+  const wrappedKey = await wrapForRelease(result.sessionKey, ctx.rng(12), cur.backupKey);
+  const auth: AuthSession = { idHex: ctx.idHex, registrationId: cur.registrationId, authKey: sessionAuthKey(result.sessionKey) };
+  result.sessionKey.fill(0);
+  const next: VaultRecord = { ...cur, attemptsUsed: 0 };
+  const sid = toHex(req.sessionId);
+  return {
+    response: { type: 'Recovered', wrappedKey, attemptsRemaining: next.attemptLimit },
+    write: next,
+    audit: [{ kind: AUDIT_KIND.recovered, attemptsRemaining: next.attemptLimit }],
+    onCommit: () => ctx.authSessions.put(sid, auth, ctx.now),
+  };
+}
+
+function status(ctx: OpContext): OpResult {
+  const cur = ctx.current;
+  if (cur === null) return { response: { type: 'NotRegistered' }, audit: [] };
+  return {
+    response: {
+      type: 'StatusResult',
+      registered: 1,
+      locked: cur.status === STATUS_LOCKED ? 1 : 0,
+      attemptsRemaining: remaining(cur),
+      attemptLimit: cur.attemptLimit,
+      suite: cur.suite,
+    },
+    audit: [],
+  };
+}
+
+function del(ctx: OpContext): OpResult {
+  const cur = ctx.current;
+  if (cur === null) return { response: { type: 'NotRegistered' }, audit: [] };
+  zeroizeRecord(cur);
+  return { response: { type: 'Deleted' }, write: 'delete', audit: [{ kind: AUDIT_KIND.deleted, attemptsRemaining: 0 }] };
+}

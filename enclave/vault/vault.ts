@@ -1,0 +1,359 @@
+/**
+ * The enclave's state machine: boot (self-tests, provisioning, NVRAM), load (rebuild the
+ * rollback index from the host's rows), batches (prepare, then commit after the host made them
+ * durable), zeroization, and audit verification. One instance per partition.
+ *
+ * Batch protocol (the guess-charging rule of the design):
+ *   Batch(e)  -> every op runs against the record the enclave expects (index leaf check), its
+ *                writes are sealed with epoch e, and the enclave answers Prepared(writes, audit).
+ *                No client response leaves yet.
+ *   Commit(e) -> the host has persisted the writes. The enclave writes its NVRAM (index sum,
+ *                count, epoch, audit head), then answers Committed(results).
+ *   Abort(e)  -> the host could not persist: the batch is dropped (its stages and sessions die).
+ */
+import { EnclaveFault, Handling, Integrity, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
+import { encodeMessage, decodeMessage } from '../api/codec.ts';
+import type { AuditEvent, HostRequest, HostResponse } from '../api/messages.ts';
+import { ClientRequests, ClientResponses, ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
+import { openRequest } from '../api/e2e.ts';
+import { ctEqual, toHex } from '../opaque/bytes.ts';
+import { OpaqueError } from '../opaque/errors.ts';
+import { nodeHash } from '../opaque/hash-node.ts';
+import type { Suite, SuiteId } from '../opaque/suite.ts';
+import { SUITE_IDS } from '../opaque/suite.ts';
+import { fastSuite } from '../opaque/suites-fast.ts';
+import type { Platform } from '../platform.ts';
+import { runSelfTests } from '../selftest.ts';
+import { AuditLog } from './audit.ts';
+import { deriveEnclaveKeys, ensureTokenKeys, zeroizeEnclaveKeys } from './keys.ts';
+import type { EnclaveKeys } from './keys.ts';
+import { FLAG_ZEROIZED, decodeNvramState, encodeNvramState, freshNvramState, NVRAM_STATE_SIZE } from './nvram-state.ts';
+import type { NvramState } from './nvram-state.ts';
+import { handle } from './ops.ts';
+import type { AuthSession, LoginSession, OpContext, Stage } from './ops.ts';
+import { IndexLoader, RecordIndex } from './record-index.ts';
+import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal } from './record.ts';
+import type { VaultRecord } from './record.ts';
+import { ExpiringTable } from './sessions.ts';
+
+const DEFAULT_CONTEXT = new TextEncoder().encode('BackupKeyVault-v1');
+const SESSION_TTL_MS = 120_000;
+const STAGE_TTL_MS = 300_000;
+const AUTH_TTL_MS = 300_000;
+const MAX_SESSIONS = 100_000;
+
+type State = 'ready' | 'notLoaded' | 'selfTestFailed' | 'zeroized' | 'broken';
+
+interface Pending {
+  epoch: number;
+  overlay: Map<string, { recordId: Uint8Array; record: VaultRecord | null; version: number; leaf: Uint8Array | null }>;
+  audit: AuditEvent[];
+  results: { opId: number; sealed: number; response: Uint8Array }[];
+  hooks: (() => void)[];
+}
+
+const sha256 = nodeHash('SHA-256');
+
+export class Vault {
+  private state: State = 'notLoaded';
+  private failure = '';
+  private nv!: NvramState;
+  private keys: EnclaveKeys | null = null;
+  private index: RecordIndex | null = null;
+  private loader: IndexLoader | null = null;
+  private pending: Pending | null = null;
+  private audit!: AuditLog;
+  private readonly suites = new Map<SuiteId, Suite>();
+  private readonly stages = new ExpiringTable<Stage>(STAGE_TTL_MS, MAX_SESSIONS);
+  private readonly sessions = new ExpiringTable<LoginSession>(SESSION_TTL_MS, MAX_SESSIONS);
+  private readonly authSessions = new ExpiringTable<AuthSession>(AUTH_TTL_MS, MAX_SESSIONS, (a) => a.authKey.fill(0));
+
+  private constructor(private readonly p: Platform) {}
+
+  static async boot(p: Platform): Promise<Vault> {
+    const v = new Vault(p);
+    await v.start();
+    return v;
+  }
+
+  private async start(): Promise<void> {
+    for (const id of SUITE_IDS) this.suites.set(id, await fastSuite(id));
+    if (this.p.nvram.size < NVRAM_STATE_SIZE) throw new EnclaveFault(PlatformCodes.NvramFull, 'NVRAM region too small');
+    const stored = decodeNvramState(this.p.nvram.read());
+    if (stored && stored.flags & FLAG_ZEROIZED) {
+      this.state = 'zeroized';
+      return;
+    }
+    const handles = ensureTokenKeys(this.p.token, stored === null);
+    const st = await runSelfTests(sha256, this.suites.get('ristretto255-SHA512')!, this.p.token, handles.seal);
+    if (!st.ok) {
+      this.state = 'selfTestFailed';
+      this.failure = st.failed.join(',');
+      return;
+    }
+    this.keys = await deriveEnclaveKeys(this.p.token, handles, this.suites);
+    if (stored) {
+      if (!ctEqual(stored.keyCheck, this.keys.keyCheck)) {
+        throw new EnclaveFault(Lifecycle.NotProvisioned, 'the token keys are not the ones this NVRAM was provisioned with');
+      }
+      this.nv = stored;
+    } else {
+      this.nv = freshNvramState(this.keys.keyCheck, this.p.operatorKeyHash);
+      await this.p.nvram.write(encodeNvramState(this.nv));
+    }
+    this.audit = new AuditLog(this.keys.auditKey, sha256);
+    this.state = 'notLoaded';
+  }
+
+  /** Partition of a record id: the first 4 bytes of SHA-256(id), big-endian, mod partitions. */
+  partitionOf(recordId: Uint8Array): number {
+    const h = sha256.hash(recordId);
+    return (((h[0]! << 24) | (h[1]! << 16) | (h[2]! << 8) | h[3]!) >>> 0) % this.p.partitions;
+  }
+
+  private requireState(...ok: State[]): void {
+    if (ok.includes(this.state)) return;
+    switch (this.state) {
+      case 'selfTestFailed':
+        throw new EnclaveFault(Lifecycle.SelfTestFailed, `self-tests failed: ${this.failure}`);
+      case 'zeroized':
+        throw new EnclaveFault(Lifecycle.Zeroized, 'the enclave has been zeroized');
+      case 'notLoaded':
+        throw new EnclaveFault(Integrity.NotLoaded, 'records not loaded yet');
+      case 'broken':
+        throw new EnclaveFault(PlatformCodes.NvramError, 'NVRAM write failed; reload required');
+      default:
+        throw new EnclaveFault(Lifecycle.NotReady, 'not ready');
+    }
+  }
+
+  async handle(req: HostRequest): Promise<HostResponse> {
+    switch (req.type) {
+      case 'Info':
+        return this.info();
+      case 'LoadChunk':
+        return this.loadChunk(req);
+      case 'LoadEnd':
+        return this.loadEnd();
+      case 'Batch':
+        return this.batch(req);
+      case 'Commit':
+        return this.commit(req.epoch);
+      case 'Abort':
+        return this.abort(req.epoch);
+      case 'Zeroize':
+        return this.zeroize(req.auth);
+      case 'AuditVerify':
+        return this.auditVerify(req);
+      default: {
+        const never: never = req;
+        throw new EnclaveFault(Handling.BadPayload, `unhandled ${String(never)}`);
+      }
+    }
+  }
+
+  private info(): HostResponse {
+    const suites = [];
+    if (this.keys) {
+      for (const [id, k] of this.keys.server) suites.push({ suite: SUITE_CODE[id], serverPublicKey: k.serverPublicKey });
+    }
+    return {
+      type: 'InfoResult',
+      state: ENCLAVE_STATE[this.state === 'broken' ? 'notLoaded' : this.state],
+      partition: this.p.partition,
+      epoch: this.nv?.epoch ?? 0,
+      records: this.index?.count ?? 0,
+      hpkePublicKey: this.keys?.e2e.publicKey ?? new Uint8Array(0),
+      suites,
+    };
+  }
+
+  private loadChunk(req: Extract<HostRequest, { type: 'LoadChunk' }>): HostResponse {
+    this.requireState('notLoaded', 'broken');
+    if (this.pending) this.pending = null;
+    this.loader ??= new IndexLoader(this.keys!.indexKey, sha256, this.nv.epoch, (id) => this.partitionOf(id) === this.p.partition);
+    try {
+      for (const e of req.entries) this.loader.add(e.recordId, e.blob, e.prev);
+    } catch (err) {
+      this.loader = null;
+      throw err;
+    }
+    return { type: 'Loading', accepted: req.entries.length };
+  }
+
+  private loadEnd(): HostResponse {
+    this.requireState('notLoaded', 'broken');
+    const loader = this.loader ?? new IndexLoader(this.keys!.indexKey, sha256, this.nv.epoch, () => true);
+    this.loader = null;
+    const { index, revert } = loader.finish(this.nv.count, this.nv.indexSum);
+    this.index = index;
+    this.state = 'ready';
+    return { type: 'Loaded', epoch: this.nv.epoch, records: index.count, revert: revert.map((recordId) => ({ recordId })) };
+  }
+
+  private async batch(req: Extract<HostRequest, { type: 'Batch' }>): Promise<HostResponse> {
+    this.requireState('ready');
+    if (this.pending) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is already pending');
+    if (req.epoch !== this.nv.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${this.nv.epoch + 1}`, 'epoch');
+    const now = this.p.now();
+    this.stages.sweep(now);
+    this.sessions.sweep(now);
+    this.authSessions.sweep(now);
+    const pending: Pending = { epoch: req.epoch, overlay: new Map(), audit: [], results: [], hooks: [] };
+    let auditSeq = this.nv.auditSeq;
+    let auditHead = this.nv.auditHead;
+    const writes: { recordId: Uint8Array; blob: Uint8Array }[] = [];
+    const keys = this.keys!;
+    const index = this.index!;
+    for (const op of req.ops) {
+      const idHex = toHex(op.recordId);
+      let sealResponse: ((b: Uint8Array) => Promise<Uint8Array>) | null = null;
+      try {
+        if (this.partitionOf(op.recordId) !== this.p.partition) {
+          throw new EnclaveFault(Integrity.IndexMismatch, 'record belongs to another partition', 'recordId');
+        }
+        const { record: current, version } = this.currentRecord(pending, op.recordId, idHex, op.stored, index);
+        const opened = await openRequest(keys.e2e, op.recordId, op.request);
+        sealResponse = opened.sealResponse;
+        const creq = decodeMessage(ClientRequests, opened.request);
+        const ctx: OpContext = {
+          now,
+          rng: (n) => this.p.random(n),
+          recordId: op.recordId,
+          idHex,
+          current,
+          suites: this.suites,
+          keys,
+          opaqueContext: this.p.opaqueContext ?? DEFAULT_CONTEXT,
+          stages: this.stages,
+          sessions: this.sessions,
+          authSessions: this.authSessions,
+        };
+        const result = await handle(ctx, creq);
+        if (result.write !== undefined) {
+          const rec = result.write === 'delete' ? null : result.write;
+          const suite = rec ? rec.suite : (current?.suite ?? 0);
+          const blob = seal(this.p.token, keys.seal, op.recordId, { kind: rec ? KIND_RECORD : KIND_TOMBSTONE, suite, epoch: req.epoch, version: version + 1 }, rec);
+          pending.overlay.set(idHex, { recordId: op.recordId, record: rec, version: version + 1, leaf: rec ? index.leafOf(op.recordId, blob) : null });
+          writes.push({ recordId: op.recordId, blob });
+        }
+        const rh = result.audit.length ? this.audit.recordHash(op.recordId) : null;
+        for (const a of result.audit) {
+          const ev = this.audit.next(auditSeq, auditHead, now, a.kind, rh!, a.attemptsRemaining);
+          auditSeq = ev.seq;
+          auditHead = ev.mac;
+          pending.audit.push(ev);
+        }
+        if (result.onCommit) pending.hooks.push(result.onCommit);
+        const response = await sealResponse(encodeMessage(ClientResponses, result.response));
+        pending.results.push({ opId: op.opId, sealed: 1, response });
+      } catch (e) {
+        const f = toFault(e);
+        const plain = encodeMessage(ClientResponses, { type: 'Fault', code: f.code, field: new TextEncoder().encode((f.field ?? '').slice(0, 64)) });
+        if (sealResponse) pending.results.push({ opId: op.opId, sealed: 1, response: await sealResponse(plain) });
+        else pending.results.push({ opId: op.opId, sealed: 0, response: plain });
+      }
+    }
+    this.pending = pending;
+    this.p.failpoint?.('batch:prepared');
+    return { type: 'Prepared', epoch: req.epoch, writes, audit: pending.audit };
+  }
+
+  /** The record an op works on: this batch's pending version, or the stored blob checked against the index. */
+  private currentRecord(pending: Pending, recordId: Uint8Array, idHex: string, stored: Uint8Array, index: RecordIndex): { record: VaultRecord | null; version: number } {
+    const o = pending.overlay.get(idHex);
+    if (o) return { record: o.record ? { ...o.record } : null, version: o.version };
+    const expected = index.get(idHex);
+    if (expected) {
+      if (stored.length === 0 || !ctEqual(index.leafOf(recordId, stored), expected)) {
+        throw new EnclaveFault(Integrity.RollbackDetected, 'stored record is not the current version', 'stored');
+      }
+      const { header, record } = unseal(this.p.token, this.keys!.seal, recordId, stored);
+      if (!record) throw new EnclaveFault(Integrity.SealedRecordInvalid, 'stored record does not open', 'stored');
+      return { record, version: header.version };
+    }
+    // No live record: a tombstone (or nothing). Its version keeps numbering monotonic.
+    let version = 0;
+    if (stored.length > 0) {
+      try {
+        version = parseHeader(stored).version;
+      } catch {
+        version = 0;
+      }
+    }
+    return { record: null, version };
+  }
+
+  private async commit(epoch: number): Promise<HostResponse> {
+    this.requireState('ready');
+    const p = this.pending;
+    if (!p || p.epoch !== epoch) throw new EnclaveFault(Handling.NoBatchPending, 'no pending batch with this epoch', 'epoch');
+    const index = this.index!;
+    const next: NvramState = { ...this.nv, epoch };
+    // Compute the new index sum without touching the live index until NVRAM is durable.
+    const undo: [string, Uint8Array | null][] = [];
+    for (const [idHex, o] of p.overlay) {
+      undo.push([idHex, index.get(idHex) ?? null]);
+      index.set(idHex, o.leaf);
+    }
+    next.count = index.count;
+    next.indexSum = Uint8Array.from(index.sum);
+    if (p.audit.length) {
+      const last = p.audit[p.audit.length - 1]!;
+      next.auditSeq = last.seq;
+      next.auditHead = last.mac;
+    }
+    this.p.failpoint?.('commit:before-nvram');
+    try {
+      await this.p.nvram.write(encodeNvramState(next));
+    } catch {
+      for (const [idHex, leaf] of undo.reverse()) index.set(idHex, leaf);
+      this.pending = null;
+      this.state = 'broken';
+      throw new EnclaveFault(PlatformCodes.NvramError, 'NVRAM write failed; reload required');
+    }
+    this.p.failpoint?.('commit:after-nvram');
+    this.nv = next;
+    this.pending = null;
+    for (const h of p.hooks) h();
+    return { type: 'Committed', epoch, results: p.results };
+  }
+
+  private abort(epoch: number): HostResponse {
+    const p = this.pending;
+    if (!p || p.epoch !== epoch) throw new EnclaveFault(Handling.NoBatchPending, 'no pending batch with this epoch', 'epoch');
+    this.pending = null;
+    return { type: 'Aborted', epoch };
+  }
+
+  private async zeroize(auth: Uint8Array): Promise<HostResponse> {
+    if (this.state === 'zeroized') return { type: 'ZeroizeDone' };
+    const expect = this.nv?.operatorKeyHash;
+    if (!expect || expect.every((x) => x === 0) || !ctEqual(sha256.hash(auth), expect)) {
+      throw new EnclaveFault(Lifecycle.OperatorAuthFailed, 'operator authorization failed');
+    }
+    this.p.token.destroyAllKeys();
+    if (this.keys) zeroizeEnclaveKeys(this.keys);
+    this.keys = null;
+    this.index = null;
+    this.pending = null;
+    this.stages.clear();
+    this.sessions.clear();
+    this.authSessions.clear();
+    await this.p.nvram.write(encodeNvramState({ ...freshNvramState(new Uint8Array(16), undefined), flags: FLAG_ZEROIZED }));
+    this.state = 'zeroized';
+    return { type: 'ZeroizeDone' };
+  }
+
+  private auditVerify(req: Extract<HostRequest, { type: 'AuditVerify' }>): HostResponse {
+    this.requireState('ready', 'notLoaded');
+    const bad = this.audit.verify(req.events, req.fromSeq, req.fromHead, this.nv.auditSeq, this.nv.auditHead);
+    return { type: 'AuditResult', firstBad: bad < 0 ? 0xffffffff : bad, headSeq: this.nv.auditSeq };
+  }
+}
+
+export function toFault(e: unknown): EnclaveFault {
+  if (e instanceof EnclaveFault) return e;
+  if (e instanceof OpaqueError) return new EnclaveFault(e.code, e.message, e.field);
+  return new EnclaveFault(Handling.BadPayload, 'internal error');
+}

@@ -1,0 +1,52 @@
+/**
+ * Chooses and opens the record store from a storage URL:
+ *   undefined or ''               -> SQLite at DATA/vault.db
+ *   sqlite:PATH, sqlite://PATH    -> SQLite at PATH (sqlite:///abs/path for an absolute one)
+ *   a plain file path             -> SQLite at that path
+ *   postgres://..., postgresql:// -> not available yet (StorageError NotAvailable)
+ */
+import { join } from 'node:path';
+import { openSqliteStore } from './sqlite.ts';
+import type { SqliteStoreOptions } from './sqlite.ts';
+import { StorageCode, StorageError } from './types.ts';
+import type { RecordStore } from './types.ts';
+
+export * from './types.ts';
+export { openSqliteStore, SQLITE_SCHEMA_VERSION } from './sqlite.ts';
+export type { SqliteStoreOptions } from './sqlite.ts';
+
+export const DEFAULT_SQLITE_FILE = 'vault.db';
+
+export type StoreLocation = { backend: 'sqlite'; path: string } | { backend: 'postgres'; url: string };
+
+/** Parses a storage URL (see the header) without opening anything. */
+export function parseStoreUrl(url: string | undefined, dataDir: string): StoreLocation {
+  if (url === undefined || url.trim() === '') return { backend: 'sqlite', path: join(dataDir, DEFAULT_SQLITE_FILE) };
+  if (/^postgres(ql)?:\/\//i.test(url)) return { backend: 'postgres', url };
+  const sqlite = /^sqlite:(?:\/\/)?(.*)$/i.exec(url);
+  if (sqlite) {
+    const path = sqlite[1]!;
+    if (path === '') throw new StorageError(StorageCode.InvalidArgument, 'storage URL: sqlite: needs a path');
+    return { backend: 'sqlite', path };
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url);
+  if (scheme) {
+    throw new StorageError(StorageCode.InvalidArgument, `storage URL: unknown scheme ${scheme[1]!} (use sqlite: or a file path)`);
+  }
+  return { backend: 'sqlite', path: url };
+}
+
+export async function openStore(
+  url: string | undefined,
+  dataDir: string,
+  opts: { sqlite?: SqliteStoreOptions } = {},
+): Promise<RecordStore> {
+  const loc = parseStoreUrl(url, dataDir);
+  if (loc.backend === 'postgres') {
+    throw new StorageError(
+      StorageCode.NotAvailable,
+      'PostgreSQL storage is not available yet in this build; use sqlite:PATH or a file path',
+    );
+  }
+  return openSqliteStore(loc.path, opts.sqlite);
+}

@@ -1,0 +1,408 @@
+/**
+ * The embedded record store on SQLite (better-sqlite3 12): WAL journal with `synchronous = FULL`
+ * (a batch is on stable storage when `applyBatch` resolves), a busy timeout, a versioned schema
+ * (table `meta`, migrations in one transaction, a newer schema refused), cached prepared
+ * statements, one IMMEDIATE transaction per batch. better-sqlite3 is synchronous: every method
+ * does its work at once and returns a settled promise; SQLite failures become `StorageError`s.
+ *
+ * Schema, version 1 (STRICT tables):
+ *   meta(key TEXT PRIMARY KEY, value)                        -- schema_version, app
+ *   records(partition, record_id BLOB, blob BLOB, prev BLOB, epoch INTEGER,
+ *           PRIMARY KEY(partition, record_id)) WITHOUT ROWID
+ *   records_pending: partial index (partition, epoch) of rows `compact` still has work on
+ *   audit(partition, seq, event BLOB, PRIMARY KEY(partition, seq)) WITHOUT ROWID
+ *                                                            -- event: encodeFields(AuditEventSchema)
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { decodeFields, encodeFields } from '../../enclave/api/codec.ts';
+import { AuditEventSchema, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../../enclave/api/messages.ts';
+import type { AuditEvent } from '../../enclave/api/messages.ts';
+import { StorageCode, StorageError, recordKey } from './types.ts';
+import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
+
+export interface SqliteStoreOptions {
+  /** How long a call waits for a lock held by another connection before failing with Busy. Default 5000 ms. */
+  busyTimeoutMs?: number;
+  /**
+   * A size cap for the database file (rounded down to whole pages): a batch that would grow it
+   * beyond fails with Full, exactly as a full disk does. Default: no cap beyond SQLite's own.
+   */
+  maxSizeBytes?: number;
+}
+
+const APP_ID = 'backup-key-vault/records';
+
+/** Migration i brings the schema from version i to i + 1. Never edit a released one; append. */
+const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
+  (db) => {
+    db.exec(`
+      CREATE TABLE records (
+        partition INTEGER NOT NULL,
+        record_id BLOB NOT NULL,
+        blob      BLOB NOT NULL,
+        prev      BLOB,
+        epoch     INTEGER NOT NULL,
+        PRIMARY KEY (partition, record_id)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX records_pending ON records (partition, epoch)
+        WHERE prev IS NOT NULL OR length(blob) = 0;
+      CREATE TABLE audit (
+        partition INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        event     BLOB NOT NULL,
+        PRIMARY KEY (partition, seq)
+      ) STRICT, WITHOUT ROWID;
+    `);
+  },
+];
+
+/** The schema version this code writes. */
+export const SQLITE_SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Maps a better-sqlite3 / Node error to a StorageError code (`SQLITE_IOERR_FSYNC` -> Io, ...). */
+export function toStorageError(e: unknown, what: string): StorageError {
+  if (e instanceof StorageError) return e;
+  const code = typeof (e as { code?: unknown } | null)?.code === 'string' ? (e as { code: string }).code : undefined;
+  const msg = `${what}: ${e instanceof Error ? e.message : String(e)}`;
+  let sc: StorageCode = StorageCode.Internal;
+  if (code !== undefined) {
+    if (code.startsWith('SQLITE_FULL') || code === 'ENOSPC' || code === 'EDQUOT') sc = StorageCode.Full;
+    else if (code.startsWith('SQLITE_CORRUPT') || code.startsWith('SQLITE_NOTADB')) sc = StorageCode.Corrupt;
+    else if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) sc = StorageCode.Busy;
+    else if (
+      code.startsWith('SQLITE_IOERR') ||
+      code.startsWith('SQLITE_CANTOPEN') ||
+      code.startsWith('SQLITE_READONLY') ||
+      code.startsWith('SQLITE_PERM') ||
+      /^E[A-Z]+$/.test(code)
+    ) {
+      sc = StorageCode.Io;
+    }
+  }
+  return new StorageError(sc, msg, code, { cause: e });
+}
+
+const invalid = (msg: string) => new StorageError(StorageCode.InvalidArgument, msg);
+
+function checkPartition(p: number): void {
+  if (!Number.isInteger(p) || p < 0 || p > 0xffff) throw invalid('partition: not an integer in 0..65535');
+}
+function checkUint(v: number, what: string): void {
+  if (!Number.isSafeInteger(v) || v < 0) throw invalid(`${what}: not a non-negative safe integer`);
+}
+function checkId(id: unknown, what: string): asserts id is Uint8Array {
+  if (!(id instanceof Uint8Array) || id.length < 1 || id.length > MAX_RECORD_ID) {
+    throw invalid(`${what}: expected 1..${MAX_RECORD_ID} bytes`);
+  }
+}
+
+/** A plain Uint8Array view of a Buffer from better-sqlite3 (each owns its memory: no copy). */
+const view = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+
+interface RecordRow {
+  record_id: Buffer;
+  blob: Buffer;
+  prev: Buffer | null;
+  epoch: number;
+}
+
+const toRecord = (r: RecordRow): StoredRecord => ({
+  recordId: view(r.record_id),
+  blob: view(r.blob),
+  prev: r.prev === null ? null : view(r.prev),
+  epoch: r.epoch,
+});
+
+function migrate(db: Database.Database): void {
+  const run = db.transaction(() => {
+    const hasMeta = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta'").get();
+    let version = 0;
+    if (hasMeta) {
+      const row = db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: unknown } | undefined;
+      version = Number(row?.value);
+      if (!Number.isSafeInteger(version) || version < 1) {
+        throw new StorageError(StorageCode.Corrupt, 'meta: schema_version missing or invalid');
+      }
+    } else {
+      const other = db.prepare("SELECT name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' LIMIT 1").get();
+      if (other) throw new StorageError(StorageCode.Corrupt, 'not a vault record store (tables without meta)');
+      db.exec('CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT');
+      db.prepare("INSERT INTO meta (key, value) VALUES ('app', ?)").run(APP_ID);
+    }
+    if (version > SQLITE_SCHEMA_VERSION) {
+      throw new StorageError(
+        StorageCode.SchemaTooNew,
+        `store schema version ${version} is newer than this build's ${SQLITE_SCHEMA_VERSION}`,
+      );
+    }
+    if (version === SQLITE_SCHEMA_VERSION) return;
+    for (let v = version; v < SQLITE_SCHEMA_VERSION; v++) MIGRATIONS[v]!(db);
+    db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(
+      SQLITE_SCHEMA_VERSION,
+    );
+  });
+  run.immediate();
+}
+
+class SqliteRecordStore implements RecordStore {
+  readonly kind = 'sqlite' as const;
+  private db: Database.Database | null;
+  private readonly s: ReturnType<typeof prepareAll>;
+  private readonly applyTx: (p: number, epoch: number, writes: BatchWrite[], events: Uint8Array[], seqs: number[]) => void;
+  private readonly revertTx: (p: number, ids: Uint8Array[]) => void;
+  private readonly compactTx: (p: number, before: number) => void;
+
+  constructor(db: Database.Database) {
+    this.db = db;
+    const s = prepareAll(db);
+    this.s = s;
+    this.applyTx = db.transaction((p: number, epoch: number, writes: BatchWrite[], events: Uint8Array[], seqs: number[]) => {
+      for (const w of writes) s.upsert.run(p, w.recordId, w.blob, epoch);
+      if (events.length > 0) {
+        let min = seqs[0]!;
+        for (const q of seqs) if (q < min) min = q;
+        s.auditSupersede.run(p, min);
+        for (let i = 0; i < events.length; i++) s.auditInsert.run(p, seqs[i]!, events[i]!);
+      }
+    }).immediate;
+    this.revertTx = db.transaction((p: number, ids: Uint8Array[]) => {
+      for (const id of ids) {
+        s.revertRemove.run(p, id);
+        s.revertRestore.run(p, id);
+      }
+    }).immediate;
+    this.compactTx = db.transaction((p: number, before: number) => {
+      s.compactRemove.run(p, before);
+      s.compactClear.run(p, before);
+    }).immediate;
+  }
+
+  private live(): Database.Database {
+    if (this.db === null || !this.db.open) throw new StorageError(StorageCode.Closed, 'record store is closed');
+    return this.db;
+  }
+
+  async getMany(partition: number, recordIds: Uint8Array[]): Promise<Map<string, StoredRecord>> {
+    this.live();
+    checkPartition(partition);
+    const out = new Map<string, StoredRecord>();
+    try {
+      for (const id of recordIds) {
+        checkId(id, 'recordId');
+        const r = this.s.get.get(partition, id) as Omit<RecordRow, 'record_id'> | undefined;
+        if (r === undefined) continue;
+        out.set(recordKey(id), {
+          recordId: id.slice(),
+          blob: view(r.blob),
+          prev: r.prev === null ? null : view(r.prev),
+          epoch: r.epoch,
+        });
+      }
+    } catch (e) {
+      throw toStorageError(e, 'getMany');
+    }
+    return out;
+  }
+
+  async applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: AuditEvent[]): Promise<void> {
+    this.live();
+    checkPartition(partition);
+    checkUint(epoch, 'epoch');
+    const seen = new Set<string>();
+    for (const w of writes) {
+      checkId(w?.recordId, 'writes.recordId');
+      if (!(w.blob instanceof Uint8Array) || w.blob.length > MAX_SEALED_RECORD) {
+        throw invalid(`writes.blob: expected 0..${MAX_SEALED_RECORD} bytes`);
+      }
+      const k = recordKey(w.recordId);
+      if (seen.has(k)) throw invalid('writes: a record id appears twice in one batch');
+      seen.add(k);
+    }
+    const events: Uint8Array[] = [];
+    const seqs: number[] = [];
+    const seqSeen = new Set<number>();
+    for (const ev of audit) {
+      try {
+        events.push(encodeFields(AuditEventSchema, ev));
+      } catch (e) {
+        throw new StorageError(StorageCode.InvalidArgument, `audit: ${e instanceof Error ? e.message : String(e)}`, undefined, { cause: e });
+      }
+      if (seqSeen.has(ev.seq)) throw invalid('audit: two events with the same seq');
+      seqSeen.add(ev.seq);
+      seqs.push(ev.seq);
+    }
+    try {
+      this.applyTx(partition, epoch, writes, events, seqs);
+    } catch (e) {
+      throw toStorageError(e, 'applyBatch');
+    }
+  }
+
+  async revert(partition: number, recordIds: Uint8Array[]): Promise<void> {
+    this.live();
+    checkPartition(partition);
+    for (const id of recordIds) checkId(id, 'recordId');
+    try {
+      this.revertTx(partition, recordIds);
+    } catch (e) {
+      throw toStorageError(e, 'revert');
+    }
+  }
+
+  async *scan(partition: number, chunkSize: number): AsyncGenerator<StoredRecord[], void, undefined> {
+    checkPartition(partition);
+    if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw invalid('chunkSize: not a positive integer');
+    let after: Buffer | null = null;
+    for (;;) {
+      this.live();
+      let rows: RecordRow[];
+      try {
+        rows = (after === null ? this.s.scanFirst.all(partition, chunkSize) : this.s.scanNext.all(partition, after, chunkSize)) as RecordRow[];
+      } catch (e) {
+        throw toStorageError(e, 'scan');
+      }
+      if (rows.length === 0) return;
+      after = rows[rows.length - 1]!.record_id;
+      yield rows.map(toRecord);
+      if (rows.length < chunkSize) return;
+    }
+  }
+
+  async compact(partition: number, beforeEpoch: number): Promise<void> {
+    this.live();
+    checkPartition(partition);
+    checkUint(beforeEpoch, 'beforeEpoch');
+    try {
+      this.compactTx(partition, beforeEpoch);
+    } catch (e) {
+      throw toStorageError(e, 'compact');
+    }
+  }
+
+  async auditEvents(partition: number, fromSeq: number, limit: number): Promise<AuditEvent[]> {
+    this.live();
+    checkPartition(partition);
+    checkUint(fromSeq, 'fromSeq');
+    checkUint(limit, 'limit');
+    let rows: { seq: number; event: Buffer }[];
+    try {
+      rows = this.s.auditRange.all(partition, fromSeq, limit) as { seq: number; event: Buffer }[];
+    } catch (e) {
+      throw toStorageError(e, 'auditEvents');
+    }
+    return rows.map((r) => {
+      let ev: AuditEvent;
+      try {
+        ev = decodeFields(AuditEventSchema, view(r.event), 'audit event');
+      } catch (e) {
+        throw new StorageError(StorageCode.Corrupt, `audit event ${r.seq} does not decode`, undefined, { cause: e });
+      }
+      if (ev.seq !== r.seq) throw new StorageError(StorageCode.Corrupt, `audit event ${r.seq} carries seq ${ev.seq}`);
+      return ev;
+    });
+  }
+
+  async stats(): Promise<StoreStats> {
+    this.live();
+    try {
+      const r = this.s.stats.get() as { records: number | null; bytes: number | null };
+      return { records: r.records ?? 0, bytes: r.bytes ?? 0 };
+    } catch (e) {
+      throw toStorageError(e, 'stats');
+    }
+  }
+
+  async close(): Promise<void> {
+    const db = this.db;
+    this.db = null;
+    if (db === null || !db.open) return;
+    try {
+      db.close();
+    } catch (e) {
+      throw toStorageError(e, 'close');
+    }
+  }
+}
+
+function prepareAll(db: Database.Database) {
+  return {
+    get: db.prepare('SELECT blob, prev, epoch FROM records WHERE partition = ? AND record_id = ?'),
+    upsert: db.prepare(
+      `INSERT INTO records (partition, record_id, blob, prev, epoch) VALUES (?, ?, ?, NULL, ?)
+       ON CONFLICT (partition, record_id) DO UPDATE SET prev = records.blob, blob = excluded.blob, epoch = excluded.epoch`,
+    ),
+    auditSupersede: db.prepare('DELETE FROM audit WHERE partition = ? AND seq >= ?'),
+    auditInsert: db.prepare('INSERT INTO audit (partition, seq, event) VALUES (?, ?, ?)'),
+    revertRemove: db.prepare(
+      'DELETE FROM records WHERE partition = ? AND record_id = ? AND (prev IS NULL OR length(prev) = 0)',
+    ),
+    revertRestore: db.prepare(
+      'UPDATE records SET blob = prev, prev = NULL WHERE partition = ? AND record_id = ? AND prev IS NOT NULL',
+    ),
+    scanFirst: db.prepare(
+      'SELECT record_id, blob, prev, epoch FROM records WHERE partition = ? ORDER BY record_id LIMIT ?',
+    ),
+    scanNext: db.prepare(
+      'SELECT record_id, blob, prev, epoch FROM records WHERE partition = ? AND record_id > ? ORDER BY record_id LIMIT ?',
+    ),
+    compactRemove: db.prepare('DELETE FROM records WHERE partition = ? AND epoch < ? AND length(blob) = 0'),
+    compactClear: db.prepare('UPDATE records SET prev = NULL WHERE partition = ? AND epoch < ? AND prev IS NOT NULL'),
+    auditRange: db.prepare('SELECT seq, event FROM audit WHERE partition = ? AND seq >= ? ORDER BY seq LIMIT ?'),
+    stats: db.prepare(
+      `SELECT sum(length(blob) > 0) AS records,
+              sum(length(record_id) + length(blob) + coalesce(length(prev), 0)) AS bytes
+       FROM records`,
+    ),
+  };
+}
+
+/**
+ * Opens (creating if needed, with its directory) the SQLite store at `path` (`:memory:` for a
+ * throwaway one). Rejects with Corrupt for a file that is not a vault store, SchemaTooNew for a
+ * store written by a newer build, Busy when another connection holds the lock past the timeout.
+ */
+export async function openSqliteStore(path: string, opts: SqliteStoreOptions = {}): Promise<RecordStore> {
+  const busyTimeoutMs = opts.busyTimeoutMs ?? 5000;
+  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) throw invalid('busyTimeoutMs: not a non-negative integer');
+  if (opts.maxSizeBytes !== undefined && (!Number.isSafeInteger(opts.maxSizeBytes) || opts.maxSizeBytes < 1)) {
+    throw invalid('maxSizeBytes: not a positive integer');
+  }
+  if (typeof path !== 'string' || path === '') throw invalid('path: empty');
+  const memory = path === ':memory:';
+  if (!memory) {
+    try {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw toStorageError(e, `create directory of ${path}`);
+    }
+  }
+  let db: Database.Database;
+  try {
+    db = new Database(path, { timeout: busyTimeoutMs });
+  } catch (e) {
+    throw toStorageError(e, `open ${path}`);
+  }
+  try {
+    if (!memory) {
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      if (mode !== 'wal') throw new StorageError(StorageCode.Io, `open ${path}: WAL journal refused (${String(mode)})`);
+    }
+    db.pragma('synchronous = FULL');
+    db.pragma('journal_size_limit = 67108864');
+    if (opts.maxSizeBytes !== undefined) {
+      const pageSize = db.pragma('page_size', { simple: true }) as number;
+      db.pragma(`max_page_count = ${Math.max(1, Math.floor(opts.maxSizeBytes / pageSize))}`);
+    }
+    migrate(db);
+    return new SqliteRecordStore(db);
+  } catch (e) {
+    try {
+      db.close();
+    } catch {
+      // already failing: the first error is the one to report
+    }
+    throw toStorageError(e, `open ${path}`);
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * The simulated device's boot and serve loop, shared by the worker-thread and child-process
+ * entries: builds the firmware's Platform (node:crypto randomness, Date.now, this partition's
+ * FileNvram, the FileToken), loads the firmware module by path, calls its `createEnclave`, then
+ * feeds it requests one at a time, in arrival order, as a device's command queue would.
+ *
+ * Messages with the host (the host's copy is in host/channel/channel.ts; keep them in step):
+ *   host -> device   { t: 'req', id, buf: ArrayBuffer } | { t: 'stop' }
+ *   device -> host   { t: 'ready' } | { t: 'boot-error', message }
+ *                    | { t: 'res', id, buf: ArrayBuffer } | { t: 'fail', id, message }
+ * 'fail' answers a request whose handler threw, which the firmware's contract forbids.
+ *
+ * Failpoints: `platform.failpoint(name)` is a no-op unless `config.failpoint` names it; at that
+ * hit (the `failpointHit`-th, default the first) the device dies at once: SIGKILL of its own
+ * process in child-process mode, an immediate thread exit (code 137) in worker mode.
+ */
+import { randomFillSync } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { Platform } from '../enclave/platform.ts';
+import { FileToken } from './file-token.ts';
+import { FileNvram } from './nvram-file.ts';
+
+export const DEFAULT_FIRMWARE = fileURLToPath(new URL('../enclave/main.ts', import.meta.url));
+export const TOKEN_FILE = 'token.bin';
+export const nvramFileName = (partition: number) => `nvram-${partition}.bin`;
+
+/** What the host passes to a device at start (structured-clone and JSON friendly). */
+export interface HsmConfig {
+  /** Absolute path of the firmware module (default: enclave/main.ts). */
+  firmware?: string;
+  /** The vault's data folder: NVRAM files and the token file live here. */
+  dataDir: string;
+  partition: number;
+  partitions: number;
+  /** NVRAM capacity in bytes (default 4096). */
+  nvramSize?: number;
+  /** Name of the failpoint at which the device dies; none when absent. */
+  failpoint?: string;
+  /** Which hit of that failpoint kills (default 1). */
+  failpointHit?: number;
+  /** Operator key hash, 64 hex digits. */
+  operatorKeyHash?: string;
+}
+
+/** The Platform this device gives its firmware (the failpoint hook is a device extra). */
+export type HsmPlatform = Platform & { failpoint?: (name: string) => void };
+
+export interface Enclave {
+  handle(request: Uint8Array): Promise<Uint8Array>;
+}
+
+export type HostMessage = { t: 'req'; id: number; buf: ArrayBuffer } | { t: 'stop' };
+export type HsmMessage =
+  | { t: 'ready' }
+  | { t: 'boot-error'; message: string }
+  | { t: 'res'; id: number; buf: ArrayBuffer }
+  | { t: 'fail'; id: number; message: string };
+
+/** How a device entry talks to its host and ends itself. */
+export interface Transport {
+  send(msg: HsmMessage, transfer?: ArrayBuffer[]): void;
+  onMessage(fn: (msg: unknown) => void): void;
+  /** Ends the device after what was sent has left. */
+  exit(code: number): void;
+  /** Dies now, as from a power cut: nothing after this runs. */
+  crash(): never;
+}
+
+export function checkConfig(c: unknown): HsmConfig {
+  const cfg = c as HsmConfig;
+  if (!cfg || typeof cfg !== 'object') throw new Error('device config: expected an object');
+  if (typeof cfg.dataDir !== 'string' || cfg.dataDir === '') throw new Error('device config: dataDir missing');
+  if (!Number.isInteger(cfg.partitions) || cfg.partitions < 1 || cfg.partitions > 65535) {
+    throw new Error(`device config: partitions must be 1..65535, got ${cfg.partitions}`);
+  }
+  if (!Number.isInteger(cfg.partition) || cfg.partition < 0 || cfg.partition >= cfg.partitions) {
+    throw new Error(`device config: partition ${cfg.partition} out of 0..${cfg.partitions - 1}`);
+  }
+  if (cfg.operatorKeyHash !== undefined && !/^[0-9a-f]{64}$/i.test(cfg.operatorKeyHash)) {
+    throw new Error('device config: operatorKeyHash must be 64 hex digits');
+  }
+  return cfg;
+}
+
+export function buildPlatform(cfg: HsmConfig, crash: () => never): HsmPlatform {
+  fs.mkdirSync(cfg.dataDir, { recursive: true });
+  const platform: HsmPlatform = {
+    random: (n) => randomFillSync(new Uint8Array(n)),
+    now: () => Date.now(),
+    nvram: new FileNvram(path.join(cfg.dataDir, nvramFileName(cfg.partition)), { size: cfg.nvramSize }),
+    token: new FileToken(path.join(cfg.dataDir, TOKEN_FILE)),
+    partition: cfg.partition,
+    partitions: cfg.partitions,
+  };
+  if (cfg.operatorKeyHash !== undefined) platform.operatorKeyHash = Uint8Array.from(Buffer.from(cfg.operatorKeyHash, 'hex'));
+  let hits = 0;
+  const target = cfg.failpoint;
+  const hit = cfg.failpointHit ?? 1;
+  platform.failpoint = (name: string) => {
+    if (target !== undefined && name === target && ++hits >= hit) crash();
+  };
+  return platform;
+}
+
+export async function bootFirmware(cfg: HsmConfig, platform: HsmPlatform): Promise<Enclave> {
+  const file = cfg.firmware ?? DEFAULT_FIRMWARE;
+  const mod = (await import(pathToFileURL(file).href)) as { createEnclave?: unknown };
+  if (typeof mod.createEnclave !== 'function') throw new Error(`firmware ${file} exports no createEnclave function`);
+  const enclave = (await (mod.createEnclave as (p: Platform) => Promise<Enclave>)(platform)) as Enclave | undefined;
+  if (!enclave || typeof enclave.handle !== 'function') throw new Error(`firmware ${file}: createEnclave returned no handle()`);
+  return enclave;
+}
+
+function describeError(e: unknown): string {
+  if (e instanceof Error) {
+    const detail = (e as { detail?: unknown }).detail;
+    return `${e.name}: ${e.message}${typeof detail === 'string' ? ` (${detail})` : ''}`;
+  }
+  return String(e);
+}
+
+function ownBuffer(b: Uint8Array): ArrayBuffer {
+  const out = new ArrayBuffer(b.byteLength);
+  new Uint8Array(out).set(b);
+  return out;
+}
+
+/** Boots the firmware and serves the host until told to stop. */
+export function serve(config: unknown, t: Transport): void {
+  let enclave: Enclave | undefined;
+  let chain: Promise<unknown>;
+  try {
+    const cfg = checkConfig(config);
+    const platform = buildPlatform(cfg, () => t.crash());
+    chain = bootFirmware(cfg, platform).then(
+      (e) => {
+        enclave = e;
+        t.send({ t: 'ready' });
+      },
+      (e: unknown) => {
+        t.send({ t: 'boot-error', message: describeError(e) });
+        t.exit(1);
+      },
+    );
+  } catch (e) {
+    t.send({ t: 'boot-error', message: describeError(e) });
+    t.exit(1);
+    return;
+  }
+  t.onMessage((raw) => {
+    const msg = raw as HostMessage;
+    if (msg?.t === 'req' && typeof msg.id === 'number' && msg.buf instanceof ArrayBuffer) {
+      const { id, buf } = msg;
+      chain = chain.then(async () => {
+        if (!enclave) return; // boot failed; the host fails its requests
+        try {
+          const res = await enclave.handle(new Uint8Array(buf));
+          if (!(res instanceof Uint8Array)) throw new Error('handle() returned no bytes');
+          const out = ownBuffer(res);
+          t.send({ t: 'res', id, buf: out }, [out]);
+        } catch (e) {
+          t.send({ t: 'fail', id, message: describeError(e) });
+        }
+      });
+    } else if (msg?.t === 'stop') {
+      chain = chain.then(() => t.exit(0));
+    }
+  });
+}

@@ -1,0 +1,472 @@
+/**
+ * The group backends (RFC 9497 §2.1 prime-order group API, §4.1 ristretto255-SHA512, §4.3
+ * P256-SHA256), run for every backend in allSuites():
+ * - RFC 9497 Appendix A vectors for the pieces a group checks alone: DeriveKeyPair (§3.2.1),
+ *   blinding (blind · HashToGroup), evaluation (skS · blinded, and the POPRF t⁻¹ · blinded),
+ *   unblinding and Finalize (§3.3.1), ScalarMultGen(skS) = pkS;
+ * - byte-for-byte agreement with the @noble reference on random inputs (fast-check);
+ * - edge scalars (1, 2, n − 1, ...) and a shared x-coordinate with a leading zero byte;
+ * - rejection of every malformed element with a typed OpaqueError naming the field.
+ */
+import fc from 'fast-check';
+import sodium from 'libsodium-wrappers-sumo';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { concat, fromHex, i2osp, toHex, utf8 } from '../enclave/opaque/bytes.ts';
+import { OpaqueError, OpaqueErrorCode } from '../enclave/opaque/errors.ts';
+import type { Group } from '../enclave/opaque/group.ts';
+import { P256_ORDER, P256_P, bigintToBe, beToBigint } from '../enclave/opaque/groups/noble-p256.ts';
+import { RISTRETTO_ORDER, bigintToLe, leToBigint, modInverse } from '../enclave/opaque/groups/noble-ristretto255.ts';
+import { modInverseVartime } from '../enclave/opaque/groups/node-p256.ts';
+import { createSodiumRistretto255 } from '../enclave/opaque/groups/sodium-ristretto255.ts';
+import { expandMessageXmd } from '../enclave/opaque/hash.ts';
+import { nodeHash } from '../enclave/opaque/hash-node.ts';
+import type { Suite, SuiteId } from '../enclave/opaque/suite.ts';
+import { OPRF_IDENTIFIER } from '../enclave/opaque/suite.ts';
+import { fastSuite } from '../enclave/opaque/suites-fast.ts';
+import { portableSuite } from '../enclave/opaque/suites-portable.ts';
+import { allSuites } from './helpers/suites.ts';
+
+interface OprfCase {
+  Batch: number;
+  Blind: string;
+  BlindedElement: string;
+  EvaluationElement: string;
+  Input: string;
+  Output: string;
+  Info?: string;
+}
+interface OprfVectors {
+  identifier: string;
+  mode: number;
+  groupDST: string;
+  keyInfo: string;
+  seed: string;
+  skSm: string;
+  pkSm?: string;
+  vectors: OprfCase[];
+}
+const OPRF: OprfVectors[] = (
+  JSON.parse(readFileSync(new URL('./vectors/rfc/oprf-rfc9497-appendixA.json', import.meta.url), 'utf8')) as {
+    vectors: OprfVectors[];
+  }
+).vectors;
+
+const suites = await allSuites();
+const RUNS = { numRuns: 200 };
+
+const orderOf = (g: Group): bigint => (g.id === 'ristretto255' ? RISTRETTO_ORDER : P256_ORDER);
+const encScalar = (g: Group, x: bigint): Uint8Array => (g.id === 'ristretto255' ? bigintToLe(x, 32) : bigintToBe(x, 32));
+const decScalar = (g: Group, b: Uint8Array): bigint => (g.id === 'ristretto255' ? leToBigint(b) : beToBigint(b));
+/** 32 random bytes to a non-zero reduced scalar. */
+const scalarFrom = (g: Group, b: Uint8Array): Uint8Array => encScalar(g, (decScalar(g, b) % (orderOf(g) - 1n)) + 1n);
+const bytes32 = fc.uint8Array({ minLength: 32, maxLength: 32 });
+
+function contextString(mode: number, id: SuiteId): Uint8Array {
+  return concat(utf8('OPRFV1-'), Uint8Array.of(mode), utf8('-'), utf8(OPRF_IDENTIFIER[id]));
+}
+
+/** RFC 9497 §3.2.1 DeriveKeyPair, the scalar half. */
+function deriveSk(g: Group, seed: Uint8Array, info: Uint8Array, ctx: Uint8Array): Uint8Array {
+  const deriveInput = concat(seed, i2osp(info.length, 2), info);
+  const dst = concat(utf8('DeriveKeyPair'), ctx);
+  for (let counter = 0; counter < 256; counter++) {
+    const sk = g.hashToScalar(concat(deriveInput, i2osp(counter, 1)), dst);
+    if (!g.isZeroScalar(sk)) return sk;
+  }
+  throw new Error('DeriveKeyPairError');
+}
+
+function expectFault(fn: () => unknown, code: number, field: string): void {
+  let err: unknown;
+  try {
+    fn();
+  } catch (e) {
+    err = e;
+  }
+  expect(err, 'expected a throw').toBeInstanceOf(OpaqueError);
+  expect((err as OpaqueError).code).toBe(code);
+  expect((err as OpaqueError).field).toBe(field);
+}
+
+/** Every way `e` can be refused must name `field` with the same code: checkElement and scalarMult. */
+function expectRejected(g: Group, e: Uint8Array, code: number): void {
+  expectFault(() => g.checkElement(e, 'blinded_message'), code, 'blinded_message');
+  expectFault(() => g.scalarMult(encScalar(g, 7n), e, 'client_public_keyshare'), code, 'client_public_keyshare');
+}
+
+describe('suites', () => {
+  it('includes the fast backends, cached', async () => {
+    expect(suites.map((s) => `${s.name}:${s.suite.group.backend}`)).toEqual([
+      'ristretto255-SHA512/noble:noble',
+      'P256-SHA256/noble:noble',
+      'ristretto255-SHA512/fast:sodium-wasm',
+      'P256-SHA256/fast:node-ecdh',
+    ]);
+    expect(await fastSuite('P256-SHA256')).toBe(await fastSuite('P256-SHA256'));
+    expect(await fastSuite('ristretto255-SHA512')).toBe(await fastSuite('ristretto255-SHA512'));
+  });
+});
+
+describe.each(suites)('$name', ({ suite }: { suite: Suite }) => {
+  const g = suite.group;
+  const ref = portableSuite(suite.id).group;
+  const n = orderOf(g);
+  const all = OPRF.filter((v) => v.identifier === suite.id);
+
+  describe('RFC 9497 Appendix A', () => {
+    it('has mode 0, 1 and 2 vectors for this suite', () => {
+      expect(all.map((v) => v.mode).sort()).toEqual([0, 1, 2]);
+    });
+
+    it('mode 0: contextString and HashToGroup DST', () => {
+      const v = all.find((x) => x.mode === 0)!;
+      expect(toHex(suite.oprfContextString)).toBe(toHex(contextString(0, suite.id)));
+      expect(toHex(concat(utf8('HashToGroup-'), suite.oprfContextString))).toBe(v.groupDST);
+    });
+
+    for (const v of all) {
+      const ctx = contextString(v.mode, suite.id);
+      const label = `mode ${v.mode}`;
+
+      it(`${label}: DeriveKeyPair(seed, info) = skSm`, () => {
+        expect(toHex(deriveSk(g, fromHex(v.seed), fromHex(v.keyInfo), ctx))).toBe(v.skSm);
+      });
+
+      if (v.pkSm) {
+        it(`${label}: ScalarMultGen(skSm) = pkSm`, () => {
+          expect(toHex(g.scalarMultBase(fromHex(v.skSm)))).toBe(v.pkSm);
+        });
+      }
+
+      v.vectors.forEach((t, i) => {
+        it(`${label} vector ${i + 1}: blind, evaluate, unblind, finalize`, () => {
+          const dstG = concat(utf8('HashToGroup-'), ctx);
+          expect(toHex(dstG)).toBe(v.groupDST);
+          const inputs = t.Input.split(',');
+          const blinds = t.Blind.split(',');
+          const blinded = t.BlindedElement.split(',');
+          const evaluated = t.EvaluationElement.split(',');
+          const outputs = t.Output.split(',');
+          const info = t.Info === undefined ? undefined : fromHex(t.Info);
+          for (let j = 0; j < t.Batch; j++) {
+            const input = fromHex(inputs[j]!);
+            const blind = fromHex(blinds[j]!);
+            // Blind: blind · HashToGroup(input).
+            const h = g.hashToGroup(input, dstG);
+            g.checkElement(h, 'input_element');
+            expect(toHex(g.scalarMult(blind, h, 'input_element'))).toBe(blinded[j]);
+            // BlindEvaluate: skS · blinded (OPRF, VOPRF), or t⁻¹ · blinded with t = skS + m (POPRF).
+            let key = fromHex(v.skSm);
+            if (info) {
+              const framed = concat(utf8('Info'), i2osp(info.length, 2), info);
+              const m = g.hashToScalar(framed, concat(utf8('HashToScalar-'), ctx));
+              key = g.scalarInvert(encScalar(g, (decScalar(g, key) + decScalar(g, m)) % n));
+            }
+            expect(toHex(g.scalarMult(key, fromHex(blinded[j]!), 'blinded_message'))).toBe(evaluated[j]);
+            // Finalize: unblind with blind⁻¹ and hash.
+            const unblinded = g.scalarMult(g.scalarInvert(blind), fromHex(evaluated[j]!), 'evaluated_message');
+            const infoPart = info ? concat(i2osp(info.length, 2), info) : new Uint8Array(0);
+            const out = suite.hash.hash(
+              i2osp(input.length, 2),
+              input,
+              infoPart,
+              i2osp(unblinded.length, 2),
+              unblinded,
+              utf8('Finalize'),
+            );
+            expect(toHex(out)).toBe(outputs[j]);
+          }
+        });
+      });
+    }
+  });
+
+  describe('agrees byte for byte with @noble/curves', () => {
+    it('scalarMult', () => {
+      fc.assert(
+        fc.property(bytes32, bytes32, (a, b) => {
+          const k = scalarFrom(g, a);
+          const m = ref.scalarMultBase(scalarFrom(g, b));
+          expect(toHex(g.scalarMult(k, m, 'm'))).toBe(toHex(ref.scalarMult(k, m, 'm')));
+        }),
+        RUNS,
+      );
+    });
+    it('scalarMultBase', () => {
+      fc.assert(
+        fc.property(bytes32, (a) => {
+          const k = scalarFrom(g, a);
+          expect(toHex(g.scalarMultBase(k))).toBe(toHex(ref.scalarMultBase(k)));
+        }),
+        RUNS,
+      );
+    });
+    it('hashToGroup', () => {
+      fc.assert(
+        fc.property(fc.uint8Array({ maxLength: 100 }), fc.uint8Array({ minLength: 1, maxLength: 64 }), (msg, dst) => {
+          expect(toHex(g.hashToGroup(msg, dst))).toBe(toHex(ref.hashToGroup(msg, dst)));
+        }),
+        RUNS,
+      );
+    });
+    it('hashToScalar', () => {
+      fc.assert(
+        fc.property(fc.uint8Array({ maxLength: 100 }), fc.uint8Array({ minLength: 1, maxLength: 64 }), (msg, dst) => {
+          expect(toHex(g.hashToScalar(msg, dst))).toBe(toHex(ref.hashToScalar(msg, dst)));
+        }),
+        RUNS,
+      );
+    });
+    it('scalarInvert', () => {
+      fc.assert(
+        fc.property(bytes32, (a) => {
+          const k = scalarFrom(g, a);
+          const inv = g.scalarInvert(k);
+          expect(toHex(inv)).toBe(toHex(ref.scalarInvert(k)));
+          expect((decScalar(g, inv) * decScalar(g, k)) % n).toBe(1n);
+        }),
+        RUNS,
+      );
+    });
+    it('element validity of random encodings', () => {
+      // For P-256 a random x behind a valid prefix is a point about half the time.
+      const enc =
+        g.id === 'ristretto255'
+          ? bytes32
+          : fc.tuple(fc.constantFrom(2, 3), bytes32).map(([p, x]) => concat(Uint8Array.of(p), x));
+      fc.assert(
+        fc.property(enc, (e) => {
+          let refOk = true;
+          try {
+            ref.checkElement(e, 'e');
+          } catch {
+            refOk = false;
+          }
+          if (refOk) {
+            g.checkElement(e, 'e');
+            const k = encScalar(g, 3n);
+            expect(toHex(g.scalarMult(k, e, 'e'))).toBe(toHex(ref.scalarMult(k, e, 'e')));
+          } else {
+            expectRejected(g, e, OpaqueErrorCode.InvalidElement);
+          }
+        }),
+        RUNS,
+      );
+    });
+  });
+
+  describe('edge scalars and points', () => {
+    const edges = [1n, 2n, 3n, n - 1n, n - 2n, (n - 1n) / 2n, (n + 1n) / 2n, 2n ** 128n];
+    const points = () => [
+      ['G', ref.scalarMultBase(encScalar(g, 1n))],
+      ['-G', ref.scalarMultBase(encScalar(g, n - 1n))],
+      ['2G', ref.scalarMultBase(encScalar(g, 2n))],
+      ['random', ref.scalarMultBase(encScalar(g, 0x1234567890abcdefn ** 3n % n))],
+    ] as const;
+    it('scalarMult and scalarMultBase agree with the reference', () => {
+      for (const x of edges) {
+        const k = encScalar(g, x);
+        expect(toHex(g.scalarMultBase(k)), `${x}·G`).toBe(toHex(ref.scalarMultBase(k)));
+        for (const [name, m] of points()) {
+          expect(toHex(g.scalarMult(k, m, 'm')), `${x}·${name}`).toBe(toHex(ref.scalarMult(k, m, 'm')));
+        }
+      }
+    });
+    it.runIf(g.id === 'P256')('a result whose x-coordinate starts with a zero byte', () => {
+      const m = ref.scalarMultBase(encScalar(g, 5n));
+      let found = 0;
+      for (let x = 1n; found < 2 && x < 5000n; x++) {
+        const k = encScalar(g, x);
+        const want = ref.scalarMultBase(encScalar(g, 5n * x)); // = x·m, cheaper to search with
+        if (want[1] !== 0) continue;
+        found++;
+        expect(toHex(g.scalarMult(k, m, 'm'))).toBe(toHex(want));
+        expect(toHex(g.scalarMultBase(encScalar(g, 5n * x)))).toBe(toHex(want));
+      }
+      expect(found).toBe(2);
+    });
+    it('zero and unreduced scalars are refused', () => {
+      const m = ref.scalarMultBase(encScalar(g, 9n));
+      for (const x of [0n, n, n + 1n]) {
+        expect(() => g.scalarMult(encScalar(g, x), m, 'm')).toThrow();
+        expect(() => g.scalarMultBase(encScalar(g, x))).toThrow();
+      }
+    });
+  });
+
+  describe('rejects malformed elements with typed faults', () => {
+    const { InvalidElement, InvalidLength } = OpaqueErrorCode;
+    const valid = () => ref.scalarMultBase(encScalar(g, 11n));
+
+    it('wrong lengths and empty input', () => {
+      const len = g.elementLen;
+      for (const l of [0, 1, len - 1, len + 1, 64, 65]) {
+        const e = new Uint8Array(l);
+        if (l > 0) e[0] = g.id === 'P256' ? 2 : 0;
+        if (l === 65 && g.id === 'P256') continue; // below: a real uncompressed point
+        expectRejected(g, e, InvalidLength);
+      }
+      expectRejected(g, valid().subarray(0, len - 1), InvalidLength);
+      expectRejected(g, concat(valid(), Uint8Array.of(0)), InvalidLength);
+    });
+
+    if (g.id === 'ristretto255') {
+      const p = 2n ** 255n - 19n;
+      const le = (x: bigint) => bigintToLe(x, 32);
+      it('identity', () => expectRejected(g, new Uint8Array(32), InvalidElement));
+      it('non-canonical: a field element ≥ p', () => {
+        for (const x of [p, p + 1n, p + 2n, 2n ** 255n - 1n]) expectRejected(g, le(x), InvalidElement);
+        // p + s for a valid s (the same value mod p, encoded unreduced).
+        const s = leToBigint(valid());
+        if (s + p < 2n ** 256n) expectRejected(g, le(s + p), InvalidElement);
+      });
+      it('non-canonical: a negative field element', () => {
+        expectRejected(g, le(1n), InvalidElement);
+        expectRejected(g, le(p - 2n), InvalidElement);
+        // −s mod p is odd for a valid (even) s.
+        expectRejected(g, le(p - leToBigint(valid())), InvalidElement);
+      });
+      it('non-canonical: the top bit set', () => {
+        const e = valid();
+        e[31]! |= 0x80;
+        expectRejected(g, e, InvalidElement);
+      });
+      it('not a ristretto255 point', () => expectRejected(g, le(2n), InvalidElement));
+    } else {
+      const B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604bn;
+      const rhs = (x: bigint) => (((x * x) % P256_P) * x - 3n * x + B) % P256_P;
+      const isSquare = (x: bigint) => {
+        let r = 1n;
+        let b = rhs(x);
+        for (let e = (P256_P - 1n) / 2n; e > 0n; e >>= 1n, b = (b * b) % P256_P) if (e & 1n) r = (r * b) % P256_P;
+        return r === 1n;
+      };
+      const comp = (prefix: number, x: bigint) => concat(Uint8Array.of(prefix), bigintToBe(x, 32));
+      let noRoot = 1n;
+      while (isSquare(noRoot)) noRoot++;
+      let root = 0n;
+      while (!isSquare(root)) root++;
+
+      it('identity (SEC1 encodes it as the single byte 00)', () => {
+        expectRejected(g, new Uint8Array(33), InvalidElement);
+        expectRejected(g, Uint8Array.of(0), InvalidLength);
+      });
+      it('an x with no square root (off the curve)', () => {
+        expectRejected(g, comp(2, noRoot), InvalidElement);
+        expectRejected(g, comp(3, noRoot), InvalidElement);
+      });
+      it('non-canonical: x ≥ p', () => {
+        expectRejected(g, comp(2, P256_P), InvalidElement);
+        expectRejected(g, comp(3, 2n ** 256n - 1n), InvalidElement);
+        // p + root is ≥ p but names a point mod p.
+        expectRejected(g, comp(2, P256_P + root), InvalidElement);
+        g.checkElement(comp(2, root), 'e');
+      });
+      it('prefixes other than 02 and 03', () => {
+        const x = valid().subarray(1);
+        for (const prefix of [0, 1, 4, 5, 6, 7, 0xff]) expectRejected(g, concat(Uint8Array.of(prefix), x), InvalidElement);
+      });
+      it('the uncompressed (65-byte) form of a valid point', () => {
+        const u = uncompressed(valid());
+        expect(u[0]).toBe(4);
+        expectRejected(g, u, InvalidLength);
+      });
+    }
+  });
+});
+
+/** The 04 || x || y form of a compressed P-256 point, through the reference decoder. */
+function uncompressed(c: Uint8Array): Uint8Array {
+  const x = beToBigint(c.subarray(1));
+  const B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604bn;
+  const a = (((x * x) % P256_P) * x - 3n * x + B) % P256_P;
+  let y = 1n;
+  let b = a;
+  for (let e = (P256_P + 1n) / 4n; e > 0n; e >>= 1n, b = (b * b) % P256_P) if (e & 1n) y = (y * b) % P256_P;
+  if ((y & 1n) !== BigInt(c[0]! & 1)) y = P256_P - y;
+  return concat(Uint8Array.of(4), bigintToBe(x, 32), bigintToBe(y, 32));
+}
+
+const rawSodium = await createSodiumRistretto255(nodeHash('SHA-512'));
+const wrappedSodium = await createSodiumRistretto255(nodeHash('SHA-512'), { rawExports: false });
+
+describe('sodium-wasm: the raw-export and wrapper paths agree', () => {
+  const raw = rawSodium;
+  const wrapped = wrappedSodium;
+  it('reports its mode', () => {
+    expect(raw.rawExports).toBe(true);
+    expect(wrapped.rawExports).toBe(false);
+  });
+  it('on random inputs', () => {
+    fc.assert(
+      fc.property(bytes32, bytes32, fc.uint8Array({ maxLength: 40 }), (a, b, msg) => {
+        const k = scalarFrom(raw, a);
+        const m = raw.scalarMultBase(scalarFrom(raw, b));
+        expect(toHex(wrapped.scalarMultBase(k))).toBe(toHex(raw.scalarMultBase(k)));
+        expect(toHex(wrapped.scalarMult(k, m, 'm'))).toBe(toHex(raw.scalarMult(k, m, 'm')));
+        expect(toHex(wrapped.scalarInvert(k))).toBe(toHex(raw.scalarInvert(k)));
+        expect(toHex(wrapped.hashToGroup(msg, utf8('dst')))).toBe(toHex(raw.hashToGroup(msg, utf8('dst'))));
+        expect(toHex(wrapped.hashToScalar(msg, utf8('dst')))).toBe(toHex(raw.hashToScalar(msg, utf8('dst'))));
+      }),
+      { numRuns: 50 },
+    );
+  });
+  it('on invalid elements', () => {
+    expectRejected(wrapped, new Uint8Array(32), OpaqueErrorCode.InvalidElement);
+    expectRejected(wrapped, bigintToLe(1n, 32), OpaqueErrorCode.InvalidElement);
+  });
+  it('leaves no secret in the WebAssembly heap (raw exports)', () => {
+    const mod = (sodium as unknown as { libsodium: { HEAPU8: Uint8Array; _malloc(n: number): number; _free(p: number): void } })
+      .libsodium;
+    // dlmalloc writes list pointers over the first bytes of a freed block: look for the last 24.
+    const inHeap = (b: Uint8Array) => Buffer.from(mod.HEAPU8.buffer).indexOf(Buffer.from(b.subarray(b.length - 24))) >= 0;
+    // Positive control: a pattern we put there ourselves is found.
+    const probe = Uint8Array.from({ length: 32 }, (_, i) => 0xa0 ^ (i * 37));
+    const at = mod._malloc(32);
+    mod.HEAPU8.set(probe, at);
+    expect(inHeap(probe)).toBe(true);
+    mod.HEAPU8.fill(0, at, at + 32);
+    mod._free(at);
+    expect(inHeap(probe)).toBe(false);
+
+    fc.assert(
+      fc.property(bytes32, bytes32, fc.uint8Array({ minLength: 1, maxLength: 40 }), (a, b, msg) => {
+        const k = scalarFrom(raw, a);
+        const m = raw.scalarMultBase(scalarFrom(raw, b));
+        raw.scalarMult(k, m, 'm');
+        raw.scalarMultBase(k);
+        const inv = raw.scalarInvert(k);
+        const dst = utf8('dst');
+        const sk = raw.hashToScalar(msg, dst);
+        raw.hashToGroup(msg, dst);
+        const u = expandMessageXmd(raw.hash, msg, dst, 64);
+        for (const secret of [k, inv, sk, u.subarray(0, 32), u.subarray(32)]) expect(inHeap(secret)).toBe(false);
+      }),
+      { numRuns: 20 },
+    );
+  });
+  it('refuses a hash other than SHA-512', async () => {
+    await expect(createSodiumRistretto255(nodeHash('SHA-256'))).rejects.toBeInstanceOf(OpaqueError);
+  });
+});
+
+describe('modInverseVartime (Lehmer) agrees with the plain extended Euclid', () => {
+  for (const [name, m] of [
+    ['p', P256_P],
+    ['n', P256_ORDER],
+    ['L', RISTRETTO_ORDER],
+  ] as const) {
+    it(`mod ${name}`, () => {
+      const fixed = [1n, 2n, 3n, m - 1n, m - 2n, (m + 1n) / 2n, 2n ** 48n, 2n ** 48n - 1n, 2n ** 200n + 1n];
+      for (const a of fixed) expect(modInverseVartime(a, m)).toBe(modInverse(a, m));
+      fc.assert(
+        fc.property(fc.bigInt({ min: 1n, max: m - 1n }), (a) => {
+          expect(modInverseVartime(a, m)).toBe(modInverse(a, m));
+        }),
+        { numRuns: 2000 },
+      );
+      expect(() => modInverseVartime(0n, m)).toThrow(RangeError);
+    });
+  }
+});

@@ -1,0 +1,662 @@
+/**
+ * Record store conformance: one suite, run against every available backend (today SQLite; a
+ * PostgreSQL factory joins `BACKENDS` when that adapter exists), plus the storage URL parser,
+ * the SQLite error mapping, and a fast-check model test (random applyBatch / revert / compact
+ * sequences compared with an in-memory model after every step).
+ */
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { AuditEvent } from '../enclave/api/messages.ts';
+import { MAX_RECORD_ID, MAX_SEALED_RECORD } from '../enclave/api/messages.ts';
+import { openStore, parseStoreUrl } from '../host/storage/index.ts';
+import { openSqliteStore, SQLITE_SCHEMA_VERSION, toStorageError } from '../host/storage/sqlite.ts';
+import { StorageCode, StorageError, isStorageError, recordKey } from '../host/storage/types.ts';
+import type { RecordStore, StoredRecord } from '../host/storage/types.ts';
+
+// ---- backends -------------------------------------------------------------------------------
+
+interface Backend {
+  name: string;
+  /** A new, empty location (a file path; for PostgreSQL a fresh schema or database URL). */
+  fresh(): Promise<string>;
+  open(location: string): Promise<RecordStore>;
+  /** Overwrites the stored schema version (the store must be closed). */
+  setSchemaVersion?(location: string, version: number): Promise<void>;
+  /** Makes the next audit insert with this seq fail inside the transaction (the store must be closed). */
+  failAuditInsert?(location: string, seq: number): Promise<void>;
+  /** Overwrites the stored bytes with garbage: everything (`all`) or all but the header (`pages`). */
+  corrupt?(location: string, how: 'all' | 'pages'): Promise<void>;
+}
+
+const TMP = mkdtempSync(join(tmpdir(), 'bkv-storage-'));
+afterAll(() => rmSync(TMP, { recursive: true, force: true }));
+let fileNo = 0;
+
+const sqliteBackend: Backend = {
+  name: 'sqlite',
+  fresh: async () => join(TMP, `s${++fileNo}`, 'vault.db'),
+  open: (path) => openSqliteStore(path),
+  setSchemaVersion: async (path, version) => {
+    const db = new Database(path);
+    db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(version);
+    db.close();
+  },
+  failAuditInsert: async (path, seq) => {
+    const db = new Database(path);
+    db.exec(
+      `CREATE TRIGGER inject_failure BEFORE INSERT ON audit WHEN NEW.seq = ${seq}
+       BEGIN SELECT RAISE(ABORT, 'injected failure'); END`,
+    );
+    db.close();
+  },
+  corrupt: async (path, how) => {
+    for (const suffix of ['-wal', '-shm']) rmSync(path + suffix, { force: true });
+    const size = statSync(path).size;
+    const garbage = new Uint8Array(size).fill(0xa5);
+    if (how === 'all') {
+      writeFileSync(path, garbage);
+    } else {
+      const db = new Uint8Array(readFileSync(path));
+      db.set(garbage.subarray(4096), 4096); // keep page 1 (header and schema), ruin the rest
+      writeFileSync(path, db);
+    }
+  },
+};
+
+/** Every backend the suite runs against. Add the PostgreSQL factory here (gated on a test URL). */
+const BACKENDS: Backend[] = [sqliteBackend];
+
+// ---- helpers --------------------------------------------------------------------------------
+
+const hex = (b: Uint8Array | null) => (b === null ? null : Buffer.from(b).toString('hex'));
+const id = (n: number, len = 16) => {
+  const be = new Uint8Array(4);
+  new DataView(be.buffer).setUint32(0, n);
+  const b = new Uint8Array(len);
+  if (len >= 4) b.set(be);
+  else b.set(be.subarray(4 - len));
+  return b;
+};
+const blob = (s: string) => new TextEncoder().encode(s);
+const TOMB = new Uint8Array(0);
+const ev = (seq: number, kind = 2): AuditEvent => ({
+  seq,
+  time: 1_700_000_000_000 + seq,
+  kind,
+  recordHash: new Uint8Array(32).fill(seq & 0xff),
+  attemptsRemaining: 9,
+  mac: new Uint8Array(32).fill((seq * 7) & 0xff),
+});
+/** A row as comparable plain data. */
+const row = (r: StoredRecord | undefined) =>
+  r === undefined ? undefined : { id: hex(r.recordId), blob: hex(r.blob), prev: hex(r.prev), epoch: r.epoch };
+const evPlain = (e: AuditEvent) => ({ ...e, recordHash: hex(e.recordHash), mac: hex(e.mac) });
+
+async function scanAll(s: RecordStore, partition: number, chunk = 1000) {
+  const rows: ReturnType<typeof row>[] = [];
+  for await (const c of s.scan(partition, chunk)) for (const r of c) rows.push(row(r));
+  return rows;
+}
+
+async function rejectsWith(p: Promise<unknown>, code: StorageCode): Promise<StorageError> {
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  expect(e, `expected a rejection with ${code}`).toBeInstanceOf(StorageError);
+  expect((e as StorageError).code).toBe(code);
+  return e as StorageError;
+}
+
+async function withStore<T>(b: Backend, fn: (s: RecordStore, loc: string) => Promise<T>): Promise<T> {
+  const loc = await b.fresh();
+  const s = await b.open(loc);
+  try {
+    return await fn(s, loc);
+  } finally {
+    await s.close();
+  }
+}
+
+// ---- the conformance suite ------------------------------------------------------------------
+
+describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
+  it('getMany returns present ids keyed by hex and omits absent ones', async () => {
+    await withStore(b, async (s) => {
+      expect((await s.getMany(0, [id(1)])).size).toBe(0);
+      await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('one') }, { recordId: id(2, 3), blob: blob('two') }], []);
+      const m = await s.getMany(0, [id(1), id(3), id(2, 3)]);
+      expect([...m.keys()].sort()).toEqual([recordKey(id(1)), recordKey(id(2, 3))].sort());
+      expect(recordKey(id(1))).toBe(hex(id(1)));
+      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('one')), prev: null, epoch: 1 });
+      expect(row(m.get(recordKey(id(2, 3))))?.blob).toBe(hex(blob('two')));
+      expect((await s.getMany(0, [])).size).toBe(0);
+      const got = m.get(recordKey(id(1)))!;
+      expect(got.blob).toBeInstanceOf(Uint8Array);
+      expect(Buffer.isBuffer(got.blob)).toBe(false); // plain Uint8Array, not a Buffer
+    });
+  });
+
+  it('applyBatch moves the current blob to prev and sets the epoch', async () => {
+    await withStore(b, async (s) => {
+      await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], []);
+      await s.applyBatch(0, 2, [{ recordId: id(1), blob: blob('v2') }, { recordId: id(2), blob: blob('w1') }], []);
+      let m = await s.getMany(0, [id(1), id(2)]);
+      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('v2')), prev: hex(blob('v1')), epoch: 2 });
+      expect(row(m.get(recordKey(id(2))))).toEqual({ id: hex(id(2)), blob: hex(blob('w1')), prev: null, epoch: 2 });
+      await s.applyBatch(0, 3, [{ recordId: id(1), blob: blob('v3') }], []);
+      m = await s.getMany(0, [id(1), id(2)]);
+      expect(row(m.get(recordKey(id(1))))).toMatchObject({ blob: hex(blob('v3')), prev: hex(blob('v2')), epoch: 3 });
+      expect(row(m.get(recordKey(id(2))))).toMatchObject({ blob: hex(blob('w1')), prev: null, epoch: 2 });
+      // an empty batch is a valid no-op
+      await s.applyBatch(0, 4, [], []);
+    });
+  });
+
+  it('an empty blob is a tombstone: the row stays, prev keeps the deleted blob', async () => {
+    await withStore(b, async (s) => {
+      await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], []);
+      await s.applyBatch(0, 2, [{ recordId: id(1), blob: TOMB }, { recordId: id(9), blob: TOMB }], []);
+      const m = await s.getMany(0, [id(1), id(9)]);
+      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: '', prev: hex(blob('v1')), epoch: 2 });
+      expect(row(m.get(recordKey(id(9))))).toEqual({ id: hex(id(9)), blob: '', prev: null, epoch: 2 });
+      expect((await scanAll(s, 0)).length).toBe(2);
+      expect((await s.stats()).records).toBe(0);
+      // written again: the tombstone becomes prev
+      await s.applyBatch(0, 3, [{ recordId: id(1), blob: blob('v3') }], []);
+      expect(row((await s.getMany(0, [id(1)])).get(recordKey(id(1))))).toMatchObject({ blob: hex(blob('v3')), prev: '' });
+    });
+  });
+
+  it('revert restores prev, and removes rows left with nothing', async () => {
+    await withStore(b, async (s) => {
+      const R = { updated: id(1), created: id(2), deletedFresh: id(3), deleted: id(4), recreated: id(5), untouched: id(6) };
+      await s.applyBatch(0, 1, [
+        { recordId: R.updated, blob: blob('u1') },
+        { recordId: R.deleted, blob: blob('d1') },
+        { recordId: R.recreated, blob: blob('r1') },
+        { recordId: R.untouched, blob: blob('t1') },
+      ], []);
+      await s.applyBatch(0, 2, [{ recordId: R.recreated, blob: TOMB }], []);
+      await s.compact(0, 3); // the tombstone of `recreated` is compacted away ...
+      await s.applyBatch(0, 3, [{ recordId: R.recreated, blob: TOMB }], []); // ... and deleted afresh: prev null
+      await s.applyBatch(0, 4, [{ recordId: R.recreated, blob: blob('r4') }], []); // prev is a tombstone
+      await s.applyBatch(0, 5, [
+        { recordId: R.updated, blob: blob('u5') },
+        { recordId: R.created, blob: blob('c5') },
+        { recordId: R.deletedFresh, blob: TOMB },
+        { recordId: R.deleted, blob: TOMB },
+      ], []);
+      await s.applyBatch(7, 5, [{ recordId: R.updated, blob: blob('other partition') }], []);
+
+      await s.revert(0, [R.updated, R.created, R.deletedFresh, R.deleted, R.recreated, id(99)]);
+      const m = await s.getMany(0, Object.values(R));
+      expect(row(m.get(recordKey(R.updated)))).toMatchObject({ blob: hex(blob('u1')), prev: null });
+      expect(m.has(recordKey(R.created))).toBe(false);
+      expect(m.has(recordKey(R.deletedFresh))).toBe(false); // a tombstone whose prev is null: row gone
+      expect(row(m.get(recordKey(R.deleted)))).toMatchObject({ blob: hex(blob('d1')), prev: null });
+      expect(m.has(recordKey(R.recreated))).toBe(false); // back to deleted: nothing left
+      expect(row(m.get(recordKey(R.untouched)))).toMatchObject({ blob: hex(blob('t1')), prev: null, epoch: 1 });
+      // partitions are untouched by another partition's revert
+      expect(row((await s.getMany(7, [R.updated])).get(recordKey(R.updated)))).toMatchObject({ blob: hex(blob('other partition')) });
+      expect((await scanAll(s, 0)).map((r) => r!.id)).toEqual([hex(R.updated), hex(R.deleted), hex(R.untouched)]);
+    });
+  });
+
+  it('scan returns every row exactly once, in chunks, per partition', async () => {
+    await withStore(b, async (s) => {
+      const sizes = new Map([[0, 25], [1, 1], [2, 0], [65535, 7]]);
+      let epoch = 0;
+      for (const [p, n] of sizes) {
+        for (let i = 0; i < n; i += 10) {
+          const writes = [];
+          for (let j = i; j < Math.min(n, i + 10); j++) writes.push({ recordId: id(j * 7919 + p, 4 + (j % 5) * 8), blob: blob(`${p}:${j}`) });
+          await s.applyBatch(p, ++epoch, writes, []);
+        }
+      }
+      await s.applyBatch(0, ++epoch, [{ recordId: id(3 * 7919, 20), blob: TOMB }], []); // tombstones are scanned too
+      const all = new Set<string>();
+      for (const [p, n] of sizes) {
+        const expected = (await scanAll(s, p, 10_000)).map((r) => r!.id!);
+        expect(expected.length).toBe(n + (p === 0 ? 1 : 0));
+        expect([...expected].sort()).toEqual(expected); // record id order
+        for (const chunk of [1, 3, 7, 25, 100]) {
+          const seen: string[] = [];
+          for await (const c of s.scan(p, chunk)) {
+            expect(c.length).toBeGreaterThan(0);
+            expect(c.length).toBeLessThanOrEqual(chunk);
+            for (const r of c) seen.push(hex(r.recordId)!);
+          }
+          expect(seen).toEqual(expected);
+        }
+        for (const k of expected) all.add(`${p}/${k}`);
+      }
+      expect(all.size).toBe(25 + 1 + 1 + 7);
+      expect(await scanAll(s, 3)).toEqual([]);
+    });
+  });
+
+  it('a scan in progress tolerates writes between chunks', async () => {
+    await withStore(b, async (s) => {
+      await s.applyBatch(0, 1, Array.from({ length: 10 }, (_, i) => ({ recordId: id(i), blob: blob(`a${i}`) })), []);
+      const seen: string[] = [];
+      let k = 0;
+      for await (const c of s.scan(0, 3)) {
+        for (const r of c) seen.push(hex(r.recordId)!);
+        await s.applyBatch(0, 2 + k, [{ recordId: id(k), blob: blob(`b${k}`) }], []); // rewrite an already-seen row
+        k++;
+      }
+      expect(seen).toEqual(Array.from({ length: 10 }, (_, i) => hex(id(i))));
+    });
+  });
+
+  it('partitions are isolated', async () => {
+    await withStore(b, async (s) => {
+      await s.applyBatch(1, 1, [{ recordId: id(1), blob: blob('p1') }], [ev(0), ev(1)]);
+      await s.applyBatch(2, 1, [{ recordId: id(1), blob: blob('p2') }], [ev(0)]);
+      await s.applyBatch(2, 2, [{ recordId: id(1), blob: TOMB }], [ev(1), ev(2)]);
+      expect(row((await s.getMany(1, [id(1)])).get(recordKey(id(1))))).toMatchObject({ blob: hex(blob('p1')), prev: null, epoch: 1 });
+      expect(row((await s.getMany(2, [id(1)])).get(recordKey(id(1))))).toMatchObject({ blob: '', prev: hex(blob('p2')), epoch: 2 });
+      expect((await s.getMany(0, [id(1)])).size).toBe(0);
+      await s.compact(2, 10);
+      expect((await s.getMany(1, [id(1)])).size).toBe(1);
+      expect((await s.getMany(2, [id(1)])).size).toBe(0);
+      expect((await s.auditEvents(1, 0, 100)).map((e) => e.seq)).toEqual([0, 1]);
+      expect((await s.auditEvents(2, 0, 100)).map((e) => e.seq)).toEqual([0, 1, 2]);
+      expect(await s.auditEvents(0, 0, 100)).toEqual([]);
+    });
+  });
+
+  it('audit events append and read back in seq order, paged', async () => {
+    await withStore(b, async (s) => {
+      const events = Array.from({ length: 40 }, (_, i) => ev(i, 1 + (i % 7)));
+      await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('x') }], events.slice(0, 3));
+      await s.applyBatch(0, 2, [], [events[4]!, events[3]!]); // order within a batch does not matter
+      await s.applyBatch(0, 3, [], events.slice(5));
+      const back = await s.auditEvents(0, 0, 1000);
+      expect(back.map(evPlain)).toEqual(events.map(evPlain));
+      expect(back[0]!.recordHash).toBeInstanceOf(Uint8Array);
+      const page: AuditEvent[] = [];
+      for (let from = 0; ; ) {
+        const p = await s.auditEvents(0, from, 6);
+        if (p.length === 0) break;
+        expect(p.length).toBeLessThanOrEqual(6);
+        page.push(...p);
+        from = p[p.length - 1]!.seq + 1;
+      }
+      expect(page.map((e) => e.seq)).toEqual(events.map((e) => e.seq));
+      expect((await s.auditEvents(0, 38, 10)).map((e) => e.seq)).toEqual([38, 39]);
+      expect(await s.auditEvents(0, 0, 0)).toEqual([]);
+    });
+  });
+
+  it('audit events a batch issues again replace those of a batch that never committed', async () => {
+    await withStore(b, async (s) => {
+      await s.applyBatch(0, 1, [], [ev(0), ev(1)]);
+      await s.applyBatch(0, 2, [], [ev(2, 2), ev(3, 2), ev(4, 2)]); // persisted, never committed by the enclave
+      await s.applyBatch(0, 2, [], [ev(2, 4)]); // the enclave issues seq 2 again
+      const back = await s.auditEvents(0, 0, 100);
+      expect(back.map((e) => [e.seq, e.kind])).toEqual([[0, 2], [1, 2], [2, 4]]);
+    });
+  });
+
+  it('compact removes old tombstones and clears old prev, leaving newer epochs alone', async () => {
+    await withStore(b, async (s) => {
+      await s.applyBatch(0, 1, [1, 2, 3, 4, 5].map((i) => ({ recordId: id(i), blob: blob(`a${i}`) })), []);
+      await s.applyBatch(0, 2, [{ recordId: id(1), blob: blob('b1') }, { recordId: id(2), blob: TOMB }], []);
+      await s.applyBatch(0, 3, [{ recordId: id(3), blob: blob('c3') }, { recordId: id(4), blob: TOMB }], []);
+      await s.applyBatch(1, 1, [{ recordId: id(1), blob: TOMB }], []);
+      await s.compact(0, 3);
+      expect(await scanAll(s, 0)).toEqual([
+        { id: hex(id(1)), blob: hex(blob('b1')), prev: null, epoch: 2 },
+        { id: hex(id(3)), blob: hex(blob('c3')), prev: hex(blob('a3')), epoch: 3 },
+        { id: hex(id(4)), blob: '', prev: hex(blob('a4')), epoch: 3 },
+        { id: hex(id(5)), blob: hex(blob('a5')), prev: null, epoch: 1 },
+      ]);
+      expect((await scanAll(s, 1)).length).toBe(1); // other partitions untouched
+      await s.compact(0, 4);
+      expect(await scanAll(s, 0)).toEqual([
+        { id: hex(id(1)), blob: hex(blob('b1')), prev: null, epoch: 2 },
+        { id: hex(id(3)), blob: hex(blob('c3')), prev: null, epoch: 3 },
+        { id: hex(id(5)), blob: hex(blob('a5')), prev: null, epoch: 1 },
+      ]);
+      await s.compact(0, 0); // nothing is older than epoch 0
+      expect((await scanAll(s, 0)).length).toBe(3);
+    });
+  });
+
+  it('stats counts live records and the bytes held', async () => {
+    await withStore(b, async (s) => {
+      expect(await s.stats()).toEqual({ records: 0, bytes: 0 });
+      await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('12345') }, { recordId: id(2), blob: blob('123') }], []);
+      expect(await s.stats()).toEqual({ records: 2, bytes: 16 + 5 + 16 + 3 });
+      await s.applyBatch(3, 2, [{ recordId: id(1), blob: blob('1') }], []);
+      await s.applyBatch(0, 2, [{ recordId: id(1), blob: TOMB }], []);
+      expect(await s.stats()).toEqual({ records: 2, bytes: 16 + 0 + 5 + 16 + 3 + 16 + 1 });
+    });
+  });
+
+  it('everything survives close and reopen; a closed store refuses calls', async () => {
+    const loc = await b.fresh();
+    let s = await b.open(loc);
+    await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }, { recordId: id(2), blob: blob('w1') }], [ev(0)]);
+    await s.applyBatch(0, 2, [{ recordId: id(1), blob: blob('v2') }, { recordId: id(2), blob: TOMB }], [ev(1)]);
+    await s.applyBatch(5, 9, [{ recordId: id(3), blob: blob('z') }], [ev(0)]);
+    const before = [await scanAll(s, 0), await scanAll(s, 5), await s.auditEvents(0, 0, 10), await s.stats()];
+    await s.close();
+    await s.close(); // harmless twice
+    await rejectsWith(s.getMany(0, [id(1)]), StorageCode.Closed);
+    await rejectsWith(s.applyBatch(0, 3, [], []), StorageCode.Closed);
+    await rejectsWith(s.revert(0, [id(1)]), StorageCode.Closed);
+    await rejectsWith(s.compact(0, 1), StorageCode.Closed);
+    await rejectsWith(s.auditEvents(0, 0, 1), StorageCode.Closed);
+    await rejectsWith(s.stats(), StorageCode.Closed);
+    await rejectsWith(s.scan(0, 10)[Symbol.asyncIterator]().next(), StorageCode.Closed);
+    s = await b.open(loc);
+    try {
+      expect([await scanAll(s, 0), await scanAll(s, 5), await s.auditEvents(0, 0, 10), await s.stats()]).toEqual(before);
+      await s.revert(0, [id(1), id(2)]);
+      expect(await scanAll(s, 0)).toEqual([
+        { id: hex(id(1)), blob: hex(blob('v1')), prev: null, epoch: 2 },
+        { id: hex(id(2)), blob: hex(blob('w1')), prev: null, epoch: 2 },
+      ]);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('an invalid value in a batch is refused and nothing of the batch is applied', async () => {
+    await withStore(b, async (s) => {
+      await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], [ev(0)]);
+      const snapshot = async () => [await scanAll(s, 0), (await s.auditEvents(0, 0, 100)).map(evPlain)];
+      const before = await snapshot();
+      const good = (i: number) => ({ recordId: id(i), blob: blob(`n${i}`) });
+      const bad: [string, Parameters<RecordStore['applyBatch']>][] = [
+        ['a string blob mid-batch', [0, 2, [good(1), good(2), { recordId: id(3), blob: 'oops' as unknown as Uint8Array }, good(4)], [ev(1)]]],
+        ['a missing blob', [0, 2, [good(1), { recordId: id(3) } as never], []]],
+        ['an oversized blob', [0, 2, [good(1), { recordId: id(3), blob: new Uint8Array(MAX_SEALED_RECORD + 1) }], []]],
+        ['an empty record id', [0, 2, [good(1), { recordId: new Uint8Array(0), blob: blob('x') }], []]],
+        ['an oversized record id', [0, 2, [good(1), { recordId: new Uint8Array(MAX_RECORD_ID + 1), blob: blob('x') }], []]],
+        ['a record id twice', [0, 2, [good(1), good(2), good(1)], []]],
+        ['a malformed audit event', [0, 2, [good(1), good(2)], [ev(1), { ...ev(2), mac: new Uint8Array(5) }]]],
+        ['an audit seq twice', [0, 2, [good(1)], [ev(1), ev(1)]]],
+        ['a negative epoch', [0, -1, [good(1)], []]],
+        ['a fractional epoch', [0, 1.5, [good(1)], []]],
+        ['a partition out of range', [70000, 2, [good(1)], []]],
+      ];
+      for (const [what, args] of bad) {
+        await rejectsWith(s.applyBatch(...args), StorageCode.InvalidArgument).catch((e) => {
+          throw new Error(`${what}: ${String(e)}`);
+        });
+        expect(await snapshot(), what).toEqual(before);
+      }
+      await s.applyBatch(0, 2, [good(1)], [ev(1)]); // still usable
+      expect((await scanAll(s, 0))[0]).toMatchObject({ blob: hex(blob('n1')), prev: hex(blob('v1')) });
+    });
+  });
+
+  it.skipIf(!b.failAuditInsert)('a failure inside the transaction leaves nothing half-applied', async () => {
+    const loc = await b.fresh();
+    let s = await b.open(loc);
+    await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }, { recordId: id(2), blob: blob('w1') }], [ev(0)]);
+    await s.close();
+    await b.failAuditInsert!(loc, 3);
+    s = await b.open(loc);
+    try {
+      const before = [await scanAll(s, 0), (await s.auditEvents(0, 0, 100)).map(evPlain), await s.stats()];
+      // the record writes and the first audit insert run before the failing insert
+      const e = await s
+        .applyBatch(0, 2, [{ recordId: id(1), blob: blob('v2') }, { recordId: id(2), blob: TOMB }, { recordId: id(3), blob: blob('x') }], [ev(1), ev(2), ev(3), ev(4)])
+        .then(() => undefined, (x: unknown) => x);
+      expect(e).toBeInstanceOf(StorageError);
+      expect([await scanAll(s, 0), (await s.auditEvents(0, 0, 100)).map(evPlain), await s.stats()]).toEqual(before);
+      await s.applyBatch(0, 2, [{ recordId: id(1), blob: blob('v2') }], [ev(1), ev(2)]); // still usable
+      expect((await s.auditEvents(0, 0, 100)).map((x) => x.seq)).toEqual([0, 1, 2]);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it.skipIf(!b.setSchemaVersion)('a store written by a newer schema version is refused', async () => {
+    const loc = await b.fresh();
+    const s = await b.open(loc);
+    await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], []);
+    await s.close();
+    await b.setSchemaVersion!(loc, 99);
+    const e = await rejectsWith(b.open(loc), StorageCode.SchemaTooNew);
+    expect(e.message).toMatch(/99/);
+    await b.setSchemaVersion!(loc, SQLITE_SCHEMA_VERSION); // and the current version opens again
+    const again = await b.open(loc);
+    expect((await again.getMany(0, [id(1)])).size).toBe(1);
+    await again.close();
+  });
+
+  it.skipIf(!b.corrupt)('a file of garbage gives StorageError Corrupt, not a crash', async () => {
+    const loc = await b.fresh();
+    const s = await b.open(loc);
+    await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], [ev(0)]);
+    await s.close();
+    await b.corrupt!(loc, 'all');
+    await rejectsWith(b.open(loc), StorageCode.Corrupt);
+  });
+
+  it.skipIf(!b.corrupt)('damaged pages give StorageError Corrupt at open or on first use', async () => {
+    const loc = await b.fresh();
+    const s = await b.open(loc);
+    for (let e = 1; e <= 20; e++) {
+      await s.applyBatch(0, e, Array.from({ length: 10 }, (_, i) => ({ recordId: id(e * 100 + i), blob: new Uint8Array(300).fill(e) })), [ev(e)]);
+    }
+    await s.close();
+    await b.corrupt!(loc, 'pages');
+    const outcome = await (async () => {
+      const t = await b.open(loc);
+      try {
+        await scanAll(t, 0);
+        await t.auditEvents(0, 0, 100);
+      } finally {
+        await t.close();
+      }
+    })().then(
+      () => undefined,
+      (x: unknown) => x,
+    );
+    expect(outcome).toBeInstanceOf(StorageError);
+    expect((outcome as StorageError).code).toBe(StorageCode.Corrupt);
+  });
+
+  // ---- model test ---------------------------------------------------------------------------
+
+  it('random applyBatch / revert / compact sequences match an in-memory model', async () => {
+    const PARTS = [0, 1, 2];
+    const IDS = [[1], [1, 0], [2], [0xff], [0, 0, 0, 1], [0x80, 1]].map((a) => new Uint8Array(a));
+    type Row = { blob: string; prev: string | null; epoch: number };
+    const opArb = fc.oneof(
+      {
+        weight: 5,
+        arbitrary: fc.record({
+          t: fc.constant('apply' as const),
+          p: fc.constantFrom(...PARTS),
+          epoch: fc.nat(12),
+          writes: fc.uniqueArray(fc.tuple(fc.nat(IDS.length - 1), fc.uint8Array({ maxLength: 6 })), {
+            maxLength: 4,
+            selector: (w) => w[0],
+          }),
+          audit: fc.nat(3),
+          rewind: fc.nat(3),
+        }),
+      },
+      { weight: 2, arbitrary: fc.record({ t: fc.constant('revert' as const), p: fc.constantFrom(...PARTS), ids: fc.uniqueArray(fc.nat(IDS.length - 1), { maxLength: 4 }) }) },
+      { weight: 1, arbitrary: fc.record({ t: fc.constant('compact' as const), p: fc.constantFrom(...PARTS), before: fc.nat(14) }) },
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { maxLength: 24 }), fc.integer({ min: 1, max: 4 }), async (ops, chunk) => {
+        await withStore(b, async (s) => {
+          const model = new Map<number, Map<string, Row>>(PARTS.map((p) => [p, new Map()]));
+          const audit = new Map<number, Map<number, AuditEvent>>(PARTS.map((p) => [p, new Map()]));
+          const nextSeq = new Map<number, number>(PARTS.map((p) => [p, 0]));
+          for (const op of ops) {
+            const m = model.get(op.p)!;
+            if (op.t === 'apply') {
+              const writes = op.writes.map(([i, bl]) => ({ recordId: IDS[i]!, blob: bl }));
+              const start = Math.max(0, nextSeq.get(op.p)! - op.rewind);
+              const events = Array.from({ length: op.audit }, (_, k) => ev(start + k, 1 + ((op.epoch + k) % 7)));
+              await s.applyBatch(op.p, op.epoch, writes, events);
+              for (const w of writes) {
+                const k = hex(w.recordId)!;
+                const cur = m.get(k);
+                m.set(k, { blob: hex(w.blob)!, prev: cur ? cur.blob : null, epoch: op.epoch });
+              }
+              if (events.length > 0) {
+                const a = audit.get(op.p)!;
+                for (const q of [...a.keys()]) if (q >= start) a.delete(q);
+                for (const e of events) a.set(e.seq, e);
+                nextSeq.set(op.p, start + events.length);
+              }
+            } else if (op.t === 'revert') {
+              await s.revert(op.p, op.ids.map((i) => IDS[i]!));
+              for (const i of op.ids) {
+                const k = hex(IDS[i]!)!;
+                const cur = m.get(k);
+                if (!cur) continue;
+                if (cur.prev === null || cur.prev === '') m.delete(k);
+                else m.set(k, { blob: cur.prev, prev: null, epoch: cur.epoch });
+              }
+            } else {
+              await s.compact(op.p, op.before);
+              for (const [k, r] of [...m]) {
+                if (r.epoch >= op.before) continue;
+                if (r.blob === '') m.delete(k);
+                else r.prev = null;
+              }
+            }
+            // compare everything after every step
+            let records = 0;
+            let bytes = 0;
+            for (const p of PARTS) {
+              const want = [...model.get(p)!].sort(([a], [c]) => (a < c ? -1 : a > c ? 1 : 0)).map(([k, r]) => ({ id: k, ...r }));
+              expect(await scanAll(s, p, chunk)).toEqual(want);
+              const got = await s.getMany(p, IDS);
+              expect([...got.keys()].sort()).toEqual(want.map((r) => r.id).sort());
+              const wantAudit = [...audit.get(p)!.values()].sort((x, y) => x.seq - y.seq).map(evPlain);
+              expect((await s.auditEvents(p, 0, 1000)).map(evPlain)).toEqual(wantAudit);
+              for (const r of want) {
+                if (r.blob !== '') records++;
+                bytes += (r.id.length + r.blob.length + (r.prev?.length ?? 0)) / 2;
+              }
+            }
+            expect(await s.stats()).toEqual({ records, bytes });
+          }
+        });
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
+
+// ---- backend-independent pieces -------------------------------------------------------------
+
+describe('storage URL and openStore', () => {
+  it('parses the accepted forms', () => {
+    expect(parseStoreUrl(undefined, '/data')).toEqual({ backend: 'sqlite', path: join('/data', 'vault.db') });
+    expect(parseStoreUrl('', '/data')).toEqual({ backend: 'sqlite', path: join('/data', 'vault.db') });
+    expect(parseStoreUrl('sqlite:rel/v.db', '/data')).toEqual({ backend: 'sqlite', path: 'rel/v.db' });
+    expect(parseStoreUrl('sqlite:///abs/v.db', '/data')).toEqual({ backend: 'sqlite', path: '/abs/v.db' });
+    expect(parseStoreUrl('sqlite:/abs/v.db', '/data')).toEqual({ backend: 'sqlite', path: '/abs/v.db' });
+    expect(parseStoreUrl('/srv/vault/x.db', '/data')).toEqual({ backend: 'sqlite', path: '/srv/vault/x.db' });
+    expect(parseStoreUrl('postgres://u:p@h/db', '/data')).toEqual({ backend: 'postgres', url: 'postgres://u:p@h/db' });
+    expect(parseStoreUrl('postgresql://h/db', '/data').backend).toBe('postgres');
+    expect(() => parseStoreUrl('mysql://h/db', '/data')).toThrow(StorageError);
+    expect(() => parseStoreUrl('sqlite:', '/data')).toThrow(StorageError);
+  });
+
+  it('opens SQLite at DATA/vault.db by default, and refuses PostgreSQL for now without echoing the URL', async () => {
+    const dir = join(TMP, 'default-data', 'nested');
+    const s = await openStore(undefined, dir);
+    expect(s.kind).toBe('sqlite');
+    await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v') }], []);
+    await s.close();
+    expect(existsSync(join(dir, 'vault.db'))).toBe(true);
+    const t = await openStore(`sqlite:${join(dir, 'vault.db')}`, '/nonexistent');
+    expect((await t.getMany(0, [id(1)])).size).toBe(1);
+    await t.close();
+    const e = await rejectsWith(openStore('postgres://user:secret@db.example/vault', dir), StorageCode.NotAvailable);
+    expect(e.message).not.toMatch(/secret/);
+    expect(e.message).toMatch(/not available yet/);
+  });
+});
+
+describe('SQLite specifics', () => {
+  it('maps SQLite and system error codes to StorageError codes', () => {
+    const err = (code: string) => Object.assign(new Error('x'), { code });
+    const cases: [string, StorageCode][] = [
+      ['SQLITE_FULL', StorageCode.Full],
+      ['ENOSPC', StorageCode.Full],
+      ['SQLITE_CORRUPT', StorageCode.Corrupt],
+      ['SQLITE_CORRUPT_INDEX', StorageCode.Corrupt],
+      ['SQLITE_NOTADB', StorageCode.Corrupt],
+      ['SQLITE_IOERR', StorageCode.Io],
+      ['SQLITE_IOERR_FSYNC', StorageCode.Io],
+      ['SQLITE_CANTOPEN', StorageCode.Io],
+      ['EACCES', StorageCode.Io],
+      ['SQLITE_BUSY', StorageCode.Busy],
+      ['SQLITE_BUSY_SNAPSHOT', StorageCode.Busy],
+      ['SQLITE_LOCKED', StorageCode.Busy],
+      ['SQLITE_CONSTRAINT_TRIGGER', StorageCode.Internal],
+    ];
+    for (const [code, want] of cases) {
+      const e = toStorageError(err(code), 'op');
+      expect([code, e.code]).toEqual([code, want]);
+      expect(e.detail).toBe(code);
+    }
+    expect(toStorageError(new Error('plain'), 'op').code).toBe(StorageCode.Internal);
+  });
+
+  it('uses WAL with synchronous = FULL and records the schema version', async () => {
+    const path = join(TMP, 'pragmas', 'vault.db');
+    const s = await openSqliteStore(path);
+    const raw = new Database(path, { readonly: true });
+    try {
+      expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
+      expect(raw.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get()).toEqual({ value: SQLITE_SCHEMA_VERSION });
+    } finally {
+      raw.close();
+      await s.close();
+    }
+  });
+
+  it('a full database (size cap) fails with Full and applies nothing of the batch', async () => {
+    const path = join(TMP, 'full', 'vault.db');
+    const s = await openSqliteStore(path, { maxSizeBytes: 64 * 1024 });
+    try {
+      let epoch = 0;
+      let failure: unknown;
+      for (; epoch < 1000 && failure === undefined; ) {
+        epoch++;
+        const writes = Array.from({ length: 8 }, (_, i) => ({ recordId: id(epoch * 10 + i), blob: new Uint8Array(1000).fill(epoch & 0xff) }));
+        const before = await s.stats();
+        failure = await s.applyBatch(0, epoch, writes, [ev(epoch)]).then(() => undefined, (x: unknown) => x);
+        if (failure !== undefined) expect(await s.stats()).toEqual(before);
+      }
+      expect(isStorageError(failure, StorageCode.Full)).toBe(true);
+      expect((await s.auditEvents(0, 0, 10_000)).length).toBe(epoch - 1);
+      expect((await s.getMany(0, [id(10)])).size).toBe(1); // reads still work
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a file that is an unrelated SQLite database is refused as Corrupt', async () => {
+    const path = join(TMP, 'other', 'other.db');
+    await openSqliteStore(join(TMP, 'other', 'placeholder.db')).then((s) => s.close()); // creates the directory
+    const raw = new Database(path);
+    raw.exec('CREATE TABLE something (x)');
+    raw.close();
+    const e = await rejectsWith(openSqliteStore(path), StorageCode.Corrupt);
+    expect(e.message).toMatch(/not a vault record store/);
+    expect(readdirSync(join(TMP, 'other'))).toContain('other.db');
+  });
+});
