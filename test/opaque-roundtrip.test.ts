@@ -65,7 +65,7 @@ describe('OPAQUE round trips', () => {
             expect(fin.sessionKey).toEqual(res.sessionKey);
           },
         ),
-        { numRuns: runs(name, 12, 3) },
+        { numRuns: runs(name, 25, 5) },
       );
     });
 
@@ -81,7 +81,7 @@ describe('OPAQUE round trips', () => {
           // The client sends no KE3; whatever an attacker sends instead is a wrong-password outcome.
           expect(serverLoginFinish(sopts(c), s.state, rng(suite.Nm))).toEqual({ ok: false, outcome: 'wrong-password' });
         }),
-        { numRuns: runs(name, 6, 2) },
+        { numRuns: runs(name, 10, 3) },
       );
     });
 

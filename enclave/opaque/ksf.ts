@@ -31,8 +31,10 @@ export interface Argon2idParams {
 
 /**
  * The project default. RFC 9807 §7 recommends t = 1, p = 4, m = 2^21 KiB (2 GiB), which a
- * browser tab frequently cannot allocate; like opaque-ke / @serenity-kit/opaque we use the
- * RFC 9106 §4 "memory-constrained" choice t = 3, m = 2^16 KiB (64 MiB), p = 4.
+ * browser tab frequently cannot allocate; we use RFC 9106 §4's second recommended option for
+ * memory-constrained settings, t = 3, m = 2^16 KiB (64 MiB), p = 4 (with RFC 9807 §7's zero
+ * salt and T = Nh). Registrations carry their parameters (encodeKsfParams), so raising this
+ * default later does not break existing records.
  */
 export const DEFAULT_ARGON2ID: Argon2idParams = Object.freeze({ t: 3, m: 65536, p: 4 });
 

@@ -15,7 +15,7 @@
  * Caveats: the y-recovery and the bigint conversions run in variable time on values derived from
  * the secret scalar and from the shared x-coordinates (as @noble/curves' bigint arithmetic does);
  * OpenSSL's multiplications are constant time. OpenSSL keeps the last private key in the ECDH
- * object, so every operation ends by loading the public scalar 1 over it (one base
+ * object, so every multiplication ends by loading the public scalar 1 over it (one base
  * multiplication, about 8 µs). Bigints and hex strings holding secrets cannot be wiped.
  */
 import { ECDH, createECDH } from 'node:crypto';
@@ -44,13 +44,21 @@ function toBytes32(x: bigint): Buffer {
   return Buffer.from(x.toString(16).padStart(64, '0'), 'hex');
 }
 
+/** A plain Uint8Array copy of `b`, then `b` zeroed (small Buffers share a pool). */
+function copyAndWipe(b: Buffer): Uint8Array {
+  const r = new Uint8Array(b);
+  b.fill(0);
+  return r;
+}
+
 const TWO_POW_48 = 0x1000000000000n;
 
 /**
  * a⁻¹ mod m for odd m and gcd(a, m) = 1, by Lehmer's extended Euclid (Knuth, TAOCP vol. 2,
  * Algorithm 4.5.2L): runs of quotients are found on the leading 48 bits in double-precision
  * arithmetic (all values stay below 2^53, so they are exact) and applied to the bigints in one
- * 2×2 step. About 3× faster than the plain bigint Euclid. Variable time.
+ * 2×2 step. About 3× faster than the plain bigint Euclid (8.5 µs against 23 µs for a 256-bit
+ * modulus here). Variable time; for moduli below 2^1000 (the leading bits go through a double).
  */
 export function modInverseVartime(a: bigint, m: bigint): bigint {
   let u = m;
@@ -224,12 +232,12 @@ export class NodeP256 extends P256Base implements Group {
     expectLength(k, 32, 'scalar');
     const x = toBig(k) % N;
     if (x === 0n) throw invalidScalar('scalar', 'zero');
-    return new Uint8Array(toBytes32(modInverseVartime(x, N)));
+    return copyAndWipe(toBytes32(modInverseVartime(x, N)));
   }
 
   override hashToScalar(msg: Uint8Array, dst: Uint8Array): Uint8Array {
     const u = expandMessageXmd(this.hash, msg, dst, 48);
-    const r = new Uint8Array(toBytes32(toBig(u) % N));
+    const r = copyAndWipe(toBytes32(toBig(u) % N));
     u.fill(0);
     return r;
   }

@@ -1,0 +1,352 @@
+/**
+ * The host's only handle on an enclave: a channel that carries request bytes to the firmware
+ * and response bytes back, across a real isolation boundary (a worker thread or a child
+ * process running the simulated device, hsm/). The host holds no enclave object.
+ *
+ * This file has the interface, the typed errors (codes 3000-3099, never renumbered) and
+ * `DeviceChannel`, the bookkeeping both transports share: request ids, per-request timeouts,
+ * a bound on requests in flight, the `ready` promise, crash detection and clean shutdown.
+ *
+ * A request that times out is rejected at once, but still counts as in flight until the
+ * firmware answers it (the device handles requests one at a time, so it is still ahead in the
+ * queue): a hung device fills up and answers Overloaded instead of queueing without bound.
+ */
+
+export const ChannelErrorCode = {
+  /** No response within the request's timeout. */
+  Timeout: 3001,
+  /** The channel is closing or closed. */
+  Closed: 3002,
+  /** Too many requests in flight; retry later. */
+  Overloaded: 3003,
+  /** The device died (exit, signal, uncaught error); the channel is dead: restart it. */
+  Crashed: 3004,
+  /** The firmware did not boot (its createEnclave threw, the module is missing, boot timed out). */
+  BootFailed: 3005,
+  /** The firmware's handle() threw, which its contract forbids. */
+  HandlerFailed: 3006,
+  /** The request was not bytes. */
+  InvalidRequest: 3007,
+} as const;
+export type ChannelErrorCode = (typeof ChannelErrorCode)[keyof typeof ChannelErrorCode];
+
+export class ChannelError extends Error {
+  override readonly name = 'ChannelError';
+  constructor(
+    readonly code: ChannelErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export interface RequestOptions {
+  /** Overrides the channel's default timeout; 0 or Infinity waits forever. */
+  timeoutMs?: number;
+}
+
+export type ChannelState = 'booting' | 'ready' | 'closing' | 'closed' | 'crashed';
+
+export interface EnclaveChannel {
+  request(req: Uint8Array, opts?: RequestOptions): Promise<Uint8Array>;
+  /** Stops accepting, waits for requests in flight up to a deadline, then ends the device. */
+  close(opts?: { timeoutMs?: number }): Promise<void>;
+  /** True once closing began or the device died. */
+  readonly closed: boolean;
+  /** Resolves when the firmware booted; rejects with ChannelError BootFailed. */
+  readonly ready: Promise<void>;
+  readonly state: ChannelState;
+  /** Requests sent and not yet answered by the firmware (including timed-out ones). */
+  readonly inFlight: number;
+}
+
+export interface ChannelOptions {
+  /** The vault's data folder (NVRAM files, token file). */
+  dataDir: string;
+  partition?: number;
+  partitions?: number;
+  /** Absolute path of the firmware module; the device's default is enclave/main.ts. */
+  firmware?: string;
+  nvramSize?: number;
+  /** Failpoint name at which the device dies (crash tests). */
+  failpoint?: string;
+  failpointHit?: number;
+  operatorKeyHash?: Uint8Array;
+  /** Default per-request timeout (default 30 s). */
+  timeoutMs?: number;
+  /** How long the firmware may take to boot (default 60 s). */
+  bootTimeoutMs?: number;
+  /** Requests in flight before new ones are rejected with Overloaded (default 256). */
+  maxInFlight?: number;
+  /** How long close() waits for requests in flight (default 5 s). */
+  closeTimeoutMs?: number;
+  /** How long a stopping device may take to exit before it is killed (default 2 s). */
+  killAfterMs?: number;
+  /** Child process mode: copy the device's stderr to this process's stderr (default true). */
+  forwardStderr?: boolean;
+  /** Called once when the device dies on its own (not after close()). */
+  onCrash?: (error: ChannelError) => void;
+}
+
+/** The device's start configuration (hsm/runner.ts HsmConfig; keep in step). */
+export interface DeviceConfig {
+  firmware?: string;
+  dataDir: string;
+  partition: number;
+  partitions: number;
+  nvramSize?: number;
+  failpoint?: string;
+  failpointHit?: number;
+  operatorKeyHash?: string;
+}
+
+/** Messages with the device (hsm/runner.ts; keep in step). */
+export type ToDevice = { t: 'req'; id: number; buf: ArrayBuffer } | { t: 'stop' };
+type FromDevice =
+  | { t: 'ready' }
+  | { t: 'boot-error'; message: string }
+  | { t: 'res'; id: number; buf: ArrayBuffer }
+  | { t: 'fail'; id: number; message: string };
+
+/** Path of the device bootstrap, started by path: the host never imports hsm/. */
+export const DEVICE_BOOT = new URL('../../hsm/boot.mjs', import.meta.url);
+
+interface Pending {
+  resolve(b: Uint8Array): void;
+  reject(e: ChannelError): void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  /** Set while waiting for the device to boot: the request has not been sent. */
+  unsent: ArrayBuffer | undefined;
+}
+
+export abstract class DeviceChannel implements EnclaveChannel {
+  readonly ready: Promise<void>;
+  protected readonly config: DeviceConfig;
+  private readonly timeoutMs: number;
+  private readonly maxInFlight: number;
+  private readonly closeTimeoutMs: number;
+  protected readonly killAfterMs: number;
+  private readonly onCrash: ((error: ChannelError) => void) | undefined;
+  private _state: ChannelState = 'booting';
+  private failure: ChannelError | undefined;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly abandoned = new Set<number>();
+  private readonly unsentOrder: number[] = [];
+  private resolveReady!: () => void;
+  private rejectReady!: (e: ChannelError) => void;
+  private bootTimer: ReturnType<typeof setTimeout> | undefined;
+  private bootError: string | undefined;
+  private drainWaiters: (() => void)[] = [];
+  private closing: Promise<void> | undefined;
+  private resolveExited!: () => void;
+  protected readonly exited: Promise<void>;
+  private alive = true;
+
+  constructor(opts: ChannelOptions) {
+    const partitions = opts.partitions ?? 1;
+    this.config = {
+      dataDir: opts.dataDir,
+      partition: opts.partition ?? 0,
+      partitions,
+      ...(opts.firmware !== undefined && { firmware: opts.firmware }),
+      ...(opts.nvramSize !== undefined && { nvramSize: opts.nvramSize }),
+      ...(opts.failpoint !== undefined && { failpoint: opts.failpoint }),
+      ...(opts.failpointHit !== undefined && { failpointHit: opts.failpointHit }),
+      ...(opts.operatorKeyHash !== undefined && { operatorKeyHash: Buffer.from(opts.operatorKeyHash).toString('hex') }),
+    };
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.maxInFlight = opts.maxInFlight ?? 256;
+    this.closeTimeoutMs = opts.closeTimeoutMs ?? 5_000;
+    this.killAfterMs = opts.killAfterMs ?? 2_000;
+    this.onCrash = opts.onCrash;
+    this.ready = new Promise<void>((res, rej) => {
+      this.resolveReady = res;
+      this.rejectReady = rej;
+    });
+    this.ready.catch(() => {}); // observed by whoever awaits it; never an unhandled rejection
+    this.exited = new Promise<void>((res) => (this.resolveExited = res));
+    const bootTimeoutMs = opts.bootTimeoutMs ?? 60_000;
+    this.bootTimer = setTimeout(() => {
+      if (this._state !== 'booting') return;
+      this.fail(new ChannelError(ChannelErrorCode.BootFailed, `firmware did not boot within ${bootTimeoutMs} ms`));
+      void this.terminate();
+    }, bootTimeoutMs);
+  }
+
+  get state(): ChannelState {
+    return this._state;
+  }
+  get closed(): boolean {
+    return this._state !== 'booting' && this._state !== 'ready';
+  }
+  get inFlight(): number {
+    return this.pending.size + this.abandoned.size;
+  }
+
+  /** Sends one message to the device (transferring `transfer` where the transport can). */
+  protected abstract post(msg: ToDevice, transfer: ArrayBuffer[]): void;
+  /** Ends the device at once. */
+  protected abstract terminate(): Promise<void>;
+
+  request(req: Uint8Array, opts: RequestOptions = {}): Promise<Uint8Array> {
+    if (!(req instanceof Uint8Array)) {
+      return Promise.reject(new ChannelError(ChannelErrorCode.InvalidRequest, 'request must be a Uint8Array'));
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new ChannelError(ChannelErrorCode.Closed, 'channel is closed'));
+    if (this.inFlight >= this.maxInFlight) {
+      return Promise.reject(new ChannelError(ChannelErrorCode.Overloaded, `${this.inFlight} requests in flight (limit ${this.maxInFlight})`));
+    }
+    const id = this.nextId++;
+    const buf = new ArrayBuffer(req.byteLength); // a copy: the caller's buffer is never detached
+    new Uint8Array(buf).set(req);
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const p: Pending = { resolve, reject, timer: undefined, unsent: undefined };
+      if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
+        p.timer = setTimeout(() => this.expire(id, timeoutMs), timeoutMs);
+      }
+      this.pending.set(id, p);
+      if (this._state === 'ready') {
+        this.post({ t: 'req', id, buf }, [buf]);
+      } else {
+        p.unsent = buf;
+        this.unsentOrder.push(id);
+      }
+    });
+  }
+
+  close(opts: { timeoutMs?: number } = {}): Promise<void> {
+    if (this.closing) return this.closing;
+    const wasAlive = this.alive;
+    if (!this.closed) this._state = 'closing';
+    this.closing = (async () => {
+      if (wasAlive) {
+        const deadline = opts.timeoutMs ?? this.closeTimeoutMs;
+        await this.drained(deadline);
+        this.failAll(new ChannelError(ChannelErrorCode.Closed, 'channel closed before the response arrived'));
+        if (this.alive) {
+          this.post({ t: 'stop' }, []);
+          const stopped = await Promise.race([this.exited.then(() => true), delay(this.killAfterMs).then(() => false)]);
+          if (!stopped) await this.terminate();
+        }
+        await this.exited;
+      }
+      clearTimeout(this.bootTimer);
+      if (!this.failure) this._state = 'closed';
+    })();
+    return this.closing;
+  }
+
+  // ---- called by the transports ----
+
+  protected onDeviceMessage(raw: unknown): void {
+    const msg = raw as FromDevice;
+    switch (msg?.t) {
+      case 'ready':
+        if (this._state !== 'booting' && this._state !== 'closing') return;
+        clearTimeout(this.bootTimer);
+        if (this._state === 'booting') this._state = 'ready';
+        this.resolveReady();
+        for (const id of this.unsentOrder.splice(0)) {
+          const p = this.pending.get(id);
+          if (!p?.unsent) continue;
+          const buf = p.unsent;
+          p.unsent = undefined;
+          this.post({ t: 'req', id, buf }, [buf]);
+        }
+        return;
+      case 'boot-error':
+        this.bootError = String(msg.message);
+        return;
+      case 'res':
+      case 'fail': {
+        const p = this.pending.get(msg.id);
+        if (!p) {
+          this.abandoned.delete(msg.id);
+        } else {
+          clearTimeout(p.timer);
+          this.pending.delete(msg.id);
+          if (msg.t === 'res') p.resolve(new Uint8Array(msg.buf));
+          else p.reject(new ChannelError(ChannelErrorCode.HandlerFailed, `firmware handler threw: ${msg.message}`));
+        }
+        this.checkDrained();
+        return;
+      }
+    }
+  }
+
+  /** The device is gone: `how` says how (exit code, signal), `detail` any last words. */
+  protected onDeviceExit(how: string, detail?: string): void {
+    if (!this.alive) return;
+    this.alive = false;
+    clearTimeout(this.bootTimer);
+    const suffix = detail ? `: ${detail}` : '';
+    if (this._state === 'booting' || (this._state === 'closing' && this.bootError !== undefined)) {
+      const why = this.bootError ?? `device ended (${how}) before the firmware booted${suffix}`;
+      this.fail(new ChannelError(ChannelErrorCode.BootFailed, why));
+    } else if (this._state === 'ready') {
+      const err = new ChannelError(ChannelErrorCode.Crashed, `device died (${how})${suffix}`);
+      this.fail(err);
+      this.onCrash?.(err);
+    } else {
+      this.failAll(new ChannelError(ChannelErrorCode.Closed, 'channel closed before the response arrived'));
+      if (this._state === 'closing') this.rejectReady(new ChannelError(ChannelErrorCode.Closed, 'channel closed during boot'));
+    }
+    this.resolveExited();
+  }
+
+  // ---- internals ----
+
+  private fail(err: ChannelError): void {
+    if (this.failure) return;
+    this.failure = err;
+    this._state = 'crashed';
+    this.rejectReady(err);
+    this.failAll(err);
+  }
+
+  private failAll(err: ChannelError): void {
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+    this.abandoned.clear();
+    this.unsentOrder.length = 0;
+    this.checkDrained();
+  }
+
+  private expire(id: number, ms: number): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    if (p.unsent) p.unsent = undefined; // never sent: nothing for the device to finish
+    else this.abandoned.add(id);
+    p.reject(new ChannelError(ChannelErrorCode.Timeout, `no response within ${ms} ms`));
+    this.checkDrained();
+  }
+
+  private drained(ms: number): Promise<void> {
+    if (this.pending.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.drainWaiters.push(done);
+    });
+  }
+
+  private checkDrained(): void {
+    if (this.pending.size > 0) return;
+    for (const w of this.drainWaiters.splice(0)) w();
+  }
+}
+
+export function delay(ms: number): Promise<void> {
+  return new Promise((res) => setTimeout(res, ms));
+}

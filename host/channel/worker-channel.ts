@@ -1,0 +1,43 @@
+/**
+ * WorkerChannel: runs the simulated device (hsm/boot.mjs -> hsm/worker-main.ts) in a worker
+ * thread, the default isolation. Requests and responses cross as transferred ArrayBuffers
+ * (copied from the caller first, so the caller's bytes are never detached); the host holds only
+ * the Worker. An uncaught error or exit of the thread fails every pending request with Crashed.
+ */
+import { Worker } from 'node:worker_threads';
+import { DEVICE_BOOT, DeviceChannel } from './channel.ts';
+import type { ChannelOptions, ToDevice } from './channel.ts';
+
+export class WorkerChannel extends DeviceChannel {
+  private readonly worker: Worker;
+  private lastError: string | undefined;
+
+  constructor(opts: ChannelOptions) {
+    super(opts);
+    // execArgv: [] drops the parent's loader flags (tsx, vitest); boot.mjs registers tsx itself.
+    this.worker = new Worker(DEVICE_BOOT, { workerData: this.config, execArgv: [] });
+    this.worker.on('message', (m: unknown) => this.onDeviceMessage(m));
+    this.worker.on('error', (e: Error) => {
+      this.lastError = `${e.name}: ${e.message}`;
+    });
+    this.worker.on('exit', (code: number) => this.onDeviceExit(`thread exit code ${code}`, this.lastError));
+  }
+
+  /** The worker's thread id (for logs). */
+  get threadId(): number {
+    return this.worker.threadId;
+  }
+
+  protected post(msg: ToDevice, transfer: ArrayBuffer[]): void {
+    try {
+      this.worker.postMessage(msg, transfer);
+    } catch {
+      // the thread is gone; its exit event fails the request
+    }
+  }
+
+  protected async terminate(): Promise<void> {
+    await this.worker.terminate();
+    await this.exited;
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * The host side of one enclave partition: group commit over the batch protocol.
+ *
+ * Client operations (opaque HPKE ciphertexts for one record id each) queue up; while one batch
+ * is with the enclave, the next one fills. For each batch the engine reads the stored blobs,
+ * sends Batch, persists the enclave's writes and audit events in one storage transaction, sends
+ * Commit, and only then hands each client its (still encrypted) response. A storage failure
+ * aborts the batch: its clients get an error and nothing the enclave charged is released.
+ *
+ * At start it streams every stored row to the enclave (LoadChunk/LoadEnd) so the enclave can
+ * check them against its NVRAM, and reverts the rows of a batch that never became durable.
+ */
+import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
+import { EnclaveFault, faultName } from '../../enclave/api/codes.ts';
+import type { HostRequest, HostResponse } from '../../enclave/api/messages.ts';
+import { HostRequests, HostResponses, MAX_BATCH_OPS, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
+import type { RecordStore } from '../storage/types.ts';
+import { recordKey } from '../storage/types.ts';
+
+export interface ByteChannel {
+  request(req: Uint8Array, opts?: { timeoutMs?: number }): Promise<Uint8Array>;
+}
+
+export interface OpResult {
+  /** true: `response` is the enclave's HPKE-sealed answer for the client. */
+  sealed: boolean;
+  response: Uint8Array;
+}
+
+interface Queued {
+  recordId: Uint8Array;
+  request: Uint8Array;
+  resolve: (r: OpResult) => void;
+  reject: (e: unknown) => void;
+}
+
+export interface BatchStats {
+  batches: number;
+  ops: number;
+  lastBatchSize: number;
+}
+
+export class EnclaveCallError extends Error {
+  override readonly name = 'EnclaveCallError';
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(`${faultName(code)}: ${message}`);
+  }
+}
+
+export class PartitionEngine {
+  private queue: Queued[] = [];
+  private running = false;
+  private epoch = 0;
+  private closed = false;
+  readonly stats: BatchStats = { batches: 0, ops: 0, lastBatchSize: 0 };
+  /** Called after each committed batch (metrics hooks). */
+  onBatch?: (size: number, ms: number) => void;
+
+  constructor(
+    private readonly channel: ByteChannel,
+    private readonly store: RecordStore,
+    readonly partition: number,
+    private readonly maxQueue = 10_000,
+  ) {}
+
+  async call(req: HostRequest): Promise<HostResponse> {
+    const res = decodeMessage(HostResponses, await this.channel.request(encodeMessage(HostRequests, req)));
+    if (res.type === 'Fault') throw new EnclaveCallError(res.code, new TextDecoder().decode(res.message));
+    return res;
+  }
+
+  /** Boots the partition: Info, then the full load. Returns the enclave's info. */
+  async start(): Promise<Extract<HostResponse, { type: 'InfoResult' }>> {
+    for await (const chunk of this.store.scan(this.partition, MAX_LOAD_ENTRIES)) {
+      await this.call({
+        type: 'LoadChunk',
+        entries: chunk.map((r) => ({ recordId: r.recordId, blob: r.blob, prev: r.prev ?? undefined })),
+      });
+    }
+    const loaded = await this.call({ type: 'LoadEnd' });
+    if (loaded.type !== 'Loaded') throw new Error(`unexpected ${loaded.type}`);
+    if (loaded.revert.length) await this.store.revert(this.partition, loaded.revert.map((r) => r.recordId));
+    this.epoch = loaded.epoch;
+    const info = await this.call({ type: 'Info' });
+    if (info.type !== 'InfoResult') throw new Error(`unexpected ${info.type}`);
+    return info;
+  }
+
+  /** Queues one client operation; resolves when its batch is durable. */
+  submit(recordId: Uint8Array, request: Uint8Array): Promise<OpResult> {
+    if (this.closed) return Promise.reject(new Error('partition engine closed'));
+    if (this.queue.length >= this.maxQueue) return Promise.reject(new Error('partition queue full'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ recordId, request, resolve, reject });
+      if (!this.running) void this.drain();
+    });
+  }
+
+  get queueDepth(): number {
+    return this.queue.length;
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.queue.length) {
+        const batch = this.queue.splice(0, MAX_BATCH_OPS);
+        await this.runBatch(batch);
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async runBatch(batch: Queued[]): Promise<void> {
+    const t0 = performance.now();
+    const epoch = this.epoch + 1;
+    let prepared: HostResponse;
+    try {
+      const stored = await this.store.getMany(this.partition, batch.map((q) => q.recordId));
+      prepared = await this.call({
+        type: 'Batch',
+        epoch,
+        ops: batch.map((q, i) => ({
+          opId: i,
+          recordId: q.recordId,
+          stored: stored.get(recordKey(q.recordId))?.blob ?? new Uint8Array(0),
+          request: q.request,
+        })),
+      });
+    } catch (e) {
+      for (const q of batch) q.reject(e);
+      return;
+    }
+    if (prepared.type !== 'Prepared') {
+      for (const q of batch) q.reject(new Error(`unexpected ${prepared.type}`));
+      return;
+    }
+    // The last write of a record in the batch wins (earlier ones were steps within the batch).
+    const last = new Map<string, { recordId: Uint8Array; blob: Uint8Array }>();
+    for (const w of prepared.writes) last.set(recordKey(w.recordId), w);
+    try {
+      await this.store.applyBatch(this.partition, epoch, [...last.values()], prepared.audit);
+    } catch (e) {
+      await this.call({ type: 'Abort', epoch }).catch(() => undefined);
+      for (const q of batch) q.reject(e);
+      return;
+    }
+    let committed: HostResponse;
+    try {
+      committed = await this.call({ type: 'Commit', epoch });
+    } catch (e) {
+      for (const q of batch) q.reject(e);
+      return;
+    }
+    if (committed.type !== 'Committed') {
+      for (const q of batch) q.reject(new Error(`unexpected ${committed.type}`));
+      return;
+    }
+    this.epoch = epoch;
+    for (const r of committed.results) batch[r.opId]?.resolve({ sealed: r.sealed === 1, response: r.response });
+    this.stats.batches++;
+    this.stats.ops += batch.length;
+    this.stats.lastBatchSize = batch.length;
+    this.onBatch?.(batch.length, performance.now() - t0);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.running) await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+export { EnclaveFault };

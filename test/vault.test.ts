@@ -1,0 +1,137 @@
+/**
+ * The vault rules, end to end through the enclave firmware, the batch protocol and SQLite.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { openHarness } from './helpers/vault-harness.ts';
+import type { Harness } from './helpers/vault-harness.ts';
+import { EscrowError } from '../host/client/escrow.ts';
+import { Handling, Integrity } from '../enclave/api/codes.ts';
+
+const te = new TextEncoder();
+const id = (s: string) => te.encode(s);
+let h: Harness;
+afterEach(async () => h?.close());
+
+describe('vault', () => {
+  for (const suite of ['ristretto255-SHA512', 'P256-SHA256'] as const) {
+    it(`registers and recovers the backup key (${suite})`, async () => {
+      h = await openHarness();
+      const c = await h.client(suite);
+      const key = new Uint8Array(randomBytes(32));
+      const reg = await c.register(id('alice'), te.encode('correct horse'), key, { attemptLimit: 5 });
+      expect(reg).toMatchObject({ attemptsRemaining: 5, attemptLimit: 5 });
+      const r = await c.recover(id('alice'), te.encode('correct horse'));
+      expect(r.ok).toBe(true);
+      if (r.ok) expect(Buffer.from(r.backupKey).equals(Buffer.from(key))).toBe(true);
+    });
+  }
+
+  it('charges a guess per login and resets on success', async () => {
+    h = await openHarness();
+    const c = await h.client();
+    await c.register(id('bob'), te.encode('pw'), new Uint8Array(32).fill(7), { attemptLimit: 3 });
+    const w1 = await c.recover(id('bob'), te.encode('nope'));
+    expect(w1).toEqual({ ok: false, outcome: 'wrong-password', attemptsRemaining: 2, locked: false });
+    const w2 = await c.recover(id('bob'), te.encode('nope'));
+    expect(w2).toMatchObject({ attemptsRemaining: 1 });
+    const ok = await c.recover(id('bob'), te.encode('pw'));
+    expect(ok).toMatchObject({ ok: true, attemptsRemaining: 3 });
+    expect(await c.status(id('bob'))).toMatchObject({ type: 'StatusResult', attemptsRemaining: 3, locked: 0 });
+  });
+
+  it('locks and zeroizes at the limit; the right password no longer helps', async () => {
+    h = await openHarness();
+    const c = await h.client();
+    await c.register(id('carol'), te.encode('pw'), new Uint8Array(32).fill(9), { attemptLimit: 2 });
+    expect(await c.recover(id('carol'), te.encode('x'))).toMatchObject({ attemptsRemaining: 1, locked: false });
+    expect(await c.recover(id('carol'), te.encode('y'))).toMatchObject({ attemptsRemaining: 0, locked: true });
+    expect(await c.recover(id('carol'), te.encode('pw'))).toEqual({ ok: false, outcome: 'locked' });
+    expect(await c.status(id('carol'))).toMatchObject({ type: 'StatusResult', locked: 1, attemptsRemaining: 0 });
+    // The stored blob no longer holds the key: a new registration is the only way back.
+    await c.register(id('carol'), te.encode('new'), new Uint8Array(32).fill(1), { attemptLimit: 2 });
+    expect(await c.recover(id('carol'), te.encode('new'))).toMatchObject({ ok: true });
+  });
+
+  it('never spends more guesses than the limit under concurrent logins', async () => {
+    h = await openHarness();
+    const c = await h.client();
+    await c.register(id('dave'), te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 4 });
+    const results = await Promise.all(Array.from({ length: 12 }, () => c.recover(id('dave'), te.encode('wrong'))));
+    const charged = results.filter((r) => !r.ok && r.outcome === 'wrong-password').length;
+    expect(charged).toBeLessThanOrEqual(4);
+    expect(await c.recover(id('dave'), te.encode('pw'))).toEqual({ ok: false, outcome: 'locked' });
+  });
+
+  it('keeps the backup key across a password change and refuses the old password', async () => {
+    h = await openHarness();
+    const c = await h.client();
+    const key = new Uint8Array(randomBytes(32));
+    await c.register(id('erin'), te.encode('old'), key);
+    const ch = await c.changePassword(id('erin'), te.encode('old'), te.encode('new'));
+    expect(ch.ok).toBe(true);
+    const r = await c.recover(id('erin'), te.encode('new'));
+    expect(r.ok && Buffer.from(r.backupKey).equals(Buffer.from(key))).toBe(true);
+    expect(await c.recover(id('erin'), te.encode('old'))).toMatchObject({ ok: false, outcome: 'wrong-password' });
+  });
+
+  it('refuses to replace a live record without proof', async () => {
+    h = await openHarness();
+    const c = await h.client();
+    await c.register(id('frank'), te.encode('pw'), new Uint8Array(32).fill(3));
+    await expect(c.register(id('frank'), te.encode('evil'), new Uint8Array(32).fill(4))).rejects.toMatchObject({
+      code: Handling.NotAuthorized,
+    });
+    // With proof of the current backup key it is allowed.
+    await c.register(id('frank'), te.encode('pw2'), new Uint8Array(32).fill(5), { authorization: { backupKey: new Uint8Array(32).fill(3) } });
+    expect(await c.recover(id('frank'), te.encode('pw2'))).toMatchObject({ ok: true });
+  });
+
+  it('answers an unknown record with a fake KE2 and a wrong-password outcome', async () => {
+    h = await openHarness();
+    const c = await h.client();
+    expect(await c.recover(id('nobody'), te.encode('pw'))).toMatchObject({ ok: false, outcome: 'wrong-password' });
+    expect(await c.status(id('nobody'))).toEqual({ type: 'NotRegistered' });
+  });
+
+  it('deletes a record', async () => {
+    h = await openHarness();
+    const c = await h.client();
+    await c.register(id('gina'), te.encode('pw'), new Uint8Array(32).fill(6));
+    expect(await c.delete(id('gina'))).toEqual({ type: 'Deleted' });
+    expect(await c.status(id('gina'))).toEqual({ type: 'NotRegistered' });
+    expect(await c.recover(id('gina'), te.encode('pw'))).toMatchObject({ ok: false });
+  });
+
+  it('survives a restart with every record and count', async () => {
+    h = await openHarness();
+    const c = await h.client();
+    await c.register(id('hank'), te.encode('pw'), new Uint8Array(32).fill(8), { attemptLimit: 5 });
+    await c.recover(id('hank'), te.encode('bad'));
+    await h.restart();
+    const c2 = await h.client();
+    expect(await c2.status(id('hank'))).toMatchObject({ attemptsRemaining: 4 });
+    expect(await c2.recover(id('hank'), te.encode('pw'))).toMatchObject({ ok: true });
+  });
+
+  it('detects a replayed older version of one record while running', async () => {
+    h = await openHarness();
+    const c = await h.client();
+    await c.register(id('ivy'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
+    const before = (await h.store.getMany(0, [id('ivy')])).values().next().value!.blob;
+    await c.recover(id('ivy'), te.encode('bad'));
+    // The host puts the older blob back (refunding the guess, it hopes).
+    await h.store.applyBatch(0, 999, [{ recordId: id('ivy'), blob: before }], []);
+    await expect(c.recover(id('ivy'), te.encode('bad'))).rejects.toMatchObject({ code: Integrity.RollbackDetected });
+  });
+
+  it('detects a replayed older record at load', async () => {
+    h = await openHarness();
+    const c = await h.client();
+    await c.register(id('jack'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
+    const before = (await h.store.getMany(0, [id('jack')])).values().next().value!.blob;
+    await c.recover(id('jack'), te.encode('bad'));
+    await h.store.applyBatch(0, 999, [{ recordId: id('jack'), blob: before }], []);
+    await expect(h.restart()).rejects.toMatchObject({ code: Integrity.RollbackDetected });
+  });
+});
