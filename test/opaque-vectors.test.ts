@@ -10,8 +10,9 @@ import { describe, expect, it } from 'vitest';
 import { type RandomSource, concat, fromHex, toHex } from '../enclave/opaque/bytes.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { OpaqueError, OpaqueErrorCode } from '../enclave/opaque/errors.ts';
-import { deriveOprfKey } from '../enclave/opaque/keys.ts';
+import { deriveOprfKey, randomizePassword } from '../enclave/opaque/keys.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
+import { finalize } from '../enclave/opaque/oprf.ts';
 import { serverLoginFinish, serverLoginStart, serverRegistrationResponse, type ServerKeys } from '../enclave/opaque/server.ts';
 import type { Suite, SuiteId } from '../enclave/opaque/suite.ts';
 import { allSuites } from './helpers/suites.ts';
@@ -66,7 +67,10 @@ async function runReal(suite: Suite, v: Vector): Promise<void> {
   expect(toHex(response)).toBe(out.registration_response);
   const fin = await clientRegistrationFinish(client(queueRng(h(v, 'envelope_nonce'))), reg.state, password, response);
   expect(toHex(fin.record)).toBe(out.registration_upload);
+  expect(toHex(fin.record.subarray(0, suite.Npk))).toBe(v.intermediates.client_public_key);
   expect(toHex(fin.record.subarray(suite.Npk + suite.Nh))).toBe(v.intermediates.envelope);
+  const oprfOutput = finalize(suite, password, h(v, 'blind_registration'), response.subarray(0, suite.Noe));
+  expect(toHex(await randomizePassword(suite, identityKsf, oprfOutput))).toBe(v.intermediates.randomized_password);
   expect(toHex(fin.exportKey)).toBe(out.export_key);
   expect(toHex(fin.serverPublicKey)).toBe(v.inputs.server_public_key);
 

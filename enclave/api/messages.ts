@@ -62,10 +62,8 @@ export const HostRequests = defineFamily(
   { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Zeroize: 0x20, AuditVerify: 0x30 },
   {
     Info: [],
-    /** Startup: the host streams every stored record of the partition (current and previous blob). */
-    LoadChunk: [
-      ['entries', list([['recordId', recordId], ['blob', sealed], ['prev', opt(sealed)]] as const, MAX_LOAD_ENTRIES)],
-    ],
+    /** Startup: the host streams every stored record of the partition. */
+    LoadChunk: [['entries', list([['recordId', recordId], ['blob', sealed]] as const, MAX_LOAD_ENTRIES)]],
     LoadEnd: [],
     Batch: [
       ['epoch', u53],
@@ -112,8 +110,8 @@ export const HostResponses = defineFamily(
     Loaded: [
       ['epoch', u53],
       ['records', u32],
-      /** Records whose last write belongs to a batch that never became durable: revert them to `prev`. */
-      ['revert', list([['recordId', recordId]] as const, 65535)],
+      /** 1 when storage held a batch whose intent was in NVRAM and the enclave committed it now. */
+      ['rolledForward', u8],
     ],
     Prepared: [
       ['epoch', u53],

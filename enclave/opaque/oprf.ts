@@ -91,6 +91,7 @@ export function blind(suite: Suite, input: Uint8Array, rng: RandomSource): { bli
 
 /** HashToGroup(input); the identity raises InvalidInputError (RFC 9497 §3.3.1 Blind / Evaluate). */
 function hashInputToGroup(suite: Suite, input: Uint8Array): Uint8Array {
+  checkInput(input);
   let e: Uint8Array;
   try {
     e = suite.group.hashToGroup(input, oprfLabels(suite).hashToGroupDst);
@@ -109,9 +110,16 @@ export function blindEvaluate(suite: Suite, sk: Uint8Array, blindedElement: Uint
   return suite.group.scalarMult(sk, blindedElement, field);
 }
 
+/** Finalize encodes len(input) on 2 bytes (RFC 9497 §3.3.1), so longer inputs are refused up front. */
+function checkInput(input: Uint8Array): void {
+  if (!(input instanceof Uint8Array) || input.length > 0xffff) {
+    throw new OpaqueError(OpaqueErrorCode.InvalidArgument, 'OPRF input must be a byte string of at most 65535 bytes', 'input');
+  }
+}
+
 /** Hash(I2OSP(len(input), 2) || input || I2OSP(len(element), 2) || element || "Finalize"). */
 function finalHash(suite: Suite, input: Uint8Array, element: Uint8Array): Uint8Array {
-  if (input.length > 0xffff) throw new OpaqueError(OpaqueErrorCode.InvalidArgument, 'OPRF input longer than 65535 bytes', 'input');
+  checkInput(input);
   return suite.hash.hash(i2osp(input.length, 2), input, i2osp(element.length, 2), element, FINALIZE);
 }
 

@@ -1,77 +1,120 @@
 /**
  * The enclave's persistent state in its NVRAM region: the only state the host can not roll back.
  *
- * Layout (fixed size, encoded with the API codec, 154 bytes):
- *   magic "BKVN" | layout version | flags | epoch | record count | index sum (32) |
- *   audit sequence | audit head MAC (32) | operator key hash (32) | key check (16)
+ * Layout (fixed size, encoded with the API codec, 222 bytes; a region is 256 bytes, so 16
+ * partitions fit a 4 KB NVRAM):
+ *   magic "BKVN" | layout version | flags |
+ *   committed: epoch | record count | index sum (32) | audit sequence | audit head MAC (32) |
+ *   intent:    the same five fields for the batch being persisted (epoch 0 = none) |
+ *   operator key hash (32) | key check (16)
  * `index sum` is the keyed additive set hash of every live sealed record of this partition
- * (see rollback.ts); `epoch` is the last batch made durable; `key check` ties the NVRAM to the
- * token keys it was provisioned with. Written once per committed batch.
+ * (record-index.ts). A batch writes the NVRAM twice: the intent before the host persists the
+ * batch, the committed state after (before any response is released). `key check` ties the
+ * NVRAM to the token keys it was provisioned with.
  */
 import { decodeFields, encodeFields, fixed, u32, u53, u8 } from '../api/codec.ts';
 import { EnclaveFault, Platform as PlatformCodes } from '../api/codes.ts';
 
 export const NVRAM_MAGIC = Uint8Array.of(0x42, 0x4b, 0x56, 0x4e); // "BKVN"
-export const NVRAM_LAYOUT = 1;
+export const NVRAM_LAYOUT = 2;
 export const FLAG_PROVISIONED = 1;
 export const FLAG_ZEROIZED = 2;
+/** The device NVRAM (real HSMs have about 4 KB), split into one region per partition. */
+export const NVRAM_TOTAL_BYTES = 4096;
+export const NVRAM_REGION_BYTES = 256;
+export const MAX_PARTITIONS = NVRAM_TOTAL_BYTES / NVRAM_REGION_BYTES;
 
-export const NvramSchema = [
-  ['magic', fixed(4)],
-  ['layout', u8],
-  ['flags', u8],
+const slot = [
   ['epoch', u53],
   ['count', u32],
   ['indexSum', fixed(32)],
   ['auditSeq', u53],
   ['auditHead', fixed(32)],
+] as const;
+
+export const NvramSchema = [
+  ['magic', fixed(4)],
+  ['layout', u8],
+  ['flags', u8],
+  ['committed', { k: 'list', of: slot, max: 1 } as const],
+  ['intent', { k: 'list', of: slot, max: 1 } as const],
   ['operatorKeyHash', fixed(32)],
   ['keyCheck', fixed(16)],
 ] as const;
 
-export interface NvramState {
-  flags: number;
+export interface NvramSlot {
   epoch: number;
   count: number;
   indexSum: Uint8Array;
   auditSeq: number;
   auditHead: Uint8Array;
+}
+
+export interface NvramState {
+  flags: number;
+  committed: NvramSlot;
+  /** The batch being persisted, or null. */
+  intent: NvramSlot | null;
   operatorKeyHash: Uint8Array;
   keyCheck: Uint8Array;
 }
 
-export const NVRAM_STATE_SIZE = 4 + 1 + 1 + 8 + 4 + 32 + 8 + 32 + 32 + 16;
+export const EMPTY_SLOT: NvramSlot = Object.freeze({
+  epoch: 0,
+  count: 0,
+  indexSum: new Uint8Array(32),
+  auditSeq: 0,
+  auditHead: new Uint8Array(32),
+});
+
+/** Encoded size: 4 + 1 + 1 + 2 (count) + 84 + 2 (count) + 84 + 32 + 16, with both slots present. */
+export const NVRAM_STATE_SIZE = 226;
 
 export function freshNvramState(keyCheck: Uint8Array, operatorKeyHash: Uint8Array | undefined): NvramState {
   return {
     flags: FLAG_PROVISIONED,
-    epoch: 0,
-    count: 0,
-    indexSum: new Uint8Array(32),
-    auditSeq: 0,
-    auditHead: new Uint8Array(32),
+    committed: { ...EMPTY_SLOT, indexSum: new Uint8Array(32), auditHead: new Uint8Array(32) },
+    intent: null,
     operatorKeyHash: operatorKeyHash ? Uint8Array.from(operatorKeyHash) : new Uint8Array(32),
     keyCheck: Uint8Array.from(keyCheck),
   };
 }
 
 export function encodeNvramState(s: NvramState): Uint8Array {
-  return encodeFields(NvramSchema, { magic: NVRAM_MAGIC, layout: NVRAM_LAYOUT, ...s });
+  return encodeFields(NvramSchema, {
+    magic: NVRAM_MAGIC,
+    layout: NVRAM_LAYOUT,
+    flags: s.flags,
+    committed: [s.committed],
+    intent: s.intent ? [s.intent] : [],
+    operatorKeyHash: s.operatorKeyHash,
+    keyCheck: s.keyCheck,
+  });
 }
 
-/** null when the region was never written (empty or all zero). */
+const corrupt = () => new EnclaveFault(PlatformCodes.NvramCorrupt, 'NVRAM contents are not a valid state');
+
+/** null when the region was never written (empty or all zero). Trailing zero padding is allowed. */
 export function decodeNvramState(b: Uint8Array): NvramState | null {
   if (b.length === 0 || b.every((x) => x === 0)) return null;
-  const body = b.length > NVRAM_STATE_SIZE && b.subarray(NVRAM_STATE_SIZE).every((x) => x === 0) ? b.subarray(0, NVRAM_STATE_SIZE) : b;
-  let d;
-  try {
-    d = decodeFields(NvramSchema, body, 'nvram');
-  } catch {
-    throw new EnclaveFault(PlatformCodes.NvramCorrupt, 'NVRAM contents are not a valid state');
+  let end = b.length;
+  while (end > 0 && b[end - 1] === 0) end--;
+  // The encoding may itself end in zero bytes: try the exact sizes it can have.
+  for (const size of [NVRAM_STATE_SIZE, NVRAM_STATE_SIZE - 84]) {
+    if (size < end || size > b.length) continue;
+    try {
+      const d = decodeFields(NvramSchema, b.subarray(0, size), 'nvram');
+      if (!d.magic.every((x, i) => x === NVRAM_MAGIC[i]) || d.layout !== NVRAM_LAYOUT || d.committed.length !== 1) continue;
+      return {
+        flags: d.flags,
+        committed: d.committed[0]!,
+        intent: d.intent[0] ?? null,
+        operatorKeyHash: d.operatorKeyHash,
+        keyCheck: d.keyCheck,
+      };
+    } catch {
+      continue;
+    }
   }
-  if (!d.magic.every((x, i) => x === NVRAM_MAGIC[i]) || d.layout !== NVRAM_LAYOUT) {
-    throw new EnclaveFault(PlatformCodes.NvramCorrupt, 'NVRAM contents are not a valid state');
-  }
-  const { magic: _m, layout: _l, ...s } = d;
-  return s;
+  throw corrupt();
 }

@@ -9,10 +9,12 @@
  * recomputes count and sum and compares them with its NVRAM, so an older copy of the database,
  * or of any one record, is refused before anything is served.
  *
- * Crash consistency: a batch is persisted by the host before the enclave writes its NVRAM. A
- * crash in between leaves storage one batch ahead (epoch = NVRAM epoch + 1). At load the enclave
- * accepts that state only as "revert these rows to their previous blob" — nothing of that batch
- * was released, so undoing it loses no acknowledged write and refunds no released guess.
+ * Crash consistency: before the host persists a batch, the enclave writes the batch's resulting
+ * count and sum to NVRAM as an intent; after, it writes them as committed and only then releases
+ * responses. A crash in between leaves storage either at the committed state (the batch never
+ * landed: nothing of it was released) or at the intent (the enclave rolls forward: guesses stay
+ * charged). Any other state, including an NVRAM image one batch old beside newer storage, is
+ * refused: a single NVRAM write per batch could not tell that rollback from a crash.
  *
  * Cost: one HMAC and one SHA-256 per record at start; 32 bytes of leaf plus the id per record
  * in enclave memory; NVRAM traffic fixed per batch whatever the number of records.
@@ -68,62 +70,38 @@ function isLiveRecord(blob: Uint8Array | undefined): blob is Uint8Array {
 
 /** Rebuilds the index from the host's stream of stored rows (see the header). */
 export class IndexLoader {
-  private readonly current: RecordIndex;
-  private readonly alt = new Map<string, Uint8Array | null>();
+  private readonly index: RecordIndex;
   private readonly seen = new Set<string>();
-  private readonly altSum = new Uint8Array(32);
-  private altCount = 0;
-  private readonly revertIds: Uint8Array[] = [];
 
   constructor(
     key: Uint8Array,
     h: HashPrimitives,
-    private readonly durableEpoch: number,
     private readonly inPartition: (recordId: Uint8Array) => boolean,
   ) {
-    this.current = new RecordIndex(key, h);
+    this.index = new RecordIndex(key, h);
   }
 
-  add(recordId: Uint8Array, blob: Uint8Array, prev: Uint8Array | undefined): void {
+  add(recordId: Uint8Array, blob: Uint8Array): void {
     const idHex = toHex(recordId);
     if (this.seen.has(idHex)) throw new EnclaveFault(Handling.DuplicateRecordInLoad, 'a record was streamed twice', 'recordId');
     if (!this.inPartition(recordId)) throw new EnclaveFault(Integrity.IndexMismatch, 'a record of another partition was streamed', 'recordId');
     this.seen.add(idHex);
-    let header;
+    let live: boolean;
     try {
-      header = blob.length ? parseHeader(blob) : null;
+      live = isLiveRecord(blob);
     } catch {
       throw new EnclaveFault(Integrity.SealedRecordInvalid, 'a stored record has no valid header', 'blob');
     }
-    const leaf = isLiveRecord(blob) ? this.current.leafOf(recordId, blob) : null;
-    if (leaf) this.current.set(idHex, leaf);
-    // The alternative state: rows written by the batch that never became durable, reverted.
-    let altLeaf = leaf;
-    if (header && header.epoch === this.durableEpoch + 1) {
-      let prevLive = false;
-      try {
-        prevLive = isLiveRecord(prev);
-      } catch {
-        prevLive = false;
-      }
-      altLeaf = prevLive ? this.current.leafOf(recordId, prev!) : null;
-      this.alt.set(idHex, altLeaf);
-      this.revertIds.push(recordId);
-    }
-    if (altLeaf) {
-      addInto(this.altSum, altLeaf);
-      this.altCount++;
-    }
+    if (live) this.index.set(idHex, this.index.leafOf(recordId, blob));
   }
 
-  /** The index, and the rows the host must revert; a fault when neither state matches the NVRAM. */
-  finish(count: number, sum: Uint8Array): { index: RecordIndex; revert: Uint8Array[] } {
-    if (this.current.matches(count, sum)) return { index: this.current, revert: [] };
-    const altMatches = this.altCount === count && this.altSum.every((x, i) => x === sum[i]);
-    if (this.revertIds.length > 0 && altMatches) {
-      for (const [idHex, leaf] of this.alt) this.current.set(idHex, leaf);
-      return { index: this.current, revert: this.revertIds };
-    }
+  /**
+   * The index, if the stored rows are exactly the committed state or exactly the state of the
+   * batch whose intent is in NVRAM (then `rolledForward`); a RollbackDetected fault otherwise.
+   */
+  finish(committed: { count: number; indexSum: Uint8Array }, intent: { count: number; indexSum: Uint8Array } | null): { index: RecordIndex; rolledForward: boolean } {
+    if (this.index.matches(committed.count, committed.indexSum)) return { index: this.index, rolledForward: false };
+    if (intent && this.index.matches(intent.count, intent.indexSum)) return { index: this.index, rolledForward: true };
     throw new EnclaveFault(Integrity.RollbackDetected, 'stored records do not match the enclave state');
   }
 }

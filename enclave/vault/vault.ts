@@ -5,10 +5,11 @@
  *
  * Batch protocol (the guess-charging rule of the design):
  *   Batch(e)  -> every op runs against the record the enclave expects (index leaf check), its
- *                writes are sealed with epoch e, and the enclave answers Prepared(writes, audit).
+ *                writes are sealed with epoch e; the enclave writes the batch's resulting index
+ *                count and sum to NVRAM as an intent and answers Prepared(writes, audit).
  *                No client response leaves yet.
- *   Commit(e) -> the host has persisted the writes. The enclave writes its NVRAM (index sum,
- *                count, epoch, audit head), then answers Committed(results).
+ *   Commit(e) -> the host has persisted the writes. The enclave writes the intent as committed
+ *                to NVRAM, then answers Committed(results).
  *   Abort(e)  -> the host could not persist: the batch is dropped (its stages and sessions die).
  */
 import { EnclaveFault, Handling, Integrity, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
@@ -28,7 +29,8 @@ import { AuditLog } from './audit.ts';
 import { deriveEnclaveKeys, ensureTokenKeys, zeroizeEnclaveKeys } from './keys.ts';
 import type { EnclaveKeys } from './keys.ts';
 import { FLAG_ZEROIZED, decodeNvramState, encodeNvramState, freshNvramState, NVRAM_STATE_SIZE } from './nvram-state.ts';
-import type { NvramState } from './nvram-state.ts';
+import type { NvramSlot, NvramState } from './nvram-state.ts';
+import { addInto, subInto } from './adhash.ts';
 import { handle } from './ops.ts';
 import type { AuthSession, LoginSession, OpContext, Stage } from './ops.ts';
 import { IndexLoader, RecordIndex } from './record-index.ts';
@@ -161,7 +163,7 @@ export class Vault {
       type: 'InfoResult',
       state: ENCLAVE_STATE[this.state === 'broken' ? 'notLoaded' : this.state],
       partition: this.p.partition,
-      epoch: this.nv?.epoch ?? 0,
+      epoch: this.nv?.committed.epoch ?? 0,
       records: this.index?.count ?? 0,
       hpkePublicKey: this.keys?.e2e.publicKey ?? new Uint8Array(0),
       suites,
@@ -171,9 +173,9 @@ export class Vault {
   private loadChunk(req: Extract<HostRequest, { type: 'LoadChunk' }>): HostResponse {
     this.requireState('notLoaded', 'broken');
     if (this.pending) this.pending = null;
-    this.loader ??= new IndexLoader(this.keys!.indexKey, sha256, this.nv.epoch, (id) => this.partitionOf(id) === this.p.partition);
+    this.loader ??= new IndexLoader(this.keys!.indexKey, sha256, (id) => this.partitionOf(id) === this.p.partition);
     try {
-      for (const e of req.entries) this.loader.add(e.recordId, e.blob, e.prev);
+      for (const e of req.entries) this.loader.add(e.recordId, e.blob);
     } catch (err) {
       this.loader = null;
       throw err;
@@ -181,27 +183,42 @@ export class Vault {
     return { type: 'Loading', accepted: req.entries.length };
   }
 
-  private loadEnd(): HostResponse {
+  private async loadEnd(): Promise<HostResponse> {
     this.requireState('notLoaded', 'broken');
-    const loader = this.loader ?? new IndexLoader(this.keys!.indexKey, sha256, this.nv.epoch, () => true);
+    const loader = this.loader ?? new IndexLoader(this.keys!.indexKey, sha256, () => true);
     this.loader = null;
-    const { index, revert } = loader.finish(this.nv.count, this.nv.indexSum);
+    const { index, rolledForward } = loader.finish(this.nv.committed, this.nv.intent);
+    if (rolledForward) await this.writeNvram({ ...this.nv, committed: this.nv.intent!, intent: null });
+    else if (this.nv.intent) await this.writeNvram({ ...this.nv, intent: null });
     this.index = index;
     this.state = 'ready';
-    return { type: 'Loaded', epoch: this.nv.epoch, records: index.count, revert: revert.map((recordId) => ({ recordId })) };
+    return { type: 'Loaded', epoch: this.nv.committed.epoch, records: index.count, rolledForward: rolledForward ? 1 : 0 };
+  }
+
+  /** Writes the NVRAM and adopts the state; on failure the enclave needs a reload. */
+  private async writeNvram(next: NvramState): Promise<void> {
+    try {
+      await this.p.nvram.write(encodeNvramState(next));
+    } catch {
+      this.pending = null;
+      this.state = 'broken';
+      throw new EnclaveFault(PlatformCodes.NvramError, 'NVRAM write failed; reload required');
+    }
+    this.nv = next;
   }
 
   private async batch(req: Extract<HostRequest, { type: 'Batch' }>): Promise<HostResponse> {
     this.requireState('ready');
     if (this.pending) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is already pending');
-    if (req.epoch !== this.nv.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${this.nv.epoch + 1}`, 'epoch');
+    const committed = this.nv.committed;
+    if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
     const now = this.p.now();
     this.stages.sweep(now);
     this.sessions.sweep(now);
     this.authSessions.sweep(now);
     const pending: Pending = { epoch: req.epoch, overlay: new Map(), audit: [], results: [], hooks: [] };
-    let auditSeq = this.nv.auditSeq;
-    let auditHead = this.nv.auditHead;
+    let auditSeq = committed.auditSeq;
+    let auditHead = committed.auditHead;
     const writes: { recordId: Uint8Array; blob: Uint8Array }[] = [];
     const keys = this.keys!;
     const index = this.index!;
@@ -254,6 +271,23 @@ export class Vault {
         else pending.results.push({ opId: op.opId, sealed: 0, response: plain });
       }
     }
+    // The intent: the count and sum the index will have once this batch is durable.
+    const sum = Uint8Array.from(index.sum);
+    let count = index.count;
+    for (const [idHex, o] of pending.overlay) {
+      const old = index.get(idHex);
+      if (old) {
+        subInto(sum, old);
+        count--;
+      }
+      if (o.leaf) {
+        addInto(sum, o.leaf);
+        count++;
+      }
+    }
+    const intent: NvramSlot = { epoch: req.epoch, count, indexSum: sum, auditSeq, auditHead };
+    this.p.failpoint?.('batch:before-intent');
+    await this.writeNvram({ ...this.nv, intent });
     this.pending = pending;
     this.p.failpoint?.('batch:prepared');
     return { type: 'Prepared', epoch: req.epoch, writes, audit: pending.audit };
@@ -287,33 +321,15 @@ export class Vault {
   private async commit(epoch: number): Promise<HostResponse> {
     this.requireState('ready');
     const p = this.pending;
-    if (!p || p.epoch !== epoch) throw new EnclaveFault(Handling.NoBatchPending, 'no pending batch with this epoch', 'epoch');
-    const index = this.index!;
-    const next: NvramState = { ...this.nv, epoch };
-    // Compute the new index sum without touching the live index until NVRAM is durable.
-    const undo: [string, Uint8Array | null][] = [];
-    for (const [idHex, o] of p.overlay) {
-      undo.push([idHex, index.get(idHex) ?? null]);
-      index.set(idHex, o.leaf);
-    }
-    next.count = index.count;
-    next.indexSum = Uint8Array.from(index.sum);
-    if (p.audit.length) {
-      const last = p.audit[p.audit.length - 1]!;
-      next.auditSeq = last.seq;
-      next.auditHead = last.mac;
+    const intent = this.nv.intent;
+    if (!p || p.epoch !== epoch || !intent || intent.epoch !== epoch) {
+      throw new EnclaveFault(Handling.NoBatchPending, 'no pending batch with this epoch', 'epoch');
     }
     this.p.failpoint?.('commit:before-nvram');
-    try {
-      await this.p.nvram.write(encodeNvramState(next));
-    } catch {
-      for (const [idHex, leaf] of undo.reverse()) index.set(idHex, leaf);
-      this.pending = null;
-      this.state = 'broken';
-      throw new EnclaveFault(PlatformCodes.NvramError, 'NVRAM write failed; reload required');
-    }
+    await this.writeNvram({ ...this.nv, committed: intent, intent: null });
     this.p.failpoint?.('commit:after-nvram');
-    this.nv = next;
+    const index = this.index!;
+    for (const [idHex, o] of p.overlay) index.set(idHex, o.leaf);
     this.pending = null;
     for (const h of p.hooks) h();
     return { type: 'Committed', epoch, results: p.results };
@@ -340,15 +356,16 @@ export class Vault {
     this.stages.clear();
     this.sessions.clear();
     this.authSessions.clear();
-    await this.p.nvram.write(encodeNvramState({ ...freshNvramState(new Uint8Array(16), undefined), flags: FLAG_ZEROIZED }));
+    await this.writeNvram({ ...freshNvramState(new Uint8Array(16), undefined), flags: FLAG_ZEROIZED });
     this.state = 'zeroized';
     return { type: 'ZeroizeDone' };
   }
 
   private auditVerify(req: Extract<HostRequest, { type: 'AuditVerify' }>): HostResponse {
     this.requireState('ready', 'notLoaded');
-    const bad = this.audit.verify(req.events, req.fromSeq, req.fromHead, this.nv.auditSeq, this.nv.auditHead);
-    return { type: 'AuditResult', firstBad: bad < 0 ? 0xffffffff : bad, headSeq: this.nv.auditSeq };
+    const c = this.nv.committed;
+    const bad = this.audit.verify(req.events, req.fromSeq, req.fromHead, c.auditSeq, c.auditHead);
+    return { type: 'AuditResult', firstBad: bad < 0 ? 0xffffffff : bad, headSeq: c.auditSeq };
   }
 }
 

@@ -8,7 +8,7 @@
  * aborts the batch: its clients get an error and nothing the enclave charged is released.
  *
  * At start it streams every stored row to the enclave (LoadChunk/LoadEnd) so the enclave can
- * check them against its NVRAM, and reverts the rows of a batch that never became durable.
+ * check them against its NVRAM before it serves anything.
  */
 import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
 import { EnclaveFault, faultName } from '../../enclave/api/codes.ts';
@@ -77,12 +77,11 @@ export class PartitionEngine {
     for await (const chunk of this.store.scan(this.partition, MAX_LOAD_ENTRIES)) {
       await this.call({
         type: 'LoadChunk',
-        entries: chunk.map((r) => ({ recordId: r.recordId, blob: r.blob, prev: r.prev ?? undefined })),
+        entries: chunk.map((r) => ({ recordId: r.recordId, blob: r.blob })),
       });
     }
     const loaded = await this.call({ type: 'LoadEnd' });
     if (loaded.type !== 'Loaded') throw new Error(`unexpected ${loaded.type}`);
-    if (loaded.revert.length) await this.store.revert(this.partition, loaded.revert.map((r) => r.recordId));
     this.epoch = loaded.epoch;
     const info = await this.call({ type: 'Info' });
     if (info.type !== 'InfoResult') throw new Error(`unexpected ${info.type}`);
