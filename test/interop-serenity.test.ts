@@ -113,6 +113,11 @@ for (const { id, pkg, peer } of PEERS) {
         expect(done.sessionKey.length).toBe(suite.Nx);
         expect(fin.exportKey).toBe(reg.exportKey);
         expect(unb64(fin.serverStaticPublicKey)).toEqual(keys.serverPublicKey);
+
+        // Their KE3 belongs to that session only: replayed against a new KE2 it is a wrong password.
+        const again = peer.client.startLogin({ password: 'correct horse battery staple' });
+        const s2 = serverLoginStart(sopts(suite), keys, unb64(again.startLoginRequest), utf8('alice@example.org'), record);
+        expect(serverLoginFinish(sopts(suite), s2.state, ke3)).toEqual({ ok: false, outcome: 'wrong-password' });
       });
 
       it(`${name}: our client registers and logs in against their server, same session and export keys`, async () => {
@@ -234,6 +239,11 @@ for (const { id, pkg, peer } of PEERS) {
         const fin = peer.client.finishLogin({ clientLoginState: login.clientLoginState, loginResponse: b64(s.ke2), password: 'pw-grace', identifiers: ids });
         if (!fin) throw new Error('their client rejected our KE2 with identities');
         expect(serverLoginFinish(sopts(suite, identities), s.state, unb64(fin.finishLoginRequest))).toEqual({ ok: true, sessionKey: unb64(fin.sessionKey) });
+
+        // Identities on one side only: their client refuses our KE2.
+        const bare = peer.client.startLogin({ password: 'pw-grace' });
+        const s2 = serverLoginStart(sopts(suite), keys, unb64(bare.startLoginRequest), utf8('grace'), unb64(reg.registrationRecord));
+        expect(peer.client.finishLogin({ clientLoginState: bare.clientLoginState, loginResponse: b64(s2.ke2), password: 'pw-grace', identifiers: ids })).toBeUndefined();
 
         // An unknown credential identifier on our server: a well-formed KE2 their client can not open.
         const fake = generateFakeRecord(suite, rng);

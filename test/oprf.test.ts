@@ -82,6 +82,21 @@ describe('RFC 9497 OPRF base mode vectors', () => {
       }
     });
 
+    it(`${name}: an input that hashes to the identity is InvalidInput (Blind and Evaluate)`, () => {
+      // A group whose HashToGroup returns the identity encoding (all zero in both suites' fixed length).
+      const group = Object.assign(Object.create(suite.group) as typeof suite.group, { hashToGroup: () => new Uint8Array(suite.Noe) });
+      const stub = { ...suite, group };
+      const sk = fromHex(vectors[0]!.skSm);
+      for (const f of [() => blind(stub, new Uint8Array(1), queueRng(fromHex(vectors[0]!.vectors[0]!.Blind))), () => evaluate(stub, sk, new Uint8Array(1))]) {
+        try {
+          f();
+          expect.unreachable();
+        } catch (e) {
+          expect((e as OpaqueError).code).toBe(OpaqueErrorCode.InvalidInput);
+        }
+      }
+    });
+
     it(`${name}: Blind with a dry random source is RandomSourceError`, () => {
       try {
         blind(suite, new Uint8Array(3), queueRng());

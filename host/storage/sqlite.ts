@@ -30,6 +30,8 @@ export interface SqliteStoreOptions {
    * beyond fails with Full, exactly as a full disk does. Default: no cap beyond SQLite's own.
    */
   maxSizeBytes?: number;
+  /** SQLite's page cache for this connection. Default 16384 KiB (SQLite's own default is 2000 KiB). */
+  cacheKiB?: number;
 }
 
 const APP_ID = 'backup-key-vault/records';
@@ -369,6 +371,8 @@ export async function openSqliteStore(path: string, opts: SqliteStoreOptions = {
   if (opts.maxSizeBytes !== undefined && (!Number.isSafeInteger(opts.maxSizeBytes) || opts.maxSizeBytes < 1)) {
     throw invalid('maxSizeBytes: not a positive integer');
   }
+  const cacheKiB = opts.cacheKiB ?? 16384;
+  if (!Number.isSafeInteger(cacheKiB) || cacheKiB < 1) throw invalid('cacheKiB: not a positive integer');
   if (typeof path !== 'string' || path === '') throw invalid('path: empty');
   const memory = path === ':memory:';
   if (!memory) {
@@ -391,6 +395,7 @@ export async function openSqliteStore(path: string, opts: SqliteStoreOptions = {
     }
     db.pragma('synchronous = FULL');
     db.pragma('journal_size_limit = 67108864');
+    db.pragma(`cache_size = -${cacheKiB}`);
     if (opts.maxSizeBytes !== undefined) {
       const pageSize = db.pragma('page_size', { simple: true }) as number;
       db.pragma(`max_page_count = ${Math.max(1, Math.floor(opts.maxSizeBytes / pageSize))}`);

@@ -29,7 +29,10 @@ export interface Harness {
   store: RecordStore;
   hpkePublicKey: Uint8Array;
   client(suite?: SuiteId): Promise<EscrowClient>;
-  restart(opts?: { keepStore?: boolean }): Promise<void>;
+  /** Boots a new enclave (a crash of the old one: it is simply dropped) on the same NVRAM, token and store. */
+  restart(): Promise<void>;
+  /** Closes and reopens the database (to swap the file underneath). */
+  reopenStore(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -42,7 +45,14 @@ export async function openHarness(opts: { operatorKeyHash?: Uint8Array } = {}): 
   h.store = await openSqliteStore(join(dir, 'vault.db'));
   const boot = async () => {
     h.enclave = await createEnclave(platform);
-    h.engine = new PartitionEngine({ request: (b) => h.enclave.handle(b) }, h.store, 0);
+    // The engine reaches the store through `h.store`, so a test can swap the database underneath.
+    const store = new Proxy({} as RecordStore, {
+      get: (_t, k) => {
+        const v = (h.store as unknown as Record<string | symbol, unknown>)[k];
+        return typeof v === 'function' ? v.bind(h.store) : v;
+      },
+    });
+    h.engine = new PartitionEngine({ request: (b) => h.enclave.handle(b) }, store, 0);
     const info = await h.engine.start();
     h.hpkePublicKey = info.hpkePublicKey;
   };
@@ -58,6 +68,10 @@ export async function openHarness(opts: { operatorKeyHash?: Uint8Array } = {}): 
   h.restart = async () => {
     await h.engine.close();
     await boot();
+  };
+  h.reopenStore = async () => {
+    await h.store.close();
+    h.store = await openSqliteStore(join(dir, 'vault.db'));
   };
   h.close = async () => {
     await h.engine.close();
