@@ -89,14 +89,14 @@ describe.each(['worker', 'process'] as const)('%s channel', (mode) => {
     });
 
     it('times a request out; it stays in flight until the firmware answers; the channel goes on', async () => {
-      expect(await codeOf(ch.request(sleepCmd(300), { timeoutMs: 50 }))).toBe(ChannelErrorCode.Timeout);
+      expect(await codeOf(ch.request(sleepCmd(150), { timeoutMs: 30 }))).toBe(ChannelErrorCode.Timeout);
       expect(ch.inFlight).toBe(1);
       expect(dec(await ch.request(cmd(CMD.echo, enc('after'))))).toBe('after');
       expect(ch.inFlight).toBe(0);
     });
 
     it('rejects with Overloaded beyond maxInFlight instead of queueing', async () => {
-      const first = ch.request(sleepCmd(100));
+      const first = ch.request(sleepCmd(50));
       const rest = Array.from({ length: 299 }, () => ch.request(cmd(CMD.echo, [7])));
       expect(ch.inFlight).toBe(300);
       expect(await codeOf(ch.request(cmd(CMD.echo)))).toBe(ChannelErrorCode.Overloaded);
@@ -118,13 +118,13 @@ describe.each(['worker', 'process'] as const)('%s channel', (mode) => {
   });
 
   it('close() waits for requests in flight, cuts off a hung one at the deadline, then refuses', async () => {
-    const ch = open(mode, { killAfterMs: 300 });
+    const ch = open(mode, { killAfterMs: 150 });
     const early = ch.request(sleepCmd(20)); // sent before boot completes: held, then delivered
     await ch.ready;
-    const finishing = ch.request(sleepCmd(100));
+    const finishing = ch.request(sleepCmd(60));
     const hung = ch.request(cmd(CMD.spin));
     const t0 = performance.now();
-    const closing = ch.close({ timeoutMs: 400 });
+    const closing = ch.close({ timeoutMs: 250 });
     expect(ch.closed).toBe(true);
     expect(await codeOf(ch.request(cmd(CMD.echo)))).toBe(ChannelErrorCode.Closed);
     expect(dec(await early)).toBe('slept');
@@ -168,6 +168,7 @@ describe.each(['worker', 'process'] as const)('%s channel', (mode) => {
 
   it('reports a firmware whose boot fails, with its reason, and fails its requests', async () => {
     const ch = open(mode, { firmware: BOOT_FAIL });
+    const missing = open(mode, { firmware: path.join(root, 'no-such-firmware.ts') });
     const early = ch.request(cmd(CMD.echo));
     const err = await errorOf(ch.ready);
     expect(err.code).toBe(ChannelErrorCode.BootFailed);
@@ -176,7 +177,6 @@ describe.each(['worker', 'process'] as const)('%s channel', (mode) => {
     expect(await codeOf(ch.request(cmd(CMD.echo)))).toBe(ChannelErrorCode.BootFailed);
     await ch.close();
 
-    const missing = open(mode, { firmware: path.join(root, 'no-such-firmware.ts') });
     const err2 = await errorOf(missing.ready);
     expect(err2.code).toBe(ChannelErrorCode.BootFailed);
     expect(err2.message).toMatch(/no-such-firmware/);
@@ -189,35 +189,34 @@ describe.each(['worker', 'process'] as const)('%s channel', (mode) => {
     const pool = await EnclavePool.open({
       dataDir,
       mode,
-      partitions: 3,
+      partitions: 2,
       firmware: FIRMWARE,
       failpoint: 'after-nvram-write',
       forwardStderr: false,
       onCrash: (p) => crashes.push(p),
     });
     try {
-      for (let p = 0; p < 3; p++) expect(await pool.request(p, cmd(CMD.info))).toEqual(new Uint8Array([0, p, 0, 3]));
+      for (let p = 0; p < 2; p++) expect(await pool.request(p, cmd(CMD.info))).toEqual(new Uint8Array([0, p, 0, 2]));
       // All partitions race to generate the same token key on first use; they must end with one.
-      const sealed = await Promise.all([0, 1, 2].map((p) => pool.request(p, cmd(CMD.sealFixed, enc('x')))));
+      const sealed = await Promise.all([0, 1].map((p) => pool.request(p, cmd(CMD.sealFixed, enc('x')))));
       expect(new Set(sealed.map((s) => Buffer.from(s).toString('hex'))).size).toBe(1);
-      for (let p = 0; p < 3; p++) await pool.request(p, cmd(CMD.nvramWrite, enc(`partition ${p}`)));
+      for (let p = 0; p < 2; p++) await pool.request(p, cmd(CMD.nvramWrite, enc(`partition ${p}`)));
 
       // Partition 1 writes its NVRAM, then dies at the failpoint before answering.
       const err = await errorOf(pool.request(1, cmd(CMD.writeThenFailpoint, enc('written before the crash'))));
       expect(err.code).toBe(ChannelErrorCode.Crashed);
       expect(crashes).toEqual([1]);
       expect(await codeOf(pool.request(1, cmd(CMD.echo)))).toBe(ChannelErrorCode.Crashed);
-      expect(dec(await pool.request(2, cmd(CMD.nvramRead)))).toBe('partition 2');
+      expect(dec(await pool.request(0, cmd(CMD.nvramRead)))).toBe('partition 0');
 
       await pool.restart(1);
       expect(pool.channel(1).state).toBe('ready');
       expect(dec(await pool.request(1, cmd(CMD.nvramRead)))).toBe('written before the crash');
-      expect(dec(await pool.request(0, cmd(CMD.nvramRead)))).toBe('partition 0');
       // The restarted partition still uses the same token key.
       expect(await pool.request(1, cmd(CMD.sealFixed, enc('x')))).toEqual(sealed[0]);
       // Restarting a healthy partition works too.
-      await pool.restart(2);
-      expect(dec(await pool.request(2, cmd(CMD.nvramRead)))).toBe('partition 2');
+      await pool.restart(0);
+      expect(dec(await pool.request(0, cmd(CMD.nvramRead)))).toBe('partition 0');
     } finally {
       await pool.close();
     }
@@ -244,14 +243,14 @@ describe('pool partitions', () => {
     expect(settlePartitions(dataDir, undefined)).toBe(os.availableParallelism());
     expect(() => settlePartitions(dataDir, os.availableParallelism() + 1)).toThrow(/was created with/);
     const other = freshDir();
-    const pool = await EnclavePool.open({ dataDir: other, partitions: 2, firmware: FIRMWARE });
-    expect(pool.partitions).toBe(2);
-    expect(pool.partitionOf(enc('abc'))).toBe(partitionOf(enc('abc'), 2));
-    expect(() => pool.request(2, cmd(CMD.echo))).toThrow(RangeError);
+    const pool = await EnclavePool.open({ dataDir: other, partitions: 1, firmware: FIRMWARE });
+    expect(pool.partitions).toBe(1);
+    expect(pool.partitionOf(enc('abc'))).toBe(0);
+    expect(() => pool.request(1, cmd(CMD.echo))).toThrow(RangeError);
     await pool.close();
-    await expect(EnclavePool.open({ dataDir: other, partitions: 3, firmware: FIRMWARE })).rejects.toThrow(/created with 2 partitions/);
+    await expect(EnclavePool.open({ dataDir: other, partitions: 2, firmware: FIRMWARE })).rejects.toThrow(/created with 1 partitions/);
     const reopened = await EnclavePool.open({ dataDir: other, firmware: FIRMWARE });
-    expect(reopened.partitions).toBe(2);
+    expect(reopened.partitions).toBe(1);
     await reopened.close();
   });
 

@@ -5,6 +5,7 @@
  * sequences compared with an in-memory model after every step).
  */
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -26,7 +27,7 @@ interface Backend {
   open(location: string): Promise<RecordStore>;
   /** Overwrites the stored schema version (the store must be closed). */
   setSchemaVersion?(location: string, version: number): Promise<void>;
-  /** Makes the next audit insert with this seq fail inside the transaction (the store must be closed). */
+  /** Makes every audit insert with this seq fail inside the transaction (the store must be closed). */
   failAuditInsert?(location: string, seq: number): Promise<void>;
   /** Overwrites the stored bytes with garbage: everything (`all`) or all but the header (`pages`). */
   corrupt?(location: string, how: 'all' | 'pages'): Promise<void>;
@@ -644,6 +645,59 @@ describe('SQLite specifics', () => {
       expect(isStorageError(failure, StorageCode.Full)).toBe(true);
       expect((await s.auditEvents(0, 0, 10_000)).length).toBe(epoch - 1);
       expect((await s.getMany(0, [id(10)])).size).toBe(1); // reads still work
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a process killed mid-stream keeps every acknowledged batch, and each batch whole or not at all', async () => {
+    const path = join(TMP, 'crash', 'vault.db');
+    const moduleUrl = new URL('../host/storage/sqlite.ts', import.meta.url).href;
+    // The child rewrites the same 8 records in every batch (blob = the epoch) and acknowledges each on stdout.
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `const { openSqliteStore } = await import(${JSON.stringify(moduleUrl)});
+         const s = await openSqliteStore(${JSON.stringify(path)});
+         for (let e = 1; ; e++) {
+           const writes = Array.from({ length: 8 }, (_, i) => ({ recordId: new Uint8Array([i + 1]), blob: new Uint8Array(200).fill(e % 251) }));
+           const audit = [{ seq: e, time: e, kind: 2, recordHash: new Uint8Array(32), attemptsRemaining: 1, mac: new Uint8Array(32) }];
+           await s.applyBatch(0, e, writes, audit);
+           process.stdout.write(e + '\\n');
+         }`,
+      ],
+      { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let acked = 0;
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      let buf = '';
+      child.stdout.on('data', (d: Buffer) => {
+        buf += d.toString();
+        const lines = buf.split('\n');
+        buf = lines.pop()!;
+        for (const l of lines) acked = Math.max(acked, Number(l));
+        if (acked >= 150) child.kill('SIGKILL');
+      });
+      child.on('exit', () => (acked >= 150 ? resolve() : reject(new Error(`child exited early: ${stderr}`))));
+    });
+    const s = await openSqliteStore(path);
+    try {
+      const rows = await scanAll(s, 0);
+      expect(rows.length).toBe(8);
+      const epochs = new Set(rows.map((r) => r!.epoch));
+      expect(epochs.size).toBe(1); // all 8 writes of the last batch, or none of them
+      const last = [...epochs][0]!;
+      expect(last).toBeGreaterThanOrEqual(acked);
+      for (const r of rows) expect(r!.blob).toBe(Buffer.alloc(200, last % 251).toString('hex'));
+      for (const r of rows) expect(r!.prev).toBe(Buffer.alloc(200, (last - 1) % 251).toString('hex'));
+      const audit = await s.auditEvents(0, 0, 100_000);
+      expect(audit.map((e) => e.seq)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
     } finally {
       await s.close();
     }

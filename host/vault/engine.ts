@@ -11,7 +11,7 @@
  * check them against its NVRAM before it serves anything.
  */
 import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
-import { EnclaveFault, faultName } from '../../enclave/api/codes.ts';
+import { EnclaveFault, Handling, faultName } from '../../enclave/api/codes.ts';
 import type { HostRequest, HostResponse } from '../../enclave/api/messages.ts';
 import { HostRequests, HostResponses, MAX_BATCH_OPS, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
 import type { RecordStore } from '../storage/types.ts';
@@ -114,22 +114,36 @@ export class PartitionEngine {
     }
   }
 
+  private async prepare(batch: Queued[], epoch: number): Promise<HostResponse> {
+    const stored = await this.store.getMany(this.partition, batch.map((q) => q.recordId));
+    return this.call({
+      type: 'Batch',
+      epoch,
+      ops: batch.map((q, i) => ({
+        opId: i,
+        recordId: q.recordId,
+        stored: stored.get(recordKey(q.recordId))?.blob ?? new Uint8Array(0),
+        request: q.request,
+      })),
+    });
+  }
+
   private async runBatch(batch: Queued[]): Promise<void> {
     const t0 = performance.now();
-    const epoch = this.epoch + 1;
+    let epoch = this.epoch + 1;
     let prepared: HostResponse;
     try {
-      const stored = await this.store.getMany(this.partition, batch.map((q) => q.recordId));
-      prepared = await this.call({
-        type: 'Batch',
-        epoch,
-        ops: batch.map((q, i) => ({
-          opId: i,
-          recordId: q.recordId,
-          stored: stored.get(recordKey(q.recordId))?.blob ?? new Uint8Array(0),
-          request: q.request,
-        })),
-      });
+      try {
+        prepared = await this.prepare(batch, epoch);
+      } catch (e) {
+        // Someone else (an operator tool) committed a batch: learn the epoch and try once more.
+        if (!(e instanceof EnclaveCallError) || e.code !== Handling.BatchOutOfOrder) throw e;
+        const info = await this.call({ type: 'Info' });
+        if (info.type !== 'InfoResult') throw e;
+        this.epoch = info.epoch;
+        epoch = this.epoch + 1;
+        prepared = await this.prepare(batch, epoch);
+      }
     } catch (e) {
       for (const q of batch) q.reject(e);
       return;

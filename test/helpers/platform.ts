@@ -64,7 +64,7 @@ export class MemoryToken implements Token {
 }
 
 export class MemoryNvram implements Nvram {
-  data = new Uint8Array(0);
+  data: Uint8Array = new Uint8Array(0);
   writes = 0;
   failWrites = false;
   constructor(readonly size = 256) {}

@@ -1,0 +1,296 @@
+/**
+ * OPAQUE server throughput per core (RFC 9807 §5.2.2 registration response, §6.2.2 KE1→KE2,
+ * §6.2.4 KE3 check, §6.3.2.2 fake-record KE2) for both suites and both of our backends (the fast
+ * server suite and the portable @noble one), side by side with @serenity-kit/opaque and
+ * @serenity-kit/opaque-p256 (opaque-ke in WebAssembly) and with the multiplication floor of a
+ * login (4 variable-base + 1 base multiplications on the fastest backend).
+ *
+ * Run: npx tsx bench/opaque.ts [--quick]
+ *
+ * Method: every contestant is warmed up, then timed in several rounds of fixed duration
+ * (5 × 1 s, --quick 3 × 0.3 s); each round visits every contestant once, starting from a
+ * different one each round, so machine noise hits them alike. The reported figure is the
+ * median round. Inputs (registration requests, KE1s, records) are made beforehand by the
+ * serenity client and fed to both servers, which hold the same keys; 16 KE1s and 4 records are
+ * cycled. Serenity's API takes and returns base64url strings: that conversion is part of its
+ * cost as a library and is included. One thread, so ops/s is per core.
+ *
+ * Writes bench/results/opaque-latest.json.
+ */
+import { randomBytes as nodeRandomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism, cpus, loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as serenityRistretto from '@serenity-kit/opaque';
+import * as serenityP256 from '@serenity-kit/opaque-p256';
+import { type RandomSource, utf8 } from '../enclave/opaque/bytes.ts';
+import {
+  type FakeRecord, type ServerKeys, type ServerLoginState, generateFakeRecord, generateServerKeys, serverLoginFinish,
+  serverLoginStart, serverLoginStateDecode, serverLoginStateEncode, serverRegistrationResponse,
+} from '../enclave/opaque/server.ts';
+import type { Suite, SuiteId } from '../enclave/opaque/suite.ts';
+import { fastSuite } from '../enclave/opaque/suites-fast.ts';
+import { portableSuite } from '../enclave/opaque/suites-portable.ts';
+
+const QUICK = process.argv.includes('--quick');
+const ROUNDS = QUICK ? 3 : 5;
+const ROUND_MS = QUICK ? 300 : 1000;
+const WARMUP_MS = QUICK ? 150 : 500;
+/** Iterations between clock reads are sized so that one chunk takes about this long. */
+const CHUNK_MS = 5;
+
+type Peer = typeof serenityRistretto;
+const rng: RandomSource = (n) => new Uint8Array(nodeRandomBytes(n));
+const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64url');
+const unb64 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'base64url'));
+const EMPTY = new Uint8Array(0);
+/** Key stretching for making bench inputs only (the server never stretches): cheap Argon2id. */
+const CHEAP_KSF = { 'argon2id-custom': { iterations: 1, memory: 64, parallelism: 1 } };
+
+interface Contestant {
+  name: string;
+  /** Called outside the timed region before a chunk of `n` steps (for single-use inputs). */
+  prepare?: (n: number) => void;
+  step: (i: number) => void;
+  chunk: number;
+  rounds: { ops: number; ns: number }[];
+}
+
+const contestants: Contestant[] = [];
+const add = (name: string, step: (i: number) => void, prepare?: (n: number) => void): void => {
+  contestants.push({ name, step, prepare, chunk: 1, rounds: [] });
+};
+
+/** Runs `c` for about `ms` milliseconds of timed work; returns ops and timed nanoseconds. */
+function runFor(c: Contestant, ms: number): { ops: number; ns: number } {
+  let ops = 0;
+  let ns = 0;
+  const budget = ms * 1e6;
+  while (ns < budget) {
+    const n = c.chunk;
+    c.prepare?.(n);
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) c.step(ops + i);
+    ns += Number(process.hrtime.bigint() - t0);
+    ops += n;
+  }
+  return { ops, ns };
+}
+
+function warmUp(c: Contestant): void {
+  const r = runFor(c, WARMUP_MS);
+  c.chunk = Math.max(1, Math.round((r.ops * CHUNK_MS) / (r.ns / 1e6)));
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const opsPerSec = (c: Contestant): number => median(c.rounds.map((r) => (r.ops * 1e9) / r.ns));
+
+// ---------------------------------------------------------------------------------------------
+// Inputs and contestants
+
+interface SuiteInputs {
+  id: SuiteId;
+  short: string;
+  peer: Peer;
+  pkg: string;
+  setup: string;
+  cids: string[];
+  records: string[];
+  ke1s: string[];
+  regRequests: string[];
+  /** A finished login made by their client against our fast server: encoded state and KE3. */
+  finish: { state: Uint8Array; ke3: Uint8Array };
+}
+
+/** Their setup string holding our keys: oprf_seed || server_private_key || fake-record public key. */
+function setupFromKeys(suite: Suite, keys: ServerKeys): string {
+  return b64(Uint8Array.from([...keys.oprfSeed, ...keys.serverPrivateKey, ...generateFakeRecord(suite, rng).clientPublicKey]));
+}
+
+const copyKeys = (k: ServerKeys): ServerKeys => ({ oprfSeed: k.oprfSeed.slice(), serverPrivateKey: k.serverPrivateKey.slice(), serverPublicKey: k.serverPublicKey.slice() });
+
+function makeInputs(id: SuiteId, short: string, peer: Peer, pkg: string, suite: Suite, keys: ServerKeys): SuiteInputs {
+  const setup = setupFromKeys(suite, keys);
+  const cids = ['alice@example.org', 'bob@example.org', 'carol@example.org', 'dave@example.org'];
+  const records = cids.map((userIdentifier, i) => {
+    const password = `password ${i}`;
+    const start = peer.client.startRegistration({ password });
+    const { registrationResponse } = peer.server.createRegistrationResponse({ serverSetup: setup, userIdentifier, registrationRequest: start.registrationRequest });
+    return peer.client.finishRegistration({ clientRegistrationState: start.clientRegistrationState, registrationResponse, password, keyStretching: CHEAP_KSF }).registrationRecord;
+  });
+  const logins = Array.from({ length: 16 }, (_, i) => ({ i, ...peer.client.startLogin({ password: `password ${i % 4}` }) }));
+  const regRequests = Array.from({ length: 16 }, () => peer.client.startRegistration({ password: 'x' }).registrationRequest);
+
+  // Sanity: our fast server's KE2 for every KE1 is accepted by their client, and the KE3 by ours.
+  const o = { suite, context: EMPTY, rng };
+  let finish: SuiteInputs['finish'] | undefined;
+  for (const l of logins) {
+    const s = serverLoginStart(o, keys, unb64(l.startLoginRequest), utf8(cids[l.i % 4]!), unb64(records[l.i % 4]!));
+    const fin = peer.client.finishLogin({ clientLoginState: l.clientLoginState, loginResponse: b64(s.ke2), password: `password ${l.i % 4}`, keyStretching: CHEAP_KSF });
+    if (!fin) throw new Error(`${id}: their client rejected our KE2`);
+    const ke3 = unb64(fin.finishLoginRequest);
+    if (finish) {
+      if (!serverLoginFinish(o, s.state, ke3).ok) throw new Error(`${id}: our server rejected their KE3`);
+    } else {
+      finish = { state: serverLoginStateEncode(s.state), ke3 };
+      if (!serverLoginFinish(o, serverLoginStateDecode(suite, finish.state), ke3).ok) throw new Error(`${id}: our server rejected their KE3`);
+    }
+  }
+  return { id, short, peer, pkg, setup, cids, records, ke1s: logins.map((l) => l.startLoginRequest), regRequests, finish: finish! };
+}
+
+function addOurs(inp: SuiteInputs, label: string, suite: Suite, keys: ServerKeys): void {
+  const o = { suite, context: EMPTY, rng };
+  const cids = inp.cids.map(utf8);
+  const records = inp.records.map(unb64);
+  const ke1s = inp.ke1s.map(unb64);
+  const reqs = inp.regRequests.map(unb64);
+  const fake: FakeRecord = generateFakeRecord(suite, rng);
+  add(`${inp.short} ${label}: registration response`, (i) => {
+    serverRegistrationResponse(o, keys, reqs[i & 15]!, cids[i & 3]!);
+  });
+  add(`${inp.short} ${label}: login KE1->KE2`, (i) => {
+    serverLoginStart(o, keys, ke1s[i & 15]!, cids[i & 3]!, records[i & 3]!);
+  });
+  let states: ServerLoginState[] = [];
+  add(
+    `${inp.short} ${label}: KE3 check`,
+    (i) => {
+      const r = serverLoginFinish(o, states[i % states.length]!, inp.finish.ke3);
+      if (!r.ok) throw new Error('KE3 rejected');
+    },
+    (n) => {
+      states = Array.from({ length: n }, () => serverLoginStateDecode(suite, inp.finish.state));
+    },
+  );
+  add(`${inp.short} ${label}: fake-record KE2`, (i) => {
+    serverLoginStart(o, keys, ke1s[i & 15]!, utf8('nobody'), null, fake);
+  });
+}
+
+function addTheirs(inp: SuiteInputs): void {
+  const { peer, setup } = inp;
+  add(`${inp.short} ${inp.pkg}: registration response`, (i) => {
+    peer.server.createRegistrationResponse({ serverSetup: setup, userIdentifier: inp.cids[i & 3]!, registrationRequest: inp.regRequests[i & 15]! });
+  });
+  add(`${inp.short} ${inp.pkg}: login KE1->KE2`, (i) => {
+    peer.server.startLogin({ serverSetup: setup, userIdentifier: inp.cids[i & 3]!, registrationRecord: inp.records[i & 3]!, startLoginRequest: inp.ke1s[i & 15]! });
+  });
+}
+
+/** 4 variable-base + 1 base multiplications with the login's own elements and fresh scalars. */
+function addFloor(inp: SuiteInputs, label: string, suite: Suite): void {
+  const g = suite.group;
+  const scalars = Array.from({ length: 16 }, () => g.randomScalar(rng));
+  const points: Uint8Array[] = [];
+  for (const k of inp.ke1s.map(unb64)) points.push(k.subarray(0, g.elementLen).slice(), k.subarray(k.length - g.elementLen).slice());
+  for (const r of inp.records.map(unb64)) points.push(r.subarray(0, g.elementLen).slice());
+  add(`${inp.short} floor (${label}): 4 scalarMult + 1 scalarMultBase`, (i) => {
+    for (let j = 0; j < 4; j++) g.scalarMult(scalars[(i + j) & 15]!, points[(4 * i + j) % points.length]!, 'e');
+    g.scalarMultBase(scalars[(i + 7) & 15]!);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+await Promise.all([serenityRistretto.ready, serenityP256.ready]);
+const require = createRequire(import.meta.url);
+const pkgVersion = (p: string): string => JSON.parse(readFileSync(require.resolve(`${p}/package.json`), 'utf8')).version as string;
+
+const SUITES: { id: SuiteId; short: string; peer: Peer; pkg: string }[] = [
+  { id: 'ristretto255-SHA512', short: 'r255', peer: serenityRistretto, pkg: 'serenity' },
+  { id: 'P256-SHA256', short: 'p256', peer: serenityP256 as Peer, pkg: 'serenity-p256' },
+];
+
+const backendNames: string[] = [];
+for (const s of SUITES) {
+  const fast = await fastSuite(s.id);
+  const portable = portableSuite(s.id);
+  const keys = generateServerKeys(fast, rng);
+  const inp = makeInputs(s.id, s.short, s.peer, s.pkg, fast, keys);
+  addOurs(inp, 'ours/fast', fast, keys);
+  addOurs(inp, 'ours/noble', portable, copyKeys(keys));
+  addTheirs(inp);
+  addFloor(inp, fast.group.backend, fast);
+  backendNames.push(
+    `${s.id}: ours/fast = ${fast.group.backend} + node:crypto ${fast.hash.name}`,
+    `${s.id}: ours/noble = ${portable.group.backend} + @noble/hashes ${portable.hash.name}`,
+    `${s.id}: ${s.pkg} = ${s.id === 'P256-SHA256' ? '@serenity-kit/opaque-p256' : '@serenity-kit/opaque'} ${pkgVersion(s.id === 'P256-SHA256' ? '@serenity-kit/opaque-p256' : '@serenity-kit/opaque')} (opaque-ke, WebAssembly)`,
+  );
+}
+
+const machine = {
+  cpu: cpus()[0]?.model ?? 'unknown',
+  logicalCores: cpus().length,
+  availableParallelism: availableParallelism(),
+  node: process.version,
+  platform: `${process.platform}/${process.arch}`,
+  loadavgAtStart: loadavg().map((x) => Number(x.toFixed(2))),
+  date: new Date().toISOString(),
+  method: `${ROUNDS} rounds x ${ROUND_MS} ms per contestant, interleaved, median round, after ${WARMUP_MS} ms warm-up; one thread`,
+  backends: backendNames,
+};
+
+console.log(`CPU: ${machine.cpu} (${machine.logicalCores} logical, ${machine.availableParallelism} available)`);
+console.log(`Node ${machine.node} ${machine.platform}, load average ${machine.loadavgAtStart.join(' ')}`);
+console.log(`backends:\n${backendNames.map((b) => `  ${b}`).join('\n')}`);
+console.log(`method: ${machine.method}${QUICK ? ' (--quick)' : ''}\n`);
+
+for (const c of contestants) warmUp(c);
+for (let r = 0; r < ROUNDS; r++) {
+  const start = Math.floor((r * contestants.length) / ROUNDS);
+  for (let j = 0; j < contestants.length; j++) {
+    const c = contestants[(start + j) % contestants.length]!;
+    c.rounds.push(runFor(c, ROUND_MS));
+  }
+}
+
+const results = contestants.map((c) => {
+  const ops = opsPerSec(c);
+  return { name: c.name, opsPerSec: Math.round(ops), usPerOp: Number((1e6 / ops).toFixed(2)), runs: c.rounds.reduce((a, r) => a + r.ops, 0) };
+});
+const get = (name: string): number => {
+  const r = results.find((x) => x.name === name);
+  if (!r) throw new Error(`no result ${name}`);
+  return r.opsPerSec;
+};
+
+const w = Math.max(...results.map((r) => r.name.length)) + 2;
+console.log(`${'name'.padEnd(w)}${'ops/s'.padStart(10)}${'µs/op'.padStart(11)}${'runs'.padStart(10)}`);
+for (const r of results) {
+  console.log(`${r.name.padEnd(w)}${String(r.opsPerSec).padStart(10)}${r.usPerOp.toFixed(r.usPerOp < 10 ? 2 : 1).padStart(11)}${String(r.runs).padStart(10)}`);
+}
+
+interface Ratio { value: number; target?: number; met?: boolean; unit: string }
+const ratios: Record<string, Ratio> = {};
+const ratio = (key: string, value: number, unit: string, target?: number): void => {
+  ratios[key] = target === undefined ? { value, unit } : { value, target, met: value >= target, unit };
+};
+ratio('r255 login ours/fast vs serenity', get('r255 ours/fast: login KE1->KE2') / get('r255 serenity: login KE1->KE2'), 'x', 2.0);
+ratio('r255 login ours/fast vs floor', (100 * get('r255 ours/fast: login KE1->KE2')) / get('r255 floor (sodium-wasm): 4 scalarMult + 1 scalarMultBase'), '%', 85);
+ratio('p256 login ours/fast vs serenity-p256', get('p256 ours/fast: login KE1->KE2') / get('p256 serenity-p256: login KE1->KE2'), 'x', 2.0);
+ratio('p256 login ours/fast vs floor', (100 * get('p256 ours/fast: login KE1->KE2')) / get(`p256 floor (${(await fastSuite('P256-SHA256')).group.backend}): 4 scalarMult + 1 scalarMultBase`), '%');
+ratio('r255 registration ours/fast vs serenity', get('r255 ours/fast: registration response') / get('r255 serenity: registration response'), 'x');
+ratio('p256 registration ours/fast vs serenity-p256', get('p256 ours/fast: registration response') / get('p256 serenity-p256: registration response'), 'x');
+ratio('r255 login ours/noble vs serenity', get('r255 ours/noble: login KE1->KE2') / get('r255 serenity: login KE1->KE2'), 'x');
+ratio('p256 login ours/noble vs serenity-p256', get('p256 ours/noble: login KE1->KE2') / get('p256 serenity-p256: login KE1->KE2'), 'x');
+ratio('r255 fake-record KE2 / real KE2 (ours/fast)', get('r255 ours/fast: fake-record KE2') / get('r255 ours/fast: login KE1->KE2'), 'x');
+ratio('p256 fake-record KE2 / real KE2 (ours/fast)', get('p256 ours/fast: fake-record KE2') / get('p256 ours/fast: login KE1->KE2'), 'x');
+
+console.log('\nratios (ops/s over ops/s):');
+for (const [k, r] of Object.entries(ratios)) {
+  const v = r.unit === '%' ? `${r.value.toFixed(1)}%` : `${r.value.toFixed(2)}x`;
+  const t = r.target === undefined ? '' : `   target >= ${r.target}${r.unit === '%' ? '%' : 'x'}: ${r.met ? 'MET' : 'NOT MET'}`;
+  console.log(`  ${k.padEnd(48)}${v.padStart(9)}${t}`);
+}
+
+const outDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
+mkdirSync(outDir, { recursive: true });
+const rounded = Object.fromEntries(Object.entries(ratios).map(([k, r]) => [k, { ...r, value: Number(r.value.toFixed(3)) }]));
+writeFileSync(join(outDir, 'opaque-latest.json'), `${JSON.stringify({ machine: { ...machine, quick: QUICK }, results, ratios: rounded }, null, 2)}\n`);
+console.log(`\nwrote ${join('bench', 'results', 'opaque-latest.json')}`);
