@@ -8,9 +8,10 @@
  * Run: npx tsx bench/opaque.ts [--quick]
  *
  * Method: every contestant is warmed up, then timed in several rounds of fixed duration
- * (5 × 1 s, --quick 3 × 0.3 s); each round visits every contestant once, starting from a
- * different one each round, so machine noise hits them alike. The reported figure is the
- * median round. Inputs (registration requests, KE1s, records) are made beforehand by the
+ * (5 × 1 s, --quick 3 × 0.3 s). A round's time per contestant is cut into 100 ms slices and the
+ * slices of all contestants are interleaved (in an order rotated every round), so a burst of
+ * machine noise hits them alike. The reported figure is the median round; next to each ratio the
+ * spread of the same ratio computed round by round is printed. Inputs (registration requests, KE1s, records) are made beforehand by the
  * serenity client and fed to both servers, which hold the same keys; 16 KE1s and 4 records are
  * cycled. Serenity's API takes and returns base64url strings: that conversion is part of its
  * cost as a library and is included. One thread, so ops/s is per core.
@@ -37,6 +38,7 @@ import { portableSuite } from '../enclave/opaque/suites-portable.ts';
 const QUICK = process.argv.includes('--quick');
 const ROUNDS = QUICK ? 3 : 5;
 const ROUND_MS = QUICK ? 300 : 1000;
+const SLICES = ROUND_MS / 100;
 const WARMUP_MS = QUICK ? 150 : 500;
 /** Iterations between clock reads are sized so that one chunk takes about this long. */
 const CHUNK_MS = 5;
@@ -243,10 +245,15 @@ console.log(`method: ${machine.method}${QUICK ? ' (--quick)' : ''}\n`);
 
 for (const c of contestants) warmUp(c);
 for (let r = 0; r < ROUNDS; r++) {
-  const start = Math.floor((r * contestants.length) / ROUNDS);
-  for (let j = 0; j < contestants.length; j++) {
-    const c = contestants[(start + j) % contestants.length]!;
-    c.rounds.push(runFor(c, ROUND_MS));
+  for (const c of contestants) c.rounds.push({ ops: 0, ns: 0 });
+  for (let sl = 0; sl < SLICES; sl++) {
+    const start = Math.floor(((r * SLICES + sl) * contestants.length) / (ROUNDS * SLICES)) + r;
+    for (let j = 0; j < contestants.length; j++) {
+      const c = contestants[(start + j) % contestants.length]!;
+      const t = runFor(c, ROUND_MS / SLICES);
+      c.rounds[r]!.ops += t.ops;
+      c.rounds[r]!.ns += t.ns;
+    }
   }
 }
 
@@ -254,11 +261,14 @@ const results = contestants.map((c) => {
   const ops = opsPerSec(c);
   return { name: c.name, opsPerSec: Math.round(ops), usPerOp: Number((1e6 / ops).toFixed(2)), runs: c.rounds.reduce((a, r) => a + r.ops, 0) };
 });
-const get = (name: string): number => {
-  const r = results.find((x) => x.name === name);
-  if (!r) throw new Error(`no result ${name}`);
-  return r.opsPerSec;
+const find = (name: string): Contestant => {
+  const c = contestants.find((x) => x.name === name);
+  if (!c) throw new Error(`no result ${name}`);
+  return c;
 };
+const get = (name: string): number => opsPerSec(find(name));
+/** The ratio a/b of ops/s in each round (both were timed in the same interleaved slices). */
+const perRound = (a: string, b: string): number[] => find(a).rounds.map((ra, i) => (ra.ops / ra.ns) / (find(b).rounds[i]!.ops / find(b).rounds[i]!.ns));
 
 const w = Math.max(...results.map((r) => r.name.length)) + 2;
 console.log(`${'name'.padEnd(w)}${'ops/s'.padStart(10)}${'µs/op'.padStart(11)}${'runs'.padStart(10)}`);
@@ -266,31 +276,41 @@ for (const r of results) {
   console.log(`${r.name.padEnd(w)}${String(r.opsPerSec).padStart(10)}${r.usPerOp.toFixed(r.usPerOp < 10 ? 2 : 1).padStart(11)}${String(r.runs).padStart(10)}`);
 }
 
-interface Ratio { value: number; target?: number; met?: boolean; unit: string }
+interface Ratio { value: number; unit: 'x' | '%'; roundMin: number; roundMax: number; target?: number; met?: boolean }
 const ratios: Record<string, Ratio> = {};
-const ratio = (key: string, value: number, unit: string, target?: number): void => {
-  ratios[key] = target === undefined ? { value, unit } : { value, target, met: value >= target, unit };
+/** ops/s of `a` over ops/s of `b` (median rounds), as a factor or a percentage, with an optional minimum. */
+const ratio = (key: string, a: string, b: string, unit: 'x' | '%', target?: number): void => {
+  const f = unit === '%' ? 100 : 1;
+  const rounds = perRound(a, b).map((x) => x * f);
+  const value = (f * get(a)) / get(b);
+  const r: Ratio = { value, unit, roundMin: Math.min(...rounds), roundMax: Math.max(...rounds) };
+  ratios[key] = target === undefined ? r : { ...r, target, met: value >= target };
 };
-ratio('r255 login ours/fast vs serenity', get('r255 ours/fast: login KE1->KE2') / get('r255 serenity: login KE1->KE2'), 'x', 2.0);
-ratio('r255 login ours/fast vs floor', (100 * get('r255 ours/fast: login KE1->KE2')) / get('r255 floor (sodium-wasm): 4 scalarMult + 1 scalarMultBase'), '%', 85);
-ratio('p256 login ours/fast vs serenity-p256', get('p256 ours/fast: login KE1->KE2') / get('p256 serenity-p256: login KE1->KE2'), 'x', 2.0);
-ratio('p256 login ours/fast vs floor', (100 * get('p256 ours/fast: login KE1->KE2')) / get(`p256 floor (${(await fastSuite('P256-SHA256')).group.backend}): 4 scalarMult + 1 scalarMultBase`), '%');
-ratio('r255 registration ours/fast vs serenity', get('r255 ours/fast: registration response') / get('r255 serenity: registration response'), 'x');
-ratio('p256 registration ours/fast vs serenity-p256', get('p256 ours/fast: registration response') / get('p256 serenity-p256: registration response'), 'x');
-ratio('r255 login ours/noble vs serenity', get('r255 ours/noble: login KE1->KE2') / get('r255 serenity: login KE1->KE2'), 'x');
-ratio('p256 login ours/noble vs serenity-p256', get('p256 ours/noble: login KE1->KE2') / get('p256 serenity-p256: login KE1->KE2'), 'x');
-ratio('r255 fake-record KE2 / real KE2 (ours/fast)', get('r255 ours/fast: fake-record KE2') / get('r255 ours/fast: login KE1->KE2'), 'x');
-ratio('p256 fake-record KE2 / real KE2 (ours/fast)', get('p256 ours/fast: fake-record KE2') / get('p256 ours/fast: login KE1->KE2'), 'x');
+const LOGIN = 'login KE1->KE2';
+const REG = 'registration response';
+const p256Floor = `p256 floor (${(await fastSuite('P256-SHA256')).group.backend}): 4 scalarMult + 1 scalarMultBase`;
+ratio('r255 login ours/fast vs serenity', `r255 ours/fast: ${LOGIN}`, `r255 serenity: ${LOGIN}`, 'x', 2.0);
+ratio('r255 login ours/fast vs floor', `r255 ours/fast: ${LOGIN}`, 'r255 floor (sodium-wasm): 4 scalarMult + 1 scalarMultBase', '%', 85);
+ratio('p256 login ours/fast vs serenity-p256', `p256 ours/fast: ${LOGIN}`, `p256 serenity-p256: ${LOGIN}`, 'x', 2.0);
+ratio('p256 login ours/fast vs floor', `p256 ours/fast: ${LOGIN}`, p256Floor, '%');
+ratio('r255 registration ours/fast vs serenity', `r255 ours/fast: ${REG}`, `r255 serenity: ${REG}`, 'x');
+ratio('p256 registration ours/fast vs serenity-p256', `p256 ours/fast: ${REG}`, `p256 serenity-p256: ${REG}`, 'x');
+ratio('r255 login ours/noble vs serenity', `r255 ours/noble: ${LOGIN}`, `r255 serenity: ${LOGIN}`, 'x');
+ratio('p256 login ours/noble vs serenity-p256', `p256 ours/noble: ${LOGIN}`, `p256 serenity-p256: ${LOGIN}`, 'x');
+ratio('r255 fake-record KE2 vs real KE2 (ours/fast)', 'r255 ours/fast: fake-record KE2', `r255 ours/fast: ${LOGIN}`, '%');
+ratio('p256 fake-record KE2 vs real KE2 (ours/fast)', 'p256 ours/fast: fake-record KE2', `p256 ours/fast: ${LOGIN}`, '%');
 
-console.log('\nratios (ops/s over ops/s):');
+console.log('\nratios (ops/s over ops/s, median rounds; per-round range in brackets):');
+const fmt = (x: number, unit: 'x' | '%'): string => (unit === '%' ? `${x.toFixed(1)}%` : `${x.toFixed(2)}x`);
 for (const [k, r] of Object.entries(ratios)) {
-  const v = r.unit === '%' ? `${r.value.toFixed(1)}%` : `${r.value.toFixed(2)}x`;
-  const t = r.target === undefined ? '' : `   target >= ${r.target}${r.unit === '%' ? '%' : 'x'}: ${r.met ? 'MET' : 'NOT MET'}`;
-  console.log(`  ${k.padEnd(48)}${v.padStart(9)}${t}`);
+  const range = `[${fmt(r.roundMin, r.unit)}..${fmt(r.roundMax, r.unit)}]`;
+  const t = r.target === undefined ? '' : `   target >= ${fmt(r.target, r.unit)}: ${r.met ? 'MET' : 'NOT MET'}`;
+  console.log(`  ${k.padEnd(46)}${fmt(r.value, r.unit).padStart(8)} ${range.padEnd(18)}${t}`);
 }
 
 const outDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
 mkdirSync(outDir, { recursive: true });
-const rounded = Object.fromEntries(Object.entries(ratios).map(([k, r]) => [k, { ...r, value: Number(r.value.toFixed(3)) }]));
+const r3 = (x: number): number => Number(x.toFixed(3));
+const rounded = Object.fromEntries(Object.entries(ratios).map(([k, r]) => [k, { ...r, value: r3(r.value), roundMin: r3(r.roundMin), roundMax: r3(r.roundMax) }]));
 writeFileSync(join(outDir, 'opaque-latest.json'), `${JSON.stringify({ machine: { ...machine, quick: QUICK }, results, ratios: rounded }, null, 2)}\n`);
 console.log(`\nwrote ${join('bench', 'results', 'opaque-latest.json')}`);

@@ -89,7 +89,7 @@ describe.each(['worker', 'process'] as const)('%s channel', (mode) => {
     });
 
     it('times a request out; it stays in flight until the firmware answers; the channel goes on', async () => {
-      expect(await codeOf(ch.request(sleepCmd(150), { timeoutMs: 30 }))).toBe(ChannelErrorCode.Timeout);
+      expect(await codeOf(ch.request(sleepCmd(300), { timeoutMs: 30 }))).toBe(ChannelErrorCode.Timeout);
       expect(ch.inFlight).toBe(1);
       expect(dec(await ch.request(cmd(CMD.echo, enc('after'))))).toBe('after');
       expect(ch.inFlight).toBe(0);
@@ -214,7 +214,12 @@ describe.each(['worker', 'process'] as const)('%s channel', (mode) => {
       expect(dec(await pool.request(1, cmd(CMD.nvramRead)))).toBe('written before the crash');
       // The restarted partition still uses the same token key.
       expect(await pool.request(1, cmd(CMD.sealFixed, enc('x')))).toEqual(sealed[0]);
-      // Restarting a healthy partition works too.
+      // A device killed from outside (process mode), or a healthy one (worker mode), restarts too.
+      if (mode === 'process') {
+        process.kill((pool.channel(0) as ProcessChannel).pid!, 'SIGKILL');
+        expect(await codeOf(pool.request(0, sleepCmd(5000)))).toBe(ChannelErrorCode.Crashed);
+        expect(crashes).toEqual([1, 0]);
+      }
       await pool.restart(0);
       expect(dec(await pool.request(0, cmd(CMD.nvramRead)))).toBe('partition 0');
     } finally {

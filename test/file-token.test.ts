@@ -4,9 +4,11 @@
  * provisioning of one label, and zeroization.
  */
 import { createCipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TokenError } from '../enclave/token.ts';
 import { FileToken } from '../hsm/file-token.ts';
@@ -129,13 +131,31 @@ describe('FileToken', () => {
     expect(b.decryptGcm(kb!, iv, new Uint8Array(0), ct)).toEqual(bytes('persist'));
   });
 
-  it('another instance sees keys generated elsewhere, and racing generations agree on one key', () => {
+  it('instances on one file see each other’s keys; generating a label that exists returns that key', () => {
     const file = fresh();
-    const tokens = Array.from({ length: 4 }, () => new FileToken(file, { revalidateMs: 0 }));
+    const tokens = Array.from({ length: 3 }, () => new FileToken(file, { revalidateMs: 0 }));
     const handles = tokens.map((t) => t.generateAesKey('shared'));
     const iv = new Uint8Array(12);
     const cts = tokens.map((t, i) => Buffer.from(t.encryptGcm(handles[i]!, iv, new Uint8Array(0), bytes('x'))).toString('hex'));
     expect(new Set(cts).size).toBe(1);
+    expect(fs.existsSync(`${file}.lock`)).toBe(false);
+  });
+
+  it('processes generating keys at the same time lose none and agree on a shared label', async () => {
+    const file = fresh();
+    const writer = fileURLToPath(new URL('./fixtures/token-writer.ts', import.meta.url));
+    const procs = ['a', 'b', 'c', 'd'].map((prefix) =>
+      new Promise<string>((resolve, reject) => {
+        execFile(process.execPath, ['--import', 'tsx', writer, file, prefix, '15'], (err, stdout) =>
+          err ? reject(err) : resolve(stdout),
+        );
+      }),
+    );
+    const probes = await Promise.all(procs);
+    expect(new Set(probes).size).toBe(1);
+    const t = new FileToken(file);
+    for (const prefix of ['a', 'b', 'c', 'd']) for (let i = 0; i < 15; i++) expect(t.findKey(`${prefix}-${i}`)).not.toBeNull();
+    expect(Buffer.from(t.encryptGcm(t.findKey('shared')!, new Uint8Array(12), new Uint8Array(0), bytes('probe'))).toString('hex')).toBe(probes[0]);
     expect(fs.existsSync(`${file}.lock`)).toBe(false);
   });
 

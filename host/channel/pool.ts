@@ -66,7 +66,7 @@ export function settlePartitions(dataDir: string, wanted: number | undefined): n
   if (!isPartitionCount(n)) throw new Error(`partitions must be an integer in 1..${MAX_PARTITIONS}, got ${n}`);
   fs.mkdirSync(dataDir, { recursive: true });
   writeDurably(file, `${JSON.stringify({ format: 'backup-key-vault pool', version: 1, partitions: n })}\n`);
-  return n;
+  return settlePartitions(dataDir, wanted); // another opener may have created it first: theirs stands
 }
 
 function isPartitionCount(n: unknown): n is number {
