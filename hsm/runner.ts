@@ -19,6 +19,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Platform } from '../enclave/platform.ts';
+import { NVRAM_REGION_BYTES } from '../enclave/vault/nvram-state.ts';
 import { FileToken } from './file-token.ts';
 import { FileNvram } from './nvram-file.ts';
 
@@ -34,7 +35,7 @@ export interface HsmConfig {
   dataDir: string;
   partition: number;
   partitions: number;
-  /** NVRAM capacity in bytes (default 4096). */
+  /** NVRAM region of this partition in bytes (default NVRAM_REGION_BYTES: 256 of the device's 4 KB). */
   nvramSize?: number;
   /** Name of the failpoint at which the device dies; none when absent. */
   failpoint?: string;
@@ -89,7 +90,7 @@ export function buildPlatform(cfg: HsmConfig, crash: () => never): HsmPlatform {
   const platform: HsmPlatform = {
     random: (n) => randomFillSync(new Uint8Array(n)),
     now: () => Date.now(),
-    nvram: new FileNvram(path.join(cfg.dataDir, nvramFileName(cfg.partition)), { size: cfg.nvramSize }),
+    nvram: new FileNvram(path.join(cfg.dataDir, nvramFileName(cfg.partition)), { size: cfg.nvramSize ?? NVRAM_REGION_BYTES }),
     token: new FileToken(path.join(cfg.dataDir, TOKEN_FILE)),
     partition: cfg.partition,
     partitions: cfg.partitions,

@@ -85,7 +85,7 @@ export interface ChannelOptions {
   killAfterMs?: number;
   /** Child process mode: copy the device's stderr to this process's stderr (default true). */
   forwardStderr?: boolean;
-  /** Called once when the device dies on its own (not after close()). */
+  /** Called once when a booted device dies on its own (not for a boot failure, not after close()). */
   onCrash?: (error: ChannelError) => void;
 }
 

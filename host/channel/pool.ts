@@ -17,7 +17,8 @@ import { WorkerChannel } from './worker-channel.ts';
 
 export type ChannelMode = 'worker' | 'process';
 export const POOL_CONFIG_FILE = 'pool.json';
-export const MAX_PARTITIONS = 1024;
+/** Each partition owns a 256-byte region of the device's 4 KB NVRAM (enclave/vault/nvram-state.ts). */
+export const MAX_PARTITIONS = 16;
 
 export interface PoolOptions extends Omit<ChannelOptions, 'partition' | 'partitions' | 'onCrash'> {
   /** Isolation of each partition's device (default 'worker'). */

@@ -1,0 +1,147 @@
+/**
+ * A running vault: the partition pool of enclave devices (worker threads by default, child
+ * processes on request), one group-commit engine per partition, and the record store. Routes
+ * each client operation to the partition that owns its record id, and brings a crashed
+ * partition back (a fresh device boot and a full reload of its records) on its own.
+ */
+import { createHash } from 'node:crypto';
+import { EnclavePool } from '../channel/pool.ts';
+import type { ChannelMode } from '../channel/pool.ts';
+import { openStore } from '../storage/index.ts';
+import type { RecordStore } from '../storage/types.ts';
+import { PartitionEngine } from './engine.ts';
+import type { OpResult } from './engine.ts';
+
+export interface VaultHostOptions {
+  dataDir: string;
+  mode?: ChannelMode;
+  partitions?: number;
+  /** Storage location: undefined (SQLite file in the data folder), a path, or a URL. */
+  store?: string;
+  /** The operator secret's SHA-256, provisioned into each partition (enables zeroization). */
+  operatorKeyHash?: Uint8Array;
+  /** Crash tests: the device of every partition dies at this failpoint. */
+  failpoint?: string;
+  failpointHit?: number;
+  /** Restart a partition whose device died (default true). */
+  autoRestart?: boolean;
+  log?: (msg: string) => void;
+}
+
+export interface VaultInfo {
+  partitions: number;
+  /** The HPKE public key clients pin (the same on every partition). */
+  enclavePublicKey: Uint8Array;
+  /** OPAQUE server public keys by suite code. */
+  serverPublicKeys: Map<number, Uint8Array>;
+  records: number;
+}
+
+export class VaultHost {
+  private engines: PartitionEngine[] = [];
+  private readonly restarts = new Map<number, Promise<void>>();
+  private closed = false;
+  info!: VaultInfo;
+
+  private constructor(
+    private readonly pool: EnclavePool,
+    readonly store: RecordStore,
+    private readonly opts: VaultHostOptions,
+  ) {}
+
+  static async open(opts: VaultHostOptions): Promise<VaultHost> {
+    const store = await openStore(opts.store, opts.dataDir);
+    let host: VaultHost | undefined;
+    let pool: EnclavePool;
+    try {
+      pool = await EnclavePool.open({
+        dataDir: opts.dataDir,
+        mode: opts.mode ?? 'worker',
+        partitions: opts.partitions,
+        operatorKeyHash: opts.operatorKeyHash,
+        failpoint: opts.failpoint,
+        failpointHit: opts.failpointHit,
+        onCrash: (p) => {
+          if (host && !host.closed && opts.autoRestart !== false) void host.restartPartition(p).catch((e) => opts.log?.(`partition ${p} restart failed: ${String(e)}`));
+        },
+      });
+    } catch (e) {
+      await store.close();
+      throw e;
+    }
+    host = new VaultHost(pool, store, opts);
+    try {
+      await host.startEngines();
+    } catch (e) {
+      await host.close();
+      throw e;
+    }
+    return host;
+  }
+
+  private async startEngines(): Promise<void> {
+    const infos = [];
+    this.engines = [];
+    for (let p = 0; p < this.pool.partitions; p++) {
+      const engine = new PartitionEngine({ request: (b, o) => this.pool.request(p, b, o) }, this.store, p);
+      this.engines.push(engine);
+      infos.push(await engine.start());
+    }
+    const first = infos[0]!;
+    for (const i of infos) {
+      if (Buffer.compare(Buffer.from(i.hpkePublicKey), Buffer.from(first.hpkePublicKey)) !== 0) {
+        throw new Error('partitions disagree on the enclave public key (mixed token files?)');
+      }
+    }
+    this.info = {
+      partitions: this.pool.partitions,
+      enclavePublicKey: first.hpkePublicKey,
+      serverPublicKeys: new Map(first.suites.map((s) => [s.suite, s.serverPublicKey])),
+      records: infos.reduce((n, i) => n + i.records, 0),
+    };
+  }
+
+  partitionOf(recordId: Uint8Array): number {
+    return this.pool.partitionOf(recordId);
+  }
+
+  /** Relays one sealed client operation; resolves when its batch is durable. */
+  async submit(recordId: Uint8Array, message: Uint8Array): Promise<OpResult> {
+    const p = this.pool.partitionOf(recordId);
+    const pending = this.restarts.get(p);
+    if (pending) await pending;
+    return this.engines[p]!.submit(recordId, message);
+  }
+
+  queueDepth(): number[] {
+    return this.engines.map((e) => e.queueDepth);
+  }
+
+  /** A fresh device for partition `p`, reloaded from storage (its NVRAM decides what is valid). */
+  restartPartition(p: number): Promise<void> {
+    const running = this.restarts.get(p);
+    if (running) return running;
+    const job = (async () => {
+      this.opts.log?.(`partition ${p}: restarting device`);
+      await this.pool.restart(p);
+      const engine = new PartitionEngine({ request: (b, o) => this.pool.request(p, b, o) }, this.store, p);
+      await engine.start();
+      this.engines[p] = engine;
+    })().finally(() => this.restarts.delete(p));
+    this.restarts.set(p, job);
+    return job;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.allSettled([...this.restarts.values()]);
+    await Promise.all(this.engines.map((e) => e.close()));
+    await this.pool.close();
+    await this.store.close();
+  }
+}
+
+export function operatorKeyHash(secret: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(secret).digest());
+}
