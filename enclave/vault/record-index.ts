@@ -2,7 +2,7 @@
  * Rollback protection: the enclave's authenticated index of the partition's live records.
  *
  * Every live sealed record contributes one leaf, HMAC-SHA256(index key, len(id) || id ||
- * SHA-256(blob)). The NVRAM holds the record count and the AdHash sum of all leaves (adhash.ts),
+ * SHA-256(blob)) truncated to 128 bits. The NVRAM holds the record count and the AdHash sum of all leaves (adhash.ts),
  * updated at every committed batch. While running, the enclave keeps the leaf of every record in
  * memory and accepts a stored blob only if its leaf is the one it expects, so an older version of
  * one record is refused at once. At start the host streams every stored row; the enclave
@@ -16,17 +16,19 @@
  * charged). Any other state, including an NVRAM image one batch old beside newer storage, is
  * refused: a single NVRAM write per batch could not tell that rollback from a crash.
  *
- * Cost: one HMAC and one SHA-256 per record at start; 32 bytes of leaf plus the id per record
- * in enclave memory; NVRAM traffic fixed per batch whatever the number of records.
+ * Cost: one HMAC and one SHA-256 per record at start; 32 bytes per record in enclave memory
+ * (leaf-table.ts: a 16-byte key and a 16-byte leaf); NVRAM traffic fixed per batch whatever the
+ * number of records.
  */
 import { EnclaveFault, Handling, Integrity } from '../api/codes.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 import { toHex } from '../opaque/bytes.ts';
 import { addInto, subInto } from './adhash.ts';
+import { LeafTable } from './leaf-table.ts';
 import { KIND_RECORD, parseHeader } from './record.ts';
 
 export class RecordIndex {
-  readonly leaves = new Map<string, Uint8Array>();
+  private readonly table = new LeafTable();
   readonly sum = new Uint8Array(32);
   count = 0;
 
@@ -35,31 +37,42 @@ export class RecordIndex {
     private readonly h: HashPrimitives,
   ) {}
 
-  leafOf(recordId: Uint8Array, blob: Uint8Array): Uint8Array {
-    return this.h.hmac(this.key, Uint8Array.of(recordId.length), recordId, this.h.hash(blob));
+  /** The table key of a record id: the first 16 bytes of SHA-256(id). */
+  keyOf(recordId: Uint8Array): Uint8Array {
+    return this.h.hash(recordId).subarray(0, 16);
   }
 
-  get(idHex: string): Uint8Array | undefined {
-    return this.leaves.get(idHex);
+  /** The 16-byte leaf of a sealed blob: HMAC-SHA256(index key, len(id) || id || SHA-256(blob)), truncated. */
+  leafOf(recordId: Uint8Array, blob: Uint8Array): Uint8Array {
+    return this.h.hmac(this.key, Uint8Array.of(recordId.length), recordId, this.h.hash(blob)).slice(0, 16);
+  }
+
+  get(recordId: Uint8Array): Uint8Array | undefined {
+    return this.table.get(this.keyOf(recordId));
   }
 
   /** Replaces (or removes, with null) the leaf of one record, keeping count and sum. */
-  set(idHex: string, leaf: Uint8Array | null): void {
-    const old = this.leaves.get(idHex);
+  set(recordId: Uint8Array, leaf: Uint8Array | null): void {
+    const k = this.keyOf(recordId);
+    const old = this.table.get(k);
     if (old) {
       subInto(this.sum, old);
       this.count--;
-      this.leaves.delete(idHex);
+      this.table.delete(k);
     }
     if (leaf) {
       addInto(this.sum, leaf);
       this.count++;
-      this.leaves.set(idHex, leaf);
+      this.table.set(k, leaf);
     }
   }
 
   matches(count: number, sum: Uint8Array): boolean {
     return this.count === count && this.sum.every((x, i) => x === sum[i]);
+  }
+
+  get memoryBytes(): number {
+    return this.table.bytes;
   }
 }
 
@@ -92,7 +105,7 @@ export class IndexLoader {
     } catch {
       throw new EnclaveFault(Integrity.SealedRecordInvalid, 'a stored record has no valid header', 'blob');
     }
-    if (live) this.index.set(idHex, this.index.leafOf(recordId, blob));
+    if (live) this.index.set(recordId, this.index.leafOf(recordId, blob));
   }
 
   /**

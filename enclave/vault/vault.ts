@@ -275,7 +275,7 @@ export class Vault {
     const sum = Uint8Array.from(index.sum);
     let count = index.count;
     for (const [idHex, o] of pending.overlay) {
-      const old = index.get(idHex);
+      const old = index.get(o.recordId);
       if (old) {
         subInto(sum, old);
         count--;
@@ -297,7 +297,7 @@ export class Vault {
   private currentRecord(pending: Pending, recordId: Uint8Array, idHex: string, stored: Uint8Array, index: RecordIndex): { record: VaultRecord | null; version: number } {
     const o = pending.overlay.get(idHex);
     if (o) return { record: o.record ? { ...o.record } : null, version: o.version };
-    const expected = index.get(idHex);
+    const expected = index.get(recordId);
     if (expected) {
       if (stored.length === 0 || !ctEqual(index.leafOf(recordId, stored), expected)) {
         throw new EnclaveFault(Integrity.RollbackDetected, 'stored record is not the current version', 'stored');
@@ -329,7 +329,7 @@ export class Vault {
     await this.writeNvram({ ...this.nv, committed: intent, intent: null });
     this.p.failpoint?.('commit:after-nvram');
     const index = this.index!;
-    for (const [idHex, o] of p.overlay) index.set(idHex, o.leaf);
+    for (const o of p.overlay.values()) index.set(o.recordId, o.leaf);
     this.pending = null;
     for (const h of p.hooks) h();
     return { type: 'Committed', epoch, results: p.results };

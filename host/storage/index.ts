@@ -3,9 +3,12 @@
  *   undefined or ''               -> SQLite at DATA/vault.db
  *   sqlite:PATH, sqlite://PATH    -> SQLite at PATH (sqlite:///abs/path for an absolute one)
  *   a plain file path             -> SQLite at that path
- *   postgres://..., postgresql:// -> not available yet (StorageError NotAvailable)
+ *   postgres://..., postgresql:// -> PostgreSQL (see postgres.ts; `?schema=NAME` picks the schema)
+ * Error messages never repeat the URL: it may carry a password.
  */
 import { join } from 'node:path';
+import { openPostgresStore } from './postgres.ts';
+import type { PostgresStoreOptions } from './postgres.ts';
 import { openSqliteStore } from './sqlite.ts';
 import type { SqliteStoreOptions } from './sqlite.ts';
 import { StorageCode, StorageError } from './types.ts';
@@ -14,6 +17,8 @@ import type { RecordStore } from './types.ts';
 export * from './types.ts';
 export { openSqliteStore, SQLITE_SCHEMA_VERSION } from './sqlite.ts';
 export type { SqliteStoreOptions } from './sqlite.ts';
+export { openPostgresStore, POSTGRES_SCHEMA_VERSION } from './postgres.ts';
+export type { PostgresRecordStore, PostgresServerInfo, PostgresStoreOptions } from './postgres.ts';
 
 export const DEFAULT_SQLITE_FILE = 'vault.db';
 
@@ -31,7 +36,10 @@ export function parseStoreUrl(url: string | undefined, dataDir: string): StoreLo
   }
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url);
   if (scheme) {
-    throw new StorageError(StorageCode.InvalidArgument, `storage URL: unknown scheme ${scheme[1]!} (use sqlite: or a file path)`);
+    throw new StorageError(
+      StorageCode.InvalidArgument,
+      `storage URL: unknown scheme ${scheme[1]!} (use sqlite:, postgres:// or a file path)`,
+    );
   }
   return { backend: 'sqlite', path: url };
 }
@@ -39,14 +47,9 @@ export function parseStoreUrl(url: string | undefined, dataDir: string): StoreLo
 export async function openStore(
   url: string | undefined,
   dataDir: string,
-  opts: { sqlite?: SqliteStoreOptions } = {},
+  opts: { sqlite?: SqliteStoreOptions; postgres?: PostgresStoreOptions } = {},
 ): Promise<RecordStore> {
   const loc = parseStoreUrl(url, dataDir);
-  if (loc.backend === 'postgres') {
-    throw new StorageError(
-      StorageCode.NotAvailable,
-      'PostgreSQL storage is not available yet in this build; use sqlite:PATH or a file path',
-    );
-  }
+  if (loc.backend === 'postgres') return openPostgresStore(loc.url, opts.postgres);
   return openSqliteStore(loc.path, opts.sqlite);
 }

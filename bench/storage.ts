@@ -1,0 +1,192 @@
+/**
+ * Record store benchmark: SQLite against PostgreSQL, side by side in one run. Per backend:
+ * applyBatch of 1 write (+1 audit event), applyBatch of 32 writes (+32 audit events), getMany
+ * of 32 ids, and applyBatch of 32 from 8 partitions at once (the host runs one engine per
+ * partition); ops/s and the PostgreSQL / SQLite ratio. Both backends are durable (SQLite WAL
+ * with synchronous = FULL; PostgreSQL with synchronous_commit = on, fsync as the server has it).
+ *
+ * Run: eval "$(scripts/ci-postgres.sh)"; npx tsx bench/storage.ts [seconds-per-case] [rounds]
+ *      (without BKV_PG_URL only SQLite runs). BKV_PG_URL must be allowed to CREATE DATABASE:
+ *      the benchmark works in a database of its own and drops it at the end.
+ *
+ * Caveats: each figure is the median over interleaved rounds; a loopback server shares the
+ * machine's 2 cores with the client, and both backends fsync to the same disk, so the figures
+ * say as much about this machine's fsync latency as about the code.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import type { AuditEvent } from '../enclave/api/messages.ts';
+import { openPostgresStore } from '../host/storage/postgres.ts';
+import type { PostgresRecordStore } from '../host/storage/postgres.ts';
+import { openSqliteStore } from '../host/storage/sqlite.ts';
+import type { RecordStore } from '../host/storage/types.ts';
+
+const SECONDS = Number(process.argv[2] ?? 1.5);
+const ROUNDS = Number(process.argv[3] ?? 3);
+const RECORDS = 10_000; // preloaded rows per partition 0
+const BLOB = 320; // bytes, about one sealed record
+const PARALLEL = 8;
+
+const require = createRequire(import.meta.url);
+const version = (pkg: string) => (require(`${pkg}/package.json`) as { version: string }).version;
+
+const recId = (n: number) => {
+  const b = new Uint8Array(16);
+  new DataView(b.buffer).setUint32(0, n);
+  b[15] = 0x5a;
+  return b;
+};
+const blobOf = (n: number) => new Uint8Array(BLOB).fill(n & 0xff);
+
+interface Bench {
+  name: string;
+  store: RecordStore;
+  epoch: Map<number, number>;
+  seq: Map<number, number>;
+  cursor: number;
+}
+
+const event = (seq: number): AuditEvent => ({
+  seq,
+  time: 1_700_000_000_000,
+  kind: 2,
+  recordHash: new Uint8Array(32).fill(seq & 0xff),
+  attemptsRemaining: 9,
+  mac: new Uint8Array(32).fill(7),
+});
+
+async function batch(b: Bench, partition: number, n: number): Promise<void> {
+  const epoch = (b.epoch.get(partition) ?? 0) + 1;
+  b.epoch.set(partition, epoch);
+  const seq0 = b.seq.get(partition) ?? 0;
+  b.seq.set(partition, seq0 + n);
+  const writes = Array.from({ length: n }, () => {
+    b.cursor = (b.cursor + 7919) % RECORDS;
+    return { recordId: recId(b.cursor), blob: blobOf(epoch) };
+  });
+  const audit = Array.from({ length: n }, (_, i) => event(seq0 + i));
+  await b.store.applyBatch(partition, epoch, writes, audit);
+}
+
+async function read(b: Bench, n: number): Promise<void> {
+  const ids = Array.from({ length: n }, () => {
+    b.cursor = (b.cursor + 7919) % RECORDS;
+    return recId(b.cursor);
+  });
+  const m = await b.store.getMany(0, ids);
+  if (m.size !== n) throw new Error(`getMany: ${m.size} of ${n}`);
+}
+
+const CASES: { label: string; perOp: number; run: (b: Bench) => Promise<void> }[] = [
+  { label: 'applyBatch 1 write', perOp: 1, run: (b) => batch(b, 0, 1) },
+  { label: 'applyBatch 32 writes', perOp: 1, run: (b) => batch(b, 0, 32) },
+  { label: 'getMany 32', perOp: 1, run: (b) => read(b, 32) },
+  {
+    label: `applyBatch 32, ${PARALLEL} partitions`,
+    perOp: PARALLEL,
+    run: (b) => Promise.all(Array.from({ length: PARALLEL }, (_, p) => batch(b, 1 + p, 32))).then(() => undefined),
+  },
+];
+
+/** ops/s of one case for about SECONDS. */
+async function measure(b: Bench, c: (typeof CASES)[number]): Promise<number> {
+  for (let i = 0; i < 5; i++) await c.run(b); // warm-up (prepared statements, caches)
+  const until = process.hrtime.bigint() + BigInt(Math.round(SECONDS * 1e9));
+  const start = process.hrtime.bigint();
+  let ops = 0;
+  let now = start;
+  while (now < until) {
+    await c.run(b);
+    ops += c.perOp;
+    now = process.hrtime.bigint();
+  }
+  return ops / (Number(now - start) / 1e9);
+}
+
+async function preload(store: RecordStore): Promise<void> {
+  for (let i = 0; i < RECORDS; i += 500) {
+    const writes = Array.from({ length: Math.min(500, RECORDS - i) }, (_, k) => ({ recordId: recId(i + k), blob: blobOf(0) }));
+    await store.applyBatch(0, 0, writes, []);
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, c) => a - c)[Math.floor(xs.length / 2)]!;
+const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1)).padStart(9);
+
+async function main(): Promise<void> {
+  const cpu = cpus();
+  console.log(`machine: ${cpu[0]?.model ?? '?'} x ${cpu.length}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, ${process.platform} ${process.arch}`);
+  console.log(`node ${process.version}, better-sqlite3 ${version('better-sqlite3')}, pg ${version('pg')}`);
+
+  const dir = mkdtempSync(join(tmpdir(), 'bkv-bench-storage-'));
+  const benches: Bench[] = [];
+  const cleanups: (() => Promise<void>)[] = [async () => rmSync(dir, { recursive: true, force: true })];
+  try {
+    const sqlitePath = join(dir, 'vault.db');
+    const sqlite = await openSqliteStore(sqlitePath);
+    const raw = new Database(':memory:');
+    console.log(`sqlite ${String(raw.prepare('SELECT sqlite_version() AS v').pluck().get())}: ${sqlitePath} (WAL, synchronous = FULL)`);
+    raw.close();
+    benches.push({ name: 'sqlite', store: sqlite, epoch: new Map(), seq: new Map(), cursor: 0 });
+    cleanups.unshift(() => sqlite.close());
+
+    const adminUrl = process.env.BKV_PG_URL?.trim();
+    if (adminUrl) {
+      const database = `bkv_bench_${randomBytes(4).toString('hex')}`;
+      const admin = new pg.Client({ connectionString: adminUrl });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE "${database}"`);
+      await admin.end();
+      cleanups.push(async () => {
+        const c = new pg.Client({ connectionString: adminUrl });
+        await c.connect();
+        await c.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+        await c.end();
+      });
+      const u = new URL(adminUrl);
+      u.pathname = `/${database}`;
+      const store: PostgresRecordStore = await openPostgresStore(u.toString(), { maxConnections: PARALLEL + 2 });
+      cleanups.unshift(() => store.close());
+      const info = await store.serverInfo();
+      console.log(
+        `postgresql ${info.serverVersion} at ${u.hostname}:${u.port || 5432} (synchronous_commit = ${info.synchronousCommit}, fsync = ${info.fsync})`,
+      );
+      benches.push({ name: 'postgres', store, epoch: new Map(), seq: new Map(), cursor: 0 });
+    } else {
+      console.log('postgresql: skipped (BKV_PG_URL unset; eval "$(scripts/ci-postgres.sh)" starts one)');
+    }
+    for (const b of benches) await preload(b.store);
+    console.log(`${RECORDS} records of ${BLOB} bytes preloaded; ${ROUNDS} interleaved rounds of ${SECONDS} s per case; median ops/s\n`);
+
+    const results = new Map<string, number[]>();
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const c of CASES) {
+        for (const b of benches) {
+          const key = `${c.label}|${b.name}`;
+          const list = results.get(key) ?? [];
+          list.push(await measure(b, c));
+          results.set(key, list);
+        }
+      }
+    }
+
+    const names = benches.map((b) => b.name);
+    const header = `${'case'.padEnd(32)}${names.map((n) => n.padStart(10)).join('')}${names.length > 1 ? '   pg/sqlite' : ''}`;
+    console.log(header);
+    for (const c of CASES) {
+      const vals = names.map((n) => median(results.get(`${c.label}|${n}`)!));
+      const ratio = vals.length > 1 ? `   ${(vals[1]! / vals[0]!).toFixed(2)}x` : '';
+      console.log(`${c.label.padEnd(32)}${vals.map((v) => ` ${fmt(v)}`).join('')}${ratio}`);
+    }
+    console.log('\n(ops = batches or getMany calls; for "32 writes" multiply by 32 for records/s)');
+  } finally {
+    for (const f of cleanups) await f().catch((e: unknown) => console.error('cleanup:', e));
+  }
+}
+
+await main();
