@@ -9,12 +9,23 @@
  *
  * Method: every contestant is warmed up, then timed in several rounds of fixed duration
  * (5 × 1 s, --quick 3 × 0.3 s). A round's time per contestant is cut into 100 ms slices and the
- * slices of all contestants are interleaved (in an order rotated every round), so a burst of
- * machine noise hits them alike. The reported figure is the median round; next to each ratio the
- * spread of the same ratio computed round by round is printed. Inputs (registration requests, KE1s, records) are made beforehand by the
- * serenity client and fed to both servers, which hold the same keys; 16 KE1s and 4 records are
- * cycled. Serenity's API takes and returns base64url strings: that conversion is part of its
- * cost as a library and is included. One thread, so ops/s is per core.
+ * slices of all contestants are interleaved, in a new pseudo-random order for every slice, so a
+ * burst of machine noise hits them alike and the collection of one contestant's garbage (the
+ * KE3 check makes a great deal) falls on all others evenly rather than on its usual successor.
+ * (A forced full collection between slices was tried and dropped: it slowed the JavaScript-heavy
+ * contestants by 10-30% relative to the WebAssembly ones.) The reported figure is the median
+ * round. Each ratio is printed with its range over rounds and the median of the same ratio taken
+ * slice pass by slice pass (the two slices at most a couple of seconds apart).
+ *
+ * The clock is the process's CPU time (user + system), so that time spent descheduled on a
+ * shared machine is not counted; the wall-clock figure is printed beside it. Neither removes the
+ * slowdown a busy sibling hyperthread or shared cache causes: compare figures within one run.
+ * One thread, so ops/s is per core.
+ *
+ * Inputs (registration requests, KE1s, records) are made beforehand by the serenity client and
+ * fed to both servers, which hold the same keys; 16 KE1s and 4 records are cycled. Serenity's
+ * API takes and returns base64url strings: that conversion is part of its cost as a library and
+ * is included.
  *
  * Writes bench/results/opaque-latest.json.
  */
@@ -57,33 +68,45 @@ interface Contestant {
   prepare?: (n: number) => void;
   step: (i: number) => void;
   chunk: number;
-  rounds: { ops: number; ns: number }[];
+  /** Per round: operations, and the timed nanoseconds of process CPU time and of wall-clock time. */
+  rounds: Sample[];
+  /** Per pass (one 100 ms slice of every contestant, in random order). */
+  passes: Sample[];
 }
+interface Sample { ops: number; ns: number; wallNs: number }
 
 const contestants: Contestant[] = [];
 const add = (name: string, step: (i: number) => void, prepare?: (n: number) => void): void => {
-  contestants.push({ name, step, prepare, chunk: 1, rounds: [] });
+  contestants.push({ name, step, prepare, chunk: 1, rounds: [], passes: [] });
 };
 
-/** Runs `c` for about `ms` milliseconds of timed work; returns ops and timed nanoseconds. */
-function runFor(c: Contestant, ms: number): { ops: number; ns: number } {
+/**
+ * Runs `c` for about `ms` milliseconds of timed work. The figure used is the process's CPU time
+ * (user + system) over the timed chunks: on a shared machine, time spent descheduled while other
+ * processes run is not counted, which wall-clock time would charge to whoever was running.
+ */
+function runFor(c: Contestant, ms: number): Sample {
   let ops = 0;
   let ns = 0;
+  let wallNs = 0;
   const budget = ms * 1e6;
-  while (ns < budget) {
+  while (wallNs < budget) {
     const n = c.chunk;
     c.prepare?.(n);
+    const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < n; i++) c.step(ops + i);
-    ns += Number(process.hrtime.bigint() - t0);
+    wallNs += Number(process.hrtime.bigint() - t0);
+    const c1 = process.cpuUsage(c0);
+    ns += (c1.user + c1.system) * 1e3;
     ops += n;
   }
-  return { ops, ns };
+  return { ops, ns, wallNs };
 }
 
 function warmUp(c: Contestant): void {
   const r = runFor(c, WARMUP_MS);
-  c.chunk = Math.max(1, Math.round((r.ops * CHUNK_MS) / (r.ns / 1e6)));
+  c.chunk = Math.max(1, Math.round((r.ops * CHUNK_MS) / (r.wallNs / 1e6)));
 }
 
 const median = (xs: number[]): number => {
@@ -91,6 +114,7 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 const opsPerSec = (c: Contestant): number => median(c.rounds.map((r) => (r.ops * 1e9) / r.ns));
+const opsPerWallSec = (c: Contestant): number => median(c.rounds.map((r) => (r.ops * 1e9) / r.wallNs));
 
 // ---------------------------------------------------------------------------------------------
 // Inputs and contestants
@@ -153,6 +177,7 @@ function addOurs(inp: SuiteInputs, label: string, suite: Suite, keys: ServerKeys
   const ke1s = inp.ke1s.map(unb64);
   const reqs = inp.regRequests.map(unb64);
   const fake: FakeRecord = generateFakeRecord(suite, rng);
+  const nobody = utf8('nobody');
   add(`${inp.short} ${label}: registration response`, (i) => {
     serverRegistrationResponse(o, keys, reqs[i & 15]!, cids[i & 3]!);
   });
@@ -171,7 +196,7 @@ function addOurs(inp: SuiteInputs, label: string, suite: Suite, keys: ServerKeys
     },
   );
   add(`${inp.short} ${label}: fake-record KE2`, (i) => {
-    serverLoginStart(o, keys, ke1s[i & 15]!, utf8('nobody'), null, fake);
+    serverLoginStart(o, keys, ke1s[i & 15]!, nobody, null, fake);
   });
 }
 
@@ -234,7 +259,7 @@ const machine = {
   platform: `${process.platform}/${process.arch}`,
   loadavgAtStart: loadavg().map((x) => Number(x.toFixed(2))),
   date: new Date().toISOString(),
-  method: `${ROUNDS} rounds x ${ROUND_MS} ms per contestant, interleaved, median round, after ${WARMUP_MS} ms warm-up; one thread`,
+  method: `${ROUNDS} rounds x ${ROUND_MS} ms per contestant in 100 ms slices, interleaved in random order, median round, after ${WARMUP_MS} ms warm-up; one thread; ops/s and µs/op on process CPU time (opsPerWallSec on wall-clock time); runs = timed operations over all rounds`,
   backends: backendNames,
 };
 
@@ -244,22 +269,39 @@ console.log(`backends:\n${backendNames.map((b) => `  ${b}`).join('\n')}`);
 console.log(`method: ${machine.method}${QUICK ? ' (--quick)' : ''}\n`);
 
 for (const c of contestants) warmUp(c);
+/** A fixed-seed shuffle (xorshift32), so that every run visits the contestants in the same orders. */
+let seed = 0x9e3779b9;
+function shuffled<T>(xs: readonly T[]): T[] {
+  const out = [...xs];
+  for (let i = out.length - 1; i > 0; i--) {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    const j = (seed >>> 0) % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
 for (let r = 0; r < ROUNDS; r++) {
-  for (const c of contestants) c.rounds.push({ ops: 0, ns: 0 });
+  for (const c of contestants) c.rounds.push({ ops: 0, ns: 0, wallNs: 0 });
   for (let sl = 0; sl < SLICES; sl++) {
-    const start = Math.floor(((r * SLICES + sl) * contestants.length) / (ROUNDS * SLICES)) + r;
-    for (let j = 0; j < contestants.length; j++) {
-      const c = contestants[(start + j) % contestants.length]!;
+    for (const c of shuffled(contestants)) {
       const t = runFor(c, ROUND_MS / SLICES);
       c.rounds[r]!.ops += t.ops;
       c.rounds[r]!.ns += t.ns;
+      c.rounds[r]!.wallNs += t.wallNs;
+      c.passes.push(t);
     }
   }
 }
 
 const results = contestants.map((c) => {
   const ops = opsPerSec(c);
-  return { name: c.name, opsPerSec: Math.round(ops), usPerOp: Number((1e6 / ops).toFixed(2)), runs: c.rounds.reduce((a, r) => a + r.ops, 0) };
+  return {
+    name: c.name, opsPerSec: Math.round(ops), usPerOp: Number((1e6 / ops).toFixed(2)), runs: c.rounds.reduce((a, r) => a + r.ops, 0),
+    opsPerWallSec: Math.round(opsPerWallSec(c)),
+  };
 });
 const find = (name: string): Contestant => {
   const c = contestants.find((x) => x.name === name);
@@ -267,23 +309,27 @@ const find = (name: string): Contestant => {
   return c;
 };
 const get = (name: string): number => opsPerSec(find(name));
-/** The ratio a/b of ops/s in each round (both were timed in the same interleaved slices). */
-const perRound = (a: string, b: string): number[] => find(a).rounds.map((ra, i) => (ra.ops / ra.ns) / (find(b).rounds[i]!.ops / find(b).rounds[i]!.ns));
+const rate = (x: Sample): number => x.ops / x.ns;
+/** The ratio a/b of ops/s in each round. */
+const perRound = (a: string, b: string): number[] => find(a).rounds.map((ra, i) => rate(ra) / rate(find(b).rounds[i]!));
+/** The median over passes of the ratio a/b within a pass (slices at most a couple of seconds apart). */
+const pairedMedian = (a: string, b: string): number => median(find(a).passes.map((pa, i) => rate(pa) / rate(find(b).passes[i]!)));
 
 const w = Math.max(...results.map((r) => r.name.length)) + 2;
-console.log(`${'name'.padEnd(w)}${'ops/s'.padStart(10)}${'µs/op'.padStart(11)}${'runs'.padStart(10)}`);
+console.log(`${'name'.padEnd(w)}${'ops/s'.padStart(10)}${'µs/op'.padStart(11)}${'runs'.padStart(10)}${'ops/s wall'.padStart(12)}`);
 for (const r of results) {
-  console.log(`${r.name.padEnd(w)}${String(r.opsPerSec).padStart(10)}${r.usPerOp.toFixed(r.usPerOp < 10 ? 2 : 1).padStart(11)}${String(r.runs).padStart(10)}`);
+  const us = r.usPerOp.toFixed(r.usPerOp < 10 ? 2 : 1);
+  console.log(`${r.name.padEnd(w)}${String(r.opsPerSec).padStart(10)}${us.padStart(11)}${String(r.runs).padStart(10)}${String(r.opsPerWallSec).padStart(12)}`);
 }
 
-interface Ratio { value: number; unit: 'x' | '%'; roundMin: number; roundMax: number; target?: number; met?: boolean }
+interface Ratio { value: number; unit: 'x' | '%'; roundMin: number; roundMax: number; pairedMedian: number; target?: number; met?: boolean }
 const ratios: Record<string, Ratio> = {};
 /** ops/s of `a` over ops/s of `b` (median rounds), as a factor or a percentage, with an optional minimum. */
 const ratio = (key: string, a: string, b: string, unit: 'x' | '%', target?: number): void => {
   const f = unit === '%' ? 100 : 1;
   const rounds = perRound(a, b).map((x) => x * f);
   const value = (f * get(a)) / get(b);
-  const r: Ratio = { value, unit, roundMin: Math.min(...rounds), roundMax: Math.max(...rounds) };
+  const r: Ratio = { value, unit, roundMin: Math.min(...rounds), roundMax: Math.max(...rounds), pairedMedian: f * pairedMedian(a, b) };
   ratios[key] = target === undefined ? r : { ...r, target, met: value >= target };
 };
 const LOGIN = 'login KE1->KE2';
@@ -300,17 +346,21 @@ ratio('p256 login ours/noble vs serenity-p256', `p256 ours/noble: ${LOGIN}`, `p2
 ratio('r255 fake-record KE2 vs real KE2 (ours/fast)', 'r255 ours/fast: fake-record KE2', `r255 ours/fast: ${LOGIN}`, '%');
 ratio('p256 fake-record KE2 vs real KE2 (ours/fast)', 'p256 ours/fast: fake-record KE2', `p256 ours/fast: ${LOGIN}`, '%');
 
-console.log('\nratios (ops/s over ops/s, median rounds; per-round range in brackets):');
+console.log('\nratios (ops/s over ops/s of the median rounds; [range over rounds]; median of the per-pass ratios):');
 const fmt = (x: number, unit: 'x' | '%'): string => (unit === '%' ? `${x.toFixed(1)}%` : `${x.toFixed(2)}x`);
 for (const [k, r] of Object.entries(ratios)) {
   const range = `[${fmt(r.roundMin, r.unit)}..${fmt(r.roundMax, r.unit)}]`;
   const t = r.target === undefined ? '' : `   target >= ${fmt(r.target, r.unit)}: ${r.met ? 'MET' : 'NOT MET'}`;
-  console.log(`  ${k.padEnd(46)}${fmt(r.value, r.unit).padStart(8)} ${range.padEnd(18)}${t}`);
+  console.log(`  ${k.padEnd(46)}${fmt(r.value, r.unit).padStart(8)} ${range.padEnd(18)}${`paired ${fmt(r.pairedMedian, r.unit)}`.padEnd(16)}${t}`);
 }
 
 const outDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
 mkdirSync(outDir, { recursive: true });
 const r3 = (x: number): number => Number(x.toFixed(3));
-const rounded = Object.fromEntries(Object.entries(ratios).map(([k, r]) => [k, { ...r, value: r3(r.value), roundMin: r3(r.roundMin), roundMax: r3(r.roundMax) }]));
-writeFileSync(join(outDir, 'opaque-latest.json'), `${JSON.stringify({ machine: { ...machine, quick: QUICK }, results, ratios: rounded }, null, 2)}\n`);
+const rounded = Object.fromEntries(
+  Object.entries(ratios).map(([k, r]) => [k, { ...r, value: r3(r.value), roundMin: r3(r.roundMin), roundMax: r3(r.roundMax), pairedMedian: r3(r.pairedMedian) }]),
+);
+const loadavgAtEnd = loadavg().map((x) => Number(x.toFixed(2)));
+console.log(`load average at the end: ${loadavgAtEnd.join(' ')} (other processes on this machine disturb the figures)`);
+writeFileSync(join(outDir, 'opaque-latest.json'), `${JSON.stringify({ machine: { ...machine, loadavgAtEnd, quick: QUICK }, results, ratios: rounded }, null, 2)}\n`);
 console.log(`\nwrote ${join('bench', 'results', 'opaque-latest.json')}`);

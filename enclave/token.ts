@@ -1,8 +1,10 @@
 /**
  * The narrow token interface the firmware uses for key custody, shaped on PKCS#11 (v2.40):
  * keys are handles to objects inside the token, created with CKA_SENSITIVE = true and
- * CKA_EXTRACTABLE = false, and used only through mechanisms (AES-GCM, HMAC, random).
- * Faults are `TokenError` with the PKCS#11 return value name (`CKR_...`).
+ * CKA_EXTRACTABLE = false, and used only through mechanisms (AES-GCM, HMAC, random, and where
+ * the token has them EC P-256 key pairs with ECDH, §2.3). Faults are `TokenError` with the
+ * PKCS#11 return value name (`CKR_...`). enclave/token-pkcs11.ts implements it over any PKCS#11
+ * module (the emulator token or SoftHSM2).
  */
 export type KeyHandle = number;
 
@@ -30,4 +32,14 @@ export interface Token {
   random(n: number): Uint8Array;
   /** Destroys every key object (zeroization). */
   destroyAllKeys(): void;
+  /**
+   * CKM_EC_KEY_PAIR_GEN on P-256: the private key sensitive, never extractable, CKA_DERIVE only;
+   * returns its handle (findKey(label) finds it again). Optional: a token without it leaves the
+   * P-256 server key to the enclave.
+   */
+  generateEcKeyPair?(label: string): KeyHandle;
+  /** The public key of an EC private key from generateEcKeyPair: 65-byte uncompressed SEC1. */
+  ecPublicKey?(key: KeyHandle): Uint8Array;
+  /** CKM_ECDH1_DERIVE with CKD_NULL: x(k·P), 32 bytes, for the token's key k and a SEC1 point P. */
+  ecdhX?(key: KeyHandle, point: Uint8Array): Uint8Array;
 }

@@ -1,8 +1,14 @@
 /**
  * The simulated device's boot and serve loop, shared by the worker-thread and child-process
- * entries: builds the firmware's Platform (node:crypto randomness, Date.now, this partition's
- * FileNvram, the FileToken), loads the firmware module by path, calls its `createEnclave`, then
- * feeds it requests one at a time, in arrival order, as a device's command queue would.
+ * entries: builds the firmware's Platform (node:crypto randomness, Date.now, the vault's
+ * PKCS#11 token, PKCS#11 v2.40, as `Pkcs11Token`: the emulator token by default or SoftHSM2,
+ * opened by host/tokens/open.ts; this partition's NVRAM as token data objects, or a file),
+ * loads the firmware module by path, calls its `createEnclave`, then feeds it requests one at a
+ * time, in arrival order, as a device's command queue would.
+ *
+ * NVRAM: `nvram: 'token'` (the default, both tokens) keeps the partition's region in two CKO_DATA
+ * objects of the token (hsm/nvram-token.ts), so attempt counters and rollback state live where
+ * the keys do; `nvram: 'file'` keeps it in `nvram-<partition>.bin` (hsm/nvram-file.ts).
  *
  * Messages with the host (the host's copy is in host/channel/channel.ts; keep them in step):
  *   host -> device   { t: 'req', id, buf: ArrayBuffer } | { t: 'stop' }
@@ -19,20 +25,27 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Platform } from '../enclave/platform.ts';
+import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
 import { NVRAM_REGION_BYTES } from '../enclave/vault/nvram-state.ts';
-import { FileToken } from './file-token.ts';
+import { isTokenKind } from '../host/tokens/config.ts';
+import type { TokenKind } from '../host/tokens/config.ts';
+import { openVaultToken } from '../host/tokens/open.ts';
 import { FileNvram } from './nvram-file.ts';
+import { TokenNvram, nvramLabel } from './nvram-token.ts';
 
 export const DEFAULT_FIRMWARE = fileURLToPath(new URL('../enclave/main.ts', import.meta.url));
-export const TOKEN_FILE = 'token.bin';
 export const nvramFileName = (partition: number) => `nvram-${partition}.bin`;
 
 /** What the host passes to a device at start (structured-clone and JSON friendly). */
 export interface HsmConfig {
   /** Absolute path of the firmware module (default: enclave/main.ts). */
   firmware?: string;
-  /** The vault's data folder: NVRAM files and the token file live here. */
+  /** The vault's data folder: the token (and NVRAM files, if any) live here. */
   dataDir: string;
+  /** The vault's token (default 'emulator'); fixed when the data folder is created. */
+  token?: TokenKind;
+  /** Where the NVRAM lives (default 'token': data objects in the token). */
+  nvram?: 'token' | 'file';
   partition: number;
   partitions: number;
   /** NVRAM region of this partition in bytes (default NVRAM_REGION_BYTES: 256 of the device's 4 KB). */
@@ -79,6 +92,8 @@ export function checkConfig(c: unknown): HsmConfig {
   if (!Number.isInteger(cfg.partition) || cfg.partition < 0 || cfg.partition >= cfg.partitions) {
     throw new Error(`device config: partition ${cfg.partition} out of 0..${cfg.partitions - 1}`);
   }
+  if (cfg.token !== undefined && !isTokenKind(cfg.token)) throw new Error(`device config: token must be 'emulator' or 'softhsm', got ${String(cfg.token)}`);
+  if (cfg.nvram !== undefined && cfg.nvram !== 'token' && cfg.nvram !== 'file') throw new Error(`device config: nvram must be 'token' or 'file', got ${String(cfg.nvram)}`);
   if (cfg.operatorKeyHash !== undefined && !/^[0-9a-f]{64}$/i.test(cfg.operatorKeyHash)) {
     throw new Error('device config: operatorKeyHash must be 64 hex digits');
   }
@@ -87,11 +102,20 @@ export function checkConfig(c: unknown): HsmConfig {
 
 export function buildPlatform(cfg: HsmConfig, crash: () => never): HsmPlatform {
   fs.mkdirSync(cfg.dataDir, { recursive: true });
+  const opened = openVaultToken(cfg.dataDir, cfg.token ?? 'emulator');
+  const token = new Pkcs11Token({
+    module: opened.module,
+    label: opened.label,
+    userPin: opened.userPin,
+    exclusive: opened.exclusive,
+    lockObjectStore: opened.kind === 'softhsm',
+  });
+  const size = cfg.nvramSize ?? NVRAM_REGION_BYTES;
   const platform: HsmPlatform = {
     random: (n) => randomFillSync(new Uint8Array(n)),
     now: () => Date.now(),
-    nvram: new FileNvram(path.join(cfg.dataDir, nvramFileName(cfg.partition)), { size: cfg.nvramSize ?? NVRAM_REGION_BYTES }),
-    token: new FileToken(path.join(cfg.dataDir, TOKEN_FILE)),
+    nvram: cfg.nvram === 'file' ? new FileNvram(path.join(cfg.dataDir, nvramFileName(cfg.partition)), { size }) : new TokenNvram(token, nvramLabel(cfg.partition), size),
+    token,
     partition: cfg.partition,
     partitions: cfg.partitions,
   };

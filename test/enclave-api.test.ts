@@ -162,8 +162,13 @@ describe('client requests through the enclave', () => {
     await h.engine.submit(loginFinish!.recordId, loginFinish!.message);
     expect(await c.status(rid)).toMatchObject({ attemptsRemaining: 5 });
     // Replaying KE1 charges a guess (anyone may start a login) but its KE2 is useless without the password.
-    await h.engine.submit(loginStart!.recordId, loginStart!.message);
+    const again = await h.engine.submit(loginStart!.recordId, loginStart!.message);
     expect(await c.status(rid)).toMatchObject({ attemptsRemaining: 4 });
+    // The replay opens to the same HPKE context (the same response key): its answer must not reuse
+    // the nonce of any other answer under that key.
+    const third = await h.engine.submit(loginStart!.recordId, loginStart!.message);
+    expect(again.sealed && third.sealed).toBe(true);
+    expect(Buffer.from(again.response.subarray(0, 12)).equals(Buffer.from(third.response.subarray(0, 12)))).toBe(false);
   });
 
   it('a stored blob from before the last write is refused, not used', async () => {

@@ -52,7 +52,7 @@ function setupFromKeys(suite: Suite, keys: ServerKeys): string {
   return b64(Uint8Array.from([...keys.oprfSeed, ...keys.serverPrivateKey, ...fakePk]));
 }
 
-/** Our ServerKeys from their setup string (the inverse of setupFromKeys). */
+/** Our ServerKeys from their setup string (the inverse of setupFromKeys; checks the layout). */
 function keysFromSetup(suite: Suite, setup: string): ServerKeys {
   const raw = unb64(setup);
   expect(raw.length).toBe(suite.Nh + suite.Nsk + suite.Npk);
@@ -60,14 +60,16 @@ function keysFromSetup(suite: Suite, setup: string): ServerKeys {
   return { oprfSeed: raw.slice(0, suite.Nh), serverPrivateKey, serverPublicKey: suite.group.scalarMultBase(serverPrivateKey) };
 }
 
+const backends = new Map<SuiteId, Awaited<ReturnType<typeof suitesFor>>>();
+for (const { id } of PEERS) backends.set(id, await suitesFor(id));
+
 for (const { id, pkg, peer } of PEERS) {
-  describe(`interop with ${pkg} (${id})`, async () => {
-    const named = await suitesFor(id);
+  describe(`interop with ${pkg} (${id})`, () => {
     beforeAll(async () => {
       await peer.ready;
     });
 
-    for (const { name, suite } of named) {
+    for (const { name, suite } of backends.get(id)!) {
       const keys = generateServerKeys(suite, rng);
 
       /** Their client registers against our server; returns the record and their export key. */
@@ -140,6 +142,16 @@ for (const { id, pkg, peer } of PEERS) {
         expect(res.exportKey).toEqual(reg.exportKey);
         const { sessionKey } = peer.server.finishLogin({ serverLoginState: srv.serverLoginState, finishLoginRequest: b64(res.ke3) });
         expect(unb64(sessionKey)).toEqual(res.sessionKey);
+
+        // Their setup read as our ServerKeys: the same record then logs in against our server.
+        const theirKeys = keysFromSetup(suite, setup);
+        expect(theirKeys.serverPublicKey).toEqual(serverPublicKey);
+        const again = clientLoginStart(copts(suite), pw);
+        const s = serverLoginStart(sopts(suite), theirKeys, again.ke1, utf8('bob'), reg.record);
+        const res2 = await clientLoginFinish(copts(suite), again.state, pw, s.ke2);
+        if (!res2.ok) throw new Error(`our client against our server with their keys: ${res2.outcome}`);
+        expect(res2.exportKey).toEqual(reg.exportKey);
+        expect(serverLoginFinish(sopts(suite), s.state, res2.ke3)).toEqual({ ok: true, sessionKey: res2.sessionKey });
       });
 
       it(`${name}: a wrong password fails on both sides, as an outcome`, async () => {
@@ -168,7 +180,6 @@ for (const { id, pkg, peer } of PEERS) {
         // Both servers hold the same keys (their setup built from ours, and ours read back from it).
         const setup = setupFromKeys(suite, keys);
         expect(unb64(peer.server.getPublicKey(setup))).toEqual(keys.serverPublicKey);
-        expect(keysFromSetup(suite, setup)).toEqual({ oprfSeed: keys.oprfSeed, serverPrivateKey: keys.serverPrivateKey, serverPublicKey: keys.serverPublicKey });
 
         // CreateRegistrationResponse is deterministic: the same request and credential identifier
         // give the same bytes on both servers.

@@ -2,8 +2,9 @@
  * The vault on real isolation boundaries: devices in worker threads and in child processes,
  * several partitions, restarts, and SIGKILL of a child-process device at every failpoint of a
  * batch: no acknowledged registration lost, no guess refunded, nothing half-written accepted.
+ * On every token under test (the device keeps its NVRAM in the token's data objects).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import type { VaultHostOptions } from '../host/vault/vault-host.ts';
 import { EscrowClient } from '../host/client/escrow.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
+import { describeTokens } from './helpers/tokens.ts';
 
 const te = new TextEncoder();
 const dirs: string[] = [];
@@ -41,11 +43,11 @@ async function open(opts: VaultHostOptions): Promise<{ host: VaultHost; client: 
   return { host, client };
 }
 
-describe('vault on isolated devices', () => {
+describeTokens('vault on isolated devices', (token) => {
   for (const mode of ['worker', 'process'] as const) {
     it(`serves many records over 2 partitions and keeps them across a reopen (${mode})`, async () => {
       const dataDir = tempDir();
-      const { host, client } = await open({ dataDir, mode, partitions: 2 });
+      const { host, client } = await open({ token, dataDir, mode, partitions: 2 });
       const ids = Array.from({ length: 12 }, (_, i) => te.encode(`user-${i}`));
       expect(new Set(ids.map((id) => host.partitionOf(id))).size).toBe(2);
       await Promise.all(ids.map((id, i) => client.register(id, te.encode(`pw-${i}`), new Uint8Array(32).fill(i), { attemptLimit: 3 })));
@@ -53,7 +55,7 @@ describe('vault on isolated devices', () => {
       const pk = host.info.enclavePublicKey;
       await host.close();
       hosts.splice(hosts.indexOf(host), 1);
-      const again = await open({ dataDir, mode });
+      const again = await open({ token, dataDir, mode });
       expect(Buffer.from(again.host.info.enclavePublicKey).equals(Buffer.from(pk))).toBe(true);
       expect(again.host.info.records).toBe(12);
       for (const [i, id] of ids.entries()) {
@@ -69,13 +71,13 @@ describe('vault on isolated devices', () => {
       const dataDir = tempDir();
       const id = te.encode('victim');
       {
-        const { host, client } = await open({ dataDir, mode: 'process', partitions: 1 });
+        const { host, client } = await open({ token, dataDir, mode: 'process', partitions: 1 });
         await client.register(id, te.encode('pw'), new Uint8Array(32).fill(7), { attemptLimit: 5 });
         await host.close();
         hosts.splice(hosts.indexOf(host), 1);
       }
       {
-        const { host, client } = await open({ dataDir, mode: 'process', partitions: 1, failpoint, autoRestart: false });
+        const { host, client } = await open({ token, dataDir, mode: 'process', partitions: 1, failpoint, autoRestart: false });
         const r = await client.recover(id, te.encode('wrong')).then(
           (v) => ({ ok: true, v }),
           (e: unknown) => ({ ok: false, e }),
@@ -84,7 +86,7 @@ describe('vault on isolated devices', () => {
         await host.close();
         hosts.splice(hosts.indexOf(host), 1);
       }
-      const { client } = await open({ dataDir, mode: 'process' });
+      const { client } = await open({ token, dataDir, mode: 'process' });
       const st = await client.status(id);
       expect(st).toMatchObject({ type: 'StatusResult', registered: 1 });
       const remaining = (st as { attemptsRemaining: number }).attemptsRemaining;

@@ -1,7 +1,7 @@
 /**
  * What the enclave refuses: rollback of a record, of the database, of the NVRAM; crashes at every
  * step of a batch; failed self-tests; and what zeroization leaves (nothing that decrypts). Also
- * the audit chain: a removed, altered or cut event is detected.
+ * the audit chain: a removed, altered or cut event is detected. On every token under test.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { copyFileSync, existsSync, rmSync } from 'node:fs';
@@ -14,6 +14,7 @@ import { createEnclave } from '../enclave/main.ts';
 import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import { HostRequests, HostResponses } from '../enclave/api/messages.ts';
 import { testPlatform } from './helpers/platform.ts';
+import { describeTokens } from './helpers/tokens.ts';
 
 const te = new TextEncoder();
 const id = (s: string) => te.encode(s);
@@ -24,141 +25,142 @@ async function hostCall(enclave: { handle(b: Uint8Array): Promise<Uint8Array> },
   return decodeMessage(HostResponses, await enclave.handle(encodeMessage(HostRequests, req)));
 }
 
-describe('rollback', () => {
-  it('refuses an older NVRAM image beside newer storage', async () => {
-    h = await openHarness();
-    const c = await h.client();
-    await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
-    const old = h.platform.nvram.read();
-    await c.recover(id('a'), te.encode('bad'));
-    h.platform.nvram.data = old;
-    await expect(h.restart()).rejects.toMatchObject({ code: Integrity.RollbackDetected });
-  });
-
-  it('an NVRAM image holding an intent rolls forward to the truth, never back', async () => {
-    h = await openHarness();
-    const c = await h.client();
-    await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
-    // Capture the NVRAM right after the login batch wrote its intent.
-    let captured: Uint8Array | null = null;
-    h.platform.failpoint = (name) => {
-      if (name === 'batch:prepared') captured = h.platform.nvram.read();
-    };
-    await c.recover(id('a'), te.encode('bad'));
-    expect(captured).not.toBeNull();
-    h.platform.nvram.data = captured!;
-    await h.restart();
-    const c2 = await h.client();
-    expect(await c2.status(id('a'))).toMatchObject({ attemptsRemaining: 4 });
-  });
-
-  it('refuses an older copy of the whole database', async () => {
-    h = await openHarness();
-    const c = await h.client();
-    await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
-    await c.register(id('b'), te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 5 });
-    await h.reopenStore(); // checkpoint
-    const db = join(h.dir, 'vault.db');
-    copyFileSync(db, join(h.dir, 'old.db'));
-    await c.recover(id('a'), te.encode('bad'));
-    await h.store.close();
-    for (const ext of ['-wal', '-shm']) if (existsSync(db + ext)) rmSync(db + ext);
-    copyFileSync(join(h.dir, 'old.db'), db);
-    await h.reopenStore();
-    await expect(h.restart()).rejects.toMatchObject({ code: Integrity.RollbackDetected });
-  });
-
-  it('refuses a record moved to another id, or with a flipped byte', async () => {
-    h = await openHarness();
-    const c = await h.client();
-    await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1));
-    const blob = (await h.store.getMany(0, [id('a')])).values().next().value!.blob;
-    await h.store.applyBatch(0, 99, [{ recordId: id('z'), blob }], []);
-    await expect(c.recover(id('z'), te.encode('pw'))).resolves.toMatchObject({ ok: false }); // not a record of z
-    const flipped = Uint8Array.from(blob);
-    flipped[flipped.length - 1]! ^= 1;
-    await h.store.applyBatch(0, 100, [{ recordId: id('a'), blob: flipped }], []);
-    await expect(c.recover(id('a'), te.encode('pw'))).rejects.toMatchObject({ code: Integrity.RollbackDetected });
-  });
-});
-
-describe('crash at every step of a batch', () => {
-  for (const point of ['batch:before-intent', 'batch:prepared', 'commit:before-nvram', 'commit:after-nvram']) {
-    it(`registration and login survive a crash at ${point}`, async () => {
-      h = await openHarness();
+describeTokens('integrity', (kind) => {
+  describe('rollback', () => {
+    it('refuses an older NVRAM image beside newer storage', async () => {
+      h = await openHarness({ tokenKind: kind });
       const c = await h.client();
       await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
-      // Crash during a wrong login: the enclave dies at `point` and a new one boots.
-      h.platform.failpoints.add(point);
-      const r = await c.recover(id('a'), te.encode('bad')).catch((e: unknown) => e);
-      h.platform.failpoints.clear();
+      const old = h.platform.nvram.read();
+      await c.recover(id('a'), te.encode('bad'));
+      h.platform.nvram.data = old;
+      await expect(h.restart()).rejects.toMatchObject({ code: Integrity.RollbackDetected });
+    });
+
+    it('an NVRAM image holding an intent rolls forward to the truth, never back', async () => {
+      h = await openHarness({ tokenKind: kind });
+      const c = await h.client();
+      await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
+      // Capture the NVRAM right after the login batch wrote its intent.
+      let captured: Uint8Array | null = null;
+      h.platform.failpoint = (name) => {
+        if (name === 'batch:prepared') captured = h.platform.nvram.read();
+      };
+      await c.recover(id('a'), te.encode('bad'));
+      expect(captured).not.toBeNull();
+      h.platform.nvram.data = captured!;
       await h.restart();
       const c2 = await h.client();
-      const st = await c2.status(id('a'));
-      // Acknowledged registration intact; the guess is charged or (if the batch never landed) not,
-      // but never refunded after its KE2 left.
-      expect(st).toMatchObject({ type: 'StatusResult', registered: 1 });
-      const remaining = (st as { attemptsRemaining: number }).attemptsRemaining;
-      if (point === 'commit:after-nvram' || point === 'commit:before-nvram') expect(remaining).toBe(4);
-      else expect(remaining).toBe(5);
-      expect(r).toBeInstanceOf(Error); // no response was released before the crash point's batch committed
-      expect(await c2.recover(id('a'), te.encode('pw'))).toMatchObject({ ok: true });
+      expect(await c2.status(id('a'))).toMatchObject({ attemptsRemaining: 4 });
     });
-  }
-});
 
-describe('lifecycle', () => {
-  it('refuses every request while self-tests fail', async () => {
-    const p = testPlatform();
-    p.token.failGcm = true;
-    const e = await createEnclave(p);
-    const info = await hostCall(e, { type: 'Info' });
-    expect(info).toMatchObject({ type: 'InfoResult', state: 1 });
-    const r = await hostCall(e, { type: 'LoadEnd' });
-    expect(r).toMatchObject({ type: 'Fault', code: Lifecycle.SelfTestFailed });
+    it('refuses an older copy of the whole database', async () => {
+      h = await openHarness({ tokenKind: kind });
+      const c = await h.client();
+      await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
+      await c.register(id('b'), te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 5 });
+      await h.reopenStore(); // checkpoint
+      const db = join(h.dir, 'vault.db');
+      copyFileSync(db, join(h.dir, 'old.db'));
+      await c.recover(id('a'), te.encode('bad'));
+      await h.store.close();
+      for (const ext of ['-wal', '-shm']) if (existsSync(db + ext)) rmSync(db + ext);
+      copyFileSync(join(h.dir, 'old.db'), db);
+      await h.reopenStore();
+      await expect(h.restart()).rejects.toMatchObject({ code: Integrity.RollbackDetected });
+    });
+
+    it('refuses a record moved to another id, or with a flipped byte', async () => {
+      h = await openHarness({ tokenKind: kind });
+      const c = await h.client();
+      await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1));
+      const blob = (await h.store.getMany(0, [id('a')])).values().next().value!.blob;
+      await h.store.applyBatch(0, 99, [{ recordId: id('z'), blob }], []);
+      await expect(c.recover(id('z'), te.encode('pw'))).resolves.toMatchObject({ ok: false }); // not a record of z
+      const flipped = Uint8Array.from(blob);
+      flipped[flipped.length - 1]! ^= 1;
+      await h.store.applyBatch(0, 100, [{ recordId: id('a'), blob: flipped }], []);
+      await expect(c.recover(id('a'), te.encode('pw'))).rejects.toMatchObject({ code: Integrity.RollbackDetected });
+    });
   });
 
-  it('zeroizes on the operator command: nothing decrypts afterwards', async () => {
-    const secret = new Uint8Array(randomBytes(32));
-    h = await openHarness({ operatorKeyHash: new Uint8Array(createHash('sha256').update(secret).digest()) });
-    const c = await h.client();
-    await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1));
-    expect(await hostCall(h.enclave, { type: 'Zeroize', auth: new Uint8Array(32) })).toMatchObject({ code: Lifecycle.OperatorAuthFailed });
-    expect(await hostCall(h.enclave, { type: 'Zeroize', auth: secret })).toEqual({ type: 'ZeroizeDone' });
-    await expect(c.recover(id('a'), te.encode('pw'))).rejects.toMatchObject({ code: Lifecycle.Zeroized });
-    expect(h.platform.token.findKey('bkv-seal')).toBeNull();
-    // A restart stays zeroized.
-    const e2 = await createEnclave(h.platform);
-    expect(await hostCall(e2, { type: 'Info' })).toMatchObject({ state: 2 });
-    expect(await hostCall(e2, { type: 'LoadEnd' })).toMatchObject({ code: Lifecycle.Zeroized });
+  describe('crash at every step of a batch', () => {
+    for (const point of ['batch:before-intent', 'batch:prepared', 'commit:before-nvram', 'commit:after-nvram']) {
+      it(`registration and login survive a crash at ${point}`, async () => {
+        h = await openHarness({ tokenKind: kind });
+        const c = await h.client();
+        await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
+        // Crash during a wrong login: the enclave dies at `point` and a new one boots.
+        h.platform.failpoints.add(point);
+        const r = await c.recover(id('a'), te.encode('bad')).catch((e: unknown) => e);
+        h.platform.failpoints.clear();
+        await h.restart();
+        const c2 = await h.client();
+        const st = await c2.status(id('a'));
+        // Acknowledged registration intact; the guess is charged or (if the batch never landed) not,
+        // but never refunded after its KE2 left.
+        expect(st).toMatchObject({ type: 'StatusResult', registered: 1 });
+        const remaining = (st as { attemptsRemaining: number }).attemptsRemaining;
+        if (point === 'commit:after-nvram' || point === 'commit:before-nvram') expect(remaining).toBe(4);
+        else expect(remaining).toBe(5);
+        expect(r).toBeInstanceOf(Error); // no response was released before the crash point's batch committed
+        expect(await c2.recover(id('a'), te.encode('pw'))).toMatchObject({ ok: true });
+      });
+    }
   });
 
-  it('refuses zeroization when no operator key was provisioned', async () => {
-    h = await openHarness();
-    expect(await hostCall(h.enclave, { type: 'Zeroize', auth: new Uint8Array(32) })).toMatchObject({ code: Lifecycle.OperatorAuthFailed });
-  });
-});
+  describe('lifecycle', () => {
+    it('refuses every request while self-tests fail', async () => {
+      const p = testPlatform({ tokenKind: kind, tokenFault: 'gcm' });
+      const e = await createEnclave(p);
+      const info = await hostCall(e, { type: 'Info' });
+      expect(info).toMatchObject({ type: 'InfoResult', state: 1 });
+      const r = await hostCall(e, { type: 'LoadEnd' });
+      expect(r).toMatchObject({ type: 'Fault', code: Lifecycle.SelfTestFailed });
+    });
 
-describe('audit chain', () => {
-  it('verifies the stored chain and detects a removed, altered or cut event', async () => {
-    h = await openHarness();
-    const c = await h.client();
-    await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 3 });
-    await c.recover(id('a'), te.encode('bad'));
-    await c.recover(id('a'), te.encode('pw'));
-    await c.delete(id('a'));
-    const events = await h.store.auditEvents(0, 1, 100);
-    expect(events.map((e) => e.kind)).toEqual([1, 2, 2, 3, 5]);
-    const zero = new Uint8Array(32);
-    const verify = async (evs: typeof events) =>
-      ((await hostCall(h.enclave, { type: 'AuditVerify', fromSeq: 0, fromHead: zero, events: evs })) as { firstBad: number }).firstBad;
-    expect(await verify(events)).toBe(0xffffffff);
-    expect(await verify([events[0]!, ...events.slice(2)])).toBe(1);
-    const altered = events.map((e) => ({ ...e }));
-    altered[2]!.attemptsRemaining = 3;
-    expect(await verify(altered)).toBe(2);
-    expect(await verify(events.slice(0, 4))).toBe(4);
-    // No event carries the record id or a key.
-    for (const e of events) expect(Buffer.from(e.recordHash).includes(Buffer.from('a'))).toBe(false);
+    it('zeroizes on the operator command: nothing decrypts afterwards', async () => {
+      const secret = new Uint8Array(randomBytes(32));
+      h = await openHarness({ operatorKeyHash: new Uint8Array(createHash('sha256').update(secret).digest()), tokenKind: kind });
+      const c = await h.client();
+      await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1));
+      expect(await hostCall(h.enclave, { type: 'Zeroize', auth: new Uint8Array(32) })).toMatchObject({ code: Lifecycle.OperatorAuthFailed });
+      expect(await hostCall(h.enclave, { type: 'Zeroize', auth: secret })).toEqual({ type: 'ZeroizeDone' });
+      await expect(c.recover(id('a'), te.encode('pw'))).rejects.toMatchObject({ code: Lifecycle.Zeroized });
+      expect(h.platform.token.findKey('bkv-seal')).toBeNull();
+      // A restart stays zeroized.
+      const e2 = await createEnclave(h.platform);
+      expect(await hostCall(e2, { type: 'Info' })).toMatchObject({ state: 2 });
+      expect(await hostCall(e2, { type: 'LoadEnd' })).toMatchObject({ code: Lifecycle.Zeroized });
+    });
+
+    it('refuses zeroization when no operator key was provisioned', async () => {
+      h = await openHarness({ tokenKind: kind });
+      expect(await hostCall(h.enclave, { type: 'Zeroize', auth: new Uint8Array(32) })).toMatchObject({ code: Lifecycle.OperatorAuthFailed });
+    });
+  });
+
+  describe('audit chain', () => {
+    it('verifies the stored chain and detects a removed, altered or cut event', async () => {
+      h = await openHarness({ tokenKind: kind });
+      const c = await h.client();
+      await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 3 });
+      await c.recover(id('a'), te.encode('bad'));
+      await c.recover(id('a'), te.encode('pw'));
+      await c.delete(id('a'));
+      const events = await h.store.auditEvents(0, 1, 100);
+      expect(events.map((e) => e.kind)).toEqual([1, 2, 2, 3, 5]);
+      const zero = new Uint8Array(32);
+      const verify = async (evs: typeof events) =>
+        ((await hostCall(h.enclave, { type: 'AuditVerify', fromSeq: 0, fromHead: zero, events: evs })) as { firstBad: number }).firstBad;
+      expect(await verify(events)).toBe(0xffffffff);
+      expect(await verify([events[0]!, ...events.slice(2)])).toBe(1);
+      const altered = events.map((e) => ({ ...e }));
+      altered[2]!.attemptsRemaining = 3;
+      expect(await verify(altered)).toBe(2);
+      expect(await verify(events.slice(0, 4))).toBe(4);
+      // No event carries the record id or a key.
+      for (const e of events) expect(Buffer.from(e.recordHash).includes(Buffer.from('a'))).toBe(false);
+    });
   });
 });

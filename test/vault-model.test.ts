@@ -1,9 +1,9 @@
 /**
  * Model-based test (fast-check commands): random sequences of register, login with the right or
  * a wrong password, abandoned logins, password changes, deletes and restarts, checked after every
- * step against an oracle of attempts remaining and lock state.
+ * step against an oracle of attempts remaining and lock state. On every token under test.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { openHarness } from './helpers/vault-harness.ts';
 import type { Harness } from './helpers/vault-harness.ts';
@@ -16,6 +16,7 @@ import { ClientRequests, ClientResponses } from '../enclave/api/messages.ts';
 import { sealRequest } from '../enclave/api/e2e.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
 import { randomBytes } from 'node:crypto';
+import { describeTokens } from './helpers/tokens.ts';
 
 const te = new TextEncoder();
 const IDS = ['u0', 'u1'];
@@ -160,7 +161,7 @@ afterEach(async () => {
   h = undefined;
 });
 
-describe('vault model', () => {
+describeTokens('vault model', (kind) => {
   it('agrees with the attempts oracle over random command sequences', async () => {
     const id = fc.constantFrom(...IDS);
     const pw = fc.constantFrom('alpha', 'beta', 'gamma');
@@ -175,7 +176,7 @@ describe('vault model', () => {
     await fc.assert(
       fc.asyncProperty(fc.commands(cmds, { maxCommands: 18 }), async (commands) => {
         await h?.close();
-        h = await openHarness();
+        h = await openHarness({ tokenKind: kind });
         const real: Real = { h, c: await h.client() };
         const model: Model = { r: Object.fromEntries(IDS.map((i) => [i, none()])) };
         await fc.asyncModelRun(() => ({ model, real }), commands);

@@ -5,10 +5,12 @@
  *
  *   request message = enc (32) || Seal(info = "bkv/e2e/v1", aad = "req" || record id, request)
  *   response key    = Export("bkv/e2e/response", 32) of the same context
- *   response message = AES-256-GCM(response key, nonce = 0^12, aad = "resp" || record id, response)
+ *   response message = nonce (12, random) || AES-256-GCM(response key, nonce, aad = "resp" || record id, response)
  *
  * The record id is bound in both directions, so the host can not replay a client's ciphertext
- * against another record or hand a response to the wrong request. Each response key is used once.
+ * against another record or hand a response to the wrong request. A replayed request opens to
+ * the same context and so the same response key: the enclave draws a fresh random nonce for
+ * every response, so two answers under one key never share a nonce.
  * Shared by the client SDK and the enclave (WebCrypto only: runs in browsers and in Node).
  */
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
@@ -70,11 +72,12 @@ export async function sealRequest(
   return {
     message,
     async openResponse(response: Uint8Array) {
+      if (response.length < 12 + 16) throw badPayload();
       try {
         const pt = await crypto.subtle.decrypt(
-          { name: 'AES-GCM', iv: new Uint8Array(12), additionalData: buf(withPrefix('resp', recordId)) },
+          { name: 'AES-GCM', iv: buf(response.subarray(0, 12)), additionalData: buf(withPrefix('resp', recordId)) },
           key,
-          buf(response),
+          buf(response.subarray(12)),
         );
         return new Uint8Array(pt);
       } catch {
@@ -84,11 +87,12 @@ export async function sealRequest(
   };
 }
 
-/** Enclave side: open one request; returns it and how to seal the answer. */
+/** Enclave side: open one request; returns it and how to seal the answer (`random` draws each response nonce). */
 export async function openRequest(
   kp: E2eKeyPair,
   recordId: Uint8Array,
   message: Uint8Array,
+  random: (n: number) => Uint8Array,
 ): Promise<{ request: Uint8Array; sealResponse(response: Uint8Array): Promise<Uint8Array> }> {
   if (message.length < ENC_LEN + 16) throw badPayload();
   const s = suite();
@@ -108,12 +112,14 @@ export async function openRequest(
   return {
     request,
     async sealResponse(response: Uint8Array) {
-      const ct = await crypto.subtle.encrypt(
-        { name: 'AES-GCM', iv: new Uint8Array(12), additionalData: buf(withPrefix('resp', recordId)) },
-        key,
-        buf(response),
+      const nonce = random(12);
+      const ct = new Uint8Array(
+        await crypto.subtle.encrypt({ name: 'AES-GCM', iv: buf(nonce), additionalData: buf(withPrefix('resp', recordId)) }, key, buf(response)),
       );
-      return new Uint8Array(ct);
+      const out = new Uint8Array(12 + ct.length);
+      out.set(nonce, 0);
+      out.set(ct, 12);
+      return out;
     },
   };
 }

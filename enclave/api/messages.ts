@@ -21,6 +21,9 @@ import type { Decoded, Message } from './codec.ts';
 
 export const API_VERSION = 1;
 
+/** The vault's OPAQUE context string (RFC 9807 §6.1) unless provisioned otherwise; clients must use the same. */
+export const DEFAULT_OPAQUE_CONTEXT = new TextEncoder().encode('BackupKeyVault-v1');
+
 /** Suite codes on the wire. */
 export const SUITE_CODE = { 'ristretto255-SHA512': 1, 'P256-SHA256': 2 } as const;
 

@@ -99,13 +99,16 @@ export function deriveKeys(suite: Suite, ikm: Uint8Array, preambleHash: Uint8Arr
   return { km2, km3, sessionKey };
 }
 
+/** A private key given as its scalar, or as a function computing k·element (a key held in an HSM). */
+export type DhKey = Uint8Array | ((element: Uint8Array, field: string) => Uint8Array);
+
 /** TripleDH ikm = concat(dh1, dh2, dh3) (RFC 9807 §6.4.3 / §6.4.4); each product is validated and wiped. */
-function tripleDh(suite: Suite, pairs: readonly [Uint8Array, Uint8Array, string][]): Uint8Array {
+function tripleDh(suite: Suite, pairs: readonly [DhKey, Uint8Array, string][]): Uint8Array {
   const n = suite.Noe;
   const ikm = new Uint8Array(3 * n);
   for (let i = 0; i < 3; i++) {
     const [k, e, field] = pairs[i]!;
-    const dh = suite.group.scalarMult(k, e, field);
+    const dh = typeof k === 'function' ? k(e, field) : suite.group.scalarMult(k, e, field);
     ikm.set(dh, i * n);
     zeroize(dh);
   }
@@ -119,7 +122,7 @@ function tripleDh(suite: Suite, pairs: readonly [Uint8Array, Uint8Array, string]
  * Returns the server AKE state (expected_client_mac, session_key).
  */
 export function authServerRespond(
-  suite: Suite, ke2: Uint8Array, context: Uint8Array, cleartext: CleartextCredentials, serverPrivateKey: Uint8Array,
+  suite: Suite, ke2: Uint8Array, context: Uint8Array, cleartext: CleartextCredentials, serverPrivateKey: DhKey,
   clientPublicKey: Uint8Array, ke1: Uint8Array, clientPublicKeyshare: Uint8Array, rng: RandomSource,
 ): { expectedClientMac: Uint8Array; sessionKey: Uint8Array } {
   const { Nn, Npk, Nm } = suite;

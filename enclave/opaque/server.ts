@@ -20,7 +20,17 @@ import type { Suite, SuiteId } from './suite.ts';
 
 export type { Identities } from './envelope.ts';
 
-export interface ServerKeys { oprfSeed: Uint8Array /* Nh bytes */; serverPrivateKey: Uint8Array; serverPublicKey: Uint8Array }
+export interface ServerKeys {
+  oprfSeed: Uint8Array /* Nh bytes */;
+  serverPrivateKey: Uint8Array;
+  serverPublicKey: Uint8Array;
+  /**
+   * DH with a server private key held outside this process (an HSM token): k·element, validating
+   * `element` and naming `field`. When set, serverPrivateKey is unused (may be empty) and only
+   * serverPublicKey is checked.
+   */
+  serverDh?: (element: Uint8Array, field: string) => Uint8Array;
+}
 export interface ServerOptions { suite: Suite; context: Uint8Array; identities?: Identities; rng: RandomSource }
 /** RFC 9807 §6.3.2.2 fake record for unknown users (its envelope is zeroes(Nn + Nm)). */
 export interface FakeRecord { clientPublicKey: Uint8Array; maskingKey: Uint8Array }
@@ -64,6 +74,11 @@ export function checkServerKeys(suite: Suite, keys: ServerKeys): void {
   if (checkedKeys.get(keys) === suite) return;
   if (!keys || !(keys.oprfSeed instanceof Uint8Array)) throw invalidLength('oprf_seed', suite.Nh, -1);
   if (keys.oprfSeed.length !== suite.Nh) throw invalidLength('oprf_seed', suite.Nh, keys.oprfSeed.length);
+  if (keys.serverDh) {
+    suite.group.checkElement(keys.serverPublicKey, 'server_public_key');
+    checkedKeys.set(keys, suite);
+    return;
+  }
   suite.group.checkScalar(keys.serverPrivateKey, 'server_private_key');
   suite.group.checkElement(keys.serverPublicKey, 'server_public_key');
   if (!ctEqual(suite.group.scalarMultBase(keys.serverPrivateKey), keys.serverPublicKey)) {
@@ -149,7 +164,7 @@ export function serverLoginStart(
   }
   const cleartext = createCleartextCredentials(keys.serverPublicKey, clientPublicKey, o.identities);
   const { expectedClientMac, sessionKey } = authServerRespond(
-    suite, ke2, o.context, cleartext, keys.serverPrivateKey, clientPublicKey, ke1, clientPublicKeyshare!, rng,
+    suite, ke2, o.context, cleartext, keys.serverDh ?? keys.serverPrivateKey, clientPublicKey, ke1, clientPublicKeyshare!, rng,
   );
   return { ke2, state: newState(suite, expectedClientMac, sessionKey) };
 }

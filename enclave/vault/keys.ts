@@ -1,13 +1,16 @@
 /**
  * Provisioning and the enclave's key hierarchy.
  *
- * Three objects live in the token and never leave it (sensitive, never extractable):
- *   bkv-seal    AES-256 key: seals every stored record (record.ts).
- *   bkv-oprf    64-byte generic secret: the root of the OPRF seeds.
- *   bkv-derive  32-byte generic secret: the root of every other enclave key.
+ * These objects live in the token and never leave it (sensitive, never extractable):
+ *   bkv-seal         AES-256 key: seals every stored record (record.ts).
+ *   bkv-oprf         64-byte generic secret: the root of the OPRF seeds.
+ *   bkv-derive       32-byte generic secret: the root of every other enclave key.
+ *   bkv-opaque-p256  P-256 key pair, on tokens with EC (Token.generateEcKeyPair): the OPAQUE
+ *                    P256-SHA256 server key; its Diffie-Hellman runs in the token (token-dh.ts).
  * Derived with the token's HMAC into enclave memory (and zeroized on zeroization):
  *   oprf_seed per suite (RFC 9807 §6.2.1, Nh bytes)     = HMAC-SHA512/256(bkv-oprf, label)
  *   OPAQUE server key pair per suite (§6.4.1)            = DeriveDiffieHellmanKeyPair(HMAC(bkv-derive, label))
+ *                                                          (ristretto255, and P-256 on tokens without EC)
  *   HPKE key pair (RFC 9180 §7.1.3), fake-record key, index key, audit key, key check.
  * JavaScript can not pin or lock memory: derived keys are zeroized when the enclave zeroizes,
  * but copies the engine made can not be reached.
@@ -21,10 +24,12 @@ import type { Suite, SuiteId } from '../opaque/suite.ts';
 import { SUITE_IDS } from '../opaque/suite.ts';
 import type { KeyHandle, Token } from '../token.ts';
 import { TokenError } from '../token.ts';
+import { tokenP256Key } from './token-dh.ts';
 
 export const LABEL_SEAL = 'bkv-seal';
 export const LABEL_OPRF = 'bkv-oprf';
 export const LABEL_DERIVE = 'bkv-derive';
+export const LABEL_P256 = 'bkv-opaque-p256';
 
 const te = new TextEncoder();
 
@@ -49,26 +54,32 @@ function tokenCall<T>(f: () => T): T {
 }
 
 /** Finds the token keys, generating them on first start (provisioning). */
-export function ensureTokenKeys(token: Token, allowCreate: boolean): { seal: KeyHandle; oprf: KeyHandle; derive: KeyHandle; created: boolean } {
+export function ensureTokenKeys(
+  token: Token,
+  allowCreate: boolean,
+): { seal: KeyHandle; oprf: KeyHandle; derive: KeyHandle; p256?: KeyHandle; created: boolean } {
   return tokenCall(() => {
+    const ec = token.generateEcKeyPair !== undefined;
     let seal = token.findKey(LABEL_SEAL);
     let oprf = token.findKey(LABEL_OPRF);
     let derive = token.findKey(LABEL_DERIVE);
+    let p256 = ec ? token.findKey(LABEL_P256) : null;
     let created = false;
-    if (seal === null || oprf === null || derive === null) {
+    if (seal === null || oprf === null || derive === null || (ec && p256 === null)) {
       if (!allowCreate) throw new EnclaveFault(Lifecycle.NotProvisioned, 'token keys are missing for a provisioned enclave');
       seal ??= token.generateAesKey(LABEL_SEAL);
       oprf ??= token.generateHmacKey(LABEL_OPRF, 64);
       derive ??= token.generateHmacKey(LABEL_DERIVE, 32);
+      if (ec) p256 ??= token.generateEcKeyPair!(LABEL_P256);
       created = true;
     }
-    return { seal, oprf, derive, created };
+    return { seal, oprf, derive, ...(p256 !== null && { p256 }), created };
   });
 }
 
 export async function deriveEnclaveKeys(
   token: Token,
-  handles: { seal: KeyHandle; oprf: KeyHandle; derive: KeyHandle },
+  handles: { seal: KeyHandle; oprf: KeyHandle; derive: KeyHandle; p256?: KeyHandle },
   suites: Map<SuiteId, Suite>,
 ): Promise<EnclaveKeys> {
   const d = (label: string) => tokenCall(() => token.hmac(handles.derive, 'SHA-256', te.encode(label)));
@@ -79,6 +90,12 @@ export async function deriveEnclaveKeys(
     const oprfSeed = tokenCall(() =>
       token.hmac(handles.oprf, suite.hash.name, te.encode(`bkv/oprf-seed/${id}`)),
     );
+    if (id === 'P256-SHA256' && handles.p256 !== undefined) {
+      const k = tokenCall(() => tokenP256Key(token, handles.p256!));
+      const dh = (e: Uint8Array, field: string) => tokenCall(() => k.dh(e, field));
+      server.set(id, { oprfSeed, serverPrivateKey: new Uint8Array(0), serverPublicKey: k.publicKey, serverDh: dh });
+      continue;
+    }
     const seed = d(`bkv/opaque-server-key/${id}`);
     const kp = deriveServerKeyPair(suite, seed);
     seed.fill(0);

@@ -113,7 +113,9 @@ export async function handle(ctx: OpContext, req: ClientRequest): Promise<OpResu
 
 function registerStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'RegisterStart' }>): OpResult {
   const suite = suiteOf(ctx, req.suite);
-  const limit = req.attemptLimit === 0 ? DEFAULT_ATTEMPT_LIMIT : req.attemptLimit;
+  // 0: the default, or (replacing a live record, as a password change does) its current limit.
+  const live = ctx.current !== null && ctx.current.status === STATUS_ACTIVE;
+  const limit = req.attemptLimit !== 0 ? req.attemptLimit : live ? ctx.current!.attemptLimit : DEFAULT_ATTEMPT_LIMIT;
   if (limit < 1 || limit > 255) throw new EnclaveFault(Handling.InvalidAttemptLimit, 'attempt limit must be 1..255', 'attemptLimit');
   ksfFromParams(req.ksf); // validates; a typed OpaqueError otherwise
   const keys = ctx.keys.server.get(suite.id)!;

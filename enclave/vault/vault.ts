@@ -15,7 +15,7 @@
 import { EnclaveFault, Handling, Integrity, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
 import { encodeMessage, decodeMessage } from '../api/codec.ts';
 import type { AuditEvent, HostRequest, HostResponse } from '../api/messages.ts';
-import { ClientRequests, ClientResponses, ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
+import { ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT, ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
 import { openRequest } from '../api/e2e.ts';
 import { ctEqual, toHex } from '../opaque/bytes.ts';
 import { OpaqueError } from '../opaque/errors.ts';
@@ -38,7 +38,6 @@ import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal } from './record
 import type { VaultRecord } from './record.ts';
 import { ExpiringTable } from './sessions.ts';
 
-const DEFAULT_CONTEXT = new TextEncoder().encode('BackupKeyVault-v1');
 const SESSION_TTL_MS = 120_000;
 const STAGE_TTL_MS = 300_000;
 const AUTH_TTL_MS = 300_000;
@@ -230,7 +229,7 @@ export class Vault {
           throw new EnclaveFault(Integrity.IndexMismatch, 'record belongs to another partition', 'recordId');
         }
         const { record: current, version } = this.currentRecord(pending, op.recordId, idHex, op.stored, index);
-        const opened = await openRequest(keys.e2e, op.recordId, op.request);
+        const opened = await openRequest(keys.e2e, op.recordId, op.request, (n) => this.p.random(n));
         sealResponse = opened.sealResponse;
         const creq = decodeMessage(ClientRequests, opened.request);
         const ctx: OpContext = {
@@ -241,7 +240,7 @@ export class Vault {
           current,
           suites: this.suites,
           keys,
-          opaqueContext: this.p.opaqueContext ?? DEFAULT_CONTEXT,
+          opaqueContext: this.p.opaqueContext ?? DEFAULT_OPAQUE_CONTEXT,
           stages: this.stages,
           sessions: this.sessions,
           authSessions: this.authSessions,

@@ -11,6 +11,8 @@
  * firmware answers it (the device handles requests one at a time, so it is still ahead in the
  * queue): a hung device fills up and answers Overloaded instead of queueing without bound.
  */
+import { softhsmPaths } from '../tokens/softhsm.ts';
+import type { TokenKind } from '../tokens/config.ts';
 
 export const ChannelErrorCode = {
   /** No response within the request's timeout. */
@@ -62,8 +64,12 @@ export interface EnclaveChannel {
 }
 
 export interface ChannelOptions {
-  /** The vault's data folder (NVRAM files, token file). */
+  /** The vault's data folder (the token, NVRAM files if any). */
   dataDir: string;
+  /** The vault's PKCS#11 token: the emulator (default) or SoftHSM2 (host/tokens/). */
+  token?: TokenKind;
+  /** Where the device keeps its NVRAM: token data objects (default) or a file per partition. */
+  nvram?: 'token' | 'file';
   partition?: number;
   partitions?: number;
   /** Absolute path of the firmware module; the device's default is enclave/main.ts. */
@@ -93,6 +99,8 @@ export interface ChannelOptions {
 export interface DeviceConfig {
   firmware?: string;
   dataDir: string;
+  token?: TokenKind;
+  nvram?: 'token' | 'file';
   partition: number;
   partitions: number;
   nvramSize?: number;
@@ -151,11 +159,16 @@ export abstract class DeviceChannel implements EnclaveChannel {
       partition: opts.partition ?? 0,
       partitions,
       ...(opts.firmware !== undefined && { firmware: opts.firmware }),
+      ...(opts.token !== undefined && { token: opts.token }),
+      ...(opts.nvram !== undefined && { nvram: opts.nvram }),
       ...(opts.nvramSize !== undefined && { nvramSize: opts.nvramSize }),
       ...(opts.failpoint !== undefined && { failpoint: opts.failpoint }),
       ...(opts.failpointHit !== undefined && { failpointHit: opts.failpointHit }),
       ...(opts.operatorKeyHash !== undefined && { operatorKeyHash: Buffer.from(opts.operatorKeyHash).toString('hex') }),
     };
+    // SoftHSM2 reads SOFTHSM2_CONF from the process environment, which a worker thread can not
+    // set for the process: the host sets it (a child-process device sets its own as well).
+    if (opts.token === 'softhsm') process.env.SOFTHSM2_CONF = softhsmPaths(opts.dataDir).conf;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.maxInFlight = opts.maxInFlight ?? 256;
     this.closeTimeoutMs = opts.closeTimeoutMs ?? 5_000;

@@ -1,68 +1,90 @@
 /**
- * `npm run demo`: the whole escrow story on embedded defaults, in a temporary data folder:
- * enclave devices in worker threads, SQLite storage, the emulated token and NVRAM files.
+ * `bkv demo` (the README's main job, `npm run demo`): the whole escrow story on embedded
+ * defaults, in a temporary data folder: enclave devices in worker threads, SQLite storage, the
+ * emulated token and NVRAM.
  *
- *   make a backup key -> escrow it under a password -> "lose the phone" -> a wrong password
- *   (attempts remaining) -> the right one (the key comes back) -> a second user runs out of
- *   guesses (locked; the right password no longer helps)
+ *   a backup key and an encrypted backup -> escrow the key under a password -> "lose the phone"
+ *   -> a wrong password (attempts remaining) -> the right one (the key comes back) -> decrypt the
+ *   backup and check it matches -> a second user runs out of guesses (locked for good)
  *
- * Options: --keep (keep the data folder and print its path), --partitions N, --process
- * (child-process devices instead of worker threads).
+ * Options: --keep (keep the data folder), --partitions N, --process (child-process devices).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { EscrowClient } from '../client/escrow.ts';
+import { formatBackupKey, generateBackupKey } from '../client/backup-key.ts';
+import { decryptFile, encryptFile, nodeAead } from '../client/backup-file-node.ts';
 import { VaultHost } from '../vault/vault-host.ts';
+import { DEFAULT_OPAQUE_CONTEXT } from '../../enclave/api/messages.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { argon2idKsf, DEFAULT_ARGON2ID } from '../../enclave/opaque/ksf.ts';
+import { intOption, parseArgs } from './args.ts';
 
 const te = new TextEncoder();
-const args = process.argv.slice(2);
-const keep = args.includes('--keep');
-const mode = args.includes('--process') ? 'process' : 'worker';
-const pIdx = args.indexOf('--partitions');
-const partitions = pIdx >= 0 ? Number(args[pIdx + 1]) : undefined;
-
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
-const grouped = (b: Uint8Array) => hex(b).match(/.{4}/g)!.join(' ');
 const step = (n: number, s: string) => console.log(`\n${n}. ${s}`);
 const ms = (t0: number) => `${(performance.now() - t0).toFixed(0)} ms`;
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
-async function main(): Promise<number> {
+/** A stand-in chat database: a few MiB of message lines. */
+function sampleChatDatabase(): Uint8Array {
+  const lines: string[] = [];
+  const words = ['see', 'you', 'at', 'eight', 'the', 'photos', 'from', 'sunday', 'are', 'great', 'call', 'me', 'later'];
+  for (let i = 0; i < 60_000; i++) {
+    const n = 4 + (i % 9);
+    const msg = Array.from({ length: n }, (_, j) => words[(i * 7 + j * 3) % words.length]).join(' ');
+    lines.push(`${1_700_000_000 + i * 37}\t${i % 2 ? 'alice' : 'bob'}\t${msg}`);
+  }
+  return te.encode(lines.join('\n') + '\n');
+}
+
+export async function runDemo(argv: string[]): Promise<number> {
+  const p = parseArgs(argv, { options: ['partitions'], flags: ['keep', 'process'] });
+  const mode = p.flags.has('process') ? 'process' : 'worker';
   const dataDir = mkdtempSync(join(tmpdir(), 'bkv-demo-'));
+  const phone = join(dataDir, 'phone');
+  const cloud = join(dataDir, 'cloud');
+  mkdirSync(phone);
+  mkdirSync(cloud);
   let host: VaultHost | undefined;
   try {
     console.log('Backup Key Vault demo');
-    console.log(`data folder ${dataDir} (SQLite, emulated token and NVRAM); devices: ${mode}`);
+    console.log(`data folder ${dataDir} (SQLite, emulated token and NVRAM); devices: ${mode} threads`.replace('process threads', 'child processes'));
     let t0 = performance.now();
-    host = await VaultHost.open({ dataDir, mode, partitions });
+    host = await VaultHost.open({ dataDir: join(dataDir, 'vault'), mode, partitions: intOption(p, 'partitions', 1, 16) });
     const vault = host;
     console.log(`vault up in ${ms(t0)}: ${host.info.partitions} partition(s), self-tests passed`);
     console.log(`enclave public key (clients pin it): ${hex(host.info.enclavePublicKey)}`);
 
-    const suite = await fastSuite('ristretto255-SHA512');
     const client = new EscrowClient({
       relay: (rid, m) => vault.submit(rid, m),
       enclavePublicKey: host.info.enclavePublicKey,
-      suite,
+      suite: await fastSuite('ristretto255-SHA512'),
       rng: (n) => new Uint8Array(randomBytes(n)),
-      context: te.encode('BackupKeyVault-v1'),
+      context: DEFAULT_OPAQUE_CONTEXT,
       ksf: argon2idKsf(DEFAULT_ARGON2ID),
     });
 
-    step(1, 'A new backup key (the chat backup would be encrypted with it):');
-    const backupKey = new Uint8Array(randomBytes(32));
-    console.log(`   ${grouped(backupKey)}`);
+    step(1, 'A new backup key, and the chat backup encrypted with it:');
+    const backupKey = generateBackupKey();
+    console.log(`   ${formatBackupKey(backupKey)}`);
+    const chat = sampleChatDatabase();
+    writeFileSync(join(phone, 'chats.db'), chat);
+    t0 = performance.now();
+    const enc = await encryptFile(backupKey, join(phone, 'chats.db'), join(cloud, 'chats.db.bkv'), { aead: nodeAead });
+    console.log(`   chats.db (${enc.bytesIn} bytes, sha256 ${sha256(chat).slice(0, 16)}…) -> cloud/chats.db.bkv (${enc.bytesOut} bytes) in ${ms(t0)}`);
 
-    step(2, 'Escrow it under the password "correct horse battery staple", 5 guesses:');
+    step(2, 'Escrow the key under the password "correct horse battery staple", 5 guesses:');
     const alice = te.encode('alice@example');
     t0 = performance.now();
     const reg = await client.register(alice, te.encode('correct horse battery staple'), backupKey, { attemptLimit: 5 });
     console.log(`   registered (two-phase, OPAQUE, Argon2id t=${DEFAULT_ARGON2ID.t} m=${DEFAULT_ARGON2ID.m} KiB) in ${ms(t0)}; attempts remaining ${reg.attemptsRemaining}`);
 
-    step(3, 'The phone is lost. On a new phone the user mistypes the password:');
+    step(3, 'The phone is lost (its copy of the key and the chats are gone). On a new phone the user mistypes:');
+    rmSync(phone, { recursive: true });
+    backupKey.fill(0);
     t0 = performance.now();
     const wrong = await client.recover(alice, te.encode('correct horse battery stable'));
     if (wrong.ok) throw new Error('a wrong password recovered the key');
@@ -72,14 +94,20 @@ async function main(): Promise<number> {
     t0 = performance.now();
     const right = await client.recover(alice, te.encode('correct horse battery staple'));
     if (!right.ok) throw new Error(`recovery failed: ${right.outcome}`);
-    const same = hex(right.backupKey) === hex(backupKey);
-    console.log(`   recovered in ${ms(t0)}: ${grouped(right.backupKey)}`);
-    console.log(`   matches the original key: ${same ? 'yes' : 'NO'}; attempts reset to ${right.attemptsRemaining}`);
+    console.log(`   recovered in ${ms(t0)}: ${formatBackupKey(right.backupKey)}; attempts reset to ${right.attemptsRemaining}`);
+
+    step(5, 'Decrypt the backup from the cloud with the recovered key:');
+    mkdirSync(phone);
+    t0 = performance.now();
+    await decryptFile(right.backupKey, join(cloud, 'chats.db.bkv'), join(phone, 'chats.db'), { aead: nodeAead });
+    const restored = new Uint8Array(readFileSync(join(phone, 'chats.db')));
+    const same = sha256(restored) === sha256(chat);
+    console.log(`   restored chats.db (${restored.length} bytes) in ${ms(t0)}; matches the original: ${same ? 'yes' : 'NO'}`);
     if (!same) return 1;
 
-    step(5, 'Another user, 3 guesses, and someone trying passwords:');
+    step(6, 'Another user, 3 guesses, and someone trying passwords:');
     const bob = te.encode('bob@example');
-    await client.register(bob, te.encode('hunter2'), new Uint8Array(randomBytes(32)), { attemptLimit: 3 });
+    await client.register(bob, te.encode('hunter2'), generateBackupKey(), { attemptLimit: 3 });
     for (const guess of ['123456', 'password', 'qwerty']) {
       const r = await client.recover(bob, te.encode(guess));
       if (r.ok) throw new Error('a wrong password recovered the key');
@@ -96,15 +124,7 @@ async function main(): Promise<number> {
     return 0;
   } finally {
     await host?.close();
-    if (keep) console.log(`data kept in ${dataDir}`);
+    if (p.flags.has('keep')) console.log(`data kept in ${dataDir}`);
     else rmSync(dataDir, { recursive: true, force: true });
   }
 }
-
-main().then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    console.error(`demo failed: ${e instanceof Error ? e.message : String(e)}`);
-    process.exit(1);
-  },
-);

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { EnclavePool } from '../channel/pool.ts';
 import type { ChannelMode } from '../channel/pool.ts';
+import type { TokenKind } from '../tokens/config.ts';
 import { openStore } from '../storage/index.ts';
 import type { RecordStore } from '../storage/types.ts';
 import { PartitionEngine } from './engine.ts';
@@ -15,6 +16,8 @@ import type { OpResult } from './engine.ts';
 export interface VaultHostOptions {
   dataDir: string;
   mode?: ChannelMode;
+  /** The vault's PKCS#11 token: 'emulator' (default) or 'softhsm'; fixed at the data folder's creation. */
+  token?: TokenKind;
   partitions?: number;
   /** Storage location: undefined (SQLite file in the data folder), a path, or a URL. */
   store?: string;
@@ -26,6 +29,8 @@ export interface VaultHostOptions {
   /** Restart a partition whose device died (default true). */
   autoRestart?: boolean;
   log?: (msg: string) => void;
+  /** Called after each committed batch of any partition (metrics): its size and duration. */
+  onBatch?: (partition: number, size: number, ms: number) => void;
 }
 
 export interface VaultInfo {
@@ -57,6 +62,7 @@ export class VaultHost {
       pool = await EnclavePool.open({
         dataDir: opts.dataDir,
         mode: opts.mode ?? 'worker',
+        ...(opts.token !== undefined && { token: opts.token }),
         partitions: opts.partitions,
         operatorKeyHash: opts.operatorKeyHash,
         failpoint: opts.failpoint,
@@ -83,7 +89,7 @@ export class VaultHost {
     const infos = [];
     this.engines = [];
     for (let p = 0; p < this.pool.partitions; p++) {
-      const engine = new PartitionEngine({ request: (b, o) => this.pool.request(p, b, o) }, this.store, p);
+      const engine = this.newEngine(p);
       this.engines.push(engine);
       infos.push(await engine.start());
     }
@@ -99,6 +105,18 @@ export class VaultHost {
       serverPublicKeys: new Map(first.suites.map((s) => [s.suite, s.serverPublicKey])),
       records: infos.reduce((n, i) => n + i.records, 0),
     };
+  }
+
+  private newEngine(p: number): PartitionEngine {
+    const engine = new PartitionEngine({ request: (b, o) => this.pool.request(p, b, o) }, this.store, p);
+    const onBatch = this.opts.onBatch;
+    if (onBatch) engine.onBatch = (size, ms) => onBatch(p, size, ms);
+    return engine;
+  }
+
+  /** Per partition: true while its device runs and its records are loaded (false while it restarts or after it died). */
+  partitionsReady(): boolean[] {
+    return this.engines.map((_, p) => !this.closed && !this.restarts.has(p) && this.pool.channel(p).state === 'ready');
   }
 
   partitionOf(recordId: Uint8Array): number {
@@ -124,7 +142,7 @@ export class VaultHost {
     const job = (async () => {
       this.opts.log?.(`partition ${p}: restarting device`);
       await this.pool.restart(p);
-      const engine = new PartitionEngine({ request: (b, o) => this.pool.request(p, b, o) }, this.store, p);
+      const engine = this.newEngine(p);
       await engine.start();
       this.engines[p] = engine;
     })().finally(() => this.restarts.delete(p));

@@ -1,67 +1,16 @@
 /**
- * An in-process platform for firmware tests: an in-memory token (node:crypto, same semantics as
- * the interface: sensitive keys behind handles) and an in-memory NVRAM whose contents a test can
- * snapshot and restore (to play rollback attacks), plus a controllable clock.
+ * An in-process platform for firmware tests: the firmware's token is `Pkcs11Token` over a fresh
+ * PKCS#11 token, the emulator or SoftHSM2 (test/helpers/tokens.ts; BKV_TOKEN picks), and an
+ * in-memory NVRAM whose contents a test can snapshot and restore (to play rollback attacks),
+ * plus a controllable clock. `tokenFault: 'gcm'` flips a bit of every AES-GCM output of the
+ * token (a broken device, for the self-test failure path).
  */
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import * as P from '../../enclave/api/pkcs11.ts';
 import type { Nvram, Platform } from '../../enclave/platform.ts';
-import type { KeyHandle, Token } from '../../enclave/token.ts';
-import { TokenError } from '../../enclave/token.ts';
-
-export class MemoryToken implements Token {
-  private objects = new Map<KeyHandle, { label: string; kind: 'aes' | 'hmac'; value: Buffer }>();
-  private nextHandle = 1;
-  failGcm = false;
-
-  findKey(label: string): KeyHandle | null {
-    for (const [h, o] of this.objects) if (o.label === label) return h;
-    return null;
-  }
-  generateAesKey(label: string): KeyHandle {
-    const h = this.nextHandle++;
-    this.objects.set(h, { label, kind: 'aes', value: randomBytes(32) });
-    return h;
-  }
-  generateHmacKey(label: string, len: number): KeyHandle {
-    const h = this.nextHandle++;
-    this.objects.set(h, { label, kind: 'hmac', value: randomBytes(len) });
-    return h;
-  }
-  private key(h: KeyHandle, kind: 'aes' | 'hmac'): Buffer {
-    const o = this.objects.get(h);
-    if (!o) throw new TokenError('CKR_OBJECT_HANDLE_INVALID');
-    if (o.kind !== kind) throw new TokenError('CKR_KEY_TYPE_INCONSISTENT');
-    return o.value;
-  }
-  encryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, pt: Uint8Array): Uint8Array {
-    const c = createCipheriv('aes-256-gcm', this.key(key, 'aes'), iv);
-    c.setAAD(aad);
-    const out = Buffer.concat([c.update(pt), c.final(), c.getAuthTag()]);
-    if (this.failGcm) out[0]! ^= 1;
-    return new Uint8Array(out);
-  }
-  decryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, ct: Uint8Array): Uint8Array {
-    if (ct.length < 16) throw new TokenError('CKR_ENCRYPTED_DATA_LEN_RANGE');
-    const d = createDecipheriv('aes-256-gcm', this.key(key, 'aes'), iv);
-    d.setAAD(aad);
-    d.setAuthTag(ct.subarray(ct.length - 16));
-    try {
-      return new Uint8Array(Buffer.concat([d.update(ct.subarray(0, ct.length - 16)), d.final()]));
-    } catch {
-      throw new TokenError('CKR_ENCRYPTED_DATA_INVALID');
-    }
-  }
-  hmac(key: KeyHandle, hash: 'SHA-256' | 'SHA-512', data: Uint8Array): Uint8Array {
-    return new Uint8Array(createHmac(hash === 'SHA-256' ? 'sha256' : 'sha512', this.key(key, 'hmac')).update(data).digest());
-  }
-  random(n: number): Uint8Array {
-    return new Uint8Array(randomBytes(n));
-  }
-  destroyAllKeys(): void {
-    for (const o of this.objects.values()) o.value.fill(0);
-    this.objects.clear();
-  }
-}
+import { Pkcs11Token } from '../../enclave/token-pkcs11.ts';
+import { freshToken, tokensUnderTest, USER_PIN } from './tokens.ts';
+import type { TokenKind } from './tokens.ts';
 
 export class MemoryNvram implements Nvram {
   data: Uint8Array = new Uint8Array(0);
@@ -80,20 +29,62 @@ export class MemoryNvram implements Nvram {
 }
 
 export interface TestPlatform extends Platform {
-  token: MemoryToken;
+  token: Pkcs11Token;
   nvram: MemoryNvram;
+  tokenKind: TokenKind;
+  module: P.Pkcs11;
   clock: { t: number };
   failpoints: Set<string>;
 }
 
-export function testPlatform(opts: { partition?: number; partitions?: number; token?: MemoryToken; nvram?: MemoryNvram; operatorKeyHash?: Uint8Array } = {}): TestPlatform {
+/** A module whose AES-GCM encryptions come out with their first byte flipped. */
+function gcmFault(m: P.Pkcs11): P.Pkcs11 {
+  const flip = (b: Buffer) => {
+    if (b.length > 0) b[0]! ^= 1;
+    return b;
+  };
+  return new Proxy(m, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      if (prop === 'C_Encrypt' || prop === 'C_EncryptFinal') return (...a: unknown[]) => flip((v as (...x: unknown[]) => Buffer).apply(target, a));
+      return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+/** The token kind firmware tests use when a test does not say (the first under test). */
+export function defaultTokenKind(): TokenKind {
+  return tokensUnderTest()[0]!;
+}
+
+export function testPlatform(
+  opts: {
+    partition?: number;
+    partitions?: number;
+    token?: Pkcs11Token;
+    nvram?: MemoryNvram;
+    operatorKeyHash?: Uint8Array;
+    tokenKind?: TokenKind;
+    tokenFault?: 'gcm';
+  } = {},
+): TestPlatform {
   const clock = { t: 1_700_000_000_000 };
   const failpoints = new Set<string>();
+  const kind = opts.tokenKind ?? defaultTokenKind();
+  let token = opts.token;
+  let module: P.Pkcs11 | undefined;
+  if (!token) {
+    const t = freshToken(kind);
+    module = opts.tokenFault === 'gcm' ? gcmFault(t.module) : t.module;
+    token = new Pkcs11Token({ module, label: t.label, userPin: USER_PIN });
+  }
   return {
     random: (n) => new Uint8Array(randomBytes(n)),
     now: () => clock.t,
     nvram: opts.nvram ?? new MemoryNvram(),
-    token: opts.token ?? new MemoryToken(),
+    token,
+    tokenKind: kind,
+    module: module!,
     partition: opts.partition ?? 0,
     partitions: opts.partitions ?? 1,
     operatorKeyHash: opts.operatorKeyHash,

@@ -1,7 +1,8 @@
 /**
  * A whole vault in one process for firmware tests: the enclave (createEnclave over a test
- * platform), a PartitionEngine and a SQLite store in a temporary folder, and an EscrowClient
- * talking through them. `restart()` boots a new enclave on the same NVRAM, token and database.
+ * platform on the emulator token or SoftHSM2), a PartitionEngine and a SQLite store in a
+ * temporary folder, and an EscrowClient talking through them. `restart()` boots a new enclave on
+ * the same NVRAM, token and database.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,6 +19,7 @@ import type { RecordStore } from '../../host/storage/types.ts';
 import { PartitionEngine } from '../../host/vault/engine.ts';
 import { testPlatform } from './platform.ts';
 import type { TestPlatform } from './platform.ts';
+import type { TokenKind } from './tokens.ts';
 
 export const CONTEXT = new TextEncoder().encode('BackupKeyVault-v1');
 
@@ -36,9 +38,9 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function openHarness(opts: { operatorKeyHash?: Uint8Array } = {}): Promise<Harness> {
+export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKind?: TokenKind } = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'bkv-test-'));
-  const platform = testPlatform({ operatorKeyHash: opts.operatorKeyHash });
+  const platform = testPlatform({ operatorKeyHash: opts.operatorKeyHash, tokenKind: opts.tokenKind });
   const h = {} as Harness;
   h.dir = dir;
   h.platform = platform;

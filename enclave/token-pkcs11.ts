@@ -1,0 +1,411 @@
+/**
+ * The firmware's `Token` (enclave/token.ts) over any PKCS#11 v2.40 module (enclave/api/pkcs11.ts
+ * `Pkcs11`): the emulator token or SoftHSM2 through pkcs11js, injected by the device. One R/W
+ * session, logged in as the user (v2.40 §5.6); handles cached by label (C_FindObjects costs
+ * SoftHSM2 about 12 us per stored object).
+ *
+ * Key templates (v2.40 §4.7-4.9): every key is a private token object, CKA_SENSITIVE = true,
+ * CKA_EXTRACTABLE = false (so CKA_NEVER_EXTRACTABLE and CKA_ALWAYS_SENSITIVE hold), with only the
+ * usage flags it needs set and every other one set false explicitly (SoftHSM2's defaults are
+ * true), CKA_COPYABLE = false and CKA_MODIFIABLE = false last (so no attribute can be changed
+ * afterwards, v3.0 §4.4.1):
+ *   AES-256 (CKM_AES_KEY_GEN)            CKA_ENCRYPT, CKA_DECRYPT
+ *   generic secret (CKM_GENERIC_SECRET_KEY_GEN, >= the digest length, as SoftHSM2 requires)
+ *                                         CKA_SIGN (CKM_SHA256_HMAC / CKM_SHA512_HMAC)
+ *   EC P-256 (CKM_EC_KEY_PAIR_GEN)        private key CKA_DERIVE only (CKM_ECDH1_DERIVE, CKD_NULL)
+ * Mechanisms: AES-GCM with CK_PARAMS_GCM (96-bit IV, 128-bit tag; an empty plaintext goes
+ * through C_EncryptInit + C_EncryptFinal, since pkcs11js hands an empty input over as NULL);
+ * HMAC by C_Sign; ECDH derives a session generic-secret key (sensitive false, extractable true),
+ * reads its CKA_VALUE (the shared x-coordinate) and destroys it.
+ *
+ * Data objects (CKO_DATA, v2.40 §4.5) hold the device's NVRAM: SoftHSM2 makes CKA_VALUE of a
+ * data object read-only, so a write is destroy + create (hsm/nvram-token.ts alternates two
+ * objects so that a crash between the two leaves the previous value).
+ *
+ * Provisioning by several processes at once (one device per partition): generate* first looks
+ * the label up and returns an existing key, inside `exclusive` (a lock the device provides), so
+ * racing partitions end up with one key per label. Faults are TokenError('CKR_...').
+ */
+import * as P from './api/pkcs11.ts';
+import type { KeyHandle, Token } from './token.ts';
+import { TokenError } from './token.ts';
+
+export const DATA_APPLICATION = 'backup-key-vault';
+
+export interface Pkcs11TokenOptions {
+  /** An initialized module (C_Initialize done by the device). */
+  module: P.Pkcs11;
+  /** The token's label (CK_TOKEN_INFO, without padding). */
+  label: string;
+  userPin: string;
+  /** Runs `fn` holding a lock shared by every process that uses this token. */
+  exclusive?: <T>(fn: () => T) => T;
+  /**
+   * Also hold `exclusive` around every call that reads or writes token objects or the token's
+   * state (session login, find, attribute reads, create, destroy, generate). SoftHSM2's file
+   * object store can fail a write (CKR_GENERAL_ERROR) when another thread of the same process
+   * rescans the token at that moment; the device sets this for SoftHSM2.
+   */
+  lockObjectStore?: boolean;
+}
+
+function tokenError(e: unknown): unknown {
+  const n = P.normalizePkcs11Error(e);
+  if (n instanceof P.Pkcs11Error) {
+    const t = new TokenError(n.message);
+    const detail = (n as { detail?: unknown }).detail;
+    Object.assign(t, { code: n.code, ...(typeof detail === 'string' && { detail }) });
+    return t;
+  }
+  return n;
+}
+
+const bool = (type: number, value: boolean): P.Attribute => ({ type, value });
+
+export class Pkcs11Token implements Token {
+  private session: P.Handle;
+  private readonly slot: P.Handle;
+  private readonly keys = new Map<string, KeyHandle>();
+  private readonly publicKeys = new Map<KeyHandle, Uint8Array>();
+  private readonly exclusive: <T>(fn: () => T) => T;
+
+  private held = 0;
+
+  constructor(private readonly opts: Pkcs11TokenOptions) {
+    const outer = opts.exclusive ?? (<T>(fn: () => T): T => fn());
+    // Reentrant within this instance: a locked section may call another one.
+    this.exclusive = <T>(fn: () => T): T => {
+      if (this.held > 0) return fn();
+      return outer(() => {
+        this.held++;
+        try {
+          return fn();
+        } finally {
+          this.held--;
+        }
+      });
+    };
+    const m = opts.module;
+    this.slot = this.call(() => {
+      for (const s of m.C_GetSlotList(true)) {
+        if (P.trimLabel(m.C_GetTokenInfo(s).label) === opts.label) return s;
+      }
+      throw new P.Pkcs11Error(P.CKR.CKR_TOKEN_NOT_PRESENT, 'C_GetSlotList');
+    });
+    this.session = this.store(() => this.openSession());
+  }
+
+  /** `fn` under the lock when object-store calls are serialized (lockObjectStore). */
+  private store<T>(fn: () => T): T {
+    return this.opts.lockObjectStore ? this.exclusive(fn) : fn();
+  }
+
+  private get m(): P.Pkcs11 {
+    return this.opts.module;
+  }
+
+  private call<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw tokenError(e);
+    }
+  }
+
+  private openSession(): P.Handle {
+    return this.call(() => {
+      const s = this.m.C_OpenSession(this.slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
+      try {
+        this.m.C_Login(s, P.CKU_USER, this.opts.userPin);
+      } catch (e) {
+        const n = P.normalizePkcs11Error(e);
+        if (!(n instanceof P.Pkcs11Error && n.code === P.CKR.CKR_USER_ALREADY_LOGGED_IN)) {
+          this.m.C_CloseSession(s);
+          throw n;
+        }
+      }
+      return s;
+    });
+  }
+
+  /** Runs an operation; if it failed leaving the session unusable (an operation still active), a fresh session replaces it. */
+  private op<T>(fn: (s: P.Handle) => T): T {
+    try {
+      return fn(this.session);
+    } catch (e) {
+      const n = P.normalizePkcs11Error(e);
+      if (n instanceof P.Pkcs11Error && n.code === P.CKR.CKR_OPERATION_ACTIVE) this.renewSession();
+      throw tokenError(e);
+    }
+  }
+
+  /** Opens a new session before closing the old one, so the login (and every handle) stays. */
+  private renewSession(): void {
+    const old = this.session;
+    this.session = this.store(() => this.openSession());
+    try {
+      this.m.C_CloseSession(old);
+    } catch {
+      // already gone
+    }
+  }
+
+  /** Closes the session (the device's shutdown). */
+  close(): void {
+    try {
+      this.m.C_CloseSession(this.session);
+    } catch {
+      // already closed
+    }
+  }
+
+  private find(template: P.Template): P.Handle[] {
+    return this.store(() => this.findUnlocked(template));
+  }
+
+  private findUnlocked(template: P.Template): P.Handle[] {
+    return this.op((s) => {
+      this.m.C_FindObjectsInit(s, template);
+      try {
+        const out: P.Handle[] = [];
+        for (;;) {
+          const batch = this.m.C_FindObjects(s, 64);
+          out.push(...batch);
+          if (batch.length < 64) return out;
+        }
+      } finally {
+        this.m.C_FindObjectsFinal(s);
+      }
+    });
+  }
+
+  private attr(h: P.Handle, type: number): Buffer {
+    return this.store(() => this.op((s) => this.m.C_GetAttributeValue(s, h, [{ type }])[0]!.value));
+  }
+
+  // ---- keys ----
+  findKey(label: string): KeyHandle | null {
+    const cached = this.keys.get(label);
+    if (cached !== undefined) return cached;
+    return this.store(() => this.findKeyUncached(label));
+  }
+
+  private findKeyUncached(label: string): KeyHandle | null {
+    let best: { h: P.Handle; id: Buffer } | null = null;
+    for (const h of this.find([{ type: P.CKA_LABEL, value: label }, bool(P.CKA_TOKEN, true)])) {
+      const cls = P.ulongOf(this.attr(h, P.CKA_CLASS));
+      if (cls !== P.CKO_SECRET_KEY && cls !== P.CKO_PRIVATE_KEY) continue;
+      const id = this.attr(h, P.CKA_ID);
+      if (!best || Buffer.compare(id, best.id) < 0) best = { h, id };
+    }
+    if (!best) return null;
+    const k = P.handleNumber(best.h);
+    this.keys.set(label, k);
+    return k;
+  }
+
+  private findOrCreate(label: string, create: () => P.Handle): KeyHandle {
+    return this.exclusive(() => {
+      this.keys.delete(label);
+      const existing = this.findKey(label);
+      if (existing !== null) return existing;
+      const k = P.handleNumber(create());
+      this.keys.set(label, k);
+      return k;
+    });
+  }
+
+  private secretTemplate(label: string, keyType: number, len: number, usage: number[]): P.Template {
+    const id = this.random(16);
+    const flags = [P.CKA_ENCRYPT, P.CKA_DECRYPT, P.CKA_SIGN, P.CKA_VERIFY, P.CKA_WRAP, P.CKA_UNWRAP, P.CKA_DERIVE];
+    return [
+      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
+      { type: P.CKA_KEY_TYPE, value: keyType },
+      bool(P.CKA_TOKEN, true),
+      bool(P.CKA_PRIVATE, true),
+      { type: P.CKA_LABEL, value: label },
+      { type: P.CKA_ID, value: Buffer.from(id) },
+      { type: P.CKA_VALUE_LEN, value: len },
+      bool(P.CKA_SENSITIVE, true),
+      bool(P.CKA_EXTRACTABLE, false),
+      ...flags.map((f) => bool(f, usage.includes(f))),
+      bool(P.CKA_COPYABLE, false),
+      bool(P.CKA_MODIFIABLE, false),
+    ];
+  }
+
+  generateAesKey(label: string): KeyHandle {
+    return this.findOrCreate(label, () =>
+      this.op((s) => this.m.C_GenerateKey(s, { mechanism: P.CKM_AES_KEY_GEN }, this.secretTemplate(label, P.CKK_AES, 32, [P.CKA_ENCRYPT, P.CKA_DECRYPT]))),
+    );
+  }
+
+  generateHmacKey(label: string, len: number): KeyHandle {
+    return this.findOrCreate(label, () =>
+      this.op((s) => this.m.C_GenerateKey(s, { mechanism: P.CKM_GENERIC_SECRET_KEY_GEN }, this.secretTemplate(label, P.CKK_GENERIC_SECRET, len, [P.CKA_SIGN]))),
+    );
+  }
+
+  generateEcKeyPair(label: string): KeyHandle {
+    return this.findOrCreate(label, () => {
+      const id = Buffer.from(this.random(16));
+      const pub: P.Template = [
+        { type: P.CKA_CLASS, value: P.CKO_PUBLIC_KEY },
+        { type: P.CKA_KEY_TYPE, value: P.CKK_EC },
+        bool(P.CKA_TOKEN, true),
+        bool(P.CKA_PRIVATE, false),
+        { type: P.CKA_LABEL, value: label },
+        { type: P.CKA_ID, value: id },
+        { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) },
+        bool(P.CKA_VERIFY, false),
+        bool(P.CKA_ENCRYPT, false),
+        bool(P.CKA_WRAP, false),
+        bool(P.CKA_DERIVE, false),
+        bool(P.CKA_MODIFIABLE, false),
+      ];
+      const priv: P.Template = [
+        { type: P.CKA_CLASS, value: P.CKO_PRIVATE_KEY },
+        { type: P.CKA_KEY_TYPE, value: P.CKK_EC },
+        bool(P.CKA_TOKEN, true),
+        bool(P.CKA_PRIVATE, true),
+        { type: P.CKA_LABEL, value: label },
+        { type: P.CKA_ID, value: id },
+        bool(P.CKA_SENSITIVE, true),
+        bool(P.CKA_EXTRACTABLE, false),
+        bool(P.CKA_DERIVE, true),
+        bool(P.CKA_SIGN, false),
+        bool(P.CKA_DECRYPT, false),
+        bool(P.CKA_UNWRAP, false),
+        bool(P.CKA_COPYABLE, false),
+        bool(P.CKA_MODIFIABLE, false),
+      ];
+      return this.op((s) => this.m.C_GenerateKeyPair(s, { mechanism: P.CKM_EC_KEY_PAIR_GEN }, pub, priv).privateKey);
+    });
+  }
+
+  ecPublicKey(key: KeyHandle): Uint8Array {
+    const cached = this.publicKeys.get(key);
+    if (cached) return cached.slice();
+    const priv = P.handleOf(key);
+    const label = this.attr(priv, P.CKA_LABEL);
+    const id = this.attr(priv, P.CKA_ID);
+    const [pub] = this.find([{ type: P.CKA_CLASS, value: P.CKO_PUBLIC_KEY }, { type: P.CKA_LABEL, value: label }, { type: P.CKA_ID, value: id }]);
+    if (!pub) throw new TokenError('CKR_KEY_HANDLE_INVALID');
+    let point = this.attr(pub, P.CKA_EC_POINT);
+    if (point.length === 67 && point[0] === 0x04 && point[1] === 65) point = point.subarray(2);
+    if (point.length !== 65 || point[0] !== 0x04) throw new TokenError('CKR_GENERAL_ERROR');
+    const out = new Uint8Array(point);
+    this.publicKeys.set(key, out);
+    return out.slice();
+  }
+
+  ecdhX(key: KeyHandle, point: Uint8Array): Uint8Array {
+    if (point.length !== 33 && point.length !== 65) throw new TokenError('CKR_MECHANISM_PARAM_INVALID');
+    // DER OCTET STRING around the point: unambiguous where a raw point could look like DER.
+    const publicData = Buffer.concat([Buffer.from([0x04, point.length]), point]);
+    const template: P.Template = [
+      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
+      { type: P.CKA_KEY_TYPE, value: P.CKK_GENERIC_SECRET },
+      bool(P.CKA_TOKEN, false),
+      bool(P.CKA_SENSITIVE, false),
+      bool(P.CKA_EXTRACTABLE, true),
+    ];
+    return this.op((s) => {
+      const h = this.m.C_DeriveKey(s, { mechanism: P.CKM_ECDH1_DERIVE, parameter: { type: P.CK_PARAMS_EC_DH, kdf: P.CKD_NULL, publicData } }, P.handleOf(key), template);
+      try {
+        const v = this.m.C_GetAttributeValue(s, h, [{ type: P.CKA_VALUE }])[0]!.value;
+        const out = new Uint8Array(v);
+        v.fill(0);
+        return out;
+      } finally {
+        this.m.C_DestroyObject(s, h);
+      }
+    });
+  }
+
+  // ---- mechanisms ----
+  private gcm(iv: Uint8Array, aad: Uint8Array): P.Mechanism {
+    return {
+      mechanism: P.CKM_AES_GCM,
+      parameter: { type: P.CK_PARAMS_GCM, iv: Buffer.from(iv), aad: Buffer.from(aad), ivBits: iv.length * 8, tagBits: 128 },
+    };
+  }
+
+  encryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array {
+    if (iv.length !== 12) throw new TokenError('CKR_MECHANISM_PARAM_INVALID');
+    return this.op((s) => {
+      this.m.C_EncryptInit(s, this.gcm(iv, aad), P.handleOf(key));
+      const out = plaintext.length === 0 ? this.m.C_EncryptFinal(s, Buffer.alloc(16)) : this.m.C_Encrypt(s, Buffer.from(plaintext), Buffer.alloc(plaintext.length + 16));
+      return new Uint8Array(out);
+    });
+  }
+
+  decryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Uint8Array {
+    if (iv.length !== 12) throw new TokenError('CKR_MECHANISM_PARAM_INVALID');
+    if (ciphertext.length < 16) throw new TokenError('CKR_ENCRYPTED_DATA_LEN_RANGE');
+    return this.op((s) => {
+      this.m.C_DecryptInit(s, this.gcm(iv, aad), P.handleOf(key));
+      const out = this.m.C_Decrypt(s, Buffer.from(ciphertext), Buffer.alloc(ciphertext.length));
+      const r = new Uint8Array(out);
+      out.fill(0);
+      return r;
+    });
+  }
+
+  hmac(key: KeyHandle, hash: 'SHA-256' | 'SHA-512', data: Uint8Array): Uint8Array {
+    const [mechanism, size] = hash === 'SHA-256' ? [P.CKM_SHA256_HMAC, 32] : hash === 'SHA-512' ? [P.CKM_SHA512_HMAC, 64] : [0, 0];
+    if (!mechanism) throw new TokenError('CKR_MECHANISM_INVALID');
+    return this.op((s) => {
+      this.m.C_SignInit(s, { mechanism }, P.handleOf(key));
+      const out = data.length === 0 ? this.m.C_SignFinal(s, Buffer.alloc(size)) : this.m.C_Sign(s, Buffer.from(data), Buffer.alloc(size));
+      return new Uint8Array(out);
+    });
+  }
+
+  random(n: number): Uint8Array {
+    if (!Number.isSafeInteger(n) || n < 0) throw new TokenError('CKR_ARGUMENTS_BAD');
+    if (n === 0) return new Uint8Array(0);
+    return new Uint8Array(this.op((s) => this.m.C_GenerateRandom(s, Buffer.alloc(n))));
+  }
+
+  destroyAllKeys(): void {
+    this.store(() => {
+      for (const cls of [P.CKO_SECRET_KEY, P.CKO_PRIVATE_KEY, P.CKO_PUBLIC_KEY]) {
+        for (const h of this.find([{ type: P.CKA_CLASS, value: cls }, bool(P.CKA_TOKEN, true)])) {
+          this.op((s) => this.m.C_DestroyObject(s, h));
+        }
+      }
+    });
+    this.keys.clear();
+    this.publicKeys.clear();
+  }
+
+  // ---- data objects ----
+  private dataTemplate(label: string): P.Template {
+    return [
+      { type: P.CKA_CLASS, value: P.CKO_DATA },
+      bool(P.CKA_TOKEN, true),
+      { type: P.CKA_LABEL, value: label },
+      { type: P.CKA_APPLICATION, value: DATA_APPLICATION },
+    ];
+  }
+
+  /** The values of every data object with this label (normally zero or one). */
+  readData(label: string): Uint8Array[] {
+    return this.find(this.dataTemplate(label)).map((h) => new Uint8Array(this.attr(h, P.CKA_VALUE)));
+  }
+
+  /** Replaces the data object(s) with this label by one holding `value` (destroy, then create). */
+  writeData(label: string, value: Uint8Array): void {
+    this.store(() => {
+      this.destroyData(label);
+      this.op((s) => this.m.C_CreateObject(s, [...this.dataTemplate(label), bool(P.CKA_PRIVATE, true), { type: P.CKA_VALUE, value: Buffer.from(value) }]));
+    });
+  }
+
+  destroyData(label: string): void {
+    this.store(() => {
+      for (const h of this.find(this.dataTemplate(label))) this.op((s) => this.m.C_DestroyObject(s, h));
+    });
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * The `bkv` command line (package bin):
+ *   bkv demo                      the whole story on embedded defaults
+ *   bkv serve ...                 the vault service
+ *   bkv key new ...               a new backup key
+ *   bkv backup encrypt|decrypt    backup files under a backup key
+ *   bkv escrow ...                escrow a backup key with a vault service
+ * Exit codes: 0 done, 1 failure, 2 an outcome the user must see (wrong password, locked),
+ * 64 usage error.
+ */
+import { UsageError } from './args.ts';
+import { backupCommand, keyCommand } from './cmd-backup.ts';
+import { escrowCommand } from './cmd-escrow.ts';
+import { SERVE_USAGE, serveCommand } from './cmd-serve.ts';
+import { VaultHttpError } from '../client/http-relay.ts';
+import { runDemo } from './demo.ts';
+
+const HELP = `bkv: Backup Key Vault
+  bkv demo [--keep] [--process] [--partitions N]
+  ${SERVE_USAGE}
+  bkv key new [--out FILE] [--checked]
+  bkv backup encrypt|decrypt IN OUT --key-file F [--overwrite]
+  bkv escrow register|recover|change-password|delete|status --vault URL --vault-key FILE --id ID
+        [--key-file F] [--password-file F] [--new-password-file F] [--attempts N] [--out FILE]`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'demo':
+      return runDemo(rest);
+    case 'serve':
+      return serveCommand(rest);
+    case 'key':
+      return keyCommand(rest);
+    case 'backup':
+      return backupCommand(rest);
+    case 'escrow':
+      return escrowCommand(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(HELP);
+      return cmd === undefined ? 64 : 0;
+    default:
+      throw new UsageError(`unknown command ${cmd}\n${HELP}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (e: unknown) => {
+    if (e instanceof UsageError) {
+      console.error(`bkv: ${e.message}`);
+      process.exit(64);
+    }
+    if (e instanceof VaultHttpError && e.rateLimited) {
+      console.error(`bkv: the vault service is rate limiting this record or address; retry in ${e.retryAfterSeconds ?? 60} s`);
+      process.exit(1);
+    }
+    const name = e instanceof Error ? e.name : 'Error';
+    console.error(`bkv: ${name}: ${e instanceof Error ? e.message : String(e)}`);
+    process.exit(1);
+  },
+);

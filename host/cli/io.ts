@@ -1,0 +1,115 @@
+/**
+ * Terminal helpers for the `bkv` CLI: passwords from a file or a prompt that does not echo,
+ * key files, the pinned vault key file, and a progress bar drawn only on a terminal.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { Writable } from 'node:stream';
+import { parseBackupKey, formatBackupKey } from '../client/backup-key.ts';
+import { UsageError } from './args.ts';
+
+const te = new TextEncoder();
+
+export function b64url(b: Uint8Array): string {
+  return Buffer.from(b).toString('base64url');
+}
+export function fromB64url(s: string, what: string): Uint8Array {
+  if (typeof s !== 'string' || !/^[A-Za-z0-9_-]*$/.test(s)) throw new UsageError(`${what}: not base64url`);
+  return new Uint8Array(Buffer.from(s, 'base64url'));
+}
+
+/** A password: the file's first line, or typed at a prompt (no echo); never from argv. */
+export async function readPassword(file: string | undefined, prompt: string): Promise<Uint8Array> {
+  if (file !== undefined) {
+    const text = readFileSync(file, 'utf8').split(/\r?\n/)[0] ?? '';
+    if (text.length === 0) throw new UsageError(`${file}: the password file is empty`);
+    return te.encode(text);
+  }
+  if (!process.stdin.isTTY) throw new UsageError('no terminal to type a password: pass --password-file');
+  let muted = false;
+  const out = new Writable({
+    write(chunk, _enc, cb) {
+      if (!muted) process.stderr.write(chunk);
+      cb();
+    },
+  });
+  const rl = createInterface({ input: process.stdin, output: out, terminal: true });
+  const answer = await new Promise<string>((resolve) => {
+    rl.question(prompt, resolve);
+    muted = true;
+  });
+  rl.close();
+  process.stderr.write('\n');
+  if (answer.length === 0) throw new UsageError('empty password');
+  return te.encode(answer);
+}
+
+export function readKeyFile(file: string): Uint8Array {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`${file}: ${(e as Error).message}`);
+  }
+  return parseBackupKey(text);
+}
+
+export function writeKeyFile(file: string, key: Uint8Array): void {
+  writeFileSync(file, formatBackupKey(key, { checked: true, groupsPerLine: 4 }) + '\n', { mode: 0o600, flag: 'wx' });
+}
+
+export const VAULT_KEY_FORMAT = 'bkv-vault-key/1';
+
+export interface PinnedVault {
+  enclavePublicKey: Uint8Array;
+  opaqueContext: Uint8Array;
+  serverPublicKeys: Record<string, Uint8Array>;
+}
+
+export function writeVaultKeyFile(file: string, v: PinnedVault): void {
+  const json = {
+    format: VAULT_KEY_FORMAT,
+    enclavePublicKey: b64url(v.enclavePublicKey),
+    opaqueContext: new TextDecoder().decode(v.opaqueContext),
+    serverPublicKeys: Object.fromEntries(Object.entries(v.serverPublicKeys).map(([k, b]) => [k, b64url(b)])),
+  };
+  writeFileSync(file, JSON.stringify(json, null, 2) + '\n');
+}
+
+export function readVaultKeyFile(file: string): PinnedVault {
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new UsageError(`${file}: not a vault key file (${(e as Error).message})`);
+  }
+  if (j.format !== VAULT_KEY_FORMAT) throw new UsageError(`${file}: not a ${VAULT_KEY_FORMAT} file`);
+  const spk = (j.serverPublicKeys ?? {}) as Record<string, string>;
+  return {
+    enclavePublicKey: fromB64url(j.enclavePublicKey as string, 'enclavePublicKey'),
+    opaqueContext: te.encode(String(j.opaqueContext ?? '')),
+    serverPublicKeys: Object.fromEntries(Object.entries(spk).map(([k, v]) => [k, fromB64url(v, k)])),
+  };
+}
+
+/** A one-line progress bar on stderr when it is a terminal; silent otherwise. */
+export function progressBar(label: string): { update(done: number, total: number | undefined): void; end(): void } {
+  const tty = process.stderr.isTTY;
+  let last = 0;
+  const fmt = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(0)} KiB`);
+  return {
+    update(done, total) {
+      if (!tty) return;
+      const now = Date.now();
+      if (now - last < 100 && done !== total) return;
+      last = now;
+      const width = 30;
+      const frac = total ? Math.min(1, done / total) : 0;
+      const bar = total ? '#'.repeat(Math.round(frac * width)).padEnd(width, '.') : '';
+      process.stderr.write(`\r${label} [${bar}] ${fmt(done)}${total ? ` / ${fmt(total)} ${(frac * 100).toFixed(0)}%` : ''}   `);
+    },
+    end() {
+      if (tty) process.stderr.write('\n');
+    },
+  };
+}

@@ -1,0 +1,264 @@
+/**
+ * The vault service: an HTTP API (node:http, JSON, base64url bytes; see openapi.yaml and
+ * routes.ts) over a VaultHost. `startService` opens the vault (enclave devices, store), then
+ * listens; `close()` shuts down gracefully:
+ *
+ *   1. stop accepting connections; idle keep-alive connections are closed, and a request that
+ *      arrives on a busy one is answered 503 SHUTTING_DOWN (with `Connection: close`);
+ *   2. wait for every request already being handled (those inside the engine complete and get
+ *      their responses), up to `drainTimeoutMs`;
+ *   3. close the remaining connections, then the VaultHost (devices and store).
+ *
+ * Timeouts: `headersTimeoutMs` (node:http answers 408 and closes), `bodyTimeoutMs` (JSON 408),
+ * `requestTimeoutMs` (node:http's cap on receiving a whole request).
+ */
+import { createHash } from 'node:crypto';
+import { STATUS_CODES, createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { ChannelMode } from '../channel/pool.ts';
+import { VaultHost } from '../vault/vault-host.ts';
+import { ServiceError, errorKind, toServiceError } from './errors.ts';
+import { DEFAULT_BODY_LIMIT, sendError } from './http.ts';
+import { defaultLogger, recordHasher } from './logging.ts';
+import type { Logger } from './logging.ts';
+import { ServiceMetrics } from './metrics.ts';
+import type { OpOutcome } from './metrics.ts';
+import { DEFAULT_RATE_LIMITS, TokenBuckets } from './rate-limit.ts';
+import type { RateLimits } from './rate-limit.ts';
+import { ReplayGuard } from './replay.ts';
+import { resolveRoute } from './routes.ts';
+import type { RequestNote, RouteContext } from './routes.ts';
+import { ROUTE } from './wire.ts';
+
+export interface ServiceOptions {
+  /** The vault's data folder (NVRAM, token, pool.json, and the SQLite file by default). */
+  dataDir: string;
+  /** TCP port; 0 picks a free one (default 0). */
+  port?: number;
+  /** Listen address (default 127.0.0.1). */
+  host?: string;
+  /** Storage URL (see host/storage/index.ts); default SQLite in the data folder. */
+  store?: string;
+  /** Isolation of the enclave devices (default worker threads). */
+  mode?: ChannelMode;
+  partitions?: number;
+  /** The vault's PKCS#11 token: 'emulator' (default) or 'softhsm'. */
+  hsmToken?: 'emulator' | 'softhsm';
+  /** When set, /v1/* and /metrics need `Authorization: Bearer <token>`. */
+  token?: string;
+  rateLimits?: RateLimits;
+  logger?: Logger;
+  /** Key of the record-id hash in log lines (default random per start). */
+  logHashKey?: Uint8Array;
+  /** Refuse byte-identical resubmissions within this window (default 10 min; 0 turns it off). */
+  replayWindowMs?: number;
+  /** Body size limit in bytes (default 16 KiB). */
+  bodyLimit?: number;
+  headersTimeoutMs?: number;
+  bodyTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  /** How long close() waits for requests in flight (default 30 s). */
+  drainTimeoutMs?: number;
+  /** The operator secret's SHA-256 (enables zeroization), passed to the VaultHost. */
+  operatorKeyHash?: Uint8Array;
+}
+
+export interface RunningService {
+  /** http://host:port */
+  readonly url: string;
+  readonly vault: VaultHost;
+  /** Requests being handled right now. */
+  readonly inFlight: number;
+  close(): Promise<void>;
+}
+
+function outcomeOf(status: number, sealed: boolean | undefined): OpOutcome {
+  if (status === 429) return 'rate-limited';
+  if (status >= 500) return 'server-error';
+  if (status >= 400 || sealed === false) return 'client-fault';
+  return 'ok';
+}
+
+export async function startService(opts: ServiceOptions): Promise<RunningService> {
+  const log = opts.logger ?? defaultLogger();
+  const hashRecord = recordHasher(opts.logHashKey);
+  const limits = opts.rateLimits ?? {};
+  const maxKeys = limits.maxKeys ?? DEFAULT_RATE_LIMITS.maxKeys;
+  const recordCfg = limits.record === undefined ? DEFAULT_RATE_LIMITS.record : limits.record;
+  const addressCfg = limits.address === undefined ? DEFAULT_RATE_LIMITS.address : limits.address;
+  const recordLimiter = recordCfg ? new TokenBuckets(recordCfg, maxKeys) : null;
+  const addressLimiter = addressCfg ? new TokenBuckets(addressCfg, maxKeys) : null;
+  const replayWindowMs = opts.replayWindowMs ?? 10 * 60_000;
+  const replay = replayWindowMs > 0 ? new ReplayGuard({ windowMs: replayWindowMs, maxEntries: maxKeys }) : null;
+
+  let metrics: ServiceMetrics | undefined;
+  const t0 = performance.now();
+  const vault = await VaultHost.open({
+    dataDir: opts.dataDir,
+    mode: opts.mode,
+    partitions: opts.partitions,
+    store: opts.store,
+    ...(opts.hsmToken !== undefined && { token: opts.hsmToken }),
+    operatorKeyHash: opts.operatorKeyHash,
+    log: (msg) => log.warn({ event: 'vault' }, msg),
+    onBatch: (p, size, ms) => metrics?.batch(p, size, ms),
+  });
+  metrics = new ServiceMetrics({
+    queueDepth: () => vault.queueDepth(),
+    partitionsReady: () => vault.partitionsReady(),
+    limiterSizes: () => ({ record: recordLimiter?.size ?? 0, address: addressLimiter?.size ?? 0 }),
+  });
+  const m = metrics;
+
+  let draining = false;
+  let inFlight = 0;
+  let idle: (() => void) | undefined;
+  /** Responses of the requests being handled (told to close their connection when draining starts). */
+  const open = new Set<ServerResponse>();
+  const ctx: RouteContext = {
+    vault,
+    metrics: m,
+    replay,
+    recordLimiter,
+    addressLimiter,
+    tokenHash: opts.token === undefined ? null : createHash('sha256').update(opts.token).digest(),
+    bodyLimit: opts.bodyLimit ?? DEFAULT_BODY_LIMIT,
+    bodyTimeoutMs: opts.bodyTimeoutMs ?? 10_000,
+    draining: () => draining,
+  };
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const start = performance.now();
+    const method = req.method ?? 'GET';
+    const found = resolveRoute(method, req.url ?? '/');
+    const note: RequestNote = { route: found.route?.template ?? 'unmatched' };
+    let status = 500;
+    let failure: unknown;
+    try {
+      if (draining) throw new ServiceError('SHUTTING_DOWN', { retryAfterSeconds: 1 });
+      if ('error' in found) throw found.error;
+      await found.handler(ctx, req, res, note, found.match);
+      status = res.statusCode;
+    } catch (e) {
+      failure = e;
+      const err = toServiceError(e);
+      status = err.status;
+      if (!res.headersSent) sendError(res, err, draining || !req.complete);
+      else res.destroy();
+    }
+    const seconds = (performance.now() - start) / 1000;
+    m.request(method, note.route, status, seconds);
+    if (note.route === ROUTE.ops) m.op(outcomeOf(status, note.sealed));
+    const line: Record<string, unknown> = { msg: 'request', method, route: note.route, status, ms: Math.round(seconds * 1e4) / 10 };
+    if (note.partition !== undefined) line.partition = note.partition;
+    if (note.recordId) line.record = hashRecord(note.recordId);
+    if (note.sealed !== undefined) line.sealed = note.sealed;
+    if (note.limiter) line.limiter = note.limiter;
+    if (failure !== undefined) {
+      const err = toServiceError(failure);
+      line.code = err.code;
+      if (err.status >= 500) Object.assign(line, errorKind(err.cause ?? failure));
+    }
+    if (status >= 500) log.error(line);
+    else log.info(line);
+  }
+
+  const headersTimeout = opts.headersTimeoutMs ?? 10_000;
+  const server: Server = createServer(
+    {
+      headersTimeout,
+      requestTimeout: Math.max(opts.requestTimeoutMs ?? 30_000, headersTimeout + 1),
+      connectionsCheckingInterval: Math.min(1000, headersTimeout),
+      keepAliveTimeout: 5_000,
+      maxHeaderSize: 8 * 1024,
+    },
+    (req, res) => {
+      inFlight++;
+      open.add(res);
+      if (draining) res.setHeader('connection', 'close');
+      handle(req, res)
+        .catch(() => undefined)
+        .finally(() => {
+          open.delete(res);
+          inFlight--;
+          if (inFlight === 0) idle?.();
+        });
+    },
+  );
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    // A header or request timeout, oversized headers or an unparseable request: node:http has no
+    // request object for these; answer in the same JSON shape and close.
+    const busy = (socket as Duplex & { _httpMessage?: unknown })._httpMessage;
+    if (!socket.writable || busy || err.code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    const e = new ServiceError(err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'REQUEST_TIMEOUT' : err.code === 'HPE_HEADER_OVERFLOW' ? 'HEADERS_TOO_LARGE' : 'BAD_REQUEST');
+    const text = JSON.stringify(e.toJSON());
+    socket.end(`HTTP/1.1 ${e.status} ${STATUS_CODES[e.status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+    m.request('-', 'unparsed', e.status, 0);
+    log.info({ msg: 'request', route: 'unparsed', status: e.status, code: e.code });
+  });
+
+  const sweepMs = limits.sweepIntervalMs ?? DEFAULT_RATE_LIMITS.sweepIntervalMs;
+  const sweeper = setInterval(() => {
+    recordLimiter?.sweep();
+    addressLimiter?.sweep();
+  }, sweepMs);
+  sweeper.unref();
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    clearInterval(sweeper);
+    await vault.close();
+    throw e;
+  }
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const url = `http://${host}:${addr.port}`;
+  log.info({ msg: 'listening', url, partitions: vault.info.partitions, records: vault.info.records, startMs: Math.round(performance.now() - t0) });
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      draining = true;
+      for (const res of open) if (!res.headersSent) res.setHeader('connection', 'close');
+      log.info({ msg: 'shutting down', inFlight });
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      if (inFlight > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, opts.drainTimeoutMs ?? 30_000);
+          idle = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      const unfinished = inFlight;
+      server.closeAllConnections();
+      await stopped;
+      clearInterval(sweeper);
+      await vault.close();
+      m.registry.clear();
+      log.info({ msg: 'stopped', unfinished });
+    })());
+
+  return {
+    url,
+    vault,
+    get inFlight() {
+      return inFlight;
+    },
+    close,
+  };
+}

@@ -1,0 +1,17 @@
+/**
+ * The emulator token: a pure TypeScript PKCS#11 v2.40 module (enclave/api/pkcs11.ts `Pkcs11`)
+ * that behaves like SoftHSM2 on this project's subset and adds what real HSMs have: PIN
+ * lockout, power-on self-tests and zeroization. See module.ts for the map of its parts.
+ */
+export { EmulatorModule } from './module.ts';
+export type { EmulatorOptions } from './module.ts';
+export { runSelfTests, SELF_TESTS } from './selftest.ts';
+export type { SelfTestReport } from './selftest.ts';
+
+import { EmulatorModule } from './module.ts';
+import type { EmulatorOptions } from './module.ts';
+
+/** A new emulator module (not yet initialized: call C_Initialize). */
+export function createEmulator(opts: EmulatorOptions = {}): EmulatorModule {
+  return new EmulatorModule(opts);
+}

@@ -1,0 +1,171 @@
+/**
+ * The emulator's mechanisms on node:crypto (OpenSSL), PKCS#11 v2.40 Current Mechanisms:
+ *   CKM_AES_KEY_GEN, CKM_GENERIC_SECRET_KEY_GEN (§2.8, §2.35), CKM_AES_GCM (§2.12.3, NIST SP
+ *   800-38D), CKM_AES_KEY_WRAP (RFC 3394, `id-aes*-wrap`) and CKM_AES_KEY_WRAP_PAD (RFC 5649,
+ *   `id-aes*-wrap-pad`, as SoftHSM2 implements it), CKM_SHA256_HMAC / CKM_SHA512_HMAC (§2.20,
+ *   RFC 2104), CKM_EC_KEY_PAIR_GEN on P-256 and CKM_ECDH1_DERIVE with CKD_NULL (§2.3.8, the
+ *   x-coordinate of d·Q), key check values (v3.0 §4.10: AES = first 3 bytes of E(K, 0^128);
+ *   generic secret = first 3 bytes of SHA-1(K), as SoftHSM2), and random bytes.
+ * Inputs are validated by the caller (the module); these functions only compute.
+ */
+import { ECDH, createCipheriv, createDecipheriv, createECDH, createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
+
+const WRAP_IV = Buffer.from('a6a6a6a6a6a6a6a6', 'hex');
+const WRAP_PAD_IV = Buffer.from('a65959a6', 'hex');
+const CURVE = 'prime256v1';
+
+function aesName(keyLen: number, mode: string): string {
+  return `aes-${keyLen * 8}-${mode}`;
+}
+
+export function isAesKeyLength(n: number): boolean {
+  return n === 16 || n === 24 || n === 32;
+}
+
+/** AES-GCM: ciphertext || tag truncated to `tagBytes` (0..16). */
+export function gcmEncrypt(key: Buffer, iv: Buffer, aad: Buffer, pt: Buffer, tagBytes: number): Buffer {
+  const c = createCipheriv(aesName(key.length, 'gcm') as 'aes-256-gcm', key, iv, { authTagLength: 16 });
+  if (aad.length) c.setAAD(aad);
+  const out = Buffer.concat([c.update(pt), c.final(), c.getAuthTag().subarray(0, tagBytes)]);
+  return out;
+}
+
+/** A streaming AES-GCM encryption (C_EncryptUpdate / C_EncryptFinal). */
+export class GcmStream {
+  private readonly c;
+  constructor(
+    key: Buffer,
+    iv: Buffer,
+    aad: Buffer,
+    private readonly tagBytes: number,
+  ) {
+    this.c = createCipheriv(aesName(key.length, 'gcm') as 'aes-256-gcm', key, iv, { authTagLength: 16 });
+    if (aad.length) this.c.setAAD(aad);
+  }
+  update(b: Buffer): Buffer {
+    return this.c.update(b);
+  }
+  final(): Buffer {
+    return Buffer.concat([this.c.final(), this.c.getAuthTag().subarray(0, this.tagBytes)]);
+  }
+}
+
+/** AES-GCM decryption of ciphertext || tag; null when the tag does not verify. */
+export function gcmDecrypt(key: Buffer, iv: Buffer, aad: Buffer, input: Buffer, tagBytes: number): Buffer | null {
+  if (input.length < tagBytes) return null;
+  const ct = input.subarray(0, input.length - tagBytes);
+  const tag = input.subarray(input.length - tagBytes);
+  if (tagBytes === 16 || tagBytes === 12 || tagBytes === 8 || tagBytes === 4 || tagBytes === 13 || tagBytes === 14 || tagBytes === 15) {
+    const d = createDecipheriv(aesName(key.length, 'gcm') as 'aes-256-gcm', key, iv, { authTagLength: tagBytes });
+    if (aad.length) d.setAAD(aad);
+    d.setAuthTag(tag);
+    const head = d.update(ct);
+    try {
+      return Buffer.concat([head, d.final()]);
+    } catch {
+      head.fill(0);
+      return null;
+    }
+  }
+  // Other tag lengths: recover the plaintext (counter mode), recompute the tag, compare.
+  const d = createDecipheriv(aesName(key.length, 'gcm') as 'aes-256-gcm', key, iv, { authTagLength: 16 });
+  if (aad.length) d.setAAD(aad);
+  const pt = d.update(ct);
+  const again = gcmEncrypt(key, iv, aad, pt, tagBytes);
+  const expect = again.subarray(again.length - tagBytes);
+  if (tagBytes > 0 && !timingSafeEqual(expect, tag)) {
+    pt.fill(0);
+    return null;
+  }
+  return pt;
+}
+
+/** RFC 3394 (pad = false) or RFC 5649 (pad = true) key wrap. */
+export function aesWrap(kek: Buffer, data: Buffer, pad: boolean): Buffer {
+  const c = createCipheriv(`id-aes${kek.length * 8}-wrap${pad ? '-pad' : ''}` as 'id-aes256-wrap', kek, pad ? WRAP_PAD_IV : WRAP_IV);
+  return Buffer.concat([c.update(data), c.final()]);
+}
+
+/** The unwrapped key, or null when the integrity check fails. */
+export function aesUnwrap(kek: Buffer, wrapped: Buffer, pad: boolean): Buffer | null {
+  try {
+    const d = createDecipheriv(`id-aes${kek.length * 8}-wrap${pad ? '-pad' : ''}` as 'id-aes256-wrap', kek, pad ? WRAP_PAD_IV : WRAP_IV);
+    return Buffer.concat([d.update(wrapped), d.final()]);
+  } catch {
+    return null;
+  }
+}
+
+export type HmacHash = 'sha256' | 'sha512';
+export const HMAC_SIZE: Record<HmacHash, number> = { sha256: 32, sha512: 64 };
+
+export function hmac(hash: HmacHash, key: Buffer, chunks: readonly Buffer[]): Buffer {
+  const h = createHmac(hash, key);
+  for (const c of chunks) h.update(c);
+  return h.digest();
+}
+
+export function ctEqual(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export function randomBytes(n: number): Buffer {
+  return randomFillSync(Buffer.alloc(n));
+}
+
+/** A P-256 key pair: d (32 bytes big-endian) and Q (65-byte uncompressed SEC1 point). */
+export function ecGenerate(): { d: Buffer; q: Buffer } {
+  const e = createECDH(CURVE);
+  e.generateKeys();
+  const d = Buffer.alloc(32);
+  const raw = e.getPrivateKey();
+  raw.copy(d, 32 - raw.length);
+  raw.fill(0);
+  return { d, q: e.getPublicKey() };
+}
+
+/**
+ * The peer point of CKM_ECDH1_DERIVE's pPublicData: a raw SEC1 point (uncompressed or
+ * compressed), or the same wrapped in a DER OCTET STRING, told apart as SoftHSM2 does (a
+ * leading 0x04 whose length byte covers exactly the rest is taken as DER).
+ */
+export function ecPeerPoint(data: Buffer): Buffer {
+  if (data.length > 2 && data[0] === 0x04) {
+    if (data[1]! < 0x80 && data[1] === data.length - 2) return data.subarray(2);
+    if (data[1] === 0x81 && data.length > 3 && data[2] === data.length - 3) return data.subarray(3);
+  }
+  return data;
+}
+
+/** x(d·Q), 32 bytes; throws if Q is not a valid P-256 point. */
+export function ecdh(d: Buffer, peer: Buffer): Buffer {
+  const e = createECDH(CURVE);
+  e.setPrivateKey(d);
+  return e.computeSecret(peer);
+}
+
+/** Uncompressed form of a P-256 point (throws if invalid). */
+export function ecUncompressed(point: Buffer): Buffer {
+  return ECDH.convertKey(point, CURVE, undefined, undefined, 'uncompressed') as Buffer;
+}
+
+/** DER OCTET STRING around a value shorter than 128 bytes (CKA_EC_POINT). */
+export function derOctetString(v: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([0x04, v.length]), v]);
+}
+
+export function checkValueAes(key: Buffer): Buffer {
+  const c = createCipheriv(aesName(key.length, 'ecb') as 'aes-256-ecb', key, null);
+  c.setAutoPadding(false);
+  return Buffer.concat([c.update(Buffer.alloc(16)), c.final()]).subarray(0, 3);
+}
+
+export function checkValueGeneric(key: Buffer): Buffer {
+  return createHash('sha1').update(key).digest().subarray(0, 3);
+}
+
+/** The check value of a secret key of `keyType` (CKK_AES = 0x1f; empty for an AES key of a bad length). */
+export function checkValue(keyType: number, key: Buffer): Buffer {
+  if (keyType === 0x1f) return isAesKeyLength(key.length) ? checkValueAes(key) : Buffer.alloc(0);
+  return checkValueGeneric(key);
+}

@@ -1,0 +1,221 @@
+/**
+ * SoftHSM2 2.6 (a PKCS#11 v2.40 module) through pkcs11js, as a `Pkcs11` (enclave/api/pkcs11.ts):
+ * configuration in the vault's data folder, loading, token initialization, and two repairs:
+ * - errors: pkcs11js throws a plain `Error('CKR_X:N')` from some calls (C_CreateObject,
+ *   C_CopyObject, C_SetAttributeValue, C_FindObjects); every call here throws Pkcs11Error;
+ * - durability: SoftHSM2 writes its object files without fsync; after every call that can change
+ *   token objects or the token's PIN state the token folder's changed files and the folder are
+ *   fsynced, so a returned C_CreateObject (an NVRAM write) survives a power cut.
+ *
+ * Tokens live in `<data>/softhsm/tokens`, configured by `<data>/softhsm/softhsm2.conf` (written
+ * from softhsm-config/softhsm2.conf.template); SOFTHSM2_CONF is set before C_Initialize, and the
+ * system's configuration and tokens are never used. SoftHSM2 is one library per process: every
+ * thread of a process shares its state (one configuration, one login per token), so worker-
+ * thread devices of one vault share it (C_Initialize with CKF_OS_LOCKING_OK, an "already
+ * initialized" answer is fine) and one process serves one SoftHSM2 data folder at a time.
+ * Slot ids change when a token is initialized: slots are found by their blank-padded label, and
+ * a token created after C_Initialize is seen after C_Finalize + C_Initialize.
+ */
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as P from '../../enclave/api/pkcs11.ts';
+
+export const SOFTHSM_DEFAULT_LIB = '/usr/lib/softhsm/libsofthsm2.so';
+export const SOFTHSM_INSTALL_HINT =
+  'SoftHSM2 is not installed: run `sudo apt-get install -y softhsm2 opensc` (or softhsm-config/ci-setup.sh); ' +
+  'set BKV_SOFTHSM_LIB to use a module elsewhere';
+const TEMPLATE = fileURLToPath(new URL('../../softhsm-config/softhsm2.conf.template', import.meta.url));
+
+/** The module path: $BKV_SOFTHSM_LIB or Debian's. */
+export function softhsmLibrary(): string {
+  return process.env.BKV_SOFTHSM_LIB || SOFTHSM_DEFAULT_LIB;
+}
+
+/** Null when SoftHSM2 and pkcs11js are usable here, else why not. */
+export function softhsmUnavailable(): string | null {
+  const lib = softhsmLibrary();
+  if (!fs.existsSync(lib)) return `${SOFTHSM_INSTALL_HINT} (no ${lib})`;
+  try {
+    createRequire(import.meta.url)('pkcs11js');
+  } catch (e) {
+    return `pkcs11js does not load (${(e as Error).message}); run npm ci`;
+  }
+  return null;
+}
+
+export interface SoftHsmPaths {
+  dir: string;
+  conf: string;
+  tokenDir: string;
+}
+
+export function softhsmPaths(dataDir: string): SoftHsmPaths {
+  const dir = path.join(path.resolve(dataDir), 'softhsm');
+  return { dir, conf: path.join(dir, 'softhsm2.conf'), tokenDir: path.join(dir, 'tokens') };
+}
+
+/** Writes the data folder's softhsm2.conf (once) and creates its token folder. */
+export function writeSoftHsmConfig(dataDir: string): SoftHsmPaths {
+  const p = softhsmPaths(dataDir);
+  fs.mkdirSync(p.tokenDir, { recursive: true, mode: 0o700 });
+  if (!fs.existsSync(p.conf)) {
+    const text = fs.readFileSync(TEMPLATE, 'utf8').replaceAll('@TOKENDIR@', p.tokenDir);
+    const tmp = `${p.conf}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, text, { mode: 0o600 });
+    fs.renameSync(tmp, p.conf);
+  }
+  return p;
+}
+
+type RawModule = P.Pkcs11 & { load(lib: string): void; C_CloseSession(s: P.Handle): void };
+
+let raw: RawModule | null = null;
+let rawConf = '';
+
+/** Calls that can change token objects or the token's state on disk. */
+const WRITES = new Set([
+  'C_CreateObject',
+  'C_CopyObject',
+  'C_DestroyObject',
+  'C_SetAttributeValue',
+  'C_GenerateKey',
+  'C_GenerateKeyPair',
+  'C_UnwrapKey',
+  'C_InitToken',
+  'C_InitPIN',
+  'C_SetPIN',
+  'C_Login',
+]);
+
+/** fsyncs every file under `dir` changed since `since` (ms), then the folders. */
+function syncTree(dir: string, since: number): void {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) syncTree(p, since);
+    else if (e.isFile() && !e.name.endsWith('.lock')) {
+      try {
+        if (fs.statSync(p).mtimeMs + 5 < since) continue;
+        const fd = fs.openSync(p, 'r');
+        try {
+          fs.fsyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+      } catch {
+        // removed meanwhile
+      }
+    }
+  }
+  try {
+    const fd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    // removed meanwhile
+  }
+}
+
+/**
+ * The process's SoftHSM2 module for a data folder: writes the configuration, sets SOFTHSM2_CONF,
+ * loads the library and initializes it (again, if it was initialized for another folder).
+ */
+export function loadSoftHsm(dataDir: string): P.Pkcs11 & { reinitialize(): void; paths: SoftHsmPaths } {
+  const why = softhsmUnavailable();
+  if (why) throw new Error(why);
+  const paths = writeSoftHsmConfig(dataDir);
+  process.env.SOFTHSM2_CONF = paths.conf;
+  if (!raw) {
+    const { PKCS11 } = createRequire(import.meta.url)('pkcs11js') as { PKCS11: new () => RawModule };
+    raw = new PKCS11();
+    raw.load(softhsmLibrary());
+  }
+  const lib = raw;
+  const init = () => {
+    try {
+      lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
+    } catch (e) {
+      const n = P.normalizePkcs11Error(e, 'C_Initialize');
+      if (!(n instanceof P.Pkcs11Error && n.code === P.CKR.CKR_CRYPTOKI_ALREADY_INITIALIZED)) throw n;
+    }
+  };
+  const reinitialize = () => {
+    try {
+      lib.C_Finalize();
+    } catch {
+      // not initialized
+    }
+    process.env.SOFTHSM2_CONF = paths.conf;
+    init();
+    rawConf = paths.conf;
+  };
+  if (rawConf !== '' && rawConf !== paths.conf) reinitialize();
+  else {
+    init();
+    rawConf = paths.conf;
+  }
+  const derived = new Set<number>();
+  const wrapped = new Proxy(lib, {
+    get(target, prop, receiver) {
+      if (prop === 'reinitialize') return reinitialize;
+      if (prop === 'paths') return paths;
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof v !== 'function' || typeof prop !== 'string' || !prop.startsWith('C_')) return v;
+      return (...args: unknown[]) => {
+        const started = Date.now();
+        let result: unknown;
+        try {
+          result = (v as (...a: unknown[]) => unknown).apply(target, args);
+        } catch (e) {
+          if (prop === 'C_Login') syncTree(paths.tokenDir, started); // a failed login counts
+          throw P.normalizePkcs11Error(e, prop);
+        }
+        if (prop === 'C_DeriveKey') derived.add(P.handleNumber(result as P.Handle));
+        else if (prop === 'C_DestroyObject' && derived.delete(P.handleNumber(args[1] as P.Handle))) return result;
+        if (WRITES.has(prop)) syncTree(paths.tokenDir, started);
+        return result;
+      };
+    },
+  });
+  return wrapped as unknown as P.Pkcs11 & { reinitialize(): void; paths: SoftHsmPaths };
+}
+
+function findSlot(m: P.Pkcs11, label: string): P.Handle | null {
+  for (const s of m.C_GetSlotList(true)) if (P.trimLabel(m.C_GetTokenInfo(s).label) === label) return s;
+  return null;
+}
+
+/**
+ * Makes sure the token `label` exists with these PINs: initializes it in a free slot when it is
+ * missing (C_InitToken, then C_Finalize + C_Initialize so the process sees it, then the SO sets
+ * the user PIN). Callers hold the data folder's token lock.
+ */
+export function ensureSoftHsmToken(m: ReturnType<typeof loadSoftHsm>, label: string, soPin: string, userPin: string): void {
+  if (findSlot(m, label)) return;
+  m.reinitialize(); // another thread may have created it since this process initialized
+  if (findSlot(m, label)) return;
+  const free = m.C_GetSlotList(true).find((s) => (m.C_GetTokenInfo(s).flags & P.CKF_TOKEN_INITIALIZED) === 0);
+  if (!free) throw new P.Pkcs11Error(P.CKR.CKR_TOKEN_NOT_PRESENT, 'C_GetSlotList');
+  m.C_InitToken(free, soPin, P.padLabel(label));
+  m.reinitialize();
+  const slot = findSlot(m, label);
+  if (!slot) throw new P.Pkcs11Error(P.CKR.CKR_TOKEN_NOT_RECOGNIZED, 'C_InitToken');
+  const s = m.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
+  try {
+    m.C_Login(s, P.CKU_SO, soPin);
+    m.C_InitPIN(s, userPin);
+    m.C_Logout(s);
+  } finally {
+    m.C_CloseSession(s);
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * Fuzz target: raw host request bytes into the live enclave's one entry (`enclave.handle`),
+ * mutated from one seed per HostRequests type, including Batch envelopes that carry client
+ * operations sealed correctly to the enclave's (planted, so fixed) key for the canary records,
+ * and LoadChunk rows. The fuzzer plays a malicious host.
+ *
+ * The first input byte holds flags, the rest is the request:
+ *   bit 0  set the epoch (bytes 2..9 of Batch, Commit, Abort) to the one the enclave expects, so
+ *          that mutated batches get past the epoch check;
+ *   bit 1  replace each Batch op's `stored` blob with the honest current one (past the rollback
+ *          check, into the handlers);
+ *   bit 2  commit a Prepared batch at once (an honest host persisting it);
+ *   bit 3  restart the enclave first, before it is loaded (LoadChunk/LoadEnd reach the loader);
+ *          the driver then completes the load honestly.
+ * A batch left pending by an input is aborted by the driver after two more inputs.
+ *
+ * Oracle, per input (besides lib/vault.ts's checks on every response: it decodes, carries no
+ * planted secret, no untyped exception inside, unsealed results are Faults): the enclave still
+ * answers Info with state ready and the same public key; whenever the input may have changed
+ * state, a Status of both canaries (through an honest batch) shows attempts that never increased
+ * and locks that never lifted, because no host can produce a valid KE3 or authorization.
+ */
+import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
+import { ClientRequests, HostRequests } from '../../../enclave/api/messages.ts';
+import { createEnclave } from '../../../enclave/main.ts';
+import { CANARIES } from '../lib/canary.ts';
+import { equalBytes, hex, violation } from '../lib/oracle.ts';
+import { FuzzVault } from '../lib/vault.ts';
+
+export const name = 'enclave-host';
+export const weight = 4;
+export const maxInputLength = 1 + 64 * 1024;
+export const timeoutMs = 4000;
+
+let v: FuzzVault | null = null;
+let seed = 1;
+let generation = 0;
+let pendingAge = 0;
+let last: string | undefined;
+
+export async function setup(o: { seed?: number } = {}): Promise<void> {
+  seed = o.seed ?? 1;
+  v = await FuzzVault.open(seed);
+  pendingAge = 0;
+}
+
+export async function reset(): Promise<void> {
+  v = await FuzzVault.open(seed * 1000 + ++generation);
+  pendingAge = 0;
+}
+
+export async function teardown(): Promise<void> {
+  v = null;
+}
+
+export function outcome(): string | undefined {
+  return last;
+}
+
+const TAG = HostRequests.tags;
+const STATUS = encodeMessage(ClientRequests, { type: 'Status' });
+
+function writeU64(b: Uint8Array, off: number, value: number): void {
+  let x = BigInt(value);
+  for (let i = 7; i >= 0; i--, x >>= 8n) b[off + i] = Number(x & 0xffn);
+}
+
+export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
+  if (!v) await setup({ seed });
+  const vault = v!;
+  const input = new Uint8Array(data);
+  const flags = input[0] ?? 0;
+  let req: Uint8Array = input.slice(1);
+  const pkBefore = vault.hpkePublicKey;
+  let changed = false;
+  last = undefined;
+
+  if (flags & 8) {
+    vault.enclave = await createEnclave(vault.platform);
+    vault.pending = null;
+    pendingAge = 0;
+    changed = true;
+  }
+  const tag = req[1];
+  if (flags & 1 && req.length >= 10 && (tag === TAG.Batch || tag === TAG.Commit || tag === TAG.Abort)) {
+    writeU64(req, 2, tag === TAG.Batch ? vault.epoch + 1 : (vault.pending?.epoch ?? vault.epoch + 1));
+  }
+  if (flags & 2 && tag === TAG.Batch) {
+    try {
+      const m = decodeMessage(HostRequests, req);
+      if (m.type === 'Batch') {
+        for (const op of m.ops) op.stored = vault.store.get(hex(op.recordId))?.blob ?? new Uint8Array(0);
+        req = encodeMessage(HostRequests, m);
+      }
+    } catch {
+      // not a decodable batch: send it as it is
+    }
+  }
+
+  const { res } = await vault.raw(req, 'the fuzzed host request');
+  last = `${flags & 15}/${res.type === 'Fault' ? `F${res.code}` : res.type}`;
+  if (res.type === 'Prepared' || res.type === 'Committed' || res.type === 'Loaded' || res.type === 'ZeroizeDone') changed = true;
+  if (res.type === 'Prepared' && flags & 4) {
+    const c = await vault.call({ type: 'Commit', epoch: res.epoch }, 'the driver\'s Commit');
+    if (c.type !== 'Committed') violation('protocol', `Commit of a freshly prepared batch answered ${c.type}`);
+    last += '/C';
+  }
+
+  if (flags & 8) {
+    const info = await vault.info();
+    if (info.state === 3) await vault.load();
+  }
+  if (vault.pending && ++pendingAge > 2) {
+    await vault.abortPending();
+    pendingAge = 0;
+  }
+  if (!vault.pending) pendingAge = 0;
+
+  await vault.checkServing('the fuzzed host request');
+  const info = await vault.info();
+  if (!equalBytes(info.hpkePublicKey, pkBefore)) violation('key-changed', 'the enclave\'s public key changed across the input');
+
+  if (changed) {
+    // Attempts of both canaries, through one honest batch (it aborts a pending batch first).
+    const results = await vault.clientBatch(CANARIES.map((c) => ({ recordId: c.recordId, body: STATUS, where: `the driver's Status of ${c.label}` })));
+    CANARIES.forEach((c, i) => vault.applyStatus(c.recordId, results[i]!.res, false, 'a fuzzed host request'));
+    pendingAge = 0;
+    await vault.replant();
+  }
+  await vault.endInput('the fuzzed host request');
+}

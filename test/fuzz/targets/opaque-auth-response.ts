@@ -1,0 +1,23 @@
+/**
+ * Fuzz target: RFC 9807 §6.1 AuthResponse (server_nonce, server_public_keyshare, server_mac).
+ * Decoded on both suites and both group backends; the oracle is in lib/opaque-target.ts.
+ * Seeds: test/fuzz/seeds/opaque-auth-response/ (a valid message of each suite).
+ */
+import { opaqueMessageTarget } from '../lib/opaque-target.ts';
+
+const t = opaqueMessageTarget('AuthResponse');
+
+export const name = 'opaque-auth-response';
+export const maxInputLength = 512;
+
+export async function setup(): Promise<void> {
+  await t.setup();
+}
+
+export function outcome(): string | undefined {
+  return t.outcome();
+}
+
+export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
+  await t.fuzz(data);
+}
