@@ -135,6 +135,11 @@ export class Pkcs11Token implements Token {
     } catch (e) {
       const n = P.normalizePkcs11Error(e);
       if (n instanceof P.Pkcs11Error && n.code === P.CKR.CKR_OPERATION_ACTIVE) this.renewSession();
+      if (n instanceof P.Pkcs11Error && (n.code === P.CKR.CKR_OBJECT_HANDLE_INVALID || n.code === P.CKR.CKR_KEY_HANDLE_INVALID)) {
+        // A key destroyed (zeroization by another process) or a handle gone with a logout: look again next time.
+        this.keys.clear();
+        this.publicKeys.clear();
+      }
       throw tokenError(e);
     }
   }

@@ -87,7 +87,8 @@ describe('bkv', () => {
     expectCode(['escrow', 'change-password', ...common, '--password-file', 'pw', '--new-password-file', 'pw2'], 0);
     expectCode(['escrow', 'recover', ...common, '--password-file', 'pw'], 2);
     expect(bkv(['escrow', 'status', ...common]).out).toMatch(/attempts remaining 3 of 4/);
-    expect(bkv(['escrow', 'delete', ...common]).out).toMatch(/deleted/);
+    expectCode(['escrow', 'delete', ...common, '--password-file', 'pw'], 2); // the old password proves nothing
+    expect(expectCode(['escrow', 'delete', ...common, '--key-file', 'carol.key'], 0).out).toMatch(/deleted/);
     expect(bkv(['escrow', 'status', ...common]).out).toMatch(/not registered/);
   }, 120_000);
 

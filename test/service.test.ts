@@ -255,7 +255,7 @@ describe('vault service', () => {
     const again = await c.recover(id, te.encode('pw-2'));
     expect(again.ok && Buffer.from(again.backupKey).equals(Buffer.from(key))).toBe(true);
     expect(await c.status(id)).toMatchObject({ type: 'StatusResult', registered: 1, locked: 0, attemptsRemaining: 5, attemptLimit: 5 });
-    expect(await c.delete(id)).toMatchObject({ type: 'Deleted' });
+    expect(await c.delete(id, { backupKey: key })).toMatchObject({ type: 'Deleted' });
     expect(await c.status(id)).toMatchObject({ type: 'NotRegistered' });
   });
 

@@ -147,7 +147,7 @@ describeTokens('integrity', (kind) => {
       await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 3 });
       await c.recover(id('a'), te.encode('bad'));
       await c.recover(id('a'), te.encode('pw'));
-      await c.delete(id('a'));
+      await c.delete(id('a'), { backupKey: new Uint8Array(32).fill(1) });
       const events = await h.store.auditEvents(0, 1, 100);
       expect(events.map((e) => e.kind)).toEqual([1, 2, 2, 3, 5]);
       const zero = new Uint8Array(32);

@@ -134,7 +134,7 @@ class Delete implements fc.AsyncCommand<Model, Real> {
   constructor(readonly id: string) {}
   check = () => true;
   async run(m: Model, real: Real) {
-    const r = await real.c.delete(te.encode(this.id));
+    const r = await real.c.delete(te.encode(this.id), { backupKey: new Uint8Array(32).fill(m.r[this.id]!.key) });
     expect(r.type).toBe(m.r[this.id]!.state === 'none' ? 'NotRegistered' : 'Deleted');
     m.r[this.id] = none();
     await check(m, real, this.id);

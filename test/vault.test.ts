@@ -97,13 +97,24 @@ describeTokens('vault', (kind) => {
     expect(await c.status(id('nobody'))).toEqual({ type: 'NotRegistered' });
   });
 
-  it('deletes a record', async () => {
+  it('deletes a record only with proof of its key or password; a locked one without', async () => {
     h = await openHarness({ tokenKind: kind });
     const c = await h.client();
     await c.register(id('gina'), te.encode('pw'), new Uint8Array(32).fill(6));
-    expect(await c.delete(id('gina'))).toEqual({ type: 'Deleted' });
+    await expect(c.delete(id('gina'), null)).rejects.toMatchObject({ code: Handling.NotAuthorized });
+    await expect(c.delete(id('gina'), { backupKey: new Uint8Array(32).fill(7) })).rejects.toMatchObject({ code: Handling.NotAuthorized });
+    expect(await c.delete(id('gina'), { password: te.encode('typo') })).toMatchObject({ type: 'WrongPassword' });
+    expect(await c.status(id('gina'))).toMatchObject({ type: 'StatusResult', attemptsRemaining: 9 });
+    expect(await c.delete(id('gina'), { backupKey: new Uint8Array(32).fill(6) })).toEqual({ type: 'Deleted' });
     expect(await c.status(id('gina'))).toEqual({ type: 'NotRegistered' });
     expect(await c.recover(id('gina'), te.encode('pw'))).toMatchObject({ ok: false });
+    // With the password (a recovery authorizes it, once).
+    await c.register(id('gina'), te.encode('pw'), new Uint8Array(32).fill(6));
+    expect(await c.delete(id('gina'), { password: te.encode('pw') })).toEqual({ type: 'Deleted' });
+    // A locked record holds nothing: no proof needed.
+    await c.register(id('hal'), te.encode('pw'), new Uint8Array(32).fill(6), { attemptLimit: 1 });
+    await c.recover(id('hal'), te.encode('x'));
+    expect(await c.delete(id('hal'), null)).toEqual({ type: 'Deleted' });
   });
 
   it('survives a restart with every record and count', async () => {

@@ -2,10 +2,12 @@
  * Proofs and key derivations that the client and the enclave both compute (portable: @noble).
  *
  * - Authorization of a registration that replaces a live record (a password change or a new
- *   registration over it): either proof of the current backup key, or proof of the current
- *   password through a recovered OPAQUE session. Both are HMAC-SHA256 over
- *   "bkv/authorize/v1" || stage id || record id, under a key derived with HKDF-SHA256 (RFC 5869)
- *   from the backup key or the OPAQUE session key. Encoding: kind (1 byte) || [session id] || MAC.
+ *   registration over it), or of a deletion: either proof of the current backup key, or proof of
+ *   the current password through a recovered OPAQUE session (used once). Both are HMAC-SHA256
+ *   over label || nonce || record id, under a key derived with HKDF-SHA256 (RFC 5869) from the
+ *   backup key or the OPAQUE session key; label "bkv/authorize/v1" with the stage id as nonce to
+ *   replace, "bkv/delete/v1" with the record's registration id to delete.
+ *   Encoding: kind (1 byte) || [session id] || MAC.
  * - The release key: the backup key leaves the enclave only as AES-256-GCM under
  *   HKDF-SHA256(session key, info = "bkv/release"), to the session that proved the password.
  */
@@ -18,8 +20,11 @@ const te = new TextEncoder();
 export const AUTH_KIND_BACKUP_KEY = 1;
 export const AUTH_KIND_SESSION = 2;
 
-function transcript(stageId: Uint8Array, recordId: Uint8Array): Uint8Array {
-  const label = te.encode('bkv/authorize/v1');
+export type AuthPurpose = 'replace' | 'delete';
+const PURPOSE_LABEL: Record<AuthPurpose, string> = { replace: 'bkv/authorize/v1', delete: 'bkv/delete/v1' };
+
+function transcript(stageId: Uint8Array, recordId: Uint8Array, purpose: AuthPurpose): Uint8Array {
+  const label = te.encode(PURPOSE_LABEL[purpose]);
   const out = new Uint8Array(label.length + stageId.length + 1 + recordId.length);
   out.set(label, 0);
   out.set(stageId, label.length);
@@ -38,20 +43,30 @@ export function releaseKey(sessionKey: Uint8Array): Uint8Array {
   return hkdf(sha256, sessionKey, new Uint8Array(0), te.encode('bkv/release'), 32);
 }
 
-export function authorizationMac(authKey: Uint8Array, stageId: Uint8Array, recordId: Uint8Array): Uint8Array {
-  return hmac(sha256, authKey, transcript(stageId, recordId));
+/**
+ * HMAC-SHA256(authKey, label || nonce || len(id) || id): `nonce` is the stage id (replacing a
+ * record) or the record's registration id (deleting it); the label separates the two purposes.
+ */
+export function authorizationMac(authKey: Uint8Array, nonce: Uint8Array, recordId: Uint8Array, purpose: AuthPurpose = 'replace'): Uint8Array {
+  return hmac(sha256, authKey, transcript(nonce, recordId, purpose));
 }
 
-export function encodeKeyAuthorization(backupKey: Uint8Array, stageId: Uint8Array, recordId: Uint8Array): Uint8Array {
+export function encodeKeyAuthorization(backupKey: Uint8Array, nonce: Uint8Array, recordId: Uint8Array, purpose: AuthPurpose = 'replace'): Uint8Array {
   const k = backupKeyAuthKey(backupKey);
-  const mac = authorizationMac(k, stageId, recordId);
+  const mac = authorizationMac(k, nonce, recordId, purpose);
   k.fill(0);
   return Uint8Array.of(AUTH_KIND_BACKUP_KEY, ...mac);
 }
 
-export function encodeSessionAuthorization(sessionId: Uint8Array, sessionKey: Uint8Array, stageId: Uint8Array, recordId: Uint8Array): Uint8Array {
+export function encodeSessionAuthorization(
+  sessionId: Uint8Array,
+  sessionKey: Uint8Array,
+  nonce: Uint8Array,
+  recordId: Uint8Array,
+  purpose: AuthPurpose = 'replace',
+): Uint8Array {
   const k = sessionAuthKey(sessionKey);
-  const mac = authorizationMac(k, stageId, recordId);
+  const mac = authorizationMac(k, nonce, recordId, purpose);
   k.fill(0);
   return Uint8Array.of(AUTH_KIND_SESSION, ...sessionId, ...mac);
 }

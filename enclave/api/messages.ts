@@ -191,7 +191,12 @@ export const ClientRequests = defineFamily(
       ['ke3', bytes(32, 64)],
     ],
     Status: [],
-    Delete: [],
+    /**
+     * Deleting a live record destroys its backup key, so it needs the same proof as replacing it:
+     * of the current backup key (over the record's registration id, from StatusResult) or of the
+     * current password (a recovered session, used once). A locked record needs none.
+     */
+    Delete: [['authorization', opt(bytes(1, 128))]],
   } as const,
   MAX_CLIENT_MESSAGE,
 );
@@ -243,6 +248,8 @@ export const ClientResponses = defineFamily(
       ['attemptsRemaining', u8],
       ['attemptLimit', u8],
       ['suite', u8],
+      /** Random per registration (not secret): what a backup-key proof of deletion is bound to. */
+      ['registrationId', fixed(16)],
     ],
     Deleted: [],
     Fault: [

@@ -10,13 +10,14 @@
  * - LoginFinish checks KE3; only then is the backup key released, wrapped under a key derived
  *   from the OPAQUE session key, and the count reset. At the limit the secrets are zeroized and
  *   the record is locked for good.
- * - Status and Delete.
+ * - Status, and Delete (of a live record: with the same proof as replacing it).
  * Handlers are pure over their context: they return the response, the record to write, and the
  * audit events; the batch (vault.ts) seals, indexes and commits.
  */
 import { EnclaveFault, Handling } from '../api/codes.ts';
 import type { ClientRequest, ClientResponse } from '../api/messages.ts';
 import { AUDIT_KIND, STAGE_ID_LEN, SESSION_ID_LEN, SUITE_CODE } from '../api/messages.ts';
+import type { AuthPurpose } from '../api/authorize.ts';
 import { AUTH_KIND_BACKUP_KEY, authorizationMac, backupKeyAuthKey, decodeAuthorization, sessionAuthKey, wrapForRelease } from '../api/authorize.ts';
 import type { RandomSource } from '../opaque/bytes.ts';
 import { ctEqual, toHex } from '../opaque/bytes.ts';
@@ -103,7 +104,7 @@ export async function handle(ctx: OpContext, req: ClientRequest): Promise<OpResu
     case 'Status':
       return status(ctx);
     case 'Delete':
-      return del(ctx);
+      return del(ctx, req.authorization);
     default: {
       const never: never = req;
       throw new EnclaveFault(Handling.BadPayload, `unhandled request ${String(never)}`);
@@ -129,8 +130,8 @@ function registerStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'Regi
   };
 }
 
-function checkAuthorization(ctx: OpContext, current: VaultRecord, authorization: Uint8Array | undefined, stageId: Uint8Array): void {
-  const fail = () => new EnclaveFault(Handling.NotAuthorized, 'replacing a live record needs proof of its password or backup key', 'authorization');
+function checkAuthorization(ctx: OpContext, current: VaultRecord, authorization: Uint8Array | undefined, nonce: Uint8Array, purpose: AuthPurpose = 'replace'): void {
+  const fail = () => new EnclaveFault(Handling.NotAuthorized, `${purpose === 'delete' ? 'deleting' : 'replacing'} a live record needs proof of its password or backup key`, 'authorization');
   if (!authorization) throw fail();
   const a = decodeAuthorization(authorization);
   if (!a) throw fail();
@@ -143,7 +144,7 @@ function checkAuthorization(ctx: OpContext, current: VaultRecord, authorization:
     if (typeof s === 'string' || s.idHex !== ctx.idHex || !ctEqual(s.registrationId, current.registrationId)) throw fail();
     key = s.authKey;
   }
-  const ok = ctEqual(authorizationMac(key, stageId, ctx.recordId), a.mac);
+  const ok = ctEqual(authorizationMac(key, nonce, ctx.recordId, purpose), a.mac);
   key.fill(0);
   if (!ok) throw fail();
 }
@@ -300,14 +301,17 @@ function status(ctx: OpContext): OpResult {
       attemptsRemaining: remaining(cur),
       attemptLimit: cur.attemptLimit,
       suite: cur.suite,
+      registrationId: cur.registrationId,
     },
     audit: [],
   };
 }
 
-function del(ctx: OpContext): OpResult {
+function del(ctx: OpContext, authorization: Uint8Array | undefined): OpResult {
   const cur = ctx.current;
   if (cur === null) return { response: { type: 'NotRegistered' }, audit: [] };
+  // A locked record holds no secret any more: removing it needs no proof.
+  if (cur.status === STATUS_ACTIVE) checkAuthorization(ctx, cur, authorization, cur.registrationId, 'delete');
   zeroizeRecord(cur);
   return { response: { type: 'Deleted' }, write: 'delete', audit: [{ kind: AUDIT_KIND.deleted, attemptsRemaining: 0 }] };
 }

@@ -10,7 +10,7 @@
  * a deletion at an epoch without holding anything.
  */
 import { bytes, decodeFields, encodeFields, fixed, u53, u8 } from '../api/codec.ts';
-import { EnclaveFault, Integrity } from '../api/codes.ts';
+import { EnclaveFault, Integrity, Platform as PlatformCodes } from '../api/codes.ts';
 import type { KeyHandle, Token } from '../token.ts';
 
 export const SEALED_MAGIC = Uint8Array.of(0x42, 0x4b, 0x56, 0x52); // "BKVR"
@@ -100,6 +100,7 @@ export function seal(
   rec: VaultRecord | null,
 ): Uint8Array {
   const iv = token.random(12);
+  if (!(iv instanceof Uint8Array) || iv.length !== 12) throw new EnclaveFault(PlatformCodes.RandomError, 'token random returned the wrong length');
   const hdr = header({ ...h, iv });
   const pt = rec ? encodeFields(RecordSchema, rec) : new Uint8Array(0);
   const ct = token.encryptGcm(key, iv, aad(hdr, recordId), pt);

@@ -24,6 +24,7 @@ import type { Suite, SuiteId } from '../opaque/suite.ts';
 import { SUITE_IDS } from '../opaque/suite.ts';
 import { fastSuite } from '../opaque/suites-fast.ts';
 import type { Platform } from '../platform.ts';
+import { TokenError } from '../token.ts';
 import { runSelfTests } from '../selftest.ts';
 import { AuditLog } from './audit.ts';
 import { deriveEnclaveKeys, ensureTokenKeys, zeroizeEnclaveKeys } from './keys.ts';
@@ -104,6 +105,13 @@ export class Vault {
     }
     this.audit = new AuditLog(this.keys.auditKey, sha256);
     this.state = 'notLoaded';
+  }
+
+  /** The platform's random bytes, length-checked (a faulty source is a typed fault, not a crash). */
+  private random(n: number): Uint8Array {
+    const b = this.p.random(n);
+    if (!(b instanceof Uint8Array) || b.length !== n) throw new EnclaveFault(PlatformCodes.RandomError, 'random source returned the wrong length');
+    return b;
   }
 
   /** Partition of a record id: the first 4 bytes of SHA-256(id), big-endian, mod partitions. */
@@ -229,12 +237,12 @@ export class Vault {
           throw new EnclaveFault(Integrity.IndexMismatch, 'record belongs to another partition', 'recordId');
         }
         const { record: current, version } = this.currentRecord(pending, op.recordId, idHex, op.stored, index);
-        const opened = await openRequest(keys.e2e, op.recordId, op.request, (n) => this.p.random(n));
+        const opened = await openRequest(keys.e2e, op.recordId, op.request, (n) => this.random(n));
         sealResponse = opened.sealResponse;
         const creq = decodeMessage(ClientRequests, opened.request);
         const ctx: OpContext = {
           now,
-          rng: (n) => this.p.random(n),
+          rng: (n) => this.random(n),
           recordId: op.recordId,
           idHex,
           current,
@@ -371,5 +379,6 @@ export class Vault {
 export function toFault(e: unknown): EnclaveFault {
   if (e instanceof EnclaveFault) return e;
   if (e instanceof OpaqueError) return new EnclaveFault(e.code, e.message, e.field);
+  if (e instanceof TokenError) return new EnclaveFault(PlatformCodes.TokenError, `token: ${e.ckr}`);
   return new EnclaveFault(Handling.BadPayload, 'internal error');
 }

@@ -18,7 +18,8 @@ import { readKeyFile, readPassword, readVaultKeyFile } from './io.ts';
 const USAGE = `usage: bkv escrow register|recover|change-password|delete|status --vault URL --vault-key FILE --id ID
   register:        --key-file F [--password-file F] [--attempts N] [--suite ristretto255-SHA512|P256-SHA256]
   recover:         [--password-file F] [--out FILE]
-  change-password: [--password-file F] [--new-password-file F]`;
+  change-password: [--password-file F] [--new-password-file F]
+  delete:          --key-file F | [--password-file F]   (proof needed unless the record is locked)`;
 
 export async function escrowCommand(argv: string[]): Promise<number> {
   const p = parseArgs(argv, {
@@ -89,8 +90,18 @@ export async function escrowCommand(argv: string[]): Promise<number> {
       return 0;
     }
     case 'delete': {
-      const r = await client.delete(recordId);
-      console.log(r.type === 'Deleted' ? 'deleted' : 'not registered');
+      // Proof of the current backup key (--key-file) or of the password; a locked record needs none.
+      const keyFile = p.opts.get('key-file');
+      const st = await client.status(recordId);
+      const locked = st.type === 'StatusResult' && st.locked === 1;
+      const proof = locked ? null : keyFile ? { backupKey: readKeyFile(keyFile) } : { password: await readPassword(p.opts.get('password-file'), 'password: ') };
+      const r = await client.delete(recordId, proof);
+      if (r.type === 'Deleted') console.log('deleted');
+      else if (r.type === 'NotRegistered') console.log('not registered');
+      else {
+        console.error(r.type === 'WrongPassword' ? `wrong password; attempts remaining ${r.attemptsRemaining}` : r.type);
+        return 2;
+      }
       return 0;
     }
     default:

@@ -141,7 +141,23 @@ export class EscrowClient {
     return this.send(recordId, { type: 'Status' });
   }
 
-  async delete(recordId: Uint8Array): Promise<ClientResponse> {
-    return this.send(recordId, { type: 'Delete' });
+  /**
+   * Deletes the record (and with it the escrowed key). A live record needs proof: the current
+   * backup key, or the current password (a recovery authorizes it). A locked one needs none.
+   */
+  async delete(recordId: Uint8Array, proof: { backupKey: Uint8Array } | { password: Uint8Array } | null): Promise<ClientResponse> {
+    const st = await this.send(recordId, { type: 'Status' });
+    if (st.type !== 'StatusResult') return st;
+    let authorization: Uint8Array | undefined;
+    if (proof && 'backupKey' in proof) {
+      authorization = encodeKeyAuthorization(proof.backupKey, st.registrationId, recordId, 'delete');
+    } else if (proof) {
+      const r = await this.recover(recordId, proof.password);
+      if (!r.ok) return r.outcome === 'locked' ? { type: 'Locked' } : { type: 'WrongPassword', attemptsRemaining: r.attemptsRemaining, locked: r.locked ? 1 : 0 };
+      r.backupKey.fill(0);
+      authorization = encodeSessionAuthorization(r.sessionId, r.sessionKey, st.registrationId, recordId, 'delete');
+      r.sessionKey.fill(0);
+    }
+    return this.send(recordId, { type: 'Delete', authorization });
   }
 }

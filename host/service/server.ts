@@ -138,6 +138,8 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
     let failure: unknown;
     try {
       if (draining) throw new ServiceError('SHUTTING_DOWN', { retryAfterSeconds: 1 });
+      // HTTP/1.1 requires Host (RFC 9112 §3.2); node:http's own check would answer without our JSON.
+      if (req.httpVersion === '1.1' && req.headers.host === undefined) throw new ServiceError('BAD_REQUEST');
       if ('error' in found) throw found.error;
       await found.handler(ctx, req, res, note, found.match);
       status = res.statusCode;
@@ -173,6 +175,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
       connectionsCheckingInterval: Math.min(1000, headersTimeout),
       keepAliveTimeout: 5_000,
       maxHeaderSize: 8 * 1024,
+      requireHostHeader: false,
     },
     (req, res) => {
       inFlight++;

@@ -19,28 +19,6 @@ export interface KnownIssue {
 
 export const KNOWN_ISSUES: readonly KnownIssue[] = [
   {
-    id: 'FUZZ-4',
-    target: 'http',
-    kind: 'http-envelope',
-    match: /^\[http-envelope\] a raw exchange: error answer 400 is not JSON: \s*$/,
-    summary:
-      'host/service/server.ts: an HTTP/1.1 request without a Host header is refused by node:http itself (requireHostHeader, on by default) with "400 Bad Request" and an empty body, not the service\'s JSON error envelope (BAD_REQUEST, 6001)',
-  },
-  {
-    id: 'FUZZ-2',
-    target: 'token-faults',
-    kind: 'token-error-unmapped',
-    match: /TokenError: CKR_\w+[\s\S]*at seal \(/,
-    summary: 'enclave/vault/record.ts seal(): a TokenError from encryptGcm reaches toFault and leaves as BadPayload "internal error" instead of Platform.TokenError (2301)',
-  },
-  {
-    id: 'FUZZ-3',
-    target: 'token-faults',
-    kind: 'untyped-error',
-    match: /RangeError: offset is out of bounds[\s\S]*at header \([^)]*record\.ts/,
-    summary: 'enclave/vault/record.ts seal(): the IV from token.random(12) is not length-checked; a longer one throws a RangeError in header() (BadPayload "internal error")',
-  },
-  {
     id: 'FUZZ-5',
     target: 'token-faults',
     kind: 'untyped-error',

@@ -151,7 +151,7 @@ async function main(): Promise<void> {
     LoginStart: { type: 'LoginStart', suite: SUITE_CODE[CANARY_A.suite], ke1: ke1A },
     LoginFinish: { type: 'LoginFinish', sessionId: new Uint8Array(16).fill(0x22), ke3: new Uint8Array(64).fill(0x33) },
     Status: { type: 'Status' },
-    Delete: { type: 'Delete' },
+    Delete: { type: 'Delete', authorization: undefined },
   };
   const stored = (id: Uint8Array) => v.store.get(Buffer.from(id).toString('hex'))?.blob ?? new Uint8Array(0);
   const op = async (opId: number, recordId: Uint8Array, req: ClientRequest) => ({

@@ -200,7 +200,8 @@ export class EmulatorModule implements P.Pkcs11 {
     return { ...info };
   }
 
-  C_InitToken(slot: P.Handle, pin?: string, label?: string): void {
+  /** Returns the padded label (pkcs11js's declared result, which graphene-pk11 reads). */
+  C_InitToken(slot: P.Handle, pin?: string, label?: string): string {
     this.requireInit();
     const i = this.slotIndex(slot);
     const existing = this.tokens()[i];
@@ -247,6 +248,7 @@ export class EmulatorModule implements P.Pkcs11 {
       this.handles.forgetObjects(existing.serial, false);
       this.logins.delete(existing.serial);
     }
+    return P.padLabel(name);
   }
 
   C_InitPIN(session: P.Handle, pin?: string): void {

@@ -422,7 +422,11 @@ export class FuzzVault {
   async plant(c: CanaryRecord): Promise<void> {
     const st = await this.status(c.recordId, `the driver's Status of ${c.label}`);
     if (st.type === 'StatusResult') {
-      const del = await this.client(c.recordId, { type: 'Delete' }, `the driver's Delete of ${c.label}`);
+      // A live record needs proof of its backup key: the one the driver last registered under it.
+      const t = this.tracked.get(hex(c.recordId));
+      const key = t?.known && t.backupKey ? t.backupKey : c.backupKey;
+      const authorization = st.locked ? undefined : encodeKeyAuthorization(key, st.registrationId, c.recordId, 'delete');
+      const del = await this.client(c.recordId, { type: 'Delete', authorization }, `the driver's Delete of ${c.label}`);
       if (del.type !== 'Deleted') violation('not-serving', `Delete of ${c.label} answered ${describeClient(del)}`);
     }
     const reg = await this.register(c.recordId, c.suite, c.password, c.backupKey, c.attemptLimit);

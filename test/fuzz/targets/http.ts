@@ -100,7 +100,7 @@ async function plant(c: Ctx, viaHttp: boolean): Promise<void> {
         return { sealed: body.sealed, response: new Uint8Array(Buffer.from(body.response, 'base64url')) };
       }
     : (r, m) => c.svc.vault.submit(r, m);
-  const del = await sealRequest(c.pk, CANARY_A.recordId, encodeMessage(ClientRequests, { type: 'Delete' }));
+  const del = await sealRequest(c.pk, CANARY_A.recordId, encodeMessage(ClientRequests, { type: 'Delete', authorization: undefined }));
   await c.svc.vault.submit(CANARY_A.recordId, del.message);
   const client = new EscrowClient({ relay, enclavePublicKey: c.pk, suite: await fastSuite(CANARY_A.suite), rng: (n) => new Uint8Array(randomBytes(n)), context: CONTEXT });
   await client.register(CANARY_A.recordId, CANARY_A.password, CANARY_A.backupKey, { attemptLimit: 200 });

@@ -164,7 +164,8 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   const canary = input.length % 2 === 1 && input[input.length - 1]! & 1 ? CANARY_A : CANARY_B;
   v.untypedKind = (e) => {
     if (e instanceof Error && e.message === INJECTED) return null;
-    if (e instanceof TokenError) return 'token-error-unmapped';
+    // toFault maps a TokenError to Platform.TokenError (2301): a typed fault, not a violation.
+    if (e instanceof TokenError) return null;
     return 'untyped-error';
   };
   const stages: string[] = [];
