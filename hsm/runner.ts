@@ -25,6 +25,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Platform } from '../enclave/platform.ts';
+import { pooledRandom } from '../enclave/opaque/bytes.ts';
 import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
 import { NVRAM_REGION_BYTES } from '../enclave/vault/nvram-state.ts';
 import { isTokenKind } from '../host/tokens/config.ts';
@@ -112,7 +113,7 @@ export function buildPlatform(cfg: HsmConfig, crash: () => never): HsmPlatform {
   });
   const size = cfg.nvramSize ?? NVRAM_REGION_BYTES;
   const platform: HsmPlatform = {
-    random: (n) => randomFillSync(new Uint8Array(n)),
+    random: pooledRandom((b) => void randomFillSync(b)),
     now: () => Date.now(),
     nvram: cfg.nvram === 'file' ? new FileNvram(path.join(cfg.dataDir, nvramFileName(cfg.partition)), { size }) : new TokenNvram(token, nvramLabel(cfg.partition), size),
     token,

@@ -470,3 +470,26 @@ describe('modInverseVartime (Lehmer) agrees with the plain extended Euclid', () 
     });
   }
 });
+
+describe('pooledRandom', () => {
+  it('serves fresh bytes, leaves nothing served in the pool, and passes large draws through', async () => {
+    const { pooledRandom } = await import('../enclave/opaque/bytes.ts');
+    let fills = 0;
+    let pool: Uint8Array | null = null;
+    let ctr = 0;
+    const r = pooledRandom((b) => {
+      fills++;
+      if (b.length === 64) pool = b;
+      for (let i = 0; i < b.length; i++) b[i] = (++ctr % 255) + 1;
+    }, 64);
+    const a = r(32);
+    const b = r(32);
+    expect(fills).toBe(1);
+    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(false);
+    expect(pool!.every((x) => x === 0)).toBe(true); // both draws wiped from the pool
+    r(16);
+    expect(fills).toBe(2);
+    expect(r(100).length).toBe(100);
+    expect(fills).toBe(3);
+  });
+});

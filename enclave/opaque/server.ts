@@ -63,20 +63,20 @@ function takeState(s: ServerLoginState, suite: Suite): { mac: Uint8Array; key: U
 }
 
 /** ServerKeys objects already validated for a suite (validation costs a base multiplication). */
-const checkedKeys = new WeakMap<ServerKeys, Suite>();
+const checkedKeys = new WeakMap<ServerKeys, SuiteId>();
 
 /**
  * Validates `keys` for `suite`: oprf_seed length, server_private_key a reduced non-zero scalar,
- * server_public_key a valid element equal to server_private_key·G. Remembered per object, so
- * keep one ServerKeys object for the server's lifetime.
+ * server_public_key a valid element equal to server_private_key·G. Remembered per object and
+ * suite id, so keep one ServerKeys object for the server's lifetime.
  */
 export function checkServerKeys(suite: Suite, keys: ServerKeys): void {
-  if (checkedKeys.get(keys) === suite) return;
+  if (checkedKeys.get(keys) === suite.id) return; // every backend of a suite agrees on validity
   if (!keys || !(keys.oprfSeed instanceof Uint8Array)) throw invalidLength('oprf_seed', suite.Nh, -1);
   if (keys.oprfSeed.length !== suite.Nh) throw invalidLength('oprf_seed', suite.Nh, keys.oprfSeed.length);
   if (keys.serverDh) {
     suite.group.checkElement(keys.serverPublicKey, 'server_public_key');
-    checkedKeys.set(keys, suite);
+    checkedKeys.set(keys, suite.id);
     return;
   }
   suite.group.checkScalar(keys.serverPrivateKey, 'server_private_key');
@@ -84,7 +84,7 @@ export function checkServerKeys(suite: Suite, keys: ServerKeys): void {
   if (!ctEqual(suite.group.scalarMultBase(keys.serverPrivateKey), keys.serverPublicKey)) {
     throw new OpaqueError(OpaqueErrorCode.InvalidArgument, 'server_public_key does not match server_private_key', 'server_public_key');
   }
-  checkedKeys.set(keys, suite);
+  checkedKeys.set(keys, suite.id);
 }
 
 /** RFC 9807 §6.4.1 DeriveDiffieHellmanKeyPair(seed): a server AKE key pair from Nseed bytes. */
@@ -99,7 +99,7 @@ export function generateServerKeys(suite: Suite, rng: RandomSource): ServerKeys 
   const { privateKey, publicKey } = deriveDiffieHellmanKeyPair(suite, seed);
   zeroize(seed);
   const keys: ServerKeys = { oprfSeed, serverPrivateKey: privateKey, serverPublicKey: publicKey };
-  checkedKeys.set(keys, suite);
+  checkedKeys.set(keys, suite.id);
   return keys;
 }
 
