@@ -1,15 +1,15 @@
 /**
  * Record store conformance: one suite, run against every backend (SQLite always; PostgreSQL
  * when BKV_PG_URL names a server, see below), plus the storage URL parser, each backend's error
- * mapping and specifics, and a fast-check model test (random applyBatch / revert / compact
- * sequences compared with an in-memory model after every step).
+ * mapping and specifics (schema migrations among them), and a fast-check model test (random
+ * applyBatch / compact sequences compared with an in-memory model after every step).
  *
  * PostgreSQL: BKV_PG_URL is an admin URL (allowed to CREATE DATABASE), e.g. from
  * `eval "$(scripts/ci-postgres.sh)"`. This file creates one uniquely named database, gives
  * every test its own schema in it, and drops the database at the end. Without BKV_PG_URL the
  * PostgreSQL tests are skipped with a message, except under CI=true, where they fail.
  */
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
@@ -19,8 +19,9 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import { encodeFields } from '../enclave/api/codec.ts';
 import type { AuditEvent } from '../enclave/api/messages.ts';
-import { MAX_RECORD_ID, MAX_SEALED_RECORD } from '../enclave/api/messages.ts';
+import { AuditEventSchema, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../enclave/api/messages.ts';
 import { openStore, parseStoreUrl } from '../host/storage/index.ts';
 import { openPostgresStore, pgToStorageError, POSTGRES_SCHEMA_VERSION } from '../host/storage/postgres.ts';
 import type { PostgresRecordStore } from '../host/storage/postgres.ts';
@@ -200,9 +201,46 @@ const ev = (seq: number, kind = 2): AuditEvent => ({
   mac: new Uint8Array(32).fill((seq * 7) & 0xff),
 });
 /** A row as comparable plain data. */
-const row = (r: StoredRecord | undefined) =>
-  r === undefined ? undefined : { id: hex(r.recordId), blob: hex(r.blob), prev: hex(r.prev), epoch: r.epoch };
+const row = (r: StoredRecord | undefined) => (r === undefined ? undefined : { id: hex(r.recordId), blob: hex(r.blob), epoch: r.epoch });
 const evPlain = (e: AuditEvent) => ({ ...e, recordHash: hex(e.recordHash), mac: hex(e.mac) });
+
+/**
+ * The content of a version 1 store (which kept each record's previous blob), written by hand in
+ * the migration tests: live rows with and without `prev`, tombstones with and without `prev`,
+ * several partitions and id lengths, audit events.
+ */
+function v1Content() {
+  const fill = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed * 7) & 0xff);
+  const rows: { partition: number; recordId: Uint8Array; blob: Uint8Array; prev: Uint8Array | null; epoch: number }[] = [];
+  for (let i = 0; i < 1500; i++) {
+    const tomb = i % 50 === 0;
+    rows.push({
+      partition: 0,
+      recordId: id(i * 2654435761),
+      blob: tomb ? TOMB : fill(322, i),
+      prev: i % 3 === 0 ? null : i % 7 === 0 ? TOMB : fill(322, i + 1),
+      epoch: 1 + (i % 97),
+    });
+  }
+  for (const [k, len] of [1, 7, 16, 33, MAX_RECORD_ID].entries()) {
+    rows.push({ partition: 1, recordId: new Uint8Array(len).fill(0x40 + k), blob: fill(10 + k, k), prev: fill(5, k), epoch: 200 + k });
+  }
+  rows.push({ partition: 65535, recordId: id(7), blob: TOMB, prev: null, epoch: Number.MAX_SAFE_INTEGER });
+  const audit = [
+    ...Array.from({ length: 10 }, (_, q) => ({ partition: 0, event: ev(q, 1 + (q % 7)) })),
+    ...Array.from({ length: 3 }, (_, q) => ({ partition: 1, event: ev(q) })),
+  ];
+  /** What a store must hold after the migration: per partition, rows in id order without `prev`. */
+  const expected = new Map<number, ReturnType<typeof row>[]>();
+  for (const r of [...rows].sort((a, c) => Buffer.compare(a.recordId, c.recordId))) {
+    const list = expected.get(r.partition) ?? [];
+    list.push({ id: hex(r.recordId), blob: hex(r.blob), epoch: r.epoch });
+    expected.set(r.partition, list);
+  }
+  const live = rows.filter((r) => r.blob.length > 0);
+  const stats = { records: live.length, bytes: rows.reduce((n, r) => n + r.recordId.length + r.blob.length, 0) };
+  return { rows, audit, expected, stats };
+}
 
 async function scanAll(s: RecordStore, partition: number, chunk = 1000) {
   const rows: ReturnType<typeof row>[] = [];
@@ -240,7 +278,8 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
       const m = await s.getMany(0, [id(1), id(3), id(2, 3)]);
       expect([...m.keys()].sort()).toEqual([recordKey(id(1)), recordKey(id(2, 3))].sort());
       expect(recordKey(id(1))).toBe(hex(id(1)));
-      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('one')), prev: null, epoch: 1 });
+      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('one')), epoch: 1 });
+      expect(Object.keys(m.get(recordKey(id(1)))!).sort()).toEqual(['blob', 'epoch', 'recordId']); // no previous blob
       expect(row(m.get(recordKey(id(2, 3))))?.blob).toBe(hex(blob('two')));
       expect((await s.getMany(0, [])).size).toBe(0);
       const got = m.get(recordKey(id(1)))!;
@@ -249,69 +288,39 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
     });
   });
 
-  it('applyBatch moves the current blob to prev and sets the epoch', async () => {
+  it('applyBatch replaces the blob and sets the epoch, keeping nothing of the old blob', async () => {
     await withStore(b, async (s) => {
       await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], []);
       await s.applyBatch(0, 2, [{ recordId: id(1), blob: blob('v2') }, { recordId: id(2), blob: blob('w1') }], []);
       let m = await s.getMany(0, [id(1), id(2)]);
-      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('v2')), prev: hex(blob('v1')), epoch: 2 });
-      expect(row(m.get(recordKey(id(2))))).toEqual({ id: hex(id(2)), blob: hex(blob('w1')), prev: null, epoch: 2 });
+      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('v2')), epoch: 2 });
+      expect(row(m.get(recordKey(id(2))))).toEqual({ id: hex(id(2)), blob: hex(blob('w1')), epoch: 2 });
       await s.applyBatch(0, 3, [{ recordId: id(1), blob: blob('v3') }], []);
       m = await s.getMany(0, [id(1), id(2)]);
-      expect(row(m.get(recordKey(id(1))))).toMatchObject({ blob: hex(blob('v3')), prev: hex(blob('v2')), epoch: 3 });
-      expect(row(m.get(recordKey(id(2))))).toMatchObject({ blob: hex(blob('w1')), prev: null, epoch: 2 });
+      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('v3')), epoch: 3 });
+      expect(row(m.get(recordKey(id(2))))).toEqual({ id: hex(id(2)), blob: hex(blob('w1')), epoch: 2 });
+      expect(await s.stats()).toEqual({ records: 2, bytes: 16 + 2 + 16 + 2 }); // v1 and v2 are gone
       // an empty batch is a valid no-op
       await s.applyBatch(0, 4, [], []);
+      // the same epoch again (the enclave issues an epoch again after an Abort) simply overwrites
+      await s.applyBatch(0, 3, [{ recordId: id(1), blob: blob('v3bis') }], []);
+      expect(row((await s.getMany(0, [id(1)])).get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('v3bis')), epoch: 3 });
     });
   });
 
-  it('an empty blob is a tombstone: the row stays, prev keeps the deleted blob', async () => {
+  it('an empty blob is a tombstone: the row stays with its epoch', async () => {
     await withStore(b, async (s) => {
       await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], []);
       await s.applyBatch(0, 2, [{ recordId: id(1), blob: TOMB }, { recordId: id(9), blob: TOMB }], []);
       const m = await s.getMany(0, [id(1), id(9)]);
-      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: '', prev: hex(blob('v1')), epoch: 2 });
-      expect(row(m.get(recordKey(id(9))))).toEqual({ id: hex(id(9)), blob: '', prev: null, epoch: 2 });
+      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: '', epoch: 2 });
+      expect(row(m.get(recordKey(id(9))))).toEqual({ id: hex(id(9)), blob: '', epoch: 2 });
       expect((await scanAll(s, 0)).length).toBe(2);
-      expect((await s.stats()).records).toBe(0);
-      // written again: the tombstone becomes prev
+      expect(await s.stats()).toEqual({ records: 0, bytes: 16 + 16 });
+      // written again: a live record once more
       await s.applyBatch(0, 3, [{ recordId: id(1), blob: blob('v3') }], []);
-      expect(row((await s.getMany(0, [id(1)])).get(recordKey(id(1))))).toMatchObject({ blob: hex(blob('v3')), prev: '' });
-    });
-  });
-
-  it('revert restores prev, and removes rows left with nothing', async () => {
-    await withStore(b, async (s) => {
-      const R = { updated: id(1), created: id(2), deletedFresh: id(3), deleted: id(4), recreated: id(5), untouched: id(6) };
-      await s.applyBatch(0, 1, [
-        { recordId: R.updated, blob: blob('u1') },
-        { recordId: R.deleted, blob: blob('d1') },
-        { recordId: R.recreated, blob: blob('r1') },
-        { recordId: R.untouched, blob: blob('t1') },
-      ], []);
-      await s.applyBatch(0, 2, [{ recordId: R.recreated, blob: TOMB }], []);
-      await s.compact(0, 3); // the tombstone of `recreated` is compacted away ...
-      await s.applyBatch(0, 3, [{ recordId: R.recreated, blob: TOMB }], []); // ... and deleted afresh: prev null
-      await s.applyBatch(0, 4, [{ recordId: R.recreated, blob: blob('r4') }], []); // prev is a tombstone
-      await s.applyBatch(0, 5, [
-        { recordId: R.updated, blob: blob('u5') },
-        { recordId: R.created, blob: blob('c5') },
-        { recordId: R.deletedFresh, blob: TOMB },
-        { recordId: R.deleted, blob: TOMB },
-      ], []);
-      await s.applyBatch(7, 5, [{ recordId: R.updated, blob: blob('other partition') }], []);
-
-      await s.revert(0, [R.updated, R.created, R.deletedFresh, R.deleted, R.recreated, id(99)]);
-      const m = await s.getMany(0, Object.values(R));
-      expect(row(m.get(recordKey(R.updated)))).toMatchObject({ blob: hex(blob('u1')), prev: null });
-      expect(m.has(recordKey(R.created))).toBe(false);
-      expect(m.has(recordKey(R.deletedFresh))).toBe(false); // a tombstone whose prev is null: row gone
-      expect(row(m.get(recordKey(R.deleted)))).toMatchObject({ blob: hex(blob('d1')), prev: null });
-      expect(m.has(recordKey(R.recreated))).toBe(false); // back to deleted: nothing left
-      expect(row(m.get(recordKey(R.untouched)))).toMatchObject({ blob: hex(blob('t1')), prev: null, epoch: 1 });
-      // partitions are untouched by another partition's revert
-      expect(row((await s.getMany(7, [R.updated])).get(recordKey(R.updated)))).toMatchObject({ blob: hex(blob('other partition')) });
-      expect((await scanAll(s, 0)).map((r) => r!.id)).toEqual([hex(R.updated), hex(R.deleted), hex(R.untouched)]);
+      expect(row((await s.getMany(0, [id(1)])).get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('v3')), epoch: 3 });
+      expect((await s.stats()).records).toBe(1);
     });
   });
 
@@ -367,8 +376,8 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
       await s.applyBatch(1, 1, [{ recordId: id(1), blob: blob('p1') }], [ev(0), ev(1)]);
       await s.applyBatch(2, 1, [{ recordId: id(1), blob: blob('p2') }], [ev(0)]);
       await s.applyBatch(2, 2, [{ recordId: id(1), blob: TOMB }], [ev(1), ev(2)]);
-      expect(row((await s.getMany(1, [id(1)])).get(recordKey(id(1))))).toMatchObject({ blob: hex(blob('p1')), prev: null, epoch: 1 });
-      expect(row((await s.getMany(2, [id(1)])).get(recordKey(id(1))))).toMatchObject({ blob: '', prev: hex(blob('p2')), epoch: 2 });
+      expect(row((await s.getMany(1, [id(1)])).get(recordKey(id(1))))).toMatchObject({ blob: hex(blob('p1')), epoch: 1 });
+      expect(row((await s.getMany(2, [id(1)])).get(recordKey(id(1))))).toMatchObject({ blob: '', epoch: 2 });
       expect((await s.getMany(0, [id(1)])).size).toBe(0);
       await s.compact(2, 10);
       expect((await s.getMany(1, [id(1)])).size).toBe(1);
@@ -412,7 +421,7 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
     });
   });
 
-  it('compact removes old tombstones and clears old prev, leaving newer epochs alone', async () => {
+  it('compact removes old tombstones only, leaving live rows and newer tombstones alone', async () => {
     await withStore(b, async (s) => {
       await s.applyBatch(0, 1, [1, 2, 3, 4, 5].map((i) => ({ recordId: id(i), blob: blob(`a${i}`) })), []);
       await s.applyBatch(0, 2, [{ recordId: id(1), blob: blob('b1') }, { recordId: id(2), blob: TOMB }], []);
@@ -420,31 +429,41 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
       await s.applyBatch(1, 1, [{ recordId: id(1), blob: TOMB }], []);
       await s.compact(0, 3);
       expect(await scanAll(s, 0)).toEqual([
-        { id: hex(id(1)), blob: hex(blob('b1')), prev: null, epoch: 2 },
-        { id: hex(id(3)), blob: hex(blob('c3')), prev: hex(blob('a3')), epoch: 3 },
-        { id: hex(id(4)), blob: '', prev: hex(blob('a4')), epoch: 3 },
-        { id: hex(id(5)), blob: hex(blob('a5')), prev: null, epoch: 1 },
+        { id: hex(id(1)), blob: hex(blob('b1')), epoch: 2 },
+        { id: hex(id(3)), blob: hex(blob('c3')), epoch: 3 },
+        { id: hex(id(4)), blob: '', epoch: 3 },
+        { id: hex(id(5)), blob: hex(blob('a5')), epoch: 1 },
       ]);
       expect((await scanAll(s, 1)).length).toBe(1); // other partitions untouched
       await s.compact(0, 4);
       expect(await scanAll(s, 0)).toEqual([
-        { id: hex(id(1)), blob: hex(blob('b1')), prev: null, epoch: 2 },
-        { id: hex(id(3)), blob: hex(blob('c3')), prev: null, epoch: 3 },
-        { id: hex(id(5)), blob: hex(blob('a5')), prev: null, epoch: 1 },
+        { id: hex(id(1)), blob: hex(blob('b1')), epoch: 2 },
+        { id: hex(id(3)), blob: hex(blob('c3')), epoch: 3 },
+        { id: hex(id(5)), blob: hex(blob('a5')), epoch: 1 },
       ]);
-      await s.compact(0, 0); // nothing is older than epoch 0
+      await s.compact(0, Number.MAX_SAFE_INTEGER); // live rows stay whatever their epoch
       expect((await scanAll(s, 0)).length).toBe(3);
+      await s.compact(1, 0); // nothing is older than epoch 0
+      expect((await scanAll(s, 1)).length).toBe(1);
+      await s.compact(1, 2);
+      expect(await scanAll(s, 1)).toEqual([]);
+      await rejectsWith(s.compact(0, -1), StorageCode.InvalidArgument);
+      await rejectsWith(s.compact(70000, 1), StorageCode.InvalidArgument);
     });
   });
 
-  it('stats counts live records and the bytes held', async () => {
+  it('stats counts live records and the bytes of ids and blobs held', async () => {
     await withStore(b, async (s) => {
       expect(await s.stats()).toEqual({ records: 0, bytes: 0 });
       await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('12345') }, { recordId: id(2), blob: blob('123') }], []);
       expect(await s.stats()).toEqual({ records: 2, bytes: 16 + 5 + 16 + 3 });
       await s.applyBatch(3, 2, [{ recordId: id(1), blob: blob('1') }], []);
       await s.applyBatch(0, 2, [{ recordId: id(1), blob: TOMB }], []);
-      expect(await s.stats()).toEqual({ records: 2, bytes: 16 + 0 + 5 + 16 + 3 + 16 + 1 });
+      expect(await s.stats()).toEqual({ records: 2, bytes: 16 + 0 + 16 + 3 + 16 + 1 });
+      await s.applyBatch(0, 3, [{ recordId: id(2), blob: blob('1234567') }], []); // a rewrite counts the new blob only
+      expect(await s.stats()).toEqual({ records: 2, bytes: 16 + 0 + 16 + 7 + 16 + 1 });
+      await s.compact(0, 3);
+      expect(await s.stats()).toEqual({ records: 2, bytes: 16 + 7 + 16 + 1 });
     });
   });
 
@@ -459,7 +478,6 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
     await s.close(); // harmless twice
     await rejectsWith(s.getMany(0, [id(1)]), StorageCode.Closed);
     await rejectsWith(s.applyBatch(0, 3, [], []), StorageCode.Closed);
-    await rejectsWith(s.revert(0, [id(1)]), StorageCode.Closed);
     await rejectsWith(s.compact(0, 1), StorageCode.Closed);
     await rejectsWith(s.auditEvents(0, 0, 1), StorageCode.Closed);
     await rejectsWith(s.stats(), StorageCode.Closed);
@@ -467,10 +485,9 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
     s = await b.open(loc);
     try {
       expect([await scanAll(s, 0), await scanAll(s, 5), await s.auditEvents(0, 0, 10), await s.stats()]).toEqual(before);
-      await s.revert(0, [id(1), id(2)]);
       expect(await scanAll(s, 0)).toEqual([
-        { id: hex(id(1)), blob: hex(blob('v1')), prev: null, epoch: 2 },
-        { id: hex(id(2)), blob: hex(blob('w1')), prev: null, epoch: 2 },
+        { id: hex(id(1)), blob: hex(blob('v2')), epoch: 2 },
+        { id: hex(id(2)), blob: '', epoch: 2 },
       ]);
     } finally {
       await s.close();
@@ -503,7 +520,7 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
         expect(await snapshot(), what).toEqual(before);
       }
       await s.applyBatch(0, 2, [good(1)], [ev(1)]); // still usable
-      expect((await scanAll(s, 0))[0]).toMatchObject({ blob: hex(blob('n1')), prev: hex(blob('v1')) });
+      expect((await scanAll(s, 0))[0]).toMatchObject({ blob: hex(blob('n1')), epoch: 2 });
     });
   });
 
@@ -594,8 +611,8 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
       for (const [i, w] of unique.entries()) {
         const got = m.get(recordKey(w.recordId))!;
         expect(hex(got.recordId)).toBe(hex(w.recordId));
-        if (i < 5) expect([hex(got.blob), hex(got.prev), got.epoch]).toEqual([hex(blob('again')), hex(w.blob), top]);
-        else expect([hex(got.blob), got.prev, got.epoch]).toEqual([hex(w.blob), null, top - 1]);
+        if (i < 5) expect([hex(got.blob), got.epoch]).toEqual([hex(blob('again')), top]);
+        else expect([hex(got.blob), got.epoch]).toEqual([hex(w.blob), top - 1]);
       }
       const scanned = await scanAll(s, 65535, 64);
       expect(scanned.map((r) => r!.id)).toEqual(unique.map((w) => hex(w.recordId)!).sort());
@@ -605,10 +622,10 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
 
   // ---- model test ---------------------------------------------------------------------------
 
-  it('random applyBatch / revert / compact sequences match an in-memory model', async () => {
+  it('random applyBatch / compact sequences match an in-memory model', async () => {
     const PARTS = [0, 1, 2];
     const IDS = [[1], [1, 0], [2], [0xff], [0, 0, 0, 1], [0x80, 1]].map((a) => new Uint8Array(a));
-    type Row = { blob: string; prev: string | null; epoch: number };
+    type Row = { blob: string; epoch: number };
     const opArb = fc.oneof(
       {
         weight: 5,
@@ -624,7 +641,6 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
           rewind: fc.nat(3),
         }),
       },
-      { weight: 2, arbitrary: fc.record({ t: fc.constant('revert' as const), p: fc.constantFrom(...PARTS), ids: fc.uniqueArray(fc.nat(IDS.length - 1), { maxLength: 4 }) }) },
       { weight: 1, arbitrary: fc.record({ t: fc.constant('compact' as const), p: fc.constantFrom(...PARTS), before: fc.nat(14) }) },
     );
     await fc.assert(
@@ -640,33 +656,16 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
               const start = Math.max(0, nextSeq.get(op.p)! - op.rewind);
               const events = Array.from({ length: op.audit }, (_, k) => ev(start + k, 1 + ((op.epoch + k) % 7)));
               await s.applyBatch(op.p, op.epoch, writes, events);
-              for (const w of writes) {
-                const k = hex(w.recordId)!;
-                const cur = m.get(k);
-                m.set(k, { blob: hex(w.blob)!, prev: cur ? cur.blob : null, epoch: op.epoch });
-              }
+              for (const w of writes) m.set(hex(w.recordId)!, { blob: hex(w.blob)!, epoch: op.epoch });
               if (events.length > 0) {
                 const a = audit.get(op.p)!;
                 for (const q of [...a.keys()]) if (q >= start) a.delete(q);
                 for (const e of events) a.set(e.seq, e);
                 nextSeq.set(op.p, start + events.length);
               }
-            } else if (op.t === 'revert') {
-              await s.revert(op.p, op.ids.map((i) => IDS[i]!));
-              for (const i of op.ids) {
-                const k = hex(IDS[i]!)!;
-                const cur = m.get(k);
-                if (!cur) continue;
-                if (cur.prev === null || cur.prev === '') m.delete(k);
-                else m.set(k, { blob: cur.prev, prev: null, epoch: cur.epoch });
-              }
             } else {
               await s.compact(op.p, op.before);
-              for (const [k, r] of [...m]) {
-                if (r.epoch >= op.before) continue;
-                if (r.blob === '') m.delete(k);
-                else r.prev = null;
-              }
+              for (const [k, r] of [...m]) if (r.epoch < op.before && r.blob === '') m.delete(k);
             }
             // compare everything after every step
             let records = 0;
@@ -680,7 +679,7 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
               expect((await s.auditEvents(p, 0, 1000)).map(evPlain)).toEqual(wantAudit);
               for (const r of want) {
                 if (r.blob !== '') records++;
-                bytes += (r.id.length + r.blob.length + (r.prev?.length ?? 0)) / 2;
+                bytes += (r.id.length + r.blob.length) / 2;
               }
             }
             expect(await s.stats()).toEqual({ records, bytes });
@@ -833,11 +832,111 @@ describe('SQLite specifics', () => {
       const last = [...epochs][0]!;
       expect(last).toBeGreaterThanOrEqual(acked);
       for (const r of rows) expect(r!.blob).toBe(Buffer.alloc(200, last % 251).toString('hex'));
-      for (const r of rows) expect(r!.prev).toBe(Buffer.alloc(200, (last - 1) % 251).toString('hex'));
       const audit = await s.auditEvents(0, 0, 100_000);
       expect(audit.map((e) => e.seq)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
     } finally {
       await s.close();
+    }
+  });
+
+  it('migrates a version 1 store in place: every row kept, prev and its index gone, the freed pages given back', async () => {
+    const dir = join(TMP, 'v1-sqlite');
+    mkdirSync(dir, { recursive: true });
+    const path = join(dir, 'vault.db');
+    const content = v1Content();
+    // the version 1 layout, as that release created it
+    const raw = new Database(path);
+    raw.pragma('journal_mode = WAL');
+    raw.exec(`
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
+      INSERT INTO meta (key, value) VALUES ('app', 'backup-key-vault/records'), ('schema_version', 1);
+      CREATE TABLE records (
+        partition INTEGER NOT NULL,
+        record_id BLOB NOT NULL,
+        blob      BLOB NOT NULL,
+        prev      BLOB,
+        epoch     INTEGER NOT NULL,
+        PRIMARY KEY (partition, record_id)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX records_pending ON records (partition, epoch)
+        WHERE prev IS NOT NULL OR length(blob) = 0;
+      CREATE TABLE audit (
+        partition INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        event     BLOB NOT NULL,
+        PRIMARY KEY (partition, seq)
+      ) STRICT, WITHOUT ROWID;
+    `);
+    const insert = raw.prepare('INSERT INTO records (partition, record_id, blob, prev, epoch) VALUES (?, ?, ?, ?, ?)');
+    const insertAudit = raw.prepare('INSERT INTO audit (partition, seq, event) VALUES (?, ?, ?)');
+    raw.transaction(() => {
+      for (const r of content.rows) insert.run(r.partition, r.recordId, r.blob, r.prev, r.epoch);
+      for (const a of content.audit) insertAudit.run(a.partition, a.event.seq, encodeFields(AuditEventSchema, a.event));
+    })();
+    raw.close();
+    const sizeBefore = statSync(path).size;
+
+    // a migration that can not finish (no room for the rebuilt table) leaves version 1 as it was
+    await rejectsWith(openSqliteStore(path, { maxSizeBytes: sizeBefore + 8192 }), StorageCode.Full);
+    const still = new Database(path, { readonly: true });
+    try {
+      expect(still.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get()).toEqual({ value: 1 });
+      expect(still.prepare('SELECT count(*) AS n, count(prev) AS p FROM records').get()).toEqual({
+        n: content.rows.length,
+        p: content.rows.filter((r) => r.prev !== null).length,
+      });
+    } finally {
+      still.close();
+    }
+
+    const s = await openSqliteStore(path);
+    try {
+      for (const [p, want] of content.expected) expect(await scanAll(s, p, 100)).toEqual(want);
+      const some = content.rows.filter((r) => r.partition === 0).slice(0, 40);
+      const got = await s.getMany(0, some.map((r) => r.recordId));
+      for (const r of some) expect(row(got.get(recordKey(r.recordId)))).toEqual({ id: hex(r.recordId), blob: hex(r.blob), epoch: r.epoch });
+      for (const p of [0, 1]) {
+        const want = content.audit.filter((a) => a.partition === p).map((a) => evPlain(a.event));
+        expect((await s.auditEvents(p, 0, 100)).map(evPlain)).toEqual(want);
+      }
+      expect(await s.stats()).toEqual(content.stats);
+      // and it works as a version 2 store: compact reclaims the migrated tombstones
+      await s.applyBatch(0, 1000, [{ recordId: id(1), blob: blob('after') }], [ev(10)]);
+      await s.compact(0, 1000);
+      expect((await scanAll(s, 0, 500)).filter((r) => r!.blob === '')).toEqual([]);
+    } finally {
+      await s.close();
+    }
+
+    const db = new Database(path, { readonly: true });
+    try {
+      expect(db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get()).toEqual({ value: SQLITE_SCHEMA_VERSION });
+      expect(SQLITE_SCHEMA_VERSION).toBe(2);
+      expect((db.pragma('table_info(records)') as { name: string }[]).map((c) => c.name)).toEqual(['partition', 'record_id', 'blob', 'epoch']);
+      expect(db.prepare("SELECT sql FROM sqlite_schema WHERE name = 'records'").pluck().get()).toMatch(/STRICT, WITHOUT ROWID\s*$/);
+      const indexes = db.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'records' AND sql IS NOT NULL").all();
+      expect(indexes).toEqual([{ name: 'records_tombstones', sql: expect.stringMatching(/WHERE length\(blob\) = 0$/) }]);
+      const plan = db.prepare('EXPLAIN QUERY PLAN DELETE FROM records WHERE partition = ? AND epoch < ? AND length(blob) = 0').all(0, 1) as { detail: string }[];
+      expect(plan.map((r) => r.detail).join(' ')).toMatch(/records_tombstones/);
+      expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
+      expect(db.pragma('freelist_count', { simple: true })).toBe(0);
+    } finally {
+      db.close();
+    }
+    // the previous blobs no longer take room in the file
+    expect(statSync(path).size).toBeLessThan(sizeBefore * 0.7);
+    expect(existsSync(`${path}-wal`) ? statSync(`${path}-wal`).size : 0).toBe(0);
+  });
+
+  it('a new store is created without prev, on 4096-byte pages', async () => {
+    const path = join(TMP, 'fresh-v2', 'vault.db');
+    await (await openSqliteStore(path)).close();
+    const db = new Database(path, { readonly: true });
+    try {
+      expect((db.pragma('table_info(records)') as { name: string }[]).map((c) => c.name)).toEqual(['partition', 'record_id', 'blob', 'epoch']);
+      expect(db.pragma('page_size', { simple: true })).toBe(4096);
+    } finally {
+      db.close();
     }
   });
 
@@ -1036,8 +1135,8 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
       );
       await s.applyBatch(0, 2, [{ recordId: id(1), blob: blob('v2') }, { recordId: id(2), blob: blob('w2') }], [ev(1)]);
       expect(await scanAll(s, 0)).toEqual([
-        { id: hex(id(1)), blob: hex(blob('v2')), prev: hex(blob('v1')), epoch: 2 }, // applied once: prev is v1
-        { id: hex(id(2)), blob: hex(blob('w2')), prev: null, epoch: 2 },
+        { id: hex(id(1)), blob: hex(blob('v2')), epoch: 2 },
+        { id: hex(id(2)), blob: hex(blob('w2')), epoch: 2 },
       ]);
       // more failures than retries: Busy, and nothing applied
       await pgExec(loc, (S) => `SELECT setval('${S}.attempts', 1, false); UPDATE ${S}.failures SET n = 100`);
@@ -1067,7 +1166,7 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
       const e = await rejectsWith(s.applyBatch(0, 2, [{ recordId: id(2), blob: blob('w2') }, { recordId: id(1), blob: blob('v2') }], [ev(1)]), StorageCode.Busy);
       expect(e.detail).toBe('57014');
       await holder.query('ROLLBACK');
-      expect(await scanAll(s, 0)).toEqual([{ id: hex(id(1)), blob: hex(blob('v1')), prev: null, epoch: 1 }]);
+      expect(await scanAll(s, 0)).toEqual([{ id: hex(id(1)), blob: hex(blob('v1')), epoch: 1 }]);
       expect((await s.auditEvents(0, 0, 10)).map((x) => x.seq)).toEqual([0]);
     } finally {
       await holder.end();
@@ -1089,7 +1188,6 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
       const rows = await scanAll(s, 0);
       expect(new Set(rows.map((r) => r!.epoch)).size).toBe(1);
       expect(new Set(rows.map((r) => r!.blob)).size).toBe(1);
-      expect(new Set(rows.map((r) => r!.prev)).size).toBe(1);
     });
   });
 
@@ -1138,12 +1236,103 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
       const last = [...epochs][0]!;
       expect(last).toBeGreaterThanOrEqual(acked);
       for (const r of rows) expect(r!.blob).toBe(Buffer.alloc(200, last % 251).toString('hex'));
-      for (const r of rows) expect(r!.prev).toBe(Buffer.alloc(200, (last - 1) % 251).toString('hex'));
       const audit = await s.auditEvents(0, 0, 100_000);
       expect(audit.map((e) => e.seq)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
     } finally {
       await s.close();
     }
+  });
+
+  it('migrates a version 1 schema in place: every row kept, prev and its index gone, the table rewritten', async () => {
+    const loc = await pgBackend.fresh();
+    const content = v1Content();
+    const bx = (b: Uint8Array | null) => (b === null ? 'NULL' : `'\\x${Buffer.from(b).toString('hex')}'::bytea`);
+    // the version 1 layout, as that release created it
+    await pgExec(
+      loc,
+      (S) => `CREATE SCHEMA ${S};
+        CREATE TABLE ${S}.meta (key text PRIMARY KEY, value text NOT NULL);
+        INSERT INTO ${S}.meta (key, value) VALUES ('app', 'backup-key-vault/records'), ('schema_version', '1');
+        CREATE TABLE ${S}.records (
+          partition integer NOT NULL,
+          record_id bytea   NOT NULL,
+          blob      bytea   NOT NULL,
+          prev      bytea,
+          epoch     bigint  NOT NULL,
+          PRIMARY KEY (partition, record_id)
+        ) WITH (toast_tuple_target = 8160);
+        ALTER TABLE ${S}.records ALTER COLUMN blob SET STORAGE EXTERNAL, ALTER COLUMN prev SET STORAGE EXTERNAL;
+        CREATE INDEX records_pending ON ${S}.records (partition, epoch) WHERE prev IS NOT NULL OR length(blob) = 0;
+        CREATE TABLE ${S}.audit (
+          partition integer NOT NULL,
+          seq       bigint  NOT NULL,
+          event     bytea   NOT NULL,
+          PRIMARY KEY (partition, seq)
+        );
+        INSERT INTO ${S}.records (partition, record_id, blob, prev, epoch) VALUES
+          ${content.rows.map((r) => `(${r.partition}, ${bx(r.recordId)}, ${bx(r.blob)}, ${bx(r.prev)}, ${r.epoch})`).join(',\n')};
+        INSERT INTO ${S}.audit (partition, seq, event) VALUES
+          ${content.audit.map((a) => `(${a.partition}, ${a.event.seq}, ${bx(encodeFields(AuditEventSchema, a.event))})`).join(',\n')};`,
+    );
+    const sizeOf = async () =>
+      Number((await pgExec(loc, (S) => `SELECT pg_total_relation_size('${S}.records') AS n`)).rows[0].n);
+    const sizeBefore = await sizeOf();
+
+    const s = await openPostgresStore(loc);
+    try {
+      for (const [p, want] of content.expected) expect(await scanAll(s, p, 100)).toEqual(want);
+      const some = content.rows.filter((r) => r.partition === 0).slice(0, 40);
+      const got = await s.getMany(0, some.map((r) => r.recordId));
+      for (const r of some) expect(row(got.get(recordKey(r.recordId)))).toEqual({ id: hex(r.recordId), blob: hex(r.blob), epoch: r.epoch });
+      for (const p of [0, 1]) {
+        const want = content.audit.filter((a) => a.partition === p).map((a) => evPlain(a.event));
+        expect((await s.auditEvents(p, 0, 100)).map(evPlain)).toEqual(want);
+      }
+      expect(await s.stats()).toEqual(content.stats);
+      await s.applyBatch(0, 1000, [{ recordId: id(1), blob: blob('after') }], [ev(10)]);
+      await s.compact(0, 1000);
+      expect((await scanAll(s, 0, 500)).filter((r) => r!.blob === '')).toEqual([]);
+    } finally {
+      await s.close();
+    }
+
+    const meta = await pgExec(loc, (S) => `SELECT value FROM ${S}.meta WHERE key = 'schema_version'`);
+    expect(meta.rows).toEqual([{ value: String(POSTGRES_SCHEMA_VERSION) }]);
+    expect(POSTGRES_SCHEMA_VERSION).toBe(2);
+    const schema = new URL(loc).searchParams.get('schema')!;
+    const cols = await pgExec(
+      loc,
+      `SELECT a.attname AS name, a.attstorage AS storage FROM pg_attribute a
+       WHERE a.attrelid = '"${schema}".records'::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
+    );
+    expect(cols.rows).toEqual([
+      { name: 'partition', storage: 'p' },
+      { name: 'record_id', storage: 'x' },
+      { name: 'blob', storage: 'e' },
+      { name: 'epoch', storage: 'p' },
+    ]);
+    // rebuilt, not DROP COLUMN: no dropped attribute left behind
+    const dropped = await pgExec(loc, `SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = '"${schema}".records'::regclass AND attisdropped`);
+    expect(dropped.rows).toEqual([{ n: 0 }]);
+    const rel = await pgExec(loc, `SELECT reloptions FROM pg_class WHERE oid = '"${schema}".records'::regclass`);
+    expect(rel.rows[0].reloptions).toEqual(['toast_tuple_target=8160']);
+    // the primary key only: an index reading blob or epoch would make every update non-HOT
+    const idx = await pgExec(loc, `SELECT indexname AS name, indexdef AS def FROM pg_indexes WHERE schemaname = '${schema}' AND tablename = 'records'`);
+    expect(idx.rows).toEqual([{ name: 'records_pkey', def: expect.stringMatching(/UNIQUE INDEX records_pkey .*\(partition, record_id\)$/) }]);
+    expect(await sizeOf()).toBeLessThan(sizeBefore * 0.7);
+  });
+
+  it('a new schema is created without prev and with the primary key as its only index', async () => {
+    const loc = await pgBackend.fresh();
+    await (await openPostgresStore(loc)).close();
+    const schema = new URL(loc).searchParams.get('schema')!;
+    const cols = await pgExec(
+      loc,
+      `SELECT attname AS name FROM pg_attribute WHERE attrelid = '"${schema}".records'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+    );
+    expect(cols.rows.map((r: { name: string }) => r.name)).toEqual(['partition', 'record_id', 'blob', 'epoch']);
+    const idx = await pgExec(loc, `SELECT indexname AS name FROM pg_indexes WHERE schemaname = '${schema}' AND tablename = 'records'`);
+    expect(idx.rows).toEqual([{ name: 'records_pkey' }]);
   });
 
   it('a store closed while a scan is in progress ends it with Closed', async () => {

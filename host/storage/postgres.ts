@@ -20,13 +20,23 @@
  * (default `public`) is this project's own parameter: the store's tables live in that schema,
  * which is created when missing; everything else goes to `pg` unchanged.
  *
- * Schema, version 1 (in the chosen schema):
+ * Schema, version 2 (in the chosen schema):
  *   meta(key text PRIMARY KEY, value text)                   -- app, schema_version
- *   records(partition integer, record_id bytea, blob bytea, prev bytea, epoch bigint,
+ *   records(partition integer, record_id bytea, blob bytea, epoch bigint,
  *           PRIMARY KEY(partition, record_id))               -- rows stay inline (toast_tuple_target)
- *   records_pending: partial index (partition, epoch) of rows `compact` still has work on
  *   audit(partition integer, seq bigint, event bytea, PRIMARY KEY(partition, seq))
  *                                                            -- event: encodeFields(AuditEventSchema)
+ * Version 1 also kept each record's previous blob (`prev`) and a partial index for `compact`;
+ * migration 2 rebuilds `records` without either. `records` has no index but its primary key on
+ * purpose: every write sets `blob` and `epoch`, and an index that reads either (even only in its
+ * WHERE) makes every update non-HOT, which cost about 20 bytes per record of index bloat and
+ * some latency in measurements. So `compact` reads the rows of its partition.
+ *
+ * Size (pg_total_relation_size, a 16-byte id and a 322-byte blob, 100k records in random order):
+ * about 443 bytes per record after the load (heap 390: 21 rows of 384 + 4 bytes per 8 KB page;
+ * primary key 53), settling between 490 and 510 once every record has been rewritten a few times
+ * (HOT updates leave some room in each page; fillfactor 90 settles at the same figure, so the
+ * table keeps the default). Dead row versions are reclaimed by page pruning and autovacuum.
  */
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -95,6 +105,24 @@ const MIGRATIONS: readonly ((S: string) => readonly string[])[] = [
        event     bytea   NOT NULL,
        PRIMARY KEY (partition, seq)
      )`,
+  ],
+  // 1 -> 2: no previous blob per record (the enclave rolls an interrupted batch forward; the host
+  // never reverts), no partial index (see the header). A rebuild rather than DROP COLUMN, which
+  // would leave the old bytes in every row until it is next written; the key is built after the copy.
+  (S) => [
+    `CREATE TABLE ${S}.records_v2 (
+       partition integer NOT NULL,
+       record_id bytea   NOT NULL,
+       blob      bytea   NOT NULL,
+       epoch     bigint  NOT NULL
+     ) WITH (toast_tuple_target = 8160)`,
+    `ALTER TABLE ${S}.records_v2 ALTER COLUMN blob SET STORAGE EXTERNAL`,
+    `INSERT INTO ${S}.records_v2 (partition, record_id, blob, epoch)
+       SELECT partition, record_id, blob, epoch FROM ${S}.records ORDER BY partition, record_id`,
+    `DROP TABLE ${S}.records`,
+    `ALTER TABLE ${S}.records_v2 RENAME TO records`,
+    `ALTER TABLE ${S}.records ADD CONSTRAINT records_pkey PRIMARY KEY (partition, record_id)`,
+    `ANALYZE ${S}.records`,
   ],
 ];
 
@@ -224,13 +252,13 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
 
 function statements(S: string) {
   return {
-    get: `SELECT record_id, blob, prev, epoch FROM ${S}.records WHERE partition = $1::integer AND record_id = ANY($2::bytea[])`,
+    get: `SELECT record_id, blob, epoch FROM ${S}.records WHERE partition = $1::integer AND record_id = ANY($2::bytea[])`,
     // One statement, one round trip, atomic. The CTEs run on one snapshot, so no two of them may
     // touch the same row: the audit delete spares the seqs the audit upsert writes.
     apply: `WITH w AS (
-        INSERT INTO ${S}.records AS r (partition, record_id, blob, prev, epoch)
-        SELECT $1::integer, u.id, u.blob, NULL, $2::bigint FROM unnest($3::bytea[], $4::bytea[]) AS u(id, blob)
-        ON CONFLICT (partition, record_id) DO UPDATE SET prev = r.blob, blob = excluded.blob, epoch = excluded.epoch
+        INSERT INTO ${S}.records AS r (partition, record_id, blob, epoch)
+        SELECT $1::integer, u.id, u.blob, $2::bigint FROM unnest($3::bytea[], $4::bytea[]) AS u(id, blob)
+        ON CONFLICT (partition, record_id) DO UPDATE SET blob = excluded.blob, epoch = excluded.epoch
       ), d AS (
         DELETE FROM ${S}.audit WHERE partition = $1::integer AND seq >= $5::bigint AND seq <> ALL($6::bigint[])
       ), a AS (
@@ -239,28 +267,12 @@ function statements(S: string) {
         ON CONFLICT (partition, seq) DO UPDATE SET event = excluded.event
       )
       SELECT 1`,
-    // The two CTEs touch disjoint rows (prev empty-or-null vs prev non-empty).
-    revert: `WITH d AS (
-        DELETE FROM ${S}.records WHERE partition = $1::integer AND record_id = ANY($2::bytea[])
-          AND (prev IS NULL OR length(prev) = 0)
-      ), u AS (
-        UPDATE ${S}.records SET blob = prev, prev = NULL WHERE partition = $1::integer AND record_id = ANY($2::bytea[])
-          AND length(prev) > 0
-      )
-      SELECT 1`,
-    scan: `SELECT record_id, blob, prev, epoch FROM ${S}.records
+    scan: `SELECT record_id, blob, epoch FROM ${S}.records
       WHERE partition = $1::integer AND record_id > $2::bytea ORDER BY record_id LIMIT $3::integer`,
-    // Disjoint again: tombstones are removed, live rows lose prev.
-    compact: `WITH d AS (
-        DELETE FROM ${S}.records WHERE partition = $1::integer AND epoch < $2::bigint AND length(blob) = 0
-      ), u AS (
-        UPDATE ${S}.records SET prev = NULL WHERE partition = $1::integer AND epoch < $2::bigint
-          AND prev IS NOT NULL AND length(blob) > 0
-      )
-      SELECT 1`,
+    compact: `DELETE FROM ${S}.records WHERE partition = $1::integer AND epoch < $2::bigint AND length(blob) = 0`,
     audit: `SELECT seq, event FROM ${S}.audit WHERE partition = $1::integer AND seq >= $2::bigint ORDER BY seq LIMIT $3::bigint`,
     stats: `SELECT count(*) FILTER (WHERE length(blob) > 0) AS records,
-        coalesce(sum(length(record_id) + length(blob) + coalesce(length(prev), 0)), 0) AS bytes
+        coalesce(sum(length(record_id) + length(blob)), 0) AS bytes
       FROM ${S}.records`,
   };
 }
@@ -268,16 +280,10 @@ function statements(S: string) {
 interface RecordRow {
   record_id: Buffer;
   blob: Buffer;
-  prev: Buffer | null;
   epoch: string;
 }
 
-const toRecord = (r: RecordRow): StoredRecord => ({
-  recordId: own(r.record_id),
-  blob: own(r.blob),
-  prev: r.prev === null ? null : own(r.prev),
-  epoch: Number(r.epoch),
-});
+const toRecord = (r: RecordRow): StoredRecord => ({ recordId: own(r.record_id), blob: own(r.blob), epoch: Number(r.epoch) });
 
 const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
 
@@ -393,14 +399,6 @@ class PgRecordStore implements PostgresRecordStore {
         await sleep(Math.min(200, 5 * 2 ** attempt) * (0.5 + Math.random()));
       }
     }
-  }
-
-  async revert(partition: number, recordIds: Uint8Array[]): Promise<void> {
-    this.live();
-    checkPartition(partition);
-    for (const id of recordIds) checkId(id, 'recordId');
-    if (recordIds.length === 0) return;
-    await this.run('revert', 'revert', [partition, byteaArray(recordIds)]);
   }
 
   async *scan(partition: number, chunkSize: number): AsyncGenerator<StoredRecord[], void, undefined> {

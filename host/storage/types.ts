@@ -6,7 +6,10 @@
  *
  * How the engine uses it, per partition and one batch at a time:
  *   getMany (current blobs) -> enclave Prepared -> applyBatch (one durable transaction) -> Commit;
- *   at startup: scan every row -> enclave LoadChunk/LoadEnd -> revert what it names.
+ *   at startup: scan every row -> enclave LoadChunk/LoadEnd.
+ * The store keeps the current blob of each record only. A batch that was persisted but never
+ * committed is not undone here: the enclave wrote it to its NVRAM as an intent before the host
+ * persisted it, and rolls it forward at load (see the README, "Rollback protection").
  *
  * Errors are `StorageError` with a stable numeric code in 4000-4099.
  */
@@ -19,8 +22,6 @@ export interface StoredRecord {
   recordId: Uint8Array;
   /** The current sealed blob; empty for a tombstone. */
   blob: Uint8Array;
-  /** The blob before the last batch that wrote this record; null when there was none (or it was compacted). */
-  prev: Uint8Array | null;
   /** The epoch of the last batch that wrote this record. */
   epoch: number;
 }
@@ -34,7 +35,7 @@ export interface BatchWrite {
 export interface StoreStats {
   /** Live records (rows whose blob is not a tombstone), all partitions. */
   records: number;
-  /** Bytes of record ids, blobs and previous blobs held, all partitions (payload, not file size). */
+  /** Bytes of record ids and blobs held (tombstones count their id), all partitions: payload, not file size. */
   bytes: number;
 }
 
@@ -48,11 +49,11 @@ export interface RecordStore {
   getMany(partition: number, recordIds: Uint8Array[]): Promise<Map<string, StoredRecord>>;
 
   /**
-   * Persists one prepared batch in ONE durable transaction: for each write, the current blob
-   * (if the row exists) moves to `prev`, the new blob and `epoch` are stored (a new row has a
-   * null `prev`); the audit events are appended. Audit events already stored in this partition
-   * with a seq at or above the lowest seq of `audit` are replaced: they belong to a batch the
-   * enclave never committed, whose seqs it has issued again. When this resolves, the whole batch
+   * Persists one prepared batch in ONE durable transaction: for each write, the new blob and
+   * `epoch` replace the stored row (or create it; nothing of the old blob is kept); the audit
+   * events are appended. Audit events already stored in this partition with a seq at or above
+   * the lowest seq of `audit` are replaced: they belong to a batch the enclave never committed,
+   * whose seqs it has issued again. When this resolves, the whole batch
    * is on stable storage; when it rejects, none of it is applied.
    * Refused (InvalidArgument, nothing applied): a record id twice in `writes`, an id of 0 or more
    * than MAX_RECORD_ID bytes, a blob over MAX_SEALED_RECORD bytes, an audit event that does not
@@ -61,22 +62,17 @@ export interface RecordStore {
   applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: AuditEvent[]): Promise<void>;
 
   /**
-   * Undoes the last write of each given record, in one transaction: blob := prev, prev := null.
-   * A row that would be left with nothing is removed: prev null (the undone batch created the
-   * row, e.g. a tombstone whose prev is null) or prev a tombstone. Ids without a row are ignored.
-   * The row keeps its epoch (the previous one is not stored); only `compact` reads it.
-   */
-  revert(partition: number, recordIds: Uint8Array[]): Promise<void>;
-
-  /**
    * Every row of the partition exactly once, in record id order, in chunks of at most
    * `chunkSize` rows. Rows written while a scan is in progress may or may not be seen.
    */
   scan(partition: number, chunkSize: number): AsyncIterable<StoredRecord[]>;
 
   /**
-   * Forgets history the enclave no longer needs: of the rows written at an epoch below
-   * `beforeEpoch`, removes tombstones and clears `prev` of the others.
+   * Removes the tombstone rows (empty blob) of the partition written at an epoch below
+   * `beforeEpoch`; no other row is touched. To the enclave an empty-blob row and no row are the
+   * same, so this is safe at any epoch; the host calls it from time to time to reclaim them.
+   * (A sealed tombstone, the non-empty blob the enclave writes when it deletes a record, is an
+   * ordinary row here and stays: it keeps the record's version numbering monotonic.)
    */
   compact(partition: number, beforeEpoch: number): Promise<void>;
 
