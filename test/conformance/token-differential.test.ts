@@ -303,7 +303,6 @@ const why = !tokensUnderTest().includes('softhsm') ? 'BKV_TOKEN selects the emul
         const log: string[] = [];
         try {
           for (const o of ops) {
-            const labelIndex = w.labels.length;
             const label = newLabel(w);
             const [e, sh] = sides.map((side) => run(side, w, o, label));
             log.push(`${JSON.stringify(o)} -> emulator ${JSON.stringify(e!.out)} / softhsm ${JSON.stringify(sh!.out)}`);
@@ -327,7 +326,6 @@ const why = !tokensUnderTest().includes('softhsm') ? 'BKV_TOKEN selects the emul
               sides[1]!.blobs.push(sh!.blob ?? null);
               w.blobKnown.push(known);
             }
-            void labelIndex;
           }
         } finally {
           for (const side of sides) {
@@ -339,7 +337,7 @@ const why = !tokensUnderTest().includes('softhsm') ? 'BKV_TOKEN selects the emul
           }
         }
       }),
-      { numRuns: Number(process.env.BKV_DIFF_RUNS ?? 40) },
+      { numRuns: Number(process.env.BKV_DIFF_RUNS ?? 100) },
     );
     // Both successes and failures were compared, in quantity.
     expect(stats.ok).toBeGreaterThan(50);

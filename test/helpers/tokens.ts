@@ -13,7 +13,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'vitest';
+import { afterAll, describe, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { EmulatorModule } from '../../host/tokens/emulator/module.ts';
 import type { EmulatorOptions } from '../../host/tokens/emulator/module.ts';
@@ -55,10 +55,15 @@ export function describeTokens(name: string, body: (kind: TokenKind) => void): v
   }
 }
 
-const dirs: string[] = [];
-process.once('exit', () => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+// SoftHSM2 token folders: one is live at a time per process; the previous one goes when the next
+// is made, the last when the test file ends.
+let softhsmDir: string | null = null;
+const dropSofthsmDir = () => {
+  if (softhsmDir) rmSync(softhsmDir, { recursive: true, force: true });
+  softhsmDir = null;
+};
+afterAll(dropSofthsmDir);
+process.once('exit', dropSofthsmDir);
 
 export interface FreshToken {
   kind: TokenKind;
@@ -79,8 +84,10 @@ export function freshToken(kind: TokenKind, emulator: EmulatorOptions = {}): Fre
     ensureEmulatorToken(module, label, SO_PIN, USER_PIN);
   } else {
     const dir = mkdtempSync(join(tmpdir(), 'bkv-softhsm-'));
-    dirs.push(dir);
     const m = loadSoftHsm(dir);
+    const previous = softhsmDir;
+    softhsmDir = dir;
+    if (previous) rmSync(previous, { recursive: true, force: true });
     ensureSoftHsmToken(m, label, SO_PIN, USER_PIN);
     module = m;
   }
