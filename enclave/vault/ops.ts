@@ -219,7 +219,7 @@ function loginStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginSt
   if (cur.suite !== SUITE_CODE[suite.id]) throw new EnclaveFault(Handling.SuiteMismatch, 'record uses another suite', 'suite');
   if (cur.attemptsUsed >= cur.attemptLimit) {
     // Every guess is spent. A session still holding the last one may finish; otherwise lock now.
-    const pending = ctx.sessions.some(ctx.now, (s) => s.idHex === ctx.idHex && s.registrationId !== null);
+    const pending = pendingSession(ctx, cur);
     if (pending) return { response: { type: 'Locked' }, audit: [] };
     return { ...lock(cur), response: { type: 'Locked' } };
   }
@@ -232,6 +232,11 @@ function loginStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginSt
     audit: [{ kind: AUDIT_KIND.guessUsed, attemptsRemaining: remaining(next) }],
     onCommit: () => ctx.sessions.put(sid, session, ctx.now),
   };
+}
+
+/** A live login session of this registration of the record (it may still hold a charged guess). */
+function pendingSession(ctx: OpContext, cur: VaultRecord): boolean {
+  return ctx.sessions.some(ctx.now, (s) => s.idHex === ctx.idHex && s.registrationId !== null && ctEqual(s.registrationId, cur.registrationId));
 }
 
 function lock(cur: VaultRecord): OpResult {
@@ -272,7 +277,7 @@ async function loginFinish(ctx: OpContext, req: Extract<ClientRequest, { type: '
   }
   if (!result.ok) {
     if (cur.attemptsUsed >= cur.attemptLimit) {
-      const pending = ctx.sessions.some(ctx.now, (x) => x.idHex === ctx.idHex && x.registrationId !== null);
+      const pending = pendingSession(ctx, cur);
       if (!pending) return lock(cur);
     }
     return { response: { type: 'WrongPassword', attemptsRemaining: remaining(cur), locked: 0 }, audit: [] };

@@ -356,4 +356,4 @@ describeTokens('token conformance', (kind) => {
       expect(again.readData('bkv-nvram-restart/0').length).toBe(1); // data objects are not keys
     });
   });
-});
+}, { remote: true });

@@ -1,14 +1,22 @@
 /**
  * Which PKCS#11 tokens a test run covers, and fresh tokens for tests.
  *
- * BKV_TOKEN = emulator | softhsm | all. Unset: all when SoftHSM2 is installed, else the
- * emulator. A suite that needs SoftHSM2 when it is missing skips with the install hint locally,
- * and fails in CI (CI=true), where SoftHSM2 is part of the machine.
+ * Kinds: `emulator` (the emulator module in this thread), `softhsm` (SoftHSM2 through pkcs11js)
+ * and `remote` (the emulator in its own thread behind the PKCS#11 remote, host/tokens/remote/:
+ * every call crosses as bytes). BKV_TOKEN = emulator | softhsm | remote | all. Unset: every kind
+ * available (the emulator and the remote always, SoftHSM2 when installed). A suite that needs
+ * SoftHSM2 when it is missing skips with the install hint locally, and fails in CI (CI=true),
+ * where SoftHSM2 is part of the machine.
  *
- * Fresh tokens: the emulator in memory (fast PIN derivation), or SoftHSM2 with its own token
- * folder in a temporary directory (SoftHSM2 is one library per process: opening a new SoftHSM2
- * token re-initializes the library and ends the sessions of the previous one, so a test file
- * uses one SoftHSM2 token at a time).
+ * The remote is a module transport, not a device token: it joins the suites that drive the
+ * module they get from `freshToken` (`{ remote: true }`); a suite that hands
+ * its kind to a device (VaultHost, hsm/runner.ts) runs on the device kinds only.
+ *
+ * Fresh tokens: the emulator in memory (fast PIN derivation), the same behind a remote (its
+ * thread ends with the test file), or SoftHSM2 with its own token folder in a temporary
+ * directory (SoftHSM2 is one library per process: opening a new SoftHSM2 token re-initializes
+ * the library and ends the sessions of the previous one, so a test file uses one SoftHSM2 token
+ * at a time).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,9 +26,16 @@ import * as P from '../../enclave/api/pkcs11.ts';
 import { EmulatorModule } from '../../host/tokens/emulator/module.ts';
 import type { EmulatorOptions } from '../../host/tokens/emulator/module.ts';
 import { ensureEmulatorToken } from '../../host/tokens/open.ts';
+import { RemotePkcs11 } from '../../host/tokens/remote/client.ts';
 import { ensureSoftHsmToken, loadSoftHsm, softhsmUnavailable } from '../../host/tokens/softhsm.ts';
 
-export type TokenKind = 'emulator' | 'softhsm';
+export type TokenKind = 'emulator' | 'softhsm' | 'remote';
+/** The kinds a device can open (host/tokens/config.ts). */
+export type DeviceTokenKind = Exclude<TokenKind, 'remote'>;
+
+const KINDS: readonly TokenKind[] = ['emulator', 'softhsm', 'remote'];
+
+/** Suites (by name) that drive a module from freshToken and so run on the remote too. */
 
 export const SO_PIN = 'so-pin-0000';
 export const USER_PIN = 'user-pin-1111';
@@ -29,11 +44,10 @@ const ci = process.env.CI === 'true' || process.env.CI === '1';
 
 export function tokensUnderTest(): TokenKind[] {
   const want = process.env.BKV_TOKEN;
-  if (want === 'emulator') return ['emulator'];
-  if (want === 'softhsm') return ['softhsm'];
-  if (want && want !== 'all') throw new Error(`BKV_TOKEN must be emulator, softhsm or all, not ${want}`);
-  if (want === 'all' || ci || softhsmUnavailable() === null) return ['emulator', 'softhsm'];
-  return ['emulator'];
+  if (want === 'emulator' || want === 'softhsm' || want === 'remote') return [want];
+  if (want && want !== 'all') throw new Error(`BKV_TOKEN must be emulator, softhsm, remote or all, not ${want}`);
+  if (want === 'all' || ci || softhsmUnavailable() === null) return [...KINDS];
+  return KINDS.filter((k) => k !== 'softhsm');
 }
 
 /** Null if tests on this token can run; else why they are skipped (never in CI: there they fail). */
@@ -42,27 +56,41 @@ export function skipReason(kind: TokenKind): string | null {
   return softhsmUnavailable();
 }
 
-/** Runs `body` once per token under test, in a describe block named after the token. */
-export function describeTokens(name: string, body: (kind: TokenKind) => void): void {
-  const kinds = tokensUnderTest();
+/**
+ * Runs `body` once per token under test, in a describe block named after the token. The remote
+ * is among them only for a suite given `{ remote: true }` (see above).
+ */
+export function describeTokens(name: string, body: (kind: DeviceTokenKind) => void): void;
+export function describeTokens(name: string, body: (kind: TokenKind) => void, opts: { remote: true }): void;
+export function describeTokens(name: string, body: (kind: never) => void, opts: { remote?: boolean } = {}): void {
+  const remote = opts.remote === true;
+  const kinds = tokensUnderTest().filter((k) => k !== 'remote' || remote);
   if (!kinds.includes('softhsm') && !process.env.BKV_TOKEN && softhsmUnavailable()) {
     describe.skip(`${name} [softhsm] skipped: ${softhsmUnavailable()}`, () => it('needs SoftHSM2', () => {}));
   }
+  if (kinds.length === 0) describe.skip(`${name} skipped: BKV_TOKEN=remote and this suite runs on device tokens only`, () => it('needs a device token', () => {}));
   for (const kind of kinds) {
     const why = skipReason(kind);
     if (why) describe.skip(`${name} [${kind}] skipped: ${why}`, () => it('needs SoftHSM2', () => {}));
-    else describe(`${name} [${kind}]`, () => body(kind));
+    else describe(`${name} [${kind}]`, () => (body as (k: TokenKind) => void)(kind));
   }
 }
 
 // SoftHSM2 token folders: one is live at a time per process; the previous one goes when the next
-// is made, the last when the test file ends.
+// is made, the last when the test file ends. Remote token threads end with the test file.
 let softhsmDir: string | null = null;
 const dropSofthsmDir = () => {
   if (softhsmDir) rmSync(softhsmDir, { recursive: true, force: true });
   softhsmDir = null;
 };
-afterAll(dropSofthsmDir);
+const remotes: RemotePkcs11[] = [];
+const closeRemotes = () => {
+  for (const r of remotes.splice(0)) r.close();
+};
+afterAll(() => {
+  dropSofthsmDir();
+  closeRemotes();
+});
 process.once('exit', dropSofthsmDir);
 
 export interface FreshToken {
@@ -80,6 +108,12 @@ export function freshToken(kind: TokenKind, emulator: EmulatorOptions = {}): Fre
   let module: P.Pkcs11;
   if (kind === 'emulator') {
     module = P.normalizedModule(new EmulatorModule({ pinKdfIterations: 1000, ...emulator }));
+    module.C_Initialize();
+    ensureEmulatorToken(module, label, SO_PIN, USER_PIN);
+  } else if (kind === 'remote') {
+    const r = new RemotePkcs11({ emulator: { pinKdfIterations: 1000, ...emulator } });
+    remotes.push(r);
+    module = r;
     module.C_Initialize();
     ensureEmulatorToken(module, label, SO_PIN, USER_PIN);
   } else {
