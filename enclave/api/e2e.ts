@@ -11,7 +11,8 @@
  * against another record or hand a response to the wrong request. A replayed request opens to
  * the same context and so the same response key: the enclave draws a fresh random nonce for
  * every response, so two answers under one key never share a nonce.
- * Shared by the client SDK and the enclave (WebCrypto only: runs in browsers and in Node).
+ * The client SDK uses this file (WebCrypto only: runs in browsers and in Node); the enclave opens
+ * with enclave/vault/e2e-open.ts, the same protocol on node:crypto, synchronous and cheaper.
  */
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
 import { EnclaveFault, Handling } from './codes.ts';

@@ -16,8 +16,8 @@
  * but copies the engine made can not be reached.
  */
 import { EnclaveFault, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
-import { deriveE2eKeyPair } from '../api/e2e.ts';
-import type { E2eKeyPair } from '../api/e2e.ts';
+import { deriveE2eReceiver } from './e2e-open.ts';
+import type { E2eReceiver } from './e2e-open.ts';
 import { deriveServerKeyPair } from '../opaque/server.ts';
 import type { ServerKeys } from '../opaque/server.ts';
 import type { Suite, SuiteId } from '../opaque/suite.ts';
@@ -37,7 +37,7 @@ export interface EnclaveKeys {
   seal: KeyHandle;
   derive: KeyHandle;
   server: Map<SuiteId, ServerKeys>;
-  e2e: E2eKeyPair;
+  e2e: E2eReceiver;
   fakeKey: Uint8Array;
   indexKey: Uint8Array;
   auditKey: Uint8Array;
@@ -102,7 +102,7 @@ export async function deriveEnclaveKeys(
     server.set(id, { oprfSeed, serverPrivateKey: kp.privateKey, serverPublicKey: kp.publicKey });
   }
   const hpkeIkm = d('bkv/e2e-key');
-  const e2e = await deriveE2eKeyPair(hpkeIkm);
+  const e2e = deriveE2eReceiver(hpkeIkm);
   hpkeIkm.fill(0);
   return {
     seal: handles.seal,

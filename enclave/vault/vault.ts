@@ -16,7 +16,7 @@ import { EnclaveFault, Handling, Integrity, Lifecycle, Platform as PlatformCodes
 import { encodeMessage, decodeMessage } from '../api/codec.ts';
 import type { AuditEvent, HostRequest, HostResponse } from '../api/messages.ts';
 import { ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT, ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
-import { openRequest } from '../api/e2e.ts';
+import { openRequestSync } from './e2e-open.ts';
 import { ctEqual, toHex } from '../opaque/bytes.ts';
 import { OpaqueError } from '../opaque/errors.ts';
 import { nodeHash } from '../opaque/hash-node.ts';
@@ -231,13 +231,13 @@ export class Vault {
     const index = this.index!;
     for (const op of req.ops) {
       const idHex = toHex(op.recordId);
-      let sealResponse: ((b: Uint8Array) => Promise<Uint8Array>) | null = null;
+      let sealResponse: ((b: Uint8Array) => Uint8Array) | null = null;
       try {
         if (this.partitionOf(op.recordId) !== this.p.partition) {
           throw new EnclaveFault(Integrity.IndexMismatch, 'record belongs to another partition', 'recordId');
         }
         const { record: current, version } = this.currentRecord(pending, op.recordId, idHex, op.stored, index);
-        const opened = await openRequest(keys.e2e, op.recordId, op.request, (n) => this.random(n));
+        const opened = openRequestSync(keys.e2e, op.recordId, op.request, (n) => this.random(n));
         sealResponse = opened.sealResponse;
         const creq = decodeMessage(ClientRequests, opened.request);
         const ctx: OpContext = {
@@ -269,12 +269,12 @@ export class Vault {
           pending.audit.push(ev);
         }
         if (result.onCommit) pending.hooks.push(result.onCommit);
-        const response = await sealResponse(encodeMessage(ClientResponses, result.response));
+        const response = sealResponse(encodeMessage(ClientResponses, result.response));
         pending.results.push({ opId: op.opId, sealed: 1, response });
       } catch (e) {
         const f = toFault(e);
         const plain = encodeMessage(ClientResponses, { type: 'Fault', code: f.code, field: new TextEncoder().encode((f.field ?? '').slice(0, 64)) });
-        if (sealResponse) pending.results.push({ opId: op.opId, sealed: 1, response: await sealResponse(plain) });
+        if (sealResponse) pending.results.push({ opId: op.opId, sealed: 1, response: sealResponse(plain) });
         else pending.results.push({ opId: op.opId, sealed: 0, response: plain });
       }
     }
