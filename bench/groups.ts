@@ -4,7 +4,7 @@
  * scalar inversion and hash-to-scalar) for every backend, and the server-login multiplication
  * floor (4 variable-base + 1 base, RFC 9807 §6.4 with the OPRF evaluation).
  *
- * Run: npx tsx bench/groups.ts [rounds]
+ * Run: npx tsx bench/groups.ts [rounds] [--quick] [--json FILE]   (the runner: npm run bench -- --only groups)
  *
  * Caveats: a warmed-up loop timed with process.hrtime.bigint; each figure is the median over
  * interleaved rounds, so machine noise moves them a few percent between runs. Variable-base
@@ -18,10 +18,14 @@ import { NobleP256 } from '../enclave/opaque/groups/noble-p256.ts';
 import { NobleRistretto255 } from '../enclave/opaque/groups/noble-ristretto255.ts';
 import { NodeP256 } from '../enclave/opaque/groups/node-p256.ts';
 import { createSodiumRistretto255 } from '../enclave/opaque/groups/sodium-ristretto255.ts';
+import { args, emit, machine } from './lib/common.ts';
+import type { BenchResult } from './lib/common.ts';
 import { nobleHash } from '../enclave/opaque/hash-noble.ts';
 import { nodeHash } from '../enclave/opaque/hash-node.ts';
 
-const ROUNDS = Number(process.argv[2] ?? 9);
+const ARGS = args();
+const M = machine();
+const ROUNDS = /^\d+$/.test(process.argv[2] ?? '') ? Number(process.argv[2]) : ARGS.quick ? 3 : 9;
 const BATCH_MS = 60;
 
 interface Case {
@@ -152,3 +156,26 @@ console.log(`  sodium-wasm backend vs bare libsodium calls: ${ratio(us)}% (media
 const gain = (f: (c: Case) => number) =>
   f(get('ristretto255 sodium-wasm (wrappers)', 'scalarMult')) - f(get('ristretto255 sodium-wasm (raw exports)', 'scalarMult'));
 console.log(`  raw exports save ${gain(us).toFixed(2)} µs (median), ${gain(best).toFixed(2)} µs (best) per variable-base multiplication`);
+
+const results: BenchResult[] = cases.map((c) => ({
+  name: `groups: ${c.label} ${c.op}`,
+  group: `group operation: ${c.op}`,
+  kind: c.label.includes('bare') ? 'floor' : 'ours',
+  opsPerSec: Math.round(1e6 / us(c)),
+  usPerOp: Number(us(c).toFixed(2)),
+  bestUs: Number(best(c).toFixed(2)),
+}));
+for (const l of [...backends.map(([l]) => l), 'libsodium-wrappers (bare)']) {
+  results.push({ name: `groups: ${l} login multiplications (4 + 1)`, group: 'login floor (4 variable-base + 1 base)', kind: 'floor', opsPerSec: Math.round(1e6 / login(l, us)), usPerOp: Number(login(l, us).toFixed(1)) });
+}
+emit(
+  {
+    subsystem: 'groups',
+    quick: ARGS.quick,
+    machine: M,
+    results,
+    ratios: { sodiumBackendVsBareLibsodium: Number((Number(ratio(us)) / 100).toFixed(3)) },
+    notes: [`${ROUNDS} interleaved rounds of about ${BATCH_MS} ms per case, median (wall clock, one thread)`],
+  },
+  ARGS.json,
+);

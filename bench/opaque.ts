@@ -5,7 +5,11 @@
  * @serenity-kit/opaque-p256 (opaque-ke in WebAssembly) and with the multiplication floor of a
  * login (4 variable-base + 1 base multiplications on the fastest backend).
  *
- * Run: npx tsx bench/opaque.ts [--quick]
+ * Run: npx tsx bench/opaque.ts [--quick] [--json FILE]   (or through the runner: npm run bench)
+ *
+ * The peers are loaded from bench/peers (their own package.json and lockfile, pinned at 1.1.0;
+ * `npm ci --prefix bench/peers`, which bench/run.ts does on first use). --quick measures only
+ * the fast backend, the peers and the floor (no @noble backend, no fake-record KE2).
  *
  * Method: every contestant is warmed up, then timed in several rounds of fixed duration
  * (5 × 1 s, --quick 3 × 0.3 s). A round's time per contestant is cut into 100 ms slices and the
@@ -27,16 +31,14 @@
  * API takes and returns base64url strings: that conversion is part of its cost as a library and
  * is included.
  *
- * Writes bench/results/opaque-latest.json.
+ * Writes bench/results/opaque-latest.json (or --json FILE): the runner's format, with the ratio
+ * ranges over rounds and the paired medians under `detail`.
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { availableParallelism, cpus, loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as serenityRistretto from '@serenity-kit/opaque';
-import * as serenityP256 from '@serenity-kit/opaque-p256';
+import type * as SerenityModule from '@serenity-kit/opaque';
+import { args, emit, loadPeer, machine as machineInfo, round } from './lib/common.ts';
+import type { BenchResult } from './lib/common.ts';
 import { type RandomSource, utf8 } from '../enclave/opaque/bytes.ts';
 import {
   type FakeRecord, type ServerKeys, type ServerLoginState, generateFakeRecord, generateServerKeys, serverLoginFinish,
@@ -46,15 +48,16 @@ import type { Suite, SuiteId } from '../enclave/opaque/suite.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { portableSuite } from '../enclave/opaque/suites-portable.ts';
 
-const QUICK = process.argv.includes('--quick');
+const ARGS = args();
+const QUICK = ARGS.quick;
 const ROUNDS = QUICK ? 3 : 5;
-const ROUND_MS = QUICK ? 300 : 1000;
-const SLICES = ROUND_MS / 100;
-const WARMUP_MS = QUICK ? 150 : 500;
+const ROUND_MS = QUICK ? 150 : 1000;
+const SLICES = QUICK ? 3 : ROUND_MS / 100;
+const WARMUP_MS = QUICK ? 80 : 500;
 /** Iterations between clock reads are sized so that one chunk takes about this long. */
 const CHUNK_MS = 5;
 
-type Peer = typeof serenityRistretto;
+type Peer = typeof SerenityModule;
 const rng: RandomSource = (n) => new Uint8Array(nodeRandomBytes(n));
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64url');
 const unb64 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'base64url'));
@@ -170,7 +173,7 @@ function makeInputs(id: SuiteId, short: string, peer: Peer, pkg: string, suite: 
   return { id, short, peer, pkg, setup, cids, records, ke1s: logins.map((l) => l.startLoginRequest), regRequests, finish: finish! };
 }
 
-function addOurs(inp: SuiteInputs, label: string, suite: Suite, keys: ServerKeys): void {
+function addOurs(inp: SuiteInputs, label: string, suite: Suite, keys: ServerKeys, full = true): void {
   const o = { suite, context: EMPTY, rng };
   const cids = inp.cids.map(utf8);
   const records = inp.records.map(unb64);
@@ -185,7 +188,7 @@ function addOurs(inp: SuiteInputs, label: string, suite: Suite, keys: ServerKeys
     serverLoginStart(o, keys, ke1s[i & 15]!, cids[i & 3]!, records[i & 3]!);
   });
   let states: ServerLoginState[] = [];
-  add(
+  if (full) add(
     `${inp.short} ${label}: KE3 check`,
     (i) => {
       const r = serverLoginFinish(o, states[i % states.length]!, inp.finish.ke3);
@@ -195,9 +198,11 @@ function addOurs(inp: SuiteInputs, label: string, suite: Suite, keys: ServerKeys
       states = Array.from({ length: n }, () => serverLoginStateDecode(suite, inp.finish.state));
     },
   );
-  add(`${inp.short} ${label}: fake-record KE2`, (i) => {
-    serverLoginStart(o, keys, ke1s[i & 15]!, nobody, null, fake);
-  });
+  if (full) {
+    add(`${inp.short} ${label}: fake-record KE2`, (i) => {
+      serverLoginStart(o, keys, ke1s[i & 15]!, nobody, null, fake);
+    });
+  }
 }
 
 function addTheirs(inp: SuiteInputs): void {
@@ -225,9 +230,12 @@ function addFloor(inp: SuiteInputs, label: string, suite: Suite): void {
 
 // ---------------------------------------------------------------------------------------------
 
+const peerR = await loadPeer<Peer>('@serenity-kit/opaque');
+const peerP = await loadPeer<Peer>('@serenity-kit/opaque-p256');
+const serenityRistretto = peerR.mod;
+const serenityP256 = peerP.mod;
 await Promise.all([serenityRistretto.ready, serenityP256.ready]);
-const require = createRequire(import.meta.url);
-const pkgVersion = (p: string): string => JSON.parse(readFileSync(require.resolve(`${p}/package.json`), 'utf8')).version as string;
+const pkgVersion = (p: string): string => (p === '@serenity-kit/opaque' ? peerR.version : peerP.version);
 
 const SUITES: { id: SuiteId; short: string; peer: Peer; pkg: string }[] = [
   { id: 'ristretto255-SHA512', short: 'r255', peer: serenityRistretto, pkg: 'serenity' },
@@ -240,13 +248,13 @@ for (const s of SUITES) {
   const portable = portableSuite(s.id);
   const keys = generateServerKeys(fast, rng);
   const inp = makeInputs(s.id, s.short, s.peer, s.pkg, fast, keys);
-  addOurs(inp, 'ours/fast', fast, keys);
-  addOurs(inp, 'ours/noble', portable, copyKeys(keys));
+  addOurs(inp, 'ours/fast', fast, keys, !QUICK);
+  if (!QUICK) addOurs(inp, 'ours/noble', portable, copyKeys(keys));
   addTheirs(inp);
   addFloor(inp, fast.group.backend, fast);
   backendNames.push(
     `${s.id}: ours/fast = ${fast.group.backend} + node:crypto ${fast.hash.name}`,
-    `${s.id}: ours/noble = ${portable.group.backend} + @noble/hashes ${portable.hash.name}`,
+    ...(QUICK ? [] : [`${s.id}: ours/noble = ${portable.group.backend} + @noble/hashes ${portable.hash.name}`]),
     `${s.id}: ${s.pkg} = ${s.id === 'P256-SHA256' ? '@serenity-kit/opaque-p256' : '@serenity-kit/opaque'} ${pkgVersion(s.id === 'P256-SHA256' ? '@serenity-kit/opaque-p256' : '@serenity-kit/opaque')} (opaque-ke, WebAssembly)`,
   );
 }
@@ -341,10 +349,12 @@ ratio('p256 login ours/fast vs serenity-p256', `p256 ours/fast: ${LOGIN}`, `p256
 ratio('p256 login ours/fast vs floor', `p256 ours/fast: ${LOGIN}`, p256Floor, '%');
 ratio('r255 registration ours/fast vs serenity', `r255 ours/fast: ${REG}`, `r255 serenity: ${REG}`, 'x');
 ratio('p256 registration ours/fast vs serenity-p256', `p256 ours/fast: ${REG}`, `p256 serenity-p256: ${REG}`, 'x');
-ratio('r255 login ours/noble vs serenity', `r255 ours/noble: ${LOGIN}`, `r255 serenity: ${LOGIN}`, 'x');
-ratio('p256 login ours/noble vs serenity-p256', `p256 ours/noble: ${LOGIN}`, `p256 serenity-p256: ${LOGIN}`, 'x');
-ratio('r255 fake-record KE2 vs real KE2 (ours/fast)', 'r255 ours/fast: fake-record KE2', `r255 ours/fast: ${LOGIN}`, '%');
-ratio('p256 fake-record KE2 vs real KE2 (ours/fast)', 'p256 ours/fast: fake-record KE2', `p256 ours/fast: ${LOGIN}`, '%');
+if (!QUICK) {
+  ratio('r255 login ours/noble vs serenity', `r255 ours/noble: ${LOGIN}`, `r255 serenity: ${LOGIN}`, 'x');
+  ratio('p256 login ours/noble vs serenity-p256', `p256 ours/noble: ${LOGIN}`, `p256 serenity-p256: ${LOGIN}`, 'x');
+  ratio('r255 fake-record KE2 vs real KE2 (ours/fast)', 'r255 ours/fast: fake-record KE2', `r255 ours/fast: ${LOGIN}`, '%');
+  ratio('p256 fake-record KE2 vs real KE2 (ours/fast)', 'p256 ours/fast: fake-record KE2', `p256 ours/fast: ${LOGIN}`, '%');
+}
 
 console.log('\nratios (ops/s over ops/s of the median rounds; [range over rounds]; median of the per-pass ratios):');
 const fmt = (x: number, unit: 'x' | '%'): string => (unit === '%' ? `${x.toFixed(1)}%` : `${x.toFixed(2)}x`);
@@ -354,13 +364,51 @@ for (const [k, r] of Object.entries(ratios)) {
   console.log(`  ${k.padEnd(46)}${fmt(r.value, r.unit).padStart(8)} ${range.padEnd(18)}${`paired ${fmt(r.pairedMedian, r.unit)}`.padEnd(16)}${t}`);
 }
 
-const outDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
-mkdirSync(outDir, { recursive: true });
 const r3 = (x: number): number => Number(x.toFixed(3));
 const rounded = Object.fromEntries(
   Object.entries(ratios).map(([k, r]) => [k, { ...r, value: r3(r.value), roundMin: r3(r.roundMin), roundMax: r3(r.roundMax), pairedMedian: r3(r.pairedMedian) }]),
 );
 const loadavgAtEnd = loadavg().map((x) => Number(x.toFixed(2)));
 console.log(`load average at the end: ${loadavgAtEnd.join(' ')} (other processes on this machine disturb the figures)`);
-writeFileSync(join(outDir, 'opaque-latest.json'), `${JSON.stringify({ machine: { ...machine, loadavgAtEnd, quick: QUICK }, results, ratios: rounded }, null, 2)}\n`);
-console.log(`\nwrote ${join('bench', 'results', 'opaque-latest.json')}`);
+
+// The runner's format (bench/lib/common.ts): one entry per contestant, the issue's ratio keys.
+const groupOf = (name: string): { group: string; kind: BenchResult['kind'] } => {
+  const [who, op] = name.split(': ') as [string, string];
+  const suite = who.startsWith('p256') ? 'P-256' : 'ristretto255';
+  if (who.includes('floor')) return { group: `login KE1->KE2 per core, ${suite}`, kind: 'floor' };
+  const kind = who.includes('serenity') ? 'peer' : 'ours';
+  return { group: `${op} per core, ${suite}`, kind };
+};
+const common: BenchResult[] = results.map((r) => ({
+  name: `opaque: ${r.name}`,
+  ...groupOf(r.name),
+  opsPerSec: r.opsPerSec,
+  usPerOp: r.usPerOp,
+  opsPerWallSec: r.opsPerWallSec,
+  clock: 'process CPU time, one thread',
+}));
+const v = (k: string, f = 1): number => round(ratios[k]!.value / f, 3);
+const commonRatios: Record<string, number> = {
+  loginVsSerenity: v('r255 login ours/fast vs serenity'),
+  loginVsFloor: v('r255 login ours/fast vs floor', 100),
+  p256LoginVsSerenityP256: v('p256 login ours/fast vs serenity-p256'),
+  p256LoginVsFloor: v('p256 login ours/fast vs floor', 100),
+  registrationVsSerenity: v('r255 registration ours/fast vs serenity'),
+  p256RegistrationVsSerenityP256: v('p256 registration ours/fast vs serenity-p256'),
+  loginVsSerenityPairedMedian: round(ratios['r255 login ours/fast vs serenity']!.pairedMedian, 3),
+  loginVsFloorPairedMedian: round(ratios['r255 login ours/fast vs floor']!.pairedMedian / 100, 3),
+};
+const M = machineInfo();
+M.loadavgAtStart = machine.loadavgAtStart;
+emit(
+  {
+    subsystem: 'opaque',
+    quick: QUICK,
+    machine: M,
+    results: common,
+    ratios: commonRatios,
+    notes: [`method: ${machine.method}`, ...backendNames.map((b) => `backend ${b}`)],
+    detail: { ratios: rounded, perContestant: results },
+  },
+  ARGS.json,
+);

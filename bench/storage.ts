@@ -5,9 +5,13 @@
  * partition); ops/s and the PostgreSQL / SQLite ratio. Both backends are durable (SQLite WAL
  * with synchronous = FULL; PostgreSQL with synchronous_commit = on, fsync as the server has it).
  *
- * Run: eval "$(scripts/ci-postgres.sh)"; npx tsx bench/storage.ts [seconds-per-case] [rounds]
- *      (without BKV_PG_URL only SQLite runs). BKV_PG_URL must be allowed to CREATE DATABASE:
- *      the benchmark works in a database of its own and drops it at the end.
+ * Then (not with --quick) login through the enclave path (bench/lib/enclave-rig.ts, all
+ * partitions, concurrency 128) with each store, interleaved: pgVsSqlite.
+ *
+ * Run: eval "$(scripts/ci-postgres.sh)"; npx tsx bench/storage.ts [seconds-per-case] [rounds] [--quick] [--json FILE]
+ *      (without BKV_PG_URL only SQLite runs; bench/run.ts starts a throwaway cluster when it
+ *      can). BKV_PG_URL must be allowed to CREATE DATABASE: the benchmark works in a database of
+ *      its own and drops it at the end.
  *
  * Caveats: each figure is the median over interleaved rounds; a loopback server shares the
  * machine's 2 cores with the client, and both backends fsync to the same disk, so the figures
@@ -25,9 +29,21 @@ import { openPostgresStore } from '../host/storage/postgres.ts';
 import type { PostgresRecordStore } from '../host/storage/postgres.ts';
 import { openSqliteStore } from '../host/storage/sqlite.ts';
 import type { RecordStore } from '../host/storage/types.ts';
+import { availableParallelism } from 'node:os';
+import { args, emit, machine, median as med, progress, round } from './lib/common.ts';
+import type { BenchResult } from './lib/common.ts';
+import { EnclaveRig } from './lib/enclave-rig.ts';
+import type { WindowResult } from './lib/enclave-rig.ts';
 
-const SECONDS = Number(process.argv[2] ?? 1.5);
-const ROUNDS = Number(process.argv[3] ?? 3);
+const A = args();
+const M = machine();
+const positional = process.argv.slice(2).filter((x, i, all) => /^\d/.test(x) && !(all[i - 1] ?? '').startsWith('--'));
+const SECONDS = Number(positional[0] ?? (A.quick ? 0.2 : 1.5));
+const ROUNDS = Number(positional[1] ?? (A.quick ? 2 : 3));
+const out: BenchResult[] = [];
+const ratios: Record<string, number> = {};
+const missing: Record<string, string> = {};
+const notes: string[] = [];
 const RECORDS = 10_000; // preloaded rows per partition 0
 const BLOB = 320; // bytes, about one sealed record
 const PARALLEL = 8;
@@ -182,11 +198,60 @@ async function main(): Promise<void> {
       const vals = names.map((n) => median(results.get(`${c.label}|${n}`)!));
       const ratio = vals.length > 1 ? `   ${(vals[1]! / vals[0]!).toFixed(2)}x` : '';
       console.log(`${c.label.padEnd(32)}${vals.map((v) => ` ${fmt(v)}`).join('')}${ratio}`);
+      names.forEach((n, i) => out.push({ name: `storage: ${c.label} (${n})`, group: `store: ${c.label}`, kind: 'other', opsPerSec: Math.round(vals[i]!), store: n }));
+      if (vals.length > 1 && c.label === 'applyBatch 32 writes') ratios.pgVsSqliteApplyBatch32 = round(vals[1]! / vals[0]!, 3);
     }
     console.log('\n(ops = batches or getMany calls; for "32 writes" multiply by 32 for records/s)');
+    notes.push(`store level: ${RECORDS} records preloaded, ${ROUNDS} interleaved rounds of ${SECONDS} s per case, median; ops = batches or getMany calls`);
+    if (benches.length < 2) missing.pgVsSqlite = 'PostgreSQL not measured: BKV_PG_URL unset (bench/run.ts starts one with scripts/ci-postgres.sh when PostgreSQL is installed)';
+    if (benches.length > 1 && !A.quick) await enclavePath(benches.find((b) => b.name === 'postgres')!.store as PostgresRecordStore, adminUrl!);
   } finally {
     for (const f of cleanups) await f().catch((e: unknown) => console.error('cleanup:', e));
   }
 }
 
+/** Login through the enclave path with each store, interleaved rounds. */
+async function enclavePath(_pg: PostgresRecordStore, adminUrl: string): Promise<void> {
+  const P = availableParallelism();
+  const database = `bkv_bench_rig_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE "${database}"`);
+  await admin.end();
+  const u = new URL(adminUrl);
+  u.pathname = `/${database}`;
+  const rigs: [string, EnclaveRig][] = [];
+  const wins = new Map<string, WindowResult[]>();
+  try {
+    for (const [name, store] of [['sqlite', undefined], ['postgres', u.toString()]] as const) {
+      progress(`enclave path on ${name}: opening a vault (${P} partitions) and registering records`);
+      rigs.push([name, await EnclaveRig.open({ partitions: P, records: 512, ...(store && { store }) })]);
+    }
+    for (const [, rig] of rigs) await rig.login(32, 500);
+    for (let r = 0; r < 3; r++) {
+      for (const [name, rig] of r % 2 ? [...rigs].reverse() : rigs) {
+        const w = await rig.login(128, 1500);
+        wins.set(name, [...(wins.get(name) ?? []), w]);
+        progress(`round ${r + 1}, ${name}: ${w.opsPerSec.toFixed(0)} logins/s, p50 ${w.p50Ms.toFixed(1)} ms, batch ${w.meanBatch.toFixed(1)}`);
+      }
+    }
+  } finally {
+    for (const [, rig] of rigs) await rig.close();
+    const c = new pg.Client({ connectionString: adminUrl });
+    await c.connect();
+    await c.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+    await c.end();
+  }
+  const rate = (n: string) => med(wins.get(n)!.map((w) => w.opsPerSec));
+  for (const [name, ws] of wins) {
+    const mid = [...ws].sort((a, b) => a.opsPerSec - b.opsPerSec)[ws.length >> 1]!;
+    out.push({ name: `storage: enclave login, ${name} store, ${P} partitions, concurrency 128`, group: 'login through the enclave path, by store', kind: 'ours', opsPerSec: Math.round(rate(name)), p50Ms: round(mid.p50Ms, 2), p99Ms: round(mid.p99Ms, 2), meanBatch: round(mid.meanBatch, 1) });
+  }
+  ratios.pgVsSqlite = round(rate('postgres') / rate('sqlite'), 3);
+  console.log(`\nenclave login: sqlite ${rate('sqlite').toFixed(0)}/s, postgres ${rate('postgres').toFixed(0)}/s: pgVsSqlite ${ratios.pgVsSqlite}`);
+  notes.push('enclave path: 3 interleaved rounds of 1.5 s per store at concurrency 128, all partitions, worker devices, emulator token');
+}
+
 await main();
+emit({ subsystem: 'storage', quick: A.quick, machine: M, results: out, ratios, ...(Object.keys(missing).length && { missing }), notes }, A.json);
+process.exit(0);

@@ -1,5 +1,10 @@
 /**
- * Token operation rates, the emulator token against SoftHSM2, side by side in one run, through
+ * Tokens: the emulator token against SoftHSM2, side by side in one run.
+ *
+ * 1. Login through the enclave path on each token (bench/lib/enclave-rig.ts: VaultHost with all
+ *    partitions, worker devices, SQLite, `token` 'emulator' | 'softhsm'), interleaved rounds at
+ *    one concurrency: softhsmVsEmulator = SoftHSM2 logins/s over the emulator's.
+ * 2. Token operation rates through
  * the firmware's own token layer (enclave/token-pkcs11.ts over PKCS#11 v2.40): AES-256-GCM of
  * 64 bytes (C_EncryptInit + C_Encrypt), HMAC-SHA256 of 64 bytes (C_SignInit + C_Sign), 32 random
  * bytes (C_GenerateRandom), P-256 ECDH (C_DeriveKey + C_GetAttributeValue + C_DestroyObject),
@@ -7,16 +12,16 @@
  * write as token data objects (destroy + create; the emulator's store fsyncs, SoftHSM2's files are
  * fsynced by host/tokens/softhsm.ts), and C_Login.
  *
- *   npx tsx bench/tokens.ts [--quick]
+ *   npx tsx bench/tokens.ts [--quick] [--json FILE] [--concurrency 128] [--rounds 3] [--window-ms 1500]
  *
  * Prints the machine, Node version and each token's ops/s with the emulator/SoftHSM2 ratio;
- * writes bench/results/tokens-latest.json.
+ * writes bench/results/tokens-latest.json (or --json FILE). Without SoftHSM2 (softhsm2 package,
+ * pkcs11js built) the ratio is reported missing with the reason.
  */
 import { createECDH } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { p256 } from '@noble/curves/nist.js';
 import * as P from '../enclave/api/pkcs11.ts';
 import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
@@ -25,9 +30,16 @@ import { TokenNvram } from '../hsm/nvram-token.ts';
 import { openVaultToken } from '../host/tokens/open.ts';
 import { softhsmUnavailable } from '../host/tokens/softhsm.ts';
 import type { TokenKind } from '../host/tokens/config.ts';
+import { availableParallelism } from 'node:os';
+import { args, emit, machine, median, progress, round } from './lib/common.ts';
+import type { BenchResult } from './lib/common.ts';
+import { EnclaveRig } from './lib/enclave-rig.ts';
+import type { WindowResult } from './lib/enclave-rig.ts';
 
-const quick = process.argv.includes('--quick');
-const budgetMs = quick ? 300 : 1500;
+const A = args();
+const quick = A.quick;
+const budgetMs = quick ? 80 : 1000;
+const M = machine();
 
 function rate(fn: () => void): { opsPerSec: number; usPerOp: number } {
   for (let i = 0; i < 20; i++) fn(); // warm up
@@ -83,18 +95,94 @@ function bench(kind: TokenKind): Record<string, { opsPerSec: number; usPerOp: nu
 const why = softhsmUnavailable();
 const kinds: TokenKind[] = why ? ['emulator'] : ['emulator', 'softhsm'];
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-console.log(`# token operation rates: ${cpu}, ${os.cpus().length} cores, Node ${process.version}, ${quick ? 'quick' : `${budgetMs} ms per figure`}`);
+console.log(`# tokens: ${cpu}, ${os.cpus().length} cores, Node ${process.version}, ${quick ? 'quick' : `${budgetMs} ms per figure`}`);
 if (why) console.log(`# SoftHSM2 skipped: ${why}`);
+
+// 1. Login through the enclave path on each token, interleaved.
+const PARTS = A.num("partitions", availableParallelism());
+const C = A.num('concurrency', 128);
+const ROUNDS = A.num('rounds', quick ? 2 : 3);
+const WINDOW = A.num('window-ms', quick ? 300 : 1500);
+const logins = new Map<TokenKind, WindowResult[]>();
+const rigs = new Map<TokenKind, EnclaveRig>();
+const missing: Record<string, string> = {};
+try {
+  for (const k of kinds) {
+    progress(`opening a vault on the ${k} token (${PARTS} partitions)`);
+    try {
+      rigs.set(k, await EnclaveRig.open({ partitions: PARTS, records: quick ? 96 : 512, token: k }));
+    } catch (e) {
+      missing.softhsmVsEmulator = `the vault does not open on the ${k} token: ${(e as Error).message.split('\n')[0]}`;
+      console.log(`# ${missing.softhsmVsEmulator}`);
+    }
+  }
+  for (const rig of rigs.values()) await rig.login(32, quick ? 150 : 500); // warm-up
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const [k, rig] of r % 2 ? [...rigs].reverse() : [...rigs]) {
+      const w = await rig.login(C, WINDOW);
+      logins.set(k, [...(logins.get(k) ?? []), w]);
+      progress(`round ${r + 1}, ${k}: ${w.opsPerSec.toFixed(0)} logins/s, p50 ${w.p50Ms.toFixed(1)} ms, p99 ${w.p99Ms.toFixed(1)} ms, batch ${w.meanBatch.toFixed(1)}`);
+    }
+  }
+} finally {
+  for (const rig of rigs.values()) await rig.close();
+}
+const out: BenchResult[] = [];
+const loginRate = new Map<TokenKind, number>();
+for (const [k, ws] of logins) {
+  const ops = median(ws.map((w) => w.opsPerSec));
+  loginRate.set(k, ops);
+  const mid = [...ws].sort((a, b) => a.opsPerSec - b.opsPerSec)[ws.length >> 1]!;
+  out.push({
+    name: `tokens: enclave login, ${k} token, ${PARTS} partitions, concurrency ${C}`,
+    group: 'login through the enclave path, by token',
+    kind: 'ours',
+    opsPerSec: Math.round(ops),
+    p50Ms: round(mid.p50Ms, 2),
+    p99Ms: round(mid.p99Ms, 2),
+    meanBatch: round(mid.meanBatch, 1),
+    cpuCores: mid.cpu,
+    answers: mid.answers,
+  });
+}
+
+// 2. Token operation rates.
 const results: Record<string, Record<string, { opsPerSec: number; usPerOp: number }>> = {};
 for (const k of kinds) results[k] = bench(k);
 const names = Object.keys(results.emulator!);
 console.log(`\n${'operation'.padEnd(34)} ${kinds.map((k) => `${k} ops/s`.padStart(18)).join('')}${kinds.length > 1 ? '   emulator/softhsm' : ''}`);
-for (const name of names) {
-  const cells = kinds.map((k) => `${results[k]![name]!.opsPerSec.toLocaleString('en-US')} (${results[k]![name]!.usPerOp} us)`.padStart(18));
-  const ratio = kinds.length > 1 ? `   ${(results.emulator![name]!.opsPerSec / results.softhsm![name]!.opsPerSec).toFixed(2)}x` : '';
+const row = (name: string, vals: Map<TokenKind, number>) => {
+  const cells = kinds.map((k) => (vals.has(k) ? Math.round(vals.get(k)!).toLocaleString('en-US') : '-').padStart(18));
+  const ratio = kinds.length > 1 && vals.has('softhsm') && vals.has('emulator') ? `   ${(vals.get('emulator')! / vals.get('softhsm')!).toFixed(2)}x` : '';
   console.log(`${name.padEnd(34)} ${cells.join('')}${ratio}`);
+};
+row(`enclave login (c=${C}, ${PARTS} partitions)`, loginRate);
+for (const name of names) row(name, new Map(kinds.map((k) => [k, results[k]![name]!.opsPerSec])));
+for (const k of kinds) {
+  for (const name of names) {
+    out.push({ name: `tokens: ${name} (${k})`, group: `token operation: ${name}`, kind: 'other', opsPerSec: results[k]![name]!.opsPerSec, usPerOp: results[k]![name]!.usPerOp, token: k });
+  }
 }
-const file = fileURLToPath(new URL('./results/tokens-latest.json', import.meta.url));
-fs.mkdirSync(path.dirname(file), { recursive: true });
-fs.writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), cpu, cores: os.cpus().length, node: process.version, quick, results }, null, 2)}\n`);
-console.log(`\nwritten ${path.relative(process.cwd(), file)}`);
+const ratios: Record<string, number> = {};
+if (loginRate.has('softhsm') && loginRate.has('emulator')) {
+  ratios.softhsmVsEmulator = round(loginRate.get('softhsm')! / loginRate.get('emulator')!, 3);
+  const e = logins.get('emulator')!;
+  const s2 = logins.get('softhsm')!;
+  ratios.softhsmVsEmulatorPairedMedian = round(median(s2.map((w, i) => w.opsPerSec / e[i]!.opsPerSec)), 3);
+  console.log(`\nsofthsmVsEmulator (enclave login, SoftHSM2 over emulator): ${ratios.softhsmVsEmulator}`);
+} else if (why) {
+  missing.softhsmVsEmulator = `SoftHSM2 unavailable: ${why}`;
+}
+emit(
+  {
+    subsystem: 'tokens',
+    quick,
+    machine: M,
+    results: out,
+    ratios,
+    ...(Object.keys(missing).length && { missing }),
+    notes: [`enclave login: ${ROUNDS} interleaved rounds of ${WINDOW} ms per token at concurrency ${C}, ${PARTS} partitions, worker devices, SQLite; token operations: ${budgetMs} ms each through enclave/token-pkcs11.ts`],
+  },
+  A.json,
+);
+process.exit(0);

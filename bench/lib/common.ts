@@ -1,0 +1,153 @@
+/**
+ * What every subsystem script shares: arguments (--quick, --json FILE), the machine
+ * description, the result format the runner (bench/run.ts) collects, and small statistics.
+ *
+ * A subsystem script prints its own table for a human and, with `--json FILE`, writes
+ *   { subsystem, quick, machine, results: BenchResult[], ratios: { key: number }, notes: string[], missing?: { key: reason } }
+ * (without --json it writes bench/results/<subsystem>-latest.json).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const BENCH_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const ROOT = resolve(BENCH_DIR, '..');
+export const RESULTS_DIR = join(BENCH_DIR, 'results');
+
+export interface BenchResult {
+  /** Unique within the run: "<group>: <configuration>". */
+  name: string;
+  /** For the chart and the table: e.g. "login KE1->KE2 per core". */
+  group: string;
+  opsPerSec: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  /** Whose: 'ours', 'peer', 'floor' (the chart colours). */
+  kind?: 'ours' | 'peer' | 'floor' | 'other';
+  /** Anything else worth keeping (mean batch size, concurrency, CPU time, units). */
+  [extra: string]: unknown;
+}
+
+export interface SubsystemOutput {
+  subsystem: string;
+  quick: boolean;
+  machine: Machine;
+  results: BenchResult[];
+  ratios: Record<string, number>;
+  /** Ratios that could not be measured, with the reason. */
+  missing?: Record<string, string>;
+  notes: string[];
+  /** Figures that are not operations per second (bytes, MB, seconds). */
+  figures?: Record<string, number>;
+  /** Script-specific detail kept in the JSON. */
+  detail?: unknown;
+}
+
+export interface Machine {
+  cpu: string;
+  logicalCores: number;
+  availableParallelism: number;
+  memoryGiB: number;
+  node: string;
+  platform: string;
+  loadavgAtStart: number[];
+  loadavgAtEnd?: number[];
+  date: string;
+  commit?: string;
+}
+
+export function args(argv = process.argv.slice(2)) {
+  const get = (name: string): string | undefined => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  return {
+    quick: argv.includes('--quick'),
+    json: get('json'),
+    get,
+    has: (name: string) => argv.includes(`--${name}`),
+    num: (name: string, dflt: number) => {
+      const v = get(name);
+      if (v === undefined) return dflt;
+      const n = Number(v.replace(/_/g, ''));
+      if (!Number.isFinite(n)) throw new Error(`--${name} wants a number, got ${v}`);
+      return n;
+    },
+    list: (name: string, dflt: number[]) => (get(name) ?? dflt.join(',')).split(',').map(Number),
+  };
+}
+
+const la = (): number[] => loadavg().map((x) => Number(x.toFixed(2)));
+
+export function machine(): Machine {
+  let commit: string | undefined;
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    commit = undefined;
+  }
+  return {
+    cpu: cpus()[0]?.model.trim() ?? 'unknown',
+    logicalCores: cpus().length,
+    availableParallelism: availableParallelism(),
+    memoryGiB: Number((totalmem() / 2 ** 30).toFixed(1)),
+    node: process.version,
+    platform: `${process.platform}/${process.arch}`,
+    loadavgAtStart: la(),
+    date: new Date().toISOString(),
+    ...(commit && { commit }),
+  };
+}
+
+export function machineLine(m: Machine): string {
+  return `${m.cpu}, ${m.logicalCores} logical cores (${m.availableParallelism} available), ${m.memoryGiB} GiB, Node ${m.node} ${m.platform}, load average ${m.loadavgAtStart.join(' ')}`;
+}
+
+/** Writes the subsystem's JSON (to --json FILE, else bench/results/<subsystem>-latest.json). */
+export function emit(out: SubsystemOutput, jsonPath: string | undefined): void {
+  out.machine.loadavgAtEnd = la();
+  const file = jsonPath ?? join(RESULTS_DIR, `${out.subsystem}-latest.json`);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+  if (!jsonPath) console.log(`\nwrote ${file.replace(`${ROOT}/`, '')}`);
+}
+
+export const median = (xs: number[]): number => {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+export const round = (x: number, digits = 3): number => (Number.isFinite(x) ? Number(x.toFixed(digits)) : x);
+
+/** Loads a peer package from bench/peers (installed by bench/run.ts, or `npm ci --prefix bench/peers`). */
+export async function loadPeer<T>(name: string): Promise<{ mod: T; version: string }> {
+  const dir = join(BENCH_DIR, 'peers', 'node_modules', ...name.split('/'));
+  let pkg: { version: string; module?: string; main?: string };
+  try {
+    pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as typeof pkg;
+  } catch {
+    throw new Error(`${name} is not installed in bench/peers: run \`npm ci --prefix bench/peers\` (bench/run.ts does it on first use)`);
+  }
+  const entry = join(dir, pkg.module ?? pkg.main ?? 'index.js');
+  const mod = (await import(entry)) as T;
+  return { mod, version: pkg.version };
+}
+
+/** A line of progress on stderr (long steps). */
+export function progress(msg: string): void {
+  process.stderr.write(`  .. ${msg}\n`);
+}
+
+/** RSS of a process from /proc (kB -> MB): current and peak (VmHWM). */
+export function procRss(pid: number): { rssMB: number; hwmMB: number } | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN);
+    return { rssMB: kb('VmRSS') / 1024, hwmMB: kb('VmHWM') / 1024 };
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,267 @@
+/**
+ * The enclave path as the benches drive it: a VaultHost (partitions of enclave devices in worker
+ * threads, SQLite durable by default, or another store / token), records registered through it,
+ * and timed windows of sealed client operations at a fixed concurrency with latencies, mean
+ * batch size and the CPU split between the host thread and the devices. Also the raw baseline:
+ * N worker threads running our OPAQUE server with no boundary (bench/lib/raw-worker.ts).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { DEFAULT_OPAQUE_CONTEXT, SUITE_CODE } from '../../enclave/api/messages.ts';
+import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../enclave/opaque/client.ts';
+import { identityKsf } from '../../enclave/opaque/ksf.ts';
+import type { SuiteId } from '../../enclave/opaque/suite.ts';
+import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
+import type { TokenKind } from '../../host/tokens/config.ts';
+import { VaultHost } from '../../host/vault/vault-host.ts';
+import { cpuSplit, threadTimes } from './threads.ts';
+import type { CpuSplit, ThreadTimes } from './threads.ts';
+import { ClientKit, bulkRegister, closedLoop, decodeAnswer, percentile, rng } from './vault-load.ts';
+import type { Outcome, Prepared } from './vault-load.ts';
+
+const te = new TextEncoder();
+
+export interface WindowResult {
+  op: string;
+  partitions: number;
+  concurrency: number;
+  opsPerSec: number;
+  ops: number;
+  ms: number;
+  p50Ms: number;
+  p99Ms: number;
+  meanBatch: number;
+  cpu: CpuSplit;
+  /** CPU time of the whole process per operation (all its threads), microseconds. */
+  cpuUsPerOp: number;
+  answers: Record<string, number>;
+  /** True if the prepared messages ran out before the window ended. */
+  exhausted: boolean;
+}
+
+export interface RigOptions {
+  partitions: number;
+  records: number;
+  token?: TokenKind;
+  store?: string;
+  mode?: 'worker' | 'process';
+  suite?: SuiteId;
+  /** Records registered with a real client and a known password (for the KE3 phase). */
+  realRecords?: number;
+}
+
+export class EnclaveRig {
+  private batchSizes: number[] = [];
+  private estimate = 1000; // ops/s, for sizing the prepared pools
+  private constructor(
+    readonly host: VaultHost,
+    readonly kit: ClientKit,
+    readonly dir: string,
+    readonly ids: Uint8Array[],
+    readonly realIds: Uint8Array[],
+    readonly opts: RigOptions,
+    readonly threadsBefore: ThreadTimes,
+    readonly registerMs: number,
+  ) {}
+
+  static async open(o: RigOptions): Promise<EnclaveRig> {
+    const dir = mkdtempSync(join(tmpdir(), 'bkv-bench-rig-'));
+    const before = threadTimes();
+    const sizes: number[] = [];
+    let host: VaultHost;
+    try {
+      host = await VaultHost.open({
+        dataDir: dir,
+        partitions: o.partitions,
+        mode: o.mode ?? 'worker',
+        ...(o.token && { token: o.token }),
+        ...(o.store && { store: o.store }),
+        onBatch: (_p, size) => sizes.push(size),
+      });
+    } catch (e) {
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+    const suite = await fastSuite(o.suite ?? 'ristretto255-SHA512');
+    const kit = new ClientKit(suite, host.info.enclavePublicKey, DEFAULT_OPAQUE_CONTEXT);
+    const submit = (id: Uint8Array, m: Uint8Array) => host.submit(id, m);
+    const tag = Math.random().toString(36).slice(2, 8);
+    const realIds = Array.from({ length: o.realRecords ?? 0 }, (_, i) => te.encode(`real-${tag}-${i}`));
+    await Promise.all(realIds.map((id) => registerReal(kit, submit, id)));
+    const record = await kit.sampleRecord(submit, te.encode(`sample-${tag}`), te.encode('pw'));
+    const ids = Array.from({ length: o.records }, (_, i) => te.encode(`bench-${tag}-${i}`));
+    const reg = await bulkRegister(kit, submit, ids, record, { inFlight: 256 });
+    if (reg.failures) throw new Error(`${reg.failures} registrations failed`);
+    const rig = new EnclaveRig(host, kit, dir, ids, realIds, o, before, reg.ms);
+    rig.batchSizes = sizes;
+    return rig;
+  }
+
+  get submit() {
+    return (id: Uint8Array, m: Uint8Array) => this.host.submit(id, m);
+  }
+
+  /** Runs prepared messages at `concurrency` for `windowMs`, with the batch and CPU accounting. */
+  async window(op: string, msgs: Prepared[], concurrency: number, windowMs: number): Promise<WindowResult & { outcome: Outcome }> {
+    const sizes = this.batchSizes;
+    const b0 = sizes.length;
+    const t0 = threadTimes();
+    const w0 = performance.now();
+    const outcome = await closedLoop(this.submit, msgs, concurrency, windowMs);
+    const wall = performance.now() - w0;
+    const cpu = cpuSplit(t0, threadTimes(), wall, this.host.info.partitions, this.threadsBefore);
+    const batch = sizes.slice(b0);
+    sizes.length = 0;
+    const meanBatch = batch.length ? batch.reduce((a, x) => a + x, 0) / batch.length : 0;
+    return {
+      op,
+      partitions: this.host.info.partitions,
+      concurrency,
+      opsPerSec: outcome.opsPerSec,
+      ops: outcome.ops,
+      ms: outcome.ms,
+      p50Ms: percentile(outcome.latenciesMs, 50),
+      p99Ms: percentile(outcome.latenciesMs, 99),
+      meanBatch,
+      cpu,
+      cpuUsPerOp: (cpu.total * wall * 1000) / Math.max(1, outcome.ops),
+      answers: outcome.answers,
+      exhausted: outcome.ops >= msgs.length,
+      outcome,
+    };
+  }
+
+  /** Messages to prepare for a window: 1.6x what the fastest rate seen so far would use (`factor` for cheaper operations). */
+  private poolSize(windowMs: number, factor = 1): number {
+    return Math.min(40_000, Math.max(300, Math.ceil((this.estimate * factor * windowMs * 1.6) / 1000)));
+  }
+
+  private cursor = 0;
+  /** LoginStart (KE1 -> KE2 with a durably charged guess) over the bulk records, round robin. */
+  async login(concurrency: number, windowMs: number): Promise<WindowResult> {
+    const n = this.poolSize(windowMs);
+    const msgs = Array.from({ length: n }, () => {
+      const i = this.cursor++;
+      return this.kit.loginStart(this.ids[i % this.ids.length]!, i);
+    });
+    const r = await this.window('login', msgs, concurrency, windowMs);
+    this.estimate = Math.max(this.estimate, r.opsPerSec);
+    return strip(r);
+  }
+
+  private regCursor = 0;
+  /** RegisterStart (the OPRF evaluation of a registration) then RegisterFinish (a new sealed record, durably) for new ids. */
+  async register(concurrency: number, windowMs: number): Promise<{ start: WindowResult; finish: WindowResult }> {
+    const n = this.poolSize(windowMs, 3);
+    const tag = `reg-${this.regCursor++}-${Math.random().toString(36).slice(2, 6)}`;
+    const ids = Array.from({ length: n }, (_, i) => te.encode(`${tag}-${i}`));
+    const starts = ids.map((id, i) => this.kit.registerStart(id, i));
+    const s = await this.window('registration start', starts, concurrency, windowMs);
+    const record = await this.kit.sampleRecord(this.submit, te.encode(`${tag}-sample`), te.encode('pw'));
+    const finishes: Prepared[] = [];
+    // Answers come back in completion order: pair each start with its answer by re-opening them.
+    for (const [i, a] of s.outcome.answerList.entries()) {
+      const d = decodeAnswer(a.p, a.r);
+      if (d?.type !== 'RegisterStarted') continue;
+      finishes.push(this.kit.prepare(a.p.recordId, { type: 'RegisterFinish', stageId: d.stageId, record, backupKey: new Uint8Array(32).fill(i & 255), authorization: undefined }));
+    }
+    const f = await this.window('registration finish', finishes, concurrency, windowMs * 4);
+    return { start: strip(s), finish: strip(f) };
+  }
+
+  /** LoginFinish (KE3 check, attempts reset, key release) on the real records: logins started and finished by a real client, the finish timed. */
+  async ke3(concurrency: number): Promise<WindowResult> {
+    const o = { suite: this.kit.suite, context: this.kit.context, rng, ksf: identityKsf };
+    const finishes: Prepared[] = [];
+    const starts = this.realIds.map((id, i) => {
+      const pw = te.encode(`pw-real-${i}`);
+      const { ke1, state } = clientLoginStart(o, pw);
+      return { id, pw, state, p: this.kit.prepare(id, { type: 'LoginStart', suite: SUITE_CODE[this.kit.suite.id], ke1 }) };
+    });
+    const answers = await Promise.all(starts.map((s) => this.submit(s.id, s.p.message)));
+    for (const [i, s] of starts.entries()) {
+      const a = decodeAnswer(s.p, answers[i]!);
+      if (a?.type !== 'LoginStarted') throw new Error(`KE3 phase: LoginStart answered ${a?.type}`);
+      const fin = await clientLoginFinish(o, s.state, s.pw, a.ke2);
+      if (!fin.ok) throw new Error(`KE3 phase: client login failed (${fin.outcome})`);
+      finishes.push(this.kit.prepare(s.id, { type: 'LoginFinish', sessionId: a.sessionId, ke3: fin.ke3 }));
+    }
+    return strip(await this.window('KE3 check', finishes, concurrency, 60_000));
+  }
+
+  async close(): Promise<void> {
+    await this.host.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function strip(r: WindowResult & { outcome: Outcome }): WindowResult {
+  const { outcome: _o, ...rest } = r;
+  return rest;
+}
+
+async function registerReal(kit: ClientKit, submit: (id: Uint8Array, m: Uint8Array) => Promise<{ sealed: boolean; response: Uint8Array }>, id: Uint8Array): Promise<void> {
+  const i = Number(new TextDecoder().decode(id).split('-').pop());
+  const pw = te.encode(`pw-real-${i}`);
+  const o = { suite: kit.suite, context: kit.context, rng, ksf: identityKsf };
+  const { request, state } = clientRegistrationStart(o, pw);
+  const p = kit.prepare(id, { type: 'RegisterStart', suite: SUITE_CODE[kit.suite.id], request, attemptLimit: 255, ksf: identityKsf.params });
+  const a = decodeAnswer(p, await submit(id, p.message));
+  if (a?.type !== 'RegisterStarted') throw new Error(`real registration: ${a?.type}`);
+  const { record } = await clientRegistrationFinish(o, state, pw, a.response);
+  const f = kit.prepare(id, { type: 'RegisterFinish', stageId: a.stageId, record, backupKey: new Uint8Array(32).fill(i & 255), authorization: undefined });
+  const b = decodeAnswer(f, await submit(id, f.message));
+  if (b?.type !== 'Registered') throw new Error(`real registration finish: ${b?.type}`);
+}
+
+/** N raw servers in worker threads, started and stopped together. */
+export class RawPool {
+  private constructor(private readonly workers: Worker[]) {}
+
+  static async open(n: number, suite: SuiteId = 'ristretto255-SHA512'): Promise<RawPool> {
+    const boot = new URL('./worker-boot.mjs', import.meta.url);
+    const module = new URL('./raw-worker.ts', import.meta.url).href;
+    const workers = Array.from({ length: n }, () => new Worker(boot, { workerData: { module, suite }, execArgv: [] }));
+    await Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<void>((res, rej) => {
+            w.once('message', () => res());
+            w.once('error', rej);
+          }),
+      ),
+    );
+    return new RawPool(workers);
+  }
+
+  get size(): number {
+    return this.workers.length;
+  }
+
+  /** All workers run `op` for `ms` at once; total ops/s over the slowest worker's time, and the process's CPU time per operation. */
+  async run(op: 'login' | 'register', ms: number, workers = this.workers.length): Promise<{ opsPerSec: number; perWorker: number[]; cpuUsPerOp: number; cpu: CpuSplit }> {
+    const ws = this.workers.slice(0, workers);
+    const t0 = threadTimes();
+    const w0 = performance.now();
+    const res = await Promise.all(
+      ws.map(
+        (w) =>
+          new Promise<{ ops: number; ms: number }>((r) => {
+            w.once('message', r);
+            w.postMessage({ run: op, ms });
+          }),
+      ),
+    );
+    const wall = performance.now() - w0;
+    const cpu = cpuSplit(t0, threadTimes(), wall, 0, new Map());
+    const total = res.reduce((a, x) => a + x.ops, 0);
+    const maxMs = Math.max(...res.map((x) => x.ms));
+    return { opsPerSec: (total * 1000) / maxMs, perWorker: res.map((x) => (x.ops * 1000) / x.ms), cpuUsPerOp: (cpu.total * wall * 1000) / total, cpu };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * The vault service as the benches run it: `bkv serve` (bin/bkv.mjs, the real CLI) in a child
+ * process on a free loopback port, ready when GET /health answers 200. Its JSON request log is
+ * discarded (a million registrations would log a few hundred MB); stderr goes to a file in the
+ * data folder for diagnosis.
+ */
+import { spawn } from 'node:child_process';
+import { openSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { ROOT, procRss } from './common.ts';
+
+export interface ServiceProc {
+  url: string;
+  pid: number;
+  /** ms from spawn to /health 200. */
+  startMs: number;
+  rss(): { rssMB: number; hwmMB: number } | null;
+  stderrTail(): string;
+  stop(): Promise<number | null>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+export async function startService(dataDir: string, opts: { partitions?: number; token?: string; store?: string; timeoutMs?: number } = {}): Promise<ServiceProc> {
+  const port = await freePort();
+  const errFile = join(dataDir, `..`, `${dataDir.split('/').pop()}-stderr.log`);
+  const err = openSync(errFile, 'a');
+  const argv = [join(ROOT, 'bin/bkv.mjs'), 'serve', '--data', dataDir, '--port', String(port), '--record-limit', 'off', '--address-limit', 'off'];
+  if (opts.partitions) argv.push('--partitions', String(opts.partitions));
+  if (opts.token) argv.push('--token', opts.token);
+  if (opts.store) argv.push('--store', opts.store);
+  const t0 = performance.now();
+  const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ['ignore', 'ignore', err] });
+  let code: number | null | undefined;
+  const exited = new Promise<number | null>((r) =>
+    child.on('exit', (c) => {
+      code = c;
+      r(c);
+    }),
+  );
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = t0 + (opts.timeoutMs ?? 600_000);
+  const tail = () => {
+    try {
+      return readFileSync(errFile, 'utf8').split('\n').slice(-15).join('\n');
+    } catch {
+      return '';
+    }
+  };
+  for (;;) {
+    if (code !== undefined) throw new Error(`bkv serve exited (${code}) before it was ready:\n${tail()}`);
+    if (performance.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`bkv serve not ready within ${(opts.timeoutMs ?? 600_000) / 1000} s:\n${tail()}`);
+    }
+    try {
+      const r = await fetch(`${url}/health`);
+      await r.arrayBuffer();
+      if (r.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const startMs = performance.now() - t0;
+  return {
+    url,
+    pid: child.pid!,
+    startMs,
+    rss: () => procRss(child.pid!),
+    stderrTail: tail,
+    stop: () => {
+      if (code === undefined) child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}

@@ -1,0 +1,183 @@
+/**
+ * Load generation for the enclave path (VaultHost.submit) and the HTTP service: client messages
+ * sealed beforehand (bench/lib/hpke.ts, a fresh HPKE encapsulation each, so the enclave's replay
+ * guard, if any, and the host's pass them), a closed-loop driver at a fixed concurrency that
+ * records every latency, and checks of the answers after the timed window.
+ */
+import { randomBytes } from 'node:crypto';
+import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
+import type { ClientResponse } from '../../enclave/api/messages.ts';
+import { ClientRequests, ClientResponses, SUITE_CODE } from '../../enclave/api/messages.ts';
+import { clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../enclave/opaque/client.ts';
+import { identityKsf } from '../../enclave/opaque/ksf.ts';
+import type { Suite } from '../../enclave/opaque/suite.ts';
+import { FastSealer, openResponse } from './hpke.ts';
+
+export type Submit = (recordId: Uint8Array, message: Uint8Array) => Promise<{ sealed: boolean; response: Uint8Array }>;
+
+export interface Prepared {
+  recordId: Uint8Array;
+  message: Uint8Array;
+  responseKey: Buffer;
+}
+
+export interface Outcome {
+  ops: number;
+  ms: number;
+  opsPerSec: number;
+  latenciesMs: Float64Array;
+  /** Counts of the decoded answer types (after the window). */
+  answers: Record<string, number>;
+  /** Every message sent with its answer, in completion order. */
+  answerList: { p: Prepared; r: { sealed: boolean; response: Uint8Array } }[];
+}
+
+const te = new TextEncoder();
+export const rng = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
+
+export function percentile(sorted: Float64Array | number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+export function decodeAnswer(p: Prepared, r: { sealed: boolean; response: Uint8Array }): ClientResponse | null {
+  const plain = r.sealed ? openResponse(p.responseKey, p.recordId, r.response) : r.response;
+  if (!plain) return null;
+  try {
+    return decodeMessage(ClientResponses, plain);
+  } catch {
+    return null;
+  }
+}
+
+/** Client inputs for one suite: a few real KE1s and registration requests (reused: the server's work does not depend on them). */
+export class ClientKit {
+  readonly sealer: FastSealer;
+  readonly ke1s: Uint8Array[];
+  readonly regRequests: Uint8Array[];
+  constructor(
+    readonly suite: Suite,
+    readonly enclavePublicKey: Uint8Array,
+    readonly context: Uint8Array,
+  ) {
+    this.sealer = new FastSealer(enclavePublicKey);
+    const o = { suite, context, rng, ksf: identityKsf };
+    this.ke1s = Array.from({ length: 16 }, (_, i) => clientLoginStart(o, te.encode(`pw-${i}`)).ke1);
+    this.regRequests = Array.from({ length: 16 }, (_, i) => clientRegistrationStart(o, te.encode(`pw-${i}`)).request);
+  }
+
+  prepare(recordId: Uint8Array, request: Parameters<typeof encodeMessage<typeof ClientRequests.schemas>>[1]): Prepared {
+    const s = this.sealer.seal(recordId, encodeMessage(ClientRequests, request));
+    return { recordId, message: s.message, responseKey: s.responseKey };
+  }
+
+  loginStart(recordId: Uint8Array, i: number): Prepared {
+    return this.prepare(recordId, { type: 'LoginStart', suite: SUITE_CODE[this.suite.id], ke1: this.ke1s[i & 15]! });
+  }
+
+  registerStart(recordId: Uint8Array, i: number, attemptLimit = 255): Prepared {
+    return this.prepare(recordId, {
+      type: 'RegisterStart',
+      suite: SUITE_CODE[this.suite.id],
+      request: this.regRequests[i & 15]!,
+      attemptLimit,
+      ksf: identityKsf.params,
+    });
+  }
+
+  /** A genuine registration record (for `recordId`, password `pw`) whose bytes stand in for others' in bulk registration. */
+  async sampleRecord(submit: Submit, recordId: Uint8Array, pw: Uint8Array): Promise<Uint8Array> {
+    const o = { suite: this.suite, context: this.context, rng, ksf: identityKsf };
+    const { request, state } = clientRegistrationStart(o, pw);
+    const p = this.prepare(recordId, { type: 'RegisterStart', suite: SUITE_CODE[this.suite.id], request, attemptLimit: 255, ksf: identityKsf.params });
+    const a = decodeAnswer(p, await submit(recordId, p.message));
+    if (a?.type !== 'RegisterStarted') throw new Error(`sample registration: ${a?.type ?? 'no answer'}`);
+    const { record } = await clientRegistrationFinish(o, state, pw, a.response);
+    const f = this.prepare(recordId, { type: 'RegisterFinish', stageId: a.stageId, record, backupKey: new Uint8Array(32).fill(7), authorization: undefined });
+    const b = decodeAnswer(f, await submit(recordId, f.message));
+    if (b?.type !== 'Registered') throw new Error(`sample registration finish: ${b?.type ?? 'no answer'}`);
+    return record;
+  }
+}
+
+/**
+ * Registers `ids` as fast as the vault takes them: RegisterStart then RegisterFinish per id,
+ * `inFlight` ids at a time. Every record carries the same (valid) RegistrationRecord bytes:
+ * the enclave's work per registration does not depend on them, and logins only need KE1->KE2.
+ */
+export async function bulkRegister(
+  kit: ClientKit,
+  submit: Submit,
+  ids: Uint8Array[],
+  record: Uint8Array,
+  opts: { inFlight?: number; attemptLimit?: number; onProgress?: (done: number) => void } = {},
+): Promise<{ ms: number; failures: number }> {
+  const t0 = performance.now();
+  let next = 0;
+  let done = 0;
+  let failures = 0;
+  const key = new Uint8Array(32).fill(9);
+  const one = async (i: number): Promise<void> => {
+    const id = ids[i]!;
+    const s = kit.registerStart(id, i, opts.attemptLimit ?? 255);
+    const a = decodeAnswer(s, await submit(id, s.message));
+    if (a?.type !== 'RegisterStarted') {
+      failures++;
+      return;
+    }
+    const f = kit.prepare(id, { type: 'RegisterFinish', stageId: a.stageId, record, backupKey: key, authorization: undefined });
+    const b = decodeAnswer(f, await submit(id, f.message));
+    if (b?.type !== 'Registered') failures++;
+  };
+  await Promise.all(
+    Array.from({ length: Math.min(opts.inFlight ?? 256, ids.length) }, async () => {
+      while (next < ids.length) {
+        const i = next++;
+        await one(i);
+        done++;
+        if (opts.onProgress && done % 1000 === 0) opts.onProgress(done);
+      }
+    }),
+  );
+  return { ms: performance.now() - t0, failures };
+}
+
+/**
+ * Closed loop: `concurrency` clients each submit the next prepared message as soon as their
+ * previous one is answered, until the window ends or the messages run out. Answers are checked
+ * after the window (decryption is not timed).
+ */
+export async function closedLoop(submit: Submit, msgs: Prepared[], concurrency: number, windowMs: number): Promise<Outcome> {
+  let next = 0;
+  const lat: number[] = [];
+  const answers: { p: Prepared; r: { sealed: boolean; response: Uint8Array } }[] = [];
+  const t0 = performance.now();
+  const end = t0 + windowMs;
+  let errors = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end && next < msgs.length) {
+        const p = msgs[next++]!;
+        const s = performance.now();
+        try {
+          const r = await submit(p.recordId, p.message);
+          lat.push(performance.now() - s);
+          answers.push({ p, r });
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  const ms = performance.now() - t0;
+  const counts: Record<string, number> = {};
+  for (const { p, r } of answers) {
+    const a = decodeAnswer(p, r);
+    const k = a === null ? 'undecodable' : a.type === 'Fault' ? `Fault ${a.code}` : a.type;
+    counts[k] = (counts[k] ?? 0) + 1;
+  }
+  if (errors) counts['submit error'] = errors;
+  const sorted = Float64Array.from(lat).sort();
+  return { ops: lat.length, ms, opsPerSec: (lat.length * 1000) / ms, latenciesMs: sorted, answers: counts, answerList: answers };
+}

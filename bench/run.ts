@@ -1,0 +1,221 @@
+/**
+ * The benchmark runner: runs each subsystem script in a process of its own (isolation: one
+ * script's JIT state, heap and threads do not disturb the next), collects their JSON, and writes
+ * bench/results/latest.json, latest.md and latest.svg, then prints the table and the targets with
+ * MET / NOT MET.
+ *
+ *   npm run bench                      # full (tsx bench/run.ts)
+ *   npm run bench:quick                # under a minute; also smoke-run in CI
+ *   tsx bench/run.ts [--quick] [--only opaque,enclave,...] [--records N] [--keep-going]
+ *
+ * Subsystems (bench/<name>.ts): opaque (per core: ours, the peers, the floor), enclave (the
+ * message boundary, worker pool, durable charging, group commit; scaling and latency; the raw
+ * server on all cores beside it), service (HTTP end to end), tokens (emulator against SoftHSM2),
+ * storage (SQLite against PostgreSQL), memory (1 million records, a 1 GiB backup), and, in the
+ * full run only, groups (group backends) and breakdown (where an enclave login's time goes).
+ *
+ * Peers are installed into bench/peers on first use (`npm ci --prefix bench/peers`). PostgreSQL:
+ * BKV_PG_URL when set; otherwise, in the full run, a throwaway cluster from
+ * scripts/ci-postgres.sh when PostgreSQL is installed (never installed by the bench).
+ *
+ * Exit status: 0 when every subsystem ran, whatever the targets say; 1 when one broke.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BENCH_DIR, RESULTS_DIR, ROOT, args, machine, machineLine, round } from './lib/common.ts';
+import type { BenchResult, Machine, SubsystemOutput } from './lib/common.ts';
+import { renderMarkdown, renderSvg, renderTable } from './lib/report.ts';
+import type { Report, Target } from './lib/report.ts';
+
+const A = args();
+const QUICK = A.quick;
+const ALL = ['opaque', 'enclave', 'service', 'tokens', 'storage', 'memory', 'groups', 'breakdown'];
+const QUICK_SET = ['opaque', 'enclave', 'service', 'tokens', 'storage', 'memory'];
+const only = A.get('only')?.split(',').map((s) => s.trim()).filter(Boolean);
+for (const o of only ?? []) if (!ALL.includes(o)) throw new Error(`--only: unknown subsystem ${o} (known: ${ALL.join(', ')})`);
+const selected = ALL.filter((s) => (only ? only.includes(s) : QUICK ? QUICK_SET.includes(s) : true));
+
+/** Per subsystem: extra arguments and a time limit. */
+const PLAN: Record<string, { args: string[]; timeoutS: number }> = {
+  opaque: { args: [], timeoutS: QUICK ? 120 : 900 },
+  enclave: { args: [], timeoutS: QUICK ? 120 : 1800 },
+  service: { args: QUICK ? [] : ['--seconds', '3'], timeoutS: QUICK ? 120 : 900 },
+  tokens: { args: [], timeoutS: QUICK ? 120 : 900 },
+  storage: { args: [], timeoutS: QUICK ? 120 : 900 },
+  memory: { args: [...(A.get('records') ? ['--records', A.get('records')!] : []), ...(A.get('budget-s') ? ['--budget-s', A.get('budget-s')!] : [])], timeoutS: QUICK ? 120 : 4 * 3600 },
+  groups: { args: [], timeoutS: 600 },
+  breakdown: { args: [], timeoutS: 600 },
+};
+
+const M: Machine = machine();
+const t0 = performance.now();
+console.log(`bench ${QUICK ? 'quick' : 'full'}: ${selected.join(', ')}`);
+console.log(`machine: ${machineLine(M)}${M.commit ? `; commit ${M.commit}` : ''}\n`);
+
+// ---- peers -------------------------------------------------------------------------------------
+const peersDir = join(BENCH_DIR, 'peers');
+if (selected.includes('opaque') && !existsSync(join(peersDir, 'node_modules', '@serenity-kit', 'opaque-p256', 'package.json'))) {
+  console.log('installing the peers: npm ci --prefix bench/peers');
+  execFileSync('npm', ['ci', '--prefix', peersDir, '--no-audit', '--no-fund'], { stdio: 'inherit', cwd: ROOT });
+}
+
+// ---- PostgreSQL --------------------------------------------------------------------------------
+const env = { ...process.env };
+let pgDir: string | undefined;
+if (selected.includes('storage') && !env.BKV_PG_URL && !QUICK) {
+  const have = (() => {
+    try {
+      execFileSync('sh', ['-c', 'command -v initdb || ls /usr/lib/postgresql/*/bin/initdb'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  if (have) {
+    try {
+      const out = execFileSync('bash', [join(ROOT, 'scripts/ci-postgres.sh')], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+      for (const m of out.matchAll(/^export (BKV_PG_URL|BKV_PG_DIR)=(.*)$/gm)) env[m[1]!] = m[2]!;
+      pgDir = env.BKV_PG_DIR;
+      console.log(`started a throwaway PostgreSQL for the storage bench (${pgDir})`);
+    } catch (e) {
+      console.log(`could not start PostgreSQL (${(e as Error).message.split('\n')[0]}): the storage bench runs SQLite only`);
+    }
+  }
+}
+
+// ---- run ---------------------------------------------------------------------------------------
+const work = mkdtempSync(join(tmpdir(), 'bkv-bench-run-'));
+const outputs: SubsystemOutput[] = [];
+const failed: { subsystem: string; reason: string }[] = [];
+const durations: Record<string, number> = {};
+
+function runOne(name: string): Promise<void> {
+  const plan = PLAN[name]!;
+  const json = join(work, `${name}.json`);
+  const argv = ['--import', 'tsx', join(BENCH_DIR, `${name}.ts`), '--json', json, ...(QUICK ? ['--quick'] : []), ...plan.args];
+  console.log(`\n=== ${name} ${'='.repeat(Math.max(3, 90 - name.length))}`);
+  const s0 = performance.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, argv, { cwd: ROOT, env, stdio: 'inherit' });
+    const timer = setTimeout(() => {
+      failed.push({ subsystem: name, reason: `timed out after ${plan.timeoutS} s` });
+      child.kill('SIGKILL');
+    }, plan.timeoutS * 1000);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      durations[name] = Math.round((performance.now() - s0) / 100) / 10;
+      if (code === 0 && existsSync(json)) {
+        try {
+          outputs.push(JSON.parse(readFileSync(json, 'utf8')) as SubsystemOutput);
+        } catch (e) {
+          failed.push({ subsystem: name, reason: `unreadable output: ${(e as Error).message}` });
+        }
+      } else if (!failed.some((f) => f.subsystem === name)) {
+        failed.push({ subsystem: name, reason: `exited ${code ?? signal}` });
+      }
+      resolve();
+    });
+  });
+}
+
+try {
+  for (const name of selected) await runOne(name);
+} finally {
+  if (pgDir) {
+    try {
+      execFileSync('bash', [join(ROOT, 'scripts/ci-postgres-stop.sh'), pgDir], { stdio: 'ignore' });
+    } catch {
+      console.log(`could not stop the PostgreSQL cluster in ${pgDir}`);
+    }
+  }
+  rmSync(work, { recursive: true, force: true });
+}
+
+// ---- collect -----------------------------------------------------------------------------------
+M.loadavgAtEnd = machine().loadavgAtStart;
+const results: (BenchResult & { subsystem: string })[] = outputs.flatMap((o) => o.results.map((r) => ({ subsystem: o.subsystem, ...r })));
+const allRatios: Record<string, number> = Object.assign({}, ...outputs.map((o) => o.ratios));
+const missing: Record<string, string> = Object.assign({}, ...outputs.map((o) => o.missing ?? {}));
+const figures: Record<string, Record<string, number>> = Object.fromEntries(outputs.filter((o) => o.figures).map((o) => [o.subsystem, o.figures!]));
+const REQUIRED = ['loginVsSerenity', 'loginVsFloor', 'enclaveVsRaw', 'softhsmVsEmulator', 'p256LoginVsSerenityP256'];
+const owner: Record<string, string> = { loginVsSerenity: 'opaque', loginVsFloor: 'opaque', p256LoginVsSerenityP256: 'opaque', enclaveVsRaw: 'enclave', softhsmVsEmulator: 'tokens' };
+for (const k of REQUIRED) {
+  if (typeof allRatios[k] !== 'number' && !missing[k]) {
+    const sub = owner[k]!;
+    missing[k] = !selected.includes(sub) ? `not measured: subsystem ${sub} not run (--only)` : failed.some((f) => f.subsystem === sub) ? `not measured: subsystem ${sub} failed` : 'not measured';
+  }
+}
+const ratios: Record<string, number | null> = {};
+for (const k of REQUIRED) ratios[k] = typeof allRatios[k] === 'number' ? allRatios[k]! : null;
+for (const [k, v] of Object.entries(allRatios)) if (!(k in ratios)) ratios[k] = v;
+
+const mem = figures.memory;
+const targets: Target[] = [];
+const ratioTarget = (key: string, min: number, what: string) => {
+  const v = ratios[key];
+  targets.push({ key, what, target: `>= ${min}`, value: v ?? null, met: v === null || v === undefined ? null : v >= min, note: v === null || v === undefined ? missing[key] ?? 'not measured' : '' });
+};
+ratioTarget('loginVsSerenity', 2.0, 'our ristretto255 server login per core / @serenity-kit/opaque');
+ratioTarget('loginVsFloor', 0.85, 'our ristretto255 login per core / its floor (4 variable-base + 1 base multiplications, libsodium WebAssembly)');
+ratioTarget('p256LoginVsSerenityP256', 2.0, 'our P-256 server login per core / @serenity-kit/opaque-p256');
+ratioTarget('enclaveVsRaw', 0.7, 'login through the enclave path (durable charging, all cores) / raw server on all cores');
+{
+  const t = targets.at(-1)!;
+  const sc = ratios.rawScaling;
+  const cpu = ratios.enclaveVsRawCpu;
+  const bits = [cpu != null ? `CPU-time ratio ${cpu}` : '', sc != null && sc < 0.75 * M.availableParallelism ? `raw scaled only ${sc}x on ${M.availableParallelism} cores: machine busy` : ''].filter(Boolean);
+  if (bits.length) t.note = [t.note, ...bits].filter(Boolean).join('; ');
+}
+ratioTarget('softhsmVsEmulator', 0.5, 'enclave login on SoftHSM2 / on the emulator token');
+if (mem) {
+  const reached = !mem.extrapolated && !mem.notExtrapolated;
+  const rss = mem.extrapolated ? mem.extrapolatedServicePeakRssMB! : mem.servicePeakRssMB!;
+  const n = mem.records!.toLocaleString('en-US');
+  targets.push({
+    key: 'serviceRssMB1M',
+    what: `peak RSS of the service holding ${(mem.recordsTarget ?? 1e6).toLocaleString('en-US')} records (while registering them and after a restart)`,
+    target: '< 300 MB',
+    value: round(rss, 1),
+    met: mem.notExtrapolated ? null : rss < 300,
+    note: reached
+      ? `measured at ${n} records`
+      : mem.extrapolated
+        ? `EXTRAPOLATED from ${n} records (measured peak there: ${mem.servicePeakRssMB} MB)`
+        : `only ${n} records in this run (peak there ${mem.servicePeakRssMB} MB, empty service ${mem.serviceRssMBEmpty} MB): run the full bench`,
+  });
+  targets.push({
+    key: 'storedBytesPerRecord',
+    what: 'stored bytes per record (SQLite file after a checkpoint / records)',
+    target: '< 600 B',
+    value: mem.storedBytesPerRecord!,
+    met: mem.storedBytesPerRecord! < 600,
+    note: `at ${mem.records!.toLocaleString('en-US')} records`,
+  });
+} else {
+  targets.push({ key: 'serviceRssMB1M', what: 'peak RSS of the service with 1,000,000 records', target: '< 300 MB', value: null, met: null, note: 'not measured (memory not run)' });
+  targets.push({ key: 'storedBytesPerRecord', what: 'stored bytes per record', target: '< 600 B', value: null, met: null, note: 'not measured (memory not run)' });
+}
+
+const report: Report = {
+  machine: { ...M, quick: QUICK, subsystems: selected, secondsPerSubsystem: durations, totalSeconds: Math.round((performance.now() - t0) / 1000) },
+  results,
+  ratios,
+  missing,
+  targets,
+  figures,
+  notes: Object.fromEntries(outputs.map((o) => [o.subsystem, o.notes])),
+  failed,
+};
+mkdirSync(RESULTS_DIR, { recursive: true });
+writeFileSync(join(RESULTS_DIR, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
+writeFileSync(join(RESULTS_DIR, 'latest.md'), renderMarkdown(report));
+writeFileSync(join(RESULTS_DIR, 'latest.svg'), renderSvg(report));
+console.log(`\n${renderTable(report)}`);
+console.log(`\nwrote bench/results/latest.json, latest.md, latest.svg (${report.machine.totalSeconds} s)`);
+if (failed.length) {
+  console.log(`BROKEN: ${failed.map((f) => `${f.subsystem} (${f.reason})`).join('; ')}`);
+  process.exit(1);
+}
+process.exit(0);
