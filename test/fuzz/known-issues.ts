@@ -18,14 +18,6 @@ export interface KnownIssue {
 }
 
 export const KNOWN_ISSUES: readonly KnownIssue[] = [
-  {
-    id: 'FUZZ-5',
-    target: 'token-faults',
-    kind: 'untyped-error',
-    match: /SyntaxError: Cannot convert \S* to a BigInt[\s\S]*at big \([^)]*token-dh\.ts/,
-    summary:
-      'enclave/vault/token-dh.ts: the lengths of what ecPublicKey and ecdhX return are not checked; an empty answer throws a SyntaxError in big() (BigInt("0x")), at boot or in a P-256 login (BadPayload "internal error")',
-  },
 ];
 
 export function knownIssueOf(f: Pick<Finding, 'target' | 'kind' | 'message'>): KnownIssue | undefined {
