@@ -4,8 +4,9 @@
  * Client operations (opaque HPKE ciphertexts for one record id each) queue up; while one batch
  * is with the enclave, the next one fills. For each batch the engine reads the stored blobs,
  * sends Batch, persists the enclave's writes and audit events in one storage transaction, sends
- * Commit, and only then hands each client its (still encrypted) response. A storage failure
- * aborts the batch: its clients get an error and nothing the enclave charged is released.
+ * Commit, and only then hands each client its (still encrypted) response. A storage or commit
+ * failure stops the engine: its clients get an error, nothing the enclave charged is released,
+ * and the partition must reload (VaultHost restarts it) to learn which state storage is in.
  *
  * At start it streams every stored row to the enclave (LoadChunk/LoadEnd) so the enclave can
  * check them against its NVRAM before it serves anything.
@@ -91,6 +92,7 @@ export class PartitionEngine {
   /** Queues one client operation; resolves when its batch is durable. */
   submit(recordId: Uint8Array, request: Uint8Array): Promise<OpResult> {
     if (this.closed) return Promise.reject(new Error('partition engine closed'));
+    if (this.failed) return Promise.reject(this.failed);
     if (this.queue.length >= this.maxQueue) return Promise.reject(new Error('partition queue full'));
     return new Promise((resolve, reject) => {
       this.queue.push({ recordId, request, resolve, reject });
@@ -105,7 +107,7 @@ export class PartitionEngine {
   private async drain(): Promise<void> {
     this.running = true;
     try {
-      while (this.queue.length) {
+      while (this.queue.length && !this.failed) {
         const batch = this.queue.splice(0, MAX_BATCH_OPS);
         await this.runBatch(batch);
       }
@@ -158,15 +160,19 @@ export class PartitionEngine {
     try {
       await this.store.applyBatch(this.partition, epoch, [...last.values()], prepared.audit);
     } catch (e) {
-      await this.call({ type: 'Abort', epoch }).catch(() => undefined);
-      for (const q of batch) q.reject(e);
+      // A failed commit may still have been applied (a lost connection, an fsync error). Only a
+      // reload settles it: the enclave keeps the batch's intent in NVRAM and, at load, accepts
+      // storage at its committed state or at that intent. So no Abort (a new batch would replace
+      // the intent): this engine stops, and the partition restarts.
+      this.fail(batch, e);
       return;
     }
     let committed: HostResponse;
     try {
       committed = await this.call({ type: 'Commit', epoch });
     } catch (e) {
-      for (const q of batch) q.reject(e);
+      // The batch is in storage; the enclave's NVRAM may not say so: the same reload settles it.
+      this.fail(batch, e);
       return;
     }
     if (committed.type !== 'Committed') {
@@ -179,6 +185,18 @@ export class PartitionEngine {
     this.stats.ops += batch.length;
     this.stats.lastBatchSize = batch.length;
     this.onBatch?.(batch.length, performance.now() - t0);
+  }
+
+  /** Set when a batch ended in an unknown state: the engine refuses work until its partition reloads. */
+  failed: unknown = null;
+  /** Called once when the engine stops on such a failure (the host restarts the partition). */
+  onFailure?: (e: unknown) => void;
+
+  private fail(batch: Queued[], e: unknown): void {
+    this.failed ??= e;
+    for (const q of batch) q.reject(e);
+    for (const q of this.queue.splice(0)) q.reject(e);
+    this.onFailure?.(e);
   }
 
   async close(): Promise<void> {

@@ -111,6 +111,11 @@ export class VaultHost {
     const engine = new PartitionEngine({ request: (b, o) => this.pool.request(p, b, o) }, this.store, p);
     const onBatch = this.opts.onBatch;
     if (onBatch) engine.onBatch = (size, ms) => onBatch(p, size, ms);
+    // A batch in an unknown state (a failed storage commit): reload the partition to settle it.
+    engine.onFailure = (e) => {
+      this.opts.log?.(`partition ${p}: batch failed (${e instanceof Error ? e.name : 'error'}); reloading`);
+      if (!this.closed && this.opts.autoRestart !== false) void this.restartPartition(p).catch((err) => this.opts.log?.(`partition ${p} restart failed: ${String(err)}`));
+    };
     return engine;
   }
 

@@ -1,0 +1,170 @@
+/**
+ * Crash storm: many rounds of concurrent load (registrations, logins with the right and with a
+ * wrong password) on a vault that is killed at random points, each followed by a clean reopen
+ * and the ledger's invariants (lib/ledger.ts): every acknowledged registration recovers with its
+ * password, no guess is refunded (nor charged without a login), nothing corrupt is accepted.
+ *
+ *   npx tsx test/adversarial/crash-storm.ts --rounds N [--mode process|service|mixed]
+ *       [--seed S] [--concurrency C] [--partitions P]
+ *
+ * Kinds of round (chosen at random; `--mode process` keeps to the first two, `--mode service`
+ * to the third):
+ *   failpoint     a VaultHost on child-process devices started with a random batch failpoint
+ *                 (batch:before-intent, batch:prepared, commit:before-nvram, commit:after-nvram)
+ *                 and hit count: every device SIGKILLs itself at that hit, is restarted by the
+ *                 VaultHost, and dies again at the same hit count, as long as the load runs;
+ *   device-kill   a VaultHost on child-process devices; the driver SIGKILLs a random device
+ *                 process at random times (process.kill), the VaultHost restarts it;
+ *   service-kill  the vault service in a child process (worker or child-process devices) is
+ *                 SIGKILLed as a whole at a random time, with requests in flight.
+ * After each round the vault is closed (or is dead) and reopened without faults, and the ledger
+ * is checked against it: Status of every record, a recovery of every record touched in the
+ * round and of a random sample of the others (of all of them in the last round).
+ * Exit 1 on a violation.
+ */
+import type { VaultHost } from '../../host/vault/vault-host.ts';
+import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, tempDir } from './lib/common.ts';
+import type { Report } from './lib/common.ts';
+import { describe } from './lib/flows.ts';
+import { Ledger, driveLoad } from './lib/ledger.ts';
+import { myDevicePids, openHost, openService } from './lib/vaults.ts';
+import type { OpenVault } from './lib/vaults.ts';
+
+export const FAILPOINTS = ['batch:before-intent', 'batch:prepared', 'commit:before-nvram', 'commit:after-nvram'] as const;
+export type RoundKind = 'failpoint' | 'device-kill' | 'service-kill';
+
+export interface CrashStormOptions {
+  rounds: number;
+  mode?: 'process' | 'service' | 'mixed';
+  seed?: number;
+  concurrency?: number;
+  partitions?: number;
+  /** Load time per round, ms (default 800..2500). */
+  loadMs?: [number, number];
+  log?: (line: string) => void;
+}
+
+export async function crashStorm(o: CrashStormOptions): Promise<Report> {
+  const seed = o.seed ?? Date.now() % 1e9;
+  const rng = new Rng(seed);
+  const mode = o.mode ?? 'mixed';
+  const partitions = o.partitions ?? 2;
+  const concurrency = o.concurrency ?? 12;
+  const [loadMin, loadMax] = o.loadMs ?? [800, 2500];
+  const log = o.log ?? (() => undefined);
+  const report = newReport(`crash storm (${o.rounds} rounds, mode ${mode}, seed ${seed})`);
+  const ledger = new Ledger(report, 'cs');
+  const tmp = tempDir('crash');
+  const dataDir = tmp.dir;
+  const kinds: RoundKind[] = mode === 'process' ? ['failpoint', 'device-kill'] : mode === 'service' ? ['service-kill'] : ['failpoint', 'device-kill', 'service-kill'];
+  let ops = 0;
+  let unknown = 0;
+  let failpointRounds = 0;
+  const t0 = performance.now();
+  try {
+    // The vault is created once; every round reopens the same folder.
+    {
+      const v = await openHost({ dataDir, mode: 'process', partitions });
+      await v.close();
+    }
+    for (let round = 1; round <= o.rounds; round++) {
+      const kind = rng.pick(kinds);
+      const loadMs = rng.int(loadMin, loadMax);
+      let label: string = kind;
+      let v: OpenVault;
+      let crashes = 0;
+      const hostLog = (m: string) => {
+        if (m.includes('restarting device')) crashes++;
+      };
+      if (kind === 'failpoint') {
+        const failpoint = rng.pick(FAILPOINTS);
+        const hit = rng.int(1, 40);
+        label = `failpoint ${failpoint} hit ${hit}`;
+        v = await openHost({ dataDir, mode: 'process', failpoint, failpointHit: hit, log: hostLog });
+      } else if (kind === 'device-kill') {
+        v = await openHost({ dataDir, mode: 'process', log: hostLog });
+      } else {
+        const smode = rng.pick(['worker', 'process'] as const);
+        label = `service-kill (${smode} devices)`;
+        v = await openService({ dataDir, mode: smode });
+      }
+      let stop = false;
+      const load = driveLoad(ledger, v.client, { rng, concurrency, stop: () => stop });
+      const t = performance.now();
+      if (kind === 'failpoint') {
+        await sleep(loadMs);
+        failpointRounds++;
+      } else if (kind === 'device-kill') {
+        const kills = rng.int(1, 3);
+        for (let k = 0; k < kills; k++) {
+          await sleep(rng.int(100, Math.max(150, loadMs / kills)));
+          const host = v.host as VaultHost;
+          // Wait until the partitions are back from an earlier kill, then kill one device.
+          while (host.partitionsReady().some((r) => !r)) await sleep(20);
+          const pids = myDevicePids();
+          if (pids.length === 0) continue;
+          process.kill(rng.pick(pids), 'SIGKILL');
+          bump(report.faults, 'device SIGKILL');
+        }
+        await sleep(Math.max(0, loadMs - (performance.now() - t)));
+      } else {
+        await sleep(rng.int(200, loadMs));
+        await v.service!.kill();
+        bump(report.faults, 'service SIGKILL');
+      }
+      stop = true;
+      const st = await load;
+      ops += st.ops;
+      unknown += st.unknown;
+      if (kind !== 'service-kill') {
+        await v.close();
+        if (kind === 'failpoint') bump(report.faults, 'device self-SIGKILL at failpoint', crashes);
+      }
+      // Reopen without faults and check the ledger.
+      let clean: OpenVault;
+      try {
+        clean = kind === 'service-kill' ? await openService({ dataDir, mode: 'worker' }) : await openHost({ dataDir, mode: 'process' });
+      } catch (e) {
+        report.violations.push(`round ${round} (${label}): the vault refuses to reopen after the crash: ${describe(e)}`);
+        break;
+      }
+      report.checks++;
+      const last = round === o.rounds;
+      const before = report.violations.length;
+      try {
+        await ledger.verify(clean.client, { recover: (e) => last || e.touched || rng.chance(0.05) });
+      } finally {
+        await clean.close();
+      }
+      const line = `round ${round}/${o.rounds}: ${label}, ${st.ops} ops (${st.unknown} unanswered)${kind === 'failpoint' ? `, ${crashes} device crashes` : ''}, records ${ledger.registered().length}, violations ${report.violations.length - before}`;
+      log(line);
+    }
+  } finally {
+    tmp.remove();
+  }
+  report.stats['rounds'] = `${o.rounds} (failpoint ${failpointRounds})`;
+  report.stats['operations'] = ops;
+  report.stats['operations without an answer (outcome unknown)'] = unknown;
+  report.stats['acknowledged registrations at the end'] = ledger.registered().length;
+  report.stats['answers'] = Object.entries(ledger.answers).map(([k, n]) => `${k}=${n}`).join(' ');
+  report.stats['unanswered by message'] = Object.entries(ledger.unknown).map(([k, n]) => `${k}=${n}`).join(' ');
+  report.stats['seconds'] = Math.round((performance.now() - t0) / 100) / 10;
+  if (unknown === 0 && o.rounds > 2) note(report, 'no operation was ever cut by a fault: the storm did not bite');
+  return report;
+}
+
+if (isMain(import.meta.url)) {
+  runMain(async () => {
+    const a = parseArgs(process.argv.slice(2), ['rounds', 'mode', 'seed', 'concurrency', 'partitions']);
+    const mode = (a.get('mode') ?? 'mixed') as CrashStormOptions['mode'];
+    if (!['process', 'service', 'mixed'].includes(mode!)) throw new Error('--mode must be process, service or mixed');
+    return crashStorm({
+      rounds: a.num('rounds', 10),
+      mode,
+      seed: a.get('seed') === undefined ? undefined : a.num('seed', 1),
+      concurrency: a.num('concurrency', 12),
+      partitions: a.num('partitions', 2),
+      log: (l) => console.log(l),
+    });
+  });
+}

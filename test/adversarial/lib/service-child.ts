@@ -1,0 +1,30 @@
+/**
+ * A vault service in its own process, for the adversarial scripts (killed with SIGKILL by
+ * crash-storm.ts, measured by soak.ts and timing.ts). Configuration from the environment:
+ *   BKV_DATA_DIR (required), BKV_MODE worker|process, BKV_PARTITIONS, BKV_REPLAY_WINDOW_MS.
+ * Host rate limits are off (the drivers are the only clients). Logs at warn level; one JSON line
+ * `{"msg":"listening","url":...}` on stdout when it serves. SIGTERM / SIGINT shut it down
+ * gracefully (host/service/signals.ts).
+ */
+import { pino } from 'pino';
+import { runUntilSignal } from '../../../host/service/signals.ts';
+
+const dataDir = process.env.BKV_DATA_DIR;
+if (!dataDir) {
+  console.error('BKV_DATA_DIR is required');
+  process.exit(2);
+}
+const mode = process.env.BKV_MODE === 'process' ? 'process' : 'worker';
+const partitions = Number(process.env.BKV_PARTITIONS ?? 2);
+const replayWindowMs = process.env.BKV_REPLAY_WINDOW_MS === undefined ? undefined : Number(process.env.BKV_REPLAY_WINDOW_MS);
+
+const service = await runUntilSignal({
+  dataDir,
+  port: 0,
+  mode,
+  partitions,
+  rateLimits: { record: false, address: false },
+  logger: pino({ level: process.env.BKV_LOG_LEVEL ?? 'warn' }),
+  ...(replayWindowMs !== undefined && { replayWindowMs }),
+});
+process.stdout.write(`${JSON.stringify({ msg: 'listening', url: service.url, pid: process.pid })}\n`);

@@ -1,0 +1,55 @@
+/**
+ * Ways the adversarial drivers reach a vault: a VaultHost in this process (worker-thread or
+ * child-process devices) or a vault service in a child process over HTTP, each with a
+ * VaultClient; and the device processes of this process (to SIGKILL one).
+ */
+import { readFileSync } from 'node:fs';
+import { fetchVaultInfo, httpRelay } from '../../../host/client/http-relay.ts';
+import { VaultHost } from '../../../host/vault/vault-host.ts';
+import type { VaultHostOptions } from '../../../host/vault/vault-host.ts';
+import { childPids } from './common.ts';
+import { VaultClient } from './flows.ts';
+import { startServiceProc } from './service-proc.ts';
+import type { ServiceProc } from './service-proc.ts';
+
+export interface OpenVault {
+  client: VaultClient;
+  close(): Promise<void>;
+  host?: VaultHost;
+  service?: ServiceProc;
+}
+
+export async function openHost(opts: VaultHostOptions): Promise<OpenVault & { host: VaultHost }> {
+  const host = await VaultHost.open(opts);
+  const client = await VaultClient.create((r, m) => host.submit(r, m), host.info.enclavePublicKey);
+  return { host, client, close: () => host.close() };
+}
+
+export async function openService(opts: { dataDir: string; mode?: 'worker' | 'process'; partitions?: number; replayWindowMs?: number }): Promise<OpenVault & { service: ServiceProc }> {
+  const service = await startServiceProc(opts);
+  try {
+    const info = await fetchVaultInfo(service.url);
+    const client = await VaultClient.create(httpRelay({ baseUrl: service.url, timeoutMs: 60_000 }), info.enclavePublicKey);
+    return {
+      service,
+      client,
+      close: async () => {
+        await service.stop();
+      },
+    };
+  } catch (e) {
+    await service.kill();
+    throw e;
+  }
+}
+
+/** The simulated devices (hsm/boot.mjs child processes) of this process. */
+export function myDevicePids(): number[] {
+  return childPids(process.pid).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('boot.mjs');
+    } catch {
+      return false;
+    }
+  });
+}
