@@ -12,7 +12,7 @@
  * check them against its NVRAM before it serves anything.
  */
 import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
-import { EnclaveFault, Handling, faultName } from '../../enclave/api/codes.ts';
+import { EnclaveFault, Handling, Platform as PlatformCodes, faultName } from '../../enclave/api/codes.ts';
 import type { HostRequest, HostResponse } from '../../enclave/api/messages.ts';
 import { HostRequests, HostResponses, MAX_BATCH_OPS, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
 import type { RecordStore } from '../storage/types.ts';
@@ -147,6 +147,11 @@ export class PartitionEngine {
         prepared = await this.prepare(batch, epoch);
       }
     } catch (e) {
+      // The enclave could not write its NVRAM intent: it needs a reload before it serves again.
+      if (e instanceof EnclaveCallError && e.code === PlatformCodes.NvramError) {
+        this.fail(batch, e);
+        return;
+      }
       for (const q of batch) q.reject(e);
       return;
     }
