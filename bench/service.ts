@@ -104,6 +104,7 @@ async function run(c: number, worker: (i: number) => Promise<boolean>, windowS =
 }
 
 const results: BenchResult[] = [];
+const transportErrorsSeen = { n: 0 };
 
 async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'bkv-bench-svc-'));
@@ -137,16 +138,41 @@ async function main(): Promise<void> {
       pool.push({ path: svc.url + opsPath(id), body: JSON.stringify({ message: toBase64url(message) }) });
     }
     let next = 0;
-    const status = async () => {
+    /**
+     * A keep-alive socket the service has just closed (its keepAliveTimeout, 5 s, against
+     * undici's 4 s, on a loaded machine) fails a POST with "other side closed" before any
+     * answer: counted, and the operation is sent again (a status op freshly sealed: the replay
+     * guard would refuse the same bytes). More than a few is a failure.
+     */
+    const transportErrors = { n: 0, last: '' };
+    const retryable = (e: unknown) => {
+      const c = (e as { cause?: { code?: string } }).cause?.code ?? (e as { cause?: { cause?: { code?: string } } }).cause?.cause?.code;
+      transportErrors.n++;
+      transportErrors.last = `${(e as Error).message}${c ? ` (${c})` : ''}`;
+      if (transportErrors.n > 20) throw e;
+    };
+    const status = async (): Promise<boolean> => {
       const m = pool[next++];
       if (!m) return false;
-      const r = await fetch(m.path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: m.body });
+      let r: Response;
+      try {
+        r = await fetch(m.path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: m.body });
+      } catch (e) {
+        retryable(e);
+        return status();
+      }
       await r.arrayBuffer();
       if (r.status !== 200) throw new Error(`status ${r.status}`);
       return true;
     };
-    const login = async (i: number) => {
-      const r = await client.recover(ids[i]!, te.encode('pw'));
+    const login = async (i: number): Promise<boolean> => {
+      let r;
+      try {
+        r = await client.recover(ids[i]!, te.encode('pw'));
+      } catch (e) {
+        retryable(e);
+        return true; // the guess was charged; the record has 255
+      }
       if (!r.ok) throw new Error('login failed');
       return true;
     };
@@ -200,6 +226,8 @@ async function main(): Promise<void> {
       });
     }
     console.log(`load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+    transportErrorsSeen.n = transportErrors.n;
+    if (transportErrors.n) console.log(`transport errors (sent again): ${transportErrors.n}, last: ${transportErrors.last}`);
   } finally {
     const code = await svc.stop();
     rmSync(dataDir, { recursive: true, force: true });
@@ -217,7 +245,7 @@ main().then(
         machine: M,
         results,
         ratios: {},
-        figures: { bestLoginsPerSec: best },
+        figures: { bestLoginsPerSec: best, transportErrors: transportErrorsSeen.n },
         notes: [`bkv serve in a child process (${partitions} partitions, worker devices, SQLite, rate limits off), SDK client (EscrowClient over httpRelay, identity KSF) in the bench process; ${seconds} s per level`],
       },
       A.json,
