@@ -26,8 +26,14 @@ export interface VaultHostOptions {
   /** Crash tests: the device of every partition dies at this failpoint. */
   failpoint?: string;
   failpointHit?: number;
-  /** Restart a partition whose device died (default true). */
+  /** Restart a partition whose device died or whose batch failed (default true). */
   autoRestart?: boolean;
+  /**
+   * An automatic restart that fails (the token or the store still broken) is tried again after
+   * this delay, doubled after every failure up to `restartMaxBackoffMs` (defaults 250 ms, 30 s).
+   */
+  restartBackoffMs?: number;
+  restartMaxBackoffMs?: number;
   log?: (msg: string) => void;
   /** Called after each committed batch of any partition (metrics): its size and duration. */
   onBatch?: (partition: number, size: number, ms: number) => void;
@@ -45,6 +51,8 @@ export interface VaultInfo {
 export class VaultHost {
   private engines: PartitionEngine[] = [];
   private readonly restarts = new Map<number, Promise<void>>();
+  /** Per partition: automatic restarts that failed in a row, and the timer of the next try. */
+  private readonly retries = new Map<number, { failures: number; timer: NodeJS.Timeout | null }>();
   private closed = false;
   info!: VaultInfo;
 
@@ -68,7 +76,7 @@ export class VaultHost {
         failpoint: opts.failpoint,
         failpointHit: opts.failpointHit,
         onCrash: (p) => {
-          if (host && !host.closed && opts.autoRestart !== false) void host.restartPartition(p).catch((e) => opts.log?.(`partition ${p} restart failed: ${String(e)}`));
+          host?.autoRestart(p);
         },
       });
     } catch (e) {
@@ -114,7 +122,7 @@ export class VaultHost {
     // A batch in an unknown state (a failed storage commit): reload the partition to settle it.
     engine.onFailure = (e) => {
       this.opts.log?.(`partition ${p}: batch failed (${e instanceof Error ? e.name : 'error'}); reloading`);
-      if (!this.closed && this.opts.autoRestart !== false) void this.restartPartition(p).catch((err) => this.opts.log?.(`partition ${p} restart failed: ${String(err)}`));
+      this.autoRestart(p);
     };
     return engine;
   }
@@ -155,9 +163,45 @@ export class VaultHost {
     return job;
   }
 
+  /**
+   * Restarts partition `p` on its own (after a device crash or a failed batch) and keeps trying,
+   * with exponential backoff, until it serves again or the host closes: a restart attempted while
+   * the token or the store is still broken fails, and the partition must not stay down once they
+   * work again. Meanwhile partitionsReady() says false for it and its requests fail.
+   */
+  autoRestart(p: number): void {
+    if (this.closed || this.opts.autoRestart === false) return;
+    const r = this.retries.get(p);
+    if (r?.timer) return; // a retry is already scheduled
+    this.restartPartition(p).then(
+      () => {
+        const had = this.retries.get(p)?.failures ?? 0;
+        this.retries.delete(p);
+        if (had) this.opts.log?.(`partition ${p}: serving again after ${had} failed restart(s)`);
+      },
+      (e: unknown) => {
+        if (this.closed) return;
+        const state = this.retries.get(p) ?? { failures: 0, timer: null };
+        if (state.timer) return;
+        state.failures++;
+        const base = this.opts.restartBackoffMs ?? 250;
+        const delay = Math.min(this.opts.restartMaxBackoffMs ?? 30_000, base * 2 ** Math.min(state.failures - 1, 20));
+        this.opts.log?.(`partition ${p} restart failed (${state.failures} in a row; next try in ${delay} ms): ${String(e)}`);
+        state.timer = setTimeout(() => {
+          state.timer = null;
+          this.autoRestart(p);
+        }, delay);
+        state.timer.unref();
+        this.retries.set(p, state);
+      },
+    );
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const r of this.retries.values()) if (r.timer) clearTimeout(r.timer);
+    this.retries.clear();
     await Promise.allSettled([...this.restarts.values()]);
     await Promise.all(this.engines.map((e) => e.close()));
     await this.pool.close();

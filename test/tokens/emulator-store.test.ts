@@ -137,6 +137,27 @@ describe('emulator token store', () => {
     expect(b.findKey('k')).toBeNull();
   });
 
+  it('objects another instance destroyed do not stay decoded here (one module per partition on one store)', () => {
+    const dir = freshDir();
+    const ea = openVaultToken(dir, 'emulator', { emulator: { ...fast, revalidateMs: 0 } });
+    const eb = openVaultToken(dir, 'emulator', { emulator: { ...fast, revalidateMs: 0 } });
+    const a = new Pkcs11Token({ module: ea.module, label: ea.label, userPin: ea.userPin, exclusive: ea.exclusive });
+    const b = new Pkcs11Token({ module: eb.module, label: eb.label, userPin: eb.userPin, exclusive: eb.exclusive });
+    const cacheOf = (m: unknown) => (m as EmulatorModule).decodedCacheSize();
+    b.writeData('nv-b', Buffer.from('b'));
+    const sizes: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      a.writeData('nv-a', Buffer.from(`a${i}`)); // destroy + create: a new object each time
+      expect(Buffer.from(b.readData('nv-a')[0]!).toString()).toBe(`a${i}`);
+      expect(Buffer.from(b.readData('nv-b')[0]!).toString()).toBe('b');
+      sizes.push(cacheOf(eb.module));
+    }
+    expect(ea.module).toBeInstanceOf(EmulatorModule);
+    // b decodes a's current object each round; the ones a destroyed are forgotten.
+    expect(Math.max(...sizes.slice(10))).toBeLessThanOrEqual(sizes[9]! + 1);
+    expect(sizes.at(-1)!).toBeLessThan(10);
+  });
+
   it('a data folder keeps its token kind', () => {
     const dir = freshDir();
     settleTokenConfig(dir, 'emulator');

@@ -22,7 +22,7 @@ import { CryptoOps } from './crypto.ts';
 import { buildObject, extractInfo, requireClass, MAX_TEMPLATE } from './objects.ts';
 import type { TemplateInfo } from './objects.ts';
 import { TokenStore } from './persistence.ts';
-import type { StoredObject, StoredToken } from './persistence.ts';
+import type { StoreState, StoredObject, StoredToken } from './persistence.ts';
 import { MAX_PIN_LEN, MIN_PIN_LEN, openBody, sealBody, soLocked, tokenFlags, unwrapTokenKey, userLocked, wrapTokenKey } from './pins.ts';
 import type { PinPolicy } from './pins.ts';
 import { runSelfTests } from './selftest.ts';
@@ -67,6 +67,7 @@ export class EmulatorModule implements P.Pkcs11 {
   private readonly logins = new Map<string, { who: Exclude<Who, null>; tokenKey: Buffer }>();
   private readonly sessionObjects = new Map<string, LiveObject & { private: boolean }>();
   private readonly decoded = new Map<string, { body: Buffer; attrs: Attrs }>();
+  private prunedState: StoreState | null = null;
   private readonly policy: PinPolicy;
   private readonly revalidateMs: number;
   private checkedAt = -Infinity;
@@ -685,17 +686,41 @@ export class EmulatorModule implements P.Pkcs11 {
   }
 
   private tokens(): StoredToken[] {
-    return this.store!.read().tokens;
+    return this.pruned(this.store!.read()).tokens;
   }
 
   private tokenOrNull(serial: string, fresh: boolean): StoredToken | null {
     let state;
     const now = performance.now();
     if (fresh || now - this.checkedAt > this.revalidateMs) {
-      state = this.store!.read();
+      state = this.pruned(this.store!.read());
       this.checkedAt = now;
     } else state = this.store!.cached();
     return state.tokens.find((t) => t.serial === serial) ?? null;
+  }
+
+  /**
+   * Forgets (and wipes) the decoded attributes of objects that are no longer in the store: other
+   * modules on the same store file (one per partition) destroy and create objects, and without
+   * this every object ever seen stayed decoded here. Runs once per newly read store state.
+   */
+  private pruned(state: StoreState): StoreState {
+    if (state === this.prunedState) return state;
+    this.prunedState = state;
+    if (this.decoded.size === 0) return state;
+    const live = new Set<string>();
+    for (const t of state.tokens) for (const o of t.objects) live.add(o.uid);
+    for (const [uid, d] of this.decoded) {
+      if (live.has(uid)) continue;
+      wipeAttrs(d.attrs);
+      this.decoded.delete(uid);
+    }
+    return state;
+  }
+
+  /** Entries in the decoded-attributes cache (tests check it stays bounded). */
+  decodedCacheSize(): number {
+    return this.decoded.size;
   }
 
   token(serial: string, fresh = true): StoredToken {
