@@ -2,7 +2,9 @@
  * Group backend benchmark (RFC 9497 §2.1 group operations): per-operation µs and ops/s of
  * variable-base multiplication, base multiplication and hash-to-group (plus element validation,
  * scalar inversion and hash-to-scalar) for every backend, and the server-login multiplication
- * floor (4 variable-base + 1 base, RFC 9807 §6.4 with the OPRF evaluation).
+ * floor (4 variable-base + 1 base, RFC 9807 §6.4 with the OPRF evaluation). Also the hash
+ * primitives at OPAQUE's input sizes (HMAC-SHA512 of a 64-byte key over 100 bytes, SHA-512 of a
+ * 431-byte preamble) on node:crypto, libsodium WebAssembly and @noble/hashes.
  *
  * Run: npx tsx bench/groups.ts [rounds] [--quick] [--json FILE]   (the runner: npm run bench -- --only groups)
  *
@@ -22,6 +24,8 @@ import { args, emit, machine } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { nobleHash } from '../enclave/opaque/hash-noble.ts';
 import { nodeHash } from '../enclave/opaque/hash-node.ts';
+import { createSodiumSha512 } from '../enclave/opaque/hash-sodium.ts';
+import type { HashPrimitives } from '../enclave/opaque/hash.ts';
 
 const ARGS = args();
 const M = machine();
@@ -61,6 +65,20 @@ function makeCases(label: string, g: Group): Case[] {
     c('checkElement', () => g.checkElement(points[next()]!, 'e')),
     c('scalarInvert', () => g.scalarInvert(scalars[next()]!)),
     c('hashToScalar', () => g.hashToScalar(msgs[next()]!, dst)),
+  ];
+}
+
+/** HMAC and hash calls at the sizes a login uses (10 HMACs and 6 hashes per server login). */
+function hashCases(label: string, h: HashPrimitives): Case[] {
+  const r = rng(label.length * 131);
+  const draw = (n: number) => Uint8Array.from({ length: n }, r);
+  const key = draw(64);
+  const msg = draw(100);
+  const preamble = draw(431);
+  const c = (op: string, fn: () => unknown): Case => ({ label, op, fn, samples: [], iters: 1 });
+  return [
+    c('HMAC-SHA512 64B key, 100B', () => h.hmac(key, msg)),
+    c('SHA-512 431B', () => h.hash(preamble)),
   ];
 }
 
@@ -132,7 +150,12 @@ console.log(`Node ${process.version}, ${ROUNDS} interleaved rounds of about ${BA
 console.log(`backends: ${backends.map(([l, g]) => `${l} [${g.id}/${g.backend}]`).join(', ')}`);
 console.log('');
 
-const cases = [...backends.flatMap(([l, g]) => makeCases(l, g)), ...floorCases()];
+const hashes: [string, HashPrimitives][] = [
+  ['SHA-512 node:crypto', nodeHash('SHA-512')],
+  ['SHA-512 sodium-wasm (raw exports)', await createSodiumSha512()],
+  ['SHA-512 @noble/hashes', nobleHash('SHA-512')],
+];
+const cases = [...backends.flatMap(([l, g]) => makeCases(l, g)), ...floorCases(), ...hashes.flatMap(([l, h]) => hashCases(l, h))];
 calibrate(cases);
 run(cases);
 
@@ -159,7 +182,7 @@ console.log(`  raw exports save ${gain(us).toFixed(2)} µs (median), ${gain(best
 
 const results: BenchResult[] = cases.map((c) => ({
   name: `groups: ${c.label} ${c.op}`,
-  group: `group operation: ${c.op}`,
+  group: c.op.includes('SHA') ? `hash: ${c.op}` : `group operation: ${c.op}`,
   kind: c.label.includes('bare') ? 'floor' : 'ours',
   opsPerSec: Math.round(1e6 / us(c)),
   usPerOp: Number(us(c).toFixed(2)),

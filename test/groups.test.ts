@@ -10,6 +10,7 @@
  */
 import fc from 'fast-check';
 import sodium from 'libsodium-wrappers-sumo';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { concat, fromHex, i2osp, toHex, utf8 } from '../enclave/opaque/bytes.ts';
@@ -19,8 +20,10 @@ import { P256_ORDER, P256_P, bigintToBe, beToBigint } from '../enclave/opaque/gr
 import { RISTRETTO_ORDER, bigintToLe, leToBigint, modInverse } from '../enclave/opaque/groups/noble-ristretto255.ts';
 import { modInverseVartime } from '../enclave/opaque/groups/node-p256.ts';
 import { createSodiumRistretto255 } from '../enclave/opaque/groups/sodium-ristretto255.ts';
-import { expandMessageXmd } from '../enclave/opaque/hash.ts';
+import { expandMessageXmd, hashPrefix, hmacKey } from '../enclave/opaque/hash.ts';
+import { nobleHash } from '../enclave/opaque/hash-noble.ts';
 import { nodeHash } from '../enclave/opaque/hash-node.ts';
+import { createSodiumSha512 } from '../enclave/opaque/hash-sodium.ts';
 import type { Suite, SuiteId } from '../enclave/opaque/suite.ts';
 import { OPRF_IDENTIFIER } from '../enclave/opaque/suite.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
@@ -448,6 +451,124 @@ describe('sodium-wasm: the raw-export and wrapper paths agree', () => {
   });
   it('refuses a hash other than SHA-512', async () => {
     await expect(createSodiumRistretto255(nodeHash('SHA-256'))).rejects.toBeInstanceOf(OpaqueError);
+  });
+});
+
+describe('hash-sodium: libsodium WebAssembly SHA-512', async () => {
+  const h = await createSodiumSha512();
+  const ref = nobleHash('SHA-512');
+  const node = nodeHash('SHA-512');
+  const hex = (b: Uint8Array) => toHex(b);
+  // Lengths around the block (128), the staging area (1024) and beyond.
+  const lens = [0, 1, 63, 64, 111, 112, 127, 128, 129, 255, 256, 1000, 1023, 1024, 1025, 2048, 3000];
+  const bytesOf = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 131 + seed * 7 + 3) & 0xff);
+
+  it('is the suite hash of ristretto255-SHA512/fast', async () => {
+    expect((await fastSuite('ristretto255-SHA512')).hash.backend).toBe('sodium-wasm');
+  });
+  it('hash and hmac agree with @noble/hashes and node:crypto at edge lengths, in one or many parts', () => {
+    for (const n of lens) {
+      const msg = bytesOf(n, n);
+      expect(hex(h.hash(msg))).toBe(hex(ref.hash(msg)));
+      expect(hex(h.hash(msg.subarray(0, n >> 1), msg.subarray(n >> 1)))).toBe(hex(node.hash(msg)));
+      for (const kl of [0, 1, 32, 64, 127, 128, 129, 200, 1024, 1025, 2000]) {
+        const key = bytesOf(kl, kl + 1);
+        expect(hex(h.hmac(key, msg))).toBe(hex(ref.hmac(key, msg)));
+      }
+      const key = bytesOf(64, 9);
+      expect(hex(h.hmac(key, msg.subarray(0, 5), msg.subarray(5), msg))).toBe(hex(node.hmac(key, msg, msg)));
+    }
+  });
+  it('hmacKey and hashPrefix agree with hmac and hash (random inputs)', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ maxLength: 300 }), fc.array(fc.uint8Array({ maxLength: 300 }), { minLength: 1, maxLength: 4 }),
+        fc.array(fc.uint8Array({ maxLength: 200 }), { maxLength: 3 }),
+        (key, msgs, more) => {
+          const k = hmacKey(h, key);
+          for (const m of msgs) expect(hex(k.mac(m, ...more))).toBe(hex(ref.hmac(key, m, ...more)));
+          k.dispose();
+          const p = hashPrefix(h, msgs);
+          expect(hex(p.digest)).toBe(hex(ref.hash(...msgs)));
+          expect(hex(p.extend(...more))).toBe(hex(ref.hash(...msgs, ...more)));
+          expect(() => p.extend()).toThrow();
+          // The fallbacks of implementations without them agree too.
+          expect(hex(hmacKey(node, key).mac(msgs[0]!))).toBe(hex(ref.hmac(key, msgs[0]!)));
+          const q = hashPrefix(node, msgs);
+          expect(hex(q.extend(...more))).toBe(hex(ref.hash(...msgs, ...more)));
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+  it('saved states: more live keys and prefixes than heap slots, used in any order, then released', () => {
+    const keys = Array.from({ length: 20 }, (_, i) => bytesOf(64, i + 100));
+    const live = keys.map((k) => hmacKey(h, k));
+    const prefixes = keys.map((k) => hashPrefix(h, [k]));
+    for (let i = keys.length - 1; i >= 0; i--) {
+      expect(hex(live[i]!.mac(keys[0]!))).toBe(hex(ref.hmac(keys[i]!, keys[0]!)));
+      expect(hex(prefixes[i]!.extend(keys[1]!))).toBe(hex(ref.hash(keys[i]!, keys[1]!)));
+      live[i]!.dispose();
+      live[i]!.dispose(); // idempotent
+      prefixes[i]!.dispose();
+      expect(() => live[i]!.mac(keys[0]!)).toThrow();
+    }
+    // An abandoned prefix (never extended) is released by dispose; the slots are all free again.
+    for (let i = 0; i < 20; i++) hashPrefix(h, [keys[i]!]).dispose();
+    const again = keys.map((k) => hmacKey(h, k));
+    expect(hex(again[7]!.mac(keys[2]!))).toBe(hex(ref.hmac(keys[7]!, keys[2]!)));
+    for (const k of again) k.dispose();
+  });
+  it('xmd64 (in the heap) agrees with expand_message_xmd, and the sodium group with the reference', async () => {
+    const mod = (sodium as unknown as { libsodium: { HEAPU8: Uint8Array } }).libsodium;
+    const g = await createSodiumRistretto255(h);
+    const refG = portableSuite('ristretto255-SHA512').group;
+    for (const n of [0, 1, 55, 100, 1000, 1019, 1020, 1021, 1100, 3000]) {
+      for (const dl of [1, 13, 41, 200, 255]) {
+        const msg = bytesOf(n, dl);
+        const dst = bytesOf(dl, n + 5);
+        const at = h.xmd64(msg, dst);
+        const u = mod.HEAPU8.slice(at, at + 64);
+        h.wipe();
+        expect(hex(u)).toBe(hex(expandMessageXmd(ref, msg, dst, 64)));
+        expect(hex(g.hashToScalar(msg, dst))).toBe(hex(refG.hashToScalar(msg, dst)));
+        expect(hex(g.hashToGroup(msg, dst))).toBe(hex(refG.hashToGroup(msg, dst)));
+      }
+    }
+    // A DST over 255 bytes is hashed first (RFC 9380 §5.3.3): the generic path.
+    const long = bytesOf(300, 1);
+    expect(() => h.xmd64(long, long)).toThrow(RangeError);
+    expect(hex(g.hashToScalar(long, long))).toBe(hex(refG.hashToScalar(long, long)));
+  });
+  it('leaves no secret in the WebAssembly heap', async () => {
+    const mod = (sodium as unknown as { libsodium: { HEAPU8: Uint8Array } }).libsodium;
+    const inHeap = (b: Uint8Array) => Buffer.from(mod.HEAPU8.buffer).indexOf(Buffer.from(b.subarray(b.length - 24))) >= 0;
+    const g = await createSodiumRistretto255(h);
+    // A saved HMAC key holds the padded key (key XOR ipad) in the heap until disposed.
+    const key0 = new Uint8Array(randomBytes(64));
+    const ipad = key0.map((b) => b ^ 0x36);
+    const k0 = hmacKey(h, key0);
+    expect(inHeap(ipad)).toBe(true); // positive control
+    k0.mac(key0);
+    k0.dispose();
+    expect(inHeap(ipad)).toBe(false);
+    // High-entropy inputs (a low-entropy one, such as all zeros, is in the heap anyway).
+    for (let i = 0; i < 30; i++) {
+      const key = new Uint8Array(randomBytes(64));
+      const msg = new Uint8Array(randomBytes(24 + ((i * 97) % 1500)));
+      const tag = h.hmac(key, msg);
+      const k = hmacKey(h, key);
+      const tag2 = k.mac(msg, key);
+      k.dispose();
+      const p = hashPrefix(h, [key, msg]);
+      const d2 = p.extend(key);
+      const digest = h.hash(key, msg);
+      const sk = g.hashToScalar(msg, utf8('dst'));
+      // (hashToGroup's output element is not checked: crypto_core_ristretto255_from_hash leaves a
+      // copy on libsodium's own stack, outside the scratch area, whichever hash feeds it.)
+      g.hashToGroup(key, utf8('dst'));
+      for (const secret of [key, msg, tag, tag2, p.digest, d2, digest, sk]) expect(inHeap(secret)).toBe(false);
+    }
   });
 });
 

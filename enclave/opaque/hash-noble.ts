@@ -9,6 +9,7 @@ export function nobleHash(name: HashName): HashPrimitives {
   const fn = name === 'SHA-256' ? sha256 : sha512;
   return {
     name,
+    backend: '@noble/hashes',
     outputLen: fn.outputLen,
     blockLen: fn.blockLen,
     hash(...parts) {

@@ -12,6 +12,7 @@ export function nodeHash(name: HashName): HashPrimitives {
   const view = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.length);
   return {
     name,
+    backend: 'node:crypto',
     outputLen,
     blockLen,
     hash(...parts) {

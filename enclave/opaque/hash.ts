@@ -3,8 +3,9 @@
  * the hash itself, HMAC (RFC 2104), HKDF Extract/Expand (RFC 5869 §2.2, §2.3) and
  * expand_message_xmd (RFC 9380 §5.3.1).
  *
- * Two implementations of `HashPrimitives` exist: `hash-noble.ts` (portable, what a browser
- * client uses) and `hash-node.ts` (node:crypto, several times faster; the server default).
+ * Three implementations of `HashPrimitives` exist: `hash-noble.ts` (portable, what a browser
+ * client uses), `hash-node.ts` (node:crypto; the server's SHA-256) and `hash-sodium.ts` (libsodium
+ * WebAssembly SHA-512; the server's ristretto255-SHA512, cheapest on short inputs).
  * Everything else here is composition over those two calls.
  */
 import { concat, i2osp } from './bytes.ts';
@@ -13,6 +14,8 @@ export type HashName = 'SHA-256' | 'SHA-512';
 
 export interface HashPrimitives {
   readonly name: HashName;
+  /** The implementation, printed by benchmarks (`node:crypto`, `@noble/hashes`, `sodium-wasm`). */
+  readonly backend?: string;
   /** Output length in bytes (Nh). */
   readonly outputLen: number;
   /** Input block length in bytes (s_in_bytes of RFC 9380). */
@@ -21,6 +24,67 @@ export interface HashPrimitives {
   hash(...parts: Uint8Array[]): Uint8Array;
   /** HMAC(key, concatenation of `parts`). */
   hmac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array;
+  /**
+   * Optional: HMAC with `key` set up once (its inner and outer pads hashed once) for several
+   * messages; same bytes as `hmac(key, ...)`. Callers go through `hmacKey()` below.
+   */
+  hmacKey?(key: Uint8Array): HmacKey;
+  /**
+   * Optional: Hash(parts), and a continuation giving Hash(parts || more) without hashing `parts`
+   * again. Callers go through `hashPrefix()` below.
+   */
+  hashPrefix?(...parts: Uint8Array[]): HashPrefix;
+}
+
+/** An HMAC key ready for several messages. `dispose` wipes whatever key material it holds. */
+export interface HmacKey {
+  mac(...parts: Uint8Array[]): Uint8Array;
+  dispose(): void;
+}
+
+/**
+ * Hash(prefix) and a single-use continuation computing Hash(prefix || more). Call `dispose` when
+ * `extend` may not be called (it releases the saved state; a no-op after `extend`).
+ */
+export interface HashPrefix {
+  readonly digest: Uint8Array;
+  extend(...more: Uint8Array[]): Uint8Array;
+  dispose(): void;
+}
+
+/** `h.hmacKey(key)` where the implementation has it, else plain `h.hmac` calls. */
+export function hmacKey(h: HashPrimitives, key: Uint8Array): HmacKey {
+  return h.hmacKey ? h.hmacKey(key) : new PlainHmacKey(h, key);
+}
+
+/** `h.hashPrefix(...parts)` where the implementation has it, else two plain hashes. */
+export function hashPrefix(h: HashPrimitives, parts: Uint8Array[]): HashPrefix {
+  return h.hashPrefix ? h.hashPrefix(...parts) : new PlainHashPrefix(h, parts);
+}
+
+class PlainHmacKey implements HmacKey {
+  constructor(
+    private readonly h: HashPrimitives,
+    private readonly key: Uint8Array,
+  ) {}
+  mac(...parts: Uint8Array[]): Uint8Array {
+    return this.h.hmac(this.key, ...parts);
+  }
+  dispose(): void {}
+}
+
+class PlainHashPrefix implements HashPrefix {
+  readonly digest: Uint8Array;
+  constructor(
+    private readonly h: HashPrimitives,
+    private readonly parts: Uint8Array[],
+  ) {
+    this.digest = h.hash(...parts);
+  }
+  extend(...more: Uint8Array[]): Uint8Array {
+    return this.h.hash(...this.parts, ...more);
+  }
+  dispose(): void {}
 }
 
 /** RFC 5869 §2.2 HKDF-Extract(salt, IKM). */

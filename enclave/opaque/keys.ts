@@ -7,6 +7,7 @@
  */
 import { type RandomSource, utf8, zeroize } from './bytes.ts';
 import { OpaqueError, OpaqueErrorCode, invalidLength } from './errors.ts';
+import { type HmacKey, hmacKey } from './hash.ts';
 import type { Ksf } from './ksf.ts';
 import { deriveKeyPairInfo, deriveKeyPairScalar } from './oprf.ts';
 import type { Suite } from './suite.ts';
@@ -25,10 +26,16 @@ const INFO_DH_KEY = deriveKeyPairInfo(utf8('OPAQUE-DeriveDiffieHellmanKeyPair'))
 const COUNTER = Array.from({ length: 256 }, (_, i) => Uint8Array.of(i));
 const EMPTY = new Uint8Array(0);
 
-/** RFC 5869 §2.2 Extract(salt = "", ikm) (RFC 9807 §2.2), ikm = concat(...ikmParts). */
+/**
+ * RFC 5869 §2.2 Extract(salt = "", ikm) (RFC 9807 §2.2), ikm = concat(...ikmParts): HMAC keyed
+ * with Nh zero bytes, a public constant, so its pads are hashed once per suite (`hmacKey`).
+ */
 export function extract(suite: Suite, ...ikmParts: Uint8Array[]): Uint8Array {
-  return suite.hash.hmac(zeroSalt(suite), ...ikmParts);
+  let k = extractKeyCache.get(suite);
+  if (!k) extractKeyCache.set(suite, (k = hmacKey(suite.hash, zeroSalt(suite))));
+  return k.mac(...ikmParts);
 }
+const extractKeyCache = new WeakMap<Suite, HmacKey>();
 
 /**
  * RFC 9807 §5.2.3 / §6.3.2.3: stretched_oprf_output = Stretch(oprf_output);
@@ -62,10 +69,19 @@ export function expand(suite: Suite, prk: Uint8Array, length: number, ...infoPar
   }
   if (n > 255) throw new RangeError('expand: length too large');
   const out = new Uint8Array(n * h.outputLen);
+  // One keyed HMAC for all n blocks; each T(i) is copied into `out` and wiped.
+  const key = hmacKey(h, prk);
   let t: Uint8Array = EMPTY;
-  for (let i = 1; i <= n; i++) {
-    t = h.hmac(prk, t, ...infoParts, COUNTER[i]!);
-    out.set(t, (i - 1) * h.outputLen);
+  try {
+    for (let i = 1; i <= n; i++) {
+      const next = key.mac(t, ...infoParts, COUNTER[i]!);
+      zeroize(t);
+      t = next;
+      out.set(t, (i - 1) * h.outputLen);
+    }
+  } finally {
+    zeroize(t);
+    key.dispose();
   }
   return length === out.length ? out : truncate(out, length);
 }

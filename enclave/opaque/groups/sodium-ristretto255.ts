@@ -25,6 +25,7 @@ import { OpaqueError, OpaqueErrorCode, invalidElement, invalidScalar } from '../
 import type { Group } from '../group.ts';
 import type { HashPrimitives } from '../hash.ts';
 import { expandMessageXmd } from '../hash.ts';
+import { SodiumSha512 } from '../hash-sodium.ts';
 import { Ristretto255Base } from './noble-ristretto255.ts';
 
 type Sodium = typeof sodium;
@@ -152,6 +153,23 @@ class RawEngine implements Engine {
       this.wipe();
     }
   }
+  /** from_hash / scalar_reduce of 64 bytes already in the heap at `u` (the caller wipes them). */
+  fromHashAt(u: number): Uint8Array {
+    try {
+      this.m._crypto_core_ristretto255_from_hash(this.s + S_OUT, u);
+      return this.out();
+    } finally {
+      this.wipe();
+    }
+  }
+  reduceAt(u: number): Uint8Array {
+    try {
+      this.m._crypto_core_ristretto255_scalar_reduce(this.s + S_OUT, u);
+      return this.out();
+    } finally {
+      this.wipe();
+    }
+  }
 }
 
 /** The documented libsodium-wrappers API (each call mallocs and frees without wiping). */
@@ -224,6 +242,11 @@ export class SodiumRistretto255 extends Ristretto255Base implements Group {
   /** Whether the emscripten exports are called directly (see the file header). */
   readonly rawExports: boolean;
   private readonly engine: Engine;
+  /**
+   * Set when the hash is `SodiumSha512` on the same WebAssembly module as the raw engine: then
+   * expand_message_xmd runs in the heap and its output is mapped or reduced there, never copied out.
+   */
+  private readonly inHeap: { hash: SodiumSha512; engine: RawEngine } | undefined;
 
   /** `lib` must be ready (`await sodium.ready`); `createSodiumRistretto255` does that. */
   constructor(hash: HashPrimitives, lib: Sodium, options: SodiumRistretto255Options = {}) {
@@ -239,6 +262,10 @@ export class SodiumRistretto255 extends Ristretto255Base implements Group {
       this.engine = new RawEngine(m);
     }
     this.rawExports = this.engine.raw;
+    this.inHeap =
+      this.engine instanceof RawEngine && hash instanceof SodiumSha512 && (hash.m as unknown) === (sodiumModule(lib) as unknown)
+        ? { hash, engine: this.engine }
+        : undefined;
   }
 
   private checkScalarArg(k: Uint8Array): void {
@@ -287,6 +314,14 @@ export class SodiumRistretto255 extends Ristretto255Base implements Group {
   }
 
   hashToGroup(msg: Uint8Array, dst: Uint8Array): Uint8Array {
+    const ih = this.inHeap;
+    if (ih && dst.length <= 255) {
+      try {
+        return ih.engine.fromHashAt(ih.hash.xmd64(msg, dst));
+      } finally {
+        ih.hash.wipe();
+      }
+    }
     const u = expandMessageXmd(this.hash, msg, dst, 64);
     try {
       return this.engine.fromHash(u);
@@ -296,6 +331,14 @@ export class SodiumRistretto255 extends Ristretto255Base implements Group {
   }
 
   override hashToScalar(msg: Uint8Array, dst: Uint8Array): Uint8Array {
+    const ih = this.inHeap;
+    if (ih && dst.length <= 255) {
+      try {
+        return ih.engine.reduceAt(ih.hash.xmd64(msg, dst));
+      } finally {
+        ih.hash.wipe();
+      }
+    }
     const u = expandMessageXmd(this.hash, msg, dst, 64);
     try {
       return this.engine.reduce(u);

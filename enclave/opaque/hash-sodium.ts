@@ -1,0 +1,360 @@
+/**
+ * SHA-512 `HashPrimitives` on libsodium compiled to WebAssembly (libsodium-wrappers-sumo), called
+ * through the raw emscripten exports (`_crypto_hash_sha512_*`, `_crypto_auth_hmacsha512_*`) on one
+ * scratch area allocated once in the WebAssembly heap. The server default for ristretto255-SHA512.
+ *
+ * Why not node:crypto: OPAQUE hashes short strings (one to four 128-byte blocks), where a
+ * node:crypto Hash or Hmac object costs 2 to 3 µs to create and finish whatever the length,
+ * against about 0.35 µs per block here (bench: 10 HMACs and 6 hashes per login). Same bytes as
+ * `hash-node.ts` and `hash-noble.ts` (test/groups.test.ts).
+ *
+ * Every byte copied into the scratch area (inputs, keys, hash states, outputs) is zeroed before a
+ * call returns, as in groups/sodium-ristretto255.ts; libsodium wipes its own stack temporaries
+ * (the SHA-512 message schedule, the HMAC key pads). Besides the `HashPrimitives` calls, the
+ * scratch area offers RFC 9380 expand_message_xmd for 64 bytes (`xmd64`) that leaves its output in
+ * the heap for the ristretto255 backend to map or reduce in place (see `SodiumSha512.xmd64`).
+ */
+import sodium from 'libsodium-wrappers-sumo';
+import type { HashPrefix, HashPrimitives, HmacKey } from './hash.ts';
+
+type Sodium = typeof sodium;
+
+/** The emscripten exports this file calls (pointers are offsets into `HEAPU8`; 64-bit lengths as lo, hi). */
+export interface SodiumHashModule {
+  HEAPU8: Uint8Array;
+  _malloc(size: number): number;
+  _crypto_hash_sha512_init(state: number): number;
+  _crypto_hash_sha512_update(state: number, input: number, lenLo: number, lenHi: number): number;
+  _crypto_hash_sha512_final(state: number, out: number): number;
+  _crypto_auth_hmacsha512_init(state: number, key: number, keyLen: number): number;
+  _crypto_auth_hmacsha512_update(state: number, input: number, lenLo: number, lenHi: number): number;
+  _crypto_auth_hmacsha512_final(state: number, out: number): number;
+}
+
+const HASH_FUNCTIONS = [
+  '_malloc',
+  '_crypto_hash_sha512_init',
+  '_crypto_hash_sha512_update',
+  '_crypto_hash_sha512_final',
+  '_crypto_auth_hmacsha512_init',
+  '_crypto_auth_hmacsha512_update',
+  '_crypto_auth_hmacsha512_final',
+] as const;
+
+/** The libsodium module object behind the wrappers, if this build exposes the SHA-512 exports. */
+export function sodiumHashModule(lib: Sodium): SodiumHashModule | undefined {
+  const m = (lib as unknown as { libsodium?: Record<string, unknown> }).libsodium;
+  if (!m || !(m['HEAPU8'] instanceof Uint8Array)) return undefined;
+  for (const f of HASH_FUNCTIONS) if (typeof m[f] !== 'function') return undefined;
+  return m as unknown as SodiumHashModule;
+}
+
+// Scratch layout: HMAC state (416 bytes; a SHA-512 state is its first 208) | 64-byte output |
+// a second 64-byte output | staging area for inputs and keys. Constants (not secret, never wiped)
+// live in a separate allocation.
+const ST = 0;
+const ST_LEN = 416;
+const OUT = ST + ST_LEN;
+const OUT2 = OUT + 64;
+const STAGE = OUT2 + 64;
+const STAGE_LEN = 1024;
+const SIZE = STAGE + STAGE_LEN;
+const SHA512_STATE = 208;
+/**
+ * Saved states (keyed HMAC states, hash prefixes) live in heap slots of 416 bytes, copied to and
+ * from the scratch state with copyWithin: a JavaScript copy of more than 64 bytes costs about
+ * 0.3 µs to allocate. A slot is zeroed when released; when all are taken, a JavaScript copy is used.
+ */
+const SLOTS = 8;
+
+/** SHA-512 over libsodium's WebAssembly exports; `lib` must be ready (`await sodium.ready`). */
+export class SodiumSha512 implements HashPrimitives {
+  readonly name = 'SHA-512' as const;
+  readonly backend = 'sodium-wasm';
+  readonly outputLen = 64;
+  readonly blockLen = 128;
+  readonly m: SodiumHashModule;
+  /** Base of the scratch area in the WebAssembly heap. */
+  readonly s: number;
+  /** SHA-512 state after one all-zero 128-byte block (expand_message_xmd's Z_pad), a constant. */
+  private readonly zPadState: number;
+  /** Bytes of the staging area written since the last wipe. */
+  private used = 0;
+  /** Addresses of the free saved-state slots. */
+  private readonly freeSlots: number[] = [];
+
+  constructor(lib: Sodium) {
+    const m = sodiumHashModule(lib);
+    if (!m) throw new Error('hash-sodium: this libsodium build does not expose its WebAssembly module');
+    this.m = m;
+    const s = m._malloc(SIZE);
+    const c = m._malloc(SHA512_STATE + 128);
+    const slots = m._malloc(SLOTS * ST_LEN);
+    if (!s || !c || !slots) throw new Error('hash-sodium: WebAssembly heap allocation failed');
+    this.s = s;
+    this.zPadState = c;
+    for (let i = SLOTS - 1; i >= 0; i--) this.freeSlots.push(slots + i * ST_LEN);
+    m.HEAPU8.fill(0, slots, slots + SLOTS * ST_LEN);
+    m.HEAPU8.fill(0, s, s + SIZE);
+    m.HEAPU8.fill(0, c, c + SHA512_STATE + 128);
+    m._crypto_hash_sha512_init(c);
+    m._crypto_hash_sha512_update(c, c + SHA512_STATE, 128, 0);
+  }
+
+  /** Zeroes the state, outputs and the staging bytes written since the last wipe. */
+  wipe(): void {
+    this.m.HEAPU8.fill(0, this.s, this.s + STAGE + this.used);
+    this.used = 0;
+  }
+
+  /** Feeds the concatenation of `parts` to `update` through the staging area. */
+  private feed(parts: readonly Uint8Array[], update: (st: number, p: number, lo: number, hi: number) => number): void {
+    const m = this.m;
+    const stage = this.s + STAGE;
+    let h = m.HEAPU8;
+    let n = 0;
+    for (let i = 0; i < parts.length; i++) {
+      const p = parts[i]!;
+      let off = 0;
+      while (off < p.length) {
+        const take = Math.min(p.length - off, STAGE_LEN - n);
+        h.set(off === 0 && take === p.length ? p : p.subarray(off, off + take), stage + n);
+        n += take;
+        off += take;
+        if (n > this.used) this.used = n;
+        if (n === STAGE_LEN) {
+          update.call(m, this.s + ST, stage, n, 0);
+          h = m.HEAPU8;
+          n = 0;
+        }
+      }
+    }
+    if (n > 0) update.call(m, this.s + ST, stage, n, 0);
+  }
+
+  private output(at: number): Uint8Array {
+    return this.m.HEAPU8.slice(this.s + at, this.s + at + 64);
+  }
+
+  hash(...parts: Uint8Array[]): Uint8Array {
+    const m = this.m;
+    try {
+      m._crypto_hash_sha512_init(this.s + ST);
+      this.feed(parts, m._crypto_hash_sha512_update);
+      m._crypto_hash_sha512_final(this.s + ST, this.s + OUT);
+      return this.output(OUT);
+    } finally {
+      this.wipe();
+    }
+  }
+
+  /** crypto_auth_hmacsha512_init on the scratch state (the caller wipes). */
+  private hmacInit(key: Uint8Array): void {
+    const m = this.m;
+    // RFC 2104: a key longer than the block is replaced by its hash (libsodium does the same,
+    // but the key must fit in the staging area first).
+    const k = key.length > STAGE_LEN ? this.hash(key) : key;
+    m.HEAPU8.set(k, this.s + STAGE);
+    if (k.length > this.used) this.used = k.length;
+    m._crypto_auth_hmacsha512_init(this.s + ST, this.s + STAGE, k.length);
+    if (k !== key) k.fill(0);
+  }
+
+  /** Feeds `parts` to the HMAC state in the scratch area and returns the tag (the caller wipes). */
+  private hmacFinish(parts: readonly Uint8Array[]): Uint8Array {
+    const m = this.m;
+    this.feed(parts, m._crypto_auth_hmacsha512_update);
+    m._crypto_auth_hmacsha512_final(this.s + ST, this.s + OUT);
+    return this.output(OUT);
+  }
+
+  hmac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+    try {
+      this.hmacInit(key);
+      return this.hmacFinish(parts);
+    } finally {
+      this.wipe();
+    }
+  }
+
+  /**
+   * Saves the first `len` bytes of the scratch state: in a free heap slot if there is one (a
+   * number), else in a JavaScript copy.
+   */
+  private save(len: number): number | Uint8Array {
+    const slot = this.freeSlots.pop();
+    if (slot === undefined) return this.m.HEAPU8.slice(this.s + ST, this.s + ST + len);
+    this.m.HEAPU8.copyWithin(slot, this.s + ST, this.s + ST + len);
+    return slot;
+  }
+
+  /** Copies a saved state back into the scratch state. */
+  restore(saved: number | Uint8Array, len: number): void {
+    if (typeof saved === 'number') this.m.HEAPU8.copyWithin(this.s + ST, saved, saved + len);
+    else this.m.HEAPU8.set(saved, this.s + ST);
+  }
+
+  /** Zeroes a saved state and returns its slot. */
+  release(saved: number | Uint8Array): void {
+    if (typeof saved === 'number') {
+      this.m.HEAPU8.fill(0, saved, saved + ST_LEN);
+      this.freeSlots.push(saved);
+    } else {
+      saved.fill(0);
+    }
+  }
+
+  /**
+   * The keyed HMAC state (inner and outer SHA-512 states after the pads, 416 bytes) is saved,
+   * restored for each message and zeroed by `dispose`: each further MAC skips the two pad
+   * compressions.
+   */
+  hmacKey(key: Uint8Array): HmacKey {
+    try {
+      this.hmacInit(key);
+      return new SodiumHmacKey(this, this.save(ST_LEN));
+    } finally {
+      this.wipe();
+    }
+  }
+
+  /** HMAC from a saved keyed state (SodiumHmacKey). */
+  macFromState(saved: number | Uint8Array, parts: readonly Uint8Array[]): Uint8Array {
+    try {
+      this.restore(saved, ST_LEN);
+      return this.hmacFinish(parts);
+    } finally {
+      this.wipe();
+    }
+  }
+
+  /** The SHA-512 state after `parts` is saved until `extend` or `dispose`. */
+  hashPrefix(...parts: Uint8Array[]): HashPrefix {
+    const m = this.m;
+    try {
+      m._crypto_hash_sha512_init(this.s + ST);
+      this.feed(parts, m._crypto_hash_sha512_update);
+      const saved = this.save(SHA512_STATE);
+      m._crypto_hash_sha512_final(this.s + ST, this.s + OUT);
+      return new SodiumHashPrefix(this, this.output(OUT), saved);
+    } finally {
+      this.wipe();
+    }
+  }
+
+  /** Hash(prefix || more) from a saved state (SodiumHashPrefix). */
+  hashFromState(saved: number | Uint8Array, more: readonly Uint8Array[]): Uint8Array {
+    const m = this.m;
+    try {
+      this.restore(saved, SHA512_STATE);
+      this.feed(more, m._crypto_hash_sha512_update);
+      m._crypto_hash_sha512_final(this.s + ST, this.s + OUT);
+      return this.output(OUT);
+    } finally {
+      this.wipe();
+    }
+  }
+
+  /**
+   * RFC 9380 §5.3.1 expand_message_xmd(msg, DST, 64) with SHA-512, `dst` at most 255 bytes: the
+   * 64 uniform bytes are left in the heap at the returned pointer (b_1; with one output block,
+   * b_0 is never XORed into anything). The caller must call `wipe()` once it has used them.
+   * b_0 = H(Z_pad || msg || I2OSP(64, 2) || 0x00 || DST || I2OSP(len(DST), 1)) starts from the
+   * precomputed state after Z_pad; b_1 = H(b_0 || 0x01 || DST || I2OSP(len(DST), 1)).
+   */
+  xmd64(msg: Uint8Array, dst: Uint8Array): number {
+    if (dst.length > 255) throw new RangeError('xmd64: DST longer than 255 bytes');
+    const m = this.m;
+    const s = this.s;
+    const stage = s + STAGE;
+    let h = m.HEAPU8;
+    h.copyWithin(s + ST, this.zPadState, this.zPadState + SHA512_STATE);
+    if (msg.length + 4 + dst.length > STAGE_LEN) {
+      this.feed([msg], m._crypto_hash_sha512_update);
+      h = m.HEAPU8;
+      h[stage] = 0;
+      h[stage + 1] = 64;
+      h[stage + 2] = 0;
+      h.set(dst, stage + 3);
+      h[stage + 3 + dst.length] = dst.length;
+      const n = 4 + dst.length;
+      if (n > this.used) this.used = n;
+      m._crypto_hash_sha512_update(s + ST, stage, n, 0);
+    } else {
+      h.set(msg, stage);
+      let n = msg.length;
+      h[stage + n] = 0;
+      h[stage + n + 1] = 64;
+      h[stage + n + 2] = 0;
+      h.set(dst, stage + n + 3);
+      n += 3 + dst.length;
+      h[stage + n++] = dst.length;
+      if (n > this.used) this.used = n;
+      m._crypto_hash_sha512_update(s + ST, stage, n, 0);
+    }
+    // b_0 goes to OUT2, which the staging area follows: b_0 || 0x01 || DST || len(DST) is contiguous.
+    m._crypto_hash_sha512_final(s + ST, s + OUT2);
+    h = m.HEAPU8;
+    h[stage] = 1;
+    h.set(dst, stage + 1);
+    h[stage + 1 + dst.length] = dst.length;
+    const n = 2 + dst.length;
+    if (n > this.used) this.used = n;
+    m._crypto_hash_sha512_init(s + ST);
+    m._crypto_hash_sha512_update(s + ST, s + OUT2, 64 + n, 0);
+    m._crypto_hash_sha512_final(s + ST, s + OUT);
+    return s + OUT;
+  }
+}
+
+// Classes rather than closures: on the hot path, and a bundler's keepNames (tsx, esbuild) would
+// otherwise define a `name` on every closure created per call.
+class SodiumHmacKey implements HmacKey {
+  private saved: number | Uint8Array | null;
+  constructor(
+    private readonly h: SodiumSha512,
+    saved: number | Uint8Array,
+  ) {
+    this.saved = saved;
+  }
+  mac(...parts: Uint8Array[]): Uint8Array {
+    if (this.saved === null) throw new Error('hmacKey: used after dispose');
+    return this.h.macFromState(this.saved, parts);
+  }
+  dispose(): void {
+    if (this.saved === null) return;
+    this.h.release(this.saved);
+    this.saved = null;
+  }
+}
+
+class SodiumHashPrefix implements HashPrefix {
+  private saved: number | Uint8Array | null;
+  constructor(
+    private readonly h: SodiumSha512,
+    readonly digest: Uint8Array,
+    saved: number | Uint8Array,
+  ) {
+    this.saved = saved;
+  }
+  extend(...more: Uint8Array[]): Uint8Array {
+    const saved = this.saved;
+    if (saved === null) throw new Error('hashPrefix: extend called twice or after dispose');
+    try {
+      return this.h.hashFromState(saved, more);
+    } finally {
+      this.dispose();
+    }
+  }
+  dispose(): void {
+    if (this.saved === null) return;
+    this.h.release(this.saved);
+    this.saved = null;
+  }
+}
+
+/** Waits for libsodium's WebAssembly to load, then builds the hash. */
+export async function createSodiumSha512(): Promise<SodiumSha512> {
+  await sodium.ready;
+  return new SodiumSha512(sodium);
+}
