@@ -6,6 +6,7 @@
  *
  *   npx tsx bench/enclave.ts [--quick] [--json FILE] [--levels 1,8,32,128] [--partitions 1,2]
  *                            [--window-ms 2000] [--rounds 3] [--records 1024] [--token emulator|softhsm]
+ *                            [--warmup-ms 1000 (quick) | 1500]
  *
  * Measured:
  * - raw login (KE1->KE2) and registration response on 1 thread and on all cores (wall clock);
@@ -55,14 +56,19 @@ const extra: WindowResult[] = [];
 const pairedRounds: { round: number; raw: number; byLevel: Map<number, number> }[] = [];
 let registerRate = 0;
 
-await raw.run('login', 300); // warm-up (JIT)
+// Warm-up, the same on both sides: long enough for the JIT to finish (the enclave path compiles far
+// more code than the raw server, libsodium's WebAssembly tiers up per device isolate, and young
+// heaps grow to size; with 200 ms of warm-up the first windows paid for that: other threads
+// 0.44 cores in the login window, 0.21 after 2 s).
+const WARMUP_MS = A.num('warmup-ms', QUICK ? 1000 : 1500);
+await raw.run('login', WARMUP_MS);
 for (const P of PARTITIONS) {
   const all = P === CORES;
   progress(`opening a vault with ${P} partition(s), registering ${RECORDS} records`);
   const rig = await EnclaveRig.open({ partitions: P, records: RECORDS, realRecords: all ? (QUICK ? 32 : 256) : 0, token: TOKEN });
   registerRate = Math.max(registerRate, (RECORDS * 1000) / rig.registerMs);
   try {
-    await rig.login(32, QUICK ? 200 : 800); // warm-up of the devices
+    await rig.login(32, WARMUP_MS); // warm-up of the devices
     for (let r = 0; r < (all ? ROUNDS : 1); r++) {
       const pr = { round: r, raw: 0, byLevel: new Map<number, number>() };
       if (all) {
@@ -159,7 +165,7 @@ const notes: string[] = [];
 if (bAll) {
   ratios.enclaveVsRaw = round(bAll.ops / rawAll, 3);
   ratios.enclaveVsRawPairedMedian = round(median(pairedRounds.map((p) => p.byLevel.get(bAll.c)! / p.raw)), 3);
-  notes.push(`enclaveVsRaw: enclave login at ${CORES} partitions, concurrency ${bAll.c} (the best level), over the raw server on ${CORES} threads, medians of ${ROUNDS} interleaved round(s)`);
+  notes.push(`enclaveVsRaw: enclave login at ${CORES} partitions, concurrency ${bAll.c} (the best level), over the raw server on ${CORES} threads, medians of ${ROUNDS} interleaved round(s), after ${WARMUP_MS} ms of warm-up on each side`);
 }
 if (bAll && rawLogin.cpuUs.length) {
   const encCpu = median(enc.get(`${CORES}/${bAll.c}`)!.map((w) => w.cpuUsPerOp));

@@ -6,9 +6,15 @@
  * loads the firmware module by path, calls its `createEnclave`, then feeds it requests one at a
  * time, in arrival order, as a device's command queue would.
  *
- * NVRAM: `nvram: 'token'` (the default, both tokens) keeps the partition's region in two CKO_DATA
- * objects of the token (hsm/nvram-token.ts), so attempt counters and rollback state live where
- * the keys do; `nvram: 'file'` keeps it in `nvram-<partition>.bin` (hsm/nvram-file.ts).
+ * NVRAM: `nvram: 'file'` (the default, both tokens) keeps the partition's region in the device's
+ * own file `nvram-<partition>.bin` in the data folder (hsm/nvram-file.ts: two checksummed slots,
+ * fdatasync per write), with the same durability as the token's store and the same trust (the
+ * emulator token's store is a host file too); one write costs a slot write and an fdatasync.
+ * `nvram: 'token'` keeps it in two CKO_DATA objects of the token (hsm/nvram-token.ts), so that
+ * attempt counters and rollback state live where the keys do, as on a real HSM; every write is a
+ * destroy + create of a data object (the emulator re-encodes and fsyncs its whole store, twice).
+ * A data folder whose partition already keeps its NVRAM in token objects (made before 'file'
+ * was the default) and has no NVRAM file goes on using the token when `nvram` is not given.
  *
  * Messages with the host (the host's copy is in host/channel/channel.ts; keep them in step):
  *   host -> device   { t: 'req', id, buf: ArrayBuffer } | { t: 'stop' }
@@ -45,7 +51,7 @@ export interface HsmConfig {
   dataDir: string;
   /** The vault's token (default 'emulator'); fixed when the data folder is created. */
   token?: TokenKind;
-  /** Where the NVRAM lives (default 'token': data objects in the token). */
+  /** Where the NVRAM lives (default 'file': nvram-<partition>.bin; 'token': data objects in the token). */
   nvram?: 'token' | 'file';
   partition: number;
   partitions: number;
@@ -101,6 +107,22 @@ export function checkConfig(c: unknown): HsmConfig {
   return cfg;
 }
 
+/**
+ * The partition's NVRAM: `cfg.nvram` when given; otherwise the file, unless the data folder has
+ * no NVRAM file for this partition and its token holds the partition's NVRAM objects (a folder
+ * provisioned with token NVRAM before 'file' became the default): then the token, as before.
+ */
+export function openNvram(cfg: HsmConfig, token: Pkcs11Token, size: number): FileNvram | TokenNvram {
+  const file = path.join(cfg.dataDir, nvramFileName(cfg.partition));
+  const label = nvramLabel(cfg.partition);
+  let kind = cfg.nvram;
+  if (kind === undefined) {
+    kind = 'file';
+    if (!fs.existsSync(file) && (token.readData(`${label}/0`).length > 0 || token.readData(`${label}/1`).length > 0)) kind = 'token';
+  }
+  return kind === 'file' ? new FileNvram(file, { size }) : new TokenNvram(token, label, size);
+}
+
 export function buildPlatform(cfg: HsmConfig, crash: () => never): HsmPlatform {
   fs.mkdirSync(cfg.dataDir, { recursive: true });
   const opened = openVaultToken(cfg.dataDir, cfg.token ?? 'emulator');
@@ -115,7 +137,7 @@ export function buildPlatform(cfg: HsmConfig, crash: () => never): HsmPlatform {
   const platform: HsmPlatform = {
     random: pooledRandom((b) => void randomFillSync(b)),
     now: () => Date.now(),
-    nvram: cfg.nvram === 'file' ? new FileNvram(path.join(cfg.dataDir, nvramFileName(cfg.partition)), { size }) : new TokenNvram(token, nvramLabel(cfg.partition), size),
+    nvram: openNvram(cfg, token, size),
     token,
     partition: cfg.partition,
     partitions: cfg.partitions,
@@ -147,7 +169,9 @@ function describeError(e: unknown): string {
   return String(e);
 }
 
+/** An ArrayBuffer holding exactly `b`, to transfer: `b`'s own when it spans all of it (the codec's output does), else a copy. */
 function ownBuffer(b: Uint8Array): ArrayBuffer {
+  if (b.byteOffset === 0 && b.buffer instanceof ArrayBuffer && b.byteLength === b.buffer.byteLength) return b.buffer;
   const out = new ArrayBuffer(b.byteLength);
   new Uint8Array(out).set(b);
   return out;

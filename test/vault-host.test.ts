@@ -2,7 +2,7 @@
  * The vault on real isolation boundaries: devices in worker threads and in child processes,
  * several partitions, restarts, and SIGKILL of a child-process device at every failpoint of a
  * batch: no acknowledged registration lost, no guess refunded, nothing half-written accepted.
- * On every token under test (the device keeps its NVRAM in the token's data objects).
+ * On every token under test.
  */
 import { afterEach, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -70,7 +70,14 @@ export function cpuSplit(a: ThreadTimes, b: ThreadTimes, wallMs: number, devices
   cand.sort((x, y) => y - x);
   if (process.env.BKV_BENCH_THREADS) {
     const all = [...b].filter(([t]) => t !== -1).map(([t, v]) => [t, v - (a.get(t) ?? 0), t === pid ? 'main' : before0.has(t) ? 'old' : 'new'] as const);
-    process.stderr.write(`threads (ms in ${wallMs.toFixed(0)} ms): ${all.filter((x) => x[1] > 0).sort((x, y) => y[1] - x[1]).map((x) => `${x[0]}:${x[2]}:${x[1]}`).join(' ')}\n`);
+    const comm = (t: number) => {
+      try {
+        return readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim().replace(/\s+/g, '_');
+      } catch {
+        return '?';
+      }
+    };
+    process.stderr.write(`threads (ms in ${wallMs.toFixed(0)} ms): ${all.filter((x) => x[1] > 0).sort((x, y) => y[1] - x[1]).map((x) => `${x[0]}:${x[2]}:${comm(x[0])}:${x[1]}`).join(' ')}\n`);
   }
   const dev = cand.slice(0, devices).reduce((s, x) => s + x, 0);
   rest += cand.slice(devices).reduce((s, x) => s + x, 0);

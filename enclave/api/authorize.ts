@@ -10,6 +10,9 @@
  *   Encoding: kind (1 byte) || [session id] || MAC.
  * - The release key: the backup key leaves the enclave only as AES-256-GCM under
  *   HKDF-SHA256(session key, info = "bkv/release"), to the session that proved the password.
+ * The enclave computes its side (release, session and backup-key authorization keys) with
+ * enclave/vault/release.ts: the same bytes, synchronously on node:crypto; this module stays
+ * browser-compatible for the client.
  */
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';

@@ -18,31 +18,49 @@ const RESPONSE_LABEL = te.encode('bkv/e2e/response');
 const EMPTY = new Uint8Array(0);
 const ENC_LEN = 32;
 
-function labeledExtract(suite: Uint8Array, salt: Uint8Array, label: string, ikm: Uint8Array): Buffer {
-  return createHmac('sha256', salt).update(V1).update(suite).update(te.encode(label)).update(ikm).digest();
+/** The constant front of a LabeledExtract input (§4): "HPKE-v1" || suite_id || label. */
+const extractPrefix = (suite: Uint8Array, label: string): Buffer => Buffer.concat([V1, suite, te.encode(label)]);
+/** The constant front of a LabeledExpand info (§4): I2OSP(L, 2) || "HPKE-v1" || suite_id || label. */
+const expandPrefix = (suite: Uint8Array, label: string, L: number): Buffer => Buffer.concat([Uint8Array.of(L >> 8, L & 0xff), V1, suite, te.encode(label)]);
+const ONE = Uint8Array.of(1);
+
+/** LabeledExtract(salt, label, ikm) with its prefix precomputed. */
+function labeledExtract(prefix: Uint8Array, salt: Uint8Array, ikm: Uint8Array): Buffer {
+  return createHmac('sha256', salt).update(prefix).update(ikm).digest();
 }
 
-/** LabeledExpand for L <= 32 (a single HMAC block). */
-function labeledExpand(suite: Uint8Array, prk: Uint8Array, label: string, info: Uint8Array, L: number): Buffer {
-  return createHmac('sha256', prk)
-    .update(Uint8Array.of(L >> 8, L & 0xff))
-    .update(V1)
-    .update(suite)
-    .update(te.encode(label))
-    .update(info)
-    .update(Uint8Array.of(1))
-    .digest()
-    .subarray(0, L);
+/** LabeledExpand for L <= 32 (a single HMAC block), its prefix precomputed; `info` in up to two parts. */
+function labeledExpand(prefix: Uint8Array, prk: Uint8Array, info: Uint8Array, L: number, info2?: Uint8Array): Buffer {
+  const h = createHmac('sha256', prk).update(prefix).update(info);
+  if (info2) h.update(info2);
+  const out = h.update(ONE).digest();
+  return L === out.length ? out : out.subarray(0, L);
 }
+
+// Every label of the receiver's path, precomputed once.
+const X_DKP_PRK = extractPrefix(KEM_SUITE, 'dkp_prk');
+const E_SK = expandPrefix(KEM_SUITE, 'sk', 32);
+const X_EAE_PRK = extractPrefix(KEM_SUITE, 'eae_prk');
+const E_SHARED_SECRET = expandPrefix(KEM_SUITE, 'shared_secret', 32);
+const X_SECRET = extractPrefix(HPKE_SUITE, 'secret');
+const E_KEY = expandPrefix(HPKE_SUITE, 'key', 32);
+const E_BASE_NONCE = expandPrefix(HPKE_SUITE, 'base_nonce', 12);
+const E_EXP = expandPrefix(HPKE_SUITE, 'exp', 32);
+const E_SEC = expandPrefix(HPKE_SUITE, 'sec', 32);
+const AAD_REQ = te.encode('req');
+const AAD_RESP = te.encode('resp');
 
 /** The key schedule context of base mode with this info (§5.1): fixed, computed once. */
-const KSC = Buffer.concat([Uint8Array.of(0), labeledExtract(HPKE_SUITE, EMPTY, 'psk_id_hash', EMPTY), labeledExtract(HPKE_SUITE, EMPTY, 'info_hash', INFO)]);
+const KSC = Buffer.concat([Uint8Array.of(0), labeledExtract(extractPrefix(HPKE_SUITE, 'psk_id_hash'), EMPTY, EMPTY), labeledExtract(extractPrefix(HPKE_SUITE, 'info_hash'), EMPTY, INFO)]);
 
-const b64u = (b: Uint8Array) => Buffer.from(b).toString('base64url');
+const b64u = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.length).toString('base64url');
 const badPayload = () => new EnclaveFault(Handling.BadPayload, 'end-to-end payload does not open');
 
-function withPrefix(prefix: string, id: Uint8Array): Buffer {
-  return Buffer.concat([te.encode(prefix), id]);
+function withPrefix(prefix: Uint8Array, id: Uint8Array): Uint8Array {
+  const out = new Uint8Array(prefix.length + id.length);
+  out.set(prefix, 0);
+  out.set(id, prefix.length);
+  return out;
 }
 
 export interface E2eReceiver {
@@ -52,8 +70,8 @@ export interface E2eReceiver {
 
 /** §7.1.3 DeriveKeyPair for X25519: sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk", "", 32). */
 export function deriveE2eReceiver(ikm: Uint8Array): E2eReceiver {
-  const dkp = labeledExtract(KEM_SUITE, EMPTY, 'dkp_prk', ikm);
-  const sk = labeledExpand(KEM_SUITE, dkp, 'sk', EMPTY, 32);
+  const dkp = labeledExtract(X_DKP_PRK, EMPTY, ikm);
+  const sk = labeledExpand(E_SK, dkp, EMPTY, 32);
   // PKCS#8 (RFC 8410) wrapping of the raw X25519 private key.
   const der = Buffer.concat([Buffer.from('302e020100300506032b656e04220420', 'hex'), sk]);
   const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
@@ -78,18 +96,20 @@ export function openRequestSync(
   try {
     const pkE = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: b64u(enc) }, format: 'jwk' });
     const dh = diffieHellman({ privateKey: r.privateKey, publicKey: pkE });
-    const eaePrk = labeledExtract(KEM_SUITE, EMPTY, 'eae_prk', dh);
-    const shared = labeledExpand(KEM_SUITE, eaePrk, 'shared_secret', Buffer.concat([enc, r.publicKey]), 32);
-    const secret = labeledExtract(HPKE_SUITE, shared, 'secret', EMPTY);
-    const key = labeledExpand(HPKE_SUITE, secret, 'key', KSC, 32);
-    const nonce = labeledExpand(HPKE_SUITE, secret, 'base_nonce', KSC, 12);
-    const exporter = labeledExpand(HPKE_SUITE, secret, 'exp', KSC, 32);
+    const eaePrk = labeledExtract(X_EAE_PRK, EMPTY, dh);
+    const shared = labeledExpand(E_SHARED_SECRET, eaePrk, enc, 32, r.publicKey); // kem_context = enc || pkR
+    const secret = labeledExtract(X_SECRET, shared, EMPTY);
+    const key = labeledExpand(E_KEY, secret, KSC, 32);
+    const nonce = labeledExpand(E_BASE_NONCE, secret, KSC, 12);
+    const exporter = labeledExpand(E_EXP, secret, KSC, 32);
     const ct = message.subarray(ENC_LEN);
     const d = createDecipheriv('aes-256-gcm', key, nonce);
-    d.setAAD(withPrefix('req', recordId));
+    d.setAAD(withPrefix(AAD_REQ, recordId));
     d.setAuthTag(ct.subarray(ct.length - 16));
-    request = new Uint8Array(Buffer.concat([d.update(ct.subarray(0, ct.length - 16)), d.final()]));
-    responseKey = labeledExpand(HPKE_SUITE, exporter, 'sec', RESPONSE_LABEL, 32);
+    const pt = d.update(ct.subarray(0, ct.length - 16));
+    d.final(); // throws unless the tag verifies (GCM returns no more bytes)
+    request = new Uint8Array(pt.buffer, pt.byteOffset, pt.length);
+    responseKey = labeledExpand(E_SEC, exporter, RESPONSE_LABEL, 32);
     for (const b of [dh, eaePrk, shared, secret, key, exporter]) b.fill(0);
   } catch {
     throw badPayload();
@@ -99,11 +119,13 @@ export function openRequestSync(
     sealResponse(response: Uint8Array): Uint8Array {
       const n = random(12);
       const c = createCipheriv('aes-256-gcm', responseKey, n);
-      c.setAAD(withPrefix('resp', recordId));
-      const body = Buffer.concat([c.update(response), c.final(), c.getAuthTag()]);
-      const out = new Uint8Array(12 + body.length);
+      c.setAAD(withPrefix(AAD_RESP, recordId));
+      const out = new Uint8Array(12 + response.length + 16);
       out.set(n, 0);
+      const body = c.update(response);
       out.set(body, 12);
+      c.final();
+      out.set(c.getAuthTag(), 12 + body.length);
       return out;
     },
   };

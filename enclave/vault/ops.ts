@@ -18,7 +18,7 @@ import { EnclaveFault, Handling } from '../api/codes.ts';
 import type { ClientRequest, ClientResponse } from '../api/messages.ts';
 import { AUDIT_KIND, STAGE_ID_LEN, SESSION_ID_LEN, SUITE_CODE } from '../api/messages.ts';
 import type { AuthPurpose } from '../api/authorize.ts';
-import { AUTH_KIND_BACKUP_KEY, authorizationMac, backupKeyAuthKey, decodeAuthorization, sessionAuthKey, wrapForRelease } from '../api/authorize.ts';
+import { AUTH_KIND_BACKUP_KEY, authorizationMac, decodeAuthorization } from '../api/authorize.ts';
 import type { RandomSource } from '../opaque/bytes.ts';
 import { ctEqual, toHex } from '../opaque/bytes.ts';
 import { DEFAULT_ARGON2ID, argon2idKsf, encodeKsfParams, ksfFromParams } from '../opaque/ksf.ts';
@@ -29,7 +29,8 @@ import type { Suite, SuiteId } from '../opaque/suite.ts';
 import type { EnclaveKeys } from './keys.ts';
 import { STATUS_ACTIVE, STATUS_LOCKED, zeroizeRecord } from './record.ts';
 import type { VaultRecord } from './record.ts';
-import type { ExpiringTable } from './sessions.ts';
+import type { ExpiringTable, SessionTable } from './sessions.ts';
+import { backupKeyAuthKeySync, sessionAuthKeySync, wrapForReleaseSync } from './release.ts';
 
 export const DEFAULT_ATTEMPT_LIMIT = 10;
 
@@ -63,7 +64,7 @@ export interface OpContext {
   keys: EnclaveKeys;
   opaqueContext: Uint8Array;
   stages: ExpiringTable<Stage>;
-  sessions: ExpiringTable<LoginSession>;
+  sessions: SessionTable<LoginSession>;
   authSessions: ExpiringTable<AuthSession>;
 }
 
@@ -138,7 +139,7 @@ function checkAuthorization(ctx: OpContext, current: VaultRecord, authorization:
   let key: Uint8Array;
   if (a.kind === AUTH_KIND_BACKUP_KEY) {
     if (current.status !== STATUS_ACTIVE) throw fail();
-    key = backupKeyAuthKey(current.backupKey);
+    key = backupKeyAuthKeySync(current.backupKey);
   } else {
     const s = ctx.authSessions.take(toHex(a.sessionId), ctx.now);
     if (typeof s === 'string' || s.idHex !== ctx.idHex || !ctEqual(s.registrationId, current.registrationId)) throw fail();
@@ -255,7 +256,7 @@ function lock(cur: VaultRecord): OpResult {
   };
 }
 
-async function loginFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginFinish' }>): Promise<OpResult> {
+function loginFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginFinish' }>): OpResult {
   const s = ctx.sessions.take(toHex(req.sessionId), ctx.now);
   if (s === 'missing') throw new EnclaveFault(Handling.UnknownSession, 'unknown or already finished session', 'sessionId');
   if (s === 'expired') throw new EnclaveFault(Handling.SessionExpired, 'session expired; its guess stays spent', 'sessionId');
@@ -282,8 +283,8 @@ async function loginFinish(ctx: OpContext, req: Extract<ClientRequest, { type: '
     }
     return { response: { type: 'WrongPassword', attemptsRemaining: remaining(cur), locked: 0 }, audit: [] };
   }
-  const wrappedKey = await wrapForRelease(result.sessionKey, ctx.rng(12), cur.backupKey);
-  const auth: AuthSession = { idHex: ctx.idHex, registrationId: cur.registrationId, authKey: sessionAuthKey(result.sessionKey) };
+  const wrappedKey = wrapForReleaseSync(result.sessionKey, ctx.rng(12), cur.backupKey);
+  const auth: AuthSession = { idHex: ctx.idHex, registrationId: cur.registrationId, authKey: sessionAuthKeySync(result.sessionKey) };
   result.sessionKey.fill(0);
   const next: VaultRecord = { ...cur, attemptsUsed: 0 };
   const sid = toHex(req.sessionId);

@@ -27,6 +27,9 @@ import { addInto, subInto } from './adhash.ts';
 import { LeafTable } from './leaf-table.ts';
 import { KIND_RECORD, parseHeader } from './record.ts';
 
+/** The one-byte length prefixes of record ids (leafOf), allocated once. */
+const ID_LENGTH = Array.from({ length: 256 }, (_, n) => Uint8Array.of(n));
+
 export class RecordIndex {
   private readonly table = new LeafTable();
   readonly sum = new Uint8Array(32);
@@ -44,16 +47,25 @@ export class RecordIndex {
 
   /** The 16-byte leaf of a sealed blob: HMAC-SHA256(index key, len(id) || id || SHA-256(blob)), truncated. */
   leafOf(recordId: Uint8Array, blob: Uint8Array): Uint8Array {
-    return this.h.hmac(this.key, Uint8Array.of(recordId.length), recordId, this.h.hash(blob)).slice(0, 16);
+    return this.h.hmac(this.key, ID_LENGTH[recordId.length] ?? Uint8Array.of(recordId.length), recordId, this.h.hash(blob)).slice(0, 16);
   }
 
   get(recordId: Uint8Array): Uint8Array | undefined {
     return this.table.get(this.keyOf(recordId));
   }
 
+  /** `get` by the table key (`keyOf`), when the caller already hashed the id. */
+  getByKey(key: Uint8Array): Uint8Array | undefined {
+    return this.table.get(key);
+  }
+
   /** Replaces (or removes, with null) the leaf of one record, keeping count and sum. */
   set(recordId: Uint8Array, leaf: Uint8Array | null): void {
-    const k = this.keyOf(recordId);
+    this.setByKey(this.keyOf(recordId), leaf);
+  }
+
+  /** `set` by the table key (`keyOf`). */
+  setByKey(k: Uint8Array, leaf: Uint8Array | null): void {
     const old = this.table.get(k);
     if (old) {
       subInto(this.sum, old);

@@ -12,6 +12,7 @@
 import { bytes, decodeFields, encodeFields, fixed, u53, u8 } from '../api/codec.ts';
 import { EnclaveFault, Integrity, Platform as PlatformCodes } from '../api/codes.ts';
 import type { KeyHandle, Token } from '../token.ts';
+import { TokenError } from '../token.ts';
 
 export const SEALED_MAGIC = Uint8Array.of(0x42, 0x4b, 0x56, 0x52); // "BKVR"
 export const SEALED_FORMAT = 1;
@@ -55,6 +56,13 @@ export interface SealedHeader {
 }
 
 const invalid = () => new EnclaveFault(Integrity.SealedRecordInvalid, 'stored record does not open');
+
+/**
+ * What CKM_AES_GCM decryption answers for a blob that does not authenticate: SoftHSM2 (and so the
+ * emulator) CKR_GENERAL_ERROR for a bad tag; PKCS#11 v2.40 allows CKR_ENCRYPTED_DATA_INVALID and
+ * CKR_ENCRYPTED_DATA_LEN_RANGE. Any other token error is the token's fault, not the blob's.
+ */
+const BLOB_DOES_NOT_OPEN = new Set(['CKR_GENERAL_ERROR', 'CKR_ENCRYPTED_DATA_INVALID', 'CKR_ENCRYPTED_DATA_LEN_RANGE']);
 
 /** Reads the header without decrypting (the header is authenticated when the blob is opened). */
 export function parseHeader(blob: Uint8Array): SealedHeader {
@@ -117,7 +125,10 @@ export function unseal(token: Token, key: KeyHandle, recordId: Uint8Array, blob:
   let pt: Uint8Array;
   try {
     pt = token.decryptGcm(key, h.iv, aad(blob.subarray(0, HEADER_LEN), recordId), blob.subarray(HEADER_LEN));
-  } catch {
+  } catch (e) {
+    // A token that fails (CKR_DEVICE_ERROR, a lost session, ...) says nothing about the blob: that
+    // is a token fault, not a record that does not open (which must not be claimed on no evidence).
+    if (e instanceof TokenError && !BLOB_DOES_NOT_OPEN.has(e.ckr)) throw e;
     throw invalid();
   }
   if (h.kind === KIND_TOMBSTONE) {

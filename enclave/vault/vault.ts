@@ -33,11 +33,11 @@ import { FLAG_ZEROIZED, decodeNvramState, encodeNvramState, freshNvramState, NVR
 import type { NvramSlot, NvramState } from './nvram-state.ts';
 import { addInto, subInto } from './adhash.ts';
 import { handle } from './ops.ts';
-import type { AuthSession, LoginSession, OpContext, Stage } from './ops.ts';
+import type { AuthSession, OpContext, Stage } from './ops.ts';
 import { IndexLoader, RecordIndex } from './record-index.ts';
 import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal } from './record.ts';
 import type { VaultRecord } from './record.ts';
-import { ExpiringTable } from './sessions.ts';
+import { ExpiringTable, LoginSessionTable } from './sessions.ts';
 
 const SESSION_TTL_MS = 120_000;
 const STAGE_TTL_MS = 300_000;
@@ -48,7 +48,8 @@ type State = 'ready' | 'notLoaded' | 'selfTestFailed' | 'zeroized' | 'broken';
 
 interface Pending {
   epoch: number;
-  overlay: Map<string, { recordId: Uint8Array; record: VaultRecord | null; version: number; leaf: Uint8Array | null }>;
+  /** By record id (hex): the record's state after this batch; `key` is its index key (RecordIndex.keyOf). */
+  overlay: Map<string, { recordId: Uint8Array; key: Uint8Array; record: VaultRecord | null; version: number; leaf: Uint8Array | null }>;
   audit: AuditEvent[];
   results: { opId: number; sealed: number; response: Uint8Array }[];
   hooks: (() => void)[];
@@ -67,7 +68,7 @@ export class Vault {
   private audit!: AuditLog;
   private readonly suites = new Map<SuiteId, Suite>();
   private readonly stages = new ExpiringTable<Stage>(STAGE_TTL_MS, MAX_SESSIONS);
-  private readonly sessions = new ExpiringTable<LoginSession>(SESSION_TTL_MS, MAX_SESSIONS);
+  private readonly sessions = new LoginSessionTable(SESSION_TTL_MS, MAX_SESSIONS, this.suites);
   private readonly authSessions = new ExpiringTable<AuthSession>(AUTH_TTL_MS, MAX_SESSIONS, (a) => a.authKey.fill(0));
 
   private constructor(private readonly p: Platform) {}
@@ -116,7 +117,11 @@ export class Vault {
 
   /** Partition of a record id: the first 4 bytes of SHA-256(id), big-endian, mod partitions. */
   partitionOf(recordId: Uint8Array): number {
-    const h = sha256.hash(recordId);
+    return this.partitionOfHash(sha256.hash(recordId));
+  }
+
+  /** partitionOf from SHA-256(id), which also gives the index key (its first 16 bytes). */
+  private partitionOfHash(h: Uint8Array): number {
     return (((h[0]! << 24) | (h[1]! << 16) | (h[2]! << 8) | h[3]!) >>> 0) % this.p.partitions;
   }
 
@@ -233,10 +238,13 @@ export class Vault {
       const idHex = toHex(op.recordId);
       let sealResponse: ((b: Uint8Array) => Uint8Array) | null = null;
       try {
-        if (this.partitionOf(op.recordId) !== this.p.partition) {
+        // SHA-256(id) once: the partition, and the index key (RecordIndex.keyOf).
+        const idHash = sha256.hash(op.recordId);
+        if (this.partitionOfHash(idHash) !== this.p.partition) {
           throw new EnclaveFault(Integrity.IndexMismatch, 'record belongs to another partition', 'recordId');
         }
-        const { record: current, version } = this.currentRecord(pending, op.recordId, idHex, op.stored, index);
+        const key = idHash.subarray(0, 16);
+        const { record: current, version } = this.currentRecord(pending, op.recordId, key, idHex, op.stored, index);
         const opened = openRequestSync(keys.e2e, op.recordId, op.request, (n) => this.random(n));
         sealResponse = opened.sealResponse;
         const creq = decodeMessage(ClientRequests, opened.request);
@@ -258,7 +266,7 @@ export class Vault {
           const rec = result.write === 'delete' ? null : result.write;
           const suite = rec ? rec.suite : (current?.suite ?? 0);
           const blob = seal(this.p.token, keys.seal, op.recordId, { kind: rec ? KIND_RECORD : KIND_TOMBSTONE, suite, epoch: req.epoch, version: version + 1 }, rec);
-          pending.overlay.set(idHex, { recordId: op.recordId, record: rec, version: version + 1, leaf: rec ? index.leafOf(op.recordId, blob) : null });
+          pending.overlay.set(idHex, { recordId: op.recordId, key, record: rec, version: version + 1, leaf: rec ? index.leafOf(op.recordId, blob) : null });
           writes.push({ recordId: op.recordId, blob });
         }
         const rh = result.audit.length ? this.audit.recordHash(op.recordId) : null;
@@ -281,8 +289,8 @@ export class Vault {
     // The intent: the count and sum the index will have once this batch is durable.
     const sum = Uint8Array.from(index.sum);
     let count = index.count;
-    for (const [idHex, o] of pending.overlay) {
-      const old = index.get(o.recordId);
+    for (const o of pending.overlay.values()) {
+      const old = index.getByKey(o.key);
       if (old) {
         subInto(sum, old);
         count--;
@@ -301,10 +309,10 @@ export class Vault {
   }
 
   /** The record an op works on: this batch's pending version, or the stored blob checked against the index. */
-  private currentRecord(pending: Pending, recordId: Uint8Array, idHex: string, stored: Uint8Array, index: RecordIndex): { record: VaultRecord | null; version: number } {
+  private currentRecord(pending: Pending, recordId: Uint8Array, key: Uint8Array, idHex: string, stored: Uint8Array, index: RecordIndex): { record: VaultRecord | null; version: number } {
     const o = pending.overlay.get(idHex);
     if (o) return { record: o.record ? { ...o.record } : null, version: o.version };
-    const expected = index.get(recordId);
+    const expected = index.getByKey(key);
     if (expected) {
       if (stored.length === 0 || !ctEqual(index.leafOf(recordId, stored), expected)) {
         throw new EnclaveFault(Integrity.RollbackDetected, 'stored record is not the current version', 'stored');
@@ -336,7 +344,7 @@ export class Vault {
     await this.writeNvram({ ...this.nv, committed: intent, intent: null });
     this.p.failpoint?.('commit:after-nvram');
     const index = this.index!;
-    for (const o of p.overlay.values()) index.set(o.recordId, o.leaf);
+    for (const o of p.overlay.values()) index.setByKey(o.key, o.leaf);
     this.pending = null;
     for (const h of p.hooks) h();
     return { type: 'Committed', epoch, results: p.results };

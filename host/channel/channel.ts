@@ -68,7 +68,7 @@ export interface ChannelOptions {
   dataDir: string;
   /** The vault's PKCS#11 token: the emulator (default) or SoftHSM2 (host/tokens/). */
   token?: TokenKind;
-  /** Where the device keeps its NVRAM: token data objects (default) or a file per partition. */
+  /** Where the device keeps its NVRAM: a file per partition (default) or token data objects. */
   nvram?: 'token' | 'file';
   partition?: number;
   partitions?: number;

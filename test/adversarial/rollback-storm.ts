@@ -6,16 +6,16 @@
  * Copies, taken while the load runs:
  *   record    the sealed blob of a random record (read from the store);
  *   database  the whole SQLite database (SQLite's online backup: a consistent snapshot);
- *   nvram     the token's store file, at a quiet moment (load paused, nothing in flight). The
- *             device keeps its NVRAM as data objects of the vault's token (hsm/nvram-token.ts);
- *             with the emulator token they live in `emulator-token.bin` with the keys. The keys
- *             never change after provisioning (the enclave public key is checked to be the same),
- *             so an older copy of that file is an older NVRAM beside the current database.
+ *   nvram     the device's NVRAM files (`nvram-<partition>.bin`, hsm/nvram-file.ts, the
+ *             default) and the token's store file (where NVRAM lives with `nvram: 'token'`), at
+ *             a quiet moment (load paused, nothing in flight). The keys never change after
+ *             provisioning (the enclave public key is checked to be the same), so older copies
+ *             of these files are an older NVRAM beside the current database.
  * Rollbacks, one or two per round, on the closed vault, then a reopen that must be refused with
  * Integrity.RollbackDetected whenever the copy differs from the current state:
  *   record    the older blob written over the current one;
  *   database  the older database file in place of the current one;
- *   nvram     the older token file in place of the current one.
+ *   nvram     the older NVRAM and token files in place of the current ones.
  * And on the live vault (refused at first use): older blobs of 1..5 records written over the
  * current ones while it serves: every operation on them is refused (no KE2, nothing released),
  * the other records are served; then the current blobs are put back and the records work with
@@ -28,12 +28,13 @@
  *   npx tsx test/adversarial/rollback-storm.ts [--rounds N] [--seed S] [--mode worker|process]
  * Exit 1 on a violation.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { Integrity, faultName } from '../../enclave/api/codes.ts';
 import { openSqliteStore } from '../../host/storage/sqlite.ts';
 import { EMULATOR_STORE_FILE } from '../../host/tokens/open.ts';
+import { nvramFileName } from '../../hsm/runner.ts';
 import { EnclaveCallError } from '../../host/vault/engine.ts';
 import type { VaultHost } from '../../host/vault/vault-host.ts';
 import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, tempDir } from './lib/common.ts';
@@ -56,6 +57,17 @@ export interface RollbackStormOptions {
 
 const DB = 'vault.db';
 const DB_FILES = [DB, `${DB}-wal`, `${DB}-shm`];
+/** Where a device's NVRAM can live: its own file per partition (the default) or the token's store. */
+const NVRAM_FILES = [EMULATOR_STORE_FILE, ...Array.from({ length: 16 }, (_, p) => nvramFileName(p))];
+
+/** Copies the NVRAM files present in `from` to `to` (replacing those of `to`). */
+function copyNvram(from: string, to: string): void {
+  mkdirSync(to, { recursive: true });
+  for (const f of NVRAM_FILES) {
+    rmSync(join(to, f), { force: true });
+    if (existsSync(join(from, f))) copyFileSync(join(from, f), join(to, f));
+  }
+}
 
 interface RecordCopy {
   entry: Entry;
@@ -85,13 +97,13 @@ function sameRows(a: Map<string, string>, b: Map<string, string>): boolean {
 
 /** A copy of the vault's files (database and token), taken while it is closed. */
 function saveFiles(dir: string, to: string): void {
-  for (const f of [...DB_FILES, EMULATOR_STORE_FILE]) {
+  for (const f of [...DB_FILES, ...NVRAM_FILES]) {
     rmSync(join(to, f), { force: true });
     if (existsSync(join(dir, f))) copyFileSync(join(dir, f), join(to, f));
   }
 }
 function restoreFiles(from: string, dir: string): void {
-  for (const f of [...DB_FILES, EMULATOR_STORE_FILE]) {
+  for (const f of [...DB_FILES, ...NVRAM_FILES]) {
     rmSync(join(dir, f), { force: true });
     if (existsSync(join(from, f))) copyFileSync(join(from, f), join(dir, f));
   }
@@ -156,8 +168,8 @@ export async function rollbackStorm(o: RollbackStormOptions): Promise<Report> {
           paused = true;
           for (const s of await Promise.all(loads)) ops += s.ops;
           await quiet(ledger);
-          const file = join(copies, `token-${round}.bin`);
-          writeFileSync(file, readFileSync(join(dataDir, EMULATOR_STORE_FILE)));
+          const file = join(copies, `nvram-${round}`);
+          copyNvram(dataDir, file);
           const db = join(copies, `pair-${round}.sqlite`);
           const src = new Database(join(dataDir, DB), { fileMustExist: true });
           try {
@@ -232,7 +244,7 @@ export async function rollbackStorm(o: RollbackStormOptions): Promise<Report> {
           label = `database (${expectRefused ? 'older' : 'unchanged since the copy'})`;
         } else {
           if (!nvramCopy) continue;
-          writeFileSync(join(dataDir, EMULATOR_STORE_FILE), readFileSync(nvramCopy.file));
+          copyNvram(nvramCopy.file, dataDir);
           const after = [...acked].some(([p, n]) => n > (nvramCopy!.acked.get(p) ?? 0));
           expectRefused = after ? true : 'maybe';
           label = `nvram (${after ? 'writes acknowledged since the copy' : 'no write acknowledged since'})`;
@@ -246,7 +258,7 @@ export async function rollbackStorm(o: RollbackStormOptions): Promise<Report> {
       if (round % 3 === 0 && nvramCopy && control) {
         const charged = control;
         installDatabase(dataDir, nvramCopy.db);
-        writeFileSync(join(dataDir, EMULATOR_STORE_FILE), readFileSync(nvramCopy.file));
+        copyNvram(nvramCopy.file, dataDir);
         bump(report.faults, 'control: database + NVRAM rolled back together');
         try {
           const c = await openHost({ dataDir, mode, partitions });

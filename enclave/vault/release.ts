@@ -1,0 +1,44 @@
+/**
+ * The enclave's side of the key release and the session authorization key
+ * (enclave/api/authorize.ts), synchronous on node:crypto: the same bytes as `wrapForRelease`,
+ * `releaseKey` and `sessionAuthKey` there (which clients run in a browser, on WebCrypto and
+ * @noble; test/release.test.ts checks both ways), without a WebCrypto promise per KE3.
+ *
+ *   release key  = HKDF-SHA256(session key, salt = "", info = "bkv/release", 32)   (RFC 5869)
+ *   wrapped key  = iv (12) || AES-256-GCM(release key, iv, backup key) (32) || tag (16)
+ */
+import { createCipheriv, hkdfSync } from 'node:crypto';
+
+const te = new TextEncoder();
+const EMPTY = new Uint8Array(0);
+const INFO_RELEASE = te.encode('bkv/release');
+const INFO_SESSION_AUTH = te.encode('bkv/authorize/session');
+const INFO_BACKUP_KEY_AUTH = te.encode('bkv/authorize/key');
+
+const hkdf32 = (ikm: Uint8Array, info: Uint8Array): Uint8Array => new Uint8Array(hkdfSync('sha256', ikm, EMPTY, info, 32));
+
+/** `releaseKey` of enclave/api/authorize.ts. */
+export const releaseKeySync = (sessionKey: Uint8Array): Uint8Array => hkdf32(sessionKey, INFO_RELEASE);
+/** `sessionAuthKey` of enclave/api/authorize.ts. */
+export const sessionAuthKeySync = (sessionKey: Uint8Array): Uint8Array => hkdf32(sessionKey, INFO_SESSION_AUTH);
+/** `backupKeyAuthKey` of enclave/api/authorize.ts. */
+export const backupKeyAuthKeySync = (backupKey: Uint8Array): Uint8Array => hkdf32(backupKey, INFO_BACKUP_KEY_AUTH);
+
+/** `wrapForRelease` of enclave/api/authorize.ts: iv || AES-256-GCM ciphertext || tag; `unwrapReleased` opens it. */
+export function wrapForReleaseSync(sessionKey: Uint8Array, iv: Uint8Array, backupKey: Uint8Array): Uint8Array {
+  if (iv.length !== 12) throw new RangeError('wrapForRelease: the IV must be 12 bytes');
+  const key = releaseKeySync(sessionKey);
+  try {
+    const c = createCipheriv('aes-256-gcm', key, iv);
+    const body = c.update(backupKey);
+    c.final();
+    const out = new Uint8Array(12 + body.length + 16);
+    out.set(iv, 0);
+    out.set(body, 12);
+    out.set(c.getAuthTag(), 12 + body.length);
+    body.fill(0);
+    return out;
+  } finally {
+    key.fill(0);
+  }
+}
