@@ -144,9 +144,23 @@ function writeKind(w: Writer, kind: Kind, v: unknown, field: string): void {
   }
 }
 
+/** The field paths of a schema under a prefix, built once per (schema, prefix) and reused. */
+const PATHS = new WeakMap<Schema, Map<string, string[]>>();
+function pathsOf(schema: Schema, prefix: string): string[] {
+  let byPrefix = PATHS.get(schema);
+  if (!byPrefix) PATHS.set(schema, (byPrefix = new Map()));
+  let paths = byPrefix.get(prefix);
+  if (!paths) {
+    paths = schema.map(([name]) => (prefix ? `${prefix}.${name}` : name));
+    if (byPrefix.size < 64) byPrefix.set(prefix, paths);
+  }
+  return paths;
+}
+
 function writeFields(w: Writer, schema: Schema, obj: Record<string, unknown>, prefix: string): void {
   if (obj === null || typeof obj !== 'object') throw fault(Codec.InvalidValue, `${prefix}: expected an object`, prefix);
-  for (const [name, kind] of schema) writeKind(w, kind, obj[name], prefix ? `${prefix}.${name}` : name);
+  const paths = pathsOf(schema, prefix);
+  for (let i = 0; i < schema.length; i++) writeKind(w, schema[i]![1], obj[schema[i]![0]], paths[i]!);
 }
 
 function readKind(r: Reader, kind: Kind, field: string): unknown {
@@ -186,9 +200,9 @@ function readKind(r: Reader, kind: Kind, field: string): unknown {
   }
 }
 
-function readFields(r: Reader, schema: Schema, prefix: string): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [name, kind] of schema) out[name] = readKind(r, kind, prefix ? `${prefix}.${name}` : name);
+function readFields(r: Reader, schema: Schema, prefix: string, out: Record<string, unknown> = {}): Record<string, unknown> {
+  const paths = pathsOf(schema, prefix);
+  for (let i = 0; i < schema.length; i++) out[schema[i]![0]] = readKind(r, schema[i]![1], paths[i]!);
   return out;
 }
 
@@ -253,12 +267,23 @@ export function decodeMessage<M extends Record<string, Schema>>(fam: Family<M>, 
   if (b.length < 2) throw fault(Codec.Truncated, 'message shorter than its header', 'header');
   if (b[0] !== fam.version) throw fault(Codec.UnsupportedVersion, `unsupported version ${b[0]}`, 'version');
   const tag = b[1]!;
-  let type: string | undefined;
-  for (const [k, t] of Object.entries(fam.tags) as [string, number][]) if (t === tag) type = k;
+  const type = typesOf(fam).get(tag);
   if (type === undefined) throw fault(Codec.UnknownTag, `unknown tag ${tag}`, 'tag');
   const r = new Reader(b);
   r.off = 2;
-  const out = readFields(r, fam.schemas[type]!, '');
+  const out = readFields(r, fam.schemas[type]!, '', { type });
   if (r.off !== b.length) throw fault(Codec.TrailingBytes, `${type}: ${b.length - r.off} trailing bytes`);
-  return { type, ...out } as Message<M>;
+  return out as Message<M>;
+}
+
+/** Per family, its message types by tag (built once). */
+const TYPES = new WeakMap<object, Map<number, string>>();
+function typesOf(fam: Family<Record<string, Schema>>): Map<number, string> {
+  let m = TYPES.get(fam);
+  if (!m) {
+    m = new Map();
+    for (const [k, t] of Object.entries(fam.tags) as [string, number][]) if (Object.hasOwn(fam.schemas, k)) m.set(t, k);
+    TYPES.set(fam, m);
+  }
+  return m;
 }
