@@ -276,7 +276,7 @@ describe.each(suites)('$name', ({ suite }: { suite: Suite }) => {
         }
       }
     });
-    it.runIf(g.id === 'P256')('a result whose x-coordinate starts with a zero byte', () => {
+    if (g.id === 'P256') it('a result whose x-coordinate starts with a zero byte', () => {
       const m = ref.scalarMultBase(encScalar(g, 5n));
       let found = 0;
       for (let x = 1n; found < 2 && x < 5000n; x++) {
