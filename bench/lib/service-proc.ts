@@ -35,7 +35,9 @@ export async function startService(dataDir: string, opts: { partitions?: number;
   const port = await freePort();
   const errFile = join(dataDir, `..`, `${dataDir.split('/').pop()}-stderr.log`);
   const err = openSync(errFile, 'a');
-  const argv = [join(ROOT, 'bin/bkv.mjs'), 'serve', '--data', dataDir, '--port', String(port), '--record-limit', 'off', '--address-limit', 'off'];
+  // BKV_BENCH_SERVICE_NODE_ARGS: extra Node flags for the service (for example --cpu-prof).
+  const nodeArgs = (process.env.BKV_BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const argv = [...nodeArgs, join(ROOT, 'bin/bkv.mjs'), 'serve', '--data', dataDir, '--port', String(port), '--record-limit', 'off', '--address-limit', 'off'];
   if (opts.partitions) argv.push('--partitions', String(opts.partitions));
   if (opts.token) argv.push('--token', opts.token);
   if (opts.store) argv.push('--store', opts.store);

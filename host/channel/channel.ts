@@ -11,6 +11,9 @@
  * firmware answers it (the device handles requests one at a time, so it is still ahead in the
  * queue): a hung device fills up and answers Overloaded instead of queueing without bound.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { projectBundle, projectRoot } from '../../bin/bundle.mjs';
 import { softhsmPaths } from '../tokens/softhsm.ts';
 import type { TokenKind } from '../tokens/config.ts';
 
@@ -117,8 +120,24 @@ type FromDevice =
   | { t: 'res'; id: number; buf: ArrayBuffer }
   | { t: 'fail'; id: number; message: string };
 
-/** Path of the device bootstrap, started by path: the host never imports hsm/. */
-export const DEVICE_BOOT = new URL('../../hsm/boot.mjs', import.meta.url);
+/** Path of the device bootstrap from source (tsx), started by path: the host never imports hsm/. */
+export const deviceBootPath = (): string => join(projectRoot(), 'hsm', 'boot.mjs');
+
+/**
+ * What a channel starts for its device: the bundled entry (bin/bundle.mjs) when the device runs
+ * the default firmware and the bundle is available, else hsm/boot.mjs, which loads the device
+ * from source (a firmware given by path, BKV_BUNDLE=0, a bundle that did not build). With the
+ * bundle, `config.firmware` is set to the bundled firmware.
+ */
+export function deviceEntry(kind: 'worker' | 'process', config: DeviceConfig): string {
+  if (config.firmware !== undefined) return deviceBootPath();
+  let bundle = projectBundle();
+  // A build folder can be pruned under a long-running process (after a day unused): rebuild.
+  if (bundle && !existsSync(bundle.firmware)) bundle = projectBundle(true);
+  if (!bundle) return deviceBootPath();
+  config.firmware = bundle.firmware;
+  return kind === 'worker' ? bundle.worker : bundle.process;
+}
 
 interface Pending {
   resolve(b: Uint8Array): void;

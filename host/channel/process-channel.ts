@@ -1,5 +1,5 @@
 /**
- * ProcessChannel: runs the simulated device (hsm/boot.mjs -> hsm/process-main.ts) in a child
+ * ProcessChannel: runs the simulated device (hsm/process-main.ts, bundled by bin/bundle.mjs, or from source through hsm/boot.mjs) in a child
  * process, forked with an IPC channel using `serialization: 'advanced'` (ArrayBuffers cross as
  * bytes, no base64). The child's death, by exit code or signal (a SIGKILL, a failpoint), fails
  * every pending request with Crashed; the tail of its stderr goes into the error message.
@@ -7,7 +7,7 @@
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { DEVICE_BOOT, DeviceChannel } from './channel.ts';
+import { DeviceChannel, deviceEntry } from './channel.ts';
 import type { ChannelOptions, ToDevice } from './channel.ts';
 
 const STDERR_TAIL = 4096;
@@ -19,7 +19,7 @@ export class ProcessChannel extends DeviceChannel {
   constructor(opts: ChannelOptions) {
     super(opts);
     const forward = opts.forwardStderr ?? true;
-    this.child = fork(fileURLToPath(DEVICE_BOOT), [], {
+    this.child = fork(deviceEntry('process', this.config), [], {
       execArgv: [],
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],

@@ -1,11 +1,11 @@
 /**
- * WorkerChannel: runs the simulated device (hsm/boot.mjs -> hsm/worker-main.ts) in a worker
+ * WorkerChannel: runs the simulated device (hsm/worker-main.ts, bundled by bin/bundle.mjs, or from source through hsm/boot.mjs) in a worker
  * thread, the default isolation. Requests and responses cross as transferred ArrayBuffers
  * (copied from the caller first, so the caller's bytes are never detached); the host holds only
  * the Worker. An uncaught error or exit of the thread fails every pending request with Crashed.
  */
 import { Worker } from 'node:worker_threads';
-import { DEVICE_BOOT, DeviceChannel } from './channel.ts';
+import { DeviceChannel, deviceEntry } from './channel.ts';
 import type { ChannelOptions, ToDevice } from './channel.ts';
 
 /** The cap on a device thread's young generation, MB (BKV_DEVICE_YOUNG_MB overrides; 0: V8's default). */
@@ -17,12 +17,13 @@ export class WorkerChannel extends DeviceChannel {
 
   constructor(opts: ChannelOptions) {
     super(opts);
-    // execArgv: [] drops the parent's loader flags (tsx, vitest); boot.mjs registers tsx itself.
+    // The bundled device (or, from source, hsm/boot.mjs, which registers tsx itself).
+    // execArgv: [] drops the parent's loader flags (tsx, vitest).
     // BKV_DEVICE_YOUNG_MB caps the device's young generation (resourceLimits): measured with
     // bench/enclave.ts, 8 MB cut the service's RSS by about 20-50 MB under load but cost up to
     // 15% of login throughput (more scavenges), so the default is V8's own sizing.
     const young = Number(process.env.BKV_DEVICE_YOUNG_MB ?? DEVICE_YOUNG_GENERATION_MB);
-    this.worker = new Worker(DEVICE_BOOT, { workerData: this.config, execArgv: [], ...(young > 0 && { resourceLimits: { maxYoungGenerationSizeMb: young } }) });
+    this.worker = new Worker(deviceEntry('worker', this.config), { workerData: this.config, execArgv: [], ...(young > 0 && { resourceLimits: { maxYoungGenerationSizeMb: young } }) });
     this.worker.on('message', (m: unknown) => this.onDeviceMessage(m));
     this.worker.on('error', (e: Error) => {
       this.lastError = `${e.name}: ${e.message}`;

@@ -19,14 +19,15 @@
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { projectRoot } from '../../bin/bundle.mjs';
 import * as P from '../../enclave/api/pkcs11.ts';
 
 export const SOFTHSM_DEFAULT_LIB = '/usr/lib/softhsm/libsofthsm2.so';
 export const SOFTHSM_INSTALL_HINT =
   'SoftHSM2 is not installed: run `sudo apt-get install -y softhsm2 opensc` (or softhsm-config/ci-setup.sh); ' +
   'set BKV_SOFTHSM_LIB to use a module elsewhere';
-const TEMPLATE = fileURLToPath(new URL('../../softhsm-config/softhsm2.conf.template', import.meta.url));
+/** softhsm-config/softhsm2.conf.template in the project (found from the bundle too). */
+const templatePath = (): string => path.join(projectRoot(), 'softhsm-config', 'softhsm2.conf.template');
 
 /** The module path: $BKV_SOFTHSM_LIB or Debian's. */
 export function softhsmLibrary(): string {
@@ -61,7 +62,7 @@ export function writeSoftHsmConfig(dataDir: string): SoftHsmPaths {
   const p = softhsmPaths(dataDir);
   fs.mkdirSync(p.tokenDir, { recursive: true, mode: 0o700 });
   if (!fs.existsSync(p.conf)) {
-    const text = fs.readFileSync(TEMPLATE, 'utf8').replaceAll('@TOKENDIR@', p.tokenDir);
+    const text = fs.readFileSync(templatePath(), 'utf8').replaceAll('@TOKENDIR@', p.tokenDir);
     const tmp = `${p.conf}.${process.pid}.tmp`;
     fs.writeFileSync(tmp, text, { mode: 0o600 });
     fs.renameSync(tmp, p.conf);

@@ -16,8 +16,8 @@
  * not keep the process alive.
  */
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { projectRoot } from '../../../bin/bundle.mjs';
 import * as P from '../../../enclave/api/pkcs11.ts';
 import {
   CTL_LENGTH,
@@ -35,7 +35,7 @@ import {
 import type { CallSpec, RemoteEmulatorOptions, TokenThreadData, TokenThreadFaults } from './protocol.ts';
 
 /** The token thread's bootstrap, by path (this side never imports the token's code). */
-export const TOKEN_THREAD_BOOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../hsm/pkcs11-boot.mjs');
+export const TOKEN_THREAD_BOOT = path.join(projectRoot(), 'hsm', 'pkcs11-boot.mjs');
 
 export interface RemoteOptions {
   /** The emulator's options (in memory unless `storeFile` is given). */

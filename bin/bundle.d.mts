@@ -1,0 +1,17 @@
+/** Types of bin/bundle.mjs (plain JavaScript: bin/bkv.mjs runs it before any loader exists). */
+export interface ProjectBundle {
+  /** The build folder. */
+  dir: string;
+  /** host/cli/bkv.ts bundled. */
+  cli: string;
+  /** hsm/worker-main.ts bundled: the worker-thread device entry. */
+  worker: string;
+  /** hsm/process-main.ts bundled: the child-process device entry. */
+  process: string;
+  /** enclave/main.ts bundled: the default firmware. */
+  firmware: string;
+}
+export function projectRoot(): string;
+export function bundleEnabled(): boolean;
+export function projectBundle(rebuild?: boolean): ProjectBundle | undefined;
+export function buildBundle(): ProjectBundle;
