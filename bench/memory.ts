@@ -34,6 +34,7 @@ import { fromBase64url, opsPath, toBase64url } from '../host/service/wire.ts';
 import { ROOT, args, emit, machine, machineLine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { FastSealer, openResponse } from './lib/hpke.ts';
+import { jsonPoster } from './lib/http-post.ts';
 import { startService } from './lib/service-proc.ts';
 import type { ServiceProc } from './lib/service-proc.ts';
 import { rng } from './lib/vault-load.ts';
@@ -64,11 +65,12 @@ try {
   const info = (await (await fetch(`${svc.url}/v1/vault`)).json()) as { enclavePublicKey: string };
   const enclavePublicKey = fromBase64url(info.enclavePublicKey)!;
   const sealer = new FastSealer(enclavePublicKey);
+  const http = jsonPoster(svc.url, IN_FLIGHT);
   const suite = await fastSuite('ristretto255-SHA512');
   const post = async (id: Uint8Array, request: Uint8Array) => {
     const s = sealer.seal(id, request);
-    const r = await fetch(svc!.url + opsPath(id), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ message: toBase64url(s.message) }) });
-    const j = (await r.json()) as { sealed?: boolean; response?: string };
+    const r = await http.post(opsPath(id), { message: toBase64url(s.message) });
+    const j = r.body as { sealed?: boolean; response?: string };
     if (r.status !== 200 || !j.response) throw new Error(`HTTP ${r.status}: ${JSON.stringify(j).slice(0, 200)}`);
     const raw = fromBase64url(j.response)!;
     const plain = j.sealed ? openResponse(s.responseKey, id, raw) : raw;
@@ -124,6 +126,7 @@ try {
     }),
   );
   clearInterval(ticker);
+  http.close();
   sample();
   const seconds = (performance.now() - t0) / 1000;
   const records = done + 1;

@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { BKV_NODE_FLAGS } from '../bin/bundle.mjs';
 import { encodeMessage } from '../enclave/api/codec.ts';
 import { ClientRequests } from '../enclave/api/messages.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
@@ -57,7 +58,7 @@ async function step<T>(what: string, ms: number, p: Promise<T>, logTail: () => s
 async function startChild(dataDir: string): Promise<{ url: string; pid: number; log: () => string; stop(): Promise<number | null> }> {
   const child = spawn(
     process.execPath,
-    [join(root, 'bin/bkv.mjs'), 'serve', '--data', dataDir, '--port', '0', '--partitions', String(partitions), '--record-limit', 'off', '--address-limit', 'off'],
+    [...BKV_NODE_FLAGS, join(root, 'bin/bkv.mjs'), 'serve', '--data', dataDir, '--port', '0', '--partitions', String(partitions), '--record-limit', 'off', '--address-limit', 'off'],
     { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));

@@ -15,3 +15,4 @@ export function projectRoot(): string;
 export function bundleEnabled(): boolean;
 export function projectBundle(rebuild?: boolean): ProjectBundle | undefined;
 export function buildBundle(): ProjectBundle;
+export const BKV_NODE_FLAGS: readonly string[];

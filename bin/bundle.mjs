@@ -25,6 +25,9 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** Node flags the `bkv` command runs with (its shebang; the npm scripts and the benches pass them too). */
+export const BKV_NODE_FLAGS = ['--max-semi-space-size=4'];
+
 const ENTRIES = { cli: 'host/cli/bkv.ts', worker: 'hsm/worker-main.ts', process: 'hsm/process-main.ts', firmware: 'enclave/main.ts' };
 /** A build folder no process has used for this long is removed when another build lands. */
 const PRUNE_AFTER_MS = 24 * 3600 * 1000;

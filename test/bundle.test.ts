@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildBundle, bundleEnabled, projectBundle, projectRoot } from '../bin/bundle.mjs';
+import { BKV_NODE_FLAGS, buildBundle, bundleEnabled, projectBundle, projectRoot } from '../bin/bundle.mjs';
 import { deviceBootPath, deviceEntry } from '../host/channel/channel.ts';
 import type { DeviceConfig } from '../host/channel/channel.ts';
 import { createChannel } from '../host/channel/pool.ts';
@@ -116,5 +116,21 @@ describe('the bkv command', () => {
     expect(r.status).toBe(0);
     expect(r.stderr).toMatch(/running from source \(tsx\): the bundle did not build: .*no-such-esbuild|ENOENT/);
     expect(r.stdout).toContain('bkv: Backup Key Vault');
+  });
+});
+
+describe('the Node flags of bkv', () => {
+  it('are the same in the shebang, the npm scripts and BKV_NODE_FLAGS (the benches pass the constant)', () => {
+    const shebang = fs.readFileSync(path.join(projectRoot(), 'bin', 'bkv.mjs'), 'utf8').split('\n')[0]!;
+    expect(shebang).toBe(`#!/usr/bin/env -S node ${BKV_NODE_FLAGS.join(' ')}`);
+    const scripts = JSON.parse(fs.readFileSync(path.join(projectRoot(), 'package.json'), 'utf8')).scripts as Record<string, string>;
+    const using = Object.entries(scripts).filter(([, cmd]) => cmd.includes('bin/bkv.mjs'));
+    expect(using.map(([k]) => k).sort()).toEqual(['demo', 'serve']);
+    for (const [, cmd] of using) expect(cmd.startsWith(`node ${BKV_NODE_FLAGS.join(' ')} bin/bkv.mjs `), cmd).toBe(true);
+  });
+
+  it('run the command through its shebang', () => {
+    const out = execFileSync(path.join(projectRoot(), 'bin', 'bkv.mjs'), ['help'], { encoding: 'utf8' });
+    expect(out).toContain('bkv: Backup Key Vault');
   });
 });

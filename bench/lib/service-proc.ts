@@ -1,6 +1,6 @@
 /**
- * The vault service as the benches run it: `bkv serve` (bin/bkv.mjs, the real CLI) in a child
- * process on a free loopback port, ready when GET /health answers 200. Its JSON request log is
+ * The vault service as the benches run it: `bkv serve` (bin/bkv.mjs, the real CLI, with its Node
+ * flags) in a child process on a free loopback port, ready when GET /health answers 200. Its JSON request log is
  * discarded (a million registrations would log a few hundred MB); stderr goes to a file in the
  * data folder for diagnosis.
  */
@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { BKV_NODE_FLAGS } from '../../bin/bundle.mjs';
 import { ROOT, procRss } from './common.ts';
 
 export interface ServiceProc {
@@ -37,7 +38,7 @@ export async function startService(dataDir: string, opts: { partitions?: number;
   const err = openSync(errFile, 'a');
   // BKV_BENCH_SERVICE_NODE_ARGS: extra Node flags for the service (for example --cpu-prof).
   const nodeArgs = (process.env.BKV_BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const argv = [...nodeArgs, join(ROOT, 'bin/bkv.mjs'), 'serve', '--data', dataDir, '--port', String(port), '--record-limit', 'off', '--address-limit', 'off'];
+  const argv = [...BKV_NODE_FLAGS, ...nodeArgs, join(ROOT, 'bin/bkv.mjs'), 'serve', '--data', dataDir, '--port', String(port), '--record-limit', 'off', '--address-limit', 'off'];
   if (opts.partitions) argv.push('--partitions', String(opts.partitions));
   if (opts.token) argv.push('--token', opts.token);
   if (opts.store) argv.push('--store', opts.store);
