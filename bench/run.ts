@@ -7,6 +7,12 @@
  *   npm run bench                      # full (tsx bench/run.ts)
  *   npm run bench:quick                # under a minute; also smoke-run in CI
  *   tsx bench/run.ts [--quick] [--only opaque,enclave,...] [--records N] [--keep-going]
+ *                    [--reuse memory=FILE,...]
+ *
+ * --reuse NAME=FILE takes subsystem NAME's output from FILE (what `bench/NAME.ts --json FILE`
+ * wrote, on this machine) instead of running it: for the hour-long 1M-record memory run. The
+ * report says so beside that subsystem (its commit, date, and load average), and a quick output
+ * is refused in a full report.
  *
  * Subsystems (bench/<name>.ts): opaque (per core: ours, the peers, the floor), enclave (the
  * message boundary, worker pool, durable charging, group commit; scaling and latency; the raw
@@ -36,6 +42,13 @@ const QUICK_SET = ['opaque', 'enclave', 'service', 'tokens', 'storage', 'memory'
 const only = A.get('only')?.split(',').map((s) => s.trim()).filter(Boolean);
 for (const o of only ?? []) if (!ALL.includes(o)) throw new Error(`--only: unknown subsystem ${o} (known: ${ALL.join(', ')})`);
 const selected = ALL.filter((s) => (only ? only.includes(s) : QUICK ? QUICK_SET.includes(s) : true));
+const reuse = new Map<string, string>();
+for (const item of A.get('reuse')?.split(',').map((s) => s.trim()).filter(Boolean) ?? []) {
+  const [name, file] = item.split('=', 2) as [string, string | undefined];
+  if (!ALL.includes(name) || !file) throw new Error(`--reuse: expected NAME=FILE with NAME one of ${ALL.join(', ')}, got ${item}`);
+  if (!existsSync(file)) throw new Error(`--reuse: ${file} does not exist`);
+  reuse.set(name, file);
+}
 
 /** Per subsystem: extra arguments and a time limit. */
 const PLAN: Record<string, { args: string[]; timeoutS: number }> = {
@@ -91,7 +104,32 @@ const outputs: SubsystemOutput[] = [];
 const failed: { subsystem: string; reason: string }[] = [];
 const durations: Record<string, number> = {};
 
+/** A subsystem's output from an earlier run (--reuse), labelled in its notes. */
+function reuseOne(name: string, file: string): void {
+  console.log(`\n=== ${name} (reused from ${file}) ${'='.repeat(Math.max(3, 70 - name.length - file.length))}`);
+  let o: SubsystemOutput;
+  try {
+    o = JSON.parse(readFileSync(file, 'utf8')) as SubsystemOutput;
+  } catch (e) {
+    failed.push({ subsystem: name, reason: `--reuse ${file}: unreadable (${(e as Error).message})` });
+    return;
+  }
+  if (o.subsystem !== name) failed.push({ subsystem: name, reason: `--reuse ${file}: it is the output of ${o.subsystem}` });
+  else if (o.quick && !QUICK) failed.push({ subsystem: name, reason: `--reuse ${file}: a quick run, not usable in a full report` });
+  else {
+    const m = o.machine;
+    o.notes = [`REUSED: measured in a separate run of bench/${name}.ts (commit ${m.commit ?? '?'}, ${m.date}, load average ${m.loadavgAtStart.join(' ')} at its start), not in this one`, ...o.notes];
+    outputs.push(o);
+    durations[name] = 0;
+  }
+}
+
 function runOne(name: string): Promise<void> {
+  const reused = reuse.get(name);
+  if (reused) {
+    reuseOne(name, reused);
+    return Promise.resolve();
+  }
   const plan = PLAN[name]!;
   const json = join(work, `${name}.json`);
   const argv = ['--import', 'tsx', join(BENCH_DIR, `${name}.ts`), '--json', json, ...(QUICK ? ['--quick'] : []), ...plan.args];

@@ -202,16 +202,59 @@ describe('wire format and limiter units', () => {
     let now = 0;
     const g = new ReplayGuard({ windowMs: 1000, maxEntries: 2, now: () => now });
     const k = g.key(te.encode('r'), te.encode('m'));
+    expect(k.length).toBe(16);
     expect(g.has(k)).toBe(false);
     g.remember(k);
     expect(g.has(k)).toBe(true);
     expect(g.has(g.key(te.encode('r2'), te.encode('m')))).toBe(false);
+    expect(g.has(g.key(te.encode('r'), te.encode('m2')))).toBe(false);
     now = 1001;
     expect(g.has(k)).toBe(false);
-    g.remember('x');
-    g.remember('y');
-    g.remember('z');
+    const [x, y, z] = ['x', 'y', 'z'].map((s) => g.key(te.encode(s), te.encode('m')));
+    g.remember(x!);
+    g.remember(y!);
+    g.remember(z!);
     expect(g.size).toBe(2);
+    expect(g.has(x!)).toBe(false); // the oldest went first
+    expect(g.has(y!) && g.has(z!)).toBe(true);
+    expect(() => g.remember(new Uint8Array(15))).toThrow(RangeError);
+  });
+
+  it('replay guard: agrees with a model under random operations, with index collisions and wrap-around', () => {
+    for (let seed = 1; seed <= 5; seed++) {
+      let now = 0;
+      let r = seed;
+      const rand = (n: number) => ((r = (r * 1103515245 + 12345) >>> 0) >>> 8) % n;
+      const max = 1 + rand(40);
+      const window = 50 + rand(200);
+      const g = new ReplayGuard({ windowMs: window, maxEntries: max, now: () => now });
+      const model: { k: string; until: number }[] = [];
+      // Few distinct first bytes: many keys share an index home, so probing and backward shift run.
+      const keyOf = (i: number) => {
+        const k = new Uint8Array(16);
+        k[0] = i % 3;
+        k[5] = i & 0xff;
+        k[6] = i >> 8;
+        return k;
+      };
+      for (let step = 0; step < 4000; step++) {
+        now += rand(5);
+        const i = rand(300);
+        const k = keyOf(i);
+        const hex = Buffer.from(k).toString('hex');
+        while (model.length && model[0]!.until <= now) model.shift();
+        const live = model.some((e) => e.k === hex && e.until > now);
+        expect(g.has(k), `seed ${seed} step ${step}`).toBe(live);
+        if (rand(2) === 0) {
+          g.remember(k);
+          if (!live) {
+            if (model.length === max) model.shift();
+            model.push({ k: hex, until: now + window });
+          }
+        }
+        expect(g.size).toBeLessThanOrEqual(max);
+      }
+    }
   });
 });
 
