@@ -40,19 +40,34 @@ describe('LeafTable', () => {
     );
   });
 
-  it('holds a million entries in about 40 MB', () => {
-    const t = new LeafTable();
-    const k = new Uint8Array(16);
-    const dv = new DataView(k.buffer);
-    for (let i = 0; i < 1_000_000; i++) {
-      dv.setUint32(0, Math.imul(i, 2654435761) >>> 0);
-      dv.setUint32(4, i);
-      t.set(k, k);
-    }
-    expect(t.size).toBe(1_000_000);
-    expect(t.bytes).toBeLessThan(80 * 1024 * 1024);
-    dv.setUint32(0, Math.imul(123456, 2654435761) >>> 0);
-    dv.setUint32(4, 123456);
-    expect(t.get(k)).toEqual(k);
+  it('holds a million entries in at most 1.9 slots each (33 B a slot) when grown, 1.25 when sized ahead', () => {
+    const fill = (t: LeafTable, n: number) => {
+      const k = new Uint8Array(16);
+      const dv = new DataView(k.buffer);
+      for (let i = 0; i < n; i++) {
+        dv.setUint32(0, Math.imul(i, 2654435761) >>> 0);
+        dv.setUint32(4, i);
+        t.set(k, k);
+      }
+      dv.setUint32(0, Math.imul(123456, 2654435761) >>> 0);
+      dv.setUint32(4, 123456);
+      expect(t.get(k)).toEqual(k);
+    };
+    const grown = new LeafTable();
+    fill(grown, 1_000_000);
+    expect(grown.size).toBe(1_000_000);
+    expect(grown.capacity / grown.size).toBeLessThanOrEqual(1.9);
+    expect(grown.bytes).toBeLessThan(1.9 * 33 * 1_000_000);
+    const sized = LeafTable.forEntries(1_000_000);
+    const cap = sized.capacity;
+    fill(sized, 1_000_000);
+    expect(sized.capacity).toBe(cap); // no growth step
+    expect(cap / 1_000_000).toBeLessThan(1.26);
+    expect(sized.bytes).toBeLessThan(42 * 1_000_000);
+  });
+
+  it('forEntries of zero or a few is a normal small table', () => {
+    expect(LeafTable.forEntries(0).capacity).toBe(1024);
+    expect(LeafTable.forEntries(10).capacity).toBe(1024);
   });
 });

@@ -2,12 +2,16 @@
  * A compact hash table from record key (the first 16 bytes of SHA-256 of the record id) to a
  * 16-byte leaf, in two flat typed arrays: 32 bytes per slot and no object per entry, so a
  * partition with a million records costs about 40 MB of enclave memory, not hundreds.
- * Open addressing with linear probing and backward-shift deletion (no tombstones); grows at a
- * load factor of 0.8.
+ * Open addressing with linear probing and backward-shift deletion (no tombstones); grows by half
+ * at a load factor of 0.8, so a full table holds 1.25 to 1.9 slots per entry (doubling would
+ * give 1.25 to 2.5, and a growth step would hold the old and the new arrays at once: 2.5x the old
+ * size instead of 3x). A table whose size is known ahead (the record count in NVRAM at load) is
+ * made big enough at once with `LeafTable.forEntries`.
  */
 const KEY = 16;
 const VAL = 16;
 const MAX_LOAD = 0.8;
+const GROWTH = 1.5;
 
 export class LeafTable {
   private keys: Uint8Array;
@@ -17,10 +21,20 @@ export class LeafTable {
   size = 0;
 
   constructor(initialCapacity = 1024) {
-    this.cap = Math.max(16, initialCapacity);
+    this.cap = Math.max(16, Math.ceil(initialCapacity));
     this.keys = new Uint8Array(this.cap * KEY);
     this.vals = new Uint8Array(this.cap * VAL);
     this.used = new Uint8Array(this.cap);
+  }
+
+  /** A table that holds `n` entries without growing (and grows as usual past them). */
+  static forEntries(n: number): LeafTable {
+    return new LeafTable(Math.max(1024, Math.ceil((n + 1) / MAX_LOAD) + 16));
+  }
+
+  /** Slots in the table. */
+  get capacity(): number {
+    return this.cap;
   }
 
   private home(key: Uint8Array): number {
@@ -86,7 +100,7 @@ export class LeafTable {
 
   private grow(): void {
     const { keys, vals, used, cap } = this;
-    this.cap = cap * 2;
+    this.cap = Math.ceil(cap * GROWTH);
     this.keys = new Uint8Array(this.cap * KEY);
     this.vals = new Uint8Array(this.cap * VAL);
     this.used = new Uint8Array(this.cap);
