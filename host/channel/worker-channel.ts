@@ -8,8 +8,16 @@ import { Worker } from 'node:worker_threads';
 import { DeviceChannel, deviceEntry } from './channel.ts';
 import type { ChannelOptions, ToDevice } from './channel.ts';
 
-/** The cap on a device thread's young generation, MB (BKV_DEVICE_YOUNG_MB overrides; 0: V8's default). */
-export const DEVICE_YOUNG_GENERATION_MB = 0;
+/**
+ * The cap on a device thread's young generation, MB (BKV_DEVICE_YOUNG_MB overrides; 0: V8's own
+ * sizing, which follows the process's --max-semi-space-size and by default grows to 48 MB).
+ * Set explicitly so a device behaves the same under `bkv serve` (whose main thread runs with
+ * --max-semi-space-size=4) and in a process without flags (the benches, an embedding service).
+ * Measured (bench/lib device A/B, login at concurrency 128, windows interleaved, 6 rounds):
+ * 12 MB cost 6-9% more CPU per login than V8's default; 24 MB was level with it (918 against
+ * 942 us/op) at half its young-generation memory.
+ */
+export const DEVICE_YOUNG_GENERATION_MB = 24;
 
 export class WorkerChannel extends DeviceChannel {
   private readonly worker: Worker;
@@ -19,9 +27,6 @@ export class WorkerChannel extends DeviceChannel {
     super(opts);
     // The bundled device (or, from source, hsm/boot.mjs, which registers tsx itself).
     // execArgv: [] drops the parent's loader flags (tsx, vitest).
-    // BKV_DEVICE_YOUNG_MB caps the device's young generation (resourceLimits): measured with
-    // bench/enclave.ts, 8 MB cut the service's RSS by about 20-50 MB under load but cost up to
-    // 15% of login throughput (more scavenges), so the default is V8's own sizing.
     const young = Number(process.env.BKV_DEVICE_YOUNG_MB ?? DEVICE_YOUNG_GENERATION_MB);
     this.worker = new Worker(deviceEntry('worker', this.config), { workerData: this.config, execArgv: [], ...(young > 0 && { resourceLimits: { maxYoungGenerationSizeMb: young } }) });
     this.worker.on('message', (m: unknown) => this.onDeviceMessage(m));
