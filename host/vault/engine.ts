@@ -4,7 +4,9 @@
  * Client operations (opaque HPKE ciphertexts for one record id each) queue up; while one batch
  * is with the enclave, the next one fills. For each batch the engine reads the stored blobs,
  * sends Batch, persists the enclave's writes and audit events in one storage transaction, sends
- * Commit, and only then hands each client its (still encrypted) response. A storage or commit
+ * Commit, and only then hands each client its (still encrypted) response. The next batch goes to
+ * the enclave right behind the Commit (see runBatch), so the device does not wait a round trip
+ * through the host between batches. A storage or commit
  * failure stops the engine: its clients get an error, nothing the enclave charged is released,
  * and the partition must reload (VaultHost restarts it) to learn which state storage is in.
  *
@@ -33,6 +35,14 @@ interface Queued {
   request: Uint8Array;
   resolve: (r: OpResult) => void;
   reject: (e: unknown) => void;
+}
+
+/** A batch sent to the enclave, its Prepared answer still to come. */
+interface Started {
+  batch: Queued[];
+  epoch: number;
+  prepared: Promise<HostResponse>;
+  t0: number;
 }
 
 export interface BatchStats {
@@ -107,13 +117,24 @@ export class PartitionEngine {
   private async drain(): Promise<void> {
     this.running = true;
     try {
-      while (this.queue.length && !this.failed) {
-        const batch = this.queue.splice(0, MAX_BATCH_OPS);
-        await this.runBatch(batch);
+      let next: Started | undefined;
+      while (!this.failed) {
+        if (!next) {
+          if (!this.queue.length) break;
+          next = this.sendBatch(this.queue.splice(0, MAX_BATCH_OPS), this.epoch + 1);
+        }
+        next = await this.runBatch(next);
       }
     } finally {
       this.running = false;
     }
+  }
+
+  /** Reads the batch's stored blobs and sends it to the enclave (the answer comes later). */
+  private sendBatch(batch: Queued[], epoch: number): Started {
+    const prepared = this.prepare(batch, epoch);
+    prepared.catch(() => {}); // awaited by runBatch; never an unhandled rejection meanwhile
+    return { batch, epoch, prepared, t0: performance.now() };
   }
 
   private async prepare(batch: Queued[], epoch: number): Promise<HostResponse> {
@@ -130,13 +151,22 @@ export class PartitionEngine {
     });
   }
 
-  private async runBatch(batch: Queued[]): Promise<void> {
-    const t0 = performance.now();
-    let epoch = this.epoch + 1;
+  /**
+   * One batch: its Prepared answer, the storage transaction, Commit, then its clients' answers.
+   * Pipelining: once the batch is durable in storage, the next batch (what queued meanwhile) is
+   * read from storage and sent right behind the Commit, so the device starts on it without
+   * waiting for the host to see Committed first. The enclave takes them in order and refuses a
+   * Batch while one is pending or out of epoch order, so if the Commit fails the batch behind it
+   * fails too (both batches' clients get the error and the partition reloads, as for a failed
+   * Commit alone). Returns that next batch, if one was started.
+   */
+  private async runBatch(cur: Started): Promise<Started | undefined> {
+    const { batch } = cur;
+    let epoch = cur.epoch;
     let prepared: HostResponse;
     try {
       try {
-        prepared = await this.prepare(batch, epoch);
+        prepared = await cur.prepared;
       } catch (e) {
         // Someone else (an operator tool) committed a batch: learn the epoch and try once more.
         if (!(e instanceof EnclaveCallError) || e.code !== Handling.BatchOutOfOrder) throw e;
@@ -150,14 +180,14 @@ export class PartitionEngine {
       // The enclave could not write its NVRAM intent: it needs a reload before it serves again.
       if (e instanceof EnclaveCallError && e.code === PlatformCodes.NvramError) {
         this.fail(batch, e);
-        return;
+        return undefined;
       }
       for (const q of batch) q.reject(e);
-      return;
+      return undefined;
     }
     if (prepared.type !== 'Prepared') {
       for (const q of batch) q.reject(new Error(`unexpected ${prepared.type}`));
-      return;
+      return undefined;
     }
     // The last write of a record in the batch wins (earlier ones were steps within the batch).
     const last = new Map<string, { recordId: Uint8Array; blob: Uint8Array }>();
@@ -170,26 +200,28 @@ export class PartitionEngine {
       // storage at its committed state or at that intent. So no Abort (a new batch would replace
       // the intent): this engine stops, and the partition restarts.
       this.fail(batch, e);
-      return;
+      return undefined;
     }
+    const commit = this.call({ type: 'Commit', epoch });
+    commit.catch(() => {});
+    // The batch is durable in storage: the next one's reads see it. Sent after the Commit.
+    const follow = this.queue.length && !this.closed ? this.sendBatch(this.queue.splice(0, MAX_BATCH_OPS), epoch + 1) : undefined;
     let committed: HostResponse;
     try {
-      committed = await this.call({ type: 'Commit', epoch });
+      committed = await commit;
+      if (committed.type !== 'Committed') throw new Error(`unexpected ${committed.type}`);
     } catch (e) {
       // The batch is in storage; the enclave's NVRAM may not say so: the same reload settles it.
-      this.fail(batch, e);
-      return;
-    }
-    if (committed.type !== 'Committed') {
-      for (const q of batch) q.reject(new Error(`unexpected ${committed.type}`));
-      return;
+      this.fail(follow ? [...batch, ...follow.batch] : batch, e);
+      return undefined;
     }
     this.epoch = epoch;
     for (const r of committed.results) batch[r.opId]?.resolve({ sealed: r.sealed === 1, response: r.response });
     this.stats.batches++;
     this.stats.ops += batch.length;
     this.stats.lastBatchSize = batch.length;
-    this.onBatch?.(batch.length, performance.now() - t0);
+    this.onBatch?.(batch.length, performance.now() - cur.t0);
+    return follow;
   }
 
   /** Set when a batch ended in an unknown state: the engine refuses work until its partition reloads. */

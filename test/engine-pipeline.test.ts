@@ -1,0 +1,144 @@
+/**
+ * host/vault/engine.ts pipelining: once a batch is durable in storage, the next batch is sent
+ * right behind its Commit (before the Committed answer comes back), and when that Commit fails
+ * the batch behind it fails with it: both batches' clients get the error, nothing is released,
+ * and the engine stops for a reload.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { decodeMessage } from '../enclave/api/codec.ts';
+import { HostRequests } from '../enclave/api/messages.ts';
+import { createEnclave } from '../enclave/main.ts';
+import { fastSuite } from '../enclave/opaque/suites-fast.ts';
+import { EscrowClient } from '../host/client/escrow.ts';
+import { openSqliteStore } from '../host/storage/sqlite.ts';
+import type { RecordStore } from '../host/storage/types.ts';
+import { PartitionEngine } from '../host/vault/engine.ts';
+import { CONTEXT } from './helpers/vault-harness.ts';
+import { testPlatform } from './helpers/platform.ts';
+
+const te = new TextEncoder();
+const dirs: string[] = [];
+const stores: RecordStore[] = [];
+afterEach(async () => {
+  for (const s of stores.splice(0)) await s.close();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+interface Sent {
+  type: string;
+  epoch: number | undefined;
+  /** Requests sent before this one whose answers had not come back yet. */
+  unanswered: string[];
+}
+
+async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; holdFirstCommit?: boolean } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'bkv-pipeline-'));
+  dirs.push(dir);
+  const store = await openSqliteStore(join(dir, 'vault.db'));
+  stores.push(store);
+  const enclave = await createEnclave(testPlatform());
+  const sent: Sent[] = [];
+  const open = new Set<string>();
+  let commits = 0;
+  const engine = new PartitionEngine(
+    {
+      request: async (b) => {
+        const req = decodeMessage(HostRequests, b);
+        const epoch = 'epoch' in req ? (req.epoch as number) : undefined;
+        const tag = `${req.type}#${sent.length}`;
+        sent.push({ type: req.type, epoch, unanswered: [...open].map((t) => t.split('#')[0]!) });
+        if (req.type === 'Commit' && ++commits === opts.failCommit) {
+          // The device dies before it answers this Commit (it may or may not have written NVRAM).
+          await new Promise((r) => setTimeout(r, 20));
+          throw new Error('device crashed during Commit');
+        }
+        open.add(tag);
+        try {
+          if (req.type === 'Batch' && sent.filter((x) => x.type === 'Batch').length === 1) await opts.holdFirstBatch;
+          // Delivered in order (the enclave queues its requests, as the device does); only the
+          // answer may be held back.
+          const answer = enclave.handle(b);
+          if (req.type === 'Commit' && opts.holdFirstCommit && commits === 1) {
+            // As over a real channel, the answer takes a while: long enough for a pipelined
+            // Batch to go out (given up after 2 s, and then the test fails).
+            const at = sent.length;
+            const t0 = Date.now();
+            while (!sent.slice(at).some((x) => x.type === 'Batch') && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 1));
+          }
+          return await answer;
+        } finally {
+          open.delete(tag);
+        }
+      },
+    },
+    store,
+    0,
+  );
+  const info = await engine.start();
+  const client = new EscrowClient({
+    relay: (recordId, message) => engine.submit(recordId, message),
+    enclavePublicKey: info.hpkePublicKey,
+    suite: await fastSuite('ristretto255-SHA512'),
+    rng: (n) => new Uint8Array(randomBytes(n)),
+    context: CONTEXT,
+  });
+  return { engine, client, sent };
+}
+
+describe('engine pipelining', () => {
+  it('sends the next batch behind the Commit, before Committed comes back, in epoch order', async () => {
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const { engine, client, sent } = await rig({ holdFirstCommit: true, holdFirstBatch: hold });
+    // The first operation's batch is held at the enclave until the rest have queued behind it.
+    const ids = Array.from({ length: 12 }, (_, i) => te.encode(`pipe-${i}`));
+    const first = client.status(ids[0]!);
+    while (!sent.some((x) => x.type === 'Batch')) await new Promise((r) => setTimeout(r, 1));
+    const rest = ids.slice(1).map((id) => client.status(id));
+    while (engine.queueDepth < rest.length) await new Promise((r) => setTimeout(r, 1));
+    release();
+    const results = await Promise.all([first, ...rest]);
+    expect(engine.failed).toBeNull();
+    expect(results.map((r) => r.type)).toEqual(ids.map(() => 'NotRegistered'));
+    const batches = sent.filter((s) => s.type === 'Batch' || s.type === 'Commit');
+    // Epochs strictly alternate Batch e, Commit e, Batch e+1, ...
+    let epoch = batches[0]!.epoch!;
+    for (let i = 0; i < batches.length; i++) {
+      expect(batches[i]!.type).toBe(i % 2 === 0 ? 'Batch' : 'Commit');
+      expect(batches[i]!.epoch).toBe(epoch);
+      if (i % 2 === 1) epoch++;
+    }
+    // At least one Batch went out while the previous Commit was still unanswered.
+    const pipelined = sent.filter((s) => s.type === 'Batch' && s.unanswered.includes('Commit'));
+    expect(batches.length).toBe(4);
+    expect(pipelined.length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a failed Commit fails the batch sent behind it too; nothing is released and the engine stops', async () => {
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const { engine, client, sent } = await rig({ failCommit: 1, holdFirstBatch: hold });
+    let failure: unknown;
+    engine.onFailure = (e) => (failure = e);
+    const ids = Array.from({ length: 8 }, (_, i) => te.encode(`fail-${i}`));
+    // The first operation's batch is held at the enclave until the rest have queued behind it.
+    const first = client.status(ids[0]!);
+    while (!sent.some((x) => x.type === 'Batch')) await new Promise((r) => setTimeout(r, 1));
+    const rest = ids.slice(1).map((id) => client.status(id));
+    while (engine.queueDepth < rest.length) await new Promise((r) => setTimeout(r, 1));
+    release();
+    const all = await Promise.allSettled([first, ...rest]);
+    expect(all.every((r) => r.status === 'rejected')).toBe(true);
+    for (const r of all) expect(String((r as PromiseRejectedResult).reason)).toMatch(/device crashed during Commit/);
+    expect(String(failure)).toMatch(/device crashed during Commit/);
+    expect(engine.failed).toBeTruthy();
+    // The batch behind the failed Commit was sent after it.
+    const i = sent.findIndex((s) => s.type === 'Commit');
+    expect(sent.slice(i + 1).some((s) => s.type === 'Batch')).toBe(true);
+    await expect(client.status(te.encode('after'))).rejects.toThrow(/device crashed during Commit/);
+  });
+});
