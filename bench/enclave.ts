@@ -6,7 +6,7 @@
  *
  *   npx tsx bench/enclave.ts [--quick] [--json FILE] [--levels 1,8,32,128] [--partitions 1,2]
  *                            [--window-ms 2000] [--rounds 3] [--records 1024] [--token emulator|softhsm]
- *                            [--warmup-ms 1000 (quick) | 1500]
+ *                            [--warmup-ms 1500]   (quick: levels 1,128, 500 ms windows, 3 rounds)
  *
  * Measured:
  * - raw login (KE1->KE2) and registration response on 1 thread and on all cores (wall clock);
@@ -39,8 +39,8 @@ const QUICK = A.quick;
 const CORES = availableParallelism();
 const LEVELS = A.list('levels', QUICK ? [1, 128] : [1, 8, 32, 128, 256]);
 const PARTITIONS = A.list('partitions', QUICK ? [CORES] : Array.from({ length: CORES }, (_, i) => i + 1)).sort((a, b) => b - a);
-const WINDOW = A.num('window-ms', QUICK ? 400 : 2000);
-const ROUNDS = A.num('rounds', QUICK ? 1 : 3);
+const WINDOW = A.num('window-ms', QUICK ? 500 : 2000);
+const ROUNDS = A.num('rounds', 3);
 const RECORDS = A.num('records', QUICK ? 192 : 1024);
 const TOKEN = (A.get('token') ?? 'emulator') as TokenKind;
 
@@ -60,7 +60,7 @@ let registerRate = 0;
 // more code than the raw server, libsodium's WebAssembly tiers up per device isolate, and young
 // heaps grow to size; with 200 ms of warm-up the first windows paid for that: other threads
 // 0.44 cores in the login window, 0.21 after 2 s).
-const WARMUP_MS = A.num('warmup-ms', QUICK ? 1000 : 1500);
+const WARMUP_MS = A.num('warmup-ms', 1500);
 await raw.run('login', WARMUP_MS);
 for (const P of PARTITIONS) {
   const all = P === CORES;
