@@ -115,3 +115,54 @@ export class LeafTable {
     return this.keys.byteLength + this.vals.byteLength + this.used.byteLength;
   }
 }
+
+const SEGMENTS = 64;
+
+/**
+ * The record index's table for large partitions: 64 LeafTables chosen by a byte of the key that
+ * the tables' own hash does not use (byte 4; keys are SHA-256 prefixes, so segments fill evenly).
+ * Each segment grows on its own, so a growth step copies 1/64 of the entries and holds 1/64 of
+ * the table twice, where one table of 500,000 entries held its old and new arrays at once (37 MB
+ * for a moment) and stalled the device while it copied them. Same slots per entry on average.
+ */
+export class SegmentedLeafTable {
+  private readonly segs: LeafTable[];
+
+  constructor(initialCapacityPerSegment = 64) {
+    this.segs = Array.from({ length: SEGMENTS }, () => new LeafTable(initialCapacityPerSegment));
+  }
+
+  private seg(key: Uint8Array): LeafTable {
+    return this.segs[key[4]! & (SEGMENTS - 1)]!;
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const s of this.segs) n += s.size;
+    return n;
+  }
+
+  get capacity(): number {
+    let n = 0;
+    for (const s of this.segs) n += s.capacity;
+    return n;
+  }
+
+  get bytes(): number {
+    let n = 0;
+    for (const s of this.segs) n += s.bytes;
+    return n;
+  }
+
+  get(key: Uint8Array): Uint8Array | undefined {
+    return this.seg(key).get(key);
+  }
+
+  set(key: Uint8Array, val: Uint8Array): void {
+    this.seg(key).set(key, val);
+  }
+
+  delete(key: Uint8Array): boolean {
+    return this.seg(key).delete(key);
+  }
+}
