@@ -16,6 +16,13 @@ export interface Enclave {
 
 const te = new TextEncoder();
 
+/**
+ * Byte fields of host requests the vault only reads, synchronously, while it handles the request
+ * (it keeps none of them): decoded as views into the request instead of one copy each. Record
+ * ids, which end up in session state, stay copies.
+ */
+const HOST_REQUEST_VIEWS: ReadonlySet<string> = new Set(['ops.stored', 'ops.request', 'entries.blob']);
+
 function faultResponse(f: EnclaveFault): Uint8Array {
   const msg: HostResponse = {
     type: 'Fault',
@@ -38,7 +45,9 @@ export async function createEnclave(platform: Platform): Promise<Enclave> {
   const handleOne = async (request: Uint8Array): Promise<Uint8Array> => {
     try {
       if (!vault) throw bootFault!;
-      const req = decodeMessage(HostRequests, request);
+      // Memory another thread may write (a SharedArrayBuffer) is copied first: views must not change under the vault.
+      const own = request instanceof Uint8Array && !(request.buffer instanceof ArrayBuffer) ? request.slice() : request;
+      const req = decodeMessage(HostRequests, own, { views: HOST_REQUEST_VIEWS });
       return encodeMessage(HostResponses, await vault.handle(req));
     } catch (e) {
       return faultResponse(toFault(e));

@@ -62,11 +62,35 @@ function tokenError(e: unknown): unknown {
 
 const bool = (type: number, value: boolean): P.Attribute => ({ type, value });
 
+/** The session key ECDH derives (ecdhX): read once, then destroyed. Read-only, shared by every call. */
+const ECDH_TEMPLATE: P.Template = Object.freeze([
+  Object.freeze({ type: P.CKA_CLASS, value: P.CKO_SECRET_KEY }),
+  Object.freeze({ type: P.CKA_KEY_TYPE, value: P.CKK_GENERIC_SECRET }),
+  Object.freeze(bool(P.CKA_TOKEN, false)),
+  Object.freeze(bool(P.CKA_SENSITIVE, false)),
+  Object.freeze(bool(P.CKA_EXTRACTABLE, true)),
+]) as P.Template;
+
+/** A Buffer over the same memory as `b` (no copy): what the module reads or writes in place. */
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/**
+ * The module's answer as bytes the caller owns: `res` itself (or its filled front) when the module
+ * wrote into it, as the emulator and pkcs11js do, else a copy.
+ */
+function ownedResult(out: Buffer, res: Uint8Array): Uint8Array {
+  if (out.buffer === res.buffer && out.byteOffset === res.byteOffset) return out.length === res.length ? res : res.subarray(0, out.length);
+  return new Uint8Array(out);
+}
+
 export class Pkcs11Token implements Token {
   private session: P.Handle;
   private readonly slot: P.Handle;
   private readonly keys = new Map<string, KeyHandle>();
   private readonly publicKeys = new Map<KeyHandle, Uint8Array>();
+  private readonly handleBufs = new Map<KeyHandle, P.Handle>();
   private readonly exclusive: <T>(fn: () => T) => T;
 
   private held = 0;
@@ -308,15 +332,8 @@ export class Pkcs11Token implements Token {
     if (point.length !== 33 && point.length !== 65) throw new TokenError('CKR_MECHANISM_PARAM_INVALID');
     // DER OCTET STRING around the point: unambiguous where a raw point could look like DER.
     const publicData = Buffer.concat([Buffer.from([0x04, point.length]), point]);
-    const template: P.Template = [
-      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-      { type: P.CKA_KEY_TYPE, value: P.CKK_GENERIC_SECRET },
-      bool(P.CKA_TOKEN, false),
-      bool(P.CKA_SENSITIVE, false),
-      bool(P.CKA_EXTRACTABLE, true),
-    ];
     return this.op((s) => {
-      const h = this.m.C_DeriveKey(s, { mechanism: P.CKM_ECDH1_DERIVE, parameter: { type: P.CK_PARAMS_EC_DH, kdf: P.CKD_NULL, publicData } }, P.handleOf(key), template);
+      const h = this.m.C_DeriveKey(s, { mechanism: P.CKM_ECDH1_DERIVE, parameter: { type: P.CK_PARAMS_EC_DH, kdf: P.CKD_NULL, publicData } }, this.handleBuf(key), ECDH_TEMPLATE);
       try {
         const v = this.m.C_GetAttributeValue(s, h, [{ type: P.CKA_VALUE }])[0]!.value;
         const out = new Uint8Array(v);
@@ -329,48 +346,93 @@ export class Pkcs11Token implements Token {
   }
 
   // ---- mechanisms ----
+  /** The 8-byte handle Buffer of a key, made once per key handle (only an encoding of the number). */
+  private handleBuf(key: KeyHandle): P.Handle {
+    let h = this.handleBufs.get(key);
+    if (h === undefined) {
+      h = P.handleOf(key);
+      if (this.handleBufs.size >= 64) this.handleBufs.clear();
+      this.handleBufs.set(key, h);
+    }
+    return h;
+  }
+
+  /**
+   * CKM_AES_GCM parameters. The module reads IV and AAD at C_EncryptInit / C_DecryptInit (pkcs11js
+   * copies them into its CK_GCM_PARAMS, the emulator into its operation), so Buffer views of the
+   * caller's bytes do, without a copy.
+   */
   private gcm(iv: Uint8Array, aad: Uint8Array): P.Mechanism {
     return {
       mechanism: P.CKM_AES_GCM,
-      parameter: { type: P.CK_PARAMS_GCM, iv: Buffer.from(iv), aad: Buffer.from(aad), ivBits: iv.length * 8, tagBits: 128 },
+      parameter: { type: P.CK_PARAMS_GCM, iv: asBuffer(iv), aad: asBuffer(aad), ivBits: iv.length * 8, tagBits: 128 },
     };
+  }
+
+  /** Handles a failed operation as op() does (fresh session, forgotten handles) and returns the TokenError to throw. */
+  private failed(e: unknown): unknown {
+    try {
+      this.op(() => {
+        throw e;
+      });
+    } catch (t) {
+      return t;
+    }
+    return e;
   }
 
   encryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array {
     if (iv.length !== 12) throw new TokenError('CKR_MECHANISM_PARAM_INVALID');
-    return this.op((s) => {
-      this.m.C_EncryptInit(s, this.gcm(iv, aad), P.handleOf(key));
-      const out = plaintext.length === 0 ? this.m.C_EncryptFinal(s, Buffer.alloc(16)) : this.m.C_Encrypt(s, Buffer.from(plaintext), Buffer.alloc(plaintext.length + 16));
-      return new Uint8Array(out);
-    });
+    const m = this.m;
+    const s = this.session;
+    try {
+      m.C_EncryptInit(s, this.gcm(iv, aad), this.handleBuf(key));
+      // The module writes ciphertext || tag straight into the result's memory.
+      const res = new Uint8Array(plaintext.length + 16);
+      const out = plaintext.length === 0 ? m.C_EncryptFinal(s, asBuffer(res)) : m.C_Encrypt(s, asBuffer(plaintext), asBuffer(res));
+      return ownedResult(out, res);
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   decryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Uint8Array {
     if (iv.length !== 12) throw new TokenError('CKR_MECHANISM_PARAM_INVALID');
     if (ciphertext.length < 16) throw new TokenError('CKR_ENCRYPTED_DATA_LEN_RANGE');
-    return this.op((s) => {
-      this.m.C_DecryptInit(s, this.gcm(iv, aad), P.handleOf(key));
-      const out = this.m.C_Decrypt(s, Buffer.from(ciphertext), Buffer.alloc(ciphertext.length));
+    const m = this.m;
+    const s = this.session;
+    // The plaintext lands in the result's memory: no copy of it is left behind to wipe.
+    const res = new Uint8Array(ciphertext.length);
+    try {
+      m.C_DecryptInit(s, this.gcm(iv, aad), this.handleBuf(key));
+      const out = m.C_Decrypt(s, asBuffer(ciphertext), asBuffer(res));
+      if (out.buffer === res.buffer && out.byteOffset === res.byteOffset) return res.subarray(0, out.length);
       const r = new Uint8Array(out);
       out.fill(0);
+      res.fill(0);
       return r;
-    });
+    } catch (e) {
+      res.fill(0);
+      throw this.failed(e);
+    }
   }
 
   hmac(key: KeyHandle, hash: 'SHA-256' | 'SHA-512', data: Uint8Array): Uint8Array {
     const [mechanism, size] = hash === 'SHA-256' ? [P.CKM_SHA256_HMAC, 32] : hash === 'SHA-512' ? [P.CKM_SHA512_HMAC, 64] : [0, 0];
     if (!mechanism) throw new TokenError('CKR_MECHANISM_INVALID');
     return this.op((s) => {
-      this.m.C_SignInit(s, { mechanism }, P.handleOf(key));
-      const out = data.length === 0 ? this.m.C_SignFinal(s, Buffer.alloc(size)) : this.m.C_Sign(s, Buffer.from(data), Buffer.alloc(size));
-      return new Uint8Array(out);
+      this.m.C_SignInit(s, { mechanism }, this.handleBuf(key));
+      const res = new Uint8Array(size);
+      const out = data.length === 0 ? this.m.C_SignFinal(s, asBuffer(res)) : this.m.C_Sign(s, asBuffer(data), asBuffer(res));
+      return ownedResult(out, res);
     });
   }
 
   random(n: number): Uint8Array {
     if (!Number.isSafeInteger(n) || n < 0) throw new TokenError('CKR_ARGUMENTS_BAD');
     if (n === 0) return new Uint8Array(0);
-    return new Uint8Array(this.op((s) => this.m.C_GenerateRandom(s, Buffer.alloc(n))));
+    const res = new Uint8Array(n);
+    return ownedResult(this.op((s) => this.m.C_GenerateRandom(s, asBuffer(res))), res);
   }
 
   destroyAllKeys(): void {

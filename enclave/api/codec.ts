@@ -47,8 +47,12 @@ export type Decoded<S extends Schema> = { -readonly [E in S[number] as E[0]]: Va
 const fault = (code: number, msg: string, field?: string) => new EnclaveFault(code, msg, field);
 
 class Writer {
-  private buf = new Uint8Array(256);
+  private buf: Uint8Array;
   len = 0;
+  /** `size`: the expected length (sizeOfFields), so that one allocation holds the whole output. */
+  constructor(size = 256) {
+    this.buf = new Uint8Array(Math.max(size, 1));
+  }
   private grow(n: number) {
     if (this.len + n <= this.buf.length) return;
     let size = this.buf.length * 2;
@@ -75,12 +79,14 @@ class Writer {
     this.len += b.length;
   }
   done(): Uint8Array {
-    return this.buf.slice(0, this.len);
+    return this.len === this.buf.length ? this.buf : this.buf.slice(0, this.len);
   }
 }
 
 class Reader {
   off = 0;
+  /** Field paths read as views into `b` instead of copies (see decodeMessage). */
+  views: ReadonlySet<string> | null = null;
   constructor(readonly b: Uint8Array) {}
   need(n: number, field: string) {
     if (this.off + n > this.b.length) throw fault(Codec.Truncated, `truncated at ${field}`, field);
@@ -94,7 +100,7 @@ class Reader {
   }
   raw(n: number, field: string): Uint8Array {
     this.need(n, field);
-    const out = this.b.slice(this.off, this.off + n);
+    const out = this.views !== null && this.views.has(field) ? this.b.subarray(this.off, this.off + n) : this.b.slice(this.off, this.off + n);
     this.off += n;
     return out;
   }
@@ -157,6 +163,41 @@ function pathsOf(schema: Schema, prefix: string): string[] {
   return paths;
 }
 
+/**
+ * The encoded length of a value, for sizing the output once. Lenient: a value the writer will
+ * refuse counts as little as possible (the writer throws the typed fault, and grows if need be).
+ */
+function sizeOfKind(kind: Kind, v: unknown): number {
+  switch (kind.k) {
+    case 'u8':
+      return 1;
+    case 'u16':
+      return 2;
+    case 'u32':
+      return 4;
+    case 'u53':
+      return 8;
+    case 'fixed':
+      return kind.len;
+    case 'bytes':
+      return (kind.max > 0xffff ? 4 : 2) + (v instanceof Uint8Array && v.length <= kind.max ? v.length : 0);
+    case 'list': {
+      let n = 2;
+      if (Array.isArray(v) && v.length <= kind.max) for (const item of v) n += sizeOfFields(kind.of, item as Record<string, unknown>);
+      return n;
+    }
+    case 'opt':
+      return v === undefined ? 1 : 1 + sizeOfKind(kind.of, v);
+  }
+}
+
+function sizeOfFields(schema: Schema, obj: Record<string, unknown>): number {
+  if (obj === null || typeof obj !== 'object') return 0;
+  let n = 0;
+  for (let i = 0; i < schema.length; i++) n += sizeOfKind(schema[i]![1], obj[schema[i]![0]]);
+  return n;
+}
+
 function writeFields(w: Writer, schema: Schema, obj: Record<string, unknown>, prefix: string): void {
   if (obj === null || typeof obj !== 'object') throw fault(Codec.InvalidValue, `${prefix}: expected an object`, prefix);
   const paths = pathsOf(schema, prefix);
@@ -208,7 +249,7 @@ function readFields(r: Reader, schema: Schema, prefix: string, out: Record<strin
 
 /** Encodes the fields of `schema` alone (no version or tag): for nested payloads and sealed bodies. */
 export function encodeFields<S extends Schema>(schema: S, value: Decoded<S>): Uint8Array {
-  const w = new Writer();
+  const w = new Writer(sizeOfFields(schema, value as Record<string, unknown>));
   writeFields(w, schema, value as Record<string, unknown>, '');
   return w.done();
 }
@@ -252,7 +293,7 @@ export function encodeMessage<M extends Record<string, Schema>>(fam: Family<M>, 
   const type = msg.type as keyof M;
   const schema = fam.schemas[type];
   if (!schema) throw fault(Codec.UnknownTag, `unknown message type ${String(msg.type)}`);
-  const w = new Writer();
+  const w = new Writer(2 + sizeOfFields(schema, msg as Record<string, unknown>));
   w.byte(fam.version);
   w.byte(fam.tags[type]);
   writeFields(w, schema, msg as Record<string, unknown>, '');
@@ -261,7 +302,12 @@ export function encodeMessage<M extends Record<string, Schema>>(fam: Family<M>, 
   return out;
 }
 
-export function decodeMessage<M extends Record<string, Schema>>(fam: Family<M>, b: Uint8Array): Message<M> {
+/**
+ * Decodes one message of the family. Byte fields are copies of `b`, except those whose path is in
+ * `opts.views` (e.g. 'ops.request'): those are subarrays of `b`, for a caller that reads them while
+ * `b` can not change (not a SharedArrayBuffer) and keeps none of them.
+ */
+export function decodeMessage<M extends Record<string, Schema>>(fam: Family<M>, b: Uint8Array, opts?: { views?: ReadonlySet<string> }): Message<M> {
   if (!(b instanceof Uint8Array)) throw fault(Codec.InvalidValue, 'message: expected bytes');
   if (b.length > fam.maxSize) throw fault(Codec.MessageTooLarge, `message of ${b.length} bytes exceeds ${fam.maxSize}`);
   if (b.length < 2) throw fault(Codec.Truncated, 'message shorter than its header', 'header');
@@ -271,6 +317,7 @@ export function decodeMessage<M extends Record<string, Schema>>(fam: Family<M>, 
   if (type === undefined) throw fault(Codec.UnknownTag, `unknown tag ${tag}`, 'tag');
   const r = new Reader(b);
   r.off = 2;
+  if (opts?.views) r.views = opts.views;
   const out = readFields(r, fam.schemas[type]!, '', { type });
   if (r.off !== b.length) throw fault(Codec.TrailingBytes, `${type}: ${b.length - r.off} trailing bytes`);
   return out as Message<M>;

@@ -421,32 +421,51 @@ export function normalizePkcs11Error(e: unknown, method = ''): unknown {
 
 /** Wraps a module so that every C_ call throws only Pkcs11Error (or the caller's own TypeErrors). */
 export function normalizedModule<T extends object>(mod: T): T {
+  // One wrapper per C_ function, made at first use and reused while the property still holds
+  // the same function (a test may replace a method): no closure per call.
+  const wrappers = new Map<string, { fn: unknown; wrapper: (this: unknown) => unknown }>();
   return new Proxy(mod, {
     get(target, prop, receiver) {
       const v = Reflect.get(target, prop, receiver) as unknown;
       if (typeof v !== 'function' || typeof prop !== 'string' || !prop.startsWith('C_')) return v;
-      return (...args: unknown[]) => {
+      const cached = wrappers.get(prop);
+      if (cached !== undefined && cached.fn === v) return cached.wrapper;
+      const f = v as (...a: unknown[]) => unknown;
+      // `arguments` passed straight to apply: no array per call, and the callee sees the same argument count.
+      const wrapper = function (this: unknown): unknown {
         try {
-          return (v as (...a: unknown[]) => unknown).apply(target, args);
+          // eslint-disable-next-line prefer-rest-params
+          return f.apply(target, arguments as unknown as unknown[]);
         } catch (e) {
           throw normalizePkcs11Error(e, prop);
         }
       };
+      wrappers.set(prop, { fn: v, wrapper });
+      return wrapper;
     },
   });
 }
 
 // ---- handle and attribute value helpers ----
+const TWO32 = 2 ** 32;
+/** The highest word of a handle that keeps it within Number.MAX_SAFE_INTEGER (2^53 - 1). */
+const MAX_SAFE_HIGH = 2 ** 21 - 1;
+
 export function handleOf(n: number | bigint): Handle {
   const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n));
+  if (typeof n === 'number' && Number.isSafeInteger(n) && n >= 0) {
+    b.writeUInt32LE(n % TWO32, 0);
+    b.writeUInt32LE(Math.floor(n / TWO32), 4);
+  } else {
+    b.writeBigUInt64LE(BigInt(n));
+  }
   return b;
 }
 
 export function handleNumber(h: Handle): number {
   if (!Buffer.isBuffer(h) || h.length !== 8) return -1;
-  const v = h.readBigUInt64LE(0);
-  return v > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(v);
+  const high = h.readUInt32LE(4);
+  return high > MAX_SAFE_HIGH ? -1 : high * TWO32 + h.readUInt32LE(0);
 }
 
 /** A CK_ULONG attribute value (8 bytes little-endian) as a number (or bigint when larger than 2^53). */

@@ -25,24 +25,35 @@ const te = new TextEncoder();
 const RECORD_LABEL = te.encode('bkv/audit/record');
 const BODY_LEN = 8 + 8 + 1 + 32 + 1;
 
-function u53At(dv: DataView, off: number, v: number): void {
-  dv.setUint32(off, Math.floor(v / 2 ** 32));
-  dv.setUint32(off + 4, v >>> 0);
+/** v (an integer in 0..2^53-1) as 8 bytes big-endian at `off`, without a DataView (which would give the array an ArrayBuffer of its own). */
+function u53At(out: Uint8Array, off: number, v: number): void {
+  const hi = Math.floor(v / 2 ** 32);
+  const lo = v >>> 0;
+  out[off] = hi >>> 24;
+  out[off + 1] = (hi >>> 16) & 0xff;
+  out[off + 2] = (hi >>> 8) & 0xff;
+  out[off + 3] = hi & 0xff;
+  out[off + 4] = lo >>> 24;
+  out[off + 5] = (lo >>> 16) & 0xff;
+  out[off + 6] = (lo >>> 8) & 0xff;
+  out[off + 7] = lo & 0xff;
 }
 
 /**
  * encodeFields(AUDIT_BODY_SCHEMA, body) written directly (the hot path: one event per charged guess);
  * the schema's checks are kept: integers in range, a 32-byte record hash.
  */
+function ok(v: number, max: number): boolean {
+  return Number.isInteger(v) && v >= 0 && v <= max;
+}
+
 export function encodeAuditBody(seq: number, time: number, kind: number, recordHash: Uint8Array, attemptsRemaining: number): Uint8Array {
-  const ok = (v: number, max: number) => Number.isInteger(v) && v >= 0 && v <= max;
   if (!ok(seq, Number.MAX_SAFE_INTEGER) || !ok(time, Number.MAX_SAFE_INTEGER) || !ok(kind, 0xff) || !ok(attemptsRemaining, 0xff) || !(recordHash instanceof Uint8Array) || recordHash.length !== 32) {
     return encodeFields(AUDIT_BODY_SCHEMA, { seq, time, kind, recordHash, attemptsRemaining }); // throws the codec's typed fault
   }
   const out = new Uint8Array(BODY_LEN);
-  const dv = new DataView(out.buffer);
-  u53At(dv, 0, seq);
-  u53At(dv, 8, time);
+  u53At(out, 0, seq);
+  u53At(out, 8, time);
   out[16] = kind;
   out.set(recordHash, 17);
   out[49] = attemptsRemaining;

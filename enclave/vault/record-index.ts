@@ -23,7 +23,8 @@
 import { EnclaveFault, Handling, Integrity } from '../api/codes.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 import { addInto, subInto } from './adhash.ts';
-import { LeafTable } from './leaf-table.ts';
+import { digestOf } from './digest.ts';
+import { LeafTable, SegmentedLeafTable } from './leaf-table.ts';
 import { KIND_RECORD, parseHeader } from './record.ts';
 
 /** The value the loader's table of non-live rows stores (it is a set). */
@@ -32,7 +33,7 @@ const NO_LEAF = new Uint8Array(16);
 const ID_LENGTH = Array.from({ length: 256 }, (_, n) => Uint8Array.of(n));
 
 export class RecordIndex {
-  private readonly table = new LeafTable();
+  private readonly table = new SegmentedLeafTable();
   readonly sum = new Uint8Array(32);
   count = 0;
 
@@ -43,12 +44,12 @@ export class RecordIndex {
 
   /** The table key of a record id: the first 16 bytes of SHA-256(id). */
   keyOf(recordId: Uint8Array): Uint8Array {
-    return this.h.hash(recordId).subarray(0, 16);
+    return digestOf(this.h, recordId).subarray(0, 16);
   }
 
   /** The 16-byte leaf of a sealed blob: HMAC-SHA256(index key, len(id) || id || SHA-256(blob)), truncated. */
   leafOf(recordId: Uint8Array, blob: Uint8Array): Uint8Array {
-    return this.h.hmac(this.key, ID_LENGTH[recordId.length] ?? Uint8Array.of(recordId.length), recordId, this.h.hash(blob)).slice(0, 16);
+    return this.h.hmac(this.key, ID_LENGTH[recordId.length] ?? Uint8Array.of(recordId.length), recordId, digestOf(this.h, blob)).subarray(0, 16);
   }
 
   get(recordId: Uint8Array): Uint8Array | undefined {

@@ -9,7 +9,7 @@
  * or with any header byte changed, fails to open. A tombstone has an empty plaintext: it proves
  * a deletion at an epoch without holding anything.
  */
-import { bytes, decodeFields, encodeFields, fixed, u53, u8 } from '../api/codec.ts';
+import { bytes, encodeFields, fixed, u53, u8 } from '../api/codec.ts';
 import { EnclaveFault, Integrity, Platform as PlatformCodes } from '../api/codes.ts';
 import type { KeyHandle, Token } from '../token.ts';
 import { TokenError } from '../token.ts';
@@ -64,40 +64,144 @@ const invalid = () => new EnclaveFault(Integrity.SealedRecordInvalid, 'stored re
  */
 const BLOB_DOES_NOT_OPEN = new Set(['CKR_GENERAL_ERROR', 'CKR_ENCRYPTED_DATA_INVALID', 'CKR_ENCRYPTED_DATA_LEN_RANGE']);
 
-/** Reads the header without decrypting (the header is authenticated when the blob is opened). */
-export function parseHeader(blob: Uint8Array): SealedHeader {
+const TWO32 = 2 ** 32;
+
+/** A u53 stored as 8 bytes big-endian at `off` (the header's epoch and version). */
+function readU64(b: Uint8Array, off: number): number {
+  const hi = ((b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!) >>> 0;
+  const lo = ((b[off + 4]! << 24) | (b[off + 5]! << 16) | (b[off + 6]! << 8) | b[off + 7]!) >>> 0;
+  return hi * TWO32 + lo;
+}
+
+function writeU32(b: Uint8Array, off: number, v: number): void {
+  b[off] = v >>> 24;
+  b[off + 1] = (v >>> 16) & 0xff;
+  b[off + 2] = (v >>> 8) & 0xff;
+  b[off + 3] = v & 0xff;
+}
+
+/** The header's checks, without building it: kind, or throws the invalid-record fault. */
+function checkHeader(blob: Uint8Array): number {
   if (blob.length < HEADER_LEN + 16) throw invalid();
   for (let i = 0; i < 4; i++) if (blob[i] !== SEALED_MAGIC[i]) throw invalid();
   if (blob[4] !== SEALED_FORMAT) throw invalid();
   const kind = blob[5]!;
   if (kind !== KIND_RECORD && kind !== KIND_TOMBSTONE) throw invalid();
-  const dv = new DataView(blob.buffer, blob.byteOffset, blob.length);
-  const epoch = dv.getUint32(7) * 2 ** 32 + dv.getUint32(11);
-  const version = dv.getUint32(15) * 2 ** 32 + dv.getUint32(19);
-  return { kind, suite: blob[6]!, epoch, version, iv: blob.slice(23, 35) };
+  return kind;
 }
 
-function header(h: SealedHeader): Uint8Array {
-  const out = new Uint8Array(HEADER_LEN);
+/** Reads the header without decrypting (the header is authenticated when the blob is opened). */
+export function parseHeader(blob: Uint8Array): SealedHeader {
+  return headerWithIv(blob, blob.slice(23, 35));
+}
+
+function headerWithIv(blob: Uint8Array, iv: Uint8Array): SealedHeader {
+  const kind = checkHeader(blob);
+  return { kind, suite: blob[6]!, epoch: readU64(blob, 7), version: readU64(blob, 15), iv };
+}
+
+/**
+ * header || len(record id) || record id in one buffer: the AAD is all of it, the header its first
+ * HEADER_LEN bytes (see the file's header for the layout).
+ */
+function headerAndAad(h: Omit<SealedHeader, 'iv'>, iv: Uint8Array, recordId: Uint8Array): Buffer {
+  // A Buffer: the token hands it (and the IV in it) to the PKCS#11 module without another view.
+  const out = Buffer.alloc(HEADER_LEN + 1 + recordId.length);
   out.set(SEALED_MAGIC, 0);
   out[4] = SEALED_FORMAT;
   out[5] = h.kind;
   out[6] = h.suite;
-  const dv = new DataView(out.buffer);
-  dv.setUint32(7, Math.floor(h.epoch / 2 ** 32));
-  dv.setUint32(11, h.epoch >>> 0);
-  dv.setUint32(15, Math.floor(h.version / 2 ** 32));
-  dv.setUint32(19, h.version >>> 0);
-  out.set(h.iv, 23);
+  writeU32(out, 7, Math.floor(h.epoch / TWO32));
+  writeU32(out, 11, h.epoch >>> 0);
+  writeU32(out, 15, Math.floor(h.version / TWO32));
+  writeU32(out, 19, h.version >>> 0);
+  out.set(iv, 23);
+  out[HEADER_LEN] = recordId.length;
+  out.set(recordId, HEADER_LEN + 1);
   return out;
 }
 
-function aad(hdr: Uint8Array, recordId: Uint8Array): Uint8Array {
-  const out = new Uint8Array(hdr.length + 1 + recordId.length);
-  out.set(hdr, 0);
-  out[hdr.length] = recordId.length;
-  out.set(recordId, hdr.length + 1);
+/** The AAD of a stored blob: its header || len(record id) || record id (a Buffer, as headerAndAad). */
+function aadOf(blob: Uint8Array, recordId: Uint8Array): Buffer {
+  const out = Buffer.alloc(HEADER_LEN + 1 + recordId.length);
+  out.set(blob.subarray(0, HEADER_LEN), 0);
+  out[HEADER_LEN] = recordId.length;
+  out.set(recordId, HEADER_LEN + 1);
   return out;
+}
+
+const RECORD_FIXED_LEN = 4 + 16 + 2 + 2 + 2 + 8;
+const okUint = (v: unknown, max: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
+const okBytes = (v: unknown, min: number, max: number): v is Uint8Array => v instanceof Uint8Array && v.length >= min && v.length <= max;
+
+/**
+ * encodeFields(RecordSchema, rec) written directly into one buffer of the exact size (one record
+ * per charged guess); any value the schema would refuse goes through encodeFields, which throws
+ * the codec's typed fault.
+ */
+export function encodeRecord(rec: VaultRecord): Uint8Array {
+  const { registrationId: rid, ksf, opaqueRecord: or, backupKey: bk } = rec;
+  if (
+    !okUint(rec.status, 0xff) ||
+    !okUint(rec.suite, 0xff) ||
+    !okUint(rec.attemptLimit, 0xff) ||
+    !okUint(rec.attemptsUsed, 0xff) ||
+    !okBytes(rid, 16, 16) ||
+    !okBytes(ksf, 0, 32) ||
+    !okBytes(or, 0, 192) ||
+    !okBytes(bk, 0, 32) ||
+    !okUint(rec.registeredAt, Number.MAX_SAFE_INTEGER)
+  ) {
+    return encodeFields(RecordSchema, rec);
+  }
+  const out = new Uint8Array(RECORD_FIXED_LEN + ksf.length + or.length + bk.length);
+  out[0] = rec.status;
+  out[1] = rec.suite;
+  out[2] = rec.attemptLimit;
+  out[3] = rec.attemptsUsed;
+  out.set(rid, 4);
+  let o = 20;
+  for (const b of [ksf, or, bk]) {
+    out[o] = b.length >>> 8;
+    out[o + 1] = b.length & 0xff;
+    out.set(b, o + 2);
+    o += 2 + b.length;
+  }
+  writeU32(out, o, Math.floor(rec.registeredAt / TWO32));
+  writeU32(out, o + 4, rec.registeredAt >>> 0);
+  return out;
+}
+
+/**
+ * decodeFields(RecordSchema, pt) for the record plaintext, or null where decodeFields would throw.
+ * The fields are copies (the caller wipes `pt`): the registration id on its own (login sessions
+ * keep it), the other three sharing one buffer.
+ */
+export function decodeRecord(pt: Uint8Array): VaultRecord | null {
+  if (pt.length < RECORD_FIXED_LEN) return null;
+  const kl = (pt[20]! << 8) | pt[21]!;
+  if (kl > 32 || 24 + kl > pt.length) return null;
+  const ol = (pt[22 + kl]! << 8) | pt[23 + kl]!;
+  if (ol > 192 || 26 + kl + ol > pt.length) return null;
+  const bl = (pt[24 + kl + ol]! << 8) | pt[25 + kl + ol]!;
+  const o = 26 + kl + ol + bl;
+  if (bl > 32 || o + 8 !== pt.length) return null; // truncated or trailing bytes
+  if (pt[o]! !== 0 || pt[o + 1]! > 0x1f) return null; // above 2^53-1
+  const body = new Uint8Array(kl + ol + bl);
+  for (let i = 0; i < kl; i++) body[i] = pt[22 + i]!;
+  for (let i = 0; i < ol; i++) body[kl + i] = pt[24 + kl + i]!;
+  for (let i = 0; i < bl; i++) body[kl + ol + i] = pt[26 + kl + ol + i]!;
+  return {
+    status: pt[0]!,
+    suite: pt[1]!,
+    attemptLimit: pt[2]!,
+    attemptsUsed: pt[3]!,
+    registrationId: pt.slice(4, 20),
+    ksf: body.subarray(0, kl),
+    opaqueRecord: body.subarray(kl, kl + ol),
+    backupKey: body.subarray(kl + ol),
+    registeredAt: readU64(pt, o),
+  };
 }
 
 export function seal(
@@ -109,22 +213,24 @@ export function seal(
 ): Uint8Array {
   const iv = token.random(12);
   if (!(iv instanceof Uint8Array) || iv.length !== 12) throw new EnclaveFault(PlatformCodes.RandomError, 'token random returned the wrong length');
-  const hdr = header({ ...h, iv });
-  const pt = rec ? encodeFields(RecordSchema, rec) : new Uint8Array(0);
-  const ct = token.encryptGcm(key, iv, aad(hdr, recordId), pt);
+  const aad = headerAndAad(h, iv, recordId);
+  const pt = rec ? encodeRecord(rec) : new Uint8Array(0);
+  const ct = token.encryptGcm(key, aad.subarray(23, HEADER_LEN), aad, pt);
   pt.fill(0);
-  const out = new Uint8Array(hdr.length + ct.length);
-  out.set(hdr, 0);
-  out.set(ct, hdr.length);
+  const out = new Uint8Array(HEADER_LEN + ct.length);
+  out.set(aad.subarray(0, HEADER_LEN), 0);
+  out.set(ct, HEADER_LEN);
   return out;
 }
 
 /** Opens a sealed blob for `recordId`: the record, or null for a tombstone. */
 export function unseal(token: Token, key: KeyHandle, recordId: Uint8Array, blob: Uint8Array): { header: SealedHeader; record: VaultRecord | null } {
-  const h = parseHeader(blob);
+  checkHeader(blob);
+  const aad = aadOf(blob, recordId);
+  const h = headerWithIv(blob, aad.subarray(23, HEADER_LEN)); // the IV as the AAD holds it
   let pt: Uint8Array;
   try {
-    pt = token.decryptGcm(key, h.iv, aad(blob.subarray(0, HEADER_LEN), recordId), blob.subarray(HEADER_LEN));
+    pt = token.decryptGcm(key, h.iv, aad, blob.subarray(HEADER_LEN));
   } catch (e) {
     // A token that fails (CKR_DEVICE_ERROR, a lost session, ...) says nothing about the blob: that
     // is a token fault, not a record that does not open (which must not be claimed on no evidence).
@@ -136,10 +242,9 @@ export function unseal(token: Token, key: KeyHandle, recordId: Uint8Array, blob:
     return { header: h, record: null };
   }
   try {
-    const rec = decodeFields(RecordSchema, pt, 'record');
+    const rec = decodeRecord(pt);
+    if (!rec) throw invalid();
     return { header: h, record: rec };
-  } catch {
-    throw invalid();
   } finally {
     pt.fill(0);
   }

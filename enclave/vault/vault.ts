@@ -17,7 +17,9 @@ import { encodeMessage, decodeMessage } from '../api/codec.ts';
 import type { AuditEvent, HostRequest, HostResponse } from '../api/messages.ts';
 import { ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT, ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
 import { openRequestSync } from './e2e-open.ts';
-import { ctEqual, toHex } from '../opaque/bytes.ts';
+import { ctEqual } from '../opaque/bytes.ts';
+import { digestOf } from './digest.ts';
+import { hexOf as toHex } from './hex.ts';
 import { OpaqueError } from '../opaque/errors.ts';
 import { nodeHash } from '../opaque/hash-node.ts';
 import type { Suite, SuiteId } from '../opaque/suite.ts';
@@ -32,7 +34,7 @@ import type { EnclaveKeys } from './keys.ts';
 import { FLAG_ZEROIZED, decodeNvramState, encodeNvramState, freshNvramState, NVRAM_STATE_SIZE } from './nvram-state.ts';
 import type { NvramSlot, NvramState } from './nvram-state.ts';
 import { addInto, subInto } from './adhash.ts';
-import { handle } from './ops.ts';
+import { handleSync } from './ops.ts';
 import type { AuthSession, OpContext, Stage } from './ops.ts';
 import { IndexLoader, RecordIndex } from './record-index.ts';
 import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal } from './record.ts';
@@ -70,6 +72,9 @@ export class Vault {
   private readonly stages = new ExpiringTable<Stage>(STAGE_TTL_MS, MAX_SESSIONS);
   private readonly sessions = new LoginSessionTable(SESSION_TTL_MS, MAX_SESSIONS, this.suites);
   private readonly authSessions = new ExpiringTable<AuthSession>(AUTH_TTL_MS, MAX_SESSIONS, (a) => a.authKey.fill(0));
+
+  /** `random` as a RandomSource, made once (the batch hands it to every operation). */
+  private readonly rng = (n: number): Uint8Array => this.random(n);
 
   private constructor(private readonly p: Platform) {}
 
@@ -117,7 +122,7 @@ export class Vault {
 
   /** Partition of a record id: the first 4 bytes of SHA-256(id), big-endian, mod partitions. */
   partitionOf(recordId: Uint8Array): number {
-    return this.partitionOfHash(sha256.hash(recordId));
+    return this.partitionOfHash(digestOf(sha256, recordId));
   }
 
   /** partitionOf from SHA-256(id), which also gives the index key (its first 16 bytes). */
@@ -239,18 +244,18 @@ export class Vault {
       let sealResponse: ((b: Uint8Array) => Uint8Array) | null = null;
       try {
         // SHA-256(id) once: the partition, and the index key (RecordIndex.keyOf).
-        const idHash = sha256.hash(op.recordId);
+        const idHash = digestOf(sha256, op.recordId);
         if (this.partitionOfHash(idHash) !== this.p.partition) {
           throw new EnclaveFault(Integrity.IndexMismatch, 'record belongs to another partition', 'recordId');
         }
         const key = idHash.subarray(0, 16);
         const { record: current, version } = this.currentRecord(pending, op.recordId, key, idHex, op.stored, index);
-        const opened = openRequestSync(keys.e2e, op.recordId, op.request, (n) => this.random(n));
+        const opened = openRequestSync(keys.e2e, op.recordId, op.request, this.rng);
         sealResponse = opened.sealResponse;
         const creq = decodeMessage(ClientRequests, opened.request);
         const ctx: OpContext = {
           now,
-          rng: (n) => this.random(n),
+          rng: this.rng,
           recordId: op.recordId,
           idHex,
           current,
@@ -261,7 +266,7 @@ export class Vault {
           sessions: this.sessions,
           authSessions: this.authSessions,
         };
-        const result = await handle(ctx, creq);
+        const result = handleSync(ctx, creq);
         if (result.write !== undefined) {
           const rec = result.write === 'delete' ? null : result.write;
           const suite = rec ? rec.suite : (current?.suite ?? 0);

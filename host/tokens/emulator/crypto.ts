@@ -30,7 +30,8 @@ import {
   ecPeerPoint,
   ecdh,
   gcmDecrypt,
-  gcmEncrypt,
+  gcmDecryptInto,
+  gcmEncryptInto,
   hmac,
   isAesKeyLength,
   randomBytes,
@@ -48,12 +49,17 @@ const b = (v: boolean) => ({ t: 'b' as const, v });
 const u = (v: number) => ({ t: 'u' as const, v: BigInt(v) });
 const x = (v: Buffer) => ({ t: 'x' as const, v });
 
-function gcmParams(m: P.Mechanism): { iv: Buffer; aad: Buffer; tagBits: number } | null {
+const NO_BYTES = Buffer.alloc(0);
+
+/** The CK_GCM_PARAMS of a mechanism (absent IV or AAD: empty), or null when it has none. */
+function gcmParams(m: P.Mechanism): P.GcmParams | null {
   const p = m.parameter as P.GcmParams | undefined;
   if (!p || typeof p !== 'object' || Buffer.isBuffer(p)) return null;
   if (p.type !== P.CK_PARAMS_AES_GCM && p.type !== P.CK_PARAMS_GCM && p.type !== P.CK_PARAMS_AES_GCM_v240) return null;
-  return { iv: p.iv ?? Buffer.alloc(0), aad: p.aad ?? Buffer.alloc(0), tagBits: p.tagBits ?? 0 };
+  return p;
 }
+
+
 
 function noParameter(m: P.Mechanism): boolean {
   return m.parameter === undefined || m.parameter === null || (Buffer.isBuffer(m.parameter) && m.parameter.length === 0);
@@ -94,12 +100,22 @@ export class CryptoOps {
     if (mech?.mechanism !== P.CKM_AES_GCM) P.fail(CKR.CKR_MECHANISM_INVALID, method);
     if (getUlong(o.attrs, P.CKA_KEY_TYPE, -1) !== P.CKK_AES) P.fail(CKR.CKR_KEY_TYPE_INCONSISTENT, method);
     const g = gcmParams(mech);
-    if (!g || g.tagBits > 128 || g.tagBits % 8 !== 0) P.fail(CKR.CKR_ARGUMENTS_BAD, method);
-    const key = Buffer.from(getBytes(o.attrs, P.CKA_VALUE));
-    if (!isAesKeyLength(key.length)) P.fail(CKR.CKR_MECHANISM_INVALID, method);
-    if (g.iv.length === 0 || g.iv.length > 256) P.fail(CKR.CKR_MECHANISM_PARAM_INVALID, method);
-    const common = { key, iv: Buffer.from(g.iv), aad: Buffer.from(g.aad), tagBytes: g.tagBits / 8, single: true, multi: true };
-    s.op = kind === 'encrypt' ? { kind, ...common, stream: null } : { kind, ...common, chunks: [] };
+    const tagBits = g?.tagBits ?? 0;
+    if (!g || tagBits > 128 || tagBits % 8 !== 0) P.fail(CKR.CKR_ARGUMENTS_BAD, method);
+    const value = getBytes(o.attrs, P.CKA_VALUE);
+    if (!isAesKeyLength(value.length)) P.fail(CKR.CKR_MECHANISM_INVALID, method);
+    const gIv = g.iv ?? NO_BYTES;
+    if (gIv.length === 0 || gIv.length > 256) P.fail(CKR.CKR_MECHANISM_PARAM_INVALID, method);
+    // The key as a cached KeyObject: the operation keeps it even if the object is destroyed before it ends.
+    const key = this.m.secretKeyObject(o, value);
+    // Private copies of IV and AAD: the caller may reuse its buffers once Init returns.
+    const iv = Buffer.from(gIv);
+    const aad = Buffer.from(g.aad ?? NO_BYTES);
+    const tagBytes = tagBits / 8;
+    s.op =
+      kind === 'encrypt'
+        ? { kind, key, iv, aad, tagBytes, single: true, multi: true, stream: null }
+        : { kind, key, iv, aad, tagBytes, single: true, multi: true, chunks: [] };
   }
 
   encryptInit(session: P.Handle, mech: P.Mechanism, key: P.Handle): void {
@@ -128,7 +144,7 @@ export class CryptoOps {
     if (out.length === 0) return out;
     if (out.length < inData.length + op.tagBytes) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_Encrypt');
     s.op = null;
-    return output(out, gcmEncrypt(op.key, op.iv, op.aad, inData, op.tagBytes));
+    return out.subarray(0, gcmEncryptInto(op.key, op.iv, op.aad, inData, op.tagBytes, out));
   }
 
   encryptUpdate(session: P.Handle, inData: Buffer, out: Buffer): Buffer {
@@ -159,11 +175,9 @@ export class CryptoOps {
     if (out.length === 0) return out;
     if (out.length < inData.length) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_Decrypt');
     s.op = null;
-    const pt = gcmDecrypt(op.key, op.iv, op.aad, inData, op.tagBytes);
-    if (!pt) P.fail(CKR.CKR_GENERAL_ERROR, 'C_Decrypt');
-    const r = output(out, pt);
-    pt.fill(0);
-    return r;
+    const n = gcmDecryptInto(op.key, op.iv, op.aad, inData, op.tagBytes, out);
+    if (n < 0) P.fail(CKR.CKR_GENERAL_ERROR, 'C_Decrypt');
+    return out.subarray(0, n);
   }
 
   decryptUpdate(session: P.Handle, inData: Buffer, out: Buffer): Buffer {
@@ -196,8 +210,9 @@ export class CryptoOps {
     const hash: HmacHash | null = mech?.mechanism === P.CKM_SHA256_HMAC ? 'sha256' : mech?.mechanism === P.CKM_SHA512_HMAC ? 'sha512' : null;
     if (!hash) P.fail(CKR.CKR_MECHANISM_INVALID, method);
     if (getUlong(o.attrs, P.CKA_KEY_TYPE, -1) !== P.CKK_GENERIC_SECRET) P.fail(CKR.CKR_KEY_TYPE_INCONSISTENT, method);
-    const key = Buffer.from(getBytes(o.attrs, P.CKA_VALUE));
-    if (key.length < HMAC_SIZE[hash]) P.fail(CKR.CKR_KEY_SIZE_RANGE, method);
+    const value = getBytes(o.attrs, P.CKA_VALUE);
+    if (value.length < HMAC_SIZE[hash]) P.fail(CKR.CKR_KEY_SIZE_RANGE, method);
+    const key = this.m.secretKeyObject(o, value);
     s.op = kind === 'sign' ? { kind, hash, key, single: true, multi: true, chunks: [] } : { kind, hash, key, single: true, multi: true, chunks: [] };
   }
 

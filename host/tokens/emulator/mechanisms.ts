@@ -9,6 +9,10 @@
  * Inputs are validated by the caller (the module); these functions only compute.
  */
 import { ECDH, createCipheriv, createDecipheriv, createECDH, createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+
+/** An AES or HMAC key: its bytes, or a node:crypto secret KeyObject made from them. */
+export type SecretKey = Buffer | KeyObject;
 
 const WRAP_IV = Buffer.from('a6a6a6a6a6a6a6a6', 'hex');
 const WRAP_PAD_IV = Buffer.from('a65959a6', 'hex');
@@ -18,28 +22,43 @@ function aesName(keyLen: number, mode: string): string {
   return `aes-${keyLen * 8}-${mode}`;
 }
 
+const GCM_NAMES: Record<number, string> = { 16: 'aes-128-gcm', 24: 'aes-192-gcm', 32: 'aes-256-gcm' };
+const TAG16 = Object.freeze({ authTagLength: 16 });
+const keyLength = (key: SecretKey): number => (Buffer.isBuffer(key) ? key.length : (key.symmetricKeySize ?? 0));
+const gcmName = (key: SecretKey): 'aes-256-gcm' => (GCM_NAMES[keyLength(key)] ?? aesName(keyLength(key), 'gcm')) as 'aes-256-gcm';
+
 export function isAesKeyLength(n: number): boolean {
   return n === 16 || n === 24 || n === 32;
 }
 
 /** AES-GCM: ciphertext || tag truncated to `tagBytes` (0..16). */
-export function gcmEncrypt(key: Buffer, iv: Buffer, aad: Buffer, pt: Buffer, tagBytes: number): Buffer {
-  const c = createCipheriv(aesName(key.length, 'gcm') as 'aes-256-gcm', key, iv, { authTagLength: 16 });
+export function gcmEncrypt(key: SecretKey, iv: Buffer, aad: Buffer, pt: Buffer, tagBytes: number): Buffer {
+  const c = createCipheriv(gcmName(key), key, iv, TAG16);
   if (aad.length) c.setAAD(aad);
   const out = Buffer.concat([c.update(pt), c.final(), c.getAuthTag().subarray(0, tagBytes)]);
   return out;
+}
+
+/** gcmEncrypt written into `out` (at least pt.length + tagBytes long); returns the length written. */
+export function gcmEncryptInto(key: SecretKey, iv: Buffer, aad: Buffer, pt: Buffer, tagBytes: number, out: Buffer): number {
+  const c = createCipheriv(gcmName(key), key, iv, TAG16);
+  if (aad.length) c.setAAD(aad);
+  let n = c.update(pt).copy(out, 0);
+  n += c.final().copy(out, n); // GCM: nothing more
+  n += c.getAuthTag().copy(out, n, 0, tagBytes);
+  return n;
 }
 
 /** A streaming AES-GCM encryption (C_EncryptUpdate / C_EncryptFinal). */
 export class GcmStream {
   private readonly c;
   constructor(
-    key: Buffer,
+    key: SecretKey,
     iv: Buffer,
     aad: Buffer,
     private readonly tagBytes: number,
   ) {
-    this.c = createCipheriv(aesName(key.length, 'gcm') as 'aes-256-gcm', key, iv, { authTagLength: 16 });
+    this.c = createCipheriv(gcmName(key), key, iv, TAG16);
     if (aad.length) this.c.setAAD(aad);
   }
   update(b: Buffer): Buffer {
@@ -51,12 +70,12 @@ export class GcmStream {
 }
 
 /** AES-GCM decryption of ciphertext || tag; null when the tag does not verify. */
-export function gcmDecrypt(key: Buffer, iv: Buffer, aad: Buffer, input: Buffer, tagBytes: number): Buffer | null {
+export function gcmDecrypt(key: SecretKey, iv: Buffer, aad: Buffer, input: Buffer, tagBytes: number): Buffer | null {
   if (input.length < tagBytes) return null;
   const ct = input.subarray(0, input.length - tagBytes);
   const tag = input.subarray(input.length - tagBytes);
   if (tagBytes === 16 || tagBytes === 12 || tagBytes === 8 || tagBytes === 4 || tagBytes === 13 || tagBytes === 14 || tagBytes === 15) {
-    const d = createDecipheriv(aesName(key.length, 'gcm') as 'aes-256-gcm', key, iv, { authTagLength: tagBytes });
+    const d = createDecipheriv(gcmName(key), key, iv, tagBytes === 16 ? TAG16 : { authTagLength: tagBytes });
     if (aad.length) d.setAAD(aad);
     d.setAuthTag(tag);
     const head = d.update(ct);
@@ -68,7 +87,7 @@ export function gcmDecrypt(key: Buffer, iv: Buffer, aad: Buffer, input: Buffer, 
     }
   }
   // Other tag lengths: recover the plaintext (counter mode), recompute the tag, compare.
-  const d = createDecipheriv(aesName(key.length, 'gcm') as 'aes-256-gcm', key, iv, { authTagLength: 16 });
+  const d = createDecipheriv(gcmName(key), key, iv, TAG16);
   if (aad.length) d.setAAD(aad);
   const pt = d.update(ct);
   const again = gcmEncrypt(key, iv, aad, pt, tagBytes);
@@ -78,6 +97,34 @@ export function gcmDecrypt(key: Buffer, iv: Buffer, aad: Buffer, input: Buffer, 
     return null;
   }
   return pt;
+}
+
+/**
+ * gcmDecrypt written into `out` (at least input.length - tagBytes long): the plaintext length, or
+ * -1 when the tag does not verify (then `out` is left untouched). Intermediate plaintext is wiped.
+ */
+export function gcmDecryptInto(key: SecretKey, iv: Buffer, aad: Buffer, input: Buffer, tagBytes: number, out: Buffer): number {
+  if (input.length < tagBytes) return -1;
+  if (tagBytes !== 16) {
+    const pt = gcmDecrypt(key, iv, aad, input, tagBytes);
+    if (!pt) return -1;
+    const n = pt.copy(out, 0);
+    pt.fill(0);
+    return n;
+  }
+  const d = createDecipheriv(gcmName(key), key, iv, TAG16);
+  if (aad.length) d.setAAD(aad);
+  d.setAuthTag(input.subarray(input.length - 16));
+  const head = d.update(input.subarray(0, input.length - 16));
+  try {
+    d.final(); // throws unless the tag verifies; GCM returns no more bytes
+  } catch {
+    head.fill(0);
+    return -1;
+  }
+  const n = head.copy(out, 0);
+  head.fill(0);
+  return n;
 }
 
 /** RFC 3394 (pad = false) or RFC 5649 (pad = true) key wrap. */
@@ -99,7 +146,7 @@ export function aesUnwrap(kek: Buffer, wrapped: Buffer, pad: boolean): Buffer | 
 export type HmacHash = 'sha256' | 'sha512';
 export const HMAC_SIZE: Record<HmacHash, number> = { sha256: 32, sha512: 64 };
 
-export function hmac(hash: HmacHash, key: Buffer, chunks: readonly Buffer[]): Buffer {
+export function hmac(hash: HmacHash, key: SecretKey, chunks: readonly Buffer[]): Buffer {
   const h = createHmac(hash, key);
   for (const c of chunks) h.update(c);
   return h.digest();

@@ -13,7 +13,8 @@
  * Slots: one per token in the store, in creation order (slot id = index), and one free slot
  * after them where C_InitToken creates a new token (which becomes visible at once).
  */
-import { randomBytes as nodeRandomBytes, randomFillSync } from 'node:crypto';
+import { createSecretKey, randomBytes as nodeRandomBytes, randomFillSync } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import * as P from '../../../enclave/api/pkcs11.ts';
 import { decodeAttrs, encodeAttrs, getBool, getBytes, getUlong, readTemplate, applyTemplate, matches } from './attributes.ts';
 import { checkValue } from './mechanisms.ts';
@@ -49,6 +50,14 @@ export interface EmulatorOptions {
   selfTestFault?: string;
 }
 
+/** A token object's decoded attributes, for the stored body they were decoded from. */
+interface Decoded {
+  body: Buffer;
+  attrs: Attrs;
+  /** The object as `object()` hands it out, made once per decoded state. */
+  live?: LiveObject;
+}
+
 /** An object as the module sees it: where it lives and its (decrypted) attributes. */
 export interface LiveObject {
   uid: string;
@@ -66,7 +75,19 @@ export class EmulatorModule implements P.Pkcs11 {
   /** Login state per token serial, with the token key it unlocked. */
   private readonly logins = new Map<string, { who: Exclude<Who, null>; tokenKey: Buffer }>();
   private readonly sessionObjects = new Map<string, LiveObject & { private: boolean }>();
-  private readonly decoded = new Map<string, { body: Buffer; attrs: Attrs }>();
+  private readonly decoded = new Map<string, Decoded>();
+  /**
+   * node:crypto KeyObjects of secret keys (CKA_VALUE), by object uid, so that a key operation
+   * neither copies the key into the JS heap nor imports it again. An entry serves only the very
+   * attribute map it was made from (a re-decoded, changed or re-created object has a new one), and
+   * is dropped with its object: C_DestroyObject, C_SetAttributeValue, logout, the close of the
+   * session of a session object, a store reload that no longer has the object, C_InitToken,
+   * C_Finalize and zeroization.
+   */
+  private readonly keyObjects = new Map<string, { serial: string; attrs: Attrs; key: KeyObject }>();
+  /** C_GenerateRandom's pool: filled by the CSPRNG 4 KiB at a time, every byte handed out once and wiped. */
+  private readonly randomPool = Buffer.alloc(4096);
+  private randomOff = 4096;
   private prunedState: StoreState | null = null;
   private readonly policy: PinPolicy;
   private readonly revalidateMs: number;
@@ -107,6 +128,7 @@ export class EmulatorModule implements P.Pkcs11 {
     for (const l of this.logins.values()) l.tokenKey.fill(0);
     this.logins.clear();
     this.decoded.clear();
+    this.keyObjects.clear();
     this.initialized = false;
   }
 
@@ -140,6 +162,7 @@ export class EmulatorModule implements P.Pkcs11 {
     for (const l of this.logins.values()) l.tokenKey.fill(0);
     this.logins.clear();
     this.decoded.clear();
+    this.keyObjects.clear();
   }
 
   // ---------------------------------------------------------------- slots and tokens (§5.5)
@@ -248,6 +271,7 @@ export class EmulatorModule implements P.Pkcs11 {
     if (existing) {
       this.handles.forgetObjects(existing.serial, false);
       this.logins.delete(existing.serial);
+      this.dropKeyObjects(existing.serial);
     }
     return P.padLabel(name);
   }
@@ -555,7 +579,7 @@ export class EmulatorModule implements P.Pkcs11 {
     this.requireInit();
     if (!Buffer.isBuffer(buf) || buf.length === 0) P.fail(CKR.CKR_ARGUMENTS_BAD, 'C_GenerateRandom');
     this.session(session, 'C_GenerateRandom');
-    randomFillSync(buf);
+    this.fillRandom(buf);
     return buf;
   }
 
@@ -597,13 +621,60 @@ export class EmulatorModule implements P.Pkcs11 {
       return o;
     }
     const t = this.tokenOrNull(e.serial, fresh);
-    const so = t?.objects.find((x) => x.uid === e.uid);
-    const attrs = so ? this.decode(e.serial, so) : null;
-    if (!so || !attrs) {
+    let so: StoredObject | undefined;
+    if (t) {
+      for (const x of t.objects) {
+        if (x.uid === e.uid) {
+          so = x;
+          break;
+        }
+      }
+    }
+    const d = so ? this.decodeEntry(e.serial, so) : null;
+    if (!so || !d) {
       this.handles.forgetObject(e.uid);
       P.fail(code, method);
     }
-    return { uid: so.uid, serial: e.serial, session: null, attrs };
+    // One LiveObject per decoded state of the object (read-only to callers).
+    return (d.live ??= { uid: so.uid, serial: e.serial, session: null, attrs: d.attrs });
+  }
+
+  /**
+   * The KeyObject of a secret key object's CKA_VALUE (`value`, which the caller has checked), from
+   * the cache when it was made from this same attribute map (see `keyObjects`).
+   */
+  secretKeyObject(o: LiveObject, value: Buffer): KeyObject {
+    const c = this.keyObjects.get(o.uid);
+    if (c !== undefined && c.attrs === o.attrs) return c.key;
+    const key = createSecretKey(value);
+    this.keyObjects.set(o.uid, { serial: o.serial, attrs: o.attrs, key });
+    return key;
+  }
+
+  /** Entries in the KeyObject cache (tests check it is dropped with its objects). */
+  keyObjectCacheSize(): number {
+    return this.keyObjects.size;
+  }
+
+  private dropKeyObjects(serial: string): void {
+    for (const [uid, c] of this.keyObjects) if (c.serial === serial) this.keyObjects.delete(uid);
+  }
+
+  /** Random bytes from the pool (refilled by randomFillSync), each pool byte wiped once handed out. */
+  private fillRandom(buf: Buffer): void {
+    const pool = this.randomPool;
+    if (buf.length > pool.length) {
+      randomFillSync(buf);
+      return;
+    }
+    if (this.randomOff + buf.length > pool.length) {
+      randomFillSync(pool);
+      this.randomOff = 0;
+    }
+    const off = this.randomOff;
+    pool.copy(buf, 0, off, off + buf.length);
+    pool.fill(0, off, off + buf.length);
+    this.randomOff = off + buf.length;
   }
 
   /** Stores a new object (token or session) and returns its handle. */
@@ -621,6 +692,7 @@ export class EmulatorModule implements P.Pkcs11 {
   }
 
   private replaceObject(o: LiveObject, attrs: Attrs): void {
+    this.keyObjects.delete(o.uid);
     if (o.session !== null) {
       const so = this.sessionObjects.get(o.uid);
       if (so) so.attrs = attrs;
@@ -643,6 +715,7 @@ export class EmulatorModule implements P.Pkcs11 {
 
   private removeObject(o: LiveObject): void {
     this.handles.forgetObject(o.uid);
+    this.keyObjects.delete(o.uid);
     if (o.session !== null) {
       this.sessionObjects.delete(o.uid);
       return;
@@ -665,8 +738,12 @@ export class EmulatorModule implements P.Pkcs11 {
 
   /** A stored object's attributes, or null when it is private and the token key is not loaded. */
   private decode(serial: string, so: StoredObject): Attrs | null {
+    return this.decodeEntry(serial, so)?.attrs ?? null;
+  }
+
+  private decodeEntry(serial: string, so: StoredObject): Decoded | null {
     const d = this.decoded.get(so.uid);
-    if (d && (d.body === so.body || d.body.equals(so.body))) return d.attrs;
+    if (d && (d.body === so.body || d.body.equals(so.body))) return d;
     let plain: Buffer | null = so.body;
     if (so.private) {
       const key = this.logins.get(serial)?.tokenKey;
@@ -681,8 +758,10 @@ export class EmulatorModule implements P.Pkcs11 {
     const attrs = decodeAttrs(plain);
     if (so.private) plain.fill(0);
     if (d) wipeAttrs(d.attrs);
-    this.decoded.set(so.uid, { body: so.body, attrs });
-    return attrs;
+    this.keyObjects.delete(so.uid);
+    const entry: Decoded = { body: so.body, attrs };
+    this.decoded.set(so.uid, entry);
+    return entry;
   }
 
   private tokens(): StoredToken[] {
@@ -696,7 +775,8 @@ export class EmulatorModule implements P.Pkcs11 {
       state = this.pruned(this.store!.read());
       this.checkedAt = now;
     } else state = this.store!.cached();
-    return state.tokens.find((t) => t.serial === serial) ?? null;
+    for (const t of state.tokens) if (t.serial === serial) return t;
+    return null;
   }
 
   /**
@@ -707,13 +787,16 @@ export class EmulatorModule implements P.Pkcs11 {
   private pruned(state: StoreState): StoreState {
     if (state === this.prunedState) return state;
     this.prunedState = state;
-    if (this.decoded.size === 0) return state;
+    if (this.decoded.size === 0 && this.keyObjects.size === 0) return state;
     const live = new Set<string>();
     for (const t of state.tokens) for (const o of t.objects) live.add(o.uid);
     for (const [uid, d] of this.decoded) {
       if (live.has(uid)) continue;
       wipeAttrs(d.attrs);
       this.decoded.delete(uid);
+    }
+    for (const uid of this.keyObjects.keys()) {
+      if (!live.has(uid) && !this.sessionObjects.has(uid)) this.keyObjects.delete(uid);
     }
     return state;
   }
@@ -748,6 +831,7 @@ export class EmulatorModule implements P.Pkcs11 {
     if (l) l.tokenKey.fill(0);
     this.logins.delete(serial);
     this.handles.forgetObjects(serial, true);
+    this.dropKeyObjects(serial);
     for (const [uid, o] of this.sessionObjects) {
       if (o.serial === serial && o.private) {
         wipeAttrs(o.attrs);
@@ -771,6 +855,7 @@ export class EmulatorModule implements P.Pkcs11 {
       if (o.session === s.handle) {
         wipeAttrs(o.attrs);
         this.sessionObjects.delete(uid);
+        this.keyObjects.delete(uid);
       }
     }
     if (![...this.sessions.values()].some((x) => x.serial === s.serial)) {

@@ -9,21 +9,21 @@
  * A session runs at most one operation at a time (find, encrypt, decrypt, sign, verify).
  */
 import * as P from '../../../enclave/api/pkcs11.ts';
-import type { HmacHash } from './mechanisms.ts';
+import type { HmacHash, SecretKey } from './mechanisms.ts';
 import type { GcmStream } from './mechanisms.ts';
 
 export type Who = 'user' | 'so' | null;
 
 export type Operation =
   | { kind: 'find'; handles: number[] }
-  | { kind: 'encrypt'; key: Buffer; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; stream: GcmStream | null }
-  | { kind: 'decrypt'; key: Buffer; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; chunks: Buffer[] }
+  | { kind: 'encrypt'; key: SecretKey; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; stream: GcmStream | null }
+  | { kind: 'decrypt'; key: SecretKey; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; chunks: Buffer[] }
   | ({ kind: 'sign' } & MacState)
   | ({ kind: 'verify' } & MacState);
 
 interface MacState {
   hash: HmacHash;
-  key: Buffer;
+  key: SecretKey;
   single: boolean;
   multi: boolean;
   chunks: Buffer[];

@@ -1,0 +1,150 @@
+/**
+ * The vault's direct record codec (enclave/vault/record.ts encodeRecord / decodeRecord) against
+ * the schema codec it stands in for (encodeFields / decodeFields of RecordSchema): the same bytes
+ * for every valid record, the same typed fault for an invalid one, null exactly where decodeFields
+ * throws, and copies that do not alias the (wiped) plaintext. Also: the codec's views option and
+ * exact-size encoding, and the vault's hex ids against toHex.
+ */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { bytes, decodeFields, decodeMessage, encodeFields, encodeMessage } from '../enclave/api/codec.ts';
+import { HostRequests } from '../enclave/api/messages.ts';
+import { toHex } from '../enclave/opaque/bytes.ts';
+import { hexOf } from '../enclave/vault/hex.ts';
+import { RecordSchema, decodeRecord, encodeRecord, zeroizeRecord } from '../enclave/vault/record.ts';
+import type { VaultRecord } from '../enclave/vault/record.ts';
+
+const rnd = (n: number) => new Uint8Array(randomBytes(n));
+const int = (n: number) => Math.floor(Math.random() * n);
+
+function randomRecord(): VaultRecord {
+  return {
+    status: int(256),
+    suite: int(256),
+    attemptLimit: int(256),
+    attemptsUsed: int(256),
+    registrationId: rnd(16),
+    ksf: rnd(int(33)),
+    opaqueRecord: rnd([0, 1, 96, 128, 160, 192][int(6)]!),
+    backupKey: rnd([0, 32][int(2)]!),
+    registeredAt: [0, 1, Date.now(), Number.MAX_SAFE_INTEGER, 2 ** 32, 2 ** 32 - 1][int(6)]!,
+  };
+}
+
+function codeOf(fn: () => unknown): number | string {
+  try {
+    fn();
+    return 'ok';
+  } catch (e) {
+    return (e as { code?: number }).code ?? String(e);
+  }
+}
+
+describe('vault record codec', () => {
+  it('encodeRecord writes the bytes of encodeFields(RecordSchema), decodeRecord reads them back', () => {
+    for (let i = 0; i < 500; i++) {
+      const r = randomRecord();
+      const a = encodeRecord(r);
+      expect(a).toEqual(encodeFields(RecordSchema, r));
+      expect(decodeRecord(a)).toEqual(decodeFields(RecordSchema, a));
+      expect(decodeRecord(a)).toEqual(r);
+    }
+  });
+
+  it('an invalid record gets the same typed fault as encodeFields', () => {
+    const bad: Partial<VaultRecord>[] = [
+      { status: 256 },
+      { attemptsUsed: -1 },
+      { suite: 1.5 },
+      { registrationId: rnd(15) },
+      { ksf: rnd(33) },
+      { opaqueRecord: rnd(193) },
+      { backupKey: rnd(33) },
+      { registeredAt: 2 ** 53 },
+      { backupKey: 'x' as never },
+    ];
+    for (const b of bad) {
+      const r = { ...randomRecord(), ...b };
+      const want = codeOf(() => encodeFields(RecordSchema, r));
+      expect(want).not.toBe('ok');
+      expect(codeOf(() => encodeRecord(r))).toBe(want);
+    }
+  });
+
+  it('decodeRecord is null exactly where decodeFields throws (truncations, extensions, mutations)', () => {
+    for (let i = 0; i < 300; i++) {
+      const good = encodeRecord(randomRecord());
+      const variants: Uint8Array[] = [good.subarray(0, int(good.length)), new Uint8Array([...good, int(256)])];
+      for (let j = 0; j < 6; j++) {
+        const m = Uint8Array.from(good);
+        m[int(m.length)] = int(256);
+        variants.push(m);
+      }
+      for (const v of variants) {
+        let want: unknown = null;
+        try {
+          want = decodeFields(RecordSchema, v);
+        } catch {
+          want = null;
+        }
+        expect(decodeRecord(v)).toEqual(want);
+      }
+    }
+  });
+
+  it('decoded fields are copies: wiping the plaintext leaves them; zeroizing a record leaves its ksf', () => {
+    const r = { ...randomRecord(), ksf: rnd(20), opaqueRecord: rnd(192), backupKey: rnd(32) };
+    const pt = encodeRecord(r);
+    const d = decodeRecord(pt)!;
+    pt.fill(0);
+    expect(d).toEqual(r);
+    zeroizeRecord(d);
+    expect(d.ksf).toEqual(r.ksf);
+    expect(d.registrationId).toEqual(r.registrationId);
+    expect(d.opaqueRecord.every((x) => x === 0) && d.backupKey.every((x) => x === 0)).toBe(true);
+  });
+});
+
+describe('codec: views and exact sizes', () => {
+  const batch = {
+    type: 'Batch' as const,
+    epoch: 7,
+    ops: [
+      { opId: 1, recordId: rnd(9), stored: rnd(120), request: rnd(150) },
+      { opId: 2, recordId: rnd(3), stored: new Uint8Array(0), request: rnd(60) },
+    ],
+  };
+
+  it('views only the named fields; everything else is a copy', () => {
+    const enc = encodeMessage(HostRequests, batch);
+    const views = new Set(['ops.stored', 'ops.request']);
+    const d = decodeMessage(HostRequests, enc, { views });
+    expect(d).toEqual(decodeMessage(HostRequests, enc));
+    if (d.type !== 'Batch') throw new Error('type');
+    for (const op of d.ops) {
+      expect(op.request.buffer).toBe(enc.buffer);
+      expect(op.stored.buffer).toBe(enc.buffer);
+      expect(op.recordId.buffer).not.toBe(enc.buffer);
+    }
+    const copied = decodeMessage(HostRequests, enc);
+    if (copied.type !== 'Batch') throw new Error('type');
+    for (const op of copied.ops) expect(op.request.buffer).not.toBe(enc.buffer);
+  });
+
+  it('encodes into one buffer of the exact size, and still refuses what it refused', () => {
+    const enc = encodeMessage(HostRequests, batch);
+    expect(enc.byteLength).toBe(enc.buffer.byteLength);
+    const schema = [['b', bytes(0, 4)]] as const;
+    expect(codeOf(() => encodeFields(schema, { b: rnd(5) }))).toBe(codeOf(() => encodeFields(schema, { b: rnd(6) })));
+    expect(encodeFields(schema, { b: Uint8Array.of(1, 2) })).toEqual(Uint8Array.of(0, 2, 1, 2));
+  });
+
+  it('hexOf is toHex', () => {
+    for (const n of [0, 1, 16, 33]) {
+      const b = rnd(n);
+      expect(hexOf(b)).toBe(toHex(b));
+      const big = rnd(n + 10);
+      expect(hexOf(big.subarray(3, 3 + n))).toBe(toHex(big.subarray(3, 3 + n)));
+    }
+  });
+});
