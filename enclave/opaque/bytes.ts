@@ -31,6 +31,20 @@ export function i2osp(value: number, length: number): Uint8Array {
 }
 
 /** Throws a typed InvalidLength fault naming the field unless `bytes` has exactly `len` bytes. */
+/** v (an integer in 0..2^53-1) as 8 bytes big-endian at `off` (no DataView: that would give a small array an ArrayBuffer of its own). */
+export function putU64(out: Uint8Array, off: number, v: number): void {
+  const hi = Math.floor(v / 0x1_0000_0000);
+  const lo = v >>> 0;
+  out[off] = hi >>> 24;
+  out[off + 1] = (hi >>> 16) & 0xff;
+  out[off + 2] = (hi >>> 8) & 0xff;
+  out[off + 3] = hi & 0xff;
+  out[off + 4] = lo >>> 24;
+  out[off + 5] = (lo >>> 16) & 0xff;
+  out[off + 6] = (lo >>> 8) & 0xff;
+  out[off + 7] = lo & 0xff;
+}
+
 export function expectLength(bytes: Uint8Array, len: number, field: string): Uint8Array {
   if (!(bytes instanceof Uint8Array)) throw invalidLength(field, len, -1);
   if (bytes.length !== len) throw invalidLength(field, len, bytes.length);

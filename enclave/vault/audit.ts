@@ -10,7 +10,7 @@
 import { encodeFields, fixed, u53, u8 } from '../api/codec.ts';
 import type { AuditEvent } from '../api/messages.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
-import { ctEqual } from '../opaque/bytes.ts';
+import { ctEqual, putU64 } from '../opaque/bytes.ts';
 
 /** The event body as the MAC covers it (without the mac). */
 export const AUDIT_BODY_SCHEMA = [
@@ -25,20 +25,6 @@ const te = new TextEncoder();
 const RECORD_LABEL = te.encode('bkv/audit/record');
 const BODY_LEN = 8 + 8 + 1 + 32 + 1;
 
-/** v (an integer in 0..2^53-1) as 8 bytes big-endian at `off`, without a DataView (which would give the array an ArrayBuffer of its own). */
-function u53At(out: Uint8Array, off: number, v: number): void {
-  const hi = Math.floor(v / 2 ** 32);
-  const lo = v >>> 0;
-  out[off] = hi >>> 24;
-  out[off + 1] = (hi >>> 16) & 0xff;
-  out[off + 2] = (hi >>> 8) & 0xff;
-  out[off + 3] = hi & 0xff;
-  out[off + 4] = lo >>> 24;
-  out[off + 5] = (lo >>> 16) & 0xff;
-  out[off + 6] = (lo >>> 8) & 0xff;
-  out[off + 7] = lo & 0xff;
-}
-
 /**
  * encodeFields(AUDIT_BODY_SCHEMA, body) written directly (the hot path: one event per charged guess);
  * the schema's checks are kept: integers in range, a 32-byte record hash.
@@ -52,8 +38,8 @@ export function encodeAuditBody(seq: number, time: number, kind: number, recordH
     return encodeFields(AUDIT_BODY_SCHEMA, { seq, time, kind, recordHash, attemptsRemaining }); // throws the codec's typed fault
   }
   const out = new Uint8Array(BODY_LEN);
-  u53At(out, 0, seq);
-  u53At(out, 8, time);
+  putU64(out, 0, seq);
+  putU64(out, 8, time);
   out[16] = kind;
   out.set(recordHash, 17);
   out[49] = attemptsRemaining;

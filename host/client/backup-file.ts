@@ -44,6 +44,7 @@
  */
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
+import { putU64 } from '../../enclave/opaque/bytes.ts';
 import type { RandomSource } from '../../enclave/opaque/bytes.ts';
 import { deriveBackupSubkey } from './backup-key.ts';
 
@@ -178,19 +179,6 @@ export function encryptedSize(plaintextBytes: number, chunkSize = DEFAULT_CHUNK_
   return HEADER_BYTES + plaintextBytes + chunks * (FRAME_BYTES + TAG_BYTES);
 }
 
-function u64(out: Uint8Array, off: number, v: number): void {
-  const hi = Math.floor(v / 0x1_0000_0000);
-  const lo = v >>> 0;
-  out[off] = hi >>> 24;
-  out[off + 1] = (hi >>> 16) & 0xff;
-  out[off + 2] = (hi >>> 8) & 0xff;
-  out[off + 3] = hi & 0xff;
-  out[off + 4] = lo >>> 24;
-  out[off + 5] = (lo >>> 16) & 0xff;
-  out[off + 6] = (lo >>> 8) & 0xff;
-  out[off + 7] = lo & 0xff;
-}
-
 function u32(out: Uint8Array, off: number, v: number): void {
   out[off] = v >>> 24;
   out[off + 1] = (v >>> 16) & 0xff;
@@ -244,14 +232,14 @@ class FileKeys {
   nonce(index: number): Uint8Array {
     const n = new Uint8Array(12);
     n.set(this.fileId.subarray(0, 4), 0);
-    u64(n, 4, index);
+    putU64(n, 4, index);
     return n;
   }
 
   aad(index: number, final: boolean): Uint8Array {
     const a = new Uint8Array(41);
     a.set(this.headerHash, 0);
-    u64(a, 32, index);
+    putU64(a, 32, index);
     a[40] = final ? 1 : 0;
     return a;
   }
