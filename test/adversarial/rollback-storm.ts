@@ -339,8 +339,26 @@ async function liveRecordRollback(report: Report, ledger: Ledger, host: VaultHos
     const cur = (await host.store.getMany(c.partition, [c.entry.id])).get(hex(c.entry.id));
     if (cur && !sameBytes(cur.blob, c.blob) && c.entry.lo >= 2) byRecord.set(c.entry.name, c);
   }
+  if (!byRecord.size) {
+    // No copied record changed during the load (a short or slow round): make one change after a
+    // copy, so every round rolls at least one record back on the live vault.
+    const e = ledger.registered().find((x) => x.lo >= 3 && !x.busy);
+    if (e) {
+      const partition = host.partitionOf(e.id);
+      const got = (await host.store.getMany(partition, [e.id])).get(hex(e.id));
+      if (got && got.blob.length) {
+        const copy = { entry: e, partition, blob: Uint8Array.from(got.blob) };
+        await ledger.login(client, e, false); // a wrong password: the record is rewritten, charged
+        const cur = (await host.store.getMany(partition, [e.id])).get(hex(e.id));
+        if (cur && !sameBytes(cur.blob, copy.blob) && e.lo >= 2) byRecord.set(e.name, copy);
+      }
+    }
+  }
   const chosen = [...byRecord.values()].slice(0, rng.int(1, 5));
-  if (!chosen.length) return;
+  if (!chosen.length) {
+    note(report, 'live record rollback: no registered record with guesses left to change');
+    return;
+  }
   const currents = new Map<string, Uint8Array>();
   for (const c of chosen) {
     const cur = (await host.store.getMany(c.partition, [c.entry.id])).get(hex(c.entry.id))!;
