@@ -89,19 +89,30 @@ async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; 
   return { engine, client, sent };
 }
 
+const tick = () => new Promise((r) => setTimeout(r, 1));
+
+/**
+ * Status operations for `n` ids in exactly two batches: the first id's batch is held at the
+ * enclave until the other operations have queued behind it. Returns their promises in id order.
+ */
+async function twoBatches(opts: { failCommit?: number; holdFirstCommit?: boolean; onFailure?: (e: unknown) => void }, n: number, name: string) {
+  let release!: () => void;
+  const hold = new Promise<void>((r) => (release = r));
+  const r = await rig({ ...opts, holdFirstBatch: hold });
+  if (opts.onFailure) r.engine.onFailure = opts.onFailure;
+  const ids = Array.from({ length: n }, (_, i) => te.encode(`${name}-${i}`));
+  const first = r.client.status(ids[0]!);
+  while (!r.sent.some((x) => x.type === 'Batch')) await tick();
+  const rest = ids.slice(1).map((id) => r.client.status(id));
+  while (r.engine.queueDepth < rest.length) await tick();
+  release();
+  return { ...r, ids, ops: [first, ...rest] };
+}
+
 describe('engine pipelining', () => {
   it('sends the next batch behind the Commit, before Committed comes back, in epoch order', async () => {
-    let release!: () => void;
-    const hold = new Promise<void>((r) => (release = r));
-    const { engine, client, sent } = await rig({ holdFirstCommit: true, holdFirstBatch: hold });
-    // The first operation's batch is held at the enclave until the rest have queued behind it.
-    const ids = Array.from({ length: 12 }, (_, i) => te.encode(`pipe-${i}`));
-    const first = client.status(ids[0]!);
-    while (!sent.some((x) => x.type === 'Batch')) await new Promise((r) => setTimeout(r, 1));
-    const rest = ids.slice(1).map((id) => client.status(id));
-    while (engine.queueDepth < rest.length) await new Promise((r) => setTimeout(r, 1));
-    release();
-    const results = await Promise.all([first, ...rest]);
+    const { engine, sent, ids, ops } = await twoBatches({ holdFirstCommit: true }, 12, 'pipe');
+    const results = await Promise.all(ops);
     expect(engine.failed).toBeNull();
     expect(results.map((r) => r.type)).toEqual(ids.map(() => 'NotRegistered'));
     const batches = sent.filter((s) => s.type === 'Batch' || s.type === 'Commit');
@@ -119,19 +130,9 @@ describe('engine pipelining', () => {
   });
 
   it('a failed Commit fails the batch sent behind it too; nothing is released and the engine stops', async () => {
-    let release!: () => void;
-    const hold = new Promise<void>((r) => (release = r));
-    const { engine, client, sent } = await rig({ failCommit: 1, holdFirstBatch: hold });
     let failure: unknown;
-    engine.onFailure = (e) => (failure = e);
-    const ids = Array.from({ length: 8 }, (_, i) => te.encode(`fail-${i}`));
-    // The first operation's batch is held at the enclave until the rest have queued behind it.
-    const first = client.status(ids[0]!);
-    while (!sent.some((x) => x.type === 'Batch')) await new Promise((r) => setTimeout(r, 1));
-    const rest = ids.slice(1).map((id) => client.status(id));
-    while (engine.queueDepth < rest.length) await new Promise((r) => setTimeout(r, 1));
-    release();
-    const all = await Promise.allSettled([first, ...rest]);
+    const { engine, client, sent, ops } = await twoBatches({ failCommit: 1, onFailure: (e) => (failure = e) }, 8, 'fail');
+    const all = await Promise.allSettled(ops);
     expect(all.every((r) => r.status === 'rejected')).toBe(true);
     for (const r of all) expect(String((r as PromiseRejectedResult).reason)).toMatch(/device crashed during Commit/);
     expect(String(failure)).toMatch(/device crashed during Commit/);
