@@ -680,15 +680,22 @@ describe('graceful shutdown (child process)', () => {
     const id = te.encode('busy');
     await c.register(id, te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 200 });
     const messages = await Promise.all(Array.from({ length: 120 }, () => loginStartMessage(info.enclavePublicKey, id)));
-    let first!: () => void;
-    const firstAnswer = new Promise<void>((r) => (first = r));
     const results = messages.map((m) =>
       postOp(url, id, m).then(
-        (r) => (first(), r.status),
+        (r) => r.status,
         () => 'network' as const,
       ),
     );
-    await firstAnswer;
+    // The signal comes while operations wait in the engine's queue for the next batch (so they
+    // were accepted and are in flight), seen on /metrics; not at the first answer, which can be
+    // the last one when every request landed in one batch.
+    const t0 = Date.now();
+    for (;;) {
+      const m = await (await fetch(`${url}/metrics`)).text();
+      const depth = Number(/^bkv_enclave_queue_depth\{partition="0"\} (\d+)/m.exec(m)?.[1] ?? 0);
+      if (depth > 0) break;
+      if (Date.now() - t0 > 10_000) throw new Error('no operation ever waited in the queue');
+    }
     svc.child.kill('SIGTERM');
     const statuses = await Promise.all(results);
     const exit = await svc.exited;
