@@ -12,26 +12,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { p256 } from '@noble/curves/nist.js';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { Pkcs11Token } from '../../enclave/token-pkcs11.ts';
-import { TokenError } from '../../enclave/token.ts';
 import { tokenP256Key } from '../../enclave/vault/token-dh.ts';
 import { TokenNvram } from '../../hsm/nvram-token.ts';
-import { describeTokens, freshToken, SO_PIN, USER_PIN } from '../helpers/tokens.ts';
+import { ckr, describeTokens, freshToken, SO_PIN, USER_PIN } from '../helpers/tokens.ts';
 import type { FreshToken } from '../helpers/tokens.ts';
 
 const b = (type: number, value: boolean): P.Attribute => ({ type, value });
-
-/** The CKR_ name a call fails with. */
-function ckr(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    const n = P.normalizePkcs11Error(e);
-    if (n instanceof P.Pkcs11Error) return n.message;
-    if (n instanceof TokenError) return n.ckr;
-    throw e;
-  }
-  throw new Error('expected the call to fail');
-}
 
 function rw(t: FreshToken, login = true): P.Handle {
   const s = t.module.C_OpenSession(t.slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);

@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
+import { TokenError } from '../../enclave/token.ts';
 import { EmulatorModule } from '../../host/tokens/emulator/module.ts';
 import type { EmulatorOptions } from '../../host/tokens/emulator/module.ts';
 import { ensureEmulatorToken } from '../../host/tokens/open.ts';
@@ -127,4 +128,17 @@ export function freshToken(kind: TokenKind, emulator: EmulatorOptions = {}): Fre
   }
   const slot = module.C_GetSlotList(true).find((s) => P.trimLabel(module.C_GetTokenInfo(s).label) === label)!;
   return { kind, module, label, slot };
+}
+
+/** The CKR_ name a token call fails with ('CKR_OK' when it does not fail). */
+export function ckr(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    const n = P.normalizePkcs11Error(e);
+    if (n instanceof P.Pkcs11Error) return n.message;
+    if (n instanceof TokenError) return n.ckr;
+    throw e;
+  }
+  return 'CKR_OK';
 }

@@ -14,6 +14,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { EmulatorModule } from '../../host/tokens/emulator/module.ts';
 import { EMULATOR_STORE_FILE, ensureEmulatorToken } from '../../host/tokens/open.ts';
+import { ckr } from '../helpers/tokens.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-emu-keycache-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -58,17 +59,6 @@ function expected(key: Buffer): Buffer {
   const c = createCipheriv('aes-256-gcm', key, iv);
   c.setAAD(aad);
   return Buffer.concat([c.update(pt), c.final(), c.getAuthTag()]);
-}
-
-function ckr(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    const p = P.normalizePkcs11Error(e);
-    if (p instanceof P.Pkcs11Error) return p.message;
-    throw e;
-  }
-  return 'CKR_OK';
 }
 
 const K1 = Buffer.alloc(32, 0x11);
