@@ -92,7 +92,69 @@ describe('host request decoding', () => {
     expect(await raw(encodeMessage(HostRequests, { type: 'LoadEnd' }))).toMatchObject({ type: 'Fault' });
     await stillServes();
   });
+
+  it('stages a batch sent while one is pending, prepares it only after that Commit, and refuses every other order', async () => {
+    h = await openHarness();
+    const { c } = await capturingClientFor();
+    const a = te.encode('staged-a');
+    const b = te.encode('staged-b');
+    await c.register(a, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
+    await c.register(b, te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 5 });
+    const e = (await raw(encodeMessage(HostRequests, { type: 'Info' })) as { epoch: number }).epoch + 1;
+    const op = async (rid: Uint8Array, opId = 0) => {
+      const stored = (await h.store.getMany(0, [rid])).values().next().value!.blob;
+      const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status' }));
+      return { opId, recordId: rid, stored, request: message };
+    };
+    const batch = async (epoch: number, ...ids: Uint8Array[]) => encodeMessage(HostRequests, { type: 'Batch', epoch, ops: await Promise.all(ids.map((id, i) => op(id, i))) });
+    // Nothing pending: Prepare has nothing to prepare.
+    expect(await raw(encodeMessage(HostRequests, { type: 'Prepare', epoch: e }))).toMatchObject({ code: Handling.NoBatchPending });
+    expect(await raw(await batch(e, a))).toMatchObject({ type: 'Prepared', epoch: e });
+    // Behind a pending batch: not a record of that batch, not the wrong epoch.
+    expect(await raw(await batch(e + 1, b, a))).toMatchObject({ code: Handling.BatchOutOfOrder });
+    expect(await raw(await batch(e + 2, b))).toMatchObject({ code: Handling.BatchOutOfOrder });
+    expect(await raw(await batch(e + 1, b))).toMatchObject({ type: 'Staged', epoch: e + 1 });
+    // Only one staged batch; not prepared before the pending one is committed.
+    expect(await raw(await batch(e + 2, b))).toMatchObject({ code: Handling.BatchOutOfOrder });
+    expect(await raw(encodeMessage(HostRequests, { type: 'Prepare', epoch: e + 1 }))).toMatchObject({ code: Handling.NoBatchPending });
+    expect(await raw(encodeMessage(HostRequests, { type: 'Commit', epoch: e }))).toMatchObject({ type: 'Committed', epoch: e });
+    // A Batch now would jump the staged one.
+    expect(await raw(await batch(e + 1, b))).toMatchObject({ code: Handling.BatchOutOfOrder });
+    expect(await raw(encodeMessage(HostRequests, { type: 'Prepare', epoch: e + 2 }))).toMatchObject({ code: Handling.NoBatchPending });
+    expect(await raw(encodeMessage(HostRequests, { type: 'Prepare', epoch: e + 1 }))).toMatchObject({ type: 'Prepared', epoch: e + 1 });
+    // Replayed: nothing staged any more.
+    expect(await raw(encodeMessage(HostRequests, { type: 'Prepare', epoch: e + 1 }))).toMatchObject({ code: Handling.NoBatchPending });
+    const committed = await raw(encodeMessage(HostRequests, { type: 'Commit', epoch: e + 1 }));
+    expect(committed).toMatchObject({ type: 'Committed', epoch: e + 1 });
+    const res = (committed as { results: { sealed: number }[] }).results;
+    expect(res.map((r) => r.sealed)).toEqual([1]);
+    // Abort of the pending batch drops the one staged behind it.
+    expect(await raw(await batch(e + 2, a))).toMatchObject({ type: 'Prepared' });
+    expect(await raw(await batch(e + 3, b))).toMatchObject({ type: 'Staged' });
+    expect(await raw(encodeMessage(HostRequests, { type: 'Abort', epoch: e + 2 }))).toMatchObject({ type: 'Aborted' });
+    expect(await raw(encodeMessage(HostRequests, { type: 'Prepare', epoch: e + 3 }))).toMatchObject({ code: Handling.NoBatchPending });
+    expect(await raw(encodeMessage(HostRequests, { type: 'Commit', epoch: e + 2 }))).toMatchObject({ code: Handling.NoBatchPending });
+    // Abort of the staged one alone keeps the pending one.
+    expect(await raw(await batch(e + 2, a))).toMatchObject({ type: 'Prepared' });
+    expect(await raw(await batch(e + 3, b))).toMatchObject({ type: 'Staged' });
+    expect(await raw(encodeMessage(HostRequests, { type: 'Abort', epoch: e + 3 }))).toMatchObject({ type: 'Aborted' });
+    expect(await raw(encodeMessage(HostRequests, { type: 'Commit', epoch: e + 2 }))).toMatchObject({ type: 'Committed' });
+    // The host's rows never saw these raw batches; a reload puts it back on its committed state.
+    await h.restart();
+    await stillServes();
+  });
 });
+
+async function capturingClientFor() {
+  const c = new EscrowClient({
+    relay: (recordId, message) => h.engine.submit(recordId, message),
+    enclavePublicKey: h.hpkePublicKey,
+    suite: await fastSuite('ristretto255-SHA512'),
+    rng: (n) => new Uint8Array(randomBytes(n)),
+    context: CONTEXT,
+  });
+  return { c };
+}
 
 describe('client requests through the enclave', () => {
   async function capturingClient() {

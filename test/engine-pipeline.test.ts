@@ -1,8 +1,10 @@
 /**
- * host/vault/engine.ts pipelining: once a batch is durable in storage, the next batch is sent
- * right behind its Commit (before the Committed answer comes back), and when that Commit fails
- * the batch behind it fails with it: both batches' clients get the error, nothing is released,
- * and the engine stops for a reload.
+ * host/vault/engine.ts pipelining: when a batch is prepared and operations are queued, the next
+ * batch (of records not in the prepared one) goes to the enclave before the prepared one is
+ * persisted, is staged there, and is prepared right behind the Commit (Prepare); operations on a
+ * record of the prepared batch wait for a later batch. When that Commit fails the batch behind
+ * it fails with it: both batches' clients get the error, nothing is released, and the engine
+ * stops for a reload. With nothing queued at that point, the next batch is sent behind the Commit.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -35,7 +37,7 @@ interface Sent {
   unanswered: string[];
 }
 
-async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; holdFirstCommit?: boolean } = {}) {
+async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void> } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'bkv-pipeline-'));
   dirs.push(dir);
   const store = await openSqliteStore(join(dir, 'vault.db'));
@@ -61,15 +63,7 @@ async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; 
           if (req.type === 'Batch' && sent.filter((x) => x.type === 'Batch').length === 1) await opts.holdFirstBatch;
           // Delivered in order (the enclave queues its requests, as the device does); only the
           // answer may be held back.
-          const answer = enclave.handle(b);
-          if (req.type === 'Commit' && opts.holdFirstCommit && commits === 1) {
-            // As over a real channel, the answer takes a while: long enough for a pipelined
-            // Batch to go out (given up after 2 s, and then the test fails).
-            const at = sent.length;
-            const t0 = Date.now();
-            while (!sent.slice(at).some((x) => x.type === 'Batch') && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 1));
-          }
-          return await answer;
+          return await enclave.handle(b);
         } finally {
           open.delete(tag);
         }
@@ -95,7 +89,7 @@ const tick = () => new Promise((r) => setTimeout(r, 1));
  * Status operations for `n` ids in exactly two batches: the first id's batch is held at the
  * enclave until the other operations have queued behind it. Returns their promises in id order.
  */
-async function twoBatches(opts: { failCommit?: number; holdFirstCommit?: boolean; onFailure?: (e: unknown) => void }, n: number, name: string) {
+async function twoBatches(opts: { failCommit?: number; onFailure?: (e: unknown) => void }, n: number, name: string) {
   let release!: () => void;
   const hold = new Promise<void>((r) => (release = r));
   const r = await rig({ ...opts, holdFirstBatch: hold });
@@ -110,23 +104,38 @@ async function twoBatches(opts: { failCommit?: number; holdFirstCommit?: boolean
 }
 
 describe('engine pipelining', () => {
-  it('sends the next batch behind the Commit, before Committed comes back, in epoch order', async () => {
-    const { engine, sent, ids, ops } = await twoBatches({ holdFirstCommit: true }, 12, 'pipe');
+  it('stages the next batch before the Commit, prepares it right behind the Commit, in epoch order', async () => {
+    const { engine, sent, ids, ops } = await twoBatches({}, 12, 'pipe');
     const results = await Promise.all(ops);
     expect(engine.failed).toBeNull();
     expect(results.map((r) => r.type)).toEqual(ids.map(() => 'NotRegistered'));
-    const batches = sent.filter((s) => s.type === 'Batch' || s.type === 'Commit');
-    // Epochs strictly alternate Batch e, Commit e, Batch e+1, ...
-    let epoch = batches[0]!.epoch!;
-    for (let i = 0; i < batches.length; i++) {
-      expect(batches[i]!.type).toBe(i % 2 === 0 ? 'Batch' : 'Commit');
-      expect(batches[i]!.epoch).toBe(epoch);
-      if (i % 2 === 1) epoch++;
-    }
-    // At least one Batch went out while the previous Commit was still unanswered.
-    const pipelined = sent.filter((s) => s.type === 'Batch' && s.unanswered.includes('Commit'));
-    expect(batches.length).toBe(4);
-    expect(pipelined.length).toBeGreaterThanOrEqual(1);
+    const base = sent.find((s) => s.type === 'Batch')!.epoch!;
+    const control = sent.filter((s) => ['Batch', 'Commit', 'Prepare'].includes(s.type)).map((s) => `${s.type} ${s.epoch! - base}`);
+    expect(control).toEqual(['Batch 0', 'Batch 1', 'Commit 0', 'Prepare 1', 'Commit 1']);
+    // The staged Batch went out while the first batch was prepared and not yet committed.
+    const staged = sent.filter((s) => s.type === 'Batch')[1]!;
+    expect(staged.unanswered).not.toContain('Commit');
+    expect(engine.stats.batches).toBe(2);
+  });
+
+  it('an operation on a record of the prepared batch waits for a later batch, and sees its result', async () => {
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const r = await rig({ holdFirstBatch: hold });
+    const a = te.encode('same-a');
+    const first = r.client.status(a);
+    while (!r.sent.some((x) => x.type === 'Batch')) await tick();
+    // Queued behind it: the same record twice and two others.
+    const rest = [r.client.status(a), r.client.status(te.encode('same-b')), r.client.status(a), r.client.status(te.encode('same-c'))];
+    while (r.engine.queueDepth < rest.length) await tick();
+    release();
+    const all = await Promise.all([first, ...rest]);
+    expect(all.map((x) => x.type)).toEqual(all.map(() => 'NotRegistered'));
+    expect(r.engine.failed).toBeNull();
+    // Batch 0 = [a]; staged batch 1 = [b, c]; then [a, a] after it.
+    const batches = r.sent.filter((s) => s.type === 'Batch');
+    expect(batches.length).toBe(3);
+    expect(r.engine.stats.ops).toBe(5);
   });
 
   it('a failed Commit fails the batch sent behind it too; nothing is released and the engine stops', async () => {
@@ -137,9 +146,10 @@ describe('engine pipelining', () => {
     for (const r of all) expect(String((r as PromiseRejectedResult).reason)).toMatch(/device crashed during Commit/);
     expect(String(failure)).toMatch(/device crashed during Commit/);
     expect(engine.failed).toBeTruthy();
-    // The batch behind the failed Commit was sent after it.
+    // The batch behind the failed Commit was staged before it and prepared after it.
     const i = sent.findIndex((s) => s.type === 'Commit');
-    expect(sent.slice(i + 1).some((s) => s.type === 'Batch')).toBe(true);
+    expect(sent.slice(0, i).filter((s) => s.type === 'Batch').length).toBe(2);
+    expect(sent.slice(i + 1).some((s) => s.type === 'Prepare')).toBe(true);
     await expect(client.status(te.encode('after'))).rejects.toThrow(/device crashed during Commit/);
   });
 });

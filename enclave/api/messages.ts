@@ -62,7 +62,7 @@ export const AUDIT_KIND = {
 
 export const HostRequests = defineFamily(
   API_VERSION,
-  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Zeroize: 0x20, AuditVerify: 0x30 },
+  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Prepare: 0x13, Zeroize: 0x20, AuditVerify: 0x30 },
   {
     Info: [],
     /** Startup: the host streams every stored record of the partition. */
@@ -85,6 +85,8 @@ export const HostRequests = defineFamily(
     ],
     Commit: [['epoch', u53]],
     Abort: [['epoch', u53]],
+    /** The batch staged behind the one just committed (a Batch sent while that one was pending): its intent, then Prepared. */
+    Prepare: [['epoch', u53]],
     Zeroize: [['auth', fixed(32)]],
     /** Checks a run of stored audit events that starts after (fromSeq, fromHead) and reaches the NVRAM head. */
     AuditVerify: [
@@ -99,7 +101,7 @@ export type HostRequest = Message<typeof HostRequests.schemas>;
 
 export const HostResponses = defineFamily(
   API_VERSION,
-  { InfoResult: 0x81, Loading: 0x82, Loaded: 0x83, Prepared: 0x90, Committed: 0x91, Aborted: 0x92, ZeroizeDone: 0xa0, AuditResult: 0xb0, Fault: 0xff },
+  { InfoResult: 0x81, Loading: 0x82, Loaded: 0x83, Prepared: 0x90, Committed: 0x91, Aborted: 0x92, Staged: 0x93, ZeroizeDone: 0xa0, AuditResult: 0xb0, Fault: 0xff },
   {
     InfoResult: [
       ['state', u8],
@@ -131,6 +133,8 @@ export const HostResponses = defineFamily(
       ['results', list([['opId', u32], ['sealed', u8], ['response', bytes(0, MAX_CLIENT_MESSAGE)]] as const, MAX_BATCH_OPS)],
     ],
     Aborted: [['epoch', u53]],
+    /** A Batch sent while another was pending: computed and held; Prepare (after that one's Commit) prepares it. */
+    Staged: [['epoch', u53]],
     ZeroizeDone: [],
     /** `firstBad` = index of the first event that fails, the number of events if the run stops short of the head, or 0xffffffff if all verify. */
     AuditResult: [

@@ -11,6 +11,13 @@
  *   Commit(e) -> the host has persisted the writes. The enclave writes the intent as committed
  *                to NVRAM, then answers Committed(results).
  *   Abort(e)  -> the host could not persist: the batch is dropped (its stages and sessions die).
+ * Overlap (the device works while the host persists): a Batch(e+1) that arrives while batch e is
+ * prepared and not yet committed is run at once and held as staged (answer Staged(e+1)): its ops
+ * are computed, nothing is written to NVRAM and no response leaves. It may not touch a record of
+ * batch e (the whole Batch is refused), so every op sees exactly the state it would see after
+ * Commit(e): records batch e did not change, and no session or stage batch e's commit would add
+ * for them. After Commit(e), Prepare(e+1) writes the staged batch's intent and answers
+ * Prepared(e+1) as Batch would have; then Commit(e+1) as usual. Abort(e) drops the staged batch too.
  */
 import { EnclaveFault, Handling, Integrity, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
 import { encodeMessage, decodeMessage } from '../api/codec.ts';
@@ -52,10 +59,21 @@ interface Pending {
   epoch: number;
   /** By record id (hex): the record's state after this batch; `key` is its index key (RecordIndex.keyOf). */
   overlay: Map<string, { recordId: Uint8Array; key: Uint8Array; record: VaultRecord | null; version: number; leaf: Uint8Array | null }>;
+  /** Every record id (hex) an op of this batch named, written or not. */
+  touched: Set<string>;
   audit: AuditEvent[];
   results: { opId: number; sealed: number; response: Uint8Array }[];
   hooks: (() => void)[];
 }
+
+/** A computed batch: its effects, its writes for the host, and the audit chain after it. */
+interface Computed {
+  pending: Pending;
+  writes: { recordId: Uint8Array; blob: Uint8Array }[];
+  auditSeq: number;
+  auditHead: Uint8Array;
+}
+type Staged = Computed;
 
 const sha256 = nodeHash('SHA-256');
 
@@ -67,6 +85,8 @@ export class Vault {
   private index: RecordIndex | null = null;
   private loader: IndexLoader | null = null;
   private pending: Pending | null = null;
+  /** A batch computed while `pending` waits for its Commit: no NVRAM intent yet (see Prepare). */
+  private staged: Staged | null = null;
   private audit!: AuditLog;
   private readonly suites = new Map<SuiteId, Suite>();
   private readonly stages = new ExpiringTable<Stage>(STAGE_TTL_MS, MAX_SESSIONS);
@@ -158,6 +178,8 @@ export class Vault {
         return this.batch(req);
       case 'Commit':
         return this.commit(req.epoch);
+      case 'Prepare':
+        return this.prepareStaged(req.epoch);
       case 'Abort':
         return this.abort(req.epoch);
       case 'Zeroize':
@@ -189,7 +211,8 @@ export class Vault {
 
   private loadChunk(req: Extract<HostRequest, { type: 'LoadChunk' }>): HostResponse {
     this.requireState('notLoaded', 'broken');
-    if (this.pending) this.pending = null;
+    this.pending = null;
+    this.staged = null;
     this.loader ??= new IndexLoader(this.keys!.indexKey, sha256, (id) => this.partitionOf(id) === this.p.partition);
     try {
       for (const e of req.entries) this.loader.add(e.recordId, e.blob);
@@ -218,6 +241,7 @@ export class Vault {
       await this.p.nvram.write(encodeNvramState(next));
     } catch {
       this.pending = null;
+      this.staged = null;
       this.state = 'broken';
       throw new EnclaveFault(PlatformCodes.NvramError, 'NVRAM write failed; reload required');
     }
@@ -226,21 +250,74 @@ export class Vault {
 
   private async batch(req: Extract<HostRequest, { type: 'Batch' }>): Promise<HostResponse> {
     this.requireState('ready');
-    if (this.pending) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is already pending');
+    if (this.staged) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is already staged', 'epoch');
+    const base = this.pending;
+    if (base) {
+      // Overlap: run it now, hold it until the pending batch is committed (Prepare).
+      if (req.epoch !== base.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is already pending', 'epoch');
+      for (const op of req.ops) {
+        if (base.touched.has(toHex(op.recordId))) {
+          throw new EnclaveFault(Handling.BatchOutOfOrder, 'a record of the pending batch can not be in the batch behind it', 'ops');
+        }
+      }
+      const intent = this.nv.intent!;
+      this.staged = this.compute(req, intent.auditSeq, intent.auditHead);
+      return { type: 'Staged', epoch: req.epoch };
+    }
     const committed = this.nv.committed;
     if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
+    return this.prepareComputed(this.compute(req, committed.auditSeq, committed.auditHead));
+  }
+
+  /** Prepare(e): the staged batch e, its predecessor committed, gets its intent and is prepared. */
+  private async prepareStaged(epoch: number): Promise<HostResponse> {
+    this.requireState('ready');
+    const s = this.staged;
+    if (!s || this.pending || s.pending.epoch !== epoch || this.nv.committed.epoch + 1 !== epoch) {
+      throw new EnclaveFault(Handling.NoBatchPending, 'no staged batch with this epoch behind the committed one', 'epoch');
+    }
+    this.staged = null;
+    return this.prepareComputed(s);
+  }
+
+  /** Writes a computed batch's intent to NVRAM and makes it the pending batch: Prepared. */
+  private async prepareComputed(c: Computed): Promise<HostResponse> {
+    const index = this.index!;
+    // The intent: the count and sum the index will have once this batch is durable.
+    const sum = Uint8Array.from(index.sum);
+    let count = index.count;
+    for (const o of c.pending.overlay.values()) {
+      const old = index.getByKey(o.key);
+      if (old) {
+        subInto(sum, old);
+        count--;
+      }
+      if (o.leaf) {
+        addInto(sum, o.leaf);
+        count++;
+      }
+    }
+    const intent: NvramSlot = { epoch: c.pending.epoch, count, indexSum: sum, auditSeq: c.auditSeq, auditHead: c.auditHead };
+    this.p.failpoint?.('batch:before-intent');
+    await this.writeNvram({ ...this.nv, intent });
+    this.pending = c.pending;
+    this.p.failpoint?.('batch:prepared');
+    return { type: 'Prepared', epoch: c.pending.epoch, writes: c.writes, audit: c.pending.audit };
+  }
+
+  /** Runs every op of a batch against the committed index (and the batch's own earlier ops). */
+  private compute(req: Extract<HostRequest, { type: 'Batch' }>, auditSeq: number, auditHead: Uint8Array): Computed {
     const now = this.p.now();
     this.stages.sweep(now);
     this.sessions.sweep(now);
     this.authSessions.sweep(now);
-    const pending: Pending = { epoch: req.epoch, overlay: new Map(), audit: [], results: [], hooks: [] };
-    let auditSeq = committed.auditSeq;
-    let auditHead = committed.auditHead;
+    const pending: Pending = { epoch: req.epoch, overlay: new Map(), touched: new Set(), audit: [], results: [], hooks: [] };
     const writes: { recordId: Uint8Array; blob: Uint8Array }[] = [];
     const keys = this.keys!;
     const index = this.index!;
     for (const op of req.ops) {
       const idHex = toHex(op.recordId);
+      pending.touched.add(idHex);
       let sealResponse: ((b: Uint8Array) => Uint8Array) | null = null;
       try {
         // SHA-256(id) once: the partition, and the index key (RecordIndex.keyOf).
@@ -291,26 +368,7 @@ export class Vault {
         else pending.results.push({ opId: op.opId, sealed: 0, response: plain });
       }
     }
-    // The intent: the count and sum the index will have once this batch is durable.
-    const sum = Uint8Array.from(index.sum);
-    let count = index.count;
-    for (const o of pending.overlay.values()) {
-      const old = index.getByKey(o.key);
-      if (old) {
-        subInto(sum, old);
-        count--;
-      }
-      if (o.leaf) {
-        addInto(sum, o.leaf);
-        count++;
-      }
-    }
-    const intent: NvramSlot = { epoch: req.epoch, count, indexSum: sum, auditSeq, auditHead };
-    this.p.failpoint?.('batch:before-intent');
-    await this.writeNvram({ ...this.nv, intent });
-    this.pending = pending;
-    this.p.failpoint?.('batch:prepared');
-    return { type: 'Prepared', epoch: req.epoch, writes, audit: pending.audit };
+    return { pending, writes, auditSeq, auditHead };
   }
 
   /** The record an op works on: this batch's pending version, or the stored blob checked against the index. */
@@ -356,9 +414,15 @@ export class Vault {
   }
 
   private abort(epoch: number): HostResponse {
+    if (this.staged && this.staged.pending.epoch === epoch) {
+      this.staged = null;
+      return { type: 'Aborted', epoch };
+    }
     const p = this.pending;
     if (!p || p.epoch !== epoch) throw new EnclaveFault(Handling.NoBatchPending, 'no pending batch with this epoch', 'epoch');
+    // A staged batch was computed on the assumption that this one commits: it goes too.
     this.pending = null;
+    this.staged = null;
     return { type: 'Aborted', epoch };
   }
 
@@ -373,6 +437,7 @@ export class Vault {
     this.keys = null;
     this.index = null;
     this.pending = null;
+    this.staged = null;
     this.stages.clear();
     this.sessions.clear();
     this.authSessions.clear();

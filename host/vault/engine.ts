@@ -4,9 +4,11 @@
  * Client operations (opaque HPKE ciphertexts for one record id each) queue up; while one batch
  * is with the enclave, the next one fills. For each batch the engine reads the stored blobs,
  * sends Batch, persists the enclave's writes and audit events in one storage transaction, sends
- * Commit, and only then hands each client its (still encrypted) response. The next batch goes to
- * the enclave right behind the Commit (see runBatch), so the device does not wait a round trip
- * through the host between batches. A storage or commit
+ * Commit, and only then hands each client its (still encrypted) response. Overlap (see
+ * runBatch): when a batch is prepared and operations are waiting, the next batch (of records not
+ * in the prepared one) goes to the enclave at once, which computes it while storage commits the
+ * prepared one, and a Prepare right behind the Commit gives it its NVRAM intent; so the device
+ * does not sit idle through the storage commit or a round trip through the host. A storage or commit
  * failure stops the engine: its clients get an error, nothing the enclave charged is released,
  * and the partition must reload (VaultHost restarts it) to learn which state storage is in.
  *
@@ -144,6 +146,50 @@ export class PartitionEngine {
     }
   }
 
+  /**
+   * Up to MAX_BATCH_OPS queued operations whose records are not in `cur` (taken out of the queue,
+   * in order); the others keep their places.
+   */
+  private takeDisjoint(cur: Queued[]): Queued[] {
+    const busy = new Set<string>();
+    for (const q of cur) busy.add(recordKey(q.recordId));
+    const take: Queued[] = [];
+    const keep: Queued[] = [];
+    for (const q of this.queue) {
+      if (take.length < MAX_BATCH_OPS && !busy.has(recordKey(q.recordId))) take.push(q);
+      else keep.push(q);
+    }
+    this.queue = keep;
+    return take;
+  }
+
+  /** Reads the stored blobs and sends a batch to be staged behind the pending one: `posted` once it is sent. */
+  private stage(batch: Queued[], epoch: number): Promise<HostResponse> & { posted: Promise<void> } {
+    let sent!: () => void;
+    const posted = new Promise<void>((r) => (sent = r));
+    const answer = (async () => {
+      try {
+        const stored = await this.store.getMany(this.partition, batch.map((q) => q.recordId));
+        const p = this.call({ type: 'Batch', epoch, ops: this.ops(batch, stored) });
+        sent();
+        return await p;
+      } finally {
+        sent();
+      }
+    })();
+    answer.catch(() => {});
+    return Object.assign(answer, { posted });
+  }
+
+  private ops(batch: Queued[], stored: Map<string, { blob: Uint8Array }>) {
+    return batch.map((q, i) => ({
+      opId: i,
+      recordId: q.recordId,
+      stored: stored.get(recordKey(q.recordId))?.blob ?? new Uint8Array(0),
+      request: q.request,
+    }));
+  }
+
   /** Reads the batch's stored blobs and sends it to the enclave (the answer comes later). */
   private sendBatch(batch: Queued[], epoch: number): Started {
     const prepared = this.prepare(batch, epoch);
@@ -153,16 +199,7 @@ export class PartitionEngine {
 
   private async prepare(batch: Queued[], epoch: number): Promise<HostResponse> {
     const stored = await this.store.getMany(this.partition, batch.map((q) => q.recordId));
-    return this.call({
-      type: 'Batch',
-      epoch,
-      ops: batch.map((q, i) => ({
-        opId: i,
-        recordId: q.recordId,
-        stored: stored.get(recordKey(q.recordId))?.blob ?? new Uint8Array(0),
-        request: q.request,
-      })),
-    });
+    return this.call({ type: 'Batch', epoch, ops: this.ops(batch, stored) });
   }
 
   /**
@@ -203,6 +240,20 @@ export class PartitionEngine {
       for (const q of batch) q.reject(new Error(`unexpected ${prepared.type}`));
       return undefined;
     }
+    // Overlap: the next batch goes to the enclave now, before this one is persisted, so the device
+    // computes it while storage commits (the enclave stages it and prepares it after this Commit).
+    // Its ops may not name a record of this batch (the enclave refuses that): those wait for the
+    // batch after. Its stored blobs are read before this batch is persisted, which is why.
+    let follow: Started | undefined;
+    if (this.queue.length && !this.closed) {
+      const take = this.takeDisjoint(batch);
+      if (take.length) {
+        const staged = this.stage(take, epoch + 1);
+        follow = { batch: take, epoch: epoch + 1, prepared: staged, t0: performance.now() };
+        // Posted before this batch's Commit, so the device takes it first (answers come in order).
+        await staged.posted;
+      }
+    }
     // The last write of a record in the batch wins (earlier ones were steps within the batch).
     const last = new Map<string, { recordId: Uint8Array; blob: Uint8Array }>();
     for (const w of prepared.writes) last.set(recordKey(w.recordId), w);
@@ -213,13 +264,25 @@ export class PartitionEngine {
       // reload settles it: the enclave keeps the batch's intent in NVRAM and, at load, accepts
       // storage at its committed state or at that intent. So no Abort (a new batch would replace
       // the intent): this engine stops, and the partition restarts.
-      this.fail(batch, e);
+      this.fail(follow ? [...batch, ...follow.batch] : batch, e);
       return undefined;
     }
     const commit = this.call({ type: 'Commit', epoch });
     commit.catch(() => {});
-    // The batch is durable in storage: the next one's reads see it. Sent after the Commit.
-    const follow = this.queue.length && !this.closed ? this.sendBatch(this.queue.splice(0, MAX_BATCH_OPS), epoch + 1) : undefined;
+    if (follow) {
+      // Right behind the Commit: the staged batch's intent, then its Prepared.
+      const prepare = this.call({ type: 'Prepare', epoch: epoch + 1 });
+      prepare.catch(() => {});
+      const staged = follow.prepared;
+      follow.prepared = staged.then((r) => {
+        if (r.type !== 'Staged') throw new Error(`unexpected ${r.type}`);
+        return prepare;
+      });
+      follow.prepared.catch(() => {});
+    } else if (this.queue.length && !this.closed) {
+      // The batch is durable in storage: the next one's reads see it. Sent after the Commit.
+      follow = this.sendBatch(this.queue.splice(0, MAX_BATCH_OPS), epoch + 1);
+    }
     let committed: HostResponse;
     try {
       committed = await commit;

@@ -182,6 +182,10 @@ async function main(): Promise<void> {
       ],
     }),
   );
+  // Behind a pending batch (bit 4): staged, then committed the honest way; and a LoginStart staged and left.
+  put('enclave-host', 'batch-staged', host(1 | 2 | 4 | 16, { type: 'Batch', epoch: 2, ops: [await op(0, CANARY_B.recordId, { type: 'Status' })] }));
+  put('enclave-host', 'batch-staged-login', host(1 | 2 | 16, { type: 'Batch', epoch: 2, ops: [await op(0, CANARY_B.recordId, { type: 'LoginStart', suite: SUITE_CODE[CANARY_B.suite], ke1: ke1B })] }));
+  put('enclave-host', 'prepare', host(1 | 16, { type: 'Prepare', epoch: 2 }));
   put('enclave-host', 'commit', host(1, { type: 'Commit', epoch: 1 }));
   put('enclave-host', 'abort', host(1, { type: 'Abort', epoch: 1 }));
   put('enclave-host', 'zeroize', host(0, { type: 'Zeroize', auth: new Uint8Array(32).fill(0x44) }));

@@ -100,6 +100,8 @@ export class FuzzVault {
   epoch = 0;
   /** The batch the enclave has prepared and not yet committed or aborted. */
   pending: { epoch: number; writes: { recordId: Uint8Array; blob: Uint8Array }[] } | null = null;
+  /** The batch the enclave staged behind `pending` (a Batch sent while that one was pending), not yet prepared. */
+  staged: { epoch: number } | null = null;
   hpkePublicKey!: Uint8Array;
   readonly tracked = new Map<string, Tracked>();
   readonly suites = new Map<SuiteId, Suite>();
@@ -181,7 +183,11 @@ export class FuzzVault {
   /** Follows the batch protocol as an honest host would persist it. */
   private track(res: HostResponse): void {
     switch (res.type) {
+      case 'Staged':
+        this.staged = { epoch: res.epoch };
+        break;
       case 'Prepared':
+        if (this.staged?.epoch === res.epoch) this.staged = null;
         this.pending = { epoch: res.epoch, writes: res.writes };
         this.auditEvents += res.audit.length;
         break;
@@ -206,11 +212,16 @@ export class FuzzVault {
         }
         break;
       case 'Aborted':
-        if (this.pending?.epoch === res.epoch) this.pending = null;
+        if (this.staged?.epoch === res.epoch) this.staged = null;
+        if (this.pending?.epoch === res.epoch) {
+          this.pending = null;
+          this.staged = null; // computed on the aborted one: dropped with it
+        }
         break;
       case 'Loaded':
         this.epoch = res.epoch;
         this.pending = null;
+        this.staged = null;
         break;
       case 'Fault':
         if (res.code === Handling.BadPayload && new TextDecoder().decode(res.message) === 'internal error') {
@@ -227,9 +238,14 @@ export class FuzzVault {
 
   /** Aborts a batch the enclave still holds (an honest host whose storage write failed). */
   async abortPending(): Promise<void> {
+    if (this.staged && !this.pending) {
+      const res = await this.call({ type: 'Abort', epoch: this.staged.epoch }, 'the driver\'s Abort of the staged batch');
+      if (res.type !== 'Aborted') violation('protocol', `Abort of the staged batch answered ${res.type}`);
+    }
     if (!this.pending) return;
     const res = await this.call({ type: 'Abort', epoch: this.pending.epoch }, 'the driver\'s Abort');
     if (res.type !== 'Aborted') violation('protocol', `Abort of the pending batch answered ${res.type}`);
+    if (this.staged) violation('protocol', `the batch staged behind an aborted one (epoch ${this.staged.epoch}) survived the Abort`);
   }
 
   /** Boots a new enclave on the same platform (a restart) and streams the stored rows to it. */
@@ -240,6 +256,7 @@ export class FuzzVault {
     this.bootFailed = seen.length > 0;
     this.judge(seen, 'the enclave\'s boot');
     this.pending = null;
+    this.staged = null;
     await this.load();
   }
 

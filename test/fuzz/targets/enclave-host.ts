@@ -5,13 +5,17 @@
  * and LoadChunk rows. The fuzzer plays a malicious host.
  *
  * The first input byte holds flags, the rest is the request:
- *   bit 0  set the epoch (bytes 2..9 of Batch, Commit, Abort) to the one the enclave expects, so
- *          that mutated batches get past the epoch check;
+ *   bit 0  set the epoch (bytes 2..9 of Batch, Commit, Abort, Prepare) to the one the enclave
+ *          expects, so that mutated batches get past the epoch check (a Batch behind a pending
+ *          one gets the epoch after it, to be staged);
  *   bit 1  replace each Batch op's `stored` blob with the honest current one (past the rollback
  *          check, into the handlers);
  *   bit 2  commit a Prepared batch at once (an honest host persisting it);
  *   bit 3  restart the enclave first, before it is loaded (LoadChunk/LoadEnd reach the loader);
- *          the driver then completes the load honestly.
+ *          the driver then completes the load honestly;
+ *   bit 4  first prepare an empty honest batch and leave it pending, so that the request lands
+ *          behind it (a Batch is staged; with bit 2 the driver then commits the pending batch,
+ *          prepares the staged one with Prepare and commits it, as the host's engine does).
  * A batch left pending by an input is aborted by the driver after two more inputs.
  *
  * Oracle, per input (besides lib/vault.ts's checks on every response: it decodes, carries no
@@ -78,12 +82,20 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   if (flags & 8) {
     vault.enclave = await createEnclave(vault.platform);
     vault.pending = null;
+    vault.staged = null;
     pendingAge = 0;
     changed = true;
   }
+  if (flags & 16 && !(flags & 8) && !vault.pending && !vault.staged) {
+    const held = await vault.call({ type: 'Batch', epoch: vault.epoch + 1, ops: [] }, 'the driver\'s held batch');
+    if (held.type !== 'Prepared') violation('protocol', `an empty honest batch answered ${held.type}`);
+    changed = true;
+  }
   const tag = req[1];
-  if (flags & 1 && req.length >= 10 && (tag === TAG.Batch || tag === TAG.Commit || tag === TAG.Abort)) {
-    writeU64(req, 2, tag === TAG.Batch ? vault.epoch + 1 : (vault.pending?.epoch ?? vault.epoch + 1));
+  if (flags & 1 && req.length >= 10 && (tag === TAG.Batch || tag === TAG.Commit || tag === TAG.Abort || tag === TAG.Prepare)) {
+    // A Batch gets the next epoch: behind the pending batch (to be staged) when there is one.
+    const next = (vault.pending?.epoch ?? vault.epoch) + 1;
+    writeU64(req, 2, tag === TAG.Batch ? next : tag === TAG.Prepare ? (vault.staged?.epoch ?? next) : (vault.pending?.epoch ?? vault.staged?.epoch ?? next));
   }
   if (flags & 2 && tag === TAG.Batch) {
     try {
@@ -98,23 +110,34 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   }
 
   const { res } = await vault.raw(req, 'the fuzzed host request');
-  last = `${flags & 15}/${res.type === 'Fault' ? `F${res.code}` : res.type}`;
+  last = `${flags & 31}/${res.type === 'Fault' ? `F${res.code}` : res.type}`;
   if (res.type === 'Prepared' || res.type === 'Committed' || res.type === 'Loaded' || res.type === 'ZeroizeDone') changed = true;
   if (res.type === 'Prepared' && flags & 4) {
     const c = await vault.call({ type: 'Commit', epoch: res.epoch }, 'the driver\'s Commit');
     if (c.type !== 'Committed') violation('protocol', `Commit of a freshly prepared batch answered ${c.type}`);
     last += '/C';
   }
+  if (res.type === 'Staged' && flags & 4 && vault.pending) {
+    // The honest host's path: persist and commit the pending batch, then prepare and commit the staged one.
+    const c = await vault.call({ type: 'Commit', epoch: vault.pending.epoch }, 'the driver\'s Commit of the pending batch');
+    if (c.type !== 'Committed') violation('protocol', `Commit of the batch pending before a staged one answered ${c.type}`);
+    const p = await vault.call({ type: 'Prepare', epoch: res.epoch }, 'the driver\'s Prepare');
+    if (p.type !== 'Prepared') violation('protocol', `Prepare of a staged batch after its predecessor's Commit answered ${p.type}`);
+    const c2 = await vault.call({ type: 'Commit', epoch: res.epoch }, 'the driver\'s Commit of the staged batch');
+    if (c2.type !== 'Committed') violation('protocol', `Commit of a prepared staged batch answered ${c2.type}`);
+    last += '/SPC';
+    changed = true;
+  }
 
   if (flags & 8) {
     const info = await vault.info();
     if (info.state === 3) await vault.load();
   }
-  if (vault.pending && ++pendingAge > 2) {
+  if ((vault.pending || vault.staged) && ++pendingAge > 2) {
     await vault.abortPending();
     pendingAge = 0;
   }
-  if (!vault.pending) pendingAge = 0;
+  if (!vault.pending && !vault.staged) pendingAge = 0;
 
   await vault.checkServing('the fuzzed host request');
   const info = await vault.info();
