@@ -15,6 +15,11 @@ import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import { HostRequests, HostResponses } from '../enclave/api/messages.ts';
 import { testPlatform } from './helpers/platform.ts';
 import { describeTokens } from './helpers/tokens.ts';
+import { sealRequest } from '../enclave/api/e2e.ts';
+import { ClientRequests, SUITE_CODE } from '../enclave/api/messages.ts';
+import { clientLoginStart } from '../enclave/opaque/client.ts';
+import { fastSuite } from '../enclave/opaque/suites-fast.ts';
+import { CONTEXT } from './helpers/vault-harness.ts';
 
 const te = new TextEncoder();
 const id = (s: string) => te.encode(s);
@@ -105,6 +110,73 @@ describeTokens('integrity', (kind) => {
         else expect(remaining).toBe(5);
         expect(r).toBeInstanceOf(Error); // no response was released before the crash point's batch committed
         expect(await c2.recover(id('a'), te.encode('pw'))).toMatchObject({ ok: true });
+      });
+    }
+  });
+
+  describe('crash with a batch staged behind the pending one', () => {
+    /**
+     * Raw host messages (the engine's overlap, by hand): a wrong login of `a` prepared and
+     * persisted, one of `b` staged behind it, Commit, Prepare, persist, Commit; the enclave dies
+     * at `point` of the first or of the staged batch. After a reload, every guess whose batch was
+     * committed stays charged, and the staged batch counts only if it reached its own commit.
+     */
+    const cases: { batch: 'first' | 'staged'; point: string; a: number; b: number }[] = [
+      { batch: 'first', point: 'commit:before-nvram', a: 4, b: 5 },
+      { batch: 'first', point: 'commit:after-nvram', a: 4, b: 5 },
+      { batch: 'staged', point: 'batch:before-intent', a: 4, b: 5 },
+      { batch: 'staged', point: 'batch:prepared', a: 4, b: 5 },
+      { batch: 'staged', point: 'commit:before-nvram', a: 4, b: 4 },
+      { batch: 'staged', point: 'commit:after-nvram', a: 4, b: 4 },
+    ];
+    for (const k of cases) {
+      it(`at ${k.point} of the ${k.batch} batch`, async () => {
+        h = await openHarness({ tokenKind: kind });
+        const c = await h.client();
+        const a = id('staged-a');
+        const b = id('staged-b');
+        await c.register(a, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
+        await c.register(b, te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 5 });
+        const suite = await fastSuite('ristretto255-SHA512');
+        const login = async (rid: Uint8Array) => {
+          const { ke1 } = clientLoginStart({ suite, context: CONTEXT, rng: (n: number) => new Uint8Array(randomBytes(n)) }, te.encode('wrong'));
+          const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'LoginStart', suite: SUITE_CODE['ristretto255-SHA512'], ke1 }));
+          const stored = (await h.store.getMany(0, [rid])).values().next().value!.blob;
+          return { opId: 0, recordId: rid, stored, request: message };
+        };
+        const e = ((await hostCall(h.enclave, { type: 'Info' })) as { epoch: number }).epoch + 1;
+        const persist = async (r: Awaited<ReturnType<typeof hostCall>>, epoch: number) => {
+          expect(r).toMatchObject({ type: 'Prepared', epoch });
+          const p = r as Extract<typeof r, { type: 'Prepared' }>;
+          await h.store.applyBatch(0, epoch, p.writes, p.audit);
+        };
+        const at = (batch: 'first' | 'staged') => {
+          if (k.batch === batch) h.platform.failpoints.add(k.point);
+        };
+        await persist(await hostCall(h.enclave, { type: 'Batch', epoch: e, ops: [await login(a)] }), e);
+        expect(await hostCall(h.enclave, { type: 'Batch', epoch: e + 1, ops: [await login(b)] })).toMatchObject({ type: 'Staged' });
+        at('first');
+        const c1 = await hostCall(h.enclave, { type: 'Commit', epoch: e });
+        if (k.batch === 'staged') {
+          expect(c1).toMatchObject({ type: 'Committed', epoch: e });
+          if (k.point.startsWith('batch:')) at('staged');
+          const p2 = await hostCall(h.enclave, { type: 'Prepare', epoch: e + 1 });
+          if (k.point.startsWith('commit:')) {
+            await persist(p2, e + 1);
+            at('staged');
+            expect(await hostCall(h.enclave, { type: 'Commit', epoch: e + 1 })).toMatchObject({ type: 'Fault' });
+          } else {
+            expect(p2).toMatchObject({ type: 'Fault' });
+          }
+        } else {
+          expect(c1).toMatchObject({ type: 'Fault' });
+        }
+        h.platform.failpoints.clear();
+        await h.restart();
+        const c2 = await h.client();
+        expect(await c2.status(a)).toMatchObject({ attemptsRemaining: k.a });
+        expect(await c2.status(b)).toMatchObject({ attemptsRemaining: k.b });
+        expect(await c2.recover(b, te.encode('pw'))).toMatchObject({ ok: true });
       });
     }
   });
