@@ -4,7 +4,7 @@
  * group-commit engine per partition, SQLite WAL synchronous=FULL), against the raw server (our
  * OPAQUE server in N worker threads, no boundary, no storage) on the same cores, in one run.
  *
- *   npx tsx bench/enclave.ts [--quick] [--json FILE] [--levels 1,8,32,128] [--partitions 1,2]
+ *   npx tsx bench/enclave.ts [--quick] [--json FILE] [--levels 1,8,32,128,256,512] [--partitions 1,2]
  *                            [--window-ms 2000] [--rounds 3] [--records 1024] [--token emulator|softhsm]
  *                            [--warmup-ms 1500]   (quick: levels 1,128, 500 ms windows, 3 rounds)
  *
@@ -37,7 +37,7 @@ import type { BenchResult } from './lib/common.ts';
 const A = args();
 const QUICK = A.quick;
 const CORES = availableParallelism();
-const LEVELS = A.list('levels', QUICK ? [1, 128] : [1, 8, 32, 128, 256]);
+const LEVELS = A.list('levels', QUICK ? [1, 128] : [1, 8, 32, 128, 256, 512]);
 const PARTITIONS = A.list('partitions', QUICK ? [CORES] : Array.from({ length: CORES }, (_, i) => i + 1)).sort((a, b) => b - a);
 const WINDOW = A.num('window-ms', QUICK ? 500 : 2000);
 const ROUNDS = A.num('rounds', 3);
