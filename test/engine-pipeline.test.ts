@@ -37,11 +37,14 @@ interface Sent {
   unanswered: string[];
 }
 
-async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void> } = {}) {
+async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; failRead?: () => boolean } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'bkv-pipeline-'));
   dirs.push(dir);
-  const store = await openSqliteStore(join(dir, 'vault.db'));
-  stores.push(store);
+  const sqlite = await openSqliteStore(join(dir, 'vault.db'));
+  stores.push(sqlite);
+  const store: RecordStore = Object.assign(Object.create(sqlite) as RecordStore, {
+    getMany: (p: number, ids: Uint8Array[]) => (opts.failRead?.() ? Promise.reject(new Error('storage read failed')) : sqlite.getMany(p, ids)),
+  });
   const enclave = await createEnclave(testPlatform());
   const sent: Sent[] = [];
   const open = new Set<string>();
@@ -116,6 +119,29 @@ describe('engine pipelining', () => {
     const staged = sent.filter((s) => s.type === 'Batch')[1]!;
     expect(staged.unanswered).not.toContain('Commit');
     expect(engine.stats.batches).toBe(2);
+  });
+
+  it('when the staged batch cannot be read, its clients get the error and the engine goes on', async () => {
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    let reads = 0;
+    let failNext = false;
+    const r = await rig({ holdFirstBatch: hold, failRead: () => (reads++, failNext && !(failNext = false)) });
+    const first = r.client.status(te.encode('read-0'));
+    while (!r.sent.some((x) => x.type === 'Batch')) await tick();
+    const rest = [1, 2, 3].map((i) => r.client.status(te.encode(`read-${i}`)));
+    const settled = Promise.allSettled(rest);
+    while (r.engine.queueDepth < rest.length) await tick();
+    failNext = true; // the next read is the staged batch's
+    release();
+    expect(await first).toMatchObject({ type: 'NotRegistered' });
+    for (const x of await settled) expect(String((x as PromiseRejectedResult).reason)).toMatch(/storage read failed/);
+    expect(r.engine.failed).toBeNull();
+    // Not sent: no Batch or Prepare for it reached the enclave.
+    expect(r.sent.filter((s) => s.type === 'Batch').length).toBe(1);
+    expect(r.sent.some((s) => s.type === 'Prepare')).toBe(false);
+    expect(reads).toBeGreaterThan(1);
+    expect(await r.client.status(te.encode('read-after'))).toMatchObject({ type: 'NotRegistered' });
   });
 
   it('an operation on a record of the prepared batch waits for a later batch, and sees its result', async () => {

@@ -163,24 +163,6 @@ export class PartitionEngine {
     return take;
   }
 
-  /** Reads the stored blobs and sends a batch to be staged behind the pending one: `posted` once it is sent. */
-  private stage(batch: Queued[], epoch: number): Promise<HostResponse> & { posted: Promise<void> } {
-    let sent!: () => void;
-    const posted = new Promise<void>((r) => (sent = r));
-    const answer = (async () => {
-      try {
-        const stored = await this.store.getMany(this.partition, batch.map((q) => q.recordId));
-        const p = this.call({ type: 'Batch', epoch, ops: this.ops(batch, stored) });
-        sent();
-        return await p;
-      } finally {
-        sent();
-      }
-    })();
-    answer.catch(() => {});
-    return Object.assign(answer, { posted });
-  }
-
   private ops(batch: Queued[], stored: Map<string, { blob: Uint8Array }>) {
     return batch.map((q, i) => ({
       opId: i,
@@ -245,13 +227,22 @@ export class PartitionEngine {
     // Its ops may not name a record of this batch (the enclave refuses that): those wait for the
     // batch after. Its stored blobs are read before this batch is persisted, which is why.
     let follow: Started | undefined;
+    let staged = false;
     if (this.queue.length && !this.closed) {
       const take = this.takeDisjoint(batch);
       if (take.length) {
-        const staged = this.stage(take, epoch + 1);
-        follow = { batch: take, epoch: epoch + 1, prepared: staged, t0: performance.now() };
-        // Posted before this batch's Commit, so the device takes it first (answers come in order).
-        await staged.posted;
+        const t0 = performance.now();
+        let answer: Promise<HostResponse>;
+        try {
+          const stored = await this.store.getMany(this.partition, take.map((q) => q.recordId));
+          // Sent before this batch's Commit, so the device takes it first (answers come in order).
+          answer = this.call({ type: 'Batch', epoch: epoch + 1, ops: this.ops(take, stored) });
+          staged = true;
+        } catch (e) {
+          answer = Promise.reject(e);
+        }
+        answer.catch(() => {}); // awaited by runBatch; never an unhandled rejection meanwhile
+        follow = { batch: take, epoch: epoch + 1, prepared: answer, t0 };
       }
     }
     // The last write of a record in the batch wins (earlier ones were steps within the batch).
@@ -269,17 +260,17 @@ export class PartitionEngine {
     }
     const commit = this.call({ type: 'Commit', epoch });
     commit.catch(() => {});
-    if (follow) {
+    if (follow && staged) {
       // Right behind the Commit: the staged batch's intent, then its Prepared.
       const prepare = this.call({ type: 'Prepare', epoch: epoch + 1 });
       prepare.catch(() => {});
-      const staged = follow.prepared;
-      follow.prepared = staged.then((r) => {
+      follow.prepared = follow.prepared.then((r) => {
         if (r.type !== 'Staged') throw new Error(`unexpected ${r.type}`);
         return prepare;
       });
       follow.prepared.catch(() => {});
-    } else if (this.queue.length && !this.closed) {
+    } else if (!follow && this.queue.length && !this.closed) {
+      // (A follow whose reads failed is not sent: runBatch hands its clients the error.)
       // The batch is durable in storage: the next one's reads see it. Sent after the Commit.
       follow = this.sendBatch(this.queue.splice(0, MAX_BATCH_OPS), epoch + 1);
     }
