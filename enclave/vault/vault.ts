@@ -73,7 +73,6 @@ interface Computed {
   auditSeq: number;
   auditHead: Uint8Array;
 }
-type Staged = Computed;
 
 const sha256 = nodeHash('SHA-256');
 
@@ -86,7 +85,7 @@ export class Vault {
   private loader: IndexLoader | null = null;
   private pending: Pending | null = null;
   /** A batch computed while `pending` waits for its Commit: no NVRAM intent yet (see Prepare). */
-  private staged: Staged | null = null;
+  private staged: Computed | null = null;
   private audit!: AuditLog;
   private readonly suites = new Map<SuiteId, Suite>();
   private readonly stages = new ExpiringTable<Stage>(STAGE_TTL_MS, MAX_SESSIONS);
