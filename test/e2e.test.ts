@@ -2,7 +2,8 @@
  * The end-to-end envelope: the enclave's synchronous receiver (enclave/vault/e2e-open.ts, on
  * node:crypto) and the portable one (enclave/api/e2e.ts, on @hpke/core) derive the same key pair
  * from the same input and open each other's messages; tampering, a moved record id and a wrong
- * key are refused; answers to a replayed request never share a nonce.
+ * key are refused; answers to a replayed request never share a nonce. The synchronous receiver's
+ * key schedule runs on node:crypto's SHA-256 or on libsodium's (the enclave's), with the same bytes.
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -10,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { deriveE2eKeyPair, openRequest, sealRequest } from '../enclave/api/e2e.ts';
 import { EnclaveFault } from '../enclave/api/codes.ts';
 import { deriveE2eReceiver, openRequestSync } from '../enclave/vault/e2e-open.ts';
+import { createSodiumSha256, createSodiumSha512 } from '../enclave/opaque/hash-sodium.ts';
 
 const rnd = (n: number) => new Uint8Array(randomBytes(n));
 
@@ -33,6 +35,32 @@ describe('end-to-end envelope', () => {
         const opened = openRequestSync(r, id, message, rnd);
         expect(Buffer.from(opened.request).equals(Buffer.from(req))).toBe(true);
         expect(Buffer.from(await openResponse(opened.sealResponse(res))).equals(Buffer.from(res))).toBe(true);
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it('with libsodium\'s SHA-256 (as the enclave runs it) the receiver derives the same key and opens the same messages', async () => {
+    const sodium256 = await createSodiumSha256();
+    const sodium512 = await createSodiumSha512();
+    expect(() => deriveE2eReceiver(rnd(32), sodium512)).toThrow(TypeError);
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ minLength: 32, maxLength: 64 }), fc.uint8Array({ minLength: 1, maxLength: 64 }), fc.uint8Array({ maxLength: 600 }), async (ikm, id, req) => {
+        const viaNode = deriveE2eReceiver(ikm);
+        const viaSodium = deriveE2eReceiver(ikm, sodium256);
+        expect(Buffer.from(viaSodium.publicKey).equals(Buffer.from(viaNode.publicKey))).toBe(true);
+        const { message, openResponse } = await sealRequest(viaSodium.publicKey, id, req);
+        const a = openRequestSync(viaNode, id, message, rnd);
+        const b = openRequestSync(viaSodium, id, message, rnd);
+        expect(Buffer.from(b.request).equals(Buffer.from(req))).toBe(true);
+        expect(Buffer.from(a.request).equals(Buffer.from(req))).toBe(true);
+        // Same response key: each answer opens under the client's context.
+        expect(await openResponse(b.sealResponse(Uint8Array.of(7)))).toEqual(Uint8Array.of(7));
+        expect(await openResponse(a.sealResponse(Uint8Array.of(6)))).toEqual(Uint8Array.of(6));
+        // Tampering is refused on this path too.
+        const t = Uint8Array.from(message);
+        t[t.length - 1]! ^= 1;
+        expect(() => openRequestSync(viaSodium, id, t, rnd)).toThrow(EnclaveFault);
       }),
       { numRuns: 25 },
     );

@@ -23,7 +23,8 @@ import { createSodiumRistretto255 } from '../enclave/opaque/groups/sodium-ristre
 import { expandMessageXmd, hashPrefix, hmacKey } from '../enclave/opaque/hash.ts';
 import { nobleHash } from '../enclave/opaque/hash-noble.ts';
 import { nodeHash } from '../enclave/opaque/hash-node.ts';
-import { createSodiumSha512 } from '../enclave/opaque/hash-sodium.ts';
+import type { HashPrimitives } from '../enclave/opaque/hash.ts';
+import { createSodiumSha256, createSodiumSha512 } from '../enclave/opaque/hash-sodium.ts';
 import type { Suite, SuiteId } from '../enclave/opaque/suite.ts';
 import { OPRF_IDENTIFIER } from '../enclave/opaque/suite.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
@@ -454,6 +455,32 @@ describe('sodium-wasm: the raw-export and wrapper paths agree', () => {
   });
 });
 
+/** A key, one to four messages, and up to three more parts (hmacKey and hashPrefix properties). */
+const keyMsgsMore = [
+  fc.uint8Array({ maxLength: 300 }),
+  fc.array(fc.uint8Array({ maxLength: 300 }), { minLength: 1, maxLength: 4 }),
+  fc.array(fc.uint8Array({ maxLength: 200 }), { maxLength: 3 }),
+] as const;
+const edgeBytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 131 + seed * 7 + 3) & 0xff);
+
+/** `h` agrees with @noble/hashes and node:crypto on hashes and HMACs of messages and keys of these lengths, in one or several parts. */
+function agreesAtEdges(h: HashPrimitives, lens: number[], keyLens: number[]): void {
+  const ref = nobleHash(h.name);
+  const node = nodeHash(h.name);
+  for (const n of lens) {
+    const msg = edgeBytes(n, n);
+    expect(toHex(h.hash(msg))).toBe(toHex(ref.hash(msg)));
+    expect(h.hash(msg).length).toBe(h.outputLen);
+    expect(toHex(h.hash(msg.subarray(0, n >> 1), msg.subarray(n >> 1)))).toBe(toHex(node.hash(msg)));
+    for (const kl of keyLens) {
+      const key = edgeBytes(kl, kl + 1);
+      expect(toHex(h.hmac(key, msg))).toBe(toHex(ref.hmac(key, msg)));
+    }
+    const key = edgeBytes(h.outputLen, 9);
+    expect(toHex(h.hmac(key, msg.subarray(0, 5), msg.subarray(5), msg))).toBe(toHex(node.hmac(key, msg, msg)));
+  }
+}
+
 describe('hash-sodium: libsodium WebAssembly SHA-512', async () => {
   const h = await createSodiumSha512();
   const ref = nobleHash('SHA-512');
@@ -467,23 +494,12 @@ describe('hash-sodium: libsodium WebAssembly SHA-512', async () => {
     expect((await fastSuite('ristretto255-SHA512')).hash.backend).toBe('sodium-wasm');
   });
   it('hash and hmac agree with @noble/hashes and node:crypto at edge lengths, in one or many parts', () => {
-    for (const n of lens) {
-      const msg = bytesOf(n, n);
-      expect(hex(h.hash(msg))).toBe(hex(ref.hash(msg)));
-      expect(hex(h.hash(msg.subarray(0, n >> 1), msg.subarray(n >> 1)))).toBe(hex(node.hash(msg)));
-      for (const kl of [0, 1, 32, 64, 127, 128, 129, 200, 1024, 1025, 2000]) {
-        const key = bytesOf(kl, kl + 1);
-        expect(hex(h.hmac(key, msg))).toBe(hex(ref.hmac(key, msg)));
-      }
-      const key = bytesOf(64, 9);
-      expect(hex(h.hmac(key, msg.subarray(0, 5), msg.subarray(5), msg))).toBe(hex(node.hmac(key, msg, msg)));
-    }
+    agreesAtEdges(h, lens, [0, 1, 32, 64, 127, 128, 129, 200, 1024, 1025, 2000]);
   });
   it('hmacKey and hashPrefix agree with hmac and hash (random inputs)', () => {
     fc.assert(
       fc.property(
-        fc.uint8Array({ maxLength: 300 }), fc.array(fc.uint8Array({ maxLength: 300 }), { minLength: 1, maxLength: 4 }),
-        fc.array(fc.uint8Array({ maxLength: 200 }), { maxLength: 3 }),
+        ...keyMsgsMore,
         (key, msgs, more) => {
           const k = hmacKey(h, key);
           for (const m of msgs) expect(hex(k.mac(m, ...more))).toBe(hex(ref.hmac(key, m, ...more)));
@@ -568,6 +584,66 @@ describe('hash-sodium: libsodium WebAssembly SHA-512', async () => {
       // copy on libsodium's own stack, outside the scratch area, whichever hash feeds it.)
       g.hashToGroup(key, utf8('dst'));
       for (const secret of [key, msg, tag, tag2, p.digest, d2, digest, sk]) expect(inHeap(secret)).toBe(false);
+    }
+  });
+});
+
+describe('hash-sodium: libsodium WebAssembly SHA-256 (the enclave\'s)', async () => {
+  const h = await createSodiumSha256();
+  const h512 = await createSodiumSha512();
+  const ref = nobleHash('SHA-256');
+  const hex = (b: Uint8Array) => toHex(b);
+  // Lengths around the block (64), the staging area (1024) and beyond.
+  const lens = [0, 1, 31, 32, 55, 56, 63, 64, 65, 127, 128, 1000, 1023, 1024, 1025, 2048, 3000];
+
+  it('hash and hmac agree with @noble/hashes and node:crypto at edge lengths, in one or many parts', () => {
+    expect([h.name, h.outputLen, h.blockLen, h.backend]).toEqual(['SHA-256', 32, 64, 'sodium-wasm']);
+    agreesAtEdges(h, lens, [0, 1, 32, 63, 64, 65, 128, 1024, 1025, 2000]);
+  });
+  it('RFC 4231 test case 2 (HMAC-SHA-256) and the FIPS 180-4 "abc" digest', () => {
+    expect(hex(h.hmac(utf8('Jefe'), utf8('what do ya want for nothing?')))).toBe('5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
+    expect(hex(h.hash(utf8('abc')))).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  });
+  it('hmacKey and hashPrefix agree with hmac and hash; interleaved with SHA-512 calls on the same heap', () => {
+    fc.assert(
+      fc.property(
+        ...keyMsgsMore,
+        (key, msgs, more) => {
+          const k = hmacKey(h, key);
+          const k512 = hmacKey(h512, key);
+          for (const m of msgs) {
+            expect(hex(k.mac(m, ...more))).toBe(hex(ref.hmac(key, m, ...more)));
+            expect(hex(k512.mac(m))).toBe(hex(nodeHash('SHA-512').hmac(key, m)));
+          }
+          k.dispose();
+          k512.dispose();
+          const p = hashPrefix(h, msgs);
+          expect(hex(p.digest)).toBe(hex(ref.hash(...msgs)));
+          expect(hex(p.extend(...more))).toBe(hex(ref.hash(...msgs, ...more)));
+          expect(() => p.extend()).toThrow();
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+  it('leaves no secret in the WebAssembly heap', () => {
+    const mod = (sodium as unknown as { libsodium: { HEAPU8: Uint8Array } }).libsodium;
+    const inHeap = (b: Uint8Array) => Buffer.from(mod.HEAPU8.buffer).indexOf(Buffer.from(b.subarray(b.length - 24))) >= 0;
+    const key0 = new Uint8Array(randomBytes(32));
+    const ipad = key0.map((b) => b ^ 0x36);
+    const k0 = hmacKey(h, key0);
+    expect(inHeap(ipad)).toBe(true); // positive control: a saved key holds its padded key until disposed
+    k0.mac(key0);
+    k0.dispose();
+    expect(inHeap(ipad)).toBe(false);
+    for (let i = 0; i < 30; i++) {
+      const key = new Uint8Array(randomBytes(32));
+      const msg = new Uint8Array(randomBytes(24 + ((i * 97) % 1500)));
+      const tag = h.hmac(key, msg);
+      const digest = h.hash(key, msg);
+      const p = hashPrefix(h, [key, msg]);
+      const d2 = p.extend(key);
+      for (const secret of [key, msg, tag, digest, p.digest, d2]) expect(inHeap(secret)).toBe(false);
     }
   });
 });

@@ -1,12 +1,19 @@
 /**
- * SHA-512 `HashPrimitives` on libsodium compiled to WebAssembly (libsodium-wrappers-sumo), called
- * through the raw emscripten exports (`_crypto_hash_sha512_*`, `_crypto_auth_hmacsha512_*`) on one
- * scratch area allocated once in the WebAssembly heap. The server default for ristretto255-SHA512.
+ * SHA-512 and SHA-256 `HashPrimitives` (FIPS 180-4; HMAC per RFC 2104) on libsodium compiled to
+ * WebAssembly (libsodium-wrappers-sumo), called through the raw emscripten exports
+ * (`_crypto_hash_sha512_*`, `_crypto_auth_hmacsha512_*`, and their SHA-256 twins) on one scratch
+ * area allocated once in the WebAssembly heap. SHA-512 is the server default for
+ * ristretto255-SHA512; SHA-256 is the enclave's (the end-to-end envelope's HKDF, the record
+ * index, the audit chain).
  *
  * Why not node:crypto: OPAQUE hashes short strings (one to four 128-byte blocks), where a
  * node:crypto Hash or Hmac object costs 2 to 3 µs to create and finish whatever the length,
- * against about 0.35 µs per block here (bench: 10 HMACs and 6 hashes per login). Same bytes as
- * `hash-node.ts` and `hash-noble.ts` (test/groups.test.ts).
+ * against about 0.35 µs per block here (bench: 10 HMACs and 6 hashes per login). Each of those
+ * objects is also a native handle with a weak callback and a Buffer with its own backing store:
+ * a young-generation collection in a device thread spent half its pause running those callbacks
+ * (`--trace-gc-nvp`: heap.external_weak_global_handles 6.6 of 12.8 ms, about 30 handles per
+ * login). Here a call allocates one small typed array. Same bytes as `hash-node.ts` and
+ * `hash-noble.ts` (test/groups.test.ts, test/hash.test.ts).
  *
  * Every byte copied into the scratch area (inputs, keys, hash states, outputs) is zeroed before a
  * call returns, as in groups/sodium-ristretto255.ts; libsodium wipes its own stack temporaries
@@ -29,6 +36,12 @@ export interface SodiumHashModule {
   _crypto_auth_hmacsha512_init(state: number, key: number, keyLen: number): number;
   _crypto_auth_hmacsha512_update(state: number, input: number, lenLo: number, lenHi: number): number;
   _crypto_auth_hmacsha512_final(state: number, out: number): number;
+  _crypto_hash_sha256_init(state: number): number;
+  _crypto_hash_sha256_update(state: number, input: number, lenLo: number, lenHi: number): number;
+  _crypto_hash_sha256_final(state: number, out: number): number;
+  _crypto_auth_hmacsha256_init(state: number, key: number, keyLen: number): number;
+  _crypto_auth_hmacsha256_update(state: number, input: number, lenLo: number, lenHi: number): number;
+  _crypto_auth_hmacsha256_final(state: number, out: number): number;
 }
 
 const HASH_FUNCTIONS = [
@@ -39,9 +52,15 @@ const HASH_FUNCTIONS = [
   '_crypto_auth_hmacsha512_init',
   '_crypto_auth_hmacsha512_update',
   '_crypto_auth_hmacsha512_final',
+  '_crypto_hash_sha256_init',
+  '_crypto_hash_sha256_update',
+  '_crypto_hash_sha256_final',
+  '_crypto_auth_hmacsha256_init',
+  '_crypto_auth_hmacsha256_update',
+  '_crypto_auth_hmacsha256_final',
 ] as const;
 
-/** The libsodium module object behind the wrappers, if this build exposes the SHA-512 exports. */
+/** The libsodium module object behind the wrappers, if this build exposes the hash exports. */
 export function sodiumHashModule(lib: Sodium): SodiumHashModule | undefined {
   const m = (lib as unknown as { libsodium?: Record<string, unknown> }).libsodium;
   if (!m || !(m['HEAPU8'] instanceof Uint8Array)) return undefined;
@@ -49,7 +68,48 @@ export function sodiumHashModule(lib: Sodium): SodiumHashModule | undefined {
   return m as unknown as SodiumHashModule;
 }
 
-// Scratch layout: HMAC state (416 bytes; a SHA-512 state is its first 208) | 64-byte output |
+type Update = (state: number, input: number, lenLo: number, lenHi: number) => number;
+
+/** One hash function's exports and sizes. */
+interface Algorithm {
+  name: 'SHA-256' | 'SHA-512';
+  outputLen: number;
+  blockLen: number;
+  /** crypto_hash_shaXXX_statebytes. */
+  hashState: number;
+  /** crypto_auth_hmacshaXXX_statebytes (two hash states). */
+  hmacState: number;
+  hashInit(m: SodiumHashModule, st: number): number;
+  hashUpdate(m: SodiumHashModule): Update;
+  hashFinal(m: SodiumHashModule, st: number, out: number): number;
+  hmacInit(m: SodiumHashModule, st: number, key: number, keyLen: number): number;
+  hmacUpdate(m: SodiumHashModule): Update;
+  hmacFinal(m: SodiumHashModule, st: number, out: number): number;
+}
+
+/** The exports and sizes of SHA-256 or SHA-512 (libsodium names them alike). */
+function algorithm(bits: 256 | 512): Algorithm {
+  const hash = `_crypto_hash_sha${bits}` as const;
+  const hmac = `_crypto_auth_hmacsha${bits}` as const;
+  return {
+    name: `SHA-${bits}`,
+    outputLen: bits / 8,
+    blockLen: bits / 4,
+    hashState: bits === 256 ? 104 : 208,
+    hmacState: bits === 256 ? 208 : 416,
+    hashInit: (m, st) => m[`${hash}_init`](st),
+    hashUpdate: (m) => m[`${hash}_update`],
+    hashFinal: (m, st, out) => m[`${hash}_final`](st, out),
+    hmacInit: (m, st, k, n) => m[`${hmac}_init`](st, k, n),
+    hmacUpdate: (m) => m[`${hmac}_update`],
+    hmacFinal: (m, st, out) => m[`${hmac}_final`](st, out),
+  };
+}
+const SHA512 = algorithm(512);
+const SHA256 = algorithm(256);
+
+// Scratch layout: HMAC state (416 bytes for SHA-512, whose hash state is its first 208; SHA-256
+// uses the first 208 of it) | 64-byte output |
 // a second 64-byte output | staging area for inputs and keys. Constants (not secret, never wiped)
 // live in a separate allocation.
 const ST = 0;
@@ -67,38 +127,41 @@ const SHA512_STATE = 208;
  */
 const SLOTS = 8;
 
-/** SHA-512 over libsodium's WebAssembly exports; `lib` must be ready (`await sodium.ready`). */
-export class SodiumSha512 implements HashPrimitives {
-  readonly name = 'SHA-512' as const;
+/** A hash over libsodium's WebAssembly exports (SodiumSha512, SodiumSha256 below). */
+class SodiumHash implements HashPrimitives {
+  readonly name: 'SHA-256' | 'SHA-512';
   readonly backend = 'sodium-wasm';
-  readonly outputLen = 64;
-  readonly blockLen = 128;
+  readonly outputLen: number;
+  readonly blockLen: number;
   readonly m: SodiumHashModule;
   /** Base of the scratch area in the WebAssembly heap. */
   readonly s: number;
-  /** SHA-512 state after one all-zero 128-byte block (expand_message_xmd's Z_pad), a constant. */
-  private readonly zPadState: number;
   /** Bytes of the staging area written since the last wipe. */
-  private used = 0;
+  protected used = 0;
+  private readonly hashUpdate: Update;
+  private readonly hmacUpdate: Update;
   /** Addresses of the free saved-state slots. */
   private readonly freeSlots: number[] = [];
 
-  constructor(lib: Sodium) {
+  constructor(
+    lib: Sodium,
+    private readonly alg: Algorithm,
+  ) {
     const m = sodiumHashModule(lib);
     if (!m) throw new Error('hash-sodium: this libsodium build does not expose its WebAssembly module');
     this.m = m;
+    this.name = alg.name;
+    this.outputLen = alg.outputLen;
+    this.blockLen = alg.blockLen;
+    this.hashUpdate = alg.hashUpdate(m);
+    this.hmacUpdate = alg.hmacUpdate(m);
     const s = m._malloc(SIZE);
-    const c = m._malloc(SHA512_STATE + 128);
     const slots = m._malloc(SLOTS * ST_LEN);
-    if (!s || !c || !slots) throw new Error('hash-sodium: WebAssembly heap allocation failed');
+    if (!s || !slots) throw new Error('hash-sodium: WebAssembly heap allocation failed');
     this.s = s;
-    this.zPadState = c;
     for (let i = SLOTS - 1; i >= 0; i--) this.freeSlots.push(slots + i * ST_LEN);
     m.HEAPU8.fill(0, slots, slots + SLOTS * ST_LEN);
     m.HEAPU8.fill(0, s, s + SIZE);
-    m.HEAPU8.fill(0, c, c + SHA512_STATE + 128);
-    m._crypto_hash_sha512_init(c);
-    m._crypto_hash_sha512_update(c, c + SHA512_STATE, 128, 0);
   }
 
   /** Zeroes the state, outputs and the staging bytes written since the last wipe. */
@@ -108,7 +171,7 @@ export class SodiumSha512 implements HashPrimitives {
   }
 
   /** Feeds the concatenation of `parts` to `update` through the staging area. */
-  private feed(parts: readonly Uint8Array[], update: (st: number, p: number, lo: number, hi: number) => number): void {
+  protected feed(parts: readonly Uint8Array[], update: Update): void {
     const m = this.m;
     const stage = this.s + STAGE;
     let h = m.HEAPU8;
@@ -133,22 +196,22 @@ export class SodiumSha512 implements HashPrimitives {
   }
 
   private output(at: number): Uint8Array {
-    return this.m.HEAPU8.slice(this.s + at, this.s + at + 64);
+    return this.m.HEAPU8.slice(this.s + at, this.s + at + this.outputLen);
   }
 
   hash(...parts: Uint8Array[]): Uint8Array {
     const m = this.m;
     try {
-      m._crypto_hash_sha512_init(this.s + ST);
-      this.feed(parts, m._crypto_hash_sha512_update);
-      m._crypto_hash_sha512_final(this.s + ST, this.s + OUT);
+      this.alg.hashInit(m, this.s + ST);
+      this.feed(parts, this.hashUpdate);
+      this.alg.hashFinal(m, this.s + ST, this.s + OUT);
       return this.output(OUT);
     } finally {
       this.wipe();
     }
   }
 
-  /** crypto_auth_hmacsha512_init on the scratch state (the caller wipes). */
+  /** crypto_auth_hmacshaXXX_init on the scratch state (the caller wipes). */
   private hmacInit(key: Uint8Array): void {
     const m = this.m;
     // RFC 2104: a key longer than the block is replaced by its hash (libsodium does the same,
@@ -156,15 +219,15 @@ export class SodiumSha512 implements HashPrimitives {
     const k = key.length > STAGE_LEN ? this.hash(key) : key;
     m.HEAPU8.set(k, this.s + STAGE);
     if (k.length > this.used) this.used = k.length;
-    m._crypto_auth_hmacsha512_init(this.s + ST, this.s + STAGE, k.length);
+    this.alg.hmacInit(m, this.s + ST, this.s + STAGE, k.length);
     if (k !== key) k.fill(0);
   }
 
   /** Feeds `parts` to the HMAC state in the scratch area and returns the tag (the caller wipes). */
   private hmacFinish(parts: readonly Uint8Array[]): Uint8Array {
     const m = this.m;
-    this.feed(parts, m._crypto_auth_hmacsha512_update);
-    m._crypto_auth_hmacsha512_final(this.s + ST, this.s + OUT);
+    this.feed(parts, this.hmacUpdate);
+    this.alg.hmacFinal(m, this.s + ST, this.s + OUT);
     return this.output(OUT);
   }
 
@@ -205,14 +268,14 @@ export class SodiumSha512 implements HashPrimitives {
   }
 
   /**
-   * The keyed HMAC state (inner and outer SHA-512 states after the pads, 416 bytes) is saved,
+   * The keyed HMAC state (inner and outer hash states after the pads) is saved,
    * restored for each message and zeroed by `dispose`: each further MAC skips the two pad
    * compressions.
    */
   hmacKey(key: Uint8Array): HmacKey {
     try {
       this.hmacInit(key);
-      return new SodiumHmacKey(this, this.save(ST_LEN));
+      return new SodiumHmacKey(this, this.save(this.alg.hmacState));
     } finally {
       this.wipe();
     }
@@ -221,21 +284,21 @@ export class SodiumSha512 implements HashPrimitives {
   /** HMAC from a saved keyed state (SodiumHmacKey). */
   macFromState(saved: number | Uint8Array, parts: readonly Uint8Array[]): Uint8Array {
     try {
-      this.restore(saved, ST_LEN);
+      this.restore(saved, this.alg.hmacState);
       return this.hmacFinish(parts);
     } finally {
       this.wipe();
     }
   }
 
-  /** The SHA-512 state after `parts` is saved until `extend` or `dispose`. */
+  /** The hash state after `parts` is saved until `extend` or `dispose`. */
   hashPrefix(...parts: Uint8Array[]): HashPrefix {
     const m = this.m;
     try {
-      m._crypto_hash_sha512_init(this.s + ST);
-      this.feed(parts, m._crypto_hash_sha512_update);
-      const saved = this.save(SHA512_STATE);
-      m._crypto_hash_sha512_final(this.s + ST, this.s + OUT);
+      this.alg.hashInit(m, this.s + ST);
+      this.feed(parts, this.hashUpdate);
+      const saved = this.save(this.alg.hashState);
+      this.alg.hashFinal(m, this.s + ST, this.s + OUT);
       return new SodiumHashPrefix(this, this.output(OUT), saved);
     } finally {
       this.wipe();
@@ -246,13 +309,31 @@ export class SodiumSha512 implements HashPrimitives {
   hashFromState(saved: number | Uint8Array, more: readonly Uint8Array[]): Uint8Array {
     const m = this.m;
     try {
-      this.restore(saved, SHA512_STATE);
-      this.feed(more, m._crypto_hash_sha512_update);
-      m._crypto_hash_sha512_final(this.s + ST, this.s + OUT);
+      this.restore(saved, this.alg.hashState);
+      this.feed(more, this.hashUpdate);
+      this.alg.hashFinal(m, this.s + ST, this.s + OUT);
       return this.output(OUT);
     } finally {
       this.wipe();
     }
+  }
+}
+
+/** SHA-512 over libsodium's WebAssembly exports; `lib` must be ready (`await sodium.ready`). */
+export class SodiumSha512 extends SodiumHash {
+  declare readonly name: 'SHA-512';
+  /** SHA-512 state after one all-zero 128-byte block (expand_message_xmd's Z_pad), a constant. */
+  private readonly zPadState: number;
+
+  constructor(lib: Sodium) {
+    super(lib, SHA512);
+    const m = this.m;
+    const c = m._malloc(SHA512_STATE + 128);
+    if (!c) throw new Error('hash-sodium: WebAssembly heap allocation failed');
+    this.zPadState = c;
+    m.HEAPU8.fill(0, c, c + SHA512_STATE + 128);
+    m._crypto_hash_sha512_init(c);
+    m._crypto_hash_sha512_update(c, c + SHA512_STATE, 128, 0);
   }
 
   /**
@@ -312,7 +393,7 @@ export class SodiumSha512 implements HashPrimitives {
 class SodiumHmacKey implements HmacKey {
   private saved: number | Uint8Array | null;
   constructor(
-    private readonly h: SodiumSha512,
+    private readonly h: SodiumHash,
     saved: number | Uint8Array,
   ) {
     this.saved = saved;
@@ -331,7 +412,7 @@ class SodiumHmacKey implements HmacKey {
 class SodiumHashPrefix implements HashPrefix {
   private saved: number | Uint8Array | null;
   constructor(
-    private readonly h: SodiumSha512,
+    private readonly h: SodiumHash,
     readonly digest: Uint8Array,
     saved: number | Uint8Array,
   ) {
@@ -353,8 +434,22 @@ class SodiumHashPrefix implements HashPrefix {
   }
 }
 
+/** SHA-256 over libsodium's WebAssembly exports; `lib` must be ready (`await sodium.ready`). */
+export class SodiumSha256 extends SodiumHash {
+  declare readonly name: 'SHA-256';
+  constructor(lib: Sodium) {
+    super(lib, SHA256);
+  }
+}
+
 /** Waits for libsodium's WebAssembly to load, then builds the hash. */
 export async function createSodiumSha512(): Promise<SodiumSha512> {
   await sodium.ready;
   return new SodiumSha512(sodium);
+}
+
+/** Waits for libsodium's WebAssembly to load, then builds the hash. */
+export async function createSodiumSha256(): Promise<SodiumSha256> {
+  await sodium.ready;
+  return new SodiumSha256(sodium);
 }

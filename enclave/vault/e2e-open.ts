@@ -5,9 +5,11 @@
  * protocol of `openRequest` in enclave/api/e2e.ts (the @hpke/core one clients use in a browser;
  * test/e2e.test.ts checks both ways), about ten times cheaper: no WebCrypto promise per step.
  */
-import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { EnclaveFault, Handling } from '../api/codes.ts';
+import { nodeHash } from '../opaque/hash-node.ts';
+import type { HashPrimitives } from '../opaque/hash.ts';
 
 const te = new TextEncoder();
 const V1 = te.encode('HPKE-v1');
@@ -24,18 +26,22 @@ const extractPrefix = (suite: Uint8Array, label: string): Buffer => Buffer.conca
 const expandPrefix = (suite: Uint8Array, label: string, L: number): Buffer => Buffer.concat([Uint8Array.of(L >> 8, L & 0xff), V1, suite, te.encode(label)]);
 const ONE = Uint8Array.of(1);
 
-/** LabeledExtract(salt, label, ikm) with its prefix precomputed. */
-function labeledExtract(prefix: Uint8Array, salt: Uint8Array, ikm: Uint8Array): Buffer {
-  return createHmac('sha256', salt).update(prefix).update(ikm).digest();
+/**
+ * LabeledExtract(salt, label, ikm) with its prefix precomputed (HMAC with an empty key is HMAC
+ * with 32 zero bytes, RFC 5869 §2.2's default salt).
+ */
+function labeledExtract(h: HashPrimitives, prefix: Uint8Array, salt: Uint8Array, ikm: Uint8Array): Uint8Array {
+  return h.hmac(salt, prefix, ikm);
 }
 
 /** LabeledExpand for L <= 32 (a single HMAC block), its prefix precomputed; `info` in up to two parts. */
-function labeledExpand(prefix: Uint8Array, prk: Uint8Array, info: Uint8Array, L: number, info2?: Uint8Array): Buffer {
-  const h = createHmac('sha256', prk).update(prefix).update(info);
-  if (info2) h.update(info2);
-  const out = h.update(ONE).digest();
+function labeledExpand(h: HashPrimitives, prefix: Uint8Array, prk: Uint8Array, info: Uint8Array, L: number, info2?: Uint8Array): Uint8Array {
+  const out = info2 ? h.hmac(prk, prefix, info, info2, ONE) : h.hmac(prk, prefix, info, ONE);
   return L === out.length ? out : out.subarray(0, L);
 }
+
+/** The SHA-256 of the key schedule unless the enclave gives its own (the same bytes). */
+const NODE_SHA256 = nodeHash('SHA-256');
 
 // Every label of the receiver's path, precomputed once.
 const X_DKP_PRK = extractPrefix(KEM_SUITE, 'dkp_prk');
@@ -51,7 +57,11 @@ const AAD_REQ = te.encode('req');
 const AAD_RESP = te.encode('resp');
 
 /** The key schedule context of base mode with this info (§5.1): fixed, computed once. */
-const KSC = Buffer.concat([Uint8Array.of(0), labeledExtract(extractPrefix(HPKE_SUITE, 'psk_id_hash'), EMPTY, EMPTY), labeledExtract(extractPrefix(HPKE_SUITE, 'info_hash'), EMPTY, INFO)]);
+const KSC = Buffer.concat([
+  Uint8Array.of(0),
+  labeledExtract(NODE_SHA256, extractPrefix(HPKE_SUITE, 'psk_id_hash'), EMPTY, EMPTY),
+  labeledExtract(NODE_SHA256, extractPrefix(HPKE_SUITE, 'info_hash'), EMPTY, INFO),
+]);
 
 const b64u = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.length).toString('base64url');
 const badPayload = () => new EnclaveFault(Handling.BadPayload, 'end-to-end payload does not open');
@@ -66,12 +76,18 @@ function withPrefix(prefix: Uint8Array, id: Uint8Array): Uint8Array {
 export interface E2eReceiver {
   publicKey: Uint8Array;
   privateKey: KeyObject;
+  /**
+   * SHA-256 for the key schedule's HMACs: the enclave passes libsodium's (hash-sodium.ts), which
+   * leaves no native handle per call for the device's garbage collector to finalize.
+   */
+  hash: HashPrimitives;
 }
 
 /** §7.1.3 DeriveKeyPair for X25519: sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk", "", 32). */
-export function deriveE2eReceiver(ikm: Uint8Array): E2eReceiver {
-  const dkp = labeledExtract(X_DKP_PRK, EMPTY, ikm);
-  const sk = labeledExpand(E_SK, dkp, EMPTY, 32);
+export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_SHA256): E2eReceiver {
+  if (hash.name !== 'SHA-256') throw new TypeError('deriveE2eReceiver: the key schedule needs SHA-256');
+  const dkp = labeledExtract(hash, X_DKP_PRK, EMPTY, ikm);
+  const sk = labeledExpand(hash, E_SK, dkp, EMPTY, 32);
   // PKCS#8 (RFC 8410) wrapping of the raw X25519 private key.
   const der = Buffer.concat([Buffer.from('302e020100300506032b656e04220420', 'hex'), sk]);
   const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
@@ -79,7 +95,7 @@ export function deriveE2eReceiver(ikm: Uint8Array): E2eReceiver {
   sk.fill(0);
   der.fill(0);
   dkp.fill(0);
-  return { publicKey: x, privateKey };
+  return { publicKey: x, privateKey, hash };
 }
 
 /** Opens one request sealed by `sealRequest`; returns it and how to seal the answer. */
@@ -92,16 +108,17 @@ export function openRequestSync(
   if (!(message instanceof Uint8Array) || message.length < ENC_LEN + 16) throw badPayload();
   const enc = message.subarray(0, ENC_LEN);
   let request: Uint8Array;
-  let responseKey: Buffer;
+  let responseKey: Uint8Array;
+  const h = r.hash;
   try {
     const pkE = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: b64u(enc) }, format: 'jwk' });
     const dh = diffieHellman({ privateKey: r.privateKey, publicKey: pkE });
-    const eaePrk = labeledExtract(X_EAE_PRK, EMPTY, dh);
-    const shared = labeledExpand(E_SHARED_SECRET, eaePrk, enc, 32, r.publicKey); // kem_context = enc || pkR
-    const secret = labeledExtract(X_SECRET, shared, EMPTY);
-    const key = labeledExpand(E_KEY, secret, KSC, 32);
-    const nonce = labeledExpand(E_BASE_NONCE, secret, KSC, 12);
-    const exporter = labeledExpand(E_EXP, secret, KSC, 32);
+    const eaePrk = labeledExtract(h, X_EAE_PRK, EMPTY, dh);
+    const shared = labeledExpand(h, E_SHARED_SECRET, eaePrk, enc, 32, r.publicKey); // kem_context = enc || pkR
+    const secret = labeledExtract(h, X_SECRET, shared, EMPTY);
+    const key = labeledExpand(h, E_KEY, secret, KSC, 32);
+    const nonce = labeledExpand(h, E_BASE_NONCE, secret, KSC, 12);
+    const exporter = labeledExpand(h, E_EXP, secret, KSC, 32);
     const ct = message.subarray(ENC_LEN);
     const d = createDecipheriv('aes-256-gcm', key, nonce);
     d.setAAD(withPrefix(AAD_REQ, recordId));
@@ -109,8 +126,8 @@ export function openRequestSync(
     const pt = d.update(ct.subarray(0, ct.length - 16));
     d.final(); // throws unless the tag verifies (GCM returns no more bytes)
     request = new Uint8Array(pt.buffer, pt.byteOffset, pt.length);
-    responseKey = labeledExpand(E_SEC, exporter, RESPONSE_LABEL, 32);
-    for (const b of [dh, eaePrk, shared, secret, key, exporter]) b.fill(0);
+    responseKey = labeledExpand(h, E_SEC, exporter, RESPONSE_LABEL, 32);
+    for (const b of [dh, eaePrk, shared, secret, key, nonce, exporter]) b.fill(0);
   } catch {
     throw badPayload();
   }

@@ -18,6 +18,7 @@
 import { EnclaveFault, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
 import { deriveE2eReceiver } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
+import type { HashPrimitives } from '../opaque/hash.ts';
 import { deriveServerKeyPair } from '../opaque/server.ts';
 import type { ServerKeys } from '../opaque/server.ts';
 import type { Suite, SuiteId } from '../opaque/suite.ts';
@@ -81,6 +82,8 @@ export async function deriveEnclaveKeys(
   token: Token,
   handles: { seal: KeyHandle; oprf: KeyHandle; derive: KeyHandle; p256?: KeyHandle },
   suites: Map<SuiteId, Suite>,
+  /** SHA-256 for the end-to-end key schedule (the vault passes libsodium's); node:crypto's when absent. */
+  sha256?: HashPrimitives,
 ): Promise<EnclaveKeys> {
   const d = (label: string) => tokenCall(() => token.hmac(handles.derive, 'SHA-256', te.encode(label)));
   const server = new Map<SuiteId, ServerKeys>();
@@ -102,7 +105,7 @@ export async function deriveEnclaveKeys(
     server.set(id, { oprfSeed, serverPrivateKey: kp.privateKey, serverPublicKey: kp.publicKey });
   }
   const hpkeIkm = d('bkv/e2e-key');
-  const e2e = deriveE2eReceiver(hpkeIkm);
+  const e2e = deriveE2eReceiver(hpkeIkm, sha256);
   hpkeIkm.fill(0);
   return {
     seal: handles.seal,

@@ -28,7 +28,8 @@ import { ctEqual } from '../opaque/bytes.ts';
 import { digestOf } from './digest.ts';
 import { hexOf as toHex } from './hex.ts';
 import { OpaqueError } from '../opaque/errors.ts';
-import { nodeHash } from '../opaque/hash-node.ts';
+import { createSodiumSha256 } from '../opaque/hash-sodium.ts';
+import type { HashPrimitives } from '../opaque/hash.ts';
 import type { Suite, SuiteId } from '../opaque/suite.ts';
 import { SUITE_IDS } from '../opaque/suite.ts';
 import { fastSuite } from '../opaque/suites-fast.ts';
@@ -74,8 +75,6 @@ interface Computed {
   auditHead: Uint8Array;
 }
 
-const sha256 = nodeHash('SHA-256');
-
 export class Vault {
   private state: State = 'notLoaded';
   private failure = '';
@@ -87,6 +86,13 @@ export class Vault {
   /** A batch computed while `pending` waits for its Commit: no NVRAM intent yet (see Prepare). */
   private staged: Computed | null = null;
   private audit!: AuditLog;
+  /**
+   * SHA-256 of the record index, the audit chain, partitioning and the end-to-end key schedule:
+   * libsodium's WebAssembly build (hash-sodium.ts), which makes no native object per call (a
+   * node:crypto Hmac is one, with a weak callback that every young-generation collection of this
+   * thread then runs). Set at boot, checked by the self-tests.
+   */
+  private sha256!: HashPrimitives;
   private readonly suites = new Map<SuiteId, Suite>();
   private readonly stages = new ExpiringTable<Stage>(STAGE_TTL_MS, MAX_SESSIONS);
   private readonly sessions = new LoginSessionTable(SESSION_TTL_MS, MAX_SESSIONS, this.suites);
@@ -105,6 +111,7 @@ export class Vault {
 
   private async start(): Promise<void> {
     for (const id of SUITE_IDS) this.suites.set(id, await fastSuite(id));
+    this.sha256 = await createSodiumSha256();
     if (this.p.nvram.size < NVRAM_STATE_SIZE) throw new EnclaveFault(PlatformCodes.NvramFull, 'NVRAM region too small');
     const stored = decodeNvramState(this.p.nvram.read());
     if (stored && stored.flags & FLAG_ZEROIZED) {
@@ -112,13 +119,13 @@ export class Vault {
       return;
     }
     const handles = ensureTokenKeys(this.p.token, stored === null);
-    const st = await runSelfTests(sha256, this.suites.get('ristretto255-SHA512')!, this.p.token, handles.seal);
+    const st = await runSelfTests(this.sha256, this.suites.get('ristretto255-SHA512')!, this.p.token, handles.seal);
     if (!st.ok) {
       this.state = 'selfTestFailed';
       this.failure = st.failed.join(',');
       return;
     }
-    this.keys = await deriveEnclaveKeys(this.p.token, handles, this.suites);
+    this.keys = await deriveEnclaveKeys(this.p.token, handles, this.suites, this.sha256);
     if (stored) {
       if (!ctEqual(stored.keyCheck, this.keys.keyCheck)) {
         throw new EnclaveFault(Lifecycle.NotProvisioned, 'the token keys are not the ones this NVRAM was provisioned with');
@@ -128,7 +135,7 @@ export class Vault {
       this.nv = freshNvramState(this.keys.keyCheck, this.p.operatorKeyHash);
       await this.p.nvram.write(encodeNvramState(this.nv));
     }
-    this.audit = new AuditLog(this.keys.auditKey, sha256);
+    this.audit = new AuditLog(this.keys.auditKey, this.sha256);
     this.state = 'notLoaded';
   }
 
@@ -141,7 +148,7 @@ export class Vault {
 
   /** Partition of a record id: the first 4 bytes of SHA-256(id), big-endian, mod partitions. */
   partitionOf(recordId: Uint8Array): number {
-    return this.partitionOfHash(digestOf(sha256, recordId));
+    return this.partitionOfHash(digestOf(this.sha256, recordId));
   }
 
   /** partitionOf from SHA-256(id), which also gives the index key (its first 16 bytes). */
@@ -212,7 +219,7 @@ export class Vault {
     this.requireState('notLoaded', 'broken');
     this.pending = null;
     this.staged = null;
-    this.loader ??= new IndexLoader(this.keys!.indexKey, sha256, (id) => this.partitionOf(id) === this.p.partition);
+    this.loader ??= new IndexLoader(this.keys!.indexKey, this.sha256, (id) => this.partitionOf(id) === this.p.partition);
     try {
       for (const e of req.entries) this.loader.add(e.recordId, e.blob);
     } catch (err) {
@@ -224,7 +231,7 @@ export class Vault {
 
   private async loadEnd(): Promise<HostResponse> {
     this.requireState('notLoaded', 'broken');
-    const loader = this.loader ?? new IndexLoader(this.keys!.indexKey, sha256, () => true);
+    const loader = this.loader ?? new IndexLoader(this.keys!.indexKey, this.sha256, () => true);
     this.loader = null;
     const { index, rolledForward } = loader.finish(this.nv.committed, this.nv.intent);
     if (rolledForward) await this.writeNvram({ ...this.nv, committed: this.nv.intent!, intent: null });
@@ -320,7 +327,7 @@ export class Vault {
       let sealResponse: ((b: Uint8Array) => Uint8Array) | null = null;
       try {
         // SHA-256(id) once: the partition, and the index key (RecordIndex.keyOf).
-        const idHash = digestOf(sha256, op.recordId);
+        const idHash = digestOf(this.sha256, op.recordId);
         if (this.partitionOfHash(idHash) !== this.p.partition) {
           throw new EnclaveFault(Integrity.IndexMismatch, 'record belongs to another partition', 'recordId');
         }
@@ -428,7 +435,7 @@ export class Vault {
   private async zeroize(auth: Uint8Array): Promise<HostResponse> {
     if (this.state === 'zeroized') return { type: 'ZeroizeDone' };
     const expect = this.nv?.operatorKeyHash;
-    if (!expect || expect.every((x) => x === 0) || !ctEqual(sha256.hash(auth), expect)) {
+    if (!expect || expect.every((x) => x === 0) || !ctEqual(this.sha256.hash(auth), expect)) {
       throw new EnclaveFault(Lifecycle.OperatorAuthFailed, 'operator authorization failed');
     }
     this.p.token.destroyAllKeys();
