@@ -179,6 +179,68 @@ describeTokens('integrity', (kind) => {
         expect(await c2.recover(b, te.encode('pw'))).toMatchObject({ ok: true });
       });
     }
+
+    it('one NVRAM write carries the commit and the staged batch\'s intent; a failed one drops both batches\' progress safely', async () => {
+      h = await openHarness({ tokenKind: kind });
+      const c = await h.client();
+      const a = id('merge-a');
+      const b = id('merge-b');
+      await c.register(a, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
+      await c.register(b, te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 5 });
+      const suite = await fastSuite('ristretto255-SHA512');
+      const login = async (rid: Uint8Array) => {
+        const { ke1 } = clientLoginStart({ suite, context: CONTEXT, rng: (n: number) => new Uint8Array(randomBytes(n)) }, te.encode('wrong'));
+        const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'LoginStart', suite: SUITE_CODE['ristretto255-SHA512'], ke1 }));
+        const stored = (await h.store.getMany(0, [rid])).values().next().value!.blob;
+        return { opId: 0, recordId: rid, stored, request: message };
+      };
+      const nv = h.platform.nvram;
+      const persistPrepared = async (r: Awaited<ReturnType<typeof hostCall>>, epoch: number) => {
+        if (r.type !== 'Prepared' || r.epoch !== epoch) throw new Error(`expected Prepared(${epoch}), got ${r.type}`);
+        await h.store.applyBatch(0, epoch, r.writes, r.audit);
+      };
+      const run = async (e: number, failCommit = false) => {
+        const w0 = nv.writes;
+        const p1 = await hostCall(h.enclave, { type: 'Batch', epoch: e, ops: [await login(a)] });
+        expect(p1).toMatchObject({ type: 'Prepared', epoch: e });
+        await persistPrepared(p1, e);
+        expect(await hostCall(h.enclave, { type: 'Batch', epoch: e + 1, ops: [await login(b)] })).toMatchObject({ type: 'Staged' });
+        expect(nv.writes - w0).toBe(1); // the first batch's intent; nothing for the staged one
+        nv.failWrites = failCommit;
+        try {
+          return await hostCall(h.enclave, { type: 'Commit', epoch: e });
+        } finally {
+          nv.failWrites = false;
+        }
+      };
+      const epoch = async () => ((await hostCall(h.enclave, { type: 'Info' })) as { epoch: number }).epoch + 1;
+      const e = await epoch();
+      let w = nv.writes;
+      expect(await run(e)).toMatchObject({ type: 'Committed', epoch: e });
+      expect(nv.writes - w).toBe(2); // + the commit, with the staged intent in it
+      w = nv.writes;
+      const p2 = await hostCall(h.enclave, { type: 'Prepare', epoch: e + 1 });
+      expect(p2).toMatchObject({ type: 'Prepared', epoch: e + 1 });
+      expect(nv.writes - w).toBe(0); // already durable
+      // A replayed Prepare changes nothing.
+      expect(await hostCall(h.enclave, { type: 'Prepare', epoch: e + 1 })).toMatchObject({ type: 'Fault' });
+      await persistPrepared(p2, e + 1);
+      expect(await hostCall(h.enclave, { type: 'Commit', epoch: e + 1 })).toMatchObject({ type: 'Committed', epoch: e + 1 });
+      expect(nv.writes - w).toBe(1);
+      expect(await c.status(a)).toMatchObject({ attemptsRemaining: 4 });
+      expect(await c.status(b)).toMatchObject({ attemptsRemaining: 4 });
+
+      // The merged write fails: the enclave refuses until reloaded (the staged batch is gone, its
+      // Prepare refused); after the reload the first batch, persisted and with its intent durable,
+      // rolls forward, and the staged one never happened.
+      const e2 = await epoch();
+      expect(await run(e2, true)).toMatchObject({ type: 'Fault' });
+      expect(await hostCall(h.enclave, { type: 'Prepare', epoch: e2 + 1 })).toMatchObject({ type: 'Fault' });
+      await h.restart();
+      const c2 = await h.client();
+      expect(await c2.status(a)).toMatchObject({ attemptsRemaining: 3 });
+      expect(await c2.status(b)).toMatchObject({ attemptsRemaining: 4 });
+    });
   });
 
   describe('lifecycle', () => {

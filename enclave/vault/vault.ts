@@ -74,9 +74,13 @@ interface Computed {
   writes: { recordId: Uint8Array; blob: Uint8Array }[];
   auditSeq: number;
   auditHead: Uint8Array;
+  /** A staged batch whose intent went to NVRAM with its predecessor's commit (one write for both). */
+  intentWritten?: boolean;
 }
 
 type Opened = ReturnType<typeof openRequestSync>;
+
+const preparedOf = (c: Computed): HostResponse => ({ type: 'Prepared', epoch: c.pending.epoch, writes: c.writes, audit: c.pending.audit });
 
 /** openRequestSync, with its error as a value (thrown later, where the op would have opened it). */
 function openOrError(r: E2eReceiver, recordId: Uint8Array, message: Uint8Array, rng: (n: number) => Uint8Array): Opened | { error: unknown } {
@@ -295,15 +299,34 @@ export class Vault {
       throw new EnclaveFault(Handling.NoBatchPending, 'no staged batch with this epoch behind the committed one', 'epoch');
     }
     this.staged = null;
-    return this.prepareComputed(s);
+    if (!s.intentWritten) return this.prepareComputed(s);
+    // Its intent is durable already (written with the commit before it): nothing more to write.
+    this.p.failpoint?.('batch:before-intent');
+    this.pending = s.pending;
+    this.p.failpoint?.('batch:prepared');
+    return preparedOf(s);
   }
 
   /** Writes a computed batch's intent to NVRAM and makes it the pending batch: Prepared. */
   private async prepareComputed(c: Computed): Promise<HostResponse> {
     const index = this.index!;
-    // The intent: the count and sum the index will have once this batch is durable.
-    const sum = Uint8Array.from(index.sum);
-    let count = index.count;
+    const intent = this.intentOf(c, index.sum, index.count);
+    this.p.failpoint?.('batch:before-intent');
+    await this.writeNvram({ ...this.nv, intent });
+    this.pending = c.pending;
+    this.p.failpoint?.('batch:prepared');
+    return preparedOf(c);
+  }
+
+  /**
+   * A computed batch's intent: the count and sum the index will have once the batch is durable,
+   * from the index's count and sum before it (the committed index, or the pending batch's intent
+   * for a staged batch, whose records are all outside the pending batch).
+   */
+  private intentOf(c: Computed, baseSum: Uint8Array, baseCount: number): NvramSlot {
+    const index = this.index!;
+    const sum = Uint8Array.from(baseSum);
+    let count = baseCount;
     for (const o of c.pending.overlay.values()) {
       const old = index.getByKey(o.key);
       if (old) {
@@ -315,12 +338,7 @@ export class Vault {
         count++;
       }
     }
-    const intent: NvramSlot = { epoch: c.pending.epoch, count, indexSum: sum, auditSeq: c.auditSeq, auditHead: c.auditHead };
-    this.p.failpoint?.('batch:before-intent');
-    await this.writeNvram({ ...this.nv, intent });
-    this.pending = c.pending;
-    this.p.failpoint?.('batch:prepared');
-    return { type: 'Prepared', epoch: c.pending.epoch, writes: c.writes, audit: c.pending.audit };
+    return { epoch: c.pending.epoch, count, indexSum: sum, auditSeq: c.auditSeq, auditHead: c.auditHead };
   }
 
   /** Runs every op of a batch against the committed index (and the batch's own earlier ops). */
@@ -432,8 +450,15 @@ export class Vault {
     if (!p || p.epoch !== epoch || !intent || intent.epoch !== epoch) {
       throw new EnclaveFault(Handling.NoBatchPending, 'no pending batch with this epoch', 'epoch');
     }
+    // A batch staged behind this one gets its intent in the same NVRAM write (one fdatasync for
+    // both; its Prepare then writes nothing). The state written is the one a separate Prepare
+    // would have left, so a crash finds nothing new: the host has none of its writes yet, and a
+    // reload drops its intent.
+    const s = this.staged;
+    const next = s ? this.intentOf(s, intent.indexSum, intent.count) : null;
     this.p.failpoint?.('commit:before-nvram');
-    await this.writeNvram({ ...this.nv, committed: intent, intent: null });
+    await this.writeNvram({ ...this.nv, committed: intent, intent: next });
+    if (s) s.intentWritten = true;
     this.p.failpoint?.('commit:after-nvram');
     const index = this.index!;
     for (const o of p.overlay.values()) index.setByKey(o.key, o.leaf);
