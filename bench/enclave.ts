@@ -5,7 +5,7 @@
  * OPAQUE server in N worker threads, no boundary, no storage) on the same cores, in one run.
  *
  *   npx tsx bench/enclave.ts [--quick] [--json FILE] [--levels 1,8,32,128,256,512] [--partitions 1,2]
- *                            [--window-ms 2000] [--rounds 3] [--records 1024] [--token emulator|softhsm]
+ *                            [--window-ms 2000] [--rounds 5] [--records 1024] [--token emulator|softhsm]
  *                            [--warmup-ms 1500]   (quick: levels 1,128, 500 ms windows, 3 rounds)
  *
  * Measured:
@@ -40,7 +40,7 @@ const CORES = availableParallelism();
 const LEVELS = A.list('levels', QUICK ? [1, 128] : [1, 8, 32, 128, 256, 512]);
 const PARTITIONS = A.list('partitions', QUICK ? [CORES] : Array.from({ length: CORES }, (_, i) => i + 1)).sort((a, b) => b - a);
 const WINDOW = A.num('window-ms', QUICK ? 500 : 2000);
-const ROUNDS = A.num('rounds', 3);
+const ROUNDS = A.num('rounds', QUICK ? 3 : 5);
 const RECORDS = A.num('records', QUICK ? 192 : 1024);
 const TOKEN = (A.get('token') ?? 'emulator') as TokenKind;
 
