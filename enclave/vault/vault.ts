@@ -99,7 +99,10 @@ export class Vault {
   private index: RecordIndex | null = null;
   private loader: IndexLoader | null = null;
   private pending: Pending | null = null;
-  /** A batch computed while `pending` waits for its Commit: no NVRAM intent yet (see Prepare). */
+  /**
+   * A batch computed while `pending` waits for its Commit: no NVRAM intent until that Commit writes
+   * it together with the commit (`intentWritten`); its Prepare then makes it pending.
+   */
   private staged: Computed | null = null;
   private audit!: AuditLog;
   /**
