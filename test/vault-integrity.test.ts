@@ -180,7 +180,7 @@ describeTokens('integrity', (kind) => {
       });
     }
 
-    it('one NVRAM write carries the commit and the staged batch\'s intent; a failed one drops both batches\' progress safely', async () => {
+    it('one NVRAM write carries the commit and the staged batch\'s intent; if it fails, a reload rolls the first batch forward and drops the staged one', async () => {
       h = await openHarness({ tokenKind: kind });
       const c = await h.client();
       const a = id('merge-a');
