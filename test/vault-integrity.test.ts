@@ -121,6 +121,23 @@ describeTokens('integrity', (kind) => {
      * at `point` of the first or of the staged batch. After a reload, every guess whose batch was
      * committed stays charged, and the staged batch counts only if it reached its own commit.
      */
+    /** A fresh harness with records `<p>-a` and `<p>-b` (5 attempts each), and a wrong-password LoginStart op for either. */
+    async function twoRecords(p: string) {
+      h = await openHarness({ tokenKind: kind });
+      const c = await h.client();
+      const a = id(`${p}-a`);
+      const b = id(`${p}-b`);
+      await c.register(a, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
+      await c.register(b, te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 5 });
+      const suite = await fastSuite('ristretto255-SHA512');
+      const login = async (rid: Uint8Array) => {
+        const { ke1 } = clientLoginStart({ suite, context: CONTEXT, rng: (n: number) => new Uint8Array(randomBytes(n)) }, te.encode('wrong'));
+        const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'LoginStart', suite: SUITE_CODE['ristretto255-SHA512'], ke1 }));
+        const stored = (await h.store.getMany(0, [rid])).values().next().value!.blob;
+        return { opId: 0, recordId: rid, stored, request: message };
+      };
+      return { c, a, b, login };
+    }
     const cases: { batch: 'first' | 'staged'; point: string; a: number; b: number }[] = [
       { batch: 'first', point: 'commit:before-nvram', a: 4, b: 5 },
       { batch: 'first', point: 'commit:after-nvram', a: 4, b: 5 },
@@ -131,19 +148,7 @@ describeTokens('integrity', (kind) => {
     ];
     for (const k of cases) {
       it(`at ${k.point} of the ${k.batch} batch`, async () => {
-        h = await openHarness({ tokenKind: kind });
-        const c = await h.client();
-        const a = id('staged-a');
-        const b = id('staged-b');
-        await c.register(a, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
-        await c.register(b, te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 5 });
-        const suite = await fastSuite('ristretto255-SHA512');
-        const login = async (rid: Uint8Array) => {
-          const { ke1 } = clientLoginStart({ suite, context: CONTEXT, rng: (n: number) => new Uint8Array(randomBytes(n)) }, te.encode('wrong'));
-          const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'LoginStart', suite: SUITE_CODE['ristretto255-SHA512'], ke1 }));
-          const stored = (await h.store.getMany(0, [rid])).values().next().value!.blob;
-          return { opId: 0, recordId: rid, stored, request: message };
-        };
+        const { c, a, b, login } = await twoRecords('staged');
         const e = ((await hostCall(h.enclave, { type: 'Info' })) as { epoch: number }).epoch + 1;
         const persist = async (r: Awaited<ReturnType<typeof hostCall>>, epoch: number) => {
           expect(r).toMatchObject({ type: 'Prepared', epoch });
@@ -181,19 +186,7 @@ describeTokens('integrity', (kind) => {
     }
 
     it('one NVRAM write carries the commit and the staged batch\'s intent; if it fails, a reload rolls the first batch forward and drops the staged one', async () => {
-      h = await openHarness({ tokenKind: kind });
-      const c = await h.client();
-      const a = id('merge-a');
-      const b = id('merge-b');
-      await c.register(a, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
-      await c.register(b, te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 5 });
-      const suite = await fastSuite('ristretto255-SHA512');
-      const login = async (rid: Uint8Array) => {
-        const { ke1 } = clientLoginStart({ suite, context: CONTEXT, rng: (n: number) => new Uint8Array(randomBytes(n)) }, te.encode('wrong'));
-        const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'LoginStart', suite: SUITE_CODE['ristretto255-SHA512'], ke1 }));
-        const stored = (await h.store.getMany(0, [rid])).values().next().value!.blob;
-        return { opId: 0, recordId: rid, stored, request: message };
-      };
+      const { c, a, b, login } = await twoRecords('merge');
       const nv = h.platform.nvram;
       const persistPrepared = async (r: Awaited<ReturnType<typeof hostCall>>, epoch: number) => {
         if (r.type !== 'Prepared' || r.epoch !== epoch) throw new Error(`expected Prepared(${epoch}), got ${r.type}`);
