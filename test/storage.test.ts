@@ -467,6 +467,39 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
     });
   });
 
+  it('every batch records its epoch as the applied epoch of its partition, an empty batch too, and it survives a reopen', async () => {
+    const loc = await b.fresh();
+    let s = await b.open(loc);
+    try {
+      expect(await s.appliedEpoch(0)).toBeNull();
+      await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], [ev(0)]);
+      expect(await s.appliedEpoch(0)).toBe(1);
+      // No writes and no events (a batch of fake-record LoginStarts): still applied, and recorded.
+      await s.applyBatch(0, 2, [], []);
+      expect(await s.appliedEpoch(0)).toBe(2);
+      await s.applyBatch(3, 2 ** 40, [], []);
+      expect(await s.appliedEpoch(3)).toBe(2 ** 40);
+      expect(await s.appliedEpoch(0)).toBe(2); // partitions are separate
+      expect(await s.appliedEpoch(1)).toBeNull();
+      // A refused batch changes nothing, its epoch included.
+      await rejectsWith(s.applyBatch(0, 9, [{ recordId: id(1), blob: blob('a') }, { recordId: id(1), blob: blob('b') }], []), StorageCode.InvalidArgument);
+      expect(await s.appliedEpoch(0)).toBe(2);
+      await rejectsWith(s.appliedEpoch(-1), StorageCode.InvalidArgument);
+      await rejectsWith(s.appliedEpoch(0x10000), StorageCode.InvalidArgument);
+      // The stored rows are untouched by the empty batch.
+      expect(await scanAll(s, 0)).toEqual([{ id: hex(id(1)), blob: hex(blob('v1')), epoch: 1 }]);
+    } finally {
+      await s.close();
+    }
+    await rejectsWith(s.appliedEpoch(0), StorageCode.Closed);
+    s = await b.open(loc);
+    try {
+      expect([await s.appliedEpoch(0), await s.appliedEpoch(3)]).toEqual([2, 2 ** 40]);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('everything survives close and reopen; a closed store refuses calls', async () => {
     const loc = await b.fresh();
     let s = await b.open(loc);
@@ -751,6 +784,27 @@ describe('SQLite specifics', () => {
       expect(e.detail).toBe(code);
     }
     expect(toStorageError(new Error('plain'), 'op').code).toBe(StorageCode.Internal);
+  });
+
+  it('an empty batch is written to the WAL (and so synced) like any other', async () => {
+    const path = join(TMP, 'empty-batch', 'vault.db');
+    mkdirSync(join(TMP, 'empty-batch'), { recursive: true });
+    const s = await openSqliteStore(path);
+    try {
+      await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], []);
+      const wal = () => statSync(`${path}-wal`).size;
+      const before = wal();
+      await s.applyBatch(0, 2, [], []);
+      expect(wal()).toBeGreaterThan(before);
+      const raw = new Database(path, { readonly: true });
+      try {
+        expect(raw.prepare("SELECT value FROM meta WHERE key = 'epoch/0'").get()).toEqual({ value: 2 });
+      } finally {
+        raw.close();
+      }
+    } finally {
+      await s.close();
+    }
   });
 
   it('uses WAL with synchronous = FULL and records the schema version', async () => {

@@ -21,7 +21,7 @@
  * which is created when missing; everything else goes to `pg` unchanged.
  *
  * Schema, version 2 (in the chosen schema):
- *   meta(key text PRIMARY KEY, value text)                   -- app, schema_version
+ *   meta(key text PRIMARY KEY, value text)                   -- app, schema_version, epoch/<partition>
  *   records(partition integer, record_id bytea, blob bytea, epoch bigint,
  *           PRIMARY KEY(partition, record_id))               -- rows stay inline (toast_tuple_target)
  *   audit(partition integer, seq bigint, event bytea, PRIMARY KEY(partition, seq))
@@ -265,8 +265,12 @@ function statements(S: string) {
         INSERT INTO ${S}.audit AS t (partition, seq, event)
         SELECT $1::integer, u.seq, u.event FROM unnest($6::bigint[], $7::bytea[]) AS u(seq, event)
         ON CONFLICT (partition, seq) DO UPDATE SET event = excluded.event
+      ), m AS (
+        INSERT INTO ${S}.meta AS t (key, value) VALUES ('epoch/' || $1::integer, $2::bigint::text)
+        ON CONFLICT (key) DO UPDATE SET value = excluded.value
       )
       SELECT 1`,
+    epoch: `SELECT value FROM ${S}.meta WHERE key = 'epoch/' || $1::integer`,
     scan: `SELECT record_id, blob, epoch FROM ${S}.records
       WHERE partition = $1::integer AND record_id > $2::bytea ORDER BY record_id LIMIT $3::integer`,
     compact: `DELETE FROM ${S}.records WHERE partition = $1::integer AND epoch < $2::bigint AND length(blob) = 0`,
@@ -374,7 +378,8 @@ class PgRecordStore implements PostgresRecordStore {
       seqSeen.add(ev.seq);
       seqs.push(ev.seq);
     }
-    if (writes.length === 0 && events.length === 0) return; // nothing to make durable
+    // Applied even with no writes and no events: the applied epoch is written, so the commit is
+    // flushed like any other (types.ts, appliedEpoch).
     // Rows are locked in record id order, so concurrent batches over the same ids can not deadlock.
     const sorted = writes.length > 1 ? [...writes].sort((a, b) => compareBytes(a.recordId, b.recordId)) : writes;
     let minSeq: number | null = null;
@@ -420,6 +425,16 @@ class PgRecordStore implements PostgresRecordStore {
     checkPartition(partition);
     checkUint(beforeEpoch, 'beforeEpoch');
     await this.run('compact', 'compact', [partition, beforeEpoch]);
+  }
+
+  async appliedEpoch(partition: number): Promise<number | null> {
+    this.live();
+    checkPartition(partition);
+    const rows = await this.run<{ value: string }>('appliedEpoch', 'epoch', [partition]);
+    if (rows.length === 0) return null;
+    const v = Number(rows[0]!.value);
+    if (!/^\d+$/.test(rows[0]!.value) || !Number.isSafeInteger(v)) throw new StorageError(StorageCode.Corrupt, `meta: epoch/${partition} is not an epoch`);
+    return v;
   }
 
   async auditEvents(partition: number, fromSeq: number, limit: number): Promise<AuditEvent[]> {

@@ -6,7 +6,7 @@
  * does its work at once and returns a settled promise; SQLite failures become `StorageError`s.
  *
  * Schema, version 2 (STRICT tables, 4096-byte pages):
- *   meta(key TEXT PRIMARY KEY, value)                        -- schema_version, app
+ *   meta(key TEXT PRIMARY KEY, value)                        -- schema_version, app, epoch/<partition>
  *   records(partition, record_id BLOB, blob BLOB, epoch INTEGER,
  *           PRIMARY KEY(partition, record_id)) WITHOUT ROWID
  *   records_tombstones: partial index (partition, epoch) of the empty-blob rows, for `compact`
@@ -130,6 +130,9 @@ function checkId(id: unknown, what: string): asserts id is Uint8Array {
   }
 }
 
+/** The meta key of a partition's applied epoch. */
+const epochKey = (p: number) => `epoch/${p}`;
+
 /** A plain Uint8Array view of a Buffer from better-sqlite3 (each owns its memory: no copy). */
 const view = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 
@@ -209,6 +212,8 @@ class SqliteRecordStore implements RecordStore {
         s.auditSupersede.run(p, min);
         for (let i = 0; i < events.length; i++) s.auditInsert.run(p, seqs[i]!, events[i]!);
       }
+      // Always a write, so that the commit syncs even for a batch that changed nothing (types.ts).
+      s.epochSet.run(epochKey(p), epoch);
     }).immediate;
   }
 
@@ -298,6 +303,21 @@ class SqliteRecordStore implements RecordStore {
     }
   }
 
+  async appliedEpoch(partition: number): Promise<number | null> {
+    this.live();
+    checkPartition(partition);
+    let row: { value: unknown } | undefined;
+    try {
+      row = this.s.epochGet.get(epochKey(partition)) as { value: unknown } | undefined;
+    } catch (e) {
+      throw toStorageError(e, 'appliedEpoch');
+    }
+    if (row === undefined) return null;
+    const v = Number(row.value);
+    if (!Number.isSafeInteger(v) || v < 0) throw new StorageError(StorageCode.Corrupt, `meta: ${epochKey(partition)} is not an epoch`);
+    return v;
+  }
+
   async auditEvents(partition: number, fromSeq: number, limit: number): Promise<AuditEvent[]> {
     this.live();
     checkPartition(partition);
@@ -352,6 +372,8 @@ function prepareAll(db: Database.Database) {
     ),
     auditSupersede: db.prepare('DELETE FROM audit WHERE partition = ? AND seq >= ?'),
     auditInsert: db.prepare('INSERT INTO audit (partition, seq, event) VALUES (?, ?, ?)'),
+    epochSet: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
+    epochGet: db.prepare('SELECT value FROM meta WHERE key = ?'),
     scanFirst: db.prepare('SELECT record_id, blob, epoch FROM records WHERE partition = ? ORDER BY record_id LIMIT ?'),
     scanNext: db.prepare(
       'SELECT record_id, blob, epoch FROM records WHERE partition = ? AND record_id > ? ORDER BY record_id LIMIT ?',

@@ -51,7 +51,7 @@ export interface RecordStore {
   /**
    * Persists one prepared batch in ONE durable transaction: for each write, the new blob and
    * `epoch` replace the stored row (or create it; nothing of the old blob is kept); the audit
-   * events are appended. Audit events already stored in this partition with a seq at or above
+   * events are appended; `epoch` becomes the partition's applied epoch (even with no writes). Audit events already stored in this partition with a seq at or above
    * the lowest seq of `audit` are replaced: they belong to a batch the enclave never committed,
    * whose seqs it has issued again. When this resolves, the whole batch
    * is on stable storage; when it rejects, none of it is applied.
@@ -60,6 +60,15 @@ export interface RecordStore {
    * encode, two events with the same seq.
    */
   applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: AuditEvent[]): Promise<void>;
+
+  /**
+   * The epoch of the last batch applied to the partition (null: none yet). Every applyBatch
+   * records it in its transaction, so a batch with no writes and no audit events is made
+   * durable (synced) like any other: the time a client waits for its answer does not tell
+   * whether its operation changed a record (a LoginStart for an unknown id, answered with the
+   * fake credential response, changes nothing; one for a registered id charges a guess).
+   */
+  appliedEpoch(partition: number): Promise<number | null>;
 
   /**
    * Every row of the partition exactly once, in record id order, in chunks of at most

@@ -81,6 +81,9 @@ export class FaultyStore implements RecordStore {
   scan(partition: number, chunkSize: number): AsyncIterable<StoredRecord[]> {
     return this.inner.scan(partition, chunkSize);
   }
+  appliedEpoch(partition: number): Promise<number | null> {
+    return this.inner.appliedEpoch(partition);
+  }
   compact(partition: number, beforeEpoch: number): Promise<void> {
     return this.inner.compact(partition, beforeEpoch);
   }
@@ -103,6 +106,7 @@ export class FaultyStore implements RecordStore {
       getMany: (saved.getMany as RecordStore['getMany']).bind(host.store),
       applyBatch: (saved.applyBatch as RecordStore['applyBatch']).bind(host.store),
       scan: (saved.scan as RecordStore['scan']).bind(host.store),
+      appliedEpoch: host.store.appliedEpoch.bind(host.store),
       compact: host.store.compact.bind(host.store),
       auditEvents: host.store.auditEvents.bind(host.store),
       stats: host.store.stats.bind(host.store),
