@@ -51,9 +51,10 @@ export interface RecordStore {
   /**
    * Persists one prepared batch in ONE durable transaction: for each write, the new blob and
    * `epoch` replace the stored row (or create it; nothing of the old blob is kept); the audit
-   * events are appended; `epoch` becomes the partition's applied epoch (even with no writes). Audit events already stored in this partition with a seq at or above
-   * the lowest seq of `audit` are replaced: they belong to a batch the enclave never committed,
-   * whose seqs it has issued again. When this resolves, the whole batch
+   * events are appended; `epoch` becomes the partition's applied epoch (even with no writes).
+   * Audit events already stored in this partition with a seq at or above the lowest seq of
+   * `audit` are replaced: they belong to a batch the enclave never committed, whose seqs it has
+   * issued again. When this resolves, the whole batch
    * is on stable storage; when it rejects, none of it is applied.
    * Refused (InvalidArgument, nothing applied): a record id twice in `writes`, an id of 0 or more
    * than MAX_RECORD_ID bytes, a blob over MAX_SEALED_RECORD bytes, an audit event that does not
@@ -63,10 +64,11 @@ export interface RecordStore {
 
   /**
    * The epoch of the last batch applied to the partition (null: none yet). Every applyBatch
-   * records it in its transaction, so a batch with no writes and no audit events is made
-   * durable (synced) like any other: the time a client waits for its answer does not tell
-   * whether its operation changed a record (a LoginStart for an unknown id, answered with the
-   * fake credential response, changes nothing; one for a registered id charges a guess).
+   * records it in its transaction, so a batch with no writes and no audit events is synced like
+   * any other: the storage commit takes as long whether or not the batch changed a record (a
+   * LoginStart for an unknown id, answered with the fake credential response, changes nothing;
+   * one for a registered id charges a guess). The enclave's own part of that difference is not
+   * evened out here (README, "What `timing` found").
    */
   appliedEpoch(partition: number): Promise<number | null>;
 
