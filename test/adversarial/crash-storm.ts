@@ -102,7 +102,11 @@ export async function crashStorm(o: CrashStormOptions): Promise<Report> {
           // Wait until the partitions are back from an earlier kill, then kill one device.
           while (host.partitionsReady().some((r) => !r)) await sleep(20);
           const pids = myDevicePids();
-          if (pids.length === 0) continue;
+          if (pids.length === 0) {
+            // Every partition is ready, so its device process runs: finding none is a broken harness.
+            report.violations.push(`round ${round} (${label}): no device process found to kill`);
+            continue;
+          }
           process.kill(rng.pick(pids), 'SIGKILL');
           bump(report.faults, 'device SIGKILL');
         }

@@ -43,11 +43,15 @@ export async function openService(opts: { dataDir: string; mode?: 'worker' | 'pr
   }
 }
 
-/** The simulated devices (hsm/boot.mjs child processes) of this process. */
+/**
+ * The simulated devices of this process: its child processes running a device entry, the
+ * bundled one (bin/bundle.mjs, `process-main.js`, what process-mode devices run by default) or
+ * hsm/boot.mjs (from source, BKV_BUNDLE=0).
+ */
 export function myDevicePids(): number[] {
   return childPids(process.pid).filter((pid) => {
     try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('boot.mjs');
+      return /boot\.mjs|process-main\.js/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
     } catch {
       return false;
     }
