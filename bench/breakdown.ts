@@ -5,7 +5,15 @@
  * enclave decodes them), against the raw server login; per operation, and per batch for what a
  * batch pays once (two NVRAM writes, the store transaction, the thread hop). Rows marked 'alt'
  * are alternatives outside the default path, for comparison (the browser client's @hpke/core
- * opener; NVRAM as token data objects, `nvram: 'token'`); they are not summed.
+ * opener; NVRAM as token data objects, `nvram: 'token'`; the issuer token's check as a cache hit
+ * instead of a first verification); they are not summed.
+ *
+ * The request carries a real issuer token (bench/lib/auth.ts), so the e2e open and the decode
+ * handle the full message, and the token check (enclave/vault/auth-tokens.ts TokenVerifier) is a
+ * step: its first verification (jose EdDSA signature and claims: what a LoginStart with a new
+ * token pays; a ring of distinct tokens larger than the verifier's cache, so every call misses,
+ * evictions included) is summed; a cache hit (the LoginFinish of the same login, or any later
+ * operation with the same token) is shown beside it.
  *
  *   npx tsx bench/breakdown.ts [--quick] [--json FILE] [--batch 32]
  *
@@ -23,6 +31,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Worker } from 'node:worker_threads';
 import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
+import { base64url, encodeAuthConfig } from '../enclave/api/auth.ts';
 import { deriveE2eKeyPair, openRequest } from '../enclave/api/e2e.ts';
 import type { AuditEvent } from '../enclave/api/messages.ts';
 import { ClientRequests, DEFAULT_OPAQUE_CONTEXT, HostRequests, HostResponses } from '../enclave/api/messages.ts';
@@ -32,6 +41,7 @@ import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { generateServerKeys, serverLoginStart, serverRegistrationResponse } from '../enclave/opaque/server.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { AuditLog } from '../enclave/vault/audit.ts';
+import { TokenVerifier } from '../enclave/vault/auth-tokens.ts';
 import { openRequestSync } from '../enclave/vault/e2e-open.ts';
 import { deriveEnclaveKeys, ensureTokenKeys } from '../enclave/vault/keys.ts';
 import { RecordIndex } from '../enclave/vault/record-index.ts';
@@ -43,6 +53,7 @@ import { FileNvram } from '../hsm/nvram-file.ts';
 import { TokenNvram } from '../hsm/nvram-token.ts';
 import { openStore } from '../host/storage/index.ts';
 import { softhsmUnavailable } from '../host/tokens/softhsm.ts';
+import { BenchTokens } from './lib/auth.ts';
 import { args, emit, machine, machineLine, median, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { FastSealer } from './lib/hpke.ts';
@@ -98,12 +109,13 @@ const rid = te.encode('user-0001@example.org');
 const { request: regReq, state: regState } = clientRegistrationStart(o, te.encode('pw'));
 const { record: opaqueRecord } = await clientRegistrationFinish(o, regState, te.encode('pw'), serverRegistrationResponse(o, keys, regReq, rid));
 const ke1 = clientLoginStart(o, te.encode('pw')).ke1;
-const loginReq = encodeMessage(ClientRequests, { type: 'LoginStart', suite: 1, ke1 });
+const tokens = await BenchTokens.create();
+const loginReq = encodeMessage(ClientRequests, { type: 'LoginStart', auth: tokens.bytes(rid), suite: 1, ke1 });
 
 // The vault's token as a booted device leaves it (its keys, its NVRAM), emulator and SoftHSM2;
 // and the emulator device's own derived keys and random source, as its enclave uses them.
 async function device(kind: 'emulator' | 'softhsm') {
-  const cfg: HsmConfig = { dataDir: join(dir, kind), partition: 0, partitions: 2, token: kind };
+  const cfg: HsmConfig = { dataDir: join(dir, kind), partition: 0, partitions: 2, token: kind, auth: base64url(encodeAuthConfig(tokens.config)) };
   const platform = buildPlatform(cfg, () => {
     throw new Error('crash');
   });
@@ -162,6 +174,15 @@ step('e2e openRequestSync (node:crypto)', 'op', 'now', (i) => openRequestSync(ek
 step('e2e openRequest (@hpke/core on WebCrypto, the browser client\'s)', 'op', 'alt', (i) => openRequest(kp, rid, hpkeMsgs[i % 256]!, rnd));
 step('e2e sealResponse (node:crypto AES-GCM)', 'op', 'now', () => opened.sealResponse(response));
 step('client request decode', 'op', 'now', () => decodeMessage(ClientRequests, loginReq));
+// The issuer token's check, as the enclave's verifier does it (against the platform clock).
+const verifier = await TokenVerifier.create(tokens.config);
+const TOKEN_RING = 16_384; // distinct tokens, twice the verifier's cache: each is gone from it before it comes round again
+const fresh = Array.from({ length: TOKEN_RING }, () => te.encode(tokens.mint(rid)));
+const cached = tokens.bytes(rid);
+await verifier.check(cached, rid, dev.platform.now());
+let freshNext = 0; // across measurements (each one's `i` starts at 0 again)
+step('issuer token check, first verification (jose EdDSA signature + claims; a LoginStart with a new token)', 'op', 'now', () => verifier.check(fresh[freshNext++ % TOKEN_RING]!, rid, dev.platform.now()));
+step('issuer token check, cache hit instead (a LoginFinish, or a later operation with the same token)', 'op', 'alt', () => verifier.check(cached, rid, dev.platform.now()));
 for (const t of devices) {
   const blob = seal(t.d.token, t.d.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 1, version: 1 }, rec);
   step(`stored record: leaf check + unseal (${t.kind} token)`, 'op', 'now', () => {

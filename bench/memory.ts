@@ -16,6 +16,9 @@
  *    checkpointed (wal_checkpoint(TRUNCATE)) and measured (bytes per record, per table when the
  *    build has dbstat); then restarted on the same data: time until /health answers (every
  *    partition loaded and checked against its NVRAM) and the RSS and peak RSS after the restart.
+ *    The service trusts a bench issuer (`--auth-issuer`, bench/lib/auth.ts): each record's two
+ *    operations carry one token minted for it, which the enclave checks (a signature
+ *    verification at RegisterStart, a cache hit at RegisterFinish).
  * 2. Backup: a generated stream of --backup-mib MiB (default 1024) encrypted by
  *    host/client/backup-file-node.ts in a child process of its own (bench/lib/backup-rss.ts): its
  *    peak RSS and rate.
@@ -27,10 +30,12 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import { ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT, SUITE_CODE } from '../enclave/api/messages.ts';
+import type { ClientRequest } from '../enclave/api/messages.ts';
 import { clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { fromBase64url, opsPath, toBase64url } from '../host/service/wire.ts';
+import { BenchTokens } from './lib/auth.ts';
 import { ROOT, args, emit, machine, machineLine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { FastSealer, openResponse } from './lib/hpke.ts';
@@ -38,6 +43,7 @@ import { jsonPoster } from './lib/http-post.ts';
 import { startService } from './lib/service-proc.ts';
 import type { ServiceProc } from './lib/service-proc.ts';
 import { rng } from './lib/vault-load.ts';
+import type { ClientOp } from './lib/vault-load.ts';
 
 const A = args();
 const QUICK = A.quick;
@@ -61,14 +67,16 @@ const root = mkdtempSync(join(tmpdir(), 'bkv-bench-memory-'));
 const dataDir = join(root, 'vault');
 let svc: ServiceProc | undefined;
 try {
-  svc = await startService(dataDir, { partitions: P });
+  const { tokens, pubFile } = await BenchTokens.inDir(join(root, 'issuer'));
+  svc = await startService(dataDir, { partitions: P, authIssuer: pubFile });
   const info = (await (await fetch(`${svc.url}/v1/vault`)).json()) as { enclavePublicKey: string };
   const enclavePublicKey = fromBase64url(info.enclavePublicKey)!;
   const sealer = new FastSealer(enclavePublicKey);
   const http = jsonPoster(svc.url, IN_FLIGHT);
   const suite = await fastSuite('ristretto255-SHA512');
-  const post = async (id: Uint8Array, request: Uint8Array) => {
-    const s = sealer.seal(id, request);
+  /** One operation on `id`, with `auth` (the id's token: one per record, for both its operations). */
+  const post = async (id: Uint8Array, op: ClientOp, auth: Uint8Array) => {
+    const s = sealer.seal(id, encodeMessage(ClientRequests, { ...op, auth } as ClientRequest));
     const r = await http.post(opsPath(id), { message: toBase64url(s.message) });
     const j = r.body as { sealed?: boolean; response?: string };
     if (r.status !== 200 || !j.response) throw new Error(`HTTP ${r.status}: ${JSON.stringify(j).slice(0, 200)}`);
@@ -81,13 +89,14 @@ try {
   const o = { suite, context: DEFAULT_OPAQUE_CONTEXT, rng, ksf: identityKsf };
   const sampleId = te.encode('memory-sample');
   const { request, state } = clientRegistrationStart(o, te.encode('pw'));
-  const st = await post(sampleId, encodeMessage(ClientRequests, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 10, ksf: identityKsf.params }));
+  const sampleAuth = tokens.bytes(sampleId);
+  const st = await post(sampleId, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 10, ksf: identityKsf.params }, sampleAuth);
   if (st.type !== 'RegisterStarted') throw new Error(`sample: ${st.type}`);
   const { record } = await clientRegistrationFinish(o, state, te.encode('pw'), st.response);
-  const fin = await post(sampleId, encodeMessage(ClientRequests, { type: 'RegisterFinish', stageId: st.stageId, record, backupKey: new Uint8Array(32).fill(1), authorization: undefined }));
+  const fin = await post(sampleId, { type: 'RegisterFinish', stageId: st.stageId, record, backupKey: new Uint8Array(32).fill(1), authorization: undefined }, sampleAuth);
   if (fin.type !== 'Registered') throw new Error(`sample finish: ${fin.type}`);
 
-  const startReq = encodeMessage(ClientRequests, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 10, ksf: identityKsf.params });
+  const startOp: ClientOp = { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 10, ksf: identityKsf.params };
   const key = new Uint8Array(32).fill(9);
   let next = 0;
   let done = 0;
@@ -112,9 +121,11 @@ try {
       while (next < TARGET && performance.now() < deadline) {
         const id = te.encode(`mem-${(next++).toString(36).padStart(5, '0')}`);
         try {
-          const a = await post(id, startReq);
+          // Minted here, not kept (a million tokens would weigh on this process): the record's two operations share it.
+          const auth = te.encode(tokens.mint(id));
+          const a = await post(id, startOp, auth);
           if (a.type !== 'RegisterStarted') throw new Error(a.type === 'Fault' ? `fault ${a.code}` : a.type);
-          const b = await post(id, encodeMessage(ClientRequests, { type: 'RegisterFinish', stageId: a.stageId, record, backupKey: key, authorization: undefined }));
+          const b = await post(id, { type: 'RegisterFinish', stageId: a.stageId, record, backupKey: key, authorization: undefined }, auth);
           if (b.type !== 'Registered') throw new Error(b.type === 'Fault' ? `fault ${b.code}` : b.type);
           done++;
         } catch (e) {
@@ -159,7 +170,7 @@ try {
 
   // Restart on the same data: load time and memory.
   progress(`restarting the service on ${rows.toLocaleString('en-US')} records`);
-  svc = await startService(dataDir, { partitions: P });
+  svc = await startService(dataDir, { partitions: P, authIssuer: pubFile });
   await new Promise((r) => setTimeout(r, 1000));
   const after = svc.rss()!;
   const restartMs = svc.startMs;

@@ -11,6 +11,9 @@
  *           work in this process. Reported as logins/s (operations/s = 2x).
  *
  * Run: npx tsx bench/service.ts [--quick] [--json FILE] [--partitions N] [--seconds S] [--levels 1,8,32,64]
+ * The service trusts a bench issuer (`--auth-issuer`, bench/lib/auth.ts): every operation carries
+ * its record's token (one per record, minted once and reused across its logins, as a client reuses
+ * its token for LoginStart and LoginFinish), which the enclave checks.
  * The client and the server share the machine: on a 2-core box the figures are a floor. The
  * client's KSF is the identity (the CLI's default Argon2id would measure the client's Argon2id,
  * about 0.3 s a login here, not the service). Status messages are sealed with bench/lib/hpke.ts
@@ -24,10 +27,12 @@ import { join, resolve } from 'node:path';
 import { BKV_NODE_FLAGS } from '../bin/bundle.mjs';
 import { encodeMessage } from '../enclave/api/codec.ts';
 import { ClientRequests } from '../enclave/api/messages.ts';
+import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
-import { EscrowClient } from '../host/client/escrow.ts';
+import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../host/client/escrow.ts';
 import { fetchVaultInfo, httpRelay } from '../host/client/http-relay.ts';
 import { opsPath, toBase64url } from '../host/service/wire.ts';
+import { BenchTokens } from './lib/auth.ts';
 import { args, emit, machine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { FastSealer } from './lib/hpke.ts';
@@ -55,10 +60,26 @@ async function step<T>(what: string, ms: number, p: Promise<T>, logTail: () => s
   }
 }
 
-async function startChild(dataDir: string): Promise<{ url: string; pid: number; log: () => string; stop(): Promise<number | null> }> {
+async function startChild(dataDir: string, authIssuer: string): Promise<{ url: string; pid: number; log: () => string; stop(): Promise<number | null> }> {
   const child = spawn(
     process.execPath,
-    [...BKV_NODE_FLAGS, join(root, 'bin/bkv.mjs'), 'serve', '--data', dataDir, '--port', '0', '--partitions', String(partitions), '--record-limit', 'off', '--address-limit', 'off'],
+    [
+      ...BKV_NODE_FLAGS,
+      join(root, 'bin/bkv.mjs'),
+      'serve',
+      '--data',
+      dataDir,
+      '--port',
+      '0',
+      '--partitions',
+      String(partitions),
+      '--record-limit',
+      'off',
+      '--address-limit',
+      'off',
+      '--auth-issuer',
+      authIssuer,
+    ],
     { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
@@ -109,7 +130,8 @@ const transportErrorsSeen = { n: 0 };
 
 async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'bkv-bench-svc-'));
-  const svc = await startChild(dataDir);
+  const { tokens, pubFile } = await BenchTokens.inDir(join(dataDir, 'issuer'));
+  const svc = await startChild(join(dataDir, 'vault'), pubFile);
   try {
     progress(`service up at ${svc.url}`);
     const info = await fetchVaultInfo(svc.url);
@@ -120,6 +142,9 @@ async function main(): Promise<void> {
       suite,
       rng: (n) => new Uint8Array(randomBytes(n)),
       context: te.encode('BackupKeyVault-v1'),
+      auth: (id) => tokens.token(id),
+      ksf: identityKsf,
+      ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true },
     });
     const ids = Array.from({ length: maxC }, (_, i) => te.encode(`bench-user-${i}`));
     await step('registering the records', 60_000, Promise.all(ids.map((id) => client.register(id, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 255 }))), svc.log);
@@ -132,10 +157,10 @@ async function main(): Promise<void> {
     const perLevelGuess = Math.ceil(1200 * seconds);
     const pool: { path: string; body: string }[] = [];
     const sealer = new FastSealer(info.enclavePublicKey);
-    const statusReq = encodeMessage(ClientRequests, { type: 'Status' });
+    const statusReqs = ids.map((id) => encodeMessage(ClientRequests, { type: 'Status', auth: tokens.bytes(id) }));
     for (let i = 0; i < perLevelGuess * (levels.length + 1); i++) {
       const id = ids[i % ids.length]!;
-      const { message } = sealer.seal(id, statusReq);
+      const { message } = sealer.seal(id, statusReqs[i % ids.length]!);
       pool.push({ path: svc.url + opsPath(id), body: JSON.stringify({ message: toBase64url(message) }) });
     }
     let next = 0;

@@ -3,6 +3,7 @@
  * random source, a clock, a small NVRAM, and a token (its root of trust). The firmware calls
  * nothing else: no file system, no network, no global clock or randomness.
  */
+import type { AuthConfig } from './api/auth.ts';
 import type { Token } from './token.ts';
 
 export interface Nvram {
@@ -26,6 +27,12 @@ export interface Platform {
   partitions: number;
   /** SHA-256 of the operator secret that authorizes zeroization (set at provisioning). */
   operatorKeyHash?: Uint8Array;
+  /**
+   * The issuers whose tokens authorize client operations, and the vault's audience
+   * (enclave/api/auth.ts). The host stores it and passes it at every boot; the enclave adopts it
+   * at provisioning and afterwards refuses to serve under any other (its hash is in NVRAM).
+   */
+  auth?: AuthConfig;
   /** The vault's OPAQUE context string (RFC 9807 §6.1); fixed at provisioning. */
   opaqueContext?: Uint8Array;
   /** Test hook: crash points (the simulated device kills itself when a configured one is hit). */

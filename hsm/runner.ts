@@ -31,6 +31,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Platform } from '../enclave/platform.ts';
+import { decodeAuthConfig } from '../enclave/api/auth.ts';
 import { pooledRandom } from '../enclave/opaque/bytes.ts';
 import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
 import { NVRAM_REGION_BYTES } from '../enclave/vault/nvram-state.ts';
@@ -63,6 +64,8 @@ export interface HsmConfig {
   failpointHit?: number;
   /** Operator key hash, 64 hex digits. */
   operatorKeyHash?: string;
+  /** The issuer set: enclave/api/auth.ts encodeAuthConfig output, base64url. */
+  auth?: string;
 }
 
 /** The Platform this device gives its firmware (the failpoint hook is a device extra). */
@@ -104,6 +107,7 @@ export function checkConfig(c: unknown): HsmConfig {
   if (cfg.operatorKeyHash !== undefined && !/^[0-9a-f]{64}$/i.test(cfg.operatorKeyHash)) {
     throw new Error('device config: operatorKeyHash must be 64 hex digits');
   }
+  if (cfg.auth !== undefined && (typeof cfg.auth !== 'string' || !/^[A-Za-z0-9_-]+$/.test(cfg.auth))) throw new Error('device config: auth must be base64url');
   return cfg;
 }
 
@@ -143,6 +147,7 @@ export function buildPlatform(cfg: HsmConfig, crash: () => never): HsmPlatform {
     partitions: cfg.partitions,
   };
   if (cfg.operatorKeyHash !== undefined) platform.operatorKeyHash = Uint8Array.from(Buffer.from(cfg.operatorKeyHash, 'hex'));
+  if (cfg.auth !== undefined) platform.auth = decodeAuthConfig(Uint8Array.from(Buffer.from(cfg.auth, 'base64url')));
   let hits = 0;
   const target = cfg.failpoint;
   const hit = cfg.failpointHit ?? 1;

@@ -43,7 +43,7 @@ const AMBIENT = [
   /import\s*\{[^}]*\brandom\w*[^}]*\}\s*from\s*['"]node:crypto['"]/,
 ];
 
-const ENCLAVE_PACKAGES = [/^@noble\//, /^libsodium-wrappers-sumo$/, /^hash-wasm$/, /^@hpke\/core$/, /^node:crypto$/];
+const ENCLAVE_PACKAGES = [/^@noble\//, /^libsodium-wrappers-sumo$/, /^hash-wasm$/, /^@hpke\/core$/, /^node:crypto$/, /^jose$/];
 
 describe('trust boundary', () => {
   const enclaveFiles = tsFiles(join(root, 'enclave'));

@@ -5,7 +5,8 @@
  * headless Chromium through playwright-core. The page registers a backup key under a password
  * and recovers it against a real vault: its relay calls back into Node (`page.exposeFunction`,
  * bytes as base64), so every escrow message goes browser -> VaultHost -> enclave worker and
- * back. It also encrypts and decrypts a backup (format v1, host/client/backup-file.ts) with
+ * back. The vault trusts the test issuer (test/helpers/auth.ts); the test mints the record's token
+ * and hands it to the page, which sends it with every operation. It also encrypts and decrypts a backup (format v1, host/client/backup-file.ts) with
  * WebCrypto, and the two sides open each other's backups.
  *
  * Needs Debian's chromium at /usr/bin/chromium (scripts/ci-chromium.sh installs it; BKV_CHROMIUM
@@ -25,6 +26,7 @@ import { decryptBackup, encryptBackup } from '../host/client/backup-file.ts';
 import { nodeAead } from '../host/client/backup-file-node.ts';
 import { formatBackupKey, generateBackupKey, parseBackupKey } from '../host/client/backup-key.ts';
 import { VaultHost } from '../host/vault/vault-host.ts';
+import { testIssuer } from './helpers/auth.ts';
 import type { BrowserRunInput, BrowserRunOutput } from './fixtures/browser-entry.ts';
 
 /** Debian's chromium; BKV_CHROMIUM points elsewhere (a developer's own build). */
@@ -96,7 +98,7 @@ describe.skipIf(!haveChromium && !ci)('browser: escrow and backups in headless C
     await new Promise<void>((ok) => server!.listen(0, '127.0.0.1', ok));
     origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     dataDir = mkdtempSync(join(tmpdir(), 'bkv-browser-'));
-    vault = await VaultHost.open({ dataDir, partitions: 1 });
+    vault = await VaultHost.open({ dataDir, partitions: 1, auth: (await testIssuer()).config });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
   });
 
@@ -130,9 +132,11 @@ describe.skipIf(!haveChromium && !ci)('browser: escrow and backups in headless C
 
     await page.goto(`${origin}/`);
     await page.waitForFunction(() => window.bkvReady === true, undefined, { timeout: 30_000 });
+    const recordId = 'browser-user@example';
     const input: BrowserRunInput = {
       enclavePublicKey: Buffer.from(vault!.info.enclavePublicKey).toString('base64'),
-      recordId: 'browser-user@example',
+      recordId,
+      authToken: await (await testIssuer()).token(recordId),
       password: 'correct horse battery staple',
       wrongPassword: 'correct horse battery stable',
       nodeBackup: Buffer.from(nodeBackup).toString('base64'),

@@ -15,6 +15,8 @@ const bin = join(root, 'bin', 'bkv.mjs');
 let dir: string;
 let server: ChildProcess;
 let url: string;
+/** What `bkv serve` printed on stderr until it listened. */
+let serveErr = '';
 
 function bkv(args: string[], input?: string) {
   const r = spawnSync(process.execPath, [bin, ...args], { cwd: dir, encoding: 'utf8', input, timeout: 60_000 });
@@ -37,7 +39,8 @@ beforeAll(async () => {
     server.stderr!.on('data', (d: Buffer) => {
       buf += d.toString();
       const m = /listening on (http:\/\/\S+)/.exec(buf);
-      if (m && buf.includes('clients pin')) {
+      if (m && buf.includes('clients pin') && buf.includes('bkv auth token')) {
+        serveErr = buf;
         clearTimeout(t);
         res(m[1]!);
       }
@@ -73,7 +76,9 @@ describe('bkv', () => {
   }, 60_000);
 
   it('escrow register, wrong password, recover, change password, status, delete', () => {
-    const common = ['--vault', url, '--vault-key', join(dir, 'vault', 'vault-key.pub'), '--id', 'carol'];
+    // The service runs in development mode: its issuer key is in the data folder.
+    expectCode(['auth', 'token', '--issuer-key', join(dir, 'vault', 'auth', 'issuer.key'), '--id', 'carol', '--out', 'carol.tok'], 0);
+    const common = ['--vault', url, '--vault-key', join(dir, 'vault', 'vault-key.pub'), '--id', 'carol', '--auth-token', 'carol.tok'];
     expect(bkv(['key', 'new', '--out', 'carol.key']).code).toBe(0);
     writeFileSync(join(dir, 'pw'), 'tr0ub4dor\n');
     writeFileSync(join(dir, 'bad'), 'guess\n');
@@ -96,11 +101,75 @@ describe('bkv', () => {
     const pub = JSON.parse(readFileSync(join(dir, 'vault', 'vault-key.pub'), 'utf8')) as Record<string, unknown>;
     pub.enclavePublicKey = Buffer.alloc(32, 1).toString('base64url');
     writeFileSync(join(dir, 'other.pub'), JSON.stringify(pub));
-    const r = bkv(['escrow', 'status', '--vault', url, '--vault-key', 'other.pub', '--id', 'x']);
+    const r = bkv(['escrow', 'status', '--vault', url, '--vault-key', 'other.pub', '--id', 'x', '--auth-token', 'carol.tok']);
     expect(r.code).toBe(64);
     expect(r.err).toMatch(/pinned/);
     expect(bkv(['escrow', 'status', '--vault', url]).code).toBe(64);
     expect(bkv(['nonsense']).code).toBe(64);
     expect(bkv(['backup', 'encrypt', 'a', '--key-file']).code).toBe(64);
   }, 60_000);
+
+  it('auth: development mode said at start and in /health; keygen and token; exit 6 without a valid token, nothing charged', async () => {
+    expect(serveErr).toMatch(/DEVELOPMENT MODE/);
+    expect(await (await fetch(`${url}/health`)).json()).toMatchObject({ status: 'ok', auth: 'development' });
+    const vk = join(dir, 'vault', 'vault-key.pub');
+    const devKey = join(dir, 'vault', 'auth', 'issuer.key');
+    expectCode(['key', 'new', '--out', 'dave.key'], 0);
+    writeFileSync(join(dir, 'dpw'), 'dave pw\n');
+    expectCode(['auth', 'token', '--issuer-key', devKey, '--id', 'dave', '--out', 'dave.tok', '--ttl', '5m'], 0);
+    const dave = ['--vault', url, '--vault-key', vk, '--id', 'dave'];
+    expectCode(['escrow', 'register', ...dave, '--auth-token', 'dave.tok', '--key-file', 'dave.key', '--password-file', 'dpw', '--attempts', '5'], 0);
+    // No token, another id's token, a token from an issuer the vault does not know: exit 6, no guess charged.
+    expect(expectCode(['escrow', 'recover', ...dave, '--password-file', 'dpw'], 6).err).toMatch(/not authorized/);
+    expectCode(['auth', 'token', '--issuer-key', devKey, '--id', 'mallory', '--out', 'mallory.tok'], 0);
+    expect(expectCode(['escrow', 'recover', ...dave, '--auth-token', 'mallory.tok', '--password-file', 'dpw'], 6).err).toMatch(/AuthWrongSubject/);
+    expectCode(['auth', 'keygen', '--out', 'rogue', '--name', 'rogue'], 0);
+    expect(existsSync(join(dir, 'rogue', 'issuer.key')) && existsSync(join(dir, 'rogue', 'issuer.pub'))).toBe(true);
+    expectCode(['auth', 'keygen', '--out', 'rogue'], 1); // never overwrites a key
+    expectCode(['auth', 'token', '--issuer-key', join('rogue', 'issuer.key'), '--id', 'dave', '--out', 'rogue.tok'], 0);
+    expect(expectCode(['escrow', 'recover', ...dave, '--auth-token', 'rogue.tok', '--password-file', 'dpw'], 6).err).toMatch(/AuthInvalid/);
+    expect(expectCode(['escrow', 'status', ...dave, '--auth-token', 'dave.tok'], 0).out).toMatch(/attempts remaining 5 of 5/);
+    // Usage errors.
+    expectCode(['auth', 'token', '--issuer-key', devKey, '--id', 'dave', '--ttl', '2h'], 1);
+    expectCode(['auth', 'token', '--id', 'dave'], 64);
+    expectCode(['auth', 'nonsense'], 64);
+  }, 120_000);
+
+  it('serve --auth-issuer provisions the vault with that issuer and refuses another set later', async () => {
+    expectCode(['auth', 'keygen', '--out', 'prod', '--name', 'accounts.example'], 0);
+    expectCode(['auth', 'keygen', '--out', 'prod2', '--name', 'other.example'], 0);
+    const data = join(dir, 'prod-vault');
+    const first = await serveOnce(['--data', data, '--auth-issuer', join('prod', 'issuer.pub')]);
+    expect(first.err).not.toMatch(/DEVELOPMENT MODE/);
+    expect(first.err).toMatch(/accounts\.example/);
+    expect(first.health).toMatchObject({ auth: 'issuers' });
+    expect(existsSync(join(data, 'auth', 'issuer.key'))).toBe(false);
+    const again = bkv(['serve', '--data', data, '--port', '0', '--partitions', '1', '--auth-issuer', join('prod2', 'issuer.pub')]);
+    expect(again.code).toBe(1);
+    expect(again.err).toMatch(/another issuer set/);
+  }, 120_000);
 });
+
+/** Starts `bkv serve` with `args`, reads /health once it listens, stops it (SIGTERM). */
+async function serveOnce(args: string[]): Promise<{ err: string; health: unknown }> {
+  const child = spawn(process.execPath, [bin, 'serve', '--port', '0', '--partitions', '1', ...args], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  const u = await new Promise<string>((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`serve did not start: ${err}`)), 60_000);
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(err);
+      if (m && /client operations need|DEVELOPMENT MODE/.test(err)) {
+        clearTimeout(t);
+        res(m[1]!);
+      }
+    });
+    child.on('exit', (c) => rej(new Error(`serve exited ${c}: ${err}`)));
+  });
+  const health = await (await fetch(`${u}/health`)).json();
+  child.removeAllListeners('exit');
+  const exited = new Promise((r) => child.on('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+  return { err, health };
+}

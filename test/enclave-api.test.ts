@@ -15,7 +15,7 @@ import type { Harness } from './helpers/vault-harness.ts';
 import { sampleFields } from './helpers/samples.ts';
 import { EscrowClient } from '../host/client/escrow.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
-import { CONTEXT } from './helpers/vault-harness.ts';
+import { CONTEXT, authFor, clientExtras } from './helpers/vault-harness.ts';
 
 const te = new TextEncoder();
 let h: Harness;
@@ -103,7 +103,7 @@ describe('host request decoding', () => {
     const e = (await raw(encodeMessage(HostRequests, { type: 'Info' })) as { epoch: number }).epoch + 1;
     const op = async (rid: Uint8Array, opId = 0) => {
       const stored = (await h.store.getMany(0, [rid])).values().next().value!.blob;
-      const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status' }));
+      const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status', auth: await authFor(h, rid) }));
       return { opId, recordId: rid, stored, request: message };
     };
     const batch = async (epoch: number, ...ids: Uint8Array[]) => encodeMessage(HostRequests, { type: 'Batch', epoch, ops: await Promise.all(ids.map((id, i) => op(id, i))) });
@@ -152,6 +152,7 @@ async function capturingClientFor() {
     suite: await fastSuite('ristretto255-SHA512'),
     rng: (n) => new Uint8Array(randomBytes(n)),
     context: CONTEXT,
+    ...clientExtras(h),
   });
   return { c };
 }
@@ -168,6 +169,7 @@ describe('client requests through the enclave', () => {
       suite: await fastSuite('ristretto255-SHA512'),
       rng: (n) => new Uint8Array(randomBytes(n)),
       context: CONTEXT,
+      ...clientExtras(h),
     });
     return { c, sent };
   }
@@ -200,7 +202,7 @@ describe('client requests through the enclave', () => {
     const r1 = await h.engine.submit(te.encode('a'), new Uint8Array(80));
     expect(r1.sealed).toBe(false);
     expect(decodeMessage(ClientResponses, r1.response)).toMatchObject({ type: 'Fault', code: Handling.BadPayload });
-    const { message } = await sealRequest(h.hpkePublicKey, te.encode('a'), encodeMessage(ClientRequests, { type: 'Status' }));
+    const { message } = await sealRequest(h.hpkePublicKey, te.encode('a'), encodeMessage(ClientRequests, { type: 'Status', auth: await authFor(h, te.encode('a')) }));
     const r2 = await h.engine.submit(te.encode('b'), message);
     expect(r2.sealed).toBe(false);
     expect(decodeMessage(ClientResponses, r2.response)).toMatchObject({ type: 'Fault', code: Handling.BadPayload });
@@ -242,24 +244,26 @@ describe('client requests through the enclave', () => {
     await c.recover(rid, te.encode('wrong'));
     const info = await raw(encodeMessage(HostRequests, { type: 'Info' }));
     const epoch = (info as { epoch: number }).epoch + 1;
-    const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status' }));
+    const { message, openResponse } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status', auth: await authFor(h, rid) }));
     const batch = encodeMessage(HostRequests, { type: 'Batch', epoch, ops: [{ opId: 0, recordId: rid, stored: before, request: message }] });
     const prepared = await raw(batch);
     expect(prepared).toMatchObject({ type: 'Prepared', writes: [] });
     const committed = await raw(encodeMessage(HostRequests, { type: 'Commit', epoch }));
     expect(committed.type).toBe('Committed');
     const res = (committed as { results: { sealed: number; response: Uint8Array }[] }).results[0]!;
-    expect(res.sealed).toBe(0);
-    expect(decodeMessage(ClientResponses, res.response)).toMatchObject({ type: 'Fault', code: Integrity.RollbackDetected });
+    // The envelope opened, so even the fault is sealed to the client.
+    expect(res.sealed).toBe(1);
+    expect(decodeMessage(ClientResponses, await openResponse(res.response))).toMatchObject({ type: 'Fault', code: Integrity.RollbackDetected });
     expect(await c.status(rid)).toMatchObject({ attemptsRemaining: 4 });
     expect(SUITE_CODE['ristretto255-SHA512']).toBe(1);
 
     // One batch: the stale blob with a request that does not open either, a request that does not
     // open on a current record, and a good request. The enclave opens every request of a batch
     // before running its ops, but each op fails where it always did: the stale blob first
-    // (RollbackDetected, plain), then the envelope (BadPayload, plain); the good op is answered sealed.
+    // (RollbackDetected, plain: that envelope did not open), then the envelope (BadPayload, plain);
+    // the good op is answered sealed.
     const current = (await h.store.getMany(0, [rid])).values().next().value!.blob;
-    const good = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status' }));
+    const good = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status', auth: await authFor(h, rid) }));
     const e2 = ((await raw(encodeMessage(HostRequests, { type: 'Info' }))) as { epoch: number }).epoch + 1;
     const mixed = encodeMessage(HostRequests, {
       type: 'Batch',

@@ -20,6 +20,7 @@ import { openSqliteStore } from '../host/storage/sqlite.ts';
 import type { RecordStore } from '../host/storage/types.ts';
 import { PartitionEngine } from '../host/vault/engine.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
+import { testIssuer, wallClockClientExtras } from './helpers/auth.ts';
 import { testPlatform } from './helpers/platform.ts';
 
 const te = new TextEncoder();
@@ -45,7 +46,10 @@ async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; 
   const store: RecordStore = Object.assign(Object.create(sqlite) as RecordStore, {
     getMany: (p: number, ids: Uint8Array[]) => (opts.failRead?.() ? Promise.reject(new Error('storage read failed')) : sqlite.getMany(p, ids)),
   });
-  const enclave = await createEnclave(testPlatform());
+  const issuer = await testIssuer();
+  const platform = testPlatform();
+  platform.auth = issuer.config;
+  const enclave = await createEnclave(platform);
   const sent: Sent[] = [];
   const open = new Set<string>();
   let commits = 0;
@@ -82,6 +86,8 @@ async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; 
     suite: await fastSuite('ristretto255-SHA512'),
     rng: (n) => new Uint8Array(randomBytes(n)),
     context: CONTEXT,
+    ...wallClockClientExtras(issuer),
+    auth: (rid: Uint8Array) => issuer.token(rid, platform.clock.t),
   });
   return { engine, client, sent };
 }

@@ -101,7 +101,7 @@ describe('golden encodings', () => {
 
   it('NVRAM state, and the worst case fits the budget', () => {
     const slot = (n: number) => ({ epoch: 2 ** 53 - 1 - n, count: 0xffffffff, indexSum: new Uint8Array(32).fill(0xff), auditSeq: 2 ** 53 - 1, auditHead: new Uint8Array(32).fill(0xee) });
-    const worst = { flags: 3, committed: slot(1), intent: slot(0), operatorKeyHash: new Uint8Array(32).fill(1), keyCheck: new Uint8Array(16).fill(2) };
+    const worst = { flags: 3, committed: slot(1), intent: slot(0), operatorKeyHash: new Uint8Array(32).fill(1), keyCheck: new Uint8Array(16).fill(2), authHash: new Uint8Array(16).fill(3) };
     const enc = encodeNvramState(worst);
     golden('nvram.state', enc);
     expect(enc.length).toBe(NVRAM_STATE_SIZE);
@@ -112,5 +112,15 @@ describe('golden encodings', () => {
     padded.set(enc);
     expect(decodeNvramState(padded)).toEqual(worst);
     expect(decodeNvramState(encodeNvramState({ ...worst, intent: null }))).toEqual({ ...worst, intent: null });
+  });
+
+  it('NVRAM layout 2 (before the issuer set) reads as layout 3 with no issuer set', () => {
+    // nvram.state.layout2.hex: the worst case above as layout 2 wrote it (no auth hash).
+    const v2 = Uint8Array.from(Buffer.from(readFileSync(join(dir, 'nvram.state.layout2.hex'), 'utf8').trim(), 'hex'));
+    expect(v2[4]).toBe(2);
+    const padded = new Uint8Array(NVRAM_REGION_BYTES);
+    padded.set(v2);
+    const slot = (n: number) => ({ epoch: 2 ** 53 - 1 - n, count: 0xffffffff, indexSum: new Uint8Array(32).fill(0xff), auditSeq: 2 ** 53 - 1, auditHead: new Uint8Array(32).fill(0xee) });
+    expect(decodeNvramState(padded)).toEqual({ flags: 3, committed: slot(1), intent: slot(0), operatorKeyHash: new Uint8Array(32).fill(1), keyCheck: new Uint8Array(16).fill(2), authHash: new Uint8Array(16) });
   });
 });

@@ -35,14 +35,22 @@ import { ErrorCode } from '../host/service/errors.ts';
 import { fromBase64url, opsPath, toBase64url } from '../host/service/wire.ts';
 import { VaultHost } from '../host/vault/vault-host.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
+import { testIssuer } from './helpers/auth.ts';
+import type { TestIssuer } from './helpers/auth.ts';
+import { DEFAULT_KSF_BOUNDS } from '../host/client/escrow.ts';
+import { readIssuerPrivate, readStoredAuth, mintToken } from '../host/auth/issuer.ts';
 
 const te = new TextEncoder();
 const root = resolve(import.meta.dirname, '..');
 const dirs: string[] = [];
 let suite: Suite;
+let issuer: TestIssuer;
+/** The identity KSF (fast) and its bound, for the tests' clients. */
+const fastKsf = { ksf: identityKsf, ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true } };
 
 beforeAll(async () => {
   suite = await fastSuite('ristretto255-SHA512');
+  issuer = await testIssuer();
 });
 afterAll(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
@@ -68,33 +76,35 @@ async function start(opts: Partial<ServiceOptions> = {}): Promise<Svc> {
       cb();
     },
   });
-  const svc = await startService({ dataDir: tempDir(), port: 0, partitions: 1, logger: pino({ level: 'info' }, sink), ...opts });
+  const svc = await startService({ dataDir: tempDir(), port: 0, partitions: 1, logger: pino({ level: 'info' }, sink), auth: issuer.config, ...opts });
   return { svc, logs, pk: svc.vault.info.enclavePublicKey };
 }
 
-function client(s: Svc, opts: { token?: string; wrap?: (r: Relay) => Relay } = {}): EscrowClient {
-  const relay = httpRelay({ baseUrl: s.svc.url, token: opts.token });
+function client(s: Svc, opts: { token?: string; wrap?: (r: Relay) => Relay; relay?: Relay } = {}): EscrowClient {
+  const relay = opts.relay ?? httpRelay({ baseUrl: s.svc.url, token: opts.token });
   return new EscrowClient({
     relay: opts.wrap ? opts.wrap(relay) : relay,
     enclavePublicKey: s.pk,
     suite,
     rng: (n) => new Uint8Array(randomBytes(n)),
     context: CONTEXT,
+    ...fastKsf,
+    auth: (rid) => issuer.token(rid),
   });
 }
 
 /** A client that bypasses HTTP (and so the host limits): for reading guess counts in tests. */
 function directClient(s: Svc): EscrowClient {
-  return new EscrowClient({ relay: (r, m) => s.svc.vault.submit(r, m), enclavePublicKey: s.pk, suite, rng: (n) => new Uint8Array(randomBytes(n)), context: CONTEXT });
+  return client(s, { relay: (r, m) => s.svc.vault.submit(r, m) });
 }
 
 async function sealed(pk: Uint8Array, recordId: Uint8Array, req: ClientRequest) {
   return sealRequest(pk, recordId, encodeMessage(ClientRequests, req));
 }
 
-async function loginStartMessage(pk: Uint8Array, recordId: Uint8Array): Promise<Uint8Array> {
+async function loginStartMessage(pk: Uint8Array, recordId: Uint8Array, auth?: Uint8Array): Promise<Uint8Array> {
   const { ke1 } = clientLoginStart({ suite, context: CONTEXT, rng: (n) => new Uint8Array(randomBytes(n)), ksf: identityKsf }, te.encode('guess'));
-  return (await sealed(pk, recordId, { type: 'LoginStart', suite: SUITE_CODE['ristretto255-SHA512'], ke1 })).message;
+  return (await sealed(pk, recordId, { type: 'LoginStart', auth: auth ?? (await issuer.tokenBytes(recordId)), suite: SUITE_CODE['ristretto255-SHA512'], ke1 })).message;
 }
 
 async function post(url: string, path: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) {
@@ -167,11 +177,19 @@ describe('wire format and limiter units', () => {
     expect(b.take('a')).toEqual({ ok: false, retryAfterMs: 5_000 });
     now = 10_000;
     expect(b.take('a')).toEqual({ ok: true });
-    for (const k of ['b', 'c', 'd']) b.take(k);
-    expect(b.size).toBe(3); // 'a' (least recently used) was evicted
-    expect(b.evictions).toBe(1);
+    for (const k of ['b', 'c']) expect(b.take(k)).toEqual({ ok: true });
+    expect(b.size).toBe(3);
+    // Full of buckets that are not full: a new key is refused, and no bucket is dropped (dropping
+    // 'a' would hand it a full burst again).
+    expect(b.take('d')).toEqual({ ok: false, retryAfterMs: 1000 });
+    expect(b.refusedFull).toBe(1);
+    expect(b.take('a')).toEqual({ ok: false, retryAfterMs: 10_000 });
+    // Once buckets have refilled, a full table makes room by dropping them.
+    now = 30_000;
+    expect(b.take('d')).toEqual({ ok: true });
+    expect(b.size).toBe(1);
     now = 1e9;
-    expect(b.sweep()).toBe(3);
+    expect(b.sweep()).toBe(1);
     expect(b.size).toBe(0);
     expect(() => new TokenBuckets({ perMinute: 0, burst: 1 })).toThrow(RangeError);
   });
@@ -416,7 +434,7 @@ describe('vault service', () => {
   it('GET /health: ready when every partition is booted and loaded, 503 while one restarts', async () => {
     const ok = await fetch(`${s.svc.url}/health`);
     expect(ok.status).toBe(200);
-    expect(await ok.json()).toEqual({ status: 'ok', draining: false, partitions: [{ partition: 0, ready: true }, { partition: 1, ready: true }] });
+    expect(await ok.json()).toEqual({ status: 'ok', draining: false, auth: 'issuers', partitions: [{ partition: 0, ready: true }, { partition: 1, ready: true }] });
     const restarting = s.svc.vault.restartPartition(1);
     const down = await fetch(`${s.svc.url}/health`);
     expect(down.status).toBe(503);
@@ -676,10 +694,14 @@ describe('graceful shutdown (child process)', () => {
     const svc = spawnService(dataDir);
     const { url } = await svc.waitFor((l) => l.msg === 'listening');
     const info = await fetchVaultInfo(url);
-    const c = new EscrowClient({ relay: httpRelay({ baseUrl: url }), enclavePublicKey: info.enclavePublicKey, suite, rng: (n) => new Uint8Array(randomBytes(n)), context: CONTEXT });
+    // The service runs in development mode (as `bkv serve` without --auth-issuer): its issuer key is in the data folder.
+    const dev = readIssuerPrivate(join(dataDir, 'auth', 'issuer.key'));
+    const devToken = () => mintToken(dev, { subject: 'busy' });
+    const c = new EscrowClient({ relay: httpRelay({ baseUrl: url }), enclavePublicKey: info.enclavePublicKey, suite, rng: (n) => new Uint8Array(randomBytes(n)), context: CONTEXT, ...fastKsf, auth: devToken });
     const id = te.encode('busy');
     await c.register(id, te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 200 });
-    const messages = await Promise.all(Array.from({ length: 120 }, () => loginStartMessage(info.enclavePublicKey, id)));
+    const busyToken = te.encode(await devToken());
+    const messages = await Promise.all(Array.from({ length: 120 }, () => loginStartMessage(info.enclavePublicKey, id, busyToken)));
     const results = messages.map((m) =>
       postOp(url, id, m).then(
         (r) => r.status,
@@ -707,9 +729,9 @@ describe('graceful shutdown (child process)', () => {
     expect(ok).toBeGreaterThanOrEqual(shutdown.inFlight as number);
     for (const x of statuses) expect([200, 503, 'network']).toContain(x);
     // Durable and exact: the guesses charged are those of the answered login starts.
-    const host = await VaultHost.open({ dataDir });
+    const host = await VaultHost.open({ dataDir, auth: readStoredAuth(dataDir)!.config });
     try {
-      const st = await new EscrowClient({ relay: (r, m) => host.submit(r, m), enclavePublicKey: info.enclavePublicKey, suite, rng: (n) => new Uint8Array(randomBytes(n)), context: CONTEXT }).status(id);
+      const st = await new EscrowClient({ relay: (r, m) => host.submit(r, m), enclavePublicKey: info.enclavePublicKey, suite, rng: (n) => new Uint8Array(randomBytes(n)), context: CONTEXT, ...fastKsf, auth: devToken }).status(id);
       expect(st).toMatchObject({ type: 'StatusResult', attemptsRemaining: 200 - ok });
     } finally {
       await host.close();

@@ -15,6 +15,7 @@ import { EscrowClient } from '../host/client/escrow.ts';
 import { EMULATOR_STORE_FILE } from '../host/tokens/open.ts';
 import { VaultHost } from '../host/vault/vault-host.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
+import { testIssuer, wallClockClientExtras } from './helpers/auth.ts';
 
 const te = new TextEncoder();
 const dirs: string[] = [];
@@ -36,7 +37,8 @@ it('a partition whose restarts fail while the token is broken serves again once 
   const dataDir = mkdtempSync(join(tmpdir(), 'bkv-restart-'));
   dirs.push(dataDir);
   const log: string[] = [];
-  const host = await VaultHost.open({ dataDir, mode: 'process', token: 'emulator', partitions: 2, restartBackoffMs: 50, restartMaxBackoffMs: 400, log: (l) => log.push(l) });
+  const issuer = await testIssuer();
+  const host = await VaultHost.open({ auth: issuer.config, dataDir, mode: 'process', token: 'emulator', partitions: 2, restartBackoffMs: 50, restartMaxBackoffMs: 400, log: (l) => log.push(l) });
   hosts.push(host);
   const client = new EscrowClient({
     relay: (rid, m) => host.submit(rid, m),
@@ -44,6 +46,7 @@ it('a partition whose restarts fail while the token is broken serves again once 
     suite: await fastSuite('ristretto255-SHA512'),
     rng: (n) => new Uint8Array(randomBytes(n)),
     context: CONTEXT,
+    ...wallClockClientExtras(issuer),
   });
   let id = te.encode('user-0');
   for (let i = 1; host.partitionOf(id) !== 0; i++) id = te.encode(`user-${i}`);

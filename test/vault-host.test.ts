@@ -14,6 +14,7 @@ import type { VaultHostOptions } from '../host/vault/vault-host.ts';
 import { EscrowClient } from '../host/client/escrow.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
+import { testIssuer, wallClockClientExtras } from './helpers/auth.ts';
 import { describeTokens } from './helpers/tokens.ts';
 
 const te = new TextEncoder();
@@ -31,7 +32,8 @@ function tempDir(): string {
 }
 
 async function open(opts: VaultHostOptions): Promise<{ host: VaultHost; client: EscrowClient }> {
-  const host = await VaultHost.open(opts);
+  const issuer = await testIssuer();
+  const host = await VaultHost.open({ auth: issuer.config, ...opts });
   hosts.push(host);
   const client = new EscrowClient({
     relay: (rid, m) => host.submit(rid, m),
@@ -39,6 +41,7 @@ async function open(opts: VaultHostOptions): Promise<{ host: VaultHost; client: 
     suite: await fastSuite('ristretto255-SHA512'),
     rng: (n) => new Uint8Array(randomBytes(n)),
     context: CONTEXT,
+    ...wallClockClientExtras(issuer),
   });
   return { host, client };
 }

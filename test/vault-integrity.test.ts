@@ -19,7 +19,7 @@ import { sealRequest } from '../enclave/api/e2e.ts';
 import { ClientRequests, SUITE_CODE } from '../enclave/api/messages.ts';
 import { clientLoginStart } from '../enclave/opaque/client.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
-import { CONTEXT } from './helpers/vault-harness.ts';
+import { CONTEXT, authFor } from './helpers/vault-harness.ts';
 
 const te = new TextEncoder();
 const id = (s: string) => te.encode(s);
@@ -132,7 +132,7 @@ describeTokens('integrity', (kind) => {
       const suite = await fastSuite('ristretto255-SHA512');
       const login = async (rid: Uint8Array) => {
         const { ke1 } = clientLoginStart({ suite, context: CONTEXT, rng: (n: number) => new Uint8Array(randomBytes(n)) }, te.encode('wrong'));
-        const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'LoginStart', suite: SUITE_CODE['ristretto255-SHA512'], ke1 }));
+        const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'LoginStart', auth: await authFor(h, rid), suite: SUITE_CODE['ristretto255-SHA512'], ke1 }));
         const stored = (await h.store.getMany(0, [rid])).values().next().value!.blob;
         return { opId: 0, recordId: rid, stored, request: message };
       };

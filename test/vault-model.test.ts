@@ -14,7 +14,7 @@ import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { encodeMessage, decodeMessage } from '../enclave/api/codec.ts';
 import { ClientRequests, ClientResponses } from '../enclave/api/messages.ts';
 import { sealRequest } from '../enclave/api/e2e.ts';
-import { CONTEXT } from './helpers/vault-harness.ts';
+import { CONTEXT, authFor } from './helpers/vault-harness.ts';
 import { randomBytes } from 'node:crypto';
 import { describeTokens } from './helpers/tokens.ts';
 
@@ -104,7 +104,7 @@ class Abandon implements fc.AsyncCommand<Model, Real> {
     const suite = await fastSuite('ristretto255-SHA512');
     const { ke1 } = clientLoginStart({ suite, context: CONTEXT, rng: (n) => new Uint8Array(randomBytes(n)) }, te.encode('x'));
     const rid = te.encode(this.id);
-    const { message, openResponse } = await sealRequest(real.h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'LoginStart', suite: 1, ke1 }));
+    const { message, openResponse } = await sealRequest(real.h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'LoginStart', auth: await authFor(real.h, rid), suite: 1, ke1 }));
     const res = await real.h.engine.submit(rid, message);
     const out = decodeMessage(ClientResponses, await openResponse(res.response));
     if (rm.state === 'active' && rm.used < rm.limit) {

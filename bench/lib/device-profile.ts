@@ -8,6 +8,8 @@
  *        [--nvram file|token] [--token emulator|softhsm] [--concurrency 128]
  *        [--prof FILE.cpuprofile [--incl REGEX]] [--heap] [--ab]
  *
+ * The device is provisioned with a bench issuer (bench/lib/auth.ts) and every operation carries
+ * its record's token (one per record, reused), so the token check is in the device's time.
  * Prints ops/s, the device's time per operation (wall time inside enclave.handle, which is
  * synchronous work on this thread), the process's CPU time per operation (this thread, other
  * threads: GC helpers, JIT) and the garbage collections of this thread. --prof writes and
@@ -19,6 +21,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { base64url, encodeAuthConfig } from '../../enclave/api/auth.ts';
 import { DEFAULT_OPAQUE_CONTEXT, SUITE_CODE } from '../../enclave/api/messages.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../enclave/opaque/client.ts';
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
@@ -28,6 +31,7 @@ import type { HsmConfig } from '../../hsm/runner.ts';
 import { openStore } from '../../host/storage/index.ts';
 import type { TokenKind } from '../../host/tokens/config.ts';
 import { PartitionEngine } from '../../host/vault/engine.ts';
+import { BenchTokens } from './auth.ts';
 import { args } from './common.ts';
 import { threadTimes } from './threads.ts';
 import { printSummary, profileWindow, summarize } from './cpuprofile.ts';
@@ -43,7 +47,15 @@ const te = new TextEncoder();
 
 const dir = mkdtempSync(join(tmpdir(), 'bkv-device-profile-'));
 const nvram = A.get('nvram') as 'file' | 'token' | undefined;
-const cfg: HsmConfig = { dataDir: dir, partition: 0, partitions: 1, token: (A.get('token') ?? 'emulator') as TokenKind, ...(nvram && { nvram }) };
+const tokens = await BenchTokens.create();
+const cfg: HsmConfig = {
+  dataDir: dir,
+  partition: 0,
+  partitions: 1,
+  token: (A.get('token') ?? 'emulator') as TokenKind,
+  auth: base64url(encodeAuthConfig(tokens.config)),
+  ...(nvram && { nvram }),
+};
 const platform = buildPlatform(cfg, () => {
   throw new Error('crash');
 });
@@ -63,7 +75,7 @@ const store = await openStore(undefined, join(dir, 'store'));
 const engine = new PartitionEngine(channel, store, 0);
 const info = await engine.start();
 const suite = await fastSuite('ristretto255-SHA512');
-const kit = new ClientKit(suite, info.hpkePublicKey, DEFAULT_OPAQUE_CONTEXT);
+const kit = new ClientKit(suite, info.hpkePublicKey, DEFAULT_OPAQUE_CONTEXT, tokens);
 const submit = (id: Uint8Array, m: Uint8Array) => engine.submit(id, m);
 const o = { suite, context: DEFAULT_OPAQUE_CONTEXT, rng, ksf: identityKsf };
 

@@ -1,7 +1,8 @@
 /**
  * The enclave path as the benches drive it: a VaultHost (partitions of enclave devices in worker
- * threads, SQLite durable by default, or another store / token), records registered through it,
- * and timed windows of sealed client operations at a fixed concurrency with latencies, mean
+ * threads, SQLite durable by default, or another store / token) provisioned with a bench issuer
+ * (bench/lib/auth.ts: every operation carries its record's token, which the enclave checks),
+ * records registered through it, and timed windows of sealed client operations at a fixed concurrency with latencies, mean
  * batch size and the CPU split between the host thread and the devices. Also the raw baseline:
  * N worker threads running our OPAQUE server with no boundary (bench/lib/raw-worker.ts).
  */
@@ -16,6 +17,7 @@ import type { SuiteId } from '../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import type { TokenKind } from '../../host/tokens/config.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
+import { BenchTokens } from './auth.ts';
 import { cpuSplit, threadTimes } from './threads.ts';
 import type { CpuSplit, ThreadTimes } from './threads.ts';
 import { ClientKit, bulkRegister, closedLoop, decodeAnswer, percentile, rng } from './vault-load.ts';
@@ -70,11 +72,13 @@ export class EnclaveRig {
     const dir = mkdtempSync(join(tmpdir(), 'bkv-bench-rig-'));
     const before = threadTimes();
     const sizes: number[] = [];
+    const tokens = await BenchTokens.create();
     let host: VaultHost;
     try {
       host = await VaultHost.open({
         dataDir: dir,
         partitions: o.partitions,
+        auth: tokens.config,
         mode: o.mode ?? 'worker',
         ...(o.token && { token: o.token }),
         ...(o.store && { store: o.store }),
@@ -85,7 +89,7 @@ export class EnclaveRig {
       throw e;
     }
     const suite = await fastSuite(o.suite ?? 'ristretto255-SHA512');
-    const kit = new ClientKit(suite, host.info.enclavePublicKey, DEFAULT_OPAQUE_CONTEXT);
+    const kit = new ClientKit(suite, host.info.enclavePublicKey, DEFAULT_OPAQUE_CONTEXT, tokens);
     const submit = (id: Uint8Array, m: Uint8Array) => host.submit(id, m);
     const tag = Math.random().toString(36).slice(2, 8);
     const realIds = Array.from({ length: o.realRecords ?? 0 }, (_, i) => te.encode(`real-${tag}-${i}`));

@@ -6,10 +6,13 @@
  *
  *   request message  = enc (32) || AES-256-GCM(key, base_nonce, aad = "req" || id, request)
  *   response key     = Export("bkv/e2e/response", 32)
- *   response message = nonce (12) || AES-256-GCM(response key, nonce, aad = "resp" || id, response)
+ *   response message = nonce (12) || AES-256-GCM(response key, nonce, aad = "resp" || id, pad(response))
+ * with the enclave's answer padding (enclave/api/padding.ts): `openResponse` unpads, and FastOpener
+ * pads, as the product does.
  */
 import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, randomBytes } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
+import { padResponse, unpadResponse } from '../../enclave/api/padding.ts';
 
 const te = new TextEncoder();
 const INFO = te.encode('bkv/e2e/v1');
@@ -78,7 +81,7 @@ export class FastSealer {
   }
 }
 
-/** Opens an enclave answer sealed under `responseKey`; null if it does not authenticate. */
+/** Opens an enclave answer sealed under `responseKey` and unpads it; null if it does not authenticate or is not padded. */
 export function openResponse(responseKey: Buffer, recordId: Uint8Array, response: Uint8Array): Uint8Array | null {
   if (response.length < 28) return null;
   try {
@@ -86,7 +89,7 @@ export function openResponse(responseKey: Buffer, recordId: Uint8Array, response
     d.setAAD(withPrefix('resp', recordId));
     d.setAuthTag(response.subarray(response.length - 16));
     const out = Buffer.concat([d.update(response.subarray(12, response.length - 16)), d.final()]);
-    return new Uint8Array(out.buffer, out.byteOffset, out.length);
+    return unpadResponse(new Uint8Array(out.buffer, out.byteOffset, out.length));
   } catch {
     return null;
   }
@@ -125,6 +128,6 @@ export class FastOpener {
   sealResponse(responseKey: Buffer, recordId: Uint8Array, response: Uint8Array, nonce: Uint8Array): Uint8Array {
     const c = createCipheriv('aes-256-gcm', responseKey, nonce);
     c.setAAD(withPrefix('resp', recordId));
-    return new Uint8Array(Buffer.concat([nonce, c.update(response), c.final(), c.getAuthTag()]));
+    return new Uint8Array(Buffer.concat([nonce, c.update(padResponse(response)), c.final(), c.getAuthTag()]));
   }
 }

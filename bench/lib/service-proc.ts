@@ -2,7 +2,9 @@
  * The vault service as the benches run it: `bkv serve` (bin/bkv.mjs, the real CLI, with its Node
  * flags) in a child process on a free loopback port, ready when GET /health answers 200. Its JSON request log is
  * discarded (a million registrations would log a few hundred MB); stderr goes to a file in the
- * data folder for diagnosis.
+ * data folder for diagnosis. `authIssuer`: the issuer's public key file (`--auth-issuer`, see
+ * bench/lib/auth.ts); without it the service runs with a development issuer of its own, whose
+ * tokens the bench can not mint.
  */
 import { spawn } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
@@ -32,7 +34,7 @@ async function freePort(): Promise<number> {
   });
 }
 
-export async function startService(dataDir: string, opts: { partitions?: number; token?: string; store?: string; timeoutMs?: number } = {}): Promise<ServiceProc> {
+export async function startService(dataDir: string, opts: { partitions?: number; token?: string; store?: string; timeoutMs?: number; authIssuer?: string } = {}): Promise<ServiceProc> {
   const port = await freePort();
   const errFile = join(dataDir, `..`, `${dataDir.split('/').pop()}-stderr.log`);
   const err = openSync(errFile, 'a');
@@ -42,6 +44,7 @@ export async function startService(dataDir: string, opts: { partitions?: number;
   if (opts.partitions) argv.push('--partitions', String(opts.partitions));
   if (opts.token) argv.push('--token', opts.token);
   if (opts.store) argv.push('--store', opts.store);
+  if (opts.authIssuer) argv.push('--auth-issuer', opts.authIssuer);
   const t0 = performance.now();
   const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ['ignore', 'ignore', err] });
   let code: number | null | undefined;

@@ -1,17 +1,23 @@
 /**
  * Load generation for the enclave path (VaultHost.submit) and the HTTP service: client messages
  * sealed beforehand (bench/lib/hpke.ts, a fresh HPKE encapsulation each, so the enclave's replay
- * guard, if any, and the host's pass them), a closed-loop driver at a fixed concurrency that
- * records every latency, and checks of the answers after the timed window.
+ * guard, if any, and the host's pass them), each carrying its record's issuer token (bench/lib/
+ * auth.ts: one per record id, minted once and reused, so the enclave verifies each token once and
+ * then hits its cache), a closed-loop driver at a fixed concurrency that records every latency,
+ * and checks of the answers after the timed window.
  */
 import { randomBytes } from 'node:crypto';
 import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
-import type { ClientResponse } from '../../enclave/api/messages.ts';
+import type { ClientRequest, ClientResponse } from '../../enclave/api/messages.ts';
 import { ClientRequests, ClientResponses, SUITE_CODE } from '../../enclave/api/messages.ts';
 import { clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../enclave/opaque/client.ts';
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
 import type { Suite } from '../../enclave/opaque/suite.ts';
+import type { BenchTokens } from './auth.ts';
 import { FastSealer, openResponse } from './hpke.ts';
+
+/** A client request before `ClientKit.prepare` adds the record's token. */
+export type ClientOp = ClientRequest extends infer U ? (U extends ClientRequest ? Omit<U, 'auth'> : never) : never;
 
 export type Submit = (recordId: Uint8Array, message: Uint8Array) => Promise<{ sealed: boolean; response: Uint8Array }>;
 
@@ -60,6 +66,8 @@ export class ClientKit {
     readonly suite: Suite,
     readonly enclavePublicKey: Uint8Array,
     readonly context: Uint8Array,
+    /** The issuer's tokens: every prepared message carries its record's. */
+    readonly tokens: BenchTokens,
   ) {
     this.sealer = new FastSealer(enclavePublicKey);
     const o = { suite, context, rng, ksf: identityKsf };
@@ -67,8 +75,9 @@ export class ClientKit {
     this.regRequests = Array.from({ length: 16 }, (_, i) => clientRegistrationStart(o, te.encode(`pw-${i}`)).request);
   }
 
-  prepare(recordId: Uint8Array, request: Parameters<typeof encodeMessage<typeof ClientRequests.schemas>>[1]): Prepared {
-    const s = this.sealer.seal(recordId, encodeMessage(ClientRequests, request));
+  /** Seals `request` for `recordId` with the record's token (reused: minted at its first use). */
+  prepare(recordId: Uint8Array, request: ClientOp): Prepared {
+    const s = this.sealer.seal(recordId, encodeMessage(ClientRequests, { ...request, auth: this.tokens.bytes(recordId) } as ClientRequest));
     return { recordId, message: s.message, responseKey: s.responseKey };
   }
 

@@ -38,6 +38,15 @@ export const Handling = {
   DuplicateRecordInLoad: 2113,
   TooManySessions: 2114,
   BadPayload: 2115,
+  /** Per-user authorization (enclave/api/auth.ts): no token in the operation, or the vault has no issuer. */
+  AuthRequired: 2116,
+  /** A token that does not verify: malformed, unknown key, bad signature, wrong issuer or claims. */
+  AuthInvalid: 2117,
+  AuthExpired: 2118,
+  /** A valid token for another record id. */
+  AuthWrongSubject: 2119,
+  /** A valid token for another vault. */
+  AuthWrongAudience: 2120,
 } as const;
 
 export const Integrity = {
@@ -62,6 +71,8 @@ export const Lifecycle = {
   Zeroized: 2403,
   OperatorAuthFailed: 2404,
   NotProvisioned: 2405,
+  /** The issuer set a device was booted with is not the one its NVRAM was provisioned with. */
+  AuthConfigMismatch: 2406,
 } as const;
 
 export type FaultCode =

@@ -5,7 +5,8 @@
  *
  *   request message = enc (32) || Seal(info = "bkv/e2e/v1", aad = "req" || record id, request)
  *   response key    = Export("bkv/e2e/response", 32) of the same context
- *   response message = nonce (12, random) || AES-256-GCM(response key, nonce, aad = "resp" || record id, response)
+ *   response message = nonce (12, random) || AES-256-GCM(response key, nonce, aad = "resp" || record id, pad(response))
+ * where pad (padding.ts) brings every answer to the same length, whatever its outcome.
  *
  * The record id is bound in both directions, so the host can not replay a client's ciphertext
  * against another record or hand a response to the wrong request. A replayed request opens to
@@ -16,6 +17,7 @@
  */
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
 import { EnclaveFault, Handling } from './codes.ts';
+import { padResponse, unpadResponse } from './padding.ts';
 
 const te = new TextEncoder();
 const INFO = te.encode('bkv/e2e/v1');
@@ -80,7 +82,9 @@ export async function sealRequest(
           key,
           buf(response.subarray(12)),
         );
-        return new Uint8Array(pt);
+        const unpadded = unpadResponse(new Uint8Array(pt));
+        if (!unpadded) throw badPayload();
+        return unpadded;
       } catch {
         throw badPayload();
       }
@@ -115,7 +119,7 @@ export async function openRequest(
     async sealResponse(response: Uint8Array) {
       const nonce = random(12);
       const ct = new Uint8Array(
-        await crypto.subtle.encrypt({ name: 'AES-GCM', iv: buf(nonce), additionalData: buf(withPrefix('resp', recordId)) }, key, buf(response)),
+        await crypto.subtle.encrypt({ name: 'AES-GCM', iv: buf(nonce), additionalData: buf(withPrefix('resp', recordId)) }, key, buf(padResponse(response))),
       );
       const out = new Uint8Array(12 + ct.length);
       out.set(nonce, 0);

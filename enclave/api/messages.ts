@@ -18,6 +18,7 @@
  */
 import { bytes, defineFamily, fixed, list, opt, u16, u32, u53, u8 } from './codec.ts';
 import type { Decoded, Message } from './codec.ts';
+import { MAX_AUTH_TOKEN } from './auth.ts';
 
 export const API_VERSION = 1;
 
@@ -62,7 +63,7 @@ export const AUDIT_KIND = {
 
 export const HostRequests = defineFamily(
   API_VERSION,
-  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Prepare: 0x13, Zeroize: 0x20, AuditVerify: 0x30 },
+  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Prepare: 0x13, Zeroize: 0x20, SetAuth: 0x21, AuditVerify: 0x30 },
   {
     Info: [],
     /** Startup: the host streams every stored record of the partition. */
@@ -88,6 +89,11 @@ export const HostRequests = defineFamily(
     /** The batch staged behind the one just committed (a Batch sent while that one was pending): its intent, then Prepared. */
     Prepare: [['epoch', u53]],
     Zeroize: [['auth', fixed(32)]],
+    /** Replaces the provisioned issuer set (enclave/api/auth.ts encodeAuthConfig), authorized by the operator secret. */
+    SetAuth: [
+      ['config', bytes(1, 4096)],
+      ['auth', fixed(32)],
+    ],
     /** Checks a run of stored audit events that starts after (fromSeq, fromHead) and reaches the NVRAM head. */
     AuditVerify: [
       ['fromSeq', u53],
@@ -101,7 +107,7 @@ export type HostRequest = Message<typeof HostRequests.schemas>;
 
 export const HostResponses = defineFamily(
   API_VERSION,
-  { InfoResult: 0x81, Loading: 0x82, Loaded: 0x83, Prepared: 0x90, Committed: 0x91, Aborted: 0x92, Staged: 0x93, ZeroizeDone: 0xa0, AuditResult: 0xb0, Fault: 0xff },
+  { InfoResult: 0x81, Loading: 0x82, Loaded: 0x83, Prepared: 0x90, Committed: 0x91, Aborted: 0x92, Staged: 0x93, ZeroizeDone: 0xa0, AuthSet: 0xa1, AuditResult: 0xb0, Fault: 0xff },
   {
     InfoResult: [
       ['state', u8],
@@ -136,6 +142,7 @@ export const HostResponses = defineFamily(
     /** A Batch sent while another was pending: computed and held; Prepare (after that one's Commit) prepares it. */
     Staged: [['epoch', u53]],
     ZeroizeDone: [],
+    AuthSet: [['issuers', u8]],
     /** `firstBad` = index of the first event that fails, the number of events if the run stops short of the head, or 0xffffffff if all verify. */
     AuditResult: [
       ['firstBad', u32],
@@ -157,6 +164,11 @@ export const ENCLAVE_STATE = { ready: 0, selfTestFailed: 1, zeroized: 2, notLoad
 // ---- client <-> enclave (inside HPKE) --------------------------------------------------------
 
 const ksfParams = bytes(1, 32);
+/**
+ * The issuer's token for this record (enclave/api/auth.ts): the first field of every client
+ * operation, checked by the enclave before the operation runs. Empty only to be refused.
+ */
+const authToken = ['auth', bytes(0, MAX_AUTH_TOKEN)] as const;
 
 export const ClientRequests = defineFamily(
   API_VERSION,
@@ -170,6 +182,7 @@ export const ClientRequests = defineFamily(
   },
   {
     RegisterStart: [
+      authToken,
       ['suite', u8],
       ['request', bytes(32, 33)],
       ['attemptLimit', u8],
@@ -181,26 +194,29 @@ export const ClientRequests = defineFamily(
      * current backup key.
      */
     RegisterFinish: [
+      authToken,
       ['stageId', fixed(STAGE_ID_LEN)],
       ['record', bytes(129, 192)], // RFC 9807 RegistrationRecord: 129 (P-256) or 192 (ristretto255)
       ['backupKey', opt(fixed(32))],
       ['authorization', opt(bytes(1, 128))],
     ],
     LoginStart: [
+      authToken,
       ['suite', u8],
       ['ke1', bytes(96, 98)], // KE1: 96 (ristretto255) or 98 (P-256)
     ],
     LoginFinish: [
+      authToken,
       ['sessionId', fixed(SESSION_ID_LEN)],
       ['ke3', bytes(32, 64)],
     ],
-    Status: [],
+    Status: [authToken],
     /**
      * Deleting a live record destroys its backup key, so it needs the same proof as replacing it:
      * of the current backup key (over the record's registration id, from StatusResult) or of the
      * current password (a recovered session, used once). A locked record needs none.
      */
-    Delete: [['authorization', opt(bytes(1, 128))]],
+    Delete: [authToken, ['authorization', opt(bytes(1, 128))]],
   } as const,
   MAX_CLIENT_MESSAGE,
 );

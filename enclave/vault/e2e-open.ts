@@ -9,6 +9,7 @@
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { EnclaveFault, Handling } from '../api/codes.ts';
+import { padResponse } from '../api/padding.ts';
 import { nodeHash } from '../opaque/hash-node.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 
@@ -134,7 +135,8 @@ export function openRequestSync(
   }
   return {
     request,
-    sealResponse(response: Uint8Array): Uint8Array {
+    sealResponse(answer: Uint8Array): Uint8Array {
+      const response = padResponse(answer); // one length for every outcome (padding.ts)
       const n = random(12);
       const c = createCipheriv('aes-256-gcm', responseKey, n);
       c.setAAD(withPrefix(AAD_RESP, recordId));

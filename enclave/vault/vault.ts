@@ -21,7 +21,10 @@
  */
 import { EnclaveFault, Handling, Integrity, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
 import { encodeMessage, decodeMessage } from '../api/codec.ts';
-import type { AuditEvent, HostRequest, HostResponse } from '../api/messages.ts';
+import type { AuditEvent, ClientRequest, HostRequest, HostResponse } from '../api/messages.ts';
+import { decodeAuthConfig, encodeAuthConfig } from '../api/auth.ts';
+import type { AuthConfig } from '../api/auth.ts';
+import { TokenVerifier } from './auth-tokens.ts';
 import { ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT, ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
 import { openRequestSync } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
@@ -79,6 +82,11 @@ interface Computed {
 }
 
 type Opened = ReturnType<typeof openRequestSync>;
+/**
+ * A batch op's request after the pre-pass: opened, decoded and authorized, or the error to answer
+ * with (`sealResponse` present when the envelope opened, so that the answer is sealed).
+ */
+type Admitted = { request: ClientRequest; sealResponse: Opened['sealResponse'] } | { error: unknown; sealResponse?: Opened['sealResponse'] };
 
 const preparedOf = (c: Computed): HostResponse => ({ type: 'Prepared', epoch: c.pending.epoch, writes: c.writes, audit: c.pending.audit });
 
@@ -105,6 +113,8 @@ export class Vault {
    */
   private staged: Computed | null = null;
   private audit!: AuditLog;
+  /** Checks the issuer's token of every client operation (auth-tokens.ts). */
+  private verifier!: TokenVerifier;
   /**
    * SHA-256 of the record index, the audit chain, partitioning and the end-to-end key schedule:
    * libsodium's WebAssembly build (hash-sodium.ts), which makes no native object per call (a
@@ -145,17 +155,34 @@ export class Vault {
       return;
     }
     this.keys = await deriveEnclaveKeys(this.p.token, handles, this.suites, this.sha256);
+    const auth = this.p.auth ?? null;
+    const authHash = auth ? this.authHashOf(encodeAuthConfig(auth)) : new Uint8Array(16);
     if (stored) {
       if (!ctEqual(stored.keyCheck, this.keys.keyCheck)) {
         throw new EnclaveFault(Lifecycle.NotProvisioned, 'the token keys are not the ones this NVRAM was provisioned with');
       }
       this.nv = stored;
+      if (!ctEqual(stored.authHash, authHash)) {
+        // A vault with no issuer yet (new, or made before issuers existed) adopts the first set it
+        // is booted with: until then it serves no client operation. Any later change is SetAuth's.
+        if (!stored.authHash.every((x) => x === 0) || !auth) {
+          throw new EnclaveFault(Lifecycle.AuthConfigMismatch, 'the issuer set is not the one this vault was provisioned with (change it with the operator secret)');
+        }
+        this.nv = { ...stored, authHash };
+        await this.p.nvram.write(encodeNvramState(this.nv));
+      }
     } else {
-      this.nv = freshNvramState(this.keys.keyCheck, this.p.operatorKeyHash);
+      this.nv = freshNvramState(this.keys.keyCheck, this.p.operatorKeyHash, authHash);
       await this.p.nvram.write(encodeNvramState(this.nv));
     }
+    this.verifier = await TokenVerifier.create(auth);
     this.audit = new AuditLog(this.keys.auditKey, this.sha256);
     this.state = 'notLoaded';
+  }
+
+  /** The NVRAM's fingerprint of an issuer set: the first 16 bytes of SHA-256 of its encoding. */
+  private authHashOf(encoded: Uint8Array): Uint8Array {
+    return this.sha256.hash(encoded).slice(0, 16);
   }
 
   /** The platform's random bytes, length-checked (a faulty source is a typed fault, not a crash). */
@@ -209,6 +236,8 @@ export class Vault {
         return this.abort(req.epoch);
       case 'Zeroize':
         return this.zeroize(req.auth);
+      case 'SetAuth':
+        return this.setAuth(req.config, req.auth);
       case 'AuditVerify':
         return this.auditVerify(req);
       default: {
@@ -285,13 +314,42 @@ export class Vault {
           throw new EnclaveFault(Handling.BatchOutOfOrder, 'a record of the pending batch can not be in the batch behind it', 'ops');
         }
       }
+      const admitted = await this.admit(req);
       const intent = this.nv.intent!;
-      this.staged = this.compute(req, intent.auditSeq, intent.auditHead);
+      this.staged = this.compute(req, admitted, intent.auditSeq, intent.auditHead);
       return { type: 'Staged', epoch: req.epoch };
     }
     const committed = this.nv.committed;
     if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
-    return this.prepareComputed(this.compute(req, committed.auditSeq, committed.auditHead));
+    const admitted = await this.admit(req);
+    return this.prepareComputed(this.compute(req, admitted, committed.auditSeq, committed.auditHead));
+  }
+
+  /**
+   * Opens, decodes and authorizes every request of a batch before any of them runs: the issuer's
+   * token of each is checked (auth-tokens.ts, against the platform clock) here, so no op whose
+   * token fails reaches a handler, and nothing is charged, changed or revealed for it. The
+   * requests are opened one after another first, so that the X25519 key import and DH, the key
+   * schedule and AES-GCM stay warm in the caches (interleaved with OPAQUE's group operations the
+   * key import costs about twice as much). Errors are values: compute() throws each where the op
+   * would have failed (after its partition and stored-record checks).
+   */
+  private async admit(req: Extract<HostRequest, { type: 'Batch' }>): Promise<Admitted[]> {
+    const keys = this.keys!;
+    const now = this.p.now();
+    const opened = req.ops.map((op) => openOrError(keys.e2e, op.recordId, op.request, this.rng));
+    return Promise.all(
+      opened.map(async (o, i): Promise<Admitted> => {
+        if ('error' in o) return o;
+        try {
+          const request = decodeMessage(ClientRequests, o.request);
+          await this.verifier.check(request.auth, req.ops[i]!.recordId, now);
+          return { request, sealResponse: o.sealResponse };
+        } catch (error) {
+          return { error, sealResponse: o.sealResponse };
+        }
+      }),
+    );
   }
 
   /** Prepare(e): the staged batch e, its predecessor committed, gets its intent and is prepared. */
@@ -345,7 +403,7 @@ export class Vault {
   }
 
   /** Runs every op of a batch against the committed index (and the batch's own earlier ops). */
-  private compute(req: Extract<HostRequest, { type: 'Batch' }>, auditSeq: number, auditHead: Uint8Array): Computed {
+  private compute(req: Extract<HostRequest, { type: 'Batch' }>, admitted: Admitted[], auditSeq: number, auditHead: Uint8Array): Computed {
     const now = this.p.now();
     this.stages.sweep(now);
     this.sessions.sweep(now);
@@ -354,18 +412,13 @@ export class Vault {
     const writes: { recordId: Uint8Array; blob: Uint8Array }[] = [];
     const keys = this.keys!;
     const index = this.index!;
-    // Every request of the batch is opened first, one after another, so that the X25519 key import
-    // and DH, the key schedule and AES-GCM stay warm in the caches: interleaved with OPAQUE's group
-    // operations the key import alone cost 22-31 us a request, in a row 10-13 (node:crypto on this
-    // project's 2-core machines); an interleaved A/B of the whole path gave +4% logins/s. Each op
-    // takes its opened request where it used to open it, so a request that does not open fails
-    // its op exactly as before (after the partition and stored-record checks).
-    const opened: (Opened | { error: unknown } | null)[] = req.ops.map((op) => openOrError(keys.e2e, op.recordId, op.request, this.rng));
     for (let i = 0; i < req.ops.length; i++) {
       const op = req.ops[i]!;
       const idHex = toHex(op.recordId);
       pending.touched.add(idHex);
-      let sealResponse: ((b: Uint8Array) => Uint8Array) | null = null;
+      // Every answer to a request whose envelope opened is sealed, faults included: the client
+      // takes nothing unsealed as an outcome, and the host learns no more than the fault's length.
+      const sealResponse = admitted[i]!.sealResponse ?? null;
       try {
         // SHA-256(id) once: the partition, and the index key (RecordIndex.keyOf).
         const idHash = digestOf(this.sha256, op.recordId);
@@ -374,11 +427,10 @@ export class Vault {
         }
         const key = idHash.subarray(0, 16);
         const { record: current, version } = this.currentRecord(pending, op.recordId, key, idHex, op.stored, index);
-        const open = opened[i]!;
-        opened[i] = null;
-        if ('error' in open) throw open.error;
-        sealResponse = open.sealResponse;
-        const creq = decodeMessage(ClientRequests, open.request);
+        const adm = admitted[i]!;
+        if ('error' in adm) throw adm.error;
+        const seal1 = adm.sealResponse;
+        const creq = adm.request;
         const ctx: OpContext = {
           now,
           rng: this.rng,
@@ -408,10 +460,9 @@ export class Vault {
           pending.audit.push(ev);
         }
         if (result.onCommit) pending.hooks.push(result.onCommit);
-        const response = sealResponse(encodeMessage(ClientResponses, result.response));
+        const response = seal1(encodeMessage(ClientResponses, result.response));
         pending.results.push({ opId: op.opId, sealed: 1, response });
       } catch (e) {
-        opened[i] = null;
         const f = toFault(e);
         const plain = encodeMessage(ClientResponses, { type: 'Fault', code: f.code, field: new TextEncoder().encode((f.field ?? '').slice(0, 64)) });
         if (sealResponse) pending.results.push({ opId: op.opId, sealed: 1, response: sealResponse(plain) });
@@ -485,10 +536,7 @@ export class Vault {
 
   private async zeroize(auth: Uint8Array): Promise<HostResponse> {
     if (this.state === 'zeroized') return { type: 'ZeroizeDone' };
-    const expect = this.nv?.operatorKeyHash;
-    if (!expect || expect.every((x) => x === 0) || !ctEqual(this.sha256.hash(auth), expect)) {
-      throw new EnclaveFault(Lifecycle.OperatorAuthFailed, 'operator authorization failed');
-    }
+    this.checkOperator(auth);
     this.p.token.destroyAllKeys();
     if (this.keys) zeroizeEnclaveKeys(this.keys);
     this.keys = null;
@@ -501,6 +549,26 @@ export class Vault {
     await this.writeNvram({ ...freshNvramState(new Uint8Array(16), undefined), flags: FLAG_ZEROIZED });
     this.state = 'zeroized';
     return { type: 'ZeroizeDone' };
+  }
+
+  /** SetAuth: the operator replaces the issuer set; the new set's hash goes to NVRAM, and the host must store the set. */
+  private async setAuth(config: Uint8Array, auth: Uint8Array): Promise<HostResponse> {
+    this.requireState('ready', 'notLoaded');
+    this.checkOperator(auth);
+    const cfg: AuthConfig = decodeAuthConfig(config);
+    if (cfg.issuers.length === 0) throw new EnclaveFault(Handling.BadPayload, 'an issuer set needs at least one issuer', 'config');
+    const verifier = await TokenVerifier.create(cfg);
+    await this.writeNvram({ ...this.nv, authHash: this.authHashOf(encodeAuthConfig(cfg)) });
+    this.verifier = verifier;
+    return { type: 'AuthSet', issuers: cfg.issuers.length };
+  }
+
+  /** The operator's secret, checked against the hash provisioned in NVRAM (none provisioned: refused). */
+  private checkOperator(auth: Uint8Array): void {
+    const expect = this.nv?.operatorKeyHash;
+    if (!expect || expect.every((x) => x === 0) || !ctEqual(this.sha256.hash(auth), expect)) {
+      throw new EnclaveFault(Lifecycle.OperatorAuthFailed, 'operator authorization failed');
+    }
   }
 
   private auditVerify(req: Extract<HostRequest, { type: 'AuditVerify' }>): HostResponse {

@@ -11,6 +11,8 @@
  * firmware answers it (the device handles requests one at a time, so it is still ahead in the
  * queue): a hung device fills up and answers Overloaded instead of queueing without bound.
  */
+import { encodeAuthConfig } from '../../enclave/api/auth.ts';
+import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectBundle, projectRoot } from '../../bin/bundle.mjs';
@@ -82,6 +84,8 @@ export interface ChannelOptions {
   failpoint?: string;
   failpointHit?: number;
   operatorKeyHash?: Uint8Array;
+  /** The issuer set (enclave/api/auth.ts) the device boots with; its enclave checks it against its NVRAM. */
+  auth?: AuthConfig;
   /** Default per-request timeout (default 30 s). */
   timeoutMs?: number;
   /** How long the firmware may take to boot (default 60 s). */
@@ -110,6 +114,8 @@ export interface DeviceConfig {
   failpoint?: string;
   failpointHit?: number;
   operatorKeyHash?: string;
+  /** encodeAuthConfig output, base64url. */
+  auth?: string;
 }
 
 /** Messages with the device (hsm/runner.ts; keep in step). */
@@ -184,6 +190,7 @@ export abstract class DeviceChannel implements EnclaveChannel {
       ...(opts.failpoint !== undefined && { failpoint: opts.failpoint }),
       ...(opts.failpointHit !== undefined && { failpointHit: opts.failpointHit }),
       ...(opts.operatorKeyHash !== undefined && { operatorKeyHash: Buffer.from(opts.operatorKeyHash).toString('hex') }),
+      ...(opts.auth !== undefined && { auth: Buffer.from(encodeAuthConfig(opts.auth)).toString('base64url') }),
     };
     // SoftHSM2 reads SOFTHSM2_CONF from the process environment, which a worker thread can not
     // set for the process: the host sets it (a child-process device sets its own as well).

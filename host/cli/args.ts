@@ -9,13 +9,15 @@ export class UsageError extends Error {
 export interface Parsed {
   positional: string[];
   opts: Map<string, string>;
+  /** Every value of each option, in order (for repeatable ones such as --auth-issuer); `opts` keeps the last. */
+  all: Map<string, string[]>;
   flags: Set<string>;
 }
 
 export function parseArgs(argv: string[], spec: { options?: string[]; flags?: string[] }): Parsed {
   const options = new Set(spec.options ?? []);
   const flagNames = new Set(spec.flags ?? []);
-  const out: Parsed = { positional: [], opts: new Map(), flags: new Set() };
+  const out: Parsed = { positional: [], opts: new Map(), all: new Map(), flags: new Set() };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (!a.startsWith('--')) {
@@ -30,6 +32,7 @@ export function parseArgs(argv: string[], spec: { options?: string[]; flags?: st
       const v = inline ?? argv[++i];
       if (v === undefined || (inline === undefined && v.startsWith('--'))) throw new UsageError(`--${name} needs a value`);
       out.opts.set(name, v);
+      out.all.set(name, [...(out.all.get(name) ?? []), v]);
     } else {
       throw new UsageError(`unknown option --${name}`);
     }

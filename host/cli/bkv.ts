@@ -5,12 +5,17 @@
  *   bkv key new ...               a new backup key
  *   bkv backup encrypt|decrypt    backup files under a backup key
  *   bkv escrow ...                escrow a backup key with a vault service
+ *   bkv auth keygen|token         the issuer's keys and per-user tokens
  * Exit codes: 0 done, 1 failure, 2 an outcome the user must see (wrong password, locked),
- * 64 usage error.
+ * 6 not authorized (no, invalid, expired or another record's issuer token), 64 usage error.
  */
 import { UsageError } from './args.ts';
 import { backupCommand, keyCommand } from './cmd-backup.ts';
 import { escrowCommand } from './cmd-escrow.ts';
+import { AUTH_USAGE, authCommand } from './cmd-auth.ts';
+import { AuthSetupError } from '../auth/issuer.ts';
+import { EscrowError } from '../client/escrow.ts';
+import { Handling, faultName } from '../../enclave/api/codes.ts';
 import { SERVE_USAGE, serveCommand } from './cmd-serve.ts';
 import { VaultHttpError } from '../client/http-relay.ts';
 import { runDemo } from './demo.ts';
@@ -21,7 +26,11 @@ const HELP = `bkv: Backup Key Vault
   bkv key new [--out FILE] [--checked]
   bkv backup encrypt|decrypt IN OUT --key-file F [--overwrite]
   bkv escrow register|recover|change-password|delete|status --vault URL --vault-key FILE --id ID
-        [--key-file F] [--password-file F] [--new-password-file F] [--attempts N] [--out FILE]`;
+        --auth-token FILE [--key-file F] [--password-file F] [--new-password-file F] [--attempts N] [--out FILE]
+  ${AUTH_USAGE}`;
+
+/** Exit code 6: the enclave refused the operation's issuer token. */
+const AUTH_FAULTS: ReadonlySet<number> = new Set([Handling.AuthRequired, Handling.AuthInvalid, Handling.AuthExpired, Handling.AuthWrongSubject, Handling.AuthWrongAudience]);
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -36,6 +45,8 @@ async function main(argv: string[]): Promise<number> {
       return backupCommand(rest);
     case 'escrow':
       return escrowCommand(rest);
+    case 'auth':
+      return authCommand(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -55,6 +66,14 @@ main(process.argv.slice(2)).then(
     if (e instanceof UsageError) {
       console.error(`bkv: ${e.message}`);
       process.exit(64);
+    }
+    if (e instanceof EscrowError && AUTH_FAULTS.has(e.code)) {
+      console.error(`bkv: not authorized (${faultName(e.code)}): the vault needs a valid issuer token for this id (--auth-token FILE)`);
+      process.exit(6);
+    }
+    if (e instanceof AuthSetupError) {
+      console.error(`bkv: ${e.message}`);
+      process.exit(1);
     }
     if (e instanceof VaultHttpError && e.rateLimited) {
       console.error(`bkv: the vault service is rate limiting this record or address; retry in ${e.retryAfterSeconds ?? 60} s`);

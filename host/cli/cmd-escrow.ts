@@ -1,9 +1,11 @@
 /**
  * `bkv escrow register|recover|change-password|delete|status`: escrow a backup key with a vault
  * service. The vault's public key comes from the file the operator published (`--vault-key`,
- * written by `bkv serve`); the service's live key must match it, or nothing is sent.
+ * written by `bkv serve`); the service's live key must match it, or nothing is sent. Every
+ * operation carries the issuer's token for the id (`--auth-token FILE`, from `bkv auth token`);
+ * the API bearer token, when the service wants one, comes from BKV_SERVICE_TOKEN.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { EscrowClient } from '../client/escrow.ts';
 import type { RecoverResult } from '../client/escrow.ts';
@@ -15,7 +17,7 @@ import { parseSuiteId } from '../../enclave/opaque/suite.ts';
 import { intOption, parseArgs, required, UsageError } from './args.ts';
 import { readKeyFile, readPassword, readVaultKeyFile } from './io.ts';
 
-const USAGE = `usage: bkv escrow register|recover|change-password|delete|status --vault URL --vault-key FILE --id ID
+const USAGE = `usage: bkv escrow register|recover|change-password|delete|status --vault URL --vault-key FILE --id ID --auth-token FILE
   register:        --key-file F [--password-file F] [--attempts N] [--suite ristretto255-SHA512|P256-SHA256]
   recover:         [--password-file F] [--out FILE]
   change-password: [--password-file F] [--new-password-file F]
@@ -23,7 +25,7 @@ const USAGE = `usage: bkv escrow register|recover|change-password|delete|status 
 
 export async function escrowCommand(argv: string[]): Promise<number> {
   const p = parseArgs(argv, {
-    options: ['vault', 'vault-key', 'id', 'key-file', 'password-file', 'new-password-file', 'attempts', 'out', 'suite'],
+    options: ['vault', 'vault-key', 'id', 'key-file', 'password-file', 'new-password-file', 'attempts', 'out', 'suite', 'auth-token'],
   });
   const verb = p.positional[0];
   if (!verb || p.positional.length !== 1) throw new UsageError(USAGE);
@@ -31,18 +33,31 @@ export async function escrowCommand(argv: string[]): Promise<number> {
   const pinned = readVaultKeyFile(required(p, 'vault-key'));
   const recordId = new TextEncoder().encode(required(p, 'id'));
   if (recordId.length > 64) throw new UsageError('--id: at most 64 bytes');
-  const live = await fetchVaultInfo(url);
+  const tokenFile = p.opts.get('auth-token');
+  if (tokenFile === undefined) {
+    console.error('bkv: not authorized: the vault needs an issuer token for this id (--auth-token FILE, made by `bkv auth token`)');
+    return 6;
+  }
+  let authToken: string;
+  try {
+    authToken = readFileSync(tokenFile, 'utf8').trim();
+  } catch (e) {
+    throw new UsageError(`--auth-token ${tokenFile}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+  const serviceToken = process.env.BKV_SERVICE_TOKEN || undefined;
+  const live = await fetchVaultInfo(url, { token: serviceToken });
   if (Buffer.compare(Buffer.from(live.enclavePublicKey), Buffer.from(pinned.enclavePublicKey)) !== 0) {
     throw new UsageError(`the vault at ${url} does not have the pinned enclave key: refusing to talk to it`);
   }
   const suite = await fastSuite(parseSuiteId(p.opts.get('suite') ?? 'ristretto255-SHA512'));
   const client = new EscrowClient({
-    relay: httpRelay({ baseUrl: url, token: process.env.BKV_SERVICE_TOKEN }),
+    relay: httpRelay({ baseUrl: url, token: serviceToken }),
     enclavePublicKey: pinned.enclavePublicKey,
     suite,
     rng: (n) => new Uint8Array(randomBytes(n)),
     context: pinned.opaqueContext,
     ksf: argon2idKsf(DEFAULT_ARGON2ID),
+    auth: authToken,
   });
   const say = (r: RecoverResult) => {
     if (r.ok) return `recovered; attempts remaining ${r.attemptsRemaining}`;

@@ -5,15 +5,20 @@
  *
  *   a backup key and an encrypted backup -> escrow the key under a password -> "lose the phone"
  *   -> a wrong password (attempts remaining) -> the right one (the key comes back) -> decrypt the
- *   backup and check it matches -> a second user runs out of guesses (locked for good)
+ *   backup and check it matches -> a stranger without the user's issuer token is refused and
+ *   charges nothing -> a second user runs out of guesses (locked for good)
  *
+ * Client operations are authorized by tokens of a development issuer (`bkv serve` without
+ * `--auth-issuer` does the same): its key pair is made in the data folder.
  * Options: --keep (keep the data folder), --partitions N, --process (child-process devices).
  */
 import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { EscrowClient } from '../client/escrow.ts';
+import { EscrowClient, EscrowError } from '../client/escrow.ts';
+import { mintToken, readIssuerPrivate, resolveServeAuth } from '../auth/issuer.ts';
+import { faultName } from '../../enclave/api/codes.ts';
 import { formatBackupKey, generateBackupKey } from '../client/backup-key.ts';
 import { decryptFile, encryptFile, nodeAead } from '../client/backup-file-node.ts';
 import { VaultHost } from '../vault/vault-host.ts';
@@ -53,19 +58,26 @@ export async function runDemo(argv: string[]): Promise<number> {
     console.log('Backup Key Vault demo');
     console.log(`data folder ${dataDir} (SQLite, emulated token and NVRAM); devices: ${mode} threads`.replace('process threads', 'child processes'));
     let t0 = performance.now();
-    host = await VaultHost.open({ dataDir: join(dataDir, 'vault'), mode, partitions: intOption(p, 'partitions', 1, 16) });
+    const vaultDir = join(dataDir, 'vault');
+    const auth = await resolveServeAuth(vaultDir, { issuerFiles: [] });
+    const issuer = readIssuerPrivate(auth.devKeyFile!);
+    host = await VaultHost.open({ dataDir: vaultDir, mode, partitions: intOption(p, 'partitions', 1, 16), auth: auth.config });
     const vault = host;
+    console.log(`issuer (development mode): ${auth.devKeyFile}; every operation carries its token for the user's id`);
     console.log(`vault up in ${ms(t0)}: ${host.info.partitions} partition(s), self-tests passed`);
     console.log(`enclave public key (clients pin it): ${hex(host.info.enclavePublicKey)}`);
 
-    const client = new EscrowClient({
-      relay: (rid, m) => vault.submit(rid, m),
-      enclavePublicKey: host.info.enclavePublicKey,
-      suite: await fastSuite('ristretto255-SHA512'),
-      rng: (n) => new Uint8Array(randomBytes(n)),
-      context: DEFAULT_OPAQUE_CONTEXT,
-      ksf: argon2idKsf(DEFAULT_ARGON2ID),
-    });
+    const clientWith = async (token: (rid: Uint8Array) => Promise<string>) =>
+      new EscrowClient({
+        relay: (rid, m) => vault.submit(rid, m),
+        enclavePublicKey: vault.info.enclavePublicKey,
+        suite: await fastSuite('ristretto255-SHA512'),
+        rng: (n) => new Uint8Array(randomBytes(n)),
+        context: DEFAULT_OPAQUE_CONTEXT,
+        ksf: argon2idKsf(DEFAULT_ARGON2ID),
+        auth: token,
+      });
+    const client = await clientWith((rid) => mintToken(issuer, { subject: new TextDecoder().decode(rid), audience: auth.config.audience }));
 
     step(1, 'A new backup key, and the chat backup encrypted with it:');
     const backupKey = generateBackupKey();
@@ -105,7 +117,23 @@ export async function runDemo(argv: string[]): Promise<number> {
     console.log(`   restored chats.db (${restored.length} bytes) in ${ms(t0)}; matches the original: ${same ? 'yes' : 'NO'}`);
     if (!same) return 1;
 
-    step(6, 'Another user, 3 guesses, and someone trying passwords:');
+    step(6, "A stranger who knows alice's id but holds no token the issuer signed for her:");
+    const stranger = await clientWith(() => mintToken(issuer, { subject: 'mallory@example', audience: auth.config.audience }));
+    for (let i = 0; i < 3; i++) {
+      try {
+        await stranger.recover(alice, te.encode('guess'));
+        throw new Error('a stranger got a login started');
+      } catch (e) {
+        if (!(e instanceof EscrowError)) throw e;
+        if (i === 0) console.log(`   refused by the enclave: ${faultName(e.code)} (a token for the stranger's own id)`);
+      }
+    }
+    const after = await client.status(alice);
+    const left = after.type === 'StatusResult' ? after.attemptsRemaining : -1;
+    console.log(`   3 tries, ${left === reg.attemptLimit ? 'no' : 'SOME'} guesses charged: alice has ${left} of ${reg.attemptLimit} left`);
+    if (left !== reg.attemptLimit) return 1;
+
+    step(7, 'Another user, 3 guesses, and someone trying passwords:');
     const bob = te.encode('bob@example');
     await client.register(bob, te.encode('hunter2'), generateBackupKey(), { attemptLimit: 3 });
     for (const guess of ['123456', 'password', 'qwerty']) {

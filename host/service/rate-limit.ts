@@ -1,20 +1,20 @@
 /**
  * Host-side rate limiting: token buckets keyed by record id and by client address, checked before
- * an operation reaches the enclave. This is separate from the enclave's guess limit: the enclave
- * destroys a key after N wrong passwords, so without a host limit a stranger who knows a record
- * id could spend all N guesses in a second. With the defaults (10 operations a minute per record,
- * burst 5) the same stranger needs about two minutes per guess pair; the user can still log in
- * (the bucket refills) once the stranger stops.
+ * an operation reaches the enclave, to shed load. It is a first line only: what keeps a stranger
+ * from spending a user's guesses is the issuer token the enclave checks (enclave/api/auth.ts),
+ * and the enclave's own guess limit; nothing depends on these buckets.
  *
  * A bucket holds up to `burst` tokens and refills at `perMinute / 60` tokens a second; an
  * operation takes one token, or is refused with the time until the next token (HTTP 429,
  * `Retry-After`).
  *
- * Memory is bounded: at most `maxKeys` buckets per limiter. The table is kept in least recently
- * used order; a periodic `sweep()` drops buckets that have refilled to full (they are the same as
- * no bucket), and when the table is full the least recently used bucket is dropped (its key
- * starts over with a full bucket: a deliberate trade of exactness for bounded memory, counted in
- * `evictions`). At about 200 bytes per bucket, 100,000 keys cost about 20 MB.
+ * Memory is bounded: at most `maxKeys` buckets per limiter. A periodic `sweep()` drops buckets
+ * that have refilled to full (they are the same as no bucket). A bucket that is not full is never
+ * dropped: dropping it would hand its key a full burst again. When the table is full of buckets
+ * that are not, a key that has no bucket is refused (429) until sweeps make room (at most once a
+ * second while full; counted in `refusedFull`): a flood of new keys costs new keys availability
+ * for at most the refill time of a bucket, never an old key's limit. At about 200 bytes per
+ * bucket, 100,000 keys cost about 20 MB.
  */
 
 export interface BucketConfig {
@@ -52,7 +52,9 @@ interface Bucket {
 export class TokenBuckets {
   private readonly buckets = new Map<string, Bucket>();
   private readonly perMs: number;
-  evictions = 0;
+  /** Operations refused because the table was full of buckets that are not. */
+  refusedFull = 0;
+  private lastFullSweep = -Infinity;
 
   constructor(
     readonly config: BucketConfig,
@@ -78,11 +80,20 @@ export class TokenBuckets {
   take(key: string): TakeResult {
     const t = this.now();
     const old = this.buckets.get(key);
+    if (!old && this.buckets.size >= this.maxKeys) {
+      if (t - this.lastFullSweep >= 1000) {
+        this.lastFullSweep = t;
+        this.sweep();
+      }
+      if (this.buckets.size >= this.maxKeys) {
+        this.refusedFull++;
+        return { ok: false, retryAfterMs: 1000 };
+      }
+    }
     const tokens = old ? this.level(old, t) : this.config.burst;
     if (old) this.buckets.delete(key); // re-inserted below: most recently used last
     if (tokens >= 1) {
       this.buckets.set(key, { tokens: tokens - 1, at: t });
-      this.evict();
       return { ok: true };
     }
     this.buckets.set(key, { tokens, at: t });
@@ -102,13 +113,6 @@ export class TokenBuckets {
     return n;
   }
 
-  private evict(): void {
-    while (this.buckets.size > this.maxKeys) {
-      const oldest = this.buckets.keys().next().value as string;
-      this.buckets.delete(oldest);
-      this.evictions++;
-    }
-  }
 }
 
 /** The rate-limit key of a client address: an IPv4 address, or the /64 prefix of an IPv6 one. */

@@ -33,6 +33,8 @@ export interface RouteContext {
   bodyLimit: number;
   bodyTimeoutMs: number;
   draining(): boolean;
+  /** How client operations are authorized: the provisioned issuers, a development issuer, or none (every operation refused). */
+  authMode: 'development' | 'issuers' | 'none';
 }
 
 /** What the request line records about the request (filled in by the handler). */
@@ -124,7 +126,7 @@ async function submitOp(ctx: RouteContext, req: IncomingMessage, res: ServerResp
 function health(ctx: RouteContext, _req: IncomingMessage, res: ServerResponse): void {
   const ready = ctx.vault.partitionsReady();
   const ok = !ctx.draining() && ready.length > 0 && ready.every(Boolean);
-  const body = { status: ok ? 'ok' : 'unavailable', draining: ctx.draining(), partitions: ready.map((r, p) => ({ partition: p, ready: r })) };
+  const body = { status: ok ? 'ok' : 'unavailable', draining: ctx.draining(), auth: ctx.authMode, partitions: ready.map((r, p) => ({ partition: p, ready: r })) };
   if (ok) sendJson(res, 200, body);
   else sendJson(res, 503, { ...body, error: new ServiceError('NOT_READY').toJSON().error });
 }

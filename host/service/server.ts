@@ -12,6 +12,7 @@
  * Timeouts: `headersTimeoutMs` (node:http answers 408 and closes), `bodyTimeoutMs` (JSON 408),
  * `requestTimeoutMs` (node:http's cap on receiving a whole request).
  */
+import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { createHash } from 'node:crypto';
 import { STATUS_CODES, createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -63,6 +64,10 @@ export interface ServiceOptions {
   drainTimeoutMs?: number;
   /** The operator secret's SHA-256 (enables zeroization), passed to the VaultHost. */
   operatorKeyHash?: Uint8Array;
+  /** The issuer set whose tokens authorize client operations (passed to the VaultHost; its enclaves check every token). */
+  auth?: AuthConfig;
+  /** Reported by /health: 'development' when the issuer key sits in the data folder (`bkv serve` without `--auth-issuer`). */
+  authMode?: 'development' | 'issuers';
 }
 
 export interface RunningService {
@@ -102,6 +107,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
     store: opts.store,
     ...(opts.hsmToken !== undefined && { token: opts.hsmToken }),
     operatorKeyHash: opts.operatorKeyHash,
+    ...(opts.auth !== undefined && { auth: opts.auth }),
     log: (msg) => log.warn({ event: 'vault' }, msg),
     onBatch: (p, size, ms) => metrics?.batch(p, size, ms),
   });
@@ -127,6 +133,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
     bodyLimit: opts.bodyLimit ?? DEFAULT_BODY_LIMIT,
     bodyTimeoutMs: opts.bodyTimeoutMs ?? 10_000,
     draining: () => draining,
+    authMode: opts.authMode ?? (opts.auth ? 'issuers' : 'none'),
   };
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -5,6 +5,7 @@
  * partition back (a fresh device boot and a full reload of its records) on its own.
  */
 import { createHash } from 'node:crypto';
+import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { EnclavePool } from '../channel/pool.ts';
 import type { ChannelMode } from '../channel/pool.ts';
 import type { TokenKind } from '../tokens/config.ts';
@@ -23,6 +24,12 @@ export interface VaultHostOptions {
   store?: string;
   /** The operator secret's SHA-256, provisioned into each partition (enables zeroization). */
   operatorKeyHash?: Uint8Array;
+  /**
+   * The issuer set whose tokens authorize client operations (enclave/api/auth.ts). Provisioned
+   * into each partition at its first boot; afterwards the devices refuse to boot under another.
+   * Without one the vault serves no client operation.
+   */
+  auth?: AuthConfig;
   /** Crash tests: the device of every partition dies at this failpoint. */
   failpoint?: string;
   failpointHit?: number;
@@ -73,6 +80,7 @@ export class VaultHost {
         ...(opts.token !== undefined && { token: opts.token }),
         partitions: opts.partitions,
         operatorKeyHash: opts.operatorKeyHash,
+        ...(opts.auth !== undefined && { auth: opts.auth }),
         failpoint: opts.failpoint,
         failpointHit: opts.failpointHit,
         onCrash: (p) => {

@@ -20,6 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import { fetchVaultInfo, httpRelay } from '../../host/client/http-relay.ts';
 import { startService } from '../../host/service/server.ts';
+import { testIssuer } from '../helpers/auth.ts';
 import { Rng, bump, isMain, newReport, note, parseArgs, runMain, tempDir, te } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
 import { VaultClient, describe, sameBytes } from './lib/flows.ts';
@@ -176,7 +177,7 @@ export async function races(o: RacesOptions): Promise<Report> {
       }
     }
     if (via === 'http' || via === 'both') {
-      const svc = await startService({ dataDir: `${tmp.dir}/http`, partitions: o.partitions ?? 2, rateLimits: { record: false, address: false }, logger: pino({ level: 'silent' }) });
+      const svc = await startService({ dataDir: `${tmp.dir}/http`, partitions: o.partitions ?? 2, rateLimits: { record: false, address: false }, logger: pino({ level: 'silent' }), auth: (await testIssuer()).config });
       try {
         const info = await fetchVaultInfo(svc.url);
         const c = await VaultClient.create(httpRelay({ baseUrl: svc.url, timeoutMs: 120_000 }), info.enclavePublicKey);

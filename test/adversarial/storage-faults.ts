@@ -27,6 +27,7 @@ import { decodeMessage } from '../../enclave/api/codec.ts';
 import { ClientResponses } from '../../enclave/api/messages.ts';
 import { openSqliteStore } from '../../host/storage/sqlite.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
+import { testIssuer } from '../helpers/auth.ts';
 import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, tempDir } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
 import { FaultyStore } from './lib/faulty-store.ts';
@@ -52,7 +53,7 @@ export interface StorageFaultOptions {
  * its written records are marked, and an answer to a marked one is a violation.
  */
 async function faultyVault(dataDir: string, mode: 'worker' | 'process', partitions: number, rng: Rng, report: Report) {
-  const host = await VaultHost.open({ dataDir, mode, partitions });
+  const host = await VaultHost.open({ dataDir, mode, partitions, auth: (await testIssuer()).config });
   const { store, detach } = FaultyStore.attach(host, rng);
   const inFlight = new Map<string, { mustFail: boolean }>();
   const inner = store.applyBatch.bind(store);

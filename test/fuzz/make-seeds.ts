@@ -10,6 +10,12 @@
  * Deterministic: OPAQUE and sealing draw from fixed DRBGs, HPKE seals use a derived ephemeral key
  * (RFC 9180 `ekm`), and the token keys of the fuzz vault are planted (lib/canary.ts), so the same
  * code writes the same bytes. No seed carries a planted secret (checked before writing).
+ *
+ * Every client request carries an issuer token in its `auth` field (lib/auth.ts): a real one of
+ * the planted issuer, minted at the fuzz vaults' start clock, where the request is sealed or only
+ * decoded (enclave-host, e2e-open-request, codec-client-requests); the 1-byte code of a token kind
+ * where the target mints the token itself at its own clock (enclave-client, http), with a few
+ * seeds of bad kinds and one literal token.
  */
 import { mkdirSync, readFileSync, existsSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,9 +24,11 @@ import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke
 import { encodeMessage } from '../../enclave/api/codec.ts';
 import type { Family, Schema } from '../../enclave/api/codec.ts';
 import type { ClientRequest, HostRequest } from '../../enclave/api/messages.ts';
+import { decodeNvramState } from '../../enclave/vault/nvram-state.ts';
 import { ClientRequests, ClientResponses, HostRequests, HostResponses, SUITE_CODE } from '../../enclave/api/messages.ts';
 import { encodeKeyAuthorization, encodeSessionAuthorization } from '../../enclave/api/authorize.ts';
 import { deriveE2eKeyPair } from '../../enclave/api/e2e.ts';
+import { padResponse } from '../../enclave/api/padding.ts';
 import { clientLoginStart } from '../../enclave/opaque/client.ts';
 import { MESSAGE_NAMES } from '../../enclave/opaque/messages.ts';
 import type { MessageName } from '../../enclave/opaque/messages.ts';
@@ -31,11 +39,14 @@ import { encodeFields } from '../../enclave/api/codec.ts';
 import { KIND_RECORD, KIND_TOMBSTONE, RecordSchema, STATUS_ACTIVE, seal } from '../../enclave/vault/record.ts';
 import { encodeNvramState, FLAG_ZEROIZED, freshNvramState } from '../../enclave/vault/nvram-state.ts';
 import { sampleFields } from '../helpers/samples.ts';
+import { FUZZ_EPOCH_MS, mintFuzzToken, tokenCode } from './lib/auth.ts';
+import type { TokenKind } from './lib/auth.ts';
 import { allCanarySecrets, CANARY_A, CANARY_B, drbg } from './lib/canary.ts';
 import { SEEDS_DIR } from './lib/engine.ts';
 import { SecretScanner } from './lib/oracle.ts';
 import { opaqueFixture, OPAQUE_CONTEXT, OPAQUE_ID } from './lib/opaque-target.ts';
 import { FuzzVault, IDS } from './lib/vault.ts';
+import type { ClientOp } from './lib/vault.ts';
 import { E2E_IKM, E2E_RECORD_IDS } from './targets/e2e-open-request.ts';
 import { RESPONSE_PLAINTEXT } from './targets/e2e-open-response.ts';
 import { AUTH_BACKUP_KEY, AUTH_RECORD, AUTH_SESSION_ID, AUTH_SESSION_KEY, AUTH_STAGE } from './targets/authorization.ts';
@@ -61,8 +72,12 @@ async function sealDeterministic(publicKey: Uint8Array, recordId: Uint8Array, bo
   return Uint8Array.of(...new Uint8Array(ctx.enc), ...ct);
 }
 
-function samples(fam: Family<Record<string, Schema>>): [string, Uint8Array][] {
-  return Object.keys(fam.schemas).map((type) => [type, encodeMessage(fam, { type, ...sampleFields(fam.schemas[type]!) } as never)]);
+/** The planted issuer's token for a record id, issued at the fuzz vaults' start clock (valid 600 s of it). */
+const tokenOf = (recordId: Uint8Array): Uint8Array => te.encode(mintFuzzToken(recordId, FUZZ_EPOCH_MS));
+
+/** One sample per message type; `auth` (for client requests): the token every sample carries. */
+function samples(fam: Family<Record<string, Schema>>, auth?: Uint8Array): [string, Uint8Array][] {
+  return Object.keys(fam.schemas).map((type) => [type, encodeMessage(fam, { type, ...sampleFields(fam.schemas[type]!), ...(auth && { auth }) } as never)]);
 }
 
 async function main(): Promise<void> {
@@ -88,15 +103,15 @@ async function main(): Promise<void> {
     ['codec-client-requests', ClientRequests as unknown as Family<Record<string, Schema>>],
     ['codec-client-responses', ClientResponses as unknown as Family<Record<string, Schema>>],
   ];
-  for (const [target, fam] of families) for (const [type, bytes] of samples(fam)) put(target, kebab(type), bytes);
+  for (const [target, fam] of families) for (const [type, bytes] of samples(fam, fam === (ClientRequests as unknown) ? tokenOf(CANARY_A.recordId) : undefined)) put(target, kebab(type), bytes);
 
   // End-to-end: requests sealed to the e2e target's key pair; the valid response edit.
   const e2e = await deriveE2eKeyPair(E2E_IKM);
-  for (const [type, body] of samples(ClientRequests as unknown as Family<Record<string, Schema>>)) {
+  for (const [type, body] of samples(ClientRequests as unknown as Family<Record<string, Schema>>, tokenOf(E2E_RECORD_IDS[0]!))) {
     put('e2e-open-request', kebab(type), Uint8Array.of(0, ...(await sealDeterministic(e2e.publicKey, E2E_RECORD_IDS[0]!, body))));
   }
-  put('e2e-open-request', 'status-record-b', Uint8Array.of(1, ...(await sealDeterministic(e2e.publicKey, E2E_RECORD_IDS[1]!, encodeMessage(ClientRequests, { type: 'Status' })))));
-  put('e2e-open-response', 'valid', new Uint8Array(12 + RESPONSE_PLAINTEXT.length + 16));
+  put('e2e-open-request', 'status-record-b', Uint8Array.of(1, ...(await sealDeterministic(e2e.publicKey, E2E_RECORD_IDS[1]!, encodeMessage(ClientRequests, { type: 'Status', auth: tokenOf(E2E_RECORD_IDS[1]!) })))));
+  put('e2e-open-response', 'valid', new Uint8Array(12 + padResponse(RESPONSE_PLAINTEXT).length + 16));
 
   // Authorizations.
   put('authorization', 'backup-key-proof', encodeKeyAuthorization(AUTH_BACKUP_KEY, AUTH_STAGE, AUTH_RECORD));
@@ -127,10 +142,20 @@ async function main(): Promise<void> {
   put('nvram-state', 'fresh', Uint8Array.of(1, ...encodeNvramState(fresh)));
   put('nvram-state', 'with-intent', Uint8Array.of(1, ...encodeNvramState({ ...fresh, committed: slot, intent: { ...slot, epoch: 6, count: 3 } })));
   put('nvram-state', 'zeroized', Uint8Array.of(1, ...encodeNvramState({ ...freshNvramState(new Uint8Array(16), undefined), flags: FLAG_ZEROIZED })));
+  /** An image of layout 2 (before the issuer hash): layout 3's encoding of a state with none, without its last field. */
+  const layout2 = (st: Parameters<typeof encodeNvramState>[0]) => {
+    const b = encodeNvramState({ ...st, authHash: new Uint8Array(16) });
+    const v2 = b.slice(0, b.length - 16);
+    v2[4] = 2;
+    return v2;
+  };
+  put('nvram-state', 'layout-2', Uint8Array.of(1, ...layout2(fresh)));
 
   // The live enclave: a canary vault as the fuzz targets open it.
   const v = await FuzzVault.open(1);
   put('nvram-state', 'canary-vault', Uint8Array.of(1, ...v.platform.nvram.read()));
+  // The canary vault as it was before issuers existed: a boot provisioned with the fuzz issuer set adopts it.
+  put('nvram-state', 'layout-2-canary-vault', Uint8Array.of(1, ...layout2(decodeNvramState(v.platform.nvram.read())!)));
   const pk = v.hpkePublicKey;
   const rngA = drbg('seed-client', 0);
   const optsOf = async (id: typeof CANARY_A.suite) => ({ suite: v.suites.get(id)!, context: OPAQUE_CONTEXT, rng: rngA, ksf: identityKsf });
@@ -139,7 +164,8 @@ async function main(): Promise<void> {
   const ke1B = clientLoginStart(await optsOf(CANARY_B.suite), seedPassword).ke1;
   const fA = await opaqueFixture(CANARY_A.suite);
   const otherKey = new Uint8Array(createHash('sha256').update('bkv-fuzz/seed/other-backup-key').digest());
-  const clientOps: Record<string, ClientRequest> = {
+  // Client operations on canary A, without their token (added per target below).
+  const clientOps: Record<string, ClientOp> = {
     RegisterStart: { type: 'RegisterStart', suite: SUITE_CODE[CANARY_A.suite], request: fA.messages.RegistrationRequest, attemptLimit: 5, ksf: identityKsf.params },
     RegisterFinish: {
       type: 'RegisterFinish',
@@ -154,11 +180,12 @@ async function main(): Promise<void> {
     Delete: { type: 'Delete', authorization: undefined },
   };
   const stored = (id: Uint8Array) => v.store.get(Buffer.from(id).toString('hex'))?.blob ?? new Uint8Array(0);
-  const op = async (opId: number, recordId: Uint8Array, req: ClientRequest) => ({
+  /** A batch op: `req` sealed to the vault, with the issuer's valid token for `recordId` unless it carries its own. */
+  const op = async (opId: number, recordId: Uint8Array, req: ClientOp) => ({
     opId,
     recordId,
     stored: stored(recordId),
-    request: await sealDeterministic(pk, recordId, encodeMessage(ClientRequests, req)),
+    request: await sealDeterministic(pk, recordId, encodeMessage(ClientRequests, { auth: tokenOf(recordId), ...req } as ClientRequest)),
   });
   const host = (flags: number, req: HostRequest) => Uint8Array.of(flags, ...encodeMessage(HostRequests, req));
   put('enclave-host', 'info', host(0, { type: 'Info' }));
@@ -182,6 +209,23 @@ async function main(): Promise<void> {
       ],
     }),
   );
+  // Logins on canary B without a valid token: no token, garbage, canary A's, an expired one (nothing may be charged).
+  const loginB: ClientOp = { type: 'LoginStart', suite: SUITE_CODE[CANARY_B.suite], ke1: ke1B };
+  put(
+    'enclave-host',
+    'batch-bad-tokens',
+    host(1 | 2 | 4, {
+      type: 'Batch',
+      epoch: 1,
+      ops: [
+        await op(0, CANARY_B.recordId, { ...loginB, auth: new Uint8Array(0) }),
+        await op(1, CANARY_B.recordId, { ...loginB, auth: te.encode('not a token') }),
+        await op(2, CANARY_B.recordId, { ...loginB, auth: tokenOf(CANARY_A.recordId) }),
+        await op(3, CANARY_B.recordId, { ...loginB, auth: te.encode(mintFuzzToken(CANARY_B.recordId, FUZZ_EPOCH_MS - 7200_000)) }),
+        await op(4, CANARY_B.recordId, { type: 'Status' }),
+      ],
+    }),
+  );
   // Behind a pending batch (bit 4): staged, then committed the honest way; and a LoginStart staged and left.
   put('enclave-host', 'batch-staged', host(1 | 2 | 4 | 16, { type: 'Batch', epoch: 2, ops: [await op(0, CANARY_B.recordId, { type: 'Status' })] }));
   put('enclave-host', 'batch-staged-login', host(1 | 2 | 16, { type: 'Batch', epoch: 2, ops: [await op(0, CANARY_B.recordId, { type: 'LoginStart', suite: SUITE_CODE[CANARY_B.suite], ke1: ke1B })] }));
@@ -197,8 +241,9 @@ async function main(): Promise<void> {
   }
   put('enclave-host', 'audit-verify', host(0, { type: 'AuditVerify', fromSeq: 0, fromHead: new Uint8Array(32), events }));
 
-  // Client operations into the handlers: selector byte (see targets/enclave-client.ts), then the body.
-  const body = (req: ClientRequest) => encodeMessage(ClientRequests, req);
+  // Client operations into the handlers: selector byte (see targets/enclave-client.ts), then the
+  // body, whose auth field is a token kind's code (the target mints the token at its clock).
+  const body = (req: ClientOp, kind: TokenKind = 'valid') => encodeMessage(ClientRequests, { ...req, auth: tokenCode(kind) } as ClientRequest);
   put('enclave-client', 'register-start', Uint8Array.of(3, ...body(clientOps.RegisterStart!)));
   put('enclave-client', 'register-finish', Uint8Array.of(0 | (3 << 2) | 0x40, ...body(clientOps.RegisterFinish!)));
   put('enclave-client', 'register-finish-unauthorized', Uint8Array.of(0 | (3 << 2) | 0x20, ...body(clientOps.RegisterFinish!)));
@@ -212,6 +257,14 @@ async function main(): Promise<void> {
   put('enclave-client', 'login-finish-replayed', Uint8Array.of(0 | (1 << 2) | 0x40 | 0x80, ...body(clientOps.LoginFinish!)));
   put('enclave-client', 'status', Uint8Array.of(0, ...body(clientOps.Status!)));
   put('enclave-client', 'delete', Uint8Array.of(3, ...body(clientOps.Delete!)));
+  put('enclave-client', 'login-start-no-token', Uint8Array.of(0, ...body(clientOps.LoginStart!, 'empty')));
+  put('enclave-client', 'login-start-expired-token', Uint8Array.of(1, ...body({ type: 'LoginStart', suite: SUITE_CODE[CANARY_B.suite], ke1: ke1B }, 'expired')));
+  put('enclave-client', 'login-start-other-record-token', Uint8Array.of(0, ...body(clientOps.LoginStart!, 'other-record')));
+  put('enclave-client', 'login-finish-forged-token', Uint8Array.of(0 | (1 << 2) | 0x40, ...body(clientOps.LoginFinish!, 'forged-signature')));
+  put('enclave-client', 'register-finish-garbage-token', Uint8Array.of(0 | (4 << 2) | 0x40, ...body(clientOps.RegisterFinish!, 'garbage')));
+  put('enclave-client', 'delete-wrong-audience-token', Uint8Array.of(0, ...body(clientOps.Delete!, 'wrong-audience')));
+  // A literal token (valid at the vault's start clock): the fuzzer mutates the JWT itself.
+  put('enclave-client', 'login-start-literal-token', Uint8Array.of(0, ...encodeMessage(ClientRequests, { ...clientOps.LoginStart!, auth: tokenOf(CANARY_A.recordId) } as ClientRequest)));
 
   // The HTTP service: selector byte (see targets/http.ts), then the payload.
   const http = (sel: number, payload: Uint8Array | string) => Uint8Array.of(sel, ...(typeof payload === 'string' ? te.encode(payload) : payload));
@@ -225,6 +278,8 @@ async function main(): Promise<void> {
   put('http', 'post-ops-unsealed', http(0x00 | (1 << 2), new Uint8Array(80).fill(0x61)));
   put('http', 'post-ops-json-body', http(0x00 | (1 << 2) | 0x20, '{"message":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0-P0BBQkNERUZHSElKS0xNTk8"}'));
   put('http', 'post-ops-wrong-type', http(0x00 | (1 << 2) | 0x10 | 0x40, body(clientOps.Status!)));
+  put('http', 'post-ops-login-start-expired-token', http(0x00 | (1 << 2) | 0x40, body(clientOps.LoginStart!, 'expired')));
+  put('http', 'post-ops-login-start-no-token', http(0x00 | (1 << 2) | 0x40, body(clientOps.LoginStart!, 'empty')));
   put('http', 'raw-get', http(0x80, 'GET /health HTTP/1.1\r\nHost: vault\r\n\r\n'));
   put('http', 'raw-post', http(0x80, 'POST /v1/records/Y2FuYXJ5LWE/ops HTTP/1.1\r\nHost: vault\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{"message":"AAA"}'));
 

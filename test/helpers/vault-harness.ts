@@ -13,7 +13,10 @@ import type { Enclave } from '../../enclave/main.ts';
 import { SUITE_CODE } from '../../enclave/api/messages.ts';
 import type { SuiteId } from '../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
-import { EscrowClient } from '../../host/client/escrow.ts';
+import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../host/client/escrow.ts';
+import { identityKsf } from '../../enclave/opaque/ksf.ts';
+import { testIssuer } from './auth.ts';
+import type { TestIssuer } from './auth.ts';
 import { openSqliteStore } from '../../host/storage/sqlite.ts';
 import type { RecordStore } from '../../host/storage/types.ts';
 import { PartitionEngine } from '../../host/vault/engine.ts';
@@ -30,7 +33,13 @@ export interface Harness {
   engine: PartitionEngine;
   store: RecordStore;
   hpkePublicKey: Uint8Array;
-  client(suite?: SuiteId): Promise<EscrowClient>;
+  /** The issuer the enclave is provisioned with; `client()` mints its tokens at the platform clock. */
+  issuer: TestIssuer;
+  /**
+   * An EscrowClient through the engine (identity KSF, for speed). `auth` overrides its token
+   * source (default: a valid token for the operation's record id at the platform clock).
+   */
+  client(suite?: SuiteId, opts?: { auth?: EscrowClientAuth }): Promise<EscrowClient>;
   /** Boots a new enclave (a crash of the old one: it is simply dropped) on the same NVRAM, token and store. */
   restart(): Promise<void>;
   /** Closes and reopens the database (to swap the file underneath). */
@@ -38,10 +47,15 @@ export interface Harness {
   close(): Promise<void>;
 }
 
+type EscrowClientAuth = ConstructorParameters<typeof EscrowClient>[0]['auth'];
+
 export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKind?: TokenKind } = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'bkv-test-'));
   const platform = testPlatform({ operatorKeyHash: opts.operatorKeyHash, tokenKind: opts.tokenKind });
+  const issuer = await testIssuer();
+  platform.auth = issuer.config;
   const h = {} as Harness;
+  h.issuer = issuer;
   h.dir = dir;
   h.platform = platform;
   h.store = await openSqliteStore(join(dir, 'vault.db'));
@@ -59,13 +73,16 @@ export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKin
     h.hpkePublicKey = info.hpkePublicKey;
   };
   await boot();
-  h.client = async (suite: SuiteId = 'ristretto255-SHA512') =>
+  h.client = async (suite: SuiteId = 'ristretto255-SHA512', o: { auth?: EscrowClientAuth } = {}) =>
     new EscrowClient({
       relay: (recordId, message) => h.engine.submit(recordId, message),
       enclavePublicKey: h.hpkePublicKey,
       suite: await fastSuite(suite),
       rng: (n) => new Uint8Array(randomBytes(n)),
       context: CONTEXT,
+      ksf: identityKsf,
+      ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true },
+      auth: o.auth ?? ((recordId) => issuer.token(recordId, platform.clock.t)),
     });
   h.restart = async () => {
     await h.engine.close();
@@ -84,3 +101,17 @@ export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKin
 }
 
 export { SUITE_CODE };
+
+/** What an EscrowClient of a test needs besides its relay and keys: the identity KSF and tokens at the platform clock. */
+export function clientExtras(h: Harness) {
+  return {
+    ksf: identityKsf,
+    ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true },
+    auth: (recordId: Uint8Array) => h.issuer.token(recordId, h.platform.clock.t),
+  };
+}
+
+/** The `auth` field of a hand-made client request for `recordId`, valid at the platform clock. */
+export function authFor(h: Harness, recordId: Uint8Array): Promise<Uint8Array> {
+  return h.issuer.tokenBytes(recordId, h.platform.clock.t);
+}

@@ -4,6 +4,10 @@
  * message was answered and how, so a ledger can tell "the enclave charged a guess and said so"
  * from "no answer came" (the outcome is unknown), and a test can capture any sealed message to
  * replay it later. The transport is any Relay: VaultHost.submit or the HTTP relay.
+ *
+ * Every request carries the issuer's token for its record (enclave/api/auth.ts), minted by the
+ * process's test issuer (test/helpers/auth.ts, whose set the drivers' vaults are provisioned
+ * with) once per record id and reused, as a client reuses its token (`TokenBook`).
  */
 import { randomBytes } from 'node:crypto';
 import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
@@ -16,9 +20,32 @@ import { identityKsf, ksfFromParams } from '../../../enclave/opaque/ksf.ts';
 import type { Suite } from '../../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
 import type { Relay } from '../../../host/client/escrow.ts';
+import { testIssuer } from '../../helpers/auth.ts';
 
 export const CONTEXT = new TextEncoder().encode('BackupKeyVault-v1');
 export const rng = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
+
+/** A client request before `VaultClient.send` adds the record's token (or with its own `auth`). */
+export type ClientOp = ClientRequest extends infer U ? (U extends ClientRequest ? Omit<U, 'auth'> & { auth?: Uint8Array } : never) : never;
+
+/**
+ * The test issuer's token per record id, at the wall clock (the vaults' devices use it): minted
+ * at its first use and reused, minted again once half its lifetime (600 s) has passed.
+ */
+export class TokenBook {
+  private readonly tokens = new Map<string, { bytes: Promise<Uint8Array>; atMs: number }>();
+
+  bytes(recordId: Uint8Array): Promise<Uint8Array> {
+    const k = hex(recordId);
+    const now = Date.now();
+    const t = this.tokens.get(k);
+    if (t && now - t.atMs < 300_000) return t.bytes;
+    const bytes = testIssuer().then((i) => i.tokenBytes(recordId, now));
+    this.tokens.set(k, { bytes, atMs: now });
+    bytes.catch(() => this.tokens.delete(k));
+    return bytes;
+  }
+}
 
 /** One answered message: the decoded response; or `error` when no usable answer came (outcome unknown). */
 export type Answer = { ok: true; res: ClientResponse } | { ok: false; error: unknown };
@@ -67,22 +94,33 @@ export class VaultClient {
     readonly relay: Relay,
     readonly enclavePublicKey: Uint8Array,
     readonly suite: Suite,
+    readonly tokens: TokenBook = new TokenBook(),
   ) {}
 
-  static async create(relay: Relay, enclavePublicKey: Uint8Array): Promise<VaultClient> {
-    return new VaultClient(relay, enclavePublicKey, await fastSuite('ristretto255-SHA512'));
+  static async create(relay: Relay, enclavePublicKey: Uint8Array, tokens?: TokenBook): Promise<VaultClient> {
+    return new VaultClient(relay, enclavePublicKey, await fastSuite('ristretto255-SHA512'), tokens);
+  }
+
+  /** The issuer's token for `recordId`, as this client sends it (the `auth` field's bytes). */
+  token(recordId: Uint8Array): Promise<Uint8Array> {
+    return this.tokens.bytes(recordId);
+  }
+
+  /** `req` with this client's token for `recordId`, unless it carries its own. */
+  async withAuth(recordId: Uint8Array, req: ClientOp): Promise<ClientRequest> {
+    return (req.auth !== undefined ? req : { ...req, auth: await this.token(recordId) }) as ClientRequest;
   }
 
   private opts(ksf = identityKsf) {
     return { suite: this.suite, context: CONTEXT, rng, ksf };
   }
 
-  /** Seals and relays one request; never throws. */
-  async send(recordId: Uint8Array, req: ClientRequest, sent?: Sent[]): Promise<Answer> {
+  /** Seals and relays one request (with the record's token unless `req.auth` is given); never throws. */
+  async send(recordId: Uint8Array, req: ClientOp, sent?: Sent[]): Promise<Answer> {
     let message: Uint8Array;
     let open: (b: Uint8Array) => Promise<Uint8Array>;
     try {
-      const s = await sealRequest(this.enclavePublicKey, recordId, encodeMessage(ClientRequests, req));
+      const s = await sealRequest(this.enclavePublicKey, recordId, encodeMessage(ClientRequests, await this.withAuth(recordId, req)));
       message = s.message;
       open = s.openResponse;
     } catch (error) {

@@ -3,11 +3,14 @@
  * pid (and its device processes' pids, in process mode), and ways to end it: `kill()` is a
  * SIGKILL of the service alone (its child-process devices then see their IPC channel close and
  * exit; `killed()` waits until they are gone, so that no old device still writes when a new
- * service starts on the same folder), `stop()` a graceful SIGTERM.
+ * service starts on the same folder), `stop()` a graceful SIGTERM. The service is provisioned
+ * with this process's test issuer (test/helpers/auth.ts), passed in BKV_AUTH_CONFIG.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { base64url, encodeAuthConfig } from '../../../enclave/api/auth.ts';
+import { testIssuer } from '../../helpers/auth.ts';
 import { ROOT, childPids, waitGone } from './common.ts';
 
 export interface ServiceProc {
@@ -38,6 +41,7 @@ export async function startServiceProc(opts: {
     BKV_DATA_DIR: opts.dataDir,
     BKV_MODE: opts.mode ?? 'worker',
     BKV_PARTITIONS: String(opts.partitions ?? 2),
+    BKV_AUTH_CONFIG: base64url(encodeAuthConfig((await testIssuer()).config)),
   };
   if (opts.replayWindowMs !== undefined) env.BKV_REPLAY_WINDOW_MS = String(opts.replayWindowMs);
   const child = spawn(process.execPath, [...(opts.execArgv ?? []), '--import', 'tsx', join(ROOT, 'test/adversarial/lib/service-child.ts')], {

@@ -1,11 +1,13 @@
 /**
  * Ways the adversarial drivers reach a vault: a VaultHost in this process (worker-thread or
  * child-process devices) or a vault service in a child process over HTTP, each with a
- * VaultClient; and the device processes of this process (to SIGKILL one).
+ * VaultClient; and the device processes of this process (to SIGKILL one). Every vault is
+ * provisioned with the process's test issuer (test/helpers/auth.ts), whose tokens the clients send.
  */
 import { readFileSync } from 'node:fs';
 import { fetchVaultInfo, httpRelay } from '../../../host/client/http-relay.ts';
 import { VaultHost } from '../../../host/vault/vault-host.ts';
+import { testIssuer } from '../../helpers/auth.ts';
 import type { VaultHostOptions } from '../../../host/vault/vault-host.ts';
 import { childPids } from './common.ts';
 import { VaultClient } from './flows.ts';
@@ -20,7 +22,7 @@ export interface OpenVault {
 }
 
 export async function openHost(opts: VaultHostOptions): Promise<OpenVault & { host: VaultHost }> {
-  const host = await VaultHost.open(opts);
+  const host = await VaultHost.open({ auth: (await testIssuer()).config, ...opts });
   const client = await VaultClient.create((r, m) => host.submit(r, m), host.info.enclavePublicKey);
   return { host, client, close: () => host.close() };
 }

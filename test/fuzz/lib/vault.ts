@@ -11,7 +11,9 @@
  *   - no untyped exception reaches the enclave's fault conversion (lib/oracle.ts UntypedProbe);
  *   - a `Committed` result that did not open (`sealed` 0) is a client Fault, never an outcome.
  * The token keys are planted (known), so the enclave's HPKE key is the same in every run and
- * checked-in seeds sealed to it stay valid. Two canary records are registered at start (and
+ * checked-in seeds sealed to it stay valid. The vault is provisioned with the planted issuer
+ * (lib/auth.ts), and every client request the driver makes carries that issuer's token for its
+ * record, minted at the vault's clock and reused as a client reuses its token (`tokenBytes`). Two canary records are registered at start (and
  * re-planted whenever an input deletes, locks or replaces them): their backup keys are known
  * and must never leave the enclave except wrapped for a session that proved the password.
  */
@@ -34,6 +36,7 @@ import { nodeHash } from '../../../enclave/opaque/hash-node.ts';
 import { allCanarySecrets, CANARIES, CanaryToken, drbg, FuzzNvram, OPERATOR_SECRET } from './canary.ts';
 import type { CanaryRecord, Secret } from './canary.ts';
 import { ConsoleTap, describeError, equalBytes, hex, SecretScanner, UntypedProbe, violation } from './oracle.ts';
+import { FUZZ_AUTH, FUZZ_EPOCH_MS, TokenBook } from './auth.ts';
 
 export const CONTEXT = new TextEncoder().encode('BackupKeyVault-v1');
 export const PARTITIONS = 2;
@@ -85,6 +88,9 @@ export interface OpenedResult {
   res: ClientResponse;
 }
 
+/** A client request without its token: the driver adds its valid one (or keeps `auth` when given). */
+export type ClientOp = ClientRequest extends infer U ? (U extends ClientRequest ? Omit<U, 'auth'> & { auth?: Uint8Array } : never) : never;
+
 export interface LoginHandle {
   sessionId: Uint8Array;
   /** The KE3 that proves the password (null for a wrong password). */
@@ -112,20 +118,34 @@ export class FuzzVault {
   /** The last boot failed with an untyped exception (judged then); its fault is every answer. */
   bootFailed = false;
   private recentSessionKeys: Secret[] = [];
+  /** The valid token of each record id, at the vault's clock. */
+  readonly tokens: TokenBook;
 
   private constructor(
     readonly platform: Platform & { clock: { t: number }; nvram: FuzzNvram },
     readonly canaryToken: CanaryToken,
     readonly scanner: SecretScanner,
     readonly rng: (n: number) => Uint8Array,
-  ) {}
+  ) {
+    this.tokens = new TokenBook(() => platform.clock.t);
+  }
+
+  /** The issuer's valid token for `recordId` (the one the driver reuses for it). */
+  tokenBytes(recordId: Uint8Array): Uint8Array {
+    return this.tokens.bytes(recordId);
+  }
+
+  /** `req` with the driver's valid token for `recordId`, unless it carries its own. */
+  withAuth(recordId: Uint8Array, req: ClientOp): ClientRequest {
+    return (req.auth !== undefined ? req : { ...req, auth: this.tokenBytes(recordId) }) as ClientRequest;
+  }
 
   /**
    * A vault that is not booted yet (planted token, fresh NVRAM). `wrapToken` puts something
    * between the enclave and the token (the token-faults target injects failures there).
    */
   static async create(seed: number, opts: { wrapToken?: (t: CanaryToken) => Token } = {}): Promise<FuzzVault> {
-    const clock = { t: 1_700_000_000_000 };
+    const clock = { t: FUZZ_EPOCH_MS };
     const platformRng = drbg('platform', seed);
     const canaryToken = new CanaryToken(drbg('token', seed));
     const platform = {
@@ -136,6 +156,7 @@ export class FuzzVault {
       partition: PARTITION,
       partitions: PARTITIONS,
       operatorKeyHash: sha256.hash(OPERATOR_SECRET),
+      auth: FUZZ_AUTH,
       opaqueContext: CONTEXT,
       clock,
     };
@@ -368,8 +389,9 @@ export class FuzzVault {
     return out;
   }
 
-  async client(recordId: Uint8Array, req: ClientRequest, where?: string): Promise<ClientResponse> {
-    const [r] = await this.clientRaw(recordId, encodeMessage(ClientRequests, req), where ?? req.type);
+  /** One client request (with the driver's valid token unless `req.auth` is given). */
+  async client(recordId: Uint8Array, req: ClientOp, where?: string): Promise<ClientResponse> {
+    const [r] = await this.clientRaw(recordId, encodeMessage(ClientRequests, this.withAuth(recordId, req)), where ?? req.type);
     return r!.res;
   }
 

@@ -16,8 +16,16 @@
  *   bit 6     authorize: also substitute the valid KE3, or the driver's registration record and a
  *             valid authorization (the legitimate paths, with the other fields still fuzzed)
  *   bit 7     send the sealed request twice in the same batch (a replay by the host)
+ * The request's `auth` field (the issuer's token, lib/auth.ts): one byte is a code the driver
+ * replaces with a token of that kind for the record at the vault's clock (valid, empty, another
+ * record's, expired, for another audience, from an unknown issuer, a forged signature, not yet
+ * valid, too long-lived, garbage, not UTF-8, alg none); empty stays empty; longer is sent as is.
  *
  * Oracle, per input (besides lib/vault.ts's checks on every byte):
+ *   - a request whose token the driver chose bad is answered with exactly the fault for that kind
+ *     (AuthRequired, AuthInvalid, AuthExpired, AuthWrongSubject, AuthWrongAudience), every copy,
+ *     and the Status after it shows the record as it was: no guess charged, no lock, no change
+ *     without a valid token;
  *   - `Recovered` only for a LoginFinish carrying a session id and KE3 the driver produced with
  *     the right password, once per session, and the released key unwraps to the record's key;
  *   - a live record is replaced (`Registered`) only with an authorization the driver produced;
@@ -33,6 +41,8 @@ import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
 import type { ClientRequest, ClientResponse } from '../../../enclave/api/messages.ts';
 import { ClientRequests, MAX_CLIENT_MESSAGE } from '../../../enclave/api/messages.ts';
 import type { SuiteId } from '../../../enclave/opaque/suite.ts';
+import { authFor, EXPECTED_FAULT } from '../lib/auth.ts';
+import type { TokenKind } from '../lib/auth.ts';
 import { CANARY_A, CANARY_B } from '../lib/canary.ts';
 import type { CanaryRecord } from '../lib/canary.ts';
 import { equalBytes, hex, violation } from '../lib/oracle.ts';
@@ -182,14 +192,14 @@ function validAuthorizations(vault: FuzzVault, r: Rec, req: Extract<ClientReques
 async function driverLogin(vault: FuzzVault, r: Rec, ctx: Ctx, right: boolean): Promise<LoginHandle | null> {
   const pw = right ? passwordOf(vault, r) : te.encode('a wrong password');
   const h = await vault.loginStart(r.recordId, r.suite, pw);
-  await observe(vault, r, { type: 'LoginStart', suite: 0, ke1: new Uint8Array(0) }, h.res, ctx, 'the driver\'s LoginStart');
+  await observe(vault, r, { type: 'LoginStart', auth: new Uint8Array(0), suite: 0, ke1: new Uint8Array(0) }, h.res, ctx, 'the driver\'s LoginStart');
   if (!('sessionId' in h)) return null;
   ctx.sessions.push(h);
   return h;
 }
 
 async function driverFinish(vault: FuzzVault, r: Rec, ctx: Ctx, h: LoginHandle): Promise<void> {
-  const req: ClientRequest = { type: 'LoginFinish', sessionId: h.sessionId, ke3: h.ke3 ?? new Uint8Array(vault.suites.get(r.suite)!.Nm) };
+  const req = vault.withAuth(r.recordId, { type: 'LoginFinish', sessionId: h.sessionId, ke3: h.ke3 ?? new Uint8Array(vault.suites.get(r.suite)!.Nm) });
   const res = await vault.client(r.recordId, req, 'the driver\'s LoginFinish');
   await observe(vault, r, req, res, ctx, 'the driver\'s LoginFinish');
   if (res.type === 'Recovered') ctx.authSession = { sessionId: h.sessionId, sessionKey: h.sessionKey! };
@@ -272,15 +282,38 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   } catch {
     req = null;
   }
-  if (req && sel & 0x60) {
-    req = substitute(vault, r, req, ctx, (sel & 0x20) !== 0, (sel & 0x40) !== 0);
-    body = encodeMessage(ClientRequests, req);
+  let kind: TokenKind | null = null;
+  if (req) {
+    const other = equalBytes(r.recordId, CANARY_A.recordId) ? CANARY_B.recordId : CANARY_A.recordId;
+    const a = authFor(req.auth, r.recordId, other, vault.platform.clock.t, (id) => vault.tokenBytes(id));
+    kind = a.kind;
+    const replaced = a.auth !== req.auth;
+    if (replaced) req = { ...req, auth: a.auth };
+    if (sel & 0x60) req = substitute(vault, r, req, ctx, (sel & 0x20) !== 0, (sel & 0x40) !== 0);
+    if (replaced || sel & 0x60) body = encodeMessage(ClientRequests, req);
   }
+  // The record as the driver knows it after the prologue, before the fuzzed request.
+  const t0 = vault.tracked.get(hex(r.recordId));
+  const before = t0 ? { present: t0.present, locked: t0.locked, attempts: t0.attempts } : null;
   const times = sel & 0x80 ? 2 : 1;
   const item = { recordId: r.recordId, body, where: 'the fuzzed request' };
-  const status = { recordId: r.recordId, body: encodeMessage(ClientRequests, { type: 'Status' }), where: 'the driver\'s Status' };
+  const status = { recordId: r.recordId, body: encodeMessage(ClientRequests, vault.withAuth(r.recordId, { type: 'Status' })), where: 'the driver\'s Status' };
   const results: OpenedResult[] = await vault.clientBatch([...new Array<typeof item>(times).fill(item), status]);
   const fuzzed = results.slice(0, times);
+  const st = results[times]!.res;
+  if (req && kind && kind !== 'valid') {
+    // No operation runs without a valid token: the fault for the token's kind, and the record unchanged.
+    const want = EXPECTED_FAULT[kind];
+    for (const x of fuzzed) {
+      if (x.res.type !== 'Fault' || x.res.code !== want) violation('auth-bypass', `${req.type} on ${label(r)} with a token of kind ${kind} was answered ${describeClient(x.res)}, not Fault ${want}`);
+    }
+    if (before?.present) {
+      if (st.type !== 'StatusResult') violation('changed-without-token', `${label(r)} answers Status with ${describeClient(st)} after a ${req.type} with a token of kind ${kind}`);
+      if ((st.locked === 1) !== before.locked || (!before.locked && st.attemptsRemaining !== before.attempts)) {
+        violation('guess-without-token', `${label(r)}: ${before.attempts} attempts${before.locked ? ' (locked)' : ''} before a ${req.type} with a token of kind ${kind}, ${st.attemptsRemaining}${st.locked ? ' (locked)' : ''} after`);
+      }
+    }
+  }
   for (const x of fuzzed) await observe(vault, r, req, x.res, ctx, 'the fuzzed request');
   // A replay opens to the same HPKE context, so both answers are under one response key: their
   // nonces (the first 12 bytes of a sealed answer) must differ, or the plaintexts must be equal.
@@ -293,7 +326,7 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   }
   // The Status ran after the fuzzed op in the same batch: against the tracked state (what was
   // there before the prologue, minus the guesses charged since), unless a legitimate reset.
-  vault.applyStatus(r.recordId, results[times]!.res, ctx.reset, `${req?.type ?? 'an undecodable request'} (prologue ${code})`);
-  last = `${code}/${sel & 0xe0}/${req?.type ?? '-'}/${fuzzed.map((x) => (x.res.type === 'Fault' ? `F${x.res.code}` : x.res.type)).join(',')}`;
+  vault.applyStatus(r.recordId, st, ctx.reset, `${req?.type ?? 'an undecodable request'} (prologue ${code})`);
+  last = `${code}/${sel & 0xe0}/${kind ?? (req ? 'literal' : '-')}/${req?.type ?? '-'}/${fuzzed.map((x) => (x.res.type === 'Fault' ? `F${x.res.code}` : x.res.type)).join(',')}`;
   await vault.endInput('the fuzzed client request');
 }

@@ -2,7 +2,9 @@
  * Fuzz target: raw host request bytes into the live enclave's one entry (`enclave.handle`),
  * mutated from one seed per HostRequests type, including Batch envelopes that carry client
  * operations sealed correctly to the enclave's (planted, so fixed) key for the canary records,
- * and LoadChunk rows. The fuzzer plays a malicious host.
+ * and LoadChunk rows (the seeds' client operations carry the planted issuer's tokens, lib/auth.ts,
+ * valid at the vault's fixed clock; one seed batch carries bad ones). The fuzzer plays a
+ * malicious host: it can replay, reorder, drop and corrupt what clients sealed, never mint a token.
  *
  * The first input byte holds flags, the rest is the request:
  *   bit 0  set the epoch (bytes 2..9 of Batch, Commit, Abort, Prepare) to the one the enclave
@@ -62,7 +64,6 @@ export function outcome(): string | undefined {
 }
 
 const TAG = HostRequests.tags;
-const STATUS = encodeMessage(ClientRequests, { type: 'Status' });
 
 function writeU64(b: Uint8Array, off: number, value: number): void {
   let x = BigInt(value);
@@ -145,7 +146,8 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
 
   if (changed) {
     // Attempts of both canaries, through one honest batch (it aborts a pending batch first).
-    const results = await vault.clientBatch(CANARIES.map((c) => ({ recordId: c.recordId, body: STATUS, where: `the driver's Status of ${c.label}` })));
+    const status = (id: Uint8Array) => encodeMessage(ClientRequests, vault.withAuth(id, { type: 'Status' }));
+    const results = await vault.clientBatch(CANARIES.map((c) => ({ recordId: c.recordId, body: status(c.recordId), where: `the driver's Status of ${c.label}` })));
     CANARIES.forEach((c, i) => vault.applyStatus(c.recordId, results[i]!.res, false, 'a fuzzed host request'));
     pendingAge = 0;
     await vault.replant();

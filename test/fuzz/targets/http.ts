@@ -12,12 +12,18 @@
  *   bit 4     a wrong Content-Type
  *   bit 5     the body is the payload as is (otherwise {"message": base64url(payload)})
  *   bit 6     the payload is a ClientRequest body: seal it end to end to the enclave first, so it
- *             reaches the handlers (with bit 5 clear)
+ *             reaches the handlers (with bit 5 clear); its `auth` field is the code of a token
+ *             kind (lib/auth.ts: one byte, replaced with a token of that kind for the record at
+ *             the wall clock; empty stays empty; longer is sent as is)
  *   bit 7     raw mode: the payload goes as raw bytes on a fresh TCP connection
+ * The service is provisioned with the fuzz issuer set (lib/auth.ts); the driver's own operations
+ * carry that issuer's valid tokens.
  * Oracle: every request is answered (within the per-input bound), with a status from the API's
  * table; an error answer is the JSON envelope with a known code and number and no internal detail
  * (stack, path); no 5xx; no byte of the canary backup key or password in any answer or log line;
- * /health stays 200; the canary's attempts never increase (Status through the vault).
+ * /health stays 200; the canary's attempts never increase (Status through the vault); a sealed
+ * operation on the canary whose token the driver chose bad is answered with the sealed fault for
+ * that kind, and charges no guess.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -29,11 +35,15 @@ import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
 import { ClientRequests, ClientResponses } from '../../../enclave/api/messages.ts';
+import type { ClientRequest } from '../../../enclave/api/messages.ts';
 import { sealRequest } from '../../../enclave/api/e2e.ts';
+import { identityKsf } from '../../../enclave/opaque/ksf.ts';
 import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
-import { EscrowClient } from '../../../host/client/escrow.ts';
+import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../../host/client/escrow.ts';
 import type { Relay } from '../../../host/client/escrow.ts';
-import { CANARY_A } from '../lib/canary.ts';
+import { authFor, EXPECTED_FAULT, FUZZ_AUTH, TokenBook } from '../lib/auth.ts';
+import type { TokenKind } from '../lib/auth.ts';
+import { CANARY_A, CANARY_B } from '../lib/canary.ts';
 import { SecretScanner, violation } from '../lib/oracle.ts';
 import { CONTEXT } from '../lib/vault.ts';
 
@@ -69,6 +79,9 @@ const scanner = new SecretScanner([
   { name: 'password/canary-a', bytes: CANARY_A.password },
 ]);
 let last: string | undefined;
+/** The issuer's valid token per record id, at the wall clock (the service's devices use it). */
+const tokens = new TokenBook(() => Date.now());
+const td = new TextDecoder();
 
 export function outcome(): string | undefined {
   return last;
@@ -76,7 +89,7 @@ export function outcome(): string | undefined {
 
 /** The canary's attempts remaining, through the vault (not HTTP); null when an input deleted it. */
 async function directStatus(c: Ctx): Promise<number | null> {
-  const { message, openResponse } = await sealRequest(c.pk, CANARY_A.recordId, encodeMessage(ClientRequests, { type: 'Status' }));
+  const { message, openResponse } = await sealRequest(c.pk, CANARY_A.recordId, encodeMessage(ClientRequests, { type: 'Status', auth: tokens.bytes(CANARY_A.recordId) }));
   const r = await c.svc.vault.submit(CANARY_A.recordId, message);
   const st = decodeMessage(ClientResponses, r.sealed ? await openResponse(r.response) : r.response);
   scanner.scan('a Status answer', r.response);
@@ -94,9 +107,18 @@ async function plant(c: Ctx, viaHttp: boolean): Promise<void> {
         return { sealed: body.sealed, response: new Uint8Array(Buffer.from(body.response, 'base64url')) };
       }
     : (r, m) => c.svc.vault.submit(r, m);
-  const del = await sealRequest(c.pk, CANARY_A.recordId, encodeMessage(ClientRequests, { type: 'Delete', authorization: undefined }));
+  const del = await sealRequest(c.pk, CANARY_A.recordId, encodeMessage(ClientRequests, { type: 'Delete', auth: tokens.bytes(CANARY_A.recordId), authorization: undefined }));
   await c.svc.vault.submit(CANARY_A.recordId, del.message);
-  const client = new EscrowClient({ relay, enclavePublicKey: c.pk, suite: await fastSuite(CANARY_A.suite), rng: (n) => new Uint8Array(randomBytes(n)), context: CONTEXT });
+  const client = new EscrowClient({
+    relay,
+    enclavePublicKey: c.pk,
+    suite: await fastSuite(CANARY_A.suite),
+    rng: (n) => new Uint8Array(randomBytes(n)),
+    context: CONTEXT,
+    auth: (id) => td.decode(tokens.bytes(id)),
+    ksf: identityKsf,
+    ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true },
+  });
   await client.register(CANARY_A.recordId, CANARY_A.password, CANARY_A.backupKey, { attemptLimit: 200 });
   const now = await directStatus(c);
   if (now === null) violation('not-serving', 'the canary could not be registered');
@@ -115,7 +137,7 @@ export async function setup(): Promise<void> {
       cb();
     },
   });
-  const svc = await startService({ dataDir: dir, port: 0, partitions: 1, logger: pino({ level: 'info' }, sink), rateLimits: { record: false, address: false } });
+  const svc = await startService({ dataDir: dir, port: 0, partitions: 1, logger: pino({ level: 'info' }, sink), rateLimits: { record: false, address: false }, auth: FUZZ_AUTH });
   ctx = { svc, dir, logs, pk: svc.vault.info.enclavePublicKey, codes: new Map(Object.entries(ErrorCode)), toBase64url, attempts: 0 };
   await plant(ctx, true);
 }
@@ -192,6 +214,9 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   const payload = input.subarray(1);
   last = undefined;
   let reachedEnclave = false;
+  let authLabel = '';
+  /** A sealed operation on the canary with a token the driver chose bad: the canary's attempts before it. */
+  let bad: { kind: Exclude<TokenKind, 'valid'>; type: string; attempts: number | null; open: ((b: Uint8Array) => Promise<Uint8Array>) | null } | null = null;
 
   if (sel & 0x80) {
     const text = await rawExchange(c.svc.url, payload, 1000);
@@ -223,7 +248,26 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
       if (sel & 0x20) body = rest;
       else {
         let msg: Uint8Array = rest;
-        if (sel & 0x40) msg = (await sealRequest(c.pk, recordId, rest)).message;
+        if (sel & 0x40) {
+          // A client request: its token chosen by the code in its auth field (see the header).
+          let plain: Uint8Array = rest;
+          let req: ClientRequest | null = null;
+          try {
+            req = decodeMessage(ClientRequests, rest);
+          } catch {
+            req = null;
+          }
+          if (req) {
+            const a = authFor(req.auth, recordId, CANARY_B.recordId, Date.now(), (id) => tokens.bytes(id));
+            if (a.auth !== req.auth) plain = encodeMessage(ClientRequests, { ...req, auth: a.auth });
+            if (route === 0 && a.kind && a.kind !== 'valid') {
+              bad = { kind: a.kind, type: req.type, attempts: await directStatus(c), open: null };
+            }
+          }
+          const sealed = await sealRequest(c.pk, recordId, plain);
+          msg = sealed.message;
+          if (bad) bad.open = sealed.openResponse;
+        }
         body = JSON.stringify({ message: c.toBase64url(msg) });
       }
     }
@@ -237,7 +281,22 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
     const text = await res.text();
     checkAnswer(c, `${method} ${path}`, res.status, text, res.headers.get('content-type'));
     reachedEnclave = res.status === 200 && route <= 1 && method === 'POST';
-    last = `${route}:${method}:${res.status}:${res.status >= 400 ? ((JSON.parse(text) as { error: { code: string } }).error.code) : 'ok'}`;
+    if (bad && reachedEnclave) {
+      const j = JSON.parse(text) as { sealed?: boolean; response?: string };
+      const want = EXPECTED_FAULT[bad.kind];
+      let got = 'an unsealed answer';
+      if (j.sealed && j.response !== undefined) {
+        try {
+          const r = decodeMessage(ClientResponses, await bad.open!(new Uint8Array(Buffer.from(j.response, 'base64url'))));
+          got = r.type === 'Fault' ? `Fault ${r.code}` : r.type;
+        } catch (e) {
+          got = `an answer that does not open (${String(e)})`;
+        }
+      }
+      if (got !== `Fault ${want}`) violation('auth-bypass', `${bad.type} on the canary with a token of kind ${bad.kind} was answered ${got}, not the sealed Fault ${want}`);
+      authLabel = `:${bad.kind}:${got}`;
+    }
+    last = `${route}:${method}:${res.status}:${res.status >= 400 ? ((JSON.parse(text) as { error: { code: string } }).error.code) : 'ok'}${authLabel}`;
   }
 
   for (const line of c.logs.splice(0)) scanner.scan('a log line', line);
@@ -247,6 +306,7 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   if (reachedEnclave || sel & 0x80) {
     const now = await directStatus(c);
     if (now !== null && now > c.attempts) violation('guess-refunded', `the canary's attempts went from ${c.attempts} to ${now} without a valid KE3`);
+    if (bad && reachedEnclave && now !== bad.attempts) violation('guess-without-token', `the canary's attempts went from ${bad.attempts} to ${now} after a ${bad.type} with a token of kind ${bad.kind}`);
     // Deleted by an input (Delete needs no proof), or few guesses left: plant it again.
     if (now === null || now < 20) await plant(c, false);
     else c.attempts = now;

@@ -5,12 +5,17 @@
  *                   images derived from a real one pass the key check), then answer Info and
  *                   try to load an empty store.
  * Oracle: the decoder returns null only for an empty or all-zero region, throws only EnclaveFault
- * NvramCorrupt, and a state it accepts re-encodes to the image (up to zero padding); a boot on any
- * image answers every request with a decodable response, never lets an untyped exception reach
- * its fault conversion, and never reports ready on an image whose key check is not the token's.
- * Seeds: test/fuzz/seeds/nvram-state/ (a fresh state, one with an intent, a zeroized one, and
- * the image of a running canary vault).
+ * NvramCorrupt, and a state it accepts re-encodes to the image (up to zero padding; an image of
+ * layout 2, from before the issuer hash, is compared with the layout-2 encoding of the state); a
+ * boot on any image (the device provisioned with the fuzz issuer set, lib/auth.ts) answers every
+ * request with a decodable response, never lets an untyped exception reach its fault conversion,
+ * never reports ready on an image whose key check is not the token's, nor on one that holds the
+ * hash of another issuer set (a host can not swap the issuers a vault trusts).
+ * Seeds: test/fuzz/seeds/nvram-state/ (a fresh state, one with an intent, a zeroized one, a
+ * layout-2 image, and the image of a running canary vault).
  */
+import { createHash } from 'node:crypto';
+import { encodeAuthConfig } from '../../../enclave/api/auth.ts';
 import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
 import { EnclaveFault, Platform as PlatformCodes } from '../../../enclave/api/codes.ts';
 import { HostRequests, HostResponses } from '../../../enclave/api/messages.ts';
@@ -18,6 +23,7 @@ import type { HostRequest } from '../../../enclave/api/messages.ts';
 import { createEnclave } from '../../../enclave/main.ts';
 import { decodeNvramState, encodeNvramState } from '../../../enclave/vault/nvram-state.ts';
 import { LABEL_DERIVE, LABEL_OPRF, LABEL_SEAL } from '../../../enclave/vault/keys.ts';
+import { FUZZ_AUTH, FUZZ_EPOCH_MS } from '../lib/auth.ts';
 import { CanaryToken, drbg, FuzzNvram } from '../lib/canary.ts';
 import { equalBytes, hex, typed, UntypedProbe, violation } from '../lib/oracle.ts';
 
@@ -28,12 +34,14 @@ let last: string | undefined;
 const probe = UntypedProbe.install();
 let bootSeq = 0;
 let tokenKeyCheck: Uint8Array | null = null;
+/** The NVRAM's fingerprint of the issuer set the boots are provisioned with (enclave/vault/vault.ts authHashOf). */
+const AUTH_HASH = new Uint8Array(createHash('sha256').update(encodeAuthConfig(FUZZ_AUTH)).digest()).subarray(0, 16);
 
 /** The key check of the planted token keys: what a fresh boot provisions into an empty region. */
 export async function setup(): Promise<void> {
   const token = new CanaryToken(drbg('nvram-keycheck', 0));
   const nvram = new FuzzNvram(256);
-  await createEnclave({ random: drbg('nvram-keycheck-platform', 0), now: () => 1_700_000_000_000, nvram, token, partition: 0, partitions: 1 });
+  await createEnclave({ random: drbg('nvram-keycheck-platform', 0), now: () => FUZZ_EPOCH_MS, nvram, token, partition: 0, partitions: 1, auth: FUZZ_AUTH });
   tokenKeyCheck = decodeNvramState(nvram.read())!.keyCheck;
 }
 
@@ -54,7 +62,12 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
     if (!image.every((x) => x === 0)) violation('oracle', 'decodeNvramState called a non-zero region unwritten');
     label = 'empty';
   } else {
-    const enc = encodeNvramState(r.value);
+    let enc = encodeNvramState(r.value);
+    if (image[4] === 2) {
+      // Layout 2 (no issuer hash, read as an all-zero one): its encoding is layout 3's without the last field.
+      enc = enc.slice(0, enc.length - 16);
+      enc[4] = 2;
+    }
     if (!equalBytes(enc, image.subarray(0, enc.length)) || !image.subarray(enc.length).every((x) => x === 0)) {
       violation('round-trip', `an accepted NVRAM state does not re-encode to its image: ${hex(enc)} vs ${hex(image)}`);
     }
@@ -65,6 +78,9 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
     const outcome = await boot(image);
     if (outcome.ready && r.ok && r.value && !equalBytes(r.value.keyCheck, tokenKeyCheck!)) {
       violation('wrong-keys', 'the enclave became ready on an NVRAM image provisioned for other token keys');
+    }
+    if (outcome.ready && r.ok && r.value && !r.value.authHash.every((x) => x === 0) && !equalBytes(r.value.authHash, AUTH_HASH)) {
+      violation('auth-config-swapped', 'the enclave became ready on an NVRAM image provisioned with another issuer set');
     }
     label += `/${outcome.label}`;
   }
@@ -80,7 +96,7 @@ async function boot(image: Uint8Array): Promise<{ ready: boolean; label: string 
   nvram.data = Uint8Array.from(image);
   const rng = drbg('nvram-boot-platform', bootSeq);
   probe.drain();
-  const enclave = await createEnclave({ random: rng, now: () => 1_700_000_000_000, nvram, token, partition: 0, partitions: 1 });
+  const enclave = await createEnclave({ random: rng, now: () => FUZZ_EPOCH_MS, nvram, token, partition: 0, partitions: 1, auth: FUZZ_AUTH });
   const ask = async (req: HostRequest) => {
     const out = await enclave.handle(encodeMessage(HostRequests, req));
     try {

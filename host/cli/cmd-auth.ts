@@ -1,0 +1,43 @@
+/**
+ * `bkv auth keygen|token`: the issuer's tools (enclave/api/auth.ts has the token rules).
+ *   bkv auth keygen --out DIR [--name NAME]    writes DIR/issuer.key (0600) and DIR/issuer.pub
+ *   bkv auth token --issuer-key FILE --id ID [--ttl 10m] [--audience A] [--out FILE]
+ * A vault accepts the tokens of the issuers it was provisioned with (`bkv serve --auth-issuer
+ * DIR/issuer.pub`); `bkv escrow ... --auth-token FILE` sends one with every operation.
+ */
+import { writeFileSync } from 'node:fs';
+import { MAX_RECORD_ID } from '../../enclave/api/messages.ts';
+import { generateIssuer, mintToken, parseTtl, readIssuerPrivate } from '../auth/issuer.ts';
+import { parseArgs, required, UsageError } from './args.ts';
+
+export const AUTH_USAGE = `bkv auth keygen --out DIR [--name NAME]
+  bkv auth token --issuer-key FILE --id ID [--ttl 10m] [--audience A] [--out FILE]`;
+
+export async function authCommand(argv: string[]): Promise<number> {
+  const p = parseArgs(argv, { options: ['out', 'name', 'issuer-key', 'id', 'ttl', 'audience'] });
+  const verb = p.positional[0];
+  if (p.positional.length !== 1) throw new UsageError(`usage: ${AUTH_USAGE}`);
+  switch (verb) {
+    case 'keygen': {
+      for (const o of ['issuer-key', 'id', 'ttl', 'audience']) if (p.opts.has(o)) throw new UsageError(`--${o} is not an option of keygen`);
+      const dir = required(p, 'out');
+      const i = await generateIssuer(dir, p.opts.get('name') ?? 'bkv-issuer');
+      console.error(`bkv: issuer ${i.name} (kid ${i.kid}): private key ${dir}/issuer.key, public key ${dir}/issuer.pub`);
+      return 0;
+    }
+    case 'token': {
+      if (p.opts.has('name')) throw new UsageError('--name is not an option of token');
+      const issuer = readIssuerPrivate(required(p, 'issuer-key'));
+      const id = required(p, 'id');
+      if (new TextEncoder().encode(id).length > MAX_RECORD_ID || id.length === 0) throw new UsageError(`--id: 1..${MAX_RECORD_ID} bytes`);
+      const ttl = p.opts.has('ttl') ? parseTtl(p.opts.get('ttl')!) : 600;
+      const token = await mintToken(issuer, { subject: id, ttlS: ttl, ...(p.opts.has('audience') && { audience: p.opts.get('audience')! }) });
+      const out = p.opts.get('out');
+      if (out) writeFileSync(out, token + '\n', { mode: 0o600 });
+      else console.log(token);
+      return 0;
+    }
+    default:
+      throw new UsageError(`usage: ${AUTH_USAGE}`);
+  }
+}
