@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { copyFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { openHarness } from './helpers/vault-harness.ts';
+import { holdLogin, openHarness, storedRecord } from './helpers/vault-harness.ts';
 import type { Harness } from './helpers/vault-harness.ts';
 import { Integrity, Lifecycle } from '../enclave/api/codes.ts';
 import { createEnclave } from '../enclave/main.ts';
@@ -57,6 +57,25 @@ describeTokens('integrity', (kind) => {
       await h.restart();
       const c2 = await h.client();
       expect(await c2.status(id('a'))).toMatchObject({ attemptsRemaining: 4 });
+    });
+
+    it('once a KE2 is out, the record from before its guess is refused at the next start; the current one loads with the guess charged', async () => {
+      h = await openHarness({ tokenKind: kind });
+      const c = await h.client();
+      const rid = id('a');
+      await c.register(rid, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
+      const before = (await storedRecord(h, rid))!;
+      // One LoginStart whose KE2 reached the client, and no batch after it: the Commit that
+      // released the KE2 has itself made the charged state durable in NVRAM.
+      await holdLogin(h, rid, te.encode('wrong'));
+      const charged = (await storedRecord(h, rid))!;
+      expect(charged.record).toMatchObject({ attemptsUsed: 1 });
+      await h.store.applyBatch(0, 999, [{ recordId: rid, blob: before.blob }], []);
+      await expect(h.restart()).rejects.toMatchObject({ code: Integrity.RollbackDetected });
+      // The same start with the current record accepts it, and the guess stays spent.
+      await h.store.applyBatch(0, 1000, [{ recordId: rid, blob: charged.blob }], []);
+      await h.restart();
+      expect(await (await h.client()).status(rid)).toMatchObject({ type: 'StatusResult', attemptsRemaining: 4 });
     });
 
     it('refuses an older copy of the whole database', async () => {

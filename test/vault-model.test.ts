@@ -2,10 +2,20 @@
  * Model-based test (fast-check commands): random sequences of register, login with the right or
  * a wrong password, abandoned logins, password changes, deletes and restarts, checked after every
  * step against an oracle of attempts remaining and lock state. On every token under test.
+ *
+ * What the oracle catches: a guess not charged at LoginStart, or refunded by a dropped session or
+ * a restart; a count not reset by a recovery or a password change; a record locked while a
+ * session of its registration still holds a guess, or not locked once every guess is spent and
+ * none is held; a live record replaced without proof; a deleted or locked record that answers as
+ * anything else.
+ *
+ * The sequences come from a pinned seed, printed at the start, so a run reproduces; BKV_MODEL_SEED
+ * picks another and BKV_MODEL_RUNS the number of sequences (a long exploring run sets both).
+ * Scenarios the random runs reach only now and then are also played as fixed examples below.
  */
 import { afterEach, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { openHarness } from './helpers/vault-harness.ts';
+import { holdLogin, openHarness } from './helpers/vault-harness.ts';
 import type { Harness } from './helpers/vault-harness.ts';
 import type { EscrowClient } from '../host/client/escrow.ts';
 import { Handling } from '../enclave/api/codes.ts';
@@ -20,6 +30,16 @@ import { describeTokens } from './helpers/tokens.ts';
 
 const te = new TextEncoder();
 const IDS = ['u0', 'u1'];
+
+function envInt(name: string, fallback: number, min: number, max: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer in ${min}..${max}, not ${v}`);
+  return n;
+}
+const SEED = envInt('BKV_MODEL_SEED', 7, -(2 ** 31), 2 ** 31 - 1);
+const RUNS = envInt('BKV_MODEL_RUNS', 30, 1, 1_000_000);
 
 interface RecordModel {
   state: 'none' | 'active' | 'locked';
@@ -170,6 +190,7 @@ afterEach(async () => {
 
 describeTokens('vault model', (kind) => {
   it('agrees with the attempts oracle over random command sequences', async () => {
+    console.log(`vault model [${kind}]: seed ${SEED}, ${RUNS} runs (BKV_MODEL_SEED, BKV_MODEL_RUNS)`);
     const id = fc.constantFrom(...IDS);
     const pw = fc.constantFrom('alpha', 'beta', 'gamma');
     const cmds = [
@@ -188,7 +209,61 @@ describeTokens('vault model', (kind) => {
         const model: Model = { r: Object.fromEntries(IDS.map((i) => [i, none()])) };
         await fc.asyncModelRun(() => ({ model, real }), commands);
       }),
-      { numRuns: 30 },
+      { numRuns: RUNS, seed: SEED },
     );
-  }, 120_000);
+  }, Math.max(120_000, RUNS * 4_000));
+
+  /** One fixed command sequence, checked against the oracle after every step as the random runs are. */
+  async function play(commands: fc.AsyncCommand<Model, Real>[]): Promise<void> {
+    h = await openHarness({ tokenKind: kind });
+    const real: Real = { h, c: await h.client() };
+    const model: Model = { r: Object.fromEntries(IDS.map((i) => [i, none()])) };
+    await fc.asyncModelRun(() => ({ model, real }), commands);
+  }
+
+  it('example: every guess spent while a session still holds one, then a restart ends it', async () => {
+    // At the limit with a session pending, a login answers locked but the record is not locked
+    // (that session may still prove the password); once no session holds a guess, the next login
+    // locks it for good; only a new registration revives the id.
+    await play([
+      new Register('u0', 'alpha', 2, 7),
+      new Abandon('u0'),
+      new Abandon('u1'),
+      new Login('u0', false),
+      new Login('u0', true),
+      new Abandon('u0'),
+      new Restart(),
+      new Login('u0', true),
+      new Login('u0', true),
+      new Register('u0', 'beta', 3, 9),
+      new Login('u0', true),
+    ]);
+  });
+
+  it('example: several sessions open on one record, their outcomes interleaved', async () => {
+    h = await openHarness({ tokenKind: kind });
+    const c = await h.client();
+    const rid = te.encode('u0');
+    const key = new Uint8Array(32).fill(0x33);
+    await c.register(rid, te.encode('alpha'), key, { attemptLimit: 2 });
+    // Two sessions hold both guesses: a third login answers locked, the record is not locked.
+    const right = await holdLogin(h, rid, te.encode('alpha'));
+    const wrong = await holdLogin(h, rid, te.encode('nope'));
+    expect(await c.recover(rid, te.encode('alpha'))).toEqual({ ok: false, outcome: 'locked' });
+    expect(await c.status(rid)).toMatchObject({ locked: 0, attemptsRemaining: 0 });
+    // The wrong one finishes first: no lock, the other session still holds a guess.
+    expect(await wrong.finish()).toEqual({ ok: false, outcome: 'wrong-password', attemptsRemaining: 0, locked: false });
+    // The right one then recovers the key and resets the count.
+    const r = await right.finish();
+    expect(r).toMatchObject({ ok: true, attemptsRemaining: 2 });
+    expect(r.ok && Buffer.from(r.backupKey).equals(Buffer.from(key))).toBe(true);
+    expect(await c.status(rid)).toMatchObject({ locked: 0, attemptsRemaining: 2 });
+    // Two wrong sessions: the first to finish leaves the record open, the last one locks it.
+    const w1 = await holdLogin(h, rid, te.encode('nope'));
+    const w2 = await holdLogin(h, rid, te.encode('nope2'));
+    expect(await w2.finish()).toEqual({ ok: false, outcome: 'wrong-password', attemptsRemaining: 0, locked: false });
+    expect(await w1.finish()).toEqual({ ok: false, outcome: 'wrong-password', attemptsRemaining: 0, locked: true });
+    expect(await c.status(rid)).toMatchObject({ locked: 1, attemptsRemaining: 0 });
+    expect(await c.recover(rid, te.encode('alpha'))).toEqual({ ok: false, outcome: 'locked' });
+  });
 });

@@ -3,7 +3,8 @@
  * the schema codec it stands in for (encodeFields / decodeFields of RecordSchema): the same bytes
  * for every valid record, the same typed fault for an invalid one, null exactly where decodeFields
  * throws, and copies that do not alias the (wiped) plaintext. Also: the codec's views option and
- * exact-size encoding, and the vault's hex ids against toHex.
+ * exact-size encoding, and the vault's hex ids against toHex. And sealing (seal / unseal on a
+ * token): a sealed record opens only for the record id it was sealed for.
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -11,7 +12,9 @@ import { bytes, decodeFields, decodeMessage, encodeFields, encodeMessage } from 
 import { HostRequests } from '../enclave/api/messages.ts';
 import { toHex } from '../enclave/opaque/bytes.ts';
 import { hexOf } from '../enclave/vault/hex.ts';
-import { RecordSchema, decodeRecord, encodeRecord, zeroizeRecord } from '../enclave/vault/record.ts';
+import { EnclaveFault, Integrity } from '../enclave/api/codes.ts';
+import { KIND_RECORD, KIND_TOMBSTONE, RecordSchema, decodeRecord, encodeRecord, seal, unseal, zeroizeRecord } from '../enclave/vault/record.ts';
+import { testPlatform } from './helpers/platform.ts';
 import type { VaultRecord } from '../enclave/vault/record.ts';
 
 const rnd = (n: number) => new Uint8Array(randomBytes(n));
@@ -146,5 +149,32 @@ describe('codec: views and exact sizes', () => {
       const big = rnd(n + 10);
       expect(hexOf(big.subarray(3, 3 + n))).toBe(toHex(big.subarray(3, 3 + n)));
     }
+  });
+});
+
+describe('sealed records', () => {
+  it('open only for the record id they were sealed for: another id, a longer or a shorter one is SealedRecordInvalid', () => {
+    const { token } = testPlatform({ tokenKind: 'emulator' });
+    const key = token.generateAesKey('record-seal-test');
+    const te = new TextEncoder();
+    const a = te.encode('alice');
+    const rec: VaultRecord = { ...randomRecord(), status: 1, suite: 1, backupKey: rnd(32), opaqueRecord: rnd(192), ksf: rnd(20) };
+    const header = { kind: KIND_RECORD, suite: 1, epoch: 7, version: 3 };
+    const blob = seal(token, key, a, header, rec);
+    expect(unseal(token, key, a, blob)).toMatchObject({ header, record: rec });
+    for (const other of [te.encode('bob'), te.encode('alicf'), te.encode('alice\0'), te.encode('alic'), new Uint8Array(0)]) {
+      let err: unknown;
+      try {
+        unseal(token, key, other, blob);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, `unsealed under ${JSON.stringify(new TextDecoder().decode(other))}`).toBeInstanceOf(EnclaveFault);
+      expect((err as EnclaveFault).code).toBe(Integrity.SealedRecordInvalid);
+    }
+    // A tombstone is bound to its id the same way.
+    const tomb = seal(token, key, a, { ...header, kind: KIND_TOMBSTONE }, null);
+    expect(unseal(token, key, a, tomb).record).toBeNull();
+    expect(() => unseal(token, key, te.encode('bob'), tomb)).toThrow(expect.objectContaining({ code: Integrity.SealedRecordInvalid }));
   });
 });

@@ -4,11 +4,14 @@
  */
 import { afterEach, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { openHarness } from './helpers/vault-harness.ts';
+import { holdLogin, openHarness, storedRecord } from './helpers/vault-harness.ts';
 import type { Harness } from './helpers/vault-harness.ts';
 import { EscrowError } from '../host/client/escrow.ts';
 import { Handling, Integrity } from '../enclave/api/codes.ts';
 import { describeTokens } from './helpers/tokens.ts';
+import { STATUS_LOCKED } from '../enclave/vault/record.ts';
+import { TokenBook, VaultClient } from './adversarial/lib/flows.ts';
+import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 
 const te = new TextEncoder();
 const id = (s: string) => te.encode(s);
@@ -78,6 +81,28 @@ describeTokens('vault', (kind) => {
     expect(await c.recover(id('erin'), te.encode('old'))).toMatchObject({ ok: false, outcome: 'wrong-password' });
   });
 
+  it('a LoginStart on a spent record with no session left locks it in storage: the key is gone from the stored blob', async () => {
+    h = await openHarness({ tokenKind: kind });
+    const c = await h.client();
+    const rid = id('lena');
+    const key = new Uint8Array(32).fill(0x5a);
+    await c.register(rid, te.encode('pw'), key, { attemptLimit: 1 });
+    // The one guess goes to a session that never finishes; a restart ends every session.
+    await holdLogin(h, rid, te.encode('pw'));
+    await h.restart();
+    const c2 = await h.client();
+    expect(await c2.recover(rid, te.encode('pw'))).toEqual({ ok: false, outcome: 'locked' });
+    expect(await c2.status(rid)).toMatchObject({ type: 'StatusResult', locked: 1, attemptsRemaining: 0 });
+    // The lock is in the stored record itself: status locked, no OPAQUE record, no backup key.
+    const stored = await storedRecord(h, rid);
+    expect(stored?.record).toMatchObject({ status: STATUS_LOCKED, attemptsUsed: 1 });
+    expect(stored!.record!.backupKey).toHaveLength(0);
+    expect(stored!.record!.opaqueRecord).toHaveLength(0);
+    // And it stays locked across a restart.
+    await h.restart();
+    expect(await (await h.client()).status(rid)).toMatchObject({ locked: 1, attemptsRemaining: 0 });
+  });
+
   it('refuses to replace a live record without proof', async () => {
     h = await openHarness({ tokenKind: kind });
     const c = await h.client();
@@ -115,6 +140,25 @@ describeTokens('vault', (kind) => {
     await c.register(id('hal'), te.encode('pw'), new Uint8Array(32).fill(6), { attemptLimit: 1 });
     await c.recover(id('hal'), te.encode('x'));
     expect(await c.delete(id('hal'), null)).toEqual({ type: 'Deleted' });
+  });
+
+  it('a replayed RegisterFinish finds its stage used (UnknownStage): right after it, and after a delete, it revives nothing', async () => {
+    h = await openHarness({ tokenKind: kind });
+    // The adversarial drivers' client: it keeps each sealed message and can read a replay's answer.
+    const vc = new VaultClient((rid, m) => h.engine.submit(rid, m), h.hpkePublicKey, await fastSuite('ristretto255-SHA512'), new TokenBook(() => h.platform.clock.t));
+    const c = await h.client();
+    const rid = id('kim');
+    const key = new Uint8Array(32).fill(0x4b);
+    const reg = await vc.register(rid, te.encode('pw'), key, { attemptLimit: 3 });
+    expect(reg.registered).toBe(true);
+    const finish = reg.sent.find((s) => s.type === 'RegisterFinish')!;
+    // A stage is single use: the replay is refused for that reason, and the count is untouched.
+    expect(await vc.replay(finish)).toMatchObject({ ok: true, sealed: true, res: { type: 'Fault', code: Handling.UnknownStage } });
+    expect(await c.status(rid)).toMatchObject({ type: 'StatusResult', attemptsRemaining: 3 });
+    expect(await c.delete(rid, { backupKey: key })).toEqual({ type: 'Deleted' });
+    expect(await vc.replay(finish)).toMatchObject({ ok: true, sealed: true, res: { type: 'Fault', code: Handling.UnknownStage } });
+    expect(await c.status(rid)).toEqual({ type: 'NotRegistered' });
+    expect(await c.recover(rid, te.encode('pw'))).toMatchObject({ ok: false, outcome: 'wrong-password' });
   });
 
   it('survives a restart with every record and count', async () => {

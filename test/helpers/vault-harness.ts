@@ -2,7 +2,9 @@
  * A whole vault in one process for firmware tests: the enclave (createEnclave over a test
  * platform on the emulator token or SoftHSM2), a PartitionEngine and a SQLite store in a
  * temporary folder, and an EscrowClient talking through them. `restart()` boots a new enclave on
- * the same NVRAM, token and database.
+ * the same NVRAM, token and database. `holdLogin` keeps a login session open after its KE2 (to
+ * finish later, or never: an abandoned session); `storedRecord` opens a record's stored blob with
+ * the enclave's sealing key, to check what the storage itself holds.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +16,11 @@ import { SUITE_CODE } from '../../enclave/api/messages.ts';
 import type { SuiteId } from '../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../host/client/escrow.ts';
+import type { RecoverResult, Relay } from '../../host/client/escrow.ts';
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
+import { LABEL_SEAL } from '../../enclave/vault/keys.ts';
+import { unseal } from '../../enclave/vault/record.ts';
+import type { SealedHeader, VaultRecord } from '../../enclave/vault/record.ts';
 import { testIssuer } from './auth.ts';
 import type { TestIssuer } from './auth.ts';
 import { openSqliteStore } from '../../host/storage/sqlite.ts';
@@ -36,10 +42,11 @@ export interface Harness {
   /** The issuer the enclave is provisioned with; `client()` mints its tokens at the platform clock. */
   issuer: TestIssuer;
   /**
-   * An EscrowClient through the engine (identity KSF, for speed). `auth` overrides its token
-   * source (default: a valid token for the operation's record id at the platform clock).
+   * An EscrowClient through the engine (identity KSF, for speed). `wrap` puts a test's relay
+   * between the client and the engine; `auth` overrides its token source (default: a valid token
+   * for the operation's record id at the platform clock).
    */
-  client(suite?: SuiteId, opts?: { auth?: EscrowClientAuth }): Promise<EscrowClient>;
+  client(suite?: SuiteId, opts?: { wrap?: (relay: Relay) => Relay; auth?: EscrowClientAuth }): Promise<EscrowClient>;
   /** Boots a new enclave (a crash of the old one: it is simply dropped) on the same NVRAM, token and store. */
   restart(): Promise<void>;
   /** Closes and reopens the database (to swap the file underneath). */
@@ -73,17 +80,19 @@ export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKin
     h.hpkePublicKey = info.hpkePublicKey;
   };
   await boot();
-  h.client = async (suite: SuiteId = 'ristretto255-SHA512', o: { auth?: EscrowClientAuth } = {}) =>
-    new EscrowClient({
-      relay: (recordId, message) => h.engine.submit(recordId, message),
+  h.client = async (suite: SuiteId = 'ristretto255-SHA512', opts: { wrap?: (relay: Relay) => Relay; auth?: EscrowClientAuth } = {}) => {
+    const relay: Relay = (recordId, message) => h.engine.submit(recordId, message);
+    return new EscrowClient({
+      relay: opts.wrap ? opts.wrap(relay) : relay,
       enclavePublicKey: h.hpkePublicKey,
       suite: await fastSuite(suite),
       rng: (n) => new Uint8Array(randomBytes(n)),
       context: CONTEXT,
       ksf: identityKsf,
       ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true },
-      auth: o.auth ?? ((recordId) => issuer.token(recordId, platform.clock.t)),
+      auth: opts.auth ?? ((recordId) => issuer.token(recordId, platform.clock.t)),
     });
+  };
   h.restart = async () => {
     await h.engine.close();
     await boot();
@@ -98,6 +107,58 @@ export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKin
     rmSync(dir, { recursive: true, force: true });
   };
   return h;
+}
+
+export interface HeldLogin {
+  /** Lets the client send its KE3; the login's outcome. */
+  finish(): Promise<RecoverResult>;
+}
+
+/**
+ * Starts a login of `recordId` with `password` and holds it once the LoginStart's answer (the KE2,
+ * or Locked) has reached the client: the session stays open in the enclave until `finish()` lets
+ * the client send its KE3. A held login never finished is an abandoned session.
+ */
+export async function holdLogin(h: Harness, recordId: Uint8Array, password: Uint8Array): Promise<HeldLogin> {
+  let calls = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let answered!: () => void;
+  const started = new Promise<void>((r) => (answered = r));
+  const c = await h.client(undefined, {
+    wrap: (relay) => async (rid, message) => {
+      if (calls++ > 0) {
+        await gate;
+        return relay(rid, message);
+      }
+      try {
+        return await relay(rid, message);
+      } finally {
+        answered();
+      }
+    },
+  });
+  const outcome = c.recover(recordId, password);
+  const settled = outcome.then(
+    () => undefined,
+    () => undefined,
+  );
+  await Promise.race([started, settled]);
+  return {
+    finish: () => {
+      release();
+      return outcome;
+    },
+  };
+}
+
+/** The record as stored for `recordId` (partition 0), opened with the enclave's sealing key; null when no row. */
+export async function storedRecord(h: Harness, recordId: Uint8Array): Promise<{ blob: Uint8Array; header: SealedHeader; record: VaultRecord | null } | null> {
+  const row = (await h.store.getMany(0, [recordId])).values().next().value;
+  if (!row) return null;
+  const key = h.platform.token.findKey(LABEL_SEAL);
+  if (key === null) throw new Error('the token holds no sealing key');
+  return { blob: row.blob, ...unseal(h.platform.token, key, recordId, row.blob) };
 }
 
 export { SUITE_CODE };

@@ -35,9 +35,12 @@ export type ClientOp = ClientRequest extends infer U ? (U extends ClientRequest 
 export class TokenBook {
   private readonly tokens = new Map<string, { bytes: Promise<Uint8Array>; atMs: number }>();
 
+  /** `clock`: the vault's clock in ms (default the wall clock; a test platform has its own). */
+  constructor(private readonly clock: () => number = () => Date.now()) {}
+
   bytes(recordId: Uint8Array): Promise<Uint8Array> {
     const k = hex(recordId);
-    const now = Date.now();
+    const now = this.clock();
     const t = this.tokens.get(k);
     if (t && now - t.atMs < 300_000) return t.bytes;
     const bytes = testIssuer().then((i) => i.tokenBytes(recordId, now));
