@@ -45,7 +45,7 @@ beforeAll(async () => {
   suite = await fastSuite('ristretto255-SHA512');
 });
 afterAll(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  for (const d of dirs.splice(0)) for (const x of [d, `${d}.operator`]) rmSync(x, { recursive: true, force: true }); // the data folder and its token PINs' operator folder
 });
 
 function tempDir(): string {

@@ -14,6 +14,7 @@ import { escrowCommand } from './cmd-escrow.ts';
 import { SERVE_USAGE, serveCommand } from './cmd-serve.ts';
 import { VaultHttpError } from '../client/http-relay.ts';
 import { runDemo } from './demo.ts';
+import { scrubCredentials } from './redact.ts';
 
 const HELP = `bkv: Backup Key Vault
   bkv demo [--keep] [--process] [--partitions N]
@@ -53,7 +54,7 @@ main(process.argv.slice(2)).then(
   },
   (e: unknown) => {
     if (e instanceof UsageError) {
-      console.error(`bkv: ${e.message}`);
+      console.error(`bkv: ${scrubCredentials(e.message)}`);
       process.exit(64);
     }
     if (e instanceof VaultHttpError && e.rateLimited) {
@@ -61,7 +62,8 @@ main(process.argv.slice(2)).then(
       process.exit(1);
     }
     const name = e instanceof Error ? e.name : 'Error';
-    console.error(`bkv: ${name}: ${e instanceof Error ? e.message : String(e)}`);
+    // Never a credential: a storage URL in a message loses its user:password.
+    console.error(`bkv: ${name}: ${scrubCredentials(e instanceof Error ? e.message : String(e))}`);
     process.exit(1);
   },
 );

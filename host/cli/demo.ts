@@ -7,6 +7,9 @@
  *   -> a wrong password (attempts remaining) -> the right one (the key comes back) -> decrypt the
  *   backup and check it matches -> a second user runs out of guesses (locked for good)
  *
+ * The token's PINs are in development mode: generated into the operator folder beside the vault's
+ * data folder (`<tmp>/vault.operator`), never in it; the demo names that folder at start.
+ *
  * Options: --keep (keep the data folder), --partitions N, --process (child-process devices).
  */
 import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'node:fs';
@@ -20,6 +23,7 @@ import { VaultHost } from '../vault/vault-host.ts';
 import { DEFAULT_OPAQUE_CONTEXT } from '../../enclave/api/messages.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { argon2idKsf, DEFAULT_ARGON2ID } from '../../enclave/opaque/ksf.ts';
+import { defaultOperatorDir } from '../tokens/token-pins.ts';
 import { intOption, parseArgs } from './args.ts';
 
 const te = new TextEncoder();
@@ -52,8 +56,11 @@ export async function runDemo(argv: string[]): Promise<number> {
   try {
     console.log('Backup Key Vault demo');
     console.log(`data folder ${dataDir} (SQLite, emulated token and NVRAM); devices: ${mode} threads`.replace('process threads', 'child processes'));
+    const vaultDir = join(dataDir, 'vault');
+    const operatorDir = defaultOperatorDir(vaultDir);
+    console.log(`token PINs: ${operatorDir} (development mode: keep this folder apart from the data folder ${vaultDir})`);
     let t0 = performance.now();
-    host = await VaultHost.open({ dataDir: join(dataDir, 'vault'), mode, partitions: intOption(p, 'partitions', 1, 16) });
+    host = await VaultHost.open({ dataDir: vaultDir, mode, partitions: intOption(p, 'partitions', 1, 16), tokenPins: { operatorDir } });
     const vault = host;
     console.log(`vault up in ${ms(t0)}: ${host.info.partitions} partition(s), self-tests passed`);
     console.log(`enclave public key (clients pin it): ${hex(host.info.enclavePublicKey)}`);
