@@ -59,6 +59,11 @@ function limit(p: Parsed, name: string): BucketConfig | false | undefined {
   return { perMinute: Number(m[1]), burst: Number(m[2]) };
 }
 
+/** The start summary; the store URL without its credentials. */
+export function listeningLine(url: string, partitions: number, token: string, store: string | undefined, dataDir: string): string {
+  return `vault listening on ${url} (${partitions} partitions, ${token} token, ${store ? 'store ' + scrubCredentials(store) : 'SQLite in ' + dataDir})`;
+}
+
 const SUITE_NAMES: Record<number, string> = { 1: 'ristretto255-SHA512', 2: 'P256-SHA256' };
 
 export async function serveCommand(argv: string[]): Promise<number> {
@@ -92,7 +97,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     opaqueContext: DEFAULT_OPAQUE_CONTEXT,
     serverPublicKeys: Object.fromEntries([...info.serverPublicKeys].map(([code, k]) => [SUITE_NAMES[code] ?? String(code), k])),
   });
-  console.error(`bkv: vault listening on ${service.url} (${info.partitions} partitions, ${token} token, ${store ? 'store ' + scrubCredentials(store) : 'SQLite in ' + dataDir})`);
+  console.error(`bkv: ${listeningLine(service.url, info.partitions, token, store, dataDir)}`);
   console.error(`bkv: clients pin ${file}`);
   return -1; // keep running until a signal
 }
