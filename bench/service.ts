@@ -256,7 +256,7 @@ async function main(): Promise<void> {
     if (transportErrors.n) console.log(`transport errors (sent again): ${transportErrors.n}, last: ${transportErrors.last}`);
   } finally {
     const code = await svc.stop();
-    rmSync(dataDir, { recursive: true, force: true });
+    for (const x of [dataDir, `${dataDir}.operator`]) rmSync(x, { recursive: true, force: true });
     if (code !== 0) console.error(`service exited ${code}`);
   }
 }

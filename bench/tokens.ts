@@ -88,7 +88,7 @@ function bench(kind: TokenKind): Record<string, { opsPerSec: number; usPerOp: nu
     });
     return out;
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    for (const x of [dir, `${dir}.operator`]) fs.rmSync(x, { recursive: true, force: true });
   }
 }
 

@@ -38,6 +38,8 @@ import { NVRAM_REGION_BYTES } from '../enclave/vault/nvram-state.ts';
 import { isTokenKind } from '../host/tokens/config.ts';
 import type { TokenKind } from '../host/tokens/config.ts';
 import { openVaultToken } from '../host/tokens/open.ts';
+import { checkPinSource, pinRefusal, pinSourceOrDefault } from '../host/tokens/token-pins.ts';
+import type { TokenPinSource } from '../host/tokens/token-pins.ts';
 import { FileNvram } from './nvram-file.ts';
 import { TokenNvram, nvramLabel } from './nvram-token.ts';
 
@@ -52,6 +54,8 @@ export interface HsmConfig {
   dataDir: string;
   /** The vault's token (default 'emulator'); fixed when the data folder is created. */
   token?: TokenKind;
+  /** Where the token's PINs come from (host/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
+  tokenPins?: TokenPinSource;
   /** Where the NVRAM lives (default 'file': nvram-<partition>.bin; 'token': data objects in the token). */
   nvram?: 'token' | 'file';
   partition: number;
@@ -103,6 +107,7 @@ export function checkConfig(c: unknown): HsmConfig {
     throw new Error(`device config: partition ${cfg.partition} out of 0..${cfg.partitions - 1}`);
   }
   if (cfg.token !== undefined && !isTokenKind(cfg.token)) throw new Error(`device config: token must be 'emulator' or 'softhsm', got ${String(cfg.token)}`);
+  if (cfg.tokenPins !== undefined) checkPinSource(cfg.tokenPins);
   if (cfg.nvram !== undefined && cfg.nvram !== 'token' && cfg.nvram !== 'file') throw new Error(`device config: nvram must be 'token' or 'file', got ${String(cfg.nvram)}`);
   if (cfg.operatorKeyHash !== undefined && !/^[0-9a-f]{64}$/i.test(cfg.operatorKeyHash)) {
     throw new Error('device config: operatorKeyHash must be 64 hex digits');
@@ -129,14 +134,20 @@ export function openNvram(cfg: HsmConfig, token: Pkcs11Token, size: number): Fil
 
 export function buildPlatform(cfg: HsmConfig, crash: () => never): HsmPlatform {
   fs.mkdirSync(cfg.dataDir, { recursive: true });
-  const opened = openVaultToken(cfg.dataDir, cfg.token ?? 'emulator');
-  const token = new Pkcs11Token({
-    module: opened.module,
-    label: opened.label,
-    userPin: opened.userPin,
-    exclusive: opened.exclusive,
-    lockObjectStore: opened.kind === 'softhsm',
-  });
+  const pins = pinSourceOrDefault(cfg.dataDir, cfg.tokenPins);
+  const opened = openVaultToken(cfg.dataDir, cfg.token ?? 'emulator', { pins, log: (line) => console.error(`bkv device ${cfg.partition}: ${line}`) });
+  let token: Pkcs11Token;
+  try {
+    token = new Pkcs11Token({
+      module: opened.module,
+      label: opened.label,
+      userPin: opened.userPin,
+      exclusive: opened.exclusive,
+      lockObjectStore: opened.kind === 'softhsm',
+    });
+  } catch (e) {
+    throw pinRefusal(e, pins) ?? e; // a wrong or locked user PIN: a TokenPinError that says so
+  }
   const size = cfg.nvramSize ?? NVRAM_REGION_BYTES;
   const platform: HsmPlatform = {
     random: pooledRandom((b) => void randomFillSync(b)),

@@ -6,8 +6,13 @@
 #
 #   softhsm-config/init-token.sh <data folder> [label so-pin user-pin]
 #
-# Without label and PINs it reads them from <data>/token.json (created by the vault at first
-# start, see host/tokens/config.ts), or creates that file with fresh random PINs.
+# Without label and PINs it reads the label from <data>/token.json and the PINs from the
+# development-mode operator folder, $BKV_OPERATOR_DIR or by default <data>.operator (file
+# token-<label>.json), as the vault does (host/tokens/token-pins.ts); for a new data folder it
+# creates both: token.json with the label only, and the PINs (128 random bits each) in the
+# operator folder (mode 0700, file 0600). PINs never go into the data folder. An older
+# token.json that still holds the PINs is read as it is; the vault moves them out at its next
+# start. With a pin file of your own (bkv serve --token-pin-file), give label and PINs here.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${1:?usage: init-token.sh <data folder> [label so-pin user-pin]}"
@@ -25,18 +30,32 @@ export SOFTHSM2_CONF="$conf_dir/softhsm2.conf"
 if [ $# -ge 4 ]; then
   label="$2"; so_pin="$3"; user_pin="$4"
 else
+  operator="${BKV_OPERATOR_DIR:-$data.operator}"
+  case "$(cd "$(dirname "$operator")" 2>/dev/null && pwd)/$(basename "$operator")/" in
+    "$data"/*) echo "init-token.sh: the operator folder $operator lies inside the data folder $data: keep it outside" >&2; exit 1 ;;
+  esac
+  read_field() { sed -n "s/^ *\"$1\": *\"\([^\"]*\)\".*/\1/p" "$2"; }
   if [ ! -f "$data/token.json" ]; then
     label="bkv-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
     so_pin="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
     user_pin="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
     umask 077
-    printf '{\n  "format": "backup-key-vault token",\n  "version": 1,\n  "kind": "softhsm",\n  "label": "%s",\n  "soPin": "%s",\n  "userPin": "%s"\n}\n' \
-      "$label" "$so_pin" "$user_pin" > "$data/token.json.tmp"
+    mkdir -p "$operator"
+    chmod 700 "$operator"
+    printf '{\n  "format": "backup-key-vault token pins",\n  "version": 1,\n  "label": "%s",\n  "soPin": "%s",\n  "userPin": "%s"\n}\n' \
+      "$label" "$so_pin" "$user_pin" > "$operator/token-$label.json.tmp"
+    mv "$operator/token-$label.json.tmp" "$operator/token-$label.json"
+    printf '{\n  "format": "backup-key-vault token",\n  "version": 2,\n  "kind": "softhsm",\n  "label": "%s"\n}\n' "$label" > "$data/token.json.tmp"
     mv "$data/token.json.tmp" "$data/token.json"
   fi
-  read_field() { sed -n "s/^ *\"$1\": *\"\\([^\"]*\\)\".*/\\1/p" "$data/token.json"; }
-  [ "$(read_field kind)" = "softhsm" ] || { echo "init-token.sh: $data/token.json is not for the softhsm token" >&2; exit 1; }
-  label="$(read_field label)"; so_pin="$(read_field soPin)"; user_pin="$(read_field userPin)"
+  [ "$(read_field kind "$data/token.json")" = "softhsm" ] || { echo "init-token.sh: $data/token.json is not for the softhsm token" >&2; exit 1; }
+  label="$(read_field label "$data/token.json")"
+  so_pin="$(read_field soPin "$data/token.json")"; user_pin="$(read_field userPin "$data/token.json")"
+  if [ -z "$user_pin" ]; then
+    pins="$operator/token-$label.json"
+    [ -f "$pins" ] || { echo "init-token.sh: no PINs for token $label in $operator (give label and PINs, or BKV_OPERATOR_DIR)" >&2; exit 1; }
+    so_pin="$(read_field soPin "$pins")"; user_pin="$(read_field userPin "$pins")"
+  fi
 fi
 
 if softhsm2-util --show-slots 2>/dev/null | grep -q "Label: *$label *\$"; then

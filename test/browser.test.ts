@@ -106,7 +106,7 @@ describe.skipIf(!haveChromium && !ci)('browser: escrow and backups in headless C
     await browser?.close();
     await vault?.close();
     await new Promise<void>((ok) => (server ? server.close(() => ok()) : ok()));
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    if (dataDir) for (const x of [dataDir, `${dataDir}.operator`]) rmSync(x, { recursive: true, force: true });
   });
 
   it('registers and recovers a key through the vault, and encrypts and decrypts a backup in the page', async () => {

@@ -1,14 +1,19 @@
 /**
  * The `bkv` command line, end to end on real processes: `bkv serve` in a child process, and the
- * key, backup and escrow commands run as separate processes against it.
+ * key, backup and escrow commands run as separate processes against it; where `bkv serve` and
+ * `bkv demo` keep the token PINs (never in the data folder), and that `bkv serve` prints no
+ * credential of a store URL.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
+
+import { listeningLine } from '../host/cli/cmd-serve.ts';
+import { scrubCredentials } from '../host/cli/redact.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const bin = join(root, 'bin', 'bkv.mjs');
@@ -18,9 +23,48 @@ let url: string;
 /** What `bkv serve` printed on stderr until it listened. */
 let serveErr = '';
 
-function bkv(args: string[], input?: string) {
-  const r = spawnSync(process.execPath, [bin, ...args], { cwd: dir, encoding: 'utf8', input, timeout: 60_000 });
+function bkv(args: string[], input?: string, env: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd: dir, encoding: 'utf8', input, timeout: 60_000, env: { ...process.env, ...env } });
   return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+/** Starts `bkv serve ARGS` and resolves with its process and stderr once it listens. */
+function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ proc: ChildProcess; err: () => string; out: () => string }> {
+  const proc = spawn(process.execPath, [bin, 'serve', ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  let err = '';
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  return new Promise((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`serve did not start: ${err}`)), 60_000);
+    proc.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (/listening on http:\/\/\S+/.test(err) && err.includes('clients pin')) {
+        clearTimeout(t);
+        res({ proc, err: () => err, out: () => out });
+      }
+    });
+    proc.on('exit', (c) => {
+      clearTimeout(t);
+      rej(new Error(`serve exited ${c}: ${err}`));
+    });
+  });
+}
+
+async function stop(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const done = new Promise((r) => proc.on('exit', r));
+  proc.kill('SIGTERM');
+  await done;
+}
+
+/** Every file under `d` whose bytes contain `needle`. */
+function filesContaining(d: string, needle: string): string[] {
+  const hits: string[] = [];
+  for (const e of readdirSync(d, { withFileTypes: true, recursive: true })) {
+    const p = join(e.parentPath, e.name);
+    if (e.isFile() && readFileSync(p).includes(Buffer.from(needle))) hits.push(p);
+  }
+  return hits;
 }
 
 /** Runs and expects an exit code, showing the command's stderr when it differs. */
@@ -38,9 +82,9 @@ beforeAll(async () => {
     const t = setTimeout(() => rej(new Error(`serve did not start: ${buf}`)), 60_000);
     server.stderr!.on('data', (d: Buffer) => {
       buf += d.toString();
+      serveErr = buf;
       const m = /listening on (http:\/\/\S+)/.exec(buf);
       if (m && buf.includes('clients pin') && buf.includes('bkv auth token')) {
-        serveErr = buf;
         clearTimeout(t);
         res(m[1]!);
       }
@@ -147,6 +191,107 @@ describe('bkv', () => {
     const again = bkv(['serve', '--data', data, '--port', '0', '--partitions', '1', '--auth-issuer', join('prod2', 'issuer.pub')]);
     expect(again.code).toBe(1);
     expect(again.err).toMatch(/another issuer set/);
+  }, 120_000);
+
+  it('serve on defaults keeps the token PINs in <data>.operator (0700, 0600), names it at start, and no file of the data folder holds them', () => {
+    const data = join(dir, 'vault');
+    const op = `${data}.operator`;
+    expect(serveErr).toContain(`bkv: token PINs: ${op} (development mode: keep this folder apart from the data folder)`);
+    expect(statSync(op).mode & 0o777).toBe(0o700);
+    const [file] = readdirSync(op);
+    expect(file).toMatch(/^token-bkv-[0-9a-f]{12}\.json$/);
+    expect(statSync(join(op, file!)).mode & 0o777).toBe(0o600);
+    const pins = JSON.parse(readFileSync(join(op, file!), 'utf8')) as { userPin: string; soPin: string };
+    for (const pin of [pins.userPin, pins.soPin]) {
+      expect(pin).toMatch(/^[0-9a-f]{32}$/);
+      expect(filesContaining(data, pin)).toEqual([]);
+      expect(serveErr).not.toContain(pin);
+    }
+    const cfg = JSON.parse(readFileSync(join(data, 'token.json'), 'utf8')) as Record<string, unknown>;
+    expect(Object.keys(cfg).sort()).toEqual(['format', 'kind', 'label', 'version']);
+  });
+
+  it('serve refuses a token pin file inside the data folder, and two sources of PINs at once', () => {
+    const data = join(dir, 'vault-refuse');
+    writeFileSync(join(dir, 'outside-pins'), 'user pin 1234\nso pin 5678\n', { mode: 0o600 });
+    let r = bkv(['serve', '--data', data, '--port', '0', '--token-pin-file', join(data, 'pins')]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/TokenPinError: the token pin file .*vault-refuse\/pins lies inside the data folder .*vault-refuse: whoever copies the data folder would get the token PINs/);
+    r = bkv(['serve', '--data', data, '--port', '0', '--operator-dir', join(data, 'op')]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/the operator folder .* lies inside the data folder/);
+    r = bkv(['serve', '--data', data, '--port', '0', '--token-pin-file', 'outside-pins'], undefined, { BKV_TOKEN_PIN: 'user pin 1234' });
+    expect(r.code).toBe(64);
+    expect(r.err).toMatch(/one place: --token-pin-file and BKV_TOKEN_PIN/);
+    expect(existsSync(join(data, 'token.json'))).toBe(false);
+  }, 60_000);
+
+  it('serve with --token-pin-file (child-process devices): the token opens with the operator\'s PINs; a copy of the folder without them does not', async () => {
+    const data = join(dir, 'vault-pinfile');
+    const pinFile = join(dir, 'operator-pins');
+    writeFileSync(pinFile, 'operator-user-pin-1\noperator-so-pin-2\n', { mode: 0o600 });
+    const s = await startServe(['--data', data, '--port', '0', '--partitions', '1', '--process', '--token-pin-file', pinFile]);
+    try {
+      expect(s.err()).toContain(`bkv: token PINs: the pin file ${pinFile}`);
+    } finally {
+      await stop(s.proc);
+    }
+    expect(existsSync(`${data}.operator`)).toBe(false);
+    for (const pin of ['operator-user-pin-1', 'operator-so-pin-2']) expect(filesContaining(data, pin)).toEqual([]);
+    // The same folder on defaults (development mode) finds no PINs: it does not start.
+    const r = bkv(['serve', '--data', data, '--port', '0']);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/TokenPinError: the token bkv-[0-9a-f]{12} of .* exists, but its PINs are not in/);
+    // The user PIN from the environment opens it.
+    const e = await startServe(['--data', data, '--port', '0'], { BKV_TOKEN_PIN: 'operator-user-pin-1' });
+    try {
+      expect(e.err()).toContain('bkv: token PINs: from BKV_TOKEN_PIN');
+    } finally {
+      await stop(e.proc);
+    }
+  }, 120_000);
+
+  it('serve prints no credential of the store URL, from --store or BKV_STORE', () => {
+    const secret = 'S3cr3t-pw';
+    const store = `postgres://vaultuser:${secret}@127.0.0.1:1/vault?schema=s&password=${secret}2`;
+    for (const [args, env] of [
+      [['--store', store], {}],
+      [[], { BKV_STORE: store }],
+    ] as const) {
+      const r = bkv(['serve', '--data', join(dir, 'vault-store'), '--port', '0', ...args], undefined, env);
+      expect(r.code).toBe(1); // nothing listens on port 1
+      expect(r.err).toMatch(/StorageError/);
+      expect(r.err + r.out).not.toContain(secret);
+      expect(r.err + r.out).not.toContain('vaultuser');
+    }
+  }, 60_000);
+
+  it('URLs lose their credentials in what serve prints (the start line, error messages)', () => {
+    const line = listeningLine('http://127.0.0.1:8080', 2, 'emulator', 'postgres://vault:pa%2Fss@db.example:5432/vault?schema=s&sslpassword=kp', '/d');
+    expect(line).toBe('vault listening on http://127.0.0.1:8080 (2 partitions, emulator token, store postgres://***@db.example:5432/vault?schema=s&sslpassword=***)');
+    expect(scrubCredentials('connect postgresql://u@h/db failed; retry postgres://u:p@ss@h2/db?password=x#f')).toBe('connect postgresql://***@h/db failed; retry postgres://***@h2/db?password=***#f');
+    expect(scrubCredentials('SQLite in /data/vault.db, http://127.0.0.1:80/v1')).toBe('SQLite in /data/vault.db, http://127.0.0.1:80/v1');
+  });
+
+  it.skipIf(!process.env.BKV_PG_URL)('serve on PostgreSQL from BKV_STORE prints the store URL without user and password', async () => {
+    const secret = 'S3cr3t-pw';
+    const u = new URL(process.env.BKV_PG_URL!);
+    u.password = secret; // trust authentication on the test cluster: any password passes
+    u.searchParams.set('schema', `bkv_cli_${Date.now().toString(36)}`);
+    const s = await startServe(['--data', join(dir, 'vault-pg'), '--port', '0', '--partitions', '1'], { BKV_STORE: u.href });
+    try {
+      expect(s.err()).toMatch(/listening on .*store postgres:\/\/\*\*\*@/);
+      expect(s.err() + s.out()).not.toContain(secret);
+    } finally {
+      await stop(s.proc);
+    }
+  }, 90_000);
+
+  it('demo runs on embedded defaults and names the token PINs\' folder', () => {
+    const r = spawnSync(process.execPath, [bin, 'demo', '--partitions', '1'], { cwd: dir, encoding: 'utf8', timeout: 120_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/token PINs: \S+\/vault\.operator \(development mode: keep this folder apart from the data folder \S+\/vault\)/);
+    expect(r.stdout).toMatch(/demo finished/);
   }, 120_000);
 });
 

@@ -53,7 +53,7 @@ beforeAll(async () => {
   issuer = await testIssuer();
 });
 afterAll(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  for (const d of dirs.splice(0)) for (const x of [d, `${d}.operator`]) rmSync(x, { recursive: true, force: true }); // the data folder and its token PINs' operator folder
 });
 
 function tempDir(): string {

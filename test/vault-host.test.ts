@@ -22,7 +22,7 @@ const dirs: string[] = [];
 const hosts: VaultHost[] = [];
 afterEach(async () => {
   for (const h of hosts.splice(0)) await h.close().catch(() => undefined);
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  for (const d of dirs.splice(0)) for (const x of [d, `${d}.operator`]) rmSync(x, { recursive: true, force: true }); // the data folder and its token PINs' operator folder
 });
 
 function tempDir(): string {

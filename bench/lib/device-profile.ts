@@ -208,5 +208,5 @@ console.log(`GC on this thread: ${[...gcStats].map(([k, g]) => `${k} ${g.n}x ${(
 if (prof) printSummary(summarize(prof, { top: 40, inclusive: A.get('incl') ? new RegExp(A.get('incl')!) : undefined }));
 await engine.close();
 await store.close();
-rmSync(dir, { recursive: true, force: true });
+for (const x of [dir, `${dir}.operator`]) rmSync(x, { recursive: true, force: true });
 process.exit(0);

@@ -85,7 +85,7 @@ export class EnclaveRig {
         onBatch: (_p, size) => sizes.push(size),
       });
     } catch (e) {
-      rmSync(dir, { recursive: true, force: true });
+      for (const x of [dir, `${dir}.operator`]) rmSync(x, { recursive: true, force: true });
       throw e;
     }
     const suite = await fastSuite(o.suite ?? 'ristretto255-SHA512');
@@ -197,7 +197,7 @@ export class EnclaveRig {
 
   async close(): Promise<void> {
     await this.host.close();
-    rmSync(this.dir, { recursive: true, force: true });
+    for (const x of [this.dir, `${this.dir}.operator`]) rmSync(x, { recursive: true, force: true });
   }
 }
 

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { projectBundle, projectRoot } from '../../bin/bundle.mjs';
 import { softhsmPaths } from '../tokens/softhsm.ts';
 import type { TokenKind } from '../tokens/config.ts';
+import type { TokenPinSource } from '../tokens/token-pins.ts';
 
 export const ChannelErrorCode = {
   /** No response within the request's timeout. */
@@ -73,6 +74,8 @@ export interface ChannelOptions {
   dataDir: string;
   /** The vault's PKCS#11 token: the emulator (default) or SoftHSM2 (host/tokens/). */
   token?: TokenKind;
+  /** Where the device finds the token's PINs (host/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
+  tokenPins?: TokenPinSource;
   /** Where the device keeps its NVRAM: a file per partition (default) or token data objects. */
   nvram?: 'token' | 'file';
   partition?: number;
@@ -107,6 +110,7 @@ export interface DeviceConfig {
   firmware?: string;
   dataDir: string;
   token?: TokenKind;
+  tokenPins?: TokenPinSource;
   nvram?: 'token' | 'file';
   partition: number;
   partitions: number;
@@ -185,6 +189,7 @@ export abstract class DeviceChannel implements EnclaveChannel {
       partitions,
       ...(opts.firmware !== undefined && { firmware: opts.firmware }),
       ...(opts.token !== undefined && { token: opts.token }),
+      ...(opts.tokenPins !== undefined && { tokenPins: opts.tokenPins }),
       ...(opts.nvram !== undefined && { nvram: opts.nvram }),
       ...(opts.nvramSize !== undefined && { nvramSize: opts.nvramSize }),
       ...(opts.failpoint !== undefined && { failpoint: opts.failpoint }),

@@ -19,6 +19,7 @@ import { Handling, faultName } from '../../enclave/api/codes.ts';
 import { SERVE_USAGE, serveCommand } from './cmd-serve.ts';
 import { VaultHttpError } from '../client/http-relay.ts';
 import { runDemo } from './demo.ts';
+import { scrubCredentials } from './redact.ts';
 
 const HELP = `bkv: Backup Key Vault
   bkv demo [--keep] [--process] [--partitions N]
@@ -64,7 +65,7 @@ main(process.argv.slice(2)).then(
   },
   (e: unknown) => {
     if (e instanceof UsageError) {
-      console.error(`bkv: ${e.message}`);
+      console.error(`bkv: ${scrubCredentials(e.message)}`);
       process.exit(64);
     }
     if (e instanceof EscrowError && AUTH_FAULTS.has(e.code)) {
@@ -80,7 +81,8 @@ main(process.argv.slice(2)).then(
       process.exit(1);
     }
     const name = e instanceof Error ? e.name : 'Error';
-    console.error(`bkv: ${name}: ${e instanceof Error ? e.message : String(e)}`);
+    // Never a credential: a storage URL in a message loses its user:password.
+    console.error(`bkv: ${name}: ${scrubCredentials(e instanceof Error ? e.message : String(e))}`);
     process.exit(1);
   },
 );

@@ -3,8 +3,14 @@
  * (`DIR/vault-key.pub`, what clients pin). Logs are JSON lines on stdout; the human summary
  * goes to stderr. SIGTERM / SIGINT shut down gracefully. The API bearer token, when wanted,
  * comes from the environment (BKV_SERVICE_TOKEN), never from argv.
+ *
+ * The token's PINs never come from the data folder (host/tokens/token-pins.ts): from
+ * `--token-pin-file F` (outside the data folder), else from BKV_TOKEN_PIN (and BKV_TOKEN_SO_PIN
+ * at the token's creation), else development mode: the operator folder (`--operator-dir`,
+ * default `<data>.operator`), named at start. The store URL comes from `--store` or BKV_STORE;
+ * a URL is printed only without its credentials.
  */
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { DEFAULT_OPAQUE_CONTEXT } from '../../enclave/api/messages.ts';
 import { runUntilSignal } from '../service/signals.ts';
 import { intOption, parseArgs, UsageError } from './args.ts';
@@ -12,9 +18,37 @@ import type { Parsed } from './args.ts';
 import type { BucketConfig } from '../service/rate-limit.ts';
 import { writeVaultKeyFile } from './io.ts';
 import { resolveServeAuth, writeStoredAuth } from '../auth/issuer.ts';
+import { scrubCredentials } from './redact.ts';
+import { TOKEN_PIN_ENV, assertOutsideDataDir, defaultOperatorDir, pinsFromEnv } from '../tokens/token-pins.ts';
+import type { TokenPinSource } from '../tokens/token-pins.ts';
 
 export const SERVE_USAGE =
-  'bkv serve [--data DIR] [--port N] [--host ADDR] [--token emulator|softhsm] [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A]';
+  'bkv serve [--data DIR] [--port N] [--host ADDR] [--token emulator|softhsm] [--token-pin-file F | --operator-dir DIR] [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A]\n' +
+  '        (environment: BKV_STORE, BKV_TOKEN_PIN, BKV_TOKEN_SO_PIN, BKV_SERVICE_TOKEN)';
+
+/** Environment variable with the store URL (when --store is not given). */
+export const STORE_ENV = 'BKV_STORE';
+
+/**
+ * Where the devices find the token's PINs, from the options and the environment, and the line
+ * that says so at start (never a PIN).
+ */
+export function tokenPinSource(p: Parsed, dataDir: string, env: NodeJS.ProcessEnv = process.env): { source: TokenPinSource; note: string } {
+  const pinFile = p.opts.get('token-pin-file');
+  const operatorDir = p.opts.get('operator-dir');
+  const fromEnv = pinsFromEnv(env);
+  const given = [pinFile !== undefined && '--token-pin-file', operatorDir !== undefined && '--operator-dir', fromEnv !== undefined && TOKEN_PIN_ENV].filter(Boolean);
+  if (given.length > 1) throw new UsageError(`the token PINs come from one place: ${given.join(' and ')} were both given`);
+  if (pinFile !== undefined) {
+    const file = resolve(pinFile);
+    assertOutsideDataDir(file, dataDir, 'the token pin file');
+    return { source: { pinFile: file }, note: `token PINs: the pin file ${file}` };
+  }
+  if (fromEnv !== undefined) return { source: fromEnv, note: `token PINs: from ${TOKEN_PIN_ENV}` };
+  const dir = operatorDir !== undefined ? resolve(operatorDir) : defaultOperatorDir(dataDir);
+  assertOutsideDataDir(dir, dataDir, 'the operator folder');
+  return { source: { operatorDir: dir }, note: `token PINs: ${dir} (development mode: keep this folder apart from the data folder)` };
+}
 
 /** `R/B`: R operations a minute with a burst of B; `off`: no limit. */
 function limit(p: Parsed, name: string): BucketConfig | false | undefined {
@@ -26,26 +60,35 @@ function limit(p: Parsed, name: string): BucketConfig | false | undefined {
   return { perMinute: Number(m[1]), burst: Number(m[2]) };
 }
 
+/** The start summary; the store URL without its credentials. */
+export function listeningLine(url: string, partitions: number, token: string, store: string | undefined, dataDir: string): string {
+  return `vault listening on ${url} (${partitions} partitions, ${token} token, ${store ? 'store ' + scrubCredentials(store) : 'SQLite in ' + dataDir})`;
+}
+
 const SUITE_NAMES: Record<number, string> = { 1: 'ristretto255-SHA512', 2: 'P256-SHA256' };
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const p = parseArgs(argv, {
-    options: ['data', 'port', 'host', 'token', 'store', 'partitions', 'record-limit', 'address-limit', 'auth-issuer', 'auth-audience'],
+    options: ['data', 'port', 'host', 'token', 'token-pin-file', 'operator-dir', 'store', 'partitions', 'record-limit', 'address-limit', 'auth-issuer', 'auth-audience'],
     flags: ['process'],
   });
   if (p.positional.length) throw new UsageError(`usage: ${SERVE_USAGE}`);
   const dataDir = p.opts.get('data') ?? 'data';
   const token = p.opts.get('token') ?? 'emulator';
   if (token !== 'emulator' && token !== 'softhsm') throw new UsageError('--token must be emulator or softhsm');
+  const store = p.opts.get('store') ?? (process.env[STORE_ENV] || undefined);
+  const pins = tokenPinSource(p, dataDir);
+  console.error(`bkv: ${pins.note}`);
   const auth = await resolveServeAuth(dataDir, { issuerFiles: p.all.get('auth-issuer') ?? [], audience: p.opts.get('auth-audience') });
   const service = await runUntilSignal({
     dataDir,
     port: intOption(p, 'port', 0, 65535) ?? 8080,
     host: p.opts.get('host') ?? '127.0.0.1',
-    store: p.opts.get('store'),
+    store,
     mode: p.flags.has('process') ? 'process' : 'worker',
     partitions: intOption(p, 'partitions', 1, 16),
     hsmToken: token,
+    tokenPins: pins.source,
     token: process.env.BKV_SERVICE_TOKEN || undefined,
     rateLimits: { record: limit(p, 'record-limit'), address: limit(p, 'address-limit') },
     auth: auth.config,
@@ -60,7 +103,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     opaqueContext: DEFAULT_OPAQUE_CONTEXT,
     serverPublicKeys: Object.fromEntries([...info.serverPublicKeys].map(([code, k]) => [SUITE_NAMES[code] ?? String(code), k])),
   });
-  console.error(`bkv: vault listening on ${service.url} (${info.partitions} partitions, ${token} token, ${p.opts.get('store') ? 'store ' + p.opts.get('store') : 'SQLite in ' + dataDir})`);
+  console.error(`bkv: ${listeningLine(service.url, info.partitions, token, store, dataDir)}`);
   console.error(`bkv: clients pin ${file}`);
   if (auth.development) {
     console.error(`bkv: DEVELOPMENT MODE: tokens are signed by the issuer key ${auth.devKeyFile}, which sits in the data folder (anyone who reads it can act as any user); give --auth-issuer FILE.pub in production`);

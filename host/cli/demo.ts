@@ -10,6 +10,9 @@
  *
  * Client operations are authorized by tokens of a development issuer (`bkv serve` without
  * `--auth-issuer` does the same): its key pair is made in the data folder.
+ * The token's PINs are in development mode: generated into the operator folder beside the vault's
+ * data folder (`<tmp>/vault.operator`), never in it; the demo names that folder at start.
+ *
  * Options: --keep (keep the data folder), --partitions N, --process (child-process devices).
  */
 import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'node:fs';
@@ -25,6 +28,7 @@ import { VaultHost } from '../vault/vault-host.ts';
 import { DEFAULT_OPAQUE_CONTEXT } from '../../enclave/api/messages.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { argon2idKsf, DEFAULT_ARGON2ID } from '../../enclave/opaque/ksf.ts';
+import { defaultOperatorDir } from '../tokens/token-pins.ts';
 import { intOption, parseArgs } from './args.ts';
 
 const te = new TextEncoder();
@@ -57,11 +61,13 @@ export async function runDemo(argv: string[]): Promise<number> {
   try {
     console.log('Backup Key Vault demo');
     console.log(`data folder ${dataDir} (SQLite, emulated token and NVRAM); devices: ${mode} threads`.replace('process threads', 'child processes'));
-    let t0 = performance.now();
     const vaultDir = join(dataDir, 'vault');
+    const operatorDir = defaultOperatorDir(vaultDir);
+    console.log(`token PINs: ${operatorDir} (development mode: keep this folder apart from the data folder ${vaultDir})`);
+    let t0 = performance.now();
     const auth = await resolveServeAuth(vaultDir, { issuerFiles: [] });
     const issuer = readIssuerPrivate(auth.devKeyFile!);
-    host = await VaultHost.open({ dataDir: vaultDir, mode, partitions: intOption(p, 'partitions', 1, 16), auth: auth.config });
+    host = await VaultHost.open({ dataDir: vaultDir, mode, partitions: intOption(p, 'partitions', 1, 16), tokenPins: { operatorDir }, auth: auth.config });
     const vault = host;
     console.log(`issuer (development mode): ${auth.devKeyFile}; every operation carries its token for the user's id`);
     console.log(`vault up in ${ms(t0)}: ${host.info.partitions} partition(s), self-tests passed`);

@@ -19,6 +19,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ChannelMode } from '../channel/pool.ts';
+import type { TokenPinSource } from '../tokens/token-pins.ts';
 import { VaultHost } from '../vault/vault-host.ts';
 import { ServiceError, errorKind, toServiceError } from './errors.ts';
 import { DEFAULT_BODY_LIMIT, sendError } from './http.ts';
@@ -47,6 +48,8 @@ export interface ServiceOptions {
   partitions?: number;
   /** The vault's PKCS#11 token: 'emulator' (default) or 'softhsm'. */
   hsmToken?: 'emulator' | 'softhsm';
+  /** Where the devices find the token's PINs (host/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
+  tokenPins?: TokenPinSource;
   /** When set, /v1/* and /metrics need `Authorization: Bearer <token>`. */
   token?: string;
   rateLimits?: RateLimits;
@@ -106,6 +109,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
     partitions: opts.partitions,
     store: opts.store,
     ...(opts.hsmToken !== undefined && { token: opts.hsmToken }),
+    ...(opts.tokenPins !== undefined && { tokenPins: opts.tokenPins }),
     operatorKeyHash: opts.operatorKeyHash,
     ...(opts.auth !== undefined && { auth: opts.auth }),
     log: (msg) => log.warn({ event: 'vault' }, msg),

@@ -1,16 +1,18 @@
 /**
  * The vault token's configuration in the data folder (`token.json`) and the cross-process lock
- * its users share. PKCS#11 v2.40 §2.5: a token has a Security Officer PIN and a user PIN; here
- * both are generated at the vault's first start (128 random bits each, hex) and kept in
- * `token.json` with the token's label. That file stands in for the operator's HSM credentials
- * (on a real HSM they live in an operator's hands or a key ceremony's safe, not beside the
- * data): whoever reads it can log in to the token, though never read a key out of it.
+ * its users share. The file names the token kind and the token's label, nothing secret:
  *
- *   { "format": "backup-key-vault token", "version": 1, "kind": "emulator" | "softhsm",
- *     "label": "bkv-<12 hex>", "soPin": "<32 hex>", "userPin": "<32 hex>" }
+ *   { "format": "backup-key-vault token", "version": 2, "kind": "emulator" | "softhsm",
+ *     "label": "bkv-<12 hex>" }
  *
- * The file is created once (temp file, fsync, link: the first of several racing device
- * processes wins, the others read theirs) and never rewritten; opening a data folder with the
+ * The token's PINs (PKCS#11 v2.40 §2.5: SO and user) never sit in the data folder: the operator
+ * supplies them, or development mode keeps them in an operator folder beside it
+ * (host/tokens/token-pins.ts). Version 1 files, written before that, also held "soPin" and
+ * "userPin"; `readTokenConfig` returns those as `legacyPins` and the device moves them out
+ * (token-pins.ts `settleTokenPins`) and rewrites the file as version 2.
+ *
+ * The file is created once and rewritten only by that migration, both under the data folder's
+ * token lock (temp file, fsync, rename, fsync of the folder); opening a data folder with the
  * other token kind is an error.
  */
 import { randomBytes } from 'node:crypto';
@@ -22,57 +24,63 @@ export type TokenKind = 'emulator' | 'softhsm';
 export const TOKEN_KINDS: readonly TokenKind[] = ['emulator', 'softhsm'];
 export const TOKEN_CONFIG_FILE = 'token.json';
 export const TOKEN_LOCK_FILE = 'token.lock';
+export const TOKEN_CONFIG_FORMAT = 'backup-key-vault token';
 
 export interface VaultTokenConfig {
-  format: 'backup-key-vault token';
-  version: 1;
+  format: typeof TOKEN_CONFIG_FORMAT;
+  version: 2;
   kind: TokenKind;
   label: string;
-  soPin: string;
-  userPin: string;
+}
+
+export interface StoredTokenConfig {
+  config: VaultTokenConfig;
+  /** The PINs a version 1 file still holds (to be moved out of the data folder). */
+  legacyPins?: { soPin: string; userPin: string };
 }
 
 export function isTokenKind(k: unknown): k is TokenKind {
   return k === 'emulator' || k === 'softhsm';
 }
 
-function parse(text: string, file: string): VaultTokenConfig {
-  let v: Partial<VaultTokenConfig>;
+const field = (v: Record<string, unknown>, k: string, file: string, max = 32): string => {
+  const x = v[k];
+  if (typeof x !== 'string' || x.length < 4 || Buffer.byteLength(x) > max) throw new Error(`${file}: bad ${k}`);
+  return x;
+};
+
+function parse(text: string, file: string): StoredTokenConfig {
+  let v: Record<string, unknown>;
   try {
-    v = JSON.parse(text) as Partial<VaultTokenConfig>;
+    v = JSON.parse(text) as Record<string, unknown>;
   } catch {
     throw new Error(`${file}: not JSON`);
   }
-  if (v.format !== 'backup-key-vault token' || v.version !== 1 || !isTokenKind(v.kind)) throw new Error(`${file}: not a token configuration`);
-  for (const k of ['label', 'soPin', 'userPin'] as const) {
-    if (typeof v[k] !== 'string' || v[k]!.length < 4 || Buffer.byteLength(v[k]!) > 32) throw new Error(`${file}: bad ${k}`);
+  if (!v || v.format !== TOKEN_CONFIG_FORMAT || (v.version !== 1 && v.version !== 2) || !isTokenKind(v.kind)) throw new Error(`${file}: not a token configuration`);
+  const config: VaultTokenConfig = { format: TOKEN_CONFIG_FORMAT, version: 2, kind: v.kind, label: field(v, 'label', file) };
+  if (v.version === 2) {
+    if ('soPin' in v || 'userPin' in v) throw new Error(`${file}: a version 2 token configuration holds no PINs`);
+    return { config };
   }
-  return v as VaultTokenConfig;
+  return { config, legacyPins: { soPin: field(v, 'soPin', file, 255), userPin: field(v, 'userPin', file, 255) } };
 }
 
-/** Reads the data folder's token configuration, creating it for `kind` on first use. */
-export function settleTokenConfig(dataDir: string, kind: TokenKind): VaultTokenConfig {
+/** The data folder's token configuration, or null when it has none yet. */
+export function readTokenConfig(dataDir: string): StoredTokenConfig | null {
   const file = path.join(dataDir, TOKEN_CONFIG_FILE);
-  let text: string | undefined;
+  let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
   }
-  if (text !== undefined) {
-    const cfg = parse(text, file);
-    if (cfg.kind !== kind) throw new Error(`${dataDir} was created with the ${cfg.kind} token; it can not be opened with the ${kind} token`);
-    return cfg;
-  }
-  fs.mkdirSync(dataDir, { recursive: true });
-  const cfg: VaultTokenConfig = {
-    format: 'backup-key-vault token',
-    version: 1,
-    kind,
-    label: `bkv-${randomBytes(6).toString('hex')}`,
-    soPin: randomBytes(16).toString('hex'),
-    userPin: randomBytes(16).toString('hex'),
-  };
+  return parse(text, file);
+}
+
+/** Writes (or replaces) the data folder's token configuration durably. */
+export function writeTokenConfig(dataDir: string, cfg: VaultTokenConfig): void {
+  const file = path.join(dataDir, TOKEN_CONFIG_FILE);
   const tmp = `${file}.${randomBytes(8).toString('hex')}.tmp`;
   const fd = fs.openSync(tmp, 'wx', 0o600);
   try {
@@ -81,20 +89,38 @@ export function settleTokenConfig(dataDir: string, kind: TokenKind): VaultTokenC
   } finally {
     fs.closeSync(fd);
   }
-  try {
-    fs.linkSync(tmp, file); // fails if another process got there first: theirs stands
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-  } finally {
-    fs.unlinkSync(tmp);
-  }
+  fs.renameSync(tmp, file);
   const dfd = fs.openSync(dataDir, 'r');
   try {
     fs.fsyncSync(dfd);
   } finally {
     fs.closeSync(dfd);
   }
-  return settleTokenConfig(dataDir, kind);
+}
+
+export function checkTokenKind(dataDir: string, cfg: VaultTokenConfig, kind: TokenKind): void {
+  if (cfg.kind !== kind) throw new Error(`${dataDir} was created with the ${cfg.kind} token; it can not be opened with the ${kind} token`);
+}
+
+/** A new token configuration for `kind` with a fresh label (not yet written). */
+export function newTokenConfig(kind: TokenKind): VaultTokenConfig {
+  return { format: TOKEN_CONFIG_FORMAT, version: 2, kind, label: `bkv-${randomBytes(6).toString('hex')}` };
+}
+
+/**
+ * Reads the data folder's token configuration, creating it for `kind` on first use (callers
+ * that may race hold the token lock). Its PINs are host/tokens/token-pins.ts's business.
+ */
+export function settleTokenConfig(dataDir: string, kind: TokenKind): VaultTokenConfig {
+  const stored = readTokenConfig(dataDir);
+  if (stored) {
+    checkTokenKind(dataDir, stored.config, kind);
+    return stored.config;
+  }
+  fs.mkdirSync(dataDir, { recursive: true });
+  const cfg = newTokenConfig(kind);
+  writeTokenConfig(dataDir, cfg);
+  return cfg;
 }
 
 export interface FileLockOptions {

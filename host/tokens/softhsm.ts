@@ -21,6 +21,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { projectRoot } from '../../bin/bundle.mjs';
 import * as P from '../../enclave/api/pkcs11.ts';
+import { soPinNeeded } from './token-pins.ts';
 
 export const SOFTHSM_DEFAULT_LIB = '/usr/lib/softhsm/libsofthsm2.so';
 export const SOFTHSM_INSTALL_HINT =
@@ -201,10 +202,11 @@ function findSlot(m: P.Pkcs11, label: string): P.Handle | null {
  * missing (C_InitToken, then C_Finalize + C_Initialize so the process sees it, then the SO sets
  * the user PIN). Callers hold the data folder's token lock.
  */
-export function ensureSoftHsmToken(m: ReturnType<typeof loadSoftHsm>, label: string, soPin: string, userPin: string): void {
+export function ensureSoftHsmToken(m: ReturnType<typeof loadSoftHsm>, label: string, soPin: string | undefined, userPin: string): void {
   if (findSlot(m, label)) return;
   m.reinitialize(); // another thread may have created it since this process initialized
   if (findSlot(m, label)) return;
+  if (soPin === undefined) throw soPinNeeded(label);
   const free = m.C_GetSlotList(true).find((s) => (m.C_GetTokenInfo(s).flags & P.CKF_TOKEN_INITIALIZED) === 0);
   if (!free) throw new P.Pkcs11Error(P.CKR.CKR_TOKEN_NOT_PRESENT, 'C_GetSlotList');
   m.C_InitToken(free, soPin, P.padLabel(label));

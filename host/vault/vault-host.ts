@@ -9,6 +9,7 @@ import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { EnclavePool } from '../channel/pool.ts';
 import type { ChannelMode } from '../channel/pool.ts';
 import type { TokenKind } from '../tokens/config.ts';
+import type { TokenPinSource } from '../tokens/token-pins.ts';
 import { openStore } from '../storage/index.ts';
 import type { RecordStore } from '../storage/types.ts';
 import { PartitionEngine } from './engine.ts';
@@ -19,6 +20,8 @@ export interface VaultHostOptions {
   mode?: ChannelMode;
   /** The vault's PKCS#11 token: 'emulator' (default) or 'softhsm'; fixed at the data folder's creation. */
   token?: TokenKind;
+  /** Where the devices find the token's PINs (host/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
+  tokenPins?: TokenPinSource;
   partitions?: number;
   /** Storage location: undefined (SQLite file in the data folder), a path, or a URL. */
   store?: string;
@@ -78,6 +81,7 @@ export class VaultHost {
         dataDir: opts.dataDir,
         mode: opts.mode ?? 'worker',
         ...(opts.token !== undefined && { token: opts.token }),
+        ...(opts.tokenPins !== undefined && { tokenPins: opts.tokenPins }),
         partitions: opts.partitions,
         operatorKeyHash: opts.operatorKeyHash,
         ...(opts.auth !== undefined && { auth: opts.auth }),

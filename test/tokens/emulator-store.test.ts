@@ -158,12 +158,11 @@ describe('emulator token store', () => {
     expect(sizes.at(-1)!).toBeLessThan(10);
   });
 
-  it('a data folder keeps its token kind', () => {
+  it('a data folder keeps its token kind; token.json names the token and holds no PIN', () => {
     const dir = freshDir();
     settleTokenConfig(dir, 'emulator');
     expect(() => settleTokenConfig(dir, 'softhsm')).toThrow(/created with the emulator token/);
-    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'token.json'), 'utf8')) as { userPin: string; soPin: string };
-    expect(cfg.userPin).toMatch(/^[0-9a-f]{32}$/);
-    expect(cfg.soPin).not.toBe(cfg.userPin);
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'token.json'), 'utf8')) as Record<string, unknown>;
+    expect(cfg).toEqual({ format: 'backup-key-vault token', version: 2, kind: 'emulator', label: expect.stringMatching(/^bkv-[0-9a-f]{12}$/) });
   });
 });

@@ -110,7 +110,8 @@ export class Rng {
 
 export function tempDir(prefix: string): { dir: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), `bkv-adv-${prefix}-`));
-  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+  // `${dir}.operator`: the token PINs' operator folder when `dir` itself is a data folder.
+  return { dir, remove: () => [dir, `${dir}.operator`].forEach((x) => rmSync(x, { recursive: true, force: true })) };
 }
 
 // ---- statistics ----

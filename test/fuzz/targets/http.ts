@@ -145,7 +145,7 @@ export async function setup(): Promise<void> {
 export async function teardown(): Promise<void> {
   if (!ctx) return;
   await ctx.svc.close();
-  rmSync(ctx.dir, { recursive: true, force: true });
+  for (const x of [ctx.dir, `${ctx.dir}.operator`]) rmSync(x, { recursive: true, force: true }); // and the token PINs' operator folder
   ctx = null;
 }
 
