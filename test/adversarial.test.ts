@@ -13,6 +13,7 @@ import { tokenFaults } from './adversarial/token-faults.ts';
 import { rollbackStorm } from './adversarial/rollback-storm.ts';
 import { races } from './adversarial/races.ts';
 import { replays } from './adversarial/replays.ts';
+import { stranger } from './adversarial/stranger.ts';
 import { soak } from './adversarial/soak.ts';
 import { timing } from './adversarial/timing.ts';
 import { Rng, newReport } from './adversarial/lib/common.ts';
@@ -54,6 +55,12 @@ describe('adversarial (CI-sized)', () => {
 
   it('races: concurrent wrong logins never pass the limit; concurrent password changes leave one password', { timeout: 120_000 }, async () => {
     clean(await races({ trials: 1, attackers: 32, seed }));
+  });
+
+  it('strangers without a valid token, against a host that skips its own checks: 0 guesses charged', { timeout: 120_000 }, async () => {
+    const r = await stranger({ rounds: 2, victims: 3 });
+    clean(r);
+    expect(Object.values(r.faults).reduce((a, b) => a + b, 0)).toBe(2 * 3 * 7 * 6);
   });
 
   it('replays after later changes gain nothing', { timeout: 60_000 }, async () => {

@@ -4,7 +4,7 @@
  *   npx tsx test/adversarial/run.ts [--quick] [--seed S] [--soak-minutes M]
  *
  * Default sizes: crash storm 50 rounds, storage faults 8 rounds, token faults 4 rounds, rollback
- * storm 10 rounds, races 10 trials of 64 attackers, replays, timing 2000 samples (reported, not
+ * storm 10 rounds, races 10 trials of 64 attackers, replays, strangers 20 rounds, timing 2000 samples (reported, not
  * gated); the soak only with --soak-minutes. `--quick`: the CI sizes of test/adversarial.test.ts.
  * Exit 1 when any script found a violation.
  */
@@ -15,6 +15,7 @@ import { races } from './races.ts';
 import { replays } from './replays.ts';
 import { rollbackStorm } from './rollback-storm.ts';
 import { soak } from './soak.ts';
+import { stranger } from './stranger.ts';
 import { storageFaults } from './storage-faults.ts';
 import { timing } from './timing.ts';
 import { tokenFaults } from './token-faults.ts';
@@ -37,6 +38,7 @@ if (isMain(import.meta.url)) {
     await step(rollbackStorm({ rounds: quick ? 2 : 10, seed, log }));
     await step(races({ trials: quick ? 1 : 10, attackers: quick ? 32 : 64, seed, log }));
     await step(replays({ log }));
+    await step(stranger({ rounds: quick ? 2 : 20, log }));
     const t = await timing({ samples: quick ? 200 : 2000, seed, log });
     printReport(t);
     const minutes = a.num('soak-minutes', 0);
