@@ -9,6 +9,16 @@ import { serverLoginStateDecode, serverLoginStateEncode } from '../opaque/server
 import type { ServerLoginState } from '../opaque/server.ts';
 import type { Suite, SuiteId } from '../opaque/suite.ts';
 
+/** How many entries each of a partition's tables holds at most. */
+export interface TableLimits {
+  stages: number;
+  loginSessions: number;
+  authSessions: number;
+}
+
+/** 100,000 login sessions are 16 MB of slots (LoginSessionTable); the other tables hold as many. */
+export const DEFAULT_TABLE_LIMITS: TableLimits = { stages: 100_000, loginSessions: 100_000, authSessions: 100_000 };
+
 export class ExpiringTable<V> implements SessionTable<V> {
   private readonly m = new Map<string, { v: V; expires: number }>();
   constructor(

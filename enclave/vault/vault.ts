@@ -48,12 +48,17 @@ import type { AuthSession, OpContext, Stage } from './ops.ts';
 import { IndexLoader, RecordIndex } from './record-index.ts';
 import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal } from './record.ts';
 import type { VaultRecord } from './record.ts';
-import { ExpiringTable, LoginSessionTable } from './sessions.ts';
+import { DEFAULT_TABLE_LIMITS, ExpiringTable, LoginSessionTable } from './sessions.ts';
+import type { TableLimits } from './sessions.ts';
 
 const SESSION_TTL_MS = 120_000;
 const STAGE_TTL_MS = 300_000;
 const AUTH_TTL_MS = 300_000;
-const MAX_SESSIONS = 100_000;
+
+/** How a Vault is built beyond its platform (tests shrink the tables with it). */
+export interface VaultOptions {
+  tableLimits?: Partial<TableLimits>;
+}
 
 type State = 'ready' | 'notLoaded' | 'selfTestFailed' | 'zeroized' | 'broken';
 
@@ -113,17 +118,25 @@ export class Vault {
    */
   private sha256!: HashPrimitives;
   private readonly suites = new Map<SuiteId, Suite>();
-  private readonly stages = new ExpiringTable<Stage>(STAGE_TTL_MS, MAX_SESSIONS);
-  private readonly sessions = new LoginSessionTable(SESSION_TTL_MS, MAX_SESSIONS, this.suites);
-  private readonly authSessions = new ExpiringTable<AuthSession>(AUTH_TTL_MS, MAX_SESSIONS, (a) => a.authKey.fill(0));
+  private readonly stages: ExpiringTable<Stage>;
+  private readonly sessions: LoginSessionTable;
+  private readonly authSessions: ExpiringTable<AuthSession>;
 
   /** `random` as a RandomSource, made once (the batch hands it to every operation). */
   private readonly rng = (n: number): Uint8Array => this.random(n);
 
-  private constructor(private readonly p: Platform) {}
+  private constructor(
+    private readonly p: Platform,
+    opts: VaultOptions,
+  ) {
+    const l = { ...DEFAULT_TABLE_LIMITS, ...opts.tableLimits };
+    this.stages = new ExpiringTable<Stage>(STAGE_TTL_MS, l.stages);
+    this.sessions = new LoginSessionTable(SESSION_TTL_MS, l.loginSessions, this.suites);
+    this.authSessions = new ExpiringTable<AuthSession>(AUTH_TTL_MS, l.authSessions, (a) => a.authKey.fill(0));
+  }
 
-  static async boot(p: Platform): Promise<Vault> {
-    const v = new Vault(p);
+  static async boot(p: Platform, opts: VaultOptions = {}): Promise<Vault> {
+    const v = new Vault(p, opts);
     await v.start();
     return v;
   }

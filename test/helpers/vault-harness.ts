@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createEnclave } from '../../enclave/main.ts';
 import type { Enclave } from '../../enclave/main.ts';
+import type { TableLimits } from '../../enclave/vault/sessions.ts';
 import { SUITE_CODE } from '../../enclave/api/messages.ts';
 import type { SuiteId } from '../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
@@ -38,7 +39,7 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKind?: TokenKind } = {}): Promise<Harness> {
+export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKind?: TokenKind; tableLimits?: Partial<TableLimits> } = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'bkv-test-'));
   const platform = testPlatform({ operatorKeyHash: opts.operatorKeyHash, tokenKind: opts.tokenKind });
   const h = {} as Harness;
@@ -46,7 +47,7 @@ export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKin
   h.platform = platform;
   h.store = await openSqliteStore(join(dir, 'vault.db'));
   const boot = async () => {
-    h.enclave = await createEnclave(platform);
+    h.enclave = await createEnclave(platform, { tableLimits: opts.tableLimits });
     // The engine reaches the store through `h.store`, so a test can swap the database underneath.
     const store = new Proxy({} as RecordStore, {
       get: (_t, k) => {
