@@ -8,8 +8,9 @@
  *   (the batch protocol releases nothing until the write is durable). Unknown records get the
  *   RFC 9807 §6.3.2.2 fake credential response from a per-id deterministic fake record.
  * - LoginFinish checks KE3; only then is the backup key released, wrapped under a key derived
- *   from the OPAQUE session key, and the count reset. At the limit the secrets are zeroized and
- *   the record is locked for good.
+ *   from the OPAQUE session key, and the count reset, ending the record's other login sessions
+ *   (so at most attemptLimit wrong guesses are evaluated between two successes). At the limit
+ *   the secrets are zeroized and the record is locked for good.
  * - Status, and Delete (of a live record: with the same proof as replacing it).
  * Handlers return the response, the record to write, and the audit events; the batch (vault.ts)
  * seals, indexes and commits. What they put in the session tables (sessions.ts) stays pending
@@ -287,6 +288,11 @@ function loginFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginF
   const auth: AuthSession = { idHex: ctx.idHex, registrationId: cur.registrationId, authKey: sessionAuthKeySync(result.sessionKey) };
   result.sessionKey.fill(0);
   const next: VaultRecord = { ...cur, attemptsUsed: 0 };
+  // The count starts again from 0, so every other login session of the record ends here: each
+  // holds a guess charged before the reset, and finishing it afterwards would evaluate more than
+  // attemptLimit wrong guesses before the next success. Sessions this batch opened go too (they
+  // are pending in the table); a later op of the batch finds none of them.
+  ctx.sessions.dropId(ctx.idHex);
   ctx.authSessions.put(toHex(req.sessionId), ctx.idHex, auth, ctx.now);
   return {
     response: { type: 'Recovered', wrappedKey, attemptsRemaining: next.attemptLimit },
