@@ -3,7 +3,8 @@
  * fill up (enclave/vault/sessions.ts): room is taken while a batch is computed, so an operation
  * that finds none is refused with TooManySessions before it charges anything, its Commit can not
  * fail on it, and the partition keeps serving with every live session; one record id holds at
- * most its quota of each table; an aborted or dropped batch gives its room back. Small maxima
+ * most its quota of login sessions and of stages (its recovered sessions beyond their quota
+ * replace the oldest); an aborted or dropped batch gives its room back. Small maxima
  * (createEnclave's tableLimits) stand in for a partition's 100,000; test/vault-hotpath.test.ts
  * fills the tables at that size.
  */
@@ -158,7 +159,7 @@ describe('full tables', () => {
 });
 
 describe('per-record quotas', () => {
-  it('one id holds at most its quota of login sessions, stages and recovered sessions; another id is still served', async () => {
+  it('one id holds at most its quota of login sessions and stages, another id still served; its recovered sessions replace the oldest', async () => {
     h = await openHarness();
     const c = await h.client();
     await c.register(id('many'), te.encode('pw'), key(1), { attemptLimit: 255 });
@@ -182,12 +183,18 @@ describe('per-record quotas', () => {
     expect(sr.slice(0, S).every((r) => r.type === 'RegisterStarted')).toBe(true);
     expect(sr[S]).toMatchObject(TOO_MANY);
     expect(sr[S + 1]).toMatchObject({ type: 'RegisterStarted' });
-    // Recovered sessions: the quota's worth of recoveries, then a valid KE3 is refused.
+    // Recovered sessions: one more recovery than the quota is served, and replaces the oldest.
     await c.register(id('often'), te.encode('pw'), key(2), { attemptLimit: 255 });
-    await c.register(id('once'), te.encode('pw'), key(3));
-    for (let i = 0; i < MAX_AUTH_SESSIONS_PER_ID; i++) expect(await c.recover(id('often'), te.encode('pw'))).toMatchObject({ ok: true });
-    await expect(c.recover(id('often'), te.encode('pw'))).rejects.toMatchObject({ code: Handling.TooManySessions });
-    expect(await c.recover(id('once'), te.encode('pw'))).toMatchObject({ ok: true });
+    const recoveries: { sessionId: Uint8Array; sessionKey: Uint8Array }[] = [];
+    for (let i = 0; i <= MAX_AUTH_SESSIONS_PER_ID; i++) {
+      const r = await c.recover(id('often'), te.encode('pw'));
+      if (!r.ok) throw new Error('recovery failed');
+      recoveries.push(r);
+    }
+    const change = (r: { sessionId: Uint8Array; sessionKey: Uint8Array }, pw: string) =>
+      c.register(id('often'), te.encode(pw), undefined, { authorization: { sessionId: r.sessionId, sessionKey: r.sessionKey } });
+    await expect(change(recoveries[0]!, 'pw1')).rejects.toMatchObject({ code: Handling.NotAuthorized });
+    expect(await change(recoveries[1]!, 'pw2')).toMatchObject({ attemptsRemaining: 255 });
     expect(h.engine.failed).toBeNull();
   });
 });

@@ -80,6 +80,25 @@ describe('ExpiringTable', () => {
     expect(() => t.put('c', 'z', 3, 50)).toThrow(EnclaveFault);
   });
 
+  it('with evictOldest, an id at its quota gives up its oldest entry, and fits a full table', () => {
+    const dropped: number[] = [];
+    const t = new ExpiringTable<number>(100, 3, 2, (v) => dropped.push(v), true);
+    t.put('a1', 'a', 1, 0);
+    t.put('a2', 'a', 2, 1);
+    t.room('a', 2);
+    t.put('a3', 'a', 3, 2);
+    expect(dropped).toEqual([1]);
+    expect(t.countOf('a')).toBe(2);
+    expect(t.take('a1', 2)).toBe('missing');
+    t.put('b1', 'b', 4, 2); // full now
+    expect(() => t.room('c', 2)).toThrow(EnclaveFault);
+    t.room('a', 2); // at its quota: its own oldest makes the room
+    t.put('a4', 'a', 5, 3);
+    expect(dropped).toEqual([1, 2]);
+    expect([t.take('a3', 3), t.take('a4', 3), t.take('b1', 3)]).toEqual([3, 5, 4]);
+    expect(t.size).toBe(0);
+  });
+
   it('an id holds its quota; entries are pending until their batch commits, and an abort or a failed op releases them', () => {
     const dropped: number[] = [];
     const t = new ExpiringTable<number>(100, 10, 2, (v) => dropped.push(v));

@@ -281,9 +281,7 @@ describeTokens('vault model', (kind) => {
     await fc.assert(
       fc.asyncProperty(fc.commands(cmds, { maxCommands: 24 }), async (commands) => {
         await h?.close();
-        // Recovered sessions are never spent here and the clock stands still, so their per-id quota
-        // (test/vault-capacity.test.ts) would refuse the ninth recovery of an id: lifted.
-        h = await openHarness({ tokenKind: kind, tableLimits: { authSessionsPerId: 1_000 } });
+        h = await openHarness({ tokenKind: kind });
         const real: Real = { h, c: await h.client(), open: {} };
         const model: Model = { r: Object.fromEntries(IDS.map((i) => [i, none()])) };
         await fc.asyncModelRun(() => ({ model, real }), commands);

@@ -38,8 +38,10 @@ export const MAX_LOGIN_SESSIONS_PER_ID = 16;
  */
 export const MAX_STAGES_PER_ID = 8;
 /**
- * Recovered sessions one record id holds at most: each takes a login with the right password,
- * and one authorizes a change or a delete; 8 recoveries within the 5 minutes one lives.
+ * Recovered sessions one record id holds at most. Each takes a login with the right password
+ * and authorizes one change or delete; the ninth recovery within the 5 minutes one lives
+ * replaces the oldest (only the password's holder makes them, so a valid KE3 is never refused
+ * for this quota).
  */
 export const MAX_AUTH_SESSIONS_PER_ID = 8;
 
@@ -141,16 +143,25 @@ class InFlight<K> {
 }
 
 interface Entry<V> {
+  key: string;
   v: V;
   id: string;
   expires: number;
   pending: boolean;
+  /** The next older and next newer entry of the same record id. */
+  older: Entry<V> | null;
+  newer: Entry<V> | null;
 }
 
-/** A table of values by key (stages, recovered sessions), with a count per record id. */
+/**
+ * A table of values by key (stages, recovered sessions), with a list per record id. An id at its
+ * quota is refused (`room` throws), or, for a table made with `evictOldest`, gives up its oldest
+ * entry to the new one (`put`).
+ */
 export class ExpiringTable<V> implements BatchTable {
   private readonly m = new Map<string, Entry<V>>();
-  private readonly perIdCount = new Map<string, number>();
+  /** Record id -> its newest entry; the others follow through `older`. */
+  private readonly byId = new Map<string, Entry<V>>();
   private readonly inFlight = new InFlight<string>();
   /** Whether expiry times follow insertion order (they do unless the clock went back). */
   private ordered = true;
@@ -158,7 +169,7 @@ export class ExpiringTable<V> implements BatchTable {
   private fullSweepAt = NaN;
   private readonly dropKey = (k: string): void => {
     const e = this.m.get(k);
-    if (e) this.delete(k, e, true);
+    if (e) this.delete(e, true);
   };
   private readonly activateKey = (k: string): void => {
     const e = this.m.get(k);
@@ -170,6 +181,7 @@ export class ExpiringTable<V> implements BatchTable {
     private readonly max: number,
     private readonly perId: number,
     private readonly onDrop?: (v: V) => void,
+    private readonly evictOldest = false,
   ) {}
 
   /** Entries held, pending ones included. */
@@ -179,22 +191,31 @@ export class ExpiringTable<V> implements BatchTable {
 
   /** Entries `id` holds, pending ones included. */
   countOf(id: string): number {
-    return this.perIdCount.get(id) ?? 0;
+    let n = 0;
+    for (let e = this.byId.get(id) ?? null; e; e = e.older) n++;
+    return n;
   }
 
-  private delete(key: string, e: Entry<V>, drop: boolean): void {
-    this.m.delete(key);
-    const n = this.perIdCount.get(e.id)! - 1;
-    if (n > 0) this.perIdCount.set(e.id, n);
-    else this.perIdCount.delete(e.id);
+  /** Out of the table and its id's list (not out of `inFlight`); `drop`: onDrop sees the value. */
+  private delete(e: Entry<V>, drop: boolean): void {
+    this.m.delete(e.key);
+    if (e.newer) e.newer.older = e.older;
+    else if (e.older) this.byId.set(e.id, e.older);
+    else this.byId.delete(e.id);
+    if (e.older) e.older.newer = e.newer;
+    e.older = e.newer = null;
     if (drop) this.onDrop?.(e.v);
   }
 
-  /** Throws TooManySessions unless an entry for `id` fits (the table's maximum, and the id's quota). */
+  /**
+   * Throws TooManySessions unless an entry for `id` fits: the table's maximum, and the id's
+   * quota (with `evictOldest`, an id at its quota always fits: `put` makes room from its own).
+   */
   room(id: string, now: number): void {
     if (this.m.size >= this.max && !this.ordered && this.fullSweepAt !== now) this.sweep(now, true);
-    if (this.m.size >= this.max) throw tooMany();
-    if (this.countOf(id) >= this.perId) throw tooManyForId();
+    const atQuota = this.countOf(id) >= this.perId;
+    if (atQuota && !this.evictOldest) throw tooManyForId();
+    if (this.m.size >= this.max && !atQuota) throw tooMany();
   }
 
   /** Adds an entry for record `id`: pending while a batch is in flight (see the header). Call `room` first. */
@@ -202,15 +223,25 @@ export class ExpiringTable<V> implements BatchTable {
     const old = this.m.get(key);
     if (old) {
       if (old.pending) this.inFlight.remove(key);
-      this.delete(key, old, true);
+      this.delete(old, true);
     }
     this.room(id, now);
+    const newest = this.byId.get(id) ?? null;
+    if (this.evictOldest && this.countOf(id) >= this.perId) {
+      let oldest = newest!;
+      while (oldest.older) oldest = oldest.older;
+      if (oldest.pending) this.inFlight.remove(oldest.key);
+      this.delete(oldest, true);
+    }
     const expires = now + this.ttlMs;
     if (expires < this.lastExpiry) this.ordered = false;
     else this.lastExpiry = expires;
     const pending = this.inFlight.open;
-    this.m.set(key, { v, id, expires, pending });
-    this.perIdCount.set(id, this.countOf(id) + 1);
+    const head = this.byId.get(id) ?? null;
+    const e: Entry<V> = { key, v, id, expires, pending, older: head, newer: null };
+    if (head) head.newer = e;
+    this.byId.set(id, e);
+    this.m.set(key, e);
     if (pending) this.inFlight.add(key);
   }
 
@@ -219,7 +250,7 @@ export class ExpiringTable<V> implements BatchTable {
     const e = this.m.get(key);
     if (!e || e.pending) return 'missing';
     const expired = e.expires <= now;
-    this.delete(key, e, expired);
+    this.delete(e, expired);
     return expired ? 'expired' : e.v;
   }
 
@@ -232,9 +263,9 @@ export class ExpiringTable<V> implements BatchTable {
   sweep(now: number, full = false): void {
     let last = -Infinity;
     let ordered = true;
-    for (const [k, e] of this.m) {
+    for (const e of this.m.values()) {
       if (!e.pending && e.expires <= now) {
-        this.delete(k, e, true);
+        this.delete(e, true);
         continue;
       }
       if (!full) return;
@@ -276,7 +307,7 @@ export class ExpiringTable<V> implements BatchTable {
   clear(): void {
     for (const e of this.m.values()) this.onDrop?.(e.v);
     this.m.clear();
-    this.perIdCount.clear();
+    this.byId.clear();
     this.inFlight.clear();
     this.ordered = true;
     this.lastExpiry = -Infinity;
@@ -581,7 +612,7 @@ export class VaultTables implements BatchTable {
     const l = { ...DEFAULT_TABLE_LIMITS, ...limits };
     this.stages = new ExpiringTable<Stage>(STAGE_TTL_MS, l.stages, l.stagesPerId);
     this.sessions = new LoginSessionTable(SESSION_TTL_MS, l.loginSessions, l.loginSessionsPerId, suites);
-    this.authSessions = new ExpiringTable<AuthSession>(AUTH_TTL_MS, l.authSessions, l.authSessionsPerId, (a) => a.authKey.fill(0));
+    this.authSessions = new ExpiringTable<AuthSession>(AUTH_TTL_MS, l.authSessions, l.authSessionsPerId, (a) => a.authKey.fill(0), true);
     this.all = [this.stages, this.sessions, this.authSessions];
   }
 
