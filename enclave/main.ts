@@ -9,6 +9,7 @@ import type { HostResponse } from './api/messages.ts';
 import { HostRequests, HostResponses } from './api/messages.ts';
 import type { Platform } from './platform.ts';
 import { Vault, toFault } from './vault/vault.ts';
+import type { VaultOptions } from './vault/vault.ts';
 
 export interface Enclave {
   handle(request: Uint8Array): Promise<Uint8Array>;
@@ -33,11 +34,12 @@ function faultResponse(f: EnclaveFault): Uint8Array {
   return encodeMessage(HostResponses, msg);
 }
 
-export async function createEnclave(platform: Platform): Promise<Enclave> {
+/** `options` are for tests (the device runner passes only the platform). */
+export async function createEnclave(platform: Platform, options?: VaultOptions): Promise<Enclave> {
   let vault: Vault | null = null;
   let bootFault: EnclaveFault | null = null;
   try {
-    vault = await Vault.boot(platform);
+    vault = await Vault.boot(platform, options);
   } catch (e) {
     bootFault = toFault(e);
   }

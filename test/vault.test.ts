@@ -11,12 +11,54 @@ import { Handling, Integrity } from '../enclave/api/codes.ts';
 import { describeTokens } from './helpers/tokens.ts';
 import { STATUS_LOCKED } from '../enclave/vault/record.ts';
 import { TokenBook, VaultClient } from './adversarial/lib/flows.ts';
+import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
+import { sealRequest } from '../enclave/api/e2e.ts';
+import type { ClientRequest, ClientResponse } from '../enclave/api/messages.ts';
+import { ClientRequests, ClientResponses, SUITE_CODE } from '../enclave/api/messages.ts';
+import { clientLoginFinish, clientLoginStart } from '../enclave/opaque/client.ts';
+import type { ClientLoginState } from '../enclave/opaque/client.ts';
+import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
+import { CONTEXT, withAuth } from './helpers/vault-harness.ts';
+import type { ClientOp } from './helpers/vault-harness.ts';
 
 const te = new TextEncoder();
 const id = (s: string) => te.encode(s);
 let h: Harness;
 afterEach(async () => h?.close());
+
+/** One client operation, sealed end to end and sent alone; the opened answer (a Fault too). */
+async function send(rid: Uint8Array, req: ClientOp): Promise<ClientResponse> {
+  const { message, openResponse } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, await withAuth(h, rid, req)));
+  const r = await h.engine.submit(rid, message);
+  return decodeMessage(ClientResponses, r.sealed ? await openResponse(r.response) : r.response);
+}
+
+/** Several client operations in one batch (submitted in one turn); the opened answers. */
+async function sendBatch(ops: { rid: Uint8Array; req: ClientOp }[]): Promise<ClientResponse[]> {
+  const sealed = await Promise.all(ops.map(async (o) => sealRequest(h.hpkePublicKey, o.rid, encodeMessage(ClientRequests, await withAuth(h, o.rid, o.req)))));
+  const before = h.engine.stats.batches;
+  const rs = await Promise.all(ops.map((o, i) => h.engine.submit(o.rid, sealed[i]!.message)));
+  expect(h.engine.stats.batches - before).toBe(1);
+  return Promise.all(rs.map(async (r, i) => decodeMessage(ClientResponses, r.sealed ? await sealed[i]!.openResponse(r.response) : r.response)));
+}
+
+async function loginStartReq(password: string): Promise<{ req: ClientOp; state: ClientLoginState }> {
+  const suite = await fastSuite('ristretto255-SHA512');
+  const { ke1, state } = clientLoginStart({ suite, context: CONTEXT, rng: (n) => new Uint8Array(randomBytes(n)) }, te.encode(password));
+  return { req: { type: 'LoginStart', suite: SUITE_CODE[suite.id], ke1 }, state };
+}
+
+/** An attacker's LoginStart with a wrong password: the KE2 kept, the session left open. */
+async function openSession(rid: Uint8Array): Promise<ClientResponse> {
+  return send(rid, (await loginStartReq('guess')).req);
+}
+
+/** Finishes an open session with a KE3 that can not verify (the wrong password's). */
+async function finishSession(rid: Uint8Array, started: ClientResponse): Promise<ClientResponse> {
+  if (started.type !== 'LoginStarted') throw new Error(`expected LoginStarted, got ${started.type}`);
+  return send(rid, { type: 'LoginFinish', sessionId: started.sessionId, ke3: new Uint8Array(64) });
+}
 
 describeTokens('vault', (kind) => {
   for (const suite of ['ristretto255-SHA512', 'P256-SHA256'] as const) {
@@ -66,6 +108,59 @@ describeTokens('vault', (kind) => {
     const charged = results.filter((r) => !r.ok && r.outcome === 'wrong-password').length;
     expect(charged).toBeLessThanOrEqual(4);
     expect(await c.recover(id('dave'), te.encode('pw'))).toEqual({ ok: false, outcome: 'locked' });
+  });
+
+  it('a successful login ends the record\'s other sessions: at most the limit of wrong guesses until the next success', async () => {
+    h = await openHarness({ tokenKind: kind });
+    const c = await h.client();
+    const rid = id('kim');
+    await c.register(rid, te.encode('pw'), new Uint8Array(32).fill(4), { attemptLimit: 3 });
+    // The attacker opens sessions before the user recovers: limit - 1 of them (the user's login takes the last guess).
+    const before = [await openSession(rid), await openSession(rid)];
+    expect(before).toMatchObject([{ type: 'LoginStarted', attemptsRemaining: 2 }, { type: 'LoginStarted', attemptsRemaining: 1 }]);
+    expect(await c.recover(rid, te.encode('pw'))).toMatchObject({ ok: true, attemptsRemaining: 3 });
+    // Those sessions ended with the success: their KE3s are not evaluated.
+    for (const s of before) expect(await finishSession(rid, s)).toMatchObject({ type: 'Fault', code: Handling.UnknownSession });
+    // From here, 3 wrong guesses are evaluated and no more: the record locks.
+    const answers: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const s = await openSession(rid);
+      if (s.type !== 'LoginStarted') {
+        answers.push(s.type);
+        continue;
+      }
+      const f = await finishSession(rid, s);
+      answers.push(f.type === 'WrongPassword' ? `wrong${f.locked ? ', locked' : ''}` : f.type);
+    }
+    expect(answers).toEqual(['wrong', 'wrong', 'wrong, locked', 'Locked', 'Locked']);
+    expect(await c.recover(rid, te.encode('pw'))).toEqual({ ok: false, outcome: 'locked' });
+  });
+
+  it('a success ends the sessions of its record opened before it in the same batch, and is seen by the ops after it', async () => {
+    h = await openHarness({ tokenKind: kind });
+    const c = await h.client();
+    const rid = id('lee');
+    await c.register(rid, te.encode('pw'), new Uint8Array(32).fill(5), { attemptLimit: 5 });
+    const old = await openSession(rid);
+    const user = await loginStartReq('pw');
+    const started = (await sendBatch([{ rid, req: user.req }]))[0]!;
+    if (started.type !== 'LoginStarted') throw new Error(started.type);
+    const suite = await fastSuite('ristretto255-SHA512');
+    const fin = await clientLoginFinish({ suite, context: CONTEXT, rng: (n) => new Uint8Array(randomBytes(n)), ksf: identityKsf }, user.state, te.encode('pw'), started.ke2);
+    if (!fin.ok) throw new Error('client login failed');
+    // One batch: an attacker's new login, the user's KE3, the attacker's older session, another new login.
+    const [before, done, oldFinish, after] = await sendBatch([
+      { rid, req: (await loginStartReq('guess')).req },
+      { rid, req: { type: 'LoginFinish', sessionId: started.sessionId, ke3: fin.ke3 } },
+      { rid, req: { type: 'LoginFinish', sessionId: (old as { sessionId: Uint8Array }).sessionId, ke3: new Uint8Array(64) } },
+      { rid, req: (await loginStartReq('guess')).req },
+    ]);
+    expect(before).toMatchObject({ type: 'LoginStarted', attemptsRemaining: 2 });
+    expect(done).toMatchObject({ type: 'Recovered', attemptsRemaining: 5 });
+    expect(oldFinish).toMatchObject({ type: 'Fault', code: Handling.UnknownSession });
+    expect(after).toMatchObject({ type: 'LoginStarted', attemptsRemaining: 4 });
+    expect(await finishSession(rid, before!)).toMatchObject({ type: 'Fault', code: Handling.UnknownSession });
+    expect(await finishSession(rid, after!)).toEqual({ type: 'WrongPassword', attemptsRemaining: 4, locked: 0 });
   });
 
   it('keeps the backup key across a password change and refuses the old password', async () => {

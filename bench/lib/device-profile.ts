@@ -4,7 +4,7 @@
  * costs inside the device, with an optional CPU profile of the timed window. A tool for finding
  * per-operation costs, not a benchmark of record (bench/enclave.ts is).
  *
- *   npx tsx bench/lib/device-profile.ts [--op login|ke3] [--ms 3000] [--records 256]
+ *   npx tsx bench/lib/device-profile.ts [--op login|ke3] [--ms 3000] [--records 1024]
  *        [--nvram file|token] [--token emulator|softhsm] [--concurrency 128]
  *        [--prof FILE.cpuprofile [--incl REGEX]] [--heap] [--ab]
  *
@@ -41,7 +41,8 @@ import type { Prepared } from './vault-load.ts';
 const A = args();
 const OP = A.get('op') ?? 'login';
 const MS = A.num('ms', 3000);
-const RECORDS = A.num('records', 256);
+// Logins are never finished and a record holds at most 16 open login sessions (120 s each).
+const RECORDS = A.num('records', 1024);
 const CONC = A.num('concurrency', 128);
 const te = new TextEncoder();
 

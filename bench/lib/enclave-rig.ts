@@ -18,6 +18,7 @@ import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import type { TokenKind } from '../../host/tokens/config.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
 import { BenchTokens } from './auth.ts';
+import { MAX_LOGIN_SESSIONS_PER_ID, SESSION_TTL_MS } from '../../enclave/vault/sessions.ts';
 import { cpuSplit, threadTimes } from './threads.ts';
 import type { CpuSplit, ThreadTimes } from './threads.ts';
 import { ClientKit, bulkRegister, closedLoop, decodeAnswer, percentile, rng } from './vault-load.ts';
@@ -151,6 +152,15 @@ export class EnclaveRig {
       return this.kit.loginStart(this.ids[i % this.ids.length]!, i);
     });
     const r = await this.window('login', msgs, concurrency, windowMs);
+    // A record holds at most MAX_LOGIN_SESSIONS_PER_ID open login sessions, each for
+    // SESSION_TTL_MS, and these logins are never finished: too few records for the logins of
+    // that span and the enclave refuses the rest, cheaply, which is no login to count.
+    const refused = r.answers['Fault 2114'];
+    if (refused) {
+      throw new Error(
+        `${refused} of ${r.ops} logins refused (TooManySessions): a record holds at most ${MAX_LOGIN_SESSIONS_PER_ID} open login sessions for ${SESSION_TTL_MS / 1000} s; open the rig with more records`,
+      );
+    }
     this.estimate = Math.max(this.estimate, r.opsPerSec);
     return strip(r);
   }

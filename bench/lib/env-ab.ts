@@ -38,7 +38,8 @@ const rigs: EnclaveRig[] = [];
 for (const v of values) {
   process.env[name] = v; // read by the devices as they boot
   process.stderr.write(`  .. opening a rig with ${name}=${v}\n`);
-  rigs.push(await EnclaveRig.open({ partitions: 2, records: 1024 }));
+  // Logins are never finished and a record holds at most 16 open login sessions (120 s each).
+  rigs.push(await EnclaveRig.open({ partitions: 2, records: 4096 }));
 }
 if (saved === undefined) delete process.env[name];
 else process.env[name] = saved;

@@ -8,11 +8,14 @@
  *   (the batch protocol releases nothing until the write is durable). Unknown records get the
  *   RFC 9807 §6.3.2.2 fake credential response from a per-id deterministic fake record.
  * - LoginFinish checks KE3; only then is the backup key released, wrapped under a key derived
- *   from the OPAQUE session key, and the count reset. At the limit the secrets are zeroized and
- *   the record is locked for good.
+ *   from the OPAQUE session key, and the count reset, ending the record's other login sessions
+ *   (so at most attemptLimit wrong guesses are evaluated between two successes). At the limit
+ *   the secrets are zeroized and the record is locked for good.
  * - Status, and Delete (of a live record: with the same proof as replacing it).
- * Handlers are pure over their context: they return the response, the record to write, and the
- * audit events; the batch (vault.ts) seals, indexes and commits.
+ * Handlers return the response, the record to write, and the audit events; the batch (vault.ts)
+ * seals, indexes and commits. What they put in the session tables (sessions.ts) stays pending
+ * until that commit; a handler that makes an entry asks for room before it computes anything,
+ * so a full table refuses the op (TooManySessions) before it charges a guess.
  */
 import { EnclaveFault, Handling } from '../api/codes.ts';
 import type { ClientRequest, ClientResponse } from '../api/messages.ts';
@@ -25,12 +28,12 @@ import { hexOf as toHex } from './hex.ts';
 import { DEFAULT_ARGON2ID, argon2idKsf, encodeKsfParams, ksfFromParams } from '../opaque/ksf.ts';
 import { decodeRegistrationRecord } from '../opaque/messages.ts';
 import { deriveServerKeyPair, serverLoginFinish, serverLoginStart, serverRegistrationResponse } from '../opaque/server.ts';
-import type { FakeRecord, ServerLoginState, ServerOptions } from '../opaque/server.ts';
+import type { FakeRecord, ServerOptions } from '../opaque/server.ts';
 import type { Suite, SuiteId } from '../opaque/suite.ts';
 import type { EnclaveKeys } from './keys.ts';
 import { STATUS_ACTIVE, STATUS_LOCKED, zeroizeRecord } from './record.ts';
 import type { VaultRecord } from './record.ts';
-import type { ExpiringTable, SessionTable } from './sessions.ts';
+import type { ExpiringTable, LoginSessionTable } from './sessions.ts';
 import { backupKeyAuthKeySync, sessionAuthKeySync, wrapForReleaseSync } from './release.ts';
 
 export const DEFAULT_ATTEMPT_LIMIT = 10;
@@ -40,13 +43,6 @@ export interface Stage {
   suite: SuiteId;
   attemptLimit: number;
   ksf: Uint8Array;
-}
-export interface LoginSession {
-  idHex: string;
-  suite: SuiteId;
-  /** null for a fake session (unknown record). */
-  registrationId: Uint8Array | null;
-  state: ServerLoginState | null;
 }
 export interface AuthSession {
   idHex: string;
@@ -65,7 +61,7 @@ export interface OpContext {
   keys: EnclaveKeys;
   opaqueContext: Uint8Array;
   stages: ExpiringTable<Stage>;
-  sessions: SessionTable<LoginSession>;
+  sessions: LoginSessionTable;
   authSessions: ExpiringTable<AuthSession>;
 }
 
@@ -74,8 +70,6 @@ export interface OpResult {
   /** A new record content to seal, or 'delete' for a tombstone. */
   write?: VaultRecord | 'delete';
   audit: { kind: number; attemptsRemaining: number }[];
-  /** Runs when the batch commits (activates stages and sessions). */
-  onCommit?: () => void;
 }
 
 const SUITE_BY_CODE = new Map<number, SuiteId>(Object.entries(SUITE_CODE).map(([k, v]) => [v, k as SuiteId]));
@@ -126,15 +120,12 @@ function registerStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'Regi
   const limit = req.attemptLimit !== 0 ? req.attemptLimit : live ? ctx.current!.attemptLimit : DEFAULT_ATTEMPT_LIMIT;
   if (limit < 1 || limit > 255) throw new EnclaveFault(Handling.InvalidAttemptLimit, 'attempt limit must be 1..255', 'attemptLimit');
   ksfFromParams(req.ksf); // validates; a typed OpaqueError otherwise
+  ctx.stages.room(ctx.idHex, ctx.now);
   const keys = ctx.keys.server.get(suite.id)!;
   const response = serverRegistrationResponse(serverOptions(ctx, suite), keys, req.request, ctx.recordId);
   const stageId = ctx.rng(STAGE_ID_LEN);
-  const stage: Stage = { idHex: ctx.idHex, suite: suite.id, attemptLimit: limit, ksf: req.ksf };
-  return {
-    response: { type: 'RegisterStarted', stageId, response },
-    audit: [],
-    onCommit: () => ctx.stages.put(toHex(stageId), stage, ctx.now),
-  };
+  ctx.stages.put(toHex(stageId), ctx.idHex, { idHex: ctx.idHex, suite: suite.id, attemptLimit: limit, ksf: req.ksf }, ctx.now);
+  return { response: { type: 'RegisterStarted', stageId, response }, audit: [] };
 }
 
 function checkAuthorization(ctx: OpContext, current: VaultRecord, authorization: Uint8Array | undefined, nonce: Uint8Array, purpose: AuthPurpose = 'replace'): void {
@@ -214,12 +205,12 @@ function loginStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginSt
   const sessionId = ctx.rng(SESSION_ID_LEN);
   const sid = toHex(sessionId);
   if (cur === null) {
+    ctx.sessions.room(ctx.idHex, ctx.now);
     const { ke2, state } = serverLoginStart(serverOptions(ctx, suite), keys, req.ke1, ctx.recordId, null, fakeRecordFor(ctx, suite));
-    const session: LoginSession = { idHex: ctx.idHex, suite: suite.id, registrationId: null, state };
+    ctx.sessions.put(sid, { idHex: ctx.idHex, suite: suite.id, registrationId: null, state }, ctx.now);
     return {
       response: { type: 'LoginStarted', sessionId, ke2, ksf: FAKE_KSF, attemptsRemaining: DEFAULT_ATTEMPT_LIMIT },
       audit: [],
-      onCommit: () => ctx.sessions.put(sid, session, ctx.now),
     };
   }
   if (cur.status === STATUS_LOCKED) return { response: { type: 'Locked' }, audit: [] };
@@ -230,25 +221,21 @@ function loginStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginSt
     if (pending) return { response: { type: 'Locked' }, audit: [] };
     return { ...lock(cur), response: { type: 'Locked' } };
   }
+  // Room first: an op refused for want of it charges nothing.
+  ctx.sessions.room(ctx.idHex, ctx.now);
   const { ke2, state } = serverLoginStart(serverOptions(ctx, suite), keys, req.ke1, ctx.recordId, cur.opaqueRecord);
   const next: VaultRecord = { ...cur, attemptsUsed: cur.attemptsUsed + 1 };
-  const session: LoginSession = { idHex: ctx.idHex, suite: suite.id, registrationId: cur.registrationId, state };
+  ctx.sessions.put(sid, { idHex: ctx.idHex, suite: suite.id, registrationId: cur.registrationId, state }, ctx.now);
   return {
     response: { type: 'LoginStarted', sessionId, ke2, ksf: cur.ksf, attemptsRemaining: remaining(next) },
     write: next,
     audit: [{ kind: AUDIT_KIND.guessUsed, attemptsRemaining: remaining(next) }],
-    // A bound function, not an arrow: the hot path makes one per login, and tsx names every arrow it makes.
-    onCommit: putSession.bind(null, ctx.sessions, sid, session, ctx.now),
   };
-}
-
-function putSession(sessions: SessionTable<LoginSession>, sid: string, session: LoginSession, now: number): void {
-  sessions.put(sid, session, now);
 }
 
 /** A live login session of this registration of the record (it may still hold a charged guess). */
 function pendingSession(ctx: OpContext, cur: VaultRecord): boolean {
-  return ctx.sessions.some(ctx.now, (s) => s.idHex === ctx.idHex && s.registrationId !== null && ctEqual(s.registrationId, cur.registrationId));
+  return ctx.sessions.hasLive(ctx.idHex, cur.registrationId, ctx.now);
 }
 
 function lock(cur: VaultRecord): OpResult {
@@ -268,6 +255,9 @@ function lock(cur: VaultRecord): OpResult {
 }
 
 function loginFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginFinish' }>): OpResult {
+  // Room for the recovered session a valid KE3 makes, before the login session is taken: a
+  // refused finish leaves it as it was, to be tried again.
+  ctx.authSessions.room(ctx.idHex, ctx.now);
   const s = ctx.sessions.take(toHex(req.sessionId), ctx.now);
   if (s === 'missing') throw new EnclaveFault(Handling.UnknownSession, 'unknown or already finished session', 'sessionId');
   if (s === 'expired') throw new EnclaveFault(Handling.SessionExpired, 'session expired; its guess stays spent', 'sessionId');
@@ -298,12 +288,16 @@ function loginFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginF
   const auth: AuthSession = { idHex: ctx.idHex, registrationId: cur.registrationId, authKey: sessionAuthKeySync(result.sessionKey) };
   result.sessionKey.fill(0);
   const next: VaultRecord = { ...cur, attemptsUsed: 0 };
-  const sid = toHex(req.sessionId);
+  // The count starts again from 0, so every other login session of the record ends here: each
+  // holds a guess charged before the reset, and finishing it afterwards would evaluate more than
+  // attemptLimit wrong guesses before the next success. Sessions this batch opened go too (they
+  // are pending in the table); a later op of the batch finds none of them.
+  ctx.sessions.dropId(ctx.idHex);
+  ctx.authSessions.put(toHex(req.sessionId), ctx.idHex, auth, ctx.now);
   return {
     response: { type: 'Recovered', wrappedKey, attemptsRemaining: next.attemptLimit },
     write: next,
     audit: [{ kind: AUDIT_KIND.recovered, attemptsRemaining: next.attemptLimit }],
-    onCommit: () => ctx.authSessions.put(sid, auth, ctx.now),
   };
 }
 

@@ -11,6 +11,8 @@
  *   Commit(e) -> the host has persisted the writes. The enclave writes the intent as committed
  *                to NVRAM, then answers Committed(results).
  *   Abort(e)  -> the host could not persist: the batch is dropped (its stages and sessions die).
+ * Room for the stages and sessions a batch makes is taken while it is computed (sessions.ts): an
+ * op that finds none is refused then, so nothing can fail once the Commit has written NVRAM.
  * Overlap (the device works while the host persists): a Batch(e+1) that arrives while batch e is
  * prepared and not yet committed is run at once and held as staged (answer Staged(e+1)): its ops
  * are computed, nothing is written to NVRAM and no response leaves. It may not touch a record of
@@ -47,16 +49,17 @@ import { FLAG_ZEROIZED, decodeNvramState, encodeNvramState, freshNvramState, NVR
 import type { NvramSlot, NvramState } from './nvram-state.ts';
 import { addInto, subInto } from './adhash.ts';
 import { handleSync } from './ops.ts';
-import type { AuthSession, OpContext, Stage } from './ops.ts';
+import type { OpContext } from './ops.ts';
 import { IndexLoader, RecordIndex } from './record-index.ts';
 import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal } from './record.ts';
 import type { VaultRecord } from './record.ts';
-import { ExpiringTable, LoginSessionTable } from './sessions.ts';
+import { VaultTables } from './sessions.ts';
+import type { TableLimits } from './sessions.ts';
 
-const SESSION_TTL_MS = 120_000;
-const STAGE_TTL_MS = 300_000;
-const AUTH_TTL_MS = 300_000;
-const MAX_SESSIONS = 100_000;
+/** How a Vault is built beyond its platform (tests shrink the tables with it). */
+export interface VaultOptions {
+  tableLimits?: Partial<TableLimits>;
+}
 
 type State = 'ready' | 'notLoaded' | 'selfTestFailed' | 'zeroized' | 'broken';
 
@@ -68,7 +71,6 @@ interface Pending {
   touched: Set<string>;
   audit: AuditEvent[];
   results: { opId: number; sealed: number; response: Uint8Array }[];
-  hooks: (() => void)[];
 }
 
 /** A computed batch: its effects, its writes for the host, and the audit chain after it. */
@@ -123,17 +125,24 @@ export class Vault {
    */
   private sha256!: HashPrimitives;
   private readonly suites = new Map<SuiteId, Suite>();
-  private readonly stages = new ExpiringTable<Stage>(STAGE_TTL_MS, MAX_SESSIONS);
-  private readonly sessions = new LoginSessionTable(SESSION_TTL_MS, MAX_SESSIONS, this.suites);
-  private readonly authSessions = new ExpiringTable<AuthSession>(AUTH_TTL_MS, MAX_SESSIONS, (a) => a.authKey.fill(0));
+  /**
+   * Stages, login sessions and recovered sessions. What a batch puts there is pending until its
+   * Commit (which only marks it live) and released when the batch is aborted or dropped.
+   */
+  private readonly tables: VaultTables;
 
   /** `random` as a RandomSource, made once (the batch hands it to every operation). */
   private readonly rng = (n: number): Uint8Array => this.random(n);
 
-  private constructor(private readonly p: Platform) {}
+  private constructor(
+    private readonly p: Platform,
+    opts: VaultOptions,
+  ) {
+    this.tables = new VaultTables(this.suites, opts.tableLimits);
+  }
 
-  static async boot(p: Platform): Promise<Vault> {
-    const v = new Vault(p);
+  static async boot(p: Platform, opts: VaultOptions = {}): Promise<Vault> {
+    const v = new Vault(p, opts);
     await v.start();
     return v;
   }
@@ -267,6 +276,7 @@ export class Vault {
     this.requireState('notLoaded', 'broken');
     this.pending = null;
     this.staged = null;
+    this.tables.dropAll();
     this.loader ??= new IndexLoader(this.keys!.indexKey, this.sha256, (id) => this.partitionOf(id) === this.p.partition);
     try {
       for (const e of req.entries) this.loader.add(e.recordId, e.blob);
@@ -296,6 +306,7 @@ export class Vault {
     } catch {
       this.pending = null;
       this.staged = null;
+      this.tables.dropAll();
       this.state = 'broken';
       throw new EnclaveFault(PlatformCodes.NvramError, 'NVRAM write failed; reload required');
     }
@@ -405,10 +416,8 @@ export class Vault {
   /** Runs every op of a batch against the committed index (and the batch's own earlier ops). */
   private compute(req: Extract<HostRequest, { type: 'Batch' }>, admitted: Admitted[], auditSeq: number, auditHead: Uint8Array): Computed {
     const now = this.p.now();
-    this.stages.sweep(now);
-    this.sessions.sweep(now);
-    this.authSessions.sweep(now);
-    const pending: Pending = { epoch: req.epoch, overlay: new Map(), touched: new Set(), audit: [], results: [], hooks: [] };
+    this.tables.begin(req.epoch, now);
+    const pending: Pending = { epoch: req.epoch, overlay: new Map(), touched: new Set(), audit: [], results: [] };
     const writes: { recordId: Uint8Array; blob: Uint8Array }[] = [];
     const keys = this.keys!;
     const index = this.index!;
@@ -419,6 +428,7 @@ export class Vault {
       // Every answer to a request whose envelope opened is sealed, faults included: the client
       // takes nothing unsealed as an outcome, and the host learns no more than the fault's length.
       const sealResponse = admitted[i]!.sealResponse ?? null;
+      this.tables.opStart();
       try {
         // SHA-256(id) once: the partition, and the index key (RecordIndex.keyOf).
         const idHash = digestOf(this.sha256, op.recordId);
@@ -440,9 +450,9 @@ export class Vault {
           suites: this.suites,
           keys,
           opaqueContext: this.p.opaqueContext ?? DEFAULT_OPAQUE_CONTEXT,
-          stages: this.stages,
-          sessions: this.sessions,
-          authSessions: this.authSessions,
+          stages: this.tables.stages,
+          sessions: this.tables.sessions,
+          authSessions: this.tables.authSessions,
         };
         const result = handleSync(ctx, creq);
         if (result.write !== undefined) {
@@ -459,10 +469,10 @@ export class Vault {
           auditHead = ev.mac;
           pending.audit.push(ev);
         }
-        if (result.onCommit) pending.hooks.push(result.onCommit);
         const response = seal1(encodeMessage(ClientResponses, result.response));
         pending.results.push({ opId: op.opId, sealed: 1, response });
       } catch (e) {
+        this.tables.opFailed(); // what the op put in the tables goes with it
         const f = toFault(e);
         const plain = encodeMessage(ClientResponses, { type: 'Fault', code: f.code, field: new TextEncoder().encode((f.field ?? '').slice(0, 64)) });
         if (sealResponse) pending.results.push({ opId: op.opId, sealed: 1, response: sealResponse(plain) });
@@ -517,13 +527,14 @@ export class Vault {
     const index = this.index!;
     for (const o of p.overlay.values()) index.setByKey(o.key, o.leaf);
     this.pending = null;
-    for (const h of p.hooks) h();
+    this.tables.commit(epoch);
     return { type: 'Committed', epoch, results: p.results };
   }
 
   private abort(epoch: number): HostResponse {
     if (this.staged && this.staged.pending.epoch === epoch) {
       this.staged = null;
+      this.tables.abort(epoch);
       return { type: 'Aborted', epoch };
     }
     const p = this.pending;
@@ -531,6 +542,7 @@ export class Vault {
     // A staged batch was computed on the assumption that this one commits: it goes too.
     this.pending = null;
     this.staged = null;
+    this.tables.abort(epoch);
     return { type: 'Aborted', epoch };
   }
 
@@ -543,9 +555,7 @@ export class Vault {
     this.index = null;
     this.pending = null;
     this.staged = null;
-    this.stages.clear();
-    this.sessions.clear();
-    this.authSessions.clear();
+    this.tables.clear();
     await this.writeNvram({ ...freshNvramState(new Uint8Array(16), undefined), flags: FLAG_ZEROIZED });
     this.state = 'zeroized';
     return { type: 'ZeroizeDone' };

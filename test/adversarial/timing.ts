@@ -33,6 +33,7 @@ import { encodeMessage } from '../../enclave/api/codec.ts';
 import { ClientRequests, SUITE_CODE } from '../../enclave/api/messages.ts';
 import { sealRequest } from '../../enclave/api/e2e.ts';
 import { clientLoginFinish, clientLoginStart } from '../../enclave/opaque/client.ts';
+import { MAX_LOGIN_SESSIONS_PER_ID } from '../../enclave/vault/sessions.ts';
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
 import type { Relay } from '../../host/client/escrow.ts';
 import { Moments, Rng, isMain, newReport, parseArgs, percentile, runMain, sortedCopy, tempDir, te, welchT } from './lib/common.ts';
@@ -172,8 +173,9 @@ export async function timing(o: TimingOptions = {}): Promise<Report & { results:
     let turn = 0;
     const user = async (): Promise<User> => {
       const u = users[turn++ % users.length]!;
-      if (u.used >= 240) {
-        // Reset the count (unmeasured): a good login.
+      if (u.used >= MAX_LOGIN_SESSIONS_PER_ID - 1) {
+        // A good login (unmeasured) resets the count and ends the sessions the measured logins
+        // left open: a record holds at most MAX_LOGIN_SESSIONS_PER_ID, and this one needs one.
         const ok = await c.login(u.id, u.password);
         if (!ok.key) throw new Error('setup: reset login failed');
         u.used = 0;

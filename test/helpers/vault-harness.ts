@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createEnclave } from '../../enclave/main.ts';
 import type { Enclave } from '../../enclave/main.ts';
+import type { TableLimits } from '../../enclave/vault/sessions.ts';
 import { SUITE_CODE } from '../../enclave/api/messages.ts';
+import type { ClientRequest } from '../../enclave/api/messages.ts';
 import type { SuiteId } from '../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../host/client/escrow.ts';
@@ -56,7 +58,7 @@ export interface Harness {
 
 type EscrowClientAuth = ConstructorParameters<typeof EscrowClient>[0]['auth'];
 
-export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKind?: TokenKind } = {}): Promise<Harness> {
+export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKind?: TokenKind; tableLimits?: Partial<TableLimits> } = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'bkv-test-'));
   const platform = testPlatform({ operatorKeyHash: opts.operatorKeyHash, tokenKind: opts.tokenKind });
   const issuer = await testIssuer();
@@ -67,7 +69,7 @@ export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKin
   h.platform = platform;
   h.store = await openSqliteStore(join(dir, 'vault.db'));
   const boot = async () => {
-    h.enclave = await createEnclave(platform);
+    h.enclave = await createEnclave(platform, { tableLimits: opts.tableLimits });
     // The engine reaches the store through `h.store`, so a test can swap the database underneath.
     const store = new Proxy({} as RecordStore, {
       get: (_t, k) => {
@@ -175,4 +177,12 @@ export function clientExtras(h: Harness) {
 /** The `auth` field of a hand-made client request for `recordId`, valid at the platform clock. */
 export function authFor(h: Harness, recordId: Uint8Array): Promise<Uint8Array> {
   return h.issuer.tokenBytes(recordId, h.platform.clock.t);
+}
+
+/** A client request before its `auth` field (the issuer's token) is added. */
+export type ClientOp = ClientRequest extends infer U ? (U extends ClientRequest ? Omit<U, 'auth'> : never) : never;
+
+/** `op` with a valid token for `recordId` at the platform clock. */
+export async function withAuth(h: Harness, recordId: Uint8Array, op: ClientOp): Promise<ClientRequest> {
+  return { ...op, auth: await authFor(h, recordId) } as ClientRequest;
 }
