@@ -157,7 +157,7 @@ const rec: VaultRecord = {
   ksf: identityKsf.params,
   opaqueRecord: enclaveRecord,
   backupKey: rnd(32),
-  registeredAt: 1_700_000_000_000,
+  registeredAt: 1_700_000_000_000, pacing: 0, lastGuessAt: 0,
 };
 const hash = nodeHash('SHA-256');
 const index = new RecordIndex(rnd(32), hash);

@@ -90,13 +90,13 @@ try {
   const sampleId = te.encode('memory-sample');
   const { request, state } = clientRegistrationStart(o, te.encode('pw'));
   const sampleAuth = tokens.bytes(sampleId);
-  const st = await post(sampleId, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 10, ksf: identityKsf.params }, sampleAuth);
+  const st = await post(sampleId, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 10, ksf: identityKsf.params, pacing: 1 }, sampleAuth);
   if (st.type !== 'RegisterStarted') throw new Error(`sample: ${st.type}`);
   const { record } = await clientRegistrationFinish(o, state, te.encode('pw'), st.response);
   const fin = await post(sampleId, { type: 'RegisterFinish', stageId: st.stageId, record, backupKey: new Uint8Array(32).fill(1), authorization: undefined }, sampleAuth);
   if (fin.type !== 'Registered') throw new Error(`sample finish: ${fin.type}`);
 
-  const startOp: ClientOp = { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 10, ksf: identityKsf.params };
+  const startOp: ClientOp = { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 10, ksf: identityKsf.params, pacing: 1 };
   const key = new Uint8Array(32).fill(9);
   let next = 0;
   let done = 0;

@@ -103,7 +103,7 @@ describe('the enclave checks the issuer token of every operation', () => {
     await c.register(alice, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 3 });
     const wrong = await h.issuer.tokenBytes('mallory', h.platform.clock.t);
     const ops: Op[] = [
-      { type: 'RegisterStart', suite: 1, request: new Uint8Array(32).fill(2), attemptLimit: 255, ksf: Uint8Array.of(0) },
+      { type: 'RegisterStart', suite: 1, request: new Uint8Array(32).fill(2), attemptLimit: 255, ksf: Uint8Array.of(0), pacing: 0 },
       { type: 'RegisterFinish', stageId: new Uint8Array(16), record: new Uint8Array(192), backupKey: new Uint8Array(32), authorization: undefined },
       await loginStartOp(),
       { type: 'LoginFinish', sessionId: new Uint8Array(16), ke3: new Uint8Array(64) },

@@ -87,7 +87,7 @@ describe('golden encodings', () => {
       ksf: Uint8Array.of(0),
       opaqueRecord: new Uint8Array(192).fill(5),
       backupKey: new Uint8Array(32).fill(6),
-      registeredAt: 1_700_000_000_000,
+      registeredAt: 1_700_000_000_000, pacing: 1, lastGuessAt: 1_700_000_060_000,
     };
     const blob = seal(token, 1, rid, { kind: KIND_RECORD, suite: 1, epoch: 7, version: 3 }, rec);
     golden('sealed.record', blob);

@@ -46,7 +46,7 @@ const dirs: string[] = [];
 let suite: Suite;
 let issuer: TestIssuer;
 /** The identity KSF (fast) and its bound, for the tests' clients. */
-const fastKsf = { ksf: identityKsf, ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true } };
+const fastKsf = { ksf: identityKsf, ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true }, pacing: 'none' as const };
 
 beforeAll(async () => {
   suite = await fastSuite('ristretto255-SHA512');

@@ -84,7 +84,7 @@ async function loginFinish(l: Login, started: ClientResponse): Promise<Sealed> {
 
 async function registerStart(rid: Uint8Array): Promise<Sealed> {
   const { request } = clientRegistrationStart(copts(), te.encode('pw'));
-  return seal(rid, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 0, ksf: identityKsf.params });
+  return seal(rid, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 0, ksf: identityKsf.params, pacing: 0 });
 }
 
 describe('full tables', () => {

@@ -31,6 +31,8 @@ function randomRecord(): VaultRecord {
     opaqueRecord: rnd([0, 1, 96, 128, 160, 192][int(6)]!),
     backupKey: rnd([0, 32][int(2)]!),
     registeredAt: [0, 1, Date.now(), Number.MAX_SAFE_INTEGER, 2 ** 32, 2 ** 32 - 1][int(6)]!,
+    pacing: int(256),
+    lastGuessAt: [0, 1, Date.now(), Number.MAX_SAFE_INTEGER, 2 ** 32, 2 ** 32 - 1][int(6)]!,
   };
 }
 
@@ -63,7 +65,7 @@ describe('vault record codec', () => {
       { ksf: rnd(33) },
       { opaqueRecord: rnd(193) },
       { backupKey: rnd(33) },
-      { registeredAt: 2 ** 53 },
+      { registeredAt: 2 ** 53 , pacing: 0, lastGuessAt: 0},
       { backupKey: 'x' as never },
     ];
     for (const b of bad) {
@@ -92,6 +94,18 @@ describe('vault record codec', () => {
         }
         expect(decodeRecord(v)).toEqual(want);
       }
+    }
+  });
+
+  it('a format-1 plaintext (before pacing: it ends at registeredAt) reads as a record with no pacing, and only as format 1', () => {
+    for (let i = 0; i < 50; i++) {
+      const r = randomRecord();
+      if (r.status === 0) continue;
+      const v2 = encodeRecord(r);
+      const v1 = v2.subarray(0, v2.length - 9);
+      expect(decodeRecord(v1, 1)).toEqual({ ...r, pacing: 0, lastGuessAt: 0 });
+      expect(decodeRecord(v1, 2)).toBeNull();
+      expect(decodeRecord(v2, 1)).toBeNull();
     }
   });
 

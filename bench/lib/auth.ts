@@ -10,6 +10,7 @@
  * signed here with node:crypto synchronously, so that load generators can prepare thousands of
  * messages in a loop; a token is minted again when half its lifetime has passed.
  */
+import { PACING } from '../../enclave/api/pacing.ts';
 import { createPrivateKey, randomBytes, sign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
@@ -48,7 +49,7 @@ export class BenchTokens {
 
   /** The issuer set a vault is provisioned with. */
   get config(): AuthConfig {
-    return { audience: this.audience, issuers: [{ name: this.issuer.name, publicKey: this.issuer.publicKey }] };
+    return { audience: this.audience, issuers: [{ name: this.issuer.name, publicKey: this.issuer.publicKey }], minPacing: PACING.none };
   }
 
   /** A fresh token for `recordId` (not cached): what a client gets for each new session. */

@@ -82,7 +82,7 @@ const o = { suite, context: DEFAULT_OPAQUE_CONTEXT, rng, ksf: identityKsf };
 
 async function registerReal(id: Uint8Array, pw: Uint8Array): Promise<void> {
   const { request, state } = clientRegistrationStart(o, pw);
-  const p = kit.prepare(id, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 255, ksf: identityKsf.params });
+  const p = kit.prepare(id, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 255, ksf: identityKsf.params, pacing: 0 });
   const a = decodeAnswer(p, await submit(id, p.message));
   if (a?.type !== 'RegisterStarted') throw new Error(`registration: ${a?.type}`);
   const { record } = await clientRegistrationFinish(o, state, pw, a.response);

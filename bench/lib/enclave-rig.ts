@@ -221,7 +221,7 @@ async function registerReal(kit: ClientKit, submit: (id: Uint8Array, m: Uint8Arr
   const pw = te.encode(`pw-real-${i}`);
   const o = { suite: kit.suite, context: kit.context, rng, ksf: identityKsf };
   const { request, state } = clientRegistrationStart(o, pw);
-  const p = kit.prepare(id, { type: 'RegisterStart', suite: SUITE_CODE[kit.suite.id], request, attemptLimit: 255, ksf: identityKsf.params });
+  const p = kit.prepare(id, { type: 'RegisterStart', suite: SUITE_CODE[kit.suite.id], request, attemptLimit: 255, ksf: identityKsf.params, pacing: 0 });
   const a = decodeAnswer(p, await submit(id, p.message));
   if (a?.type !== 'RegisterStarted') throw new Error(`real registration: ${a?.type}`);
   const { record } = await clientRegistrationFinish(o, state, pw, a.response);

@@ -92,6 +92,7 @@ export class ClientKit {
       request: this.regRequests[i & 15]!,
       attemptLimit,
       ksf: identityKsf.params,
+      pacing: 0,
     });
   }
 
@@ -99,7 +100,7 @@ export class ClientKit {
   async sampleRecord(submit: Submit, recordId: Uint8Array, pw: Uint8Array): Promise<Uint8Array> {
     const o = { suite: this.suite, context: this.context, rng, ksf: identityKsf };
     const { request, state } = clientRegistrationStart(o, pw);
-    const p = this.prepare(recordId, { type: 'RegisterStart', suite: SUITE_CODE[this.suite.id], request, attemptLimit: 255, ksf: identityKsf.params });
+    const p = this.prepare(recordId, { type: 'RegisterStart', suite: SUITE_CODE[this.suite.id], request, attemptLimit: 255, ksf: identityKsf.params, pacing: 0 });
     const a = decodeAnswer(p, await submit(recordId, p.message));
     if (a?.type !== 'RegisterStarted') throw new Error(`sample registration: ${a?.type ?? 'no answer'}`);
     const { record } = await clientRegistrationFinish(o, state, pw, a.response);

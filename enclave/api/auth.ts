@@ -22,7 +22,8 @@
  * Browser-safe (@noble/hashes only): the client SDK and the CLI compute kids with it too.
  */
 import { sha256 } from '@noble/hashes/sha2.js';
-import { bytes, decodeFields, encodeFields, fixed, list } from './codec.ts';
+import { bytes, decodeFields, encodeFields, fixed, list, u8 } from './codec.ts';
+import { PACING } from './pacing.ts';
 import type { Decoded } from './codec.ts';
 
 /** Upper bound of a token on the wire (an EdDSA JWT with the claims above is about 300 bytes). */
@@ -38,12 +39,17 @@ export const DEFAULT_AUDIENCE = 'backup-key-vault';
 export const AuthConfigSchema = [
   ['audience', bytes(1, 128)],
   ['issuers', list([['name', bytes(1, 128)], ['publicKey', fixed(32)]] as const, MAX_ISSUERS)],
+  ['minPacing', u8],
 ] as const;
 
-/** What a vault is provisioned with: whose tokens it accepts, for which audience. */
+/**
+ * What a vault is provisioned with: whose tokens it accepts, for which audience, and the laxest
+ * guess pacing a registration may pick (enclave/api/pacing.ts; default standard).
+ */
 export interface AuthConfig {
   audience: string;
   issuers: { name: string; publicKey: Uint8Array }[];
+  minPacing?: number;
 }
 
 const te = new TextEncoder();
@@ -53,6 +59,7 @@ export function encodeAuthConfig(c: AuthConfig): Uint8Array {
   const v: Decoded<typeof AuthConfigSchema> = {
     audience: te.encode(c.audience),
     issuers: c.issuers.map((i) => ({ name: te.encode(i.name), publicKey: i.publicKey })),
+    minPacing: c.minPacing ?? PACING.standard,
   };
   return encodeFields(AuthConfigSchema, v);
 }
@@ -60,7 +67,7 @@ export function encodeAuthConfig(c: AuthConfig): Uint8Array {
 /** Strict (codec.ts): a typed fault on malformed bytes or text that is not UTF-8. */
 export function decodeAuthConfig(b: Uint8Array): AuthConfig {
   const d = decodeFields(AuthConfigSchema, b, 'auth config');
-  return { audience: td.decode(d.audience), issuers: d.issuers.map((i) => ({ name: td.decode(i.name), publicKey: i.publicKey })) };
+  return { audience: td.decode(d.audience), issuers: d.issuers.map((i) => ({ name: td.decode(i.name), publicKey: i.publicKey })), minPacing: d.minPacing };
 }
 
 export function base64url(b: Uint8Array): string {

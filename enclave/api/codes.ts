@@ -47,6 +47,10 @@ export const Handling = {
   AuthWrongSubject: 2119,
   /** A valid token for another vault. */
   AuthWrongAudience: 2120,
+  /** A RegisterStart naming a guess pacing schedule the firmware does not have (api/pacing.ts). */
+  InvalidPacing: 2121,
+  /** A RegisterStart whose pacing is laxer than the vault's provisioned floor. */
+  PacingBelowFloor: 2122,
 } as const;
 
 export const Integrity = {

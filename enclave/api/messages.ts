@@ -187,6 +187,8 @@ export const ClientRequests = defineFamily(
       ['request', bytes(32, 33)],
       ['attemptLimit', u8],
       ['ksf', ksfParams],
+      /** The guess pacing schedule (api/pacing.ts), no laxer than the vault's floor. */
+      ['pacing', u8],
     ],
     /**
      * `backupKey` absent: keep the current key (a password change). Replacing a live record
@@ -234,6 +236,7 @@ export const ClientResponses = defineFamily(
     NotRegistered: 0x87,
     StatusResult: 0x88,
     Deleted: 0x89,
+    RetryLater: 0x8a,
     Fault: 0xff,
   },
   {
@@ -272,6 +275,11 @@ export const ClientResponses = defineFamily(
       ['registrationId', fixed(16)],
     ],
     Deleted: [],
+    /** A LoginStart that came before the record's pacing allows its next guess: nothing charged. */
+    RetryLater: [
+      ['retryAfterSeconds', u32],
+      ['attemptsRemaining', u8],
+    ],
     Fault: [
       ['code', u16],
       ['field', bytes(0, 64)],

@@ -5,6 +5,8 @@
  *   expires, so a replayed or retried finish can not re-register; replacing a live record needs
  *   proof of its current backup key or of its current password (a recovered session).
  * - LoginStart charges one guess in the record written by this batch, before KE2 is released
+ *   (and only when the record's guess pacing allows one now, api/pacing.ts: otherwise it answers
+ *   RetryLater and charges nothing)
  *   (the batch protocol releases nothing until the write is durable). Unknown records get the
  *   RFC 9807 §6.3.2.2 fake credential response from a per-id deterministic fake record.
  * - LoginFinish checks KE3; only then is the backup key released, wrapped under a key derived
@@ -21,6 +23,7 @@ import { EnclaveFault, Handling } from '../api/codes.ts';
 import type { ClientRequest, ClientResponse } from '../api/messages.ts';
 import { AUDIT_KIND, STAGE_ID_LEN, SESSION_ID_LEN, SUITE_CODE } from '../api/messages.ts';
 import type { AuthPurpose } from '../api/authorize.ts';
+import { isPacing, pacingDelayMs } from '../api/pacing.ts';
 import { AUTH_KIND_BACKUP_KEY, authorizationMac, decodeAuthorization } from '../api/authorize.ts';
 import type { RandomSource } from '../opaque/bytes.ts';
 import { ctEqual } from '../opaque/bytes.ts';
@@ -43,6 +46,7 @@ export interface Stage {
   suite: SuiteId;
   attemptLimit: number;
   ksf: Uint8Array;
+  pacing: number;
 }
 export interface AuthSession {
   idHex: string;
@@ -63,6 +67,8 @@ export interface OpContext {
   stages: ExpiringTable<Stage>;
   sessions: LoginSessionTable;
   authSessions: ExpiringTable<AuthSession>;
+  /** The laxest guess pacing a registration may pick (the provisioned AuthConfig.minPacing). */
+  minPacing: number;
 }
 
 export interface OpResult {
@@ -120,11 +126,13 @@ function registerStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'Regi
   const limit = req.attemptLimit !== 0 ? req.attemptLimit : live ? ctx.current!.attemptLimit : DEFAULT_ATTEMPT_LIMIT;
   if (limit < 1 || limit > 255) throw new EnclaveFault(Handling.InvalidAttemptLimit, 'attempt limit must be 1..255', 'attemptLimit');
   ksfFromParams(req.ksf); // validates; a typed OpaqueError otherwise
+  if (!isPacing(req.pacing)) throw new EnclaveFault(Handling.InvalidPacing, `unknown pacing schedule ${req.pacing}`, 'pacing');
+  if (req.pacing < ctx.minPacing) throw new EnclaveFault(Handling.PacingBelowFloor, 'this vault needs a stricter guess pacing', 'pacing');
   ctx.stages.room(ctx.idHex, ctx.now);
   const keys = ctx.keys.server.get(suite.id)!;
   const response = serverRegistrationResponse(serverOptions(ctx, suite), keys, req.request, ctx.recordId);
   const stageId = ctx.rng(STAGE_ID_LEN);
-  ctx.stages.put(toHex(stageId), ctx.idHex, { idHex: ctx.idHex, suite: suite.id, attemptLimit: limit, ksf: req.ksf }, ctx.now);
+  ctx.stages.put(toHex(stageId), ctx.idHex, { idHex: ctx.idHex, suite: suite.id, attemptLimit: limit, ksf: req.ksf, pacing: req.pacing }, ctx.now);
   return { response: { type: 'RegisterStarted', stageId, response }, audit: [] };
 }
 
@@ -174,6 +182,8 @@ function registerFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'Reg
     opaqueRecord: req.record,
     backupKey,
     registeredAt: ctx.now,
+    pacing: stage.pacing,
+    lastGuessAt: 0,
   };
   const kind = live && !req.backupKey ? AUDIT_KIND.passwordChanged : AUDIT_KIND.registered;
   return {
@@ -221,16 +231,30 @@ function loginStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginSt
     if (pending) return { response: { type: 'Locked' }, audit: [] };
     return { ...lock(cur), response: { type: 'Locked' } };
   }
+  // Too soon after the last charged guess: nothing charged, nothing computed.
+  const wait = pacingWaitMs(cur, ctx.now);
+  if (wait > 0) return { response: { type: 'RetryLater', retryAfterSeconds: Math.ceil(wait / 1000), attemptsRemaining: remaining(cur) }, audit: [] };
   // Room first: an op refused for want of it charges nothing.
   ctx.sessions.room(ctx.idHex, ctx.now);
   const { ke2, state } = serverLoginStart(serverOptions(ctx, suite), keys, req.ke1, ctx.recordId, cur.opaqueRecord);
-  const next: VaultRecord = { ...cur, attemptsUsed: cur.attemptsUsed + 1 };
+  const next: VaultRecord = { ...cur, attemptsUsed: cur.attemptsUsed + 1, lastGuessAt: ctx.now };
   ctx.sessions.put(sid, { idHex: ctx.idHex, suite: suite.id, registrationId: cur.registrationId, state }, ctx.now);
   return {
     response: { type: 'LoginStarted', sessionId, ke2, ksf: cur.ksf, attemptsRemaining: remaining(next) },
     write: next,
     audit: [{ kind: AUDIT_KIND.guessUsed, attemptsRemaining: remaining(next) }],
   };
+}
+
+/**
+ * How long (ms) from `now` until the record's pacing allows its next charged guess (0: now). A
+ * clock that went back (now before the last guess) waits the whole delay from now.
+ */
+function pacingWaitMs(cur: VaultRecord, now: number): number {
+  const delay = pacingDelayMs(cur.pacing, cur.attemptsUsed);
+  if (delay === 0) return 0;
+  const since = now - cur.lastGuessAt;
+  return since < 0 ? delay : Math.max(0, delay - since);
 }
 
 /** A live login session of this registration of the record (it may still hold a charged guess). */

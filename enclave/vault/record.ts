@@ -2,12 +2,16 @@
  * The vault record and its sealed form: what the untrusted storage holds.
  *
  * Sealed blob = header || AES-256-GCM(ciphertext || tag), under the token's sealing key.
- *   header (35 bytes): magic "BKVR" | format (1) | kind (1 = record, 2 = tombstone) | suite code |
+ *   header (35 bytes): magic "BKVR" | format (2) | kind (1 = record, 2 = tombstone) | suite code |
  *                      epoch (8, big-endian) | record version (8) | IV (12)
  *   AAD = header || len(record id) (1) || record id
  * Binding the record id, version, epoch and suite in the AAD means a blob moved to another id,
  * or with any header byte changed, fails to open. A tombstone has an empty plaintext: it proves
  * a deletion at an epoch without holding anything.
+ *
+ * Format 2 adds the record's guess pacing (enclave/api/pacing.ts: its schedule and the platform
+ * time of its last charged guess) at the end of the plaintext; format 1 blobs (written before)
+ * still open, as records with no pacing, and are written back as format 2.
  */
 import { bytes, encodeFields, fixed, u53, u8 } from '../api/codec.ts';
 import { EnclaveFault, Integrity, Platform as PlatformCodes } from '../api/codes.ts';
@@ -15,7 +19,8 @@ import type { KeyHandle, Token } from '../token.ts';
 import { TokenError } from '../token.ts';
 
 export const SEALED_MAGIC = Uint8Array.of(0x42, 0x4b, 0x56, 0x52); // "BKVR"
-export const SEALED_FORMAT = 1;
+export const SEALED_FORMAT = 2;
+const SEALED_FORMAT_V1 = 1;
 export const KIND_RECORD = 1;
 export const KIND_TOMBSTONE = 2;
 export const HEADER_LEN = 4 + 1 + 1 + 1 + 8 + 8 + 12;
@@ -33,6 +38,8 @@ export const RecordSchema = [
   ['opaqueRecord', bytes(0, 192)],
   ['backupKey', bytes(0, 32)],
   ['registeredAt', u53],
+  ['pacing', u8],
+  ['lastGuessAt', u53],
 ] as const;
 
 export interface VaultRecord {
@@ -45,6 +52,10 @@ export interface VaultRecord {
   opaqueRecord: Uint8Array;
   backupKey: Uint8Array;
   registeredAt: number;
+  /** The guess pacing schedule (enclave/api/pacing.ts), chosen at registration. */
+  pacing: number;
+  /** Platform time (ms) of the last charged guess; 0 before the first. */
+  lastGuessAt: number;
 }
 
 export interface SealedHeader {
@@ -84,7 +95,7 @@ function writeU32(b: Uint8Array, off: number, v: number): void {
 function checkHeader(blob: Uint8Array): number {
   if (blob.length < HEADER_LEN + 16) throw invalid();
   for (let i = 0; i < 4; i++) if (blob[i] !== SEALED_MAGIC[i]) throw invalid();
-  if (blob[4] !== SEALED_FORMAT) throw invalid();
+  if (blob[4] !== SEALED_FORMAT && blob[4] !== SEALED_FORMAT_V1) throw invalid();
   const kind = blob[5]!;
   if (kind !== KIND_RECORD && kind !== KIND_TOMBSTONE) throw invalid();
   return kind;
@@ -130,7 +141,9 @@ function aadOf(blob: Uint8Array, recordId: Uint8Array): Buffer {
   return out;
 }
 
-const RECORD_FIXED_LEN = 4 + 16 + 2 + 2 + 2 + 8;
+const RECORD_FIXED_LEN = 4 + 16 + 2 + 2 + 2 + 8 + 1 + 8;
+/** What format 2 added after registeredAt: pacing (1) and lastGuessAt (8). */
+const PACING_LEN = 9;
 const okUint = (v: unknown, max: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
 const okBytes = (v: unknown, min: number, max: number): v is Uint8Array => v instanceof Uint8Array && v.length >= min && v.length <= max;
 
@@ -150,7 +163,9 @@ export function encodeRecord(rec: VaultRecord): Uint8Array {
     !okBytes(ksf, 0, 32) ||
     !okBytes(or, 0, 192) ||
     !okBytes(bk, 0, 32) ||
-    !okUint(rec.registeredAt, Number.MAX_SAFE_INTEGER)
+    !okUint(rec.registeredAt, Number.MAX_SAFE_INTEGER) ||
+    !okUint(rec.pacing, 0xff) ||
+    !okUint(rec.lastGuessAt, Number.MAX_SAFE_INTEGER)
   ) {
     return encodeFields(RecordSchema, rec);
   }
@@ -169,24 +184,30 @@ export function encodeRecord(rec: VaultRecord): Uint8Array {
   }
   writeU32(out, o, Math.floor(rec.registeredAt / TWO32));
   writeU32(out, o + 4, rec.registeredAt >>> 0);
+  out[o + 8] = rec.pacing;
+  writeU32(out, o + 9, Math.floor(rec.lastGuessAt / TWO32));
+  writeU32(out, o + 13, rec.lastGuessAt >>> 0);
   return out;
 }
 
 /**
  * decodeFields(RecordSchema, pt) for the record plaintext, or null where decodeFields would throw.
  * The fields are copies (the caller wipes `pt`): the registration id on its own (login sessions
- * keep it), the other three sharing one buffer.
+ * keep it), the other three sharing one buffer. `format` 1: the plaintext ends at registeredAt
+ * (no pacing).
  */
-export function decodeRecord(pt: Uint8Array): VaultRecord | null {
-  if (pt.length < RECORD_FIXED_LEN) return null;
+export function decodeRecord(pt: Uint8Array, format: number = SEALED_FORMAT): VaultRecord | null {
+  const tail = format === SEALED_FORMAT_V1 ? 0 : PACING_LEN;
+  if (pt.length < RECORD_FIXED_LEN - PACING_LEN + tail) return null;
   const kl = (pt[20]! << 8) | pt[21]!;
   if (kl > 32 || 24 + kl > pt.length) return null;
   const ol = (pt[22 + kl]! << 8) | pt[23 + kl]!;
   if (ol > 192 || 26 + kl + ol > pt.length) return null;
   const bl = (pt[24 + kl + ol]! << 8) | pt[25 + kl + ol]!;
   const o = 26 + kl + ol + bl;
-  if (bl > 32 || o + 8 !== pt.length) return null; // truncated or trailing bytes
+  if (bl > 32 || o + 8 + tail !== pt.length) return null; // truncated or trailing bytes
   if (pt[o]! !== 0 || pt[o + 1]! > 0x1f) return null; // above 2^53-1
+  if (tail && (pt[o + 9]! !== 0 || pt[o + 10]! > 0x1f)) return null;
   const body = new Uint8Array(kl + ol + bl);
   for (let i = 0; i < kl; i++) body[i] = pt[22 + i]!;
   for (let i = 0; i < ol; i++) body[kl + i] = pt[24 + kl + i]!;
@@ -201,6 +222,8 @@ export function decodeRecord(pt: Uint8Array): VaultRecord | null {
     opaqueRecord: body.subarray(kl, kl + ol),
     backupKey: body.subarray(kl + ol),
     registeredAt: readU64(pt, o),
+    pacing: tail ? pt[o + 8]! : 0,
+    lastGuessAt: tail ? readU64(pt, o + 9) : 0,
   };
 }
 
@@ -242,7 +265,7 @@ export function unseal(token: Token, key: KeyHandle, recordId: Uint8Array, blob:
     return { header: h, record: null };
   }
   try {
-    const rec = decodeRecord(pt);
+    const rec = decodeRecord(pt, blob[4]!);
     if (!rec) throw invalid();
     return { header: h, record: rec };
   } finally {

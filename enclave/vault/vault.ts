@@ -25,6 +25,7 @@ import { EnclaveFault, Handling, Integrity, Lifecycle, Platform as PlatformCodes
 import { encodeMessage, decodeMessage } from '../api/codec.ts';
 import type { AuditEvent, ClientRequest, HostRequest, HostResponse } from '../api/messages.ts';
 import { decodeAuthConfig, encodeAuthConfig } from '../api/auth.ts';
+import { PACING } from '../api/pacing.ts';
 import type { AuthConfig } from '../api/auth.ts';
 import { TokenVerifier } from './auth-tokens.ts';
 import { ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT, ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
@@ -117,6 +118,8 @@ export class Vault {
   private audit!: AuditLog;
   /** Checks the issuer's token of every client operation (auth-tokens.ts). */
   private verifier!: TokenVerifier;
+  /** The laxest guess pacing a registration may pick (AuthConfig.minPacing; api/pacing.ts). */
+  private minPacing: number = PACING.standard;
   /**
    * SHA-256 of the record index, the audit chain, partitioning and the end-to-end key schedule:
    * libsodium's WebAssembly build (hash-sodium.ts), which makes no native object per call (a
@@ -185,6 +188,7 @@ export class Vault {
       await this.p.nvram.write(encodeNvramState(this.nv));
     }
     this.verifier = await TokenVerifier.create(auth);
+    this.minPacing = auth?.minPacing ?? PACING.standard;
     this.audit = new AuditLog(this.keys.auditKey, this.sha256);
     this.state = 'notLoaded';
   }
@@ -453,6 +457,7 @@ export class Vault {
           stages: this.tables.stages,
           sessions: this.tables.sessions,
           authSessions: this.tables.authSessions,
+          minPacing: this.minPacing,
         };
         const result = handleSync(ctx, creq);
         if (result.write !== undefined) {
@@ -570,6 +575,7 @@ export class Vault {
     const verifier = await TokenVerifier.create(cfg);
     await this.writeNvram({ ...this.nv, authHash: this.authHashOf(encodeAuthConfig(cfg)) });
     this.verifier = verifier;
+    this.minPacing = cfg.minPacing ?? PACING.standard;
     return { type: 'AuthSet', issuers: cfg.issuers.length };
   }
 

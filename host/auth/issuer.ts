@@ -9,7 +9,7 @@
  * its tokens).
  *
  * `DATA/auth/config.json` is the issuer set the host hands to every device at boot
- * (`{ audience, development, issuers: [{ name, x }] }`); the enclave keeps its hash in NVRAM and
+ * (`{ audience, development, minPacing, issuers: [{ name, x }] }`); the enclave keeps its hash in NVRAM and
  * refuses to serve under another, so editing this file can not let a host mint its own tokens.
  */
 import { randomBytes } from 'node:crypto';
@@ -18,6 +18,7 @@ import * as path from 'node:path';
 import { SignJWT, exportJWK, generateKeyPair, importJWK } from 'jose';
 import { DEFAULT_AUDIENCE, MAX_ISSUERS, MAX_TOKEN_LIFETIME_S, base64url, fromBase64url, issuerKid } from '../../enclave/api/auth.ts';
 import type { AuthConfig } from '../../enclave/api/auth.ts';
+import { PACING, isPacing } from '../../enclave/api/pacing.ts';
 import { writeFileDurably } from '../tokens/emulator/persistence.ts';
 
 /** Atomic and durable (temp file, fsync, rename, fsync of the folder); then the file's mode. */
@@ -161,7 +162,9 @@ export function readStoredAuth(dataDir: string): StoredAuth | null {
     const o = (i ?? {}) as Record<string, unknown>;
     return { name: issuerName(o.name, file), publicKey: keyBytes(o.x, file, 'x') };
   });
-  return { config: { audience: j.audience, issuers }, development: j.development === true };
+  const minPacing = j.minPacing === undefined ? PACING.standard : j.minPacing;
+  if (typeof minPacing !== 'number' || !isPacing(minPacing)) throw new AuthSetupError(`${file}: "minPacing" must be a pacing schedule code (enclave/api/pacing.ts)`);
+  return { config: { audience: j.audience, issuers, minPacing }, development: j.development === true };
 }
 
 export function writeStoredAuth(dataDir: string, a: StoredAuth): void {
@@ -170,6 +173,7 @@ export function writeStoredAuth(dataDir: string, a: StoredAuth): void {
   const body = {
     audience: a.config.audience,
     development: a.development,
+    minPacing: a.config.minPacing ?? PACING.standard,
     issuers: a.config.issuers.map((i) => ({ name: i.name, x: base64url(i.publicKey), kid: issuerKid(i.publicKey) })),
   };
   writeText(file, JSON.stringify(body, null, 2) + '\n', 0o644);
@@ -178,6 +182,7 @@ export function writeStoredAuth(dataDir: string, a: StoredAuth): void {
 export function sameAuth(a: AuthConfig, b: AuthConfig): boolean {
   return (
     a.audience === b.audience &&
+    (a.minPacing ?? PACING.standard) === (b.minPacing ?? PACING.standard) &&
     a.issuers.length === b.issuers.length &&
     a.issuers.every((x, i) => x.name === b.issuers[i]!.name && base64url(x.publicKey) === base64url(b.issuers[i]!.publicKey))
   );

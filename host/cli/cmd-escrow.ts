@@ -18,14 +18,14 @@ import { intOption, parseArgs, required, UsageError } from './args.ts';
 import { readKeyFile, readPassword, readVaultKeyFile } from './io.ts';
 
 const USAGE = `usage: bkv escrow register|recover|change-password|delete|status --vault URL --vault-key FILE --id ID --auth-token FILE
-  register:        --key-file F [--password-file F] [--attempts N] [--suite ristretto255-SHA512|P256-SHA256]
+  register:        --key-file F [--password-file F] [--attempts N] [--pacing standard|none] [--suite ristretto255-SHA512|P256-SHA256]
   recover:         [--password-file F] [--out FILE]
   change-password: [--password-file F] [--new-password-file F]
   delete:          --key-file F | [--password-file F]   (proof needed unless the record is locked)`;
 
 export async function escrowCommand(argv: string[]): Promise<number> {
   const p = parseArgs(argv, {
-    options: ['vault', 'vault-key', 'id', 'key-file', 'password-file', 'new-password-file', 'attempts', 'out', 'suite', 'auth-token'],
+    options: ['vault', 'vault-key', 'id', 'key-file', 'password-file', 'new-password-file', 'attempts', 'out', 'suite', 'auth-token', 'pacing'],
   });
   const verb = p.positional[0];
   if (!verb || p.positional.length !== 1) throw new UsageError(USAGE);
@@ -62,13 +62,16 @@ export async function escrowCommand(argv: string[]): Promise<number> {
   const say = (r: RecoverResult) => {
     if (r.ok) return `recovered; attempts remaining ${r.attemptsRemaining}`;
     if (r.outcome === 'locked') return 'LOCKED: the key was destroyed after too many wrong passwords';
+    if (r.outcome === 'paced') return `too soon: after wrong passwords the vault allows the next try in ${r.retryAfterSeconds} s (nothing was charged; attempts remaining ${r.attemptsRemaining})`;
     return `wrong password; attempts remaining ${r.attemptsRemaining}${r.locked ? ' (now LOCKED: the key is destroyed)' : ''}`;
   };
   switch (verb) {
     case 'register': {
       const key = readKeyFile(required(p, 'key-file'));
       const pw = await readPassword(p.opts.get('password-file'), 'new password: ');
-      const r = await client.register(recordId, pw, key, { attemptLimit: intOption(p, 'attempts', 1, 255) });
+      const pacing = p.opts.get('pacing') ?? 'standard';
+      if (pacing !== 'standard' && pacing !== 'none') throw new UsageError('--pacing must be standard or none');
+      const r = await client.register(recordId, pw, key, { attemptLimit: intOption(p, 'attempts', 1, 255), pacing });
       console.log(`registered ${required(p, 'id')}: ${r.attemptLimit} attempts`);
       return 0;
     }

@@ -26,6 +26,8 @@ import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRe
 import { DEFAULT_ARGON2ID, argon2idKsf, identityKsf, ksfFromParams } from '../../enclave/opaque/ksf.ts';
 import type { Argon2idParams, Ksf } from '../../enclave/opaque/ksf.ts';
 import type { Suite } from '../../enclave/opaque/suite.ts';
+import { PACING } from '../../enclave/api/pacing.ts';
+import type { PacingName } from '../../enclave/api/pacing.ts';
 
 export interface Relay {
   (recordId: Uint8Array, message: Uint8Array): Promise<{ sealed: boolean; response: Uint8Array }>;
@@ -102,6 +104,8 @@ export type AuthTokenSource = string | ((recordId: Uint8Array) => string | Promi
 
 export type RecoverResult =
   | { ok: true; backupKey: Uint8Array; attemptsRemaining: number; sessionId: Uint8Array; sessionKey: Uint8Array }
+  /** The record's guess pacing (enclave/api/pacing.ts) allows no guess yet: nothing was charged. */
+  | { ok: false; outcome: 'paced'; retryAfterSeconds: number; attemptsRemaining: number }
   | { ok: false; outcome: 'wrong-password'; attemptsRemaining: number; locked: boolean }
   | { ok: false; outcome: 'locked' };
 
@@ -118,6 +122,8 @@ export interface EscrowClientOptions {
   ksfBounds?: KsfBounds;
   /** The issuer's token for the record (enclave/api/auth.ts); the enclave refuses operations without one. */
   auth: AuthTokenSource;
+  /** Guess pacing of new registrations (enclave/api/pacing.ts; default 'standard'). */
+  pacing?: PacingName;
 }
 
 const td = new TextDecoder();
@@ -184,7 +190,7 @@ export class EscrowClient {
     recordId: Uint8Array,
     password: Uint8Array,
     backupKey: Uint8Array | undefined,
-    opts: { attemptLimit?: number; authorization?: { backupKey: Uint8Array } | { sessionId: Uint8Array; sessionKey: Uint8Array } } = {},
+    opts: { attemptLimit?: number; pacing?: PacingName; authorization?: { backupKey: Uint8Array } | { sessionId: Uint8Array; sessionKey: Uint8Array } } = {},
   ): Promise<{ attemptsRemaining: number; attemptLimit: number; exportKey: Uint8Array }> {
     const co = this.opts(this.ksf);
     const { request, state } = clientRegistrationStart(co, password);
@@ -194,6 +200,7 @@ export class EscrowClient {
       request,
       attemptLimit: opts.attemptLimit ?? 0,
       ksf: this.ksf.params,
+      pacing: PACING[opts.pacing ?? this.o.pacing ?? 'standard'],
     }, ['RegisterStarted']);
     const { record, exportKey } = await clientRegistrationFinish(co, state, password, started.response);
     let authorization: Uint8Array | undefined;
@@ -207,8 +214,9 @@ export class EscrowClient {
   /** Starts a login; the enclave charges one guess before it answers. */
   async recover(recordId: Uint8Array, password: Uint8Array): Promise<RecoverResult> {
     const { ke1, state } = clientLoginStart(this.opts(identityKsf), password);
-    const started = await this.send(recordId, { type: 'LoginStart', suite: SUITE_CODE[this.o.suite.id], ke1 }, ['LoginStarted', 'Locked']);
+    const started = await this.send(recordId, { type: 'LoginStart', suite: SUITE_CODE[this.o.suite.id], ke1 }, ['LoginStarted', 'Locked', 'RetryLater']);
     if (started.type === 'Locked') return { ok: false, outcome: 'locked' };
+    if (started.type === 'RetryLater') return { ok: false, outcome: 'paced', retryAfterSeconds: started.retryAfterSeconds, attemptsRemaining: started.attemptsRemaining };
     const ksf = checkKsfBounds(started.ksf, this.bounds);
     const fin = await clientLoginFinish(this.opts(ksf), state, password, started.ke2);
     // A wrong password fails on the client (the envelope does not open). Still tell the enclave,
@@ -228,12 +236,13 @@ export class EscrowClient {
   }
 
   /** Changes the password, keeping the backup key; authorized by recovering with the current one. */
-  async changePassword(recordId: Uint8Array, currentPassword: Uint8Array, newPassword: Uint8Array, opts: { attemptLimit?: number } = {}) {
+  async changePassword(recordId: Uint8Array, currentPassword: Uint8Array, newPassword: Uint8Array, opts: { attemptLimit?: number; pacing?: PacingName } = {}) {
     const r = await this.recover(recordId, currentPassword);
     if (!r.ok) return r;
     r.backupKey.fill(0);
     const reg = await this.register(recordId, newPassword, undefined, {
       attemptLimit: opts.attemptLimit,
+      ...(opts.pacing !== undefined && { pacing: opts.pacing }),
       authorization: { sessionId: r.sessionId, sessionKey: r.sessionKey },
     });
     r.sessionKey.fill(0);
@@ -256,7 +265,11 @@ export class EscrowClient {
       authorization = encodeKeyAuthorization(proof.backupKey, st.registrationId, recordId, 'delete');
     } else if (proof) {
       const r = await this.recover(recordId, proof.password);
-      if (!r.ok) return r.outcome === 'locked' ? { type: 'Locked' } : { type: 'WrongPassword', attemptsRemaining: r.attemptsRemaining, locked: r.locked ? 1 : 0 };
+      if (!r.ok) {
+        if (r.outcome === 'locked') return { type: 'Locked' };
+        if (r.outcome === 'paced') return { type: 'RetryLater', retryAfterSeconds: r.retryAfterSeconds, attemptsRemaining: r.attemptsRemaining };
+        return { type: 'WrongPassword', attemptsRemaining: r.attemptsRemaining, locked: r.locked ? 1 : 0 };
+      }
       r.backupKey.fill(0);
       authorization = encodeSessionAuthorization(r.sessionId, r.sessionKey, st.registrationId, recordId, 'delete');
       r.sessionKey.fill(0);

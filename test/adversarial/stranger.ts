@@ -68,7 +68,7 @@ export async function stranger(o: { rounds?: number; victims?: number; mode?: 'w
         { type: 'LoginStart', suite: SUITE_CODE[suite.id], ke1 },
         { type: 'Status' },
         { type: 'Delete', authorization: undefined },
-        { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request: ke1.subarray(0, 32), attemptLimit: 255, ksf: identityKsf.params },
+        { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request: ke1.subarray(0, 32), attemptLimit: 255, ksf: identityKsf.params, pacing: 0 },
         { type: 'LoginFinish', sessionId: new Uint8Array(16), ke3: new Uint8Array(64) },
       ];
     };

@@ -128,7 +128,7 @@ async function main(): Promise<void> {
     ksf: Uint8Array.of(0),
     opaqueRecord: new Uint8Array(recLen).fill(5),
     backupKey: new Uint8Array(32).fill(6),
-    registeredAt: 1_700_000_000_000,
+    registeredAt: 1_700_000_000_000, pacing: 0, lastGuessAt: 0,
   });
   put('sealed-record', 'record-ristretto255', Uint8Array.of(0, ...seal(token, key, SEALED_RECORD_ID, { kind: KIND_RECORD, suite: 1, epoch: 7, version: 3 }, record(1, 192))));
   put('sealed-record', 'record-p256', Uint8Array.of(0, ...seal(token, key, SEALED_RECORD_ID, { kind: KIND_RECORD, suite: 2, epoch: 8, version: 1 }, record(2, 129))));
@@ -166,7 +166,7 @@ async function main(): Promise<void> {
   const otherKey = new Uint8Array(createHash('sha256').update('bkv-fuzz/seed/other-backup-key').digest());
   // Client operations on canary A, without their token (added per target below).
   const clientOps: Record<string, ClientOp> = {
-    RegisterStart: { type: 'RegisterStart', suite: SUITE_CODE[CANARY_A.suite], request: fA.messages.RegistrationRequest, attemptLimit: 5, ksf: identityKsf.params },
+    RegisterStart: { type: 'RegisterStart', suite: SUITE_CODE[CANARY_A.suite], request: fA.messages.RegistrationRequest, attemptLimit: 5, ksf: identityKsf.params, pacing: 0 },
     RegisterFinish: {
       type: 'RegisterFinish',
       stageId: new Uint8Array(16).fill(0x11),

@@ -4,6 +4,7 @@
  * (a test platform's clock is not the wall clock). Record ids must be UTF-8: a token's subject is
  * the id's text.
  */
+import { PACING } from '../../enclave/api/pacing.ts';
 import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { DEFAULT_AUDIENCE } from '../../enclave/api/auth.ts';
 import { mintToken, newIssuer } from '../../host/auth/issuer.ts';
@@ -34,7 +35,7 @@ export async function makeTestIssuer(name = 'test-issuer', audience = DEFAULT_AU
     });
   return {
     issuer,
-    config: { audience, issuers: [{ name, publicKey: issuer.publicKey }] },
+    config: { audience, issuers: [{ name, publicKey: issuer.publicKey }], minPacing: PACING.none },
     token,
     tokenBytes: async (id, nowMs, opts) => new TextEncoder().encode(await token(id, nowMs, opts)),
   };
@@ -51,6 +52,7 @@ export function wallClockClientExtras(issuer: TestIssuer) {
   return {
     ksf: identityKsf,
     ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true },
+    pacing: 'none' as const,
     auth: (recordId: Uint8Array) => issuer.token(recordId),
   };
 }

@@ -58,11 +58,11 @@ export interface Harness {
 
 type EscrowClientAuth = ConstructorParameters<typeof EscrowClient>[0]['auth'];
 
-export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKind?: TokenKind; tableLimits?: Partial<TableLimits> } = {}): Promise<Harness> {
+export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKind?: TokenKind; tableLimits?: Partial<TableLimits>; minPacing?: number } = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'bkv-test-'));
   const platform = testPlatform({ operatorKeyHash: opts.operatorKeyHash, tokenKind: opts.tokenKind });
   const issuer = await testIssuer();
-  platform.auth = issuer.config;
+  platform.auth = opts.minPacing === undefined ? issuer.config : { ...issuer.config, minPacing: opts.minPacing };
   const h = {} as Harness;
   h.issuer = issuer;
   h.dir = dir;
@@ -92,6 +92,7 @@ export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKin
       context: CONTEXT,
       ksf: identityKsf,
       ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true },
+      pacing: 'none',
       auth: opts.auth ?? ((recordId) => issuer.token(recordId, platform.clock.t)),
     });
   };
@@ -170,6 +171,7 @@ export function clientExtras(h: Harness) {
   return {
     ksf: identityKsf,
     ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true },
+    pacing: 'none' as const,
     auth: (recordId: Uint8Array) => h.issuer.token(recordId, h.platform.clock.t),
   };
 }

@@ -169,7 +169,7 @@ export class VaultClient {
     const sent: Sent[] = [];
     const co = this.opts();
     const { request, state } = clientRegistrationStart(co, password);
-    const a = await this.send(recordId, { type: 'RegisterStart', suite: SUITE_CODE[this.suite.id], request, attemptLimit: opts.attemptLimit ?? 0, ksf: identityKsf.params }, sent);
+    const a = await this.send(recordId, { type: 'RegisterStart', suite: SUITE_CODE[this.suite.id], request, attemptLimit: opts.attemptLimit ?? 0, ksf: identityKsf.params, pacing: 0 }, sent);
     if (!a.ok) return { unknownAt: 'RegisterStart', error: a.error, registered: false, sent };
     if (a.res.type !== 'RegisterStarted') return { start: a.res, registered: false, sent };
     const { record } = await clientRegistrationFinish(co, state, password, a.res.response);

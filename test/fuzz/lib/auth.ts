@@ -9,6 +9,7 @@
  * refuse, with the fault it must refuse it with: the targets that drive client operations pick
  * one by a code byte in the request's `auth` field (`authFor`).
  */
+import { PACING } from '../../../enclave/api/pacing.ts';
 import { createHash, createPrivateKey, createPublicKey, sign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { DEFAULT_AUDIENCE, base64url, fromBase64url, issuerKid } from '../../../enclave/api/auth.ts';
@@ -39,7 +40,7 @@ const ISSUER = plantedKey('bkv-fuzz/canary/issuer');
 const ROGUE = plantedKey('bkv-fuzz/rogue/issuer');
 
 /** The issuer set every fuzz vault is provisioned with. */
-export const FUZZ_AUTH: AuthConfig = Object.freeze({ audience: DEFAULT_AUDIENCE, issuers: [{ name: ISSUER_NAME, publicKey: ISSUER.publicKey }] });
+export const FUZZ_AUTH: AuthConfig = Object.freeze({ audience: DEFAULT_AUDIENCE, issuers: [{ name: ISSUER_NAME, publicKey: ISSUER.publicKey }], minPacing: PACING.none });
 
 /** The fuzz vaults' clock at their start (lib/vault.ts), and the seeds' minting time. */
 export const FUZZ_EPOCH_MS = 1_700_000_000_000;

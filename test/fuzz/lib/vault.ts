@@ -403,7 +403,7 @@ export class FuzzVault {
   async registerStart(recordId: Uint8Array, suite: SuiteId, password: Uint8Array, attemptLimit: number): Promise<{ stageId: Uint8Array; record: Uint8Array; res: ClientResponse } | { res: ClientResponse }> {
     const o = this.opts(suite);
     const { request, state } = clientRegistrationStart(o, password);
-    const res = await this.client(recordId, { type: 'RegisterStart', suite: SUITE_CODE[suite], request, attemptLimit, ksf: identityKsf.params }, 'the driver\'s RegisterStart');
+    const res = await this.client(recordId, { type: 'RegisterStart', suite: SUITE_CODE[suite], request, attemptLimit, ksf: identityKsf.params, pacing: 0 }, 'the driver\'s RegisterStart');
     if (res.type !== 'RegisterStarted') return { res };
     const { record } = await clientRegistrationFinish(o, state, password, res.response);
     return { stageId: res.stageId, record, res };
