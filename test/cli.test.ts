@@ -193,6 +193,24 @@ describe('bkv', () => {
     expect(again.err).toMatch(/another issuer set/);
   }, 120_000);
 
+  it('bkv escrow sends BKV_SERVICE_TOKEN: without it the service answers 401, with it the operation goes through', async () => {
+    const data = join(dir, 'vault-bearer');
+    const s = await startServe(['--data', data, '--port', '0', '--partitions', '1'], { BKV_SERVICE_TOKEN: 'bearer-secret-1' });
+    try {
+      const u = /listening on (http:\/\/\S+)/.exec(s.err())![1]!;
+      expectCode(['auth', 'token', '--issuer-key', join(data, 'auth', 'issuer.key'), '--id', 'erin', '--out', 'erin.tok'], 0);
+      const args = ['escrow', 'status', '--vault', u, '--vault-key', join(data, 'vault-key.pub'), '--id', 'erin', '--auth-token', 'erin.tok'];
+      const without = bkv(args, undefined, { BKV_SERVICE_TOKEN: '' });
+      expect(without.code).toBe(1);
+      expect(without.err).toMatch(/401 UNAUTHORIZED/);
+      const withToken = bkv(args, undefined, { BKV_SERVICE_TOKEN: 'bearer-secret-1' });
+      expect(withToken.code, withToken.err).toBe(0);
+      expect(withToken.out).toMatch(/not registered/);
+    } finally {
+      await stop(s.proc);
+    }
+  }, 90_000);
+
   it('serve on defaults keeps the token PINs in <data>.operator (0700, 0600), names it at start, and no file of the data folder holds them', () => {
     const data = join(dir, 'vault');
     const op = `${data}.operator`;

@@ -26,6 +26,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TOKEN_CONFIG_FILE, checkTokenKind, newTokenConfig, readTokenConfig, writeTokenConfig } from './config.ts';
 import type { TokenKind } from './config.ts';
+import { fsyncDir } from './emulator/persistence.ts';
 
 /** Environment variables the command line reads the PINs from (no pin file given). */
 export const TOKEN_PIN_ENV = 'BKV_TOKEN_PIN';
@@ -386,11 +387,3 @@ export function pinRefusal(e: unknown, source: TokenPinSource): TokenPinError | 
   return null;
 }
 
-export function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
