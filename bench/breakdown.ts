@@ -9,7 +9,7 @@
  * instead of a first verification); they are not summed.
  *
  * The request carries a real issuer token (bench/lib/auth.ts), so the e2e open and the decode
- * handle the full message, and the token check (enclave/vault/auth-tokens.ts TokenVerifier) is a
+ * handle the full message, and the token check (enclave/api/auth-verify.ts TokenVerifier) is a
  * step: its first verification (jose EdDSA signature and claims: what a LoginStart with a new
  * token pays; a ring of distinct tokens larger than the verifier's cache, so every call misses,
  * evictions included) is summed; a cache hit (the LoginFinish of the same login, or any later
@@ -41,7 +41,7 @@ import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { generateServerKeys, serverLoginStart, serverRegistrationResponse } from '../enclave/opaque/server.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { AuditLog } from '../enclave/vault/audit.ts';
-import { TokenVerifier } from '../enclave/vault/auth-tokens.ts';
+import { TokenVerifier } from '../enclave/api/auth-verify.ts';
 import { openRequestSync } from '../enclave/vault/e2e-open.ts';
 import { deriveEnclaveKeys, ensureTokenKeys } from '../enclave/vault/keys.ts';
 import { RecordIndex } from '../enclave/vault/record-index.ts';

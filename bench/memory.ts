@@ -34,7 +34,7 @@ import type { ClientRequest } from '../enclave/api/messages.ts';
 import { clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
-import { fromBase64url, opsPath, toBase64url } from '../host/service/wire.ts';
+import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url } from '../host/service/wire.ts';
 import { BenchTokens } from './lib/auth.ts';
 import { ROOT, args, emit, machine, machineLine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
@@ -56,6 +56,7 @@ const BACKUP_MIB = A.num('backup-mib', 1024);
 const P = A.num('partitions', availableParallelism());
 const M = machine();
 const te = new TextEncoder();
+const td = new TextDecoder();
 const results: BenchResult[] = [];
 const figures: Record<string, number> = {};
 const notes: string[] = [];
@@ -77,7 +78,8 @@ try {
   /** One operation on `id`, with `auth` (the id's token: one per record, for both its operations). */
   const post = async (id: Uint8Array, op: ClientOp, auth: Uint8Array) => {
     const s = sealer.seal(id, encodeMessage(ClientRequests, { ...op, auth } as ClientRequest));
-    const r = await http.post(opsPath(id), { message: toBase64url(s.message) });
+    // The token in the clear too, for the service's early check (host/service/routes.ts).
+    const r = await http.post(opsPath(id), { message: toBase64url(s.message) }, { [AUTH_TOKEN_HEADER]: td.decode(auth) });
     const j = r.body as { sealed?: boolean; response?: string };
     if (r.status !== 200 || !j.response) throw new Error(`HTTP ${r.status}: ${JSON.stringify(j).slice(0, 200)}`);
     const raw = fromBase64url(j.response)!;

@@ -1,5 +1,5 @@
 /**
- * Per-user authorization, checked by the enclave (enclave/api/auth.ts, enclave/vault/auth-tokens.ts):
+ * Per-user authorization, checked by the enclave (enclave/api/auth.ts, enclave/api/auth-verify.ts):
  * the enclave is driven directly through the engine, as a host that skips every check of its own
  * would drive it. No token, a forged, expired, premature, over-long, wrong-subject, wrong-audience
  * or wrong-issuer token: a sealed typed fault, no guess charged, no record written, no audit event.

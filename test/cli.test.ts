@@ -166,12 +166,14 @@ describe('bkv', () => {
     // No token, another id's token, a token from an issuer the vault does not know: exit 6, no guess charged.
     expect(expectCode(['escrow', 'recover', ...dave, '--password-file', 'dpw'], 6).err).toMatch(/not authorized/);
     expectCode(['auth', 'token', '--issuer-key', devKey, '--id', 'mallory', '--out', 'mallory.tok'], 0);
-    expect(expectCode(['escrow', 'recover', ...dave, '--auth-token', 'mallory.tok', '--password-file', 'dpw'], 6).err).toMatch(/AuthWrongSubject/);
+    // The service's early check refuses these before the enclave does (the stranger script and
+    // test/auth.test.ts play a host that skips it).
+    expect(expectCode(['escrow', 'recover', ...dave, '--auth-token', 'mallory.tok', '--password-file', 'dpw'], 6).err).toMatch(/not authorized.*AUTH_TOKEN_REFUSED/);
     expectCode(['auth', 'keygen', '--out', 'rogue', '--name', 'rogue'], 0);
     expect(existsSync(join(dir, 'rogue', 'issuer.key')) && existsSync(join(dir, 'rogue', 'issuer.pub'))).toBe(true);
     expectCode(['auth', 'keygen', '--out', 'rogue'], 1); // never overwrites a key
     expectCode(['auth', 'token', '--issuer-key', join('rogue', 'issuer.key'), '--id', 'dave', '--out', 'rogue.tok'], 0);
-    expect(expectCode(['escrow', 'recover', ...dave, '--auth-token', 'rogue.tok', '--password-file', 'dpw'], 6).err).toMatch(/AuthInvalid/);
+    expect(expectCode(['escrow', 'recover', ...dave, '--auth-token', 'rogue.tok', '--password-file', 'dpw'], 6).err).toMatch(/not authorized.*AUTH_TOKEN_REFUSED/);
     expect(expectCode(['escrow', 'status', ...dave, '--auth-token', 'dave.tok'], 0).out).toMatch(/attempts remaining 5 of 5/);
     // Usage errors.
     expectCode(['auth', 'token', '--issuer-key', devKey, '--id', 'dave', '--ttl', '2h'], 1);

@@ -258,12 +258,14 @@ describe('client requests through the enclave', () => {
     expect(SUITE_CODE['ristretto255-SHA512']).toBe(1);
 
     // One batch: the stale blob with a request that does not open either, a request that does not
-    // open on a current record, and a good request. The enclave opens every request of a batch
-    // before running its ops, but each op fails where it always did: the stale blob first
-    // (RollbackDetected, plain: that envelope did not open), then the envelope (BadPayload, plain);
-    // the good op is answered sealed.
+    // open on a current record, a stale blob with a good request, and a good request. The enclave
+    // opens every request of a batch before running its ops; a request that does not open is
+    // refused before its stored record is read (BadPayload, plain), a good one with a stale blob
+    // is refused for the blob (RollbackDetected, sealed: its envelope opened); the good op is
+    // answered sealed.
     const current = (await h.store.getMany(0, [rid])).values().next().value!.blob;
     const good = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status', auth: await authFor(h, rid) }));
+    const stale = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status', auth: await authFor(h, rid) }));
     const e2 = ((await raw(encodeMessage(HostRequests, { type: 'Info' }))) as { epoch: number }).epoch + 1;
     const mixed = encodeMessage(HostRequests, {
       type: 'Batch',
@@ -271,14 +273,16 @@ describe('client requests through the enclave', () => {
       ops: [
         { opId: 0, recordId: rid, stored: before, request: new Uint8Array(80) },
         { opId: 1, recordId: rid, stored: current, request: new Uint8Array(80) },
-        { opId: 2, recordId: rid, stored: current, request: good.message },
+        { opId: 2, recordId: rid, stored: before, request: stale.message },
+        { opId: 3, recordId: rid, stored: current, request: good.message },
       ],
     });
     expect(await raw(mixed)).toMatchObject({ type: 'Prepared', writes: [] });
     const out = (await raw(encodeMessage(HostRequests, { type: 'Commit', epoch: e2 }))) as { results: { opId: number; sealed: number; response: Uint8Array }[] };
-    expect(out.results.map((r) => [r.opId, r.sealed])).toEqual([[0, 0], [1, 0], [2, 1]]);
-    expect(decodeMessage(ClientResponses, out.results[0]!.response)).toMatchObject({ type: 'Fault', code: Integrity.RollbackDetected });
+    expect(out.results.map((r) => [r.opId, r.sealed])).toEqual([[0, 0], [1, 0], [2, 1], [3, 1]]);
+    expect(decodeMessage(ClientResponses, out.results[0]!.response)).toMatchObject({ type: 'Fault', code: Handling.BadPayload });
     expect(decodeMessage(ClientResponses, out.results[1]!.response)).toMatchObject({ type: 'Fault', code: Handling.BadPayload });
-    expect(decodeMessage(ClientResponses, await good.openResponse(out.results[2]!.response))).toMatchObject({ type: 'StatusResult', attemptsRemaining: 4 });
+    expect(decodeMessage(ClientResponses, await stale.openResponse(out.results[2]!.response))).toMatchObject({ type: 'Fault', code: Integrity.RollbackDetected });
+    expect(decodeMessage(ClientResponses, await good.openResponse(out.results[3]!.response))).toMatchObject({ type: 'StatusResult', attemptsRemaining: 4 });
   });
 });

@@ -32,10 +32,10 @@ import type { RunningService, ServiceOptions } from '../host/service/server.ts';
 import { TokenBuckets, addressKey } from '../host/service/rate-limit.ts';
 import { ReplayGuard } from '../host/service/replay.ts';
 import { ErrorCode } from '../host/service/errors.ts';
-import { fromBase64url, opsPath, toBase64url } from '../host/service/wire.ts';
+import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url } from '../host/service/wire.ts';
 import { VaultHost } from '../host/vault/vault-host.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
-import { testIssuer } from './helpers/auth.ts';
+import { makeTestIssuer, testIssuer } from './helpers/auth.ts';
 import type { TestIssuer } from './helpers/auth.ts';
 import { DEFAULT_KSF_BOUNDS } from '../host/client/escrow.ts';
 import { readIssuerPrivate, readStoredAuth, mintToken } from '../host/auth/issuer.ts';
@@ -107,14 +107,27 @@ async function loginStartMessage(pk: Uint8Array, recordId: Uint8Array, auth?: Ui
   return (await sealed(pk, recordId, { type: 'LoginStart', auth: auth ?? (await issuer.tokenBytes(recordId)), suite: SUITE_CODE['ristretto255-SHA512'], ke1 })).message;
 }
 
-async function post(url: string, path: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) {
+/**
+ * POSTs `body`. To an ops path it adds the test issuer's token for the path's record id (header
+ * bkv-auth-token, for the service's early check) unless `headers` names one or `auth` is false.
+ */
+async function post(url: string, path: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }, auth = true) {
+  const m = /^\/v1\/records\/([A-Za-z0-9_-]+)\/ops$/.exec(path);
+  const rid = m ? fromBase64url(m[1]!) : null;
+  if (auth && rid && rid.length > 0 && !(AUTH_TOKEN_HEADER in headers)) {
+    try {
+      headers = { ...headers, [AUTH_TOKEN_HEADER]: await issuer.token(rid) };
+    } catch {
+      // an id that is not UTF-8 has no token: sent without one
+    }
+  }
   const res = await fetch(url + path, { method: 'POST', headers, body });
   const text = await res.text();
   return { status: res.status, headers: res.headers, text, json: (() => { try { return JSON.parse(text) as Record<string, any>; } catch { return undefined; } })() };
 }
 
-function postOp(url: string, recordId: Uint8Array, message: Uint8Array, headers?: Record<string, string>) {
-  return post(url, opsPath(recordId), JSON.stringify({ message: toBase64url(message) }), headers);
+function postOp(url: string, recordId: Uint8Array, message: Uint8Array, headers?: Record<string, string>, auth = true) {
+  return post(url, opsPath(recordId), JSON.stringify({ message: toBase64url(message) }), headers, auth);
 }
 
 /** Writes raw bytes on a fresh connection; resolves with everything read until the server closes (or `waitMs`). */
@@ -421,7 +434,7 @@ describe('vault service', () => {
 
   it('replayed sealed operations are refused (409) and change nothing', async () => {
     const sent: Uint8Array[] = [];
-    const c = client(s, { wrap: (r) => (rid, m) => (sent.push(m), r(rid, m)) });
+    const c = client(s, { wrap: (r) => (rid, m, meta) => (sent.push(m), r(rid, m, meta)) });
     const id = te.encode('replay-target');
     await c.register(id, te.encode('pw'), new Uint8Array(32).fill(9), { attemptLimit: 6 });
     expect((await c.recover(id, te.encode('pw'))).ok).toBe(true);
@@ -501,9 +514,9 @@ describe('vault service', () => {
     const sent: Uint8Array[] = [];
     const received: Uint8Array[] = [];
     const c = client(s, {
-      wrap: (r) => async (rid, m) => {
+      wrap: (r) => async (rid, m, meta) => {
         sent.push(m);
-        const out = await r(rid, m);
+        const out = await r(rid, m, meta);
         received.push(out.response);
         return out;
       },
@@ -549,6 +562,29 @@ describe('vault service', () => {
 });
 
 describe('host rate limits', () => {
+  it("the early issuer-token check: no token 401, another id's or a rogue issuer's 403, before the record's bucket; the user is still served", async () => {
+    const s = await start({ rateLimits: { record: { perMinute: 1, burst: 3 }, address: false } });
+    try {
+      const c = client(s);
+      const id = te.encode('early-victim');
+      await c.register(id, te.encode('pw'), new Uint8Array(32).fill(3), { attemptLimit: 5 }); // 2 of 3 tokens
+      const batchOps = async () => metricValue(await (await fetch(`${s.svc.url}/metrics`)).text(), 'bkv_batch_size_sum{partition="0"}');
+      const opsBefore = await batchOps();
+      const rogue = await makeTestIssuer('rogue');
+      for (let i = 0; i < 5; i++) {
+        const m = await loginStartMessage(s.pk, id);
+        expectError(await postOp(s.svc.url, id, m, undefined, false), 401, 'AUTH_TOKEN_REQUIRED');
+        expectError(await postOp(s.svc.url, id, m, { 'content-type': 'application/json', [AUTH_TOKEN_HEADER]: await issuer.token('mallory') }), 403, 'AUTH_TOKEN_REFUSED');
+        expectError(await postOp(s.svc.url, id, m, { 'content-type': 'application/json', [AUTH_TOKEN_HEADER]: await rogue.token(id) }), 403, 'AUTH_TOKEN_REFUSED');
+      }
+      // None of the 15 reached the enclave or took the record's last token: the user is served.
+      expect(await batchOps()).toBe(opsBefore);
+      expect(await c.status(id)).toMatchObject({ type: 'StatusResult', attemptsRemaining: 5 });
+    } finally {
+      await s.svc.close();
+    }
+  });
+
   it('per record: 429 with Retry-After, and rate-limited operations never reach the enclave', async () => {
     const s = await start({ rateLimits: { record: { perMinute: 1, burst: 4 }, address: false } });
     try {
@@ -626,7 +662,7 @@ describe('without the host replay guard', () => {
     const s = await start({ replayWindowMs: 0, rateLimits: { record: false, address: false } });
     try {
       const sent: Uint8Array[] = [];
-      const c = client(s, { wrap: (r) => (rid, m) => (sent.push(m), r(rid, m)) });
+      const c = client(s, { wrap: (r) => (rid, m, meta) => (sent.push(m), r(rid, m, meta)) });
       const id = te.encode('replay-no-guard');
       const key = new Uint8Array(32).fill(5);
       await c.register(id, te.encode('pw'), key, { attemptLimit: 6 });
@@ -705,7 +741,7 @@ describe('graceful shutdown (child process)', () => {
     const tokens = await Promise.all(ids.map(async (id) => te.encode(await devToken(id))));
     const messages = await Promise.all(Array.from({ length: 120 }, (_, i) => loginStartMessage(info.enclavePublicKey, ids[i % ids.length]!, tokens[i % ids.length]!)));
     const results = messages.map((m, i) =>
-      postOp(url, ids[i % ids.length]!, m).then(
+      postOp(url, ids[i % ids.length]!, m, { 'content-type': 'application/json', [AUTH_TOKEN_HEADER]: new TextDecoder().decode(tokens[i % ids.length]!) }).then(
         (r) => r.status,
         () => 'network' as const,
       ),

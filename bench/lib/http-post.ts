@@ -10,14 +10,14 @@ export interface JsonAnswer {
   body: unknown;
 }
 
-export function jsonPoster(base: string, maxSockets: number): { post(path: string, body: unknown): Promise<JsonAnswer>; close(): void } {
+export function jsonPoster(base: string, maxSockets: number): { post(path: string, body: unknown, headers?: Record<string, string>): Promise<JsonAnswer>; close(): void } {
   const url = new URL(base);
   const agent = new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
-  const post = (path: string, body: unknown) =>
+  const post = (path: string, body: unknown, extra: Record<string, string> = {}) =>
     new Promise<JsonAnswer>((resolve, reject) => {
       const data = Buffer.from(JSON.stringify(body));
       const req = http.request(
-        { agent, host: url.hostname, port: url.port, path, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': data.length } },
+        { agent, host: url.hostname, port: url.port, path, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': data.length, ...extra } },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));

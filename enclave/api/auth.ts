@@ -4,7 +4,7 @@
  * The issuer (the integrating service that knows who a user is) signs short-lived JSON Web Tokens
  * (RFC 7519) with EdDSA over Ed25519 (RFC 8037). The client puts its token in the `auth` field of
  * every client operation, inside the HPKE-sealed request, and the enclave checks it before it
- * charges, changes or reveals anything (enclave/vault/auth-tokens.ts). A token is valid for a
+ * charges, changes or reveals anything (enclave/api/auth-verify.ts). A token is valid for a
  * record when:
  *   - its protected header is `alg: "EdDSA"` with a `kid` naming a provisioned issuer key, and the
  *     signature verifies under that key (the kid is the key's RFC 7638 JWK thumbprint, SHA-256);

@@ -27,7 +27,7 @@ import type { AuditEvent, ClientRequest, HostRequest, HostResponse } from '../ap
 import { decodeAuthConfig, encodeAuthConfig } from '../api/auth.ts';
 import { PACING } from '../api/pacing.ts';
 import type { AuthConfig } from '../api/auth.ts';
-import { TokenVerifier } from './auth-tokens.ts';
+import { TokenVerifier } from '../api/auth-verify.ts';
 import { ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT, ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
 import { openRequestSync } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
@@ -116,7 +116,7 @@ export class Vault {
    */
   private staged: Computed | null = null;
   private audit!: AuditLog;
-  /** Checks the issuer's token of every client operation (auth-tokens.ts). */
+  /** Checks the issuer's token of every client operation (api/auth-verify.ts). */
   private verifier!: TokenVerifier;
   /** The laxest guess pacing a registration may pick (AuthConfig.minPacing; api/pacing.ts). */
   private minPacing: number = PACING.standard;
@@ -342,12 +342,12 @@ export class Vault {
 
   /**
    * Opens, decodes and authorizes every request of a batch before any of them runs: the issuer's
-   * token of each is checked (auth-tokens.ts, against the platform clock) here, so no op whose
+   * token of each is checked (api/auth-verify.ts, against the platform clock) here, so no op whose
    * token fails reaches a handler, and nothing is charged, changed or revealed for it. The
    * requests are opened one after another first, so that the X25519 key import and DH, the key
    * schedule and AES-GCM stay warm in the caches (interleaved with OPAQUE's group operations the
-   * key import costs about twice as much). Errors are values: compute() throws each where the op
-   * would have failed (after its partition and stored-record checks).
+   * key import costs about twice as much). Errors are values: compute() throws each after the
+   * op's partition check and before its stored record is read.
    */
   private async admit(req: Extract<HostRequest, { type: 'Batch' }>): Promise<Admitted[]> {
     const keys = this.keys!;
@@ -439,10 +439,13 @@ export class Vault {
         if (this.partitionOfHash(idHash) !== this.p.partition) {
           throw new EnclaveFault(Integrity.IndexMismatch, 'record belongs to another partition', 'recordId');
         }
-        const key = idHash.subarray(0, 16);
-        const { record: current, version } = this.currentRecord(pending, op.recordId, key, idHex, op.stored, index);
+        // A request that did not open, decode or pass its token check is refused before its
+        // stored record is read: a stranger's refusal costs the same for a registered id and an
+        // unknown one.
         const adm = admitted[i]!;
         if ('error' in adm) throw adm.error;
+        const key = idHash.subarray(0, 16);
+        const { record: current, version } = this.currentRecord(pending, op.recordId, key, idHex, op.stored, index);
         const seal1 = adm.sealResponse;
         const creq = adm.request;
         const ctx: OpContext = {

@@ -7,7 +7,8 @@
  *   bkv escrow ...                escrow a backup key with a vault service
  *   bkv auth keygen|token         the issuer's keys and per-user tokens
  * Exit codes: 0 done, 1 failure, 2 an outcome the user must see (wrong password, locked),
- * 6 not authorized (no, invalid, expired or another record's issuer token), 64 usage error.
+ * 6 not authorized (no, invalid, expired or another record's issuer token: refused by the
+ * enclave or already by the service's early check), 64 usage error.
  */
 import { UsageError } from './args.ts';
 import { backupCommand, keyCommand } from './cmd-backup.ts';
@@ -70,6 +71,10 @@ main(process.argv.slice(2)).then(
     }
     if (e instanceof EscrowError && AUTH_FAULTS.has(e.code)) {
       console.error(`bkv: not authorized (${faultName(e.code)}): the vault needs a valid issuer token for this id (--auth-token FILE)`);
+      process.exit(6);
+    }
+    if (e instanceof VaultHttpError && (e.code === 'AUTH_TOKEN_REQUIRED' || e.code === 'AUTH_TOKEN_REFUSED')) {
+      console.error(`bkv: not authorized (the service refused the issuer token: ${e.code}): the vault needs a valid issuer token for this id (--auth-token FILE)`);
       process.exit(6);
     }
     if (e instanceof AuthSetupError) {

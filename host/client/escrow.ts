@@ -30,7 +30,12 @@ import { PACING } from '../../enclave/api/pacing.ts';
 import type { PacingName } from '../../enclave/api/pacing.ts';
 
 export interface Relay {
-  (recordId: Uint8Array, message: Uint8Array): Promise<{ sealed: boolean; response: Uint8Array }>;
+  /**
+   * Relays one sealed operation. `authToken`: the issuer token the operation carries inside its
+   * sealed request, for a transport that lets the host check it early (the HTTP relay sends it
+   * as the header `bkv-auth-token`); a relay may ignore it.
+   */
+  (recordId: Uint8Array, message: Uint8Array, meta?: { authToken?: string }): Promise<{ sealed: boolean; response: Uint8Array }>;
 }
 
 export class EscrowError extends Error {
@@ -143,9 +148,9 @@ export class EscrowClient {
     checkKsfBounds(this.ksf.params, this.bounds);
   }
 
-  private async token(recordId: Uint8Array): Promise<Uint8Array> {
+  private async token(recordId: Uint8Array): Promise<string> {
     const a = this.o.auth;
-    return te.encode(typeof a === 'string' ? a : await a(recordId));
+    return typeof a === 'string' ? a : a(recordId);
   }
 
   /**
@@ -153,9 +158,10 @@ export class EscrowClient {
    * sealed answer of one of `expect`'s types, or a sealed Fault (thrown as EscrowError), counts.
    */
   private async send<T extends ClientResponse['type']>(recordId: Uint8Array, req: ClientOp, expect: readonly T[]): Promise<Res<T>> {
-    const full = { ...req, auth: await this.token(recordId) } as ClientRequest;
+    const authToken = await this.token(recordId);
+    const full = { ...req, auth: te.encode(authToken) } as ClientRequest;
     const { message, openResponse } = await sealRequest(this.o.enclavePublicKey, recordId, encodeMessage(ClientRequests, full));
-    const r = await this.o.relay(recordId, message);
+    const r = await this.o.relay(recordId, message, { authToken });
     if (!r.sealed) {
       let hint: number | undefined;
       try {

@@ -10,7 +10,7 @@
  * caller decides when to come back (and an operation must be sealed anew for each attempt).
  */
 import type { Relay } from './escrow.ts';
-import { fromBase64url, opsPath, toBase64url, ROUTE } from '../service/wire.ts';
+import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url, ROUTE } from '../service/wire.ts';
 import type { ErrorJson, OpResponseJson, VaultInfoJson } from '../service/wire.ts';
 
 export interface HttpRelayOptions {
@@ -102,10 +102,13 @@ function bytesField(obj: unknown, name: string): Uint8Array {
 
 /** A Relay for EscrowClient over the vault service. */
 export function httpRelay(opts: HttpRelayOptions): Relay {
-  return async (recordId, message) => {
+  return async (recordId, message, meta) => {
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    // A JWT is printable ASCII; anything else can not be a header value (the service then asks for one).
+    if (meta?.authToken && /^[\x21-\x7e]{1,1024}$/.test(meta.authToken)) headers[AUTH_TOKEN_HEADER] = meta.authToken;
     const body = (await call(
       join(opts.baseUrl, opsPath(recordId)),
-      { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ message: toBase64url(message) }) },
+      { method: 'POST', headers, body: JSON.stringify({ message: toBase64url(message) }) },
       opts,
     )) as Partial<OpResponseJson> | null;
     if (typeof body?.sealed !== 'boolean') throw new VaultTransportError("the vault service's answer has no valid sealed flag");

@@ -32,6 +32,8 @@ export const ErrorCode = {
   NOT_READY: { num: 6018, status: 503, message: 'not every partition is ready' },
   ENCLAVE_TIMEOUT: { num: 6019, status: 504, message: 'the enclave did not answer in time' },
   HEADERS_TOO_LARGE: { num: 6020, status: 431, message: 'the request line or headers are too large' },
+  AUTH_TOKEN_REQUIRED: { num: 6021, status: 401, message: 'the operation needs the issuer token for its record (header bkv-auth-token)' },
+  AUTH_TOKEN_REFUSED: { num: 6022, status: 403, message: 'the issuer token is not valid for this record' },
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 

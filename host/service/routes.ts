@@ -7,13 +7,20 @@
  *   GET  /metrics                    Prometheus text
  *
  * An operation passes, in order: the bearer token (when configured), the per-address bucket, the
- * record id, the content type, the body (size and deadline), the JSON fields, the replay guard,
- * the per-record bucket; only then is it queued for the enclave. The host sees ciphertext only.
+ * record id, the content type, the body (size and deadline), the JSON fields, the issuer token
+ * (header `bkv-auth-token`, when the service checks it early), the replay guard, the per-record
+ * bucket; only then is it queued for the enclave. The host sees ciphertext only. The early issuer
+ * token check sheds a stranger's load before it takes the record's bucket (so a stranger can not
+ * keep a user's bucket empty); the enclave checks the token inside the sealed request again, and
+ * nothing depends on the early one.
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MAX_CLIENT_MESSAGE, MAX_RECORD_ID, SUITE_CODE } from '../../enclave/api/messages.ts';
 import type { VaultHost } from '../vault/vault-host.ts';
+import type { TokenVerifier } from '../../enclave/api/auth-verify.ts';
+import { EnclaveFault } from '../../enclave/api/codes.ts';
+import { AUTH_TOKEN_HEADER } from './wire.ts';
 import { ServiceError } from './errors.ts';
 import { parseStringFields, readBody, requireJson, sendJson } from './http.ts';
 import type { ServiceMetrics } from './metrics.ts';
@@ -35,6 +42,8 @@ export interface RouteContext {
   draining(): boolean;
   /** How client operations are authorized: the provisioned issuers, a development issuer, or none (every operation refused). */
   authMode: 'development' | 'issuers' | 'none';
+  /** The early check of the issuer token (header `bkv-auth-token`) against the provisioned set; null: off. */
+  earlyAuth: TokenVerifier | null;
 }
 
 /** What the request line records about the request (filled in by the handler). */
@@ -67,6 +76,18 @@ function checkToken(ctx: RouteContext, req: IncomingMessage): void {
   const m = /^Bearer ([\x21-\x7e]+)$/.exec(req.headers.authorization ?? '');
   const given = createHash('sha256').update(m?.[1] ?? '').digest();
   if (!m || !timingSafeEqual(given, ctx.tokenHash)) throw new ServiceError('UNAUTHORIZED');
+}
+
+/** The early issuer token check (the enclave checks it again): 401 without the header, 403 when it is not valid for the record. */
+async function checkIssuerToken(v: TokenVerifier, req: IncomingMessage, recordId: Uint8Array): Promise<void> {
+  const h = req.headers[AUTH_TOKEN_HEADER];
+  if (typeof h !== 'string' || h.length === 0) throw new ServiceError('AUTH_TOKEN_REQUIRED');
+  try {
+    await v.check(new TextEncoder().encode(h), recordId, Date.now());
+  } catch (e) {
+    if (e instanceof EnclaveFault) throw new ServiceError('AUTH_TOKEN_REFUSED');
+    throw e;
+  }
 }
 
 function takeAddress(ctx: RouteContext, req: IncomingMessage, note: RequestNote): void {
@@ -106,6 +127,7 @@ async function submitOp(ctx: RouteContext, req: IncomingMessage, res: ServerResp
   const { message: text } = parseStringFields(body, ['message'] as const);
   const message = text.length <= Math.ceil((MAX_CLIENT_MESSAGE * 4) / 3) ? fromBase64url(text) : null;
   if (!message || message.length < 1 || message.length > MAX_CLIENT_MESSAGE) throw new ServiceError('BAD_MESSAGE', { field: 'message' });
+  if (ctx.earlyAuth) await checkIssuerToken(ctx.earlyAuth, req, recordId);
   // From here to `remember` nothing awaits: two copies of one message can not both pass.
   const replayKey = ctx.replay?.key(recordId, message);
   if (replayKey !== undefined && ctx.replay!.has(replayKey)) throw new ServiceError('REPLAYED', { field: 'message' });

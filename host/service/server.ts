@@ -13,6 +13,7 @@
  * `requestTimeoutMs` (node:http's cap on receiving a whole request).
  */
 import type { AuthConfig } from '../../enclave/api/auth.ts';
+import { TokenVerifier } from '../../enclave/api/auth-verify.ts';
 import { createHash } from 'node:crypto';
 import { STATUS_CODES, createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -71,6 +72,12 @@ export interface ServiceOptions {
   auth?: AuthConfig;
   /** Reported by /health: 'development' when the issuer key sits in the data folder (`bkv serve` without `--auth-issuer`). */
   authMode?: 'development' | 'issuers';
+  /**
+   * Check each operation's issuer token (header `bkv-auth-token`) before it takes the record's
+   * rate-limit bucket (default: on when `auth` is given). The enclave checks the sealed copy
+   * whatever this says; off plays a host that skips its own checks.
+   */
+  earlyAuth?: boolean;
 }
 
 export interface RunningService {
@@ -138,6 +145,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
     bodyTimeoutMs: opts.bodyTimeoutMs ?? 10_000,
     draining: () => draining,
     authMode: opts.authMode ?? (opts.auth ? 'issuers' : 'none'),
+    earlyAuth: opts.auth && opts.earlyAuth !== false ? await TokenVerifier.create(opts.auth) : null,
   };
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -92,3 +92,6 @@ export function fromBase64url(s: string): Uint8Array | null {
 export function opsPath(recordId: Uint8Array): string {
   return `/v1/records/${toBase64url(recordId)}/ops`;
 }
+
+/** The request header that carries the issuer token of an operation, for the service's early check (lower case, as node:http gives it). */
+export const AUTH_TOKEN_HEADER = 'bkv-auth-token';

@@ -132,7 +132,9 @@ export class VaultClient {
     const record: Sent = { recordId, type: req.type, message, open };
     sent?.push(record);
     this.onSend?.(record);
-    return this.relayed(recordId, message, open);
+    // The token in the clear too, for a service that checks it early (the HTTP relay's header).
+    const auth = req.auth ?? (await this.token(recordId));
+    return this.relayed(recordId, message, open, new TextDecoder().decode(auth));
   }
 
   /** Relays an already sealed message again (a replay); `open` reads the answer as its sender would. */
@@ -140,10 +142,10 @@ export class VaultClient {
     return this.relayed(recordId, s.message, s.open);
   }
 
-  private async relayed(recordId: Uint8Array, message: Uint8Array, open?: (b: Uint8Array) => Promise<Uint8Array>): Promise<Answer & { sealed?: boolean }> {
+  private async relayed(recordId: Uint8Array, message: Uint8Array, open?: (b: Uint8Array) => Promise<Uint8Array>, authToken?: string): Promise<Answer & { sealed?: boolean }> {
     let r: { sealed: boolean; response: Uint8Array };
     try {
-      r = await this.relay(recordId, message);
+      r = await this.relay(recordId, message, authToken ? { authToken } : undefined);
     } catch (error) {
       return { ok: false, error };
     }

@@ -3,7 +3,8 @@
  * crash-storm.ts, measured by soak.ts and timing.ts). Configuration from the environment:
  *   BKV_DATA_DIR (required), BKV_MODE worker|process, BKV_PARTITIONS, BKV_REPLAY_WINDOW_MS,
  *   BKV_AUTH_CONFIG (required: the issuer set, enclave/api/auth.ts encodeAuthConfig, base64url).
- * Host rate limits are off (the drivers are the only clients). Logs at warn level; one JSON line
+ * Host rate limits and the host's early issuer-token check are off (the drivers are the only
+ * clients, and the enclave's own checks are what they test). Logs at warn level; one JSON line
  * `{"msg":"listening","url":...}` on stdout when it serves. SIGTERM / SIGINT shut it down
  * gracefully (host/service/signals.ts).
  */
@@ -32,6 +33,8 @@ const service = await runUntilSignal({
   partitions,
   rateLimits: { record: false, address: false },
   auth,
+  // A host that skips its own checks: only the enclave checks the issuer tokens.
+  earlyAuth: false,
   logger: pino({ level: process.env.BKV_LOG_LEVEL ?? 'warn' }),
   ...(replayWindowMs !== undefined && { replayWindowMs }),
 });

@@ -16,7 +16,8 @@
  *             kind (lib/auth.ts: one byte, replaced with a token of that kind for the record at
  *             the wall clock; empty stays empty; longer is sent as is)
  *   bit 7     raw mode: the payload goes as raw bytes on a fresh TCP connection
- * The service is provisioned with the fuzz issuer set (lib/auth.ts); the driver's own operations
+ * The service is provisioned with the fuzz issuer set (lib/auth.ts), its early token check off
+ * (a host that skips its own checks: every operation reaches the enclave); the driver's own operations
  * carry that issuer's valid tokens.
  * Oracle: every request is answered (within the per-input bound), with a status from the API's
  * table; an error answer is the JSON envelope with a known code and number and no internal detail
@@ -137,7 +138,7 @@ export async function setup(): Promise<void> {
       cb();
     },
   });
-  const svc = await startService({ dataDir: dir, port: 0, partitions: 1, logger: pino({ level: 'info' }, sink), rateLimits: { record: false, address: false }, auth: FUZZ_AUTH });
+  const svc = await startService({ dataDir: dir, port: 0, partitions: 1, logger: pino({ level: 'info' }, sink), rateLimits: { record: false, address: false }, auth: FUZZ_AUTH, earlyAuth: false });
   ctx = { svc, dir, logs, pk: svc.vault.info.enclavePublicKey, codes: new Map(Object.entries(ErrorCode)), toBase64url, attempts: 0 };
   await plant(ctx, true);
 }

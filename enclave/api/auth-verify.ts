@@ -1,17 +1,19 @@
 /**
- * The enclave's check of the issuer's token (the rules are in enclave/api/auth.ts): signature
+ * The check of the issuer's token (the rules are in auth.ts), the enclave's and the host's: signature
  * through `jose` (EdDSA, RFC 8037), claims against the provisioned issuer set and audience, the
  * record id and the platform clock. Every client operation passes here before it runs, so a host
  * that skips its own checks still can not get a guess charged, a record changed or a status read.
+ * The vault service runs the same check early (host/service/routes.ts), with the host's clock, to
+ * shed a stranger's load before it takes a record's rate-limit bucket; nothing depends on it.
  *
  * A token that verified is cached (by its exact text) until it expires, so a login pays one
  * signature verification for its LoginStart and none for its LoginFinish; a cache hit still
  * checks the subject and the expiry against the platform clock.
  */
 import { compactVerify, importJWK } from 'jose';
-import { EnclaveFault, Handling } from '../api/codes.ts';
-import { CLOCK_SKEW_S, MAX_AUTH_TOKEN, MAX_TOKEN_LIFETIME_S, base64url, issuerKid } from '../api/auth.ts';
-import type { AuthConfig } from '../api/auth.ts';
+import { EnclaveFault, Handling } from './codes.ts';
+import { CLOCK_SKEW_S, MAX_AUTH_TOKEN, MAX_TOKEN_LIFETIME_S, base64url, issuerKid } from './auth.ts';
+import type { AuthConfig } from './auth.ts';
 
 /** Verified tokens kept (each a few hundred bytes): enough for every login in flight on a partition. */
 const CACHE_MAX = 8192;
