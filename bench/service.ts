@@ -31,7 +31,7 @@ import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../host/client/escrow.ts';
 import { fetchVaultInfo, httpRelay } from '../host/client/http-relay.ts';
-import { opsPath, toBase64url } from '../host/service/wire.ts';
+import { opsPath, toBase64url, AUTH_TOKEN_HEADER } from '../host/service/wire.ts';
 import { BenchTokens } from './lib/auth.ts';
 import { args, emit, machine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
@@ -155,13 +155,13 @@ async function main(): Promise<void> {
 
     // Status: seal enough messages beforehand for the whole run (the replay guard wants each once).
     const perLevelGuess = Math.ceil(1200 * seconds);
-    const pool: { path: string; body: string }[] = [];
+    const pool: { path: string; body: string; token: string }[] = [];
     const sealer = new FastSealer(info.enclavePublicKey);
     const statusReqs = ids.map((id) => encodeMessage(ClientRequests, { type: 'Status', auth: tokens.bytes(id) }));
     for (let i = 0; i < perLevelGuess * (levels.length + 1); i++) {
       const id = ids[i % ids.length]!;
       const { message } = sealer.seal(id, statusReqs[i % ids.length]!);
-      pool.push({ path: svc.url + opsPath(id), body: JSON.stringify({ message: toBase64url(message) }) });
+      pool.push({ path: svc.url + opsPath(id), body: JSON.stringify({ message: toBase64url(message) }), token: new TextDecoder().decode(tokens.bytes(id)) });
     }
     let next = 0;
     /**
@@ -182,7 +182,8 @@ async function main(): Promise<void> {
       if (!m) return false;
       let r: Response;
       try {
-        r = await fetch(m.path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: m.body });
+        // The token in the clear too, for the service's early check (as the HTTP relay sends it).
+        r = await fetch(m.path, { method: 'POST', headers: { 'content-type': 'application/json', [AUTH_TOKEN_HEADER]: m.token }, body: m.body });
       } catch (e) {
         retryable(e);
         return status();
