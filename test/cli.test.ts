@@ -213,6 +213,26 @@ describe('bkv', () => {
     }
   }, 90_000);
 
+  it('operator: a vault provisioned with an operator secret changes its issuer set only with it', async () => {
+    expectCode(['operator', 'keygen', '--out', 'op.key'], 0);
+    expectCode(['operator', 'keygen', '--out', 'op.key'], 1); // never overwrites
+    expectCode(['operator', 'keygen', '--out', 'other-op.key'], 0);
+    expectCode(['auth', 'keygen', '--out', 'iss-a', '--name', 'a.example'], 0);
+    expectCode(['auth', 'keygen', '--out', 'iss-b', '--name', 'b.example'], 0);
+    const data = join(dir, 'vault-operator');
+    const first = await serveOnce(['--data', data, '--auth-issuer', join('iss-a', 'issuer.pub'), '--operator-key-file', 'op.key']);
+    expect(first.err).toMatch(/a\.example/);
+    const change = ['operator', 'set-issuers', '--data', data, '--auth-issuer', join('iss-b', 'issuer.pub')];
+    expect(expectCode([...change, '--operator-key-file', 'other-op.key'], 1).err).toMatch(/refused the operator secret/);
+    // The wrong secret changed nothing: the vault still starts under the old set only.
+    expect(bkv(['serve', '--data', data, '--port', '0', '--partitions', '1', '--auth-issuer', join('iss-b', 'issuer.pub')]).err).toMatch(/another issuer set/);
+    expectCode([...change, '--operator-key-file', 'op.key'], 0);
+    const second = await serveOnce(['--data', data, '--auth-issuer', join('iss-b', 'issuer.pub')]);
+    expect(second.err).toMatch(/b\.example/);
+    expect(bkv(['serve', '--data', data, '--port', '0', '--partitions', '1', '--auth-issuer', join('iss-a', 'issuer.pub')]).err).toMatch(/another issuer set/);
+    expectCode(['operator', 'set-issuers', '--data', data, '--operator-key-file', 'op.key'], 64);
+  }, 180_000);
+
   it('serve on defaults keeps the token PINs in <data>.operator (0700, 0600), names it at start, and no file of the data folder holds them', () => {
     const data = join(dir, 'vault');
     const op = `${data}.operator`;

@@ -6,6 +6,7 @@
  *   bkv backup encrypt|decrypt    backup files under a backup key
  *   bkv escrow ...                escrow a backup key with a vault service
  *   bkv auth keygen|token         the issuer's keys and per-user tokens
+ *   bkv operator keygen|set-issuers   the operator secret, and changing the issuer set with it
  * Exit codes: 0 done, 1 failure, 2 an outcome the user must see (wrong password, locked),
  * 6 not authorized (no, invalid, expired or another record's issuer token: refused by the
  * enclave or already by the service's early check), 64 usage error.
@@ -14,6 +15,7 @@ import { UsageError } from './args.ts';
 import { backupCommand, keyCommand } from './cmd-backup.ts';
 import { escrowCommand } from './cmd-escrow.ts';
 import { AUTH_USAGE, authCommand } from './cmd-auth.ts';
+import { OPERATOR_USAGE, operatorCommand } from './cmd-operator.ts';
 import { AuthSetupError } from '../auth/issuer.ts';
 import { EscrowError } from '../client/escrow.ts';
 import { Handling, faultName } from '../../enclave/api/codes.ts';
@@ -28,8 +30,9 @@ const HELP = `bkv: Backup Key Vault
   bkv key new [--out FILE] [--checked]
   bkv backup encrypt|decrypt IN OUT --key-file F [--overwrite]
   bkv escrow register|recover|change-password|delete|status --vault URL --vault-key FILE --id ID
-        --auth-token FILE [--key-file F] [--password-file F] [--new-password-file F] [--attempts N] [--out FILE]
-  ${AUTH_USAGE}`;
+        --auth-token FILE [--key-file F] [--password-file F] [--new-password-file F] [--attempts N] [--pacing standard|none] [--out FILE]
+  ${AUTH_USAGE}
+  ${OPERATOR_USAGE}`;
 
 /** Exit code 6: the enclave refused the operation's issuer token. */
 const AUTH_FAULTS: ReadonlySet<number> = new Set([Handling.AuthRequired, Handling.AuthInvalid, Handling.AuthExpired, Handling.AuthWrongSubject, Handling.AuthWrongAudience]);
@@ -49,6 +52,8 @@ async function main(argv: string[]): Promise<number> {
       return escrowCommand(rest);
     case 'auth':
       return authCommand(rest);
+    case 'operator':
+      return operatorCommand(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -18,12 +18,14 @@ import type { Parsed } from './args.ts';
 import type { BucketConfig } from '../service/rate-limit.ts';
 import { writeVaultKeyFile } from './io.ts';
 import { resolveServeAuth, writeStoredAuth } from '../auth/issuer.ts';
+import { readOperatorSecret } from './cmd-operator.ts';
+import { operatorKeyHash } from '../vault/vault-host.ts';
 import { scrubCredentials } from './redact.ts';
 import { TOKEN_PIN_ENV, assertOutsideDataDir, defaultOperatorDir, pinsFromEnv } from '../tokens/token-pins.ts';
 import type { TokenPinSource } from '../tokens/token-pins.ts';
 
 export const SERVE_USAGE =
-  'bkv serve [--data DIR] [--port N] [--host ADDR] [--token emulator|softhsm] [--token-pin-file F | --operator-dir DIR] [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A]\n' +
+  'bkv serve [--data DIR] [--port N] [--host ADDR] [--token emulator|softhsm] [--token-pin-file F | --operator-dir DIR] [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A] [--operator-key-file F]\n' +
   '        (environment: BKV_STORE, BKV_TOKEN_PIN, BKV_TOKEN_SO_PIN, BKV_SERVICE_TOKEN)';
 
 /** Environment variable with the store URL (when --store is not given). */
@@ -69,7 +71,7 @@ const SUITE_NAMES: Record<number, string> = { 1: 'ristretto255-SHA512', 2: 'P256
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const p = parseArgs(argv, {
-    options: ['data', 'port', 'host', 'token', 'token-pin-file', 'operator-dir', 'store', 'partitions', 'record-limit', 'address-limit', 'auth-issuer', 'auth-audience'],
+    options: ['data', 'port', 'host', 'token', 'token-pin-file', 'operator-dir', 'store', 'partitions', 'record-limit', 'address-limit', 'auth-issuer', 'auth-audience', 'operator-key-file'],
     flags: ['process'],
   });
   if (p.positional.length) throw new UsageError(`usage: ${SERVE_USAGE}`);
@@ -93,6 +95,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
     rateLimits: { record: limit(p, 'record-limit'), address: limit(p, 'address-limit') },
     auth: auth.config,
     authMode: auth.development ? 'development' : 'issuers',
+    // Provisioned into a new vault's NVRAM (SHA-256 of the secret); an existing vault keeps its own.
+    ...(p.opts.has('operator-key-file') && { operatorKeyHash: operatorKeyHash(readOperatorSecret(p.opts.get('operator-key-file')!)) }),
   });
   // The enclaves accepted this issuer set (they refuse to boot under another): the host stores it.
   writeStoredAuth(dataDir, auth);

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { AuthConfig } from '../../enclave/api/auth.ts';
+import { encodeAuthConfig } from '../../enclave/api/auth.ts';
 import { EnclavePool } from '../channel/pool.ts';
 import type { ChannelMode } from '../channel/pool.ts';
 import type { TokenKind } from '../tokens/config.ts';
@@ -207,6 +208,19 @@ export class VaultHost {
         this.retries.set(p, state);
       },
     );
+  }
+
+  /**
+   * Replaces the issuer set on every partition (the enclave's SetAuth, authorized by the operator
+   * secret whose hash was provisioned). Throws EnclaveCallError (Lifecycle.OperatorAuthFailed for
+   * a wrong secret) at the first partition that refuses. The caller stores the new set (the
+   * devices refuse to boot under any other); a partition that did not change keeps the old one
+   * and refuses to boot under the new one until the command is run again.
+   */
+  async setAuth(config: AuthConfig, operatorSecret: Uint8Array): Promise<void> {
+    if (operatorSecret.length !== 32) throw new RangeError('the operator secret is 32 bytes');
+    const encoded = encodeAuthConfig(config);
+    for (const e of this.engines) await e.call({ type: 'SetAuth', config: encoded, auth: operatorSecret });
   }
 
   async close(): Promise<void> {

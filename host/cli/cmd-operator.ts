@@ -1,0 +1,84 @@
+/**
+ * `bkv operator`: what only the holder of the operator secret may do.
+ *   bkv operator keygen --out FILE
+ *       a new operator secret: 64 hex digits (32 bytes), mode 0600. `bkv serve --operator-key-file
+ *       FILE` provisions its SHA-256 into a new vault's NVRAM (it can not be added later).
+ *   bkv operator set-issuers --data DIR --operator-key-file FILE --auth-issuer FILE.pub ... [--auth-audience A]
+ *       replaces the vault's issuer set (the enclave's SetAuth, checked against the provisioned
+ *       hash), then stores it in DIR/auth/config.json; run it while the vault is stopped. The
+ *       devices then boot only under the new set.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { MAX_ISSUERS } from '../../enclave/api/auth.ts';
+import type { AuthConfig } from '../../enclave/api/auth.ts';
+import { AuthSetupError, readIssuerPublic, readStoredAuth, writeStoredAuth } from '../auth/issuer.ts';
+import { VaultHost } from '../vault/vault-host.ts';
+import { EnclaveCallError } from '../vault/engine.ts';
+import { Lifecycle } from '../../enclave/api/codes.ts';
+import { parseArgs, required, UsageError } from './args.ts';
+import { tokenPinSource } from './cmd-serve.ts';
+
+export const OPERATOR_USAGE = `bkv operator keygen --out FILE
+  bkv operator set-issuers --data DIR --operator-key-file FILE --auth-issuer FILE.pub ... [--auth-audience A]
+        [--token-pin-file F | --operator-dir DIR]   (the token's PINs, as for bkv serve)`;
+
+/** The operator secret in FILE: 64 hex digits (whitespace around them ignored). */
+export function readOperatorSecret(file: string): Uint8Array {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new UsageError(`--operator-key-file ${file}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+  if (!/^[0-9a-fA-F]{64}$/.test(text)) throw new UsageError(`--operator-key-file ${file}: expected 64 hex digits (bkv operator keygen)`);
+  return Uint8Array.from(Buffer.from(text, 'hex'));
+}
+
+export async function operatorCommand(argv: string[]): Promise<number> {
+  const p = parseArgs(argv, { options: ['out', 'data', 'operator-key-file', 'auth-issuer', 'auth-audience', 'token-pin-file', 'operator-dir'] });
+  const verb = p.positional[0];
+  if (p.positional.length !== 1) throw new UsageError(`usage: ${OPERATOR_USAGE}`);
+  switch (verb) {
+    case 'keygen': {
+      const out = required(p, 'out');
+      writeFileSync(out, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+      console.error(`bkv: operator secret in ${out}: keep it apart from the data folder; bkv serve --operator-key-file ${out} provisions a new vault with it`);
+      return 0;
+    }
+    case 'set-issuers': {
+      const dataDir = required(p, 'data');
+      const secret = readOperatorSecret(required(p, 'operator-key-file'));
+      const files = p.all.get('auth-issuer') ?? [];
+      if (files.length === 0 || files.length > MAX_ISSUERS) throw new UsageError(`--auth-issuer: 1..${MAX_ISSUERS} issuer public keys`);
+      const stored = readStoredAuth(dataDir);
+      if (!stored) throw new AuthSetupError(`${dataDir} holds no provisioned issuer set (auth/config.json): start it once with bkv serve`);
+      const next: AuthConfig = {
+        audience: p.opts.get('auth-audience') ?? stored.config.audience,
+        issuers: files.map((f) => {
+          const i = readIssuerPublic(f);
+          return { name: i.name, publicKey: i.publicKey };
+        }),
+        minPacing: stored.config.minPacing,
+      };
+      const pins = tokenPinSource(p, dataDir);
+      const host = await VaultHost.open({ dataDir, auth: stored.config, tokenPins: pins.source });
+      try {
+        await host.setAuth(next, secret);
+      } catch (e) {
+        if (e instanceof EnclaveCallError && e.code === Lifecycle.OperatorAuthFailed) {
+          console.error('bkv: the vault refused the operator secret (none was provisioned, or another one)');
+          return 1;
+        }
+        throw e;
+      } finally {
+        await host.close();
+      }
+      writeStoredAuth(dataDir, { config: next, development: false });
+      console.error(`bkv: the vault now accepts tokens of ${next.issuers.map((i) => i.name).join(', ')} for audience ${next.audience}; start it with the same --auth-issuer files`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`usage: ${OPERATOR_USAGE}`);
+  }
+}
