@@ -18,6 +18,8 @@ export interface Ksf {
   stretch(input: Uint8Array, outputLen: number): Promise<Uint8Array>;
   /** The encoded parameters (see the header). */
   readonly params: Uint8Array;
+  /** Argon2id's parameters (absent for the identity KSF). */
+  readonly argon2id?: Readonly<Argon2idParams>;
 }
 
 export interface Argon2idParams {
@@ -90,6 +92,7 @@ export function argon2idKsf(p: Argon2idParams): Ksf {
   const encoded = encodeArgon2id(params);
   return Object.freeze({
     id: 'argon2id' as const,
+    argon2id: params,
     get params(): Uint8Array {
       return Uint8Array.from(encoded);
     },

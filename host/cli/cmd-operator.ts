@@ -9,7 +9,7 @@
  *       devices then boot only under the new set.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { MAX_ISSUERS } from '../../enclave/api/auth.ts';
 import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { AuthSetupError, readIssuerPublic, readStoredAuth, writeStoredAuth } from '../auth/issuer.ts';
@@ -18,22 +18,11 @@ import { EnclaveCallError } from '../vault/engine.ts';
 import { Lifecycle } from '../../enclave/api/codes.ts';
 import { parseArgs, required, UsageError } from './args.ts';
 import { tokenPinSource } from './cmd-serve.ts';
+import { readOperatorSecret } from './io.ts';
 
 export const OPERATOR_USAGE = `bkv operator keygen --out FILE
   bkv operator set-issuers --data DIR --operator-key-file FILE --auth-issuer FILE.pub ... [--auth-audience A]
         [--token-pin-file F | --operator-dir DIR]   (the token's PINs, as for bkv serve)`;
-
-/** The operator secret in FILE: 64 hex digits (whitespace around them ignored). */
-export function readOperatorSecret(file: string): Uint8Array {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8').trim();
-  } catch (e) {
-    throw new UsageError(`--operator-key-file ${file}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
-  }
-  if (!/^[0-9a-fA-F]{64}$/.test(text)) throw new UsageError(`--operator-key-file ${file}: expected 64 hex digits (bkv operator keygen)`);
-  return Uint8Array.from(Buffer.from(text, 'hex'));
-}
 
 export async function operatorCommand(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { options: ['out', 'data', 'operator-key-file', 'auth-issuer', 'auth-audience', 'token-pin-file', 'operator-dir'] });

@@ -113,3 +113,15 @@ export function progressBar(label: string): { update(done: number, total: number
     },
   };
 }
+
+/** The operator secret in FILE: 64 hex digits (whitespace around them ignored). */
+export function readOperatorSecret(file: string): Uint8Array {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new UsageError(`--operator-key-file ${file}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+  if (!/^[0-9a-fA-F]{64}$/.test(text)) throw new UsageError(`--operator-key-file ${file}: expected 64 hex digits (bkv operator keygen)`);
+  return Uint8Array.from(Buffer.from(text, 'hex'));
+}

@@ -87,19 +87,16 @@ export const DEFAULT_KSF_BOUNDS: KsfBounds = Object.freeze({
   max: Object.freeze({ t: 10, m: 1 << 20, p: 16 }),
 });
 
-/** Throws EscrowKsfError unless `k`'s parameters lie within `b`. */
+/** The KSF of `params` (strictly decoded); throws EscrowKsfError unless it lies within `b`. */
 export function checkKsfBounds(params: Uint8Array, b: KsfBounds): Ksf {
   const k = ksfFromParams(params);
-  if (k.id === 'identity') {
+  const a = k.argon2id;
+  if (!a) {
     if (!b.allowIdentity) throw new EscrowKsfError('the server asks for no password stretching (identity KSF)');
     return k;
   }
-  const v = new DataView(params.buffer, params.byteOffset, params.byteLength);
-  const t = v.getUint32(1);
-  const m = v.getUint32(5);
-  const p = v.getUint32(9);
-  if (t < b.min.t || t > b.max.t || m < b.min.m || m > b.max.m || p < b.min.p || p > b.max.p) {
-    throw new EscrowKsfError(`argon2id t=${t} m=${m} KiB p=${p} outside the accepted t ${b.min.t}..${b.max.t}, m ${b.min.m}..${b.max.m} KiB, p ${b.min.p}..${b.max.p}`);
+  if (a.t < b.min.t || a.t > b.max.t || a.m < b.min.m || a.m > b.max.m || a.p < b.min.p || a.p > b.max.p) {
+    throw new EscrowKsfError(`argon2id t=${a.t} m=${a.m} KiB p=${a.p} outside the accepted t ${b.min.t}..${b.max.t}, m ${b.min.m}..${b.max.m} KiB, p ${b.min.p}..${b.max.p}`);
   }
   return k;
 }
