@@ -131,8 +131,8 @@ export interface EscrowClientOptions {
 const td = new TextDecoder();
 const te = new TextEncoder();
 
-/** A client operation before `send` adds the issuer's token. */
-type ClientOp = ClientRequest extends infer U ? (U extends unknown ? Omit<U, 'auth'> : never) : never;
+/** A client operation before its `auth` field (the issuer's token) is added. */
+export type ClientOp = ClientRequest extends infer U ? (U extends unknown ? Omit<U, 'auth'> : never) : never;
 type Res<T extends ClientResponse['type']> = Extract<ClientResponse, { type: T }>;
 
 export class EscrowClient {

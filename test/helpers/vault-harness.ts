@@ -18,7 +18,7 @@ import type { ClientRequest } from '../../enclave/api/messages.ts';
 import type { SuiteId } from '../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../host/client/escrow.ts';
-import type { RecoverResult, Relay } from '../../host/client/escrow.ts';
+import type { ClientOp, RecoverResult, Relay } from '../../host/client/escrow.ts';
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
 import { LABEL_SEAL } from '../../enclave/vault/keys.ts';
 import { unseal } from '../../enclave/vault/record.ts';
@@ -181,8 +181,7 @@ export function authFor(h: Harness, recordId: Uint8Array): Promise<Uint8Array> {
   return h.issuer.tokenBytes(recordId, h.platform.clock.t);
 }
 
-/** A client request before its `auth` field (the issuer's token) is added. */
-export type ClientOp = ClientRequest extends infer U ? (U extends ClientRequest ? Omit<U, 'auth'> : never) : never;
+export type { ClientOp };
 
 /** `op` with a valid token for `recordId` at the platform clock. */
 export async function withAuth(h: Harness, recordId: Uint8Array, op: ClientOp): Promise<ClientRequest> {
