@@ -161,7 +161,7 @@ const rec: VaultRecord = {
 };
 const hash = nodeHash('SHA-256');
 const index = new RecordIndex(rnd(32), hash);
-const audit = new AuditLog(rnd(32), hash);
+const audit = new AuditLog(rnd(32), rnd(32), hash);
 // The KE1 and record exactly as the enclave holds them: decoded from the opened request, unsealed from the blob.
 const enclaveKe1 = (decodeMessage(ClientRequests, opened.request) as { ke1: Uint8Array }).ke1;
 const storedBlob = seal(dev.token, dev.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 1, version: 1 }, rec);
@@ -191,13 +191,13 @@ for (const t of devices) {
   });
   step(`charged record: seal + new leaf (${t.kind} token)`, 'op', 'now', () => index.leafOf(rid, seal(t.d.token, t.d.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 2, version: 2 }, rec)));
 }
-step('audit event: record hash + chained HMAC', 'op', 'now', (i) => audit.next(i, new Uint8Array(32), 0, 2, audit.recordHash(rid), 9));
+step('audit event: record hash + sealed body + chained HMAC', 'op', 'now', (i) => audit.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, audit.recordHash(rid), 9));
 step('random session id + response nonce (platform random)', 'op', 'now', () => [dev.platform.random(16), dev.platform.random(12)]);
 
 // Codec of a batch of B (host <-> device), per operation.
 const blob0 = storedBlob;
 const batchReq = encodeMessage(HostRequests, { type: 'Batch', epoch: 2, ops: Array.from({ length: B }, (_, i) => ({ opId: i, recordId: rid, stored: blob0, request: msgs[i]! })) });
-const ev: AuditEvent = { seq: 1, time: 0, kind: 2, recordHash: new Uint8Array(32), attemptsRemaining: 9, mac: new Uint8Array(32) };
+const ev: AuditEvent = { seq: 1, time: 0, nonce: new Uint8Array(16), sealed: new Uint8Array(34), mac: new Uint8Array(32) };
 const prepared = encodeMessage(HostResponses, { type: 'Prepared', epoch: 2, writes: Array.from({ length: B }, () => ({ recordId: rid, blob: blob0 })), audit: Array.from({ length: B }, () => ev) });
 const committed = encodeMessage(HostResponses, { type: 'Committed', epoch: 2, results: Array.from({ length: B }, (_, i) => ({ opId: i, sealed: 1, response: new Uint8Array(400 + (i & 0)) })) });
 const batchObj = decodeMessage(HostRequests, batchReq);

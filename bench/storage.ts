@@ -70,9 +70,8 @@ interface Bench {
 const event = (seq: number): AuditEvent => ({
   seq,
   time: 1_700_000_000_000,
-  kind: 2,
-  recordHash: new Uint8Array(32).fill(seq & 0xff),
-  attemptsRemaining: 9,
+  nonce: new Uint8Array(16).fill(seq & 0xff),
+  sealed: new Uint8Array(34).fill(2),
   mac: new Uint8Array(32).fill(7),
 });
 

@@ -11,6 +11,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import Database from 'better-sqlite3';
 
 import { listeningLine } from '../host/cli/cmd-serve.ts';
 import { scrubCredentials } from '../host/cli/redact.ts';
@@ -231,6 +232,50 @@ describe('bkv', () => {
     expect(second.err).toMatch(/b\.example/);
     expect(bkv(['serve', '--data', data, '--port', '0', '--partitions', '1', '--auth-issuer', join('iss-a', 'issuer.pub')]).err).toMatch(/another issuer set/);
     expectCode(['operator', 'set-issuers', '--data', data, '--operator-key-file', 'op.key'], 64);
+  }, 180_000);
+
+  it('operator audit-verify: checks every partition\'s chain; with the operator secret it opens the events; a changed event exits 1', async () => {
+    expectCode(['operator', 'keygen', '--out', 'audit-op.key'], 0);
+    const data = join(dir, 'vault-audit');
+    const s = await startServe(['--data', data, '--port', '0', '--partitions', '2', '--operator-key-file', 'audit-op.key']);
+    try {
+      const u = /listening on (http:\/\/\S+)/.exec(s.err())![1]!;
+      const key = join(data, 'auth', 'issuer.key');
+      expectCode(['auth', 'token', '--issuer-key', key, '--id', 'frank', '--out', 'frank.tok'], 0);
+      expectCode(['key', 'new', '--out', 'frank.key'], 0);
+      writeFileSync(join(dir, 'fpw'), 'frank pw\n');
+      writeFileSync(join(dir, 'fpw-wrong'), 'not it\n');
+      const frank = ['--vault', u, '--vault-key', join(data, 'vault-key.pub'), '--id', 'frank', '--auth-token', 'frank.tok'];
+      expectCode(['escrow', 'register', ...frank, '--key-file', 'frank.key', '--password-file', 'fpw', '--attempts', '5'], 0);
+      expect(bkv(['escrow', 'recover', ...frank, '--password-file', 'fpw-wrong', '--out', 'frank-out.key']).code).not.toBe(0);
+    } finally {
+      await stop(s.proc);
+    }
+    const verify = ['operator', 'audit-verify', '--data', data, '--json'];
+    const plain = JSON.parse(expectCode(verify, 0).out);
+    expect(plain).toMatchObject({ ok: true, opened: false });
+    expect(plain.partitions).toHaveLength(2);
+    expect(plain.partitions.reduce((n: number, p: { verified: number }) => n + p.verified, 0)).toBe(3);
+    for (const p of plain.partitions) expect(p.entries).toEqual([]);
+    const opened = JSON.parse(expectCode([...verify, '--operator-key-file', 'audit-op.key'], 0).out);
+    const entries = opened.partitions.flatMap((p: { entries: unknown[] }) => p.entries);
+    expect(entries.map((e: { kind: string }) => e.kind)).toEqual(['registered', 'guessUsed', 'wrongPassword']);
+    expect(entries.map((e: { attemptsRemaining: number }) => e.attemptsRemaining)).toEqual([5, 4, 4]);
+    expectCode(['operator', 'keygen', '--out', 'audit-other.key'], 0);
+    expect(expectCode(['operator', 'audit-verify', '--data', data, '--operator-key-file', 'audit-other.key'], 1).err).toMatch(/refused the operator secret/);
+    // Human output: one line per event on stdout, the verdict on stderr.
+    const human = expectCode(['operator', 'audit-verify', '--data', data, '--operator-key-file', 'audit-op.key'], 0);
+    expect(human.out.trim().split('\n')).toHaveLength(3);
+    expect(human.err).toMatch(/events verified up to the committed head/);
+    // A stored event changed by whoever holds the database: the chain does not verify.
+    const db = new Database(join(data, 'vault.db'));
+    const row = db.prepare('SELECT partition, seq, event FROM audit ORDER BY seq DESC LIMIT 1').get() as { partition: number; seq: number; event: Buffer };
+    row.event[20] = row.event[20]! ^ 1;
+    db.prepare('UPDATE audit SET event = ? WHERE partition = ? AND seq = ?').run(row.event, row.partition, row.seq);
+    db.close();
+    const broken = bkv(verify);
+    expect(broken.code).toBe(1);
+    expect(JSON.parse(broken.out)).toMatchObject({ ok: false });
   }, 180_000);
 
   it('serve on defaults keeps the token PINs in <data>.operator (0700, 0600), names it at start, and no file of the data folder holds them', () => {

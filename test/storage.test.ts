@@ -195,14 +195,13 @@ const TOMB = new Uint8Array(0);
 const ev = (seq: number, kind = 2): AuditEvent => ({
   seq,
   time: 1_700_000_000_000 + seq,
-  kind,
-  recordHash: new Uint8Array(32).fill(seq & 0xff),
-  attemptsRemaining: 9,
+  nonce: new Uint8Array(16).fill(seq & 0xff),
+  sealed: new Uint8Array(34).fill(kind),
   mac: new Uint8Array(32).fill((seq * 7) & 0xff),
 });
 /** A row as comparable plain data. */
 const row = (r: StoredRecord | undefined) => (r === undefined ? undefined : { id: hex(r.recordId), blob: hex(r.blob), epoch: r.epoch });
-const evPlain = (e: AuditEvent) => ({ ...e, recordHash: hex(e.recordHash), mac: hex(e.mac) });
+const evPlain = (e: AuditEvent) => ({ ...e, nonce: hex(e.nonce), sealed: hex(e.sealed), mac: hex(e.mac) });
 
 /**
  * The content of a version 1 store (which kept each record's previous blob), written by hand in
@@ -396,7 +395,7 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
       await s.applyBatch(0, 3, [], events.slice(5));
       const back = await s.auditEvents(0, 0, 1000);
       expect(back.map(evPlain)).toEqual(events.map(evPlain));
-      expect(back[0]!.recordHash).toBeInstanceOf(Uint8Array);
+      expect(back[0]!.sealed).toBeInstanceOf(Uint8Array);
       const page: AuditEvent[] = [];
       for (let from = 0; ; ) {
         const p = await s.auditEvents(0, from, 6);
@@ -417,7 +416,7 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
       await s.applyBatch(0, 2, [], [ev(2, 2), ev(3, 2), ev(4, 2)]); // persisted, never committed by the enclave
       await s.applyBatch(0, 2, [], [ev(2, 4)]); // the enclave issues seq 2 again
       const back = await s.auditEvents(0, 0, 100);
-      expect(back.map((e) => [e.seq, e.kind])).toEqual([[0, 2], [1, 2], [2, 4]]);
+      expect(back.map((e) => [e.seq, e.sealed[0]])).toEqual([[0, 2], [1, 2], [2, 4]]);
     });
   });
 
@@ -856,7 +855,7 @@ describe('SQLite specifics', () => {
          const s = await openSqliteStore(${JSON.stringify(path)});
          for (let e = 1; ; e++) {
            const writes = Array.from({ length: 8 }, (_, i) => ({ recordId: new Uint8Array([i + 1]), blob: new Uint8Array(200).fill(e % 251) }));
-           const audit = [{ seq: e, time: e, kind: 2, recordHash: new Uint8Array(32), attemptsRemaining: 1, mac: new Uint8Array(32) }];
+           const audit = [{ seq: e, time: e, nonce: new Uint8Array(16), sealed: new Uint8Array(34), mac: new Uint8Array(32) }];
            await s.applyBatch(0, e, writes, audit);
            process.stdout.write(e + '\\n');
          }`,
@@ -1260,7 +1259,7 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
          const s = await openPostgresStore(process.env.BKV_CHILD_URL);
          for (let e = 1; ; e++) {
            const writes = Array.from({ length: 8 }, (_, i) => ({ recordId: new Uint8Array([i + 1]), blob: new Uint8Array(200).fill(e % 251) }));
-           const audit = [{ seq: e, time: e, kind: 2, recordHash: new Uint8Array(32), attemptsRemaining: 1, mac: new Uint8Array(32) }];
+           const audit = [{ seq: e, time: e, nonce: new Uint8Array(16), sealed: new Uint8Array(34), mac: new Uint8Array(32) }];
            await s.applyBatch(0, e, writes, audit);
            process.stdout.write(e + '\\n');
          }`,

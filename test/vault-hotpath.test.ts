@@ -20,28 +20,49 @@ const sha256 = nodeHash('SHA-256');
 describe('audit event body', () => {
   it('is byte for byte the codec encoding, and the chain verifies', () => {
     const cases = [
-      [1, 0, 0, 0],
-      [2 ** 32 + 5, 1_700_000_000_123, 6, 255],
-      [Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 255, 0],
+      [1, 0],
+      [2 ** 32 + 5, 1_700_000_000_123],
+      [Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
     ] as const;
-    for (const [seq, time, kind, attemptsRemaining] of cases) {
-      const recordHash = rnd(32);
-      expect(encodeAuditBody(seq, time, kind, recordHash, attemptsRemaining)).toEqual(encodeFields(AUDIT_BODY_SCHEMA, { seq, time, kind, recordHash, attemptsRemaining }));
+    for (const [seq, time] of cases) {
+      const nonce = rnd(16);
+      const sealed = rnd(34);
+      expect(encodeAuditBody(seq, time, nonce, sealed)).toEqual(encodeFields(AUDIT_BODY_SCHEMA, { seq, time, nonce, sealed }));
     }
     const key = rnd(32);
-    const log = new AuditLog(key, sha256);
+    const log = new AuditLog(key, rnd(32), sha256);
     const head0 = new Uint8Array(32);
-    const a = log.next(0, head0, 1000, 2, log.recordHash(rnd(8)), 9);
-    const b = log.next(a.seq, a.mac, 1001, 3, log.recordHash(rnd(8)), 10);
-    expect(a.mac).toEqual(sha256.hmac(key, head0, encodeFields(AUDIT_BODY_SCHEMA, { seq: 1, time: 1000, kind: 2, recordHash: a.recordHash, attemptsRemaining: 9 })));
+    const rh = log.recordHash(rnd(8));
+    const a = log.next(0, head0, 1000, rnd(16), 2, rh, 9);
+    const b = log.next(a.seq, a.mac, 1001, rnd(16), 3, log.recordHash(rnd(8)), 10);
+    expect(a.mac).toEqual(sha256.hmac(key, head0, encodeFields(AUDIT_BODY_SCHEMA, { seq: 1, time: 1000, nonce: a.nonce, sealed: a.sealed })));
     expect(log.verify([a, b], 0, head0, 2, b.mac)).toBe(-1);
-    expect(log.verify([a, { ...b, attemptsRemaining: 9 }], 0, head0, 2, b.mac)).toBe(1);
+    const flipped = Uint8Array.from(b.sealed);
+    flipped[33]! ^= 1;
+    expect(log.verify([a, { ...b, sealed: flipped }], 0, head0, 2, b.mac)).toBe(1);
+    expect(log.open(a)).toEqual({ seq: 1, time: 1000, kind: 2, recordHash: rh, attemptsRemaining: 9 });
+  });
+
+  it('seals what an event says: neither the kind, the record hash nor the attempts are in its bytes', () => {
+    const log = new AuditLog(rnd(32), rnd(32), sha256);
+    const rh = log.recordHash(rnd(8));
+    const nonce = rnd(16);
+    const a = log.next(0, new Uint8Array(32), 5, nonce, 3, rh, 7);
+    const b = log.next(0, new Uint8Array(32), 5, nonce, 9, rh, 7);
+    // The same nonce and record: only the first byte of the keystream-masked body differs.
+    expect(a.sealed.subarray(1)).toEqual(b.sealed.subarray(1));
+    expect(a.sealed[0]).not.toBe(b.sealed[0]);
+    expect(Buffer.from(a.sealed).includes(Buffer.from(rh.subarray(0, 8)))).toBe(false);
+    // Fresh nonces: two events with equal contents share no sealed bytes pattern.
+    const c = log.next(0, new Uint8Array(32), 5, rnd(16), 3, rh, 7);
+    expect(c.sealed).not.toEqual(a.sealed);
+    expect(log.open(c)).toEqual(log.open(a));
   });
 
   it('refuses out-of-range values with the codec fault', () => {
-    expect(() => encodeAuditBody(1, 0, 256, rnd(32), 0)).toThrow(EnclaveFault);
-    expect(() => encodeAuditBody(-1, 0, 1, rnd(32), 0)).toThrow(EnclaveFault);
-    expect(() => encodeAuditBody(1, 0, 1, rnd(31), 0)).toThrow(EnclaveFault);
+    expect(() => encodeAuditBody(1, 0, rnd(15), rnd(34))).toThrow(EnclaveFault);
+    expect(() => encodeAuditBody(-1, 0, rnd(16), rnd(34))).toThrow(EnclaveFault);
+    expect(() => encodeAuditBody(1, 0, rnd(16), rnd(33))).toThrow(EnclaveFault);
   });
 });
 

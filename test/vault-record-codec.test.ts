@@ -13,7 +13,8 @@ import { HostRequests } from '../enclave/api/messages.ts';
 import { toHex } from '../enclave/opaque/bytes.ts';
 import { hexOf } from '../enclave/vault/hex.ts';
 import { EnclaveFault, Integrity } from '../enclave/api/codes.ts';
-import { KIND_RECORD, KIND_TOMBSTONE, RecordSchema, decodeRecord, encodeRecord, seal, unseal, zeroizeRecord } from '../enclave/vault/record.ts';
+import { HEADER_LEN, KIND_RECORD, KIND_TOMBSTONE, RECORD_PADDED_LEN, RecordSchema, SEALED_MAGIC, STATUS_LOCKED, decodeRecord, encodePaddedRecord, encodeRecord, seal, unpadRecord, unseal, zeroizeRecord } from '../enclave/vault/record.ts';
+import type { Token, KeyHandle } from '../enclave/token.ts';
 import { testPlatform } from './helpers/platform.ts';
 import type { VaultRecord } from '../enclave/vault/record.ts';
 
@@ -191,4 +192,56 @@ describe('sealed records', () => {
     expect(unseal(token, key, a, tomb).record).toBeNull();
     expect(() => unseal(token, key, te.encode('bob'), tomb)).toThrow(expect.objectContaining({ code: Integrity.SealedRecordInvalid }));
   });
+
+  it('every record blob has one length, whatever its suite, KSF or state (a locked record holds no key and is no shorter)', () => {
+    const { token } = testPlatform({ tokenKind: 'emulator' });
+    const key = token.generateAesKey('record-pad-test');
+    const id = new TextEncoder().encode('alice');
+    const lengths = new Set<number>();
+    for (const [ksf, or, bk] of [[0, 0, 0], [20, 129, 32], [32, 192, 32], [1, 192, 0], [32, 0, 0]] as const) {
+      for (const status of [1, STATUS_LOCKED]) {
+        const rec: VaultRecord = { ...randomRecord(), status, ksf: rnd(ksf), opaqueRecord: rnd(or), backupKey: rnd(bk) };
+        const blob = seal(token, key, id, { kind: KIND_RECORD, suite: 1 + (or & 1), epoch: 1, version: 1 }, rec);
+        expect(unseal(token, key, id, blob).record).toEqual(rec);
+        lengths.add(blob.length);
+      }
+    }
+    expect([...lengths]).toEqual([HEADER_LEN + RECORD_PADDED_LEN + 16]);
+  });
+
+  it('format 3 pads with zeros only: a plaintext of another length or with a non-zero pad byte does not open; format 2 blobs still do', () => {
+    const { token } = testPlatform({ tokenKind: 'emulator' });
+    const key = token.generateAesKey('record-format-test');
+    const id = new TextEncoder().encode('alice');
+    const rec: VaultRecord = { ...randomRecord(), status: 1, ksf: rnd(10), opaqueRecord: rnd(129), backupKey: rnd(32) };
+    const padded = encodePaddedRecord(rec);
+    expect(unpadRecord(padded)).toEqual(encodeRecord(rec));
+    expect(unseal(token, key, id, sealRaw(token, key, id, 3, padded)).record).toEqual(rec);
+    const dirty = Uint8Array.from(padded);
+    dirty[dirty.length - 1] = 1;
+    expect(unpadRecord(dirty)).toBeNull();
+    const invalid = expect.objectContaining({ code: Integrity.SealedRecordInvalid });
+    expect(() => unseal(token, key, id, sealRaw(token, key, id, 3, dirty))).toThrow(invalid);
+    expect(() => unseal(token, key, id, sealRaw(token, key, id, 3, padded.subarray(0, padded.length - 1)))).toThrow(invalid);
+    expect(() => unseal(token, key, id, sealRaw(token, key, id, 3, encodeRecord(rec)))).toThrow(invalid); // format 3 must be padded
+    // Format 2 (written before padding): the exact encoding opens; a padded one does not.
+    expect(unseal(token, key, id, sealRaw(token, key, id, 2, encodeRecord(rec))).record).toEqual(rec);
+    expect(() => unseal(token, key, id, sealRaw(token, key, id, 2, padded))).toThrow(invalid);
+  });
 });
+
+/** A record blob of any format around `pt`, laid out as record.ts describes (what older releases wrote). */
+function sealRaw(token: Token, key: KeyHandle, id: Uint8Array, format: number, pt: Uint8Array): Uint8Array {
+  const header = new Uint8Array(HEADER_LEN);
+  header.set(SEALED_MAGIC, 0);
+  header[4] = format;
+  header[5] = KIND_RECORD;
+  header[6] = 1;
+  header[14] = 1; // epoch 1
+  header[22] = 1; // version 1
+  const iv = rnd(12);
+  header.set(iv, 23);
+  const aad = Buffer.concat([header, Uint8Array.of(id.length), id]);
+  const ct = token.encryptGcm(key, Buffer.from(iv), aad, pt);
+  return Buffer.concat([header, ct]);
+}

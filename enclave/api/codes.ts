@@ -59,6 +59,8 @@ export const Integrity = {
   IndexMismatch: 2203,
   NotLoaded: 2204,
   AuditChainBroken: 2205,
+  /** An AuditVerify whose anchor is not one the enclave gave for that point of its committed chain. */
+  AuditAnchorInvalid: 2206,
 } as const;
 
 export const Platform = {

@@ -39,15 +39,36 @@ export const SESSION_ID_LEN = 16;
 const recordId = bytes(1, MAX_RECORD_ID);
 const sealed = bytes(0, MAX_SEALED_RECORD);
 
+/** An audit event's sealed part: kind (1) | record hash (32) | attempts remaining (1), AES-256-CTR (enclave/vault/audit.ts). */
+export const AUDIT_SEALED_LEN = 34;
+export const AUDIT_NONCE_LEN = 16;
+
+/**
+ * An audit event as the host stores it. What it says (kind, record, attempts) is sealed for the
+ * operator: the host sees its sequence number and time only, so the events of a batch it holds
+ * before Commit do not tell it which ops succeeded.
+ */
 export const AuditEventSchema = [
+  ['seq', u53],
+  ['time', u53],
+  ['nonce', fixed(AUDIT_NONCE_LEN)],
+  ['sealed', fixed(AUDIT_SEALED_LEN)],
+  ['mac', fixed(32)],
+] as const;
+export type AuditEvent = Decoded<typeof AuditEventSchema>;
+
+/** An audit event opened by the enclave for the operator (AuditVerify with the operator secret). */
+export const AuditEntrySchema = [
   ['seq', u53],
   ['time', u53],
   ['kind', u8],
   ['recordHash', fixed(32)],
   ['attemptsRemaining', u8],
-  ['mac', fixed(32)],
 ] as const;
-export type AuditEvent = Decoded<typeof AuditEventSchema>;
+export type AuditEntry = Decoded<typeof AuditEntrySchema>;
+
+/** Events per AuditVerify request (and opened entries per answer). */
+export const MAX_AUDIT_RUN = 1024;
 
 export const AUDIT_KIND = {
   registered: 1,
@@ -57,6 +78,10 @@ export const AUDIT_KIND = {
   deleted: 5,
   passwordChanged: 6,
   zeroized: 7,
+  /** A LoginStart or LoginFinish for an id with no record (the fake path): the same work as a real one. */
+  unknownId: 8,
+  /** A LoginFinish whose KE3 did not verify, or whose session's registration is gone or locked. */
+  wrongPassword: 9,
 } as const;
 
 // ---- host <-> enclave ----------------------------------------------------------------------
@@ -94,11 +119,20 @@ export const HostRequests = defineFamily(
       ['config', bytes(1, 4096)],
       ['auth', fixed(32)],
     ],
-    /** Checks a run of stored audit events that starts after (fromSeq, fromHead) and reaches the NVRAM head. */
+    /**
+     * Checks a run of stored audit events that starts after (fromSeq, fromHead) and ends at the
+     * committed NVRAM head, or, with `anchor` (an AuditResult's), at (toSeq, toHead): reading a
+     * long chain backwards from the head one run at a time. With the operator secret in `auth`
+     * (empty: verify only), a run that verifies is also opened.
+     */
     AuditVerify: [
       ['fromSeq', u53],
       ['fromHead', fixed(32)],
-      ['events', list(AuditEventSchema, 1024)],
+      ['events', list(AuditEventSchema, MAX_AUDIT_RUN)],
+      ['toSeq', u53],
+      ['toHead', fixed(32)],
+      ['anchor', bytes(0, 32)],
+      ['auth', bytes(0, 32)],
     ],
   } as const,
   4 + MAX_BATCH_OPS * (4 + 2 + MAX_RECORD_ID + 2 + MAX_SEALED_RECORD + 2 + MAX_CLIENT_MESSAGE) + 64,
@@ -143,10 +177,17 @@ export const HostResponses = defineFamily(
     Staged: [['epoch', u53]],
     ZeroizeDone: [],
     AuthSet: [['issuers', u8]],
-    /** `firstBad` = index of the first event that fails, the number of events if the run stops short of the head, or 0xffffffff if all verify. */
+    /**
+     * `firstBad` = index of the first event that fails, the number of events if the run stops
+     * short of its end, or 0xffffffff if all verify. `anchor`: for a run that verified, the
+     * enclave's word that (fromSeq, fromHead) is on the committed chain (an AuditVerify may end
+     * there); empty otherwise. `entries`: the run opened, when the operator secret came with it.
+     */
     AuditResult: [
       ['firstBad', u32],
       ['headSeq', u53],
+      ['anchor', bytes(0, 32)],
+      ['entries', list(AuditEntrySchema, MAX_AUDIT_RUN)],
     ],
     Fault: [
       ['code', u16],

@@ -1,66 +1,103 @@
 /**
- * The audit chain: every event (registered, guess used, recovered, locked, deleted, password
- * changed, zeroized) carries a sequence number, the enclave clock, the kind, a keyed hash of the
- * record id (HMAC-SHA256 under the audit key, so a small id space can not be enumerated from the
- * log), the attempts remaining, and a MAC chaining it to the previous event:
- *   mac_n = HMAC-SHA256(audit key, mac_{n-1} || encode(event_n without mac))
+ * The audit chain: every event (registered, guess used, recovered, wrong password, locked,
+ * deleted, password changed, unknown id) carries a sequence number, the enclave clock, and a
+ * sealed part: the kind, a keyed hash of the record id (HMAC-SHA256 under the audit key, so a
+ * small id space can not be enumerated from the log) and the attempts remaining. A MAC chains
+ * each event to the previous one (encrypt-then-MAC):
+ *   sealed_n = AES-256-CTR(seal key, nonce_n, kind || recordHash || attemptsRemaining)
+ *   mac_n    = HMAC-SHA256(audit key, mac_{n-1} || seq_n || time_n || nonce_n || sealed_n)
  * The head (sequence, MAC) of the last committed event is in NVRAM, so a removed, reordered or
- * altered event, or a cut tail, fails `verifyAuditChain`. No event holds a secret.
+ * altered event, or a cut tail, fails `verify`. The host stores the events but can not read what
+ * they say: the events of a batch it holds before Commit do not tell it which ops succeeded. The
+ * enclave opens a run that verifies up to a committed point for the operator (AuditVerify with
+ * the operator secret), never a batch that is not committed. The nonce is random per event
+ * (from the platform), so an event computed again after an Abort does not reuse a keystream.
  */
-import { encodeFields, fixed, u53, u8 } from '../api/codec.ts';
-import type { AuditEvent } from '../api/messages.ts';
+import { createCipheriv } from 'node:crypto';
+import { encodeFields, fixed, u53 } from '../api/codec.ts';
+import { AUDIT_NONCE_LEN, AUDIT_SEALED_LEN } from '../api/messages.ts';
+import type { AuditEntry, AuditEvent } from '../api/messages.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 import { ctEqual, putU64 } from '../opaque/bytes.ts';
 
-/** The event body as the MAC covers it (without the mac). */
+/** The event as the MAC covers it (without the mac). */
 export const AUDIT_BODY_SCHEMA = [
   ['seq', u53],
   ['time', u53],
-  ['kind', u8],
-  ['recordHash', fixed(32)],
-  ['attemptsRemaining', u8],
+  ['nonce', fixed(AUDIT_NONCE_LEN)],
+  ['sealed', fixed(AUDIT_SEALED_LEN)],
 ] as const;
 
 const te = new TextEncoder();
 const RECORD_LABEL = te.encode('bkv/audit/record');
-const BODY_LEN = 8 + 8 + 1 + 32 + 1;
+const ANCHOR_LABEL = te.encode('bkv/audit/anchor');
+const BODY_LEN = 8 + 8 + AUDIT_NONCE_LEN + AUDIT_SEALED_LEN;
 
-/**
- * encodeFields(AUDIT_BODY_SCHEMA, body) written directly (the hot path: one event per charged guess);
- * the schema's checks are kept: integers in range, a 32-byte record hash.
- */
 function ok(v: number, max: number): boolean {
   return Number.isInteger(v) && v >= 0 && v <= max;
 }
 
-export function encodeAuditBody(seq: number, time: number, kind: number, recordHash: Uint8Array, attemptsRemaining: number): Uint8Array {
-  if (!ok(seq, Number.MAX_SAFE_INTEGER) || !ok(time, Number.MAX_SAFE_INTEGER) || !ok(kind, 0xff) || !ok(attemptsRemaining, 0xff) || !(recordHash instanceof Uint8Array) || recordHash.length !== 32) {
-    return encodeFields(AUDIT_BODY_SCHEMA, { seq, time, kind, recordHash, attemptsRemaining }); // throws the codec's typed fault
+/**
+ * encodeFields(AUDIT_BODY_SCHEMA, body) written directly (the hot path: one event per charged
+ * guess); the schema's checks are kept: integers in range, fields of their fixed lengths.
+ */
+export function encodeAuditBody(seq: number, time: number, nonce: Uint8Array, sealed: Uint8Array): Uint8Array {
+  if (!ok(seq, Number.MAX_SAFE_INTEGER) || !ok(time, Number.MAX_SAFE_INTEGER) || !(nonce instanceof Uint8Array) || nonce.length !== AUDIT_NONCE_LEN || !(sealed instanceof Uint8Array) || sealed.length !== AUDIT_SEALED_LEN) {
+    return encodeFields(AUDIT_BODY_SCHEMA, { seq, time, nonce, sealed }); // throws the codec's typed fault
   }
   const out = new Uint8Array(BODY_LEN);
   putU64(out, 0, seq);
   putU64(out, 8, time);
-  out[16] = kind;
-  out.set(recordHash, 17);
-  out[49] = attemptsRemaining;
+  out.set(nonce, 16);
+  out.set(sealed, 16 + AUDIT_NONCE_LEN);
   return out;
+}
+
+/** AES-256-CTR under the seal key; the same call seals and opens. */
+function ctr(key: Uint8Array, nonce: Uint8Array, data: Uint8Array): Uint8Array {
+  const c = createCipheriv('aes-256-ctr', key, nonce);
+  const out = c.update(data);
+  c.final();
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
 export class AuditLog {
   constructor(
     private readonly key: Uint8Array,
+    private readonly sealKey: Uint8Array,
     private readonly h: HashPrimitives,
-  ) {}
+  ) {
+    if (sealKey.length !== 32) throw new RangeError('the audit seal key is 32 bytes');
+  }
 
   recordHash(recordId: Uint8Array): Uint8Array {
     return this.h.hmac(this.key, RECORD_LABEL, recordId);
   }
 
-  /** Appends after (seq, head); returns the event (its mac is the new head). */
-  next(prevSeq: number, prevHead: Uint8Array, time: number, kind: number, recordHash: Uint8Array, attemptsRemaining: number): AuditEvent {
+  /** Appends after (seq, head); returns the event (its mac is the new head). `nonce`: 16 random bytes. */
+  next(prevSeq: number, prevHead: Uint8Array, time: number, nonce: Uint8Array, kind: number, recordHash: Uint8Array, attemptsRemaining: number): AuditEvent {
+    if (!ok(kind, 0xff) || !ok(attemptsRemaining, 0xff) || recordHash.length !== 32) throw new RangeError('audit event fields out of range');
+    const pt = new Uint8Array(AUDIT_SEALED_LEN);
+    pt[0] = kind;
+    pt.set(recordHash, 1);
+    pt[33] = attemptsRemaining;
+    const sealed = ctr(this.sealKey, nonce, pt);
     const seq = prevSeq + 1;
-    const mac = this.h.hmac(this.key, prevHead, encodeAuditBody(seq, time, kind, recordHash, attemptsRemaining));
-    return { seq, time, kind, recordHash, attemptsRemaining, mac };
+    const mac = this.h.hmac(this.key, prevHead, encodeAuditBody(seq, time, nonce, sealed));
+    return { seq, time, nonce, sealed, mac };
+  }
+
+  /** What an event says. Only for events `verify` accepted up to a committed point. */
+  open(e: AuditEvent): AuditEntry {
+    const pt = ctr(this.sealKey, e.nonce, e.sealed);
+    return { seq: e.seq, time: e.time, kind: pt[0]!, recordHash: pt.slice(1, 33), attemptsRemaining: pt[33]! };
+  }
+
+  /** The enclave's word that (seq, mac) is a point of the committed chain: a later run may end there. */
+  anchor(seq: number, mac: Uint8Array): Uint8Array {
+    const s = new Uint8Array(8);
+    putU64(s, 0, seq);
+    return this.h.hmac(this.key, ANCHOR_LABEL, s, mac);
   }
 
   /**
@@ -72,12 +109,11 @@ export class AuditLog {
     let head = fromHead;
     for (let i = 0; i < events.length; i++) {
       const e = events[i]!;
-      const { mac, ...body } = e;
-      if (body.seq !== seq + 1) return i;
-      const expect = this.h.hmac(this.key, head, encodeAuditBody(body.seq, body.time, body.kind, body.recordHash, body.attemptsRemaining));
-      if (!ctEqual(expect, mac)) return i;
-      seq = body.seq;
-      head = mac;
+      if (e.seq !== seq + 1) return i;
+      const expect = this.h.hmac(this.key, head, encodeAuditBody(e.seq, e.time, e.nonce, e.sealed));
+      if (!ctEqual(expect, e.mac)) return i;
+      seq = e.seq;
+      head = e.mac;
     }
     if (seq !== toSeq || !ctEqual(head, toHead)) return events.length;
     return -1;

@@ -11,7 +11,7 @@
  *   oprf_seed per suite (RFC 9807 §6.2.1, Nh bytes)     = HMAC-SHA512/256(bkv-oprf, label)
  *   OPAQUE server key pair per suite (§6.4.1)            = DeriveDiffieHellmanKeyPair(HMAC(bkv-derive, label))
  *                                                          (ristretto255, and P-256 on tokens without EC)
- *   HPKE key pair (RFC 9180 §7.1.3), fake-record key, index key, audit key, key check.
+ *   HPKE key pair (RFC 9180 §7.1.3), fake-record key, index key, audit key, audit seal key, key check.
  * JavaScript can not pin or lock memory: derived keys are zeroized when the enclave zeroizes,
  * but copies the engine made can not be reached.
  */
@@ -42,6 +42,8 @@ export interface EnclaveKeys {
   fakeKey: Uint8Array;
   indexKey: Uint8Array;
   auditKey: Uint8Array;
+  /** AES-256 key that seals what audit events say (audit.ts). */
+  auditSealKey: Uint8Array;
   keyCheck: Uint8Array;
 }
 
@@ -115,6 +117,7 @@ export async function deriveEnclaveKeys(
     fakeKey: d('bkv/fake-record'),
     indexKey: d('bkv/index'),
     auditKey: d('bkv/audit'),
+    auditSealKey: d('bkv/audit/seal'),
     keyCheck: d('bkv/key-check').slice(0, 16),
   };
 }
@@ -127,4 +130,5 @@ export function zeroizeEnclaveKeys(k: EnclaveKeys): void {
   k.fakeKey.fill(0);
   k.indexKey.fill(0);
   k.auditKey.fill(0);
+  k.auditSealKey.fill(0);
 }

@@ -220,7 +220,8 @@ function loginStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginSt
     ctx.sessions.put(sid, { idHex: ctx.idHex, suite: suite.id, registrationId: null, state }, ctx.now);
     return {
       response: { type: 'LoginStarted', sessionId, ke2, ksf: FAKE_KSF, attemptsRemaining: DEFAULT_ATTEMPT_LIMIT },
-      audit: [],
+      // The same audit work as a charged guess: one sealed event (the host can not read its kind).
+      audit: [{ kind: AUDIT_KIND.unknownId, attemptsRemaining: DEFAULT_ATTEMPT_LIMIT }],
     };
   }
   if (cur.status === STATUS_LOCKED) return { response: { type: 'Locked' }, audit: [] };
@@ -278,6 +279,9 @@ function lock(cur: VaultRecord): OpResult {
   };
 }
 
+/** The audit event of a LoginFinish that releases nothing (its guess was charged at LoginStart). */
+const wrongGuess = (cur: VaultRecord) => [{ kind: AUDIT_KIND.wrongPassword, attemptsRemaining: remaining(cur) }];
+
 function loginFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginFinish' }>): OpResult {
   // Room for the recovered session a valid KE3 makes, before the login session is taken: a
   // refused finish leaves it as it was, to be tried again.
@@ -289,24 +293,28 @@ function loginFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginF
   const suite = ctx.suites.get(s.suite)!;
   const result = serverLoginFinish(serverOptions(ctx, suite), s.state!, req.ke3);
   const cur = ctx.current;
+  // Whatever the outcome, a LoginFinish that reaches a record writes it (sealed again, the same
+  // length) and every LoginFinish makes one sealed audit event: what the host holds before it
+  // commits does not tell a right KE3 from a wrong one, so it can not commit failures and drop
+  // successes. (Juicebox's realm writes its record on every recover3 for the same reason.)
   if (s.registrationId === null || cur === null || !ctEqual(cur.registrationId, s.registrationId)) {
     // A fake session, or the record was deleted or re-registered since KE2: nothing to release.
     if (result.ok) result.sessionKey.fill(0);
     if (cur === null || s.registrationId === null) {
-      return { response: { type: 'WrongPassword', attemptsRemaining: DEFAULT_ATTEMPT_LIMIT, locked: 0 }, audit: [] };
+      return { response: { type: 'WrongPassword', attemptsRemaining: DEFAULT_ATTEMPT_LIMIT, locked: 0 }, audit: [{ kind: AUDIT_KIND.unknownId, attemptsRemaining: DEFAULT_ATTEMPT_LIMIT }] };
     }
-    return { response: { type: 'WrongPassword', attemptsRemaining: remaining(cur), locked: cur.status === STATUS_LOCKED ? 1 : 0 }, audit: [] };
+    return { response: { type: 'WrongPassword', attemptsRemaining: remaining(cur), locked: cur.status === STATUS_LOCKED ? 1 : 0 }, write: cur, audit: wrongGuess(cur) };
   }
   if (cur.status !== STATUS_ACTIVE) {
     if (result.ok) result.sessionKey.fill(0);
-    return { response: { type: 'Locked' }, audit: [] };
+    return { response: { type: 'Locked' }, write: cur, audit: wrongGuess(cur) };
   }
   if (!result.ok) {
     if (cur.attemptsUsed >= cur.attemptLimit) {
       const pending = pendingSession(ctx, cur);
       if (!pending) return lock(cur);
     }
-    return { response: { type: 'WrongPassword', attemptsRemaining: remaining(cur), locked: 0 }, audit: [] };
+    return { response: { type: 'WrongPassword', attemptsRemaining: remaining(cur), locked: 0 }, write: cur, audit: wrongGuess(cur) };
   }
   const wrappedKey = wrapForReleaseSync(result.sessionKey, ctx.rng(12), cur.backupKey);
   const auth: AuthSession = { idHex: ctx.idHex, registrationId: cur.registrationId, authKey: sessionAuthKeySync(result.sessionKey) };

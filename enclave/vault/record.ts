@@ -11,7 +11,10 @@
  *
  * Format 2 adds the record's guess pacing (enclave/api/pacing.ts: its schedule and the platform
  * time of its last charged guess) at the end of the plaintext; format 1 blobs (written before)
- * still open, as records with no pacing, and are written back as format 2.
+ * still open, as records with no pacing. Format 3 pads the plaintext with zeros to
+ * RECORD_PADDED_LEN, so every record blob has one length whatever its suite or state (a locked
+ * record, which holds no key, is no shorter): the host can not tell a lock from a charge by the
+ * size of what it stores. Formats 1 and 2 are written back as format 3.
  */
 import { bytes, encodeFields, fixed, u53, u8 } from '../api/codec.ts';
 import { EnclaveFault, Integrity, Platform as PlatformCodes } from '../api/codes.ts';
@@ -19,8 +22,9 @@ import type { KeyHandle, Token } from '../token.ts';
 import { TokenError } from '../token.ts';
 
 export const SEALED_MAGIC = Uint8Array.of(0x42, 0x4b, 0x56, 0x52); // "BKVR"
-export const SEALED_FORMAT = 2;
+export const SEALED_FORMAT = 3;
 const SEALED_FORMAT_V1 = 1;
+const SEALED_FORMAT_V2 = 2;
 export const KIND_RECORD = 1;
 export const KIND_TOMBSTONE = 2;
 export const HEADER_LEN = 4 + 1 + 1 + 1 + 8 + 8 + 12;
@@ -95,7 +99,7 @@ function writeU32(b: Uint8Array, off: number, v: number): void {
 function checkHeader(blob: Uint8Array): number {
   if (blob.length < HEADER_LEN + 16) throw invalid();
   for (let i = 0; i < 4; i++) if (blob[i] !== SEALED_MAGIC[i]) throw invalid();
-  if (blob[4] !== SEALED_FORMAT && blob[4] !== SEALED_FORMAT_V1) throw invalid();
+  if (blob[4] !== SEALED_FORMAT && blob[4] !== SEALED_FORMAT_V2 && blob[4] !== SEALED_FORMAT_V1) throw invalid();
   const kind = blob[5]!;
   if (kind !== KIND_RECORD && kind !== KIND_TOMBSTONE) throw invalid();
   return kind;
@@ -144,6 +148,8 @@ function aadOf(blob: Uint8Array, recordId: Uint8Array): Buffer {
 const RECORD_FIXED_LEN = 4 + 16 + 2 + 2 + 2 + 8 + 1 + 8;
 /** What format 2 added after registeredAt: pacing (1) and lastGuessAt (8). */
 const PACING_LEN = 9;
+/** A format-3 record plaintext: the longest encoding (ksf 32, OPAQUE record 192, key 32), zero-padded. */
+export const RECORD_PADDED_LEN = RECORD_FIXED_LEN + 32 + 192 + 32;
 const okUint = (v: unknown, max: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
 const okBytes = (v: unknown, min: number, max: number): v is Uint8Array => v instanceof Uint8Array && v.length >= min && v.length <= max;
 
@@ -196,7 +202,7 @@ export function encodeRecord(rec: VaultRecord): Uint8Array {
  * keep it), the other three sharing one buffer. `format` 1: the plaintext ends at registeredAt
  * (no pacing).
  */
-export function decodeRecord(pt: Uint8Array, format: number = SEALED_FORMAT): VaultRecord | null {
+export function decodeRecord(pt: Uint8Array, format: number = SEALED_FORMAT_V2): VaultRecord | null {
   const tail = format === SEALED_FORMAT_V1 ? 0 : PACING_LEN;
   if (pt.length < RECORD_FIXED_LEN - PACING_LEN + tail) return null;
   const kl = (pt[20]! << 8) | pt[21]!;
@@ -227,6 +233,33 @@ export function decodeRecord(pt: Uint8Array, format: number = SEALED_FORMAT): Va
   };
 }
 
+/** encodeRecord(rec) zero-padded to RECORD_PADDED_LEN (format 3). */
+export function encodePaddedRecord(rec: VaultRecord): Uint8Array {
+  const enc = encodeRecord(rec);
+  const out = new Uint8Array(RECORD_PADDED_LEN);
+  out.set(enc, 0);
+  enc.fill(0);
+  return out;
+}
+
+/**
+ * The encoded record inside a format-3 plaintext (a view of `pt`), or null when the plaintext is
+ * not RECORD_PADDED_LEN long, its length prefixes run past it, or the padding is not all zeros.
+ */
+export function unpadRecord(pt: Uint8Array): Uint8Array | null {
+  if (pt.length !== RECORD_PADDED_LEN) return null;
+  const kl = (pt[20]! << 8) | pt[21]!;
+  if (kl > 32) return null;
+  const ol = (pt[22 + kl]! << 8) | pt[23 + kl]!;
+  if (ol > 192) return null;
+  const bl = (pt[24 + kl + ol]! << 8) | pt[25 + kl + ol]!;
+  if (bl > 32) return null;
+  const end = 26 + kl + ol + bl + 8 + PACING_LEN;
+  let pad = 0;
+  for (let i = end; i < pt.length; i++) pad |= pt[i]!;
+  return pad === 0 ? pt.subarray(0, end) : null;
+}
+
 export function seal(
   token: Token,
   key: KeyHandle,
@@ -237,7 +270,7 @@ export function seal(
   const iv = token.random(12);
   if (!(iv instanceof Uint8Array) || iv.length !== 12) throw new EnclaveFault(PlatformCodes.RandomError, 'token random returned the wrong length');
   const aad = headerAndAad(h, iv, recordId);
-  const pt = rec ? encodeRecord(rec) : new Uint8Array(0);
+  const pt = rec ? encodePaddedRecord(rec) : new Uint8Array(0);
   const ct = token.encryptGcm(key, aad.subarray(23, HEADER_LEN), aad, pt);
   pt.fill(0);
   const out = new Uint8Array(HEADER_LEN + ct.length);
@@ -265,7 +298,9 @@ export function unseal(token: Token, key: KeyHandle, recordId: Uint8Array, blob:
     return { header: h, record: null };
   }
   try {
-    const rec = decodeRecord(pt, blob[4]!);
+    const format = blob[4]!;
+    const body = format === SEALED_FORMAT ? unpadRecord(pt) : pt;
+    const rec = body && decodeRecord(body, format === SEALED_FORMAT ? SEALED_FORMAT_V2 : format);
     if (!rec) throw invalid();
     return { header: h, record: rec };
   } finally {

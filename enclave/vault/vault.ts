@@ -28,7 +28,7 @@ import { decodeAuthConfig, encodeAuthConfig } from '../api/auth.ts';
 import { PACING } from '../api/pacing.ts';
 import type { AuthConfig } from '../api/auth.ts';
 import { TokenVerifier } from '../api/auth-verify.ts';
-import { ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT, ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
+import { AUDIT_NONCE_LEN, ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT, ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
 import { openRequestSync } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
 import { ctEqual } from '../opaque/bytes.ts';
@@ -189,7 +189,7 @@ export class Vault {
     }
     this.verifier = await TokenVerifier.create(auth);
     this.minPacing = auth?.minPacing ?? PACING.standard;
-    this.audit = new AuditLog(this.keys.auditKey, this.sha256);
+    this.audit = new AuditLog(this.keys.auditKey, this.keys.auditSealKey, this.sha256);
     this.state = 'notLoaded';
   }
 
@@ -472,7 +472,7 @@ export class Vault {
         }
         const rh = result.audit.length ? this.audit.recordHash(op.recordId) : null;
         for (const a of result.audit) {
-          const ev = this.audit.next(auditSeq, auditHead, now, a.kind, rh!, a.attemptsRemaining);
+          const ev = this.audit.next(auditSeq, auditHead, now, this.rng(AUDIT_NONCE_LEN), a.kind, rh!, a.attemptsRemaining);
           auditSeq = ev.seq;
           auditHead = ev.mac;
           pending.audit.push(ev);
@@ -590,11 +590,35 @@ export class Vault {
     }
   }
 
+  /**
+   * AuditVerify: checks a run of stored events against the committed chain (its NVRAM head, or a
+   * point an earlier answer anchored). A run that verifies gets the anchor of its start, so the
+   * host can read a long chain backwards; with the operator secret it is also opened. Only events
+   * at or before the committed head ever verify, so no batch is opened before its Commit.
+   */
   private auditVerify(req: Extract<HostRequest, { type: 'AuditVerify' }>): HostResponse {
     this.requireState('ready', 'notLoaded');
+    const open = req.auth.length > 0;
+    if (open) this.checkOperator(req.auth);
     const c = this.nv.committed;
-    const bad = this.audit.verify(req.events, req.fromSeq, req.fromHead, c.auditSeq, c.auditHead);
-    return { type: 'AuditResult', firstBad: bad < 0 ? 0xffffffff : bad, headSeq: c.auditSeq };
+    let toSeq = c.auditSeq;
+    let toHead = c.auditHead;
+    if (req.anchor.length > 0) {
+      if (req.toSeq > c.auditSeq || !ctEqual(req.anchor, this.audit.anchor(req.toSeq, req.toHead))) {
+        throw new EnclaveFault(Integrity.AuditAnchorInvalid, 'the anchor is not the enclave\'s for this point of the chain', 'anchor');
+      }
+      toSeq = req.toSeq;
+      toHead = req.toHead;
+    }
+    const bad = this.audit.verify(req.events, req.fromSeq, req.fromHead, toSeq, toHead);
+    const ok = bad < 0;
+    return {
+      type: 'AuditResult',
+      firstBad: ok ? 0xffffffff : bad,
+      headSeq: c.auditSeq,
+      anchor: ok ? this.audit.anchor(req.fromSeq, req.fromHead) : new Uint8Array(0),
+      entries: ok && open ? req.events.map((e) => this.audit.open(e)) : [],
+    };
   }
 }
 

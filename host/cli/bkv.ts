@@ -6,7 +6,7 @@
  *   bkv backup encrypt|decrypt    backup files under a backup key
  *   bkv escrow ...                escrow a backup key with a vault service
  *   bkv auth keygen|token         the issuer's keys and per-user tokens
- *   bkv operator keygen|set-issuers   the operator secret, and changing the issuer set with it
+ *   bkv operator keygen|set-issuers|audit-verify   the operator secret, changing the issuer set, the audit chain
  * Exit codes: 0 done, 1 failure, 2 an outcome the user must see (wrong password, locked),
  * 6 not authorized (no, invalid, expired or another record's issuer token: refused by the
  * enclave or already by the service's early check), 64 usage error.

@@ -7,6 +7,9 @@
  *       replaces the vault's issuer set (the enclave's SetAuth, checked against the provisioned
  *       hash), then stores it in DIR/auth/config.json; run it while the vault is stopped. The
  *       devices then boot only under the new set.
+ *   bkv operator audit-verify --data DIR [--operator-key-file FILE] [--last N] [--json]
+ *       checks the audit chain of every partition through its device; with the secret the device
+ *       opens the events (cmd-audit.ts). Run it while the vault is stopped.
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -14,18 +17,19 @@ import { MAX_ISSUERS } from '../../enclave/api/auth.ts';
 import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { AuthSetupError, readIssuerPublic, readStoredAuth, writeStoredAuth } from '../auth/issuer.ts';
 import { VaultHost } from '../vault/vault-host.ts';
-import { EnclaveCallError } from '../vault/engine.ts';
-import { Lifecycle } from '../../enclave/api/codes.ts';
 import { parseArgs, required, UsageError } from './args.ts';
 import { tokenPinSource } from './cmd-serve.ts';
 import { readOperatorSecret } from './io.ts';
+import { auditVerifyCommand, operatorCall } from './cmd-audit.ts';
 
 export const OPERATOR_USAGE = `bkv operator keygen --out FILE
   bkv operator set-issuers --data DIR --operator-key-file FILE --auth-issuer FILE.pub ... [--auth-audience A]
-        [--token-pin-file F | --operator-dir DIR]   (the token's PINs, as for bkv serve)`;
+        [--token-pin-file F | --operator-dir DIR]   (the token's PINs, as for bkv serve)
+  bkv operator audit-verify --data DIR [--operator-key-file FILE] [--last N] [--json]
+        checks every partition's audit chain; with the secret, prints the newest N events (default 20, 0: all)`;
 
 export async function operatorCommand(argv: string[]): Promise<number> {
-  const p = parseArgs(argv, { options: ['out', 'data', 'operator-key-file', 'auth-issuer', 'auth-audience', 'token-pin-file', 'operator-dir'] });
+  const p = parseArgs(argv, { options: ['out', 'data', 'operator-key-file', 'auth-issuer', 'auth-audience', 'token-pin-file', 'operator-dir', 'last'], flags: ['json'] });
   const verb = p.positional[0];
   if (p.positional.length !== 1) throw new UsageError(`usage: ${OPERATOR_USAGE}`);
   switch (verb) {
@@ -52,21 +56,13 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       };
       const pins = tokenPinSource(p, dataDir);
       const host = await VaultHost.open({ dataDir, auth: stored.config, tokenPins: pins.source });
-      try {
-        await host.setAuth(next, secret);
-      } catch (e) {
-        if (e instanceof EnclaveCallError && e.code === Lifecycle.OperatorAuthFailed) {
-          console.error('bkv: the vault refused the operator secret (none was provisioned, or another one)');
-          return 1;
-        }
-        throw e;
-      } finally {
-        await host.close();
-      }
+      if ((await operatorCall(host, (h) => h.setAuth(next, secret).then(() => true))) === null) return 1;
       writeStoredAuth(dataDir, { config: next, development: false });
       console.error(`bkv: the vault now accepts tokens of ${next.issuers.map((i) => i.name).join(', ')} for audience ${next.audience}; start it with the same --auth-issuer files`);
       return 0;
     }
+    case 'audit-verify':
+      return auditVerifyCommand(p);
     default:
       throw new UsageError(`usage: ${OPERATOR_USAGE}`);
   }

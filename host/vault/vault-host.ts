@@ -15,6 +15,8 @@ import { openStore } from '../storage/index.ts';
 import type { RecordStore } from '../storage/types.ts';
 import { PartitionEngine } from './engine.ts';
 import type { OpResult } from './engine.ts';
+import { readAuditChain } from './audit-read.ts';
+import type { AuditReadOptions, AuditReport } from './audit-read.ts';
 
 export interface VaultHostOptions {
   dataDir: string;
@@ -221,6 +223,19 @@ export class VaultHost {
     if (operatorSecret.length !== 32) throw new RangeError('the operator secret is 32 bytes');
     const encoded = encodeAuthConfig(config);
     for (const e of this.engines) await e.call({ type: 'SetAuth', config: encoded, auth: operatorSecret });
+  }
+
+  /**
+   * Checks every partition's audit chain through its device, from the committed head back to the
+   * first event; with the operator secret the devices also open the events (audit-read.ts).
+   */
+  async auditVerify(opts: AuditReadOptions = {}): Promise<AuditReport[]> {
+    const out: AuditReport[] = [];
+    for (let p = 0; p < this.engines.length; p++) {
+      const engine = this.engines[p]!;
+      out.push(await readAuditChain((req) => engine.call(req), this.store, p, opts));
+    }
+    return out;
   }
 
   async close(): Promise<void> {

@@ -239,7 +239,7 @@ async function main(): Promise<void> {
     if (r.type === 'Prepared') events.push(...r.audit);
     await v.call({ type: 'Commit', epoch: v.epoch + 1 });
   }
-  put('enclave-host', 'audit-verify', host(0, { type: 'AuditVerify', fromSeq: 0, fromHead: new Uint8Array(32), events }));
+  put('enclave-host', 'audit-verify', host(0, { type: 'AuditVerify', fromSeq: 0, fromHead: new Uint8Array(32), events, toSeq: 0, toHead: new Uint8Array(32), anchor: new Uint8Array(0), auth: new Uint8Array(0) }));
 
   // Client operations into the handlers: selector byte (see targets/enclave-client.ts), then the
   // body, whose auth field is a token kind's code (the target mints the token at its clock).

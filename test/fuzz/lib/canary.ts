@@ -185,7 +185,7 @@ export const CANARIES: readonly CanaryRecord[] = [CANARY_A, CANARY_B];
  * Every secret derived from the planted token keys, recomputed here from the known key values
  * (through the enclave's own derivation over a CanaryToken): OPRF seeds and server private keys
  * per suite, the per-record OPRF keys of the canaries, the HPKE input keying material and the
- * enclave's internal keys (fake-record, index, audit).
+ * enclave's internal keys (fake-record, index, audit, audit seal).
  */
 export async function derivedSecrets(): Promise<Secret[]> {
   const token = new CanaryToken(drbg('derived-secrets', 0));
@@ -206,6 +206,7 @@ export async function derivedSecrets(): Promise<Secret[]> {
   out.push({ name: 'fake-record-key', bytes: k.fakeKey });
   out.push({ name: 'index-key', bytes: k.indexKey });
   out.push({ name: 'audit-key', bytes: k.auditKey });
+  out.push({ name: 'audit-seal-key', bytes: k.auditSealKey });
   for (const v of token.secretValues()) out.push({ name: `token/${v.label}`, bytes: v.value });
   return out;
 }
