@@ -20,7 +20,7 @@
  *    operations carry one token minted for it, which the enclave checks (a signature
  *    verification at RegisterStart, a cache hit at RegisterFinish).
  * 2. Backup: a generated stream of --backup-mib MiB (default 1024) encrypted by
- *    host/client/backup-file-node.ts in a child process of its own (bench/lib/backup-rss.ts): its
+ *    client/backup-file-node.ts in a child process of its own (bench/lib/backup-rss.ts): its
  *    peak RSS and rate.
  */
 import { spawnSync } from 'node:child_process';

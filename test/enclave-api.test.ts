@@ -13,7 +13,7 @@ import { sealRequest } from '../enclave/api/e2e.ts';
 import { openHarness } from './helpers/vault-harness.ts';
 import type { Harness } from './helpers/vault-harness.ts';
 import { sampleFields } from './helpers/samples.ts';
-import { EscrowClient } from '../host/client/escrow.ts';
+import { EscrowClient } from '../client/escrow.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { CONTEXT, authFor, clientExtras } from './helpers/vault-harness.ts';
 

@@ -1,6 +1,6 @@
 /**
  * The vault service over HTTP (host/service/) with the escrow client on the HTTP relay
- * (host/client/http-relay.ts): the whole escrow story; malformed, truncated, oversized and
+ * (client/http-relay.ts): the whole escrow story; malformed, truncated, oversized and
  * replayed input on every endpoint; both host rate limiters (429 + Retry-After, and nothing
  * rate-limited reaches the enclave); /health and /metrics; log redaction; graceful shutdown of a
  * service in a child process under SIGTERM with requests in flight.
@@ -24,9 +24,9 @@ import { clientLoginStart } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import type { Suite } from '../enclave/opaque/suite.ts';
-import { EscrowClient } from '../host/client/escrow.ts';
-import type { Relay } from '../host/client/escrow.ts';
-import { VaultHttpError, fetchVaultInfo, httpRelay } from '../host/client/http-relay.ts';
+import { EscrowClient } from '../client/escrow.ts';
+import type { Relay } from '../client/escrow.ts';
+import { VaultHttpError, fetchVaultInfo, httpRelay } from '../client/http-relay.ts';
 import { startService } from '../host/service/server.ts';
 import type { RunningService, ServiceOptions } from '../host/service/server.ts';
 import { TokenBuckets, addressKey } from '../host/service/rate-limit.ts';
@@ -37,7 +37,7 @@ import { VaultHost } from '../host/vault/vault-host.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
 import { makeTestIssuer, testIssuer } from './helpers/auth.ts';
 import type { TestIssuer } from './helpers/auth.ts';
-import { DEFAULT_KSF_BOUNDS } from '../host/client/escrow.ts';
+import { DEFAULT_KSF_BOUNDS } from '../client/escrow.ts';
 import { readIssuerPrivate, readStoredAuth, mintToken } from '../host/auth/issuer.ts';
 
 const te = new TextEncoder();

@@ -11,7 +11,7 @@ import { afterEach, expect, it } from 'vitest';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import type { EnclavePool } from '../host/channel/pool.ts';
 import type { ProcessChannel } from '../host/channel/process-channel.ts';
-import { EscrowClient } from '../host/client/escrow.ts';
+import { EscrowClient } from '../client/escrow.ts';
 import { EMULATOR_STORE_FILE } from '../host/tokens/open.ts';
 import { VaultHost } from '../host/vault/vault-host.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';

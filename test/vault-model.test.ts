@@ -21,7 +21,7 @@ import { afterEach, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { holdLogin, openHarness } from './helpers/vault-harness.ts';
 import type { Harness } from './helpers/vault-harness.ts';
-import type { EscrowClient } from '../host/client/escrow.ts';
+import type { EscrowClient } from '../client/escrow.ts';
 import { Handling } from '../enclave/api/codes.ts';
 import { clientLoginStart } from '../enclave/opaque/client.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';

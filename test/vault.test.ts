@@ -6,7 +6,7 @@ import { afterEach, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { holdLogin, openHarness, storedRecord } from './helpers/vault-harness.ts';
 import type { Harness } from './helpers/vault-harness.ts';
-import { EscrowError } from '../host/client/escrow.ts';
+import { EscrowError } from '../client/escrow.ts';
 import { Handling, Integrity } from '../enclave/api/codes.ts';
 import { describeTokens } from './helpers/tokens.ts';
 import { STATUS_LOCKED } from '../enclave/vault/record.ts';

@@ -19,7 +19,7 @@ import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRe
 import { identityKsf, ksfFromParams } from '../../../enclave/opaque/ksf.ts';
 import type { Suite } from '../../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
-import type { Relay } from '../../../host/client/escrow.ts';
+import type { Relay } from '../../../client/escrow.ts';
 import { testIssuer } from '../../helpers/auth.ts';
 
 export const CONTEXT = new TextEncoder().encode('BackupKeyVault-v1');

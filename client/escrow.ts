@@ -15,19 +15,19 @@
  * Browser-safe when given the portable suite: imports only enclave/api, enclave/opaque and
  * WebCrypto.
  */
-import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
-import { faultName } from '../../enclave/api/codes.ts';
-import type { ClientRequest, ClientResponse } from '../../enclave/api/messages.ts';
-import { ClientRequests, ClientResponses, SUITE_CODE } from '../../enclave/api/messages.ts';
-import { sealRequest } from '../../enclave/api/e2e.ts';
-import { encodeKeyAuthorization, encodeSessionAuthorization, unwrapReleased } from '../../enclave/api/authorize.ts';
-import type { RandomSource } from '../../enclave/opaque/bytes.ts';
-import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../enclave/opaque/client.ts';
-import { DEFAULT_ARGON2ID, argon2idKsf, identityKsf, ksfFromParams } from '../../enclave/opaque/ksf.ts';
-import type { Argon2idParams, Ksf } from '../../enclave/opaque/ksf.ts';
-import type { Suite } from '../../enclave/opaque/suite.ts';
-import { PACING } from '../../enclave/api/pacing.ts';
-import type { PacingName } from '../../enclave/api/pacing.ts';
+import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
+import { faultName } from '../enclave/api/codes.ts';
+import type { ClientRequest, ClientResponse } from '../enclave/api/messages.ts';
+import { ClientRequests, ClientResponses, SUITE_CODE } from '../enclave/api/messages.ts';
+import { sealRequest } from '../enclave/api/e2e.ts';
+import { encodeKeyAuthorization, encodeSessionAuthorization, unwrapReleased } from '../enclave/api/authorize.ts';
+import type { RandomSource } from '../enclave/opaque/bytes.ts';
+import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
+import { DEFAULT_ARGON2ID, argon2idKsf, identityKsf, ksfFromParams } from '../enclave/opaque/ksf.ts';
+import type { Argon2idParams, Ksf } from '../enclave/opaque/ksf.ts';
+import type { Suite } from '../enclave/opaque/suite.ts';
+import { PACING } from '../enclave/api/pacing.ts';
+import type { PacingName } from '../enclave/api/pacing.ts';
 
 export interface Relay {
   /**
