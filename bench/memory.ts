@@ -34,7 +34,7 @@ import type { ClientRequest } from '../enclave/api/messages.ts';
 import { clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
-import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url } from '../host/service/wire.ts';
+import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url } from '../enclave/api/http.ts';
 import { BenchTokens } from './lib/auth.ts';
 import { ROOT, args, emit, machine, machineLine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';

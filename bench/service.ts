@@ -31,7 +31,7 @@ import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../client/escrow.ts';
 import { fetchVaultInfo, httpRelay } from '../client/http-relay.ts';
-import { opsPath, toBase64url, AUTH_TOKEN_HEADER } from '../host/service/wire.ts';
+import { opsPath, toBase64url, AUTH_TOKEN_HEADER } from '../enclave/api/http.ts';
 import { BenchTokens } from './lib/auth.ts';
 import { args, emit, machine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';

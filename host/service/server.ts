@@ -33,7 +33,7 @@ import type { RateLimits } from './rate-limit.ts';
 import { ReplayGuard } from './replay.ts';
 import { resolveRoute } from './routes.ts';
 import type { RequestNote, RouteContext } from './routes.ts';
-import { ROUTE } from './wire.ts';
+import { ROUTE } from '../../enclave/api/http.ts';
 
 export interface ServiceOptions {
   /** The vault's data folder (NVRAM, token, pool.json, and the SQLite file by default). */

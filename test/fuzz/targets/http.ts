@@ -55,7 +55,7 @@ export const timeoutMs = 5000;
 
 const SERVER = resolve(import.meta.dirname, '../../../host/service/server.ts');
 const ERRORS = resolve(import.meta.dirname, '../../../host/service/errors.ts');
-const WIRE = resolve(import.meta.dirname, '../../../host/service/wire.ts');
+const WIRE = resolve(import.meta.dirname, '../../../enclave/api/http.ts');
 
 /** What this target uses of the service (typed here, so the target compiles without it). */
 interface Service {
