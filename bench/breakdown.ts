@@ -32,7 +32,7 @@ import { runInNewContext } from 'node:vm';
 import { Worker } from 'node:worker_threads';
 import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import { base64url, encodeAuthConfig } from '../enclave/api/auth.ts';
-import { deriveE2eKeyPair, openRequest } from '../enclave/api/e2e.ts';
+import { deriveE2eKeyPair, openRequest } from '../client/e2e-seal.ts';
 import type { AuditEvent } from '../enclave/api/messages.ts';
 import { ClientRequests, DEFAULT_OPAQUE_CONTEXT, HostRequests, HostResponses } from '../enclave/api/messages.ts';
 import { nodeHash } from '../enclave/opaque/hash-node.ts';

@@ -1,7 +1,7 @@
 /**
  * The client side of escrow: register a backup key under a password, recover it, change the
  * password (the key stays), delete, and ask the status. Every message to the enclave is sealed
- * end to end (enclave/api/e2e.ts) to the enclave public key the client pins; the transport (an
+ * end to end (client/e2e-seal.ts) to the enclave public key the client pins; the transport (an
  * HTTP service, or an engine in tests) only relays ciphertext.
  *
  * What the client believes: only what the enclave sealed to it. A response the relay passes
@@ -19,7 +19,7 @@ import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import { faultName } from '../enclave/api/codes.ts';
 import type { ClientRequest, ClientResponse } from '../enclave/api/messages.ts';
 import { ClientRequests, ClientResponses, SUITE_CODE } from '../enclave/api/messages.ts';
-import { sealRequest } from '../enclave/api/e2e.ts';
+import { sealRequest } from './e2e-seal.ts';
 import { encodeKeyAuthorization, encodeSessionAuthorization, unwrapReleased } from '../enclave/api/authorize.ts';
 import type { RandomSource } from '../enclave/opaque/bytes.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';

@@ -19,7 +19,7 @@ import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import { Handling } from '../enclave/api/codes.ts';
 import { ClientRequests, ClientResponses, SUITE_CODE } from '../enclave/api/messages.ts';
 import type { ClientRequest } from '../enclave/api/messages.ts';
-import { sealRequest } from '../enclave/api/e2e.ts';
+import { sealRequest } from '../client/e2e-seal.ts';
 import { clientLoginStart } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';

@@ -29,7 +29,7 @@ import { encodeMessage, decodeMessage } from '../enclave/api/codec.ts';
 import { ClientRequests, ClientResponses } from '../enclave/api/messages.ts';
 import type { ClientRequest, ClientResponse } from '../enclave/api/messages.ts';
 import { MAX_LOGIN_SESSIONS_PER_ID } from '../enclave/vault/sessions.ts';
-import { sealRequest } from '../enclave/api/e2e.ts';
+import { sealRequest } from '../client/e2e-seal.ts';
 import { CONTEXT, withAuth } from './helpers/vault-harness.ts';
 import type { ClientOp } from './helpers/vault-harness.ts';
 import { randomBytes } from 'node:crypto';

@@ -12,7 +12,7 @@ import { describeTokens } from './helpers/tokens.ts';
 import { STATUS_LOCKED } from '../enclave/vault/record.ts';
 import { TokenBook, VaultClient } from './adversarial/lib/flows.ts';
 import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
-import { sealRequest } from '../enclave/api/e2e.ts';
+import { sealRequest } from '../client/e2e-seal.ts';
 import type { ClientRequest, ClientResponse } from '../enclave/api/messages.ts';
 import { ClientRequests, ClientResponses, SUITE_CODE } from '../enclave/api/messages.ts';
 import { clientLoginFinish, clientLoginStart } from '../enclave/opaque/client.ts';

@@ -31,7 +31,7 @@
 import { randomBytes } from 'node:crypto';
 import { encodeMessage } from '../../enclave/api/codec.ts';
 import { ClientRequests, SUITE_CODE } from '../../enclave/api/messages.ts';
-import { sealRequest } from '../../enclave/api/e2e.ts';
+import { sealRequest } from '../../client/e2e-seal.ts';
 import { clientLoginFinish, clientLoginStart } from '../../enclave/opaque/client.ts';
 import { MAX_LOGIN_SESSIONS_PER_ID } from '../../enclave/vault/sessions.ts';
 import { identityKsf } from '../../enclave/opaque/ksf.ts';

@@ -14,7 +14,7 @@ import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
 import { encodeKeyAuthorization, encodeSessionAuthorization, unwrapReleased } from '../../../enclave/api/authorize.ts';
 import type { ClientRequest, ClientResponse } from '../../../enclave/api/messages.ts';
 import { ClientRequests, ClientResponses, SUITE_CODE } from '../../../enclave/api/messages.ts';
-import { sealRequest } from '../../../enclave/api/e2e.ts';
+import { sealRequest } from '../../../client/e2e-seal.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../../enclave/opaque/client.ts';
 import { identityKsf, ksfFromParams } from '../../../enclave/opaque/ksf.ts';
 import type { Suite } from '../../../enclave/opaque/suite.ts';

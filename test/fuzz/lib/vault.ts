@@ -21,7 +21,7 @@ import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
 import { EnclaveFault, Handling } from '../../../enclave/api/codes.ts';
 import type { ClientRequest, ClientResponse, HostRequest, HostResponse } from '../../../enclave/api/messages.ts';
 import { ClientRequests, ClientResponses, HostRequests, HostResponses, MAX_LOAD_ENTRIES, SUITE_CODE } from '../../../enclave/api/messages.ts';
-import { sealRequest } from '../../../enclave/api/e2e.ts';
+import { sealRequest } from '../../../client/e2e-seal.ts';
 import { encodeKeyAuthorization, encodeSessionAuthorization, unwrapReleased } from '../../../enclave/api/authorize.ts';
 import { createEnclave } from '../../../enclave/main.ts';
 import type { Enclave } from '../../../enclave/main.ts';

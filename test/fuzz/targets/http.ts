@@ -37,7 +37,7 @@ import { pino } from 'pino';
 import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
 import { ClientRequests, ClientResponses } from '../../../enclave/api/messages.ts';
 import type { ClientRequest } from '../../../enclave/api/messages.ts';
-import { sealRequest } from '../../../enclave/api/e2e.ts';
+import { sealRequest } from '../../../client/e2e-seal.ts';
 import { identityKsf } from '../../../enclave/opaque/ksf.ts';
 import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
 import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../../client/escrow.ts';
