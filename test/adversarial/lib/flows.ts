@@ -11,7 +11,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
-import { encodeKeyAuthorization, encodeSessionAuthorization, unwrapReleased } from '../../../enclave/api/authorize.ts';
+import { encodeKeyAuthorization, encodeSessionAuthorization } from '../../../enclave/api/authorize.ts';
+import { unwrapReleased } from '../../../client/release-unwrap.ts';
 import type { ClientRequest, ClientResponse } from '../../../enclave/api/messages.ts';
 import { ClientRequests, ClientResponses, SUITE_CODE } from '../../../enclave/api/messages.ts';
 import { sealRequest } from '../../../client/e2e-seal.ts';
