@@ -52,7 +52,7 @@ import type { HsmConfig } from '../hsm/runner.ts';
 import { FileNvram } from '../hsm/nvram-file.ts';
 import { TokenNvram } from '../hsm/nvram-token.ts';
 import { openStore } from '../host/storage/index.ts';
-import { softhsmUnavailable } from '../host/tokens/softhsm.ts';
+import { softhsmUnavailable } from '../hsm/tokens/softhsm.ts';
 import { BenchTokens } from './lib/auth.ts';
 import { args, emit, machine, machineLine, median, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';

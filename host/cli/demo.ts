@@ -28,7 +28,7 @@ import { VaultHost } from '../vault/vault-host.ts';
 import { DEFAULT_OPAQUE_CONTEXT } from '../../enclave/api/messages.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { argon2idKsf, DEFAULT_ARGON2ID } from '../../enclave/opaque/ksf.ts';
-import { defaultOperatorDir } from '../tokens/token-pins.ts';
+import { defaultOperatorDir } from '../../hsm/tokens/token-pins.ts';
 import { intOption, parseArgs } from './args.ts';
 
 const te = new TextEncoder();

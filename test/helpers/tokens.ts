@@ -24,14 +24,14 @@ import { join } from 'node:path';
 import { afterAll, describe, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { TokenError } from '../../enclave/token.ts';
-import { EmulatorModule } from '../../host/tokens/emulator/module.ts';
-import type { EmulatorOptions } from '../../host/tokens/emulator/module.ts';
-import { ensureEmulatorToken } from '../../host/tokens/open.ts';
+import { EmulatorModule } from '../../hsm/tokens/emulator/module.ts';
+import type { EmulatorOptions } from '../../hsm/tokens/emulator/module.ts';
+import { ensureEmulatorToken } from '../../hsm/tokens/open.ts';
 import { RemotePkcs11 } from './remote-token/client.ts';
-import { ensureSoftHsmToken, loadSoftHsm, softhsmUnavailable } from '../../host/tokens/softhsm.ts';
+import { ensureSoftHsmToken, loadSoftHsm, softhsmUnavailable } from '../../hsm/tokens/softhsm.ts';
 
 export type TokenKind = 'emulator' | 'softhsm' | 'remote';
-/** The kinds a device can open (host/tokens/config.ts). */
+/** The kinds a device can open (hsm/tokens/config.ts). */
 export type DeviceTokenKind = Exclude<TokenKind, 'remote'>;
 
 const KINDS: readonly TokenKind[] = ['emulator', 'softhsm', 'remote'];

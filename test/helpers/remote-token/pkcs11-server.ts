@@ -1,6 +1,6 @@
 /**
  * The token thread of the PKCS#11 remote (test/helpers/remote-token/): owns one emulator module
- * (host/tokens/emulator/) and serves the calls a host-side client writes into the shared
+ * (hsm/tokens/emulator/) and serves the calls a host-side client writes into the shared
  * frame area, one at a time, in the protocol of protocol.ts. Started by
  * pkcs11-boot.mjs in a worker thread with `TokenThreadData` as workerData; the thread sleeps
  * in `Atomics.wait` between calls and ends when the client stores CLOSING.
@@ -12,7 +12,7 @@
  * here, capped at what a reply can carry.
  */
 import * as P from '../../../enclave/api/pkcs11.ts';
-import { EmulatorModule } from '../../../host/tokens/emulator/module.ts';
+import { EmulatorModule } from '../../../hsm/tokens/emulator/module.ts';
 import {
   CTL_LENGTH,
   CTL_STATE,

@@ -54,7 +54,7 @@ export interface TokenThreadFaults {
   reply?: Record<string, 'truncate' | 'trailing' | 'overlength' | 'status' | 'seq' | 'version'>;
 }
 
-/** The emulator's options as plain data (host/tokens/emulator EmulatorOptions). */
+/** The emulator's options as plain data (hsm/tokens/emulator EmulatorOptions). */
 export interface RemoteEmulatorOptions {
   storeFile?: string | null;
   userPinMaxFailures?: number;

@@ -1,7 +1,7 @@
 /**
  * Where the vault token's PINs live (PKCS#11 v2.40 §2.5: a Security Officer PIN and a user PIN).
  * Never in the data folder: a copy of the data folder alone must not open the token. The device
- * (hsm/runner.ts, through host/tokens/open.ts) reads them from one of three sources, the host
+ * (hsm/runner.ts, through hsm/tokens/open.ts) reads them from one of three sources, the host
  * says which in the device configuration (`tokenPins`):
  *
  * - `{ pinFile }`: the operator's pin file (`bkv serve --token-pin-file F`), outside the data
