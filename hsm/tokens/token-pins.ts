@@ -26,7 +26,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TOKEN_CONFIG_FILE, checkTokenKind, newTokenConfig, readTokenConfig, writeTokenConfig } from './config.ts';
 import type { TokenKind } from './config.ts';
-import { fsyncDir } from './emulator/persistence.ts';
+import { fsyncDir } from '../durable-file.ts';
 
 /** Environment variables the command line reads the PINs from (no pin file given). */
 export const TOKEN_PIN_ENV = 'BKV_TOKEN_PIN';
