@@ -28,7 +28,7 @@
  * devices, and the CPU split says how much.
  */
 import { availableParallelism } from 'node:os';
-import type { TokenKind } from '../host/tokens/config.ts';
+import type { TokenKind } from '../hsm/tokens/config.ts';
 import { EnclaveRig, RawPool } from './lib/enclave-rig.ts';
 import type { WindowResult } from './lib/enclave-rig.ts';
 import { args, emit, machine, machineLine, median, progress, round } from './lib/common.ts';

@@ -20,7 +20,7 @@
  *    operations carry one token minted for it, which the enclave checks (a signature
  *    verification at RegisterStart, a cache hit at RegisterFinish).
  * 2. Backup: a generated stream of --backup-mib MiB (default 1024) encrypted by
- *    host/client/backup-file-node.ts in a child process of its own (bench/lib/backup-rss.ts): its
+ *    client/backup-file-node.ts in a child process of its own (bench/lib/backup-rss.ts): its
  *    peak RSS and rate.
  */
 import { spawnSync } from 'node:child_process';
@@ -34,7 +34,7 @@ import type { ClientRequest } from '../enclave/api/messages.ts';
 import { clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
-import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url } from '../host/service/wire.ts';
+import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url } from '../enclave/api/http.ts';
 import { BenchTokens } from './lib/auth.ts';
 import { ROOT, args, emit, machine, machineLine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';

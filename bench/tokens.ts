@@ -10,7 +10,7 @@
  * bytes (C_GenerateRandom), P-256 ECDH (C_DeriveKey + C_GetAttributeValue + C_DestroyObject),
  * the OPAQUE P-256 server DH done in the token (two derivations and a point recovery), an NVRAM
  * write as token data objects (destroy + create; the emulator's store fsyncs, SoftHSM2's files are
- * fsynced by host/tokens/softhsm.ts), and C_Login.
+ * fsynced by hsm/tokens/softhsm.ts), and C_Login.
  *
  *   npx tsx bench/tokens.ts [--quick] [--json FILE] [--concurrency 128] [--rounds 3] [--window-ms 1500]
  *
@@ -27,9 +27,9 @@ import * as P from '../enclave/api/pkcs11.ts';
 import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
 import { tokenP256Key } from '../enclave/vault/token-dh.ts';
 import { TokenNvram } from '../hsm/nvram-token.ts';
-import { openVaultToken } from '../host/tokens/open.ts';
-import { softhsmUnavailable } from '../host/tokens/softhsm.ts';
-import type { TokenKind } from '../host/tokens/config.ts';
+import { openVaultToken } from '../hsm/tokens/open.ts';
+import { softhsmUnavailable } from '../hsm/tokens/softhsm.ts';
+import type { TokenKind } from '../hsm/tokens/config.ts';
 import { availableParallelism } from 'node:os';
 import { args, emit, machine, median, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';

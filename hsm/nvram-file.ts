@@ -14,11 +14,11 @@
  *
  * One process (or thread) owns a partition's file at a time; nothing here locks it.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { Platform as PlatformCode } from '../enclave/api/codes.ts';
 import type { Nvram } from '../enclave/platform.ts';
+import { writeFileDurably } from './durable-file.ts';
 
 export const NVRAM_DEFAULT_SIZE = 4096;
 const MAGIC = Buffer.from('BKVNVRM1', 'latin1');
@@ -162,31 +162,4 @@ export class FileNvram implements Nvram {
 function checksumOk(slot: Buffer, capacity: number): boolean {
   const digest = createHash('sha256').update(slot.subarray(0, HEADER + capacity)).digest();
   return digest.equals(slot.subarray(HEADER + capacity, HEADER + capacity + DIGEST));
-}
-
-/** Writes a whole file atomically and durably: temp file, fsync, rename, fsync of the folder. */
-export function writeFileDurably(file: string, data: Uint8Array): void {
-  const dir = path.dirname(file);
-  const tmp = `${file}.${randomBytes(8).toString('hex')}.tmp`;
-  const fd = fs.openSync(tmp, 'wx', 0o600);
-  try {
-    fs.writeSync(fd, data, 0, data.length, 0);
-    fs.fsyncSync(fd);
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
-  fsyncDir(dir);
-}
-
-export function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }

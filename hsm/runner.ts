@@ -2,7 +2,7 @@
  * The simulated device's boot and serve loop, shared by the worker-thread and child-process
  * entries: builds the firmware's Platform (node:crypto randomness, Date.now, the vault's
  * PKCS#11 token, PKCS#11 v2.40, as `Pkcs11Token`: the emulator token by default or SoftHSM2,
- * opened by host/tokens/open.ts; this partition's NVRAM as token data objects, or a file),
+ * opened by hsm/tokens/open.ts; this partition's NVRAM as token data objects, or a file),
  * loads the firmware module by path, calls its `createEnclave`, then feeds it requests one at a
  * time, in arrival order, as a device's command queue would.
  *
@@ -35,11 +35,11 @@ import { decodeAuthConfig } from '../enclave/api/auth.ts';
 import { pooledRandom } from '../enclave/opaque/bytes.ts';
 import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
 import { NVRAM_REGION_BYTES } from '../enclave/vault/nvram-state.ts';
-import { isTokenKind } from '../host/tokens/config.ts';
-import type { TokenKind } from '../host/tokens/config.ts';
-import { openVaultToken } from '../host/tokens/open.ts';
-import { checkPinSource, pinRefusal, pinSourceOrDefault } from '../host/tokens/token-pins.ts';
-import type { TokenPinSource } from '../host/tokens/token-pins.ts';
+import { isTokenKind } from './tokens/config.ts';
+import type { TokenKind } from './tokens/config.ts';
+import { openVaultToken } from './tokens/open.ts';
+import { checkPinSource, pinRefusal, pinSourceOrDefault } from './tokens/token-pins.ts';
+import type { TokenPinSource } from './tokens/token-pins.ts';
 import { FileNvram } from './nvram-file.ts';
 import { TokenNvram, nvramLabel } from './nvram-token.ts';
 
@@ -54,7 +54,7 @@ export interface HsmConfig {
   dataDir: string;
   /** The vault's token (default 'emulator'); fixed when the data folder is created. */
   token?: TokenKind;
-  /** Where the token's PINs come from (host/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
+  /** Where the token's PINs come from (hsm/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
   tokenPins?: TokenPinSource;
   /** Where the NVRAM lives (default 'file': nvram-<partition>.bin; 'token': data objects in the token). */
   nvram?: 'token' | 'file';

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the SoftHSM2 token of a Backup Key Vault data folder from the command line, the same
-# way host/tokens/softhsm.ts does in-process (PKCS#11 v2.40 C_InitToken + C_InitPIN through
+# way hsm/tokens/softhsm.ts does in-process (PKCS#11 v2.40 C_InitToken + C_InitPIN through
 # softhsm2-util): writes <data>/softhsm/softhsm2.conf from softhsm2.conf.template, and, unless a
 # token with the label already exists, initializes one in a free slot.
 #
@@ -8,7 +8,7 @@
 #
 # Without label and PINs it reads the label from <data>/token.json and the PINs from the
 # development-mode operator folder, $BKV_OPERATOR_DIR or by default <data>.operator (file
-# token-<label>.json), as the vault does (host/tokens/token-pins.ts); for a new data folder it
+# token-<label>.json), as the vault does (hsm/tokens/token-pins.ts); for a new data folder it
 # creates both: token.json with the label only, and the PINs (128 random bits each) in the
 # operator folder (mode 0700, file 0600). PINs never go into the data folder. An older
 # token.json that still holds the PINs is read as it is; the vault moves them out at its next

@@ -13,7 +13,7 @@ import { Handling, Lifecycle } from '../enclave/api/codes.ts';
 import { ClientRequests, ClientResponses, HostRequests, HostResponses, SUITE_CODE } from '../enclave/api/messages.ts';
 import type { ClientRequest, ClientResponse } from '../enclave/api/messages.ts';
 import { encodeAuthConfig, issuerKid, base64url } from '../enclave/api/auth.ts';
-import { sealRequest } from '../enclave/api/e2e.ts';
+import { sealRequest } from '../client/e2e-seal.ts';
 import { clientLoginStart } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';

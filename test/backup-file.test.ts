@@ -1,5 +1,5 @@
 /**
- * Backup file format v1 (host/client/backup-file.ts, host/client/backup-file-node.ts): round
+ * Backup file format v1 (client/backup-file.ts, client/backup-file-node.ts): round
  * trips at every chunk boundary and for random sizes and chunk sizes (fast-check), WebCrypto and
  * node:crypto giving the same bytes, every attack refused with its code (and, through files, no
  * output and no temporary file left), progress and abort, a 256 MiB stream in bounded memory,
@@ -32,10 +32,10 @@ import {
   encryptStream,
   encryptedSize,
   webCryptoAead,
-} from '../host/client/backup-file.ts';
-import type { BackupProgress, ChunkAeadFactory, EncryptOptions } from '../host/client/backup-file.ts';
-import { createDecryptTransform, createEncryptTransform, decryptFile, encryptFile, nodeAead } from '../host/client/backup-file-node.ts';
-import { deriveBackupSubkey } from '../host/client/backup-key.ts';
+} from '../client/backup-file.ts';
+import type { BackupProgress, ChunkAeadFactory, EncryptOptions } from '../client/backup-file.ts';
+import { createDecryptTransform, createEncryptTransform, decryptFile, encryptFile, nodeAead } from '../client/backup-file-node.ts';
+import { deriveBackupSubkey } from '../client/backup-key.ts';
 
 const KEY = Uint8Array.from({ length: 32 }, (_, i) => 0x40 + i);
 const OTHER_KEY = Uint8Array.from({ length: 32 }, (_, i) => 0x80 + i);

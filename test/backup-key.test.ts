@@ -1,6 +1,6 @@
 /**
  * The backup key's display and typing rules and its HKDF-SHA256 (RFC 5869) derivations, as
- * specified in host/client/backup-key.ts: round trips of every display form (fast-check), each
+ * specified in client/backup-key.ts: round trips of every display form (fast-check), each
  * class of typing mistake with its message, the checked form, and the derivations checked
  * against node:crypto's HKDF.
  */
@@ -16,8 +16,8 @@ import {
   formatBackupKey,
   generateBackupKey,
   parseBackupKey,
-} from '../host/client/backup-key.ts';
-import type { BackupKdfPurpose } from '../host/client/backup-key.ts';
+} from '../client/backup-key.ts';
+import type { BackupKdfPurpose } from '../client/backup-key.ts';
 
 const KEY = Uint8Array.from({ length: 32 }, (_, i) => i);
 const KEY_TEXT = '0001 0203 0405 0607 0809 0a0b 0c0d 0e0f 1011 1213 1415 1617 1819 1a1b 1c1d 1e1f';

@@ -1,6 +1,6 @@
 /**
  * The benchmarks' own helpers must measure the product, not something else:
- * - bench/lib/hpke.ts FastSealer seals exactly what enclave/api/e2e.ts `openRequest` opens, and
+ * - bench/lib/hpke.ts FastSealer seals exactly what client/e2e-seal.ts `openRequest` opens, and
  *   `openResponse` opens what `sealResponse` seals (the load generator's messages are real);
  * - bench/lib/hpke.ts FastOpener (the prototype of the proposed enclave-side fix) opens what the
  *   SDK's `sealRequest` seals and answers what the SDK's `openResponse` opens;
@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { deriveE2eKeyPair, openRequest, sealRequest } from '../enclave/api/e2e.ts';
+import { deriveE2eKeyPair, openRequest, sealRequest } from '../client/e2e-seal.ts';
 import { FastOpener, FastSealer, openResponse } from '../bench/lib/hpke.ts';
 import { renderMarkdown, renderSvg, renderTable } from '../bench/lib/report.ts';
 import type { Report } from '../bench/lib/report.ts';

@@ -1,9 +1,17 @@
 /**
- * The trust boundary, checked on the source tree:
+ * The trust boundary and the tree's shape, checked on the source tree (every relative import,
+ * re-export and dynamic import of every .ts / .mjs file):
  * - enclave/ imports only enclave/ and its primitive libraries; no file system, network, child
  *   processes, threads, ambient clock or ambient randomness.
+ * - hsm/ (the simulated device: runner, NVRAM, tokens) imports only hsm/, enclave/ and
+ *   bin/bundle.mjs: never host/, client/ or test code.
  * - host/ imports from enclave/ only the message API (enclave/api/) and the stateless protocol
- *   code that clients share (enclave/opaque/, without the server half).
+ *   code that clients share (enclave/opaque/, without the server half); from hsm/ only its public
+ *   surface (HSM_PUBLIC: the token kinds, where PINs come from, durable file writes); never
+ *   client/, except the command line (host/cli/), which is a client too.
+ * - client/ imports only client/, enclave/api/ and the portable client half of enclave/opaque/;
+ *   of packages only @noble and @hpke/core, and node: built-ins only in `*-node.ts` files.
+ * Each rule has a positive control: the checker, given a planted bad import, reports it.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -11,18 +19,18 @@ import { describe, expect, it } from 'vitest';
 
 const root = resolve(import.meta.dirname, '..');
 
-function tsFiles(dir: string): string[] {
+function sourceFiles(dir: string): string[] {
   const out: string[] = [];
   for (const name of readdirSync(dir)) {
     const p = join(dir, name);
-    if (statSync(p).isDirectory()) out.push(...tsFiles(p));
-    else if (p.endsWith('.ts')) out.push(p);
+    if (statSync(p).isDirectory()) out.push(...sourceFiles(p));
+    else if (/\.(ts|mjs)$/.test(p)) out.push(p);
   }
   return out;
 }
 
-function imports(file: string): string[] {
-  const src = readFileSync(file, 'utf8');
+/** The module specifiers a source text imports: static, type-only, re-exports, side-effect and dynamic imports. */
+function importsOf(src: string): string[] {
   const re = /(?:import|export)\s[^'"]*?from\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)|import\s+['"]([^'"]+)['"]/g;
   const out: string[] = [];
   for (const m of src.matchAll(re)) out.push((m[1] ?? m[2] ?? m[3])!);
@@ -44,69 +52,157 @@ const AMBIENT = [
 ];
 
 const ENCLAVE_PACKAGES = [/^@noble\//, /^libsodium-wrappers-sumo$/, /^hash-wasm$/, /^@hpke\/core$/, /^node:crypto$/, /^jose$/];
+const CLIENT_PACKAGES = [/^@noble\//, /^@hpke\/core$/];
+/** What host/ may import from hsm/: the token kinds, where a device's PINs come from, durable file writes. */
+const HSM_PUBLIC = ['hsm/tokens/config.ts', 'hsm/tokens/token-pins.ts', 'hsm/durable-file.ts'];
+/** enclave/opaque/ that the client does not use: the server, the index that re-exports it, the Node and WebAssembly backends. */
+const OPAQUE_NOT_CLIENT = /^enclave\/opaque\/(server|index|suites-fast|hash-node|hash-sodium|groups\/(node|sodium)-[\w-]+)\.ts$/;
+/**
+ * Imports that break a rule today, each with its way out. The test fails when one disappears, so
+ * the list only shrinks.
+ */
+const KNOWN: Record<string, string> = {
+  // SoftHSM2 reads SOFTHSM2_CONF from the process environment, which a worker-thread device can
+  // not set: the host computes the path. Goes when a token backend entry carries its host environment.
+  'host/channel/channel.ts -> hsm/tokens/softhsm.ts': 'the SoftHSM2 configuration path',
+};
+
+/** The root-relative file a relative specifier in `file` names. */
+const targetOf = (file: string, spec: string): string => relative(root, resolve(root, dirname(file), spec));
+const under = (p: string, dir: string): boolean => p.startsWith(dir + '/');
+
+/** Why `file` (root-relative) may not import `spec`, or null when it may. */
+function violation(file: string, spec: string): string | null {
+  const rel = spec.startsWith('.');
+  const target = rel ? targetOf(file, spec) : spec;
+  const no = (why: string) => `${file} -> ${target}: ${why}`;
+  if (under(file, 'enclave')) {
+    if (rel) return under(target, 'enclave') ? null : no('enclave/ imports only enclave/');
+    return ENCLAVE_PACKAGES.some((re) => re.test(spec)) ? null : no('not a library the enclave may use');
+  }
+  if (under(file, 'hsm')) {
+    if (!rel) return null;
+    return under(target, 'hsm') || under(target, 'enclave') || target === 'bin/bundle.mjs' ? null : no('hsm/ imports only hsm/, enclave/ and bin/bundle.mjs');
+  }
+  if (under(file, 'host')) {
+    if (!rel) return null;
+    const cli = under(file, 'host/cli');
+    if (under(target, 'client') && !cli) return no('host/ does not import client/ (only host/cli/ does)');
+    if (under(target, 'hsm') && !HSM_PUBLIC.includes(target)) return no("host/ imports from hsm/ only its public surface");
+    if (under(target, 'enclave') && !under(target, 'enclave/api') && !(under(target, 'enclave/opaque') && target !== 'enclave/opaque/server.ts')) {
+      return no('host/ imports from enclave/ only the API and the client-shared protocol code');
+    }
+    return null;
+  }
+  if (under(file, 'client')) {
+    if (rel) {
+      const ok = under(target, 'client') || under(target, 'enclave/api') || (under(target, 'enclave/opaque') && !OPAQUE_NOT_CLIENT.test(target));
+      return ok ? null : no('client/ imports only client/, enclave/api/ and the client half of enclave/opaque/');
+    }
+    if (spec.startsWith('node:')) return /-node\.ts$/.test(file) ? null : no('node: built-ins only in *-node.ts (the rest runs in a browser)');
+    return CLIENT_PACKAGES.some((re) => re.test(spec)) ? null : no('not a library the client may use');
+  }
+  return null;
+}
 
 describe('trust boundary', () => {
-  const enclaveFiles = tsFiles(join(root, 'enclave'));
-  const hostFiles = tsFiles(join(root, 'host'));
+  const dirs = ['enclave', 'hsm', 'host', 'client'] as const;
+  const files = Object.fromEntries(dirs.map((d) => [d, sourceFiles(join(root, d)).map((f) => relative(root, f))])) as Record<(typeof dirs)[number], string[]>;
+  const all = dirs.flatMap((d) => files[d]);
+  const found = all.flatMap((f) => importsOf(readFileSync(join(root, f), 'utf8')).map((spec) => violation(f, spec))).filter((v): v is string => v !== null);
+  const known = (v: string) => Object.keys(KNOWN).some((k) => v.startsWith(k + ':'));
 
   it('finds the sources it checks', () => {
-    expect(enclaveFiles.length).toBeGreaterThan(10);
-    expect(hostFiles.length).toBeGreaterThan(3);
+    expect(files.enclave.length).toBeGreaterThan(10);
+    expect(files.hsm.length).toBeGreaterThan(10);
+    expect(files.host.length).toBeGreaterThan(10);
+    expect(files.client.length).toBeGreaterThan(5);
+    for (const f of HSM_PUBLIC) expect(all).toContain(f);
   });
 
-  it('enclave/ imports only enclave/ and its primitive libraries', () => {
-    const bad: string[] = [];
-    for (const f of enclaveFiles) {
-      for (const spec of imports(f)) {
-        if (spec.startsWith('.')) {
-          const target = resolve(dirname(f), spec);
-          if (!target.startsWith(join(root, 'enclave') + '/')) bad.push(`${relative(root, f)} -> ${spec}`);
-        } else if (!ENCLAVE_PACKAGES.some((re) => re.test(spec))) {
-          bad.push(`${relative(root, f)} -> ${spec}`);
-        }
-      }
-    }
-    expect(bad).toEqual([]);
+  it('every import keeps to its folder’s rule', () => {
+    expect(found.filter((v) => !known(v))).toEqual([]);
+  });
+
+  it('every known exception still exists (remove it from KNOWN once it is gone)', () => {
+    for (const k of Object.keys(KNOWN)) expect(found.some((v) => v.startsWith(k + ':')), k).toBe(true);
   });
 
   it('enclave/ uses no ambient clock or randomness', () => {
     const bad: string[] = [];
-    for (const f of enclaveFiles) {
-      const src = stripComments(readFileSync(f, 'utf8'));
+    for (const f of files.enclave) {
+      const src = stripComments(readFileSync(join(root, f), 'utf8'));
       for (const pat of AMBIENT) {
-        if (pat.test(src)) bad.push(`${relative(root, f)}: ${pat}`);
+        if (pat.test(src)) bad.push(`${f}: ${pat}`);
       }
     }
     expect(bad).toEqual([]);
   });
 
-  it('the scanners catch planted violations (positive control)', () => {
-    const planted = "import { readFileSync } from 'node:fs';\nimport { randomBytes } from 'node:crypto';\nconst t = Date.now();";
-    expect(AMBIENT.filter((p) => p.test(planted)).length).toBe(2);
-    expect(ENCLAVE_PACKAGES.some((re) => re.test('node:fs'))).toBe(false);
-  });
+  describe('positive controls: planted violations are reported', () => {
+    it('the import scanner finds every form of import', () => {
+      const planted = [
+        "import { a } from '../host/x.ts';",
+        "import type {\n  B,\n  C,\n} from '../client/y.ts';",
+        "export { d } from './z.ts';",
+        "export * from 'node:fs';",
+        "import './side-effect.ts';",
+        "const m = await import('../hsm/w.ts');",
+      ].join('\n');
+      expect(importsOf(planted)).toEqual(['../host/x.ts', '../client/y.ts', './z.ts', 'node:fs', './side-effect.ts', '../hsm/w.ts']);
+    });
 
-  it('host/ imports from enclave/ only the API and the client-shared protocol code', () => {
-    const bad: string[] = [];
-    for (const f of hostFiles) {
-      for (const spec of imports(f)) {
-        if (!spec.startsWith('.')) continue;
-        const target = relative(root, resolve(dirname(f), spec));
-        if (!target.startsWith('enclave/')) continue;
-        const ok = target.startsWith('enclave/api/') || (target.startsWith('enclave/opaque/') && !/enclave\/opaque\/server\.ts$/.test(target));
-        if (!ok) bad.push(`${relative(root, f)} -> ${target}`);
-      }
-    }
-    expect(bad).toEqual([]);
-  });
+    it('the ambient scanner catches a clock and randomness', () => {
+      const planted = "import { readFileSync } from 'node:fs';\nimport { randomBytes } from 'node:crypto';\nconst t = Date.now();";
+      expect(AMBIENT.filter((p) => p.test(planted)).length).toBe(2);
+    });
 
-  it('nothing imports hsm/ but hsm/ and tests (the host starts it by path)', () => {
-    const bad: string[] = [];
-    for (const f of [...enclaveFiles, ...hostFiles]) {
-      for (const spec of imports(f)) {
-        if (spec.startsWith('.') && relative(root, resolve(dirname(f), spec)).startsWith('hsm/')) bad.push(`${relative(root, f)} -> ${spec}`);
-      }
+    /** [importing file, specifier, whether the rule allows it]: a bad and a good import per rule. */
+    const cases: Record<string, [string, string, boolean][]> = {
+      'enclave/: nothing outside enclave/, only its libraries': [
+        ['enclave/vault/vault.ts', '../../host/storage/types.ts', false],
+        ['enclave/vault/vault.ts', '../../hsm/runner.ts', false],
+        ['enclave/api/codec.ts', '../../client/escrow.ts', false],
+        ['enclave/vault/vault.ts', 'node:fs', false],
+        ['enclave/vault/vault.ts', 'pg', false],
+        ['enclave/vault/vault.ts', '../api/codec.ts', true],
+        ['enclave/vault/vault.ts', '@noble/hashes/sha2.js', true],
+      ],
+      'hsm/: never host/, client/ or test code': [
+        ['hsm/runner.ts', '../host/vault/engine.ts', false],
+        ['hsm/tokens/open.ts', '../../client/escrow.ts', false],
+        ['hsm/tokens/emulator/module.ts', '../../../test/helpers/tokens.ts', false],
+        ['hsm/runner.ts', './tokens/open.ts', true],
+        ['hsm/runner.ts', '../enclave/platform.ts', true],
+        ['hsm/tokens/softhsm.ts', '../../bin/bundle.mjs', true],
+      ],
+      'host/: hsm/ only through its public surface, client/ only from the CLI, enclave/ only the API and client-shared OPAQUE': [
+        ['host/vault/engine.ts', '../../client/escrow.ts', false],
+        ['host/vault/engine.ts', '../../hsm/runner.ts', false],
+        ['host/cli/demo.ts', '../../hsm/tokens/emulator/module.ts', false],
+        ['host/vault/engine.ts', '../../enclave/vault/vault.ts', false],
+        ['host/service/routes.ts', '../../enclave/opaque/server.ts', false],
+        ['host/cli/demo.ts', '../../client/escrow.ts', true],
+        ['host/service/server.ts', '../../hsm/tokens/token-pins.ts', true],
+        ['host/service/routes.ts', '../../enclave/api/http.ts', true],
+      ],
+      'client/: only client/, enclave/api/ and the portable client half of enclave/opaque/': [
+        ['client/escrow.ts', '../host/service/routes.ts', false],
+        ['client/escrow.ts', '../hsm/runner.ts', false],
+        ['client/escrow.ts', '../enclave/vault/ops.ts', false],
+        ['client/escrow.ts', '../enclave/opaque/server.ts', false],
+        ['client/escrow.ts', '../enclave/opaque/suites-fast.ts', false],
+        ['client/escrow.ts', 'node:fs', false],
+        ['client/escrow.ts', 'pg', false],
+        ['client/escrow.ts', '../enclave/opaque/client.ts', true],
+        ['client/escrow.ts', '../enclave/api/codec.ts', true],
+        ['client/backup-file-node.ts', 'node:fs', true],
+      ],
+    };
+    for (const [rule, list] of Object.entries(cases)) {
+      it(rule, () => {
+        for (const [file, spec, allowed] of list) expect(violation(file, spec) === null, `${file} -> ${spec}`).toBe(allowed);
+      });
     }
-    expect(bad).toEqual([]);
   });
 });

@@ -6,7 +6,7 @@
  * and recovers it against a real vault: its relay calls back into Node (`page.exposeFunction`,
  * bytes as base64), so every escrow message goes browser -> VaultHost -> enclave worker and
  * back. The vault trusts the test issuer (test/helpers/auth.ts); the test mints the record's token
- * and hands it to the page, which sends it with every operation. It also encrypts and decrypts a backup (format v1, host/client/backup-file.ts) with
+ * and hands it to the page, which sends it with every operation. It also encrypts and decrypts a backup (format v1, client/backup-file.ts) with
  * WebCrypto, and the two sides open each other's backups.
  *
  * Needs Debian's chromium at /usr/bin/chromium (scripts/ci-chromium.sh installs it; BKV_CHROMIUM
@@ -22,9 +22,9 @@ import { join, resolve } from 'node:path';
 import { build } from 'esbuild';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decryptBackup, encryptBackup } from '../host/client/backup-file.ts';
-import { nodeAead } from '../host/client/backup-file-node.ts';
-import { formatBackupKey, generateBackupKey, parseBackupKey } from '../host/client/backup-key.ts';
+import { decryptBackup, encryptBackup } from '../client/backup-file.ts';
+import { nodeAead } from '../client/backup-file-node.ts';
+import { formatBackupKey, generateBackupKey, parseBackupKey } from '../client/backup-key.ts';
 import { VaultHost } from '../host/vault/vault-host.ts';
 import { testIssuer } from './helpers/auth.ts';
 import type { BrowserRunInput, BrowserRunOutput } from './fixtures/browser-entry.ts';
@@ -65,10 +65,10 @@ describe('browser bundle', () => {
   it('the client path bundles for the browser without any Node built-in', async () => {
     const { js, inputs } = await bundle();
     expect(js.length).toBeGreaterThan(10_000);
-    expect(inputs.filter((p) => p.startsWith('node:') || /(^|\/)hsm\//.test(p) || /host\/(vault|channel|storage)\//.test(p))).toEqual([]);
-    expect(inputs.some((p) => p.endsWith('host/client/escrow.ts'))).toBe(true);
-    expect(inputs.some((p) => p.endsWith('host/client/backup-file.ts'))).toBe(true);
-    expect(inputs.some((p) => p.endsWith('host/client/backup-file-node.ts'))).toBe(false);
+    expect(inputs.filter((p) => p.startsWith('node:') || /(^|\/)hsm\//.test(p) || /(^|\/)host\//.test(p))).toEqual([]);
+    expect(inputs.some((p) => p.endsWith('client/escrow.ts'))).toBe(true);
+    expect(inputs.some((p) => p.endsWith('client/backup-file.ts'))).toBe(true);
+    expect(inputs.some((p) => p.endsWith('client/backup-file-node.ts'))).toBe(false);
     expect(inputs.some((p) => p.includes('libsodium'))).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 /**
  * The end-to-end envelope: the enclave's synchronous receiver (enclave/vault/e2e-open.ts, on
- * node:crypto) and the portable one (enclave/api/e2e.ts, on @hpke/core) derive the same key pair
+ * node:crypto) and the portable one (client/e2e-seal.ts, on @hpke/core) derive the same key pair
  * from the same input and open each other's messages; tampering, a moved record id and a wrong
  * key are refused; answers to a replayed request never share a nonce. The synchronous receiver's
  * key schedule runs on node:crypto's SHA-256 or on libsodium's (the enclave's), with the same bytes.
@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
-import { deriveE2eKeyPair, openRequest, sealRequest } from '../enclave/api/e2e.ts';
+import { deriveE2eKeyPair, openRequest, sealRequest } from '../client/e2e-seal.ts';
 import { EnclaveFault } from '../enclave/api/codes.ts';
 import { deriveE2eReceiver, openRequestSync } from '../enclave/vault/e2e-open.ts';
 import { createSodiumSha256, createSodiumSha512 } from '../enclave/opaque/hash-sodium.ts';

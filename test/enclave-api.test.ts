@@ -9,11 +9,11 @@ import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import type { Family, Schema } from '../enclave/api/codec.ts';
 import { Codec, Handling, Integrity } from '../enclave/api/codes.ts';
 import { ClientRequests, ClientResponses, HostRequests, HostResponses, SUITE_CODE } from '../enclave/api/messages.ts';
-import { sealRequest } from '../enclave/api/e2e.ts';
+import { sealRequest } from '../client/e2e-seal.ts';
 import { openHarness } from './helpers/vault-harness.ts';
 import type { Harness } from './helpers/vault-harness.ts';
 import { sampleFields } from './helpers/samples.ts';
-import { EscrowClient } from '../host/client/escrow.ts';
+import { EscrowClient } from '../client/escrow.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { CONTEXT, authFor, clientExtras } from './helpers/vault-harness.ts';
 

@@ -15,7 +15,7 @@ import { decodeMessage } from '../enclave/api/codec.ts';
 import { HostRequests } from '../enclave/api/messages.ts';
 import { createEnclave } from '../enclave/main.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
-import { EscrowClient } from '../host/client/escrow.ts';
+import { EscrowClient } from '../client/escrow.ts';
 import { openSqliteStore } from '../host/storage/sqlite.ts';
 import type { RecordStore } from '../host/storage/types.ts';
 import { PartitionEngine } from '../host/vault/engine.ts';

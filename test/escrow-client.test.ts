@@ -1,5 +1,5 @@
 /**
- * What the client SDK believes (host/client/escrow.ts): only answers the enclave sealed to its
+ * What the client SDK believes (client/escrow.ts): only answers the enclave sealed to its
  * request. A relay that forges any response type unsealed, answers with bytes that do not open,
  * or replays another request's sealed answer gets an EscrowTransportError, and the vault's state
  * is what the enclave says it is. KSF parameters outside the client's bounds are refused.
@@ -10,8 +10,8 @@ import { ClientResponses } from '../enclave/api/messages.ts';
 import type { ClientResponse } from '../enclave/api/messages.ts';
 import { argon2idKsf, identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
-import { DEFAULT_KSF_BOUNDS, EscrowClient, EscrowKsfError, EscrowTransportError, checkKsfBounds } from '../host/client/escrow.ts';
-import type { Relay } from '../host/client/escrow.ts';
+import { DEFAULT_KSF_BOUNDS, EscrowClient, EscrowKsfError, EscrowTransportError, checkKsfBounds } from '../client/escrow.ts';
+import type { Relay } from '../client/escrow.ts';
 import { CONTEXT, clientExtras, openHarness } from './helpers/vault-harness.ts';
 import type { Harness } from './helpers/vault-harness.ts';
 import { randomBytes } from 'node:crypto';

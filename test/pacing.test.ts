@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Handling } from '../enclave/api/codes.ts';
 import { PACING, pacingDelayMs } from '../enclave/api/pacing.ts';
 import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
-import { sealRequest } from '../enclave/api/e2e.ts';
+import { sealRequest } from '../client/e2e-seal.ts';
 import { ClientRequests, ClientResponses } from '../enclave/api/messages.ts';
 import { openHarness, withAuth } from './helpers/vault-harness.ts';
 import type { Harness } from './helpers/vault-harness.ts';

@@ -1,11 +1,12 @@
 /**
  * enclave/vault/release.ts (the enclave's synchronous node:crypto side of the key release)
- * against enclave/api/authorize.ts (the client's portable side): the same bytes both ways, and
- * the client's unwrapReleased opens what the enclave wraps.
+ * against enclave/api/authorize.ts and client/release-unwrap.ts (the client's portable side): the
+ * same bytes both ways, and the client's unwrapReleased opens what the enclave wraps.
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { backupKeyAuthKey, releaseKey, sessionAuthKey, unwrapReleased, wrapForRelease } from '../enclave/api/authorize.ts';
+import { backupKeyAuthKey, releaseKey, sessionAuthKey } from '../enclave/api/authorize.ts';
+import { unwrapReleased, wrapForRelease } from '../client/release-unwrap.ts';
 import { backupKeyAuthKeySync, releaseKeySync, sessionAuthKeySync, wrapForReleaseSync } from '../enclave/vault/release.ts';
 
 const rnd = (n: number) => new Uint8Array(randomBytes(n));

@@ -1,6 +1,6 @@
 /**
  * The vault service over HTTP (host/service/) with the escrow client on the HTTP relay
- * (host/client/http-relay.ts): the whole escrow story; malformed, truncated, oversized and
+ * (client/http-relay.ts): the whole escrow story; malformed, truncated, oversized and
  * replayed input on every endpoint; both host rate limiters (429 + Retry-After, and nothing
  * rate-limited reaches the enclave); /health and /metrics; log redaction; graceful shutdown of a
  * service in a child process under SIGTERM with requests in flight.
@@ -19,25 +19,25 @@ import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import { Handling } from '../enclave/api/codes.ts';
 import { ClientRequests, ClientResponses, SUITE_CODE } from '../enclave/api/messages.ts';
 import type { ClientRequest } from '../enclave/api/messages.ts';
-import { sealRequest } from '../enclave/api/e2e.ts';
+import { sealRequest } from '../client/e2e-seal.ts';
 import { clientLoginStart } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import type { Suite } from '../enclave/opaque/suite.ts';
-import { EscrowClient } from '../host/client/escrow.ts';
-import type { Relay } from '../host/client/escrow.ts';
-import { VaultHttpError, fetchVaultInfo, httpRelay } from '../host/client/http-relay.ts';
+import { EscrowClient } from '../client/escrow.ts';
+import type { Relay } from '../client/escrow.ts';
+import { VaultHttpError, fetchVaultInfo, httpRelay } from '../client/http-relay.ts';
 import { startService } from '../host/service/server.ts';
 import type { RunningService, ServiceOptions } from '../host/service/server.ts';
 import { TokenBuckets, addressKey } from '../host/service/rate-limit.ts';
 import { ReplayGuard } from '../host/service/replay.ts';
 import { ErrorCode } from '../host/service/errors.ts';
-import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url } from '../host/service/wire.ts';
+import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url } from '../enclave/api/http.ts';
 import { VaultHost } from '../host/vault/vault-host.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
 import { makeTestIssuer, testIssuer } from './helpers/auth.ts';
 import type { TestIssuer } from './helpers/auth.ts';
-import { DEFAULT_KSF_BOUNDS } from '../host/client/escrow.ts';
+import { DEFAULT_KSF_BOUNDS } from '../client/escrow.ts';
 import { readIssuerPrivate, readStoredAuth, mintToken } from '../host/auth/issuer.ts';
 
 const te = new TextEncoder();

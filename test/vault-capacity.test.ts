@@ -12,7 +12,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import { Handling, Platform as PlatformCodes } from '../enclave/api/codes.ts';
-import { sealRequest } from '../enclave/api/e2e.ts';
+import { sealRequest } from '../client/e2e-seal.ts';
 import type { ClientRequest, ClientResponse, HostRequest, HostResponse } from '../enclave/api/messages.ts';
 import { ClientRequests, ClientResponses, HostRequests, HostResponses, SUITE_CODE } from '../enclave/api/messages.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationStart } from '../enclave/opaque/client.ts';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VaultHost } from '../host/vault/vault-host.ts';
 import type { VaultHostOptions } from '../host/vault/vault-host.ts';
-import { EscrowClient } from '../host/client/escrow.ts';
+import { EscrowClient } from '../client/escrow.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
 import { testIssuer, wallClockClientExtras } from './helpers/auth.ts';

@@ -15,7 +15,7 @@ import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import { HostRequests, HostResponses } from '../enclave/api/messages.ts';
 import { testPlatform } from './helpers/platform.ts';
 import { describeTokens } from './helpers/tokens.ts';
-import { sealRequest } from '../enclave/api/e2e.ts';
+import { sealRequest } from '../client/e2e-seal.ts';
 import { ClientRequests, SUITE_CODE } from '../enclave/api/messages.ts';
 import { clientLoginStart } from '../enclave/opaque/client.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';

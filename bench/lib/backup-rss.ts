@@ -1,6 +1,6 @@
 /**
  * Child process of bench/memory.ts: encrypts a generated stream of `--mib` MiB (a 1 MiB random
- * block repeated: AES-GCM costs the same on any bytes) through host/client/backup-file-node.ts
+ * block repeated: AES-GCM costs the same on any bytes) through client/backup-file-node.ts
  * `createEncryptTransform` into a sink that counts and discards, and prints one JSON line:
  * bytes in and out, seconds, MB/s, RSS before, peak RSS (VmHWM) and the sampled peak.
  * Run alone so that its peak RSS is the encryption's, not a bench's.
@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createEncryptTransform } from '../../host/client/backup-file-node.ts';
+import { createEncryptTransform } from '../../client/backup-file-node.ts';
 
 const i = process.argv.indexOf('--mib');
 const MIB = Number(i >= 0 ? process.argv[i + 1] : 1024);

@@ -29,7 +29,7 @@ import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { bootFirmware, buildPlatform } from '../../hsm/runner.ts';
 import type { HsmConfig } from '../../hsm/runner.ts';
 import { openStore } from '../../host/storage/index.ts';
-import type { TokenKind } from '../../host/tokens/config.ts';
+import type { TokenKind } from '../../hsm/tokens/config.ts';
 import { PartitionEngine } from '../../host/vault/engine.ts';
 import { BenchTokens } from './auth.ts';
 import { args } from './common.ts';

@@ -1,6 +1,6 @@
 /**
  * A fast, synchronous HPKE sender (RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
- * AES-256-GCM) on node:crypto, producing exactly the messages of enclave/api/e2e.ts `sealRequest`
+ * AES-256-GCM) on node:crypto, producing exactly the messages of client/e2e-seal.ts `sealRequest`
  * (test/bench-hpke.test.ts opens them with the enclave's `openRequest`). The benches use it so that the load generator costs little: the
  * product's WebCrypto path (@hpke/core) takes about 1.3 ms per seal here, this one about 0.1 ms.
  *
@@ -97,7 +97,7 @@ export function openResponse(responseKey: Buffer, recordId: Uint8Array, response
 
 /**
  * The enclave side of the same HPKE on node:crypto, synchronous: a prototype of the fix proposed
- * for enclave/api/e2e.ts `openRequest` (the product's takes about 1.3 ms through @hpke/core and
+ * for client/e2e-seal.ts `openRequest` (the product's takes about 1.3 ms through @hpke/core and
  * WebCrypto; this one does one X25519 with a cached private key, a JWK import of the
  * encapsulated key, seven HMAC-SHA256 and one AES-GCM). bench/breakdown.ts measures both.
  */

@@ -12,7 +12,7 @@
  *   HKDF-SHA256(session key, info = "bkv/release"), to the session that proved the password.
  * The enclave computes its side (release, session and backup-key authorization keys) with
  * enclave/vault/release.ts: the same bytes, synchronously on node:crypto; this module stays
- * browser-compatible for the client.
+ * browser-compatible for the client, which opens the released key with client/release-unwrap.ts.
  */
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
@@ -85,29 +85,4 @@ export function decodeAuthorization(b: Uint8Array): Authorization | null {
     return { kind: AUTH_KIND_SESSION, sessionId: b.slice(1, 1 + SESSION_ID_LEN), mac: b.slice(1 + SESSION_ID_LEN) };
   }
   return null;
-}
-
-/** Wraps the backup key for release: iv (12) || AES-256-GCM ciphertext (32) || tag (16). */
-export async function wrapForRelease(sessionKey: Uint8Array, iv: Uint8Array, backupKey: Uint8Array): Promise<Uint8Array> {
-  const raw = releaseKey(sessionKey);
-  const key = await crypto.subtle.importKey('raw', raw.slice().buffer as ArrayBuffer, 'AES-GCM', false, ['encrypt']);
-  raw.fill(0);
-  const ct = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv: iv.slice().buffer as ArrayBuffer }, key, backupKey.slice().buffer as ArrayBuffer));
-  const out = new Uint8Array(12 + ct.length);
-  out.set(iv, 0);
-  out.set(ct, 12);
-  return out;
-}
-
-/** Client side of `wrapForRelease`; null if it does not open. */
-export async function unwrapReleased(sessionKey: Uint8Array, wrapped: Uint8Array): Promise<Uint8Array | null> {
-  const raw = releaseKey(sessionKey);
-  const key = await crypto.subtle.importKey('raw', raw.slice().buffer as ArrayBuffer, 'AES-GCM', false, ['decrypt']);
-  raw.fill(0);
-  try {
-    const pt = await crypto.subtle.decrypt({ name: 'AES-GCM', iv: wrapped.slice(0, 12).buffer as ArrayBuffer }, key, wrapped.slice(12).buffer as ArrayBuffer);
-    return new Uint8Array(pt);
-  } catch {
-    return null;
-  }
 }

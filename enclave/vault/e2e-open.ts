@@ -1,9 +1,9 @@
 /**
- * The enclave's side of the end-to-end envelope (enclave/api/e2e.ts), synchronous: X25519 and
+ * The enclave's side of the end-to-end envelope (client/e2e-seal.ts), synchronous: X25519 and
  * AES-GCM on node:crypto, the key schedule's HMAC-SHA256 on the SHA-256 the receiver was made with
  * (libsodium's in the enclave, node:crypto's by default). RFC 9180 base mode receiver for DHKEM(X25519, HKDF-SHA256) (§4.1, §7.1.3 DeriveKeyPair),
  * HKDF-SHA256 and AES-256-GCM (§5.1 key schedule, §5.2 Open, §5.3 Export). Byte for byte the
- * protocol of `openRequest` in enclave/api/e2e.ts (the @hpke/core one clients use in a browser;
+ * protocol of `openRequest` in client/e2e-seal.ts (the @hpke/core one clients use in a browser;
  * test/e2e.test.ts checks both ways), about ten times cheaper: no WebCrypto promise per step.
  */
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';

@@ -1,8 +1,8 @@
 /**
- * The enclave's side of the key release and the session authorization key
- * (enclave/api/authorize.ts), synchronous on node:crypto: the same bytes as `wrapForRelease`,
- * `releaseKey` and `sessionAuthKey` there (which clients run in a browser, on WebCrypto and
- * @noble; test/release.test.ts checks both ways), without a WebCrypto promise per KE3.
+ * The enclave's side of the key release and the session authorization key, synchronous on
+ * node:crypto: the same bytes as `releaseKey` and `sessionAuthKey` (enclave/api/authorize.ts) and
+ * `wrapForRelease` (client/release-unwrap.ts), which clients run in a browser, on @noble and
+ * WebCrypto (test/release.test.ts checks both ways), without a WebCrypto promise per KE3.
  *
  *   release key  = HKDF-SHA256(session key, salt = "", info = "bkv/release", 32)   (RFC 5869)
  *   wrapped key  = iv (12) || AES-256-GCM(release key, iv, backup key) (32) || tag (16)
@@ -24,7 +24,7 @@ export const sessionAuthKeySync = (sessionKey: Uint8Array): Uint8Array => hkdf32
 /** `backupKeyAuthKey` of enclave/api/authorize.ts. */
 export const backupKeyAuthKeySync = (backupKey: Uint8Array): Uint8Array => hkdf32(backupKey, INFO_BACKUP_KEY_AUTH);
 
-/** `wrapForRelease` of enclave/api/authorize.ts: iv || AES-256-GCM ciphertext || tag; `unwrapReleased` opens it. */
+/** `wrapForRelease` of client/release-unwrap.ts: iv || AES-256-GCM ciphertext || tag; `unwrapReleased` opens it. */
 export function wrapForReleaseSync(sessionKey: Uint8Array, iv: Uint8Array, backupKey: Uint8Array): Uint8Array {
   if (iv.length !== 12) throw new RangeError('wrapForRelease: the IV must be 12 bytes');
   const key = releaseKeySync(sessionKey);

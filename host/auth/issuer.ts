@@ -19,7 +19,7 @@ import { SignJWT, exportJWK, generateKeyPair, importJWK } from 'jose';
 import { DEFAULT_AUDIENCE, MAX_ISSUERS, MAX_TOKEN_LIFETIME_S, base64url, fromBase64url, issuerKid } from '../../enclave/api/auth.ts';
 import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { PACING, isPacing } from '../../enclave/api/pacing.ts';
-import { writeFileDurably } from '../tokens/emulator/persistence.ts';
+import { writeFileDurably } from '../../hsm/durable-file.ts';
 
 /** Atomic and durable (temp file, fsync, rename, fsync of the folder); then the file's mode. */
 function writeText(file: string, text: string, mode: number): void {

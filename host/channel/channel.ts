@@ -16,9 +16,9 @@ import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectBundle, projectRoot } from '../../bin/bundle.mjs';
-import { softhsmPaths } from '../tokens/softhsm.ts';
-import type { TokenKind } from '../tokens/config.ts';
-import type { TokenPinSource } from '../tokens/token-pins.ts';
+import { softhsmPaths } from '../../hsm/tokens/softhsm.ts';
+import type { TokenKind } from '../../hsm/tokens/config.ts';
+import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
 
 export const ChannelErrorCode = {
   /** No response within the request's timeout. */
@@ -72,9 +72,9 @@ export interface EnclaveChannel {
 export interface ChannelOptions {
   /** The vault's data folder (the token, NVRAM files if any). */
   dataDir: string;
-  /** The vault's PKCS#11 token: the emulator (default) or SoftHSM2 (host/tokens/). */
+  /** The vault's PKCS#11 token: the emulator (default) or SoftHSM2 (hsm/tokens/). */
   token?: TokenKind;
-  /** Where the device finds the token's PINs (host/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
+  /** Where the device finds the token's PINs (hsm/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
   tokenPins?: TokenPinSource;
   /** Where the device keeps its NVRAM: a file per partition (default) or token data objects. */
   nvram?: 'token' | 'file';

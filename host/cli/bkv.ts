@@ -17,10 +17,10 @@ import { escrowCommand } from './cmd-escrow.ts';
 import { AUTH_USAGE, authCommand } from './cmd-auth.ts';
 import { OPERATOR_USAGE, operatorCommand } from './cmd-operator.ts';
 import { AuthSetupError } from '../auth/issuer.ts';
-import { EscrowError } from '../client/escrow.ts';
+import { EscrowError } from '../../client/escrow.ts';
 import { Handling, faultName } from '../../enclave/api/codes.ts';
 import { SERVE_USAGE, serveCommand } from './cmd-serve.ts';
-import { VaultHttpError } from '../client/http-relay.ts';
+import { VaultHttpError } from '../../client/http-relay.ts';
 import { runDemo } from './demo.ts';
 import { scrubCredentials } from './redact.ts';
 

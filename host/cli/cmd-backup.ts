@@ -1,9 +1,9 @@
 /**
  * `bkv key new` and `bkv backup encrypt|decrypt`: a new backup key, and backup files encrypted
- * with it (host/client/backup-file.ts: AES-256-GCM in authenticated chunks, bounded memory).
+ * with it (client/backup-file.ts: AES-256-GCM in authenticated chunks, bounded memory).
  */
-import { generateBackupKey, formatBackupKey } from '../client/backup-key.ts';
-import { decryptFile, encryptFile, nodeAead } from '../client/backup-file-node.ts';
+import { generateBackupKey, formatBackupKey } from '../../client/backup-key.ts';
+import { decryptFile, encryptFile, nodeAead } from '../../client/backup-file-node.ts';
 import { parseArgs, required, UsageError } from './args.ts';
 import { progressBar, readKeyFile, writeKeyFile } from './io.ts';
 

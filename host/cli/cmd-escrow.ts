@@ -7,10 +7,10 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { EscrowClient } from '../client/escrow.ts';
-import type { RecoverResult } from '../client/escrow.ts';
-import { fetchVaultInfo, httpRelay } from '../client/http-relay.ts';
-import { formatBackupKey } from '../client/backup-key.ts';
+import { EscrowClient } from '../../client/escrow.ts';
+import type { RecoverResult } from '../../client/escrow.ts';
+import { fetchVaultInfo, httpRelay } from '../../client/http-relay.ts';
+import { formatBackupKey } from '../../client/backup-key.ts';
 import { argon2idKsf, DEFAULT_ARGON2ID } from '../../enclave/opaque/ksf.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { parseSuiteId } from '../../enclave/opaque/suite.ts';

@@ -4,7 +4,7 @@
  * goes to stderr. SIGTERM / SIGINT shut down gracefully. The API bearer token, when wanted,
  * comes from the environment (BKV_SERVICE_TOKEN), never from argv.
  *
- * The token's PINs never come from the data folder (host/tokens/token-pins.ts): from
+ * The token's PINs never come from the data folder (hsm/tokens/token-pins.ts): from
  * `--token-pin-file F` (outside the data folder), else from BKV_TOKEN_PIN (and BKV_TOKEN_SO_PIN
  * at the token's creation), else development mode: the operator folder (`--operator-dir`,
  * default `<data>.operator`), named at start. The store URL comes from `--store` or BKV_STORE;
@@ -20,8 +20,8 @@ import { readOperatorSecret, writeVaultKeyFile } from './io.ts';
 import { resolveServeAuth, writeStoredAuth } from '../auth/issuer.ts';
 import { operatorKeyHash } from '../vault/vault-host.ts';
 import { scrubCredentials } from './redact.ts';
-import { TOKEN_PIN_ENV, assertOutsideDataDir, defaultOperatorDir, pinsFromEnv } from '../tokens/token-pins.ts';
-import type { TokenPinSource } from '../tokens/token-pins.ts';
+import { TOKEN_PIN_ENV, assertOutsideDataDir, defaultOperatorDir, pinsFromEnv } from '../../hsm/tokens/token-pins.ts';
+import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
 
 export const SERVE_USAGE =
   'bkv serve [--data DIR] [--port N] [--host ADDR] [--token emulator|softhsm] [--token-pin-file F | --operator-dir DIR] [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A] [--operator-key-file F]\n' +

@@ -19,16 +19,16 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { EscrowClient, EscrowError } from '../client/escrow.ts';
+import { EscrowClient, EscrowError } from '../../client/escrow.ts';
 import { mintToken, readIssuerPrivate, resolveServeAuth } from '../auth/issuer.ts';
 import { faultName } from '../../enclave/api/codes.ts';
-import { formatBackupKey, generateBackupKey } from '../client/backup-key.ts';
-import { decryptFile, encryptFile, nodeAead } from '../client/backup-file-node.ts';
+import { formatBackupKey, generateBackupKey } from '../../client/backup-key.ts';
+import { decryptFile, encryptFile, nodeAead } from '../../client/backup-file-node.ts';
 import { VaultHost } from '../vault/vault-host.ts';
 import { DEFAULT_OPAQUE_CONTEXT } from '../../enclave/api/messages.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { argon2idKsf, DEFAULT_ARGON2ID } from '../../enclave/opaque/ksf.ts';
-import { defaultOperatorDir } from '../tokens/token-pins.ts';
+import { defaultOperatorDir } from '../../hsm/tokens/token-pins.ts';
 import { intOption, parseArgs } from './args.ts';
 
 const te = new TextEncoder();

@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
-import { parseBackupKey, formatBackupKey } from '../client/backup-key.ts';
+import { parseBackupKey, formatBackupKey } from '../../client/backup-key.ts';
 import { UsageError } from './args.ts';
 
 const te = new TextEncoder();

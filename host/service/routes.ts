@@ -20,15 +20,15 @@ import { MAX_CLIENT_MESSAGE, MAX_RECORD_ID, SUITE_CODE } from '../../enclave/api
 import type { VaultHost } from '../vault/vault-host.ts';
 import type { TokenVerifier } from '../../enclave/api/auth-verify.ts';
 import { EnclaveFault } from '../../enclave/api/codes.ts';
-import { AUTH_TOKEN_HEADER } from './wire.ts';
+import { AUTH_TOKEN_HEADER } from '../../enclave/api/http.ts';
 import { ServiceError } from './errors.ts';
 import { parseStringFields, readBody, requireJson, sendJson } from './http.ts';
 import type { ServiceMetrics } from './metrics.ts';
 import type { ReplayGuard } from './replay.ts';
 import { addressKey } from './rate-limit.ts';
 import type { TokenBuckets } from './rate-limit.ts';
-import { HTTP_API_VERSION, ROUTE, fromBase64url, toBase64url } from './wire.ts';
-import type { OpResponseJson, VaultInfoJson } from './wire.ts';
+import { HTTP_API_VERSION, ROUTE, fromBase64url, toBase64url } from '../../enclave/api/http.ts';
+import type { OpResponseJson, VaultInfoJson } from '../../enclave/api/http.ts';
 
 export interface RouteContext {
   vault: VaultHost;

@@ -20,7 +20,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ChannelMode } from '../channel/pool.ts';
-import type { TokenPinSource } from '../tokens/token-pins.ts';
+import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
 import { VaultHost } from '../vault/vault-host.ts';
 import { ServiceError, errorKind, toServiceError } from './errors.ts';
 import { DEFAULT_BODY_LIMIT, sendError } from './http.ts';
@@ -33,7 +33,7 @@ import type { RateLimits } from './rate-limit.ts';
 import { ReplayGuard } from './replay.ts';
 import { resolveRoute } from './routes.ts';
 import type { RequestNote, RouteContext } from './routes.ts';
-import { ROUTE } from './wire.ts';
+import { ROUTE } from '../../enclave/api/http.ts';
 
 export interface ServiceOptions {
   /** The vault's data folder (NVRAM, token, pool.json, and the SQLite file by default). */
@@ -49,7 +49,7 @@ export interface ServiceOptions {
   partitions?: number;
   /** The vault's PKCS#11 token: 'emulator' (default) or 'softhsm'. */
   hsmToken?: 'emulator' | 'softhsm';
-  /** Where the devices find the token's PINs (host/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
+  /** Where the devices find the token's PINs (hsm/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
   tokenPins?: TokenPinSource;
   /** When set, /v1/* and /metrics need `Authorization: Bearer <token>`. */
   token?: string;

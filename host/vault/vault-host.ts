@@ -9,8 +9,8 @@ import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { encodeAuthConfig } from '../../enclave/api/auth.ts';
 import { EnclavePool } from '../channel/pool.ts';
 import type { ChannelMode } from '../channel/pool.ts';
-import type { TokenKind } from '../tokens/config.ts';
-import type { TokenPinSource } from '../tokens/token-pins.ts';
+import type { TokenKind } from '../../hsm/tokens/config.ts';
+import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
 import { openStore } from '../storage/index.ts';
 import type { RecordStore } from '../storage/types.ts';
 import { PartitionEngine } from './engine.ts';
@@ -23,7 +23,7 @@ export interface VaultHostOptions {
   mode?: ChannelMode;
   /** The vault's PKCS#11 token: 'emulator' (default) or 'softhsm'; fixed at the data folder's creation. */
   token?: TokenKind;
-  /** Where the devices find the token's PINs (host/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
+  /** Where the devices find the token's PINs (hsm/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
   tokenPins?: TokenPinSource;
   partitions?: number;
   /** Storage location: undefined (SQLite file in the data folder), a path, or a URL. */

@@ -18,7 +18,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
-import { fetchVaultInfo, httpRelay } from '../../host/client/http-relay.ts';
+import { fetchVaultInfo, httpRelay } from '../../client/http-relay.ts';
 import { startService } from '../../host/service/server.ts';
 import { testIssuer } from '../helpers/auth.ts';
 import { Rng, bump, isMain, newReport, note, parseArgs, runMain, tempDir, te } from './lib/common.ts';

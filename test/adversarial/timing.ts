@@ -31,11 +31,11 @@
 import { randomBytes } from 'node:crypto';
 import { encodeMessage } from '../../enclave/api/codec.ts';
 import { ClientRequests, SUITE_CODE } from '../../enclave/api/messages.ts';
-import { sealRequest } from '../../enclave/api/e2e.ts';
+import { sealRequest } from '../../client/e2e-seal.ts';
 import { clientLoginFinish, clientLoginStart } from '../../enclave/opaque/client.ts';
 import { MAX_LOGIN_SESSIONS_PER_ID } from '../../enclave/vault/sessions.ts';
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
-import type { Relay } from '../../host/client/escrow.ts';
+import type { Relay } from '../../client/escrow.ts';
 import { Moments, Rng, isMain, newReport, parseArgs, percentile, runMain, sortedCopy, tempDir, te, welchT } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
 import { CONTEXT, rng as cryptoRng } from './lib/flows.ts';

@@ -27,7 +27,7 @@ import type { ClientRequest, HostRequest } from '../../enclave/api/messages.ts';
 import { decodeNvramState } from '../../enclave/vault/nvram-state.ts';
 import { ClientRequests, ClientResponses, HostRequests, HostResponses, SUITE_CODE } from '../../enclave/api/messages.ts';
 import { encodeKeyAuthorization, encodeSessionAuthorization } from '../../enclave/api/authorize.ts';
-import { deriveE2eKeyPair } from '../../enclave/api/e2e.ts';
+import { deriveE2eKeyPair } from '../../client/e2e-seal.ts';
 import { padResponse } from '../../enclave/api/padding.ts';
 import { clientLoginStart } from '../../enclave/opaque/client.ts';
 import { MESSAGE_NAMES } from '../../enclave/opaque/messages.ts';

@@ -9,7 +9,7 @@ import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { DEFAULT_AUDIENCE } from '../../enclave/api/auth.ts';
 import { mintToken, newIssuer } from '../../host/auth/issuer.ts';
 import type { IssuerPrivate } from '../../host/auth/issuer.ts';
-import { DEFAULT_KSF_BOUNDS } from '../../host/client/escrow.ts';
+import { DEFAULT_KSF_BOUNDS } from '../../client/escrow.ts';
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
 
 export interface TestIssuer {

@@ -2,7 +2,7 @@
  * Which PKCS#11 tokens a test run covers, and fresh tokens for tests.
  *
  * Kinds: `emulator` (the emulator module in this thread), `softhsm` (SoftHSM2 through pkcs11js)
- * and `remote` (the emulator in its own thread behind the PKCS#11 remote, host/tokens/remote/:
+ * and `remote` (the emulator in its own thread behind the PKCS#11 remote, test/helpers/remote-token/:
  * every call crosses as bytes). BKV_TOKEN = emulator | softhsm | remote | all. Unset: every kind
  * available (the emulator and the remote always, SoftHSM2 when installed). A suite that needs
  * SoftHSM2 when it is missing skips with the install hint locally, and fails in CI (CI=true),
@@ -24,14 +24,14 @@ import { join } from 'node:path';
 import { afterAll, describe, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { TokenError } from '../../enclave/token.ts';
-import { EmulatorModule } from '../../host/tokens/emulator/module.ts';
-import type { EmulatorOptions } from '../../host/tokens/emulator/module.ts';
-import { ensureEmulatorToken } from '../../host/tokens/open.ts';
-import { RemotePkcs11 } from '../../host/tokens/remote/client.ts';
-import { ensureSoftHsmToken, loadSoftHsm, softhsmUnavailable } from '../../host/tokens/softhsm.ts';
+import { EmulatorModule } from '../../hsm/tokens/emulator/module.ts';
+import type { EmulatorOptions } from '../../hsm/tokens/emulator/module.ts';
+import { ensureEmulatorToken } from '../../hsm/tokens/open.ts';
+import { RemotePkcs11 } from './remote-token/client.ts';
+import { ensureSoftHsmToken, loadSoftHsm, softhsmUnavailable } from '../../hsm/tokens/softhsm.ts';
 
 export type TokenKind = 'emulator' | 'softhsm' | 'remote';
-/** The kinds a device can open (host/tokens/config.ts). */
+/** The kinds a device can open (hsm/tokens/config.ts). */
 export type DeviceTokenKind = Exclude<TokenKind, 'remote'>;
 
 const KINDS: readonly TokenKind[] = ['emulator', 'softhsm', 'remote'];

@@ -12,9 +12,9 @@ import * as path from 'node:path';
 import * as graphene from 'graphene-pk11';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
-import { EmulatorModule, SELF_TESTS, runSelfTests } from '../../host/tokens/emulator/index.ts';
-import type { EmulatorOptions } from '../../host/tokens/emulator/index.ts';
-import { ensureEmulatorToken } from '../../host/tokens/open.ts';
+import { EmulatorModule, SELF_TESTS, runSelfTests } from '../../hsm/tokens/emulator/index.ts';
+import type { EmulatorOptions } from '../../hsm/tokens/emulator/index.ts';
+import { ensureEmulatorToken } from '../../hsm/tokens/open.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-emu-dev-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));

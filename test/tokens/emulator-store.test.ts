@@ -1,5 +1,5 @@
 /**
- * The emulator token's persistence (host/tokens/emulator/persistence.ts, PKCS#11 v2.40 §2.4
+ * The emulator token's persistence (hsm/tokens/emulator/persistence.ts, PKCS#11 v2.40 §2.4
  * token objects): objects survive a new module instance; private objects are encrypted at rest;
  * a corrupt store is CKR_DEVICE_ERROR, never an empty token; several processes provisioning
  * keys at once through the data folder's lock lose none and agree on a shared label; a stale
@@ -14,9 +14,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { Pkcs11Token } from '../../enclave/token-pkcs11.ts';
 import { TokenError } from '../../enclave/token.ts';
-import { settleTokenConfig } from '../../host/tokens/config.ts';
-import { EmulatorModule } from '../../host/tokens/emulator/module.ts';
-import { EMULATOR_STORE_FILE, ensureEmulatorToken, openVaultToken } from '../../host/tokens/open.ts';
+import { settleTokenConfig } from '../../hsm/tokens/config.ts';
+import { EmulatorModule } from '../../hsm/tokens/emulator/module.ts';
+import { EMULATOR_STORE_FILE, ensureEmulatorToken, openVaultToken } from '../../hsm/tokens/open.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-emu-store-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));

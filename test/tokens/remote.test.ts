@@ -1,5 +1,5 @@
 /**
- * The PKCS#11 remote (host/tokens/remote/, hsm/pkcs11-server.ts): the emulator in its own thread,
+ * The PKCS#11 remote (test/helpers/remote-token/): the emulator in its own thread,
  * driven through a synchronous `Pkcs11` over a SharedArrayBuffer. The token conformance suite
  * runs on it too (test/conformance/token.test.ts, kind `remote`); here: the wire protocol's
  * strictness both ways (malformed, truncated, oversized frames: CKR_ARGUMENTS_BAD from the token
@@ -13,12 +13,12 @@ import fc from 'fast-check';
 import * as graphene from 'graphene-pk11';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
-import { EmulatorModule } from '../../host/tokens/emulator/module.ts';
-import { ensureEmulatorToken } from '../../host/tokens/open.ts';
-import { RemotePkcs11 } from '../../host/tokens/remote/client.ts';
-import type { RemoteOptions } from '../../host/tokens/remote/client.ts';
-import type { CallSpec } from '../../host/tokens/remote/protocol.ts';
-import { CALLS, MIN_CAPACITY, PROTOCOL_VERSION, ProtocolError, Reader, Writer, callSpec, decodeRequest, decodeResponse, encodeError, encodeRequest, encodeResult } from '../../host/tokens/remote/protocol.ts';
+import { EmulatorModule } from '../../hsm/tokens/emulator/module.ts';
+import { ensureEmulatorToken } from '../../hsm/tokens/open.ts';
+import { RemotePkcs11 } from '../helpers/remote-token/client.ts';
+import type { RemoteOptions } from '../helpers/remote-token/client.ts';
+import type { CallSpec } from '../helpers/remote-token/protocol.ts';
+import { CALLS, MIN_CAPACITY, PROTOCOL_VERSION, ProtocolError, Reader, Writer, callSpec, decodeRequest, decodeResponse, encodeError, encodeRequest, encodeResult } from '../helpers/remote-token/protocol.ts';
 
 const SO = 'so-pin-0000';
 const USER = 'user-pin-1111';
@@ -139,7 +139,7 @@ describe('remote: calls cross as bytes', () => {
 
   it('the host side imports nothing of the token thread: only bytes cross', () => {
     for (const f of ['client.ts', 'protocol.ts']) {
-      const src = readFileSync(new URL(`../../host/tokens/remote/${f}`, import.meta.url), 'utf8');
+      const src = readFileSync(new URL(`../helpers/remote-token/${f}`, import.meta.url), 'utf8');
       const imports = [...src.matchAll(/^import[^;]*?from '([^']+)'/gms)].map((x) => x[1]);
       expect(imports.filter((i) => /hsm\/|emulator\//.test(i!))).toEqual([]);
     }

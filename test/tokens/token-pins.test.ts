@@ -1,5 +1,5 @@
 /**
- * Where the vault token's PINs live (host/tokens/token-pins.ts): never in the data folder. A
+ * Where the vault token's PINs live (hsm/tokens/token-pins.ts): never in the data folder. A
  * copy of the data folder alone does not open the token (TokenPinError, and no file of the folder
  * holds a PIN's bytes); a pin file or operator folder inside the data folder is refused; the
  * development-mode operator folder is 0700 with 0600 files; an older data folder whose token.json
@@ -12,9 +12,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Pkcs11Token } from '../../enclave/token-pkcs11.ts';
-import { TOKEN_CONFIG_FILE } from '../../host/tokens/config.ts';
-import { EMULATOR_STORE_FILE, openVaultToken } from '../../host/tokens/open.ts';
-import type { OpenTokenOptions } from '../../host/tokens/open.ts';
+import { TOKEN_CONFIG_FILE } from '../../hsm/tokens/config.ts';
+import { EMULATOR_STORE_FILE, openVaultToken } from '../../hsm/tokens/open.ts';
+import type { OpenTokenOptions } from '../../hsm/tokens/open.ts';
 import {
   TokenPinError,
   TokenPinErrorCode,
@@ -22,8 +22,8 @@ import {
   operatorPinsFile,
   parsePinFile,
   readOperatorPins,
-} from '../../host/tokens/token-pins.ts';
-import type { TokenPinSource } from '../../host/tokens/token-pins.ts';
+} from '../../hsm/tokens/token-pins.ts';
+import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-token-pins-'));

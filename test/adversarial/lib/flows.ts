@@ -11,15 +11,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
-import { encodeKeyAuthorization, encodeSessionAuthorization, unwrapReleased } from '../../../enclave/api/authorize.ts';
+import { encodeKeyAuthorization, encodeSessionAuthorization } from '../../../enclave/api/authorize.ts';
+import { unwrapReleased } from '../../../client/release-unwrap.ts';
 import type { ClientRequest, ClientResponse } from '../../../enclave/api/messages.ts';
 import { ClientRequests, ClientResponses, SUITE_CODE } from '../../../enclave/api/messages.ts';
-import { sealRequest } from '../../../enclave/api/e2e.ts';
+import { sealRequest } from '../../../client/e2e-seal.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../../enclave/opaque/client.ts';
 import { identityKsf, ksfFromParams } from '../../../enclave/opaque/ksf.ts';
 import type { Suite } from '../../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
-import type { Relay } from '../../../host/client/escrow.ts';
+import type { Relay } from '../../../client/escrow.ts';
 import { testIssuer } from '../../helpers/auth.ts';
 
 export const CONTEXT = new TextEncoder().encode('BackupKeyVault-v1');

@@ -5,7 +5,7 @@
  * provisioned with the process's test issuer (test/helpers/auth.ts), whose tokens the clients send.
  */
 import { readFileSync } from 'node:fs';
-import { fetchVaultInfo, httpRelay } from '../../../host/client/http-relay.ts';
+import { fetchVaultInfo, httpRelay } from '../../../client/http-relay.ts';
 import { VaultHost } from '../../../host/vault/vault-host.ts';
 import { testIssuer } from '../../helpers/auth.ts';
 import type { VaultHostOptions } from '../../../host/vault/vault-host.ts';

@@ -1,5 +1,5 @@
 /**
- * Fuzz target: the enclave side of the end-to-end channel (`openRequest`, enclave/api/e2e.ts):
+ * Fuzz target: the enclave side of the end-to-end channel (`openRequest`, client/e2e-seal.ts):
  * HPKE-sealed client requests as the host relays them. Input: one byte choosing the record id
  * the enclave binds (two ids), then the sealed message. The key pair is derived from a fixed
  * secret, so the checked-in seeds (requests sealed to it) stay valid.
@@ -10,9 +10,9 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Handling, EnclaveFault } from '../../../enclave/api/codes.ts';
-import { deriveE2eKeyPair, openRequest } from '../../../enclave/api/e2e.ts';
+import { deriveE2eKeyPair, openRequest } from '../../../client/e2e-seal.ts';
 import { padResponse } from '../../../enclave/api/padding.ts';
-import type { E2eKeyPair } from '../../../enclave/api/e2e.ts';
+import type { E2eKeyPair } from '../../../client/e2e-seal.ts';
 import { loadCorpus } from '../lib/engine.ts';
 import { equalBytes, hex, typedAsync, violation } from '../lib/oracle.ts';
 

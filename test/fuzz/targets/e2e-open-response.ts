@@ -1,6 +1,6 @@
 /**
  * Fuzz target: the client side of the end-to-end channel (`openResponse` of `sealRequest`,
- * enclave/api/e2e.ts): what a client does with the bytes a (malicious) host hands back.
+ * client/e2e-seal.ts): what a client does with the bytes a (malicious) host hands back.
  * A response can only open under the key of the request it answers, which is fresh per request,
  * so the input is an edit of a valid response: the target seals a request, lets the enclave side
  * open it and seal a known answer, then XORs the input over that answer (the input's length is
@@ -12,8 +12,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Handling, EnclaveFault } from '../../../enclave/api/codes.ts';
-import { deriveE2eKeyPair, openRequest, sealRequest } from '../../../enclave/api/e2e.ts';
-import type { E2eKeyPair } from '../../../enclave/api/e2e.ts';
+import { deriveE2eKeyPair, openRequest, sealRequest } from '../../../client/e2e-seal.ts';
+import type { E2eKeyPair } from '../../../client/e2e-seal.ts';
 import { encodeMessage } from '../../../enclave/api/codec.ts';
 import { ClientResponses } from '../../../enclave/api/messages.ts';
 import { equalBytes, typedAsync, violation } from '../lib/oracle.ts';

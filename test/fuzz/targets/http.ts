@@ -37,11 +37,11 @@ import { pino } from 'pino';
 import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
 import { ClientRequests, ClientResponses } from '../../../enclave/api/messages.ts';
 import type { ClientRequest } from '../../../enclave/api/messages.ts';
-import { sealRequest } from '../../../enclave/api/e2e.ts';
+import { sealRequest } from '../../../client/e2e-seal.ts';
 import { identityKsf } from '../../../enclave/opaque/ksf.ts';
 import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
-import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../../host/client/escrow.ts';
-import type { Relay } from '../../../host/client/escrow.ts';
+import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../../client/escrow.ts';
+import type { Relay } from '../../../client/escrow.ts';
 import { authFor, EXPECTED_FAULT, FUZZ_AUTH, TokenBook } from '../lib/auth.ts';
 import type { TokenKind } from '../lib/auth.ts';
 import { CANARY_A, CANARY_B } from '../lib/canary.ts';
@@ -55,7 +55,7 @@ export const timeoutMs = 5000;
 
 const SERVER = resolve(import.meta.dirname, '../../../host/service/server.ts');
 const ERRORS = resolve(import.meta.dirname, '../../../host/service/errors.ts');
-const WIRE = resolve(import.meta.dirname, '../../../host/service/wire.ts');
+const WIRE = resolve(import.meta.dirname, '../../../enclave/api/http.ts');
 
 /** What this target uses of the service (typed here, so the target compiles without it). */
 interface Service {

@@ -1,6 +1,6 @@
 /**
  * Fuzz target: the token calls that cross the PKCS#11 boundary: the firmware's `Pkcs11Token`
- * (enclave/token-pkcs11.ts) over the emulator token (host/tokens/emulator/), with the arguments
+ * (enclave/token-pkcs11.ts) over the emulator token (hsm/tokens/emulator/), with the arguments
  * an attacker can reach (host-supplied sealed blobs into C_Decrypt, client-supplied points into
  * C_DeriveKey / CKM_ECDH1_DERIVE, data into C_Sign), plus raw module calls with fuzzed
  * templates. Skipped when the emulator is not there.
@@ -33,8 +33,8 @@ export const name = 'pkcs11-token';
 export const weight = 2;
 export const maxInputLength = 2048;
 
-const EMULATOR = resolve(import.meta.dirname, '../../../host/tokens/emulator/module.ts');
-const OPEN = resolve(import.meta.dirname, '../../../host/tokens/open.ts');
+const EMULATOR = resolve(import.meta.dirname, '../../../hsm/tokens/emulator/module.ts');
+const OPEN = resolve(import.meta.dirname, '../../../hsm/tokens/open.ts');
 const LABEL = 'bkv-fuzz-pkcs11';
 const SO_PIN = 'fuzz-so-pin-0000';
 const USER_PIN = 'fuzz-user-pin-1111';

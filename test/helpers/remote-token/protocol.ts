@@ -1,6 +1,6 @@
 /**
  * The PKCS#11 remote's wire protocol: how a `Pkcs11` call (enclave/api/pkcs11.ts) crosses from a
- * host-side client (client.ts) to the token thread (hsm/pkcs11-server.ts) and back, as bytes in
+ * host-side client (client.ts) to the token thread (pkcs11-server.ts) and back, as bytes in
  * one SharedArrayBuffer. Nothing else crosses: the host holds no reference to token objects.
  *
  * Shared memory: a 16-byte header of four Int32 words, then the frame area (`capacity` bytes):
@@ -54,7 +54,7 @@ export interface TokenThreadFaults {
   reply?: Record<string, 'truncate' | 'trailing' | 'overlength' | 'status' | 'seq' | 'version'>;
 }
 
-/** The emulator's options as plain data (host/tokens/emulator EmulatorOptions). */
+/** The emulator's options as plain data (hsm/tokens/emulator EmulatorOptions). */
 export interface RemoteEmulatorOptions {
   storeFile?: string | null;
   userPinMaxFailures?: number;

@@ -1,10 +1,10 @@
 /**
  * Backup file format v1 (DESIGN.md "Protocols": backup encryption, key = HKDF-SHA256 of the
  * 32-byte backup key, AES-256-GCM in authenticated chunks). Browser-safe core: @noble/hashes,
- * WebCrypto and Web Streams only, no node: imports (host/client/backup-file-node.ts adds Node
+ * WebCrypto and Web Streams only, no node: imports (client/backup-file-node.ts adds Node
  * streams, files and a faster node:crypto AES-GCM that produces the same bytes).
  *
- * Keys (host/client/backup-key.ts): HKDF-SHA256 with IKM = the backup key, salt = the file id,
+ * Keys (client/backup-key.ts): HKDF-SHA256 with IKM = the backup key, salt = the file id,
  * info "bkv/backup/v1/file-key" (32 bytes, AES-256-GCM), "bkv/backup/v1/header-key" (32 bytes,
  * HMAC-SHA256), "bkv/backup/v1/key-check" (16 bytes). A fresh random file id per file gives each
  * file its own AES key, so the per-chunk nonces below never repeat under one key.
@@ -31,7 +31,7 @@
  * A plaintext of n bytes encrypts to 78 + n + 20 * max(1, ceil(n / chunk size)) bytes.
  *
  * What is detected, each as a `BackupFileError` with a stable code (5000-5049; 5050-5099 are
- * the backup key's, host/client/backup-key.ts): not a backup, unknown version, a wrong key (the
+ * the backup key's, client/backup-key.ts): not a backup, unknown version, a wrong key (the
  * key check), header tampering (the tag; the header hash in every chunk's AAD binds it again),
  * truncation (the file ends inside the header or a record, after a non-final chunk, or a
  * non-final chunk was marked final: the flag is in the AAD), a tampered chunk or one from another
@@ -44,8 +44,8 @@
  */
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { putU64 } from '../../enclave/opaque/bytes.ts';
-import type { RandomSource } from '../../enclave/opaque/bytes.ts';
+import { putU64 } from '../enclave/opaque/bytes.ts';
+import type { RandomSource } from '../enclave/opaque/bytes.ts';
 import { deriveBackupSubkey } from './backup-key.ts';
 
 export const BACKUP_MAGIC = new Uint8Array([0x42, 0x4b, 0x56, 0x42, 0x41, 0x4b, 0x0d, 0x0a]);

@@ -1,8 +1,8 @@
 /**
- * The token thread of the PKCS#11 remote (host/tokens/remote/): owns one emulator module
- * (host/tokens/emulator/) and serves the calls a host-side client writes into the shared
- * frame area, one at a time, in the protocol of host/tokens/remote/protocol.ts. Started by
- * hsm/pkcs11-boot.mjs in a worker thread with `TokenThreadData` as workerData; the thread sleeps
+ * The token thread of the PKCS#11 remote (test/helpers/remote-token/): owns one emulator module
+ * (hsm/tokens/emulator/) and serves the calls a host-side client writes into the shared
+ * frame area, one at a time, in the protocol of protocol.ts. Started by
+ * pkcs11-boot.mjs in a worker thread with `TokenThreadData` as workerData; the thread sleeps
  * in `Atomics.wait` between calls and ends when the client stores CLOSING.
  *
  * Every request is decoded strictly: a malformed one is answered CKR_ARGUMENTS_BAD (with what is
@@ -11,8 +11,8 @@
  * not encode or does not fit the frame area, is CKR_GENERAL_ERROR. Output buffers are allocated
  * here, capped at what a reply can carry.
  */
-import * as P from '../enclave/api/pkcs11.ts';
-import { EmulatorModule } from '../host/tokens/emulator/module.ts';
+import * as P from '../../../enclave/api/pkcs11.ts';
+import { EmulatorModule } from '../../../hsm/tokens/emulator/module.ts';
 import {
   CTL_LENGTH,
   CTL_STATE,
@@ -27,8 +27,8 @@ import {
   encodeError,
   encodeResult,
   requestSeq,
-} from '../host/tokens/remote/protocol.ts';
-import type { TokenThreadData, TokenThreadFaults } from '../host/tokens/remote/protocol.ts';
+} from './protocol.ts';
+import type { TokenThreadData, TokenThreadFaults } from './protocol.ts';
 
 const EMULATOR_KEYS = ['storeFile', 'userPinMaxFailures', 'soPinMaxFailures', 'pinKdfIterations', 'revalidateMs', 'lockTimeoutMs', 'lockStaleMs', 'selfTestFault'];
 

@@ -25,11 +25,11 @@
  *   key-check    "bkv/backup/v1/key-check"    16      stored in the header: tells a wrong key apart
  *
  * Typing mistakes are `BackupKeyError`s with stable codes (5050-5099; 5000-5049 belong to
- * backup files, host/client/backup-file.ts) and a message meant for the person typing.
+ * backup files, client/backup-file.ts) and a message meant for the person typing.
  */
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import type { RandomSource } from '../../enclave/opaque/bytes.ts';
+import type { RandomSource } from '../enclave/opaque/bytes.ts';
 
 export const BACKUP_KEY_BYTES = 32;
 export const BACKUP_KEY_DIGITS = 64;

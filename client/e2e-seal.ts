@@ -12,12 +12,14 @@
  * against another record or hand a response to the wrong request. A replayed request opens to
  * the same context and so the same response key: the enclave draws a fresh random nonce for
  * every response, so two answers under one key never share a nonce.
- * The client SDK uses this file (WebCrypto only: runs in browsers and in Node); the enclave opens
- * with enclave/vault/e2e-open.ts, the same protocol on node:crypto, synchronous and cheaper.
+ * The client SDK seals with `sealRequest` (WebCrypto only: runs in browsers and in Node); the
+ * enclave opens with enclave/vault/e2e-open.ts, the same protocol on node:crypto, synchronous and
+ * cheaper. `openRequest` is that receiver on @hpke/core: tests, fuzz targets and the bench check
+ * the enclave's against it; nothing outside them uses it.
  */
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
-import { EnclaveFault, Handling } from './codes.ts';
-import { padResponse, unpadResponse } from './padding.ts';
+import { EnclaveFault, Handling } from '../enclave/api/codes.ts';
+import { padResponse, unpadResponse } from '../enclave/api/padding.ts';
 
 const te = new TextEncoder();
 const INFO = te.encode('bkv/e2e/v1');

@@ -7,7 +7,7 @@
  *
  * The token's PINs (PKCS#11 v2.40 §2.5: SO and user) never sit in the data folder: the operator
  * supplies them, or development mode keeps them in an operator folder beside it
- * (host/tokens/token-pins.ts). Version 1 files, written before that, also held "soPin" and
+ * (hsm/tokens/token-pins.ts). Version 1 files, written before that, also held "soPin" and
  * "userPin"; `readTokenConfig` returns those as `legacyPins` and the device moves them out
  * (token-pins.ts `settleTokenPins`) and rewrites the file as version 2.
  *
@@ -109,7 +109,7 @@ export function newTokenConfig(kind: TokenKind): VaultTokenConfig {
 
 /**
  * Reads the data folder's token configuration, creating it for `kind` on first use (callers
- * that may race hold the token lock). Its PINs are host/tokens/token-pins.ts's business.
+ * that may race hold the token lock). Its PINs are hsm/tokens/token-pins.ts's business.
  */
 export function settleTokenConfig(dataDir: string, kind: TokenKind): VaultTokenConfig {
   const stored = readTokenConfig(dataDir);

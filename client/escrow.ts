@@ -1,7 +1,7 @@
 /**
  * The client side of escrow: register a backup key under a password, recover it, change the
  * password (the key stays), delete, and ask the status. Every message to the enclave is sealed
- * end to end (enclave/api/e2e.ts) to the enclave public key the client pins; the transport (an
+ * end to end (client/e2e-seal.ts) to the enclave public key the client pins; the transport (an
  * HTTP service, or an engine in tests) only relays ciphertext.
  *
  * What the client believes: only what the enclave sealed to it. A response the relay passes
@@ -15,19 +15,20 @@
  * Browser-safe when given the portable suite: imports only enclave/api, enclave/opaque and
  * WebCrypto.
  */
-import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
-import { faultName } from '../../enclave/api/codes.ts';
-import type { ClientRequest, ClientResponse } from '../../enclave/api/messages.ts';
-import { ClientRequests, ClientResponses, SUITE_CODE } from '../../enclave/api/messages.ts';
-import { sealRequest } from '../../enclave/api/e2e.ts';
-import { encodeKeyAuthorization, encodeSessionAuthorization, unwrapReleased } from '../../enclave/api/authorize.ts';
-import type { RandomSource } from '../../enclave/opaque/bytes.ts';
-import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../enclave/opaque/client.ts';
-import { DEFAULT_ARGON2ID, argon2idKsf, identityKsf, ksfFromParams } from '../../enclave/opaque/ksf.ts';
-import type { Argon2idParams, Ksf } from '../../enclave/opaque/ksf.ts';
-import type { Suite } from '../../enclave/opaque/suite.ts';
-import { PACING } from '../../enclave/api/pacing.ts';
-import type { PacingName } from '../../enclave/api/pacing.ts';
+import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
+import { faultName } from '../enclave/api/codes.ts';
+import type { ClientRequest, ClientResponse } from '../enclave/api/messages.ts';
+import { ClientRequests, ClientResponses, SUITE_CODE } from '../enclave/api/messages.ts';
+import { sealRequest } from './e2e-seal.ts';
+import { encodeKeyAuthorization, encodeSessionAuthorization } from '../enclave/api/authorize.ts';
+import { unwrapReleased } from './release-unwrap.ts';
+import type { RandomSource } from '../enclave/opaque/bytes.ts';
+import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
+import { DEFAULT_ARGON2ID, argon2idKsf, identityKsf, ksfFromParams } from '../enclave/opaque/ksf.ts';
+import type { Argon2idParams, Ksf } from '../enclave/opaque/ksf.ts';
+import type { Suite } from '../enclave/opaque/suite.ts';
+import { PACING } from '../enclave/api/pacing.ts';
+import type { PacingName } from '../enclave/api/pacing.ts';
 
 export interface Relay {
   /**

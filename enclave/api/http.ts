@@ -1,6 +1,6 @@
 /**
- * The vault service's HTTP wire format, shared by the server (host/service/) and the browser-safe
- * client relay (host/client/http-relay.ts): JSON bodies, bytes as base64url without padding
+ * The vault service's HTTP wire format, a contract shared by the server (host/service/) and the
+ * browser-safe client relay (client/http-relay.ts), so it lives here: JSON bodies, bytes as base64url without padding
  * (RFC 4648 §5), route paths and the error envelope. Pure TypeScript: no Node APIs, no Buffer.
  *
  * The decoder is strict: only the URL-safe alphabet, no padding, no whitespace, and the unused

@@ -1,5 +1,5 @@
 /**
- * Backup files on Node: format v1 of host/client/backup-file.ts (DESIGN.md "Protocols": backup
+ * Backup files on Node: format v1 of client/backup-file.ts (DESIGN.md "Protocols": backup
  * encryption) with node:crypto AES-256-GCM (the same bytes as WebCrypto, about three times
  * faster here), Node stream transforms, and whole-file encryption and decryption.
  *

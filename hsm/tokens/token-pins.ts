@@ -1,7 +1,7 @@
 /**
  * Where the vault token's PINs live (PKCS#11 v2.40 §2.5: a Security Officer PIN and a user PIN).
  * Never in the data folder: a copy of the data folder alone must not open the token. The device
- * (hsm/runner.ts, through host/tokens/open.ts) reads them from one of three sources, the host
+ * (hsm/runner.ts, through hsm/tokens/open.ts) reads them from one of three sources, the host
  * says which in the device configuration (`tokenPins`):
  *
  * - `{ pinFile }`: the operator's pin file (`bkv serve --token-pin-file F`), outside the data
@@ -26,7 +26,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TOKEN_CONFIG_FILE, checkTokenKind, newTokenConfig, readTokenConfig, writeTokenConfig } from './config.ts';
 import type { TokenKind } from './config.ts';
-import { fsyncDir } from './emulator/persistence.ts';
+import { fsyncDir } from '../durable-file.ts';
 
 /** Environment variables the command line reads the PINs from (no pin file given). */
 export const TOKEN_PIN_ENV = 'BKV_TOKEN_PIN';

@@ -10,8 +10,8 @@
  * caller decides when to come back (and an operation must be sealed anew for each attempt).
  */
 import type { Relay } from './escrow.ts';
-import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url, ROUTE } from '../service/wire.ts';
-import type { ErrorJson, OpResponseJson, VaultInfoJson } from '../service/wire.ts';
+import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url, ROUTE } from '../enclave/api/http.ts';
+import type { ErrorJson, OpResponseJson, VaultInfoJson } from '../enclave/api/http.ts';
 
 export interface HttpRelayOptions {
   /** The service's base URL, e.g. `https://vault.example` (a path prefix is kept). */

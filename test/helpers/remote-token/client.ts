@@ -1,8 +1,8 @@
 /**
  * The PKCS#11 remote, host side: a synchronous `Pkcs11` (enclave/api/pkcs11.ts, shaped on
  * pkcs11js's PKCS11 class, so graphene-pk11's Module and every existing caller use it unchanged)
- * whose module, the emulator token, runs in its own worker thread (hsm/pkcs11-server.ts, started
- * by file path through hsm/pkcs11-boot.mjs). Each call is encoded into bytes (protocol.ts),
+ * whose module, the emulator token, runs in its own worker thread (pkcs11-server.ts, started
+ * by file path through pkcs11-boot.mjs). Each call is encoded into bytes (protocol.ts),
  * written into a SharedArrayBuffer, and the caller blocks in `Atomics.wait` until the token thread
  * answers; output buffers are filled from the reply and their filled part returned, as pkcs11js
  * does. Only bytes cross: this side holds no reference to the module or its objects.
@@ -35,7 +35,7 @@ import {
 import type { CallSpec, RemoteEmulatorOptions, TokenThreadData, TokenThreadFaults } from './protocol.ts';
 
 /** The token thread's bootstrap, by path (this side never imports the token's code). */
-export const TOKEN_THREAD_BOOT = path.join(projectRoot(), 'hsm', 'pkcs11-boot.mjs');
+export const TOKEN_THREAD_BOOT = path.join(projectRoot(), 'test', 'helpers', 'remote-token', 'pkcs11-boot.mjs');
 
 export interface RemoteOptions {
   /** The emulator's options (in memory unless `storeFile` is given). */

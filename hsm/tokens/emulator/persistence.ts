@@ -24,6 +24,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { threadId } from 'node:worker_threads';
 import { CKR, Pkcs11Error } from '../../../enclave/api/pkcs11.ts';
+import { fsyncDir, writeFileDurably } from '../../durable-file.ts';
 
 const MAGIC = Buffer.from('BKVP11E1', 'latin1');
 
@@ -347,33 +348,6 @@ export function decodeStore(raw: Buffer, file: string): StoreState {
   }
   r.end();
   return { tokens };
-}
-
-// ---- durable file helpers ----
-/** Writes a whole file atomically and durably: temp file, fsync, rename, fsync of the folder. */
-export function writeFileDurably(file: string, data: Uint8Array): void {
-  const tmp = `${file}.${randomBytes(8).toString('hex')}.tmp`;
-  const fd = fs.openSync(tmp, 'wx', 0o600);
-  try {
-    fs.writeSync(fd, data, 0, data.length, 0);
-    fs.fsyncSync(fd);
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
-  fsyncDir(path.dirname(file));
-}
-
-export function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 function fileStamp(file: string): string {
