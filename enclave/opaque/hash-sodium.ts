@@ -13,7 +13,7 @@
  * a young-generation collection in a device thread spent half its pause running those callbacks
  * (`--trace-gc-nvp`: heap.external_weak_global_handles 6.6 of 12.8 ms, about 30 handles per
  * login). Here a call allocates one small typed array. Same bytes as `hash-node.ts` and
- * `hash-noble.ts` (test/groups.test.ts, test/hash.test.ts).
+ * `hash-noble.ts` (test/groups.test.ts).
  *
  * Every byte copied into the scratch area (inputs, keys, hash states, outputs) is zeroed before a
  * call returns, as in groups/sodium-ristretto255.ts; libsodium wipes its own stack temporaries
