@@ -54,8 +54,9 @@ import { TokenNvram } from '../hsm/nvram-token.ts';
 import { openStore } from '../host/storage/index.ts';
 import { softhsmUnavailable } from '../hsm/tokens/softhsm.ts';
 import { BenchTokens } from './lib/auth.ts';
-import { args, emit, machine, machineLine, median, round } from './lib/common.ts';
+import { args, emit, machine, machineLine, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
+import { median } from './lib/stats.ts';
 import { FastSealer } from './lib/hpke.ts';
 
 setFlagsFromString('--expose-gc');

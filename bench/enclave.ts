@@ -31,8 +31,9 @@ import { availableParallelism } from 'node:os';
 import type { TokenKind } from '../hsm/tokens/config.ts';
 import { EnclaveRig, RawPool } from './lib/enclave-rig.ts';
 import type { WindowResult } from './lib/enclave-rig.ts';
-import { args, emit, machine, machineLine, median, progress, round } from './lib/common.ts';
+import { args, emit, machine, machineLine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
+import { median, middleBy } from './lib/stats.ts';
 
 const A = args();
 const QUICK = A.quick;
@@ -121,7 +122,7 @@ if (rawReg.all.length) {
 }
 
 const summarize = (ws: WindowResult[]) => {
-  const mid = [...ws].sort((a, b) => a.opsPerSec - b.opsPerSec)[ws.length >> 1]!;
+  const mid = middleBy(ws, (w) => w.opsPerSec);
   return { ...mid, opsPerSec: median(ws.map((w) => w.opsPerSec)) };
 };
 const best = new Map<number, { c: number; ops: number }>();

@@ -22,6 +22,7 @@ import { NodeP256 } from '../enclave/opaque/groups/node-p256.ts';
 import { createSodiumRistretto255 } from '../enclave/opaque/groups/sodium-ristretto255.ts';
 import { args, emit, machine } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
+import { median } from './lib/stats.ts';
 import { nobleHash } from '../enclave/opaque/hash-noble.ts';
 import { nodeHash } from '../enclave/opaque/hash-node.ts';
 import { createSodiumSha512 } from '../enclave/opaque/hash-sodium.ts';
@@ -129,10 +130,6 @@ function run(cs: Case[]): void {
   }
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[s.length >> 1]!;
-};
 const us = (c: Case): number => median(c.samples);
 const best = (c: Case): number => Math.min(...c.samples);
 

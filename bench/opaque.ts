@@ -39,6 +39,7 @@ import { availableParallelism, cpus, loadavg } from 'node:os';
 import type * as SerenityModule from '@serenity-kit/opaque';
 import { args, emit, loadPeer, machine as machineInfo, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
+import { median } from './lib/stats.ts';
 import { type RandomSource, pooledRandom, utf8 } from '../enclave/opaque/bytes.ts';
 import {
   type FakeRecord, type ServerKeys, type ServerLoginState, generateFakeRecord, generateServerKeys, serverLoginFinish,
@@ -117,10 +118,6 @@ function warmUp(c: Contestant): void {
   c.chunk = Math.max(1, Math.round((r.ops * CHUNK_MS) / (r.wallNs / 1e6)));
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const opsPerSec = (c: Contestant): number => median(c.rounds.map((r) => (r.ops * 1e9) / r.ns));
 const opsPerWallSec = (c: Contestant): number => median(c.rounds.map((r) => (r.ops * 1e9) / r.wallNs));
 

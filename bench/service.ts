@@ -36,7 +36,7 @@ import { BenchTokens } from './lib/auth.ts';
 import { args, emit, machine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { FastSealer } from './lib/hpke.ts';
-import { percentile } from './lib/vault-load.ts';
+import { percentile } from './lib/stats.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const te = new TextEncoder();

@@ -30,8 +30,9 @@ import type { PostgresRecordStore } from '../host/storage/postgres.ts';
 import { openSqliteStore } from '../host/storage/sqlite.ts';
 import type { RecordStore } from '../host/storage/types.ts';
 import { availableParallelism } from 'node:os';
-import { args, emit, machine, median as med, progress, round } from './lib/common.ts';
+import { args, emit, machine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
+import { median, middleBy } from './lib/stats.ts';
 import { EnclaveRig } from './lib/enclave-rig.ts';
 import type { WindowResult } from './lib/enclave-rig.ts';
 
@@ -130,7 +131,6 @@ async function preload(store: RecordStore): Promise<void> {
   }
 }
 
-const median = (xs: number[]) => [...xs].sort((a, c) => a - c)[Math.floor(xs.length / 2)]!;
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1)).padStart(9);
 
 async function main(): Promise<void> {
@@ -241,9 +241,9 @@ async function enclavePath(_pg: PostgresRecordStore, adminUrl: string): Promise<
     await c.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
     await c.end();
   }
-  const rate = (n: string) => med(wins.get(n)!.map((w) => w.opsPerSec));
+  const rate = (n: string) => median(wins.get(n)!.map((w) => w.opsPerSec));
   for (const [name, ws] of wins) {
-    const mid = [...ws].sort((a, b) => a.opsPerSec - b.opsPerSec)[ws.length >> 1]!;
+    const mid = middleBy(ws, (w) => w.opsPerSec);
     out.push({ name: `storage: enclave login, ${name} store, ${P} partitions, concurrency 128`, group: 'login through the enclave path, by store', kind: 'ours', opsPerSec: Math.round(rate(name)), p50Ms: round(mid.p50Ms, 2), p99Ms: round(mid.p99Ms, 2), meanBatch: round(mid.meanBatch, 1) });
   }
   ratios.pgVsSqlite = round(rate('postgres') / rate('sqlite'), 3);

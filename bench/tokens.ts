@@ -31,8 +31,9 @@ import { openVaultToken } from '../hsm/tokens/open.ts';
 import { softhsmUnavailable } from '../hsm/tokens/softhsm.ts';
 import type { TokenKind } from '../hsm/tokens/config.ts';
 import { availableParallelism } from 'node:os';
-import { args, emit, machine, median, progress, round } from './lib/common.ts';
+import { args, emit, machine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
+import { median, middleBy } from './lib/stats.ts';
 import { EnclaveRig } from './lib/enclave-rig.ts';
 import type { WindowResult } from './lib/enclave-rig.ts';
 
@@ -132,7 +133,7 @@ const loginRate = new Map<TokenKind, number>();
 for (const [k, ws] of logins) {
   const ops = median(ws.map((w) => w.opsPerSec));
   loginRate.set(k, ops);
-  const mid = [...ws].sort((a, b) => a.opsPerSec - b.opsPerSec)[ws.length >> 1]!;
+  const mid = middleBy(ws, (w) => w.opsPerSec);
   out.push({
     name: `tokens: enclave login, ${k} token, ${PARTS} partitions, concurrency ${C}`,
     group: 'login through the enclave path, by token',

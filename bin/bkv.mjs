@@ -3,8 +3,8 @@
 // JavaScript, no loader in any thread), or from source through tsx when the bundle is turned off
 // (BKV_BUNDLE=0) or does not build.
 // --max-semi-space-size=4 (MB; V8's default lets it grow to 16): the main thread's young
-// generation stays small under load. Measured with bench/memory.ts: about 20 MB less RSS for the
-// service under registration load and after a restart. The flags are BKV_NODE_FLAGS in
+// generation stays small under load (bench/memory.ts measures the service's RSS; figures in
+// bench/README.md). The flags are BKV_NODE_FLAGS in
 // bin/bundle.mjs; the npm scripts and the benches pass the same (test/bundle.test.ts checks).
 import { pathToFileURL } from 'node:url';
 import { projectBundle } from './bundle.mjs';

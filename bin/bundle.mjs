@@ -6,8 +6,9 @@
  * `node_modules/.cache/backup-key-vault/build-<hash>/`.
  *
  * Why: tsx's loader runs its module hooks on a thread of its own, a V8 isolate with esbuild's
- * service in it, in every thread that loads TypeScript. Measured on the service with 2 worker
- * devices, idle: 205 MB peak RSS from source, 158 MB with bundled devices.
+ * service in it, in every thread that loads TypeScript, so each device thread run from source
+ * carries one more isolate. bench/memory.ts measures the service's RSS (figures in
+ * bench/README.md).
  *
  * The build runs once per process, synchronously, with esbuild's own binary (30-60 ms). Its
  * output is content-addressed: processes that build the same sources share a folder, and a

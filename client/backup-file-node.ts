@@ -1,7 +1,7 @@
 /**
- * Backup files on Node: format v1 of client/backup-file.ts (DESIGN.md "Protocols": backup
- * encryption) with node:crypto AES-256-GCM (the same bytes as WebCrypto, about three times
- * faster here), Node stream transforms, and whole-file encryption and decryption.
+ * Backup files on Node: format v1 of client/backup-file.ts (backup encryption) with
+ * node:crypto AES-256-GCM (the same bytes as WebCrypto, and faster), Node stream transforms, and
+ * whole-file encryption and decryption.
  *
  * Files: the output is written to a temporary file next to the target (".<name>.<random>.partial",
  * mode 0600), flushed to disk, and renamed onto the target only after the final chunk has

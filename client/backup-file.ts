@@ -1,5 +1,5 @@
 /**
- * Backup file format v1 (DESIGN.md "Protocols": backup encryption, key = HKDF-SHA256 of the
+ * Backup file format v1 (backup encryption: key = HKDF-SHA256 of the
  * 32-byte backup key, AES-256-GCM in authenticated chunks). Browser-safe core: @noble/hashes,
  * WebCrypto and Web Streams only, no node: imports (client/backup-file-node.ts adds Node
  * streams, files and a faster node:crypto AES-GCM that produces the same bytes).

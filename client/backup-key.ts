@@ -1,6 +1,6 @@
 /**
- * The backup key (DESIGN.md "The job, end to end", step 1): 32 random bytes, shown to the user
- * and typed back as 64 hex digits, and the keys derived from it for backup files (HKDF-SHA256,
+ * The backup key (the first step of a backup, README introduction): 32 random bytes, shown to
+ * the user and typed back as 64 hex digits, and the keys derived from it for backup files (HKDF-SHA256,
  * RFC 5869). Browser-safe: @noble/hashes and WebCrypto's getRandomValues only, no node: imports.
  *
  * Display form: 16 groups of 4 lower-case hex digits, `8a58 c29b 0f3e ...`. Parsing accepts upper

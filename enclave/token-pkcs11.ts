@@ -1,8 +1,8 @@
 /**
  * The firmware's `Token` (enclave/token.ts) over any PKCS#11 v2.40 module (enclave/api/pkcs11.ts
  * `Pkcs11`): the emulator token or SoftHSM2 through pkcs11js, injected by the device. One R/W
- * session, logged in as the user (v2.40 §5.6); handles cached by label (C_FindObjects costs
- * SoftHSM2 about 12 us per stored object).
+ * session, logged in as the user (v2.40 §5.6); handles cached by label (C_FindObjects on SoftHSM2
+ * costs time for every stored object; bench/tokens.ts compares the tokens).
  *
  * Key templates (v2.40 §4.7-4.9): every key is a private token object, CKA_SENSITIVE = true,
  * CKA_EXTRACTABLE = false (so CKA_NEVER_EXTRACTABLE and CKA_ALWAYS_SENSITIVE hold), with only the

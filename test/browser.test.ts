@@ -1,5 +1,5 @@
 /**
- * The client SDK in a browser (issue 5, the client SDK; DESIGN.md "The job, end to end"):
+ * The client SDK in a browser (issue 5, the client SDK; the README's introduction):
  * test/fixtures/browser-entry.ts is bundled for the browser with esbuild (in memory; any Node
  * built-in in the client path fails the build), served from a loopback HTTP server and run in
  * headless Chromium through playwright-core. The page registers a backup key under a password

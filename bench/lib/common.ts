@@ -1,6 +1,6 @@
 /**
  * What every subsystem script shares: arguments (--quick, --json FILE), the machine
- * description, the result format the runner (bench/run.ts) collects, and small statistics.
+ * description, the result format the runner (bench/run.ts) collects (statistics: bench/lib/stats.ts).
  *
  * A subsystem script prints its own table for a human and, with `--json FILE`, writes
  *   { subsystem, quick, machine, results: BenchResult[], ratios: { key: number }, notes: string[], missing?: { key: reason } }
@@ -113,12 +113,6 @@ export function emit(out: SubsystemOutput, jsonPath: string | undefined): void {
   writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
   if (!jsonPath) console.log(`\nwrote ${file.replace(`${ROOT}/`, '')}`);
 }
-
-export const median = (xs: number[]): number => {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 export const round = (x: number, digits = 3): number => (Number.isFinite(x) ? Number(x.toFixed(digits)) : x);
 

@@ -21,7 +21,8 @@ import { BenchTokens } from './auth.ts';
 import { MAX_LOGIN_SESSIONS_PER_ID, SESSION_TTL_MS } from '../../enclave/vault/sessions.ts';
 import { cpuSplit, threadTimes } from './threads.ts';
 import type { CpuSplit, ThreadTimes } from './threads.ts';
-import { ClientKit, bulkRegister, closedLoop, decodeAnswer, percentile, rng } from './vault-load.ts';
+import { ClientKit, bulkRegister, closedLoop, decodeAnswer, rng } from './vault-load.ts';
+import { percentile } from './stats.ts';
 import type { Outcome, Prepared } from './vault-load.ts';
 
 const te = new TextEncoder();

@@ -11,7 +11,7 @@
  *   npx tsx bench/lib/env-ab.ts BKV_DEVICE_YOUNG_MB=24,0 6 128
  */
 import { EnclaveRig } from './enclave-rig.ts';
-import { median } from './common.ts';
+import { median } from './stats.ts';
 
 const spec = process.argv[2] ?? '';
 const eq = spec.indexOf('=');

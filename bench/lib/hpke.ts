@@ -1,18 +1,18 @@
 /**
  * A fast, synchronous HPKE sender (RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
  * AES-256-GCM) on node:crypto, producing exactly the messages of client/e2e-seal.ts `sealRequest`
- * (test/bench-hpke.test.ts opens them with the enclave's `openRequest`). The benches use it so that the load generator costs little: the
- * product's WebCrypto path (@hpke/core) takes about 1.3 ms per seal here, this one about 0.1 ms.
+ * (test/bench-lib.test.ts opens them with the enclave's `openRequest`). The benches use it so that
+ * the load generator costs little: the product's WebCrypto path (@hpke/core) costs many times more
+ * per seal.
  *
  *   request message  = enc (32) || AES-256-GCM(key, base_nonce, aad = "req" || id, request)
  *   response key     = Export("bkv/e2e/response", 32)
  *   response message = nonce (12) || AES-256-GCM(response key, nonce, aad = "resp" || id, pad(response))
- * with the enclave's answer padding (enclave/api/padding.ts): `openResponse` unpads, and FastOpener
- * pads, as the product does.
+ * with the enclave's answer padding (enclave/api/padding.ts): `openResponse` unpads.
  */
 import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, randomBytes } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { padResponse, unpadResponse } from '../../enclave/api/padding.ts';
+import { unpadResponse } from '../../enclave/api/padding.ts';
 
 const te = new TextEncoder();
 const INFO = te.encode('bkv/e2e/v1');
@@ -92,42 +92,5 @@ export function openResponse(responseKey: Buffer, recordId: Uint8Array, response
     return unpadResponse(new Uint8Array(out.buffer, out.byteOffset, out.length));
   } catch {
     return null;
-  }
-}
-
-/**
- * The enclave side of the same HPKE on node:crypto, synchronous: a prototype of the fix proposed
- * for client/e2e-seal.ts `openRequest` (the product's takes about 1.3 ms through @hpke/core and
- * WebCrypto; this one does one X25519 with a cached private key, a JWK import of the
- * encapsulated key, seven HMAC-SHA256 and one AES-GCM). bench/breakdown.ts measures both.
- */
-export class FastOpener {
-  private readonly sk: KeyObject;
-  readonly publicKey: Uint8Array;
-  constructor() {
-    this.sk = x25519Key(randomBytes(32));
-    this.publicKey = new Uint8Array(diffieHellman({ privateKey: this.sk, publicKey: BASE_POINT }));
-  }
-
-  open(recordId: Uint8Array, message: Uint8Array): { request: Uint8Array; responseKey: Buffer } {
-    const enc = message.subarray(0, 32);
-    const pkE = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(enc).toString('base64url') }, format: 'jwk' });
-    const dh = diffieHellman({ privateKey: this.sk, publicKey: pkE });
-    const shared = labeledExpand(KEM_SUITE, labeledExtract(KEM_SUITE, EMPTY, 'eae_prk', dh), 'shared_secret', Buffer.concat([enc, this.publicKey]), 32);
-    const secret = labeledExtract(HPKE_SUITE, shared, 'secret', EMPTY);
-    const key = labeledExpand(HPKE_SUITE, secret, 'key', KSC, 32);
-    const nonce = labeledExpand(HPKE_SUITE, secret, 'base_nonce', KSC, 12);
-    const responseKey = labeledExpand(HPKE_SUITE, labeledExpand(HPKE_SUITE, secret, 'exp', KSC, 32), 'sec', RESPONSE_LABEL, 32);
-    const d = createDecipheriv('aes-256-gcm', key, nonce);
-    d.setAAD(withPrefix('req', recordId));
-    d.setAuthTag(message.subarray(message.length - 16));
-    const request = Buffer.concat([d.update(message.subarray(32, message.length - 16)), d.final()]);
-    return { request: new Uint8Array(request.buffer, request.byteOffset, request.length), responseKey };
-  }
-
-  sealResponse(responseKey: Buffer, recordId: Uint8Array, response: Uint8Array, nonce: Uint8Array): Uint8Array {
-    const c = createCipheriv('aes-256-gcm', responseKey, nonce);
-    c.setAAD(withPrefix('resp', recordId));
-    return new Uint8Array(Buffer.concat([nonce, c.update(padResponse(response)), c.final(), c.getAuthTag()]));
   }
 }

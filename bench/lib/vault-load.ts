@@ -41,12 +41,6 @@ export interface Outcome {
 const te = new TextEncoder();
 export const rng = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
 
-export function percentile(sorted: Float64Array | number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i]!;
-}
-
 export function decodeAnswer(p: Prepared, r: { sealed: boolean; response: Uint8Array }): ClientResponse | null {
   const plain = r.sealed ? openResponse(p.responseKey, p.recordId, r.response) : r.response;
   if (!plain) return null;

@@ -6,14 +6,14 @@
  * ristretto255-SHA512; SHA-256 is the enclave's (the end-to-end envelope's HKDF, the record
  * index, the audit chain).
  *
- * Why not node:crypto: OPAQUE hashes short strings (one to four 128-byte blocks), where a
- * node:crypto Hash or Hmac object costs 2 to 3 µs to create and finish whatever the length,
- * against about 0.35 µs per block here (bench: 10 HMACs and 6 hashes per login). Each of those
- * objects is also a native handle with a weak callback and a Buffer with its own backing store:
- * a young-generation collection in a device thread spent half its pause running those callbacks
- * (`--trace-gc-nvp`: heap.external_weak_global_handles 6.6 of 12.8 ms, about 30 handles per
- * login). Here a call allocates one small typed array. Same bytes as `hash-node.ts` and
- * `hash-noble.ts` (test/groups.test.ts, test/hash.test.ts).
+ * Why not node:crypto: OPAQUE hashes short strings (one to four 128-byte blocks; 10 HMACs and 6
+ * hashes per login), where creating and finishing a node:crypto Hash or Hmac object costs more
+ * than hashing the blocks. Each of those objects is also a native handle with a weak callback and
+ * a Buffer with its own backing store, and every young-generation collection of a device thread
+ * runs those callbacks (`node --trace-gc-nvp`: heap.external_weak_global_handles). Here a call
+ * allocates one small typed array. bench/opaque.ts and bench/enclave.ts measure the difference
+ * (figures in bench/README.md). Same bytes as `hash-node.ts` and
+ * `hash-noble.ts` (test/groups.test.ts).
  *
  * Every byte copied into the scratch area (inputs, keys, hash states, outputs) is zeroed before a
  * call returns, as in groups/sodium-ristretto255.ts; libsodium wipes its own stack temporaries

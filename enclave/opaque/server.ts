@@ -45,7 +45,8 @@ interface StateData { suite: Suite; mac: Uint8Array | null; key: Uint8Array | nu
 
 /**
  * The state object: a frozen instance with no visible properties whose data sits in a private
- * field (a WeakMap from objects to data cost about 0.8 µs per login in set-up and collection).
+ * field (a WeakMap from objects to data costs more per login in set-up and collection:
+ * bench/opaque.ts, figure in bench/README.md).
  */
 class LoginState {
   readonly #d: StateData;

@@ -4,7 +4,8 @@
  * (libsodium's in the enclave, node:crypto's by default). RFC 9180 base mode receiver for DHKEM(X25519, HKDF-SHA256) (§4.1, §7.1.3 DeriveKeyPair),
  * HKDF-SHA256 and AES-256-GCM (§5.1 key schedule, §5.2 Open, §5.3 Export). Byte for byte the
  * protocol of `openRequest` in client/e2e-seal.ts (the @hpke/core one clients use in a browser;
- * test/e2e.test.ts checks both ways), about ten times cheaper: no WebCrypto promise per step.
+ * test/e2e.test.ts checks both ways), much cheaper: no WebCrypto promise per step
+ * (bench/breakdown.ts times both).
  */
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';

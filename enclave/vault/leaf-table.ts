@@ -1,7 +1,8 @@
 /**
  * A compact hash table from record key (the first 16 bytes of SHA-256 of the record id) to a
- * 16-byte leaf, in two flat typed arrays: 32 bytes per slot and no object per entry, so a
- * partition with a million records costs about 40 MB of enclave memory, not hundreds.
+ * 16-byte leaf, in flat typed arrays (keys, leaves, a used flag): 33 bytes per slot and no object
+ * per entry, so a partition with a million records costs 41 to 63 MB of enclave memory (1.25 to
+ * 1.9 slots per entry, below), not hundreds.
  * Open addressing with linear probing and backward-shift deletion (no tombstones); grows by half
  * at a load factor of 0.8, so a full table holds 1.25 to 1.9 slots per entry (doubling would
  * give 1.25 to 2.5, and a growth step would hold the old and the new arrays at once: 2.5x the old
@@ -122,8 +123,8 @@ const SEGMENTS = 64;
  * The record index's table for large partitions: 64 LeafTables chosen by a byte of the key that
  * the tables' own hash does not use (byte 4; keys are SHA-256 prefixes, so segments fill evenly).
  * Each segment grows on its own, so a growth step copies 1/64 of the entries and holds 1/64 of
- * the table twice, where one table of 500,000 entries held its old and new arrays at once (37 MB
- * for a moment) and stalled the device while it copied them. Same slots per entry on average.
+ * the table twice, where one table holds its whole old and new arrays at once and stalls the
+ * device while it copies them. Same slots per entry on average.
  */
 export class SegmentedLeafTable {
   private readonly segs: LeafTable[];

@@ -346,7 +346,7 @@ export class Vault {
    * token fails reaches a handler, and nothing is charged, changed or revealed for it. The
    * requests are opened one after another first, so that the X25519 key import and DH, the key
    * schedule and AES-GCM stay warm in the caches (interleaved with OPAQUE's group operations the
-   * key import costs about twice as much). Errors are values: compute() throws each after the
+   * key import costs more: bench/README.md). Errors are values: compute() throws each after the
    * op's partition check and before its stored record is read.
    */
   private async admit(req: Extract<HostRequest, { type: 'Batch' }>): Promise<Admitted[]> {

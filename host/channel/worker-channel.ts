@@ -13,9 +13,8 @@ import type { ChannelOptions, ToDevice } from './channel.ts';
  * sizing, which follows the process's --max-semi-space-size and by default grows to 48 MB).
  * Set explicitly so a device behaves the same under `bkv serve` (whose main thread runs with
  * --max-semi-space-size=4) and in a process without flags (the benches, an embedding service).
- * Measured (bench/lib device A/B, login at concurrency 128, windows interleaved, 6 rounds):
- * 12 MB cost 6-9% more CPU per login than V8's default; 24 MB was level with it (918 against
- * 942 us/op) at half its young-generation memory.
+ * The rule: the smallest cap whose CPU per login is level with V8's default in an interleaved
+ * A/B (`npx tsx bench/lib/env-ab.ts`, BKV_DEVICE_YOUNG_MB=24,0; figures in bench/README.md).
  */
 export const DEVICE_YOUNG_GENERATION_MB = 24;
 

@@ -9,9 +9,9 @@
  * It remembers the first 16 bytes of SHA-256(len(recordId) || recordId || message) for `windowMs`
  * (default 10 min), at most `maxEntries` (default 100,000); past that the oldest are forgotten
  * first. The keys live in flat typed arrays (a ring in arrival order and an open-addressing index
- * over it): about 40 bytes per entry and no object per entry, where a Map of base64 strings took
- * about 200 bytes per entry on the heap (measured: the service's main heap grew by 20 MB at
- * 100,000 entries) and left garbage for the collector on every eviction.
+ * over it): 24 bytes per entry in the ring and 8 to 16 in the index (about 34 at the default
+ * 100,000), no object per entry and no garbage for the collector on eviction (a Map of base64
+ * strings cost several times that: bench/README.md).
  * Defence in depth only: the host is untrusted and this guard is no part of the enclave's rules.
  */
 import { createHash } from 'node:crypto';

@@ -20,8 +20,8 @@
  * written in random id order: leaves about 81% full; interior pages of a WITHOUT ROWID table hold
  * whole rows, about 10% of the pages). Rewriting a record keeps its size, so the file does not
  * grow with updates; a store fresh from migration 2 (copied in key order, then VACUUMed) starts
- * near 373. 8192-byte pages measured 407 (16384: 403), at twice the WAL bytes per scattered write
- * and slower batches, so the page size stays SQLite's default 4096.
+ * near 373. Larger pages save little per record, at twice the WAL bytes per scattered write and
+ * slower batches, so the page size stays SQLite's default 4096 (figures in bench/README.md).
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';

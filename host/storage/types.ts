@@ -68,7 +68,7 @@ export interface RecordStore {
    * any other: the storage commit takes as long whether or not the batch changed a record (a
    * LoginStart for an unknown id, answered with the fake credential response, changes nothing;
    * one for a registered id charges a guess). The enclave's own part of that difference is not
-   * evened out here (README, "What `timing` found").
+   * evened out here (bench/README.md, "LoginStart timing through the engine").
    */
   appliedEpoch(partition: number): Promise<number | null>;
 

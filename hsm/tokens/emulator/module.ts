@@ -5,8 +5,8 @@
  * policy (objects.ts, attributes.ts) and the mechanisms (crypto.ts, mechanisms.ts).
  *
  * It behaves like SoftHSM2 2.6.1 driven through pkcs11js on the subset this project uses: the
- * same checks in the same order, so the same mistake gets the same CKR_ code (see FACTS.md and
- * test/conformance/). Its deliberate differences are listed in softhsm-config/README.md: PIN
+ * same checks in the same order, so the same mistake gets the same CKR_ code
+ * (test/conformance/). Its deliberate differences are listed in softhsm-config/README.md: PIN
  * lockout, power-on self-tests, zeroization, only P-256 and only this project's mechanisms, no
  * find oracle on secret values, and private objects encrypted at rest under a PIN-wrapped key.
  *
