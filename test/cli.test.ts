@@ -128,15 +128,15 @@ describe('bkv', () => {
     writeFileSync(join(dir, 'bad'), 'guess\n');
     writeFileSync(join(dir, 'pw2'), 'new passphrase\n');
     expectCode(['escrow', 'register', ...common, '--key-file', 'carol.key', '--password-file', 'pw', '--attempts', '4'], 0);
-    const wrong = expectCode(['escrow', 'recover', ...common, '--password-file', 'bad'], 2);
+    const wrong = expectCode(['escrow', 'recover', ...common, '--password-file', 'bad'], 3);
     expect(wrong.err).toMatch(/wrong password; attempts remaining 3/);
     expectCode(['escrow', 'recover', ...common, '--password-file', 'pw', '--out', 'recovered.key'], 0);
     const norm = (s: string) => s.replace(/\s+/g, '').slice(0, 64);
     expect(norm(readFileSync(join(dir, 'recovered.key'), 'utf8'))).toBe(norm(readFileSync(join(dir, 'carol.key'), 'utf8')));
     expectCode(['escrow', 'change-password', ...common, '--password-file', 'pw', '--new-password-file', 'pw2'], 0);
-    expectCode(['escrow', 'recover', ...common, '--password-file', 'pw'], 2);
+    expectCode(['escrow', 'recover', ...common, '--password-file', 'pw'], 3);
     expect(bkv(['escrow', 'status', ...common]).out).toMatch(/attempts remaining 3 of 4/);
-    expectCode(['escrow', 'delete', ...common, '--password-file', 'pw'], 2); // the old password proves nothing
+    expectCode(['escrow', 'delete', ...common, '--password-file', 'pw'], 3); // the old password proves nothing
     expect(expectCode(['escrow', 'delete', ...common, '--key-file', 'carol.key'], 0).out).toMatch(/deleted/);
     expect(bkv(['escrow', 'status', ...common]).out).toMatch(/not registered/);
   }, 120_000);
@@ -146,11 +146,11 @@ describe('bkv', () => {
     pub.enclavePublicKey = Buffer.alloc(32, 1).toString('base64url');
     writeFileSync(join(dir, 'other.pub'), JSON.stringify(pub));
     const r = bkv(['escrow', 'status', '--vault', url, '--vault-key', 'other.pub', '--id', 'x', '--auth-token', 'carol.tok']);
-    expect(r.code).toBe(64);
+    expect(r.code).toBe(2);
     expect(r.err).toMatch(/pinned/);
-    expect(bkv(['escrow', 'status', '--vault', url]).code).toBe(64);
-    expect(bkv(['nonsense']).code).toBe(64);
-    expect(bkv(['backup', 'encrypt', 'a', '--key-file']).code).toBe(64);
+    expect(bkv(['escrow', 'status', '--vault', url]).code).toBe(2);
+    expect(bkv(['nonsense']).code).toBe(2);
+    expect(bkv(['backup', 'encrypt', 'a', '--key-file']).code).toBe(2);
   }, 60_000);
 
   it('auth: development mode said at start and in /health; keygen and token; exit 6 without a valid token, nothing charged', async () => {
@@ -176,9 +176,9 @@ describe('bkv', () => {
     expect(expectCode(['escrow', 'recover', ...dave, '--auth-token', 'rogue.tok', '--password-file', 'dpw'], 6).err).toMatch(/not authorized.*AUTH_TOKEN_REFUSED/);
     expect(expectCode(['escrow', 'status', ...dave, '--auth-token', 'dave.tok'], 0).out).toMatch(/attempts remaining 5 of 5/);
     // Usage errors.
-    expectCode(['auth', 'token', '--issuer-key', devKey, '--id', 'dave', '--ttl', '2h'], 1);
-    expectCode(['auth', 'token', '--id', 'dave'], 64);
-    expectCode(['auth', 'nonsense'], 64);
+    expectCode(['auth', 'token', '--issuer-key', devKey, '--id', 'dave', '--ttl', '2h'], 2);
+    expectCode(['auth', 'token', '--id', 'dave'], 2);
+    expectCode(['auth', 'nonsense'], 2);
   }, 120_000);
 
   it('serve --auth-issuer provisions the vault with that issuer and refuses another set later', async () => {
@@ -206,7 +206,7 @@ describe('bkv', () => {
       expect(without.code).toBe(1);
       expect(without.err).toMatch(/401 UNAUTHORIZED/);
       const withToken = bkv(args, undefined, { BKV_SERVICE_TOKEN: 'bearer-secret-1' });
-      expect(withToken.code, withToken.err).toBe(0);
+      expect(withToken.code, withToken.err).toBe(5);
       expect(withToken.out).toMatch(/not registered/);
     } finally {
       await stop(s.proc);
@@ -230,7 +230,7 @@ describe('bkv', () => {
     const second = await serveOnce(['--data', data, '--auth-issuer', join('iss-b', 'issuer.pub')]);
     expect(second.err).toMatch(/b\.example/);
     expect(bkv(['serve', '--data', data, '--port', '0', '--partitions', '1', '--auth-issuer', join('iss-a', 'issuer.pub')]).err).toMatch(/another issuer set/);
-    expectCode(['operator', 'set-issuers', '--data', data, '--operator-key-file', 'op.key'], 64);
+    expectCode(['operator', 'set-issuers', '--data', data, '--operator-key-file', 'op.key'], 2);
   }, 180_000);
 
   it('serve on defaults keeps the token PINs in <data>.operator (0700, 0600), names it at start, and no file of the data folder holds them', () => {
@@ -261,7 +261,7 @@ describe('bkv', () => {
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/the operator folder .* lies inside the data folder/);
     r = bkv(['serve', '--data', data, '--port', '0', '--token-pin-file', 'outside-pins'], undefined, { BKV_TOKEN_PIN: 'user pin 1234' });
-    expect(r.code).toBe(64);
+    expect(r.code).toBe(2);
     expect(r.err).toMatch(/one place: --token-pin-file and BKV_TOKEN_PIN/);
     expect(existsSync(join(data, 'token.json'))).toBe(false);
   }, 60_000);

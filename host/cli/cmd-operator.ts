@@ -10,6 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { MAX_ISSUERS } from '../../enclave/api/auth.ts';
 import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { AuthSetupError, readIssuerPublic, readStoredAuth, writeStoredAuth } from '../auth/issuer.ts';
@@ -19,20 +20,22 @@ import { Lifecycle } from '../../enclave/api/codes.ts';
 import { parseArgs, required, UsageError } from './args.ts';
 import { tokenPinSource } from './cmd-serve.ts';
 import { readOperatorSecret } from './io.ts';
+import { CliError, EXIT } from './exit-codes.ts';
+import { unknownWord, usageOf } from './help.ts';
+import type { Output } from './output.ts';
 
-export const OPERATOR_USAGE = `bkv operator keygen --out FILE
-  bkv operator set-issuers --data DIR --operator-key-file FILE --auth-issuer FILE.pub ... [--auth-audience A]
-        [--token-pin-file F | --operator-dir DIR]   (the token's PINs, as for bkv serve)`;
+export const OPERATOR_USAGE = usageOf('operator');
 
-export async function operatorCommand(argv: string[]): Promise<number> {
+export async function operatorCommand(argv: string[], out: Output): Promise<number> {
   const p = parseArgs(argv, { options: ['out', 'data', 'operator-key-file', 'auth-issuer', 'auth-audience', 'token-pin-file', 'operator-dir'] });
   const verb = p.positional[0];
-  if (p.positional.length !== 1) throw new UsageError(`usage: ${OPERATOR_USAGE}`);
+  if (p.positional.length !== 1) throw p.positional.length === 0 ? unknownWord(verb, 'operator') : new UsageError(`usage: ${OPERATOR_USAGE}`);
   switch (verb) {
     case 'keygen': {
-      const out = required(p, 'out');
-      writeFileSync(out, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
-      console.error(`bkv: operator secret in ${out}: keep it apart from the data folder; bkv serve --operator-key-file ${out} provisions a new vault with it`);
+      const file = required(p, 'out');
+      writeFileSync(file, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+      out.set({ path: resolve(file) });
+      console.error(`bkv: operator secret in ${file}: keep it apart from the data folder; bkv serve --operator-key-file ${file} provisions a new vault with it`);
       return 0;
     }
     case 'set-issuers': {
@@ -56,18 +59,18 @@ export async function operatorCommand(argv: string[]): Promise<number> {
         await host.setAuth(next, secret);
       } catch (e) {
         if (e instanceof EnclaveCallError && e.code === Lifecycle.OperatorAuthFailed) {
-          console.error('bkv: the vault refused the operator secret (none was provisioned, or another one)');
-          return 1;
+          throw new CliError(EXIT.failure, 'the vault refused the operator secret (none was provisioned, or another one)');
         }
         throw e;
       } finally {
         await host.close();
       }
       writeStoredAuth(dataDir, { config: next, development: false });
+      out.set({ issuers: next.issuers.map((i) => i.name), audience: next.audience });
       console.error(`bkv: the vault now accepts tokens of ${next.issuers.map((i) => i.name).join(', ')} for audience ${next.audience}; start it with the same --auth-issuer files`);
       return 0;
     }
     default:
-      throw new UsageError(`usage: ${OPERATOR_USAGE}`);
+      throw unknownWord(verb, 'operator');
   }
 }
