@@ -11,24 +11,21 @@
  * JSON object on stdout, output.ts); `--help` / `-h` anywhere, from help.ts's table.
  */
 import { HelpRequested } from './args.ts';
-import { backupCommand, keyCommand } from './cmd-backup.ts';
-import { escrowCommand } from './cmd-escrow.ts';
-import { authCommand } from './cmd-auth.ts';
-import { operatorCommand } from './cmd-operator.ts';
-import { serveCommand } from './cmd-serve.ts';
-import { runDemo } from './demo.ts';
 import { EXIT, describeError } from './exit-codes.ts';
 import { COMMANDS, helpOf, topHelp, unknownWord } from './help.ts';
 import { Output, claimStdout } from './output.ts';
 
-const RUN: Record<string, (argv: string[], out: Output) => Promise<number>> = {
-  demo: runDemo,
-  serve: serveCommand,
-  key: keyCommand,
-  backup: backupCommand,
-  escrow: escrowCommand,
-  auth: authCommand,
-  operator: operatorCommand,
+type Run = (argv: string[], out: Output) => Promise<number>;
+
+/** Each command's module, loaded when it runs (help and usage errors load none). */
+const RUN: Record<string, () => Promise<Run>> = {
+  demo: async () => (await import('./demo.ts')).runDemo,
+  serve: async () => (await import('./cmd-serve.ts')).serveCommand,
+  key: async () => (await import('./cmd-backup.ts')).keyCommand,
+  backup: async () => (await import('./cmd-backup.ts')).backupCommand,
+  escrow: async () => (await import('./cmd-escrow.ts')).escrowCommand,
+  auth: async () => (await import('./cmd-auth.ts')).authCommand,
+  operator: async () => (await import('./cmd-operator.ts')).operatorCommand,
 };
 
 /** `escrow recover` for `bkv escrow recover ...`: the command and its verb, as far as the words say. */
@@ -62,10 +59,10 @@ async function main(argv: string[], out: Output): Promise<number> {
     if (c !== undefined && !(c in COMMANDS)) throw unknownWord(c);
     return printHelp(out, c, v);
   }
-  const run = RUN[cmd];
-  if (!run) throw unknownWord(cmd);
+  const load = RUN[cmd];
+  if (!load) throw unknownWord(cmd);
   try {
-    return await run(rest, out);
+    return await (await load())(rest, out);
   } catch (e) {
     if (e instanceof HelpRequested) return printHelp(out, cmd, e.positional[0]);
     throw e;
