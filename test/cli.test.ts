@@ -5,57 +5,25 @@
  * credential of a store URL.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 import { listeningLine } from '../host/cli/cmd-serve.ts';
 import { scrubCredentials } from '../host/cli/redact.ts';
+import { bin, runBkv, startServe as serveIn, stop } from './helpers/cli.ts';
 
-const root = resolve(import.meta.dirname, '..');
-const bin = join(root, 'bin', 'bkv.mjs');
 let dir: string;
 let server: ChildProcess;
 let url: string;
 /** What `bkv serve` printed on stderr until it listened. */
 let serveErr = '';
 
-function bkv(args: string[], input?: string, env: NodeJS.ProcessEnv = {}) {
-  const r = spawnSync(process.execPath, [bin, ...args], { cwd: dir, encoding: 'utf8', input, timeout: 60_000, env: { ...process.env, ...env } });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
-
-/** Starts `bkv serve ARGS` and resolves with its process and stderr once it listens. */
-function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ proc: ChildProcess; err: () => string; out: () => string }> {
-  const proc = spawn(process.execPath, [bin, 'serve', ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  let err = '';
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  return new Promise((res, rej) => {
-    const t = setTimeout(() => rej(new Error(`serve did not start: ${err}`)), 60_000);
-    proc.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (/listening on http:\/\/\S+/.test(err) && err.includes('clients pin')) {
-        clearTimeout(t);
-        res({ proc, err: () => err, out: () => out });
-      }
-    });
-    proc.on('exit', (c) => {
-      clearTimeout(t);
-      rej(new Error(`serve exited ${c}: ${err}`));
-    });
-  });
-}
-
-async function stop(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const done = new Promise((r) => proc.on('exit', r));
-  proc.kill('SIGTERM');
-  await done;
-}
+const bkv = (args: string[], input?: string, env: NodeJS.ProcessEnv = {}) => runBkv(dir, args, { input, env });
+const startServe = (args: string[], env: NodeJS.ProcessEnv = {}) => serveIn(dir, args, env);
 
 /** Every file under `d` whose bytes contain `needle`. */
 function filesContaining(d: string, needle: string): string[] {
@@ -76,29 +44,14 @@ function expectCode(args: string[], code: number) {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'bkv-cli-'));
-  server = spawn(process.execPath, [bin, 'serve', '--data', join(dir, 'vault'), '--port', '0', '--partitions', '2', '--record-limit', '60/20'], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  url = await new Promise<string>((res, rej) => {
-    let buf = '';
-    const t = setTimeout(() => rej(new Error(`serve did not start: ${buf}`)), 60_000);
-    server.stderr!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      serveErr = buf;
-      const m = /listening on (http:\/\/\S+)/.exec(buf);
-      if (m && buf.includes('clients pin') && buf.includes('bkv auth token')) {
-        clearTimeout(t);
-        res(m[1]!);
-      }
-    });
-    server.on('exit', (c) => rej(new Error(`serve exited ${c}: ${buf}`)));
-  });
+  const s = await serveIn(dir, ['--data', join(dir, 'vault'), '--port', '0', '--partitions', '2', '--record-limit', '60/20'], {}, /bkv auth token/);
+  server = s.proc;
+  url = s.url;
+  serveErr = s.err();
 }, 90_000);
 
 afterAll(async () => {
-  if (server && server.exitCode === null) {
-    const done = new Promise((r) => server.on('exit', r));
-    server.kill('SIGTERM');
-    await done;
-  }
+  if (server) await stop(server);
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -337,24 +290,8 @@ describe('bkv', () => {
 
 /** Starts `bkv serve` with `args`, reads /health once it listens, stops it (SIGTERM). */
 async function serveOnce(args: string[]): Promise<{ err: string; health: unknown }> {
-  const child = spawn(process.execPath, [bin, 'serve', '--port', '0', '--partitions', '1', ...args], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  const u = await new Promise<string>((res, rej) => {
-    const t = setTimeout(() => rej(new Error(`serve did not start: ${err}`)), 60_000);
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(err);
-      if (m && /client operations need|DEVELOPMENT MODE/.test(err)) {
-        clearTimeout(t);
-        res(m[1]!);
-      }
-    });
-    child.on('exit', (c) => rej(new Error(`serve exited ${c}: ${err}`)));
-  });
-  const health = await (await fetch(`${u}/health`)).json();
-  child.removeAllListeners('exit');
-  const exited = new Promise((r) => child.on('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-  return { err, health };
+  const s = await serveIn(dir, ['--port', '0', '--partitions', '1', ...args], {}, /client operations need|DEVELOPMENT MODE/);
+  const health = await (await fetch(`${s.url}/health`)).json();
+  await stop(s.proc);
+  return { err: s.err(), health };
 }
