@@ -7,92 +7,84 @@
  *   bkv escrow ...                escrow a backup key with a vault service
  *   bkv auth keygen|token         the issuer's keys and per-user tokens
  *   bkv operator keygen|set-issuers|audit-verify   the operator secret, changing the issuer set, the audit chain
- * Exit codes: 0 done, 1 failure, 2 an outcome the user must see (wrong password, locked),
- * 6 not authorized (no, invalid, expired or another record's issuer token: refused by the
- * enclave or already by the service's early check), 64 usage error.
+ * The contract every command keeps (issue 17): the exit codes of exit-codes.ts; `--json` (one
+ * JSON object on stdout, output.ts); `--help` / `-h` anywhere, from help.ts's table.
  */
-import { UsageError } from './args.ts';
-import { backupCommand, keyCommand } from './cmd-backup.ts';
-import { escrowCommand } from './cmd-escrow.ts';
-import { AUTH_USAGE, authCommand } from './cmd-auth.ts';
-import { OPERATOR_USAGE, operatorCommand } from './cmd-operator.ts';
-import { AuthSetupError } from '../auth/issuer.ts';
-import { EscrowError } from '../../client/escrow.ts';
-import { Handling, faultName } from '../../enclave/api/codes.ts';
-import { SERVE_USAGE, serveCommand } from './cmd-serve.ts';
-import { VaultHttpError } from '../../client/http-relay.ts';
-import { runDemo } from './demo.ts';
-import { scrubCredentials } from './redact.ts';
+import { HelpRequested } from './args.ts';
+import { EXIT, describeError } from './exit-codes.ts';
+import { COMMANDS, helpOf, topHelp, unknownWord } from './help.ts';
+import { Output, claimStdout } from './output.ts';
 
-const HELP = `bkv: Backup Key Vault
-  bkv demo [--keep] [--process] [--partitions N]
-  ${SERVE_USAGE}
-  bkv key new [--out FILE] [--checked]
-  bkv backup encrypt|decrypt IN OUT --key-file F [--overwrite]
-  bkv escrow register|recover|change-password|delete|status --vault URL --vault-key FILE --id ID
-        --auth-token FILE [--key-file F] [--password-file F] [--new-password-file F] [--attempts N] [--pacing standard|none] [--out FILE]
-  ${AUTH_USAGE}
-  ${OPERATOR_USAGE}`;
+type Run = (argv: string[], out: Output) => Promise<number>;
 
-/** Exit code 6: the enclave refused the operation's issuer token. */
-const AUTH_FAULTS: ReadonlySet<number> = new Set([Handling.AuthRequired, Handling.AuthInvalid, Handling.AuthExpired, Handling.AuthWrongSubject, Handling.AuthWrongAudience]);
+/** Each command's module, loaded when it runs (help and usage errors load none). */
+const RUN: Record<string, () => Promise<Run>> = {
+  demo: async () => (await import('./demo.ts')).runDemo,
+  serve: async () => (await import('./cmd-serve.ts')).serveCommand,
+  key: async () => (await import('./cmd-backup.ts')).keyCommand,
+  backup: async () => (await import('./cmd-backup.ts')).backupCommand,
+  escrow: async () => (await import('./cmd-escrow.ts')).escrowCommand,
+  auth: async () => (await import('./cmd-auth.ts')).authCommand,
+  operator: async () => (await import('./cmd-operator.ts')).operatorCommand,
+};
 
-async function main(argv: string[]): Promise<number> {
+/** `escrow recover` for `bkv escrow recover ...`: the command and its verb, as far as the words say. */
+function commandName(cmd: string | undefined, rest: string[]): string {
+  if (cmd === undefined || !(cmd in COMMANDS)) return cmd ?? '';
+  const verb = rest.find((w) => !w.startsWith('-'));
+  return verb !== undefined && COMMANDS[cmd]!.verbs?.[verb] ? `${cmd} ${verb}` : cmd;
+}
+
+function printHelp(out: Output, cmd?: string, verb?: string): number {
+  if (cmd === undefined) {
+    if (out.json) out.set({ help: { text: topHelp() } });
+    else console.log(topHelp());
+  } else {
+    const h = helpOf(cmd, verb);
+    if (out.json) out.set({ help: { usage: h.usage, about: h.about, example: h.example } });
+    else console.log(h.text);
+  }
+  return EXIT.ok;
+}
+
+async function main(argv: string[], out: Output): Promise<number> {
   const [cmd, ...rest] = argv;
-  switch (cmd) {
-    case 'demo':
-      return runDemo(rest);
-    case 'serve':
-      return serveCommand(rest);
-    case 'key':
-      return keyCommand(rest);
-    case 'backup':
-      return backupCommand(rest);
-    case 'escrow':
-      return escrowCommand(rest);
-    case 'auth':
-      return authCommand(rest);
-    case 'operator':
-      return operatorCommand(rest);
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      console.log(HELP);
-      return cmd === undefined ? 64 : 0;
-    default:
-      throw new UsageError(`unknown command ${cmd}\n${HELP}`);
+  if (cmd === undefined) {
+    console.error(topHelp());
+    throw unknownWord(undefined);
+  }
+  if (cmd === '--help' || cmd === '-h') return printHelp(out);
+  if (cmd === 'help') {
+    const [c, v] = rest.filter((w) => w !== '--json');
+    if (c !== undefined && !(c in COMMANDS)) throw unknownWord(c);
+    return printHelp(out, c, v);
+  }
+  const load = RUN[cmd];
+  if (!load) throw unknownWord(cmd);
+  try {
+    return await (await load())(rest, out);
+  } catch (e) {
+    if (e instanceof HelpRequested) return printHelp(out, cmd, e.positional[0]);
+    throw e;
   }
 }
 
-main(process.argv.slice(2)).then(
+const given = process.argv.slice(2);
+// `bkv --json escrow ...` is `bkv escrow ... --json`.
+const argv = given[0] === '--json' ? given.slice(1) : given;
+const out = new Output(given.includes('--json'), commandName(argv[0], argv.slice(1)));
+if (out.json) claimStdout();
+main(argv, out).then(
   (code) => {
-    if (code >= 0) process.exit(code);
+    if (code < 0) return; // bkv serve: runs until a signal
+    out.emit({ exitCode: code });
+    process.exit(code);
   },
   (e: unknown) => {
-    if (e instanceof UsageError) {
-      console.error(`bkv: ${scrubCredentials(e.message)}`);
-      process.exit(64);
-    }
-    if (e instanceof EscrowError && AUTH_FAULTS.has(e.code)) {
-      console.error(`bkv: not authorized (${faultName(e.code)}): the vault needs a valid issuer token for this id (--auth-token FILE)`);
-      process.exit(6);
-    }
-    if (e instanceof VaultHttpError && (e.code === 'AUTH_TOKEN_REQUIRED' || e.code === 'AUTH_TOKEN_REFUSED')) {
-      console.error(`bkv: not authorized (the service refused the issuer token: ${e.code}): the vault needs a valid issuer token for this id (--auth-token FILE)`);
-      process.exit(6);
-    }
-    if (e instanceof AuthSetupError) {
-      console.error(`bkv: ${e.message}`);
-      process.exit(1);
-    }
-    if (e instanceof VaultHttpError && e.rateLimited) {
-      console.error(`bkv: the vault service is rate limiting this record or address; retry in ${e.retryAfterSeconds ?? 60} s`);
-      process.exit(1);
-    }
-    const name = e instanceof Error ? e.name : 'Error';
-    // Never a credential: a storage URL in a message loses its user:password.
-    console.error(`bkv: ${name}: ${scrubCredentials(e instanceof Error ? e.message : String(e))}`);
-    process.exit(1);
+    const { line, exitCode, ...error } = describeError(e);
+    console.error(line);
+    if (exitCode === EXIT.usage && argv[0] !== undefined && argv[0] in COMMANDS) console.error(`bkv: usage: bkv ${out.command} --help`);
+    out.emit({ exitCode, error });
+    process.exit(exitCode);
   },
 );

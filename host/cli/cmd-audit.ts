@@ -1,5 +1,5 @@
 /**
- * `bkv operator audit-verify --data DIR [--operator-key-file FILE] [--last N] [--json]`: checks
+ * `bkv operator audit-verify --data DIR [--operator-key-file FILE] [--last N]`: checks
  * every partition's audit chain through its device, from the committed head (in NVRAM) back to
  * the first event (host/vault/audit-read.ts). With the operator secret the devices also open the
  * events, which the host stores sealed, and the newest N (default 20; 0 for all) are printed.
@@ -14,20 +14,21 @@ import { intOption, required } from './args.ts';
 import type { Parsed } from './args.ts';
 import { tokenPinSource } from './cmd-serve.ts';
 import { readOperatorSecret } from './io.ts';
+import { CliError, EXIT } from './exit-codes.ts';
+import type { Output } from './output.ts';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
 /**
- * Runs an operator command's `fn` on an opened vault and closes it. When the enclave refuses the
- * operator secret (none was provisioned, or another one), says so and answers null.
+ * Runs an operator command's `fn` on an opened vault and closes it. An operator secret the
+ * enclave refuses (none was provisioned, or another one) is a CliError (exit 1) that says so.
  */
-export async function operatorCall<T>(host: VaultHost, fn: (h: VaultHost) => Promise<T>): Promise<T | null> {
+export async function operatorCall<T>(host: VaultHost, fn: (h: VaultHost) => Promise<T>): Promise<T> {
   try {
     return await fn(host);
   } catch (e) {
     if (e instanceof EnclaveCallError && e.code === Lifecycle.OperatorAuthFailed) {
-      console.error('bkv: the vault refused the operator secret (none was provisioned, or another one)');
-      return null;
+      throw new CliError(EXIT.failure, 'the vault refused the operator secret (none was provisioned, or another one)');
     }
     throw e;
   } finally {
@@ -35,48 +36,35 @@ export async function operatorCall<T>(host: VaultHost, fn: (h: VaultHost) => Pro
   }
 }
 
-export async function auditVerifyCommand(p: Parsed): Promise<number> {
+export async function auditVerifyCommand(p: Parsed, out: Output): Promise<number> {
   const dataDir = required(p, 'data');
   const keyFile = p.opts.get('operator-key-file');
   const secret = keyFile === undefined ? undefined : readOperatorSecret(keyFile);
   const last = intOption(p, 'last', 0, Number.MAX_SAFE_INTEGER) ?? 20;
-  const json = p.flags.has('json');
   const pins = tokenPinSource(p, dataDir);
   const stored = readStoredAuth(dataDir);
   const host = await VaultHost.open({ dataDir, tokenPins: pins.source, ...(stored && { auth: stored.config }) });
-  const progress = process.stderr.isTTY && !json;
   const reports = await operatorCall(host, (h) =>
     h.auditVerify({
       ...(secret && { operatorSecret: secret }),
       keep: last === 0 ? Infinity : last,
-      onProgress: progress ? (v, head) => process.stderr.write(`\rbkv: audit: ${v}/${head} events checked`) : undefined,
+      onProgress: out.progress ? (v, head) => process.stderr.write(`\rbkv: audit: ${v}/${head} events checked`) : undefined,
     }),
   );
-  if (progress) process.stderr.write('\n');
-  if (reports === null) return 1;
+  if (out.progress) process.stderr.write('\n');
+  const kind = (k: number) => AUDIT_KIND_NAME.get(k) ?? `kind-${k}`;
   const ok = reports.every((r) => r.broken === null);
-  if (json) {
-    process.stdout.write(
-      JSON.stringify({
-        ok,
-        opened: secret !== undefined,
-        partitions: reports.map((r) => ({
-          partition: r.partition,
-          headSeq: r.headSeq,
-          verified: r.verified,
-          broken: r.broken,
-          entries: r.entries.map((e) => ({
-            seq: e.seq,
-            time: new Date(e.time).toISOString(),
-            kind: AUDIT_KIND_NAME.get(e.kind) ?? `kind-${e.kind}`,
-            recordHash: hex(e.recordHash),
-            attemptsRemaining: e.attemptsRemaining,
-          })),
-        })),
-      }) + '\n',
-    );
-    return ok ? 0 : 1;
-  }
+  out.set({
+    opened: secret !== undefined,
+    verifies: ok,
+    partitions: reports.map((r) => ({
+      partition: r.partition,
+      headSeq: r.headSeq,
+      verified: r.verified,
+      broken: r.broken,
+      entries: r.entries.map((e) => ({ seq: e.seq, time: new Date(e.time).toISOString(), kind: kind(e.kind), recordHash: hex(e.recordHash), attemptsRemaining: e.attemptsRemaining })),
+    })),
+  });
   for (const r of reports) {
     if (r.broken) {
       console.error(`bkv: partition ${r.partition}: the audit chain is broken at event ${r.broken.seq} (${r.broken.reason}); ${r.verified} newer events verified, head ${r.headSeq}`);
@@ -84,9 +72,9 @@ export async function auditVerifyCommand(p: Parsed): Promise<number> {
       console.error(`bkv: partition ${r.partition}: ${r.verified} events verified up to the committed head ${r.headSeq}`);
     }
     for (const e of r.entries) {
-      console.log(`${r.partition}\t${e.seq}\t${new Date(e.time).toISOString()}\t${AUDIT_KIND_NAME.get(e.kind) ?? `kind-${e.kind}`}\t${hex(e.recordHash).slice(0, 16)}\t${e.attemptsRemaining}`);
+      console.log(`${r.partition}\t${e.seq}\t${new Date(e.time).toISOString()}\t${kind(e.kind)}\t${hex(e.recordHash).slice(0, 16)}\t${e.attemptsRemaining}`);
     }
   }
   if (!secret) console.error('bkv: events verified only; --operator-key-file opens them');
-  return ok ? 0 : 1;
+  return ok ? EXIT.ok : EXIT.failure;
 }

@@ -7,12 +7,13 @@
  *       replaces the vault's issuer set (the enclave's SetAuth, checked against the provisioned
  *       hash), then stores it in DIR/auth/config.json; run it while the vault is stopped. The
  *       devices then boot only under the new set.
- *   bkv operator audit-verify --data DIR [--operator-key-file FILE] [--last N] [--json]
+ *   bkv operator audit-verify --data DIR [--operator-key-file FILE] [--last N]
  *       checks the audit chain of every partition through its device; with the secret the device
  *       opens the events (cmd-audit.ts). Run it while the vault is stopped.
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { MAX_ISSUERS } from '../../enclave/api/auth.ts';
 import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { AuthSetupError, readIssuerPublic, readStoredAuth, writeStoredAuth } from '../auth/issuer.ts';
@@ -21,22 +22,22 @@ import { parseArgs, required, UsageError } from './args.ts';
 import { tokenPinSource } from './cmd-serve.ts';
 import { readOperatorSecret } from './io.ts';
 import { auditVerifyCommand, operatorCall } from './cmd-audit.ts';
+import { CliError, EXIT } from './exit-codes.ts';
+import { unknownWord, usageOf } from './help.ts';
+import type { Output } from './output.ts';
 
-export const OPERATOR_USAGE = `bkv operator keygen --out FILE
-  bkv operator set-issuers --data DIR --operator-key-file FILE --auth-issuer FILE.pub ... [--auth-audience A]
-        [--token-pin-file F | --operator-dir DIR]   (the token's PINs, as for bkv serve)
-  bkv operator audit-verify --data DIR [--operator-key-file FILE] [--last N] [--json]
-        checks every partition's audit chain; with the secret, prints the newest N events (default 20, 0: all)`;
+export const OPERATOR_USAGE = usageOf('operator');
 
-export async function operatorCommand(argv: string[]): Promise<number> {
-  const p = parseArgs(argv, { options: ['out', 'data', 'operator-key-file', 'auth-issuer', 'auth-audience', 'token-pin-file', 'operator-dir', 'last'], flags: ['json'] });
+export async function operatorCommand(argv: string[], out: Output): Promise<number> {
+  const p = parseArgs(argv, { options: ['out', 'data', 'operator-key-file', 'auth-issuer', 'auth-audience', 'token-pin-file', 'operator-dir', 'last'] });
   const verb = p.positional[0];
-  if (p.positional.length !== 1) throw new UsageError(`usage: ${OPERATOR_USAGE}`);
+  if (p.positional.length !== 1) throw p.positional.length === 0 ? unknownWord(verb, 'operator') : new UsageError(`usage: ${OPERATOR_USAGE}`);
   switch (verb) {
     case 'keygen': {
-      const out = required(p, 'out');
-      writeFileSync(out, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
-      console.error(`bkv: operator secret in ${out}: keep it apart from the data folder; bkv serve --operator-key-file ${out} provisions a new vault with it`);
+      const file = required(p, 'out');
+      writeFileSync(file, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+      out.set({ path: resolve(file) });
+      console.error(`bkv: operator secret in ${file}: keep it apart from the data folder; bkv serve --operator-key-file ${file} provisions a new vault with it`);
       return 0;
     }
     case 'set-issuers': {
@@ -56,14 +57,15 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       };
       const pins = tokenPinSource(p, dataDir);
       const host = await VaultHost.open({ dataDir, auth: stored.config, tokenPins: pins.source });
-      if ((await operatorCall(host, (h) => h.setAuth(next, secret).then(() => true))) === null) return 1;
+      await operatorCall(host, (h) => h.setAuth(next, secret));
       writeStoredAuth(dataDir, { config: next, development: false });
+      out.set({ issuers: next.issuers.map((i) => i.name), audience: next.audience });
       console.error(`bkv: the vault now accepts tokens of ${next.issuers.map((i) => i.name).join(', ')} for audience ${next.audience}; start it with the same --auth-issuer files`);
       return 0;
     }
     case 'audit-verify':
-      return auditVerifyCommand(p);
+      return auditVerifyCommand(p, out);
     default:
-      throw new UsageError(`usage: ${OPERATOR_USAGE}`);
+      throw unknownWord(verb, 'operator');
   }
 }

@@ -1,8 +1,10 @@
 /**
  * `bkv serve`: runs the vault service on a data folder and writes the vault's public key file
  * (`DIR/vault-key.pub`, what clients pin). Logs are JSON lines on stdout; the human summary
- * goes to stderr. SIGTERM / SIGINT shut down gracefully. The API bearer token, when wanted,
- * comes from the environment (BKV_SERVICE_TOKEN), never from argv.
+ * goes to stderr, with a progress line while the devices load their records (on a terminal).
+ * With --json, stdout holds one object once it listens (url, key file, records, load time) and
+ * the log lines go to stderr. SIGTERM / SIGINT shut down gracefully. The API bearer token, when
+ * wanted, comes from the environment (BKV_SERVICE_TOKEN), never from argv.
  *
  * The token's PINs never come from the data folder (hsm/tokens/token-pins.ts): from
  * `--token-pin-file F` (outside the data folder), else from BKV_TOKEN_PIN (and BKV_TOKEN_SO_PIN
@@ -12,20 +14,19 @@
  */
 import { join, resolve } from 'node:path';
 import { DEFAULT_OPAQUE_CONTEXT } from '../../enclave/api/messages.ts';
+import { pino } from 'pino';
 import { runUntilSignal } from '../service/signals.ts';
+import { REDACT_PATHS } from '../service/logging.ts';
 import { intOption, parseArgs, UsageError } from './args.ts';
 import type { Parsed } from './args.ts';
 import type { BucketConfig } from '../service/rate-limit.ts';
-import { readOperatorSecret, writeVaultKeyFile } from './io.ts';
+import { readOperatorSecret, ticker, writeVaultKeyFile } from './io.ts';
+import type { Output } from './output.ts';
 import { resolveServeAuth, writeStoredAuth } from '../auth/issuer.ts';
 import { operatorKeyHash } from '../vault/vault-host.ts';
 import { scrubCredentials } from './redact.ts';
 import { TOKEN_PIN_ENV, assertOutsideDataDir, defaultOperatorDir, pinsFromEnv } from '../../hsm/tokens/token-pins.ts';
 import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
-
-export const SERVE_USAGE =
-  'bkv serve [--data DIR] [--port N] [--host ADDR] [--token emulator|softhsm] [--token-pin-file F | --operator-dir DIR] [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A] [--operator-key-file F]\n' +
-  '        (environment: BKV_STORE, BKV_TOKEN_PIN, BKV_TOKEN_SO_PIN, BKV_SERVICE_TOKEN)';
 
 /** Environment variable with the store URL (when --store is not given). */
 export const STORE_ENV = 'BKV_STORE';
@@ -68,12 +69,12 @@ export function listeningLine(url: string, partitions: number, token: string, st
 
 const SUITE_NAMES: Record<number, string> = { 1: 'ristretto255-SHA512', 2: 'P256-SHA256' };
 
-export async function serveCommand(argv: string[]): Promise<number> {
+export async function serveCommand(argv: string[], out: Output): Promise<number> {
   const p = parseArgs(argv, {
     options: ['data', 'port', 'host', 'token', 'token-pin-file', 'operator-dir', 'store', 'partitions', 'record-limit', 'address-limit', 'auth-issuer', 'auth-audience', 'operator-key-file'],
     flags: ['process'],
   });
-  if (p.positional.length) throw new UsageError(`usage: ${SERVE_USAGE}`);
+  if (p.positional.length) throw new UsageError(`unexpected ${p.positional.join(' ')}`);
   const dataDir = p.opts.get('data') ?? 'data';
   const token = p.opts.get('token') ?? 'emulator';
   if (token !== 'emulator' && token !== 'softhsm') throw new UsageError('--token must be emulator or softhsm');
@@ -81,6 +82,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const pins = tokenPinSource(p, dataDir);
   console.error(`bkv: ${pins.note}`);
   const auth = await resolveServeAuth(dataDir, { issuerFiles: p.all.get('auth-issuer') ?? [], audience: p.opts.get('auth-audience') });
+  const loading = ticker('bkv: starting the devices and loading their records', out.progress);
+  const t0 = performance.now();
   const service = await runUntilSignal({
     dataDir,
     port: intOption(p, 'port', 0, 65535) ?? 8080,
@@ -91,12 +94,16 @@ export async function serveCommand(argv: string[]): Promise<number> {
     hsmToken: token,
     tokenPins: pins.source,
     token: process.env.BKV_SERVICE_TOKEN || undefined,
+    // --json: stdout holds the one start object; the log lines go to stderr (the default logger's
+    // settings, host/service/logging.ts, on another descriptor).
+    ...(out.json && { logger: pino({ level: 'info', base: { service: 'backup-key-vault' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, pino.destination({ dest: 2, sync: true })) }),
     rateLimits: { record: limit(p, 'record-limit'), address: limit(p, 'address-limit') },
     auth: auth.config,
     authMode: auth.development ? 'development' : 'issuers',
     // Provisioned into a new vault's NVRAM (SHA-256 of the secret); an existing vault keeps its own.
     ...(p.opts.has('operator-key-file') && { operatorKeyHash: operatorKeyHash(readOperatorSecret(p.opts.get('operator-key-file')!)) }),
-  });
+  }).finally(() => loading.end());
+  const loadMs = Math.round(performance.now() - t0);
   // The enclaves accepted this issuer set (they refuse to boot under another): the host stores it.
   writeStoredAuth(dataDir, auth);
   const info = service.vault.info;
@@ -106,6 +113,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     opaqueContext: DEFAULT_OPAQUE_CONTEXT,
     serverPublicKeys: Object.fromEntries([...info.serverPublicKeys].map(([code, k]) => [SUITE_NAMES[code] ?? String(code), k])),
   });
+  console.error(`bkv: ${info.records} records loaded in ${(loadMs / 1000).toFixed(1)} s`);
   console.error(`bkv: ${listeningLine(service.url, info.partitions, token, store, dataDir)}`);
   console.error(`bkv: clients pin ${file}`);
   if (auth.development) {
@@ -114,5 +122,17 @@ export async function serveCommand(argv: string[]): Promise<number> {
   } else {
     console.error(`bkv: client operations need a token from ${auth.config.issuers.map((i) => i.name).join(', ')} for audience ${auth.config.audience}`);
   }
+  out.set({
+    status: 'listening',
+    url: service.url,
+    vaultKeyFile: resolve(file),
+    partitions: info.partitions,
+    records: info.records,
+    loadMs,
+    token,
+    auth: auth.development ? 'development' : 'issuers',
+    ...(auth.development ? { issuerKeyFile: resolve(auth.devKeyFile!) } : { issuers: auth.config.issuers.map((i) => i.name), audience: auth.config.audience }),
+  });
+  out.emit({});
   return -1; // keep running until a signal
 }

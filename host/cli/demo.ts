@@ -13,7 +13,8 @@
  * The token's PINs are in development mode: generated into the operator folder beside the vault's
  * data folder (`<tmp>/vault.operator`), never in it; the demo names that folder at start.
  *
- * Options: --keep (keep the data folder), --partitions N, --process (child-process devices).
+ * Options: --keep (keep the data folder), --partitions N, --process (child-process devices);
+ * --json: the story on stderr, and on stdout one object with each step's timings and the result.
  */
 import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,11 +31,11 @@ import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { argon2idKsf, DEFAULT_ARGON2ID } from '../../enclave/opaque/ksf.ts';
 import { defaultOperatorDir } from '../../hsm/tokens/token-pins.ts';
 import { intOption, parseArgs } from './args.ts';
+import type { Output } from './output.ts';
 
 const te = new TextEncoder();
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const step = (n: number, s: string) => console.log(`\n${n}. ${s}`);
-const ms = (t0: number) => `${(performance.now() - t0).toFixed(0)} ms`;
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** A stand-in chat database: a few MiB of message lines. */
@@ -49,8 +50,12 @@ function sampleChatDatabase(): Uint8Array {
   return te.encode(lines.join('\n') + '\n');
 }
 
-export async function runDemo(argv: string[]): Promise<number> {
+export async function runDemo(argv: string[], out: Output): Promise<number> {
   const p = parseArgs(argv, { options: ['partitions'], flags: ['keep', 'process'] });
+  // Milliseconds of each timed step (--json: "timings").
+  const timings: Record<string, number> = {};
+  out.set({ timings });
+  const took = (name: string, t0: number) => `${(timings[name] = Math.round(performance.now() - t0))} ms`;
   const mode = p.flags.has('process') ? 'process' : 'worker';
   const dataDir = mkdtempSync(join(tmpdir(), 'bkv-demo-'));
   const phone = join(dataDir, 'phone');
@@ -70,7 +75,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     host = await VaultHost.open({ dataDir: vaultDir, mode, partitions: intOption(p, 'partitions', 1, 16), tokenPins: { operatorDir }, auth: auth.config });
     const vault = host;
     console.log(`issuer (development mode): ${auth.devKeyFile}; every operation carries its token for the user's id`);
-    console.log(`vault up in ${ms(t0)}: ${host.info.partitions} partition(s), self-tests passed`);
+    console.log(`vault up in ${took('vaultUp', t0)}: ${host.info.partitions} partition(s), self-tests passed`);
     console.log(`enclave public key (clients pin it): ${hex(host.info.enclavePublicKey)}`);
 
     const clientWith = async (token: (rid: Uint8Array) => Promise<string>) =>
@@ -92,13 +97,13 @@ export async function runDemo(argv: string[]): Promise<number> {
     writeFileSync(join(phone, 'chats.db'), chat);
     t0 = performance.now();
     const enc = await encryptFile(backupKey, join(phone, 'chats.db'), join(cloud, 'chats.db.bkv'), { aead: nodeAead });
-    console.log(`   chats.db (${enc.bytesIn} bytes, sha256 ${sha256(chat).slice(0, 16)}…) -> cloud/chats.db.bkv (${enc.bytesOut} bytes) in ${ms(t0)}`);
+    console.log(`   chats.db (${enc.bytesIn} bytes, sha256 ${sha256(chat).slice(0, 16)}…) -> cloud/chats.db.bkv (${enc.bytesOut} bytes) in ${took('encrypt', t0)}`);
 
     step(2, 'Escrow the key under the password "correct horse battery staple", 5 guesses:');
     const alice = te.encode('alice@example');
     t0 = performance.now();
     const reg = await client.register(alice, te.encode('correct horse battery staple'), backupKey, { attemptLimit: 5 });
-    console.log(`   registered (two-phase, OPAQUE, Argon2id t=${DEFAULT_ARGON2ID.t} m=${DEFAULT_ARGON2ID.m} KiB) in ${ms(t0)}; attempts remaining ${reg.attemptsRemaining}`);
+    console.log(`   registered (two-phase, OPAQUE, Argon2id t=${DEFAULT_ARGON2ID.t} m=${DEFAULT_ARGON2ID.m} KiB) in ${took('register', t0)}; attempts remaining ${reg.attemptsRemaining}`);
 
     step(3, 'The phone is lost (its copy of the key and the chats are gone). On a new phone the user mistypes:');
     rmSync(phone, { recursive: true });
@@ -106,13 +111,13 @@ export async function runDemo(argv: string[]): Promise<number> {
     t0 = performance.now();
     const wrong = await client.recover(alice, te.encode('correct horse battery stable'));
     if (wrong.ok) throw new Error('a wrong password recovered the key');
-    console.log(`   ${wrong.outcome}: attempts remaining ${'attemptsRemaining' in wrong ? wrong.attemptsRemaining : 0} (${ms(t0)}; the guess was charged before the enclave answered)`);
+    console.log(`   ${wrong.outcome}: attempts remaining ${'attemptsRemaining' in wrong ? wrong.attemptsRemaining : 0} (${took('wrongPassword', t0)}; the guess was charged before the enclave answered)`);
 
     step(4, 'The right password:');
     t0 = performance.now();
     const right = await client.recover(alice, te.encode('correct horse battery staple'));
     if (!right.ok) throw new Error(`recovery failed: ${right.outcome}`);
-    console.log(`   recovered in ${ms(t0)}: ${formatBackupKey(right.backupKey)}; attempts reset to ${right.attemptsRemaining}`);
+    console.log(`   recovered in ${took('recover', t0)}: ${formatBackupKey(right.backupKey)}; attempts reset to ${right.attemptsRemaining}`);
 
     step(5, 'Decrypt the backup from the cloud with the recovered key:');
     mkdirSync(phone);
@@ -120,7 +125,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     await decryptFile(right.backupKey, join(cloud, 'chats.db.bkv'), join(phone, 'chats.db'), { aead: nodeAead });
     const restored = new Uint8Array(readFileSync(join(phone, 'chats.db')));
     const same = sha256(restored) === sha256(chat);
-    console.log(`   restored chats.db (${restored.length} bytes) in ${ms(t0)}; matches the original: ${same ? 'yes' : 'NO'}`);
+    console.log(`   restored chats.db (${restored.length} bytes) in ${took('decrypt', t0)}; matches the original: ${same ? 'yes' : 'NO'}`);
     if (!same) return 1;
 
     step(6, "A stranger who knows alice's id but holds no token the issuer signed for her:");
@@ -153,12 +158,16 @@ export async function runDemo(argv: string[]): Promise<number> {
     if (late.ok) return 1;
 
     const st = await host.store.stats();
+    out.set({ records: st.records, storedBytes: st.bytes });
     console.log(`\nstorage holds ${st.records} sealed records (${st.bytes} bytes); none of it opens without the token.`);
     console.log('demo finished: every step behaved as the vault rules say.');
     return 0;
   } finally {
     await host?.close();
-    if (p.flags.has('keep')) console.log(`data kept in ${dataDir}`);
+    if (p.flags.has('keep')) {
+      out.set({ dataDir });
+      console.log(`data kept in ${dataDir}`);
+    }
     else rmSync(dataDir, { recursive: true, force: true });
   }
 }

@@ -1,6 +1,6 @@
 /**
  * Terminal helpers for the `bkv` CLI: passwords from a file or a prompt that does not echo,
- * key files, the pinned vault key file, and a progress bar drawn only on a terminal.
+ * key files, the pinned vault key file, and progress lines drawn only on a terminal.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -18,14 +18,22 @@ export function fromB64url(s: string, what: string): Uint8Array {
   return new Uint8Array(Buffer.from(s, 'base64url'));
 }
 
-/** A password: the file's first line, or typed at a prompt (no echo); never from argv. */
-export async function readPassword(file: string | undefined, prompt: string): Promise<Uint8Array> {
+/**
+ * A password: the file's first line, or typed at a prompt (no echo) when stdin is a terminal;
+ * never from argv. `option` names the file option in the error without a terminal.
+ */
+export async function readPassword(file: string | undefined, prompt: string, option = '--password-file'): Promise<Uint8Array> {
   if (file !== undefined) {
-    const text = readFileSync(file, 'utf8').split(/\r?\n/)[0] ?? '';
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8').split(/\r?\n/)[0] ?? '';
+    } catch (e) {
+      throw new UsageError(`${file}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+    }
     if (text.length === 0) throw new UsageError(`${file}: the password file is empty`);
     return te.encode(text);
   }
-  if (!process.stdin.isTTY) throw new UsageError('no terminal to type a password: pass --password-file');
+  if (!process.stdin.isTTY) throw new UsageError(`no terminal to type a password: pass ${option}`);
   let muted = false;
   const out = new Writable({
     write(chunk, _enc, cb) {
@@ -92,24 +100,52 @@ export function readVaultKeyFile(file: string): PinnedVault {
   };
 }
 
-/** A one-line progress bar on stderr when it is a terminal; silent otherwise. */
-export function progressBar(label: string): { update(done: number, total: number | undefined): void; end(): void } {
-  const tty = process.stderr.isTTY;
-  let last = 0;
-  const fmt = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(0)} KiB`);
+const mib = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(0)} KiB`);
+const secs = (s: number) => (s >= 90 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${Math.ceil(s)} s`);
+
+/**
+ * A one-line progress bar on stderr (bytes, rate, time left), drawn only when `enabled`
+ * (Output.progress: stderr is a terminal and no --json); at most every 100 ms, and at the end.
+ */
+export function progressBar(label: string, enabled: boolean): { update(done: number, total: number | undefined): void; end(): void } {
+  const t0 = performance.now();
+  let last = t0;
+  let drawn = false;
   return {
     update(done, total) {
-      if (!tty) return;
-      const now = Date.now();
+      if (!enabled) return;
+      const now = performance.now();
       if (now - last < 100 && done !== total) return;
       last = now;
+      const rate = done / Math.max((now - t0) / 1000, 1e-3);
       const width = 30;
       const frac = total ? Math.min(1, done / total) : 0;
-      const bar = total ? '#'.repeat(Math.round(frac * width)).padEnd(width, '.') : '';
-      process.stderr.write(`\r${label} [${bar}] ${fmt(done)}${total ? ` / ${fmt(total)} ${(frac * 100).toFixed(0)}%` : ''}   `);
+      const bar = total ? ` [${'#'.repeat(Math.round(frac * width)).padEnd(width, '.')}]` : '';
+      const of = total ? ` / ${mib(total)} ${(frac * 100).toFixed(0)}%` : '';
+      const left = total && rate > 0 ? `, ${secs((total - done) / rate)} left` : '';
+      process.stderr.write(`\r${label}${bar} ${mib(done)}${of}, ${mib(rate)}/s${left}\x1b[K`);
+      drawn = true;
     },
     end() {
-      if (tty) process.stderr.write('\n');
+      if (drawn) process.stderr.write('\n');
+    },
+  };
+}
+
+/**
+ * Work of unknown length (`bkv serve` loading its records): `label` and the time so far on one
+ * stderr line, redrawn every 200 ms while `enabled`; `end` clears the line.
+ */
+export function ticker(label: string, enabled: boolean): { end(): void } {
+  if (!enabled) return { end() {} };
+  const t0 = performance.now();
+  const draw = () => process.stderr.write(`\r${label}: ${((performance.now() - t0) / 1000).toFixed(1)} s\x1b[K`);
+  draw();
+  const timer = setInterval(draw, 200);
+  return {
+    end() {
+      clearInterval(timer);
+      process.stderr.write('\r\x1b[K');
     },
   };
 }

@@ -1,0 +1,210 @@
+/**
+ * The help of every `bkv` command and subcommand, in one table: usage, what it does, an example,
+ * and its outcome exit codes. `bkv --help`, `bkv CMD --help`, `bkv CMD VERB --help` (and `-h`,
+ * anywhere on the line) print from here; test/cli-contract.test.ts runs every entry.
+ */
+import { UsageError, closest } from './args.ts';
+import { EXIT, EXIT_CODES, codeName } from './exit-codes.ts';
+
+export interface HelpEntry {
+  usage: string;
+  about: string;
+  example: string;
+  /** The outcome codes besides 0, 1 and 2 (which every command has). */
+  exits?: readonly number[];
+}
+
+export interface CommandHelp extends HelpEntry {
+  /** Subcommands (`bkv escrow register`); a command with none takes no verb. */
+  verbs?: Record<string, HelpEntry>;
+}
+
+const VAULT = '--vault URL --vault-key FILE --id ID --auth-token FILE';
+const ESCROW_EXAMPLE = 'bkv escrow VERB --vault http://127.0.0.1:8080 --vault-key vault/vault-key.pub --id alice --auth-token alice.tok';
+const escrowExample = (verb: string, more: string) => `${ESCROW_EXAMPLE.replace('VERB', verb)} ${more}`.trimEnd();
+const PASSWORD_NOTE = 'Passwords are typed at a prompt that does not echo, or read from the first line of a file (--password-file); never from the command line, and no prompt without a terminal (exit 2).';
+const PIN_SOURCE = '[--token-pin-file F | --operator-dir DIR]';
+
+export const COMMANDS: Record<string, CommandHelp> = {
+  demo: {
+    usage: 'bkv demo [--keep] [--process] [--partitions N]',
+    about:
+      'The whole escrow story on embedded defaults, in a temporary folder: a backup key and an encrypted backup, the key escrowed under a password, a wrong and the right password, the backup restored, a stranger refused, a user locked out. --keep keeps the folder; --process runs the devices as child processes.',
+    example: 'bkv demo --partitions 1',
+  },
+  serve: {
+    usage: `bkv serve [--data DIR] [--port N] [--host ADDR] [--token emulator|softhsm] ${PIN_SOURCE} [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A] [--operator-key-file F]\n        (environment: BKV_STORE, BKV_TOKEN_PIN, BKV_TOKEN_SO_PIN, BKV_SERVICE_TOKEN)`,
+    about:
+      'Runs the vault service on a data folder (default ./data) and writes DIR/vault-key.pub, the file clients pin. Logs are JSON lines on stdout, the summary on stderr (with a progress line while the records load, on a terminal); SIGTERM or SIGINT stop it gracefully. Without --auth-issuer it runs in development mode: an issuer key pair in DIR/auth. With --json, stdout holds one JSON object once it listens (url, vaultKeyFile, partitions, records, auth, loadMs) and the log lines go to stderr.',
+    example: 'bkv serve --data ./vault --port 8080 --auth-issuer issuer/issuer.pub',
+  },
+  key: {
+    usage: '',
+    about: 'Backup keys.',
+    example: 'bkv key new --out my.key',
+    verbs: {
+      new: {
+        usage: 'bkv key new [--out FILE] [--checked]',
+        about: 'A new backup key (64 hex digits). --out writes it with its check group to FILE (mode 0600, never overwrites); otherwise it is printed (--checked adds the check group; --json puts it in "key").',
+        example: 'bkv key new --out my.key',
+      },
+    },
+  },
+  backup: {
+    usage: '',
+    about: 'Backup files under a backup key (AES-256-GCM in authenticated chunks, bounded memory).',
+    example: 'bkv backup encrypt chats.db chats.bkv --key-file my.key',
+    verbs: {
+      encrypt: {
+        usage: 'bkv backup encrypt IN OUT --key-file F [--overwrite]',
+        about: 'Encrypts IN to OUT under the backup key in F. On a terminal a progress line shows bytes, rate and time left.',
+        example: 'bkv backup encrypt chats.db chats.bkv --key-file my.key',
+      },
+      decrypt: {
+        usage: 'bkv backup decrypt IN OUT --key-file F [--overwrite]',
+        about: 'Decrypts IN to OUT with the backup key in F; OUT appears only once every chunk has verified. On a terminal a progress line shows bytes, rate and time left.',
+        example: 'bkv backup decrypt chats.bkv chats.db --key-file my.key',
+      },
+    },
+  },
+  escrow: {
+    usage: '',
+    about: `Escrows a backup key with a vault service. The service's key must match the pinned file (--vault-key, written by bkv serve); every operation carries the issuer's token for the id (--auth-token, from bkv auth token); the API bearer token, when the service wants one, comes from BKV_SERVICE_TOKEN. ${PASSWORD_NOTE}`,
+    example: escrowExample('status', ''),
+    verbs: {
+      register: {
+        usage: `bkv escrow register ${VAULT} --key-file F [--password-file F] [--attempts N] [--pacing standard|none] [--suite ristretto255-SHA512|P256-SHA256]`,
+        about: `Escrows the backup key in F under a password with N guesses (1..255, default 10) and guess pacing (default standard: 3 free, then 1 min, 5 min, 15 min, 1 h). ${PASSWORD_NOTE}`,
+        example: escrowExample('register', '--key-file my.key --password-file pw --attempts 10'),
+        exits: [EXIT.notAuthorized, EXIT.retryLater],
+      },
+      recover: {
+        usage: `bkv escrow recover ${VAULT} [--password-file F] [--out FILE]`,
+        about: `Recovers the backup key with the password: printed, or written to FILE (mode 0600; --json puts it in "backupKey" without --out). One guess is charged before the vault answers. ${PASSWORD_NOTE}`,
+        example: escrowExample('recover', '--password-file pw --out my.key'),
+        exits: [EXIT.wrongPassword, EXIT.locked, EXIT.notRegistered, EXIT.notAuthorized, EXIT.retryLater],
+      },
+      'change-password': {
+        usage: `bkv escrow change-password ${VAULT} [--password-file F] [--new-password-file F]`,
+        about: `Changes the password (a recovery with the current one authorizes it); the backup key stays. ${PASSWORD_NOTE}`,
+        example: escrowExample('change-password', '--password-file pw --new-password-file pw2'),
+        exits: [EXIT.wrongPassword, EXIT.locked, EXIT.notRegistered, EXIT.notAuthorized, EXIT.retryLater],
+      },
+      delete: {
+        usage: `bkv escrow delete ${VAULT} [--key-file F | --password-file F]`,
+        about: `Deletes the record and the escrowed key. A live record needs proof: the backup key (--key-file) or the password (charged as a guess); a locked one needs none. ${PASSWORD_NOTE}`,
+        example: escrowExample('delete', '--key-file my.key'),
+        exits: [EXIT.wrongPassword, EXIT.notRegistered, EXIT.notAuthorized, EXIT.retryLater],
+      },
+      status: {
+        usage: `bkv escrow status ${VAULT}`,
+        about: 'Whether the id is registered, and its attempts remaining of its limit. Exit 0 registered, 4 locked, 5 not registered.',
+        example: escrowExample('status', ''),
+        exits: [EXIT.locked, EXIT.notRegistered, EXIT.notAuthorized, EXIT.retryLater],
+      },
+    },
+  },
+  auth: {
+    usage: '',
+    about: "The issuer's tools: its key pair, and the short-lived per-user tokens a vault accepts (bkv serve --auth-issuer DIR/issuer.pub).",
+    example: 'bkv auth token --issuer-key issuer/issuer.key --id alice --out alice.tok',
+    verbs: {
+      keygen: {
+        usage: 'bkv auth keygen --out DIR [--name NAME]',
+        about: 'Writes a new issuer key pair: DIR/issuer.key (mode 0600) and DIR/issuer.pub (for bkv serve --auth-issuer); never overwrites one.',
+        example: 'bkv auth keygen --out issuer --name accounts.example',
+      },
+      token: {
+        usage: 'bkv auth token --issuer-key FILE --id ID [--ttl 10m] [--audience A] [--out FILE]',
+        about: 'A token for one record id, signed by the issuer (EdDSA JWT; --ttl up to 1h, default 10m): printed, or written to FILE (mode 0600; --json puts it in "token" without --out).',
+        example: 'bkv auth token --issuer-key issuer/issuer.key --id alice --ttl 10m --out alice.tok',
+      },
+    },
+  },
+  operator: {
+    usage: '',
+    about: 'What only the holder of the operator secret may do.',
+    example: 'bkv operator keygen --out /secure/operator.key',
+    verbs: {
+      keygen: {
+        usage: 'bkv operator keygen --out FILE',
+        about: "A new operator secret, 64 hex digits, mode 0600. bkv serve --operator-key-file FILE provisions its SHA-256 into a new vault's NVRAM (it can not be added later).",
+        example: 'bkv operator keygen --out /secure/operator.key',
+      },
+      'set-issuers': {
+        usage: `bkv operator set-issuers --data DIR --operator-key-file FILE --auth-issuer FILE.pub ... [--auth-audience A]\n        ${PIN_SOURCE}   (the token's PINs, as for bkv serve)`,
+        about: "Replaces the vault's issuer set (the enclave checks the operator secret against the provisioned hash) and stores it in DIR/auth/config.json; run it while the vault is stopped. The devices then boot only under the new set.",
+        example: 'bkv operator set-issuers --data ./vault --operator-key-file /secure/operator.key --auth-issuer b/issuer.pub',
+      },
+      'audit-verify': {
+        usage: `bkv operator audit-verify --data DIR [--operator-key-file FILE] [--last N]\n        ${PIN_SOURCE}   (the token's PINs, as for bkv serve)`,
+        about:
+          "Has every partition's device check its audit chain from the committed head (in NVRAM) back to the first event; with the operator secret the devices also open the events, which the host stores sealed, and the newest N are printed (default 20, 0: all): partition, sequence, time, kind, record hash, attempts remaining. Run it while the vault is stopped. Exits 1 when a chain does not verify, naming the first event that does not. --json: ok, opened, partitions[{partition, headSeq, verified, broken, entries}].",
+        example: 'bkv operator audit-verify --data ./vault --operator-key-file /secure/operator.key --last 50',
+      },
+    },
+  },
+};
+
+/** Every command's usage: its own line, or one line per subcommand. */
+export function usageOf(cmd: string): string {
+  const c = COMMANDS[cmd]!;
+  return c.verbs ? Object.values(c.verbs).map((v) => v.usage).join('\n  ') : c.usage;
+}
+
+const exitLine = (codes: readonly number[] = []) =>
+  `exit codes: 0 ok, 1 failure, 2 usage${codes.map((n) => `, ${n} ${codeName(n)}`).join('')} (bkv --help explains them)`;
+const GENERIC = '--json: one JSON object on stdout, messages on stderr, the same exit codes. --help, -h: this help.';
+
+/** The help of `bkv CMD` or `bkv CMD VERB` (a verb it does not have: the command's). */
+export function helpOf(cmd: string, verb?: string): { usage: string; about: string; example: string; text: string } {
+  const c = COMMANDS[cmd]!;
+  const v = verb !== undefined ? c.verbs?.[verb] : undefined;
+  if (v) {
+    return { ...v, text: `usage: ${v.usage}\n\n${v.about}\n\nexample:\n  ${v.example}\n\n${exitLine(v.exits)}\n${GENERIC}` };
+  }
+  const usage = usageOf(cmd);
+  const more = c.verbs ? `\nbkv ${cmd} VERB --help: one subcommand (${Object.keys(c.verbs).join(', ')}).` : '';
+  const exits = [...new Set(Object.values(c.verbs ?? {}).flatMap((x) => x.exits ?? []))].sort((a, b) => a - b);
+  return { usage, about: c.about, example: c.example, text: `usage:\n  ${usage}\n\n${c.about}\n\nexample:\n  ${c.example}\n${more}\n${exitLine(exits)}\n${GENERIC}` };
+}
+
+const JSON_HELP = `--json (every command): stdout holds exactly one JSON object; every message goes to stderr; the exit code is the same.
+  {"ok": true|false, "exitCode": N, "command": "escrow recover", ...its fields, "elapsedMs": N}
+  escrow: "id", "outcome" (registered, recovered, password-changed, deleted, wrong-password, locked, paced,
+    not-registered), "attemptsRemaining", "attemptLimit", "destroyed", "retryAfterSeconds", "path"
+  an error: {"ok": false, "exitCode": N, "command": ..., "error": {"code": "usage", "name": "UsageError", "message": ...}}
+    ("code" is the exit code's name below; "fault": {"code", "name"} when the enclave refused; "retryAfterSeconds")
+  bkv serve: the object is printed once it listens (no exitCode yet); its JSON log lines go to stderr.`;
+
+/** `bkv --help`: every command, the flags they share, the exit codes and the JSON shapes. */
+export function topHelp(): string {
+  const cmds = Object.keys(COMMANDS).map((c) => `  ${usageOf(c)}`).join('\n');
+  const codes = EXIT_CODES.map((c) => `  ${String(c.code).padEnd(2)} ${c.name.padEnd(15)} ${c.meaning}`).join('\n');
+  return `bkv: Backup Key Vault
+usage:
+${cmds}
+  bkv help [COMMAND [VERB]]
+
+Every command and subcommand takes --help (-h), anywhere on the line, with an example.
+Passwords and PINs never come from the command line: a prompt (only on a terminal) or a file.
+
+exit codes:
+${codes}
+
+${JSON_HELP}
+
+example:
+  bkv demo
+  bkv escrow register --help`;
+}
+
+/** A usage error for a word that is not a command (or not a subcommand of `cmd`), naming the closest one. */
+export function unknownWord(word: string | undefined, cmd?: string): UsageError {
+  const known = cmd ? Object.keys(COMMANDS[cmd]?.verbs ?? {}) : Object.keys(COMMANDS);
+  const what = cmd ? 'subcommand' : 'command';
+  const of = cmd ? ` of bkv ${cmd}` : '';
+  if (word === undefined) return new UsageError(`a ${what}${of} is missing: ${known.join(', ')}`);
+  const near = closest(word, known);
+  return new UsageError(`unknown ${what} ${word}${of}${near ? `; did you mean ${near}?` : ''}`);
+}
