@@ -93,12 +93,8 @@ function serverOptions(ctx: OpContext, suite: Suite): ServerOptions {
 
 const remaining = (r: VaultRecord) => Math.max(0, r.attemptLimit - r.attemptsUsed);
 
-export async function handle(ctx: OpContext, req: ClientRequest): Promise<OpResult> {
-  return handleSync(ctx, req);
-}
-
-/** `handle` without a promise: every handler is synchronous (the batch calls this once per operation). */
-export function handleSync(ctx: OpContext, req: ClientRequest): OpResult {
+/** The rules of one operation (synchronous: the batch calls it once per operation). */
+export function handle(ctx: OpContext, req: ClientRequest): OpResult {
   switch (req.type) {
     case 'RegisterStart':
       return registerStart(ctx, req);

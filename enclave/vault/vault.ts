@@ -49,7 +49,7 @@ import type { EnclaveKeys } from './keys.ts';
 import { FLAG_ZEROIZED, decodeNvramState, encodeNvramState, freshNvramState, NVRAM_STATE_SIZE } from './nvram-state.ts';
 import type { NvramSlot, NvramState } from './nvram-state.ts';
 import { addInto, subInto } from './adhash.ts';
-import { handleSync } from './ops.ts';
+import { handle } from './ops.ts';
 import type { OpContext } from './ops.ts';
 import { IndexLoader, RecordIndex } from './record-index.ts';
 import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal } from './record.ts';
@@ -462,7 +462,7 @@ export class Vault {
           authSessions: this.tables.authSessions,
           minPacing: this.minPacing,
         };
-        const result = handleSync(ctx, creq);
+        const result = handle(ctx, creq);
         if (result.write !== undefined) {
           const rec = result.write === 'delete' ? null : result.write;
           const suite = rec ? rec.suite : (current?.suite ?? 0);
