@@ -21,7 +21,8 @@
  *
  * Messages:
  *   Batch(e)   -> every op runs (compute.ts) against the record the enclave expects, its writes
- *                 sealed with epoch e; the intent goes to NVRAM; answer Prepared(e, writes, audit).
+ *                 sealed with epoch e; the intent goes to NVRAM; answer Prepared(e, writes, audit):
+ *                 one write per record, its last version in the batch.
  *   Commit(e)  -> NVRAM: the intent committed; the index takes the batch; answer Committed(results).
  *   Abort(e)   -> the host could not persist: the batch is dropped (its stages and sessions die).
  * Overlap (the device works while the host persists): a Batch(e+1) that arrives while batch e is
@@ -193,8 +194,11 @@ export class Batches {
     const now = this.v.p.now();
     const minPacing = this.vault.minPacing();
     this.v.tables.begin(req.epoch, now);
-    const fx: Effects = { epoch: req.epoch, overlay: new Map(), touched: new Set(), audit: [], auditSeq, auditHead, writes: [], results: [] };
+    const fx: Effects = { epoch: req.epoch, overlay: new Map(), touched: new Set(), audit: [], auditSeq, auditHead, results: [] };
     for (let i = 0; i < req.ops.length; i++) computeOp(this.v, fx, req.ops[i]!, admitted[i]!, now, minPacing);
-    return { fx, writes: fx.writes, intentWritten: false };
+    // One write per record, its last version (a record written twice kept its place of first write).
+    const writes: Prepared['writes'] = [];
+    for (const o of fx.overlay.values()) writes.push({ recordId: o.recordId, blob: o.blob });
+    return { fx, writes, intentWritten: false };
   }
 }

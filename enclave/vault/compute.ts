@@ -46,7 +46,7 @@ export interface VaultParts {
 export type BatchRequest = Extract<HostRequest, { type: 'Batch' }>;
 type BatchOp = BatchRequest['ops'][number];
 
-/** A record as a batch left it: its content, version and index leaf. */
+/** A record as a batch left it: its content, version and index leaf, and its sealed blob (the one write the host gets for it). */
 export interface Written {
   recordId: Uint8Array;
   /** Its index key (RecordIndex.keyOf). */
@@ -54,6 +54,7 @@ export interface Written {
   record: VaultRecord | null;
   version: number;
   leaf: Uint8Array | null;
+  blob: Uint8Array;
 }
 
 /** What the ops of one batch have done so far. batch.ts holds it until the batch's Commit or Abort. */
@@ -67,8 +68,6 @@ export interface Effects {
   /** The audit chain after the batch's last event. */
   auditSeq: number;
   auditHead: Uint8Array;
-  /** The sealed blobs for the host, one per op that wrote its record. */
-  writes: { recordId: Uint8Array; blob: Uint8Array }[];
   /** One answer per op, sealed to its client (plain only when the envelope did not open). */
   results: { opId: number; sealed: number; response: Uint8Array }[];
 }
@@ -163,8 +162,8 @@ export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, adm: Admitted
       const rec = result.write === 'delete' ? null : result.write;
       const suite = rec ? rec.suite : (current?.suite ?? 0);
       const blob = seal(v.p.token, v.keys.seal, op.recordId, { kind: rec ? KIND_RECORD : KIND_TOMBSTONE, suite, epoch: fx.epoch, version: version + 1 }, rec);
-      fx.overlay.set(idHex, { recordId: op.recordId, key, record: rec, version: version + 1, leaf: rec ? v.index.leafOf(op.recordId, blob) : null });
-      fx.writes.push({ recordId: op.recordId, blob });
+      // The record's later ops read this version; the host gets only its last blob (batch.ts).
+      fx.overlay.set(idHex, { recordId: op.recordId, key, record: rec, version: version + 1, leaf: rec ? v.index.leafOf(op.recordId, blob) : null, blob });
     }
     const rh = result.audit.length ? v.audit.recordHash(op.recordId) : null;
     for (const a of result.audit) {
