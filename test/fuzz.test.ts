@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { encodeMessage } from '../enclave/api/codec.ts';
 import { HostRequests } from '../enclave/api/messages.ts';
-import { toFault } from '../enclave/vault/vault.ts';
+import { toFault } from '../enclave/vault/compute.ts';
 import {
   loadCorpus, loadTarget, regressionFiles, runOne, runTarget, seedFiles, skipReason, targetFiles, targetNameOf,
 } from './fuzz/lib/engine.ts';

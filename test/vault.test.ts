@@ -13,8 +13,9 @@ import { STATUS_LOCKED } from '../enclave/vault/record.ts';
 import { TokenBook, VaultClient } from './adversarial/lib/flows.ts';
 import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import { sealRequest } from '../client/e2e-seal.ts';
-import type { ClientRequest, ClientResponse } from '../enclave/api/messages.ts';
-import { ClientRequests, ClientResponses, SUITE_CODE } from '../enclave/api/messages.ts';
+import type { ClientRequest, ClientResponse, HostRequest } from '../enclave/api/messages.ts';
+import { ClientRequests, ClientResponses, HostRequests, HostResponses, SUITE_CODE } from '../enclave/api/messages.ts';
+import { recordKey } from '../host/storage/types.ts';
 import { clientLoginFinish, clientLoginStart } from '../enclave/opaque/client.ts';
 import type { ClientLoginState } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
@@ -161,6 +162,30 @@ describeTokens('vault', (kind) => {
     expect(after).toMatchObject({ type: 'LoginStarted', attemptsRemaining: 4 });
     expect(await finishSession(rid, before!)).toMatchObject({ type: 'Fault', code: Handling.UnknownSession });
     expect(await finishSession(rid, after!)).toEqual({ type: 'WrongPassword', attemptsRemaining: 4, locked: 0 });
+  });
+
+  it('a batch hands the host one write per record, its last version, in the order the batch first wrote each', async () => {
+    h = await openHarness({ tokenKind: kind });
+    const c = await h.client();
+    const [a, b] = [id('pat'), id('quinn')];
+    await c.register(a, te.encode('pw'), new Uint8Array(32).fill(6), { attemptLimit: 5 });
+    await c.register(b, te.encode('pw'), new Uint8Array(32).fill(7), { attemptLimit: 5 });
+    const stored = await h.store.getMany(0, [a, b]);
+    const host = async (req: HostRequest) => decodeMessage(HostResponses, await h.enclave.handle(encodeMessage(HostRequests, req)));
+    const login = async (rid: Uint8Array, opId: number) => {
+      const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, await withAuth(h, rid, (await loginStartReq('guess')).req)));
+      return { opId, recordId: rid, stored: stored.get(recordKey(rid))!.blob, request: message };
+    };
+    const epoch = ((await host({ type: 'Info' })) as { epoch: number }).epoch + 1;
+    const p = await host({ type: 'Batch', epoch, ops: [await login(a, 0), await login(b, 1), await login(a, 2)] });
+    if (p.type !== 'Prepared') throw new Error(`expected Prepared, got ${p.type}`);
+    expect(p.writes.map((w) => new TextDecoder().decode(w.recordId))).toEqual(['pat', 'quinn']);
+    expect(p.audit).toHaveLength(3); // one event per charged guess
+    await h.store.applyBatch(0, epoch, p.writes, p.audit);
+    expect(await host({ type: 'Commit', epoch })).toMatchObject({ type: 'Committed', epoch });
+    expect((await storedRecord(h, a))!.record).toMatchObject({ attemptsUsed: 2 });
+    expect(await c.status(a)).toMatchObject({ attemptsRemaining: 3 });
+    expect(await c.status(b)).toMatchObject({ attemptsRemaining: 4 });
   });
 
   it('keeps the backup key across a password change and refuses the old password', async () => {

@@ -4,18 +4,18 @@
  * - RegisterStart / RegisterFinish: two-phase registration. The stage id is single use and
  *   expires, so a replayed or retried finish can not re-register; replacing a live record needs
  *   proof of its current backup key or of its current password (a recovered session).
- * - LoginStart charges one guess in the record written by this batch, before KE2 is released
- *   (and only when the record's guess pacing allows one now, api/pacing.ts: otherwise it answers
- *   RetryLater and charges nothing)
- *   (the batch protocol releases nothing until the write is durable). Unknown records get the
- *   RFC 9807 §6.3.2.2 fake credential response from a per-id deterministic fake record.
+ * - LoginStart charges one guess in the record it writes, in the same result as its KE2 (and only
+ *   when the record's guess pacing allows one now, api/pacing.ts: otherwise it answers RetryLater
+ *   and charges nothing); batch.ts releases the KE2 only once that write is durable. Unknown
+ *   records get the RFC 9807 §6.3.2.2 fake credential response from a per-id deterministic fake
+ *   record.
  * - LoginFinish checks KE3; only then is the backup key released, wrapped under a key derived
  *   from the OPAQUE session key, and the count reset, ending the record's other login sessions
  *   (so at most attemptLimit wrong guesses are evaluated between two successes). At the limit
  *   the secrets are zeroized and the record is locked for good.
  * - Status, and Delete (of a live record: with the same proof as replacing it).
- * Handlers return the response, the record to write, and the audit events; the batch (vault.ts)
- * seals, indexes and commits. What they put in the session tables (sessions.ts) stays pending
+ * Handlers return the response, the record to write, and the audit events; compute.ts seals and
+ * indexes them, batch.ts commits. What they put in the session tables (sessions.ts) stays pending
  * until that commit; a handler that makes an entry asks for room before it computes anything,
  * so a full table refuses the op (TooManySessions) before it charges a guess.
  */
@@ -93,12 +93,8 @@ function serverOptions(ctx: OpContext, suite: Suite): ServerOptions {
 
 const remaining = (r: VaultRecord) => Math.max(0, r.attemptLimit - r.attemptsUsed);
 
-export async function handle(ctx: OpContext, req: ClientRequest): Promise<OpResult> {
-  return handleSync(ctx, req);
-}
-
-/** `handle` without a promise: every handler is synchronous (the batch calls this once per operation). */
-export function handleSync(ctx: OpContext, req: ClientRequest): OpResult {
+/** The rules of one operation (synchronous: compute.ts calls it once per operation of a batch). */
+export function handle(ctx: OpContext, req: ClientRequest): OpResult {
   switch (req.type) {
     case 'RegisterStart':
       return registerStart(ctx, req);

@@ -3,7 +3,7 @@
  * registrations, login sessions between KE2 and KE3, and recovered sessions that may authorize
  * a password change. Lost on restart by design: a dropped session never refunds its guess.
  *
- * Room is taken while a batch is computed, never at its commit (the batch protocol, vault.ts):
+ * Room is taken while a batch is computed, never at its commit (the batch protocol, batch.ts):
  * an operation that makes an entry asks `room` first (the table's maximum, and its record id's
  * quota) and is refused with TooManySessions before it produces anything, so it charges nothing;
  * the entry it then `put`s is pending (invisible to `take`) until its batch commits. `commit`
@@ -84,7 +84,7 @@ interface BatchTable {
 
 /**
  * The entries each batch in flight made, in order: at most the pending batch and the one staged
- * behind it (vault.ts), the later one last. `K` names an entry (a key or a slot).
+ * behind it (batch.ts), the later one last. `K` names an entry (a key or a slot).
  */
 class InFlight<K> {
   private batches: { epoch: number; made: K[] }[] = [];
@@ -601,7 +601,7 @@ export class LoginSessionTable implements BatchTable {
   }
 }
 
-/** A partition's three tables, driven together by the batch protocol (vault.ts). */
+/** A partition's three tables, driven together by the batch protocol (batch.ts). */
 export class VaultTables implements BatchTable {
   readonly stages: ExpiringTable<Stage>;
   readonly sessions: LoginSessionTable;

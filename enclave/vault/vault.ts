@@ -1,61 +1,40 @@
 /**
- * The enclave's state machine: boot (self-tests, provisioning, NVRAM), load (rebuild the
- * rollback index from the host's rows), batches (prepare, then commit after the host made them
- * durable), zeroization, and audit verification. One instance per partition.
- *
- * Batch protocol (the guess-charging rule of the design):
- *   Batch(e)  -> every op runs against the record the enclave expects (index leaf check), its
- *                writes are sealed with epoch e; the enclave writes the batch's resulting index
- *                count and sum to NVRAM as an intent and answers Prepared(writes, audit).
- *                No client response leaves yet.
- *   Commit(e) -> the host has persisted the writes. The enclave writes the intent as committed
- *                to NVRAM, then answers Committed(results).
- *   Abort(e)  -> the host could not persist: the batch is dropped (its stages and sessions die).
- * Room for the stages and sessions a batch makes is taken while it is computed (sessions.ts): an
- * op that finds none is refused then, so nothing can fail once the Commit has written NVRAM.
- * Overlap (the device works while the host persists): a Batch(e+1) that arrives while batch e is
- * prepared and not yet committed is run at once and held as staged (answer Staged(e+1)): its ops
- * are computed, nothing is written to NVRAM and no response leaves. It may not touch a record of
- * batch e (the whole Batch is refused), so every op sees exactly the state it would see after
- * Commit(e): records batch e did not change, and no session or stage batch e's commit would add
- * for them. After Commit(e), Prepare(e+1) writes the staged batch's intent and answers
- * Prepared(e+1) as Batch would have; then Commit(e+1) as usual. Abort(e) drops the staged batch too.
+ * The enclave's lifecycle, one instance per partition: boot (self-tests, provisioning, NVRAM),
+ * load (rebuild the rollback index from the host's rows), the dispatch of host requests, the
+ * operator's requests (zeroization, a new issuer set, audit verification), and the NVRAM state.
+ * Batches (Batch, Prepare, Commit, Abort) go to batch.ts, which keeps the rule that a guess is
+ * charged durably before KE2 leaves; one operation's pipeline is compute.ts, its rules ops.ts.
  */
 import { EnclaveFault, Handling, Integrity, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
-import { encodeMessage, decodeMessage } from '../api/codec.ts';
-import type { AuditEvent, ClientRequest, HostRequest, HostResponse } from '../api/messages.ts';
+import type { HostRequest, HostResponse } from '../api/messages.ts';
 import { decodeAuthConfig, encodeAuthConfig } from '../api/auth.ts';
 import { PACING } from '../api/pacing.ts';
 import type { AuthConfig } from '../api/auth.ts';
 import { TokenVerifier } from '../api/auth-verify.ts';
-import { AUDIT_NONCE_LEN, ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT, ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
-import { openRequestSync } from './e2e-open.ts';
-import type { E2eReceiver } from './e2e-open.ts';
+import { ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
 import { ctEqual } from '../opaque/bytes.ts';
 import { digestOf } from './digest.ts';
-import { hexOf as toHex } from './hex.ts';
-import { OpaqueError } from '../opaque/errors.ts';
 import { createSodiumSha256 } from '../opaque/hash-sodium.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 import type { Suite, SuiteId } from '../opaque/suite.ts';
 import { SUITE_IDS } from '../opaque/suite.ts';
 import { fastSuite } from '../opaque/suites-fast.ts';
 import type { Platform } from '../platform.ts';
-import { TokenError } from '../token.ts';
 import { runSelfTests } from '../selftest.ts';
 import { AuditLog } from './audit.ts';
+import { Batches, noPendingBatch } from './batch.ts';
+import type { VaultLink } from './batch.ts';
+import { partitionOfHash } from './compute.ts';
 import { deriveEnclaveKeys, ensureTokenKeys, zeroizeEnclaveKeys } from './keys.ts';
 import type { EnclaveKeys } from './keys.ts';
 import { FLAG_ZEROIZED, decodeNvramState, encodeNvramState, freshNvramState, NVRAM_STATE_SIZE } from './nvram-state.ts';
-import type { NvramSlot, NvramState } from './nvram-state.ts';
-import { addInto, subInto } from './adhash.ts';
-import { handleSync } from './ops.ts';
-import type { OpContext } from './ops.ts';
+import type { NvramState } from './nvram-state.ts';
 import { IndexLoader, RecordIndex } from './record-index.ts';
-import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal } from './record.ts';
-import type { VaultRecord } from './record.ts';
 import { VaultTables } from './sessions.ts';
 import type { TableLimits } from './sessions.ts';
+
+/** The device boundary (main.ts) answers its faults with the one conversion an op's fault uses. */
+export { toFault } from './compute.ts';
 
 /** How a Vault is built beyond its platform (tests shrink the tables with it). */
 export interface VaultOptions {
@@ -64,44 +43,6 @@ export interface VaultOptions {
 
 type State = 'ready' | 'notLoaded' | 'selfTestFailed' | 'zeroized' | 'broken';
 
-interface Pending {
-  epoch: number;
-  /** By record id (hex): the record's state after this batch; `key` is its index key (RecordIndex.keyOf). */
-  overlay: Map<string, { recordId: Uint8Array; key: Uint8Array; record: VaultRecord | null; version: number; leaf: Uint8Array | null }>;
-  /** Every record id (hex) an op of this batch named, written or not. */
-  touched: Set<string>;
-  audit: AuditEvent[];
-  results: { opId: number; sealed: number; response: Uint8Array }[];
-}
-
-/** A computed batch: its effects, its writes for the host, and the audit chain after it. */
-interface Computed {
-  pending: Pending;
-  writes: { recordId: Uint8Array; blob: Uint8Array }[];
-  auditSeq: number;
-  auditHead: Uint8Array;
-  /** A staged batch whose intent went to NVRAM with its predecessor's commit (one write for both). */
-  intentWritten?: boolean;
-}
-
-type Opened = ReturnType<typeof openRequestSync>;
-/**
- * A batch op's request after the pre-pass: opened, decoded and authorized, or the error to answer
- * with (`sealResponse` present when the envelope opened, so that the answer is sealed).
- */
-type Admitted = { request: ClientRequest; sealResponse: Opened['sealResponse'] } | { error: unknown; sealResponse?: Opened['sealResponse'] };
-
-const preparedOf = (c: Computed): HostResponse => ({ type: 'Prepared', epoch: c.pending.epoch, writes: c.writes, audit: c.pending.audit });
-
-/** openRequestSync, with its error as a value (thrown later, where the op would have opened it). */
-function openOrError(r: E2eReceiver, recordId: Uint8Array, message: Uint8Array, rng: (n: number) => Uint8Array): Opened | { error: unknown } {
-  try {
-    return openRequestSync(r, recordId, message, rng);
-  } catch (error) {
-    return { error };
-  }
-}
-
 export class Vault {
   private state: State = 'notLoaded';
   private failure = '';
@@ -109,12 +50,8 @@ export class Vault {
   private keys: EnclaveKeys | null = null;
   private index: RecordIndex | null = null;
   private loader: IndexLoader | null = null;
-  private pending: Pending | null = null;
-  /**
-   * A batch computed while `pending` waits for its Commit: no NVRAM intent until that Commit writes
-   * it together with the commit (`intentWritten`); its Prepare then makes it pending.
-   */
-  private staged: Computed | null = null;
+  /** The batch protocol (batch.ts): made at each load, dropped whenever the vault stops being ready. */
+  private batches: Batches | null = null;
   private audit!: AuditLog;
   /** Checks the issuer's token of every client operation (api/auth-verify.ts). */
   private verifier!: TokenVerifier;
@@ -134,8 +71,16 @@ export class Vault {
    */
   private readonly tables: VaultTables;
 
-  /** `random` as a RandomSource, made once (the batch hands it to every operation). */
+  /** `random` as a RandomSource, made once (every operation of a batch gets it). */
   private readonly rng = (n: number): Uint8Array => this.random(n);
+
+  /** What batch.ts reads and writes of this vault. */
+  private readonly link: VaultLink = {
+    nv: () => this.nv,
+    writeNvram: (next) => this.writeNvram(next),
+    verifier: () => this.verifier,
+    minPacing: () => this.minPacing,
+  };
 
   private constructor(
     private readonly p: Platform,
@@ -207,12 +152,7 @@ export class Vault {
 
   /** Partition of a record id: the first 4 bytes of SHA-256(id), big-endian, mod partitions. */
   partitionOf(recordId: Uint8Array): number {
-    return this.partitionOfHash(digestOf(this.sha256, recordId));
-  }
-
-  /** partitionOf from SHA-256(id), which also gives the index key (its first 16 bytes). */
-  private partitionOfHash(h: Uint8Array): number {
-    return (((h[0]! << 24) | (h[1]! << 16) | (h[2]! << 8) | h[3]!) >>> 0) % this.p.partitions;
+    return partitionOfHash(digestOf(this.sha256, recordId), this.p.partitions);
   }
 
   private requireState(...ok: State[]): void {
@@ -240,13 +180,15 @@ export class Vault {
       case 'LoadEnd':
         return this.loadEnd();
       case 'Batch':
-        return this.batch(req);
+        return this.ready().batch(req);
       case 'Commit':
-        return this.commit(req.epoch);
+        return this.ready().commit(req.epoch);
       case 'Prepare':
-        return this.prepareStaged(req.epoch);
+        return this.ready().prepare(req.epoch);
       case 'Abort':
-        return this.abort(req.epoch);
+        // Refused, not out of state, when there is nothing to abort.
+        if (!this.batches) throw noPendingBatch();
+        return this.batches.abort(req.epoch);
       case 'Zeroize':
         return this.zeroize(req.auth);
       case 'SetAuth':
@@ -258,6 +200,12 @@ export class Vault {
         throw new EnclaveFault(Handling.BadPayload, `unhandled ${String(never)}`);
       }
     }
+  }
+
+  /** The batches of a ready vault (a request for them in any other state is refused). */
+  private ready(): Batches {
+    this.requireState('ready');
+    return this.batches!;
   }
 
   private info(): HostResponse {
@@ -278,8 +226,7 @@ export class Vault {
 
   private loadChunk(req: Extract<HostRequest, { type: 'LoadChunk' }>): HostResponse {
     this.requireState('notLoaded', 'broken');
-    this.pending = null;
-    this.staged = null;
+    this.batches = null;
     this.tables.dropAll();
     this.loader ??= new IndexLoader(this.keys!.indexKey, this.sha256, (id) => this.partitionOf(id) === this.p.partition);
     try {
@@ -299,6 +246,8 @@ export class Vault {
     if (rolledForward) await this.writeNvram({ ...this.nv, committed: this.nv.intent!, intent: null });
     else if (this.nv.intent) await this.writeNvram({ ...this.nv, intent: null });
     this.index = index;
+    const parts = { p: this.p, keys: this.keys!, index, sha256: this.sha256, audit: this.audit, tables: this.tables, suites: this.suites, rng: this.rng };
+    this.batches = new Batches(parts, this.link);
     this.state = 'ready';
     return { type: 'Loaded', epoch: this.nv.committed.epoch, records: index.count, rolledForward: rolledForward ? 1 : 0 };
   }
@@ -308,250 +257,12 @@ export class Vault {
     try {
       await this.p.nvram.write(encodeNvramState(next));
     } catch {
-      this.pending = null;
-      this.staged = null;
+      this.batches = null;
       this.tables.dropAll();
       this.state = 'broken';
       throw new EnclaveFault(PlatformCodes.NvramError, 'NVRAM write failed; reload required');
     }
     this.nv = next;
-  }
-
-  private async batch(req: Extract<HostRequest, { type: 'Batch' }>): Promise<HostResponse> {
-    this.requireState('ready');
-    if (this.staged) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is already staged', 'epoch');
-    const base = this.pending;
-    if (base) {
-      // Overlap: run it now, hold it until the pending batch is committed (Prepare).
-      if (req.epoch !== base.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is already pending', 'epoch');
-      for (const op of req.ops) {
-        if (base.touched.has(toHex(op.recordId))) {
-          throw new EnclaveFault(Handling.BatchOutOfOrder, 'a record of the pending batch can not be in the batch behind it', 'ops');
-        }
-      }
-      const admitted = await this.admit(req);
-      const intent = this.nv.intent!;
-      this.staged = this.compute(req, admitted, intent.auditSeq, intent.auditHead);
-      return { type: 'Staged', epoch: req.epoch };
-    }
-    const committed = this.nv.committed;
-    if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
-    const admitted = await this.admit(req);
-    return this.prepareComputed(this.compute(req, admitted, committed.auditSeq, committed.auditHead));
-  }
-
-  /**
-   * Opens, decodes and authorizes every request of a batch before any of them runs: the issuer's
-   * token of each is checked (api/auth-verify.ts, against the platform clock) here, so no op whose
-   * token fails reaches a handler, and nothing is charged, changed or revealed for it. The
-   * requests are opened one after another first, so that the X25519 key import and DH, the key
-   * schedule and AES-GCM stay warm in the caches (interleaved with OPAQUE's group operations the
-   * key import costs more: bench/README.md). Errors are values: compute() throws each after the
-   * op's partition check and before its stored record is read.
-   */
-  private async admit(req: Extract<HostRequest, { type: 'Batch' }>): Promise<Admitted[]> {
-    const keys = this.keys!;
-    const now = this.p.now();
-    const opened = req.ops.map((op) => openOrError(keys.e2e, op.recordId, op.request, this.rng));
-    return Promise.all(
-      opened.map(async (o, i): Promise<Admitted> => {
-        if ('error' in o) return o;
-        try {
-          const request = decodeMessage(ClientRequests, o.request);
-          await this.verifier.check(request.auth, req.ops[i]!.recordId, now);
-          return { request, sealResponse: o.sealResponse };
-        } catch (error) {
-          return { error, sealResponse: o.sealResponse };
-        }
-      }),
-    );
-  }
-
-  /** Prepare(e): the staged batch e, its predecessor committed, gets its intent and is prepared. */
-  private async prepareStaged(epoch: number): Promise<HostResponse> {
-    this.requireState('ready');
-    const s = this.staged;
-    if (!s || this.pending || s.pending.epoch !== epoch || this.nv.committed.epoch + 1 !== epoch) {
-      throw new EnclaveFault(Handling.NoBatchPending, 'no staged batch with this epoch behind the committed one', 'epoch');
-    }
-    this.staged = null;
-    if (!s.intentWritten) return this.prepareComputed(s);
-    // Its intent is durable already (written with the commit before it): nothing more to write.
-    this.p.failpoint?.('batch:before-intent');
-    this.pending = s.pending;
-    this.p.failpoint?.('batch:prepared');
-    return preparedOf(s);
-  }
-
-  /** Writes a computed batch's intent to NVRAM and makes it the pending batch: Prepared. */
-  private async prepareComputed(c: Computed): Promise<HostResponse> {
-    const index = this.index!;
-    const intent = this.intentOf(c, index.sum, index.count);
-    this.p.failpoint?.('batch:before-intent');
-    await this.writeNvram({ ...this.nv, intent });
-    this.pending = c.pending;
-    this.p.failpoint?.('batch:prepared');
-    return preparedOf(c);
-  }
-
-  /**
-   * A computed batch's intent: the count and sum the index will have once the batch is durable,
-   * from the index's count and sum before it (the committed index, or the pending batch's intent
-   * for a staged batch, whose records are all outside the pending batch).
-   */
-  private intentOf(c: Computed, baseSum: Uint8Array, baseCount: number): NvramSlot {
-    const index = this.index!;
-    const sum = Uint8Array.from(baseSum);
-    let count = baseCount;
-    for (const o of c.pending.overlay.values()) {
-      const old = index.getByKey(o.key);
-      if (old) {
-        subInto(sum, old);
-        count--;
-      }
-      if (o.leaf) {
-        addInto(sum, o.leaf);
-        count++;
-      }
-    }
-    return { epoch: c.pending.epoch, count, indexSum: sum, auditSeq: c.auditSeq, auditHead: c.auditHead };
-  }
-
-  /** Runs every op of a batch against the committed index (and the batch's own earlier ops). */
-  private compute(req: Extract<HostRequest, { type: 'Batch' }>, admitted: Admitted[], auditSeq: number, auditHead: Uint8Array): Computed {
-    const now = this.p.now();
-    this.tables.begin(req.epoch, now);
-    const pending: Pending = { epoch: req.epoch, overlay: new Map(), touched: new Set(), audit: [], results: [] };
-    const writes: { recordId: Uint8Array; blob: Uint8Array }[] = [];
-    const keys = this.keys!;
-    const index = this.index!;
-    for (let i = 0; i < req.ops.length; i++) {
-      const op = req.ops[i]!;
-      const idHex = toHex(op.recordId);
-      pending.touched.add(idHex);
-      // Every answer to a request whose envelope opened is sealed, faults included: the client
-      // takes nothing unsealed as an outcome, and the host learns no more than the fault's length.
-      const sealResponse = admitted[i]!.sealResponse ?? null;
-      this.tables.opStart();
-      try {
-        // SHA-256(id) once: the partition, and the index key (RecordIndex.keyOf).
-        const idHash = digestOf(this.sha256, op.recordId);
-        if (this.partitionOfHash(idHash) !== this.p.partition) {
-          throw new EnclaveFault(Integrity.IndexMismatch, 'record belongs to another partition', 'recordId');
-        }
-        // A request that did not open, decode or pass its token check is refused before its
-        // stored record is read: a stranger's refusal costs the same for a registered id and an
-        // unknown one.
-        const adm = admitted[i]!;
-        if ('error' in adm) throw adm.error;
-        const key = idHash.subarray(0, 16);
-        const { record: current, version } = this.currentRecord(pending, op.recordId, key, idHex, op.stored, index);
-        const seal1 = adm.sealResponse;
-        const creq = adm.request;
-        const ctx: OpContext = {
-          now,
-          rng: this.rng,
-          recordId: op.recordId,
-          idHex,
-          current,
-          suites: this.suites,
-          keys,
-          opaqueContext: this.p.opaqueContext ?? DEFAULT_OPAQUE_CONTEXT,
-          stages: this.tables.stages,
-          sessions: this.tables.sessions,
-          authSessions: this.tables.authSessions,
-          minPacing: this.minPacing,
-        };
-        const result = handleSync(ctx, creq);
-        if (result.write !== undefined) {
-          const rec = result.write === 'delete' ? null : result.write;
-          const suite = rec ? rec.suite : (current?.suite ?? 0);
-          const blob = seal(this.p.token, keys.seal, op.recordId, { kind: rec ? KIND_RECORD : KIND_TOMBSTONE, suite, epoch: req.epoch, version: version + 1 }, rec);
-          pending.overlay.set(idHex, { recordId: op.recordId, key, record: rec, version: version + 1, leaf: rec ? index.leafOf(op.recordId, blob) : null });
-          writes.push({ recordId: op.recordId, blob });
-        }
-        const rh = result.audit.length ? this.audit.recordHash(op.recordId) : null;
-        for (const a of result.audit) {
-          const ev = this.audit.next(auditSeq, auditHead, now, this.rng(AUDIT_NONCE_LEN), a.kind, rh!, a.attemptsRemaining);
-          auditSeq = ev.seq;
-          auditHead = ev.mac;
-          pending.audit.push(ev);
-        }
-        const response = seal1(encodeMessage(ClientResponses, result.response));
-        pending.results.push({ opId: op.opId, sealed: 1, response });
-      } catch (e) {
-        this.tables.opFailed(); // what the op put in the tables goes with it
-        const f = toFault(e);
-        const plain = encodeMessage(ClientResponses, { type: 'Fault', code: f.code, field: new TextEncoder().encode((f.field ?? '').slice(0, 64)) });
-        if (sealResponse) pending.results.push({ opId: op.opId, sealed: 1, response: sealResponse(plain) });
-        else pending.results.push({ opId: op.opId, sealed: 0, response: plain });
-      }
-    }
-    return { pending, writes, auditSeq, auditHead };
-  }
-
-  /** The record an op works on: this batch's pending version, or the stored blob checked against the index. */
-  private currentRecord(pending: Pending, recordId: Uint8Array, key: Uint8Array, idHex: string, stored: Uint8Array, index: RecordIndex): { record: VaultRecord | null; version: number } {
-    const o = pending.overlay.get(idHex);
-    if (o) return { record: o.record ? { ...o.record } : null, version: o.version };
-    const expected = index.getByKey(key);
-    if (expected) {
-      if (stored.length === 0 || !ctEqual(index.leafOf(recordId, stored), expected)) {
-        throw new EnclaveFault(Integrity.RollbackDetected, 'stored record is not the current version', 'stored');
-      }
-      const { header, record } = unseal(this.p.token, this.keys!.seal, recordId, stored);
-      if (!record) throw new EnclaveFault(Integrity.SealedRecordInvalid, 'stored record does not open', 'stored');
-      return { record, version: header.version };
-    }
-    // No live record: a tombstone (or nothing). Its version keeps numbering monotonic.
-    let version = 0;
-    if (stored.length > 0) {
-      try {
-        version = parseHeader(stored).version;
-      } catch {
-        version = 0;
-      }
-    }
-    return { record: null, version };
-  }
-
-  private async commit(epoch: number): Promise<HostResponse> {
-    this.requireState('ready');
-    const p = this.pending;
-    const intent = this.nv.intent;
-    if (!p || p.epoch !== epoch || !intent || intent.epoch !== epoch) {
-      throw new EnclaveFault(Handling.NoBatchPending, 'no pending batch with this epoch', 'epoch');
-    }
-    // A batch staged behind this one gets its intent in the same NVRAM write (one fdatasync for
-    // both; its Prepare then writes nothing). The state written is the one a separate Prepare
-    // would have left, so a crash finds nothing new: the host has none of its writes yet, and a
-    // reload drops its intent.
-    const s = this.staged;
-    const next = s ? this.intentOf(s, intent.indexSum, intent.count) : null;
-    this.p.failpoint?.('commit:before-nvram');
-    await this.writeNvram({ ...this.nv, committed: intent, intent: next });
-    if (s) s.intentWritten = true;
-    this.p.failpoint?.('commit:after-nvram');
-    const index = this.index!;
-    for (const o of p.overlay.values()) index.setByKey(o.key, o.leaf);
-    this.pending = null;
-    this.tables.commit(epoch);
-    return { type: 'Committed', epoch, results: p.results };
-  }
-
-  private abort(epoch: number): HostResponse {
-    if (this.staged && this.staged.pending.epoch === epoch) {
-      this.staged = null;
-      this.tables.abort(epoch);
-      return { type: 'Aborted', epoch };
-    }
-    const p = this.pending;
-    if (!p || p.epoch !== epoch) throw new EnclaveFault(Handling.NoBatchPending, 'no pending batch with this epoch', 'epoch');
-    // A staged batch was computed on the assumption that this one commits: it goes too.
-    this.pending = null;
-    this.staged = null;
-    this.tables.abort(epoch);
-    return { type: 'Aborted', epoch };
   }
 
   private async zeroize(auth: Uint8Array): Promise<HostResponse> {
@@ -561,8 +272,7 @@ export class Vault {
     if (this.keys) zeroizeEnclaveKeys(this.keys);
     this.keys = null;
     this.index = null;
-    this.pending = null;
-    this.staged = null;
+    this.batches = null;
     this.tables.clear();
     await this.writeNvram({ ...freshNvramState(new Uint8Array(16), undefined), flags: FLAG_ZEROIZED });
     this.state = 'zeroized';
@@ -620,11 +330,4 @@ export class Vault {
       entries: ok && open ? req.events.map((e) => this.audit.open(e)) : [],
     };
   }
-}
-
-export function toFault(e: unknown): EnclaveFault {
-  if (e instanceof EnclaveFault) return e;
-  if (e instanceof OpaqueError) return new EnclaveFault(e.code, e.message, e.field);
-  if (e instanceof TokenError) return new EnclaveFault(PlatformCodes.TokenError, `token: ${e.ckr}`);
-  return new EnclaveFault(Handling.BadPayload, 'internal error');
 }

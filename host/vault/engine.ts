@@ -245,11 +245,9 @@ export class PartitionEngine {
         follow = { batch: take, epoch: epoch + 1, prepared: answer, t0 };
       }
     }
-    // The last write of a record in the batch wins (earlier ones were steps within the batch).
-    const last = new Map<string, { recordId: Uint8Array; blob: Uint8Array }>();
-    for (const w of prepared.writes) last.set(recordKey(w.recordId), w);
+    // One write per record: the enclave sends each record's last version in the batch only.
     try {
-      await this.store.applyBatch(this.partition, epoch, [...last.values()], prepared.audit);
+      await this.store.applyBatch(this.partition, epoch, prepared.writes, prepared.audit);
     } catch (e) {
       // A failed commit may still have been applied (a lost connection, an fsync error). Only a
       // reload settles it: the enclave keeps the batch's intent in NVRAM and, at load, accepts

@@ -9,7 +9,7 @@
  *   response, a fault message, a log line or an audit event. It looks for each half (16 bytes)
  *   of every secret, so a partial leak is caught too.
  * - `UntypedProbe`: the enclave converts every exception it catches into a typed fault
- *   (`toFault` in enclave/vault/vault.ts), so an internal TypeError leaves the enclave as an
+ *   (`toFault` in enclave/vault/compute.ts), so an internal TypeError leaves the enclave as an
  *   innocent-looking `BadPayload` "internal error". The probe sets a conditional breakpoint on
  *   `toFault` through the in-process inspector whose condition hands the caught exception to a
  *   recorder and never pauses, so every untyped exception that reaches it is seen, with its stack.
@@ -18,7 +18,7 @@
 import { Session } from 'node:inspector';
 import { EnclaveFault } from '../../../enclave/api/codes.ts';
 import { OpaqueError } from '../../../enclave/opaque/errors.ts';
-import { toFault } from '../../../enclave/vault/vault.ts';
+import { toFault } from '../../../enclave/vault/compute.ts';
 import type { Secret } from './canary.ts';
 
 export class Violation extends Error {
