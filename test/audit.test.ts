@@ -120,6 +120,32 @@ describe('what the host holds before Commit', () => {
     expect(report.entries.slice(-4).map((e) => e.kind)).toEqual([AUDIT_KIND.guessUsed, AUDIT_KIND.wrongPassword, AUDIT_KIND.unknownId, AUDIT_KIND.unknownId]);
   });
 
+  it('an unknown id\'s logins do the token work of a registered one\'s (a record opened and sealed per op), and write nothing', async () => {
+    h = await openHarness({ operatorKeyHash: SECRET_HASH });
+    const c = await h.client();
+    await c.register(id('alice'), te.encode('pw'), new Uint8Array(32).fill(1));
+    const token = h.platform.token;
+    const calls = { encryptGcm: 0, decryptGcm: 0 };
+    for (const m of ['encryptGcm', 'decryptGcm'] as const) {
+      const f = token[m].bind(token);
+      (token as unknown as Record<string, unknown>)[m] = (...a: Parameters<typeof f>) => {
+        calls[m]++;
+        return (f as (...x: unknown[]) => Uint8Array)(...a);
+      };
+    }
+    const seen = watchBatches(h);
+    const count = async (rid: string) => {
+      calls.encryptGcm = calls.decryptGcm = 0;
+      await c.recover(id(rid), te.encode('no'));
+      return { ...calls };
+    };
+    const registered = await count('alice');
+    const unknown = await count('nobody');
+    expect(registered).toEqual({ encryptGcm: 2, decryptGcm: 2 });
+    expect(unknown).toEqual(registered);
+    expect(seen.slice(2).map((b) => b.writes.length)).toEqual([0, 0]);
+  });
+
   it('the events of a batch not yet committed do not open, even for the operator secret', async () => {
     h = await openHarness({ operatorKeyHash: SECRET_HASH });
     const c = await h.client();

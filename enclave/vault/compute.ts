@@ -27,7 +27,7 @@ import type { EnclaveKeys } from './keys.ts';
 import { handle } from './ops.ts';
 import type { OpContext } from './ops.ts';
 import type { RecordIndex } from './record-index.ts';
-import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal } from './record.ts';
+import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal, zeroizeRecord } from './record.ts';
 import type { VaultRecord } from './record.ts';
 import type { VaultTables } from './sessions.ts';
 
@@ -165,6 +165,7 @@ export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, adm: Admitted
       // The record's later ops read this version; the host gets only its last blob (batch.ts).
       fx.overlay.set(idHex, { recordId: op.recordId, key, record: rec, version: version + 1, leaf: rec ? v.index.leafOf(op.recordId, blob) : null, blob });
     }
+    if (result.mirror) mirrorWrite(v, op.recordId, fx.epoch);
     const rh = result.audit.length ? v.audit.recordHash(op.recordId) : null;
     for (const a of result.audit) {
       const ev = v.audit.next(fx.auditSeq, fx.auditHead, now, v.rng(AUDIT_NONCE_LEN), a.kind, rh!, a.attemptsRemaining);
@@ -181,6 +182,34 @@ export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, adm: Admitted
     if (sealResponse) fx.results.push({ opId: op.opId, sealed: 1, response: sealResponse(plain) });
     else fx.results.push({ opId: op.opId, sealed: 0, response: plain });
   }
+}
+
+/** A throwaway record of the largest size: what the fake path seals and opens. */
+const MIRROR_RECORD: VaultRecord = {
+  status: 1,
+  suite: 1,
+  attemptLimit: 10,
+  attemptsUsed: 0,
+  registrationId: new Uint8Array(16),
+  ksf: new Uint8Array(32),
+  opaqueRecord: new Uint8Array(192),
+  backupKey: new Uint8Array(32),
+  registeredAt: 0,
+  pacing: 0,
+  lastGuessAt: 0,
+};
+
+/**
+ * The token work a registered id's login does on its record, done for an unknown id on a
+ * throwaway one and dropped: the stored blob's leaf and opening (currentRecord), the new blob's
+ * sealing and leaf (computeOp). Nothing is written or kept.
+ */
+function mirrorWrite(v: VaultParts, recordId: Uint8Array, epoch: number): void {
+  const blob = seal(v.p.token, v.keys.seal, recordId, { kind: KIND_RECORD, suite: 1, epoch, version: 1 }, MIRROR_RECORD);
+  v.index.leafOf(recordId, blob);
+  const { record } = unseal(v.p.token, v.keys.seal, recordId, blob);
+  if (record) zeroizeRecord(record);
+  v.index.leafOf(recordId, blob);
 }
 
 /** The record an op works on: this batch's version of it, or the stored blob checked against the index (rollback). */

@@ -76,6 +76,11 @@ export interface OpResult {
   /** A new record content to seal, or 'delete' for a tombstone. */
   write?: VaultRecord | 'delete';
   audit: { kind: number; attemptsRemaining: number }[];
+  /**
+   * The fake path of an unknown id: do the token work of a record read and write (open, seal,
+   * leaves) on a throwaway record and keep nothing, so that its cost is a registered id's.
+   */
+  mirror?: true;
 }
 
 const SUITE_BY_CODE = new Map<number, SuiteId>(Object.entries(SUITE_CODE).map(([k, v]) => [v, k as SuiteId]));
@@ -218,6 +223,7 @@ function loginStart(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginSt
       response: { type: 'LoginStarted', sessionId, ke2, ksf: FAKE_KSF, attemptsRemaining: DEFAULT_ATTEMPT_LIMIT },
       // The same audit work as a charged guess: one sealed event (the host can not read its kind).
       audit: [{ kind: AUDIT_KIND.unknownId, attemptsRemaining: DEFAULT_ATTEMPT_LIMIT }],
+      mirror: true,
     };
   }
   if (cur.status === STATUS_LOCKED) return { response: { type: 'Locked' }, audit: [] };
@@ -297,7 +303,7 @@ function loginFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'LoginF
     // A fake session, or the record was deleted or re-registered since KE2: nothing to release.
     if (result.ok) result.sessionKey.fill(0);
     if (cur === null || s.registrationId === null) {
-      return { response: { type: 'WrongPassword', attemptsRemaining: DEFAULT_ATTEMPT_LIMIT, locked: 0 }, audit: [{ kind: AUDIT_KIND.unknownId, attemptsRemaining: DEFAULT_ATTEMPT_LIMIT }] };
+      return { response: { type: 'WrongPassword', attemptsRemaining: DEFAULT_ATTEMPT_LIMIT, locked: 0 }, audit: [{ kind: AUDIT_KIND.unknownId, attemptsRemaining: DEFAULT_ATTEMPT_LIMIT }], mirror: true };
     }
     return { response: { type: 'WrongPassword', attemptsRemaining: remaining(cur), locked: cur.status === STATUS_LOCKED ? 1 : 0 }, write: cur, audit: wrongGuess(cur) };
   }
