@@ -30,6 +30,7 @@
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import type { RandomSource } from '../enclave/opaque/bytes.ts';
+import { toHex } from '../enclave/opaque/bytes.ts';
 
 export const BACKUP_KEY_BYTES = 32;
 export const BACKUP_KEY_DIGITS = 64;
@@ -87,12 +88,6 @@ export function generateBackupKey(random?: RandomSource): Uint8Array {
 }
 
 const HEX = '0123456789abcdef';
-
-function toHex(b: Uint8Array): string {
-  let s = '';
-  for (const x of b) s += HEX[x >> 4]! + HEX[x & 15]!;
-  return s;
-}
 
 function checkKey(key: Uint8Array, what = 'backup key'): void {
   if (!(key instanceof Uint8Array) || key.length !== BACKUP_KEY_BYTES) {

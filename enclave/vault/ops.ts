@@ -27,7 +27,7 @@ import { isPacing, pacingDelayMs } from '../api/pacing.ts';
 import { AUTH_KIND_BACKUP_KEY, authorizationMac, decodeAuthorization } from '../api/authorize.ts';
 import type { RandomSource } from '../opaque/bytes.ts';
 import { ctEqual } from '../opaque/bytes.ts';
-import { hexOf as toHex } from './hex.ts';
+import { toHex } from '../opaque/bytes.ts';
 import { DEFAULT_ARGON2ID, argon2idKsf, encodeKsfParams, ksfFromParams } from '../opaque/ksf.ts';
 import { decodeRegistrationRecord } from '../opaque/messages.ts';
 import { deriveServerKeyPair, serverLoginFinish, serverLoginStart, serverRegistrationResponse } from '../opaque/server.ts';

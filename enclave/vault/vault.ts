@@ -33,7 +33,7 @@ import { openRequestSync } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
 import { ctEqual } from '../opaque/bytes.ts';
 import { digestOf } from './digest.ts';
-import { hexOf as toHex } from './hex.ts';
+import { toHex } from '../opaque/bytes.ts';
 import { OpaqueError } from '../opaque/errors.ts';
 import { createSodiumSha256 } from '../opaque/hash-sodium.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';

@@ -14,6 +14,7 @@
  * Errors are `StorageError` with a stable numeric code in 4000-4099.
  */
 import type { AuditEvent } from '../../enclave/api/messages.ts';
+import { toHex } from '../../enclave/opaque/bytes.ts';
 
 export type { AuditEvent };
 
@@ -139,5 +140,5 @@ export function isStorageError(e: unknown, code?: StorageCode): e is StorageErro
 
 /** The map key of a record id in `getMany` results: lower-case hex. */
 export function recordKey(recordId: Uint8Array): string {
-  return Buffer.from(recordId.buffer, recordId.byteOffset, recordId.byteLength).toString('hex');
+  return toHex(recordId);
 }
