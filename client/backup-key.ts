@@ -31,6 +31,7 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import type { RandomSource } from '../enclave/opaque/bytes.ts';
 import { toHex } from '../enclave/opaque/bytes.ts';
+import { LABELS } from '../enclave/api/labels.ts';
 
 export const BACKUP_KEY_BYTES = 32;
 export const BACKUP_KEY_DIGITS = 64;
@@ -96,7 +97,7 @@ function checkKey(key: Uint8Array, what = 'backup key'): void {
   }
 }
 
-const CHECK_LABEL = new TextEncoder().encode('bkv/backup-key/check/v1');
+const CHECK_LABEL = new TextEncoder().encode(LABELS.backupKeyCheck);
 
 /** The 4-hex-digit check group of `key` (see the header). */
 export function backupKeyCheck(key: Uint8Array): string {
@@ -274,9 +275,9 @@ export function parseBackupKey(text: string, opts: ParseOptions = {}): Uint8Arra
 }
 
 export const BACKUP_KDF_PURPOSES = {
-  'file-key': { info: 'bkv/backup/v1/file-key', length: 32 },
-  'header-key': { info: 'bkv/backup/v1/header-key', length: 32 },
-  'key-check': { info: 'bkv/backup/v1/key-check', length: 16 },
+  'file-key': { info: LABELS.backupFileKey, length: 32 },
+  'header-key': { info: LABELS.backupHeaderKey, length: 32 },
+  'key-check': { info: LABELS.backupKeyCheckValue, length: 16 },
 } as const;
 export type BackupKdfPurpose = keyof typeof BACKUP_KDF_PURPOSES;
 
