@@ -31,6 +31,7 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import type { RandomSource } from '../enclave/opaque/bytes.ts';
 import { toHex } from '../enclave/opaque/bytes.ts';
+import { CodedError } from '../enclave/api/codes.ts';
 import { LABELS } from '../enclave/api/labels.ts';
 
 export const BACKUP_KEY_BYTES = 32;
@@ -68,14 +69,14 @@ export interface BadCharacter {
   suggestion?: string;
 }
 
-export class BackupKeyError extends Error {
+export class BackupKeyError extends CodedError<BackupKeyErrorCode> {
   override readonly name = 'BackupKeyError';
   constructor(
-    readonly code: BackupKeyErrorCode,
+    code: BackupKeyErrorCode,
     message: string,
     readonly details: { digits?: number; bad?: BadCharacter[] } = {},
   ) {
-    super(message);
+    super(code, message);
   }
 }
 

@@ -15,7 +15,7 @@
  * JavaScript can not pin or lock memory: derived keys are zeroized when the enclave zeroizes,
  * but copies the engine made can not be reached.
  */
-import { EnclaveFault, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
+import { EnclaveFault, Lifecycle, PlatformFault } from '../api/codes.ts';
 import { LABELS } from '../api/labels.ts';
 import { deriveE2eReceiver } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
@@ -52,7 +52,7 @@ function tokenCall<T>(f: () => T): T {
   try {
     return f();
   } catch (e) {
-    if (e instanceof TokenError) throw new EnclaveFault(PlatformCodes.TokenError, `token: ${e.ckr}`);
+    if (e instanceof TokenError) throw new EnclaveFault(PlatformFault.TokenError, `token: ${e.ckr}`);
     throw e;
   }
 }

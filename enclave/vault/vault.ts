@@ -21,7 +21,7 @@
  * for them. After Commit(e), Prepare(e+1) writes the staged batch's intent and answers
  * Prepared(e+1) as Batch would have; then Commit(e+1) as usual. Abort(e) drops the staged batch too.
  */
-import { EnclaveFault, Handling, Integrity, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
+import { EnclaveFault, Handling, Integrity, Lifecycle, PlatformFault as PlatformCodes } from '../api/codes.ts';
 import { encodeMessage, decodeMessage } from '../api/codec.ts';
 import type { AuditEvent, ClientRequest, HostRequest, HostResponse } from '../api/messages.ts';
 import { decodeAuthConfig, encodeAuthConfig } from '../api/auth.ts';

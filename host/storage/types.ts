@@ -14,6 +14,7 @@
  * Errors are `StorageError` with a stable numeric code in 4000-4099.
  */
 import type { AuditEvent } from '../../enclave/api/messages.ts';
+import { CodedError } from '../../enclave/api/codes.ts';
 import { toHex } from '../../enclave/opaque/bytes.ts';
 
 export type { AuditEvent };
@@ -122,15 +123,15 @@ export function storageCodeName(code: number): string {
  * A typed storage failure. `detail` is the backend's own code when there is one
  * (`SQLITE_IOERR_FSYNC`, `ENOSPC`); the message never carries stored bytes.
  */
-export class StorageError extends Error {
+export class StorageError extends CodedError<StorageCode> {
   override readonly name = 'StorageError';
   constructor(
-    readonly code: StorageCode,
+    code: StorageCode,
     message: string,
     readonly detail?: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(code, message, options);
   }
 }
 

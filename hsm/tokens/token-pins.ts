@@ -26,6 +26,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TOKEN_CONFIG_FILE, checkTokenKind, newTokenConfig, readTokenConfig, writeTokenConfig } from './config.ts';
 import type { TokenKind } from './config.ts';
+import { CodedError } from '../../enclave/api/codes.ts';
 import { createFileDurably, fsyncDir } from '../durable-file.ts';
 
 /** Environment variables the command line reads the PINs from (no pin file given). */
@@ -64,15 +65,8 @@ export const TokenPinErrorCode = {
 } as const;
 export type TokenPinErrorCode = (typeof TokenPinErrorCode)[keyof typeof TokenPinErrorCode];
 
-export class TokenPinError extends Error {
+export class TokenPinError extends CodedError<TokenPinErrorCode> {
   override readonly name = 'TokenPinError';
-  constructor(
-    readonly code: TokenPinErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 /** The development-mode operator folder of a data folder: its sibling `<data>.operator`. */
