@@ -112,13 +112,6 @@ export const StorageCode = {
 } as const;
 export type StorageCode = (typeof StorageCode)[keyof typeof StorageCode];
 
-const CODE_NAMES = new Map<number, string>(Object.entries(StorageCode).map(([k, v]) => [v, k]));
-
-/** A readable name for a storage code (`Storage.Full`), for logs and CLIs. */
-export function storageCodeName(code: number): string {
-  return `Storage.${CODE_NAMES.get(code) ?? code}`;
-}
-
 /**
  * A typed storage failure. `detail` is the backend's own code when there is one
  * (`SQLITE_IOERR_FSYNC`, `ENOSPC`); the message never carries stored bytes.

@@ -21,7 +21,6 @@ import * as path from 'node:path';
 import { writeFileDurably } from '../durable-file.ts';
 
 export type TokenKind = 'emulator' | 'softhsm';
-export const TOKEN_KINDS: readonly TokenKind[] = ['emulator', 'softhsm'];
 export const TOKEN_CONFIG_FILE = 'token.json';
 export const TOKEN_LOCK_FILE = 'token.lock';
 export const TOKEN_CONFIG_FORMAT = 'backup-key-vault token';
