@@ -83,7 +83,8 @@ export interface RecordStore {
   /**
    * Removes the tombstone rows (empty blob) of the partition written at an epoch below
    * `beforeEpoch`; no other row is touched. To the enclave an empty-blob row and no row are the
-   * same, so this is safe at any epoch; the host calls it from time to time to reclaim them.
+   * same, so this is safe at any epoch; VaultHost calls it from time to time (`compactEveryMs`,
+   * below the partition's applied epoch) to reclaim them.
    * (A sealed tombstone, the non-empty blob the enclave writes when it deletes a record, is an
    * ordinary row here and stays: it keeps the record's version numbering monotonic.)
    */
