@@ -72,6 +72,12 @@ export function checkBatch(partition: number, epoch: number, writes: BatchWrite[
   return { events, seqs, minSeq };
 }
 
+/** The checks of `compact`. */
+export function checkCompact(partition: number, beforeEpoch: number): void {
+  checkPartition(partition);
+  checkUint(beforeEpoch, 'beforeEpoch');
+}
+
 /** The checks of `auditEvents`. */
 export function checkAuditRange(partition: number, fromSeq: number, limit: number): void {
   checkPartition(partition);

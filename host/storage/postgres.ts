@@ -42,7 +42,7 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { AuditEvent } from '../../enclave/api/messages.ts';
-import { checkAuditRange, checkBatch, checkChunkSize, checkId, checkPartition, checkUint, decodeAuditRow, invalid } from './check.ts';
+import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
 import { StorageCode, StorageError, recordKey } from './types.ts';
 import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
 
@@ -381,8 +381,7 @@ class PgRecordStore implements PostgresRecordStore {
 
   async compact(partition: number, beforeEpoch: number): Promise<void> {
     this.live();
-    checkPartition(partition);
-    checkUint(beforeEpoch, 'beforeEpoch');
+    checkCompact(partition, beforeEpoch);
     await this.run('compact', 'compact', [partition, beforeEpoch]);
   }
 

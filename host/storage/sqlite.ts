@@ -27,7 +27,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { AuditEvent } from '../../enclave/api/messages.ts';
-import { checkAuditRange, checkBatch, checkChunkSize, checkId, checkPartition, checkUint, decodeAuditRow, invalid } from './check.ts';
+import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
 import { StorageCode, StorageError, recordKey } from './types.ts';
 import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
 
@@ -253,8 +253,7 @@ class SqliteRecordStore implements RecordStore {
 
   async compact(partition: number, beforeEpoch: number): Promise<void> {
     this.live();
-    checkPartition(partition);
-    checkUint(beforeEpoch, 'beforeEpoch');
+    checkCompact(partition, beforeEpoch);
     try {
       this.s.compact.run(partition, beforeEpoch); // one statement: atomic by itself
     } catch (e) {
