@@ -45,7 +45,7 @@
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { CodedError } from '../enclave/api/codes.ts';
-import { putU64 } from '../enclave/opaque/bytes.ts';
+import { concatAll, putU64 } from '../enclave/opaque/bytes.ts';
 import type { RandomSource } from '../enclave/opaque/bytes.ts';
 import { deriveBackupSubkey } from './backup-key.ts';
 
@@ -615,18 +615,6 @@ export class BackupDecryptor {
       at,
     );
   }
-}
-
-function concatAll(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 /** Encrypts a whole backup held in memory (small files; use the streams for large ones). */

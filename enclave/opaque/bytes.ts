@@ -9,6 +9,11 @@
 import { invalidLength } from './errors.ts';
 
 export function concat(...parts: Uint8Array[]): Uint8Array {
+  return concatAll(parts);
+}
+
+/** `concat` of an array of any length (no spread of its items as arguments). */
+export function concatAll(parts: readonly Uint8Array[]): Uint8Array {
   let n = 0;
   for (const p of parts) n += p.length;
   const out = new Uint8Array(n);
