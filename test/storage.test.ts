@@ -259,9 +259,14 @@ async function rejectsWith(p: Promise<unknown>, code: StorageCode): Promise<Stor
 
 async function withStore<T>(b: Backend, fn: (s: RecordStore, loc: string) => Promise<T>): Promise<T> {
   const loc = await b.fresh();
-  const s = await b.open(loc);
+  return withOpened(b.open(loc), (s) => fn(s, loc));
+}
+
+/** Runs `fn` on the store `opening` opens, and closes it. */
+async function withOpened<T>(opening: Promise<RecordStore>, fn: (s: RecordStore) => Promise<T>): Promise<T> {
+  const s = await opening;
   try {
-    return await fn(s, loc);
+    return await fn(s);
   } finally {
     await s.close();
   }
@@ -915,12 +920,7 @@ describe('SQLite specifics', () => {
   it('a process killed mid-stream keeps every acknowledged batch, and each batch whole or not at all', async () => {
     const path = join(TMP, 'crash', 'vault.db');
     const acked = await killMidStream('sqlite.ts', 'openSqliteStore', JSON.stringify(path), 150);
-    const s = await openSqliteStore(path);
-    try {
-      await expectWholeLastBatch(s, acked);
-    } finally {
-      await s.close();
-    }
+    await withOpened(openSqliteStore(path), (s) => expectWholeLastBatch(s, acked));
   });
 
   it('migrates a version 1 store in place: every row kept, prev and its index gone, the freed pages given back', async () => {
@@ -973,12 +973,7 @@ describe('SQLite specifics', () => {
       still.close();
     }
 
-    const s = await openSqliteStore(path);
-    try {
-      await expectV1Content(s, content);
-    } finally {
-      await s.close();
-    }
+    await withOpened(openSqliteStore(path), (s) => expectV1Content(s, content));
 
     const db = new Database(path, { readonly: true });
     try {
@@ -1267,12 +1262,7 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
     const loc = await pgBackend.fresh();
     await (await openPostgresStore(loc)).close(); // schema ready before the child starts
     const acked = await killMidStream('postgres.ts', 'openPostgresStore', 'process.env.BKV_CHILD_URL', 100, { BKV_CHILD_URL: loc });
-    const s = await openPostgresStore(loc);
-    try {
-      await expectWholeLastBatch(s, acked);
-    } finally {
-      await s.close();
-    }
+    await withOpened(openPostgresStore(loc), (s) => expectWholeLastBatch(s, acked));
   });
 
   it('migrates a version 1 schema in place: every row kept, prev and its index gone, the table rewritten', async () => {
@@ -1310,12 +1300,7 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
       Number((await pgExec(loc, (S) => `SELECT pg_total_relation_size('${S}.records') AS n`)).rows[0].n);
     const sizeBefore = await sizeOf();
 
-    const s = await openPostgresStore(loc);
-    try {
-      await expectV1Content(s, content);
-    } finally {
-      await s.close();
-    }
+    await withOpened(openPostgresStore(loc), (s) => expectV1Content(s, content));
 
     const meta = await pgExec(loc, (S) => `SELECT value FROM ${S}.meta WHERE key = 'schema_version'`);
     expect(meta.rows).toEqual([{ value: String(POSTGRES_SCHEMA_VERSION) }]);
