@@ -8,13 +8,11 @@ import { afterEach, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { VaultHost } from '../host/vault/vault-host.ts';
 import type { VaultHostOptions } from '../host/vault/vault-host.ts';
-import { EscrowClient } from '../client/escrow.ts';
-import { fastSuite } from '../enclave/opaque/suites-fast.ts';
-import { CONTEXT } from './helpers/vault-harness.ts';
-import { testIssuer, wallClockClientExtras } from './helpers/auth.ts';
+import type { EscrowClient } from '../client/escrow.ts';
+import { hostClient } from './helpers/vault-harness.ts';
+import { testIssuer } from './helpers/auth.ts';
 import { describeTokens } from './helpers/tokens.ts';
 
 const te = new TextEncoder();
@@ -35,15 +33,7 @@ async function open(opts: VaultHostOptions): Promise<{ host: VaultHost; client: 
   const issuer = await testIssuer();
   const host = await VaultHost.open({ auth: issuer.config, ...opts });
   hosts.push(host);
-  const client = new EscrowClient({
-    relay: (rid, m) => host.submit(rid, m),
-    enclavePublicKey: host.info.enclavePublicKey,
-    suite: await fastSuite('ristretto255-SHA512'),
-    rng: (n) => new Uint8Array(randomBytes(n)),
-    context: CONTEXT,
-    ...wallClockClientExtras(issuer),
-  });
-  return { host, client };
+  return { host, client: await hostClient(host, issuer) };
 }
 
 describeTokens('vault on isolated devices', (token) => {
