@@ -44,7 +44,8 @@
  */
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { putU64 } from '../enclave/opaque/bytes.ts';
+import { CodedError } from '../enclave/api/codes.ts';
+import { concatAll, putU64 } from '../enclave/opaque/bytes.ts';
 import type { RandomSource } from '../enclave/opaque/bytes.ts';
 import { deriveBackupSubkey } from './backup-key.ts';
 
@@ -101,17 +102,17 @@ export const BackupFileErrorCode = {
 } as const;
 export type BackupFileErrorCode = (typeof BackupFileErrorCode)[keyof typeof BackupFileErrorCode];
 
-export class BackupFileError extends Error {
+export class BackupFileError extends CodedError<BackupFileErrorCode> {
   override readonly name = 'BackupFileError';
   constructor(
-    readonly code: BackupFileErrorCode,
+    code: BackupFileErrorCode,
     message: string,
     /** The chunk concerned, if any. */
     readonly chunk?: number,
     /** Byte offset in the encrypted file where the problem was found, if known. */
     readonly offset?: number,
   ) {
-    super(message);
+    super(code, message);
   }
 }
 
@@ -614,18 +615,6 @@ export class BackupDecryptor {
       at,
     );
   }
-}
-
-function concatAll(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 /** Encrypts a whole backup held in memory (small files; use the streams for large ones). */

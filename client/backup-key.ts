@@ -30,6 +30,9 @@
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import type { RandomSource } from '../enclave/opaque/bytes.ts';
+import { toHex } from '../enclave/opaque/bytes.ts';
+import { CodedError } from '../enclave/api/codes.ts';
+import { LABELS } from '../enclave/api/labels.ts';
 
 export const BACKUP_KEY_BYTES = 32;
 export const BACKUP_KEY_DIGITS = 64;
@@ -66,14 +69,14 @@ export interface BadCharacter {
   suggestion?: string;
 }
 
-export class BackupKeyError extends Error {
+export class BackupKeyError extends CodedError<BackupKeyErrorCode> {
   override readonly name = 'BackupKeyError';
   constructor(
-    readonly code: BackupKeyErrorCode,
+    code: BackupKeyErrorCode,
     message: string,
     readonly details: { digits?: number; bad?: BadCharacter[] } = {},
   ) {
-    super(message);
+    super(code, message);
   }
 }
 
@@ -88,12 +91,6 @@ export function generateBackupKey(random?: RandomSource): Uint8Array {
 
 const HEX = '0123456789abcdef';
 
-function toHex(b: Uint8Array): string {
-  let s = '';
-  for (const x of b) s += HEX[x >> 4]! + HEX[x & 15]!;
-  return s;
-}
-
 function checkKey(key: Uint8Array, what = 'backup key'): void {
   if (!(key instanceof Uint8Array) || key.length !== BACKUP_KEY_BYTES) {
     const got = key instanceof Uint8Array ? `${key.length} bytes` : typeof key;
@@ -101,7 +98,7 @@ function checkKey(key: Uint8Array, what = 'backup key'): void {
   }
 }
 
-const CHECK_LABEL = new TextEncoder().encode('bkv/backup-key/check/v1');
+const CHECK_LABEL = new TextEncoder().encode(LABELS.backupKeyCheck);
 
 /** The 4-hex-digit check group of `key` (see the header). */
 export function backupKeyCheck(key: Uint8Array): string {
@@ -279,9 +276,9 @@ export function parseBackupKey(text: string, opts: ParseOptions = {}): Uint8Arra
 }
 
 export const BACKUP_KDF_PURPOSES = {
-  'file-key': { info: 'bkv/backup/v1/file-key', length: 32 },
-  'header-key': { info: 'bkv/backup/v1/header-key', length: 32 },
-  'key-check': { info: 'bkv/backup/v1/key-check', length: 16 },
+  'file-key': { info: LABELS.backupFileKey, length: 32 },
+  'header-key': { info: LABELS.backupHeaderKey, length: 32 },
+  'key-check': { info: LABELS.backupKeyCheckValue, length: 16 },
 } as const;
 export type BackupKdfPurpose = keyof typeof BACKUP_KDF_PURPOSES;
 

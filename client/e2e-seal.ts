@@ -19,25 +19,20 @@
  */
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
 import { EnclaveFault, Handling } from '../enclave/api/codes.ts';
+import { LABELS, e2eAad } from '../enclave/api/labels.ts';
 import { padResponse, unpadResponse } from '../enclave/api/padding.ts';
 
 const te = new TextEncoder();
-const INFO = te.encode('bkv/e2e/v1');
-const RESPONSE_LABEL = te.encode('bkv/e2e/response');
+const INFO = te.encode(LABELS.e2eInfo);
+const RESPONSE_LABEL = te.encode(LABELS.e2eResponse);
+const AAD_REQ = te.encode(LABELS.e2eRequestAad);
+const AAD_RESP = te.encode(LABELS.e2eResponseAad);
 const ENC_LEN = 32;
 
 let suiteCache: CipherSuite | undefined;
 function suite(): CipherSuite {
   suiteCache ??= new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
   return suiteCache;
-}
-
-function withPrefix(prefix: string, id: Uint8Array): Uint8Array {
-  const p = te.encode(prefix);
-  const out = new Uint8Array(p.length + id.length);
-  out.set(p, 0);
-  out.set(id, p.length);
-  return out;
 }
 
 const buf = (b: Uint8Array): ArrayBuffer => b.slice().buffer as ArrayBuffer;
@@ -69,7 +64,7 @@ export async function sealRequest(
   const s = suite();
   const pk = await s.kem.deserializePublicKey(buf(enclavePublicKey));
   const ctx = await s.createSenderContext({ recipientPublicKey: pk, info: buf(INFO) });
-  const ct = new Uint8Array(await ctx.seal(buf(request), buf(withPrefix('req', recordId))));
+  const ct = new Uint8Array(await ctx.seal(buf(request), buf(e2eAad(AAD_REQ, recordId))));
   const key = await aesKey(await ctx.export(buf(RESPONSE_LABEL), 32));
   const message = new Uint8Array(ENC_LEN + ct.length);
   message.set(new Uint8Array(ctx.enc), 0);
@@ -80,7 +75,7 @@ export async function sealRequest(
       if (response.length < 12 + 16) throw badPayload();
       try {
         const pt = await crypto.subtle.decrypt(
-          { name: 'AES-GCM', iv: buf(response.subarray(0, 12)), additionalData: buf(withPrefix('resp', recordId)) },
+          { name: 'AES-GCM', iv: buf(response.subarray(0, 12)), additionalData: buf(e2eAad(AAD_RESP, recordId)) },
           key,
           buf(response.subarray(12)),
         );
@@ -111,7 +106,7 @@ export async function openRequest(
       enc: buf(message.subarray(0, ENC_LEN)),
       info: buf(INFO),
     });
-    request = new Uint8Array(await ctx.open(buf(message.subarray(ENC_LEN)), buf(withPrefix('req', recordId))));
+    request = new Uint8Array(await ctx.open(buf(message.subarray(ENC_LEN)), buf(e2eAad(AAD_REQ, recordId))));
     key = await aesKey(await ctx.export(buf(RESPONSE_LABEL), 32));
   } catch {
     throw badPayload();
@@ -121,7 +116,7 @@ export async function openRequest(
     async sealResponse(response: Uint8Array) {
       const nonce = random(12);
       const ct = new Uint8Array(
-        await crypto.subtle.encrypt({ name: 'AES-GCM', iv: buf(nonce), additionalData: buf(withPrefix('resp', recordId)) }, key, buf(padResponse(response))),
+        await crypto.subtle.encrypt({ name: 'AES-GCM', iv: buf(nonce), additionalData: buf(e2eAad(AAD_RESP, recordId)) }, key, buf(padResponse(response))),
       );
       const out = new Uint8Array(12 + ct.length);
       out.set(nonce, 0);

@@ -11,7 +11,7 @@
  */
 import type { Relay } from './escrow.ts';
 import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url, ROUTE } from '../enclave/api/http.ts';
-import type { ErrorJson, OpResponseJson, VaultInfoJson } from '../enclave/api/http.ts';
+import type { ErrorJson, OpRequestJson, OpResponseJson, VaultInfoJson } from '../enclave/api/http.ts';
 
 export interface HttpRelayOptions {
   /** The service's base URL, e.g. `https://vault.example` (a path prefix is kept). */
@@ -108,7 +108,7 @@ export function httpRelay(opts: HttpRelayOptions): Relay {
     if (meta?.authToken && /^[\x21-\x7e]{1,1024}$/.test(meta.authToken)) headers[AUTH_TOKEN_HEADER] = meta.authToken;
     const body = (await call(
       join(opts.baseUrl, opsPath(recordId)),
-      { method: 'POST', headers, body: JSON.stringify({ message: toBase64url(message) }) },
+      { method: 'POST', headers, body: JSON.stringify({ message: toBase64url(message) } satisfies OpRequestJson) },
       opts,
     )) as Partial<OpResponseJson> | null;
     if (typeof body?.sealed !== 'boolean') throw new VaultTransportError("the vault service's answer has no valid sealed flag");

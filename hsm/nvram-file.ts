@@ -9,14 +9,14 @@
  * leaves the other slot, the previous contents, readable; a slot is never trusted without its
  * checksum. The file is first created whole (temp file, fsync, rename, fsync of the folder), so
  * a crash during the very first write leaves "never written". When neither slot verifies,
- * `read()` throws `NvramFileError` (code Platform.NvramCorrupt): that is damage from outside,
+ * `read()` throws `NvramFileError` (code PlatformFault.NvramCorrupt): that is damage from outside,
  * never a result of a crash, and writes are refused until the operator restores or deletes it.
  *
  * One process (or thread) owns a partition's file at a time; nothing here locks it.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { Platform as PlatformCode } from '../enclave/api/codes.ts';
+import { CodedError, PlatformFault } from '../enclave/api/codes.ts';
 import type { Nvram } from '../enclave/platform.ts';
 import { writeFileDurably } from './durable-file.ts';
 
@@ -25,16 +25,9 @@ const MAGIC = Buffer.from('BKVNVRM1', 'latin1');
 const HEADER = 24;
 const DIGEST = 32;
 
-export class NvramFileError extends Error {
+/** Its code is PlatformFault.NvramCorrupt, PlatformFault.NvramFull or PlatformFault.NvramError (enclave/api/codes.ts). */
+export class NvramFileError extends CodedError {
   override readonly name = 'NvramFileError';
-  constructor(
-    /** Platform.NvramCorrupt, Platform.NvramFull or Platform.NvramError (enclave/api/codes.ts). */
-    readonly code: number,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 interface Slot {
@@ -59,7 +52,7 @@ export class FileNvram implements Nvram {
   ) {
     const size = opts.size ?? NVRAM_DEFAULT_SIZE;
     if (!Number.isSafeInteger(size) || size < 1 || size > 1 << 24) {
-      throw new NvramFileError(PlatformCode.NvramError, `NVRAM size must be an integer in 1..16777216, got ${size}`);
+      throw new NvramFileError(PlatformFault.NvramError, `NVRAM size must be an integer in 1..16777216, got ${size}`);
     }
     this.size = size;
     this.slotSize = HEADER + size + DIGEST;
@@ -71,13 +64,13 @@ export class FileNvram implements Nvram {
   }
 
   write(data: Uint8Array): void {
-    if (!(data instanceof Uint8Array)) throw new NvramFileError(PlatformCode.NvramError, 'NVRAM write: expected bytes');
+    if (!(data instanceof Uint8Array)) throw new NvramFileError(PlatformFault.NvramError, 'NVRAM write: expected bytes');
     if (data.length > this.size) {
-      throw new NvramFileError(PlatformCode.NvramFull, `NVRAM write of ${data.length} bytes exceeds its ${this.size} bytes`);
+      throw new NvramFileError(PlatformFault.NvramFull, `NVRAM write of ${data.length} bytes exceeds its ${this.size} bytes`);
     }
     const cur = this.load();
     const seq = cur ? cur.seq + 1 : 1;
-    if (!Number.isSafeInteger(seq)) throw new NvramFileError(PlatformCode.NvramError, 'NVRAM sequence number exhausted');
+    if (!Number.isSafeInteger(seq)) throw new NvramFileError(PlatformFault.NvramError, 'NVRAM sequence number exhausted');
     const target = cur ? 1 - cur.slot : 0;
     const slot = this.encodeSlot(seq, data);
     try {
@@ -96,7 +89,7 @@ export class FileNvram implements Nvram {
         writeFileDurably(this.file, whole);
       }
     } catch (e) {
-      throw new NvramFileError(PlatformCode.NvramError, `NVRAM write to ${this.file} failed: ${(e as Error).message}`, { cause: e });
+      throw new NvramFileError(PlatformFault.NvramError, `NVRAM write to ${this.file} failed: ${(e as Error).message}`, { cause: e });
     }
     this.current = { slot: target, seq, data: data.slice() };
   }
@@ -131,13 +124,13 @@ export class FileNvram implements Nvram {
       file = fs.readFileSync(this.file);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return (this.current = null);
-      throw new NvramFileError(PlatformCode.NvramError, `NVRAM read of ${this.file} failed: ${(e as Error).message}`, { cause: e });
+      throw new NvramFileError(PlatformFault.NvramError, `NVRAM read of ${this.file} failed: ${(e as Error).message}`, { cause: e });
     }
     if (file.length >= HEADER && file.subarray(0, 8).equals(MAGIC)) {
       const capacity = file.readUInt32BE(16);
       if (capacity !== this.size && file.length === 2 * (HEADER + capacity + DIGEST)) {
         throw new NvramFileError(
-          PlatformCode.NvramError,
+          PlatformFault.NvramError,
           `NVRAM file ${this.file} holds a ${capacity}-byte region, opened as ${this.size} bytes`,
         );
       }
@@ -150,7 +143,7 @@ export class FileNvram implements Nvram {
     }
     if (best < 0) {
       throw new NvramFileError(
-        PlatformCode.NvramCorrupt,
+        PlatformFault.NvramCorrupt,
         `NVRAM file ${this.file} is corrupt: neither slot verifies (${file.length} bytes; expected ${2 * this.slotSize})`,
       );
     }

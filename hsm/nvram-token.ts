@@ -9,11 +9,11 @@
  * a write replaces the object that does not hold the current contents, with sequence + 1, and a
  * read takes the valid object with the highest sequence. A crash between the destroy and the
  * create, or a torn object, leaves the other object: the previous contents, never nothing.
- * When neither object verifies (outside damage), `read()` throws Platform.NvramCorrupt.
+ * When neither object verifies (outside damage), `read()` throws PlatformFault.NvramCorrupt.
  * One device owns a partition's region at a time; nothing here locks it.
  */
 import { createHash } from 'node:crypto';
-import { Platform as PlatformCode } from '../enclave/api/codes.ts';
+import { CodedError, PlatformFault } from '../enclave/api/codes.ts';
 import type { Nvram } from '../enclave/platform.ts';
 
 const MAGIC = Buffer.from('BKVN', 'latin1');
@@ -26,15 +26,9 @@ export interface DataObjects {
   writeData(label: string, value: Uint8Array): void;
 }
 
-export class NvramTokenError extends Error {
+/** Its code is one of PlatformFault (enclave/api/codes.ts). */
+export class NvramTokenError extends CodedError {
   override readonly name = 'NvramTokenError';
-  constructor(
-    readonly code: number,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 export const nvramLabel = (partition: number) => `bkv-nvram-${partition}`;
@@ -54,14 +48,14 @@ export class TokenNvram implements Nvram {
   }
 
   write(data: Uint8Array): void {
-    if (data.length > this.size) throw new NvramTokenError(PlatformCode.NvramFull, `NVRAM write of ${data.length} bytes exceeds its ${this.size} bytes`);
+    if (data.length > this.size) throw new NvramTokenError(PlatformFault.NvramFull, `NVRAM write of ${data.length} bytes exceeds its ${this.size} bytes`);
     const cur = this.load();
     const seq = cur ? cur.seq + 1 : 1;
     const slot = cur ? 1 - cur.slot : 0;
     try {
       this.token.writeData(`${this.label}/${slot}`, encode(seq, data));
     } catch (e) {
-      throw new NvramTokenError(PlatformCode.NvramError, `NVRAM write to token object ${this.label}/${slot} failed: ${(e as Error).message}`, { cause: e });
+      throw new NvramTokenError(PlatformFault.NvramError, `NVRAM write to token object ${this.label}/${slot} failed: ${(e as Error).message}`, { cause: e });
     }
     this.current = { slot, seq, data: data.slice() };
   }
@@ -75,7 +69,7 @@ export class TokenNvram implements Nvram {
       try {
         values = this.token.readData(`${this.label}/${slot}`);
       } catch (e) {
-        throw new NvramTokenError(PlatformCode.NvramError, `NVRAM read of token object ${this.label}/${slot} failed: ${(e as Error).message}`, { cause: e });
+        throw new NvramTokenError(PlatformFault.NvramError, `NVRAM read of token object ${this.label}/${slot} failed: ${(e as Error).message}`, { cause: e });
       }
       for (const v of values) {
         seen++;
@@ -83,7 +77,7 @@ export class TokenNvram implements Nvram {
         if (d && (!best || d.seq > best.seq)) best = { slot, ...d };
       }
     }
-    if (!best && seen > 0) throw new NvramTokenError(PlatformCode.NvramCorrupt, `NVRAM token objects ${this.label} are corrupt: none verifies`);
+    if (!best && seen > 0) throw new NvramTokenError(PlatformFault.NvramCorrupt, `NVRAM token objects ${this.label} are corrupt: none verifies`);
     return (this.current = best);
   }
 }

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Platform as PlatformCode } from '../enclave/api/codes.ts';
+import { PlatformFault } from '../enclave/api/codes.ts';
 import { FileNvram, NvramFileError } from '../hsm/nvram-file.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-nvram-'));
@@ -54,7 +54,7 @@ describe('FileNvram', () => {
       }
     })();
     expect(err).toBeInstanceOf(NvramFileError);
-    expect((err as NvramFileError).code).toBe(PlatformCode.NvramFull);
+    expect((err as NvramFileError).code).toBe(PlatformFault.NvramFull);
     expect(new FileNvram(file, { size: 100 }).read()).toEqual(new Uint8Array(100).fill(7));
   });
 
@@ -104,7 +104,7 @@ describe('FileNvram', () => {
       broken.write(bytes('c'));
       expect.unreachable();
     } catch (e) {
-      expect((e as NvramFileError).code).toBe(PlatformCode.NvramCorrupt);
+      expect((e as NvramFileError).code).toBe(PlatformFault.NvramCorrupt);
     }
     fs.writeFileSync(file, 'garbage');
     expect(() => new FileNvram(file, { size: 64 }).read()).toThrow(NvramFileError);

@@ -259,15 +259,92 @@ async function rejectsWith(p: Promise<unknown>, code: StorageCode): Promise<Stor
 
 async function withStore<T>(b: Backend, fn: (s: RecordStore, loc: string) => Promise<T>): Promise<T> {
   const loc = await b.fresh();
-  const s = await b.open(loc);
+  return withOpened(b.open(loc), (s) => fn(s, loc));
+}
+
+/** Runs `fn` on the store `opening` opens, and closes it. */
+async function withOpened<T>(opening: Promise<RecordStore>, fn: (s: RecordStore) => Promise<T>): Promise<T> {
+  const s = await opening;
   try {
-    return await fn(s, loc);
+    return await fn(s);
   } finally {
     await s.close();
   }
 }
 
 // ---- the conformance suite ------------------------------------------------------------------
+
+/**
+ * A child process opens the store (`module` of host/storage/, `opener(openArg)`, `openArg` a
+ * JavaScript expression), rewrites the same 8 records in every batch (blob = the epoch) and
+ * acknowledges each on stdout; it is SIGKILLed once `stopAt` batches are acknowledged. Returns
+ * the highest batch acknowledged.
+ */
+async function killMidStream(module: string, opener: string, openArg: string, stopAt: number, env: Record<string, string> = {}): Promise<number> {
+  const moduleUrl = new URL(`../host/storage/${module}`, import.meta.url).href;
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      `const { ${opener} } = await import(${JSON.stringify(moduleUrl)});
+       const s = await ${opener}(${openArg});
+       for (let e = 1; ; e++) {
+         const writes = Array.from({ length: 8 }, (_, i) => ({ recordId: new Uint8Array([i + 1]), blob: new Uint8Array(200).fill(e % 251) }));
+         const audit = [{ seq: e, time: e, nonce: new Uint8Array(16), sealed: new Uint8Array(34), mac: new Uint8Array(32) }];
+         await s.applyBatch(0, e, writes, audit);
+         process.stdout.write(e + '\\n');
+       }`,
+    ],
+    { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
+  );
+  let acked = 0;
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  await new Promise<void>((resolve, reject) => {
+    let buf = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const l of lines) acked = Math.max(acked, Number(l));
+      if (acked >= stopAt) child.kill('SIGKILL');
+    });
+    child.on('exit', () => (acked >= stopAt ? resolve() : reject(new Error(`child exited early: ${stderr}`))));
+  });
+  return acked;
+}
+
+/** After `killMidStream`: all 8 writes of one batch at or after the last acknowledged one (never a mix), and every audit event up to it. */
+async function expectWholeLastBatch(s: RecordStore, acked: number): Promise<void> {
+  const rows = await scanAll(s, 0);
+  expect(rows.length).toBe(8);
+  const epochs = new Set(rows.map((r) => r!.epoch));
+  expect(epochs.size).toBe(1); // all 8 writes of the last batch, or none of them
+  const last = [...epochs][0]!;
+  expect(last).toBeGreaterThanOrEqual(acked);
+  for (const r of rows) expect(r!.blob).toBe(Buffer.alloc(200, last % 251).toString('hex'));
+  const audit = await s.auditEvents(0, 0, 100_000);
+  expect(audit.map((e) => e.seq)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
+}
+
+/** A store migrated from `v1Content` reads it back exactly, and then works as a version 2 store: compact reclaims the migrated tombstones. */
+async function expectV1Content(s: RecordStore, content: ReturnType<typeof v1Content>): Promise<void> {
+  for (const [p, want] of content.expected) expect(await scanAll(s, p, 100)).toEqual(want);
+  const some = content.rows.filter((r) => r.partition === 0).slice(0, 40);
+  const got = await s.getMany(0, some.map((r) => r.recordId));
+  for (const r of some) expect(row(got.get(recordKey(r.recordId)))).toEqual({ id: hex(r.recordId), blob: hex(r.blob), epoch: r.epoch });
+  for (const p of [0, 1]) {
+    const want = content.audit.filter((a) => a.partition === p).map((a) => evPlain(a.event));
+    expect((await s.auditEvents(p, 0, 100)).map(evPlain)).toEqual(want);
+  }
+  expect(await s.stats()).toEqual(content.stats);
+  await s.applyBatch(0, 1000, [{ recordId: id(1), blob: blob('after') }], [ev(10)]);
+  await s.compact(0, 1000);
+  expect((await scanAll(s, 0, 500)).filter((r) => r!.blob === '')).toEqual([]);
+}
 
 describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
   it('getMany returns present ids keyed by hex and omits absent ones', async () => {
@@ -842,54 +919,8 @@ describe('SQLite specifics', () => {
 
   it('a process killed mid-stream keeps every acknowledged batch, and each batch whole or not at all', async () => {
     const path = join(TMP, 'crash', 'vault.db');
-    const moduleUrl = new URL('../host/storage/sqlite.ts', import.meta.url).href;
-    // The child rewrites the same 8 records in every batch (blob = the epoch) and acknowledges each on stdout.
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        '--input-type=module',
-        '-e',
-        `const { openSqliteStore } = await import(${JSON.stringify(moduleUrl)});
-         const s = await openSqliteStore(${JSON.stringify(path)});
-         for (let e = 1; ; e++) {
-           const writes = Array.from({ length: 8 }, (_, i) => ({ recordId: new Uint8Array([i + 1]), blob: new Uint8Array(200).fill(e % 251) }));
-           const audit = [{ seq: e, time: e, nonce: new Uint8Array(16), sealed: new Uint8Array(34), mac: new Uint8Array(32) }];
-           await s.applyBatch(0, e, writes, audit);
-           process.stdout.write(e + '\\n');
-         }`,
-      ],
-      { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let acked = 0;
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      let buf = '';
-      child.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const lines = buf.split('\n');
-        buf = lines.pop()!;
-        for (const l of lines) acked = Math.max(acked, Number(l));
-        if (acked >= 150) child.kill('SIGKILL');
-      });
-      child.on('exit', () => (acked >= 150 ? resolve() : reject(new Error(`child exited early: ${stderr}`))));
-    });
-    const s = await openSqliteStore(path);
-    try {
-      const rows = await scanAll(s, 0);
-      expect(rows.length).toBe(8);
-      const epochs = new Set(rows.map((r) => r!.epoch));
-      expect(epochs.size).toBe(1); // all 8 writes of the last batch, or none of them
-      const last = [...epochs][0]!;
-      expect(last).toBeGreaterThanOrEqual(acked);
-      for (const r of rows) expect(r!.blob).toBe(Buffer.alloc(200, last % 251).toString('hex'));
-      const audit = await s.auditEvents(0, 0, 100_000);
-      expect(audit.map((e) => e.seq)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
-    } finally {
-      await s.close();
-    }
+    const acked = await killMidStream('sqlite.ts', 'openSqliteStore', JSON.stringify(path), 150);
+    await withOpened(openSqliteStore(path), (s) => expectWholeLastBatch(s, acked));
   });
 
   it('migrates a version 1 store in place: every row kept, prev and its index gone, the freed pages given back', async () => {
@@ -942,24 +973,7 @@ describe('SQLite specifics', () => {
       still.close();
     }
 
-    const s = await openSqliteStore(path);
-    try {
-      for (const [p, want] of content.expected) expect(await scanAll(s, p, 100)).toEqual(want);
-      const some = content.rows.filter((r) => r.partition === 0).slice(0, 40);
-      const got = await s.getMany(0, some.map((r) => r.recordId));
-      for (const r of some) expect(row(got.get(recordKey(r.recordId)))).toEqual({ id: hex(r.recordId), blob: hex(r.blob), epoch: r.epoch });
-      for (const p of [0, 1]) {
-        const want = content.audit.filter((a) => a.partition === p).map((a) => evPlain(a.event));
-        expect((await s.auditEvents(p, 0, 100)).map(evPlain)).toEqual(want);
-      }
-      expect(await s.stats()).toEqual(content.stats);
-      // and it works as a version 2 store: compact reclaims the migrated tombstones
-      await s.applyBatch(0, 1000, [{ recordId: id(1), blob: blob('after') }], [ev(10)]);
-      await s.compact(0, 1000);
-      expect((await scanAll(s, 0, 500)).filter((r) => r!.blob === '')).toEqual([]);
-    } finally {
-      await s.close();
-    }
+    await withOpened(openSqliteStore(path), (s) => expectV1Content(s, content));
 
     const db = new Database(path, { readonly: true });
     try {
@@ -1247,53 +1261,8 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
   it('a client killed mid-stream leaves every acknowledged batch, and each batch whole or not at all', async () => {
     const loc = await pgBackend.fresh();
     await (await openPostgresStore(loc)).close(); // schema ready before the child starts
-    const moduleUrl = new URL('../host/storage/postgres.ts', import.meta.url).href;
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        '--input-type=module',
-        '-e',
-        `const { openPostgresStore } = await import(${JSON.stringify(moduleUrl)});
-         const s = await openPostgresStore(process.env.BKV_CHILD_URL);
-         for (let e = 1; ; e++) {
-           const writes = Array.from({ length: 8 }, (_, i) => ({ recordId: new Uint8Array([i + 1]), blob: new Uint8Array(200).fill(e % 251) }));
-           const audit = [{ seq: e, time: e, nonce: new Uint8Array(16), sealed: new Uint8Array(34), mac: new Uint8Array(32) }];
-           await s.applyBatch(0, e, writes, audit);
-           process.stdout.write(e + '\\n');
-         }`,
-      ],
-      { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BKV_CHILD_URL: loc } },
-    );
-    let acked = 0;
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      let buf = '';
-      child.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const lines = buf.split('\n');
-        buf = lines.pop()!;
-        for (const l of lines) acked = Math.max(acked, Number(l));
-        if (acked >= 100) child.kill('SIGKILL');
-      });
-      child.on('exit', () => (acked >= 100 ? resolve() : reject(new Error(`child exited early: ${stderr}`))));
-    });
-    const s = await openPostgresStore(loc);
-    try {
-      const rows = await scanAll(s, 0);
-      expect(rows.length).toBe(8);
-      const epochs = new Set(rows.map((r) => r!.epoch));
-      expect(epochs.size).toBe(1); // all 8 writes of the last batch, or none of them
-      const last = [...epochs][0]!;
-      expect(last).toBeGreaterThanOrEqual(acked);
-      for (const r of rows) expect(r!.blob).toBe(Buffer.alloc(200, last % 251).toString('hex'));
-      const audit = await s.auditEvents(0, 0, 100_000);
-      expect(audit.map((e) => e.seq)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
-    } finally {
-      await s.close();
-    }
+    const acked = await killMidStream('postgres.ts', 'openPostgresStore', 'process.env.BKV_CHILD_URL', 100, { BKV_CHILD_URL: loc });
+    await withOpened(openPostgresStore(loc), (s) => expectWholeLastBatch(s, acked));
   });
 
   it('migrates a version 1 schema in place: every row kept, prev and its index gone, the table rewritten', async () => {
@@ -1331,23 +1300,7 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
       Number((await pgExec(loc, (S) => `SELECT pg_total_relation_size('${S}.records') AS n`)).rows[0].n);
     const sizeBefore = await sizeOf();
 
-    const s = await openPostgresStore(loc);
-    try {
-      for (const [p, want] of content.expected) expect(await scanAll(s, p, 100)).toEqual(want);
-      const some = content.rows.filter((r) => r.partition === 0).slice(0, 40);
-      const got = await s.getMany(0, some.map((r) => r.recordId));
-      for (const r of some) expect(row(got.get(recordKey(r.recordId)))).toEqual({ id: hex(r.recordId), blob: hex(r.blob), epoch: r.epoch });
-      for (const p of [0, 1]) {
-        const want = content.audit.filter((a) => a.partition === p).map((a) => evPlain(a.event));
-        expect((await s.auditEvents(p, 0, 100)).map(evPlain)).toEqual(want);
-      }
-      expect(await s.stats()).toEqual(content.stats);
-      await s.applyBatch(0, 1000, [{ recordId: id(1), blob: blob('after') }], [ev(10)]);
-      await s.compact(0, 1000);
-      expect((await scanAll(s, 0, 500)).filter((r) => r!.blob === '')).toEqual([]);
-    } finally {
-      await s.close();
-    }
+    await withOpened(openPostgresStore(loc), (s) => expectV1Content(s, content));
 
     const meta = await pgExec(loc, (S) => `SELECT value FROM ${S}.meta WHERE key = 'schema_version'`);
     expect(meta.rows).toEqual([{ value: String(POSTGRES_SCHEMA_VERSION) }]);

@@ -11,7 +11,7 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
-import { Handling, Platform as PlatformCodes } from '../enclave/api/codes.ts';
+import { Handling, PlatformFault } from '../enclave/api/codes.ts';
 import { sealRequest } from '../client/e2e-seal.ts';
 import type { ClientRequest, ClientResponse, HostRequest, HostResponse } from '../enclave/api/messages.ts';
 import { ClientRequests, ClientResponses, HostRequests, HostResponses, SUITE_CODE } from '../enclave/api/messages.ts';
@@ -258,7 +258,7 @@ describe('room of batches that do not commit', () => {
     // The intent write fails: the batch is dropped with its room; after a reload it is there.
     later();
     h.platform.nvram.failWrites = true;
-    expect((await stages(++e, 2, 'n')).res).toMatchObject({ type: 'Fault', code: PlatformCodes.NvramError });
+    expect((await stages(++e, 2, 'n')).res).toMatchObject({ type: 'Fault', code: PlatformFault.NvramError });
     h.platform.nvram.failWrites = false;
     await h.engine.start();
     const p = await stages(e, 2, 'p');

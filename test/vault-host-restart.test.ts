@@ -3,19 +3,16 @@
  * come back at once (its boot needs the token's keys), and once the token works again the
  * partition must serve again on its own, without an operator restart.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
-import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import type { EnclavePool } from '../host/channel/pool.ts';
 import type { ProcessChannel } from '../host/channel/process-channel.ts';
-import { EscrowClient } from '../client/escrow.ts';
 import { EMULATOR_STORE_FILE } from '../hsm/tokens/open.ts';
 import { VaultHost } from '../host/vault/vault-host.ts';
-import { CONTEXT } from './helpers/vault-harness.ts';
-import { testIssuer, wallClockClientExtras } from './helpers/auth.ts';
+import { hostClient } from './helpers/vault-harness.ts';
+import { testIssuer } from './helpers/auth.ts';
 
 const te = new TextEncoder();
 const dirs: string[] = [];
@@ -40,14 +37,7 @@ it('a partition whose restarts fail while the token is broken serves again once 
   const issuer = await testIssuer();
   const host = await VaultHost.open({ auth: issuer.config, dataDir, mode: 'process', token: 'emulator', partitions: 2, restartBackoffMs: 50, restartMaxBackoffMs: 400, log: (l) => log.push(l) });
   hosts.push(host);
-  const client = new EscrowClient({
-    relay: (rid, m) => host.submit(rid, m),
-    enclavePublicKey: host.info.enclavePublicKey,
-    suite: await fastSuite('ristretto255-SHA512'),
-    rng: (n) => new Uint8Array(randomBytes(n)),
-    context: CONTEXT,
-    ...wallClockClientExtras(issuer),
-  });
+  const client = await hostClient(host, issuer);
   let id = te.encode('user-0');
   for (let i = 1; host.partitionOf(id) !== 0; i++) id = te.encode(`user-${i}`);
   const key = new Uint8Array(32).fill(7);

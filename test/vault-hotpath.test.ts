@@ -309,7 +309,7 @@ describe('unseal under a failing token', () => {
     const { Integrity } = await import('../enclave/api/codes.ts');
     const { KIND_RECORD, seal, unseal } = await import('../enclave/vault/record.ts');
     const { toFault } = await import('../enclave/vault/compute.ts');
-    const { Platform: PlatformCodes } = await import('../enclave/api/codes.ts');
+    const { PlatformFault } = await import('../enclave/api/codes.ts');
     let fail: string | null = null;
     const token = {
       random: (n: number) => rnd(n),
@@ -330,7 +330,7 @@ describe('unseal under a failing token', () => {
         err = e;
       }
       expect(err).toBeInstanceOf(TokenError);
-      expect(toFault(err).code).toBe(PlatformCodes.TokenError);
+      expect(toFault(err).code).toBe(PlatformFault.TokenError);
     }
     for (const ckr of ['CKR_GENERAL_ERROR', 'CKR_ENCRYPTED_DATA_INVALID']) {
       fail = ckr;

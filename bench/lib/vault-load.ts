@@ -24,7 +24,7 @@ export type Submit = (recordId: Uint8Array, message: Uint8Array) => Promise<{ se
 export interface Prepared {
   recordId: Uint8Array;
   message: Uint8Array;
-  responseKey: Buffer;
+  responseKey: Uint8Array;
 }
 
 export interface Outcome {

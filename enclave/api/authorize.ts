@@ -17,6 +17,7 @@
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
+import { LABELS } from './labels.ts';
 import { SESSION_ID_LEN } from './messages.ts';
 
 const te = new TextEncoder();
@@ -24,7 +25,7 @@ export const AUTH_KIND_BACKUP_KEY = 1;
 export const AUTH_KIND_SESSION = 2;
 
 export type AuthPurpose = 'replace' | 'delete';
-const PURPOSE_LABEL: Record<AuthPurpose, string> = { replace: 'bkv/authorize/v1', delete: 'bkv/delete/v1' };
+const PURPOSE_LABEL: Record<AuthPurpose, string> = { replace: LABELS.authorizeReplace, delete: LABELS.authorizeDelete };
 
 function transcript(stageId: Uint8Array, recordId: Uint8Array, purpose: AuthPurpose): Uint8Array {
   const label = te.encode(PURPOSE_LABEL[purpose]);
@@ -37,13 +38,13 @@ function transcript(stageId: Uint8Array, recordId: Uint8Array, purpose: AuthPurp
 }
 
 export function backupKeyAuthKey(backupKey: Uint8Array): Uint8Array {
-  return hkdf(sha256, backupKey, new Uint8Array(0), te.encode('bkv/authorize/key'), 32);
+  return hkdf(sha256, backupKey, new Uint8Array(0), te.encode(LABELS.authorizeKey), 32);
 }
 export function sessionAuthKey(sessionKey: Uint8Array): Uint8Array {
-  return hkdf(sha256, sessionKey, new Uint8Array(0), te.encode('bkv/authorize/session'), 32);
+  return hkdf(sha256, sessionKey, new Uint8Array(0), te.encode(LABELS.authorizeSession), 32);
 }
 export function releaseKey(sessionKey: Uint8Array): Uint8Array {
-  return hkdf(sha256, sessionKey, new Uint8Array(0), te.encode('bkv/release'), 32);
+  return hkdf(sha256, sessionKey, new Uint8Array(0), te.encode(LABELS.release), 32);
 }
 
 /**

@@ -1,15 +1,46 @@
 /**
- * Stable numeric codes of the enclave message API, in ranges per module. Never renumber; add at
- * the end of a range. Faults (malformed input, misuse, broken state) are `EnclaveFault` responses
- * with one of these codes; outcomes (wrong password, locked, not registered) are response values.
+ * Stable numeric error codes, in ranges per module: `CODE_RANGES` is the one table of every range
+ * of the project and the error class and file that own it. Never renumber; add at the end of a
+ * range; a new range goes in the table (test/codes.test.ts checks every table against it).
  *
- *   1000-1099  OPAQUE core (enclave/opaque/errors.ts)
- *   2000-2099  message codec
- *   2100-2199  request handling (state, sessions, staging)
- *   2200-2299  storage integrity (sealing, rollback, index)
- *   2300-2399  platform and token
- *   2400-2499  lifecycle (self-tests, provisioning, zeroization)
+ * The enclave's own ranges (2000-2499) are defined here: faults (malformed input, misuse, broken
+ * state) are `EnclaveFault` responses with one of these codes; outcomes (wrong password, locked,
+ * not registered) are response values. Every other range keeps its table beside its error class.
  */
+
+/** The enclave's fault ranges, defined in this file. */
+const HERE = { owner: 'EnclaveFault', file: 'enclave/api/codes.ts' } as const;
+
+/** Every code range: its table (the const that lists its codes), the error class that carries them, the table's file. */
+export const CODE_RANGES = [
+  { from: 1000, to: 1099, table: 'OpaqueErrorCode', what: 'OPAQUE core', owner: 'OpaqueError', file: 'enclave/opaque/errors.ts' },
+  { from: 2000, to: 2099, table: 'Codec', what: 'message codec', ...HERE },
+  { from: 2100, to: 2199, table: 'Handling', what: 'request handling (state, sessions, staging)', ...HERE },
+  { from: 2200, to: 2299, table: 'Integrity', what: 'storage integrity (sealing, rollback, index)', ...HERE },
+  { from: 2300, to: 2399, table: 'PlatformFault', what: 'platform and token (hsm/ NVRAM errors too)', ...HERE },
+  { from: 2400, to: 2499, table: 'Lifecycle', what: 'lifecycle (self-tests, provisioning, zeroization)', ...HERE },
+  { from: 3000, to: 3099, table: 'ChannelErrorCode', what: 'the host-device channel', owner: 'ChannelError', file: 'host/channel/channel.ts' },
+  { from: 3100, to: 3199, table: 'TokenPinErrorCode', what: "the device's token PINs", owner: 'TokenPinError', file: 'hsm/tokens/token-pins.ts' },
+  { from: 4000, to: 4099, table: 'StorageCode', what: 'the record store', owner: 'StorageError', file: 'host/storage/types.ts' },
+  { from: 5000, to: 5049, table: 'BackupFileErrorCode', what: 'backup files', owner: 'BackupFileError', file: 'client/backup-file.ts' },
+  { from: 5050, to: 5099, table: 'BackupKeyErrorCode', what: 'typing a backup key', owner: 'BackupKeyError', file: 'client/backup-key.ts' },
+  { from: 6000, to: 6099, table: 'ErrorCode', what: 'HTTP service errors (`num`)', owner: 'ServiceError', file: 'host/service/errors.ts' },
+] as const;
+
+/**
+ * The base of the project's coded errors: a stable numeric `code` from one range of
+ * `CODE_RANGES`, a fixed message that never carries a secret, and an optional cause.
+ */
+export class CodedError<C extends number = number> extends Error {
+  constructor(
+    readonly code: C,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
 export const Codec = {
   UnsupportedVersion: 2001,
   UnknownTag: 2002,
@@ -63,7 +94,7 @@ export const Integrity = {
   AuditAnchorInvalid: 2206,
 } as const;
 
-export const Platform = {
+export const PlatformFault = {
   TokenError: 2301,
   NvramError: 2302,
   NvramCorrupt: 2303,
@@ -85,24 +116,25 @@ export type FaultCode =
   | (typeof Codec)[keyof typeof Codec]
   | (typeof Handling)[keyof typeof Handling]
   | (typeof Integrity)[keyof typeof Integrity]
-  | (typeof Platform)[keyof typeof Platform]
+  | (typeof PlatformFault)[keyof typeof PlatformFault]
   | (typeof Lifecycle)[keyof typeof Lifecycle]
   | number;
 
 /** A typed fault. Its message is fixed text chosen by the enclave: it never carries a secret. */
-export class EnclaveFault extends Error {
+export class EnclaveFault extends CodedError<FaultCode> {
   override readonly name = 'EnclaveFault';
   constructor(
-    readonly code: FaultCode,
+    code: FaultCode,
     message: string,
     readonly field?: string,
   ) {
-    super(message);
+    super(code, message);
   }
 }
 
 const NAMES = new Map<number, string>();
-for (const [mod, table] of Object.entries({ Codec, Handling, Integrity, Platform, Lifecycle })) {
+// `Platform.` in names, as they have always read in logs
+for (const [mod, table] of Object.entries({ Codec, Handling, Integrity, Platform: PlatformFault, Lifecycle })) {
   for (const [k, v] of Object.entries(table)) NAMES.set(v, `${mod}.${k}`);
 }
 /** A readable name for a code (`Codec.Truncated`), for logs and CLIs. */

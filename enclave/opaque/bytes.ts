@@ -9,6 +9,11 @@
 import { invalidLength } from './errors.ts';
 
 export function concat(...parts: Uint8Array[]): Uint8Array {
+  return concatAll(parts);
+}
+
+/** `concat` of an array of any length (no spread of its items as arguments). */
+export function concatAll(parts: readonly Uint8Array[]): Uint8Array {
   let n = 0;
   for (const p of parts) n += p.length;
   const out = new Uint8Array(n);
@@ -78,9 +83,19 @@ export function utf8(s: string): Uint8Array {
   return enc.encode(s);
 }
 
+/** Node's Buffer where there is one (enclave, device, host, CLI); a browser has none. */
+const NodeBuffer = (globalThis as { Buffer?: typeof Buffer }).Buffer;
+const HEX_PAIRS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/**
+ * Lower-case hex of bytes: the one hex helper of the tree. One native call where Node's Buffer
+ * exists (the vault keys its tables by hex ids, several per operation, and a per-byte loop makes
+ * dozens of short-lived strings for each); a table lookup per byte elsewhere.
+ */
 export function toHex(b: Uint8Array): string {
+  if (NodeBuffer !== undefined) return NodeBuffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
   let s = '';
-  for (const x of b) s += x.toString(16).padStart(2, '0');
+  for (const x of b) s += HEX_PAIRS[x]!;
   return s;
 }
 

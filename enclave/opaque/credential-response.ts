@@ -34,16 +34,6 @@ export function writeCredentialResponse(
   zeroize(pad);
 }
 
-/** RFC 9807 §6.3.2.2 CreateCredentialResponse, returning the encoded CredentialResponse. */
-export function createCredentialResponse(
-  suite: Suite, oprfKey: Uint8Array, blindedMessage: Uint8Array, serverPublicKey: Uint8Array,
-  maskingKey: Uint8Array, envelope: Uint8Array, rng: RandomSource,
-): Uint8Array {
-  const out = new Uint8Array(suite.Noe + suite.Nn + suite.Npk + suite.Nn + suite.Nm);
-  writeCredentialResponse(suite, out, oprfKey, blindedMessage, serverPublicKey, maskingKey, envelope, rng);
-  return out;
-}
-
 /** RFC 9807 §6.3.2.2: the fake record's envelope is zeroes(Nn + Nm). */
 const fakeEnvelopeCache = new WeakMap<Suite, Uint8Array>();
 export function fakeEnvelope(suite: Suite): Uint8Array {

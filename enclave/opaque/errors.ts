@@ -4,6 +4,8 @@
  * Faults are for malformed input and misuse. A wrong password is not a fault: it is an
  * outcome value (`{ ok: false, outcome: 'wrong-password' }`) returned by the login functions.
  */
+import { CodedError } from '../api/codes.ts';
+
 export const OpaqueErrorCode = {
   /** A field has the wrong length (message says field, expected and actual length). */
   InvalidLength: 1001,
@@ -28,15 +30,15 @@ export const OpaqueErrorCode = {
 } as const;
 export type OpaqueErrorCode = (typeof OpaqueErrorCode)[keyof typeof OpaqueErrorCode];
 
-export class OpaqueError extends Error {
+export class OpaqueError extends CodedError<OpaqueErrorCode> {
   override readonly name = 'OpaqueError';
   constructor(
-    readonly code: OpaqueErrorCode,
+    code: OpaqueErrorCode,
     message: string,
     /** The protocol field the fault is about, as named in RFC 9807 (for example `blinded_message`). */
     readonly field?: string,
   ) {
-    super(message);
+    super(code, message);
   }
 }
 

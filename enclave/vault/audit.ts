@@ -15,6 +15,7 @@
  */
 import { createCipheriv } from 'node:crypto';
 import { encodeFields, fixed, u53 } from '../api/codec.ts';
+import { LABELS } from '../api/labels.ts';
 import { AUDIT_NONCE_LEN, AUDIT_SEALED_LEN } from '../api/messages.ts';
 import type { AuditEntry, AuditEvent } from '../api/messages.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
@@ -29,8 +30,8 @@ export const AUDIT_BODY_SCHEMA = [
 ] as const;
 
 const te = new TextEncoder();
-const RECORD_LABEL = te.encode('bkv/audit/record');
-const ANCHOR_LABEL = te.encode('bkv/audit/anchor');
+const RECORD_LABEL = te.encode(LABELS.auditRecord);
+const ANCHOR_LABEL = te.encode(LABELS.auditAnchor);
 const BODY_LEN = 8 + 8 + AUDIT_NONCE_LEN + AUDIT_SEALED_LEN;
 
 function ok(v: number, max: number): boolean {

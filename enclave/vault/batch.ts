@@ -35,7 +35,7 @@
  */
 import { EnclaveFault, Handling } from '../api/codes.ts';
 import type { HostResponse } from '../api/messages.ts';
-import { hexOf as toHex } from './hex.ts';
+import { toHex } from '../opaque/bytes.ts';
 import { addInto, subInto } from './adhash.ts';
 import type { TokenVerifier } from '../api/auth-verify.ts';
 import type { NvramSlot, NvramState } from './nvram-state.ts';

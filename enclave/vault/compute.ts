@@ -6,7 +6,7 @@
  * events chained, and the answer sealed to the client. What an op produces goes into the batch's
  * `Effects`, which only batch.ts hands on: nothing here sends anything out of the enclave.
  */
-import { EnclaveFault, Handling, Integrity, Platform as PlatformCodes } from '../api/codes.ts';
+import { EnclaveFault, Handling, Integrity, PlatformFault as PlatformCodes } from '../api/codes.ts';
 import { decodeMessage, encodeMessage } from '../api/codec.ts';
 import type { TokenVerifier } from '../api/auth-verify.ts';
 import type { AuditEvent, ClientRequest, HostRequest } from '../api/messages.ts';
@@ -22,7 +22,7 @@ import type { AuditLog } from './audit.ts';
 import { digestOf } from './digest.ts';
 import { openRequestSync } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
-import { hexOf as toHex } from './hex.ts';
+import { toHex } from '../opaque/bytes.ts';
 import type { EnclaveKeys } from './keys.ts';
 import { handle } from './ops.ts';
 import type { OpContext } from './ops.ts';

@@ -10,6 +10,7 @@
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { EnclaveFault, Handling } from '../api/codes.ts';
+import { LABELS, e2eAad } from '../api/labels.ts';
 import { padResponse } from '../api/padding.ts';
 import { nodeHash } from '../opaque/hash-node.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
@@ -18,8 +19,8 @@ const te = new TextEncoder();
 const V1 = te.encode('HPKE-v1');
 const KEM_SUITE = Uint8Array.of(...te.encode('KEM'), 0x00, 0x20); // DHKEM(X25519, HKDF-SHA256)
 const HPKE_SUITE = Uint8Array.of(...te.encode('HPKE'), 0x00, 0x20, 0x00, 0x01, 0x00, 0x02); // + HKDF-SHA256, AES-256-GCM
-const INFO = te.encode('bkv/e2e/v1');
-const RESPONSE_LABEL = te.encode('bkv/e2e/response');
+const INFO = te.encode(LABELS.e2eInfo);
+const RESPONSE_LABEL = te.encode(LABELS.e2eResponse);
 const EMPTY = new Uint8Array(0);
 const ENC_LEN = 32;
 
@@ -56,8 +57,8 @@ const E_KEY = expandPrefix(HPKE_SUITE, 'key', 32);
 const E_BASE_NONCE = expandPrefix(HPKE_SUITE, 'base_nonce', 12);
 const E_EXP = expandPrefix(HPKE_SUITE, 'exp', 32);
 const E_SEC = expandPrefix(HPKE_SUITE, 'sec', 32);
-const AAD_REQ = te.encode('req');
-const AAD_RESP = te.encode('resp');
+const AAD_REQ = te.encode(LABELS.e2eRequestAad);
+const AAD_RESP = te.encode(LABELS.e2eResponseAad);
 
 /** The key schedule context of base mode with this info (§5.1): fixed, computed once. */
 const KSC = Buffer.concat([
@@ -68,13 +69,6 @@ const KSC = Buffer.concat([
 
 const b64u = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.length).toString('base64url');
 const badPayload = () => new EnclaveFault(Handling.BadPayload, 'end-to-end payload does not open');
-
-function withPrefix(prefix: Uint8Array, id: Uint8Array): Uint8Array {
-  const out = new Uint8Array(prefix.length + id.length);
-  out.set(prefix, 0);
-  out.set(id, prefix.length);
-  return out;
-}
 
 export interface E2eReceiver {
   publicKey: Uint8Array;
@@ -101,6 +95,36 @@ export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_S
   return { publicKey: x, privateKey, hash };
 }
 
+/** What both sides of one envelope derive from the X25519 shared secret (§4.1, §5.1): the AEAD key and nonce of the request, the exporter secret. */
+export interface E2eContext {
+  key: Uint8Array;
+  nonce: Uint8Array;
+  exporter: Uint8Array;
+}
+
+/**
+ * The KEM's ExtractAndExpand (§4.1, kem_context = enc || pkR) and the base mode key schedule
+ * (§5.1), from the Diffie-Hellman output: the same for the sender (bench/lib/hpke.ts) and the
+ * receiver (`openRequestSync`). Zeroizes its intermediates; the caller zeroizes `dh` and the result.
+ */
+export function e2eContext(h: HashPrimitives, dh: Uint8Array, enc: Uint8Array, pkR: Uint8Array): E2eContext {
+  const eaePrk = labeledExtract(h, X_EAE_PRK, EMPTY, dh);
+  const shared = labeledExpand(h, E_SHARED_SECRET, eaePrk, enc, 32, pkR);
+  const secret = labeledExtract(h, X_SECRET, shared, EMPTY);
+  const key = labeledExpand(h, E_KEY, secret, KSC, 32);
+  const nonce = labeledExpand(h, E_BASE_NONCE, secret, KSC, 12);
+  const exporter = labeledExpand(h, E_EXP, secret, KSC, 32);
+  eaePrk.fill(0);
+  shared.fill(0);
+  secret.fill(0);
+  return { key, nonce, exporter };
+}
+
+/** The response key: Export("bkv/e2e/response", 32) of the context (§5.3). */
+export function e2eResponseKey(h: HashPrimitives, exporter: Uint8Array): Uint8Array {
+  return labeledExpand(h, E_SEC, exporter, RESPONSE_LABEL, 32);
+}
+
 /** Opens one request sealed by `sealRequest`; returns it and how to seal the answer. */
 export function openRequestSync(
   r: E2eReceiver,
@@ -116,21 +140,16 @@ export function openRequestSync(
   try {
     const pkE = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: b64u(enc) }, format: 'jwk' });
     const dh = diffieHellman({ privateKey: r.privateKey, publicKey: pkE });
-    const eaePrk = labeledExtract(h, X_EAE_PRK, EMPTY, dh);
-    const shared = labeledExpand(h, E_SHARED_SECRET, eaePrk, enc, 32, r.publicKey); // kem_context = enc || pkR
-    const secret = labeledExtract(h, X_SECRET, shared, EMPTY);
-    const key = labeledExpand(h, E_KEY, secret, KSC, 32);
-    const nonce = labeledExpand(h, E_BASE_NONCE, secret, KSC, 12);
-    const exporter = labeledExpand(h, E_EXP, secret, KSC, 32);
+    const { key, nonce, exporter } = e2eContext(h, dh, enc, r.publicKey);
     const ct = message.subarray(ENC_LEN);
     const d = createDecipheriv('aes-256-gcm', key, nonce);
-    d.setAAD(withPrefix(AAD_REQ, recordId));
+    d.setAAD(e2eAad(AAD_REQ, recordId));
     d.setAuthTag(ct.subarray(ct.length - 16));
     const pt = d.update(ct.subarray(0, ct.length - 16));
     d.final(); // throws unless the tag verifies (GCM returns no more bytes)
     request = new Uint8Array(pt.buffer, pt.byteOffset, pt.length);
-    responseKey = labeledExpand(h, E_SEC, exporter, RESPONSE_LABEL, 32);
-    for (const b of [dh, eaePrk, shared, secret, key, nonce, exporter]) b.fill(0);
+    responseKey = e2eResponseKey(h, exporter);
+    for (const b of [dh, key, nonce, exporter]) b.fill(0);
   } catch {
     throw badPayload();
   }
@@ -140,7 +159,7 @@ export function openRequestSync(
       const response = padResponse(answer); // one length for every outcome (padding.ts)
       const n = random(12);
       const c = createCipheriv('aes-256-gcm', responseKey, n);
-      c.setAAD(withPrefix(AAD_RESP, recordId));
+      c.setAAD(e2eAad(AAD_RESP, recordId));
       const out = new Uint8Array(12 + response.length + 16);
       out.set(n, 0);
       const body = c.update(response);

@@ -15,7 +15,8 @@
  * JavaScript can not pin or lock memory: derived keys are zeroized when the enclave zeroizes,
  * but copies the engine made can not be reached.
  */
-import { EnclaveFault, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
+import { EnclaveFault, Lifecycle, PlatformFault } from '../api/codes.ts';
+import { LABELS } from '../api/labels.ts';
 import { deriveE2eReceiver } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
@@ -51,7 +52,7 @@ function tokenCall<T>(f: () => T): T {
   try {
     return f();
   } catch (e) {
-    if (e instanceof TokenError) throw new EnclaveFault(PlatformCodes.TokenError, `token: ${e.ckr}`);
+    if (e instanceof TokenError) throw new EnclaveFault(PlatformFault.TokenError, `token: ${e.ckr}`);
     throw e;
   }
 }
@@ -93,7 +94,7 @@ export async function deriveEnclaveKeys(
     const suite = suites.get(id);
     if (!suite) continue;
     const oprfSeed = tokenCall(() =>
-      token.hmac(handles.oprf, suite.hash.name, te.encode(`bkv/oprf-seed/${id}`)),
+      token.hmac(handles.oprf, suite.hash.name, te.encode(LABELS.oprfSeedPrefix + id)),
     );
     if (id === 'P256-SHA256' && handles.p256 !== undefined) {
       const k = tokenCall(() => tokenP256Key(token, handles.p256!));
@@ -101,12 +102,12 @@ export async function deriveEnclaveKeys(
       server.set(id, { oprfSeed, serverPrivateKey: new Uint8Array(0), serverPublicKey: k.publicKey, serverDh: dh });
       continue;
     }
-    const seed = d(`bkv/opaque-server-key/${id}`);
+    const seed = d(LABELS.opaqueServerKeyPrefix + id);
     const kp = deriveServerKeyPair(suite, seed);
     seed.fill(0);
     server.set(id, { oprfSeed, serverPrivateKey: kp.privateKey, serverPublicKey: kp.publicKey });
   }
-  const hpkeIkm = d('bkv/e2e-key');
+  const hpkeIkm = d(LABELS.e2eKey);
   const e2e = deriveE2eReceiver(hpkeIkm, sha256);
   hpkeIkm.fill(0);
   return {
@@ -114,11 +115,11 @@ export async function deriveEnclaveKeys(
     derive: handles.derive,
     server,
     e2e,
-    fakeKey: d('bkv/fake-record'),
-    indexKey: d('bkv/index'),
-    auditKey: d('bkv/audit'),
-    auditSealKey: d('bkv/audit/seal'),
-    keyCheck: d('bkv/key-check').slice(0, 16),
+    fakeKey: d(LABELS.fakeRecord),
+    indexKey: d(LABELS.index),
+    auditKey: d(LABELS.audit),
+    auditSealKey: d(LABELS.auditSeal),
+    keyCheck: d(LABELS.keyCheck).slice(0, 16),
   };
 }
 

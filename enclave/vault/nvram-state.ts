@@ -16,7 +16,7 @@
  * NVRAM to the token keys it was provisioned with.
  */
 import { decodeFields, encodeFields, fixed, u32, u53, u8 } from '../api/codec.ts';
-import { EnclaveFault, Platform as PlatformCodes } from '../api/codes.ts';
+import { EnclaveFault, PlatformFault } from '../api/codes.ts';
 
 export const NVRAM_MAGIC = Uint8Array.of(0x42, 0x4b, 0x56, 0x4e); // "BKVN"
 export const NVRAM_LAYOUT = 3;
@@ -103,7 +103,7 @@ export function encodeNvramState(s: NvramState): Uint8Array {
   });
 }
 
-const corrupt = () => new EnclaveFault(PlatformCodes.NvramCorrupt, 'NVRAM contents are not a valid state');
+const corrupt = () => new EnclaveFault(PlatformFault.NvramCorrupt, 'NVRAM contents are not a valid state');
 
 /** null when the region was never written (empty or all zero). Trailing zero padding is allowed. */
 export function decodeNvramState(b: Uint8Array): NvramState | null {

@@ -24,10 +24,11 @@ import type { ClientRequest, ClientResponse } from '../api/messages.ts';
 import { AUDIT_KIND, STAGE_ID_LEN, SESSION_ID_LEN, SUITE_CODE } from '../api/messages.ts';
 import type { AuthPurpose } from '../api/authorize.ts';
 import { isPacing, pacingDelayMs } from '../api/pacing.ts';
+import { LABELS } from '../api/labels.ts';
 import { AUTH_KIND_BACKUP_KEY, authorizationMac, decodeAuthorization } from '../api/authorize.ts';
 import type { RandomSource } from '../opaque/bytes.ts';
 import { ctEqual } from '../opaque/bytes.ts';
-import { hexOf as toHex } from './hex.ts';
+import { toHex } from '../opaque/bytes.ts';
 import { DEFAULT_ARGON2ID, argon2idKsf, encodeKsfParams, ksfFromParams } from '../opaque/ksf.ts';
 import { decodeRegistrationRecord } from '../opaque/messages.ts';
 import { deriveServerKeyPair, serverLoginFinish, serverLoginStart, serverRegistrationResponse } from '../opaque/server.ts';
@@ -197,7 +198,7 @@ function registerFinish(ctx: OpContext, req: Extract<ClientRequest, { type: 'Reg
 /** The deterministic fake record of an unknown id (RFC 9807 §6.3.2.2), stable across attempts. */
 function fakeRecordFor(ctx: OpContext, suite: Suite): FakeRecord {
   const h = suite.hash;
-  const label = new TextEncoder().encode(`bkv/fake/${suite.id}`);
+  const label = new TextEncoder().encode(LABELS.fakePrefix + suite.id);
   const seed = h.hmac(ctx.keys.fakeKey, label, Uint8Array.of(1), ctx.recordId).slice(0, suite.Nseed);
   const { privateKey, publicKey } = deriveServerKeyPair(suite, seed);
   privateKey.fill(0);

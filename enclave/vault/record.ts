@@ -17,7 +17,7 @@
  * size of what it stores. Formats 1 and 2 are written back as format 3.
  */
 import { bytes, encodeFields, fixed, u53, u8 } from '../api/codec.ts';
-import { EnclaveFault, Integrity, Platform as PlatformCodes } from '../api/codes.ts';
+import { EnclaveFault, Integrity, PlatformFault } from '../api/codes.ts';
 import type { KeyHandle, Token } from '../token.ts';
 import { TokenError } from '../token.ts';
 
@@ -268,7 +268,7 @@ export function seal(
   rec: VaultRecord | null,
 ): Uint8Array {
   const iv = token.random(12);
-  if (!(iv instanceof Uint8Array) || iv.length !== 12) throw new EnclaveFault(PlatformCodes.RandomError, 'token random returned the wrong length');
+  if (!(iv instanceof Uint8Array) || iv.length !== 12) throw new EnclaveFault(PlatformFault.RandomError, 'token random returned the wrong length');
   const aad = headerAndAad(h, iv, recordId);
   const pt = rec ? encodePaddedRecord(rec) : new Uint8Array(0);
   const ct = token.encryptGcm(key, aad.subarray(23, HEADER_LEN), aad, pt);

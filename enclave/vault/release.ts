@@ -8,12 +8,13 @@
  *   wrapped key  = iv (12) || AES-256-GCM(release key, iv, backup key) (32) || tag (16)
  */
 import { createCipheriv, hkdfSync } from 'node:crypto';
+import { LABELS } from '../api/labels.ts';
 
 const te = new TextEncoder();
 const EMPTY = new Uint8Array(0);
-const INFO_RELEASE = te.encode('bkv/release');
-const INFO_SESSION_AUTH = te.encode('bkv/authorize/session');
-const INFO_BACKUP_KEY_AUTH = te.encode('bkv/authorize/key');
+const INFO_RELEASE = te.encode(LABELS.release);
+const INFO_SESSION_AUTH = te.encode(LABELS.authorizeSession);
+const INFO_BACKUP_KEY_AUTH = te.encode(LABELS.authorizeKey);
 
 const hkdf32 = (ikm: Uint8Array, info: Uint8Array): Uint8Array => new Uint8Array(hkdfSync('sha256', ikm, EMPTY, info, 32));
 

@@ -14,7 +14,7 @@
  * What passes through enclave memory: x1, x2 and the product k·M (a DH share of the 3DH input,
  * which the enclave hashes anyway); k itself does not. Bigints can not be wiped.
  */
-import { EnclaveFault, Platform as PlatformCodes } from '../api/codes.ts';
+import { EnclaveFault, PlatformFault } from '../api/codes.ts';
 import { ECDH } from 'node:crypto';
 import { invalidElement } from '../opaque/errors.ts';
 import { modInverseVartime } from '../opaque/groups/node-p256.ts';
@@ -64,14 +64,14 @@ export interface TokenP256Key {
 
 /** Token output of an exact length, or a typed fault (a faulty token must not crash the enclave). */
 function exact(b: unknown, len: number, what: string): Uint8Array {
-  if (!(b instanceof Uint8Array) || b.length !== len) throw new EnclaveFault(PlatformCodes.TokenError, `token: ${what} has the wrong length`);
+  if (!(b instanceof Uint8Array) || b.length !== len) throw new EnclaveFault(PlatformFault.TokenError, `token: ${what} has the wrong length`);
   return b;
 }
 
 export function tokenP256Key(token: Token, key: KeyHandle): TokenP256Key {
-  if (!token.ecPublicKey || !token.ecdhX) throw new EnclaveFault(PlatformCodes.TokenError, 'token has no EC support');
+  if (!token.ecPublicKey || !token.ecdhX) throw new EnclaveFault(PlatformFault.TokenError, 'token has no EC support');
   const pub = exact(token.ecPublicKey(key), 65, 'EC public key');
-  if (pub[0] !== 4) throw new EnclaveFault(PlatformCodes.TokenError, 'token: EC public key is not an uncompressed point');
+  if (pub[0] !== 4) throw new EnclaveFault(PlatformFault.TokenError, 'token: EC public key is not an uncompressed point');
   const rawEcdhX = token.ecdhX.bind(token);
   const ecdhX = (k: KeyHandle, p: Uint8Array) => exact(rawEcdhX(k, p), 32, 'ECDH result');
   const kx = big(pub.subarray(1, 33));

@@ -5,7 +5,7 @@
  * Batches (Batch, Prepare, Commit, Abort) go to batch.ts, which keeps the rule that a guess is
  * charged durably before KE2 leaves; one operation's pipeline is compute.ts, its rules ops.ts.
  */
-import { EnclaveFault, Handling, Integrity, Lifecycle, Platform as PlatformCodes } from '../api/codes.ts';
+import { EnclaveFault, Handling, Integrity, Lifecycle, PlatformFault as PlatformCodes } from '../api/codes.ts';
 import type { HostRequest, HostResponse } from '../api/messages.ts';
 import { decodeAuthConfig, encodeAuthConfig } from '../api/auth.ts';
 import { PACING } from '../api/pacing.ts';

@@ -41,9 +41,8 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { decodeFields, encodeFields } from '../../enclave/api/codec.ts';
-import { AuditEventSchema, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../../enclave/api/messages.ts';
 import type { AuditEvent } from '../../enclave/api/messages.ts';
+import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
 import { StorageCode, StorageError, recordKey } from './types.ts';
 import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
 
@@ -128,20 +127,6 @@ const MIGRATIONS: readonly ((S: string) => readonly string[])[] = [
 
 /** The schema version this code writes. */
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.length;
-
-const invalid = (msg: string) => new StorageError(StorageCode.InvalidArgument, msg);
-
-function checkPartition(p: number): void {
-  if (!Number.isInteger(p) || p < 0 || p > 0xffff) throw invalid('partition: not an integer in 0..65535');
-}
-function checkUint(v: number, what: string): void {
-  if (!Number.isSafeInteger(v) || v < 0) throw invalid(`${what}: not a non-negative safe integer`);
-}
-function checkId(id: unknown, what: string): asserts id is Uint8Array {
-  if (!(id instanceof Uint8Array) || id.length < 1 || id.length > MAX_RECORD_ID) {
-    throw invalid(`${what}: expected 1..${MAX_RECORD_ID} bytes`);
-  }
-}
 
 // ---- errors ---------------------------------------------------------------------------------
 
@@ -353,37 +338,11 @@ class PgRecordStore implements PostgresRecordStore {
 
   async applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: AuditEvent[]): Promise<void> {
     this.live();
-    checkPartition(partition);
-    checkUint(epoch, 'epoch');
-    const seen = new Set<string>();
-    for (const w of writes) {
-      checkId(w?.recordId, 'writes.recordId');
-      if (!(w.blob instanceof Uint8Array) || w.blob.length > MAX_SEALED_RECORD) {
-        throw invalid(`writes.blob: expected 0..${MAX_SEALED_RECORD} bytes`);
-      }
-      const k = recordKey(w.recordId);
-      if (seen.has(k)) throw invalid('writes: a record id appears twice in one batch');
-      seen.add(k);
-    }
-    const events: Uint8Array[] = [];
-    const seqs: number[] = [];
-    const seqSeen = new Set<number>();
-    for (const ev of audit) {
-      try {
-        events.push(encodeFields(AuditEventSchema, ev));
-      } catch (e) {
-        throw new StorageError(StorageCode.InvalidArgument, `audit: ${e instanceof Error ? e.message : String(e)}`, undefined, { cause: e });
-      }
-      if (seqSeen.has(ev.seq)) throw invalid('audit: two events with the same seq');
-      seqSeen.add(ev.seq);
-      seqs.push(ev.seq);
-    }
+    const { events, seqs, minSeq } = checkBatch(partition, epoch, writes, audit);
     // Applied even with no writes and no events: the applied epoch is written, so the commit is
     // flushed like any other (types.ts, appliedEpoch).
     // Rows are locked in record id order, so concurrent batches over the same ids can not deadlock.
     const sorted = writes.length > 1 ? [...writes].sort((a, b) => compareBytes(a.recordId, b.recordId)) : writes;
-    let minSeq: number | null = null;
-    for (const q of seqs) if (minSeq === null || q < minSeq) minSeq = q;
     const values = [
       partition,
       epoch,
@@ -408,7 +367,7 @@ class PgRecordStore implements PostgresRecordStore {
 
   async *scan(partition: number, chunkSize: number): AsyncGenerator<StoredRecord[], void, undefined> {
     checkPartition(partition);
-    if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw invalid('chunkSize: not a positive integer');
+    checkChunkSize(chunkSize);
     const limit = Math.min(chunkSize, 0x7fffffff);
     let after: Buffer = Buffer.alloc(0); // sorts before every record id (ids are 1..64 bytes)
     for (;;) {
@@ -422,8 +381,7 @@ class PgRecordStore implements PostgresRecordStore {
 
   async compact(partition: number, beforeEpoch: number): Promise<void> {
     this.live();
-    checkPartition(partition);
-    checkUint(beforeEpoch, 'beforeEpoch');
+    checkCompact(partition, beforeEpoch);
     await this.run('compact', 'compact', [partition, beforeEpoch]);
   }
 
@@ -439,21 +397,10 @@ class PgRecordStore implements PostgresRecordStore {
 
   async auditEvents(partition: number, fromSeq: number, limit: number): Promise<AuditEvent[]> {
     this.live();
-    checkPartition(partition);
-    checkUint(fromSeq, 'fromSeq');
-    checkUint(limit, 'limit');
+    checkAuditRange(partition, fromSeq, limit);
     if (limit === 0) return [];
     const rows = await this.run<{ seq: string; event: Buffer }>('auditEvents', 'audit', [partition, fromSeq, limit]);
-    return rows.map((r) => {
-      let ev: AuditEvent;
-      try {
-        ev = decodeFields(AuditEventSchema, own(r.event), 'audit event');
-      } catch (e) {
-        throw new StorageError(StorageCode.Corrupt, `audit event ${r.seq} does not decode`, undefined, { cause: e });
-      }
-      if (String(ev.seq) !== r.seq) throw new StorageError(StorageCode.Corrupt, `audit event ${r.seq} carries seq ${ev.seq}`);
-      return ev;
-    });
+    return rows.map((r) => decodeAuditRow(r.seq, own(r.event)));
   }
 
   async stats(): Promise<StoreStats> {

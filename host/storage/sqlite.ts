@@ -26,9 +26,8 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { decodeFields, encodeFields } from '../../enclave/api/codec.ts';
-import { AuditEventSchema, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../../enclave/api/messages.ts';
 import type { AuditEvent } from '../../enclave/api/messages.ts';
+import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
 import { StorageCode, StorageError, recordKey } from './types.ts';
 import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
 
@@ -116,20 +115,6 @@ export function toStorageError(e: unknown, what: string): StorageError {
   return new StorageError(sc, msg, code, { cause: e });
 }
 
-const invalid = (msg: string) => new StorageError(StorageCode.InvalidArgument, msg);
-
-function checkPartition(p: number): void {
-  if (!Number.isInteger(p) || p < 0 || p > 0xffff) throw invalid('partition: not an integer in 0..65535');
-}
-function checkUint(v: number, what: string): void {
-  if (!Number.isSafeInteger(v) || v < 0) throw invalid(`${what}: not a non-negative safe integer`);
-}
-function checkId(id: unknown, what: string): asserts id is Uint8Array {
-  if (!(id instanceof Uint8Array) || id.length < 1 || id.length > MAX_RECORD_ID) {
-    throw invalid(`${what}: expected 1..${MAX_RECORD_ID} bytes`);
-  }
-}
-
 /** The meta key of a partition's applied epoch. */
 const epochKey = (p: number) => `epoch/${p}`;
 
@@ -198,18 +183,16 @@ class SqliteRecordStore implements RecordStore {
   readonly kind = 'sqlite' as const;
   private db: Database.Database | null;
   private readonly s: ReturnType<typeof prepareAll>;
-  private readonly applyTx: (p: number, epoch: number, writes: BatchWrite[], events: Uint8Array[], seqs: number[]) => void;
+  private readonly applyTx: (p: number, epoch: number, writes: BatchWrite[], events: Uint8Array[], seqs: number[], minSeq: number | null) => void;
 
   constructor(db: Database.Database) {
     this.db = db;
     const s = prepareAll(db);
     this.s = s;
-    this.applyTx = db.transaction((p: number, epoch: number, writes: BatchWrite[], events: Uint8Array[], seqs: number[]) => {
+    this.applyTx = db.transaction((p: number, epoch: number, writes: BatchWrite[], events: Uint8Array[], seqs: number[], minSeq: number | null) => {
       for (const w of writes) s.upsert.run(p, w.recordId, w.blob, epoch);
-      if (events.length > 0) {
-        let min = seqs[0]!;
-        for (const q of seqs) if (q < min) min = q;
-        s.auditSupersede.run(p, min);
+      if (minSeq !== null) {
+        s.auditSupersede.run(p, minSeq);
         for (let i = 0; i < events.length; i++) s.auditInsert.run(p, seqs[i]!, events[i]!);
       }
       // Always a write, so that the commit syncs even for a batch that changed nothing (types.ts).
@@ -241,33 +224,9 @@ class SqliteRecordStore implements RecordStore {
 
   async applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: AuditEvent[]): Promise<void> {
     this.live();
-    checkPartition(partition);
-    checkUint(epoch, 'epoch');
-    const seen = new Set<string>();
-    for (const w of writes) {
-      checkId(w?.recordId, 'writes.recordId');
-      if (!(w.blob instanceof Uint8Array) || w.blob.length > MAX_SEALED_RECORD) {
-        throw invalid(`writes.blob: expected 0..${MAX_SEALED_RECORD} bytes`);
-      }
-      const k = recordKey(w.recordId);
-      if (seen.has(k)) throw invalid('writes: a record id appears twice in one batch');
-      seen.add(k);
-    }
-    const events: Uint8Array[] = [];
-    const seqs: number[] = [];
-    const seqSeen = new Set<number>();
-    for (const ev of audit) {
-      try {
-        events.push(encodeFields(AuditEventSchema, ev));
-      } catch (e) {
-        throw new StorageError(StorageCode.InvalidArgument, `audit: ${e instanceof Error ? e.message : String(e)}`, undefined, { cause: e });
-      }
-      if (seqSeen.has(ev.seq)) throw invalid('audit: two events with the same seq');
-      seqSeen.add(ev.seq);
-      seqs.push(ev.seq);
-    }
+    const { events, seqs, minSeq } = checkBatch(partition, epoch, writes, audit);
     try {
-      this.applyTx(partition, epoch, writes, events, seqs);
+      this.applyTx(partition, epoch, writes, events, seqs, minSeq);
     } catch (e) {
       throw toStorageError(e, 'applyBatch');
     }
@@ -275,7 +234,7 @@ class SqliteRecordStore implements RecordStore {
 
   async *scan(partition: number, chunkSize: number): AsyncGenerator<StoredRecord[], void, undefined> {
     checkPartition(partition);
-    if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw invalid('chunkSize: not a positive integer');
+    checkChunkSize(chunkSize);
     let after: Buffer | null = null;
     for (;;) {
       this.live();
@@ -294,8 +253,7 @@ class SqliteRecordStore implements RecordStore {
 
   async compact(partition: number, beforeEpoch: number): Promise<void> {
     this.live();
-    checkPartition(partition);
-    checkUint(beforeEpoch, 'beforeEpoch');
+    checkCompact(partition, beforeEpoch);
     try {
       this.s.compact.run(partition, beforeEpoch); // one statement: atomic by itself
     } catch (e) {
@@ -320,25 +278,14 @@ class SqliteRecordStore implements RecordStore {
 
   async auditEvents(partition: number, fromSeq: number, limit: number): Promise<AuditEvent[]> {
     this.live();
-    checkPartition(partition);
-    checkUint(fromSeq, 'fromSeq');
-    checkUint(limit, 'limit');
+    checkAuditRange(partition, fromSeq, limit);
     let rows: { seq: number; event: Buffer }[];
     try {
       rows = this.s.auditRange.all(partition, fromSeq, limit) as { seq: number; event: Buffer }[];
     } catch (e) {
       throw toStorageError(e, 'auditEvents');
     }
-    return rows.map((r) => {
-      let ev: AuditEvent;
-      try {
-        ev = decodeFields(AuditEventSchema, view(r.event), 'audit event');
-      } catch (e) {
-        throw new StorageError(StorageCode.Corrupt, `audit event ${r.seq} does not decode`, undefined, { cause: e });
-      }
-      if (ev.seq !== r.seq) throw new StorageError(StorageCode.Corrupt, `audit event ${r.seq} carries seq ${ev.seq}`);
-      return ev;
-    });
+    return rows.map((r) => decodeAuditRow(r.seq, view(r.event)));
   }
 
   async stats(): Promise<StoreStats> {

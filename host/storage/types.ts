@@ -14,6 +14,8 @@
  * Errors are `StorageError` with a stable numeric code in 4000-4099.
  */
 import type { AuditEvent } from '../../enclave/api/messages.ts';
+import { CodedError } from '../../enclave/api/codes.ts';
+import { toHex } from '../../enclave/opaque/bytes.ts';
 
 export type { AuditEvent };
 
@@ -81,7 +83,8 @@ export interface RecordStore {
   /**
    * Removes the tombstone rows (empty blob) of the partition written at an epoch below
    * `beforeEpoch`; no other row is touched. To the enclave an empty-blob row and no row are the
-   * same, so this is safe at any epoch; the host calls it from time to time to reclaim them.
+   * same, so this is safe at any epoch; VaultHost calls it from time to time (`compactEveryMs`,
+   * below the partition's applied epoch) to reclaim them.
    * (A sealed tombstone, the non-empty blob the enclave writes when it deletes a record, is an
    * ordinary row here and stays: it keeps the record's version numbering monotonic.)
    */
@@ -110,26 +113,19 @@ export const StorageCode = {
 } as const;
 export type StorageCode = (typeof StorageCode)[keyof typeof StorageCode];
 
-const CODE_NAMES = new Map<number, string>(Object.entries(StorageCode).map(([k, v]) => [v, k]));
-
-/** A readable name for a storage code (`Storage.Full`), for logs and CLIs. */
-export function storageCodeName(code: number): string {
-  return `Storage.${CODE_NAMES.get(code) ?? code}`;
-}
-
 /**
  * A typed storage failure. `detail` is the backend's own code when there is one
  * (`SQLITE_IOERR_FSYNC`, `ENOSPC`); the message never carries stored bytes.
  */
-export class StorageError extends Error {
+export class StorageError extends CodedError<StorageCode> {
   override readonly name = 'StorageError';
   constructor(
-    readonly code: StorageCode,
+    code: StorageCode,
     message: string,
     readonly detail?: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(code, message, options);
   }
 }
 
@@ -139,5 +135,5 @@ export function isStorageError(e: unknown, code?: StorageCode): e is StorageErro
 
 /** The map key of a record id in `getMany` results: lower-case hex. */
 export function recordKey(recordId: Uint8Array): string {
-  return Buffer.from(recordId.buffer, recordId.byteOffset, recordId.byteLength).toString('hex');
+  return toHex(recordId);
 }

@@ -16,7 +16,7 @@
  * check them against its NVRAM before it serves anything.
  */
 import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
-import { EnclaveFault, Handling, Platform as PlatformCodes, faultName } from '../../enclave/api/codes.ts';
+import { EnclaveFault, Handling, PlatformFault as PlatformCodes, faultName } from '../../enclave/api/codes.ts';
 import type { HostRequest, HostResponse } from '../../enclave/api/messages.ts';
 import { HostRequests, HostResponses, MAX_BATCH_OPS, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
 import type { RecordStore } from '../storage/types.ts';

@@ -2,7 +2,8 @@
  * A running vault: the partition pool of enclave devices (worker threads by default, child
  * processes on request), one group-commit engine per partition, and the record store. Routes
  * each client operation to the partition that owns its record id, and brings a crashed
- * partition back (a fresh device boot and a full reload of its records) on its own.
+ * partition back (a fresh device boot and a full reload of its records) on its own. From time to
+ * time (`compactEveryMs`) it removes the store's empty-blob rows of committed batches.
  */
 import { createHash } from 'node:crypto';
 import type { AuthConfig } from '../../enclave/api/auth.ts';
@@ -47,6 +48,13 @@ export interface VaultHostOptions {
    */
   restartBackoffMs?: number;
   restartMaxBackoffMs?: number;
+  /**
+   * Every this long (default one hour; 0: never) each partition's empty-blob rows written before
+   * its last applied batch, which the enclave takes as no row at all, are removed from the store
+   * (`RecordStore.compact`; the sealed tombstones of deleted records stay). On PostgreSQL a pass
+   * reads the partition's rows (postgres.ts: no tombstone index there, on purpose).
+   */
+  compactEveryMs?: number;
   log?: (msg: string) => void;
   /** Called after each committed batch of any partition (metrics): its size and duration. */
   onBatch?: (partition: number, size: number, ms: number) => void;
@@ -67,6 +75,9 @@ export class VaultHost {
   /** Per partition: automatic restarts that failed in a row, and the timer of the next try. */
   private readonly retries = new Map<number, { failures: number; timer: NodeJS.Timeout | null }>();
   private closed = false;
+  private compactTimer: NodeJS.Timeout | null = null;
+  /** The compaction pass in progress, if any (close waits for it). */
+  private compacting: Promise<void> | null = null;
   info!: VaultInfo;
 
   private constructor(
@@ -76,6 +87,10 @@ export class VaultHost {
   ) {}
 
   static async open(opts: VaultHostOptions): Promise<VaultHost> {
+    const every = opts.compactEveryMs;
+    if (every !== undefined && (!Number.isSafeInteger(every) || every < 0 || every > 0x7fffffff)) {
+      throw new RangeError('compactEveryMs must be an integer in 0..2147483647 (a timer delay)');
+    }
     const store = await openStore(opts.store, opts.dataDir);
     let host: VaultHost | undefined;
     let pool: EnclavePool;
@@ -105,7 +120,37 @@ export class VaultHost {
       await host.close();
       throw e;
     }
+    host.scheduleCompaction();
     return host;
+  }
+
+  private scheduleCompaction(): void {
+    const every = this.opts.compactEveryMs ?? 3_600_000;
+    if (every === 0) return;
+    this.compactTimer = setInterval(() => void this.compact(), every);
+    this.compactTimer.unref();
+  }
+
+  /**
+   * One compaction pass (see `compactEveryMs`): per partition, the store's empty-blob rows below
+   * its applied epoch go. A partition that is restarting is skipped; a storage error is logged
+   * and the next pass tries again. Concurrent calls share one pass.
+   */
+  compact(): Promise<void> {
+    this.compacting ??= (async () => {
+      for (let p = 0; p < this.engines.length && !this.closed; p++) {
+        if (this.restarts.has(p)) continue;
+        try {
+          const applied = await this.store.appliedEpoch(p);
+          if (applied !== null && applied > 0) await this.store.compact(p, applied);
+        } catch (e) {
+          if (!this.closed) this.opts.log?.(`partition ${p}: compaction failed: ${String(e)}`);
+        }
+      }
+    })().finally(() => {
+      this.compacting = null;
+    });
+    return this.compacting;
   }
 
   private async startEngines(): Promise<void> {
@@ -241,6 +286,8 @@ export class VaultHost {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.compactTimer) clearInterval(this.compactTimer);
+    await this.compacting;
     for (const r of this.retries.values()) if (r.timer) clearTimeout(r.timer);
     this.retries.clear();
     await Promise.allSettled([...this.restarts.values()]);

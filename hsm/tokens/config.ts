@@ -1,6 +1,6 @@
 /**
- * The vault token's configuration in the data folder (`token.json`) and the cross-process lock
- * its users share. The file names the token kind and the token's label, nothing secret:
+ * The vault token's configuration in the data folder (`token.json`) and the name of the
+ * cross-process lock its users share (`token.lock`, hsm/durable-file.ts). The file names the token kind and the token's label, nothing secret:
  *
  *   { "format": "backup-key-vault token", "version": 2, "kind": "emulator" | "softhsm",
  *     "label": "bkv-<12 hex>" }
@@ -18,10 +18,9 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { threadId } from 'node:worker_threads';
+import { writeFileDurably } from '../durable-file.ts';
 
 export type TokenKind = 'emulator' | 'softhsm';
-export const TOKEN_KINDS: readonly TokenKind[] = ['emulator', 'softhsm'];
 export const TOKEN_CONFIG_FILE = 'token.json';
 export const TOKEN_LOCK_FILE = 'token.lock';
 export const TOKEN_CONFIG_FORMAT = 'backup-key-vault token';
@@ -80,22 +79,7 @@ export function readTokenConfig(dataDir: string): StoredTokenConfig | null {
 
 /** Writes (or replaces) the data folder's token configuration durably. */
 export function writeTokenConfig(dataDir: string, cfg: VaultTokenConfig): void {
-  const file = path.join(dataDir, TOKEN_CONFIG_FILE);
-  const tmp = `${file}.${randomBytes(8).toString('hex')}.tmp`;
-  const fd = fs.openSync(tmp, 'wx', 0o600);
-  try {
-    fs.writeSync(fd, `${JSON.stringify(cfg, null, 2)}\n`);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  const dfd = fs.openSync(dataDir, 'r');
-  try {
-    fs.fsyncSync(dfd);
-  } finally {
-    fs.closeSync(dfd);
-  }
+  writeFileDurably(path.join(dataDir, TOKEN_CONFIG_FILE), `${JSON.stringify(cfg, null, 2)}\n`);
 }
 
 export function checkTokenKind(dataDir: string, cfg: VaultTokenConfig, kind: TokenKind): void {
@@ -121,72 +105,4 @@ export function settleTokenConfig(dataDir: string, kind: TokenKind): VaultTokenC
   const cfg = newTokenConfig(kind);
   writeTokenConfig(dataDir, cfg);
   return cfg;
-}
-
-export interface FileLockOptions {
-  timeoutMs?: number;
-  staleMs?: number;
-}
-
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-
-/**
- * Runs `fn` holding an exclusive lock file (O_EXCL create; a lock whose owner process is gone,
- * or older than `staleMs`, is broken). Not reentrant: a nested call on the same file by the
- * same thread would wait for itself, so callers keep locked sections flat.
- */
-export function withFileLock<T>(file: string, fn: () => T, opts: FileLockOptions = {}): T {
-  const timeoutMs = opts.timeoutMs ?? 30_000;
-  const staleMs = opts.staleMs ?? 30_000;
-  const deadline = performance.now() + timeoutMs;
-  const me = `${process.pid} ${threadId} ${randomBytes(8).toString('hex')}`;
-  for (;;) {
-    try {
-      const fd = fs.openSync(file, 'wx', 0o600);
-      fs.writeSync(fd, me);
-      fs.closeSync(fd);
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      if (breakIfStale(file, staleMs)) continue;
-      if (performance.now() > deadline) throw new Error(`lock ${file} held for more than ${timeoutMs} ms`);
-      Atomics.wait(sleeper, 0, 0, 2);
-    }
-  }
-  try {
-    return fn();
-  } finally {
-    try {
-      if (fs.readFileSync(file, 'utf8') === me) fs.unlinkSync(file);
-    } catch {
-      // broken by another process's stale check
-    }
-  }
-}
-
-function breakIfStale(file: string, staleMs: number): boolean {
-  let owner: string;
-  let st: fs.Stats;
-  try {
-    owner = fs.readFileSync(file, 'utf8');
-    st = fs.statSync(file);
-  } catch {
-    return true;
-  }
-  const pid = Number(owner.split(' ')[0]);
-  let dead = false;
-  if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid) {
-    try {
-      process.kill(pid, 0);
-    } catch (e) {
-      dead = (e as NodeJS.ErrnoException).code !== 'EPERM';
-    }
-  }
-  if (!dead && Date.now() - st.mtimeMs <= staleMs) return false;
-  try {
-    if (fs.readFileSync(file, 'utf8') === owner) fs.unlinkSync(file);
-  } catch {
-    // gone already
-  }
-  return true;
 }

@@ -13,7 +13,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as P from '../../enclave/api/pkcs11.ts';
-import { TOKEN_LOCK_FILE, withFileLock } from './config.ts';
+import { TOKEN_LOCK_FILE } from './config.ts';
+import { withFileLock } from '../durable-file.ts';
 import type { TokenKind } from './config.ts';
 import { EmulatorModule } from './emulator/module.ts';
 import type { EmulatorOptions } from './emulator/module.ts';

@@ -26,7 +26,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TOKEN_CONFIG_FILE, checkTokenKind, newTokenConfig, readTokenConfig, writeTokenConfig } from './config.ts';
 import type { TokenKind } from './config.ts';
-import { fsyncDir } from '../durable-file.ts';
+import { CodedError } from '../../enclave/api/codes.ts';
+import { createFileDurably, fsyncDir } from '../durable-file.ts';
 
 /** Environment variables the command line reads the PINs from (no pin file given). */
 export const TOKEN_PIN_ENV = 'BKV_TOKEN_PIN';
@@ -64,15 +65,8 @@ export const TokenPinErrorCode = {
 } as const;
 export type TokenPinErrorCode = (typeof TokenPinErrorCode)[keyof typeof TokenPinErrorCode];
 
-export class TokenPinError extends Error {
+export class TokenPinError extends CodedError<TokenPinErrorCode> {
   override readonly name = 'TokenPinError';
-  constructor(
-    readonly code: TokenPinErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 /** The development-mode operator folder of a data folder: its sibling `<data>.operator`. */
@@ -243,22 +237,7 @@ export function readOperatorPins(operatorDir: string, label: string): (TokenPins
 export function writeOperatorPins(operatorDir: string, label: string, pins: { userPin: string; soPin: string }): void {
   const file = operatorPinsFile(operatorDir, label);
   const body = { format: OPERATOR_PINS_FORMAT, version: 1, label, soPin: pins.soPin, userPin: pins.userPin };
-  const tmp = `${file}.${randomBytes(8).toString('hex')}.tmp`;
-  const fd = fs.openSync(tmp, 'wx', 0o600);
-  try {
-    fs.writeSync(fd, `${JSON.stringify(body, null, 2)}\n`);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  try {
-    fs.linkSync(tmp, file); // never replaces PINs already there
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-  } finally {
-    fs.unlinkSync(tmp);
-  }
-  fsyncDir(operatorDir);
+  createFileDurably(file, `${JSON.stringify(body, null, 2)}\n`); // never replaces PINs already there
 }
 
 /** The PINs a source gives (reading the pin file), before any token is looked at. */

@@ -23,16 +23,29 @@ import { identityKsf } from '../../enclave/opaque/ksf.ts';
 import { LABEL_SEAL } from '../../enclave/vault/keys.ts';
 import { unseal } from '../../enclave/vault/record.ts';
 import type { SealedHeader, VaultRecord } from '../../enclave/vault/record.ts';
-import { testIssuer } from './auth.ts';
+import { testIssuer, wallClockClientExtras } from './auth.ts';
 import type { TestIssuer } from './auth.ts';
 import { openSqliteStore } from '../../host/storage/sqlite.ts';
 import type { RecordStore } from '../../host/storage/types.ts';
 import { PartitionEngine } from '../../host/vault/engine.ts';
+import type { VaultHost } from '../../host/vault/vault-host.ts';
 import { testPlatform } from './platform.ts';
 import type { TestPlatform } from './platform.ts';
 import type { TokenKind } from './tokens.ts';
 
 export const CONTEXT = new TextEncoder().encode('BackupKeyVault-v1');
+
+/** An EscrowClient of a running VaultHost: the fast ristretto255 suite, the test context, `issuer`'s tokens on the wall clock. */
+export async function hostClient(host: VaultHost, issuer: TestIssuer): Promise<EscrowClient> {
+  return new EscrowClient({
+    relay: (rid, m) => host.submit(rid, m),
+    enclavePublicKey: host.info.enclavePublicKey,
+    suite: await fastSuite('ristretto255-SHA512'),
+    rng: (n) => new Uint8Array(randomBytes(n)),
+    context: CONTEXT,
+    ...wallClockClientExtras(issuer),
+  });
+}
 
 export interface Harness {
   dir: string;

@@ -46,10 +46,6 @@ const b = (v: boolean): AttrValue => ({ t: 'b', v });
 const u = (v: number | bigint): AttrValue => ({ t: 'u', v: BigInt(v) });
 const x = (v: Buffer | string = Buffer.alloc(0)): AttrValue => ({ t: 'x', v: typeof v === 'string' ? Buffer.from(v) : v });
 
-export const boolAttr = b;
-export const ulongAttr = u;
-export const bytesAttr = x;
-
 const CREATE_OPS: readonly Op[] = ['generate', 'derive', 'create', 'copy', 'unwrap'];
 
 /** Plain boolean: any one-byte value, non-zero is true. */

@@ -7,11 +7,3 @@ export { EmulatorModule } from './module.ts';
 export type { EmulatorOptions } from './module.ts';
 export { runSelfTests, SELF_TESTS } from './selftest.ts';
 export type { SelfTestReport } from './selftest.ts';
-
-import { EmulatorModule } from './module.ts';
-import type { EmulatorOptions } from './module.ts';
-
-/** A new emulator module (not yet initialized: call C_Initialize). */
-export function createEmulator(opts: EmulatorOptions = {}): EmulatorModule {
-  return new EmulatorModule(opts);
-}

@@ -8,7 +8,7 @@
  *   generic secret = first 3 bytes of SHA-1(K), as SoftHSM2), and random bytes.
  * Inputs are validated by the caller (the module); these functions only compute.
  */
-import { ECDH, createCipheriv, createDecipheriv, createECDH, createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createECDH, createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 
 /** An AES or HMAC key: its bytes, or a node:crypto secret KeyObject made from them. */
@@ -189,11 +189,6 @@ export function ecdh(d: Buffer, peer: Buffer): Buffer {
   const e = createECDH(CURVE);
   e.setPrivateKey(d);
   return e.computeSecret(peer);
-}
-
-/** Uncompressed form of a P-256 point (throws if invalid). */
-export function ecUncompressed(point: Buffer): Buffer {
-  return ECDH.convertKey(point, CURVE, undefined, undefined, 'uncompressed') as Buffer;
 }
 
 /** DER OCTET STRING around a value shorter than 128 bytes (CKA_EC_POINT). */

@@ -19,12 +19,11 @@
  * gone, or older than lockStaleMs, is broken), re-reads the file if it changed, applies the
  * change and writes; readers notice another process's write by the file's identity (stat).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { threadId } from 'node:worker_threads';
 import { CKR, Pkcs11Error } from '../../../enclave/api/pkcs11.ts';
-import { fsyncDir, writeFileDurably } from '../../durable-file.ts';
+import { FileLockTimeout, fsyncDir, withFileLock, writeFileDurably } from '../../durable-file.ts';
 
 const MAGIC = Buffer.from('BKVP11E1', 'latin1');
 
@@ -171,51 +170,21 @@ export class TokenStore {
   }
 
   private withLock<T>(fn: () => T): T {
-    const deadline = performance.now() + this.lockTimeoutMs;
-    const me = `${process.pid} ${threadId} ${randomBytes(8).toString('hex')}`;
-    let fd: number | undefined;
-    while (fd === undefined) {
-      try {
-        fd = fs.openSync(this.lockFile, 'wx', 0o600);
-        fs.writeSync(fd, me);
-        fs.closeSync(fd);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw deviceError(`token store lock: ${(e as Error).message}`, e);
-        if (this.breakIfStale()) continue;
-        if (performance.now() > deadline) throw deviceError(`token store lock ${this.lockFile} held too long`);
-        sleepMs(1);
-      }
-    }
+    let held = false;
     try {
-      return fn();
-    } finally {
-      try {
-        if (fs.readFileSync(this.lockFile, 'utf8') === me) fs.unlinkSync(this.lockFile);
-      } catch {
-        // broken by another process's stale check: nothing to release
-      }
+      return withFileLock(
+        this.lockFile,
+        () => {
+          held = true;
+          return fn();
+        },
+        { timeoutMs: this.lockTimeoutMs, staleMs: this.lockStaleMs, pollMs: 1 },
+      );
+    } catch (e) {
+      if (held) throw e;
+      if (e instanceof FileLockTimeout) throw deviceError(`token store lock ${this.lockFile} held too long`);
+      throw deviceError(`token store lock: ${(e as Error).message}`, e);
     }
-  }
-
-  private breakIfStale(): boolean {
-    let owner: string;
-    let st: fs.Stats;
-    try {
-      owner = fs.readFileSync(this.lockFile, 'utf8');
-      st = fs.statSync(this.lockFile);
-    } catch {
-      return true;
-    }
-    const pid = Number(owner.split(' ')[0]);
-    const dead = Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid);
-    const old = Date.now() - st.mtimeMs > this.lockStaleMs;
-    if (!dead && !old) return false;
-    try {
-      if (fs.readFileSync(this.lockFile, 'utf8') === owner) fs.unlinkSync(this.lockFile);
-    } catch {
-      // gone already
-    }
-    return true;
   }
 }
 
@@ -353,18 +322,4 @@ export function decodeStore(raw: Buffer, file: string): StoreState {
 function fileStamp(file: string): string {
   const st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
   return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` : '';
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-function sleepMs(ms: number): void {
-  Atomics.wait(sleeper, 0, 0, ms);
 }

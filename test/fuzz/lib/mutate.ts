@@ -8,6 +8,7 @@
  * seed, so a run is reproducible.
  */
 import fc from 'fast-check';
+import { concat } from '../../../enclave/opaque/bytes.ts';
 
 export type Mutation =
   | { op: 'flip'; pos: number; bit: number }
@@ -126,18 +127,6 @@ export function applyMutation(input: Uint8Array, m: Mutation, corpus: readonly U
     }
   }
   return b.length > maxLen ? b.slice(0, maxLen) : b;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 /** Raw bytes (1 in 10), a seed as is (1 in 10), or a mutated seed (8 in 10). */

@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { encodeAuthConfig } from '../../../enclave/api/auth.ts';
 import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
-import { EnclaveFault, Platform as PlatformCodes } from '../../../enclave/api/codes.ts';
+import { EnclaveFault, PlatformFault } from '../../../enclave/api/codes.ts';
 import { HostRequests, HostResponses } from '../../../enclave/api/messages.ts';
 import type { HostRequest } from '../../../enclave/api/messages.ts';
 import { createEnclave } from '../../../enclave/main.ts';
@@ -56,7 +56,7 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   const r = typed('decodeNvramState', () => decodeNvramState(image));
   let label: string;
   if (!r.ok) {
-    if (!(r.error instanceof EnclaveFault) || r.error.code !== PlatformCodes.NvramCorrupt) violation('wrong-error', `decodeNvramState failed with ${r.error.message}`);
+    if (!(r.error instanceof EnclaveFault) || r.error.code !== PlatformFault.NvramCorrupt) violation('wrong-error', `decodeNvramState failed with ${r.error.message}`);
     label = 'corrupt';
   } else if (r.value === null) {
     if (!image.every((x) => x === 0)) violation('oracle', 'decodeNvramState called a non-zero region unwritten');

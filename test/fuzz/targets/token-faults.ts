@@ -14,7 +14,7 @@
  * still answer.
  * Oracle: every answer decodes and carries no planted secret (scanned as in lib/vault.ts); no key
  * is released to the wrong-password login; a released key is the canary's unless a fault
- * corrupted a token output; a TokenError must come out as a typed fault (Platform.TokenError),
+ * corrupted a token output; a TokenError must come out as a typed fault (PlatformFault.TokenError),
  * not as BadPayload "internal error" (`token-error-unmapped`); a malformed token output must be
  * refused, not crash the enclave code with a TypeError or RangeError (`untyped-error`).
  */
@@ -164,7 +164,7 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   const canary = input.length % 2 === 1 && input[input.length - 1]! & 1 ? CANARY_A : CANARY_B;
   v.untypedKind = (e) => {
     if (e instanceof Error && e.message === INJECTED) return null;
-    // toFault maps a TokenError to Platform.TokenError (2301): a typed fault, not a violation.
+    // toFault maps a TokenError to PlatformFault.TokenError (2301): a typed fault, not a violation.
     if (e instanceof TokenError) return null;
     return 'untyped-error';
   };

@@ -349,8 +349,3 @@ function deliver(spec: CallSpec, args: readonly unknown[], value: unknown): unkn
   out.set(got);
   return got.length === out.length ? out : out.subarray(0, got.length);
 }
-
-/** A remote emulator token, not yet initialized (call C_Initialize), as pkcs11js's `new PKCS11()` + `load()`. */
-export function openRemoteToken(opts: RemoteOptions = {}): RemotePkcs11 {
-  return new RemotePkcs11(opts);
-}

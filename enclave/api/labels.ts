@@ -1,0 +1,56 @@
+/**
+ * Every domain-separation label of the project in one table: HKDF infos, HMAC labels, the HPKE
+ * info and export label, the AAD prefixes of the end-to-end envelope. A label names one purpose:
+ * never reuse one for another, never change one (the keys and MACs they separate are in golden
+ * files and in every stored record). ASCII; each user encodes it once (UTF-8 = ASCII here).
+ *
+ * Who derives what:
+ *   enclave/vault/keys.ts       the enclave's keys, HMAC(derive key, label) on the token
+ *   enclave/vault/audit.ts      the audit chain's MAC labels
+ *   enclave/vault/ops.ts        the fake record of an unknown id (prefix + suite id)
+ *   enclave/api/authorize.ts    authorization proofs and the release key (client side, @noble)
+ *   enclave/vault/release.ts    the same keys on node:crypto (enclave side)
+ *   enclave/vault/e2e-open.ts   the end-to-end envelope, enclave side (node:crypto)
+ *   client/e2e-seal.ts          the end-to-end envelope, client side (@hpke/core)
+ *   client/backup-key.ts        the backup key's check group and the backup file keys
+ */
+export const LABELS = {
+  // enclave keys (enclave/vault/keys.ts); the first two are prefixes of the suite id
+  oprfSeedPrefix: 'bkv/oprf-seed/',
+  opaqueServerKeyPrefix: 'bkv/opaque-server-key/',
+  e2eKey: 'bkv/e2e-key',
+  fakeRecord: 'bkv/fake-record',
+  index: 'bkv/index',
+  audit: 'bkv/audit',
+  auditSeal: 'bkv/audit/seal',
+  keyCheck: 'bkv/key-check',
+  // the fake record of an unknown id (enclave/vault/ops.ts): a prefix of the suite id
+  fakePrefix: 'bkv/fake/',
+  // the audit chain (enclave/vault/audit.ts)
+  auditRecord: 'bkv/audit/record',
+  auditAnchor: 'bkv/audit/anchor',
+  // authorization and release (enclave/api/authorize.ts, enclave/vault/release.ts)
+  authorizeReplace: 'bkv/authorize/v1',
+  authorizeDelete: 'bkv/delete/v1',
+  authorizeKey: 'bkv/authorize/key',
+  authorizeSession: 'bkv/authorize/session',
+  release: 'bkv/release',
+  // the end-to-end envelope (HPKE info, export label, AAD prefixes before the record id)
+  e2eInfo: 'bkv/e2e/v1',
+  e2eResponse: 'bkv/e2e/response',
+  e2eRequestAad: 'req',
+  e2eResponseAad: 'resp',
+  // backup key and backup files (client/backup-key.ts)
+  backupKeyCheck: 'bkv/backup-key/check/v1',
+  backupFileKey: 'bkv/backup/v1/file-key',
+  backupHeaderKey: 'bkv/backup/v1/header-key',
+  backupKeyCheckValue: 'bkv/backup/v1/key-check',
+} as const;
+
+/** The AAD of one direction of the end-to-end envelope: its prefix (`req` or `resp`) || record id. */
+export function e2eAad(prefix: Uint8Array, recordId: Uint8Array): Uint8Array {
+  const out = new Uint8Array(prefix.length + recordId.length);
+  out.set(prefix, 0);
+  out.set(recordId, prefix.length);
+  return out;
+}

@@ -1,0 +1,98 @@
+/**
+ * The argument checks both record stores make before they touch storage (the refusals the
+ * RecordStore contract in types.ts lists): one place, so SQLite and PostgreSQL refuse the same
+ * inputs with the same InvalidArgument messages.
+ */
+import { decodeFields, encodeFields } from '../../enclave/api/codec.ts';
+import { AuditEventSchema, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../../enclave/api/messages.ts';
+import type { AuditEvent } from '../../enclave/api/messages.ts';
+import { StorageCode, StorageError, recordKey } from './types.ts';
+import type { BatchWrite } from './types.ts';
+
+export const invalid = (msg: string) => new StorageError(StorageCode.InvalidArgument, msg);
+
+export function checkPartition(p: number): void {
+  if (!Number.isInteger(p) || p < 0 || p > 0xffff) throw invalid('partition: not an integer in 0..65535');
+}
+
+export function checkUint(v: number, what: string): void {
+  if (!Number.isSafeInteger(v) || v < 0) throw invalid(`${what}: not a non-negative safe integer`);
+}
+
+export function checkId(id: unknown, what: string): asserts id is Uint8Array {
+  if (!(id instanceof Uint8Array) || id.length < 1 || id.length > MAX_RECORD_ID) {
+    throw invalid(`${what}: expected 1..${MAX_RECORD_ID} bytes`);
+  }
+}
+
+export function checkChunkSize(chunkSize: number): void {
+  if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw invalid('chunkSize: not a positive integer');
+}
+
+/** A batch that passed `checkBatch`: its audit events encoded, with their seqs in the same order. */
+export interface CheckedBatch {
+  events: Uint8Array[];
+  seqs: number[];
+  /** The lowest seq of `seqs` (null: no events): stored events from here on are superseded. */
+  minSeq: number | null;
+}
+
+/**
+ * The checks of `applyBatch` (types.ts): partition, epoch, each write's id and blob size, no id
+ * twice, every audit event encodes, no seq twice. Throws InvalidArgument; nothing is applied.
+ */
+export function checkBatch(partition: number, epoch: number, writes: BatchWrite[], audit: AuditEvent[]): CheckedBatch {
+  checkPartition(partition);
+  checkUint(epoch, 'epoch');
+  const seen = new Set<string>();
+  for (const w of writes) {
+    checkId(w?.recordId, 'writes.recordId');
+    if (!(w.blob instanceof Uint8Array) || w.blob.length > MAX_SEALED_RECORD) {
+      throw invalid(`writes.blob: expected 0..${MAX_SEALED_RECORD} bytes`);
+    }
+    const k = recordKey(w.recordId);
+    if (seen.has(k)) throw invalid('writes: a record id appears twice in one batch');
+    seen.add(k);
+  }
+  const events: Uint8Array[] = [];
+  const seqs: number[] = [];
+  const seqSeen = new Set<number>();
+  let minSeq: number | null = null;
+  for (const ev of audit) {
+    try {
+      events.push(encodeFields(AuditEventSchema, ev));
+    } catch (e) {
+      throw new StorageError(StorageCode.InvalidArgument, `audit: ${e instanceof Error ? e.message : String(e)}`, undefined, { cause: e });
+    }
+    if (seqSeen.has(ev.seq)) throw invalid('audit: two events with the same seq');
+    seqSeen.add(ev.seq);
+    seqs.push(ev.seq);
+    if (minSeq === null || ev.seq < minSeq) minSeq = ev.seq;
+  }
+  return { events, seqs, minSeq };
+}
+
+/** The checks of `compact`. */
+export function checkCompact(partition: number, beforeEpoch: number): void {
+  checkPartition(partition);
+  checkUint(beforeEpoch, 'beforeEpoch');
+}
+
+/** The checks of `auditEvents`. */
+export function checkAuditRange(partition: number, fromSeq: number, limit: number): void {
+  checkPartition(partition);
+  checkUint(fromSeq, 'fromSeq');
+  checkUint(limit, 'limit');
+}
+
+/** A stored audit event read back: it must decode and carry the seq of its row (else Corrupt). */
+export function decodeAuditRow(seq: number | string, bytes: Uint8Array): AuditEvent {
+  let ev: AuditEvent;
+  try {
+    ev = decodeFields(AuditEventSchema, bytes, 'audit event');
+  } catch (e) {
+    throw new StorageError(StorageCode.Corrupt, `audit event ${seq} does not decode`, undefined, { cause: e });
+  }
+  if (String(ev.seq) !== String(seq)) throw new StorageError(StorageCode.Corrupt, `audit event ${seq} carries seq ${ev.seq}`);
+  return ev;
+}
