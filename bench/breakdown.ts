@@ -48,7 +48,7 @@ import { RecordIndex } from '../enclave/vault/record-index.ts';
 import { KIND_RECORD, seal, unseal } from '../enclave/vault/record.ts';
 import type { VaultRecord } from '../enclave/vault/record.ts';
 import { bootFirmware, buildPlatform } from '../hsm/runner.ts';
-import type { HsmConfig } from '../hsm/runner.ts';
+import type { CheckedConfig } from '../hsm/runner.ts';
 import { FileNvram } from '../hsm/nvram-file.ts';
 import { TokenNvram } from '../hsm/nvram-token.ts';
 import { openStore } from '../host/storage/index.ts';
@@ -116,12 +116,12 @@ const loginReq = encodeMessage(ClientRequests, { type: 'LoginStart', auth: token
 // The vault's token as a booted device leaves it (its keys, its NVRAM), emulator and SoftHSM2;
 // and the emulator device's own derived keys and random source, as its enclave uses them.
 async function device(kind: 'emulator' | 'softhsm') {
-  const cfg: HsmConfig = { dataDir: join(dir, kind), partition: 0, partitions: 2, token: kind, auth: base64url(encodeAuthConfig(tokens.config)) };
+  const cfg: CheckedConfig = { dataDir: join(dir, kind), partition: 0, partitions: 2, token: kind, auth: base64url(encodeAuthConfig(tokens.config)) };
   const platform = buildPlatform(cfg, () => {
     throw new Error('crash');
   });
   await bootFirmware(cfg, platform);
-  const cfg1: HsmConfig = { ...cfg, partition: 1 };
+  const cfg1: CheckedConfig = { ...cfg, partition: 1 };
   await bootFirmware(cfg1, buildPlatform(cfg1, () => {
     throw new Error('crash');
   }));

@@ -27,7 +27,7 @@ const SECRET_HASH = new Uint8Array(createHash('sha256').update(SECRET).digest())
 const ZERO = new Uint8Array(32);
 
 async function hostCall(h: Harness, req: HostRequest) {
-  return decodeMessage(HostResponses, await h.enclave.handle(encodeMessage(HostRequests, req)));
+  return decodeMessage(HostResponses, await h.enclave.request(encodeMessage(HostRequests, req)));
 }
 
 /** What the engine hands the store for each batch, in order: the host's whole view before Commit. */

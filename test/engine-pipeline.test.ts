@@ -70,7 +70,7 @@ async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; 
           if (req.type === 'Batch' && sent.filter((x) => x.type === 'Batch').length === 1) await opts.holdFirstBatch;
           // Delivered in order (the enclave queues its requests, as the device does); only the
           // answer may be held back.
-          return await enclave.handle(b);
+          return await enclave.request(b);
         } finally {
           open.delete(tag);
         }

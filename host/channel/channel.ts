@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { projectBundle, projectRoot } from '../../bin/bundle.mjs';
 import { softhsmPaths } from '../../hsm/tokens/softhsm.ts';
 import type { TokenKind } from '../../hsm/tokens/config.ts';
-import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
+import type { Device, DeviceConfig, FromDevice, RequestOptions, ToDevice, TokenPinSource } from '../../enclave/api/device.ts';
 
 export const ChannelErrorCode = {
   /** No response within the request's timeout. */
@@ -31,7 +31,7 @@ export const ChannelErrorCode = {
   Crashed: 3004,
   /** The firmware did not boot (its createEnclave threw, the module is missing, boot timed out). */
   BootFailed: 3005,
-  /** The firmware's handle() threw, which its contract forbids. */
+  /** The firmware's request() threw, which its contract forbids. */
   HandlerFailed: 3006,
   /** The request was not bytes. */
   InvalidRequest: 3007,
@@ -49,15 +49,10 @@ export class ChannelError extends Error {
   }
 }
 
-export interface RequestOptions {
-  /** Overrides the channel's default timeout; 0 or Infinity waits forever. */
-  timeoutMs?: number;
-}
-
 export type ChannelState = 'booting' | 'ready' | 'closing' | 'closed' | 'crashed';
 
-export interface EnclaveChannel {
-  request(req: Uint8Array, opts?: RequestOptions): Promise<Uint8Array>;
+/** A device across a thread or process boundary: the byte seam (enclave/api/device.ts) and its lifecycle. */
+export interface EnclaveChannel extends Device {
   /** Stops accepting, waits for requests in flight up to a deadline, then ends the device. */
   close(opts?: { timeoutMs?: number }): Promise<void>;
   /** True once closing began or the device died. */
@@ -104,31 +99,6 @@ export interface ChannelOptions {
   /** Called once when a booted device dies on its own (not for a boot failure, not after close()). */
   onCrash?: (error: ChannelError) => void;
 }
-
-/** The device's start configuration (hsm/runner.ts HsmConfig; keep in step). */
-export interface DeviceConfig {
-  firmware?: string;
-  dataDir: string;
-  token?: TokenKind;
-  tokenPins?: TokenPinSource;
-  nvram?: 'token' | 'file';
-  partition: number;
-  partitions: number;
-  nvramSize?: number;
-  failpoint?: string;
-  failpointHit?: number;
-  operatorKeyHash?: string;
-  /** encodeAuthConfig output, base64url. */
-  auth?: string;
-}
-
-/** Messages with the device (hsm/runner.ts; keep in step). */
-export type ToDevice = { t: 'req'; id: number; buf: ArrayBuffer } | { t: 'stop' };
-type FromDevice =
-  | { t: 'ready' }
-  | { t: 'boot-error'; message: string }
-  | { t: 'res'; id: number; buf: ArrayBuffer }
-  | { t: 'fail'; id: number; message: string };
 
 /** Path of the device bootstrap from source (tsx), started by path: the host never imports hsm/. */
 export const deviceBootPath = (): string => join(projectRoot(), 'hsm', 'boot.mjs');

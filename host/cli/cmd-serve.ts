@@ -21,7 +21,7 @@ import { resolveServeAuth, writeStoredAuth } from '../auth/issuer.ts';
 import { operatorKeyHash } from '../vault/vault-host.ts';
 import { scrubCredentials } from './redact.ts';
 import { TOKEN_PIN_ENV, assertOutsideDataDir, defaultOperatorDir, pinsFromEnv } from '../../hsm/tokens/token-pins.ts';
-import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
 
 export const SERVE_USAGE =
   'bkv serve [--data DIR] [--port N] [--host ADDR] [--token emulator|softhsm] [--token-pin-file F | --operator-dir DIR] [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A] [--operator-key-file F]\n' +

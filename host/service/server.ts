@@ -20,7 +20,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ChannelMode } from '../channel/pool.ts';
-import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { VaultHost } from '../vault/vault-host.ts';
 import { ServiceError, errorKind, toServiceError } from './errors.ts';
 import { DEFAULT_BODY_LIMIT, sendError } from './http.ts';

@@ -17,14 +17,11 @@
  */
 import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
 import { EnclaveFault, Handling, Platform as PlatformCodes, faultName } from '../../enclave/api/codes.ts';
+import type { Device } from '../../enclave/api/device.ts';
 import type { HostRequest, HostResponse } from '../../enclave/api/messages.ts';
 import { HostRequests, HostResponses, MAX_BATCH_OPS, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
 import type { RecordStore } from '../storage/types.ts';
 import { recordKey } from '../storage/types.ts';
-
-export interface ByteChannel {
-  request(req: Uint8Array, opts?: { timeoutMs?: number }): Promise<Uint8Array>;
-}
 
 export interface OpResult {
   /** true: `response` is the enclave's HPKE-sealed answer for the client. */
@@ -80,14 +77,14 @@ export class PartitionEngine {
   onBatch?: (size: number, ms: number) => void;
 
   constructor(
-    private readonly channel: ByteChannel,
+    private readonly device: Device,
     private readonly store: RecordStore,
     readonly partition: number,
     private readonly maxQueue = 10_000,
   ) {}
 
   async call(req: HostRequest): Promise<HostResponse> {
-    const res = decodeMessage(HostResponses, await this.channel.request(encodeMessage(HostRequests, req)), { views: RESPONSE_VIEWS });
+    const res = decodeMessage(HostResponses, await this.device.request(encodeMessage(HostRequests, req)), { views: RESPONSE_VIEWS });
     if (res.type === 'Fault') throw new EnclaveCallError(res.code, new TextDecoder().decode(res.message));
     return res;
   }

@@ -10,7 +10,7 @@ import { encodeAuthConfig } from '../../enclave/api/auth.ts';
 import { EnclavePool } from '../channel/pool.ts';
 import type { ChannelMode } from '../channel/pool.ts';
 import type { TokenKind } from '../../hsm/tokens/config.ts';
-import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { openStore } from '../storage/index.ts';
 import type { RecordStore } from '../storage/types.ts';
 import { PartitionEngine } from './engine.ts';
@@ -131,7 +131,7 @@ export class VaultHost {
   }
 
   private newEngine(p: number): PartitionEngine {
-    const engine = new PartitionEngine({ request: (b, o) => this.pool.request(p, b, o) }, this.store, p);
+    const engine = new PartitionEngine(this.pool.device(p), this.store, p);
     const onBatch = this.opts.onBatch;
     if (onBatch) engine.onBatch = (size, ms) => onBatch(p, size, ms);
     // A batch in an unknown state (a failed storage commit): reload the partition to settle it.

@@ -19,7 +19,7 @@ import { EmulatorModule } from './emulator/module.ts';
 import type { EmulatorOptions } from './emulator/module.ts';
 import { ensureSoftHsmToken, loadSoftHsm } from './softhsm.ts';
 import { pinSourceOrDefault, settleTokenPins, soPinNeeded } from './token-pins.ts';
-import type { TokenPinSource } from './token-pins.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
 
 export const EMULATOR_STORE_FILE = 'emulator-token.bin';
 

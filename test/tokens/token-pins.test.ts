@@ -23,7 +23,7 @@ import {
   parsePinFile,
   readOperatorPins,
 } from '../../hsm/tokens/token-pins.ts';
-import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-token-pins-'));
