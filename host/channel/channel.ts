@@ -35,6 +35,11 @@ export const ChannelErrorCode = {
   HandlerFailed: 3006,
   /** The request was not bytes. */
   InvalidRequest: 3007,
+  /**
+   * The device answered with a response its request does not have (enclave/api/messages.ts
+   * ResponseOf): the engine's typed call throws it as an EnclaveCallError (host/vault/engine.ts).
+   */
+  UnexpectedResponse: 3008,
 } as const;
 export type ChannelErrorCode = (typeof ChannelErrorCode)[keyof typeof ChannelErrorCode];
 
