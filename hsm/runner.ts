@@ -33,8 +33,8 @@ import { decodeAuthConfig } from '../enclave/api/auth.ts';
 import { pooledRandom } from '../enclave/opaque/bytes.ts';
 import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
 import { NVRAM_REGION_BYTES } from '../enclave/vault/nvram-state.ts';
-import { isTokenKind } from './tokens/config.ts';
-import type { TokenKind } from './tokens/config.ts';
+import { DEFAULT_TOKEN_KIND, TOKEN_KINDS, isTokenKind } from './tokens/backends.ts';
+import type { TokenKind } from './tokens/backends.ts';
 import { openVaultToken } from './tokens/open.ts';
 import { checkPinSource, pinRefusal, pinSourceOrDefault } from './tokens/token-pins.ts';
 import { FileNvram } from './nvram-file.ts';
@@ -69,7 +69,7 @@ export function checkConfig(c: unknown): CheckedConfig {
   if (!Number.isInteger(cfg.partition) || cfg.partition < 0 || cfg.partition >= cfg.partitions) {
     throw new Error(`device config: partition ${cfg.partition} out of 0..${cfg.partitions - 1}`);
   }
-  if (cfg.token !== undefined && !isTokenKind(cfg.token)) throw new Error(`device config: token must be 'emulator' or 'softhsm', got ${String(cfg.token)}`);
+  if (cfg.token !== undefined && !isTokenKind(cfg.token)) throw new Error(`device config: token must be ${TOKEN_KINDS.map((k) => `'${k}'`).join(' or ')}, got ${String(cfg.token)}`);
   if (cfg.tokenPins !== undefined) checkPinSource(cfg.tokenPins);
   if (cfg.nvram !== undefined && cfg.nvram !== 'token' && cfg.nvram !== 'file') throw new Error(`device config: nvram must be 'token' or 'file', got ${String(cfg.nvram)}`);
   if (cfg.operatorKeyHash !== undefined && !/^[0-9a-f]{64}$/i.test(cfg.operatorKeyHash)) {
@@ -98,7 +98,7 @@ export function openNvram(cfg: CheckedConfig, token: Pkcs11Token, size: number):
 export function buildPlatform(cfg: CheckedConfig, crash: () => never): HsmPlatform {
   fs.mkdirSync(cfg.dataDir, { recursive: true });
   const pins = pinSourceOrDefault(cfg.dataDir, cfg.tokenPins);
-  const opened = openVaultToken(cfg.dataDir, cfg.token ?? 'emulator', { pins, log: (line) => console.error(`bkv device ${cfg.partition}: ${line}`) });
+  const opened = openVaultToken(cfg.dataDir, cfg.token ?? DEFAULT_TOKEN_KIND, { pins, log: (line) => console.error(`bkv device ${cfg.partition}: ${line}`) });
   let token: Pkcs11Token;
   try {
     token = new Pkcs11Token({
@@ -106,7 +106,7 @@ export function buildPlatform(cfg: CheckedConfig, crash: () => never): HsmPlatfo
       label: opened.label,
       userPin: opened.userPin,
       exclusive: opened.exclusive,
-      lockObjectStore: opened.kind === 'softhsm',
+      lockObjectStore: opened.lockObjectStore,
     });
   } catch (e) {
     throw pinRefusal(e, pins) ?? e; // a wrong or locked user PIN: a TokenPinError that says so

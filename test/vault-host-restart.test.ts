@@ -12,7 +12,7 @@ import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import type { EnclavePool } from '../host/channel/pool.ts';
 import type { ProcessChannel } from '../host/channel/process-channel.ts';
 import { EscrowClient } from '../client/escrow.ts';
-import { EMULATOR_STORE_FILE } from '../hsm/tokens/open.ts';
+import { EMULATOR_STORE_FILE } from '../hsm/tokens/emulator/backend.ts';
 import { VaultHost } from '../host/vault/vault-host.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
 import { testIssuer, wallClockClientExtras } from './helpers/auth.ts';

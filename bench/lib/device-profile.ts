@@ -29,7 +29,7 @@ import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { bootFirmware, buildPlatform } from '../../hsm/runner.ts';
 import type { CheckedConfig } from '../../hsm/runner.ts';
 import { openStore } from '../../host/storage/index.ts';
-import type { TokenKind } from '../../hsm/tokens/config.ts';
+import { parseTokenKind } from '../../hsm/tokens/backends.ts';
 import { PartitionEngine } from '../../host/vault/engine.ts';
 import { BenchTokens } from './auth.ts';
 import { args } from './common.ts';
@@ -53,7 +53,7 @@ const cfg: CheckedConfig = {
   dataDir: dir,
   partition: 0,
   partitions: 1,
-  token: (A.get('token') ?? 'emulator') as TokenKind,
+  token: parseTokenKind(A.get('token')),
   auth: base64url(encodeAuthConfig(tokens.config)),
   ...(nvram && { nvram }),
 };

@@ -16,8 +16,8 @@ import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectBundle, projectRoot } from '../../bin/bundle.mjs';
-import { softhsmPaths } from '../../hsm/tokens/softhsm.ts';
-import type { TokenKind } from '../../hsm/tokens/config.ts';
+import { TOKEN_BACKENDS } from '../../hsm/tokens/backends.ts';
+import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import type { Device, DeviceConfig, FromDevice, RequestOptions, ToDevice, TokenPinSource } from '../../enclave/api/device.ts';
 
 export const ChannelErrorCode = {
@@ -72,7 +72,7 @@ export interface EnclaveChannel extends Device {
 export interface ChannelOptions {
   /** The vault's data folder (the token, NVRAM files if any). */
   dataDir: string;
-  /** The vault's PKCS#11 token: the emulator (default) or SoftHSM2 (hsm/tokens/). */
+  /** The vault's PKCS#11 token backend (hsm/tokens/backends.ts; default the emulator). */
   token?: TokenKind;
   /** Where the device finds the token's PINs (hsm/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
   tokenPins?: TokenPinSource;
@@ -172,9 +172,10 @@ export abstract class DeviceChannel implements EnclaveChannel {
       ...(opts.operatorKeyHash !== undefined && { operatorKeyHash: Buffer.from(opts.operatorKeyHash).toString('hex') }),
       ...(opts.auth !== undefined && { auth: Buffer.from(encodeAuthConfig(opts.auth)).toString('base64url') }),
     };
-    // SoftHSM2 reads SOFTHSM2_CONF from the process environment, which a worker thread can not
-    // set for the process: the host sets it (a child-process device sets its own as well).
-    if (opts.token === 'softhsm') process.env.SOFTHSM2_CONF = softhsmPaths(opts.dataDir).conf;
+    // What the token's library reads from the process environment (SoftHSM2: SOFTHSM2_CONF), which
+    // a worker thread can not set for the process: the host sets it (a child-process device sets
+    // its own as well).
+    if (opts.token !== undefined) Object.assign(process.env, TOKEN_BACKENDS[opts.token].hostEnv(opts.dataDir));
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.maxInFlight = opts.maxInFlight ?? 256;
     this.closeTimeoutMs = opts.closeTimeoutMs ?? 5_000;

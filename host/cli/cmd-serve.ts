@@ -22,6 +22,7 @@ import { operatorKeyHash } from '../vault/vault-host.ts';
 import { scrubCredentials } from './redact.ts';
 import { TOKEN_PIN_ENV, assertOutsideDataDir, defaultOperatorDir, pinsFromEnv } from '../../hsm/tokens/token-pins.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
+import { DEFAULT_TOKEN_KIND, TOKEN_KINDS, isTokenKind } from '../../hsm/tokens/backends.ts';
 
 export const SERVE_USAGE =
   'bkv serve [--data DIR] [--port N] [--host ADDR] [--token emulator|softhsm] [--token-pin-file F | --operator-dir DIR] [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A] [--operator-key-file F]\n' +
@@ -75,8 +76,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
   });
   if (p.positional.length) throw new UsageError(`usage: ${SERVE_USAGE}`);
   const dataDir = p.opts.get('data') ?? 'data';
-  const token = p.opts.get('token') ?? 'emulator';
-  if (token !== 'emulator' && token !== 'softhsm') throw new UsageError('--token must be emulator or softhsm');
+  const token = p.opts.get('token') ?? DEFAULT_TOKEN_KIND;
+  if (!isTokenKind(token)) throw new UsageError(`--token must be ${TOKEN_KINDS.join(' or ')}`);
   const store = p.opts.get('store') ?? (process.env[STORE_ENV] || undefined);
   const pins = tokenPinSource(p, dataDir);
   console.error(`bkv: ${pins.note}`);

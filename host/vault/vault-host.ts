@@ -9,7 +9,7 @@ import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { encodeAuthConfig } from '../../enclave/api/auth.ts';
 import { EnclavePool } from '../channel/pool.ts';
 import type { ChannelMode } from '../channel/pool.ts';
-import type { TokenKind } from '../../hsm/tokens/config.ts';
+import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { openStore } from '../storage/index.ts';
 import type { RecordStore } from '../storage/types.ts';
@@ -21,7 +21,7 @@ import type { AuditReadOptions, AuditReport } from './audit-read.ts';
 export interface VaultHostOptions {
   dataDir: string;
   mode?: ChannelMode;
-  /** The vault's PKCS#11 token: 'emulator' (default) or 'softhsm'; fixed at the data folder's creation. */
+  /** The vault's PKCS#11 token backend (hsm/tokens/backends.ts; default 'emulator'); fixed at the data folder's creation. */
   token?: TokenKind;
   /** Where the devices find the token's PINs (hsm/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
   tokenPins?: TokenPinSource;

@@ -25,7 +25,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TOKEN_CONFIG_FILE, checkTokenKind, newTokenConfig, readTokenConfig, writeTokenConfig } from './config.ts';
-import type { TokenKind } from './config.ts';
+import type { TokenKind } from './backends.ts';
 import { fsyncDir } from '../durable-file.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 
