@@ -48,11 +48,12 @@ import { RecordIndex } from '../enclave/vault/record-index.ts';
 import { KIND_RECORD, seal, unseal } from '../enclave/vault/record.ts';
 import type { VaultRecord } from '../enclave/vault/record.ts';
 import { bootFirmware, buildPlatform } from '../hsm/runner.ts';
-import type { HsmConfig } from '../hsm/runner.ts';
+import type { CheckedConfig } from '../hsm/runner.ts';
 import { FileNvram } from '../hsm/nvram-file.ts';
 import { TokenNvram } from '../hsm/nvram-token.ts';
 import { openStore } from '../host/storage/index.ts';
-import { softhsmUnavailable } from '../hsm/tokens/softhsm.ts';
+import { DEFAULT_TOKEN_KIND, TOKEN_BACKENDS, TOKEN_KINDS, availableTokenKinds } from '../hsm/tokens/backends.ts';
+import type { TokenKind } from '../hsm/tokens/backends.ts';
 import { BenchTokens } from './lib/auth.ts';
 import { args, emit, machine, machineLine, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
@@ -113,24 +114,25 @@ const ke1 = clientLoginStart(o, te.encode('pw')).ke1;
 const tokens = await BenchTokens.create();
 const loginReq = encodeMessage(ClientRequests, { type: 'LoginStart', auth: tokens.bytes(rid), suite: 1, ke1 });
 
-// The vault's token as a booted device leaves it (its keys, its NVRAM), emulator and SoftHSM2;
+// The vault's token as a booted device leaves it (its keys, its NVRAM), on every backend here;
 // and the emulator device's own derived keys and random source, as its enclave uses them.
-async function device(kind: 'emulator' | 'softhsm') {
-  const cfg: HsmConfig = { dataDir: join(dir, kind), partition: 0, partitions: 2, token: kind, auth: base64url(encodeAuthConfig(tokens.config)) };
+async function device(kind: TokenKind) {
+  const cfg: CheckedConfig = { dataDir: join(dir, kind), partition: 0, partitions: 2, token: kind, auth: base64url(encodeAuthConfig(tokens.config)) };
   const platform = buildPlatform(cfg, () => {
     throw new Error('crash');
   });
   await bootFirmware(cfg, platform);
-  const cfg1: HsmConfig = { ...cfg, partition: 1 };
+  const cfg1: CheckedConfig = { ...cfg, partition: 1 };
   await bootFirmware(cfg1, buildPlatform(cfg1, () => {
     throw new Error('crash');
   }));
   const handles = ensureTokenKeys(platform.token, false);
   return { platform, token: platform.token, sealKey: handles.seal, handles };
 }
-const devices: { kind: string; d: Awaited<ReturnType<typeof device>> }[] = [{ kind: 'emulator', d: await device('emulator') }];
-const softhsmWhy = softhsmUnavailable();
-if (!softhsmWhy) devices.push({ kind: 'softhsm', d: await device('softhsm') });
+// The default (emulator) first: `dev` and the per-login sum use it.
+const devices: { kind: TokenKind; d: Awaited<ReturnType<typeof device>> }[] = [];
+for (const kind of [DEFAULT_TOKEN_KIND, ...availableTokenKinds().filter((k) => k !== DEFAULT_TOKEN_KIND)]) devices.push({ kind, d: await device(kind) });
+const skipped = TOKEN_KINDS.filter((k) => !devices.some((t) => t.kind === k)).map((k) => `; ${TOKEN_BACKENDS[k].title} skipped: ${TOKEN_BACKENDS[k].unavailable()}`);
 const dev = devices[0]!.d;
 const ek = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]));
 const enclaveServer = ek.server.get(suite.id)!;
@@ -247,7 +249,7 @@ step('worker round trip (Batch bytes there, Prepared back) x2 per batch', 'batch
 
 // ---- run ---------------------------------------------------------------------------------------
 console.log(`where an enclave login's time goes: ${machineLine(M)}`);
-console.log(`${ROUNDS} interleaved rounds of ${BUDGET_MS} ms per step, median; CPU time of the process per call (wall time beside it); batch of ${B}${softhsmWhy ? `; SoftHSM2 skipped: ${softhsmWhy}` : ''}\n`);
+console.log(`${ROUNDS} interleaved rounds of ${BUDGET_MS} ms per step, median; CPU time of the process per call (wall time beside it); batch of ${B}${skipped.join('')}\n`);
 for (const s of steps) await measure(s); // warm-up
 for (const s of steps) {
   s.cpu.length = 0;
@@ -269,7 +271,7 @@ for (const s of steps) {
 }
 const rawStep = steps.find((s) => s.path === 'raw')!;
 const opaqueStep = steps.find((s) => s.name.startsWith('OPAQUE serverLoginStart in the enclave'))!;
-const now = steps.filter((s) => s.path === 'now' && !s.name.includes('softhsm'));
+const now = steps.filter((s) => s.path === 'now' && !devices.slice(1).some((t) => s.name.includes(`(${t.kind} token)`)));
 const sum = (ss: Step[], f: (s: Step) => number) => ss.reduce((a, s) => a + f(s), 0);
 const rawUs = perOp(rawStep);
 const nowUs = sum(now, perOp);

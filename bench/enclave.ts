@@ -28,7 +28,7 @@
  * devices, and the CPU split says how much.
  */
 import { availableParallelism } from 'node:os';
-import type { TokenKind } from '../hsm/tokens/config.ts';
+import { parseTokenKind } from '../hsm/tokens/backends.ts';
 import { EnclaveRig, RawPool } from './lib/enclave-rig.ts';
 import type { WindowResult } from './lib/enclave-rig.ts';
 import { args, emit, machine, machineLine, progress, round } from './lib/common.ts';
@@ -47,7 +47,7 @@ const ROUNDS = A.num('rounds', QUICK ? 3 : 5);
 // run within 120 s to be charged (a full run on 2 cores starts about 90,000, 16 cores' worth of
 // threads ~3 times that rate still fit).
 const RECORDS = A.num('records', QUICK ? 1024 : 16384);
-const TOKEN = (A.get('token') ?? 'emulator') as TokenKind;
+const TOKEN = parseTokenKind(A.get('token'));
 
 const M = machine();
 console.log(`enclave path vs raw server: ${machineLine(M)}`);

@@ -28,8 +28,8 @@ import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
 import { tokenP256Key } from '../enclave/vault/token-dh.ts';
 import { TokenNvram } from '../hsm/nvram-token.ts';
 import { openVaultToken } from '../hsm/tokens/open.ts';
-import { softhsmUnavailable } from '../hsm/tokens/softhsm.ts';
-import type { TokenKind } from '../hsm/tokens/config.ts';
+import { TOKEN_BACKENDS, TOKEN_KINDS, availableTokenKinds } from '../hsm/tokens/backends.ts';
+import type { TokenKind } from '../hsm/tokens/backends.ts';
 import { availableParallelism } from 'node:os';
 import { args, emit, machine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
@@ -60,7 +60,7 @@ function bench(kind: TokenKind): Record<string, { opsPerSec: number; usPerOp: nu
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `bkv-bench-${kind}-`));
   try {
     const o = openVaultToken(dir, kind);
-    const token = new Pkcs11Token({ module: o.module, label: o.label, userPin: o.userPin, exclusive: o.exclusive, lockObjectStore: kind === 'softhsm' });
+    const token = new Pkcs11Token({ module: o.module, label: o.label, userPin: o.userPin, exclusive: o.exclusive, lockObjectStore: o.lockObjectStore });
     const aes = token.generateAesKey('bench-aes');
     const mac = token.generateHmacKey('bench-mac', 32);
     const ec = token.generateEcKeyPair('bench-ec');
@@ -93,11 +93,11 @@ function bench(kind: TokenKind): Record<string, { opsPerSec: number; usPerOp: nu
   }
 }
 
-const why = softhsmUnavailable();
-const kinds: TokenKind[] = why ? ['emulator'] : ['emulator', 'softhsm'];
+const kinds = availableTokenKinds();
+const why = TOKEN_BACKENDS.softhsm.unavailable();
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
 console.log(`# tokens: ${cpu}, ${os.cpus().length} cores, Node ${process.version}, ${quick ? 'quick' : `${budgetMs} ms per figure`}`);
-if (why) console.log(`# SoftHSM2 skipped: ${why}`);
+for (const k of TOKEN_KINDS) if (!kinds.includes(k)) console.log(`# ${TOKEN_BACKENDS[k].title} skipped: ${TOKEN_BACKENDS[k].unavailable()}`);
 
 // 1. Login through the enclave path on each token, interleaved.
 const PARTS = A.num("partitions", availableParallelism());

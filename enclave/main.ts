@@ -1,19 +1,17 @@
 /**
- * The firmware's one entry: request bytes in, response bytes out. Requests are decoded strictly
- * (enclave/api/codec.ts) before any handler runs and handled one at a time; every failure is an
- * encoded `Fault` response with a stable code, never an exception across the boundary.
+ * The firmware's one entry, a `Device` (api/device.ts): request bytes in, response bytes out.
+ * Requests are decoded strictly (enclave/api/codec.ts) before any handler runs and handled one
+ * at a time; every failure is an encoded `Fault` response with a stable code, never an
+ * exception across the boundary.
  */
 import { decodeMessage, encodeMessage } from './api/codec.ts';
 import { EnclaveFault } from './api/codes.ts';
+import type { Device } from './api/device.ts';
 import type { HostResponse } from './api/messages.ts';
 import { HostRequests, HostResponses } from './api/messages.ts';
 import type { Platform } from './platform.ts';
 import { Vault, toFault } from './vault/vault.ts';
 import type { VaultOptions } from './vault/vault.ts';
-
-export interface Enclave {
-  handle(request: Uint8Array): Promise<Uint8Array>;
-}
 
 const te = new TextEncoder();
 
@@ -35,7 +33,7 @@ function faultResponse(f: EnclaveFault): Uint8Array {
 }
 
 /** `options` are for tests (the device runner passes only the platform). */
-export async function createEnclave(platform: Platform, options?: VaultOptions): Promise<Enclave> {
+export async function createEnclave(platform: Platform, options?: VaultOptions): Promise<Device> {
   let vault: Vault | null = null;
   let bootFault: EnclaveFault | null = null;
   try {
@@ -56,7 +54,7 @@ export async function createEnclave(platform: Platform, options?: VaultOptions):
     }
   };
   return {
-    handle(request: Uint8Array): Promise<Uint8Array> {
+    request(request: Uint8Array): Promise<Uint8Array> {
       const r = queue.then(() => handleOne(request));
       queue = r.catch(() => undefined);
       return r;

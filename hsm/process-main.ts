@@ -1,18 +1,19 @@
 /**
  * Child-process entry of the simulated device: the host forks hsm/boot.mjs with an IPC channel
- * (`serialization: 'advanced'`, so ArrayBuffers cross as bytes) and the HsmConfig as JSON in
- * the environment variable BKV_HSM_CONFIG. The device exits when the host goes away
- * (IPC disconnect), and a failpoint kills it with SIGKILL.
+ * (`serialization: 'advanced'`, so ArrayBuffers cross as bytes) and the DeviceConfig as JSON in
+ * the environment variable DEVICE_CONFIG_ENV (both in enclave/api/device.ts). The device exits
+ * when the host goes away (IPC disconnect), and a failpoint kills it with SIGKILL.
  */
+import { DEVICE_CONFIG_ENV } from '../enclave/api/device.ts';
+import type { FromDevice } from '../enclave/api/device.ts';
 import { serve } from './runner.ts';
-import type { HsmMessage } from './runner.ts';
 
 const send = process.send?.bind(process);
 if (!send) throw new Error('hsm/process-main.ts must run as a forked child with an IPC channel');
 
 let config: unknown;
 try {
-  config = JSON.parse(process.env.BKV_HSM_CONFIG ?? '');
+  config = JSON.parse(process.env[DEVICE_CONFIG_ENV] ?? '');
 } catch {
   config = undefined;
 }
@@ -26,7 +27,7 @@ const maybeExit = () => {
 };
 
 serve(config, {
-  send: (msg: HsmMessage) => {
+  send: (msg: FromDevice) => {
     unsent++;
     send(msg, undefined, undefined, () => {
       unsent--;

@@ -16,11 +16,8 @@
  * A data folder whose partition already keeps its NVRAM in token objects (made before 'file'
  * was the default) and has no NVRAM file goes on using the token when `nvram` is not given.
  *
- * Messages with the host (the host's copy is in host/channel/channel.ts; keep them in step):
- *   host -> device   { t: 'req', id, buf: ArrayBuffer } | { t: 'stop' }
- *   device -> host   { t: 'ready' } | { t: 'boot-error', message }
- *                    | { t: 'res', id, buf: ArrayBuffer } | { t: 'fail', id, message }
- * 'fail' answers a request whose handler threw, which the firmware's contract forbids.
+ * Messages with the host: enclave/api/device.ts `ToDevice` / `FromDevice`, one request at a time
+ * to the firmware's `Device.request`.
  *
  * Failpoints: `platform.failpoint(name)` is a no-op unless `config.failpoint` names it; at that
  * hit (the `failpointHit`-th, default the first) the device dies at once: SIGKILL of its own
@@ -31,64 +28,30 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Platform } from '../enclave/platform.ts';
+import type { Device, DeviceConfig, FromDevice, ToDevice } from '../enclave/api/device.ts';
 import { decodeAuthConfig } from '../enclave/api/auth.ts';
 import { pooledRandom } from '../enclave/opaque/bytes.ts';
 import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
 import { NVRAM_REGION_BYTES } from '../enclave/vault/nvram-state.ts';
-import { isTokenKind } from './tokens/config.ts';
-import type { TokenKind } from './tokens/config.ts';
+import { DEFAULT_TOKEN_KIND, TOKEN_KINDS, isTokenKind } from './tokens/backends.ts';
+import type { TokenKind } from './tokens/backends.ts';
 import { openVaultToken } from './tokens/open.ts';
 import { checkPinSource, pinRefusal, pinSourceOrDefault } from './tokens/token-pins.ts';
-import type { TokenPinSource } from './tokens/token-pins.ts';
 import { FileNvram } from './nvram-file.ts';
 import { TokenNvram, nvramLabel } from './nvram-token.ts';
 
 export const DEFAULT_FIRMWARE = fileURLToPath(new URL('../enclave/main.ts', import.meta.url));
 export const nvramFileName = (partition: number) => `nvram-${partition}.bin`;
 
-/** What the host passes to a device at start (structured-clone and JSON friendly). */
-export interface HsmConfig {
-  /** Absolute path of the firmware module (default: enclave/main.ts). */
-  firmware?: string;
-  /** The vault's data folder: the token (and NVRAM files, if any) live here. */
-  dataDir: string;
-  /** The vault's token (default 'emulator'); fixed when the data folder is created. */
-  token?: TokenKind;
-  /** Where the token's PINs come from (hsm/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
-  tokenPins?: TokenPinSource;
-  /** Where the NVRAM lives (default 'file': nvram-<partition>.bin; 'token': data objects in the token). */
-  nvram?: 'token' | 'file';
-  partition: number;
-  partitions: number;
-  /** NVRAM region of this partition in bytes (default NVRAM_REGION_BYTES: 256 of the device's 4 KB). */
-  nvramSize?: number;
-  /** Name of the failpoint at which the device dies; none when absent. */
-  failpoint?: string;
-  /** Which hit of that failpoint kills (default 1). */
-  failpointHit?: number;
-  /** Operator key hash, 64 hex digits. */
-  operatorKeyHash?: string;
-  /** The issuer set: enclave/api/auth.ts encodeAuthConfig output, base64url. */
-  auth?: string;
-}
+/** A DeviceConfig whose token names a backend this device has. */
+export type CheckedConfig = DeviceConfig & { token?: TokenKind };
 
 /** The Platform this device gives its firmware (the failpoint hook is a device extra). */
 export type HsmPlatform = Platform & { failpoint?: (name: string) => void };
 
-export interface Enclave {
-  handle(request: Uint8Array): Promise<Uint8Array>;
-}
-
-export type HostMessage = { t: 'req'; id: number; buf: ArrayBuffer } | { t: 'stop' };
-export type HsmMessage =
-  | { t: 'ready' }
-  | { t: 'boot-error'; message: string }
-  | { t: 'res'; id: number; buf: ArrayBuffer }
-  | { t: 'fail'; id: number; message: string };
-
 /** How a device entry talks to its host and ends itself. */
 export interface Transport {
-  send(msg: HsmMessage, transfer?: ArrayBuffer[]): void;
+  send(msg: FromDevice, transfer?: ArrayBuffer[]): void;
   onMessage(fn: (msg: unknown) => void): void;
   /** Ends the device after what was sent has left. */
   exit(code: number): void;
@@ -96,8 +59,8 @@ export interface Transport {
   crash(): never;
 }
 
-export function checkConfig(c: unknown): HsmConfig {
-  const cfg = c as HsmConfig;
+export function checkConfig(c: unknown): CheckedConfig {
+  const cfg = c as CheckedConfig;
   if (!cfg || typeof cfg !== 'object') throw new Error('device config: expected an object');
   if (typeof cfg.dataDir !== 'string' || cfg.dataDir === '') throw new Error('device config: dataDir missing');
   if (!Number.isInteger(cfg.partitions) || cfg.partitions < 1 || cfg.partitions > 65535) {
@@ -106,7 +69,7 @@ export function checkConfig(c: unknown): HsmConfig {
   if (!Number.isInteger(cfg.partition) || cfg.partition < 0 || cfg.partition >= cfg.partitions) {
     throw new Error(`device config: partition ${cfg.partition} out of 0..${cfg.partitions - 1}`);
   }
-  if (cfg.token !== undefined && !isTokenKind(cfg.token)) throw new Error(`device config: token must be 'emulator' or 'softhsm', got ${String(cfg.token)}`);
+  if (cfg.token !== undefined && !isTokenKind(cfg.token)) throw new Error(`device config: token must be ${TOKEN_KINDS.map((k) => `'${k}'`).join(' or ')}, got ${String(cfg.token)}`);
   if (cfg.tokenPins !== undefined) checkPinSource(cfg.tokenPins);
   if (cfg.nvram !== undefined && cfg.nvram !== 'token' && cfg.nvram !== 'file') throw new Error(`device config: nvram must be 'token' or 'file', got ${String(cfg.nvram)}`);
   if (cfg.operatorKeyHash !== undefined && !/^[0-9a-f]{64}$/i.test(cfg.operatorKeyHash)) {
@@ -121,7 +84,7 @@ export function checkConfig(c: unknown): HsmConfig {
  * no NVRAM file for this partition and its token holds the partition's NVRAM objects (a folder
  * provisioned with token NVRAM before 'file' became the default): then the token, as before.
  */
-export function openNvram(cfg: HsmConfig, token: Pkcs11Token, size: number): FileNvram | TokenNvram {
+export function openNvram(cfg: CheckedConfig, token: Pkcs11Token, size: number): FileNvram | TokenNvram {
   const file = path.join(cfg.dataDir, nvramFileName(cfg.partition));
   const label = nvramLabel(cfg.partition);
   let kind = cfg.nvram;
@@ -132,10 +95,10 @@ export function openNvram(cfg: HsmConfig, token: Pkcs11Token, size: number): Fil
   return kind === 'file' ? new FileNvram(file, { size }) : new TokenNvram(token, label, size);
 }
 
-export function buildPlatform(cfg: HsmConfig, crash: () => never): HsmPlatform {
+export function buildPlatform(cfg: CheckedConfig, crash: () => never): HsmPlatform {
   fs.mkdirSync(cfg.dataDir, { recursive: true });
   const pins = pinSourceOrDefault(cfg.dataDir, cfg.tokenPins);
-  const opened = openVaultToken(cfg.dataDir, cfg.token ?? 'emulator', { pins, log: (line) => console.error(`bkv device ${cfg.partition}: ${line}`) });
+  const opened = openVaultToken(cfg.dataDir, cfg.token ?? DEFAULT_TOKEN_KIND, { pins, log: (line) => console.error(`bkv device ${cfg.partition}: ${line}`) });
   let token: Pkcs11Token;
   try {
     token = new Pkcs11Token({
@@ -143,7 +106,7 @@ export function buildPlatform(cfg: HsmConfig, crash: () => never): HsmPlatform {
       label: opened.label,
       userPin: opened.userPin,
       exclusive: opened.exclusive,
-      lockObjectStore: opened.kind === 'softhsm',
+      lockObjectStore: opened.lockObjectStore,
     });
   } catch (e) {
     throw pinRefusal(e, pins) ?? e; // a wrong or locked user PIN: a TokenPinError that says so
@@ -168,12 +131,12 @@ export function buildPlatform(cfg: HsmConfig, crash: () => never): HsmPlatform {
   return platform;
 }
 
-export async function bootFirmware(cfg: HsmConfig, platform: HsmPlatform): Promise<Enclave> {
+export async function bootFirmware(cfg: CheckedConfig, platform: HsmPlatform): Promise<Device> {
   const file = cfg.firmware ?? DEFAULT_FIRMWARE;
   const mod = (await import(pathToFileURL(file).href)) as { createEnclave?: unknown };
   if (typeof mod.createEnclave !== 'function') throw new Error(`firmware ${file} exports no createEnclave function`);
-  const enclave = (await (mod.createEnclave as (p: Platform) => Promise<Enclave>)(platform)) as Enclave | undefined;
-  if (!enclave || typeof enclave.handle !== 'function') throw new Error(`firmware ${file}: createEnclave returned no handle()`);
+  const enclave = (await (mod.createEnclave as (p: Platform) => Promise<Device>)(platform)) as Device | undefined;
+  if (!enclave || typeof enclave.request !== 'function') throw new Error(`firmware ${file}: createEnclave returned no request()`);
   return enclave;
 }
 
@@ -195,7 +158,7 @@ function ownBuffer(b: Uint8Array): ArrayBuffer {
 
 /** Boots the firmware and serves the host until told to stop. */
 export function serve(config: unknown, t: Transport): void {
-  let enclave: Enclave | undefined;
+  let enclave: Device | undefined;
   let chain: Promise<unknown>;
   try {
     const cfg = checkConfig(config);
@@ -216,14 +179,14 @@ export function serve(config: unknown, t: Transport): void {
     return;
   }
   t.onMessage((raw) => {
-    const msg = raw as HostMessage;
+    const msg = raw as ToDevice;
     if (msg?.t === 'req' && typeof msg.id === 'number' && msg.buf instanceof ArrayBuffer) {
       const { id, buf } = msg;
       chain = chain.then(async () => {
         if (!enclave) return; // boot failed; the host fails its requests
         try {
-          const res = await enclave.handle(new Uint8Array(buf));
-          if (!(res instanceof Uint8Array)) throw new Error('handle() returned no bytes');
+          const res = await enclave.request(new Uint8Array(buf));
+          if (!(res instanceof Uint8Array)) throw new Error('request() returned no bytes');
           const out = ownBuffer(res);
           t.send({ t: 'res', id, buf: out }, [out]);
         } catch (e) {

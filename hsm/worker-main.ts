@@ -1,6 +1,6 @@
 /**
  * Worker-thread entry of the simulated device (the default isolation): the host starts
- * hsm/boot.mjs in a worker with the HsmConfig as workerData; requests and responses cross the
+ * hsm/boot.mjs in a worker with the DeviceConfig (enclave/api/device.ts) as workerData; requests and responses cross the
  * thread boundary as transferred ArrayBuffers. A failpoint ends the thread at once (code 137).
  */
 import { parentPort, workerData } from 'node:worker_threads';

@@ -27,7 +27,7 @@ const SECRET_HASH = new Uint8Array(createHash('sha256').update(SECRET).digest())
 const ZERO = new Uint8Array(32);
 
 async function hostCall(h: Harness, req: HostRequest) {
-  return decodeMessage(HostResponses, await h.enclave.handle(encodeMessage(HostRequests, req)));
+  return decodeMessage(HostResponses, await h.enclave.request(encodeMessage(HostRequests, req)));
 }
 
 /** What the engine hands the store for each batch, in order: the host's whole view before Commit. */
@@ -64,7 +64,8 @@ function watchBatches(h: Harness, onBatch?: (s: Seen) => Promise<void>): Seen[] 
 /** A batch's shape as the host sees it: per write its blob length, per event its encoded length. */
 const shape = (s: Seen) => ({ writes: s.writes.map((w) => w.blob.length), audit: s.audit.map((e) => encodeFields(AuditEventSchema, e).length) });
 
-const call = (h: Harness) => (req: HostRequest) => hostCall(h, req);
+/** The partition's typed call, as VaultHost.auditVerify hands it to readAuditChain. */
+const call = (h: Harness) => (req: Extract<HostRequest, { type: 'AuditVerify' }>) => h.engine.call(req);
 
 let h: Harness;
 afterEach(async () => {
@@ -196,7 +197,7 @@ describe('audit events are sealed', () => {
     h = await openHarness({ operatorKeyHash: SECRET_HASH });
     const c = await h.client();
     await c.register(id('alice'), te.encode('pw'), new Uint8Array(32).fill(1));
-    await expect(readAuditChain(call(h), h.store, 0, { operatorSecret: new Uint8Array(32).fill(9) })).rejects.toThrow(/Fault/);
+    await expect(readAuditChain(call(h), h.store, 0, { operatorSecret: new Uint8Array(32).fill(9) })).rejects.toMatchObject({ name: 'EnclaveCallError', code: Lifecycle.OperatorAuthFailed });
     const events = await h.store.auditEvents(0, 1, 100);
     const req = { type: 'AuditVerify' as const, fromSeq: 0, fromHead: ZERO, events, toSeq: 0, toHead: ZERO, anchor: new Uint8Array(0) };
     expect(await hostCall(h, { ...req, auth: new Uint8Array(32).fill(9) })).toMatchObject({ type: 'Fault', code: Lifecycle.OperatorAuthFailed });

@@ -147,7 +147,7 @@ describe('the enclave checks the issuer token of every operation', () => {
 describe('the issuer set is provisioned into the NVRAM', () => {
   async function bootFault(): Promise<number | undefined> {
     const e = await createEnclave(h.platform);
-    const r = decodeMessage(HostResponses, await e.handle(encodeMessage(HostRequests, { type: 'Info' })));
+    const r = decodeMessage(HostResponses, await e.request(encodeMessage(HostRequests, { type: 'Info' })));
     return r.type === 'Fault' ? r.code : undefined;
   }
 
@@ -169,14 +169,14 @@ describe('the issuer set is provisioned into the NVRAM', () => {
     h = await openHarness();
     const fresh = { ...h.platform, auth: undefined, nvram: new (h.platform.nvram.constructor as new () => typeof h.platform.nvram)() };
     const e = await createEnclave(fresh);
-    const info = decodeMessage(HostResponses, await e.handle(encodeMessage(HostRequests, { type: 'Info' })));
+    const info = decodeMessage(HostResponses, await e.request(encodeMessage(HostRequests, { type: 'Info' })));
     expect(info.type).toBe('InfoResult');
-    await e.handle(encodeMessage(HostRequests, { type: 'LoadEnd' }));
+    await e.request(encodeMessage(HostRequests, { type: 'LoadEnd' }));
     const rid = te.encode('alice');
     const { message, openResponse } = await sealRequest((info as { hpkePublicKey: Uint8Array }).hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status', auth: await authFor(h, rid) }));
-    const prepared = decodeMessage(HostResponses, await e.handle(encodeMessage(HostRequests, { type: 'Batch', epoch: 1, ops: [{ opId: 0, recordId: rid, stored: new Uint8Array(0), request: message }] })));
+    const prepared = decodeMessage(HostResponses, await e.request(encodeMessage(HostRequests, { type: 'Batch', epoch: 1, ops: [{ opId: 0, recordId: rid, stored: new Uint8Array(0), request: message }] })));
     expect(prepared).toMatchObject({ type: 'Prepared', writes: [] });
-    const done = decodeMessage(HostResponses, await e.handle(encodeMessage(HostRequests, { type: 'Commit', epoch: 1 })));
+    const done = decodeMessage(HostResponses, await e.request(encodeMessage(HostRequests, { type: 'Commit', epoch: 1 })));
     const res = (done as { results: { sealed: number; response: Uint8Array }[] }).results[0]!;
     expect(decodeMessage(ClientResponses, await openResponse(res.response))).toMatchObject({ type: 'Fault', code: Handling.AuthRequired });
   });
@@ -189,7 +189,7 @@ describe('the issuer set is provisioned into the NVRAM', () => {
     const alice = te.encode('alice');
     await c.register(alice, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 4 });
     const next = await makeTestIssuer('next');
-    const set = (auth: Uint8Array) => h.enclave.handle(encodeMessage(HostRequests, { type: 'SetAuth', config: encodeAuthConfig(next.config), auth })).then((b) => decodeMessage(HostResponses, b));
+    const set = (auth: Uint8Array) => h.enclave.request(encodeMessage(HostRequests, { type: 'SetAuth', config: encodeAuthConfig(next.config), auth })).then((b) => decodeMessage(HostResponses, b));
     expect(await set(new Uint8Array(32).fill(8))).toMatchObject({ type: 'Fault', code: Lifecycle.OperatorAuthFailed });
     expect(await send(alice, { type: 'Status' }, await authFor(h, alice))).toMatchObject({ res: { type: 'StatusResult' } });
     expect(await set(secret)).toMatchObject({ type: 'AuthSet', issuers: 1 });

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BKV_NODE_FLAGS, buildBundle, bundleEnabled, projectBundle, projectRoot } from '../bin/bundle.mjs';
 import { deviceBootPath, deviceEntry } from '../host/channel/channel.ts';
-import type { DeviceConfig } from '../host/channel/channel.ts';
+import type { DeviceConfig } from '../enclave/api/device.ts';
 import { createChannel } from '../host/channel/pool.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-bundle-'));

@@ -22,7 +22,7 @@ let h: Harness;
 afterEach(async () => h?.close());
 
 async function raw(bytes: Uint8Array) {
-  return decodeMessage(HostResponses, await h.enclave.handle(bytes));
+  return decodeMessage(HostResponses, await h.enclave.request(bytes));
 }
 async function stillServes() {
   expect(await raw(encodeMessage(HostRequests, { type: 'Info' }))).toMatchObject({ type: 'InfoResult', state: 0 });
@@ -70,7 +70,7 @@ describe('host request decoding', () => {
         ),
         async (bytes) => {
           if (bytes[1] === HostRequests.tags.Zeroize) return;
-          const out = await h.enclave.handle(bytes);
+          const out = await h.enclave.request(bytes);
           expect(() => decodeMessage(HostResponses, out)).not.toThrow();
         },
       ),

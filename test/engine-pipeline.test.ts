@@ -11,14 +11,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { decodeMessage } from '../enclave/api/codec.ts';
-import { HostRequests } from '../enclave/api/messages.ts';
+import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
+import { Lifecycle } from '../enclave/api/codes.ts';
+import { HostRequests, HostResponses } from '../enclave/api/messages.ts';
+import type { HostResponse } from '../enclave/api/messages.ts';
 import { createEnclave } from '../enclave/main.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { EscrowClient } from '../client/escrow.ts';
 import { openSqliteStore } from '../host/storage/sqlite.ts';
 import type { RecordStore } from '../host/storage/types.ts';
-import { PartitionEngine } from '../host/vault/engine.ts';
+import { ChannelErrorCode } from '../host/channel/channel.ts';
+import { EnclaveCallError, PartitionEngine } from '../host/vault/engine.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';
 import { testIssuer, wallClockClientExtras } from './helpers/auth.ts';
 import { testPlatform } from './helpers/platform.ts';
@@ -70,7 +73,7 @@ async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; 
           if (req.type === 'Batch' && sent.filter((x) => x.type === 'Batch').length === 1) await opts.holdFirstBatch;
           // Delivered in order (the enclave queues its requests, as the device does); only the
           // answer may be held back.
-          return await enclave.handle(b);
+          return await enclave.request(b);
         } finally {
           open.delete(tag);
         }
@@ -183,5 +186,40 @@ describe('engine pipelining', () => {
     expect(sent.slice(0, i).filter((s) => s.type === 'Batch').length).toBe(2);
     expect(sent.slice(i + 1).some((s) => s.type === 'Prepare')).toBe(true);
     await expect(client.status(te.encode('after'))).rejects.toThrow(/device crashed during Commit/);
+  });
+});
+
+describe('the typed call', () => {
+  /** An engine over a device that answers every request with `answer`. */
+  const answering = async (answer: HostResponse) => {
+    const dir = mkdtempSync(join(tmpdir(), 'bkv-call-'));
+    dirs.push(dir);
+    const store = await openSqliteStore(join(dir, 'vault.db'));
+    stores.push(store);
+    return new PartitionEngine({ request: async () => encodeMessage(HostResponses, answer) }, store, 0);
+  };
+
+  it('returns the answer its request has', async () => {
+    const engine = await answering({ type: 'Aborted', epoch: 7 });
+    const r = await engine.call({ type: 'Abort', epoch: 7 });
+    expect(r).toEqual({ type: 'Aborted', epoch: 7 });
+  });
+
+  it('throws EnclaveCallError with the fault code for a Fault', async () => {
+    const engine = await answering({ type: 'Fault', code: Lifecycle.Zeroized, field: new Uint8Array(0), message: te.encode('zeroized') });
+    const e = await engine.call({ type: 'Info' }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(EnclaveCallError);
+    expect((e as EnclaveCallError).code).toBe(Lifecycle.Zeroized);
+  });
+
+  it('throws EnclaveCallError UnexpectedResponse for an answer of another request, or not the one expected', async () => {
+    const engine = await answering({ type: 'Staged', epoch: 1 });
+    for (const call of [engine.call({ type: 'Commit', epoch: 1 }), engine.call({ type: 'Batch', epoch: 1, ops: [] }, 'Prepared')]) {
+      const e = await call.catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(EnclaveCallError);
+      expect((e as EnclaveCallError).code).toBe(ChannelErrorCode.UnexpectedResponse);
+      expect((e as Error).message).toMatch(/answered Staged/);
+    }
+    expect((await engine.call({ type: 'Batch', epoch: 1, ops: [] })).type).toBe('Staged');
   });
 });

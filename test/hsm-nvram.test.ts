@@ -12,14 +12,14 @@ import { decodeNvramState } from '../enclave/vault/nvram-state.ts';
 import { FileNvram } from '../hsm/nvram-file.ts';
 import { TokenNvram, nvramLabel } from '../hsm/nvram-token.ts';
 import { bootFirmware, buildPlatform, checkConfig, nvramFileName } from '../hsm/runner.ts';
-import type { HsmConfig, HsmPlatform } from '../hsm/runner.ts';
+import type { CheckedConfig, HsmPlatform } from '../hsm/runner.ts';
 import type { Pkcs11Token } from '../enclave/token-pkcs11.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-hsm-nvram-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 let n = 0;
 
-async function boot(cfg: HsmConfig): Promise<HsmPlatform> {
+async function boot(cfg: CheckedConfig): Promise<HsmPlatform> {
   const platform = buildPlatform(cfg, () => {
     throw new Error('crash');
   });

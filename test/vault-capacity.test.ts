@@ -202,7 +202,7 @@ describe('per-record quotas', () => {
 
 describe('room of batches that do not commit', () => {
   async function host(req: HostRequest): Promise<HostResponse> {
-    return decodeMessage(HostResponses, await h!.enclave.handle(encodeMessage(HostRequests, req)));
+    return decodeMessage(HostResponses, await h!.enclave.request(encodeMessage(HostRequests, req)));
   }
   const ops = (list: Sealed[]) => list.map((o, i) => ({ opId: i, recordId: o.rid, stored: new Uint8Array(0), request: o.message }));
   /** RegisterStarts for fresh ids, sent as one Batch. */

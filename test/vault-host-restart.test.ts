@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import type { EnclavePool } from '../host/channel/pool.ts';
 import type { ProcessChannel } from '../host/channel/process-channel.ts';
-import { EMULATOR_STORE_FILE } from '../hsm/tokens/open.ts';
+import { EMULATOR_STORE_FILE } from '../hsm/tokens/emulator/backend.ts';
 import { VaultHost } from '../host/vault/vault-host.ts';
 import { hostClient } from './helpers/vault-harness.ts';
 import { testIssuer } from './helpers/auth.ts';

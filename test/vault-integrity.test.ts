@@ -20,14 +20,15 @@ import { ClientRequests, SUITE_CODE } from '../enclave/api/messages.ts';
 import { clientLoginStart } from '../enclave/opaque/client.ts';
 import { fastSuite } from '../enclave/opaque/suites-fast.ts';
 import { CONTEXT, authFor } from './helpers/vault-harness.ts';
+import type { Device } from '../enclave/api/device.ts';
 
 const te = new TextEncoder();
 const id = (s: string) => te.encode(s);
 let h: Harness;
 afterEach(async () => h?.close());
 
-async function hostCall(enclave: { handle(b: Uint8Array): Promise<Uint8Array> }, req: Parameters<typeof encodeMessage<typeof HostRequests.schemas>>[1]) {
-  return decodeMessage(HostResponses, await enclave.handle(encodeMessage(HostRequests, req)));
+async function hostCall(enclave: Device, req: Parameters<typeof encodeMessage<typeof HostRequests.schemas>>[1]) {
+  return decodeMessage(HostResponses, await enclave.request(encodeMessage(HostRequests, req)));
 }
 
 describeTokens('integrity', (kind) => {

@@ -171,7 +171,7 @@ describeTokens('vault', (kind) => {
     await c.register(a, te.encode('pw'), new Uint8Array(32).fill(6), { attemptLimit: 5 });
     await c.register(b, te.encode('pw'), new Uint8Array(32).fill(7), { attemptLimit: 5 });
     const stored = await h.store.getMany(0, [a, b]);
-    const host = async (req: HostRequest) => decodeMessage(HostResponses, await h.enclave.handle(encodeMessage(HostRequests, req)));
+    const host = async (req: HostRequest) => decodeMessage(HostResponses, await h.enclave.request(encodeMessage(HostRequests, req)));
     const login = async (rid: Uint8Array, opId: number) => {
       const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, await withAuth(h, rid, (await loginStartReq('guess')).req)));
       return { opId, recordId: rid, stored: stored.get(recordKey(rid))!.blob, request: message };

@@ -10,7 +10,7 @@
  *
  * The device is provisioned with a bench issuer (bench/lib/auth.ts) and every operation carries
  * its record's token (one per record, reused), so the token check is in the device's time.
- * Prints ops/s, the device's time per operation (wall time inside enclave.handle, which is
+ * Prints ops/s, the device's time per operation (wall time inside enclave.request, which is
  * synchronous work on this thread), the process's CPU time per operation (this thread, other
  * threads: GC helpers, JIT) and the garbage collections of this thread. --prof writes and
  * summarizes a CPU profile of the window; --heap samples allocations (collected ones included)
@@ -27,9 +27,9 @@ import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRe
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { bootFirmware, buildPlatform } from '../../hsm/runner.ts';
-import type { HsmConfig } from '../../hsm/runner.ts';
+import type { CheckedConfig } from '../../hsm/runner.ts';
 import { openStore } from '../../host/storage/index.ts';
-import type { TokenKind } from '../../hsm/tokens/config.ts';
+import { parseTokenKind } from '../../hsm/tokens/backends.ts';
 import { PartitionEngine } from '../../host/vault/engine.ts';
 import { BenchTokens } from './auth.ts';
 import { args } from './common.ts';
@@ -49,11 +49,11 @@ const te = new TextEncoder();
 const dir = mkdtempSync(join(tmpdir(), 'bkv-device-profile-'));
 const nvram = A.get('nvram') as 'file' | 'token' | undefined;
 const tokens = await BenchTokens.create();
-const cfg: HsmConfig = {
+const cfg: CheckedConfig = {
   dataDir: dir,
   partition: 0,
   partitions: 1,
-  token: (A.get('token') ?? 'emulator') as TokenKind,
+  token: parseTokenKind(A.get('token')),
   auth: base64url(encodeAuthConfig(tokens.config)),
   ...(nvram && { nvram }),
 };
@@ -66,7 +66,7 @@ let calls = 0;
 const channel = {
   async request(b: Uint8Array): Promise<Uint8Array> {
     const t0 = performance.now();
-    const r = await enclave.handle(b);
+    const r = await enclave.request(b);
     inDevice += performance.now() - t0;
     calls++;
     return r;

@@ -15,7 +15,7 @@ import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRe
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
 import type { SuiteId } from '../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
-import type { TokenKind } from '../../hsm/tokens/config.ts';
+import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
 import { BenchTokens } from './auth.ts';
 import { MAX_LOGIN_SESSIONS_PER_ID, SESSION_TTL_MS } from '../../enclave/vault/sessions.ts';

@@ -199,6 +199,27 @@ export const HostResponses = defineFamily(
 );
 export type HostResponse = Message<typeof HostResponses.schemas>;
 
+/**
+ * The answers each host request has besides a Fault: the request-to-response map, as data (so
+ * the host checks an answer at run time) and as the type `ResponseOf`. A Batch is Prepared, or
+ * Staged when another batch is pending (its Prepared comes with the Prepare after that one's Commit).
+ */
+export const HOST_RESPONSE_OF = {
+  Info: ['InfoResult'],
+  LoadChunk: ['Loading'],
+  LoadEnd: ['Loaded'],
+  Batch: ['Prepared', 'Staged'],
+  Commit: ['Committed'],
+  Abort: ['Aborted'],
+  Prepare: ['Prepared'],
+  Zeroize: ['ZeroizeDone'],
+  SetAuth: ['AuthSet'],
+  AuditVerify: ['AuditResult'],
+} as const satisfies { [K in HostRequest['type']]: readonly Exclude<HostResponse['type'], 'Fault'>[] };
+
+/** The response a host request `R` gets when it does not fail. */
+export type ResponseOf<R extends HostRequest> = Extract<HostResponse, { type: (typeof HOST_RESPONSE_OF)[R['type']][number] }>;
+
 /** `InfoResult.state` */
 export const ENCLAVE_STATE = { ready: 0, selfTestFailed: 1, zeroized: 2, notLoaded: 3 } as const;
 

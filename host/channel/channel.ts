@@ -16,9 +16,9 @@ import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectBundle, projectRoot } from '../../bin/bundle.mjs';
-import { softhsmPaths } from '../../hsm/tokens/softhsm.ts';
-import type { TokenKind } from '../../hsm/tokens/config.ts';
-import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
+import { TOKEN_BACKENDS } from '../../hsm/tokens/backends.ts';
+import type { TokenKind } from '../../hsm/tokens/backends.ts';
+import type { Device, DeviceConfig, FromDevice, RequestOptions, ToDevice, TokenPinSource } from '../../enclave/api/device.ts';
 
 export const ChannelErrorCode = {
   /** No response within the request's timeout. */
@@ -31,10 +31,15 @@ export const ChannelErrorCode = {
   Crashed: 3004,
   /** The firmware did not boot (its createEnclave threw, the module is missing, boot timed out). */
   BootFailed: 3005,
-  /** The firmware's handle() threw, which its contract forbids. */
+  /** The firmware's request() threw, which its contract forbids. */
   HandlerFailed: 3006,
   /** The request was not bytes. */
   InvalidRequest: 3007,
+  /**
+   * The device answered with a response its request does not have (enclave/api/messages.ts
+   * ResponseOf): the engine's typed call throws it as an EnclaveCallError (host/vault/engine.ts).
+   */
+  UnexpectedResponse: 3008,
 } as const;
 export type ChannelErrorCode = (typeof ChannelErrorCode)[keyof typeof ChannelErrorCode];
 
@@ -49,15 +54,10 @@ export class ChannelError extends Error {
   }
 }
 
-export interface RequestOptions {
-  /** Overrides the channel's default timeout; 0 or Infinity waits forever. */
-  timeoutMs?: number;
-}
-
 export type ChannelState = 'booting' | 'ready' | 'closing' | 'closed' | 'crashed';
 
-export interface EnclaveChannel {
-  request(req: Uint8Array, opts?: RequestOptions): Promise<Uint8Array>;
+/** A device across a thread or process boundary: the byte seam (enclave/api/device.ts) and its lifecycle. */
+export interface EnclaveChannel extends Device {
   /** Stops accepting, waits for requests in flight up to a deadline, then ends the device. */
   close(opts?: { timeoutMs?: number }): Promise<void>;
   /** True once closing began or the device died. */
@@ -72,7 +72,7 @@ export interface EnclaveChannel {
 export interface ChannelOptions {
   /** The vault's data folder (the token, NVRAM files if any). */
   dataDir: string;
-  /** The vault's PKCS#11 token: the emulator (default) or SoftHSM2 (hsm/tokens/). */
+  /** The vault's PKCS#11 token backend (hsm/tokens/backends.ts; default the emulator). */
   token?: TokenKind;
   /** Where the device finds the token's PINs (hsm/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
   tokenPins?: TokenPinSource;
@@ -104,31 +104,6 @@ export interface ChannelOptions {
   /** Called once when a booted device dies on its own (not for a boot failure, not after close()). */
   onCrash?: (error: ChannelError) => void;
 }
-
-/** The device's start configuration (hsm/runner.ts HsmConfig; keep in step). */
-export interface DeviceConfig {
-  firmware?: string;
-  dataDir: string;
-  token?: TokenKind;
-  tokenPins?: TokenPinSource;
-  nvram?: 'token' | 'file';
-  partition: number;
-  partitions: number;
-  nvramSize?: number;
-  failpoint?: string;
-  failpointHit?: number;
-  operatorKeyHash?: string;
-  /** encodeAuthConfig output, base64url. */
-  auth?: string;
-}
-
-/** Messages with the device (hsm/runner.ts; keep in step). */
-export type ToDevice = { t: 'req'; id: number; buf: ArrayBuffer } | { t: 'stop' };
-type FromDevice =
-  | { t: 'ready' }
-  | { t: 'boot-error'; message: string }
-  | { t: 'res'; id: number; buf: ArrayBuffer }
-  | { t: 'fail'; id: number; message: string };
 
 /** Path of the device bootstrap from source (tsx), started by path: the host never imports hsm/. */
 export const deviceBootPath = (): string => join(projectRoot(), 'hsm', 'boot.mjs');
@@ -197,9 +172,10 @@ export abstract class DeviceChannel implements EnclaveChannel {
       ...(opts.operatorKeyHash !== undefined && { operatorKeyHash: Buffer.from(opts.operatorKeyHash).toString('hex') }),
       ...(opts.auth !== undefined && { auth: Buffer.from(encodeAuthConfig(opts.auth)).toString('base64url') }),
     };
-    // SoftHSM2 reads SOFTHSM2_CONF from the process environment, which a worker thread can not
-    // set for the process: the host sets it (a child-process device sets its own as well).
-    if (opts.token === 'softhsm') process.env.SOFTHSM2_CONF = softhsmPaths(opts.dataDir).conf;
+    // What the token's library reads from the process environment (SoftHSM2: SOFTHSM2_CONF), which
+    // a worker thread can not set for the process: the host sets it (a child-process device sets
+    // its own as well).
+    if (opts.token !== undefined) Object.assign(process.env, TOKEN_BACKENDS[opts.token].hostEnv(opts.dataDir));
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.maxInFlight = opts.maxInFlight ?? 256;
     this.closeTimeoutMs = opts.closeTimeoutMs ?? 5_000;

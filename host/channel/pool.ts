@@ -11,7 +11,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ChannelError, ChannelErrorCode } from './channel.ts';
-import type { ChannelOptions, EnclaveChannel, RequestOptions } from './channel.ts';
+import type { ChannelOptions, EnclaveChannel } from './channel.ts';
+import type { Device, RequestOptions } from '../../enclave/api/device.ts';
 import { ProcessChannel } from './process-channel.ts';
 import { WorkerChannel } from './worker-channel.ts';
 
@@ -137,6 +138,15 @@ export class EnclavePool {
     this.check(partition);
     if (this.closing) return Promise.reject(new ChannelError(ChannelErrorCode.Closed, 'pool is closed'));
     return this.channels[partition]!.request(req, opts);
+  }
+
+  /**
+   * Partition `partition` as the byte seam (enclave/api/device.ts): each request goes to the
+   * partition's current channel (a restart replaces it) and is refused once the pool closes.
+   */
+  device(partition: number): Device {
+    this.check(partition);
+    return { request: (req, opts) => this.request(partition, req, opts) };
   }
 
   /** Replaces a partition's device with a fresh boot (ending the old one if it still runs). */

@@ -8,7 +8,9 @@ import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { DeviceChannel, deviceEntry } from './channel.ts';
-import type { ChannelOptions, ToDevice } from './channel.ts';
+import type { ChannelOptions } from './channel.ts';
+import { DEVICE_CONFIG_ENV } from '../../enclave/api/device.ts';
+import type { ToDevice } from '../../enclave/api/device.ts';
 
 const STDERR_TAIL = 4096;
 
@@ -23,7 +25,7 @@ export class ProcessChannel extends DeviceChannel {
       execArgv: [],
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
-      env: { ...process.env, BKV_HSM_CONFIG: JSON.stringify(this.config) },
+      env: { ...process.env, [DEVICE_CONFIG_ENV]: JSON.stringify(this.config) },
     });
     this.child.stderr?.setEncoding('utf8');
     this.child.stderr?.on('data', (s: string) => {

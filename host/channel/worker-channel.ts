@@ -6,7 +6,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { DeviceChannel, deviceEntry } from './channel.ts';
-import type { ChannelOptions, ToDevice } from './channel.ts';
+import type { ChannelOptions } from './channel.ts';
+import type { ToDevice } from '../../enclave/api/device.ts';
 
 /**
  * The cap on a device thread's young generation, MB (BKV_DEVICE_YOUNG_MB overrides; 0: V8's own

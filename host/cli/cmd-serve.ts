@@ -26,7 +26,8 @@ import { resolveServeAuth, writeStoredAuth } from '../auth/issuer.ts';
 import { operatorKeyHash } from '../vault/vault-host.ts';
 import { scrubCredentials } from './redact.ts';
 import { TOKEN_PIN_ENV, assertOutsideDataDir, defaultOperatorDir, pinsFromEnv } from '../../hsm/tokens/token-pins.ts';
-import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
+import { DEFAULT_TOKEN_KIND, TOKEN_KINDS, isTokenKind } from '../../hsm/tokens/backends.ts';
 
 /** Environment variable with the store URL (when --store is not given). */
 export const STORE_ENV = 'BKV_STORE';
@@ -76,8 +77,8 @@ export async function serveCommand(argv: string[], out: Output): Promise<number>
   });
   if (p.positional.length) throw new UsageError(`unexpected ${p.positional.join(' ')}`);
   const dataDir = p.opts.get('data') ?? 'data';
-  const token = p.opts.get('token') ?? 'emulator';
-  if (token !== 'emulator' && token !== 'softhsm') throw new UsageError('--token must be emulator or softhsm');
+  const token = p.opts.get('token') ?? DEFAULT_TOKEN_KIND;
+  if (!isTokenKind(token)) throw new UsageError(`--token must be ${TOKEN_KINDS.join(' or ')}`);
   const store = p.opts.get('store') ?? (process.env[STORE_ENV] || undefined);
   const pins = tokenPinSource(p, dataDir);
   console.error(`bkv: ${pins.note}`);

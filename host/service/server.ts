@@ -20,7 +20,8 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ChannelMode } from '../channel/pool.ts';
-import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
+import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import { VaultHost } from '../vault/vault-host.ts';
 import { ServiceError, errorKind, toServiceError } from './errors.ts';
 import { DEFAULT_BODY_LIMIT, sendError } from './http.ts';
@@ -47,8 +48,8 @@ export interface ServiceOptions {
   /** Isolation of the enclave devices (default worker threads). */
   mode?: ChannelMode;
   partitions?: number;
-  /** The vault's PKCS#11 token: 'emulator' (default) or 'softhsm'. */
-  hsmToken?: 'emulator' | 'softhsm';
+  /** The vault's PKCS#11 token backend (hsm/tokens/backends.ts; default 'emulator'). */
+  hsmToken?: TokenKind;
   /** Where the devices find the token's PINs (hsm/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
   tokenPins?: TokenPinSource;
   /** When set, /v1/* and /metrics need `Authorization: Bearer <token>`. */

@@ -6,7 +6,7 @@
  * attempts remaining) is sealed, and only the device opens it, only once it is committed.
  */
 import { AUDIT_KIND, MAX_AUDIT_RUN } from '../../enclave/api/messages.ts';
-import type { AuditEntry, AuditEvent, HostRequest, HostResponse } from '../../enclave/api/messages.ts';
+import type { AuditEntry, AuditEvent, HostRequest, ResponseOf } from '../../enclave/api/messages.ts';
 import type { RecordStore } from '../storage/types.ts';
 
 export interface AuditReport {
@@ -38,12 +38,9 @@ const ZERO = new Uint8Array(32);
 const NONE = new Uint8Array(0);
 const ALL_VERIFY = 0xffffffff;
 
-type Call = (req: HostRequest) => Promise<HostResponse>;
-
-function auditResult(r: HostResponse): Extract<HostResponse, { type: 'AuditResult' }> {
-  if (r.type !== 'AuditResult') throw new Error(`AuditVerify answered ${r.type}`);
-  return r;
-}
+type AuditVerify = Extract<HostRequest, { type: 'AuditVerify' }>;
+/** The partition's typed call (PartitionEngine.call): an AuditResult, or it throws. */
+type Call = (req: AuditVerify) => Promise<ResponseOf<AuditVerify>>;
 
 export async function readAuditChain(call: Call, store: RecordStore, partition: number, opts: AuditReadOptions = {}): Promise<AuditReport> {
   const runSize = Math.min(MAX_AUDIT_RUN, Math.max(1, opts.runSize ?? MAX_AUDIT_RUN));
@@ -51,7 +48,7 @@ export async function readAuditChain(call: Call, store: RecordStore, partition: 
   const auth = opts.operatorSecret ?? NONE;
   if (auth.length !== 0 && auth.length !== 32) throw new RangeError('the operator secret is 32 bytes');
   const verify = async (fromSeq: number, fromHead: Uint8Array, events: AuditEvent[], to: { seq: number; head: Uint8Array; anchor: Uint8Array }) =>
-    auditResult(await call({ type: 'AuditVerify', fromSeq, fromHead, events, toSeq: to.seq, toHead: to.head, anchor: to.anchor, auth }));
+    call({ type: 'AuditVerify', fromSeq, fromHead, events, toSeq: to.seq, toHead: to.head, anchor: to.anchor, auth });
   // The head: an empty run that starts at 0 verifies only if there is no event yet.
   const head = await verify(0, ZERO, [], { seq: 0, head: ZERO, anchor: NONE });
   const report: AuditReport = { partition, headSeq: head.headSeq, verified: 0, broken: null, entries: [] };

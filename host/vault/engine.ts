@@ -17,14 +17,12 @@
  */
 import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
 import { EnclaveFault, Handling, PlatformFault as PlatformCodes, faultName } from '../../enclave/api/codes.ts';
-import type { HostRequest, HostResponse } from '../../enclave/api/messages.ts';
-import { HostRequests, HostResponses, MAX_BATCH_OPS, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
+import type { Device } from '../../enclave/api/device.ts';
+import type { HostRequest, HostResponse, ResponseOf } from '../../enclave/api/messages.ts';
+import { HOST_RESPONSE_OF, HostRequests, HostResponses, MAX_BATCH_OPS, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
+import { ChannelErrorCode } from '../channel/channel.ts';
 import type { RecordStore } from '../storage/types.ts';
 import { recordKey } from '../storage/types.ts';
-
-export interface ByteChannel {
-  request(req: Uint8Array, opts?: { timeoutMs?: number }): Promise<Uint8Array>;
-}
 
 export interface OpResult {
   /** true: `response` is the enclave's HPKE-sealed answer for the client. */
@@ -46,11 +44,13 @@ interface Queued {
  */
 const RESPONSE_VIEWS: ReadonlySet<string> = new Set(['writes.recordId', 'writes.blob', 'results.response']);
 
+type Prepared = Extract<HostResponse, { type: 'Prepared' }>;
+
 /** A batch sent to the enclave, its Prepared answer still to come. */
 interface Started {
   batch: Queued[];
   epoch: number;
-  prepared: Promise<HostResponse>;
+  prepared: Promise<Prepared>;
   t0: number;
 }
 
@@ -60,13 +60,18 @@ export interface BatchStats {
   lastBatchSize: number;
 }
 
+/**
+ * A call to the enclave that did not get its answer: `code` is the enclave's fault code
+ * (enclave/api/codes.ts) for a Fault, or ChannelErrorCode.UnexpectedResponse for an answer its
+ * request does not have.
+ */
 export class EnclaveCallError extends Error {
   override readonly name = 'EnclaveCallError';
   constructor(
     readonly code: number,
     message: string,
   ) {
-    super(`${faultName(code)}: ${message}`);
+    super(`${code === ChannelErrorCode.UnexpectedResponse ? 'UnexpectedResponse' : faultName(code)}: ${message}`);
   }
 }
 
@@ -80,20 +85,27 @@ export class PartitionEngine {
   onBatch?: (size: number, ms: number) => void;
 
   constructor(
-    private readonly channel: ByteChannel,
+    private readonly device: Device,
     private readonly store: RecordStore,
     readonly partition: number,
     private readonly maxQueue = 10_000,
   ) {}
 
-  async call(req: HostRequest): Promise<HostResponse> {
-    const res = decodeMessage(HostResponses, await this.channel.request(encodeMessage(HostRequests, req)), { views: RESPONSE_VIEWS });
+  /**
+   * One request to the enclave and its answer, typed by the request (messages.ts ResponseOf) and
+   * checked at run time: a Fault, or an answer the request does not have (or not `expect`, when
+   * given), throws EnclaveCallError.
+   */
+  async call<R extends HostRequest, T extends ResponseOf<R>['type'] = ResponseOf<R>['type']>(req: R, expect?: T): Promise<Extract<ResponseOf<R>, { type: T }>> {
+    const res = decodeMessage(HostResponses, await this.device.request(encodeMessage(HostRequests, req)), { views: RESPONSE_VIEWS });
     if (res.type === 'Fault') throw new EnclaveCallError(res.code, new TextDecoder().decode(res.message));
-    return res;
+    const allowed: readonly string[] = expect === undefined ? HOST_RESPONSE_OF[req.type] : [expect];
+    if (!allowed.includes(res.type)) throw new EnclaveCallError(ChannelErrorCode.UnexpectedResponse, `${req.type} answered ${res.type}, not ${allowed.join(' or ')}`);
+    return res as Extract<ResponseOf<R>, { type: T }>;
   }
 
   /** Boots the partition: Info, then the full load. Returns the enclave's info. */
-  async start(): Promise<Extract<HostResponse, { type: 'InfoResult' }>> {
+  async start(): Promise<ResponseOf<{ type: 'Info' }>> {
     for await (const chunk of this.store.scan(this.partition, MAX_LOAD_ENTRIES)) {
       await this.call({
         type: 'LoadChunk',
@@ -101,11 +113,8 @@ export class PartitionEngine {
       });
     }
     const loaded = await this.call({ type: 'LoadEnd' });
-    if (loaded.type !== 'Loaded') throw new Error(`unexpected ${loaded.type}`);
     this.epoch = loaded.epoch;
-    const info = await this.call({ type: 'Info' });
-    if (info.type !== 'InfoResult') throw new Error(`unexpected ${info.type}`);
-    return info;
+    return this.call({ type: 'Info' });
   }
 
   /** Queues one client operation; resolves when its batch is durable. */
@@ -179,9 +188,9 @@ export class PartitionEngine {
     return { batch, epoch, prepared, t0: performance.now() };
   }
 
-  private async prepare(batch: Queued[], epoch: number): Promise<HostResponse> {
+  private async prepare(batch: Queued[], epoch: number): Promise<Prepared> {
     const stored = await this.store.getMany(this.partition, batch.map((q) => q.recordId));
-    return this.call({ type: 'Batch', epoch, ops: this.ops(batch, stored) });
+    return this.call({ type: 'Batch', epoch, ops: this.ops(batch, stored) }, 'Prepared');
   }
 
   /**
@@ -196,16 +205,14 @@ export class PartitionEngine {
   private async runBatch(cur: Started): Promise<Started | undefined> {
     const { batch } = cur;
     let epoch = cur.epoch;
-    let prepared: HostResponse;
+    let prepared: Prepared;
     try {
       try {
         prepared = await cur.prepared;
       } catch (e) {
         // Someone else (an operator tool) committed a batch: learn the epoch and try once more.
         if (!(e instanceof EnclaveCallError) || e.code !== Handling.BatchOutOfOrder) throw e;
-        const info = await this.call({ type: 'Info' });
-        if (info.type !== 'InfoResult') throw e;
-        this.epoch = info.epoch;
+        this.epoch = (await this.call({ type: 'Info' })).epoch;
         epoch = this.epoch + 1;
         prepared = await this.prepare(batch, epoch);
       }
@@ -218,31 +225,28 @@ export class PartitionEngine {
       for (const q of batch) q.reject(e);
       return undefined;
     }
-    if (prepared.type !== 'Prepared') {
-      for (const q of batch) q.reject(new Error(`unexpected ${prepared.type}`));
-      return undefined;
-    }
     // Overlap: the next batch goes to the enclave now, before this one is persisted, so the device
     // computes it while storage commits (the enclave stages it and prepares it after this Commit).
     // Its ops may not name a record of this batch (the enclave refuses that): those wait for the
     // batch after. Its stored blobs are read before this batch is persisted, which is why.
-    let follow: Started | undefined;
-    let staged = false;
+    let take: Queued[] = [];
+    let t1 = 0;
+    // The next batch's Staged answer (`staged`), or why it was not sent (`unsent`).
+    let staged: Promise<unknown> | undefined;
+    let unsent: Promise<never> | undefined;
     if (this.queue.length && !this.closed) {
-      const take = this.takeDisjoint(batch);
+      take = this.takeDisjoint(batch);
       if (take.length) {
-        const t0 = performance.now();
-        let answer: Promise<HostResponse>;
+        t1 = performance.now();
         try {
           const stored = await this.store.getMany(this.partition, take.map((q) => q.recordId));
           // Sent before this batch's Commit, so the device takes it first (answers come in order).
-          answer = this.call({ type: 'Batch', epoch: epoch + 1, ops: this.ops(take, stored) });
-          staged = true;
+          staged = this.call({ type: 'Batch', epoch: epoch + 1, ops: this.ops(take, stored) }, 'Staged');
+          staged.catch(() => {}); // awaited by runBatch; never an unhandled rejection meanwhile
         } catch (e) {
-          answer = Promise.reject(e);
+          unsent = Promise.reject(e);
+          unsent.catch(() => {});
         }
-        answer.catch(() => {}); // awaited by runBatch; never an unhandled rejection meanwhile
-        follow = { batch: take, epoch: epoch + 1, prepared: answer, t0 };
       }
     }
     // One write per record: the enclave sends each record's last version in the batch only.
@@ -253,29 +257,29 @@ export class PartitionEngine {
       // reload settles it: the enclave keeps the batch's intent in NVRAM and, at load, accepts
       // storage at its committed state or at that intent. So no Abort (a new batch would replace
       // the intent): this engine stops, and the partition restarts.
-      this.fail(follow ? [...batch, ...follow.batch] : batch, e);
+      this.fail([...batch, ...take], e);
       return undefined;
     }
     const commit = this.call({ type: 'Commit', epoch });
     commit.catch(() => {});
-    if (follow && staged) {
+    let follow: Started | undefined;
+    if (staged) {
       // Right behind the Commit: the staged batch's intent, then its Prepared.
       const prepare = this.call({ type: 'Prepare', epoch: epoch + 1 });
       prepare.catch(() => {});
-      follow.prepared = follow.prepared.then((r) => {
-        if (r.type !== 'Staged') throw new Error(`unexpected ${r.type}`);
-        return prepare;
-      });
-      follow.prepared.catch(() => {});
-    } else if (!follow && this.queue.length && !this.closed) {
+      const next = staged.then(() => prepare);
+      next.catch(() => {});
+      follow = { batch: take, epoch: epoch + 1, prepared: next, t0: t1 };
+    } else if (unsent) {
       // (A follow whose reads failed is not sent: runBatch hands its clients the error.)
+      follow = { batch: take, epoch: epoch + 1, prepared: unsent, t0: t1 };
+    } else if (this.queue.length && !this.closed) {
       // The batch is durable in storage: the next one's reads see it. Sent after the Commit.
       follow = this.sendBatch(this.queue.splice(0, MAX_BATCH_OPS), epoch + 1);
     }
-    let committed: HostResponse;
+    let committed: Awaited<typeof commit>;
     try {
       committed = await commit;
-      if (committed.type !== 'Committed') throw new Error(`unexpected ${committed.type}`);
     } catch (e) {
       // The batch is in storage; the enclave's NVRAM may not say so: the same reload settles it.
       this.fail(follow ? [...batch, ...follow.batch] : batch, e);

@@ -10,8 +10,8 @@ import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { encodeAuthConfig } from '../../enclave/api/auth.ts';
 import { EnclavePool } from '../channel/pool.ts';
 import type { ChannelMode } from '../channel/pool.ts';
-import type { TokenKind } from '../../hsm/tokens/config.ts';
-import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
+import type { TokenKind } from '../../hsm/tokens/backends.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { openStore } from '../storage/index.ts';
 import type { RecordStore } from '../storage/types.ts';
 import { PartitionEngine } from './engine.ts';
@@ -22,7 +22,7 @@ import type { AuditReadOptions, AuditReport } from './audit-read.ts';
 export interface VaultHostOptions {
   dataDir: string;
   mode?: ChannelMode;
-  /** The vault's PKCS#11 token: 'emulator' (default) or 'softhsm'; fixed at the data folder's creation. */
+  /** The vault's PKCS#11 token backend (hsm/tokens/backends.ts; default 'emulator'); fixed at the data folder's creation. */
   token?: TokenKind;
   /** Where the devices find the token's PINs (hsm/tokens/token-pins.ts); default: the operator folder `<dataDir>.operator`. */
   tokenPins?: TokenPinSource;
@@ -176,7 +176,7 @@ export class VaultHost {
   }
 
   private newEngine(p: number): PartitionEngine {
-    const engine = new PartitionEngine({ request: (b, o) => this.pool.request(p, b, o) }, this.store, p);
+    const engine = new PartitionEngine(this.pool.device(p), this.store, p);
     const onBatch = this.opts.onBatch;
     if (onBatch) engine.onBatch = (size, ms) => onBatch(p, size, ms);
     // A batch in an unknown state (a failed storage commit): reload the partition to settle it.

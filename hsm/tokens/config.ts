@@ -5,6 +5,8 @@
  *   { "format": "backup-key-vault token", "version": 2, "kind": "emulator" | "softhsm",
  *     "label": "bkv-<12 hex>" }
  *
+ * (`kind`: a backend's name, hsm/tokens/backends.ts.)
+ *
  * The token's PINs (PKCS#11 v2.40 §2.5: SO and user) never sit in the data folder: the operator
  * supplies them, or development mode keeps them in an operator folder beside it
  * (hsm/tokens/token-pins.ts). Version 1 files, written before that, also held "soPin" and
@@ -12,15 +14,16 @@
  * (token-pins.ts `settleTokenPins`) and rewrites the file as version 2.
  *
  * The file is created once and rewritten only by that migration, both under the data folder's
- * token lock (temp file, fsync, rename, fsync of the folder); opening a data folder with the
- * other token kind is an error.
+ * token lock (temp file, fsync, rename, fsync of the folder); opening a data folder with
+ * another token kind is an error.
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileDurably } from '../durable-file.ts';
+import { isTokenKind } from './backends.ts';
+import type { TokenKind } from './backends.ts';
 
-export type TokenKind = 'emulator' | 'softhsm';
 export const TOKEN_CONFIG_FILE = 'token.json';
 export const TOKEN_LOCK_FILE = 'token.lock';
 export const TOKEN_CONFIG_FORMAT = 'backup-key-vault token';
@@ -36,10 +39,6 @@ export interface StoredTokenConfig {
   config: VaultTokenConfig;
   /** The PINs a version 1 file still holds (to be moved out of the data folder). */
   legacyPins?: { soPin: string; userPin: string };
-}
-
-export function isTokenKind(k: unknown): k is TokenKind {
-  return k === 'emulator' || k === 'softhsm';
 }
 
 const field = (v: Record<string, unknown>, k: string, file: string, max = 32): string => {

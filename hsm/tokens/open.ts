@@ -1,7 +1,8 @@
 /**
  * Opens the vault's token for a device (PKCS#11 v2.40 §5.4-5.6: C_Initialize, the token found
- * by label, created with C_InitToken + C_InitPIN at first start): the emulator token, whose
- * store is `<data>/emulator-token.bin`, or SoftHSM2 with its tokens in `<data>/softhsm/`. The
+ * by label, created with C_InitToken + C_InitPIN at first start) in its backend's module
+ * (backends.ts: the emulator token, whose store is `<data>/emulator-token.bin`, or SoftHSM2
+ * with its tokens in `<data>/softhsm/`). The
  * label comes from `<data>/token.json` (config.ts); the PINs from the source the host names
  * (token-pins.ts: the operator's pin file, PINs given directly, or in development mode the
  * operator folder, by default `<data>.operator/`), never from the data folder. Settling the
@@ -13,16 +14,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as P from '../../enclave/api/pkcs11.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
+import { TOKEN_BACKENDS } from './backends.ts';
+import type { BackendOptions, TokenKind } from './backends.ts';
 import { TOKEN_LOCK_FILE } from './config.ts';
 import { withFileLock } from '../durable-file.ts';
-import type { TokenKind } from './config.ts';
-import { EmulatorModule } from './emulator/module.ts';
-import type { EmulatorOptions } from './emulator/module.ts';
-import { ensureSoftHsmToken, loadSoftHsm } from './softhsm.ts';
 import { pinSourceOrDefault, settleTokenPins, soPinNeeded } from './token-pins.ts';
-import type { TokenPinSource } from './token-pins.ts';
-
-export const EMULATOR_STORE_FILE = 'emulator-token.bin';
 
 export interface OpenedToken {
   kind: TokenKind;
@@ -31,26 +28,41 @@ export interface OpenedToken {
   userPin: string;
   /** The data folder's token lock (for find-or-create of keys across processes). */
   exclusive: <T>(fn: () => T) => T;
+  /** Pkcs11Token `lockObjectStore`: the backend's (backends.ts). */
+  lockObjectStore: boolean;
 }
 
-export interface OpenTokenOptions {
-  /** Emulator options (the store file is fixed to the data folder's). */
-  emulator?: Omit<EmulatorOptions, 'storeFile'>;
+export interface OpenTokenOptions extends BackendOptions {
   /** Where the PINs come from (default: development mode, the operator folder `<data>.operator`). */
   pins?: TokenPinSource;
   /** One line for the operator when something changed on disk (an older token.json's PINs moved out). */
   log?: (line: string) => void;
 }
 
+function findSlot(m: P.Pkcs11, label: string): P.Handle | null {
+  for (const s of m.C_GetSlotList(true)) if (P.trimLabel(m.C_GetTokenInfo(s).label) === label) return s;
+  return null;
+}
 
-/** Creates the emulator token `label` if its store lacks it (C_InitToken on the free slot, then C_InitPIN). */
-export function ensureEmulatorToken(m: P.Pkcs11, label: string, soPin: string | undefined, userPin: string): void {
-  const slots = m.C_GetSlotList(true);
-  if (slots.some((s) => P.trimLabel(m.C_GetTokenInfo(s).label) === label)) return;
+/**
+ * Makes sure the token `label` exists with these PINs: initializes it in a free slot when it is
+ * missing (C_InitToken, then the SO sets the user PIN with C_InitPIN). `rescan` (the backend's)
+ * makes a token created since C_Initialize visible: before looking for a free slot (another
+ * thread may have created it) and after C_InitToken. Callers hold the data folder's token lock.
+ */
+export function ensureToken(m: P.Pkcs11, label: string, soPin: string | undefined, userPin: string, rescan?: () => void): void {
+  if (findSlot(m, label)) return;
+  if (rescan) {
+    rescan();
+    if (findSlot(m, label)) return;
+  }
   if (soPin === undefined) throw soPinNeeded(label);
-  const free = slots.find((s) => (m.C_GetTokenInfo(s).flags & P.CKF_TOKEN_INITIALIZED) === 0)!;
+  const free = m.C_GetSlotList(true).find((s) => (m.C_GetTokenInfo(s).flags & P.CKF_TOKEN_INITIALIZED) === 0);
+  if (!free) throw new P.Pkcs11Error(P.CKR.CKR_TOKEN_NOT_PRESENT, 'C_GetSlotList');
   m.C_InitToken(free, soPin, P.padLabel(label));
-  const slot = m.C_GetSlotList(true).find((s) => P.trimLabel(m.C_GetTokenInfo(s).label) === label)!;
+  rescan?.();
+  const slot = findSlot(m, label);
+  if (!slot) throw new P.Pkcs11Error(P.CKR.CKR_TOKEN_NOT_RECOGNIZED, 'C_InitToken');
   const s = m.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
   try {
     m.C_Login(s, P.CKU_SO, soPin);
@@ -68,16 +80,9 @@ export function openVaultToken(dataDir: string, kind: TokenKind, opts: OpenToken
   const exclusive = <T>(fn: () => T): T => withFileLock(lockFile, fn);
   return exclusive((): OpenedToken => {
     const { label, pins } = settleTokenPins(dataDir, kind, source, opts.log);
-    let module: P.Pkcs11;
-    if (kind === 'softhsm') {
-      const m = loadSoftHsm(dataDir);
-      ensureSoftHsmToken(m, label, pins.soPin, pins.userPin);
-      module = m;
-    } else {
-      module = P.normalizedModule(new EmulatorModule({ ...opts.emulator, storeFile: path.join(dataDir, EMULATOR_STORE_FILE) }));
-      module.C_Initialize();
-      ensureEmulatorToken(module, label, pins.soPin, pins.userPin);
-    }
-    return { kind, module, label, userPin: pins.userPin, exclusive };
+    const backend = TOKEN_BACKENDS[kind];
+    const { module, rescan } = backend.load(dataDir, opts);
+    ensureToken(module, label, pins.soPin, pins.userPin, rescan);
+    return { kind, module, label, userPin: pins.userPin, exclusive, lockObjectStore: backend.lockObjectStore };
   });
 }

@@ -1,6 +1,7 @@
 /**
- * SoftHSM2 2.6 (a PKCS#11 v2.40 module) through pkcs11js, as a `Pkcs11` (enclave/api/pkcs11.ts):
- * configuration in the vault's data folder, loading, token initialization, and two repairs:
+ * SoftHSM2 2.6 (a PKCS#11 v2.40 module) through pkcs11js, as a `Pkcs11` (enclave/api/pkcs11.ts)
+ * and a token backend (hsm/tokens/backends.ts): configuration in the vault's data folder,
+ * loading, and two repairs:
  * - errors: pkcs11js throws a plain `Error('CKR_X:N')` from some calls (C_CreateObject,
  *   C_CopyObject, C_SetAttributeValue, C_FindObjects); every call here throws Pkcs11Error;
  * - durability: SoftHSM2 writes its object files without fsync; after every call that can change
@@ -14,14 +15,16 @@
  * thread devices of one vault share it (C_Initialize with CKF_OS_LOCKING_OK, an "already
  * initialized" answer is fine) and one process serves one SoftHSM2 data folder at a time.
  * Slot ids change when a token is initialized: slots are found by their blank-padded label, and
- * a token created after C_Initialize is seen after C_Finalize + C_Initialize.
+ * a token created after C_Initialize is seen after C_Finalize + C_Initialize (the backend's
+ * `rescan`, hsm/tokens/open.ts ensureToken).
  */
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { projectRoot } from '../../bin/bundle.mjs';
 import * as P from '../../enclave/api/pkcs11.ts';
-import { soPinNeeded } from './token-pins.ts';
+import type { TokenBackend } from './backends.ts';
 
 export const SOFTHSM_DEFAULT_LIB = '/usr/lib/softhsm/libsofthsm2.so';
 export const SOFTHSM_INSTALL_HINT =
@@ -192,33 +195,22 @@ export function loadSoftHsm(dataDir: string): P.Pkcs11 & { reinitialize(): void;
   return wrapped as unknown as P.Pkcs11 & { reinitialize(): void; paths: SoftHsmPaths };
 }
 
-function findSlot(m: P.Pkcs11, label: string): P.Handle | null {
-  for (const s of m.C_GetSlotList(true)) if (P.trimLabel(m.C_GetTokenInfo(s).label) === label) return s;
-  return null;
-}
-
-/**
- * Makes sure the token `label` exists with these PINs: initializes it in a free slot when it is
- * missing (C_InitToken, then C_Finalize + C_Initialize so the process sees it, then the SO sets
- * the user PIN). Callers hold the data folder's token lock.
- */
-export function ensureSoftHsmToken(m: ReturnType<typeof loadSoftHsm>, label: string, soPin: string | undefined, userPin: string): void {
-  if (findSlot(m, label)) return;
-  m.reinitialize(); // another thread may have created it since this process initialized
-  if (findSlot(m, label)) return;
-  if (soPin === undefined) throw soPinNeeded(label);
-  const free = m.C_GetSlotList(true).find((s) => (m.C_GetTokenInfo(s).flags & P.CKF_TOKEN_INITIALIZED) === 0);
-  if (!free) throw new P.Pkcs11Error(P.CKR.CKR_TOKEN_NOT_PRESENT, 'C_GetSlotList');
-  m.C_InitToken(free, soPin, P.padLabel(label));
-  m.reinitialize();
-  const slot = findSlot(m, label);
-  if (!slot) throw new P.Pkcs11Error(P.CKR.CKR_TOKEN_NOT_RECOGNIZED, 'C_InitToken');
-  const s = m.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
-  try {
-    m.C_Login(s, P.CKU_SO, soPin);
-    m.C_InitPIN(s, userPin);
-    m.C_Logout(s);
-  } finally {
-    m.C_CloseSession(s);
-  }
-}
+export const softhsmBackend: TokenBackend = {
+  title: 'SoftHSM2',
+  unavailable: softhsmUnavailable,
+  // Read by the library with getenv: a worker-thread device can not set it for its process.
+  hostEnv: (dataDir: string) => ({ SOFTHSM2_CONF: softhsmPaths(dataDir).conf }),
+  // Its file object store can fail a write when another thread of the process rescans the token.
+  lockObjectStore: true,
+  load: (dataDir: string) => {
+    const m = loadSoftHsm(dataDir);
+    return { module: m, rescan: () => m.reinitialize() };
+  },
+  // Its own token folder in a temporary directory. SoftHSM2 is one library per process: loading
+  // another folder re-initializes it and ends the sessions of the previous one.
+  scratch: () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-softhsm-'));
+    const m = loadSoftHsm(dir);
+    return { module: m, rescan: () => m.reinitialize(), dispose: () => fs.rmSync(dir, { recursive: true, force: true }) };
+  },
+};

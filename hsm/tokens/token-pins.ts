@@ -25,9 +25,10 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TOKEN_CONFIG_FILE, checkTokenKind, newTokenConfig, readTokenConfig, writeTokenConfig } from './config.ts';
-import type { TokenKind } from './config.ts';
+import type { TokenKind } from './backends.ts';
 import { CodedError } from '../../enclave/api/codes.ts';
 import { createFileDurably, fsyncDir } from '../durable-file.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
 
 /** Environment variables the command line reads the PINs from (no pin file given). */
 export const TOKEN_PIN_ENV = 'BKV_TOKEN_PIN';
@@ -35,8 +36,6 @@ export const TOKEN_SO_PIN_ENV = 'BKV_TOKEN_SO_PIN';
 export const OPERATOR_DIR_SUFFIX = '.operator';
 export const MIN_TOKEN_PIN_BYTES = 4;
 export const MAX_TOKEN_PIN_BYTES = 255;
-
-export type TokenPinSource = { pinFile: string } | { operatorDir: string } | { userPin: string; soPin?: string };
 
 export interface TokenPins {
   userPin: string;

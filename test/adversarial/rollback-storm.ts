@@ -33,7 +33,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { Integrity, faultName } from '../../enclave/api/codes.ts';
 import { openSqliteStore } from '../../host/storage/sqlite.ts';
-import { EMULATOR_STORE_FILE } from '../../hsm/tokens/open.ts';
+import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
 import { nvramFileName } from '../../hsm/runner.ts';
 import { EnclaveCallError } from '../../host/vault/engine.ts';
 import type { VaultHost } from '../../host/vault/vault-host.ts';

@@ -20,7 +20,7 @@
  */
 import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { EMULATOR_STORE_FILE } from '../../hsm/tokens/open.ts';
+import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
 import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, tempDir } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
 import { describe } from './lib/flows.ts';

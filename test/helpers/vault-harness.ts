@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createEnclave } from '../../enclave/main.ts';
-import type { Enclave } from '../../enclave/main.ts';
+import type { Device } from '../../enclave/api/device.ts';
 import type { TableLimits } from '../../enclave/vault/sessions.ts';
 import { SUITE_CODE } from '../../enclave/api/messages.ts';
 import type { ClientRequest } from '../../enclave/api/messages.ts';
@@ -50,7 +50,7 @@ export async function hostClient(host: VaultHost, issuer: TestIssuer): Promise<E
 export interface Harness {
   dir: string;
   platform: TestPlatform;
-  enclave: Enclave;
+  enclave: Device;
   engine: PartitionEngine;
   store: RecordStore;
   hpkePublicKey: Uint8Array;
@@ -90,7 +90,7 @@ export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKin
         return typeof v === 'function' ? v.bind(h.store) : v;
       },
     });
-    h.engine = new PartitionEngine({ request: (b) => h.enclave.handle(b) }, store, 0);
+    h.engine = new PartitionEngine(h.enclave, store, 0);
     const info = await h.engine.start();
     h.hpkePublicKey = info.hpkePublicKey;
   };

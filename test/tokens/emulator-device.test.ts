@@ -14,7 +14,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { EmulatorModule, SELF_TESTS, runSelfTests } from '../../hsm/tokens/emulator/index.ts';
 import type { EmulatorOptions } from '../../hsm/tokens/emulator/index.ts';
-import { ensureEmulatorToken } from '../../hsm/tokens/open.ts';
+import { ensureToken } from '../../hsm/tokens/open.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-emu-dev-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -25,7 +25,7 @@ const USER = 'user-pin-1111';
 function token(opts: EmulatorOptions = {}) {
   const m = new EmulatorModule({ pinKdfIterations: 1000, ...opts });
   m.C_Initialize();
-  ensureEmulatorToken(m, 'dev', SO, USER);
+  ensureToken(m, 'dev', SO, USER);
   const slot = m.C_GetSlotList(true).find((s) => P.trimLabel(m.C_GetTokenInfo(s).label) === 'dev')!;
   const s = m.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
   return { m, slot, s };

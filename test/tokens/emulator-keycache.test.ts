@@ -13,7 +13,8 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { EmulatorModule } from '../../hsm/tokens/emulator/module.ts';
-import { EMULATOR_STORE_FILE, ensureEmulatorToken } from '../../hsm/tokens/open.ts';
+import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
+import { ensureToken } from '../../hsm/tokens/open.ts';
 import { ckr } from '../helpers/tokens.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-emu-keycache-'));
@@ -24,7 +25,7 @@ const USER = 'user-pin-123';
 function module(opts: { storeFile?: string | null; revalidateMs?: number } = {}) {
   const m = new EmulatorModule({ pinKdfIterations: 1000, storeFile: opts.storeFile ?? null, revalidateMs: opts.revalidateMs });
   m.C_Initialize();
-  ensureEmulatorToken(m, 'keycache', 'so-pin-123', USER);
+  ensureToken(m, 'keycache', 'so-pin-123', USER);
   const slot = m.C_GetSlotList(true)[0]!;
   const s = m.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
   m.C_Login(s, P.CKU_USER, USER);

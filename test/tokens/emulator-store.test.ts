@@ -16,7 +16,8 @@ import { Pkcs11Token } from '../../enclave/token-pkcs11.ts';
 import { TokenError } from '../../enclave/token.ts';
 import { settleTokenConfig } from '../../hsm/tokens/config.ts';
 import { EmulatorModule } from '../../hsm/tokens/emulator/module.ts';
-import { EMULATOR_STORE_FILE, ensureEmulatorToken, openVaultToken } from '../../hsm/tokens/open.ts';
+import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
+import { ensureToken, openVaultToken } from '../../hsm/tokens/open.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-emu-store-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -59,7 +60,7 @@ describe('emulator token store', () => {
     const dir = freshDir();
     const m = new EmulatorModule({ ...fast, storeFile: path.join(dir, EMULATOR_STORE_FILE) });
     m.C_Initialize();
-    ensureEmulatorToken(m, 'plain-check', 'so-pin-123', 'user-pin-123');
+    ensureToken(m, 'plain-check', 'so-pin-123', 'user-pin-123');
     const slot = m.C_GetSlotList(true)[0]!;
     const s = m.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
     m.C_Login(s, P.CKU_USER, 'user-pin-123');

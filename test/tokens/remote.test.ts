@@ -14,7 +14,7 @@ import * as graphene from 'graphene-pk11';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { EmulatorModule } from '../../hsm/tokens/emulator/module.ts';
-import { ensureEmulatorToken } from '../../hsm/tokens/open.ts';
+import { ensureToken } from '../../hsm/tokens/open.ts';
 import { RemotePkcs11 } from '../helpers/remote-token/client.ts';
 import type { RemoteOptions } from '../helpers/remote-token/client.ts';
 import type { CallSpec } from '../helpers/remote-token/protocol.ts';
@@ -37,7 +37,7 @@ function remote(opts: RemoteOptions = {}): RemotePkcs11 {
 function ready(opts: RemoteOptions = {}) {
   const m = remote(opts);
   m.C_Initialize();
-  ensureEmulatorToken(m, 't', SO, USER);
+  ensureToken(m, 't', SO, USER);
   const slot = m.C_GetSlotList(true)[0]!;
   const s = m.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
   m.C_Login(s, P.CKU_USER, USER);
@@ -335,7 +335,7 @@ describe('remote: timeout and close', () => {
   it('a hung token thread: CKR_DEVICE_ERROR after the timeout; the thread is ended; every later call fails the same way', async () => {
     const m = remote({ timeoutMs: 300, faults: { stall: ['C_GenerateRandom'] } });
     m.C_Initialize();
-    ensureEmulatorToken(m, 't', SO, USER);
+    ensureToken(m, 't', SO, USER);
     const s = m.C_OpenSession(m.C_GetSlotList(true)[0]!, P.CKF_SERIAL_SESSION);
     const t0 = performance.now();
     expect(failure(() => m.C_GenerateRandom(s, Buffer.alloc(8)))).toMatchObject({ name: 'CKR_DEVICE_ERROR', method: 'C_GenerateRandom', detail: expect.stringMatching(/no answer .* 300 ms/) });

@@ -13,7 +13,8 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Pkcs11Token } from '../../enclave/token-pkcs11.ts';
 import { TOKEN_CONFIG_FILE } from '../../hsm/tokens/config.ts';
-import { EMULATOR_STORE_FILE, openVaultToken } from '../../hsm/tokens/open.ts';
+import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
+import { openVaultToken } from '../../hsm/tokens/open.ts';
 import type { OpenTokenOptions } from '../../hsm/tokens/open.ts';
 import {
   TokenPinError,
@@ -23,7 +24,7 @@ import {
   parsePinFile,
   readOperatorPins,
 } from '../../hsm/tokens/token-pins.ts';
-import type { TokenPinSource } from '../../hsm/tokens/token-pins.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-token-pins-'));

@@ -25,7 +25,7 @@ import { sealRequest } from '../../../client/e2e-seal.ts';
 import { encodeKeyAuthorization, encodeSessionAuthorization } from '../../../enclave/api/authorize.ts';
 import { unwrapReleased } from '../../../client/release-unwrap.ts';
 import { createEnclave } from '../../../enclave/main.ts';
-import type { Enclave } from '../../../enclave/main.ts';
+import type { Device } from '../../../enclave/api/device.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../../enclave/opaque/client.ts';
 import { identityKsf } from '../../../enclave/opaque/ksf.ts';
 import type { Suite, SuiteId } from '../../../enclave/opaque/suite.ts';
@@ -101,7 +101,7 @@ export interface LoginHandle {
 }
 
 export class FuzzVault {
-  enclave!: Enclave;
+  enclave!: Device;
   readonly store = new Map<string, { recordId: Uint8Array; blob: Uint8Array }>();
   /** The committed epoch, as the host knows it. */
   epoch = 0;
@@ -182,7 +182,7 @@ export class FuzzVault {
     this.tap.start();
     let bytes: Uint8Array;
     try {
-      bytes = await this.enclave.handle(request);
+      bytes = await this.enclave.request(request);
     } finally {
       for (const line of this.tap.stop()) this.scanner.scan(`a console line during ${where}`, line);
     }

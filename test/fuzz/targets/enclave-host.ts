@@ -1,5 +1,5 @@
 /**
- * Fuzz target: raw host request bytes into the live enclave's one entry (`enclave.handle`),
+ * Fuzz target: raw host request bytes into the live enclave's one entry (`enclave.request`),
  * mutated from one seed per HostRequests type, including Batch envelopes that carry client
  * operations sealed correctly to the enclave's (planted, so fixed) key for the canary records,
  * and LoadChunk rows (the seeds' client operations carry the planted issuer's tokens, lib/auth.ts,

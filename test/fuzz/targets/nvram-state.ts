@@ -98,7 +98,7 @@ async function boot(image: Uint8Array): Promise<{ ready: boolean; label: string 
   probe.drain();
   const enclave = await createEnclave({ random: rng, now: () => FUZZ_EPOCH_MS, nvram, token, partition: 0, partitions: 1, auth: FUZZ_AUTH });
   const ask = async (req: HostRequest) => {
-    const out = await enclave.handle(encodeMessage(HostRequests, req));
+    const out = await enclave.request(encodeMessage(HostRequests, req));
     try {
       return decodeMessage(HostResponses, out);
     } catch (e) {

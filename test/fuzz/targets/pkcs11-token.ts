@@ -114,10 +114,10 @@ function plant(m: P.Pkcs11, s: P.Handle): void {
 
 export async function setup(): Promise<void> {
   const { EmulatorModule } = (await import(pathToFileURL(EMULATOR).href)) as { EmulatorModule: new (o: Record<string, unknown>) => object };
-  const { ensureEmulatorToken } = (await import(pathToFileURL(OPEN).href)) as { ensureEmulatorToken(m: P.Pkcs11, label: string, so: string, user: string): void };
+  const { ensureToken } = (await import(pathToFileURL(OPEN).href)) as { ensureToken(m: P.Pkcs11, label: string, so: string, user: string): void };
   const module = P.normalizedModule(new EmulatorModule({ pinKdfIterations: 1000 })) as unknown as P.Pkcs11;
   module.C_Initialize();
-  ensureEmulatorToken(module, LABEL, SO_PIN, USER_PIN);
+  ensureToken(module, LABEL, SO_PIN, USER_PIN);
   const slot = module.C_GetSlotList(true).find((s) => P.trimLabel(module.C_GetTokenInfo(s).label) === LABEL)!;
   const session = module.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
   module.C_Login(session, P.CKU_USER, USER_PIN);
