@@ -1,5 +1,5 @@
 /**
- * The emulator's cache of node:crypto KeyObjects (hsm/tokens/emulator/module.ts `keyObjects`):
+ * The emulator's cache of node:crypto KeyObjects (hsm/tokens/emulator/state.ts `keyObjects`):
  * a key operation is served from it only while the object it was made from is live and unchanged.
  * A destroyed key's handle no longer encrypts; a re-created key (same label, new value) encrypts
  * under its own value; a key changed by C_SetAttributeValue is checked against its new attributes;
@@ -12,7 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
-import { EmulatorModule } from '../../hsm/tokens/emulator/module.ts';
+import { EmulatorModule } from '../../hsm/tokens/emulator/state.ts';
 import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
 import { ensureToken } from '../../hsm/tokens/open.ts';
 import { ckr } from '../helpers/tokens.ts';

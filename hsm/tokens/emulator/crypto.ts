@@ -37,7 +37,7 @@ import {
   randomBytes,
 } from './mechanisms.ts';
 import type { HmacHash } from './mechanisms.ts';
-import type { EmulatorModule, LiveObject } from './module.ts';
+import type { EmulatorModule, LiveObject } from './state.ts';
 import { withHeader } from './objects.ts';
 import { haveRead, haveWrite } from './sessions.ts';
 import type { Session } from './sessions.ts';
