@@ -10,7 +10,7 @@
  */
 import type * as P from '../../enclave/api/pkcs11.ts';
 import { emulatorBackend } from './emulator/backend.ts';
-import type { EmulatorOptions } from './emulator/state.ts';
+import type { EmulatorOptions } from './emulator/module.ts';
 import { softhsmBackend } from './softhsm.ts';
 
 /** A loaded module and how to make tokens created since C_Initialize visible, when it does not see them at once. */

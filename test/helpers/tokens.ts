@@ -23,7 +23,7 @@ import * as P from '../../enclave/api/pkcs11.ts';
 import { TokenError } from '../../enclave/token.ts';
 import { TOKEN_BACKENDS, TOKEN_KINDS } from '../../hsm/tokens/backends.ts';
 import type { TokenKind as DeviceTokenKind } from '../../hsm/tokens/backends.ts';
-import type { EmulatorOptions } from '../../hsm/tokens/emulator/state.ts';
+import type { EmulatorOptions } from '../../hsm/tokens/emulator/module.ts';
 import { ensureToken } from '../../hsm/tokens/open.ts';
 import { RemotePkcs11 } from './remote-token/client.ts';
 

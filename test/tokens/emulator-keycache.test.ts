@@ -12,7 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
-import { EmulatorModule } from '../../hsm/tokens/emulator/state.ts';
+import { EmulatorModule } from '../../hsm/tokens/emulator/module.ts';
 import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
 import { ensureToken } from '../../hsm/tokens/open.ts';
 import { ckr } from '../helpers/tokens.ts';

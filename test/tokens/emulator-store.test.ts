@@ -15,7 +15,7 @@ import * as P from '../../enclave/api/pkcs11.ts';
 import { Pkcs11Token } from '../../enclave/token-pkcs11.ts';
 import { TokenError } from '../../enclave/token.ts';
 import { settleTokenConfig } from '../../hsm/tokens/config.ts';
-import { EmulatorModule } from '../../hsm/tokens/emulator/state.ts';
+import { EmulatorModule } from '../../hsm/tokens/emulator/module.ts';
 import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
 import { ensureToken, openVaultToken } from '../../hsm/tokens/open.ts';
 

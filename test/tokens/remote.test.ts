@@ -13,7 +13,7 @@ import fc from 'fast-check';
 import * as graphene from 'graphene-pk11';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
-import { EmulatorModule } from '../../hsm/tokens/emulator/state.ts';
+import { EmulatorModule } from '../../hsm/tokens/emulator/module.ts';
 import { ensureToken } from '../../hsm/tokens/open.ts';
 import { RemotePkcs11 } from '../helpers/remote-token/client.ts';
 import type { RemoteOptions } from '../helpers/remote-token/client.ts';

@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import * as P from '../../../enclave/api/pkcs11.ts';
 import type { BackendOptions, TokenBackend } from '../backends.ts';
-import { EmulatorModule } from './state.ts';
+import { EmulatorModule } from './module.ts';
 
 export const EMULATOR_STORE_FILE = 'emulator-token.bin';
 

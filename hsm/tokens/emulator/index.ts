@@ -3,7 +3,7 @@
  * that behaves like SoftHSM2 on this project's subset and adds what real HSMs have: PIN
  * lockout, power-on self-tests and zeroization. See module.ts for the map of its parts.
  */
-export { EmulatorModule } from './state.ts';
-export type { EmulatorOptions } from './state.ts';
+export { EmulatorModule } from './module.ts';
+export type { EmulatorOptions } from './module.ts';
 export { runSelfTests, SELF_TESTS } from './selftest.ts';
 export type { SelfTestReport } from './selftest.ts';

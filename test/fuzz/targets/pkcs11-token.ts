@@ -33,7 +33,7 @@ export const name = 'pkcs11-token';
 export const weight = 2;
 export const maxInputLength = 2048;
 
-const EMULATOR = resolve(import.meta.dirname, '../../../hsm/tokens/emulator/state.ts');
+const EMULATOR = resolve(import.meta.dirname, '../../../hsm/tokens/emulator/module.ts');
 const OPEN = resolve(import.meta.dirname, '../../../hsm/tokens/open.ts');
 const LABEL = 'bkv-fuzz-pkcs11';
 const SO_PIN = 'fuzz-so-pin-0000';

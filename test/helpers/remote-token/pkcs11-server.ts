@@ -12,7 +12,7 @@
  * here, capped at what a reply can carry.
  */
 import * as P from '../../../enclave/api/pkcs11.ts';
-import { EmulatorModule } from '../../../hsm/tokens/emulator/state.ts';
+import { EmulatorModule } from '../../../hsm/tokens/emulator/module.ts';
 import {
   CTL_LENGTH,
   CTL_STATE,
