@@ -109,6 +109,12 @@ export class EmulatorState {
 
   finalize(): void {
     this.requireInit();
+    this.forgetAll();
+    this.initialized = false;
+  }
+
+  /** Ends every session and login (token keys wiped) and empties the caches. */
+  private forgetAll(): void {
     this.sessions.clear();
     this.handles.clear();
     this.sessionObjects.clear();
@@ -116,7 +122,6 @@ export class EmulatorState {
     this.logins.clear();
     this.decoded.clear();
     this.keyObjects.clear();
-    this.initialized = false;
   }
 
   /** The last power-on self-test report (null before C_Initialize). */
@@ -132,13 +137,7 @@ export class EmulatorState {
   zeroize(): void {
     this.requireInit();
     this.store!.zeroize();
-    this.sessions.clear();
-    this.handles.clear();
-    this.sessionObjects.clear();
-    for (const l of this.logins.values()) l.tokenKey.fill(0);
-    this.logins.clear();
-    this.decoded.clear();
-    this.keyObjects.clear();
+    this.forgetAll();
   }
 
   /** C_GenerateRandom: random bytes from the pool, once the session is checked. */
