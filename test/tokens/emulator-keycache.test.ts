@@ -1,5 +1,5 @@
 /**
- * The emulator's cache of node:crypto KeyObjects (hsm/tokens/emulator/module.ts `keyObjects`):
+ * The emulator's cache of node:crypto KeyObjects (hsm/tokens/emulator/state.ts `keyObjects`):
  * a key operation is served from it only while the object it was made from is live and unchanged.
  * A destroyed key's handle no longer encrypts; a re-created key (same label, new value) encrypts
  * under its own value; a key changed by C_SetAttributeValue is checked against its new attributes;

@@ -37,7 +37,7 @@ import {
   randomBytes,
 } from './mechanisms.ts';
 import type { HmacHash } from './mechanisms.ts';
-import type { EmulatorModule, LiveObject } from './module.ts';
+import type { EmulatorState, LiveObject } from './state.ts';
 import { withHeader } from './objects.ts';
 import { haveRead, haveWrite } from './sessions.ts';
 import type { Session } from './sessions.ts';
@@ -76,7 +76,7 @@ function isInput(b: unknown): b is Buffer {
 }
 
 export class CryptoOps {
-  constructor(private readonly m: EmulatorModule) {}
+  constructor(private readonly m: EmulatorState) {}
 
   private begin(session: P.Handle, method: string): Session {
     this.m.requireInit();

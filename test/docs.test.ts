@@ -1,0 +1,57 @@
+/**
+ * Every link and repository path named in the README and in docs/*.md exists:
+ * - a Markdown link `[text](target)` that is not a URL or an anchor, resolved from the file's
+ *   own folder (its `#fragment` dropped);
+ * - a path that starts with one of the tree's top folders (`enclave/`, `hsm/`, `test/`, ...),
+ *   anywhere in the text, resolved from the repository root.
+ * Bare file names (`batch.ts` beside a full path) are read in context and not checked.
+ * A positive control plants a dead link and a dead path and expects both reported.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const root = resolve(import.meta.dirname, '..');
+
+const TOP = ['enclave', 'hsm', 'host', 'client', 'test', 'bench', 'bin', 'scripts', 'softhsm-config', 'docs', '.ci'];
+
+function docFiles(): string[] {
+  const docs = join(root, 'docs');
+  const out = [join(root, 'README.md')];
+  if (existsSync(docs)) for (const n of readdirSync(docs)) if (n.endsWith('.md')) out.push(join(docs, n));
+  return out;
+}
+
+/** The dead links and paths of one Markdown text, as `target` strings. */
+function deadPaths(text: string, file: string): string[] {
+  const dead = new Set<string>();
+  for (const m of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+    const target = m[1]!.split('#')[0]!;
+    if (!target || /^[a-z]+:/i.test(target)) continue;
+    if (!existsSync(resolve(dirname(file), target))) dead.add(target);
+  }
+  const top = TOP.map((t) => t.replace('.', '\\.')).join('|');
+  const re = new RegExp(`(?<![\\w./<>{}@*-])((?:${top})/[\\w./-]*)`, 'g');
+  for (const m of text.matchAll(re)) {
+    const p = m[1]!.replace(/[.,]+$/, '');
+    if (!existsSync(join(root, p))) dead.add(p);
+  }
+  return [...dead];
+}
+
+describe('docs: every link and path resolves', () => {
+  for (const file of docFiles()) {
+    it(relative(root, file), () => {
+      expect(deadPaths(readFileSync(file, 'utf8'), file)).toEqual([]);
+    });
+  }
+
+  it('positive control: a dead link and a dead path are reported, live ones are not', () => {
+    const text = [
+      'See [the design](docs/design.md) and [nothing](docs/no-such-file.md#part).',
+      'The rule lives in `enclave/vault/batch.ts`, not in `enclave/vault/no-such-rule.ts`.',
+      'Tests: test/boundary.test.ts, and [a site](https://example.com/x).',
+    ].join('\n');
+    expect(deadPaths(text, join(root, 'README.md')).sort()).toEqual(['docs/no-such-file.md', 'enclave/vault/no-such-rule.ts']);
+  });
+});
