@@ -150,6 +150,14 @@ export const HostResponses = defineFamily(
       ['records', u32],
       ['hpkePublicKey', bytes(0, 133)],
       ['suites', list([['suite', u8], ['serverPublicKey', bytes(0, 65)]] as const, 8)],
+      /** 1 when an operator secret's hash is provisioned in NVRAM (zeroize, SetAuth and opened audit events need it). */
+      ['operatorKey', u8],
+      /** SELF_TEST: the boot's power-on self-tests; `failure` names the ones that failed. */
+      ['selfTest', u8],
+      ['failure', bytes(0, 128)],
+      /** The NVRAM state's encoded size and the partition's NVRAM region (its budget), in bytes. */
+      ['nvramUsed', u16],
+      ['nvramSize', u32],
     ],
     Loading: [['accepted', u32]],
     Loaded: [
@@ -222,6 +230,9 @@ export type ResponseOf<R extends HostRequest> = Extract<HostResponse, { type: (t
 
 /** `InfoResult.state` */
 export const ENCLAVE_STATE = { ready: 0, selfTestFailed: 1, zeroized: 2, notLoaded: 3 } as const;
+
+/** `InfoResult.selfTest`: a zeroized device boots without running them. */
+export const SELF_TEST = { notRun: 0, passed: 1, failed: 2 } as const;
 
 // ---- client <-> enclave (inside HPKE) --------------------------------------------------------
 

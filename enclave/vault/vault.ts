@@ -11,7 +11,7 @@ import { decodeAuthConfig, encodeAuthConfig } from '../api/auth.ts';
 import { PACING } from '../api/pacing.ts';
 import type { AuthConfig } from '../api/auth.ts';
 import { TokenVerifier } from '../api/auth-verify.ts';
-import { ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
+import { ENCLAVE_STATE, SELF_TEST, SUITE_CODE } from '../api/messages.ts';
 import { ctEqual } from '../opaque/bytes.ts';
 import { digestOf } from './digest.ts';
 import { createSodiumSha256 } from '../opaque/hash-sodium.ts';
@@ -221,6 +221,11 @@ export class Vault {
       records: this.index?.count ?? 0,
       hpkePublicKey: this.keys?.e2e.publicKey ?? new Uint8Array(0),
       suites,
+      operatorKey: this.nv && !this.nv.operatorKeyHash.every((x) => x === 0) ? 1 : 0,
+      selfTest: this.state === 'zeroized' ? SELF_TEST.notRun : this.state === 'selfTestFailed' ? SELF_TEST.failed : SELF_TEST.passed,
+      failure: new TextEncoder().encode(this.failure).subarray(0, 128),
+      nvramUsed: NVRAM_STATE_SIZE,
+      nvramSize: this.p.nvram.size,
     };
   }
 
