@@ -30,6 +30,7 @@ import type { EnclaveKeys } from './keys.ts';
 import { FLAG_ZEROIZED, decodeNvramState, encodeNvramState, freshNvramState, NVRAM_STATE_SIZE } from './nvram-state.ts';
 import type { NvramState } from './nvram-state.ts';
 import { IndexLoader, RecordIndex } from './record-index.ts';
+import { STATUS_LOCKED, unseal, zeroizeRecord } from './record.ts';
 import { VaultTables } from './sessions.ts';
 import type { TableLimits } from './sessions.ts';
 
@@ -195,6 +196,8 @@ export class Vault {
         return this.setAuth(req.config, req.auth);
       case 'AuditVerify':
         return this.auditVerify(req);
+      case 'Census':
+        return this.census(req);
       default: {
         const never: never = req;
         throw new EnclaveFault(Handling.BadPayload, `unhandled ${String(never)}`);
@@ -295,6 +298,27 @@ export class Vault {
     this.verifier = verifier;
     this.minPacing = cfg.minPacing ?? PACING.standard;
     return { type: 'AuthSet', issuers: cfg.issuers.length };
+  }
+
+  /**
+   * Census: the operator counts locked records. A row counts only if it is the live version of its
+   * record (its leaf is the index's), so a stale or foreign row is neither opened nor counted.
+   */
+  private census(req: Extract<HostRequest, { type: 'Census' }>): HostResponse {
+    this.requireState('ready');
+    this.checkOperator(req.auth);
+    let live = 0;
+    let locked = 0;
+    for (const e of req.entries) {
+      const leaf = this.index!.get(e.recordId);
+      if (!leaf || !ctEqual(leaf, this.index!.leafOf(e.recordId, e.blob))) continue;
+      const { record } = unseal(this.p.token, this.keys!.seal, e.recordId, e.blob);
+      if (!record) continue;
+      live++;
+      if (record.status === STATUS_LOCKED) locked++;
+      zeroizeRecord(record);
+    }
+    return { type: 'CensusResult', live, locked };
   }
 
   /** The operator's secret, checked against the hash provisioned in NVRAM (none provisioned: refused). */

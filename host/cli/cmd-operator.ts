@@ -14,9 +14,10 @@
  *       destroys every partition's device keys (the enclave's Zeroize, checked against the
  *       provisioned hash); the vault never serves again. Asks for the data folder's name on a
  *       terminal; without one, only with --yes. Run it while the vault is stopped.
- *   bkv operator status --data DIR
+ *   bkv operator status --data DIR [--operator-key-file FILE]
  *       every partition's device as it reports itself (state, self-tests, records, NVRAM use,
- *       epoch, operator secret) and the stored issuer set. Run it while the vault is stopped.
+ *       epoch, operator secret) and the stored issuer set; with the secret the devices also count
+ *       the locked records (Census). Run it while the vault is stopped.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -90,15 +91,24 @@ export async function operatorCommand(argv: string[], out: Output): Promise<numb
     }
     case 'status': {
       const dataDir = required(p, 'data');
+      const keyFile = p.opts.get('operator-key-file');
+      const secret = keyFile === undefined ? undefined : readOperatorSecret(keyFile);
       requireVault(dataDir);
       const stored = readStoredAuth(dataDir);
       const host = await openDevices(p, dataDir);
-      const parts = (await operatorCall(host, (h) => h.status())).map(partitionReport);
+      const parts = await operatorCall(host, async (h) => {
+        const reports = (await h.status()).map(partitionReport);
+        if (secret) {
+          for (const x of reports) if (x.state === 'ready' && x.loadError === null) x.locked = (await h.census(x.partition, secret)).locked;
+        }
+        return reports;
+      });
       const serving = parts.every((x) => x.state === 'ready' && x.loadError === null);
+      const counted = secret !== undefined && parts.every((x) => x.locked !== null);
       out.set({
         serving,
         records: parts.reduce((n, x) => n + x.records, 0),
-        locked: null,
+        locked: counted ? parts.reduce((n, x) => n + (x.locked ?? 0), 0) : null,
         issuers: stored ? stored.config.issuers.map((i) => i.name) : [],
         audience: stored?.config.audience ?? null,
         development: stored?.development ?? false,
@@ -106,10 +116,11 @@ export async function operatorCommand(argv: string[], out: Output): Promise<numb
       });
       for (const x of parts) {
         console.log(
-          [x.partition, x.state, `self-tests ${x.selfTest}${x.selfTestFailures.length ? ` (${x.selfTestFailures.join(',')})` : ''}`, `${x.records} records`, 'locked unknown', `NVRAM ${x.nvram.used}/${x.nvram.budget} B`, `epoch ${x.epoch}`, `operator secret ${x.operatorSecret ? 'provisioned' : 'none'}`].join('\t'),
+          [x.partition, x.state, `self-tests ${x.selfTest}${x.selfTestFailures.length ? ` (${x.selfTestFailures.join(',')})` : ''}`, `${x.records} records`, x.locked === null ? 'locked unknown' : `${x.locked} locked`, `NVRAM ${x.nvram.used}/${x.nvram.budget} B`, `epoch ${x.epoch}`, `operator secret ${x.operatorSecret ? 'provisioned' : 'none'}`].join('\t'),
         );
         if (x.loadError) console.error(`bkv: partition ${x.partition}: its records did not load: ${x.loadError}`);
       }
+      if (!secret) console.error('bkv: locked records are counted only with --operator-key-file (the device opens every record)');
       console.error(`bkv: issuers: ${stored ? stored.config.issuers.map((i) => i.name).join(', ') : 'none stored'}${stored?.development ? ' (development mode)' : ''}; ${serving ? 'every partition can serve' : 'the vault can not serve'}`);
       return serving ? EXIT.ok : EXIT.failure;
     }
@@ -131,7 +142,8 @@ function partitionReport(s: PartitionStatus) {
     selfTest: SELF_TEST_NAME.get(i.selfTest) ?? `self-test-${i.selfTest}`,
     selfTestFailures: failure ? failure.split(',') : [],
     records: i.records,
-    locked: null,
+    /** Counted only with the operator secret (Census). */
+    locked: null as number | null,
     nvram: { used: i.nvramUsed, budget: i.nvramSize },
     epoch: i.epoch,
     operatorSecret: i.operatorKey === 1,

@@ -149,10 +149,10 @@ export const COMMANDS: Record<string, CommandHelp> = {
         example: 'bkv operator zeroize --data ./vault --operator-key-file /secure/operator.key',
       },
       status: {
-        usage: `bkv operator status --data DIR\n        ${PIN_SOURCE}   (the token's PINs, as for bkv serve)`,
+        usage: `bkv operator status --data DIR [--operator-key-file FILE]\n        ${PIN_SOURCE}   (the token's PINs, as for bkv serve)`,
         about:
-          "Boots every partition's device, loads its records and prints what the device reports, one line per partition: state (ready, selfTestFailed, zeroized, notLoaded), power-on self-tests (passed, failed, notRun), records, NVRAM use against its region's budget, committed epoch, whether an operator secret is provisioned; then the stored issuer set. Locked records are not counted (unknown): a record's state is sealed, and the host must not learn when one locks. Run it while the vault is stopped. Exits 1 when a partition can not serve. --json: serving, records, locked (null), issuers, audience, development, partitions[{partition, state, selfTest, selfTestFailures, records, locked, nvram: {used, budget}, epoch, operatorSecret, loadError}].",
-        example: 'bkv operator status --data ./vault --json',
+          "Boots every partition's device, loads its records and prints what the device reports, one line per partition: state (ready, selfTestFailed, zeroized, notLoaded), power-on self-tests (passed, failed, notRun), records, locked records, NVRAM use against its region's budget, committed epoch, whether an operator secret is provisioned; then the stored issuer set. Locked records are counted only with the operator secret (the device opens every stored record once; a record's lock is sealed, and the host alone must not learn when one locks); without it they are unknown (null). Run it while the vault is stopped. Exits 1 when a partition can not serve, or the secret is refused. --json: serving, records, locked (null without the secret), issuers, audience, development, partitions[{partition, state, selfTest, selfTestFailures, records, locked, nvram: {used, budget}, epoch, operatorSecret, loadError}].",
+        example: 'bkv operator status --data ./vault --operator-key-file /secure/operator.key --json',
       },
     },
   },

@@ -14,7 +14,7 @@ import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { openStore } from '../storage/index.ts';
 import type { RecordStore } from '../storage/types.ts';
-import { ENCLAVE_STATE } from '../../enclave/api/messages.ts';
+import { ENCLAVE_STATE, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
 import type { ResponseOf } from '../../enclave/api/messages.ts';
 import { Lifecycle } from '../../enclave/api/codes.ts';
 import { EnclaveCallError, PartitionEngine } from './engine.ts';
@@ -351,6 +351,25 @@ export class VaultHost {
       out.push({ partition: p, info, loadError });
     }
     return out;
+  }
+
+  /**
+   * The operator's count of partition `p`'s locked records (the enclave's Census, with the
+   * operator secret): its stored rows streamed once more to its loaded device, which opens each
+   * live one. `live` is how many rows were live records (the device's record count when the
+   * store is complete). One token decryption per record; nothing on the hot path.
+   */
+  async census(p: number, operatorSecret: Uint8Array): Promise<{ live: number; locked: number }> {
+    if (operatorSecret.length !== 32) throw new RangeError('the operator secret is 32 bytes');
+    const engine = this.engines[p]!;
+    let live = 0;
+    let locked = 0;
+    for await (const chunk of this.store.scan(p, MAX_LOAD_ENTRIES)) {
+      const r = await engine.call({ type: 'Census', entries: chunk.map((x) => ({ recordId: x.recordId, blob: x.blob })), auth: operatorSecret });
+      live += r.live;
+      locked += r.locked;
+    }
+    return { live, locked };
   }
 
   async close(): Promise<void> {
