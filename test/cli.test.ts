@@ -231,6 +231,71 @@ describe('bkv', () => {
     expect(JSON.parse(broken.out)).toMatchObject({ ok: false });
   }, 180_000);
 
+  it('operator status and zeroize: status reports every partition; a wrong secret destroys nothing; the right one zeroizes for good', async () => {
+    expectCode(['operator', 'keygen', '--out', 'zero-op.key'], 0);
+    expectCode(['operator', 'keygen', '--out', 'zero-other.key'], 0);
+    const data = join(dir, 'vault-zeroize');
+    const served = ['--data', data, '--port', '0', '--partitions', '2'];
+    const gina = (u: string) => ['--vault', u, '--vault-key', join(data, 'vault-key.pub'), '--id', 'gina', '--auth-token', 'gina.tok'];
+    let s = await startServe([...served, '--operator-key-file', 'zero-op.key']);
+    try {
+      expectCode(['auth', 'token', '--issuer-key', join(data, 'auth', 'issuer.key'), '--id', 'gina', '--ttl', '1h', '--out', 'gina.tok'], 0);
+      expectCode(['key', 'new', '--out', 'gina.key'], 0);
+      writeFileSync(join(dir, 'gpw'), 'gina pw\n');
+      expectCode(['escrow', 'register', ...gina(s.url), '--key-file', 'gina.key', '--password-file', 'gpw'], 0);
+      // hank has one attempt and spends it on a wrong password: his record locks.
+      const hank = ['--vault', s.url, '--vault-key', join(data, 'vault-key.pub'), '--id', 'hank', '--auth-token', 'hank.tok'];
+      expectCode(['auth', 'token', '--issuer-key', join(data, 'auth', 'issuer.key'), '--id', 'hank', '--out', 'hank.tok'], 0);
+      expectCode(['escrow', 'register', ...hank, '--key-file', 'gina.key', '--password-file', 'gpw', '--attempts', '1'], 0);
+      writeFileSync(join(dir, 'hpw-wrong'), 'not it\n');
+      expectCode(['escrow', 'recover', ...hank, '--password-file', 'hpw-wrong'], 3);
+    } finally {
+      await stop(s.proc);
+    }
+    const status = JSON.parse(expectCode(['operator', 'status', '--data', data, '--json'], 0).out);
+    expect(status).toMatchObject({ ok: true, serving: true, records: 2, locked: null, issuers: ['bkv-development'], development: true });
+    expect(status.partitions).toHaveLength(2);
+    for (const p of status.partitions) {
+      expect(p).toMatchObject({ state: 'ready', selfTest: 'passed', selfTestFailures: [], operatorSecret: true, loadError: null, locked: null });
+      expect(p.nvram.used).toBeGreaterThan(0);
+      expect(p.nvram.used).toBeLessThanOrEqual(p.nvram.budget);
+    }
+    expect(status.partitions.some((p: { epoch: number }) => p.epoch > 0)).toBe(true);
+    expect(expectCode(['operator', 'status', '--data', data], 0).out.trim().split('\n')).toHaveLength(2);
+    // With the operator secret the devices open every record and count hank's lock.
+    const counted = JSON.parse(expectCode(['operator', 'status', '--data', data, '--operator-key-file', 'zero-op.key', '--json'], 0).out);
+    expect(counted).toMatchObject({ records: 2, locked: 1 });
+    expect(counted.partitions.map((p: { locked: number }) => p.locked).reduce((a: number, b: number) => a + b)).toBe(1);
+    expect(expectCode(['operator', 'status', '--data', data, '--operator-key-file', 'zero-other.key'], 1).err).toMatch(/refused the operator secret/);
+    const nvram = [0, 1].map((p) => readFileSync(join(data, `nvram-${p}.bin`)));
+    // No terminal to confirm on: a usage error, nothing done.
+    expect(expectCode(['operator', 'zeroize', '--data', data, '--operator-key-file', 'zero-op.key'], 2).err).toMatch(/--yes/);
+    expect(expectCode(['operator', 'zeroize', '--data', data, '--operator-key-file', 'zero-other.key', '--yes'], 1).err).toMatch(/refused the operator secret/);
+    // The wrong secret destroyed nothing: the vault serves and gina recovers her key.
+    s = await startServe(served);
+    try {
+      expectCode(['escrow', 'recover', ...gina(s.url), '--password-file', 'gpw', '--out', 'gina-out.key'], 0);
+      const digits = (f: string) => readFileSync(join(dir, f), 'utf8').replace(/\s/g, '');
+      expect(digits('gina-out.key')).toBe(digits('gina.key'));
+    } finally {
+      await stop(s.proc);
+    }
+    const done = JSON.parse(expectCode(['operator', 'zeroize', '--data', data, '--operator-key-file', 'zero-op.key', '--yes', '--json'], 0).out);
+    expect(done).toMatchObject({ ok: true, command: 'operator zeroize', zeroized: true, partitions: 2 });
+    const after = bkv(['operator', 'status', '--data', data, '--json']);
+    expect(after.code).toBe(1);
+    expect(JSON.parse(after.out)).toMatchObject({ ok: false, serving: false });
+    for (const p of JSON.parse(after.out).partitions) expect(p).toMatchObject({ state: 'zeroized', selfTest: 'notRun' });
+    const refused = bkv(['serve', ...served]);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toMatch(/zeroized by its operator/);
+    // The keys are gone, not only flagged: with the NVRAM of before, the devices still can not open a record.
+    for (const p of [0, 1]) writeFileSync(join(data, `nvram-${p}.bin`), nvram[p]!);
+    const restored = bkv(['serve', ...served]);
+    expect(restored.code).toBe(1);
+    expect(restored.err).toMatch(/token keys are missing/);
+  }, 300_000);
+
   it('serve on defaults keeps the token PINs in <data>.operator (0700, 0600), names it at start, and no file of the data folder holds them', () => {
     const data = join(dir, 'vault');
     const op = `${data}.operator`;

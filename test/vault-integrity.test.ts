@@ -281,6 +281,22 @@ describeTokens('integrity', (kind) => {
       expect(await hostCall(e2, { type: 'LoadEnd' })).toMatchObject({ code: Lifecycle.Zeroized });
     });
 
+    it('Census counts the locked records only with the operator secret, and only rows that are the live version', async () => {
+      const secret = new Uint8Array(randomBytes(32));
+      h = await openHarness({ operatorKeyHash: new Uint8Array(createHash('sha256').update(secret).digest()), tokenKind: kind });
+      const c = await h.client();
+      await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1));
+      await c.register(id('b'), te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 1 });
+      const before = (await storedRecord(h, id('b')))!;
+      expect(await c.recover(id('b'), te.encode('wrong'))).toMatchObject({ outcome: 'wrong-password' });
+      const rows = async () => [...(await h.store.getMany(0, [id('a'), id('b')])).entries()].map(([, r]) => ({ recordId: r.recordId, blob: r.blob }));
+      const census = (entries: { recordId: Uint8Array; blob: Uint8Array }[], auth: Uint8Array) => hostCall(h.enclave, { type: 'Census', entries, auth });
+      expect(await census(await rows(), new Uint8Array(32))).toMatchObject({ code: Lifecycle.OperatorAuthFailed });
+      expect(await census(await rows(), secret)).toEqual({ type: 'CensusResult', live: 2, locked: 1 });
+      // b's row from before its lock is not the live version: neither opened nor counted.
+      expect(await census([{ recordId: id('b'), blob: before.blob }], secret)).toEqual({ type: 'CensusResult', live: 0, locked: 0 });
+    });
+
     it('refuses zeroization when no operator key was provisioned', async () => {
       h = await openHarness({ tokenKind: kind });
       expect(await hostCall(h.enclave, { type: 'Zeroize', auth: new Uint8Array(32) })).toMatchObject({ code: Lifecycle.OperatorAuthFailed });

@@ -88,7 +88,7 @@ export const AUDIT_KIND = {
 
 export const HostRequests = defineFamily(
   API_VERSION,
-  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Prepare: 0x13, Zeroize: 0x20, SetAuth: 0x21, AuditVerify: 0x30 },
+  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Prepare: 0x13, Zeroize: 0x20, SetAuth: 0x21, AuditVerify: 0x30, Census: 0x31 },
   {
     Info: [],
     /** Startup: the host streams every stored record of the partition. */
@@ -134,6 +134,16 @@ export const HostRequests = defineFamily(
       ['anchor', bytes(0, 32)],
       ['auth', bytes(0, 32)],
     ],
+    /**
+     * The operator's count of locked records: the host streams the partition's stored rows (as for
+     * a load) with the operator secret; the enclave opens each row that is the live version of its
+     * record and counts the locked ones. Only with the secret: a record's lock is sealed, and a
+     * count the host could read at will would tell it when one locks.
+     */
+    Census: [
+      ['entries', list([['recordId', recordId], ['blob', sealed]] as const, MAX_LOAD_ENTRIES)],
+      ['auth', fixed(32)],
+    ],
   } as const,
   4 + MAX_BATCH_OPS * (4 + 2 + MAX_RECORD_ID + 2 + MAX_SEALED_RECORD + 2 + MAX_CLIENT_MESSAGE) + 64,
 );
@@ -141,7 +151,7 @@ export type HostRequest = Message<typeof HostRequests.schemas>;
 
 export const HostResponses = defineFamily(
   API_VERSION,
-  { InfoResult: 0x81, Loading: 0x82, Loaded: 0x83, Prepared: 0x90, Committed: 0x91, Aborted: 0x92, Staged: 0x93, ZeroizeDone: 0xa0, AuthSet: 0xa1, AuditResult: 0xb0, Fault: 0xff },
+  { InfoResult: 0x81, Loading: 0x82, Loaded: 0x83, Prepared: 0x90, Committed: 0x91, Aborted: 0x92, Staged: 0x93, ZeroizeDone: 0xa0, AuthSet: 0xa1, AuditResult: 0xb0, CensusResult: 0xb1, Fault: 0xff },
   {
     InfoResult: [
       ['state', u8],
@@ -150,6 +160,14 @@ export const HostResponses = defineFamily(
       ['records', u32],
       ['hpkePublicKey', bytes(0, 133)],
       ['suites', list([['suite', u8], ['serverPublicKey', bytes(0, 65)]] as const, 8)],
+      /** 1 when an operator secret's hash is provisioned in NVRAM (zeroize, SetAuth and opened audit events need it). */
+      ['operatorKey', u8],
+      /** SELF_TEST: the boot's power-on self-tests; `failure` names the ones that failed. */
+      ['selfTest', u8],
+      ['failure', bytes(0, 128)],
+      /** The NVRAM state's encoded size and the partition's NVRAM region (its budget), in bytes. */
+      ['nvramUsed', u16],
+      ['nvramSize', u32],
     ],
     Loading: [['accepted', u32]],
     Loaded: [
@@ -189,6 +207,11 @@ export const HostResponses = defineFamily(
       ['anchor', bytes(0, 32)],
       ['entries', list(AuditEntrySchema, MAX_AUDIT_RUN)],
     ],
+    /** Of a Census chunk: the rows that were live records (opened), and how many of them are locked. */
+    CensusResult: [
+      ['live', u32],
+      ['locked', u32],
+    ],
     Fault: [
       ['code', u16],
       ['field', bytes(0, 64)],
@@ -215,6 +238,7 @@ export const HOST_RESPONSE_OF = {
   Zeroize: ['ZeroizeDone'],
   SetAuth: ['AuthSet'],
   AuditVerify: ['AuditResult'],
+  Census: ['CensusResult'],
 } as const satisfies { [K in HostRequest['type']]: readonly Exclude<HostResponse['type'], 'Fault'>[] };
 
 /** The response a host request `R` gets when it does not fail. */
@@ -222,6 +246,9 @@ export type ResponseOf<R extends HostRequest> = Extract<HostResponse, { type: (t
 
 /** `InfoResult.state` */
 export const ENCLAVE_STATE = { ready: 0, selfTestFailed: 1, zeroized: 2, notLoaded: 3 } as const;
+
+/** `InfoResult.selfTest`: a zeroized device boots without running them. */
+export const SELF_TEST = { notRun: 0, passed: 1, failed: 2 } as const;
 
 // ---- client <-> enclave (inside HPKE) --------------------------------------------------------
 

@@ -11,7 +11,7 @@ import { decodeAuthConfig, encodeAuthConfig } from '../api/auth.ts';
 import { PACING } from '../api/pacing.ts';
 import type { AuthConfig } from '../api/auth.ts';
 import { TokenVerifier } from '../api/auth-verify.ts';
-import { ENCLAVE_STATE, SUITE_CODE } from '../api/messages.ts';
+import { ENCLAVE_STATE, SELF_TEST, SUITE_CODE } from '../api/messages.ts';
 import { ctEqual } from '../opaque/bytes.ts';
 import { digestOf } from './digest.ts';
 import { createSodiumSha256 } from '../opaque/hash-sodium.ts';
@@ -30,6 +30,7 @@ import type { EnclaveKeys } from './keys.ts';
 import { FLAG_ZEROIZED, decodeNvramState, encodeNvramState, freshNvramState, NVRAM_STATE_SIZE } from './nvram-state.ts';
 import type { NvramState } from './nvram-state.ts';
 import { IndexLoader, RecordIndex } from './record-index.ts';
+import { STATUS_LOCKED, unseal, zeroizeRecord } from './record.ts';
 import { VaultTables } from './sessions.ts';
 import type { TableLimits } from './sessions.ts';
 
@@ -195,6 +196,8 @@ export class Vault {
         return this.setAuth(req.config, req.auth);
       case 'AuditVerify':
         return this.auditVerify(req);
+      case 'Census':
+        return this.census(req);
       default: {
         const never: never = req;
         throw new EnclaveFault(Handling.BadPayload, `unhandled ${String(never)}`);
@@ -221,6 +224,11 @@ export class Vault {
       records: this.index?.count ?? 0,
       hpkePublicKey: this.keys?.e2e.publicKey ?? new Uint8Array(0),
       suites,
+      operatorKey: this.nv && !this.nv.operatorKeyHash.every((x) => x === 0) ? 1 : 0,
+      selfTest: this.state === 'zeroized' ? SELF_TEST.notRun : this.state === 'selfTestFailed' ? SELF_TEST.failed : SELF_TEST.passed,
+      failure: new TextEncoder().encode(this.failure).subarray(0, 128),
+      nvramUsed: NVRAM_STATE_SIZE,
+      nvramSize: this.p.nvram.size,
     };
   }
 
@@ -290,6 +298,27 @@ export class Vault {
     this.verifier = verifier;
     this.minPacing = cfg.minPacing ?? PACING.standard;
     return { type: 'AuthSet', issuers: cfg.issuers.length };
+  }
+
+  /**
+   * Census: the operator counts locked records. A row counts only if it is the live version of its
+   * record (its leaf is the index's), so a stale or foreign row is neither opened nor counted.
+   */
+  private census(req: Extract<HostRequest, { type: 'Census' }>): HostResponse {
+    this.requireState('ready');
+    this.checkOperator(req.auth);
+    let live = 0;
+    let locked = 0;
+    for (const e of req.entries) {
+      const leaf = this.index!.get(e.recordId);
+      if (!leaf || !ctEqual(leaf, this.index!.leafOf(e.recordId, e.blob))) continue;
+      const { record } = unseal(this.p.token, this.keys!.seal, e.recordId, e.blob);
+      if (!record) continue;
+      live++;
+      if (record.status === STATUS_LOCKED) locked++;
+      zeroizeRecord(record);
+    }
+    return { type: 'CensusResult', live, locked };
   }
 
   /** The operator's secret, checked against the hash provisioned in NVRAM (none provisioned: refused). */

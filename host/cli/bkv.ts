@@ -6,7 +6,7 @@
  *   bkv backup encrypt|decrypt    backup files under a backup key
  *   bkv escrow ...                escrow a backup key with a vault service
  *   bkv auth keygen|token         the issuer's keys and per-user tokens
- *   bkv operator keygen|set-issuers|audit-verify   the operator secret, changing the issuer set, the audit chain
+ *   bkv operator keygen|set-issuers|audit-verify|zeroize|status   the operator secret, the issuer set, the audit chain, zeroization, status
  * The contract every command keeps (issue 17): the exit codes of exit-codes.ts; `--json` (one
  * JSON object on stdout, output.ts); `--help` / `-h` anywhere, from help.ts's table.
  */

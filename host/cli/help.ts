@@ -142,6 +142,18 @@ export const COMMANDS: Record<string, CommandHelp> = {
           "Has every partition's device check its audit chain from the committed head (in NVRAM) back to the first event; with the operator secret the devices also open the events, which the host stores sealed, and the newest N are printed (default 20, 0: all): partition, sequence, time, kind, record hash, attempts remaining. Run it while the vault is stopped. Exits 1 when a chain does not verify, naming the first event that does not. --json: ok, opened, partitions[{partition, headSeq, verified, broken, entries}].",
         example: 'bkv operator audit-verify --data ./vault --operator-key-file /secure/operator.key --last 50',
       },
+      zeroize: {
+        usage: `bkv operator zeroize --data DIR --operator-key-file FILE [--yes]\n        ${PIN_SOURCE}   (the token's PINs, as for bkv serve)`,
+        about:
+          "Destroys the vault for good: every partition's device checks the operator secret against the provisioned hash, destroys its token keys and marks its NVRAM zeroized, so no stored record can ever be opened again and bkv serve refuses the folder (exit 1). A wrong secret destroys nothing (exit 1). Run it while the vault is stopped. On a terminal it asks you to type the data folder's name; without a terminal it needs --yes (else exit 2). Running it again finishes an interrupted run. --json: zeroized, partitions.",
+        example: 'bkv operator zeroize --data ./vault --operator-key-file /secure/operator.key',
+      },
+      status: {
+        usage: `bkv operator status --data DIR [--operator-key-file FILE]\n        ${PIN_SOURCE}   (the token's PINs, as for bkv serve)`,
+        about:
+          "Boots every partition's device, loads its records and prints what the device reports, one line per partition: state (ready, selfTestFailed, zeroized, notLoaded), power-on self-tests (passed, failed, notRun), records, locked records, NVRAM use against its region's budget, committed epoch, whether an operator secret is provisioned; then the stored issuer set. Locked records are counted only with the operator secret (the device opens every stored record once; a record's lock is sealed, and the host alone must not learn when one locks); without it they are unknown (null). Run it while the vault is stopped. Exits 1 when a partition can not serve, or the secret is refused. --json: serving, records, locked (null without the secret), issuers, audience, development, partitions[{partition, state, selfTest, selfTestFailures, records, locked, nvram: {used, budget}, epoch, operatorSecret, loadError}].",
+        example: 'bkv operator status --data ./vault --operator-key-file /secure/operator.key --json',
+      },
     },
   },
 };

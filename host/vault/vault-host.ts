@@ -14,7 +14,10 @@ import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { openStore } from '../storage/index.ts';
 import type { RecordStore } from '../storage/types.ts';
-import { PartitionEngine } from './engine.ts';
+import { ENCLAVE_STATE, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
+import type { ResponseOf } from '../../enclave/api/messages.ts';
+import { Lifecycle } from '../../enclave/api/codes.ts';
+import { EnclaveCallError, PartitionEngine } from './engine.ts';
 import type { OpResult } from './engine.ts';
 import { readAuditChain } from './audit-read.ts';
 import type { AuditReadOptions, AuditReport } from './audit-read.ts';
@@ -55,6 +58,12 @@ export interface VaultHostOptions {
    * reads the partition's rows (postgres.ts: no tombstone index there, on purpose).
    */
   compactEveryMs?: number;
+  /**
+   * False: boot the devices without loading any record, for the operator's requests that a device
+   * answers in any state (zeroize, status); the host then serves no client operation and `info`
+   * is unset. Default true.
+   */
+  load?: boolean;
   log?: (msg: string) => void;
   /** Called after each committed batch of any partition (metrics): its size and duration. */
   onBatch?: (partition: number, size: number, ms: number) => void;
@@ -67,6 +76,22 @@ export interface VaultInfo {
   /** OPAQUE server public keys by suite code. */
   serverPublicKeys: Map<number, Uint8Array>;
   records: number;
+}
+
+/** One partition's device as `status()` found it. */
+export interface PartitionStatus {
+  partition: number;
+  info: ResponseOf<{ type: 'Info' }>;
+  /** Why its records did not load, or null. */
+  loadError: string | null;
+}
+
+/** The vault's devices were zeroized (`bkv operator zeroize`): it never serves again. */
+export class VaultZeroizedError extends Error {
+  override readonly name = 'VaultZeroizedError';
+  constructor(readonly partition: number) {
+    super(`the vault was zeroized by its operator (partition ${partition}): its device keys are destroyed, its records can never be opened again, and it will not serve; a new vault needs a new data folder`);
+  }
 }
 
 export class VaultHost {
@@ -114,6 +139,10 @@ export class VaultHost {
       throw e;
     }
     host = new VaultHost(pool, store, opts);
+    if (opts.load === false) {
+      host.engines = Array.from({ length: pool.partitions }, (_, p) => host!.newEngine(p));
+      return host;
+    }
     try {
       await host.startEngines();
     } catch (e) {
@@ -159,7 +188,10 @@ export class VaultHost {
     for (let p = 0; p < this.pool.partitions; p++) {
       const engine = this.newEngine(p);
       this.engines.push(engine);
-      infos.push(await engine.start());
+      infos.push(await engine.start().catch((e: unknown) => {
+        if (e instanceof EnclaveCallError && e.code === Lifecycle.Zeroized) throw new VaultZeroizedError(p);
+        throw e;
+      }));
     }
     const first = infos[0]!;
     for (const i of infos) {
@@ -281,6 +313,63 @@ export class VaultHost {
       out.push(await readAuditChain((req) => engine.call(req), this.store, p, opts));
     }
     return out;
+  }
+
+  /**
+   * Zeroizes every partition's device (the enclave's Zeroize, authorized by the operator secret
+   * whose hash was provisioned): its token keys are destroyed and its NVRAM says so, so no record
+   * stored for it can ever be opened again and the vault never serves again. Throws
+   * EnclaveCallError (Lifecycle.OperatorAuthFailed for a wrong secret) at the first partition that
+   * refuses; the enclave checks the secret before it destroys anything, and one already zeroized
+   * answers done, so running it again finishes an interrupted run. Returns the partitions zeroized.
+   */
+  async zeroize(operatorSecret: Uint8Array): Promise<number> {
+    if (operatorSecret.length !== 32) throw new RangeError('the operator secret is 32 bytes');
+    for (const e of this.engines) await e.call({ type: 'Zeroize', auth: operatorSecret });
+    return this.engines.length;
+  }
+
+  /**
+   * Every partition's device as it reports itself (InfoResult), after loading its records when
+   * it can (a host opened with `load: false`): a load the device refuses (rollback detected, ...)
+   * is reported in `loadError`, not thrown.
+   */
+  async status(): Promise<PartitionStatus[]> {
+    const out: PartitionStatus[] = [];
+    for (let p = 0; p < this.engines.length; p++) {
+      const engine = this.engines[p]!;
+      let info = await engine.call({ type: 'Info' });
+      let loadError: string | null = null;
+      if (info.state === ENCLAVE_STATE.notLoaded) {
+        try {
+          info = await engine.start();
+        } catch (e) {
+          loadError = e instanceof Error ? e.message : String(e);
+          info = await engine.call({ type: 'Info' });
+        }
+      }
+      out.push({ partition: p, info, loadError });
+    }
+    return out;
+  }
+
+  /**
+   * The operator's count of partition `p`'s locked records (the enclave's Census, with the
+   * operator secret): its stored rows streamed once more to its loaded device, which opens each
+   * live one. `live` is how many rows were live records (the device's record count when the
+   * store is complete). One token decryption per record; nothing on the hot path.
+   */
+  async census(p: number, operatorSecret: Uint8Array): Promise<{ live: number; locked: number }> {
+    if (operatorSecret.length !== 32) throw new RangeError('the operator secret is 32 bytes');
+    const engine = this.engines[p]!;
+    let live = 0;
+    let locked = 0;
+    for await (const chunk of this.store.scan(p, MAX_LOAD_ENTRIES)) {
+      const r = await engine.call({ type: 'Census', entries: chunk.map((x) => ({ recordId: x.recordId, blob: x.blob })), auth: operatorSecret });
+      live += r.live;
+      locked += r.locked;
+    }
+    return { live, locked };
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,7 @@
 /**
  * Fuzz target: the strict message codec (enclave/api/codec.ts) on the HostRequests family
  * (enclave/api/messages.ts). Oracle in lib/codec-target.ts.
- * Seeds: test/fuzz/seeds/codec-host-requests/, one per host request type (Info, LoadChunk, LoadEnd, Batch, Commit, Abort, Zeroize, AuditVerify).
+ * Seeds: test/fuzz/seeds/codec-host-requests/, one per host request type (HostRequests in enclave/api/messages.ts).
  */
 import type { Family, Schema } from '../../../enclave/api/codec.ts';
 import { HostRequests } from '../../../enclave/api/messages.ts';

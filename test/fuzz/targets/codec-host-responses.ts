@@ -1,7 +1,7 @@
 /**
  * Fuzz target: the strict message codec (enclave/api/codec.ts) on the HostResponses family
  * (enclave/api/messages.ts). Oracle in lib/codec-target.ts.
- * Seeds: test/fuzz/seeds/codec-host-responses/, one per host response type (InfoResult, Loading, Loaded, Prepared, Committed, Aborted, ZeroizeDone, AuditResult, Fault).
+ * Seeds: test/fuzz/seeds/codec-host-responses/, one per host response type (HostResponses in enclave/api/messages.ts).
  */
 import type { Family, Schema } from '../../../enclave/api/codec.ts';
 import { HostResponses } from '../../../enclave/api/messages.ts';
