@@ -26,7 +26,7 @@
  * await client.register(recordId, password, backupKey, { attemptLimit: 10 });
  * const r = await client.recover(recordId, password); // r.ok ? r.backupKey : r.outcome
  * ```
- * @module
+ * @module backup-key-vault/client
  */
 export {
   EscrowClient, EscrowError, EscrowTransportError, EscrowKsfError, DEFAULT_KSF_BOUNDS, checkKsfBounds,

@@ -3,6 +3,6 @@
  * node:crypto AES-256-GCM (`nodeAead`, the same bytes as WebCrypto and faster), stream
  * transforms, and whole-file encryption and decryption that write through a `.partial` file and
  * rename only when the result is complete and authenticated.
- * @module
+ * @module backup-key-vault/client/node
  */
 export * from './backup-file-node.ts';

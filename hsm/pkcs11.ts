@@ -16,7 +16,7 @@
  * const [slot] = p11.C_GetSlotList(false);
  * p11.C_InitToken(slot, '12345678', 'my-token');
  * ```
- * @module
+ * @module backup-key-vault/pkcs11
  */
 export { EmulatorModule, type EmulatorOptions, runSelfTests, SELF_TESTS, type SelfTestReport } from './tokens/emulator/index.ts';
 export * from '../enclave/api/pkcs11.ts';

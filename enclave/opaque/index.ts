@@ -7,6 +7,7 @@
  * JavaScript runtime); both give the same bytes. A browser bundle imports
  * `backup-key-vault/opaque/client` with `portableSuite` from `backup-key-vault/client`, so that
  * neither node:crypto nor the server code is reachable.
+ * @module backup-key-vault/opaque
  */
 export { OpaqueError, OpaqueErrorCode } from './errors.ts';
 export type { RandomSource } from './bytes.ts';

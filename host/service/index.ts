@@ -25,7 +25,7 @@
  * const issuer = readIssuerPrivate(auth.devKeyFile!);
  * const token = await mintToken(issuer, { subject: 'alice@example' }); // the client's `auth` for that record id
  * ```
- * @module
+ * @module backup-key-vault/service
  */
 export {
   createVaultHandler, startService, type VaultHandler, type VaultHandlerOptions, type ServiceOptions, type RunningService,

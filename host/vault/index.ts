@@ -32,7 +32,7 @@
  * const { sealed, response } = await vault.submit(recordId, sealedMessageFromClient);
  * await vault.close();
  * ```
- * @module
+ * @module backup-key-vault/vault
  */
 export { VaultHost, operatorKeyHash, type VaultHostOptions, type VaultInfo } from './vault-host.ts';
 export type { OpResult } from './engine.ts';
