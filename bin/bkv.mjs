@@ -1,16 +1,21 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
 // The `bkv` command: runs host/cli/bkv.ts from the project's bundle (bin/bundle.mjs: plain
 // JavaScript, no loader in any thread), or from source through tsx when the bundle is turned off
-// (BKV_BUNDLE=0) or does not build.
+// (BKV_BUNDLE=0) or does not build. An installed package (no sources) runs dist/ (npm run build).
 // --max-semi-space-size=4 (MB; V8's default lets it grow to 16): the main thread's young
 // generation stays small under load (bench/memory.ts measures the service's RSS; figures in
 // bench/README.md). The flags are BKV_NODE_FLAGS in
 // bin/bundle.mjs; the npm scripts and the benches pass the same (test/bundle.test.ts checks).
+import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { projectBundle } from './bundle.mjs';
 
-const bundle = projectBundle();
-if (bundle) {
+// An installed package ships no sources: it runs its compiled dist/ (npm run build).
+const fromSource = existsSync(new URL('../host/cli/bkv.ts', import.meta.url));
+const bundle = fromSource ? projectBundle() : undefined;
+if (!fromSource) {
+  await import('../dist/host/cli/bkv.js');
+} else if (bundle) {
   await import(pathToFileURL(bundle.cli).href);
 } else {
   const { register } = await import('tsx/esm/api');

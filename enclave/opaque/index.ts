@@ -2,13 +2,19 @@
  * Public API of the OPAQUE core: RFC 9807 OPAQUE-3DH (client, server, message codecs, key
  * stretching) over the RFC 9497 base-mode OPRF. Every message is its exact RFC 9807 encoding.
  *
- * This entry point pulls in server.ts, which is node-free too; a browser bundle that wants the
- * smallest surface imports `./client.ts` directly.
+ * Published as `backup-key-vault/opaque`. A suite comes from `fastSuite(id)` (server side:
+ * libsodium WebAssembly and node:crypto, Node only) or `portableSuite(id)` (@noble only, any
+ * JavaScript runtime); both give the same bytes. A browser bundle imports
+ * `backup-key-vault/opaque/client` with `portableSuite` from `backup-key-vault/client`, so that
+ * neither node:crypto nor the server code is reachable.
+ * @module backup-key-vault/opaque
  */
 export { OpaqueError, OpaqueErrorCode } from './errors.ts';
 export type { RandomSource } from './bytes.ts';
 export type { Suite, SuiteId } from './suite.ts';
 export { DEFAULT_SUITE, SUITE_IDS, parseSuiteId } from './suite.ts';
+export { fastSuite } from './suites-fast.ts';
+export { portableSuite } from './suites-portable.ts';
 
 export {
   type Ksf, type Argon2idParams, identityKsf, argon2idKsf, DEFAULT_ARGON2ID, ARGON2ID_LIMITS, encodeKsfParams, ksfFromParams,

@@ -15,6 +15,7 @@ import { encodeAuthConfig } from '../../enclave/api/auth.ts';
 import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { projectBundle, projectRoot } from '../../bin/bundle.mjs';
 import { TOKEN_BACKENDS } from '../../hsm/tokens/backends.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
@@ -109,12 +110,23 @@ export interface ChannelOptions {
 export const deviceBootPath = (): string => join(projectRoot(), 'hsm', 'boot.mjs');
 
 /**
- * What a channel starts for its device: the bundled entry (bin/bundle.mjs) when the device runs
- * the default firmware and the bundle is available, else hsm/boot.mjs, which loads the device
- * from source (a firmware given by path, BKV_BUNDLE=0, a bundle that did not build). With the
- * bundle, `config.firmware` is set to the bundled firmware.
+ * Set when this module runs compiled in the package's dist/ (`npm run build`): the device's
+ * entries and the default firmware are compiled beside it, and no sources ship.
+ */
+const compiledIn = import.meta.url.endsWith('/dist/host/channel/channel.js') ? new URL('../../', import.meta.url) : undefined;
+
+/**
+ * What a channel starts for its device. Compiled (dist/): the compiled entry, with the compiled
+ * default firmware unless one is given by path. From source: the bundled entry
+ * (bin/bundle.mjs) when the device runs the default firmware and the bundle is available, else
+ * hsm/boot.mjs, which loads the device from source (a firmware given by path, BKV_BUNDLE=0, a
+ * bundle that did not build). With the bundle, `config.firmware` is set to the bundled firmware.
  */
 export function deviceEntry(kind: 'worker' | 'process', config: DeviceConfig): string {
+  if (compiledIn) {
+    config.firmware ??= fileURLToPath(new URL('enclave/main.js', compiledIn));
+    return fileURLToPath(new URL(`hsm/${kind}-main.js`, compiledIn));
+  }
   if (config.firmware !== undefined) return deviceBootPath();
   let bundle = projectBundle();
   // A build folder can be pruned under a long-running process (after a day unused): rebuild.

@@ -36,13 +36,10 @@ import { resolveRoute } from './routes.ts';
 import type { RequestNote, RouteContext } from './routes.ts';
 import { ROUTE } from '../../enclave/api/http.ts';
 
-export interface ServiceOptions {
+/** What `createVaultHandler` opens and how it answers (everything but the listening socket). */
+export interface VaultHandlerOptions {
   /** The vault's data folder (NVRAM, token, pool.json, and the SQLite file by default). */
   dataDir: string;
-  /** TCP port; 0 picks a free one (default 0). */
-  port?: number;
-  /** Listen address (default 127.0.0.1). */
-  host?: string;
   /** Storage URL (see host/storage/index.ts); default SQLite in the data folder. */
   store?: string;
   /** Isolation of the enclave devices (default worker threads). */
@@ -62,11 +59,8 @@ export interface ServiceOptions {
   replayWindowMs?: number;
   /** Body size limit in bytes (default 16 KiB). */
   bodyLimit?: number;
-  headersTimeoutMs?: number;
+  /** How long a request body may take to arrive (default 10 s; answered 408 REQUEST_TIMEOUT). */
   bodyTimeoutMs?: number;
-  requestTimeoutMs?: number;
-  /** How long close() waits for requests in flight (default 30 s). */
-  drainTimeoutMs?: number;
   /** The operator secret's SHA-256 (enables zeroization), passed to the VaultHost. */
   operatorKeyHash?: Uint8Array;
   /** The issuer set whose tokens authorize client operations (passed to the VaultHost; its enclaves check every token). */
@@ -79,6 +73,44 @@ export interface ServiceOptions {
    * whatever this says; off plays a host that skips its own checks.
    */
   earlyAuth?: boolean;
+}
+
+/** `startService`'s options: the handler's, and the listening socket's. */
+export interface ServiceOptions extends VaultHandlerOptions {
+  /** TCP port; 0 picks a free one (default 0). */
+  port?: number;
+  /** Listen address (default 127.0.0.1). */
+  host?: string;
+  /** node:http's limits on receiving headers and a whole request. */
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  /** How long close() waits for requests in flight (default 30 s). */
+  drainTimeoutMs?: number;
+}
+
+/**
+ * The vault service as a request listener, to mount on a `node:http` server (or any framework
+ * that hands over Node's request and response): `createServer(handler.listener)`, or call
+ * `handler.listener(req, res)` for the paths under `/v1/`, `/health` and `/metrics`.
+ */
+export interface VaultHandler {
+  /** Answers one request (routes.ts; JSON errors in the service's shape). Never throws. */
+  readonly listener: (req: IncomingMessage, res: ServerResponse) => void;
+  readonly vault: VaultHost;
+  /** The service's Prometheus metrics (`metrics.registry`, prom-client; merge it into yours with `Registry.merge`). */
+  readonly metrics: ServiceMetrics;
+  /** Requests being handled right now. */
+  readonly inFlight: number;
+  /** Whether drain() was called: new requests are answered 503 SHUTTING_DOWN. */
+  readonly draining: boolean;
+  /**
+   * Starts draining: new requests are answered 503 SHUTTING_DOWN, responses in progress ask for
+   * their connection to close. Resolves with the number of requests still unfinished when they
+   * all finished or `timeoutMs` passed.
+   */
+  drain(timeoutMs?: number): Promise<number>;
+  /** Drains (if not yet), then closes the vault and clears the metrics registry. */
+  close(): Promise<void>;
 }
 
 export interface RunningService {
@@ -97,7 +129,8 @@ function outcomeOf(status: number, sealed: boolean | undefined): OpOutcome {
   return 'ok';
 }
 
-export async function startService(opts: ServiceOptions): Promise<RunningService> {
+/** Opens the vault (`VaultHost.open`) and returns the service's request listener over it. */
+export async function createVaultHandler(opts: VaultHandlerOptions): Promise<VaultHandler> {
   const log = opts.logger ?? defaultLogger();
   const hashRecord = recordHasher(opts.logHashKey);
   const limits = opts.rateLimits ?? {};
@@ -110,7 +143,6 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
   const replay = replayWindowMs > 0 ? new ReplayGuard({ windowMs: replayWindowMs, maxEntries: maxKeys }) : null;
 
   let metrics: ServiceMetrics | undefined;
-  const t0 = performance.now();
   const vault = await VaultHost.open({
     dataDir: opts.dataDir,
     mode: opts.mode,
@@ -187,6 +219,72 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
     else log.info(line);
   }
 
+  const sweepMs = limits.sweepIntervalMs ?? DEFAULT_RATE_LIMITS.sweepIntervalMs;
+  const sweeper = setInterval(() => {
+    recordLimiter?.sweep();
+    addressLimiter?.sweep();
+  }, sweepMs);
+  sweeper.unref();
+
+  const listener = (req: IncomingMessage, res: ServerResponse): void => {
+    inFlight++;
+    open.add(res);
+    if (draining) res.setHeader('connection', 'close');
+    handle(req, res)
+      .catch(() => undefined)
+      .finally(() => {
+        open.delete(res);
+        inFlight--;
+        if (inFlight === 0) idle?.();
+      });
+  };
+
+  let drained: Promise<number> | undefined;
+  const drain = (timeoutMs = 30_000): Promise<number> =>
+    (drained ??= (async () => {
+      draining = true;
+      for (const res of open) if (!res.headersSent) res.setHeader('connection', 'close');
+      log.info({ msg: 'shutting down', inFlight });
+      if (inFlight > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, timeoutMs);
+          idle = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      return inFlight;
+    })());
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      await drain();
+      clearInterval(sweeper);
+      await vault.close();
+      m.registry.clear();
+    })());
+
+  return {
+    listener,
+    vault,
+    metrics: m,
+    get inFlight() {
+      return inFlight;
+    },
+    get draining() {
+      return draining;
+    },
+    drain,
+    close,
+  };
+}
+
+export async function startService(opts: ServiceOptions): Promise<RunningService> {
+  const log = opts.logger ?? defaultLogger();
+  const t0 = performance.now();
+  const handler = await createVaultHandler({ ...opts, logger: log });
+  const { vault, metrics: m } = handler;
   const headersTimeout = opts.headersTimeoutMs ?? 10_000;
   const server: Server = createServer(
     {
@@ -197,18 +295,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
       maxHeaderSize: 8 * 1024,
       requireHostHeader: false,
     },
-    (req, res) => {
-      inFlight++;
-      open.add(res);
-      if (draining) res.setHeader('connection', 'close');
-      handle(req, res)
-        .catch(() => undefined)
-        .finally(() => {
-          open.delete(res);
-          inFlight--;
-          if (inFlight === 0) idle?.();
-        });
-    },
+    handler.listener,
   );
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     // A header or request timeout, oversized headers or an unparseable request: node:http has no
@@ -225,13 +312,6 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
     log.info({ msg: 'request', route: 'unparsed', status: e.status, code: e.code });
   });
 
-  const sweepMs = limits.sweepIntervalMs ?? DEFAULT_RATE_LIMITS.sweepIntervalMs;
-  const sweeper = setInterval(() => {
-    recordLimiter?.sweep();
-    addressLimiter?.sweep();
-  }, sweepMs);
-  sweeper.unref();
-
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -241,8 +321,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
       });
     });
   } catch (e) {
-    clearInterval(sweeper);
-    await vault.close();
+    await handler.close();
     throw e;
   }
   const addr = server.address() as AddressInfo;
@@ -253,26 +332,13 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
-      draining = true;
-      for (const res of open) if (!res.headersSent) res.setHeader('connection', 'close');
-      log.info({ msg: 'shutting down', inFlight });
+      const drained = handler.drain(opts.drainTimeoutMs ?? 30_000);
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      if (inFlight > 0) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, opts.drainTimeoutMs ?? 30_000);
-          idle = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-      }
-      const unfinished = inFlight;
+      const unfinished = await drained;
       server.closeAllConnections();
       await stopped;
-      clearInterval(sweeper);
-      await vault.close();
-      m.registry.clear();
+      await handler.close();
       log.info({ msg: 'stopped', unfinished });
     })());
 
@@ -280,7 +346,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
     url,
     vault,
     get inFlight() {
-      return inFlight;
+      return handler.inFlight;
     },
     close,
   };
