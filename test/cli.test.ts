@@ -201,6 +201,8 @@ describe('bkv', () => {
       const frank = ['--vault', u, '--vault-key', join(data, 'vault-key.pub'), '--id', 'frank', '--auth-token', 'frank.tok'];
       expectCode(['escrow', 'register', ...frank, '--key-file', 'frank.key', '--password-file', 'fpw', '--attempts', '5'], 0);
       expect(bkv(['escrow', 'recover', ...frank, '--password-file', 'fpw-wrong', '--out', 'frank-out.key']).code).toBe(3);
+      // An operator command beside the serving vault is refused: one process at a time on a folder.
+      expect(expectCode(['operator', 'audit-verify', '--data', data], 1).err).toMatch(/in use by process \d+/);
     } finally {
       await stop(s.proc);
     }

@@ -6,6 +6,8 @@
  * time (`compactEveryMs`) it removes the store's empty-blob rows of committed batches.
  */
 import { createHash } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { lockDataFolder } from './folder-lock.ts';
 import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { encodeAuthConfig } from '../../enclave/api/auth.ts';
 import { EnclavePool } from '../channel/pool.ts';
@@ -100,6 +102,8 @@ export class VaultHost {
   /** Per partition: automatic restarts that failed in a row, and the timer of the next try. */
   private readonly retries = new Map<number, { failures: number; timer: NodeJS.Timeout | null }>();
   private closed = false;
+  /** Releases the data folder's lock (folder-lock.ts), taken by open. */
+  private unlock: () => void = () => {};
   private compactTimer: NodeJS.Timeout | null = null;
   /** The compaction pass in progress, if any (close waits for it). */
   private compacting: Promise<void> | null = null;
@@ -116,7 +120,15 @@ export class VaultHost {
     if (every !== undefined && (!Number.isSafeInteger(every) || every < 0 || every > 0x7fffffff)) {
       throw new RangeError('compactEveryMs must be an integer in 0..2147483647 (a timer delay)');
     }
-    const store = await openStore(opts.store, opts.dataDir);
+    mkdirSync(opts.dataDir, { recursive: true });
+    const unlock = lockDataFolder(opts.dataDir);
+    let store: RecordStore;
+    try {
+      store = await openStore(opts.store, opts.dataDir);
+    } catch (e) {
+      unlock();
+      throw e;
+    }
     let host: VaultHost | undefined;
     let pool: EnclavePool;
     try {
@@ -136,9 +148,11 @@ export class VaultHost {
       });
     } catch (e) {
       await store.close();
+      unlock();
       throw e;
     }
     host = new VaultHost(pool, store, opts);
+    host.unlock = unlock;
     if (opts.load === false) {
       host.engines = Array.from({ length: pool.partitions }, (_, p) => host!.newEngine(p));
       return host;
@@ -383,6 +397,7 @@ export class VaultHost {
     await Promise.all(this.engines.map((e) => e.close()));
     await this.pool.close();
     await this.store.close();
+    this.unlock();
   }
 }
 
