@@ -147,7 +147,8 @@ function breakIfStale(file: string, staleMs: number): boolean {
   return true;
 }
 
-function processAlive(pid: number): boolean {
+/** Whether a process with this pid runs (EPERM: it does, as another user). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

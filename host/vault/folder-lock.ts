@@ -8,6 +8,7 @@
  */
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { processAlive } from '../../hsm/durable-file.ts';
 
 export const FOLDER_LOCK_FILE = 'vault.lock';
 
@@ -22,15 +23,6 @@ export class FolderBusyError extends Error {
 }
 
 const held = new Map<string, number>();
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Takes the folder's lock (or a share of this process's) and returns its release. Throws FolderBusyError. */
 export function lockDataFolder(dataDir: string): () => void {
@@ -54,7 +46,7 @@ export function lockDataFolder(dataDir: string): () => void {
         } catch {
           // gone meanwhile, or unreadable: try again
         }
-        if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new FolderBusyError(dataDir, pid);
+        if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) throw new FolderBusyError(dataDir, pid);
         // The holder died (or the file is damaged): take the lock over.
         try {
           unlinkSync(path);
