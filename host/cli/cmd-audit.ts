@@ -5,6 +5,7 @@
  * events, which the host stores sealed, and the newest N (default 20; 0 for all) are printed.
  * Run it while the vault is stopped. Exit 0 when every chain verifies, 1 when one does not.
  */
+import { toHex } from '../../enclave/opaque/bytes.ts';
 import { AUDIT_KIND_NAME } from '../vault/audit-read.ts';
 import { VaultHost } from '../vault/vault-host.ts';
 import { readStoredAuth } from '../auth/issuer.ts';
@@ -17,7 +18,6 @@ import { readOperatorSecret } from './io.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 import type { Output } from './output.ts';
 
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
 /**
  * Runs an operator command's `fn` on an opened vault and closes it. An operator secret the
@@ -62,7 +62,7 @@ export async function auditVerifyCommand(p: Parsed, out: Output): Promise<number
       headSeq: r.headSeq,
       verified: r.verified,
       broken: r.broken,
-      entries: r.entries.map((e) => ({ seq: e.seq, time: new Date(e.time).toISOString(), kind: kind(e.kind), recordHash: hex(e.recordHash), attemptsRemaining: e.attemptsRemaining })),
+      entries: r.entries.map((e) => ({ seq: e.seq, time: new Date(e.time).toISOString(), kind: kind(e.kind), recordHash: toHex(e.recordHash), attemptsRemaining: e.attemptsRemaining })),
     })),
   });
   for (const r of reports) {
@@ -72,7 +72,7 @@ export async function auditVerifyCommand(p: Parsed, out: Output): Promise<number
       console.error(`bkv: partition ${r.partition}: ${r.verified} events verified up to the committed head ${r.headSeq}`);
     }
     for (const e of r.entries) {
-      console.log(`${r.partition}\t${e.seq}\t${new Date(e.time).toISOString()}\t${kind(e.kind)}\t${hex(e.recordHash).slice(0, 16)}\t${e.attemptsRemaining}`);
+      console.log(`${r.partition}\t${e.seq}\t${new Date(e.time).toISOString()}\t${kind(e.kind)}\t${toHex(e.recordHash).slice(0, 16)}\t${e.attemptsRemaining}`);
     }
   }
   if (!secret) console.error('bkv: events verified only; --operator-key-file opens them');

@@ -16,6 +16,7 @@
  * Options: --keep (keep the data folder), --partitions N, --process (child-process devices);
  * --json: the story on stderr, and on stdout one object with each step's timings and the result.
  */
+import { toHex } from '../../enclave/opaque/bytes.ts';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +35,6 @@ import { intOption, parseArgs } from './args.ts';
 import type { Output } from './output.ts';
 
 const te = new TextEncoder();
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const step = (n: number, s: string) => console.log(`\n${n}. ${s}`);
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -76,7 +76,7 @@ export async function runDemo(argv: string[], out: Output): Promise<number> {
     const vault = host;
     console.log(`issuer (development mode): ${auth.devKeyFile}; every operation carries its token for the user's id`);
     console.log(`vault up in ${took('vaultUp', t0)}: ${host.info.partitions} partition(s), self-tests passed`);
-    console.log(`enclave public key (clients pin it): ${hex(host.info.enclavePublicKey)}`);
+    console.log(`enclave public key (clients pin it): ${toHex(host.info.enclavePublicKey)}`);
 
     const clientWith = async (token: (rid: Uint8Array) => Promise<string>) =>
       new EscrowClient({
