@@ -13,7 +13,7 @@ import { TokenPinError, TokenPinErrorCode } from '../hsm/tokens/token-pins.ts';
 import { StorageCode, StorageError } from '../host/storage/types.ts';
 import { BackupFileError, BackupFileErrorCode } from '../client/backup-file.ts';
 import { BackupKeyError, BackupKeyErrorCode } from '../client/backup-key.ts';
-import { ErrorCode } from '../host/service/errors.ts';
+import { ErrorCode } from '../host/service/error-codes.ts';
 import { NvramFileError } from '../hsm/nvram-file.ts';
 import { NvramTokenError } from '../hsm/nvram-token.ts';
 

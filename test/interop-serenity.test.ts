@@ -18,7 +18,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { type RandomSource, utf8 } from '../enclave/opaque/bytes.ts';
 import { type ClientOptions, clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { type Ksf, argon2idKsf, DEFAULT_ARGON2ID } from '../enclave/opaque/ksf.ts';
-import { decodeKE1, decodeKE2, decodeRegistrationRecord, messageLength } from '../enclave/opaque/messages.ts';
+import { decodeKE1, decodeKE2, decodeRegistrationRecord, messageLength } from '../enclave/opaque/encoding.ts';
 import {
   type ServerKeys, type ServerOptions, generateFakeRecord, generateServerKeys, serverLoginFinish, serverLoginStart,
   serverRegistrationResponse,

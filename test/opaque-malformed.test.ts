@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { type RandomSource, utf8 } from '../enclave/opaque/bytes.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { OpaqueError, OpaqueErrorCode } from '../enclave/opaque/errors.ts';
-import * as M from '../enclave/opaque/messages.ts';
+import * as M from '../enclave/opaque/encoding.ts';
 import {
   type ServerKeys, generateServerKeys, serverLoginFinish, serverLoginStart, serverLoginStateDecode, serverLoginStateEncode,
   serverRegistrationResponse,

@@ -11,7 +11,7 @@ import { type RandomSource, utf8 } from '../enclave/opaque/bytes.ts';
 import { type ClientOptions, clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { OpaqueError, OpaqueErrorCode } from '../enclave/opaque/errors.ts';
 import { type Ksf, argon2idKsf, DEFAULT_ARGON2ID, encodeKsfParams, identityKsf, ksfFromParams } from '../enclave/opaque/ksf.ts';
-import { messageLength } from '../enclave/opaque/messages.ts';
+import { messageLength } from '../enclave/opaque/encoding.ts';
 import {
   type ServerKeys, generateFakeRecord, generateServerKeys, serverLoginFinish, serverLoginStart, serverLoginStateDecode,
   serverLoginStateEncode, serverRegistrationResponse,

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { type RandomSource, concat, fromHex, toHex } from '../enclave/opaque/bytes.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { OpaqueError, OpaqueErrorCode } from '../enclave/opaque/errors.ts';
-import { deriveOprfKey, randomizePassword } from '../enclave/opaque/keys.ts';
+import { deriveOprfKey, randomizePassword } from '../enclave/opaque/derive.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { finalize } from '../enclave/opaque/oprf.ts';
 import { serverLoginFinish, serverLoginStart, serverRegistrationResponse, type ServerKeys } from '../enclave/opaque/server.ts';

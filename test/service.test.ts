@@ -31,7 +31,7 @@ import { startService } from '../host/service/server.ts';
 import type { RunningService, ServiceOptions } from '../host/service/server.ts';
 import { TokenBuckets, addressKey } from '../host/service/rate-limit.ts';
 import { ReplayGuard } from '../host/service/replay.ts';
-import { ErrorCode } from '../host/service/errors.ts';
+import { ErrorCode } from '../host/service/error-codes.ts';
 import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url } from '../enclave/api/http.ts';
 import { VaultHost } from '../host/vault/vault-host.ts';
 import { CONTEXT } from './helpers/vault-harness.ts';

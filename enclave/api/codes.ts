@@ -24,7 +24,7 @@ export const CODE_RANGES = [
   { from: 4000, to: 4099, table: 'StorageCode', what: 'the record store', owner: 'StorageError', file: 'host/storage/types.ts' },
   { from: 5000, to: 5049, table: 'BackupFileErrorCode', what: 'backup files', owner: 'BackupFileError', file: 'client/backup-file.ts' },
   { from: 5050, to: 5099, table: 'BackupKeyErrorCode', what: 'typing a backup key', owner: 'BackupKeyError', file: 'client/backup-key.ts' },
-  { from: 6000, to: 6099, table: 'ErrorCode', what: 'HTTP service errors (`num`)', owner: 'ServiceError', file: 'host/service/errors.ts' },
+  { from: 6000, to: 6099, table: 'ErrorCode', what: 'HTTP service errors (`num`)', owner: 'ServiceError', file: 'host/service/error-codes.ts' },
 ] as const;
 
 /**

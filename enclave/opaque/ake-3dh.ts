@@ -10,7 +10,7 @@ import { type RandomSource, ctEqual, i2osp, utf8, zeroize } from './bytes.ts';
 import { OpaqueError, OpaqueErrorCode } from './errors.ts';
 import type { CleartextCredentials } from './envelope.ts';
 import { type HmacKey, hashPrefix, hmacKey } from './hash.ts';
-import { deriveDiffieHellmanKeyPair, extract, randomBytes } from './keys.ts';
+import { deriveDiffieHellmanKeyPair, extract, randomBytes } from './derive.ts';
 import type { Suite } from './suite.ts';
 
 const PREAMBLE_LABEL = utf8('OPAQUEv1-');

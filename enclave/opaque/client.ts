@@ -12,9 +12,9 @@ import { authClientFinalize, checkContext } from './ake-3dh.ts';
 import { recoverCredentials } from './credential-response.ts';
 import { checkIdentities, store, type Identities } from './envelope.ts';
 import { OpaqueError, OpaqueErrorCode } from './errors.ts';
-import { deriveDiffieHellmanKeyPair, randomBytes, randomizePassword } from './keys.ts';
+import { deriveDiffieHellmanKeyPair, randomBytes, randomizePassword } from './derive.ts';
 import { identityKsf, type Ksf } from './ksf.ts';
-import { decodeKE2, decodeRegistrationResponse } from './messages.ts';
+import { decodeKE2, decodeRegistrationResponse } from './encoding.ts';
 import { blind, finalize } from './oprf.ts';
 import type { Suite } from './suite.ts';
 

@@ -5,9 +5,9 @@
  */
 import { type RandomSource, zeroize } from './bytes.ts';
 import { recover, type CleartextCredentials, type Identities } from './envelope.ts';
-import { LABEL, expand, randomBytes, randomizePassword } from './keys.ts';
+import { LABEL, expand, randomBytes, randomizePassword } from './derive.ts';
 import type { Ksf } from './ksf.ts';
-import type { CredentialResponse } from './messages.ts';
+import type { CredentialResponse } from './encoding.ts';
 import { blindEvaluate, finalize } from './oprf.ts';
 import type { Suite } from './suite.ts';
 

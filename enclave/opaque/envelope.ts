@@ -5,7 +5,7 @@
  */
 import { type RandomSource, ctEqual, i2osp, zeroize } from './bytes.ts';
 import { OpaqueError, OpaqueErrorCode, invalidLength } from './errors.ts';
-import { LABEL, deriveDiffieHellmanKeyPair, expand, randomBytes } from './keys.ts';
+import { LABEL, deriveDiffieHellmanKeyPair, expand, randomBytes } from './derive.ts';
 import type { Suite } from './suite.ts';
 
 /** Application identities (RFC 9807 §4); each defaults to the party's public key. */

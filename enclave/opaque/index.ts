@@ -40,6 +40,6 @@ export {
   decodeCredentialRequest, encodeCredentialRequest, decodeCredentialResponse, encodeCredentialResponse,
   decodeAuthRequest, encodeAuthRequest, decodeAuthResponse, encodeAuthResponse,
   decodeKE1, encodeKE1, decodeKE2, encodeKE2, decodeKE3, encodeKE3,
-} from './messages.ts';
+} from './encoding.ts';
 
 export { deriveKeyPair, blind, blindEvaluate, finalize, evaluate } from './oprf.ts';

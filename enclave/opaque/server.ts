@@ -15,8 +15,8 @@ import { authServerRespond, checkContext } from './ake-3dh.ts';
 import { fakeEnvelope, writeCredentialResponse } from './credential-response.ts';
 import { checkIdentities, createCleartextCredentials, type Identities } from './envelope.ts';
 import { OpaqueError, OpaqueErrorCode, invalidLength } from './errors.ts';
-import { deriveDiffieHellmanKeyPair, deriveOprfKey, randomBytes } from './keys.ts';
-import { messageLength, splitMessage } from './messages.ts';
+import { deriveDiffieHellmanKeyPair, deriveOprfKey, randomBytes } from './derive.ts';
+import { messageLength, splitMessage } from './encoding.ts';
 import { blindEvaluate } from './oprf.ts';
 import type { Suite, SuiteId } from './suite.ts';
 

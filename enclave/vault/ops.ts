@@ -30,7 +30,7 @@ import type { RandomSource } from '../opaque/bytes.ts';
 import { ctEqual } from '../opaque/bytes.ts';
 import { toHex } from '../opaque/bytes.ts';
 import { DEFAULT_ARGON2ID, argon2idKsf, encodeKsfParams, ksfFromParams } from '../opaque/ksf.ts';
-import { decodeRegistrationRecord } from '../opaque/messages.ts';
+import { decodeRegistrationRecord } from '../opaque/encoding.ts';
 import { deriveServerKeyPair, serverLoginFinish, serverLoginStart, serverRegistrationResponse } from '../opaque/server.ts';
 import type { FakeRecord, ServerOptions } from '../opaque/server.ts';
 import type { Suite, SuiteId } from '../opaque/suite.ts';

@@ -5,7 +5,7 @@
  * next request.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { ServiceError } from './errors.ts';
+import { ServiceError } from './error-codes.ts';
 
 export const DEFAULT_BODY_LIMIT = 16 * 1024;
 

@@ -31,7 +31,7 @@ export {
   createVaultHandler, startService, type VaultHandler, type VaultHandlerOptions, type ServiceOptions, type RunningService,
 } from './server.ts';
 export { runUntilSignal } from './signals.ts';
-export { ServiceError, ErrorCode, type ErrorCodeName } from './errors.ts';
+export { ServiceError, ErrorCode, type ErrorCodeName } from './error-codes.ts';
 export { ServiceMetrics, type OpOutcome } from './metrics.ts';
 export { DEFAULT_RATE_LIMITS, type RateLimits, type BucketConfig } from './rate-limit.ts';
 export { defaultLogger, type Logger } from './logging.ts';

@@ -21,7 +21,7 @@ import type { VaultHost } from '../vault/vault-host.ts';
 import type { TokenVerifier } from '../../enclave/api/auth-verify.ts';
 import { EnclaveFault } from '../../enclave/api/codes.ts';
 import { AUTH_TOKEN_HEADER } from '../../enclave/api/http.ts';
-import { ServiceError } from './errors.ts';
+import { ServiceError } from './error-codes.ts';
 import { parseStringFields, readBody, requireJson, sendJson } from './http.ts';
 import type { ServiceMetrics } from './metrics.ts';
 import type { ReplayGuard } from './replay.ts';

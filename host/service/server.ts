@@ -23,7 +23,7 @@ import type { ChannelMode } from '../channel/pool.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import { VaultHost } from '../vault/vault-host.ts';
-import { ServiceError, errorKind, toServiceError } from './errors.ts';
+import { ServiceError, errorKind, toServiceError } from './error-codes.ts';
 import { DEFAULT_BODY_LIMIT, sendError } from './http.ts';
 import { defaultLogger, recordHasher } from './logging.ts';
 import type { Logger } from './logging.ts';

@@ -30,8 +30,8 @@ import { encodeKeyAuthorization, encodeSessionAuthorization } from '../../enclav
 import { deriveE2eKeyPair } from '../../client/e2e-seal.ts';
 import { padResponse } from '../../enclave/api/padding.ts';
 import { clientLoginStart } from '../../enclave/opaque/client.ts';
-import { MESSAGE_NAMES } from '../../enclave/opaque/messages.ts';
-import type { MessageName } from '../../enclave/opaque/messages.ts';
+import { MESSAGE_NAMES } from '../../enclave/opaque/encoding.ts';
+import type { MessageName } from '../../enclave/opaque/encoding.ts';
 import { argon2idKsf, ARGON2ID_LIMITS, DEFAULT_ARGON2ID, identityKsf } from '../../enclave/opaque/ksf.ts';
 import { serverLoginStart, serverLoginStateEncode } from '../../enclave/opaque/server.ts';
 import { SUITE_IDS } from '../../enclave/opaque/suite.ts';

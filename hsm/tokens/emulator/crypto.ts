@@ -39,8 +39,8 @@ import {
 import type { HmacHash } from './mechanisms.ts';
 import type { EmulatorState, LiveObject } from './state.ts';
 import { withHeader } from './objects.ts';
-import { haveRead, haveWrite } from './sessions.ts';
-import type { Session } from './sessions.ts';
+import { haveRead, haveWrite } from './session-table.ts';
+import type { Session } from './session-table.ts';
 
 const { CKR } = P;
 /** DER OIDs of P-384, P-521, secp256k1, P-224, P-192 (named curves OpenSSL, hence SoftHSM2, has). */

@@ -5,5 +5,5 @@
  */
 export { EmulatorModule } from './module.ts';
 export type { EmulatorOptions } from './module.ts';
-export { runSelfTests, SELF_TESTS } from './selftest.ts';
-export type { SelfTestReport } from './selftest.ts';
+export { runSelfTests, SELF_TESTS } from './kat.ts';
+export type { SelfTestReport } from './kat.ts';

@@ -14,7 +14,7 @@
 import * as P from '../../../enclave/api/pkcs11.ts';
 import { CryptoOps } from './crypto.ts';
 import { ObjectOps } from './object-ops.ts';
-import type { SelfTestReport } from './selftest.ts';
+import type { SelfTestReport } from './kat.ts';
 import { EmulatorState } from './state.ts';
 import type { EmulatorOptions } from './state.ts';
 import { TokenOps } from './token-ops.ts';

@@ -8,7 +8,7 @@ import * as P from '../../../enclave/api/pkcs11.ts';
 import { applyTemplate, getBool, getBytes, matches, readTemplate } from './attributes.ts';
 import { checkValue } from './mechanisms.ts';
 import { buildObject, extractInfo, MAX_TEMPLATE, requireClass } from './objects.ts';
-import { haveRead, haveWrite } from './sessions.ts';
+import { haveRead, haveWrite } from './session-table.ts';
 import type { EmulatorState } from './state.ts';
 
 const { CKR } = P;

@@ -16,10 +16,10 @@ import { TokenStore } from './persistence.ts';
 import type { StoreState, StoredObject, StoredToken } from './persistence.ts';
 import { openBody, sealBody } from './pins.ts';
 import type { PinPolicy } from './pins.ts';
-import { runSelfTests } from './selftest.ts';
-import type { SelfTestReport } from './selftest.ts';
-import { Handles, sessionState } from './sessions.ts';
-import type { Session, Who } from './sessions.ts';
+import { runSelfTests } from './kat.ts';
+import type { SelfTestReport } from './kat.ts';
+import { Handles, sessionState } from './session-table.ts';
+import type { Session, Who } from './session-table.ts';
 
 const { CKR } = P;
 

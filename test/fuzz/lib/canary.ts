@@ -19,7 +19,7 @@ import { TokenError } from '../../../enclave/token.ts';
 import { SUITE_IDS } from '../../../enclave/opaque/suite.ts';
 import type { Suite, SuiteId } from '../../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
-import { deriveOprfKey } from '../../../enclave/opaque/keys.ts';
+import { deriveOprfKey } from '../../../enclave/opaque/derive.ts';
 
 const te = new TextEncoder();
 const sha256 = (s: string): Uint8Array => new Uint8Array(createHash('sha256').update(s).digest());

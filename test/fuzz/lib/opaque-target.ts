@@ -14,8 +14,8 @@
  * (a KE3 other than the right one is a wrong password, never a session key).
  */
 import { randomBytes } from 'node:crypto';
-import * as M from '../../../enclave/opaque/messages.ts';
-import type { MessageName } from '../../../enclave/opaque/messages.ts';
+import * as M from '../../../enclave/opaque/encoding.ts';
+import type { MessageName } from '../../../enclave/opaque/encoding.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../../enclave/opaque/client.ts';
 import { generateServerKeys, serverLoginFinish, serverLoginStart, serverLoginStateDecode, serverRegistrationResponse } from '../../../enclave/opaque/server.ts';
 import type { ServerKeys } from '../../../enclave/opaque/server.ts';

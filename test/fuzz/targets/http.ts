@@ -54,7 +54,7 @@ export const maxInputLength = 1 + 8192;
 export const timeoutMs = 5000;
 
 const SERVER = resolve(import.meta.dirname, '../../../host/service/server.ts');
-const ERRORS = resolve(import.meta.dirname, '../../../host/service/errors.ts');
+const ERRORS = resolve(import.meta.dirname, '../../../host/service/error-codes.ts');
 const WIRE = resolve(import.meta.dirname, '../../../enclave/api/http.ts');
 
 /** What this target uses of the service (typed here, so the target compiles without it). */
