@@ -5,7 +5,7 @@
 // --max-semi-space-size=4 (MB; V8's default lets it grow to 16): the main thread's young
 // generation stays small under load (bench/memory.ts measures the service's RSS; figures in
 // bench/README.md). The flags are BKV_NODE_FLAGS in
-// bin/bundle.mjs; the npm scripts and the benches pass the same (test/bundle.test.ts checks).
+// bin/bundle.mjs; the npm scripts and the benches pass the same (test/host/cli/bundle.test.ts checks).
 import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { projectBundle } from './bundle.mjs';

@@ -1,7 +1,7 @@
 /**
  * `backup-key-vault/client`: what an app on the user's device needs to escrow a backup key with
  * a vault and get it back, and to encrypt its backups under that key. Browser-safe: no `node:`
- * import is reachable from here (test/browser.test.ts bundles it for Chromium); Node's file and
+ * import is reachable from here (test/client/browser.test.ts bundles it for Chromium); Node's file and
  * stream helpers are in `backup-key-vault/client/node`.
  *
  * - `EscrowClient`: register a backup key under a password (OPAQUE, RFC 9807), recover it,

@@ -4,7 +4,7 @@
  * release key = HKDF-SHA256(session key, info = "bkv/release") (`releaseKey`,
  * enclave/api/authorize.ts), to the session that proved the password; `unwrapReleased` opens it.
  * The enclave wraps with enclave/vault/release.ts (`wrapForReleaseSync`, node:crypto);
- * `wrapForRelease` here is the same wrap on WebCrypto, which test/release.test.ts compares it with.
+ * `wrapForRelease` here is the same wrap on WebCrypto, which test/enclave/vault/release.test.ts compares it with.
  */
 import { releaseKey } from '../enclave/api/authorize.ts';
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs Debian's chromium for test/browser.test.ts (issue 5, the client SDK: the client path
+# Installs Debian's chromium for test/client/browser.test.ts (issue 5, the client SDK: the client path
 # runs in a browser; Debian's chromium package works headless with playwright-core).
 # Does nothing when /usr/bin/chromium is already there. Needs root, or sudo without a password.
 set -euo pipefail

@@ -1,7 +1,7 @@
 /**
  * A fast, synchronous HPKE sender (RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
  * AES-256-GCM) on node:crypto, producing exactly the messages of client/e2e-seal.ts `sealRequest`
- * (test/bench-lib.test.ts opens them with @hpke/core's `openRequest`). After the Diffie-Hellman
+ * (test/bench/bench-lib.test.ts opens them with @hpke/core's `openRequest`). After the Diffie-Hellman
  * it runs the enclave's own key schedule (`e2eContext`, enclave/vault/e2e-open.ts). The benches
  * use it so that the load generator costs little: the product's WebCrypto path (@hpke/core)
  * costs many times more per seal.

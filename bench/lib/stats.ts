@@ -3,7 +3,7 @@
  * the middle item of a list ranked by one of its numbers (the window whose latencies a report
  * shows beside the median rate). No imports. The adversarial scripts keep their
  * own statistics (test/adversarial/lib/common.ts): no test imports bench/ except
- * test/bench-lib.test.ts, which checks the benches themselves.
+ * test/bench/bench-lib.test.ts, which checks the benches themselves.
  */
 
 /** The median; for an even count, the mean of the two middle values. NaN for an empty sample. */

@@ -1,7 +1,7 @@
 /**
  * Stable numeric error codes, in ranges per module: `CODE_RANGES` is the one table of every range
  * of the project and the error class and file that own it. Never renumber; add at the end of a
- * range; a new range goes in the table (test/codes.test.ts checks every table against it).
+ * range; a new range goes in the table (test/enclave/api/codes.test.ts checks every table against it).
  *
  * The enclave's own ranges (2000-2499) are defined here: faults (malformed input, misuse, broken
  * state) are `EnclaveFault` responses with one of these codes; outcomes (wrong password, locked,

@@ -1,6 +1,6 @@
 /**
  * Fast `HashPrimitives` on node:crypto (OpenSSL). Server side only: a browser client uses
- * `hash-noble.ts`. Produces the same bytes (checked by test/groups.test.ts).
+ * `hash-noble.ts`. Produces the same bytes (checked by test/enclave/opaque/groups.test.ts).
  */
 import { createHash, createHmac } from 'node:crypto';
 import type { HashName, HashPrimitives } from './hash.ts';

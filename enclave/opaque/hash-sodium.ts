@@ -13,7 +13,7 @@
  * runs those callbacks (`node --trace-gc-nvp`: heap.external_weak_global_handles). Here a call
  * allocates one small typed array. bench/opaque.ts and bench/enclave.ts measure the difference
  * (figures in bench/README.md). Same bytes as `hash-node.ts` and
- * `hash-noble.ts` (test/groups.test.ts).
+ * `hash-noble.ts` (test/enclave/opaque/groups.test.ts).
  *
  * Every byte copied into the scratch area (inputs, keys, hash states, outputs) is zeroed before a
  * call returns, as in groups/sodium-ristretto255.ts; libsodium wipes its own stack temporaries

@@ -2,7 +2,7 @@
  * The server's default suites (RFC 9807 §7 configurations): ristretto255-SHA512 on libsodium
  * (WebAssembly) for both the group and SHA-512 (hash-sodium.ts: on OPAQUE's short inputs it beats
  * node:crypto's per-call cost), and P256-SHA256 on node:crypto (OpenSSL) with node:crypto
- * SHA-256. Same bytes as `suites-portable.ts` (checked by test/groups.test.ts), several times faster.
+ * SHA-256. Same bytes as `suites-portable.ts` (checked by test/enclave/opaque/groups.test.ts), several times faster.
  *
  * Node only (node:crypto); the first call waits for libsodium's WebAssembly to load.
  */

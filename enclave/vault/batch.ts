@@ -14,10 +14,10 @@
  * so storage without the charged record is refused as a rollback; after 2 only the charged state
  * loads. `Abort` drops the answers with the batch. Room for what a batch puts in the tables is
  * taken while it is computed (sessions.ts), so nothing fails once `Commit` has written NVRAM.
- * Pinned by test/vault-integrity.test.ts ("once a KE2 is out ...", "crash at every step of a
- * batch", "crash with a batch staged behind the pending one"), test/vault-capacity.test.ts (room
- * taken at compute, given back on Abort), test/vault.test.ts (guesses charged, never more than the
- * limit under concurrent logins) and test/audit.test.ts (what the host holds before Commit).
+ * Pinned by test/enclave/vault/integrity.test.ts ("once a KE2 is out ...", "crash at every step of a
+ * batch", "crash with a batch staged behind the pending one"), test/enclave/vault/capacity.test.ts (room
+ * taken at compute, given back on Abort), test/enclave/vault/vault.test.ts (guesses charged, never more than the
+ * limit under concurrent logins) and test/enclave/vault/audit.test.ts (what the host holds before Commit).
  *
  * Messages:
  *   Batch(e)   -> every op runs (compute.ts) against the record the enclave expects, its writes

@@ -2,7 +2,7 @@
  * The enclave's side of the key release and the session authorization key, synchronous on
  * node:crypto: the same bytes as `releaseKey` and `sessionAuthKey` (enclave/api/authorize.ts) and
  * `wrapForRelease` (client/release-unwrap.ts), which clients run in a browser, on @noble and
- * WebCrypto (test/release.test.ts checks both ways), without a WebCrypto promise per KE3.
+ * WebCrypto (test/enclave/vault/release.test.ts checks both ways), without a WebCrypto promise per KE3.
  *
  *   release key  = HKDF-SHA256(session key, salt = "", info = "bkv/release", 32)   (RFC 5869)
  *   wrapped key  = iv (12) || AES-256-GCM(release key, iv, backup key) (32) || tag (16)

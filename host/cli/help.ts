@@ -1,7 +1,7 @@
 /**
  * The help of every `bkv` command and subcommand, in one table: usage, what it does, an example,
  * and its outcome exit codes. `bkv --help`, `bkv CMD --help`, `bkv CMD VERB --help` (and `-h`,
- * anywhere on the line) print from here; test/cli-contract.test.ts runs every entry.
+ * anywhere on the line) print from here; test/host/cli/cli-contract.test.ts runs every entry.
  */
 import { UsageError, closest } from './args.ts';
 import { EXIT, EXIT_CODES, codeName } from './exit-codes.ts';

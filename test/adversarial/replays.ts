@@ -1,7 +1,7 @@
 /**
  * Replays that gain nothing, through a VaultHost directly (no host replay guard: the enclave's
  * own rules are what is tested; the service's guard answers 409 to a byte-identical copy, see
- * test/service.test.ts). What test/enclave-api.test.ts and test/service.test.ts already cover
+ * test/host/service/service.test.ts). What test/enclave/api/api.test.ts and test/host/service/service.test.ts already cover
  * (a replayed RegisterFinish, LoginFinish and LoginStart right after their own operation, a
  * ciphertext moved to another record) is not repeated; this adds replays after later changes:
  *

@@ -57,7 +57,7 @@ const TWO_POW_48 = 0x1000000000000n;
  * a⁻¹ mod m for odd m and gcd(a, m) = 1, by Lehmer's extended Euclid (Knuth, TAOCP vol. 2,
  * Algorithm 4.5.2L): runs of quotients are found on the leading 48 bits in double-precision
  * arithmetic (all values stay below 2^53, so they are exact) and applied to the bigints in one
- * 2×2 step. Faster than the plain bigint Euclid, which test/groups.test.ts checks it against
+ * 2×2 step. Faster than the plain bigint Euclid, which test/enclave/opaque/groups.test.ts checks it against
  * (figure in bench/README.md). Variable time; for moduli below 2^1000 (the leading bits go through a double).
  */
 export function modInverseVartime(a: bigint, m: bigint): bigint {

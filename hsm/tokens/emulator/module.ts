@@ -7,7 +7,7 @@
  *
  * It behaves like SoftHSM2 2.6.1 driven through pkcs11js on the subset this project uses: the
  * same checks in the same order, so the same mistake gets the same CKR_ code
- * (test/conformance/). Its deliberate differences are listed in softhsm-config/README.md: PIN
+ * (test/hsm/tokens/conformance.test.ts). Its deliberate differences are listed in softhsm-config/README.md: PIN
  * lockout, power-on self-tests, zeroization, only P-256 and only this project's mechanisms, no
  * find oracle on secret values, and private objects encrypted at rest under a PIN-wrapped key.
  */

@@ -7,7 +7,7 @@
  * connection drops after COMMIT, or an error reported after the data reached the disk).
  *
  * `attach(host)` routes a live VaultHost's store calls through the wrapper (its engines hold the
- * store object, so the methods are replaced on that object, as test/service.test.ts does); the
+ * store object, so the methods are replaced on that object, as test/host/service/service.test.ts does); the
  * returned function undoes it.
  */
 import type { AuditEvent, BatchWrite, RecordStore, StoreStats, StoredRecord } from '../../../host/storage/types.ts';

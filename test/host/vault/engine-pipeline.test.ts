@@ -1,0 +1,225 @@
+/**
+ * host/vault/engine.ts pipelining: when a batch is prepared and operations are queued, the next
+ * batch (of records not in the prepared one) goes to the enclave before the prepared one is
+ * persisted, is staged there, and is prepared right behind the Commit (Prepare); operations on a
+ * record of the prepared batch wait for a later batch. When that Commit fails the batch behind
+ * it fails with it: both batches' clients get the error, nothing is released, and the engine
+ * stops for a reload. With nothing queued at that point, the next batch is sent behind the Commit.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
+import { Lifecycle } from '../../../enclave/api/codes.ts';
+import { HostRequests, HostResponses } from '../../../enclave/api/messages.ts';
+import type { HostResponse } from '../../../enclave/api/messages.ts';
+import { createEnclave } from '../../../enclave/main.ts';
+import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
+import { EscrowClient } from '../../../client/escrow.ts';
+import { openSqliteStore } from '../../../host/storage/sqlite.ts';
+import type { RecordStore } from '../../../host/storage/types.ts';
+import { ChannelErrorCode } from '../../../host/channel/channel.ts';
+import { EnclaveCallError, PartitionEngine } from '../../../host/vault/engine.ts';
+import { CONTEXT } from '../../helpers/vault-harness.ts';
+import { testIssuer, wallClockClientExtras } from '../../helpers/auth.ts';
+import { testPlatform } from '../../helpers/platform.ts';
+
+const te = new TextEncoder();
+const dirs: string[] = [];
+const stores: RecordStore[] = [];
+afterEach(async () => {
+  for (const s of stores.splice(0)) await s.close();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+interface Sent {
+  type: string;
+  epoch: number | undefined;
+  /** Requests sent before this one whose answers had not come back yet. */
+  unanswered: string[];
+}
+
+async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; failRead?: () => boolean } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'bkv-pipeline-'));
+  dirs.push(dir);
+  const sqlite = await openSqliteStore(join(dir, 'vault.db'));
+  stores.push(sqlite);
+  const store: RecordStore = Object.assign(Object.create(sqlite) as RecordStore, {
+    getMany: (p: number, ids: Uint8Array[]) => (opts.failRead?.() ? Promise.reject(new Error('storage read failed')) : sqlite.getMany(p, ids)),
+  });
+  const issuer = await testIssuer();
+  const platform = testPlatform();
+  platform.auth = issuer.config;
+  const enclave = await createEnclave(platform);
+  const sent: Sent[] = [];
+  const open = new Set<string>();
+  let commits = 0;
+  const engine = new PartitionEngine(
+    {
+      request: async (b) => {
+        const req = decodeMessage(HostRequests, b);
+        const epoch = 'epoch' in req ? (req.epoch as number) : undefined;
+        const tag = `${req.type}#${sent.length}`;
+        sent.push({ type: req.type, epoch, unanswered: [...open].map((t) => t.split('#')[0]!) });
+        if (req.type === 'Commit' && ++commits === opts.failCommit) {
+          // The device dies before it answers this Commit (it may or may not have written NVRAM).
+          await new Promise((r) => setTimeout(r, 20));
+          throw new Error('device crashed during Commit');
+        }
+        open.add(tag);
+        try {
+          if (req.type === 'Batch' && sent.filter((x) => x.type === 'Batch').length === 1) await opts.holdFirstBatch;
+          // Delivered in order (the enclave queues its requests, as the device does); only the
+          // answer may be held back.
+          return await enclave.request(b);
+        } finally {
+          open.delete(tag);
+        }
+      },
+    },
+    store,
+    0,
+  );
+  const info = await engine.start();
+  const client = new EscrowClient({
+    relay: (recordId, message) => engine.submit(recordId, message),
+    enclavePublicKey: info.hpkePublicKey,
+    suite: await fastSuite('ristretto255-SHA512'),
+    rng: (n) => new Uint8Array(randomBytes(n)),
+    context: CONTEXT,
+    ...wallClockClientExtras(issuer),
+    auth: (rid: Uint8Array) => issuer.token(rid, platform.clock.t),
+  });
+  return { engine, client, sent };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 1));
+
+/**
+ * Status operations for `n` ids in exactly two batches: the first id's batch is held at the
+ * enclave until the other operations have queued behind it. Returns their promises in id order.
+ */
+async function twoBatches(opts: { failCommit?: number; onFailure?: (e: unknown) => void }, n: number, name: string) {
+  let release!: () => void;
+  const hold = new Promise<void>((r) => (release = r));
+  const r = await rig({ ...opts, holdFirstBatch: hold });
+  if (opts.onFailure) r.engine.onFailure = opts.onFailure;
+  const ids = Array.from({ length: n }, (_, i) => te.encode(`${name}-${i}`));
+  const first = r.client.status(ids[0]!);
+  while (!r.sent.some((x) => x.type === 'Batch')) await tick();
+  const rest = ids.slice(1).map((id) => r.client.status(id));
+  while (r.engine.queueDepth < rest.length) await tick();
+  release();
+  return { ...r, ids, ops: [first, ...rest] };
+}
+
+describe('engine pipelining', () => {
+  it('stages the next batch before the Commit, prepares it right behind the Commit, in epoch order', async () => {
+    const { engine, sent, ids, ops } = await twoBatches({}, 12, 'pipe');
+    const results = await Promise.all(ops);
+    expect(engine.failed).toBeNull();
+    expect(results.map((r) => r.type)).toEqual(ids.map(() => 'NotRegistered'));
+    const base = sent.find((s) => s.type === 'Batch')!.epoch!;
+    const control = sent.filter((s) => ['Batch', 'Commit', 'Prepare'].includes(s.type)).map((s) => `${s.type} ${s.epoch! - base}`);
+    expect(control).toEqual(['Batch 0', 'Batch 1', 'Commit 0', 'Prepare 1', 'Commit 1']);
+    // The staged Batch went out while the first batch was prepared and not yet committed.
+    const staged = sent.filter((s) => s.type === 'Batch')[1]!;
+    expect(staged.unanswered).not.toContain('Commit');
+    expect(engine.stats.batches).toBe(2);
+  });
+
+  it('when the staged batch cannot be read, its clients get the error and the engine goes on', async () => {
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    let reads = 0;
+    let failNext = false;
+    const r = await rig({ holdFirstBatch: hold, failRead: () => (reads++, failNext && !(failNext = false)) });
+    const first = r.client.status(te.encode('read-0'));
+    while (!r.sent.some((x) => x.type === 'Batch')) await tick();
+    const rest = [1, 2, 3].map((i) => r.client.status(te.encode(`read-${i}`)));
+    const settled = Promise.allSettled(rest);
+    while (r.engine.queueDepth < rest.length) await tick();
+    failNext = true; // the next read is the staged batch's
+    release();
+    expect(await first).toMatchObject({ type: 'NotRegistered' });
+    for (const x of await settled) expect(String((x as PromiseRejectedResult).reason)).toMatch(/storage read failed/);
+    expect(r.engine.failed).toBeNull();
+    // Not sent: no Batch or Prepare for it reached the enclave.
+    expect(r.sent.filter((s) => s.type === 'Batch').length).toBe(1);
+    expect(r.sent.some((s) => s.type === 'Prepare')).toBe(false);
+    expect(reads).toBeGreaterThan(1);
+    expect(await r.client.status(te.encode('read-after'))).toMatchObject({ type: 'NotRegistered' });
+  });
+
+  it('an operation on a record of the prepared batch waits for a later batch, and sees its result', async () => {
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const r = await rig({ holdFirstBatch: hold });
+    const a = te.encode('same-a');
+    const first = r.client.status(a);
+    while (!r.sent.some((x) => x.type === 'Batch')) await tick();
+    // Queued behind it: the same record twice and two others.
+    const rest = [r.client.status(a), r.client.status(te.encode('same-b')), r.client.status(a), r.client.status(te.encode('same-c'))];
+    while (r.engine.queueDepth < rest.length) await tick();
+    release();
+    const all = await Promise.all([first, ...rest]);
+    expect(all.map((x) => x.type)).toEqual(all.map(() => 'NotRegistered'));
+    expect(r.engine.failed).toBeNull();
+    // Batch 0 = [a]; staged batch 1 = [b, c]; then [a, a] after it.
+    const batches = r.sent.filter((s) => s.type === 'Batch');
+    expect(batches.length).toBe(3);
+    expect(r.engine.stats.ops).toBe(5);
+  });
+
+  it('a failed Commit fails the batch sent behind it too; nothing is released and the engine stops', async () => {
+    let failure: unknown;
+    const { engine, client, sent, ops } = await twoBatches({ failCommit: 1, onFailure: (e) => (failure = e) }, 8, 'fail');
+    const all = await Promise.allSettled(ops);
+    expect(all.every((r) => r.status === 'rejected')).toBe(true);
+    for (const r of all) expect(String((r as PromiseRejectedResult).reason)).toMatch(/device crashed during Commit/);
+    expect(String(failure)).toMatch(/device crashed during Commit/);
+    expect(engine.failed).toBeTruthy();
+    // The batch behind the failed Commit was staged before it and prepared after it.
+    const i = sent.findIndex((s) => s.type === 'Commit');
+    expect(sent.slice(0, i).filter((s) => s.type === 'Batch').length).toBe(2);
+    expect(sent.slice(i + 1).some((s) => s.type === 'Prepare')).toBe(true);
+    await expect(client.status(te.encode('after'))).rejects.toThrow(/device crashed during Commit/);
+  });
+});
+
+describe('the typed call', () => {
+  /** An engine over a device that answers every request with `answer`. */
+  const answering = async (answer: HostResponse) => {
+    const dir = mkdtempSync(join(tmpdir(), 'bkv-call-'));
+    dirs.push(dir);
+    const store = await openSqliteStore(join(dir, 'vault.db'));
+    stores.push(store);
+    return new PartitionEngine({ request: async () => encodeMessage(HostResponses, answer) }, store, 0);
+  };
+
+  it('returns the answer its request has', async () => {
+    const engine = await answering({ type: 'Aborted', epoch: 7 });
+    const r = await engine.call({ type: 'Abort', epoch: 7 });
+    expect(r).toEqual({ type: 'Aborted', epoch: 7 });
+  });
+
+  it('throws EnclaveCallError with the fault code for a Fault', async () => {
+    const engine = await answering({ type: 'Fault', code: Lifecycle.Zeroized, field: new Uint8Array(0), message: te.encode('zeroized') });
+    const e = await engine.call({ type: 'Info' }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(EnclaveCallError);
+    expect((e as EnclaveCallError).code).toBe(Lifecycle.Zeroized);
+  });
+
+  it('throws EnclaveCallError UnexpectedResponse for an answer of another request, or not the one expected', async () => {
+    const engine = await answering({ type: 'Staged', epoch: 1 });
+    for (const call of [engine.call({ type: 'Commit', epoch: 1 }), engine.call({ type: 'Batch', epoch: 1, ops: [] }, 'Prepared')]) {
+      const e = await call.catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(EnclaveCallError);
+      expect((e as EnclaveCallError).code).toBe(ChannelErrorCode.UnexpectedResponse);
+      expect((e as Error).message).toMatch(/answered Staged/);
+    }
+    expect((await engine.call({ type: 'Batch', epoch: 1, ops: [] })).type).toBe('Staged');
+  });
+});

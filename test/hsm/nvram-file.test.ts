@@ -1,0 +1,145 @@
+/**
+ * hsm/nvram-file.ts: round trip, the size limit, and torn or damaged writes: a slot cut short or
+ * corrupted reads back as the previous contents, and damage to both slots is a clear error.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { PlatformFault } from '../../enclave/api/codes.ts';
+import { FileNvram, NvramFileError } from '../../hsm/nvram-file.ts';
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-nvram-'));
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+let n = 0;
+const fresh = () => path.join(root, `nvram-${n++}.bin`);
+const bytes = (s: string) => new TextEncoder().encode(s);
+const SLOT = (size: number) => 24 + size + 32;
+
+describe('FileNvram', () => {
+  it('reads empty before any write, then what was written, across instances', () => {
+    const file = fresh();
+    const a = new FileNvram(file);
+    expect(a.size).toBe(4096);
+    expect(a.read()).toEqual(new Uint8Array(0));
+    a.write(bytes('first'));
+    expect(a.read()).toEqual(bytes('first'));
+    a.write(bytes('second, longer'));
+    a.write(new Uint8Array(0));
+    a.write(bytes('fourth'));
+    expect(new FileNvram(file).read()).toEqual(bytes('fourth'));
+    expect(fs.statSync(file).size).toBe(2 * SLOT(4096));
+  });
+
+  it('returns copies: changing a read or written array does not change the contents', () => {
+    const nv = new FileNvram(fresh(), { size: 64 });
+    const data = bytes('abc');
+    nv.write(data);
+    data[0] = 0;
+    const got = nv.read();
+    got[1] = 0;
+    expect(nv.read()).toEqual(bytes('abc'));
+  });
+
+  it('accepts exactly its size and refuses one byte more, keeping the old contents', () => {
+    const file = fresh();
+    const nv = new FileNvram(file, { size: 100 });
+    nv.write(new Uint8Array(100).fill(7));
+    const err = (() => {
+      try {
+        nv.write(new Uint8Array(101));
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(NvramFileError);
+    expect((err as NvramFileError).code).toBe(PlatformFault.NvramFull);
+    expect(new FileNvram(file, { size: 100 }).read()).toEqual(new Uint8Array(100).fill(7));
+  });
+
+  it('refuses to open a file with a different region size', () => {
+    const file = fresh();
+    new FileNvram(file, { size: 64 }).write(bytes('x'));
+    expect(() => new FileNvram(file, { size: 128 }).read()).toThrow(/64-byte region, opened as 128/);
+  });
+
+  it('a write cut short (file truncated inside the new slot) reads back the previous contents', () => {
+    const file = fresh();
+    const nv = new FileNvram(file, { size: 256 });
+    nv.write(bytes('v1')); // slot 0
+    nv.write(bytes('v2')); // slot 1
+    fs.truncateSync(file, SLOT(256) + 40);
+    expect(new FileNvram(file, { size: 256 }).read()).toEqual(bytes('v1'));
+    // The next write goes to the damaged slot's place and is whole again.
+    const again = new FileNvram(file, { size: 256 });
+    again.write(bytes('v3'));
+    expect(new FileNvram(file, { size: 256 }).read()).toEqual(bytes('v3'));
+  });
+
+  it('a torn newer slot (bytes of the new data, old checksum) reads back the previous contents', () => {
+    const file = fresh();
+    const nv = new FileNvram(file, { size: 256 });
+    nv.write(bytes('older'));
+    nv.write(bytes('newer'));
+    nv.write(bytes('newest')); // slot 0 again, seq 3
+    const raw = fs.readFileSync(file);
+    raw.write('XX', 24); // half of a new write landed in slot 0
+    fs.writeFileSync(file, raw);
+    expect(new FileNvram(file, { size: 256 }).read()).toEqual(bytes('newer'));
+  });
+
+  it('damage to both slots is a clear NvramCorrupt error, and writes are refused', () => {
+    const file = fresh();
+    const nv = new FileNvram(file, { size: 64 });
+    nv.write(bytes('a'));
+    nv.write(bytes('b'));
+    const raw = fs.readFileSync(file);
+    raw[30] = raw[30]! ^ 1;
+    raw[SLOT(64) + 30] = raw[SLOT(64) + 30]! ^ 1;
+    fs.writeFileSync(file, raw);
+    const broken = new FileNvram(file, { size: 64 });
+    expect(() => broken.read()).toThrow(/corrupt: neither slot verifies/);
+    try {
+      broken.write(bytes('c'));
+      expect.unreachable();
+    } catch (e) {
+      expect((e as NvramFileError).code).toBe(PlatformFault.NvramCorrupt);
+    }
+    fs.writeFileSync(file, 'garbage');
+    expect(() => new FileNvram(file, { size: 64 }).read()).toThrow(NvramFileError);
+  });
+
+  it('leaves no partial file when the first write never completed (temp files are ignored)', () => {
+    const file = fresh();
+    fs.writeFileSync(`${file}.deadbeef.tmp`, 'half of a first write');
+    expect(new FileNvram(file).read()).toEqual(new Uint8Array(0));
+  });
+
+  it('property: any damage confined to one slot reads back that slot or the other, never anything else', () => {
+    const size = 48;
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ maxLength: size }),
+        fc.uint8Array({ maxLength: size }),
+        fc.array(fc.tuple(fc.nat(SLOT(size) - 1), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 4 }),
+        fc.boolean(),
+        (older, newer, flips, truncate) => {
+          const file = fresh();
+          const nv = new FileNvram(file, { size });
+          nv.write(older); // slot 0
+          nv.write(newer); // slot 1, the newest
+          const raw = fs.readFileSync(file);
+          let damaged: Buffer = raw;
+          if (truncate) damaged = raw.subarray(0, SLOT(size) + flips[0]![0]);
+          else for (const [at, x] of flips) raw[SLOT(size) + at] = raw[SLOT(size) + at]! ^ x;
+          fs.writeFileSync(file, damaged);
+          const got = new FileNvram(file, { size }).read();
+          fs.rmSync(file);
+          return Buffer.from(got).equals(Buffer.from(older)) || Buffer.from(got).equals(Buffer.from(newer));
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+});
