@@ -68,7 +68,10 @@ describe('adversarial (CI-sized)', () => {
   });
 
   it('soak: 20 s of the mix at a low rate, zero errors', { timeout: 120_000 }, async () => {
-    clean(await soak({ minutes: 20 / 60, rate: 8, seed }));
+    const r = await soak({ minutes: 20 / 60, rate: 8, seed });
+    clean(r);
+    // The service's own figures were read from /metrics (lib/scrape.ts): a server latency and batches.
+    expect(String(r.stats['inside the service'])).toMatch(/^\s+1\s+\d+\.\d\s+\d+\.\d\d\s+\d/m);
   });
 
   it('timing: the positive control leaks (the measurements are reported, not gated)', { timeout: 60_000 }, async () => {

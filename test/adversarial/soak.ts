@@ -29,8 +29,11 @@
  *    registration is a new record (about 435 B in SQLite's page cache and a 32-byte leaf in the
  *    enclave). The service runs with a replay window of 60 s (default 10 min) so that the host's
  *    bounded replay table reaches its steady size within the warm-up.
+ * 4. Every 10 s also the service's counters and CPU (lib/scrape.ts): per minute, the service's own
+ *    mean latency, its batches (duration, size, rate) and the CPU of the service (with its devices)
+ *    and of this driver: a latency drift that the service's own latency does not share is the driver's.
  * Report: operations by kind, errors, p50/p90/p99/max latency per kind per minute, RSS and heap
- * per minute, the slopes. Exit 1 on any error or on memory growth.
+ * per minute, the slopes, the service's figures per minute. Exit 1 on any error or on memory growth.
  */
 import { randomBytes } from 'node:crypto';
 import { Rng, bump, isMain, linearFit, newReport, parseArgs, percentile, rssOf, runMain, sleep, sortedCopy, tempDir, te } from './lib/common.ts';
@@ -38,6 +41,8 @@ import type { Report } from './lib/common.ts';
 import { describe, sameBytes } from './lib/flows.ts';
 import type { VaultClient } from './lib/flows.ts';
 import { openService } from './lib/vaults.ts';
+import { cpuSecondsOf, scrape } from './lib/scrape.ts';
+import type { Counters } from './lib/scrape.ts';
 
 export type Kind = 'register' | 'good' | 'bad' | 'unknown';
 const KINDS: Kind[] = ['register', 'good', 'bad', 'unknown'];
@@ -141,16 +146,6 @@ class Mix {
   }
 }
 
-async function heapUsed(url: string): Promise<number> {
-  try {
-    const text = await (await fetch(`${url}/metrics`)).text();
-    const m = /^bkv_nodejs_heap_size_used_bytes (\S+)$/m.exec(text);
-    return m ? Number(m[1]) : NaN;
-  } catch {
-    return NaN;
-  }
-}
-
 const MB = 1024 * 1024;
 const fmt = (ms: number) => (Number.isFinite(ms) ? (ms < 10 ? ms.toFixed(1) : Math.round(ms).toString()) : '-');
 
@@ -199,7 +194,7 @@ export async function soak(o: SoakOptions): Promise<Report> {
     const durationMs = o.minutes * 60_000;
     const lat: Map<string, number[]> = new Map(); // `${minute}/${kind}` -> ms
     const count: Record<string, number> = {};
-    const mem: { t: number; rss: number; heap: number }[] = [];
+    const mem: { t: number; rss: number; heap: number; counters?: Counters; svcCpu: number; genCpu: number }[] = [];
     const t0 = performance.now();
     let inFlight = 0;
     let maxInFlight = 0;
@@ -210,7 +205,10 @@ export async function soak(o: SoakOptions): Promise<Report> {
         const t = performance.now() - t0;
         const devices = svc.devicePids();
         const rss = rssOf(svc.pid) + devices.reduce((s, p) => s + (rssOf(p) || 0), 0);
-        mem.push({ t, rss, heap: await heapUsed(svc.url) });
+        const counters = await scrape(svc.url);
+        const svcCpu = cpuSecondsOf(svc.pid) + devices.reduce((s, p) => s + (cpuSecondsOf(p) || 0), 0);
+        const u = process.cpuUsage();
+        mem.push({ t, rss, heap: counters?.heapBytes ?? NaN, ...(counters && { counters }), svcCpu, genCpu: (u.user + u.system) / 1e6 });
         if (t >= durationMs) return;
         await sleep(Math.min(10_000, durationMs - t + 1));
       }
@@ -277,6 +275,23 @@ export async function soak(o: SoakOptions): Promise<Report> {
       if (s) memLines.push(`${String(m).padStart(6)} ${(s.rss / MB).toFixed(1).padStart(7)} ${(s.heap / MB).toFixed(1).padStart(8)}`);
     }
     report.stats['memory'] = `\n${memLines.join('\n')}`;
+    // Where the time goes, minute by minute (differences between samples, lib/scrape.ts): the
+    // service's own latency and batches beside the CPU of the service (with its devices) and of
+    // this load generator, so that a drift shows whether it is in the vault or in the driver.
+    const sample = (m: number) => [...mem].reverse().find((x) => x.t <= m * 60_000 + 5000);
+    const inside = ['minute  server ms  batch ms  ops/batch  batches/s  service CPU %  driver CPU %'];
+    for (let m = 1; m <= minutes; m++) {
+      const a = sample(m - 1);
+      const b = sample(m);
+      if (!a?.counters || !b?.counters || b === a) continue;
+      const dt = (b.t - a.t) / 1000;
+      const d = (k: keyof Counters) => b.counters![k] - a.counters![k];
+      const cell = (x: number, w: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : '-').padStart(w);
+      inside.push(
+        `${String(m).padStart(6)} ${cell((1000 * d('opsSeconds')) / d('opsCount'), 10)} ${cell((1000 * d('batchSeconds')) / d('batchCount'), 9, 2)} ${cell(d('batchOps') / d('batchCount'), 10)} ${cell(d('batchCount') / dt, 10)} ${cell((100 * (b.svcCpu - a.svcCpu)) / dt, 14, 0)} ${cell((100 * (b.genCpu - a.genCpu)) / dt, 13, 0)}`,
+      );
+    }
+    report.stats['inside the service'] = `\n${inside.join('\n')}`;
     const warm = Math.min(WARM_UP_MS, durationMs * 0.5);
     const after = mem.filter((x) => x.t >= warm && Number.isFinite(x.rss));
     const rssFit = linearFit(after.map((x) => x.t / 60_000), after.map((x) => x.rss / MB));
