@@ -20,30 +20,34 @@ export class UnexpectedResponse extends Error {
     readonly faultCode?: number,
     /** The Fault's field when a Fault named one. */
     readonly faultField?: string,
+    /** The Fault's text (a host Fault carries one: fixed text chosen by the enclave, never a secret). */
+    readonly faultMessage?: string,
   ) {
-    super(`${what}: expected ${expected.join(' or ')}, got ${describeResponse(actual, faultCode, faultField)}`);
+    super(`${what}: expected ${expected.join(' or ')}, got ${describeResponse(actual, faultCode, faultField, faultMessage)}`);
   }
 }
 
-function describeResponse(type: string | undefined, code: number | undefined, field: string | undefined): string {
+function describeResponse(type: string | undefined, code: number | undefined, field: string | undefined, text: string | undefined): string {
   if (type === undefined) return 'no answer';
   if (code === undefined) return type;
-  return `${type} ${code} (${faultName(code)}${field ? `, field ${field}` : ''})`;
+  return `${type} ${code} (${faultName(code)}${field ? `, field ${field}` : ''}${text ? `: ${text}` : ''})`;
 }
+
+const td = new TextDecoder();
+const textOf = (b: unknown): string | undefined => (b instanceof Uint8Array && b.length > 0 ? td.decode(b) : undefined);
 
 /**
  * `res` narrowed to `type` (or to one of `type` when a list is given); anything else (another
- * type, a Fault, undefined) throws UnexpectedResponse.
+ * type, a Fault, nothing: undefined or null) throws UnexpectedResponse.
  */
 export function expectResponse<M extends { type: string }, const T extends M['type']>(
-  res: M | undefined,
+  res: M | undefined | null,
   type: T | readonly T[],
   what: string,
 ): Extract<M, { type: T }> {
   const expected: readonly string[] = typeof type === 'string' ? [type] : type;
-  if (res !== undefined && expected.includes(res.type)) return res as Extract<M, { type: T }>;
-  const fault = res as { type: string; code?: unknown; field?: unknown } | undefined;
-  const code = fault?.type === 'Fault' && typeof fault.code === 'number' ? fault.code : undefined;
-  const field = code !== undefined && fault!.field instanceof Uint8Array && fault!.field.length > 0 ? new TextDecoder().decode(fault!.field) : undefined;
-  throw new UnexpectedResponse(what, expected, res?.type, code, field);
+  if (res != null && expected.includes(res.type)) return res as Extract<M, { type: T }>;
+  const fault = (res ?? undefined) as { type: string; code?: unknown; field?: unknown; message?: unknown } | undefined;
+  if (fault?.type !== 'Fault' || typeof fault.code !== 'number') throw new UnexpectedResponse(what, expected, fault?.type);
+  throw new UnexpectedResponse(what, expected, fault.type, fault.code, textOf(fault.field), textOf(fault.message));
 }

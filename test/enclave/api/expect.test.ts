@@ -50,9 +50,18 @@ describe('expectResponse', () => {
     expect(e.message).toBe(`finish: expected Recovered, got Fault ${Handling.UnknownSession} (Handling.UnknownSession, field sessionId)`);
   });
 
+  it('refuses a host Fault with its text', () => {
+    const hostFault = { type: 'Fault', code: Handling.UnknownSession, field: new Uint8Array(0), message: te.encode('no such batch') } as HostResponse;
+    const e = thrown(() => expectResponse(hostFault, 'Committed', 'Commit'));
+    expect(e.faultField).toBeUndefined();
+    expect(e.faultMessage).toBe('no such batch');
+    expect(e.message).toBe(`Commit: expected Committed, got Fault ${Handling.UnknownSession} (Handling.UnknownSession: no such batch)`);
+  });
+
   it('refuses no answer at all', () => {
     const e = thrown(() => expectResponse(undefined as HostResponse | undefined, ['Prepared', 'Staged'], 'Batch'));
     expect(e.actual).toBeUndefined();
     expect(e.message).toBe('Batch: expected Prepared or Staged, got no answer');
+    expect(thrown(() => expectResponse(null as HostResponse | null, 'Loaded', 'LoadEnd')).message).toBe('LoadEnd: expected Loaded, got no answer');
   });
 });

@@ -45,7 +45,7 @@ import type { Relay } from '../../../client/escrow.ts';
 import { authFor, EXPECTED_FAULT, FUZZ_AUTH, TokenBook } from '../lib/auth.ts';
 import type { TokenKind } from '../lib/auth.ts';
 import { CANARY_A, CANARY_B } from '../lib/canary.ts';
-import { SecretScanner, violation } from '../lib/oracle.ts';
+import { SecretScanner, expectAnswer, violation } from '../lib/oracle.ts';
 import { CONTEXT } from '../lib/vault.ts';
 
 export const name = 'http';
@@ -95,7 +95,7 @@ async function directStatus(c: Ctx): Promise<number | null> {
   const st = decodeMessage(ClientResponses, r.sealed ? await openResponse(r.response) : r.response);
   scanner.scan('a Status answer', r.response);
   if (st.type === 'NotRegistered') return null;
-  if (st.type !== 'StatusResult') violation('not-serving', `Status of the canary through the vault answered ${st.type}`);
+  expectAnswer('not-serving', st, 'StatusResult', 'Status of the canary through the vault');
   return st.locked ? 0 : st.attemptsRemaining;
 }
 

@@ -39,6 +39,7 @@ import { makeTestIssuer, testIssuer } from '../../helpers/auth.ts';
 import type { TestIssuer } from '../../helpers/auth.ts';
 import { DEFAULT_KSF_BOUNDS } from '../../../client/escrow.ts';
 import { readIssuerPrivate, readStoredAuth, mintToken } from '../../../host/auth/issuer.ts';
+import { expectResponse } from '../../../enclave/api/expect.ts';
 
 const te = new TextEncoder();
 const root = resolve(import.meta.dirname, '../../..');
@@ -772,8 +773,7 @@ describe('graceful shutdown (child process)', () => {
       const direct = new EscrowClient({ relay: (r, m) => host.submit(r, m), enclavePublicKey: info.enclavePublicKey, suite, rng: (n) => new Uint8Array(randomBytes(n)), context: CONTEXT, ...fastKsf, auth: devToken });
       let charged = 0;
       for (const id of ids) {
-        const st = await direct.status(id);
-        if (st.type !== 'StatusResult') throw new Error(`Status answered ${st.type}`);
+        const st = expectResponse(await direct.status(id), 'StatusResult', 'Status');
         charged += 200 - st.attemptsRemaining;
       }
       expect(charged).toBe(ok);
