@@ -27,7 +27,6 @@
  * that kind, and charges no guess.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -47,6 +46,7 @@ import type { TokenKind } from '../lib/auth.ts';
 import { CANARY_A, CANARY_B } from '../lib/canary.ts';
 import { SecretScanner, expectAnswer, violation } from '../lib/oracle.ts';
 import { CONTEXT } from '../lib/vault.ts';
+import { rawExchange } from '../../helpers/streams.ts';
 
 export const name = 'http';
 export const weight = 2;
@@ -190,21 +190,6 @@ function dechunk(body: string): string {
   }
 }
 
-function rawExchange(url: string, bytes: Uint8Array, waitMs: number): Promise<string> {
-  const { hostname, port } = new URL(url);
-  return new Promise((done) => {
-    const sock = connect(Number(port), hostname);
-    let out = '';
-    const timer = setTimeout(() => sock.destroy(), waitMs);
-    sock.on('data', (d) => (out += d.toString('latin1')));
-    sock.on('error', () => undefined);
-    sock.on('close', () => {
-      clearTimeout(timer);
-      done(out);
-    });
-    sock.end(bytes);
-  });
-}
 
 export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   if (!ctx) await setup();
@@ -220,7 +205,7 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   let bad: { kind: Exclude<TokenKind, 'valid'>; type: string; attempts: number | null; open: ((b: Uint8Array) => Promise<Uint8Array>) | null } | null = null;
 
   if (sel & 0x80) {
-    const text = await rawExchange(c.svc.url, payload, 1000);
+    const text = await rawExchange(c.svc.url, payload, 1000, { end: true });
     scanner.scan('a raw exchange', text);
     if (text.length) {
       const m = /^HTTP\/1\.1 (\d{3}) /.exec(text);
