@@ -209,12 +209,8 @@ describe('trust boundary', () => {
       ],
       'test/ and bench/: no test imports bench/ (test/bench/ excepted), no bench imports test/': [
         ['test/adversarial/races.ts', '../../bench/lib/stats.ts', false],
-        ['test/host/service/service.test.ts', '../../../bench/lib/auth.ts', false],
-        ['bench/enclave.ts', '../test/helpers/tokens.ts', false],
         ['bench/lib/vault-load.ts', '../../test/helpers/auth.ts', false],
         ['test/bench/stats.test.ts', '../../bench/lib/stats.ts', true],
-        ['test/adversarial/races.ts', '../helpers/auth.ts', true],
-        ['bench/enclave.ts', './lib/stats.ts', true],
         ['bench/enclave.ts', '../enclave/api/expect.ts', true],
       ],
     };
