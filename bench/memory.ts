@@ -44,6 +44,7 @@ import { startService } from './lib/service-proc.ts';
 import type { ServiceProc } from './lib/service-proc.ts';
 import { rng } from './lib/vault-load.ts';
 import type { ClientOp } from './lib/vault-load.ts';
+import { expectResponse } from '../enclave/api/expect.ts';
 
 const A = args();
 const QUICK = A.quick;
@@ -92,11 +93,9 @@ try {
   const sampleId = te.encode('memory-sample');
   const { request, state } = clientRegistrationStart(o, te.encode('pw'));
   const sampleAuth = tokens.bytes(sampleId);
-  const st = await post(sampleId, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 10, ksf: identityKsf.params, pacing: 1 }, sampleAuth);
-  if (st.type !== 'RegisterStarted') throw new Error(`sample: ${st.type}`);
+  const st = expectResponse(await post(sampleId, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 10, ksf: identityKsf.params, pacing: 1 }, sampleAuth), 'RegisterStarted', 'sample');
   const { record } = await clientRegistrationFinish(o, state, te.encode('pw'), st.response);
-  const fin = await post(sampleId, { type: 'RegisterFinish', stageId: st.stageId, record, backupKey: new Uint8Array(32).fill(1), authorization: undefined }, sampleAuth);
-  if (fin.type !== 'Registered') throw new Error(`sample finish: ${fin.type}`);
+  expectResponse(await post(sampleId, { type: 'RegisterFinish', stageId: st.stageId, record, backupKey: new Uint8Array(32).fill(1), authorization: undefined }, sampleAuth), 'Registered', 'sample finish');
 
   const startOp: ClientOp = { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 10, ksf: identityKsf.params, pacing: 1 };
   const key = new Uint8Array(32).fill(9);
@@ -125,10 +124,8 @@ try {
         try {
           // Minted here, not kept (a million tokens would weigh on this process): the record's two operations share it.
           const auth = te.encode(tokens.mint(id));
-          const a = await post(id, startOp, auth);
-          if (a.type !== 'RegisterStarted') throw new Error(a.type === 'Fault' ? `fault ${a.code}` : a.type);
-          const b = await post(id, { type: 'RegisterFinish', stageId: a.stageId, record, backupKey: key, authorization: undefined }, auth);
-          if (b.type !== 'Registered') throw new Error(b.type === 'Fault' ? `fault ${b.code}` : b.type);
+          const a = expectResponse(await post(id, startOp, auth), 'RegisterStarted', 'RegisterStart');
+          expectResponse(await post(id, { type: 'RegisterFinish', stageId: a.stageId, record, backupKey: key, authorization: undefined }, auth), 'Registered', 'RegisterFinish');
           done++;
         } catch (e) {
           failures++;

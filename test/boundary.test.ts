@@ -102,11 +102,15 @@ function violation(file: string, spec: string): string | null {
     if (spec.startsWith('node:')) return /-node\.ts$/.test(file) ? null : no('node: built-ins only in *-node.ts (the rest runs in a browser)');
     return CLIENT_PACKAGES.some((re) => re.test(spec)) ? null : no('not a library the client may use');
   }
+  // Tests and benchmarks share helpers through test/helpers/ and bench/lib/ only inside their own
+  // tree; test/bench/ tests the bench's helpers and is the one test folder that imports bench/.
+  if (under(file, 'bench')) return rel && under(target, 'test') ? no('bench/ does not import test/') : null;
+  if (under(file, 'test') && !under(file, 'test/bench')) return rel && under(target, 'bench') ? no('test/ imports bench/ only from test/bench/') : null;
   return null;
 }
 
 describe('trust boundary', () => {
-  const dirs = ['enclave', 'hsm', 'host', 'client'] as const;
+  const dirs = ['enclave', 'hsm', 'host', 'client', 'test', 'bench'] as const;
   const files = Object.fromEntries(dirs.map((d) => [d, sourceFiles(join(root, d)).map((f) => relative(root, f))])) as Record<(typeof dirs)[number], string[]>;
   const all = dirs.flatMap((d) => files[d]);
   const found = all.flatMap((f) => importsOf(stripComments(readFileSync(join(root, f), 'utf8'))).map((spec) => violation(f, spec))).filter((v): v is string => v !== null);
@@ -117,6 +121,8 @@ describe('trust boundary', () => {
     expect(files.hsm.length).toBeGreaterThan(10);
     expect(files.host.length).toBeGreaterThan(10);
     expect(files.client.length).toBeGreaterThan(5);
+    expect(files.test.length).toBeGreaterThan(50);
+    expect(files.bench.length).toBeGreaterThan(5);
     for (const f of HSM_PUBLIC) expect(all).toContain(f);
   });
 
@@ -200,6 +206,12 @@ describe('trust boundary', () => {
         ['client/escrow.ts', '../enclave/opaque/client.ts', true],
         ['client/escrow.ts', '../enclave/api/codec.ts', true],
         ['client/backup-file-node.ts', 'node:fs', true],
+      ],
+      'test/ and bench/: no test imports bench/ (test/bench/ excepted), no bench imports test/': [
+        ['test/adversarial/races.ts', '../../bench/lib/stats.ts', false],
+        ['bench/lib/vault-load.ts', '../../test/helpers/auth.ts', false],
+        ['test/bench/stats.test.ts', '../../bench/lib/stats.ts', true],
+        ['bench/enclave.ts', '../enclave/api/expect.ts', true],
       ],
     };
     for (const [rule, list] of Object.entries(cases)) {

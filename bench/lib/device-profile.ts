@@ -37,6 +37,7 @@ import { threadTimes } from './threads.ts';
 import { printSummary, profileWindow, summarize } from './cpuprofile.ts';
 import { ClientKit, bulkRegister, closedLoop, decodeAnswer, rng } from './vault-load.ts';
 import type { Prepared } from './vault-load.ts';
+import { expectResponse } from '../../enclave/api/expect.ts';
 
 const A = args();
 const OP = A.get('op') ?? 'login';
@@ -83,12 +84,10 @@ const o = { suite, context: DEFAULT_OPAQUE_CONTEXT, rng, ksf: identityKsf };
 async function registerReal(id: Uint8Array, pw: Uint8Array): Promise<void> {
   const { request, state } = clientRegistrationStart(o, pw);
   const p = kit.prepare(id, { type: 'RegisterStart', suite: SUITE_CODE[suite.id], request, attemptLimit: 255, ksf: identityKsf.params, pacing: 0 });
-  const a = decodeAnswer(p, await submit(id, p.message));
-  if (a?.type !== 'RegisterStarted') throw new Error(`registration: ${a?.type}`);
+  const a = expectResponse(decodeAnswer(p, await submit(id, p.message)), 'RegisterStarted', 'registration');
   const { record } = await clientRegistrationFinish(o, state, pw, a.response);
   const f = kit.prepare(id, { type: 'RegisterFinish', stageId: a.stageId, record, backupKey: new Uint8Array(32).fill(1), authorization: undefined });
-  const b = decodeAnswer(f, await submit(id, f.message));
-  if (b?.type !== 'Registered') throw new Error(`registration finish: ${b?.type}`);
+  expectResponse(decodeAnswer(f, await submit(id, f.message)), 'Registered', 'registration finish');
 }
 
 let msgs: Prepared[];
@@ -104,8 +103,7 @@ if (OP === 'ke3') {
   });
   const answers = await Promise.all(starts.map((s) => submit(s.id, s.p.message)));
   for (const [i, s] of starts.entries()) {
-    const a = decodeAnswer(s.p, answers[i]!);
-    if (a?.type !== 'LoginStarted') throw new Error(`LoginStart answered ${a?.type}`);
+    const a = expectResponse(decodeAnswer(s.p, answers[i]!), 'LoginStarted', 'LoginStart');
     const fin = await clientLoginFinish(o, s.state, s.pw, a.ke2);
     if (!fin.ok) throw new Error('client login failed');
     msgs.push(kit.prepare(s.id, { type: 'LoginFinish', sessionId: a.sessionId, ke3: fin.ke3 }));

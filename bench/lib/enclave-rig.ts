@@ -24,6 +24,7 @@ import type { CpuSplit, ThreadTimes } from './threads.ts';
 import { ClientKit, bulkRegister, closedLoop, decodeAnswer, rng } from './vault-load.ts';
 import { percentile } from './stats.ts';
 import type { Outcome, Prepared } from './vault-load.ts';
+import { expectResponse } from '../../enclave/api/expect.ts';
 
 const te = new TextEncoder();
 
@@ -197,8 +198,7 @@ export class EnclaveRig {
     });
     const answers = await Promise.all(starts.map((s) => this.submit(s.id, s.p.message)));
     for (const [i, s] of starts.entries()) {
-      const a = decodeAnswer(s.p, answers[i]!);
-      if (a?.type !== 'LoginStarted') throw new Error(`KE3 phase: LoginStart answered ${a?.type}`);
+      const a = expectResponse(decodeAnswer(s.p, answers[i]!), 'LoginStarted', 'KE3 phase: LoginStart');
       const fin = await clientLoginFinish(o, s.state, s.pw, a.ke2);
       if (!fin.ok) throw new Error(`KE3 phase: client login failed (${fin.outcome})`);
       finishes.push(this.kit.prepare(s.id, { type: 'LoginFinish', sessionId: a.sessionId, ke3: fin.ke3 }));
@@ -223,12 +223,10 @@ async function registerReal(kit: ClientKit, submit: (id: Uint8Array, m: Uint8Arr
   const o = { suite: kit.suite, context: kit.context, rng, ksf: identityKsf };
   const { request, state } = clientRegistrationStart(o, pw);
   const p = kit.prepare(id, { type: 'RegisterStart', suite: SUITE_CODE[kit.suite.id], request, attemptLimit: 255, ksf: identityKsf.params, pacing: 0 });
-  const a = decodeAnswer(p, await submit(id, p.message));
-  if (a?.type !== 'RegisterStarted') throw new Error(`real registration: ${a?.type}`);
+  const a = expectResponse(decodeAnswer(p, await submit(id, p.message)), 'RegisterStarted', 'real registration');
   const { record } = await clientRegistrationFinish(o, state, pw, a.response);
   const f = kit.prepare(id, { type: 'RegisterFinish', stageId: a.stageId, record, backupKey: new Uint8Array(32).fill(i & 255), authorization: undefined });
-  const b = decodeAnswer(f, await submit(id, f.message));
-  if (b?.type !== 'Registered') throw new Error(`real registration finish: ${b?.type}`);
+  expectResponse(decodeAnswer(f, await submit(id, f.message)), 'Registered', 'real registration finish');
 }
 
 /** N raw servers in worker threads, started and stopped together. */

@@ -15,6 +15,7 @@ import { identityKsf } from '../../enclave/opaque/ksf.ts';
 import type { Suite } from '../../enclave/opaque/suite.ts';
 import type { BenchTokens } from './auth.ts';
 import { FastSealer, openResponse } from './hpke.ts';
+import { expectResponse } from '../../enclave/api/expect.ts';
 
 /** A client request before `ClientKit.prepare` adds the record's token. */
 export type ClientOp = ClientRequest extends infer U ? (U extends ClientRequest ? Omit<U, 'auth'> : never) : never;
@@ -95,12 +96,10 @@ export class ClientKit {
     const o = { suite: this.suite, context: this.context, rng, ksf: identityKsf };
     const { request, state } = clientRegistrationStart(o, pw);
     const p = this.prepare(recordId, { type: 'RegisterStart', suite: SUITE_CODE[this.suite.id], request, attemptLimit: 255, ksf: identityKsf.params, pacing: 0 });
-    const a = decodeAnswer(p, await submit(recordId, p.message));
-    if (a?.type !== 'RegisterStarted') throw new Error(`sample registration: ${a?.type ?? 'no answer'}`);
+    const a = expectResponse(decodeAnswer(p, await submit(recordId, p.message)), 'RegisterStarted', 'sample registration');
     const { record } = await clientRegistrationFinish(o, state, pw, a.response);
     const f = this.prepare(recordId, { type: 'RegisterFinish', stageId: a.stageId, record, backupKey: new Uint8Array(32).fill(7), authorization: undefined });
-    const b = decodeAnswer(f, await submit(recordId, f.message));
-    if (b?.type !== 'Registered') throw new Error(`sample registration finish: ${b?.type ?? 'no answer'}`);
+    expectResponse(decodeAnswer(f, await submit(recordId, f.message)), 'Registered', 'sample registration finish');
     return record;
   }
 }

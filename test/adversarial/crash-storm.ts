@@ -23,9 +23,11 @@
  * Exit 1 on a violation.
  */
 import type { VaultHost } from '../../host/vault/vault-host.ts';
-import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, tempDir } from './lib/common.ts';
+import { bump, isMain, note, runMain, sleep } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
 import { describe } from './lib/flows.ts';
+import { finishStorm, startStorm, stormArgs } from './lib/storm.ts';
+import type { StormKnobs } from './lib/storm.ts';
 import { Ledger, driveLoad } from './lib/ledger.ts';
 import { myDevicePids, openHost, openService } from './lib/vaults.ts';
 import type { OpenVault } from './lib/vaults.ts';
@@ -33,34 +35,22 @@ import type { OpenVault } from './lib/vaults.ts';
 export const FAILPOINTS = ['batch:before-intent', 'batch:prepared', 'commit:before-nvram', 'commit:after-nvram'] as const;
 export type RoundKind = 'failpoint' | 'device-kill' | 'service-kill';
 
-export interface CrashStormOptions {
+export interface CrashStormOptions extends StormKnobs<'process' | 'service' | 'mixed'> {
   rounds: number;
-  mode?: 'process' | 'service' | 'mixed';
-  seed?: number;
-  concurrency?: number;
-  partitions?: number;
   /** Load time per round, ms (default 800..2500). */
   loadMs?: [number, number];
-  log?: (line: string) => void;
 }
 
 export async function crashStorm(o: CrashStormOptions): Promise<Report> {
-  const seed = o.seed ?? Date.now() % 1e9;
-  const rng = new Rng(seed);
-  const mode = o.mode ?? 'mixed';
-  const partitions = o.partitions ?? 2;
-  const concurrency = o.concurrency ?? 12;
+  const s = startStorm(o, { mode: 'mixed', concurrency: 12, tmp: 'crash' }, (seed, mode) => `crash storm (${o.rounds} rounds, mode ${mode}, seed ${seed})`);
+  const { rng, mode, partitions, concurrency, log, report, tmp } = s;
   const [loadMin, loadMax] = o.loadMs ?? [800, 2500];
-  const log = o.log ?? (() => undefined);
-  const report = newReport(`crash storm (${o.rounds} rounds, mode ${mode}, seed ${seed})`);
   const ledger = new Ledger(report, 'cs');
-  const tmp = tempDir('crash');
   const dataDir = tmp.dir;
   const kinds: RoundKind[] = mode === 'process' ? ['failpoint', 'device-kill'] : mode === 'service' ? ['service-kill'] : ['failpoint', 'device-kill', 'service-kill'];
   let ops = 0;
   let unknown = 0;
   let failpointRounds = 0;
-  const t0 = performance.now();
   try {
     // The vault is created once; every round reopens the same folder.
     {
@@ -150,25 +140,13 @@ export async function crashStorm(o: CrashStormOptions): Promise<Report> {
   report.stats['operations'] = ops;
   report.stats['operations without an answer (outcome unknown)'] = unknown;
   report.stats['acknowledged registrations at the end'] = ledger.registered().length;
-  report.stats['answers'] = Object.entries(ledger.answers).map(([k, n]) => `${k}=${n}`).join(' ');
   report.stats['unanswered by message'] = Object.entries(ledger.unknown).map(([k, n]) => `${k}=${n}`).join(' ');
-  report.stats['seconds'] = Math.round((performance.now() - t0) / 100) / 10;
   if (unknown === 0 && o.rounds > 2) note(report, 'no operation was ever cut by a fault: the storm did not bite');
-  return report;
+  return finishStorm(s, ledger);
 }
 
 if (isMain(import.meta.url)) {
   runMain(async () => {
-    const a = parseArgs(process.argv.slice(2), ['rounds', 'mode', 'seed', 'concurrency', 'partitions']);
-    const mode = (a.get('mode') ?? 'mixed') as CrashStormOptions['mode'];
-    if (!['process', 'service', 'mixed'].includes(mode!)) throw new Error('--mode must be process, service or mixed');
-    return crashStorm({
-      rounds: a.num('rounds', 10),
-      mode,
-      seed: a.get('seed') === undefined ? undefined : a.num('seed', 1),
-      concurrency: a.num('concurrency', 12),
-      partitions: a.num('partitions', 2),
-      log: (l) => console.log(l),
-    });
+    return crashStorm(stormArgs(process.argv.slice(2), { rounds: 10, concurrency: 12, modes: ['mixed', 'process', 'service'] as const }).knobs);
   });
 }

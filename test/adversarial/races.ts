@@ -21,9 +21,10 @@ import { pino } from 'pino';
 import { fetchVaultInfo, httpRelay } from '../../client/http-relay.ts';
 import { startService } from '../../host/service/server.ts';
 import { testIssuer } from '../helpers/auth.ts';
-import { Rng, bump, isMain, newReport, note, parseArgs, runMain, tempDir, te } from './lib/common.ts';
+import { Rng, bump, isMain, note, parseArgs, runMain, te } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
 import { VaultClient, describe, sameBytes } from './lib/flows.ts';
+import { finishStorm, startStorm } from './lib/storm.ts';
 import { openHost } from './lib/vaults.ts';
 
 export interface RacesOptions {
@@ -155,17 +156,12 @@ async function changeRace(report: Report, c: VaultClient, rng: Rng, via: string,
 }
 
 export async function races(o: RacesOptions): Promise<Report> {
-  const seed = o.seed ?? Date.now() % 1e9;
-  const rng = new Rng(seed);
-  const via = o.via ?? 'both';
   const attackers = o.attackers ?? 64;
-  const log = o.log ?? (() => undefined);
-  const report = newReport(`races (${o.trials} trials each, ${attackers} concurrent attackers, via ${via}, seed ${seed})`);
-  const tmp = tempDir('races');
-  const t0 = performance.now();
+  const s = startStorm({ ...o, mode: o.via }, { mode: 'both', concurrency: attackers, tmp: 'races' }, (seed, via) => `races (${o.trials} trials each, ${attackers} concurrent attackers, via ${via}, seed ${seed})`);
+  const { rng, mode: via, partitions, log, report, tmp } = s;
   try {
     if (via === 'host' || via === 'both') {
-      const v = await openHost({ dataDir: `${tmp.dir}/host`, mode: 'worker', partitions: o.partitions ?? 2 });
+      const v = await openHost({ dataDir: `${tmp.dir}/host`, mode: 'worker', partitions });
       try {
         for (let t = 1; t <= o.trials; t++) {
           await guessRace(report, v.client, rng, 'host', attackers, rng.int(1, 3));
@@ -177,7 +173,7 @@ export async function races(o: RacesOptions): Promise<Report> {
       }
     }
     if (via === 'http' || via === 'both') {
-      const svc = await startService({ dataDir: `${tmp.dir}/http`, partitions: o.partitions ?? 2, rateLimits: { record: false, address: false }, logger: pino({ level: 'silent' }), auth: (await testIssuer()).config });
+      const svc = await startService({ dataDir: `${tmp.dir}/http`, partitions, rateLimits: { record: false, address: false }, logger: pino({ level: 'silent' }), auth: (await testIssuer()).config });
       try {
         const info = await fetchVaultInfo(svc.url);
         const c = await VaultClient.create(httpRelay({ baseUrl: svc.url, timeoutMs: 120_000 }), info.enclavePublicKey);
@@ -193,8 +189,7 @@ export async function races(o: RacesOptions): Promise<Report> {
   } finally {
     tmp.remove();
   }
-  report.stats['seconds'] = Math.round((performance.now() - t0) / 100) / 10;
-  return report;
+  return finishStorm(s);
 }
 
 if (isMain(import.meta.url)) {

@@ -29,6 +29,7 @@ import type { Report } from './lib/common.ts';
 import { VaultClient, describe, sameBytes } from './lib/flows.ts';
 import type { Sent } from './lib/flows.ts';
 import { openHost } from './lib/vaults.ts';
+import { expectResponse } from '../../enclave/api/expect.ts';
 
 function show(a: { ok: true; res: ClientResponse } | { ok: false; error: unknown }): string {
   if (!a.ok) return `no answer (${describe(a.error)})`;
@@ -90,7 +91,8 @@ export async function replays(o: { mode?: 'worker' | 'process'; log?: (l: string
       if (!sameBytes(await opens(id, cpw), key)) fail('the third password does not open the record after replays of the second change');
       // After a delete: the first registration replayed does not bring the record back.
       const del = await c().deleteWithKey(id, key);
-      if (!del.ok || del.res.type !== 'Deleted') throw new Error(`setup: delete failed: ${show(del)}`);
+      if (!del.ok) throw del.error;
+      expectResponse(del.res, 'Deleted', 'setup: delete');
       expectAnswer('replayed RegisterFinish (first registration) after a delete', await rp(rf!), isFault(Handling.UnknownStage));
       expectAnswer('replayed password-change RegisterFinish after a delete', await rp(crf!), isFault(Handling.UnknownStage));
       const st = await c().status(id);
@@ -109,7 +111,8 @@ export async function replays(o: { mode?: 'worker' | 'process'; log?: (l: string
       await c().register(id, p1, key, { attemptLimit: 5 });
       const sent: Sent[] = [];
       const del = proof === 'key' ? await c().deleteWithKey(id, key, sent) : await c().deleteWithPassword(id, p1, sent);
-      if (!del.ok || del.res.type !== 'Deleted') throw new Error(`setup: delete with ${proof} failed: ${show(del)}`);
+      if (!del.ok) throw del.error;
+      expectResponse(del.res, 'Deleted', `setup: delete with ${proof}`);
       const d = sent.find((s) => s.type === 'Delete')!;
       expectAnswer(`replayed Delete (${proof} proof) of a deleted record`, await rp(d), (r) => r.type === 'NotRegistered');
       // Registered again: by the same user with the same key, and by someone else.

@@ -37,22 +37,19 @@ import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
 import { nvramFileName } from '../../hsm/runner.ts';
 import { EnclaveCallError } from '../../host/vault/engine.ts';
 import type { VaultHost } from '../../host/vault/vault-host.ts';
-import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, tempDir } from './lib/common.ts';
+import { Rng, bump, isMain, note, runMain, sleep } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
 import { describe, hex, sameBytes } from './lib/flows.ts';
 import type { VaultClient } from './lib/flows.ts';
+import { finishStorm, startStorm, stormArgs } from './lib/storm.ts';
+import type { StormKnobs } from './lib/storm.ts';
 import { Ledger, driveLoad } from './lib/ledger.ts';
 import type { Entry } from './lib/ledger.ts';
 import { openHost } from './lib/vaults.ts';
 
-export interface RollbackStormOptions {
+export interface RollbackStormOptions extends StormKnobs<'worker' | 'process'> {
   rounds: number;
-  seed?: number;
-  mode?: 'worker' | 'process';
-  partitions?: number;
-  concurrency?: number;
   loadMs?: number;
-  log?: (line: string) => void;
 }
 
 const DB = 'vault.db';
@@ -121,20 +118,13 @@ async function quiet(ledger: Ledger): Promise<void> {
 }
 
 export async function rollbackStorm(o: RollbackStormOptions): Promise<Report> {
-  const seed = o.seed ?? Date.now() % 1e9;
-  const rng = new Rng(seed);
-  const mode = o.mode ?? 'worker';
-  const partitions = o.partitions ?? 2;
-  const concurrency = o.concurrency ?? 10;
-  const log = o.log ?? (() => undefined);
-  const report = newReport(`rollback storm (${o.rounds} rounds, ${mode} devices, seed ${seed})`);
+  const s = startStorm(o, { mode: 'worker', concurrency: 10, tmp: 'rollback' }, (seed, mode) => `rollback storm (${o.rounds} rounds, ${mode} devices, seed ${seed})`);
+  const { rng, mode, partitions, concurrency, log, report, tmp } = s;
   const ledger = new Ledger(report, 'rb');
-  const tmp = tempDir('rollback');
   const dataDir = join(tmp.dir, 'vault');
   const keep = join(tmp.dir, 'current');
   const copies = join(tmp.dir, 'copies');
   for (const d of [keep, copies]) mkdirSync(d, { recursive: true });
-  const t0 = performance.now();
   let ops = 0;
   let pk: Uint8Array | undefined;
   const refusedAtLoad: Record<string, number> = {};
@@ -298,9 +288,7 @@ export async function rollbackStorm(o: RollbackStormOptions): Promise<Report> {
   }
   report.stats['operations'] = ops;
   report.stats['refused at load'] = Object.entries(refusedAtLoad).map(([k, n]) => `${k}=${n}`).join(' ') || 'none';
-  report.stats['answers'] = Object.entries(ledger.answers).map(([k, n]) => `${k}=${n}`).join(' ');
-  report.stats['seconds'] = Math.round((performance.now() - t0) / 100) / 10;
-  return report;
+  return finishStorm(s, ledger);
 }
 
 /** Opens the rolled-back vault: it must refuse (RollbackDetected) when `expect` is true. */
@@ -406,14 +394,6 @@ async function liveRecordRollback(report: Report, ledger: Ledger, host: VaultHos
 
 if (isMain(import.meta.url)) {
   runMain(async () => {
-    const a = parseArgs(process.argv.slice(2), ['rounds', 'seed', 'mode', 'partitions', 'concurrency']);
-    return rollbackStorm({
-      rounds: a.num('rounds', 10),
-      seed: a.get('seed') === undefined ? undefined : a.num('seed', 1),
-      mode: a.get('mode') === 'process' ? 'process' : 'worker',
-      partitions: a.num('partitions', 2),
-      concurrency: a.num('concurrency', 10),
-      log: (l) => console.log(l),
-    });
+    return rollbackStorm(stormArgs(process.argv.slice(2), { rounds: 10, concurrency: 10, modes: ['worker', 'process'] as const }).knobs);
   });
 }

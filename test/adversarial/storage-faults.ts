@@ -28,23 +28,20 @@ import { ClientResponses } from '../../enclave/api/messages.ts';
 import { openSqliteStore } from '../../host/storage/sqlite.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
 import { testIssuer } from '../helpers/auth.ts';
-import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, tempDir } from './lib/common.ts';
+import { Rng, bump, isMain, note, runMain, sleep, tempDir } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
 import { FaultyStore } from './lib/faulty-store.ts';
 import type { StoreFault } from './lib/faulty-store.ts';
 import { VaultClient, describe, hex } from './lib/flows.ts';
+import { finishStorm, startStorm, stormArgs } from './lib/storm.ts';
+import type { StormKnobs } from './lib/storm.ts';
 import { Ledger, driveLoad } from './lib/ledger.ts';
 
-export interface StorageFaultOptions {
+export interface StorageFaultOptions extends StormKnobs<'worker' | 'process'> {
   rounds: number;
-  seed?: number;
-  mode?: 'worker' | 'process';
-  partitions?: number;
-  concurrency?: number;
   loadMs?: number;
   /** Run the ambiguous-commit scenario (default true). */
   ambiguous?: boolean;
-  log?: (line: string) => void;
 }
 
 /**
@@ -109,20 +106,13 @@ async function probe(ledger: Ledger, client: VaultClient, host: VaultHost): Prom
 }
 
 export async function storageFaults(o: StorageFaultOptions): Promise<Report> {
-  const seed = o.seed ?? Date.now() % 1e9;
-  const rng = new Rng(seed);
-  const mode = o.mode ?? 'worker';
-  const partitions = o.partitions ?? 2;
-  const concurrency = o.concurrency ?? 12;
-  const log = o.log ?? (() => undefined);
-  const report = newReport(`storage faults (${o.rounds} rounds, ${mode} devices, seed ${seed})`);
+  const s = startStorm(o, { mode: 'worker', concurrency: 12, tmp: 'storage' }, (seed, mode) => `storage faults (${o.rounds} rounds, ${mode} devices, seed ${seed})`);
+  const { rng, mode, partitions, concurrency, log, report, tmp } = s;
   const ledger = new Ledger(report, 'sf');
-  const tmp = tempDir('storage');
   const dataDir = tmp.dir;
   const kinds: StoreFault[] = ['write-error', 'read-error', 'outage', 'full-disk'];
   let ops = 0;
   let failedBatches = 0;
-  const t0 = performance.now();
   try {
     let v = await faultyVault(dataDir, mode, partitions, rng, report);
     try {
@@ -191,9 +181,7 @@ export async function storageFaults(o: StorageFaultOptions): Promise<Report> {
   }
   report.stats['operations'] = ops;
   report.stats['failed batches (applyBatch rejected)'] = failedBatches;
-  report.stats['answers'] = Object.entries(ledger.answers).map(([k, n]) => `${k}=${n}`).join(' ');
-  report.stats['seconds'] = Math.round((performance.now() - t0) / 100) / 10;
-  return report;
+  return finishStorm(s, ledger);
 }
 
 /**
@@ -253,14 +241,6 @@ export async function ambiguousCommit(report: Report, rng: Rng, mode: 'worker' |
 
 if (isMain(import.meta.url)) {
   runMain(async () => {
-    const a = parseArgs(process.argv.slice(2), ['rounds', 'seed', 'mode', 'partitions', 'concurrency']);
-    return storageFaults({
-      rounds: a.num('rounds', 8),
-      seed: a.get('seed') === undefined ? undefined : a.num('seed', 1),
-      mode: a.get('mode') === 'process' ? 'process' : 'worker',
-      partitions: a.num('partitions', 2),
-      concurrency: a.num('concurrency', 12),
-      log: (l) => console.log(l),
-    });
+    return storageFaults(stormArgs(process.argv.slice(2), { rounds: 8, concurrency: 12, modes: ['worker', 'process'] as const }).knobs);
   });
 }

@@ -41,6 +41,7 @@ import type { Report } from './lib/common.ts';
 import { CONTEXT, rng as cryptoRng } from './lib/flows.ts';
 import type { ClientOp } from './lib/flows.ts';
 import { openHost, openService } from './lib/vaults.ts';
+import { expectResponse } from '../../enclave/api/expect.ts';
 
 export const THRESHOLD = 4.5;
 const CROPS = [100, 99, 95, 90, 75, 50];
@@ -167,7 +168,8 @@ export async function timing(o: TimingOptions = {}): Promise<Report & { results:
     const nobodies = Array.from({ length: 16 }, () => te.encode(`nobody-${randomBytes(8).toString('hex')}`));
     for (const id of nobodies) {
       const st = await c.status(id);
-      if (!st.ok || st.res.type !== 'NotRegistered') throw new Error('setup: Status of an unknown id failed');
+      if (!st.ok) throw st.error;
+      expectResponse(st.res, 'NotRegistered', 'setup: Status of an unknown id');
     }
     let nobodyTurn = 0;
     let turn = 0;
@@ -236,11 +238,12 @@ export async function timing(o: TimingOptions = {}): Promise<Report & { results:
         const u = await user();
         const { ke1, state } = clientLoginStart(co, u.password);
         const start = await c.send(u.id, { type: 'LoginStart', suite: SUITE_CODE[suite.id], ke1 });
-        if (!start.ok || start.res.type !== 'LoginStarted') throw new Error('setup: LoginStart failed');
-        const fin = await clientLoginFinish(co, state, u.password, start.res.ke2);
+        if (!start.ok) throw start.error;
+        const started = expectResponse(start.res, 'LoginStarted', 'setup: LoginStart');
+        const fin = await clientLoginFinish(co, state, u.password, started.ke2);
         if (!fin.ok) throw new Error('setup: the client could not finish');
         const ke3 = cls ? fin.ke3 : Uint8Array.from(fin.ke3, (x, j) => (j === 0 ? x ^ 1 : x));
-        const message = await seal(u.id, { type: 'LoginFinish', sessionId: start.res.sessionId, ke3 });
+        const message = await seal(u.id, { type: 'LoginFinish', sessionId: started.sessionId, ke3 });
         const dt = await timed(u.id, message);
         if (cls) u.used = 0;
         if (i >= samples / 20) (cls ? a : b).push(dt);

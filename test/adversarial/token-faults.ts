@@ -21,23 +21,20 @@
 import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
-import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, tempDir } from './lib/common.ts';
+import { bump, isMain, note, runMain, sleep } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
 import { describe } from './lib/flows.ts';
+import { finishStorm, startStorm, stormArgs } from './lib/storm.ts';
+import type { StormKnobs } from './lib/storm.ts';
 import { Ledger, driveLoad } from './lib/ledger.ts';
 import type { Entry } from './lib/ledger.ts';
 import { openHost } from './lib/vaults.ts';
 
-export interface TokenFaultOptions {
+export interface TokenFaultOptions extends StormKnobs<'worker' | 'process'> {
   rounds: number;
-  seed?: number;
-  mode?: 'worker' | 'process';
-  partitions?: number;
-  concurrency?: number;
   slow?: boolean;
   /** How long a partition may fail every probe after the token recovered (default 3000 ms). */
   silentMs?: number;
-  log?: (line: string) => void;
 }
 
 const LOCK_OWNER = `${process.pid} 0 adversarial-token-faults`;
@@ -75,17 +72,11 @@ function replaceFile(file: string, bytes: Buffer): void {
 }
 
 export async function tokenFaults(o: TokenFaultOptions): Promise<Report> {
-  const seed = o.seed ?? Date.now() % 1e9;
-  const rng = new Rng(seed);
-  const mode = o.mode ?? 'worker';
-  const partitions = o.partitions ?? 2;
-  const log = o.log ?? (() => undefined);
-  const report = newReport(`token faults on a live vault (${o.rounds} rounds, ${mode} devices, seed ${seed})`);
+  const s = startStorm(o, { mode: 'worker', concurrency: 8, tmp: 'token' }, (seed, mode) => `token faults on a live vault (${o.rounds} rounds, ${mode} devices, seed ${seed})`);
+  const { rng, mode, partitions, concurrency, log, report, tmp } = s;
   const ledger = new Ledger(report, 'tf');
-  const tmp = tempDir('token');
   const dataDir = tmp.dir;
   const file = join(dataDir, EMULATOR_STORE_FILE);
-  const t0 = performance.now();
   let ops = 0;
   try {
     let v = await openHost({ dataDir, mode, partitions });
@@ -94,7 +85,7 @@ export async function tokenFaults(o: TokenFaultOptions): Promise<Report> {
       for (let round = 1; round <= o.rounds; round++) {
         const kind = o.slow && round % 2 === 0 ? 'lock' : 'corrupt';
         let stop = false;
-        const load = driveLoad(ledger, v.client, { rng, concurrency: o.concurrency ?? 8, stop: () => stop });
+        const load = driveLoad(ledger, v.client, { rng, concurrency, stop: () => stop });
         await sleep(rng.int(100, 400));
         if (kind === 'corrupt') {
           const original = underStoreLock(file, () => {
@@ -151,9 +142,7 @@ export async function tokenFaults(o: TokenFaultOptions): Promise<Report> {
     tmp.remove();
   }
   report.stats['operations'] = ops;
-  report.stats['answers'] = Object.entries(ledger.answers).map(([k, n]) => `${k}=${n}`).join(' ');
-  report.stats['seconds'] = Math.round((performance.now() - t0) / 100) / 10;
-  return report;
+  return finishStorm(s, ledger);
 }
 
 /**
@@ -186,15 +175,7 @@ async function silentPartitions(ledger: Ledger, v: Awaited<ReturnType<typeof ope
 
 if (isMain(import.meta.url)) {
   runMain(async () => {
-    const a = parseArgs(process.argv.slice(2), ['rounds', 'seed', 'mode', 'partitions', 'concurrency'], ['slow']);
-    return tokenFaults({
-      rounds: a.num('rounds', 6),
-      seed: a.get('seed') === undefined ? undefined : a.num('seed', 1),
-      mode: a.get('mode') === 'process' ? 'process' : 'worker',
-      partitions: a.num('partitions', 2),
-      concurrency: a.num('concurrency', 8),
-      slow: a.flag('slow'),
-      log: (l) => console.log(l),
-    });
+    const { args, knobs } = stormArgs(process.argv.slice(2), { rounds: 6, concurrency: 8, modes: ['worker', 'process'] as const, flags: ['slow'] });
+    return tokenFaults({ ...knobs, slow: args.flag('slow') });
   });
 }

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { base64url, encodeAuthConfig } from '../../../enclave/api/auth.ts';
 import { testIssuer } from '../../helpers/auth.ts';
 import { ROOT, childPids, waitGone } from './common.ts';
+import { onJsonLines } from '../../helpers/streams.ts';
 
 export interface ServiceProc {
   url: string;
@@ -53,23 +54,11 @@ export async function startServiceProc(opts: {
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-8192)));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on('exit', (code, signal) => res({ code, signal })));
   const url = await new Promise<string>((resolve, reject) => {
-    let buf = '';
     const timer = setTimeout(() => reject(new Error(`service did not start within ${opts.timeoutMs ?? 60_000} ms: ${stderr}`)), opts.timeoutMs ?? 60_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString('utf8');
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const l = JSON.parse(line) as { msg?: string; url?: string };
-          if (l.msg === 'listening' && l.url) {
-            clearTimeout(timer);
-            resolve(l.url);
-          }
-        } catch {
-          // not ours
-        }
+    onJsonLines(child.stdout!, (l) => {
+      if (l.msg === 'listening' && typeof l.url === 'string') {
+        clearTimeout(timer);
+        resolve(l.url);
       }
     });
     void exited.then((x) => {

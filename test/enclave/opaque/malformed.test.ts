@@ -21,6 +21,7 @@ import {
 } from '../../../enclave/opaque/server.ts';
 import type { Suite } from '../../../enclave/opaque/suite.ts';
 import { allSuites } from '../../helpers/suites.ts';
+import { opaqueMessages } from '../../helpers/opaque.ts';
 
 const suites = await allSuites();
 const rng: RandomSource = (n) => new Uint8Array(nodeRandomBytes(n));
@@ -88,32 +89,7 @@ interface Fixture {
 
 async function fixture(suite: Suite): Promise<Fixture> {
   const keys = generateServerKeys(suite, rng);
-  const o = { suite, context: utf8('ctx'), rng };
-  const pw = utf8('pw');
-  const reg = clientRegistrationStart(o, pw);
-  const response = serverRegistrationResponse(o, keys, reg.request, utf8('id'));
-  const { record } = await clientRegistrationFinish(o, reg.state, pw, response);
-  const { ke1, state } = clientLoginStart(o, pw);
-  const { ke2 } = serverLoginStart(o, keys, ke1, utf8('id'), record);
-  const c = await clientLoginFinish(o, state, pw, ke2);
-  if (!c.ok) throw new Error('fixture login failed');
-  const credRespLen = M.messageLength(suite, 'CredentialResponse');
-  return {
-    keys,
-    messages: {
-      RegistrationRequest: reg.request,
-      RegistrationResponse: response,
-      RegistrationRecord: record,
-      Envelope: record.slice(suite.Npk + suite.Nh),
-      CredentialRequest: ke1.slice(0, suite.Noe),
-      CredentialResponse: ke2.slice(0, credRespLen),
-      AuthRequest: ke1.slice(suite.Noe),
-      AuthResponse: ke2.slice(credRespLen),
-      KE1: ke1,
-      KE2: ke2,
-      KE3: c.ke3,
-    },
-  };
+  return { keys, messages: await opaqueMessages({ suite, context: utf8('ctx'), rng }, keys, utf8('pw'), utf8('id')) };
 }
 
 const DECODERS: Record<M.MessageName, (s: Suite, b: Uint8Array) => unknown> = {

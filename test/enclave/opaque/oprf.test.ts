@@ -6,27 +6,17 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { type RandomSource, concat, fromHex, toHex } from '../../../enclave/opaque/bytes.ts';
+import { fromHex, toHex } from '../../../enclave/opaque/bytes.ts';
 import { OpaqueError, OpaqueErrorCode } from '../../../enclave/opaque/errors.ts';
 import { blind, blindEvaluate, deriveKeyPair, evaluate, finalize } from '../../../enclave/opaque/oprf.ts';
 import { allSuites } from '../../helpers/suites.ts';
+import { queueRng } from '../../helpers/opaque.ts';
 
 interface OprfRow { Batch: number; Blind: string; BlindedElement: string; EvaluationElement: string; Input: string; Output: string }
 interface OprfVector { identifier: string; mode: number; seed: string; keyInfo: string; skSm: string; vectors: OprfRow[] }
 
 const file = JSON.parse(readFileSync(new URL('../../vectors/rfc/oprf-rfc9497-appendixA.json', import.meta.url), 'utf8')) as { vectors: OprfVector[] };
 const suites = await allSuites();
-
-/** Hands out the given bytes in order; running dry is a RandomSourceError. */
-function queueRng(...chunks: Uint8Array[]): RandomSource {
-  const q = concat(...chunks);
-  let off = 0;
-  return (n) => {
-    if (off + n > q.length) throw new OpaqueError(OpaqueErrorCode.RandomSourceError, 'queue RNG ran dry');
-    off += n;
-    return q.slice(off - n, off);
-  };
-}
 
 const split = (s: string): Uint8Array[] => s.split(',').map(fromHex);
 

@@ -7,31 +7,21 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { type RandomSource, concat, fromHex, toHex } from '../../../enclave/opaque/bytes.ts';
+import { type RandomSource, fromHex, toHex } from '../../../enclave/opaque/bytes.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../../enclave/opaque/client.ts';
-import { OpaqueError, OpaqueErrorCode } from '../../../enclave/opaque/errors.ts';
 import { deriveOprfKey, randomizePassword } from '../../../enclave/opaque/derive.ts';
 import { identityKsf } from '../../../enclave/opaque/ksf.ts';
 import { finalize } from '../../../enclave/opaque/oprf.ts';
 import { serverLoginFinish, serverLoginStart, serverRegistrationResponse, type ServerKeys } from '../../../enclave/opaque/server.ts';
 import type { Suite, SuiteId } from '../../../enclave/opaque/suite.ts';
 import { allSuites } from '../../helpers/suites.ts';
+import { queueRng } from '../../helpers/opaque.ts';
 
 type Hex = Record<string, string>;
 interface Vector { name: string; kind: 'real' | 'fake'; config: Hex & { OPRF: string; Group: string; Context: string }; inputs: Hex; intermediates: Hex; outputs: Hex }
 
 const file = JSON.parse(readFileSync(new URL('../../vectors/rfc/opaque-rfc9807-appendixC.json', import.meta.url), 'utf8')) as { vectors: Vector[] };
 const suites = await allSuites();
-
-function queueRng(...chunks: Uint8Array[]): RandomSource {
-  const q = concat(...chunks);
-  let off = 0;
-  return (n) => {
-    if (off + n > q.length) throw new OpaqueError(OpaqueErrorCode.RandomSourceError, 'queue RNG ran dry');
-    off += n;
-    return q.slice(off - n, off);
-  };
-}
 
 function supported(v: Vector): SuiteId | null {
   if (v.config.OPRF === 'ristretto255-SHA512' && v.config.Group === 'ristretto255') return 'ristretto255-SHA512';

@@ -15,7 +15,8 @@ const CODEC_CODES = new Set<number>(Object.values(Codec));
 const decode = decodeMessage as unknown as (f: unknown, b: Uint8Array) => { type: string };
 const encode = encodeMessage as unknown as (f: unknown, m: { type: string }) => Uint8Array;
 
-export function codecTarget(family: Family<Record<string, Schema>>, label: string) {
+/** One target module (name, maxInputLength, fuzz, outcome) for one message family. */
+export function codecTarget(name: string, family: Family<Record<string, Schema>>, label: string, maxInputLength = 16 * 1024) {
   let last: string | undefined;
   async function fuzz(data: Buffer | Uint8Array): Promise<void> {
     const input = new Uint8Array(data);
@@ -35,5 +36,5 @@ export function codecTarget(family: Family<Record<string, Schema>>, label: strin
     if (!equalBytes(re.value, input)) violation('round-trip', `encodeMessage(decodeMessage(x)) differs from x (${label} ${msg.type})`);
     last = msg.type;
   }
-  return { fuzz, outcome: () => last };
+  return { name, maxInputLength, fuzz, outcome: (): string | undefined => last };
 }

@@ -26,6 +26,7 @@ import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
 import { portableSuite } from '../../../enclave/opaque/suites-portable.ts';
 import { equalBytes, hex, typed, typedAsync, violation } from './oracle.ts';
 import { drbg } from './canary.ts';
+import { opaqueMessages } from '../../helpers/opaque.ts';
 
 const te = new TextEncoder();
 export const OPAQUE_CONTEXT = te.encode('bkv-fuzz-opaque');
@@ -71,33 +72,8 @@ export async function opaqueFixture(id: SuiteId): Promise<OpaqueFixture> {
   const suite = await fastSuite(id);
   const rng = drbg(`opaque-fixture/${id}`, 0);
   const keys = generateServerKeys(suite, rng);
-  const o = { suite, context: OPAQUE_CONTEXT, rng };
-  const reg = clientRegistrationStart(o, OPAQUE_PASSWORD);
-  const response = serverRegistrationResponse(o, keys, reg.request, OPAQUE_ID);
-  const { record } = await clientRegistrationFinish(o, reg.state, OPAQUE_PASSWORD, response);
-  const { ke1, state } = clientLoginStart(o, OPAQUE_PASSWORD);
-  const { ke2 } = serverLoginStart(o, keys, ke1, OPAQUE_ID, record);
-  const fin = await clientLoginFinish(o, state, OPAQUE_PASSWORD, ke2);
-  if (!fin.ok) throw new Error('opaque fixture: login failed');
-  const credRespLen = M.messageLength(suite, 'CredentialResponse');
-  return {
-    suite,
-    portable: portableSuite(id),
-    keys,
-    messages: {
-      RegistrationRequest: reg.request,
-      RegistrationResponse: response,
-      RegistrationRecord: record,
-      Envelope: record.slice(suite.Npk + suite.Nh),
-      CredentialRequest: ke1.slice(0, suite.Noe),
-      CredentialResponse: ke2.slice(0, credRespLen),
-      AuthRequest: ke1.slice(suite.Noe),
-      AuthResponse: ke2.slice(credRespLen),
-      KE1: ke1,
-      KE2: ke2,
-      KE3: fin.ke3,
-    },
-  };
+  const messages = await opaqueMessages({ suite, context: OPAQUE_CONTEXT, rng }, keys, OPAQUE_PASSWORD, OPAQUE_ID);
+  return { suite, portable: portableSuite(id), keys, messages };
 }
 
 function outcomeOf(r: { ok: true; value: unknown } | { ok: false; error: Error }): string {

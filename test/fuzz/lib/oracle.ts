@@ -20,6 +20,7 @@ import { EnclaveFault } from '../../../enclave/api/codes.ts';
 import { OpaqueError } from '../../../enclave/opaque/errors.ts';
 import { toFault } from '../../../enclave/vault/compute.ts';
 import type { Secret } from './canary.ts';
+import { UnexpectedResponse, expectResponse } from '../../../enclave/api/expect.ts';
 
 export class Violation extends Error {
   override readonly name = 'Violation';
@@ -33,6 +34,19 @@ export class Violation extends Error {
 
 export function violation(kind: string, message: string): never {
   throw new Violation(kind, message);
+}
+
+/**
+ * A violation of `kind` unless `res` is of `type`: expectResponse (enclave/api/expect.ts) with the
+ * fuzz driver's finding in place of its error; the message names what came (Fault code included).
+ */
+export function expectAnswer<M extends { type: string }, const T extends M['type']>(kind: string, res: M, type: T, what: string): asserts res is Extract<M, { type: T }> {
+  try {
+    expectResponse(res, type, what);
+  } catch (e) {
+    if (e instanceof UnexpectedResponse) violation(kind, e.message);
+    throw e;
+  }
 }
 
 /** EnclaveFault and OpaqueError are the typed errors of this project (TokenError is the token's own). */

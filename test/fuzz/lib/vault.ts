@@ -36,7 +36,7 @@ import type { Token } from '../../../enclave/token.ts';
 import { nodeHash } from '../../../enclave/opaque/hash-node.ts';
 import { allCanarySecrets, CANARIES, CanaryToken, drbg, FuzzNvram, OPERATOR_SECRET } from './canary.ts';
 import type { CanaryRecord, Secret } from './canary.ts';
-import { ConsoleTap, describeError, equalBytes, hex, SecretScanner, UntypedProbe, violation } from './oracle.ts';
+import { ConsoleTap, SecretScanner, UntypedProbe, describeError, equalBytes, expectAnswer, hex, violation } from './oracle.ts';
 import { FUZZ_AUTH, FUZZ_EPOCH_MS, TokenBook } from './auth.ts';
 
 export const CONTEXT = new TextEncoder().encode('BackupKeyVault-v1');
@@ -262,11 +262,11 @@ export class FuzzVault {
   async abortPending(): Promise<void> {
     if (this.staged && !this.pending) {
       const res = await this.call({ type: 'Abort', epoch: this.staged.epoch }, 'the driver\'s Abort of the staged batch');
-      if (res.type !== 'Aborted') violation('protocol', `Abort of the staged batch answered ${res.type}`);
+      expectAnswer('protocol', res, 'Aborted', 'Abort of the staged batch');
     }
     if (!this.pending) return;
     const res = await this.call({ type: 'Abort', epoch: this.pending.epoch }, 'the driver\'s Abort');
-    if (res.type !== 'Aborted') violation('protocol', `Abort of the pending batch answered ${res.type}`);
+    expectAnswer('protocol', res, 'Aborted', 'Abort of the pending batch');
     if (this.staged) violation('protocol', `the batch staged behind an aborted one (epoch ${this.staged.epoch}) survived the Abort`);
   }
 
@@ -298,14 +298,14 @@ export class FuzzVault {
       if (attempt > 0) violation('not-serving', `LoadChunk of the honest rows answered ${describe(refused)}`);
     }
     const loaded = await this.call({ type: 'LoadEnd' }, 'the driver\'s LoadEnd');
-    if (loaded.type !== 'Loaded') violation('not-serving', `LoadEnd of the honest rows answered ${describe(loaded)}`);
+    expectAnswer('not-serving', loaded, 'Loaded', 'LoadEnd of the honest rows');
     const info = await this.info();
     this.hpkePublicKey = info.hpkePublicKey;
   }
 
   async info(): Promise<Extract<HostResponse, { type: 'InfoResult' }>> {
     const res = await this.call({ type: 'Info' }, 'Info');
-    if (res.type !== 'InfoResult') violation('not-serving', `Info answered ${describe(res)}`);
+    expectAnswer('not-serving', res, 'InfoResult', 'Info');
     return res;
   }
 
@@ -329,9 +329,9 @@ export class FuzzVault {
       { type: 'Batch', epoch, ops: ops.map((o, i) => ({ opId: i, recordId: o.recordId, stored: this.store.get(hex(o.recordId))?.blob ?? new Uint8Array(0), request: o.message })) },
       where,
     );
-    if (prepared.type !== 'Prepared') violation('not-serving', `an honest Batch (${where}) answered ${describe(prepared)}`);
+    expectAnswer('not-serving', prepared, 'Prepared', `an honest Batch (${where})`);
     const committed = await this.call({ type: 'Commit', epoch }, where);
-    if (committed.type !== 'Committed') violation('not-serving', `an honest Commit (${where}) answered ${describe(committed)}`);
+    expectAnswer('not-serving', committed, 'Committed', `an honest Commit (${where})`);
     const out: { sealed: boolean; response: Uint8Array }[] = new Array(ops.length);
     for (const r of committed.results) out[r.opId] = { sealed: r.sealed === 1, response: r.response };
     if (out.some((x) => x === undefined) || committed.results.length !== ops.length) violation('protocol', `Committed results do not match the ops (${where})`);
@@ -467,10 +467,10 @@ export class FuzzVault {
       const key = t?.known && t.backupKey ? t.backupKey : c.backupKey;
       const authorization = st.locked ? undefined : encodeKeyAuthorization(key, st.registrationId, c.recordId, 'delete');
       const del = await this.client(c.recordId, { type: 'Delete', authorization }, `the driver's Delete of ${c.label}`);
-      if (del.type !== 'Deleted') violation('not-serving', `Delete of ${c.label} answered ${describeClient(del)}`);
+      expectAnswer('not-serving', del, 'Deleted', `Delete of ${c.label}`);
     }
     const reg = await this.register(c.recordId, c.suite, c.password, c.backupKey, c.attemptLimit);
-    if (reg.type !== 'Registered') violation('not-serving', `planting ${c.label} answered ${describeClient(reg)}`);
+    expectAnswer('not-serving', reg, 'Registered', `planting ${c.label}`);
   }
 
   /** Re-plants every canary that is no longer active with its known key and password. */
@@ -508,7 +508,7 @@ export class FuzzVault {
       if (before) before.present = false;
       return;
     }
-    if (st.type !== 'StatusResult') violation('not-serving', `Status of ${name} after ${where} answered ${describeClient(st)}`);
+    expectAnswer('not-serving', st, 'StatusResult', `Status of ${name} after ${where}`);
     if (before && before.present && !allowReset) {
       if (before.locked && st.locked === 0) violation('lock-lifted', `${name} was locked and is not after ${where}`);
       if (st.attemptsRemaining > before.attempts) {

@@ -7,15 +7,4 @@ import type { Family, Schema } from '../../../enclave/api/codec.ts';
 import { ClientResponses } from '../../../enclave/api/messages.ts';
 import { codecTarget } from '../lib/codec-target.ts';
 
-const t = codecTarget(ClientResponses as unknown as Family<Record<string, Schema>>, 'ClientResponses');
-
-export const name = 'codec-client-responses';
-export const maxInputLength = 16 * 1024;
-
-export function outcome(): string | undefined {
-  return t.outcome();
-}
-
-export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
-  await t.fuzz(data);
-}
+export const { name, maxInputLength, fuzz, outcome } = codecTarget('codec-client-responses', ClientResponses as unknown as Family<Record<string, Schema>>, 'ClientResponses');

@@ -7,15 +7,4 @@ import type { Family, Schema } from '../../../enclave/api/codec.ts';
 import { HostResponses } from '../../../enclave/api/messages.ts';
 import { codecTarget } from '../lib/codec-target.ts';
 
-const t = codecTarget(HostResponses as unknown as Family<Record<string, Schema>>, 'HostResponses');
-
-export const name = 'codec-host-responses';
-export const maxInputLength = 16 * 1024;
-
-export function outcome(): string | undefined {
-  return t.outcome();
-}
-
-export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
-  await t.fuzz(data);
-}
+export const { name, maxInputLength, fuzz, outcome } = codecTarget('codec-host-responses', HostResponses as unknown as Family<Record<string, Schema>>, 'HostResponses');

@@ -30,7 +30,7 @@ import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
 import { ClientRequests, HostRequests } from '../../../enclave/api/messages.ts';
 import { createEnclave } from '../../../enclave/main.ts';
 import { CANARIES } from '../lib/canary.ts';
-import { equalBytes, hex, violation } from '../lib/oracle.ts';
+import { equalBytes, expectAnswer, hex, violation } from '../lib/oracle.ts';
 import { FuzzVault } from '../lib/vault.ts';
 
 export const name = 'enclave-host';
@@ -89,7 +89,7 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   }
   if (flags & 16 && !(flags & 8) && !vault.pending && !vault.staged) {
     const held = await vault.call({ type: 'Batch', epoch: vault.epoch + 1, ops: [] }, 'the driver\'s held batch');
-    if (held.type !== 'Prepared') violation('protocol', `an empty honest batch answered ${held.type}`);
+    expectAnswer('protocol', held, 'Prepared', 'an empty honest batch');
     changed = true;
   }
   const tag = req[1];
@@ -115,17 +115,17 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   if (res.type === 'Prepared' || res.type === 'Committed' || res.type === 'Loaded' || res.type === 'ZeroizeDone') changed = true;
   if (res.type === 'Prepared' && flags & 4) {
     const c = await vault.call({ type: 'Commit', epoch: res.epoch }, 'the driver\'s Commit');
-    if (c.type !== 'Committed') violation('protocol', `Commit of a freshly prepared batch answered ${c.type}`);
+    expectAnswer('protocol', c, 'Committed', 'Commit of a freshly prepared batch');
     last += '/C';
   }
   if (res.type === 'Staged' && flags & 4 && vault.pending) {
     // The honest host's path: persist and commit the pending batch, then prepare and commit the staged one.
     const c = await vault.call({ type: 'Commit', epoch: vault.pending.epoch }, 'the driver\'s Commit of the pending batch');
-    if (c.type !== 'Committed') violation('protocol', `Commit of the batch pending before a staged one answered ${c.type}`);
+    expectAnswer('protocol', c, 'Committed', 'Commit of the batch pending before a staged one');
     const p = await vault.call({ type: 'Prepare', epoch: res.epoch }, 'the driver\'s Prepare');
-    if (p.type !== 'Prepared') violation('protocol', `Prepare of a staged batch after its predecessor's Commit answered ${p.type}`);
+    expectAnswer('protocol', p, 'Prepared', "Prepare of a staged batch after its predecessor's Commit");
     const c2 = await vault.call({ type: 'Commit', epoch: res.epoch }, 'the driver\'s Commit of the staged batch');
-    if (c2.type !== 'Committed') violation('protocol', `Commit of a prepared staged batch answered ${c2.type}`);
+    expectAnswer('protocol', c2, 'Committed', 'Commit of a prepared staged batch');
     last += '/SPC';
     changed = true;
   }

@@ -27,7 +27,6 @@
  * that kind, and charges no guess.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -45,8 +44,9 @@ import type { Relay } from '../../../client/escrow.ts';
 import { authFor, EXPECTED_FAULT, FUZZ_AUTH, TokenBook } from '../lib/auth.ts';
 import type { TokenKind } from '../lib/auth.ts';
 import { CANARY_A, CANARY_B } from '../lib/canary.ts';
-import { SecretScanner, violation } from '../lib/oracle.ts';
+import { SecretScanner, expectAnswer, violation } from '../lib/oracle.ts';
 import { CONTEXT } from '../lib/vault.ts';
+import { rawExchange } from '../../helpers/streams.ts';
 
 export const name = 'http';
 export const weight = 2;
@@ -95,7 +95,7 @@ async function directStatus(c: Ctx): Promise<number | null> {
   const st = decodeMessage(ClientResponses, r.sealed ? await openResponse(r.response) : r.response);
   scanner.scan('a Status answer', r.response);
   if (st.type === 'NotRegistered') return null;
-  if (st.type !== 'StatusResult') violation('not-serving', `Status of the canary through the vault answered ${st.type}`);
+  expectAnswer('not-serving', st, 'StatusResult', 'Status of the canary through the vault');
   return st.locked ? 0 : st.attemptsRemaining;
 }
 
@@ -190,21 +190,6 @@ function dechunk(body: string): string {
   }
 }
 
-function rawExchange(url: string, bytes: Uint8Array, waitMs: number): Promise<string> {
-  const { hostname, port } = new URL(url);
-  return new Promise((done) => {
-    const sock = connect(Number(port), hostname);
-    let out = '';
-    const timer = setTimeout(() => sock.destroy(), waitMs);
-    sock.on('data', (d) => (out += d.toString('latin1')));
-    sock.on('error', () => undefined);
-    sock.on('close', () => {
-      clearTimeout(timer);
-      done(out);
-    });
-    sock.end(bytes);
-  });
-}
 
 export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   if (!ctx) await setup();
@@ -220,7 +205,7 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   let bad: { kind: Exclude<TokenKind, 'valid'>; type: string; attempts: number | null; open: ((b: Uint8Array) => Promise<Uint8Array>) | null } | null = null;
 
   if (sel & 0x80) {
-    const text = await rawExchange(c.svc.url, payload, 1000);
+    const text = await rawExchange(c.svc.url, payload, 1000, { end: true });
     scanner.scan('a raw exchange', text);
     if (text.length) {
       const m = /^HTTP\/1\.1 (\d{3}) /.exec(text);

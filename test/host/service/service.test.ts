@@ -39,6 +39,8 @@ import { makeTestIssuer, testIssuer } from '../../helpers/auth.ts';
 import type { TestIssuer } from '../../helpers/auth.ts';
 import { DEFAULT_KSF_BOUNDS } from '../../../client/escrow.ts';
 import { readIssuerPrivate, readStoredAuth, mintToken } from '../../../host/auth/issuer.ts';
+import { expectResponse } from '../../../enclave/api/expect.ts';
+import { onJsonLines, rawExchange } from '../../helpers/streams.ts';
 
 const te = new TextEncoder();
 const root = resolve(import.meta.dirname, '../../..');
@@ -132,19 +134,7 @@ function postOp(url: string, recordId: Uint8Array, message: Uint8Array, headers?
 
 /** Writes raw bytes on a fresh connection; resolves with everything read until the server closes (or `waitMs`). */
 function raw(url: string, text: string | Buffer, waitMs = 5000): Promise<string> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolveRaw) => {
-    const sock = connect(Number(port), hostname);
-    let out = '';
-    const timer = setTimeout(() => sock.destroy(), waitMs);
-    sock.on('data', (d) => (out += d.toString('latin1')));
-    sock.on('error', () => undefined);
-    sock.on('close', () => {
-      clearTimeout(timer);
-      resolveRaw(out);
-    });
-    sock.write(text);
-  });
+  return rawExchange(url, text, waitMs);
 }
 
 function expectError(r: { status: number; json?: Record<string, any>; text: string }, status: number, code: string) {
@@ -692,25 +682,13 @@ describe('graceful shutdown (child process)', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const lines: Record<string, any>[] = [];
-    let buf = '';
     let stderr = '';
     const waiters: { pred: (l: Record<string, any>) => boolean; resolve: (l: Record<string, any>) => void }[] = [];
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString('utf8');
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const text = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const l = JSON.parse(text) as Record<string, any>;
-          lines.push(l);
-          for (const w of waiters.splice(0)) {
-            if (w.pred(l)) w.resolve(l);
-            else waiters.push(w);
-          }
-        } catch {
-          // not a log line
-        }
+    onJsonLines(child.stdout, (l) => {
+      lines.push(l);
+      for (const w of waiters.splice(0)) {
+        if (w.pred(l)) w.resolve(l);
+        else waiters.push(w);
       }
     });
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
@@ -772,8 +750,7 @@ describe('graceful shutdown (child process)', () => {
       const direct = new EscrowClient({ relay: (r, m) => host.submit(r, m), enclavePublicKey: info.enclavePublicKey, suite, rng: (n) => new Uint8Array(randomBytes(n)), context: CONTEXT, ...fastKsf, auth: devToken });
       let charged = 0;
       for (const id of ids) {
-        const st = await direct.status(id);
-        if (st.type !== 'StatusResult') throw new Error(`Status answered ${st.type}`);
+        const st = expectResponse(await direct.status(id), 'StatusResult', 'Status');
         charged += 200 - st.attemptsRemaining;
       }
       expect(charged).toBe(ok);

@@ -15,6 +15,7 @@ import * as P from '../../../enclave/api/pkcs11.ts';
 import { EmulatorModule, SELF_TESTS, runSelfTests } from '../../../hsm/tokens/emulator/index.ts';
 import type { EmulatorOptions } from '../../../hsm/tokens/emulator/index.ts';
 import { ensureToken } from '../../../hsm/tokens/open.ts';
+import { grapheneUserSession } from '../../helpers/graphene.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-emu-dev-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -129,19 +130,7 @@ describe('emulator: self-tests and zeroization', () => {
 describe('emulator: graphene-pk11 drives it', () => {
   it('Module over the emulator: slots, session, login, AES-GCM, HMAC, random', () => {
     const emu = new EmulatorModule({ pinKdfIterations: 1000 });
-    const mod = new graphene.Module(P.normalizedModule(emu) as unknown as ConstructorParameters<typeof graphene.Module>[0]);
-    mod.initialize();
-    const free = mod.getSlots(0);
-    free.initToken(SO, 'graphene');
-    const slot = mod.getSlots(true).items(0);
-    expect(slot.getToken().label.trim()).toBe('graphene');
-    let session = slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION);
-    session.login(SO, graphene.UserType.SO);
-    session.initPin(USER);
-    session.logout();
-    session.close();
-    session = slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION);
-    session.login(USER, graphene.UserType.USER);
+    const { mod, session } = grapheneUserSession(P.normalizedModule(emu));
     const key = session.generateKey(graphene.KeyGenMechanism.AES, { keyType: graphene.KeyType.AES, valueLen: 32, encrypt: true, decrypt: true, sensitive: true, extractable: false, label: 'g' });
     expect(key.getAttribute('sensitive')).toBe(true);
     const iv = Buffer.alloc(12, 1);

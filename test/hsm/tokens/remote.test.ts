@@ -19,6 +19,7 @@ import { RemotePkcs11 } from '../../helpers/remote-token/client.ts';
 import type { RemoteOptions } from '../../helpers/remote-token/client.ts';
 import type { CallSpec } from '../../helpers/remote-token/protocol.ts';
 import { CALLS, MIN_CAPACITY, PROTOCOL_VERSION, ProtocolError, Reader, Writer, callSpec, decodeRequest, decodeResponse, encodeError, encodeRequest, encodeResult } from '../../helpers/remote-token/protocol.ts';
+import { grapheneUserSession } from '../../helpers/graphene.ts';
 
 const SO = 'so-pin-0000';
 const USER = 'user-pin-1111';
@@ -366,18 +367,7 @@ describe('remote: timeout and close', () => {
 
 /** graphene-pk11 over a module: init a token, session, login, AES-GCM, find, EC key pair, ECDH. */
 function grapheneScenario(lib: P.Pkcs11): void {
-  const mod = new graphene.Module(lib as unknown as ConstructorParameters<typeof graphene.Module>[0]);
-  mod.initialize();
-  mod.getSlots(0).initToken(SO, 'graphene');
-  const slot = mod.getSlots(true).items(0);
-  expect(slot.getToken().label.trim()).toBe('graphene');
-  let session = slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION);
-  session.login(SO, graphene.UserType.SO);
-  session.initPin(USER);
-  session.logout();
-  session.close();
-  session = slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION);
-  session.login(USER, graphene.UserType.USER);
+  const { mod, session } = grapheneUserSession(lib);
   expect(lib.C_GetSessionInfo(session.handle).state).toBe(P.CKS_RW_USER_FUNCTIONS);
 
   const key = session.generateKey(graphene.KeyGenMechanism.AES, { keyType: graphene.KeyType.AES, valueLen: 32, encrypt: true, decrypt: true, sensitive: true, extractable: false, label: 'g-aes', token: true });
