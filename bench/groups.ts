@@ -20,6 +20,7 @@ import { NobleP256 } from '../enclave/opaque/groups/noble-p256.ts';
 import { NobleRistretto255 } from '../enclave/opaque/groups/noble-ristretto255.ts';
 import { NodeP256 } from '../enclave/opaque/groups/node-p256.ts';
 import { createSodiumRistretto255 } from '../enclave/opaque/groups/sodium-ristretto255.ts';
+import { loadNativeSodium } from '../enclave/opaque/groups/sodium-native.ts';
 import { args, emit, machine } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { median } from './lib/stats.ts';
@@ -134,10 +135,13 @@ const us = (c: Case): number => median(c.samples);
 const best = (c: Case): number => Math.min(...c.samples);
 
 await sodium.ready;
+const nativeSodium = await loadNativeSodium();
+if (!nativeSodium.engine) console.log(`native libsodium not loaded (${nativeSodium.reason})`);
 const backends: [string, Group][] = [
   ['ristretto255 noble', new NobleRistretto255(nobleHash('SHA-512'))],
   ['ristretto255 sodium-wasm (raw exports)', await createSodiumRistretto255(nodeHash('SHA-512'))],
   ['ristretto255 sodium-wasm (wrappers)', await createSodiumRistretto255(nodeHash('SHA-512'), { rawExports: false })],
+  ...(nativeSodium.engine ? [['ristretto255 sodium-native', await createSodiumRistretto255(nodeHash('SHA-512'), { native: nativeSodium.engine })] as [string, Group]] : []),
   ['P-256 noble', new NobleP256(nobleHash('SHA-256'))],
   ['P-256 node-ecdh', new NodeP256(nodeHash('SHA-256'))],
 ];

@@ -51,7 +51,7 @@ const AMBIENT = [
   /import\s*\{[^}]*\brandom\w*[^}]*\}\s*from\s*['"]node:crypto['"]/,
 ];
 
-const ENCLAVE_PACKAGES = [/^@noble\//, /^libsodium-wrappers-sumo$/, /^hash-wasm$/, /^@hpke\/core$/, /^node:crypto$/, /^jose$/];
+const ENCLAVE_PACKAGES = [/^koffi$/, /^@noble\//, /^libsodium-wrappers-sumo$/, /^hash-wasm$/, /^@hpke\/core$/, /^node:crypto$/, /^jose$/];
 const CLIENT_PACKAGES = [/^@noble\//, /^@hpke\/core$/];
 /**
  * What host/ may import from hsm/: the token backends table (their names, and the environment a

@@ -3,9 +3,11 @@
  * vectors and properties; add a backend here and every parameterised test picks it up.
  */
 import type { Suite, SuiteId } from '../../enclave/opaque/suite.ts';
-import { SUITE_IDS } from '../../enclave/opaque/suite.ts';
+import { SUITE_IDS, makeSuite } from '../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { portableSuite } from '../../enclave/opaque/suites-portable.ts';
+import { createSodiumRistretto255 } from '../../enclave/opaque/groups/sodium-ristretto255.ts';
+import { createSodiumSha512 } from '../../enclave/opaque/hash-sodium.ts';
 
 export interface NamedSuite {
   name: string;
@@ -16,6 +18,13 @@ export async function allSuites(): Promise<NamedSuite[]> {
   const out: NamedSuite[] = [];
   for (const id of SUITE_IDS) out.push({ name: `${id}/noble`, suite: portableSuite(id) });
   for (const id of SUITE_IDS) out.push({ name: `${id}/fast`, suite: await fastSuite(id) });
+  // The fast ristretto255 suite runs on native libsodium where it loads: the WebAssembly build,
+  // its fallback, is then tested on its own too.
+  const fast = out.find((s) => s.name === 'ristretto255-SHA512/fast')!;
+  if (fast.suite.group.backend !== 'sodium-wasm') {
+    const h = await createSodiumSha512();
+    out.push({ name: 'ristretto255-SHA512/wasm', suite: makeSuite('ristretto255-SHA512', await createSodiumRistretto255(h), h) });
+  }
   return out;
 }
 

@@ -1,6 +1,7 @@
 /**
- * ristretto255 (RFC 9496) on libsodium compiled to WebAssembly (libsodium-wrappers-sumo): the
- * server's fast backend for RFC 9497 §4.1 ristretto255-SHA512.
+ * ristretto255 (RFC 9496) on libsodium: the server's fast backend for RFC 9497 §4.1
+ * ristretto255-SHA512, on the machine's native libsodium when it loads (sodium-native.ts, the
+ * server default) or on libsodium compiled to WebAssembly (libsodium-wrappers-sumo).
  * - Multiplication: `crypto_scalarmult_ristretto255` (decodes and validates the element itself and
  *   fails on an identity product) and `crypto_scalarmult_ristretto255_base`; both constant time.
  * - HashToGroup: `crypto_core_ristretto255_from_hash` (the RFC 9496 §4.3.4 one-way map) over
@@ -27,6 +28,7 @@ import type { HashPrimitives } from '../hash.ts';
 import { expandMessageXmd } from '../hash.ts';
 import { SodiumSha512 } from '../hash-sodium.ts';
 import { Ristretto255Base } from './noble-ristretto255.ts';
+import type { NativeEngine } from './sodium-native.ts';
 
 type Sodium = typeof sodium;
 
@@ -61,7 +63,7 @@ function sodiumModule(lib: Sodium): SodiumModule | undefined {
 }
 
 /** The libsodium calls, each returning a fresh array, or null where libsodium reports failure. */
-interface Engine {
+export interface Engine {
   readonly raw: boolean;
   mult(k: Uint8Array, e: Uint8Array): Uint8Array | null;
   multBase(k: Uint8Array): Uint8Array | null;
@@ -235,10 +237,13 @@ export interface SodiumRistretto255Options {
    * expose its module object.
    */
   rawExports?: boolean;
+  /** Native libsodium instead of WebAssembly (sodium-native.ts `loadNativeSodium`); `rawExports` is then ignored. */
+  native?: NativeEngine;
 }
 
 export class SodiumRistretto255 extends Ristretto255Base implements Group {
-  readonly backend = 'sodium-wasm';
+  /** 'sodium-native' (native libsodium through FFI) or 'sodium-wasm'. */
+  readonly backend: 'sodium-native' | 'sodium-wasm';
   /** Whether the emscripten exports are called directly (see the file header). */
   readonly rawExports: boolean;
   private readonly engine: Engine;
@@ -254,7 +259,10 @@ export class SodiumRistretto255 extends Ristretto255Base implements Group {
     if (hash.name !== 'SHA-512') {
       throw new OpaqueError(OpaqueErrorCode.InvalidArgument, 'ristretto255 (RFC 9497 §4.1) uses SHA-512');
     }
-    if (options.rawExports === false) {
+    this.backend = options.native ? 'sodium-native' : 'sodium-wasm';
+    if (options.native) {
+      this.engine = options.native;
+    } else if (options.rawExports === false) {
       this.engine = new WrapperEngine(lib);
     } else {
       const m = sodiumModule(lib);
