@@ -94,83 +94,43 @@ class RawEngine implements Engine {
   private out(): Uint8Array {
     return this.m.HEAPU8.slice(this.s + S_OUT, this.s + S_OUT + 32);
   }
-  private wipe(): void {
-    this.m.HEAPU8.fill(0, this.s, this.s + S_SIZE);
-  }
-  mult(k: Uint8Array, e: Uint8Array): Uint8Array | null {
-    const s = this.s;
+  /** Copies `parts` (bytes, heap offset) into the scratch, calls libsodium, and wipes the scratch whatever happens. */
+  private call<T>(parts: [Uint8Array, number][], f: (s: number) => T): T {
     try {
       const h = this.m.HEAPU8;
-      h.set(k, s + S_SCALAR);
-      h.set(e, s + S_POINT);
-      return this.m._crypto_scalarmult_ristretto255(s + S_OUT, s + S_SCALAR, s + S_POINT) === 0 ? this.out() : null;
+      for (const [b, at] of parts) h.set(b, this.s + at);
+      return f(this.s);
     } finally {
-      this.wipe();
+      this.m.HEAPU8.fill(0, this.s, this.s + S_SIZE);
     }
+  }
+  private result(rc: number): Uint8Array | null {
+    return rc === 0 ? this.out() : null;
+  }
+  mult(k: Uint8Array, e: Uint8Array): Uint8Array | null {
+    return this.call([[k, S_SCALAR], [e, S_POINT]], (s) => this.result(this.m._crypto_scalarmult_ristretto255(s + S_OUT, s + S_SCALAR, s + S_POINT)));
   }
   multBase(k: Uint8Array): Uint8Array | null {
-    const s = this.s;
-    try {
-      this.m.HEAPU8.set(k, s + S_SCALAR);
-      return this.m._crypto_scalarmult_ristretto255_base(s + S_OUT, s + S_SCALAR) === 0 ? this.out() : null;
-    } finally {
-      this.wipe();
-    }
+    return this.call([[k, S_SCALAR]], (s) => this.result(this.m._crypto_scalarmult_ristretto255_base(s + S_OUT, s + S_SCALAR)));
   }
   isValidPoint(e: Uint8Array): boolean {
-    const s = this.s;
-    try {
-      this.m.HEAPU8.set(e, s + S_POINT);
-      return this.m._crypto_core_ristretto255_is_valid_point(s + S_POINT) === 1;
-    } finally {
-      this.wipe();
-    }
+    return this.call([[e, S_POINT]], (s) => this.m._crypto_core_ristretto255_is_valid_point(s + S_POINT) === 1);
   }
   fromHash(u: Uint8Array): Uint8Array {
-    const s = this.s;
-    try {
-      this.m.HEAPU8.set(u, s + S_WIDE);
-      this.m._crypto_core_ristretto255_from_hash(s + S_OUT, s + S_WIDE);
-      return this.out();
-    } finally {
-      this.wipe();
-    }
+    return this.call([[u, S_WIDE]], (s) => (this.m._crypto_core_ristretto255_from_hash(s + S_OUT, s + S_WIDE), this.out()));
   }
   invert(k: Uint8Array): Uint8Array | null {
-    const s = this.s;
-    try {
-      this.m.HEAPU8.set(k, s + S_SCALAR);
-      return this.m._crypto_core_ristretto255_scalar_invert(s + S_OUT, s + S_SCALAR) === 0 ? this.out() : null;
-    } finally {
-      this.wipe();
-    }
+    return this.call([[k, S_SCALAR]], (s) => this.result(this.m._crypto_core_ristretto255_scalar_invert(s + S_OUT, s + S_SCALAR)));
   }
   reduce(u: Uint8Array): Uint8Array {
-    const s = this.s;
-    try {
-      this.m.HEAPU8.set(u, s + S_WIDE);
-      this.m._crypto_core_ristretto255_scalar_reduce(s + S_OUT, s + S_WIDE);
-      return this.out();
-    } finally {
-      this.wipe();
-    }
+    return this.call([[u, S_WIDE]], (s) => (this.m._crypto_core_ristretto255_scalar_reduce(s + S_OUT, s + S_WIDE), this.out()));
   }
   /** from_hash / scalar_reduce of 64 bytes already in the heap at `u` (the caller wipes them). */
   fromHashAt(u: number): Uint8Array {
-    try {
-      this.m._crypto_core_ristretto255_from_hash(this.s + S_OUT, u);
-      return this.out();
-    } finally {
-      this.wipe();
-    }
+    return this.call([], (s) => (this.m._crypto_core_ristretto255_from_hash(s + S_OUT, u), this.out()));
   }
   reduceAt(u: number): Uint8Array {
-    try {
-      this.m._crypto_core_ristretto255_scalar_reduce(this.s + S_OUT, u);
-      return this.out();
-    } finally {
-      this.wipe();
-    }
+    return this.call([], (s) => (this.m._crypto_core_ristretto255_scalar_reduce(s + S_OUT, u), this.out()));
   }
 }
 
