@@ -154,20 +154,25 @@ const KEY: Record<number, Spec> = {
 
 const HISTORY = NOT_ON_CREATE | NOT_ON_GENERATE | NOT_ON_UNWRAP;
 
+/** What secret and private keys share: sensitivity, extractability and their history (v2.40 §4.9, §4.10). */
+const SENSITIVE_KEY: Record<number, Spec> = {
+  [P.CKA_SENSITIVE]: spec('b', MODIFIABLE, () => b(false), sensitiveUpdate),
+  [P.CKA_EXTRACTABLE]: spec('b', MODIFIABLE, () => b(false), extractableUpdate),
+  [P.CKA_ALWAYS_SENSITIVE]: spec('b', HISTORY, () => b(false), setBool),
+  [P.CKA_NEVER_EXTRACTABLE]: spec('b', HISTORY, () => b(true), setBool),
+  [P.CKA_WRAP_WITH_TRUSTED]: spec('b', 0, () => b(false), setBool),
+};
+
 const SECRET: Record<number, Spec> = {
   ...KEY,
-  [P.CKA_SENSITIVE]: spec('b', MODIFIABLE, () => b(false), sensitiveUpdate),
+  ...SENSITIVE_KEY,
   [P.CKA_ENCRYPT]: flag(true),
   [P.CKA_DECRYPT]: flag(true),
   [P.CKA_SIGN]: flag(true),
   [P.CKA_VERIFY]: flag(true),
   [P.CKA_WRAP]: flag(true),
   [P.CKA_UNWRAP]: flag(true),
-  [P.CKA_EXTRACTABLE]: spec('b', MODIFIABLE, () => b(false), extractableUpdate),
-  [P.CKA_ALWAYS_SENSITIVE]: spec('b', HISTORY, () => b(false), setBool),
-  [P.CKA_NEVER_EXTRACTABLE]: spec('b', HISTORY, () => b(true), setBool),
   [P.CKA_CHECK_VALUE]: spec('x', 0, () => x()),
-  [P.CKA_WRAP_WITH_TRUSTED]: spec('b', 0, () => b(false), setBool),
   [P.CKA_TRUSTED]: spec('b', 0, () => b(false), trustedUpdate),
   [P.CKA_VALUE]: spec('x', NOT_ON_GENERATE | NOT_ON_UNWRAP | SENSITIVE_VALUE, () => x(), valueUpdate),
   [P.CKA_VALUE_LEN]: spec('u', NOT_ON_CREATE, () => u(0), ulongUpdate),
@@ -187,16 +192,12 @@ const EC_PUBLIC: Record<number, Spec> = {
 
 const EC_PRIVATE: Record<number, Spec> = {
   ...KEY,
+  ...SENSITIVE_KEY,
   [P.CKA_SUBJECT]: spec('x', MODIFIABLE, () => x()),
-  [P.CKA_SENSITIVE]: spec('b', MODIFIABLE, () => b(false), sensitiveUpdate),
   [P.CKA_DECRYPT]: flag(true),
   [P.CKA_SIGN]: flag(true),
   [P.CKA_SIGN_RECOVER]: flag(true),
   [P.CKA_UNWRAP]: flag(true),
-  [P.CKA_EXTRACTABLE]: spec('b', MODIFIABLE, () => b(false), extractableUpdate),
-  [P.CKA_ALWAYS_SENSITIVE]: spec('b', HISTORY, () => b(false), setBool),
-  [P.CKA_NEVER_EXTRACTABLE]: spec('b', HISTORY, () => b(true), setBool),
-  [P.CKA_WRAP_WITH_TRUSTED]: spec('b', 0, () => b(false), setBool),
   [P.CKA_ALWAYS_AUTHENTICATE]: spec('b', 0, () => b(false), setBool),
   [P.CKA_EC_PARAMS]: spec('x', 0, () => x()),
   [P.CKA_VALUE]: spec('x', NOT_ON_GENERATE | NOT_ON_UNWRAP | SENSITIVE_VALUE, () => x(), valueUpdate),
