@@ -470,26 +470,23 @@ describe('vault service', () => {
     const id = te.encode('on-a-closing-partition');
     const store = s.svc.vault.store;
     const original = store.applyBatch.bind(store);
-    store.applyBatch = async () => {
-      throw Object.assign(new Error('SQLITE_IOERR at /secret/path/vault.db'), { code: 'SQLITE_IOERR' });
-    };
-    try {
-      const r = await postOp(s.svc.url, id, await loginStartMessage(s.pk, id));
-      expectError(r, 500, 'INTERNAL');
-      expect(r.text).not.toContain('SQLITE');
-    } finally {
-      store.applyBatch = original;
-    }
     const { StorageError, StorageCode } = await import('../../../host/storage/types.ts');
-    store.applyBatch = async () => {
-      throw new StorageError(StorageCode.Io, 'disk on fire /secret/path', 'EIO');
-    };
-    try {
-      const r = await postOp(s.svc.url, id, await loginStartMessage(s.pk, id));
-      expectError(r, 500, 'STORAGE_ERROR');
-      expect(r.text).not.toContain('/secret');
-    } finally {
-      store.applyBatch = original;
+    /** [what the store throws, the answer's code, what the answer must not show] */
+    const failures: [() => Error, string, string][] = [
+      [() => Object.assign(new Error('SQLITE_IOERR at /secret/path/vault.db'), { code: 'SQLITE_IOERR' }), 'INTERNAL', 'SQLITE'],
+      [() => new StorageError(StorageCode.Io, 'disk on fire /secret/path', 'EIO'), 'STORAGE_ERROR', '/secret'],
+    ];
+    for (const [failure, code, hidden] of failures) {
+      store.applyBatch = async () => {
+        throw failure();
+      };
+      try {
+        const r = await postOp(s.svc.url, id, await loginStartMessage(s.pk, id));
+        expectError(r, 500, code);
+        expect(r.text).not.toContain(hidden);
+      } finally {
+        store.applyBatch = original;
+      }
     }
     const m = await (await fetch(`${s.svc.url}/metrics`)).text();
     expect(metricValue(m, 'bkv_ops_total{outcome="server-error"}')).toBe(2);
