@@ -204,16 +204,7 @@ export async function decryptToFile(
   dst: string,
   opts: DecryptOptions & FileOptions = {},
 ): Promise<FileResult> {
-  const dec = new BackupDecryptor(rootKey, withNode(opts));
-  let bytesIn = 0;
-  const bytesOut = await throughTemp(dst, opts.overwrite ?? false, async (write) => {
-    for await (const piece of source) {
-      bytesIn += piece.length;
-      for (const p of await dec.update(piece)) await write(p);
-    }
-    for (const p of await dec.finish()) await write(p);
-  });
-  return { bytesIn, bytesOut };
+  return pipeToFile(new BackupDecryptor(rootKey, withNode(opts)), source, dst, opts.overwrite ?? false);
 }
 
 /** Encrypts plaintext read from `source` into the file `dst`. */
@@ -223,35 +214,43 @@ export async function encryptToFile(
   dst: string,
   opts: EncryptOptions & FileOptions = {},
 ): Promise<FileResult> {
-  const enc = await BackupEncryptor.create(rootKey, withNode(opts));
+  return pipeToFile(await BackupEncryptor.create(rootKey, withNode(opts)), source, dst, opts.overwrite ?? false);
+}
+
+/** Runs `source` through an encryptor or decryptor into the file `dst`, by way of a temporary file. */
+async function pipeToFile(
+  t: { update(data: Uint8Array): Promise<Uint8Array[]>; finish(): Promise<Uint8Array[]> },
+  source: AsyncIterable<Uint8Array>,
+  dst: string,
+  overwrite: boolean,
+): Promise<FileResult> {
   let bytesIn = 0;
-  const bytesOut = await throughTemp(dst, opts.overwrite ?? false, async (write) => {
+  const bytesOut = await throughTemp(dst, overwrite, async (write) => {
     for await (const piece of source) {
       bytesIn += piece.length;
-      for (const p of await enc.update(piece)) await write(p);
+      for (const p of await t.update(piece)) await write(p);
     }
-    for (const p of await enc.finish()) await write(p);
+    for (const p of await t.finish()) await write(p);
   });
   return { bytesIn, bytesOut };
 }
 
 /** Encrypts the file `src` into `dst` (progress totals from the file size). */
 export async function encryptFile(rootKey: Uint8Array, src: string, dst: string, opts: EncryptOptions & FileOptions = {}): Promise<FileResult> {
-  const size = (await stat(src)).size;
-  const source = createReadStream(src, { highWaterMark: opts.readSize ?? 64 * 1024 });
-  try {
-    return await encryptToFile(rootKey, source, dst, { totalBytes: size, ...opts });
-  } finally {
-    source.destroy();
-  }
+  return fromFile(src, opts, (source, totalBytes) => encryptToFile(rootKey, source, dst, { totalBytes, ...opts }));
 }
 
 /** Decrypts the encrypted backup `src` into `dst`; `dst` appears only when all of it authenticated. */
 export async function decryptFile(rootKey: Uint8Array, src: string, dst: string, opts: DecryptOptions & FileOptions = {}): Promise<FileResult> {
+  return fromFile(src, opts, (source, totalBytes) => decryptToFile(rootKey, source, dst, { totalBytes, ...opts }));
+}
+
+/** Runs `fn` on a read stream of the file `src` and its size (the progress total). */
+async function fromFile(src: string, opts: FileOptions, fn: (source: AsyncIterable<Uint8Array>, totalBytes: number) => Promise<FileResult>): Promise<FileResult> {
   const size = (await stat(src)).size;
   const source = createReadStream(src, { highWaterMark: opts.readSize ?? 64 * 1024 });
   try {
-    return await decryptToFile(rootKey, source, dst, { totalBytes: size, ...opts });
+    return await fn(source, size);
   } finally {
     source.destroy();
   }

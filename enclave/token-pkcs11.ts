@@ -62,6 +62,28 @@ function tokenError(e: unknown): unknown {
 
 const bool = (type: number, value: boolean): P.Attribute => ({ type, value });
 
+/**
+ * The template of a key this token makes: a token object of `label` and `id`; a secret or private
+ * key is private, sensitive, not extractable and not copyable; `extra` after the id; of `usages`,
+ * those in `on` true and the others false; never modifiable.
+ */
+function keyTemplate(cls: number, keyType: number, label: string, id: Buffer, extra: P.Template, usages: number[], on: number[]): P.Template {
+  const secret = cls !== P.CKO_PUBLIC_KEY;
+  return [
+    { type: P.CKA_CLASS, value: cls },
+    { type: P.CKA_KEY_TYPE, value: keyType },
+    bool(P.CKA_TOKEN, true),
+    bool(P.CKA_PRIVATE, secret),
+    { type: P.CKA_LABEL, value: label },
+    { type: P.CKA_ID, value: id },
+    ...extra,
+    ...(secret ? [bool(P.CKA_SENSITIVE, true), bool(P.CKA_EXTRACTABLE, false)] : []),
+    ...usages.map((f) => bool(f, on.includes(f))),
+    ...(secret ? [bool(P.CKA_COPYABLE, false)] : []),
+    bool(P.CKA_MODIFIABLE, false),
+  ];
+}
+
 /** The session key ECDH derives (ecdhX): read once, then destroyed. Read-only, shared by every call. */
 const ECDH_TEMPLATE: P.Template = Object.freeze([
   Object.freeze({ type: P.CKA_CLASS, value: P.CKO_SECRET_KEY }),
@@ -245,22 +267,8 @@ export class Pkcs11Token implements Token {
   }
 
   private secretTemplate(label: string, keyType: number, len: number, usage: number[]): P.Template {
-    const id = this.random(16);
     const flags = [P.CKA_ENCRYPT, P.CKA_DECRYPT, P.CKA_SIGN, P.CKA_VERIFY, P.CKA_WRAP, P.CKA_UNWRAP, P.CKA_DERIVE];
-    return [
-      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-      { type: P.CKA_KEY_TYPE, value: keyType },
-      bool(P.CKA_TOKEN, true),
-      bool(P.CKA_PRIVATE, true),
-      { type: P.CKA_LABEL, value: label },
-      { type: P.CKA_ID, value: Buffer.from(id) },
-      { type: P.CKA_VALUE_LEN, value: len },
-      bool(P.CKA_SENSITIVE, true),
-      bool(P.CKA_EXTRACTABLE, false),
-      ...flags.map((f) => bool(f, usage.includes(f))),
-      bool(P.CKA_COPYABLE, false),
-      bool(P.CKA_MODIFIABLE, false),
-    ];
+    return keyTemplate(P.CKO_SECRET_KEY, keyType, label, Buffer.from(this.random(16)), [{ type: P.CKA_VALUE_LEN, value: len }], flags, usage);
   }
 
   generateAesKey(label: string): KeyHandle {
@@ -278,36 +286,8 @@ export class Pkcs11Token implements Token {
   generateEcKeyPair(label: string): KeyHandle {
     return this.findOrCreate(label, () => {
       const id = Buffer.from(this.random(16));
-      const pub: P.Template = [
-        { type: P.CKA_CLASS, value: P.CKO_PUBLIC_KEY },
-        { type: P.CKA_KEY_TYPE, value: P.CKK_EC },
-        bool(P.CKA_TOKEN, true),
-        bool(P.CKA_PRIVATE, false),
-        { type: P.CKA_LABEL, value: label },
-        { type: P.CKA_ID, value: id },
-        { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) },
-        bool(P.CKA_VERIFY, false),
-        bool(P.CKA_ENCRYPT, false),
-        bool(P.CKA_WRAP, false),
-        bool(P.CKA_DERIVE, false),
-        bool(P.CKA_MODIFIABLE, false),
-      ];
-      const priv: P.Template = [
-        { type: P.CKA_CLASS, value: P.CKO_PRIVATE_KEY },
-        { type: P.CKA_KEY_TYPE, value: P.CKK_EC },
-        bool(P.CKA_TOKEN, true),
-        bool(P.CKA_PRIVATE, true),
-        { type: P.CKA_LABEL, value: label },
-        { type: P.CKA_ID, value: id },
-        bool(P.CKA_SENSITIVE, true),
-        bool(P.CKA_EXTRACTABLE, false),
-        bool(P.CKA_DERIVE, true),
-        bool(P.CKA_SIGN, false),
-        bool(P.CKA_DECRYPT, false),
-        bool(P.CKA_UNWRAP, false),
-        bool(P.CKA_COPYABLE, false),
-        bool(P.CKA_MODIFIABLE, false),
-      ];
+      const pub = keyTemplate(P.CKO_PUBLIC_KEY, P.CKK_EC, label, id, [{ type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) }], [P.CKA_VERIFY, P.CKA_ENCRYPT, P.CKA_WRAP, P.CKA_DERIVE], []);
+      const priv = keyTemplate(P.CKO_PRIVATE_KEY, P.CKK_EC, label, id, [], [P.CKA_DERIVE, P.CKA_SIGN, P.CKA_DECRYPT, P.CKA_UNWRAP], [P.CKA_DERIVE]);
       return this.op((s) => this.m.C_GenerateKeyPair(s, { mechanism: P.CKM_EC_KEY_PAIR_GEN }, pub, priv).privateKey);
     });
   }

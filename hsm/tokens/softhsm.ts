@@ -24,6 +24,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { projectRoot } from '../../bin/bundle.mjs';
 import * as P from '../../enclave/api/pkcs11.ts';
+import { fsyncDir } from '../durable-file.ts';
 import type { TokenBackend } from './backends.ts';
 
 export const SOFTHSM_DEFAULT_LIB = '/usr/lib/softhsm/libsofthsm2.so';
@@ -106,26 +107,22 @@ function syncTree(dir: string, since: number): void {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) syncTree(p, since);
     else if (e.isFile() && !e.name.endsWith('.lock')) {
+      let changed: boolean;
       try {
-        if (fs.statSync(p).mtimeMs + 5 < since) continue;
-        const fd = fs.openSync(p, 'r');
-        try {
-          fs.fsyncSync(fd);
-        } finally {
-          fs.closeSync(fd);
-        }
+        changed = fs.statSync(p).mtimeMs + 5 >= since;
       } catch {
-        // removed meanwhile
+        continue; // removed meanwhile
       }
+      if (changed) fsyncIfThere(p);
     }
   }
+  fsyncIfThere(dir);
+}
+
+/** fsyncs a file or folder; one removed meanwhile is passed over. */
+function fsyncIfThere(p: string): void {
   try {
-    const fd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    fsyncDir(p);
   } catch {
     // removed meanwhile
   }

@@ -1,7 +1,8 @@
 /**
  * OPAQUE test support shared by the RFC vector tests, the malformed-input tests and the OPAQUE
- * fuzz targets: an injected queue RNG (as noble and opaque-ke reproduce vectors) and one valid
- * run of every RFC 9807 message (§4-§6) between a client and a server.
+ * fuzz targets: every message's decoder and encoder, an injected queue RNG (as noble and
+ * opaque-ke reproduce vectors) and one valid run of every RFC 9807 message (§4-§6) between a
+ * client and a server.
  */
 import { concat } from '../../enclave/opaque/bytes.ts';
 import type { RandomSource } from '../../enclave/opaque/bytes.ts';
@@ -11,6 +12,36 @@ import { OpaqueError, OpaqueErrorCode } from '../../enclave/opaque/errors.ts';
 import { serverLoginStart, serverRegistrationResponse } from '../../enclave/opaque/server.ts';
 import type { ServerKeys } from '../../enclave/opaque/server.ts';
 import type { Suite } from '../../enclave/opaque/suite.ts';
+
+/** Every RFC 9807 message's decoder (§4-§6), by name. */
+export const MESSAGE_DECODERS: Record<M.MessageName, (s: Suite, b: Uint8Array) => unknown> = {
+  RegistrationRequest: M.decodeRegistrationRequest,
+  RegistrationResponse: M.decodeRegistrationResponse,
+  RegistrationRecord: M.decodeRegistrationRecord,
+  Envelope: M.decodeEnvelope,
+  CredentialRequest: M.decodeCredentialRequest,
+  CredentialResponse: M.decodeCredentialResponse,
+  AuthRequest: M.decodeAuthRequest,
+  AuthResponse: M.decodeAuthResponse,
+  KE1: M.decodeKE1,
+  KE2: M.decodeKE2,
+  KE3: M.decodeKE3,
+};
+
+/** Every RFC 9807 message's encoder, by name (the value is what the decoder returned). */
+export const MESSAGE_ENCODERS: Record<M.MessageName, (s: Suite, m: never) => Uint8Array> = {
+  RegistrationRequest: M.encodeRegistrationRequest,
+  RegistrationResponse: M.encodeRegistrationResponse,
+  RegistrationRecord: M.encodeRegistrationRecord,
+  Envelope: M.encodeEnvelope,
+  CredentialRequest: M.encodeCredentialRequest,
+  CredentialResponse: M.encodeCredentialResponse,
+  AuthRequest: M.encodeAuthRequest,
+  AuthResponse: M.encodeAuthResponse,
+  KE1: M.encodeKE1,
+  KE2: M.encodeKE2,
+  KE3: M.encodeKE3,
+};
 
 /** Hands out the given bytes in order; running dry is a RandomSourceError. */
 export function queueRng(...chunks: Uint8Array[]): RandomSource {

@@ -17,6 +17,14 @@ const fresh = () => path.join(root, `nvram-${n++}.bin`);
 const bytes = (s: string) => new TextEncoder().encode(s);
 const SLOT = (size: number) => 24 + size + 32;
 
+/** A fresh NVRAM file of region `size` after `contents` were written in order, and its raw bytes. */
+function written(size: number, ...contents: Uint8Array[]): { file: string; raw: Buffer } {
+  const file = fresh();
+  const nv = new FileNvram(file, { size });
+  for (const c of contents) nv.write(c);
+  return { file, raw: fs.readFileSync(file) };
+}
+
 describe('FileNvram', () => {
   it('reads empty before any write, then what was written, across instances', () => {
     const file = fresh();
@@ -78,23 +86,14 @@ describe('FileNvram', () => {
   });
 
   it('a torn newer slot (bytes of the new data, old checksum) reads back the previous contents', () => {
-    const file = fresh();
-    const nv = new FileNvram(file, { size: 256 });
-    nv.write(bytes('older'));
-    nv.write(bytes('newer'));
-    nv.write(bytes('newest')); // slot 0 again, seq 3
-    const raw = fs.readFileSync(file);
+    const { file, raw } = written(256, bytes('older'), bytes('newer'), bytes('newest')); // newest: slot 0 again, seq 3
     raw.write('XX', 24); // half of a new write landed in slot 0
     fs.writeFileSync(file, raw);
     expect(new FileNvram(file, { size: 256 }).read()).toEqual(bytes('newer'));
   });
 
   it('damage to both slots is a clear NvramCorrupt error, and writes are refused', () => {
-    const file = fresh();
-    const nv = new FileNvram(file, { size: 64 });
-    nv.write(bytes('a'));
-    nv.write(bytes('b'));
-    const raw = fs.readFileSync(file);
+    const { file, raw } = written(64, bytes('a'), bytes('b'));
     raw[30] = raw[30]! ^ 1;
     raw[SLOT(64) + 30] = raw[SLOT(64) + 30]! ^ 1;
     fs.writeFileSync(file, raw);
@@ -125,11 +124,7 @@ describe('FileNvram', () => {
         fc.array(fc.tuple(fc.nat(SLOT(size) - 1), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 4 }),
         fc.boolean(),
         (older, newer, flips, truncate) => {
-          const file = fresh();
-          const nv = new FileNvram(file, { size });
-          nv.write(older); // slot 0
-          nv.write(newer); // slot 1, the newest
-          const raw = fs.readFileSync(file);
+          const { file, raw } = written(size, older, newer); // slot 0, then slot 1: the newest
           let damaged: Buffer = raw;
           if (truncate) damaged = raw.subarray(0, SLOT(size) + flips[0]![0]);
           else for (const [at, x] of flips) raw[SLOT(size) + at] = raw[SLOT(size) + at]! ^ x;

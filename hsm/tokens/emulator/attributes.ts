@@ -123,6 +123,8 @@ const ulongUpdate: Update = (_a, raw) => (raw.length === 8 ? 0 : P.CKR.CKR_ATTRI
 
 const spec = (kind: Spec['kind'], checks: number, def: () => AttrValue, update?: Update): Spec => ({ kind, checks, def, ...(update && { update }) });
 const flag = (def: boolean, checks = MODIFIABLE): Spec => spec('b', checks, () => b(def), setBool);
+/** Usage flags (CKA_ENCRYPT, CKA_SIGN, ...) a key kind has: modifiable, true unless the template says no. */
+const usages = (...types: number[]): Record<number, Spec> => Object.fromEntries(types.map((t) => [t, flag(true)]));
 
 const COMMON: Record<number, Spec> = {
   [P.CKA_CLASS]: spec('u', 0, () => u(P.CKO_VENDOR_DEFINED), fixedUlong(P.CKA_CLASS)),
@@ -154,51 +156,44 @@ const KEY: Record<number, Spec> = {
 
 const HISTORY = NOT_ON_CREATE | NOT_ON_GENERATE | NOT_ON_UNWRAP;
 
-const SECRET: Record<number, Spec> = {
-  ...KEY,
+/** What secret and private keys share: sensitivity, extractability and their history (v2.40 §4.9, §4.10). */
+const SENSITIVE_KEY: Record<number, Spec> = {
   [P.CKA_SENSITIVE]: spec('b', MODIFIABLE, () => b(false), sensitiveUpdate),
-  [P.CKA_ENCRYPT]: flag(true),
-  [P.CKA_DECRYPT]: flag(true),
-  [P.CKA_SIGN]: flag(true),
-  [P.CKA_VERIFY]: flag(true),
-  [P.CKA_WRAP]: flag(true),
-  [P.CKA_UNWRAP]: flag(true),
   [P.CKA_EXTRACTABLE]: spec('b', MODIFIABLE, () => b(false), extractableUpdate),
   [P.CKA_ALWAYS_SENSITIVE]: spec('b', HISTORY, () => b(false), setBool),
   [P.CKA_NEVER_EXTRACTABLE]: spec('b', HISTORY, () => b(true), setBool),
-  [P.CKA_CHECK_VALUE]: spec('x', 0, () => x()),
   [P.CKA_WRAP_WITH_TRUSTED]: spec('b', 0, () => b(false), setBool),
+};
+
+const SECRET: Record<number, Spec> = {
+  ...KEY,
+  ...SENSITIVE_KEY,
+  ...usages(P.CKA_ENCRYPT, P.CKA_DECRYPT, P.CKA_SIGN, P.CKA_VERIFY, P.CKA_WRAP, P.CKA_UNWRAP),
+  [P.CKA_CHECK_VALUE]: spec('x', 0, () => x()),
   [P.CKA_TRUSTED]: spec('b', 0, () => b(false), trustedUpdate),
   [P.CKA_VALUE]: spec('x', NOT_ON_GENERATE | NOT_ON_UNWRAP | SENSITIVE_VALUE, () => x(), valueUpdate),
   [P.CKA_VALUE_LEN]: spec('u', NOT_ON_CREATE, () => u(0), ulongUpdate),
 };
 
-const EC_PUBLIC: Record<number, Spec> = {
+/** What EC public and private keys share: the subject (v2.40 §4.8, §4.9) and the curve. */
+const EC_KEY: Record<number, Spec> = {
   ...KEY,
   [P.CKA_SUBJECT]: spec('x', MODIFIABLE, () => x()),
-  [P.CKA_ENCRYPT]: flag(true),
-  [P.CKA_VERIFY]: flag(true),
-  [P.CKA_VERIFY_RECOVER]: flag(true),
-  [P.CKA_WRAP]: flag(true),
-  [P.CKA_TRUSTED]: spec('b', 0, () => b(false), trustedUpdate),
   [P.CKA_EC_PARAMS]: spec('x', 0, () => x()),
+};
+
+const EC_PUBLIC: Record<number, Spec> = {
+  ...EC_KEY,
+  ...usages(P.CKA_ENCRYPT, P.CKA_VERIFY, P.CKA_VERIFY_RECOVER, P.CKA_WRAP),
+  [P.CKA_TRUSTED]: spec('b', 0, () => b(false), trustedUpdate),
   [P.CKA_EC_POINT]: spec('x', NOT_ON_GENERATE, () => x()),
 };
 
 const EC_PRIVATE: Record<number, Spec> = {
-  ...KEY,
-  [P.CKA_SUBJECT]: spec('x', MODIFIABLE, () => x()),
-  [P.CKA_SENSITIVE]: spec('b', MODIFIABLE, () => b(false), sensitiveUpdate),
-  [P.CKA_DECRYPT]: flag(true),
-  [P.CKA_SIGN]: flag(true),
-  [P.CKA_SIGN_RECOVER]: flag(true),
-  [P.CKA_UNWRAP]: flag(true),
-  [P.CKA_EXTRACTABLE]: spec('b', MODIFIABLE, () => b(false), extractableUpdate),
-  [P.CKA_ALWAYS_SENSITIVE]: spec('b', HISTORY, () => b(false), setBool),
-  [P.CKA_NEVER_EXTRACTABLE]: spec('b', HISTORY, () => b(true), setBool),
-  [P.CKA_WRAP_WITH_TRUSTED]: spec('b', 0, () => b(false), setBool),
+  ...EC_KEY,
+  ...SENSITIVE_KEY,
+  ...usages(P.CKA_DECRYPT, P.CKA_SIGN, P.CKA_SIGN_RECOVER, P.CKA_UNWRAP),
   [P.CKA_ALWAYS_AUTHENTICATE]: spec('b', 0, () => b(false), setBool),
-  [P.CKA_EC_PARAMS]: spec('x', 0, () => x()),
   [P.CKA_VALUE]: spec('x', NOT_ON_GENERATE | NOT_ON_UNWRAP | SENSITIVE_VALUE, () => x(), valueUpdate),
 };
 

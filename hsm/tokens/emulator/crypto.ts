@@ -275,18 +275,7 @@ export class CryptoOps {
     if (info.cls !== P.CKO_SECRET_KEY) P.fail(CKR.CKR_ATTRIBUTE_VALUE_INVALID, method);
     if (info.keyType !== keyType) P.fail(CKR.CKR_TEMPLATE_INCONSISTENT, method);
     this.m.check(haveWrite(this.m.state(s), info.token, info.private), method);
-    let len = 0;
-    let checkValue = true;
-    for (const a of template) {
-      const raw = P.encodeAttributeValue(a.value);
-      if (a.type === P.CKA_VALUE_LEN) {
-        if (raw.length !== 8) P.fail(CKR.CKR_ATTRIBUTE_VALUE_INVALID, method);
-        len = Number(raw.readBigUInt64LE(0));
-      } else if (a.type === P.CKA_CHECK_VALUE) {
-        if (raw.length > 0) P.fail(CKR.CKR_ATTRIBUTE_VALUE_INVALID, method);
-        checkValue = false;
-      }
-    }
+    const { len, checkValue } = secretKeyLength(template, method, false);
     if (len === 0) P.fail(CKR.CKR_TEMPLATE_INCOMPLETE, method);
     if (keyType === P.CKK_AES && !isAesKeyLength(len)) P.fail(CKR.CKR_ATTRIBUTE_VALUE_INVALID, method);
     if (len > 1 << 16) P.fail(CKR.CKR_ATTRIBUTE_VALUE_INVALID, method);
@@ -297,8 +286,7 @@ export class CryptoOps {
     attrs.set(P.CKA_KEY_GEN_MECHANISM, u(mech.mechanism));
     attrs.set(P.CKA_ALWAYS_SENSITIVE, b(getBool(attrs, P.CKA_SENSITIVE, false)));
     attrs.set(P.CKA_NEVER_EXTRACTABLE, b(!getBool(attrs, P.CKA_EXTRACTABLE, false)));
-    attrs.set(P.CKA_VALUE, x(value));
-    if (checkValue) attrs.set(P.CKA_CHECK_VALUE, x(keyType === P.CKK_AES ? checkValueAes(value) : checkValueGeneric(value)));
+    setSecretValue(attrs, keyType, value, checkValue);
     return P.handleOf(this.m.insertObject(s, attrs));
   }
 
@@ -412,19 +400,8 @@ export class CryptoOps {
     if (p.kdf !== P.CKD_NULL) P.fail(CKR.CKR_MECHANISM_PARAM_INVALID, method);
     if (p.sharedData && p.sharedData.length > 0) P.fail(CKR.CKR_MECHANISM_PARAM_INVALID, method);
     if (!isInput(p.publicData)) P.fail(CKR.CKR_MECHANISM_PARAM_INVALID, method);
-    let byteLen = 0;
-    let checkValue = true;
-    for (const a of template) {
-      const raw = P.encodeAttributeValue(a.value);
-      if (a.type === P.CKA_VALUE) P.fail(CKR.CKR_ATTRIBUTE_READ_ONLY, method);
-      if (a.type === P.CKA_VALUE_LEN) {
-        if (raw.length !== 8) P.fail(CKR.CKR_ATTRIBUTE_VALUE_INVALID, method);
-        byteLen = Number(raw.readBigUInt64LE(0));
-      } else if (a.type === P.CKA_CHECK_VALUE) {
-        if (raw.length > 0) P.fail(CKR.CKR_ATTRIBUTE_VALUE_INVALID, method);
-        checkValue = false;
-      }
-    }
+    const given = secretKeyLength(template, method, true);
+    let byteLen = given.len;
     if (info.keyType === P.CKK_AES && ![0, 16, 24, 32].includes(byteLen)) P.fail(CKR.CKR_ATTRIBUTE_VALUE_INVALID, method);
     let z: Buffer;
     try {
@@ -439,10 +416,37 @@ export class CryptoOps {
     const value = Buffer.from(z.subarray(z.length - byteLen));
     z.fill(0);
     setDerivedHistory(attrs, base.attrs);
-    attrs.set(P.CKA_VALUE, x(value));
-    if (checkValue) attrs.set(P.CKA_CHECK_VALUE, x(info.keyType === P.CKK_AES ? checkValueAes(value) : checkValueGeneric(value)));
+    setSecretValue(attrs, info.keyType, value, given.checkValue);
     return P.handleOf(this.m.insertObject(s, attrs));
   }
+}
+
+/**
+ * A new secret key's template, read in order as SoftHSM2 does: its CKA_VALUE_LEN (0 when absent),
+ * and whether it gets a CKA_CHECK_VALUE (not when the template gives an empty one). With
+ * `valueReadOnly` (C_DeriveKey), a CKA_VALUE is CKR_ATTRIBUTE_READ_ONLY.
+ */
+function secretKeyLength(template: P.Template, method: string, valueReadOnly: boolean): { len: number; checkValue: boolean } {
+  let len = 0;
+  let checkValue = true;
+  for (const a of template) {
+    const raw = P.encodeAttributeValue(a.value);
+    if (valueReadOnly && a.type === P.CKA_VALUE) P.fail(CKR.CKR_ATTRIBUTE_READ_ONLY, method);
+    if (a.type === P.CKA_VALUE_LEN) {
+      if (raw.length !== 8) P.fail(CKR.CKR_ATTRIBUTE_VALUE_INVALID, method);
+      len = Number(raw.readBigUInt64LE(0));
+    } else if (a.type === P.CKA_CHECK_VALUE) {
+      if (raw.length > 0) P.fail(CKR.CKR_ATTRIBUTE_VALUE_INVALID, method);
+      checkValue = false;
+    }
+  }
+  return { len, checkValue };
+}
+
+/** A new secret key's CKA_VALUE and, unless the template declined it, its CKA_CHECK_VALUE. */
+function setSecretValue(attrs: Attrs, keyType: number, value: Buffer, checkValue: boolean): void {
+  attrs.set(P.CKA_VALUE, x(value));
+  if (checkValue) attrs.set(P.CKA_CHECK_VALUE, x(keyType === P.CKK_AES ? checkValueAes(value) : checkValueGeneric(value)));
 }
 
 /** v2.40 §4.10: a derived key is always-sensitive / never-extractable only if its base key was. */

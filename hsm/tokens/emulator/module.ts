@@ -139,7 +139,6 @@ export class EmulatorModule implements P.Pkcs11 {
   }
 
   // ---------------------------------------------------------------- cryptography (§5.8-5.14)
-  // ---------------------------------------------------------------- cryptography (§5.8-5.14)
   C_EncryptInit(session: P.Handle, mechanism: P.Mechanism, key: P.Handle): void {
     this.crypto.encryptInit(session, mechanism, key);
   }

@@ -157,32 +157,31 @@ export class TokenOps {
     const len = Buffer.byteLength(newPin, 'utf8');
     if (len < MIN_PIN_LEN || len > MAX_PIN_LEN) P.fail(CKR.CKR_PIN_LEN_RANGE, 'C_SetPIN');
     const state = this.m.state(s);
-    if (state === P.CKS_RW_PUBLIC_SESSION || state === P.CKS_RW_USER_FUNCTIONS) {
-      const t = this.m.token(s.serial);
-      if (t.userKey.length === 0) P.fail(CKR.CKR_USER_PIN_NOT_INITIALIZED, 'C_SetPIN');
-      if (userLocked(t, this.m.policy)) P.fail(CKR.CKR_PIN_LOCKED, 'C_SetPIN');
-      const key = unwrapTokenKey(oldPin, t.userSalt, t.userKey);
-      if (!key) {
-        this.m.updateToken(s.serial, (x) => ({ ...x, userFailures: x.userFailures + 1 }));
-        P.fail(CKR.CKR_PIN_INCORRECT, 'C_SetPIN');
-      }
-      const user = wrapTokenKey(key, newPin, this.m.policy.kdfIterations);
-      key.fill(0);
-      this.m.updateToken(s.serial, (x) => ({ ...x, userSalt: user.salt, userKey: user.wrapped, userFailures: 0 }));
-    } else if (state === P.CKS_RW_SO_FUNCTIONS) {
-      const t = this.m.token(s.serial);
-      if (soLocked(t, this.m.policy)) P.fail(CKR.CKR_PIN_LOCKED, 'C_SetPIN');
-      const key = unwrapTokenKey(oldPin, t.soSalt, t.soKey);
-      if (!key) {
-        this.m.updateToken(s.serial, (x) => ({ ...x, soFailures: x.soFailures + 1 }));
-        P.fail(CKR.CKR_PIN_INCORRECT, 'C_SetPIN');
-      }
-      const so = wrapTokenKey(key, newPin, this.m.policy.kdfIterations);
-      key.fill(0);
-      this.m.updateToken(s.serial, (x) => ({ ...x, soSalt: so.salt, soKey: so.wrapped, soFailures: 0 }));
-    } else {
-      P.fail(CKR.CKR_SESSION_READ_ONLY, 'C_SetPIN');
+    const who = state === P.CKS_RW_PUBLIC_SESSION || state === P.CKS_RW_USER_FUNCTIONS ? 'user' : state === P.CKS_RW_SO_FUNCTIONS ? 'so' : null;
+    if (who === null) P.fail(CKR.CKR_SESSION_READ_ONLY, 'C_SetPIN');
+    const { key } = this.unlock(s.serial, who, oldPin, 'C_SetPIN');
+    const next = wrapTokenKey(key, newPin, this.m.policy.kdfIterations);
+    key.fill(0);
+    const r = ROLES[who];
+    this.m.updateToken(s.serial, (x) => ({ ...x, [r.salt]: next.salt, [r.key]: next.wrapped, [r.failures]: 0 }));
+  }
+
+  /**
+   * The token key `pin` unwraps for `who`. A wrong PIN is counted in the store before
+   * CKR_PIN_INCORRECT leaves: a crash can not refund a guess. `hadFailures`: wrong PINs were
+   * counted before this right one.
+   */
+  private unlock(serial: string, who: 'so' | 'user', pin: string, fn: string): { key: Buffer; hadFailures: boolean } {
+    const r = ROLES[who];
+    const t = this.m.token(serial);
+    if (who === 'user' && t.userKey.length === 0) P.fail(CKR.CKR_USER_PIN_NOT_INITIALIZED, fn);
+    if (r.locked(t, this.m.policy)) P.fail(CKR.CKR_PIN_LOCKED, fn);
+    const key = unwrapTokenKey(pin, t[r.salt], t[r.key]);
+    if (!key) {
+      this.m.updateToken(serial, (x) => ({ ...x, [r.failures]: x[r.failures] + 1 }));
+      P.fail(CKR.CKR_PIN_INCORRECT, fn);
     }
+    return { key, hadFailures: t[r.failures] > 0 };
   }
 
   // ---------------------------------------------------------------- sessions (§5.6)
@@ -227,34 +226,22 @@ export class TokenOps {
       if ([...this.m.sessions.values()].some((x) => x.serial === s.serial && !x.rw)) P.fail(CKR.CKR_SESSION_READ_ONLY_EXISTS, 'C_Login');
       if (cur === 'user') P.fail(CKR.CKR_USER_ANOTHER_ALREADY_LOGGED_IN, 'C_Login');
       if (cur === 'so') P.fail(CKR.CKR_USER_ALREADY_LOGGED_IN, 'C_Login');
-      const t = this.m.token(s.serial);
-      if (soLocked(t, this.m.policy)) P.fail(CKR.CKR_PIN_LOCKED, 'C_Login');
-      const key = unwrapTokenKey(pin, t.soSalt, t.soKey);
-      if (!key) {
-        this.m.updateToken(s.serial, (x) => ({ ...x, soFailures: x.soFailures + 1 }));
-        P.fail(CKR.CKR_PIN_INCORRECT, 'C_Login');
-      }
-      if (t.soFailures > 0) this.m.updateToken(s.serial, (x) => ({ ...x, soFailures: 0 }));
-      this.m.logins.set(s.serial, { who: 'so', tokenKey: key });
+      this.loginAs(s.serial, 'so', pin);
     } else if (userType === P.CKU_USER) {
       if (cur === 'so') P.fail(CKR.CKR_USER_ANOTHER_ALREADY_LOGGED_IN, 'C_Login');
       if (cur === 'user') P.fail(CKR.CKR_USER_ALREADY_LOGGED_IN, 'C_Login');
-      const t = this.m.token(s.serial);
-      if (t.userKey.length === 0) P.fail(CKR.CKR_USER_PIN_NOT_INITIALIZED, 'C_Login');
-      if (userLocked(t, this.m.policy)) P.fail(CKR.CKR_PIN_LOCKED, 'C_Login');
-      const key = unwrapTokenKey(pin, t.userSalt, t.userKey);
-      if (!key) {
-        // The failure is durable before the answer leaves: a crash can not refund a guess.
-        this.m.updateToken(s.serial, (x) => ({ ...x, userFailures: x.userFailures + 1 }));
-        P.fail(CKR.CKR_PIN_INCORRECT, 'C_Login');
-      }
-      if (t.userFailures > 0) this.m.updateToken(s.serial, (x) => ({ ...x, userFailures: 0 }));
-      this.m.logins.set(s.serial, { who: 'user', tokenKey: key });
+      this.loginAs(s.serial, 'user', pin);
     } else if (userType === P.CKU_CONTEXT_SPECIFIC) {
       P.fail(CKR.CKR_OPERATION_NOT_INITIALIZED, 'C_Login');
     } else {
       P.fail(CKR.CKR_USER_TYPE_INVALID, 'C_Login');
     }
+  }
+
+  private loginAs(serial: string, who: 'so' | 'user', pin: string): void {
+    const { key, hadFailures } = this.unlock(serial, who, pin, 'C_Login');
+    if (hadFailures) this.m.updateToken(serial, (x) => ({ ...x, [ROLES[who].failures]: 0 }));
+    this.m.logins.set(serial, { who, tokenKey: key });
   }
 
   logout(session: P.Handle): void {
@@ -264,6 +251,12 @@ export class TokenOps {
   }
 
 }
+
+/** Where each role's PIN-wrapped token key and wrong-PIN count are stored, and when it is locked. */
+const ROLES = {
+  so: { salt: 'soSalt', key: 'soKey', failures: 'soFailures', locked: soLocked },
+  user: { salt: 'userSalt', key: 'userKey', failures: 'userFailures', locked: userLocked },
+} as const;
 
 function pad(s: string, n: number): string {
   return s.length >= n ? s.slice(0, n) : s + ' '.repeat(n - s.length);

@@ -21,7 +21,7 @@ import {
 } from '../../../enclave/opaque/server.ts';
 import type { Suite } from '../../../enclave/opaque/suite.ts';
 import { allSuites } from '../../helpers/suites.ts';
-import { opaqueMessages } from '../../helpers/opaque.ts';
+import { MESSAGE_DECODERS, MESSAGE_ENCODERS, opaqueMessages } from '../../helpers/opaque.ts';
 
 const suites = await allSuites();
 const rng: RandomSource = (n) => new Uint8Array(nodeRandomBytes(n));
@@ -92,33 +92,6 @@ async function fixture(suite: Suite): Promise<Fixture> {
   return { keys, messages: await opaqueMessages({ suite, context: utf8('ctx'), rng }, keys, utf8('pw'), utf8('id')) };
 }
 
-const DECODERS: Record<M.MessageName, (s: Suite, b: Uint8Array) => unknown> = {
-  RegistrationRequest: M.decodeRegistrationRequest,
-  RegistrationResponse: M.decodeRegistrationResponse,
-  RegistrationRecord: M.decodeRegistrationRecord,
-  Envelope: M.decodeEnvelope,
-  CredentialRequest: M.decodeCredentialRequest,
-  CredentialResponse: M.decodeCredentialResponse,
-  AuthRequest: M.decodeAuthRequest,
-  AuthResponse: M.decodeAuthResponse,
-  KE1: M.decodeKE1,
-  KE2: M.decodeKE2,
-  KE3: M.decodeKE3,
-};
-const ENCODERS: Record<M.MessageName, (s: Suite, m: never) => Uint8Array> = {
-  RegistrationRequest: M.encodeRegistrationRequest,
-  RegistrationResponse: M.encodeRegistrationResponse,
-  RegistrationRecord: M.encodeRegistrationRecord,
-  Envelope: M.encodeEnvelope,
-  CredentialRequest: M.encodeCredentialRequest,
-  CredentialResponse: M.encodeCredentialResponse,
-  AuthRequest: M.encodeAuthRequest,
-  AuthResponse: M.encodeAuthResponse,
-  KE1: M.encodeKE1,
-  KE2: M.encodeKE2,
-  KE3: M.encodeKE3,
-};
-
 /** `b` with `field` (at its offset in `name`) replaced by `value`. */
 function withField(suite: Suite, name: M.MessageName, b: Uint8Array, field: string, value: Uint8Array): Uint8Array {
   let off = 0;
@@ -151,11 +124,11 @@ for (const { name: suiteName, suite } of suites) {
     for (const name of M.MESSAGE_NAMES) {
       const valid = fx.messages[name];
       const len = M.messageLength(suite, name);
-      const decode = (b: Uint8Array) => DECODERS[name](suite, b);
+      const decode = (b: Uint8Array) => MESSAGE_DECODERS[name](suite, b);
 
       it(`${name}: a valid encoding decodes and re-encodes to the same bytes`, () => {
         expect(valid.length).toBe(len);
-        expect(ENCODERS[name](suite, decode(valid) as never)).toEqual(valid);
+        expect(MESSAGE_ENCODERS[name](suite, decode(valid) as never)).toEqual(valid);
       });
 
       it(`${name}: empty, truncated and oversized inputs are InvalidLength naming ${name}`, () => {
@@ -226,7 +199,7 @@ for (const { name: suiteName, suite } of suites) {
           o[k] = shorten(o[k]);
           return o;
         };
-        const e = fault(() => ENCODERS[name](suite, shorten(decoded) as never));
+        const e = fault(() => MESSAGE_ENCODERS[name](suite, shorten(decoded) as never));
         expectFault(e, OpaqueErrorCode.InvalidLength, first.name);
       });
     }

@@ -14,7 +14,6 @@
  * (a KE3 other than the right one is a wrong password, never a session key).
  */
 import { randomBytes } from 'node:crypto';
-import * as M from '../../../enclave/opaque/encoding.ts';
 import type { MessageName } from '../../../enclave/opaque/encoding.ts';
 import { clientLoginFinish, clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../../../enclave/opaque/client.ts';
 import { generateServerKeys, serverLoginFinish, serverLoginStart, serverLoginStateDecode, serverRegistrationResponse } from '../../../enclave/opaque/server.ts';
@@ -26,39 +25,12 @@ import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
 import { portableSuite } from '../../../enclave/opaque/suites-portable.ts';
 import { equalBytes, hex, typed, typedAsync, violation } from './oracle.ts';
 import { drbg } from './canary.ts';
-import { opaqueMessages } from '../../helpers/opaque.ts';
+import { MESSAGE_DECODERS, MESSAGE_ENCODERS, opaqueMessages } from '../../helpers/opaque.ts';
 
 const te = new TextEncoder();
 export const OPAQUE_CONTEXT = te.encode('bkv-fuzz-opaque');
 export const OPAQUE_PASSWORD = te.encode('bkv-fuzz opaque password');
 export const OPAQUE_ID = te.encode('bkv-fuzz-credential');
-
-const DECODE: Record<MessageName, (s: Suite, b: Uint8Array) => unknown> = {
-  RegistrationRequest: M.decodeRegistrationRequest,
-  RegistrationResponse: M.decodeRegistrationResponse,
-  RegistrationRecord: M.decodeRegistrationRecord,
-  Envelope: M.decodeEnvelope,
-  CredentialRequest: M.decodeCredentialRequest,
-  CredentialResponse: M.decodeCredentialResponse,
-  AuthRequest: M.decodeAuthRequest,
-  AuthResponse: M.decodeAuthResponse,
-  KE1: M.decodeKE1,
-  KE2: M.decodeKE2,
-  KE3: M.decodeKE3,
-};
-const ENCODE: Record<MessageName, (s: Suite, m: never) => Uint8Array> = {
-  RegistrationRequest: M.encodeRegistrationRequest,
-  RegistrationResponse: M.encodeRegistrationResponse,
-  RegistrationRecord: M.encodeRegistrationRecord,
-  Envelope: M.encodeEnvelope,
-  CredentialRequest: M.encodeCredentialRequest,
-  CredentialResponse: M.encodeCredentialResponse,
-  AuthRequest: M.encodeAuthRequest,
-  AuthResponse: M.encodeAuthResponse,
-  KE1: M.encodeKE1,
-  KE2: M.encodeKE2,
-  KE3: M.encodeKE3,
-};
 
 /** A fixed server and a valid run of every message, per suite (deterministic). */
 export interface OpaqueFixture {
@@ -148,8 +120,8 @@ export function opaqueMessageTarget(message: MessageName) {
     const input = new Uint8Array(data);
     const parts: string[] = [];
     for (const f of fixtures) {
-      const fast = typed(`decode${message} (${f.suite.id}, fast)`, () => DECODE[message](f.suite, input));
-      const slow = typed(`decode${message} (${f.suite.id}, noble)`, () => DECODE[message](f.portable, input));
+      const fast = typed(`decode${message} (${f.suite.id}, fast)`, () => MESSAGE_DECODERS[message](f.suite, input));
+      const slow = typed(`decode${message} (${f.suite.id}, noble)`, () => MESSAGE_DECODERS[message](f.portable, input));
       if (outcomeOf(fast) !== outcomeOf(slow)) {
         violation('backend-disagree', `decode${message} (${f.suite.id}): fast backend ${outcomeOf(fast)}, noble backend ${outcomeOf(slow)}`);
       }
@@ -157,7 +129,7 @@ export function opaqueMessageTarget(message: MessageName) {
         violation('backend-disagree', `decode${message} (${f.suite.id}): the backends decode different fields`);
       }
       if (fast.ok) {
-        const re = typed(`encode${message} (${f.suite.id})`, () => ENCODE[message](f.suite, fast.value as never));
+        const re = typed(`encode${message} (${f.suite.id})`, () => MESSAGE_ENCODERS[message](f.suite, fast.value as never));
         if (!re.ok) violation('round-trip', `encode${message} (${f.suite.id}) refused what decode${message} accepted: ${re.error.message}`);
         if (!equalBytes(re.value, input)) violation('round-trip', `encode${message}(decode${message}(x)) differs from x (${f.suite.id})`);
       }

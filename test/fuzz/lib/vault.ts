@@ -551,6 +551,32 @@ export class FuzzVault {
   }
 }
 
+/**
+ * A target's vault across its lifecycle: opened with the run's seed at setup, reopened fresh at
+ * each reset (a seed of its own per generation), dropped at teardown.
+ */
+export class VaultSlot {
+  vault: FuzzVault | null = null;
+  private seed = 1;
+  private generation = 0;
+
+  async open(seed = 1): Promise<void> {
+    this.seed = seed;
+    this.vault = await FuzzVault.open(seed);
+  }
+  async reopen(): Promise<void> {
+    this.vault = await FuzzVault.open(this.seed * 1000 + ++this.generation);
+  }
+  close(): void {
+    this.vault = null;
+  }
+  /** The open vault; opened again with the run's seed after a teardown. */
+  async current(): Promise<FuzzVault> {
+    if (!this.vault) await this.open(this.seed);
+    return this.vault!;
+  }
+}
+
 export function describe(res: HostResponse): string {
   if (res.type === 'Fault') return `Fault ${res.code} (${new TextDecoder().decode(res.field)}: ${new TextDecoder().decode(res.message)})`;
   return res.type;

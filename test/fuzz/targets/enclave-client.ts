@@ -46,7 +46,7 @@ import type { TokenKind } from '../lib/auth.ts';
 import { CANARY_A, CANARY_B } from '../lib/canary.ts';
 import type { CanaryRecord } from '../lib/canary.ts';
 import { equalBytes, hex, violation } from '../lib/oracle.ts';
-import { describeClient, FuzzVault, IDS } from '../lib/vault.ts';
+import { describeClient, FuzzVault, IDS, VaultSlot } from '../lib/vault.ts';
 import type { LoginHandle, OpenedResult } from '../lib/vault.ts';
 
 export const name = 'enclave-client';
@@ -59,22 +59,19 @@ const REPLACEMENT_PASSWORD = te.encode('bkv-fuzz replacement password');
 const SESSION_TTL_MS = 120_000;
 const STAGE_TTL_MS = 300_000;
 
-let v: FuzzVault | null = null;
-let seed = 1;
-let generation = 0;
+const slot = new VaultSlot();
 let last: string | undefined;
 
 export async function setup(o: { seed?: number } = {}): Promise<void> {
-  seed = o.seed ?? 1;
-  v = await FuzzVault.open(seed);
+  await slot.open(o.seed);
 }
 
 export async function reset(): Promise<void> {
-  v = await FuzzVault.open(seed * 1000 + ++generation);
+  await slot.reopen();
 }
 
 export async function teardown(): Promise<void> {
-  v = null;
+  slot.close();
 }
 
 export function outcome(): string | undefined {
@@ -262,8 +259,7 @@ function substitute(vault: FuzzVault, r: Rec, req: ClientRequest, ctx: Ctx, subs
 }
 
 export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
-  if (!v) await setup({ seed });
-  const vault = v!;
+  const vault = await slot.current();
   const input = new Uint8Array(data);
   const sel = input[0] ?? 0;
   let body: Uint8Array = input.subarray(1);

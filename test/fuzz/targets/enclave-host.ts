@@ -31,32 +31,29 @@ import { ClientRequests, HostRequests } from '../../../enclave/api/messages.ts';
 import { createEnclave } from '../../../enclave/main.ts';
 import { CANARIES } from '../lib/canary.ts';
 import { equalBytes, expectAnswer, hex, violation } from '../lib/oracle.ts';
-import { FuzzVault } from '../lib/vault.ts';
+import { VaultSlot } from '../lib/vault.ts';
 
 export const name = 'enclave-host';
 export const weight = 4;
 export const maxInputLength = 1 + 64 * 1024;
 export const timeoutMs = 4000;
 
-let v: FuzzVault | null = null;
-let seed = 1;
-let generation = 0;
+const slot = new VaultSlot();
 let pendingAge = 0;
 let last: string | undefined;
 
 export async function setup(o: { seed?: number } = {}): Promise<void> {
-  seed = o.seed ?? 1;
-  v = await FuzzVault.open(seed);
+  await slot.open(o.seed);
   pendingAge = 0;
 }
 
 export async function reset(): Promise<void> {
-  v = await FuzzVault.open(seed * 1000 + ++generation);
+  await slot.reopen();
   pendingAge = 0;
 }
 
 export async function teardown(): Promise<void> {
-  v = null;
+  slot.close();
 }
 
 export function outcome(): string | undefined {
@@ -71,8 +68,8 @@ function writeU64(b: Uint8Array, off: number, value: number): void {
 }
 
 export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
-  if (!v) await setup({ seed });
-  const vault = v!;
+  if (!slot.vault) pendingAge = 0;
+  const vault = await slot.current();
   const input = new Uint8Array(data);
   const flags = input[0] ?? 0;
   let req: Uint8Array = input.slice(1);

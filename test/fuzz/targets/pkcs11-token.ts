@@ -65,51 +65,31 @@ export function outcome(): string | undefined {
   return last;
 }
 
+/** The planted keys: each a token object with a label; the secret and private ones sensitive and never extractable. */
 function plant(m: P.Pkcs11, s: P.Handle): void {
-  const common = (label: string): P.Template => [
-    { type: P.CKA_TOKEN, value: true },
-    { type: P.CKA_PRIVATE, value: true },
-    { type: P.CKA_LABEL, value: label },
-    { type: P.CKA_SENSITIVE, value: true },
-    { type: P.CKA_EXTRACTABLE, value: false },
-  ];
-  m.C_CreateObject(s, [
-    { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-    { type: P.CKA_KEY_TYPE, value: P.CKK_AES },
-    { type: P.CKA_VALUE, value: Buffer.from(PKCS11_PLANTED.aes) },
-    { type: P.CKA_ENCRYPT, value: true },
-    { type: P.CKA_DECRYPT, value: true },
-    ...common(LABEL_SEAL),
-  ]);
-  m.C_CreateObject(s, [
-    { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-    { type: P.CKA_KEY_TYPE, value: P.CKK_GENERIC_SECRET },
-    { type: P.CKA_VALUE, value: Buffer.from(PKCS11_PLANTED.hmac) },
-    { type: P.CKA_SIGN, value: true },
-    ...common(LABEL_DERIVE),
-  ]);
   const e = createECDH('prime256v1');
   e.setPrivateKey(PKCS11_PLANTED.ec);
-  const id = Buffer.from('bkv-fuzz-p256');
-  m.C_CreateObject(s, [
-    { type: P.CKA_CLASS, value: P.CKO_PRIVATE_KEY },
-    { type: P.CKA_KEY_TYPE, value: P.CKK_EC },
-    { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) },
-    { type: P.CKA_VALUE, value: Buffer.from(PKCS11_PLANTED.ec) },
-    { type: P.CKA_DERIVE, value: true },
-    { type: P.CKA_ID, value: id },
-    ...common(LABEL_P256),
-  ]);
-  m.C_CreateObject(s, [
-    { type: P.CKA_CLASS, value: P.CKO_PUBLIC_KEY },
-    { type: P.CKA_KEY_TYPE, value: P.CKK_EC },
-    { type: P.CKA_TOKEN, value: true },
-    { type: P.CKA_PRIVATE, value: false },
-    { type: P.CKA_LABEL, value: LABEL_P256 },
-    { type: P.CKA_ID, value: id },
-    { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) },
-    { type: P.CKA_EC_POINT, value: Buffer.concat([Buffer.from([0x04, 65]), e.getPublicKey()]) },
-  ]);
+  const id = { type: P.CKA_ID, value: Buffer.from('bkv-fuzz-p256') };
+  const ecParams = { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) };
+  const on = (type: number) => ({ type, value: true });
+  const objects: [cls: number, keyType: number, label: string, attrs: P.Template][] = [
+    [P.CKO_SECRET_KEY, P.CKK_AES, LABEL_SEAL, [{ type: P.CKA_VALUE, value: Buffer.from(PKCS11_PLANTED.aes) }, on(P.CKA_ENCRYPT), on(P.CKA_DECRYPT)]],
+    [P.CKO_SECRET_KEY, P.CKK_GENERIC_SECRET, LABEL_DERIVE, [{ type: P.CKA_VALUE, value: Buffer.from(PKCS11_PLANTED.hmac) }, on(P.CKA_SIGN)]],
+    [P.CKO_PRIVATE_KEY, P.CKK_EC, LABEL_P256, [ecParams, { type: P.CKA_VALUE, value: Buffer.from(PKCS11_PLANTED.ec) }, on(P.CKA_DERIVE), id]],
+    [P.CKO_PUBLIC_KEY, P.CKK_EC, LABEL_P256, [id, ecParams, { type: P.CKA_EC_POINT, value: Buffer.concat([Buffer.from([0x04, 65]), e.getPublicKey()]) }]],
+  ];
+  for (const [cls, keyType, label, attrs] of objects) {
+    const secret = cls !== P.CKO_PUBLIC_KEY;
+    m.C_CreateObject(s, [
+      { type: P.CKA_CLASS, value: cls },
+      { type: P.CKA_KEY_TYPE, value: keyType },
+      ...attrs,
+      { type: P.CKA_TOKEN, value: true },
+      { type: P.CKA_PRIVATE, value: secret },
+      { type: P.CKA_LABEL, value: label },
+      ...(secret ? [on(P.CKA_SENSITIVE), { type: P.CKA_EXTRACTABLE, value: false }] : []),
+    ]);
+  }
 }
 
 export async function setup(): Promise<void> {

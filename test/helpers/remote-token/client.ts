@@ -27,12 +27,13 @@ import {
   MAX_CAPACITY,
   MIN_CAPACITY,
   STATE,
+  CALLS,
   callSpec,
   decodeResponse,
   encodeRequest,
   pkcs11Error,
 } from './protocol.ts';
-import type { CallSpec, RemoteEmulatorOptions, TokenThreadData, TokenThreadFaults } from './protocol.ts';
+import type { CallName, CallSpec, RemoteEmulatorOptions, TokenThreadData, TokenThreadFaults } from './protocol.ts';
 
 /** The token thread's bootstrap, by path (this side never imports the token's code). */
 export const TOKEN_THREAD_BOOT = path.join(projectRoot(), 'test', 'helpers', 'remote-token', 'pkcs11-boot.mjs');
@@ -49,6 +50,9 @@ export interface RemoteOptions {
   /** Tests only: calls the token thread never answers or whose replies it garbles. */
   faults?: TokenThreadFaults;
 }
+
+/** Its `Pkcs11` calls but C_FindObjects are made from the protocol's call table (the static block below). */
+export interface RemotePkcs11 extends P.Pkcs11 {}
 
 export class RemotePkcs11 implements P.Pkcs11 {
   readonly libPath = 'backup-key-vault:emulator (remote)';
@@ -112,75 +116,21 @@ export class RemotePkcs11 implements P.Pkcs11 {
   }
 
   // ---------------------------------------------------------------- the calls
-  C_Initialize(options?: P.InitializationOptions): void {
-    this.call('C_Initialize', [options]);
+  /** Every call of CALLS sends its arguments as they are and returns what the reply carries. */
+  static {
+    for (const { name } of CALLS) {
+      if (Object.hasOwn(RemotePkcs11.prototype, name)) continue;
+      Object.defineProperty(RemotePkcs11.prototype, name, {
+        value(this: RemotePkcs11, ...args: unknown[]): unknown {
+          return this.call(name, args);
+        },
+        writable: true,
+        configurable: true,
+      });
+    }
   }
-  C_Finalize(): void {
-    this.call('C_Finalize', []);
-  }
-  C_GetInfo(): P.ModuleInfo {
-    return this.call('C_GetInfo', []) as P.ModuleInfo;
-  }
-  C_GetSlotList(tokenPresent?: boolean): P.Handle[] {
-    return this.call('C_GetSlotList', [tokenPresent]) as P.Handle[];
-  }
-  C_GetSlotInfo(slot: P.Handle): P.SlotInfo {
-    return this.call('C_GetSlotInfo', [slot]) as P.SlotInfo;
-  }
-  C_GetTokenInfo(slot: P.Handle): P.TokenInfo {
-    return this.call('C_GetTokenInfo', [slot]) as P.TokenInfo;
-  }
-  C_GetMechanismList(slot: P.Handle): number[] {
-    return this.call('C_GetMechanismList', [slot]) as number[];
-  }
-  C_GetMechanismInfo(slot: P.Handle, mech: number): P.MechanismInfo {
-    return this.call('C_GetMechanismInfo', [slot, mech]) as P.MechanismInfo;
-  }
-  C_InitToken(slot: P.Handle, pin?: string, label?: string): string | void {
-    return this.call('C_InitToken', [slot, pin, label]) as string | undefined;
-  }
-  C_InitPIN(session: P.Handle, pin?: string): void {
-    this.call('C_InitPIN', [session, pin]);
-  }
-  C_SetPIN(session: P.Handle, oldPin: string, newPin: string): void {
-    this.call('C_SetPIN', [session, oldPin, newPin]);
-  }
-  C_OpenSession(slot: P.Handle, flags: number): P.Handle {
-    return this.call('C_OpenSession', [slot, flags]) as P.Handle;
-  }
-  C_CloseSession(session: P.Handle): void {
-    this.call('C_CloseSession', [session]);
-  }
-  C_CloseAllSessions(slot: P.Handle): void {
-    this.call('C_CloseAllSessions', [slot]);
-  }
-  C_GetSessionInfo(session: P.Handle): P.SessionInfo {
-    return this.call('C_GetSessionInfo', [session]) as P.SessionInfo;
-  }
-  C_Login(session: P.Handle, userType: number, pin?: string): void {
-    this.call('C_Login', [session, userType, pin]);
-  }
-  C_Logout(session: P.Handle): void {
-    this.call('C_Logout', [session]);
-  }
-  C_CreateObject(session: P.Handle, template: P.Template): P.Handle {
-    return this.call('C_CreateObject', [session, template]) as P.Handle;
-  }
-  C_CopyObject(session: P.Handle, object: P.Handle, template: P.Template): P.Handle {
-    return this.call('C_CopyObject', [session, object, template]) as P.Handle;
-  }
-  C_DestroyObject(session: P.Handle, object: P.Handle): void {
-    this.call('C_DestroyObject', [session, object]);
-  }
-  C_GetAttributeValue(session: P.Handle, object: P.Handle, template: P.Template): P.AttributeResult[] {
-    return this.call('C_GetAttributeValue', [session, object, template]) as P.AttributeResult[];
-  }
-  C_SetAttributeValue(session: P.Handle, object: P.Handle, template: P.Template): void {
-    this.call('C_SetAttributeValue', [session, object, template]);
-  }
-  C_FindObjectsInit(session: P.Handle, template: P.Template): void {
-    this.call('C_FindObjectsInit', [session, template]);
-  }
+
+  /** The reply is checked to be of the shape the overload promises. */
   C_FindObjects(session: P.Handle): P.Handle | null;
   C_FindObjects(session: P.Handle, maxObjectCount: number): P.Handle[];
   C_FindObjects(session: P.Handle, maxObjectCount?: number): P.Handle | null | P.Handle[] {
@@ -188,78 +138,9 @@ export class RemotePkcs11 implements P.Pkcs11 {
     if ((maxObjectCount === undefined) === Array.isArray(r)) throw pkcs11Error(P.CKR.CKR_GENERAL_ERROR, 'C_FindObjects', 'malformed reply: result of the wrong shape');
     return r;
   }
-  C_FindObjectsFinal(session: P.Handle): void {
-    this.call('C_FindObjectsFinal', [session]);
-  }
-  C_EncryptInit(session: P.Handle, mechanism: P.Mechanism, key: P.Handle): void {
-    this.call('C_EncryptInit', [session, mechanism, key]);
-  }
-  C_Encrypt(session: P.Handle, inData: Buffer, outData: Buffer): Buffer {
-    return this.call('C_Encrypt', [session, inData, outData]) as Buffer;
-  }
-  C_EncryptUpdate(session: P.Handle, inData: Buffer, outData: Buffer): Buffer {
-    return this.call('C_EncryptUpdate', [session, inData, outData]) as Buffer;
-  }
-  C_EncryptFinal(session: P.Handle, outData: Buffer): Buffer {
-    return this.call('C_EncryptFinal', [session, outData]) as Buffer;
-  }
-  C_DecryptInit(session: P.Handle, mechanism: P.Mechanism, key: P.Handle): void {
-    this.call('C_DecryptInit', [session, mechanism, key]);
-  }
-  C_Decrypt(session: P.Handle, inData: Buffer, outData: Buffer): Buffer {
-    return this.call('C_Decrypt', [session, inData, outData]) as Buffer;
-  }
-  C_DecryptUpdate(session: P.Handle, inData: Buffer, outData: Buffer): Buffer {
-    return this.call('C_DecryptUpdate', [session, inData, outData]) as Buffer;
-  }
-  C_DecryptFinal(session: P.Handle, outData: Buffer): Buffer {
-    return this.call('C_DecryptFinal', [session, outData]) as Buffer;
-  }
-  C_SignInit(session: P.Handle, mechanism: P.Mechanism, key: P.Handle): void {
-    this.call('C_SignInit', [session, mechanism, key]);
-  }
-  C_Sign(session: P.Handle, inData: Buffer, outData: Buffer): Buffer {
-    return this.call('C_Sign', [session, inData, outData]) as Buffer;
-  }
-  C_SignUpdate(session: P.Handle, inData: Buffer): void {
-    this.call('C_SignUpdate', [session, inData]);
-  }
-  C_SignFinal(session: P.Handle, outData: Buffer): Buffer {
-    return this.call('C_SignFinal', [session, outData]) as Buffer;
-  }
-  C_VerifyInit(session: P.Handle, mechanism: P.Mechanism, key: P.Handle): void {
-    this.call('C_VerifyInit', [session, mechanism, key]);
-  }
-  C_Verify(session: P.Handle, inData: Buffer, signature: Buffer): boolean {
-    return this.call('C_Verify', [session, inData, signature]) as boolean;
-  }
-  C_VerifyUpdate(session: P.Handle, inData: Buffer): void {
-    this.call('C_VerifyUpdate', [session, inData]);
-  }
-  C_VerifyFinal(session: P.Handle, signature: Buffer): boolean {
-    return this.call('C_VerifyFinal', [session, signature]) as boolean;
-  }
-  C_GenerateKey(session: P.Handle, mechanism: P.Mechanism, template: P.Template): P.Handle {
-    return this.call('C_GenerateKey', [session, mechanism, template]) as P.Handle;
-  }
-  C_GenerateKeyPair(session: P.Handle, mechanism: P.Mechanism, publicKeyTemplate: P.Template, privateKeyTemplate: P.Template): P.KeyPair {
-    return this.call('C_GenerateKeyPair', [session, mechanism, publicKeyTemplate, privateKeyTemplate]) as P.KeyPair;
-  }
-  C_WrapKey(session: P.Handle, mechanism: P.Mechanism, wrappingKey: P.Handle, key: P.Handle, wrappedKey: Buffer): Buffer {
-    return this.call('C_WrapKey', [session, mechanism, wrappingKey, key, wrappedKey]) as Buffer;
-  }
-  C_UnwrapKey(session: P.Handle, mechanism: P.Mechanism, unwrappingKey: P.Handle, wrappedKey: Buffer, template: P.Template): P.Handle {
-    return this.call('C_UnwrapKey', [session, mechanism, unwrappingKey, wrappedKey, template]) as P.Handle;
-  }
-  C_DeriveKey(session: P.Handle, mechanism: P.Mechanism, key: P.Handle, template: P.Template): P.Handle {
-    return this.call('C_DeriveKey', [session, mechanism, key, template]) as P.Handle;
-  }
-  C_GenerateRandom(session: P.Handle, buf: Buffer): Buffer {
-    return this.call('C_GenerateRandom', [session, buf]) as Buffer;
-  }
 
   // ---------------------------------------------------------------- the exchange
-  private call(name: string, args: unknown[]): unknown {
+  private call(name: CallName, args: unknown[]): unknown {
     const spec = callSpec(name)!;
     this.usable(name);
     this.seq = (this.seq + 1) >>> 0;

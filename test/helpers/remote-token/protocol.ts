@@ -544,8 +544,10 @@ const attributeResult = record<P.AttributeResult>([
 ]);
 
 // ---- the calls ----
+export type CallName = keyof P.Pkcs11;
+
 export interface CallSpec {
-  name: string;
+  name: CallName;
   id: number;
   args: readonly Codec[];
   result: Codec;
@@ -557,69 +559,84 @@ const h = bytes; // a handle argument: any bytes (the module judges them, as it 
 const data = opt(bytes); // an input buffer: the module judges empty or missing ones
 const pin = opt(str);
 
-const TABLE: readonly [string, readonly Codec[], Codec, number?][] = [
-  ['C_Initialize', [opt(initOptions)], none],
-  ['C_Finalize', [], none],
-  ['C_GetInfo', [], moduleInfo],
-  ['C_GetSlotList', [opt(bool)], array(handle, 12)],
-  ['C_GetSlotInfo', [h], slotInfo],
-  ['C_GetTokenInfo', [h], tokenInfo],
-  ['C_GetMechanismList', [h], array(num, 8)],
-  ['C_GetMechanismInfo', [h, num], mechanismInfo],
-  ['C_InitToken', [h, pin, opt(str)], opt(str)],
-  ['C_InitPIN', [h, pin], none],
-  ['C_SetPIN', [h, pin, pin], none],
-  ['C_OpenSession', [h, num], handle],
-  ['C_CloseSession', [h], none],
-  ['C_CloseAllSessions', [h], none],
-  ['C_GetSessionInfo', [h], sessionInfo],
-  ['C_Login', [h, num, pin], none],
-  ['C_Logout', [h], none],
-  ['C_CreateObject', [h, template], handle],
-  ['C_CopyObject', [h, h, template], handle],
-  ['C_DestroyObject', [h, h], none],
-  ['C_GetAttributeValue', [h, h, template], array(attributeResult, 12)],
-  ['C_SetAttributeValue', [h, h, template], none],
-  ['C_FindObjectsInit', [h, template], none],
-  ['C_FindObjects', [h, opt(num)], findResult],
-  ['C_FindObjectsFinal', [h], none],
-  ['C_EncryptInit', [h, mechanism, h], none],
-  ['C_Encrypt', [h, data, outBuffer], bytes, 2],
-  ['C_EncryptUpdate', [h, data, outBuffer], bytes, 2],
-  ['C_EncryptFinal', [h, outBuffer], bytes, 1],
-  ['C_DecryptInit', [h, mechanism, h], none],
-  ['C_Decrypt', [h, data, outBuffer], bytes, 2],
-  ['C_DecryptUpdate', [h, data, outBuffer], bytes, 2],
-  ['C_DecryptFinal', [h, outBuffer], bytes, 1],
-  ['C_SignInit', [h, mechanism, h], none],
-  ['C_Sign', [h, data, outBuffer], bytes, 2],
-  ['C_SignUpdate', [h, data], none],
-  ['C_SignFinal', [h, outBuffer], bytes, 1],
-  ['C_VerifyInit', [h, mechanism, h], none],
-  ['C_Verify', [h, data, data], bool],
-  ['C_VerifyUpdate', [h, data], none],
-  ['C_VerifyFinal', [h, data], bool],
-  ['C_GenerateKey', [h, mechanism, template], handle],
-  ['C_GenerateKeyPair', [h, mechanism, template, template], keyPair],
-  ['C_WrapKey', [h, mechanism, h, h, outBuffer], bytes, 4],
-  ['C_UnwrapKey', [h, mechanism, h, data, template], handle],
-  ['C_DeriveKey', [h, mechanism, h, template], handle],
-  ['C_GenerateRandom', [h, outBuffer], bytes, 1],
-];
+/** Every `Pkcs11` call: its argument codecs, result codec and output-buffer argument; ids follow this order. */
+const TABLE: { readonly [K in keyof P.Pkcs11]: readonly [readonly Codec[], Codec, number?] } = {
+  C_Initialize: [[opt(initOptions)], none],
+  C_Finalize: [[], none],
+  C_GetInfo: [[], moduleInfo],
+  C_GetSlotList: [[opt(bool)], array(handle, 12)],
+  C_GetSlotInfo: [[h], slotInfo],
+  C_GetTokenInfo: [[h], tokenInfo],
+  C_GetMechanismList: [[h], array(num, 8)],
+  C_GetMechanismInfo: [[h, num], mechanismInfo],
+  C_InitToken: [[h, pin, opt(str)], opt(str)],
+  C_InitPIN: [[h, pin], none],
+  C_SetPIN: [[h, pin, pin], none],
+  C_OpenSession: [[h, num], handle],
+  C_CloseSession: [[h], none],
+  C_CloseAllSessions: [[h], none],
+  C_GetSessionInfo: [[h], sessionInfo],
+  C_Login: [[h, num, pin], none],
+  C_Logout: [[h], none],
+  C_CreateObject: [[h, template], handle],
+  C_CopyObject: [[h, h, template], handle],
+  C_DestroyObject: [[h, h], none],
+  C_GetAttributeValue: [[h, h, template], array(attributeResult, 12)],
+  C_SetAttributeValue: [[h, h, template], none],
+  C_FindObjectsInit: [[h, template], none],
+  C_FindObjects: [[h, opt(num)], findResult],
+  C_FindObjectsFinal: [[h], none],
+  C_EncryptInit: [[h, mechanism, h], none],
+  C_Encrypt: [[h, data, outBuffer], bytes, 2],
+  C_EncryptUpdate: [[h, data, outBuffer], bytes, 2],
+  C_EncryptFinal: [[h, outBuffer], bytes, 1],
+  C_DecryptInit: [[h, mechanism, h], none],
+  C_Decrypt: [[h, data, outBuffer], bytes, 2],
+  C_DecryptUpdate: [[h, data, outBuffer], bytes, 2],
+  C_DecryptFinal: [[h, outBuffer], bytes, 1],
+  C_SignInit: [[h, mechanism, h], none],
+  C_Sign: [[h, data, outBuffer], bytes, 2],
+  C_SignUpdate: [[h, data], none],
+  C_SignFinal: [[h, outBuffer], bytes, 1],
+  C_VerifyInit: [[h, mechanism, h], none],
+  C_Verify: [[h, data, data], bool],
+  C_VerifyUpdate: [[h, data], none],
+  C_VerifyFinal: [[h, data], bool],
+  C_GenerateKey: [[h, mechanism, template], handle],
+  C_GenerateKeyPair: [[h, mechanism, template, template], keyPair],
+  C_WrapKey: [[h, mechanism, h, h, outBuffer], bytes, 4],
+  C_UnwrapKey: [[h, mechanism, h, data, template], handle],
+  C_DeriveKey: [[h, mechanism, h, template], handle],
+  C_GenerateRandom: [[h, outBuffer], bytes, 1],
+};
 
-export const CALLS: readonly CallSpec[] = TABLE.map(([name, args, result, out], i) => ({ name, id: i + 1, args, result, ...(out !== undefined && { out }) }));
-const BY_NAME = new Map(CALLS.map((c) => [c.name, c]));
+export const CALLS: readonly CallSpec[] = Object.entries(TABLE).map(([name, [args, result, out]], i) => ({ name: name as CallName, id: i + 1, args, result, ...(out !== undefined && { out }) }));
+const BY_NAME = new Map<string, CallSpec>(CALLS.map((c) => [c.name, c]));
 
 export function callSpec(name: string): CallSpec | undefined {
   return BY_NAME.get(name);
 }
 
 // ---- frames ----
-export function encodeRequest(seq: number, spec: CallSpec, args: readonly unknown[]): Buffer {
+/** A writer holding a frame's head: the version, `kind` (a request's call id, a response's status), `seq`. */
+function frameWriter(kind: number, seq: number): Writer {
   const w = new Writer();
   w.u8(PROTOCOL_VERSION);
-  w.u8(spec.id);
+  w.u8(kind);
   w.u32(seq >>> 0);
+  return w;
+}
+
+/** A reader past a frame's version, which must be this protocol's. */
+function frameReader(frame: Buffer): Reader {
+  const r = new Reader(frame);
+  const v = r.u8();
+  if (v !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol version ${v}`);
+  return r;
+}
+
+export function encodeRequest(seq: number, spec: CallSpec, args: readonly unknown[]): Buffer {
+  const w = frameWriter(spec.id, seq);
   spec.args.forEach((c, i) => c.enc(w, args[i], `${spec.name} argument ${i + 1}`));
   return w.finish();
 }
@@ -632,9 +649,7 @@ export interface Request {
 
 /** Decodes a request; a ProtocolError names what is wrong and carries what could be read. */
 export function decodeRequest(frame: Buffer): Request {
-  const r = new Reader(frame);
-  const v = r.u8();
-  if (v !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol version ${v}`);
+  const r = frameReader(frame);
   const id = r.u8();
   const seq = r.u32();
   const spec = CALLS[id - 1];
@@ -654,19 +669,13 @@ export function requestSeq(frame: Buffer): number {
 }
 
 export function encodeResult(seq: number, spec: CallSpec, value: unknown): Buffer {
-  const w = new Writer();
-  w.u8(PROTOCOL_VERSION);
-  w.u8(0);
-  w.u32(seq >>> 0);
+  const w = frameWriter(0, seq);
   spec.result.enc(w, value, `${spec.name} result`);
   return w.finish();
 }
 
 export function encodeError(seq: number, code: number, method: string, detail?: string): Buffer {
-  const w = new Writer();
-  w.u8(PROTOCOL_VERSION);
-  w.u8(1);
-  w.u32(seq >>> 0);
+  const w = frameWriter(1, seq);
   w.u32(Number.isInteger(code) && code >= 0 && code <= 0xffffffff ? code : P.CKR.CKR_GENERAL_ERROR);
   w.str(method.slice(0, 64));
   opt(str).enc(w, detail === undefined ? undefined : detail.slice(0, MAX_DETAIL), 'detail');
@@ -677,9 +686,7 @@ export type Response = { ok: true; value: unknown } | { ok: false; code: number;
 
 /** Decodes the response to request `seq` of `spec` (a ProtocolError if it is not one). */
 export function decodeResponse(frame: Buffer, spec: CallSpec, seq: number): Response {
-  const r = new Reader(frame);
-  const v = r.u8();
-  if (v !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol version ${v}`);
+  const r = frameReader(frame);
   const status = r.u8();
   const got = r.u32();
   if (got !== seq >>> 0) throw new ProtocolError(`reply to request ${got}, expected ${seq >>> 0}`);

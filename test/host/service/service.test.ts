@@ -470,26 +470,23 @@ describe('vault service', () => {
     const id = te.encode('on-a-closing-partition');
     const store = s.svc.vault.store;
     const original = store.applyBatch.bind(store);
-    store.applyBatch = async () => {
-      throw Object.assign(new Error('SQLITE_IOERR at /secret/path/vault.db'), { code: 'SQLITE_IOERR' });
-    };
-    try {
-      const r = await postOp(s.svc.url, id, await loginStartMessage(s.pk, id));
-      expectError(r, 500, 'INTERNAL');
-      expect(r.text).not.toContain('SQLITE');
-    } finally {
-      store.applyBatch = original;
-    }
     const { StorageError, StorageCode } = await import('../../../host/storage/types.ts');
-    store.applyBatch = async () => {
-      throw new StorageError(StorageCode.Io, 'disk on fire /secret/path', 'EIO');
-    };
-    try {
-      const r = await postOp(s.svc.url, id, await loginStartMessage(s.pk, id));
-      expectError(r, 500, 'STORAGE_ERROR');
-      expect(r.text).not.toContain('/secret');
-    } finally {
-      store.applyBatch = original;
+    /** [what the store throws, the answer's code, what the answer must not show] */
+    const failures: [() => Error, string, string][] = [
+      [() => Object.assign(new Error('SQLITE_IOERR at /secret/path/vault.db'), { code: 'SQLITE_IOERR' }), 'INTERNAL', 'SQLITE'],
+      [() => new StorageError(StorageCode.Io, 'disk on fire /secret/path', 'EIO'), 'STORAGE_ERROR', '/secret'],
+    ];
+    for (const [failure, code, hidden] of failures) {
+      store.applyBatch = async () => {
+        throw failure();
+      };
+      try {
+        const r = await postOp(s.svc.url, id, await loginStartMessage(s.pk, id));
+        expectError(r, 500, code);
+        expect(r.text).not.toContain(hidden);
+      } finally {
+        store.applyBatch = original;
+      }
     }
     const m = await (await fetch(`${s.svc.url}/metrics`)).text();
     expect(metricValue(m, 'bkv_ops_total{outcome="server-error"}')).toBe(2);
@@ -551,14 +548,34 @@ describe('vault service', () => {
   });
 });
 
+interface Registered {
+  s: Svc;
+  c: EscrowClient;
+  id: Uint8Array;
+  /** How many operations have reached the enclave. */
+  batchOps: () => Promise<number>;
+}
+
+/**
+ * A service whose record bucket holds `burst` tokens (one more a minute), without an address
+ * limit, and a record `name` registered through the client with password 'pw' (two tokens spent).
+ */
+async function withRegistered(burst: number, name: string, attemptLimit: number, body: (r: Registered) => Promise<void>): Promise<void> {
+  const s = await start({ rateLimits: { record: { perMinute: 1, burst }, address: false } });
+  try {
+    const c = client(s);
+    const id = te.encode(name);
+    await c.register(id, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit });
+    const batchOps = async () => metricValue(await (await fetch(`${s.svc.url}/metrics`)).text(), 'bkv_batch_size_sum{partition="0"}');
+    await body({ s, c, id, batchOps });
+  } finally {
+    await s.svc.close();
+  }
+}
+
 describe('host rate limits', () => {
   it("the early issuer-token check: no token 401, another id's or a rogue issuer's 403, before the record's bucket; the user is still served", async () => {
-    const s = await start({ rateLimits: { record: { perMinute: 1, burst: 3 }, address: false } });
-    try {
-      const c = client(s);
-      const id = te.encode('early-victim');
-      await c.register(id, te.encode('pw'), new Uint8Array(32).fill(3), { attemptLimit: 5 }); // 2 of 3 tokens
-      const batchOps = async () => metricValue(await (await fetch(`${s.svc.url}/metrics`)).text(), 'bkv_batch_size_sum{partition="0"}');
+    await withRegistered(3, 'early-victim', 5, async ({ s, c, id, batchOps }) => {
       const opsBefore = await batchOps();
       const rogue = await makeTestIssuer('rogue');
       for (let i = 0; i < 5; i++) {
@@ -570,18 +587,11 @@ describe('host rate limits', () => {
       // None of the 15 reached the enclave or took the record's last token: the user is served.
       expect(await batchOps()).toBe(opsBefore);
       expect(await c.status(id)).toMatchObject({ type: 'StatusResult', attemptsRemaining: 5 });
-    } finally {
-      await s.svc.close();
-    }
+    });
   });
 
   it('per record: 429 with Retry-After, and rate-limited operations never reach the enclave', async () => {
-    const s = await start({ rateLimits: { record: { perMinute: 1, burst: 4 }, address: false } });
-    try {
-      const c = client(s);
-      const id = te.encode('victim');
-      await c.register(id, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 10 }); // 2 of 4 tokens
-      const batchOps = async () => metricValue(await (await fetch(`${s.svc.url}/metrics`)).text(), 'bkv_batch_size_sum{partition="0"}');
+    await withRegistered(4, 'victim', 10, async ({ s, c, id, batchOps }) => {
       const opsBefore = await batchOps();
       // A stranger fires 8 login starts at once: 2 tokens are left, so 2 reach the enclave.
       const results = await Promise.all(Array.from({ length: 8 }, async () => postOp(s.svc.url, id, await loginStartMessage(s.pk, id))));
@@ -611,9 +621,7 @@ describe('host rate limits', () => {
       const m = await (await fetch(`${s.svc.url}/metrics`)).text();
       expect(metricValue(m, 'bkv_ops_total{outcome="rate-limited"}')).toBe(7);
       expect(s.logs.filter((l) => l.includes('"limiter":"record"'))).toHaveLength(7);
-    } finally {
-      await s.svc.close();
-    }
+    });
   });
 
   it('per address, and the bearer token: 401 before any bucket is touched', async () => {

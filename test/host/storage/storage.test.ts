@@ -204,6 +204,22 @@ const row = (r: StoredRecord | undefined) => (r === undefined ? undefined : { id
 const evPlain = (e: AuditEvent) => ({ ...e, nonce: hex(e.nonce), sealed: hex(e.sealed), mac: hex(e.mac) });
 
 /**
+ * The statements of a backend's first migration (`MIGRATIONS[0]` in host/storage/sqlite.ts or
+ * postgres.ts), read from its source: the version 1 layout, as that release created it (a released
+ * migration is never edited). Postgres's `${S}` is replaced by `schema`.
+ */
+function v1Schema(backend: 'sqlite.ts' | 'postgres.ts', schema = ''): string {
+  const src = readFileSync(new URL(`../../../host/storage/${backend}`, import.meta.url), 'utf8');
+  const from = src.indexOf('const MIGRATIONS');
+  // the first entry ends where the list's first entry-level closing bracket is
+  const ends = ['\n  },', '\n  ],'].map((e) => src.indexOf(e, from)).filter((i) => i > from);
+  const first = src.slice(from, Math.min(...ends));
+  const statements = [...first.matchAll(/`([^`]*)`/g)].map((m) => m[1]!.replaceAll('${S}', schema));
+  if (from < 0 || statements.length === 0) throw new Error(`no first migration in host/storage/${backend}`);
+  return statements.join(';\n');
+}
+
+/**
  * The content of a version 1 store (which kept each record's previous blob), written by hand in
  * the migration tests: live rows with and without `prev`, tombstones with and without `prev`,
  * several partitions and id lengths, audit events.
@@ -928,28 +944,12 @@ describe('SQLite specifics', () => {
     mkdirSync(dir, { recursive: true });
     const path = join(dir, 'vault.db');
     const content = v1Content();
-    // the version 1 layout, as that release created it
     const raw = new Database(path);
     raw.pragma('journal_mode = WAL');
     raw.exec(`
       CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
       INSERT INTO meta (key, value) VALUES ('app', 'backup-key-vault/records'), ('schema_version', 1);
-      CREATE TABLE records (
-        partition INTEGER NOT NULL,
-        record_id BLOB NOT NULL,
-        blob      BLOB NOT NULL,
-        prev      BLOB,
-        epoch     INTEGER NOT NULL,
-        PRIMARY KEY (partition, record_id)
-      ) STRICT, WITHOUT ROWID;
-      CREATE INDEX records_pending ON records (partition, epoch)
-        WHERE prev IS NOT NULL OR length(blob) = 0;
-      CREATE TABLE audit (
-        partition INTEGER NOT NULL,
-        seq       INTEGER NOT NULL,
-        event     BLOB NOT NULL,
-        PRIMARY KEY (partition, seq)
-      ) STRICT, WITHOUT ROWID;
+      ${v1Schema('sqlite.ts')};
     `);
     const insert = raw.prepare('INSERT INTO records (partition, record_id, blob, prev, epoch) VALUES (?, ?, ?, ?, ?)');
     const insertAudit = raw.prepare('INSERT INTO audit (partition, seq, event) VALUES (?, ?, ?)');
@@ -1269,28 +1269,12 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
     const loc = await pgBackend.fresh();
     const content = v1Content();
     const bx = (b: Uint8Array | null) => (b === null ? 'NULL' : `'\\x${Buffer.from(b).toString('hex')}'::bytea`);
-    // the version 1 layout, as that release created it
     await pgExec(
       loc,
       (S) => `CREATE SCHEMA ${S};
         CREATE TABLE ${S}.meta (key text PRIMARY KEY, value text NOT NULL);
         INSERT INTO ${S}.meta (key, value) VALUES ('app', 'backup-key-vault/records'), ('schema_version', '1');
-        CREATE TABLE ${S}.records (
-          partition integer NOT NULL,
-          record_id bytea   NOT NULL,
-          blob      bytea   NOT NULL,
-          prev      bytea,
-          epoch     bigint  NOT NULL,
-          PRIMARY KEY (partition, record_id)
-        ) WITH (toast_tuple_target = 8160);
-        ALTER TABLE ${S}.records ALTER COLUMN blob SET STORAGE EXTERNAL, ALTER COLUMN prev SET STORAGE EXTERNAL;
-        CREATE INDEX records_pending ON ${S}.records (partition, epoch) WHERE prev IS NOT NULL OR length(blob) = 0;
-        CREATE TABLE ${S}.audit (
-          partition integer NOT NULL,
-          seq       bigint  NOT NULL,
-          event     bytea   NOT NULL,
-          PRIMARY KEY (partition, seq)
-        );
+        ${v1Schema('postgres.ts', S)};
         INSERT INTO ${S}.records (partition, record_id, blob, prev, epoch) VALUES
           ${content.rows.map((r) => `(${r.partition}, ${bx(r.recordId)}, ${bx(r.blob)}, ${bx(r.prev)}, ${r.epoch})`).join(',\n')};
         INSERT INTO ${S}.audit (partition, seq, event) VALUES
