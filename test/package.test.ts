@@ -10,21 +10,27 @@
  * - examples/embedded-service.mjs --once: the service mounted in a plain node:http server, a key
  *   escrowed and recovered over HTTP with `backup-key-vault/client` and development-mode tokens;
  * - examples/browser-client/build.mjs: `backup-key-vault/client` bundled for the browser;
+ * - the `bkv` command (bin/bkv.mjs, which runs dist/): `bkv demo` with child-process devices;
  * - a TypeScript consumer typechecked against the shipped declaration files.
  *
  * The tarball is unpacked, not `npm install`ed: npm's offline cache holds the locked tarballs
  * but not the registry metadata an install of a new package resolves against, so an offline
  * install fails (ENOTCACHED), and an online one would compile better-sqlite3 and pkcs11js again
- * (about a minute). The empty project's node_modules links this project's installed packages
- * instead (dependencies, and the devDependencies @serenity-kit/* and @types/node).
+ * (about a minute). The empty project's node_modules links, from this project's installed
+ * packages, what an install would bring: the package's declared `dependencies` and their
+ * transitive closure as package-lock.json records it, plus the consumer's own tools
+ * (@serenity-kit/*, esbuild, @types/node and their closures). Nothing else: a run-time import
+ * that the package does not declare (a dev tool, a forgotten dependency) fails here. Node runs
+ * with NODE_PRESERVE_SYMLINKS=1, so a linked package resolves its own imports from the empty
+ * project's node_modules, not from this project's, and the closure is checked at every level.
  *
  * Without @serenity-kit the interop part is skipped with a printed reason, except with CI=true,
  * where it fails.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const root = resolve(import.meta.dirname, '..');
@@ -32,6 +38,41 @@ const modules = realpathSync(join(root, 'node_modules'));
 const ci = process.env.CI === 'true';
 const haveSerenity = existsSync(join(modules, '@serenity-kit', 'opaque')) && existsSync(join(modules, '@serenity-kit', 'opaque-p256'));
 if (!haveSerenity && !ci) console.warn('test/package.test.ts: skipping the OPAQUE interop run: @serenity-kit/opaque(-p256) are not installed (npm ci installs them)');
+
+interface LockEntry {
+  dependencies?: Record<string, string>;
+  optionalDependencies?: Record<string, string>;
+  peerDependencies?: Record<string, string>;
+  peerDependenciesMeta?: Record<string, { optional?: boolean }>;
+}
+
+/**
+ * The names in `roots` and everything they need, transitively, as package-lock.json records it
+ * (dependencies, optional dependencies that are installed, peer dependencies that are not
+ * optional). The lock has no nested node_modules (checked), so every package is top-level.
+ */
+function dependencyClosure(lock: { packages: Record<string, LockEntry> }, roots: string[]): Set<string> {
+  const nested = Object.keys(lock.packages).filter((k) => k.lastIndexOf('node_modules/') > 0);
+  if (nested.length > 0) throw new Error(`package-lock.json has nested packages, which this closure does not resolve: ${nested.join(', ')}`);
+  const seen = new Set<string>();
+  const todo = [...roots];
+  for (let name = todo.pop(); name !== undefined; name = todo.pop()) {
+    if (seen.has(name)) continue;
+    const entry = lock.packages[`node_modules/${name}`];
+    if (!entry) throw new Error(`${name} is needed but not in package-lock.json`);
+    seen.add(name);
+    const peers = Object.keys(entry.peerDependencies ?? {}).filter((p) => !entry.peerDependenciesMeta?.[p]?.optional);
+    const optional = Object.keys(entry.optionalDependencies ?? {}).filter((p) => lock.packages[`node_modules/${p}`] && existsSync(join(modules, p)));
+    todo.push(...Object.keys(entry.dependencies ?? {}), ...optional, ...peers);
+  }
+  return seen;
+}
+
+const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8'));
+const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+/** What the consumer project installs itself to run the scripts: the interop peers, the browser bundler, Node's types. */
+const CONSUMER_TOOLS = ['@types/node', 'esbuild', ...(haveSerenity ? ['@serenity-kit/opaque', '@serenity-kit/opaque-p256'] : [])];
+const linked = dependencyClosure(lock, [...Object.keys(manifest.dependencies), ...CONSUMER_TOOLS]);
 
 let dir: string;
 let project: string;
@@ -42,7 +83,8 @@ function run(file: string, args: string[] = []): Record<string, any> {
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
   delete env.NODE_PATH;
-  const r = spawnSync(process.execPath, [file, ...args], { cwd: project, env, encoding: 'utf8', timeout: 60_000 });
+  env.NODE_PRESERVE_SYMLINKS = '1';
+  const r = spawnSync(process.execPath, [file, ...args], { cwd: project, env, encoding: 'utf8', timeout: 85_000 });
   if (r.status !== 0) throw new Error(`node ${file} exited ${r.status}: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').at(-1)!);
 }
@@ -59,8 +101,8 @@ beforeAll(() => {
   writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module', dependencies: { 'backup-key-vault': `file:${tarball}` } }));
   execFileSync('tar', ['xzf', tarball, '-C', nm]);
   renameSync(join(nm, 'package'), join(nm, 'backup-key-vault'));
-  for (const name of readdirSync(modules)) {
-    if (name.startsWith('.') || name === 'backup-key-vault') continue;
+  for (const name of linked) {
+    mkdirSync(dirname(join(nm, name)), { recursive: true });
     symlinkSync(join(modules, name), join(nm, name));
   }
   cpSync(join(root, 'test', 'package'), join(project, 'scripts'), { recursive: true });
@@ -78,6 +120,11 @@ describe('the packed tarball in an empty project, from plain node', () => {
     expect(files).toContain('package/dist/host/service/index.js');
     expect(files.filter((f) => /\.ts$/.test(f) && !f.endsWith('.d.ts'))).toEqual([]);
     expect(files.filter((f) => /(^|\/)(test|bench)\//.test(f))).toEqual([]);
+  });
+
+  it('needs no TypeScript loader or bundler at run time: tsx, esbuild and typescript are not in its dependency closure', () => {
+    const runtime = dependencyClosure(lock, Object.keys(manifest.dependencies));
+    expect(['tsx', 'esbuild', 'typescript', 'vitest'].filter((n) => runtime.has(n))).toEqual([]);
   });
 
   it.runIf(haveSerenity || ci)('backup-key-vault/opaque logs in with @serenity-kit/opaque and opaque-p256, both ways', () => {
@@ -98,6 +145,10 @@ describe('the packed tarball in an empty project, from plain node', () => {
   it('examples/browser-client: backup-key-vault/client bundles for the browser (no node: import reachable)', () => {
     expect(run('examples/browser-client/build.mjs').bytes).toBeGreaterThan(10_000);
   }, 60_000);
+
+  it('the installed bkv command runs from dist/: the demo, devices in child processes', () => {
+    expect(run('node_modules/backup-key-vault/bin/bkv.mjs', ['demo', '--json', '--process', '--partitions', '1'])).toMatchObject({ ok: true, exitCode: 0, command: 'demo', records: 2 });
+  }, 90_000);
 
   it('a TypeScript consumer typechecks against the shipped declarations', () => {
     writeFileSync(
