@@ -10,6 +10,9 @@
  * - examples/embedded-service.mjs --once: the service mounted in a plain node:http server, a key
  *   escrowed and recovered over HTTP with `backup-key-vault/client` and development-mode tokens;
  * - examples/browser-client/build.mjs: `backup-key-vault/client` bundled for the browser;
+ * - test/package/browser.mjs: `backup-key-vault/client` from the installed package bundled by
+ *   esbuild and run in headless Chromium against the service (test/helpers/chromium.ts; without
+ *   Chromium skipped with a printed reason, except with CI=true, where it fails);
  * - the `bkv` command (bin/bkv.mjs, which runs dist/): `bkv demo` with child-process devices;
  * - a TypeScript consumer typechecked against the shipped declaration files.
  *
@@ -19,7 +22,7 @@
  * (about a minute). The empty project's node_modules links, from this project's installed
  * packages, what an install would bring: the package's declared `dependencies` and their
  * transitive closure as package-lock.json records it, plus the consumer's own tools
- * (@serenity-kit/*, esbuild, @types/node and their closures). Nothing else: a run-time import
+ * (@serenity-kit/*, esbuild, playwright-core, @types/node and their closures). Nothing else: a run-time import
  * that the package does not declare (a dev tool, a forgotten dependency) fails here. Node runs
  * with NODE_PRESERVE_SYMLINKS=1, so a linked package resolves its own imports from the empty
  * project's node_modules, not from this project's, and the closure is checked at every level.
@@ -32,11 +35,13 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync,
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, CHROMIUM_ARGS, browserRuns, requireChromium } from './helpers/chromium.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const modules = realpathSync(join(root, 'node_modules'));
 const ci = process.env.CI === 'true';
 const haveSerenity = existsSync(join(modules, '@serenity-kit', 'opaque')) && existsSync(join(modules, '@serenity-kit', 'opaque-p256'));
+const runsInBrowser = browserRuns('test/package.test.ts');
 if (!haveSerenity && !ci) console.warn('test/package.test.ts: skipping the OPAQUE interop run: @serenity-kit/opaque(-p256) are not installed (npm ci installs them)');
 
 interface LockEntry {
@@ -70,8 +75,8 @@ function dependencyClosure(lock: { packages: Record<string, LockEntry> }, roots:
 
 const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8'));
 const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-/** What the consumer project installs itself to run the scripts: the interop peers, the browser bundler, Node's types. */
-const CONSUMER_TOOLS = ['@types/node', 'esbuild', ...(haveSerenity ? ['@serenity-kit/opaque', '@serenity-kit/opaque-p256'] : [])];
+/** What the consumer project installs itself to run the scripts: the interop peers, the browser bundler and driver, Node's types. */
+const CONSUMER_TOOLS = ['@types/node', 'esbuild', 'playwright-core', ...(haveSerenity ? ['@serenity-kit/opaque', '@serenity-kit/opaque-p256'] : [])];
 const linked = dependencyClosure(lock, [...Object.keys(manifest.dependencies), ...CONSUMER_TOOLS]);
 
 let dir: string;
@@ -79,8 +84,8 @@ let project: string;
 let tarball: string;
 
 /** Runs `node file` in the empty project, with no loader inherited; returns the last stdout line parsed. */
-function run(file: string, args: string[] = []): Record<string, any> {
-  const env = { ...process.env };
+function run(file: string, args: string[] = [], extraEnv: Record<string, string> = {}): Record<string, any> {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv };
   delete env.NODE_OPTIONS;
   delete env.NODE_PATH;
   env.NODE_PRESERVE_SYMLINKS = '1';
@@ -145,6 +150,24 @@ describe('the packed tarball in an empty project, from plain node', () => {
   it('examples/browser-client: backup-key-vault/client bundles for the browser (no node: import reachable)', () => {
     expect(run('examples/browser-client/build.mjs').bytes).toBeGreaterThan(10_000);
   }, 60_000);
+
+  it.runIf(runsInBrowser)('backup-key-vault/client from the tarball, bundled by esbuild, escrows and recovers in headless Chromium', () => {
+    requireChromium();
+    const out = run('scripts/browser.mjs', [], { BKV_CHROMIUM: CHROMIUM, BKV_CHROMIUM_ARGS: JSON.stringify(CHROMIUM_ARGS) });
+    const inputs = out.inputs as string[];
+    // The client code is the installed package's dist/, not this checkout's sources; no Node built-in.
+    expect(inputs.some((p) => p.startsWith('node_modules/backup-key-vault/dist/client/'))).toBe(true);
+    expect(inputs.filter((p) => p.startsWith('node:') || /\.ts$/.test(p) || /backup-key-vault\/dist\/(host|hsm)\//.test(p))).toEqual([]);
+    expect(out).toMatchObject({
+      pageErrors: [],
+      hasProcess: false,
+      registered: 3,
+      wrong: { outcome: 'wrong-password', attemptsRemaining: 2 },
+      recovered: true,
+      backupRoundTrip: true,
+    });
+    expect(out.userAgent).toMatch(/Chrome\//);
+  }, 90_000);
 
   it('the installed bkv command runs from dist/: the demo, devices in child processes', () => {
     expect(run('node_modules/backup-key-vault/bin/bkv.mjs', ['demo', '--json', '--process', '--partitions', '1'])).toMatchObject({ ok: true, exitCode: 0, command: 'demo', records: 2 });
