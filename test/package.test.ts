@@ -3,6 +3,7 @@
  * runs `npm run build`), the tarball unpacked into an empty project, then plain `node` (no tsx,
  * no loader) runs scripts against its entry points:
  *
+ * - test/package/entry-points.mjs: the bare `backup-key-vault` import and every entry point it names;
  * - test/package/opaque-interop.mjs: ristretto255 and P-256 logins between
  *   `backup-key-vault/opaque` and @serenity-kit/opaque(-p256), both directions;
  * - test/package/vault.mjs: an in-process vault through `backup-key-vault/vault`, an escrow and
@@ -132,6 +133,14 @@ describe('the packed tarball in an empty project, from plain node', () => {
     expect(['tsx', 'esbuild', 'typescript', 'vitest'].filter((n) => runtime.has(n))).toEqual([]);
   });
 
+  it('the bare import names every entry point of the exports map, and each one loads', () => {
+    const out = run('scripts/entry-points.mjs');
+    expect(out.bareExports).toEqual(['ENTRY_POINTS']);
+    const subpaths = Object.keys(manifest.exports).filter((k) => k !== '.' && !/\.(ya?ml|json)$/.test(k));
+    expect(Object.keys(out.loaded).sort()).toEqual(subpaths.map((k) => `backup-key-vault${k.slice(1)}`).sort());
+    for (const [name, count] of Object.entries(out.loaded)) expect(count, name).toBeGreaterThan(0);
+  }, 60_000);
+
   it.runIf(haveSerenity || ci)('backup-key-vault/opaque logs in with @serenity-kit/opaque and opaque-p256, both ways', () => {
     expect(run('scripts/opaque-interop.mjs')).toEqual({
       'ristretto255-SHA512': { theirsToOurs: true, oursToTheirs: true },
@@ -176,7 +185,8 @@ describe('the packed tarball in an empty project, from plain node', () => {
   it('a TypeScript consumer typechecks against the shipped declarations', () => {
     writeFileSync(
       join(project, 'consumer.ts'),
-      `import { fastSuite, portableSuite, type Suite } from 'backup-key-vault/opaque';
+      `import { ENTRY_POINTS, type EntryPoint } from 'backup-key-vault';
+import { fastSuite, portableSuite, type Suite } from 'backup-key-vault/opaque';
 import { serverLoginStart } from 'backup-key-vault/opaque/server';
 import { clientLoginStart } from 'backup-key-vault/opaque/client';
 import { EscrowClient, type RecoverResult } from 'backup-key-vault/client';
@@ -189,7 +199,8 @@ const f: Promise<Suite> = fastSuite('ristretto255-SHA512');
 const o: VaultHostOptions = { dataDir: '/tmp/x', partitions: 1 };
 const h: (o: { dataDir: string }) => Promise<VaultHandler> = createVaultHandler;
 const r = (x: RecoverResult): boolean => x.ok;
-void [s, f, o, h, r, serverLoginStart, clientLoginStart, EscrowClient, encryptFile, VaultHost, new EmulatorModule({ storeFile: null }), CKF_SERIAL_SESSION];
+const e: EntryPoint = 'backup-key-vault/client';
+void [e, ENTRY_POINTS, s, f, o, h, r, serverLoginStart, clientLoginStart, EscrowClient, encryptFile, VaultHost, new EmulatorModule({ storeFile: null }), CKF_SERIAL_SESSION];
 `,
     );
     const tsc = join(modules, 'typescript', 'bin', 'tsc');
