@@ -27,7 +27,8 @@ import { ServiceError, errorKind, toServiceError } from './error-codes.ts';
 import { DEFAULT_BODY_LIMIT, sendError } from './http.ts';
 import { defaultLogger, recordHasher } from './logging.ts';
 import type { Logger } from './logging.ts';
-import { ServiceMetrics } from './metrics.ts';
+import { ServiceMetrics, assertRegistryFree } from './metrics.ts';
+import type { Registry } from 'prom-client';
 import type { OpOutcome } from './metrics.ts';
 import { DEFAULT_RATE_LIMITS, TokenBuckets } from './rate-limit.ts';
 import type { RateLimits } from './rate-limit.ts';
@@ -53,6 +54,13 @@ export interface VaultHandlerOptions {
   token?: string;
   rateLimits?: RateLimits;
   logger?: Logger;
+  /**
+   * A prom-client `Registry` of the integrator's, where the service's `bkv_*` metrics are
+   * registered (metrics.ts; not prom-client's default process metrics, which are the
+   * integrator's to collect). It must not hold them yet: two services need two registries.
+   * `close()` removes them again. Default: a registry of the service's own (`handler.metrics.registry`).
+   */
+  metricsRegistry?: Registry;
   /** Key of the record-id hash in log lines (default random per start). */
   logHashKey?: Uint8Array;
   /** Refuse byte-identical resubmissions within this window (default 10 min; 0 turns it off). */
@@ -109,7 +117,7 @@ export interface VaultHandler {
    * all finished or `timeoutMs` passed.
    */
   drain(timeoutMs?: number): Promise<number>;
-  /** Drains (if not yet), then closes the vault and clears the metrics registry. */
+  /** Drains (if not yet), then closes the vault and removes the service's metrics from their registry. */
   close(): Promise<void>;
 }
 
@@ -142,6 +150,8 @@ export async function createVaultHandler(opts: VaultHandlerOptions): Promise<Vau
   const replayWindowMs = opts.replayWindowMs ?? 10 * 60_000;
   const replay = replayWindowMs > 0 ? new ReplayGuard({ windowMs: replayWindowMs, maxEntries: maxKeys }) : null;
 
+  // Refused before the vault opens: nothing to close when the registry is taken.
+  if (opts.metricsRegistry) assertRegistryFree(opts.metricsRegistry);
   let metrics: ServiceMetrics | undefined;
   const vault = await VaultHost.open({
     dataDir: opts.dataDir,
@@ -155,11 +165,14 @@ export async function createVaultHandler(opts: VaultHandlerOptions): Promise<Vau
     log: (msg) => log.warn({ event: 'vault' }, msg),
     onBatch: (p, size, ms) => metrics?.batch(p, size, ms),
   });
-  metrics = new ServiceMetrics({
-    queueDepth: () => vault.queueDepth(),
-    partitionsReady: () => vault.partitionsReady(),
-    limiterSizes: () => ({ record: recordLimiter?.size ?? 0, address: addressLimiter?.size ?? 0 }),
-  });
+  metrics = new ServiceMetrics(
+    {
+      queueDepth: () => vault.queueDepth(),
+      partitionsReady: () => vault.partitionsReady(),
+      limiterSizes: () => ({ record: recordLimiter?.size ?? 0, address: addressLimiter?.size ?? 0 }),
+    },
+    opts.metricsRegistry,
+  );
   const m = metrics;
 
   let draining = false;
@@ -262,7 +275,7 @@ export async function createVaultHandler(opts: VaultHandlerOptions): Promise<Vau
       await drain();
       clearInterval(sweeper);
       await vault.close();
-      m.registry.clear();
+      m.unregister();
     })());
 
   return {
