@@ -160,13 +160,17 @@ describe('the packed tarball in an empty project, from plain node', () => {
     expect(run('examples/browser-client/build.mjs').bytes).toBeGreaterThan(10_000);
   }, 60_000);
 
-  it.runIf(runsInBrowser)('backup-key-vault/client from the tarball, bundled by esbuild, escrows and recovers in headless Chromium', () => {
+  it.runIf(runsInBrowser)('backup-key-vault/client from the tarball, bundled by esbuild, escrows and recovers in headless Chromium, across origins (CORS)', () => {
     requireChromium();
     const out = run('scripts/browser.mjs', [], { BKV_CHROMIUM: CHROMIUM, BKV_CHROMIUM_ARGS: JSON.stringify(CHROMIUM_ARGS) });
     const inputs = out.inputs as string[];
     // The client code is the installed package's dist/, not this checkout's sources; no Node built-in.
     expect(inputs.some((p) => p.startsWith('node_modules/backup-key-vault/dist/client/'))).toBe(true);
     expect(inputs.filter((p) => p.startsWith('node:') || /\.ts$/.test(p) || /backup-key-vault\/dist\/(host|hsm)\//.test(p))).toEqual([]);
+    // CORS: the page's origin is not the vault's; the vault allows it, and a third origin is refused.
+    expect(out.crossOrigin).toBe(true);
+    expect(out.strangerError).toMatch(/could not be reached/);
+    expect(out.strangerBlockedByCors).toBe(true);
     expect(out).toMatchObject({
       pageErrors: [],
       hasProcess: false,

@@ -24,7 +24,7 @@ import type { TokenPinSource } from '../../enclave/api/device.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import { VaultHost } from '../vault/vault-host.ts';
 import { ServiceError, errorKind, toServiceError } from './error-codes.ts';
-import { DEFAULT_BODY_LIMIT, sendError } from './http.ts';
+import { DEFAULT_BODY_LIMIT, corsPolicy, sendError } from './http.ts';
 import { defaultLogger, recordHasher } from './logging.ts';
 import type { Logger } from './logging.ts';
 import { ServiceMetrics, assertRegistryFree } from './metrics.ts';
@@ -61,6 +61,12 @@ export interface VaultHandlerOptions {
    * `close()` removes them again. Default: a registry of the service's own (`handler.metrics.registry`).
    */
   metricsRegistry?: Registry;
+  /**
+   * Browser origins (`https://app.example`, scheme://host[:port]) allowed to call the API across
+   * origins (CORS, http.ts `corsPolicy`): their preflights are answered and their answers carry
+   * `Access-Control-Allow-Origin`. Unset or empty: no CORS header (same-origin pages only).
+   */
+  corsOrigins?: readonly string[];
   /** Key of the record-id hash in log lines (default random per start). */
   logHashKey?: Uint8Array;
   /** Refuse byte-identical resubmissions within this window (default 10 min; 0 turns it off). */
@@ -152,6 +158,7 @@ export async function createVaultHandler(opts: VaultHandlerOptions): Promise<Vau
 
   // Refused before the vault opens: nothing to close when the registry is taken.
   if (opts.metricsRegistry) assertRegistryFree(opts.metricsRegistry);
+  const cors = corsPolicy(opts.corsOrigins);
   let metrics: ServiceMetrics | undefined;
   const vault = await VaultHost.open({
     dataDir: opts.dataDir,
@@ -202,11 +209,16 @@ export async function createVaultHandler(opts: VaultHandlerOptions): Promise<Vau
     let status = 500;
     let failure: unknown;
     try {
-      if (draining) throw new ServiceError('SHUTTING_DOWN', { retryAfterSeconds: 1 });
-      // HTTP/1.1 requires Host (RFC 9112 §3.2); node:http's own check would answer without our JSON.
-      if (req.httpVersion === '1.1' && req.headers.host === undefined) throw new ServiceError('BAD_REQUEST');
-      if ('error' in found) throw found.error;
-      await found.handler(ctx, req, res, note, found.match);
+      if (cors?.(req, res)) {
+        // A listed origin's CORS preflight, answered by the policy (http.ts).
+        note.route = 'preflight';
+      } else {
+        if (draining) throw new ServiceError('SHUTTING_DOWN', { retryAfterSeconds: 1 });
+        // HTTP/1.1 requires Host (RFC 9112 §3.2); node:http's own check would answer without our JSON.
+        if (req.httpVersion === '1.1' && req.headers.host === undefined) throw new ServiceError('BAD_REQUEST');
+        if ('error' in found) throw found.error;
+        await found.handler(ctx, req, res, note, found.match);
+      }
       status = res.statusCode;
     } catch (e) {
       failure = e;

@@ -87,6 +87,11 @@ describe('bkv --help', () => {
       for (const cmd of Object.keys(COMMANDS)) expect(r.out).toContain(usageOf(cmd).split('\n')[0]);
       expect(r.out).toMatch(/--json/);
     }
+    // Options added to a command show in its help and in bkv --help.
+    const serveHelp = expectCode(['serve', '--help'], 0).out;
+    expect(serveHelp).toMatch(/\[--cors-origin ORIGIN \.\.\.\]/);
+    expect(serveHelp).toMatch(/--cors-origin https:\/\/app\.example \(repeatable\)/);
+    expect(expectCode(['--help'], 0).out).toMatch(/bkv serve .*\[--cors-origin ORIGIN \.\.\.\]/);
     // No command: the help on stderr and a usage error.
     const none = expectCode([], EXIT.usage);
     expect(none.out).toBe('');
@@ -132,6 +137,9 @@ describe('bkv usage errors (exit 2)', () => {
       [['escrow', 'register', '--vualt', 'x'], /unknown option --vualt; did you mean --vault\?/],
       [['backup', 'encrypt', 'a', 'b', '--key-flie', 'k'], /unknown option --key-flie; did you mean --key-file\?/],
       [['serve', '--partitons', '2'], /did you mean --partitions\?/],
+      [['serve', '--cors-orign', 'https://app.example'], /did you mean --cors-origin\?/],
+      [['serve', '--cors-origin', 'https://app.example/'], /--cors-origin: .*not a serialized origin.*did you mean "https:\/\/app.example"\?/],
+      [['serve', '--cors-origin', '*'], /--cors-origin: .*not a URL origin/],
       [['key', 'new', '--jsno'], /did you mean --json\?/],
       [['escrw', 'status'], /unknown command escrw; did you mean escrow\?/],
       [['escrow', 'regster'], /unknown subcommand regster of bkv escrow; did you mean register\?/],
@@ -337,15 +345,21 @@ describe('bkv --json: one object on stdout, messages on stderr', () => {
     expectCode(['auth', 'keygen', '--out', 's-iss', '--name', 's.example'], 0);
     expectCode(['auth', 'keygen', '--out', 's-iss2', '--name', 's2.example'], 0);
     const data = join(dir, 'vault-json');
-    const s = await startServe(dir, ['--data', data, '--port', '0', '--partitions', '1', '--record-limit', '1/1', '--auth-issuer', join('s-iss', 'issuer.pub'), '--operator-key-file', 's-op.key', '--json'], {}, /client operations need/);
+    const s = await startServe(dir, ['--data', data, '--port', '0', '--partitions', '1', '--record-limit', '1/1', '--auth-issuer', join('s-iss', 'issuer.pub'), '--operator-key-file', 's-op.key', '--cors-origin', 'https://app.example', '--cors-origin', 'http://localhost:8000', '--json'], {}, /client operations need/);
     try {
       // stdout and stderr are two pipes: the object may arrive after the last stderr line.
       for (let i = 0; i < 100 && !s.out().includes('\n'); i++) await new Promise((r) => setTimeout(r, 50));
       const lines = s.out().trim().split('\n');
       expect(lines).toHaveLength(1);
       const j = JSON.parse(lines[0]!) as Record<string, unknown>;
-      expect(j).toMatchObject({ ok: true, command: 'serve', status: 'listening', url: s.url, vaultKeyFile: join(data, 'vault-key.pub'), partitions: 1, records: 0, auth: 'issuers', issuers: ['s.example'], audience: 'backup-key-vault' });
+      expect(j).toMatchObject({ ok: true, command: 'serve', status: 'listening', url: s.url, vaultKeyFile: join(data, 'vault-key.pub'), partitions: 1, records: 0, auth: 'issuers', issuers: ['s.example'], audience: 'backup-key-vault', corsOrigins: ['https://app.example', 'http://localhost:8000'] });
       expect(j.exitCode).toBeUndefined();
+      // --cors-origin: the listed origin is allowed, another is not (test/host/service/cors.test.ts has the rest)
+      const allowed = await fetch(`${s.url}/v1/vault`, { headers: { origin: 'http://localhost:8000' } });
+      expect(allowed.headers.get('access-control-allow-origin')).toBe('http://localhost:8000');
+      const other = await fetch(`${s.url}/v1/vault`, { headers: { origin: 'https://evil.example' } });
+      expect(other.headers.get('access-control-allow-origin')).toBeNull();
+      expect(s.err()).toMatch(/browser pages from https:\/\/app\.example, http:\/\/localhost:8000 may call the API/);
       expect(typeof j.loadMs).toBe('number');
       expect(s.err()).toMatch(/"msg":"listening"/);
 
