@@ -1,7 +1,8 @@
 /**
  * `bkv serve`: runs the vault service on a data folder and writes the vault's public key file
  * (`DIR/vault-key.pub`, what clients pin). Logs are JSON lines on stdout; the human summary
- * goes to stderr, with a progress line while the devices load their records (on a terminal).
+ * goes to stderr, with a progress line while the devices load their records (on a terminal:
+ * records loaded of the store's total, and the rate).
  * With --json, stdout holds one object once it listens (url, key file, records, load time) and
  * the log lines go to stderr. SIGTERM / SIGINT shut down gracefully. The API bearer token, when
  * wanted, comes from the environment (BKV_SERVICE_TOKEN), never from argv.
@@ -110,6 +111,7 @@ export async function serveCommand(argv: string[], out: Output): Promise<number>
     auth: auth.config,
     authMode: auth.development ? 'development' : 'issuers',
     corsOrigins,
+    onLoadProgress: (loaded: number, total: number) => loading.count(loaded, total),
     // Provisioned into a new vault's NVRAM (SHA-256 of the secret); an existing vault keeps its own.
     ...(p.opts.has('operator-key-file') && { operatorKeyHash: operatorKeyHash(readOperatorSecret(p.opts.get('operator-key-file')!)) }),
   }).finally(() => loading.end());
@@ -142,6 +144,7 @@ export async function serveCommand(argv: string[], out: Output): Promise<number>
     loadMs,
     token,
     corsOrigins,
+    onLoadProgress: (loaded: number, total: number) => loading.count(loaded, total),
     auth: auth.development ? 'development' : 'issuers',
     ...(auth.development ? { issuerKeyFile: resolve(auth.devKeyFile!) } : { issuers: auth.config.issuers.map((i) => i.name), audience: auth.config.audience }),
   });

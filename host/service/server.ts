@@ -67,6 +67,8 @@ export interface VaultHandlerOptions {
    * `Access-Control-Allow-Origin`. Unset or empty: no CORS header (same-origin pages only).
    */
   corsOrigins?: readonly string[];
+  /** Told while the vault loads its stored records at start: records loaded and their total (VaultHost `onLoadProgress`). */
+  onLoadProgress?: (loaded: number, total: number) => void;
   /** Key of the record-id hash in log lines (default random per start). */
   logHashKey?: Uint8Array;
   /** Refuse byte-identical resubmissions within this window (default 10 min; 0 turns it off). */
@@ -171,6 +173,7 @@ export async function createVaultHandler(opts: VaultHandlerOptions): Promise<Vau
     ...(opts.auth !== undefined && { auth: opts.auth }),
     log: (msg) => log.warn({ event: 'vault' }, msg),
     onBatch: (p, size, ms) => metrics?.batch(p, size, ms),
+    ...(opts.onLoadProgress && { onLoadProgress: opts.onLoadProgress }),
   });
   metrics = new ServiceMetrics(
     {

@@ -424,27 +424,43 @@ describe('progress on stderr: only on a terminal, never with --json', () => {
     expect(JSON.parse(readFileSync(join(dir, 'dec.json'), 'utf8'))).toMatchObject({ ok: true, bytesOut: 24 << 20 });
   }, 120_000);
 
-  it.skipIf(!hasScript)('bkv serve on a terminal: a progress line while the devices load their records', async () => {
-    const cmd = `exec ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} serve --data vault-tty --port 0 --partitions 1`;
-    const p = spawn('script', ['-qec', cmd, '/dev/null'], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
-    let shown = '';
-    p.stdout.on('data', (d: Buffer) => (shown += d.toString()));
-    try {
-      await new Promise<void>((res, rej) => {
-        const t = setTimeout(() => rej(new Error(`serve did not start: ${shown}`)), 60_000);
-        p.stdout.on('data', () => {
-          if (/clients pin/.test(shown)) {
-            clearTimeout(t);
-            res();
-          }
+  it.skipIf(!hasScript)('bkv serve on a terminal: a progress line counts the records loaded of the total, with the rate; silent with --json', async () => {
+    // A vault with records: the demo's, kept (2 records, development mode, its own operator folder).
+    const demo = json(['demo', '--keep', '--partitions', '1'], 0, 'demo');
+    const kept = demo.dataDir as string;
+    const serveOn = async (extra: string): Promise<string> => {
+      const cmd = `exec ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} serve --data ${join(kept, 'vault')} --operator-dir ${join(kept, 'vault.operator')} --port 0 --partitions 1${extra}`;
+      const p = spawn('script', ['-qec', cmd, '/dev/null'], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
+      let shown = '';
+      p.stdout.on('data', (d: Buffer) => (shown += d.toString()));
+      try {
+        await new Promise<void>((res, rej) => {
+          const t = setTimeout(() => rej(new Error(`serve did not start: ${shown}`)), 60_000);
+          p.stdout.on('data', () => {
+            if (/clients pin|"status":"listening"/.test(shown)) {
+              clearTimeout(t);
+              res();
+            }
+          });
         });
-      });
+      } finally {
+        const exited = new Promise((r) => p.on('exit', r));
+        p.kill('SIGTERM');
+        await exited;
+      }
+      return shown;
+    };
+    try {
+      const shown = await serveOn('');
+      expect(shown).toMatch(/\rbkv: starting the devices and loading their records: \d+\.\d s/);
+      expect(shown).toMatch(/\rbkv: starting the devices and loading their records: \d+\.\d s, 0 \/ 2 records 0%, 0\/s/);
+      expect(shown).toMatch(/\rbkv: starting the devices and loading their records: \d+\.\d s, 2 \/ 2 records 100%, [\d,]+\/s/);
+      expect(shown).toMatch(/bkv: 2 records loaded in \d+\.\d s/);
+      const quiet = await serveOn(' --json');
+      expect(quiet).not.toMatch(/loading their records|\/ 2 records/);
+      expect(quiet).toMatch(/"records":2/);
     } finally {
-      const exited = new Promise((r) => p.on('exit', r));
-      p.kill('SIGTERM');
-      await exited;
+      rmSync(kept, { recursive: true, force: true });
     }
-    expect(shown).toMatch(/\rbkv: starting the devices and loading their records: \d+\.\d s/);
-    expect(shown).toMatch(/bkv: 0 records loaded in \d+\.\d s/);
-  }, 90_000);
+  }, 180_000);
 });
