@@ -19,7 +19,7 @@ import { pino } from 'pino';
 import { runUntilSignal } from '../service/signals.ts';
 import { REDACT_PATHS } from '../service/logging.ts';
 import { parseCorsOrigin } from '../service/http.ts';
-import { intOption, parseArgs, UsageError } from './args.ts';
+import { closest, intOption, parseArgs, UsageError } from './args.ts';
 import type { Parsed } from './args.ts';
 import type { BucketConfig } from '../service/rate-limit.ts';
 import { readOperatorSecret, ticker, writeVaultKeyFile } from './io.ts';
@@ -80,7 +80,10 @@ export async function serveCommand(argv: string[], out: Output): Promise<number>
   if (p.positional.length) throw new UsageError(`unexpected ${p.positional.join(' ')}`);
   const dataDir = p.opts.get('data') ?? 'data';
   const token = p.opts.get('token') ?? DEFAULT_TOKEN_KIND;
-  if (!isTokenKind(token)) throw new UsageError(`--token must be ${TOKEN_KINDS.join(' or ')}`);
+  if (!isTokenKind(token)) {
+    const near = closest(token, TOKEN_KINDS);
+    throw new UsageError(`--token must be ${TOKEN_KINDS.join(' or ')}${near ? `; did you mean ${near}?` : ''}`);
+  }
   const corsOrigins = (p.all.get('cors-origin') ?? []).map((o) => {
     try {
       return parseCorsOrigin(o);

@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 
 import { COMMANDS, usageOf } from '../../../host/cli/help.ts';
 import { EXIT, EXIT_CODES, codeName } from '../../../host/cli/exit-codes.ts';
+import { DEFAULT_TOKEN_KIND, TOKEN_KINDS } from '../../../hsm/tokens/backends.ts';
 import { bin, root, runBkv, runBkvAsync, startServe, stop } from '../../helpers/cli.ts';
 import type { BkvRun, Served } from '../../helpers/cli.ts';
 
@@ -90,6 +91,8 @@ describe('bkv --help', () => {
     // Options added to a command show in its help and in bkv --help.
     const serveHelp = expectCode(['serve', '--help'], 0).out;
     expect(serveHelp).toMatch(/\[--cors-origin ORIGIN \.\.\.\]/);
+    expect(serveHelp).toContain(`[--token ${TOKEN_KINDS.join('|')}]`);
+    expect(serveHelp).toContain(`default ${DEFAULT_TOKEN_KIND}`);
     expect(serveHelp).toMatch(/--cors-origin https:\/\/app\.example \(repeatable\)/);
     expect(expectCode(['--help'], 0).out).toMatch(/bkv serve .*\[--cors-origin ORIGIN \.\.\.\]/);
     // No command: the help on stderr and a usage error.
@@ -138,6 +141,9 @@ describe('bkv usage errors (exit 2)', () => {
       [['backup', 'encrypt', 'a', 'b', '--key-flie', 'k'], /unknown option --key-flie; did you mean --key-file\?/],
       [['serve', '--partitons', '2'], /did you mean --partitions\?/],
       [['serve', '--cors-orign', 'https://app.example'], /did you mean --cors-origin\?/],
+      // --token's values are the backends table's (hsm/tokens/backends.ts), in the message and the hint
+      [['serve', '--token', `${TOKEN_KINDS.at(-1)!}x`], new RegExp(`--token must be ${TOKEN_KINDS.join(' or ')}; did you mean ${TOKEN_KINDS.at(-1)!}\\?`)],
+      [['serve', '--token', 'xyzzy'], new RegExp(`--token must be ${TOKEN_KINDS.join(' or ')}$`, 'm')],
       [['serve', '--cors-origin', 'https://app.example/'], /--cors-origin: .*not a serialized origin.*did you mean "https:\/\/app.example"\?/],
       [['serve', '--cors-origin', '*'], /--cors-origin: .*not a URL origin/],
       [['key', 'new', '--jsno'], /did you mean --json\?/],
