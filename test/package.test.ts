@@ -120,12 +120,16 @@ afterAll(() => {
 });
 
 describe('the packed tarball in an empty project, from plain node', () => {
-  it('ships dist/ with declarations and no TypeScript sources or tests', () => {
+  it('ships dist/ with declarations, the LICENSE, and no TypeScript sources, tests or build tools', () => {
     const files = execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' }).trim().split('\n');
     expect(files).toContain('package/dist/enclave/opaque/index.d.ts');
     expect(files).toContain('package/dist/host/service/index.js');
     expect(files.filter((f) => /\.ts$/.test(f) && !f.endsWith('.d.ts'))).toEqual([]);
     expect(files.filter((f) => /(^|\/)(test|bench)\//.test(f))).toEqual([]);
+    // Outside dist/ only what an installed package uses (package.json `files`, and what npm always adds).
+    expect(files.filter((f) => !f.startsWith('package/dist/')).sort()).toEqual(
+      ['LICENSE', 'README.md', 'bin/bkv.mjs', 'docs/package.md', 'host/service/openapi.yaml', 'package.json', 'softhsm-config/softhsm2.conf.template'].map((f) => `package/${f}`),
+    );
   });
 
   it('needs no TypeScript loader or bundler at run time: tsx, esbuild and typescript are not in its dependency closure', () => {
