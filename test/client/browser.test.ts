@@ -18,7 +18,6 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { build } from 'esbuild';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decryptBackup, encryptBackup } from '../../client/backup-file.ts';
@@ -27,24 +26,13 @@ import { formatBackupKey, generateBackupKey, parseBackupKey } from '../../client
 import { VaultHost } from '../../host/vault/vault-host.ts';
 import { testIssuer } from '../helpers/auth.ts';
 import { CHROMIUM, CHROMIUM_ARGS, browserRuns, requireChromium } from '../helpers/chromium.ts';
+import { bundleForBrowser } from '../package/browser-bundle.mjs';
 import type { BrowserRunInput, BrowserRunOutput } from '../fixtures/browser-entry.ts';
 
 const entry = resolve(import.meta.dirname, '../fixtures', 'browser-entry.ts');
 const runsInBrowser = browserRuns('test/client/browser.test.ts');
 
-async function bundle(): Promise<{ js: string; inputs: string[] }> {
-  const r = await build({
-    entryPoints: [entry],
-    bundle: true,
-    write: false,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    metafile: true,
-    logLevel: 'silent',
-  });
-  return { js: r.outputFiles[0]!.text, inputs: Object.keys(r.metafile.inputs) };
-}
+const bundle = (): Promise<{ js: string; inputs: string[] }> => bundleForBrowser(entry);
 
 describe('browser bundle', () => {
   it('the client path bundles for the browser without any Node built-in', async () => {

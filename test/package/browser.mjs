@@ -10,22 +10,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { build } from 'esbuild';
 import { chromium } from 'playwright-core';
+import { bundleForBrowser } from './browser-bundle.mjs';
 import { createVaultHandler, defaultLogger, mintToken, readIssuerPrivate, resolveServeAuth } from 'backup-key-vault/service';
 
-const r = await build({
-  entryPoints: [join(import.meta.dirname, 'browser-entry.mjs')],
-  bundle: true,
-  write: false,
-  format: 'esm',
-  platform: 'browser',
-  target: 'es2022',
-  metafile: true,
-  logLevel: 'error',
-});
-const js = r.outputFiles[0].text;
-const inputs = Object.keys(r.metafile.inputs);
+const { js, inputs } = await bundleForBrowser(join(import.meta.dirname, 'browser-entry.mjs'));
 
 const scratch = mkdtempSync(join(tmpdir(), 'bkv-pkg-browser-'));
 const dataDir = join(scratch, 'data');
