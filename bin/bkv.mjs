@@ -8,11 +8,11 @@
 // bin/bundle.mjs; the npm scripts and the benches pass the same (test/host/cli/bundle.test.ts checks).
 import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { projectBundle } from './bundle.mjs';
 
-// An installed package ships no sources: it runs its compiled dist/ (npm run build).
+// An installed package ships no sources: it runs its compiled dist/ (npm run build), and
+// imports neither the bundler (./bundle.mjs, esbuild) nor tsx: both are devDependencies.
 const fromSource = existsSync(new URL('../host/cli/bkv.ts', import.meta.url));
-const bundle = fromSource ? projectBundle() : undefined;
+const bundle = fromSource ? (await import('./bundle.mjs')).projectBundle() : undefined;
 if (!fromSource) {
   await import('../dist/host/cli/bkv.js');
 } else if (bundle) {

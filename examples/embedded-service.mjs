@@ -3,7 +3,10 @@
 // node:http server next to your own routes, with a development-mode issuer whose tokens your
 // service hands to its signed-in users (one token per record id, short-lived).
 //
-//   node examples/embedded-service.mjs [--data DIR] [--port N] [--once]
+//   node examples/embedded-service.mjs [--data DIR] [--port N] [--cors-origin ORIGIN ...] [--once]
+//
+// --cors-origin lets a page from that origin (examples/browser-client, served by any static
+// server) call the vault and this service's token route across origins (CORS); repeatable.
 //
 // Serves until Ctrl-C; with --once it escrows and recovers one key through itself with
 // backup-key-vault/client, prints the result as JSON, and stops (CI runs it so).
@@ -15,7 +18,10 @@ import { parseArgs } from 'node:util';
 import { createVaultHandler, defaultLogger, mintToken, readIssuerPrivate, resolveServeAuth } from 'backup-key-vault/service';
 import { DEFAULT_OPAQUE_CONTEXT, EscrowClient, fetchVaultInfo, generateBackupKey, httpRelay, portableSuite } from 'backup-key-vault/client';
 
-const { values: args } = parseArgs({ options: { data: { type: 'string' }, port: { type: 'string', default: '0' }, once: { type: 'boolean', default: false } } });
+const { values: args } = parseArgs({
+  options: { data: { type: 'string' }, port: { type: 'string', default: '0' }, 'cors-origin': { type: 'string', multiple: true, default: [] }, once: { type: 'boolean', default: false } },
+});
+const corsOrigins = args['cors-origin'];
 const scratch = args.data === undefined ? mkdtempSync(join(tmpdir(), 'bkv-example-')) : undefined;
 const dataDir = args.data ?? join(scratch, 'data');
 
@@ -32,12 +38,15 @@ const handler = await createVaultHandler({
   authMode: 'development',
   rateLimits: { record: { perMinute: 10, burst: 5 } },
   logger: defaultLogger(args.once ? 'warn' : 'info'),
+  corsOrigins, // the vault's routes answer these origins' preflights and allow them
 });
 
 const server = createServer((req, res) => {
   // Your service's own route: a token for the signed-in user's record id (here: any id, no sign-in).
   const m = /^\/token\/([^/?]+)$/.exec(req.url ?? '');
   if (req.method === 'POST' && m) {
+    // Your own routes set their own CORS headers (a simple POST: no preflight).
+    if (corsOrigins.includes(req.headers.origin)) res.setHeader('access-control-allow-origin', req.headers.origin).setHeader('vary', 'Origin');
     void mintToken(issuer, { subject: decodeURIComponent(m[1]), audience: auth.config.audience, ttlS: 300 }).then((token) => {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token }));
     });

@@ -1,7 +1,8 @@
 /**
  * `bkv serve`: runs the vault service on a data folder and writes the vault's public key file
  * (`DIR/vault-key.pub`, what clients pin). Logs are JSON lines on stdout; the human summary
- * goes to stderr, with a progress line while the devices load their records (on a terminal).
+ * goes to stderr, with a progress line while the devices load their records (on a terminal:
+ * records loaded of the store's total, and the rate).
  * With --json, stdout holds one object once it listens (url, key file, records, load time) and
  * the log lines go to stderr. SIGTERM / SIGINT shut down gracefully. The API bearer token, when
  * wanted, comes from the environment (BKV_SERVICE_TOKEN), never from argv.
@@ -17,7 +18,8 @@ import { DEFAULT_OPAQUE_CONTEXT } from '../../enclave/api/messages.ts';
 import { pino } from 'pino';
 import { runUntilSignal } from '../service/signals.ts';
 import { REDACT_PATHS } from '../service/logging.ts';
-import { intOption, parseArgs, UsageError } from './args.ts';
+import { parseCorsOrigin } from '../service/http.ts';
+import { closest, intOption, parseArgs, UsageError } from './args.ts';
 import type { Parsed } from './args.ts';
 import type { BucketConfig } from '../service/rate-limit.ts';
 import { readOperatorSecret, ticker, writeVaultKeyFile } from './io.ts';
@@ -72,13 +74,23 @@ const SUITE_NAMES: Record<number, string> = { 1: 'ristretto255-SHA512', 2: 'P256
 
 export async function serveCommand(argv: string[], out: Output): Promise<number> {
   const p = parseArgs(argv, {
-    options: ['data', 'port', 'host', 'token', 'token-pin-file', 'operator-dir', 'store', 'partitions', 'record-limit', 'address-limit', 'auth-issuer', 'auth-audience', 'operator-key-file'],
+    options: ['data', 'port', 'host', 'token', 'token-pin-file', 'operator-dir', 'store', 'partitions', 'record-limit', 'address-limit', 'auth-issuer', 'auth-audience', 'operator-key-file', 'cors-origin'],
     flags: ['process'],
   });
   if (p.positional.length) throw new UsageError(`unexpected ${p.positional.join(' ')}`);
   const dataDir = p.opts.get('data') ?? 'data';
   const token = p.opts.get('token') ?? DEFAULT_TOKEN_KIND;
-  if (!isTokenKind(token)) throw new UsageError(`--token must be ${TOKEN_KINDS.join(' or ')}`);
+  if (!isTokenKind(token)) {
+    const near = closest(token, TOKEN_KINDS);
+    throw new UsageError(`--token must be ${TOKEN_KINDS.join(' or ')}${near ? `; did you mean ${near}?` : ''}`);
+  }
+  const corsOrigins = (p.all.get('cors-origin') ?? []).map((o) => {
+    try {
+      return parseCorsOrigin(o);
+    } catch (e) {
+      throw new UsageError(`--cors-origin: ${(e as Error).message}`);
+    }
+  });
   const store = p.opts.get('store') ?? (process.env[STORE_ENV] || undefined);
   const pins = tokenPinSource(p, dataDir);
   console.error(`bkv: ${pins.note}`);
@@ -101,6 +113,8 @@ export async function serveCommand(argv: string[], out: Output): Promise<number>
     rateLimits: { record: limit(p, 'record-limit'), address: limit(p, 'address-limit') },
     auth: auth.config,
     authMode: auth.development ? 'development' : 'issuers',
+    corsOrigins,
+    onLoadProgress: (loaded: number, total: number) => loading.count(loaded, total),
     // Provisioned into a new vault's NVRAM (SHA-256 of the secret); an existing vault keeps its own.
     ...(p.opts.has('operator-key-file') && { operatorKeyHash: operatorKeyHash(readOperatorSecret(p.opts.get('operator-key-file')!)) }),
   }).finally(() => loading.end());
@@ -117,6 +131,7 @@ export async function serveCommand(argv: string[], out: Output): Promise<number>
   console.error(`bkv: ${info.records} records loaded in ${(loadMs / 1000).toFixed(1)} s`);
   console.error(`bkv: ${listeningLine(service.url, info.partitions, token, store, dataDir)}`);
   console.error(`bkv: clients pin ${file}`);
+  if (corsOrigins.length > 0) console.error(`bkv: browser pages from ${corsOrigins.join(', ')} may call the API (CORS)`);
   if (auth.development) {
     console.error(`bkv: DEVELOPMENT MODE: tokens are signed by the issuer key ${auth.devKeyFile}, which sits in the data folder (anyone who reads it can act as any user); give --auth-issuer FILE.pub in production`);
     console.error(`bkv:   a token for an id: bkv auth token --issuer-key ${auth.devKeyFile} --id ID --out TOKEN`);
@@ -131,6 +146,8 @@ export async function serveCommand(argv: string[], out: Output): Promise<number>
     records: info.records,
     loadMs,
     token,
+    corsOrigins,
+    onLoadProgress: (loaded: number, total: number) => loading.count(loaded, total),
     auth: auth.development ? 'development' : 'issuers',
     ...(auth.development ? { issuerKeyFile: resolve(auth.devKeyFile!) } : { issuers: auth.config.issuers.map((i) => i.name), audience: auth.config.audience }),
   });

@@ -5,6 +5,7 @@
  */
 import { UsageError, closest } from './args.ts';
 import { EXIT, EXIT_CODES, codeName } from './exit-codes.ts';
+import { DEFAULT_TOKEN_KIND, TOKEN_KINDS } from '../../hsm/tokens/backends.ts';
 
 export interface HelpEntry {
   usage: string;
@@ -33,9 +34,9 @@ export const COMMANDS: Record<string, CommandHelp> = {
     example: 'bkv demo --partitions 1',
   },
   serve: {
-    usage: `bkv serve [--data DIR] [--port N] [--host ADDR] [--token emulator|softhsm] ${PIN_SOURCE} [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A] [--operator-key-file F]\n        (environment: BKV_STORE, BKV_TOKEN_PIN, BKV_TOKEN_SO_PIN, BKV_SERVICE_TOKEN)`,
+    usage: `bkv serve [--data DIR] [--port N] [--host ADDR] [--token ${TOKEN_KINDS.join('|')}] ${PIN_SOURCE} [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A] [--operator-key-file F] [--cors-origin ORIGIN ...]\n        (environment: BKV_STORE, BKV_TOKEN_PIN, BKV_TOKEN_SO_PIN, BKV_SERVICE_TOKEN)`,
     about:
-      'Runs the vault service on a data folder (default ./data) and writes DIR/vault-key.pub, the file clients pin. Logs are JSON lines on stdout, the summary on stderr (with a progress line while the records load, on a terminal); SIGTERM or SIGINT stop it gracefully. Without --auth-issuer it runs in development mode: an issuer key pair in DIR/auth. With --json, stdout holds one JSON object once it listens (url, vaultKeyFile, partitions, records, auth, loadMs) and the log lines go to stderr.',
+      `Runs the vault service on a data folder (default ./data) and writes DIR/vault-key.pub, the file clients pin. Logs are JSON lines on stdout, the summary on stderr (with a progress line while the records load, on a terminal: records loaded of the total, rate); SIGTERM or SIGINT stop it gracefully. --token picks the PKCS#11 token backend (hsm/tokens/backends.ts; default ${DEFAULT_TOKEN_KIND}). Without --auth-issuer it runs in development mode: an issuer key pair in DIR/auth. --cors-origin https://app.example (repeatable) lets browser pages from that origin call the API (CORS: preflights answered, Access-Control-Allow-Origin for that origin only); without it no CORS header is sent. With --json, stdout holds one JSON object once it listens (url, vaultKeyFile, partitions, records, auth, corsOrigins, loadMs) and the log lines go to stderr.`,
     example: 'bkv serve --data ./vault --port 8080 --auth-issuer issuer/issuer.pub',
   },
   key: {

@@ -133,16 +133,25 @@ export function progressBar(label: string, enabled: boolean): { update(done: num
 }
 
 /**
- * Work of unknown length (`bkv serve` loading its records): `label` and the time so far on one
- * stderr line, redrawn every 200 ms while `enabled`; `end` clears the line.
+ * Work of unknown length, or counted as it goes (`bkv serve` loading its records): `label`, the
+ * time so far and the last `count(done, total)` (e.g. `1,200 / 5,000 records 24%, 3,100/s`) on
+ * one stderr line, redrawn every 200 ms while `enabled`; `end` clears the line.
  */
-export function ticker(label: string, enabled: boolean): { end(): void } {
-  if (!enabled) return { end() {} };
+export function ticker(label: string, enabled: boolean, unit = 'records'): { count(done: number, total: number): void; end(): void } {
+  if (!enabled) return { count() {}, end() {} };
   const t0 = performance.now();
-  const draw = () => process.stderr.write(`\r${label}: ${((performance.now() - t0) / 1000).toFixed(1)} s\x1b[K`);
+  let counted = '';
+  const n = (x: number) => Math.round(x).toLocaleString('en-US');
+  const draw = () => process.stderr.write(`\r${label}: ${((performance.now() - t0) / 1000).toFixed(1)} s${counted}\x1b[K`);
   draw();
   const timer = setInterval(draw, 200);
   return {
+    count(done, total) {
+      const rate = done / Math.max((performance.now() - t0) / 1000, 1e-3);
+      const pct = total > 0 ? ` ${Math.min(100, Math.floor((done / total) * 100))}%` : '';
+      counted = `, ${n(done)} / ${n(total)} ${unit}${pct}, ${n(rate)}/s`;
+      draw();
+    },
     end() {
       clearInterval(timer);
       process.stderr.write('\r\x1b[K');

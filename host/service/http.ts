@@ -1,10 +1,11 @@
 /**
  * Small, strict HTTP helpers for the vault service on node:http: the JSON content-type check, a
- * body reader with a size limit (413) and a deadline (408), and JSON / error answers. An answer
- * that refuses a body it did not read closes the connection, so unread bytes never become the
- * next request.
+ * body reader with a size limit (413) and a deadline (408), JSON / error answers, and CORS for
+ * listed origins. An answer that refuses a body it did not read closes the connection, so unread
+ * bytes never become the next request.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { AUTH_TOKEN_HEADER } from '../../enclave/api/http.ts';
 import { ServiceError } from './error-codes.ts';
 
 export const DEFAULT_BODY_LIMIT = 16 * 1024;
@@ -91,4 +92,58 @@ export function sendError(res: ServerResponse, err: ServiceError, closeConnectio
   if (err.code === 'UNAUTHORIZED') headers['www-authenticate'] = 'Bearer';
   if (closeConnection) headers.connection = 'close';
   sendJson(res, err.status, err.toJSON(), headers);
+}
+
+/**
+ * A serialized origin (RFC 6454 §6.2, the Fetch standard's `Origin` header): `http` or `https`,
+ * a host, an optional port; no path, query, credentials or trailing slash. `*` and `null` are
+ * not origins here: the service names each browser origin it answers.
+ */
+export function parseCorsOrigin(text: string): string {
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    throw new Error(`CORS origin ${JSON.stringify(text)} is not a URL origin (scheme://host[:port])`);
+  }
+  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.origin !== text) {
+    throw new Error(`CORS origin ${JSON.stringify(text)} is not a serialized origin (scheme://host[:port], nothing after it; did you mean ${JSON.stringify(u.origin)}?)`);
+  }
+  return u.origin;
+}
+
+/** How long a browser may cache a preflight answer (seconds). */
+const CORS_MAX_AGE_S = 600;
+
+/**
+ * CORS (the Fetch standard, "CORS protocol") for the listed origins, or null when none is listed
+ * (no CORS header then, ever). The returned function runs before routing: for a request whose
+ * `Origin` is listed it sets `Access-Control-Allow-Origin` to that origin (never `*`, and never
+ * `Access-Control-Allow-Credentials`: the API uses no cookies) and exposes `Retry-After`; it
+ * answers a listed origin's preflight (`OPTIONS` with `Access-Control-Request-Method`) itself
+ * with 204 and returns true. Any other origin gets no CORS header, so its browser withholds the
+ * answer; its preflight goes on to routing (405, no CORS header). `Vary: Origin` on every answer,
+ * since answers differ by origin.
+ */
+export function corsPolicy(origins: readonly string[] | undefined): ((req: IncomingMessage, res: ServerResponse) => boolean) | null {
+  if (!origins || origins.length === 0) return null;
+  const allowed = new Set(origins.map(parseCorsOrigin));
+  return (req, res) => {
+    res.setHeader('vary', 'Origin');
+    const origin = req.headers.origin;
+    if (origin === undefined || !allowed.has(origin)) return false;
+    res.setHeader('access-control-allow-origin', origin);
+    if (req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
+      res.writeHead(204, {
+        'access-control-allow-methods': 'GET, POST',
+        'access-control-allow-headers': `content-type, authorization, ${AUTH_TOKEN_HEADER}`,
+        'access-control-max-age': String(CORS_MAX_AGE_S),
+        'content-length': '0',
+      });
+      res.end();
+      return true;
+    }
+    res.setHeader('access-control-expose-headers', 'retry-after');
+    return false;
+  };
 }

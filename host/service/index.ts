@@ -7,8 +7,9 @@
  *   `VaultHandler`: its `listener(req, res)` answers `POST /v1/records/{id}/ops`, `GET /v1/vault`,
  *   `GET /health` and `GET /metrics`; `drain()` and `close()` shut it down gracefully. The options
  *   carry the issuer set (`auth`), a bearer token for the routes (`token`), rate limits
- *   (`rateLimits`), body limits and timeouts, a pino-compatible `logger`; the Prometheus registry
- *   is `handler.metrics.registry`.
+ *   (`rateLimits`), body limits and timeouts, a pino-compatible `logger`, and a prom-client
+ *   `metricsRegistry` of the integrator's where the `bkv_*` metrics land (default a registry of
+ *   the handler's own; either way `handler.metrics.registry`).
  * - `startService(options)`: the same on a server of its own, with node:http's timeouts and a
  *   graceful `close()` (what `bkv serve` runs).
  * - Issuers: `newIssuer` and `mintToken` (tokens for record ids, which the client sends with every
@@ -32,7 +33,7 @@ export {
 } from './server.ts';
 export { runUntilSignal } from './signals.ts';
 export { ServiceError, ErrorCode, type ErrorCodeName } from './error-codes.ts';
-export { ServiceMetrics, type OpOutcome } from './metrics.ts';
+export { ServiceMetrics, METRIC_NAMES, type OpOutcome } from './metrics.ts';
 export { DEFAULT_RATE_LIMITS, type RateLimits, type BucketConfig } from './rate-limit.ts';
 export { defaultLogger, type Logger } from './logging.ts';
 export { ROUTES } from './routes.ts';

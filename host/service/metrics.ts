@@ -9,7 +9,13 @@
  *   bkv_batch_size{partition}                    operations per committed batch
  *   bkv_batch_duration_seconds{partition}        one batch: read, enclave, persist, commit
  *   bkv_rate_limit_buckets{limiter}              buckets held by each limiter (bounded)
- *   plus prom-client's default process metrics (bkv_process_*, bkv_nodejs_*).
+ *   plus prom-client's default process metrics (bkv_process_*, bkv_nodejs_*), in a registry of
+ *   its own only: an integrator who gives a registry collects its process's metrics itself.
+ *
+ * The registry is the service's own, or one the integrator gives (`createVaultHandler`'s
+ * `metricsRegistry`): every name above lands there, and `unregister()` removes exactly those,
+ * leaving the integrator's own metrics. Two services need two registries (their names are the
+ * same); `METRIC_NAMES` is what a given registry must not hold yet.
  *
  * Labels carry no record id, address or body: only route templates, partitions and classes.
  */
@@ -23,16 +29,38 @@ export interface MetricsSources {
   limiterSizes(): { record: number; address: number };
 }
 
+/** The service's own metric names (the default process metrics aside), all under `bkv_`. */
+export const METRIC_NAMES = [
+  'bkv_ops_total',
+  'bkv_http_request_duration_seconds',
+  'bkv_batch_size',
+  'bkv_batch_duration_seconds',
+  'bkv_enclave_queue_depth',
+  'bkv_partition_ready',
+  'bkv_rate_limit_buckets',
+] as const;
+
+/** Throws when `registry` already holds any of `METRIC_NAMES` (a second service on one registry). */
+export function assertRegistryFree(registry: Registry): void {
+  const taken = METRIC_NAMES.filter((n) => registry.getSingleMetric(n) !== undefined);
+  if (taken.length > 0) throw new Error(`the metrics registry already holds ${taken.join(', ')}: each vault service needs a registry of its own`);
+}
+
 export class ServiceMetrics {
-  readonly registry = new Registry();
+  readonly registry: Registry;
+  private readonly owned: boolean;
   private readonly ops: Counter<'outcome'>;
   private readonly latency: Histogram<'method' | 'route' | 'status'>;
   private readonly batchSize: Histogram<'partition'>;
   private readonly batchSeconds: Histogram<'partition'>;
 
-  constructor(sources: MetricsSources) {
+  /** `registry`: the integrator's (it must not hold `METRIC_NAMES` yet); default one of its own. */
+  constructor(sources: MetricsSources, registry?: Registry) {
+    this.owned = registry === undefined;
+    this.registry = registry ?? new Registry();
+    assertRegistryFree(this.registry);
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: 'bkv_' });
+    if (this.owned) collectDefaultMetrics({ register: this.registry, prefix: 'bkv_' });
     this.ops = new Counter({ name: 'bkv_ops_total', help: 'POST /ops requests by outcome class', labelNames: ['outcome'], registers });
     for (const o of ['ok', 'client-fault', 'rate-limited', 'server-error'] as const) this.ops.inc({ outcome: o }, 0);
     this.latency = new Histogram({
@@ -85,6 +113,12 @@ export class ServiceMetrics {
         this.set({ limiter: 'address' }, s.address);
       },
     });
+  }
+
+  /** Removes the service's metrics: all of a registry of its own, only `METRIC_NAMES` from a given one. */
+  unregister(): void {
+    if (this.owned) this.registry.clear();
+    else for (const n of METRIC_NAMES) this.registry.removeSingleMetric(n);
   }
 
   op(outcome: OpOutcome): void {

@@ -24,10 +24,11 @@ import type { TokenPinSource } from '../../enclave/api/device.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import { VaultHost } from '../vault/vault-host.ts';
 import { ServiceError, errorKind, toServiceError } from './error-codes.ts';
-import { DEFAULT_BODY_LIMIT, sendError } from './http.ts';
+import { DEFAULT_BODY_LIMIT, corsPolicy, sendError } from './http.ts';
 import { defaultLogger, recordHasher } from './logging.ts';
 import type { Logger } from './logging.ts';
-import { ServiceMetrics } from './metrics.ts';
+import { ServiceMetrics, assertRegistryFree } from './metrics.ts';
+import type { Registry } from 'prom-client';
 import type { OpOutcome } from './metrics.ts';
 import { DEFAULT_RATE_LIMITS, TokenBuckets } from './rate-limit.ts';
 import type { RateLimits } from './rate-limit.ts';
@@ -53,6 +54,21 @@ export interface VaultHandlerOptions {
   token?: string;
   rateLimits?: RateLimits;
   logger?: Logger;
+  /**
+   * A prom-client `Registry` of the integrator's, where the service's `bkv_*` metrics are
+   * registered (metrics.ts; not prom-client's default process metrics, which are the
+   * integrator's to collect). It must not hold them yet: two services need two registries.
+   * `close()` removes them again. Default: a registry of the service's own (`handler.metrics.registry`).
+   */
+  metricsRegistry?: Registry;
+  /**
+   * Browser origins (`https://app.example`, scheme://host[:port]) allowed to call the API across
+   * origins (CORS, http.ts `corsPolicy`): their preflights are answered and their answers carry
+   * `Access-Control-Allow-Origin`. Unset or empty: no CORS header (same-origin pages only).
+   */
+  corsOrigins?: readonly string[];
+  /** Told while the vault loads its stored records at start: records loaded and their total (VaultHost `onLoadProgress`). */
+  onLoadProgress?: (loaded: number, total: number) => void;
   /** Key of the record-id hash in log lines (default random per start). */
   logHashKey?: Uint8Array;
   /** Refuse byte-identical resubmissions within this window (default 10 min; 0 turns it off). */
@@ -109,7 +125,7 @@ export interface VaultHandler {
    * all finished or `timeoutMs` passed.
    */
   drain(timeoutMs?: number): Promise<number>;
-  /** Drains (if not yet), then closes the vault and clears the metrics registry. */
+  /** Drains (if not yet), then closes the vault and removes the service's metrics from their registry. */
   close(): Promise<void>;
 }
 
@@ -142,6 +158,9 @@ export async function createVaultHandler(opts: VaultHandlerOptions): Promise<Vau
   const replayWindowMs = opts.replayWindowMs ?? 10 * 60_000;
   const replay = replayWindowMs > 0 ? new ReplayGuard({ windowMs: replayWindowMs, maxEntries: maxKeys }) : null;
 
+  // Refused before the vault opens: nothing to close when the registry is taken.
+  if (opts.metricsRegistry) assertRegistryFree(opts.metricsRegistry);
+  const cors = corsPolicy(opts.corsOrigins);
   let metrics: ServiceMetrics | undefined;
   const vault = await VaultHost.open({
     dataDir: opts.dataDir,
@@ -154,12 +173,16 @@ export async function createVaultHandler(opts: VaultHandlerOptions): Promise<Vau
     ...(opts.auth !== undefined && { auth: opts.auth }),
     log: (msg) => log.warn({ event: 'vault' }, msg),
     onBatch: (p, size, ms) => metrics?.batch(p, size, ms),
+    ...(opts.onLoadProgress && { onLoadProgress: opts.onLoadProgress }),
   });
-  metrics = new ServiceMetrics({
-    queueDepth: () => vault.queueDepth(),
-    partitionsReady: () => vault.partitionsReady(),
-    limiterSizes: () => ({ record: recordLimiter?.size ?? 0, address: addressLimiter?.size ?? 0 }),
-  });
+  metrics = new ServiceMetrics(
+    {
+      queueDepth: () => vault.queueDepth(),
+      partitionsReady: () => vault.partitionsReady(),
+      limiterSizes: () => ({ record: recordLimiter?.size ?? 0, address: addressLimiter?.size ?? 0 }),
+    },
+    opts.metricsRegistry,
+  );
   const m = metrics;
 
   let draining = false;
@@ -189,11 +212,16 @@ export async function createVaultHandler(opts: VaultHandlerOptions): Promise<Vau
     let status = 500;
     let failure: unknown;
     try {
-      if (draining) throw new ServiceError('SHUTTING_DOWN', { retryAfterSeconds: 1 });
-      // HTTP/1.1 requires Host (RFC 9112 §3.2); node:http's own check would answer without our JSON.
-      if (req.httpVersion === '1.1' && req.headers.host === undefined) throw new ServiceError('BAD_REQUEST');
-      if ('error' in found) throw found.error;
-      await found.handler(ctx, req, res, note, found.match);
+      if (cors?.(req, res)) {
+        // A listed origin's CORS preflight, answered by the policy (http.ts).
+        note.route = 'preflight';
+      } else {
+        if (draining) throw new ServiceError('SHUTTING_DOWN', { retryAfterSeconds: 1 });
+        // HTTP/1.1 requires Host (RFC 9112 §3.2); node:http's own check would answer without our JSON.
+        if (req.httpVersion === '1.1' && req.headers.host === undefined) throw new ServiceError('BAD_REQUEST');
+        if ('error' in found) throw found.error;
+        await found.handler(ctx, req, res, note, found.match);
+      }
       status = res.statusCode;
     } catch (e) {
       failure = e;
@@ -262,7 +290,7 @@ export async function createVaultHandler(opts: VaultHandlerOptions): Promise<Vau
       await drain();
       clearInterval(sweeper);
       await vault.close();
-      m.registry.clear();
+      m.unregister();
     })());
 
   return {

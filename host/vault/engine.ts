@@ -104,13 +104,17 @@ export class PartitionEngine {
     return res as Extract<ResponseOf<R>, { type: T }>;
   }
 
-  /** Boots the partition: Info, then the full load. Returns the enclave's info. */
-  async start(): Promise<ResponseOf<{ type: 'Info' }>> {
+  /**
+   * Boots the partition: Info, then the full load. Returns the enclave's info. `onLoaded` is
+   * told, after each chunk the enclave took, how many stored records (rows with a blob) it held.
+   */
+  async start(onLoaded?: (records: number) => void): Promise<ResponseOf<{ type: 'Info' }>> {
     for await (const chunk of this.store.scan(this.partition, MAX_LOAD_ENTRIES)) {
       await this.call({
         type: 'LoadChunk',
         entries: chunk.map((r) => ({ recordId: r.recordId, blob: r.blob })),
       });
+      onLoaded?.(chunk.reduce((n, r) => n + (r.blob.length > 0 ? 1 : 0), 0));
     }
     const loaded = await this.call({ type: 'LoadEnd' });
     this.epoch = loaded.epoch;

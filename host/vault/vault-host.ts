@@ -69,6 +69,12 @@ export interface VaultHostOptions {
   log?: (msg: string) => void;
   /** Called after each committed batch of any partition (metrics): its size and duration. */
   onBatch?: (partition: number, size: number, ms: number) => void;
+  /**
+   * Called while `open` loads the stored records into the devices, after each chunk: stored
+   * records (rows with a blob, sealed tombstones of deleted records included) loaded so far and
+   * the store's count of them (`RecordStore.stats`), all partitions (progress).
+   */
+  onLoadProgress?: (loaded: number, total: number) => void;
 }
 
 export interface VaultInfo {
@@ -199,10 +205,15 @@ export class VaultHost {
   private async startEngines(): Promise<void> {
     const infos = [];
     this.engines = [];
+    const progress = this.opts.onLoadProgress;
+    const total = progress ? (await this.store.stats()).records : 0;
+    let loaded = 0;
+    progress?.(0, total);
+    const onLoaded = progress && ((n: number) => progress((loaded += n), total));
     for (let p = 0; p < this.pool.partitions; p++) {
       const engine = this.newEngine(p);
       this.engines.push(engine);
-      infos.push(await engine.start().catch((e: unknown) => {
+      infos.push(await engine.start(onLoaded).catch((e: unknown) => {
         if (e instanceof EnclaveCallError && e.code === Lifecycle.Zeroized) throw new VaultZeroizedError(p);
         throw e;
       }));

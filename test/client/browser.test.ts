@@ -9,17 +9,15 @@
  * and hands it to the page, which sends it with every operation. It also encrypts and decrypts a backup (format v1, client/backup-file.ts) with
  * WebCrypto, and the two sides open each other's backups.
  *
- * Needs Debian's chromium at /usr/bin/chromium (scripts/ci-chromium.sh installs it; BKV_CHROMIUM
- * names another binary). Without it the browser part is skipped with a printed reason, except
- * with CI=true, where it fails.
+ * Needs Chromium (test/helpers/chromium.ts). Without it the browser part is skipped with a
+ * printed reason, except with CI=true, where it fails.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { build } from 'esbuild';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decryptBackup, encryptBackup } from '../../client/backup-file.ts';
@@ -27,39 +25,14 @@ import { nodeAead } from '../../client/backup-file-node.ts';
 import { formatBackupKey, generateBackupKey, parseBackupKey } from '../../client/backup-key.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
 import { testIssuer } from '../helpers/auth.ts';
+import { CHROMIUM, CHROMIUM_ARGS, browserRuns, requireChromium } from '../helpers/chromium.ts';
+import { bundleForBrowser } from '../package/browser-bundle.mjs';
 import type { BrowserRunInput, BrowserRunOutput } from '../fixtures/browser-entry.ts';
 
-/** Debian's chromium; BKV_CHROMIUM points elsewhere (a developer's own build). */
-const CHROMIUM = process.env.BKV_CHROMIUM ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 const entry = resolve(import.meta.dirname, '../fixtures', 'browser-entry.ts');
-const haveChromium = existsSync(CHROMIUM);
-const ci = process.env.CI === 'true';
-if (!haveChromium && !ci) {
-  console.warn(`test/client/browser.test.ts: skipping the browser run: ${CHROMIUM} is missing (install it with scripts/ci-chromium.sh)`);
-}
+const runsInBrowser = browserRuns('test/client/browser.test.ts');
 
-async function bundle(): Promise<{ js: string; inputs: string[] }> {
-  const r = await build({
-    entryPoints: [entry],
-    bundle: true,
-    write: false,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    metafile: true,
-    logLevel: 'silent',
-  });
-  return { js: r.outputFiles[0]!.text, inputs: Object.keys(r.metafile.inputs) };
-}
+const bundle = (): Promise<{ js: string; inputs: string[] }> => bundleForBrowser(entry);
 
 describe('browser bundle', () => {
   it('the client path bundles for the browser without any Node built-in', async () => {
@@ -73,7 +46,7 @@ describe('browser bundle', () => {
   });
 });
 
-describe.skipIf(!haveChromium && !ci)('browser: escrow and backups in headless Chromium', () => {
+describe.runIf(runsInBrowser)('browser: escrow and backups in headless Chromium', () => {
   let dataDir: string;
   let vault: VaultHost | undefined;
   let server: Server | undefined;
@@ -81,7 +54,7 @@ describe.skipIf(!haveChromium && !ci)('browser: escrow and backups in headless C
   let origin: string;
 
   beforeAll(async () => {
-    if (!haveChromium) throw new Error(`CI=true and ${CHROMIUM} is missing: .ci/run must run scripts/ci-chromium.sh before the tests`);
+    requireChromium();
     const { js } = await bundle();
     server = createServer((req, res) => {
       if (req.url === '/') {

@@ -21,7 +21,7 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 describe('the bundle', () => {
   it('builds every entry as JavaScript that imports no TypeScript', () => {
     const b = projectBundle();
-    expect(b, 'the bundle must build here (esbuild is a dependency)').toBeDefined();
+    expect(b, 'the bundle must build here (esbuild is a devDependency, installed in a checkout)').toBeDefined();
     for (const f of [b!.cli, b!.worker, b!.process, b!.firmware]) {
       expect(fs.existsSync(f), f).toBe(true);
       expect(path.dirname(f)).toBe(b!.dir);

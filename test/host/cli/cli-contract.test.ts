@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 
 import { COMMANDS, usageOf } from '../../../host/cli/help.ts';
 import { EXIT, EXIT_CODES, codeName } from '../../../host/cli/exit-codes.ts';
+import { DEFAULT_TOKEN_KIND, TOKEN_KINDS } from '../../../hsm/tokens/backends.ts';
 import { bin, root, runBkv, runBkvAsync, startServe, stop } from '../../helpers/cli.ts';
 import type { BkvRun, Served } from '../../helpers/cli.ts';
 
@@ -87,6 +88,13 @@ describe('bkv --help', () => {
       for (const cmd of Object.keys(COMMANDS)) expect(r.out).toContain(usageOf(cmd).split('\n')[0]);
       expect(r.out).toMatch(/--json/);
     }
+    // Options added to a command show in its help and in bkv --help.
+    const serveHelp = expectCode(['serve', '--help'], 0).out;
+    expect(serveHelp).toMatch(/\[--cors-origin ORIGIN \.\.\.\]/);
+    expect(serveHelp).toContain(`[--token ${TOKEN_KINDS.join('|')}]`);
+    expect(serveHelp).toContain(`default ${DEFAULT_TOKEN_KIND}`);
+    expect(serveHelp).toMatch(/--cors-origin https:\/\/app\.example \(repeatable\)/);
+    expect(expectCode(['--help'], 0).out).toMatch(/bkv serve .*\[--cors-origin ORIGIN \.\.\.\]/);
     // No command: the help on stderr and a usage error.
     const none = expectCode([], EXIT.usage);
     expect(none.out).toBe('');
@@ -132,6 +140,12 @@ describe('bkv usage errors (exit 2)', () => {
       [['escrow', 'register', '--vualt', 'x'], /unknown option --vualt; did you mean --vault\?/],
       [['backup', 'encrypt', 'a', 'b', '--key-flie', 'k'], /unknown option --key-flie; did you mean --key-file\?/],
       [['serve', '--partitons', '2'], /did you mean --partitions\?/],
+      [['serve', '--cors-orign', 'https://app.example'], /did you mean --cors-origin\?/],
+      // --token's values are the backends table's (hsm/tokens/backends.ts), in the message and the hint
+      [['serve', '--token', `${TOKEN_KINDS.at(-1)!}x`], new RegExp(`--token must be ${TOKEN_KINDS.join(' or ')}; did you mean ${TOKEN_KINDS.at(-1)!}\\?`)],
+      [['serve', '--token', 'xyzzy'], new RegExp(`--token must be ${TOKEN_KINDS.join(' or ')}$`, 'm')],
+      [['serve', '--cors-origin', 'https://app.example/'], /--cors-origin: .*not a serialized origin.*did you mean "https:\/\/app.example"\?/],
+      [['serve', '--cors-origin', '*'], /--cors-origin: .*not a URL origin/],
       [['key', 'new', '--jsno'], /did you mean --json\?/],
       [['escrw', 'status'], /unknown command escrw; did you mean escrow\?/],
       [['escrow', 'regster'], /unknown subcommand regster of bkv escrow; did you mean register\?/],
@@ -337,15 +351,21 @@ describe('bkv --json: one object on stdout, messages on stderr', () => {
     expectCode(['auth', 'keygen', '--out', 's-iss', '--name', 's.example'], 0);
     expectCode(['auth', 'keygen', '--out', 's-iss2', '--name', 's2.example'], 0);
     const data = join(dir, 'vault-json');
-    const s = await startServe(dir, ['--data', data, '--port', '0', '--partitions', '1', '--record-limit', '1/1', '--auth-issuer', join('s-iss', 'issuer.pub'), '--operator-key-file', 's-op.key', '--json'], {}, /client operations need/);
+    const s = await startServe(dir, ['--data', data, '--port', '0', '--partitions', '1', '--record-limit', '1/1', '--auth-issuer', join('s-iss', 'issuer.pub'), '--operator-key-file', 's-op.key', '--cors-origin', 'https://app.example', '--cors-origin', 'http://localhost:8000', '--json'], {}, /client operations need/);
     try {
       // stdout and stderr are two pipes: the object may arrive after the last stderr line.
       for (let i = 0; i < 100 && !s.out().includes('\n'); i++) await new Promise((r) => setTimeout(r, 50));
       const lines = s.out().trim().split('\n');
       expect(lines).toHaveLength(1);
       const j = JSON.parse(lines[0]!) as Record<string, unknown>;
-      expect(j).toMatchObject({ ok: true, command: 'serve', status: 'listening', url: s.url, vaultKeyFile: join(data, 'vault-key.pub'), partitions: 1, records: 0, auth: 'issuers', issuers: ['s.example'], audience: 'backup-key-vault' });
+      expect(j).toMatchObject({ ok: true, command: 'serve', status: 'listening', url: s.url, vaultKeyFile: join(data, 'vault-key.pub'), partitions: 1, records: 0, auth: 'issuers', issuers: ['s.example'], audience: 'backup-key-vault', corsOrigins: ['https://app.example', 'http://localhost:8000'] });
       expect(j.exitCode).toBeUndefined();
+      // --cors-origin: the listed origin is allowed, another is not (test/host/service/cors.test.ts has the rest)
+      const allowed = await fetch(`${s.url}/v1/vault`, { headers: { origin: 'http://localhost:8000' } });
+      expect(allowed.headers.get('access-control-allow-origin')).toBe('http://localhost:8000');
+      const other = await fetch(`${s.url}/v1/vault`, { headers: { origin: 'https://evil.example' } });
+      expect(other.headers.get('access-control-allow-origin')).toBeNull();
+      expect(s.err()).toMatch(/browser pages from https:\/\/app\.example, http:\/\/localhost:8000 may call the API/);
       expect(typeof j.loadMs).toBe('number');
       expect(s.err()).toMatch(/"msg":"listening"/);
 
@@ -410,27 +430,43 @@ describe('progress on stderr: only on a terminal, never with --json', () => {
     expect(JSON.parse(readFileSync(join(dir, 'dec.json'), 'utf8'))).toMatchObject({ ok: true, bytesOut: 24 << 20 });
   }, 120_000);
 
-  it.skipIf(!hasScript)('bkv serve on a terminal: a progress line while the devices load their records', async () => {
-    const cmd = `exec ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} serve --data vault-tty --port 0 --partitions 1`;
-    const p = spawn('script', ['-qec', cmd, '/dev/null'], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
-    let shown = '';
-    p.stdout.on('data', (d: Buffer) => (shown += d.toString()));
-    try {
-      await new Promise<void>((res, rej) => {
-        const t = setTimeout(() => rej(new Error(`serve did not start: ${shown}`)), 60_000);
-        p.stdout.on('data', () => {
-          if (/clients pin/.test(shown)) {
-            clearTimeout(t);
-            res();
-          }
+  it.skipIf(!hasScript)('bkv serve on a terminal: a progress line counts the records loaded of the total, with the rate; silent with --json', async () => {
+    // A vault with records: the demo's, kept (2 records, development mode, its own operator folder).
+    const demo = json(['demo', '--keep', '--partitions', '1'], 0, 'demo');
+    const kept = demo.dataDir as string;
+    const serveOn = async (extra: string): Promise<string> => {
+      const cmd = `exec ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} serve --data ${join(kept, 'vault')} --operator-dir ${join(kept, 'vault.operator')} --port 0 --partitions 1${extra}`;
+      const p = spawn('script', ['-qec', cmd, '/dev/null'], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
+      let shown = '';
+      p.stdout.on('data', (d: Buffer) => (shown += d.toString()));
+      try {
+        await new Promise<void>((res, rej) => {
+          const t = setTimeout(() => rej(new Error(`serve did not start: ${shown}`)), 60_000);
+          p.stdout.on('data', () => {
+            if (/clients pin|"status":"listening"/.test(shown)) {
+              clearTimeout(t);
+              res();
+            }
+          });
         });
-      });
+      } finally {
+        const exited = new Promise((r) => p.on('exit', r));
+        p.kill('SIGTERM');
+        await exited;
+      }
+      return shown;
+    };
+    try {
+      const shown = await serveOn('');
+      expect(shown).toMatch(/\rbkv: starting the devices and loading their records: \d+\.\d s/);
+      expect(shown).toMatch(/\rbkv: starting the devices and loading their records: \d+\.\d s, 0 \/ 2 records 0%, 0\/s/);
+      expect(shown).toMatch(/\rbkv: starting the devices and loading their records: \d+\.\d s, 2 \/ 2 records 100%, [\d,]+\/s/);
+      expect(shown).toMatch(/bkv: 2 records loaded in \d+\.\d s/);
+      const quiet = await serveOn(' --json');
+      expect(quiet).not.toMatch(/loading their records|\/ 2 records/);
+      expect(quiet).toMatch(/"records":2/);
     } finally {
-      const exited = new Promise((r) => p.on('exit', r));
-      p.kill('SIGTERM');
-      await exited;
+      rmSync(kept, { recursive: true, force: true });
     }
-    expect(shown).toMatch(/\rbkv: starting the devices and loading their records: \d+\.\d s/);
-    expect(shown).toMatch(/bkv: 0 records loaded in \d+\.\d s/);
-  }, 90_000);
+  }, 180_000);
 });
