@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { projectBundle, projectRoot } from '../../bin/bundle.mjs';
 import { TOKEN_BACKENDS } from '../../hsm/tokens/backends.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
+import { CodedError } from '../../enclave/api/codes.ts';
 import type { Device, DeviceConfig, FromDevice, RequestOptions, ToDevice, TokenPinSource } from '../../enclave/api/device.ts';
 
 export const ChannelErrorCode = {
@@ -44,15 +45,9 @@ export const ChannelErrorCode = {
 } as const;
 export type ChannelErrorCode = (typeof ChannelErrorCode)[keyof typeof ChannelErrorCode];
 
-export class ChannelError extends Error {
+/** A channel failure: a code of ChannelErrorCode (range 3000-3099 in enclave/api/codes.ts CODE_RANGES). */
+export class ChannelError extends CodedError<ChannelErrorCode> {
   override readonly name = 'ChannelError';
-  constructor(
-    readonly code: ChannelErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 export type ChannelState = 'booting' | 'ready' | 'closing' | 'closed' | 'crashed';
