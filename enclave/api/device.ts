@@ -18,9 +18,28 @@ export interface RequestOptions {
   timeoutMs?: number;
 }
 
-/** The one byte seam between the host and an enclave. */
+/**
+ * The one byte seam between the host and an enclave. The rule of its one queue: a device takes
+ * requests one at a time, in the order they were made, each answered before the next starts (the
+ * engine sends a Batch and the Commit ahead of it back to back and relies on this order). The
+ * device enforces it itself (`oneAtATime`, used by the firmware's entry enclave/main.ts), so a
+ * device is serial whoever calls it: the device runner (hsm/runner.ts) and the host channels
+ * only forward, in arrival order, and keep no queue of their own.
+ */
 export interface Device {
   request(req: Uint8Array, opts?: RequestOptions): Promise<Uint8Array>;
+}
+
+/** A Device whose requests run one at a time in call order (the rule above), whatever `handle` awaits. */
+export function oneAtATime(handle: (req: Uint8Array) => Promise<Uint8Array>): Device {
+  let queue: Promise<unknown> = Promise.resolve();
+  return {
+    request(req: Uint8Array): Promise<Uint8Array> {
+      const r = queue.then(() => handle(req));
+      queue = r.catch(() => undefined);
+      return r;
+    },
+  };
 }
 
 /**

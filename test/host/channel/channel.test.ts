@@ -81,6 +81,14 @@ describe.each(['worker', 'process'] as const)('%s channel', (mode) => {
       expect(dec(await ch.request(cmd(CMD.seal, enc('sealed and opened'))))).toBe('sealed and opened');
     });
 
+    it('takes one request at a time, in order: a slow request is answered before the quick one sent after it', async () => {
+      const order: string[] = [];
+      const slow = ch.request(sleepCmd(80)).then((r) => order.push(dec(r)));
+      const quick = ch.request(cmd(CMD.echo, enc('quick'))).then((r) => order.push(dec(r)));
+      await Promise.all([slow, quick]);
+      expect(order).toEqual(['slept', 'quick']);
+    });
+
     it('answers many concurrent requests, each with its own response', async () => {
       const reqs = Array.from({ length: 300 }, (_, i) => cmd(CMD.echo, enc(`request ${i}`)));
       const res = await Promise.all(reqs.map((r) => ch.request(r)));
