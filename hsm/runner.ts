@@ -28,6 +28,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Platform } from '../enclave/platform.ts';
+import { wholeBuffer } from '../enclave/api/device.ts';
 import type { Device, DeviceConfig, FromDevice, ToDevice } from '../enclave/api/device.ts';
 import { decodeAuthConfig } from '../enclave/api/auth.ts';
 import { pooledRandom } from '../enclave/opaque/bytes.ts';
@@ -150,7 +151,8 @@ function describeError(e: unknown): string {
 
 /** An ArrayBuffer holding exactly `b`, to transfer: `b`'s own when it spans all of it (the codec's output does), else a copy. */
 function ownBuffer(b: Uint8Array): ArrayBuffer {
-  if (b.byteOffset === 0 && b.buffer instanceof ArrayBuffer && b.byteLength === b.buffer.byteLength) return b.buffer;
+  const whole = wholeBuffer(b);
+  if (whole) return whole;
   const out = new ArrayBuffer(b.byteLength);
   new Uint8Array(out).set(b);
   return out;

@@ -16,6 +16,20 @@
 export interface RequestOptions {
   /** Overrides the channel's default timeout; 0 or Infinity waits forever. In-process firmware has none. */
   timeoutMs?: number;
+  /**
+   * The caller gives up `req`: a channel to a worker thread moves its ArrayBuffer to the device
+   * (detaching it here) when `req` spans all of it (`wholeBuffer`), instead of copying it first.
+   * Without it the caller's bytes are copied and never detached.
+   */
+  transfer?: boolean;
+}
+
+/**
+ * `b`'s ArrayBuffer when `b` spans all of it (the codec's output does: enclave/api/codec.ts
+ * encodeMessage allocates its exact size), so that it can be transferred without a copy; else null.
+ */
+export function wholeBuffer(b: Uint8Array): ArrayBuffer | null {
+  return b.byteOffset === 0 && b.buffer instanceof ArrayBuffer && b.byteLength === b.buffer.byteLength ? b.buffer : null;
 }
 
 /**

@@ -94,10 +94,11 @@ export class PartitionEngine {
   /**
    * One request to the enclave and its answer, typed by the request (messages.ts ResponseOf) and
    * checked at run time: a Fault, or an answer the request does not have (or not `expect`, when
-   * given), throws EnclaveCallError.
+   * given), throws EnclaveCallError. The encoded request is this call's own: it crosses to the
+   * device without a copy (RequestOptions.transfer), and the answer's bytes come back the same way.
    */
   async call<R extends HostRequest, T extends ResponseOf<R>['type'] = ResponseOf<R>['type']>(req: R, expect?: T): Promise<Extract<ResponseOf<R>, { type: T }>> {
-    const res = decodeMessage(HostResponses, await this.device.request(encodeMessage(HostRequests, req)), { views: RESPONSE_VIEWS });
+    const res = decodeMessage(HostResponses, await this.device.request(encodeMessage(HostRequests, req), { transfer: true }), { views: RESPONSE_VIEWS });
     if (res.type === 'Fault') throw new EnclaveCallError(res.code, new TextDecoder().decode(res.message));
     const allowed: readonly string[] = expect === undefined ? HOST_RESPONSE_OF[req.type] : [expect];
     if (!allowed.includes(res.type)) throw new EnclaveCallError(ChannelErrorCode.UnexpectedResponse, `${req.type} answered ${res.type}, not ${allowed.join(' or ')}`);
