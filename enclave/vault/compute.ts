@@ -22,7 +22,6 @@ import type { AuditLog } from './audit.ts';
 import { digestOf } from './digest.ts';
 import { openRequestSync } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
-import { toHex } from '../opaque/bytes.ts';
 import type { EnclaveKeys } from './keys.ts';
 import { handle } from './ops.ts';
 import type { OpContext } from './ops.ts';
@@ -120,12 +119,12 @@ export function partitionOfHash(h: Uint8Array, partitions: number): number {
 }
 
 /**
- * One op of batch `fx`, against the committed index and the batch's earlier ops (`fx.overlay`):
- * its answer, its write and its audit events go into `fx`. A failing op answers with its fault
- * and leaves nothing in the tables (what it wrote to `fx.overlay` before failing stays).
+ * One op of batch `fx`, against the committed index and the batch's earlier ops (`fx.overlay`);
+ * `idHex`: its record id as lower-case hex (batch.ts computes it once per op). Its answer, its
+ * write and its audit events go into `fx`. A failing op answers with its fault and leaves
+ * nothing in the tables (what it wrote to `fx.overlay` before failing stays).
  */
-export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, adm: Admitted, now: number, minPacing: number): void {
-  const idHex = toHex(op.recordId);
+export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, idHex: string, adm: Admitted, now: number, minPacing: number): void {
   fx.touched.add(idHex);
   // Every answer to a request whose envelope opened is sealed, faults included: the client
   // takes nothing unsealed as an outcome, and the host learns no more than the fault's length.
