@@ -9,7 +9,7 @@
 import { EnclaveFault, Handling, Integrity, PlatformFault as PlatformCodes } from '../api/codes.ts';
 import { decodeMessage, encodeMessage } from '../api/codec.ts';
 import type { TokenVerifier } from '../api/auth-verify.ts';
-import type { AuditEvent, ClientRequest, HostRequest } from '../api/messages.ts';
+import type { ClientRequest, HostRequest, StoredAuditEvent } from '../api/messages.ts';
 import { AUDIT_NONCE_LEN, ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT } from '../api/messages.ts';
 import type { RandomSource } from '../opaque/bytes.ts';
 import { ctEqual } from '../opaque/bytes.ts';
@@ -63,7 +63,8 @@ export interface Effects {
   overlay: Map<string, Written>;
   /** Every record id (hex) an op of this batch named, written or not. */
   touched: Set<string>;
-  audit: AuditEvent[];
+  /** Its audit events, encoded once (audit.ts) and carried as they are to the host's store. */
+  audit: StoredAuditEvent[];
   /** The audit chain after the batch's last event. */
   auditSeq: number;
   auditHead: Uint8Array;
@@ -170,7 +171,7 @@ export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, idHex: string
       const ev = v.audit.next(fx.auditSeq, fx.auditHead, now, v.rng(AUDIT_NONCE_LEN), a.kind, rh!, a.attemptsRemaining);
       fx.auditSeq = ev.seq;
       fx.auditHead = ev.mac;
-      fx.audit.push(ev);
+      fx.audit.push({ seq: ev.seq, bytes: ev.bytes });
     }
     const response = adm.sealResponse(encodeMessage(ClientResponses, result.response));
     fx.results.push({ opId: op.opId, sealed: 1, response });

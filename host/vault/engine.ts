@@ -44,10 +44,11 @@ interface Queued {
 
 /**
  * Byte fields of the enclave's answers taken as views into the answer (a buffer the channel gives
- * this engine alone and nobody writes) instead of one copy each: the sealed blobs go to storage,
- * which copies them, and the responses to their clients, read-only.
+ * this engine alone and nobody writes) instead of one copy each: the sealed blobs and the audit
+ * events' bytes go to storage, which copies them (the events as the enclave encoded them, never
+ * decoded here), and the responses to their clients, read-only.
  */
-const RESPONSE_VIEWS: ReadonlySet<string> = new Set(['writes.recordId', 'writes.blob', 'results.response']);
+const RESPONSE_VIEWS: ReadonlySet<string> = new Set(['writes.recordId', 'writes.blob', 'audit.bytes', 'results.response']);
 
 type Prepared = Extract<HostResponse, { type: 'Prepared' }>;
 
