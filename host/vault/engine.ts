@@ -227,6 +227,7 @@ export class PartitionEngine {
     }
     const commit = this.call({ type: 'Commit', epoch });
     commit.catch(() => {});
+    // The batch behind it, right behind the Commit: the staged one's Prepare (rule 2), or a new one (rule 3).
     const follow = staged ? this.prepareStaged(staged) : this.canSend() ? this.sendBatch(this.take(planNext(this.queue)), epoch + 1) : undefined;
     let committed: Awaited<typeof commit>;
     try {
