@@ -34,6 +34,7 @@ import { decodeMessage, encodeMessage } from '../enclave/api/codec.ts';
 import { base64url, encodeAuthConfig } from '../enclave/api/auth.ts';
 import { deriveE2eKeyPair, openRequest } from '../client/e2e-seal.ts';
 import type { AuditEvent } from '../enclave/api/messages.ts';
+import { storedAudit } from '../host/storage/check.ts';
 import { ClientRequests, DEFAULT_OPAQUE_CONTEXT, HostRequests, HostResponses } from '../enclave/api/messages.ts';
 import { nodeHash } from '../enclave/opaque/hash-node.ts';
 import { clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
@@ -200,7 +201,8 @@ step('random session id + response nonce (platform random)', 'op', 'now', () => 
 // Codec of a batch of B (host <-> device), per operation.
 const blob0 = storedBlob;
 const batchReq = encodeMessage(HostRequests, { type: 'Batch', epoch: 2, ops: Array.from({ length: B }, (_, i) => ({ opId: i, recordId: rid, stored: blob0, request: msgs[i]! })) });
-const ev: AuditEvent = { seq: 1, time: 0, nonce: new Uint8Array(16), sealed: new Uint8Array(34), mac: new Uint8Array(32) };
+const evObj: AuditEvent = { seq: 1, time: 0, nonce: new Uint8Array(16), sealed: new Uint8Array(34), mac: new Uint8Array(32) };
+const ev = storedAudit(evObj);
 const prepared = encodeMessage(HostResponses, { type: 'Prepared', epoch: 2, writes: Array.from({ length: B }, () => ({ recordId: rid, blob: blob0 })), audit: Array.from({ length: B }, () => ev) });
 const committed = encodeMessage(HostResponses, { type: 'Committed', epoch: 2, results: Array.from({ length: B }, (_, i) => ({ opId: i, sealed: 1, response: new Uint8Array(400 + (i & 0)) })) });
 const batchObj = decodeMessage(HostRequests, batchReq);
@@ -233,7 +235,7 @@ const ids = Array.from({ length: B }, (_, i) => te.encode(`user-${i}`));
 const writes = ids.map((recordId) => ({ recordId, blob: blob0 }));
 step(`SQLite getMany ${B} + applyBatch ${B} writes + ${B} audit events`, 'batch', 'now', async () => {
   await store.getMany(0, ids);
-  const evs = ids.map(() => ({ ...ev, seq: ++seq }));
+  const evs = ids.map(() => storedAudit({ ...evObj, seq: ++seq }));
   await store.applyBatch(0, ++epoch, writes, evs);
 });
 const echo = new Worker('const { parentPort } = require("node:worker_threads"); parentPort.on("message", (b) => parentPort.postMessage(b, [b]));', { eval: true });

@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import type { AuditEvent } from '../enclave/api/messages.ts';
+import { storedAudit } from '../host/storage/check.ts';
 import { openPostgresStore } from '../host/storage/postgres.ts';
 import type { PostgresRecordStore } from '../host/storage/postgres.ts';
 import { openSqliteStore } from '../host/storage/sqlite.ts';
@@ -68,13 +68,14 @@ interface Bench {
   cursor: number;
 }
 
-const event = (seq: number): AuditEvent => ({
-  seq,
-  time: 1_700_000_000_000,
-  nonce: new Uint8Array(16).fill(seq & 0xff),
-  sealed: new Uint8Array(34).fill(2),
-  mac: new Uint8Array(32).fill(7),
-});
+const event = (seq: number) =>
+  storedAudit({
+    seq,
+    time: 1_700_000_000_000,
+    nonce: new Uint8Array(16).fill(seq & 0xff),
+    sealed: new Uint8Array(34).fill(2),
+    mac: new Uint8Array(32).fill(7),
+  });
 
 async function batch(b: Bench, partition: number, n: number): Promise<void> {
   const epoch = (b.epoch.get(partition) ?? 0) + 1;

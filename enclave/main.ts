@@ -1,11 +1,12 @@
 /**
  * The firmware's one entry, a `Device` (api/device.ts): request bytes in, response bytes out.
  * Requests are decoded strictly (enclave/api/codec.ts) before any handler runs and handled one
- * at a time; every failure is an encoded `Fault` response with a stable code, never an
+ * at a time, in arrival order (the device's one queue: api/device.ts `oneAtATime`); every failure is an encoded `Fault` response with a stable code, never an
  * exception across the boundary.
  */
 import { decodeMessage, encodeMessage } from './api/codec.ts';
 import { EnclaveFault } from './api/codes.ts';
+import { oneAtATime } from './api/device.ts';
 import type { Device } from './api/device.ts';
 import type { HostResponse } from './api/messages.ts';
 import { HostRequests, HostResponses } from './api/messages.ts';
@@ -41,8 +42,7 @@ export async function createEnclave(platform: Platform, options?: VaultOptions):
   } catch (e) {
     bootFault = toFault(e);
   }
-  let queue: Promise<unknown> = Promise.resolve();
-  const handleOne = async (request: Uint8Array): Promise<Uint8Array> => {
+  return oneAtATime(async (request: Uint8Array): Promise<Uint8Array> => {
     try {
       if (!vault) throw bootFault!;
       // Memory another thread may write (a SharedArrayBuffer) is copied first: views must not change under the vault.
@@ -52,12 +52,5 @@ export async function createEnclave(platform: Platform, options?: VaultOptions):
     } catch (e) {
       return faultResponse(toFault(e));
     }
-  };
-  return {
-    request(request: Uint8Array): Promise<Uint8Array> {
-      const r = queue.then(() => handleOne(request));
-      queue = r.catch(() => undefined);
-      return r;
-    },
-  };
+  });
 }

@@ -3,8 +3,8 @@
  * entries: builds the firmware's Platform (node:crypto randomness, Date.now, the vault's
  * PKCS#11 token, PKCS#11 v2.40, as `Pkcs11Token`: the emulator token by default or SoftHSM2,
  * opened by hsm/tokens/open.ts; this partition's NVRAM as token data objects, or a file),
- * loads the firmware module by path, calls its `createEnclave`, then feeds it requests one at a
- * time, in arrival order, as a device's command queue would.
+ * loads the firmware module by path, calls its `createEnclave`, then hands it requests in arrival
+ * order (the firmware's `Device` takes them one at a time: enclave/api/device.ts).
  *
  * NVRAM: `nvram: 'file'` (the default, both tokens) keeps the partition's region in the device's
  * own file `nvram-<partition>.bin` in the data folder (hsm/nvram-file.ts: two checksummed slots,
@@ -16,8 +16,8 @@
  * A data folder whose partition already keeps its NVRAM in token objects (made before 'file'
  * was the default) and has no NVRAM file goes on using the token when `nvram` is not given.
  *
- * Messages with the host: enclave/api/device.ts `ToDevice` / `FromDevice`, one request at a time
- * to the firmware's `Device.request`.
+ * Messages with the host: enclave/api/device.ts `ToDevice` / `FromDevice`, each request to the
+ * firmware's `Device.request` as it arrives.
  *
  * Failpoints: `platform.failpoint(name)` is a no-op unless `config.failpoint` names it; at that
  * hit (the `failpointHit`-th, default the first) the device dies at once: SIGKILL of its own
@@ -28,6 +28,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Platform } from '../enclave/platform.ts';
+import { wholeBuffer } from '../enclave/api/device.ts';
 import type { Device, DeviceConfig, FromDevice, ToDevice } from '../enclave/api/device.ts';
 import { decodeAuthConfig } from '../enclave/api/auth.ts';
 import { pooledRandom } from '../enclave/opaque/bytes.ts';
@@ -150,27 +151,33 @@ function describeError(e: unknown): string {
 
 /** An ArrayBuffer holding exactly `b`, to transfer: `b`'s own when it spans all of it (the codec's output does), else a copy. */
 function ownBuffer(b: Uint8Array): ArrayBuffer {
-  if (b.byteOffset === 0 && b.buffer instanceof ArrayBuffer && b.byteLength === b.buffer.byteLength) return b.buffer;
+  const whole = wholeBuffer(b);
+  if (whole) return whole;
   const out = new ArrayBuffer(b.byteLength);
   new Uint8Array(out).set(b);
   return out;
 }
 
-/** Boots the firmware and serves the host until told to stop. */
+/**
+ * Boots the firmware and serves the host until told to stop. Requests go to the firmware as they
+ * arrive; the device's one queue is the firmware's own (enclave/api/device.ts, `Device`: one at a
+ * time, in call order), so answers leave in that order too. `last` is only the latest request's
+ * answer, which `stop` waits for.
+ */
 export function serve(config: unknown, t: Transport): void {
-  let enclave: Device | undefined;
-  let chain: Promise<unknown>;
+  let booted: Promise<Device | undefined>;
   try {
     const cfg = checkConfig(config);
     const platform = buildPlatform(cfg, () => t.crash());
-    chain = bootFirmware(cfg, platform).then(
+    booted = bootFirmware(cfg, platform).then(
       (e) => {
-        enclave = e;
         t.send({ t: 'ready' });
+        return e;
       },
       (e: unknown) => {
         t.send({ t: 'boot-error', message: describeError(e) });
         t.exit(1);
+        return undefined;
       },
     );
   } catch (e) {
@@ -178,11 +185,12 @@ export function serve(config: unknown, t: Transport): void {
     t.exit(1);
     return;
   }
+  let last: Promise<unknown> = booted;
   t.onMessage((raw) => {
     const msg = raw as ToDevice;
     if (msg?.t === 'req' && typeof msg.id === 'number' && msg.buf instanceof ArrayBuffer) {
       const { id, buf } = msg;
-      chain = chain.then(async () => {
+      last = booted.then(async (enclave) => {
         if (!enclave) return; // boot failed; the host fails its requests
         try {
           const res = await enclave.request(new Uint8Array(buf));
@@ -194,7 +202,7 @@ export function serve(config: unknown, t: Transport): void {
         }
       });
     } else if (msg?.t === 'stop') {
-      chain = chain.then(() => t.exit(0));
+      void last.then(() => t.exit(0));
     }
   });
 }

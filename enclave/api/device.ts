@@ -16,11 +16,44 @@
 export interface RequestOptions {
   /** Overrides the channel's default timeout; 0 or Infinity waits forever. In-process firmware has none. */
   timeoutMs?: number;
+  /**
+   * The caller gives up `req`: a channel to a worker thread moves its ArrayBuffer to the device
+   * (detaching it here) when `req` spans all of it (`wholeBuffer`), instead of copying it first.
+   * Without it the caller's bytes are copied and never detached.
+   */
+  transfer?: boolean;
 }
 
-/** The one byte seam between the host and an enclave. */
+/**
+ * `b`'s ArrayBuffer when `b` spans all of it (the codec's output does: enclave/api/codec.ts
+ * encodeMessage allocates its exact size), so that it can be transferred without a copy; else null.
+ */
+export function wholeBuffer(b: Uint8Array): ArrayBuffer | null {
+  return b.byteOffset === 0 && b.buffer instanceof ArrayBuffer && b.byteLength === b.buffer.byteLength ? b.buffer : null;
+}
+
+/**
+ * The one byte seam between the host and an enclave. The rule of its one queue: a device takes
+ * requests one at a time, in the order they were made, each answered before the next starts (the
+ * engine sends a Batch and the Commit ahead of it back to back and relies on this order). The
+ * device enforces it itself (`oneAtATime`, used by the firmware's entry enclave/main.ts), so a
+ * device is serial whoever calls it: the device runner (hsm/runner.ts) and the host channels
+ * only forward, in arrival order, and keep no queue of their own.
+ */
 export interface Device {
   request(req: Uint8Array, opts?: RequestOptions): Promise<Uint8Array>;
+}
+
+/** A Device whose requests run one at a time in call order (the rule above), whatever `handle` awaits. */
+export function oneAtATime(handle: (req: Uint8Array) => Promise<Uint8Array>): Device {
+  let queue: Promise<unknown> = Promise.resolve();
+  return {
+    request(req: Uint8Array): Promise<Uint8Array> {
+      const r = queue.then(() => handle(req));
+      queue = r.catch(() => undefined);
+      return r;
+    },
+  };
 }
 
 /**

@@ -57,6 +57,20 @@ export const AuditEventSchema = [
 ] as const;
 export type AuditEvent = Decoded<typeof AuditEventSchema>;
 
+/** The length of an audit event's encoding (AuditEventSchema): seq 8, time 8, nonce, sealed part, mac 32. */
+export const AUDIT_EVENT_LEN = 8 + 8 + AUDIT_NONCE_LEN + AUDIT_SEALED_LEN + 32;
+
+/**
+ * An audit event as Prepared carries it to the host and the host stores it: its sequence number
+ * (the store's key) and its encoding (AuditEventSchema, starting with that same seq), which the
+ * enclave makes once (enclave/vault/audit.ts) and the host stores as it is, never decoding it.
+ */
+export const StoredAuditSchema = [
+  ['seq', u53],
+  ['bytes', fixed(AUDIT_EVENT_LEN)],
+] as const;
+export type StoredAuditEvent = Decoded<typeof StoredAuditSchema>;
+
 /** An audit event opened by the enclave for the operator (AuditVerify with the operator secret). */
 export const AuditEntrySchema = [
   ['seq', u53],
@@ -179,7 +193,7 @@ export const HostResponses = defineFamily(
     Prepared: [
       ['epoch', u53],
       ['writes', list([['recordId', recordId], ['blob', sealed]] as const, MAX_BATCH_OPS)],
-      ['audit', list(AuditEventSchema, MAX_BATCH_OPS * 2)],
+      ['audit', list(StoredAuditSchema, MAX_BATCH_OPS * 2)],
     ],
     Committed: [
       ['epoch', u53],

@@ -16,8 +16,8 @@
 import { createCipheriv } from 'node:crypto';
 import { encodeFields, fixed, u53 } from '../api/codec.ts';
 import { LABELS } from '../api/labels.ts';
-import { AUDIT_NONCE_LEN, AUDIT_SEALED_LEN } from '../api/messages.ts';
-import type { AuditEntry, AuditEvent } from '../api/messages.ts';
+import { AUDIT_EVENT_LEN, AUDIT_NONCE_LEN, AUDIT_SEALED_LEN } from '../api/messages.ts';
+import type { AuditEntry, AuditEvent, StoredAuditEvent } from '../api/messages.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 import { ctEqual, putU64 } from '../opaque/bytes.ts';
 
@@ -75,8 +75,11 @@ export class AuditLog {
     return this.h.hmac(this.key, RECORD_LABEL, recordId);
   }
 
-  /** Appends after (seq, head); returns the event (its mac is the new head). `nonce`: 16 random bytes. */
-  next(prevSeq: number, prevHead: Uint8Array, time: number, nonce: Uint8Array, kind: number, recordHash: Uint8Array, attemptsRemaining: number): AuditEvent {
+  /**
+   * Appends after (seq, head); returns the event as the host stores it (its encoding, made here
+   * once: the MAC'd body, then the mac) and its mac, the new head. `nonce`: 16 random bytes.
+   */
+  next(prevSeq: number, prevHead: Uint8Array, time: number, nonce: Uint8Array, kind: number, recordHash: Uint8Array, attemptsRemaining: number): StoredAuditEvent & { mac: Uint8Array } {
     if (!ok(kind, 0xff) || !ok(attemptsRemaining, 0xff) || recordHash.length !== 32) throw new RangeError('audit event fields out of range');
     const pt = new Uint8Array(AUDIT_SEALED_LEN);
     pt[0] = kind;
@@ -84,8 +87,13 @@ export class AuditLog {
     pt[33] = attemptsRemaining;
     const sealed = ctr(this.sealKey, nonce, pt);
     const seq = prevSeq + 1;
-    const mac = this.h.hmac(this.key, prevHead, encodeAuditBody(seq, time, nonce, sealed));
-    return { seq, time, nonce, sealed, mac };
+    const body = encodeAuditBody(seq, time, nonce, sealed);
+    const mac = this.h.hmac(this.key, prevHead, body);
+    // encodeFields(AuditEventSchema, { seq, time, nonce, sealed, mac }): the body's fields, then the mac.
+    const bytes = new Uint8Array(AUDIT_EVENT_LEN);
+    bytes.set(body, 0);
+    bytes.set(mac, body.length);
+    return { seq, bytes, mac };
   }
 
   /** What an event says. Only for events `verify` accepted up to a committed point. */

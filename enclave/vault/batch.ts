@@ -82,24 +82,24 @@ export class Batches {
 
   async batch(req: BatchRequest): Promise<HostResponse> {
     if (this.staged) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is already staged', 'epoch');
+    // Each op's record id as hex, once: the overlap check here and the batch's maps (compute.ts).
+    const idHex = req.ops.map((op) => toHex(op.recordId));
     const base = this.pending;
     if (base) {
       // Overlap: run it now, hold it until the pending batch is committed (Prepare).
       if (req.epoch !== base.fx.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is already pending', 'epoch');
-      for (const op of req.ops) {
-        if (base.fx.touched.has(toHex(op.recordId))) {
-          throw new EnclaveFault(Handling.BatchOutOfOrder, 'a record of the pending batch can not be in the batch behind it', 'ops');
-        }
+      if (idHex.some((h) => base.fx.touched.has(h))) {
+        throw new EnclaveFault(Handling.BatchOutOfOrder, 'a record of the pending batch can not be in the batch behind it', 'ops');
       }
       const admitted = await admit(this.v, this.vault.verifier(), req);
       const intent = this.vault.nv().intent!;
-      this.staged = this.run(req, admitted, intent.auditSeq, intent.auditHead);
+      this.staged = this.run(req, idHex, admitted, intent.auditSeq, intent.auditHead);
       return { type: 'Staged', epoch: req.epoch };
     }
     const committed = this.vault.nv().committed;
     if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
     const admitted = await admit(this.v, this.vault.verifier(), req);
-    return this.prepareComputed(this.run(req, admitted, committed.auditSeq, committed.auditHead));
+    return this.prepareComputed(this.run(req, idHex, admitted, committed.auditSeq, committed.auditHead));
   }
 
   /** Prepare(e): the staged batch e, its predecessor committed, gets its intent and is prepared. */
@@ -190,12 +190,12 @@ export class Batches {
   }
 
   /** Runs every op of a batch against the committed index (and the batch's own earlier ops). */
-  private run(req: BatchRequest, admitted: Admitted[], auditSeq: number, auditHead: Uint8Array): Computed {
+  private run(req: BatchRequest, idHex: string[], admitted: Admitted[], auditSeq: number, auditHead: Uint8Array): Computed {
     const now = this.v.p.now();
     const minPacing = this.vault.minPacing();
     this.v.tables.begin(req.epoch, now);
     const fx: Effects = { epoch: req.epoch, overlay: new Map(), touched: new Set(), audit: [], auditSeq, auditHead, results: [] };
-    for (let i = 0; i < req.ops.length; i++) computeOp(this.v, fx, req.ops[i]!, admitted[i]!, now, minPacing);
+    for (let i = 0; i < req.ops.length; i++) computeOp(this.v, fx, req.ops[i]!, idHex[i]!, admitted[i]!, now, minPacing);
     // One write per record, its last version (a record written twice kept its place of first write).
     const writes: Prepared['writes'] = [];
     for (const o of fx.overlay.values()) writes.push({ recordId: o.recordId, blob: o.blob });

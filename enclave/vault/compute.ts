@@ -9,7 +9,7 @@
 import { EnclaveFault, Handling, Integrity, PlatformFault as PlatformCodes } from '../api/codes.ts';
 import { decodeMessage, encodeMessage } from '../api/codec.ts';
 import type { TokenVerifier } from '../api/auth-verify.ts';
-import type { AuditEvent, ClientRequest, HostRequest } from '../api/messages.ts';
+import type { ClientRequest, HostRequest, StoredAuditEvent } from '../api/messages.ts';
 import { AUDIT_NONCE_LEN, ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT } from '../api/messages.ts';
 import type { RandomSource } from '../opaque/bytes.ts';
 import { ctEqual } from '../opaque/bytes.ts';
@@ -22,7 +22,6 @@ import type { AuditLog } from './audit.ts';
 import { digestOf } from './digest.ts';
 import { openRequestSync } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
-import { toHex } from '../opaque/bytes.ts';
 import type { EnclaveKeys } from './keys.ts';
 import { handle } from './ops.ts';
 import type { OpContext } from './ops.ts';
@@ -64,7 +63,8 @@ export interface Effects {
   overlay: Map<string, Written>;
   /** Every record id (hex) an op of this batch named, written or not. */
   touched: Set<string>;
-  audit: AuditEvent[];
+  /** Its audit events, encoded once (audit.ts) and carried as they are to the host's store. */
+  audit: StoredAuditEvent[];
   /** The audit chain after the batch's last event. */
   auditSeq: number;
   auditHead: Uint8Array;
@@ -120,12 +120,12 @@ export function partitionOfHash(h: Uint8Array, partitions: number): number {
 }
 
 /**
- * One op of batch `fx`, against the committed index and the batch's earlier ops (`fx.overlay`):
- * its answer, its write and its audit events go into `fx`. A failing op answers with its fault
- * and leaves nothing in the tables (what it wrote to `fx.overlay` before failing stays).
+ * One op of batch `fx`, against the committed index and the batch's earlier ops (`fx.overlay`);
+ * `idHex`: its record id as lower-case hex (batch.ts computes it once per op). Its answer, its
+ * write and its audit events go into `fx`. A failing op answers with its fault and leaves
+ * nothing in the tables (what it wrote to `fx.overlay` before failing stays).
  */
-export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, adm: Admitted, now: number, minPacing: number): void {
-  const idHex = toHex(op.recordId);
+export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, idHex: string, adm: Admitted, now: number, minPacing: number): void {
   fx.touched.add(idHex);
   // Every answer to a request whose envelope opened is sealed, faults included: the client
   // takes nothing unsealed as an outcome, and the host learns no more than the fault's length.
@@ -171,7 +171,7 @@ export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, adm: Admitted
       const ev = v.audit.next(fx.auditSeq, fx.auditHead, now, v.rng(AUDIT_NONCE_LEN), a.kind, rh!, a.attemptsRemaining);
       fx.auditSeq = ev.seq;
       fx.auditHead = ev.mac;
-      fx.audit.push(ev);
+      fx.audit.push({ seq: ev.seq, bytes: ev.bytes });
     }
     const response = adm.sealResponse(encodeMessage(ClientResponses, result.response));
     fx.results.push({ opId: op.opId, sealed: 1, response });

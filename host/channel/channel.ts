@@ -19,6 +19,8 @@ import { fileURLToPath } from 'node:url';
 import { projectBundle, projectRoot } from '../../bin/bundle.mjs';
 import { TOKEN_BACKENDS } from '../../hsm/tokens/backends.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
+import { CodedError } from '../../enclave/api/codes.ts';
+import { wholeBuffer } from '../../enclave/api/device.ts';
 import type { Device, DeviceConfig, FromDevice, RequestOptions, ToDevice, TokenPinSource } from '../../enclave/api/device.ts';
 
 export const ChannelErrorCode = {
@@ -44,15 +46,9 @@ export const ChannelErrorCode = {
 } as const;
 export type ChannelErrorCode = (typeof ChannelErrorCode)[keyof typeof ChannelErrorCode];
 
-export class ChannelError extends Error {
+/** A channel failure: a code of ChannelErrorCode (range 3000-3099 in enclave/api/codes.ts CODE_RANGES). */
+export class ChannelError extends CodedError<ChannelErrorCode> {
   override readonly name = 'ChannelError';
-  constructor(
-    readonly code: ChannelErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 export type ChannelState = 'booting' | 'ready' | 'closing' | 'closed' | 'crashed';
@@ -232,8 +228,13 @@ export abstract class DeviceChannel implements EnclaveChannel {
       return Promise.reject(new ChannelError(ChannelErrorCode.Overloaded, `${this.inFlight} requests in flight (limit ${this.maxInFlight})`));
     }
     const id = this.nextId++;
-    const buf = new ArrayBuffer(req.byteLength); // a copy: the caller's buffer is never detached
-    new Uint8Array(buf).set(req);
+    // The caller's own buffer when it gives it up (RequestOptions.transfer), else a copy, which is
+    // what crosses (transferred to a worker thread, serialized to a child process).
+    let buf = opts.transfer ? wholeBuffer(req) : null;
+    if (!buf) {
+      buf = new ArrayBuffer(req.byteLength);
+      new Uint8Array(buf).set(req);
+    }
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     return new Promise<Uint8Array>((resolve, reject) => {
       const p: Pending = { resolve, reject, timer: undefined, unsent: undefined };

@@ -6,7 +6,8 @@
  * caller restarts it: its firmware must then be reloaded by the host (the pool can not know
  * what), so the pool never restarts one behind the caller's back.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import { createFileDurably } from '../../hsm/durable-file.ts';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -67,36 +68,12 @@ export function settlePartitions(dataDir: string, wanted: number | undefined): n
   const n = wanted ?? os.availableParallelism();
   if (!isPartitionCount(n)) throw new Error(`partitions must be an integer in 1..${MAX_PARTITIONS}, got ${n}`);
   fs.mkdirSync(dataDir, { recursive: true });
-  writeDurably(file, `${JSON.stringify({ format: 'backup-key-vault pool', version: 1, partitions: n })}\n`);
+  createFileDurably(file, `${JSON.stringify({ format: 'backup-key-vault pool', version: 1, partitions: n })}\n`);
   return settlePartitions(dataDir, wanted); // another opener may have created it first: theirs stands
 }
 
 function isPartitionCount(n: unknown): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= MAX_PARTITIONS;
-}
-
-function writeDurably(file: string, text: string): void {
-  const tmp = `${file}.${randomBytes(8).toString('hex')}.tmp`;
-  const fd = fs.openSync(tmp, 'wx', 0o600);
-  try {
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  try {
-    fs.linkSync(tmp, file); // fails if another opener got there first: theirs stands
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-  } finally {
-    fs.unlinkSync(tmp);
-  }
-  const dfd = fs.openSync(path.dirname(file), 'r');
-  try {
-    fs.fsyncSync(dfd);
-  } finally {
-    fs.closeSync(dfd);
-  }
 }
 
 export class EnclavePool {

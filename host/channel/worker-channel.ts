@@ -1,7 +1,8 @@
 /**
  * WorkerChannel: runs the simulated device (hsm/worker-main.ts, bundled by bin/bundle.mjs, or from source through hsm/boot.mjs) in a worker
  * thread, the default isolation. Requests and responses cross as transferred ArrayBuffers
- * (copied from the caller first, so the caller's bytes are never detached); the host holds only
+ * (the caller's own buffer when it gives it up, RequestOptions.transfer, else a copy, so its bytes
+ * are detached only on request); the host holds only
  * the Worker. An uncaught error or exit of the thread fails every pending request with Crashed.
  */
 import { Worker } from 'node:worker_threads';

@@ -121,7 +121,7 @@ async function submitOp(ctx: RouteContext, req: IncomingMessage, res: ServerResp
   const recordId = idText.length <= MAX_RECORD_ID_TEXT ? fromBase64url(idText) : null;
   if (!recordId || recordId.length < 1 || recordId.length > MAX_RECORD_ID) throw new ServiceError('BAD_RECORD_ID', { field: 'recordId' });
   note.recordId = recordId;
-  note.partition = ctx.vault.partitionOf(recordId);
+  note.partition = ctx.vault.partitionOf(recordId); // once per op: passed down to submit
   requireJson(req);
   const body = await readBody(req, ctx.bodyLimit, ctx.bodyTimeoutMs);
   const { message: text } = parseStringFields(body, ['message'] as const);
@@ -132,14 +132,15 @@ async function submitOp(ctx: RouteContext, req: IncomingMessage, res: ServerResp
   const replayKey = ctx.replay?.key(recordId, message);
   if (replayKey !== undefined && ctx.replay!.has(replayKey)) throw new ServiceError('REPLAYED', { field: 'message' });
   if (ctx.recordLimiter) {
-    const r = ctx.recordLimiter.take(toBase64url(recordId));
+    // The id's text from the path is its canonical base64url (fromBase64url refuses any other): the bucket's key as it is.
+    const r = ctx.recordLimiter.take(idText);
     if (!r.ok) {
       note.limiter = 'record';
       throw new ServiceError('RATE_LIMITED', { retryAfterSeconds: retryAfter(r.retryAfterMs) });
     }
   }
   if (replayKey !== undefined) ctx.replay!.remember(replayKey);
-  const result = await ctx.vault.submit(recordId, message);
+  const result = await ctx.vault.submit(recordId, message, note.partition);
   note.sealed = result.sealed;
   const out: OpResponseJson = { sealed: result.sealed, response: toBase64url(result.response) };
   sendJson(res, 200, out);

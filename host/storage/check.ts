@@ -4,8 +4,8 @@
  * inputs with the same InvalidArgument messages.
  */
 import { decodeFields, encodeFields } from '../../enclave/api/codec.ts';
-import { AuditEventSchema, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../../enclave/api/messages.ts';
-import type { AuditEvent } from '../../enclave/api/messages.ts';
+import { AUDIT_EVENT_LEN, AuditEventSchema, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../../enclave/api/messages.ts';
+import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts';
 import { StorageCode, StorageError, recordKey } from './types.ts';
 import type { BatchWrite } from './types.ts';
 
@@ -29,7 +29,7 @@ export function checkChunkSize(chunkSize: number): void {
   if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw invalid('chunkSize: not a positive integer');
 }
 
-/** A batch that passed `checkBatch`: its audit events encoded, with their seqs in the same order. */
+/** A batch that passed `checkBatch`: its audit events' bytes, with their seqs in the same order. */
 export interface CheckedBatch {
   events: Uint8Array[];
   seqs: number[];
@@ -37,11 +37,18 @@ export interface CheckedBatch {
   minSeq: number | null;
 }
 
+/** The seq an audit event's encoding starts with (AuditEventSchema: a u53, 8 bytes big-endian). */
+function leadingSeq(b: Uint8Array): number {
+  return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) * 2 ** 32 + (((b[4]! << 24) | (b[5]! << 16) | (b[6]! << 8) | b[7]!) >>> 0);
+}
+
 /**
  * The checks of `applyBatch` (types.ts): partition, epoch, each write's id and blob size, no id
- * twice, every audit event encodes, no seq twice. Throws InvalidArgument; nothing is applied.
+ * twice, each audit event AUDIT_EVENT_LEN bytes that start with its seq, no seq twice. The events
+ * are not decoded (the host can not read them; the enclave checks them when it verifies the
+ * chain). Throws InvalidArgument; nothing is applied.
  */
-export function checkBatch(partition: number, epoch: number, writes: BatchWrite[], audit: AuditEvent[]): CheckedBatch {
+export function checkBatch(partition: number, epoch: number, writes: BatchWrite[], audit: StoredAuditEvent[]): CheckedBatch {
   checkPartition(partition);
   checkUint(epoch, 'epoch');
   const seen = new Set<string>();
@@ -59,17 +66,21 @@ export function checkBatch(partition: number, epoch: number, writes: BatchWrite[
   const seqSeen = new Set<number>();
   let minSeq: number | null = null;
   for (const ev of audit) {
-    try {
-      events.push(encodeFields(AuditEventSchema, ev));
-    } catch (e) {
-      throw new StorageError(StorageCode.InvalidArgument, `audit: ${e instanceof Error ? e.message : String(e)}`, undefined, { cause: e });
-    }
+    checkUint(ev?.seq, 'audit.seq');
+    if (!(ev.bytes instanceof Uint8Array) || ev.bytes.length !== AUDIT_EVENT_LEN) throw invalid(`audit.bytes: expected ${AUDIT_EVENT_LEN} bytes`);
+    if (leadingSeq(ev.bytes) !== ev.seq) throw invalid('audit: the event does not carry its seq');
     if (seqSeen.has(ev.seq)) throw invalid('audit: two events with the same seq');
     seqSeen.add(ev.seq);
+    events.push(ev.bytes);
     seqs.push(ev.seq);
     if (minSeq === null || ev.seq < minSeq) minSeq = ev.seq;
   }
   return { events, seqs, minSeq };
+}
+
+/** An audit event as applyBatch takes it (its encoding and seq), for callers that hold it decoded (tests, tools). */
+export function storedAudit(ev: AuditEvent): StoredAuditEvent {
+  return { seq: ev.seq, bytes: encodeFields(AuditEventSchema, ev) };
 }
 
 /** The checks of `compact`. */

@@ -41,7 +41,7 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import type { AuditEvent } from '../../enclave/api/messages.ts';
+import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts';
 import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
 import { StorageCode, StorageError, recordKey } from './types.ts';
 import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
@@ -336,7 +336,7 @@ class PgRecordStore implements PostgresRecordStore {
     return out;
   }
 
-  async applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: AuditEvent[]): Promise<void> {
+  async applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: StoredAuditEvent[]): Promise<void> {
     this.live();
     const { events, seqs, minSeq } = checkBatch(partition, epoch, writes, audit);
     // Applied even with no writes and no events: the applied epoch is written, so the commit is

@@ -26,7 +26,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import type { AuditEvent } from '../../enclave/api/messages.ts';
+import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts';
 import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
 import { StorageCode, StorageError, recordKey } from './types.ts';
 import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
@@ -222,7 +222,7 @@ class SqliteRecordStore implements RecordStore {
     return out;
   }
 
-  async applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: AuditEvent[]): Promise<void> {
+  async applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: StoredAuditEvent[]): Promise<void> {
     this.live();
     const { events, seqs, minSeq } = checkBatch(partition, epoch, writes, audit);
     try {

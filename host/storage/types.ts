@@ -13,11 +13,11 @@
  *
  * Errors are `StorageError` with a stable numeric code in 4000-4099.
  */
-import type { AuditEvent } from '../../enclave/api/messages.ts';
+import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts';
 import { CodedError } from '../../enclave/api/codes.ts';
 import { toHex } from '../../enclave/opaque/bytes.ts';
 
-export type { AuditEvent };
+export type { AuditEvent, StoredAuditEvent };
 
 /** One stored row. `blob` empty: a tombstone (the record was deleted). */
 export interface StoredRecord {
@@ -53,16 +53,17 @@ export interface RecordStore {
   /**
    * Persists one prepared batch in ONE durable transaction: for each write, the new blob and
    * `epoch` replace the stored row (or create it; nothing of the old blob is kept); the audit
-   * events are appended; `epoch` becomes the partition's applied epoch (even with no writes).
+   * events are appended, as the enclave encoded them (`bytes`, stored as they are; `seq` is
+   * their key); `epoch` becomes the partition's applied epoch (even with no writes).
    * Audit events already stored in this partition with a seq at or above the lowest seq of
    * `audit` are replaced: they belong to a batch the enclave never committed, whose seqs it has
    * issued again. When this resolves, the whole batch
    * is on stable storage; when it rejects, none of it is applied.
    * Refused (InvalidArgument, nothing applied): a record id twice in `writes`, an id of 0 or more
-   * than MAX_RECORD_ID bytes, a blob over MAX_SEALED_RECORD bytes, an audit event that does not
-   * encode, two events with the same seq.
+   * than MAX_RECORD_ID bytes, a blob over MAX_SEALED_RECORD bytes, an audit event whose bytes
+   * are not AUDIT_EVENT_LEN long or do not start with its seq, two events with the same seq.
    */
-  applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: AuditEvent[]): Promise<void>;
+  applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: StoredAuditEvent[]): Promise<void>;
 
   /**
    * The epoch of the last batch applied to the partition (null: none yet). Every applyBatch

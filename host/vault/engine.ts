@@ -4,11 +4,12 @@
  * Client operations (opaque HPKE ciphertexts for one record id each) queue up; while one batch
  * is with the enclave, the next one fills. For each batch the engine reads the stored blobs,
  * sends Batch, persists the enclave's writes and audit events in one storage transaction, sends
- * Commit, and only then hands each client its (still encrypted) response. Overlap (see
- * runBatch): when a batch is prepared and operations are waiting, the next batch (of records not
- * in the prepared one) goes to the enclave at once, which computes it while storage commits the
- * prepared one, and a Prepare right behind the Commit gives it its NVRAM intent; so the device
- * does not sit idle through the storage commit or a round trip through the host. A storage or commit
+ * Commit, and only then hands each client its (still encrypted) response. Overlap (the rule:
+ * overlap.ts; the sequence: runBatch): when a batch is prepared and operations are waiting, the
+ * next batch (of records not in the prepared one) goes to the enclave at once, which computes it
+ * while storage commits the prepared one, and a Prepare right behind the Commit gives it its
+ * NVRAM intent; so the device does not sit idle through the storage commit or a round trip
+ * through the host. A storage or commit
  * failure stops the engine: its clients get an error, nothing the enclave charged is released,
  * and the partition must reload (VaultHost restarts it) to learn which state storage is in.
  *
@@ -19,10 +20,12 @@ import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
 import { EnclaveFault, Handling, PlatformFault as PlatformCodes, faultName } from '../../enclave/api/codes.ts';
 import type { Device } from '../../enclave/api/device.ts';
 import type { HostRequest, HostResponse, ResponseOf } from '../../enclave/api/messages.ts';
-import { HOST_RESPONSE_OF, HostRequests, HostResponses, MAX_BATCH_OPS, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
+import { HOST_RESPONSE_OF, HostRequests, HostResponses, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
 import { ChannelErrorCode } from '../channel/channel.ts';
 import type { RecordStore } from '../storage/types.ts';
 import { recordKey } from '../storage/types.ts';
+import { planNext, planStaged } from './overlap.ts';
+import type { Taken } from './overlap.ts';
 
 export interface OpResult {
   /** true: `response` is the enclave's HPKE-sealed answer for the client. */
@@ -32,6 +35,8 @@ export interface OpResult {
 
 interface Queued {
   recordId: Uint8Array;
+  /** recordKey(recordId), computed once per op: the overlap planner's key and the stored-row lookup. */
+  key: string;
   request: Uint8Array;
   resolve: (r: OpResult) => void;
   reject: (e: unknown) => void;
@@ -39,10 +44,11 @@ interface Queued {
 
 /**
  * Byte fields of the enclave's answers taken as views into the answer (a buffer the channel gives
- * this engine alone and nobody writes) instead of one copy each: the sealed blobs go to storage,
- * which copies them, and the responses to their clients, read-only.
+ * this engine alone and nobody writes) instead of one copy each: the sealed blobs and the audit
+ * events' bytes go to storage, which copies them (the events as the enclave encoded them, never
+ * decoded here), and the responses to their clients, read-only.
  */
-const RESPONSE_VIEWS: ReadonlySet<string> = new Set(['writes.recordId', 'writes.blob', 'results.response']);
+const RESPONSE_VIEWS: ReadonlySet<string> = new Set(['writes.recordId', 'writes.blob', 'audit.bytes', 'results.response']);
 
 type Prepared = Extract<HostResponse, { type: 'Prepared' }>;
 
@@ -52,6 +58,15 @@ interface Started {
   epoch: number;
   prepared: Promise<Prepared>;
   t0: number;
+}
+
+/** A batch staged behind a prepared one (overlap.ts rule 1): the device's Staged answer, or (null) why it was not sent. */
+interface Staging {
+  batch: Queued[];
+  epoch: number;
+  t0: number;
+  answer: Promise<unknown> | null;
+  error?: unknown;
 }
 
 export interface BatchStats {
@@ -94,10 +109,11 @@ export class PartitionEngine {
   /**
    * One request to the enclave and its answer, typed by the request (messages.ts ResponseOf) and
    * checked at run time: a Fault, or an answer the request does not have (or not `expect`, when
-   * given), throws EnclaveCallError.
+   * given), throws EnclaveCallError. The encoded request is this call's own: it crosses to the
+   * device without a copy (RequestOptions.transfer), and the answer's bytes come back the same way.
    */
   async call<R extends HostRequest, T extends ResponseOf<R>['type'] = ResponseOf<R>['type']>(req: R, expect?: T): Promise<Extract<ResponseOf<R>, { type: T }>> {
-    const res = decodeMessage(HostResponses, await this.device.request(encodeMessage(HostRequests, req)), { views: RESPONSE_VIEWS });
+    const res = decodeMessage(HostResponses, await this.device.request(encodeMessage(HostRequests, req), { transfer: true }), { views: RESPONSE_VIEWS });
     if (res.type === 'Fault') throw new EnclaveCallError(res.code, new TextDecoder().decode(res.message));
     const allowed: readonly string[] = expect === undefined ? HOST_RESPONSE_OF[req.type] : [expect];
     if (!allowed.includes(res.type)) throw new EnclaveCallError(ChannelErrorCode.UnexpectedResponse, `${req.type} answered ${res.type}, not ${allowed.join(' or ')}`);
@@ -127,7 +143,7 @@ export class PartitionEngine {
     if (this.failed) return Promise.reject(this.failed);
     if (this.queue.length >= this.maxQueue) return Promise.reject(new Error('partition queue full'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ recordId, request, resolve, reject });
+      this.queue.push({ recordId, key: recordKey(recordId), request, resolve, reject });
       if (!this.running) {
         // An idle engine starts its batch on the next turn of the event loop, not at the first
         // operation: the operations that arrive in this turn (clients whose answers were just
@@ -150,7 +166,7 @@ export class PartitionEngine {
       while (!this.failed) {
         if (!next) {
           if (!this.queue.length) break;
-          next = this.sendBatch(this.queue.splice(0, MAX_BATCH_OPS), this.epoch + 1);
+          next = this.sendBatch(this.take(planNext(this.queue)), this.epoch + 1);
         }
         next = await this.runBatch(next);
       }
@@ -159,28 +175,22 @@ export class PartitionEngine {
     }
   }
 
-  /**
-   * Up to MAX_BATCH_OPS queued operations whose records are not in `cur` (taken out of the queue,
-   * in order); the others keep their places.
-   */
-  private takeDisjoint(cur: Queued[]): Queued[] {
-    const busy = new Set<string>();
-    for (const q of cur) busy.add(recordKey(q.recordId));
-    const take: Queued[] = [];
-    const keep: Queued[] = [];
-    for (const q of this.queue) {
-      if (take.length < MAX_BATCH_OPS && !busy.has(recordKey(q.recordId))) take.push(q);
-      else keep.push(q);
-    }
-    this.queue = keep;
-    return take;
+  /** Takes a plan's batch out of the queue (overlap.ts decides which ops). */
+  private take(plan: Taken<Queued>): Queued[] {
+    this.queue = plan.rest;
+    return plan.batch;
+  }
+
+  /** Whether another batch may be sent now: operations wait and the engine is not closing. */
+  private canSend(): boolean {
+    return this.queue.length > 0 && !this.closed;
   }
 
   private ops(batch: Queued[], stored: Map<string, { blob: Uint8Array }>) {
     return batch.map((q, i) => ({
       opId: i,
       recordId: q.recordId,
-      stored: stored.get(recordKey(q.recordId))?.blob ?? new Uint8Array(0),
+      stored: stored.get(q.key)?.blob ?? new Uint8Array(0),
       request: q.request,
     }));
   }
@@ -198,62 +208,17 @@ export class PartitionEngine {
   }
 
   /**
-   * One batch: its Prepared answer, the storage transaction, Commit, then its clients' answers.
-   * Pipelining: once the batch is durable in storage, the next batch (what queued meanwhile) is
-   * read from storage and sent right behind the Commit, so the device starts on it without
-   * waiting for the host to see Committed first. The enclave takes them in order and refuses a
-   * Batch while one is pending or out of epoch order, so if the Commit fails the batch behind it
-   * fails too (both batches' clients get the error and the partition reloads, as for a failed
-   * Commit alone). Returns that next batch, if one was started.
+   * One batch through the commit rule, overlapped with the batch behind it (overlap.ts): its
+   * Prepared; the batch behind it staged (rule 1); its writes and audit events persisted in one
+   * storage transaction; Commit; the batch behind it prepared or sent right behind the Commit
+   * (rules 2, 3); Committed, and only then its clients' answers. Returns the batch behind it, if
+   * one was sent. A failure past Prepared stops the engine (rule 4).
    */
   private async runBatch(cur: Started): Promise<Started | undefined> {
-    const { batch } = cur;
-    let epoch = cur.epoch;
-    let prepared: Prepared;
-    try {
-      try {
-        prepared = await cur.prepared;
-      } catch (e) {
-        // Someone else (an operator tool) committed a batch: learn the epoch and try once more.
-        if (!(e instanceof EnclaveCallError) || e.code !== Handling.BatchOutOfOrder) throw e;
-        this.epoch = (await this.call({ type: 'Info' })).epoch;
-        epoch = this.epoch + 1;
-        prepared = await this.prepare(batch, epoch);
-      }
-    } catch (e) {
-      // The enclave could not write its NVRAM intent: it needs a reload before it serves again.
-      if (e instanceof EnclaveCallError && e.code === PlatformCodes.NvramError) {
-        this.fail(batch, e);
-        return undefined;
-      }
-      for (const q of batch) q.reject(e);
-      return undefined;
-    }
-    // Overlap: the next batch goes to the enclave now, before this one is persisted, so the device
-    // computes it while storage commits (the enclave stages it and prepares it after this Commit).
-    // Its ops may not name a record of this batch (the enclave refuses that): those wait for the
-    // batch after. Its stored blobs are read before this batch is persisted, which is why.
-    let take: Queued[] = [];
-    let t1 = 0;
-    // The next batch's Staged answer (`staged`), or why it was not sent (`unsent`).
-    let staged: Promise<unknown> | undefined;
-    let unsent: Promise<never> | undefined;
-    if (this.queue.length && !this.closed) {
-      take = this.takeDisjoint(batch);
-      if (take.length) {
-        t1 = performance.now();
-        try {
-          const stored = await this.store.getMany(this.partition, take.map((q) => q.recordId));
-          // Sent before this batch's Commit, so the device takes it first (answers come in order).
-          staged = this.call({ type: 'Batch', epoch: epoch + 1, ops: this.ops(take, stored) }, 'Staged');
-          staged.catch(() => {}); // awaited by runBatch; never an unhandled rejection meanwhile
-        } catch (e) {
-          unsent = Promise.reject(e);
-          unsent.catch(() => {});
-        }
-      }
-    }
-    // One write per record: the enclave sends each record's last version in the batch only.
+    const ready = await this.awaitPrepared(cur);
+    if (!ready) return undefined;
+    const { prepared, epoch } = ready;
+    const staged = this.canSend() ? await this.stage(cur.batch, epoch + 1) : undefined;
     try {
       await this.store.applyBatch(this.partition, epoch, prepared.writes, prepared.audit);
     } catch (e) {
@@ -261,41 +226,85 @@ export class PartitionEngine {
       // reload settles it: the enclave keeps the batch's intent in NVRAM and, at load, accepts
       // storage at its committed state or at that intent. So no Abort (a new batch would replace
       // the intent): this engine stops, and the partition restarts.
-      this.fail([...batch, ...take], e);
+      this.fail([...cur.batch, ...(staged?.batch ?? [])], e);
       return undefined;
     }
     const commit = this.call({ type: 'Commit', epoch });
     commit.catch(() => {});
-    let follow: Started | undefined;
-    if (staged) {
-      // Right behind the Commit: the staged batch's intent, then its Prepared.
-      const prepare = this.call({ type: 'Prepare', epoch: epoch + 1 });
-      prepare.catch(() => {});
-      const next = staged.then(() => prepare);
-      next.catch(() => {});
-      follow = { batch: take, epoch: epoch + 1, prepared: next, t0: t1 };
-    } else if (unsent) {
-      // (A follow whose reads failed is not sent: runBatch hands its clients the error.)
-      follow = { batch: take, epoch: epoch + 1, prepared: unsent, t0: t1 };
-    } else if (this.queue.length && !this.closed) {
-      // The batch is durable in storage: the next one's reads see it. Sent after the Commit.
-      follow = this.sendBatch(this.queue.splice(0, MAX_BATCH_OPS), epoch + 1);
-    }
+    // The batch behind it, right behind the Commit: the staged one's Prepare (rule 2), or a new one (rule 3).
+    const follow = staged ? this.prepareStaged(staged) : this.canSend() ? this.sendBatch(this.take(planNext(this.queue)), epoch + 1) : undefined;
     let committed: Awaited<typeof commit>;
     try {
       committed = await commit;
     } catch (e) {
       // The batch is in storage; the enclave's NVRAM may not say so: the same reload settles it.
-      this.fail(follow ? [...batch, ...follow.batch] : batch, e);
+      this.fail([...cur.batch, ...(follow?.batch ?? [])], e);
       return undefined;
     }
     this.epoch = epoch;
-    for (const r of committed.results) batch[r.opId]?.resolve({ sealed: r.sealed === 1, response: r.response });
+    for (const r of committed.results) cur.batch[r.opId]?.resolve({ sealed: r.sealed === 1, response: r.response });
     this.stats.batches++;
-    this.stats.ops += batch.length;
-    this.stats.lastBatchSize = batch.length;
-    this.onBatch?.(batch.length, performance.now() - cur.t0);
+    this.stats.ops += cur.batch.length;
+    this.stats.lastBatchSize = cur.batch.length;
+    this.onBatch?.(cur.batch.length, performance.now() - cur.t0);
     return follow;
+  }
+
+  /** The batch's Prepared and its epoch; undefined when it has none (its clients got the error). */
+  private async awaitPrepared(cur: Started): Promise<{ prepared: Prepared; epoch: number } | undefined> {
+    try {
+      try {
+        return { prepared: await cur.prepared, epoch: cur.epoch };
+      } catch (e) {
+        // Someone else (an operator tool) committed a batch: learn the epoch and try once more.
+        if (!(e instanceof EnclaveCallError) || e.code !== Handling.BatchOutOfOrder) throw e;
+        this.epoch = (await this.call({ type: 'Info' })).epoch;
+        const epoch = this.epoch + 1;
+        return { prepared: await this.prepare(cur.batch, epoch), epoch };
+      }
+    } catch (e) {
+      // The enclave could not write its NVRAM intent: it needs a reload before it serves again.
+      if (e instanceof EnclaveCallError && e.code === PlatformCodes.NvramError) this.fail(cur.batch, e);
+      else for (const q of cur.batch) q.reject(e);
+      return undefined;
+    }
+  }
+
+  /**
+   * Rule 1: the batch staged behind the prepared batch `ahead`, its stored blobs read and sent
+   * now, before `ahead` is persisted (the device takes requests in order, so it goes before
+   * Commit). Undefined when no queued op may go.
+   */
+  private async stage(ahead: Queued[], epoch: number): Promise<Staging | undefined> {
+    const batch = this.take(planStaged(ahead, this.queue));
+    if (!batch.length) return undefined;
+    const t0 = performance.now();
+    try {
+      const stored = await this.store.getMany(this.partition, batch.map((q) => q.recordId));
+      const answer = this.call({ type: 'Batch', epoch, ops: this.ops(batch, stored) }, 'Staged');
+      answer.catch(() => {}); // awaited through prepareStaged; never an unhandled rejection meanwhile
+      return { batch, epoch, t0, answer };
+    } catch (error) {
+      return { batch, epoch, t0, answer: null, error };
+    }
+  }
+
+  /**
+   * Rule 2: right behind Commit, the staged batch's Prepare; its Prepared comes as a Batch's
+   * would. A batch that was not sent (its reads failed) gets no Prepare: its clients get the
+   * error when runBatch comes to it.
+   */
+  private prepareStaged(s: Staging): Started {
+    let prepared: Promise<Prepared>;
+    if (s.answer) {
+      const prepare = this.call({ type: 'Prepare', epoch: s.epoch });
+      prepare.catch(() => {});
+      prepared = s.answer.then(() => prepare);
+    } else {
+      prepared = Promise.reject(s.error);
+    }
+    prepared.catch(() => {});
+    return { batch: s.batch, epoch: s.epoch, prepared, t0: s.t0 };
   }
 
   /** Set when a batch ended in an unknown state: the engine refuses work until its partition reloads. */

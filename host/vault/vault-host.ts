@@ -253,9 +253,15 @@ export class VaultHost {
     return this.pool.partitionOf(recordId);
   }
 
-  /** Relays one sealed client operation; resolves when its batch is durable. */
-  async submit(recordId: Uint8Array, message: Uint8Array): Promise<OpResult> {
-    const p = this.pool.partitionOf(recordId);
+  /**
+   * Relays one sealed client operation; resolves when its batch is durable. `partition`: the
+   * record's partition when the caller has it already (`partitionOf`, as the HTTP route does),
+   * so SHA-256 of the id is taken once on the host; a wrong one reaches a device that refuses
+   * the op (its enclave checks the partition itself).
+   */
+  async submit(recordId: Uint8Array, message: Uint8Array, partition?: number): Promise<OpResult> {
+    const p = partition ?? this.pool.partitionOf(recordId);
+    if (!Number.isInteger(p) || p < 0 || p >= this.engines.length) throw new RangeError(`partition ${p} out of 0..${this.engines.length - 1}`);
     const pending = this.restarts.get(p);
     if (pending) await pending;
     return this.engines[p]!.submit(recordId, message);

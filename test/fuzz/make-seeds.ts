@@ -21,11 +21,11 @@ import { mkdirSync, readFileSync, existsSync, writeFileSync, rmSync } from 'node
 import { join } from 'node:path';
 import { createCipheriv, createECDH, createHash } from 'node:crypto';
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
-import { encodeMessage } from '../../enclave/api/codec.ts';
+import { decodeFields, encodeMessage } from '../../enclave/api/codec.ts';
 import type { Family, Schema } from '../../enclave/api/codec.ts';
 import type { ClientRequest, HostRequest } from '../../enclave/api/messages.ts';
 import { decodeNvramState } from '../../enclave/vault/nvram-state.ts';
-import { ClientRequests, ClientResponses, HostRequests, HostResponses, SUITE_CODE } from '../../enclave/api/messages.ts';
+import { AuditEventSchema, ClientRequests, ClientResponses, HostRequests, HostResponses, SUITE_CODE } from '../../enclave/api/messages.ts';
 import { encodeKeyAuthorization, encodeSessionAuthorization } from '../../enclave/api/authorize.ts';
 import { deriveE2eKeyPair } from '../../client/e2e-seal.ts';
 import { padResponse } from '../../enclave/api/padding.ts';
@@ -236,7 +236,7 @@ async function main(): Promise<void> {
   const events = [];
   for (let i = 0; i < 2; i++) {
     const r = await v.call({ type: 'Batch', epoch: v.epoch + 1, ops: [await op(0, CANARY_B.recordId, { type: 'LoginStart', suite: SUITE_CODE[CANARY_B.suite], ke1: ke1B })] });
-    if (r.type === 'Prepared') events.push(...r.audit);
+    if (r.type === 'Prepared') events.push(...r.audit.map((e) => decodeFields(AuditEventSchema, e.bytes)));
     await v.call({ type: 'Commit', epoch: v.epoch + 1 });
   }
   put('enclave-host', 'audit-verify', host(0, { type: 'AuditVerify', fromSeq: 0, fromHead: new Uint8Array(32), events, toSeq: 0, toHead: new Uint8Array(32), anchor: new Uint8Array(0), auth: new Uint8Array(0) }));

@@ -10,7 +10,7 @@
  * store object, so the methods are replaced on that object, as test/host/service/service.test.ts does); the
  * returned function undoes it.
  */
-import type { AuditEvent, BatchWrite, RecordStore, StoreStats, StoredRecord } from '../../../host/storage/types.ts';
+import type { AuditEvent, BatchWrite, RecordStore, StoreStats, StoredAuditEvent, StoredRecord } from '../../../host/storage/types.ts';
 import { StorageCode, StorageError } from '../../../host/storage/types.ts';
 import type { VaultHost } from '../../../host/vault/vault-host.ts';
 import type { Rng } from './common.ts';
@@ -54,7 +54,7 @@ export class FaultyStore implements RecordStore {
     return this.inner.getMany(partition, recordIds);
   }
 
-  async applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: AuditEvent[]): Promise<void> {
+  async applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: StoredAuditEvent[]): Promise<void> {
     this.counts.batches++;
     const fail = (kind: StoreFault, error: string, applied: boolean) => {
       this.counts.batchesFailed++;

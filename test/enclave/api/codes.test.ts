@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CODE_RANGES, CodedError, Codec, EnclaveFault, Handling, Integrity, Lifecycle, PlatformFault, faultName } from '../../../enclave/api/codes.ts';
 import { OpaqueError, OpaqueErrorCode } from '../../../enclave/opaque/errors.ts';
-import { ChannelErrorCode } from '../../../host/channel/channel.ts';
+import { ChannelError, ChannelErrorCode } from '../../../host/channel/channel.ts';
 import { TokenPinError, TokenPinErrorCode } from '../../../hsm/tokens/token-pins.ts';
 import { StorageCode, StorageError } from '../../../host/storage/types.ts';
 import { BackupFileError, BackupFileErrorCode } from '../../../client/backup-file.ts';
@@ -69,6 +69,7 @@ describe('error code ranges (enclave/api/codes.ts CODE_RANGES)', () => {
       [new NvramTokenError(PlatformFault.NvramCorrupt, 'm'), 'NvramTokenError', 2303],
       [new BackupFileError(BackupFileErrorCode.WrongKey, 'm', 3, 40), 'BackupFileError', 5004],
       [new BackupKeyError(BackupKeyErrorCode.CheckMismatch, 'm', { digits: 68 }), 'BackupKeyError', 5052],
+      [new ChannelError(ChannelErrorCode.Crashed, 'm', { cause: 1 }), 'ChannelError', 3004],
     ];
     for (const [e, name, code] of cases) {
       expect(e).toBeInstanceOf(CodedError);

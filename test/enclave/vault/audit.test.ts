@@ -11,7 +11,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { decodeMessage, encodeFields, encodeMessage } from '../../../enclave/api/codec.ts';
+import { decodeFields, decodeMessage, encodeFields, encodeMessage } from '../../../enclave/api/codec.ts';
 import { Integrity, Lifecycle } from '../../../enclave/api/codes.ts';
 import { AUDIT_KIND, AuditEventSchema, HostRequests, HostResponses } from '../../../enclave/api/messages.ts';
 import type { AuditEvent, HostRequest } from '../../../enclave/api/messages.ts';
@@ -33,6 +33,7 @@ async function hostCall(h: Harness, req: HostRequest) {
 /** What the engine hands the store for each batch, in order: the host's whole view before Commit. */
 interface Seen {
   writes: BatchWrite[];
+  /** The events as applyBatch took them (their bytes), decoded here to be looked at. */
   audit: AuditEvent[];
 }
 
@@ -52,7 +53,7 @@ function watchBatches(h: Harness, onBatch?: (s: Seen) => Promise<void>): Seen[] 
   const inner = h.store;
   h.store = overriding(inner, {
     applyBatch: async (p, epoch, writes, audit) => {
-      const s = { writes: [...writes], audit: [...audit] };
+      const s = { writes: [...writes], audit: audit.map((e) => decodeFields(AuditEventSchema, e.bytes)) };
       seen.push(s);
       await onBatch?.(s);
       return inner.applyBatch(p, epoch, writes, audit);

@@ -7,7 +7,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { encodeFields } from '../../../enclave/api/codec.ts';
+import { decodeFields, encodeFields } from '../../../enclave/api/codec.ts';
+import { AuditEventSchema } from '../../../enclave/api/messages.ts';
 import { EnclaveFault, Handling } from '../../../enclave/api/codes.ts';
 import { nodeHash } from '../../../enclave/opaque/hash-node.ts';
 import { AUDIT_BODY_SCHEMA, AuditLog, encodeAuditBody } from '../../../enclave/vault/audit.ts';
@@ -33,8 +34,15 @@ describe('audit event body', () => {
     const log = new AuditLog(key, rnd(32), sha256);
     const head0 = new Uint8Array(32);
     const rh = log.recordHash(rnd(8));
-    const a = log.next(0, head0, 1000, rnd(16), 2, rh, 9);
-    const b = log.next(a.seq, a.mac, 1001, rnd(16), 3, log.recordHash(rnd(8)), 10);
+    const nonceA = rnd(16);
+    const sa = log.next(0, head0, 1000, nonceA, 2, rh, 9);
+    const sb = log.next(sa.seq, sa.mac, 1001, rnd(16), 3, log.recordHash(rnd(8)), 10);
+    // What the host stores is the codec's encoding of the whole event, made once by next().
+    const a = decodeFields(AuditEventSchema, sa.bytes);
+    const b = decodeFields(AuditEventSchema, sb.bytes);
+    expect(sa.bytes).toEqual(encodeFields(AuditEventSchema, a));
+    expect(a).toMatchObject({ seq: 1, time: 1000, nonce: nonceA, mac: sa.mac });
+    expect(sb.seq).toBe(2);
     expect(a.mac).toEqual(sha256.hmac(key, head0, encodeFields(AUDIT_BODY_SCHEMA, { seq: 1, time: 1000, nonce: a.nonce, sealed: a.sealed })));
     expect(log.verify([a, b], 0, head0, 2, b.mac)).toBe(-1);
     const flipped = Uint8Array.from(b.sealed);
@@ -47,14 +55,15 @@ describe('audit event body', () => {
     const log = new AuditLog(rnd(32), rnd(32), sha256);
     const rh = log.recordHash(rnd(8));
     const nonce = rnd(16);
-    const a = log.next(0, new Uint8Array(32), 5, nonce, 3, rh, 7);
-    const b = log.next(0, new Uint8Array(32), 5, nonce, 9, rh, 7);
+    const next = (...args: Parameters<AuditLog['next']>) => decodeFields(AuditEventSchema, log.next(...args).bytes);
+    const a = next(0, new Uint8Array(32), 5, nonce, 3, rh, 7);
+    const b = next(0, new Uint8Array(32), 5, nonce, 9, rh, 7);
     // The same nonce and record: only the first byte of the keystream-masked body differs.
     expect(a.sealed.subarray(1)).toEqual(b.sealed.subarray(1));
     expect(a.sealed[0]).not.toBe(b.sealed[0]);
     expect(Buffer.from(a.sealed).includes(Buffer.from(rh.subarray(0, 8)))).toBe(false);
     // Fresh nonces: two events with equal contents share no sealed bytes pattern.
-    const c = log.next(0, new Uint8Array(32), 5, rnd(16), 3, rh, 7);
+    const c = next(0, new Uint8Array(32), 5, rnd(16), 3, rh, 7);
     expect(c.sealed).not.toEqual(a.sealed);
     expect(log.open(c)).toEqual(log.open(a));
   });

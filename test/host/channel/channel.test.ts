@@ -17,6 +17,9 @@ import { EnclavePool, createChannel, partitionOf, settlePartitions } from '../..
 import type { ChannelMode } from '../../../host/channel/pool.ts';
 import { ProcessChannel } from '../../../host/channel/process-channel.ts';
 import { CMD } from '../../fixtures/echo-firmware.ts';
+import { encodeMessage } from '../../../enclave/api/codec.ts';
+import { wholeBuffer } from '../../../enclave/api/device.ts';
+import { HostRequests, HostResponses, MAX_BATCH_OPS, MAX_CLIENT_MESSAGE, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../../../enclave/api/messages.ts';
 
 const FIRMWARE = fileURLToPath(new URL('../../fixtures/echo-firmware.ts', import.meta.url));
 const BOOT_FAIL = fileURLToPath(new URL('../../fixtures/boot-fail-firmware.ts', import.meta.url));
@@ -54,6 +57,23 @@ function open(mode: ChannelMode, opts: Partial<ChannelOptions> = {}): EnclaveCha
   return createChannel(mode, { dataDir: freshDir(), firmware: FIRMWARE, forwardStderr: false, ...opts });
 }
 
+describe('what crosses the channel without a copy (enclave/api/device.ts wholeBuffer)', () => {
+  it('the codec output spans its buffer, at full batch size in both directions', () => {
+    const op = (i: number) => ({ opId: i, recordId: new Uint8Array(MAX_RECORD_ID).fill(i), stored: new Uint8Array(MAX_SEALED_RECORD), request: new Uint8Array(MAX_CLIENT_MESSAGE) });
+    const batch = encodeMessage(HostRequests, { type: 'Batch', epoch: 1, ops: Array.from({ length: MAX_BATCH_OPS }, (_, i) => op(i)) });
+    expect(batch.byteLength).toBeGreaterThan(1_500_000);
+    expect(wholeBuffer(batch)).toBe(batch.buffer);
+    const committed = encodeMessage(HostResponses, {
+      type: 'Committed',
+      epoch: 1,
+      results: Array.from({ length: MAX_BATCH_OPS }, (_, i) => ({ opId: i, sealed: 1, response: new Uint8Array(MAX_CLIENT_MESSAGE) })),
+    });
+    expect(wholeBuffer(committed)).toBe(committed.buffer);
+    expect(wholeBuffer(batch.subarray(1))).toBeNull();
+    expect(wholeBuffer(batch.subarray(0, batch.length - 1))).toBeNull();
+  });
+});
+
 describe.each(['worker', 'process'] as const)('%s channel', (mode) => {
   describe('one running device', () => {
     let ch: EnclaveChannel;
@@ -79,6 +99,29 @@ describe.each(['worker', 'process'] as const)('%s channel', (mode) => {
       expect(dec(await ch.request(cmd(CMD.nvramWrite, enc('hello nvram'))))).toBe('ok');
       expect(dec(await ch.request(cmd(CMD.nvramRead)))).toBe('hello nvram');
       expect(dec(await ch.request(cmd(CMD.seal, enc('sealed and opened'))))).toBe('sealed and opened');
+    });
+
+    it('takes one request at a time, in order: a slow request is answered before the quick one sent after it', async () => {
+      const order: string[] = [];
+      const slow = ch.request(sleepCmd(80)).then((r) => order.push(dec(r)));
+      const quick = ch.request(cmd(CMD.echo, enc('quick'))).then((r) => order.push(dec(r)));
+      await Promise.all([slow, quick]);
+      expect(order).toEqual(['slept', 'quick']);
+    });
+
+    it('moves the buffer of a request the caller gives up (no copy), and copies one it keeps', async () => {
+      const kept = cmd(CMD.echo, enc('kept'));
+      expect(dec(await ch.request(kept))).toBe('kept');
+      expect(kept.byteLength).toBe(5);
+      const given = cmd(CMD.echo, enc('given'));
+      expect(dec(await ch.request(given, { transfer: true }))).toBe('given');
+      // A worker thread takes the buffer itself; a child process gets a serialized copy either way.
+      expect(given.byteLength).toBe(mode === 'worker' ? 0 : 6);
+      // A view into a larger buffer is copied even when given up: the rest of its buffer stays.
+      const big = new Uint8Array(32);
+      big.set(cmd(CMD.echo, enc('view')), 4);
+      expect(dec(await ch.request(big.subarray(4, 9), { transfer: true }))).toBe('view');
+      expect(big.byteLength).toBe(32);
     });
 
     it('answers many concurrent requests, each with its own response', async () => {

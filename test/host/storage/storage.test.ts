@@ -19,14 +19,15 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { encodeFields } from '../../../enclave/api/codec.ts';
-import type { AuditEvent } from '../../../enclave/api/messages.ts';
+import { decodeFields, encodeFields } from '../../../enclave/api/codec.ts';
+import type { AuditEvent, StoredAuditEvent } from '../../../enclave/api/messages.ts';
 import { AuditEventSchema, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../../../enclave/api/messages.ts';
 import { openStore, parseStoreUrl } from '../../../host/storage/index.ts';
 import { openPostgresStore, pgToStorageError, POSTGRES_SCHEMA_VERSION } from '../../../host/storage/postgres.ts';
 import type { PostgresRecordStore } from '../../../host/storage/postgres.ts';
 import { openSqliteStore, SQLITE_SCHEMA_VERSION, toStorageError } from '../../../host/storage/sqlite.ts';
 import { StorageCode, StorageError, isStorageError, recordKey } from '../../../host/storage/types.ts';
+import { storedAudit } from '../../../host/storage/check.ts';
 import type { RecordStore, StoredRecord } from '../../../host/storage/types.ts';
 
 // ---- backends -------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ const id = (n: number, len = 16) => {
 };
 const blob = (s: string) => new TextEncoder().encode(s);
 const TOMB = new Uint8Array(0);
-const ev = (seq: number, kind = 2): AuditEvent => ({
+const evObj = (seq: number, kind = 2): AuditEvent => ({
   seq,
   time: 1_700_000_000_000 + seq,
   nonce: new Uint8Array(16).fill(seq & 0xff),
@@ -201,7 +202,13 @@ const ev = (seq: number, kind = 2): AuditEvent => ({
 });
 /** A row as comparable plain data. */
 const row = (r: StoredRecord | undefined) => (r === undefined ? undefined : { id: hex(r.recordId), blob: hex(r.blob), epoch: r.epoch });
-const evPlain = (e: AuditEvent) => ({ ...e, nonce: hex(e.nonce), sealed: hex(e.sealed), mac: hex(e.mac) });
+/** An event as applyBatch takes it: its encoding and seq (enclave/api/messages.ts StoredAuditSchema). */
+const ev = (seq: number, kind = 2): StoredAuditEvent => storedAudit(evObj(seq, kind));
+/** An event as comparable plain data, whether decoded (auditEvents) or as applyBatch took it. */
+const evPlain = (x: AuditEvent | StoredAuditEvent) => {
+  const e = 'bytes' in x ? decodeFields(AuditEventSchema, x.bytes) : x;
+  return { ...e, nonce: hex(e.nonce), sealed: hex(e.sealed), mac: hex(e.mac) };
+};
 
 /**
  * The statements of a backend's first migration (`MIGRATIONS[0]` in host/storage/sqlite.ts or
@@ -242,8 +249,8 @@ function v1Content() {
   }
   rows.push({ partition: 65535, recordId: id(7), blob: TOMB, prev: null, epoch: Number.MAX_SAFE_INTEGER });
   const audit = [
-    ...Array.from({ length: 10 }, (_, q) => ({ partition: 0, event: ev(q, 1 + (q % 7)) })),
-    ...Array.from({ length: 3 }, (_, q) => ({ partition: 1, event: ev(q) })),
+    ...Array.from({ length: 10 }, (_, q) => ({ partition: 0, event: evObj(q, 1 + (q % 7)) })),
+    ...Array.from({ length: 3 }, (_, q) => ({ partition: 1, event: evObj(q) })),
   ];
   /** What a store must hold after the migration: per partition, rows in id order without `prev`. */
   const expected = new Map<number, ReturnType<typeof row>[]>();
@@ -309,7 +316,10 @@ async function killMidStream(module: string, opener: string, openArg: string, st
        const s = await ${opener}(${openArg});
        for (let e = 1; ; e++) {
          const writes = Array.from({ length: 8 }, (_, i) => ({ recordId: new Uint8Array([i + 1]), blob: new Uint8Array(200).fill(e % 251) }));
-         const audit = [{ seq: e, time: e, nonce: new Uint8Array(16), sealed: new Uint8Array(34), mac: new Uint8Array(32) }];
+         const bytes = new Uint8Array(98); // an audit event's encoding: seq, time, nonce, sealed, mac
+         new DataView(bytes.buffer).setBigUint64(0, BigInt(e));
+         new DataView(bytes.buffer).setBigUint64(8, BigInt(e));
+         const audit = [{ seq: e, bytes }];
          await s.applyBatch(0, e, writes, audit);
          process.stdout.write(e + '\\n');
        }`,
@@ -632,7 +642,10 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
         ['an empty record id', [0, 2, [good(1), { recordId: new Uint8Array(0), blob: blob('x') }], []]],
         ['an oversized record id', [0, 2, [good(1), { recordId: new Uint8Array(MAX_RECORD_ID + 1), blob: blob('x') }], []]],
         ['a record id twice', [0, 2, [good(1), good(2), good(1)], []]],
-        ['a malformed audit event', [0, 2, [good(1), good(2)], [ev(1), { ...ev(2), mac: new Uint8Array(5) }]]],
+        ['a malformed audit event', [0, 2, [good(1), good(2)], [ev(1), { ...ev(2), bytes: new Uint8Array(5) }]]],
+        ['an audit event that does not start with its seq', [0, 2, [good(1), good(2)], [ev(1), { seq: 3, bytes: ev(2).bytes }]]],
+        ['an audit event without bytes', [0, 2, [good(1)], [{ seq: 1 } as never]]],
+        ['an audit seq out of range', [0, 2, [good(1)], [{ ...ev(1), seq: -1 }]]],
         ['an audit seq twice', [0, 2, [good(1)], [ev(1), ev(1)]]],
         ['a negative epoch', [0, -1, [good(1)], []]],
         ['a fractional epoch', [0, 1.5, [good(1)], []]],
@@ -728,7 +741,7 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
       const seen = new Set<string>();
       const unique = writes.filter((w) => !seen.has(hex(w.recordId)!) && seen.add(hex(w.recordId)!));
       const top = Number.MAX_SAFE_INTEGER;
-      const far = [{ ...ev(top - 1), time: top }, { ...ev(top), time: 0 }];
+      const far = [storedAudit({ ...evObj(top - 1), time: top }), storedAudit({ ...evObj(top), time: 0 })];
       await s.applyBatch(65535, top - 1, unique, far);
       await s.applyBatch(65535, top, unique.slice(0, 5).map((w) => ({ recordId: w.recordId, blob: blob('again') })), []);
       const m = await s.getMany(65535, unique.map((w) => w.recordId));
@@ -772,7 +785,7 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
       fc.asyncProperty(fc.array(opArb, { maxLength: 24 }), fc.integer({ min: 1, max: 4 }), async (ops, chunk) => {
         await withStore(b, async (s) => {
           const model = new Map<number, Map<string, Row>>(PARTS.map((p) => [p, new Map()]));
-          const audit = new Map<number, Map<number, AuditEvent>>(PARTS.map((p) => [p, new Map()]));
+          const audit = new Map<number, Map<number, StoredAuditEvent>>(PARTS.map((p) => [p, new Map()]));
           const nextSeq = new Map<number, number>(PARTS.map((p) => [p, 0]));
           for (const op of ops) {
             const m = model.get(op.p)!;

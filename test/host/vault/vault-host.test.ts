@@ -10,9 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VaultHost } from '../../../host/vault/vault-host.ts';
 import type { VaultHostOptions } from '../../../host/vault/vault-host.ts';
-import type { EscrowClient } from '../../../client/escrow.ts';
-import { hostClient } from '../../helpers/vault-harness.ts';
-import { testIssuer } from '../../helpers/auth.ts';
+import { EscrowClient, EscrowError } from '../../../client/escrow.ts';
+import { Integrity } from '../../../enclave/api/codes.ts';
+import { CONTEXT, hostClient } from '../../helpers/vault-harness.ts';
+import { testIssuer, wallClockClientExtras } from '../../helpers/auth.ts';
+import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
+import { randomBytes } from 'node:crypto';
 import { describeTokens } from '../../helpers/tokens.ts';
 
 const te = new TextEncoder();
@@ -89,6 +92,32 @@ describeTokens('vault on isolated devices', (token) => {
       expect(ok.ok && ok.backupKey[0] === 7).toBe(true);
     });
   }
+});
+
+it('submit goes to the partition it is given (the route computes it once); a wrong one is refused by that device, one out of range here', async () => {
+  const issuer = await testIssuer();
+  const host = await VaultHost.open({ auth: issuer.config, dataDir: tempDir(), partitions: 2, compactEveryMs: 0 });
+  hosts.push(host);
+  const base = await hostClient(host, issuer);
+  const suite = await fastSuite('ristretto255-SHA512');
+  const via = (pick: (rid: Uint8Array) => number) =>
+    new EscrowClient({
+      relay: (rid, m) => host.submit(rid, m, pick(rid)),
+      enclavePublicKey: host.info.enclavePublicKey,
+      suite,
+      rng: (n) => new Uint8Array(randomBytes(n)),
+      context: CONTEXT,
+      ...wallClockClientExtras(issuer),
+    });
+  const id = te.encode('routed');
+  await via((rid) => host.partitionOf(rid)).register(id, te.encode('pw'), new Uint8Array(32).fill(5), { attemptLimit: 3 });
+  const wrong = await via((rid) => 1 - host.partitionOf(rid))
+    .status(id)
+    .then(() => null, (e: unknown) => e);
+  expect(wrong).toBeInstanceOf(EscrowError);
+  expect((wrong as EscrowError).code).toBe(Integrity.IndexMismatch);
+  await expect(host.submit(id, new Uint8Array(8), 2)).rejects.toThrow(RangeError);
+  expect(await base.status(id)).toMatchObject({ attemptsRemaining: 3 });
 });
 
 it('compacts the store from time to time: empty-blob rows of committed batches go, records and sealed tombstones stay', async () => {
