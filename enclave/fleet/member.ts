@@ -31,7 +31,11 @@ export interface MemberPlatform {
   readonly persist: (state: DurableState) => void;
 }
 
-/** A deliberately broken rule, for the simulation's positive controls only. */
+/**
+ * A deliberately broken rule, for the simulation's positive controls only: `count-unadmitted`
+ * counts any incarnation in quorums and lets a booted member resume from its durable state as if
+ * admitted; `half-quorum` takes n/2 (rounded down) as a majority.
+ */
 export type BrokenRule = 'count-unadmitted' | 'half-quorum';
 
 export interface MemberOptions {
@@ -147,6 +151,11 @@ export class Member {
     };
     this.now = now;
     this.lastProgress = now;
+    if (opts.broken === 'count-unadmitted' && durable.base.config.epoch > 0) {
+      // positive control: resume from the durable state as if this incarnation were admitted
+      this.wasAdmitted = true;
+      this.enterViewChange();
+    }
   }
 
   get status(): Status {

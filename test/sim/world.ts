@@ -28,6 +28,8 @@ export interface ScheduleOptions {
   readonly broken?: BrokenRule;
   /** Keep a trace of every step (for a failing seed). */
   readonly trace?: boolean;
+  /** Only consequences count as violations (no direct quorum check at commit): for positive controls. */
+  readonly effectsOnly?: boolean;
   /** Count wire bytes of every message sent. */
   readonly measure?: boolean;
 }
@@ -83,7 +85,7 @@ export function runSchedule(o: ScheduleOptions): ScheduleResult {
   const steps = o.steps ?? 240;
   const quiet = o.quiet ?? 60;
   const key = replicationKey(FLEET_SECRET);
-  const oracle = new Oracle(n, GENESIS_HASH);
+  const oracle = new Oracle(n, GENESIS_HASH, o.effectsOnly);
   const procs: Proc[] = [];
   const trace: string[] = [];
   const stats: ScheduleResult['stats'] = { acked: 0, committed: 0, messages: 0, bytes: 0, refused: {}, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, durableWrites: 0 };
