@@ -375,11 +375,7 @@ export class Member {
     if (this.st === 'recovering') return false;
     const synced = this.synced && (this.st === 'normal' || this.st === 'learner') && view === this.d.view;
     if (!synced) {
-      if (view > this.d.view) {
-        this.write({ ...this.d, view });
-        this.synced = false;
-        if (this.st === 'normal') this.enterViewChange();
-      }
+      if (view > this.d.view) this.moveToView(view);
       if (this.awaiting?.purpose !== 'follow') this.requestCatchup('follow', env.from, null);
       return false;
     }
@@ -388,6 +384,13 @@ export class Member {
       return false;
     }
     return true;
+  }
+
+  /** A later view's leader shows up: this member's log is not known to be a prefix of that leader's until it catches up. */
+  private moveToView(view: number): void {
+    this.write({ ...this.d, view });
+    this.synced = false;
+    if (this.st === 'normal') this.enterViewChange();
   }
 
   private ackTip(env: Envelope): void {
@@ -543,9 +546,10 @@ export class Member {
   private onStartView(env: Envelope, b: Extract<Body, { type: 'startView' }>): void {
     if (env.from !== this.leaderOf(b.view)) return this.refuse(FleetCode.NotLeader, env.from);
     if (this.st === 'recovering') return;
-    if ((this.st === 'normal' || this.st === 'learner') && b.view === this.d.view) return this.ackTip(env);
+    if (this.synced && (this.st === 'normal' || this.st === 'learner') && b.view === this.d.view) return this.ackTip(env);
     const tip = tipOf(this.d);
-    this.write({ ...this.d, view: b.view });
+    if (b.view > this.d.view) this.moveToView(b.view);
+    else this.synced = false;
     if (b.tip === tip.index && sameBytes(b.tipHash, tip.hash)) {
       this.write({ ...this.d, normalView: b.view });
       this.st = this.wasAdmitted ? 'normal' : 'learner';
@@ -593,6 +597,10 @@ export class Member {
   private onCatchup(env: Envelope, b: Extract<Body, { type: 'catchup' }>): void {
     const a = this.awaiting;
     if (!a || (a.from !== env.from && !(a.from === -1 && env.from === this.leaderOf(b.view)))) return this.refuse(FleetCode.Unexpected, env.from);
+    // to follow a view's leader, take its log only once it is normal in that view (a leader still
+    // changing view has not adopted the most up-to-date log yet)
+    const following = a.purpose === 'follow' || a.purpose === 'rejoin';
+    if (following && (b.normalView !== b.view || env.from !== this.leaderOf(b.view) || b.view < this.d.view)) return this.refuse(FleetCode.Unexpected, env.from);
     let cand: DurableState;
     if (b.snapshot) {
       if (b.snapshot.index < this.d.commit || b.snapshot.config.admitted.length !== this.n) return this.refuse(FleetCode.StaleCatchup, env.from);
