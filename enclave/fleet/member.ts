@@ -446,7 +446,7 @@ export class Member {
   /** After the log changed: a learner whose incarnation is admitted by a committed Admit serves; an admitted one whose id admits another incarnation retires. */
   private checkAdmission(): void {
     const mine = this.configTip().admitted[this.id];
-    if (this.wasAdmitted && !sameBytes(mine, this.incarnation)) {
+    if (this.wasAdmitted && !sameBytes(mine, this.incarnation) && this.opts.broken !== 'count-unadmitted') {
       this.st = 'retired';
       this.outstanding = null;
       this.queue = [];

@@ -75,7 +75,7 @@ interface InFlight {
   fromPid: number;
 }
 
-const FLEET_SECRET = new Uint8Array(32).fill(7);
+export const FLEET_SECRET = new Uint8Array(32).fill(7);
 
 /** One fleet in one process: its processes, disks, network and oracle. Driven by `runSchedule` (random) or by a test (scripted). */
 export class World {
