@@ -376,7 +376,8 @@ export class Member {
     const synced = this.synced && (this.st === 'normal' || this.st === 'learner') && view === this.d.view;
     if (!synced) {
       if (view > this.d.view) this.moveToView(view);
-      if (this.awaiting?.purpose !== 'follow') this.requestCatchup('follow', env.from, null);
+      const a = this.awaiting;
+      if (a?.purpose !== 'follow' || this.now - a.since >= this.t.resend) this.requestCatchup('follow', env.from, null);
       return false;
     }
     if (!this.admitted(this.configTip(), env.from, env.fromInc)) {

@@ -40,7 +40,7 @@ export class Oracle {
   private readonly configs: { after: number; epoch: number; admitted: (string | null)[] }[] = [];
   private readonly reforms = new Map<number, string>();
   private readonly grants = new Map<string, number>();
-  /** Guess numbers granted per (record, registration) in canonical order: charge index → key. */
+  /** Each committed charge (entry, record, guess, session) → the guess it grants (record / registration entry / guess number); one entry may re-register a record between two charges. */
   private readonly chargeKeys = new Map<string, string>();
   acked = 0;
   committed = 0;
@@ -123,7 +123,7 @@ export class Oracle {
         if (op.guess !== r.total + 1) return `guess numbered ${op.guess}, expected ${r.total + 1}`;
         r.used++;
         r.total++;
-        this.chargeKeys.set(`${index}:${op.id}:${op.guess}`, `${op.id}/${r.reg}/${op.guess}`);
+        this.chargeKeys.set(`${index}:${op.id}:${op.guess}:${op.session}`, `${op.id}/${r.reg}/${op.guess}`);
         return null;
       case 'reset':
         if (!r || r.status !== 'registered' || r.used < 1) return 'reset with no guess charged';
@@ -146,7 +146,7 @@ export class Oracle {
     this.acked++;
     if (this.history.get(a.index) !== hex(a.hash)) return this.fail(`${who}: answered ${a.op.kind} ${a.op.id} at entry ${a.index}, which is not in the committed history`);
     if (a.op.kind !== 'charge') return;
-    const key = this.chargeKeys.get(`${a.index}:${a.op.id}:${a.op.guess}`);
+    const key = this.chargeKeys.get(`${a.index}:${a.op.id}:${a.op.guess}:${a.op.session}`);
     if (!key) return this.fail(`${who}: answered a charge the history does not hold`);
     const prev = this.grants.get(key);
     if (prev !== undefined && prev !== a.op.session) this.fail(`${who}: guess ${key} granted to sessions ${prev} and ${a.op.session}`);
