@@ -238,10 +238,11 @@ export class Member {
   private admit(env: Envelope): FleetCodeValue | null {
     if (this.st === 'retired') return FleetCode.Retired;
     if (env.to !== this.id || env.from === this.id || !Number.isInteger(env.from) || env.from < 0 || env.from >= this.n) return FleetCode.UnknownMember;
-    if (!verify(this.key, env)) return FleetCode.BadMac;
-    if (!sameBytes(env.toInc, ANY_INCARNATION) && !sameBytes(env.toInc, this.incarnation)) return FleetCode.WrongIncarnation;
+    // a sequence number already seen is refused before the MAC is computed; it is recorded only once the MAC verifies
     const k = `${env.from}:${bytesToHex(env.fromInc)}`;
     if (!Number.isSafeInteger(env.seq) || env.seq <= (this.seen.get(k) ?? 0)) return FleetCode.Replay;
+    if (!verify(this.key, env)) return FleetCode.BadMac;
+    if (!sameBytes(env.toInc, ANY_INCARNATION) && !sameBytes(env.toInc, this.incarnation)) return FleetCode.WrongIncarnation;
     this.seen.set(k, env.seq);
     return null;
   }

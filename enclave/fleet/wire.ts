@@ -11,7 +11,7 @@
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { concat, ctEqual, utf8 } from '../opaque/bytes.ts';
+import { ctEqual, utf8 } from '../opaque/bytes.ts';
 import type { Op, RecordState } from './rules.ts';
 
 export const INCARNATION_BYTES = 16;
@@ -116,7 +116,7 @@ export interface Envelope {
 
 /** A growing byte buffer for the canonical encoding. */
 class Writer {
-  private buf = new Uint8Array(256);
+  private buf = new Uint8Array(128);
   private len = 0;
   private room(n: number): void {
     if (this.len + n <= this.buf.length) return;
@@ -189,7 +189,11 @@ function writeSnapshot(w: Writer, s: Snapshot): void {
 
 /** The canonical encoding of a body (the MAC covers it; its length is what a member sends). */
 export function encodeBody(b: Body): Uint8Array {
-  const w = new Writer().u8(MESSAGE_TAGS[b.type]);
+  return writeBody(new Writer(), b).done();
+}
+
+function writeBody(w: Writer, b: Body): Writer {
+  w.u8(MESSAGE_TAGS[b.type]);
   switch (b.type) {
     case 'prepare':
       w.u64(b.epoch).u64(b.view).u64(b.commit);
@@ -225,15 +229,17 @@ export function encodeBody(b: Body): Uint8Array {
       w.u64(b.epoch).bytes(b.setHash).u64(b.tip).bytes(b.tipHash);
       break;
   }
-  return w.done();
+  return w;
 }
 
 /** Header bytes: tag, sender, receiver, their incarnations, sequence number. */
 export const HEADER_BYTES = 1 + 1 + 1 + 2 * INCARNATION_BYTES + 8;
 
+const MESSAGE_LABEL = utf8(FLEET_LABELS.message);
+
 function macInput(e: Omit<Envelope, 'mac'>): Uint8Array {
-  const head = new Writer().short(utf8(FLEET_LABELS.message)).u8(MESSAGE_TAGS[e.body.type]).u8(e.from).u8(e.to).bytes(e.fromInc).bytes(e.toInc).u64(e.seq).done();
-  return concat(head, encodeBody(e.body));
+  const w = new Writer().short(MESSAGE_LABEL).u8(MESSAGE_TAGS[e.body.type]).u8(e.from).u8(e.to).bytes(e.fromInc).bytes(e.toInc).u64(e.seq);
+  return writeBody(w, e.body).done();
 }
 
 /** The replication key of a fleet secret (HKDF-SHA256, RFC 5869). */

@@ -71,6 +71,7 @@ export class Oracle {
    * against the model. `got`: entries the process received in this step (a catch-up it installed).
    */
   observe(who: string, before: DurableState, after: DurableState, got: readonly Entry[] = []): void {
+    if (before === after) return; // the state did not change: it was checked when it was made
     for (let i = Math.max(after.base.index, 0); i <= after.commit; i++) {
       const h = hashAt(after, i);
       if (!h) continue;
