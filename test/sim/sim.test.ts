@@ -3,7 +3,8 @@
  * a few hundred random schedules keep every invariant of the oracle; a seed reproduces exactly;
  * refused messages (forged, replayed, wrong incarnation, stale view or epoch, out-of-order,
  * disallowed transition) are typed faults that change nothing, and the member keeps serving;
- * a member restored from an old image can not win a guess back; and the positive controls: a
+ * a member restored from an old image can not win a guess back, nor a clone grant one twice; and
+ * the positive controls: a
  * deliberately broken rule makes the oracle report a violation within the CI budget.
  */
 import { describe, expect, it } from 'vitest';
@@ -78,7 +79,7 @@ describe('fleet simulation: positive controls (a broken rule is caught within th
  * commit nothing (C's new incarnation is not admitted, B alone is no majority); with the broken
  * rule they grant the same guesses again.
  */
-export function rollback(broken?: BrokenRule, trace = false): { world: World; before: number; violations: readonly string[] } {
+function rollback(broken?: BrokenRule, trace = false): { world: World; before: number; violations: readonly string[] } {
   const w = formed(3, broken, trace);
   const leader = w.leaders()[0]!;
   const [b, c] = w.alive().filter((p) => p !== leader) as [Proc, Proc];
@@ -117,7 +118,45 @@ describe('fleet: a rolled-back member can not win a guess back', () => {
 
   it('with a member that resumes from its disk as if admitted: the same guesses are granted again (positive control)', () => {
     const { violations } = rollback('count-unadmitted');
-    expect(violations.join('\n')).toMatch(/granted to sessions|fork|minority commit/);
+    expect(violations.join('\n')).toMatch(/granted to sessions|fork|not in the committed history/);
+  });
+});
+
+/**
+ * A clone of C runs beside it; the fleet splits into {leader, C} and {B, clone}. Each side is
+ * asked for the same guesses. With the rule only the side with two admitted incarnations grants
+ * them; with the broken rule both do.
+ */
+function cloneSplit(broken?: BrokenRule): { world: World; violations: readonly string[] } {
+  const w = formed(3, broken);
+  const leader = w.leaders()[0]!;
+  const [b, c] = w.alive().filter((p) => p !== leader) as [Proc, Proc];
+  w.submit(leader, { kind: 'register', id: 'r0', limit: 3 });
+  until(w, () => c.member!.durable.commit >= 1 && b.member!.durable.commit >= 1 && w.answers.some((a) => a.ok));
+  const c2 = w.clone(c, 1);
+  w.partition((p) => (p.id === b.id || p === c2 ? 1 : 0));
+  for (let t = 0; t < 120 && w.failedAt < 0; t++) {
+    if (t % 4 === 0) for (const p of [leader, b, c, c2]) if (p.member) w.submit(p, { kind: 'charge', id: 'r0', session: 1000 * p.pid + t });
+    w.step();
+  }
+  return { world: w, violations: w.oracle.violations };
+}
+
+describe('fleet: a clone can not grant guesses a second time', () => {
+  it('with the rule: only the side with a majority of admitted incarnations grants, each guess once', () => {
+    const { world: w, violations } = cloneSplit();
+    expect(violations).toEqual([]);
+    const granted = okCharges(w.answers).map((a) => (a.ok && a.op.kind === 'charge' ? a.op.guess : 0));
+    expect(granted).toEqual([1, 2, 3]);
+    w.partition(null);
+    for (let t = 0; t < 150; t++) w.step();
+    w.checkRecords();
+    expect(w.oracle.violations).toEqual([]);
+  });
+
+  it('with a member that resumes from its disk as if admitted: both sides grant (positive control)', () => {
+    const { violations } = cloneSplit('count-unadmitted');
+    expect(violations.join('\n')).toMatch(/granted to sessions|fork|not in the committed history/);
   });
 });
 
