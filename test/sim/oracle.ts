@@ -15,8 +15,8 @@ interface ModelRecord {
   limit: number;
   used: number;
   total: number;
-  /** Index of the entry that registered it: one registration's guesses are numbered from 1. */
-  reg: number;
+  /** Entry and position of the op that registered it (`index.k`): one registration's guesses are numbered from 1. */
+  reg: string;
 }
 
 /** What the oracle knows of a process: its member id, incarnation and every entry it ever made durable. */
@@ -98,13 +98,13 @@ export class Oracle {
 
   private apply(e: Entry): void {
     e.ops.forEach((op, k) => {
-      const why = this.step(op, e.index);
+      const why = this.step(op, e.index, k);
       if (why) this.fail(`entry ${e.index} op ${k} (${op.kind}): ${why}`);
     });
   }
 
   /** The oracle's own statement of the vault rules (not the members' code). */
-  private step(op: Op, index: number): string | null {
+  private step(op: Op, index: number, k: number): string | null {
     if (op.kind === 'admit') {
       const c = this.configFor(index + 1);
       const admitted = [...this.configFor(index).admitted];
@@ -116,7 +116,7 @@ export class Oracle {
     switch (op.kind) {
       case 'register':
         if (r?.status === 'registered') return 'registered over a live record';
-        this.model.set(op.id, { status: 'registered', limit: op.limit, used: 0, total: 0, reg: index });
+        this.model.set(op.id, { status: 'registered', limit: op.limit, used: 0, total: 0, reg: `${index}.${k}` });
         return null;
       case 'charge':
         if (!r || r.status !== 'registered') return 'guess charged on a record that is not live';
