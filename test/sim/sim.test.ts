@@ -16,7 +16,7 @@ import { ANY_INCARNATION, entryHash, replicationKey, seal, type Body, type Envel
 import { FLEET_SECRET, runSchedule, World, type Proc } from './world.ts';
 
 const KEY = replicationKey(FLEET_SECRET);
-const CI_SCHEDULES = 200;
+const CI_SCHEDULES = 300;
 
 function formed(n: 3 | 5 = 3, broken?: BrokenRule, trace = false): World {
   const w = new World({ seed: 11, n, faults: [], broken, trace });
