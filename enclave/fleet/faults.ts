@@ -1,0 +1,60 @@
+/**
+ * The fleet's typed faults: why a member refused a message from another member or a change.
+ * Stable codes in 2500-2599 (the range the fleet takes in enclave/api/codes.ts `CODE_RANGES`);
+ * never renumber, add at the end. A refusal is a value in the member's output, never a throw:
+ * the member keeps serving (docs/fleet.md, "Refusals").
+ */
+import { CodedError } from '../api/codes.ts';
+
+export const FleetCode = {
+  /** The MAC under the replication key does not verify: forged or altered on the way. */
+  BadMac: 2501,
+  /** The sender or receiver is not a member id of this fleet, or the message names me as sender. */
+  UnknownMember: 2502,
+  /** Addressed to another incarnation of this member (sent to a process that no longer runs). */
+  WrongIncarnation: 2503,
+  /** A sequence number already seen from that sender's incarnation: a replay or a duplicate. */
+  Replay: 2504,
+  /** The sender's incarnation is not the one the configuration admits for its id (retired, or booted and not yet admitted). */
+  NotAdmitted: 2505,
+  /** A view older than this member's (a deposed leader, a delayed message). */
+  StaleView: 2506,
+  /** An epoch other than this member's configuration (before a re-form, or a re-form this member is not part of). */
+  StaleEpoch: 2507,
+  /** The sender is not the leader of the message's view. */
+  NotLeader: 2508,
+  /** A log entry whose index is not this member's tip + 1. */
+  WrongIndex: 2509,
+  /** A log entry whose previous hash is not this member's tip hash, or whose own hash does not match its content. */
+  WrongPrevHash: 2510,
+  /** An operation whose base version is not this member's version of the record. */
+  BaseVersion: 2511,
+  /** A transition the vault rules do not allow (a charge past the limit, a reset with nothing charged, ...). */
+  TransitionNotAllowed: 2512,
+  /** A log or snapshot older than what this member already holds (it never goes back). */
+  StaleCatchup: 2513,
+  /** The message does not fit this member's state (not awaited, wrong status). */
+  Unexpected: 2514,
+  /** This incarnation was retired by an Admit of another incarnation of its id: it serves nothing. */
+  Retired: 2515,
+} as const;
+
+export type FleetCodeValue = (typeof FleetCode)[keyof typeof FleetCode];
+
+/** A refusal, carried as a value in a member's output. Its message is fixed text: never a secret. */
+export class FleetFault extends CodedError<FleetCodeValue> {
+  override readonly name = 'FleetFault';
+  constructor(
+    code: FleetCodeValue,
+    message: string,
+    readonly from?: number,
+  ) {
+    super(code, message);
+  }
+}
+
+const NAMES = new Map<number, string>(Object.entries(FleetCode).map(([k, v]) => [v, `Fleet.${k}`]));
+/** A readable name for a fleet code (`Fleet.BadMac`). */
+export function fleetFaultName(code: number): string {
+  return NAMES.get(code) ?? `Fleet.${code}`;
+}

@@ -1,0 +1,236 @@
+/**
+ * The fleet's replication rule (enclave/fleet/) under the seeded simulation (test/sim/world.ts):
+ * a few hundred random schedules keep every invariant of the oracle; a seed reproduces exactly;
+ * refused messages (forged, replayed, wrong incarnation, stale view or epoch, out-of-order,
+ * disallowed transition) are typed faults that change nothing, and the member keeps serving;
+ * a member restored from an old image can not win a guess back, nor a clone grant one twice; and
+ * the positive controls: a
+ * deliberately broken rule makes the oracle report a violation within the CI budget.
+ */
+import { describe, expect, it } from 'vitest';
+import { FleetCode } from '../../enclave/fleet/faults.ts';
+import type { Answer, BrokenRule } from '../../enclave/fleet/member.ts';
+import type { Op } from '../../enclave/fleet/rules.ts';
+import { tipOf } from '../../enclave/fleet/log.ts';
+import { ANY_INCARNATION, entryHash, replicationKey, seal, type Body, type Envelope } from '../../enclave/fleet/wire.ts';
+import { FLEET_SECRET, runSchedule, World, type Proc } from './world.ts';
+
+const KEY = replicationKey(FLEET_SECRET);
+const CI_SCHEDULES = 300;
+
+function formed(n: 3 | 5 = 3, broken?: BrokenRule, trace = false): World {
+  const w = new World({ seed: 11, n, faults: [], broken, trace });
+  for (let i = 0; i < 80 && !(w.leaders().length === 1 && w.alive().every((p) => p.member!.status === 'normal')); i++) w.step();
+  expect(w.leaders()).toHaveLength(1);
+  return w;
+}
+
+/** Steps until `pred` holds (at most `max` ticks). */
+function until(w: World, pred: () => boolean, max = 60): void {
+  for (let i = 0; i < max && !pred(); i++) w.step();
+}
+
+const okCharges = (answers: readonly Answer[], from = 0) => answers.slice(from).filter((a) => a.ok && a.op.kind === 'charge');
+
+describe('fleet simulation: random schedules', () => {
+  it(`${CI_SCHEDULES} seeded schedules keep every invariant, with every fault kind exercised`, () => {
+    const totals = { acked: 0, restores: 0, clones: 0, partitions: 0, crashes: 0, reforms: 0, n3: 0, n5: 0 };
+    const failing: string[] = [];
+    for (let seed = 1; seed <= CI_SCHEDULES; seed++) {
+      const r = runSchedule({ seed });
+      if (r.violations.length > 0) failing.push(`seed ${seed}: ${r.violations[0]} (npm run sim -- --seed ${seed} --schedules 1)`);
+      for (const k of ['acked', 'restores', 'clones', 'partitions', 'crashes', 'reforms'] as const) totals[k] += r.stats[k];
+      if (r.n === 3) totals.n3++;
+      else totals.n5++;
+    }
+    expect(failing).toEqual([]);
+    // the runs did something: answers, and each kind of fault, on both fleet sizes
+    expect(totals.acked).toBeGreaterThan(20 * CI_SCHEDULES);
+    for (const k of ['restores', 'clones', 'partitions', 'crashes', 'reforms', 'n3', 'n5'] as const) expect(totals[k], k).toBeGreaterThan(10);
+  }, 240_000);
+
+  it('a seed reproduces exactly: same trace, same answers, same faults', () => {
+    const a = runSchedule({ seed: 42, trace: true });
+    const b = runSchedule({ seed: 42, trace: true });
+    expect(a.trace.length).toBeGreaterThan(100);
+    expect(b).toEqual(a);
+    expect(runSchedule({ seed: 43, trace: true }).trace).not.toEqual(a.trace);
+  });
+});
+
+describe('fleet simulation: positive controls (a broken rule is caught within the CI budget)', () => {
+  it('a quorum of n/2 forks the logs or double-grants a guess (consequences only, no direct quorum check)', () => {
+    let found: string[] = [];
+    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...runSchedule({ seed, broken: 'half-quorum', effectsOnly: true }).violations];
+    expect(found.length).toBeGreaterThan(0);
+    expect(found.join('\n')).toMatch(/fork|granted to sessions|not in the committed history|drops committed/);
+  });
+
+  it('counting an unadmitted incarnation (a booted member resuming from its disk) is reported', () => {
+    let found: string[] = [];
+    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...runSchedule({ seed, broken: 'count-unadmitted' }).violations];
+    expect(found.length).toBeGreaterThan(0);
+  });
+});
+
+/**
+ * Guesses charged through {leader, C} while B is cut off; C is then restored from an image taken
+ * before them, and B and the restored C are cut off from the leader together. With the rule, they
+ * commit nothing (C's new incarnation is not admitted, B alone is no majority); with the broken
+ * rule they grant the same guesses again.
+ */
+function rollback(broken?: BrokenRule, trace = false): { world: World; before: number; violations: readonly string[] } {
+  const w = formed(3, broken, trace);
+  const leader = w.leaders()[0]!;
+  const [b, c] = w.alive().filter((p) => p !== leader) as [Proc, Proc];
+  w.submit(leader, { kind: 'register', id: 'r0', limit: 3 });
+  until(w, () => c.member!.durable.commit >= 1 && b.member!.durable.commit >= 1 && w.answers.some((a) => a.ok));
+  const image = c.disk.state;
+  w.partition((p) => (p.id === b.id ? 1 : 0));
+  for (let s = 1; s <= 3; s++) {
+    const had = okCharges(w.answers).length;
+    w.submit(leader, { kind: 'charge', id: 'r0', session: s });
+    until(w, () => okCharges(w.answers).length > had, 10);
+  }
+  expect(okCharges(w.answers).map((a) => a.ok && a.op.kind === 'charge' && a.op.guess)).toEqual([1, 2, 3]);
+  w.crash(c);
+  const c2 = w.restart(c.id, image);
+  w.partition((p) => (p.id === leader.id ? 1 : 0));
+  const before = w.answers.length;
+  for (let t = 0; t < 120 && w.failedAt < 0; t++) {
+    for (const p of [b, c2]) if (p.member) w.submit(p, { kind: 'charge', id: 'r0', session: 100 + t });
+    w.step();
+  }
+  return { world: w, before, violations: w.oracle.violations };
+}
+
+describe('fleet: a rolled-back member can not win a guess back', () => {
+  it('with the rule: the cut-off pair (one member restored from an old image) grants nothing, and the fleet heals', () => {
+    const { world: w, before, violations } = rollback();
+    expect(violations).toEqual([]);
+    expect(okCharges(w.answers, before)).toEqual([]);
+    w.partition(null);
+    for (let t = 0; t < 150; t++) w.step();
+    w.checkRecords();
+    expect(w.oracle.violations).toEqual([]);
+    expect(w.oracle.modelOf('r0')).toMatchObject({ used: 3, total: 3, limit: 3 });
+  });
+
+  it('with a member that resumes from its disk as if admitted: the same guesses are granted again (positive control)', () => {
+    const { violations } = rollback('count-unadmitted');
+    expect(violations.join('\n')).toMatch(/granted to sessions|fork|not in the committed history/);
+  });
+});
+
+/**
+ * A clone of C runs beside it; the fleet splits into {leader, C} and {B, clone}. Each side is
+ * asked for the same guesses. With the rule only the side with two admitted incarnations grants
+ * them; with the broken rule both do.
+ */
+function cloneSplit(broken?: BrokenRule): { world: World; violations: readonly string[] } {
+  const w = formed(3, broken);
+  const leader = w.leaders()[0]!;
+  const [b, c] = w.alive().filter((p) => p !== leader) as [Proc, Proc];
+  w.submit(leader, { kind: 'register', id: 'r0', limit: 3 });
+  until(w, () => c.member!.durable.commit >= 1 && b.member!.durable.commit >= 1 && w.answers.some((a) => a.ok));
+  const c2 = w.clone(c, 1);
+  w.partition((p) => (p.id === b.id || p === c2 ? 1 : 0));
+  for (let t = 0; t < 120 && w.failedAt < 0; t++) {
+    if (t % 4 === 0) for (const p of [leader, b, c, c2]) if (p.member) w.submit(p, { kind: 'charge', id: 'r0', session: 1000 * p.pid + t });
+    w.step();
+  }
+  return { world: w, violations: w.oracle.violations };
+}
+
+describe('fleet: a clone can not grant guesses a second time', () => {
+  it('with the rule: only the side with a majority of admitted incarnations grants, each guess once', () => {
+    const { world: w, violations } = cloneSplit();
+    expect(violations).toEqual([]);
+    const granted = okCharges(w.answers).map((a) => (a.ok && a.op.kind === 'charge' ? a.op.guess : 0));
+    expect(granted).toEqual([1, 2, 3]);
+    w.partition(null);
+    for (let t = 0; t < 150; t++) w.step();
+    w.checkRecords();
+    expect(w.oracle.violations).toEqual([]);
+  });
+
+  it('with a member that resumes from its disk as if admitted: both sides grant (positive control)', () => {
+    const { violations } = cloneSplit('count-unadmitted');
+    expect(violations.join('\n')).toMatch(/granted to sessions|fork|not in the committed history/);
+  });
+});
+
+describe('fleet: refused messages are typed faults, change nothing, and the member keeps serving', () => {
+  function setup() {
+    const w = formed(3);
+    const leader = w.leaders()[0]!;
+    w.submit(leader, { kind: 'register', id: 'r0', limit: 3 });
+    until(w, () => w.alive().every((p) => p.member!.durable.commit >= tipOf(leader.member!.durable).index) && w.answers.some((a) => a.ok));
+    const follower = w.alive().find((p) => p !== leader)!;
+    const m = follower.member!;
+    const d = m.durable;
+    const tip = tipOf(d);
+    const base = { from: leader.id, to: follower.id, fromInc: leader.member!.incarnation, toInc: ANY_INCARNATION };
+    let seq = 1_000_000;
+    const msg = (body: Body, over: Partial<Omit<Envelope, 'body' | 'mac'>> = {}): Envelope => seal(KEY, { ...base, seq: ++seq, body, ...over });
+    const entry = (ops: Op[], index = tip.index + 1, prev = tip.hash) => ({
+      index,
+      view: m.view,
+      prevHash: prev,
+      hash: entryHash(prev, index, m.view, ops),
+      ops,
+    });
+    const prepare = (e: ReturnType<typeof entry>, over: Partial<{ epoch: number; view: number }> = {}): Body => ({ type: 'prepare', epoch: m.epoch, view: m.view, commit: d.commit, entry: e, ...over });
+    const charge = [{ kind: 'charge' as const, id: 'r0', base: 1, guess: 1, session: 9 }];
+    return { w, leader, follower, m, msg, entry, prepare, charge, tip };
+  }
+
+  it('each refusal carries its code and leaves the durable state untouched; then the fleet still commits', () => {
+    const { w, leader, follower, m, msg, entry, prepare, charge, tip } = setup();
+    const good = msg(prepare(entry(charge)));
+    const forged: Envelope = { ...good, body: prepare(entry([{ ...charge[0]!, session: 666 }])) };
+    const otherKey = seal(replicationKey(new Uint8Array(32).fill(1)), { ...good, seq: good.seq + 1 });
+    const retired = new Uint8Array(16).fill(0xaa);
+    const cases: [string, Envelope, number][] = [
+      ['forged body (MAC of another message)', forged, FleetCode.BadMac],
+      ['MAC under another key', otherKey, FleetCode.BadMac],
+      ['to another member id', { ...good, to: 7 }, FleetCode.UnknownMember],
+      ['to another incarnation of the receiver', msg(prepare(entry(charge)), { toInc: new Uint8Array(16).fill(3) }), FleetCode.WrongIncarnation],
+      ['from an incarnation the configuration does not admit', msg(prepare(entry(charge)), { fromInc: retired }), FleetCode.NotAdmitted],
+      ['from a member that does not lead the view', msg(prepare(entry(charge)), { from: [0, 1, 2].find((x) => x !== leader.id && x !== follower.id)! }), FleetCode.NotLeader],
+      ['an older view', msg(prepare(entry(charge), { view: m.view - 1 })), FleetCode.StaleView],
+      ['another epoch', msg(prepare(entry(charge), { epoch: m.epoch + 1 })), FleetCode.StaleEpoch],
+      ['an index past the tip', msg(prepare(entry(charge, tip.index + 2))), FleetCode.WrongIndex],
+      ['a previous hash that is not the tip', msg(prepare(entry(charge, tip.index + 1, new Uint8Array(32).fill(9)))), FleetCode.WrongPrevHash],
+      ['an op on another version', msg(prepare(entry([{ ...charge[0]!, base: 0 }]))), FleetCode.BaseVersion],
+      ['a guess past the numbering', msg(prepare(entry([{ ...charge[0]!, guess: 2 }]))), FleetCode.TransitionNotAllowed],
+      ['a reset with nothing charged', msg(prepare(entry([{ kind: 'reset', id: 'r0', base: 1, session: 1 }]))), FleetCode.TransitionNotAllowed],
+      ['a charge on a record never registered', msg(prepare(entry([{ kind: 'charge', id: 'zz', base: 0, guess: 1, session: 1 }]))), FleetCode.TransitionNotAllowed],
+    ];
+    for (const [what, env, code] of cases) {
+      const before = m.durable;
+      const out = m.receive(env, w.now);
+      expect(out.faults.map((f) => f.code), what).toEqual([code]);
+      expect(out.faults[0]!.name).toBe('FleetFault');
+      expect(m.durable, what).toBe(before);
+      // a gap asks the leader for its log; nothing else is sent
+      expect(out.send.map((e) => e.body.type), what).toEqual(code === FleetCode.WrongIndex ? ['catchupRequest'] : []);
+      expect(m.status, what).toBe('normal');
+    }
+    // a genuine message of the leader, delivered once already, is refused when replayed
+    const genuine = w.sent.filter((e) => e.body.type === 'prepare' && e.from === leader.id && e.to === follower.id).at(-1)!;
+    expect(genuine).toBeDefined();
+    const before = m.durable;
+    const replayed = m.receive(genuine, w.now);
+    expect(replayed.faults.map((f) => f.code)).toEqual([FleetCode.Replay]);
+    expect(m.durable).toBe(before);
+    // the fleet keeps serving: the next change commits, on every member
+    const had = w.answers.length;
+    w.submit(leader, { kind: 'charge', id: 'r0', session: 1 });
+    until(w, () => w.answers.slice(had).some((a) => a.ok));
+    expect(w.answers.slice(had).filter((a) => a.ok)).toHaveLength(1);
+    for (let t = 0; t < 30; t++) w.step();
+    expect(follower.member!.durable.commit).toBe(tipOf(leader.member!.durable).index);
+    expect(w.oracle.violations).toEqual([]);
+  });
+});

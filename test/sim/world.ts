@@ -1,0 +1,382 @@
+/**
+ * The simulated world of one schedule: every member of a fleet in one process, over a network and
+ * a clock driven by one seed. The network drops, delays, duplicates, reorders, replays and
+ * partitions; processes crash, restart from their disk or from an old image of it, and are
+ * cloned (a second running copy of a member's disk). Clients send intents to any member. The
+ * oracle (oracle.ts) checks the invariants after every step. Same seed, same options: the same
+ * run, step for step.
+ */
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { genesis, recordsAt, tipOf, type DurableState } from '../../enclave/fleet/log.ts';
+import { Member, type Answer, type BrokenRule, type Output } from '../../enclave/fleet/member.ts';
+import type { Intent } from '../../enclave/fleet/rules.ts';
+import { GENESIS_HASH, replicationKey, wireBytes, type Entry, type Envelope } from '../../enclave/fleet/wire.ts';
+import { Oracle, type ProcView } from './oracle.ts';
+import { Rng } from './rng.ts';
+
+export const FAULTS = ['drop', 'duplicate', 'delay', 'replay', 'partition', 'crash', 'restore', 'clone'] as const;
+export type FaultKind = (typeof FAULTS)[number];
+
+export interface ScheduleOptions {
+  readonly seed: number;
+  /** Members: 3 or 5 (default: chosen by the seed). */
+  readonly n?: 3 | 5;
+  /** Ticks of faults, then `quiet` ticks without (default 240 + 60). */
+  readonly steps?: number;
+  readonly quiet?: number;
+  readonly faults?: readonly FaultKind[];
+  readonly broken?: BrokenRule;
+  /** Keep a trace of every step (for a failing seed). */
+  readonly trace?: boolean;
+  /** Only consequences count as violations (no direct quorum check at commit): for positive controls. */
+  readonly effectsOnly?: boolean;
+  /** Count wire bytes of every message sent. */
+  readonly measure?: boolean;
+}
+
+export interface ScheduleResult {
+  readonly seed: number;
+  readonly n: number;
+  readonly violations: readonly string[];
+  /** The tick of the first violation, or -1. */
+  readonly failedAt: number;
+  readonly trace: readonly string[];
+  readonly stats: {
+    acked: number;
+    committed: number;
+    messages: number;
+    bytes: number;
+    refused: Record<string, number>;
+    reforms: number;
+    crashes: number;
+    restores: number;
+    clones: number;
+    partitions: number;
+    durableWrites: number;
+  };
+}
+
+export interface Disk {
+  state: DurableState;
+  images: DurableState[];
+}
+export interface Proc extends ProcView {
+  member: Member | null;
+  readonly disk: Disk;
+  side: number;
+  extra: boolean;
+  readonly appended: Set<string>;
+  readonly startedAt: number;
+}
+interface InFlight {
+  at: number;
+  order: number;
+  env: Envelope;
+  fromPid: number;
+}
+
+export const FLEET_SECRET = new Uint8Array(32).fill(7);
+
+/** One fleet in one process: its processes, disks, network and oracle. Driven by `runSchedule` (random) or by a test (scripted). */
+export class World {
+  readonly n: number;
+  readonly f: number;
+  readonly rng: Rng;
+  readonly oracle: Oracle;
+  readonly procs: Proc[] = [];
+  readonly trace: string[] = [];
+  readonly stats: ScheduleResult['stats'] = { acked: 0, committed: 0, messages: 0, bytes: 0, refused: {}, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, durableWrites: 0 };
+  /** Every answer a client got: ok or refused. */
+  readonly answers: Answer[] = [];
+  readonly on: Set<FaultKind>;
+  now = 0;
+  failedAt = -1;
+  partitioned = false;
+  /** Charged sessions so far (a reset names one of them). */
+  readonly sessions: number[] = [];
+  /** Member id → tick of its last restore from an old image, until an incarnation booted since is admitted. */
+  readonly restored = new Map<number, number>();
+  private net: InFlight[] = [];
+  private order = 0;
+  readonly sent: Envelope[] = [];
+  private readonly key = replicationKey(FLEET_SECRET);
+  private readonly lastState = new Map<number, string>();
+
+  constructor(private readonly o: Omit<ScheduleOptions, 'seed'> & { seed: number; n: 3 | 5 }) {
+    this.rng = new Rng(o.seed ^ 0x5eed);
+    this.n = o.n;
+    this.f = Math.floor((this.n - 1) / 2);
+    this.on = new Set<FaultKind>(o.faults ?? FAULTS);
+    this.oracle = new Oracle(this.n, GENESIS_HASH, o.effectsOnly);
+    for (let id = 0; id < this.n; id++) this.boot(id, { state: genesis(id, this.n), images: [] }, false, 0);
+  }
+
+  log(s: string): void {
+    if (this.o.trace) this.trace.push(`t=${this.now} ${s}`);
+  }
+
+  boot(id: number, disk: Disk, extra: boolean, side: number): Proc {
+    const appended = new Set<string>();
+    const note = (s: DurableState): void => {
+      appended.add(`${s.base.index}:${bytesToHex(s.base.hash)}`);
+      for (const e of s.entries) appended.add(`${e.index}:${bytesToHex(e.hash)}`);
+    };
+    note(disk.state);
+    const platform = {
+      random: (k: number) => this.rng.bytes(k),
+      persist: (s: DurableState) => {
+        disk.state = s;
+        this.stats.durableWrites++;
+        note(s);
+      },
+    };
+    const member = new Member(disk.state, platform, { n: this.n, replicationKey: this.key, broken: this.o.broken }, this.now);
+    const p: Proc = { pid: this.procs.length, id, inc: bytesToHex(member.incarnation), member, disk, side, extra, appended, startedAt: this.now };
+    this.procs.push(p);
+    this.log(`boot p${p.pid} (member ${id}${extra ? ', clone' : ''}) inc ${p.inc.slice(0, 6)} at entry ${disk.state.commit}`);
+    return p;
+  }
+
+  alive(): Proc[] {
+    return this.procs.filter((p) => p.member !== null);
+  }
+  aliveOf(id: number): Proc[] {
+    return this.procs.filter((p) => p.member !== null && p.id === id);
+  }
+  primaryOf(id: number): Proc {
+    let last: Proc | undefined;
+    for (const p of this.procs) if (p.id === id && !p.extra) last = p;
+    return last!;
+  }
+  leaders(): Proc[] {
+    return this.alive().filter((p) => p.member!.isLeader());
+  }
+
+  crash(p: Proc): void {
+    p.member = null;
+    if (!p.extra) this.stats.crashes++;
+    this.log(`crash p${p.pid}(m${p.id})${p.extra ? ' (clone)' : ''}`);
+  }
+  /** Boots member `id` again from its primary's disk, or from `image` (an old copy of that disk). */
+  restart(id: number, image?: DurableState): Proc {
+    const prim = this.primaryOf(id);
+    if (!image) return this.boot(id, prim.disk, false, prim.side);
+    this.restored.set(id, this.now);
+    this.stats.restores++;
+    this.log(`restore m${id} from an image at entry ${image.commit}`);
+    return this.boot(id, { state: image, images: [...prim.disk.images] }, false, prim.side);
+  }
+  /** A second running copy of a process's disk. */
+  clone(src: Proc, side: number): Proc {
+    this.stats.clones++;
+    this.log(`clone p${src.pid}(m${src.id})`);
+    return this.boot(src.id, { state: src.disk.state, images: [] }, true, side);
+  }
+  /** Sides per process (messages cross only within a side); null heals. */
+  partition(side: ((p: Proc) => number) | null): void {
+    this.partitioned = side !== null;
+    if (side) {
+      this.stats.partitions++;
+      for (const p of this.procs) p.side = side(p);
+      this.log(`partition ${this.alive().map((p) => `p${p.pid}:${p.side}`).join(' ')}`);
+    } else this.log('heal');
+  }
+  submit(p: Proc, intent: Intent): void {
+    this.call(p, (m) => m.submit(intent, this.now));
+  }
+
+  /** Ids counted against the damage budget: more than one running copy, or restored and not admitted again since. */
+  damaged(): Set<number> {
+    const d = new Set<number>();
+    const cfg = this.oracle.configFor(this.oracle.historyTop + 1);
+    for (let id = 0; id < this.n; id++) {
+      if (this.aliveOf(id).length > 1) d.add(id);
+      const since = this.restored.get(id);
+      if (since !== undefined) {
+        const healed = this.procs.some((p) => p.id === id && p.startedAt >= since && cfg.admitted[id] === p.inc);
+        if (healed) this.restored.delete(id);
+        else d.add(id);
+      }
+    }
+    return d;
+  }
+
+  private handle(p: Proc, before: DurableState, out: Output, got: readonly Entry[]): void {
+    const who = `p${p.pid}(m${p.id})`;
+    for (const fl of out.faults) {
+      const k = String(fl.code);
+      this.stats.refused[k] = (this.stats.refused[k] ?? 0) + 1;
+    }
+    this.oracle.observe(who, before, p.member?.durable ?? p.disk.state, got);
+    if (this.o.trace && p.member) {
+      const m = p.member;
+      const d = m.durable;
+      const t = tipOf(d);
+      const line = `${m.status} view ${d.view}/${d.normalView} commit ${d.commit} tip ${t.index}:${bytesToHex(t.hash).slice(0, 6)}`;
+      if (this.lastState.get(p.pid) !== line) this.log(`${who} ${line}`);
+      this.lastState.set(p.pid, line);
+    }
+    for (const ev of out.events) {
+      if (ev.type === 'reform') {
+        this.stats.reforms++;
+        this.log(`${who} re-formed epoch ${ev.epoch} at entry ${ev.tip.index}`);
+      } else this.log(`${who} committed entry ${ev.index} (view ${ev.view}, counted ${ev.counted.join(',')})`);
+      this.oracle.event(who, ev, this.procs);
+    }
+    for (const a of out.answers) {
+      this.answers.push(a);
+      if (a.ok) {
+        this.stats.acked++;
+        if (a.op.kind === 'charge') this.sessions.push(a.op.session);
+        this.log(`${who} answered ${a.op.kind} ${a.op.id} at entry ${a.index}`);
+      }
+      this.oracle.answer(who, a);
+    }
+    for (const env of out.send) {
+      this.stats.messages++;
+      if (this.o.measure) this.stats.bytes += wireBytes(env);
+      if (this.sent.length < 400) this.sent.push(env);
+      else if (this.rng.chance(0.2)) this.sent[this.rng.int(this.sent.length)] = env;
+      if (this.on.has('drop') && this.rng.chance(0.05)) continue;
+      const delay = this.on.has('delay') && this.rng.chance(0.08) ? 2 + this.rng.int(10) : this.on.has('delay') ? 1 + this.rng.int(2) : 1;
+      this.net.push({ at: this.now + delay, order: this.order++, env, fromPid: p.pid });
+      if (this.on.has('duplicate') && this.rng.chance(0.03)) this.net.push({ at: this.now + 1 + this.rng.int(6), order: this.order++, env, fromPid: p.pid });
+    }
+    if (this.failedAt < 0 && this.oracle.violations.length > 0) this.failedAt = this.now;
+  }
+
+  private call(p: Proc, fn: (m: Member) => Output, got: readonly Entry[] = []): void {
+    const m = p.member!;
+    const before = m.durable;
+    this.handle(p, before, fn(m), got);
+  }
+
+  /** Puts an envelope on the network as if sent now (a replay, or a test's own message). */
+  inject(env: Envelope, at = this.now): void {
+    this.net.push({ at, order: this.order++, env, fromPid: -1 });
+  }
+
+  private deliver(msg: InFlight): void {
+    const from = msg.fromPid >= 0 ? this.procs[msg.fromPid]! : null;
+    const targets = this.aliveOf(msg.env.to).filter((p) => !this.partitioned || !from || p.side === from.side);
+    if (targets.length === 0) return;
+    const chosen = targets.length > 1 && this.rng.chance(0.3) ? targets : [this.rng.pick(targets)];
+    for (const p of chosen) {
+      this.log(`deliver ${msg.env.body.type} m${msg.env.from}:${bytesToHex(msg.env.fromInc).slice(0, 6)}->p${p.pid}(m${p.id})`);
+      this.call(p, (m) => m.receive(msg.env, this.now), msg.env.body.type === 'catchup' ? msg.env.body.entries : []);
+    }
+  }
+
+  /** One tick: due messages delivered (reordered within the tick when delays are on), then every running process's timers. */
+  step(): void {
+    this.now++;
+    const due = this.net.filter((m) => m.at <= this.now).sort((a, b) => a.at - b.at || a.order - b.order);
+    this.net = this.net.filter((m) => m.at > this.now);
+    if (this.on.has('delay')) {
+      for (let i = due.length - 1; i > 0; i--) {
+        const j = this.rng.int(i + 1);
+        [due[i], due[j]] = [due[j]!, due[i]!];
+      }
+    }
+    for (const m of due) if (this.failedAt < 0) this.deliver(m);
+    for (const p of this.alive()) if (this.failedAt < 0) this.call(p, (m) => m.tick(this.now));
+  }
+
+  /** Every running member whose commit point is the history's end holds the oracle's records. */
+  checkRecords(): void {
+    for (const p of this.alive()) {
+      const d = p.member!.durable;
+      if (d.commit !== this.oracle.historyTop) continue;
+      const recs = recordsAt(d, d.commit);
+      for (const id of RECORD_IDS) {
+        const a = recs.get(id);
+        const b = this.oracle.modelOf(id);
+        const same = (!a && !b) || (a && b && a.status === b.status && a.used === b.used && a.total === b.total && a.limit === b.limit);
+        if (!same) this.oracle.violations.push(`p${p.pid}(m${p.id}): record ${id} differs from the model at entry ${d.commit}`);
+      }
+    }
+    if (this.failedAt < 0 && this.oracle.violations.length > 0) this.failedAt = this.now;
+  }
+}
+
+export const RECORD_IDS = ['r0', 'r1', 'r2'] as const;
+
+/** One random schedule: faults for `steps` ticks, then `quiet` ticks healed and without faults. */
+export function runSchedule(o: ScheduleOptions): ScheduleResult {
+  const rng = new Rng(o.seed);
+  const n = o.n ?? (rng.chance(0.5) ? 3 : 5);
+  const w = new World({ ...o, n });
+  const on = w.on;
+  const steps = o.steps ?? 240;
+  const quiet = o.quiet ?? 60;
+  let session = 0;
+
+  const intent = (): Intent => {
+    const id = rng.pick(RECORD_IDS);
+    const r = rng.next();
+    if (r < 0.45) return { kind: 'charge', id, session: ++session };
+    if (r < 0.62) return { kind: 'reset', id, session: w.sessions.length > 0 ? rng.pick(w.sessions) : 0 };
+    if (r < 0.8) return { kind: 'register', id, limit: 1 + rng.int(4) };
+    if (r < 0.93) return { kind: 'lock', id };
+    return { kind: 'delete', id };
+  };
+  const mayDamage = (id: number): boolean => {
+    const d = w.damaged();
+    d.add(id);
+    return d.size <= w.f;
+  };
+
+  const faults = (): void => {
+    if (on.has('replay') && w.sent.length > 0 && rng.chance(0.2)) {
+      const env = rng.pick(w.sent);
+      w.log(`replay ${env.body.type} m${env.from}->m${env.to}`);
+      w.inject(env, w.now + 1);
+    }
+    if (on.has('partition')) {
+      if (!w.partitioned && rng.chance(0.015)) w.partition(() => rng.int(2));
+      else if (w.partitioned && rng.chance(0.06)) w.partition(null);
+    }
+    const live = w.alive();
+    if (on.has('crash') && live.length > 0 && rng.chance(0.012)) w.crash(rng.pick(live));
+    for (const p of w.alive()) if (p.extra && rng.chance(0.01)) w.crash(p);
+    for (let id = 0; id < n; id++) {
+      const prim = w.primaryOf(id);
+      if (prim.member !== null || w.aliveOf(id).length > 0 || !rng.chance(0.08)) continue;
+      const old = prim.disk.images;
+      if (on.has('restore') && old.length > 0 && rng.chance(0.35) && mayDamage(id)) w.restart(id, rng.pick(old));
+      else if (on.has('crash')) w.restart(id);
+    }
+    if (on.has('clone') && rng.chance(0.006)) {
+      const src = rng.pick(w.alive());
+      if (src && mayDamage(src.id)) w.clone(src, rng.int(2));
+    }
+    if ((on.has('restore') || on.has('clone')) && rng.chance(0.05)) {
+      const p = w.primaryOf(rng.int(n));
+      if (p.disk.images.length < 5) p.disk.images.push(p.disk.state);
+      else p.disk.images[rng.int(5)] = p.disk.state;
+    }
+    // a clone whose incarnation the history admits becomes its member's primary; the other copy is the extra now
+    const cfg = w.oracle.configFor(w.oracle.historyTop + 1);
+    for (const p of w.alive()) {
+      if (p.extra && cfg.admitted[p.id] === p.inc) {
+        for (const q of w.procs) if (q.id === p.id && q !== p) q.extra = true;
+        p.extra = false;
+      }
+    }
+  };
+
+  while (w.now < steps + quiet && w.failedAt < 0) {
+    if (w.now < steps) faults();
+    else if (w.partitioned) w.partition(null);
+    if (rng.chance(0.6)) {
+      const live = w.alive();
+      const leaders = w.leaders();
+      const p = leaders.length > 0 && rng.chance(0.7) ? rng.pick(leaders) : live.length > 0 ? rng.pick(live) : null;
+      if (p) w.submit(p, intent());
+    }
+    w.step();
+  }
+  if (w.failedAt < 0) w.checkRecords();
+  w.stats.committed = w.oracle.committed;
+  return { seed: o.seed, n, violations: w.oracle.violations, failedAt: w.failedAt, trace: w.trace, stats: w.stats };
+}
