@@ -13,6 +13,7 @@
  *   enclave/vault/e2e-open.ts   the end-to-end envelope, enclave side (node:crypto)
  *   client/e2e-seal.ts          the end-to-end envelope, client side (@hpke/core)
  *   client/backup-key.ts        the backup key's check group and the backup file keys
+ *   enclave/fleet/wire.ts       the fleet's replication key, message MACs, entry and configuration hashes
  */
 export const LABELS = {
   // enclave keys (enclave/vault/keys.ts); the first two are prefixes of the suite id
@@ -45,6 +46,11 @@ export const LABELS = {
   backupFileKey: 'bkv/backup/v1/file-key',
   backupHeaderKey: 'bkv/backup/v1/header-key',
   backupKeyCheckValue: 'bkv/backup/v1/key-check',
+  // the fleet (enclave/fleet/wire.ts): the replication key (HKDF info), message MACs, entry and configuration hashes
+  fleetReplicationKey: 'bkv/fleet/replication/v1',
+  fleetMessage: 'bkv/fleet/message/v1',
+  fleetEntry: 'bkv/fleet/entry/v1',
+  fleetConfig: 'bkv/fleet/config/v1',
 } as const;
 
 /** The AAD of one direction of the end-to-end envelope: its prefix (`req` or `resp`) || record id. */

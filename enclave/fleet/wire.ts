@@ -8,6 +8,7 @@
  * incarnation of the receiver) and a sequence number that only grows per sender incarnation.
  * Hosts may drop, delay, duplicate, reorder and replay envelopes; any other change fails the MAC.
  */
+import { LABELS } from '../api/labels.ts';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -21,12 +22,12 @@ export const MAC_BYTES = 32;
 export const ANY_INCARNATION = new Uint8Array(INCARNATION_BYTES);
 export const GENESIS_HASH = new Uint8Array(HASH_BYTES);
 
-/** Domain labels of the fleet (each names one purpose; never reuse or change one). */
+/** The fleet's labels, from the project's one table (enclave/api/labels.ts). */
 export const FLEET_LABELS = {
-  replicationKey: 'bkv/fleet/replication/v1',
-  message: 'bkv/fleet/message/v1',
-  entry: 'bkv/fleet/entry/v1',
-  config: 'bkv/fleet/config/v1',
+  replicationKey: LABELS.fleetReplicationKey,
+  message: LABELS.fleetMessage,
+  entry: LABELS.fleetEntry,
+  config: LABELS.fleetConfig,
 } as const;
 
 /** Member id → admitted incarnation (null: none admitted for that id). */

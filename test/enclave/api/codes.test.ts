@@ -16,6 +16,7 @@ import { BackupKeyError, BackupKeyErrorCode } from '../../../client/backup-key.t
 import { ErrorCode } from '../../../host/service/error-codes.ts';
 import { NvramFileError } from '../../../hsm/nvram-file.ts';
 import { NvramTokenError } from '../../../hsm/nvram-token.ts';
+import { FleetCode } from '../../../enclave/fleet/faults.ts';
 
 const root = resolve(import.meta.dirname, '../../..');
 const numbers = (t: Record<string, number | { num: number }>): number[] => Object.values(t).map((v) => (typeof v === 'number' ? v : v.num));
@@ -33,6 +34,7 @@ const TABLES: Record<(typeof CODE_RANGES)[number]['table'], number[]> = {
   BackupFileErrorCode: numbers(BackupFileErrorCode),
   BackupKeyErrorCode: numbers(BackupKeyErrorCode),
   ErrorCode: numbers(ErrorCode),
+  FleetCode: numbers(FleetCode),
 };
 
 describe('error code ranges (enclave/api/codes.ts CODE_RANGES)', () => {
