@@ -399,6 +399,53 @@ describe('bkv --json: one object on stdout, messages on stderr', () => {
 /** `script` gives a command a pseudo-terminal (util-linux); CI images without it skip these. */
 const hasScript = spawnSync('script', ['--version'], { encoding: 'utf8' }).status === 0;
 
+/** Every descendant of `pid` (from /proc), children before grandchildren. */
+function descendants(pid: number): number[] {
+  const r = spawnSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' });
+  const kids = new Map<number, number[]>();
+  for (const line of r.stdout.trim().split('\n')) {
+    const [c, pp] = line.trim().split(/\s+/).map(Number) as [number, number];
+    kids.set(pp, [...(kids.get(pp) ?? []), c]);
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const c of kids.get(p) ?? []) {
+      out.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+/**
+ * Stops `script` and what runs under it: SIGTERM to the command inside (script does not forward
+ * it: the command sits in its own session on the pseudo-terminal), then SIGKILL to anything
+ * left after 10 s, so that a slow machine never leaves the test waiting on an exit.
+ */
+async function stopTree(p: ReturnType<typeof spawn>): Promise<void> {
+  const exited = p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => p.once('exit', () => r()));
+  const tree = descendants(p.pid!);
+  for (const pid of tree) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  }
+  const timer = setTimeout(() => {
+    for (const pid of [...descendants(p.pid!), ...tree, p.pid!]) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }, 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
 /** Runs `shell` (a command line) on a pseudo-terminal; returns what the terminal showed. */
 function onTerminal(shell: string): string {
   const r = spawnSync('script', ['-qec', shell, '/dev/null'], { cwd: dir, encoding: 'utf8', timeout: 120_000 });
@@ -450,9 +497,7 @@ describe('progress on stderr: only on a terminal, never with --json', () => {
           });
         });
       } finally {
-        const exited = new Promise((r) => p.on('exit', r));
-        p.kill('SIGTERM');
-        await exited;
+        await stopTree(p);
       }
       return shown;
     };
@@ -468,5 +513,5 @@ describe('progress on stderr: only on a terminal, never with --json', () => {
     } finally {
       rmSync(kept, { recursive: true, force: true });
     }
-  }, 180_000);
+  }, 300_000);
 });
