@@ -44,7 +44,7 @@
  */
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { CodedError } from '../enclave/api/codes.ts';
+import { CodedError, type CodeOf } from '../enclave/api/codes.ts';
 import { concatAll, putU64 } from '../enclave/opaque/bytes.ts';
 import type { RandomSource } from '../enclave/opaque/bytes.ts';
 import { deriveBackupSubkey } from './backup-key.ts';
@@ -100,7 +100,7 @@ export const BackupFileErrorCode = {
   /** The encryptor or decryptor was used after it finished or failed. */
   InvalidState: 5015,
 } as const;
-export type BackupFileErrorCode = (typeof BackupFileErrorCode)[keyof typeof BackupFileErrorCode];
+export type BackupFileErrorCode = CodeOf<typeof BackupFileErrorCode>;
 
 export class BackupFileError extends CodedError<BackupFileErrorCode> {
   override readonly name = 'BackupFileError';

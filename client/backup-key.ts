@@ -31,7 +31,7 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import type { RandomSource } from '../enclave/opaque/bytes.ts';
 import { toHex } from '../enclave/opaque/bytes.ts';
-import { CodedError } from '../enclave/api/codes.ts';
+import { CodedError, type CodeOf } from '../enclave/api/codes.ts';
 import { LABELS } from '../enclave/api/labels.ts';
 
 export const BACKUP_KEY_BYTES = 32;
@@ -54,7 +54,7 @@ export const BackupKeyErrorCode = {
   /** An unknown derivation purpose. */
   InvalidPurpose: 5055,
 } as const;
-export type BackupKeyErrorCode = (typeof BackupKeyErrorCode)[keyof typeof BackupKeyErrorCode];
+export type BackupKeyErrorCode = CodeOf<typeof BackupKeyErrorCode>;
 
 export interface BadCharacter {
   /** The character as typed. */

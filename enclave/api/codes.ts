@@ -28,6 +28,9 @@ export const CODE_RANGES = [
   { from: 6000, to: 6099, table: 'ErrorCode', what: 'HTTP service errors (`num`)', owner: 'ServiceError', file: 'host/service/error-codes.ts' },
 ] as const;
 
+/** The union of a code table's numbers (`CodeOf<typeof StorageCode>` is 4001 | 4002 | ...). */
+export type CodeOf<T extends Record<string, number>> = T[keyof T];
+
 /**
  * The base of the project's coded errors: a stable numeric `code` from one range of
  * `CODE_RANGES`, a fixed message that never carries a secret, and an optional cause.
@@ -40,6 +43,18 @@ export class CodedError<C extends number = number> extends Error {
   ) {
     super(message, options);
   }
+}
+
+/**
+ * The error class of a code table that carries nothing beyond its code: one definition instead of
+ * a class per table. Its `name` is fixed here, so a minifier that renames classes does not change
+ * what `err.name` says. Tables whose errors carry more (a field, a chunk, a detail) declare their
+ * own subclass of CodedError.
+ */
+export function codedErrorClass<T extends Record<string, number>>(name: string, _table: T) {
+  return class extends CodedError<CodeOf<T>> {
+    override readonly name = name;
+  };
 }
 
 export const Codec = {

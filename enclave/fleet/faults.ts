@@ -4,7 +4,7 @@
  * never renumber, add at the end. A refusal is a value in the member's output, never a throw:
  * the member keeps serving (docs/fleet.md, "Refusals").
  */
-import { CodedError } from '../api/codes.ts';
+import { CodedError, type CodeOf } from '../api/codes.ts';
 
 export const FleetCode = {
   /** The MAC under the replication key does not verify: forged or altered on the way. */
@@ -39,7 +39,7 @@ export const FleetCode = {
   Retired: 2515,
 } as const;
 
-export type FleetCodeValue = (typeof FleetCode)[keyof typeof FleetCode];
+export type FleetCodeValue = CodeOf<typeof FleetCode>;
 
 /** A refusal, carried as a value in a member's output. Its message is fixed text: never a secret. */
 export class FleetFault extends CodedError<FleetCodeValue> {

@@ -4,7 +4,7 @@
  * Faults are for malformed input and misuse. A wrong password is not a fault: it is an
  * outcome value (`{ ok: false, outcome: 'wrong-password' }`) returned by the login functions.
  */
-import { CodedError } from '../api/codes.ts';
+import { CodedError, type CodeOf } from '../api/codes.ts';
 
 export const OpaqueErrorCode = {
   /** A field has the wrong length (message says field, expected and actual length). */
@@ -28,7 +28,7 @@ export const OpaqueErrorCode = {
   /** A state object was used twice or after it was zeroized. */
   StateReused: 1010,
 } as const;
-export type OpaqueErrorCode = (typeof OpaqueErrorCode)[keyof typeof OpaqueErrorCode];
+export type OpaqueErrorCode = CodeOf<typeof OpaqueErrorCode>;
 
 export class OpaqueError extends CodedError<OpaqueErrorCode> {
   override readonly name = 'OpaqueError';

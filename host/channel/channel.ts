@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { projectBundle, projectRoot } from '../../bin/bundle.mjs';
 import { TOKEN_BACKENDS } from '../../hsm/tokens/backends.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
-import { CodedError } from '../../enclave/api/codes.ts';
+import { codedErrorClass, type CodeOf } from '../../enclave/api/codes.ts';
 import { wholeBuffer } from '../../enclave/api/device.ts';
 import type { Device, DeviceConfig, FromDevice, RequestOptions, ToDevice, TokenPinSource } from '../../enclave/api/device.ts';
 
@@ -44,12 +44,11 @@ export const ChannelErrorCode = {
    */
   UnexpectedResponse: 3008,
 } as const;
-export type ChannelErrorCode = (typeof ChannelErrorCode)[keyof typeof ChannelErrorCode];
+export type ChannelErrorCode = CodeOf<typeof ChannelErrorCode>;
 
 /** A channel failure: a code of ChannelErrorCode (range 3000-3099 in enclave/api/codes.ts CODE_RANGES). */
-export class ChannelError extends CodedError<ChannelErrorCode> {
-  override readonly name = 'ChannelError';
-}
+export const ChannelError = codedErrorClass('ChannelError', ChannelErrorCode);
+export type ChannelError = InstanceType<typeof ChannelError>;
 
 export type ChannelState = 'booting' | 'ready' | 'closing' | 'closed' | 'crashed';
 

@@ -14,7 +14,7 @@
  * Errors are `StorageError` with a stable numeric code in 4000-4099.
  */
 import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts';
-import { CodedError } from '../../enclave/api/codes.ts';
+import { CodedError, type CodeOf } from '../../enclave/api/codes.ts';
 import { toHex } from '../../enclave/opaque/bytes.ts';
 
 export type { AuditEvent, StoredAuditEvent };
@@ -112,7 +112,7 @@ export const StorageCode = {
   InvalidArgument: 4008,
   Internal: 4009,
 } as const;
-export type StorageCode = (typeof StorageCode)[keyof typeof StorageCode];
+export type StorageCode = CodeOf<typeof StorageCode>;
 
 /**
  * A typed storage failure. `detail` is the backend's own code when there is one

@@ -26,7 +26,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TOKEN_CONFIG_FILE, checkTokenKind, newTokenConfig, readTokenConfig, writeTokenConfig } from './config.ts';
 import type { TokenKind } from './backends.ts';
-import { CodedError } from '../../enclave/api/codes.ts';
+import { codedErrorClass, type CodeOf } from '../../enclave/api/codes.ts';
 import { createFileDurably, fsyncDir } from '../durable-file.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 
@@ -62,11 +62,10 @@ export const TokenPinErrorCode = {
   /** The operator folder is open to other users (group or world permissions). */
   OperatorDirOpen: 3108,
 } as const;
-export type TokenPinErrorCode = (typeof TokenPinErrorCode)[keyof typeof TokenPinErrorCode];
+export type TokenPinErrorCode = CodeOf<typeof TokenPinErrorCode>;
 
-export class TokenPinError extends CodedError<TokenPinErrorCode> {
-  override readonly name = 'TokenPinError';
-}
+export const TokenPinError = codedErrorClass('TokenPinError', TokenPinErrorCode);
+export type TokenPinError = InstanceType<typeof TokenPinError>;
 
 /** The development-mode operator folder of a data folder: its sibling `<data>.operator`. */
 export function defaultOperatorDir(dataDir: string): string {

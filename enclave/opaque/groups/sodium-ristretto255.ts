@@ -281,38 +281,33 @@ export class SodiumRistretto255 extends Ristretto255Base implements Group {
     return r;
   }
 
-  hashToGroup(msg: Uint8Array, dst: Uint8Array): Uint8Array {
+  /**
+   * expand_message_xmd(msg, dst, 64) then `inHeap` (from_hash or scalar_reduce of those bytes in
+   * the WebAssembly heap, never copied out) or `outside` (the same on a copy, wiped afterwards).
+   */
+  private wide(msg: Uint8Array, dst: Uint8Array, inHeap: (e: RawEngine, at: number) => Uint8Array, outside: (u: Uint8Array) => Uint8Array): Uint8Array {
     const ih = this.inHeap;
     if (ih && dst.length <= 255) {
       try {
-        return ih.engine.fromHashAt(ih.hash.xmd64(msg, dst));
+        return inHeap(ih.engine, ih.hash.xmd64(msg, dst));
       } finally {
         ih.hash.wipe();
       }
     }
     const u = expandMessageXmd(this.hash, msg, dst, 64);
     try {
-      return this.engine.fromHash(u);
+      return outside(u);
     } finally {
       zeroize(u);
     }
   }
 
+  hashToGroup(msg: Uint8Array, dst: Uint8Array): Uint8Array {
+    return this.wide(msg, dst, (e, at) => e.fromHashAt(at), (u) => this.engine.fromHash(u));
+  }
+
   override hashToScalar(msg: Uint8Array, dst: Uint8Array): Uint8Array {
-    const ih = this.inHeap;
-    if (ih && dst.length <= 255) {
-      try {
-        return ih.engine.reduceAt(ih.hash.xmd64(msg, dst));
-      } finally {
-        ih.hash.wipe();
-      }
-    }
-    const u = expandMessageXmd(this.hash, msg, dst, 64);
-    try {
-      return this.engine.reduce(u);
-    } finally {
-      zeroize(u);
-    }
+    return this.wide(msg, dst, (e, at) => e.reduceAt(at), (u) => this.engine.reduce(u));
   }
 }
 

@@ -56,6 +56,16 @@ describe('error code ranges (enclave/api/codes.ts CODE_RANGES)', () => {
     expect(new Set(all).size).toBe(all.length);
   });
 
+  it('codedErrorClass: a CodedError and an Error with its fixed name and its code', async () => {
+    const { TokenPinError, TokenPinErrorCode } = await import('../../../hsm/tokens/token-pins.ts');
+    const e = new TokenPinError(TokenPinErrorCode.PinLocked, 'locked');
+    expect(e).toBeInstanceOf(TokenPinError);
+    expect(e).toBeInstanceOf(CodedError);
+    expect(e).toBeInstanceOf(Error);
+    expect([e.name, e.code, e.message]).toEqual(['TokenPinError', TokenPinErrorCode.PinLocked, 'locked']);
+    expect(new ChannelError(ChannelErrorCode.BootFailed, 'x')).not.toBeInstanceOf(TokenPinError);
+  });
+
   it('a planted code outside its range is caught (positive control)', () => {
     const r = CODE_RANGES.find((x) => x.table === 'StorageCode')!;
     expect([...TABLES.StorageCode, 4100].every((c) => c >= r.from && c <= r.to)).toBe(false);
