@@ -29,9 +29,15 @@ export const rng = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
 /** A client request before `VaultClient.send` adds the record's token (or with its own `auth`). */
 export type ClientOp = ClientRequest extends infer U ? (U extends ClientRequest ? Omit<U, 'auth'> & { auth?: Uint8Array } : never) : never;
 
+/** How long a minted token is reused: half its lifetime (600 s). */
+const TOKEN_REUSE_MS = 300_000;
+
 /**
  * The test issuer's token per record id, at the wall clock (the vaults' devices use it): minted
- * at its first use and reused, minted again once half its lifetime (600 s) has passed.
+ * at its first use and reused, minted again once half its lifetime has passed. Tokens past their
+ * reuse time are dropped as new ones come (the map is in minting order), so a long run that meets
+ * a new id every few milliseconds (the soak) holds only the last five minutes' tokens: without
+ * that the driver's heap, and its collector's work, grew for as long as it ran.
  */
 export class TokenBook {
   private readonly tokens = new Map<string, { bytes: Promise<Uint8Array>; atMs: number }>();
@@ -39,12 +45,22 @@ export class TokenBook {
   /** `clock`: the vault's clock in ms (default the wall clock; a test platform has its own). */
   constructor(private readonly clock: () => number = () => Date.now()) {}
 
+  /** Tokens held (the soak reports it). */
+  get size(): number {
+    return this.tokens.size;
+  }
+
   bytes(recordId: Uint8Array): Promise<Uint8Array> {
     const k = hex(recordId);
     const now = this.clock();
     const t = this.tokens.get(k);
-    if (t && now - t.atMs < 300_000) return t.bytes;
+    if (t && now - t.atMs < TOKEN_REUSE_MS) return t.bytes;
+    for (const [key, old] of this.tokens) {
+      if (now - old.atMs < TOKEN_REUSE_MS) break;
+      this.tokens.delete(key);
+    }
     const bytes = testIssuer().then((i) => i.tokenBytes(recordId, now));
+    this.tokens.delete(k); // re-inserted last: the map stays in minting order
     this.tokens.set(k, { bytes, atMs: now });
     bytes.catch(() => this.tokens.delete(k));
     return bytes;
