@@ -3,24 +3,20 @@
  * come back at once (its boot needs the token's keys), and once the token works again the
  * partition must serve again on its own, without an operator restart.
  */
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import type { EnclavePool } from '../../../host/channel/pool.ts';
 import type { ProcessChannel } from '../../../host/channel/process-channel.ts';
 import { EMULATOR_STORE_FILE } from '../../../hsm/tokens/emulator/backend.ts';
 import { VaultHost } from '../../../host/vault/vault-host.ts';
 import { hostClient } from '../../helpers/vault-harness.ts';
 import { testIssuer } from '../../helpers/auth.ts';
+import { trackVaults } from '../../helpers/vault-cleanup.ts';
 
 const te = new TextEncoder();
-const dirs: string[] = [];
-const hosts: VaultHost[] = [];
-afterEach(async () => {
-  for (const h of hosts.splice(0)) await h.close().catch(() => undefined);
-  for (const d of dirs.splice(0)) for (const x of [d, `${d}.operator`]) rmSync(x, { recursive: true, force: true }); // the data folder and its token PINs' operator folder
-});
+const { dirs, hosts } = trackVaults();
 
 async function until(what: string, ok: () => boolean, ms: number): Promise<void> {
   const end = Date.now() + ms;

@@ -4,8 +4,8 @@
  * batch: no acknowledged registration lost, no guess refunded, nothing half-written accepted.
  * On every token under test. And the host's periodic store compaction (`compactEveryMs`).
  */
-import { afterEach, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { expect, it } from 'vitest';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VaultHost } from '../../../host/vault/vault-host.ts';
@@ -17,14 +17,10 @@ import { testIssuer, wallClockClientExtras } from '../../helpers/auth.ts';
 import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
 import { randomBytes } from 'node:crypto';
 import { describeTokens } from '../../helpers/tokens.ts';
+import { trackVaults } from '../../helpers/vault-cleanup.ts';
 
 const te = new TextEncoder();
-const dirs: string[] = [];
-const hosts: VaultHost[] = [];
-afterEach(async () => {
-  for (const h of hosts.splice(0)) await h.close().catch(() => undefined);
-  for (const d of dirs.splice(0)) for (const x of [d, `${d}.operator`]) rmSync(x, { recursive: true, force: true }); // the data folder and its token PINs' operator folder
-});
+const { dirs, hosts } = trackVaults();
 
 function tempDir(): string {
   const d = mkdtempSync(join(tmpdir(), 'bkv-host-'));
