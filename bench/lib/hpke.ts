@@ -23,15 +23,19 @@ const AAD_REQ = te.encode(LABELS.e2eRequestAad);
 const AAD_RESP = te.encode(LABELS.e2eResponseAad);
 const SHA256 = nodeHash('SHA-256');
 /**
- * Ephemeral keys are imported from random bytes (PKCS#8) and their public keys computed as
- * X25519(sk, 9), never made by generateKeyPairSync and exported: on Node 20.20 that pattern
- * deadlocks now and then (KeyObjectHandle::ExportJWK holds the key's mutex while it allocates; a
- * garbage collection in that window runs ~KeyGenJob of the same key, which takes the mutex; seen
- * here after some 10^5 seals, the main thread stuck in futex_wait forever).
+ * Ephemeral keys are imported from random bytes and their public keys computed as X25519(sk, 9),
+ * never made by generateKeyPairSync and exported: on Node 20.20 that pattern deadlocks now and
+ * then (KeyObjectHandle::ExportJWK holds the key's mutex while it allocates; a garbage collection
+ * in that window runs ~KeyGenJob of the same key, which takes the mutex; seen here after some
+ * 10^5 seals, the main thread stuck in futex_wait forever). The import is a JWK: about 50 us
+ * where PKCS#8 DER through OpenSSL 3's decoders takes about 400. Node 20 requires the JWK's `x`
+ * and builds the key from `d` alone (the public half is derived, not read), so `x` here is only a
+ * placeholder; test/bench/bench-lib.test.ts opens these seals with @hpke/core, which fails if the
+ * `enc` sent were not X25519(sk, 9).
  */
-const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
-const BASE_POINT = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.concat([Buffer.of(9), Buffer.alloc(31)]).toString('base64url') }, format: 'jwk' });
-const x25519Key = (sk: Uint8Array): KeyObject => createPrivateKey({ key: Buffer.concat([PKCS8_X25519, sk]), format: 'der', type: 'pkcs8' });
+const BASE_X = Buffer.concat([Buffer.of(9), Buffer.alloc(31)]).toString('base64url');
+const BASE_POINT = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: BASE_X }, format: 'jwk' });
+const x25519Key = (sk: Uint8Array): KeyObject => createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: Buffer.from(sk).toString('base64url'), x: BASE_X }, format: 'jwk' });
 
 export interface SealedRequest {
   message: Uint8Array;
@@ -71,4 +75,25 @@ export function openResponse(responseKey: Uint8Array, recordId: Uint8Array, resp
   } catch {
     return null;
   }
+}
+
+/**
+ * FastSealer in the shape of the SDK's `sealRequest` (client/e2e-seal.ts): for a load driver that
+ * takes a sealer (test/adversarial/soak.ts), so that it spends its CPU on the vault's answers, not
+ * on WebCrypto promises. Seals only to `enclavePublicKey`; an answer that does not open throws.
+ */
+export function fastSealRequest(enclavePublicKey: Uint8Array) {
+  const sealer = new FastSealer(enclavePublicKey);
+  return async (pk: Uint8Array, recordId: Uint8Array, request: Uint8Array): Promise<{ message: Uint8Array; openResponse(response: Uint8Array): Promise<Uint8Array> }> => {
+    if (Buffer.compare(pk, enclavePublicKey) !== 0) throw new Error('fastSealRequest: made for another enclave key');
+    const { message, responseKey } = sealer.seal(recordId, request);
+    return {
+      message,
+      openResponse: async (response) => {
+        const plain = openResponse(responseKey, recordId, response);
+        if (!plain) throw new Error('the answer does not open under this request\'s response key');
+        return plain;
+      },
+    };
+  };
 }

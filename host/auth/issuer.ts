@@ -124,13 +124,22 @@ export function parseTtl(s: string): number {
 }
 
 /** A token for one record id (enclave/api/auth.ts), valid from `nowS` for `ttlS` seconds. */
+/** Each issuer's signing key, imported once (an import costs about as much as the signature). */
+const signingKeys = new WeakMap<IssuerPrivate, ReturnType<typeof importJWK>>();
+
 export async function mintToken(
   issuer: IssuerPrivate,
   opts: { subject: string; audience?: string; ttlS?: number; nowS?: number },
 ): Promise<string> {
   const now = opts.nowS ?? Math.floor(Date.now() / 1000);
   const ttl = opts.ttlS ?? 600;
-  const key = await importJWK(issuer.jwk, 'EdDSA');
+  let imported = signingKeys.get(issuer);
+  if (!imported) {
+    imported = importJWK(issuer.jwk, 'EdDSA');
+    imported.catch(() => signingKeys.delete(issuer));
+    signingKeys.set(issuer, imported);
+  }
+  const key = await imported;
   return new SignJWT({})
     .setProtectedHeader({ alg: 'EdDSA', kid: issuer.kid, typ: 'JWT' })
     .setIssuer(issuer.name)

@@ -155,7 +155,7 @@ export async function soak(o: SoakOptions): Promise<Report> {
   const log = o.log ?? (() => undefined);
   const report = newReport(`soak (${o.minutes} min, ${o.mode ?? 'worker'} devices, seed ${seed})`);
   const tmp = tempDir('soak');
-  const v = await openService({ dataDir: tmp.dir, mode: o.mode ?? 'worker', partitions: o.partitions ?? 2, replayWindowMs: 60_000 });
+  const v = await openService({ dataDir: tmp.dir, mode: o.mode ?? 'worker', partitions: o.partitions ?? 2, replayWindowMs: 60_000, fastSeal: true });
   const svc = v.service;
   const mix = new Mix(v.client, rng);
   const errors: string[] = [];

@@ -106,6 +106,12 @@ export interface LoginOutcome {
   sent: Sent[];
 }
 
+/**
+ * How a client seals a request to the enclave and opens its answer: the SDK's `sealRequest`
+ * (WebCrypto, what browsers run) unless a driver gives a cheaper sender of the same bytes.
+ */
+export type Sealer = typeof sealRequest;
+
 export class VaultClient {
   /** Called with every sealed message before it is relayed. */
   onSend?: (s: Sent) => void;
@@ -115,10 +121,11 @@ export class VaultClient {
     readonly enclavePublicKey: Uint8Array,
     readonly suite: Suite,
     readonly tokens: TokenBook = new TokenBook(),
+    readonly seal: Sealer = sealRequest,
   ) {}
 
-  static async create(relay: Relay, enclavePublicKey: Uint8Array, tokens?: TokenBook): Promise<VaultClient> {
-    return new VaultClient(relay, enclavePublicKey, await fastSuite('ristretto255-SHA512'), tokens);
+  static async create(relay: Relay, enclavePublicKey: Uint8Array, tokens?: TokenBook, seal?: Sealer): Promise<VaultClient> {
+    return new VaultClient(relay, enclavePublicKey, await fastSuite('ristretto255-SHA512'), tokens, seal);
   }
 
   /** The issuer's token for `recordId`, as this client sends it (the `auth` field's bytes). */
@@ -140,7 +147,7 @@ export class VaultClient {
     let message: Uint8Array;
     let open: (b: Uint8Array) => Promise<Uint8Array>;
     try {
-      const s = await sealRequest(this.enclavePublicKey, recordId, encodeMessage(ClientRequests, await this.withAuth(recordId, req)));
+      const s = await this.seal(this.enclavePublicKey, recordId, encodeMessage(ClientRequests, await this.withAuth(recordId, req)));
       message = s.message;
       open = s.openResponse;
     } catch (error) {

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { fetchVaultInfo, httpRelay } from '../../../client/http-relay.ts';
 import { VaultHost } from '../../../host/vault/vault-host.ts';
+import { fastSealRequest } from '../../../bench/lib/hpke.ts';
 import { testIssuer } from '../../helpers/auth.ts';
 import type { VaultHostOptions } from '../../../host/vault/vault-host.ts';
 import { childPids } from './common.ts';
@@ -27,11 +28,16 @@ export async function openHost(opts: VaultHostOptions): Promise<OpenVault & { ho
   return { host, client, close: () => host.close() };
 }
 
-export async function openService(opts: { dataDir: string; mode?: 'worker' | 'process'; partitions?: number; replayWindowMs?: number }): Promise<OpenVault & { service: ServiceProc }> {
+/**
+ * A vault service in a child process and a client of it. `fastSeal`: the client seals on
+ * node:crypto (bench/lib/hpke.ts, the same bytes as the SDK's WebCrypto path, several times
+ * cheaper) so that a load driver measures the vault rather than itself.
+ */
+export async function openService(opts: { dataDir: string; mode?: 'worker' | 'process'; partitions?: number; replayWindowMs?: number; fastSeal?: boolean }): Promise<OpenVault & { service: ServiceProc }> {
   const service = await startServiceProc(opts);
   try {
     const info = await fetchVaultInfo(service.url);
-    const client = await VaultClient.create(httpRelay({ baseUrl: service.url, timeoutMs: 60_000 }), info.enclavePublicKey);
+    const client = await VaultClient.create(httpRelay({ baseUrl: service.url, timeoutMs: 60_000 }), info.enclavePublicKey, undefined, opts.fastSeal ? fastSealRequest(info.enclavePublicKey) : undefined);
     return {
       service,
       client,
