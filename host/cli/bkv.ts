@@ -7,6 +7,7 @@
  *   bkv escrow ...                escrow a backup key with a vault service
  *   bkv auth keygen|token         the issuer's keys and per-user tokens
  *   bkv operator keygen|set-issuers|audit-verify|zeroize|status   the operator secret, the issuer set, the audit chain, zeroization, status
+ *   bkv fleet init                a fleet's folder: its members and their addresses (docs/fleet.md)
  * The contract every command keeps (issue 17): the exit codes of exit-codes.ts; `--json` (one
  * JSON object on stdout, output.ts); `--help` / `-h` anywhere, from help.ts's table.
  */
@@ -26,6 +27,7 @@ const RUN: Record<string, () => Promise<Run>> = {
   escrow: async () => (await import('./cmd-escrow.ts')).escrowCommand,
   auth: async () => (await import('./cmd-auth.ts')).authCommand,
   operator: async () => (await import('./cmd-operator.ts')).operatorCommand,
+  fleet: async () => (await import('./cmd-fleet.ts')).fleetCommand,
 };
 
 /** `escrow recover` for `bkv escrow recover ...`: the command and its verb, as far as the words say. */

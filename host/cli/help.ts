@@ -157,6 +157,19 @@ export const COMMANDS: Record<string, CommandHelp> = {
       },
     },
   },
+  fleet: {
+    usage: '',
+    about: 'A fleet of vault members with majority replication (docs/fleet.md).',
+    example: 'bkv fleet init --members 3 --dir ./fleet',
+    verbs: {
+      init: {
+        usage: 'bkv fleet init --members 3|5|7 --dir DIR [--host ADDR] [--base-port P] [--auth-issuer FILE.pub ...]',
+        about:
+          'Writes a new fleet folder: DIR/fleet.json (the fleet id; each member\'s client address host:P+2i, its address for the other members host:P+2i+1, its data folder DIR/member-<i>/) and, without --auth-issuer, a development issuer key pair in DIR/auth/ (bkv auth token --issuer-key DIR/auth/issuer.key). Defaults: --host 127.0.0.1, --base-port 7400. Never overwrites a fleet.json (exit 1); an interrupted run can be run again. --json: file, fleetId, members[{id, api, peer, data}], devIssuerKey.',
+        example: 'bkv fleet init --members 3 --dir ./fleet --base-port 7400',
+      },
+    },
+  },
 };
 
 /** Every command's usage: its own line, or one line per subcommand. */
