@@ -6,7 +6,7 @@
 import { decodeFields, encodeFields } from '../../enclave/api/codec.ts';
 import { AUDIT_EVENT_LEN, AuditEventSchema, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../../enclave/api/messages.ts';
 import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts';
-import { StorageCode, StorageError, recordKey } from './types.ts';
+import { StorageCode, StorageError } from './types.ts';
 import type { BatchWrite } from './types.ts';
 
 export const invalid = (msg: string) => new StorageError(StorageCode.InvalidArgument, msg);
@@ -29,8 +29,10 @@ export function checkChunkSize(chunkSize: number): void {
   if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw invalid('chunkSize: not a positive integer');
 }
 
-/** A batch that passed `checkBatch`: its audit events' bytes, with their seqs in the same order. */
+/** A batch that passed `checkBatch`: its writes in record id order, its audit events' bytes with their seqs in the same order. */
 export interface CheckedBatch {
+  /** The writes in record id order (a copy): PostgreSQL locks their rows in this order. */
+  sorted: BatchWrite[];
   events: Uint8Array[];
   seqs: number[];
   /** The lowest seq of `seqs` (null: no events): stored events from here on are superseded. */
@@ -42,6 +44,18 @@ function leadingSeq(b: Uint8Array): number {
   return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) * 2 ** 32 + (((b[4]! << 24) | (b[5]! << 16) | (b[6]! << 8) | b[7]!) >>> 0);
 }
 
+/** Byte order of record ids, as PostgreSQL sorts bytea and SQLite a BLOB. */
+const byId = (a: BatchWrite, b: BatchWrite): number => Buffer.compare(a.recordId, b.recordId);
+
+/** The writes in record id order (a copy); refused when two name the same id (equal neighbours). */
+function sortedById(writes: readonly BatchWrite[]): BatchWrite[] {
+  const sorted = [...writes].sort(byId);
+  for (let i = 1; i < sorted.length; i++) {
+    if (byId(sorted[i - 1]!, sorted[i]!) === 0) throw invalid('writes: a record id appears twice in one batch');
+  }
+  return sorted;
+}
+
 /**
  * The checks of `applyBatch` (types.ts): partition, epoch, each write's id and blob size, no id
  * twice, each audit event AUDIT_EVENT_LEN bytes that start with its seq, no seq twice. The events
@@ -51,16 +65,13 @@ function leadingSeq(b: Uint8Array): number {
 export function checkBatch(partition: number, epoch: number, writes: BatchWrite[], audit: StoredAuditEvent[]): CheckedBatch {
   checkPartition(partition);
   checkUint(epoch, 'epoch');
-  const seen = new Set<string>();
   for (const w of writes) {
     checkId(w?.recordId, 'writes.recordId');
     if (!(w.blob instanceof Uint8Array) || w.blob.length > MAX_SEALED_RECORD) {
       throw invalid(`writes.blob: expected 0..${MAX_SEALED_RECORD} bytes`);
     }
-    const k = recordKey(w.recordId);
-    if (seen.has(k)) throw invalid('writes: a record id appears twice in one batch');
-    seen.add(k);
   }
+  const sorted = sortedById(writes);
   const events: Uint8Array[] = [];
   const seqs: number[] = [];
   const seqSeen = new Set<number>();
@@ -75,7 +86,7 @@ export function checkBatch(partition: number, epoch: number, writes: BatchWrite[
     seqs.push(ev.seq);
     if (minSeq === null || ev.seq < minSeq) minSeq = ev.seq;
   }
-  return { events, seqs, minSeq };
+  return { sorted, events, seqs, minSeq };
 }
 
 /** An audit event as applyBatch takes it (its encoding and seq), for callers that hold it decoded (tests, tools). */

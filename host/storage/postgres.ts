@@ -7,8 +7,9 @@
  *   so a resolved `applyBatch` is on the server's stable storage.
  * - Fast: `applyBatch` is ONE statement (data-modifying CTEs: records upsert, audit supersede,
  *   audit upsert) and so one round trip, with its arrays sent in PostgreSQL's binary array
- *   format; named (server-side prepared) statements; `getMany` with `= ANY($2)`; `scan` by
- *   keyset pagination on the primary key.
+ *   format; named (server-side prepared) statements; `getMany` one statement too, each found
+ *   row placed by the position of its id in the request; `scan` by keyset pagination on the
+ *   primary key.
  * - Versioned: table `meta` holds schema_version; migrations run in one transaction under a
  *   transaction-scoped advisory lock, so processes starting together do not race; a newer
  *   version is refused (SchemaTooNew).
@@ -43,7 +44,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts';
 import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
-import { StorageCode, StorageError, recordKey } from './types.ts';
+import { StorageCode, StorageError } from './types.ts';
 import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
 
 export interface PostgresStoreOptions {
@@ -228,16 +229,14 @@ const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, 
 /** A plain Uint8Array copy of a Buffer from `pg` (its Buffers may share a pooled slab). */
 const own = (b: Buffer): Uint8Array => new Uint8Array(b);
 
-/** Byte order of record ids, as PostgreSQL (and SQLite) sort bytea. */
-function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  return Buffer.compare(a, b);
-}
-
 // ---- SQL --------------------------------------------------------------------------------------
 
 function statements(S: string) {
   return {
-    get: `SELECT record_id, blob, epoch FROM ${S}.records WHERE partition = $1::integer AND record_id = ANY($2::bytea[])`,
+    // One row per (position, found record): `i` is the 1-based position of the id in $2, so an
+    // id given twice is answered at both positions.
+    get: `SELECT q.i::integer AS i, r.blob, r.epoch FROM unnest($2::bytea[]) WITH ORDINALITY AS q(record_id, i)
+      JOIN ${S}.records r ON r.partition = $1::integer AND r.record_id = q.record_id`,
     // One statement, one round trip, atomic. The CTEs run on one snapshot, so no two of them may
     // touch the same row: the audit delete spares the seqs the audit upsert writes.
     apply: `WITH w AS (
@@ -322,27 +321,27 @@ class PgRecordStore implements PostgresRecordStore {
     }
   }
 
-  async getMany(partition: number, recordIds: Uint8Array[]): Promise<Map<string, StoredRecord>> {
+  async getMany(partition: number, recordIds: Uint8Array[]): Promise<(StoredRecord | undefined)[]> {
     this.live();
     checkPartition(partition);
     for (const id of recordIds) checkId(id, 'recordId');
-    const out = new Map<string, StoredRecord>();
+    const out = new Array<StoredRecord | undefined>(recordIds.length).fill(undefined);
     if (recordIds.length === 0) return out;
-    const rows = await this.run<RecordRow>('getMany', 'get', [partition, byteaArray(recordIds)]);
+    const rows = await this.run<{ i: number; blob: Buffer; epoch: string }>('getMany', 'get', [partition, byteaArray(recordIds)]);
     for (const r of rows) {
-      const rec = toRecord(r);
-      out.set(recordKey(rec.recordId), rec);
+      const id = recordIds[r.i - 1];
+      if (id === undefined) throw new StorageError(StorageCode.Internal, `getMany: the server answered position ${r.i} of ${recordIds.length}`);
+      out[r.i - 1] = { recordId: new Uint8Array(id), blob: own(r.blob), epoch: Number(r.epoch) };
     }
     return out;
   }
 
   async applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: StoredAuditEvent[]): Promise<void> {
     this.live();
-    const { events, seqs, minSeq } = checkBatch(partition, epoch, writes, audit);
+    const { sorted, events, seqs, minSeq } = checkBatch(partition, epoch, writes, audit);
     // Applied even with no writes and no events: the applied epoch is written, so the commit is
     // flushed like any other (types.ts, appliedEpoch).
     // Rows are locked in record id order, so concurrent batches over the same ids can not deadlock.
-    const sorted = writes.length > 1 ? [...writes].sort((a, b) => compareBytes(a.recordId, b.recordId)) : writes;
     const values = [
       partition,
       epoch,

@@ -28,7 +28,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts';
 import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
-import { StorageCode, StorageError, recordKey } from './types.ts';
+import { StorageCode, StorageError } from './types.ts';
 import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
 
 export interface SqliteStoreOptions {
@@ -205,21 +205,19 @@ class SqliteRecordStore implements RecordStore {
     return this.db;
   }
 
-  async getMany(partition: number, recordIds: Uint8Array[]): Promise<Map<string, StoredRecord>> {
+  async getMany(partition: number, recordIds: Uint8Array[]): Promise<(StoredRecord | undefined)[]> {
     this.live();
     checkPartition(partition);
-    const out = new Map<string, StoredRecord>();
+    for (const id of recordIds) checkId(id, 'recordId');
     try {
-      for (const id of recordIds) {
-        checkId(id, 'recordId');
+      // one lookup per id, in the order of `recordIds` (types.ts: the result is aligned with them)
+      return recordIds.map((id) => {
         const r = this.s.get.get(partition, id) as Omit<RecordRow, 'record_id'> | undefined;
-        if (r === undefined) continue;
-        out.set(recordKey(id), { recordId: id.slice(), blob: view(r.blob), epoch: r.epoch });
-      }
+        return r === undefined ? undefined : { recordId: new Uint8Array(id), blob: view(r.blob), epoch: r.epoch };
+      });
     } catch (e) {
       throw toStorageError(e, 'getMany');
     }
-    return out;
   }
 
   async applyBatch(partition: number, epoch: number, writes: BatchWrite[], audit: StoredAuditEvent[]): Promise<void> {

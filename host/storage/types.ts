@@ -45,10 +45,12 @@ export interface RecordStore {
   readonly kind: 'sqlite' | 'postgres';
 
   /**
-   * The stored rows of the given ids, keyed by the lower-case hex of the id (`recordKey`).
-   * Absent ids are missing from the map; tombstones are present with an empty blob.
+   * The stored rows of the given ids, aligned with `recordIds`: element i is the row of
+   * recordIds[i], undefined when the partition has no row for it; a tombstone is present with an
+   * empty blob. An id given twice gets its row at both positions. No ids: an empty array.
+   * Refused (InvalidArgument): an id of 0 or more than MAX_RECORD_ID bytes.
    */
-  getMany(partition: number, recordIds: Uint8Array[]): Promise<Map<string, StoredRecord>>;
+  getMany(partition: number, recordIds: Uint8Array[]): Promise<(StoredRecord | undefined)[]>;
 
   /**
    * Persists one prepared batch in ONE durable transaction: for each write, the new blob and
@@ -134,7 +136,7 @@ export function isStorageError(e: unknown, code?: StorageCode): e is StorageErro
   return e instanceof StorageError && (code === undefined || e.code === code);
 }
 
-/** The map key of a record id in `getMany` results: lower-case hex. */
+/** A record id as a map key (lower-case hex): the engine's queue key, computed once per op at submit. */
 export function recordKey(recordId: Uint8Array): string {
   return toHex(recordId);
 }

@@ -35,7 +35,7 @@ export interface OpResult {
 
 interface Queued {
   recordId: Uint8Array;
-  /** recordKey(recordId), computed once per op: the overlap planner's key and the stored-row lookup. */
+  /** recordKey(recordId), computed once per op at submit: the overlap planner's key. */
   key: string;
   request: Uint8Array;
   resolve: (r: OpResult) => void;
@@ -186,11 +186,12 @@ export class PartitionEngine {
     return this.queue.length > 0 && !this.closed;
   }
 
-  private ops(batch: Queued[], stored: Map<string, { blob: Uint8Array }>) {
+  /** The Batch ops of `batch`; `stored` is getMany's answer for its ids, aligned with it (no row: an empty blob). */
+  private ops(batch: Queued[], stored: readonly ({ blob: Uint8Array } | undefined)[]) {
     return batch.map((q, i) => ({
       opId: i,
       recordId: q.recordId,
-      stored: stored.get(q.key)?.blob ?? new Uint8Array(0),
+      stored: stored[i]?.blob ?? new Uint8Array(0),
       request: q.request,
     }));
   }

@@ -180,7 +180,7 @@ export async function rollbackStorm(o: RollbackStormOptions): Promise<Report> {
         if (rng.chance(2 / 3)) {
           const e = rng.pick(ledger.registered());
           const p = host.partitionOf(e.id);
-          const got = (await host.store.getMany(p, [e.id])).get(hex(e.id));
+          const got = (await host.store.getMany(p, [e.id]))[0];
           if (got && got.blob.length) recordCopies.push({ entry: e, partition: p, blob: Uint8Array.from(got.blob) });
         } else {
           const file = join(copies, `db-${round}-${dbCopies.length}.sqlite`);
@@ -324,7 +324,7 @@ async function expectRefusal(report: Report, ledger: Ledger, dataDir: string, mo
 async function liveRecordRollback(report: Report, ledger: Ledger, host: VaultHost, client: VaultClient, copies: RecordCopy[], rng: Rng): Promise<void> {
   const byRecord = new Map<string, RecordCopy>();
   for (const c of copies) {
-    const cur = (await host.store.getMany(c.partition, [c.entry.id])).get(hex(c.entry.id));
+    const cur = (await host.store.getMany(c.partition, [c.entry.id]))[0];
     if (cur && !sameBytes(cur.blob, c.blob) && c.entry.lo >= 2) byRecord.set(c.entry.name, c);
   }
   if (!byRecord.size) {
@@ -333,11 +333,11 @@ async function liveRecordRollback(report: Report, ledger: Ledger, host: VaultHos
     const e = ledger.registered().find((x) => x.lo >= 3 && !x.busy);
     if (e) {
       const partition = host.partitionOf(e.id);
-      const got = (await host.store.getMany(partition, [e.id])).get(hex(e.id));
+      const got = (await host.store.getMany(partition, [e.id]))[0];
       if (got && got.blob.length) {
         const copy = { entry: e, partition, blob: Uint8Array.from(got.blob) };
         await ledger.login(client, e, false); // a wrong password: the record is rewritten, charged
-        const cur = (await host.store.getMany(partition, [e.id])).get(hex(e.id));
+        const cur = (await host.store.getMany(partition, [e.id]))[0];
         if (cur && !sameBytes(cur.blob, copy.blob) && e.lo >= 2) byRecord.set(e.name, copy);
       }
     }
@@ -349,7 +349,7 @@ async function liveRecordRollback(report: Report, ledger: Ledger, host: VaultHos
   }
   const currents = new Map<string, Uint8Array>();
   for (const c of chosen) {
-    const cur = (await host.store.getMany(c.partition, [c.entry.id])).get(hex(c.entry.id))!;
+    const cur = (await host.store.getMany(c.partition, [c.entry.id]))[0]!;
     currents.set(c.entry.name, Uint8Array.from(cur.blob));
     await host.store.applyBatch(c.partition, 0, [{ recordId: c.entry.id, blob: c.blob }], []);
     bump(report.faults, 'record rolled back (live vault)');

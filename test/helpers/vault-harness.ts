@@ -170,7 +170,7 @@ export async function holdLogin(h: Harness, recordId: Uint8Array, password: Uint
 
 /** The record as stored for `recordId` (partition 0), opened with the enclave's sealing key; null when no row. */
 export async function storedRecord(h: Harness, recordId: Uint8Array): Promise<{ blob: Uint8Array; header: SealedHeader; record: VaultRecord | null } | null> {
-  const row = (await h.store.getMany(0, [recordId])).values().next().value;
+  const row = (await h.store.getMany(0, [recordId]))[0];
   if (!row) return null;
   const key = h.platform.token.findKey(LABEL_SEAL);
   if (key === null) throw new Error('the token holds no sealing key');

@@ -46,7 +46,7 @@ export class FaultyStore implements RecordStore {
     this.inner = base;
   }
 
-  getMany(partition: number, recordIds: Uint8Array[]): Promise<Map<string, StoredRecord>> {
+  getMany(partition: number, recordIds: Uint8Array[]): Promise<(StoredRecord | undefined)[]> {
     if (this.fault === 'read-error' && this.rng.chance(this.p)) {
       this.counts.readsFailed++;
       return Promise.reject(new StorageError(StorageCode.Io, 'injected read error', 'EIO'));

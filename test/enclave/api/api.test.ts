@@ -102,7 +102,7 @@ describe('host request decoding', () => {
     await c.register(b, te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 5 });
     const e = (await raw(encodeMessage(HostRequests, { type: 'Info' })) as { epoch: number }).epoch + 1;
     const op = async (rid: Uint8Array, opId = 0) => {
-      const stored = (await h.store.getMany(0, [rid])).values().next().value!.blob;
+      const stored = (await h.store.getMany(0, [rid]))[0]!.blob;
       const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status', auth: await authFor(h, rid) }));
       return { opId, recordId: rid, stored, request: message };
     };
@@ -240,7 +240,7 @@ describe('client requests through the enclave', () => {
     const { c } = await capturingClient();
     const rid = te.encode('r');
     await c.register(rid, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 5 });
-    const before = (await h.store.getMany(0, [rid])).values().next().value!.blob;
+    const before = (await h.store.getMany(0, [rid]))[0]!.blob;
     await c.recover(rid, te.encode('wrong'));
     const info = await raw(encodeMessage(HostRequests, { type: 'Info' }));
     const epoch = (info as { epoch: number }).epoch + 1;
@@ -263,7 +263,7 @@ describe('client requests through the enclave', () => {
     // refused before its stored record is read (BadPayload, plain), a good one with a stale blob
     // is refused for the blob (RollbackDetected, sealed: its envelope opened); the good op is
     // answered sealed.
-    const current = (await h.store.getMany(0, [rid])).values().next().value!.blob;
+    const current = (await h.store.getMany(0, [rid]))[0]!.blob;
     const good = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status', auth: await authFor(h, rid) }));
     const stale = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'Status', auth: await authFor(h, rid) }));
     const e2 = ((await raw(encodeMessage(HostRequests, { type: 'Info' }))) as { epoch: number }).epoch + 1;

@@ -19,7 +19,7 @@ let h: Harness;
 afterEach(async () => h?.close());
 
 async function snapshot(rid: Uint8Array) {
-  const blob = (await h.store.getMany(0, [rid])).values().next().value!.blob;
+  const blob = (await h.store.getMany(0, [rid]))[0]!.blob;
   return { blob, audit: (await h.store.auditEvents(0, 0, 10_000)).length };
 }
 

@@ -56,7 +56,7 @@ describe('the enclave checks the issuer token of every operation', () => {
     const c = await h.client();
     const alice = te.encode('alice');
     await c.register(alice, te.encode('pw'), new Uint8Array(32).fill(1), { attemptLimit: 3 });
-    const blobBefore = (await h.store.getMany(0, [alice])).values().next().value!.blob;
+    const blobBefore = (await h.store.getMany(0, [alice]))[0]!.blob;
     const auditBefore = (await h.store.auditEvents(0, 0, 1000)).length;
     const nowS = Math.floor(h.platform.clock.t / 1000);
     const base = { iss: h.issuer.issuer.name, aud: h.issuer.config.audience, sub: 'alice', iat: nowS, exp: nowS + 600, jti: 'j1' };
@@ -90,7 +90,7 @@ describe('the enclave checks the issuer token of every operation', () => {
     }
     // Nothing was charged, written or audited.
     expect(await c.status(alice)).toMatchObject({ type: 'StatusResult', attemptsRemaining: 3 });
-    expect((await h.store.getMany(0, [alice])).values().next().value!.blob).toEqual(blobBefore);
+    expect((await h.store.getMany(0, [alice]))[0]!.blob).toEqual(blobBefore);
     expect((await h.store.auditEvents(0, 0, 1000)).length).toBe(auditBefore);
     // The same LoginStart with a valid token is charged: the refusals above were the token's.
     expect((await send(alice, op, await authFor(h, alice))).res).toMatchObject({ type: 'LoginStarted', attemptsRemaining: 2 });

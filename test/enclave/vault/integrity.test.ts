@@ -99,7 +99,7 @@ describeTokens('integrity', (kind) => {
       h = await openHarness({ tokenKind: kind });
       const c = await h.client();
       await c.register(id('a'), te.encode('pw'), new Uint8Array(32).fill(1));
-      const blob = (await h.store.getMany(0, [id('a')])).values().next().value!.blob;
+      const blob = (await h.store.getMany(0, [id('a')]))[0]!.blob;
       await h.store.applyBatch(0, 99, [{ recordId: id('z'), blob }], []);
       await expect(c.recover(id('z'), te.encode('pw'))).resolves.toMatchObject({ ok: false }); // not a record of z
       const flipped = Uint8Array.from(blob);
@@ -153,7 +153,7 @@ describeTokens('integrity', (kind) => {
       const login = async (rid: Uint8Array) => {
         const { ke1 } = clientLoginStart({ suite, context: CONTEXT, rng: (n: number) => new Uint8Array(randomBytes(n)) }, te.encode('wrong'));
         const { message } = await sealRequest(h.hpkePublicKey, rid, encodeMessage(ClientRequests, { type: 'LoginStart', auth: await authFor(h, rid), suite: SUITE_CODE['ristretto255-SHA512'], ke1 }));
-        const stored = (await h.store.getMany(0, [rid])).values().next().value!.blob;
+        const stored = (await h.store.getMany(0, [rid]))[0]!.blob;
         return { opId: 0, recordId: rid, stored, request: message };
       };
       return { c, a, b, login };
@@ -289,7 +289,7 @@ describeTokens('integrity', (kind) => {
       await c.register(id('b'), te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 1 });
       const before = (await storedRecord(h, id('b')))!;
       expect(await c.recover(id('b'), te.encode('wrong'))).toMatchObject({ outcome: 'wrong-password' });
-      const rows = async () => [...(await h.store.getMany(0, [id('a'), id('b')])).entries()].map(([, r]) => ({ recordId: r.recordId, blob: r.blob }));
+      const rows = async () => (await h.store.getMany(0, [id('a'), id('b')])).map((r) => ({ recordId: r!.recordId, blob: r!.blob }));
       const census = (entries: { recordId: Uint8Array; blob: Uint8Array }[], auth: Uint8Array) => hostCall(h.enclave, { type: 'Census', entries, auth });
       expect(await census(await rows(), new Uint8Array(32))).toMatchObject({ code: Lifecycle.OperatorAuthFailed });
       expect(await census(await rows(), secret)).toEqual({ type: 'CensusResult', live: 2, locked: 1 });

@@ -26,7 +26,7 @@ import { openStore, parseStoreUrl } from '../../../host/storage/index.ts';
 import { openPostgresStore, pgToStorageError, POSTGRES_SCHEMA_VERSION } from '../../../host/storage/postgres.ts';
 import type { PostgresRecordStore } from '../../../host/storage/postgres.ts';
 import { openSqliteStore, SQLITE_SCHEMA_VERSION, toStorageError } from '../../../host/storage/sqlite.ts';
-import { StorageCode, StorageError, isStorageError, recordKey } from '../../../host/storage/types.ts';
+import { StorageCode, StorageError, isStorageError } from '../../../host/storage/types.ts';
 import { storedAudit } from '../../../host/storage/check.ts';
 import type { RecordStore, StoredRecord } from '../../../host/storage/types.ts';
 
@@ -361,7 +361,7 @@ async function expectV1Content(s: RecordStore, content: ReturnType<typeof v1Cont
   for (const [p, want] of content.expected) expect(await scanAll(s, p, 100)).toEqual(want);
   const some = content.rows.filter((r) => r.partition === 0).slice(0, 40);
   const got = await s.getMany(0, some.map((r) => r.recordId));
-  for (const r of some) expect(row(got.get(recordKey(r.recordId)))).toEqual({ id: hex(r.recordId), blob: hex(r.blob), epoch: r.epoch });
+  expect(got.map(row)).toEqual(some.map((r) => ({ id: hex(r.recordId), blob: hex(r.blob), epoch: r.epoch })));
   for (const p of [0, 1]) {
     const want = content.audit.filter((a) => a.partition === p).map((a) => evPlain(a.event));
     expect((await s.auditEvents(p, 0, 100)).map(evPlain)).toEqual(want);
@@ -373,20 +373,51 @@ async function expectV1Content(s: RecordStore, content: ReturnType<typeof v1Cont
 }
 
 describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
-  it('getMany returns present ids keyed by hex and omits absent ones', async () => {
+  it('getMany answers aligned with the ids: the row of ids[i] at i, undefined for an absent id, [] for no ids', async () => {
     await withStore(b, async (s) => {
-      expect((await s.getMany(0, [id(1)])).size).toBe(0);
+      expect(await s.getMany(0, [])).toEqual([]);
+      expect(await s.getMany(0, [id(1)])).toEqual([undefined]);
       await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('one') }, { recordId: id(2, 3), blob: blob('two') }], []);
-      const m = await s.getMany(0, [id(1), id(3), id(2, 3)]);
-      expect([...m.keys()].sort()).toEqual([recordKey(id(1)), recordKey(id(2, 3))].sort());
-      expect(recordKey(id(1))).toBe(hex(id(1)));
-      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('one')), epoch: 1 });
-      expect(Object.keys(m.get(recordKey(id(1)))!).sort()).toEqual(['blob', 'epoch', 'recordId']); // no previous blob
-      expect(row(m.get(recordKey(id(2, 3))))?.blob).toBe(hex(blob('two')));
-      expect((await s.getMany(0, [])).size).toBe(0);
-      const got = m.get(recordKey(id(1)))!;
-      expect(got.blob).toBeInstanceOf(Uint8Array);
-      expect(Buffer.isBuffer(got.blob)).toBe(false); // plain Uint8Array, not a Buffer
+      const got = await s.getMany(0, [id(1), id(3), id(2, 3)]);
+      expect(got.map(row)).toEqual([
+        { id: hex(id(1)), blob: hex(blob('one')), epoch: 1 },
+        undefined,
+        { id: hex(id(2, 3)), blob: hex(blob('two')), epoch: 1 },
+      ]);
+      expect(Object.keys(got[0]!).sort()).toEqual(['blob', 'epoch', 'recordId']); // no previous blob
+      for (const r of [got[0]!.recordId, got[0]!.blob]) {
+        expect(r).toBeInstanceOf(Uint8Array);
+        expect(Buffer.isBuffer(r)).toBe(false); // plain Uint8Array, not a Buffer
+      }
+      expect(await s.getMany(0, [])).toEqual([]);
+    });
+  });
+
+  it('getMany keeps the order of the ids as given: absent ids, tombstones and an id given twice at their positions', async () => {
+    await withStore(b, async (s) => {
+      const stored = Array.from({ length: 20 }, (_, i) => id(i * 7919, 1 + (i % 16)));
+      const writes = stored.map((recordId, i) => ({ recordId, blob: i % 5 === 0 ? TOMB : blob(`v${i}`) }));
+      await s.applyBatch(0, 1, writes, []);
+      await s.applyBatch(0, 2, [{ recordId: stored[3]!, blob: blob('v3 again') }], []);
+      await s.applyBatch(1, 3, [{ recordId: id(100), blob: blob('other partition') }], []);
+      const model = new Map(writes.map((w) => [hex(w.recordId), { blob: hex(w.blob), epoch: 1 }]));
+      model.set(hex(stored[3]!), { blob: hex(blob('v3 again')), epoch: 2 });
+      const absent = Array.from({ length: 6 }, (_, i) => id(100 + i));
+      // every id, stored or not, plus stored[7] (live) and stored[10] (a tombstone) and absent[2] twice
+      const all = [...stored, ...absent, stored[7]!, stored[10]!, absent[2]!];
+      // a fixed shuffle: position k takes all[k * 11 mod 29] (11 and 29 coprime: each once)
+      const ids = all.map((_, k) => all[(k * 11) % all.length]!);
+      expect(ids.map(hex)).not.toEqual(ids.map(hex).sort()); // not in byte order by chance
+      const want = ids.map((x) => {
+        const m = model.get(hex(x));
+        return m === undefined ? undefined : { id: hex(x), ...m };
+      });
+      expect(want.filter((w) => w === undefined)).toHaveLength(7);
+      expect(want.filter((w) => w?.blob === '')).toHaveLength(5);
+      expect((await s.getMany(0, ids)).map(row)).toEqual(want);
+      expect((await s.getMany(0, [...ids].reverse())).map(row)).toEqual([...want].reverse());
+      // the same id at every position
+      expect((await s.getMany(0, [stored[1]!, stored[1]!, stored[1]!])).map(row)).toEqual(Array(3).fill({ id: hex(stored[1]!), blob: hex(blob('v1')), epoch: 1 }));
     });
   });
 
@@ -394,19 +425,21 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
     await withStore(b, async (s) => {
       await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], []);
       await s.applyBatch(0, 2, [{ recordId: id(1), blob: blob('v2') }, { recordId: id(2), blob: blob('w1') }], []);
-      let m = await s.getMany(0, [id(1), id(2)]);
-      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('v2')), epoch: 2 });
-      expect(row(m.get(recordKey(id(2))))).toEqual({ id: hex(id(2)), blob: hex(blob('w1')), epoch: 2 });
+      expect((await s.getMany(0, [id(1), id(2)])).map(row)).toEqual([
+        { id: hex(id(1)), blob: hex(blob('v2')), epoch: 2 },
+        { id: hex(id(2)), blob: hex(blob('w1')), epoch: 2 },
+      ]);
       await s.applyBatch(0, 3, [{ recordId: id(1), blob: blob('v3') }], []);
-      m = await s.getMany(0, [id(1), id(2)]);
-      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('v3')), epoch: 3 });
-      expect(row(m.get(recordKey(id(2))))).toEqual({ id: hex(id(2)), blob: hex(blob('w1')), epoch: 2 });
+      expect((await s.getMany(0, [id(1), id(2)])).map(row)).toEqual([
+        { id: hex(id(1)), blob: hex(blob('v3')), epoch: 3 },
+        { id: hex(id(2)), blob: hex(blob('w1')), epoch: 2 },
+      ]);
       expect(await s.stats()).toEqual({ records: 2, bytes: 16 + 2 + 16 + 2 }); // v1 and v2 are gone
       // an empty batch is a valid no-op
       await s.applyBatch(0, 4, [], []);
       // the same epoch again (the enclave issues an epoch again after an Abort) simply overwrites
       await s.applyBatch(0, 3, [{ recordId: id(1), blob: blob('v3bis') }], []);
-      expect(row((await s.getMany(0, [id(1)])).get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('v3bis')), epoch: 3 });
+      expect((await s.getMany(0, [id(1)])).map(row)).toEqual([{ id: hex(id(1)), blob: hex(blob('v3bis')), epoch: 3 }]);
     });
   });
 
@@ -414,14 +447,15 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
     await withStore(b, async (s) => {
       await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], []);
       await s.applyBatch(0, 2, [{ recordId: id(1), blob: TOMB }, { recordId: id(9), blob: TOMB }], []);
-      const m = await s.getMany(0, [id(1), id(9)]);
-      expect(row(m.get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: '', epoch: 2 });
-      expect(row(m.get(recordKey(id(9))))).toEqual({ id: hex(id(9)), blob: '', epoch: 2 });
+      expect((await s.getMany(0, [id(1), id(9)])).map(row)).toEqual([
+        { id: hex(id(1)), blob: '', epoch: 2 },
+        { id: hex(id(9)), blob: '', epoch: 2 },
+      ]);
       expect((await scanAll(s, 0)).length).toBe(2);
       expect(await s.stats()).toEqual({ records: 0, bytes: 16 + 16 });
       // written again: a live record once more
       await s.applyBatch(0, 3, [{ recordId: id(1), blob: blob('v3') }], []);
-      expect(row((await s.getMany(0, [id(1)])).get(recordKey(id(1))))).toEqual({ id: hex(id(1)), blob: hex(blob('v3')), epoch: 3 });
+      expect((await s.getMany(0, [id(1)])).map(row)).toEqual([{ id: hex(id(1)), blob: hex(blob('v3')), epoch: 3 }]);
       expect((await s.stats()).records).toBe(1);
     });
   });
@@ -478,12 +512,12 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
       await s.applyBatch(1, 1, [{ recordId: id(1), blob: blob('p1') }], [ev(0), ev(1)]);
       await s.applyBatch(2, 1, [{ recordId: id(1), blob: blob('p2') }], [ev(0)]);
       await s.applyBatch(2, 2, [{ recordId: id(1), blob: TOMB }], [ev(1), ev(2)]);
-      expect(row((await s.getMany(1, [id(1)])).get(recordKey(id(1))))).toMatchObject({ blob: hex(blob('p1')), epoch: 1 });
-      expect(row((await s.getMany(2, [id(1)])).get(recordKey(id(1))))).toMatchObject({ blob: '', epoch: 2 });
-      expect((await s.getMany(0, [id(1)])).size).toBe(0);
+      expect(row((await s.getMany(1, [id(1)]))[0])).toMatchObject({ blob: hex(blob('p1')), epoch: 1 });
+      expect(row((await s.getMany(2, [id(1)]))[0])).toMatchObject({ blob: '', epoch: 2 });
+      expect(await s.getMany(0, [id(1)])).toEqual([undefined]);
       await s.compact(2, 10);
-      expect((await s.getMany(1, [id(1)])).size).toBe(1);
-      expect((await s.getMany(2, [id(1)])).size).toBe(0);
+      expect(row((await s.getMany(1, [id(1)]))[0])?.blob).toBe(hex(blob('p1')));
+      expect(await s.getMany(2, [id(1)])).toEqual([undefined]);
       expect((await s.auditEvents(1, 0, 100)).map((e) => e.seq)).toEqual([0, 1]);
       expect((await s.auditEvents(2, 0, 100)).map((e) => e.seq)).toEqual([0, 1, 2]);
       expect(await s.auditEvents(0, 0, 100)).toEqual([]);
@@ -662,6 +696,18 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
     });
   });
 
+  it('a record id twice in one batch is found by its bytes; ids that only share a prefix are different ids', async () => {
+    await withStore(b, async (s) => {
+      const w = (bytes: number[], v: string) => ({ recordId: Uint8Array.from(bytes), blob: blob(v) });
+      const twice = [w([1, 2], 'a'), w([9], 'b'), { recordId: Buffer.from([1, 2]), blob: blob('c') }];
+      const e = await rejectsWith(s.applyBatch(0, 1, twice, []), StorageCode.InvalidArgument);
+      expect(e.message).toBe('writes: a record id appears twice in one batch');
+      expect(await scanAll(s, 0)).toEqual([]);
+      await s.applyBatch(0, 1, [w([1, 2], 'a'), w([1], 'b'), w([1, 2, 0], 'c'), w([0, 1, 2], 'd')], []);
+      expect((await scanAll(s, 0)).map((r) => r!.id)).toEqual(['000102', '01', '0102', '010200']);
+    });
+  });
+
   it.skipIf(!b.failAuditInsert)('a failure inside the transaction leaves nothing half-applied', async () => {
     const loc = await b.fresh();
     let s = await b.open(loc);
@@ -694,7 +740,7 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
     expect(e.message).toMatch(/99/);
     await b.setSchemaVersion!(loc, b.schemaVersion); // and the current version opens again
     const again = await b.open(loc);
-    expect((await again.getMany(0, [id(1)])).size).toBe(1);
+    expect(row((await again.getMany(0, [id(1)]))[0])?.blob).toBe(hex(blob('v1')));
     await again.close();
   });
 
@@ -745,9 +791,9 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
       await s.applyBatch(65535, top - 1, unique, far);
       await s.applyBatch(65535, top, unique.slice(0, 5).map((w) => ({ recordId: w.recordId, blob: blob('again') })), []);
       const m = await s.getMany(65535, unique.map((w) => w.recordId));
-      expect(m.size).toBe(unique.length);
+      expect(m.length).toBe(unique.length);
       for (const [i, w] of unique.entries()) {
-        const got = m.get(recordKey(w.recordId))!;
+        const got = m[i]!;
         expect(hex(got.recordId)).toBe(hex(w.recordId));
         if (i < 5) expect([hex(got.blob), got.epoch]).toEqual([hex(blob('again')), top]);
         else expect([hex(got.blob), got.epoch]).toEqual([hex(w.blob), top - 1]);
@@ -811,8 +857,8 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
             for (const p of PARTS) {
               const want = [...model.get(p)!].sort(([a], [c]) => (a < c ? -1 : a > c ? 1 : 0)).map(([k, r]) => ({ id: k, ...r }));
               expect(await scanAll(s, p, chunk)).toEqual(want);
-              const got = await s.getMany(p, IDS);
-              expect([...got.keys()].sort()).toEqual(want.map((r) => r.id).sort());
+              const byId = model.get(p)!;
+              expect((await s.getMany(p, IDS)).map(row)).toEqual(IDS.map((x) => (byId.has(hex(x)!) ? { id: hex(x), ...byId.get(hex(x)!)! } : undefined)));
               const wantAudit = [...audit.get(p)!.values()].sort((x, y) => x.seq - y.seq).map(evPlain);
               expect((await s.auditEvents(p, 0, 1000)).map(evPlain)).toEqual(wantAudit);
               for (const r of want) {
@@ -853,7 +899,7 @@ describe('storage URL and openStore', () => {
     await s.close();
     expect(existsSync(join(dir, 'vault.db'))).toBe(true);
     const t = await openStore(`sqlite:${join(dir, 'vault.db')}`, '/nonexistent');
-    expect((await t.getMany(0, [id(1)])).size).toBe(1);
+    expect(row((await t.getMany(0, [id(1)]))[0])?.blob).toBe(hex(blob('v')));
     await t.close();
     // nothing listens on that port: connection refused, reported without the password
     const port = await closedPort();
@@ -940,7 +986,7 @@ describe('SQLite specifics', () => {
       }
       expect(isStorageError(failure, StorageCode.Full)).toBe(true);
       expect((await s.auditEvents(0, 0, 10_000)).length).toBe(epoch - 1);
-      expect((await s.getMany(0, [id(10)])).size).toBe(1); // reads still work
+      expect((await s.getMany(0, [id(10)]))[0]).toBeDefined(); // reads still work
     } finally {
       await s.close();
     }
@@ -1156,7 +1202,7 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
       try {
         expect((await s.serverInfo()).synchronousCommit).toBe('on');
         await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v') }], [ev(0)]);
-        expect((await s.getMany(0, [id(1)])).size).toBe(1);
+        expect(row((await s.getMany(0, [id(1)]))[0])?.blob).toBe(hex(blob('v')));
       } finally {
         await s.close();
       }
@@ -1172,7 +1218,7 @@ describe.skipIf(PG_URL === undefined)('PostgreSQL specifics', () => {
           await Promise.all(stores.map((s, i) => s.applyBatch(i, 1, [{ recordId: id(i), blob: blob(`from ${i}`) }], [ev(0)])));
           for (const s of stores) {
             for (let i = 0; i < stores.length; i++) {
-              expect(row((await s.getMany(i, [id(i)])).get(recordKey(id(i))))?.blob).toBe(hex(blob(`from ${i}`)));
+              expect(row((await s.getMany(i, [id(i)]))[0])?.blob).toBe(hex(blob(`from ${i}`)));
             }
           }
           const meta = await pgExec(url, (S) => `SELECT value FROM ${S}.meta WHERE key = 'schema_version'`);

@@ -129,14 +129,14 @@ it('compacts the store from time to time: empty-blob rows of committed batches g
   const epoch = (await host.store.appliedEpoch(0))!;
   await host.store.applyBatch(0, epoch, [{ recordId: ghost, blob: new Uint8Array(0) }], []);
   await host.compact();
-  expect((await host.store.getMany(0, [ghost])).size).toBe(1);
+  expect((await host.store.getMany(0, [ghost]))[0]).toBeDefined();
   expect(await client.status(kept)).toMatchObject({ attemptsRemaining: 3 });
   expect(await client.status(ghost)).toMatchObject({ type: 'NotRegistered' });
   await client.register(te.encode('later'), te.encode('pw'), new Uint8Array(32).fill(3), { attemptLimit: 3 });
-  for (let i = 0; i < 200 && (await host.store.getMany(0, [ghost])).size > 0; i++) await new Promise((r) => setTimeout(r, 25));
+  for (let i = 0; i < 200 && (await host.store.getMany(0, [ghost]))[0] !== undefined; i++) await new Promise((r) => setTimeout(r, 25));
   const rows = await host.store.getMany(0, [ghost, kept, deleted]);
-  expect([...rows.values()].map((r) => new TextDecoder().decode(r.recordId)).sort()).toEqual(['deleted', 'kept']);
-  expect(rows.get(Buffer.from(deleted).toString('hex'))!.blob.length).toBeGreaterThan(0); // the sealed tombstone
+  expect(rows.map((r) => r && new TextDecoder().decode(r.recordId))).toEqual([undefined, 'kept', 'deleted']);
+  expect(rows[2]!.blob.length).toBeGreaterThan(0); // the sealed tombstone
   const r = await client.recover(kept, te.encode('pw'));
   expect(r.ok && r.backupKey[0] === 1).toBe(true);
 });
@@ -149,7 +149,7 @@ it('compactEveryMs: 0 never compacts (a pass run by hand does); a delay a timer 
   await host.store.applyBatch(0, (await host.store.appliedEpoch(0))!, [{ recordId: ghost, blob: new Uint8Array(0) }], []);
   await client.register(te.encode('b'), te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 3 });
   await new Promise((r) => setTimeout(r, 200));
-  expect((await host.store.getMany(0, [ghost])).size).toBe(1);
+  expect((await host.store.getMany(0, [ghost]))[0]).toBeDefined();
   await host.compact();
-  expect((await host.store.getMany(0, [ghost])).size).toBe(0);
+  expect((await host.store.getMany(0, [ghost]))[0]).toBeUndefined();
 });
