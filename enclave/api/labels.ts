@@ -51,6 +51,11 @@ export const LABELS = {
   fleetMessage: 'bkv/fleet/message/v1',
   fleetEntry: 'bkv/fleet/entry/v1',
   fleetConfig: 'bkv/fleet/config/v1',
+  // the fleet's key ceremony (enclave/fleet/ceremony.ts): identity fingerprints, the charter hash, grant HPKE info, the secret's check
+  fleetIdentity: 'bkv/fleet/identity/v1',
+  fleetCharter: 'bkv/fleet/charter/v1',
+  fleetGrant: 'bkv/fleet/grant/v1',
+  fleetSecretCheck: 'bkv/fleet/secret-check/v1',
 } as const;
 
 /** The AAD of one direction of the end-to-end envelope: its prefix (`req` or `resp`) || record id. */

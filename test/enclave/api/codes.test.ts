@@ -17,6 +17,7 @@ import { ErrorCode } from '../../../host/service/error-codes.ts';
 import { NvramFileError } from '../../../hsm/nvram-file.ts';
 import { NvramTokenError } from '../../../hsm/nvram-token.ts';
 import { FleetCode } from '../../../enclave/fleet/faults.ts';
+import { CeremonyCode } from '../../../enclave/fleet/ceremony.ts';
 
 const root = resolve(import.meta.dirname, '../../..');
 const numbers = (t: Record<string, number | { num: number }>): number[] => Object.values(t).map((v) => (typeof v === 'number' ? v : v.num));
@@ -35,6 +36,7 @@ const TABLES: Record<(typeof CODE_RANGES)[number]['table'], number[]> = {
   BackupKeyErrorCode: numbers(BackupKeyErrorCode),
   ErrorCode: numbers(ErrorCode),
   FleetCode: numbers(FleetCode),
+  CeremonyCode: numbers(CeremonyCode),
 };
 
 describe('error code ranges (enclave/api/codes.ts CODE_RANGES)', () => {

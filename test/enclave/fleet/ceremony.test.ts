@@ -1,0 +1,207 @@
+/**
+ * The fleet's key ceremony (enclave/fleet/ceremony.ts): the founder's device draws the fleet
+ * secret and every other member's device gets it only through a grant it can open; what a host
+ * could try instead is refused: a grant for another member or another charter, a grant it made
+ * itself (with its own key, or a member's public key), a substituted identity, altered or
+ * truncated bytes, the wrong operator secret, a device with none provisioned.
+ */
+import { randomBytes } from 'node:crypto';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { describe, expect, it } from 'vitest';
+import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
+import { Codec, EnclaveFault } from '../../../enclave/api/codes.ts';
+import { LABELS } from '../../../enclave/api/labels.ts';
+import { concat, utf8 } from '../../../enclave/opaque/bytes.ts';
+import {
+  CeremonyCode,
+  CeremonyFault,
+  GRANT_BYTES,
+  acceptGrant,
+  charterHash,
+  decodeCharter,
+  encodeCharter,
+  found,
+  identityFingerprint,
+  identityOf,
+  newIdentity,
+  type Charter,
+  type DeviceIdentity,
+} from '../../../enclave/fleet/ceremony.ts';
+
+const random = (n: number) => new Uint8Array(randomBytes(n));
+const OPERATOR = random(32);
+const HASH = sha256(OPERATOR);
+
+async function fleetOf(n: number, founder = 0): Promise<{ ids: DeviceIdentity[]; charter: Charter }> {
+  const ids = await Promise.all(Array.from({ length: n }, () => newIdentity(random)));
+  return { ids, charter: { fleetId: random(16), founder, identities: ids.map((i) => i.publicKey) } };
+}
+
+async function refusal(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected a refusal');
+}
+
+async function expectCode(p: Promise<unknown>, code: number): Promise<void> {
+  const e = await refusal(p);
+  expect(e).toBeInstanceOf(CeremonyFault);
+  expect((e as CeremonyFault).code).toBe(code);
+}
+
+describe('key ceremony', () => {
+  for (const [n, founder] of [
+    [3, 0],
+    [5, 2],
+    [7, 6],
+  ] as const) {
+    it(`${n} members, founder ${founder}: every member ends with the founder's secret and the same check`, async () => {
+      const { ids, charter } = await fleetOf(n, founder);
+      const f = await found(charter, ids[founder]!, OPERATOR, HASH, random);
+      expect(f.grants).toHaveLength(n);
+      expect(f.grants[founder]).toBeUndefined();
+      for (let i = 0; i < n; i++) {
+        if (i === founder) continue;
+        expect(f.grants[i]).toHaveLength(GRANT_BYTES);
+        const got = await acceptGrant(charter, i, ids[i]!, OPERATOR, HASH, f.grants[i]!);
+        expect(Buffer.from(got.secret).equals(Buffer.from(f.secret))).toBe(true);
+        expect(Buffer.from(got.check).equals(Buffer.from(f.check))).toBe(true);
+      }
+      // A second founding draws another secret.
+      const again = await found(charter, ids[founder]!, OPERATOR, HASH, random);
+      expect(Buffer.from(again.secret).equals(Buffer.from(f.secret))).toBe(false);
+    });
+  }
+
+  it('an identity is reproduced from its seed; fingerprints differ per key', async () => {
+    const a = await newIdentity(random);
+    const b = await identityOf(a.seed);
+    expect(Buffer.from(b.publicKey).equals(Buffer.from(a.publicKey))).toBe(true);
+    expect(identityFingerprint(a.publicKey)).toMatch(/^([0-9a-f]{4}-){7}[0-9a-f]{4}$/);
+    expect(identityFingerprint((await newIdentity(random)).publicKey)).not.toBe(identityFingerprint(a.publicKey));
+  });
+
+  it('the operator secret: checked by the founder and by every member; none provisioned refuses', async () => {
+    const { ids, charter } = await fleetOf(3);
+    await expectCode(found(charter, ids[0]!, random(32), HASH, random), CeremonyCode.WrongOperatorSecret);
+    await expectCode(found(charter, ids[0]!, OPERATOR, new Uint8Array(32), random), CeremonyCode.NoOperatorSecret);
+    const f = await found(charter, ids[0]!, OPERATOR, HASH, random);
+    await expectCode(acceptGrant(charter, 1, ids[1]!, random(32), HASH, f.grants[1]!), CeremonyCode.WrongOperatorSecret);
+    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, new Uint8Array(32), f.grants[1]!), CeremonyCode.NoOperatorSecret);
+  });
+
+  it('a device found only where the charter says: not the founder, not that member, not the founder taking a grant', async () => {
+    const { ids, charter } = await fleetOf(3);
+    await expectCode(found(charter, ids[1]!, OPERATOR, HASH, random), CeremonyCode.NotInCharter);
+    const f = await found(charter, ids[0]!, OPERATOR, HASH, random);
+    await expectCode(acceptGrant(charter, 1, ids[2]!, OPERATOR, HASH, f.grants[1]!), CeremonyCode.NotInCharter);
+    await expectCode(acceptGrant(charter, 0, ids[0]!, OPERATOR, HASH, f.grants[1]!), CeremonyCode.WrongMember);
+    const stranger = await newIdentity(random);
+    await expectCode(acceptGrant(charter, 1, stranger, OPERATOR, HASH, f.grants[1]!), CeremonyCode.NotInCharter);
+  });
+
+  it("member 2's grant handed to member 1 is refused, even with its member byte rewritten", async () => {
+    const { ids, charter } = await fleetOf(3);
+    const f = await found(charter, ids[0]!, OPERATOR, HASH, random);
+    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, f.grants[2]!), CeremonyCode.WrongMember);
+    const rewritten = f.grants[2]!.slice();
+    rewritten[1] = 1;
+    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, rewritten), CeremonyCode.BadGrant);
+  });
+
+  it('a grant of another charter (another fleet id, or one identity substituted) does not open', async () => {
+    const { ids, charter } = await fleetOf(3);
+    const f = await found(charter, ids[0]!, OPERATOR, HASH, random);
+    const otherFleet: Charter = { ...charter, fleetId: random(16) };
+    await expectCode(acceptGrant(otherFleet, 1, ids[1]!, OPERATOR, HASH, f.grants[1]!), CeremonyCode.BadGrant);
+    // The host swapped member 2's identity for a key of its own before the founding: member 1's
+    // charter (the true one) differs from the founder's, so member 1's grant does not open.
+    const hostKey = await newIdentity(random);
+    const forged: Charter = { ...charter, identities: [ids[0]!.publicKey, ids[1]!.publicKey, hostKey.publicKey] };
+    const g = await found(forged, ids[0]!, OPERATOR, HASH, random);
+    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, g.grants[1]!), CeremonyCode.BadGrant);
+  });
+
+  it("a grant the host makes itself (HPKE to the member's public key, from its own key or claiming the founder's) is refused", async () => {
+    const { ids, charter } = await fleetOf(3);
+    const suite = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
+    const info = concat(utf8(LABELS.fleetGrant), charterHash(charter), Uint8Array.of(1)).slice().buffer as ArrayBuffer;
+    const recipientPublicKey = await suite.kem.deserializePublicKey(ids[1]!.publicKey.slice().buffer as ArrayBuffer);
+    const secret = random(32).buffer as ArrayBuffer;
+    // Base mode (no sender key), and Auth mode with the host's own key.
+    const base = await suite.createSenderContext({ recipientPublicKey, info });
+    const auth = await suite.createSenderContext({ recipientPublicKey, info, senderKey: await suite.kem.generateKeyPair() });
+    for (const ctx of [base, auth]) {
+      const grant = concat(Uint8Array.of(1, 1), new Uint8Array(ctx.enc), new Uint8Array(await ctx.seal(secret)));
+      expect(grant).toHaveLength(GRANT_BYTES);
+      await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, grant), CeremonyCode.BadGrant);
+    }
+  });
+
+  it('every single-bit flip of a grant is refused; truncated, extended and unknown-version grants too', async () => {
+    const { ids, charter } = await fleetOf(3);
+    const f = await found(charter, ids[0]!, OPERATOR, HASH, random);
+    const grant = f.grants[1]!;
+    for (let bit = 0; bit < grant.length * 8; bit++) {
+      const g = grant.slice();
+      g[bit >> 3]! ^= 1 << (bit & 7);
+      const e = await refusal(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, g));
+      expect(e instanceof CeremonyFault, `bit ${bit}: ${String(e)}`).toBe(true);
+    }
+    for (const len of [0, 1, 2, 33, GRANT_BYTES - 1]) {
+      expect(await refusal(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, grant.subarray(0, len))), `length ${len}`).toBeInstanceOf(EnclaveFault);
+    }
+    expect(await refusal(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, concat(grant, Uint8Array.of(0))))).toBeInstanceOf(EnclaveFault);
+    const v2 = grant.slice();
+    v2[0] = 2;
+    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, v2), CeremonyCode.UnknownVersion);
+  });
+});
+
+describe('charters', () => {
+  it('round-trip through their bytes; bad shapes are refused', async () => {
+    const { charter } = await fleetOf(5, 3);
+    const d = decodeCharter(encodeCharter(charter));
+    expect(d.founder).toBe(3);
+    expect(d.identities.map((x) => Buffer.from(x).toString('hex'))).toEqual(charter.identities.map((x) => Buffer.from(x).toString('hex')));
+    const bad: [string, Charter][] = [
+      ['two members', { ...charter, identities: charter.identities.slice(0, 2) }],
+      ['four members', { ...charter, identities: charter.identities.slice(0, 4) }],
+      ['the founder out of range', { ...charter, founder: 5 }],
+      ['an identity twice', { ...charter, identities: [...charter.identities.slice(0, 4), charter.identities[0]!] }],
+      ['a short identity', { ...charter, identities: [...charter.identities.slice(0, 4), new Uint8Array(31)] }],
+      ['a short fleet id', { ...charter, fleetId: new Uint8Array(15) }],
+    ];
+    for (const [what, c] of bad) {
+      let err: unknown;
+      try {
+        encodeCharter(c);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, what).toBeInstanceOf(CeremonyFault);
+      expect((err as CeremonyFault).code, what).toBe(CeremonyCode.BadCharter);
+    }
+    const bytes = encodeCharter(charter);
+    expect(() => decodeCharter(bytes.subarray(0, bytes.length - 1))).toThrow(EnclaveFault);
+    expect(() => decodeCharter(concat(bytes, Uint8Array.of(0)))).toThrow(EnclaveFault);
+    const v9 = bytes.slice();
+    v9[0] = 9;
+    expect(() => decodeCharter(v9)).toThrow(CeremonyFault);
+    // A count (u16 after version, fleet id and founder) claiming 200 identities is refused by
+    // the bound (7) before anything is read for them.
+    const big = bytes.slice();
+    big.set([0, 200], 1 + 16 + 1);
+    let tooMany: unknown;
+    try {
+      decodeCharter(big);
+    } catch (e) {
+      tooMany = e;
+    }
+    expect(tooMany).toBeInstanceOf(EnclaveFault);
+    expect((tooMany as EnclaveFault).code).toBe(Codec.TooManyItems);
+  });
+});
