@@ -66,7 +66,7 @@ import { BenchTokens } from './lib/auth.ts';
 import { args, emit, machine, machineLine, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { median } from './lib/stats.ts';
-import { FastSealer } from './lib/hpke.ts';
+import { FastSealer } from '../client/e2e-seal-node.ts';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;

@@ -21,7 +21,7 @@
  * paired ratios beside it).
  *
  * Load generation costs little and is outside the timed window: client messages are sealed
- * beforehand with a fresh HPKE encapsulation each (bench/lib/hpke.ts, node:crypto), from a few
+ * beforehand with a fresh HPKE encapsulation each (client/e2e-seal-node.ts, node:crypto), from a few
  * real KE1s; the bulk records share one valid RegistrationRecord (the enclave's work does not
  * depend on it). Answers are opened and counted after each window. The host (engine, SQLite,
  * codec) and the load generator share the main thread: on a 2-core machine they compete with the

@@ -7,7 +7,7 @@
  *    devices, one partition per core, SQLite, emulator token, rate limits off) in a child process;
  *    records registered through it over HTTP as fast as it takes them (RegisterStart, then
  *    RegisterFinish, K records in flight; identity KSF; client messages sealed with
- *    bench/lib/hpke.ts and one shared valid RegistrationRecord, so the load generator costs
+ *    client/e2e-seal-node.ts and one shared valid RegistrationRecord, so the load generator costs
  *    little; the enclave's work does not depend on the record's bytes). Progress every 10 s.
  *    Stops at N records or after the time budget (default 3600 s; --quick 10 s): the figures are
  *    then measured at the N reached and the ones for the target N are extrapolated, labelled so.
@@ -38,7 +38,7 @@ import { AUTH_TOKEN_HEADER, fromBase64url, opsPath, toBase64url } from '../encla
 import { BenchTokens } from './lib/auth.ts';
 import { ROOT, args, emit, machine, machineLine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
-import { FastSealer, openResponse } from './lib/hpke.ts';
+import { FastSealer, openResponse } from '../client/e2e-seal-node.ts';
 import { jsonPoster } from './lib/http-post.ts';
 import { startService } from './lib/service-proc.ts';
 import type { ServiceProc } from './lib/service-proc.ts';

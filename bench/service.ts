@@ -16,7 +16,7 @@
  * its token for LoginStart and LoginFinish), which the enclave checks.
  * The client and the server share the machine: on a 2-core box the figures are a floor. The
  * client's KSF is the identity (the CLI's default Argon2id would measure the client's Argon2id,
- * about 0.3 s a login here, not the service). Status messages are sealed with bench/lib/hpke.ts
+ * about 0.3 s a login here, not the service). Status messages are sealed with client/e2e-seal-node.ts
  * (node:crypto, about 0.15 ms each) rather than the SDK's sealRequest (about 1.3 ms each).
  */
 import { spawn } from 'node:child_process';
@@ -35,7 +35,7 @@ import { opsPath, toBase64url, AUTH_TOKEN_HEADER } from '../enclave/api/http.ts'
 import { BenchTokens } from './lib/auth.ts';
 import { args, emit, machine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
-import { FastSealer } from './lib/hpke.ts';
+import { FastSealer } from '../client/e2e-seal-node.ts';
 import { percentile } from './lib/stats.ts';
 
 const root = resolve(import.meta.dirname, '..');

@@ -1,27 +1,35 @@
 /**
- * A fast, synchronous HPKE sender (RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
- * AES-256-GCM) on node:crypto, producing exactly the messages of client/e2e-seal.ts `sealRequest`
- * (test/bench/bench-lib.test.ts opens them with @hpke/core's `openRequest`). After the Diffie-Hellman
- * it runs the enclave's own key schedule (`e2eContext`, enclave/vault/e2e-open.ts). The benches
- * use it so that the load generator costs little: the product's WebCrypto path (@hpke/core)
- * costs many times more per seal.
+ * The client's end-to-end sender on node:crypto, synchronous (RFC 9180 base mode,
+ * DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM): exactly the messages of
+ * client/e2e-seal.ts `sealRequest` (test/client/e2e-seal-node.test.ts opens them with @hpke/core's
+ * `openRequest`), with the key schedule the enclave runs (enclave/api/e2e-schedule.ts), at a
+ * fraction of the cost of WebCrypto's promise per step. Node only. The benches and the soak
+ * use it so that their load generators cost little.
  *
  *   request message  = enc (32) || AES-256-GCM(key, base_nonce, aad = "req" || id, request)
  *   response key     = Export("bkv/e2e/response", 32)
  *   response message = nonce (12) || AES-256-GCM(response key, nonce, aad = "resp" || id, pad(response))
  * with the enclave's answer padding (enclave/api/padding.ts): `openResponse` unpads.
  */
-import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, randomBytes } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { LABELS, e2eAad } from '../../enclave/api/labels.ts';
-import { unpadResponse } from '../../enclave/api/padding.ts';
-import { nodeHash } from '../../enclave/opaque/hash-node.ts';
-import { e2eContext, e2eResponseKey } from '../../enclave/vault/e2e-open.ts';
+import { LABELS, e2eAad } from '../enclave/api/labels.ts';
+import { unpadResponse } from '../enclave/api/padding.ts';
+import { e2eContext, e2eResponseKey } from '../enclave/api/e2e-schedule.ts';
+import type { ScheduleHash } from '../enclave/api/e2e-schedule.ts';
 
 const te = new TextEncoder();
 const AAD_REQ = te.encode(LABELS.e2eRequestAad);
 const AAD_RESP = te.encode(LABELS.e2eResponseAad);
-const SHA256 = nodeHash('SHA-256');
+/** HMAC-SHA256 on node:crypto for the key schedule. */
+const SHA256: ScheduleHash = {
+  hmac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+    const m = createHmac('sha256', key);
+    for (const p of parts) m.update(p);
+    const d = m.digest();
+    return new Uint8Array(d.buffer, d.byteOffset, d.length);
+  },
+};
 /**
  * Ephemeral keys are imported from random bytes and their public keys computed as X25519(sk, 9),
  * never made by generateKeyPairSync and exported: on Node 20.20 that pattern deadlocks now and
@@ -30,7 +38,7 @@ const SHA256 = nodeHash('SHA-256');
  * 10^5 seals, the main thread stuck in futex_wait forever). The import is a JWK: about 50 us
  * where PKCS#8 DER through OpenSSL 3's decoders takes about 400. Node 20 requires the JWK's `x`
  * and builds the key from `d` alone (the public half is derived, not read), so `x` here is only a
- * placeholder; test/bench/bench-lib.test.ts opens these seals with @hpke/core, which fails if the
+ * placeholder; test/client/e2e-seal-node.test.ts opens these seals with @hpke/core, which fails if the
  * `enc` sent were not X25519(sk, 9).
  */
 const BASE_X = Buffer.concat([Buffer.of(9), Buffer.alloc(31)]).toString('base64url');

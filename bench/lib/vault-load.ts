@@ -1,6 +1,6 @@
 /**
  * Load generation for the enclave path (VaultHost.submit) and the HTTP service: client messages
- * sealed beforehand (bench/lib/hpke.ts, a fresh HPKE encapsulation each, so the enclave's replay
+ * sealed beforehand (client/e2e-seal-node.ts, a fresh HPKE encapsulation each, so the enclave's replay
  * guard, if any, and the host's pass them), each carrying its record's issuer token (bench/lib/
  * auth.ts: one per record id, minted once and reused, so the enclave verifies each token once and
  * then hits its cache), a closed-loop driver at a fixed concurrency that records every latency,
@@ -14,7 +14,7 @@ import { clientLoginStart, clientRegistrationFinish, clientRegistrationStart } f
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
 import type { Suite } from '../../enclave/opaque/suite.ts';
 import type { BenchTokens } from './auth.ts';
-import { FastSealer, openResponse } from './hpke.ts';
+import { FastSealer, openResponse } from '../../client/e2e-seal-node.ts';
 import { expectResponse } from '../../enclave/api/expect.ts';
 
 /** A client request before `ClientKit.prepare` adds the record's token. */

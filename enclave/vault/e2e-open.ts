@@ -12,60 +12,18 @@ import type { KeyObject } from 'node:crypto';
 import { EnclaveFault, Handling } from '../api/codes.ts';
 import { LABELS, e2eAad } from '../api/labels.ts';
 import { padResponse } from '../api/padding.ts';
+import { DERIVE_KEY_PAIR, e2eContext, e2eResponseKey, labeledExpand, labeledExtract } from '../api/e2e-schedule.ts';
 import { nodeHash } from '../opaque/hash-node.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 
 const te = new TextEncoder();
-const V1 = te.encode('HPKE-v1');
-const KEM_SUITE = Uint8Array.of(...te.encode('KEM'), 0x00, 0x20); // DHKEM(X25519, HKDF-SHA256)
-const HPKE_SUITE = Uint8Array.of(...te.encode('HPKE'), 0x00, 0x20, 0x00, 0x01, 0x00, 0x02); // + HKDF-SHA256, AES-256-GCM
-const INFO = te.encode(LABELS.e2eInfo);
-const RESPONSE_LABEL = te.encode(LABELS.e2eResponse);
 const EMPTY = new Uint8Array(0);
 const ENC_LEN = 32;
-
-/** The constant front of a LabeledExtract input (§4): "HPKE-v1" || suite_id || label. */
-const extractPrefix = (suite: Uint8Array, label: string): Buffer => Buffer.concat([V1, suite, te.encode(label)]);
-/** The constant front of a LabeledExpand info (§4): I2OSP(L, 2) || "HPKE-v1" || suite_id || label. */
-const expandPrefix = (suite: Uint8Array, label: string, L: number): Buffer => Buffer.concat([Uint8Array.of(L >> 8, L & 0xff), V1, suite, te.encode(label)]);
-const ONE = Uint8Array.of(1);
-
-/**
- * LabeledExtract(salt, label, ikm) with its prefix precomputed (HMAC with an empty key is HMAC
- * with 32 zero bytes, RFC 5869 §2.2's default salt).
- */
-function labeledExtract(h: HashPrimitives, prefix: Uint8Array, salt: Uint8Array, ikm: Uint8Array): Uint8Array {
-  return h.hmac(salt, prefix, ikm);
-}
-
-/** LabeledExpand for L <= 32 (a single HMAC block), its prefix precomputed; `info` in up to two parts. */
-function labeledExpand(h: HashPrimitives, prefix: Uint8Array, prk: Uint8Array, info: Uint8Array, L: number, info2?: Uint8Array): Uint8Array {
-  const out = info2 ? h.hmac(prk, prefix, info, info2, ONE) : h.hmac(prk, prefix, info, ONE);
-  return L === out.length ? out : out.subarray(0, L);
-}
-
-/** The SHA-256 of the key schedule unless the enclave gives its own (the same bytes). */
-const NODE_SHA256 = nodeHash('SHA-256');
-
-// Every label of the receiver's path, precomputed once.
-const X_DKP_PRK = extractPrefix(KEM_SUITE, 'dkp_prk');
-const E_SK = expandPrefix(KEM_SUITE, 'sk', 32);
-const X_EAE_PRK = extractPrefix(KEM_SUITE, 'eae_prk');
-const E_SHARED_SECRET = expandPrefix(KEM_SUITE, 'shared_secret', 32);
-const X_SECRET = extractPrefix(HPKE_SUITE, 'secret');
-const E_KEY = expandPrefix(HPKE_SUITE, 'key', 32);
-const E_BASE_NONCE = expandPrefix(HPKE_SUITE, 'base_nonce', 12);
-const E_EXP = expandPrefix(HPKE_SUITE, 'exp', 32);
-const E_SEC = expandPrefix(HPKE_SUITE, 'sec', 32);
 const AAD_REQ = te.encode(LABELS.e2eRequestAad);
 const AAD_RESP = te.encode(LABELS.e2eResponseAad);
 
-/** The key schedule context of base mode with this info (§5.1): fixed, computed once. */
-const KSC = Buffer.concat([
-  Uint8Array.of(0),
-  labeledExtract(NODE_SHA256, extractPrefix(HPKE_SUITE, 'psk_id_hash'), EMPTY, EMPTY),
-  labeledExtract(NODE_SHA256, extractPrefix(HPKE_SUITE, 'info_hash'), EMPTY, INFO),
-]);
+/** The SHA-256 of the key schedule unless the enclave gives its own (the same bytes). */
+const NODE_SHA256 = nodeHash('SHA-256');
 
 const b64u = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.length).toString('base64url');
 const badPayload = () => new EnclaveFault(Handling.BadPayload, 'end-to-end payload does not open');
@@ -83,8 +41,8 @@ export interface E2eReceiver {
 /** §7.1.3 DeriveKeyPair for X25519: sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk", "", 32). */
 export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_SHA256): E2eReceiver {
   if (hash.name !== 'SHA-256') throw new TypeError('deriveE2eReceiver: the key schedule needs SHA-256');
-  const dkp = labeledExtract(hash, X_DKP_PRK, EMPTY, ikm);
-  const sk = labeledExpand(hash, E_SK, dkp, EMPTY, 32);
+  const dkp = labeledExtract(hash, DERIVE_KEY_PAIR.extract, EMPTY, ikm);
+  const sk = labeledExpand(hash, DERIVE_KEY_PAIR.expand, dkp, EMPTY, 32);
   // PKCS#8 (RFC 8410) wrapping of the raw X25519 private key.
   const der = Buffer.concat([Buffer.from('302e020100300506032b656e04220420', 'hex'), sk]);
   const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
@@ -93,36 +51,6 @@ export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_S
   der.fill(0);
   dkp.fill(0);
   return { publicKey: x, privateKey, hash };
-}
-
-/** What both sides of one envelope derive from the X25519 shared secret (§4.1, §5.1): the AEAD key and nonce of the request, the exporter secret. */
-export interface E2eContext {
-  key: Uint8Array;
-  nonce: Uint8Array;
-  exporter: Uint8Array;
-}
-
-/**
- * The KEM's ExtractAndExpand (§4.1, kem_context = enc || pkR) and the base mode key schedule
- * (§5.1), from the Diffie-Hellman output: the same for the sender (bench/lib/hpke.ts) and the
- * receiver (`openRequestSync`). Zeroizes its intermediates; the caller zeroizes `dh` and the result.
- */
-export function e2eContext(h: HashPrimitives, dh: Uint8Array, enc: Uint8Array, pkR: Uint8Array): E2eContext {
-  const eaePrk = labeledExtract(h, X_EAE_PRK, EMPTY, dh);
-  const shared = labeledExpand(h, E_SHARED_SECRET, eaePrk, enc, 32, pkR);
-  const secret = labeledExtract(h, X_SECRET, shared, EMPTY);
-  const key = labeledExpand(h, E_KEY, secret, KSC, 32);
-  const nonce = labeledExpand(h, E_BASE_NONCE, secret, KSC, 12);
-  const exporter = labeledExpand(h, E_EXP, secret, KSC, 32);
-  eaePrk.fill(0);
-  shared.fill(0);
-  secret.fill(0);
-  return { key, nonce, exporter };
-}
-
-/** The response key: Export("bkv/e2e/response", 32) of the context (§5.3). */
-export function e2eResponseKey(h: HashPrimitives, exporter: Uint8Array): Uint8Array {
-  return labeledExpand(h, E_SEC, exporter, RESPONSE_LABEL, 32);
 }
 
 /** Opens one request sealed by `sealRequest`; returns it and how to seal the answer. */

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { fetchVaultInfo, httpRelay } from '../../../client/http-relay.ts';
 import { VaultHost } from '../../../host/vault/vault-host.ts';
-import { fastSealRequest } from '../../../bench/lib/hpke.ts';
+import { fastSealRequest } from '../../../client/e2e-seal-node.ts';
 import { testIssuer } from '../../helpers/auth.ts';
 import type { VaultHostOptions } from '../../../host/vault/vault-host.ts';
 import { childPids } from './common.ts';
@@ -30,7 +30,7 @@ export async function openHost(opts: VaultHostOptions): Promise<OpenVault & { ho
 
 /**
  * A vault service in a child process and a client of it. `fastSeal`: the client seals on
- * node:crypto (bench/lib/hpke.ts, the same bytes as the SDK's WebCrypto path, several times
+ * node:crypto (client/e2e-seal-node.ts, the same bytes as the SDK's WebCrypto path, several times
  * cheaper) so that a load driver measures the vault rather than itself.
  */
 export async function openService(opts: { dataDir: string; mode?: 'worker' | 'process'; partitions?: number; replayWindowMs?: number; fastSeal?: boolean }): Promise<OpenVault & { service: ServiceProc }> {
