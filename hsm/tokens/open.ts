@@ -9,7 +9,8 @@
  * label and PINs and creating the token run under the data folder's token lock, so the devices
  * of several partitions starting at once create one token (and migrate an older token.json
  * once); the same lock is handed to the firmware's token (Pkcs11Token `exclusive`) for key
- * creation.
+ * creation. A token that lacks a mechanism, flag or key size the firmware needs is refused there
+ * with the list (requirements.ts).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -20,6 +21,7 @@ import type { BackendOptions, TokenKind } from './backends.ts';
 import { TOKEN_LOCK_FILE } from './config.ts';
 import { withFileLock } from '../durable-file.ts';
 import { pinSourceOrDefault, settleTokenPins, soPinNeeded } from './token-pins.ts';
+import { checkTokenSupports } from './requirements.ts';
 
 export interface OpenedToken {
   kind: TokenKind;
@@ -83,6 +85,7 @@ export function openVaultToken(dataDir: string, kind: TokenKind, opts: OpenToken
     const backend = TOKEN_BACKENDS[kind];
     const { module, rescan } = backend.load(dataDir, opts);
     ensureToken(module, label, pins.soPin, pins.userPin, rescan);
+    checkTokenSupports(module, findSlot(module, label)!, `the ${backend.title} token ${label}`);
     return { kind, module, label, userPin: pins.userPin, exclusive, lockObjectStore: backend.lockObjectStore };
   });
 }

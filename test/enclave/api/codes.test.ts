@@ -18,6 +18,7 @@ import { NvramFileError } from '../../../hsm/nvram-file.ts';
 import { NvramTokenError } from '../../../hsm/nvram-token.ts';
 import { FleetCode } from '../../../enclave/fleet/faults.ts';
 import { CeremonyCode } from '../../../enclave/fleet/ceremony.ts';
+import { TokenCheckCode } from '../../../hsm/tokens/requirements.ts';
 
 const root = resolve(import.meta.dirname, '../../..');
 const numbers = (t: Record<string, number | { num: number }>): number[] => Object.values(t).map((v) => (typeof v === 'number' ? v : v.num));
@@ -37,6 +38,7 @@ const TABLES: Record<(typeof CODE_RANGES)[number]['table'], number[]> = {
   ErrorCode: numbers(ErrorCode),
   FleetCode: numbers(FleetCode),
   CeremonyCode: numbers(CeremonyCode),
+  TokenCheckCode: numbers(TokenCheckCode),
 };
 
 describe('error code ranges (enclave/api/codes.ts CODE_RANGES)', () => {
