@@ -22,6 +22,7 @@ export const CODE_RANGES = [
   { from: 2500, to: 2599, table: 'FleetCode', what: 'fleet replication (refused inter-member messages and entries)', owner: 'FleetFault', file: 'enclave/fleet/faults.ts' },
   { from: 3000, to: 3099, table: 'ChannelErrorCode', what: 'the host-device channel', owner: 'ChannelError', file: 'host/channel/channel.ts' },
   { from: 3100, to: 3199, table: 'TokenPinErrorCode', what: "the device's token PINs", owner: 'TokenPinError', file: 'hsm/tokens/token-pins.ts' },
+  { from: 3200, to: 3299, table: 'P11KitErrorCode', what: 'the p11-kit RPC token server', owner: 'P11KitError', file: 'hsm/tokens/p11kit/errors.ts' },
   { from: 4000, to: 4099, table: 'StorageCode', what: 'the record store', owner: 'StorageError', file: 'host/storage/types.ts' },
   { from: 5000, to: 5049, table: 'BackupFileErrorCode', what: 'backup files', owner: 'BackupFileError', file: 'client/backup-file.ts' },
   { from: 5050, to: 5099, table: 'BackupKeyErrorCode', what: 'typing a backup key', owner: 'BackupKeyError', file: 'client/backup-key.ts' },
