@@ -420,6 +420,11 @@ const HANDLERS: Record<string, Handler> = {
     r.end();
     // The size is the number of random bytes asked for: bounded like any output.
     if (out.size > c.limits.maxOutput) P.fail(CKR.CKR_ARGUMENTS_BAD, 'C_GenerateRandom');
+    // No bytes asked for: nothing to generate, once the session is known to be valid.
+    if (out.size === 0) {
+      c.module().C_GetSessionInfo(s);
+      return reply(r).byteArray(Buffer.alloc(0)).finish();
+    }
     return reply(r).byteArray(Buffer.from(c.module().C_GenerateRandom(s, Buffer.alloc(out.size)))).finish();
   },
 };

@@ -209,8 +209,11 @@ describe('p11-kit server: calls on the wire', () => {
     b.close();
   });
 
-  it('bounds C_GenerateRandom by the output limit (CKR_ARGUMENTS_BAD above it)', async () => {
+  it('bounds C_GenerateRandom by the output limit (CKR_ARGUMENTS_BAD above it); 0 bytes is an empty answer', async () => {
     const { c, session } = await loggedIn(s());
+    const none = await c.call('C_GenerateRandom', (w) => w.ulong(session).bufferSize('fy', 0xffffffff));
+    expect(WireClient.rv(none)).toBe(0);
+    expect(none.byteArray()).toEqual({ data: Buffer.alloc(0), length: 0 });
     const ok = await c.call('C_GenerateRandom', (w) => w.ulong(session).bufferSize('fy', 32));
     expect(WireClient.rv(ok)).toBe(0);
     expect(ok.byteArray().data!.length).toBe(32);
@@ -430,5 +433,44 @@ describe.skipIf(clientMissing !== null)(`pkcs11js through p11-kit-client.so${cli
     expect(out.verifiesTampered).toBe('CKR_SIGNATURE_INVALID');
     expect(out.randomLength).toBe(48);
     expect(out.ecPointLength).toBe(67); // DER OCTET STRING of an uncompressed P-256 point
+  });
+});
+
+describe.skipIf(clientMissing !== null)(`graphene-pk11 through p11-kit-client.so${clientMissing ? ` (skipped: ${clientMissing})` : ''}`, () => {
+  const s = served();
+
+  it('in another process: the token, its mechanisms, a token AES key found by label, HMAC sign and verify, random', async () => {
+    const script = join(import.meta.dirname, 'p11kit-graphene.mjs');
+    const { stdout } = await run(process.execPath, [script, CLIENT, USER_PIN], { env: s().env });
+    expect(JSON.parse(stdout)).toEqual({ label: s().server.label, mechanisms: 5, aesLabel: 'graphene-aes', found: 1, macLength: 32, verifies: true, randomLength: 20 });
+  });
+});
+
+const p11toolMissing = missing([
+  { what: CLIENT, present: existsSync(CLIENT) },
+  { what: 'p11tool', present: which('p11tool') !== null },
+]);
+
+describe.skipIf(p11toolMissing !== null)(`p11tool (GnuTLS) through p11-kit-client.so${p11toolMissing ? ` (skipped: ${p11toolMissing})` : ''}`, () => {
+  const s = served();
+
+  it('--list-tokens shows the token with its PKCS#11 URL', async () => {
+    const { stdout } = await run('p11tool', ['--provider', CLIENT, '--list-tokens'], { env: s().env });
+    expect(stdout).toContain(`Label: ${s().server.label}`);
+    expect(stdout).toContain(`token=${s().server.label}`);
+    expect(stdout).toContain('Manufacturer: Backup Key Vault');
+  });
+});
+
+describe.skipIf(toolMissing !== null)(`pkcs11-tool --test --login through p11-kit-client.so${toolMissing ? ` (skipped: ${toolMissing})` : ''}`, () => {
+  const s = served();
+
+  it('reports no errors (its digest, signature and decryption tests find none of their mechanisms on this token, and say so)', async () => {
+    const { stdout, stderr } = await run('pkcs11-tool', ['--module', CLIENT, '--test', '--login', '--pin', USER_PIN], { env: s().env });
+    const text = stdout + stderr;
+    expect(text).toContain('No errors');
+    expect(text).toContain('seeding (C_SeedRandom) not supported');
+    expect(text).not.toContain('ERR:');
+    expect(s().logs.filter((e) => e.event === 'refused')).toEqual([]);
   });
 });
