@@ -459,12 +459,16 @@ export class RpcWriter {
     return this;
   }
 
-  /** `M`: a mechanism with no parameter, raw parameter bytes, or AES-GCM's (the shapes RpcReader.mechanism reads). */
-  mechanism(type: number, param: null | Buffer | { iv: Buffer; aad: Buffer; tagBits: number }): this {
+  /** `M`: a mechanism with no parameter, raw parameter bytes, AES-GCM's or ECDH1-DERIVE's (the shapes RpcReader.mechanism reads). */
+  mechanism(type: number, param: null | Buffer | { iv: Buffer; aad: Buffer; tagBits: number } | { kdf: number; publicData: Buffer }): this {
     this.expect('M');
     this.u32(type);
     if (param === null || Buffer.isBuffer(param)) {
       this.array(param);
+    } else if ('kdf' in param) {
+      this.u64(param.kdf);
+      this.array(null);
+      this.array(param.publicData);
     } else {
       this.array(param.iv);
       this.u64(param.iv.length * 8);

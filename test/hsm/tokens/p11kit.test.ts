@@ -9,6 +9,7 @@
  * A suite whose program is missing skips and says why; with CI=true it fails instead.
  */
 import { execFile } from 'node:child_process';
+import { createECDH } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -170,6 +171,45 @@ describe('p11-kit server: calls on the wire', () => {
     expect(WireClient.rv(await c.call('C_DecryptInit', (w) => w.ulong(session).mechanism(P.CKM_AES_GCM, gcm).ulong(key)))).toBe(0);
     const refused = await c.call('C_Decrypt', (w) => w.ulong(session).byteArray(bad).bufferSize('fy', 1024));
     expect(WireClient.rv(refused)).toBe(P.CKR.CKR_GENERAL_ERROR); // as SoftHSM2 answers a bad tag
+    c.close();
+  });
+
+  it('ECDH1-DERIVE on a P-256 key pair: the derived secret equals the peer side computed with node:crypto', async () => {
+    const { c, session } = await loggedIn(s());
+    const kp = await c.call('C_GenerateKeyPair', (w) =>
+      w
+        .ulong(session)
+        .mechanism(P.CKM_EC_KEY_PAIR_GEN, null)
+        .attributes([attr(P.CKA_EC_PARAMS, Buffer.from(P.EC_PARAMS_P256)), attr(P.CKA_TOKEN, Buffer.of(0))])
+        .attributes([attr(P.CKA_DERIVE, Buffer.of(1)), attr(P.CKA_TOKEN, Buffer.of(0))]),
+    );
+    expect(WireClient.rv(kp)).toBe(0);
+    const pub = kp.ulong();
+    const priv = kp.ulong();
+    const point = await c.call('C_GetAttributeValue', (w) => w.ulong(session).ulong(pub).attributeBuffers([{ type: P.CKA_EC_POINT, size: 128 }]));
+    const der = point.template({ maxTemplate: 4, maxOutput: 1024 })[0]!.value!;
+    expect(der.subarray(0, 2)).toEqual(Buffer.from('0441', 'hex')); // DER OCTET STRING of 65 bytes
+    const peer = createECDH('prime256v1');
+    peer.generateKeys();
+    const derive = await c.call('C_DeriveKey', (w) =>
+      w
+        .ulong(session)
+        .mechanism(P.CKM_ECDH1_DERIVE, { kdf: P.CKD_NULL, publicData: peer.getPublicKey() })
+        .ulong(priv)
+        .attributes([
+          attr(P.CKA_CLASS, ulong(P.CKO_SECRET_KEY)),
+          attr(P.CKA_KEY_TYPE, ulong(P.CKK_GENERIC_SECRET)),
+          attr(P.CKA_VALUE_LEN, ulong(32)),
+          attr(P.CKA_SENSITIVE, Buffer.of(0)),
+          attr(P.CKA_EXTRACTABLE, Buffer.of(1)),
+          attr(P.CKA_TOKEN, Buffer.of(0)),
+        ]),
+    );
+    expect(WireClient.rv(derive)).toBe(0);
+    const secret = derive.ulong();
+    const value = await c.call('C_GetAttributeValue', (w) => w.ulong(session).ulong(secret).attributeBuffers([{ type: P.CKA_VALUE, size: 64 }]));
+    expect(WireClient.rv(value)).toBe(0);
+    expect(value.template({ maxTemplate: 4, maxOutput: 1024 })[0]!.value).toEqual(peer.computeSecret(der.subarray(2)));
     c.close();
   });
 
