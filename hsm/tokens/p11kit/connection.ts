@@ -51,7 +51,6 @@ export interface ConnectionOptions {
 
 export class Connection {
   private readonly frames: FrameReader;
-  private version: number | null = null;
   private mod: P.Pkcs11 | null = null;
   private closed = false;
   private readonly ctx: CallContext;
@@ -94,28 +93,21 @@ export class Connection {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    this.frames.push(chunk);
     try {
-      this.drain();
+      this.frames.feed(
+        chunk,
+        // p11-kit 0.24.1 takes any version byte and answers with the lower of it and its own.
+        (v) => this.socket.write(Buffer.of(Math.min(v, RPC_PROTOCOL_VERSION))),
+        (f) => {
+          if (this.closed) return;
+          this.socket.write(encodeFrame(f.code, this.handle(f.body)));
+          if (this.socket.writableLength > this.opts.maxUnreadAnswers) throw new P11KitError(E.Flooding, 'client does not read its answers');
+        },
+      );
     } catch (e) {
-      if (!(e instanceof P11KitError)) throw e;
-      this.refuse(e, 'connection closed');
+      if (e instanceof P11KitError) this.refuse(e, 'connection closed');
+      else this.opts.log({ event: 'refused', connection: this.opts.id, reason: e instanceof Error ? e.name : typeof e, answer: 'connection closed' });
       this.close();
-    }
-  }
-
-  /** Handles every complete frame received, in order. */
-  private drain(): void {
-    if (this.version === null) {
-      const v = this.frames.versionByte();
-      if (v === null) return;
-      // p11-kit 0.24.1 takes any byte and answers with the lower of it and its own version.
-      this.version = Math.min(v, RPC_PROTOCOL_VERSION);
-      this.socket.write(Buffer.of(this.version));
-    }
-    for (let f = this.frames.next(); f !== null && !this.closed; f = this.frames.next()) {
-      this.socket.write(encodeFrame(f.code, this.handle(f.body)));
-      if (this.socket.writableLength > this.opts.maxUnreadAnswers) throw new P11KitError(E.Flooding, 'client does not read its answers');
     }
   }
 

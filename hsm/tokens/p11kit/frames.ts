@@ -4,9 +4,8 @@
  * header (three big-endian uint32: the call code the answer echoes, the options length, the body
  * length), then the options bytes, then the body (one RPC message, codec.ts).
  *
- * The reader buffers what the socket delivers and cuts frames; it checks both lengths against
- * its limits as soon as the header is complete, before it waits for (or keeps) any more bytes,
- * so a header announcing 4 GB is refused after 12 bytes.
+ * The reader checks both lengths against its limits as soon as the header is complete, before
+ * it allocates or waits for anything more, so a header announcing 4 GB is refused after 12 bytes.
  */
 import { P11KitError, P11KitErrorCode as E } from './errors.ts';
 
@@ -28,59 +27,61 @@ export interface Frame {
 }
 
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  /** The header of the frame being received, once its 12 bytes are in. */
-  private header: { code: number; options: number; body: number } | null = null;
+  /** The version byte, once the first byte of the stream has arrived. */
+  private version: number | null = null;
+  private readonly head = Buffer.alloc(FRAME_HEADER_BYTES);
+  private headFill = 0;
+  /** The frame being received: its header and a buffer of exactly its options and body bytes. */
+  private frame: { code: number; options: number; bytes: Buffer; fill: number } | null = null;
 
   constructor(private readonly limits: FrameLimits = DEFAULT_FRAME_LIMITS) {}
 
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-  }
-
-  /** Bytes received and not yet returned in a frame. */
-  get pending(): number {
-    return this.buffered;
-  }
-
-  private take(n: number): Buffer {
-    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length ? [rest] : [];
-    this.buffered = rest.length;
-    return out;
-  }
-
-  /** Takes the one version byte the client opens with (null until it has arrived). */
-  versionByte(): number | null {
-    if (this.buffered < 1) return null;
-    return this.take(1)[0]!;
-  }
-
-  /** The next complete frame, or null until more bytes arrive; a header over the limits throws. */
-  next(): Frame | null {
-    if (this.header === null) {
-      if (this.buffered < FRAME_HEADER_BYTES) return null;
-      const h = this.take(FRAME_HEADER_BYTES);
-      const header = { code: h.readUInt32BE(0), options: h.readUInt32BE(4), body: h.readUInt32BE(8) };
-      if (header.options > this.limits.maxOptions) throw new P11KitError(E.FrameTooLarge, `frame options of ${header.options} bytes (limit ${this.limits.maxOptions})`);
-      if (header.body > this.limits.maxBody) throw new P11KitError(E.FrameTooLarge, `frame body of ${header.body} bytes (limit ${this.limits.maxBody})`);
-      this.header = header;
+  /**
+   * Takes bytes as the socket delivers them: the first is the version byte (`onVersion`), then
+   * frames, each handed to `onFrame` as soon as its last byte is in, in order. A header over the
+   * limits throws once its 12 bytes are in, after the frames before it were handled. A frame's
+   * buffer is allocated once, at the size its checked header announces: bytes trickling in one
+   * at a time cost no more memory than the frame itself.
+   */
+  feed(chunk: Buffer, onVersion: (v: number) => void, onFrame: (f: Frame) => void): void {
+    let at = 0;
+    if (this.version === null && chunk.length > 0) {
+      this.version = chunk[0]!;
+      at = 1;
+      onVersion(this.version);
     }
-    const { code, options, body } = this.header;
-    if (this.buffered < options + body) return null;
-    this.header = null;
-    // Copies: the frame outlives the socket's chunks it was cut from.
-    const bytes = Buffer.from(this.take(options + body));
-    return { code, options: bytes.subarray(0, options), body: bytes.subarray(options) };
+    while (at < chunk.length) {
+      if (this.frame === null) {
+        const n = Math.min(FRAME_HEADER_BYTES - this.headFill, chunk.length - at);
+        chunk.copy(this.head, this.headFill, at, at + n);
+        this.headFill += n;
+        at += n;
+        if (this.headFill < FRAME_HEADER_BYTES) return;
+        this.headFill = 0;
+        const code = this.head.readUInt32BE(0);
+        const options = this.head.readUInt32BE(4);
+        const body = this.head.readUInt32BE(8);
+        if (options > this.limits.maxOptions) throw new P11KitError(E.FrameTooLarge, `frame options of ${options} bytes (limit ${this.limits.maxOptions})`);
+        if (body > this.limits.maxBody) throw new P11KitError(E.FrameTooLarge, `frame body of ${body} bytes (limit ${this.limits.maxBody})`);
+        this.frame = { code, options, bytes: Buffer.alloc(options + body), fill: 0 };
+      }
+      const f = this.frame;
+      const n = Math.min(f.bytes.length - f.fill, chunk.length - at);
+      chunk.copy(f.bytes, f.fill, at, at + n);
+      f.fill += n;
+      at += n;
+      if (f.fill < f.bytes.length) return;
+      this.frame = null;
+      onFrame({ code: f.code, options: f.bytes.subarray(0, f.options), body: f.bytes.subarray(f.options) });
+    }
   }
 
   /** Called at end of stream: a frame (or header) cut short is refused. */
   finish(): void {
-    if (this.header !== null || this.buffered > 0) throw new P11KitError(E.TruncatedFrame, `connection closed inside a frame (${this.buffered} bytes pending)`);
+    if (this.frame !== null || this.headFill > 0) {
+      const got = this.frame ? FRAME_HEADER_BYTES + this.frame.fill : this.headFill;
+      throw new P11KitError(E.TruncatedFrame, `connection closed inside a frame (${got} bytes of it received)`);
+    }
   }
 }
 

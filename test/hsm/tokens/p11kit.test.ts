@@ -133,6 +133,22 @@ describe('p11-kit server: calls on the wire', () => {
     c.close();
   });
 
+  it('a request that arrives one byte at a time is answered once its last byte is in', async () => {
+    const { client: c } = await WireClient.connect(s().server.socketPath);
+    const body = new RpcWriter(callNamed('C_Initialize'), 'request').byteArray(RPC_HANDSHAKE).byte(0).byteArray(Buffer.alloc(0)).finish();
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 7, 0, 0, 0, 0]), Buffer.alloc(4), body]);
+    frame.writeUInt32BE(body.length, 8);
+    for (const byte of frame) {
+      c.raw(Buffer.of(byte));
+      await new Promise((r) => setImmediate(r));
+    }
+    const head = await c.read(12);
+    expect(head!.readUInt32BE(0)).toBe(7); // the call code, echoed
+    const answer = await c.read(head!.readUInt32BE(8));
+    expect(answer!.equals(new RpcWriter(callNamed('C_Initialize')).finish())).toBe(true);
+    c.close();
+  });
+
   it('answers a call it does not implement with CKR_FUNCTION_NOT_SUPPORTED', async () => {
     const { client: c } = await WireClient.connect(s().server.socketPath);
     expect(await c.initialize()).toBe(0);
