@@ -10,7 +10,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createECDH } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as P from '../../../enclave/api/pkcs11.ts';
 import { P11KitErrorCode, RPC_HANDSHAKE, serveToken } from '../../../hsm/tokens/p11kit/index.ts';
 import type { P11KitLogEvent, RunningVaultTokenServer } from '../../../hsm/tokens/p11kit/index.ts';
-import { RpcWriter } from '../../../hsm/tokens/p11kit/codec.ts';
+import { RpcReader, RpcWriter } from '../../../hsm/tokens/p11kit/codec.ts';
 import { callNamed } from '../../../hsm/tokens/p11kit/calls.ts';
 import { WireClient } from './p11kit-wire.ts';
 
@@ -52,13 +52,13 @@ interface Served {
 }
 
 /** A server on a fresh data folder (its own token, PINs given, fast PIN derivation). */
-async function startServer(): Promise<Served> {
+async function startServer(userPin = USER_PIN): Promise<Served> {
   const dir = mkdtempSync(join(tmpdir(), 'bkv-p11kit-'));
   const logs: P11KitLogEvent[] = [];
   const server = await serveToken({
     dataDir: join(dir, 'data'),
     socketPath: join(dir, 'token.sock'),
-    pins: { userPin: USER_PIN, soPin: SO_PIN },
+    pins: { userPin, soPin: SO_PIN },
     emulator: { userPinMaxFailures: MAX_FAILURES, pinKdfIterations: 1000 },
     log: (e) => logs.push(e),
   });
@@ -66,10 +66,10 @@ async function startServer(): Promise<Served> {
 }
 
 /** A server for the enclosing describe block, started before its tests and removed after them. */
-function served(): () => Served {
+function served(userPin?: string): () => Served {
   let s: Served | undefined;
   beforeAll(async () => {
-    s = await startServer();
+    s = await startServer(userPin);
   });
   afterAll(async () => {
     if (!s) return;
@@ -275,6 +275,30 @@ describe('p11-kit server: calls on the wire', () => {
     expect(ok.byteArray().data!.length).toBe(32);
     const big = await c.call('C_GenerateRandom', (w) => w.ulong(session).bufferSize('fy', 0x7fffffff));
     expect(WireClient.rv(big)).toBe(P.CKR.CKR_ARGUMENTS_BAD);
+    c.close();
+  });
+});
+
+describe('p11-kit server: the frames p11-kit-client.so 0.24.1 sent for pkcs11-tool --keygen (test/vectors/p11-kit/)', () => {
+  const vectors = JSON.parse(readFileSync(join(import.meta.dirname, '../../vectors/p11-kit/pkcs11-tool-keygen.json'), 'utf8')) as {
+    userPin: string;
+    frames: { dir: 'request' | 'response'; code: number; body: string }[];
+  };
+  const s = served(vectors.userPin);
+
+  it('replayed in order on one connection: the same answers, byte for byte but for the token information (serial, label, time)', async () => {
+    const { client: c } = await WireClient.connect(s().server.socketPath);
+    const frames = vectors.frames;
+    expect(frames.length).toBe(76);
+    for (let i = 0; i < frames.length; i += 2) {
+      const [req, res] = [frames[i]!, frames[i + 1]!];
+      expect([req.dir, res.dir, res.code]).toEqual(['request', 'response', req.code]);
+      const answer = await c.frame(Buffer.from(req.body, 'hex'));
+      const expected = Buffer.from(res.body, 'hex');
+      const name = new RpcReader(Buffer.from(req.body, 'hex')).call.name;
+      if (name === 'C_GetTokenInfo') expect(answer!.subarray(0, 30), name).toEqual(expected.subarray(0, 30));
+      else expect(answer!.toString('hex'), `${i / 2}: ${name}`).toBe(res.body);
+    }
     c.close();
   });
 });
