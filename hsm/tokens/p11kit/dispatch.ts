@@ -30,7 +30,7 @@ export interface CallContext {
   /** C_Finalize: the connection's module finalized and dropped. */
   finalize(): void;
   readonly limits: CodecLimits;
-  /** Bytes fed to C_DecryptUpdate per session since C_DecryptInit (the bound of C_DecryptFinal). */
+  /** Bytes fed to C_DecryptUpdate per session since C_DecryptInit (the bound of C_DecryptFinal); an entry goes with C_CloseSession or C_Finalize. */
   readonly decryptPending: Map<bigint, number>;
 }
 
@@ -219,9 +219,10 @@ const HANDLERS: Record<string, Handler> = {
     return reply(r).ulong(wireHandle(c.module().C_OpenSession(slot, flags))).finish();
   },
   C_CloseSession(r, c) {
-    const s = handle(r.ulong());
+    const s = r.ulong();
     r.end();
-    c.module().C_CloseSession(s);
+    c.module().C_CloseSession(handle(s));
+    c.decryptPending.delete(s);
     return empty(r);
   },
   C_CloseAllSessions(r, c) {
@@ -330,7 +331,8 @@ const HANDLERS: Record<string, Handler> = {
   },
   C_Decrypt: dataCall('C_Decrypt', (n) => n),
   C_DecryptUpdate: dataCall('C_DecryptUpdate', (n) => n, (c, s, n) => c.decryptPending.set(s, (c.decryptPending.get(s) ?? 0) + n)),
-  C_DecryptFinal: finalCall('C_DecryptFinal', (c, s) => c.decryptPending.get(s) ?? 0),
+  // Unknown (no C_DecryptInit seen on this connection): the output limit.
+  C_DecryptFinal: finalCall('C_DecryptFinal', (c, s) => c.decryptPending.get(s) ?? c.limits.maxOutput),
   C_SignInit: init('C_SignInit'),
   C_Sign: dataCall('C_Sign', () => SIGNATURE_BOUND),
   C_SignUpdate(r, c) {
