@@ -11,7 +11,7 @@
  *
  * Refusals (errors.ts): a bad argument inside a known call is answered CKR_DEVICE_ERROR and the
  * connection goes on; a wrong C_Initialize handshake CKR_GENERAL_ERROR; an unknown call id, a
- * wrong signature, an oversized or truncated frame, or a client that sends
+ * wrong signature, an oversized, truncated or unfinished frame, or a client that sends
  * requests without reading the answers closes this connection only. Every refusal is logged with
  * its code and the call's name, never with the bytes.
  */
@@ -46,6 +46,8 @@ export interface ConnectionOptions {
   codecLimits: CodecLimits;
   /** Bytes of answers waiting for the client to read before the server stops reading its requests. */
   maxUnreadAnswers: number;
+  /** How long a frame may take from its first byte to its last before the connection is closed. */
+  frameTimeoutMs: number;
   log: (e: P11KitLogEvent) => void;
 }
 
@@ -53,6 +55,8 @@ export class Connection {
   private readonly frames: FrameReader;
   private mod: P.Pkcs11 | null = null;
   private closed = false;
+  /** Running while a frame is partly received (a connection idle between frames has none). */
+  private frameTimer: NodeJS.Timeout | null = null;
   private readonly ctx: CallContext;
 
   constructor(
@@ -108,7 +112,22 @@ export class Connection {
       if (e instanceof P11KitError) this.refuse(e, 'connection closed');
       else this.opts.log({ event: 'refused', connection: this.opts.id, reason: e instanceof Error ? e.name : typeof e, answer: 'connection closed' });
       this.close();
+      return;
     }
+    this.watchFrame();
+  }
+
+  /** A frame left unfinished (bytes trickled in, then none) closes the connection after the frame timeout. */
+  private watchFrame(): void {
+    if (!this.frames.inFrame) {
+      if (this.frameTimer) clearTimeout(this.frameTimer);
+      this.frameTimer = null;
+      return;
+    }
+    this.frameTimer ??= setTimeout(() => {
+      this.refuse(new P11KitError(E.FrameTimeout, 'frame not finished in time'), 'connection closed');
+      this.close();
+    }, this.opts.frameTimeoutMs);
   }
 
   /** One request body to its response body; message-level faults (unknown call, bad signature) throw. */
@@ -142,6 +161,7 @@ export class Connection {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.frameTimer) clearTimeout(this.frameTimer);
     if (this.mod) {
       try {
         this.mod.C_Finalize();

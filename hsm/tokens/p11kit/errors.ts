@@ -3,7 +3,7 @@
  * logged with its code (never with the bytes that caused it) and answered on the wire as p11-kit's
  * own server answers (p11-kit rpc-server.c): a malformed argument inside a known call is
  * CKR_DEVICE_ERROR; a wrong C_Initialize handshake CKR_GENERAL_ERROR; an unknown call, a wrong
- * signature or a bad frame closes the connection.
+ * signature, a bad frame or one left unfinished closes the connection.
  */
 import { codedErrorClass } from '../../../enclave/api/codes.ts';
 import type { CodeOf } from '../../../enclave/api/codes.ts';
@@ -30,6 +30,8 @@ export const P11KitErrorCode = {
   BadHandshake: 3209,
   /** The client sent more requests than it read answers to: the server stops reading from it. */
   Flooding: 3210,
+  /** A frame begun and not finished within the frame timeout. */
+  FrameTimeout: 3211,
 } as const;
 export type P11KitErrorCode = CodeOf<typeof P11KitErrorCode>;
 

@@ -76,6 +76,11 @@ export class FrameReader {
     }
   }
 
+  /** Whether a frame (or its header) has begun and not yet ended. */
+  get inFrame(): boolean {
+    return this.frame !== null || this.headFill > 0;
+  }
+
   /** Called at end of stream: a frame (or header) cut short is refused. */
   finish(): void {
     if (this.frame !== null || this.headFill > 0) {

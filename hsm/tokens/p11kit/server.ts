@@ -40,6 +40,9 @@ export interface ServeModulesOptions {
   maxConnections?: number;
   frameLimits?: Partial<FrameLimits>;
   codecLimits?: Partial<CodecLimits>;
+  /** How long one frame may take from its first byte to its last (default 30 s); idle time between frames is not limited. */
+  frameTimeoutMs?: number;
+  /** Where connection events go (default: refusals as JSON lines on stderr). */
   log?: (e: P11KitLogEvent) => void;
 }
 
@@ -85,7 +88,7 @@ export async function serveModules(opts: ServeModulesOptions): Promise<RunningTo
   await clearStaleSocket(socketPath);
   const frameLimits = { ...DEFAULT_FRAME_LIMITS, ...opts.frameLimits };
   const codecLimits = { ...DEFAULT_CODEC_LIMITS, ...opts.codecLimits };
-  const log = opts.log ?? (() => {});
+  const log = opts.log ?? ((e: P11KitLogEvent) => e.event === 'refused' && process.stderr.write(JSON.stringify(e) + '\n'));
   const open = new Set<Connection>();
   let next = 1;
   const server = net.createServer((socket) => {
@@ -95,6 +98,7 @@ export async function serveModules(opts: ServeModulesOptions): Promise<RunningTo
       frameLimits,
       codecLimits,
       maxUnreadAnswers: 4 * frameLimits.maxBody,
+      frameTimeoutMs: opts.frameTimeoutMs ?? 30_000,
       log,
     });
     open.add(c);
@@ -135,6 +139,7 @@ export interface ServeTokenOptions {
   maxConnections?: number;
   frameLimits?: Partial<FrameLimits>;
   codecLimits?: Partial<CodecLimits>;
+  frameTimeoutMs?: number;
   log?: (e: P11KitLogEvent) => void;
   /** One line for the operator when opening the token changed something on disk. */
   notice?: (line: string) => void;
@@ -157,6 +162,7 @@ export async function serveToken(opts: ServeTokenOptions): Promise<RunningVaultT
     maxConnections: opts.maxConnections,
     frameLimits: opts.frameLimits,
     codecLimits: opts.codecLimits,
+    frameTimeoutMs: opts.frameTimeoutMs,
     log: opts.log,
   });
   return { ...server, label: opened.label };

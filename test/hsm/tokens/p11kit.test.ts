@@ -29,6 +29,8 @@ const USER_PIN = 'user-1234';
 const SO_PIN = 'so-12345678';
 /** The emulator's lockout in these tests: 3 wrong user PINs in a row. */
 const MAX_FAILURES = 3;
+/** A frame begun must end within this (the default is 30 s). */
+const FRAME_TIMEOUT_MS = 600;
 
 function which(program: string): string | null {
   for (const dir of (process.env.PATH ?? '').split(':')) if (dir && existsSync(join(dir, program))) return join(dir, program);
@@ -60,6 +62,7 @@ async function startServer(userPin = USER_PIN): Promise<Served> {
     socketPath: join(dir, 'token.sock'),
     pins: { userPin, soPin: SO_PIN },
     emulator: { userPinMaxFailures: MAX_FAILURES, pinKdfIterations: 1000 },
+    frameTimeoutMs: FRAME_TIMEOUT_MS,
     log: (e) => logs.push(e),
   });
   return { server, logs, dir, env: { ...process.env, P11_KIT_SERVER_ADDRESS: server.address } };
@@ -337,6 +340,19 @@ describe('p11-kit server: refusals (each logged, the server keeps serving)', () 
     expect(await client.closedWithin(2000)).toBe(true);
     expect(refusals('FrameTooLarge').length).toBe(before + 1);
     await stillServes(s());
+  });
+
+  it('a frame left unfinished is closed after the frame timeout; a connection idle between frames stays open', async () => {
+    const idle = await WireClient.connect(s().server.socketPath);
+    expect(await idle.client.initialize()).toBe(0);
+    const { client } = await WireClient.connect(s().server.socketPath);
+    client.raw(Buffer.concat([header(1, 0, 40), Buffer.alloc(10)]));
+    expect(await client.closedWithin(FRAME_TIMEOUT_MS / 2)).toBe(false);
+    expect(await client.closedWithin(FRAME_TIMEOUT_MS * 4)).toBe(true);
+    expect(refusals('FrameTimeout').length).toBe(1);
+    expect(idle.client.ended).toBe(false);
+    expect(WireClient.rv(await idle.client.call('C_GetInfo'))).toBe(0);
+    idle.client.close();
   });
 
   it('garbage instead of frames (an HTTP request): closed', async () => {
