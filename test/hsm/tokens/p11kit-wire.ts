@@ -43,6 +43,11 @@ export class WireClient {
     return { client, serverVersion: v === null ? null : v[0]! };
   }
 
+  /** Stops reading from the socket: the server's answers pile up on its side. */
+  pause(): void {
+    this.socket.pause();
+  }
+
   raw(bytes: Buffer): void {
     this.socket.write(bytes);
   }

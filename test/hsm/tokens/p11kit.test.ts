@@ -424,6 +424,18 @@ describe('p11-kit server: refusals (each logged, the server keeps serving)', () 
     c.close();
   });
 
+  it('a client that sends requests without reading the answers is cut off once they pile up (Flooding)', async () => {
+    const { c, session } = await loggedIn(s());
+    c.pause();
+    // Each asks for 1 MiB of random bytes; the answers stay unread.
+    const one = new RpcWriter(callNamed('C_GenerateRandom'), 'request').ulong(session).bufferSize('fy', 1 << 20).finish();
+    const frame = Buffer.concat([header(9, 0, one.length), one]);
+    for (let i = 0; i < 12; i++) c.raw(frame);
+    await expect.poll(() => refusals('Flooding').length, { timeout: 5000 }).toBe(1);
+    c.close();
+    await stillServes(s());
+  });
+
   it('random frames (seeded): each is answered or closes its connection, never crashes the server', async () => {
     let x = 0x9e3779b9;
     const rnd = () => {
