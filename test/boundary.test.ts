@@ -7,7 +7,7 @@
  *   bin/bundle.mjs: never host/, client/ or test code.
  * - host/ imports from enclave/ only the message API (enclave/api/) and the stateless protocol
  *   code that clients share (enclave/opaque/, without the server half); from hsm/ only its public
- *   surface (HSM_PUBLIC: the token backends table, where PINs come from, durable file writes);
+ *   surface (HSM_PUBLIC: the token backends table, where PINs come from, durable file writes, the p11-kit token server);
  *   never client/, except the command line (host/cli/), which is a client too.
  * - client/ imports only client/, enclave/api/ and the portable client half of enclave/opaque/;
  *   of packages only @noble and @hpke/core, and node: built-ins only in `*-node.ts` files.
@@ -56,9 +56,10 @@ const CLIENT_PACKAGES = [/^@noble\//, /^@hpke\/core$/];
 /**
  * What host/ may import from hsm/: the token backends table (their names, and the environment a
  * device needs from the host's process: hostEnv; the host opens no token), where a device's PINs
- * come from, durable file writes.
+ * come from, durable file writes; and the p11-kit token server, which `bkv token serve` runs as
+ * the device's own process (the host hands it a data folder and a socket, and reads no key).
  */
-const HSM_PUBLIC = ['hsm/tokens/backends.ts', 'hsm/tokens/token-pins.ts', 'hsm/durable-file.ts'];
+const HSM_PUBLIC = ['hsm/tokens/backends.ts', 'hsm/tokens/token-pins.ts', 'hsm/durable-file.ts', 'hsm/tokens/p11kit/index.ts'];
 /** enclave/opaque/ that the client does not use: the server, the index that re-exports it, the Node and WebAssembly backends. */
 const OPAQUE_NOT_CLIENT = /^enclave\/opaque\/(server|index|suites-fast|hash-node|hash-sodium|groups\/(node|sodium)-[\w-]+)\.ts$/;
 /**

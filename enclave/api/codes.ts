@@ -23,6 +23,7 @@ export const CODE_RANGES = [
   { from: 2600, to: 2699, table: 'CeremonyCode', what: "the fleet's key ceremony (charters, grants, the operator's approval)", owner: 'CeremonyFault', file: 'enclave/fleet/ceremony.ts' },
   { from: 3000, to: 3099, table: 'ChannelErrorCode', what: 'the host-device channel', owner: 'ChannelError', file: 'host/channel/channel.ts' },
   { from: 3100, to: 3199, table: 'TokenPinErrorCode', what: "the device's token PINs", owner: 'TokenPinError', file: 'hsm/tokens/token-pins.ts' },
+  { from: 3200, to: 3299, table: 'P11KitErrorCode', what: 'the p11-kit RPC token server', owner: 'P11KitError', file: 'hsm/tokens/p11kit/errors.ts' },
   { from: 3300, to: 3399, table: 'TokenCheckCode', what: "what a token must support for the firmware", owner: 'TokenCheckError', file: 'hsm/tokens/requirements.ts' },
   { from: 4000, to: 4099, table: 'StorageCode', what: 'the record store', owner: 'StorageError', file: 'host/storage/types.ts' },
   { from: 5000, to: 5049, table: 'BackupFileErrorCode', what: 'backup files', owner: 'BackupFileError', file: 'client/backup-file.ts' },

@@ -8,6 +8,7 @@
  *   bkv auth keygen|token         the issuer's keys and per-user tokens
  *   bkv operator keygen|set-issuers|audit-verify|zeroize|status   the operator secret, the issuer set, the audit chain, zeroization, status
  *   bkv fleet init                a fleet's folder: its members and their addresses (docs/fleet.md)
+ *   bkv token serve ...           the vault's token for any PKCS#11 application (p11-kit's RPC)
  * The contract every command keeps (issue 17): the exit codes of exit-codes.ts; `--json` (one
  * JSON object on stdout, output.ts); `--help` / `-h` anywhere, from help.ts's table.
  */
@@ -28,6 +29,7 @@ const RUN: Record<string, () => Promise<Run>> = {
   auth: async () => (await import('./cmd-auth.ts')).authCommand,
   operator: async () => (await import('./cmd-operator.ts')).operatorCommand,
   fleet: async () => (await import('./cmd-fleet.ts')).fleetCommand,
+  token: async () => (await import('./cmd-token.ts')).tokenCommand,
 };
 
 /** `escrow recover` for `bkv escrow recover ...`: the command and its verb, as far as the words say. */
@@ -78,7 +80,7 @@ const out = new Output(given.includes('--json'), commandName(argv[0], argv.slice
 if (out.json) claimStdout();
 main(argv, out).then(
   (code) => {
-    if (code < 0) return; // bkv serve: runs until a signal
+    if (code < 0) return; // bkv serve, bkv token serve: run until a signal
     out.emit({ exitCode: code });
     process.exit(code);
   },

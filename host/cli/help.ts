@@ -170,6 +170,19 @@ export const COMMANDS: Record<string, CommandHelp> = {
       },
     },
   },
+  token: {
+    usage: '',
+    about: "The vault's PKCS#11 token for other programs.",
+    example: 'bkv token serve --data ./vault --socket /run/bkv/token.sock',
+    verbs: {
+      serve: {
+        usage: `bkv token serve --data DIR --socket PATH ${PIN_SOURCE}\n        (environment: BKV_TOKEN_PIN, BKV_TOKEN_SO_PIN)`,
+        about:
+          "Serves the data folder's emulator token on a Unix socket (mode 0600) in p11-kit's RPC protocol, so that any PKCS#11 application that loads p11-kit-client.so (Debian package p11-kit-modules) with P11_KIT_SERVER_ADDRESS=unix:path=PATH uses it: pkcs11-tool, p11tool, pkcs11js, graphene-pk11. The token is opened and created as bkv serve does, with the PINs from the same sources. Prints the P11_KIT_SERVER_ADDRESS=... line on stdout; each refused request is a JSON line on stderr. Each client connection has its own sessions and logins; the PIN lockout is the token's. SIGTERM or SIGINT close every connection and remove the socket. --json: one object once it listens (status, socket, address, label, dataDir, module).",
+        example: 'bkv token serve --data ./vault --socket /run/bkv/token.sock',
+      },
+    },
+  },
 };
 
 /** Every command's usage: its own line, or one line per subcommand. */

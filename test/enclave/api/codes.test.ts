@@ -10,6 +10,7 @@ import { CODE_RANGES, CodedError, Codec, EnclaveFault, Handling, Integrity, Life
 import { OpaqueError, OpaqueErrorCode } from '../../../enclave/opaque/errors.ts';
 import { ChannelError, ChannelErrorCode } from '../../../host/channel/channel.ts';
 import { TokenPinError, TokenPinErrorCode } from '../../../hsm/tokens/token-pins.ts';
+import { P11KitErrorCode } from '../../../hsm/tokens/p11kit/errors.ts';
 import { StorageCode, StorageError } from '../../../host/storage/types.ts';
 import { BackupFileError, BackupFileErrorCode } from '../../../client/backup-file.ts';
 import { BackupKeyError, BackupKeyErrorCode } from '../../../client/backup-key.ts';
@@ -32,6 +33,7 @@ const TABLES: Record<(typeof CODE_RANGES)[number]['table'], number[]> = {
   Lifecycle: numbers(Lifecycle),
   ChannelErrorCode: numbers(ChannelErrorCode),
   TokenPinErrorCode: numbers(TokenPinErrorCode),
+  P11KitErrorCode: numbers(P11KitErrorCode),
   StorageCode: numbers(StorageCode),
   BackupFileErrorCode: numbers(BackupFileErrorCode),
   BackupKeyErrorCode: numbers(BackupKeyErrorCode),
