@@ -60,7 +60,7 @@ import type { CheckedConfig } from '../hsm/runner.ts';
 import { FileNvram } from '../hsm/nvram-file.ts';
 import { TokenNvram } from '../hsm/nvram-token.ts';
 import { openStore } from '../host/storage/index.ts';
-import { DEFAULT_TOKEN_KIND, TOKEN_BACKENDS, TOKEN_KINDS, availableTokenKinds } from '../hsm/tokens/backends.ts';
+import { DEFAULT_TOKEN_KIND, SCRATCH_TOKEN_KINDS, TOKEN_BACKENDS, availableTokenKinds } from '../hsm/tokens/backends.ts';
 import type { TokenKind } from '../hsm/tokens/backends.ts';
 import { BenchTokens } from './lib/auth.ts';
 import { args, emit, machine, machineLine, round } from './lib/common.ts';
@@ -143,7 +143,7 @@ async function device(kind: TokenKind) {
 // The default (emulator) first: `dev` and the per-login sum use it.
 const devices: { kind: TokenKind; d: Awaited<ReturnType<typeof device>> }[] = [];
 for (const kind of [DEFAULT_TOKEN_KIND, ...availableTokenKinds().filter((k) => k !== DEFAULT_TOKEN_KIND)]) devices.push({ kind, d: await device(kind) });
-const skipped = TOKEN_KINDS.filter((k) => !devices.some((t) => t.kind === k)).map((k) => `; ${TOKEN_BACKENDS[k].title} skipped: ${TOKEN_BACKENDS[k].unavailable()}`);
+const skipped = SCRATCH_TOKEN_KINDS.filter((k) => !devices.some((t) => t.kind === k)).map((k) => `; ${TOKEN_BACKENDS[k].title} skipped: ${TOKEN_BACKENDS[k].unavailable()}`);
 const dev = devices[0]!.d;
 const ek = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]));
 const enclaveServer = ek.server.get(suite.id)!;

@@ -28,7 +28,7 @@ import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
 import { tokenP256Key } from '../enclave/vault/token-dh.ts';
 import { TokenNvram } from '../hsm/nvram-token.ts';
 import { openVaultToken } from '../hsm/tokens/open.ts';
-import { TOKEN_BACKENDS, TOKEN_KINDS, availableTokenKinds } from '../hsm/tokens/backends.ts';
+import { SCRATCH_TOKEN_KINDS, TOKEN_BACKENDS, availableTokenKinds } from '../hsm/tokens/backends.ts';
 import type { TokenKind } from '../hsm/tokens/backends.ts';
 import { availableParallelism } from 'node:os';
 import { args, emit, machine, progress, round } from './lib/common.ts';
@@ -97,7 +97,7 @@ const kinds = availableTokenKinds();
 const why = TOKEN_BACKENDS.softhsm.unavailable();
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
 console.log(`# tokens: ${cpu}, ${os.cpus().length} cores, Node ${process.version}, ${quick ? 'quick' : `${budgetMs} ms per figure`}`);
-for (const k of TOKEN_KINDS) if (!kinds.includes(k)) console.log(`# ${TOKEN_BACKENDS[k].title} skipped: ${TOKEN_BACKENDS[k].unavailable()}`);
+for (const k of SCRATCH_TOKEN_KINDS) if (!kinds.includes(k)) console.log(`# ${TOKEN_BACKENDS[k].title} skipped: ${TOKEN_BACKENDS[k].unavailable()}`);
 
 // 1. Login through the enclave path on each token, interleaved.
 const PARTS = A.num("partitions", availableParallelism());

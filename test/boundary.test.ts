@@ -56,10 +56,11 @@ const CLIENT_PACKAGES = [/^@noble\//, /^@hpke\/core$/];
 /**
  * What host/ may import from hsm/: the token backends table (their names, and the environment a
  * device needs from the host's process: hostEnv; the host opens no token), where a device's PINs
- * come from, durable file writes; and the p11-kit token server, which `bkv token serve` runs as
+ * come from, durable file writes; the data folder's token.json (which module and token a `pkcs11`
+ * vault uses: names, no secret); and the p11-kit token server, which `bkv token serve` runs as
  * the device's own process (the host hands it a data folder and a socket, and reads no key).
  */
-const HSM_PUBLIC = ['hsm/tokens/backends.ts', 'hsm/tokens/token-pins.ts', 'hsm/durable-file.ts', 'hsm/tokens/p11kit/index.ts'];
+const HSM_PUBLIC = ['hsm/tokens/backends.ts', 'hsm/tokens/token-pins.ts', 'hsm/tokens/config.ts', 'hsm/durable-file.ts', 'hsm/tokens/p11kit/index.ts'];
 /** enclave/opaque/ that the client does not use: the server, the index that re-exports it, the Node and WebAssembly backends. */
 const OPAQUE_NOT_CLIENT = /^enclave\/opaque\/(server|index|suites-fast|hash-node|hash-sodium|groups\/(node|sodium)-[\w-]+)\.ts$/;
 /**
@@ -188,7 +189,8 @@ describe('trust boundary', () => {
         ['host/vault/engine.ts', '../../hsm/runner.ts', false],
         ['host/cli/demo.ts', '../../hsm/tokens/emulator/module.ts', false],
         ['host/channel/channel.ts', '../../hsm/tokens/softhsm.ts', false],
-        ['host/channel/channel.ts', '../../hsm/tokens/config.ts', false],
+        ['host/channel/channel.ts', '../../hsm/tokens/open.ts', false],
+        ['host/cli/cmd-serve.ts', '../../hsm/tokens/config.ts', true],
         ['host/vault/engine.ts', '../../enclave/vault/vault.ts', false],
         ['host/service/routes.ts', '../../enclave/opaque/server.ts', false],
         ['host/cli/demo.ts', '../../client/escrow.ts', true],

@@ -13,6 +13,7 @@
  * default `<data>.operator`), named at start. The store URL comes from `--store` or BKV_STORE;
  * a URL is printed only without its credentials.
  */
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DEFAULT_OPAQUE_CONTEXT } from '../../enclave/api/messages.ts';
 import { pino } from 'pino';
@@ -30,9 +31,36 @@ import { scrubCredentials } from './redact.ts';
 import { TOKEN_PIN_ENV, assertOutsideDataDir, defaultOperatorDir, pinsFromEnv } from '../../hsm/tokens/token-pins.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { DEFAULT_TOKEN_KIND, TOKEN_KINDS, isTokenKind } from '../../hsm/tokens/backends.ts';
+import { provisionModuleToken, readTokenConfig } from '../../hsm/tokens/config.ts';
 
 /** Environment variable with the store URL (when --store is not given). */
 export const STORE_ENV = 'BKV_STORE';
+
+/**
+ * `--token pkcs11 --module PATH --token-label L | --slot N`: names the operator's token in
+ * token.json (hsm/tokens/config.ts) before the devices start; without --module, the data folder
+ * must already name one. The three options belong to `--token pkcs11` only.
+ */
+function moduleToken(p: Parsed, token: string, dataDir: string): void {
+  const given = ['module', 'token-label', 'slot'].filter((o) => p.opts.has(o));
+  if (token !== 'pkcs11') {
+    if (given.length) throw new UsageError(`--${given[0]} goes with --token pkcs11`);
+    return;
+  }
+  const module = p.opts.get('module');
+  if (module === undefined) {
+    if (given.length) throw new UsageError(`--${given[0]} goes with --module`);
+    if (readTokenConfig(dataDir)?.config.kind !== 'pkcs11') throw new UsageError(`--token pkcs11 needs --module PATH and --token-label L or --slot N (${dataDir} names no module yet)`);
+    return;
+  }
+  if (p.opts.has('token-label') === p.opts.has('slot')) throw new UsageError('--module needs the token: --token-label L or --slot N (one of them)');
+  if (!existsSync(module)) throw new UsageError(`--module: no file ${module}`);
+  try {
+    provisionModuleToken(dataDir, { module: resolve(module), ...(p.opts.has('token-label') && { label: p.opts.get('token-label')! }), ...(p.opts.has('slot') && { slot: intOption(p, 'slot', 0, 2 ** 32 - 1)! }) });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
 
 /**
  * Where the devices find the token's PINs, from the options and the environment, and the line
@@ -74,7 +102,7 @@ const SUITE_NAMES: Record<number, string> = { 1: 'ristretto255-SHA512', 2: 'P256
 
 export async function serveCommand(argv: string[], out: Output): Promise<number> {
   const p = parseArgs(argv, {
-    options: ['data', 'port', 'host', 'token', 'token-pin-file', 'operator-dir', 'store', 'partitions', 'record-limit', 'address-limit', 'auth-issuer', 'auth-audience', 'operator-key-file', 'cors-origin'],
+    options: ['data', 'port', 'host', 'token', 'module', 'token-label', 'slot', 'token-pin-file', 'operator-dir', 'store', 'partitions', 'record-limit', 'address-limit', 'auth-issuer', 'auth-audience', 'operator-key-file', 'cors-origin'],
     flags: ['process'],
   });
   if (p.positional.length) throw new UsageError(`unexpected ${p.positional.join(' ')}`);
@@ -84,6 +112,7 @@ export async function serveCommand(argv: string[], out: Output): Promise<number>
     const near = closest(token, TOKEN_KINDS);
     throw new UsageError(`--token must be ${TOKEN_KINDS.join(' or ')}${near ? `; did you mean ${near}?` : ''}`);
   }
+  moduleToken(p, token, dataDir);
   const corsOrigins = (p.all.get('cors-origin') ?? []).map((o) => {
     try {
       return parseCorsOrigin(o);

@@ -12,6 +12,7 @@ import type * as P from '../../enclave/api/pkcs11.ts';
 import { emulatorBackend } from './emulator/backend.ts';
 import type { EmulatorOptions } from './emulator/module.ts';
 import { softhsmBackend } from './softhsm.ts';
+import { pkcs11Backend } from './pkcs11-module.ts';
 
 /** A loaded module and how to make tokens created since C_Initialize visible, when it does not see them at once. */
 export interface TokenModule {
@@ -41,15 +42,25 @@ export interface TokenBackend {
    * while it writes.
    */
   readonly lockObjectStore: boolean;
+  /**
+   * Whether the vault makes its token in this module (C_InitToken at a data folder's first start,
+   * with the SO PIN); false: the operator made it, and the vault only finds it (hsm/tokens/open.ts).
+   */
+  readonly createsTokens: boolean;
   /** The module for the vault's data folder, initialized (C_Initialize); the caller holds the folder's token lock. */
   load(dataDir: string, opts: BackendOptions): TokenModule;
-  /** A throwaway module for tests and benches (C_Initialize'd, no token yet); `dispose` removes what it left on disk. */
-  scratch(opts: BackendOptions): TokenModule & { dispose(): void };
+  /**
+   * A throwaway module for tests and benches (C_Initialize'd, no token yet); `dispose` removes what
+   * it left on disk. Absent for a backend whose module is the operator's (`pkcs11`): its tests load
+   * SoftHSM2's and p11-kit's modules through it in their own processes (test/hsm/tokens/pkcs11-module.test.ts).
+   */
+  scratch?(opts: BackendOptions): TokenModule & { dispose(): void };
 }
 
 export const TOKEN_BACKENDS = {
   emulator: emulatorBackend,
   softhsm: softhsmBackend,
+  pkcs11: pkcs11Backend,
 } as const satisfies Record<string, TokenBackend>;
 
 export type TokenKind = keyof typeof TOKEN_BACKENDS;
@@ -68,7 +79,10 @@ export function parseTokenKind(name: string | undefined): TokenKind {
   return k;
 }
 
-/** The kinds that work in this process (SoftHSM2 only where it is installed). */
+/** The kinds with a scratch module (every one but `pkcs11`): what token tests and benches iterate over. */
+export const SCRATCH_TOKEN_KINDS = TOKEN_KINDS.filter((k) => (TOKEN_BACKENDS[k] as TokenBackend).scratch !== undefined);
+
+/** The kinds a test or bench can open on its own here: with a scratch module, and available (SoftHSM2 only where it is installed). */
 export function availableTokenKinds(): TokenKind[] {
-  return TOKEN_KINDS.filter((k) => TOKEN_BACKENDS[k].unavailable() === null);
+  return SCRATCH_TOKEN_KINDS.filter((k) => TOKEN_BACKENDS[k].unavailable() === null);
 }

@@ -18,10 +18,10 @@ import * as P from '../../enclave/api/pkcs11.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { TOKEN_BACKENDS } from './backends.ts';
 import type { BackendOptions, TokenKind } from './backends.ts';
-import { TOKEN_LOCK_FILE } from './config.ts';
+import { TOKEN_LOCK_FILE, checkTokenKind, readTokenConfig, writeTokenConfig } from './config.ts';
 import { withFileLock } from '../durable-file.ts';
-import { pinSourceOrDefault, settleTokenPins, soPinNeeded } from './token-pins.ts';
-import { checkTokenSupports } from './requirements.ts';
+import { operatorTokenPins, pinSourceOrDefault, settleTokenPins, soPinNeeded } from './token-pins.ts';
+import { TokenCheckCode, TokenCheckError, checkTokenSupports } from './requirements.ts';
 
 export interface OpenedToken {
   kind: TokenKind;
@@ -81,6 +81,7 @@ export function openVaultToken(dataDir: string, kind: TokenKind, opts: OpenToken
   const lockFile = path.join(dataDir, TOKEN_LOCK_FILE);
   const exclusive = <T>(fn: () => T): T => withFileLock(lockFile, fn);
   return exclusive((): OpenedToken => {
+    if (!TOKEN_BACKENDS[kind].createsTokens) return openOperatorToken(dataDir, kind, source, opts, exclusive);
     const { label, pins } = settleTokenPins(dataDir, kind, source, opts.log);
     const backend = TOKEN_BACKENDS[kind];
     const { module, rescan } = backend.load(dataDir, opts);
@@ -88,4 +89,44 @@ export function openVaultToken(dataDir: string, kind: TokenKind, opts: OpenToken
     checkTokenSupports(module, findSlot(module, label)!, `the ${backend.title} token ${label}`);
     return { kind, module, label, userPin: pins.userPin, exclusive, lockObjectStore: backend.lockObjectStore };
   });
+}
+
+/**
+ * A token the operator made in their module (`createsTokens` false: the `pkcs11` backend): found by
+ * the label in token.json, or, the first time, by the slot there (its label is then written to
+ * token.json, since slot ids may change); never created; refused when absent, when two tokens
+ * carry the label, or when it lacks what the firmware needs. Callers hold the token lock.
+ */
+function openOperatorToken(dataDir: string, kind: TokenKind, source: TokenPinSource, opts: OpenTokenOptions, exclusive: OpenedToken['exclusive']): OpenedToken {
+  const stored = readTokenConfig(dataDir);
+  if (!stored) throw new Error(`${dataDir} names no token: start it with bkv serve --token pkcs11 --module PATH --token-label L (or --slot N)`);
+  checkTokenKind(dataDir, stored.config, kind);
+  let cfg = stored.config;
+  const pins = operatorTokenPins(source, dataDir, cfg.label);
+  const backend = TOKEN_BACKENDS[kind];
+  const { module } = backend.load(dataDir, opts);
+  const slots = module.C_GetSlotList(true);
+  const labelOf = (s: P.Handle) => P.trimLabel(module.C_GetTokenInfo(s).label);
+  const present = () => slots.map((s) => `slot ${P.handleNumber(s)}: "${labelOf(s)}"`).join(', ') || 'none';
+  let slot: P.Handle;
+  if (cfg.label) {
+    const hits = slots.filter((s) => labelOf(s) === cfg.label);
+    if (hits.length === 0) throw new TokenCheckError(TokenCheckCode.NotFound, `no token labelled "${cfg.label}" in ${cfg.module} (its tokens: ${present()})`);
+    if (hits.length > 1) throw new TokenCheckError(TokenCheckCode.Ambiguous, `${hits.length} tokens of ${cfg.module} are labelled "${cfg.label}": give each token its own label`);
+    slot = hits[0]!;
+  } else {
+    const s = slots.find((x) => P.handleNumber(x) === cfg.slot);
+    if (s === undefined) throw new TokenCheckError(TokenCheckCode.NotFound, `no token in slot ${cfg.slot} of ${cfg.module} (its tokens: ${present()})`);
+    const label = labelOf(s);
+    if (!label || slots.filter((x) => labelOf(x) === label).length > 1) {
+      throw new TokenCheckError(TokenCheckCode.Ambiguous, `the token in slot ${cfg.slot} of ${cfg.module} has no label of its own ("${label}"): give it one`);
+    }
+    slot = s;
+    const { slot: _slot, ...rest } = cfg;
+    cfg = { ...rest, label };
+    writeTokenConfig(dataDir, cfg);
+    opts.log?.(`the token in slot ${_slot} of ${cfg.module} is "${label}": token.json names it by its label from now on`);
+  }
+  checkTokenSupports(module, slot, `the token "${cfg.label}" of ${cfg.module}`);
+  return { kind, module, label: cfg.label, userPin: pins.userPin, exclusive, lockObjectStore: backend.lockObjectStore };
 }

@@ -22,6 +22,10 @@ import { codedErrorClass, type CodeOf } from '../../enclave/api/codes.ts';
 export const TokenCheckCode = {
   /** The token lacks mechanisms, flags or key sizes the firmware needs (the message lists them all). */
   Unsupported: 3301,
+  /** No token with the configured label (or in the configured slot) in the module. */
+  NotFound: 3302,
+  /** Several tokens of the module carry the configured label: which one holds the vault's keys is not known. */
+  Ambiguous: 3303,
 } as const;
 export type TokenCheckCode = CodeOf<typeof TokenCheckCode>;
 export const TokenCheckError = codedErrorClass('TokenCheckError', TokenCheckCode);

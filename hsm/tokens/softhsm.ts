@@ -199,6 +199,7 @@ export const softhsmBackend: TokenBackend = {
   hostEnv: (dataDir: string) => ({ SOFTHSM2_CONF: softhsmPaths(dataDir).conf }),
   // Its file object store can fail a write when another thread of the process rescans the token.
   lockObjectStore: true,
+  createsTokens: true,
   load: (dataDir: string) => {
     const m = loadSoftHsm(dataDir);
     return { module: m, rescan: () => m.reinitialize() };

@@ -239,7 +239,7 @@ export function writeOperatorPins(operatorDir: string, label: string, pins: { us
 }
 
 /** The PINs a source gives (reading the pin file), before any token is looked at. */
-function suppliedPins(source: TokenPinSource, dataDir: string): TokenPins {
+export function suppliedPins(source: TokenPinSource, dataDir: string): TokenPins {
   if ('pinFile' in source) return readPinFile(source.pinFile, dataDir);
   if ('userPin' in source) {
     return { userPin: checkPin(source.userPin, 'user PIN'), ...(source.soPin !== undefined && { soPin: checkPin(source.soPin, 'SO PIN') }) };
@@ -336,6 +336,21 @@ export function settleTokenPins(
     return { label, pins };
   }
   return { label, pins: given! };
+}
+
+/**
+ * The user PIN of a token the operator made in their own module (the `pkcs11` backend): from the
+ * pin file or the environment only. Development mode's operator folder holds PINs the vault made
+ * for tokens it created; it has none for the operator's token.
+ */
+export function operatorTokenPins(source: TokenPinSource, dataDir: string, label: string): TokenPins {
+  if ('operatorDir' in source) {
+    throw new TokenPinError(
+      TokenPinErrorCode.PinsMissing,
+      `the token ${label || 'of ' + dataDir} is the operator's, in their PKCS#11 module: give its user PIN (--token-pin-file, ${TOKEN_PIN_ENV}); the vault keeps no PIN of it`,
+    );
+  }
+  return suppliedPins(source, dataDir);
 }
 
 /** The error for a token that has to be created when no SO PIN was given. */

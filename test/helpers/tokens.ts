@@ -21,7 +21,7 @@
 import { afterAll, describe, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { TokenError } from '../../enclave/token.ts';
-import { TOKEN_BACKENDS, TOKEN_KINDS } from '../../hsm/tokens/backends.ts';
+import { SCRATCH_TOKEN_KINDS, TOKEN_BACKENDS } from '../../hsm/tokens/backends.ts';
 import type { TokenKind as DeviceTokenKind } from '../../hsm/tokens/backends.ts';
 import type { EmulatorOptions } from '../../hsm/tokens/emulator/module.ts';
 import { ensureToken } from '../../hsm/tokens/open.ts';
@@ -29,7 +29,7 @@ import { RemotePkcs11 } from './remote-token/client.ts';
 
 export type TokenKind = DeviceTokenKind | 'remote';
 
-const KINDS: readonly TokenKind[] = [...TOKEN_KINDS, 'remote'];
+const KINDS: readonly TokenKind[] = [...SCRATCH_TOKEN_KINDS, 'remote'];
 
 export const SO_PIN = 'so-pin-0000';
 export const USER_PIN = 'user-pin-1111';
@@ -61,7 +61,7 @@ export function describeTokens(name: string, body: (kind: TokenKind) => void, op
 export function describeTokens(name: string, body: (kind: never) => void, opts: { remote?: boolean } = {}): void {
   const remote = opts.remote === true;
   const kinds = tokensUnderTest().filter((k) => k !== 'remote' || remote);
-  for (const k of TOKEN_KINDS) {
+  for (const k of SCRATCH_TOKEN_KINDS) {
     const why = unavailable(k);
     if (!kinds.includes(k) && !process.env.BKV_TOKEN && why) describe.skip(`${name} [${k}] skipped: ${why}`, () => it(`needs ${TOKEN_BACKENDS[k].title}`, () => {}));
   }
@@ -111,7 +111,7 @@ export function freshToken(kind: TokenKind, emulator: EmulatorOptions = {}): Fre
     module.C_Initialize();
     ensureToken(module, label, SO_PIN, USER_PIN);
   } else {
-    const s = TOKEN_BACKENDS[kind].scratch({ emulator: fast });
+    const s = TOKEN_BACKENDS[kind].scratch!({ emulator: fast });
     const previous = live.get(kind);
     live.set(kind, s);
     previous?.dispose();

@@ -20,6 +20,7 @@ export const emulatorBackend: TokenBackend = {
   unavailable: () => null,
   hostEnv: () => ({}),
   lockObjectStore: false,
+  createsTokens: true,
   load: (dataDir: string, opts: BackendOptions) => ({ module: initialized(new EmulatorModule({ ...opts.emulator, storeFile: path.join(dataDir, EMULATOR_STORE_FILE) })) }),
   // In memory: gone with the module.
   scratch: (opts: BackendOptions) => ({ module: initialized(new EmulatorModule({ ...opts.emulator })), dispose: () => {} }),

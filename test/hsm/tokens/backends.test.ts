@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import * as P from '../../../enclave/api/pkcs11.ts';
 import { checkConfig } from '../../../hsm/runner.ts';
-import { DEFAULT_TOKEN_KIND, TOKEN_BACKENDS, TOKEN_KINDS, isTokenKind, parseTokenKind } from '../../../hsm/tokens/backends.ts';
+import { DEFAULT_TOKEN_KIND, SCRATCH_TOKEN_KINDS, TOKEN_BACKENDS, TOKEN_KINDS, isTokenKind, parseTokenKind } from '../../../hsm/tokens/backends.ts';
 import { ensureToken } from '../../../hsm/tokens/open.ts';
 
 describe('token backends', () => {
@@ -25,11 +25,16 @@ describe('token backends', () => {
     }
   });
 
-  for (const kind of TOKEN_KINDS) {
+  it('every backend but the operator-module one has a scratch module and makes its tokens', () => {
+    expect(SCRATCH_TOKEN_KINDS).toEqual(TOKEN_KINDS.filter((k) => k !== 'pkcs11'));
+    for (const k of TOKEN_KINDS) expect(TOKEN_BACKENDS[k].createsTokens, k).toBe(k !== 'pkcs11');
+  });
+
+  for (const kind of SCRATCH_TOKEN_KINDS) {
     const b = TOKEN_BACKENDS[kind];
     it.skipIf(b.unavailable() !== null)(`${kind}: a scratch module gets a token with the user PIN set; hostEnv is plain strings`, () => {
       for (const v of Object.values(b.hostEnv('/data'))) expect(typeof v).toBe('string');
-      const s = b.scratch({ emulator: { pinKdfIterations: 1000 } });
+      const s = b.scratch!({ emulator: { pinKdfIterations: 1000 } });
       try {
         ensureToken(s.module, 'backend-test', 'so-pin-0000', 'user-pin-1111', s.rescan);
         ensureToken(s.module, 'backend-test', undefined, 'user-pin-1111', s.rescan); // exists: no SO PIN needed
