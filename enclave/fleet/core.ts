@@ -8,7 +8,8 @@
 import { FleetFault, type FleetCodeValue } from './faults.ts';
 import { configAt, tipOf, type DurableState, type Tip } from './log.ts';
 import type { Intent, RecordOp } from './rules.ts';
-import { ANY_INCARNATION, INCARNATION_BYTES, sameBytes, seal, type Body, type Config, type Entry, type Envelope } from './wire.ts';
+import { MAX_OPS_PER_ENTRY } from './codec.ts';
+import { ANY_INCARNATION, INCARNATION_BYTES, sameBytes, seal, type Body, type Config, type Entry } from './wire.ts';
 
 export interface MemberPlatform {
   /** Random bytes (the incarnation). */
@@ -50,7 +51,8 @@ export type FleetEvent =
   | { readonly type: 'reform'; readonly epoch: number; readonly config: Config; readonly tip: Tip };
 
 export interface Output {
-  readonly send: Envelope[];
+  /** Messages out, sealed (wire.ts); the header names the receiver. */
+  readonly send: Uint8Array[];
   readonly answers: Answer[];
   readonly faults: FleetFault[];
   readonly events: FleetEvent[];
@@ -101,7 +103,7 @@ export class MemberCore {
   vcStart = 0;
   seqOut = 0;
   readonly seen = new Map<string, number>();
-  out: { send: Envelope[]; answers: Answer[]; faults: FleetFault[]; events: FleetEvent[] } = { send: [], answers: [], faults: [], events: [] };
+  out: { send: Uint8Array[]; answers: Answer[]; faults: FleetFault[]; events: FleetEvent[] } = { send: [], answers: [], faults: [], events: [] };
   // leader
   queue: Intent[] = [];
   outstanding: Outstanding | null = null;
@@ -135,6 +137,7 @@ export class MemberCore {
       batch: opts.maxBatch ?? 16,
       queue: opts.maxQueue ?? 64,
     };
+    if (this.t.batch > MAX_OPS_PER_ENTRY) throw new Error(`fleet: a batch holds at most ${MAX_OPS_PER_ENTRY} ops (the decoder's bound)`);
     this.now = now;
     this.lastProgress = now;
   }

@@ -11,13 +11,14 @@
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { onCatchup, onRejoin, serveCatchup } from './catchup.ts';
 import { MemberCore, type MemberOptions, type MemberPlatform, type Output, type Status } from './core.ts';
-import { FleetCode, type FleetCodeValue } from './faults.ts';
+import { decodeBody } from './codec.ts';
+import { FleetCode, FleetFault, type FleetCodeValue } from './faults.ts';
 import { hashAt, type DurableState } from './log.ts';
 import { heartbeat, onCommit, onPrepare, onPrepareOk, propose } from './normal.ts';
 import { abandonReform, nextReformEpoch, onReformAccept, onReformVote, resendReform, startReform } from './reform.ts';
 import type { Intent } from './rules.ts';
 import { enterViewChange, onDoViewChange, onStartView, resendViewChange, startViewChange } from './view-change.ts';
-import { ANY_INCARNATION, sameBytes, verify, type Envelope } from './wire.ts';
+import { ANY_INCARNATION, bodyBytes, readHeader, sameBytes, verifyMac, type Envelope, type Header } from './wire.ts';
 
 export type { Answer, BrokenRule, FleetEvent, MemberOptions, MemberPlatform, Output, Status } from './core.ts';
 
@@ -108,28 +109,44 @@ export class Member {
     return c.end();
   }
 
-  /** A message from another member, through the (untrusted) network. */
-  receive(env: Envelope, now: number): Output {
+  /**
+   * A message from another member, through the (untrusted) network: its header read, then who sent
+   * it, to whom and once, its MAC over the exact bytes, and only then its body decoded
+   * (docs/fleet.md, "What a member checks"). Every refusal is one `FleetFault` in the output.
+   */
+  receive(msg: Uint8Array, now: number): Output {
     const c = this.c;
     c.begin(now);
-    const why = this.admit(env);
-    if (why !== null) c.refuse(why, env.from);
-    else this.dispatch(env);
+    if (c.st === 'retired') {
+      c.refuse(FleetCode.Retired);
+      return c.end();
+    }
+    let env: Envelope;
+    try {
+      const h = readHeader(msg);
+      const why = this.admit(h, msg);
+      if (why !== null) throw new FleetFault(why, 'fleet: message refused', h.from);
+      env = { from: h.from, to: h.to, fromInc: h.fromInc, toInc: h.toInc, seq: h.seq, body: decodeBody(h.type, bodyBytes(msg)) };
+    } catch (e) {
+      if (!(e instanceof FleetFault)) throw e;
+      c.out.faults.push(e.from === undefined && msg.length >= 3 ? new FleetFault(e.code, e.message, msg[2]) : e);
+      return c.end();
+    }
+    this.dispatch(env);
     return c.end();
   }
 
   // ---- the envelope: who sent it, to whom, once -----------------------------------------------
 
-  private admit(env: Envelope): FleetCodeValue | null {
+  private admit(h: Header, msg: Uint8Array): FleetCodeValue | null {
     const c = this.c;
-    if (c.st === 'retired') return FleetCode.Retired;
-    if (env.to !== c.id || env.from === c.id || !Number.isInteger(env.from) || env.from < 0 || env.from >= c.n) return FleetCode.UnknownMember;
+    if (h.to !== c.id || h.from === c.id || h.from >= c.n) return FleetCode.UnknownMember;
     // a sequence number already seen is refused before the MAC is computed; it is recorded only once the MAC verifies
-    const k = `${env.from}:${bytesToHex(env.fromInc)}`;
-    if (!Number.isSafeInteger(env.seq) || env.seq <= (c.seen.get(k) ?? 0)) return FleetCode.Replay;
-    if (!verify(c.key, env)) return FleetCode.BadMac;
-    if (!sameBytes(env.toInc, ANY_INCARNATION) && !sameBytes(env.toInc, c.incarnation)) return FleetCode.WrongIncarnation;
-    c.seen.set(k, env.seq);
+    const k = `${h.from}:${bytesToHex(h.fromInc)}`;
+    if (h.seq <= (c.seen.get(k) ?? 0)) return FleetCode.Replay;
+    if (!verifyMac(c.key, msg)) return FleetCode.BadMac;
+    if (!sameBytes(h.toInc, ANY_INCARNATION) && !sameBytes(h.toInc, c.incarnation)) return FleetCode.WrongIncarnation;
+    c.seen.set(k, h.seq);
     return null;
   }
 

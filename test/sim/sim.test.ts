@@ -12,7 +12,7 @@ import { FleetCode } from '../../enclave/fleet/faults.ts';
 import type { Answer, BrokenRule } from '../../enclave/fleet/member.ts';
 import type { Op } from '../../enclave/fleet/rules.ts';
 import { tipOf } from '../../enclave/fleet/log.ts';
-import { ANY_INCARNATION, entryHash, replicationKey, seal, type Body, type Envelope } from '../../enclave/fleet/wire.ts';
+import { ANY_INCARNATION, entryHash, HEADER_BYTES, MAC_BYTES, readHeader, replicationKey, seal, type Body, type Envelope } from '../../enclave/fleet/wire.ts';
 import { FLEET_SECRET, runSchedule, World, type Proc } from './world.ts';
 
 const KEY = replicationKey(FLEET_SECRET);
@@ -172,7 +172,7 @@ describe('fleet: refused messages are typed faults, change nothing, and the memb
     const tip = tipOf(d);
     const base = { from: leader.id, to: follower.id, fromInc: leader.member!.incarnation, toInc: ANY_INCARNATION };
     let seq = 1_000_000;
-    const msg = (body: Body, over: Partial<Omit<Envelope, 'body' | 'mac'>> = {}): Envelope => seal(KEY, { ...base, seq: ++seq, body, ...over });
+    const msg = (body: Body, over: Partial<Omit<Envelope, 'body'>> = {}): Uint8Array => seal(KEY, { ...base, seq: ++seq, body, ...over });
     const entry = (ops: Op[], index = tip.index + 1, prev = tip.hash) => ({
       index,
       view: m.view,
@@ -182,19 +182,24 @@ describe('fleet: refused messages are typed faults, change nothing, and the memb
     });
     const prepare = (e: ReturnType<typeof entry>, over: Partial<{ epoch: number; view: number }> = {}): Body => ({ type: 'prepare', epoch: m.epoch, view: m.view, commit: d.commit, entry: e, ...over });
     const charge = [{ kind: 'charge' as const, id: 'r0', base: 1, guess: 1, session: 9 }];
-    return { w, leader, follower, m, msg, entry, prepare, charge, tip };
+    return { w, leader, follower, m, msg, entry, prepare, charge, tip, base };
   }
 
   it('each refusal carries its code and leaves the durable state untouched; then the fleet still commits', () => {
-    const { w, leader, follower, m, msg, entry, prepare, charge, tip } = setup();
+    const { w, leader, follower, m, msg, entry, prepare, charge, tip, base } = setup();
     const good = msg(prepare(entry(charge)));
-    const forged: Envelope = { ...good, body: prepare(entry([{ ...charge[0]!, session: 666 }])) };
-    const otherKey = seal(replicationKey(new Uint8Array(32).fill(1)), { ...good, seq: good.seq + 1 });
+    const goodSeq = readHeader(good).seq;
+    // the header and MAC of one message around the body of another
+    const other = seal(KEY, { ...base, seq: goodSeq, body: prepare(entry([{ ...charge[0]!, session: 666 }])) });
+    const forged = new Uint8Array([...good.subarray(0, HEADER_BYTES), ...other.subarray(HEADER_BYTES, other.length - MAC_BYTES), ...good.subarray(good.length - MAC_BYTES)]);
+    const otherKey = seal(replicationKey(new Uint8Array(32).fill(1)), { ...base, seq: goodSeq + 1, body: prepare(entry(charge)) });
+    const toOther = good.slice();
+    toOther[3] = 7; // the receiver id in the header (wire.ts)
     const retired = new Uint8Array(16).fill(0xaa);
-    const cases: [string, Envelope, number][] = [
+    const cases: [string, Uint8Array, number][] = [
       ['forged body (MAC of another message)', forged, FleetCode.BadMac],
       ['MAC under another key', otherKey, FleetCode.BadMac],
-      ['to another member id', { ...good, to: 7 }, FleetCode.UnknownMember],
+      ['to a member id the fleet does not have', toOther, FleetCode.UnknownMember],
       ['to another incarnation of the receiver', msg(prepare(entry(charge)), { toInc: new Uint8Array(16).fill(3) }), FleetCode.WrongIncarnation],
       ['from an incarnation the configuration does not admit', msg(prepare(entry(charge)), { fromInc: retired }), FleetCode.NotAdmitted],
       ['from a member that does not lead the view', msg(prepare(entry(charge)), { from: [0, 1, 2].find((x) => x !== leader.id && x !== follower.id)! }), FleetCode.NotLeader],
@@ -214,11 +219,11 @@ describe('fleet: refused messages are typed faults, change nothing, and the memb
       expect(out.faults[0]!.name).toBe('FleetFault');
       expect(m.durable, what).toBe(before);
       // a gap asks the leader for its log; nothing else is sent
-      expect(out.send.map((e) => e.body.type), what).toEqual(code === FleetCode.WrongIndex ? ['catchupRequest'] : []);
+      expect(out.send.map((e) => readHeader(e).type), what).toEqual(code === FleetCode.WrongIndex ? ['catchupRequest'] : []);
       expect(m.status, what).toBe('normal');
     }
     // a genuine message of the leader, delivered once already, is refused when replayed
-    const genuine = w.sent.filter((e) => e.body.type === 'prepare' && e.from === leader.id && e.to === follower.id).at(-1)!;
+    const genuine = w.sent.filter((e) => { const h = readHeader(e); return h.type === 'prepare' && h.from === leader.id && h.to === follower.id; }).at(-1)!;
     expect(genuine).toBeDefined();
     const before = m.durable;
     const replayed = m.receive(genuine, w.now);
