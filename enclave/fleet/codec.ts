@@ -109,7 +109,8 @@ function bad(code: FleetCodeValue, what: string): never {
 
 // ---- ops ------------------------------------------------------------------------------------------
 
-const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the id (stripping it would make two encodings of one id)
+const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const utf8Enc = new TextEncoder();
 
 function idBytes(id: string): Uint8Array {
