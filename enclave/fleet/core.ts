@@ -21,9 +21,11 @@ export interface MemberPlatform {
 /**
  * A deliberately broken rule, for the simulation's positive controls only: `count-unadmitted`
  * counts any incarnation in quorums and lets a booted member resume from its durable state as if
- * admitted; `half-quorum` takes n/2 (rounded down) as a majority.
+ * admitted; `half-quorum` takes n/2 (rounded down) as a majority; `skip-mac` takes a message
+ * without checking its MAC.
  */
-export type BrokenRule = 'count-unadmitted' | 'half-quorum';
+export type BrokenRule = 'count-unadmitted' | 'half-quorum' | 'skip-mac';
+export const BROKEN_RULES: readonly BrokenRule[] = ['count-unadmitted', 'half-quorum', 'skip-mac'];
 
 export interface MemberOptions {
   readonly n: number;

@@ -3,7 +3,7 @@
  * invariant checked after every step (docs/fleet.md, "Simulation").
  *
  *   npm run sim -- --schedules N --seed S [--jobs J] [--n 3|5] [--steps T] [--faults a,b,...]
- *                  [--broken count-unadmitted|half-quorum] [--effects-only] [--trace]
+ *                  [--broken count-unadmitted|half-quorum|skip-mac] [--effects-only] [--trace]
  *
  *   --schedules  how many schedules (default 1000); schedule i runs seed S + i (default S = 1)
  *   --jobs       worker threads (default 1; seeds are split between them, results are the same)
@@ -20,7 +20,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { fleetFaultName } from '../../enclave/fleet/faults.ts';
-import type { BrokenRule } from '../../enclave/fleet/member.ts';
+import { BROKEN_RULES, type BrokenRule } from '../../enclave/fleet/member.ts';
 import { minimize, reproduce } from './minimize.ts';
 import { FAULTS, runSchedule, type FaultKind, type ScheduleOptions } from './world.ts';
 
@@ -62,7 +62,7 @@ function parse(argv: string[]): Args {
       base.faults = list as FaultKind[];
     } else if (k === '--broken') {
       const v = val();
-      if (v !== 'count-unadmitted' && v !== 'half-quorum') throw new Error('--broken: count-unadmitted or half-quorum');
+      if (!(BROKEN_RULES as readonly string[]).includes(v)) throw new Error(`--broken: one of ${BROKEN_RULES.join(', ')}`);
       base.broken = v as BrokenRule;
     } else if (k === '--effects-only') base.effectsOnly = true;
     else if (k === '--trace') a.trace = true;

@@ -13,7 +13,7 @@ import type { Answer, BrokenRule } from '../../enclave/fleet/member.ts';
 import type { Op } from '../../enclave/fleet/rules.ts';
 import { tipOf } from '../../enclave/fleet/log.ts';
 import { ANY_INCARNATION, entryHash, HEADER_BYTES, MAC_BYTES, readHeader, replicationKey, seal, type Body, type Envelope } from '../../enclave/fleet/wire.ts';
-import { FLEET_SECRET, runSchedule, World, type Proc } from './world.ts';
+import { FAULTS, FLEET_SECRET, runSchedule, World, type Proc } from './world.ts';
 
 const KEY = replicationKey(FLEET_SECRET);
 const CI_SCHEDULES = 300;
@@ -34,12 +34,12 @@ const okCharges = (answers: readonly Answer[], from = 0) => answers.slice(from).
 
 describe('fleet simulation: random schedules', () => {
   it(`${CI_SCHEDULES} seeded schedules keep every invariant, with every fault kind exercised`, () => {
-    const totals = { acked: 0, restores: 0, clones: 0, partitions: 0, crashes: 0, reforms: 0, n3: 0, n5: 0 };
+    const totals = { acked: 0, restores: 0, clones: 0, partitions: 0, crashes: 0, reforms: 0, forged: 0, n3: 0, n5: 0 };
     const failing: string[] = [];
     for (let seed = 1; seed <= CI_SCHEDULES; seed++) {
       const r = runSchedule({ seed });
       if (r.violations.length > 0) failing.push(`seed ${seed}: ${r.violations[0]} (npm run sim -- --seed ${seed} --schedules 1)`);
-      for (const k of ['acked', 'restores', 'clones', 'partitions', 'crashes', 'reforms'] as const) totals[k] += r.stats[k];
+      for (const k of ['acked', 'restores', 'clones', 'partitions', 'crashes', 'reforms', 'forged'] as const) totals[k] += r.stats[k];
       if (r.n === 3) totals.n3++;
       else totals.n5++;
     }
@@ -47,7 +47,27 @@ describe('fleet simulation: random schedules', () => {
     // the runs did something: answers, and each kind of fault, on both fleet sizes
     expect(totals.acked).toBeGreaterThan(20 * CI_SCHEDULES);
     for (const k of ['restores', 'clones', 'partitions', 'crashes', 'reforms', 'n3', 'n5'] as const) expect(totals[k], k).toBeGreaterThan(10);
+    // forged messages reached members in about half of the schedules, and each was refused (or the run would fail)
+    expect(totals.forged).toBeGreaterThan(10 * CI_SCHEDULES);
   }, 240_000);
+
+  it('the forging adversary changes nothing: a schedule runs the same with and without it, but for the forgeries refused', () => {
+    const without = FAULTS.filter((k) => k !== 'forge');
+    let compared = 0;
+    for (let seed = 1; seed <= 12; seed++) {
+      const a = runSchedule({ seed, trace: true });
+      if (a.stats.forged === 0) continue;
+      const b = runSchedule({ seed, trace: true, faults: without });
+      compared++;
+      expect(a.trace.filter((l) => !l.includes('forged')), `seed ${seed}`).toEqual(b.trace);
+      const rest = (r: typeof a) => ({ ...r.stats, forged: 0, refused: {} });
+      expect(rest(a), `seed ${seed}`).toEqual(rest(b));
+      const refusedA = Object.values(a.stats.refused).reduce((x, y) => x + y, 0);
+      const refusedB = Object.values(b.stats.refused).reduce((x, y) => x + y, 0);
+      expect(refusedA - refusedB, `seed ${seed}`).toBe(a.stats.forged);
+    }
+    expect(compared).toBeGreaterThan(2);
+  });
 
   it('a seed reproduces exactly: same trace, same answers, same faults', () => {
     const a = runSchedule({ seed: 42, trace: true });
@@ -64,6 +84,12 @@ describe('fleet simulation: positive controls (a broken rule is caught within th
     for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...runSchedule({ seed, broken: 'half-quorum', effectsOnly: true }).violations];
     expect(found.length).toBeGreaterThan(0);
     expect(found.join('\n')).toMatch(/fork|granted to sessions|not in the committed history|drops committed/);
+  });
+
+  it('a member that takes messages without checking their MAC takes a forgery, and the run reports it', () => {
+    let found: string[] = [];
+    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...runSchedule({ seed, broken: 'skip-mac' }).violations];
+    expect(found.join('\n')).toMatch(/forged .* not refused cleanly/);
   });
 
   it('counting an unadmitted incarnation (a booted member resuming from its disk) is reported', () => {

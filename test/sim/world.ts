@@ -117,6 +117,8 @@ export class World {
   readonly sent: Uint8Array[] = [];
   /** Messages sent in the current tick (the adversary's fresh captures: their sequence numbers are not yet seen). */
   readonly recent: Uint8Array[] = [];
+  /** Sees every message a member sends (a test's capture). */
+  tap: ((msg: Uint8Array) => void) | null = null;
   private readonly key = replicationKey(FLEET_SECRET);
   private readonly lastState = new Map<number, string>();
 
@@ -220,14 +222,15 @@ export class World {
     return d;
   }
 
-  private handle(p: Proc, before: DurableState, out: Output, got: readonly Entry[]): void {
+  /** `forged`: the output of a forged message, which changes nothing (no state line in the trace). */
+  private handle(p: Proc, before: DurableState, out: Output, got: readonly Entry[], forged = false): void {
     const who = `p${p.pid}(m${p.id})`;
     for (const fl of out.faults) {
       const k = String(fl.code);
       this.stats.refused[k] = (this.stats.refused[k] ?? 0) + 1;
     }
     this.oracle.observe(who, before, p.member?.durable ?? p.disk.state, got);
-    if (this.o.trace && p.member) {
+    if (this.o.trace && p.member && !forged) {
       const m = p.member;
       const d = m.durable;
       const t = tipOf(d);
@@ -253,6 +256,7 @@ export class World {
     }
     for (const msg of out.send) {
       this.stats.messages++;
+      this.tap?.(msg);
       if (this.o.measure) this.stats.bytes += msg.length;
       if (this.recent.length < 64) this.recent.push(msg);
       if (this.sent.length < 400) this.sent.push(msg);
@@ -295,7 +299,7 @@ export class World {
     this.stats.forged++;
     const clean = out.faults.length === 1 && out.faults[0] instanceof FleetFault && out.send.length === 0 && out.answers.length === 0 && out.events.length === 0 && m.durable === before;
     if (!clean) this.oracle.violations.push(`p${p.pid}(m${p.id}): a ${msg.note} message was not refused cleanly (${out.faults.length} faults, ${out.send.length} sent, ${out.answers.length} answers, state ${m.durable === before ? 'kept' : 'changed'})`);
-    this.handle(p, before, out, []);
+    this.handle(p, before, out, [], true);
   }
 
   private deliver(msg: InFlight): void {
