@@ -197,9 +197,15 @@ function flatBody(b: Body): Record<string, unknown> {
   }
 }
 
-/** The canonical encoding of a body (no tag: the header carries it). A body over a bound is a bug of the sender: it throws. */
+/** The canonical encoding of a body (no tag: the header carries it); a body over a bound throws its FleetFault (it is never sent). */
 export function encodeBody(b: Body): Uint8Array {
-  return encodeAny(BODY_SCHEMAS[b.type], flatBody(b));
+  return asFleet(b.type, () => encodeAny(BODY_SCHEMAS[b.type], flatBody(b)));
+}
+
+/** Whether a record id fits the wire format (1..64 bytes of UTF-8): a leader refuses an intent whose id does not. */
+export function recordIdFits(id: string): boolean {
+  const n = idBytes(id).length;
+  return n >= 1 && n <= MAX_RECORD_ID_BYTES;
 }
 
 /** Decodes the body of a message of type `type`, exactly: a `FleetFault` for anything else. */

@@ -166,9 +166,15 @@ export class MemberCore {
     this.d = d;
     this.platform.persist(d);
   }
+  /** Seals and sends; a body over a bound of the wire format (a catch-up too long, a snapshot too large) is not sent: its fault goes in the output. */
   send(to: number, body: Body, toInc: Uint8Array = ANY_INCARNATION): void {
     this.lastSent = this.now;
-    this.out.send.push(seal(this.key, { from: this.id, to, fromInc: this.incarnation, toInc, seq: ++this.seqOut, body }));
+    try {
+      this.out.send.push(seal(this.key, { from: this.id, to, fromInc: this.incarnation, toInc, seq: ++this.seqOut, body }));
+    } catch (e) {
+      if (!(e instanceof FleetFault)) throw e;
+      this.out.faults.push(e);
+    }
   }
   broadcast(body: Body): void {
     for (let m = 0; m < this.n; m++) if (m !== this.id) this.send(m, body);

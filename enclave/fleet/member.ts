@@ -11,7 +11,7 @@
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { onCatchup, onRejoin, serveCatchup } from './catchup.ts';
 import { MemberCore, type MemberOptions, type MemberPlatform, type Output, type Status } from './core.ts';
-import { decodeBody } from './codec.ts';
+import { decodeBody, recordIdFits } from './codec.ts';
 import { FleetCode, FleetFault, type FleetCodeValue } from './faults.ts';
 import { hashAt, type DurableState } from './log.ts';
 import { heartbeat, onCommit, onPrepare, onPrepareOk, propose } from './normal.ts';
@@ -66,6 +66,7 @@ export class Member {
     c.begin(now);
     if (!c.isLeader()) c.out.answers.push({ ok: false, intent, code: FleetCode.NotLeader });
     else if (c.queue.length >= c.t.queue) c.out.answers.push({ ok: false, intent, code: FleetCode.Unexpected });
+    else if (!recordIdFits(intent.id)) c.out.answers.push({ ok: false, intent, code: FleetCode.BadValue });
     else {
       c.queue.push(intent);
       propose(c);

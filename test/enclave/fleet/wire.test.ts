@@ -29,6 +29,8 @@ import {
   type MessageType,
   type Snapshot,
 } from '../../../enclave/fleet/wire.ts';
+import { MemberCore } from '../../../enclave/fleet/core.ts';
+import { genesis } from '../../../enclave/fleet/log.ts';
 import { sampleBodies } from '../../fuzz/targets/fleet-wire.ts';
 
 const KEY = replicationKey(new Uint8Array(32).fill(3));
@@ -189,8 +191,18 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
     expect(codeOf(snapOf(rec(0x61, 1, 3, 1), rec(0x61, 1, 3, 1)))).toBe(FleetCode.BadValue);
   });
 
-  it('the encoder refuses what the decoder would (a sender bug throws, it never sends it)', () => {
+  it('the encoder refuses what the decoder would, and a member does not send it: the fault is in its output', () => {
     const ops: Op[] = Array.from({ length: MAX_OPS_PER_ENTRY + 1 }, () => ({ kind: 'lock', id: 'a', base: 0 }));
-    expect(() => encodeBody({ type: 'prepare', epoch: 1, view: 1, commit: 0, entry: { index: 1, view: 1, prevHash: new Uint8Array(32), hash: new Uint8Array(32), ops } })).toThrow();
+    const entry = { index: 1, view: 1, prevHash: new Uint8Array(32), hash: new Uint8Array(32), ops };
+    expect(codeOf(() => encodeBody({ type: 'prepare', epoch: 1, view: 1, commit: 0, entry }))).toBe(FleetCode.TooMany);
+    expect(codeOf(() => encodeBody({ type: 'commit', epoch: 2 ** 53, view: 1, commit: 0 }))).toBe(FleetCode.BadValue);
+    const core = new MemberCore(genesis(0, 3), { random: (n) => new Uint8Array(n).fill(1), persist: () => {} }, { n: 3, replicationKey: KEY }, 0);
+    const entries = Array.from({ length: MAX_CATCHUP_ENTRIES + 1 }, (_, i) => ({ ...entry, index: i + 1, ops: [] }));
+    core.begin(0);
+    core.send(1, { type: 'catchup', epoch: 1, view: 1, normalView: 1, commit: 0, snapshot: null, entries });
+    core.send(1, { type: 'commit', epoch: 1, view: 1, commit: 0 });
+    const out = core.end();
+    expect(out.faults.map((f) => f.code)).toEqual([FleetCode.TooMany]);
+    expect(out.send.map((m) => readHeader(m).type)).toEqual(['commit']);
   });
 });
