@@ -12,7 +12,7 @@
 import { bytes, decodeFields, encodeFields, fixed, list, opt, u53, u8, type Decoded, type Schema } from '../api/codec.ts';
 import { Codec, EnclaveFault } from '../api/codes.ts';
 import { FleetCode, FleetFault, type FleetCodeValue } from './faults.ts';
-import { MAX_LIMIT, type Op, type RecordState, type RecordStatus } from './rules.ts';
+import { MAX_LIMIT, type Intent, type Op, type RecordState, type RecordStatus } from './rules.ts';
 import { HASH_BYTES, INCARNATION_BYTES, type Body, type Config, type Entry, type MessageType, type Snapshot } from './messages.ts';
 
 /** Member ids a message may name (the fleet has 3 or 5; a member also checks its own N). */
@@ -202,10 +202,11 @@ export function encodeBody(b: Body): Uint8Array {
   return asFleet(b.type, () => encodeAny(BODY_SCHEMAS[b.type], flatBody(b)));
 }
 
-/** Whether a record id fits the wire format (1..64 bytes of UTF-8): a leader refuses an intent whose id does not. */
-export function recordIdFits(id: string): boolean {
-  const n = idBytes(id).length;
-  return n >= 1 && n <= MAX_RECORD_ID_BYTES;
+/** Whether a client intent fits the wire format (a record id of 1..64 bytes of UTF-8, a session within 0..2^53 - 1): a leader refuses one that does not. */
+export function intentFits(intent: Intent): boolean {
+  const n = typeof intent.id === 'string' ? idBytes(intent.id).length : 0;
+  const session = 'session' in intent ? intent.session : 0;
+  return n >= 1 && n <= MAX_RECORD_ID_BYTES && Number.isSafeInteger(session) && session >= 0;
 }
 
 /** Decodes the body of a message of type `type`, exactly: a `FleetFault` for anything else. */

@@ -11,7 +11,7 @@
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { onCatchup, onRejoin, serveCatchup } from './catchup.ts';
 import { MemberCore, type MemberOptions, type MemberPlatform, type Output, type Status } from './core.ts';
-import { decodeBody, recordIdFits } from './codec.ts';
+import { decodeBody, intentFits } from './codec.ts';
 import { FleetCode, FleetFault, type FleetCodeValue } from './faults.ts';
 import { hashAt, type DurableState } from './log.ts';
 import { heartbeat, onCommit, onPrepare, onPrepareOk, propose } from './normal.ts';
@@ -66,7 +66,7 @@ export class Member {
     c.begin(now);
     if (!c.isLeader()) c.out.answers.push({ ok: false, intent, code: FleetCode.NotLeader });
     else if (c.queue.length >= c.t.queue) c.out.answers.push({ ok: false, intent, code: FleetCode.Unexpected });
-    else if (!recordIdFits(intent.id)) c.out.answers.push({ ok: false, intent, code: FleetCode.BadValue });
+    else if (!intentFits(intent)) c.out.answers.push({ ok: false, intent, code: FleetCode.BadValue });
     else {
       c.queue.push(intent);
       propose(c);
@@ -123,15 +123,17 @@ export class Member {
       c.refuse(FleetCode.Retired);
       return c.end();
     }
+    let h: Header | null = null;
     let env: Envelope;
     try {
-      const h = readHeader(msg);
+      h = readHeader(msg);
       const why = this.admit(h, msg);
-      if (why !== null) throw new FleetFault(why, 'fleet: message refused', h.from);
+      if (why !== null) throw new FleetFault(why, 'fleet: message refused');
       env = { from: h.from, to: h.to, fromInc: h.fromInc, toInc: h.toInc, seq: h.seq, body: decodeBody(h.type, bodyBytes(msg)) };
     } catch (e) {
       if (!(e instanceof FleetFault)) throw e;
-      c.out.faults.push(e.from === undefined && msg.length >= 3 ? new FleetFault(e.code, e.message, msg[2]) : e);
+      // the sender id as the header names it (none when the header itself is refused)
+      c.out.faults.push(new FleetFault(e.code, e.message, h?.from));
       return c.end();
     }
     this.dispatch(env);

@@ -140,11 +140,13 @@ describe('fleet: every alteration of a captured message is refused, and the memb
     });
   }
 
-  it('a client intent naming a record id the wire format can not carry is answered with a refusal, not sent', () => {
+  it('a client intent the wire format can not carry (record id too long or empty, session out of range) is answered with a refusal, not sent', () => {
     const had = w.answers.length;
     w.submit(leader, { kind: 'register', id: 'x'.repeat(65), limit: 3 });
     w.submit(leader, { kind: 'register', id: '', limit: 3 });
-    expect(w.answers.slice(had).map((a) => !a.ok && a.code)).toEqual([FleetCode.BadValue, FleetCode.BadValue]);
+    w.submit(leader, { kind: 'charge', id: 'r0', session: 2 ** 53 });
+    w.submit(leader, { kind: 'reset', id: 'r0', session: -1 });
+    expect(w.answers.slice(had).map((a) => !a.ok && a.code)).toEqual(new Array(4).fill(FleetCode.BadValue));
   });
 
   it('then the fleet commits the next change on every member, with no violation', () => {
