@@ -31,7 +31,7 @@ import {
 } from '../../../enclave/fleet/wire.ts';
 import { MemberCore } from '../../../enclave/fleet/core.ts';
 import { genesis } from '../../../enclave/fleet/log.ts';
-import { sampleBodies } from '../../fuzz/targets/fleet-wire.ts';
+import { FUZZ_FLEET_KEY, fuzz, sampleBodies, seeds, setup } from '../../fuzz/targets/fleet-wire.ts';
 
 const KEY = replicationKey(new Uint8Array(32).fill(3));
 const TYPES = Object.keys(MESSAGE_TAGS) as MessageType[];
@@ -204,5 +204,18 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
     const out = core.end();
     expect(out.faults.map((f) => f.code)).toEqual([FleetCode.TooMany]);
     expect(out.send.map((m) => readHeader(m).type)).toEqual(['commit']);
+  });
+});
+
+describe('fleet wire: the fuzz target (test/fuzz/targets/fleet-wire.ts) finds what it looks for', () => {
+  it('a seed opens, its altered copies are refused, and a genuine message outside the seeds is reported', async () => {
+    await setup();
+    const [, seed] = seeds().find(([n]) => n === 'message-commit')!;
+    await expect(fuzz(seed)).resolves.toBeUndefined();
+    const flipped = seed.slice();
+    flipped[HEADER_BYTES + 3]! ^= 1;
+    await expect(fuzz(flipped)).resolves.toBeUndefined();
+    const other = seal(FUZZ_FLEET_KEY, { ...header('commit'), seq: 99, body: { type: 'commit', epoch: 1, view: 1, commit: 1 } });
+    await expect(fuzz(Uint8Array.of(0, ...other))).rejects.toThrow(/forgery/);
   });
 });
