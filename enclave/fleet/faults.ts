@@ -37,6 +37,27 @@ export const FleetCode = {
   Unexpected: 2514,
   /** This incarnation was retired by an Admit of another incarnation of its id: it serves nothing. */
   Retired: 2515,
+  // the decoder (codec.ts, wire.ts): a message that is not one well-formed message of this wire format
+  /** The message or a field ends before its length says. */
+  Truncated: 2516,
+  /** Bytes after the last field of a body. */
+  TrailingBytes: 2517,
+  /** A message type tag this format does not have. */
+  UnknownType: 2518,
+  /** An op kind this format does not have. */
+  UnknownOp: 2519,
+  /** A wire version other than this member's. */
+  WireVersion: 2520,
+  /** A message longer than the longest the bounds allow. */
+  TooLarge: 2521,
+  /** A count above its bound (ops per entry, entries per catch-up, records per snapshot, admitted members): refused before any item is read. */
+  TooMany: 2522,
+  /** A length above its bound (a record id, an op). */
+  TooLong: 2523,
+  /** A length below its minimum (an empty record id or op). */
+  TooShort: 2524,
+  /** A value out of its range: a number above 2^53 - 1 or its field's limit, a presence byte, a record status, a record id not UTF-8, snapshot records out of order. */
+  BadValue: 2525,
 } as const;
 
 export type FleetCodeValue = CodeOf<typeof FleetCode>;

@@ -52,6 +52,7 @@ import { RESPONSE_PLAINTEXT } from './targets/e2e-open-response.ts';
 import { AUTH_BACKUP_KEY, AUTH_RECORD, AUTH_SESSION_ID, AUTH_SESSION_KEY, AUTH_STAGE } from './targets/authorization.ts';
 import { SEALED_RECORD_ID, sealingToken } from './targets/sealed-record.ts';
 import * as tokenFaults from './targets/token-faults.ts';
+import { seeds as fleetWireSeeds } from './targets/fleet-wire.ts';
 import { PKCS11_PLANTED } from './targets/pkcs11-token.ts';
 
 const te = new TextEncoder();
@@ -317,6 +318,8 @@ async function main(): Promise<void> {
     const at = log.lastIndexOf(m);
     if (at < 256) put('token-faults', kebab(m), Uint8Array.of(at, i % 7));
   });
+
+  for (const [file, bytes] of fleetWireSeeds()) put('fleet-wire', file, bytes);
 
   // No seed may carry a planted secret.
   const scanner = new SecretScanner(await allCanarySecrets());

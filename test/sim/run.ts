@@ -3,7 +3,7 @@
  * invariant checked after every step (docs/fleet.md, "Simulation").
  *
  *   npm run sim -- --schedules N --seed S [--jobs J] [--n 3|5] [--steps T] [--faults a,b,...]
- *                  [--broken count-unadmitted|half-quorum] [--effects-only] [--trace]
+ *                  [--broken count-unadmitted|half-quorum|skip-mac] [--effects-only] [--trace]
  *
  *   --schedules  how many schedules (default 1000); schedule i runs seed S + i (default S = 1)
  *   --jobs       worker threads (default 1; seeds are split between them, results are the same)
@@ -20,7 +20,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { fleetFaultName } from '../../enclave/fleet/faults.ts';
-import type { BrokenRule } from '../../enclave/fleet/member.ts';
+import { BROKEN_RULES, type BrokenRule } from '../../enclave/fleet/member.ts';
 import { minimize, reproduce } from './minimize.ts';
 import { FAULTS, runSchedule, type FaultKind, type ScheduleOptions } from './world.ts';
 
@@ -62,7 +62,7 @@ function parse(argv: string[]): Args {
       base.faults = list as FaultKind[];
     } else if (k === '--broken') {
       const v = val();
-      if (v !== 'count-unadmitted' && v !== 'half-quorum') throw new Error('--broken: count-unadmitted or half-quorum');
+      if (!(BROKEN_RULES as readonly string[]).includes(v)) throw new Error(`--broken: one of ${BROKEN_RULES.join(', ')}`);
       base.broken = v as BrokenRule;
     } else if (k === '--effects-only') base.effectsOnly = true;
     else if (k === '--trace') a.trace = true;
@@ -115,14 +115,14 @@ async function main(): Promise<void> {
   console.log(`fleet simulation: ${args.schedules} schedules from seed ${args.seed}, ${args.jobs} job(s), Node ${process.version}${args.base.broken ? `, BROKEN RULE ${args.base.broken}` : ''}`);
   const t0 = performance.now();
   const failing: Summary[] = [];
-  const totals = { done: 0, n3: 0, n5: 0, acked: 0, committed: 0, messages: 0, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0 };
+  const totals = { done: 0, n3: 0, n5: 0, acked: 0, committed: 0, messages: 0, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, forged: 0 };
   const refused = new Map<string, number>();
   const step = Math.max(1, Math.floor(args.schedules / 10));
   await runAll(args, (s) => {
     totals.done++;
     if (s.n === 3) totals.n3++;
     else totals.n5++;
-    for (const k of ['acked', 'committed', 'messages', 'reforms', 'crashes', 'restores', 'clones', 'partitions'] as const) totals[k] += s.stats[k];
+    for (const k of ['acked', 'committed', 'messages', 'reforms', 'crashes', 'restores', 'clones', 'partitions', 'forged'] as const) totals[k] += s.stats[k];
     for (const [c, v] of Object.entries(s.stats.refused)) refused.set(c, (refused.get(c) ?? 0) + v);
     if (s.violations.length > 0) failing.push(s);
     if (totals.done % step === 0 || totals.done === args.schedules) {
@@ -132,7 +132,7 @@ async function main(): Promise<void> {
   const secs = (performance.now() - t0) / 1000;
   console.log(`\n${totals.done} schedules (${totals.n3} of 3 members, ${totals.n5} of 5) in ${secs.toFixed(1)} s`);
   console.log(`  answered changes ${totals.acked}, committed entries ${totals.committed}, messages ${totals.messages}, re-forms ${totals.reforms}`);
-  console.log(`  faults: ${totals.crashes} crashes, ${totals.restores} restores from old images, ${totals.clones} clones, ${totals.partitions} partitions`);
+  console.log(`  faults: ${totals.crashes} crashes, ${totals.restores} restores from old images, ${totals.clones} clones, ${totals.partitions} partitions, ${totals.forged} forged messages delivered (each refused with a typed fault, or a violation)`);
   console.log(`  refused messages: ${[...refused].sort().map(([c, v]) => `${fleetFaultName(Number(c))} ${v}`).join(', ')}`);
   if (failing.length === 0) {
     console.log('  violations: 0');

@@ -12,8 +12,8 @@ import { FleetCode } from '../../enclave/fleet/faults.ts';
 import type { Answer, BrokenRule } from '../../enclave/fleet/member.ts';
 import type { Op } from '../../enclave/fleet/rules.ts';
 import { tipOf } from '../../enclave/fleet/log.ts';
-import { ANY_INCARNATION, entryHash, replicationKey, seal, type Body, type Envelope } from '../../enclave/fleet/wire.ts';
-import { FLEET_SECRET, runSchedule, World, type Proc } from './world.ts';
+import { ANY_INCARNATION, entryHash, HEADER_BYTES, MAC_BYTES, readHeader, replicationKey, seal, type Body, type Envelope } from '../../enclave/fleet/wire.ts';
+import { FAULTS, FLEET_SECRET, runSchedule, World, type Proc } from './world.ts';
 
 const KEY = replicationKey(FLEET_SECRET);
 const CI_SCHEDULES = 300;
@@ -34,12 +34,12 @@ const okCharges = (answers: readonly Answer[], from = 0) => answers.slice(from).
 
 describe('fleet simulation: random schedules', () => {
   it(`${CI_SCHEDULES} seeded schedules keep every invariant, with every fault kind exercised`, () => {
-    const totals = { acked: 0, restores: 0, clones: 0, partitions: 0, crashes: 0, reforms: 0, n3: 0, n5: 0 };
+    const totals = { acked: 0, restores: 0, clones: 0, partitions: 0, crashes: 0, reforms: 0, forged: 0, n3: 0, n5: 0 };
     const failing: string[] = [];
     for (let seed = 1; seed <= CI_SCHEDULES; seed++) {
       const r = runSchedule({ seed });
       if (r.violations.length > 0) failing.push(`seed ${seed}: ${r.violations[0]} (npm run sim -- --seed ${seed} --schedules 1)`);
-      for (const k of ['acked', 'restores', 'clones', 'partitions', 'crashes', 'reforms'] as const) totals[k] += r.stats[k];
+      for (const k of ['acked', 'restores', 'clones', 'partitions', 'crashes', 'reforms', 'forged'] as const) totals[k] += r.stats[k];
       if (r.n === 3) totals.n3++;
       else totals.n5++;
     }
@@ -47,7 +47,27 @@ describe('fleet simulation: random schedules', () => {
     // the runs did something: answers, and each kind of fault, on both fleet sizes
     expect(totals.acked).toBeGreaterThan(20 * CI_SCHEDULES);
     for (const k of ['restores', 'clones', 'partitions', 'crashes', 'reforms', 'n3', 'n5'] as const) expect(totals[k], k).toBeGreaterThan(10);
+    // forged messages reached members in about half of the schedules, and each was refused (or the run would fail)
+    expect(totals.forged).toBeGreaterThan(10 * CI_SCHEDULES);
   }, 240_000);
+
+  it('the forging adversary changes nothing: a schedule runs the same with and without it, but for the forgeries refused', () => {
+    const without = FAULTS.filter((k) => k !== 'forge');
+    let compared = 0;
+    for (let seed = 1; seed <= 12; seed++) {
+      const a = runSchedule({ seed, trace: true });
+      if (a.stats.forged === 0) continue;
+      const b = runSchedule({ seed, trace: true, faults: without });
+      compared++;
+      expect(a.trace.filter((l) => !l.includes('forged')), `seed ${seed}`).toEqual(b.trace);
+      const rest = (r: typeof a) => ({ ...r.stats, forged: 0, refused: {} });
+      expect(rest(a), `seed ${seed}`).toEqual(rest(b));
+      const refusedA = Object.values(a.stats.refused).reduce((x, y) => x + y, 0);
+      const refusedB = Object.values(b.stats.refused).reduce((x, y) => x + y, 0);
+      expect(refusedA - refusedB, `seed ${seed}`).toBe(a.stats.forged);
+    }
+    expect(compared).toBeGreaterThan(2);
+  });
 
   it('a seed reproduces exactly: same trace, same answers, same faults', () => {
     const a = runSchedule({ seed: 42, trace: true });
@@ -64,6 +84,12 @@ describe('fleet simulation: positive controls (a broken rule is caught within th
     for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...runSchedule({ seed, broken: 'half-quorum', effectsOnly: true }).violations];
     expect(found.length).toBeGreaterThan(0);
     expect(found.join('\n')).toMatch(/fork|granted to sessions|not in the committed history|drops committed/);
+  });
+
+  it('a member that takes messages without checking their MAC takes a forgery, and the run reports it', () => {
+    let found: string[] = [];
+    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...runSchedule({ seed, broken: 'skip-mac' }).violations];
+    expect(found.join('\n')).toMatch(/forged .* not refused cleanly/);
   });
 
   it('counting an unadmitted incarnation (a booted member resuming from its disk) is reported', () => {
@@ -172,7 +198,7 @@ describe('fleet: refused messages are typed faults, change nothing, and the memb
     const tip = tipOf(d);
     const base = { from: leader.id, to: follower.id, fromInc: leader.member!.incarnation, toInc: ANY_INCARNATION };
     let seq = 1_000_000;
-    const msg = (body: Body, over: Partial<Omit<Envelope, 'body' | 'mac'>> = {}): Envelope => seal(KEY, { ...base, seq: ++seq, body, ...over });
+    const msg = (body: Body, over: Partial<Omit<Envelope, 'body'>> = {}): Uint8Array => seal(KEY, { ...base, seq: ++seq, body, ...over });
     const entry = (ops: Op[], index = tip.index + 1, prev = tip.hash) => ({
       index,
       view: m.view,
@@ -182,19 +208,24 @@ describe('fleet: refused messages are typed faults, change nothing, and the memb
     });
     const prepare = (e: ReturnType<typeof entry>, over: Partial<{ epoch: number; view: number }> = {}): Body => ({ type: 'prepare', epoch: m.epoch, view: m.view, commit: d.commit, entry: e, ...over });
     const charge = [{ kind: 'charge' as const, id: 'r0', base: 1, guess: 1, session: 9 }];
-    return { w, leader, follower, m, msg, entry, prepare, charge, tip };
+    return { w, leader, follower, m, msg, entry, prepare, charge, tip, base };
   }
 
   it('each refusal carries its code and leaves the durable state untouched; then the fleet still commits', () => {
-    const { w, leader, follower, m, msg, entry, prepare, charge, tip } = setup();
+    const { w, leader, follower, m, msg, entry, prepare, charge, tip, base } = setup();
     const good = msg(prepare(entry(charge)));
-    const forged: Envelope = { ...good, body: prepare(entry([{ ...charge[0]!, session: 666 }])) };
-    const otherKey = seal(replicationKey(new Uint8Array(32).fill(1)), { ...good, seq: good.seq + 1 });
+    const goodSeq = readHeader(good).seq;
+    // the header and MAC of one message around the body of another
+    const other = seal(KEY, { ...base, seq: goodSeq, body: prepare(entry([{ ...charge[0]!, session: 666 }])) });
+    const forged = new Uint8Array([...good.subarray(0, HEADER_BYTES), ...other.subarray(HEADER_BYTES, other.length - MAC_BYTES), ...good.subarray(good.length - MAC_BYTES)]);
+    const otherKey = seal(replicationKey(new Uint8Array(32).fill(1)), { ...base, seq: goodSeq + 1, body: prepare(entry(charge)) });
+    const toOther = good.slice();
+    toOther[3] = 7; // the receiver id in the header (wire.ts)
     const retired = new Uint8Array(16).fill(0xaa);
-    const cases: [string, Envelope, number][] = [
+    const cases: [string, Uint8Array, number][] = [
       ['forged body (MAC of another message)', forged, FleetCode.BadMac],
       ['MAC under another key', otherKey, FleetCode.BadMac],
-      ['to another member id', { ...good, to: 7 }, FleetCode.UnknownMember],
+      ['to a member id the fleet does not have', toOther, FleetCode.UnknownMember],
       ['to another incarnation of the receiver', msg(prepare(entry(charge)), { toInc: new Uint8Array(16).fill(3) }), FleetCode.WrongIncarnation],
       ['from an incarnation the configuration does not admit', msg(prepare(entry(charge)), { fromInc: retired }), FleetCode.NotAdmitted],
       ['from a member that does not lead the view', msg(prepare(entry(charge)), { from: [0, 1, 2].find((x) => x !== leader.id && x !== follower.id)! }), FleetCode.NotLeader],
@@ -214,11 +245,11 @@ describe('fleet: refused messages are typed faults, change nothing, and the memb
       expect(out.faults[0]!.name).toBe('FleetFault');
       expect(m.durable, what).toBe(before);
       // a gap asks the leader for its log; nothing else is sent
-      expect(out.send.map((e) => e.body.type), what).toEqual(code === FleetCode.WrongIndex ? ['catchupRequest'] : []);
+      expect(out.send.map((e) => readHeader(e).type), what).toEqual(code === FleetCode.WrongIndex ? ['catchupRequest'] : []);
       expect(m.status, what).toBe('normal');
     }
     // a genuine message of the leader, delivered once already, is refused when replayed
-    const genuine = w.sent.filter((e) => e.body.type === 'prepare' && e.from === leader.id && e.to === follower.id).at(-1)!;
+    const genuine = w.sent.filter((e) => { const h = readHeader(e); return h.type === 'prepare' && h.from === leader.id && h.to === follower.id; }).at(-1)!;
     expect(genuine).toBeDefined();
     const before = m.durable;
     const replayed = m.receive(genuine, w.now);

@@ -2,7 +2,10 @@
  * The simulated world of one schedule: every member of a fleet in one process, over a network and
  * a clock driven by one seed. The network drops, delays, duplicates, reorders, replays and
  * partitions; processes crash, restart from their disk or from an old image of it, and are
- * cloned (a second running copy of a member's disk). Clients send intents to any member. The
+ * cloned (a second running copy of a member's disk). Members exchange bytes (enclave/fleet/wire.ts):
+ * the network reads only what a host can (the header, to route), and in some schedules a forging
+ * adversary (forge.ts) alters captured messages; every forgery must be refused with a typed fault
+ * and change nothing. Clients send intents to any member. The
  * oracle (oracle.ts) checks the invariants after every step. Same seed, same options: the same
  * run, step for step.
  */
@@ -10,11 +13,13 @@ import { bytesToHex } from '@noble/hashes/utils.js';
 import { genesis, recordsAt, tipOf, type DurableState } from '../../enclave/fleet/log.ts';
 import { Member, type Answer, type BrokenRule, type Output } from '../../enclave/fleet/member.ts';
 import type { Intent } from '../../enclave/fleet/rules.ts';
-import { GENESIS_HASH, replicationKey, wireBytes, type Entry, type Envelope } from '../../enclave/fleet/wire.ts';
+import { FleetFault } from '../../enclave/fleet/faults.ts';
+import { GENESIS_HASH, open, readHeader, replicationKey, type Entry } from '../../enclave/fleet/wire.ts';
+import { forge, FORGERIES } from './forge.ts';
 import { Oracle, type ProcView } from './oracle.ts';
 import { Rng } from './rng.ts';
 
-export const FAULTS = ['drop', 'duplicate', 'delay', 'replay', 'partition', 'crash', 'restore', 'clone'] as const;
+export const FAULTS = ['drop', 'duplicate', 'delay', 'replay', 'partition', 'crash', 'restore', 'clone', 'forge'] as const;
 export type FaultKind = (typeof FAULTS)[number];
 
 export interface ScheduleOptions {
@@ -53,6 +58,8 @@ export interface ScheduleResult {
     clones: number;
     partitions: number;
     durableWrites: number;
+    /** Forged messages delivered (each refused with a typed fault, or the run reports a violation). */
+    forged: number;
   };
 }
 
@@ -68,11 +75,16 @@ export interface Proc extends ProcView {
   readonly appended: Set<string>;
   readonly startedAt: number;
 }
-interface InFlight {
+/** A message on the network: its bytes, and what the network read from its header to route it. */
+export interface InFlight {
   at: number;
   order: number;
-  env: Envelope;
+  msg: Uint8Array;
+  to: number;
+  /** For the trace: the header's type, sender and sender incarnation as sent. */
+  note: string;
   fromPid: number;
+  forged: boolean;
 }
 
 export const FLEET_SECRET = new Uint8Array(32).fill(7);
@@ -85,7 +97,7 @@ export class World {
   readonly oracle: Oracle;
   readonly procs: Proc[] = [];
   readonly trace: string[] = [];
-  readonly stats: ScheduleResult['stats'] = { acked: 0, committed: 0, messages: 0, bytes: 0, refused: {}, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, durableWrites: 0 };
+  readonly stats: ScheduleResult['stats'] = { acked: 0, committed: 0, messages: 0, bytes: 0, refused: {}, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, durableWrites: 0, forged: 0 };
   /** Every answer a client got: ok or refused. */
   readonly answers: Answer[] = [];
   readonly on: Set<FaultKind>;
@@ -97,13 +109,22 @@ export class World {
   /** Member id → tick of its last restore from an old image, until an incarnation booted since is admitted. */
   readonly restored = new Map<number, number>();
   private net: InFlight[] = [];
+  /** Forged messages in flight: a queue and a random stream of their own, so that a schedule runs the same with or without them. */
+  private forgedNet: InFlight[] = [];
+  readonly adversary: Rng;
   private order = 0;
-  readonly sent: Envelope[] = [];
+  /** Messages captured on the network (up to 400), for replays and forgeries. */
+  readonly sent: Uint8Array[] = [];
+  /** Messages sent in the current tick (the adversary's fresh captures: their sequence numbers are not yet seen). */
+  readonly recent: Uint8Array[] = [];
+  /** Sees every message a member sends (a test's capture). */
+  tap: ((msg: Uint8Array) => void) | null = null;
   private readonly key = replicationKey(FLEET_SECRET);
   private readonly lastState = new Map<number, string>();
 
   constructor(private readonly o: Omit<ScheduleOptions, 'seed'> & { seed: number; n: 3 | 5 }) {
     this.rng = new Rng(o.seed ^ 0x5eed);
+    this.adversary = new Rng(o.seed ^ 0xf0e6);
     this.n = o.n;
     this.f = Math.floor((this.n - 1) / 2);
     this.on = new Set<FaultKind>(o.faults ?? FAULTS);
@@ -201,14 +222,15 @@ export class World {
     return d;
   }
 
-  private handle(p: Proc, before: DurableState, out: Output, got: readonly Entry[]): void {
+  /** `forged`: the output of a forged message, which changes nothing (no state line in the trace). */
+  private handle(p: Proc, before: DurableState, out: Output, got: readonly Entry[], forged = false): void {
     const who = `p${p.pid}(m${p.id})`;
     for (const fl of out.faults) {
       const k = String(fl.code);
       this.stats.refused[k] = (this.stats.refused[k] ?? 0) + 1;
     }
     this.oracle.observe(who, before, p.member?.durable ?? p.disk.state, got);
-    if (this.o.trace && p.member) {
+    if (this.o.trace && p.member && !forged) {
       const m = p.member;
       const d = m.durable;
       const t = tipOf(d);
@@ -232,15 +254,17 @@ export class World {
       }
       this.oracle.answer(who, a);
     }
-    for (const env of out.send) {
+    for (const msg of out.send) {
       this.stats.messages++;
-      if (this.o.measure) this.stats.bytes += wireBytes(env);
-      if (this.sent.length < 400) this.sent.push(env);
-      else if (this.rng.chance(0.2)) this.sent[this.rng.int(this.sent.length)] = env;
+      this.tap?.(msg);
+      if (this.o.measure) this.stats.bytes += msg.length;
+      if (this.recent.length < 64) this.recent.push(msg);
+      if (this.sent.length < 400) this.sent.push(msg);
+      else if (this.rng.chance(0.2)) this.sent[this.rng.int(this.sent.length)] = msg;
       if (this.on.has('drop') && this.rng.chance(0.05)) continue;
       const delay = this.on.has('delay') && this.rng.chance(0.08) ? 2 + this.rng.int(10) : this.on.has('delay') ? 1 + this.rng.int(2) : 1;
-      this.net.push({ at: this.now + delay, order: this.order++, env, fromPid: p.pid });
-      if (this.on.has('duplicate') && this.rng.chance(0.03)) this.net.push({ at: this.now + 1 + this.rng.int(6), order: this.order++, env, fromPid: p.pid });
+      this.net.push(this.inFlight(msg, this.now + delay, p.pid));
+      if (this.on.has('duplicate') && this.rng.chance(0.03)) this.net.push(this.inFlight(msg, this.now + 1 + this.rng.int(6), p.pid));
     }
     if (this.failedAt < 0 && this.oracle.violations.length > 0) this.failedAt = this.now;
   }
@@ -251,25 +275,50 @@ export class World {
     this.handle(p, before, fn(m), got);
   }
 
-  /** Puts an envelope on the network as if sent now (a replay, or a test's own message). */
-  inject(env: Envelope, at = this.now): void {
-    this.net.push({ at, order: this.order++, env, fromPid: -1 });
+  /** A message as the network carries it: routed by its header, which a host can read (and trust no further). */
+  private inFlight(msg: Uint8Array, at: number, fromPid: number): InFlight {
+    const h = readHeader(msg);
+    return { at, order: this.order++, msg, to: h.to, note: `${h.type} m${h.from}:${bytesToHex(h.fromInc).slice(0, 6)}`, fromPid, forged: false };
+  }
+
+  /** Puts a genuine message on the network as if sent now (a replay, or a test's own message). */
+  inject(msg: Uint8Array, at = this.now): void {
+    this.net.push(this.inFlight(msg, at, -1));
+  }
+
+  /** Puts a forged message on the network for member `to`: it must be refused wherever it lands. */
+  injectForged(msg: Uint8Array, to: number, what: string, at = this.now): void {
+    this.forgedNet.push({ at, order: this.order++, msg, to, note: `forged (${what})`, fromPid: -1, forged: true });
+  }
+
+  /** A forged message at one process: one typed fault, and nothing else happens (no state, no answer, no message). */
+  private deliverForged(p: Proc, msg: InFlight): void {
+    const m = p.member!;
+    const before = m.durable;
+    const out = m.receive(msg.msg, this.now);
+    this.stats.forged++;
+    const clean = out.faults.length === 1 && out.faults[0] instanceof FleetFault && out.send.length === 0 && out.answers.length === 0 && out.events.length === 0 && m.durable === before;
+    if (!clean) this.oracle.violations.push(`p${p.pid}(m${p.id}): a ${msg.note} message was not refused cleanly (${out.faults.length} faults, ${out.send.length} sent, ${out.answers.length} answers, state ${m.durable === before ? 'kept' : 'changed'})`);
+    this.handle(p, before, out, [], true);
   }
 
   private deliver(msg: InFlight): void {
     const from = msg.fromPid >= 0 ? this.procs[msg.fromPid]! : null;
-    const targets = this.aliveOf(msg.env.to).filter((p) => !this.partitioned || !from || p.side === from.side);
+    const targets = this.aliveOf(msg.to).filter((p) => !this.partitioned || !from || p.side === from.side);
     if (targets.length === 0) return;
-    const chosen = targets.length > 1 && this.rng.chance(0.3) ? targets : [this.rng.pick(targets)];
+    const rng = msg.forged ? this.adversary : this.rng;
+    const chosen = targets.length > 1 && rng.chance(0.3) ? targets : [rng.pick(targets)];
     for (const p of chosen) {
-      this.log(`deliver ${msg.env.body.type} m${msg.env.from}:${bytesToHex(msg.env.fromInc).slice(0, 6)}->p${p.pid}(m${p.id})`);
-      this.call(p, (m) => m.receive(msg.env, this.now), msg.env.body.type === 'catchup' ? msg.env.body.entries : []);
+      this.log(`deliver ${msg.note}->p${p.pid}(m${p.id})`);
+      if (msg.forged) this.deliverForged(p, msg);
+      else this.call(p, (m) => m.receive(msg.msg, this.now), this.caughtUp(msg.msg));
     }
   }
 
   /** One tick: due messages delivered (reordered within the tick when delays are on), then every running process's timers. */
   step(): void {
     this.now++;
+    this.recent.length = 0;
     const due = this.net.filter((m) => m.at <= this.now).sort((a, b) => a.at - b.at || a.order - b.order);
     this.net = this.net.filter((m) => m.at > this.now);
     if (this.on.has('delay')) {
@@ -278,8 +327,19 @@ export class World {
         [due[i], due[j]] = [due[j]!, due[i]!];
       }
     }
+    // forgeries first: one made of a message sent last tick arrives before that message (its sequence number is still new)
+    const forged = this.forgedNet.filter((m) => m.at <= this.now);
+    this.forgedNet = this.forgedNet.filter((m) => m.at > this.now);
+    for (const m of forged) if (this.failedAt < 0) this.deliver(m);
     for (const m of due) if (this.failedAt < 0) this.deliver(m);
     for (const p of this.alive()) if (this.failedAt < 0) this.call(p, (m) => m.tick(this.now));
+  }
+
+  /** The entries a genuine catch-up carries (the oracle learns an installed log's content from them). */
+  private caughtUp(msg: Uint8Array): readonly Entry[] {
+    if (readHeader(msg).type !== 'catchup') return [];
+    const b = open(this.key, msg).body;
+    return b.type === 'catchup' ? b.entries : [];
   }
 
   /** Every running member whose commit point is the history's end holds the oracle's records. */
@@ -326,11 +386,22 @@ export function runSchedule(o: ScheduleOptions): ScheduleResult {
     return d.size <= w.f;
   };
 
+  // the forging adversary, in about half of the schedules, with its own random stream (w.adversary)
+  const forging = on.has('forge') && w.adversary.chance(0.5);
+  const incarnations = (id: number): Uint8Array[] => w.aliveOf(id).map((p) => p.member!.incarnation);
+
   const faults = (): void => {
+    if (forging && w.sent.length > 0 && w.adversary.chance(0.25)) {
+      const kind = w.adversary.pick(FORGERIES);
+      const captured = w.recent.length > 0 && w.adversary.chance(0.8) ? w.recent : w.sent;
+      const f = forge(w.adversary, w.adversary.pick(captured), kind, n, incarnations);
+      w.injectForged(f.msg, f.to, kind, w.now + 1);
+    }
     if (on.has('replay') && w.sent.length > 0 && rng.chance(0.2)) {
-      const env = rng.pick(w.sent);
-      w.log(`replay ${env.body.type} m${env.from}->m${env.to}`);
-      w.inject(env, w.now + 1);
+      const msg = rng.pick(w.sent);
+      const h = readHeader(msg);
+      w.log(`replay ${h.type} m${h.from}->m${h.to}`);
+      w.inject(msg, w.now + 1);
     }
     if (on.has('partition')) {
       if (!w.partitioned && rng.chance(0.015)) w.partition(() => rng.int(2));

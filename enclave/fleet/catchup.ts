@@ -1,0 +1,90 @@
+/**
+ * Catch-up and rejoin (Viewstamped Replication Revisited §4.3, with durable logs; docs/fleet.md
+ * "Rejoin"): a member behind asks for the entries after its commit point, or a snapshot when that
+ * point is gone, and installs them only after checking the whole chain against its own state and
+ * only if the result is at least as up to date as its own log. A booted member sends `rejoin`,
+ * installs the leader's log as a learner, and serves once an Admit of its incarnation commits.
+ */
+import type { MemberCore, Purpose } from './core.ts';
+import { FleetCode } from './faults.ts';
+import { checkChain, compact, entriesAfter, hashAt, newer, tipOf, type DurableState, type Tip } from './log.ts';
+import { following, ackTip, checkAdmission } from './normal.ts';
+import { maybeAccept } from './reform.ts';
+import { enterView } from './view-change.ts';
+import { ANY_INCARNATION, sameBytes, type Body, type Envelope } from './wire.ts';
+
+export function requestCatchup(c: MemberCore, purpose: Purpose, from: number, expect: Tip | null, toInc: Uint8Array = ANY_INCARNATION): void {
+  c.awaiting = { purpose, from, expect, since: c.now };
+  c.send(from, { type: 'catchupRequest', commit: c.d.commit, commitHash: hashAt(c.d, c.d.commit)! }, toInc);
+}
+
+export function onRejoin(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'rejoin' }>): void {
+  if (!c.isLeader() || c.admitted(c.configTip(), env.from, env.fromInc)) return c.refuse(FleetCode.Unexpected, env.from);
+  c.learners.set(env.from, { inc: env.fromInc, tip: { index: -1, hash: new Uint8Array(0) } });
+  serveCatchup(c, env, b.commit, b.commitHash);
+}
+
+/** Any member that holds a log may send it: the requester decides whether to take it. */
+export function serveCatchup(c: MemberCore, env: Envelope, commit: number, commitHash: Uint8Array): void {
+  if (c.st === 'recovering' || c.st === 'retired') return c.refuse(FleetCode.Unexpected, env.from);
+  const have = hashAt(c.d, commit);
+  const suffix = have !== undefined && sameBytes(have, commitHash);
+  c.send(
+    env.from,
+    {
+      type: 'catchup',
+      epoch: c.epoch,
+      view: c.d.view,
+      normalView: c.d.normalView,
+      commit: c.d.commit,
+      snapshot: suffix ? null : c.d.base,
+      entries: suffix ? entriesAfter(c.d, commit) : [...c.d.entries],
+    },
+    env.fromInc,
+  );
+}
+
+export function onCatchup(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'catchup' }>): void {
+  const a = c.awaiting;
+  if (!a || (a.from !== env.from && !(a.from === -1 && env.from === c.leaderOf(b.view)))) return c.refuse(FleetCode.Unexpected, env.from);
+  // to follow a view's leader, take its log only once it is normal in that view (a leader still
+  // changing view has not adopted the most up-to-date log yet)
+  const following = a.purpose === 'follow' || a.purpose === 'rejoin';
+  if (following && (b.normalView !== b.view || env.from !== c.leaderOf(b.view) || b.view < c.d.view)) return c.refuse(FleetCode.Unexpected, env.from);
+  let cand: DurableState;
+  if (b.snapshot) {
+    if (b.snapshot.index < c.d.commit || b.snapshot.config.admitted.length !== c.n) return c.refuse(FleetCode.StaleCatchup, env.from);
+    cand = { ...c.d, base: b.snapshot, entries: [] };
+  } else cand = { ...c.d, entries: c.d.entries.filter((e) => e.index <= c.d.commit) };
+  const why = checkChain(cand, b.entries);
+  if (why !== null) return c.refuse(why, env.from);
+  cand = { ...cand, entries: [...cand.entries, ...b.entries] };
+  const tip = tipOf(cand);
+  if (a.expect && (a.expect.index !== tip.index || !sameBytes(a.expect.hash, tip.hash))) return c.refuse(FleetCode.Unexpected, env.from);
+  // a member's log never goes back (VR Revisited §4.2's order: normal view, then length)
+  if (newer({ normalView: c.d.normalView, tip: tipOf(c.d).index }, { normalView: b.normalView, tip: tip.index })) return c.refuse(FleetCode.StaleCatchup, env.from);
+  const epochChanged = cand.base.config.epoch !== c.d.base.config.epoch;
+  if (epochChanged && a.purpose !== 'rejoin') return c.refuse(FleetCode.StaleEpoch, env.from);
+  const commit = Math.max(Math.min(b.commit, tip.index), Math.min(c.d.commit, tip.index), cand.base.index);
+  const view = a.purpose === 'view' || a.purpose === 'reform' ? c.d.view : Math.max(c.d.view, b.view);
+  c.write(compact({ ...cand, commit, view, normalView: b.normalView }, c.t.keep));
+  c.awaiting = null;
+  switch (a.purpose) {
+    case 'view':
+      if (c.st === 'viewchange') enterView(c);
+      return;
+    case 'reform':
+      return maybeAccept(c);
+    case 'rejoin':
+    case 'follow':
+      if (c.wasAdmitted && (c.st === 'viewchange' || c.st === 'normal')) {
+        c.st = 'normal';
+        c.write({ ...c.d, normalView: c.d.view });
+      } else if (c.st === 'recovering' || c.st === 'learner') c.st = 'learner';
+      else return;
+      c.synced = true;
+      c.lastProgress = c.now;
+      checkAdmission(c);
+      return ackTip(c, env);
+  }
+}

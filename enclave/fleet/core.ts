@@ -1,0 +1,192 @@
+/**
+ * The state of one fleet member (durable and RAM) and the helpers every role shares: sending,
+ * refusing, writing durably, who leads a view, which incarnation a configuration admits. The
+ * roles are one file each, functions of this state: normal.ts (VR Revisited §4.1), view-change.ts
+ * (§4.2), catchup.ts (§4.3: catch-up, rejoin), reform.ts (a whole fleet's re-form). member.ts is
+ * the entry (messages, intents, ticks in; `Output` out). Only enclave/fleet/ reads this state.
+ */
+import { FleetFault, type FleetCodeValue } from './faults.ts';
+import { configAt, tipOf, type DurableState, type Tip } from './log.ts';
+import type { Intent, RecordOp } from './rules.ts';
+import { MAX_OPS_PER_ENTRY } from './codec.ts';
+import { ANY_INCARNATION, INCARNATION_BYTES, sameBytes, seal, type Body, type Config, type Entry } from './wire.ts';
+
+export interface MemberPlatform {
+  /** Random bytes (the incarnation). */
+  readonly random: (n: number) => Uint8Array;
+  /** Makes the state durable (NVRAM and storage) before returning. */
+  readonly persist: (state: DurableState) => void;
+}
+
+/**
+ * A deliberately broken rule, for the simulation's positive controls only: `count-unadmitted`
+ * counts any incarnation in quorums and lets a booted member resume from its durable state as if
+ * admitted; `half-quorum` takes n/2 (rounded down) as a majority; `skip-mac` takes a message
+ * without checking its MAC.
+ */
+export type BrokenRule = 'count-unadmitted' | 'half-quorum' | 'skip-mac';
+export const BROKEN_RULES: readonly BrokenRule[] = ['count-unadmitted', 'half-quorum', 'skip-mac'];
+
+export interface MemberOptions {
+  readonly n: number;
+  readonly replicationKey: Uint8Array;
+  /** Ticks without a sign of a working leader before a view change. */
+  readonly viewChangeTicks?: number;
+  /** Ticks without progress before this member takes part in a re-form. */
+  readonly reformTicks?: number;
+  /** Ticks between resends of an unanswered message. */
+  readonly resendTicks?: number;
+  /** Committed entries kept behind the commit point (older ones fold into the snapshot). */
+  readonly keep?: number;
+  readonly maxBatch?: number;
+  readonly maxQueue?: number;
+  readonly broken?: BrokenRule;
+}
+
+export type Answer =
+  | { readonly ok: true; readonly intent: Intent; readonly op: RecordOp; readonly index: number; readonly hash: Uint8Array }
+  | { readonly ok: false; readonly intent: Intent; readonly code: FleetCodeValue };
+
+/** What the oracle watches: a leader's commit with the ids it counted, a re-form installed. */
+export type FleetEvent =
+  | { readonly type: 'commit'; readonly index: number; readonly hash: Uint8Array; readonly view: number; readonly counted: readonly number[]; readonly admitOf: number | null }
+  | { readonly type: 'reform'; readonly epoch: number; readonly config: Config; readonly tip: Tip };
+
+export interface Output {
+  /** Messages out, sealed (wire.ts); the header names the receiver. */
+  readonly send: Uint8Array[];
+  readonly answers: Answer[];
+  readonly faults: FleetFault[];
+  readonly events: FleetEvent[];
+}
+
+export type Status = 'recovering' | 'learner' | 'normal' | 'viewchange' | 'reform' | 'retired';
+
+export type Purpose = 'view' | 'follow' | 'rejoin' | 'reform';
+export interface Awaiting {
+  readonly purpose: Purpose;
+  readonly from: number;
+  readonly expect: Tip | null;
+  readonly since: number;
+}
+export interface Outstanding {
+  readonly index: number;
+  readonly hash: Uint8Array;
+  readonly acks: Set<number>;
+  readonly intents: readonly { intent: Intent; op: RecordOp }[];
+  readonly admitOf: number | null;
+  readonly entry: Entry | null;
+}
+export type Vote = { inc: Uint8Array; body: Extract<Body, { type: 'reformVote' }> };
+export type Dvc = { inc: Uint8Array; body: Extract<Body, { type: 'doViewChange' }> };
+export interface ReformPlan {
+  readonly epoch: number;
+  readonly config: Config;
+  readonly setHash: Uint8Array;
+  readonly best: number;
+  readonly bestTip: Tip;
+  readonly view: number;
+}
+
+export class MemberCore {
+  readonly id: number;
+  readonly incarnation: Uint8Array;
+  readonly n: number;
+  readonly key: Uint8Array;
+  readonly t: { vc: number; reform: number; resend: number; keep: number; batch: number; queue: number };
+  d: DurableState;
+  st: Status = 'recovering';
+  wasAdmitted = false;
+  /** This member's log is a prefix of the current view leader's (set when a view starts or a catch-up installs). */
+  synced = false;
+  now = 0;
+  lastProgress = 0;
+  lastSent = -Infinity;
+  vcStart = 0;
+  seqOut = 0;
+  readonly seen = new Map<string, number>();
+  out: { send: Uint8Array[]; answers: Answer[]; faults: FleetFault[]; events: FleetEvent[] } = { send: [], answers: [], faults: [], events: [] };
+  // leader
+  queue: Intent[] = [];
+  outstanding: Outstanding | null = null;
+  readonly learners = new Map<number, { inc: Uint8Array; tip: Tip }>();
+  // view change, catch-up, re-form
+  dvcs = new Map<number, Dvc>();
+  awaiting: Awaiting | null = null;
+  readonly votes = new Map<number, Map<number, Vote>>();
+  readonly accepts = new Map<number, Map<number, { inc: Uint8Array; body: Extract<Body, { type: 'reformAccept' }> }>>();
+  plan: ReformPlan | null = null;
+  myAccept: Extract<Body, { type: 'reformAccept' }> | null = null;
+
+
+  constructor(
+    durable: DurableState,
+    readonly platform: MemberPlatform,
+    readonly opts: MemberOptions,
+    now: number,
+  ) {
+    this.id = durable.member;
+    this.n = opts.n;
+    this.key = opts.replicationKey;
+    this.d = durable;
+    this.incarnation = platform.random(INCARNATION_BYTES);
+    if (this.incarnation.length !== INCARNATION_BYTES) throw new Error('fleet: incarnation needs 16 random bytes');
+    this.t = {
+      vc: opts.viewChangeTicks ?? 10,
+      reform: opts.reformTicks ?? 40,
+      resend: opts.resendTicks ?? 2,
+      keep: opts.keep ?? 4,
+      batch: opts.maxBatch ?? 16,
+      queue: opts.maxQueue ?? 64,
+    };
+    if (this.t.batch > MAX_OPS_PER_ENTRY) throw new Error(`fleet: a batch holds at most ${MAX_OPS_PER_ENTRY} ops (the decoder's bound)`);
+    this.now = now;
+    this.lastProgress = now;
+  }
+
+  get epoch(): number {
+    return this.d.base.config.epoch;
+  }
+  isLeader(): boolean {
+    return this.st === 'normal' && this.leaderOf(this.d.view) === this.id;
+  }
+  quorum(): number {
+    return this.opts.broken === 'half-quorum' ? Math.floor(this.n / 2) : Math.floor(this.n / 2) + 1;
+  }
+  leaderOf(view: number): number {
+    return view % this.n;
+  }
+  configTip(): Config {
+    return configAt(this.d, tipOf(this.d).index);
+  }
+  admitted(c: Config, m: number, inc: Uint8Array): boolean {
+    return this.opts.broken === 'count-unadmitted' || sameBytes(c.admitted[m], inc);
+  }
+  write(d: DurableState): void {
+    this.d = d;
+    this.platform.persist(d);
+  }
+  /** Seals and sends; a body over a bound of the wire format (a catch-up too long, a snapshot too large) is not sent: its fault goes in the output. */
+  send(to: number, body: Body, toInc: Uint8Array = ANY_INCARNATION): void {
+    this.lastSent = this.now;
+    try {
+      this.out.send.push(seal(this.key, { from: this.id, to, fromInc: this.incarnation, toInc, seq: ++this.seqOut, body }));
+    } catch (e) {
+      if (!(e instanceof FleetFault)) throw e;
+      this.out.faults.push(e);
+    }
+  }
+  broadcast(body: Body): void {
+    for (let m = 0; m < this.n; m++) if (m !== this.id) this.send(m, body);
+  }
+  refuse(code: FleetCodeValue, from?: number): void {
+    this.out.faults.push(new FleetFault(code, 'fleet: message refused', from));
+  }
+  begin(now: number): void {
+    this.now = now;
+    this.out = { send: [], answers: [], faults: [], events: [] };
+  }
+  end(): Output {
+    return this.out;
+  }
+}

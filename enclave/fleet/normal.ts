@@ -1,0 +1,183 @@
+/**
+ * Normal operation (Viewstamped Replication Revisited §4.1, docs/fleet.md "The quorum rule"): the
+ * leader batches intents into one outstanding entry, sends `prepare`, and commits once a majority
+ * of member ids, each through the incarnation the configuration admits, acked it (an Admit's own
+ * member does not count); a follower checks and appends the entry, follows the leader's commit
+ * once synced with it, and acks its tip.
+ */
+import { requestCatchup } from './catchup.ts';
+import type { MemberCore } from './core.ts';
+import { FleetCode } from './faults.ts';
+import { checkAppend, compact, configAt, hashAt, recordsAt, tipOf } from './log.ts';
+import { opOf, transition, type Intent, type Op, type RecordOp } from './rules.ts';
+import { enterViewChange } from './view-change.ts';
+import { entryHash, sameBytes, type Body, type Entry, type Envelope } from './wire.ts';
+
+export function propose(c: MemberCore): void {
+  if (!c.isLeader() || c.outstanding) return;
+  const tip = tipOf(c.d);
+  const cfg = c.configTip();
+  if (c.d.commit === tip.index) {
+    for (const [m, l] of c.learners) {
+      if (sameBytes(cfg.admitted[m], l.inc)) {
+        c.learners.delete(m);
+        continue;
+      }
+      if (l.tip.index === tip.index && sameBytes(l.tip.hash, tip.hash)) {
+        c.learners.delete(m);
+        return append(c, [{ kind: 'admit', member: m, incarnation: l.inc }], [], m);
+      }
+    }
+  }
+  if (c.queue.length === 0) return;
+  const recs = recordsAt(c.d, tip.index);
+  const taken: { intent: Intent; op: RecordOp }[] = [];
+  while (c.queue.length > 0 && taken.length < c.t.batch) {
+    const intent = c.queue.shift()!;
+    const op = opOf(intent, recs.get(intent.id));
+    const next = transition(recs.get(intent.id), op);
+    if (typeof next === 'number') c.out.answers.push({ ok: false, intent, code: next });
+    else {
+      recs.set(intent.id, next);
+      taken.push({ intent, op });
+    }
+  }
+  if (taken.length > 0) append(c, taken.map((x) => x.op), taken, null);
+}
+
+export function append(c: MemberCore, ops: Op[], intents: { intent: Intent; op: RecordOp }[], admitOf: number | null): void {
+  const tip = tipOf(c.d);
+  const index = tip.index + 1;
+  const entry: Entry = { index, view: c.d.view, prevHash: tip.hash, hash: entryHash(tip.hash, index, c.d.view, ops), ops };
+  c.write({ ...c.d, entries: [...c.d.entries, entry] });
+  c.outstanding = { index, hash: entry.hash, acks: new Set([c.id]), intents, admitOf, entry };
+  sendPrepare(c);
+  tryCommit(c);
+}
+
+export function sendPrepare(c: MemberCore): void {
+  const o = c.outstanding;
+  if (o?.entry) c.broadcast({ type: 'prepare', epoch: c.epoch, view: c.d.view, commit: c.d.commit, entry: o.entry });
+}
+
+export function heartbeat(c: MemberCore): void {
+  if (c.outstanding?.entry) sendPrepare(c);
+  else if (c.outstanding) c.broadcast({ type: 'startView', epoch: c.epoch, view: c.d.view, tip: c.outstanding.index, tipHash: c.outstanding.hash });
+  else c.broadcast({ type: 'commit', epoch: c.epoch, view: c.d.view, commit: c.d.commit });
+}
+
+export function onPrepare(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'prepare' }>): void {
+  if (env.from !== c.leaderOf(b.view)) return c.refuse(FleetCode.NotLeader, env.from);
+  if (!following(c, env, b.view)) return;
+  const e = b.entry;
+  const tip = tipOf(c.d);
+  if (e.index <= tip.index) {
+    const have = hashAt(c.d, e.index);
+    if (have && !sameBytes(have, e.hash)) return c.refuse(FleetCode.WrongPrevHash, env.from);
+  } else {
+    const why = checkAppend(c.d, e);
+    if (why !== null) {
+      c.refuse(why, env.from);
+      if (why === FleetCode.WrongIndex) requestCatchup(c, 'follow', env.from, null);
+      return;
+    }
+    c.write({ ...c.d, entries: [...c.d.entries, e] });
+  }
+  learnCommit(c, b.commit);
+  c.lastProgress = c.now;
+  ackTip(c, env);
+}
+
+export function onCommit(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'commit' }>): void {
+  if (env.from !== c.leaderOf(b.view)) return c.refuse(FleetCode.NotLeader, env.from);
+  if (!following(c, env, b.view)) return;
+  learnCommit(c, b.commit);
+  c.lastProgress = c.now;
+  ackTip(c, env);
+}
+
+/** Whether this member follows the leader of `view` now; if it is behind that view, it asks the leader for its log. */
+export function following(c: MemberCore, env: Envelope, view: number): boolean {
+  if (c.st === 'recovering') return false;
+  const synced = c.synced && (c.st === 'normal' || c.st === 'learner') && view === c.d.view;
+  if (!synced) {
+    if (view > c.d.view) moveToView(c, view);
+    const a = c.awaiting;
+    if (a?.purpose !== 'follow' || c.now - a.since >= c.t.resend) requestCatchup(c, 'follow', env.from, null);
+    return false;
+  }
+  if (!c.admitted(c.configTip(), env.from, env.fromInc)) {
+    c.refuse(FleetCode.NotAdmitted, env.from);
+    return false;
+  }
+  return true;
+}
+
+/** A later view's leader shows up: this member's log is not known to be a prefix of that leader's until it catches up. */
+export function moveToView(c: MemberCore, view: number): void {
+  c.write({ ...c.d, view });
+  c.synced = false;
+  if (c.st === 'normal') enterViewChange(c);
+}
+
+export function ackTip(c: MemberCore, env: Envelope): void {
+  const tip = tipOf(c.d);
+  c.send(env.from, { type: 'prepareOk', epoch: c.epoch, view: c.d.view, index: tip.index, hash: tip.hash }, env.fromInc);
+}
+
+/** A follower's commit point follows the leader's, up to its own tip (its log is a prefix of the leader's in this view). */
+export function learnCommit(c: MemberCore, commit: number): void {
+  const upto = Math.min(commit, tipOf(c.d).index);
+  if (upto > c.d.commit) c.d = compact({ ...c.d, commit: upto }, c.t.keep);
+  checkAdmission(c);
+}
+
+export function onPrepareOk(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'prepareOk' }>): void {
+  if (!c.isLeader() || b.view !== c.d.view) return c.refuse(FleetCode.Unexpected, env.from);
+  const o = c.outstanding;
+  if (!c.admitted(c.configTip(), env.from, env.fromInc)) {
+    c.learners.set(env.from, { inc: env.fromInc, tip: { index: b.index, hash: b.hash } });
+    if (c.opts.broken !== 'count-unadmitted') {
+      propose(c);
+      return;
+    }
+  }
+  c.lastProgress = c.now;
+  if (o && b.index === o.index && sameBytes(b.hash, o.hash)) {
+    o.acks.add(env.from);
+    tryCommit(c);
+  }
+}
+
+/** Commits the outstanding entry once a majority of member ids, each with its admitted incarnation, hold it; an Admit's own member does not count. */
+export function tryCommit(c: MemberCore): void {
+  const o = c.outstanding;
+  if (!o) return;
+  const counted = [...o.acks].filter((m) => m !== o.admitOf);
+  if (counted.length < c.quorum()) return;
+  c.outstanding = null;
+  c.d = compact({ ...c.d, commit: o.index }, c.t.keep);
+  c.lastProgress = c.now;
+  c.out.events.push({ type: 'commit', index: o.index, hash: o.hash, view: c.d.view, counted, admitOf: o.admitOf });
+  for (const { intent, op } of o.intents) c.out.answers.push({ ok: true, intent, op, index: o.index, hash: o.hash });
+  checkAdmission(c);
+  if (c.st !== 'normal') return;
+  c.broadcast({ type: 'commit', epoch: c.epoch, view: c.d.view, commit: c.d.commit });
+  propose(c);
+}
+
+/** After the log changed: a learner whose incarnation is admitted by a committed Admit serves; an admitted one whose id admits another incarnation retires. */
+export function checkAdmission(c: MemberCore): void {
+  const mine = c.configTip().admitted[c.id];
+  if (c.wasAdmitted && !sameBytes(mine, c.incarnation) && c.opts.broken !== 'count-unadmitted') {
+    c.st = 'retired';
+    c.outstanding = null;
+    c.queue = [];
+    return;
+  }
+  if (c.st === 'learner' && sameBytes(configAt(c.d, c.d.commit).admitted[c.id], c.incarnation)) {
+    c.wasAdmitted = true;
+    c.st = 'normal';
+    c.write({ ...c.d, normalView: c.d.view });
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * Re-form of a whole fleet into a new epoch, by unanimity of the N member ids (docs/fleet.md
+ * "Re-form"): vote (durably, with this incarnation), plan (the incarnation set and the most
+ * up-to-date log, recorded durably: no other set for that epoch), fetch that log, accept, and
+ * install once every incarnation of the set accepted the same set and log.
+ */
+import { requestCatchup } from './catchup.ts';
+import type { MemberCore, Vote } from './core.ts';
+import { FleetCode } from './faults.ts';
+import { newer, recordsAt, tipOf } from './log.ts';
+import { enterViewChange, enterView } from './view-change.ts';
+import { configHash, sameBytes, type Body, type Config, type Envelope } from './wire.ts';
+
+export function nextReformEpoch(c: MemberCore): number {
+  return Math.max(c.epoch, c.d.reform?.epoch ?? 0) + 1;
+}
+
+export function startReform(c: MemberCore, epoch: number): void {
+  if (c.st === 'retired') return;
+  c.write({ ...c.d, reform: { epoch, voter: c.incarnation, setHash: null } });
+  c.st = 'reform';
+  c.vcStart = c.now;
+  c.outstanding = null;
+  c.queue = [];
+  c.plan = null;
+  c.myAccept = null;
+  c.awaiting = null;
+  const tip = tipOf(c.d);
+  const body: Vote['body'] = { type: 'reformVote', epoch, view: c.d.view, normalView: c.d.normalView, tip: tip.index, tipHash: tip.hash };
+  votesOf(c, epoch).set(c.id, { inc: c.incarnation, body });
+  c.broadcast(body);
+  tryPlan(c);
+}
+
+/** A re-form this member voted in but never accepted a set for is dropped for good: it will vote only in a later epoch. */
+export function abandonReform(c: MemberCore, newerEpoch: boolean): void {
+  c.plan = null;
+  c.lastProgress = c.now;
+  if (c.wasAdmitted && !newerEpoch) enterViewChange(c);
+  else c.st = 'recovering';
+}
+
+export function votesOf(c: MemberCore, epoch: number): Map<number, Vote> {
+  let v = c.votes.get(epoch);
+  if (!v) c.votes.set(epoch, (v = new Map()));
+  return v;
+}
+
+export function resendReform(c: MemberCore): void {
+  const r = c.d.reform;
+  const own = r && votesOf(c, r.epoch).get(c.id);
+  if (own) c.broadcast(own.body);
+  if (c.myAccept) c.broadcast(c.myAccept);
+  if (c.awaiting) requestCatchup(c, c.awaiting.purpose, c.awaiting.from, c.awaiting.expect);
+}
+
+export function onReformVote(c: MemberCore, env: Envelope, b: Vote['body']): void {
+  if (b.epoch <= c.epoch) {
+    if (c.myAccept && b.epoch === c.epoch) c.send(env.from, c.myAccept, env.fromInc);
+    return c.refuse(FleetCode.StaleEpoch, env.from);
+  }
+  const votes = votesOf(c, b.epoch);
+  if (!votes.has(env.from)) votes.set(env.from, { inc: env.fromInc, body: b });
+  const unhappy = c.st !== 'normal' || c.now - c.lastProgress > c.t.vc;
+  const r = c.d.reform;
+  if (unhappy && c.st !== 'retired' && (!r || b.epoch > r.epoch)) startReform(c, b.epoch);
+  else tryPlan(c);
+}
+
+/** With a vote from every member id for this member's re-form epoch: the set, the most up-to-date log, and the log fetched if it is not this one. */
+export function tryPlan(c: MemberCore): void {
+  const r = c.d.reform;
+  if (c.st !== 'reform' || !r || c.plan || !sameBytes(r.voter, c.incarnation)) return;
+  const votes = votesOf(c, r.epoch);
+  if (votes.size < c.n) return;
+  const admitted: Uint8Array[] = [];
+  let best = -1;
+  let view = 0;
+  for (let m = 0; m < c.n; m++) {
+    const v = votes.get(m)!;
+    admitted.push(v.inc);
+    view = Math.max(view, v.body.view);
+    const bv = best >= 0 ? votes.get(best)!.body : null;
+    if (!bv || newer(v.body, bv)) best = m;
+  }
+  const config: Config = { epoch: r.epoch, admitted };
+  const setHash = configHash(config);
+  if (r.setHash && !sameBytes(r.setHash, setHash)) return;
+  const bv = votes.get(best)!.body;
+  c.plan = { epoch: r.epoch, config, setHash, best, bestTip: { index: bv.tip, hash: bv.tipHash }, view: view + 1 };
+  c.write({ ...c.d, reform: { ...r, setHash } });
+  const tip = tipOf(c.d);
+  if (tip.index === bv.tip && sameBytes(tip.hash, bv.tipHash)) maybeAccept(c);
+  else requestCatchup(c, 'reform', best, c.plan.bestTip, admitted[best]);
+}
+
+export function maybeAccept(c: MemberCore): void {
+  const p = c.plan;
+  if (!p || c.st !== 'reform') return;
+  const tip = tipOf(c.d);
+  if (tip.index !== p.bestTip.index || !sameBytes(tip.hash, p.bestTip.hash)) return;
+  c.myAccept = { type: 'reformAccept', epoch: p.epoch, setHash: p.setHash, tip: tip.index, tipHash: tip.hash };
+  c.broadcast(c.myAccept);
+  onAccepted(c, c.id, c.incarnation, c.myAccept);
+}
+
+export function onReformAccept(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'reformAccept' }>): void {
+  if (b.epoch <= c.epoch) {
+    if (c.myAccept && b.epoch === c.epoch) c.send(env.from, c.myAccept, env.fromInc);
+    return;
+  }
+  onAccepted(c, env.from, env.fromInc, b);
+}
+
+export function onAccepted(c: MemberCore, from: number, inc: Uint8Array, b: Extract<Body, { type: 'reformAccept' }>): void {
+  let acc = c.accepts.get(b.epoch);
+  if (!acc) c.accepts.set(b.epoch, (acc = new Map()));
+  acc.set(from, { inc, body: b });
+  const p = c.plan;
+  if (!p || !c.myAccept || p.epoch !== b.epoch || c.st !== 'reform') return;
+  for (let m = 0; m < c.n; m++) {
+    const a = acc.get(m);
+    if (!a || !sameBytes(a.inc, p.config.admitted[m]) || !sameBytes(a.body.setHash, p.setHash) || a.body.tip !== p.bestTip.index || !sameBytes(a.body.tipHash, p.bestTip.hash)) return;
+  }
+  // every member id holds the same log and accepted this set: it is the new epoch's committed state
+  const tip = tipOf(c.d);
+  const full = { ...c.d, commit: tip.index };
+  c.write({
+    ...full,
+    view: p.view,
+    normalView: p.view,
+    base: { index: tip.index, hash: tip.hash, config: p.config, records: recordsAt(full, tip.index) },
+    entries: [],
+  });
+  c.out.events.push({ type: 'reform', epoch: p.epoch, config: p.config, tip });
+  c.plan = null;
+  c.wasAdmitted = true;
+  c.st = 'normal';
+  c.synced = true;
+  c.lastProgress = c.now;
+  c.learners.clear();
+  if (c.isLeader()) enterView(c);
+}

@@ -1,0 +1,112 @@
+/**
+ * View change (Viewstamped Replication Revisited §4.2, docs/fleet.md "View change"): a follower
+ * that hears no leader moves to view v + 1 and sends `doViewChange`; the new leader adopts the
+ * most up-to-date log (normal view, then length), counts the senders under the configuration at
+ * that log's tip, fetches the log if it is not its own, then sends `startView`.
+ */
+import { requestCatchup } from './catchup.ts';
+import type { MemberCore, Dvc } from './core.ts';
+import { FleetCode } from './faults.ts';
+import { entriesAfter, newer, tipOf } from './log.ts';
+import { propose, moveToView, ackTip, tryCommit, checkAdmission } from './normal.ts';
+import { sameBytes, type Body, type Envelope } from './wire.ts';
+
+export function startViewChange(c: MemberCore, view: number): void {
+  if (!c.wasAdmitted || (c.st !== 'normal' && c.st !== 'viewchange')) return;
+  c.write({ ...c.d, view });
+  enterViewChange(c);
+  const body = dvcBody(c);
+  c.dvcs.set(c.id, { inc: c.incarnation, body });
+  c.broadcast(body);
+  tryStartView(c);
+}
+
+/** Leaves normal operation: nothing outstanding is answered (it may still commit in the next view; clients retry). */
+export function enterViewChange(c: MemberCore): void {
+  c.st = 'viewchange';
+  c.synced = false;
+  c.vcStart = c.now;
+  c.outstanding = null;
+  c.queue = [];
+  c.dvcs = new Map();
+  c.awaiting = null;
+}
+
+export function dvcBody(c: MemberCore): Extract<Body, { type: 'doViewChange' }> {
+  const tip = tipOf(c.d);
+  return { type: 'doViewChange', epoch: c.epoch, view: c.d.view, normalView: c.d.normalView, tip: tip.index, tipHash: tip.hash, config: c.configTip() };
+}
+
+export function resendViewChange(c: MemberCore): void {
+  c.broadcast(dvcBody(c));
+  if (c.awaiting) requestCatchup(c, c.awaiting.purpose, c.awaiting.from, c.awaiting.expect);
+}
+
+export function onDoViewChange(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'doViewChange' }>): void {
+  if (b.view > c.d.view) startViewChange(c, b.view);
+  if (c.st === 'normal' && b.view === c.d.view && c.isLeader()) {
+    const tip = tipOf(c.d);
+    return c.send(env.from, { type: 'startView', epoch: c.epoch, view: c.d.view, tip: tip.index, tipHash: tip.hash }, env.fromInc);
+  }
+  if (c.st !== 'viewchange' || b.view !== c.d.view) return;
+  c.dvcs.set(env.from, { inc: env.fromInc, body: b });
+  tryStartView(c);
+}
+
+/**
+ * The new leader's rule: among the view changes received, the most up-to-date log (normal view,
+ * then tip) wins; the senders count only if the configuration at the tip of that log admits
+ * their incarnation, and a majority of ids must count (docs/fleet.md, "View change").
+ */
+export function tryStartView(c: MemberCore): void {
+  if (c.st !== 'viewchange' || c.leaderOf(c.d.view) !== c.id || c.awaiting) return;
+  let best: [number, Dvc] | null = null;
+  for (const [m, v] of c.dvcs) {
+    const nv = { normalView: v.body.normalView, tip: v.body.tip };
+    if (!best || newer(nv, { normalView: best[1].body.normalView, tip: best[1].body.tip })) best = [m, v];
+  }
+  if (!best) return;
+  const cfg = best[1].body.config;
+  if (!c.admitted(cfg, c.id, c.incarnation)) return;
+  let count = 0;
+  for (const [m, v] of c.dvcs) if (c.admitted(cfg, m, v.inc)) count++;
+  if (count < c.quorum()) return;
+  const tip = tipOf(c.d);
+  const want = { index: best[1].body.tip, hash: best[1].body.tipHash };
+  if (want.index === tip.index && sameBytes(want.hash, tip.hash)) enterView(c);
+  else requestCatchup(c, 'view', best[0], want, best[1].inc);
+}
+
+export function enterView(c: MemberCore): void {
+  c.write({ ...c.d, normalView: c.d.view });
+  c.st = 'normal';
+  c.synced = true;
+  c.lastProgress = c.now;
+  c.dvcs = new Map();
+  const tip = tipOf(c.d);
+  // the adopted uncommitted suffix commits by the same rule as when it was proposed: an Admit's own member does not count
+  const admit = entriesAfter(c.d, c.d.commit).flatMap((e) => e.ops).find((op) => op.kind === 'admit');
+  const admitOf = admit?.kind === 'admit' ? admit.member : null;
+  c.outstanding = tip.index > c.d.commit ? { index: tip.index, hash: tip.hash, acks: new Set([c.id]), intents: [], admitOf, entry: null } : null;
+  c.broadcast({ type: 'startView', epoch: c.epoch, view: c.d.view, tip: tip.index, tipHash: tip.hash });
+  tryCommit(c);
+  propose(c);
+}
+
+export function onStartView(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'startView' }>): void {
+  if (env.from !== c.leaderOf(b.view)) return c.refuse(FleetCode.NotLeader, env.from);
+  if (c.st === 'recovering') return;
+  if (c.synced && (c.st === 'normal' || c.st === 'learner') && b.view === c.d.view) return ackTip(c, env);
+  const tip = tipOf(c.d);
+  if (b.view > c.d.view) moveToView(c, b.view);
+  else c.synced = false;
+  if (b.tip === tip.index && sameBytes(b.tipHash, tip.hash)) {
+    c.write({ ...c.d, normalView: b.view });
+    c.st = c.wasAdmitted ? 'normal' : 'learner';
+    c.synced = true;
+    c.awaiting = null;
+    c.lastProgress = c.now;
+    checkAdmission(c);
+    ackTip(c, env);
+  } else requestCatchup(c, 'follow', env.from, { index: b.tip, hash: b.tipHash }, env.fromInc);
+}
