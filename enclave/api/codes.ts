@@ -20,7 +20,6 @@ export const CODE_RANGES = [
   { from: 2300, to: 2399, table: 'PlatformFault', what: 'platform and token (hsm/ NVRAM errors too)', ...HERE },
   { from: 2400, to: 2499, table: 'Lifecycle', what: 'lifecycle (self-tests, provisioning, zeroization)', ...HERE },
   { from: 2500, to: 2599, table: 'FleetCode', what: 'fleet replication (refused inter-member messages and entries)', owner: 'FleetFault', file: 'enclave/fleet/faults.ts' },
-  { from: 2600, to: 2699, table: 'CeremonyCode', what: "the fleet's key ceremony (charters, grants, the operator's approval)", owner: 'CeremonyFault', file: 'enclave/fleet/ceremony.ts' },
   { from: 3000, to: 3099, table: 'ChannelErrorCode', what: 'the host-device channel', owner: 'ChannelError', file: 'host/channel/channel.ts' },
   { from: 3100, to: 3199, table: 'TokenPinErrorCode', what: "the device's token PINs", owner: 'TokenPinError', file: 'hsm/tokens/token-pins.ts' },
   { from: 3200, to: 3299, table: 'P11KitErrorCode', what: 'the p11-kit RPC token server', owner: 'P11KitError', file: 'hsm/tokens/p11kit/errors.ts' },

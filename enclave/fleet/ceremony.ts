@@ -20,38 +20,18 @@
  *                 compare it to see that all hold the same secret, learning nothing of it
  *
  * HPKE suite: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM (@hpke/core). Refusals are
- * CeremonyFault (2600-2699) for what the ceremony checks and EnclaveFault (Codec) for bytes that
- * do not decode; nothing is kept from a refused grant.
+ * thrown FleetFaults (faults.ts, BadCharter to BadGrant; WireVersion for an unknown version byte)
+ * for what the ceremony checks, and EnclaveFault (Codec) for bytes that do not decode; nothing
+ * is kept from a refused grant.
  */
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { decodeFields, encodeFields, fixed, list, u8 } from '../api/codec.ts';
-import { codedErrorClass, type CodeOf } from '../api/codes.ts';
+import { FleetCode, FleetFault } from './faults.ts';
 import { LABELS } from '../api/labels.ts';
 import { concat, ctEqual, utf8 } from '../opaque/bytes.ts';
-
-export const CeremonyCode = {
-  /** The charter's member count is not 3, 5 or 7, its founder is not one of them, or an identity appears twice. */
-  BadCharter: 2601,
-  /** No operator secret is provisioned in this device: a fleet can not be formed without one. */
-  NoOperatorSecret: 2602,
-  /** The operator secret given does not hash to the one provisioned in this device. */
-  WrongOperatorSecret: 2603,
-  /** This device's identity is not the charter's identity for the member it is asked to be. */
-  NotInCharter: 2604,
-  /** The grant is addressed to another member. */
-  WrongMember: 2605,
-  /** The grant does not open: not made by the charter's founder for this member of this charter, or altered. */
-  BadGrant: 2606,
-  /** A version byte this code does not know. */
-  UnknownVersion: 2607,
-} as const;
-export type CeremonyCodeValue = CodeOf<typeof CeremonyCode>;
-
-export const CeremonyFault = codedErrorClass('CeremonyFault', CeremonyCode);
-export type CeremonyFault = InstanceType<typeof CeremonyFault>;
 
 export const CEREMONY_VERSION = 1;
 export const FLEET_ID_BYTES = 16;
@@ -113,14 +93,14 @@ export function identityFingerprint(publicKey: Uint8Array): string {
 
 /** Checks a charter's shape: member count, founder, distinct 32-byte identities. */
 export function checkCharter(c: Charter): Charter {
-  if (!(c.fleetId instanceof Uint8Array) || c.fleetId.length !== FLEET_ID_BYTES) throw new CeremonyFault(CeremonyCode.BadCharter, `the fleet id must be ${FLEET_ID_BYTES} bytes`);
-  if (!CHARTER_SIZES.includes(c.identities.length)) throw new CeremonyFault(CeremonyCode.BadCharter, `a charter lists ${CHARTER_SIZES.join(', ')} members`);
-  if (!Number.isInteger(c.founder) || c.founder < 0 || c.founder >= c.identities.length) throw new CeremonyFault(CeremonyCode.BadCharter, 'the founder is not a member of the charter');
+  if (!(c.fleetId instanceof Uint8Array) || c.fleetId.length !== FLEET_ID_BYTES) throw new FleetFault(FleetCode.BadCharter, `the fleet id must be ${FLEET_ID_BYTES} bytes`);
+  if (!CHARTER_SIZES.includes(c.identities.length)) throw new FleetFault(FleetCode.BadCharter, `a charter lists ${CHARTER_SIZES.join(', ')} members`);
+  if (!Number.isInteger(c.founder) || c.founder < 0 || c.founder >= c.identities.length) throw new FleetFault(FleetCode.BadCharter, 'the founder is not a member of the charter');
   const seen = new Set<string>();
   for (const k of c.identities) {
-    if (!(k instanceof Uint8Array) || k.length !== IDENTITY_BYTES) throw new CeremonyFault(CeremonyCode.BadCharter, `an identity is ${IDENTITY_BYTES} bytes`);
+    if (!(k instanceof Uint8Array) || k.length !== IDENTITY_BYTES) throw new FleetFault(FleetCode.BadCharter, `an identity is ${IDENTITY_BYTES} bytes`);
     const hex = bytesToHex(k);
-    if (seen.has(hex)) throw new CeremonyFault(CeremonyCode.BadCharter, 'an identity appears twice in the charter');
+    if (seen.has(hex)) throw new FleetFault(FleetCode.BadCharter, 'an identity appears twice in the charter');
     seen.add(hex);
   }
   return c;
@@ -131,10 +111,10 @@ export function encodeCharter(c: Charter): Uint8Array {
   return encodeFields(CHARTER, { version: CEREMONY_VERSION, fleetId: c.fleetId, founder: c.founder, identities: c.identities.map((key) => ({ key })) });
 }
 
-/** Strict: Codec faults for bytes that do not decode, CeremonyFault for a charter that is not one. */
+/** Strict: Codec faults for bytes that do not decode, FleetFault for a charter that is not one. */
 export function decodeCharter(b: Uint8Array): Charter {
   const d = decodeFields(CHARTER, b, 'charter');
-  if (d.version !== CEREMONY_VERSION) throw new CeremonyFault(CeremonyCode.UnknownVersion, `charter version ${d.version}`);
+  if (d.version !== CEREMONY_VERSION) throw new FleetFault(FleetCode.WireVersion, `charter version ${d.version}`);
   return checkCharter({ fleetId: d.fleetId, founder: d.founder, identities: d.identities.map((x) => x.key) });
 }
 
@@ -147,13 +127,13 @@ export function charterHash(c: Charter): Uint8Array {
  * provisioned in its NVRAM (all zeros: none provisioned, and no fleet).
  */
 export function checkOperatorSecret(operatorSecret: Uint8Array, provisionedHash: Uint8Array): void {
-  if (provisionedHash.length !== 32 || provisionedHash.every((x) => x === 0)) throw new CeremonyFault(CeremonyCode.NoOperatorSecret, 'no operator secret is provisioned in this device');
-  if (!ctEqual(sha256(operatorSecret), provisionedHash)) throw new CeremonyFault(CeremonyCode.WrongOperatorSecret, 'the operator secret does not match the one provisioned');
+  if (provisionedHash.length !== 32 || provisionedHash.every((x) => x === 0)) throw new FleetFault(FleetCode.NoOperatorSecret, 'no operator secret is provisioned in this device');
+  if (!ctEqual(sha256(operatorSecret), provisionedHash)) throw new FleetFault(FleetCode.WrongOperatorSecret, 'the operator secret does not match the one provisioned');
 }
 
 function memberOf(c: Charter, me: DeviceIdentity, member: number): void {
   if (!Number.isInteger(member) || member < 0 || member >= c.identities.length || !ctEqual(c.identities[member]!, me.publicKey)) {
-    throw new CeremonyFault(CeremonyCode.NotInCharter, `this device is not member ${member} of the charter`);
+    throw new FleetFault(FleetCode.NotInCharter, `this device is not member ${member} of the charter`);
   }
 }
 
@@ -218,10 +198,10 @@ export async function acceptGrant(
   checkCharter(charter);
   checkOperatorSecret(operatorSecret, provisionedHash);
   memberOf(charter, me, member);
-  if (member === charter.founder) throw new CeremonyFault(CeremonyCode.WrongMember, 'the founder draws the secret; it takes no grant');
+  if (member === charter.founder) throw new FleetFault(FleetCode.GrantWrongMember, 'the founder draws the secret; it takes no grant');
   const g = decodeFields(GRANT, grant, 'grant');
-  if (g.version !== CEREMONY_VERSION) throw new CeremonyFault(CeremonyCode.UnknownVersion, `grant version ${g.version}`);
-  if (g.member !== member) throw new CeremonyFault(CeremonyCode.WrongMember, `the grant is for member ${g.member}`);
+  if (g.version !== CEREMONY_VERSION) throw new FleetFault(FleetCode.WireVersion, `grant version ${g.version}`);
+  if (g.member !== member) throw new FleetFault(FleetCode.GrantWrongMember, `the grant is for member ${g.member}`);
   const hash = charterHash(charter);
   let secret: Uint8Array;
   try {
@@ -229,8 +209,8 @@ export async function acceptGrant(
     const ctx = await suite.createRecipientContext({ recipientKey: await keyPairOf(me.seed), enc: buf(g.enc), senderPublicKey, info: grantInfo(hash, member) });
     secret = new Uint8Array(await ctx.open(buf(g.sealed)));
   } catch {
-    throw new CeremonyFault(CeremonyCode.BadGrant, 'the grant does not open as the founder\'s for this member of this charter');
+    throw new FleetFault(FleetCode.BadGrant, 'the grant does not open as the founder\'s for this member of this charter');
   }
-  if (secret.length !== SECRET_BYTES) throw new CeremonyFault(CeremonyCode.BadGrant, 'the grant does not hold a fleet secret');
+  if (secret.length !== SECRET_BYTES) throw new FleetFault(FleetCode.BadGrant, 'the grant does not hold a fleet secret');
   return { secret, check: secretCheck(secret, hash) };
 }

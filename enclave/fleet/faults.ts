@@ -58,6 +58,19 @@ export const FleetCode = {
   TooShort: 2524,
   /** A value out of its range: a number above 2^53 - 1 or its field's limit, a presence byte, a record status, a record id not UTF-8, snapshot records out of order. */
   BadValue: 2525,
+  // the key ceremony (ceremony.ts): thrown to the operator's call, never a member's message output
+  /** The charter's member count is not 3, 5 or 7, its founder is not one of them, or an identity appears twice. */
+  BadCharter: 2526,
+  /** No operator secret is provisioned in this device: a fleet can not be formed without one. */
+  NoOperatorSecret: 2527,
+  /** The operator secret given does not hash to the one provisioned in this device. */
+  WrongOperatorSecret: 2528,
+  /** This device's identity is not the charter's identity for the member it is asked to be. */
+  NotInCharter: 2529,
+  /** The grant is addressed to another member (or the founder was handed one). */
+  GrantWrongMember: 2530,
+  /** The grant does not open: not made by the charter's founder for this member of this charter, or altered. */
+  BadGrant: 2531,
 } as const;
 
 export type FleetCodeValue = CodeOf<typeof FleetCode>;

@@ -28,8 +28,6 @@ export const TokenCheckCode = {
   Ambiguous: 3303,
 } as const;
 export type TokenCheckCode = CodeOf<typeof TokenCheckCode>;
-export const TokenCheckError = codedErrorClass('TokenCheckError', TokenCheckCode);
-export type TokenCheckError = InstanceType<typeof TokenCheckError>;
 
 interface Need {
   readonly mechanism: number;
@@ -86,3 +84,7 @@ export function checkTokenSupports(m: P.Pkcs11, slot: P.Handle, what: string): v
   const missing = missingFeatures(m, slot);
   if (missing.length) throw new TokenCheckError(TokenCheckCode.Unsupported, `${what} lacks what the vault's firmware needs: ${missing.join('; ')}`);
 }
+
+/** This file's refusals, and open.ts's for a token it can not find: a code of TokenCheckCode (range 3300-3399). */
+export const TokenCheckError = codedErrorClass('TokenCheckError', TokenCheckCode);
+export type TokenCheckError = InstanceType<typeof TokenCheckError>;

@@ -36,6 +36,7 @@ import {
 import type { BackupProgress, ChunkAeadFactory, EncryptOptions } from '../../client/backup-file.ts';
 import { createDecryptTransform, createEncryptTransform, decryptFile, encryptFile, nodeAead } from '../../client/backup-file-node.ts';
 import { deriveBackupSubkey } from '../../client/backup-key.ts';
+import { rejectionOf } from '../helpers/errors.ts';
 
 const KEY = Uint8Array.from({ length: 32 }, (_, i) => 0x40 + i);
 const OTHER_KEY = Uint8Array.from({ length: 32 }, (_, i) => 0x80 + i);
@@ -97,13 +98,9 @@ function expectBytes(got: Uint8Array, want: Uint8Array, what = 'bytes'): void {
 }
 
 async function codeOf(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(BackupFileError);
-    return (e as BackupFileError).code;
-  }
-  throw new Error('accepted');
+  const e = await rejectionOf(p);
+  expect(e).toBeInstanceOf(BackupFileError);
+  return (e as BackupFileError).code;
 }
 
 let dir: string;

@@ -18,7 +18,6 @@ import { ErrorCode } from '../../../host/service/error-codes.ts';
 import { NvramFileError } from '../../../hsm/nvram-file.ts';
 import { NvramTokenError } from '../../../hsm/nvram-token.ts';
 import { FleetCode } from '../../../enclave/fleet/faults.ts';
-import { CeremonyCode } from '../../../enclave/fleet/ceremony.ts';
 import { TokenCheckCode } from '../../../hsm/tokens/requirements.ts';
 
 const root = resolve(import.meta.dirname, '../../..');
@@ -39,7 +38,6 @@ const TABLES: Record<(typeof CODE_RANGES)[number]['table'], number[]> = {
   BackupKeyErrorCode: numbers(BackupKeyErrorCode),
   ErrorCode: numbers(ErrorCode),
   FleetCode: numbers(FleetCode),
-  CeremonyCode: numbers(CeremonyCode),
   TokenCheckCode: numbers(TokenCheckCode),
 };
 

@@ -11,10 +11,10 @@ import { describe, expect, it } from 'vitest';
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
 import { Codec, EnclaveFault } from '../../../enclave/api/codes.ts';
 import { LABELS } from '../../../enclave/api/labels.ts';
+import { rejectionOf, thrownBy } from '../../helpers/errors.ts';
+import { FleetCode, FleetFault } from '../../../enclave/fleet/faults.ts';
 import { concat, utf8 } from '../../../enclave/opaque/bytes.ts';
 import {
-  CeremonyCode,
-  CeremonyFault,
   GRANT_BYTES,
   acceptGrant,
   charterHash,
@@ -37,19 +37,10 @@ async function fleetOf(n: number, founder = 0): Promise<{ ids: DeviceIdentity[];
   return { ids, charter: { fleetId: random(16), founder, identities: ids.map((i) => i.publicKey) } };
 }
 
-async function refusal(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a refusal');
-}
-
 async function expectCode(p: Promise<unknown>, code: number): Promise<void> {
-  const e = await refusal(p);
-  expect(e).toBeInstanceOf(CeremonyFault);
-  expect((e as CeremonyFault).code).toBe(code);
+  const e = await rejectionOf(p);
+  expect(e).toBeInstanceOf(FleetFault);
+  expect((e as FleetFault).code).toBe(code);
 }
 
 describe('key ceremony', () => {
@@ -86,43 +77,43 @@ describe('key ceremony', () => {
 
   it('the operator secret: checked by the founder and by every member; none provisioned refuses', async () => {
     const { ids, charter } = await fleetOf(3);
-    await expectCode(found(charter, ids[0]!, random(32), HASH, random), CeremonyCode.WrongOperatorSecret);
-    await expectCode(found(charter, ids[0]!, OPERATOR, new Uint8Array(32), random), CeremonyCode.NoOperatorSecret);
+    await expectCode(found(charter, ids[0]!, random(32), HASH, random), FleetCode.WrongOperatorSecret);
+    await expectCode(found(charter, ids[0]!, OPERATOR, new Uint8Array(32), random), FleetCode.NoOperatorSecret);
     const f = await found(charter, ids[0]!, OPERATOR, HASH, random);
-    await expectCode(acceptGrant(charter, 1, ids[1]!, random(32), HASH, f.grants[1]!), CeremonyCode.WrongOperatorSecret);
-    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, new Uint8Array(32), f.grants[1]!), CeremonyCode.NoOperatorSecret);
+    await expectCode(acceptGrant(charter, 1, ids[1]!, random(32), HASH, f.grants[1]!), FleetCode.WrongOperatorSecret);
+    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, new Uint8Array(32), f.grants[1]!), FleetCode.NoOperatorSecret);
   });
 
   it('a device found only where the charter says: not the founder, not that member, not the founder taking a grant', async () => {
     const { ids, charter } = await fleetOf(3);
-    await expectCode(found(charter, ids[1]!, OPERATOR, HASH, random), CeremonyCode.NotInCharter);
+    await expectCode(found(charter, ids[1]!, OPERATOR, HASH, random), FleetCode.NotInCharter);
     const f = await found(charter, ids[0]!, OPERATOR, HASH, random);
-    await expectCode(acceptGrant(charter, 1, ids[2]!, OPERATOR, HASH, f.grants[1]!), CeremonyCode.NotInCharter);
-    await expectCode(acceptGrant(charter, 0, ids[0]!, OPERATOR, HASH, f.grants[1]!), CeremonyCode.WrongMember);
+    await expectCode(acceptGrant(charter, 1, ids[2]!, OPERATOR, HASH, f.grants[1]!), FleetCode.NotInCharter);
+    await expectCode(acceptGrant(charter, 0, ids[0]!, OPERATOR, HASH, f.grants[1]!), FleetCode.GrantWrongMember);
     const stranger = await newIdentity(random);
-    await expectCode(acceptGrant(charter, 1, stranger, OPERATOR, HASH, f.grants[1]!), CeremonyCode.NotInCharter);
+    await expectCode(acceptGrant(charter, 1, stranger, OPERATOR, HASH, f.grants[1]!), FleetCode.NotInCharter);
   });
 
   it("member 2's grant handed to member 1 is refused, even with its member byte rewritten", async () => {
     const { ids, charter } = await fleetOf(3);
     const f = await found(charter, ids[0]!, OPERATOR, HASH, random);
-    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, f.grants[2]!), CeremonyCode.WrongMember);
+    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, f.grants[2]!), FleetCode.GrantWrongMember);
     const rewritten = f.grants[2]!.slice();
     rewritten[1] = 1;
-    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, rewritten), CeremonyCode.BadGrant);
+    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, rewritten), FleetCode.BadGrant);
   });
 
   it('a grant of another charter (another fleet id, or one identity substituted) does not open', async () => {
     const { ids, charter } = await fleetOf(3);
     const f = await found(charter, ids[0]!, OPERATOR, HASH, random);
     const otherFleet: Charter = { ...charter, fleetId: random(16) };
-    await expectCode(acceptGrant(otherFleet, 1, ids[1]!, OPERATOR, HASH, f.grants[1]!), CeremonyCode.BadGrant);
+    await expectCode(acceptGrant(otherFleet, 1, ids[1]!, OPERATOR, HASH, f.grants[1]!), FleetCode.BadGrant);
     // The host swapped member 2's identity for a key of its own before the founding: member 1's
     // charter (the true one) differs from the founder's, so member 1's grant does not open.
     const hostKey = await newIdentity(random);
     const forged: Charter = { ...charter, identities: [ids[0]!.publicKey, ids[1]!.publicKey, hostKey.publicKey] };
     const g = await found(forged, ids[0]!, OPERATOR, HASH, random);
-    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, g.grants[1]!), CeremonyCode.BadGrant);
+    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, g.grants[1]!), FleetCode.BadGrant);
   });
 
   it("a grant the host makes itself (HPKE to the member's public key, from its own key or claiming the founder's) is refused", async () => {
@@ -137,7 +128,7 @@ describe('key ceremony', () => {
     for (const ctx of [base, auth]) {
       const grant = concat(Uint8Array.of(1, 1), new Uint8Array(ctx.enc), new Uint8Array(await ctx.seal(secret)));
       expect(grant).toHaveLength(GRANT_BYTES);
-      await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, grant), CeremonyCode.BadGrant);
+      await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, grant), FleetCode.BadGrant);
     }
   });
 
@@ -148,16 +139,16 @@ describe('key ceremony', () => {
     for (let bit = 0; bit < grant.length * 8; bit++) {
       const g = grant.slice();
       g[bit >> 3]! ^= 1 << (bit & 7);
-      const e = await refusal(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, g));
-      expect(e instanceof CeremonyFault, `bit ${bit}: ${String(e)}`).toBe(true);
+      const e = await rejectionOf(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, g));
+      expect(e instanceof FleetFault, `bit ${bit}: ${String(e)}`).toBe(true);
     }
     for (const len of [0, 1, 2, 33, GRANT_BYTES - 1]) {
-      expect(await refusal(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, grant.subarray(0, len))), `length ${len}`).toBeInstanceOf(EnclaveFault);
+      expect(await rejectionOf(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, grant.subarray(0, len))), `length ${len}`).toBeInstanceOf(EnclaveFault);
     }
-    expect(await refusal(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, concat(grant, Uint8Array.of(0))))).toBeInstanceOf(EnclaveFault);
+    expect(await rejectionOf(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, concat(grant, Uint8Array.of(0))))).toBeInstanceOf(EnclaveFault);
     const v2 = grant.slice();
     v2[0] = 2;
-    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, v2), CeremonyCode.UnknownVersion);
+    await expectCode(acceptGrant(charter, 1, ids[1]!, OPERATOR, HASH, v2), FleetCode.WireVersion);
   });
 });
 
@@ -176,31 +167,21 @@ describe('charters', () => {
       ['a short fleet id', { ...charter, fleetId: new Uint8Array(15) }],
     ];
     for (const [what, c] of bad) {
-      let err: unknown;
-      try {
-        encodeCharter(c);
-      } catch (e) {
-        err = e;
-      }
-      expect(err, what).toBeInstanceOf(CeremonyFault);
-      expect((err as CeremonyFault).code, what).toBe(CeremonyCode.BadCharter);
+      const err = thrownBy(() => encodeCharter(c));
+      expect(err, what).toBeInstanceOf(FleetFault);
+      expect((err as FleetFault).code, what).toBe(FleetCode.BadCharter);
     }
     const bytes = encodeCharter(charter);
     expect(() => decodeCharter(bytes.subarray(0, bytes.length - 1))).toThrow(EnclaveFault);
     expect(() => decodeCharter(concat(bytes, Uint8Array.of(0)))).toThrow(EnclaveFault);
     const v9 = bytes.slice();
     v9[0] = 9;
-    expect(() => decodeCharter(v9)).toThrow(CeremonyFault);
+    expect(() => decodeCharter(v9)).toThrow(FleetFault);
     // A count (u16 after version, fleet id and founder) claiming 200 identities is refused by
     // the bound (7) before anything is read for them.
     const big = bytes.slice();
     big.set([0, 200], 1 + 16 + 1);
-    let tooMany: unknown;
-    try {
-      decodeCharter(big);
-    } catch (e) {
-      tooMany = e;
-    }
+    const tooMany = thrownBy(() => decodeCharter(big));
     expect(tooMany).toBeInstanceOf(EnclaveFault);
     expect((tooMany as EnclaveFault).code).toBe(Codec.TooManyItems);
   });

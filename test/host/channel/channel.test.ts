@@ -20,6 +20,7 @@ import { CMD } from '../../fixtures/echo-firmware.ts';
 import { encodeMessage } from '../../../enclave/api/codec.ts';
 import { wholeBuffer } from '../../../enclave/api/device.ts';
 import { HostRequests, HostResponses, MAX_BATCH_OPS, MAX_CLIENT_MESSAGE, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../../../enclave/api/messages.ts';
+import { rejectionOf } from '../../helpers/errors.ts';
 
 const FIRMWARE = fileURLToPath(new URL('../../fixtures/echo-firmware.ts', import.meta.url));
 const BOOT_FAIL = fileURLToPath(new URL('../../fixtures/boot-fail-firmware.ts', import.meta.url));
@@ -34,13 +35,9 @@ const cmd = (c: number, arg: Uint8Array | number[] = []) => new Uint8Array([c, .
 const sleepCmd = (ms: number) => cmd(CMD.sleep, [ms >> 8, ms & 0xff]);
 
 async function codeOf(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(ChannelError);
-    return (e as ChannelError).code;
-  }
-  throw new Error('expected a ChannelError');
+  const e = await rejectionOf(p);
+  expect(e).toBeInstanceOf(ChannelError);
+  return (e as ChannelError).code;
 }
 
 async function errorOf(p: Promise<unknown>): Promise<ChannelError> {

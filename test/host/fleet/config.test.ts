@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { DEV_FLEET_ISSUER, FLEET_FILE, FleetConfigError, checkFleetConfig, fleetJson, initFleet, memberDir, parseEndpoint, readFleetConfig } from '../../../host/fleet/config.ts';
 import { generateIssuer, mintToken, readIssuerPrivate } from '../../../host/auth/issuer.ts';
 import { runBkv } from '../../helpers/cli.ts';
+import { thrownBy } from '../../helpers/errors.ts';
 
 const dirs: string[] = [];
 const tmp = (): string => {
@@ -148,12 +149,7 @@ describe('fleet.json is read strictly', () => {
       const v = valid();
       expect(() => checkFleetConfig(v)).not.toThrow();
       change(v);
-      let err: unknown;
-      try {
-        checkFleetConfig(v);
-      } catch (e) {
-        err = e;
-      }
+      const err = thrownBy(() => checkFleetConfig(v));
       expect(err).toBeInstanceOf(FleetConfigError);
       expect((err as Error).message).toMatch(message);
     });

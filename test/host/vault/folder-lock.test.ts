@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FOLDER_LOCK_FILE, FolderBusyError, lockDataFolder } from '../../../host/vault/folder-lock.ts';
+import { thrownBy } from '../../helpers/errors.ts';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -38,12 +39,7 @@ describe('the data folder lock', () => {
     const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
     try {
       writeFileSync(join(d, FOLDER_LOCK_FILE), `${child.pid}\n`);
-      let err: unknown;
-      try {
-        lockDataFolder(d);
-      } catch (e) {
-        err = e;
-      }
+      const err = thrownBy(() => lockDataFolder(d));
       expect(err).toBeInstanceOf(FolderBusyError);
       expect((err as FolderBusyError).pid).toBe(child.pid);
       expect((err as Error).message).toMatch(/in use by process/);

@@ -13,6 +13,7 @@ import { TOKEN_BACKENDS } from '../../../hsm/tokens/backends.ts';
 import { openVaultToken } from '../../../hsm/tokens/open.ts';
 import { FIRMWARE_NEEDS, TokenCheckCode, TokenCheckError, checkTokenSupports, missingFeatures } from '../../../hsm/tokens/requirements.ts';
 import { describeTokens, freshToken } from '../../helpers/tokens.ts';
+import { thrownBy } from '../../helpers/errors.ts';
 
 /** `m` with some mechanisms hidden, some flags cleared, some sizes and token flags changed. */
 function crippled(m: P.Pkcs11, change: { hide?: number[]; clear?: [number, number][]; sizes?: [number, number, number][]; tokenFlagsOff?: number; tokenFlagsOn?: number }): P.Pkcs11 {
@@ -71,12 +72,7 @@ describe('a token that lacks some of it', () => {
       'CKM_EC_KEY_PAIR_GEN for key size 256 (the token takes 384..521)',
       'CKM_ECDH1_DERIVE with CKF_DERIVE',
     ]);
-    let err: unknown;
-    try {
-      checkTokenSupports(m, t.slot, 'the test token');
-    } catch (e) {
-      err = e;
-    }
+    const err = thrownBy(() => checkTokenSupports(m, t.slot, 'the test token'));
     expect(err).toBeInstanceOf(TokenCheckError);
     expect((err as TokenCheckError).code).toBe(TokenCheckCode.Unsupported);
     expect((err as Error).message).toMatch(/^the test token lacks what the vault's firmware needs: a random number generator .*; CKM_ECDH1_DERIVE with CKF_DERIVE$/);
