@@ -68,7 +68,7 @@ describe('adversarial (CI-sized)', () => {
   });
 
   it('soak: 20 s of the mix at a low rate, zero errors', { timeout: 120_000 }, async () => {
-    const r = await soak({ minutes: 20 / 60, rate: 8, seed });
+    const r = await soak({ minutes: 20 / 60, rate: 8, seed, population: 128 });
     clean(r);
     // The service's own figures were read from /metrics (lib/scrape.ts): a server latency and batches.
     expect(String(r.stats['inside the service'])).toMatch(/^\s+1\s+\d+\.\d\s+\d+\.\d\d\s+\d/m);

@@ -3,16 +3,22 @@
  * load at 80% of its measured capacity for a bounded time.
  *
  *   npx tsx test/adversarial/soak.ts --minutes N [--rate R] [--mode worker|process]
- *       [--partitions P] [--calibrate-seconds S] [--seed S]
+ *       [--partitions P] [--population U] [--calibrate-seconds S] [--seed S]
  *   (npm run soak -- --minutes N)
  *
- * 1. Capacity: a closed loop at 64 concurrent clients runs the mix for ~15 s (--calibrate-seconds);
- *    capacity is the operations completed per second. `--rate R` skips this and runs at R.
+ * 0. Population: U users registered first (default 20,000; not measured). The mix deletes as
+ *    many users as it registers, so the vault holds about U records throughout: a soak that only
+ *    registered would triple a small database in half an hour, and measure that growth (p99
+ *    followed it, bench/README.md 2026-12-05) rather than a vault in a steady state.
+ * 1. Capacity: a closed loop at 64 concurrent clients runs the mix, first for S/2 s unmeasured
+ *    (the enclave's tables fill) and then for S s (--calibrate-seconds, default 20); capacity is
+ *    the operations completed per second in the measured part. `--rate R` skips this and runs at R.
  * 2. The soak: arrivals at 80% of capacity, Poisson (exponential gaps), each started at its
  *    scheduled time whether or not earlier ones finished (open loop: a slow vault shows up as
  *    latency, not as a lower arrival rate); latency runs from the scheduled time to the end of
  *    the operation. The mix (one operation = the client's whole exchange):
- *      register  15%  a new id: RegisterStart + RegisterFinish, answered Registered
+ *      register  7.5% a new id: RegisterStart + RegisterFinish, answered Registered
+ *      delete    7.5% a registered user, with proof of its backup key: Status + Delete, answered Deleted
  *      good      40%  a registered user, the right password: Recovered with the registered key
  *      bad       25%  a registered user, a wrong password: KE2, then WrongPassword (a user gets at
  *                     most limit-2 of these in a row before a good login resets the count)
@@ -44,9 +50,11 @@ import { openService } from './lib/vaults.ts';
 import { cpuSecondsOf, scrape } from './lib/scrape.ts';
 import type { Counters } from './lib/scrape.ts';
 
-export type Kind = 'register' | 'good' | 'bad' | 'unknown';
-const KINDS: Kind[] = ['register', 'good', 'bad', 'unknown'];
-export const MIX: Record<Kind, number> = { register: 0.15, good: 0.4, bad: 0.25, unknown: 0.2 };
+export type Kind = 'register' | 'delete' | 'good' | 'bad' | 'unknown';
+const KINDS: Kind[] = ['register', 'delete', 'good', 'bad', 'unknown'];
+export const MIX: Record<Kind, number> = { register: 0.075, delete: 0.075, good: 0.4, bad: 0.25, unknown: 0.2 };
+/** The population registered before the soak (SoakOptions.population). */
+export const DEFAULT_POPULATION = 20_000;
 const LIMIT = 10;
 export const RSS_SLOPE_MB_PER_MIN = 5;
 export const HEAP_SLOPE_MB_PER_MIN = 2;
@@ -69,6 +77,8 @@ export interface SoakOptions {
   calibrateSeconds?: number;
   mode?: 'worker' | 'process';
   partitions?: number;
+  /** Users registered before calibration (default DEFAULT_POPULATION; at least 128). */
+  population?: number;
   seed?: number;
   /** Gate on memory growth (default: for runs of GATED_MINUTES or more). */
   memoryGate?: boolean;
@@ -101,8 +111,16 @@ class Mix {
 
   /** Runs one operation of `kind`; resolves with the kind actually run and an error text, if any. */
   async run(kind: Kind): Promise<{ kind: Kind; error?: string }> {
-    if (kind === 'register' || ((kind === 'good' || kind === 'bad') && this.users.length < 8)) return { kind: 'register', error: await this.register() };
+    if (kind === 'register' || ((kind === 'good' || kind === 'bad' || kind === 'delete') && this.users.length < 8)) return { kind: 'register', error: await this.register() };
     if (kind === 'unknown') return { kind, error: await this.unknown() };
+    if (kind === 'delete') {
+      const d = this.freeUser(false);
+      if (!d) return { kind: 'register', error: await this.register() };
+      d.busy = true;
+      const error = await this.remove(d);
+      if (error) d.busy = false;
+      return { kind, error };
+    }
     let u = this.freeUser(kind === 'bad');
     if (!u && kind === 'bad') {
       kind = 'good';
@@ -139,6 +157,16 @@ class Mix {
     return undefined;
   }
 
+  /** Deletes `u` with proof of its backup key; it leaves the population (still busy: nobody picks it meanwhile). */
+  private async remove(u: User): Promise<string | undefined> {
+    const a = await this.c.deleteWithKey(u.id, u.key);
+    if (!a.ok || a.res.type !== 'Deleted') return `delete: ${a.ok ? a.res.type : `no answer (${describe(a.error)})`}`;
+    const i = this.users.indexOf(u);
+    this.users[i] = this.users[this.users.length - 1]!;
+    this.users.pop();
+    return undefined;
+  }
+
   private async unknown(): Promise<string | undefined> {
     const o = await this.c.login(te.encode(`nobody-${randomBytes(8).toString('hex')}`), te.encode('guess'), { knownWrong: true });
     if (o.unknownAt || o.start?.type !== 'LoginStarted' || o.finish?.type !== 'WrongPassword') return `unknown user: ${o.unknownAt ? `no answer to ${o.unknownAt} (${describe(o.error)})` : `${o.start?.type}/${o.finish?.type}`}`;
@@ -160,26 +188,37 @@ export async function soak(o: SoakOptions): Promise<Report> {
   const mix = new Mix(v.client, rng);
   const errors: string[] = [];
   try {
-    // A first population of users (not measured).
-    await Promise.all(Array.from({ length: 16 }, async () => {
-      for (let i = 0; i < 8; i++) {
+    // The population (not measured), 64 registrations at a time.
+    const population = Math.max(128, o.population ?? DEFAULT_POPULATION);
+    const tp = performance.now();
+    let lastLog = tp;
+    let started = 0;
+    await Promise.all(Array.from({ length: 64 }, async () => {
+      while (started < population && errors.length < 20) {
+        started++;
         const e = await mix.register();
         if (e) errors.push(`setup ${e}`);
+        if (performance.now() - lastLog > 10_000) {
+          lastLog = performance.now();
+          log(`population: ${mix.users.length} of ${population} users`);
+        }
       }
     }));
+    report.stats['population registered first'] = `${mix.users.length} users in ${((performance.now() - tp) / 1000).toFixed(0)} s`;
 
     // ---- capacity ----
     let rate = o.rate;
     if (rate === undefined) {
-      const seconds = o.calibrateSeconds ?? 15;
+      const seconds = o.calibrateSeconds ?? 20;
       let done = 0;
-      const until = performance.now() + seconds * 1000;
+      const from = performance.now() + (seconds * 1000) / 2;
+      const until = from + seconds * 1000;
       await Promise.all(
         Array.from({ length: 64 }, async () => {
           while (performance.now() < until) {
             const r = await mix.run(mix.pickKind());
             if (r.error) errors.push(`calibration ${r.error}`);
-            else done++;
+            else if (performance.now() >= from) done++;
           }
         }),
       );
@@ -299,7 +338,7 @@ export async function soak(o: SoakOptions): Promise<Report> {
     const heapFit = linearFit(heapPts.map((x) => x.t / 60_000), heapPts.map((x) => x.heap / MB));
     report.stats['RSS slope after warm-up, MB/min'] = `${rssFit.slope.toFixed(2)} (bound ${RSS_SLOPE_MB_PER_MIN}, ${after.length} samples)`;
     report.stats['heap slope after warm-up, MB/min'] = `${heapFit.slope.toFixed(2)} (bound ${HEAP_SLOPE_MB_PER_MIN})`;
-    report.stats['users registered'] = mix.users.length;
+    report.stats['users at the end'] = `${mix.users.length} (population ${population})`;
     report.checks += total + 2;
     for (const e of errors.slice(0, 20)) report.violations.push(`error: ${e}`);
     if (errors.length > 20) report.violations.push(`... and ${errors.length - 20} more errors`);
@@ -318,11 +357,12 @@ export async function soak(o: SoakOptions): Promise<Report> {
 
 if (isMain(import.meta.url)) {
   runMain(async () => {
-    const a = parseArgs(process.argv.slice(2), ['minutes', 'rate', 'mode', 'partitions', 'calibrate-seconds', 'seed']);
+    const a = parseArgs(process.argv.slice(2), ['minutes', 'rate', 'mode', 'partitions', 'population', 'calibrate-seconds', 'seed']);
     return soak({
       minutes: a.num('minutes', 5),
       rate: a.get('rate') === undefined ? undefined : a.num('rate', 10),
-      calibrateSeconds: a.num('calibrate-seconds', 15),
+      calibrateSeconds: a.num('calibrate-seconds', 20),
+      population: a.num('population', DEFAULT_POPULATION),
       mode: a.get('mode') === 'process' ? 'process' : 'worker',
       partitions: a.num('partitions', 2),
       seed: a.get('seed') === undefined ? undefined : a.num('seed', 1),
