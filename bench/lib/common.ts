@@ -58,7 +58,19 @@ export interface Machine {
   commit?: string;
 }
 
+/**
+ * `--help` / `-h` for every bench script: prints the script's leading docblock (its usage and
+ * what it measures) and exits 0, before anything is measured.
+ */
+function helpAndExit(script: string | undefined): never {
+  const text = script ? readFileSync(script, 'utf8') : '';
+  const block = /^\s*\/\*\*([\s\S]*?)\*\//.exec(text)?.[1] ?? ' * (no description)';
+  console.log(block.split('\n').map((l) => l.replace(/^\s*\* ?/, '')).join('\n').trim());
+  process.exit(0);
+}
+
 export function args(argv = process.argv.slice(2)) {
+  if (argv.includes('--help') || argv.includes('-h')) helpAndExit(process.argv[1]);
   const get = (name: string): string | undefined => {
     const i = argv.indexOf(`--${name}`);
     return i >= 0 ? argv[i + 1] : undefined;

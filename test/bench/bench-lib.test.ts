@@ -1,8 +1,10 @@
 /**
  * The benchmarks' own helpers: bench/lib/report.ts renders a report (table, Markdown, SVG) from a
- * minimal result set. (The load generators' sender is client/e2e-seal-node.ts, tested beside the
- * client.)
+ * minimal result set; every script answers --help / -h with its docblock and measures nothing
+ * (bench/lib/common.ts `args`). (The load generators' sender is client/e2e-seal-node.ts, tested
+ * beside the client.)
  */
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { renderMarkdown, renderSvg, renderTable } from '../../bench/lib/report.ts';
 import type { Report } from '../../bench/lib/report.ts';
@@ -44,5 +46,22 @@ describe('bench report', () => {
     expect(svg).toContain('stroke-dasharray'); // the floor line
     expect(svg).toContain('login KE1-&gt;KE2'); // escaped labels
     expect(svg).toContain('floor 1,800/s');
+  });
+});
+
+describe('bench scripts', () => {
+  it('answer --help and -h with their usage, and measure nothing', { timeout: 60_000 }, () => {
+    for (const [script, flag] of [
+      ['bench/enclave.ts', '--help'],
+      ['bench/storage.ts', '-h'],
+    ]) {
+      const t0 = performance.now();
+      const r = spawnSync(process.execPath, ['--import', 'tsx', script!, flag!], { encoding: 'utf8', timeout: 30_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain(`npx tsx ${script}`);
+      // A measuring run takes minutes and writes its results; the help does neither.
+      expect(r.stdout + r.stderr).not.toMatch(/wrote bench\/results|opening a vault|round 1/);
+      expect(performance.now() - t0).toBeLessThan(20_000);
+    }
   });
 });
