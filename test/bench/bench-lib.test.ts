@@ -55,13 +55,11 @@ describe('bench scripts', () => {
       ['bench/enclave.ts', '--help'],
       ['bench/storage.ts', '-h'],
     ]) {
-      const t0 = performance.now();
+      // A measuring run takes minutes: it would hit the 30 s timeout and fail the status check.
       const r = spawnSync(process.execPath, ['--import', 'tsx', script!, flag!], { encoding: 'utf8', timeout: 30_000 });
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).toContain(`npx tsx ${script}`);
-      // A measuring run takes minutes and writes its results; the help does neither.
       expect(r.stdout + r.stderr).not.toMatch(/wrote bench\/results|opening a vault|round 1/);
-      expect(performance.now() - t0).toBeLessThan(20_000);
     }
   });
 });
