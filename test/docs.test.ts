@@ -6,10 +6,13 @@
  *   anywhere in the text, resolved from the repository root.
  * Bare file names (`batch.ts` beside a full path) are read in context and not checked.
  * A positive control plants a dead link and a dead path and expects both reported.
+ * Every `--token a|b|...` a document spells lists exactly the token backends of
+ * hsm/tokens/backends.ts, so a new backend can not be missing from the docs.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { TOKEN_KINDS } from '../hsm/tokens/backends.ts';
 
 const root = resolve(import.meta.dirname, '..');
 
@@ -57,5 +60,23 @@ describe('docs: every link and path resolves', () => {
       'Tests: test/boundary.test.ts, and [a site](https://example.com/x).',
     ].join('\n');
     expect(deadPaths(text, join(root, 'README.md')).sort()).toEqual(['docs/no-such-file.md', 'enclave/vault/no-such-rule.ts']);
+  });
+});
+
+/** Every `--token x|y|...` spelled in `text`, as the list of its kinds. */
+function tokenLists(text: string): string[] {
+  return [...text.matchAll(/--token ([a-z0-9]+(?:\|[a-z0-9]+)+)/g)].map((m) => m[1]!);
+}
+
+describe('docs: token backend lists', () => {
+  it('every --token list names exactly the backends of hsm/tokens/backends.ts', () => {
+    const all = docFiles().flatMap((f) => tokenLists(readFileSync(f, 'utf8')).map((l) => `${relative(root, f)}: ${l}`));
+    expect(all.length).toBeGreaterThan(0);
+    for (const l of all) expect(l.split(': ')[1], l).toBe(TOKEN_KINDS.join('|'));
+  });
+
+  it('positive control: a list missing a backend is found', () => {
+    expect(tokenLists('run with `--token emulator|softhsm` or `--token emulator`')).toEqual(['emulator|softhsm']);
+    expect('emulator|softhsm').not.toBe(TOKEN_KINDS.join('|'));
   });
 });
