@@ -13,7 +13,8 @@
  *   enclave/vault/e2e-open.ts   the end-to-end envelope, enclave side (node:crypto)
  *   client/e2e-seal.ts          the end-to-end envelope, client side (@hpke/core)
  *   client/backup-key.ts        the backup key's check group and the backup file keys
- *   enclave/fleet/wire.ts       the fleet's replication key, message MACs, entry and configuration hashes
+ *   enclave/fleet/wire.ts       the fleet's message MACs, entry and configuration hashes
+ *   enclave/fleet/keys.ts       the fleet's pairwise message keys (and the one replication key of the positive control shared-key)
  */
 export const LABELS = {
   // enclave keys (enclave/vault/keys.ts); the first two are prefixes of the suite id
@@ -46,7 +47,7 @@ export const LABELS = {
   backupFileKey: 'bkv/backup/v1/file-key',
   backupHeaderKey: 'bkv/backup/v1/header-key',
   backupKeyCheckValue: 'bkv/backup/v1/key-check',
-  // the fleet (enclave/fleet/wire.ts): the replication key (HKDF info), message MACs, entry and configuration hashes
+  // the fleet (enclave/fleet/wire.ts): message MACs, entry and configuration hashes; the replication key (HKDF info) only in keys.ts's positive control
   fleetReplicationKey: 'bkv/fleet/replication/v1',
   fleetMessage: 'bkv/fleet/message/v1',
   fleetEntry: 'bkv/fleet/entry/v1',
@@ -56,6 +57,8 @@ export const LABELS = {
   fleetCharter: 'bkv/fleet/charter/v1',
   fleetGrant: 'bkv/fleet/grant/v1',
   fleetSecretCheck: 'bkv/fleet/secret-check/v1',
+  // the fleet's pairwise message keys (enclave/fleet/keys.ts): HKDF info prefix, before the charter hash, sender and receiver
+  fleetMessageKey: 'bkv/fleet/message-key/v1',
 } as const;
 
 /** The AAD of one direction of the end-to-end envelope: its prefix (`req` or `resp`) || record id. */

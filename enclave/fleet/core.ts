@@ -6,6 +6,7 @@
  * the entry (messages, intents, ticks in; `Output` out). Only enclave/fleet/ reads this state.
  */
 import { FleetFault, type FleetCodeValue } from './faults.ts';
+import { messageKeys, sharedKeysForControl, type MemberSecrets, type MessageKeys } from './keys.ts';
 import { configAt, tipOf, type DurableState, type Tip } from './log.ts';
 import type { Intent, RecordOp } from './rules.ts';
 import { MAX_OPS_PER_ENTRY } from './codec.ts';
@@ -22,14 +23,16 @@ export interface MemberPlatform {
  * A deliberately broken rule, for the simulation's positive controls only: `count-unadmitted`
  * counts any incarnation in quorums and lets a booted member resume from its durable state as if
  * admitted; `half-quorum` takes n/2 (rounded down) as a majority; `skip-mac` takes a message
- * without checking its MAC.
+ * without checking its MAC; `shared-key` gives every pair of members one key (keys.ts
+ * `sharedKeysForControl`), so a member can MAC a message in another member's name.
  */
-export type BrokenRule = 'count-unadmitted' | 'half-quorum' | 'skip-mac';
-export const BROKEN_RULES: readonly BrokenRule[] = ['count-unadmitted', 'half-quorum', 'skip-mac'];
+export type BrokenRule = 'count-unadmitted' | 'half-quorum' | 'skip-mac' | 'shared-key';
+export const BROKEN_RULES: readonly BrokenRule[] = ['count-unadmitted', 'half-quorum', 'skip-mac', 'shared-key'];
 
 export interface MemberOptions {
   readonly n: number;
-  readonly replicationKey: Uint8Array;
+  /** What the device keeps in NVRAM (keys.ts): its message keys are derived from it once, at boot. */
+  readonly secrets: MemberSecrets;
   /** Ticks without a sign of a working leader before a view change. */
   readonly viewChangeTicks?: number;
   /** Ticks without progress before this member takes part in a re-form. */
@@ -92,7 +95,7 @@ export class MemberCore {
   readonly id: number;
   readonly incarnation: Uint8Array;
   readonly n: number;
-  readonly key: Uint8Array;
+  readonly keys: MessageKeys;
   readonly t: { vc: number; reform: number; resend: number; keep: number; batch: number; queue: number };
   d: DurableState;
   st: Status = 'recovering';
@@ -127,7 +130,8 @@ export class MemberCore {
   ) {
     this.id = durable.member;
     this.n = opts.n;
-    this.key = opts.replicationKey;
+    if (opts.secrets.member !== durable.member || opts.secrets.charter.identities.length !== opts.n) throw new Error('fleet: the secrets are not of this member of this fleet');
+    this.keys = opts.broken === 'shared-key' ? sharedKeysForControl(opts.secrets) : messageKeys(opts.secrets);
     this.d = durable;
     this.incarnation = platform.random(INCARNATION_BYTES);
     if (this.incarnation.length !== INCARNATION_BYTES) throw new Error('fleet: incarnation needs 16 random bytes');
@@ -170,7 +174,7 @@ export class MemberCore {
   send(to: number, body: Body, toInc: Uint8Array = ANY_INCARNATION): void {
     this.lastSent = this.now;
     try {
-      this.out.send.push(seal(this.key, { from: this.id, to, fromInc: this.incarnation, toInc, seq: ++this.seqOut, body }));
+      this.out.send.push(seal(this.keys.send[to]!, { from: this.id, to, fromInc: this.incarnation, toInc, seq: ++this.seqOut, body }));
     } catch (e) {
       if (!(e instanceof FleetFault)) throw e;
       this.out.faults.push(e);

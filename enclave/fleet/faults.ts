@@ -7,7 +7,7 @@
 import { CodedError, type CodeOf } from '../api/codes.ts';
 
 export const FleetCode = {
-  /** The MAC under the replication key does not verify: forged or altered on the way. */
+  /** The MAC under the key of (sender, receiver) does not verify: forged, altered on the way, or made by another member in the sender's name (keys.ts). */
   BadMac: 2501,
   /** The sender or receiver is not a member id of this fleet, or the message names me as sender. */
   UnknownMember: 2502,

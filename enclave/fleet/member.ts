@@ -148,7 +148,8 @@ export class Member {
     // a sequence number already seen is refused before the MAC is computed; it is recorded only once the MAC verifies
     const k = `${h.from}:${bytesToHex(h.fromInc)}`;
     if (h.seq <= (c.seen.get(k) ?? 0)) return FleetCode.Replay;
-    if (c.opts.broken !== 'skip-mac' && !verifyMac(c.key, msg)) return FleetCode.BadMac;
+    // the key of (sender, this member): only the two of them hold it (keys.ts), so a member can not MAC in another's name
+    if (c.opts.broken !== 'skip-mac' && !verifyMac(c.keys.receive[h.from]!, msg)) return FleetCode.BadMac;
     if (!sameBytes(h.toInc, ANY_INCARNATION) && !sameBytes(h.toInc, c.incarnation)) return FleetCode.WrongIncarnation;
     c.seen.set(k, h.seq);
     return null;

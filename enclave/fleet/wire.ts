@@ -5,13 +5,12 @@
  * A message is `header || body || MAC`. The header (44 bytes) is the wire version, the type tag,
  * the sender id, the receiver id, the sender's incarnation, the receiver's incarnation (zeros: any
  * incarnation of the receiver) and a sequence number that only grows per sender incarnation. The
- * MAC is HMAC-SHA256 (RFC 2104) under the fleet replication key (HKDF-SHA256 of the fleet secret,
- * info `bkv/fleet/replication/v1`, RFC 5869 §2) over the message label, the header and the body:
- * the exact bytes received. A receiver reads the header, checks the MAC, and only then decodes the
+ * MAC is HMAC-SHA256 (RFC 2104) under the message key of the pair (sender, receiver) (keys.ts:
+ * only those two members can compute it) over the message label, the header and the body: the
+ * exact bytes received. A receiver reads the header, checks the MAC, and only then decodes the
  * body (codec.ts): a forged body is never parsed. Hosts may drop, delay, duplicate, reorder and
  * replay messages; any other change fails the MAC.
  */
-import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { decodeFields, encodeFields, fixed, u53, u8 } from '../api/codec.ts';
@@ -26,7 +25,6 @@ export * from './messages.ts';
 
 /** The fleet's labels, from the project's one table (enclave/api/labels.ts). */
 export const FLEET_LABELS = {
-  replicationKey: LABELS.fleetReplicationKey,
   message: LABELS.fleetMessage,
   entry: LABELS.fleetEntry,
   config: LABELS.fleetConfig,
@@ -57,12 +55,7 @@ function mac(key: Uint8Array, headerAndBody: Uint8Array): Uint8Array {
   return hmac.create(sha256, key).update(MESSAGE_LABEL).update(headerAndBody).digest();
 }
 
-/** The replication key of a fleet secret (HKDF-SHA256, RFC 5869). */
-export function replicationKey(fleetSecret: Uint8Array): Uint8Array {
-  return hkdf(sha256, fleetSecret, undefined, utf8(FLEET_LABELS.replicationKey), 32);
-}
-
-/** The bytes of a message: header, body, MAC. */
+/** The bytes of a message: header, body, MAC under `key` (the message key of the pair the header names). */
 export function seal(key: Uint8Array, e: Envelope): Uint8Array {
   return sealBody(key, { ...e, type: e.body.type }, encodeBody(e.body));
 }

@@ -3,12 +3,15 @@
  * message if it could do more than drop, delay, duplicate, reorder and replay. Each forgery
  * changes the bytes (a bit flipped, a cut, bytes added, another receiver id or incarnation in the
  * header), so the MAC over the exact bytes must refuse it, or an earlier check of the header
- * (docs/fleet.md, "What a member checks").
+ * (docs/fleet.md, "What a member checks"). `impersonate` is a member's device gone bad: a third
+ * member re-MACs the captured message, as new, under a key of its own (every key it holds), in the
+ * sender's name; the pairwise keys (enclave/fleet/keys.ts) must refuse it.
  */
-import { INCARNATION_BYTES } from '../../enclave/fleet/wire.ts';
+import type { MessageKeys } from '../../enclave/fleet/keys.ts';
+import { bodyBytes, INCARNATION_BYTES, readHeader, sealBody } from '../../enclave/fleet/wire.ts';
 import type { Rng } from './rng.ts';
 
-export const FORGERIES = ['flip', 'truncate', 'extend', 'retarget-id', 'retarget-incarnation'] as const;
+export const FORGERIES = ['flip', 'truncate', 'extend', 'retarget-id', 'retarget-incarnation', 'impersonate'] as const;
 export type Forgery = (typeof FORGERIES)[number];
 
 /** Header offsets (wire.ts): version, type, sender, receiver, sender incarnation, receiver incarnation, sequence number. */
@@ -18,11 +21,27 @@ export const TO_INC_OFFSET = 4 + INCARNATION_BYTES;
 /**
  * A forgery of `msg` for an `n`-member fleet, and the member the network delivers it to.
  * `incarnations(id)`: the incarnations running for member id (a re-target to one of them is the
- * strongest: a real receiver's incarnation in place of the one the sender named).
+ * strongest: a real receiver's incarnation in place of the one the sender named). `keysOf(id)`:
+ * the message keys member id's device holds (for `impersonate`).
  */
-export function forge(rng: Rng, msg: Uint8Array, kind: Forgery, n: number, incarnations: (id: number) => readonly Uint8Array[]): { msg: Uint8Array; to: number } {
+export function forge(
+  rng: Rng,
+  msg: Uint8Array,
+  kind: Forgery,
+  n: number,
+  incarnations: (id: number) => readonly Uint8Array[],
+  keysOf: (id: number) => MessageKeys,
+): { msg: Uint8Array; to: number } {
   const to = msg[TO_OFFSET]!;
   switch (kind) {
+    case 'impersonate': {
+      // a member that is neither the sender nor the receiver MACs the message with one of its keys, with a sequence number not yet seen
+      const h = readHeader(msg);
+      const others = Array.from({ length: n }, (_, i) => i).filter((i) => i !== h.from && i !== h.to);
+      const k = keysOf(rng.pick(others));
+      const key = rng.pick([...k.send, ...k.receive].filter((x): x is Uint8Array => x !== null));
+      return { msg: sealBody(key, { ...h, seq: h.seq + 1 + rng.int(8) }, bodyBytes(msg)), to };
+    }
     case 'flip': {
       const out = msg.slice();
       const bit = rng.int(out.length * 8);

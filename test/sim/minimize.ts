@@ -10,13 +10,13 @@ export interface Minimal {
   readonly result: ScheduleResult;
 }
 
-export function minimize(o: ScheduleOptions): Minimal {
+export async function minimize(o: ScheduleOptions): Promise<Minimal> {
   let faults: FaultKind[] = [...(o.faults ?? FAULTS)];
-  let result = runSchedule({ ...o, faults, trace: true });
+  let result = await runSchedule({ ...o, faults, trace: true });
   if (result.violations.length === 0) return { faults, result };
   for (const k of [...faults]) {
     const fewer = faults.filter((x) => x !== k);
-    const r = runSchedule({ ...o, faults: fewer, trace: true });
+    const r = await runSchedule({ ...o, faults: fewer, trace: true });
     if (r.violations.length > 0) {
       faults = fewer;
       result = r;

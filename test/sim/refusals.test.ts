@@ -8,16 +8,14 @@
  * member checks").
  */
 import { bytesToHex } from '@noble/hashes/utils.js';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { encodeBody } from '../../enclave/fleet/codec.ts';
 import { FleetCode, FleetFault } from '../../enclave/fleet/faults.ts';
 import type { Member } from '../../enclave/fleet/member.ts';
 import { tipOf } from '../../enclave/fleet/log.ts';
-import { HEADER_BYTES, MAC_BYTES, open, readHeader, replicationKey, seal, sealBody, type Envelope, type MessageType } from '../../enclave/fleet/wire.ts';
+import { HEADER_BYTES, MAC_BYTES, open, readHeader, seal, sealBody, type Envelope, type MessageType } from '../../enclave/fleet/wire.ts';
 import { exhaustive } from './forge.ts';
-import { FLEET_SECRET, World, type Proc } from './world.ts';
-
-const KEY = replicationKey(FLEET_SECRET);
+import { World, type Proc } from './world.ts';
 const TYPES: MessageType[] = ['prepare', 'prepareOk', 'commit', 'doViewChange', 'startView', 'rejoin', 'catchupRequest', 'catchup', 'reformVote', 'reformAccept'];
 
 /** Codes a message refused before its MAC is checked may carry: the header's own checks. */
@@ -30,8 +28,8 @@ const WIRE_CODES = new Set<number>([FleetCode.BadMac, FleetCode.Replay, FleetCod
  * prepareOk, commit), a member restarted (rejoin, catch-up), the leader cut off and back (view
  * change, catch-up request): the last message of each type any member sent.
  */
-function captured() {
-  const w = new World({ seed: 11, n: 3, faults: [] });
+async function captured() {
+  const w = await World.create({ seed: 11, n: 3, faults: [] });
   const last = new Map<MessageType, Uint8Array>();
   /** The highest sequence number each sender incarnation used: a test's message in its name takes the next one, as the sender would. */
   const seqs = new Map<string, number>();
@@ -96,24 +94,34 @@ function overCounts(type: MessageType, body: Uint8Array): Uint8Array[] {
 }
 
 describe('fleet: every alteration of a captured message is refused, and the member keeps serving', () => {
-  const { w, last, nextSeq, retiredInc } = captured();
-  const leader = w.leaders()[0]!;
+  let ctx: Awaited<ReturnType<typeof captured>>;
+  let leader: Proc;
+  beforeAll(async () => {
+    ctx = await captured();
+    leader = ctx.w.leaders()[0]!;
+  });
+  /** The message key of the pair a header names (the sender's key; the receiver holds the same). */
+  const keyOf = (e: { from: number; to: number }): Uint8Array => ctx.w.messageKey(e.from, e.to);
 
   /** A valid message the member answers: a commit from the leader (a follower acks it), a view change of the current view (the leader answers with its start). */
   function answersValid(p: Proc): void {
+    const { w, nextSeq } = ctx;
     const m = p.member!;
     const follower = w.alive().find((q) => q.id !== leader.id)!;
     const probe: Envelope = m.isLeader()
       ? { from: follower.id, to: m.id, fromInc: follower.member!.incarnation, toInc: m.incarnation, seq: nextSeq(follower.member!.incarnation), body: { type: 'doViewChange', epoch: m.epoch, view: m.view, normalView: m.view, tip: tipOf(m.durable).index, tipHash: tipOf(m.durable).hash, config: { epoch: m.epoch, admitted: [] } } }
       : { from: leader.id, to: m.id, fromInc: leader.member!.incarnation, toInc: m.incarnation, seq: nextSeq(leader.member!.incarnation), body: { type: 'commit', epoch: m.epoch, view: m.view, commit: m.durable.commit } };
-    const out = m.receive(seal(KEY, probe), w.now);
+    const out = m.receive(seal(keyOf(probe), probe), w.now);
     expect(out.faults).toEqual([]);
     expect(out.send.map((x) => readHeader(x).type)).toEqual([m.isLeader() ? 'startView' : 'prepareOk']);
   }
 
   for (const type of TYPES) {
     it(`${type}: bit flips, truncations, an appended byte, over-counts, a trailing byte, another receiver or incarnation, a replay`, () => {
-      const env = open(KEY, last.get(type)!);
+      const { w, last, nextSeq, retiredInc } = ctx;
+      const captured = last.get(type)!;
+      const env = open(keyOf(readHeader(captured)), captured);
+      const KEY = keyOf(env);
       const p = w.aliveOf(env.to)[0]!;
       const m = p.member!;
       // the captured message again, fresh (the sender's next sequence number, not yet seen), so each alteration reaches the MAC
@@ -141,6 +149,7 @@ describe('fleet: every alteration of a captured message is refused, and the memb
   }
 
   it('a client intent the wire format can not carry (record id too long or empty, session out of range) is answered with a refusal, not sent', () => {
+    const { w } = ctx;
     const had = w.answers.length;
     w.submit(leader, { kind: 'register', id: 'x'.repeat(65), limit: 3 });
     w.submit(leader, { kind: 'register', id: '', limit: 3 });
@@ -150,6 +159,7 @@ describe('fleet: every alteration of a captured message is refused, and the memb
   });
 
   it('then the fleet commits the next change on every member, with no violation', () => {
+    const { w } = ctx;
     const had = w.answers.length;
     w.submit(leader, { kind: 'charge', id: 'r0', session: 1 });
     // (a receiver refuses the sender's own next few messages as replays: this file's messages took their sequence numbers)

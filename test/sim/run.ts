@@ -3,7 +3,7 @@
  * invariant checked after every step (docs/fleet.md, "Simulation").
  *
  *   npm run sim -- --schedules N --seed S [--jobs J] [--n 3|5] [--steps T] [--faults a,b,...]
- *                  [--broken count-unadmitted|half-quorum|skip-mac] [--effects-only] [--trace]
+ *                  [--broken count-unadmitted|half-quorum|skip-mac|shared-key] [--effects-only] [--trace]
  *
  *   --schedules  how many schedules (default 1000); schedule i runs seed S + i (default S = 1)
  *   --jobs       worker threads (default 1; seeds are split between them, results are the same)
@@ -76,14 +76,14 @@ interface Summary {
   seed: number;
   n: number;
   violations: readonly string[];
-  stats: ReturnType<typeof runSchedule>['stats'];
+  stats: Awaited<ReturnType<typeof runSchedule>>['stats'];
 }
 
 async function runAll(args: Args, onResult: (s: Summary) => void): Promise<void> {
   const seeds = Array.from({ length: args.schedules }, (_, i) => args.seed + i);
   if (args.jobs === 1) {
     for (const seed of seeds) {
-      const r = runSchedule({ ...args.base, seed, trace: args.trace });
+      const r = await runSchedule({ ...args.base, seed, trace: args.trace });
       if (args.trace) console.log(r.trace.join('\n'));
       onResult(r);
     }
@@ -144,7 +144,7 @@ async function main(): Promise<void> {
   console.log(`\nfirst failing seed ${first.seed} (${first.n} members):`);
   for (const v of first.violations) console.log(`  ${v}`);
   const opts: ScheduleOptions = { ...args.base, seed: first.seed };
-  const m = minimize(opts);
+  const m = await minimize(opts);
   console.log(`\nfewest fault kinds that still fail: ${m.faults.join(', ') || 'none'}; first violation at tick ${m.result.failedAt}`);
   for (const v of m.result.violations) console.log(`  ${v}`);
   console.log('\ntrace (last 60 steps up to the violation):');

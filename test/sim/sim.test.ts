@@ -12,14 +12,12 @@ import { FleetCode } from '../../enclave/fleet/faults.ts';
 import type { Answer, BrokenRule } from '../../enclave/fleet/member.ts';
 import type { Op } from '../../enclave/fleet/rules.ts';
 import { tipOf } from '../../enclave/fleet/log.ts';
-import { ANY_INCARNATION, entryHash, HEADER_BYTES, MAC_BYTES, readHeader, replicationKey, seal, type Body, type Envelope } from '../../enclave/fleet/wire.ts';
-import { FAULTS, FLEET_SECRET, runSchedule, World, type Proc } from './world.ts';
-
-const KEY = replicationKey(FLEET_SECRET);
+import { ANY_INCARNATION, entryHash, HEADER_BYTES, MAC_BYTES, readHeader, seal, type Body, type Envelope } from '../../enclave/fleet/wire.ts';
+import { FAULTS, runSchedule, World, type Proc } from './world.ts';
 const CI_SCHEDULES = 300;
 
-function formed(n: 3 | 5 = 3, broken?: BrokenRule, trace = false): World {
-  const w = new World({ seed: 11, n, faults: [], broken, trace });
+async function formed(n: 3 | 5 = 3, broken?: BrokenRule, trace = false): Promise<World> {
+  const w = await World.create({ seed: 11, n, faults: [], broken, trace });
   for (let i = 0; i < 80 && !(w.leaders().length === 1 && w.alive().every((p) => p.member!.status === 'normal')); i++) w.step();
   expect(w.leaders()).toHaveLength(1);
   return w;
@@ -33,11 +31,11 @@ function until(w: World, pred: () => boolean, max = 60): void {
 const okCharges = (answers: readonly Answer[], from = 0) => answers.slice(from).filter((a) => a.ok && a.op.kind === 'charge');
 
 describe('fleet simulation: random schedules', () => {
-  it(`${CI_SCHEDULES} seeded schedules keep every invariant, with every fault kind exercised`, () => {
+  it(`${CI_SCHEDULES} seeded schedules keep every invariant, with every fault kind exercised`, async () => {
     const totals = { acked: 0, restores: 0, clones: 0, partitions: 0, crashes: 0, reforms: 0, forged: 0, n3: 0, n5: 0 };
     const failing: string[] = [];
     for (let seed = 1; seed <= CI_SCHEDULES; seed++) {
-      const r = runSchedule({ seed });
+      const r = await runSchedule({ seed });
       if (r.violations.length > 0) failing.push(`seed ${seed}: ${r.violations[0]} (npm run sim -- --seed ${seed} --schedules 1)`);
       for (const k of ['acked', 'restores', 'clones', 'partitions', 'crashes', 'reforms', 'forged'] as const) totals[k] += r.stats[k];
       if (r.n === 3) totals.n3++;
@@ -51,13 +49,13 @@ describe('fleet simulation: random schedules', () => {
     expect(totals.forged).toBeGreaterThan(10 * CI_SCHEDULES);
   }, 240_000);
 
-  it('the forging adversary changes nothing: a schedule runs the same with and without it, but for the forgeries refused', () => {
+  it('the forging adversary changes nothing: a schedule runs the same with and without it, but for the forgeries refused', async () => {
     const without = FAULTS.filter((k) => k !== 'forge');
     let compared = 0;
     for (let seed = 1; seed <= 12; seed++) {
-      const a = runSchedule({ seed, trace: true });
+      const a = await runSchedule({ seed, trace: true });
       if (a.stats.forged === 0) continue;
-      const b = runSchedule({ seed, trace: true, faults: without });
+      const b = await runSchedule({ seed, trace: true, faults: without });
       compared++;
       expect(a.trace.filter((l) => !l.includes('forged')), `seed ${seed}`).toEqual(b.trace);
       const rest = (r: typeof a) => ({ ...r.stats, forged: 0, refused: {} });
@@ -69,32 +67,38 @@ describe('fleet simulation: random schedules', () => {
     expect(compared).toBeGreaterThan(2);
   });
 
-  it('a seed reproduces exactly: same trace, same answers, same faults', () => {
-    const a = runSchedule({ seed: 42, trace: true });
-    const b = runSchedule({ seed: 42, trace: true });
+  it('a seed reproduces exactly: same trace, same answers, same faults', async () => {
+    const a = await runSchedule({ seed: 42, trace: true });
+    const b = await runSchedule({ seed: 42, trace: true });
     expect(a.trace.length).toBeGreaterThan(100);
     expect(b).toEqual(a);
-    expect(runSchedule({ seed: 43, trace: true }).trace).not.toEqual(a.trace);
+    expect((await runSchedule({ seed: 43, trace: true })).trace).not.toEqual(a.trace);
   });
 });
 
 describe('fleet simulation: positive controls (a broken rule is caught within the CI budget)', () => {
-  it('a quorum of n/2 forks the logs or double-grants a guess (consequences only, no direct quorum check)', () => {
+  it('a quorum of n/2 forks the logs or double-grants a guess (consequences only, no direct quorum check)', async () => {
     let found: string[] = [];
-    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...runSchedule({ seed, broken: 'half-quorum', effectsOnly: true }).violations];
+    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...(await runSchedule({ seed, broken: 'half-quorum', effectsOnly: true })).violations];
     expect(found.length).toBeGreaterThan(0);
     expect(found.join('\n')).toMatch(/fork|granted to sessions|not in the committed history|drops committed/);
   });
 
-  it('a member that takes messages without checking their MAC takes a forgery, and the run reports it', () => {
+  it('a member that takes messages without checking their MAC takes a forgery, and the run reports it', async () => {
     let found: string[] = [];
-    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...runSchedule({ seed, broken: 'skip-mac' }).violations];
+    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...(await runSchedule({ seed, broken: 'skip-mac' })).violations];
     expect(found.join('\n')).toMatch(/forged .* not refused cleanly/);
   });
 
-  it('counting an unadmitted incarnation (a booted member resuming from its disk) is reported', () => {
+  it('one key for every pair (shared-key): a member forging in another member\'s name is taken, and the run reports it', async () => {
     let found: string[] = [];
-    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...runSchedule({ seed, broken: 'count-unadmitted' }).violations];
+    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...(await runSchedule({ seed, broken: 'shared-key' })).violations];
+    expect(found.join('\n')).toMatch(/forged \(impersonate\) .* not refused cleanly/);
+  });
+
+  it('counting an unadmitted incarnation (a booted member resuming from its disk) is reported', async () => {
+    let found: string[] = [];
+    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...(await runSchedule({ seed, broken: 'count-unadmitted' })).violations];
     expect(found.length).toBeGreaterThan(0);
   });
 });
@@ -105,8 +109,8 @@ describe('fleet simulation: positive controls (a broken rule is caught within th
  * commit nothing (C's new incarnation is not admitted, B alone is no majority); with the broken
  * rule they grant the same guesses again.
  */
-function rollback(broken?: BrokenRule, trace = false): { world: World; before: number; violations: readonly string[] } {
-  const w = formed(3, broken, trace);
+async function rollback(broken?: BrokenRule, trace = false): Promise<{ world: World; before: number; violations: readonly string[] }> {
+  const w = await formed(3, broken, trace);
   const leader = w.leaders()[0]!;
   const [b, c] = w.alive().filter((p) => p !== leader) as [Proc, Proc];
   w.submit(leader, { kind: 'register', id: 'r0', limit: 3 });
@@ -131,8 +135,8 @@ function rollback(broken?: BrokenRule, trace = false): { world: World; before: n
 }
 
 describe('fleet: a rolled-back member can not win a guess back', () => {
-  it('with the rule: the cut-off pair (one member restored from an old image) grants nothing, and the fleet heals', () => {
-    const { world: w, before, violations } = rollback();
+  it('with the rule: the cut-off pair (one member restored from an old image) grants nothing, and the fleet heals', async () => {
+    const { world: w, before, violations } = await rollback();
     expect(violations).toEqual([]);
     expect(okCharges(w.answers, before)).toEqual([]);
     w.partition(null);
@@ -142,8 +146,8 @@ describe('fleet: a rolled-back member can not win a guess back', () => {
     expect(w.oracle.modelOf('r0')).toMatchObject({ used: 3, total: 3, limit: 3 });
   });
 
-  it('with a member that resumes from its disk as if admitted: the same guesses are granted again (positive control)', () => {
-    const { violations } = rollback('count-unadmitted');
+  it('with a member that resumes from its disk as if admitted: the same guesses are granted again (positive control)', async () => {
+    const { violations } = await rollback('count-unadmitted');
     expect(violations.join('\n')).toMatch(/granted to sessions|fork|not in the committed history/);
   });
 });
@@ -153,8 +157,8 @@ describe('fleet: a rolled-back member can not win a guess back', () => {
  * asked for the same guesses. With the rule only the side with two admitted incarnations grants
  * them; with the broken rule both do.
  */
-function cloneSplit(broken?: BrokenRule): { world: World; violations: readonly string[] } {
-  const w = formed(3, broken);
+async function cloneSplit(broken?: BrokenRule): Promise<{ world: World; violations: readonly string[] }> {
+  const w = await formed(3, broken);
   const leader = w.leaders()[0]!;
   const [b, c] = w.alive().filter((p) => p !== leader) as [Proc, Proc];
   w.submit(leader, { kind: 'register', id: 'r0', limit: 3 });
@@ -169,8 +173,8 @@ function cloneSplit(broken?: BrokenRule): { world: World; violations: readonly s
 }
 
 describe('fleet: a clone can not grant guesses a second time', () => {
-  it('with the rule: only the side with a majority of admitted incarnations grants, each guess once', () => {
-    const { world: w, violations } = cloneSplit();
+  it('with the rule: only the side with a majority of admitted incarnations grants, each guess once', async () => {
+    const { world: w, violations } = await cloneSplit();
     expect(violations).toEqual([]);
     const granted = okCharges(w.answers).map((a) => (a.ok && a.op.kind === 'charge' ? a.op.guess : 0));
     expect(granted).toEqual([1, 2, 3]);
@@ -180,15 +184,15 @@ describe('fleet: a clone can not grant guesses a second time', () => {
     expect(w.oracle.violations).toEqual([]);
   });
 
-  it('with a member that resumes from its disk as if admitted: both sides grant (positive control)', () => {
-    const { violations } = cloneSplit('count-unadmitted');
+  it('with a member that resumes from its disk as if admitted: both sides grant (positive control)', async () => {
+    const { violations } = await cloneSplit('count-unadmitted');
     expect(violations.join('\n')).toMatch(/granted to sessions|fork|not in the committed history/);
   });
 });
 
 describe('fleet: refused messages are typed faults, change nothing, and the member keeps serving', () => {
-  function setup() {
-    const w = formed(3);
+  async function setup(broken?: BrokenRule) {
+    const w = await formed(3, broken);
     const leader = w.leaders()[0]!;
     w.submit(leader, { kind: 'register', id: 'r0', limit: 3 });
     until(w, () => w.alive().every((p) => p.member!.durable.commit >= tipOf(leader.member!.durable).index) && w.answers.some((a) => a.ok));
@@ -198,7 +202,12 @@ describe('fleet: refused messages are typed faults, change nothing, and the memb
     const tip = tipOf(d);
     const base = { from: leader.id, to: follower.id, fromInc: leader.member!.incarnation, toInc: ANY_INCARNATION };
     let seq = 1_000_000;
-    const msg = (body: Body, over: Partial<Omit<Envelope, 'body'>> = {}): Uint8Array => seal(KEY, { ...base, seq: ++seq, body, ...over });
+    const KEY = w.messageKey(leader.id, follower.id);
+    /** A message in the leader's name to the follower, MACed under the key of the pair the header names. */
+    const msg = (body: Body, over: Partial<Omit<Envelope, 'body'>> = {}): Uint8Array => {
+      const e = { ...base, seq: ++seq, body, ...over };
+      return seal(e.from === leader.id ? KEY : w.messageKey(e.from, e.to), e);
+    };
     const entry = (ops: Op[], index = tip.index + 1, prev = tip.hash) => ({
       index,
       view: m.view,
@@ -208,17 +217,17 @@ describe('fleet: refused messages are typed faults, change nothing, and the memb
     });
     const prepare = (e: ReturnType<typeof entry>, over: Partial<{ epoch: number; view: number }> = {}): Body => ({ type: 'prepare', epoch: m.epoch, view: m.view, commit: d.commit, entry: e, ...over });
     const charge = [{ kind: 'charge' as const, id: 'r0', base: 1, guess: 1, session: 9 }];
-    return { w, leader, follower, m, msg, entry, prepare, charge, tip, base };
+    return { w, leader, follower, m, msg, entry, prepare, charge, tip, base, KEY };
   }
 
-  it('each refusal carries its code and leaves the durable state untouched; then the fleet still commits', () => {
-    const { w, leader, follower, m, msg, entry, prepare, charge, tip, base } = setup();
+  it('each refusal carries its code and leaves the durable state untouched; then the fleet still commits', async () => {
+    const { w, leader, follower, m, msg, entry, prepare, charge, tip, base, KEY } = await setup();
     const good = msg(prepare(entry(charge)));
     const goodSeq = readHeader(good).seq;
     // the header and MAC of one message around the body of another
     const other = seal(KEY, { ...base, seq: goodSeq, body: prepare(entry([{ ...charge[0]!, session: 666 }])) });
     const forged = new Uint8Array([...good.subarray(0, HEADER_BYTES), ...other.subarray(HEADER_BYTES, other.length - MAC_BYTES), ...good.subarray(good.length - MAC_BYTES)]);
-    const otherKey = seal(replicationKey(new Uint8Array(32).fill(1)), { ...base, seq: goodSeq + 1, body: prepare(entry(charge)) });
+    const otherKey = seal(new Uint8Array(32).fill(1), { ...base, seq: goodSeq + 1, body: prepare(entry(charge)) });
     const toOther = good.slice();
     toOther[3] = 7; // the receiver id in the header (wire.ts)
     const retired = new Uint8Array(16).fill(0xaa);
@@ -263,5 +272,47 @@ describe('fleet: refused messages are typed faults, change nothing, and the memb
     for (let t = 0; t < 30; t++) w.step();
     expect(follower.member!.durable.commit).toBe(tipOf(leader.member!.durable).index);
     expect(w.oracle.violations).toEqual([]);
+  });
+
+  /** A prepare of the next entry in the leader's name, to the follower, MACed by the third member under each key its device holds. */
+  function impersonations(s: Awaited<ReturnType<typeof setup>>): [string, Uint8Array][] {
+    const { w, leader, follower, entry, prepare, charge, base } = s;
+    const third = w.alive().find((p) => p !== leader && p !== follower)!.id;
+    const k = w.keys[third]!;
+    const body = prepare(entry(charge));
+    const out: [string, Uint8Array][] = [];
+    let seq = 2_000_000;
+    for (let i = 0; i < 3; i++) {
+      if (k.send[i]) out.push([`member ${third}'s key to member ${i}`, seal(k.send[i]!, { ...base, seq: ++seq, body })]);
+      if (k.receive[i]) out.push([`member ${third}'s key from member ${i}`, seal(k.receive[i]!, { ...base, seq: ++seq, body })]);
+    }
+    return out;
+  }
+
+  it("a member forging in another member's name, with every key of its own, is refused (BadMac) and changes nothing", async () => {
+    const s = await setup();
+    const { w, m, follower, leader } = s;
+    const forged = impersonations(s);
+    expect(forged).toHaveLength(4);
+    for (const [what, msg] of forged) {
+      const before = m.durable;
+      const out = m.receive(msg, w.now);
+      expect(out.faults.map((f) => f.code), what).toEqual([FleetCode.BadMac]);
+      expect(out.send.length + out.answers.length + out.events.length, what).toBe(0);
+      expect(m.durable, what).toBe(before);
+    }
+    // the same message under the key of (leader, follower) is taken: the forgeries failed for their key only
+    const genuine = seal(w.messageKey(leader.id, follower.id), { ...s.base, seq: 3_000_000, body: s.prepare(s.entry(s.charge)) });
+    const out = m.receive(genuine, w.now);
+    expect(out.faults).toEqual([]);
+    expect(tipOf(m.durable).index).toBe(s.tip.index + 1);
+  });
+
+  it('with one key for every pair (shared-key, positive control), the same forgery is taken as the leader\'s', async () => {
+    const s = await setup('shared-key');
+    const [what, msg] = impersonations(s)[0]!;
+    const out = s.m.receive(msg, s.w.now);
+    expect(out.faults, what).toEqual([]);
+    expect(tipOf(s.m.durable).index, what).toBe(s.tip.index + 1);
   });
 });

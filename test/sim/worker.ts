@@ -4,6 +4,6 @@ import { runSchedule, type ScheduleOptions } from './world.ts';
 
 const { seeds, base } = workerData as { seeds: number[]; base: Omit<ScheduleOptions, 'seed'> };
 for (const seed of seeds) {
-  const r = runSchedule({ ...base, seed });
+  const r = await runSchedule({ ...base, seed });
   parentPort!.postMessage({ seed, n: r.n, violations: r.violations, stats: r.stats });
 }

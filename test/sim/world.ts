@@ -5,7 +5,9 @@
  * cloned (a second running copy of a member's disk). Members exchange bytes (enclave/fleet/wire.ts):
  * the network reads only what a host can (the header, to route), and in some schedules a forging
  * adversary (forge.ts) alters captured messages; every forgery must be refused with a typed fault
- * and change nothing. Clients send intents to any member. The
+ * and change nothing. Before it starts, the fleet runs the key ceremony (ceremony.ts): each member
+ * gets its message keys from what its own device keeps, never the fleet secret from the world.
+ * Clients send intents to any member. The
  * oracle (oracle.ts) checks the invariants after every step. Same seed, same options: the same
  * run, step for step.
  */
@@ -13,8 +15,10 @@ import { bytesToHex } from '@noble/hashes/utils.js';
 import { genesis, recordsAt, tipOf, type DurableState } from '../../enclave/fleet/log.ts';
 import { Member, type Answer, type BrokenRule, type Output } from '../../enclave/fleet/member.ts';
 import type { Intent } from '../../enclave/fleet/rules.ts';
-import { FleetFault } from '../../enclave/fleet/faults.ts';
-import { GENESIS_HASH, open, readHeader, replicationKey, type Entry } from '../../enclave/fleet/wire.ts';
+import { FleetCode, FleetFault } from '../../enclave/fleet/faults.ts';
+import { messageKeys, sharedKeysForControl, type MemberSecrets, type MessageKeys } from '../../enclave/fleet/keys.ts';
+import { GENESIS_HASH, open, readHeader, type Entry } from '../../enclave/fleet/wire.ts';
+import { ceremony } from './ceremony.ts';
 import { forge, FORGERIES } from './forge.ts';
 import { Oracle, type ProcView } from './oracle.ts';
 import { Rng } from './rng.ts';
@@ -63,9 +67,15 @@ export interface ScheduleResult {
   };
 }
 
+/**
+ * A member's durable storage: the log (`state`, which an old image can replace) and what its
+ * device keeps in NVRAM (`secrets`: identity seed, fleet secret, charter), which a restore of the
+ * log keeps and a clone copies.
+ */
 export interface Disk {
   state: DurableState;
   images: DurableState[];
+  readonly secrets: MemberSecrets;
 }
 export interface Proc extends ProcView {
   member: Member | null;
@@ -87,7 +97,12 @@ export interface InFlight {
   forged: boolean;
 }
 
-export const FLEET_SECRET = new Uint8Array(32).fill(7);
+/**
+ * Codes a forged message may be refused with: the envelope's (header, sender, sequence number,
+ * MAC, receiver incarnation, a retired process) and the body decoder's. A forgery that reaches the
+ * protocol (its MAC verified) is taken, whatever the protocol then does with it.
+ */
+const ENVELOPE_CODES: ReadonlySet<number> = new Set([FleetCode.BadMac, FleetCode.UnknownMember, FleetCode.WrongIncarnation, FleetCode.Replay, FleetCode.Retired, ...Object.values(FleetCode).filter((c) => c >= FleetCode.Truncated)]);
 
 /** One fleet in one process: its processes, disks, network and oracle. Driven by `runSchedule` (random) or by a test (scripted). */
 export class World {
@@ -119,17 +134,29 @@ export class World {
   readonly recent: Uint8Array[] = [];
   /** Sees every message a member sends (a test's capture). */
   tap: ((msg: Uint8Array) => void) | null = null;
-  private readonly key = replicationKey(FLEET_SECRET);
+  /** Each member's message keys, as its device derives them (the world reads catch-ups with them; tests seal with them). */
+  readonly keys: readonly MessageKeys[];
   private readonly lastState = new Map<number, string>();
 
-  constructor(private readonly o: Omit<ScheduleOptions, 'seed'> & { seed: number; n: 3 | 5 }) {
+  /** A fleet whose members got their secrets from the key ceremony (ceremony.ts). */
+  static async create(o: Omit<ScheduleOptions, 'seed'> & { seed: number; n: 3 | 5 }): Promise<World> {
+    return new World({ ...o, secrets: await ceremony(o.n, o.seed) });
+  }
+
+  private constructor(private readonly o: Omit<ScheduleOptions, 'seed'> & { seed: number; n: 3 | 5; secrets: readonly MemberSecrets[] }) {
     this.rng = new Rng(o.seed ^ 0x5eed);
     this.adversary = new Rng(o.seed ^ 0xf0e6);
     this.n = o.n;
     this.f = Math.floor((this.n - 1) / 2);
     this.on = new Set<FaultKind>(o.faults ?? FAULTS);
     this.oracle = new Oracle(this.n, GENESIS_HASH, o.effectsOnly);
-    for (let id = 0; id < this.n; id++) this.boot(id, { state: genesis(id, this.n), images: [] }, false, 0);
+    this.keys = o.secrets.map((s) => (o.broken === 'shared-key' ? sharedKeysForControl(s) : messageKeys(s)));
+    for (let id = 0; id < this.n; id++) this.boot(id, { state: genesis(id, this.n), images: [], secrets: o.secrets[id]! }, false, 0);
+  }
+
+  /** The key of the pair (from, to), from the sender's keys. */
+  messageKey(from: number, to: number): Uint8Array {
+    return this.keys[from]!.send[to]!;
   }
 
   log(s: string): void {
@@ -151,7 +178,7 @@ export class World {
         note(s);
       },
     };
-    const member = new Member(disk.state, platform, { n: this.n, replicationKey: this.key, broken: this.o.broken }, this.now);
+    const member = new Member(disk.state, platform, { n: this.n, secrets: disk.secrets, broken: this.o.broken }, this.now);
     const p: Proc = { pid: this.procs.length, id, inc: bytesToHex(member.incarnation), member, disk, side, extra, appended, startedAt: this.now };
     this.procs.push(p);
     this.log(`boot p${p.pid} (member ${id}${extra ? ', clone' : ''}) inc ${p.inc.slice(0, 6)} at entry ${disk.state.commit}`);
@@ -185,13 +212,13 @@ export class World {
     this.restored.set(id, this.now);
     this.stats.restores++;
     this.log(`restore m${id} from an image at entry ${image.commit}`);
-    return this.boot(id, { state: image, images: [...prim.disk.images] }, false, prim.side);
+    return this.boot(id, { state: image, images: [...prim.disk.images], secrets: prim.disk.secrets }, false, prim.side);
   }
   /** A second running copy of a process's disk. */
   clone(src: Proc, side: number): Proc {
     this.stats.clones++;
     this.log(`clone p${src.pid}(m${src.id})`);
-    return this.boot(src.id, { state: src.disk.state, images: [] }, true, side);
+    return this.boot(src.id, { state: src.disk.state, images: [], secrets: src.disk.secrets }, true, side);
   }
   /** Sides per process (messages cross only within a side); null heals. */
   partition(side: ((p: Proc) => number) | null): void {
@@ -291,14 +318,14 @@ export class World {
     this.forgedNet.push({ at, order: this.order++, msg, to, note: `forged (${what})`, fromPid: -1, forged: true });
   }
 
-  /** A forged message at one process: one typed fault, and nothing else happens (no state, no answer, no message). */
+  /** A forged message at one process: one typed fault of the envelope or the decoder, and nothing else happens (no state, no answer, no message). */
   private deliverForged(p: Proc, msg: InFlight): void {
     const m = p.member!;
     const before = m.durable;
     const out = m.receive(msg.msg, this.now);
     this.stats.forged++;
-    const clean = out.faults.length === 1 && out.faults[0] instanceof FleetFault && out.send.length === 0 && out.answers.length === 0 && out.events.length === 0 && m.durable === before;
-    if (!clean) this.oracle.violations.push(`p${p.pid}(m${p.id}): a ${msg.note} message was not refused cleanly (${out.faults.length} faults, ${out.send.length} sent, ${out.answers.length} answers, state ${m.durable === before ? 'kept' : 'changed'})`);
+    const clean = out.faults.length === 1 && out.faults[0] instanceof FleetFault && ENVELOPE_CODES.has(out.faults[0].code) && out.send.length === 0 && out.answers.length === 0 && out.events.length === 0 && m.durable === before;
+    if (!clean) this.oracle.violations.push(`p${p.pid}(m${p.id}): a ${msg.note} message was not refused cleanly (${out.faults.length} faults ${out.faults.map((f) => f.code).join(',')}, ${out.send.length} sent, ${out.answers.length} answers, state ${m.durable === before ? 'kept' : 'changed'})`);
     this.handle(p, before, out, [], true);
   }
 
@@ -337,8 +364,9 @@ export class World {
 
   /** The entries a genuine catch-up carries (the oracle learns an installed log's content from them). */
   private caughtUp(msg: Uint8Array): readonly Entry[] {
-    if (readHeader(msg).type !== 'catchup') return [];
-    const b = open(this.key, msg).body;
+    const h = readHeader(msg);
+    if (h.type !== 'catchup') return [];
+    const b = open(this.messageKey(h.from, h.to), msg).body;
     return b.type === 'catchup' ? b.entries : [];
   }
 
@@ -362,10 +390,10 @@ export class World {
 export const RECORD_IDS = ['r0', 'r1', 'r2'] as const;
 
 /** One random schedule: faults for `steps` ticks, then `quiet` ticks healed and without faults. */
-export function runSchedule(o: ScheduleOptions): ScheduleResult {
+export async function runSchedule(o: ScheduleOptions): Promise<ScheduleResult> {
   const rng = new Rng(o.seed);
   const n = o.n ?? (rng.chance(0.5) ? 3 : 5);
-  const w = new World({ ...o, n });
+  const w = await World.create({ ...o, n });
   const on = w.on;
   const steps = o.steps ?? 240;
   const quiet = o.quiet ?? 60;
@@ -394,7 +422,7 @@ export function runSchedule(o: ScheduleOptions): ScheduleResult {
     if (forging && w.sent.length > 0 && w.adversary.chance(0.25)) {
       const kind = w.adversary.pick(FORGERIES);
       const captured = w.recent.length > 0 && w.adversary.chance(0.8) ? w.recent : w.sent;
-      const f = forge(w.adversary, w.adversary.pick(captured), kind, n, incarnations);
+      const f = forge(w.adversary, w.adversary.pick(captured), kind, n, incarnations, (id) => w.keys[id]!);
       w.injectForged(f.msg, f.to, kind, w.now + 1);
     }
     if (on.has('replay') && w.sent.length > 0 && rng.chance(0.2)) {

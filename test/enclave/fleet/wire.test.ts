@@ -18,7 +18,6 @@ import {
   MESSAGE_TAGS,
   open,
   readHeader,
-  replicationKey,
   seal,
   sealBody,
   type Body,
@@ -31,9 +30,9 @@ import {
 } from '../../../enclave/fleet/wire.ts';
 import { MemberCore } from '../../../enclave/fleet/core.ts';
 import { genesis } from '../../../enclave/fleet/log.ts';
-import { FUZZ_FLEET_KEY, fuzz, sampleBodies, seeds, setup } from '../../fuzz/targets/fleet-wire.ts';
+import { FUZZ_FLEET_KEY, fuzz, fuzzSecrets, sampleBodies, seeds, setup } from '../../fuzz/targets/fleet-wire.ts';
 
-const KEY = replicationKey(new Uint8Array(32).fill(3));
+const KEY = new Uint8Array(32).fill(3);
 const TYPES = Object.keys(MESSAGE_TAGS) as MessageType[];
 
 // ---- arbitraries ------------------------------------------------------------------------------
@@ -134,7 +133,7 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
     junk.set(good.subarray(0, HEADER_BYTES));
     junk.set([0xff, 0xff, 0xff], HEADER_BYTES);
     expect(codeOf(() => open(KEY, junk))).toBe(FleetCode.BadMac);
-    expect(codeOf(() => open(replicationKey(new Uint8Array(32)), good))).toBe(FleetCode.BadMac);
+    expect(codeOf(() => open(new Uint8Array(32), good))).toBe(FleetCode.BadMac);
   });
 
   it('behind a valid MAC, every truncation of every body and a trailing byte are refused', () => {
@@ -196,7 +195,7 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
     const entry = { index: 1, view: 1, prevHash: new Uint8Array(32), hash: new Uint8Array(32), ops };
     expect(codeOf(() => encodeBody({ type: 'prepare', epoch: 1, view: 1, commit: 0, entry }))).toBe(FleetCode.TooMany);
     expect(codeOf(() => encodeBody({ type: 'commit', epoch: 2 ** 53, view: 1, commit: 0 }))).toBe(FleetCode.BadValue);
-    const core = new MemberCore(genesis(0, 3), { random: (n) => new Uint8Array(n).fill(1), persist: () => {} }, { n: 3, replicationKey: KEY }, 0);
+    const core = new MemberCore(genesis(0, 3), { random: (n) => new Uint8Array(n).fill(1), persist: () => {} }, { n: 3, secrets: fuzzSecrets(0) }, 0);
     const entries = Array.from({ length: MAX_CATCHUP_ENTRIES + 1 }, (_, i) => ({ ...entry, index: i + 1, ops: [] }));
     core.begin(0);
     core.send(1, { type: 'catchup', epoch: 1, view: 1, normalView: 1, commit: 0, snapshot: null, entries });

@@ -2,8 +2,8 @@
  * Fuzz target: the fleet's wire decoder (enclave/fleet/wire.ts, codec.ts), what the network hands
  * a member from another member.
  * Input: one mode byte, then the bytes.
- *   mode bit 0 = 0: the bytes are a whole message: `open` under the fuzz fleet key (header, MAC,
- *                   then body);
+ *   mode bit 0 = 0: the bytes are a whole message: `open` under the fuzz fleet's message key of
+ *                   the pair (member 0, member 1) (header, MAC, then body);
  *   mode bit 0 = 1: the bytes are a body of message type number (mode >> 1) % 10 + 1, decoded as
  *                   if its MAC had verified (`decodeBody`), so the body decoder sees them.
  * Oracle: only FleetFault escapes (a codec fault that is not mapped to a FleetCode, or any other
@@ -13,7 +13,8 @@
  */
 import { decodeBody, encodeBody } from '../../../enclave/fleet/codec.ts';
 import { FleetFault } from '../../../enclave/fleet/faults.ts';
-import { ANY_INCARNATION, entryHash, GENESIS_HASH, MESSAGE_TAGS, open, replicationKey, seal, type Body, type MessageType } from '../../../enclave/fleet/wire.ts';
+import { identityPublicKey, messageKeys, type MemberSecrets } from '../../../enclave/fleet/keys.ts';
+import { ANY_INCARNATION, entryHash, GENESIS_HASH, MESSAGE_TAGS, open, seal, type Body, type MessageType } from '../../../enclave/fleet/wire.ts';
 import type { Op } from '../../../enclave/fleet/rules.ts';
 import { loadCorpus } from '../lib/engine.ts';
 import { equalBytes, hex, violation } from '../lib/oracle.ts';
@@ -21,8 +22,15 @@ import { equalBytes, hex, violation } from '../lib/oracle.ts';
 export const name = 'fleet-wire';
 export const maxInputLength = 1 + 4096;
 
-/** The fuzz fleet's replication key (a fixed secret: nothing here is a real fleet's). */
-export const FUZZ_FLEET_KEY = replicationKey(new Uint8Array(32).fill(0x5a));
+/** What member `member` of the 3-member fuzz fleet keeps (fixed seeds and secret: nothing here is a real fleet's). */
+export function fuzzSecrets(member: number): MemberSecrets {
+  const seeds = [1, 2, 3].map((b) => new Uint8Array(32).fill(b));
+  const charter = { fleetId: new Uint8Array(16).fill(0xf1), founder: 0, identities: seeds.map(identityPublicKey) };
+  return { member, charter, identitySeed: seeds[member]!, fleetSecret: new Uint8Array(32).fill(0x5a) };
+}
+
+/** The fuzz fleet's message key of the pair (member 0, member 1): the seeds are sent from 0 to 1. */
+export const FUZZ_FLEET_KEY = messageKeys(fuzzSecrets(0)).send[1]!;
 
 const TYPES = (Object.keys(MESSAGE_TAGS) as MessageType[]).sort((a, b) => MESSAGE_TAGS[a] - MESSAGE_TAGS[b]);
 const inc = (b: number) => new Uint8Array(16).fill(b);
