@@ -1,7 +1,7 @@
 /**
  * The fleet's key ceremony, device side (docs/fleet.md, "Key ceremony"): the fleet secret, from
- * which every fleet key derives (the pairwise message keys of keys.ts, and with the device wiring the
- * record sealing, OPRF and OPAQUE server keys and the HPKE key clients pin), is drawn inside one
+ * which every fleet key derives (the pairwise message keys of keys.ts, and with the device wiring
+ * the record sealing, OPRF and OPAQUE server keys and the HPKE key clients pin), is drawn inside one
  * member's device (the founder) and reaches each other member only as a grant: HPKE (RFC 9180)
  * in Auth mode from the founder's device identity to that member's device identity. No host holds
  * the secret or can make a grant a member accepts.

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { identityOf } from '../../../enclave/fleet/ceremony.ts';
 import { FleetCode, FleetFault } from '../../../enclave/fleet/faults.ts';
 import { identityPublicKey, messageKeys, sharedKeysForControl, type MemberSecrets } from '../../../enclave/fleet/keys.ts';
+import { thrownBy } from '../../helpers/errors.ts';
 
 const seeds = [1, 2, 3, 4, 5].map((b) => new Uint8Array(32).fill(b));
 const charter = { fleetId: new Uint8Array(16).fill(9), founder: 0, identities: seeds.map(identityPublicKey) };
@@ -49,12 +50,9 @@ describe('fleet message keys', () => {
 
   it('an identity that gives no shared secret (a low-order point) is refused', () => {
     const bad = { ...charter, identities: [charter.identities[0]!, new Uint8Array(32), charter.identities[2]!] };
-    expect(() => messageKeys(secretsOf(0, { charter: bad }))).toThrow(FleetFault);
-    try {
-      messageKeys(secretsOf(0, { charter: bad }));
-    } catch (e) {
-      expect((e as FleetFault).code).toBe(FleetCode.BadValue);
-    }
+    const e = thrownBy(() => messageKeys(secretsOf(0, { charter: bad })));
+    expect(e).toBeInstanceOf(FleetFault);
+    expect((e as FleetFault).code).toBe(FleetCode.BadValue);
   });
 
   it('the positive control shared-key: one key for every pair, the same at every member', () => {
