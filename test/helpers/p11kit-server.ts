@@ -5,8 +5,9 @@
  *
  * The server runs in its own process because the client is synchronous: a pkcs11js call blocks
  * its thread until the answer arrives, so the server can not share the caller's thread.
- * p11-kit-client.so reads P11_KIT_SERVER_ADDRESS at C_Initialize and is one library per process:
- * a process reaches one server (set the variable before the first load).
+ * p11-kit-client.so reads P11_KIT_SERVER_ADDRESS with getenv in C_GetFunctionList (pkcs11js's
+ * `load`), and each C_GetFunctionList is a module instance with its own connection (p11-kit
+ * client.c): set the variable in the process's environment before loading.
  *
  * Starting is synchronous (the caller may be a synchronous `freshToken`): the child's stdout goes
  * to a file, read until it names the address (cmd-token.ts prints `P11_KIT_SERVER_ADDRESS=...`

@@ -20,7 +20,8 @@
  * first p11kit token and stopped with the test file. One scratch module per backend is live at a
  * time: SoftHSM2 is one library per process, and opening a new SoftHSM2 token re-initializes the
  * library and ends the sessions of the previous one, so a test file uses one SoftHSM2 token at a
- * time. p11-kit-client.so is one library per process too (vitest runs each test file in its own).
+ * time. The p11kit module is loaded once per process (hsm/tokens/pkcs11-module.ts `loadModule`),
+ * one connection to the server; vitest runs each test file in a process of its own.
  */
 import { afterAll, describe, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
@@ -117,7 +118,7 @@ process.once('exit', () => {
 function p11kitModule(): P.Pkcs11 & { reinitialize(): void } {
   if (!server) {
     server = startTokenServer({ userPin: USER_PIN, soPin: SO_PIN });
-    // Read by the client at C_Initialize (p11-kit client.c), through getenv: the process's own environment.
+    // Read by the client with getenv when pkcs11js loads it (p11-kit client.c C_GetFunctionList).
     process.env.P11_KIT_SERVER_ADDRESS = server.address;
   }
   const m = loadModule(P11_KIT_CLIENT);
