@@ -31,7 +31,13 @@ export { P11_KIT_CLIENT };
  * itself, before anything reaches the server (p11-kit rpc-message.c `p11_rpc_mechanism_is_supported`,
  * whose table in 0.24.1 lacks CKM_AES_GCM, CKM_ECDH1_DERIVE and the AES key wraps).
  */
-export const P11KIT_CLIENT_REFUSES: readonly number[] = [P.CKM_AES_GCM, P.CKM_ECDH1_DERIVE, P.CKM_AES_KEY_WRAP, P.CKM_AES_KEY_WRAP_PAD];
+const REFUSED = { CKM_AES_GCM: P.CKM_AES_GCM, CKM_ECDH1_DERIVE: P.CKM_ECDH1_DERIVE, CKM_AES_KEY_WRAP: P.CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD: P.CKM_AES_KEY_WRAP_PAD };
+export const P11KIT_CLIENT_REFUSES: readonly number[] = Object.values(REFUSED);
+
+/** The CKM_ name of a mechanism the client refuses; null for one it carries. */
+export function p11kitRefuses(mechanism: number): string | null {
+  return Object.entries(REFUSED).find(([, v]) => v === mechanism)?.[0] ?? null;
+}
 
 /** Null when the client can run here; else why not, with the install hint. */
 export function p11kitUnavailable(): string | null {
