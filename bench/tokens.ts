@@ -13,7 +13,7 @@
  * fsynced by hsm/tokens/softhsm.ts), and C_Login. The same operations on the emulator served by
  * `bkv token serve` in a child process and reached through p11-kit-client.so 0.24.1 (column
  * p11kit): each call crosses p11-kit's RPC protocol over a Unix socket. Its client carries no
- * AES-GCM or ECDH1 parameters (test/helpers/p11kit-server.ts `p11kitRefuses`): those
+ * AES-GCM or ECDH1 parameters (hsm/tokens/p11kit/client-limits.ts): those
  * operations are reported not available, with the reason, under `missing`.
  *
  *   npx tsx bench/tokens.ts [--quick] [--json FILE] [--concurrency 128] [--rounds 3] [--window-ms 1500]
@@ -22,6 +22,7 @@
  * writes bench/results/tokens-latest.json (or --json FILE). Without SoftHSM2 (softhsm2 package,
  * pkcs11js built) the ratio is reported missing with the reason.
  */
+import { spawn } from 'node:child_process';
 import { createECDH } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -35,13 +36,14 @@ import { openVaultToken } from '../hsm/tokens/open.ts';
 import { SCRATCH_TOKEN_KINDS, TOKEN_BACKENDS, availableTokenKinds } from '../hsm/tokens/backends.ts';
 import type { TokenKind } from '../hsm/tokens/backends.ts';
 import { availableParallelism } from 'node:os';
-import { args, emit, machine, progress, round } from './lib/common.ts';
+import { ROOT, args, emit, machine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { median, middleBy } from './lib/stats.ts';
 import { EnclaveRig } from './lib/enclave-rig.ts';
 import type { WindowResult } from './lib/enclave-rig.ts';
 import { loadModule } from '../hsm/tokens/pkcs11-module.ts';
-import { P11_KIT_CLIENT, p11kitRefuses, p11kitUnavailable, startTokenServer } from '../test/helpers/p11kit-server.ts';
+import { p11kitRefuses } from '../hsm/tokens/p11kit/index.ts';
+import { P11_KIT_CLIENT } from '../host/cli/cmd-token.ts';
 
 const A = args();
 const quick = A.quick;
@@ -112,12 +114,37 @@ function bench(kind: TokenKind): Record<string, Measured> {
   }
 }
 
-/** The emulator behind `bkv token serve`, through p11-kit-client.so in this process. */
-function benchP11kit(): Record<string, Measured> {
+/** Null when p11-kit-client.so and pkcs11js (which loads it) are here; else why not. */
+function p11kitUnavailable(): string | null {
+  if (!fs.existsSync(P11_KIT_CLIENT)) return `${P11_KIT_CLIENT} not installed (apt-get install -y p11-kit-modules)`;
+  return TOKEN_BACKENDS.pkcs11.unavailable();
+}
+
+/**
+ * The emulator behind `bkv token serve` (a child process: the client blocks this thread on every
+ * call, so the server can not share it), through p11-kit-client.so in this process.
+ */
+async function benchP11kit(): Promise<Record<string, Measured>> {
   const pins = { userPin: `bench-user-${process.pid}`, soPin: `bench-so-${process.pid}` };
-  const server = startTokenServer(pins);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-bench-p11kit-'));
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/bkv.mjs'), 'token', 'serve', '--data', path.join(dir, 'data'), '--socket', path.join(dir, 'token.sock')], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, BKV_TOKEN_PIN: pins.userPin, BKV_TOKEN_SO_PIN: pins.soPin },
+  });
   try {
-    process.env.P11_KIT_SERVER_ADDRESS = server.address; // read when pkcs11js loads the client
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const address = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /^P11_KIT_SERVER_ADDRESS=(\S+)$/m.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      child.once('exit', (c) => reject(new Error(`bkv token serve exited ${c}: ${err}`)));
+    });
+    process.env.P11_KIT_SERVER_ADDRESS = address; // read when pkcs11js loads the client (p11-kit client.c)
     const module = loadModule(P11_KIT_CLIENT);
     const slot = module.C_GetSlotList(true).find((x) => (module.C_GetTokenInfo(x).flags & P.CKF_TOKEN_INITIALIZED) !== 0)!;
     const label = P.trimLabel(module.C_GetTokenInfo(slot).label);
@@ -128,7 +155,8 @@ function benchP11kit(): Record<string, Measured> {
     };
     return operations({ module, label, userPin: pins.userPin }, token, refused);
   } finally {
-    server.stop();
+    child.kill('SIGTERM');
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -193,7 +221,7 @@ const p11kitWhy = p11kitUnavailable();
 if (p11kitWhy) missing.p11kit = `the emulator through p11-kit-client.so: ${p11kitWhy}`;
 else {
   progress('the emulator behind bkv token serve, through p11-kit-client.so');
-  results.p11kit = benchP11kit();
+  results.p11kit = await benchP11kit();
 }
 const columns = Object.keys(results);
 const names = Object.keys(results.emulator!);

@@ -17,27 +17,12 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bin } from './cli.ts';
-
-import * as P from '../../enclave/api/pkcs11.ts';
 import { P11_KIT_CLIENT } from '../../host/cli/cmd-token.ts';
 import { pkcs11Backend } from '../../hsm/tokens/pkcs11-module.ts';
+import { bin } from './cli.ts';
 
 /** Where Debian's p11-kit-modules installs the client module. */
 export { P11_KIT_CLIENT };
-
-/**
- * Mechanisms p11-kit 0.24.1's client carries no parameters for: it answers CKR_MECHANISM_INVALID
- * itself, before anything reaches the server (p11-kit rpc-message.c `p11_rpc_mechanism_is_supported`,
- * whose table in 0.24.1 lacks CKM_AES_GCM, CKM_ECDH1_DERIVE and the AES key wraps).
- */
-const REFUSED = { CKM_AES_GCM: P.CKM_AES_GCM, CKM_ECDH1_DERIVE: P.CKM_ECDH1_DERIVE, CKM_AES_KEY_WRAP: P.CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD: P.CKM_AES_KEY_WRAP_PAD };
-export const P11KIT_CLIENT_REFUSES: readonly number[] = Object.values(REFUSED);
-
-/** The CKM_ name of a mechanism the client refuses; null for one it carries. */
-export function p11kitRefuses(mechanism: number): string | null {
-  return Object.entries(REFUSED).find(([, v]) => v === mechanism)?.[0] ?? null;
-}
 
 /** Null when the client can run here; else why not, with the install hint. */
 export function p11kitUnavailable(): string | null {

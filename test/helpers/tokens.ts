@@ -31,7 +31,8 @@ import type { TokenKind as DeviceTokenKind } from '../../hsm/tokens/backends.ts'
 import type { EmulatorOptions } from '../../hsm/tokens/emulator/module.ts';
 import { ensureToken } from '../../hsm/tokens/open.ts';
 import { loadModule } from '../../hsm/tokens/pkcs11-module.ts';
-import { P11_KIT_CLIENT, P11KIT_CLIENT_REFUSES, p11kitUnavailable, startTokenServer } from './p11kit-server.ts';
+import { P11KIT_CLIENT_REFUSES } from '../../hsm/tokens/p11kit/index.ts';
+import { P11_KIT_CLIENT, p11kitUnavailable, startTokenServer } from './p11kit-server.ts';
 import type { TokenServerProcess } from './p11kit-server.ts';
 
 export type TokenKind = DeviceTokenKind | 'p11kit';

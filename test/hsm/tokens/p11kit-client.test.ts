@@ -11,7 +11,7 @@ import * as graphene from 'graphene-pk11';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as P from '../../../enclave/api/pkcs11.ts';
 import { EmulatorModule } from '../../../hsm/tokens/emulator/module.ts';
-import { P11KIT_CLIENT_REFUSES } from '../../helpers/p11kit-server.ts';
+import { P11KIT_CLIENT_REFUSES } from '../../../hsm/tokens/p11kit/index.ts';
 import { ckr, freshToken, skipReason, USER_PIN } from '../../helpers/tokens.ts';
 import type { FreshToken } from '../../helpers/tokens.ts';
 
