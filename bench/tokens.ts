@@ -10,7 +10,11 @@
  * bytes (C_GenerateRandom), P-256 ECDH (C_DeriveKey + C_GetAttributeValue + C_DestroyObject),
  * the OPAQUE P-256 server DH done in the token (two derivations and a point recovery), an NVRAM
  * write as token data objects (destroy + create; the emulator's store fsyncs, SoftHSM2's files are
- * fsynced by hsm/tokens/softhsm.ts), and C_Login.
+ * fsynced by hsm/tokens/softhsm.ts), and C_Login. The same operations on the emulator served by
+ * `bkv token serve` in a child process and reached through p11-kit-client.so 0.24.1 (column
+ * p11kit): each call crosses p11-kit's RPC protocol over a Unix socket. Its client carries no
+ * AES-GCM or ECDH1 parameters (hsm/tokens/p11kit/client-limits.ts): those
+ * operations are reported not available, with the reason, under `missing`.
  *
  *   npx tsx bench/tokens.ts [--quick] [--json FILE] [--concurrency 128] [--rounds 3] [--window-ms 1500]
  *
@@ -18,6 +22,7 @@
  * writes bench/results/tokens-latest.json (or --json FILE). Without SoftHSM2 (softhsm2 package,
  * pkcs11js built) the ratio is reported missing with the reason.
  */
+import { spawn } from 'node:child_process';
 import { createECDH } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -31,11 +36,14 @@ import { openVaultToken } from '../hsm/tokens/open.ts';
 import { SCRATCH_TOKEN_KINDS, TOKEN_BACKENDS, availableTokenKinds } from '../hsm/tokens/backends.ts';
 import type { TokenKind } from '../hsm/tokens/backends.ts';
 import { availableParallelism } from 'node:os';
-import { args, emit, machine, progress, round } from './lib/common.ts';
+import { ROOT, args, emit, machine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { median, middleBy } from './lib/stats.ts';
 import { EnclaveRig } from './lib/enclave-rig.ts';
 import type { WindowResult } from './lib/enclave-rig.ts';
+import { loadModule } from '../hsm/tokens/pkcs11-module.ts';
+import { p11kitRefuses } from '../hsm/tokens/p11kit/index.ts';
+import { P11_KIT_CLIENT } from '../host/cli/cmd-token.ts';
 
 const A = args();
 const quick = A.quick;
@@ -56,40 +64,99 @@ function rate(fn: () => void): { opsPerSec: number; usPerOp: number } {
   return { opsPerSec: Math.round(1e6 / us), usPerOp: Number(us.toFixed(2)) };
 }
 
-function bench(kind: TokenKind): Record<string, { opsPerSec: number; usPerOp: number }> {
+type Rate = { opsPerSec: number; usPerOp: number };
+/** An operation's rate, or why it can not run on this token. */
+type Measured = Rate | { unavailable: string };
+
+/** Each operation on a token the caller opened; where `refused(mechanism)` gives a reason, the operation is not measured and the reason kept. */
+function operations(o: { module: P.Pkcs11; label: string; userPin: string }, token: Pkcs11Token, refused: (mechanism: number) => string | null): Record<string, Measured> {
+  const measure = (mechanism: number | null, fn: () => void): Measured => {
+    const why = mechanism === null ? null : refused(mechanism);
+    return why ? { unavailable: why } : rate(fn);
+  };
+  const aes = token.generateAesKey('bench-aes');
+  const mac = token.generateHmacKey('bench-mac', 32);
+  const ec = token.generateEcKeyPair('bench-ec');
+  const iv = token.random(12);
+  const aad = new Uint8Array(16);
+  const msg = new Uint8Array(64);
+  const peer = createECDH('prime256v1');
+  peer.generateKeys();
+  const point = new Uint8Array(peer.getPublicKey());
+  const dh = tokenP256Key(token, ec);
+  const m = p256.Point.BASE.multiply(7n).toBytes(true);
+  const nv = new TokenNvram(token, 'bench-nvram', 256);
+  const state = new Uint8Array(226);
+  const s = o.module.C_OpenSession(o.module.C_GetSlotList(true).find((x) => P.trimLabel(o.module.C_GetTokenInfo(x).label) === o.label)!, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
+  const out: Record<string, Measured> = {
+    'aes-256-gcm encrypt 64 B': measure(P.CKM_AES_GCM, () => token.encryptGcm(aes, iv, aad, msg)),
+    'hmac-sha256 64 B': measure(P.CKM_SHA256_HMAC, () => token.hmac(mac, 'SHA-256', msg)),
+    'random 32 B': measure(null, () => token.random(32)),
+    'ecdh p-256 (x only)': measure(P.CKM_ECDH1_DERIVE, () => token.ecdhX(ec, point)),
+    'opaque p-256 server dh in token': measure(P.CKM_ECDH1_DERIVE, () => dh.dh(m, 'bench')),
+  };
+  out['nvram write (data objects)'] = measure(null, () => nv.write(state));
+  out['C_Login + C_Logout'] = measure(null, () => {
+    o.module.C_Logout(s);
+    o.module.C_Login(s, P.CKU_USER, o.userPin);
+  });
+  return out;
+}
+
+function bench(kind: TokenKind): Record<string, Measured> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `bkv-bench-${kind}-`));
   try {
     const o = openVaultToken(dir, kind);
     const token = new Pkcs11Token({ module: o.module, label: o.label, userPin: o.userPin, exclusive: o.exclusive, lockObjectStore: o.lockObjectStore });
-    const aes = token.generateAesKey('bench-aes');
-    const mac = token.generateHmacKey('bench-mac', 32);
-    const ec = token.generateEcKeyPair('bench-ec');
-    const iv = token.random(12);
-    const aad = new Uint8Array(16);
-    const msg = new Uint8Array(64);
-    const peer = createECDH('prime256v1');
-    peer.generateKeys();
-    const point = new Uint8Array(peer.getPublicKey());
-    const dh = tokenP256Key(token, ec);
-    const m = p256.Point.BASE.multiply(7n).toBytes(true);
-    const nv = new TokenNvram(token, 'bench-nvram', 256);
-    const state = new Uint8Array(226);
-    const s = o.module.C_OpenSession(o.module.C_GetSlotList(true).find((x) => P.trimLabel(o.module.C_GetTokenInfo(x).label) === o.label)!, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
-    const out: Record<string, { opsPerSec: number; usPerOp: number }> = {
-      'aes-256-gcm encrypt 64 B': rate(() => token.encryptGcm(aes, iv, aad, msg)),
-      'hmac-sha256 64 B': rate(() => token.hmac(mac, 'SHA-256', msg)),
-      'random 32 B': rate(() => token.random(32)),
-      'ecdh p-256 (x only)': rate(() => token.ecdhX(ec, point)),
-      'opaque p-256 server dh in token': rate(() => dh.dh(m, 'bench')),
-    };
-    out['nvram write (data objects)'] = rate(() => nv.write(state));
-    out['C_Login + C_Logout'] = rate(() => {
-      o.module.C_Logout(s);
-      o.module.C_Login(s, P.CKU_USER, o.userPin);
-    });
-    return out;
+    return operations(o, token, () => null);
   } finally {
     for (const x of [dir, `${dir}.operator`]) fs.rmSync(x, { recursive: true, force: true });
+  }
+}
+
+/** Null when p11-kit-client.so and pkcs11js (which loads it) are here; else why not. */
+function p11kitUnavailable(): string | null {
+  if (!fs.existsSync(P11_KIT_CLIENT)) return `${P11_KIT_CLIENT} not installed (apt-get install -y p11-kit-modules)`;
+  return TOKEN_BACKENDS.pkcs11.unavailable();
+}
+
+/**
+ * The emulator behind `bkv token serve` (a child process: the client blocks this thread on every
+ * call, so the server can not share it), through p11-kit-client.so in this process.
+ */
+async function benchP11kit(): Promise<Record<string, Measured>> {
+  const pins = { userPin: `bench-user-${process.pid}`, soPin: `bench-so-${process.pid}` };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-bench-p11kit-'));
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/bkv.mjs'), 'token', 'serve', '--data', path.join(dir, 'data'), '--socket', path.join(dir, 'token.sock')], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, BKV_TOKEN_PIN: pins.userPin, BKV_TOKEN_SO_PIN: pins.soPin },
+  });
+  try {
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const address = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /^P11_KIT_SERVER_ADDRESS=(\S+)$/m.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      child.once('exit', (c) => reject(new Error(`bkv token serve exited ${c}: ${err}`)));
+    });
+    process.env.P11_KIT_SERVER_ADDRESS = address; // read when pkcs11js loads the client (p11-kit client.c)
+    const module = loadModule(P11_KIT_CLIENT);
+    const slot = module.C_GetSlotList(true).find((x) => (module.C_GetTokenInfo(x).flags & P.CKF_TOKEN_INITIALIZED) !== 0)!;
+    const label = P.trimLabel(module.C_GetTokenInfo(slot).label);
+    const token = new Pkcs11Token({ module, label, userPin: pins.userPin });
+    const refused = (mechanism: number) => {
+      const name = p11kitRefuses(mechanism);
+      return name && `p11-kit 0.24.1's client carries no ${name} parameters and refuses it itself (CKR_MECHANISM_INVALID)`;
+    };
+    return operations({ module, label, userPin: pins.userPin }, token, refused);
+  } finally {
+    child.kill('SIGTERM');
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -148,20 +215,35 @@ for (const [k, ws] of logins) {
 }
 
 // 2. Token operation rates.
-const results: Record<string, Record<string, { opsPerSec: number; usPerOp: number }>> = {};
+const results: Record<string, Record<string, Measured>> = {};
 for (const k of kinds) results[k] = bench(k);
+const p11kitWhy = p11kitUnavailable();
+if (p11kitWhy) missing.p11kit = `the emulator through p11-kit-client.so: ${p11kitWhy}`;
+else {
+  progress('the emulator behind bkv token serve, through p11-kit-client.so');
+  results.p11kit = await benchP11kit();
+}
+const columns = Object.keys(results);
 const names = Object.keys(results.emulator!);
-console.log(`\n${'operation'.padEnd(34)} ${kinds.map((k) => `${k} ops/s`.padStart(18)).join('')}${kinds.length > 1 ? '   emulator/softhsm' : ''}`);
-const row = (name: string, vals: Map<TokenKind, number>) => {
-  const cells = kinds.map((k) => (vals.has(k) ? Math.round(vals.get(k)!).toLocaleString('en-US') : '-').padStart(18));
+console.log(`\n${'operation'.padEnd(34)} ${columns.map((k) => `${k} ops/s`.padStart(18)).join('')}${kinds.length > 1 ? '   emulator/softhsm' : ''}`);
+const row = (name: string, vals: Map<string, number>) => {
+  const cells = columns.map((k) => (vals.has(k) ? Math.round(vals.get(k)!).toLocaleString('en-US') : '-').padStart(18));
   const ratio = kinds.length > 1 && vals.has('softhsm') && vals.has('emulator') ? `   ${(vals.get('emulator')! / vals.get('softhsm')!).toFixed(2)}x` : '';
   console.log(`${name.padEnd(34)} ${cells.join('')}${ratio}`);
 };
 row(`enclave login (c=${C}, ${PARTS} partitions)`, loginRate);
-for (const name of names) row(name, new Map(kinds.map((k) => [k, results[k]![name]!.opsPerSec])));
-for (const k of kinds) {
+const rateOf = (k: string, name: string): Rate | null => {
+  const r = results[k]![name]!;
+  return 'unavailable' in r ? null : r;
+};
+for (const name of names) row(name, new Map(columns.flatMap((k) => (rateOf(k, name) ? [[k, rateOf(k, name)!.opsPerSec] as const] : []))));
+for (const k of columns) {
   for (const name of names) {
-    out.push({ name: `tokens: ${name} (${k})`, group: `token operation: ${name}`, kind: 'other', opsPerSec: results[k]![name]!.opsPerSec, usPerOp: results[k]![name]!.usPerOp, token: k });
+    const r = results[k]![name]!;
+    if ('unavailable' in r) {
+      missing[`${k}: ${name}`] = r.unavailable;
+      console.log(`# ${k}: ${name} not available: ${r.unavailable}`);
+    } else out.push({ name: `tokens: ${name} (${k})`, group: `token operation: ${name}`, kind: 'other', opsPerSec: r.opsPerSec, usPerOp: r.usPerOp, token: k });
   }
 }
 const ratios: Record<string, number> = {};
@@ -182,7 +264,7 @@ emit(
     results: out,
     ratios,
     ...(Object.keys(missing).length && { missing }),
-    notes: [`enclave login: ${ROUNDS} interleaved rounds of ${WINDOW} ms per token at concurrency ${C}, ${PARTS} partitions, worker devices, SQLite; token operations: ${budgetMs} ms each through enclave/token-pkcs11.ts`],
+    notes: [`enclave login: ${ROUNDS} interleaved rounds of ${WINDOW} ms per token at concurrency ${C}, ${PARTS} partitions, worker devices, SQLite; token operations: ${budgetMs} ms each through enclave/token-pkcs11.ts; p11kit: the emulator behind bkv token serve (a child process, default PIN derivation), each call through p11-kit-client.so 0.24.1 and a Unix socket`],
   },
   A.json,
 );

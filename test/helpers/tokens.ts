@@ -2,21 +2,26 @@
  * Which PKCS#11 tokens a test run covers, and fresh tokens for tests.
  *
  * Kinds: every device token backend (hsm/tokens/backends.ts: `emulator`, the emulator module in
- * this thread; `softhsm`, SoftHSM2 through pkcs11js) and `remote` (the emulator in its own thread
- * behind the PKCS#11 remote, test/helpers/remote-token/: every call crosses as bytes). BKV_TOKEN =
- * one kind, or all. Unset: every kind available (the emulator and the remote always, SoftHSM2 when
- * installed). A suite that needs a backend that is missing skips with its install hint locally,
- * and fails in CI (CI=true), where SoftHSM2 is part of the machine.
+ * this thread; `softhsm`, SoftHSM2 through pkcs11js) and `p11kit` (the emulator served by
+ * `bkv token serve` in a child process, reached through p11-kit-client.so 0.24.1 with pkcs11js:
+ * every call crosses p11-kit's RPC protocol; test/helpers/p11kit-server.ts). BKV_TOKEN = one kind,
+ * or all. Unset: every kind available (the emulator always, SoftHSM2 and p11kit when installed).
+ * A suite that needs a backend that is missing skips with its install hint locally, and fails in
+ * CI (CI=true), where SoftHSM2 and p11-kit-modules are part of the machine.
  *
- * The remote is a module transport, not a device token: it joins the suites that drive the
- * module they get from `freshToken` (`{ remote: true }`); a suite that hands
- * its kind to a device (VaultHost, hsm/runner.ts) runs on the device kinds only.
+ * p11kit is a module transport, not a device token: it joins the suites that drive the module
+ * they get from `freshToken` (`{ p11kit: true }`); a suite that hands its kind to a device
+ * (VaultHost, hsm/runner.ts) runs on the device kinds only. Its client can not carry some
+ * mechanisms (`carries`): a suite asserts the client's refusal there instead of the result.
  *
  * Fresh tokens: the backend's scratch module (the emulator in memory with fast PIN derivation;
- * SoftHSM2 with its own token folder in a temporary directory), or the emulator behind a remote
- * (its thread ends with the test file). One scratch module per backend is live at a time: SoftHSM2
- * is one library per process, and opening a new SoftHSM2 token re-initializes the library and
- * ends the sessions of the previous one, so a test file uses one SoftHSM2 token at a time.
+ * SoftHSM2 with its own token folder in a temporary directory), or for p11kit a new token
+ * (C_InitToken on the server's free slot) on the one server of this test process, started at the
+ * first p11kit token and stopped with the test file. One scratch module per backend is live at a
+ * time: SoftHSM2 is one library per process, and opening a new SoftHSM2 token re-initializes the
+ * library and ends the sessions of the previous one, so a test file uses one SoftHSM2 token at a
+ * time. The p11kit module is loaded once per process (hsm/tokens/pkcs11-module.ts `loadModule`),
+ * one connection to the server; vitest runs each test file in a process of its own.
  */
 import { afterAll, describe, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
@@ -25,18 +30,21 @@ import { SCRATCH_TOKEN_KINDS, TOKEN_BACKENDS } from '../../hsm/tokens/backends.t
 import type { TokenKind as DeviceTokenKind } from '../../hsm/tokens/backends.ts';
 import type { EmulatorOptions } from '../../hsm/tokens/emulator/module.ts';
 import { ensureToken } from '../../hsm/tokens/open.ts';
-import { RemotePkcs11 } from './remote-token/client.ts';
+import { loadModule } from '../../hsm/tokens/pkcs11-module.ts';
+import { P11KIT_CLIENT_REFUSES } from '../../hsm/tokens/p11kit/index.ts';
+import { P11_KIT_CLIENT, p11kitUnavailable, startTokenServer } from './p11kit-server.ts';
+import type { TokenServerProcess } from './p11kit-server.ts';
 
-export type TokenKind = DeviceTokenKind | 'remote';
+export type TokenKind = DeviceTokenKind | 'p11kit';
 
-const KINDS: readonly TokenKind[] = [...SCRATCH_TOKEN_KINDS, 'remote'];
+const KINDS: readonly TokenKind[] = [...SCRATCH_TOKEN_KINDS, 'p11kit'];
 
 export const SO_PIN = 'so-pin-0000';
 export const USER_PIN = 'user-pin-1111';
 
 const ci = process.env.CI === 'true' || process.env.CI === '1';
 
-const unavailable = (kind: TokenKind): string | null => (kind === 'remote' ? null : TOKEN_BACKENDS[kind].unavailable());
+const unavailable = (kind: TokenKind): string | null => (kind === 'p11kit' ? p11kitUnavailable() : TOKEN_BACKENDS[kind].unavailable());
 
 export function tokensUnderTest(): TokenKind[] {
   const want = process.env.BKV_TOKEN;
@@ -47,48 +55,86 @@ export function tokensUnderTest(): TokenKind[] {
   return KINDS.filter((k) => unavailable(k) === null);
 }
 
+const title = (kind: TokenKind): string => (kind === 'p11kit' ? 'p11-kit-client.so' : TOKEN_BACKENDS[kind].title);
+
+/**
+ * Whether a mechanism reaches the token through this kind: false for the mechanisms p11-kit
+ * 0.24.1's client refuses itself with CKR_MECHANISM_INVALID (P11KIT_CLIENT_REFUSES).
+ */
+export function carries(kind: TokenKind, mechanism: number): boolean {
+  return kind !== 'p11kit' || !P11KIT_CLIENT_REFUSES.includes(mechanism);
+}
+
 /** Null if tests on this token can run; else why they are skipped (never in CI: there they fail). */
 export function skipReason(kind: TokenKind): string | null {
   return ci ? null : unavailable(kind);
 }
 
 /**
- * Runs `body` once per token under test, in a describe block named after the token. The remote
- * is among them only for a suite given `{ remote: true }` (see above).
+ * Runs `body` once per token under test, in a describe block named after the token. p11kit is
+ * among them only for a suite given `{ p11kit: true }` (see above).
  */
 export function describeTokens(name: string, body: (kind: DeviceTokenKind) => void): void;
-export function describeTokens(name: string, body: (kind: TokenKind) => void, opts: { remote: true }): void;
-export function describeTokens(name: string, body: (kind: never) => void, opts: { remote?: boolean } = {}): void {
-  const remote = opts.remote === true;
-  const kinds = tokensUnderTest().filter((k) => k !== 'remote' || remote);
-  for (const k of SCRATCH_TOKEN_KINDS) {
+export function describeTokens(name: string, body: (kind: TokenKind) => void, opts: { p11kit: true }): void;
+export function describeTokens(name: string, body: (kind: never) => void, opts: { p11kit?: boolean } = {}): void {
+  const kinds = tokensUnderTest().filter((k) => k !== 'p11kit' || opts.p11kit === true);
+  for (const k of KINDS) {
     const why = unavailable(k);
-    if (!kinds.includes(k) && !process.env.BKV_TOKEN && why) describe.skip(`${name} [${k}] skipped: ${why}`, () => it(`needs ${TOKEN_BACKENDS[k].title}`, () => {}));
+    if ((k !== 'p11kit' || opts.p11kit) && !kinds.includes(k) && !process.env.BKV_TOKEN && why) describe.skip(`${name} [${k}] skipped: ${why}`, () => it(`needs ${title(k)}`, () => {}));
   }
-  if (kinds.length === 0) describe.skip(`${name} skipped: BKV_TOKEN=remote and this suite runs on device tokens only`, () => it('needs a device token', () => {}));
+  if (kinds.length === 0) describe.skip(`${name} skipped: BKV_TOKEN=p11kit and this suite runs on device tokens only`, () => it('needs a device token', () => {}));
   for (const kind of kinds) {
     const why = skipReason(kind);
-    if (why) describe.skip(`${name} [${kind}] skipped: ${why}`, () => it(`needs ${kind === 'remote' ? 'the remote' : TOKEN_BACKENDS[kind].title}`, () => {}));
+    if (why) describe.skip(`${name} [${kind}] skipped: ${why}`, () => it(`needs ${title(kind)}`, () => {}));
     else describe(`${name} [${kind}]`, () => (body as (k: TokenKind) => void)(kind));
   }
 }
 
 // Scratch modules: one live per backend; the previous one goes when the next is made, the last
-// when the test file ends. Remote token threads end with the test file.
+// when the test file ends. The p11kit server ends with the test file.
 const live = new Map<DeviceTokenKind, { dispose(): void }>();
 const dropScratch = () => {
   for (const s of live.values()) s.dispose();
   live.clear();
 };
-const remotes: RemotePkcs11[] = [];
-const closeRemotes = () => {
-  for (const r of remotes.splice(0)) r.close();
+let server: TokenServerProcess | null = null;
+const stopServer = () => {
+  server?.stop();
+  server = null;
 };
 afterAll(() => {
   dropScratch();
-  closeRemotes();
+  stopServer();
 });
-process.once('exit', dropScratch);
+process.once('exit', () => {
+  dropScratch();
+  stopServer();
+});
+
+/**
+ * p11-kit-client.so, loaded and initialized once per process, reaching this process's server.
+ * `reinitialize` is C_Finalize + C_Initialize with the flag the client needs (CKF_OS_LOCKING_OK;
+ * it answers CKR_CANT_LOCK without): the connection closes and a new one opens.
+ */
+function p11kitModule(): P.Pkcs11 & { reinitialize(): void } {
+  if (!server) {
+    server = startTokenServer({ userPin: USER_PIN, soPin: SO_PIN });
+    // Read by the client with getenv when pkcs11js loads it (p11-kit client.c C_GetFunctionList).
+    process.env.P11_KIT_SERVER_ADDRESS = server.address;
+  }
+  const m = loadModule(P11_KIT_CLIENT);
+  const reinitialize = () => {
+    m.C_Finalize();
+    m.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
+  };
+  return new Proxy(m, {
+    get: (t, k) => {
+      if (k === 'reinitialize') return reinitialize;
+      const v = Reflect.get(t, k, t) as unknown;
+      return typeof v === 'function' ? v.bind(t) : v;
+    },
+  }) as P.Pkcs11 & { reinitialize(): void };
+}
 
 export interface FreshToken {
   kind: TokenKind;
@@ -104,11 +150,10 @@ export function freshToken(kind: TokenKind, emulator: EmulatorOptions = {}): Fre
   const label = `bkv-test-${process.pid}-${counter++}`;
   const fast = { pinKdfIterations: 1000, ...emulator };
   let module: P.Pkcs11;
-  if (kind === 'remote') {
-    const r = new RemotePkcs11({ emulator: fast });
-    remotes.push(r);
-    module = r;
-    module.C_Initialize();
+  if (kind === 'p11kit') {
+    // The server's emulator has the options `bkv token serve` gives it; a suite that tunes the emulator runs on device kinds.
+    if (Object.keys(emulator).length > 0) throw new Error('freshToken: the p11kit token takes no emulator options');
+    module = p11kitModule();
     ensureToken(module, label, SO_PIN, USER_PIN);
   } else {
     const s = TOKEN_BACKENDS[kind].scratch!({ emulator: fast });

@@ -8,3 +8,4 @@ export type { P11KitLogEvent, RunningTokenServer, RunningVaultTokenServer, Serve
 export { P11KitError, P11KitErrorCode } from './errors.ts';
 export { SUPPORTED_CALLS } from './dispatch.ts';
 export { RPC_CALLS, RPC_HANDSHAKE, RPC_PROTOCOL_VERSION } from './calls.ts';
+export { P11KIT_CLIENT_REFUSES, p11kitRefuses } from './client-limits.ts';
