@@ -67,6 +67,9 @@ import { args, emit, machine, machineLine, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { median } from './lib/stats.ts';
 import { FastSealer } from '../client/e2e-seal-node.ts';
+import { createSodiumSha256 } from '../enclave/opaque/hash-sodium.ts';
+import { loadNativeHpke } from '../enclave/opaque/groups/sodium-native.ts';
+import { e2eContext, e2eResponseKey } from '../enclave/api/e2e-schedule.ts';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -145,7 +148,12 @@ const devices: { kind: TokenKind; d: Awaited<ReturnType<typeof device>> }[] = []
 for (const kind of [DEFAULT_TOKEN_KIND, ...availableTokenKinds().filter((k) => k !== DEFAULT_TOKEN_KIND)]) devices.push({ kind, d: await device(kind) });
 const skipped = SCRATCH_TOKEN_KINDS.filter((k) => !devices.some((t) => t.kind === k)).map((k) => `; ${TOKEN_BACKENDS[k].title} skipped: ${TOKEN_BACKENDS[k].unavailable()}`);
 const dev = devices[0]!.d;
-const ek = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]));
+// The enclave's primitives (vault.ts): libsodium's SHA-256 for the key schedule, native
+// libsodium's X25519 and AES-GCM when it loads; the same keys on node:crypto for the 'alt' rows.
+const sodium256 = await createSodiumSha256();
+const hpke = await loadNativeHpke();
+const ek = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]), sodium256, hpke.hpke);
+const ekNode = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]), sodium256, null);
 const enclaveServer = ek.server.get(suite.id)!;
 const eo = { suite, context: DEFAULT_OPAQUE_CONTEXT, rng: dev.platform.random };
 const { request: eRegReq, state: eRegState } = clientRegistrationStart(o, te.encode('pw'));
@@ -160,6 +168,11 @@ const kp = await deriveE2eKeyPair(rnd(32));
 const hpkeSealer = new FastSealer(kp.publicKey);
 const hpkeMsgs = Array.from({ length: 256 }, () => hpkeSealer.seal(rid, loginReq).message);
 const opened = openRequestSync(ek.e2e, rid, msgs[0]!, dev.platform.random);
+const openedNode = openRequestSync(ekNode.e2e, rid, msgs[0]!, dev.platform.random);
+const encs = msgs.slice(0, 256).map((m) => m.slice(0, 32));
+const dh0 = ek.e2e.crypto.dh(encs[0]!)!;
+// libsodium's SHA-256 without its keyed HMAC state: every HMAC of the schedule keyed anew.
+const sodium256Plain = { hmac: sodium256.hmac.bind(sodium256) };
 const response = new Uint8Array(380); // LoginStarted: session id, KE2 (320), KSF, attempts
 
 const rec: VaultRecord = {
@@ -184,9 +197,15 @@ const enclaveOpaqueRecord = unseal(dev.token, dev.sealKey, rid, storedBlob).reco
 // ---- per operation -----------------------------------------------------------------------------
 step('raw server: serverLoginStart (the whole raw login)', 'op', 'raw', () => serverLoginStart(o, keys, ke1, rid, opaqueRecord));
 step("OPAQUE serverLoginStart in the enclave (its derived keys, platform random, decoded KE1 and record)", 'op', 'now', () => serverLoginStart(eo, enclaveServer, enclaveKe1, rid, enclaveOpaqueRecord));
-step('e2e openRequestSync (node:crypto)', 'op', 'now', (i) => openRequestSync(ek.e2e, rid, msgs[i % POOL]!, dev.platform.random));
+step(`e2e openRequestSync (${ek.e2e.crypto.name} X25519 + AES-GCM, libsodium SHA-256 schedule)`, 'op', 'now', (i) => openRequestSync(ek.e2e, rid, msgs[i % POOL]!, dev.platform.random));
+step('e2e openRequestSync on node:crypto X25519 + AES-GCM instead (the fallback)', 'op', 'alt', (i) => openRequestSync(ekNode.e2e, rid, msgs[i % POOL]!, dev.platform.random));
 step('e2e openRequest (@hpke/core on WebCrypto, the browser client\'s)', 'op', 'alt', (i) => openRequest(kp, rid, hpkeMsgs[i % 256]!, rnd));
-step('e2e sealResponse (node:crypto AES-GCM)', 'op', 'now', () => opened.sealResponse(response));
+step(`  of which X25519 (${ek.e2e.crypto.name})`, 'op', 'alt', (i) => ek.e2e.crypto.dh(encs[i & 255]!));
+step('  of which X25519 on node:crypto instead (JWK import + diffieHellman)', 'op', 'alt', (i) => ekNode.e2e.crypto.dh(encs[i & 255]!));
+step('  of which the key schedule (e2eContext + response key; one keyed state for key, nonce, exporter)', 'op', 'alt', () => e2eResponseKey(sodium256, e2eContext(sodium256, dh0, encs[0]!, ek.e2e.publicKey).exporter));
+step('  of which the key schedule with every HMAC keyed anew instead', 'op', 'alt', () => e2eResponseKey(sodium256Plain, e2eContext(sodium256Plain, dh0, encs[0]!, ek.e2e.publicKey).exporter));
+step(`e2e sealResponse (${ek.e2e.crypto.name} AES-GCM)`, 'op', 'now', () => opened.sealResponse(response));
+step('e2e sealResponse on node:crypto AES-GCM instead', 'op', 'alt', () => openedNode.sealResponse(response));
 step('client request decode', 'op', 'now', () => decodeMessage(ClientRequests, loginReq));
 // The issuer token's check, as the enclave's verifier does it (against the platform clock).
 const verifier = await TokenVerifier.create(tokens.config);
