@@ -9,7 +9,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { deriveE2eKeyPair, openRequest, sealRequest } from '../client/e2e-seal.ts';
 import { EnclaveFault } from '../enclave/api/codes.ts';
 import { deriveE2eReceiver, openRequestSync } from '../enclave/vault/e2e-open.ts';
@@ -200,5 +200,21 @@ describe('end-to-end envelope', () => {
     expect(openRequestSync(r, id, message, rnd).request).toEqual(Uint8Array.of(1));
     r.crypto.zeroize();
     expect(() => openRequestSync(r, id, message, rnd)).toThrow(EnclaveFault);
+  });
+
+  it('native HMAC-SHA256 (the key schedule\'s) is RFC 2104 HMAC for a 32-byte key, and declines any other key or a long input', () => {
+    const n = native.hpke!;
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.array(fc.uint8Array({ maxLength: 100 }), { maxLength: 4 }), (key, parts) => {
+        const want = createHmac('sha256', key).update(Buffer.concat(parts)).digest('hex');
+        const got = n.hmacSha256(key, parts);
+        if (parts.reduce((a, p) => a + p.length, 0) > 256) expect(got).toBeNull();
+        else expect(hex(got!)).toBe(want);
+      }),
+      { numRuns: 200 },
+    );
+    expect(n.hmacSha256(new Uint8Array(31), [Uint8Array.of(1)])).toBeNull();
+    expect(n.hmacSha256(new Uint8Array(33), [Uint8Array.of(1)])).toBeNull();
+    expect(n.hmacSha256(new Uint8Array(32), [new Uint8Array(257)])).toBeNull();
   });
 });

@@ -8,8 +8,9 @@
  * Primitives: X25519 and AES-256-GCM on native libsodium (groups/sodium-native.ts `NativeHpke`)
  * when it loads, the faster here (bench/breakdown.ts times both; figures in bench/README.md);
  * otherwise on node:crypto, with the same bytes and the same refusals. The key schedule's
- * HMAC-SHA256 runs on the SHA-256 the receiver was made with (libsodium's in the enclave,
- * node:crypto's by default).
+ * HMAC-SHA256 runs on native libsodium too when it loads (every key in it is 32 bytes, the empty
+ * salt as 32 zero bytes: RFC 2104 pads a short key with zeros), else on the SHA-256 the receiver
+ * was made with (libsodium's WebAssembly in the enclave, node:crypto's by default).
  *
  * Secrets: on the native path the private key is held as bytes and zeroed by `zeroize`, and the
  * AEAD keys pass through the engine's scratch array, zeroed after each call. node:crypto keeps
@@ -21,6 +22,7 @@ import { EnclaveFault, Handling } from '../api/codes.ts';
 import { LABELS, e2eAad } from '../api/labels.ts';
 import { padResponse } from '../api/padding.ts';
 import { DERIVE_KEY_PAIR, e2eContext, e2eResponseKey, labeledExpand, labeledExtract } from '../api/e2e-schedule.ts';
+import type { ScheduleHash } from '../api/e2e-schedule.ts';
 import type { NativeHpke } from '../opaque/groups/sodium-native.ts';
 import { nodeHash } from '../opaque/hash-node.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
@@ -61,8 +63,23 @@ export interface E2eReceiver {
    * leaves no native handle per call for the device's garbage collector to finalize.
    */
   hash: HashPrimitives;
+  /** The key schedule's HMAC: native libsodium's (NativeScheduleHash) or `hash`. */
+  schedule: ScheduleHash;
   /** X25519 and AES-GCM: 'libsodium native' or 'node:crypto'. */
   crypto: E2ePrimitives;
+}
+
+const ZERO_KEY = new Uint8Array(32);
+
+/** HMAC-SHA256 on native libsodium for 32-byte keys (the empty one as 32 zeros), `other` for anything else. */
+class NativeScheduleHash implements ScheduleHash {
+  constructor(
+    private readonly n: NativeHpke,
+    private readonly other: HashPrimitives,
+  ) {}
+  hmac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+    return this.n.hmacSha256(key.length === 0 ? ZERO_KEY : key, parts) ?? this.other.hmac(key, ...parts);
+  }
 }
 
 /** node:crypto: the private key as a KeyObject, the peer's key imported as a JWK per request. */
@@ -141,9 +158,9 @@ export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_S
   const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
   der.fill(0);
   const publicKey = new Uint8Array(Buffer.from((createPublicKey(privateKey).export({ format: 'jwk' }) as { x: string }).x, 'base64url'));
-  if (native) return { publicKey, hash, crypto: new NativePrimitives(native, sk, privateKey) };
+  if (native) return { publicKey, hash, schedule: new NativeScheduleHash(native, hash), crypto: new NativePrimitives(native, sk, privateKey) };
   sk.fill(0);
-  return { publicKey, hash, crypto: new NodePrimitives(privateKey) };
+  return { publicKey, hash, schedule: hash, crypto: new NodePrimitives(privateKey) };
 }
 
 /** Opens one request sealed by `sealRequest`; returns it and how to seal the answer. */
@@ -155,7 +172,7 @@ export function openRequestSync(
 ): { request: Uint8Array; sealResponse(response: Uint8Array): Uint8Array } {
   if (!(message instanceof Uint8Array) || message.length < ENC_LEN + TAG_LEN) throw badPayload();
   const enc = message.subarray(0, ENC_LEN);
-  const h = r.hash;
+  const h = r.schedule;
   const c = r.crypto;
   // §4.1 Decap: an all-zero DH output is refused (the primitives answer null).
   const dh = c.dh(enc);
@@ -179,7 +196,9 @@ export function openRequestSync(
   return {
     request,
     sealResponse(answer: Uint8Array): Uint8Array {
-      const response = padResponse(answer); // one length for every outcome (padding.ts)
+      // nonce || AES-GCM(the answer padded: padding.ts, one length for every outcome) || tag,
+      // written straight into the result.
+      const response = padResponse(answer);
       const out = new Uint8Array(NONCE_LEN + response.length + TAG_LEN);
       const n = random(NONCE_LEN);
       out.set(n, 0);

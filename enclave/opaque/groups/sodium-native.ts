@@ -2,8 +2,8 @@
  * ristretto255 on the machine's native libsodium (Debian's `libsodium23`, `libsodium.so.23`),
  * called through koffi (a maintained FFI package with prebuilt binaries): the same seven libsodium
  * functions as the WebAssembly engine (sodium-ristretto255.ts), about twice as fast per
- * multiplication (bench/groups.ts). Beside it, `NativeHpke`: X25519 and AES-256-GCM for the
- * end-to-end envelope (enclave/vault/e2e-open.ts).
+ * multiplication (bench/groups.ts). Beside it, `NativeHpke`: X25519, AES-256-GCM and
+ * HMAC-SHA256 for the end-to-end envelope (enclave/vault/e2e-open.ts).
  *
  * Memory: koffi hands a TypedArray argument to C as a pointer to its contents (no copy; koffi's
  * doc/output.md, "Transient pointers"), so every byte libsodium reads or writes for us is in one
@@ -164,15 +164,20 @@ async function load(env: Record<string, string | undefined>): Promise<NativeSodi
 // private key (32) | peer key (32) | output (32) | AEAD key (32) | nonce (12) | tag (16).
 const H = { sk: 0, pk: 32, out: 64, key: 96, nonce: 128, tag: 140, size: 156 } as const;
 
+/** The largest HMAC input `hmacSha256` takes (the key schedule's longest is 92 bytes). */
+const HMAC_STAGE = 256;
+
 interface HpkeFunctions {
   x25519: Fn;
+  /** crypto_auth_hmacsha256: HMAC-SHA256 with a 32-byte key (RFC 2104). */
+  hmac: Fn;
   /** crypto_aead_aes256gcm_*_detached, or null when the CPU lacks AES-NI and PCLMUL (libsodium has no portable AES-GCM). */
   gcmSeal: Fn | null;
   gcmOpen: Fn | null;
 }
 
 /**
- * X25519 and AES-256-GCM on native libsodium, for the end-to-end envelope. What we can not wipe:
+ * X25519, AES-256-GCM and HMAC-SHA256 on native libsodium, for the end-to-end envelope. What we can not wipe:
  * libsodium's stack temporaries (it clears some itself), and the plaintext and ciphertext arrays,
  * which are the caller's (koffi passes them as pointers, no copy).
  */
@@ -184,6 +189,8 @@ export class NativeHpke {
   private readonly key = this.s.subarray(H.key, H.nonce);
   private readonly nonce = this.s.subarray(H.nonce, H.tag);
   private readonly tag = this.s.subarray(H.tag, H.size);
+  /** HMAC input staging, zeroed after each call (as far as it was written). */
+  private readonly stage = new Uint8Array(HMAC_STAGE);
 
   constructor(
     private readonly f: HpkeFunctions,
@@ -205,6 +212,30 @@ export class NativeHpke {
       this.pk.set(pk);
       return this.f.x25519(this.out, this.sk, this.pk) === 0 ? this.out.slice() : null;
     } finally {
+      this.s.fill(0);
+    }
+  }
+
+  /**
+   * HMAC-SHA256(key, concatenation of `parts`) for a 32-byte key; null when the key is not 32
+   * bytes or the input is longer than HMAC_STAGE (the caller then uses another HMAC).
+   */
+  hmacSha256(key: Uint8Array, parts: readonly Uint8Array[]): Uint8Array | null {
+    if (key.length !== 32) return null;
+    let n = 0;
+    for (const p of parts) n += p.length;
+    if (n > HMAC_STAGE) return null;
+    try {
+      let o = 0;
+      for (const p of parts) {
+        this.stage.set(p, o);
+        o += p.length;
+      }
+      this.key.set(key);
+      this.f.hmac(this.out, this.stage, n, this.key);
+      return this.out.slice();
+    } finally {
+      this.stage.fill(0, 0, n);
       this.s.fill(0);
     }
   }
@@ -242,7 +273,7 @@ export class NativeHpke {
 
 export type NativeHpkeLoad = { hpke: NativeHpke } | { hpke: null; reason: string };
 
-/** Native libsodium's X25519 and AES-256-GCM, loaded once per process, or the reason they are not available. */
+/** Native libsodium's X25519, AES-256-GCM and HMAC-SHA256, loaded once per process, or the reason they are not available. */
 export const loadNativeHpke: (env?: Env) => Promise<NativeHpkeLoad> = oncePerProcess(loadHpke);
 
 async function loadHpke(env: Record<string, string | undefined>): Promise<NativeHpkeLoad> {
@@ -251,6 +282,7 @@ async function loadHpke(env: Record<string, string | undefined>): Promise<Native
   const { lib, library } = l;
   try {
     const x25519 = lib.func('int crypto_scalarmult_curve25519(uint8_t *q, uint8_t *n, uint8_t *p)') as Fn;
+    const hmac = lib.func('int crypto_auth_hmacsha256(uint8_t *out, uint8_t *in, unsigned long long inlen, uint8_t *k)') as Fn;
     const available = (lib.func('int crypto_aead_aes256gcm_is_available()') as Fn)() === 1;
     const gcmSeal = available
       ? (lib.func('int crypto_aead_aes256gcm_encrypt_detached(uint8_t *c, uint8_t *mac, void *maclen_p, uint8_t *m, unsigned long long mlen, uint8_t *ad, unsigned long long adlen, void *nsec, uint8_t *npub, uint8_t *k)') as Fn)
@@ -258,7 +290,7 @@ async function loadHpke(env: Record<string, string | undefined>): Promise<Native
     const gcmOpen = available
       ? (lib.func('int crypto_aead_aes256gcm_decrypt_detached(uint8_t *m, void *nsec, uint8_t *c, unsigned long long clen, uint8_t *mac, uint8_t *ad, unsigned long long adlen, uint8_t *npub, uint8_t *k)') as Fn)
       : null;
-    return { hpke: new NativeHpke({ x25519, gcmSeal, gcmOpen }, library) };
+    return { hpke: new NativeHpke({ x25519, hmac, gcmSeal, gcmOpen }, library) };
   } catch (e) {
     return { hpke: null, reason: `${library}: ${firstLine(e)}` };
   }
