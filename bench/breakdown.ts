@@ -229,7 +229,9 @@ for (const t of devices) {
   });
   step(`charged record: seal + new leaf (${t.kind} token)`, 'op', 'now', () => index.leafOf(rid, seal(t.d.token, t.d.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 2, version: 2 }, rec)));
 }
-step('audit event: record hash + sealed body + chained HMAC', 'op', 'now', (i) => audit.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, audit.recordHash(rid), 9));
+step('audit event: record hash + sealed body + chained HMAC (the audit key\'s HMAC state made once)', 'op', 'now', (i) => audit.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, audit.recordHash(rid), 9));
+const auditPlain = new AuditLog(rnd(32), rnd(32), sodium256Plain);
+step('audit event with every HMAC keyed anew instead (before)', 'op', 'alt', (i) => auditPlain.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, auditPlain.recordHash(rid), 9));
 step('token random(12): the IV of each sealed record (one token call per seal, inside the seal rows above)', 'op', 'alt', () => dev.token.random(12));
 step('random session id + response nonce (platform random)', 'op', 'now', () => [dev.platform.random(16), dev.platform.random(12)]);
 

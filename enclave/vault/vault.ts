@@ -279,6 +279,7 @@ export class Vault {
     this.checkOperator(auth);
     this.p.token.destroyAllKeys();
     if (this.keys) zeroizeEnclaveKeys(this.keys);
+    this.audit?.dispose();
     this.keys = null;
     this.index = null;
     this.batches = null;
