@@ -38,7 +38,6 @@ import { deriveE2eKeyPair, openRequest } from '../client/e2e-seal.ts';
 import type { AuditEvent } from '../enclave/api/messages.ts';
 import { storedAudit } from '../host/storage/check.ts';
 import { ClientRequests, DEFAULT_OPAQUE_CONTEXT, HostRequests, HostResponses } from '../enclave/api/messages.ts';
-import { nodeHash } from '../enclave/opaque/hash-node.ts';
 import { clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { generateServerKeys, serverLoginStart, serverRegistrationResponse } from '../enclave/opaque/server.ts';
@@ -67,6 +66,10 @@ import { args, emit, machine, machineLine, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { median } from './lib/stats.ts';
 import { FastSealer } from '../client/e2e-seal-node.ts';
+import { createSodiumSha256 } from '../enclave/opaque/hash-sodium.ts';
+import { loadNativeHpke } from '../enclave/opaque/groups/sodium-native.ts';
+import { e2eContext, e2eResponseKey } from '../enclave/api/e2e-schedule.ts';
+import type { ScheduleHash } from '../enclave/api/e2e-schedule.ts';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -145,7 +148,14 @@ const devices: { kind: TokenKind; d: Awaited<ReturnType<typeof device>> }[] = []
 for (const kind of [DEFAULT_TOKEN_KIND, ...availableTokenKinds().filter((k) => k !== DEFAULT_TOKEN_KIND)]) devices.push({ kind, d: await device(kind) });
 const skipped = SCRATCH_TOKEN_KINDS.filter((k) => !devices.some((t) => t.kind === k)).map((k) => `; ${TOKEN_BACKENDS[k].title} skipped: ${TOKEN_BACKENDS[k].unavailable()}`);
 const dev = devices[0]!.d;
-const ek = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]));
+// The enclave's primitives (vault.ts): libsodium's SHA-256 for the key schedule, native
+// libsodium's X25519 and AES-GCM when it loads; the same keys on node:crypto for the 'alt' rows.
+const sodium256 = await createSodiumSha256();
+const hpke = await loadNativeHpke();
+const ek = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]), sodium256, hpke.hpke);
+// The receiver where native libsodium does not load: node:crypto's X25519 and AES-GCM, the
+// schedule on libsodium's WebAssembly SHA-256.
+const ekNode = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]), sodium256, null);
 const enclaveServer = ek.server.get(suite.id)!;
 const eo = { suite, context: DEFAULT_OPAQUE_CONTEXT, rng: dev.platform.random };
 const { request: eRegReq, state: eRegState } = clientRegistrationStart(o, te.encode('pw'));
@@ -160,6 +170,9 @@ const kp = await deriveE2eKeyPair(rnd(32));
 const hpkeSealer = new FastSealer(kp.publicKey);
 const hpkeMsgs = Array.from({ length: 256 }, () => hpkeSealer.seal(rid, loginReq).message);
 const opened = openRequestSync(ek.e2e, rid, msgs[0]!, dev.platform.random);
+const openedNode = openRequestSync(ekNode.e2e, rid, msgs[0]!, dev.platform.random);
+const encs = msgs.slice(0, 256).map((m) => m.slice(0, 32));
+const dh0 = ek.e2e.crypto.dh(encs[0]!)!;
 const response = new Uint8Array(380); // LoginStarted: session id, KE2 (320), KSF, attempts
 
 const rec: VaultRecord = {
@@ -173,7 +186,8 @@ const rec: VaultRecord = {
   backupKey: rnd(32),
   registeredAt: 1_700_000_000_000, pacing: 0, lastGuessAt: 0,
 };
-const hash = nodeHash('SHA-256');
+// The enclave's SHA-256 (vault.ts: libsodium WebAssembly) for the index leaves and the audit chain.
+const hash = sodium256;
 const index = new RecordIndex(rnd(32), hash);
 const audit = new AuditLog(rnd(32), rnd(32), hash);
 // The KE1 and record exactly as the enclave holds them: decoded from the opened request, unsealed from the blob.
@@ -184,9 +198,16 @@ const enclaveOpaqueRecord = unseal(dev.token, dev.sealKey, rid, storedBlob).reco
 // ---- per operation -----------------------------------------------------------------------------
 step('raw server: serverLoginStart (the whole raw login)', 'op', 'raw', () => serverLoginStart(o, keys, ke1, rid, opaqueRecord));
 step("OPAQUE serverLoginStart in the enclave (its derived keys, platform random, decoded KE1 and record)", 'op', 'now', () => serverLoginStart(eo, enclaveServer, enclaveKe1, rid, enclaveOpaqueRecord));
-step('e2e openRequestSync (node:crypto)', 'op', 'now', (i) => openRequestSync(ek.e2e, rid, msgs[i % POOL]!, dev.platform.random));
+step(`e2e openRequestSync (${ek.e2e.crypto.name} X25519 + AES-GCM + HMAC-SHA256 schedule)`, 'op', 'now', (i) => openRequestSync(ek.e2e, rid, msgs[i % POOL]!, dev.platform.random));
+step('e2e openRequestSync without native libsodium instead (node:crypto X25519 + AES-GCM, WebAssembly SHA-256 schedule)', 'op', 'alt', (i) => openRequestSync(ekNode.e2e, rid, msgs[i % POOL]!, dev.platform.random));
 step('e2e openRequest (@hpke/core on WebCrypto, the browser client\'s)', 'op', 'alt', (i) => openRequest(kp, rid, hpkeMsgs[i % 256]!, rnd));
-step('e2e sealResponse (node:crypto AES-GCM)', 'op', 'now', () => opened.sealResponse(response));
+step(`  of which X25519 (${ek.e2e.crypto.name})`, 'op', 'alt', (i) => ek.e2e.crypto.dh(encs[i & 255]!));
+step('  of which X25519 on node:crypto instead (JWK import + diffieHellman)', 'op', 'alt', (i) => ekNode.e2e.crypto.dh(encs[i & 255]!));
+const schedule = (h: ScheduleHash) => e2eResponseKey(h, e2eContext(h, dh0, encs[0]!, ek.e2e.publicKey).exporter);
+step(`  of which the key schedule (e2eContext + response key; ${ek.e2e.crypto.name} HMAC-SHA256)`, 'op', 'alt', () => schedule(ek.e2e.schedule));
+step('  of which the key schedule on WebAssembly SHA-256, one keyed state for key, nonce, exporter instead', 'op', 'alt', () => schedule(sodium256));
+step(`e2e sealResponse (${ek.e2e.crypto.name} AES-GCM)`, 'op', 'now', () => opened.sealResponse(response));
+step('e2e sealResponse on node:crypto AES-GCM instead (without native libsodium)', 'op', 'alt', () => openedNode.sealResponse(response));
 step('client request decode', 'op', 'now', () => decodeMessage(ClientRequests, loginReq));
 // The issuer token's check, as the enclave's verifier does it (against the platform clock).
 const verifier = await TokenVerifier.create(tokens.config);
@@ -205,7 +226,8 @@ for (const t of devices) {
   });
   step(`charged record: seal + new leaf (${t.kind} token)`, 'op', 'now', () => index.leafOf(rid, seal(t.d.token, t.d.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 2, version: 2 }, rec)));
 }
-step('audit event: record hash + sealed body + chained HMAC', 'op', 'now', (i) => audit.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, audit.recordHash(rid), 9));
+step('audit event: record hash + sealed body + chained HMAC (the audit key\'s HMAC state made once)', 'op', 'now', (i) => audit.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, audit.recordHash(rid), 9));
+step('token random(12): the IV of each sealed record (one token call per seal, inside the seal rows above)', 'op', 'alt', () => dev.token.random(12));
 step('random session id + response nonce (platform random)', 'op', 'now', () => [dev.platform.random(16), dev.platform.random(12)]);
 
 // The real per-op path, as the batch runs it (enclave/vault/batch.ts `run`): admit (open, decode,
@@ -215,7 +237,7 @@ step('random session id + response nonce (platform random)', 'op', 'now', () => 
 // the summed row above). Each call is one op in its own epoch, aborted afterwards, so the stored
 // record never changes and the session tables give their room back. This row is the check on
 // the hand-made sum: the two should agree within the plumbing the rows leave out.
-const vSha = nodeHash('SHA-256');
+const vSha = sodium256;
 const vParts: VaultParts = {
   p: dev.platform,
   keys: ek,

@@ -7,14 +7,17 @@
  * (client/e2e-seal.ts), and test/e2e.test.ts checks every pair both ways.
  *
  * Only HMAC-SHA256 is needed, passed in (`ScheduleHash`): the enclave gives libsodium's, the
- * Node client node:crypto's. Every LabeledExtract/LabeledExpand prefix is computed once.
+ * Node client node:crypto's. Every LabeledExtract/LabeledExpand prefix is computed once; where
+ * the hash can key an HMAC once for several messages (`hmacKey`, hash.ts), the three expands
+ * keyed with `secret` (§5.1) share one keyed state, and the extract keyed with the empty salt
+ * (§4.1 eae_prk) starts from a keyed state made once per hash.
  */
 import { LABELS } from './labels.ts';
 import { concatAll } from '../opaque/bytes.ts';
-import type { HashPrimitives } from '../opaque/hash.ts';
+import type { HashPrimitives, HmacKey } from '../opaque/hash.ts';
 
-/** The HMAC-SHA256 the schedule runs on. */
-export type ScheduleHash = Pick<HashPrimitives, 'hmac'>;
+/** The HMAC-SHA256 the schedule runs on (and, where it has it, its keyed state for several messages). */
+export type ScheduleHash = Pick<HashPrimitives, 'hmac' | 'hmacKey'>;
 
 const te = new TextEncoder();
 const V1 = te.encode('HPKE-v1');
@@ -57,6 +60,20 @@ const E_SEC = expandPrefix(HPKE_SUITE, 'sec', 32);
 const X_PSK_ID_HASH = extractPrefix(HPKE_SUITE, 'psk_id_hash');
 const X_INFO_HASH = extractPrefix(HPKE_SUITE, 'info_hash');
 
+/**
+ * HMAC keyed with the empty salt (32 zero bytes, RFC 5869 §2.2), made once per hash: a constant,
+ * not a secret. Null for a hash without `hmacKey`.
+ */
+const zeroSaltKeys = new WeakMap<ScheduleHash, HmacKey | null>();
+function zeroSaltKey(h: ScheduleHash): HmacKey | null {
+  let k = zeroSaltKeys.get(h);
+  if (k === undefined) {
+    k = h.hmacKey ? h.hmacKey(new Uint8Array(32)) : null;
+    zeroSaltKeys.set(h, k);
+  }
+  return k;
+}
+
 /** The key schedule context of base mode with this info (§5.1): fixed; computed at the first use. */
 let ksc: Uint8Array | undefined;
 function keyScheduleContext(h: ScheduleHash): Uint8Array {
@@ -78,16 +95,30 @@ export interface E2eContext {
  */
 export function e2eContext(h: ScheduleHash, dh: Uint8Array, enc: Uint8Array, pkR: Uint8Array): E2eContext {
   const k = keyScheduleContext(h);
-  const eaePrk = labeledExtract(h, X_EAE_PRK, EMPTY, dh);
+  const z = zeroSaltKey(h);
+  const eaePrk = z ? z.mac(X_EAE_PRK, dh) : labeledExtract(h, X_EAE_PRK, EMPTY, dh);
   const shared = labeledExpand(h, E_SHARED_SECRET, eaePrk, enc, 32, pkR);
   const secret = labeledExtract(h, X_SECRET, shared, EMPTY);
-  const key = labeledExpand(h, E_KEY, secret, k, 32);
-  const nonce = labeledExpand(h, E_BASE_NONCE, secret, k, 12);
-  const exporter = labeledExpand(h, E_EXP, secret, k, 32);
   eaePrk.fill(0);
   shared.fill(0);
+  if (!h.hmacKey) {
+    const key = labeledExpand(h, E_KEY, secret, k, 32);
+    const nonce = labeledExpand(h, E_BASE_NONCE, secret, k, 12);
+    const exporter = labeledExpand(h, E_EXP, secret, k, 32);
+    secret.fill(0);
+    return { key, nonce, exporter };
+  }
+  // LabeledExpand(secret, label, key_schedule_context, L) for L <= 32: HMAC(secret, prefix || ksc || 0x01).
+  const s = h.hmacKey(secret);
   secret.fill(0);
-  return { key, nonce, exporter };
+  try {
+    const n = s.mac(E_BASE_NONCE, k, ONE);
+    const nonce = n.slice(0, 12);
+    n.fill(0);
+    return { key: s.mac(E_KEY, k, ONE), nonce, exporter: s.mac(E_EXP, k, ONE) };
+  } finally {
+    s.dispose();
+  }
 }
 
 /** The response key: Export("bkv/e2e/response", 32) of the context (§5.3). */

@@ -30,6 +30,8 @@ import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal, zeroizeRecord }
 import type { VaultRecord } from './record.ts';
 import type { VaultTables } from './sessions.ts';
 
+const te = new TextEncoder();
+
 /** What a loaded vault works with (vault.ts makes it at LoadEnd; fixed until a reload or zeroization). */
 export interface VaultParts {
   readonly p: Platform;
@@ -92,10 +94,11 @@ function openOrError(r: E2eReceiver, recordId: Uint8Array, message: Uint8Array, 
  * Opens, decodes and authorizes every request of a batch before any of them runs: the issuer's
  * token of each is checked (api/auth-verify.ts, against the platform clock) here, so no op whose
  * token fails reaches a handler, and nothing is charged, changed or revealed for it. The
- * requests are opened one after another first, so that the X25519 key import and DH, the key
- * schedule and AES-GCM stay warm in the caches (interleaved with OPAQUE's group operations the
- * key import costs more: bench/README.md). Errors are values: computeOp throws each after the
- * op's partition check and before its stored record is read.
+ * requests are opened one after another first, so that X25519 (and, on the node:crypto
+ * fallback, its key import), the key schedule and AES-GCM stay warm in the caches (interleaved
+ * with OPAQUE's group operations the key import costs more: bench/README.md). Errors are
+ * values: computeOp throws each after the op's partition check and before its stored record is
+ * read.
  */
 export async function admit(v: VaultParts, verifier: TokenVerifier, req: BatchRequest): Promise<Admitted[]> {
   const now = v.p.now();
@@ -178,7 +181,7 @@ export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, idHex: string
   } catch (e) {
     v.tables.opFailed(); // what the op put in the tables goes with it
     const f = toFault(e);
-    const plain = encodeMessage(ClientResponses, { type: 'Fault', code: f.code, field: new TextEncoder().encode((f.field ?? '').slice(0, 64)) });
+    const plain = encodeMessage(ClientResponses, { type: 'Fault', code: f.code, field: te.encode((f.field ?? '').slice(0, 64)) });
     if (sealResponse) fx.results.push({ opId: op.opId, sealed: 1, response: sealResponse(plain) });
     else fx.results.push({ opId: op.opId, sealed: 0, response: plain });
   }

@@ -1,11 +1,20 @@
 /**
- * The enclave's side of the end-to-end envelope (client/e2e-seal.ts), synchronous: X25519 and
- * AES-GCM on node:crypto, the key schedule's HMAC-SHA256 on the SHA-256 the receiver was made with
- * (libsodium's in the enclave, node:crypto's by default). RFC 9180 base mode receiver for DHKEM(X25519, HKDF-SHA256) (§4.1, §7.1.3 DeriveKeyPair),
- * HKDF-SHA256 and AES-256-GCM (§5.1 key schedule, §5.2 Open, §5.3 Export). Byte for byte the
- * protocol of `openRequest` in client/e2e-seal.ts (the @hpke/core one clients use in a browser;
- * test/e2e.test.ts checks both ways), much cheaper: no WebCrypto promise per step
- * (bench/breakdown.ts times both).
+ * The enclave's side of the end-to-end envelope (client/e2e-seal.ts), synchronous. RFC 9180 base
+ * mode receiver for DHKEM(X25519, HKDF-SHA256) (§4.1, §7.1.3 DeriveKeyPair), HKDF-SHA256 and
+ * AES-256-GCM (§5.1 key schedule, §5.2 Open, §5.3 Export). Byte for byte the protocol of
+ * `openRequest` in client/e2e-seal.ts (the @hpke/core one clients use in a browser;
+ * test/e2e.test.ts checks both ways), much cheaper: no WebCrypto promise per step.
+ *
+ * Primitives: X25519 and AES-256-GCM on native libsodium (groups/sodium-native.ts `NativeHpke`)
+ * when it loads, the faster here (bench/breakdown.ts times both; figures in bench/README.md);
+ * otherwise on node:crypto, with the same bytes and the same refusals. The key schedule's
+ * HMAC-SHA256 runs on native libsodium too when it loads (every key in it is 32 bytes, the empty
+ * salt as 32 zero bytes: RFC 2104 pads a short key with zeros), else on the SHA-256 the receiver
+ * was made with (libsodium's WebAssembly in the enclave, node:crypto's by default).
+ *
+ * Secrets: on the native path the private key is held as bytes and zeroed by `zeroize`, and the
+ * AEAD keys pass through the engine's scratch array, zeroed after each call. node:crypto keeps
+ * its own copies (a KeyObject, the cipher context's key schedule) that can not be wiped.
  */
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
@@ -13,14 +22,20 @@ import { EnclaveFault, Handling } from '../api/codes.ts';
 import { LABELS, e2eAad } from '../api/labels.ts';
 import { padResponse } from '../api/padding.ts';
 import { DERIVE_KEY_PAIR, e2eContext, e2eResponseKey, labeledExpand, labeledExtract } from '../api/e2e-schedule.ts';
+import type { ScheduleHash } from '../api/e2e-schedule.ts';
+import type { NativeHpke } from '../opaque/groups/sodium-native.ts';
 import { nodeHash } from '../opaque/hash-node.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 
 const te = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 const ENC_LEN = 32;
+const NONCE_LEN = 12;
+const TAG_LEN = 16;
 const AAD_REQ = te.encode(LABELS.e2eRequestAad);
 const AAD_RESP = te.encode(LABELS.e2eResponseAad);
+/** PKCS#8 (RFC 8410) front of a raw X25519 private key. */
+const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
 
 /** The SHA-256 of the key schedule unless the enclave gives its own (the same bytes). */
 const NODE_SHA256 = nodeHash('SHA-256');
@@ -28,29 +43,124 @@ const NODE_SHA256 = nodeHash('SHA-256');
 const b64u = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.length).toString('base64url');
 const badPayload = () => new EnclaveFault(Handling.BadPayload, 'end-to-end payload does not open');
 
+/** X25519 with the receiver's private key, and AES-256-GCM: the envelope's primitives. */
+interface E2ePrimitives {
+  readonly name: string;
+  /** DH(skR, pkE), RFC 7748 §5; null when refused, at least when the output is all zeros (RFC 9180 §7.1.4). */
+  dh(pkE: Uint8Array): Uint8Array | null;
+  /** Decrypts ciphertext || tag; null when the tag does not verify. */
+  open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array): Uint8Array | null;
+  /** Encrypts `pt` into `out` at `at`: ciphertext, then the tag. */
+  sealInto(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, at: number): void;
+  /** Zeroes the private key where its bytes are ours. */
+  zeroize(): void;
+}
+
 export interface E2eReceiver {
   publicKey: Uint8Array;
-  privateKey: KeyObject;
   /**
    * SHA-256 for the key schedule's HMACs: the enclave passes libsodium's (hash-sodium.ts), which
    * leaves no native handle per call for the device's garbage collector to finalize.
    */
   hash: HashPrimitives;
+  /** The key schedule's HMAC: native libsodium's (NativeScheduleHash) or `hash`. */
+  schedule: ScheduleHash;
+  /** X25519 and AES-GCM: 'libsodium native' or 'node:crypto'. */
+  crypto: E2ePrimitives;
 }
 
-/** §7.1.3 DeriveKeyPair for X25519: sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk", "", 32). */
-export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_SHA256): E2eReceiver {
+const ZERO_KEY = new Uint8Array(32);
+
+/** HMAC-SHA256 on native libsodium for 32-byte keys (the empty one as 32 zeros), `other` for anything else. */
+class NativeScheduleHash implements ScheduleHash {
+  constructor(
+    private readonly n: NativeHpke,
+    private readonly other: HashPrimitives,
+  ) {}
+  hmac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+    return this.n.hmacSha256(key.length === 0 ? ZERO_KEY : key, parts) ?? this.other.hmac(key, ...parts);
+  }
+}
+
+/** node:crypto: the private key as a KeyObject, the peer's key imported as a JWK per request. */
+class NodePrimitives implements E2ePrimitives {
+  readonly name = 'node:crypto';
+  constructor(private readonly sk: KeyObject) {}
+  dh(pkE: Uint8Array): Uint8Array | null {
+    try {
+      const pk = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: b64u(pkE) }, format: 'jwk' });
+      // OpenSSL refuses an all-zero X25519 output (the call throws).
+      return diffieHellman({ privateKey: this.sk, publicKey: pk });
+    } catch {
+      return null;
+    }
+  }
+  open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array): Uint8Array | null {
+    try {
+      const d = createDecipheriv('aes-256-gcm', key, nonce);
+      d.setAAD(aad);
+      d.setAuthTag(ctAndTag.subarray(ctAndTag.length - TAG_LEN));
+      const pt = d.update(ctAndTag.subarray(0, ctAndTag.length - TAG_LEN));
+      d.final(); // throws unless the tag verifies (GCM returns no more bytes)
+      return new Uint8Array(pt.buffer, pt.byteOffset, pt.length);
+    } catch {
+      return null;
+    }
+  }
+  sealInto(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, at: number): void {
+    const c = createCipheriv('aes-256-gcm', key, nonce);
+    c.setAAD(aad);
+    const body = c.update(pt);
+    out.set(body, at);
+    c.final();
+    out.set(c.getAuthTag(), at + body.length);
+  }
+  zeroize(): void {}
+}
+
+/** Native libsodium: X25519 always, AES-GCM where the CPU has it (else node:crypto's). */
+class NativePrimitives implements E2ePrimitives {
+  readonly name: string;
+  private readonly gcm: NodePrimitives | null;
+  constructor(
+    private readonly n: NativeHpke,
+    private readonly sk: Uint8Array,
+    nodeSk: KeyObject,
+  ) {
+    this.gcm = n.gcm ? null : new NodePrimitives(nodeSk);
+    this.name = n.gcm ? 'libsodium native' : 'libsodium native X25519, node:crypto AES-GCM';
+  }
+  dh(pkE: Uint8Array): Uint8Array | null {
+    return this.n.x25519(this.sk, pkE);
+  }
+  open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array): Uint8Array | null {
+    return this.gcm ? this.gcm.open(key, nonce, aad, ctAndTag) : this.n.gcmOpen(key, nonce, aad, ctAndTag);
+  }
+  sealInto(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, at: number): void {
+    if (this.gcm) this.gcm.sealInto(key, nonce, aad, pt, out, at);
+    else this.n.gcmSealInto(key, nonce, aad, pt, out, at);
+  }
+  zeroize(): void {
+    this.sk.fill(0);
+  }
+}
+
+/**
+ * §7.1.3 DeriveKeyPair for X25519: sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk", "", 32).
+ * `native`: libsodium's X25519 and AES-GCM (loadNativeHpke); node:crypto's when absent.
+ */
+export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_SHA256, native?: NativeHpke | null): E2eReceiver {
   if (hash.name !== 'SHA-256') throw new TypeError('deriveE2eReceiver: the key schedule needs SHA-256');
   const dkp = labeledExtract(hash, DERIVE_KEY_PAIR.extract, EMPTY, ikm);
   const sk = labeledExpand(hash, DERIVE_KEY_PAIR.expand, dkp, EMPTY, 32);
-  // PKCS#8 (RFC 8410) wrapping of the raw X25519 private key.
-  const der = Buffer.concat([Buffer.from('302e020100300506032b656e04220420', 'hex'), sk]);
-  const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
-  const x = new Uint8Array(Buffer.from((createPublicKey(privateKey).export({ format: 'jwk' }) as { x: string }).x, 'base64url'));
-  sk.fill(0);
-  der.fill(0);
   dkp.fill(0);
-  return { publicKey: x, privateKey, hash };
+  const der = Buffer.concat([PKCS8_X25519, sk]);
+  const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+  der.fill(0);
+  const publicKey = new Uint8Array(Buffer.from((createPublicKey(privateKey).export({ format: 'jwk' }) as { x: string }).x, 'base64url'));
+  if (native) return { publicKey, hash, schedule: new NativeScheduleHash(native, hash), crypto: new NativePrimitives(native, sk, privateKey) };
+  sk.fill(0);
+  return { publicKey, hash, schedule: hash, crypto: new NodePrimitives(privateKey) };
 }
 
 /** Opens one request sealed by `sealRequest`; returns it and how to seal the answer. */
@@ -60,40 +170,40 @@ export function openRequestSync(
   message: Uint8Array,
   random: (n: number) => Uint8Array,
 ): { request: Uint8Array; sealResponse(response: Uint8Array): Uint8Array } {
-  if (!(message instanceof Uint8Array) || message.length < ENC_LEN + 16) throw badPayload();
+  if (!(message instanceof Uint8Array) || message.length < ENC_LEN + TAG_LEN) throw badPayload();
   const enc = message.subarray(0, ENC_LEN);
-  let request: Uint8Array;
+  const h = r.schedule;
+  const c = r.crypto;
+  // §4.1 Decap: an all-zero DH output is refused (the primitives answer null).
+  const dh = c.dh(enc);
+  if (!dh) throw badPayload();
+  let request: Uint8Array | null;
   let responseKey: Uint8Array;
-  const h = r.hash;
   try {
-    const pkE = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: b64u(enc) }, format: 'jwk' });
-    const dh = diffieHellman({ privateKey: r.privateKey, publicKey: pkE });
     const { key, nonce, exporter } = e2eContext(h, dh, enc, r.publicKey);
-    const ct = message.subarray(ENC_LEN);
-    const d = createDecipheriv('aes-256-gcm', key, nonce);
-    d.setAAD(e2eAad(AAD_REQ, recordId));
-    d.setAuthTag(ct.subarray(ct.length - 16));
-    const pt = d.update(ct.subarray(0, ct.length - 16));
-    d.final(); // throws unless the tag verifies (GCM returns no more bytes)
-    request = new Uint8Array(pt.buffer, pt.byteOffset, pt.length);
+    request = c.open(key, nonce, e2eAad(AAD_REQ, recordId), message.subarray(ENC_LEN));
     responseKey = e2eResponseKey(h, exporter);
-    for (const b of [dh, key, nonce, exporter]) b.fill(0);
+    for (const b of [key, nonce, exporter]) b.fill(0);
   } catch {
+    throw badPayload();
+  } finally {
+    dh.fill(0);
+  }
+  if (!request) {
+    responseKey.fill(0);
     throw badPayload();
   }
   return {
     request,
     sealResponse(answer: Uint8Array): Uint8Array {
-      const response = padResponse(answer); // one length for every outcome (padding.ts)
-      const n = random(12);
-      const c = createCipheriv('aes-256-gcm', responseKey, n);
-      c.setAAD(e2eAad(AAD_RESP, recordId));
-      const out = new Uint8Array(12 + response.length + 16);
+      // nonce || AES-GCM(the answer padded: padding.ts, one length for every outcome) || tag,
+      // written straight into the result.
+      const response = padResponse(answer);
+      const out = new Uint8Array(NONCE_LEN + response.length + TAG_LEN);
+      const n = random(NONCE_LEN);
       out.set(n, 0);
-      const body = c.update(response);
-      out.set(body, 12);
-      c.final();
-      out.set(c.getAuthTag(), 12 + body.length);
+      c.sealInto(responseKey, n, e2eAad(AAD_RESP, recordId), response, out, NONCE_LEN);
+      response.fill(0);
       return out;
     },
   };

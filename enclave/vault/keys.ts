@@ -19,6 +19,7 @@ import { EnclaveFault, Lifecycle, PlatformFault } from '../api/codes.ts';
 import { LABELS } from '../api/labels.ts';
 import { deriveE2eReceiver } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
+import type { NativeHpke } from '../opaque/groups/sodium-native.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 import { deriveServerKeyPair } from '../opaque/server.ts';
 import type { ServerKeys } from '../opaque/server.ts';
@@ -87,6 +88,8 @@ export async function deriveEnclaveKeys(
   suites: Map<SuiteId, Suite>,
   /** SHA-256 for the end-to-end key schedule (the vault passes libsodium's); node:crypto's when absent. */
   sha256?: HashPrimitives,
+  /** Native libsodium's X25519 and AES-GCM for the end-to-end envelope (e2e-open.ts); node:crypto's when absent. */
+  hpke?: NativeHpke | null,
 ): Promise<EnclaveKeys> {
   const d = (label: string) => tokenCall(() => token.hmac(handles.derive, 'SHA-256', te.encode(label)));
   const server = new Map<SuiteId, ServerKeys>();
@@ -108,7 +111,7 @@ export async function deriveEnclaveKeys(
     server.set(id, { oprfSeed, serverPrivateKey: kp.privateKey, serverPublicKey: kp.publicKey });
   }
   const hpkeIkm = d(LABELS.e2eKey);
-  const e2e = deriveE2eReceiver(hpkeIkm, sha256);
+  const e2e = deriveE2eReceiver(hpkeIkm, sha256, hpke);
   hpkeIkm.fill(0);
   return {
     seal: handles.seal,
@@ -128,6 +131,7 @@ export function zeroizeEnclaveKeys(k: EnclaveKeys): void {
     s.oprfSeed.fill(0);
     s.serverPrivateKey.fill(0);
   }
+  k.e2e.crypto.zeroize();
   k.fakeKey.fill(0);
   k.indexKey.fill(0);
   k.auditKey.fill(0);

@@ -154,11 +154,11 @@ const okUint = (v: unknown, max: number): v is number => typeof v === 'number' &
 const okBytes = (v: unknown, min: number, max: number): v is Uint8Array => v instanceof Uint8Array && v.length >= min && v.length <= max;
 
 /**
- * encodeFields(RecordSchema, rec) written directly into one buffer of the exact size (one record
- * per charged guess); any value the schema would refuse goes through encodeFields, which throws
- * the codec's typed fault.
+ * encodeFields(RecordSchema, rec) written directly into one buffer (one record per charged
+ * guess): of the exact size, or `padTo` bytes with zeros after the encoding; any value the schema
+ * would refuse goes through encodeFields, which throws the codec's typed fault.
  */
-export function encodeRecord(rec: VaultRecord): Uint8Array {
+export function encodeRecord(rec: VaultRecord, padTo = 0): Uint8Array {
   const { registrationId: rid, ksf, opaqueRecord: or, backupKey: bk } = rec;
   if (
     !okUint(rec.status, 0xff) ||
@@ -175,7 +175,7 @@ export function encodeRecord(rec: VaultRecord): Uint8Array {
   ) {
     return encodeFields(RecordSchema, rec);
   }
-  const out = new Uint8Array(RECORD_FIXED_LEN + ksf.length + or.length + bk.length);
+  const out = new Uint8Array(Math.max(padTo, RECORD_FIXED_LEN + ksf.length + or.length + bk.length));
   out[0] = rec.status;
   out[1] = rec.suite;
   out[2] = rec.attemptLimit;
@@ -235,7 +235,9 @@ export function decodeRecord(pt: Uint8Array, format: number = SEALED_FORMAT_V2):
 
 /** encodeRecord(rec) zero-padded to RECORD_PADDED_LEN (format 3). */
 export function encodePaddedRecord(rec: VaultRecord): Uint8Array {
-  const enc = encodeRecord(rec);
+  const enc = encodeRecord(rec, RECORD_PADDED_LEN); // written in place: no unpadded copy to wipe
+  if (enc.length === RECORD_PADDED_LEN) return enc;
+  // Only through encodeFields (which refuses what does not fit): padded as before.
   const out = new Uint8Array(RECORD_PADDED_LEN);
   out.set(enc, 0);
   enc.fill(0);

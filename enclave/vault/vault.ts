@@ -15,6 +15,7 @@ import { ENCLAVE_STATE, SELF_TEST, SUITE_CODE } from '../api/messages.ts';
 import { ctEqual } from '../opaque/bytes.ts';
 import { digestOf } from './digest.ts';
 import { createSodiumSha256 } from '../opaque/hash-sodium.ts';
+import { loadNativeHpke } from '../opaque/groups/sodium-native.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 import type { Suite, SuiteId } from '../opaque/suite.ts';
 import { SUITE_IDS } from '../opaque/suite.ts';
@@ -112,7 +113,7 @@ export class Vault {
       this.failure = st.failed.join(',');
       return;
     }
-    this.keys = await deriveEnclaveKeys(this.p.token, handles, this.suites, this.sha256);
+    this.keys = await deriveEnclaveKeys(this.p.token, handles, this.suites, this.sha256, (await loadNativeHpke()).hpke);
     const auth = this.p.auth ?? null;
     const authHash = auth ? this.authHashOf(encodeAuthConfig(auth)) : new Uint8Array(16);
     if (stored) {
@@ -278,6 +279,7 @@ export class Vault {
     this.checkOperator(auth);
     this.p.token.destroyAllKeys();
     if (this.keys) zeroizeEnclaveKeys(this.keys);
+    this.audit?.dispose();
     this.keys = null;
     this.index = null;
     this.batches = null;

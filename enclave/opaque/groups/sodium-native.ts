@@ -2,14 +2,15 @@
  * ristretto255 on the machine's native libsodium (Debian's `libsodium23`, `libsodium.so.23`),
  * called through koffi (a maintained FFI package with prebuilt binaries): the same seven libsodium
  * functions as the WebAssembly engine (sodium-ristretto255.ts), about twice as fast per
- * multiplication (bench/groups.ts).
+ * multiplication (bench/groups.ts). Beside it, `NativeHpke`: X25519, AES-256-GCM and
+ * HMAC-SHA256 for the end-to-end envelope (enclave/vault/e2e-open.ts).
  *
  * Memory: koffi hands a TypedArray argument to C as a pointer to its contents (no copy; koffi's
  * doc/output.md, "Transient pointers"), so every byte libsodium reads or writes for us is in one
  * scratch array we own, zeroed after each call. What we can not wipe: libsodium's own stack
  * temporaries (it clears some of them itself) and the caller's arrays.
  *
- * Loading: `loadNativeSodium()` never throws; it answers the engine or why there is none (koffi
+ * Loading: `loadNativeSodium()` (and `loadNativeHpke()`) never throws; it answers the engine or why there is none (koffi
  * missing, the library missing or too old, `BKV_SODIUM_NATIVE=0`). `BKV_SODIUM_LIBRARY` names
  * another library file (tests use it to hide the library and check the fallback).
  */
@@ -96,41 +97,53 @@ function topBitSet(e: Uint8Array): boolean {
 
 export type NativeSodium = { engine: NativeEngine } | { engine: null; reason: string };
 
-let loaded: Promise<NativeSodium> | undefined;
+type Env = Record<string, string | undefined>;
 
-/** Native libsodium's ristretto255 engine, loaded once per process, or the reason it is not available. */
-export function loadNativeSodium(env: Record<string, string | undefined> = process.env): Promise<NativeSodium> {
-  if (env !== process.env) return load(env);
-  loaded ??= load(env);
-  return loaded;
+/** `load` run once per process for process.env, and afresh for any other environment (tests). */
+function oncePerProcess<T>(load: (env: Env) => Promise<T>): (env?: Env) => Promise<T> {
+  let loaded: Promise<T> | undefined;
+  return (env = process.env) => (env !== process.env ? load(env) : (loaded ??= load(env)));
 }
 
-async function load(env: Record<string, string | undefined>): Promise<NativeSodium> {
-  if (env.BKV_SODIUM_NATIVE === '0') return { engine: null, reason: 'turned off (BKV_SODIUM_NATIVE=0)' };
+/** Native libsodium's ristretto255 engine, loaded once per process, or the reason it is not available. */
+export const loadNativeSodium: (env?: Env) => Promise<NativeSodium> = oncePerProcess(load);
+
+type Library = { lib: ReturnType<(typeof import('koffi'))['default']['load']>; library: string } | { lib: null; reason: string };
+
+/** koffi and the library, initialised (sodium_init), or why not. */
+async function openLibrary(env: Record<string, string | undefined>): Promise<Library> {
+  if (env.BKV_SODIUM_NATIVE === '0') return { lib: null, reason: 'turned off (BKV_SODIUM_NATIVE=0)' };
   let koffi: (typeof import('koffi'))['default'];
   try {
     koffi = (await import('koffi')).default;
   } catch (e) {
-    return { engine: null, reason: `koffi does not load: ${firstLine(e)}` };
+    return { lib: null, reason: `koffi does not load: ${firstLine(e)}` };
   }
   const names = env.BKV_SODIUM_LIBRARY ? [env.BKV_SODIUM_LIBRARY] : LIBRARY_NAMES;
-  let lib: ReturnType<typeof koffi.load> | undefined;
-  let library = '';
   const errors: string[] = [];
   for (const name of names) {
     try {
-      lib = koffi.load(name);
-      library = name;
-      break;
+      const lib = koffi.load(name);
+      try {
+        const init = lib.func('int sodium_init()') as Fn;
+        // 0: initialised now, 1: already initialised; -1: failure.
+        if (init() < 0) return { lib: null, reason: `${name}: sodium_init failed` };
+      } catch (e) {
+        return { lib: null, reason: `${name}: ${firstLine(e)}` };
+      }
+      return { lib, library: name };
     } catch (e) {
       errors.push(`${name}: ${firstLine(e)}`);
     }
   }
-  if (!lib) return { engine: null, reason: `no native libsodium (${errors.join('; ')})` };
+  return { lib: null, reason: `no native libsodium (${errors.join('; ')})` };
+}
+
+async function load(env: Record<string, string | undefined>): Promise<NativeSodium> {
+  const l = await openLibrary(env);
+  if (!l.lib) return { engine: null, reason: l.reason };
+  const { lib, library } = l;
   try {
-    const init = lib.func('int sodium_init()') as Fn;
-    // 0: initialised now, 1: already initialised; -1: failure.
-    if (init() < 0) return { engine: null, reason: `${library}: sodium_init failed` };
     const f: NativeFunctions = {
       mult: lib.func('int crypto_scalarmult_ristretto255(uint8_t *q, uint8_t *n, uint8_t *p)') as Fn,
       multBase: lib.func('int crypto_scalarmult_ristretto255_base(uint8_t *q, uint8_t *n)') as Fn,
@@ -143,6 +156,143 @@ async function load(env: Record<string, string | undefined>): Promise<NativeSodi
   } catch (e) {
     // A libsodium older than 1.0.18 has no ristretto255 functions.
     return { engine: null, reason: `${library}: ${firstLine(e)}` };
+  }
+}
+
+// The end-to-end envelope's primitives (enclave/vault/e2e-open.ts): X25519 (RFC 7748 §5) and
+// AES-256-GCM (NIST SP 800-38D), on one scratch array of their own, zeroed after every call:
+// private key (32) | peer key (32) | output (32) | AEAD key (32) | nonce (12) | tag (16).
+const H = { sk: 0, pk: 32, out: 64, key: 96, nonce: 128, tag: 140, size: 156 } as const;
+
+/** The largest HMAC input `hmacSha256` takes (the key schedule's longest is 92 bytes). */
+const HMAC_STAGE = 256;
+
+interface HpkeFunctions {
+  x25519: Fn;
+  /** crypto_auth_hmacsha256: HMAC-SHA256 with a 32-byte key (RFC 2104). */
+  hmac: Fn;
+  /** crypto_aead_aes256gcm_*_detached, or null when the CPU lacks AES-NI and PCLMUL (libsodium has no portable AES-GCM). */
+  gcmSeal: Fn | null;
+  gcmOpen: Fn | null;
+}
+
+/**
+ * X25519, AES-256-GCM and HMAC-SHA256 on native libsodium, for the end-to-end envelope. What we can not wipe:
+ * libsodium's stack temporaries (it clears some itself), and the plaintext and ciphertext arrays,
+ * which are the caller's (koffi passes them as pointers, no copy).
+ */
+export class NativeHpke {
+  private readonly s = new Uint8Array(H.size);
+  private readonly sk = this.s.subarray(H.sk, H.pk);
+  private readonly pk = this.s.subarray(H.pk, H.out);
+  private readonly out = this.s.subarray(H.out, H.key);
+  private readonly key = this.s.subarray(H.key, H.nonce);
+  private readonly nonce = this.s.subarray(H.nonce, H.tag);
+  private readonly tag = this.s.subarray(H.tag, H.size);
+  /** HMAC input staging, zeroed after each call (as far as it was written). */
+  private readonly stage = new Uint8Array(HMAC_STAGE);
+
+  constructor(
+    private readonly f: HpkeFunctions,
+    readonly library: string,
+  ) {}
+
+  /** Whether AES-256-GCM runs here (else the caller keeps its own). */
+  get gcm(): boolean {
+    return this.f.gcmSeal !== null;
+  }
+
+  /**
+   * X25519(sk, pk), RFC 7748 §5; null when libsodium refuses: an all-zero output (RFC 9180 §7.1.4,
+   * crypto_scalarmult_curve25519 checks it) or a point of small order (checked first by 1.0.18).
+   */
+  x25519(sk: Uint8Array, pk: Uint8Array): Uint8Array | null {
+    try {
+      this.sk.set(sk);
+      this.pk.set(pk);
+      return this.f.x25519(this.out, this.sk, this.pk) === 0 ? this.out.slice() : null;
+    } finally {
+      this.s.fill(0);
+    }
+  }
+
+  /**
+   * HMAC-SHA256(key, concatenation of `parts`) for a 32-byte key; null when the key is not 32
+   * bytes or the input is longer than HMAC_STAGE (the caller then uses another HMAC).
+   */
+  hmacSha256(key: Uint8Array, parts: readonly Uint8Array[]): Uint8Array | null {
+    if (key.length !== 32) return null;
+    let n = 0;
+    for (const p of parts) n += p.length;
+    if (n > HMAC_STAGE) return null;
+    try {
+      let o = 0;
+      for (const p of parts) {
+        this.stage.set(p, o);
+        o += p.length;
+      }
+      this.key.set(key);
+      this.f.hmac(this.out, this.stage, n, this.key);
+      return this.out.slice();
+    } finally {
+      this.stage.fill(0, 0, n);
+      this.s.fill(0);
+    }
+  }
+
+  /** AES-256-GCM of `pt` into `out` at `at`: ciphertext, then the 16-byte tag. */
+  gcmSealInto(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, at: number): void {
+    try {
+      this.key.set(key);
+      this.nonce.set(nonce);
+      const ct = out.subarray(at, at + pt.length);
+      this.f.gcmSeal!(ct, this.tag, null, pt, pt.length, aad, aad.length, null, this.nonce, this.key);
+      out.set(this.tag, at + pt.length);
+    } finally {
+      this.s.fill(0);
+    }
+  }
+
+  /** AES-256-GCM decryption of ciphertext || tag; null when the tag does not verify (nothing is returned then). */
+  gcmOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array): Uint8Array | null {
+    const n = ctAndTag.length - 16;
+    if (n < 0) return null;
+    const pt = new Uint8Array(n);
+    try {
+      this.key.set(key);
+      this.nonce.set(nonce);
+      this.tag.set(ctAndTag.subarray(n));
+      // On a tag mismatch libsodium zeroes `pt` and answers -1.
+      const rc = this.f.gcmOpen!(pt, null, ctAndTag.subarray(0, n), n, this.tag, aad, aad.length, this.nonce, this.key);
+      return rc === 0 ? pt : null;
+    } finally {
+      this.s.fill(0);
+    }
+  }
+}
+
+export type NativeHpkeLoad = { hpke: NativeHpke } | { hpke: null; reason: string };
+
+/** Native libsodium's X25519, AES-256-GCM and HMAC-SHA256, loaded once per process, or the reason they are not available. */
+export const loadNativeHpke: (env?: Env) => Promise<NativeHpkeLoad> = oncePerProcess(loadHpke);
+
+async function loadHpke(env: Record<string, string | undefined>): Promise<NativeHpkeLoad> {
+  const l = await openLibrary(env);
+  if (!l.lib) return { hpke: null, reason: l.reason };
+  const { lib, library } = l;
+  try {
+    const x25519 = lib.func('int crypto_scalarmult_curve25519(uint8_t *q, uint8_t *n, uint8_t *p)') as Fn;
+    const hmac = lib.func('int crypto_auth_hmacsha256(uint8_t *out, uint8_t *in, unsigned long long inlen, uint8_t *k)') as Fn;
+    const available = (lib.func('int crypto_aead_aes256gcm_is_available()') as Fn)() === 1;
+    const gcmSeal = available
+      ? (lib.func('int crypto_aead_aes256gcm_encrypt_detached(uint8_t *c, uint8_t *mac, void *maclen_p, uint8_t *m, unsigned long long mlen, uint8_t *ad, unsigned long long adlen, void *nsec, uint8_t *npub, uint8_t *k)') as Fn)
+      : null;
+    const gcmOpen = available
+      ? (lib.func('int crypto_aead_aes256gcm_decrypt_detached(uint8_t *m, void *nsec, uint8_t *c, unsigned long long clen, uint8_t *mac, uint8_t *ad, unsigned long long adlen, uint8_t *npub, uint8_t *k)') as Fn)
+      : null;
+    return { hpke: new NativeHpke({ x25519, hmac, gcmSeal, gcmOpen }, library) };
+  } catch (e) {
+    return { hpke: null, reason: `${library}: ${firstLine(e)}` };
   }
 }
 

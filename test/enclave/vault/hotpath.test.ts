@@ -11,6 +11,7 @@ import { decodeFields, encodeFields } from '../../../enclave/api/codec.ts';
 import { AuditEventSchema } from '../../../enclave/api/messages.ts';
 import { EnclaveFault, Handling } from '../../../enclave/api/codes.ts';
 import { nodeHash } from '../../../enclave/opaque/hash-node.ts';
+import { createSodiumSha256 } from '../../../enclave/opaque/hash-sodium.ts';
 import { AUDIT_BODY_SCHEMA, AuditLog, encodeAuditBody } from '../../../enclave/vault/audit.ts';
 import { RecordIndex } from '../../../enclave/vault/record-index.ts';
 import { DEFAULT_TABLE_LIMITS, ExpiringTable, LoginSessionTable, MAX_LOGIN_SESSIONS_PER_ID, MAX_STAGES_PER_ID } from '../../../enclave/vault/sessions.ts';
@@ -49,6 +50,26 @@ describe('audit event body', () => {
     flipped[33]! ^= 1;
     expect(log.verify([a, { ...b, sealed: flipped }], 0, head0, 2, b.mac)).toBe(1);
     expect(log.open(a)).toEqual({ seq: 1, time: 1000, kind: 2, recordHash: rh, attemptsRemaining: 9 });
+  });
+
+  it('on the enclave\'s SHA-256 (its HMAC keyed once) the chain has the same bytes as plain HMACs, and dispose ends the log', async () => {
+    const key = rnd(32);
+    const sealKey = rnd(32);
+    const keyed = new AuditLog(key, sealKey, await createSodiumSha256());
+    const plain = new AuditLog(key, sealKey, sha256);
+    const id = rnd(8);
+    expect(keyed.recordHash(id)).toEqual(plain.recordHash(id));
+    let head: Uint8Array = new Uint8Array(32);
+    for (let seq = 0; seq < 20; seq++) {
+      const nonce = rnd(16);
+      const a = keyed.next(seq, head, 1000 + seq, nonce, 2, keyed.recordHash(id), 9);
+      const b = plain.next(seq, head, 1000 + seq, nonce, 2, plain.recordHash(id), 9);
+      expect(a.bytes).toEqual(b.bytes);
+      expect(keyed.anchor(a.seq, a.mac)).toEqual(plain.anchor(b.seq, b.mac));
+      head = a.mac;
+    }
+    keyed.dispose();
+    expect(() => keyed.recordHash(id)).toThrow();
   });
 
   it('seals what an event says: neither the kind, the record hash nor the attempts are in its bytes', () => {

@@ -56,6 +56,15 @@ describe('vault record codec', () => {
     }
   });
 
+  it('encodePaddedRecord writes encodeFields(RecordSchema) followed by zeros up to RECORD_PADDED_LEN', () => {
+    for (let i = 0; i < 500; i++) {
+      const r = randomRecord();
+      const want = new Uint8Array(RECORD_PADDED_LEN);
+      want.set(encodeFields(RecordSchema, r), 0);
+      expect(encodePaddedRecord(r)).toEqual(want);
+    }
+  });
+
   it('an invalid record gets the same typed fault as encodeFields', () => {
     const bad: Partial<VaultRecord>[] = [
       { status: 256 },
