@@ -13,8 +13,9 @@
  * - a live record is registered anew only by `replace` (a password change or a new key: the vault
  *   checks the proof, the current backup key or a recovered session, enclave/vault/ops.ts), which
  *   starts a new registration (attempts used and guesses charged from 0);
- * - `touch` rewrites a live record unchanged (the vault rewrites a record after a wrong KE3 as it
- *   was, so the host can not tell a success from a failure by what is stored): version + 1 only;
+ * - `touch` rewrites a record that exists (registered or locked) unchanged: the vault rewrites a
+ *   record after every KE3 that releases nothing, as it was, so the host can not tell a success
+ *   from a failure by what is stored: version + 1 only;
  * - every change names the version it was computed on (`base`) and makes version + 1.
  */
 import { FleetCode, type FleetCodeValue } from './faults.ts';
@@ -76,7 +77,7 @@ export function transition(rec: RecordState | undefined, op: RecordOp): RecordSt
       if (!Number.isInteger(op.limit) || op.limit < 1 || op.limit > MAX_LIMIT) return FleetCode.TransitionNotAllowed;
       return { version: next, status: 'registered', limit: op.limit, used: 0, total: 0 };
     case 'touch':
-      if (rec?.status !== 'registered') return FleetCode.TransitionNotAllowed;
+      if (rec === undefined || rec.status === 'deleted') return FleetCode.TransitionNotAllowed;
       return { ...rec, version: next };
     case 'charge':
       if (rec?.status !== 'registered' || rec.used >= rec.limit || op.guess !== rec.total + 1) return FleetCode.TransitionNotAllowed;

@@ -124,7 +124,7 @@ export class Oracle {
         this.model.set(op.id, { status: 'registered', limit: op.limit, used: 0, total: 0, reg: `${index}.${k}` });
         return null;
       case 'touch':
-        if (!r || r.status !== 'registered') return 'rewrote a record that is not live';
+        if (!r || r.status === 'deleted') return 'rewrote a record that does not exist';
         return null;
       case 'charge':
         if (!r || r.status !== 'registered') return 'guess charged on a record that is not live';
