@@ -102,7 +102,7 @@ export const AUDIT_KIND = {
 
 export const HostRequests = defineFamily(
   API_VERSION,
-  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Prepare: 0x13, Zeroize: 0x20, SetAuth: 0x21, AuditVerify: 0x30, Census: 0x31 },
+  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Prepare: 0x13, Apply: 0x14, Zeroize: 0x20, SetAuth: 0x21, AuditVerify: 0x30, Census: 0x31 },
   {
     Info: [],
     /** Startup: the host streams every stored record of the partition. */
@@ -127,6 +127,17 @@ export const HostRequests = defineFamily(
     Abort: [['epoch', u53]],
     /** The batch staged behind the one just committed (a Batch sent while that one was pending): its intent, then Prepared. */
     Prepare: [['epoch', u53]],
+    /**
+     * A fleet follower's replicated batch (enclave/vault/apply.ts, docs/fleet-vault.md): the ops
+     * of the leader's batch (its change, as enclave/vault/fleet-change.ts names it, on the version
+     * it names; `limit` for a register or replace, else 0), one write per record with this
+     * member's stored blob and the leader's new one. Answered Prepared; then Commit as for a Batch.
+     */
+    Apply: [
+      ['epoch', u53],
+      ['ops', list([['recordId', recordId], ['change', u8], ['base', u53], ['limit', u8]] as const, MAX_BATCH_OPS)],
+      ['writes', list([['recordId', recordId], ['stored', sealed], ['blob', sealed]] as const, MAX_BATCH_OPS)],
+    ],
     Zeroize: [['auth', fixed(32)]],
     /** Replaces the provisioned issuer set (enclave/api/auth.ts encodeAuthConfig), authorized by the operator secret. */
     SetAuth: [
@@ -249,6 +260,7 @@ export const HOST_RESPONSE_OF = {
   Commit: ['Committed'],
   Abort: ['Aborted'],
   Prepare: ['Prepared'],
+  Apply: ['Prepared'],
   Zeroize: ['ZeroizeDone'],
   SetAuth: ['AuthSet'],
   AuditVerify: ['AuditResult'],

@@ -40,6 +40,7 @@ import { addInto, subInto } from './adhash.ts';
 import type { TokenVerifier } from '../api/auth-verify.ts';
 import type { NvramSlot, NvramState } from './nvram-state.ts';
 import { admit, computeOp } from './compute.ts';
+import { checkApply, type ApplyRequest } from './apply.ts';
 import type { Admitted, BatchRequest, Effects, VaultParts } from './compute.ts';
 
 type Prepared = Extract<HostResponse, { type: 'Prepared' }>;
@@ -100,6 +101,22 @@ export class Batches {
     if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
     const admitted = await admit(this.v, this.vault.verifier(), req);
     return this.prepareComputed(this.run(req, idHex, admitted, committed.auditSeq, committed.auditHead));
+  }
+
+  /**
+   * Apply(e): a fleet leader's batch, checked against this member's records (apply.ts) instead of
+   * computed, then made durable by the same rule: its intent to NVRAM, Prepared, the host persists,
+   * Commit. Nothing to answer (no client op ran here). Not overlapped: nothing may be pending.
+   */
+  async apply(req: ApplyRequest): Promise<HostResponse> {
+    if (this.pending || this.staged) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is pending', 'epoch');
+    const committed = this.vault.nv().committed;
+    if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
+    const fx = checkApply(this.v, req, committed.auditSeq, committed.auditHead);
+    this.v.tables.begin(req.epoch, this.v.p.now());
+    const writes: Prepared['writes'] = [];
+    for (const o of fx.overlay.values()) writes.push({ recordId: o.recordId, blob: o.blob });
+    return this.prepareComputed({ fx, writes, intentWritten: false });
   }
 
   /** Prepare(e): the staged batch e, its predecessor committed, gets its intent and is prepared. */

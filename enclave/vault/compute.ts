@@ -215,8 +215,8 @@ function mirrorWrite(v: VaultParts, recordId: Uint8Array, epoch: number): void {
   v.index.leafOf(recordId, blob);
 }
 
-/** The record an op works on: this batch's version of it, or the stored blob checked against the index (rollback). */
-function currentRecord(v: VaultParts, overlay: Effects['overlay'], recordId: Uint8Array, key: Uint8Array, idHex: string, stored: Uint8Array): { record: VaultRecord | null; version: number } {
+/** The record an op works on: this batch's version of it, or the stored blob checked against the index (rollback); apply.ts reads a follower's the same way. */
+export function currentRecord(v: VaultParts, overlay: Effects['overlay'], recordId: Uint8Array, key: Uint8Array, idHex: string, stored: Uint8Array): { record: VaultRecord | null; version: number } {
   const o = overlay.get(idHex);
   if (o) return { record: o.record ? { ...o.record } : null, version: o.version };
   const expected = v.index.getByKey(key);

@@ -41,6 +41,11 @@ export { toFault } from './compute.ts';
 /** How a Vault is built beyond its platform (tests shrink the tables with it). */
 export interface VaultOptions {
   tableLimits?: Partial<TableLimits>;
+  /**
+   * Takes a fleet leader's batches (Apply, apply.ts). Until the fleet core runs in the device
+   * (docs/fleet-vault.md, slice 1), only tests set it: an Apply names no majority yet.
+   */
+  follower?: boolean;
 }
 
 type State = 'ready' | 'notLoaded' | 'selfTestFailed' | 'zeroized' | 'broken';
@@ -89,7 +94,10 @@ export class Vault {
     opts: VaultOptions,
   ) {
     this.tables = new VaultTables(this.suites, opts.tableLimits);
+    this.follower = opts.follower === true;
   }
+
+  private readonly follower: boolean;
 
   static async boot(p: Platform, opts: VaultOptions = {}): Promise<Vault> {
     const v = new Vault(p, opts);
@@ -187,6 +195,9 @@ export class Vault {
         return this.ready().commit(req.epoch);
       case 'Prepare':
         return this.ready().prepare(req.epoch);
+      case 'Apply':
+        if (!this.follower) throw new EnclaveFault(Handling.NotAFollower, 'this vault follows no fleet leader', 'type');
+        return this.ready().apply(req);
       case 'Abort':
         // Refused, not out of state, when there is nothing to abort.
         if (!this.batches) throw noPendingBatch();
