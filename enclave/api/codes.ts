@@ -102,7 +102,7 @@ export const Handling = {
   PacingBelowFloor: 2122,
   /** A replicated batch (Apply, enclave/vault/apply.ts) that does not apply to this member's records. */
   ApplyRefused: 2123,
-  /** An Apply to a vault that does not follow a fleet leader. */
+  /** An Apply to a vault that is no fleet member. */
   NotAFollower: 2124,
 } as const;
 

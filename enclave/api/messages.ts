@@ -38,6 +38,8 @@ export const SESSION_ID_LEN = 16;
 
 const recordId = bytes(1, MAX_RECORD_ID);
 const sealed = bytes(0, MAX_SEALED_RECORD);
+/** One write's change as a fleet member names it (enclave/vault/fleet-change.ts): the record, the change's op tag, the version it read, a register's limit. */
+const CHANGE_OP = [['recordId', recordId], ['change', u8], ['base', u53], ['limit', u8]] as const;
 
 /** An audit event's sealed part: kind (1) | record hash (32) | attempts remaining (1), AES-256-CTR (enclave/vault/audit.ts). */
 export const AUDIT_SEALED_LEN = 34;
@@ -135,7 +137,7 @@ export const HostRequests = defineFamily(
      */
     Apply: [
       ['epoch', u53],
-      ['ops', list([['recordId', recordId], ['change', u8], ['base', u53], ['limit', u8]] as const, MAX_BATCH_OPS)],
+      ['ops', list(CHANGE_OP, MAX_BATCH_OPS)],
       ['writes', list([['recordId', recordId], ['stored', sealed], ['blob', sealed]] as const, MAX_BATCH_OPS)],
     ],
     Zeroize: [['auth', fixed(32)]],
@@ -205,6 +207,8 @@ export const HostResponses = defineFamily(
       ['epoch', u53],
       ['writes', list([['recordId', recordId], ['blob', sealed]] as const, MAX_BATCH_OPS)],
       ['audit', list(StoredAuditSchema, MAX_BATCH_OPS * 2)],
+      /** A fleet member's batch: each write's change for the fleet's log (enclave/vault/fleet-change.ts); empty otherwise. */
+      ['ops', list(CHANGE_OP, MAX_BATCH_OPS)],
     ],
     Committed: [
       ['epoch', u53],

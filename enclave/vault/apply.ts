@@ -25,14 +25,12 @@ import { toHex } from '../opaque/bytes.ts';
 import { opOf, transition, type Intent, type RecordState } from '../fleet/rules.ts';
 import { currentRecord, partitionOfHash, type Effects, type VaultParts } from './compute.ts';
 import { digestOf } from './digest.ts';
-import { fleetChangeOf, type FleetChange } from './fleet-change.ts';
+import { CHANGE_TAGS, fleetChangeOf, type FleetChange } from './fleet-change.ts';
 import { KIND_RECORD, STATUS_LOCKED, unseal } from './record.ts';
 import type { VaultRecord } from './record.ts';
 
 export type ApplyRequest = Extract<HostRequest, { type: 'Apply' }>;
 
-/** The change kinds on the wire (ApplyRequest ops' `change`), in the fleet codec's op tag order. */
-export const CHANGE_TAGS = { register: 1, charge: 2, reset: 3, lock: 4, delete: 5, replace: 7, touch: 8 } as const;
 const CHANGES = new Map<number, FleetChange['kind']>(Object.entries(CHANGE_TAGS).map(([k, t]) => [t, k as FleetChange['kind']]));
 
 const refused = (why: string, field = 'ops'): EnclaveFault => new EnclaveFault(Handling.ApplyRefused, `replicated batch refused: ${why}`, field);

@@ -61,11 +61,13 @@ export interface VaultLink {
   verifier(): TokenVerifier;
   /** The laxest guess pacing a registration may pick (AuthConfig.minPacing). */
   minPacing(): number;
+  /** A fleet member: its batches name their changes (Prepared's `ops`; VaultOptions.fleet). */
+  fleet(): boolean;
 }
 
 export const noPendingBatch = (): EnclaveFault => new EnclaveFault(Handling.NoBatchPending, 'no pending batch with this epoch', 'epoch');
 
-const preparedOf = (c: Computed): Prepared => ({ type: 'Prepared', epoch: c.fx.epoch, writes: c.writes, audit: c.fx.audit });
+const preparedOf = (c: Computed): Prepared => ({ type: 'Prepared', epoch: c.fx.epoch, writes: c.writes, audit: c.fx.audit, ops: c.fx.changes ?? [] });
 
 /** The batches of a loaded vault: the one pending (prepared, not committed) and the one staged behind it. */
 export class Batches {
@@ -211,7 +213,7 @@ export class Batches {
     const now = this.v.p.now();
     const minPacing = this.vault.minPacing();
     this.v.tables.begin(req.epoch, now);
-    const fx: Effects = { epoch: req.epoch, overlay: new Map(), touched: new Set(), audit: [], auditSeq, auditHead, results: [] };
+    const fx: Effects = { epoch: req.epoch, overlay: new Map(), touched: new Set(), audit: [], auditSeq, auditHead, results: [], ...(this.vault.fleet() && { changes: [] }) };
     for (let i = 0; i < req.ops.length; i++) computeOp(this.v, fx, req.ops[i]!, idHex[i]!, admitted[i]!, now, minPacing);
     // One write per record, its last version (a record written twice kept its place of first write).
     const writes: Prepared['writes'] = [];

@@ -22,6 +22,23 @@ import { ctEqual } from '../opaque/bytes.ts';
 import { STATUS_ACTIVE, STATUS_LOCKED } from './record.ts';
 import type { VaultRecord } from './record.ts';
 
+/** The change kinds on the wire (Prepared's and Apply's ops, `change`): the fleet codec's op tags (enclave/fleet/codec.ts). */
+export const CHANGE_TAGS = { register: 1, charge: 2, reset: 3, lock: 4, delete: 5, replace: 7, touch: 8 } as const;
+
+/** One op's change as a fleet member's batch names it (Prepared and Apply, enclave/api/messages.ts). */
+export interface ChangeOp {
+  recordId: Uint8Array;
+  change: number;
+  /** The version the op read. */
+  base: number;
+  /** A register's or replace's attempt limit; 0 for the others. */
+  limit: number;
+}
+
+export function changeOp(recordId: Uint8Array, c: FleetChange, base: number): ChangeOp {
+  return { recordId, change: CHANGE_TAGS[c.kind], base, limit: 'limit' in c ? c.limit : 0 };
+}
+
 export type FleetChange =
   | { readonly kind: 'register' | 'replace'; readonly limit: number }
   | { readonly kind: 'charge' | 'reset' | 'touch' | 'lock' | 'delete' };

@@ -42,10 +42,12 @@ export { toFault } from './compute.ts';
 export interface VaultOptions {
   tableLimits?: Partial<TableLimits>;
   /**
-   * Takes a fleet leader's batches (Apply, apply.ts). Until the fleet core runs in the device
-   * (docs/fleet-vault.md, slice 1), only tests set it: an Apply names no majority yet.
+   * A fleet member (docs/fleet-vault.md): its batches name each write's change for the fleet's
+   * log (Prepared's `ops`, fleet-change.ts; a write that is no change the rules allow fails its
+   * op), and it takes a leader's batches (Apply, apply.ts). Until the fleet core runs in the
+   * device (slice 1), only tests set it: an Apply names no majority yet.
    */
-  follower?: boolean;
+  fleet?: boolean;
 }
 
 type State = 'ready' | 'notLoaded' | 'selfTestFailed' | 'zeroized' | 'broken';
@@ -87,6 +89,7 @@ export class Vault {
     writeNvram: (next) => this.writeNvram(next),
     verifier: () => this.verifier,
     minPacing: () => this.minPacing,
+    fleet: () => this.fleet,
   };
 
   private constructor(
@@ -94,10 +97,10 @@ export class Vault {
     opts: VaultOptions,
   ) {
     this.tables = new VaultTables(this.suites, opts.tableLimits);
-    this.follower = opts.follower === true;
+    this.fleet = opts.fleet === true;
   }
 
-  private readonly follower: boolean;
+  private readonly fleet: boolean;
 
   static async boot(p: Platform, opts: VaultOptions = {}): Promise<Vault> {
     const v = new Vault(p, opts);
@@ -196,7 +199,7 @@ export class Vault {
       case 'Prepare':
         return this.ready().prepare(req.epoch);
       case 'Apply':
-        if (!this.follower) throw new EnclaveFault(Handling.NotAFollower, 'this vault follows no fleet leader', 'type');
+        if (!this.fleet) throw new EnclaveFault(Handling.NotAFollower, 'this vault is no fleet member', 'type');
         return this.ready().apply(req);
       case 'Abort':
         // Refused, not out of state, when there is nothing to abort.

@@ -14,9 +14,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEnclave } from '../../../enclave/main.ts';
 import { Handling, Integrity } from '../../../enclave/api/codes.ts';
-import type { HostRequest } from '../../../enclave/api/messages.ts';
-import { CHANGE_TAGS } from '../../../enclave/vault/apply.ts';
-import { fleetChangeOf } from '../../../enclave/vault/fleet-change.ts';
+import { HostResponses, type HostRequest } from '../../../enclave/api/messages.ts';
+import { decodeMessage } from '../../../enclave/api/codec.ts';
+import { CHANGE_TAGS, changeOp, fleetChangeOf } from '../../../enclave/vault/fleet-change.ts';
 import { LABEL_SEAL } from '../../../enclave/vault/keys.ts';
 import { parseHeader, unseal } from '../../../enclave/vault/record.ts';
 import type { VaultRecord } from '../../../enclave/vault/record.ts';
@@ -40,11 +40,21 @@ const te = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 
 /**
- * Every batch the leader's host persists, with the ops of the leader's batch as its device will
- * name them (one op per record per batch here: the test's commands run one at a time).
+ * Every batch the leader's host persists, with the ops its device named in Prepared; each is
+ * also worked out here from the stored records before and after (one op per record per batch:
+ * the test's commands run one at a time), and the two must agree.
  */
-function captureLeader(h: Harness): Persisted[] {
+function captureLeader(h: Harness, fleetLeader = true): Persisted[] {
   const out: Persisted[] = [];
+  const named = new Map<number, Apply['ops']>();
+  const device = h.enclave;
+  const request = device.request.bind(device);
+  device.request = async (req, o) => {
+    const res = await request(req, o);
+    const m = decodeMessage(HostResponses, res);
+    if (m.type === 'Prepared') named.set(m.epoch, m.ops);
+    return res;
+  };
   const inner = h.store;
   const open = (id: Uint8Array, blob: Uint8Array | undefined): VaultRecord | null => (blob && blob.length > 0 ? unseal(h.platform.token, h.platform.token.findKey(LABEL_SEAL)!, id, blob).record : null);
   const applyBatch: RecordStore['applyBatch'] = async (partition, epoch, writes, audit) => {
@@ -53,8 +63,10 @@ function captureLeader(h: Harness): Persisted[] {
       const prev = before[i]?.blob;
       const change = fleetChangeOf(open(w.recordId, prev), open(w.recordId, w.blob));
       if (change === null) throw new Error('the leader wrote a change the fleet rules do not know');
-      return { recordId: w.recordId, change: CHANGE_TAGS[change.kind], base: prev && prev.length > 0 ? parseHeader(prev).version : 0, limit: 'limit' in change ? change.limit : 0 };
+      return changeOp(w.recordId, change, prev && prev.length > 0 ? parseHeader(prev).version : 0);
     });
+    // a vault that is no fleet member names none
+    expect(named.get(epoch), `the ops the leader's device named for epoch ${epoch}`).toEqual(fleetLeader ? ops : []);
     out.push({ epoch, ops, writes: writes.map((w) => ({ recordId: w.recordId, blob: w.blob })) });
     return inner.applyBatch(partition, epoch, writes, audit);
   };
@@ -84,7 +96,7 @@ async function openFollower(h: Harness): Promise<Follower> {
   platform.clock = h.platform.clock;
   const store = await openSqliteStore(join(dir, 'vault.db'));
   const boot = async () => {
-    const engine = new PartitionEngine(await createEnclave(platform, { follower: true }), store, 0);
+    const engine = new PartitionEngine(await createEnclave(platform, { fleet: true }), store, 0);
     await engine.start();
     return engine;
   };
@@ -149,7 +161,7 @@ afterEach(async () => {
 
 describe("a follower applies the leader's batches", () => {
   it('takes every batch, then serves the records itself with the guesses charged on the leader', async () => {
-    h = await openHarness();
+    h = await openHarness({ fleet: true });
     const log = captureLeader(h);
     f = await openFollower(h);
     const c = await h.client();
@@ -176,7 +188,7 @@ describe("a follower applies the leader's batches", () => {
   });
 
   it('refuses what does not fit its records, changes nothing, and takes the next good batch', async () => {
-    h = await openHarness();
+    h = await openHarness({ fleet: true });
     const log = captureLeader(h);
     f = await openFollower(h);
     const c = await h.client();
@@ -224,7 +236,7 @@ describe("a follower applies the leader's batches", () => {
 
   it('a vault that follows no leader refuses Apply', async () => {
     h = await openHarness();
-    const log = captureLeader(h);
+    const log = captureLeader(h, false);
     await (await h.client()).register(te.encode('dave'), te.encode('pw'), new Uint8Array(32), { attemptLimit: 3 });
     const p = log[0]!;
     const req: Apply = { type: 'Apply', epoch: p.epoch + 1, ops: p.ops, writes: p.writes.map((w) => ({ ...w, stored: EMPTY })) };
