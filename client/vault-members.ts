@@ -6,7 +6,9 @@
  * - The connection could not be made (`VaultTransportError.unsent`): nothing left the client.
  * - 421 NOT_LEADER (host/service/error-codes.ts): the member does not lead the fleet now. The
  *   `leader` it names is asked next only if it is one of the configured members (a member's hint
- *   never takes a client to a URL the user did not give).
+ *   never takes a client to a URL the user did not give). fetch itself resends a request answered
+ *   421 once, on a new connection (the Fetch standard's HTTP-network-or-cache fetch): the answer
+ *   seen here is the second, a refusal too, so the member took neither.
  * - 503 NOT_READY or SHUTTING_DOWN: the service refuses before the request reaches its enclave
  *   (host/service/server.ts while draining; routes.ts). 503 UNAVAILABLE moves a read-only request
  *   only: the service also answers it when the device died with the request inside
