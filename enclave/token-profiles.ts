@@ -11,19 +11,20 @@
  *   ctr-hmac   records sealed by Encrypt-then-MAC on two token keys (record.ts format 4): AES-256
  *              in counter mode (NIST SP 800-38A §6.5) whose keystream blocks are the token's
  *              CKM_AES_ECB encryptions of the counter blocks, then HMAC-SHA256 (CKM_SHA256_HMAC)
- *              over AAD || ciphertext || AL truncated to 16 bytes, the MAC step and tag of RFC 7518
+ *              over AAD || IV || ciphertext || AL truncated to 16 bytes, the MAC step and tag of RFC 7518
  *              §5.2.2.1 (AES_128_CBC_HMAC_SHA_256's T_LEN). Both keys stay in the token; the
  *              keystream and the plaintext pass through firmware memory, as the plaintext does
  *              under GCM. The P-256 server key is derived in the firmware (as the ristretto255
  *              key always is).
  * Why counter mode from ECB and not RFC 7518's CBC: p11-kit 0.24.1's client (Debian 12's
- * p11-kit-client.so) carries the parameters of no cipher mode but ECB. Its rpc-message.c
- * `mechanism_has_no_parameters` lists CKM_AES_KEY_GEN, CKM_AES_ECB, CKM_GENERIC_SECRET_KEY_GEN,
- * the HMACs, CKM_EC_KEY_PAIR_GEN and CKM_ECDSA; its serializer table (`p11_rpc_mechanism_serializers`)
- * has only the RSA PSS and OAEP parameters: CKM_AES_CBC(_PAD), CKM_AES_CTR, CKM_AES_GCM,
- * CKM_AES_CMAC, CKM_AES_KEY_WRAP and CKM_ECDH1_DERIVE are dropped from C_GetMechanismList and
- * refused with CKR_MECHANISM_INVALID by the client itself (checked live against SoftHSM2 behind
- * `p11-kit server`; later p11-kit releases add serializers for the AES modes and ECDH1).
+ * p11-kit-client.so) serializes a mechanism only when its rpc-message.c
+ * (`p11_rpc_mechanism_is_supported`) knows it takes no parameter or knows its parameter's layout.
+ * Of what SoftHSM2 2.6.1 lists, it carries CKM_AES_KEY_GEN, CKM_AES_ECB, CKM_GENERIC_SECRET_KEY_GEN,
+ * the digests and HMACs, CKM_EC_KEY_PAIR_GEN and CKM_ECDSA; it drops CKM_AES_CBC(_PAD), CKM_AES_CTR,
+ * CKM_AES_GCM, CKM_AES_CMAC, CKM_AES_KEY_WRAP(_PAD) and CKM_ECDH1_DERIVE from C_GetMechanismList
+ * and answers CKR_MECHANISM_INVALID for them itself (test/hsm/tokens/p11kit-carries.test.ts runs
+ * `p11-kit server` on SoftHSM2 to pin this). Later p11-kit releases serialize the AES modes' IVs,
+ * CK_GCM_PARAMS and CK_ECDH1_DERIVE_PARAMS (`p11_rpc_mechanism_serializers` on p11-kit's master).
  * A profile whose keys stay in the token was preferred over deriving a data key into firmware
  * memory (HMAC of a token key, then AES-GCM in the firmware).
  */

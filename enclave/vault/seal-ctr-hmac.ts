@@ -6,9 +6,9 @@
  *                IV (12 bytes) || i (4 bytes, big-endian), the standard incrementing function on
  *                the last 32 bits (§B.1); the keystream is the token's CKM_AES_ECB encryption of
  *                the counter blocks, in one C_Encrypt; ciphertext = plaintext XOR keystream.
- *   MAC          RFC 7518 §5.2.2.1 step 5-6: T = HMAC-SHA256(mac key, A || E || AL) truncated to
- *                16 bytes, A the AAD (which holds the IV: record.ts's header), AL the AAD's
- *                length in bits as a 64-bit big-endian integer; by the token's CKM_SHA256_HMAC.
+ *   MAC          RFC 7518 §5.2.2.1 steps 4-6: T = HMAC-SHA256(mac key, A || IV || E || AL)
+ *                truncated to 16 bytes, A the AAD, AL the AAD's length in bits as a 64-bit
+ *                big-endian integer; by the token's CKM_SHA256_HMAC.
  *   decryption   the tag is recomputed and compared in constant time before any keystream is made.
  * An IV is never reused under a key: record.ts draws it from the token's random generator, as for
  * GCM. Neither key leaves the token; the keystream is wiped after use (JavaScript can not reach the
@@ -50,12 +50,13 @@ function keystreamXor(token: Token, key: KeyHandle, iv: Uint8Array, data: Uint8A
   ks.fill(0);
 }
 
-function tag(token: Token, key: KeyHandle, aad: Uint8Array, ct: Uint8Array): Uint8Array {
-  const m = new Uint8Array(aad.length + ct.length + 8);
+function tag(token: Token, key: KeyHandle, aad: Uint8Array, iv: Uint8Array, ct: Uint8Array): Uint8Array {
+  const m = new Uint8Array(aad.length + IV_LEN + ct.length + 8);
   m.set(aad, 0);
-  m.set(ct, aad.length);
+  m.set(iv, aad.length);
+  m.set(ct, aad.length + IV_LEN);
   const bits = aad.length * 8;
-  const o = aad.length + ct.length;
+  const o = aad.length + IV_LEN + ct.length;
   m[o + 3] = Math.floor(bits / 2 ** 32) & 0xff;
   m[o + 4] = bits >>> 24;
   m[o + 5] = (bits >>> 16) & 0xff;
@@ -77,7 +78,7 @@ export function ctrHmacEncrypt(token: Token, k: CtrHmacKeys, iv: Uint8Array, aad
   const out = new Uint8Array(pt.length + CTR_HMAC_TAG_LEN);
   const ct = out.subarray(0, pt.length);
   keystreamXor(token, k.enc, iv, pt, ct);
-  out.set(tag(token, k.mac, aad, ct), pt.length);
+  out.set(tag(token, k.mac, aad, iv, ct), pt.length);
   return out;
 }
 
@@ -86,7 +87,7 @@ export function ctrHmacDecrypt(token: Token, k: CtrHmacKeys, iv: Uint8Array, aad
   if (input.length < CTR_HMAC_TAG_LEN) return null;
   const ct = input.subarray(0, input.length - CTR_HMAC_TAG_LEN);
   checkArgs(iv, ct.length);
-  if (!ctEqual(tag(token, k.mac, aad, ct), input.subarray(ct.length))) return null;
+  if (!ctEqual(tag(token, k.mac, aad, iv, ct), input.subarray(ct.length))) return null;
   const pt = new Uint8Array(ct.length);
   keystreamXor(token, k.enc, iv, ct, pt);
   return pt;
