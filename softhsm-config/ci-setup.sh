@@ -10,8 +10,9 @@ need=()
 command -v pkcs11-tool >/dev/null || need+=(opensc)
 [ -e /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ] || need+=(p11-kit-modules)
 command -v p11tool >/dev/null || need+=(gnutls-bin)
+command -v p11-kit >/dev/null || need+=(p11-kit)
 if [ ${#need[@]} -eq 0 ]; then
-  echo "== softhsm2, opensc, p11-kit-modules and gnutls-bin present ($(softhsm2-util --version))"
+  echo "== softhsm2, opensc, p11-kit-modules, p11-kit and gnutls-bin present ($(softhsm2-util --version))"
   exit 0
 fi
 sudo=""
