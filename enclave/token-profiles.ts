@@ -32,13 +32,10 @@ import * as P from './api/pkcs11.ts';
 import { EnclaveFault, PlatformFault } from './api/codes.ts';
 import type { Token } from './token.ts';
 
-export type TokenProfile = 'gcm-ecdh' | 'ctr-hmac';
-
-/** Every profile, strongest first. */
-export const TOKEN_PROFILES: readonly TokenProfile[] = ['gcm-ecdh', 'ctr-hmac'];
-
-/** The profile of a token that does not say (a Token without `profiles`): the firmware's first. */
-export const DEFAULT_TOKEN_PROFILE: TokenProfile = 'gcm-ecdh';
+/** Every profile, strongest first; the first is also that of a token that does not say (a Token without `profiles`). */
+export const TOKEN_PROFILES = ['gcm-ecdh', 'ctr-hmac'] as const;
+export type TokenProfile = (typeof TOKEN_PROFILES)[number];
+export const DEFAULT_TOKEN_PROFILE: TokenProfile = TOKEN_PROFILES[0];
 
 export interface MechanismNeed {
   readonly mechanism: number;
