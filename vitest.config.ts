@@ -1,9 +1,39 @@
+import { existsSync } from 'node:fs';
 import { defineConfig } from 'vitest/config';
+
+/**
+ * Three token backends (docs/testing.md): the emulator in-process, the emulator through
+ * p11-kit-client.so (`p11kit`) and SoftHSM2. Project `all` runs every test file; the suites that
+ * iterate over tokens (test/helpers/tokens.ts describeTokens: vault, integrity, model, sealing per
+ * profile, token conformance, requirements, differential) run there on every backend. The firmware
+ * test files below run on one token, the first under test (test/helpers/platform.ts
+ * defaultTokenKind, the emulator by default): projects `softhsm` and `p11kit` run them again with
+ * BKV_TOKEN naming that backend, so every test file that touches the token runs on all three
+ * without the whole suite three times. Those two projects run where their module is installed, and
+ * always in CI (CI=true, where a missing module fails); not when BKV_TOKEN already names one kind.
+ */
+const TOKEN_FILES = [
+  'test/enclave/vault/audit.test.ts',
+  'test/enclave/vault/auth.test.ts',
+  'test/enclave/vault/capacity.test.ts',
+  'test/enclave/vault/record-codec.test.ts',
+  'test/enclave/api/api.test.ts',
+  'test/enclave/api/pacing.test.ts',
+  'test/client/escrow.test.ts',
+  'test/host/vault/engine-pipeline.test.ts',
+];
+
+const ci = process.env.CI === 'true' || process.env.CI === '1';
+const MODULES = { softhsm: '/usr/lib/softhsm/libsofthsm2.so', p11kit: '/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so' } as const;
+const extra = process.env.BKV_TOKEN ? [] : (['softhsm', 'p11kit'] as const).filter((k) => ci || existsSync(MODULES[k]));
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    projects: [
+      { extends: true as const, test: { name: 'all', include: ['test/**/*.test.ts'] } },
+      ...extra.map((k) => ({ extends: true as const, test: { name: k, include: TOKEN_FILES, env: { BKV_TOKEN: k } } })),
+    ],
   },
 });

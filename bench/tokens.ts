@@ -8,7 +8,9 @@
  * the firmware's own token layer (enclave/token-pkcs11.ts over PKCS#11 v2.40): AES-256-GCM of
  * 64 bytes (C_EncryptInit + C_Encrypt), HMAC-SHA256 of 64 bytes (C_SignInit + C_Sign), 32 random
  * bytes (C_GenerateRandom), P-256 ECDH (C_DeriveKey + C_GetAttributeValue + C_DestroyObject),
- * the OPAQUE P-256 server DH done in the token (two derivations and a point recovery), an NVRAM
+ * the OPAQUE P-256 server DH done in the token (two derivations and a point recovery), a login's
+token work on its record per firmware token profile (open the stored blob and seal the new one:
+AES-GCM on gcm-ecdh, AES-ECB keystream + HMAC-SHA256 on ctr-hmac), an NVRAM
  * write as token data objects (destroy + create; the emulator's store fsyncs, SoftHSM2's files are
  * fsynced by hsm/tokens/softhsm.ts), and C_Login. The same operations on the emulator served by
  * `bkv token serve` in a child process and reached through p11-kit-client.so 0.24.1 (column
@@ -30,6 +32,8 @@ import * as path from 'node:path';
 import { p256 } from '@noble/curves/nist.js';
 import * as P from '../enclave/api/pkcs11.ts';
 import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
+import { KIND_RECORD, seal, unseal } from '../enclave/vault/record.ts';
+import type { VaultRecord } from '../enclave/vault/record.ts';
 import { tokenP256Key } from '../enclave/vault/token-dh.ts';
 import { TokenNvram } from '../hsm/nvram-token.ts';
 import { openVaultToken } from '../hsm/tokens/open.ts';
@@ -95,6 +99,20 @@ function operations(o: { module: P.Pkcs11; label: string; userPin: string }, tok
     'ecdh p-256 (x only)': measure(P.CKM_ECDH1_DERIVE, () => token.ecdhX(ec, point)),
     'opaque p-256 server dh in token': measure(P.CKM_ECDH1_DERIVE, () => dh.dh(m, 'bench')),
   };
+  // A login's token work on its record (ristretto255: no token EC), per firmware token profile
+  // (enclave/token-profiles.ts): open the stored blob, seal the new one (record.ts).
+  const ctr = { enc: token.generateAesKey('bench-ctr', true), mac: token.generateHmacKey('bench-ctr-mac', 32) };
+  const rid = new Uint8Array(32).fill(1);
+  const header = { kind: KIND_RECORD, suite: 1, epoch: 1, version: 1 };
+  const rec: VaultRecord = { status: 1, suite: 1, attemptLimit: 10, attemptsUsed: 0, registrationId: new Uint8Array(16), ksf: new Uint8Array(0), opaqueRecord: new Uint8Array(192), backupKey: new Uint8Array(32), registeredAt: 1, pacing: 0, lastGuessAt: 0 };
+  for (const [profile, key, mechanism] of [['gcm-ecdh', aes, P.CKM_AES_GCM], ['ctr-hmac', ctr, P.CKM_AES_ECB]] as const) {
+    let blob: Uint8Array | null = null;
+    out[`login record open + seal (${profile})`] = measure(mechanism, () => {
+      blob ??= seal(token, key, rid, header, rec);
+      unseal(token, key, rid, blob);
+      blob = seal(token, key, rid, header, rec);
+    });
+  }
   out['nvram write (data objects)'] = measure(null, () => nv.write(state));
   out['C_Login + C_Logout'] = measure(null, () => {
     o.module.C_Logout(s);

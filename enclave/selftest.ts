@@ -6,13 +6,16 @@
  *   AES-256-GCM    McGrew-Viega GCM spec test case 14 (the enclave's release wrapping)
  *   OPRF           RFC 9497 Appendix A.1.1 (ristretto255-SHA512, mode 0, vector 1): HashToGroup,
  *                  Blind and BlindEvaluate on the server backend
- *   token          AES-GCM round trip under the sealing key, and a flipped bit refused
+ *   token          a round trip under the sealing key, and a flipped bit refused: AES-GCM
+ *                  (gcm-ecdh profile) or AES-CTR + HMAC-SHA256 (ctr-hmac, vault/seal-ctr-hmac.ts)
  */
 import { fromHex, ctEqual, utf8, concat } from './opaque/bytes.ts';
 import { hkdfExpand, hkdfExtract } from './opaque/hash.ts';
 import type { HashPrimitives } from './opaque/hash.ts';
 import type { Suite } from './opaque/suite.ts';
-import type { KeyHandle, Token } from './token.ts';
+import type { Token } from './token.ts';
+import type { SealKey } from './vault/record.ts';
+import { ctrHmacDecrypt, ctrHmacEncrypt } from './vault/seal-ctr-hmac.ts';
 
 export interface SelfTestResult {
   ok: boolean;
@@ -47,21 +50,29 @@ function oprfKat(s: Suite): boolean {
   );
 }
 
-function tokenKat(token: Token, key: KeyHandle): boolean {
+function tokenKat(token: Token, key: SealKey): boolean {
   const iv = token.random(12);
   const pt = utf8('bkv self-test');
-  const ct = token.encryptGcm(key, iv, utf8('aad'), pt);
-  if (!ctEqual(token.decryptGcm(key, iv, utf8('aad'), ct), pt)) return false;
+  const aad = utf8('aad');
+  if (typeof key !== 'number') {
+    const ct = ctrHmacEncrypt(token, key, iv, aad, pt);
+    const back = ctrHmacDecrypt(token, key, iv, aad, ct);
+    if (!back || !ctEqual(back, pt)) return false;
+    ct[0]! ^= 1;
+    return ctrHmacDecrypt(token, key, iv, aad, ct) === null;
+  }
+  const ct = token.encryptGcm(key, iv, aad, pt);
+  if (!ctEqual(token.decryptGcm(key, iv, aad, ct), pt)) return false;
   ct[0]! ^= 1;
   try {
-    token.decryptGcm(key, iv, utf8('aad'), ct);
+    token.decryptGcm(key, iv, aad, ct);
     return false;
   } catch {
     return true;
   }
 }
 
-export async function runSelfTests(sha256: HashPrimitives, ristretto: Suite, token: Token, sealKey: KeyHandle): Promise<SelfTestResult> {
+export async function runSelfTests(sha256: HashPrimitives, ristretto: Suite, token: Token, sealKey: SealKey): Promise<SelfTestResult> {
   const failed: string[] = [];
   const run = async (name: string, f: () => boolean | Promise<boolean>) => {
     try {
@@ -74,6 +85,6 @@ export async function runSelfTests(sha256: HashPrimitives, ristretto: Suite, tok
   await run('hkdf-sha256', () => hkdfKat(sha256));
   await run('aes-256-gcm', aesGcmKat);
   await run('oprf-ristretto255', () => oprfKat(ristretto));
-  await run('token-aes-gcm', () => tokenKat(token, sealKey));
+  await run(typeof sealKey === 'number' ? 'token-aes-gcm' : 'token-ctr-hmac', () => tokenKat(token, sealKey));
   return { ok: failed.length === 0, failed };
 }

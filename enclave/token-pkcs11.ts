@@ -9,11 +9,14 @@
  * usage flags it needs set and every other one set false explicitly (SoftHSM2's defaults are
  * true), CKA_COPYABLE = false and CKA_MODIFIABLE = false last (so no attribute can be changed
  * afterwards, v3.0 §4.4.1):
- *   AES-256 (CKM_AES_KEY_GEN)            CKA_ENCRYPT, CKA_DECRYPT
+ *   AES-256 (CKM_AES_KEY_GEN)            CKA_ENCRYPT, CKA_DECRYPT (CKA_ENCRYPT only for a
+ *                                         counter-mode key of the ctr-hmac profile)
  *   generic secret (CKM_GENERIC_SECRET_KEY_GEN, >= the digest length, as SoftHSM2 requires)
  *                                         CKA_SIGN (CKM_SHA256_HMAC / CKM_SHA512_HMAC)
  *   EC P-256 (CKM_EC_KEY_PAIR_GEN)        private key CKA_DERIVE only (CKM_ECDH1_DERIVE, CKD_NULL)
- * Mechanisms: AES-GCM with CK_PARAMS_GCM (96-bit IV, 128-bit tag; an empty plaintext goes
+ * Which firmware token profiles the token meets (token-profiles.ts) the device says
+ * (hsm/tokens/open.ts checked them); without that, they are read from the module at first use.
+ * Mechanisms: AES-ECB (whole blocks, no parameter); AES-GCM with CK_PARAMS_GCM (96-bit IV, 128-bit tag; an empty plaintext goes
  * through C_EncryptInit + C_EncryptFinal, since pkcs11js hands an empty input over as NULL);
  * HMAC by C_Sign; ECDH derives a session generic-secret key (sensitive false, extractable true),
  * reads its CKA_VALUE (the shared x-coordinate) and destroys it.
@@ -29,6 +32,8 @@
 import * as P from './api/pkcs11.ts';
 import type { KeyHandle, Token } from './token.ts';
 import { TokenError } from './token.ts';
+import { supportedProfiles } from './token-profiles.ts';
+import type { TokenProfile } from './token-profiles.ts';
 
 export const DATA_APPLICATION = 'backup-key-vault';
 
@@ -47,6 +52,8 @@ export interface Pkcs11TokenOptions {
    * rescans the token at that moment; the device sets this for SoftHSM2.
    */
   lockObjectStore?: boolean;
+  /** The firmware token profiles the token meets, strongest first (hsm/tokens/requirements.ts); read from the module when absent. */
+  profiles?: readonly TokenProfile[];
 }
 
 function tokenError(e: unknown): unknown {
@@ -116,6 +123,7 @@ export class Pkcs11Token implements Token {
   private readonly exclusive: <T>(fn: () => T) => T;
 
   private held = 0;
+  private profileList: readonly TokenProfile[] | undefined;
 
   constructor(private readonly opts: Pkcs11TokenOptions) {
     const outer = opts.exclusive ?? (<T>(fn: () => T): T => fn());
@@ -201,6 +209,11 @@ export class Pkcs11Token implements Token {
     }
   }
 
+  profiles(): readonly TokenProfile[] {
+    this.profileList ??= this.opts.profiles ?? this.call(() => supportedProfiles(this.m, this.slot));
+    return this.profileList;
+  }
+
   /** Closes the session (the device's shutdown). */
   close(): void {
     try {
@@ -271,10 +284,9 @@ export class Pkcs11Token implements Token {
     return keyTemplate(P.CKO_SECRET_KEY, keyType, label, Buffer.from(this.random(16)), [{ type: P.CKA_VALUE_LEN, value: len }], flags, usage);
   }
 
-  generateAesKey(label: string): KeyHandle {
-    return this.findOrCreate(label, () =>
-      this.op((s) => this.m.C_GenerateKey(s, { mechanism: P.CKM_AES_KEY_GEN }, this.secretTemplate(label, P.CKK_AES, 32, [P.CKA_ENCRYPT, P.CKA_DECRYPT]))),
-    );
+  generateAesKey(label: string, encryptOnly = false): KeyHandle {
+    const usage = encryptOnly ? [P.CKA_ENCRYPT] : [P.CKA_ENCRYPT, P.CKA_DECRYPT];
+    return this.findOrCreate(label, () => this.op((s) => this.m.C_GenerateKey(s, { mechanism: P.CKM_AES_KEY_GEN }, this.secretTemplate(label, P.CKK_AES, 32, usage))));
   }
 
   generateHmacKey(label: string, len: number): KeyHandle {
@@ -395,6 +407,15 @@ export class Pkcs11Token implements Token {
       res.fill(0);
       throw this.failed(e);
     }
+  }
+
+  encryptEcb(key: KeyHandle, blocks: Uint8Array): Uint8Array {
+    if (blocks.length === 0 || blocks.length % 16 !== 0) throw new TokenError('CKR_DATA_LEN_RANGE');
+    return this.op((s) => {
+      this.m.C_EncryptInit(s, { mechanism: P.CKM_AES_ECB }, this.handleBuf(key));
+      const res = new Uint8Array(blocks.length);
+      return ownedResult(this.m.C_Encrypt(s, asBuffer(blocks), asBuffer(res)), res);
+    });
   }
 
   hmac(key: KeyHandle, hash: 'SHA-256' | 'SHA-512', data: Uint8Array): Uint8Array {

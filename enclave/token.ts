@@ -2,10 +2,13 @@
  * The narrow token interface the firmware uses for key custody, shaped on PKCS#11 (v2.40):
  * keys are handles to objects inside the token, created with CKA_SENSITIVE = true and
  * CKA_EXTRACTABLE = false, and used only through mechanisms (AES-GCM, HMAC, random, and where
- * the token has them EC P-256 key pairs with ECDH, §2.3). Faults are `TokenError` with the
+ * the token has them EC P-256 key pairs with ECDH, §2.3; or, on the ctr-hmac profile,
+ * AES-ECB instead of AES-GCM: enclave/token-profiles.ts). Faults are `TokenError` with the
  * PKCS#11 return value name (`CKR_...`). enclave/token-pkcs11.ts implements it over any PKCS#11
  * module (the emulator token or SoftHSM2).
  */
+import type { TokenProfile } from './token-profiles.ts';
+
 export type KeyHandle = number;
 
 export class TokenError extends Error {
@@ -18,14 +21,27 @@ export class TokenError extends Error {
 export interface Token {
   /** A key object by its CKA_LABEL, or null. */
   findKey(label: string): KeyHandle | null;
-  /** CKM_AES_KEY_GEN, 256 bits: CKA_ENCRYPT, CKA_DECRYPT, sensitive, never extractable. */
-  generateAesKey(label: string): KeyHandle;
+  /**
+   * CKM_AES_KEY_GEN, 256 bits, sensitive, never extractable: CKA_ENCRYPT and CKA_DECRYPT, or with
+   * `encryptOnly` CKA_ENCRYPT alone (a counter-mode key: its keystream is only ever encrypted).
+   */
+  generateAesKey(label: string, encryptOnly?: boolean): KeyHandle;
   /** CKM_GENERIC_SECRET_KEY_GEN of `len` bytes: CKA_SIGN (HMAC), sensitive, never extractable. */
   generateHmacKey(label: string, len: number): KeyHandle;
   /** CKM_AES_GCM, 96-bit IV, 128-bit tag: returns ciphertext || tag. */
   encryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
   /** CKM_AES_GCM decrypt; a bad tag throws TokenError('CKR_ENCRYPTED_DATA_INVALID') or similar. */
   decryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Uint8Array;
+  /**
+   * CKM_AES_ECB encryption of whole 16-byte blocks (the ctr-hmac profile's keystream). Optional: a
+   * token without it meets only the gcm-ecdh profile.
+   */
+  encryptEcb?(key: KeyHandle, blocks: Uint8Array): Uint8Array;
+  /**
+   * The firmware token profiles this token meets, strongest first (token-profiles.ts). Absent: the
+   * token meets DEFAULT_TOKEN_PROFILE only.
+   */
+  profiles?(): readonly TokenProfile[];
   /** CKM_SHA256_HMAC / CKM_SHA512_HMAC. */
   hmac(key: KeyHandle, hash: 'SHA-256' | 'SHA-512', data: Uint8Array): Uint8Array;
   /** C_GenerateRandom. */

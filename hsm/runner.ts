@@ -33,6 +33,7 @@ import type { Device, DeviceConfig, FromDevice, ToDevice } from '../enclave/api/
 import { decodeAuthConfig } from '../enclave/api/auth.ts';
 import { pooledRandom } from '../enclave/opaque/bytes.ts';
 import { Pkcs11Token } from '../enclave/token-pkcs11.ts';
+import { provisionedProfile } from '../enclave/token-profiles.ts';
 import { NVRAM_REGION_BYTES } from '../enclave/vault/nvram-state.ts';
 import { DEFAULT_TOKEN_KIND, TOKEN_KINDS, isTokenKind } from './tokens/backends.ts';
 import type { TokenKind } from './tokens/backends.ts';
@@ -108,6 +109,7 @@ export function buildPlatform(cfg: CheckedConfig, crash: () => never): HsmPlatfo
       userPin: opened.userPin,
       exclusive: opened.exclusive,
       lockObjectStore: opened.lockObjectStore,
+      profiles: opened.profiles,
     });
   } catch (e) {
     throw pinRefusal(e, pins) ?? e; // a wrong or locked user PIN: a TokenPinError that says so
@@ -138,6 +140,16 @@ export async function bootFirmware(cfg: CheckedConfig, platform: HsmPlatform): P
   if (typeof mod.createEnclave !== 'function') throw new Error(`firmware ${file} exports no createEnclave function`);
   const enclave = (await (mod.createEnclave as (p: Platform) => Promise<Device>)(platform)) as Device | undefined;
   if (!enclave || typeof enclave.request !== 'function') throw new Error(`firmware ${file}: createEnclave returned no request()`);
+  if (cfg.partition === 0) {
+    // Which firmware token profile the vault's keys are of (enclave/token-profiles.ts), once per start.
+    let profile: string;
+    try {
+      profile = provisionedProfile(platform.token) ?? 'none (no keys: zeroized)';
+    } catch (e) {
+      profile = `unreadable (${(e as Error).message})`;
+    }
+    console.error(`bkv device 0: token profile ${profile}; the token meets ${platform.token.profiles?.().join(', ') ?? 'gcm-ecdh'}`);
+  }
   return enclave;
 }
 

@@ -2,11 +2,19 @@
  * Provisioning and the enclave's key hierarchy.
  *
  * These objects live in the token and never leave it (sensitive, never extractable):
- *   bkv-seal         AES-256 key: seals every stored record (record.ts).
+ *   bkv-seal         AES-256 key: seals every stored record with AES-GCM (record.ts), on the
+ *                    gcm-ecdh token profile;
+ *   bkv-seal-ctr     AES-256 key (CKA_ENCRYPT only) and
+ *   bkv-seal-mac     32-byte generic secret: seal every record by AES-CTR then HMAC-SHA256
+ *                    (seal-ctr-hmac.ts), on the ctr-hmac profile (enclave/token-profiles.ts).
  *   bkv-oprf         64-byte generic secret: the root of the OPRF seeds.
  *   bkv-derive       32-byte generic secret: the root of every other enclave key.
- *   bkv-opaque-p256  P-256 key pair, on tokens with EC (Token.generateEcKeyPair): the OPAQUE
- *                    P256-SHA256 server key; its Diffie-Hellman runs in the token (token-dh.ts).
+ *   bkv-opaque-p256  P-256 key pair, on gcm-ecdh tokens with EC (Token.generateEcKeyPair): the
+ *                    OPAQUE P256-SHA256 server key; its Diffie-Hellman runs in the token (token-dh.ts).
+ * The profile is recorded by which sealing keys the token holds: a vault is provisioned on the
+ * strongest profile its token meets (Token.profiles) and keeps it; a token holding the keys of a
+ * profile it does not meet (a vault moved behind a transport that lacks AES-GCM), or of both, is
+ * refused, never switched silently.
  * Derived with the token's HMAC into enclave memory (and zeroized on zeroization):
  *   oprf_seed per suite (RFC 9807 §6.2.1, Nh bytes)     = HMAC-SHA512/256(bkv-oprf, label)
  *   OPAQUE server key pair per suite (§6.4.1)            = DeriveDiffieHellmanKeyPair(HMAC(bkv-derive, label))
@@ -28,8 +36,20 @@ import { SUITE_IDS } from '../opaque/suite.ts';
 import type { KeyHandle, Token } from '../token.ts';
 import { TokenError } from '../token.ts';
 import { tokenP256Key } from './token-dh.ts';
+import type { SealKey } from './record.ts';
+import { DEFAULT_TOKEN_PROFILE, LABEL_SEAL, LABEL_SEAL_CTR, LABEL_SEAL_MAC, provisionedProfile } from '../token-profiles.ts';
+import type { TokenProfile } from '../token-profiles.ts';
 
-export const LABEL_SEAL = 'bkv-seal';
+export interface TokenKeyHandles {
+  profile: TokenProfile;
+  seal: SealKey;
+  oprf: KeyHandle;
+  derive: KeyHandle;
+  p256?: KeyHandle;
+  created: boolean;
+}
+
+export { LABEL_SEAL, LABEL_SEAL_CTR, LABEL_SEAL_MAC };
 export const LABEL_OPRF = 'bkv-oprf';
 export const LABEL_DERIVE = 'bkv-derive';
 export const LABEL_P256 = 'bkv-opaque-p256';
@@ -37,7 +57,7 @@ export const LABEL_P256 = 'bkv-opaque-p256';
 const te = new TextEncoder();
 
 export interface EnclaveKeys {
-  seal: KeyHandle;
+  seal: SealKey;
   derive: KeyHandle;
   server: Map<SuiteId, ServerKeys>;
   e2e: E2eReceiver;
@@ -58,33 +78,53 @@ function tokenCall<T>(f: () => T): T {
   }
 }
 
-/** Finds the token keys, generating them on first start (provisioning). */
-export function ensureTokenKeys(
-  token: Token,
-  allowCreate: boolean,
-): { seal: KeyHandle; oprf: KeyHandle; derive: KeyHandle; p256?: KeyHandle; created: boolean } {
+/**
+ * Finds the token keys, generating them on first start (provisioning) on the strongest profile the
+ * token meets; a later start keeps the profile the keys were made for, or refuses.
+ */
+export function ensureTokenKeys(token: Token, allowCreate: boolean): TokenKeyHandles {
   return tokenCall(() => {
-    const ec = token.generateEcKeyPair !== undefined;
-    let seal = token.findKey(LABEL_SEAL);
+    const meets = token.profiles?.() ?? [DEFAULT_TOKEN_PROFILE];
+    const have = provisionedProfile(token);
+    const profile = have ?? meets[0];
+    if (profile === undefined) throw new EnclaveFault(PlatformFault.TokenError, 'token: it meets no firmware token profile');
+    if (!meets.includes(profile)) {
+      throw new EnclaveFault(PlatformFault.TokenError, `token: the vault's keys are of token profile ${profile}, which this token does not meet (it meets: ${meets.join(', ') || 'none'})`);
+    }
+    const ctr = profile === 'ctr-hmac';
+    const ec = !ctr && token.generateEcKeyPair !== undefined;
+    let enc = token.findKey(ctr ? LABEL_SEAL_CTR : LABEL_SEAL);
+    let mac = ctr ? token.findKey(LABEL_SEAL_MAC) : null;
     let oprf = token.findKey(LABEL_OPRF);
     let derive = token.findKey(LABEL_DERIVE);
     let p256 = ec ? token.findKey(LABEL_P256) : null;
     let created = false;
-    if (seal === null || oprf === null || derive === null || (ec && p256 === null)) {
+    if (enc === null || (ctr && mac === null) || oprf === null || derive === null || (ec && p256 === null)) {
       if (!allowCreate) throw new EnclaveFault(Lifecycle.NotProvisioned, 'token keys are missing for a provisioned enclave');
-      seal ??= token.generateAesKey(LABEL_SEAL);
+      enc ??= ctr ? token.generateAesKey(LABEL_SEAL_CTR, true) : token.generateAesKey(LABEL_SEAL);
+      if (ctr) mac ??= token.generateHmacKey(LABEL_SEAL_MAC, 32);
       oprf ??= token.generateHmacKey(LABEL_OPRF, 64);
       derive ??= token.generateHmacKey(LABEL_DERIVE, 32);
       if (ec) p256 ??= token.generateEcKeyPair!(LABEL_P256);
       created = true;
     }
-    return { seal, oprf, derive, ...(p256 !== null && { p256 }), created };
+    const seal: SealKey = ctr ? { enc, mac: mac! } : enc;
+    return { profile, seal, oprf, derive, ...(p256 !== null && { p256 }), created };
   });
+}
+
+/** The sealing key of the profile the token's keys are of (record.ts SealKey), or null when it holds none. */
+export function findSealKey(token: Token): SealKey | null {
+  const profile = provisionedProfile(token);
+  if (profile === 'gcm-ecdh') return token.findKey(LABEL_SEAL);
+  const enc = token.findKey(LABEL_SEAL_CTR);
+  const mac = token.findKey(LABEL_SEAL_MAC);
+  return enc !== null && mac !== null ? { enc, mac } : null;
 }
 
 export async function deriveEnclaveKeys(
   token: Token,
-  handles: { seal: KeyHandle; oprf: KeyHandle; derive: KeyHandle; p256?: KeyHandle },
+  handles: { seal: SealKey; oprf: KeyHandle; derive: KeyHandle; p256?: KeyHandle },
   suites: Map<SuiteId, Suite>,
   /** SHA-256 for the end-to-end key schedule (the vault passes libsodium's); node:crypto's when absent. */
   sha256?: HashPrimitives,

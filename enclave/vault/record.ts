@@ -15,16 +15,28 @@
  * RECORD_PADDED_LEN, so every record blob has one length whatever its suite or state (a locked
  * record, which holds no key, is no shorter): the host can not tell a lock from a charge by the
  * size of what it stores. Formats 1 and 2 are written back as format 3.
+ *
+ * Format 4 is format 3 sealed on the ctr-hmac token profile (enclave/token-profiles.ts): AES-256-CTR
+ * then HMAC-SHA256/128 on two token keys (seal-ctr-hmac.ts) in place of AES-256-GCM, with the same
+ * header, AAD and lengths. The format byte says which profile sealed a blob, and a vault opens only
+ * the formats of its own profile: a blob of the other one is refused as not opening.
  */
 import { bytes, encodeFields, fixed, u53, u8 } from '../api/codec.ts';
 import { EnclaveFault, Integrity, PlatformFault } from '../api/codes.ts';
 import type { KeyHandle, Token } from '../token.ts';
 import { TokenError } from '../token.ts';
+import { ctrHmacDecrypt, ctrHmacEncrypt } from './seal-ctr-hmac.ts';
+import type { CtrHmacKeys } from './seal-ctr-hmac.ts';
+
+/** The key a record is sealed under: a token AES key (AES-GCM, gcm-ecdh profile) or the ctr-hmac profile's two keys. */
+export type SealKey = KeyHandle | CtrHmacKeys;
 
 export const SEALED_MAGIC = Uint8Array.of(0x42, 0x4b, 0x56, 0x52); // "BKVR"
 export const SEALED_FORMAT = 3;
 const SEALED_FORMAT_V1 = 1;
 const SEALED_FORMAT_V2 = 2;
+/** Format 3's plaintext, sealed on the ctr-hmac profile. */
+export const SEALED_FORMAT_CTR_HMAC = 4;
 export const KIND_RECORD = 1;
 export const KIND_TOMBSTONE = 2;
 export const HEADER_LEN = 4 + 1 + 1 + 1 + 8 + 8 + 12;
@@ -99,7 +111,8 @@ function writeU32(b: Uint8Array, off: number, v: number): void {
 function checkHeader(blob: Uint8Array): number {
   if (blob.length < HEADER_LEN + 16) throw invalid();
   for (let i = 0; i < 4; i++) if (blob[i] !== SEALED_MAGIC[i]) throw invalid();
-  if (blob[4] !== SEALED_FORMAT && blob[4] !== SEALED_FORMAT_V2 && blob[4] !== SEALED_FORMAT_V1) throw invalid();
+  const f = blob[4];
+  if (f !== SEALED_FORMAT && f !== SEALED_FORMAT_V2 && f !== SEALED_FORMAT_V1 && f !== SEALED_FORMAT_CTR_HMAC) throw invalid();
   const kind = blob[5]!;
   if (kind !== KIND_RECORD && kind !== KIND_TOMBSTONE) throw invalid();
   return kind;
@@ -119,11 +132,11 @@ function headerWithIv(blob: Uint8Array, iv: Uint8Array): SealedHeader {
  * header || len(record id) || record id in one buffer: the AAD is all of it, the header its first
  * HEADER_LEN bytes (see the file's header for the layout).
  */
-function headerAndAad(h: Omit<SealedHeader, 'iv'>, iv: Uint8Array, recordId: Uint8Array): Buffer {
+function headerAndAad(h: Omit<SealedHeader, 'iv'>, iv: Uint8Array, recordId: Uint8Array, format: number): Buffer {
   // A Buffer: the token hands it (and the IV in it) to the PKCS#11 module without another view.
   const out = Buffer.alloc(HEADER_LEN + 1 + recordId.length);
   out.set(SEALED_MAGIC, 0);
-  out[4] = SEALED_FORMAT;
+  out[4] = format;
   out[5] = h.kind;
   out[6] = h.suite;
   writeU32(out, 7, Math.floor(h.epoch / TWO32));
@@ -264,16 +277,18 @@ export function unpadRecord(pt: Uint8Array): Uint8Array | null {
 
 export function seal(
   token: Token,
-  key: KeyHandle,
+  key: SealKey,
   recordId: Uint8Array,
   h: Omit<SealedHeader, 'iv'>,
   rec: VaultRecord | null,
 ): Uint8Array {
   const iv = token.random(12);
   if (!(iv instanceof Uint8Array) || iv.length !== 12) throw new EnclaveFault(PlatformFault.RandomError, 'token random returned the wrong length');
-  const aad = headerAndAad(h, iv, recordId);
+  const gcm = typeof key === 'number';
+  const aad = headerAndAad(h, iv, recordId, gcm ? SEALED_FORMAT : SEALED_FORMAT_CTR_HMAC);
   const pt = rec ? encodePaddedRecord(rec) : new Uint8Array(0);
-  const ct = token.encryptGcm(key, aad.subarray(23, HEADER_LEN), aad, pt);
+  const nonce = aad.subarray(23, HEADER_LEN);
+  const ct = gcm ? token.encryptGcm(key, nonce, aad, pt) : ctrHmacEncrypt(token, key, nonce, aad, pt);
   pt.fill(0);
   const out = new Uint8Array(HEADER_LEN + ct.length);
   out.set(aad.subarray(0, HEADER_LEN), 0);
@@ -282,18 +297,28 @@ export function seal(
 }
 
 /** Opens a sealed blob for `recordId`: the record, or null for a tombstone. */
-export function unseal(token: Token, key: KeyHandle, recordId: Uint8Array, blob: Uint8Array): { header: SealedHeader; record: VaultRecord | null } {
+export function unseal(token: Token, key: SealKey, recordId: Uint8Array, blob: Uint8Array): { header: SealedHeader; record: VaultRecord | null } {
   checkHeader(blob);
+  // A blob opens only under its own profile's key (format 4: ctr-hmac; 1-3: AES-GCM).
+  const gcm = typeof key === 'number';
+  if (gcm === (blob[4] === SEALED_FORMAT_CTR_HMAC)) throw invalid();
   const aad = aadOf(blob, recordId);
   const h = headerWithIv(blob, aad.subarray(23, HEADER_LEN)); // the IV as the AAD holds it
   let pt: Uint8Array;
-  try {
-    pt = token.decryptGcm(key, h.iv, aad, blob.subarray(HEADER_LEN));
-  } catch (e) {
-    // A token that fails (CKR_DEVICE_ERROR, a lost session, ...) says nothing about the blob: that
-    // is a token fault, not a record that does not open (which must not be claimed on no evidence).
-    if (e instanceof TokenError && !BLOB_DOES_NOT_OPEN.has(e.ckr)) throw e;
-    throw invalid();
+  if (gcm) {
+    try {
+      pt = token.decryptGcm(key, h.iv, aad, blob.subarray(HEADER_LEN));
+    } catch (e) {
+      // A token that fails (CKR_DEVICE_ERROR, a lost session, ...) says nothing about the blob: that
+      // is a token fault, not a record that does not open (which must not be claimed on no evidence).
+      if (e instanceof TokenError && !BLOB_DOES_NOT_OPEN.has(e.ckr)) throw e;
+      throw invalid();
+    }
+  } else {
+    // Here the tag is compared in the firmware: every token error is the token's.
+    const opened = ctrHmacDecrypt(token, key, h.iv, aad, blob.subarray(HEADER_LEN));
+    if (!opened) throw invalid();
+    pt = opened;
   }
   if (h.kind === KIND_TOMBSTONE) {
     if (pt.length !== 0) throw invalid();
@@ -301,8 +326,9 @@ export function unseal(token: Token, key: KeyHandle, recordId: Uint8Array, blob:
   }
   try {
     const format = blob[4]!;
-    const body = format === SEALED_FORMAT ? unpadRecord(pt) : pt;
-    const rec = body && decodeRecord(body, format === SEALED_FORMAT ? SEALED_FORMAT_V2 : format);
+    const padded = format === SEALED_FORMAT || format === SEALED_FORMAT_CTR_HMAC;
+    const body = padded ? unpadRecord(pt) : pt;
+    const rec = body && decodeRecord(body, padded ? SEALED_FORMAT_V2 : format);
     if (!rec) throw invalid();
     return { header: h, record: rec };
   } finally {

@@ -9,8 +9,8 @@
  * label and PINs and creating the token run under the data folder's token lock, so the devices
  * of several partitions starting at once create one token (and migrate an older token.json
  * once); the same lock is handed to the firmware's token (Pkcs11Token `exclusive`) for key
- * creation. A token that lacks a mechanism, flag or key size the firmware needs is refused there
- * with the list (requirements.ts).
+ * creation. A token is opened with the firmware token profiles it meets (requirements.ts); one that
+ * meets none is refused there with the list of what each lacks.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -22,6 +22,7 @@ import { TOKEN_LOCK_FILE, checkTokenKind, readTokenConfig, writeTokenConfig } fr
 import { withFileLock } from '../durable-file.ts';
 import { operatorTokenPins, pinSourceOrDefault, settleTokenPins, soPinNeeded } from './token-pins.ts';
 import { TokenCheckCode, TokenCheckError, checkTokenSupports } from './requirements.ts';
+import type { TokenProfile } from './requirements.ts';
 
 export interface OpenedToken {
   kind: TokenKind;
@@ -32,6 +33,8 @@ export interface OpenedToken {
   exclusive: <T>(fn: () => T) => T;
   /** Pkcs11Token `lockObjectStore`: the backend's (backends.ts). */
   lockObjectStore: boolean;
+  /** The firmware token profiles the token meets, strongest first (requirements.ts; Pkcs11Token `profiles`). */
+  profiles: TokenProfile[];
 }
 
 export interface OpenTokenOptions extends BackendOptions {
@@ -86,8 +89,8 @@ export function openVaultToken(dataDir: string, kind: TokenKind, opts: OpenToken
     const backend = TOKEN_BACKENDS[kind];
     const { module, rescan } = backend.load(dataDir, opts);
     ensureToken(module, label, pins.soPin, pins.userPin, rescan);
-    checkTokenSupports(module, findSlot(module, label)!, `the ${backend.title} token ${label}`);
-    return { kind, module, label, userPin: pins.userPin, exclusive, lockObjectStore: backend.lockObjectStore };
+    const profiles = checkTokenSupports(module, findSlot(module, label)!, `the ${backend.title} token ${label}`);
+    return { kind, module, label, userPin: pins.userPin, exclusive, lockObjectStore: backend.lockObjectStore, profiles };
   });
 }
 
@@ -127,6 +130,6 @@ function openOperatorToken(dataDir: string, kind: TokenKind, source: TokenPinSou
     writeTokenConfig(dataDir, cfg);
     opts.log?.(`the token in slot ${_slot} of ${cfg.module} is "${label}": token.json names it by its label from now on`);
   }
-  checkTokenSupports(module, slot, `the token "${cfg.label}" of ${cfg.module}`);
-  return { kind, module, label: cfg.label, userPin: pins.userPin, exclusive, lockObjectStore: backend.lockObjectStore };
+  const profiles = checkTokenSupports(module, slot, `the token "${cfg.label}" of ${cfg.module}`);
+  return { kind, module, label: cfg.label, userPin: pins.userPin, exclusive, lockObjectStore: backend.lockObjectStore, profiles };
 }

@@ -1,7 +1,8 @@
 /**
- * SoftHSM2 2.6 (a PKCS#11 v2.40 module) through pkcs11js, as a `Pkcs11` (enclave/api/pkcs11.ts)
- * and a token backend (hsm/tokens/backends.ts): configuration in the vault's data folder,
- * loading, and two repairs:
+ * SoftHSM2 2.6 (a PKCS#11 v2.40 module), the `softhsm` token backend (hsm/tokens/backends.ts): a
+ * preset of the generic PKCS#11 module backend (pkcs11-module.ts; the same loader, module-loader.ts) with
+ * SoftHSM2's module path, its configuration written into the vault's data folder, tokens the vault
+ * creates itself (C_InitToken at first start, like the emulator), and two repairs:
  * - errors: pkcs11js throws a plain `Error('CKR_X:N')` from some calls (C_CreateObject,
  *   C_CopyObject, C_SetAttributeValue, C_FindObjects); every call here throws Pkcs11Error;
  * - durability: SoftHSM2 writes its object files without fsync; after every call that can change
@@ -19,13 +20,13 @@
  * `rescan`, hsm/tokens/open.ts ensureToken).
  */
 import * as fs from 'node:fs';
-import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { projectRoot } from '../../bin/bundle.mjs';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { fsyncDir } from '../durable-file.ts';
 import type { TokenBackend } from './backends.ts';
+import { loadModule, pkcs11jsUnavailable, reinitializeModule } from './module-loader.ts';
 
 export const SOFTHSM_DEFAULT_LIB = '/usr/lib/softhsm/libsofthsm2.so';
 export const SOFTHSM_INSTALL_HINT =
@@ -43,12 +44,7 @@ export function softhsmLibrary(): string {
 export function softhsmUnavailable(): string | null {
   const lib = softhsmLibrary();
   if (!fs.existsSync(lib)) return `${SOFTHSM_INSTALL_HINT} (no ${lib})`;
-  try {
-    createRequire(import.meta.url)('pkcs11js');
-  } catch (e) {
-    return `pkcs11js does not load (${(e as Error).message}); run npm ci`;
-  }
-  return null;
+  return pkcs11jsUnavailable();
 }
 
 export interface SoftHsmPaths {
@@ -75,9 +71,7 @@ export function writeSoftHsmConfig(dataDir: string): SoftHsmPaths {
   return p;
 }
 
-type RawModule = P.Pkcs11 & { load(lib: string): void; C_CloseSession(s: P.Handle): void };
-
-let raw: RawModule | null = null;
+/** The configuration the process's SoftHSM2 was last initialized with. */
 let rawConf = '';
 
 /** Calls that can change token objects or the token's state on disk. */
@@ -130,42 +124,23 @@ function fsyncIfThere(p: string): void {
 
 /**
  * The process's SoftHSM2 module for a data folder: writes the configuration, sets SOFTHSM2_CONF,
- * loads the library and initializes it (again, if it was initialized for another folder).
+ * loads the library through the generic loader (pkcs11-module.ts) and initializes it (again, if
+ * it was initialized for another folder).
  */
 export function loadSoftHsm(dataDir: string): P.Pkcs11 & { reinitialize(): void; paths: SoftHsmPaths } {
   const why = softhsmUnavailable();
   if (why) throw new Error(why);
   const paths = writeSoftHsmConfig(dataDir);
   process.env.SOFTHSM2_CONF = paths.conf;
-  if (!raw) {
-    const { PKCS11 } = createRequire(import.meta.url)('pkcs11js') as { PKCS11: new () => RawModule };
-    raw = new PKCS11();
-    raw.load(softhsmLibrary());
-  }
-  const lib = raw;
-  const init = () => {
-    try {
-      lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
-    } catch (e) {
-      const n = P.normalizePkcs11Error(e, 'C_Initialize');
-      if (!(n instanceof P.Pkcs11Error && n.code === P.CKR.CKR_CRYPTOKI_ALREADY_INITIALIZED)) throw n;
-    }
-  };
+  const libPath = softhsmLibrary();
   const reinitialize = () => {
-    try {
-      lib.C_Finalize();
-    } catch {
-      // not initialized
-    }
     process.env.SOFTHSM2_CONF = paths.conf;
-    init();
+    reinitializeModule(libPath);
     rawConf = paths.conf;
   };
   if (rawConf !== '' && rawConf !== paths.conf) reinitialize();
-  else {
-    init();
-    rawConf = paths.conf;
-  }
+  const lib = loadModule(libPath);
+  rawConf = paths.conf;
   const derived = new Set<number>();
   const wrapped = new Proxy(lib, {
     get(target, prop, receiver) {
@@ -180,7 +155,7 @@ export function loadSoftHsm(dataDir: string): P.Pkcs11 & { reinitialize(): void;
           result = (v as (...a: unknown[]) => unknown).apply(target, args);
         } catch (e) {
           if (prop === 'C_Login') syncTree(paths.tokenDir, started); // a failed login counts
-          throw P.normalizePkcs11Error(e, prop);
+          throw e; // a Pkcs11Error already (the generic loader's)
         }
         if (prop === 'C_DeriveKey') derived.add(P.handleNumber(result as P.Handle));
         else if (prop === 'C_DestroyObject' && derived.delete(P.handleNumber(args[1] as P.Handle))) return result;

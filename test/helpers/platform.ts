@@ -2,8 +2,9 @@
  * An in-process platform for firmware tests: the firmware's token is `Pkcs11Token` over a fresh
  * PKCS#11 token, the emulator or SoftHSM2 (test/helpers/tokens.ts; BKV_TOKEN picks), and an
  * in-memory NVRAM whose contents a test can snapshot and restore (to play rollback attacks),
- * plus a controllable clock. `tokenFault: 'gcm'` flips a bit of every AES-GCM output of the
- * token (a broken device, for the self-test failure path).
+ * plus a controllable clock. `tokenFault: 'gcm'` flips a bit of every other C_Encrypt output of
+ * the token (a broken device, for the self-test failure path): an AES-GCM ciphertext that then
+ * does not authenticate, or on the ctr-hmac profile a keystream that does not match the next one.
  */
 import { randomBytes } from 'node:crypto';
 import * as P from '../../enclave/api/pkcs11.ts';
@@ -37,10 +38,11 @@ export interface TestPlatform extends Platform {
   failpoints: Set<string>;
 }
 
-/** A module whose AES-GCM encryptions come out with their first byte flipped. */
+/** A module whose first, third, ... C_Encrypt / C_EncryptFinal answers come out with their first byte flipped. */
 function gcmFault(m: P.Pkcs11): P.Pkcs11 {
+  let calls = 0;
   const flip = (b: Buffer) => {
-    if (b.length > 0) b[0]! ^= 1;
+    if (b.length > 0 && calls++ % 2 === 0) b[0]! ^= 1;
     return b;
   };
   return new Proxy(m, {
@@ -53,13 +55,12 @@ function gcmFault(m: P.Pkcs11): P.Pkcs11 {
 }
 
 /**
- * The token kind firmware tests use when a test does not say: the first under test that the
- * firmware can run on. Not p11kit: p11-kit 0.24.1's client carries no AES-GCM or ECDH (the
- * firmware's self-tests fail on it, as hsm/tokens/requirements.ts would refuse it), so under
- * BKV_TOKEN=p11kit the firmware suites run on the emulator.
+ * The token kind firmware tests use when a test does not say: the first under test (BKV_TOKEN
+ * picks it). On p11kit the firmware runs on the ctr-hmac token profile (enclave/token-profiles.ts):
+ * p11-kit 0.24.1's client carries no AES-GCM or ECDH.
  */
 export function defaultTokenKind(): TokenKind {
-  return tokensUnderTest().find((k) => k !== 'p11kit') ?? 'emulator';
+  return tokensUnderTest()[0] ?? 'emulator';
 }
 
 export function testPlatform(

@@ -10,8 +10,9 @@
  * CI (CI=true), where SoftHSM2 and p11-kit-modules are part of the machine.
  *
  * p11kit is a module transport, not a device token: it joins the suites that drive the module
- * they get from `freshToken` (`{ p11kit: true }`); a suite that hands its kind to a device
- * (VaultHost, hsm/runner.ts) runs on the device kinds only. Its client can not carry some
+ * they get from `freshToken` (`{ p11kit: true }`; the firmware suites run on it on the ctr-hmac
+ * token profile); a suite that hands its kind to a device (VaultHost, hsm/runner.ts) runs on the
+ * device kinds only (the device on p11-kit's client: test/hsm/tokens/pkcs11-module.test.ts). Its client can not carry some
  * mechanisms (`carries`): a suite asserts the client's refusal there instead of the result.
  *
  * Fresh tokens: the backend's scratch module (the emulator in memory with fast PIN derivation;

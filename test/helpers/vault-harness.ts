@@ -20,7 +20,7 @@ import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../client/escrow.ts';
 import type { ClientOp, RecoverResult, Relay } from '../../client/escrow.ts';
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
-import { LABEL_SEAL } from '../../enclave/vault/keys.ts';
+import { findSealKey } from '../../enclave/vault/keys.ts';
 import { unseal } from '../../enclave/vault/record.ts';
 import type { SealedHeader, VaultRecord } from '../../enclave/vault/record.ts';
 import { testIssuer, wallClockClientExtras } from './auth.ts';
@@ -172,7 +172,7 @@ export async function holdLogin(h: Harness, recordId: Uint8Array, password: Uint
 export async function storedRecord(h: Harness, recordId: Uint8Array): Promise<{ blob: Uint8Array; header: SealedHeader; record: VaultRecord | null } | null> {
   const row = (await h.store.getMany(0, [recordId]))[0];
   if (!row) return null;
-  const key = h.platform.token.findKey(LABEL_SEAL);
+  const key = findSealKey(h.platform.token);
   if (key === null) throw new Error('the token holds no sealing key');
   return { blob: row.blob, ...unseal(h.platform.token, key, recordId, row.blob) };
 }

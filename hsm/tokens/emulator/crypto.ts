@@ -26,6 +26,8 @@ import {
   checkValueGeneric,
   ctEqual,
   derOctetString,
+  ecb,
+  ecbCipher,
   ecGenerate,
   ecPeerPoint,
   ecdh,
@@ -97,8 +99,18 @@ export class CryptoOps {
     const s = this.begin(session, method);
     const o = this.readable(s, keyH, CKR.CKR_OBJECT_HANDLE_INVALID, method);
     if (!getBool(o.attrs, kind === 'encrypt' ? P.CKA_ENCRYPT : P.CKA_DECRYPT, false)) P.fail(CKR.CKR_KEY_FUNCTION_NOT_PERMITTED, method);
-    if (mech?.mechanism !== P.CKM_AES_GCM) P.fail(CKR.CKR_MECHANISM_INVALID, method);
+    const isEcb = mech?.mechanism === P.CKM_AES_ECB;
+    if (mech?.mechanism !== P.CKM_AES_GCM && !isEcb) P.fail(CKR.CKR_MECHANISM_INVALID, method);
     if (getUlong(o.attrs, P.CKA_KEY_TYPE, -1) !== P.CKK_AES) P.fail(CKR.CKR_KEY_TYPE_INCONSISTENT, method);
+    if (isEcb) {
+      if (!noParameter(mech)) P.fail(CKR.CKR_MECHANISM_PARAM_INVALID, method);
+      const v = getBytes(o.attrs, P.CKA_VALUE);
+      if (!isAesKeyLength(v.length)) P.fail(CKR.CKR_MECHANISM_INVALID, method);
+      const k = this.m.secretKeyObject(o, v);
+      const base = { ecb: true, key: k, iv: NO_BYTES, aad: NO_BYTES, tagBytes: 0, single: true, multi: true };
+      s.op = kind === 'encrypt' ? { kind, ...base, stream: null } : { kind, ...base, chunks: [] };
+      return;
+    }
     const g = gcmParams(mech);
     const tagBits = g?.tagBits ?? 0;
     if (!g || tagBits > 128 || tagBits % 8 !== 0) P.fail(CKR.CKR_ARGUMENTS_BAD, method);
@@ -114,8 +126,8 @@ export class CryptoOps {
     const tagBytes = tagBits / 8;
     s.op =
       kind === 'encrypt'
-        ? { kind, key, iv, aad, tagBytes, single: true, multi: true, stream: null }
-        : { kind, key, iv, aad, tagBytes, single: true, multi: true, chunks: [] };
+        ? { kind, ecb: false, key, iv, aad, tagBytes, single: true, multi: true, stream: null }
+        : { kind, ecb: false, key, iv, aad, tagBytes, single: true, multi: true, chunks: [] };
   }
 
   encryptInit(session: P.Handle, mech: P.Mechanism, key: P.Handle): void {
@@ -142,8 +154,13 @@ export class CryptoOps {
     if (!isInput(inData)) P.fail(CKR.CKR_ARGUMENTS_BAD, 'C_Encrypt');
     const [s, op] = this.op(session, 'encrypt', 'C_Encrypt', 'single');
     if (out.length === 0) return out;
+    if (op.ecb && inData.length % 16 !== 0) {
+      s.op = null;
+      P.fail(CKR.CKR_DATA_LEN_RANGE, 'C_Encrypt');
+    }
     if (out.length < inData.length + op.tagBytes) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_Encrypt');
     s.op = null;
+    if (op.ecb) return output(out, ecb(op.key, inData, false));
     return out.subarray(0, gcmEncryptInto(op.key, op.iv, op.aad, inData, op.tagBytes, out));
   }
 
@@ -153,7 +170,7 @@ export class CryptoOps {
     const [, op] = this.op(session, 'encrypt', 'C_EncryptUpdate', 'multi');
     if (out.length === 0) return out;
     if (out.length < inData.length) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_EncryptUpdate');
-    op.stream ??= new GcmStream(op.key, op.iv, op.aad, op.tagBytes);
+    op.stream ??= op.ecb ? ecbCipher(op.key, false) : new GcmStream(op.key, op.iv, op.aad, op.tagBytes);
     op.single = false;
     return output(out, op.stream.update(inData));
   }
@@ -164,6 +181,13 @@ export class CryptoOps {
     if (out.length === 0) return out;
     if (out.length < op.tagBytes) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_EncryptFinal');
     s.op = null;
+    if (op.ecb) {
+      try {
+        return output(out, op.stream ? op.stream.final() : NO_BYTES);
+      } catch {
+        P.fail(CKR.CKR_DATA_LEN_RANGE, 'C_EncryptFinal'); // a partial block left
+      }
+    }
     const stream = op.stream ?? new GcmStream(op.key, op.iv, op.aad, op.tagBytes);
     return output(out, stream.final());
   }
@@ -173,8 +197,13 @@ export class CryptoOps {
     if (!isInput(inData)) P.fail(CKR.CKR_ARGUMENTS_BAD, 'C_Decrypt');
     const [s, op] = this.op(session, 'decrypt', 'C_Decrypt', 'single');
     if (out.length === 0) return out;
+    if (op.ecb && inData.length % 16 !== 0) {
+      s.op = null;
+      P.fail(CKR.CKR_ENCRYPTED_DATA_LEN_RANGE, 'C_Decrypt');
+    }
     if (out.length < inData.length) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_Decrypt');
     s.op = null;
+    if (op.ecb) return output(out, ecb(op.key, inData, true));
     const n = gcmDecryptInto(op.key, op.iv, op.aad, inData, op.tagBytes, out);
     if (n < 0) P.fail(CKR.CKR_GENERAL_ERROR, 'C_Decrypt');
     return out.subarray(0, n);
@@ -196,6 +225,10 @@ export class CryptoOps {
     if (out.length === 0) return out;
     if (out.length < Math.max(0, all.length - op.tagBytes)) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_DecryptFinal');
     s.op = null;
+    if (op.ecb) {
+      if (all.length % 16 !== 0) P.fail(CKR.CKR_ENCRYPTED_DATA_LEN_RANGE, 'C_DecryptFinal');
+      return output(out, ecb(op.key, all, true));
+    }
     const pt = gcmDecrypt(op.key, op.iv, op.aad, all, op.tagBytes);
     if (!pt) P.fail(CKR.CKR_GENERAL_ERROR, 'C_DecryptFinal');
     return output(out, pt);

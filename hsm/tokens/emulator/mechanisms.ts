@@ -1,7 +1,7 @@
 /**
  * The emulator's mechanisms on node:crypto (OpenSSL), PKCS#11 v2.40 Current Mechanisms:
- *   CKM_AES_KEY_GEN, CKM_GENERIC_SECRET_KEY_GEN (§2.8, §2.35), CKM_AES_GCM (§2.12.3, NIST SP
- *   800-38D), CKM_AES_KEY_WRAP (RFC 3394, `id-aes*-wrap`) and CKM_AES_KEY_WRAP_PAD (RFC 5649,
+ *   CKM_AES_KEY_GEN, CKM_GENERIC_SECRET_KEY_GEN (§2.8, §2.35), CKM_AES_ECB (§2.10.3, whole
+ *   blocks, no padding), CKM_AES_GCM (§2.12.3, NIST SP 800-38D), CKM_AES_KEY_WRAP (RFC 3394, `id-aes*-wrap`) and CKM_AES_KEY_WRAP_PAD (RFC 5649,
  *   `id-aes*-wrap-pad`, as SoftHSM2 implements it), CKM_SHA256_HMAC / CKM_SHA512_HMAC (§2.20,
  *   RFC 2104), CKM_EC_KEY_PAIR_GEN on P-256 and CKM_ECDH1_DERIVE with CKD_NULL (§2.3.8, the
  *   x-coordinate of d·Q), key check values (v3.0 §4.10: AES = first 3 bytes of E(K, 0^128);
@@ -29,6 +29,20 @@ const gcmName = (key: SecretKey): 'aes-256-gcm' => (GCM_NAMES[keyLength(key)] ??
 
 export function isAesKeyLength(n: number): boolean {
   return n === 16 || n === 24 || n === 32;
+}
+
+/** An AES-ECB cipher without padding: update() answers whole blocks, final() throws on a partial one. */
+export function ecbCipher(key: SecretKey, decrypt: boolean): { update(b: Buffer): Buffer; final(): Buffer } {
+  const name = aesName(keyLength(key), 'ecb');
+  const c = decrypt ? createDecipheriv(name, key, null) : createCipheriv(name, key, null);
+  c.setAutoPadding(false);
+  return c;
+}
+
+/** AES-ECB of whole blocks (the caller checked the length). */
+export function ecb(key: SecretKey, data: Buffer, decrypt: boolean): Buffer {
+  const c = ecbCipher(key, decrypt);
+  return Buffer.concat([c.update(data), c.final()]);
 }
 
 /** AES-GCM: ciphertext || tag truncated to `tagBytes` (0..16). */

@@ -10,14 +10,19 @@
  */
 import * as P from '../../../enclave/api/pkcs11.ts';
 import type { HmacHash, SecretKey } from './mechanisms.ts';
-import type { GcmStream } from './mechanisms.ts';
+
+/** A multi-part encryption in progress (AES-GCM's GcmStream, or a node:crypto AES-ECB cipher). */
+export interface CipherStream {
+  update(b: Buffer): Buffer;
+  final(): Buffer;
+}
 
 export type Who = 'user' | 'so' | null;
 
 export type Operation =
   | { kind: 'find'; handles: number[] }
-  | { kind: 'encrypt'; key: SecretKey; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; stream: GcmStream | null }
-  | { kind: 'decrypt'; key: SecretKey; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; chunks: Buffer[] }
+  | { kind: 'encrypt'; ecb: boolean; key: SecretKey; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; stream: CipherStream | null }
+  | { kind: 'decrypt'; ecb: boolean; key: SecretKey; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; chunks: Buffer[] }
   | ({ kind: 'sign' } & MacState)
   | ({ kind: 'verify' } & MacState);
 

@@ -266,6 +266,7 @@ function pad(s: string, n: number): string {
 const MECHANISMS = new Map<number, P.MechanismInfo>([
   [P.CKM_AES_KEY_GEN, { minKeySize: 16, maxKeySize: 32, flags: P.CKF_GENERATE }],
   [P.CKM_GENERIC_SECRET_KEY_GEN, { minKeySize: 1, maxKeySize: 0x80000000, flags: P.CKF_GENERATE }],
+  [P.CKM_AES_ECB, { minKeySize: 16, maxKeySize: 32, flags: P.CKF_ENCRYPT | P.CKF_DECRYPT }],
   [P.CKM_AES_GCM, { minKeySize: 16, maxKeySize: 32, flags: P.CKF_ENCRYPT | P.CKF_DECRYPT }],
   [P.CKM_AES_KEY_WRAP, { minKeySize: 16, maxKeySize: 0x80000000, flags: P.CKF_WRAP | P.CKF_UNWRAP }],
   [P.CKM_AES_KEY_WRAP_PAD, { minKeySize: 1, maxKeySize: 0x80000000, flags: P.CKF_WRAP | P.CKF_UNWRAP }],

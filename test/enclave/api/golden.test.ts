@@ -7,7 +7,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { createCipheriv, createDecipheriv, createHash } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
 import type { Family, Schema } from '../../../enclave/api/codec.ts';
@@ -34,6 +34,7 @@ function golden(name: string, bytes: Uint8Array): void {
 /** A token with fixed keys and a counter IV source, so sealed bytes are reproducible. */
 function fixedToken(): Token {
   const key = createHash('sha256').update('golden seal key').digest();
+  const macKey = createHash('sha256').update('golden mac key').digest();
   let ctr = 0;
   return {
     findKey: () => 1,
@@ -50,7 +51,11 @@ function fixedToken(): Token {
       d.setAuthTag(ct.subarray(ct.length - 16));
       return new Uint8Array(Buffer.concat([d.update(ct.subarray(0, ct.length - 16)), d.final()]));
     },
-    hmac: () => new Uint8Array(32),
+    encryptEcb(_k, blocks) {
+      const c = createCipheriv('aes-256-ecb', key, null).setAutoPadding(false);
+      return new Uint8Array(Buffer.concat([c.update(blocks), c.final()]));
+    },
+    hmac: (_k, _hash, data) => new Uint8Array(createHmac('sha256', macKey).update(data).digest()),
     random: (n) => Uint8Array.from({ length: n }, () => ++ctr & 0xff),
     destroyAllKeys: () => undefined,
   };
@@ -97,6 +102,15 @@ describe('golden encodings', () => {
     expect(unseal(token, 1, rid, tomb).record).toBeNull();
     // Stored bytes per record: the sealed blob of the larger suite.
     expect(blob.length).toBeLessThan(600);
+    // The ctr-hmac token profile's format 4 (enclave/vault/seal-ctr-hmac.ts): the same length.
+    const ctrKeys = { enc: 3, mac: 4 };
+    const ctrBlob = seal(token, ctrKeys, rid, { kind: KIND_RECORD, suite: 1, epoch: 7, version: 3 }, rec);
+    golden('sealed.record-ctr-hmac', ctrBlob);
+    expect(ctrBlob.length).toBe(blob.length);
+    expect(unseal(token, ctrKeys, rid, ctrBlob).record).toEqual(rec);
+    const ctrTomb = seal(token, ctrKeys, rid, { kind: KIND_TOMBSTONE, suite: 1, epoch: 8, version: 4 }, null);
+    golden('sealed.tombstone-ctr-hmac', ctrTomb);
+    expect(unseal(token, ctrKeys, rid, ctrTomb).record).toBeNull();
   });
 
   it('NVRAM state, and the worst case fits the budget', () => {

@@ -302,4 +302,4 @@ describeTokens('integrity', (kind) => {
       expect(await hostCall(h.enclave, { type: 'Zeroize', auth: new Uint8Array(32) })).toMatchObject({ code: Lifecycle.OperatorAuthFailed });
     });
   });
-});
+}, { p11kit: true });

@@ -411,4 +411,4 @@ describeTokens('vault model', (kind) => {
     expect(await c.status(rid)).toMatchObject({ locked: 1, attemptsRemaining: 0 });
     expect(await c.recover(rid, te.encode('alpha'))).toEqual({ ok: false, outcome: 'locked' });
   });
-});
+}, { p11kit: true });

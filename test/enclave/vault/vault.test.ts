@@ -311,4 +311,4 @@ describeTokens('vault', (kind) => {
     await h.store.applyBatch(0, 999, [{ recordId: id('jack'), blob: before }], []);
     await expect(h.restart()).rejects.toMatchObject({ code: Integrity.RollbackDetected });
   });
-});
+}, { p11kit: true });

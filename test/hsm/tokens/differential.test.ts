@@ -1,7 +1,10 @@
 /**
  * Differential test, PKCS#11 v2.40: random sequences of token operations (fast-check) run on
- * the emulator token and on SoftHSM2 side by side must give the same results and the same CKR_
- * codes. Objects are named by a symbolic reference (their label), so handles may differ; outputs
+ * the emulator token, on SoftHSM2 and on the emulator through p11-kit-client.so 0.24.1 (`p11kit`,
+ * its own `bkv token serve`) side by side must give the same results and the same CKR_ codes.
+ * Two properties: emulator and SoftHSM2 on every operation; all three on the operations whose
+ * mechanisms the p11-kit client carries (no AES-GCM, key wrap or ECDH1: its refusal of those is
+ * pinned by the conformance suite), with AES-ECB, HMAC, keys, objects, attributes, logins. Objects are named by a symbolic reference (their label), so handles may differ; outputs
  * that depend only on keys the test knows (created from known values, or unwrapped from them)
  * must be equal byte for byte, other outputs equal in length.
  *
@@ -25,7 +28,7 @@ import type { FreshToken } from '../../helpers/tokens.ts';
 type Outcome = { ok: true; v: unknown } | { ok: false; code: string };
 
 interface Side {
-  name: 'emulator' | 'softhsm';
+  name: 'emulator' | 'softhsm' | 'p11kit';
   t: FreshToken;
   sessions: P.Handle[];
   refs: (P.Handle | null)[];
@@ -97,6 +100,7 @@ type Op =
   | { op: 'wrap'; s: number; wrapping: number; ref: number; pad: boolean }
   | { op: 'unwrap'; s: number; ref: number; blob: number; pad: boolean; aes: boolean; flags: (boolean | null)[] }
   | { op: 'derive'; s: number; ref: number; peer: number; aes: boolean; len: number }
+  | { op: 'ecb'; s: number; ref: number; len: number; out: 'exact' | 'small' }
   | { op: 'random'; s: number; n: number }
   | { op: 'tokenInfo' };
 
@@ -105,7 +109,9 @@ const ref = fc.integer({ min: 0, max: 9 });
 const flags = fc.array(fc.option(fc.boolean(), { nil: null, freq: 2 }), { minLength: FLAGS.length, maxLength: FLAGS.length });
 const ecFlags = fc.array(fc.option(fc.boolean(), { nil: null, freq: 2 }), { minLength: EC_FLAGS.length, maxLength: EC_FLAGS.length });
 const tok = fc.integer({ min: 0, max: 4 }).map((x) => x === 0); // token objects are slow on SoftHSM2: few of them
-const opArb: fc.Arbitrary<Op> = fc.oneof(
+/** The operations whose mechanisms p11-kit 0.24.1's client does not carry. */
+const NOT_CARRIED = new Set<Op['op']>(['encrypt', 'decrypt', 'wrap', 'unwrap', 'derive']);
+const opArbs = [
   { weight: 2, arbitrary: fc.record({ op: fc.constant('login' as const), s: sess, so: fc.boolean(), right: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('logout' as const), s: sess }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('genKey' as const), s: sess, aes: fc.boolean(), len: fc.constantFrom(16, 20, 24, 32, 64, 0), token: tok, flags }) },
@@ -124,9 +130,13 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ op: fc.constant('wrap' as const), s: sess, wrapping: ref, ref, pad: fc.boolean() }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('unwrap' as const), s: sess, ref, blob: fc.integer({ min: 0, max: 5 }), pad: fc.boolean(), aes: fc.boolean(), flags }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('derive' as const), s: sess, ref, peer: fc.integer({ min: 0, max: 2 }), aes: fc.boolean(), len: fc.constantFrom(0, 16, 32, 40) }) },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('ecb' as const), s: sess, ref, len: fc.constantFrom(16, 32, 32, 5), out: fc.constantFrom('exact' as const, 'exact' as const, 'small' as const) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('random' as const), s: sess, n: fc.constantFrom(1, 32) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('tokenInfo' as const) }) },
-);
+] as { weight: number; arbitrary: fc.Arbitrary<Op> }[];
+const opArb: fc.Arbitrary<Op> = fc.oneof(...opArbs);
+/** What all three backends are compared on: every operation p11-kit's client carries (the weights raised by what is left out). */
+const carriedArb: fc.Arbitrary<Op> = fc.oneof(...opArbs.filter((a) => !fc.sample(a.arbitrary, 1).some((o) => NOT_CARRIED.has(o.op))));
 
 function newLabel(w: World): string {
   const l = `o${w.labels.length}`;
@@ -261,6 +271,14 @@ function run(side: Side, w: World, o: Op, label: string): { out: Outcome; refs?:
       const out = outcome(() => m.C_DeriveKey(s, { mechanism: P.CKM_ECDH1_DERIVE, parameter: { type: P.CK_PARAMS_EC_DH, kdf: P.CKD_NULL, publicData } }, h(o.ref), tmpl));
       return { out: out.ok ? { ok: true, v: 'handle' } : out, refs: [out.ok ? (out.v as P.Handle) : null] };
     }
+    case 'ecb': {
+      const init = outcome(() => m.C_EncryptInit(s, { mechanism: P.CKM_AES_ECB }, h(o.ref)));
+      if (!init.ok) return { out: init };
+      const out = outcome(() => Buffer.from(m.C_Encrypt(s, Buffer.alloc(o.len, 0x5a), Buffer.alloc(o.out === 'exact' ? o.len : 1))));
+      if (!out.ok) return { out };
+      const ct = out.v as Buffer;
+      return { out: { ok: true, v: w.known[o.ref] ? ct.toString('hex') : `len ${ct.length}` } };
+    }
     case 'random': {
       const out = outcome(() => m.C_GenerateRandom(s, Buffer.alloc(o.n)).length);
       return { out };
@@ -299,68 +317,94 @@ function isPrivateKey(side: Side, ref: number): boolean {
   }
 }
 
-// Needs both tokens: runs unless BKV_TOKEN=emulator, or SoftHSM2 is missing outside CI.
-const why = !tokensUnderTest().includes('softhsm') ? 'BKV_TOKEN selects the emulator only' : skipReason('softhsm');
-(why ? describe.skip : describe)(`token differential${why ? ` skipped: ${why}` : ''}`, () => {
+/**
+ * Runs random operation sequences on `names` side by side (the first is the reference) and fails at
+ * the first outcome that differs beyond the documented differences; returns how many outcomes
+ * were successes and failures.
+ */
+function differential(names: Side['name'][], arb: fc.Arbitrary<Op>, runs: number): { ok: number; fail: number } {
   const stats = { ok: 0, fail: 0 };
-  it('emulator and SoftHSM2 agree on random operation sequences', () => {
-    fc.assert(
-      fc.property(fc.array(opArb, { minLength: 5, maxLength: 28 }), (ops) => {
-        const sides: Side[] = (['emulator', 'softhsm'] as const).map((name) => {
-          const t = freshToken(name, { userPinMaxFailures: 3 });
-          const rwS = () => t.module.C_OpenSession(t.slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
-          const sessions = [rwS(), rwS(), t.module.C_OpenSession(t.slot, P.CKF_SERIAL_SESSION)];
-          t.module.C_Login(sessions[0]!, P.CKU_USER, USER_PIN);
-          return { name, t, sessions, refs: [], blobs: [], lastSig: null };
-        });
-        const w: World = { known: [], blobKnown: [], labels: [] };
-        const log: string[] = [];
-        try {
-          for (const o of ops) {
-            const label = newLabel(w);
-            const [e, sh] = sides.map((side) => run(side, w, o, label));
-            log.push(`${JSON.stringify(o)} -> emulator ${JSON.stringify(e!.out)} / softhsm ${JSON.stringify(sh!.out)}`);
-            let same = JSON.stringify(e!.out) === JSON.stringify(sh!.out);
-            if (!same && o.op === 'login' && !o.so && !e!.out.ok && e!.out.code === 'CKR_PIN_LOCKED') {
-              // The documented difference: the emulator locks the user PIN, SoftHSM2 does not.
-              if (sh!.out.ok) sides[1]!.t.module.C_Logout(sides[1]!.sessions[o.s]!);
-              same = sh!.out.ok || (!sh!.out.ok && sh!.out.code === 'CKR_PIN_INCORRECT');
+  fc.assert(
+    fc.property(fc.array(arb, { minLength: 5, maxLength: 28 }), (ops) => {
+      const sides: Side[] = names.map((name) => {
+        // The emulator locks the user PIN after 3 failures; p11kit's server after its default 10.
+        const t = freshToken(name, name === 'p11kit' ? {} : { userPinMaxFailures: 3 });
+        const rwS = () => t.module.C_OpenSession(t.slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
+        const sessions = [rwS(), rwS(), t.module.C_OpenSession(t.slot, P.CKF_SERIAL_SESSION)];
+        t.module.C_Login(sessions[0]!, P.CKU_USER, USER_PIN);
+        return { name, t, sessions, refs: [], blobs: [], lastSig: null };
+      });
+      const w: World = { known: [], blobKnown: [], labels: [] };
+      const log: string[] = [];
+      try {
+        for (const o of ops) {
+          const label = newLabel(w);
+          const outs = sides.map((side) => run(side, w, o, label));
+          const ref = outs[0]!;
+          log.push(`${JSON.stringify(o)} -> ${sides.map((x, i) => `${x.name} ${JSON.stringify(outs[i]!.out)}`).join(' / ')}`);
+          for (let i = 1; i < sides.length; i++) {
+            const other = outs[i]!;
+            let same = JSON.stringify(ref.out) === JSON.stringify(other.out);
+            if (!same && o.op === 'login' && !o.so && !ref.out.ok && ref.out.code === 'CKR_PIN_LOCKED') {
+              // The documented difference: the emulator locks the user PIN (after 3 here), SoftHSM2 never, p11kit's server later.
+              if (other.out.ok) sides[i]!.t.module.C_Logout(sides[i]!.sessions[o.s]!);
+              same = other.out.ok || (!other.out.ok && other.out.code === 'CKR_PIN_INCORRECT');
             }
-            if (!same && o.op === 'wrap' && !e!.out.ok && e!.out.code === 'CKR_KEY_NOT_WRAPPABLE' && isPrivateKey(sides[0]!, o.ref)) {
+            if (!same && o.op === 'wrap' && !ref.out.ok && ref.out.code === 'CKR_KEY_NOT_WRAPPABLE' && isPrivateKey(sides[0]!, o.ref)) {
               // Documented (softhsm-config/README.md): the emulator never wraps a private key;
               // SoftHSM2 wraps an extractable one as PKCS#8. Its blob is dropped (the emulator has none).
               same = true;
             }
-            if (!same) throw new Error(`emulator and SoftHSM2 differ:\n${log.join('\n')}`);
-            stats[e!.out.ok ? 'ok' : 'fail']++;
-            if (e!.refs) {
-              const known = knownOf(w, o, sides);
-              sides[0]!.refs.push(...e!.refs);
-              sides[1]!.refs.push(...sh!.refs!);
-              while (w.known.length < sides[0]!.refs.length) w.known.push(known && e!.refs[0] !== null);
-            }
-            if (e!.blob !== undefined) {
-              const known = o.op === 'encrypt' ? !!w.known[o.ref] : o.op === 'wrap' ? !!(w.known[o.wrapping] && w.known[o.ref]) : false;
-              sides[0]!.blobs.push(e!.blob);
-              sides[1]!.blobs.push(sh!.blob ?? null);
-              w.blobKnown.push(known);
-            }
+            if (!same) throw new Error(`${sides[0]!.name} and ${sides[i]!.name} differ:\n${log.join('\n')}`);
           }
-        } finally {
-          for (const side of sides) {
-            try {
-              side.t.module.C_CloseAllSessions(side.t.slot);
-            } catch {
-              // closed
-            }
+          stats[ref.out.ok ? 'ok' : 'fail']++;
+          if (ref.refs) {
+            const known = knownOf(w, o, sides);
+            sides.forEach((side, i) => side.refs.push(...outs[i]!.refs!));
+            while (w.known.length < sides[0]!.refs.length) w.known.push(known && ref.refs[0] !== null);
+          }
+          if (ref.blob !== undefined) {
+            const known = o.op === 'encrypt' ? !!w.known[o.ref] : o.op === 'wrap' ? !!(w.known[o.wrapping] && w.known[o.ref]) : false;
+            sides.forEach((side, i) => side.blobs.push(i === 0 ? ref.blob! : (outs[i]!.blob ?? null)));
+            w.blobKnown.push(known);
           }
         }
-      }),
-      { numRuns: Number(process.env.BKV_DIFF_RUNS ?? 100) },
-    );
+      } finally {
+        for (const side of sides) {
+          try {
+            side.t.module.C_CloseAllSessions(side.t.slot);
+          } catch {
+            // closed
+          }
+        }
+      }
+    }),
+    { numRuns: runs },
+  );
+  return stats;
+}
+
+const RUNS = Number(process.env.BKV_DIFF_RUNS ?? 100);
+const under = tokensUnderTest();
+
+// Needs both tokens: runs unless BKV_TOKEN names one, or SoftHSM2 is missing outside CI.
+const why = !under.includes('softhsm') || !under.includes('emulator') ? `BKV_TOKEN selects ${under.join(', ')} only` : skipReason('softhsm');
+(why ? describe.skip : describe)(`token differential${why ? ` skipped: ${why}` : ''}`, () => {
+  it('emulator and SoftHSM2 agree on random operation sequences', () => {
+    const stats = differential(['emulator', 'softhsm'], opArb, RUNS);
     // Both successes and failures were compared, in quantity.
     expect(stats.ok).toBeGreaterThan(50);
     expect(stats.fail).toBeGreaterThan(50);
     if (process.env.BKV_DIFF_STATS) console.log('differential outcomes', stats);
+  }, 300_000);
+});
+
+const why3 = why ?? (!under.includes('p11kit') ? `BKV_TOKEN selects ${under.join(', ')} only` : skipReason('p11kit'));
+(why3 ? describe.skip : describe)(`token differential, three backends${why3 ? ` skipped: ${why3}` : ''}`, () => {
+  it('emulator, SoftHSM2 and the emulator through p11-kit-client.so agree on what the client carries', () => {
+    const stats = differential(['emulator', 'softhsm', 'p11kit'], carriedArb, Math.ceil(RUNS / 2));
+    expect(stats.ok).toBeGreaterThan(25);
+    expect(stats.fail).toBeGreaterThan(25);
+    if (process.env.BKV_DIFF_STATS) console.log('differential outcomes, three backends', stats);
   }, 300_000);
 });

@@ -550,7 +550,7 @@ describe.skipIf(clientMissing !== null)(`graphene-pk11 through p11-kit-client.so
   it('in another process: the token, its mechanisms, a token AES key found by label, HMAC sign and verify, random', async () => {
     const script = join(import.meta.dirname, 'p11kit-graphene.mjs');
     const { stdout } = await run(process.execPath, [script, CLIENT, USER_PIN], { env: s().env });
-    expect(JSON.parse(stdout)).toEqual({ label: s().server.label, mechanisms: 5, aesLabel: 'graphene-aes', found: 1, macLength: 32, verifies: true, randomLength: 20 });
+    expect(JSON.parse(stdout)).toEqual({ label: s().server.label, mechanisms: 6, aesLabel: 'graphene-aes', found: 1, macLength: 32, verifies: true, randomLength: 20 });
   });
 });
 
