@@ -8,7 +8,7 @@
 import { toHex } from '../../enclave/opaque/bytes.ts';
 import { opOf, transition, type Intent, type RecordState } from '../../enclave/fleet/rules.ts';
 import { fleetChangeOf } from '../../enclave/vault/fleet-change.ts';
-import { LABEL_SEAL } from '../../enclave/vault/keys.ts';
+import { findSealKey } from '../../enclave/vault/keys.ts';
 import { STATUS_LOCKED, unseal } from '../../enclave/vault/record.ts';
 import type { VaultRecord } from '../../enclave/vault/record.ts';
 import type { RecordStore } from '../../host/storage/types.ts';
@@ -27,7 +27,7 @@ export function watchFleetChanges(h: Harness): FleetWatch {
   const inner = h.store;
   const open = (recordId: Uint8Array, blob: Uint8Array | undefined): VaultRecord | null => {
     if (!blob || blob.length === 0) return null;
-    const key = h.platform.token.findKey(LABEL_SEAL);
+    const key = findSealKey(h.platform.token);
     if (key === null) throw new Error('the token holds no sealing key');
     return unseal(h.platform.token, key, recordId, blob).record;
   };

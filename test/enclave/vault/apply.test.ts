@@ -17,7 +17,7 @@ import { Handling, Integrity } from '../../../enclave/api/codes.ts';
 import { HostResponses, type HostRequest } from '../../../enclave/api/messages.ts';
 import { decodeMessage } from '../../../enclave/api/codec.ts';
 import { CHANGE_TAGS, changeOp, fleetChangeOf } from '../../../enclave/vault/fleet-change.ts';
-import { LABEL_SEAL } from '../../../enclave/vault/keys.ts';
+import { findSealKey } from '../../../enclave/vault/keys.ts';
 import { parseHeader, unseal } from '../../../enclave/vault/record.ts';
 import type { VaultRecord } from '../../../enclave/vault/record.ts';
 import { openSqliteStore } from '../../../host/storage/sqlite.ts';
@@ -56,7 +56,7 @@ function captureLeader(h: Harness, fleetLeader = true): Persisted[] {
     return res;
   };
   const inner = h.store;
-  const open = (id: Uint8Array, blob: Uint8Array | undefined): VaultRecord | null => (blob && blob.length > 0 ? unseal(h.platform.token, h.platform.token.findKey(LABEL_SEAL)!, id, blob).record : null);
+  const open = (id: Uint8Array, blob: Uint8Array | undefined): VaultRecord | null => (blob && blob.length > 0 ? unseal(h.platform.token, findSealKey(h.platform.token)!, id, blob).record : null);
   const applyBatch: RecordStore['applyBatch'] = async (partition, epoch, writes, audit) => {
     const before = await inner.getMany(partition, writes.map((w) => w.recordId));
     const ops = writes.map((w, i) => {
