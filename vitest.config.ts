@@ -21,6 +21,7 @@ const TOKEN_FILES = [
   'test/enclave/api/pacing.test.ts',
   'test/client/escrow.test.ts',
   'test/host/vault/engine-pipeline.test.ts',
+  'test/enclave/vault/apply.test.ts',
 ];
 
 const ci = process.env.CI === 'true' || process.env.CI === '1';
