@@ -4,15 +4,15 @@
  * u32 length (big-endian) and one sealed fleet message (enclave/fleet/wire.ts).
  *
  * The host trusts nothing it carries: it reads only the header of what it sends, to route it
- * (`readHeader`), and hands every inbound frame, as bytes, to its device, which checks the MAC
+ * (hsm/fleet/device.ts `receiverOf`), and hands every inbound frame, as bytes, to its device, which checks the MAC
  * before anything else. What the host bounds is its own resources: a frame longer than
- * `MAX_MESSAGE_BYTES` or empty closes the connection that sent it (before its bytes are
+ * `MAX_FLEET_MESSAGE_BYTES` (wire.ts `MAX_MESSAGE_BYTES`) or empty closes the connection that sent it (before its bytes are
  * buffered), inbound connections are capped, and each peer's outbound queue holds at most
  * `maxQueue` frames (the oldest is dropped when full: the protocol resends what matters, VR
  * Revisited §4). A connection that fails is made again after a backoff that doubles up to a cap.
  */
 import net from 'node:net';
-import { readHeader, MAX_MESSAGE_BYTES } from '../../enclave/fleet/wire.ts';
+import { MAX_FLEET_MESSAGE_BYTES, receiverOf } from '../../hsm/fleet/device.ts';
 import type { Endpoint } from './config.ts';
 
 export const FRAME_HEADER_BYTES = 4;
@@ -27,7 +27,7 @@ export class FrameReader {
   private have = 0;
   private need = -1;
 
-  constructor(private readonly max = MAX_MESSAGE_BYTES) {}
+  constructor(private readonly max = MAX_FLEET_MESSAGE_BYTES) {}
 
   /** The frames that `chunk` completes, in order; the frames before a refused length are delivered first (to `onFrame`, else in the result). */
   push(chunk: Buffer, onFrame?: (f: Uint8Array) => void): Uint8Array[] {
@@ -150,13 +150,8 @@ export class Transport {
 
   /** Sends a sealed message to the member its header names (dropped when the header does not read or names no other member). */
   send(msg: Uint8Array): void {
-    let to: number;
-    try {
-      to = readHeader(msg).to;
-    } catch {
-      return;
-    }
-    const p = this.peers[to];
+    const to = receiverOf(msg);
+    const p = to === null ? null : this.peers[to];
     if (!p) return;
     if (p.queue.length >= this.maxQueue) {
       p.queue.shift();

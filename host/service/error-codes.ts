@@ -34,6 +34,7 @@ export const ErrorCode = {
   HEADERS_TOO_LARGE: { num: 6020, status: 431, message: 'the request line or headers are too large' },
   AUTH_TOKEN_REQUIRED: { num: 6021, status: 401, message: 'the operation needs the issuer token for its record (header bkv-auth-token)' },
   AUTH_TOKEN_REFUSED: { num: 6022, status: 403, message: 'the issuer token is not valid for this record' },
+  NOT_LEADER: { num: 6023, status: 421, message: 'this member does not lead the fleet now; ask the leader' },
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 
