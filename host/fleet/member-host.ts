@@ -29,6 +29,12 @@ import { Transport, type PeerStatus } from './transport.ts';
 
 /** Ticks: 50 ms each; a view change after 10 quiet ticks (0.5 s, then the election: a failover in about 1 s), a re-form after 60 (3 s). */
 export const MEMBER_TIMING = { tickMs: 50, viewChangeTicks: 10, reformTicks: 60, resendTicks: 2 } as const;
+/**
+ * A positive control for the process tests only: the member runs with one of the simulation's
+ * broken rules (enclave/fleet/core.ts BROKEN_RULES), and says so loudly. Never in a fleet that
+ * holds anything.
+ */
+export const BROKEN_RULE_ENV = 'BKV_FLEET_BROKEN_RULE';
 /** The largest client request body. */
 export const MAX_OP_BODY = 4096;
 /** How long a client waits for its operation's answer before hearing that the outcome is unknown. */
@@ -145,7 +151,9 @@ export class MemberHost {
     }
     operatorSecret.fill(0);
     this.log(`key ceremony done (secret check ${this.secretCheck})`);
-    const device = new FleetDevice({ dir: dirs[this.o.member]!, member: this.o.member, n: this.fleet.members.length, ...MEMBER_TIMING }, this.now);
+    const broken = process.env[BROKEN_RULE_ENV] || undefined;
+    if (broken) this.log(`UNSAFE: ${BROKEN_RULE_ENV}=${broken}: this member breaks a rule of the protocol on purpose (a test's positive control)`);
+    const device = new FleetDevice({ dir: dirs[this.o.member]!, member: this.o.member, n: this.fleet.members.length, ...MEMBER_TIMING, ...(broken && { broken }) }, this.now);
     const peers = this.fleet.members.map((m) => this.o.peerVia?.get(m.id) ?? m.peer);
     const transport = new Transport({
       self: this.o.member,

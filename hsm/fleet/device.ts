@@ -23,12 +23,12 @@ import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
-import { acceptGrant, found, identityFingerprint, identityOf, newIdentity, type Charter, type DeviceIdentity } from '../../enclave/fleet/ceremony.ts';
+import { acceptGrant, charterHash, found, identityFingerprint, identityOf, newIdentity, SECRET_BYTES, secretCheck, type Charter, type DeviceIdentity } from '../../enclave/fleet/ceremony.ts';
 import { decodeDurable, decodeSecrets, encodeDurable, encodeSecrets } from '../../enclave/fleet/durable.ts';
 import { fleetFaultName } from '../../enclave/fleet/faults.ts';
 import type { MemberSecrets } from '../../enclave/fleet/keys.ts';
 import { genesis, tipOf, type DurableState } from '../../enclave/fleet/log.ts';
-import { Member, type Output } from '../../enclave/fleet/member.ts';
+import { BROKEN_RULES, Member, type BrokenRule, type Output } from '../../enclave/fleet/member.ts';
 import { MAX_LIMIT, type Intent, type Op } from '../../enclave/fleet/rules.ts';
 import { MAX_MESSAGE_BYTES, readHeader } from '../../enclave/fleet/wire.ts';
 import { ctEqual } from '../../enclave/opaque/bytes.ts';
@@ -141,6 +141,14 @@ function readSecrets(dir: string, member: number): MemberSecrets | null {
 export async function ceremonyStep(o: CeremonyInput): Promise<CeremonyStep> {
   const dir = o.dirs[o.member]!;
   await ensureIdentity(dir, o.member, o.operatorSecret);
+  const me = await identityOf(new Uint8Array(readFileSync(join(dir, FILES.seed))));
+  const provisioned = new Uint8Array(readFileSync(join(dir, FILES.operator)));
+  const kept = readSecrets(dir, o.member);
+  if (kept) {
+    // done before: a restart, a restore or a clone needs no other member's file (only the founder's grants, if lost in a crash)
+    if (o.member === FOUNDER) await writeGrants(o, kept.charter, me, provisioned, () => kept.fleetSecret);
+    return { done: true, check: bytesToHex(secretCheck(kept.fleetSecret, charterHash(kept.charter))) };
+  }
   const identities: Uint8Array[] = [];
   for (let j = 0; j < o.dirs.length; j++) {
     const key = readIdentityFile(o.dirs[j]!, j);
@@ -148,23 +156,11 @@ export async function ceremonyStep(o: CeremonyInput): Promise<CeremonyStep> {
     identities.push(key);
   }
   const charter: Charter = { fleetId: o.fleetId, founder: FOUNDER, identities };
-  const me = await identityOf(new Uint8Array(readFileSync(join(dir, FILES.seed))));
-  const provisioned = new Uint8Array(readFileSync(join(dir, FILES.operator)));
-  const kept = readSecrets(dir, o.member);
-  if (kept && !sameCharter(kept.charter, charter)) throw new FleetDeviceError(`${join(dir, FILES.secrets)}: kept for another charter than the members' identities now make`);
   if (o.member === FOUNDER) {
-    // the secret is kept before any grant leaves; grants missing after a crash are sealed again from the kept secret
-    const founding = await found(charter, me, o.operatorSecret, provisioned, kept ? () => kept.fleetSecret : (n) => new Uint8Array(randomBytes(n)));
-    if (!kept) writeFileDurably(join(dir, FILES.secrets), encodeSecrets({ member: o.member, charter, identitySeed: me.seed, fleetSecret: founding.secret }));
-    for (let j = 0; j < o.dirs.length; j++) {
-      const g = founding.grants[j];
-      if (g && !existsSync(join(o.dirs[j]!, FILES.grant))) createFileDurably(join(o.dirs[j]!, FILES.grant), g);
-    }
-    createFileDurably(join(dir, FILES.check), bytesToHex(founding.check) + '\n');
-    return { done: true, check: bytesToHex(founding.check) };
+    const check = await writeGrants(o, charter, me, provisioned, (n) => new Uint8Array(randomBytes(n)));
+    return { done: true, check };
   }
   const checkFile = join(o.dirs[FOUNDER]!, FILES.check);
-  if (kept) return { done: true, check: readFileSync(checkFile, 'utf8').trim() };
   const grantFile = join(dir, FILES.grant);
   if (!existsSync(grantFile) || !existsSync(checkFile)) return { done: false, waiting: `the founder's grant (${grantFile})` };
   const opened = await acceptGrant(charter, o.member, me, o.operatorSecret, provisioned, new Uint8Array(readFileSync(grantFile)));
@@ -174,8 +170,23 @@ export async function ceremonyStep(o: CeremonyInput): Promise<CeremonyStep> {
   return { done: true, check: founderCheck };
 }
 
-function sameCharter(a: Charter, b: Charter): boolean {
-  return a.founder === b.founder && ctEqual(a.fleetId, b.fleetId) && a.identities.length === b.identities.length && a.identities.every((k, i) => ctEqual(k, b.identities[i]!));
+/**
+ * The founder's step: the secret drawn (or the kept one) and kept before any grant leaves, then a
+ * grant into each other member's folder that has none, and the secret check into its own.
+ */
+async function writeGrants(o: CeremonyInput, charter: Charter, me: DeviceIdentity, provisioned: Uint8Array, random: (n: number) => Uint8Array): Promise<string> {
+  const dir = o.dirs[o.member]!;
+  const missing = o.dirs.some((d, j) => j !== FOUNDER && existsSync(d) && !existsSync(join(d, FILES.grant)));
+  const secretsFile = join(dir, FILES.secrets);
+  if (existsSync(secretsFile) && !missing) return bytesToHex(secretCheck(random(SECRET_BYTES), charterHash(charter)));
+  const founding = await found(charter, me, o.operatorSecret, provisioned, random);
+  if (!existsSync(secretsFile)) writeFileDurably(secretsFile, encodeSecrets({ member: o.member, charter, identitySeed: me.seed, fleetSecret: founding.secret }));
+  for (let j = 0; j < o.dirs.length; j++) {
+    const g = founding.grants[j];
+    if (g && existsSync(o.dirs[j]!) && !existsSync(join(o.dirs[j]!, FILES.grant))) createFileDurably(join(o.dirs[j]!, FILES.grant), g);
+  }
+  createFileDurably(join(dir, FILES.check), bytesToHex(founding.check) + '\n');
+  return bytesToHex(founding.check);
 }
 
 // ---- intents and answers as JSON ------------------------------------------------------------------
@@ -231,6 +242,8 @@ export const UNANSWERED = { code: 0, name: 'Fleet.Unanswered' } as const;
 // ---- the device -------------------------------------------------------------------------------------
 
 export interface DeviceOptions {
+  /** A positive control only: this member breaks one of the simulation's rules (enclave/fleet/core.ts BROKEN_RULES). */
+  readonly broken?: string;
   readonly dir: string;
   readonly member: number;
   readonly n: number;
@@ -265,8 +278,9 @@ export class FleetDevice {
     const stateFile = join(o.dir, FILES.state);
     const state = existsSync(stateFile) ? decodeDurable(new Uint8Array(readFileSync(stateFile)), o.member, o.n) : genesis(o.member, o.n);
     this.journaled = state.commit;
+    if (o.broken !== undefined && !BROKEN_RULES.includes(o.broken as BrokenRule)) throw new FleetDeviceError(`no broken rule ${o.broken} (${BROKEN_RULES.join(', ')})`);
     const platform = { random: (k: number) => new Uint8Array(randomBytes(k)), persist: (s: DurableState) => this.persist(s) };
-    this.member = new Member(state, platform, { n: o.n, secrets, viewChangeTicks: o.viewChangeTicks, reformTicks: o.reformTicks, resendTicks: o.resendTicks }, now);
+    this.member = new Member(state, platform, { n: o.n, secrets, viewChangeTicks: o.viewChangeTicks, reformTicks: o.reformTicks, resendTicks: o.resendTicks, ...(o.broken !== undefined && { broken: o.broken as BrokenRule }) }, now);
   }
 
   /** The durable write that precedes every acknowledgement. */

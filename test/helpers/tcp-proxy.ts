@@ -1,7 +1,7 @@
 /**
  * A TCP proxy a test controls: it listens on a free loopback port and forwards each connection to
  * `target`; `cut()` closes every connection and refuses new ones (a partition), `heal()` lets them
- * through again.
+ * through again, `retarget(port)` sends new connections elsewhere (another process took the address).
  */
 import net from 'node:net';
 
@@ -9,6 +9,8 @@ export interface TcpProxy {
   readonly port: number;
   cut(): void;
   heal(): void;
+  /** Forwards new connections to `port` from now on (open ones are closed). */
+  retarget(port: number): void;
   readonly isCut: boolean;
   /** Connections made through it so far. */
   readonly connections: number;
@@ -19,10 +21,11 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
   const open = new Set<net.Socket>();
   let cut = false;
   let connections = 0;
+  let to = { ...target };
   const server = net.createServer((client) => {
     if (cut) return void client.destroy();
     connections++;
-    const up = net.connect(target);
+    const up = net.connect(to);
     open.add(client);
     open.add(up);
     client.pipe(up);
@@ -49,6 +52,11 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
     },
     heal() {
       cut = false;
+    },
+    retarget(port: number) {
+      to = { ...to, port };
+      for (const s of open) s.destroy();
+      open.clear();
     },
     get isCut() {
       return cut;
