@@ -14,7 +14,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { DEFAULT_BASE_PORT, DEFAULT_FLEET_HOST, FLEET_FILE, FLEET_SIZES, FleetConfigError, checkHost, formatEndpoint, initFleet, memberDir, parseEndpoint, readFleetConfig, type Endpoint, type LoadedFleet } from '../fleet/config.ts';
-import { MemberHost, readOperatorSecretFile, type MemberStatusJson } from '../fleet/member-host.ts';
+import { MemberHost, OperatorSecretError, readOperatorSecretFile, type MemberStatusJson } from '../fleet/member-host.ts';
 import { intOption, parseArgs, required, UsageError, type Parsed } from './args.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 import { unknownWord } from './help.ts';
@@ -24,7 +24,7 @@ const usage = <T>(fn: () => T): T => {
   try {
     return fn();
   } catch (e) {
-    throw e instanceof FleetConfigError ? new UsageError(e.message) : e;
+    throw e instanceof FleetConfigError || e instanceof OperatorSecretError ? new UsageError(e.message) : e;
   }
 };
 
@@ -70,10 +70,9 @@ async function init(p: Parsed, out: Output): Promise<number> {
   return 0;
 }
 
-/** DIR or DIR/fleet.json, read. */
+/** DIR or DIR/fleet.json, read (a missing or damaged file: exit 1, FleetConfigError). */
 function fleetAt(arg: string): LoadedFleet {
-  const file = arg.endsWith('.json') ? arg : path.join(arg, FLEET_FILE);
-  return usage(() => readFleetConfig(file));
+  return readFleetConfig(arg.endsWith('.json') ? arg : path.join(arg, FLEET_FILE));
 }
 
 // ---- bkv fleet up ---------------------------------------------------------------------------------

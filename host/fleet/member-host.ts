@@ -54,15 +54,19 @@ export interface MemberHostOptions {
   readonly log?: (line: string) => void;
 }
 
+export class OperatorSecretError extends Error {
+  override readonly name = 'OperatorSecretError';
+}
+
 /** 64 hex digits, as `bkv operator keygen` writes. */
 export function readOperatorSecretFile(file: string): Uint8Array {
   let text: string;
   try {
     text = readFileSync(file, 'utf8').trim();
   } catch (e) {
-    throw new Error(`the operator secret ${file}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+    throw new OperatorSecretError(`the operator secret ${file}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
   }
-  if (!/^[0-9a-fA-F]{64}$/.test(text)) throw new Error(`the operator secret ${file}: expected 64 hex digits (bkv operator keygen)`);
+  if (!/^[0-9a-fA-F]{64}$/.test(text)) throw new OperatorSecretError(`the operator secret ${file}: expected 64 hex digits (bkv operator keygen)`);
   return Uint8Array.from(Buffer.from(text, 'hex'));
 }
 
