@@ -6,7 +6,7 @@
  * is test/host/fleet/ledger.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkFleetConfig, fleetJson, initFleet } from '../../host/fleet/config.ts';
@@ -14,6 +14,23 @@ import { bin } from './cli.ts';
 import { freePort, tcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Copies a member's folder while its process may run: each whole file as it is (the device
+ * replaces files by rename, so each copy is one version), skipping the temp files of writes in
+ * progress and files gone in between.
+ */
+export function copyFolder(from: string, to: string): void {
+  mkdirSync(to, { recursive: true });
+  for (const name of readdirSync(from)) {
+    if (name.endsWith('.tmp')) continue;
+    try {
+      copyFileSync(join(from, name), join(to, name));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+}
 
 export interface MemberProc {
   readonly member: number;
@@ -177,7 +194,7 @@ export class ProcFleet {
   /** A copy of member `m`'s folder, kept for a later restore; its trail joins the ledger. */
   copyOf(m: number, name: string): string {
     const copy = join(this.root, name);
-    cpSync(this.memberDir(m), copy, { recursive: true });
+    copyFolder(this.memberDir(m), copy);
     this.trails.add(copy);
     return copy;
   }
@@ -195,7 +212,7 @@ export class ProcFleet {
     mkdirSync(root);
     cpSync(this.fleetFile, join(root, 'fleet.json'));
     cpSync(join(this.root, 'auth'), join(root, 'auth'), { recursive: true });
-    cpSync(this.memberDir(m), this.memberDir(m, root), { recursive: true });
+    copyFolder(this.memberDir(m), this.memberDir(m, root));
     this.trails.add(this.memberDir(m, root));
     return join(root, 'fleet.json');
   }
