@@ -253,17 +253,19 @@ export class MemberHost {
     }
     if (url !== '/fleet/ops') return reply(serviceError('NOT_FOUND'));
     if (req.method !== 'POST') return reply(serviceError('METHOD_NOT_ALLOWED'));
-    if (Number(req.headers['content-length'] ?? 0) > MAX_OP_BODY) {
+    // a body over the bound: answered, then the connection closed once the answer is out (the rest is never read)
+    const tooLarge = () => {
+      res.setHeader('connection', 'close');
+      res.once('finish', () => req.destroy());
       reply(serviceError('PAYLOAD_TOO_LARGE'));
-      return void req.destroy();
-    }
+    };
+    if (Number(req.headers['content-length'] ?? 0) > MAX_OP_BODY) return tooLarge();
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > MAX_OP_BODY) {
-        reply(serviceError('PAYLOAD_TOO_LARGE'));
-        req.destroy();
+        if (!res.headersSent) tooLarge();
         return;
       }
       chunks.push(c);

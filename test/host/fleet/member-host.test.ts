@@ -79,6 +79,14 @@ describe('the member host', () => {
 
   it('refuses a body over 4 KiB, bad JSON, an intent that is not one, an unknown route, a wrong method', async () => {
     expect(await op(leader, 'x'.repeat(MAX_OP_BODY + 1))).toMatchObject({ status: 413, body: { error: { code: 'PAYLOAD_TOO_LARGE' } } });
+    // the same without a length announced: counted as it arrives
+    const chunked = new ReadableStream({
+      start(c) {
+        for (let i = 0; i < 5; i++) c.enqueue(new TextEncoder().encode('y'.repeat(1024)));
+        c.close();
+      },
+    });
+    expect(await get(`${api[leader]}/fleet/ops`, { method: 'POST', body: chunked, duplex: 'half' } as RequestInit)).toMatchObject({ status: 413, body: { error: { code: 'PAYLOAD_TOO_LARGE' } } });
     expect(await op(leader, '{"kind":')).toMatchObject({ status: 400, body: { error: { code: 'MALFORMED_JSON' } } });
     expect(await op(leader, { kind: 'charge', id: 'alice' })).toMatchObject({ status: 400, body: { error: { code: 'BAD_REQUEST', message: '"session" is missing' } } });
     expect(await op(leader, { kind: 'register', id: 'alice', limit: 2, admin: true })).toMatchObject({ status: 400, body: { error: { code: 'BAD_REQUEST' } } });
