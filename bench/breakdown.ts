@@ -284,7 +284,7 @@ const blob0 = storedBlob;
 const batchReq = encodeMessage(HostRequests, { type: 'Batch', epoch: 2, ops: Array.from({ length: B }, (_, i) => ({ opId: i, recordId: rid, stored: blob0, request: msgs[i]! })) });
 const evObj: AuditEvent = { seq: 1, time: 0, nonce: new Uint8Array(16), sealed: new Uint8Array(34), mac: new Uint8Array(32) };
 const ev = storedAudit(evObj);
-const prepared = encodeMessage(HostResponses, { type: 'Prepared', epoch: 2, writes: Array.from({ length: B }, () => ({ recordId: rid, blob: blob0 })), audit: Array.from({ length: B }, () => ev) });
+const prepared = encodeMessage(HostResponses, { type: 'Prepared', epoch: 2, writes: Array.from({ length: B }, () => ({ recordId: rid, blob: blob0 })), audit: Array.from({ length: B }, () => ev), ops: [] });
 const committed = encodeMessage(HostResponses, { type: 'Committed', epoch: 2, results: Array.from({ length: B }, (_, i) => ({ opId: i, sealed: 1, response: new Uint8Array(400 + (i & 0)) })) });
 const batchObj = decodeMessage(HostRequests, batchReq);
 const preparedObj = decodeMessage(HostResponses, prepared);

@@ -34,9 +34,11 @@ export interface Relay {
   /**
    * Relays one sealed operation. `authToken`: the issuer token the operation carries inside its
    * sealed request, for a transport that lets the host check it early (the HTTP relay sends it
-   * as the header `bkv-auth-token`); a relay may ignore it.
+   * as the header `bkv-auth-token`); a relay may ignore it. `readOnly`: the operation charges and
+   * changes nothing (Status), so a relay may resend it to another member after its answer was
+   * lost (client/vault-members.ts); absent, the operation counts as one that charges or changes.
    */
-  (recordId: Uint8Array, message: Uint8Array, meta?: { authToken?: string }): Promise<{ sealed: boolean; response: Uint8Array }>;
+  (recordId: Uint8Array, message: Uint8Array, meta?: { authToken?: string; readOnly?: boolean }): Promise<{ sealed: boolean; response: Uint8Array }>;
 }
 
 export class EscrowError extends Error {
@@ -159,7 +161,7 @@ export class EscrowClient {
     const authToken = await this.token(recordId);
     const full = { ...req, auth: te.encode(authToken) } as ClientRequest;
     const { message, openResponse } = await sealRequest(this.o.enclavePublicKey, recordId, encodeMessage(ClientRequests, full));
-    const r = await this.o.relay(recordId, message, { authToken });
+    const r = await this.o.relay(recordId, message, { authToken, readOnly: req.type === 'Status' });
     if (!r.sealed) {
       let hint: number | undefined;
       try {

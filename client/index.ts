@@ -7,7 +7,8 @@
  * - `EscrowClient`: register a backup key under a password (OPAQUE, RFC 9807), recover it,
  *   change the password, delete; every operation sealed to the enclave's public key.
  * - `httpRelay` and `fetchVaultInfo`: carry sealed operations to a vault service over HTTP and
- *   read the keys a client pins.
+ *   read the keys a client pins; one URL or a fleet's members, asked in turn by a rule that never
+ *   costs a guess (client/vault-members.ts; `parseVaultUrls`, typed `Vault*Error`s).
  * - `generateBackupKey`, `formatBackupKey`, `parseBackupKey`: the 64-digit backup key with
  *   check digits that a user writes down.
  * - `encryptBackup`, `decryptBackup`: the backup file format (v1, chunked AES-256-GCM) on

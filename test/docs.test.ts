@@ -8,11 +8,14 @@
  * A positive control plants a dead link and a dead path and expects both reported.
  * Every `--token a|b|...` a document spells lists exactly the token backends of
  * hsm/tokens/backends.ts, so a new backend can not be missing from the docs.
+ * Every `--vault URL` placeholder in a document or in the help (host/cli/help.ts) says it takes a
+ * list (`--vault URL[,URL...]`, client/vault-members.ts), and every escrow verb's usage has it.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TOKEN_KINDS } from '../hsm/tokens/backends.ts';
+import { COMMANDS } from '../host/cli/help.ts';
 
 const root = resolve(import.meta.dirname, '..');
 
@@ -78,5 +81,28 @@ describe('docs: token backend lists', () => {
   it('positive control: a list missing a backend is found', () => {
     expect(tokenLists('run with `--token emulator|softhsm` or `--token emulator`')).toEqual(['emulator|softhsm']);
     expect('emulator|softhsm').not.toBe(TOKEN_KINDS.join('|'));
+  });
+});
+
+/** Every `--vault` placeholder spelled in `text`: `URL`, or `URL[,URL...]`. */
+function vaultPlaceholders(text: string): string[] {
+  return [...text.matchAll(/--vault (URL(?:\[,URL\.\.\.\])?)/g)].map((m) => m[1]!);
+}
+
+describe('docs: --vault takes one URL or several', () => {
+  it('every --vault placeholder in the README, docs/*.md and the help reads URL[,URL...]; every escrow verb takes it', () => {
+    const help = Object.entries(COMMANDS).flatMap(([cmd, c]) => [
+      [`bkv ${cmd}`, `${c.usage} ${c.about}`],
+      ...Object.entries(c.verbs ?? {}).map(([verb, v]) => [`bkv ${cmd} ${verb}`, `${v.usage} ${v.about}`]),
+    ]);
+    const texts = [...docFiles().map((f) => [relative(root, f), readFileSync(f, 'utf8')]), ...help];
+    const all = texts.flatMap(([where, text]) => vaultPlaceholders(text!).map((p) => `${where}: ${p}`));
+    expect(all.length).toBeGreaterThan(5);
+    for (const l of all) expect(l.split(': ')[1], l).toBe('URL[,URL...]');
+    for (const [verb, v] of Object.entries(COMMANDS.escrow!.verbs!)) expect(v.usage, verb).toContain('--vault URL[,URL...] ');
+  });
+
+  it('positive control: a placeholder for one URL is found', () => {
+    expect(vaultPlaceholders('bkv escrow status --vault URL --vault-key F; --vault URL[,URL...]')).toEqual(['URL', 'URL[,URL...]']);
   });
 });

@@ -100,6 +100,10 @@ export const Handling = {
   InvalidPacing: 2121,
   /** A RegisterStart whose pacing is laxer than the vault's provisioned floor. */
   PacingBelowFloor: 2122,
+  /** A replicated batch (Apply, enclave/vault/apply.ts) that does not apply to this member's records. */
+  ApplyRefused: 2123,
+  /** An Apply to a vault that is no fleet member. */
+  NotAFollower: 2124,
 } as const;
 
 export const Integrity = {

@@ -38,6 +38,8 @@ export const SESSION_ID_LEN = 16;
 
 const recordId = bytes(1, MAX_RECORD_ID);
 const sealed = bytes(0, MAX_SEALED_RECORD);
+/** One write's change as a fleet member names it (enclave/vault/fleet-change.ts): the record, the change's op tag, the version it read, a register's limit. */
+const CHANGE_OP = [['recordId', recordId], ['change', u8], ['base', u53], ['limit', u8]] as const;
 
 /** An audit event's sealed part: kind (1) | record hash (32) | attempts remaining (1), AES-256-CTR (enclave/vault/audit.ts). */
 export const AUDIT_SEALED_LEN = 34;
@@ -102,7 +104,7 @@ export const AUDIT_KIND = {
 
 export const HostRequests = defineFamily(
   API_VERSION,
-  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Prepare: 0x13, Zeroize: 0x20, SetAuth: 0x21, AuditVerify: 0x30, Census: 0x31 },
+  { Info: 0x01, LoadChunk: 0x02, LoadEnd: 0x03, Batch: 0x10, Commit: 0x11, Abort: 0x12, Prepare: 0x13, Apply: 0x14, Zeroize: 0x20, SetAuth: 0x21, AuditVerify: 0x30, Census: 0x31 },
   {
     Info: [],
     /** Startup: the host streams every stored record of the partition. */
@@ -127,6 +129,17 @@ export const HostRequests = defineFamily(
     Abort: [['epoch', u53]],
     /** The batch staged behind the one just committed (a Batch sent while that one was pending): its intent, then Prepared. */
     Prepare: [['epoch', u53]],
+    /**
+     * A fleet follower's replicated batch (enclave/vault/apply.ts, docs/fleet-vault.md): the ops
+     * of the leader's batch (its change, as enclave/vault/fleet-change.ts names it, on the version
+     * it names; `limit` for a register or replace, else 0), one write per record with this
+     * member's stored blob and the leader's new one. Answered Prepared; then Commit as for a Batch.
+     */
+    Apply: [
+      ['epoch', u53],
+      ['ops', list(CHANGE_OP, MAX_BATCH_OPS)],
+      ['writes', list([['recordId', recordId], ['stored', sealed], ['blob', sealed]] as const, MAX_BATCH_OPS)],
+    ],
     Zeroize: [['auth', fixed(32)]],
     /** Replaces the provisioned issuer set (enclave/api/auth.ts encodeAuthConfig), authorized by the operator secret. */
     SetAuth: [
@@ -194,6 +207,8 @@ export const HostResponses = defineFamily(
       ['epoch', u53],
       ['writes', list([['recordId', recordId], ['blob', sealed]] as const, MAX_BATCH_OPS)],
       ['audit', list(StoredAuditSchema, MAX_BATCH_OPS * 2)],
+      /** A fleet member's batch: each write's change for the fleet's log (enclave/vault/fleet-change.ts); empty otherwise. */
+      ['ops', list(CHANGE_OP, MAX_BATCH_OPS)],
     ],
     Committed: [
       ['epoch', u53],
@@ -249,6 +264,7 @@ export const HOST_RESPONSE_OF = {
   Commit: ['Committed'],
   Abort: ['Aborted'],
   Prepare: ['Prepared'],
+  Apply: ['Prepared'],
   Zeroize: ['ZeroizeDone'],
   SetAuth: ['AuthSet'],
   AuditVerify: ['AuditResult'],

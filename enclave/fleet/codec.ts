@@ -38,9 +38,11 @@ const OP_SCHEMAS = {
   lock: [['id', RECORD_ID], ['base', u53]],
   delete: [['id', RECORD_ID], ['base', u53]],
   admit: [['member', u8], ['incarnation', INC]],
+  replace: [['id', RECORD_ID], ['base', u53], ['limit', u8]],
+  touch: [['id', RECORD_ID], ['base', u53]],
 } as const satisfies Record<Op['kind'], Schema>;
 
-export const OP_TAGS: Record<Op['kind'], number> = { register: 1, charge: 2, reset: 3, lock: 4, delete: 5, admit: 6 };
+export const OP_TAGS: Record<Op['kind'], number> = { register: 1, charge: 2, reset: 3, lock: 4, delete: 5, admit: 6, replace: 7, touch: 8 };
 const OP_KINDS = new Map(Object.entries(OP_TAGS).map(([k, t]) => [t, k as Op['kind']]));
 /** The longest op: its kind byte and its longest schema (a charge with the longest id). */
 export const MAX_OP_BYTES = 1 + 2 + MAX_RECORD_ID_BYTES + 3 * 8;
@@ -139,7 +141,7 @@ export function decodeOp(b: Uint8Array, what = 'op'): Op {
   const f = asFleet(what, () => decodeAny(OP_SCHEMAS[kind], b.subarray(1), what));
   if (kind === 'admit') return { kind, member: f.member as number, incarnation: f.incarnation as Uint8Array };
   const op = { kind, ...f, id: idOf(f.id as Uint8Array, what) } as Op;
-  if (op.kind === 'register' && (op.limit < 1 || op.limit > MAX_LIMIT)) bad(FleetCode.BadValue, `${what}: limit out of 1..${MAX_LIMIT}`);
+  if ((op.kind === 'register' || op.kind === 'replace') && (op.limit < 1 || op.limit > MAX_LIMIT)) bad(FleetCode.BadValue, `${what}: limit out of 1..${MAX_LIMIT}`);
   return op;
 }
 

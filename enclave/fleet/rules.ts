@@ -10,6 +10,12 @@
  * - attempts used never go down except by a reset, which needs at least one charged guess (a
  *   valid KE3 answers a charged session);
  * - a record at its limit may only be locked (its secrets zeroized) or registered again;
+ * - a live record is registered anew only by `replace` (a password change or a new key: the vault
+ *   checks the proof, the current backup key or a recovered session, enclave/vault/ops.ts), which
+ *   starts a new registration (attempts used and guesses charged from 0);
+ * - `touch` rewrites a record that exists (registered or locked) unchanged: the vault rewrites a
+ *   record after every KE3 that releases nothing, as it was, so the host can not tell a success
+ *   from a failure by what is stored: version + 1 only;
  * - every change names the version it was computed on (`base`) and makes version + 1.
  */
 import { FleetCode, type FleetCodeValue } from './faults.ts';
@@ -28,6 +34,8 @@ export interface RecordState {
 
 export type RecordOp =
   | { readonly kind: 'register'; readonly id: string; readonly base: number; readonly limit: number }
+  | { readonly kind: 'replace'; readonly id: string; readonly base: number; readonly limit: number }
+  | { readonly kind: 'touch'; readonly id: string; readonly base: number }
   | { readonly kind: 'charge'; readonly id: string; readonly base: number; readonly guess: number; readonly session: number }
   | { readonly kind: 'reset'; readonly id: string; readonly base: number; readonly session: number }
   | { readonly kind: 'lock'; readonly id: string; readonly base: number }
@@ -45,6 +53,8 @@ export type Op = RecordOp | AdmitOp;
 /** What a client asks for; the leader turns it into a `RecordOp` against its own state (it fills in base and guess). */
 export type Intent =
   | { readonly kind: 'register'; readonly id: string; readonly limit: number }
+  | { readonly kind: 'replace'; readonly id: string; readonly limit: number }
+  | { readonly kind: 'touch'; readonly id: string }
   | { readonly kind: 'charge'; readonly id: string; readonly session: number }
   | { readonly kind: 'reset'; readonly id: string; readonly session: number }
   | { readonly kind: 'lock'; readonly id: string }
@@ -62,6 +72,13 @@ export function transition(rec: RecordState | undefined, op: RecordOp): RecordSt
       if (rec?.status === 'registered') return FleetCode.TransitionNotAllowed;
       if (!Number.isInteger(op.limit) || op.limit < 1 || op.limit > MAX_LIMIT) return FleetCode.TransitionNotAllowed;
       return { version: next, status: 'registered', limit: op.limit, used: 0, total: 0 };
+    case 'replace':
+      if (rec?.status !== 'registered') return FleetCode.TransitionNotAllowed;
+      if (!Number.isInteger(op.limit) || op.limit < 1 || op.limit > MAX_LIMIT) return FleetCode.TransitionNotAllowed;
+      return { version: next, status: 'registered', limit: op.limit, used: 0, total: 0 };
+    case 'touch':
+      if (rec === undefined || rec.status === 'deleted') return FleetCode.TransitionNotAllowed;
+      return { ...rec, version: next };
     case 'charge':
       if (rec?.status !== 'registered' || rec.used >= rec.limit || op.guess !== rec.total + 1) return FleetCode.TransitionNotAllowed;
       return { ...rec, version: next, used: rec.used + 1, total: rec.total + 1 };
@@ -82,7 +99,10 @@ export function opOf(intent: Intent, rec: RecordState | undefined): RecordOp {
   const base = rec?.version ?? 0;
   switch (intent.kind) {
     case 'register':
-      return { kind: 'register', id: intent.id, base, limit: intent.limit };
+    case 'replace':
+      return { kind: intent.kind, id: intent.id, base, limit: intent.limit };
+    case 'touch':
+      return { kind: 'touch', id: intent.id, base };
     case 'charge':
       return { kind: 'charge', id: intent.id, base, guess: (rec?.total ?? 0) + 1, session: intent.session };
     case 'reset':

@@ -40,6 +40,7 @@ import { addInto, subInto } from './adhash.ts';
 import type { TokenVerifier } from '../api/auth-verify.ts';
 import type { NvramSlot, NvramState } from './nvram-state.ts';
 import { admit, computeOp } from './compute.ts';
+import { checkApply, type ApplyRequest } from './apply.ts';
 import type { Admitted, BatchRequest, Effects, VaultParts } from './compute.ts';
 
 type Prepared = Extract<HostResponse, { type: 'Prepared' }>;
@@ -60,11 +61,13 @@ export interface VaultLink {
   verifier(): TokenVerifier;
   /** The laxest guess pacing a registration may pick (AuthConfig.minPacing). */
   minPacing(): number;
+  /** A fleet member: its batches name their changes (Prepared's `ops`; VaultOptions.fleet). */
+  fleet(): boolean;
 }
 
 export const noPendingBatch = (): EnclaveFault => new EnclaveFault(Handling.NoBatchPending, 'no pending batch with this epoch', 'epoch');
 
-const preparedOf = (c: Computed): Prepared => ({ type: 'Prepared', epoch: c.fx.epoch, writes: c.writes, audit: c.fx.audit });
+const preparedOf = (c: Computed): Prepared => ({ type: 'Prepared', epoch: c.fx.epoch, writes: c.writes, audit: c.fx.audit, ops: c.fx.changes ?? [] });
 
 /** The batches of a loaded vault: the one pending (prepared, not committed) and the one staged behind it. */
 export class Batches {
@@ -100,6 +103,22 @@ export class Batches {
     if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
     const admitted = await admit(this.v, this.vault.verifier(), req);
     return this.prepareComputed(this.run(req, idHex, admitted, committed.auditSeq, committed.auditHead));
+  }
+
+  /**
+   * Apply(e): a fleet leader's batch, checked against this member's records (apply.ts) instead of
+   * computed, then made durable by the same rule: its intent to NVRAM, Prepared, the host persists,
+   * Commit. Nothing to answer (no client op ran here). Not overlapped: nothing may be pending.
+   */
+  async apply(req: ApplyRequest): Promise<HostResponse> {
+    if (this.pending || this.staged) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is pending', 'epoch');
+    const committed = this.vault.nv().committed;
+    if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
+    const fx = checkApply(this.v, req, committed.auditSeq, committed.auditHead);
+    this.v.tables.begin(req.epoch, this.v.p.now());
+    const writes: Prepared['writes'] = [];
+    for (const o of fx.overlay.values()) writes.push({ recordId: o.recordId, blob: o.blob });
+    return this.prepareComputed({ fx, writes, intentWritten: false });
   }
 
   /** Prepare(e): the staged batch e, its predecessor committed, gets its intent and is prepared. */
@@ -194,7 +213,7 @@ export class Batches {
     const now = this.v.p.now();
     const minPacing = this.vault.minPacing();
     this.v.tables.begin(req.epoch, now);
-    const fx: Effects = { epoch: req.epoch, overlay: new Map(), touched: new Set(), audit: [], auditSeq, auditHead, results: [] };
+    const fx: Effects = { epoch: req.epoch, overlay: new Map(), touched: new Set(), audit: [], auditSeq, auditHead, results: [], ...(this.vault.fleet() && { changes: [] }) };
     for (let i = 0; i < req.ops.length; i++) computeOp(this.v, fx, req.ops[i]!, idHex[i]!, admitted[i]!, now, minPacing);
     // One write per record, its last version (a record written twice kept its place of first write).
     const writes: Prepared['writes'] = [];

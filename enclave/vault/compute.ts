@@ -29,6 +29,8 @@ import type { RecordIndex } from './record-index.ts';
 import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal, zeroizeRecord } from './record.ts';
 import type { VaultRecord } from './record.ts';
 import type { VaultTables } from './sessions.ts';
+import { changeOp, fleetChangeOf } from './fleet-change.ts';
+import type { ChangeOp } from './fleet-change.ts';
 
 const te = new TextEncoder();
 
@@ -72,6 +74,8 @@ export interface Effects {
   auditHead: Uint8Array;
   /** One answer per op, sealed to its client (plain only when the envelope did not open). */
   results: { opId: number; sealed: number; response: Uint8Array }[];
+  /** A fleet member's batch: each write's change, in op order, for the fleet's log (fleet-change.ts); absent otherwise. */
+  changes?: ChangeOp[];
 }
 
 type Opened = ReturnType<typeof openRequestSync>;
@@ -163,6 +167,12 @@ export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, idHex: string
     const result = handle(ctx, adm.request);
     if (result.write !== undefined) {
       const rec = result.write === 'delete' ? null : result.write;
+      if (fx.changes) {
+        // A fleet member replicates only what the fleet's rules allow (docs/fleet-vault.md).
+        const change = fleetChangeOf(current, rec);
+        if (change === null) throw new EnclaveFault(Handling.ApplyRefused, 'the write is no change the fleet rules allow', 'recordId');
+        fx.changes.push(changeOp(op.recordId, change, version));
+      }
       const suite = rec ? rec.suite : (current?.suite ?? 0);
       const blob = seal(v.p.token, v.keys.seal, op.recordId, { kind: rec ? KIND_RECORD : KIND_TOMBSTONE, suite, epoch: fx.epoch, version: version + 1 }, rec);
       // The record's later ops read this version; the host gets only its last blob (batch.ts).
@@ -215,8 +225,8 @@ function mirrorWrite(v: VaultParts, recordId: Uint8Array, epoch: number): void {
   v.index.leafOf(recordId, blob);
 }
 
-/** The record an op works on: this batch's version of it, or the stored blob checked against the index (rollback). */
-function currentRecord(v: VaultParts, overlay: Effects['overlay'], recordId: Uint8Array, key: Uint8Array, idHex: string, stored: Uint8Array): { record: VaultRecord | null; version: number } {
+/** The record an op works on: this batch's version of it, or the stored blob checked against the index (rollback); apply.ts reads a follower's the same way. */
+export function currentRecord(v: VaultParts, overlay: Effects['overlay'], recordId: Uint8Array, key: Uint8Array, idHex: string, stored: Uint8Array): { record: VaultRecord | null; version: number } {
   const o = overlay.get(idHex);
   if (o) return { record: o.record ? { ...o.record } : null, version: o.version };
   const expected = v.index.getByKey(key);

@@ -41,6 +41,13 @@ export { toFault } from './compute.ts';
 /** How a Vault is built beyond its platform (tests shrink the tables with it). */
 export interface VaultOptions {
   tableLimits?: Partial<TableLimits>;
+  /**
+   * A fleet member (docs/fleet-vault.md): its batches name each write's change for the fleet's
+   * log (Prepared's `ops`, fleet-change.ts; a write that is no change the rules allow fails its
+   * op), and it takes a leader's batches (Apply, apply.ts). Until the fleet core runs in the
+   * device (slice 1), only tests set it: an Apply names no majority yet.
+   */
+  fleet?: boolean;
 }
 
 type State = 'ready' | 'notLoaded' | 'selfTestFailed' | 'zeroized' | 'broken';
@@ -82,6 +89,7 @@ export class Vault {
     writeNvram: (next) => this.writeNvram(next),
     verifier: () => this.verifier,
     minPacing: () => this.minPacing,
+    fleet: () => this.fleet,
   };
 
   private constructor(
@@ -89,7 +97,10 @@ export class Vault {
     opts: VaultOptions,
   ) {
     this.tables = new VaultTables(this.suites, opts.tableLimits);
+    this.fleet = opts.fleet === true;
   }
+
+  private readonly fleet: boolean;
 
   static async boot(p: Platform, opts: VaultOptions = {}): Promise<Vault> {
     const v = new Vault(p, opts);
@@ -187,6 +198,9 @@ export class Vault {
         return this.ready().commit(req.epoch);
       case 'Prepare':
         return this.ready().prepare(req.epoch);
+      case 'Apply':
+        if (!this.fleet) throw new EnclaveFault(Handling.NotAFollower, 'this vault is no fleet member', 'type');
+        return this.ready().apply(req);
       case 'Abort':
         // Refused, not out of state, when there is nothing to abort.
         if (!this.batches) throw noPendingBatch();

@@ -1,7 +1,9 @@
 /**
  * `bkv escrow register|recover|change-password|delete|status`: escrow a backup key with a vault
- * service. The vault's public key comes from the file the operator published (`--vault-key`,
- * written by `bkv serve`); the service's live key must match it, or nothing is sent. Every
+ * service. `--vault` takes one URL or a fleet's members comma-separated (client/vault-members.ts:
+ * asked in turn, moving on only when a member certainly did not take the request). The vault's
+ * public key comes from the file the operator published (`--vault-key`, written by `bkv serve`);
+ * each member's live key must match it before that member gets anything. Every
  * operation carries the issuer's token for the id (`--auth-token FILE`, from `bkv auth token`);
  * the API bearer token, when the service wants one, comes from BKV_SERVICE_TOKEN.
  *
@@ -13,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { EscrowClient } from '../../client/escrow.ts';
 import type { RecoverResult } from '../../client/escrow.ts';
-import { fetchVaultInfo, httpRelay } from '../../client/http-relay.ts';
+import { VaultUrlError, httpRelay, parseVaultUrls } from '../../client/http-relay.ts';
 import { formatBackupKey } from '../../client/backup-key.ts';
 import { argon2idKsf, DEFAULT_ARGON2ID } from '../../enclave/opaque/ksf.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
@@ -67,6 +69,16 @@ async function loginPossible(client: EscrowClient, recordId: Uint8Array, id: str
   return { attemptLimit: st.attemptLimit };
 }
 
+/** `--vault URL[,URL...]`: a usage error for an empty item, a URL that is not http(s), a duplicate, more than 16. */
+function vaultUrls(spec: string): string[] {
+  try {
+    return parseVaultUrls(spec);
+  } catch (e) {
+    if (e instanceof VaultUrlError) throw new UsageError(`--vault: ${e.message}`);
+    throw e;
+  }
+}
+
 export async function escrowCommand(argv: string[], out: Output): Promise<number> {
   const p = parseArgs(argv, {
     options: ['vault', 'vault-key', 'id', 'key-file', 'password-file', 'new-password-file', 'attempts', 'out', 'suite', 'auth-token', 'pacing'],
@@ -74,7 +86,7 @@ export async function escrowCommand(argv: string[], out: Output): Promise<number
   const verb = p.positional[0];
   if (verb === undefined || !VERBS.has(verb)) throw unknownWord(verb, 'escrow');
   if (p.positional.length !== 1) throw new UsageError(`unexpected ${p.positional.slice(1).join(' ')}`);
-  const url = required(p, 'vault');
+  const urls = vaultUrls(required(p, 'vault'));
   const pinned = readVaultKeyFile(required(p, 'vault-key'));
   const id = required(p, 'id');
   const recordId = new TextEncoder().encode(id);
@@ -89,13 +101,11 @@ export async function escrowCommand(argv: string[], out: Output): Promise<number
     throw new UsageError(`--auth-token ${tokenFile}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
   }
   const serviceToken = process.env.BKV_SERVICE_TOKEN || undefined;
-  const live = await fetchVaultInfo(url, { token: serviceToken });
-  if (Buffer.compare(Buffer.from(live.enclavePublicKey), Buffer.from(pinned.enclavePublicKey)) !== 0) {
-    throw new UsageError(`the vault at ${url} does not have the pinned enclave key: refusing to talk to it`);
-  }
+  const relay = httpRelay({ baseUrl: urls, token: serviceToken, enclavePublicKey: pinned.enclavePublicKey });
+  await relay.ready(); // a member with another key (VaultKeyMismatchError, exit 2) is refused before any password is asked
   const suite = await fastSuite(parseSuiteId(p.opts.get('suite') ?? 'ristretto255-SHA512'));
   const client = new EscrowClient({
-    relay: httpRelay({ baseUrl: url, token: serviceToken }),
+    relay,
     enclavePublicKey: pinned.enclavePublicKey,
     suite,
     rng: (n) => new Uint8Array(randomBytes(n)),

@@ -7,7 +7,7 @@
 import { UsageError } from './args.ts';
 import { AuthSetupError } from '../auth/issuer.ts';
 import { EscrowError } from '../../client/escrow.ts';
-import { VaultHttpError } from '../../client/http-relay.ts';
+import { VaultHttpError, VaultKeyMismatchError } from '../../client/http-relay.ts';
 import { Handling, faultName } from '../../enclave/api/codes.ts';
 import { scrubCredentials } from './redact.ts';
 
@@ -84,6 +84,8 @@ export function describeError(e: unknown): ErrorReport & { line: string } {
     line: `bkv: ${scrubCredentials(line)}`,
   });
   if (e instanceof UsageError) return r(EXIT.usage, e.name, e.message);
+  // A member of --vault whose key is not the pinned one: the command line names a wrong vault.
+  if (e instanceof VaultKeyMismatchError) return r(EXIT.usage, e.name, e.message);
   if (e instanceof CliError) return r(e.exitCode, e.name, e.message);
   if (e instanceof EscrowError && AUTH_FAULTS.has(e.code)) {
     const fault = { code: e.code, name: faultName(e.code) };

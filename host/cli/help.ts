@@ -20,7 +20,7 @@ export interface CommandHelp extends HelpEntry {
   verbs?: Record<string, HelpEntry>;
 }
 
-const VAULT = '--vault URL --vault-key FILE --id ID --auth-token FILE';
+const VAULT = '--vault URL[,URL...] --vault-key FILE --id ID --auth-token FILE';
 const ESCROW_EXAMPLE = 'bkv escrow VERB --vault http://127.0.0.1:8080 --vault-key vault/vault-key.pub --id alice --auth-token alice.tok';
 const escrowExample = (verb: string, more: string) => `${ESCROW_EXAMPLE.replace('VERB', verb)} ${more}`.trimEnd();
 const PASSWORD_NOTE = 'Passwords are typed at a prompt that does not echo, or read from the first line of a file (--password-file); never from the command line, and no prompt without a terminal (exit 2).';
@@ -70,7 +70,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
   },
   escrow: {
     usage: '',
-    about: `Escrows a backup key with a vault service. The service's key must match the pinned file (--vault-key, written by bkv serve); every operation carries the issuer's token for the id (--auth-token, from bkv auth token); the API bearer token, when the service wants one, comes from BKV_SERVICE_TOKEN. ${PASSWORD_NOTE}`,
+    about: `Escrows a backup key with a vault service. --vault takes one URL or a fleet's members comma-separated (at most 16), asked in turn: the next only when a member certainly did not take the request (could not be reached, not the leader, not serving), never after a charging request was sent. Every member's key must match the pinned file (--vault-key, written by bkv serve); every operation carries the issuer's token for the id (--auth-token, from bkv auth token); the API bearer token, when the service wants one, comes from BKV_SERVICE_TOKEN. ${PASSWORD_NOTE}`,
     example: escrowExample('status', ''),
     verbs: {
       register: {

@@ -197,6 +197,8 @@ export class IntentError extends Error {
 
 const KEYS: Record<Intent['kind'], readonly string[]> = {
   register: ['kind', 'id', 'limit'],
+  replace: ['kind', 'id', 'limit'],
+  touch: ['kind', 'id'],
   charge: ['kind', 'id', 'session'],
   reset: ['kind', 'id', 'session'],
   lock: ['kind', 'id'],

@@ -71,7 +71,7 @@ export interface Harness {
 
 type EscrowClientAuth = ConstructorParameters<typeof EscrowClient>[0]['auth'];
 
-export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKind?: TokenKind; tableLimits?: Partial<TableLimits>; minPacing?: number } = {}): Promise<Harness> {
+export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKind?: TokenKind; tableLimits?: Partial<TableLimits>; minPacing?: number; fleet?: boolean } = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'bkv-test-'));
   const platform = testPlatform({ operatorKeyHash: opts.operatorKeyHash, tokenKind: opts.tokenKind });
   const issuer = await testIssuer();
@@ -82,7 +82,7 @@ export async function openHarness(opts: { operatorKeyHash?: Uint8Array; tokenKin
   h.platform = platform;
   h.store = await openSqliteStore(join(dir, 'vault.db'));
   const boot = async () => {
-    h.enclave = await createEnclave(platform, { tableLimits: opts.tableLimits });
+    h.enclave = await createEnclave(platform, { tableLimits: opts.tableLimits, fleet: opts.fleet });
     // The engine reaches the store through `h.store`, so a test can swap the database underneath.
     const store = new Proxy({} as RecordStore, {
       get: (_t, k) => {

@@ -164,7 +164,9 @@ describe('the device', () => {
 
   it('reads intents strictly', () => {
     expect(parseIntent({ kind: 'charge', id: 'r', session: 3 })).toEqual({ kind: 'charge', id: 'r', session: 3 });
-    for (const bad of [null, [], 'x', { kind: 'steal', id: 'r' }, { kind: 'lock' }, { kind: 'lock', id: '' }, { kind: 'lock', id: 'x'.repeat(65) }, { kind: 'lock', id: 'r', extra: 1 }, { kind: 'register', id: 'r', limit: 0 }, { kind: 'register', id: 'r', limit: 256 }, { kind: 'charge', id: 'r', session: -1 }, { kind: 'charge', id: 'r', session: 2 ** 53 }, { kind: 'reset', id: 'r' }, { kind: 'toString', id: 'r' }]) {
+    expect(parseIntent({ kind: 'replace', id: 'r', limit: 3 })).toEqual({ kind: 'replace', id: 'r', limit: 3 });
+    expect(parseIntent({ kind: 'touch', id: 'r' })).toEqual({ kind: 'touch', id: 'r' });
+    for (const bad of [null, [], 'x', { kind: 'steal', id: 'r' }, { kind: 'lock' }, { kind: 'lock', id: '' }, { kind: 'lock', id: 'x'.repeat(65) }, { kind: 'lock', id: 'r', extra: 1 }, { kind: 'register', id: 'r', limit: 0 }, { kind: 'register', id: 'r', limit: 256 }, { kind: 'charge', id: 'r', session: -1 }, { kind: 'charge', id: 'r', session: 2 ** 53 }, { kind: 'reset', id: 'r' }, { kind: 'replace', id: 'r' }, { kind: 'touch', id: 'r', limit: 1 }, { kind: 'toString', id: 'r' }]) {
       expect(() => parseIntent(bad), JSON.stringify(bad)).toThrow(IntentError);
     }
   });

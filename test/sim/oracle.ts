@@ -118,6 +118,14 @@ export class Oracle {
         if (r?.status === 'registered') return 'registered over a live record';
         this.model.set(op.id, { status: 'registered', limit: op.limit, used: 0, total: 0, reg: `${index}.${k}` });
         return null;
+      case 'replace':
+        // a new registration of a live record (the vault checked its proof): guesses count from 0 under a new registration
+        if (!r || r.status !== 'registered') return 'replaced a record that is not live';
+        this.model.set(op.id, { status: 'registered', limit: op.limit, used: 0, total: 0, reg: `${index}.${k}` });
+        return null;
+      case 'touch':
+        if (!r || r.status === 'deleted') return 'rewrote a record that does not exist';
+        return null;
       case 'charge':
         if (!r || r.status !== 'registered') return 'guess charged on a record that is not live';
         if (r.used >= r.limit) return `guess ${r.used + 1} charged past the limit ${r.limit}`;

@@ -246,6 +246,10 @@ describe('fleet: refused messages are typed faults, change nothing, and the memb
       ['a guess past the numbering', msg(prepare(entry([{ ...charge[0]!, guess: 2 }]))), FleetCode.TransitionNotAllowed],
       ['a reset with nothing charged', msg(prepare(entry([{ kind: 'reset', id: 'r0', base: 1, session: 1 }]))), FleetCode.TransitionNotAllowed],
       ['a charge on a record never registered', msg(prepare(entry([{ kind: 'charge', id: 'zz', base: 0, guess: 1, session: 1 }]))), FleetCode.TransitionNotAllowed],
+      ['a register over a live record (not a replace)', msg(prepare(entry([{ kind: 'register', id: 'r0', base: 1, limit: 3 }]))), FleetCode.TransitionNotAllowed],
+      ['a replace of a record never registered', msg(prepare(entry([{ kind: 'replace', id: 'zz', base: 0, limit: 3 }]))), FleetCode.TransitionNotAllowed],
+      ['a touch of a record never registered', msg(prepare(entry([{ kind: 'touch', id: 'zz', base: 0 }]))), FleetCode.TransitionNotAllowed],
+      ['a replace with limit 0 (the decoder refuses it)', msg(prepare(entry([{ kind: 'replace', id: 'r0', base: 1, limit: 0 }]))), FleetCode.BadValue],
     ];
     for (const [what, env, code] of cases) {
       const before = m.durable;

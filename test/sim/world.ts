@@ -404,8 +404,10 @@ export async function runSchedule(o: ScheduleOptions): Promise<ScheduleResult> {
     const r = rng.next();
     if (r < 0.45) return { kind: 'charge', id, session: ++session };
     if (r < 0.62) return { kind: 'reset', id, session: w.sessions.length > 0 ? rng.pick(w.sessions) : 0 };
-    if (r < 0.8) return { kind: 'register', id, limit: 1 + rng.int(4) };
-    if (r < 0.93) return { kind: 'lock', id };
+    if (r < 0.74) return { kind: 'register', id, limit: 1 + rng.int(4) };
+    if (r < 0.79) return { kind: 'replace', id, limit: 1 + rng.int(4) };
+    if (r < 0.84) return { kind: 'touch', id };
+    if (r < 0.94) return { kind: 'lock', id };
     return { kind: 'delete', id };
   };
   const mayDamage = (id: number): boolean => {

@@ -43,6 +43,8 @@ const hash = fc.uint8Array({ minLength: 32, maxLength: 32 });
 const id = fc.string({ unit: 'grapheme', minLength: 1, maxLength: 12 }).filter((s) => new TextEncoder().encode(s).length <= MAX_RECORD_ID_BYTES);
 const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('register' as const), id, base: nat, limit: fc.integer({ min: 1, max: 255 }) }),
+  fc.record({ kind: fc.constant('replace' as const), id, base: nat, limit: fc.integer({ min: 1, max: 255 }) }),
+  fc.record({ kind: fc.constant('touch' as const), id, base: nat }),
   fc.record({ kind: fc.constant('charge' as const), id, base: nat, guess: nat, session: nat }),
   fc.record({ kind: fc.constant('reset' as const), id, base: nat, session: nat }),
   fc.record({ kind: fc.constant('lock' as const), id, base: nat }),

@@ -34,6 +34,7 @@ import { CONTEXT, withAuth } from '../../helpers/vault-harness.ts';
 import type { ClientOp } from '../../helpers/vault-harness.ts';
 import { randomBytes } from 'node:crypto';
 import { describeTokens } from '../../helpers/tokens.ts';
+import { watchFleetChanges } from '../../helpers/fleet-changes.ts';
 
 const te = new TextEncoder();
 const IDS = ['u0', 'u1'];
@@ -300,13 +301,19 @@ describeTokens('vault model', (kind) => {
       id.map((i) => new Delete(i)),
       fc.constant(new Restart()),
     ];
+    // Every write is also checked against the fleet's rules (docs/fleet-vault.md): the change it
+    // is, allowed on a mirror of abstract records, and agreeing with the record written.
+    const kinds = new Map<string, number>();
     await fc.assert(
       fc.asyncProperty(fc.commands(cmds, { maxCommands: 24 }), async (commands) => {
         await h?.close();
         h = await openHarness({ tokenKind: kind });
+        const watch = watchFleetChanges(h);
         const real: Real = { h, c: await h.client(), open: {} };
         const model: Model = { r: Object.fromEntries(IDS.map((i) => [i, none()])) };
         await fc.asyncModelRun(() => ({ model, real }), commands);
+        expect(watch.problems).toEqual([]);
+        for (const [k, n] of watch.counts) kinds.set(k, (kinds.get(k) ?? 0) + n);
       }),
       {
         numRuns: RUNS,
@@ -328,15 +335,36 @@ describeTokens('vault model', (kind) => {
         ],
       },
     );
+    console.log(`vault model [${kind}]: writes by fleet change ${JSON.stringify(Object.fromEntries(kinds))}`);
+    // a watch that saw nothing checks nothing (every kind is seen in the fixed example below)
+    expect([...kinds.values()].reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
   }, Math.max(120_000, RUNS * 4_000));
 
   /** One fixed command sequence, checked against the oracle after every step as the random runs are. */
-  async function play(commands: fc.AsyncCommand<Model, Real>[]): Promise<void> {
+  async function play(commands: fc.AsyncCommand<Model, Real>[]): Promise<Map<string, number>> {
     h = await openHarness({ tokenKind: kind });
+    const watch = watchFleetChanges(h);
     const real: Real = { h, c: await h.client(), open: {} };
     const model: Model = { r: Object.fromEntries(IDS.map((i) => [i, none()])) };
     await fc.asyncModelRun(() => ({ model, real }), commands);
+    expect(watch.problems).toEqual([]);
+    return watch.counts;
   }
+
+  it("example: every change the vault writes is one the fleet's rules allow, each kind at least once", async () => {
+    const counts = await play([
+      new Register('u0', 'alpha', 2, 7), // register
+      new Login('u0', true), // charge, reset
+      new Login('u0', false), // charge, touch (a KE3 that releases nothing rewrites the record as it was)
+      new ChangePassword('u0', 'beta'), // a recovery (charge, reset), then replace
+      new Login('u0', false),
+      new Login('u0', false), // two more wrong guesses: every guess spent
+      new Login('u0', true), // lock (no session holds a guess)
+      new FinishSession('u0'),
+      new Delete('u0'), // delete
+    ]);
+    expect([...counts.keys()].sort()).toEqual(['charge', 'delete', 'lock', 'register', 'replace', 'reset', 'touch']);
+  });
 
   it('example: every guess spent while a session still holds one, then a restart ends it', async () => {
     // At the limit with a session pending, a login answers locked but the record is not locked

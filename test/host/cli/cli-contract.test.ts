@@ -155,6 +155,12 @@ describe('bkv usage errors (exit 2)', () => {
       [['backup', 'encrypt', 'a', '--key-file', 'k'], /takes IN and OUT/],
       [['auth', 'token', '--issuer-key', issuerKey, '--id', 'a', '--ttl', '2h'], /--ttl must be/],
       [['escrow'], /a subcommand of bkv escrow is missing/],
+      // --vault URL[,URL...]: an empty item, not http(s), a member twice, more than 16
+      [['escrow', 'status', '--vault', ''], /--vault: vault URL 1 of 1 is empty/],
+      [['escrow', 'status', '--vault', 'http://a:7400,,http://b:7400'], /--vault: vault URL 2 of 3 is empty/],
+      [['escrow', 'status', '--vault', 'http://a:7400,ftp://b'], /--vault: "ftp:\/\/b" is not an http\(s\) base URL/],
+      [['escrow', 'recover', '--vault', 'http://a:7400,http://A:7400/'], /--vault: http:\/\/A:7400\/ is listed twice/],
+      [['escrow', 'register', '--vault', Array.from({ length: 17 }, (_, i) => `http://10.0.0.${i}:7400`).join(',')], /--vault: at most 16 vault URLs \(got 17\)/],
     ];
     for (const [args, msg] of cases) expect(expectCode(args, EXIT.usage).err).toMatch(msg);
   }, 60_000);

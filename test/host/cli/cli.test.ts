@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -106,6 +108,30 @@ describe('bkv', () => {
     expect(bkv(['nonsense']).code).toBe(2);
     expect(bkv(['backup', 'encrypt', 'a', '--key-file']).code).toBe(2);
   }, 60_000);
+
+  it('--vault with several members: one that refuses connections is passed over, the service answers; a member with another key is named (exit 2)', async () => {
+    const port = await new Promise<number>((res) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as AddressInfo).port;
+        s.close(() => res(p));
+      });
+    });
+    const members = `http://127.0.0.1:${port},${url}`;
+    const vk = join(dir, 'vault', 'vault-key.pub');
+    expectCode(['auth', 'token', '--issuer-key', join(dir, 'vault', 'auth', 'issuer.key'), '--id', 'erin', '--out', 'erin.tok'], 0);
+    expectCode(['key', 'new', '--out', 'erin.key'], 0);
+    writeFileSync(join(dir, 'epw'), 'erin pw\n');
+    const erin = ['--vault', members, '--vault-key', vk, '--id', 'erin', '--auth-token', 'erin.tok'];
+    expectCode(['escrow', 'register', ...erin, '--key-file', 'erin.key', '--password-file', 'epw', '--attempts', '3'], 0);
+    expectCode(['escrow', 'recover', ...erin, '--password-file', 'epw', '--out', 'erin.out'], 0);
+    expect(expectCode(['escrow', 'status', ...erin], 0).out).toMatch(/attempts remaining 3 of 3/);
+    const pub = JSON.parse(readFileSync(vk, 'utf8')) as Record<string, unknown>;
+    pub.enclavePublicKey = Buffer.alloc(32, 2).toString('base64url');
+    writeFileSync(join(dir, 'other-erin.pub'), JSON.stringify(pub));
+    const r = expectCode(['escrow', 'recover', ...erin.slice(0, 2), '--vault-key', 'other-erin.pub', ...erin.slice(4), '--password-file', 'epw', '--json'], 2);
+    expect(JSON.parse(r.out).error).toMatchObject({ code: 'usage', name: 'VaultKeyMismatchError', message: `the vault at ${url} does not have the pinned enclave key: refusing to talk to it` });
+    expect(expectCode(['escrow', 'status', ...erin], 0).out).toMatch(/attempts remaining 3 of 3/); // nothing was charged
+  }, 120_000);
 
   it('auth: development mode said at start and in /health; keygen and token; exit 6 without a valid token, nothing charged', async () => {
     expect(serveErr).toMatch(/DEVELOPMENT MODE/);

@@ -50,7 +50,7 @@ export function checkLedger(trails: readonly { name: string; text: string }[], a
   for (const [i, e] of [...history].sort(([a], [b]) => a - b)) {
     for (const text of e.ops) {
       const op = JSON.parse(text) as OpJson;
-      if (op.kind === 'register') registrations.set(String(op.id), [...(registrations.get(String(op.id)) ?? []), i]);
+      if (op.kind === 'register' || op.kind === 'replace') registrations.set(String(op.id), [...(registrations.get(String(op.id)) ?? []), i]);
     }
   }
   const regAt = (id: string, index: number): number => (registrations.get(id) ?? []).filter((i) => i <= index).at(-1) ?? -1;
@@ -76,7 +76,7 @@ export function checkLedger(trails: readonly { name: string; text: string }[], a
       const op = JSON.parse(text) as OpJson;
       const id = String(op.id);
       const r = rec.get(id);
-      if (op.kind === 'register') rec.set(id, { used: 0, total: 0, limit: Number(op.limit) });
+      if (op.kind === 'register' || op.kind === 'replace') rec.set(id, { used: 0, total: 0, limit: Number(op.limit) });
       else if (op.kind === 'charge' && r) {
         if (Number(op.guess) !== r.total + 1) violations.push(`entry ${i}: guess ${op.guess} of ${id} after guess ${r.total}`);
         if (r.used + 1 > r.limit) violations.push(`entry ${i}: ${id} charged past its limit`);
