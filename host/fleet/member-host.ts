@@ -8,8 +8,8 @@
  *   GET  /fleet/status   member, status, epoch, view, leader (id and client URL), commit, tip,
  *                        incarnation prefix, each peer connection, refusals counted by name
  *   POST /fleet/ops      one intent as JSON ({"kind":"register","id":"r1","limit":10}; charge and
- *                        reset with "session"; replace with "limit"; touch; lock; delete): 200 {"index","hash","op"} once a
- *                        majority made it durable; 421 NOT_LEADER (with "leader", the leader's URL,
+ *                        reset with "session"; replace with "limit"; touch; lock; delete):
+ *                        200 {"index","hash","op"} once a majority made it durable; 421 NOT_LEADER (with "leader", the leader's URL,
  *                        when known); 409/400/503 with the fleet's refusal by name
  *                        ("Fleet.TransitionNotAllowed", ...)
  *
