@@ -57,10 +57,12 @@ const CLIENT_PACKAGES = [/^@noble\//, /^@hpke\/core$/];
  * What host/ may import from hsm/: the token backends table (their names, and the environment a
  * device needs from the host's process: hostEnv; the host opens no token), where a device's PINs
  * come from, durable file writes; the data folder's token.json (which module and token a `pkcs11`
- * vault uses: names, no secret); and the p11-kit token server, which `bkv token serve` runs as
+ * vault uses: names, no secret); the fleet member's device (hsm/fleet/device.ts: the host hands it
+ * bytes, intents and ticks, and gets sealed messages with their receiver and answers back; it reads
+ * no key); and the p11-kit token server, which `bkv token serve` runs as
  * the device's own process (the host hands it a data folder and a socket, and reads no key).
  */
-const HSM_PUBLIC = ['hsm/tokens/backends.ts', 'hsm/tokens/token-pins.ts', 'hsm/tokens/config.ts', 'hsm/durable-file.ts', 'hsm/tokens/p11kit/index.ts'];
+const HSM_PUBLIC = ['hsm/tokens/backends.ts', 'hsm/tokens/token-pins.ts', 'hsm/tokens/config.ts', 'hsm/durable-file.ts', 'hsm/tokens/p11kit/index.ts', 'hsm/fleet/device.ts'];
 /** enclave/opaque/ that the client does not use: the server, the index that re-exports it, the Node and WebAssembly backends. */
 const OPAQUE_NOT_CLIENT = /^enclave\/opaque\/(server|index|suites-fast|hash-node|hash-sodium|groups\/(node|sodium)-[\w-]+)\.ts$/;
 /**

@@ -51,11 +51,11 @@ const STATUS_TAGS: Record<RecordStatus, number> = { registered: 1, locked: 2, de
 const STATUSES = new Map(Object.entries(STATUS_TAGS).map(([k, t]) => [t, k as RecordStatus]));
 
 const OPS = list([['op', bytes(2, MAX_OP_BYTES)]] as const, MAX_OPS_PER_ENTRY);
-const ENTRY = [['index', u53], ['view', u53], ['prevHash', HASH], ['hash', HASH], ['ops', OPS]] as const;
+export const ENTRY = [['index', u53], ['view', u53], ['prevHash', HASH], ['hash', HASH], ['ops', OPS]] as const;
 /** A configuration: epoch, then per member id its admitted incarnation or none. */
-const ADMITTED = list([['inc', opt(INC)]] as const, MAX_MEMBERS);
+export const ADMITTED = list([['inc', opt(INC)]] as const, MAX_MEMBERS);
 const RECORD = [['id', RECORD_ID], ['version', u53], ['status', u8], ['limit', u8], ['used', u8], ['total', u53]] as const;
-const SNAPSHOT = [['index', u53], ['hash', HASH], ['epoch', u53], ['admitted', ADMITTED], ['records', list(RECORD, MAX_SNAPSHOT_RECORDS)]] as const;
+export const SNAPSHOT = [['index', u53], ['hash', HASH], ['epoch', u53], ['admitted', ADMITTED], ['records', list(RECORD, MAX_SNAPSHOT_RECORDS)]] as const;
 
 /** The body schema of each message type (its tag is in the header). */
 export const BODY_SCHEMAS = {
@@ -147,10 +147,10 @@ export function decodeOp(b: Uint8Array, what = 'op'): Op {
 
 // ---- entries, configurations, snapshots ---------------------------------------------------------
 
-function flatEntry(e: Entry): FlatEntry {
+export function flatEntry(e: Entry): FlatEntry {
   return { index: e.index, view: e.view, prevHash: e.prevHash, hash: e.hash, ops: e.ops.map((op) => ({ op: encodeOp(op) })) };
 }
-function entryOf(f: FlatEntry, what: string): Entry {
+export function entryOf(f: FlatEntry, what: string): Entry {
   return { index: f.index, view: f.view, prevHash: f.prevHash, hash: f.hash, ops: f.ops.map((o, i) => decodeOp(o.op, `${what}.ops[${i}]`)) };
 }
 
@@ -163,11 +163,11 @@ function configOf(epoch: number, a: FlatAdmitted): Config {
 
 const byId = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
-function flatSnapshot(s: Snapshot): Decoded<typeof SNAPSHOT> {
+export function flatSnapshot(s: Snapshot): Decoded<typeof SNAPSHOT> {
   const records = [...s.records].sort(([a], [b]) => byId(a, b)).map(([id, r]) => ({ id: idBytes(id), version: r.version, status: STATUS_TAGS[r.status], limit: r.limit, used: r.used, total: r.total }));
   return { index: s.index, hash: s.hash, epoch: s.config.epoch, admitted: flatAdmitted(s.config), records };
 }
-function snapshotOf(f: Decoded<typeof SNAPSHOT>): Snapshot {
+export function snapshotOf(f: Decoded<typeof SNAPSHOT>): Snapshot {
   const records = new Map<string, RecordState>();
   let prev: string | null = null;
   f.records.forEach((r, i) => {

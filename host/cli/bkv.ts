@@ -7,7 +7,7 @@
  *   bkv escrow ...                escrow a backup key with a vault service
  *   bkv auth keygen|token         the issuer's keys and per-user tokens
  *   bkv operator keygen|set-issuers|audit-verify|zeroize|status   the operator secret, the issuer set, the audit chain, zeroization, status
- *   bkv fleet init                a fleet's folder: its members and their addresses (docs/fleet.md)
+ *   bkv fleet init|up|status      a fleet's folder, its member processes, their state (docs/fleet.md)
  *   bkv token serve ...           the vault's token for any PKCS#11 application (p11-kit's RPC)
  * The contract every command keeps (issue 17): the exit codes of exit-codes.ts; `--json` (one
  * JSON object on stdout, output.ts); `--help` / `-h` anywhere, from help.ts's table.

@@ -1,37 +1,210 @@
 /**
- * `bkv fleet init`: a new fleet folder (host/fleet/config.ts, docs/fleet.md).
- *   bkv fleet init --members 3|5|7 --dir DIR [--host 127.0.0.1] [--base-port 7400] [--auth-issuer FILE.pub ...]
- * writes DIR/fleet.json (the members, their client and peer addresses, their data folders
- * DIR/member-<i>/) and, without --auth-issuer, a development issuer in DIR/auth/ for
- * `bkv auth token --issuer-key DIR/auth/issuer.key`.
+ * `bkv fleet`: a fleet's folder, its member processes and their state (host/fleet/, docs/fleet.md).
+ *   bkv fleet init --members 3|5|7 --dir DIR [--host 127.0.0.1] [--base-port 7400] [--auth-issuer FILE.pub ...] [--operator-key-file F]
+ *       writes DIR/fleet.json (the members, their client and peer addresses, their data folders
+ *       DIR/member-<i>/), without --auth-issuer a development issuer in DIR/auth/, and without
+ *       --operator-key-file a development operator secret DIR/auth/operator.secret (mode 0600)
+ *   bkv fleet up DIR [--operator-key-file F]
+ *       every member as a child process (`bkv serve --fleet DIR/fleet.json --member I`), for
+ *       development: prints where each listens, restarts none, SIGINT/SIGTERM stop them all
+ *   bkv fleet status DIR
+ *       asks each member's GET /fleet/status; exit 0 when a majority is normal under one leader
+ * and `bkv serve --fleet DIR/fleet.json --member I` (`fleetServe`): one member's process.
  */
-import { DEFAULT_BASE_PORT, DEFAULT_FLEET_HOST, FLEET_SIZES, FleetConfigError, checkHost, formatEndpoint, initFleet, memberDir } from '../fleet/config.ts';
-import { intOption, parseArgs, required, UsageError } from './args.ts';
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { DEFAULT_BASE_PORT, DEFAULT_FLEET_HOST, FLEET_FILE, FLEET_SIZES, FleetConfigError, checkHost, formatEndpoint, initFleet, memberDir, parseEndpoint, readFleetConfig, type Endpoint, type LoadedFleet } from '../fleet/config.ts';
+import { MemberHost, OperatorSecretError, readOperatorSecretFile, type MemberStatusJson } from '../fleet/member-host.ts';
+import { intOption, parseArgs, required, UsageError, type Parsed } from './args.ts';
+import { CliError, EXIT } from './exit-codes.ts';
 import { unknownWord } from './help.ts';
 import type { Output } from './output.ts';
 
+const usage = <T>(fn: () => T): T => {
+  try {
+    return fn();
+  } catch (e) {
+    throw e instanceof FleetConfigError || e instanceof OperatorSecretError ? new UsageError(e.message) : e;
+  }
+};
+
 export async function fleetCommand(argv: string[], out: Output): Promise<number> {
-  const p = parseArgs(argv, { options: ['members', 'dir', 'host', 'base-port', 'auth-issuer'] });
+  const p = parseArgs(argv, { options: ['members', 'dir', 'host', 'base-port', 'auth-issuer', 'operator-key-file'] });
   const verb = p.positional[0];
-  if (verb !== 'init') throw unknownWord(verb, 'fleet');
-  if (p.positional.length !== 1) throw new UsageError(`unexpected ${p.positional.slice(1).join(' ')}`);
+  switch (verb) {
+    case 'init':
+      return init(p, out);
+    case 'up':
+      return up(p, out);
+    case 'status':
+      return status(p, out);
+    default:
+      throw unknownWord(verb, 'fleet');
+  }
+}
+
+function only(p: Parsed, verb: string, allowed: readonly string[], positional: number): void {
+  for (const k of p.opts.keys()) if (!allowed.includes(k)) throw new UsageError(`--${k} does not go with bkv fleet ${verb}`);
+  if (p.positional.length !== positional + 1) throw new UsageError(positional === 0 ? `unexpected ${p.positional.slice(1).join(' ')}` : `bkv fleet ${verb} takes the fleet folder: bkv fleet ${verb} DIR`);
+}
+
+async function init(p: Parsed, out: Output): Promise<number> {
+  only(p, 'init', ['members', 'dir', 'host', 'base-port', 'auth-issuer', 'operator-key-file'], 0);
   const members = Number(required(p, 'members'));
   if (!FLEET_SIZES.includes(members)) throw new UsageError(`--members must be one of ${FLEET_SIZES.join(', ')}`);
   const dir = required(p, 'dir');
   const host = p.opts.get('host') ?? DEFAULT_FLEET_HOST;
-  try {
-    checkHost(host, '--host');
-  } catch (e) {
-    throw e instanceof FleetConfigError ? new UsageError(e.message) : e;
-  }
+  usage(() => checkHost(host, '--host'));
   const basePort = intOption(p, 'base-port', 1, 65535 - 2 * members + 1) ?? DEFAULT_BASE_PORT;
-  const { fleet, devIssuerKey } = await initFleet({ dir, members, host, basePort, authIssuers: p.all.get('auth-issuer') ?? [] });
+  const operatorKeyFile = p.opts.get('operator-key-file');
+  if (operatorKeyFile !== undefined) usage(() => readOperatorSecretFile(operatorKeyFile));
+  const { fleet, devIssuerKey, devOperatorSecret } = await initFleet({ dir, members, host, basePort, authIssuers: p.all.get('auth-issuer') ?? [], ...(operatorKeyFile !== undefined && { operatorKeyFile }) });
   const list = fleet.members.map((m) => ({ id: m.id, api: formatEndpoint(m.api), peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id) }));
-  out.set({ file: fleet.file, fleetId: fleet.fleetId, members: list, ...(devIssuerKey && { devIssuerKey }) });
+  out.set({ file: fleet.file, fleetId: fleet.fleetId, members: list, ...(devIssuerKey && { devIssuerKey }), ...(devOperatorSecret && { devOperatorSecret }) });
   if (!out.json) {
     console.log(`fleet ${fleet.fleetId}: ${fleet.file}`);
     for (const m of list) console.log(`  member ${m.id}: clients ${m.api}, members ${m.peer}, data ${m.data}`);
   }
   if (devIssuerKey) console.error(`bkv: development issuer (tokens: bkv auth token --issuer-key ${devIssuerKey} --id ID)`);
+  if (devOperatorSecret) console.error(`bkv: development operator secret ${devOperatorSecret} (the members' key ceremony): keep your own apart from the fleet folder (--operator-key-file)`);
   return 0;
+}
+
+/** DIR or DIR/fleet.json, read (a missing or damaged file: exit 1, FleetConfigError). */
+function fleetAt(arg: string): LoadedFleet {
+  return readFleetConfig(arg.endsWith('.json') ? arg : path.join(arg, FLEET_FILE));
+}
+
+// ---- bkv fleet up ---------------------------------------------------------------------------------
+
+async function up(p: Parsed, out: Output): Promise<number> {
+  only(p, 'up', ['operator-key-file'], 1);
+  const fleet = fleetAt(p.positional[1]!);
+  const key = p.opts.get('operator-key-file');
+  const children: ChildProcess[] = fleet.members.map((m) =>
+    spawn(process.execPath, [...process.execArgv, process.argv[1]!, 'serve', '--fleet', fleet.file, '--member', String(m.id), ...(key ? ['--operator-key-file', path.resolve(key)] : [])], { stdio: ['ignore', 'inherit', 'inherit'] }),
+  );
+  let stopping = false;
+  const exited = children.map((c) => new Promise<number | null>((res) => c.on('exit', (code) => res(code))));
+  children.forEach((c, i) =>
+    c.on('exit', (code, signal) => {
+      if (!stopping) console.error(`bkv: member ${i} exited (${signal ?? code}); not restarted`);
+    }),
+  );
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`bkv: ${signal}: stopping every member`);
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  const list = fleet.members.map((m, i) => ({ id: m.id, api: `http://${formatEndpoint(m.api)}`, peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id), pid: children[i]!.pid }));
+  for (const m of list) console.error(`bkv: member ${m.id} (pid ${m.pid}): clients ${m.api}, members ${m.peer}, data ${m.data}`);
+  console.error(`bkv: bkv fleet status ${fleet.dir} shows their state; Ctrl-C stops them all`);
+  out.set({ status: 'started', file: fleet.file, members: list });
+  out.emit({});
+  void Promise.all(exited).then((codes) => process.exit(stopping && codes.every((c) => c === 0 || c === null) ? 0 : 1));
+  return -1;
+}
+
+// ---- bkv fleet status -----------------------------------------------------------------------------
+
+export interface MemberRow {
+  readonly member: number;
+  readonly api: string;
+  readonly reachable: boolean;
+  readonly status: string;
+  readonly epoch: number | null;
+  readonly view: number | null;
+  readonly leader: number | null;
+  readonly commit: number | null;
+  /** The leader's commit minus this member's (null without a leader or an answer). */
+  readonly lag: number | null;
+  readonly health: 'ok' | 'lagging' | 'not-normal' | 'unreachable';
+}
+
+async function ask(api: Endpoint): Promise<MemberStatusJson | null> {
+  try {
+    const r = await fetch(`http://${formatEndpoint(api)}/fleet/status`, { signal: AbortSignal.timeout(3000) });
+    return r.ok ? ((await r.json()) as MemberStatusJson) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The rows of `bkv fleet status` and whether a majority is normal under one leader that leads. */
+export function summarize(fleet: LoadedFleet, answers: readonly (MemberStatusJson | null)[]): { rows: MemberRow[]; leader: number | null; healthy: boolean } {
+  const normal = answers.filter((a): a is MemberStatusJson => a !== null && a.status === 'normal');
+  const leaders = new Set(normal.map((a) => a.leader?.id));
+  const leader = leaders.size === 1 ? (normal[0]!.leader?.id ?? null) : null;
+  const lead = leader === null ? undefined : normal.find((a) => a.member === leader);
+  const healthy = lead !== undefined && normal.length > fleet.members.length / 2;
+  const rows = fleet.members.map((m, i): MemberRow => {
+    const a = answers[i];
+    const api = `http://${formatEndpoint(m.api)}`;
+    if (!a) return { member: m.id, api, reachable: false, status: 'unreachable', epoch: null, view: null, leader: null, commit: null, lag: null, health: 'unreachable' };
+    const lag = lead && a.commit !== undefined ? lead.commit! - a.commit : null;
+    const health = a.status !== 'normal' ? 'not-normal' : lag !== null && lag > 0 ? 'lagging' : 'ok';
+    return { member: m.id, api, reachable: true, status: a.status, epoch: a.epoch ?? null, view: a.view ?? null, leader: a.leader?.id ?? null, commit: a.commit ?? null, lag, health };
+  });
+  return { rows, leader, healthy };
+}
+
+async function status(p: Parsed, out: Output): Promise<number> {
+  only(p, 'status', [], 1);
+  const fleet = fleetAt(p.positional[1]!);
+  const answers = await Promise.all(fleet.members.map((m) => ask(m.api)));
+  const { rows, leader, healthy } = summarize(fleet, answers);
+  out.set({ file: fleet.file, fleetId: fleet.fleetId, leader, healthy, members: rows });
+  if (!out.json) {
+    const cell = (v: unknown) => (v === null || v === undefined ? '-' : String(v));
+    console.log(['member', 'status', 'epoch', 'view', 'leader', 'commit', 'lag', 'health', 'api'].join('\t'));
+    for (const r of rows) console.log([r.member, r.status, r.epoch, r.view, r.leader, r.commit, r.lag, r.health, r.api].map(cell).join('\t'));
+  }
+  if (!healthy) throw new CliError(EXIT.failure, `the fleet has no majority of normal members under one leader (${rows.filter((r) => r.status === 'normal').length} of ${rows.length} normal)`);
+  return 0;
+}
+
+// ---- bkv serve --fleet ----------------------------------------------------------------------------
+
+const FLEET_SERVE_OPTIONS = ['fleet', 'member', 'peer-listen', 'api-listen', 'peer-via', 'operator-key-file'] as const;
+
+/** `bkv serve --fleet DIR/fleet.json --member I [--peer-listen H:P] [--api-listen H:P] [--peer-via J=H:P ...] [--operator-key-file F]`: one member, until SIGTERM or SIGINT. */
+export async function fleetServe(argv: string[], out: Output): Promise<number> {
+  const p = parseArgs(argv, { options: [...FLEET_SERVE_OPTIONS] });
+  if (p.positional.length) throw new UsageError(`unexpected ${p.positional.join(' ')}`);
+  const fleetFile = required(p, 'fleet');
+  const fleet = fleetAt(fleetFile);
+  const member = intOption(p, 'member', 0, fleet.members.length - 1);
+  if (member === undefined) throw new UsageError('--member is required with --fleet');
+  const endpoint = (name: string) => (p.opts.has(name) ? usage(() => parseEndpoint(p.opts.get(name), `--${name}`)) : undefined);
+  const peerVia = new Map<number, Endpoint>();
+  for (const v of p.all.get('peer-via') ?? []) {
+    const m = /^(\d+)=(.+)$/.exec(v);
+    const id = m ? Number(m[1]) : NaN;
+    if (!m || !(id >= 0 && id < fleet.members.length) || id === member) throw new UsageError(`--peer-via wants J=HOST:PORT with J another member's id (0..${fleet.members.length - 1})`);
+    peerVia.set(id, usage(() => parseEndpoint(m[2], '--peer-via')));
+  }
+  const key = p.opts.get('operator-key-file');
+  if (key !== undefined) usage(() => readOperatorSecretFile(key));
+  const host = new MemberHost({ fleetFile: fleet.file, member, peerListen: endpoint('peer-listen'), apiListen: endpoint('api-listen'), peerVia, ...(key !== undefined && { operatorKeyFile: key }) });
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+    stopping = true;
+    console.error(`bkv: member ${member}: ${signal}: stopping`);
+    host.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  await host.start();
+  const me = fleet.members[member]!;
+  console.error(`bkv: fleet member ${member} listening: clients ${host.apiUrl}, members ${formatEndpoint({ host: (endpoint('peer-listen') ?? me.peer).host, port: host.peerPort })}`);
+  out.set({ status: 'listening', member, fleetId: fleet.fleetId, url: host.apiUrl, peerPort: host.peerPort });
+  out.emit({});
+  return -1;
 }

@@ -12,6 +12,9 @@
  * at the token's creation), else development mode: the operator folder (`--operator-dir`,
  * default `<data>.operator`), named at start. The store URL comes from `--store` or BKV_STORE;
  * a URL is printed only without its credentials.
+ *
+ * `bkv serve --fleet DIR/fleet.json --member I ...` runs one member of a fleet instead
+ * (cmd-fleet.ts `fleetServe`, host/fleet/member-host.ts).
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -101,6 +104,8 @@ export function listeningLine(url: string, partitions: number, token: string, st
 const SUITE_NAMES: Record<number, string> = { 1: 'ristretto255-SHA512', 2: 'P256-SHA256' };
 
 export async function serveCommand(argv: string[], out: Output): Promise<number> {
+  // one member of a fleet (cmd-fleet.ts): its own options, no vault data folder
+  if (argv.some((a) => a === '--fleet' || a.startsWith('--fleet='))) return (await import('./cmd-fleet.ts')).fleetServe(argv, out);
   const p = parseArgs(argv, {
     options: ['data', 'port', 'host', 'token', 'module', 'token-label', 'slot', 'token-pin-file', 'operator-dir', 'store', 'partitions', 'record-limit', 'address-limit', 'auth-issuer', 'auth-audience', 'operator-key-file', 'cors-origin'],
     flags: ['process'],

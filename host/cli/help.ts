@@ -34,9 +34,9 @@ export const COMMANDS: Record<string, CommandHelp> = {
     example: 'bkv demo --partitions 1',
   },
   serve: {
-    usage: `bkv serve [--data DIR] [--port N] [--host ADDR] [--token ${TOKEN_KINDS.join('|')}] [--module PATH --token-label L | --slot N] ${PIN_SOURCE} [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A] [--operator-key-file F] [--cors-origin ORIGIN ...]\n        (environment: BKV_STORE, BKV_TOKEN_PIN, BKV_TOKEN_SO_PIN, BKV_SERVICE_TOKEN)`,
+    usage: `bkv serve [--data DIR] [--port N] [--host ADDR] [--token ${TOKEN_KINDS.join('|')}] [--module PATH --token-label L | --slot N] ${PIN_SOURCE} [--store URL] [--partitions N] [--process] [--record-limit R/B|off] [--address-limit R/B|off] [--auth-issuer FILE.pub ...] [--auth-audience A] [--operator-key-file F] [--cors-origin ORIGIN ...]\n        (environment: BKV_STORE, BKV_TOKEN_PIN, BKV_TOKEN_SO_PIN, BKV_SERVICE_TOKEN)\n  bkv serve --fleet DIR/fleet.json --member I [--operator-key-file F] [--peer-listen H:P] [--api-listen H:P] [--peer-via J=H:P ...]`,
     about:
-      `Runs the vault service on a data folder (default ./data) and writes DIR/vault-key.pub, the file clients pin. Logs are JSON lines on stdout, the summary on stderr (with a progress line while the records load, on a terminal: records loaded of the total, rate); SIGTERM or SIGINT stop it gracefully. --token picks the PKCS#11 token backend (hsm/tokens/backends.ts; default ${DEFAULT_TOKEN_KIND}). --token pkcs11 runs on a token you made in any PKCS#11 module (a hardware HSM's): --module PATH names the module, --token-label or --slot the token (the data folder remembers both), its user PIN comes from --token-pin-file or BKV_TOKEN_PIN; the vault never creates that token and refuses one that lacks a mechanism the firmware needs, listing what is missing. Without --auth-issuer it runs in development mode: an issuer key pair in DIR/auth. --cors-origin https://app.example (repeatable) lets browser pages from that origin call the API (CORS: preflights answered, Access-Control-Allow-Origin for that origin only); without it no CORS header is sent. With --json, stdout holds one JSON object once it listens (url, vaultKeyFile, partitions, records, auth, corsOrigins, loadMs) and the log lines go to stderr.`,
+      `Runs the vault service on a data folder (default ./data) and writes DIR/vault-key.pub, the file clients pin. Logs are JSON lines on stdout, the summary on stderr (with a progress line while the records load, on a terminal: records loaded of the total, rate); SIGTERM or SIGINT stop it gracefully. --token picks the PKCS#11 token backend (hsm/tokens/backends.ts; default ${DEFAULT_TOKEN_KIND}). --token pkcs11 runs on a token you made in any PKCS#11 module (a hardware HSM's): --module PATH names the module, --token-label or --slot the token (the data folder remembers both), its user PIN comes from --token-pin-file or BKV_TOKEN_PIN; the vault never creates that token and refuses one that lacks a mechanism the firmware needs, listing what is missing. Without --auth-issuer it runs in development mode: an issuer key pair in DIR/auth. --cors-origin https://app.example (repeatable) lets browser pages from that origin call the API (CORS: preflights answered, Access-Control-Allow-Origin for that origin only); without it no CORS header is sent. With --json, stdout holds one JSON object once it listens (url, vaultKeyFile, partitions, records, auth, corsOrigins, loadMs) and the log lines go to stderr. With --fleet, it runs member I of a fleet instead (docs/fleet.md, "The member process"): the key ceremony over the members' folders on its first start (the operator secret: --operator-key-file, default DIR/auth/operator.secret), then GET /fleet/status and POST /fleet/ops on its client address; --peer-listen and --api-listen listen elsewhere than fleet.json says, --peer-via J=H:P reaches member J through H:P (a proxy).`,
     example: 'bkv serve --data ./vault --port 8080 --auth-issuer issuer/issuer.pub',
   },
   key: {
@@ -163,10 +163,22 @@ export const COMMANDS: Record<string, CommandHelp> = {
     example: 'bkv fleet init --members 3 --dir ./fleet',
     verbs: {
       init: {
-        usage: 'bkv fleet init --members 3|5|7 --dir DIR [--host ADDR] [--base-port P] [--auth-issuer FILE.pub ...]',
+        usage: 'bkv fleet init --members 3|5|7 --dir DIR [--host ADDR] [--base-port P] [--auth-issuer FILE.pub ...] [--operator-key-file F]',
         about:
-          'Writes a new fleet folder: DIR/fleet.json (the fleet id; each member\'s client address host:P+2i, its address for the other members host:P+2i+1, its data folder DIR/member-<i>/) and, without --auth-issuer, a development issuer key pair in DIR/auth/ (bkv auth token --issuer-key DIR/auth/issuer.key). Defaults: --host 127.0.0.1, --base-port 7400. Never overwrites a fleet.json (exit 1); an interrupted run can be run again. --json: file, fleetId, members[{id, api, peer, data}], devIssuerKey.',
+          'Writes a new fleet folder: DIR/fleet.json (the fleet id; each member\'s client address host:P+2i, its address for the other members host:P+2i+1, its data folder DIR/member-<i>/), without --auth-issuer a development issuer key pair in DIR/auth/ (bkv auth token --issuer-key DIR/auth/issuer.key), and without --operator-key-file a development operator secret DIR/auth/operator.secret (mode 0600) for the members\' key ceremony. Defaults: --host 127.0.0.1, --base-port 7400. Never overwrites a fleet.json (exit 1); an interrupted run can be run again. --json: file, fleetId, members[{id, api, peer, data}], devIssuerKey, devOperatorSecret.',
         example: 'bkv fleet init --members 3 --dir ./fleet --base-port 7400',
+      },
+      up: {
+        usage: 'bkv fleet up DIR [--operator-key-file F]',
+        about:
+          'Starts every member of the fleet in DIR as a child process (bkv serve --fleet DIR/fleet.json --member I), for development: prints where each listens (clients, members, data folder, pid), restarts none, and SIGINT (Ctrl-C) or SIGTERM stops them all (exit 0 when they all stopped cleanly, 1 otherwise). On the first start the members run the key ceremony over their folders. --json: one object once started (status, file, members[{id, api, peer, data, pid}]).',
+        example: 'bkv fleet up ./fleet',
+      },
+      status: {
+        usage: 'bkv fleet status DIR',
+        about:
+          'Asks each member for its state (GET /fleet/status on its client address) and prints one line a member: status, epoch, view, leader, commit, lag (the leader\'s commit minus the member\'s), health (ok, lagging, not-normal, unreachable). Exit 0 when a majority of the members is normal under one leader that answers; exit 1 otherwise. --json: file, fleetId, leader, healthy, members[{member, api, reachable, status, epoch, view, leader, commit, lag, health}].',
+        example: 'bkv fleet status ./fleet --json',
       },
     },
   },

@@ -181,17 +181,25 @@ export interface InitOptions {
   basePort?: number;
   /** Issuer public key files; none: a development issuer is made in DIR/auth/. */
   authIssuers?: string[];
+  /** The operator has a secret (64 hex digits) for the members' key ceremony; none: a development one is written to DIR/auth/operator.secret. */
+  operatorKeyFile?: string;
 }
 
 export interface InitResult {
   fleet: LoadedFleet;
   /** The development issuer's private key, when one was made (or found from an interrupted init). */
   devIssuerKey?: string;
+  /** The development operator secret, when one was written (or found from an interrupted init). */
+  devOperatorSecret?: string;
 }
+
+/** Where `bkv fleet init` writes a development operator secret (64 hex digits, mode 0600), relative to the fleet folder. */
+export const DEV_OPERATOR_SECRET = path.join('auth', 'operator.secret');
 
 /**
  * Writes a new fleet folder: DIR/member-<i>/ for each member, the development issuer unless
- * issuers are given, and DIR/fleet.json last (its presence says the folder is complete). Member i
+ * issuers are given, the development operator secret (DIR/auth/operator.secret, for the members'
+ * key ceremony) unless the operator has one, and DIR/fleet.json last (its presence says the folder is complete). Member i
  * listens on base+2i (api) and base+2i+1 (peer). Never overwrites a fleet.json; a run that was
  * interrupted before writing it can be run again (it reuses a development issuer it finds).
  */
@@ -224,7 +232,14 @@ export async function initFleet(o: InitOptions): Promise<InitResult> {
     else await generateIssuer(authDir, DEV_FLEET_ISSUER);
     issuers = [path.join('auth', 'issuer.pub')];
   }
+  let devOperatorSecret: string | undefined;
+  if (o.operatorKeyFile === undefined) {
+    devOperatorSecret = path.join(dir, DEV_OPERATOR_SECRET);
+    fs.mkdirSync(path.dirname(devOperatorSecret), { recursive: true, mode: 0o700 });
+    // kept when an interrupted init already wrote one (members may have provisioned its hash)
+    createFileDurably(devOperatorSecret, randomBytes(32).toString('hex') + '\n');
+  }
   const config: FleetConfig = { format: FLEET_FORMAT, fleetId: randomBytes(16).toString('hex'), members, auth: { issuers } };
   if (!createFileDurably(file, fleetJson(config))) throw new FleetConfigError(`${file} exists; not overwriting a fleet`);
-  return { fleet: { ...config, dir, file }, ...(devIssuerKey && { devIssuerKey }) };
+  return { fleet: { ...config, dir, file }, ...(devIssuerKey && { devIssuerKey }), ...(devOperatorSecret && { devOperatorSecret }) };
 }

@@ -88,7 +88,13 @@ describe('fleet init', () => {
     const dir = join(tmp(), 'f');
     const r = await initFleet({ dir, members: 3, authIssuers: [join(keys, 'issuer.pub')] });
     expect(r.devIssuerKey).toBeUndefined();
-    expect(existsSync(join(dir, 'auth'))).toBe(false);
+    expect(existsSync(join(dir, 'auth', 'issuer.key'))).toBe(false);
+    expect(existsSync(join(dir, 'auth', 'issuer.pub'))).toBe(false);
+    // the members' key ceremony still needs an operator secret: a development one, unless given
+    expect(r.devOperatorSecret).toBe(join(dir, 'auth', 'operator.secret'));
+    const withKey = join(tmp(), 'h');
+    expect((await initFleet({ dir: withKey, members: 3, authIssuers: [join(keys, 'issuer.pub')], operatorKeyFile: join(keys, 'op.key') })).devOperatorSecret).toBeUndefined();
+    expect(existsSync(join(withKey, 'auth'))).toBe(false);
     expect(readFleetConfig(join(dir, FLEET_FILE)).auth.issuers).toEqual([join(keys, 'issuer.pub')]);
 
     writeFileSync(join(keys, 'bad.pub'), '{"kty":"RSA"}');

@@ -1,0 +1,108 @@
+/**
+ * A member's durable state and its `MemberSecrets` as bytes, for a member whose device keeps them
+ * in files (the member process, host/fleet/member-host.ts). The same strict codec as the
+ * messages (codec.ts: the entry and snapshot schemas are the wire's), behind a version byte:
+ *
+ *   state    version u8 (1) | member u8 | view u53 | normal view u53 | commit u53 | snapshot |
+ *            entries list(entry, 4096) | reform list(≤ 1: epoch u53, voter fixed(16), set hash list(≤ 1: fixed(32)))
+ *   secrets  version u8 (1) | member u8 | charter bytes (ceremony.ts) | identity seed fixed(32) | fleet secret fixed(32)
+ *
+ * Decoding refuses, with a `FleetFault` (faults.ts) naming the field: a truncated field, a count
+ * above its bound, a trailing byte, an unknown version, a value out of range (a record status, a
+ * limit, snapshot records out of order), and a state that does not hold together (entries that do
+ * not follow the snapshot, a commit beyond the tip). A damaged file is never read as a shorter log.
+ */
+import { bytes, decodeFields, encodeFields, fixed, list, u53, u8 } from '../api/codec.ts';
+import { decodeCharter, encodeCharter, SECRET_BYTES } from './ceremony.ts';
+import { asFleet, ENTRY, entryOf, flatEntry, flatSnapshot, SNAPSHOT, snapshotOf } from './codec.ts';
+import { FleetCode, FleetFault } from './faults.ts';
+import { identityPublicKey, type MemberSecrets } from './keys.ts';
+import { tipOf, type DurableState } from './log.ts';
+import { HASH_BYTES, INCARNATION_BYTES, sameBytes } from './wire.ts';
+
+export const DURABLE_VERSION = 1;
+/** Entries after the snapshot a durable state may hold (the committed ones kept and the uncommitted suffix). */
+export const MAX_DURABLE_ENTRIES = 4096;
+
+const REFORM = [['epoch', u53], ['voter', fixed(INCARNATION_BYTES)], ['setHash', list([['h', fixed(HASH_BYTES)]] as const, 1)]] as const;
+const STATE = [
+  ['version', u8],
+  ['member', u8],
+  ['view', u53],
+  ['normalView', u53],
+  ['commit', u53],
+  ['base', list(SNAPSHOT, 1)],
+  ['entries', list(ENTRY, MAX_DURABLE_ENTRIES)],
+  ['reform', list(REFORM, 1)],
+] as const;
+const SECRETS = [
+  ['version', u8],
+  ['member', u8],
+  ['charter', bytes(1, 1024)],
+  ['identitySeed', fixed(32)],
+  ['fleetSecret', fixed(SECRET_BYTES)],
+] as const;
+
+function bad(what: string): never {
+  throw new FleetFault(FleetCode.BadValue, `fleet: durable state: ${what}`);
+}
+
+export function encodeDurable(d: DurableState): Uint8Array {
+  return asFleet('durable', () =>
+    encodeFields(STATE, {
+      version: DURABLE_VERSION,
+      member: d.member,
+      view: d.view,
+      normalView: d.normalView,
+      commit: d.commit,
+      base: [flatSnapshot(d.base)],
+      entries: d.entries.map(flatEntry),
+      reform: d.reform ? [{ epoch: d.reform.epoch, voter: d.reform.voter, setHash: d.reform.setHash ? [{ h: d.reform.setHash }] : [] }] : [],
+    }),
+  );
+}
+
+/** Strict: a `FleetFault` for bytes that are not one durable state of member `member` of an `n`-member fleet. */
+export function decodeDurable(b: Uint8Array, member: number, n: number): DurableState {
+  if (b.length < 1) throw new FleetFault(FleetCode.Truncated, 'fleet: durable state: empty');
+  if (b[0] !== DURABLE_VERSION) throw new FleetFault(FleetCode.WireVersion, `fleet: durable state version ${b[0]}`);
+  const f = asFleet('durable', () => decodeFields(STATE, b, 'durable'));
+  if (f.member !== member) bad(`it is member ${f.member}'s, not member ${member}'s`);
+  const snap = f.base[0] ?? bad('no snapshot');
+  const base = snapshotOf(snap);
+  if (base.config.admitted.length !== n) bad(`a configuration of ${base.config.admitted.length} members, not ${n}`);
+  const entries = f.entries.map((e, i) => entryOf(e, `durable.entries[${i}]`));
+  let prev = { index: base.index, hash: base.hash };
+  for (const e of entries) {
+    if (e.index !== prev.index + 1 || !sameBytes(e.prevHash, prev.hash)) bad(`entry ${e.index} does not follow entry ${prev.index}`);
+    prev = e;
+  }
+  const r = f.reform[0];
+  const d: DurableState = {
+    member,
+    view: f.view,
+    normalView: f.normalView,
+    commit: f.commit,
+    base,
+    entries,
+    reform: r ? { epoch: r.epoch, voter: r.voter, setHash: r.setHash[0]?.h ?? null } : null,
+  };
+  if (d.normalView > d.view) bad('normal view after the view');
+  if (d.commit < base.index || d.commit > tipOf(d).index) bad('commit outside the log');
+  return d;
+}
+
+export function encodeSecrets(s: MemberSecrets): Uint8Array {
+  return asFleet('secrets', () => encodeFields(SECRETS, { version: DURABLE_VERSION, member: s.member, charter: encodeCharter(s.charter), identitySeed: s.identitySeed, fleetSecret: s.fleetSecret }));
+}
+
+/** Strict, as `decodeDurable`; the charter is checked as the ceremony checks it. */
+export function decodeSecrets(b: Uint8Array, member: number): MemberSecrets {
+  if (b.length < 1) throw new FleetFault(FleetCode.Truncated, 'fleet: secrets: empty');
+  if (b[0] !== DURABLE_VERSION) throw new FleetFault(FleetCode.WireVersion, `fleet: secrets version ${b[0]}`);
+  const f = asFleet('secrets', () => decodeFields(SECRETS, b, 'secrets'));
+  const charter = asFleet('secrets.charter', () => decodeCharter(f.charter));
+  if (f.member !== member || member >= charter.identities.length) throw new FleetFault(FleetCode.BadValue, `fleet: secrets: they are member ${f.member}'s, not member ${member}'s`);
+  if (!sameBytes(identityPublicKey(f.identitySeed), charter.identities[member])) throw new FleetFault(FleetCode.NotInCharter, 'fleet: secrets: the identity seed is not the charter\'s identity of this member');
+  return { member, charter, identitySeed: f.identitySeed, fleetSecret: f.fleetSecret };
+}

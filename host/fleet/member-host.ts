@@ -1,0 +1,290 @@
+/**
+ * One fleet member's host process (`bkv serve --fleet DIR/fleet.json --member I`, docs/fleet.md
+ * "The member process"): it reads fleet.json (config.ts), runs the key ceremony over the members'
+ * folders until its device holds its secrets (hsm/fleet/device.ts), boots the device from its
+ * folder, ticks it on a timer, carries its messages over the transport (transport.ts) and answers
+ * clients over HTTP on the member's api address:
+ *
+ *   GET  /fleet/status   member, status, epoch, view, leader (id and client URL), commit, tip,
+ *                        incarnation prefix, each peer connection, refusals counted by name
+ *   POST /fleet/ops      one intent as JSON ({"kind":"register","id":"r1","limit":10}; charge and
+ *                        reset with "session"; replace with "limit"; touch; lock; delete):
+ *                        200 {"index","hash","op"} once a majority made it durable; 421 NOT_LEADER (with "leader", the leader's URL,
+ *                        when known); 409/400/503 with the fleet's refusal by name
+ *                        ("Fleet.TransitionNotAllowed", ...)
+ *
+ * The replication layer's test API until the vault's batches ride the log. The host holds no key
+ * and reads nothing of a message but its receiver; it can delay, drop or replay, which the
+ * protocol tolerates. Every acknowledgement follows the device's durable write (the device writes
+ * before it answers), so a SIGKILL loses nothing acknowledged.
+ */
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { ceremonyStep, FleetDevice, IntentError, parseIntent, type DeviceAnswer, type DeviceOutput, type DeviceStatus } from '../../hsm/fleet/device.ts';
+import { ErrorCode, ServiceError, type ErrorCodeName } from '../service/error-codes.ts';
+import { DEV_OPERATOR_SECRET, formatEndpoint, memberDir, readFleetConfig, type Endpoint, type LoadedFleet } from './config.ts';
+import { Transport, type PeerStatus } from './transport.ts';
+
+/** Ticks: 50 ms each; a view change after 10 quiet ticks (0.5 s, then the election: a failover in about 1 s), a re-form after 60 (3 s). */
+export const MEMBER_TIMING = { tickMs: 50, viewChangeTicks: 10, reformTicks: 60, resendTicks: 2 } as const;
+/**
+ * A positive control for the process tests only: the member runs with one of the simulation's
+ * broken rules (enclave/fleet/core.ts BROKEN_RULES), and says so loudly. Never in a fleet that
+ * holds anything.
+ */
+export const BROKEN_RULE_ENV = 'BKV_FLEET_BROKEN_RULE';
+/** The largest client request body. */
+export const MAX_OP_BODY = 4096;
+/** How long a client waits for its operation's answer before hearing that the outcome is unknown. */
+export const ANSWER_TIMEOUT_MS = 10_000;
+
+export interface MemberHostOptions {
+  readonly fleetFile: string;
+  readonly member: number;
+  /** Listen for the other members here instead of fleet.json's peer address (behind a proxy, a clone). */
+  readonly peerListen?: Endpoint;
+  /** Listen for clients here instead of fleet.json's api address. */
+  readonly apiListen?: Endpoint;
+  /** Reach member J at this address instead of fleet.json's (a proxy). */
+  readonly peerVia?: ReadonlyMap<number, Endpoint>;
+  /** The operator secret (64 hex digits); default DIR/auth/operator.secret. */
+  readonly operatorKeyFile?: string;
+  readonly log?: (line: string) => void;
+}
+
+export class OperatorSecretError extends Error {
+  override readonly name = 'OperatorSecretError';
+}
+
+/** 64 hex digits, as `bkv operator keygen` writes. */
+export function readOperatorSecretFile(file: string): Uint8Array {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new OperatorSecretError(`the operator secret ${file}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+  if (!/^[0-9a-fA-F]{64}$/.test(text)) throw new OperatorSecretError(`the operator secret ${file}: expected 64 hex digits (bkv operator keygen)`);
+  return Uint8Array.from(Buffer.from(text, 'hex'));
+}
+
+export interface MemberStatusJson extends Partial<Omit<DeviceStatus, 'leader'>> {
+  readonly member: number;
+  readonly fleetId: string;
+  readonly status: string;
+  readonly leader: { readonly id: number; readonly api: string } | null;
+  readonly waiting?: string;
+  readonly secretCheck?: string;
+  readonly peers: readonly PeerStatus[];
+  readonly refused: Readonly<Record<string, number>>;
+}
+
+type Reply = { status: number; body: unknown };
+
+function serviceError(code: ErrorCodeName, extra: Record<string, unknown> = {}): Reply {
+  const e = new ServiceError(code);
+  return { status: e.status, body: { error: { ...e.toJSON().error, ...extra } } };
+}
+
+/** A fleet refusal as the client sees it: its name, number and an HTTP status by kind. */
+function refusal(a: Extract<DeviceAnswer, { ok: false }>, leaderUrl: string | null): Reply {
+  if (a.name === 'Fleet.NotLeader') return serviceError('NOT_LEADER', leaderUrl ? { leader: leaderUrl } : {});
+  const status = a.name === 'Fleet.BadValue' ? 400 : a.name === 'Fleet.TransitionNotAllowed' || a.name === 'Fleet.BaseVersion' ? 409 : 503;
+  const message = a.code === 0 ? 'the member left the lead before the operation committed: it may still commit; ask again' : 'the fleet refused the operation';
+  return { status, body: { error: { code: a.name, num: a.code, message } } };
+}
+
+export class MemberHost {
+  readonly fleet: LoadedFleet;
+  private device: FleetDevice | null = null;
+  private transport: Transport | null = null;
+  private server: http.Server | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private now = 0;
+  private waiting = 'the key ceremony';
+  private secretCheck: string | undefined;
+  private readonly answers = new Map<number, (a: DeviceAnswer) => void>();
+  private readonly refused: Record<string, number> = {};
+  private lastLine = '';
+  private closed = false;
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly o: MemberHostOptions) {
+    this.fleet = readFleetConfig(o.fleetFile);
+    if (!Number.isInteger(o.member) || o.member < 0 || o.member >= this.fleet.members.length) throw new Error(`--member: the fleet has members 0..${this.fleet.members.length - 1}`);
+    this.log = o.log ?? ((l) => console.error(`bkv: member ${o.member}: ${l}`));
+  }
+
+  get apiUrl(): string {
+    const a = this.server?.address() as AddressInfo | null;
+    const host = (this.o.apiListen ?? this.fleet.members[this.o.member]!.api).host;
+    return `http://${formatEndpoint({ host, port: a?.port ?? 0 })}`;
+  }
+  get peerPort(): number {
+    return this.transport?.port ?? 0;
+  }
+
+  /** Listens for clients, runs the ceremony until done, boots the device and joins the fleet. */
+  async start(): Promise<void> {
+    const me = this.fleet.members[this.o.member]!;
+    const api = this.o.apiListen ?? me.api;
+    const server = http.createServer((req, res) => this.handle(req, res));
+    server.requestTimeout = 30_000;
+    server.headersTimeout = 10_000;
+    await new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(api.port, api.host, () => res());
+    });
+    this.server = server;
+    const operatorSecret = readOperatorSecretFile(this.o.operatorKeyFile ?? path.join(this.fleet.dir, DEV_OPERATOR_SECRET));
+    const dirs = this.fleet.members.map((m) => memberDir(this.fleet, m.id));
+    let said = '';
+    for (;;) {
+      if (this.closed) return;
+      const step = await ceremonyStep({ dirs, member: this.o.member, fleetId: Uint8Array.from(Buffer.from(this.fleet.fleetId, 'hex')), operatorSecret });
+      if (step.done) {
+        this.secretCheck = step.check;
+        break;
+      }
+      if (step.waiting !== said) this.log(`key ceremony: waiting for ${step.waiting}`);
+      said = step.waiting;
+      this.waiting = `key ceremony: ${step.waiting}`;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    operatorSecret.fill(0);
+    this.log(`key ceremony done (secret check ${this.secretCheck})`);
+    const broken = process.env[BROKEN_RULE_ENV] || undefined;
+    if (broken) this.log(`UNSAFE: ${BROKEN_RULE_ENV}=${broken}: this member breaks a rule of the protocol on purpose (a test's positive control)`);
+    const device = new FleetDevice({ dir: dirs[this.o.member]!, member: this.o.member, n: this.fleet.members.length, ...MEMBER_TIMING, ...(broken && { broken }) }, this.now);
+    const peers = this.fleet.members.map((m) => this.o.peerVia?.get(m.id) ?? m.peer);
+    const transport = new Transport({
+      self: this.o.member,
+      listen: this.o.peerListen ?? me.peer,
+      peers,
+      onMessage: (msg) => this.route(device.receive(msg, this.now)),
+      onEvent: (e) => this.log(`${e.peer !== undefined ? `member ${e.peer} ` : ''}${e.event}${e.detail ? `: ${e.detail}` : ''}`),
+    });
+    await transport.start();
+    this.device = device;
+    this.transport = transport;
+    this.waiting = '';
+    this.timer = setInterval(() => {
+      this.now++;
+      this.route(device.tick(this.now));
+    }, MEMBER_TIMING.tickMs);
+  }
+
+  private route(out: DeviceOutput): void {
+    for (const { msg } of out.send) this.transport?.send(msg);
+    for (const a of out.answers) {
+      const done = this.answers.get(a.ticket);
+      this.answers.delete(a.ticket);
+      done?.(a);
+    }
+    for (const f of out.faults) this.refused[f] = (this.refused[f] ?? 0) + 1;
+    const s = this.device?.status();
+    if (s) {
+      const line = `${s.status} epoch ${s.epoch} view ${s.view}${s.leader === null ? '' : s.leader === s.member ? ' (leader)' : ` (leader ${s.leader})`}`;
+      if (line !== this.lastLine) this.log(line);
+      this.lastLine = line;
+    }
+  }
+
+  private leaderUrl(s: DeviceStatus | undefined): string | null {
+    if (!s || s.leader === null || s.leader === s.member) return null;
+    return `http://${formatEndpoint(this.fleet.members[s.leader]!.api)}`;
+  }
+
+  status(): MemberStatusJson {
+    const s = this.device?.status();
+    const base = { member: this.o.member, fleetId: this.fleet.fleetId, peers: this.transport?.status() ?? [], refused: { ...this.refused }, ...(this.secretCheck && { secretCheck: this.secretCheck }) };
+    if (!s) return { ...base, status: 'ceremony', leader: null, waiting: this.waiting };
+    return { ...base, ...s, leader: s.leader === null ? null : { id: s.leader, api: `http://${formatEndpoint(this.fleet.members[s.leader]!.api)}` } };
+  }
+
+  private async op(body: Buffer): Promise<Reply> {
+    let v: unknown;
+    try {
+      v = JSON.parse(body.toString('utf8'));
+    } catch {
+      return serviceError('MALFORMED_JSON');
+    }
+    let intent;
+    try {
+      intent = parseIntent(v);
+    } catch (e) {
+      if (e instanceof IntentError) return { status: 400, body: { error: { code: 'BAD_REQUEST', num: ErrorCode.BAD_REQUEST.num, message: e.message } } };
+      throw e;
+    }
+    const device = this.device;
+    if (!device) return serviceError('UNAVAILABLE');
+    const { ticket, out } = device.submit(intent, this.now);
+    const answer = new Promise<DeviceAnswer | null>((res) => {
+      const t = setTimeout(() => {
+        this.answers.delete(ticket);
+        res(null);
+      }, ANSWER_TIMEOUT_MS);
+      this.answers.set(ticket, (a) => {
+        clearTimeout(t);
+        res(a);
+      });
+    });
+    this.route(out);
+    const a = await answer;
+    if (a === null) return { status: 503, body: { error: { code: 'Fleet.Unanswered', num: 0, message: 'no answer in time: the operation may still commit; ask again' } } };
+    if (a.ok) return { status: 200, body: { index: a.index, hash: a.hash, op: a.op } };
+    return refusal(a, this.leaderUrl(device.status()));
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const reply = (r: Reply) => {
+      if (res.headersSent) return;
+      const text = JSON.stringify(r.body);
+      res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+      res.end(text);
+    };
+    const url = (req.url ?? '').split('?')[0];
+    if (this.closed) return reply(serviceError('SHUTTING_DOWN'));
+    if (url === '/fleet/status') {
+      if (req.method !== 'GET') return reply(serviceError('METHOD_NOT_ALLOWED'));
+      return reply({ status: 200, body: this.status() });
+    }
+    if (url !== '/fleet/ops') return reply(serviceError('NOT_FOUND'));
+    if (req.method !== 'POST') return reply(serviceError('METHOD_NOT_ALLOWED'));
+    // a body over the bound: answered, then the connection closed once the answer is out (the rest is never read)
+    const tooLarge = () => {
+      res.setHeader('connection', 'close');
+      res.once('finish', () => req.destroy());
+      reply(serviceError('PAYLOAD_TOO_LARGE'));
+    };
+    if (Number(req.headers['content-length'] ?? 0) > MAX_OP_BODY) return tooLarge();
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_OP_BODY) {
+        if (!res.headersSent) tooLarge();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      if (size > MAX_OP_BODY) return;
+      this.op(Buffer.concat(chunks)).then(reply, () => reply(serviceError('INTERNAL')));
+    });
+  }
+
+  /** Stops ticking and listening; the device's state is on disk after every write. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.transport?.close();
+    const server = this.server;
+    if (server) {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  }
+}

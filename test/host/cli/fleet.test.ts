@@ -1,0 +1,110 @@
+/**
+ * `bkv fleet up`, `bkv fleet status` and `bkv serve --fleet` on the real command (node
+ * bin/bkv.mjs), keeping the CLI contract: `fleet init` writes a development operator secret
+ * (mode 0600) unless given one; `fleet status` exits 1 (failure) while no majority is normal
+ * under one leader and 0 once one is, with its `--json` shape; `fleet up` prints where each member
+ * listens, and SIGTERM stops every member and itself with exit 0; usage errors exit 2, a missing
+ * fleet file exits 1.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { bin, runBkv, runBkvAsync } from '../../helpers/cli.ts';
+import { freePort } from '../../helpers/tcp-proxy.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'bkv-fleet-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A base port with 6 free ports after it (member i: base+2i, base+2i+1). */
+async function freeBase(): Promise<number> {
+  for (;;) {
+    const base = await freePort();
+    if (base + 6 > 65535) continue;
+    const net = await import('node:net');
+    const ok = await Promise.all(
+      [1, 2, 3, 4, 5].map(
+        (k) =>
+          new Promise<boolean>((res) => {
+            const s = net.createServer();
+            s.once('error', () => res(false));
+            s.listen(base + k, '127.0.0.1', () => s.close(() => res(true)));
+          }),
+      ),
+    );
+    if (ok.every(Boolean)) return base;
+  }
+}
+
+const json = (out: string) => JSON.parse(out.trim()) as Record<string, any>;
+
+describe('bkv fleet up, status; bkv serve --fleet', () => {
+  it('fleet init writes a development operator secret, mode 0600, unless given one', () => {
+    const r = runBkv(dir, ['fleet', 'init', '--members', '3', '--dir', 'a', '--json']);
+    expect(r.code, r.err).toBe(0);
+    const file = join(dir, 'a', 'auth', 'operator.secret');
+    expect(json(r.out).devOperatorSecret).toBe(file);
+    expect(readFileSync(file, 'utf8')).toMatch(/^[0-9a-f]{64}\n$/);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    writeFileSync(join(dir, 'op.key'), 'ab'.repeat(32) + '\n');
+    const given = runBkv(dir, ['fleet', 'init', '--members', '3', '--dir', 'b', '--operator-key-file', 'op.key', '--json']);
+    expect(given.code, given.err).toBe(0);
+    expect(json(given.out).devOperatorSecret).toBeUndefined();
+    expect(existsSync(join(dir, 'b', 'auth', 'operator.secret'))).toBe(false);
+    writeFileSync(join(dir, 'bad.key'), 'not hex\n');
+    expect(runBkv(dir, ['fleet', 'init', '--members', '3', '--dir', 'c', '--operator-key-file', 'bad.key']).code).toBe(2);
+  });
+
+  it('usage errors exit 2; a fleet folder without fleet.json exits 1', () => {
+    expect(runBkv(dir, ['fleet', 'up']).code).toBe(2);
+    expect(runBkv(dir, ['fleet', 'status', 'a', 'extra']).code).toBe(2);
+    expect(runBkv(dir, ['fleet', 'status', 'a', '--members', '3']).code).toBe(2);
+    expect(runBkv(dir, ['serve', '--fleet', 'a/fleet.json', '--member', '9']).code).toBe(2);
+    expect(runBkv(dir, ['serve', '--fleet', 'a/fleet.json', '--member', '0', '--peer-via', '0=127.0.0.1:1']).code).toBe(2);
+    expect(runBkv(dir, ['serve', '--fleet', 'a/fleet.json', '--member', '0', '--data', 'x']).code).toBe(2);
+    const missing = runBkv(dir, ['fleet', 'status', 'nowhere', '--json']);
+    expect(missing.code).toBe(1);
+    expect(json(missing.out)).toMatchObject({ ok: false, exitCode: 1, command: 'fleet status', error: { code: 'failure', name: 'FleetConfigError' } });
+  });
+
+  it('fleet up starts every member; fleet status exits 1 with none running and 0 once a majority is normal under one leader; SIGTERM stops them all', async () => {
+    const base = await freeBase();
+    expect(runBkv(dir, ['fleet', 'init', '--members', '3', '--dir', 'up', '--base-port', String(base)]).code).toBe(0);
+    const down = runBkv(dir, ['fleet', 'status', 'up', '--json']);
+    expect(down.code).toBe(1);
+    expect(json(down.out)).toMatchObject({ ok: false, exitCode: 1, command: 'fleet status', healthy: false, leader: null });
+    expect(json(down.out).members.map((m: any) => m.health)).toEqual(['unreachable', 'unreachable', 'unreachable']);
+
+    const up = spawn(process.execPath, [bin, 'fleet', 'up', 'up', '--json'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    up.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    up.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((r) => up.on('exit', (c) => r(c)));
+    try {
+      const deadline = Date.now() + 60_000;
+      let st: { code: number | null; out: string; err: string } | null = null;
+      while (Date.now() < deadline) {
+        st = await runBkvAsync(dir, ['fleet', 'status', 'up', '--json']);
+        if (st.code === 0) break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      expect(st?.code, `${st?.err}\n${err}`).toBe(0);
+      const started = json(out);
+      expect(started).toMatchObject({ ok: true, command: 'fleet up', status: 'started' });
+      expect(started.members.map((m: any) => m.api)).toEqual([0, 1, 2].map((i) => `http://127.0.0.1:${base + 2 * i}`));
+      const s = json(st!.out);
+      expect(s).toMatchObject({ ok: true, exitCode: 0, command: 'fleet status', healthy: true });
+      expect(s.members).toHaveLength(3);
+      for (const m of s.members) expect(m).toMatchObject({ reachable: true, status: 'normal', leader: s.leader, epoch: 1, lag: 0, health: 'ok' });
+      const human = runBkv(dir, ['fleet', 'status', 'up']);
+      expect(human.out).toMatch(/^member\tstatus\tepoch\tview\tleader\tcommit\tlag\thealth\tapi\n0\tnormal\t1\t/);
+    } finally {
+      up.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+    expect(err).toMatch(/stopping every member/);
+    for (const pid of json(out).members.map((m: any) => m.pid as number)) expect(() => process.kill(pid, 0)).toThrow();
+  }, 120_000);
+});
