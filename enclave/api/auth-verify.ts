@@ -47,6 +47,7 @@ interface Verified {
 type SignatureCheck = (sig: Uint8Array, input: Uint8Array, issuer: Issuer) => boolean;
 
 const td = new TextDecoder('utf-8', { fatal: true });
+const te = new TextEncoder();
 const fault = (code: number, msg: string) => new EnclaveFault(code, msg, 'auth');
 const invalid = (msg: string) => fault(Handling.AuthInvalid, msg);
 
@@ -222,6 +223,6 @@ export class TokenVerifier {
       throw invalid('token is not valid yet');
     }
     if (nowS >= expS + CLOCK_SKEW_S) throw fault(Handling.AuthExpired, 'token expired');
-    return { sub: subjectKey(new TextEncoder().encode(sub)), expMs: expS * 1000 };
+    return { sub: subjectKey(te.encode(sub)), expMs: expS * 1000 };
   }
 }
