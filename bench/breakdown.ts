@@ -12,8 +12,8 @@
  *
  * The request carries a real issuer token (bench/lib/auth.ts), so the e2e open and the decode
  * handle the full message, and the token check (enclave/api/auth-verify.ts TokenVerifier) is a
- * step: its first verification (jose EdDSA signature and claims: what a LoginStart with a new
- * token pays; a ring of distinct tokens larger than the verifier's cache, so every call misses,
+ * step: its first verification (the JWS parse, the Ed25519 signature and the claims: what a
+ * LoginStart with a new token pays; a ring of distinct tokens larger than the verifier's cache, so every call misses,
  * evictions included) is summed; a cache hit (the LoginFinish of the same login, or any later
  * operation with the same token) is shown beside it.
  *
@@ -26,6 +26,7 @@
  * slower than the same serverLoginStart measured first).
  */
 import { randomBytes } from 'node:crypto';
+import { compactVerify, importJWK } from 'jose';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,6 +82,7 @@ const ROUNDS = QUICK ? 3 : 5;
 const BUDGET_MS = QUICK ? 60 : 200;
 const M = machine();
 const te = new TextEncoder();
+const td = new TextDecoder();
 const rnd = (n: number) => new Uint8Array(randomBytes(n));
 
 interface Step {
@@ -216,7 +218,18 @@ const fresh = Array.from({ length: TOKEN_RING }, () => te.encode(tokens.mint(rid
 const cached = tokens.bytes(rid);
 await verifier.check(cached, rid, dev.platform.now());
 let freshNext = 0; // across measurements (each one's `i` starts at 0 again)
-step('issuer token check, first verification (jose EdDSA signature + claims; a LoginStart with a new token)', 'op', 'now', () => verifier.check(fresh[freshNext++ % TOKEN_RING]!, rid, dev.platform.now()));
+step(`issuer token check, first verification (${verifier.backend} Ed25519 + strict JWS + claims; a LoginStart with a new token)`, 'op', 'now', () => verifier.check(fresh[freshNext++ % TOKEN_RING]!, rid, dev.platform.now()));
+// Without native libsodium (node:crypto's verify with a key object made once, and the check of R).
+const verifierNode = await TokenVerifier.create(tokens.config, { ...process.env, BKV_SODIUM_LIBRARY: '/nonexistent/libsodium.so.23' });
+let freshNodeNext = TOKEN_RING >> 1;
+step(`issuer token check, first verification on ${verifierNode.backend} instead (without native libsodium)`, 'op', 'alt', () => verifierNode.check(fresh[freshNodeNext++ % TOKEN_RING]!, rid, dev.platform.now()));
+// What the check replaced: jose's compactVerify on WebCrypto EdDSA, then the claims' JSON.
+const joseKey = await importJWK({ kty: 'OKP', crv: 'Ed25519', x: base64url(tokens.issuer.publicKey) }, 'EdDSA');
+let freshJoseNext = TOKEN_RING >> 2;
+step('issuer token check before: jose compactVerify (WebCrypto EdDSA) + claims JSON.parse', 'op', 'alt', async () => {
+  const r = await compactVerify(td.decode(fresh[freshJoseNext++ % TOKEN_RING]!), joseKey, { algorithms: ['EdDSA'] });
+  return JSON.parse(td.decode(r.payload)) as unknown;
+});
 step('issuer token check, cache hit instead (a LoginFinish, or a later operation with the same token)', 'op', 'alt', () => verifier.check(cached, rid, dev.platform.now()));
 for (const t of devices) {
   const blob = seal(t.d.token, t.d.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 1, version: 1 }, rec);

@@ -6,8 +6,12 @@
  * every client operation, inside the HPKE-sealed request, and the enclave checks it before it
  * charges, changes or reveals anything (enclave/api/auth-verify.ts). A token is valid for a
  * record when:
- *   - its protected header is `alg: "EdDSA"` with a `kid` naming a provisioned issuer key, and the
- *     signature verifies under that key (the kid is the key's RFC 7638 JWK thumbprint, SHA-256);
+ *   - it is a JWS in the compact serialization (RFC 7515 §7.1): three parts of base64url without
+ *     padding, each canonical (RFC 4648 §3.5), joined by dots;
+ *   - its protected header is `alg: "EdDSA"` with a `kid` naming a provisioned issuer key, and at
+ *     most `typ: "JWT"` beside them (no `crit`, no other member); the signature verifies under
+ *     that key (the kid is the key's RFC 7638 JWK thumbprint, SHA-256), strictly: S < L, R and
+ *     the key canonical and not of small order (RFC 8032 §5.1.7, as libsodium checks it);
  *   - `iss` equals that issuer's provisioned name and `aud` (a string, or an array holding it)
  *     equals the vault's provisioned audience;
  *   - `sub` equals the record id (its UTF-8 bytes);

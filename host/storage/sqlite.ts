@@ -120,6 +120,10 @@ const epochKey = (p: number) => `epoch/${p}`;
 
 /** A plain Uint8Array view of a Buffer from better-sqlite3 (each owns its memory: no copy). */
 const view = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+/** A record id as a map key. */
+const idKey = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+/** Ids read by one statement in `getMany` (SQLite allows 32,766 parameters; a batch is far smaller). */
+const GET_CHUNK = 64;
 
 interface RecordRow {
   record_id: Buffer;
@@ -183,6 +187,7 @@ class SqliteRecordStore implements RecordStore {
   readonly kind = 'sqlite' as const;
   private db: Database.Database | null;
   private readonly s: ReturnType<typeof prepareAll>;
+  private readonly getInStatements: Database.Statement[] = [];
   private readonly applyTx: (p: number, epoch: number, writes: BatchWrite[], events: Uint8Array[], seqs: number[], minSeq: number | null) => void;
 
   constructor(db: Database.Database) {
@@ -200,6 +205,16 @@ class SqliteRecordStore implements RecordStore {
     }).immediate;
   }
 
+  /** The statement that reads `n` ids at once (1..GET_CHUNK), prepared on first use. */
+  private getIn(n: number): Database.Statement {
+    let st = this.getInStatements[n];
+    if (!st) {
+      st = this.live().prepare(`SELECT record_id, blob, epoch FROM records WHERE partition = ? AND record_id IN (${'?,'.repeat(n - 1)}?)`);
+      this.getInStatements[n] = st;
+    }
+    return st;
+  }
+
   private live(): Database.Database {
     if (this.db === null || !this.db.open) throw new StorageError(StorageCode.Closed, 'record store is closed');
     return this.db;
@@ -210,9 +225,15 @@ class SqliteRecordStore implements RecordStore {
     checkPartition(partition);
     for (const id of recordIds) checkId(id, 'recordId');
     try {
-      // one lookup per id, in the order of `recordIds` (types.ts: the result is aligned with them)
+      // One statement per chunk of ids (`record_id IN (...)`), then the rows put in the order of
+      // `recordIds` (types.ts: the result is aligned with them; an id may come twice).
+      const found = new Map<string, Omit<RecordRow, 'record_id'>>();
+      for (let at = 0; at < recordIds.length; at += GET_CHUNK) {
+        const chunk = recordIds.slice(at, at + GET_CHUNK);
+        for (const r of this.getIn(chunk.length).all(partition, ...chunk) as RecordRow[]) found.set(idKey(r.record_id), r);
+      }
       return recordIds.map((id) => {
-        const r = this.s.get.get(partition, id) as Omit<RecordRow, 'record_id'> | undefined;
+        const r = found.get(idKey(id));
         return r === undefined ? undefined : { recordId: new Uint8Array(id), blob: view(r.blob), epoch: r.epoch };
       });
     } catch (e) {
@@ -310,7 +331,6 @@ class SqliteRecordStore implements RecordStore {
 
 function prepareAll(db: Database.Database) {
   return {
-    get: db.prepare('SELECT blob, epoch FROM records WHERE partition = ? AND record_id = ?'),
     upsert: db.prepare(
       `INSERT INTO records (partition, record_id, blob, epoch) VALUES (?, ?, ?, ?)
        ON CONFLICT (partition, record_id) DO UPDATE SET blob = excluded.blob, epoch = excluded.epoch`,

@@ -3,14 +3,15 @@
  * called through koffi (a maintained FFI package with prebuilt binaries): the same seven libsodium
  * functions as the WebAssembly engine (sodium-ristretto255.ts), about twice as fast per
  * multiplication (bench/groups.ts). Beside it, `NativeHpke`: X25519, AES-256-GCM and
- * HMAC-SHA256 for the end-to-end envelope (enclave/vault/e2e-open.ts).
+ * HMAC-SHA256 for the end-to-end envelope (enclave/vault/e2e-open.ts), and `NativeEd25519`: the
+ * issuer token's signature check (enclave/api/auth-verify.ts).
  *
  * Memory: koffi hands a TypedArray argument to C as a pointer to its contents (no copy; koffi's
  * doc/output.md, "Transient pointers"), so every byte libsodium reads or writes for us is in one
  * scratch array we own, zeroed after each call. What we can not wipe: libsodium's own stack
  * temporaries (it clears some of them itself) and the caller's arrays.
  *
- * Loading: `loadNativeSodium()` (and `loadNativeHpke()`) never throws; it answers the engine or why there is none (koffi
+ * Loading: `loadNativeSodium()` (and `loadNativeHpke()`, `loadNativeEd25519()`) never throws; it answers the engine or why there is none (koffi
  * missing, the library missing or too old, `BKV_SODIUM_NATIVE=0`). `BKV_SODIUM_LIBRARY` names
  * another library file (tests use it to hide the library and check the fallback).
  */
@@ -295,6 +296,40 @@ async function loadHpke(env: Record<string, string | undefined>): Promise<Native
     return { hpke: null, reason: `${library}: ${firstLine(e)}` };
   }
 }
+
+/**
+ * Ed25519 signature verification (RFC 8032 §5.1.7) on native libsodium, for the issuer token's
+ * check (enclave/api/auth-verify.ts). libsodium 1.0.18's `crypto_sign_ed25519_verify_detached`
+ * refuses a non-canonical S (S >= L), a small-order R, a non-canonical or small-order public key,
+ * and compares the encoding of [S]B - [k]A with R byte for byte (so a non-canonical R fails).
+ * Nothing here is secret; koffi passes the arrays as pointers, so their lengths are checked first.
+ */
+export class NativeEd25519 {
+  constructor(
+    private readonly f: Fn,
+    readonly library: string,
+  ) {}
+
+  /** Whether `sig` (64 bytes) is a signature of `msg` under `publicKey` (32 bytes). */
+  verify(sig: Uint8Array, msg: Uint8Array, publicKey: Uint8Array): boolean {
+    if (sig.length !== 64 || publicKey.length !== 32) return false;
+    return this.f(sig, msg, msg.length, publicKey) === 0;
+  }
+}
+
+export type NativeEd25519Load = { ed25519: NativeEd25519 } | { ed25519: null; reason: string };
+
+/** Native libsodium's Ed25519 verification, loaded once per process, or the reason it is not available. */
+export const loadNativeEd25519: (env?: Env) => Promise<NativeEd25519Load> = oncePerProcess(async (env) => {
+  const l = await openLibrary(env);
+  if (!l.lib) return { ed25519: null, reason: l.reason };
+  try {
+    const f = l.lib.func('int crypto_sign_ed25519_verify_detached(uint8_t *sig, uint8_t *m, unsigned long long mlen, uint8_t *pk)') as Fn;
+    return { ed25519: new NativeEd25519(f, l.library) };
+  } catch (e) {
+    return { ed25519: null, reason: `${l.library}: ${firstLine(e)}` };
+  }
+});
 
 function firstLine(e: unknown): string {
   return String(e instanceof Error ? e.message : e).split('\n')[0]!;

@@ -421,6 +421,22 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
     });
   });
 
+  it('getMany of more ids than one SQLite statement reads (150: three chunks) keeps them aligned across the chunks', async () => {
+    await withStore(b, async (s) => {
+      const stored = Array.from({ length: 100 }, (_, i) => id(i, 2 + (i % 3)));
+      await s.applyBatch(0, 1, stored.map((recordId, i) => ({ recordId, blob: blob(`c${i}`) })), []);
+      // stored and absent ids interleaved, and the first id again at the end (in another chunk)
+      const ids = Array.from({ length: 149 }, (_, k) => (k % 3 === 2 ? id(1000 + k) : stored[(k * 37) % 100]!));
+      ids.push(ids[0]!);
+      const want = ids.map((x) => {
+        const i = stored.findIndex((y) => hex(y) === hex(x));
+        return i < 0 ? undefined : { id: hex(x), blob: hex(blob(`c${i}`)), epoch: 1 };
+      });
+      expect(want.filter((w) => w === undefined)).toHaveLength(49);
+      expect((await s.getMany(0, ids)).map(row)).toEqual(want);
+    });
+  });
+
   it('applyBatch replaces the blob and sets the epoch, keeping nothing of the old blob', async () => {
     await withStore(b, async (s) => {
       await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], []);
