@@ -33,6 +33,8 @@ import type { TokenKind as DeviceTokenKind } from '../../hsm/tokens/backends.ts'
 import type { EmulatorOptions } from '../../hsm/tokens/emulator/module.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { provisionModuleToken, readTokenConfig } from '../../hsm/tokens/config.ts';
+import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
+import { join } from 'node:path';
 import { ensureToken } from '../../hsm/tokens/open.ts';
 import { loadModule } from '../../hsm/tokens/pkcs11-module.ts';
 import { P11KIT_CLIENT_REFUSES } from '../../hsm/tokens/p11kit/index.ts';
@@ -230,4 +232,17 @@ export function p11kitTokenHolds(dataDir: string, labels: readonly string[]): st
   } finally {
     m.C_CloseSession(s);
   }
+}
+
+/**
+ * The emulator store file the devices of a VaultHost data folder made with `vaultToken` open: the
+ * folder's own for the emulator backend (hsm/tokens/emulator/backend.ts); for p11kit the server's,
+ * which each connection's module instance reads (hsm/tokens/p11kit/server.ts `serveToken`); null
+ * for the other backends (SoftHSM2 keeps its token in its own object files).
+ */
+export function emulatorStoreFile(kind: TokenKind, dataDir: string): string | null {
+  if (kind === 'emulator') return join(dataDir, EMULATOR_STORE_FILE);
+  if (kind !== 'p11kit') return null;
+  if (!server) throw new Error('emulatorStoreFile: no p11kit token made in this process yet (vaultToken)');
+  return join(server.dataDir, EMULATOR_STORE_FILE);
 }
