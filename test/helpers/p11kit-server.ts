@@ -33,7 +33,7 @@ export function p11kitUnavailable(): string | null {
 export interface TokenServerProcess {
   /** The value for P11_KIT_SERVER_ADDRESS. */
   address: string;
-  /** The server's data folder: its emulator store (EMULATOR_STORE_FILE), read by every connection's module instance (hsm/tokens/p11kit/server.ts). */
+  /** The server's data folder: its emulator store, read by every connection's module instance (hsm/tokens/p11kit/server.ts). */
   dataDir: string;
   pid: number;
   /** What the server wrote on stderr so far (its refusals are JSON lines there). */

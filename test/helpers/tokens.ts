@@ -25,6 +25,7 @@
  * time. The p11kit module is loaded once per process (hsm/tokens/pkcs11-module.ts `loadModule`),
  * one connection to the server; vitest runs each test file in a process of its own.
  */
+import { join } from 'node:path';
 import { afterAll, describe, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { TokenError } from '../../enclave/token.ts';
@@ -34,7 +35,6 @@ import type { EmulatorOptions } from '../../hsm/tokens/emulator/module.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { provisionModuleToken, readTokenConfig } from '../../hsm/tokens/config.ts';
 import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
-import { join } from 'node:path';
 import { ensureToken } from '../../hsm/tokens/open.ts';
 import { loadModule } from '../../hsm/tokens/pkcs11-module.ts';
 import { P11KIT_CLIENT_REFUSES } from '../../hsm/tokens/p11kit/index.ts';
@@ -197,11 +197,12 @@ export interface VaultToken {
  * every open of that folder. A device kind goes to the devices as it is (they make the token).
  * p11kit: a fresh token on this process's server (`freshToken`), named in `dataDir`'s token.json
  * for the `pkcs11` backend on p11-kit-client.so (provisionModuleToken, what `bkv serve --token
- * pkcs11 --module PATH --token-label L` writes), its PINs given to the devices as `tokenPins` (a
- * `pkcs11` vault keeps none of its own: hsm/tokens/token-pins.ts `operatorTokenPins`). The devices reach the
- * server by P11_KIT_SERVER_ADDRESS, set in this process's environment by `freshToken`: worker
- * threads share the process's environment (the client reads it with getenv), and child-process
- * devices are forked with a copy of process.env (host/channel/process-channel.ts).
+ * pkcs11 --module PATH --token-label L` writes), its PINs given to the devices as `tokenPins`
+ * (a `pkcs11` vault keeps none of its own: hsm/tokens/token-pins.ts `operatorTokenPins`). The
+ * devices reach the server by P11_KIT_SERVER_ADDRESS, set in this process's environment by
+ * `freshToken`: worker threads share the process's environment (the client reads it with
+ * getenv), and child-process devices are forked with a copy of process.env
+ * (host/channel/process-channel.ts).
  */
 export function vaultToken(kind: TokenKind, dataDir: string): VaultToken {
   if (kind !== 'p11kit') return { token: kind };
@@ -211,9 +212,10 @@ export function vaultToken(kind: TokenKind, dataDir: string): VaultToken {
 }
 
 /**
- * Which of `labels` name objects on the token of a `vaultToken` p11kit data folder: looked up from
- * this process through its own connection to the server (its own logins: hsm/tokens/p11kit/connection.ts),
- * logged in as the token's user, to see that the devices put the vault's keys there.
+ * Which of `labels` name objects on the token of a `vaultToken` p11kit data folder: looked up
+ * from this process through its own connection to the server (whose logins are its own:
+ * hsm/tokens/p11kit/connection.ts), logged in as the token's user, to see that the devices put
+ * the vault's keys there.
  */
 export function p11kitTokenHolds(dataDir: string, labels: readonly string[]): string[] {
   const label = readTokenConfig(dataDir)?.config.label;
