@@ -5,8 +5,8 @@ import { defineConfig } from 'vitest/config';
  * Three token backends (docs/testing.md): the emulator in-process, the emulator through
  * p11-kit-client.so (`p11kit`) and SoftHSM2. Project `all` runs every test file; the suites that
  * iterate over tokens (test/helpers/tokens.ts describeTokens: vault, integrity, model, sealing per
- * profile, token conformance, requirements, differential) run there on every backend. The firmware
- * test files below run on one token, the first under test (test/helpers/platform.ts
+ * profile, token conformance, requirements, differential, VaultHost) run there on every backend.
+ * The firmware test files below run on one token, the first under test (test/helpers/platform.ts
  * defaultTokenKind, the emulator by default): projects `softhsm` and `p11kit` run them again with
  * BKV_TOKEN naming that backend, so every test file that touches the token runs on all three
  * without the whole suite three times. Those two projects run where their module is installed, and

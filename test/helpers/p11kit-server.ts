@@ -33,6 +33,8 @@ export function p11kitUnavailable(): string | null {
 export interface TokenServerProcess {
   /** The value for P11_KIT_SERVER_ADDRESS. */
   address: string;
+  /** The server's data folder: its emulator store, read by every connection's module instance (hsm/tokens/p11kit/server.ts). */
+  dataDir: string;
   pid: number;
   /** What the server wrote on stderr so far (its refusals are JSON lines there). */
   stderr(): string;
@@ -49,7 +51,8 @@ export function startTokenServer(pins: { userPin: string; soPin: string }, timeo
   const errFile = join(dir, 'stderr');
   const out = openSync(outFile, 'w');
   const err = openSync(errFile, 'w');
-  const child = spawn(process.execPath, [bin, 'token', 'serve', '--data', join(dir, 'data'), '--socket', join(dir, 'token.sock')], {
+  const dataDir = join(dir, 'data');
+  const child = spawn(process.execPath, [bin, 'token', 'serve', '--data', dataDir, '--socket', join(dir, 'token.sock')], {
     stdio: ['ignore', out, err],
     env: { ...process.env, BKV_TOKEN_PIN: pins.userPin, BKV_TOKEN_SO_PIN: pins.soPin },
   });
@@ -72,7 +75,7 @@ export function startTokenServer(pins: { userPin: string; soPin: string }, timeo
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const m = /^P11_KIT_SERVER_ADDRESS=(\S+)$/m.exec(readFileSync(outFile, 'utf8'));
-    if (m) return { address: m[1]!, pid: child.pid!, stderr, stop };
+    if (m) return { address: m[1]!, dataDir, pid: child.pid!, stderr, stop };
     // The exit event needs the event loop, which this loop holds: ask the kernel instead.
     let alive = true;
     try {

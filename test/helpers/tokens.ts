@@ -11,8 +11,9 @@
  *
  * p11kit is a module transport, not a device token: it joins the suites that drive the module
  * they get from `freshToken` (`{ p11kit: true }`; the firmware suites run on it on the ctr-hmac
- * token profile); a suite that hands its kind to a device (VaultHost, hsm/runner.ts) runs on the
- * device kinds only (the device on p11-kit's client: test/hsm/tokens/pkcs11-module.test.ts). Its client can not carry some
+ * token profile). A suite that hands its kind to a device runs on the device kinds only, unless it
+ * opens its VaultHost with `vaultToken` (the `pkcs11` backend on p11-kit-client.so, as `bkv serve
+ * --token pkcs11` does; test/host/vault/vault-host.test.ts). Its client can not carry some
  * mechanisms (`carries`): a suite asserts the client's refusal there instead of the result.
  *
  * Fresh tokens: the backend's scratch module (the emulator in memory with fast PIN derivation;
@@ -24,12 +25,16 @@
  * time. The p11kit module is loaded once per process (hsm/tokens/pkcs11-module.ts `loadModule`),
  * one connection to the server; vitest runs each test file in a process of its own.
  */
+import { join } from 'node:path';
 import { afterAll, describe, it } from 'vitest';
 import * as P from '../../enclave/api/pkcs11.ts';
 import { TokenError } from '../../enclave/token.ts';
 import { SCRATCH_TOKEN_KINDS, TOKEN_BACKENDS } from '../../hsm/tokens/backends.ts';
 import type { TokenKind as DeviceTokenKind } from '../../hsm/tokens/backends.ts';
 import type { EmulatorOptions } from '../../hsm/tokens/emulator/module.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
+import { provisionModuleToken, readTokenConfig } from '../../hsm/tokens/config.ts';
+import { EMULATOR_STORE_FILE } from '../../hsm/tokens/emulator/backend.ts';
 import { ensureToken } from '../../hsm/tokens/open.ts';
 import { loadModule } from '../../hsm/tokens/pkcs11-module.ts';
 import { P11KIT_CLIENT_REFUSES } from '../../hsm/tokens/p11kit/index.ts';
@@ -179,4 +184,67 @@ export function ckr(fn: () => unknown): string {
     throw e;
   }
   return 'CKR_OK';
+}
+
+/** What a VaultHost (host/vault/vault-host.ts VaultHostOptions) needs to put its devices on a token. */
+export interface VaultToken {
+  token: DeviceTokenKind;
+  tokenPins?: TokenPinSource;
+}
+
+/**
+ * The token options of a new VaultHost data folder `dataDir` on `kind`; give the same ones to
+ * every open of that folder. A device kind goes to the devices as it is (they make the token).
+ * p11kit: a fresh token on this process's server (`freshToken`), named in `dataDir`'s token.json
+ * for the `pkcs11` backend on p11-kit-client.so (provisionModuleToken, what `bkv serve --token
+ * pkcs11 --module PATH --token-label L` writes), its PINs given to the devices as `tokenPins`
+ * (a `pkcs11` vault keeps none of its own: hsm/tokens/token-pins.ts `operatorTokenPins`). The
+ * devices reach the server by P11_KIT_SERVER_ADDRESS, set in this process's environment by
+ * `freshToken`: worker threads share the process's environment (the client reads it with
+ * getenv), and child-process devices are forked with a copy of process.env
+ * (host/channel/process-channel.ts).
+ */
+export function vaultToken(kind: TokenKind, dataDir: string): VaultToken {
+  if (kind !== 'p11kit') return { token: kind };
+  const { label } = freshToken('p11kit');
+  provisionModuleToken(dataDir, { module: P11_KIT_CLIENT, label });
+  return { token: 'pkcs11', tokenPins: { userPin: USER_PIN } };
+}
+
+/**
+ * Which of `labels` name objects on the token of a `vaultToken` p11kit data folder: looked up
+ * from this process through its own connection to the server (whose logins are its own:
+ * hsm/tokens/p11kit/connection.ts), logged in as the token's user, to see that the devices put
+ * the vault's keys there.
+ */
+export function p11kitTokenHolds(dataDir: string, labels: readonly string[]): string[] {
+  const label = readTokenConfig(dataDir)?.config.label;
+  const m = p11kitModule();
+  const slot = m.C_GetSlotList(true).find((s) => P.trimLabel(m.C_GetTokenInfo(s).label) === label);
+  if (slot === undefined) throw new Error(`no p11kit token labelled ${label}`);
+  const s = m.C_OpenSession(slot, P.CKF_SERIAL_SESSION);
+  try {
+    m.C_Login(s, P.CKU_USER, USER_PIN);
+    return labels.filter((l) => {
+      m.C_FindObjectsInit(s, [{ type: P.CKA_LABEL, value: l }]);
+      const found = m.C_FindObjects(s, 1).length > 0;
+      m.C_FindObjectsFinal(s);
+      return found;
+    });
+  } finally {
+    m.C_CloseSession(s);
+  }
+}
+
+/**
+ * The emulator store file the devices of a VaultHost data folder made with `vaultToken` open: the
+ * folder's own for the emulator backend (hsm/tokens/emulator/backend.ts); for p11kit the server's,
+ * which each connection's module instance reads (hsm/tokens/p11kit/server.ts `serveToken`); null
+ * for the other backends (SoftHSM2 keeps its token in its own object files).
+ */
+export function emulatorStoreFile(kind: TokenKind, dataDir: string): string | null {
+  if (kind === 'emulator') return join(dataDir, EMULATOR_STORE_FILE);
+  if (kind !== 'p11kit') return null;
+  if (!server) throw new Error('emulatorStoreFile: no p11kit token made in this process yet (vaultToken)');
+  return join(server.dataDir, EMULATOR_STORE_FILE);
 }

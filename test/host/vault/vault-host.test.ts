@@ -2,7 +2,8 @@
  * The vault on real isolation boundaries: devices in worker threads and in child processes,
  * several partitions, restarts, and SIGKILL of a child-process device at every failpoint of a
  * batch: no acknowledged registration lost, no guess refunded, nothing half-written accepted.
- * On every token under test. And the host's periodic store compaction (`compactEveryMs`).
+ * On every token under test, p11-kit-client.so included (the devices on the `pkcs11` backend:
+ * test/helpers/tokens.ts `vaultToken`). And the host's periodic store compaction (`compactEveryMs`).
  */
 import { expect, it } from 'vitest';
 import { mkdtempSync } from 'node:fs';
@@ -16,7 +17,8 @@ import { CONTEXT, hostClient } from '../../helpers/vault-harness.ts';
 import { testIssuer, wallClockClientExtras } from '../../helpers/auth.ts';
 import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
 import { randomBytes } from 'node:crypto';
-import { describeTokens } from '../../helpers/tokens.ts';
+import { describeTokens, p11kitTokenHolds, vaultToken } from '../../helpers/tokens.ts';
+import { LABEL_SEAL, LABEL_SEAL_CTR, LABEL_SEAL_MAC } from '../../../enclave/token-profiles.ts';
 import { trackVaults } from '../../helpers/vault-cleanup.ts';
 
 const te = new TextEncoder();
@@ -35,11 +37,12 @@ async function open(opts: VaultHostOptions): Promise<{ host: VaultHost; client: 
   return { host, client: await hostClient(host, issuer) };
 }
 
-describeTokens('vault on isolated devices', (token) => {
+describeTokens('vault on isolated devices', (kind) => {
   for (const mode of ['worker', 'process'] as const) {
     it(`serves many records over 2 partitions and keeps them across a reopen (${mode})`, async () => {
       const dataDir = tempDir();
-      const { host, client } = await open({ token, dataDir, mode, partitions: 2 });
+      const t = vaultToken(kind, dataDir);
+      const { host, client } = await open({ ...t, dataDir, mode, partitions: 2 });
       const ids = Array.from({ length: 12 }, (_, i) => te.encode(`user-${i}`));
       expect(new Set(ids.map((id) => host.partitionOf(id))).size).toBe(2);
       await Promise.all(ids.map((id, i) => client.register(id, te.encode(`pw-${i}`), new Uint8Array(32).fill(i), { attemptLimit: 3 })));
@@ -47,7 +50,9 @@ describeTokens('vault on isolated devices', (token) => {
       const pk = host.info.enclavePublicKey;
       await host.close();
       hosts.splice(hosts.indexOf(host), 1);
-      const again = await open({ token, dataDir, mode });
+      // Through p11-kit's client the devices made the vault's keys on the served token, of the ctr-hmac profile (enclave/token-profiles.ts).
+      if (kind === 'p11kit') expect(p11kitTokenHolds(dataDir, [LABEL_SEAL, LABEL_SEAL_CTR, LABEL_SEAL_MAC])).toEqual([LABEL_SEAL_CTR, LABEL_SEAL_MAC]);
+      const again = await open({ ...t, dataDir, mode });
       expect(Buffer.from(again.host.info.enclavePublicKey).equals(Buffer.from(pk))).toBe(true);
       expect(again.host.info.records).toBe(12);
       for (const [i, id] of ids.entries()) {
@@ -61,15 +66,16 @@ describeTokens('vault on isolated devices', (token) => {
   for (const failpoint of ['batch:before-intent', 'batch:prepared', 'commit:before-nvram', 'commit:after-nvram']) {
     it(`SIGKILL of the device at ${failpoint} loses nothing acknowledged and refunds nothing`, async () => {
       const dataDir = tempDir();
+      const t = vaultToken(kind, dataDir);
       const id = te.encode('victim');
       {
-        const { host, client } = await open({ token, dataDir, mode: 'process', partitions: 1 });
+        const { host, client } = await open({ ...t, dataDir, mode: 'process', partitions: 1 });
         await client.register(id, te.encode('pw'), new Uint8Array(32).fill(7), { attemptLimit: 5 });
         await host.close();
         hosts.splice(hosts.indexOf(host), 1);
       }
       {
-        const { host, client } = await open({ token, dataDir, mode: 'process', partitions: 1, failpoint, autoRestart: false });
+        const { host, client } = await open({ ...t, dataDir, mode: 'process', partitions: 1, failpoint, autoRestart: false });
         const r = await client.recover(id, te.encode('wrong')).then(
           (v) => ({ ok: true, v }),
           (e: unknown) => ({ ok: false, e }),
@@ -78,7 +84,7 @@ describeTokens('vault on isolated devices', (token) => {
         await host.close();
         hosts.splice(hosts.indexOf(host), 1);
       }
-      const { client } = await open({ token, dataDir, mode: 'process' });
+      const { client } = await open({ ...t, dataDir, mode: 'process' });
       const st = await client.status(id);
       expect(st).toMatchObject({ type: 'StatusResult', registered: 1 });
       const remaining = (st as { attemptsRemaining: number }).attemptsRemaining;
@@ -88,7 +94,7 @@ describeTokens('vault on isolated devices', (token) => {
       expect(ok.ok && ok.backupKey[0] === 7).toBe(true);
     });
   }
-});
+}, { p11kit: true });
 
 it('submit goes to the partition it is given (the route computes it once); a wrong one is refused by that device, one out of range here', async () => {
   const issuer = await testIssuer();
