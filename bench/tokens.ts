@@ -1,9 +1,11 @@
 /**
- * Tokens: the emulator token against SoftHSM2, side by side in one run.
+ * Tokens: the emulator token against SoftHSM2 and against itself through p11-kit-client.so, side by side in one run.
  *
  * 1. Login through the enclave path on each token (bench/lib/enclave-rig.ts: VaultHost with all
- *    partitions, worker devices, SQLite, `token` 'emulator' | 'softhsm'), interleaved rounds at
- *    one concurrency: softhsmVsEmulator = SoftHSM2 logins/s over the emulator's.
+ *    partitions, worker devices, SQLite, `token` 'emulator' | 'softhsm', and the emulator behind
+ *    `bkv token serve` through p11-kit-client.so as the `pkcs11` backend on its ctr-hmac
+ *    profile), interleaved rounds at one concurrency: softhsmVsEmulator = SoftHSM2 logins/s over
+ *    the emulator's, p11kitVsEmulator the same for the emulator through p11-kit.
  * 2. Token operation rates through
  * the firmware's own token layer (enclave/token-pkcs11.ts over PKCS#11 v2.40): AES-256-GCM of
  * 64 bytes (C_EncryptInit + C_Encrypt), HMAC-SHA256 of 64 bytes (C_SignInit + C_Sign), 32 random
@@ -46,6 +48,7 @@ import { median, middleBy } from './lib/stats.ts';
 import { EnclaveRig } from './lib/enclave-rig.ts';
 import type { WindowResult } from './lib/enclave-rig.ts';
 import { loadModule } from '../hsm/tokens/pkcs11-module.ts';
+import { provisionModuleToken } from '../hsm/tokens/config.ts';
 import { p11kitRefuses } from '../hsm/tokens/p11kit/index.ts';
 import { P11_KIT_CLIENT } from '../host/cli/cmd-token.ts';
 
@@ -138,11 +141,15 @@ function p11kitUnavailable(): string | null {
   return TOKEN_BACKENDS.pkcs11.unavailable();
 }
 
-/**
- * The emulator behind `bkv token serve` (a child process: the client blocks this thread on every
- * call, so the server can not share it), through p11-kit-client.so in this process.
- */
-async function benchP11kit(): Promise<Record<string, Measured>> {
+/** The emulator behind `bkv token serve` in a child process (the client blocks this thread on every call, so the server can not share it). */
+interface P11kitServer {
+  module: P.Pkcs11;
+  label: string;
+  pins: { userPin: string; soPin: string };
+  stop(): void;
+}
+
+async function startP11kitServer(): Promise<P11kitServer> {
   const pins = { userPin: `bench-user-${process.pid}`, soPin: `bench-so-${process.pid}` };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bkv-bench-p11kit-'));
   const child = spawn(process.execPath, [path.join(ROOT, 'bin/bkv.mjs'), 'token', 'serve', '--data', path.join(dir, 'data'), '--socket', path.join(dir, 'token.sock')], {
@@ -150,6 +157,14 @@ async function benchP11kit(): Promise<Record<string, Measured>> {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, BKV_TOKEN_PIN: pins.userPin, BKV_TOKEN_SO_PIN: pins.soPin },
   });
+  let stopped = false;
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
+    child.kill('SIGTERM');
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', stop); // a run that fails leaves no server behind
   try {
     let err = '';
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
@@ -162,20 +177,25 @@ async function benchP11kit(): Promise<Record<string, Measured>> {
       });
       child.once('exit', (c) => reject(new Error(`bkv token serve exited ${c}: ${err}`)));
     });
-    process.env.P11_KIT_SERVER_ADDRESS = address; // read when pkcs11js loads the client (p11-kit client.c)
+    // read when pkcs11js loads the client (p11-kit client.c), here and in the vault's device threads
+    process.env.P11_KIT_SERVER_ADDRESS = address;
     const module = loadModule(P11_KIT_CLIENT);
     const slot = module.C_GetSlotList(true).find((x) => (module.C_GetTokenInfo(x).flags & P.CKF_TOKEN_INITIALIZED) !== 0)!;
-    const label = P.trimLabel(module.C_GetTokenInfo(slot).label);
-    const token = new Pkcs11Token({ module, label, userPin: pins.userPin });
-    const refused = (mechanism: number) => {
-      const name = p11kitRefuses(mechanism);
-      return name && `p11-kit 0.24.1's client carries no ${name} parameters and refuses it itself (CKR_MECHANISM_INVALID)`;
-    };
-    return operations({ module, label, userPin: pins.userPin }, token, refused);
-  } finally {
-    child.kill('SIGTERM');
-    fs.rmSync(dir, { recursive: true, force: true });
+    return { module, label: P.trimLabel(module.C_GetTokenInfo(slot).label), pins, stop };
+  } catch (e) {
+    stop();
+    throw e;
   }
+}
+
+/** The token operations on the emulator through p11-kit-client.so (column p11kit). */
+function benchP11kit(s: P11kitServer): Record<string, Measured> {
+  const token = new Pkcs11Token({ module: s.module, label: s.label, userPin: s.pins.userPin });
+  const refused = (mechanism: number) => {
+    const name = p11kitRefuses(mechanism);
+    return name && `p11-kit 0.24.1's client carries no ${name} parameters and refuses it itself (CKR_MECHANISM_INVALID)`;
+  };
+  return operations({ module: s.module, label: s.label, userPin: s.pins.userPin }, token, refused);
 }
 
 const kinds = availableTokenKinds();
@@ -189,9 +209,12 @@ const PARTS = A.num("partitions", availableParallelism());
 const C = A.num('concurrency', 128);
 const ROUNDS = A.num('rounds', quick ? 2 : 3);
 const WINDOW = A.num('window-ms', quick ? 300 : 1500);
-const logins = new Map<TokenKind, WindowResult[]>();
-const rigs = new Map<TokenKind, EnclaveRig>();
+const logins = new Map<TokenKind | 'p11kit', WindowResult[]>();
+const rigs = new Map<TokenKind | 'p11kit', EnclaveRig>();
 const missing: Record<string, string> = {};
+const p11kitWhy = p11kitUnavailable();
+if (p11kitWhy) missing.p11kit = `the emulator through p11-kit-client.so: ${p11kitWhy}`;
+const p11kit = p11kitWhy ? null : await startP11kitServer();
 try {
   for (const k of kinds) {
     progress(`opening a vault on the ${k} token (${PARTS} partitions)`);
@@ -200,6 +223,17 @@ try {
     } catch (e) {
       missing.softhsmVsEmulator = `the vault does not open on the ${k} token: ${(e as Error).message.split('\n')[0]}`;
       console.log(`# ${missing.softhsmVsEmulator}`);
+    }
+  }
+  if (p11kit) {
+    // the pkcs11 backend on p11-kit-client.so, as `bkv serve --token pkcs11` runs it (the ctr-hmac profile: softhsm-config/README.md)
+    progress(`opening a vault on the emulator through p11-kit-client.so (${PARTS} partitions)`);
+    const prepare = (dir: string) => provisionModuleToken(dir, { module: P11_KIT_CLIENT, label: p11kit.label });
+    try {
+      rigs.set('p11kit', await EnclaveRig.open({ partitions: PARTS, records: quick ? 96 : 512, token: 'pkcs11', tokenPins: { userPin: p11kit.pins.userPin }, prepare }));
+    } catch (e) {
+      missing.p11kitVsEmulator = `the vault does not open through p11-kit-client.so: ${(e as Error).message.split('\n')[0]}`;
+      console.log(`# ${missing.p11kitVsEmulator}`);
     }
   }
   for (const rig of rigs.values()) await rig.login(32, quick ? 150 : 500); // warm-up
@@ -214,7 +248,7 @@ try {
   for (const rig of rigs.values()) await rig.close();
 }
 const out: BenchResult[] = [];
-const loginRate = new Map<TokenKind, number>();
+const loginRate = new Map<TokenKind | 'p11kit', number>();
 for (const [k, ws] of logins) {
   const ops = median(ws.map((w) => w.opsPerSec));
   loginRate.set(k, ops);
@@ -235,11 +269,13 @@ for (const [k, ws] of logins) {
 // 2. Token operation rates.
 const results: Record<string, Record<string, Measured>> = {};
 for (const k of kinds) results[k] = bench(k);
-const p11kitWhy = p11kitUnavailable();
-if (p11kitWhy) missing.p11kit = `the emulator through p11-kit-client.so: ${p11kitWhy}`;
-else {
+if (p11kit) {
   progress('the emulator behind bkv token serve, through p11-kit-client.so');
-  results.p11kit = await benchP11kit();
+  try {
+    results.p11kit = benchP11kit(p11kit);
+  } finally {
+    p11kit.stop();
+  }
 }
 const columns = Object.keys(results);
 const names = Object.keys(results.emulator!);
@@ -273,6 +309,10 @@ if (loginRate.has('softhsm') && loginRate.has('emulator')) {
   console.log(`\nsofthsmVsEmulator (enclave login, SoftHSM2 over emulator): ${ratios.softhsmVsEmulator}`);
 } else if (why) {
   missing.softhsmVsEmulator = `SoftHSM2 unavailable: ${why}`;
+}
+if (loginRate.has('p11kit') && loginRate.has('emulator')) {
+  ratios.p11kitVsEmulator = round(loginRate.get('p11kit')! / loginRate.get('emulator')!, 3);
+  console.log(`p11kitVsEmulator (enclave login, the emulator through p11-kit-client.so over in-process): ${ratios.p11kitVsEmulator}`);
 }
 emit(
   {

@@ -16,6 +16,7 @@ import { identityKsf } from '../../enclave/opaque/ksf.ts';
 import type { SuiteId } from '../../enclave/opaque/suite.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
 import { BenchTokens } from './auth.ts';
 import { MAX_LOGIN_SESSIONS_PER_ID, SESSION_TTL_MS } from '../../enclave/vault/sessions.ts';
@@ -50,6 +51,10 @@ export interface RigOptions {
   partitions: number;
   records: number;
   token?: TokenKind;
+  /** Where the devices find the token's PINs (VaultHostOptions.tokenPins): a `pkcs11` token's user PIN. */
+  tokenPins?: TokenPinSource;
+  /** Runs on the new data folder before the vault opens (a `pkcs11` token's configuration: hsm/tokens/config.ts provisionModuleToken). */
+  prepare?: (dataDir: string) => void;
   store?: string;
   mode?: 'worker' | 'process';
   suite?: SuiteId;
@@ -78,12 +83,14 @@ export class EnclaveRig {
     const tokens = await BenchTokens.create();
     let host: VaultHost;
     try {
+      o.prepare?.(dir);
       host = await VaultHost.open({
         dataDir: dir,
         partitions: o.partitions,
         auth: tokens.config,
         mode: o.mode ?? 'worker',
         ...(o.token && { token: o.token }),
+        ...(o.tokenPins && { tokenPins: o.tokenPins }),
         ...(o.store && { store: o.store }),
         onBatch: (_p, size) => sizes.push(size),
       });
