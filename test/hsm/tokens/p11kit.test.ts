@@ -105,6 +105,24 @@ async function loggedIn(s: Served): Promise<{ c: WireClient; session: bigint }> 
   return { c, session };
 }
 
+/** A P-256 session key pair made on the wire, its private key allowed `usage`; its handles and CKA_EC_POINT. */
+async function wireKeyPair(c: WireClient, session: bigint, usage: number): Promise<{ pub: bigint; priv: bigint; der: Buffer }> {
+  const kp = await c.call('C_GenerateKeyPair', (w) =>
+    w
+      .ulong(session)
+      .mechanism(P.CKM_EC_KEY_PAIR_GEN, null)
+      .attributes([attr(P.CKA_EC_PARAMS, Buffer.from(P.EC_PARAMS_P256)), attr(P.CKA_TOKEN, Buffer.of(0))])
+      .attributes([attr(usage, Buffer.of(1)), attr(P.CKA_TOKEN, Buffer.of(0))]),
+  );
+  expect(WireClient.rv(kp)).toBe(0);
+  const pub = kp.ulong();
+  const priv = kp.ulong();
+  const point = await c.call('C_GetAttributeValue', (w) => w.ulong(session).ulong(pub).attributeBuffers([{ type: P.CKA_EC_POINT, size: 128 }]));
+  const der = point.template({ maxTemplate: 4, maxOutput: 1024 })[0]!.value!;
+  expect(der.subarray(0, 2)).toEqual(Buffer.from('0441', 'hex')); // DER OCTET STRING of 65 bytes
+  return { pub, priv, der };
+}
+
 /** Another client can still initialize and read the module's information. */
 async function stillServes(s: Served): Promise<void> {
   const { client: c, serverVersion } = await WireClient.connect(s.server.socketPath);
@@ -196,19 +214,7 @@ describe('p11-kit server: calls on the wire', () => {
 
   it('ECDH1-DERIVE on a P-256 key pair: the derived secret equals the peer side computed with node:crypto', async () => {
     const { c, session } = await loggedIn(s());
-    const kp = await c.call('C_GenerateKeyPair', (w) =>
-      w
-        .ulong(session)
-        .mechanism(P.CKM_EC_KEY_PAIR_GEN, null)
-        .attributes([attr(P.CKA_EC_PARAMS, Buffer.from(P.EC_PARAMS_P256)), attr(P.CKA_TOKEN, Buffer.of(0))])
-        .attributes([attr(P.CKA_DERIVE, Buffer.of(1)), attr(P.CKA_TOKEN, Buffer.of(0))]),
-    );
-    expect(WireClient.rv(kp)).toBe(0);
-    const pub = kp.ulong();
-    const priv = kp.ulong();
-    const point = await c.call('C_GetAttributeValue', (w) => w.ulong(session).ulong(pub).attributeBuffers([{ type: P.CKA_EC_POINT, size: 128 }]));
-    const der = point.template({ maxTemplate: 4, maxOutput: 1024 })[0]!.value!;
-    expect(der.subarray(0, 2)).toEqual(Buffer.from('0441', 'hex')); // DER OCTET STRING of 65 bytes
+    const { priv, der } = await wireKeyPair(c, session, P.CKA_DERIVE);
     const peer = createECDH('prime256v1');
     peer.generateKeys();
     const derive = await c.call('C_DeriveKey', (w) =>
@@ -235,18 +241,8 @@ describe('p11-kit server: calls on the wire', () => {
 
   it('ECDSA P-256 (PKCS#11 v2.40 §2.3.6): a length query answers 64, a short buffer keeps the operation, r || s verifies with @noble/curves; refusals', async () => {
     const { c, session } = await loggedIn(s());
-    const kp = await c.call('C_GenerateKeyPair', (w) =>
-      w
-        .ulong(session)
-        .mechanism(P.CKM_EC_KEY_PAIR_GEN, null)
-        .attributes([attr(P.CKA_EC_PARAMS, Buffer.from(P.EC_PARAMS_P256)), attr(P.CKA_TOKEN, Buffer.of(0))])
-        .attributes([attr(P.CKA_SIGN, Buffer.of(1)), attr(P.CKA_TOKEN, Buffer.of(0))]),
-    );
-    expect(WireClient.rv(kp)).toBe(0);
-    const pub = kp.ulong();
-    const priv = kp.ulong();
-    const point = await c.call('C_GetAttributeValue', (w) => w.ulong(session).ulong(pub).attributeBuffers([{ type: P.CKA_EC_POINT, size: 128 }]));
-    const q = point.template({ maxTemplate: 4, maxOutput: 1024 })[0]!.value!.subarray(2);
+    const { pub, priv, der } = await wireKeyPair(c, session, P.CKA_SIGN);
+    const q = der.subarray(2);
     const hash = Buffer.alloc(32, 0x5a);
     const rv = async (name: string, f: (w: RpcWriter) => RpcWriter) => WireClient.rv(await c.call(name, f));
     expect(await rv('C_SignInit', (w) => w.ulong(session).mechanism(P.CKM_ECDSA, null).ulong(priv))).toBe(0);
