@@ -10,6 +10,7 @@
  * the firmware's own token layer (enclave/token-pkcs11.ts over PKCS#11 v2.40): AES-256-GCM of
  * 64 bytes (C_EncryptInit + C_Encrypt), HMAC-SHA256 of 64 bytes (C_SignInit + C_Sign), 32 random
  * bytes (C_GenerateRandom), P-256 ECDH (C_DeriveKey + C_GetAttributeValue + C_DestroyObject),
+ * a P-256 ECDSA signature of a 32-byte hash (CKM_ECDSA, C_SignInit + C_Sign: raw module calls),
  * the OPAQUE P-256 server DH done in the token (two derivations and a point recovery), a login's
 token work on its record per firmware token profile (open the stored blob and seal the new one:
 AES-GCM on gcm-ecdh, AES-ECB keystream + HMAC-SHA256 on ctr-hmac), an NVRAM
@@ -95,11 +96,19 @@ function operations(o: { module: P.Pkcs11; label: string; userPin: string }, tok
   const nv = new TokenNvram(token, 'bench-nvram', 256);
   const state = new Uint8Array(226);
   const s = o.module.C_OpenSession(o.module.C_GetSlotList(true).find((x) => P.trimLabel(o.module.C_GetTokenInfo(x).label) === o.label)!, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
+  // A session key pair for CKM_ECDSA (the vault's own P-256 key derives only): made on `s`, logged in through `token`.
+  const signer = o.module.C_GenerateKeyPair(s, { mechanism: P.CKM_EC_KEY_PAIR_GEN }, [{ type: P.CKA_TOKEN, value: false }, { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) }], [{ type: P.CKA_TOKEN, value: false }, { type: P.CKA_SIGN, value: true }, { type: P.CKA_SENSITIVE, value: true }]);
+  const hash = Buffer.alloc(32, 0x42);
+  const sig = Buffer.alloc(64);
   const out: Record<string, Measured> = {
     'aes-256-gcm encrypt 64 B': measure(P.CKM_AES_GCM, () => token.encryptGcm(aes, iv, aad, msg)),
     'hmac-sha256 64 B': measure(P.CKM_SHA256_HMAC, () => token.hmac(mac, 'SHA-256', msg)),
     'random 32 B': measure(null, () => token.random(32)),
     'ecdh p-256 (x only)': measure(P.CKM_ECDH1_DERIVE, () => token.ecdhX(ec, point)),
+    'ecdsa p-256 sign 32 B': measure(P.CKM_ECDSA, () => {
+      o.module.C_SignInit(s, { mechanism: P.CKM_ECDSA }, signer.privateKey);
+      o.module.C_Sign(s, hash, sig);
+    }),
     'opaque p-256 server dh in token': measure(P.CKM_ECDH1_DERIVE, () => dh.dh(m, 'bench')),
   };
   // A login's token work on its record (ristretto255: no token EC), per firmware token profile

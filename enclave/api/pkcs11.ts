@@ -169,6 +169,8 @@ export const CKM_SHA512 = 0x270;
 export const CKM_SHA512_HMAC = 0x271;
 export const CKM_GENERIC_SECRET_KEY_GEN = 0x350;
 export const CKM_EC_KEY_PAIR_GEN = 0x1040;
+/** Raw ECDSA (v2.40 Current Mechanisms §2.3.6): the input is the hash, the signature r || s. */
+export const CKM_ECDSA = 0x1041;
 export const CKM_ECDH1_DERIVE = 0x1050;
 export const CKM_AES_KEY_GEN = 0x1080;
 export const CKM_AES_ECB = 0x1081;

@@ -31,6 +31,9 @@ import {
   ecGenerate,
   ecPeerPoint,
   ecdh,
+  ecdsaSign,
+  ecdsaVerify,
+  ECDSA_P256_SIGNATURE_BYTES,
   gcmDecrypt,
   gcmDecryptInto,
   gcmEncryptInto,
@@ -234,29 +237,57 @@ export class CryptoOps {
     return output(out, pt);
   }
 
-  // ---- HMAC ----
-  macInit(kind: 'sign' | 'verify', session: P.Handle, mech: P.Mechanism, keyH: P.Handle): void {
+  // ---- HMAC (§2.20) and ECDSA (§2.3.6) ----
+  /**
+   * C_SignInit / C_VerifyInit, in SoftHSM2's order: the key's usage flag, the mechanism, then the
+   * key: a generic secret for the HMACs; for CKM_ECDSA (no parameter) a P-256 private key to sign
+   * and a P-256 public key to verify (the key type and class: CKR_KEY_TYPE_INCONSISTENT; another
+   * curve: CKR_CURVE_NOT_SUPPORTED, the emulator has P-256 only).
+   */
+  signInit(kind: 'sign' | 'verify', session: P.Handle, mech: P.Mechanism, keyH: P.Handle): void {
     const method = kind === 'sign' ? 'C_SignInit' : 'C_VerifyInit';
     const s = this.begin(session, method);
     const o = this.readable(s, keyH, CKR.CKR_OBJECT_HANDLE_INVALID, method);
     if (!getBool(o.attrs, kind === 'sign' ? P.CKA_SIGN : P.CKA_VERIFY, false)) P.fail(CKR.CKR_KEY_FUNCTION_NOT_PERMITTED, method);
+    if (mech?.mechanism === P.CKM_ECDSA) {
+      if (!noParameter(mech)) P.fail(CKR.CKR_MECHANISM_PARAM_INVALID, method);
+      const cls = kind === 'sign' ? P.CKO_PRIVATE_KEY : P.CKO_PUBLIC_KEY;
+      if (getUlong(o.attrs, P.CKA_KEY_TYPE, -1) !== P.CKK_EC || this.m.classOf(o) !== cls) P.fail(CKR.CKR_KEY_TYPE_INCONSISTENT, method);
+      if (!getBytes(o.attrs, P.CKA_EC_PARAMS).equals(Buffer.from(P.EC_PARAMS_P256))) P.fail(CKR.CKR_CURVE_NOT_SUPPORTED, method);
+      // The operation's own copy: the caller may destroy the key before C_Sign (as for the AES keys).
+      const key = Buffer.from(kind === 'sign' ? getBytes(o.attrs, P.CKA_VALUE) : ecPeerPoint(getBytes(o.attrs, P.CKA_EC_POINT)));
+      s.op = { kind, ecdsa: true, key, single: true, multi: false };
+      return;
+    }
     const hash: HmacHash | null = mech?.mechanism === P.CKM_SHA256_HMAC ? 'sha256' : mech?.mechanism === P.CKM_SHA512_HMAC ? 'sha512' : null;
     if (!hash) P.fail(CKR.CKR_MECHANISM_INVALID, method);
     if (getUlong(o.attrs, P.CKA_KEY_TYPE, -1) !== P.CKK_GENERIC_SECRET) P.fail(CKR.CKR_KEY_TYPE_INCONSISTENT, method);
     const value = getBytes(o.attrs, P.CKA_VALUE);
     if (value.length < HMAC_SIZE[hash]) P.fail(CKR.CKR_KEY_SIZE_RANGE, method);
     const key = this.m.secretKeyObject(o, value);
-    s.op = kind === 'sign' ? { kind, hash, key, single: true, multi: true, chunks: [] } : { kind, hash, key, single: true, multi: true, chunks: [] };
+    s.op = { kind, ecdsa: false, hash, key, single: true, multi: true, chunks: [] };
   }
 
+  /**
+   * C_Sign. CKM_ECDSA: `inData` is the hash, of any length (SEC 1 §4.1.3 keeps its leftmost 256
+   * bits); the signature is r || s, 64 bytes. A signing failure (a stored scalar that is not in
+   * [1, n-1]) is CKR_GENERAL_ERROR and ends the operation, as in SoftHSM2.
+   */
   sign(session: P.Handle, inData: Buffer, out: Buffer): Buffer {
     this.m.requireInit();
     if (!isInput(inData)) P.fail(CKR.CKR_ARGUMENTS_BAD, 'C_Sign');
     const [s, op] = this.op(session, 'sign', 'C_Sign', 'single');
     if (out.length === 0) return out;
-    if (out.length < HMAC_SIZE[op.hash]) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_Sign');
+    if (out.length < (op.ecdsa ? ECDSA_P256_SIGNATURE_BYTES : HMAC_SIZE[op.hash])) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_Sign');
     s.op = null;
-    return output(out, hmac(op.hash, op.key, [inData]));
+    if (!op.ecdsa) return output(out, hmac(op.hash, op.key, [inData]));
+    try {
+      return output(out, ecdsaSign(op.key, inData));
+    } catch {
+      P.fail(CKR.CKR_GENERAL_ERROR, 'C_Sign');
+    } finally {
+      op.key.fill(0);
+    }
   }
 
   macUpdate(kind: 'sign' | 'verify', session: P.Handle, inData: Buffer): void {
@@ -264,13 +295,27 @@ export class CryptoOps {
     const method = kind === 'sign' ? 'C_SignUpdate' : 'C_VerifyUpdate';
     if (!isInput(inData)) P.fail(CKR.CKR_ARGUMENTS_BAD, method);
     const [, op] = this.op(session, kind, method, 'multi');
+    if (op.ecdsa) return; // unreachable: `op` ended a single-part operation
     op.chunks.push(Buffer.from(inData));
     op.single = false;
   }
 
+  /**
+   * CKM_ECDSA is single-part only (v2.40 Current Mechanisms §2.3.1, Table 26), and v2.40 names no
+   * code for a multi-part call on it; the emulator answers as SoftHSM2 2.6.1 does:
+   * C_SignUpdate / C_VerifyUpdate end the operation with CKR_OPERATION_NOT_INITIALIZED (`op`),
+   * C_SignFinal / C_VerifyFinal answer the same and leave it, so C_Sign / C_Verify still works.
+   */
+  private singlePartOnly(session: P.Handle, method: string): void {
+    const op = this.m.session(session, method).op;
+    if ((op?.kind === 'sign' || op?.kind === 'verify') && op.ecdsa) P.fail(CKR.CKR_OPERATION_NOT_INITIALIZED, method);
+  }
+
   signFinal(session: P.Handle, out: Buffer): Buffer {
     this.m.requireInit();
+    this.singlePartOnly(session, 'C_SignFinal');
     const [s, op] = this.op(session, 'sign', 'C_SignFinal', 'multi');
+    if (op.ecdsa) return out; // unreachable: singlePartOnly refused it
     if (out.length === 0) return out;
     if (out.length < HMAC_SIZE[op.hash]) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_SignFinal');
     s.op = null;
@@ -282,6 +327,12 @@ export class CryptoOps {
     if (!isInput(inData) || !isInput(sig)) P.fail(CKR.CKR_ARGUMENTS_BAD, 'C_Verify');
     const [s, op] = this.op(session, 'verify', 'C_Verify', 'single');
     s.op = null;
+    if (op.ecdsa) {
+      // A signature that is not exactly r || s of 32 bytes each: CKR_SIGNATURE_LEN_RANGE (v2.40 §5.12).
+      if (sig.length !== ECDSA_P256_SIGNATURE_BYTES) P.fail(CKR.CKR_SIGNATURE_LEN_RANGE, 'C_Verify');
+      if (!ecdsaVerify(op.key, inData, sig)) P.fail(CKR.CKR_SIGNATURE_INVALID, 'C_Verify');
+      return true;
+    }
     if (sig.length !== HMAC_SIZE[op.hash]) P.fail(CKR.CKR_SIGNATURE_LEN_RANGE, 'C_Verify');
     if (!ctEqual(hmac(op.hash, op.key, [inData]), sig)) P.fail(CKR.CKR_SIGNATURE_INVALID, 'C_Verify');
     return true;
@@ -290,8 +341,10 @@ export class CryptoOps {
   verifyFinal(session: P.Handle, sig: Buffer): boolean {
     this.m.requireInit();
     if (!isInput(sig)) P.fail(CKR.CKR_ARGUMENTS_BAD, 'C_VerifyFinal');
+    this.singlePartOnly(session, 'C_VerifyFinal');
     const [s, op] = this.op(session, 'verify', 'C_VerifyFinal', 'multi');
     s.op = null;
+    if (op.ecdsa) return false; // unreachable: singlePartOnly refused it
     if (sig.length !== HMAC_SIZE[op.hash]) P.fail(CKR.CKR_SIGNATURE_LEN_RANGE, 'C_VerifyFinal');
     if (!ctEqual(hmac(op.hash, op.key, op.chunks), sig)) P.fail(CKR.CKR_SIGNATURE_INVALID, 'C_VerifyFinal');
     return true;

@@ -4,12 +4,14 @@
  *   blocks, no padding), CKM_AES_GCM (§2.12.3, NIST SP 800-38D), CKM_AES_KEY_WRAP (RFC 3394, `id-aes*-wrap`) and CKM_AES_KEY_WRAP_PAD (RFC 5649,
  *   `id-aes*-wrap-pad`, as SoftHSM2 implements it), CKM_SHA256_HMAC / CKM_SHA512_HMAC (§2.20,
  *   RFC 2104), CKM_EC_KEY_PAIR_GEN on P-256 and CKM_ECDH1_DERIVE with CKD_NULL (§2.3.8, the
- *   x-coordinate of d·Q), key check values (v3.0 §4.10: AES = first 3 bytes of E(K, 0^128);
+ *   x-coordinate of d·Q), CKM_ECDSA on P-256 (§2.3.6, raw: the caller hashes; @noble/curves,
+ *   SEC 1 §4.1), key check values (v3.0 §4.10: AES = first 3 bytes of E(K, 0^128);
  *   generic secret = first 3 bytes of SHA-1(K), as SoftHSM2), and random bytes.
  * Inputs are validated by the caller (the module); these functions only compute.
  */
 import { createCipheriv, createDecipheriv, createECDH, createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
+import { p256 } from '@noble/curves/nist.js';
 
 /** An AES or HMAC key: its bytes, or a node:crypto secret KeyObject made from them. */
 export type SecretKey = Buffer | KeyObject;
@@ -203,6 +205,41 @@ export function ecdh(d: Buffer, peer: Buffer): Buffer {
   const e = createECDH(CURVE);
   e.setPrivateKey(d);
   return e.computeSecret(peer);
+}
+
+/** A P-256 ECDSA signature, r || s (PKCS#11 v2.40 Current Mechanisms §2.3.1: 2 × 32 bytes). */
+export const ECDSA_P256_SIGNATURE_BYTES = 64;
+
+/**
+ * Raw ECDSA signature of `hash` (any length: SEC 1 §4.1.3 step 5 keeps its leftmost 256 bits, as
+ * OpenSSL's ECDSA_do_sign in SoftHSM2 does; a shorter one is taken as a smaller integer) under
+ * the scalar `d`: r || s, 64 bytes. The nonce is RFC 6979's with fresh random bytes mixed in
+ * (`extraEntropy`), so a signature is randomized like SoftHSM2's yet never reuses a nonce on a
+ * weak generator. Low-S (s ≤ n/2): one of the two valid signatures SoftHSM2 may produce
+ * (OpenSSL does not normalize s), so any verifier accepts it.
+ */
+export function ecdsaSign(d: Buffer, hash: Buffer): Buffer {
+  const scalar = d.length < 32 ? Buffer.concat([Buffer.alloc(32 - d.length), d]) : d;
+  return Buffer.from(p256.sign(leftmost256(hash), scalar, { prehash: false, lowS: true, extraEntropy: true }));
+}
+
+/**
+ * The leftmost 256 bits of a hash longer than that: what SEC 1 §4.1.3 step 5 (and noble's
+ * bits2int) makes of it anyway, taken here so that no input length is refused (noble throws past 8 KiB).
+ */
+const leftmost256 = (hash: Buffer): Buffer => (hash.length > 32 ? hash.subarray(0, 32) : hash);
+
+/**
+ * Whether `sig` (r || s, 64 bytes) is a raw ECDSA signature of `hash` under the point `q` (SEC 1
+ * bytes). Either s is accepted (`lowS: false`), as OpenSSL's ECDSA_do_verify in SoftHSM2 accepts
+ * it; r or s out of [1, n-1], or a bad point, is false.
+ */
+export function ecdsaVerify(q: Buffer, hash: Buffer, sig: Buffer): boolean {
+  try {
+    return p256.verify(sig, leftmost256(hash), q, { prehash: false, lowS: false, format: 'compact' });
+  } catch {
+    return false;
+  }
 }
 
 /** DER OCTET STRING around a value shorter than 128 bytes (CKA_EC_POINT). */

@@ -164,7 +164,7 @@ export class EmulatorModule implements P.Pkcs11 {
     return this.crypto.decryptFinal(session, outData);
   }
   C_SignInit(session: P.Handle, mechanism: P.Mechanism, key: P.Handle): void {
-    this.crypto.macInit('sign', session, mechanism, key);
+    this.crypto.signInit('sign', session, mechanism, key);
   }
   C_Sign(session: P.Handle, inData: Buffer, outData: Buffer): Buffer {
     return this.crypto.sign(session, inData, outData);
@@ -176,7 +176,7 @@ export class EmulatorModule implements P.Pkcs11 {
     return this.crypto.signFinal(session, outData);
   }
   C_VerifyInit(session: P.Handle, mechanism: P.Mechanism, key: P.Handle): void {
-    this.crypto.macInit('verify', session, mechanism, key);
+    this.crypto.signInit('verify', session, mechanism, key);
   }
   C_Verify(session: P.Handle, inData: Buffer, signature: Buffer): boolean {
     return this.crypto.verify(session, inData, signature);

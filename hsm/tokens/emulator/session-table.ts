@@ -23,15 +23,28 @@ export type Operation =
   | { kind: 'find'; handles: number[] }
   | { kind: 'encrypt'; ecb: boolean; key: SecretKey; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; stream: CipherStream | null }
   | { kind: 'decrypt'; ecb: boolean; key: SecretKey; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; chunks: Buffer[] }
-  | ({ kind: 'sign' } & MacState)
-  | ({ kind: 'verify' } & MacState);
+  | ({ kind: 'sign' } & (MacState | EcdsaState))
+  | ({ kind: 'verify' } & (MacState | EcdsaState));
 
 interface MacState {
+  ecdsa: false;
   hash: HmacHash;
   key: SecretKey;
   single: boolean;
   multi: boolean;
   chunks: Buffer[];
+}
+
+/**
+ * CKM_ECDSA (PKCS#11 v2.40 Current Mechanisms §2.3.6): single-part only (§2.3.1 Table 26), so
+ * `multi` is false. `key` is the operation's own copy of the private scalar d (sign) or the SEC 1
+ * point Q (verify), wiped when the operation ends.
+ */
+interface EcdsaState {
+  ecdsa: true;
+  key: Buffer;
+  single: true;
+  multi: false;
 }
 
 export interface Session {

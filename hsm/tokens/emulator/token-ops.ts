@@ -273,5 +273,6 @@ const MECHANISMS = new Map<number, P.MechanismInfo>([
   [P.CKM_SHA256_HMAC, { minKeySize: 32, maxKeySize: 512, flags: P.CKF_SIGN | P.CKF_VERIFY }],
   [P.CKM_SHA512_HMAC, { minKeySize: 64, maxKeySize: 512, flags: P.CKF_SIGN | P.CKF_VERIFY }],
   [P.CKM_EC_KEY_PAIR_GEN, { minKeySize: 256, maxKeySize: 256, flags: P.CKF_GENERATE_KEY_PAIR | P.CKF_EC_F_P | P.CKF_EC_NAMEDCURVE | P.CKF_EC_UNCOMPRESS }],
+  [P.CKM_ECDSA, { minKeySize: 256, maxKeySize: 256, flags: P.CKF_SIGN | P.CKF_VERIFY }],
   [P.CKM_ECDH1_DERIVE, { minKeySize: 256, maxKeySize: 256, flags: P.CKF_DERIVE }],
 ]);

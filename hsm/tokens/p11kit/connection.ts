@@ -68,6 +68,7 @@ export class Connection {
     this.ctx = {
       limits: opts.codecLimits,
       decryptPending: new Map(),
+      signLength: new Map(),
       module() {
         if (!self.mod) P.fail(P.CKR.CKR_CRYPTOKI_NOT_INITIALIZED);
         return self.mod;
@@ -82,6 +83,7 @@ export class Connection {
         self.ctx.module().C_Finalize();
         self.mod = null;
         self.ctx.decryptPending.clear();
+        self.ctx.signLength.clear();
       },
     };
     opts.log({ event: 'connected', connection: opts.id });

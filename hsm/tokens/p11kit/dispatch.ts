@@ -32,6 +32,8 @@ export interface CallContext {
   readonly limits: CodecLimits;
   /** Bytes fed to C_DecryptUpdate per session since C_DecryptInit (the bound of C_DecryptFinal); an entry goes with C_CloseSession or C_Finalize. */
   readonly decryptPending: Map<bigint, number>;
+  /** The signature length of the sign operation C_SignInit started per session (`signatureLength`); an entry goes with C_CloseSession or C_Finalize. */
+  readonly signLength: Map<bigint, number>;
 }
 
 type Handler = (r: RpcReader, c: CallContext) => Buffer;
@@ -75,6 +77,16 @@ function mechanism(m: WireMechanism): P.Mechanism {
 const CIPHER_OVERHEAD = 16;
 /** Largest signature or MAC of any mechanism this server passes on (an RSA-4096 signature). */
 const SIGNATURE_BOUND = 512;
+/**
+ * The exact output of the emulator's signing mechanisms: HMAC-SHA256 / SHA512 (v2.40 §2.20) and
+ * CKM_ECDSA on P-256, r || s (§2.3.1: twice the 32-byte order length); any other mechanism gets
+ * SIGNATURE_BOUND. So a C_Sign length query after C_SignInit(CKM_ECDSA) is answered 64.
+ */
+function signatureLength(mechanism: number): number {
+  if (mechanism === P.CKM_SHA256_HMAC) return 32;
+  if (mechanism === P.CKM_SHA512_HMAC || mechanism === P.CKM_ECDSA) return 64;
+  return SIGNATURE_BOUND;
+}
 /** Largest wrapped key (an EC or RSA private key in PKCS#8, wrapped and padded). */
 const WRAPPED_BOUND = 8192;
 
@@ -223,6 +235,7 @@ const HANDLERS: Record<string, Handler> = {
     r.end();
     c.module().C_CloseSession(handle(s));
     c.decryptPending.delete(s);
+    c.signLength.delete(s);
     return empty(r);
   },
   C_CloseAllSessions(r, c) {
@@ -333,8 +346,8 @@ const HANDLERS: Record<string, Handler> = {
   C_DecryptUpdate: dataCall('C_DecryptUpdate', (n) => n, (c, s, n) => c.decryptPending.set(s, (c.decryptPending.get(s) ?? 0) + n)),
   // Unknown (no C_DecryptInit seen on this connection): the output limit.
   C_DecryptFinal: finalCall('C_DecryptFinal', (c, s) => c.decryptPending.get(s) ?? c.limits.maxOutput),
-  C_SignInit: init('C_SignInit'),
-  C_Sign: dataCall('C_Sign', () => SIGNATURE_BOUND),
+  C_SignInit: init('C_SignInit', (c, s, m) => c.signLength.set(s, signatureLength(m.mechanism))),
+  C_Sign: dataCall('C_Sign', () => SIGNATURE_BOUND, undefined, (c, s) => c.signLength.get(s) ?? SIGNATURE_BOUND),
   C_SignUpdate(r, c) {
     const s = handle(r.ulong());
     const data = r.bytes();
@@ -342,7 +355,7 @@ const HANDLERS: Record<string, Handler> = {
     c.module().C_SignUpdate(s, data);
     return empty(r);
   },
-  C_SignFinal: finalCall('C_SignFinal', () => SIGNATURE_BOUND),
+  C_SignFinal: finalCall('C_SignFinal', (c, s) => c.signLength.get(s) ?? SIGNATURE_BOUND),
   C_VerifyInit: init('C_VerifyInit'),
   C_Verify(r, c) {
     const s = handle(r.ulong());
@@ -439,13 +452,15 @@ function dataCall(
   name: 'C_Encrypt' | 'C_EncryptUpdate' | 'C_Decrypt' | 'C_DecryptUpdate' | 'C_Sign',
   bound: (inputLength: number) => number,
   fed?: (c: CallContext, session: bigint, inputLength: number) => void,
+  sessionBound?: (c: CallContext, session: bigint) => number,
 ): Handler {
   return (r, c) => {
     const s = r.ulong();
     const data = r.bytes();
     const out = r.outputSize();
     r.end();
-    const res = output(c, out, bound(data.length), (b) => c.module()[name](handle(s), data, b), reply(r));
+    const most = sessionBound ? sessionBound(c, s) : bound(data.length);
+    const res = output(c, out, most, (b) => c.module()[name](handle(s), data, b), reply(r));
     if (fed && !out.query && out.size > 0) fed(c, s, data.length);
     return res;
   };
@@ -461,14 +476,15 @@ function finalCall(name: 'C_EncryptFinal' | 'C_DecryptFinal' | 'C_SignFinal', bo
   };
 }
 
-/** C_EncryptInit, C_SignInit, C_VerifyInit: session, mechanism, key. */
-function init(name: 'C_EncryptInit' | 'C_SignInit' | 'C_VerifyInit'): Handler {
+/** C_EncryptInit, C_SignInit, C_VerifyInit: session, mechanism, key; `started` runs once the module has started the operation. */
+function init(name: 'C_EncryptInit' | 'C_SignInit' | 'C_VerifyInit', started?: (c: CallContext, session: bigint, m: P.Mechanism) => void): Handler {
   return (r, c) => {
-    const s = handle(r.ulong());
+    const s = r.ulong();
     const m = mechanism(r.mechanism());
     const key = handle(r.ulong());
     r.end();
-    c.module()[name](s, m, key);
+    c.module()[name](handle(s), m, key);
+    started?.(c, s, m);
     return empty(r);
   };
 }

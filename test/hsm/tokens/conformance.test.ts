@@ -5,12 +5,13 @@
  * CCS 2010): wrap a sensitive key under a key the attacker controls, flip CKA_SENSITIVE or
  * CKA_EXTRACTABLE, copy the key with a laxer template, read CKA_VALUE, use a key outside its
  * usage flags: all refused with the right CKR_ code; mechanisms checked against node:crypto;
+ * ECDSA P-256 (CKM_ECDSA) checked against @noble/curves and node:crypto, with its refusals;
  * the error paths the firmware relies on; NVRAM in data objects; persistence across a restart.
  * On the p11kit kind (the emulator behind `bkv token serve` and p11-kit-client.so 0.24.1) the
  * mechanisms its client can not carry (AES-GCM, ECDH1, AES key wrap) are asserted refused by the
  * client with CKR_MECHANISM_INVALID instead (`refusedOr`), so that limit is pinned, not skipped.
  */
-import { createCipheriv, createECDH, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createECDH, createHash, createHmac, generateKeyPairSync, randomBytes, sign as nodeSign } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { p256 } from '@noble/curves/nist.js';
 import * as P from '../../../enclave/api/pkcs11.ts';
@@ -187,6 +188,7 @@ describeTokens('token conformance', (kind) => {
       const tmpl = [{ type: P.CKA_CLASS, value: P.CKO_SECRET_KEY }, { type: P.CKA_KEY_TYPE, value: P.CKK_GENERIC_SECRET }, b(P.CKA_TOKEN, false)];
       expect(ckr(() => m.C_DeriveKey(s, ecdh, P.handleOf(seal), tmpl))).toBe(refused(P.CKM_ECDH1_DERIVE));
       expect(ckr(() => m.C_SignInit(s, { mechanism: P.CKM_SHA256_HMAC }, P.handleOf(ec)))).toBe('CKR_KEY_FUNCTION_NOT_PERMITTED');
+      expect(ckr(() => m.C_SignInit(s, { mechanism: P.CKM_ECDSA }, P.handleOf(ec)))).toBe('CKR_KEY_FUNCTION_NOT_PERMITTED'); // the vault's P-256 key derives only
       // a permitted function with the wrong kind of key
       const hmacOk = m.C_GenerateKey(s, { mechanism: P.CKM_AES_KEY_GEN }, [b(P.CKA_TOKEN, false), { type: P.CKA_VALUE_LEN, value: 32 }, b(P.CKA_SIGN, true)]);
       expect(ckr(() => m.C_SignInit(s, { mechanism: P.CKM_SHA256_HMAC }, hmacOk))).toBe('CKR_KEY_TYPE_INCONSISTENT');
@@ -265,6 +267,145 @@ describeTokens('token conformance', (kind) => {
       expect(Buffer.from(key.dh(p256.Point.BASE.negate().toBytes(true), 'm'))).toEqual(Buffer.from(K.negate().toBytes(true)));
       expect(() => key.dh(new Uint8Array(33), 'm')).toThrow(/point/);
       expect(() => key.dh(Uint8Array.of(2, ...new Uint8Array(32).fill(0xff)), 'm')).toThrow(/point/);
+    });
+  });
+
+  describe('ECDSA P-256 (CKM_ECDSA, PKCS#11 v2.40 Current Mechanisms §2.3.6)', () => {
+    const ECDSA = { mechanism: P.CKM_ECDSA };
+    /** P-256's group order n (SEC 2 §2.4.2). */
+    const N = BigInt('0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551');
+    const be32 = (v: bigint) => Buffer.from(v.toString(16).padStart(64, '0'), 'hex');
+    let x: P.Handle;
+    let kp: P.KeyPair;
+    let q: Buffer;
+    beforeAll(() => {
+      x = rw(t);
+      const params = { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) };
+      kp = t.module.C_GenerateKeyPair(x, { mechanism: P.CKM_EC_KEY_PAIR_GEN }, [b(P.CKA_TOKEN, false), b(P.CKA_VERIFY, true), params], [b(P.CKA_TOKEN, false), b(P.CKA_SIGN, true), b(P.CKA_SENSITIVE, true)]);
+      q = t.module.C_GetAttributeValue(x, kp.publicKey, [{ type: P.CKA_EC_POINT }])[0]!.value.subarray(2);
+    });
+    const signOn = (data: Buffer, key = kp.privateKey) => {
+      t.module.C_SignInit(x, ECDSA, key);
+      return t.module.C_Sign(x, data, Buffer.alloc(128));
+    };
+    const verifyOn = (data: Buffer, sig: Buffer, key = kp.publicKey) =>
+      ckr(() => {
+        t.module.C_VerifyInit(x, ECDSA, key);
+        t.module.C_Verify(x, data, sig);
+      });
+
+    it('mechanism info: sign and verify on 256-bit keys', () => {
+      const info = t.module.C_GetMechanismInfo(t.slot, P.CKM_ECDSA);
+      expect(info.flags & (P.CKF_SIGN | P.CKF_VERIFY)).toBe(P.CKF_SIGN | P.CKF_VERIFY);
+      expect(info.minKeySize).toBeLessThanOrEqual(256);
+      expect(info.maxKeySize).toBeGreaterThanOrEqual(256);
+      expect(t.module.C_GetMechanismList(t.slot)).toContain(P.CKM_ECDSA);
+    });
+
+    it('r || s, 64 bytes, over a hash of any length (its leftmost 256 bits): verified by the token and by @noble/curves', () => {
+      for (const n of [1, 20, 31, 32, 33, 48, 64, 1000, 10_000]) {
+        const hash = randomBytes(n);
+        const sig = signOn(hash);
+        expect(sig.length, `${n}-byte hash`).toBe(64);
+        // noble refuses a message past 8 KiB: it is given the leftmost 256 bits, what SEC 1 §4.1.3 step 5 keeps
+        expect(p256.verify(sig, hash.subarray(0, 32), q, { prehash: false, lowS: false }), `${n}-byte hash`).toBe(true);
+        expect(verifyOn(hash, sig), `${n}-byte hash`).toBe('CKR_OK');
+        if (n > 32) expect(verifyOn(hash.subarray(0, 32), sig), 'only the leftmost 256 bits count').toBe('CKR_OK');
+      }
+    });
+
+    it('verifies what others sign: node:crypto (OpenSSL) on an imported public key, and both values of s (low-S is not required)', () => {
+      const other = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+      const point = Buffer.from(other.publicKey.export({ format: 'jwk' }).x!, 'base64url');
+      const y = Buffer.from(other.publicKey.export({ format: 'jwk' }).y!, 'base64url');
+      const pub = t.module.C_CreateObject(x, [
+        { type: P.CKA_CLASS, value: P.CKO_PUBLIC_KEY },
+        { type: P.CKA_KEY_TYPE, value: P.CKK_EC },
+        b(P.CKA_TOKEN, false),
+        b(P.CKA_VERIFY, true),
+        { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) },
+        { type: P.CKA_EC_POINT, value: Buffer.concat([Buffer.from([0x04, 0x41, 0x04]), point, y]) },
+      ]);
+      const msg = Buffer.from('signed by OpenSSL');
+      const sig = nodeSign('sha256', msg, { key: other.privateKey, dsaEncoding: 'ieee-p1363' });
+      const hash = createHash('sha256').update(msg).digest();
+      expect(verifyOn(hash, sig, pub)).toBe('CKR_OK');
+      // (r, n - s) is the other valid signature of the same hash
+      const flipped = Buffer.concat([sig.subarray(0, 32), be32(N - BigInt('0x' + sig.subarray(32).toString('hex')))]);
+      expect(verifyOn(hash, flipped, pub)).toBe('CKR_OK');
+      const mine = signOn(hash);
+      expect(verifyOn(hash, Buffer.concat([mine.subarray(0, 32), be32(N - BigInt('0x' + mine.subarray(32).toString('hex')))]))).toBe('CKR_OK');
+      expect(verifyOn(hash, sig)).toBe('CKR_SIGNATURE_INVALID'); // another key's signature
+    });
+
+    it('refuses a wrong, truncated or oversized signature, with r or s out of range, and a changed hash', () => {
+      const hash = randomBytes(32);
+      const sig = signOn(hash);
+      for (const i of [0, 31, 32, 63]) {
+        const bad = Buffer.from(sig);
+        bad[i]! ^= 0x01;
+        expect(verifyOn(hash, bad), `byte ${i}`).toBe('CKR_SIGNATURE_INVALID');
+      }
+      expect(verifyOn(Buffer.from(hash).fill(1, 0, 1), sig)).toBe('CKR_SIGNATURE_INVALID');
+      expect(verifyOn(hash, sig.subarray(0, 63))).toBe('CKR_SIGNATURE_LEN_RANGE');
+      expect(verifyOn(hash, Buffer.concat([sig, Buffer.of(0)]))).toBe('CKR_SIGNATURE_LEN_RANGE');
+      expect(verifyOn(hash, Buffer.concat([Buffer.of(0x30, 0x44), sig]))).toBe('CKR_SIGNATURE_LEN_RANGE'); // DER is not this mechanism's format
+      expect(verifyOn(hash, Buffer.alloc(64))).toBe('CKR_SIGNATURE_INVALID'); // r = s = 0
+      expect(verifyOn(hash, Buffer.concat([be32(N), sig.subarray(32)]))).toBe('CKR_SIGNATURE_INVALID'); // r = n
+      expect(verifyOn(hash, Buffer.concat([sig.subarray(0, 32), be32(N)]))).toBe('CKR_SIGNATURE_INVALID'); // s = n
+      // a failed C_Verify ends the operation
+      t.module.C_VerifyInit(x, ECDSA, kp.publicKey);
+      expect(ckr(() => t.module.C_Verify(x, hash, Buffer.alloc(64)))).toBe('CKR_SIGNATURE_INVALID');
+      expect(ckr(() => t.module.C_Verify(x, hash, sig))).toBe('CKR_OPERATION_NOT_INITIALIZED');
+    });
+
+    it('a short buffer keeps the operation; single-part only: C_SignUpdate ends it, C_SignFinal leaves it (as SoftHSM2 2.6.1)', () => {
+      const m = t.module;
+      const hash = randomBytes(32);
+      m.C_SignInit(x, ECDSA, kp.privateKey);
+      expect(ckr(() => m.C_Sign(x, hash, Buffer.alloc(63)))).toBe('CKR_BUFFER_TOO_SMALL');
+      expect(ckr(() => m.C_SignInit(x, ECDSA, kp.privateKey))).toBe('CKR_OPERATION_ACTIVE');
+      expect(m.C_Sign(x, hash, Buffer.alloc(64)).length).toBe(64);
+      expect(ckr(() => m.C_Sign(x, hash, Buffer.alloc(64)))).toBe('CKR_OPERATION_NOT_INITIALIZED');
+      m.C_SignInit(x, ECDSA, kp.privateKey);
+      expect(ckr(() => m.C_SignUpdate(x, hash))).toBe('CKR_OPERATION_NOT_INITIALIZED');
+      expect(ckr(() => m.C_Sign(x, hash, Buffer.alloc(64)))).toBe('CKR_OPERATION_NOT_INITIALIZED');
+      m.C_SignInit(x, ECDSA, kp.privateKey);
+      expect(ckr(() => m.C_SignFinal(x, Buffer.alloc(64)))).toBe('CKR_OPERATION_NOT_INITIALIZED');
+      expect(m.C_Sign(x, hash, Buffer.alloc(64)).length).toBe(64);
+      const sig = signOn(hash);
+      m.C_VerifyInit(x, ECDSA, kp.publicKey);
+      expect(ckr(() => m.C_VerifyUpdate(x, hash))).toBe('CKR_OPERATION_NOT_INITIALIZED');
+      expect(ckr(() => m.C_Verify(x, hash, sig))).toBe('CKR_OPERATION_NOT_INITIALIZED');
+      m.C_VerifyInit(x, ECDSA, kp.publicKey);
+      expect(ckr(() => m.C_VerifyFinal(x, sig))).toBe('CKR_OPERATION_NOT_INITIALIZED');
+      expect(ckr(() => m.C_Verify(x, hash, sig))).toBe('CKR_OK');
+    });
+
+    it('refuses a key without the usage flag, the wrong half of the pair, and (unlike SoftHSM2) a key that is not EC', () => {
+      const m = t.module;
+      const params = { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) };
+      const no = m.C_GenerateKeyPair(x, { mechanism: P.CKM_EC_KEY_PAIR_GEN }, [b(P.CKA_TOKEN, false), b(P.CKA_VERIFY, false), params], [b(P.CKA_TOKEN, false), b(P.CKA_SIGN, false)]);
+      expect(ckr(() => m.C_SignInit(x, ECDSA, no.privateKey))).toBe('CKR_KEY_FUNCTION_NOT_PERMITTED');
+      expect(ckr(() => m.C_VerifyInit(x, ECDSA, no.publicKey))).toBe('CKR_KEY_FUNCTION_NOT_PERMITTED');
+      expect(ckr(() => m.C_SignInit(x, ECDSA, kp.publicKey))).toBe('CKR_KEY_FUNCTION_NOT_PERMITTED');
+      expect(ckr(() => m.C_VerifyInit(x, ECDSA, kp.privateKey))).toBe('CKR_KEY_FUNCTION_NOT_PERMITTED');
+      expect(ckr(() => m.C_SignInit(x, ECDSA, P.handleOf(0xfff0)))).toBe('CKR_OBJECT_HANDLE_INVALID');
+      const secret = m.C_GenerateKey(x, { mechanism: P.CKM_GENERIC_SECRET_KEY_GEN }, [b(P.CKA_TOKEN, false), { type: P.CKA_VALUE_LEN, value: 32 }, b(P.CKA_SIGN, true), b(P.CKA_VERIFY, true)]);
+      if (kind === 'softhsm') {
+        // SoftHSM2 2.6.1 takes any key with CKA_SIGN into C_SignInit(CKM_ECDSA) and fails at
+        // C_Sign (softhsm-config/README.md, deliberate differences).
+        m.C_SignInit(x, ECDSA, secret);
+        expect(ckr(() => m.C_Sign(x, randomBytes(32), Buffer.alloc(64)))).toBe('CKR_GENERAL_ERROR');
+      } else {
+        expect(ckr(() => m.C_SignInit(x, ECDSA, secret))).toBe('CKR_KEY_TYPE_INCONSISTENT');
+        expect(ckr(() => m.C_VerifyInit(x, ECDSA, secret))).toBe('CKR_KEY_TYPE_INCONSISTENT');
+      }
+      // and an EC key under an HMAC mechanism
+      expect(ckr(() => m.C_SignInit(x, { mechanism: P.CKM_SHA256_HMAC }, kp.privateKey))).toBe('CKR_KEY_TYPE_INCONSISTENT');
+      // CKM_ECDSA has no parameter: the emulator refuses one; SoftHSM2 ignores it; p11-kit 0.24.1's client does not send it
+      expect(ckr(() => m.C_SignInit(x, { mechanism: P.CKM_ECDSA, parameter: Buffer.alloc(8) }, kp.privateKey))).toBe(kind === 'emulator' ? 'CKR_MECHANISM_PARAM_INVALID' : 'CKR_OK');
+      if (kind !== 'emulator') m.C_Sign(x, randomBytes(32), Buffer.alloc(64));
     });
   });
 

@@ -13,7 +13,13 @@
  * never does. When the emulator answers CKR_PIN_LOCKED where SoftHSM2 answers CKR_PIN_INCORRECT
  * or logs in, that is accepted and SoftHSM2 is logged out again so the two stay comparable. So is
  * a wrap of a private key: the emulator refuses it (CKR_KEY_NOT_WRAPPABLE), SoftHSM2 wraps an
- * extractable one.
+ * extractable one. And CKM_ECDSA on a key that is not EC: the emulator refuses C_SignInit
+ * (CKR_KEY_TYPE_INCONSISTENT), SoftHSM2 starts the operation and fails at C_Sign.
+ *
+ * ECDSA signatures are randomized, so they are compared by verification: in the random
+ * sequences each side's last signature (with its public point) is verified on every side,
+ * untouched, tampered, cut short or with s replaced by n - s; and `ecdsaAcross` checks directly
+ * that what the emulator signs verifies on SoftHSM2 and the reverse (and through p11kit).
  * Other documented differences (softhsm-config/README.md) are outside the generated operations:
  * mechanisms and curves beyond the project's subset, the find oracle on secret values, the
  * part of a failed template SoftHSM2 keeps on a session object.
@@ -34,13 +40,28 @@ interface Side {
   refs: (P.Handle | null)[];
   blobs: (Buffer | null)[];
   lastSig: Buffer | null;
+  /** CKA_EC_POINT of the public half of each EC private key made by genEc, by the private key's handle (hex). */
+  points: Map<string, Buffer>;
+  /** The last ECDSA signature this side made, the hash it signed and the signer's CKA_EC_POINT. */
+  lastEc: EcSignature | null;
+}
+
+interface EcSignature {
+  sig: Buffer;
+  hash: Buffer;
+  point: Buffer;
 }
 
 interface World {
   known: boolean[];
   blobKnown: boolean[];
   labels: string[];
+  /** Each side's lastEc after the last ecSign, in side order: what ecVerify verifies on every side. */
+  ecSigs: (EcSignature | null)[];
 }
+
+/** P-256's group order n (SEC 2 §2.4.2). */
+const P256_N = BigInt('0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551');
 
 const b = (type: number, value: boolean): P.Attribute => ({ type, value });
 const VALUES = {
@@ -97,6 +118,9 @@ type Op =
   | { op: 'decrypt'; s: number; ref: number; blob: number; tamper: boolean }
   | { op: 'sign'; s: number; ref: number; sha512: boolean; len: number; out: 'exact' | 'small' }
   | { op: 'verify'; s: number; ref: number; sha512: boolean; sig: 'last' | 'wrong' | 'short' }
+  /** ref null: a new session key pair made for it (refs are mostly other objects, and few EC keys may sign). */
+  | { op: 'ecSign'; s: number; ref: number | null; len: number; out: 'exact' | 'small' }
+  | { op: 'ecVerify'; s: number; from: number; change: 'none' | 'flip' | 'short' | 'highS' | 'hash' }
   | { op: 'wrap'; s: number; wrapping: number; ref: number; pad: boolean }
   | { op: 'unwrap'; s: number; ref: number; blob: number; pad: boolean; aes: boolean; flags: (boolean | null)[] }
   | { op: 'derive'; s: number; ref: number; peer: number; aes: boolean; len: number }
@@ -117,7 +141,7 @@ const opArbs = [
   { weight: 3, arbitrary: fc.record({ op: fc.constant('genKey' as const), s: sess, aes: fc.boolean(), len: fc.constantFrom(16, 20, 24, 32, 64, 0), token: tok, flags }) },
   { weight: 4, arbitrary: fc.record({ op: fc.constant('createKey' as const), s: sess, aes: fc.boolean(), value: fc.integer({ min: 0, max: 2 }), token: tok, flags }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('createData' as const), s: sess, token: tok, priv: fc.boolean(), value: fc.integer({ min: 0, max: 2 }) }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('genEc' as const), s: sess, token: tok, flags: ecFlags }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('genEc' as const), s: sess, token: tok, flags: ecFlags }) },
   { weight: 4, arbitrary: fc.record({ op: fc.constant('getAttr' as const), s: sess, ref, attr: fc.constantFrom(...READ_ATTRS) }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('setAttr' as const), s: sess, ref, attr: fc.constantFrom(...FLAGS, P.CKA_TOKEN, P.CKA_LOCAL, P.CKA_NEVER_EXTRACTABLE), value: fc.boolean() }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('copy' as const), s: sess, ref, extra: fc.integer({ min: 0, max: 4 }) }) },
@@ -127,6 +151,8 @@ const opArbs = [
   { weight: 3, arbitrary: fc.record({ op: fc.constant('decrypt' as const), s: sess, ref, blob: fc.integer({ min: 0, max: 5 }), tamper: fc.boolean() }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('sign' as const), s: sess, ref, sha512: fc.boolean(), len: fc.constantFrom(1, 40), out: fc.constantFrom('exact' as const, 'exact' as const, 'small' as const) }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('verify' as const), s: sess, ref, sha512: fc.boolean(), sig: fc.constantFrom('last' as const, 'wrong' as const, 'short' as const) }) },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('ecSign' as const), s: sess, ref: fc.option(ref, { nil: null, freq: 3 }), len: fc.constantFrom(1, 32, 48), out: fc.constantFrom('exact' as const, 'exact' as const, 'small' as const) }) },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('ecVerify' as const), s: sess, from: fc.integer({ min: 0, max: 2 }), change: fc.constantFrom('none' as const, 'none' as const, 'flip' as const, 'short' as const, 'highS' as const, 'hash' as const) }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('wrap' as const), s: sess, wrapping: ref, ref, pad: fc.boolean() }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('unwrap' as const), s: sess, ref, blob: fc.integer({ min: 0, max: 5 }), pad: fc.boolean(), aes: fc.boolean(), flags }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('derive' as const), s: sess, ref, peer: fc.integer({ min: 0, max: 2 }), aes: fc.boolean(), len: fc.constantFrom(0, 16, 32, 40) }) },
@@ -175,6 +201,10 @@ function run(side: Side, w: World, o: Op, label: string): { out: Outcome; refs?:
       const pub = [b(P.CKA_TOKEN, o.token), { type: P.CKA_LABEL, value: `${label}-pub` }, { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) }];
       const priv = [b(P.CKA_TOKEN, o.token), { type: P.CKA_LABEL, value: label }, ...flagTemplate(o.flags, EC_FLAGS)];
       const out = outcome(() => m.C_GenerateKeyPair(s, { mechanism: P.CKM_EC_KEY_PAIR_GEN }, pub, priv));
+      if (out.ok) {
+        const kp = out.v as P.KeyPair;
+        side.points.set(kp.privateKey.toString('hex'), m.C_GetAttributeValue(s, kp.publicKey, [{ type: P.CKA_EC_POINT }])[0]!.value);
+      }
       return { out: out.ok ? { ok: true, v: 'pair' } : out, refs: [out.ok ? (out.v as P.KeyPair).privateKey : null] };
     }
     case 'getAttr': {
@@ -251,6 +281,54 @@ function run(side: Side, w: World, o: Op, label: string): { out: Outcome; refs?:
       if (!init.ok) return { out: init };
       return { out: outcome(() => m.C_Verify(s, Buffer.alloc(40, 3), sig)) };
     }
+    case 'ecSign': {
+      const hash = Buffer.alloc(o.len, 0x17 + o.len);
+      let key = h(o.ref ?? 0);
+      if (o.ref === null) {
+        const pub = [b(P.CKA_TOKEN, false), { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) }];
+        const kp = outcome(() => m.C_GenerateKeyPair(s, { mechanism: P.CKM_EC_KEY_PAIR_GEN }, pub, [b(P.CKA_TOKEN, false), b(P.CKA_SIGN, true)]));
+        if (!kp.ok) return { out: kp };
+        key = (kp.v as P.KeyPair).privateKey;
+        side.points.set(key.toString('hex'), m.C_GetAttributeValue(s, (kp.v as P.KeyPair).publicKey, [{ type: P.CKA_EC_POINT }])[0]!.value);
+      }
+      const init = outcome(() => m.C_SignInit(s, { mechanism: P.CKM_ECDSA }, key));
+      if (!init.ok) return { out: init };
+      const out = outcome(() => Buffer.from(m.C_Sign(s, hash, Buffer.alloc(o.out === 'exact' ? 64 : 8))));
+      if (!out.ok) return { out };
+      const sig = out.v as Buffer;
+      const point = side.points.get(key.toString('hex'));
+      side.lastEc = point ? { sig, hash, point } : null;
+      return { out: { ok: true, v: `len ${sig.length}${point ? '' : ' (no point)'}` } };
+    }
+    case 'ecVerify': {
+      // Another side's signature (or this side's own) on this side's token: its public key imported.
+      const e = w.ecSigs[o.from % Math.max(1, w.ecSigs.length)];
+      if (!e) return { out: { ok: true, v: 'no signature' } };
+      const highS = () => Buffer.concat([e.sig.subarray(0, 32), Buffer.from((P256_N - BigInt('0x' + e.sig.subarray(32).toString('hex'))).toString(16).padStart(64, '0'), 'hex')]);
+      const sig = o.change === 'flip' ? Buffer.from(e.sig).fill(e.sig[5]! ^ 1, 5, 6) : o.change === 'short' ? e.sig.subarray(0, 63) : o.change === 'highS' ? highS() : e.sig;
+      const hash = o.change === 'hash' ? Buffer.from(e.hash).fill(e.hash[0]! ^ 1, 0, 1) : e.hash;
+      const pub = outcome(() =>
+        m.C_CreateObject(s, [
+          { type: P.CKA_CLASS, value: P.CKO_PUBLIC_KEY },
+          { type: P.CKA_KEY_TYPE, value: P.CKK_EC },
+          b(P.CKA_TOKEN, false),
+          b(P.CKA_PRIVATE, false),
+          b(P.CKA_VERIFY, true),
+          { type: P.CKA_LABEL, value: label },
+          { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) },
+          { type: P.CKA_EC_POINT, value: e.point },
+        ]),
+      );
+      if (!pub.ok) return { out: pub };
+      const key = pub.v as P.Handle;
+      try {
+        const init = outcome(() => m.C_VerifyInit(s, { mechanism: P.CKM_ECDSA }, key));
+        if (!init.ok) return { out: init };
+        return { out: outcome(() => m.C_Verify(s, hash, sig)) };
+      } finally {
+        m.C_DestroyObject(s, key);
+      }
+    }
     case 'wrap': {
       const out = outcome(() => Buffer.from(m.C_WrapKey(s, { mechanism: o.pad ? P.CKM_AES_KEY_WRAP_PAD : P.CKM_AES_KEY_WRAP }, h(o.wrapping), h(o.ref), Buffer.alloc(256))));
       if (!out.ok) return { out };
@@ -322,8 +400,8 @@ function isPrivateKey(side: Side, ref: number): boolean {
  * the first outcome that differs beyond the documented differences; returns how many outcomes
  * were successes and failures.
  */
-function differential(names: Side['name'][], arb: fc.Arbitrary<Op>, runs: number): { ok: number; fail: number } {
-  const stats = { ok: 0, fail: 0 };
+function differential(names: Side['name'][], arb: fc.Arbitrary<Op>, runs: number): { ok: number; fail: number; ecdsaSigned: number; ecdsaVerified: number; ecdsaRefused: number } {
+  const stats = { ok: 0, fail: 0, ecdsaSigned: 0, ecdsaVerified: 0, ecdsaRefused: 0 };
   fc.assert(
     fc.property(fc.array(arb, { minLength: 5, maxLength: 28 }), (ops) => {
       const sides: Side[] = names.map((name) => {
@@ -332,9 +410,9 @@ function differential(names: Side['name'][], arb: fc.Arbitrary<Op>, runs: number
         const rwS = () => t.module.C_OpenSession(t.slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
         const sessions = [rwS(), rwS(), t.module.C_OpenSession(t.slot, P.CKF_SERIAL_SESSION)];
         t.module.C_Login(sessions[0]!, P.CKU_USER, USER_PIN);
-        return { name, t, sessions, refs: [], blobs: [], lastSig: null };
+        return { name, t, sessions, refs: [], blobs: [], lastSig: null, points: new Map(), lastEc: null };
       });
-      const w: World = { known: [], blobKnown: [], labels: [] };
+      const w: World = { known: [], blobKnown: [], labels: [], ecSigs: [] };
       const log: string[] = [];
       try {
         for (const o of ops) {
@@ -355,9 +433,21 @@ function differential(names: Side['name'][], arb: fc.Arbitrary<Op>, runs: number
               // SoftHSM2 wraps an extractable one as PKCS#8. Its blob is dropped (the emulator has none).
               same = true;
             }
+            if (!same && o.op === 'ecSign' && o.ref !== null && !ref.out.ok && ref.out.code === 'CKR_KEY_TYPE_INCONSISTENT' && !isPrivateKey(sides[0]!, o.ref)) {
+              // Documented: the emulator refuses CKM_ECDSA on a key that is not an EC private key at
+              // C_SignInit; SoftHSM2 starts the operation and fails at C_Sign (CKR_GENERAL_ERROR),
+              // or keeps it after a short buffer: end it so that both sessions are idle again.
+              const o2 = sides[i]!;
+              outcome(() => o2.t.module.C_Sign(o2.sessions[o.s]!, Buffer.alloc(32), Buffer.alloc(64)));
+              same = !other.out.ok && (other.out.code === 'CKR_GENERAL_ERROR' || other.out.code === 'CKR_BUFFER_TOO_SMALL');
+            }
             if (!same) throw new Error(`${sides[0]!.name} and ${sides[i]!.name} differ:\n${log.join('\n')}`);
           }
-          stats[ref.out.ok ? 'ok' : 'fail']++;
+          stats[ref.out.ok ? "ok" : "fail"]++;
+          if (o.op === 'ecSign') w.ecSigs = sides.map((x) => x.lastEc);
+          if (o.op === 'ecSign' && ref.out.ok) stats.ecdsaSigned++;
+          // Another side's signature verified (or refused) on every side: the cross-implementation check.
+          if (o.op === 'ecVerify' && !(ref.out.ok && ref.out.v === 'no signature')) stats[ref.out.ok ? 'ecdsaVerified' : 'ecdsaRefused']++;
           if (ref.refs) {
             const known = knownOf(w, o, sides);
             sides.forEach((side, i) => side.refs.push(...outs[i]!.refs!));
@@ -384,6 +474,58 @@ function differential(names: Side['name'][], arb: fc.Arbitrary<Op>, runs: number
   return stats;
 }
 
+/**
+ * CKM_ECDSA across tokens: on each token a key pair signs hashes of several lengths; every token
+ * (the signer too) verifies every signature under the signer's public point, imported as a session
+ * public key, and must accept it, also with s replaced by n - s, and refuse it tampered
+ * (CKR_SIGNATURE_INVALID) or cut short (CKR_SIGNATURE_LEN_RANGE). Returns the verifications done.
+ */
+function ecdsaAcross(names: Side['name'][], rounds: number): number {
+  const tokens = names.map((name) => {
+    const t = freshToken(name);
+    const s = t.module.C_OpenSession(t.slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
+    t.module.C_Login(s, P.CKU_USER, USER_PIN);
+    return { name, m: t.module, s };
+  });
+  const ECDSA = { mechanism: P.CKM_ECDSA };
+  const params = { type: P.CKA_EC_PARAMS, value: Buffer.from(P.EC_PARAMS_P256) };
+  const code = (fn: () => unknown) => {
+    const o = outcome(fn);
+    return o.ok ? 'CKR_OK' : o.code;
+  };
+  let checked = 0;
+  try {
+    for (let round = 0; round < rounds; round++) {
+      for (const signer of tokens) {
+        const kp = signer.m.C_GenerateKeyPair(signer.s, { mechanism: P.CKM_EC_KEY_PAIR_GEN }, [b(P.CKA_TOKEN, false), params], [b(P.CKA_TOKEN, false), b(P.CKA_SIGN, true)]);
+        const point = signer.m.C_GetAttributeValue(signer.s, kp.publicKey, [{ type: P.CKA_EC_POINT }])[0]!.value;
+        const hash = Buffer.alloc([1, 20, 32, 48, 64][round % 5]!, round + 1);
+        signer.m.C_SignInit(signer.s, ECDSA, kp.privateKey);
+        const sig = Buffer.from(signer.m.C_Sign(signer.s, hash, Buffer.alloc(64)));
+        const sv = BigInt('0x' + sig.subarray(32).toString('hex'));
+        const highS = Buffer.concat([sig.subarray(0, 32), Buffer.from((P256_N - sv).toString(16).padStart(64, '0'), 'hex')]);
+        const flipped = Buffer.from(sig);
+        flipped[round % 64]! ^= 1 << round % 8;
+        for (const v of tokens) {
+          const pub = v.m.C_CreateObject(v.s, [{ type: P.CKA_CLASS, value: P.CKO_PUBLIC_KEY }, { type: P.CKA_KEY_TYPE, value: P.CKK_EC }, b(P.CKA_TOKEN, false), b(P.CKA_VERIFY, true), params, { type: P.CKA_EC_POINT, value: point }]);
+          const verify = (data: Buffer, signature: Buffer) =>
+            code(() => {
+              v.m.C_VerifyInit(v.s, ECDSA, pub);
+              v.m.C_Verify(v.s, data, signature);
+            });
+          const got = [verify(hash, sig), verify(hash, highS), verify(hash, flipped), verify(Buffer.from(hash).fill(hash[0]! ^ 0x80, 0, 1), sig), verify(hash, sig.subarray(0, 63))];
+          expect(got, `${signer.name}'s signature on ${v.name}, round ${round}`).toEqual(['CKR_OK', 'CKR_OK', 'CKR_SIGNATURE_INVALID', 'CKR_SIGNATURE_INVALID', 'CKR_SIGNATURE_LEN_RANGE']);
+          v.m.C_DestroyObject(v.s, pub);
+          checked++;
+        }
+      }
+    }
+  } finally {
+    for (const x of tokens) x.m.C_CloseSession(x.s);
+  }
+  return checked;
+}
+
 const RUNS = Number(process.env.BKV_DIFF_RUNS ?? 100);
 const under = tokensUnderTest();
 
@@ -397,6 +539,10 @@ const why = !under.includes('softhsm') || !under.includes('emulator') ? `BKV_TOK
     expect(stats.fail).toBeGreaterThan(50);
     if (process.env.BKV_DIFF_STATS) console.log('differential outcomes', stats);
   }, 300_000);
+
+  it('ECDSA P-256: what the emulator signs verifies on SoftHSM2 and the reverse (randomized signatures: compared by verification)', () => {
+    expect(ecdsaAcross(['emulator', 'softhsm'], 20)).toBe(20 * 2 * 2);
+  });
 });
 
 const why3 = why ?? (!under.includes('p11kit') ? `BKV_TOKEN selects ${under.join(', ')} only` : skipReason('p11kit'));
@@ -407,4 +553,8 @@ const why3 = why ?? (!under.includes('p11kit') ? `BKV_TOKEN selects ${under.join
     expect(stats.fail).toBeGreaterThan(25);
     if (process.env.BKV_DIFF_STATS) console.log('differential outcomes, three backends', stats);
   }, 300_000);
+
+  it('ECDSA P-256: what each of the three signs verifies on the other two', () => {
+    expect(ecdsaAcross(['emulator', 'softhsm', 'p11kit'], 10)).toBe(10 * 3 * 3);
+  });
 });

@@ -30,6 +30,7 @@ function context(): CallContext {
     finalize: () => {},
     limits: DEFAULT_CODEC_LIMITS,
     decryptPending: new Map(),
+    signLength: new Map(),
   };
 }
 

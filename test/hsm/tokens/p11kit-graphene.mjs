@@ -27,6 +27,25 @@ const mac = session.createSign('SHA256_HMAC', hmacKey).once(Buffer.from('graphen
 out.macLength = mac.length;
 out.verifies = session.createVerify('SHA256_HMAC', hmacKey).once(Buffer.from('graphene'), mac);
 out.randomLength = session.generateRandom(20).length;
+// ECDSA P-256 (CKM_ECDSA, PKCS#11 v2.40 §2.3.6): graphene's 'ECDSA' signs the bytes given (the hash).
+const ec = session.generateKeyPair(
+  graphene.KeyGenMechanism.EC,
+  { keyType: graphene.KeyType.EC, paramsEC: graphene.NamedCurve.getByName('secp256r1').value, token: false, verify: true },
+  { keyType: graphene.KeyType.EC, token: false, sign: true, sensitive: true, extractable: false },
+);
+const hash = Buffer.alloc(32, 0x42);
+const ecSig = session.createSign('ECDSA', ec.privateKey).once(hash);
+out.ecdsaLength = ecSig.length;
+out.ecdsaSignature = ecSig.toString('hex');
+out.ecPoint = ec.publicKey.getAttribute({ pointEC: null }).pointEC.toString('hex');
+out.ecdsaVerifies = session.createVerify('ECDSA', ec.publicKey).once(hash, ecSig);
+const tampered = Buffer.from(ecSig);
+tampered[0] ^= 1;
+try {
+  out.ecdsaTampered = session.createVerify('ECDSA', ec.publicKey).once(hash, tampered);
+} catch (e) {
+  out.ecdsaTampered = String(e.message).match(/CKR_\w+/)?.[0] ?? String(e);
+}
 session.logout();
 session.close();
 mod.finalize();

@@ -72,6 +72,39 @@ const kp = p.C_GenerateKeyPair(
   ],
 );
 out.ecPointLength = p.C_GetAttributeValue(s, kp.publicKey, [{ type: pkcs11js.CKA_EC_POINT }])[0].value.length;
+// CKM_ECDSA (0x1041; PKCS#11 v2.40 §2.3.6): the input is the hash, the signature r || s. The
+// private key's CKA_SIGN and the public key's CKA_VERIFY default to true on this token.
+const ecdsa = { mechanism: 0x1041 };
+const hash = Buffer.alloc(32, 0xab);
+p.C_SignInit(s, ecdsa, kp.privateKey);
+const ecSig = p.C_Sign(s, hash, Buffer.alloc(128));
+out.ecdsaLength = ecSig.length;
+out.ecdsaSignature = ecSig.toString('hex');
+out.ecPoint = p.C_GetAttributeValue(s, kp.publicKey, [{ type: pkcs11js.CKA_EC_POINT }])[0].value.toString('hex');
+p.C_VerifyInit(s, ecdsa, kp.publicKey);
+out.ecdsaVerifies = p.C_Verify(s, hash, ecSig);
+const tampered = Buffer.from(ecSig);
+tampered[63] ^= 1;
+p.C_VerifyInit(s, ecdsa, kp.publicKey);
+try {
+  out.ecdsaTampered = p.C_Verify(s, hash, tampered);
+} catch (e) {
+  out.ecdsaTampered = code(e);
+}
+p.C_SignInit(s, ecdsa, kp.privateKey);
+try {
+  out.ecdsaShortBuffer = p.C_Sign(s, hash, Buffer.alloc(63)).length;
+} catch (e) {
+  out.ecdsaShortBuffer = code(e);
+}
+// the operation survives a short buffer (PKCS#11 v2.40 §5.2): the next C_Sign ends it
+out.ecdsaAfterShortBuffer = p.C_Sign(s, hash, Buffer.alloc(64)).length;
+try {
+  p.C_SignInit(s, ecdsa, hmacKey);
+  out.ecdsaOnHmacKey = 'CKR_OK';
+} catch (e) {
+  out.ecdsaOnHmacKey = code(e);
+}
 p.C_Logout(s);
 p.C_CloseSession(s);
 p.C_Finalize();

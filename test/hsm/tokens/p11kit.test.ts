@@ -5,16 +5,17 @@
  *   impossible counts): each is refused as p11-kit's server refuses it, logged, leaks nothing,
  *   and the server goes on serving another client;
  * - through Debian's p11-kit-client.so (package p11-kit-modules) from OpenSC's pkcs11-tool,
- *   GnuTLS's p11tool and pkcs11js.
+ *   GnuTLS's p11tool, pkcs11js and graphene-pk11 (each signs and verifies ECDSA P-256 too).
  * A suite whose program is missing skips and says why; with CI=true it fails instead.
  */
 import { execFile } from 'node:child_process';
 import { createECDH } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { p256 } from '@noble/curves/nist.js';
 import * as P from '../../../enclave/api/pkcs11.ts';
 import { P11KitErrorCode, RPC_HANDSHAKE, serveToken } from '../../../hsm/tokens/p11kit/index.ts';
 import type { P11KitLogEvent, RunningVaultTokenServer } from '../../../hsm/tokens/p11kit/index.ts';
@@ -102,6 +103,24 @@ async function loggedIn(s: Served): Promise<{ c: WireClient; session: bigint }> 
   const login = await c.call('C_Login', (w) => w.ulong(session).ulong(P.CKU_USER).byteArray(Buffer.from(USER_PIN)));
   expect(WireClient.rv(login)).toBe(0);
   return { c, session };
+}
+
+/** A P-256 session key pair made on the wire, its private key allowed `usage`; its handles and CKA_EC_POINT. */
+async function wireKeyPair(c: WireClient, session: bigint, usage: number): Promise<{ pub: bigint; priv: bigint; der: Buffer }> {
+  const kp = await c.call('C_GenerateKeyPair', (w) =>
+    w
+      .ulong(session)
+      .mechanism(P.CKM_EC_KEY_PAIR_GEN, null)
+      .attributes([attr(P.CKA_EC_PARAMS, Buffer.from(P.EC_PARAMS_P256)), attr(P.CKA_TOKEN, Buffer.of(0))])
+      .attributes([attr(usage, Buffer.of(1)), attr(P.CKA_TOKEN, Buffer.of(0))]),
+  );
+  expect(WireClient.rv(kp)).toBe(0);
+  const pub = kp.ulong();
+  const priv = kp.ulong();
+  const point = await c.call('C_GetAttributeValue', (w) => w.ulong(session).ulong(pub).attributeBuffers([{ type: P.CKA_EC_POINT, size: 128 }]));
+  const der = point.template({ maxTemplate: 4, maxOutput: 1024 })[0]!.value!;
+  expect(der.subarray(0, 2)).toEqual(Buffer.from('0441', 'hex')); // DER OCTET STRING of 65 bytes
+  return { pub, priv, der };
 }
 
 /** Another client can still initialize and read the module's information. */
@@ -195,19 +214,7 @@ describe('p11-kit server: calls on the wire', () => {
 
   it('ECDH1-DERIVE on a P-256 key pair: the derived secret equals the peer side computed with node:crypto', async () => {
     const { c, session } = await loggedIn(s());
-    const kp = await c.call('C_GenerateKeyPair', (w) =>
-      w
-        .ulong(session)
-        .mechanism(P.CKM_EC_KEY_PAIR_GEN, null)
-        .attributes([attr(P.CKA_EC_PARAMS, Buffer.from(P.EC_PARAMS_P256)), attr(P.CKA_TOKEN, Buffer.of(0))])
-        .attributes([attr(P.CKA_DERIVE, Buffer.of(1)), attr(P.CKA_TOKEN, Buffer.of(0))]),
-    );
-    expect(WireClient.rv(kp)).toBe(0);
-    const pub = kp.ulong();
-    const priv = kp.ulong();
-    const point = await c.call('C_GetAttributeValue', (w) => w.ulong(session).ulong(pub).attributeBuffers([{ type: P.CKA_EC_POINT, size: 128 }]));
-    const der = point.template({ maxTemplate: 4, maxOutput: 1024 })[0]!.value!;
-    expect(der.subarray(0, 2)).toEqual(Buffer.from('0441', 'hex')); // DER OCTET STRING of 65 bytes
+    const { priv, der } = await wireKeyPair(c, session, P.CKA_DERIVE);
     const peer = createECDH('prime256v1');
     peer.generateKeys();
     const derive = await c.call('C_DeriveKey', (w) =>
@@ -229,6 +236,45 @@ describe('p11-kit server: calls on the wire', () => {
     const value = await c.call('C_GetAttributeValue', (w) => w.ulong(session).ulong(secret).attributeBuffers([{ type: P.CKA_VALUE, size: 64 }]));
     expect(WireClient.rv(value)).toBe(0);
     expect(value.template({ maxTemplate: 4, maxOutput: 1024 })[0]!.value).toEqual(peer.computeSecret(der.subarray(2)));
+    c.close();
+  });
+
+  it('ECDSA P-256 (PKCS#11 v2.40 §2.3.6): a length query answers 64, a short buffer keeps the operation, r || s verifies with @noble/curves; refusals', async () => {
+    const { c, session } = await loggedIn(s());
+    const { pub, priv, der } = await wireKeyPair(c, session, P.CKA_SIGN);
+    const q = der.subarray(2);
+    const hash = Buffer.alloc(32, 0x5a);
+    const rv = async (name: string, f: (w: RpcWriter) => RpcWriter) => WireClient.rv(await c.call(name, f));
+    expect(await rv('C_SignInit', (w) => w.ulong(session).mechanism(P.CKM_ECDSA, null).ulong(priv))).toBe(0);
+    const query = await c.call('C_Sign', (w) => w.ulong(session).byteArray(hash).bufferSize('fy', 0));
+    expect(WireClient.rv(query)).toBe(0);
+    expect(query.byteArray()).toEqual({ data: null, length: 64 });
+    const short = await c.call('C_Sign', (w) => w.ulong(session).byteArray(hash).bufferSize('fy', 63));
+    expect(short.byteArray()).toEqual({ data: null, length: 64 }); // the client's CKR_BUFFER_TOO_SMALL; the operation goes on
+    const signed = await c.call('C_Sign', (w) => w.ulong(session).byteArray(hash).bufferSize('fy', 0xfffffff0));
+    expect(WireClient.rv(signed)).toBe(0);
+    const sig = signed.byteArray().data!;
+    expect(sig.length).toBe(64);
+    expect(p256.verify(sig, hash, q, { prehash: false, lowS: false })).toBe(true);
+    expect(await rv('C_Sign', (w) => w.ulong(session).byteArray(hash).bufferSize('fy', 64))).toBe(P.CKR.CKR_OPERATION_NOT_INITIALIZED);
+    const verify = async (data: Buffer, signature: Buffer) => {
+      expect(await rv('C_VerifyInit', (w) => w.ulong(session).mechanism(P.CKM_ECDSA, null).ulong(pub))).toBe(0);
+      return rv('C_Verify', (w) => w.ulong(session).byteArray(data).byteArray(signature));
+    };
+    expect(await verify(hash, sig)).toBe(0);
+    const bad = Buffer.from(sig);
+    bad[40]! ^= 1;
+    expect(await verify(hash, bad)).toBe(P.CKR.CKR_SIGNATURE_INVALID);
+    expect(await verify(Buffer.alloc(32, 0x5b), sig)).toBe(P.CKR.CKR_SIGNATURE_INVALID);
+    expect(await verify(hash, sig.subarray(0, 63))).toBe(P.CKR.CKR_SIGNATURE_LEN_RANGE);
+    expect(await verify(hash, Buffer.concat([sig, Buffer.of(0)]))).toBe(P.CKR.CKR_SIGNATURE_LEN_RANGE);
+    // single-part only: C_SignUpdate ends the operation (as SoftHSM2 2.6.1)
+    expect(await rv('C_SignInit', (w) => w.ulong(session).mechanism(P.CKM_ECDSA, null).ulong(priv))).toBe(0);
+    expect(await rv('C_SignUpdate', (w) => w.ulong(session).byteArray(hash))).toBe(P.CKR.CKR_OPERATION_NOT_INITIALIZED);
+    expect(await rv('C_Sign', (w) => w.ulong(session).byteArray(hash).bufferSize('fy', 64))).toBe(P.CKR.CKR_OPERATION_NOT_INITIALIZED);
+    // the public key can not sign, the private key can not verify
+    expect(await rv('C_SignInit', (w) => w.ulong(session).mechanism(P.CKM_ECDSA, null).ulong(pub))).toBe(P.CKR.CKR_KEY_FUNCTION_NOT_PERMITTED);
+    expect(await rv('C_VerifyInit', (w) => w.ulong(session).mechanism(P.CKM_ECDSA, null).ulong(priv))).toBe(P.CKR.CKR_KEY_FUNCTION_NOT_PERMITTED);
     c.close();
   });
 
@@ -472,6 +518,13 @@ describe('p11-kit server: refusals (each logged, the server keeps serving)', () 
   });
 });
 
+/** Whether a client script's `ecdsaSignature` (r || s, hex) verifies on `hash` under its `ecPoint` (CKA_EC_POINT, hex DER) with @noble/curves. */
+function ecdsaVerifies(out: Record<string, unknown>, hash: Buffer): boolean {
+  const point = Buffer.from(out.ecPoint as string, 'hex');
+  expect(point.subarray(0, 2).toString('hex')).toBe('0441');
+  return p256.verify(Buffer.from(out.ecdsaSignature as string, 'hex'), hash, point.subarray(2), { prehash: false, lowS: false });
+}
+
 const clientMissing = missing([{ what: CLIENT, present: existsSync(CLIENT) }]);
 const toolMissing = missing([
   { what: CLIENT, present: existsSync(CLIENT) },
@@ -503,6 +556,31 @@ describe.skipIf(toolMissing !== null)(`pkcs11-tool through p11-kit-client.so${to
     expect(stdout).toContain('AES-KEY-GEN');
     expect(stdout).toContain('SHA256-HMAC');
     expect(stdout).toContain('ECDSA-KEY-PAIR-GEN');
+    expect(stdout).toMatch(/^\s*ECDSA, keySize=\{256,256\}, sign, verify$/m);
+  });
+
+  it('--keypairgen EC:prime256v1, --sign and --verify --mechanism ECDSA: r || s that @noble/curves verifies; a tampered signature is invalid', async () => {
+    const pin = ['--login', '--pin', USER_PIN];
+    const gen = await tool(...pin, '--keypairgen', '--key-type', 'EC:prime256v1', '--label', 'tool-ec', '--id', 'ec01');
+    expect(gen.stdout).toContain('Public Key Object; EC  EC_POINT 256 bits');
+    const q = Buffer.from(/EC_POINT:\s+0441([0-9a-f]{130})/.exec(gen.stdout)![1]!, 'hex');
+    const f = (name: string) => join(s().dir, name);
+    const hash = Buffer.alloc(32, 0x3c);
+    writeFileSync(f('hash'), hash);
+    const signed = await tool(...pin, '--sign', '--mechanism', 'ECDSA', '--id', 'ec01', '-i', f('hash'), '-o', f('sig'));
+    expect(signed.stderr).toContain('Using signature algorithm ECDSA');
+    const sig = readFileSync(f('sig'));
+    expect(sig.length).toBe(64); // OpenSC writes r || s as the token gives it (no --signature-format)
+    expect(p256.verify(sig, hash, q, { prehash: false, lowS: false })).toBe(true);
+    const verify = (sigFile: string) => tool(...pin, '--verify', '--mechanism', 'ECDSA', '--id', 'ec01', '-i', f('hash'), '--signature-file', f(sigFile));
+    expect((await verify('sig')).stdout).toContain('Signature is valid');
+    const bad = Buffer.from(sig);
+    bad[3]! ^= 1;
+    writeFileSync(f('bad'), bad);
+    // OpenSC 0.23 reports C_Verify's CKR_SIGNATURE_INVALID as text (its exit status stays 0)
+    const refused = await verify('bad');
+    expect(refused.stdout + refused.stderr).toContain('Invalid signature');
+    expect(refused.stdout).not.toContain('Signature is valid');
   });
 
   it('--keygen AES:32 then --list-objects shows the key, its value sensitive', async () => {
@@ -524,7 +602,7 @@ describe.skipIf(toolMissing !== null)(`pkcs11-tool through p11-kit-client.so${to
 describe.skipIf(clientMissing !== null)(`pkcs11js through p11-kit-client.so${clientMissing ? ` (skipped: ${clientMissing})` : ''}`, () => {
   const s = served();
 
-  it('C_Initialize to C_Finalize in another process: slots, token info, login, AES and HMAC keys, sign and verify, random, an EC key pair', async () => {
+  it('C_Initialize to C_Finalize in another process: slots, token info, login, AES and HMAC keys, sign and verify, random, an EC key pair, ECDSA sign and verify', async () => {
     const script = join(import.meta.dirname, 'p11kit-pkcs11js.mjs');
     const { stdout } = await run(process.execPath, [script, CLIENT, USER_PIN], { env: s().env });
     const out = JSON.parse(stdout) as Record<string, unknown>;
@@ -541,16 +619,28 @@ describe.skipIf(clientMissing !== null)(`pkcs11js through p11-kit-client.so${cli
     expect(out.verifiesTampered).toBe('CKR_SIGNATURE_INVALID');
     expect(out.randomLength).toBe(48);
     expect(out.ecPointLength).toBe(67); // DER OCTET STRING of an uncompressed P-256 point
+    expect(out.ecdsaLength).toBe(64);
+    expect(ecdsaVerifies(out, Buffer.alloc(32, 0xab))).toBe(true);
+    expect(out.ecdsaVerifies).toBe(true);
+    expect(out.ecdsaTampered).toBe('CKR_SIGNATURE_INVALID');
+    expect(out.ecdsaShortBuffer).toBe('CKR_BUFFER_TOO_SMALL');
+    expect(out.ecdsaAfterShortBuffer).toBe(64);
+    expect(out.ecdsaOnHmacKey).toBe('CKR_KEY_TYPE_INCONSISTENT');
   });
 });
 
 describe.skipIf(clientMissing !== null)(`graphene-pk11 through p11-kit-client.so${clientMissing ? ` (skipped: ${clientMissing})` : ''}`, () => {
   const s = served();
 
-  it('in another process: the token, its mechanisms, a token AES key found by label, HMAC sign and verify, random', async () => {
+  it('in another process: the token, its mechanisms, a token AES key found by label, HMAC sign and verify, random, ECDSA sign and verify', async () => {
     const script = join(import.meta.dirname, 'p11kit-graphene.mjs');
     const { stdout } = await run(process.execPath, [script, CLIENT, USER_PIN], { env: s().env });
-    expect(JSON.parse(stdout)).toEqual({ label: s().server.label, mechanisms: 6, aesLabel: 'graphene-aes', found: 1, macLength: 32, verifies: true, randomLength: 20 });
+    const out = JSON.parse(stdout) as Record<string, unknown>;
+    expect(ecdsaVerifies(out, Buffer.alloc(32, 0x42))).toBe(true);
+    const { ecdsaSignature: _sig, ecPoint: _point, ...rest } = out;
+    // seven mechanisms reach graphene: the token's less what p11-kit 0.24.1's client can not carry;
+    // graphene's Verify.once answers C_Verify's CKR_SIGNATURE_INVALID as false
+    expect(rest).toEqual({ label: s().server.label, mechanisms: 7, aesLabel: 'graphene-aes', found: 1, macLength: 32, verifies: true, randomLength: 20, ecdsaLength: 64, ecdsaVerifies: true, ecdsaTampered: false });
   });
 });
 
@@ -568,15 +658,33 @@ describe.skipIf(p11toolMissing !== null)(`p11tool (GnuTLS) through p11-kit-clien
     expect(stdout).toContain(`token=${s().server.label}`);
     expect(stdout).toContain('Manufacturer: Backup Key Vault');
   });
+
+  it('--generate-privkey ECDSA on secp256r1, then --test-sign: GnuTLS signs with CKM_ECDSA in the token and verifies with the key pair', async () => {
+    const env = { ...s().env, GNUTLS_PIN: USER_PIN };
+    const token = `pkcs11:token=${s().server.label}`;
+    const p11tool = (...args: string[]) => run('p11tool', ['--provider', CLIENT, '--login', ...args], { env });
+    await p11tool('--generate-privkey', 'ECDSA', '--curve', 'secp256r1', '--label', 'gnutls-ec', token);
+    const { stdout } = await p11tool('--list-privkeys', token);
+    expect(stdout).toContain('Type: Private key (EC/ECDSA-SECP256R1)');
+    const signed = await p11tool('--test-sign', `${token};object=gnutls-ec;type=private`);
+    const text = signed.stdout + signed.stderr;
+    expect(text).toContain('Signing using ECDSA-SHA256... ok');
+    expect(text).toContain('Verifying against private key parameters... ok');
+    expect(text).toContain('Verifying against public key in the token... ok');
+  });
 });
 
 describe.skipIf(toolMissing !== null)(`pkcs11-tool --test --login through p11-kit-client.so${toolMissing ? ` (skipped: ${toolMissing})` : ''}`, () => {
   const s = served();
 
   it('reports no errors (its digest, signature and decryption tests find none of their mechanisms on this token, and say so)', async () => {
+    // An EC key pair on the token: OpenSC 0.23's --test signs and verifies with RSA keys only
+    // ("Signatures: not implemented" for the mechanisms it knows, "non-RSA, skipping" for the key).
+    await run('pkcs11-tool', ['--module', CLIENT, '--login', '--pin', USER_PIN, '--keypairgen', '--key-type', 'EC:prime256v1', '--label', 'test-ec'], { env: s().env });
     const { stdout, stderr } = await run('pkcs11-tool', ['--module', CLIENT, '--test', '--login', '--pin', USER_PIN], { env: s().env });
     const text = stdout + stderr;
     expect(text).toContain('No errors');
+    expect(text).toContain('testing key 0 (test-ec) -- non-RSA, skipping');
     expect(text).toContain('seeding (C_SeedRandom) not supported');
     expect(text).not.toContain('ERR:');
     expect(s().logs.filter((e) => e.event === 'refused')).toEqual([]);
