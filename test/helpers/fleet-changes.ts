@@ -21,39 +21,38 @@ export interface FleetWatch {
   readonly problems: string[];
 }
 
-export function watchFleetChanges(h: Harness): FleetWatch {
-  const watch: FleetWatch = { counts: new Map(), problems: [] };
-  const mirror = new Map<string, RecordState>();
+/** A stored write as the harness's vault persisted it: the record before and after, opened. */
+export interface SeenWrite {
+  epoch: number;
+  recordId: Uint8Array;
+  /** The stored blob it replaced (empty: none). */
+  stored: Uint8Array;
+  blob: Uint8Array;
+  before: VaultRecord | null;
+  after: VaultRecord | null;
+}
+
+/**
+ * Calls `seen` with each batch the harness's vault persists (its epoch, and every write with the
+ * record before and after, opened with the provisioned sealing key), before the store takes it.
+ */
+export function tapWrites(h: Harness, seen: (epoch: number, writes: SeenWrite[]) => void): void {
   const inner = h.store;
-  const open = (recordId: Uint8Array, blob: Uint8Array | undefined): VaultRecord | null => {
-    if (!blob || blob.length === 0) return null;
+  const open = (recordId: Uint8Array, blob: Uint8Array): VaultRecord | null => {
+    if (blob.length === 0) return null;
     const key = findSealKey(h.platform.token);
     if (key === null) throw new Error('the token holds no sealing key');
     return unseal(h.platform.token, key, recordId, blob).record;
   };
   const applyBatch: RecordStore['applyBatch'] = async (partition, epoch, writes, audit) => {
-    const before = await inner.getMany(partition, writes.map((w) => w.recordId));
-    writes.forEach((w, i) => {
-      const id = toHex(w.recordId);
-      const prev = open(w.recordId, before[i]?.blob);
-      const next = open(w.recordId, w.blob);
-      const change = fleetChangeOf(prev, next);
-      if (change === null) {
-        watch.problems.push(`epoch ${epoch} record ${id}: no fleet change from ${describe(prev)} to ${describe(next)}`);
-        return;
-      }
-      const rec = mirror.get(id);
-      const intent = (change.kind === 'charge' || change.kind === 'reset' ? { ...change, id, session: 1 } : { ...change, id }) as Intent;
-      const after = transition(rec, opOf(intent, rec));
-      if (typeof after === 'number') {
-        watch.problems.push(`epoch ${epoch} record ${id}: ${change.kind} refused by the fleet's rules (code ${after}) on ${JSON.stringify(rec)}`);
-        return;
-      }
-      const agrees = next === null ? after.status === 'deleted' : after.status === (next.status === STATUS_LOCKED ? 'locked' : 'registered') && after.limit === next.attemptLimit && after.used === next.attemptsUsed;
-      if (!agrees) watch.problems.push(`epoch ${epoch} record ${id}: after ${change.kind} the fleet's record ${JSON.stringify(after)} is not the vault's ${describe(next)}`);
-      mirror.set(id, after);
-      watch.counts.set(change.kind, (watch.counts.get(change.kind) ?? 0) + 1);
-    });
+    const stored = await inner.getMany(partition, writes.map((w) => w.recordId));
+    seen(
+      epoch,
+      writes.map((w, i) => {
+        const prev = stored[i]?.blob ?? new Uint8Array(0);
+        return { epoch, recordId: w.recordId, stored: prev, blob: w.blob, before: open(w.recordId, prev), after: open(w.recordId, w.blob) };
+      }),
+    );
     return inner.applyBatch(partition, epoch, writes, audit);
   };
   h.store = new Proxy(inner, {
@@ -62,6 +61,32 @@ export function watchFleetChanges(h: Harness): FleetWatch {
       const v = (t as unknown as Record<string | symbol, unknown>)[k];
       return typeof v === 'function' ? v.bind(t) : v;
     },
+  });
+}
+
+export function watchFleetChanges(h: Harness): FleetWatch {
+  const watch: FleetWatch = { counts: new Map(), problems: [] };
+  const mirror = new Map<string, RecordState>();
+  tapWrites(h, (epoch, writes) => {
+    for (const { recordId, before: prev, after: next } of writes) {
+      const id = toHex(recordId);
+      const change = fleetChangeOf(prev, next);
+      if (change === null) {
+        watch.problems.push(`epoch ${epoch} record ${id}: no fleet change from ${describe(prev)} to ${describe(next)}`);
+        continue;
+      }
+      const rec = mirror.get(id);
+      const intent = (change.kind === 'charge' || change.kind === 'reset' ? { ...change, id, session: 1 } : { ...change, id }) as Intent;
+      const after = transition(rec, opOf(intent, rec));
+      if (typeof after === 'number') {
+        watch.problems.push(`epoch ${epoch} record ${id}: ${change.kind} refused by the fleet's rules (code ${after}) on ${JSON.stringify(rec)}`);
+        continue;
+      }
+      const agrees = next === null ? after.status === 'deleted' : after.status === (next.status === STATUS_LOCKED ? 'locked' : 'registered') && after.limit === next.attemptLimit && after.used === next.attemptsUsed;
+      if (!agrees) watch.problems.push(`epoch ${epoch} record ${id}: after ${change.kind} the fleet's record ${JSON.stringify(after)} is not the vault's ${describe(next)}`);
+      mirror.set(id, after);
+      watch.counts.set(change.kind, (watch.counts.get(change.kind) ?? 0) + 1);
+    }
   });
   return watch;
 }

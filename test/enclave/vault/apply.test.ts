@@ -17,9 +17,7 @@ import { Handling, Integrity } from '../../../enclave/api/codes.ts';
 import { HostResponses, type HostRequest } from '../../../enclave/api/messages.ts';
 import { decodeMessage } from '../../../enclave/api/codec.ts';
 import { CHANGE_TAGS, changeOp, fleetChangeOf } from '../../../enclave/vault/fleet-change.ts';
-import { findSealKey } from '../../../enclave/vault/keys.ts';
-import { parseHeader, unseal } from '../../../enclave/vault/record.ts';
-import type { VaultRecord } from '../../../enclave/vault/record.ts';
+import { parseHeader } from '../../../enclave/vault/record.ts';
 import { openSqliteStore } from '../../../host/storage/sqlite.ts';
 import type { RecordStore } from '../../../host/storage/types.ts';
 import { EnclaveCallError, PartitionEngine } from '../../../host/vault/engine.ts';
@@ -27,6 +25,7 @@ import { EscrowClient } from '../../../client/escrow.ts';
 import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
 import { randomBytes } from 'node:crypto';
 import { CONTEXT, clientExtras, openHarness, type Harness } from '../../helpers/vault-harness.ts';
+import { tapWrites } from '../../helpers/fleet-changes.ts';
 import { testPlatform, type TestPlatform } from '../../helpers/platform.ts';
 
 type Apply = Extract<HostRequest, { type: 'Apply' }>;
@@ -55,23 +54,15 @@ function captureLeader(h: Harness, fleetLeader = true): Persisted[] {
     if (m.type === 'Prepared') named.set(m.epoch, m.ops);
     return res;
   };
-  const inner = h.store;
-  const open = (id: Uint8Array, blob: Uint8Array | undefined): VaultRecord | null => (blob && blob.length > 0 ? unseal(h.platform.token, findSealKey(h.platform.token)!, id, blob).record : null);
-  const applyBatch: RecordStore['applyBatch'] = async (partition, epoch, writes, audit) => {
-    const before = await inner.getMany(partition, writes.map((w) => w.recordId));
-    const ops = writes.map((w, i) => {
-      const prev = before[i]?.blob;
-      const change = fleetChangeOf(open(w.recordId, prev), open(w.recordId, w.blob));
+  tapWrites(h, (epoch, writes) => {
+    const ops = writes.map((w) => {
+      const change = fleetChangeOf(w.before, w.after);
       if (change === null) throw new Error('the leader wrote a change the fleet rules do not know');
-      return changeOp(w.recordId, change, prev && prev.length > 0 ? parseHeader(prev).version : 0);
+      return changeOp(w.recordId, change, w.stored.length > 0 ? parseHeader(w.stored).version : 0);
     });
     // a vault that is no fleet member names none
     expect(named.get(epoch), `the ops the leader's device named for epoch ${epoch}`).toEqual(fleetLeader ? ops : []);
     out.push({ epoch, ops, writes: writes.map((w) => ({ recordId: w.recordId, blob: w.blob })) });
-    return inner.applyBatch(partition, epoch, writes, audit);
-  };
-  h.store = new Proxy(inner, {
-    get: (t, k) => (k === 'applyBatch' ? applyBatch : typeof (t as never)[k] === 'function' ? ((t as never)[k] as (...a: unknown[]) => unknown).bind(t) : (t as never)[k]),
   });
   return out;
 }
