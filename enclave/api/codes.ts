@@ -104,6 +104,10 @@ export const Handling = {
   ApplyRefused: 2123,
   /** An Apply to a vault that is no fleet member. */
   NotAFollower: 2124,
+  /** A fleet member's vault may not compute or propose this batch now: it does not lead, its log is not all committed, or it is behind (enclave/vault/fleet-seat.ts). */
+  FleetRefused: 2125,
+  /** A Commit of a batch whose entry the fleet has not committed (yet, or ever): no answer leaves before a majority holds it. */
+  FleetNotCommitted: 2126,
 } as const;
 
 export const Integrity = {

@@ -25,6 +25,12 @@ export const MAX_OPS_PER_ENTRY = 64;
 export const MAX_CATCHUP_ENTRIES = 64;
 /** Records in one snapshot (a snapshot is one message in this slice). */
 export const MAX_SNAPSHOT_RECORDS = 4096;
+/**
+ * Bytes of an entry's payload: what the entry carries besides its ops, opaque to the replication
+ * rule and covered by the entry's hash (a vault batch's sealed writes, docs/fleet-vault.md; empty
+ * for the replication layer's own intents). A vault batch of 64 writes is about 27 KB.
+ */
+export const MAX_PAYLOAD_BYTES = 32_768;
 
 const INC = fixed(INCARNATION_BYTES);
 const HASH = fixed(HASH_BYTES);
@@ -51,7 +57,8 @@ const STATUS_TAGS: Record<RecordStatus, number> = { registered: 1, locked: 2, de
 const STATUSES = new Map(Object.entries(STATUS_TAGS).map(([k, t]) => [t, k as RecordStatus]));
 
 const OPS = list([['op', bytes(2, MAX_OP_BYTES)]] as const, MAX_OPS_PER_ENTRY);
-export const ENTRY = [['index', u53], ['view', u53], ['prevHash', HASH], ['hash', HASH], ['ops', OPS]] as const;
+const PAYLOAD = bytes(0, MAX_PAYLOAD_BYTES);
+export const ENTRY = [['index', u53], ['view', u53], ['prevHash', HASH], ['hash', HASH], ['ops', OPS], ['payload', PAYLOAD]] as const;
 /** A configuration: epoch, then per member id its admitted incarnation or none. */
 export const ADMITTED = list([['inc', opt(INC)]] as const, MAX_MEMBERS);
 const RECORD = [['id', RECORD_ID], ['version', u53], ['status', u8], ['limit', u8], ['used', u8], ['total', u53]] as const;
@@ -59,7 +66,7 @@ export const SNAPSHOT = [['index', u53], ['hash', HASH], ['epoch', u53], ['admit
 
 /** The body schema of each message type (its tag is in the header). */
 export const BODY_SCHEMAS = {
-  prepare: [['epoch', u53], ['view', u53], ['commit', u53], ['index', u53], ['entryView', u53], ['prevHash', HASH], ['hash', HASH], ['ops', OPS]],
+  prepare: [['epoch', u53], ['view', u53], ['commit', u53], ['index', u53], ['entryView', u53], ['prevHash', HASH], ['hash', HASH], ['ops', OPS], ['payload', PAYLOAD]],
   prepareOk: [['epoch', u53], ['view', u53], ['index', u53], ['hash', HASH]],
   commit: [['epoch', u53], ['view', u53], ['commit', u53]],
   doViewChange: [['epoch', u53], ['view', u53], ['normalView', u53], ['tip', u53], ['tipHash', HASH], ['configEpoch', u53], ['admitted', ADMITTED]],
@@ -148,10 +155,10 @@ export function decodeOp(b: Uint8Array, what = 'op'): Op {
 // ---- entries, configurations, snapshots ---------------------------------------------------------
 
 export function flatEntry(e: Entry): FlatEntry {
-  return { index: e.index, view: e.view, prevHash: e.prevHash, hash: e.hash, ops: e.ops.map((op) => ({ op: encodeOp(op) })) };
+  return { index: e.index, view: e.view, prevHash: e.prevHash, hash: e.hash, ops: e.ops.map((op) => ({ op: encodeOp(op) })), payload: e.payload };
 }
 export function entryOf(f: FlatEntry, what: string): Entry {
-  return { index: f.index, view: f.view, prevHash: f.prevHash, hash: f.hash, ops: f.ops.map((o, i) => decodeOp(o.op, `${what}.ops[${i}]`)) };
+  return { index: f.index, view: f.view, prevHash: f.prevHash, hash: f.hash, ops: f.ops.map((o, i) => decodeOp(o.op, `${what}.ops[${i}]`)), payload: f.payload };
 }
 
 function flatAdmitted(c: Config): FlatAdmitted {
@@ -238,14 +245,14 @@ export function encodeConfig(c: Config): Uint8Array {
 }
 
 /** The canonical encoding of an entry's content (what its chain hash covers, after the label). */
-export function encodeEntryContent(prevHash: Uint8Array, index: number, view: number, ops: readonly Op[]): Uint8Array {
-  return encodeFields([['prevHash', HASH], ['index', u53], ['view', u53], ['ops', OPS]] as const, { prevHash, index, view, ops: ops.map((op) => ({ op: encodeOp(op) })) });
+export function encodeEntryContent(prevHash: Uint8Array, index: number, view: number, ops: readonly Op[], payload: Uint8Array): Uint8Array {
+  return encodeFields([['prevHash', HASH], ['index', u53], ['view', u53], ['ops', OPS], ['payload', PAYLOAD]] as const, { prevHash, index, view, ops: ops.map((op) => ({ op: encodeOp(op) })), payload });
 }
 
 /** The largest body of any type under the bounds above (a catch-up with a full snapshot and the most entries). */
 export const MAX_BODY_BYTES = (() => {
   const admitted = 2 + MAX_MEMBERS * (1 + INCARNATION_BYTES);
-  const entry = 8 + 8 + 2 * HASH_BYTES + 2 + MAX_OPS_PER_ENTRY * (2 + MAX_OP_BYTES);
+  const entry = 8 + 8 + 2 * HASH_BYTES + 2 + MAX_OPS_PER_ENTRY * (2 + MAX_OP_BYTES) + 2 + MAX_PAYLOAD_BYTES;
   const record = 2 + MAX_RECORD_ID_BYTES + 8 + 3 + 8;
   const snapshot = 8 + HASH_BYTES + 8 + admitted + 2 + MAX_SNAPSHOT_RECORDS * record;
   return 4 * 8 + 2 + snapshot + 2 + MAX_CATCHUP_ENTRIES * entry;

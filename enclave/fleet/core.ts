@@ -100,6 +100,8 @@ export class MemberCore {
   d: DurableState;
   st: Status = 'recovering';
   wasAdmitted = false;
+  /** Compaction keeps every entry after this index (member.ts setFloor: payloads not yet applied). */
+  floor = Number.MAX_SAFE_INTEGER;
   /** This member's log is a prefix of the current view leader's (set when a view starts or a catch-up installs). */
   synced = false;
   now = 0;

@@ -71,6 +71,8 @@ export const FleetCode = {
   GrantWrongMember: 2530,
   /** The grant does not open: not made by the charter's founder for this member of this charter, or altered. */
   BadGrant: 2531,
+  /** A batch proposed as one entry while another entry is outstanding or intents are queued: the leader takes one at a time (member.ts submitBatch). */
+  Busy: 2532,
 } as const;
 
 export type FleetCodeValue = CodeOf<typeof FleetCode>;

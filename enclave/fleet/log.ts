@@ -110,7 +110,7 @@ export function checkAppend(d: DurableState, e: Entry): FleetCodeValue | null {
   const tip = tipOf(d);
   if (e.index !== tip.index + 1) return FleetCode.WrongIndex;
   if (!sameBytes(e.prevHash, tip.hash)) return FleetCode.WrongPrevHash;
-  if (!sameBytes(e.hash, entryHash(e.prevHash, e.index, e.view, e.ops))) return FleetCode.WrongPrevHash;
+  if (!sameBytes(e.hash, entryHash(e.prevHash, e.index, e.view, e.ops, e.payload))) return FleetCode.WrongPrevHash;
   return checkOps(recordsAt(d, tip.index), d.base.config.admitted.length, e.ops);
 }
 
@@ -125,9 +125,12 @@ export function checkChain(d: DurableState, entries: readonly Entry[]): FleetCod
   return null;
 }
 
-/** Folds committed entries older than `keep` behind the commit point into the snapshot. */
-export function compact(d: DurableState, keep: number): DurableState {
-  const upto = d.commit - keep;
+/**
+ * Folds committed entries older than `keep` behind the commit point into the snapshot, never past
+ * `floor` (the entries whose payload the member has not yet applied stay in the log).
+ */
+export function compact(d: DurableState, keep: number, floor = Number.MAX_SAFE_INTEGER): DurableState {
+  const upto = Math.min(d.commit - keep, floor);
   if (upto <= d.base.index) return d;
   const hash = hashAt(d, upto)!;
   return {

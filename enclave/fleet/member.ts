@@ -13,8 +13,8 @@ import { onCatchup, onRejoin, serveCatchup } from './catchup.ts';
 import { MemberCore, type MemberOptions, type MemberPlatform, type Output, type Status } from './core.ts';
 import { decodeBody, intentFits } from './codec.ts';
 import { FleetCode, FleetFault, type FleetCodeValue } from './faults.ts';
-import { hashAt, type DurableState } from './log.ts';
-import { heartbeat, onCommit, onPrepare, onPrepareOk, propose } from './normal.ts';
+import { hashAt, tipOf, type DurableState } from './log.ts';
+import { heartbeat, onCommit, onPrepare, onPrepareOk, propose, proposeBatch } from './normal.ts';
 import { abandonReform, nextReformEpoch, onReformAccept, onReformVote, resendReform, startReform } from './reform.ts';
 import type { Intent } from './rules.ts';
 import { enterViewChange, onDoViewChange, onStartView, resendViewChange, startViewChange } from './view-change.ts';
@@ -72,6 +72,25 @@ export class Member {
       propose(c);
     }
     return c.end();
+  }
+
+  /**
+   * A whole batch as the next entry, with its payload (normal.ts proposeBatch): answered like
+   * intents, every one ok at its commit or every one refused. A vault batch rides the log this way.
+   * The entry's index, or the code of the refusal (a batch of no intents has no answers to carry it).
+   */
+  submitBatch(intents: readonly Intent[], payload: Uint8Array, now: number): { out: Output; index: number | FleetFault } {
+    const c = this.c;
+    c.begin(now);
+    const before = tipOf(c.d).index;
+    const code = proposeBatch(c, intents, payload);
+    const out = c.end();
+    return { out, index: code === null ? before + 1 : new FleetFault(code, 'fleet: batch refused') };
+  }
+
+  /** Keeps every log entry after `index` out of compaction (their payloads are not yet applied by this member's vault). */
+  setFloor(index: number): void {
+    this.c.floor = index;
   }
 
   /** Timers: resends, view change, rejoin, re-form. */

@@ -25,6 +25,8 @@ export interface Entry {
   readonly prevHash: Uint8Array;
   readonly hash: Uint8Array;
   readonly ops: readonly Op[];
+  /** Opaque to the replication rule, covered by the hash (codec.ts MAX_PAYLOAD_BYTES): a vault batch's writes; empty otherwise. */
+  readonly payload: Uint8Array;
 }
 
 /** The committed prefix folded: records and configuration after entry `index`, whose chain hash is `hash`. */

@@ -7,11 +7,12 @@
  */
 import { requestCatchup } from './catchup.ts';
 import type { MemberCore } from './core.ts';
-import { FleetCode } from './faults.ts';
+import { FleetCode, type FleetCodeValue } from './faults.ts';
+import { intentFits, MAX_PAYLOAD_BYTES } from './codec.ts';
 import { checkAppend, compact, configAt, hashAt, recordsAt, tipOf } from './log.ts';
 import { opOf, transition, type Intent, type Op, type RecordOp } from './rules.ts';
 import { enterViewChange } from './view-change.ts';
-import { entryHash, sameBytes, type Body, type Entry, type Envelope } from './wire.ts';
+import { entryHash, NO_PAYLOAD, sameBytes, type Body, type Entry, type Envelope } from './wire.ts';
 
 export function propose(c: MemberCore): void {
   if (!c.isLeader() || c.outstanding) return;
@@ -45,10 +46,41 @@ export function propose(c: MemberCore): void {
   if (taken.length > 0) append(c, taken.map((x) => x.op), taken, null);
 }
 
-export function append(c: MemberCore, ops: Op[], intents: { intent: Intent; op: RecordOp }[], admitOf: number | null): void {
+/**
+ * A whole batch as one entry (a vault batch, docs/fleet-vault.md): every intent turned into its op
+ * against the leader's records, all or none (the first one no rule allows fails the whole batch
+ * with its code), appended with `payload` at once. Only when nothing else is on the way: no entry
+ * outstanding and no intent queued (else Busy), so the batch is the next entry of the log. A batch
+ * may change no record (a vault batch of reads): its entry has no ops and still takes a majority,
+ * so that only a member that leads a majority answers it.
+ */
+export function proposeBatch(c: MemberCore, intents: readonly Intent[], payload: Uint8Array): FleetCodeValue | null {
+  const fail = (code: FleetCodeValue): FleetCodeValue => {
+    for (const intent of intents) c.out.answers.push({ ok: false, intent, code });
+    return code;
+  };
+  if (!c.isLeader()) return fail(FleetCode.NotLeader);
+  if (c.outstanding || c.queue.length > 0) return fail(FleetCode.Busy);
+  if (intents.length > c.t.batch) return fail(FleetCode.TooMany);
+  if (payload.length > MAX_PAYLOAD_BYTES) return fail(FleetCode.TooLong);
+  const recs = recordsAt(c.d, tipOf(c.d).index);
+  const taken: { intent: Intent; op: RecordOp }[] = [];
+  for (const intent of intents) {
+    if (!intentFits(intent)) return fail(FleetCode.BadValue);
+    const op = opOf(intent, recs.get(intent.id));
+    const next = transition(recs.get(intent.id), op);
+    if (typeof next === 'number') return fail(next);
+    recs.set(intent.id, next);
+    taken.push({ intent, op });
+  }
+  append(c, taken.map((x) => x.op), taken, null, payload);
+  return null;
+}
+
+export function append(c: MemberCore, ops: Op[], intents: { intent: Intent; op: RecordOp }[], admitOf: number | null, payload: Uint8Array = NO_PAYLOAD): void {
   const tip = tipOf(c.d);
   const index = tip.index + 1;
-  const entry: Entry = { index, view: c.d.view, prevHash: tip.hash, hash: entryHash(tip.hash, index, c.d.view, ops), ops };
+  const entry: Entry = { index, view: c.d.view, prevHash: tip.hash, hash: entryHash(tip.hash, index, c.d.view, ops, payload), ops, payload };
   c.write({ ...c.d, entries: [...c.d.entries, entry] });
   c.outstanding = { index, hash: entry.hash, acks: new Set([c.id]), intents, admitOf, entry };
   sendPrepare(c);
@@ -128,7 +160,7 @@ export function ackTip(c: MemberCore, env: Envelope): void {
 /** A follower's commit point follows the leader's, up to its own tip (its log is a prefix of the leader's in this view). */
 export function learnCommit(c: MemberCore, commit: number): void {
   const upto = Math.min(commit, tipOf(c.d).index);
-  if (upto > c.d.commit) c.d = compact({ ...c.d, commit: upto }, c.t.keep);
+  if (upto > c.d.commit) c.d = compact({ ...c.d, commit: upto }, c.t.keep, c.floor);
   checkAdmission(c);
 }
 
@@ -156,7 +188,7 @@ export function tryCommit(c: MemberCore): void {
   const counted = [...o.acks].filter((m) => m !== o.admitOf);
   if (counted.length < c.quorum()) return;
   c.outstanding = null;
-  c.d = compact({ ...c.d, commit: o.index }, c.t.keep);
+  c.d = compact({ ...c.d, commit: o.index }, c.t.keep, c.floor);
   c.lastProgress = c.now;
   c.out.events.push({ type: 'commit', index: o.index, hash: o.hash, view: c.d.view, counted, admitOf: o.admitOf });
   for (const { intent, op } of o.intents) c.out.answers.push({ ok: true, intent, op, index: o.index, hash: o.hash });

@@ -30,6 +30,9 @@ export const FLEET_LABELS = {
   config: LABELS.fleetConfig,
 } as const;
 
+/** The payload of an entry that carries none (the replication layer's own intents, an Admit). */
+export const NO_PAYLOAD = new Uint8Array(0);
+
 /** The version of this byte layout (the header's first byte). */
 export const WIRE_VERSION = 1;
 
@@ -106,9 +109,9 @@ export function open(key: Uint8Array, msg: Uint8Array): Envelope {
   return { ...h, body: decodeBody(type, bodyBytes(msg)) };
 }
 
-/** The chain hash of an entry: SHA-256(label || prev hash || index || view || ops). */
-export function entryHash(prevHash: Uint8Array, index: number, view: number, ops: readonly Op[]): Uint8Array {
-  return sha256.create().update(labelBytes(FLEET_LABELS.entry)).update(encodeEntryContent(prevHash, index, view, ops)).digest();
+/** The chain hash of an entry: SHA-256(label || prev hash || index || view || ops || payload). */
+export function entryHash(prevHash: Uint8Array, index: number, view: number, ops: readonly Op[], payload: Uint8Array = NO_PAYLOAD): Uint8Array {
+  return sha256.create().update(labelBytes(FLEET_LABELS.entry)).update(encodeEntryContent(prevHash, index, view, ops, payload)).digest();
 }
 
 /** The hash that names a configuration (a re-form's incarnation set). */

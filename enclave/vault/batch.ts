@@ -42,6 +42,7 @@ import type { NvramSlot, NvramState } from './nvram-state.ts';
 import { admit, computeOp } from './compute.ts';
 import { checkApply, type ApplyRequest } from './apply.ts';
 import type { Admitted, BatchRequest, Effects, VaultParts } from './compute.ts';
+import type { FleetSeat } from './fleet-seat.ts';
 
 type Prepared = Extract<HostResponse, { type: 'Prepared' }>;
 
@@ -51,6 +52,8 @@ interface Computed {
   writes: Prepared['writes'];
   /** A staged batch whose intent went to NVRAM with its predecessor's commit (one write for both). */
   intentWritten: boolean;
+  /** A follower's Apply of a committed batch of the fleet's log (no proposal of its own to wait for). */
+  applied?: boolean;
 }
 
 /** What the protocol needs of the vault around it (vault.ts): its NVRAM state and the issuer policy in force. */
@@ -63,6 +66,8 @@ export interface VaultLink {
   minPacing(): number;
   /** A fleet member: its batches name their changes (Prepared's `ops`; VaultOptions.fleet). */
   fleet(): boolean;
+  /** A fleet member's seat in the fleet's log (fleet-seat.ts): what gates its batches; null without one. */
+  seat(): FleetSeat | null;
 }
 
 export const noPendingBatch = (): EnclaveFault => new EnclaveFault(Handling.NoBatchPending, 'no pending batch with this epoch', 'epoch');
@@ -88,6 +93,8 @@ export class Batches {
     // Each op's record id as hex, once: the overlap check here and the batch's maps (compute.ts).
     const idHex = req.ops.map((op) => toHex(op.recordId));
     const base = this.pending;
+    const seat = this.vault.seat();
+    if (seat && !seat.member.isLeader()) throw new EnclaveFault(Handling.FleetRefused, 'this member does not lead the fleet', 'epoch');
     if (base) {
       // Overlap: run it now, hold it until the pending batch is committed (Prepare).
       if (req.epoch !== base.fx.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is already pending', 'epoch');
@@ -101,6 +108,8 @@ export class Batches {
     }
     const committed = this.vault.nv().committed;
     if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
+    const why = seat?.whyNotPropose(req.epoch) ?? null;
+    if (why !== null) throw new EnclaveFault(Handling.FleetRefused, `the fleet does not take this batch: ${why}`, 'epoch');
     const admitted = await admit(this.v, this.vault.verifier(), req);
     return this.prepareComputed(this.run(req, idHex, admitted, committed.auditSeq, committed.auditHead));
   }
@@ -114,11 +123,15 @@ export class Batches {
     if (this.pending || this.staged) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is pending', 'epoch');
     const committed = this.vault.nv().committed;
     if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
+    const seat = this.vault.seat();
+    if (seat && !seat.matchesCommitted(req.epoch, req.ops, req.writes)) {
+      throw new EnclaveFault(Handling.ApplyRefused, `replicated batch refused: not the committed batch ${req.epoch} of the fleet's log`, 'epoch');
+    }
     const fx = checkApply(this.v, req, committed.auditSeq, committed.auditHead);
     this.v.tables.begin(req.epoch, this.v.p.now());
     const writes: Prepared['writes'] = [];
     for (const o of fx.overlay.values()) writes.push({ recordId: o.recordId, blob: o.blob });
-    return this.prepareComputed({ fx, writes, intentWritten: false });
+    return this.prepareComputed({ fx, writes, intentWritten: false, applied: true });
   }
 
   /** Prepare(e): the staged batch e, its predecessor committed, gets its intent and is prepared. */
@@ -131,6 +144,7 @@ export class Batches {
     if (!s.intentWritten) return this.prepareComputed(s);
     // Its intent is durable already (written with the commit before it): nothing more to write.
     this.v.p.failpoint?.('batch:before-intent');
+    this.propose(s);
     this.pending = s;
     this.v.p.failpoint?.('batch:prepared');
     return preparedOf(s);
@@ -141,6 +155,10 @@ export class Batches {
     const nv = this.vault.nv();
     const intent = nv.intent;
     if (!p || p.fx.epoch !== epoch || !intent || intent.epoch !== epoch) throw noPendingBatch();
+    const seat = this.vault.seat();
+    if (seat && !p.applied && seat.fate(epoch) !== 'committed') {
+      throw new EnclaveFault(Handling.FleetNotCommitted, `the fleet has not committed batch ${epoch}: ${seat.fate(epoch)}`, 'epoch');
+    }
     // A batch staged behind this one gets its intent in the same NVRAM write (one fdatasync for
     // both; its Prepare then writes nothing). The state written is the one a separate Prepare
     // would have left, so a crash finds nothing new: the host has none of its writes yet, and a
@@ -155,6 +173,7 @@ export class Batches {
     for (const o of p.fx.overlay.values()) index.setByKey(o.key, o.leaf);
     this.pending = null;
     this.v.tables.commit(epoch);
+    seat?.applied(epoch);
     // The only place an op's answer leaves the enclave.
     return { type: 'Committed', epoch, results: p.fx.results };
   }
@@ -174,11 +193,30 @@ export class Batches {
     return { type: 'Aborted', epoch };
   }
 
+  /**
+   * A fleet leader's batch becomes the next entry of the fleet's log as it becomes pending
+   * (fleet-seat.ts); refused, the batch is dropped (its stages and sessions die) and the host gets
+   * the fault. Before its NVRAM intent: an entry whose intent a crash lost is applied from the log
+   * once committed, like any other member's.
+   */
+  private propose(c: Computed): void {
+    const seat = this.vault.seat();
+    if (!seat || c.applied) return;
+    try {
+      seat.propose({ epoch: c.fx.epoch, ops: c.fx.changes ?? [], writes: c.writes });
+    } catch (e) {
+      this.staged = null;
+      this.v.tables.abort(c.fx.epoch);
+      throw e;
+    }
+  }
+
   /** Writes a computed batch's intent to NVRAM and makes it the pending batch: Prepared. */
   private async prepareComputed(c: Computed): Promise<HostResponse> {
     const index = this.v.index;
     const intent = this.intentOf(c, index.sum, index.count);
     this.v.p.failpoint?.('batch:before-intent');
+    this.propose(c);
     await this.vault.writeNvram({ ...this.vault.nv(), intent });
     this.pending = c;
     this.v.p.failpoint?.('batch:prepared');

@@ -33,6 +33,7 @@ import type { NvramState } from './nvram-state.ts';
 import { IndexLoader, RecordIndex } from './record-index.ts';
 import { STATUS_LOCKED, unseal, zeroizeRecord } from './record.ts';
 import { VaultTables } from './sessions.ts';
+import { FleetSeat } from './fleet-seat.ts';
 import type { TableLimits } from './sessions.ts';
 
 /** The device boundary (main.ts) answers its faults with the one conversion an op's fault uses. */
@@ -46,8 +47,11 @@ export interface VaultOptions {
    * log (Prepared's `ops`, fleet-change.ts; a write that is no change the rules allow fails its
    * op), and it takes a leader's batches (Apply, apply.ts). Until the fleet core runs in the
    * device (slice 1), only tests set it: an Apply names no majority yet.
+   * A FleetSeat (fleet-seat.ts) is the fleet core of the member's device: with it, a batch is
+   * answered only once the fleet's log holds it on a majority, and an Apply is taken only as the
+   * log's committed batch.
    */
-  fleet?: boolean;
+  fleet?: boolean | FleetSeat;
 }
 
 type State = 'ready' | 'notLoaded' | 'selfTestFailed' | 'zeroized' | 'broken';
@@ -90,6 +94,7 @@ export class Vault {
     verifier: () => this.verifier,
     minPacing: () => this.minPacing,
     fleet: () => this.fleet,
+    seat: () => this.seat,
   };
 
   private constructor(
@@ -97,10 +102,12 @@ export class Vault {
     opts: VaultOptions,
   ) {
     this.tables = new VaultTables(this.suites, opts.tableLimits);
-    this.fleet = opts.fleet === true;
+    this.fleet = opts.fleet !== undefined && opts.fleet !== false;
+    this.seat = opts.fleet instanceof FleetSeat ? opts.fleet : null;
   }
 
   private readonly fleet: boolean;
+  private readonly seat: FleetSeat | null;
 
   static async boot(p: Platform, opts: VaultOptions = {}): Promise<Vault> {
     const v = new Vault(p, opts);
@@ -266,11 +273,17 @@ export class Vault {
     const loader = this.loader ?? new IndexLoader(this.keys!.indexKey, this.sha256, () => true);
     this.loader = null;
     const { index, rolledForward } = loader.finish(this.nv.committed, this.nv.intent);
+    // A fleet member's host persists a batch only once the fleet committed it: storage at an
+    // intent the log does not hold committed was written early, and is not rolled forward.
+    if (rolledForward && this.seat && !this.seat.committedBatch(this.nv.intent!.epoch)) {
+      throw new EnclaveFault(Handling.FleetNotCommitted, `storage holds batch ${this.nv.intent!.epoch}, which the fleet's log does not hold committed`, 'epoch');
+    }
     if (rolledForward) await this.writeNvram({ ...this.nv, committed: this.nv.intent!, intent: null });
     else if (this.nv.intent) await this.writeNvram({ ...this.nv, intent: null });
     this.index = index;
     const parts = { p: this.p, keys: this.keys!, index, sha256: this.sha256, audit: this.audit, tables: this.tables, suites: this.suites, rng: this.rng };
     this.batches = new Batches(parts, this.link);
+    this.seat?.applied(this.nv.committed.epoch, true);
     this.state = 'ready';
     return { type: 'Loaded', epoch: this.nv.committed.epoch, records: index.count, rolledForward: rolledForward ? 1 : 0 };
   }

@@ -20,7 +20,7 @@ import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
 import { EnclaveFault, Handling, PlatformFault as PlatformCodes, faultName } from '../../enclave/api/codes.ts';
 import type { Device } from '../../enclave/api/device.ts';
 import type { HostRequest, HostResponse, ResponseOf } from '../../enclave/api/messages.ts';
-import { HOST_RESPONSE_OF, HostRequests, HostResponses, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
+import { HOST_RESPONSE_OF, HostRequests, HostResponses, MAX_BATCH_OPS, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
 import { ChannelErrorCode } from '../channel/channel.ts';
 import type { RecordStore } from '../storage/types.ts';
 import { recordKey } from '../storage/types.ts';
@@ -104,6 +104,8 @@ export class PartitionEngine {
     private readonly store: RecordStore,
     readonly partition: number,
     private readonly maxQueue = 10_000,
+    /** Ops per batch (a fleet member's batch is one log entry: enclave/fleet/codec.ts MAX_OPS_PER_ENTRY). */
+    private readonly maxBatchOps = MAX_BATCH_OPS,
   ) {}
 
   /**
@@ -166,7 +168,7 @@ export class PartitionEngine {
       while (!this.failed) {
         if (!next) {
           if (!this.queue.length) break;
-          next = this.sendBatch(this.take(planNext(this.queue)), this.epoch + 1);
+          next = this.sendBatch(this.take(planNext(this.queue, this.maxBatchOps)), this.epoch + 1);
         }
         next = await this.runBatch(next);
       }
@@ -233,7 +235,7 @@ export class PartitionEngine {
     const commit = this.call({ type: 'Commit', epoch });
     commit.catch(() => {});
     // The batch behind it, right behind the Commit: the staged one's Prepare (rule 2), or a new one (rule 3).
-    const follow = staged ? this.prepareStaged(staged) : this.canSend() ? this.sendBatch(this.take(planNext(this.queue)), epoch + 1) : undefined;
+    const follow = staged ? this.prepareStaged(staged) : this.canSend() ? this.sendBatch(this.take(planNext(this.queue, this.maxBatchOps)), epoch + 1) : undefined;
     let committed: Awaited<typeof commit>;
     try {
       committed = await commit;
@@ -277,7 +279,7 @@ export class PartitionEngine {
    * Commit). Undefined when no queued op may go.
    */
   private async stage(ahead: Queued[], epoch: number): Promise<Staging | undefined> {
-    const batch = this.take(planStaged(ahead, this.queue));
+    const batch = this.take(planStaged(ahead, this.queue, this.maxBatchOps));
     if (!batch.length) return undefined;
     const t0 = performance.now();
     try {

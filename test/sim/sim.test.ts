@@ -214,6 +214,7 @@ describe('fleet: refused messages are typed faults, change nothing, and the memb
       prevHash: prev,
       hash: entryHash(prev, index, m.view, ops),
       ops,
+      payload: new Uint8Array(0),
     });
     const prepare = (e: ReturnType<typeof entry>, over: Partial<{ epoch: number; view: number }> = {}): Body => ({ type: 'prepare', epoch: m.epoch, view: m.view, commit: d.commit, entry: e, ...over });
     const charge = [{ kind: 'charge' as const, id: 'r0', base: 1, guess: 1, session: 9 }];

@@ -8,7 +8,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodeBody, encodeBody, MAX_CATCHUP_ENTRIES, MAX_MEMBERS, MAX_OPS_PER_ENTRY, MAX_RECORD_ID_BYTES, MAX_SNAPSHOT_RECORDS } from '../../../enclave/fleet/codec.ts';
+import { decodeBody, encodeBody, MAX_CATCHUP_ENTRIES, MAX_MEMBERS, MAX_OPS_PER_ENTRY, MAX_PAYLOAD_BYTES, MAX_RECORD_ID_BYTES, MAX_SNAPSHOT_RECORDS } from '../../../enclave/fleet/codec.ts';
 import { FleetCode, FleetFault } from '../../../enclave/fleet/faults.ts';
 import type { Op, RecordState } from '../../../enclave/fleet/rules.ts';
 import {
@@ -51,7 +51,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('delete' as const), id, base: nat }),
   fc.record({ kind: fc.constant('admit' as const), member: fc.integer({ min: 0, max: 255 }), incarnation: inc }),
 );
-const entry: fc.Arbitrary<Entry> = fc.record({ index: nat, view: nat, prevHash: hash, hash, ops: fc.array(op, { maxLength: 6 }) });
+const entry: fc.Arbitrary<Entry> = fc.record({ index: nat, view: nat, prevHash: hash, hash, ops: fc.array(op, { maxLength: 6 }), payload: fc.uint8Array({ maxLength: 64 }) });
 const config: fc.Arbitrary<Config> = fc.record({ epoch: nat, admitted: fc.array(fc.option(inc, { nil: null }), { minLength: 1, maxLength: MAX_MEMBERS }) });
 const record: fc.Arbitrary<RecordState> = fc
   .record({ version: nat, status: fc.constantFrom('registered' as const, 'locked' as const, 'deleted' as const), limit: fc.integer({ min: 1, max: 255 }), total: nat, used: fc.nat(255) })
@@ -169,9 +169,14 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
 
   it('lengths, kinds and values out of range', () => {
     const hash32 = new Array<number>(32).fill(0);
-    const prepareOf = (op: number[]) => sealed('prepare', [...u64(1), ...u64(1), ...u64(0), ...u64(1), ...u64(1), ...hash32, ...hash32, ...u16(1), ...u16(op.length), ...op]);
+    const prepareOf = (op: number[], payload: number[] = []) => sealed('prepare', [...u64(1), ...u64(1), ...u64(0), ...u64(1), ...u64(1), ...hash32, ...hash32, ...u16(1), ...u16(op.length), ...op, ...u16(payload.length), ...payload]);
     const lock = (idBytes: number[]) => [4, ...u16(idBytes.length), ...idBytes, ...u64(0)];
     expect(() => prepareOf(lock([0x61]))()).not.toThrow();
+    expect(() => prepareOf(lock([0x61]), [1, 2, 3])()).not.toThrow();
+    // the payload: its length within MAX_PAYLOAD_BYTES, all of it there, nothing after it
+    expect(codeOf(prepareOf(lock([0x61]), new Array<number>(MAX_PAYLOAD_BYTES + 1).fill(7)))).toBe(FleetCode.TooLong);
+    expect(codeOf(sealed('prepare', [...u64(1), ...u64(1), ...u64(0), ...u64(1), ...u64(1), ...hash32, ...hash32, ...u16(1), ...u16(lock([0x61]).length), ...lock([0x61]), ...u16(5), 1, 2]))).toBe(FleetCode.Truncated);
+    expect(codeOf(sealed('prepare', [...u64(1), ...u64(1), ...u64(0), ...u64(1), ...u64(1), ...hash32, ...hash32, ...u16(1), ...u16(lock([0x61]).length), ...lock([0x61])]))).toBe(FleetCode.Truncated);
     expect(codeOf(prepareOf(lock(new Array<number>(MAX_RECORD_ID_BYTES + 1).fill(0x61))))).toBe(FleetCode.TooLong);
     expect(codeOf(prepareOf([4, ...u16(0xffff)]))).toBe(FleetCode.TooLong);
     expect(codeOf(prepareOf(lock([])))).toBe(FleetCode.TooShort);
@@ -194,7 +199,7 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
 
   it('the encoder refuses what the decoder would, and a member does not send it: the fault is in its output', () => {
     const ops: Op[] = Array.from({ length: MAX_OPS_PER_ENTRY + 1 }, () => ({ kind: 'lock', id: 'a', base: 0 }));
-    const entry = { index: 1, view: 1, prevHash: new Uint8Array(32), hash: new Uint8Array(32), ops };
+    const entry = { index: 1, view: 1, prevHash: new Uint8Array(32), hash: new Uint8Array(32), ops, payload: new Uint8Array(0) };
     expect(codeOf(() => encodeBody({ type: 'prepare', epoch: 1, view: 1, commit: 0, entry }))).toBe(FleetCode.TooMany);
     expect(codeOf(() => encodeBody({ type: 'commit', epoch: 2 ** 53, view: 1, commit: 0 }))).toBe(FleetCode.BadValue);
     const core = new MemberCore(genesis(0, 3), { random: (n) => new Uint8Array(n).fill(1), persist: () => {} }, { n: 3, secrets: fuzzSecrets(0) }, 0);

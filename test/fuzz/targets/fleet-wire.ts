@@ -45,9 +45,10 @@ export function sampleBodies(): Body[] {
     { kind: 'lock', id: 'r1', base: 4 },
     { kind: 'delete', id: 'r2', base: 9 },
   ];
-  const entry = { index: 3, view: 2, prevHash: GENESIS_HASH, hash: entryHash(GENESIS_HASH, 3, 2, ops), ops };
+  const payload = Uint8Array.from({ length: 40 }, (_, i) => i);
+  const entry = { index: 3, view: 2, prevHash: GENESIS_HASH, hash: entryHash(GENESIS_HASH, 3, 2, ops, payload), ops, payload };
   const admit: Op[] = [{ kind: 'admit', member: 1, incarnation: inc(2) }];
-  const entry2 = { index: 4, view: 2, prevHash: entry.hash, hash: entryHash(entry.hash, 4, 2, admit), ops: admit };
+  const entry2 = { index: 4, view: 2, prevHash: entry.hash, hash: entryHash(entry.hash, 4, 2, admit), ops: admit, payload: new Uint8Array(0) };
   const config = { epoch: 1, admitted: [inc(1), inc(2), null] };
   const records = new Map([
     ['r0', { version: 3, status: 'registered' as const, limit: 10, used: 1, total: 1 }],

@@ -1,0 +1,238 @@
+/**
+ * The vault's seat in the fleet (docs/fleet-vault.md): the fleet core of this member's device
+ * (enclave/fleet/member.ts) and what the batch protocol (batch.ts) asks of it. With a seat, the
+ * vault's rule "a guess is charged durably before KE2 leaves" reads "durably" as "in the logs of
+ * a majority of members":
+ *
+ *   leader     a batch is computed only when this member leads a normal view, its log is all
+ *              committed and its vault has applied every batch the log carries (`mayPropose`);
+ *              when the batch becomes pending, its changes and sealed writes go to the log as one
+ *              entry (`propose`: the entry's payload, covered by the entry hash and the message
+ *              MACs); `Commit(e)` answers only once that very entry is committed (`fate`).
+ *   follower   `Apply(e)` is taken only when it is the committed entry of the log that carries
+ *              batch e, byte for byte (`committedBatch`): a host can not replay a batch the log
+ *              does not hold, reorder batches, or hand a follower an entry a minority holds.
+ *   both       the log keeps every entry whose batch this vault has not yet applied (`applied`
+ *              moves the member's compaction floor), so a committed batch is never folded away
+ *              before this member stored it.
+ *
+ * A batch's number (its epoch, the epoch of the blobs it seals) is its place among the log's
+ * vault batches: a leader proposes batch e only after applying e - 1, so every member applies the
+ * same batches in the same order and stores the same blobs. The payload: the vault epoch, the
+ * changes (Prepared's `ops`) and the writes (record id, sealed blob), in enclave/api/codec.ts's
+ * canonical encoding; its ids name records in the fleet's rules as the hex of SHA-256(record id).
+ *
+ * The fleet's messages reach the seat through the device's host (`receive`, `tick`); what the
+ * member sends is collected in `outbox`. This slice runs the seat in the vault's own thread
+ * (VaultOptions.fleet); the host requests that carry fleet messages into a device are the next.
+ */
+import { sha256 } from '@noble/hashes/sha2.js';
+import { decodeFields, encodeFields, list, u53, u8, bytes } from '../api/codec.ts';
+import { EnclaveFault, Handling } from '../api/codes.ts';
+import { MAX_BATCH_OPS, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../api/messages.ts';
+import { fleetFaultName, type FleetCodeValue } from '../fleet/faults.ts';
+import { recordsAt, tipOf } from '../fleet/log.ts';
+import type { Member, Output } from '../fleet/member.ts';
+import type { Intent } from '../fleet/rules.ts';
+import { sameBytes, type Entry } from '../fleet/wire.ts';
+import { ctEqual, toHex } from '../opaque/bytes.ts';
+import { CHANGE_TAGS, type ChangeOp } from './fleet-change.ts';
+
+/** A vault batch as the log carries it. */
+export interface LoggedBatch {
+  readonly epoch: number;
+  readonly ops: readonly ChangeOp[];
+  readonly writes: readonly { readonly recordId: Uint8Array; readonly blob: Uint8Array }[];
+}
+
+const PAYLOAD_SCHEMA = [
+  ['epoch', u53],
+  ['ops', list([['recordId', bytes(1, MAX_RECORD_ID)], ['change', u8], ['base', u53], ['limit', u8]] as const, MAX_BATCH_OPS)],
+  ['writes', list([['recordId', bytes(1, MAX_RECORD_ID)], ['blob', bytes(0, MAX_SEALED_RECORD)]] as const, MAX_BATCH_OPS)],
+] as const;
+
+export function encodeBatchPayload(b: LoggedBatch): Uint8Array {
+  return encodeFields(PAYLOAD_SCHEMA, { epoch: b.epoch, ops: b.ops.map((o) => ({ ...o })), writes: b.writes.map((w) => ({ ...w })) });
+}
+
+export function decodeBatchPayload(p: Uint8Array): LoggedBatch {
+  return decodeFields(PAYLOAD_SCHEMA, p, 'fleet batch');
+}
+
+/** The id the fleet's rules know a vault record by: hex of SHA-256(record id), 64 characters. */
+export function fleetIdOf(recordId: Uint8Array): string {
+  return toHex(sha256(recordId));
+}
+
+const KINDS = new Map<number, Intent['kind']>(Object.entries(CHANGE_TAGS).map(([k, t]) => [t, k as Intent['kind']]));
+
+/** A change as the fleet's intent (the leader's core fills in base and guess from its own records, and they must agree). */
+function intentOf(op: ChangeOp): Intent {
+  const id = fleetIdOf(op.recordId);
+  const kind = KINDS.get(op.change);
+  switch (kind) {
+    case 'register':
+    case 'replace':
+      return { kind, id, limit: op.limit };
+    case 'charge':
+    case 'reset':
+      return { kind, id, session: 0 };
+    case 'touch':
+    case 'lock':
+    case 'delete':
+      return { kind, id };
+    default:
+      throw refused(`unknown change ${op.change}`);
+  }
+}
+
+const refused = (why: string): EnclaveFault => new EnclaveFault(Handling.FleetRefused, `the fleet does not take this batch: ${why}`, 'epoch');
+
+export type Fate = 'committed' | 'pending' | 'lost';
+
+export class FleetSeat {
+  /** Messages the member sends, sealed; the host takes them (`takeOutbox`). */
+  private outbox: Uint8Array[] = [];
+  /** Refusals and events the member reported, for the host's counters and tests. */
+  readonly faults: { code: FleetCodeValue; name: string; from?: number }[] = [];
+  /** This vault's batches proposed and not yet applied: vault epoch → the entry that carries it. */
+  private readonly proposed = new Map<number, { index: number; hash: Uint8Array }>();
+  /** The vault's committed epoch, as the vault last told (`applied`). */
+  private vaultEpoch = 0;
+  private readonly decoded = new WeakMap<Entry, LoggedBatch>();
+
+  constructor(
+    readonly member: Member,
+    private readonly clock: () => number,
+  ) {}
+
+  // ---- the host side: the fleet's messages in and out ----------------------------------------
+
+  receive(msg: Uint8Array): void {
+    this.take(this.member.receive(msg, this.clock()));
+  }
+  tick(): void {
+    this.take(this.member.tick(this.clock()));
+  }
+  takeOutbox(): Uint8Array[] {
+    const out = this.outbox;
+    this.outbox = [];
+    return out;
+  }
+
+  /** The next committed batch this vault has to apply (a follower's Apply), if the log holds one. */
+  nextToApply(): LoggedBatch | null {
+    const next = this.vaultEpoch + 1;
+    if (this.proposed.has(next)) return null; // its own pending batch: Commit, not Apply
+    const e = this.entryOf(next);
+    return e && e.entry.index <= this.member.durable.commit ? e.batch : null;
+  }
+
+  // ---- what batch.ts asks ---------------------------------------------------------------------
+
+  /** Why this member may not compute batch `epoch` now, or null (see the header: leader rule). */
+  whyNotPropose(epoch: number): string | null {
+    if (!this.member.isLeader()) return 'this member does not lead the fleet';
+    const d = this.member.durable;
+    if (tipOf(d).index !== d.commit) return 'an entry of the log is not committed yet';
+    if (this.vaultEpoch !== epoch - 1) return `the vault is at batch ${this.vaultEpoch}, not ${epoch - 1}`;
+    if (this.entryOf(epoch)) return `the log already carries batch ${epoch}`;
+    return null;
+  }
+
+  /** The batch becomes the next entry of the log (its prepares go out); an EnclaveFault when the fleet refuses it. */
+  propose(b: LoggedBatch): void {
+    const why = this.whyNotPropose(b.epoch);
+    if (why !== null) throw refused(why);
+    // the core turns each change into its op against its own records: the versions must be the vault's
+    const d = this.member.durable;
+    const recs = recordsAt(d, tipOf(d).index);
+    const version = new Map<string, number>();
+    for (const op of b.ops) {
+      const id = fleetIdOf(op.recordId);
+      const v = version.get(id) ?? recs.get(id)?.version ?? 0;
+      if (op.base !== v) throw new EnclaveFault(Handling.FleetRefused, `the fleet log holds version ${v} of a record the vault read at ${op.base}`, 'ops');
+      version.set(id, v + 1);
+    }
+    const { out, index } = this.member.submitBatch(b.ops.map(intentOf), encodeBatchPayload(b), this.clock());
+    this.take(out);
+    if (typeof index !== 'number') throw refused(fleetFaultName(index.code));
+    const tip = tipOf(this.member.durable);
+    if (tip.index !== index) throw refused('the entry is not at the tip of the log');
+    this.proposed.set(b.epoch, { index, hash: tip.hash });
+  }
+
+  /** What became of this vault's proposed batch `epoch`: committed (a majority holds that very entry), still pending, or lost to a view change. */
+  fate(epoch: number): Fate {
+    const p = this.proposed.get(epoch);
+    if (!p) return 'lost';
+    const d = this.member.durable;
+    const e = d.entries.find((x) => x.index === p.index);
+    // not in the log's entries: folded into its snapshot (committed, if the chain hash there is this entry's), or cut by a view change
+    if (!e) return p.index === d.base.index && sameBytes(d.base.hash, p.hash) ? 'committed' : 'lost';
+    if (!sameBytes(e.hash, p.hash)) return 'lost';
+    return e.index <= d.commit ? 'committed' : 'pending';
+  }
+
+  /** The committed entry carrying batch `epoch`, or null: what an Apply must be, byte for byte. */
+  committedBatch(epoch: number): LoggedBatch | null {
+    const e = this.entryOf(epoch);
+    return e && e.entry.index <= this.member.durable.commit ? e.batch : null;
+  }
+
+  /** Whether an Apply request is exactly the committed batch `epoch` of the log. */
+  matchesCommitted(epoch: number, ops: readonly ChangeOp[], writes: readonly { recordId: Uint8Array; blob: Uint8Array }[]): boolean {
+    const b = this.committedBatch(epoch);
+    if (!b || b.ops.length !== ops.length || b.writes.length !== writes.length) return false;
+    const sameOp = (x: ChangeOp, y: ChangeOp) => ctEqual(x.recordId, y.recordId) && x.change === y.change && x.base === y.base && x.limit === y.limit;
+    return b.ops.every((o, i) => sameOp(o, ops[i]!)) && b.writes.every((w, i) => ctEqual(w.recordId, writes[i]!.recordId) && ctEqual(w.blob, writes[i]!.blob));
+  }
+
+  /** The vault's committed epoch (at load, and after each Commit): later batches stay in the log until applied. */
+  applied(epoch: number, loaded = false): void {
+    this.vaultEpoch = epoch;
+    if (loaded) this.proposed.clear();
+    else this.proposed.delete(epoch);
+    let floor = Number.MAX_SAFE_INTEGER;
+    for (const e of this.member.durable.entries) {
+      const b = this.batchOf(e);
+      if (b && b.epoch > epoch) {
+        floor = e.index - 1;
+        break;
+      }
+    }
+    this.member.setFloor(floor);
+  }
+
+  get appliedEpoch(): number {
+    return this.vaultEpoch;
+  }
+
+  // ---- the log's vault batches ----------------------------------------------------------------
+
+  private batchOf(e: Entry): LoggedBatch | null {
+    if (e.payload.length === 0) return null;
+    let b = this.decoded.get(e);
+    if (!b) {
+      b = decodeBatchPayload(e.payload);
+      this.decoded.set(e, b);
+    }
+    return b;
+  }
+
+  /** The entry of this member's log that carries batch `epoch` (the last one, after a view change replaced a suffix). */
+  private entryOf(epoch: number): { entry: Entry; batch: LoggedBatch } | null {
+    const entries = this.member.durable.entries;
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const b = this.batchOf(entries[i]!);
+      if (b && b.epoch === epoch) return { entry: entries[i]!, batch: b };
+    }
+    return null;
+  }
+
+  private take(out: Output): void {
+    for (const m of out.send) this.outbox.push(m);
+    for (const f of out.faults) this.faults.push({ code: f.code, name: fleetFaultName(f.code), ...(f.from !== undefined && { from: f.from }) });
+  }
+}
+

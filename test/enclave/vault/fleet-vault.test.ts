@@ -1,0 +1,220 @@
+/**
+ * The vault on the fleet's log (docs/fleet-vault.md, enclave/vault/fleet-seat.ts): three vaults
+ * in one process, each with the fleet core in its device, over a simulated network
+ * (test/helpers/fleet-vault.ts). What must hold:
+ * - a batch's answers leave only once a majority of members hold its entry: with both followers
+ *   cut off nothing is answered, and a Commit the leader's host sends early is refused;
+ * - every member stores the same blobs, applied in the log's order, and a follower's vault takes
+ *   an Apply only when it is the committed batch of its log (a batch only a minority holds, a
+ *   tampered blob, a batch out of order or a replayed one is refused, nothing changes);
+ * - a member that does not lead refuses to compute a batch;
+ * - the leader dies: another member leads with every acknowledged registration and every
+ *   charged guess; the dead one comes back and catches up;
+ * - under a lossy network with members killed and restarted, no acknowledged registration is
+ *   lost and no acknowledged wrong guess is refunded, and the members converge.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { Handling } from '../../../enclave/api/codes.ts';
+import { EnclaveCallError } from '../../../host/vault/engine.ts';
+import { EscrowError } from '../../../client/escrow.ts';
+import { decodeBatchPayload } from '../../../enclave/vault/fleet-seat.ts';
+import { FleetVaultWorld } from '../../helpers/fleet-vault.ts';
+
+const te = new TextEncoder();
+const KEY = new Uint8Array(32).fill(0x42);
+
+let w: FleetVaultWorld | undefined;
+afterEach(async () => {
+  await w?.close();
+  w = undefined;
+});
+
+/**
+ * A login or registration spans two batches, whose session or stage lives in the leading
+ * member's device: when another member leads by the second, it is answered UnknownSession or
+ * UnknownStage and the client starts again (the guess of the first stays charged: the safe side).
+ * 'lost' when that happened: the outcome is not known to the client.
+ */
+async function outcome<T>(op: () => Promise<T>): Promise<T | 'lost'> {
+  try {
+    return await op();
+  } catch (e) {
+    if (e instanceof EscrowError && (e.code === Handling.UnknownSession || e.code === Handling.UnknownStage)) return 'lost';
+    throw e;
+  }
+}
+
+async function untilDone<T>(op: () => Promise<T>): Promise<T> {
+  for (let i = 0; i < 20; i++) {
+    const r = await outcome(op);
+    if (r !== 'lost') return r;
+  }
+  throw new Error('twenty tries lost their session');
+}
+
+async function codeOf(p: Promise<unknown>): Promise<number> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof EnclaveCallError) return e.code;
+    throw e;
+  }
+  throw new Error('not refused');
+}
+
+/** Every member up and in touch stores the same bytes for each of `ids`. */
+async function sameEverywhere(world: FleetVaultWorld, ids: Uint8Array[]): Promise<void> {
+  const rows = await Promise.all(world.members.filter((m) => m.up && !world.cut.has(m.id)).map((m) => m.store.getMany(0, ids)));
+  for (const r of rows.slice(1)) {
+    r.forEach((row, i) => expect(Buffer.from(row?.blob ?? []).equals(Buffer.from(rows[0]![i]?.blob ?? [])), `record ${i}`).toBe(true));
+  }
+}
+
+describe('the vault on the fleet log', () => {
+  it('answers only once a majority holds the batch; a forced Commit is refused', async () => {
+    w = await FleetVaultWorld.open({ seed: 3 });
+    const c = await w.client(4000);
+    const rid = te.encode('alice');
+    await c.register(rid, te.encode('pw'), KEY, { attemptLimit: 3 });
+    await w.settle();
+    const leader = w.leader()!;
+    for (const f of w.members.filter((m) => m !== leader)) w.cut.add(f.id);
+    const epoch = leader.seat!.appliedEpoch + 1;
+    let answered = false;
+    // a wrong guess: its LoginStart charges; its KE2 must not leave before a majority holds the charge
+    const login = c.recover(rid, te.encode('wrong')).then(
+      (r) => ((answered = true), r),
+      (e: unknown) => ((answered = true), e),
+    );
+    await w.until(() => leader.seat!.fate(epoch) === 'pending', 'the batch to be proposed');
+    // the leader's host may try to Commit early: the vault refuses, the answer stays inside
+    expect(await codeOf(leader.engine!.call({ type: 'Commit', epoch }))).toBe(Handling.FleetNotCommitted);
+    // the leader's host hands a follower the batch only a minority holds (valid blobs, sealed by
+    // the leader's device): the follower's vault refuses it, as its log does not hold it committed
+    const pending = decodeBatchPayload(leader.seat!.member.durable.entries.at(-1)!.payload);
+    expect(pending.epoch).toBe(epoch);
+    expect(pending.writes.length).toBe(1);
+    const f = w.members.find((m) => m !== leader)!;
+    const rows = await f.store.getMany(0, [rid]);
+    const forged = { type: 'Apply' as const, epoch, ops: [...pending.ops], writes: pending.writes.map((x) => ({ recordId: x.recordId, stored: rows[0]!.blob, blob: x.blob })) };
+    expect(await codeOf(f.engine!.call(forged))).toBe(Handling.ApplyRefused);
+    const t = w.now;
+    await w.until(() => w!.now > t + 20, 'twenty ticks');
+    expect(answered).toBe(false);
+    expect(leader.seat!.fate(epoch)).toBe('pending');
+    w.cut.clear();
+    // the login ends as a wrong guess, or, when another member leads by now, its KE3 finds no session
+    await login;
+    await w.settle();
+    await sameEverywhere(w, [rid]);
+    // either way the guess was charged once, on every member
+    expect(await c.status(rid)).toMatchObject({ type: 'StatusResult', attemptsRemaining: 2 });
+  });
+
+  it("a follower takes only its log's committed batches, in order; a member that does not lead computes none", async () => {
+    w = await FleetVaultWorld.open({ seed: 5 });
+    const c = await w.client();
+    const leader = w.leader()!;
+    const f = w.members.find((m) => m !== leader)!;
+    f.pausedApply = true;
+    await c.register(te.encode('bob'), te.encode('right'), KEY, { attemptLimit: 4 });
+    expect((await c.recover(te.encode('bob'), te.encode('wrong'))).ok).toBe(false);
+    const engine = f.engine!;
+    const applyOne = async (b: NonNullable<ReturnType<NonNullable<typeof f.seat>['nextToApply']>>) => {
+      const rows = await f.store.getMany(0, b.writes.map((x) => x.recordId));
+      const prepared = await engine.call({ type: 'Apply', epoch: b.epoch, ops: [...b.ops], writes: b.writes.map((x, i) => ({ recordId: x.recordId, stored: rows[i]?.blob ?? new Uint8Array(0), blob: x.blob })) });
+      await f.store.applyBatch(0, b.epoch, prepared.writes, prepared.audit);
+      await engine.call({ type: 'Commit', epoch: b.epoch });
+    };
+    // the batches before the first that writes (a RegisterStart writes nothing)
+    for (;;) {
+      await w.until(() => f.seat!.nextToApply() !== null, 'a committed batch for the follower');
+      const next = f.seat!.nextToApply()!;
+      if (next.writes.length > 0) break;
+      await applyOne(next);
+    }
+    const b = f.seat!.nextToApply()!;
+    const stored = await f.store.getMany(0, b.writes.map((x) => x.recordId));
+    const req = (writes: { recordId: Uint8Array; blob: Uint8Array }[], epoch = b.epoch) => ({
+      type: 'Apply' as const,
+      epoch,
+      ops: [...b.ops],
+      writes: writes.map((x, i) => ({ recordId: x.recordId, stored: stored[i]?.blob ?? new Uint8Array(0), blob: x.blob })),
+    });
+    // a blob altered by the host: not the log's batch
+    const tampered = b.writes.map((x) => ({ recordId: x.recordId, blob: Uint8Array.from(x.blob) }));
+    tampered[0]!.blob[tampered[0]!.blob.length - 1]! ^= 1;
+    expect(await codeOf(engine.call(req(tampered)))).toBe(Handling.ApplyRefused);
+    // the batch after the next one: out of order
+    expect(await codeOf(engine.call(req([...b.writes], b.epoch + 1)))).toBe(Handling.BatchOutOfOrder);
+    // a member that does not lead refuses to compute a batch
+    expect(await codeOf(f.engine!.submit(te.encode('bob'), new Uint8Array(40)))).toBe(Handling.FleetRefused);
+    // the log's batch is taken; the same again is refused (already applied)
+    await applyOne(b);
+    expect(await codeOf(engine.call(req([...b.writes])))).toBe(Handling.BatchOutOfOrder);
+    f.pausedApply = false;
+    await w.settle();
+    await sameEverywhere(w, [te.encode('bob')]);
+  });
+
+  it('the leader dies: the next one serves every registration and charged guess; the dead one catches up', async () => {
+    w = await FleetVaultWorld.open({ seed: 7, net: { dup: 0.05, maxDelay: 2 } });
+    const c = await w.client(4000);
+    const rid = te.encode('carol');
+    await c.register(rid, te.encode('right'), KEY, { attemptLimit: 5 });
+    expect((await c.recover(rid, te.encode('wrong'))).ok).toBe(false);
+    expect((await c.recover(rid, te.encode('wrong'))).ok).toBe(false);
+    const old = w.leader()!;
+    w.kill(old.id);
+    await w.until(() => w!.leader() !== null, 'a new leader', 60_000);
+    expect(w.leader()!.id).not.toBe(old.id);
+    expect(await c.status(rid)).toMatchObject({ type: 'StatusResult', attemptsRemaining: 3 });
+    const r = await c.recover(rid, te.encode('right'));
+    expect(r.ok && Buffer.from(r.backupKey).equals(Buffer.from(KEY))).toBe(true);
+    await w.boot(old.id);
+    await w.settle();
+    expect(w.members[old.id]!.seat!.appliedEpoch).toBe(w.leader()!.seat!.appliedEpoch);
+    await sameEverywhere(w, [rid]);
+    for (const m of w.members) expect(m.applyErrors, `member ${m.id}`).toEqual([]);
+  });
+
+  it('a lossy network with members killed: no acknowledged registration lost, no acknowledged wrong guess refunded', async () => {
+    w = await FleetVaultWorld.open({ seed: 11, net: { drop: 0.05, dup: 0.05, maxDelay: 3 } });
+    const c = await w.client(4000);
+    const ids = ['r0', 'r1', 'r2'].map((s) => te.encode(s));
+    const limit = 8;
+    const wrong = new Map<number, number>();
+    for (const [i, id] of ids.entries()) {
+      await untilDone(() => c.register(id, te.encode(`pw${i}`), KEY, { attemptLimit: limit }));
+      wrong.set(i, 0);
+    }
+    let kills = 0;
+    let lost = 0;
+    for (let round = 0; round < 12; round++) {
+      const i = round % ids.length;
+      const r = await outcome(() => c.recover(ids[i]!, te.encode(round % 4 === 3 ? `pw${i}` : 'nope')));
+      if (r === 'lost') lost++;
+      else if (r.ok) wrong.set(i, 0);
+      else wrong.set(i, wrong.get(i)! + 1);
+      if (round % 3 === 1) {
+        const victim = round % 2 === 0 ? w.leader()! : w.members.find((m) => m.up && m !== w!.leader())!;
+        w.kill(victim.id);
+        kills++;
+        await w.until(() => w!.leader() !== null, 'a leader', 60_000);
+        await w.boot(victim.id);
+      }
+    }
+    await w.settle();
+    for (const [i, id] of ids.entries()) {
+      const s = await untilDone(() => c.status(id));
+      expect(s, `record ${i}`).toMatchObject({ type: 'StatusResult' });
+      // a LoginStart resent after its answer was lost may charge again: never fewer charged than acknowledged
+      if (s.type === 'StatusResult') expect(s.attemptsRemaining, `record ${i}`).toBeLessThanOrEqual(limit - wrong.get(i)!);
+    }
+    await sameEverywhere(w, ids);
+    expect(kills).toBe(4);
+    expect(lost).toBeLessThan(12);
+    expect(w.dropped).toBeGreaterThan(0);
+    for (const m of w.members) expect(m.applyErrors, `member ${m.id}`).toEqual([]);
+  });
+});
