@@ -6,6 +6,10 @@
  * - a fleet of 3 writes the file; every member reports the same fingerprint in `bkv fleet status
  *   --json`, the file's; the file's keys are those the fleet secret in a member's secrets.bin
  *   derives on a token of the test's own (enclave/vault/keys.ts fleet mode);
+ * - in this process, the device's `memberVaultKey` on member folders: two members' own tokens give
+ *   the same public keys, a later start checks instead of importing, a token of another fleet's
+ *   member is refused (FleetVaultKeyError, Lifecycle.FleetKeysMismatch), a folder whose ceremony
+ *   is not done opens no token;
  * - a member folder given another fleet's token (with its PINs) is refused at start, exit 1,
  *   Lifecycle.FleetKeysMismatch; a member that finds another vault key in DIR/vault-key.pub is
  *   refused too (VaultKeyFileError), and starts again once the file is the fleet's.
@@ -21,7 +25,8 @@ import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
 import { SUITE_IDS, type Suite, type SuiteId } from '../../../enclave/opaque/suite.ts';
 import { Pkcs11Token } from '../../../enclave/token-pkcs11.ts';
 import { deriveEnclaveKeys, ensureTokenKeys } from '../../../enclave/vault/keys.ts';
-import { FILES, memberVaultKey } from '../../../hsm/fleet/device.ts';
+import { FILES, FleetVaultKeyError, memberVaultKey } from '../../../hsm/fleet/device.ts';
+import { Lifecycle } from '../../../enclave/api/codes.ts';
 import { readVaultKeyFile } from '../../../host/cli/io.ts';
 import { memberTokenOperatorDir, vaultKeyFingerprint, VAULT_KEY_FILE } from '../../../host/fleet/member-host.ts';
 import { runBkvAsync } from '../../helpers/cli.ts';
@@ -51,6 +56,46 @@ async function otherFleetToken(member: number): Promise<{ dir: string; operatorD
   expect(key.imported).toBe(true);
   return { dir, operatorDir };
 }
+
+describe("a member's device and its vault token (memberVaultKey, in this process)", () => {
+  it('two members of one fleet give the same public keys from their own tokens; a later start checks; another fleet\'s token and a folder without secrets are refused', async () => {
+    const seeds = [0, 1, 2].map((i) => new Uint8Array(32).fill(100 + i));
+    const charter = { fleetId: new Uint8Array(16).fill(3), founder: 0, identities: seeds.map((seed) => identityPublicKey(seed)) };
+    const fleetSecret = Uint8Array.from(Array.from({ length: 32 }, (_, i) => 200 - i));
+    const folder = (name: string, member: number, secret = fleetSecret) => {
+      const dir = join(scratch, name);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, FILES.secrets), encodeSecrets({ member, charter, identitySeed: seeds[member]!, fleetSecret: secret }));
+      return { dir, pins: { operatorDir: `${dir}.operator` } };
+    };
+    const m0 = folder('inproc-member-0', 0);
+    const m2 = folder('inproc-member-2', 2);
+    const k0 = await memberVaultKey(m0.dir, 0, { pins: m0.pins });
+    const k2 = await memberVaultKey(m2.dir, 2, { pins: m2.pins });
+    expect(k0.imported && k2.imported).toBe(true);
+    expect(b64(k2.enclavePublicKey)).toBe(b64(k0.enclavePublicKey));
+    for (const id of SUITE_IDS) expect(b64(k2.serverPublicKeys[id]), id).toBe(b64(k0.serverPublicKeys[id]));
+    // the two tokens are two files, each in its member's folder
+    expect(readFileSync(join(m0.dir, 'emulator-token.bin')).equals(readFileSync(join(m2.dir, 'emulator-token.bin')))).toBe(false);
+    const again = await memberVaultKey(m0.dir, 0, { pins: m0.pins });
+    expect(again.imported).toBe(false);
+    expect(b64(again.enclavePublicKey)).toBe(b64(k0.enclavePublicKey));
+    // member 1 of a fleet with another secret: other keys; then member 0's token in its folder is refused
+    const m1 = folder('inproc-member-1', 1, new Uint8Array(32).fill(77));
+    const k1 = await memberVaultKey(m1.dir, 1, { pins: m1.pins });
+    expect(b64(k1.enclavePublicKey)).not.toBe(b64(k0.enclavePublicKey));
+    for (const name of ['emulator-token.bin', 'token.json']) cpSync(join(m0.dir, name), join(m1.dir, name));
+    rmSync(m1.pins.operatorDir, { recursive: true, force: true });
+    cpSync(m0.pins.operatorDir, m1.pins.operatorDir, { recursive: true });
+    const e = (await rejectionOf(memberVaultKey(m1.dir, 1, { pins: m1.pins }))) as FleetVaultKeyError;
+    expect(e).toBeInstanceOf(FleetVaultKeyError);
+    expect(e.fault).toBe(Lifecycle.FleetKeysMismatch);
+    const none = join(scratch, 'inproc-no-secrets');
+    mkdirSync(none, { recursive: true });
+    expect(((await rejectionOf(memberVaultKey(none, 0, { pins: { operatorDir: `${none}.operator` } }))) as Error).message).toMatch(/no secrets: the key ceremony has not finished/);
+    expect(existsSync(join(none, 'emulator-token.bin'))).toBe(false);
+  });
+});
 
 describe('the fleet vault key file of 3 member processes', () => {
   it('every member imports the fleet keys and reports one fingerprint; vault-key.pub holds the keys the fleet secret derives; another fleet\'s token and another key file are refused', async () => {
