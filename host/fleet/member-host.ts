@@ -30,7 +30,7 @@
  * before it answers), so a SIGKILL loses nothing acknowledged.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -245,7 +245,10 @@ export class MemberHost {
   private fileVaultKey(): void {
     const text = this.vaultKey?.text;
     if (text === undefined || this.vaultKeyFiled || this.closed) return;
-    if (createFileDurably(this.vaultKeyFile, text)) this.log(`wrote ${this.vaultKeyFile}`);
+    if (createFileDurably(this.vaultKeyFile, text)) {
+      chmodSync(this.vaultKeyFile, 0o644); // public: what the operator hands to clients
+      this.log(`wrote ${this.vaultKeyFile}`);
+    }
     else if (!this.vaultKeyFileHolds(text)) {
       const e = this.otherVaultKey();
       this.log(e.message);

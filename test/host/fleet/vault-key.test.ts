@@ -14,7 +14,7 @@
  *   Lifecycle.FleetKeysMismatch; a member that finds another vault key in DIR/vault-key.pub is
  *   refused too (VaultKeyFileError), and starts again once the file is the fleet's.
  */
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -110,6 +110,7 @@ describe('the fleet vault key file of 3 member processes', () => {
       return all.every((s) => (s as { vaultKeyFile?: boolean } | null)?.vaultKeyFile === true) ? all : null;
     });
     const text = readFileSync(file, 'utf8');
+    expect(statSync(file).mode & 0o777).toBe(0o644);
     for (const p of f.procs) expect(p!.log).toMatch(/vault keys imported into the member's token \(profile gcm-ecdh; vault key [0-9a-f-]{39}\)/);
 
     // bkv fleet status --json: every member's fingerprint, all the file's
