@@ -16,6 +16,10 @@
  *   EC P-256 (CKM_EC_KEY_PAIR_GEN)        private key CKA_DERIVE only (CKM_ECDH1_DERIVE, CKD_NULL)
  * Which firmware token profiles the token meets (token-profiles.ts) the device says
  * (hsm/tokens/open.ts checked them); without that, they are read from the module at first use.
+ * A key every member of a fleet must hold (enclave/fleet/vault-keys.ts) is created from its value
+ * (C_CreateObject) with the same template but CKA_VALUE for CKA_VALUE_LEN; the module then sets
+ * CKA_LOCAL, CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE false (v2.40 §4.9: the value existed
+ * outside the token), while CKA_SENSITIVE and CKA_EXTRACTABLE keep it from ever leaving again.
  * Mechanisms: AES-ECB (whole blocks, no parameter); AES-GCM with CK_PARAMS_GCM (96-bit IV, 128-bit tag; an empty plaintext goes
  * through C_EncryptInit + C_EncryptFinal, since pkcs11js hands an empty input over as NULL);
  * HMAC by C_Sign; ECDH derives a session generic-secret key (sensitive false, extractable true),
@@ -282,6 +286,27 @@ export class Pkcs11Token implements Token {
   private secretTemplate(label: string, keyType: number, len: number, usage: number[]): P.Template {
     const flags = [P.CKA_ENCRYPT, P.CKA_DECRYPT, P.CKA_SIGN, P.CKA_VERIFY, P.CKA_WRAP, P.CKA_UNWRAP, P.CKA_DERIVE];
     return keyTemplate(P.CKO_SECRET_KEY, keyType, label, Buffer.from(this.random(16)), [{ type: P.CKA_VALUE_LEN, value: len }], flags, usage);
+  }
+
+  /**
+   * The template of a key created from its value (C_CreateObject): as secretTemplate, with
+   * CKA_VALUE in place of CKA_VALUE_LEN (which C_CreateObject takes from the value, v2.40 §4.7
+   * footnote 2). The value goes to the module as a view of the caller's bytes, without a copy here.
+   */
+  private importTemplate(label: string, keyType: number, value: Uint8Array, usage: number[]): P.Template {
+    const flags = [P.CKA_ENCRYPT, P.CKA_DECRYPT, P.CKA_SIGN, P.CKA_VERIFY, P.CKA_WRAP, P.CKA_UNWRAP, P.CKA_DERIVE];
+    return keyTemplate(P.CKO_SECRET_KEY, keyType, label, Buffer.from(this.random(16)), [{ type: P.CKA_VALUE, value: asBuffer(value) }], flags, usage);
+  }
+
+  importAesKey(label: string, value: Uint8Array, encryptOnly = false): KeyHandle {
+    if (!(value instanceof Uint8Array) || value.length !== 32) throw new TokenError('CKR_KEY_SIZE_RANGE');
+    const usage = encryptOnly ? [P.CKA_ENCRYPT] : [P.CKA_ENCRYPT, P.CKA_DECRYPT];
+    return this.findOrCreate(label, () => this.op((s) => this.m.C_CreateObject(s, this.importTemplate(label, P.CKK_AES, value, usage))));
+  }
+
+  importHmacKey(label: string, value: Uint8Array): KeyHandle {
+    if (!(value instanceof Uint8Array) || value.length < 32 || value.length > 64) throw new TokenError('CKR_KEY_SIZE_RANGE');
+    return this.findOrCreate(label, () => this.op((s) => this.m.C_CreateObject(s, this.importTemplate(label, P.CKK_GENERIC_SECRET, value, [P.CKA_SIGN]))));
   }
 
   generateAesKey(label: string, encryptOnly = false): KeyHandle {

@@ -28,6 +28,17 @@ export interface Token {
   generateAesKey(label: string, encryptOnly?: boolean): KeyHandle;
   /** CKM_GENERIC_SECRET_KEY_GEN of `len` bytes: CKA_SIGN (HMAC), sensitive, never extractable. */
   generateHmacKey(label: string, len: number): KeyHandle;
+  /**
+   * C_CreateObject (v2.40 §5.7) of an AES-256 token key from its 32-byte value, with the attributes
+   * generateAesKey gives (sensitive, not extractable, not copyable, not modifiable, the same usage
+   * flags); a key of that label already in the token is returned instead. The token keeps its own
+   * copy: the caller wipes `value`. Only for keys every member of a fleet must hold
+   * (enclave/fleet/vault-keys.ts). Another length: TokenError('CKR_KEY_SIZE_RANGE'), before the
+   * module is called. Optional: a token without it can not be a fleet member's.
+   */
+  importAesKey?(label: string, value: Uint8Array, encryptOnly?: boolean): KeyHandle;
+  /** As importAesKey, a generic secret of 32..64 bytes with generateHmacKey's attributes (CKA_SIGN). */
+  importHmacKey?(label: string, value: Uint8Array): KeyHandle;
   /** CKM_AES_GCM, 96-bit IV, 128-bit tag: returns ciphertext || tag. */
   encryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
   /** CKM_AES_GCM decrypt; a bad tag throws TokenError('CKR_ENCRYPTED_DATA_INVALID') or similar. */

@@ -136,6 +136,8 @@ export const Lifecycle = {
   NotProvisioned: 2405,
   /** The issuer set a device was booted with is not the one its NVRAM was provisioned with. */
   AuthConfigMismatch: 2406,
+  /** A fleet member's token holds vault keys that are not its fleet's (another fleet's, or a single vault's). */
+  FleetKeysMismatch: 2407,
 } as const;
 
 export type FaultCode =

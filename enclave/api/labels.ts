@@ -15,6 +15,7 @@
  *   client/backup-key.ts        the backup key's check group and the backup file keys
  *   enclave/fleet/wire.ts       the fleet's message MACs, entry and configuration hashes
  *   enclave/fleet/keys.ts       the fleet's pairwise message keys (and the one replication key of the positive control shared-key)
+ *   enclave/fleet/vault-keys.ts the vault keys every member of a fleet imports into its token, and their check
  */
 export const LABELS = {
   // enclave keys (enclave/vault/keys.ts); the first two are prefixes of the suite id
@@ -59,6 +60,9 @@ export const LABELS = {
   fleetSecretCheck: 'bkv/fleet/secret-check/v1',
   // the fleet's pairwise message keys (enclave/fleet/keys.ts): HKDF info prefix, before the charter hash, sender and receiver
   fleetMessageKey: 'bkv/fleet/message-key/v1',
+  // the fleet's vault keys (enclave/fleet/vault-keys.ts): HKDF info prefix, before the charter hash and the key's token label; the check a token's keys are this fleet's
+  fleetVaultKey: 'bkv/fleet/vault-key/v1',
+  fleetVaultKeyCheck: 'bkv/fleet/vault-key-check/v1',
 } as const;
 
 /** The AAD of one direction of the end-to-end envelope: its prefix (`req` or `resp`) || record id. */

@@ -22,6 +22,17 @@
  *   HPKE key pair (RFC 9180 §7.1.3), fake-record key, index key, audit key, audit seal key, key check.
  * JavaScript can not pin or lock memory: derived keys are zeroized when the enclave zeroizes,
  * but copies the engine made can not be reached.
+ *
+ * Fleet mode (ensureTokenKeys given a FleetVaultKeyRoot; docs/fleet-vault.md, "One set of vault
+ * keys per fleet"): every member's token holds the same bkv-derive, bkv-oprf and sealing keys, so
+ * everything derived above is the same on every member. Their values derive from the fleet secret
+ * (enclave/fleet/vault-keys.ts) and are imported at provisioning (Token.importAesKey,
+ * importHmacKey), bkv-derive first, then wiped; there is no bkv-opaque-p256 (a key generated in one
+ * token can not reach the others): the P-256 server key derives from bkv-derive, as on tokens
+ * without EC. At every start each key the token holds must be this fleet's (vault-keys.ts
+ * `tokenKeyIs`), checked bkv-derive first: a token provisioned for another fleet (another secret
+ * or charter) or as a single vault (random keys, a P-256 key pair) is refused with
+ * Lifecycle.FleetKeysMismatch, before anything is imported into it.
  */
 import { EnclaveFault, Lifecycle, PlatformFault } from '../api/codes.ts';
 import { LABELS } from '../api/labels.ts';
@@ -39,6 +50,8 @@ import { tokenP256Key } from './token-dh.ts';
 import type { SealKey } from './record.ts';
 import { DEFAULT_TOKEN_PROFILE, LABEL_SEAL, LABEL_SEAL_CTR, LABEL_SEAL_MAC, provisionedProfile } from '../token-profiles.ts';
 import type { TokenProfile } from '../token-profiles.ts';
+import { fleetVaultKeyValue, tokenKeyIs } from '../fleet/vault-keys.ts';
+import type { FleetKeyKind, FleetVaultKeyRoot } from '../fleet/vault-keys.ts';
 
 export interface TokenKeyHandles {
   profile: TokenProfile;
@@ -78,11 +91,58 @@ function tokenCall<T>(f: () => T): T {
   }
 }
 
+/** A fleet's vault keys per token profile, in the order they are imported and checked: bkv-derive first. */
+export const FLEET_TOKEN_KEYS: Readonly<Record<TokenProfile, readonly { label: string; kind: FleetKeyKind; length: number }[]>> = {
+  'gcm-ecdh': [
+    { label: LABEL_DERIVE, kind: 'hmac', length: 32 },
+    { label: LABEL_OPRF, kind: 'hmac', length: 64 },
+    { label: LABEL_SEAL, kind: 'aes', length: 32 },
+  ],
+  'ctr-hmac': [
+    { label: LABEL_DERIVE, kind: 'hmac', length: 32 },
+    { label: LABEL_OPRF, kind: 'hmac', length: 64 },
+    { label: LABEL_SEAL_CTR, kind: 'aes-encrypt', length: 32 },
+    { label: LABEL_SEAL_MAC, kind: 'hmac', length: 32 },
+  ],
+};
+
+const notThisFleet = (why: string) => new EnclaveFault(Lifecycle.FleetKeysMismatch, `the token's vault keys are not this fleet's: ${why}`);
+
+/** Fleet mode of ensureTokenKeys (see the header): each key checked, or imported then checked, in FLEET_TOKEN_KEYS order. */
+function ensureFleetKeys(token: Token, profile: TokenProfile, allowCreate: boolean, root: FleetVaultKeyRoot): TokenKeyHandles {
+  if (token.findKey(LABEL_P256) !== null) throw notThisFleet(`it holds ${LABEL_P256}, a single vault's key`);
+  const specs = FLEET_TOKEN_KEYS[profile];
+  const found = specs.map((k) => token.findKey(k.label));
+  // bkv-derive is imported first: keys without it were not imported by a member
+  if (found[0] === null && found.some((h) => h !== null)) throw notThisFleet(`it holds vault keys but no ${LABEL_DERIVE}`);
+  const missing = found.some((h) => h === null);
+  if (missing && !allowCreate) throw new EnclaveFault(Lifecycle.NotProvisioned, 'token keys are missing for a provisioned enclave');
+  const { importAesKey, importHmacKey } = token;
+  if (missing && (importAesKey === undefined || importHmacKey === undefined)) {
+    throw new EnclaveFault(PlatformFault.TokenError, "token: it can not create a key from its value (C_CreateObject), which a fleet member's token must");
+  }
+  const handles = new Map<string, KeyHandle>();
+  for (const [i, k] of specs.entries()) {
+    const value = fleetVaultKeyValue(root, k.label, k.length);
+    try {
+      let h = found[i] ?? null;
+      if (h === null) h = k.kind === 'hmac' ? importHmacKey!.call(token, k.label, value) : importAesKey!.call(token, k.label, value, k.kind === 'aes-encrypt');
+      if (!tokenKeyIs(token, h, k.kind, value)) throw notThisFleet(`its ${k.label} is another's (another fleet secret or charter, or a single vault)`);
+      handles.set(k.label, h);
+    } finally {
+      value.fill(0);
+    }
+  }
+  const seal: SealKey = profile === 'ctr-hmac' ? { enc: handles.get(LABEL_SEAL_CTR)!, mac: handles.get(LABEL_SEAL_MAC)! } : handles.get(LABEL_SEAL)!;
+  return { profile, seal, oprf: handles.get(LABEL_OPRF)!, derive: handles.get(LABEL_DERIVE)!, created: missing };
+}
+
 /**
  * Finds the token keys, generating them on first start (provisioning) on the strongest profile the
- * token meets; a later start keeps the profile the keys were made for, or refuses.
+ * token meets; a later start keeps the profile the keys were made for, or refuses. With `fleet`,
+ * the fleet's keys instead (fleet mode, in the header): imported at provisioning, checked always.
  */
-export function ensureTokenKeys(token: Token, allowCreate: boolean): TokenKeyHandles {
+export function ensureTokenKeys(token: Token, allowCreate: boolean, fleet?: FleetVaultKeyRoot): TokenKeyHandles {
   return tokenCall(() => {
     const meets = token.profiles?.() ?? [DEFAULT_TOKEN_PROFILE];
     const have = provisionedProfile(token);
@@ -91,6 +151,7 @@ export function ensureTokenKeys(token: Token, allowCreate: boolean): TokenKeyHan
     if (!meets.includes(profile)) {
       throw new EnclaveFault(PlatformFault.TokenError, `token: the vault's keys are of token profile ${profile}, which this token does not meet (it meets: ${meets.join(', ') || 'none'})`);
     }
+    if (fleet) return ensureFleetKeys(token, profile, allowCreate, fleet);
     const ctr = profile === 'ctr-hmac';
     const ec = !ctr && token.generateEcKeyPair !== undefined;
     let enc = token.findKey(ctr ? LABEL_SEAL_CTR : LABEL_SEAL);

@@ -8,7 +8,8 @@
  *       every member as a child process (`bkv serve --fleet DIR/fleet.json --member I`), for
  *       development: prints where each listens, restarts none, SIGINT/SIGTERM stop them all
  *   bkv fleet status DIR
- *       asks each member's GET /fleet/status; exit 0 when a majority is normal under one leader
+ *       asks each member's GET /fleet/status; exit 0 when a majority is normal under one leader;
+ *       --json rows carry each member's vault key fingerprint (`vaultKey`: equal on every member)
  * and `bkv serve --fleet DIR/fleet.json --member I` (`fleetServe`): one member's process.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -16,7 +17,7 @@ import path from 'node:path';
 import { DEFAULT_BASE_PORT, DEFAULT_FLEET_HOST, FLEET_FILE, FLEET_SIZES, FleetConfigError, checkHost, formatEndpoint, initFleet, memberDir, parseEndpoint, readFleetConfig, type Endpoint, type LoadedFleet } from '../fleet/config.ts';
 import { MemberHost, OperatorSecretError, readOperatorSecretFile, type MemberStatusJson } from '../fleet/member-host.ts';
 import { intOption, parseArgs, required, UsageError, type Parsed } from './args.ts';
-import { CliError, EXIT } from './exit-codes.ts';
+import { CliError, EXIT, describeError } from './exit-codes.ts';
 import { unknownWord } from './help.ts';
 import type { Output } from './output.ts';
 
@@ -121,6 +122,8 @@ export interface MemberRow {
   readonly commit: number | null;
   /** The leader's commit minus this member's (null without a leader or an answer). */
   readonly lag: number | null;
+  /** The fingerprint of the vault key the member's token gives (host/fleet/member-host.ts vaultKeyFingerprint); null before its ceremony is done. */
+  readonly vaultKey: string | null;
   readonly health: 'ok' | 'lagging' | 'not-normal' | 'unreachable';
 }
 
@@ -143,10 +146,10 @@ export function summarize(fleet: LoadedFleet, answers: readonly (MemberStatusJso
   const rows = fleet.members.map((m, i): MemberRow => {
     const a = answers[i];
     const api = `http://${formatEndpoint(m.api)}`;
-    if (!a) return { member: m.id, api, reachable: false, status: 'unreachable', epoch: null, view: null, leader: null, commit: null, lag: null, health: 'unreachable' };
+    if (!a) return { member: m.id, api, reachable: false, status: 'unreachable', epoch: null, view: null, leader: null, commit: null, lag: null, vaultKey: null, health: 'unreachable' };
     const lag = lead && a.commit !== undefined ? lead.commit! - a.commit : null;
     const health = a.status !== 'normal' ? 'not-normal' : lag !== null && lag > 0 ? 'lagging' : 'ok';
-    return { member: m.id, api, reachable: true, status: a.status, epoch: a.epoch ?? null, view: a.view ?? null, leader: a.leader?.id ?? null, commit: a.commit ?? null, lag, health };
+    return { member: m.id, api, reachable: true, status: a.status, epoch: a.epoch ?? null, view: a.view ?? null, leader: a.leader?.id ?? null, commit: a.commit ?? null, lag, vaultKey: a.vaultKey ?? null, health };
   });
   return { rows, leader, healthy };
 }
@@ -188,7 +191,12 @@ export async function fleetServe(argv: string[], out: Output): Promise<number> {
   }
   const key = p.opts.get('operator-key-file');
   if (key !== undefined) usage(() => readOperatorSecretFile(key));
-  const host = new MemberHost({ fleetFile: fleet.file, member, peerListen: endpoint('peer-listen'), apiListen: endpoint('api-listen'), peerVia, ...(key !== undefined && { operatorKeyFile: key }) });
+  // A member that finds another vault key in DIR/vault-key.pub after it started stops (exit 1, as a refusal at start).
+  const onFatal = (e: Error) => {
+    console.error(describeError(e).line);
+    process.exit(describeError(e).exitCode);
+  };
+  const host = new MemberHost({ fleetFile: fleet.file, member, peerListen: endpoint('peer-listen'), apiListen: endpoint('api-listen'), peerVia, onFatal, ...(key !== undefined && { operatorKeyFile: key }) });
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) process.exit(128 + (signal === 'SIGINT' ? 2 : 15));

@@ -74,14 +74,19 @@ export interface PinnedVault {
   serverPublicKeys: Record<string, Uint8Array>;
 }
 
-export function writeVaultKeyFile(file: string, v: PinnedVault): void {
+/** The text of a vault key file: one text per key (a fleet's members compare theirs byte for byte). */
+export function vaultKeyFileText(v: PinnedVault): string {
   const json = {
     format: VAULT_KEY_FORMAT,
     enclavePublicKey: b64url(v.enclavePublicKey),
     opaqueContext: new TextDecoder().decode(v.opaqueContext),
     serverPublicKeys: Object.fromEntries(Object.entries(v.serverPublicKeys).map(([k, b]) => [k, b64url(b)])),
   };
-  writeFileSync(file, JSON.stringify(json, null, 2) + '\n');
+  return JSON.stringify(json, null, 2) + '\n';
+}
+
+export function writeVaultKeyFile(file: string, v: PinnedVault): void {
+  writeFileSync(file, vaultKeyFileText(v));
 }
 
 export function readVaultKeyFile(file: string): PinnedVault {

@@ -13,16 +13,32 @@
  *                        when known); 409/400/503 with the fleet's refusal by name
  *                        ("Fleet.TransitionNotAllowed", ...)
  *
+ * Once the ceremony is done, the device opens the member's vault token (in its folder, the
+ * emulator by default, its PINs outside the folder: by default DIR/auth/member-<i>.operator/, the
+ * development-mode operator folder of hsm/tokens/token-pins.ts beside the fleet's development
+ * secrets) and imports the fleet's vault keys, or checks that the token's are this fleet's
+ * (hsm/fleet/device.ts memberVaultKey); the host gets the public keys only and makes of them the
+ * single vault's vault-key.pub text. `DIR/vault-key.pub` (what clients pin) is written once this
+ * member is normal in a view (a majority formed it): created atomically when absent, left when
+ * byte-equal; a member whose text differs refuses to start (VaultKeyFileError, exit 1), before it
+ * joins the others when the file is there at its start, and by stopping when it appears later.
+ * GET /fleet/status carries the text's fingerprint (`vaultKey`).
+ *
  * The replication layer's test API until the vault's batches ride the log. The host holds no key
  * and reads nothing of a message but its receiver; it can delay, drop or replay, which the
  * protocol tolerates. Every acknowledgement follows the device's durable write (the device writes
  * before it answers), so a SIGKILL loses nothing acknowledged.
  */
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { ceremonyStep, FleetDevice, IntentError, parseIntent, type DeviceAnswer, type DeviceOutput, type DeviceStatus } from '../../hsm/fleet/device.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
+import { ceremonyStep, FleetDevice, IntentError, memberVaultKey, parseIntent, type DeviceAnswer, type DeviceOutput, type DeviceStatus } from '../../hsm/fleet/device.ts';
+import { createFileDurably } from '../../hsm/durable-file.ts';
+import type { TokenKind } from '../../hsm/tokens/backends.ts';
+import { vaultKeyFileText } from '../cli/io.ts';
 import { ErrorCode, ServiceError, type ErrorCodeName } from '../service/error-codes.ts';
 import { DEV_OPERATOR_SECRET, formatEndpoint, memberDir, readFleetConfig, type Endpoint, type LoadedFleet } from './config.ts';
 import { Transport, type PeerStatus } from './transport.ts';
@@ -40,9 +56,31 @@ export const MAX_OP_BODY = 4096;
 /** How long a client waits for its operation's answer before hearing that the outcome is unknown. */
 export const ANSWER_TIMEOUT_MS = 10_000;
 
+/** The fleet's vault key file, in the fleet folder: what clients pin (host/cli/io.ts format). */
+export const VAULT_KEY_FILE = 'vault-key.pub';
+
+/** The development-mode operator folder of member `member`'s token PINs (hsm/tokens/token-pins.ts), in the fleet folder's auth/. */
+export const memberTokenOperatorDir = (fleetDir: string, member: number): string => path.join(fleetDir, 'auth', `member-${member}.operator`);
+
+/** A vault key file's fingerprint: SHA-256 of its text, the first 32 hex digits in groups of 4. */
+export function vaultKeyFingerprint(text: string): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, 32).match(/.{4}/g)!.join('-');
+}
+
+/** DIR/vault-key.pub holds another vault key than this member's token gives: the member does not serve. */
+export class VaultKeyFileError extends Error {
+  override readonly name = 'VaultKeyFileError';
+}
+
 export interface MemberHostOptions {
   readonly fleetFile: string;
   readonly member: number;
+  /** The member's vault token backend (hsm/tokens/backends.ts); default the emulator. */
+  readonly token?: TokenKind;
+  /** Where its PINs are; default the development-mode operator folder `memberTokenOperatorDir`. */
+  readonly tokenPins?: TokenPinSource;
+  /** Called when the member must stop after it started (its vault key file turned out to differ); the command exits. */
+  readonly onFatal?: (e: Error) => void;
   /** Listen for the other members here instead of fleet.json's peer address (behind a proxy, a clone). */
   readonly peerListen?: Endpoint;
   /** Listen for clients here instead of fleet.json's api address. */
@@ -77,6 +115,10 @@ export interface MemberStatusJson extends Partial<Omit<DeviceStatus, 'leader'>> 
   readonly leader: { readonly id: number; readonly api: string } | null;
   readonly waiting?: string;
   readonly secretCheck?: string;
+  /** The fingerprint of this member's vault key file text (vaultKeyFingerprint), once its token holds the fleet's keys. */
+  readonly vaultKey?: string;
+  /** Whether this member wrote, or found byte-equal, DIR/vault-key.pub. */
+  readonly vaultKeyFile?: boolean;
   readonly peers: readonly PeerStatus[];
   readonly refused: Readonly<Record<string, number>>;
 }
@@ -105,6 +147,8 @@ export class MemberHost {
   private now = 0;
   private waiting = 'the key ceremony';
   private secretCheck: string | undefined;
+  private vaultKey: { text: string; fingerprint: string } | null = null;
+  private vaultKeyFiled = false;
   private readonly answers = new Map<number, (a: DeviceAnswer) => void>();
   private readonly refused: Record<string, number> = {};
   private lastLine = '';
@@ -155,6 +199,15 @@ export class MemberHost {
     }
     operatorSecret.fill(0);
     this.log(`key ceremony done (secret check ${this.secretCheck})`);
+    const key = await memberVaultKey(dirs[this.o.member]!, this.o.member, {
+      ...(this.o.token && { token: this.o.token }),
+      pins: this.o.tokenPins ?? { operatorDir: memberTokenOperatorDir(this.fleet.dir, this.o.member) },
+      log: this.log,
+    });
+    const text = vaultKeyFileText({ enclavePublicKey: key.enclavePublicKey, opaqueContext: key.opaqueContext, serverPublicKeys: key.serverPublicKeys });
+    this.vaultKey = { text, fingerprint: vaultKeyFingerprint(text) };
+    this.log(`vault keys ${key.imported ? 'imported into' : 'checked in'} the member's token (profile ${key.profile}; vault key ${this.vaultKey.fingerprint})`);
+    if (existsSync(this.vaultKeyFile) && !this.vaultKeyFileHolds(text)) throw this.otherVaultKey();
     const broken = process.env[BROKEN_RULE_ENV] || undefined;
     if (broken) this.log(`UNSAFE: ${BROKEN_RULE_ENV}=${broken}: this member breaks a rule of the protocol on purpose (a test's positive control)`);
     const device = new FleetDevice({ dir: dirs[this.o.member]!, member: this.o.member, n: this.fleet.members.length, ...MEMBER_TIMING, ...(broken && { broken }) }, this.now);
@@ -176,6 +229,36 @@ export class MemberHost {
     }, MEMBER_TIMING.tickMs);
   }
 
+  private get vaultKeyFile(): string {
+    return path.join(this.fleet.dir, VAULT_KEY_FILE);
+  }
+
+  private vaultKeyFileHolds(text: string): boolean {
+    return readFileSync(this.vaultKeyFile).equals(Buffer.from(text));
+  }
+
+  private otherVaultKey(): VaultKeyFileError {
+    return new VaultKeyFileError(`${this.vaultKeyFile} holds another vault key than member ${this.o.member}'s token gives (${this.vaultKey?.fingerprint}): this member does not serve another fleet's clients`);
+  }
+
+  /** DIR/vault-key.pub: created when absent, left when byte-equal; another text stops this member. */
+  private fileVaultKey(): void {
+    const text = this.vaultKey?.text;
+    if (text === undefined || this.vaultKeyFiled || this.closed) return;
+    if (createFileDurably(this.vaultKeyFile, text)) {
+      chmodSync(this.vaultKeyFile, 0o644); // public: what the operator hands to clients
+      this.log(`wrote ${this.vaultKeyFile}`);
+    }
+    else if (!this.vaultKeyFileHolds(text)) {
+      const e = this.otherVaultKey();
+      this.log(e.message);
+      void this.close();
+      this.o.onFatal?.(e);
+      return;
+    }
+    this.vaultKeyFiled = true;
+  }
+
   private route(out: DeviceOutput): void {
     for (const { msg } of out.send) this.transport?.send(msg);
     for (const a of out.answers) {
@@ -189,6 +272,8 @@ export class MemberHost {
       const line = `${s.status} epoch ${s.epoch} view ${s.view}${s.leader === null ? '' : s.leader === s.member ? ' (leader)' : ` (leader ${s.leader})`}`;
       if (line !== this.lastLine) this.log(line);
       this.lastLine = line;
+      // normal in a view: a majority of the members formed it
+      if (s.status === 'normal') this.fileVaultKey();
     }
   }
 
@@ -199,7 +284,14 @@ export class MemberHost {
 
   status(): MemberStatusJson {
     const s = this.device?.status();
-    const base = { member: this.o.member, fleetId: this.fleet.fleetId, peers: this.transport?.status() ?? [], refused: { ...this.refused }, ...(this.secretCheck && { secretCheck: this.secretCheck }) };
+    const base = {
+      member: this.o.member,
+      fleetId: this.fleet.fleetId,
+      peers: this.transport?.status() ?? [],
+      refused: { ...this.refused },
+      ...(this.secretCheck && { secretCheck: this.secretCheck }),
+      ...(this.vaultKey && { vaultKey: this.vaultKey.fingerprint, vaultKeyFile: this.vaultKeyFiled }),
+    };
     if (!s) return { ...base, status: 'ceremony', leader: null, waiting: this.waiting };
     return { ...base, ...s, leader: s.leader === null ? null : { id: s.leader, api: `http://${formatEndpoint(this.fleet.members[s.leader]!.api)}` } };
   }

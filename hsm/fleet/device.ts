@@ -16,7 +16,15 @@
  *   state.bin        DurableState (durable.ts), written before every acknowledgement
  *   history.jsonl    the entries this member learned committed, one JSON line each (an audit
  *                    trail the tests compare across members; not read back by the device)
+ *   token.json, emulator-token.bin (or softhsm/)
+ *                    the member's vault token, opened as `bkv serve` opens a vault's
+ *                    (hsm/tokens/open.ts), its PINs outside the folder (hsm/tokens/token-pins.ts)
  * Whole files are written atomically and durably (hsm/durable-file.ts).
+ *
+ * The fleet's vault keys (`memberVaultKey`, docs/fleet-vault.md "One set of vault keys per fleet"):
+ * once the ceremony is done, the device opens the member's vault token, imports the keys derived
+ * from the fleet secret (or checks that the token's are this fleet's: enclave/vault/keys.ts fleet
+ * mode) and hands the host only the public keys clients pin. The fleet secret stays in this file.
  */
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
@@ -32,7 +40,19 @@ import { BROKEN_RULES, Member, type BrokenRule, type Output } from '../../enclav
 import { MAX_LIMIT, type Intent, type Op } from '../../enclave/fleet/rules.ts';
 import { MAX_MESSAGE_BYTES, readHeader } from '../../enclave/fleet/wire.ts';
 import { ctEqual } from '../../enclave/opaque/bytes.ts';
+import { EnclaveFault, faultName } from '../../enclave/api/codes.ts';
+import type { TokenPinSource } from '../../enclave/api/device.ts';
+import { DEFAULT_OPAQUE_CONTEXT } from '../../enclave/api/messages.ts';
+import { vaultKeyRoot } from '../../enclave/fleet/vault-keys.ts';
+import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
+import { SUITE_IDS, type Suite, type SuiteId } from '../../enclave/opaque/suite.ts';
+import { Pkcs11Token } from '../../enclave/token-pkcs11.ts';
+import type { TokenProfile } from '../../enclave/token-profiles.ts';
+import { deriveEnclaveKeys, ensureTokenKeys, zeroizeEnclaveKeys } from '../../enclave/vault/keys.ts';
 import { createFileDurably, writeFileDurably } from '../durable-file.ts';
+import { DEFAULT_TOKEN_KIND, type TokenKind } from '../tokens/backends.ts';
+import { openVaultToken } from '../tokens/open.ts';
+import { pinRefusal, pinSourceOrDefault } from '../tokens/token-pins.ts';
 
 /** The longest fleet message: a frame above it is refused by the transport before it is read. */
 export const MAX_FLEET_MESSAGE_BYTES = MAX_MESSAGE_BYTES;
@@ -51,7 +71,7 @@ export const FILES = {
 } as const;
 
 export class FleetDeviceError extends Error {
-  override readonly name = 'FleetDeviceError';
+  override readonly name: string = 'FleetDeviceError';
 }
 
 /** The receiver id a message's header names (to route it), or null when the header does not read. Nothing else of it is trusted. */
@@ -187,6 +207,88 @@ async function writeGrants(o: CeremonyInput, charter: Charter, me: DeviceIdentit
   }
   createFileDurably(join(dir, FILES.check), bytesToHex(founding.check) + '\n');
   return bytesToHex(founding.check);
+}
+
+// ---- the fleet's vault keys in the member's token ---------------------------------------------------
+
+/** A member's token refused its fleet's vault keys (`fault`: Lifecycle.FleetKeysMismatch, ...), or could not take them. */
+export class FleetVaultKeyError extends FleetDeviceError {
+  override readonly name = 'FleetVaultKeyError';
+  constructor(
+    readonly fault: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface MemberTokenOptions {
+  /** The token backend (hsm/tokens/backends.ts); default the emulator, its store in the member's folder. */
+  readonly token?: TokenKind;
+  /** Where the token's PINs are (hsm/tokens/token-pins.ts); default development mode, the operator folder `<dir>.operator`. */
+  readonly pins?: TokenPinSource;
+  readonly log?: (line: string) => void;
+}
+
+/** What clients pin of a member's vault, the same on every member of a fleet: the single vault's vault-key.pub fields. */
+export interface MemberVaultKey {
+  /** The HPKE (RFC 9180) public key of the end-to-end envelope. */
+  readonly enclavePublicKey: Uint8Array;
+  readonly opaqueContext: Uint8Array;
+  /** The OPAQUE server public key of each suite, by suite name. */
+  readonly serverPublicKeys: Readonly<Record<SuiteId, Uint8Array>>;
+  /** The firmware token profile of the keys (enclave/token-profiles.ts): every member must be on the same. */
+  readonly profile: TokenProfile;
+  /** Whether this call imported the keys (the token's first start as a member). */
+  readonly imported: boolean;
+}
+
+let suites: Promise<Map<SuiteId, Suite>> | null = null;
+const loadSuites = (): Promise<Map<SuiteId, Suite>> =>
+  (suites ??= Promise.all(SUITE_IDS.map(async (id) => [id, await fastSuite(id)] as const)).then((l) => new Map(l)));
+
+/**
+ * The member's vault token with its fleet's vault keys: opened in `dir` (created there at its first
+ * start), the keys imported from the fleet secret of secrets.bin, or the token's checked to be this
+ * fleet's; returns the public keys derived from them (enclave/vault/keys.ts deriveEnclaveKeys).
+ * The fleet secret and every derived private key are wiped before it returns. A token that holds
+ * another fleet's or a single vault's keys: FleetVaultKeyError (Lifecycle.FleetKeysMismatch).
+ */
+export async function memberVaultKey(dir: string, member: number, o: MemberTokenOptions = {}): Promise<MemberVaultKey> {
+  const secrets = readSecrets(dir, member);
+  if (!secrets) throw new FleetDeviceError(`${join(dir, FILES.secrets)}: no secrets: the key ceremony has not finished`);
+  const all = await loadSuites();
+  const pins = pinSourceOrDefault(dir, o.pins);
+  const opened = openVaultToken(dir, o.token ?? DEFAULT_TOKEN_KIND, { pins, ...(o.log && { log: o.log }) });
+  try {
+    let token: Pkcs11Token;
+    try {
+      token = new Pkcs11Token({ module: opened.module, label: opened.label, userPin: opened.userPin, exclusive: opened.exclusive, lockObjectStore: opened.lockObjectStore, profiles: opened.profiles });
+    } catch (e) {
+      throw pinRefusal(e, pins) ?? e;
+    }
+    try {
+      const handles = ensureTokenKeys(token, true, vaultKeyRoot(secrets.fleetSecret, secrets.charter));
+      const keys = await deriveEnclaveKeys(token, handles, all);
+      const serverPublicKeys = Object.fromEntries([...keys.server].map(([id, k]) => [id, Uint8Array.from(k.serverPublicKey)])) as Record<SuiteId, Uint8Array>;
+      const out: MemberVaultKey = { enclavePublicKey: Uint8Array.from(keys.e2e.publicKey), opaqueContext: DEFAULT_OPAQUE_CONTEXT, serverPublicKeys, profile: handles.profile, imported: handles.created };
+      zeroizeEnclaveKeys(keys);
+      return out;
+    } catch (e) {
+      if (e instanceof EnclaveFault) throw new FleetVaultKeyError(e.code, `${dir}: the member's vault token: ${faultName(e.code)}: ${e.message}`);
+      throw e;
+    } finally {
+      token.close();
+    }
+  } finally {
+    secrets.fleetSecret.fill(0);
+    secrets.identitySeed.fill(0);
+    try {
+      opened.module.C_Finalize();
+    } catch {
+      // already finalized
+    }
+  }
 }
 
 // ---- intents and answers as JSON ------------------------------------------------------------------

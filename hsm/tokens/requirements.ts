@@ -14,6 +14,14 @@
  * none is refused with the whole list of what each profile lacks, never used with less. The key
  * attributes the firmware sets (sensitive, never extractable, not modifiable) are the module's to
  * honour; softhsm-config/README.md says what an operator checks on a hardware module.
+ *
+ * A fleet member's token also takes its vault keys from their values (Token.importAesKey and
+ * importHmacKey: C_CreateObject of a sensitive, never extractable CKO_SECRET_KEY with CKA_VALUE;
+ * enclave/fleet/vault-keys.ts). That is a function, not a mechanism: no mechanism list shows it,
+ * so it is not checked here. The emulator, SoftHSM2 2.6.1 and the emulator through
+ * p11-kit-client.so 0.24.1 (whose RPC carries C_CreateObject and its template) all take it
+ * (test/hsm/tokens/import-key.test.ts); a module that refuses it fails the member's provisioning
+ * with PlatformFault.TokenError naming the module's CKR_ code.
  */
 import * as P from '../../enclave/api/pkcs11.ts';
 import { codedErrorClass, type CodeOf } from '../../enclave/api/codes.ts';
