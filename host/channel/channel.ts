@@ -43,6 +43,12 @@ export const ChannelErrorCode = {
    * ResponseOf): the engine's typed call throws it as an EnclaveCallError (host/vault/engine.ts).
    */
   UnexpectedResponse: 3008,
+  /**
+   * The partition serves nothing now: its device answered a fault at boot or at load (its token
+   * or its store is broken) and the host keeps restarting it (host/vault/vault-host.ts). The
+   * request was refused before it reached any device; retry later.
+   */
+  NotReady: 3009,
 } as const;
 export type ChannelErrorCode = CodeOf<typeof ChannelErrorCode>;
 

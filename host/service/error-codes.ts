@@ -62,6 +62,8 @@ export function toServiceError(e: unknown): ServiceError {
   if (e instanceof EnclaveCallError) return new ServiceError('ENCLAVE_FAULT', { cause: e });
   if (e instanceof ChannelError) {
     if (e.code === ChannelErrorCode.Timeout) return new ServiceError('ENCLAVE_TIMEOUT', { cause: e });
+    // The record's partition is down (its device failed to boot or load): refused before any device saw it.
+    if (e.code === ChannelErrorCode.NotReady) return new ServiceError('NOT_READY', { cause: e, retryAfterSeconds: 1 });
     if (e.code === ChannelErrorCode.Overloaded || e.code === ChannelErrorCode.Crashed || e.code === ChannelErrorCode.Closed) {
       return new ServiceError('UNAVAILABLE', { cause: e, retryAfterSeconds: 1 });
     }
