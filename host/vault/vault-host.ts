@@ -68,6 +68,12 @@ export interface VaultHostOptions {
    */
   load?: boolean;
   log?: (msg: string) => void;
+  /**
+   * The devices print their start note to stderr (the token profile of the vault's keys, once
+   * per boot of partition 0's device: host/channel/channel.ts `deviceNotes`). `bkv serve` sets
+   * it; default off: a library or test vault starts silently.
+   */
+  deviceNotes?: boolean;
   /** Called after each committed batch of any partition (metrics): its size and duration. */
   onBatch?: (partition: number, size: number, ms: number) => void;
   /**
@@ -156,6 +162,7 @@ export class VaultHost {
         ...(opts.auth !== undefined && { auth: opts.auth }),
         failpoint: opts.failpoint,
         failpointHit: opts.failpointHit,
+        ...(opts.deviceNotes === true && { deviceNotes: true }),
         onCrash: (p) => {
           host?.autoRestart(p);
         },
