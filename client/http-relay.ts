@@ -77,6 +77,47 @@ function join(base: string, path: string): string {
   return base.replace(/\/+$/, '') + path;
 }
 
+/**
+ * The most of an answer's body read: an error answer (`{ error: { code, num, message, field?,
+ * leader? } }`, a few hundred bytes; a 421's `leader` at most 2,048 characters) and a success
+ * (an op's sealed response, the vault's keys: a few KB). A longer body is not read: an error
+ * answer then counts as one without a body (its status only, no `leader` to follow), a success as
+ * no usable answer. A member, or whoever sits between it and the client, can not make the client
+ * buffer more.
+ */
+export const MAX_ERROR_BODY_BYTES = 8 * 1024;
+export const MAX_ANSWER_BODY_BYTES = 64 * 1024;
+
+/** The body as text, or null when it is longer than `limit` bytes (announced, or as it streams in). */
+async function boundedText(res: Response, limit: number): Promise<string | null> {
+  const announced = res.headers.get('content-length');
+  if (announced !== null && /^\d+$/.test(announced.trim()) && Number(announced.trim()) > limit) {
+    await res.body?.cancel().catch(() => {});
+    return null;
+  }
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      return null;
+    }
+    parts.push(value);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    all.set(p, at);
+    at += p.byteLength;
+  }
+  return new TextDecoder('utf-8', { fatal: true }).decode(all);
+}
+
 function retryAfter(h: string | null): number | undefined {
   if (h === null || !/^\d+$/.test(h.trim())) return undefined;
   return Number(h.trim());
@@ -93,10 +134,17 @@ async function call(url: string, init: RequestInit, o: FetchOpts): Promise<unkno
     const timedOut = e instanceof Error && (e.name === 'TimeoutError' || e.name === 'AbortError');
     throw new VaultTransportError(timedOut ? 'the vault service did not answer in time' : 'the vault service could not be reached', { cause: e, unsent: unsent(e) });
   }
+  const limit = res.ok ? MAX_ANSWER_BODY_BYTES : MAX_ERROR_BODY_BYTES;
   let body: unknown;
   try {
-    body = await res.json();
+    const text = await boundedText(res, limit);
+    if (text === null) {
+      if (!res.ok) throw new VaultHttpError(res.status, `HTTP_${res.status}`, 0, retryAfter(res.headers.get('retry-after')), `error body over ${limit} bytes (not read)`);
+      throw new VaultTransportError(`the vault service's answer is over ${limit} bytes (not read)`);
+    }
+    body = JSON.parse(text);
   } catch (e) {
+    if (e instanceof VaultHttpError || e instanceof VaultTransportError) throw e;
     if (!res.ok) throw new VaultHttpError(res.status, `HTTP_${res.status}`, 0, retryAfter(res.headers.get('retry-after')), 'no error body');
     throw new VaultTransportError('the vault service answered something that is not JSON', { cause: e });
   }

@@ -7,7 +7,8 @@
  * - `VaultTransportError`: no usable answer (network failure, timeout, a body that is not the
  *   API's JSON); `unsent` is true only when the connection could not be made, so nothing left.
  * - `VaultKeyMismatchError`: a member whose live enclave key is not the pinned one (refused).
- * - `VaultMembersError`: every member was tried once and none took the request.
+ * - `VaultMembersError`: every member was tried (client/vault-members.ts: once each, a named
+ *   leader once more) and none took the request.
  * - `VaultUrlError`: a list of member URLs the client can not use.
  */
 
@@ -53,7 +54,7 @@ export class VaultKeyMismatchError extends Error {
   }
 }
 
-/** Every member was tried once and none took the request; `attempts` says what each answered, in order. */
+/** Every member was tried and none took the request; `attempts` says what each answered, in order (a followed leader twice). */
 export class VaultMembersError extends VaultTransportError {
   override readonly name: string = 'VaultMembersError';
   constructor(readonly attempts: readonly { member: string; error: Error }[]) {

@@ -5,12 +5,15 @@
  *
  * - The connection could not be made (`VaultTransportError.unsent`): nothing left the client.
  * - 421 NOT_LEADER (host/service/error-codes.ts): the member does not lead the fleet now. The
- *   `leader` it names is asked next only if it is one of the configured members (a member's hint
- *   never takes a client to a URL the user did not give). fetch itself resends a request answered
- *   421 once, on a new connection (the Fetch standard's HTTP-network-or-cache fetch): the answer
- *   seen here is the second, a refusal too, so the member took neither.
+ *   `leader` it names (host/fleet/member-host.ts; openapi.yaml `Error.error.leader`) is asked
+ *   next only if it is one of the configured members: a member's hint, or a forged 421, never
+ *   takes a client to a URL the user did not give. fetch itself resends a request answered 421
+ *   once, on a new connection (the Fetch standard's HTTP-network-or-cache fetch): the answer seen
+ *   here is the second, a refusal too, so the member took neither. An error body is read up to
+ *   MAX_ERROR_BODY_BYTES (client/http-relay.ts): a longer 421 names no leader and moves nothing.
  * - 503 NOT_READY or SHUTTING_DOWN: the service refuses before the request reaches its enclave
- *   (host/service/server.ts while draining; routes.ts). 503 UNAVAILABLE moves a read-only request
+ *   (host/service/server.ts while draining; routes.ts; a partition whose device failed to boot or
+ *   load: host/vault/vault-host.ts). 503 UNAVAILABLE moves a read-only request
  *   only: the service also answers it when the device died with the request inside
  *   (`toServiceError`: ChannelError Crashed or Closed), after a guess may have been charged.
  * - Any other failure after the request left (timeout, reset, a body that is not the API's JSON)
@@ -18,8 +21,11 @@
  *   record (LoginStart, LoginFinish, registration, delete): the caller gets the typed error and
  *   retries knowingly.
  *
- * Order: the member that last answered first, then the others as given; each member is asked at
- * most once per request. Before its first operation (and again after an answer from it was lost)
+ * Order: the member that last answered first, then the others as given, each asked once in this
+ * pass; a configured leader named by a 421 goes first, and may be asked once more that way (it
+ * may have taken the lead since it was asked). So a request is asked of at most twice as many
+ * members as there are, whatever the members answer: a 421 that names a member already followed
+ * (two members naming each other) moves on in the pass, never round a loop. Before its first operation (and again after an answer from it was lost)
  * a member is probed with a read-only request (GET /v1/vault, its key checked against the pinned
  * one by the caller), so a member that is down is found without risking an operation on it.
  * Browser-safe.
@@ -97,16 +103,26 @@ export class VaultMembers {
   /**
    * Runs `run` on one member after another (the rule above) until one takes it. `probe`, when
    * given, runs first on a member not probed since its last lost answer (read-only; what it
-   * throws other than a not-taken failure, a key mismatch included, ends the request). One member
-   * failing: its own error; several: VaultMembersError with each one's.
+   * throws other than a not-taken failure, a key mismatch included, ends the request). One
+   * attempt failing: its own error; several: VaultMembersError with each one's, in order.
    */
   async use<T>(readOnly: boolean, run: (base: string) => Promise<T>, probe?: (base: string) => Promise<void>): Promise<T> {
-    const queue = [this.preferred, ...this.urls.keys()];
-    const tried = new Set<number>();
+    const pass = [this.preferred, ...this.urls.keys()];
+    /** Members asked so far (in the pass, or as a leader before their turn in it): the pass skips them. */
+    const asked = new Set<number>();
+    /** Members asked because a 421 named them the leader: at most once each. */
+    const followed = new Set<number>();
+    let lead: number | undefined;
     const failed: { member: string; error: Error }[] = [];
-    for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
-      if (tried.has(i)) continue;
-      tried.add(i);
+    for (;;) {
+      let i = lead;
+      lead = undefined;
+      if (i === undefined) {
+        while (pass.length && asked.has(pass[0]!)) pass.shift();
+        i = pass.shift();
+        if (i === undefined) break;
+      }
+      asked.add(i);
       const base = this.urls[i]!;
       let phase: 'probe' | 'run' = 'probe';
       try {
@@ -126,7 +142,10 @@ export class VaultMembers {
         }
         failed.push({ member: base, error: e as Error });
         const leader = e instanceof VaultHttpError && e.leader !== undefined ? this.indexOf(e.leader) : -1;
-        if (leader >= 0) queue.unshift(leader);
+        if (leader >= 0 && leader !== i && !followed.has(leader)) {
+          followed.add(leader);
+          lead = leader;
+        }
       }
     }
     if (failed.length === 1) throw failed[0]!.error;

@@ -45,8 +45,13 @@ import { TokenNvram, nvramLabel } from './nvram-token.ts';
 export const DEFAULT_FIRMWARE = fileURLToPath(new URL('../enclave/main.ts', import.meta.url));
 export const nvramFileName = (partition: number) => `nvram-${partition}.bin`;
 
-/** A DeviceConfig whose token names a backend this device has. */
-export type CheckedConfig = DeviceConfig & { token?: TokenKind };
+/**
+ * A DeviceConfig whose token names a backend this device has. `deviceNotes`: print the device's
+ * start note (the token profile line, `bootFirmware`) to stderr; the host's channel sets it
+ * (host/channel/channel.ts ChannelOptions `deviceNotes`, which `bkv serve` turns on), and without
+ * it a device starts silently, as library and test vaults do.
+ */
+export type CheckedConfig = DeviceConfig & { token?: TokenKind; deviceNotes?: boolean };
 
 /** The Platform this device gives its firmware (the failpoint hook is a device extra). */
 export type HsmPlatform = Platform & { failpoint?: (name: string) => void };
@@ -74,6 +79,7 @@ export function checkConfig(c: unknown): CheckedConfig {
   if (cfg.token !== undefined && !isTokenKind(cfg.token)) throw new Error(`device config: token must be ${TOKEN_KINDS.map((k) => `'${k}'`).join(' or ')}, got ${String(cfg.token)}`);
   if (cfg.tokenPins !== undefined) checkPinSource(cfg.tokenPins);
   if (cfg.nvram !== undefined && cfg.nvram !== 'token' && cfg.nvram !== 'file') throw new Error(`device config: nvram must be 'token' or 'file', got ${String(cfg.nvram)}`);
+  if (cfg.deviceNotes !== undefined && typeof cfg.deviceNotes !== 'boolean') throw new Error(`device config: deviceNotes must be a boolean, got ${String(cfg.deviceNotes)}`);
   if (cfg.operatorKeyHash !== undefined && !/^[0-9a-f]{64}$/i.test(cfg.operatorKeyHash)) {
     throw new Error('device config: operatorKeyHash must be 64 hex digits');
   }
@@ -140,8 +146,9 @@ export async function bootFirmware(cfg: CheckedConfig, platform: HsmPlatform): P
   if (typeof mod.createEnclave !== 'function') throw new Error(`firmware ${file} exports no createEnclave function`);
   const enclave = (await (mod.createEnclave as (p: Platform) => Promise<Device>)(platform)) as Device | undefined;
   if (!enclave || typeof enclave.request !== 'function') throw new Error(`firmware ${file}: createEnclave returned no request()`);
-  if (cfg.partition === 0) {
-    // Which firmware token profile the vault's keys are of (enclave/token-profiles.ts), once per start.
+  if (cfg.partition === 0 && cfg.deviceNotes === true) {
+    // Which firmware token profile the vault's keys are of (enclave/token-profiles.ts), once per
+    // start of the vault's first device, for its operator (`bkv serve`).
     let profile: string;
     try {
       profile = provisionedProfile(platform.token) ?? 'none (no keys: zeroized)';

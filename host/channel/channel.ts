@@ -43,6 +43,12 @@ export const ChannelErrorCode = {
    * ResponseOf): the engine's typed call throws it as an EnclaveCallError (host/vault/engine.ts).
    */
   UnexpectedResponse: 3008,
+  /**
+   * The partition serves nothing now: its device answered a fault at boot or at load (its token
+   * or its store is broken) and the host keeps restarting it (host/vault/vault-host.ts). The
+   * request was refused before it reached any device; retry later.
+   */
+  NotReady: 3009,
 } as const;
 export type ChannelErrorCode = CodeOf<typeof ChannelErrorCode>;
 
@@ -97,6 +103,12 @@ export interface ChannelOptions {
   killAfterMs?: number;
   /** Child process mode: copy the device's stderr to this process's stderr (default true). */
   forwardStderr?: boolean;
+  /**
+   * The device prints its start note to stderr: partition 0's boot names the token profile of the
+   * vault's keys and the profiles the token meets (hsm/runner.ts). `bkv serve` sets it for its
+   * operator; default off, so a library or test vault starts silently.
+   */
+  deviceNotes?: boolean;
   /** Called once when a booted device dies on its own (not for a boot failure, not after close()). */
   onCrash?: (error: ChannelError) => void;
 }
@@ -141,7 +153,8 @@ interface Pending {
 
 export abstract class DeviceChannel implements EnclaveChannel {
   readonly ready: Promise<void>;
-  protected readonly config: DeviceConfig;
+  /** The device's configuration; `deviceNotes` is read by hsm/runner.ts (its CheckedConfig). */
+  protected readonly config: DeviceConfig & { deviceNotes?: boolean };
   private readonly timeoutMs: number;
   private readonly maxInFlight: number;
   private readonly closeTimeoutMs: number;
@@ -178,6 +191,7 @@ export abstract class DeviceChannel implements EnclaveChannel {
       ...(opts.failpointHit !== undefined && { failpointHit: opts.failpointHit }),
       ...(opts.operatorKeyHash !== undefined && { operatorKeyHash: Buffer.from(opts.operatorKeyHash).toString('hex') }),
       ...(opts.auth !== undefined && { auth: Buffer.from(encodeAuthConfig(opts.auth)).toString('base64url') }),
+      ...(opts.deviceNotes === true && { deviceNotes: true }),
     };
     // What the token's library reads from the process environment (SoftHSM2: SOFTHSM2_CONF), which
     // a worker thread can not set for the process: the host sets it (a child-process device sets

@@ -149,6 +149,8 @@ export async function serveCommand(argv: string[], out: Output): Promise<number>
     authMode: auth.development ? 'development' : 'issuers',
     corsOrigins,
     onLoadProgress: (loaded: number, total: number) => loading.count(loaded, total),
+    // The operator sees the token profile of the vault's keys once per start (stderr, beside the lines below).
+    deviceNotes: true,
     // Provisioned into a new vault's NVRAM (SHA-256 of the secret); an existing vault keeps its own.
     ...(p.opts.has('operator-key-file') && { operatorKeyHash: operatorKeyHash(readOperatorSecret(p.opts.get('operator-key-file')!)) }),
   }).finally(() => loading.end());

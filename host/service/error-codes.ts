@@ -1,8 +1,10 @@
 /**
  * The vault service's error codes: a stable string and a stable number in 6000-6099 (never
  * renumbered; add at the end), the HTTP status, and fixed text. Every error answer is
- * `{ error: { code, num, message, field? } }`; the text is chosen here, never taken from an
- * exception, so no internal detail (paths, SQL, enclave state, stack traces) reaches a client.
+ * `{ error: { code, num, message, field?, leader? } }` (`leader`: a 421 NOT_LEADER's leader's
+ * client URL, when known: host/fleet/member-host.ts; openapi.yaml); the text is chosen here, never
+ * taken from an exception, so no internal detail (paths, SQL, enclave state, stack traces) reaches
+ * a client.
  *
  * `toServiceError` maps what the vault can throw (enclave faults, channel errors, storage
  * errors, a full engine queue) to these codes.
@@ -38,21 +40,26 @@ export const ErrorCode = {
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 
+/** An error answer's body (openapi.yaml `Error`); `leader` only on 421 NOT_LEADER. */
+export interface ServiceErrorJson {
+  error: { code: string; num: number; message: string; field?: string; leader?: string };
+}
+
 export class ServiceError extends Error {
   override readonly name = 'ServiceError';
   readonly status: number;
   readonly num: number;
   constructor(
     readonly code: ErrorCodeName,
-    readonly extra: { field?: string; retryAfterSeconds?: number; allow?: string; cause?: unknown } = {},
+    readonly extra: { field?: string; retryAfterSeconds?: number; allow?: string; cause?: unknown; leader?: string } = {},
   ) {
     super(ErrorCode[code].message, extra.cause === undefined ? undefined : { cause: extra.cause });
     this.status = ErrorCode[code].status;
     this.num = ErrorCode[code].num;
   }
 
-  toJSON(): { error: { code: string; num: number; message: string; field?: string } } {
-    return { error: { code: this.code, num: this.num, message: this.message, ...(this.extra.field && { field: this.extra.field }) } };
+  toJSON(): ServiceErrorJson {
+    return { error: { code: this.code, num: this.num, message: this.message, ...(this.extra.field && { field: this.extra.field }), ...(this.extra.leader && { leader: this.extra.leader }) } };
   }
 }
 
@@ -62,6 +69,8 @@ export function toServiceError(e: unknown): ServiceError {
   if (e instanceof EnclaveCallError) return new ServiceError('ENCLAVE_FAULT', { cause: e });
   if (e instanceof ChannelError) {
     if (e.code === ChannelErrorCode.Timeout) return new ServiceError('ENCLAVE_TIMEOUT', { cause: e });
+    // The record's partition is down (its device failed to boot or load): refused before any device saw it.
+    if (e.code === ChannelErrorCode.NotReady) return new ServiceError('NOT_READY', { cause: e, retryAfterSeconds: 1 });
     if (e.code === ChannelErrorCode.Overloaded || e.code === ChannelErrorCode.Crashed || e.code === ChannelErrorCode.Closed) {
       return new ServiceError('UNAVAILABLE', { cause: e, retryAfterSeconds: 1 });
     }

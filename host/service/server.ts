@@ -69,6 +69,8 @@ export interface VaultHandlerOptions {
   corsOrigins?: readonly string[];
   /** Told while the vault loads its stored records at start: records loaded and their total (VaultHost `onLoadProgress`). */
   onLoadProgress?: (loaded: number, total: number) => void;
+  /** The devices print their start note (the token profile) to stderr (VaultHost `deviceNotes`; `bkv serve` sets it). */
+  deviceNotes?: boolean;
   /** Key of the record-id hash in log lines (default random per start). */
   logHashKey?: Uint8Array;
   /** Refuse byte-identical resubmissions within this window (default 10 min; 0 turns it off). */
@@ -174,6 +176,7 @@ export async function createVaultHandler(opts: VaultHandlerOptions): Promise<Vau
     log: (msg) => log.warn({ event: 'vault' }, msg),
     onBatch: (p, size, ms) => metrics?.batch(p, size, ms),
     ...(opts.onLoadProgress && { onLoadProgress: opts.onLoadProgress }),
+    ...(opts.deviceNotes === true && { deviceNotes: true }),
   });
   metrics = new ServiceMetrics(
     {

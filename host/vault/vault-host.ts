@@ -12,6 +12,7 @@ import type { AuthConfig } from '../../enclave/api/auth.ts';
 import { encodeAuthConfig } from '../../enclave/api/auth.ts';
 import { EnclavePool } from '../channel/pool.ts';
 import type { ChannelMode } from '../channel/pool.ts';
+import { ChannelError, ChannelErrorCode } from '../channel/channel.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { openStore } from '../storage/index.ts';
@@ -67,6 +68,12 @@ export interface VaultHostOptions {
    */
   load?: boolean;
   log?: (msg: string) => void;
+  /**
+   * The devices print their start note to stderr (the token profile of the vault's keys, once
+   * per boot of partition 0's device: host/channel/channel.ts `deviceNotes`). `bkv serve` sets
+   * it; default off: a library or test vault starts silently.
+   */
+  deviceNotes?: boolean;
   /** Called after each committed batch of any partition (metrics): its size and duration. */
   onBatch?: (partition: number, size: number, ms: number) => void;
   /**
@@ -107,6 +114,13 @@ export class VaultHost {
   private readonly restarts = new Map<number, Promise<void>>();
   /** Per partition: automatic restarts that failed in a row, and the timer of the next try. */
   private readonly retries = new Map<number, { failures: number; timer: NodeJS.Timeout | null }>();
+  /**
+   * Per partition whose last restart failed: why. Its device did not boot, or booted and
+   * answered a fault at load (a token that lost its keys: NotProvisioned), so its channel may say
+   * 'ready' while it holds no records: such a partition is not ready and serves nothing until a
+   * restart succeeds.
+   */
+  private readonly down = new Map<number, unknown>();
   private closed = false;
   /** Releases the data folder's lock (folder-lock.ts), taken by open. */
   private unlock: () => void = () => {};
@@ -148,6 +162,7 @@ export class VaultHost {
         ...(opts.auth !== undefined && { auth: opts.auth }),
         failpoint: opts.failpoint,
         failpointHit: opts.failpointHit,
+        ...(opts.deviceNotes === true && { deviceNotes: true }),
         onCrash: (p) => {
           host?.autoRestart(p);
         },
@@ -244,9 +259,12 @@ export class VaultHost {
     return engine;
   }
 
-  /** Per partition: true while its device runs and its records are loaded (false while it restarts or after it died). */
+  /**
+   * Per partition: true while its device runs and its records are loaded (false while it
+   * restarts, after it died, and after a restart whose boot or load failed).
+   */
   partitionsReady(): boolean[] {
-    return this.engines.map((_, p) => !this.closed && !this.restarts.has(p) && this.pool.channel(p).state === 'ready');
+    return this.engines.map((_, p) => !this.closed && !this.restarts.has(p) && !this.down.has(p) && this.pool.channel(p).state === 'ready');
   }
 
   partitionOf(recordId: Uint8Array): number {
@@ -257,13 +275,16 @@ export class VaultHost {
    * Relays one sealed client operation; resolves when its batch is durable. `partition`: the
    * record's partition when the caller has it already (`partitionOf`, as the HTTP route does),
    * so SHA-256 of the id is taken once on the host; a wrong one reaches a device that refuses
-   * the op (its enclave checks the partition itself).
+   * the op (its enclave checks the partition itself). A partition that is not serving (its last
+   * restart failed at boot or load) refuses it with ChannelError NotReady before any device
+   * sees it (the service answers 503 NOT_READY).
    */
   async submit(recordId: Uint8Array, message: Uint8Array, partition?: number): Promise<OpResult> {
     const p = partition ?? this.pool.partitionOf(recordId);
     if (!Number.isInteger(p) || p < 0 || p >= this.engines.length) throw new RangeError(`partition ${p} out of 0..${this.engines.length - 1}`);
     const pending = this.restarts.get(p);
-    if (pending) await pending;
+    if (pending) await pending.catch(() => {}); // a failed restart marks the partition down: refused below
+    if (this.down.has(p)) throw new ChannelError(ChannelErrorCode.NotReady, `partition ${p} is not serving: its device failed to boot or load its records; it is being restarted`, { cause: this.down.get(p) });
     return this.engines[p]!.submit(recordId, message);
   }
 
@@ -271,16 +292,26 @@ export class VaultHost {
     return this.engines.map((e) => e.queueDepth);
   }
 
-  /** A fresh device for partition `p`, reloaded from storage (its NVRAM decides what is valid). */
+  /**
+   * A fresh device for partition `p`, reloaded from storage (its NVRAM decides what is valid).
+   * When the boot or the load fails, the partition is down (not ready, refusing operations)
+   * until a later restart succeeds.
+   */
   restartPartition(p: number): Promise<void> {
     const running = this.restarts.get(p);
     if (running) return running;
     const job = (async () => {
       this.opts.log?.(`partition ${p}: restarting device`);
-      await this.pool.restart(p);
-      const engine = this.newEngine(p);
-      await engine.start();
-      this.engines[p] = engine;
+      try {
+        await this.pool.restart(p);
+        const engine = this.newEngine(p);
+        await engine.start();
+        this.engines[p] = engine;
+      } catch (e) {
+        this.down.set(p, e);
+        throw e;
+      }
+      this.down.delete(p);
     })().finally(() => this.restarts.delete(p));
     this.restarts.set(p, job);
     return job;

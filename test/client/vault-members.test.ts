@@ -19,11 +19,13 @@ import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import { EscrowClient } from '../../client/escrow.ts';
 import {
-  MAX_VAULT_URLS, VaultHttpError, VaultKeyMismatchError, VaultMembersError, VaultTransportError, VaultUrlError, fetchVaultInfo, httpRelay, parseVaultUrls,
+  MAX_ANSWER_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_VAULT_URLS, VaultHttpError, VaultKeyMismatchError, VaultMembersError, VaultTransportError, VaultUrlError, fetchVaultInfo, httpRelay, parseVaultUrls,
 } from '../../client/http-relay.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import type { Suite } from '../../enclave/opaque/suite.ts';
 import { startService } from '../../host/service/server.ts';
+import { ErrorCode, ServiceError } from '../../host/service/error-codes.ts';
+import type { ErrorCodeName, ServiceErrorJson } from '../../host/service/error-codes.ts';
 import type { RunningService } from '../../host/service/server.ts';
 import { CONTEXT } from '../helpers/vault-harness.ts';
 import { testIssuer, wallClockClientExtras } from '../helpers/auth.ts';
@@ -58,7 +60,12 @@ afterAll(async () => {
   for (const d of dirs.splice(0)) for (const x of [d, `${d}.operator`]) rmSync(x, { recursive: true, force: true });
 });
 
-type OpsAnswer = 'pass' | 'reset' | { status: number; code: string; leader?: string };
+/**
+ * How a member answers an operation: passed through, the connection reset, or an error answer
+ * (`pad`: that many more bytes of message, `chunked`: sent in pieces with no Content-Length);
+ * or, as a function of the operations it got so far (1 for the first), one of those.
+ */
+type OpsAnswer = 'pass' | 'reset' | { status: number; code: string; leader?: string; pad?: number; chunked?: boolean } | ((n: number) => Exclude<OpsAnswer, Function>);
 
 interface Member {
   url: string;
@@ -77,10 +84,23 @@ async function member(target: string, ops: OpsAnswer = 'pass'): Promise<Member> 
     req.on('end', async () => {
       if (req.method === 'POST') m.ops++;
       else m.infos++;
-      if (req.method === 'POST' && ops === 'reset') return void req.socket.destroy(); // the whole request is in; the answer is lost
-      if (req.method === 'POST' && typeof ops === 'object') {
-        const error = { code: ops.code, num: 0, message: 'test member', ...(ops.leader !== undefined && { leader: ops.leader }) };
-        res.writeHead(ops.status, { 'content-type': 'application/json', connection: 'close' }).end(JSON.stringify({ error }));
+      const answer = typeof ops === 'function' ? ops(m.ops) : ops;
+      if (req.method === 'POST' && answer === 'reset') return void req.socket.destroy(); // the whole request is in; the answer is lost
+      if (req.method === 'POST' && typeof answer === 'object') {
+        // A code of the service's table: its own error body (ServiceError.toJSON, `leader` included).
+        const json: ServiceErrorJson =
+          answer.code in ErrorCode
+            ? new ServiceError(answer.code as ErrorCodeName, answer.leader !== undefined ? { leader: answer.leader } : {}).toJSON()
+            : { error: { code: answer.code, num: 0, message: 'test member' } };
+        json.error.message += '.'.repeat(answer.pad ?? 0);
+        const body = JSON.stringify(json);
+        if (answer.chunked) {
+          res.writeHead(answer.status, { 'content-type': 'application/json', connection: 'close' });
+          for (let at = 0; at < body.length; at += 1024) res.write(body.slice(at, at + 1024));
+          res.end();
+        } else {
+          res.writeHead(answer.status, { 'content-type': 'application/json', connection: 'close' }).end(body);
+        }
         return;
       }
       const r = await fetch(target + req.url, { method: req.method, headers: req.headers as Record<string, string>, body: req.method === 'POST' ? Buffer.concat(chunks) : undefined });
@@ -220,6 +240,76 @@ describe('a relay over several members', () => {
     // A configured member after it takes the request.
     expect((await client([follower.url, vault.url]).recover(id, PASSWORD)).ok).toBe(true);
     expect(outsider.infos + outsider.ops).toBe(0);
+    expect(await attemptsLeft(id)).toBe(5);
+  }, 30_000);
+
+  it('a leader asked earlier in the pass is asked once more when another member names it (it may have taken the lead since)', async () => {
+    const id = await registered('lead-moved');
+    // a: no leader yet at first (its first operation, which fetch sends twice), then it leads.
+    const a = await member(vault.url, (n) => (n <= 2 ? { status: 421, code: 'NOT_LEADER' } : 'pass'));
+    const named = await member(vault.url, { status: 421, code: 'NOT_LEADER', leader: a.url });
+    const b = await member(vault.url);
+    const r = await client([a.url, named.url, b.url]).recover(id, PASSWORD);
+    expect(r.ok).toBe(true);
+    // a: the refused LoginStart (twice), then LoginStart and LoginFinish; b was never reached.
+    expect([a.ops, named.ops, b.ops + b.infos]).toEqual([4, 2, 0]);
+    expect(await attemptsLeft(id)).toBe(5);
+  }, 30_000);
+
+  it('421s naming each other in a ring stop after one pass and one redirect per member: a typed error naming what each answered', async () => {
+    const id = await registered('ring');
+    const ring: Member[] = [];
+    const urls: string[] = [];
+    // Each names the next as the leader (the last names the first): a loop, were the client to follow every hint.
+    for (let i = 0; i < 3; i++) {
+      const m = await member(vault.url, () => ({ status: 421, code: 'NOT_LEADER', leader: urls[(i + 1) % 3]! }));
+      ring.push(m);
+      urls.push(m.url);
+    }
+    const outsider = await member(vault.url);
+    // A forged 421 naming a host the client was not given adds nothing to the bound either.
+    const forged = await member(vault.url, { status: 421, code: 'NOT_LEADER', leader: outsider.url });
+    const e = await rejectionOf(client([...urls, forged.url]).recover(id, PASSWORD));
+    expect(e).toBeInstanceOf(VaultMembersError);
+    const attempts = (e as VaultMembersError).attempts;
+    // ring 0 (the pass) names 1, 1 names 2, 2 names 0 (asked again once: it may lead now), 0 names 1
+    // (followed already): the pass goes on to the member not asked yet, and ends.
+    expect(attempts.map((a) => a.member)).toEqual([urls[0], urls[1], urls[2], urls[0], forged.url]);
+    expect(attempts.length).toBeLessThanOrEqual(2 * 4);
+    for (const [k, a] of attempts.entries()) {
+      expect(a.error, `attempt ${k}`).toBeInstanceOf(VaultHttpError);
+      expect(a.error, `attempt ${k}`).toMatchObject({ status: 421, code: 'NOT_LEADER', num: 6023 });
+    }
+    expect(attempts.map((a) => (a.error as VaultHttpError).leader)).toEqual([urls[1], urls[2], urls[0], urls[1], outsider.url]);
+    for (const a of attempts) expect((e as Error).message).toContain(`${a.member}: vault service 421 NOT_LEADER`);
+    // fetch sends each refused request twice (its own 421 resend).
+    expect([...ring.map((m) => m.ops), forged.ops, outsider.infos + outsider.ops]).toEqual([4, 2, 2, 2, 0]);
+    expect(await attemptsLeft(id)).toBe(5);
+  }, 30_000);
+
+  it('a 421 whose body is over the error body limit is not read: no leader followed, its status the error; an answer over the answer limit is not read either', async () => {
+    const id = await registered('long-421');
+    const leader = await member(vault.url);
+    for (const chunked of [false, true]) {
+      const long = await member(vault.url, { status: 421, code: 'NOT_LEADER', leader: leader.url, pad: MAX_ERROR_BODY_BYTES, chunked });
+      const e = await rejectionOf(client([long.url, leader.url]).recover(id, PASSWORD));
+      expect(e, `chunked ${chunked}`).toBeInstanceOf(VaultHttpError);
+      expect(e, `chunked ${chunked}`).toMatchObject({ status: 421, code: 'HTTP_421', leader: undefined });
+      expect((e as Error).message).toMatch(/error body over 8192 bytes \(not read\)/);
+      expect(leader.ops + leader.infos).toBe(0);
+    }
+    // The same 421 within the limit is followed (a control: the padding alone does not change it).
+    const short = await member(vault.url, { status: 421, code: 'NOT_LEADER', leader: leader.url, pad: MAX_ERROR_BODY_BYTES - 200 });
+    expect((await client([short.url, leader.url]).recover(id, PASSWORD)).ok).toBe(true);
+    expect(leader.ops).toBe(2);
+    // A success over the answer limit: no usable answer (the LoginStart was sent: not moved on).
+    const huge = await member(vault.url, { status: 200, code: 'NOT_AN_ERROR', pad: MAX_ANSWER_BODY_BYTES });
+    const t = await rejectionOf(client([huge.url, leader.url]).recover(id, PASSWORD));
+    expect(t).toBeInstanceOf(VaultTransportError);
+    expect(t).not.toBeInstanceOf(VaultMembersError);
+    expect((t as VaultTransportError).unsent).toBe(false);
+    expect((t as Error).message).toMatch(/over 65536 bytes \(not read\)/);
+    expect(leader.ops).toBe(2);
     expect(await attemptsLeft(id)).toBe(5);
   }, 30_000);
 

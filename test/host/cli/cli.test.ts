@@ -191,6 +191,8 @@ describe('bkv', () => {
     } finally {
       await stop(s.proc);
     }
+    // The operator sees the token profile of the vault's keys once at start (worker-thread devices).
+    expect(s.err().match(/bkv device \d+: token profile [^\n]*/g)).toEqual(['bkv device 0: token profile gcm-ecdh; the token meets gcm-ecdh, ctr-hmac']);
   }, 90_000);
 
   it('operator: a vault provisioned with an operator secret changes its issuer set only with it', async () => {
@@ -367,6 +369,8 @@ describe('bkv', () => {
     } finally {
       await stop(s.proc);
     }
+    // The token profile line once at start, from the child-process device too.
+    expect(s.err().match(/bkv device \d+: token profile [^\n]*/g)).toEqual(['bkv device 0: token profile gcm-ecdh; the token meets gcm-ecdh, ctr-hmac']);
     expect(existsSync(`${data}.operator`)).toBe(false);
     for (const pin of ['operator-user-pin-1', 'operator-so-pin-2']) expect(filesContaining(data, pin)).toEqual([]);
     // The same folder on defaults (development mode) finds no PINs: it does not start.
