@@ -150,7 +150,7 @@ async function call(url: string, init: RequestInit, o: FetchOpts): Promise<unkno
   }
   if (!res.ok) {
     // `leader`: the field a 421 NOT_LEADER adds to the error body (host/service/openapi.yaml).
-    const err = (body as { error?: Partial<ErrorJson['error']> & { leader?: unknown } } | null)?.error;
+    const err = (body as { error?: Partial<Record<keyof ErrorJson['error'], unknown>> } | null)?.error;
     const code = typeof err?.code === 'string' ? err.code : `HTTP_${res.status}`;
     const num = typeof err?.num === 'number' ? err.num : 0;
     const text = typeof err?.message === 'string' ? err.message : 'no error body';

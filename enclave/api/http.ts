@@ -41,7 +41,8 @@ export interface OpResponseJson {
 
 /** Every error response: a stable string code, its stable number (6000-6099) and fixed text. */
 export interface ErrorJson {
-  error: { code: string; num: number; message: string; field?: string };
+  /** `leader`: the URL of the member that leads, in a fleet member's 421 NOT_LEADER (openapi.yaml). */
+  error: { code: string; num: number; message: string; field?: string; leader?: string };
 }
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
