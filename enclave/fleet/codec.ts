@@ -62,7 +62,7 @@ export const ENTRY = [['index', u53], ['view', u53], ['prevHash', HASH], ['hash'
 /** A configuration: epoch, then per member id its admitted incarnation or none. */
 export const ADMITTED = list([['inc', opt(INC)]] as const, MAX_MEMBERS);
 const RECORD = [['id', RECORD_ID], ['version', u53], ['status', u8], ['limit', u8], ['used', u8], ['total', u53]] as const;
-export const SNAPSHOT = [['index', u53], ['hash', HASH], ['epoch', u53], ['admitted', ADMITTED], ['records', list(RECORD, MAX_SNAPSHOT_RECORDS)]] as const;
+export const SNAPSHOT = [['index', u53], ['hash', HASH], ['epoch', u53], ['admitted', ADMITTED], ['records', list(RECORD, MAX_SNAPSHOT_RECORDS)], ['lastPayload', PAYLOAD]] as const;
 
 /** The body schema of each message type (its tag is in the header). */
 export const BODY_SCHEMAS = {
@@ -172,7 +172,7 @@ const byId = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 export function flatSnapshot(s: Snapshot): Decoded<typeof SNAPSHOT> {
   const records = [...s.records].sort(([a], [b]) => byId(a, b)).map(([id, r]) => ({ id: idBytes(id), version: r.version, status: STATUS_TAGS[r.status], limit: r.limit, used: r.used, total: r.total }));
-  return { index: s.index, hash: s.hash, epoch: s.config.epoch, admitted: flatAdmitted(s.config), records };
+  return { index: s.index, hash: s.hash, epoch: s.config.epoch, admitted: flatAdmitted(s.config), records, lastPayload: s.lastPayload };
 }
 export function snapshotOf(f: Decoded<typeof SNAPSHOT>): Snapshot {
   const records = new Map<string, RecordState>();
@@ -186,7 +186,7 @@ export function snapshotOf(f: Decoded<typeof SNAPSHOT>): Snapshot {
     if (r.limit < 1 || r.limit > MAX_LIMIT || r.used > r.limit) bad(FleetCode.BadValue, `${what}: limit or attempts used out of range`);
     records.set(id, { version: r.version, status, limit: r.limit, used: r.used, total: r.total });
   });
-  return { index: f.index, hash: f.hash, config: configOf(f.epoch, f.admitted), records };
+  return { index: f.index, hash: f.hash, config: configOf(f.epoch, f.admitted), records, lastPayload: f.lastPayload };
 }
 
 // ---- bodies ---------------------------------------------------------------------------------------
@@ -254,6 +254,6 @@ export const MAX_BODY_BYTES = (() => {
   const admitted = 2 + MAX_MEMBERS * (1 + INCARNATION_BYTES);
   const entry = 8 + 8 + 2 * HASH_BYTES + 2 + MAX_OPS_PER_ENTRY * (2 + MAX_OP_BYTES) + 2 + MAX_PAYLOAD_BYTES;
   const record = 2 + MAX_RECORD_ID_BYTES + 8 + 3 + 8;
-  const snapshot = 8 + HASH_BYTES + 8 + admitted + 2 + MAX_SNAPSHOT_RECORDS * record;
+  const snapshot = 8 + HASH_BYTES + 8 + admitted + 2 + MAX_SNAPSHOT_RECORDS * record + 2 + MAX_PAYLOAD_BYTES;
   return 4 * 8 + 2 + snapshot + 2 + MAX_CATCHUP_ENTRIES * entry;
 })();

@@ -6,7 +6,7 @@
  */
 import { FleetCode, type FleetCodeValue } from './faults.ts';
 import { transition, type Op, type RecordState } from './rules.ts';
-import { entryHash, GENESIS_HASH, INCARNATION_BYTES, sameBytes, type Config, type Entry, type Snapshot } from './wire.ts';
+import { entryHash, GENESIS_HASH, INCARNATION_BYTES, NO_PAYLOAD, sameBytes, type Config, type Entry, type Snapshot } from './wire.ts';
 
 export interface ReformRecord {
   /** The epoch of the re-form this member took part in. */
@@ -36,7 +36,7 @@ export function genesis(member: number, n: number): DurableState {
     view: 0,
     normalView: 0,
     commit: 0,
-    base: { index: 0, hash: GENESIS_HASH, config: { epoch: 0, admitted: new Array<null>(n).fill(null) }, records: new Map() },
+    base: { index: 0, hash: GENESIS_HASH, config: { epoch: 0, admitted: new Array<null>(n).fill(null) }, records: new Map(), lastPayload: NO_PAYLOAD },
     entries: [],
     reform: null,
   };
@@ -90,6 +90,16 @@ export function recordsAt(d: DurableState, upto: number): Map<string, RecordStat
   return recs;
 }
 
+/** The payload of the last entry up to `upto` that carried one (the snapshot's, when none of the entries did). */
+export function lastPayloadAt(d: DurableState, upto: number): Uint8Array {
+  let p = d.base.lastPayload;
+  for (const e of d.entries) {
+    if (e.index > upto) break;
+    if (e.payload.length > 0) p = e.payload;
+  }
+  return p;
+}
+
 /** Checks `ops` in order against `recs` (updated in place); the first broken rule's code, or null. */
 export function checkOps(recs: Map<string, RecordState>, n: number, ops: readonly Op[]): FleetCodeValue | null {
   for (const op of ops) {
@@ -135,7 +145,7 @@ export function compact(d: DurableState, keep: number, floor = Number.MAX_SAFE_I
   const hash = hashAt(d, upto)!;
   return {
     ...d,
-    base: { index: upto, hash, config: configAt(d, upto), records: recordsAt(d, upto) },
+    base: { index: upto, hash, config: configAt(d, upto), records: recordsAt(d, upto), lastPayload: lastPayloadAt(d, upto) },
     entries: d.entries.filter((e) => e.index > upto),
   };
 }

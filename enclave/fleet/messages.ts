@@ -35,6 +35,8 @@ export interface Snapshot {
   readonly hash: Uint8Array;
   readonly config: Config;
   readonly records: ReadonlyMap<string, RecordState>;
+  /** The payload of the last folded entry that carried one (empty if none): a vault's seat reads the last batch number the snapshot holds from it (enclave/vault/fleet-seat.ts). */
+  readonly lastPayload: Uint8Array;
 }
 
 export type Body =

@@ -7,7 +7,7 @@
 import { requestCatchup } from './catchup.ts';
 import type { MemberCore, Vote } from './core.ts';
 import { FleetCode } from './faults.ts';
-import { newer, recordsAt, tipOf } from './log.ts';
+import { newer, lastPayloadAt, recordsAt, tipOf } from './log.ts';
 import { enterViewChange, enterView } from './view-change.ts';
 import { configHash, sameBytes, type Body, type Config, type Envelope } from './wire.ts';
 
@@ -129,7 +129,7 @@ export function onAccepted(c: MemberCore, from: number, inc: Uint8Array, b: Extr
     ...full,
     view: p.view,
     normalView: p.view,
-    base: { index: tip.index, hash: tip.hash, config: p.config, records: recordsAt(full, tip.index) },
+    base: { index: tip.index, hash: tip.hash, config: p.config, records: recordsAt(full, tip.index), lastPayload: lastPayloadAt(full, tip.index) },
     entries: [],
   });
   c.out.events.push({ type: 'reform', epoch: p.epoch, config: p.config, tip });

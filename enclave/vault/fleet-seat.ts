@@ -136,8 +136,29 @@ export class FleetSeat {
     const d = this.member.durable;
     if (tipOf(d).index !== d.commit) return 'an entry of the log is not committed yet';
     if (this.vaultEpoch !== epoch - 1) return `the vault is at batch ${this.vaultEpoch}, not ${epoch - 1}`;
-    if (this.entryOf(epoch)) return `the log already carries batch ${epoch}`;
+    const logged = this.loggedEpoch();
+    if (logged >= epoch) return `the log carries batch ${logged}, which this vault has not applied`;
     return null;
+  }
+
+  /** The last batch number the log holds: in its entries, or folded into its snapshot. */
+  loggedEpoch(): number {
+    const d = this.member.durable;
+    for (let i = d.entries.length - 1; i >= 0; i--) {
+      const b = this.batchOf(d.entries[i]!);
+      if (b) return b.epoch;
+    }
+    return d.base.lastPayload.length > 0 ? decodeBatchPayload(d.base.lastPayload).epoch : 0;
+  }
+
+  /**
+   * Whether the log folded batches this vault has not applied into its snapshot (a catch-up by
+   * snapshot, or a whole fleet's re-form): the vault can not apply them from the log, so it
+   * neither applies nor leads until it catches up by stored rows (docs/fleet-vault.md).
+   */
+  behind(): boolean {
+    const next = this.vaultEpoch + 1;
+    return this.loggedEpoch() >= next && this.entryOf(next) === null;
   }
 
   /** The batch becomes the next entry of the log (its prepares go out); an EnclaveFault when the fleet refuses it. */

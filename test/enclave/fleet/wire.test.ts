@@ -61,6 +61,7 @@ const snapshot: fc.Arbitrary<Snapshot> = fc.record({
   hash,
   config,
   records: fc.uniqueArray(fc.tuple(id, record), { selector: ([k]) => k, maxLength: 5 }).map((xs) => new Map(xs)),
+  lastPayload: fc.uint8Array({ maxLength: 32 }),
 });
 const body: fc.Arbitrary<Body> = fc.oneof(
   fc.record({ type: fc.constant('prepare' as const), epoch: nat, view: nat, commit: nat, entry }),
@@ -189,7 +190,7 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
     expect(codeOf(sealed('doViewChange', [...u64(1), ...u64(1), ...u64(1), ...u64(1), ...hash32, ...u64(1), ...u16(1), 2]))).toBe(FleetCode.BadValue);
     // snapshot records: an unknown status, attempts used above the limit, ids out of order
     const rec = (idByte: number, status: number, limit: number, used: number) => [...u16(1), idByte, ...u64(1), status, limit, used, ...u64(0)];
-    const snapOf = (...recs: number[][]) => sealed('catchup', [...u64(1), ...u64(1), ...u64(1), ...u64(0), ...u16(1), ...u64(0), ...hash32, ...u64(1), ...u16(0), ...u16(recs.length), ...recs.flat(), ...u16(0)]);
+    const snapOf = (...recs: number[][]) => sealed('catchup', [...u64(1), ...u64(1), ...u64(1), ...u64(0), ...u16(1), ...u64(0), ...hash32, ...u64(1), ...u16(0), ...u16(recs.length), ...recs.flat(), ...u16(0), ...u16(0)]);
     expect(() => snapOf(rec(0x61, 1, 3, 1), rec(0x62, 2, 3, 3))()).not.toThrow();
     expect(codeOf(snapOf(rec(0x61, 4, 3, 1)))).toBe(FleetCode.BadValue);
     expect(codeOf(snapOf(rec(0x61, 1, 3, 4)))).toBe(FleetCode.BadValue);

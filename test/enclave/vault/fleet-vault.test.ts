@@ -11,7 +11,9 @@
  * - the leader dies: another member leads with every acknowledged registration and every
  *   charged guess; the dead one comes back and catches up;
  * - under a lossy network with members killed and restarted, no acknowledged registration is
- *   lost and no acknowledged wrong guess is refunded, and the members converge.
+ *   lost and no acknowledged wrong guess is refunded, and the members converge;
+ * - a member whose log caught up by snapshot past batches its vault never applied knows it is
+ *   behind (the snapshot names the last batch it folded) and applies nothing.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { Handling } from '../../../enclave/api/codes.ts';
@@ -216,5 +218,24 @@ describe('the vault on the fleet log', () => {
     expect(lost).toBeLessThan(12);
     expect(w.dropped).toBeGreaterThan(0);
     for (const m of w.members) expect(m.applyErrors, `member ${m.id}`).toEqual([]);
+  });
+
+  it('a member whose log caught up by snapshot past batches its vault has not applied neither applies nor leads', async () => {
+    w = await FleetVaultWorld.open({ seed: 13 });
+    const c = await w.client(4000);
+    const f = w.members.find((m) => m !== w!.leader())!;
+    w.kill(f.id);
+    // more batches than the members keep behind their commit point (keep 8): the leader folds them
+    for (let i = 0; i < 6; i++) await untilDone(() => c.register(te.encode(`s${i}`), te.encode('pw'), KEY, { attemptLimit: 3 }));
+    const l = w.leader()!;
+    expect(l.seat!.member.durable.base.index).toBeGreaterThan(0);
+    await w.boot(f.id);
+    await w.until(() => f.seat!.member.durable.base.index >= l.seat!.member.durable.base.index && f.seat!.loggedEpoch() >= l.seat!.appliedEpoch, 'the member to catch up by snapshot');
+    expect(f.seat!.behind()).toBe(true);
+    expect(f.seat!.nextToApply()).toBeNull();
+    expect(f.seat!.appliedEpoch).toBeLessThan(f.seat!.loggedEpoch());
+    // the fleet keeps serving on the other two
+    expect(await untilDone(() => c.status(te.encode('s5')))).toMatchObject({ type: 'StatusResult', attemptsRemaining: 3 });
+    expect(f.applyErrors).toEqual([]);
   });
 });

@@ -62,7 +62,7 @@ export function sampleBodies(): Body[] {
     { type: 'startView', epoch: 1, view: 3, tip: 3, tipHash: entry.hash },
     { type: 'rejoin', commit: 2, commitHash: hash(4) },
     { type: 'catchupRequest', commit: 2, commitHash: hash(4) },
-    { type: 'catchup', epoch: 1, view: 2, normalView: 2, commit: 3, snapshot: { index: 2, hash: GENESIS_HASH, config, records }, entries: [entry, entry2] },
+    { type: 'catchup', epoch: 1, view: 2, normalView: 2, commit: 3, snapshot: { index: 2, hash: GENESIS_HASH, config, records, lastPayload: payload }, entries: [entry, entry2] },
     { type: 'reformVote', epoch: 2, view: 3, normalView: 2, tip: 3, tipHash: entry.hash },
     { type: 'reformAccept', epoch: 2, setHash: hash(9), tip: 3, tipHash: entry.hash },
   ];
