@@ -35,7 +35,7 @@
  */
 import { EnclaveFault, Handling } from '../api/codes.ts';
 import type { HostResponse } from '../api/messages.ts';
-import { toHex } from '../opaque/bytes.ts';
+import { ctEqual, toHex } from '../opaque/bytes.ts';
 import { addInto, subInto } from './adhash.ts';
 import type { TokenVerifier } from '../api/auth-verify.ts';
 import type { NvramSlot, NvramState } from './nvram-state.ts';
@@ -54,6 +54,8 @@ interface Computed {
   intentWritten: boolean;
   /** A follower's Apply of a committed batch of the fleet's log (no proposal of its own to wait for). */
   applied?: boolean;
+  /** A staged batch's intent, computed by its predecessor's commit (what its fleet entry carries). */
+  intent?: NvramSlot;
 }
 
 /** What the protocol needs of the vault around it (vault.ts): its NVRAM state and the issuer policy in force. */
@@ -144,7 +146,7 @@ export class Batches {
     if (!s.intentWritten) return this.prepareComputed(s);
     // Its intent is durable already (written with the commit before it): nothing more to write.
     this.v.p.failpoint?.('batch:before-intent');
-    this.propose(s);
+    this.propose(s, s.intent!);
     this.pending = s;
     this.v.p.failpoint?.('batch:prepared');
     return preparedOf(s);
@@ -167,7 +169,10 @@ export class Batches {
     const next = s ? this.intentOf(s, intent.indexSum, intent.count) : null;
     this.v.p.failpoint?.('commit:before-nvram');
     await this.vault.writeNvram({ ...nv, committed: intent, intent: next });
-    if (s) s.intentWritten = true;
+    if (s) {
+      s.intentWritten = true;
+      s.intent = next!;
+    }
     this.v.p.failpoint?.('commit:after-nvram');
     const index = this.v.index;
     for (const o of p.fx.overlay.values()) index.setByKey(o.key, o.leaf);
@@ -199,11 +204,20 @@ export class Batches {
    * the fault. Before its NVRAM intent: an entry whose intent a crash lost is applied from the log
    * once committed, like any other member's.
    */
-  private propose(c: Computed): void {
+  private propose(c: Computed, intent: NvramSlot): void {
     const seat = this.vault.seat();
-    if (!seat || c.applied) return;
+    if (!seat) return;
+    if (c.applied) {
+      // the leader's index after the batch is this member's too, or the two hold different records
+      const b = seat.committedBatch(c.fx.epoch)!;
+      if (b.count !== intent.count || !ctEqual(b.sum, intent.indexSum)) {
+        this.v.tables.abort(c.fx.epoch);
+        throw new EnclaveFault(Handling.ApplyRefused, "replicated batch refused: this member's record index after it is not the leader's", 'epoch');
+      }
+      return;
+    }
     try {
-      seat.propose({ epoch: c.fx.epoch, ops: c.fx.changes ?? [], writes: c.writes });
+      seat.propose({ epoch: c.fx.epoch, count: intent.count, sum: intent.indexSum, ops: c.fx.changes ?? [], writes: c.writes });
     } catch (e) {
       this.staged = null;
       this.v.tables.abort(c.fx.epoch);
@@ -216,7 +230,7 @@ export class Batches {
     const index = this.v.index;
     const intent = this.intentOf(c, index.sum, index.count);
     this.v.p.failpoint?.('batch:before-intent');
-    this.propose(c);
+    this.propose(c, intent);
     await this.vault.writeNvram({ ...this.vault.nv(), intent });
     this.pending = c;
     this.v.p.failpoint?.('batch:prepared');

@@ -27,7 +27,7 @@
  * (VaultOptions.fleet); the host requests that carry fleet messages into a device are the next.
  */
 import { sha256 } from '@noble/hashes/sha2.js';
-import { decodeFields, encodeFields, list, u53, u8, bytes } from '../api/codec.ts';
+import { bytes, decodeFields, encodeFields, fixed, list, u53, u8 } from '../api/codec.ts';
 import { EnclaveFault, Handling } from '../api/codes.ts';
 import { MAX_BATCH_OPS, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../api/messages.ts';
 import { fleetFaultName, type FleetCodeValue } from '../fleet/faults.ts';
@@ -41,18 +41,23 @@ import { CHANGE_TAGS, type ChangeOp } from './fleet-change.ts';
 /** A vault batch as the log carries it. */
 export interface LoggedBatch {
   readonly epoch: number;
+  /** The record index after the batch (its count of live records and AdHash sum, as the leader's NVRAM intent holds them): what a member that loads stored rows to catch up checks them against. */
+  readonly count: number;
+  readonly sum: Uint8Array;
   readonly ops: readonly ChangeOp[];
   readonly writes: readonly { readonly recordId: Uint8Array; readonly blob: Uint8Array }[];
 }
 
 const PAYLOAD_SCHEMA = [
   ['epoch', u53],
+  ['count', u53],
+  ['sum', fixed(32)],
   ['ops', list([['recordId', bytes(1, MAX_RECORD_ID)], ['change', u8], ['base', u53], ['limit', u8]] as const, MAX_BATCH_OPS)],
   ['writes', list([['recordId', bytes(1, MAX_RECORD_ID)], ['blob', bytes(0, MAX_SEALED_RECORD)]] as const, MAX_BATCH_OPS)],
 ] as const;
 
 export function encodeBatchPayload(b: LoggedBatch): Uint8Array {
-  return encodeFields(PAYLOAD_SCHEMA, { epoch: b.epoch, ops: b.ops.map((o) => ({ ...o })), writes: b.writes.map((w) => ({ ...w })) });
+  return encodeFields(PAYLOAD_SCHEMA, { epoch: b.epoch, count: b.count, sum: b.sum, ops: b.ops.map((o) => ({ ...o })), writes: b.writes.map((w) => ({ ...w })) });
 }
 
 export function decodeBatchPayload(p: Uint8Array): LoggedBatch {
@@ -139,6 +144,24 @@ export class FleetSeat {
     const logged = this.loggedEpoch();
     if (logged >= epoch) return `the log carries batch ${logged}, which this vault has not applied`;
     return null;
+  }
+
+  /**
+   * The batches the fleet committed that this member's log still names, latest first (its
+   * committed entries, then the last one folded into its snapshot): the states a member that is
+   * behind may adopt by loading stored rows that match one's count and sum (vault.ts loadEnd).
+   */
+  committedAnchors(): LoggedBatch[] {
+    const d = this.member.durable;
+    const out: LoggedBatch[] = [];
+    for (let i = d.entries.length - 1; i >= 0; i--) {
+      const e = d.entries[i]!;
+      if (e.index > d.commit) continue;
+      const b = this.batchOf(e);
+      if (b) out.push(b);
+    }
+    if (d.base.lastPayload.length > 0) out.push(decodeBatchPayload(d.base.lastPayload));
+    return out;
   }
 
   /** The last batch number the log holds: in its entries, or folded into its snapshot. */

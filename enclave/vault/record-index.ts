@@ -131,6 +131,11 @@ export class IndexLoader {
    * The index, if the stored rows are exactly the committed state or exactly the state of the
    * batch whose intent is in NVRAM (then `rolledForward`); a RollbackDetected fault otherwise.
    */
+  /** The index, if the stored rows are exactly the state (count, sum) given: a fleet member adopting its fleet's committed state (vault.ts). */
+  finishAt(count: number, sum: Uint8Array): RecordIndex | null {
+    return this.index.matches(count, sum) ? this.index : null;
+  }
+
   finish(committed: { count: number; indexSum: Uint8Array }, intent: { count: number; indexSum: Uint8Array } | null): { index: RecordIndex; rolledForward: boolean } {
     if (this.index.matches(committed.count, committed.indexSum)) return { index: this.index, rolledForward: false };
     if (intent && this.index.matches(intent.count, intent.indexSum)) return { index: this.index, rolledForward: true };

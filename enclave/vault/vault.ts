@@ -33,7 +33,7 @@ import type { NvramState } from './nvram-state.ts';
 import { IndexLoader, RecordIndex } from './record-index.ts';
 import { STATUS_LOCKED, unseal, zeroizeRecord } from './record.ts';
 import { VaultTables } from './sessions.ts';
-import { FleetSeat } from './fleet-seat.ts';
+import { FleetSeat, type LoggedBatch } from './fleet-seat.ts';
 import type { TableLimits } from './sessions.ts';
 
 /** The device boundary (main.ts) answers its faults with the one conversion an op's fault uses. */
@@ -272,7 +272,27 @@ export class Vault {
     this.requireState('notLoaded', 'broken');
     const loader = this.loader ?? new IndexLoader(this.keys!.indexKey, this.sha256, () => true);
     this.loader = null;
-    const { index, rolledForward } = loader.finish(this.nv.committed, this.nv.intent);
+    let loaded: { index: RecordIndex; rolledForward: boolean };
+    try {
+      loaded = loader.finish(this.nv.committed, this.nv.intent);
+    } catch (e) {
+      // A fleet member behind its fleet (its log folded batches its vault never applied) loads
+      // stored rows copied from another member: they are taken only as exactly the fleet's latest
+      // committed state its log names (the batch's count and sum, under the log's MACs), never an
+      // older one than its own.
+      let adopted: RecordIndex | null = null;
+      let anchor: LoggedBatch | undefined;
+      for (const a of this.seat?.committedAnchors() ?? []) {
+        if (a.epoch <= this.nv.committed.epoch) break;
+        adopted = loader.finishAt(a.count, a.sum);
+        anchor = a;
+        if (adopted) break;
+      }
+      if (!adopted) throw e;
+      await this.writeNvram({ ...this.nv, committed: { ...this.nv.committed, epoch: anchor!.epoch, count: anchor!.count, indexSum: Uint8Array.from(anchor!.sum) }, intent: null });
+      loaded = { index: adopted, rolledForward: false };
+    }
+    const { index, rolledForward } = loaded;
     // A fleet member's host persists a batch only once the fleet committed it: storage at an
     // intent the log does not hold committed was written early, and is not rolled forward.
     if (rolledForward && this.seat && !this.seat.committedBatch(this.nv.intent!.epoch)) {

@@ -128,17 +128,30 @@ export class FleetVaultWorld {
   async boot(id: number): Promise<void> {
     const m = this.members[id]!;
     const member = new Member(m.disk, { random: (k) => new Uint8Array(randomBytes(k)), persist: (d) => (m.disk = d) }, { n: this.n, secrets: fuzzSecrets(id), maxBatch: MAX_OPS_PER_ENTRY, keep: 8 }, this.now);
-    const seat = new FleetSeat(member, () => this.now);
+    m.seat = new FleetSeat(member, () => this.now);
+    m.up = true;
+    await this.loadVault(id);
+  }
+
+  /**
+   * A new vault on the member's seat: the device reloads its vault from NVRAM and the stored rows
+   * (as after an engine failure, or once its host copied rows to catch up) while its fleet core
+   * runs on, with what it learned in RAM (the commit point is not written at every commit).
+   */
+  async loadVault(id: number): Promise<void> {
+    const m = this.members[id]!;
+    const seat = m.seat!;
+    void m.engine?.close();
+    m.engine = null;
     const device = await createEnclave(m.platform, { fleet: seat });
-    const seatOf = () => seat;
     // The leader's host persists a batch only once the fleet holds it on a majority.
     const store = new Proxy(m.store, {
       get: (t, k) => {
         if (k === 'applyBatch') {
           return async (...args: Parameters<RecordStore['applyBatch']>) => {
             const epoch = args[1];
-            await this.until(() => !m.up || seatOf().fate(epoch) !== 'pending', `batch ${epoch} of member ${id} to commit or be lost`, 20_000);
-            if (!m.up || seatOf().fate(epoch) !== 'committed') throw new Error(`member ${id}: the fleet did not commit batch ${epoch}`);
+            await this.until(() => !m.up || m.seat !== seat || seat.fate(epoch) !== 'pending', `batch ${epoch} of member ${id} to commit or be lost`, 20_000);
+            if (!m.up || m.seat !== seat || seat.fate(epoch) !== 'committed') throw new Error(`member ${id}: the fleet did not commit batch ${epoch}`);
             return t.applyBatch(...args);
           };
         }
@@ -147,13 +160,11 @@ export class FleetVaultWorld {
       },
     });
     const engine = new PartitionEngine(device, store, 0, 10_000, MAX_OPS_PER_ENTRY);
-    m.seat = seat;
     m.engine = engine;
-    m.up = true;
     engine.onFailure = (e) => {
-      // a batch the fleet lost (a view change): the partition reloads, as a host restarts it
       if (process.env.BKV_FLEET_DEBUG) console.error(`member ${id} engine failed`, e);
-      if (m.engine === engine && m.up) void this.reload(id);
+      // a batch the fleet lost (a view change): the vault reloads, as a host restarts its partition
+      if (m.engine === engine && m.up) void this.loadVault(id).catch((err: unknown) => m.applyErrors.push(`reload: ${String(err)}`));
     };
     const info = await engine.start();
     this.hpkePublicKey = info.hpkePublicKey;
@@ -174,8 +185,20 @@ export class FleetVaultWorld {
     await this.boot(id);
   }
 
-  private async reload(id: number): Promise<void> {
-    await this.restart(id);
+  /**
+   * Catch-up by stored rows (docs/fleet-vault.md): member `to`'s host copies every row of member
+   * `from`'s store over its own (rows `from` no longer holds become empty: deleted), then reboots
+   * its device, which takes them only as the fleet's latest committed state its log names.
+   */
+  async copyRows(from: number, to: number): Promise<void> {
+    const src = new Map<string, { recordId: Uint8Array; blob: Uint8Array }>();
+    for await (const chunk of this.members[from]!.store.scan(0, 512)) for (const r of chunk) src.set(Buffer.from(r.recordId).toString('hex'), { recordId: r.recordId, blob: r.blob });
+    const writes = [...src.values()];
+    for await (const chunk of this.members[to]!.store.scan(0, 512)) {
+      for (const r of chunk) if (!src.has(Buffer.from(r.recordId).toString('hex'))) writes.push({ recordId: r.recordId, blob: new Uint8Array(0) });
+    }
+    const epoch = (await this.members[from]!.store.appliedEpoch(0)) ?? 0;
+    for (let i = 0; i < writes.length; i += 256) await this.members[to]!.store.applyBatch(0, epoch, writes.slice(i, i + 256), []);
   }
 
   leader(): VaultMember | null {
@@ -191,13 +214,14 @@ export class FleetVaultWorld {
     }
   }
 
-  /** Runs until every up member that is not cut off has applied every committed batch of the leader. */
+  /** Runs until every up member that is not cut off or behind has applied every committed batch of the leader. */
   async settle(): Promise<void> {
     await this.until(() => {
       const l = this.leader();
       if (!l) return false;
       const top = l.seat!.appliedEpoch;
-      return this.members.every((m) => !m.up || this.cut.has(m.id) || (m.seat!.appliedEpoch === top && m.seat!.nextToApply() === null));
+      // a member that is behind (its log folded batches its vault never applied) waits for a catch-up by rows
+      return this.members.every((m) => !m.up || this.cut.has(m.id) || m.seat!.behind() || (m.seat!.appliedEpoch === top && m.seat!.nextToApply() === null));
     }, 'the members to settle');
   }
 

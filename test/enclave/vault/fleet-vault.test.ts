@@ -237,5 +237,48 @@ describe('the vault on the fleet log', () => {
     // the fleet keeps serving on the other two
     expect(await untilDone(() => c.status(te.encode('s5')))).toMatchObject({ type: 'StatusResult', attemptsRemaining: 3 });
     expect(f.applyErrors).toEqual([]);
+
+    // catch-up by stored rows: rows of an older state are refused (the device keeps its own) ...
+    const other = w.members.find((m) => m !== f && m !== w!.leader())!;
+    const before = f.seat!.appliedEpoch;
+    expect(await untilDone(() => c.recover(te.encode('s0'), te.encode('wrong')))).toMatchObject({ ok: false });
+    await w.settle();
+    // ... the rows of the fleet's latest committed state are adopted, and the member follows again
+    await w.until(() => f.seat!.member.durable.commit === w!.leader()!.seat!.member.durable.commit, 'the member to learn the commit point');
+    await w.copyRows(w.leader()!.id, f.id);
+    await w.loadVault(f.id);
+    expect(f.seat!.behind()).toBe(false);
+    expect(f.seat!.appliedEpoch).toBeGreaterThan(before);
+    expect((await untilDone(() => c.recover(te.encode('s0'), te.encode('pw')))).ok).toBe(true);
+    await w.settle();
+    expect(f.seat!.appliedEpoch).toBe(w.leader()!.seat!.appliedEpoch);
+    await sameEverywhere(w, ['s0', 's1', 's5'].map((x) => te.encode(x)));
+    expect(other.applyErrors).toEqual([]);
+  });
+
+  it('rows that are not the fleet state its log names are refused: the member stays behind with its own', async () => {
+    w = await FleetVaultWorld.open({ seed: 17 });
+    const c = await w.client(4000);
+    const f = w.members.find((m) => m !== w!.leader())!;
+    w.kill(f.id);
+    for (let i = 0; i < 6; i++) await untilDone(() => c.register(te.encode(`t${i}`), te.encode('pw'), KEY, { attemptLimit: 3 }));
+    await w.boot(f.id);
+    await w.until(() => f.seat!.behind(), 'the member to know it is behind');
+    const own = f.seat!.appliedEpoch;
+    await w.until(() => f.seat!.member.durable.commit === w!.leader()!.seat!.member.durable.commit, 'the member to learn the commit point');
+    // the leader's rows, but one of them altered (a host's forgery or an old copy of it)
+    await w.copyRows(w.leader()!.id, f.id);
+    const [row] = await f.store.getMany(0, [te.encode('t3')]);
+    const bad = Uint8Array.from(row!.blob);
+    bad[bad.length - 1]! ^= 1;
+    await f.store.applyBatch(0, 0, [{ recordId: te.encode('t3'), blob: bad }], []);
+    await expect(w.loadVault(f.id)).rejects.toThrow(/RollbackDetected/);
+    expect(f.seat!.appliedEpoch).toBe(own);
+    expect(f.seat!.behind()).toBe(true);
+    // the same copy without the altered row is taken
+    await w.copyRows(w.leader()!.id, f.id);
+    await w.loadVault(f.id);
+    expect(f.seat!.behind()).toBe(false);
+    expect(f.seat!.appliedEpoch).toBe(w.leader()!.seat!.appliedEpoch);
   });
 });
