@@ -9,6 +9,7 @@
  * the follower takes the next good one; a vault that follows no leader refuses Apply altogether.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { refusalCode } from '../../helpers/errors.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +21,7 @@ import { CHANGE_TAGS, changeOp, fleetChangeOf } from '../../../enclave/vault/fle
 import { parseHeader } from '../../../enclave/vault/record.ts';
 import { openSqliteStore } from '../../../host/storage/sqlite.ts';
 import type { RecordStore } from '../../../host/storage/types.ts';
-import { EnclaveCallError, PartitionEngine } from '../../../host/vault/engine.ts';
+import { PartitionEngine } from '../../../host/vault/engine.ts';
 import { EscrowClient } from '../../../client/escrow.ts';
 import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
 import { randomBytes } from 'node:crypto';
@@ -132,15 +133,6 @@ async function clientOf(f: Follower, h: Harness): Promise<EscrowClient> {
   });
 }
 
-async function refusal(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof EnclaveCallError) return e.code;
-    throw e;
-  }
-  throw new Error('not refused');
-}
 
 let h: Harness | undefined;
 let f: Follower | undefined;
@@ -215,7 +207,7 @@ describe("a follower applies the leader's batches", () => {
       ['at an epoch already committed', { ...good, epoch: epoch }, Handling.BatchOutOfOrder],
     ];
     for (const [what, req, code] of cases) {
-      expect(await refusal(f.engine.call(req)), what).toBe(code);
+      expect(await refusalCode(f.engine.call(req)), what).toBe(code);
       expect((await f.engine.call({ type: 'Info' })).epoch, what).toBe(epoch);
     }
     // the genuine batch still applies, and the touch after it
@@ -231,6 +223,6 @@ describe("a follower applies the leader's batches", () => {
     await (await h.client()).register(te.encode('dave'), te.encode('pw'), new Uint8Array(32), { attemptLimit: 3 });
     const p = log[0]!;
     const req: Apply = { type: 'Apply', epoch: p.epoch + 1, ops: p.ops, writes: p.writes.map((w) => ({ ...w, stored: EMPTY })) };
-    expect(await refusal(h.engine.call(req))).toBe(Handling.NotAFollower);
+    expect(await refusalCode(h.engine.call(req))).toBe(Handling.NotAFollower);
   });
 });

@@ -16,8 +16,8 @@
  *   behind (the snapshot names the last batch it folded) and applies nothing.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { refusalCode } from '../../helpers/errors.ts';
 import { Handling } from '../../../enclave/api/codes.ts';
-import { EnclaveCallError } from '../../../host/vault/engine.ts';
 import { EscrowError } from '../../../client/escrow.ts';
 import { decodeBatchPayload } from '../../../enclave/vault/fleet-seat.ts';
 import { FleetVaultWorld } from '../../helpers/fleet-vault.ts';
@@ -54,15 +54,6 @@ async function untilDone<T>(op: () => Promise<T>): Promise<T> {
   throw new Error('twenty tries lost their session');
 }
 
-async function codeOf(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof EnclaveCallError) return e.code;
-    throw e;
-  }
-  throw new Error('not refused');
-}
 
 /** Every member up and in touch stores the same bytes for each of `ids`. */
 async function sameEverywhere(world: FleetVaultWorld, ids: Uint8Array[]): Promise<void> {
@@ -90,7 +81,7 @@ describe('the vault on the fleet log', () => {
     );
     await w.until(() => leader.seat!.fate(epoch) === 'pending', 'the batch to be proposed');
     // the leader's host may try to Commit early: the vault refuses, the answer stays inside
-    expect(await codeOf(leader.engine!.call({ type: 'Commit', epoch }))).toBe(Handling.FleetNotCommitted);
+    expect(await refusalCode(leader.engine!.call({ type: 'Commit', epoch }))).toBe(Handling.FleetNotCommitted);
     // the leader's host hands a follower the batch only a minority holds (valid blobs, sealed by
     // the leader's device): the follower's vault refuses it, as its log does not hold it committed
     const pending = decodeBatchPayload(leader.seat!.member.durable.entries.at(-1)!.payload);
@@ -99,7 +90,7 @@ describe('the vault on the fleet log', () => {
     const f = w.members.find((m) => m !== leader)!;
     const rows = await f.store.getMany(0, [rid]);
     const forged = { type: 'Apply' as const, epoch, ops: [...pending.ops], writes: pending.writes.map((x) => ({ recordId: x.recordId, stored: rows[0]!.blob, blob: x.blob })) };
-    expect(await codeOf(f.engine!.call(forged))).toBe(Handling.ApplyRefused);
+    expect(await refusalCode(f.engine!.call(forged))).toBe(Handling.ApplyRefused);
     const t = w.now;
     await w.until(() => w!.now > t + 20, 'twenty ticks');
     expect(answered).toBe(false);
@@ -146,14 +137,14 @@ describe('the vault on the fleet log', () => {
     // a blob altered by the host: not the log's batch
     const tampered = b.writes.map((x) => ({ recordId: x.recordId, blob: Uint8Array.from(x.blob) }));
     tampered[0]!.blob[tampered[0]!.blob.length - 1]! ^= 1;
-    expect(await codeOf(engine.call(req(tampered)))).toBe(Handling.ApplyRefused);
+    expect(await refusalCode(engine.call(req(tampered)))).toBe(Handling.ApplyRefused);
     // the batch after the next one: out of order
-    expect(await codeOf(engine.call(req([...b.writes], b.epoch + 1)))).toBe(Handling.BatchOutOfOrder);
+    expect(await refusalCode(engine.call(req([...b.writes], b.epoch + 1)))).toBe(Handling.BatchOutOfOrder);
     // a member that does not lead refuses to compute a batch
-    expect(await codeOf(f.engine!.submit(te.encode('bob'), new Uint8Array(40)))).toBe(Handling.FleetRefused);
+    expect(await refusalCode(f.engine!.submit(te.encode('bob'), new Uint8Array(40)))).toBe(Handling.FleetRefused);
     // the log's batch is taken; the same again is refused (already applied)
     await applyOne(b);
-    expect(await codeOf(engine.call(req([...b.writes])))).toBe(Handling.BatchOutOfOrder);
+    expect(await refusalCode(engine.call(req([...b.writes])))).toBe(Handling.BatchOutOfOrder);
     f.pausedApply = false;
     await w.settle();
     await sameEverywhere(w, [te.encode('bob')]);
