@@ -38,7 +38,7 @@ import { base64url, encodeAuthConfig } from '../enclave/api/auth.ts';
 import { deriveE2eKeyPair, openRequest } from '../client/e2e-seal.ts';
 import type { AuditEvent } from '../enclave/api/messages.ts';
 import { storedAudit } from '../host/storage/check.ts';
-import { ClientRequests, DEFAULT_OPAQUE_CONTEXT, HostRequests, HostResponses } from '../enclave/api/messages.ts';
+import { ClientRequests, DEFAULT_OPAQUE_CONTEXT, HOST_REQUEST_VIEWS, HOST_RESPONSE_VIEWS, HostRequests, HostResponses } from '../enclave/api/messages.ts';
 import { clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { generateServerKeys, serverLoginStart, serverRegistrationResponse } from '../enclave/opaque/server.ts';
@@ -302,7 +302,14 @@ const committed = encodeMessage(HostResponses, { type: 'Committed', epoch: 2, re
 const batchObj = decodeMessage(HostRequests, batchReq);
 const preparedObj = decodeMessage(HostResponses, prepared);
 const committedObj = decodeMessage(HostResponses, committed);
+// Decoded as the product decodes them: the enclave's Batch with HOST_REQUEST_VIEWS (enclave/main.ts),
+// the host's Prepared and Committed with HOST_RESPONSE_VIEWS (host/vault/engine.ts).
 step(`host<->device codec: Batch, Prepared, Committed each encoded once and decoded once, per op at batch ${B}`, 'op', 'now', () => {
+  decodeMessage(HostRequests, encodeMessage(HostRequests, batchObj), { views: HOST_REQUEST_VIEWS });
+  decodeMessage(HostResponses, encodeMessage(HostResponses, preparedObj), { views: HOST_RESPONSE_VIEWS });
+  return decodeMessage(HostResponses, encodeMessage(HostResponses, committedObj), { views: HOST_RESPONSE_VIEWS });
+}, B);
+step(`host<->device codec with every byte field copied instead (no views), per op at batch ${B}`, 'op', 'alt', () => {
   decodeMessage(HostRequests, encodeMessage(HostRequests, batchObj));
   decodeMessage(HostResponses, encodeMessage(HostResponses, preparedObj));
   return decodeMessage(HostResponses, encodeMessage(HostResponses, committedObj));

@@ -9,19 +9,12 @@ import { EnclaveFault } from './api/codes.ts';
 import { oneAtATime } from './api/device.ts';
 import type { Device } from './api/device.ts';
 import type { HostResponse } from './api/messages.ts';
-import { HostRequests, HostResponses } from './api/messages.ts';
+import { HOST_REQUEST_VIEWS, HostRequests, HostResponses } from './api/messages.ts';
 import type { Platform } from './platform.ts';
 import { Vault, toFault } from './vault/vault.ts';
 import type { VaultOptions } from './vault/vault.ts';
 
 const te = new TextEncoder();
-
-/**
- * Byte fields of host requests the vault only reads, synchronously, while it handles the request
- * (it keeps none of them): decoded as views into the request instead of one copy each. Record
- * ids, which end up in session state, stay copies.
- */
-const HOST_REQUEST_VIEWS: ReadonlySet<string> = new Set(['ops.stored', 'ops.request', 'entries.blob']);
 
 function faultResponse(f: EnclaveFault): Uint8Array {
   const msg: HostResponse = {

@@ -12,7 +12,16 @@
  * `read()` throws `NvramFileError` (code PlatformFault.NvramCorrupt): that is damage from outside,
  * never a result of a crash, and writes are refused until the operator restores or deletes it.
  *
- * One process (or thread) owns a partition's file at a time; nothing here locks it.
+ * The file stays open between writes (one `pwrite` + `fdatasync` per write, no open or close);
+ * before each write `fstat` checks that the descriptor is still this file (same device and
+ * inode): a descriptor closed underneath, or its number reused for another file, is refused
+ * (NvramError) without writing, and the next write opens the file again. Any failed write drops
+ * the descriptor, so the next one starts from a fresh open: after a failed `fdatasync` the page
+ * cache's state is unknown, and the slot written may be torn (the other slot, the previous
+ * contents, is untouched, and the next write goes to the same slot again).
+ *
+ * One process (or thread) owns a partition's file at a time; nothing here locks it. A worker
+ * thread's descriptors are closed when the thread ends; `close()` releases it earlier.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -45,6 +54,10 @@ export class FileNvram implements Nvram {
   private readonly slotSize: number;
   /** Loaded state: undefined = not read yet; null = never written. */
   private current: { slot: number; seq: number; data: Uint8Array } | null | undefined;
+  /** The open file and its identity (device, inode), or undefined until the next write opens it. */
+  private fd: { fd: number; dev: number; ino: number } | undefined;
+  /** One slot's bytes, reused by every write (written whole: its checksum covers its capacity). */
+  private slotBuf: Buffer | undefined;
 
   constructor(
     readonly file: string,
@@ -75,13 +88,10 @@ export class FileNvram implements Nvram {
     const slot = this.encodeSlot(seq, data);
     try {
       if (cur) {
-        const fd = fs.openSync(this.file, 'r+');
-        try {
-          fs.writeSync(fd, slot, 0, slot.length, target * this.slotSize);
-          fs.fdatasyncSync(fd);
-        } finally {
-          fs.closeSync(fd);
-        }
+        const fd = this.openFd();
+        const n = fs.writeSync(fd, slot, 0, slot.length, target * this.slotSize);
+        if (n !== slot.length) throw new Error(`short write: ${n} of ${slot.length} bytes`);
+        fs.fdatasyncSync(fd);
       } else {
         // First write: the file appears whole or not at all.
         const whole = Buffer.alloc(2 * this.slotSize);
@@ -89,13 +99,64 @@ export class FileNvram implements Nvram {
         writeFileDurably(this.file, whole);
       }
     } catch (e) {
+      this.dropFd();
+      if (e instanceof NvramFileError) throw e;
       throw new NvramFileError(PlatformFault.NvramError, `NVRAM write to ${this.file} failed: ${(e as Error).message}`, { cause: e });
     }
     this.current = { slot: target, seq, data: data.slice() };
   }
 
+  /** Closes the file (if this object still holds it open); a later write opens it again. */
+  close(): void {
+    this.dropFd();
+  }
+
+  /**
+   * The open descriptor, checked to still be this file: a descriptor closed by someone else
+   * (EBADF) or reused for another file (another device or inode) is never written to.
+   */
+  private openFd(): number {
+    if (this.fd) {
+      let st: fs.Stats;
+      try {
+        st = fs.fstatSync(this.fd.fd);
+      } catch (e) {
+        this.fd = undefined; // not ours any more: nothing to close
+        throw new NvramFileError(PlatformFault.NvramError, `NVRAM file ${this.file}: its descriptor was closed underneath (${(e as Error).message})`, { cause: e });
+      }
+      if (st.dev !== this.fd.dev || st.ino !== this.fd.ino) {
+        this.fd = undefined; // another file's now: not ours to close
+        throw new NvramFileError(PlatformFault.NvramError, `NVRAM file ${this.file}: its descriptor now refers to another file`);
+      }
+      return this.fd.fd;
+    }
+    const fd = fs.openSync(this.file, 'r+');
+    try {
+      const st = fs.fstatSync(fd);
+      this.fd = { fd, dev: st.dev, ino: st.ino };
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+    return fd;
+  }
+
+  private dropFd(): void {
+    const f = this.fd;
+    this.fd = undefined;
+    if (!f) return;
+    try {
+      // Only when the number still refers to the file opened (else it is someone else's now).
+      const st = fs.fstatSync(f.fd);
+      if (st.dev === f.dev && st.ino === f.ino) fs.closeSync(f.fd);
+    } catch {
+      // closed already
+    }
+  }
+
   private encodeSlot(seq: number, data: Uint8Array): Buffer {
-    const b = Buffer.alloc(this.slotSize);
+    const b = (this.slotBuf ??= Buffer.alloc(this.slotSize));
+    b.fill(0, HEADER + data.length, HEADER + this.size); // the padding of an earlier, longer write
     MAGIC.copy(b, 0);
     b.writeBigUInt64BE(BigInt(seq), 8);
     b.writeUInt32BE(this.size, 16);

@@ -3,7 +3,8 @@
  * worktrees): runs alternate A, B, B, A, A, B, ... so that drift in the machine's state falls on
  * both alike, each run a fresh process with the same arguments. Prints, per pair and as medians,
  * the enclave login rate at each concurrency level and the raw login rate (the same code in both
- * trees when only the enclave path changed: a control for the machine), and B over A.
+ * trees when only the enclave path changed: a control for the machine), and B over A; then each
+ * run's own ratios (enclaveVsRaw, its paired median, enclaveVsRawCpu) for A and B.
  *
  *   npx tsx bench/lib/tree-ab.ts --a DIR --b DIR [--pairs 4] [--env-a K=V,...] [--env-b K=V,...] -- [bench/enclave.ts args]
  *   npx tsx bench/lib/tree-ab.ts --a ../wt-before --b . --pairs 4 --env-b BKV_SODIUM_NATIVE=0 -- --levels 128 --partitions 2 --rounds 3
@@ -41,6 +42,9 @@ interface Result {
   name: string;
   opsPerSec: number;
 }
+/** The ratios of bench/enclave.ts printed per run. */
+const RATIOS = ['enclaveVsRaw', 'enclaveVsRawPairedMedian', 'enclaveVsRawCpu'];
+const ratios: Record<'A' | 'B', Record<string, number>[]> = { A: [], B: [] };
 const tmp = mkdtempSync(join(tmpdir(), 'bkv-tree-ab-'));
 const runs: Record<'A' | 'B', Map<string, number>[]> = { A: [], B: [] };
 
@@ -54,7 +58,8 @@ function run(which: 'A' | 'B', n: number): void {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   if (r.status !== 0) throw new Error(`${which}: bench/enclave.ts exited ${r.status}`);
-  const out = JSON.parse(readFileSync(json, 'utf8')) as { results: Result[] };
+  const out = JSON.parse(readFileSync(json, 'utf8')) as { results: Result[]; ratios?: Record<string, number> };
+  ratios[which].push(out.ratios ?? {});
   runs[which].push(new Map(out.results.filter((x) => /^(enclave: login|raw: login)/.test(x.name)).map((x) => [x.name, x.opsPerSec])));
 }
 
@@ -71,6 +76,13 @@ try {
     const xb = runs.B.map((m) => m.get(k)!);
     const per = xa.map((x, i) => (xb[i]! / x).toFixed(3)).join(' ');
     console.log(`${k.padEnd(52)}${Math.round(median(xa)).toString().padStart(10)}${Math.round(median(xb)).toString().padStart(10)}${(median(xb) / median(xa)).toFixed(3).padStart(8)}   ${per}`);
+  }
+  console.log(`\n${'ratio (each run its own)'.padEnd(52)}${'A median'.padStart(10)}${'B median'.padStart(10)}${'B/A'.padStart(8)}   per run A | B`);
+  for (const k of RATIOS) {
+    const xa = ratios.A.map((r) => r[k]).filter((x): x is number => typeof x === 'number');
+    const xb = ratios.B.map((r) => r[k]).filter((x): x is number => typeof x === 'number');
+    if (!xa.length || !xb.length) continue;
+    console.log(`${k.padEnd(52)}${median(xa).toFixed(3).padStart(10)}${median(xb).toFixed(3).padStart(10)}${(median(xb) / median(xa)).toFixed(3).padStart(8)}   ${xa.join(' ')} | ${xb.join(' ')}`);
   }
 } finally {
   rmSync(tmp, { recursive: true, force: true });

@@ -271,6 +271,21 @@ export const HOST_RESPONSE_OF = {
   Census: ['CensusResult'],
 } as const satisfies { [K in HostRequest['type']]: readonly Exclude<HostResponse['type'], 'Fault'>[] };
 
+/**
+ * Byte fields decoded as views into the message instead of copies (codec.ts decodeMessage
+ * `views`), one set per side, declared here once. A view is safe only where the message's buffer
+ * is the reader's alone and nobody writes it while a view lives (not a SharedArrayBuffer: the
+ * enclave copies one first) and the reader keeps no view past its use.
+ * - HOST_REQUEST_VIEWS (the enclave, enclave/main.ts): fields the vault only reads, synchronously,
+ *   while it handles the request. Record ids, which end up in session state, stay copies.
+ * - HOST_RESPONSE_VIEWS (the host, host/vault/engine.ts: the answer is a buffer the channel gives
+ *   the engine alone): the sealed blobs and the audit events' bytes go to storage, which copies
+ *   them (the events as the enclave encoded them, never decoded there), and the responses to their
+ *   clients, read-only.
+ */
+export const HOST_REQUEST_VIEWS: ReadonlySet<string> = new Set(['ops.stored', 'ops.request', 'entries.blob']);
+export const HOST_RESPONSE_VIEWS: ReadonlySet<string> = new Set(['writes.recordId', 'writes.blob', 'audit.bytes', 'results.response']);
+
 /** The response a host request `R` gets when it does not fail. */
 export type ResponseOf<R extends HostRequest> = Extract<HostResponse, { type: (typeof HOST_RESPONSE_OF)[R['type']][number] }>;
 

@@ -44,15 +44,19 @@ function ok(v: number, max: number): boolean {
  * guess); the schema's checks are kept: integers in range, fields of their fixed lengths.
  */
 export function encodeAuditBody(seq: number, time: number, nonce: Uint8Array, sealed: Uint8Array): Uint8Array {
+  return writeAuditBody(new Uint8Array(BODY_LEN), seq, time, nonce, sealed);
+}
+
+/** encodeAuditBody into the first BODY_LEN bytes of `out` (an event's own array); returns that view. */
+function writeAuditBody(out: Uint8Array, seq: number, time: number, nonce: Uint8Array, sealed: Uint8Array): Uint8Array {
   if (!ok(seq, Number.MAX_SAFE_INTEGER) || !ok(time, Number.MAX_SAFE_INTEGER) || !(nonce instanceof Uint8Array) || nonce.length !== AUDIT_NONCE_LEN || !(sealed instanceof Uint8Array) || sealed.length !== AUDIT_SEALED_LEN) {
     return encodeFields(AUDIT_BODY_SCHEMA, { seq, time, nonce, sealed }); // throws the codec's typed fault
   }
-  const out = new Uint8Array(BODY_LEN);
   putU64(out, 0, seq);
   putU64(out, 8, time);
   out.set(nonce, 16);
   out.set(sealed, 16 + AUDIT_NONCE_LEN);
-  return out;
+  return out.subarray(0, BODY_LEN);
 }
 
 /** AES-256-CTR under the seal key; the same call seals and opens. */
@@ -100,12 +104,11 @@ export class AuditLog {
     pt[33] = attemptsRemaining;
     const sealed = ctr(this.sealKey, nonce, pt);
     const seq = prevSeq + 1;
-    const body = encodeAuditBody(seq, time, nonce, sealed);
-    const mac = this.mac.mac(prevHead, body);
-    // encodeFields(AuditEventSchema, { seq, time, nonce, sealed, mac }): the body's fields, then the mac.
+    // encodeFields(AuditEventSchema, { seq, time, nonce, sealed, mac }): the MAC'd body, then the
+    // mac, in one array: the body is written in place and MAC'd as a view of it.
     const bytes = new Uint8Array(AUDIT_EVENT_LEN);
-    bytes.set(body, 0);
-    bytes.set(mac, body.length);
+    const mac = this.mac.mac(prevHead, writeAuditBody(bytes, seq, time, nonce, sealed));
+    bytes.set(mac, BODY_LEN);
     return { seq, bytes, mac };
   }
 
@@ -129,10 +132,11 @@ export class AuditLog {
   verify(events: AuditEvent[], fromSeq: number, fromHead: Uint8Array, toSeq: number, toHead: Uint8Array): number {
     let seq = fromSeq;
     let head = fromHead;
+    const body = new Uint8Array(BODY_LEN); // each event's body in turn (the MAC keeps none of it)
     for (let i = 0; i < events.length; i++) {
       const e = events[i]!;
       if (e.seq !== seq + 1) return i;
-      const expect = this.mac.mac(head, encodeAuditBody(e.seq, e.time, e.nonce, e.sealed));
+      const expect = this.mac.mac(head, writeAuditBody(body, e.seq, e.time, e.nonce, e.sealed));
       if (!ctEqual(expect, e.mac)) return i;
       seq = e.seq;
       head = e.mac;

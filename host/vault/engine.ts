@@ -20,7 +20,7 @@ import { decodeMessage, encodeMessage } from '../../enclave/api/codec.ts';
 import { EnclaveFault, Handling, PlatformFault as PlatformCodes, faultName } from '../../enclave/api/codes.ts';
 import type { Device } from '../../enclave/api/device.ts';
 import type { HostRequest, HostResponse, ResponseOf } from '../../enclave/api/messages.ts';
-import { HOST_RESPONSE_OF, HostRequests, HostResponses, MAX_BATCH_OPS, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
+import { HOST_RESPONSE_OF, HOST_RESPONSE_VIEWS, HostRequests, HostResponses, MAX_BATCH_OPS, MAX_LOAD_ENTRIES } from '../../enclave/api/messages.ts';
 import { ChannelErrorCode } from '../channel/channel.ts';
 import type { RecordStore } from '../storage/types.ts';
 import { recordKey } from '../storage/types.ts';
@@ -41,14 +41,6 @@ interface Queued {
   resolve: (r: OpResult) => void;
   reject: (e: unknown) => void;
 }
-
-/**
- * Byte fields of the enclave's answers taken as views into the answer (a buffer the channel gives
- * this engine alone and nobody writes) instead of one copy each: the sealed blobs and the audit
- * events' bytes go to storage, which copies them (the events as the enclave encoded them, never
- * decoded here), and the responses to their clients, read-only.
- */
-const RESPONSE_VIEWS: ReadonlySet<string> = new Set(['writes.recordId', 'writes.blob', 'audit.bytes', 'results.response']);
 
 type Prepared = Extract<HostResponse, { type: 'Prepared' }>;
 
@@ -115,7 +107,7 @@ export class PartitionEngine {
    * device without a copy (RequestOptions.transfer), and the answer's bytes come back the same way.
    */
   async call<R extends HostRequest, T extends ResponseOf<R>['type'] = ResponseOf<R>['type']>(req: R, expect?: T): Promise<Extract<ResponseOf<R>, { type: T }>> {
-    const res = decodeMessage(HostResponses, await this.device.request(encodeMessage(HostRequests, req), { transfer: true }), { views: RESPONSE_VIEWS });
+    const res = decodeMessage(HostResponses, await this.device.request(encodeMessage(HostRequests, req), { transfer: true }), { views: HOST_RESPONSE_VIEWS });
     if (res.type === 'Fault') throw new EnclaveCallError(res.code, new TextDecoder().decode(res.message));
     const allowed: readonly string[] = expect === undefined ? HOST_RESPONSE_OF[req.type] : [expect];
     if (!allowed.includes(res.type)) throw new EnclaveCallError(ChannelErrorCode.UnexpectedResponse, `${req.type} answered ${res.type}, not ${allowed.join(' or ')}`);

@@ -1,8 +1,13 @@
 /**
  * hsm/nvram-file.ts: round trip, the size limit, and torn or damaged writes: a slot cut short or
- * corrupted reads back as the previous contents, and damage to both slots is a clear error.
+ * corrupted reads back as the previous contents, and damage to both slots is a clear error. The
+ * file stays open between writes: a descriptor closed underneath or reused for another file is
+ * refused without writing, and a write that fails part way (ENOSPC, a failed fdatasync) keeps the
+ * previous contents and leaves the next write to open the file again.
  */
 import * as fs from 'node:fs';
+import fsModule from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
@@ -136,5 +141,147 @@ describe('FileNvram', () => {
       ),
       { numRuns: 100 },
     );
+  });
+
+  describe('the descriptor kept open between writes', () => {
+    /** The descriptors of this process open on `file` (Linux: /proc/self/fd). */
+    const fdsOf = (file: string): number[] =>
+      fs.readdirSync('/proc/self/fd').map(Number).filter((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${fd}`) === file;
+        } catch {
+          return false;
+        }
+      });
+    const codeOf = (f: () => unknown): number | undefined => {
+      try {
+        f();
+      } catch (e) {
+        expect(e).toBeInstanceOf(NvramFileError);
+        return (e as NvramFileError).code;
+      }
+      return undefined;
+    };
+    /** Replaces fs.`name` for the code under test (node:fs's ESM bindings follow its default export after syncBuiltinESMExports). */
+    function swap<K extends 'writeSync' | 'fdatasyncSync'>(name: K, fake: (typeof fsModule)[K]): () => void {
+      const orig = fsModule[name];
+      fsModule[name] = fake;
+      syncBuiltinESMExports();
+      return () => {
+        fsModule[name] = orig;
+        syncBuiltinESMExports();
+      };
+    }
+
+    it('writes through one descriptor (no open per write) and close() releases it', () => {
+      const file = fresh();
+      const nv = new FileNvram(file, { size: 64 });
+      nv.write(bytes('a')); // created whole, durably
+      nv.write(bytes('b'));
+      const fds = fdsOf(file);
+      expect(fds).toHaveLength(1);
+      nv.write(bytes('c'));
+      expect(fdsOf(file)).toEqual(fds);
+      nv.close();
+      expect(fdsOf(file)).toEqual([]);
+      nv.write(bytes('d')); // opens it again
+      expect(new FileNvram(file, { size: 64 }).read()).toEqual(bytes('d'));
+      nv.close();
+    });
+
+    it('a descriptor closed underneath: the write is refused (NvramError), nothing changes, the next write opens the file again', () => {
+      const file = fresh();
+      const nv = new FileNvram(file, { size: 64 });
+      nv.write(bytes('one'));
+      nv.write(bytes('two'));
+      const raw = fs.readFileSync(file);
+      for (const fd of fdsOf(file)) fs.closeSync(fd);
+      expect(codeOf(() => nv.write(bytes('three')))).toBe(PlatformFault.NvramError);
+      expect(fs.readFileSync(file).equals(raw)).toBe(true);
+      expect(nv.read()).toEqual(bytes('two'));
+      nv.write(bytes('four'));
+      expect(new FileNvram(file, { size: 64 }).read()).toEqual(bytes('four'));
+      nv.close();
+    });
+
+    it('a descriptor number reused for another file: refused without writing to it or closing it', () => {
+      const file = fresh();
+      const nv = new FileNvram(file, { size: 64 });
+      nv.write(bytes('one'));
+      nv.write(bytes('two'));
+      const [fd] = fdsOf(file);
+      fs.closeSync(fd!);
+      const other = fresh();
+      fs.writeFileSync(other, 'someone else');
+      const otherFd = fs.openSync(other, 'r+'); // the lowest free number: the one just closed
+      try {
+        expect(otherFd).toBe(fd);
+        expect(codeOf(() => nv.write(bytes('three')))).toBe(PlatformFault.NvramError);
+        expect(fs.readFileSync(other, 'utf8')).toBe('someone else');
+        expect(fs.fstatSync(otherFd).size).toBe(12); // still open: not ours to close
+        nv.write(bytes('four'));
+        expect(new FileNvram(file, { size: 64 }).read()).toEqual(bytes('four'));
+      } finally {
+        fs.closeSync(otherFd);
+        nv.close();
+      }
+    });
+
+    it('ENOSPC part way through a slot: NvramError, the previous contents read back, the next write is whole', () => {
+      const file = fresh();
+      const nv = new FileNvram(file, { size: 64 });
+      nv.write(bytes('kept')); // slot 0
+      nv.write(bytes('newer')); // slot 1: the next goes to slot 0
+      const real = fsModule.writeSync;
+      const restore = swap('writeSync', ((fd: number, buf: Uint8Array, off: number, _len: number, pos: number) => {
+        real(fd, buf, off, 20, pos); // a torn slot: its front only
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      }) as unknown as typeof fsModule.writeSync);
+      try {
+        expect(codeOf(() => nv.write(bytes('lost')))).toBe(PlatformFault.NvramError);
+      } finally {
+        restore();
+      }
+      expect(new FileNvram(file, { size: 64 }).read()).toEqual(bytes('newer'));
+      expect(nv.read()).toEqual(bytes('newer'));
+      expect(fdsOf(file)).toEqual([]); // dropped: the next write opens afresh
+      nv.write(bytes('after'));
+      expect(new FileNvram(file, { size: 64 }).read()).toEqual(bytes('after'));
+      nv.write(bytes('and again')); // slot 1, over 'newer'
+      expect(new FileNvram(file, { size: 64 }).read()).toEqual(bytes('and again'));
+      nv.close();
+    });
+
+    it('a short write and a failed fdatasync are NvramError too, and the previous contents stay readable', () => {
+      const file = fresh();
+      const nv = new FileNvram(file, { size: 64 });
+      nv.write(bytes('v1'));
+      nv.write(bytes('v2'));
+      let restore = swap('writeSync', (() => 7) as unknown as typeof fsModule.writeSync);
+      try {
+        expect(codeOf(() => nv.write(bytes('v3')))).toBe(PlatformFault.NvramError);
+      } finally {
+        restore();
+      }
+      restore = swap('fdatasyncSync', () => {
+        throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+      });
+      try {
+        expect(codeOf(() => nv.write(bytes('v4')))).toBe(PlatformFault.NvramError);
+      } finally {
+        restore();
+      }
+      expect(nv.read()).toEqual(bytes('v2'));
+      nv.write(bytes('v5'));
+      expect(new FileNvram(file, { size: 64 }).read()).toEqual(bytes('v5'));
+      nv.close();
+    });
+
+    it('a shorter write after a longer one leaves no stale padding in its slot', () => {
+      const { file, raw } = written(64, new Uint8Array(64).fill(9), new Uint8Array(64).fill(8), bytes('s'));
+      // slot 0 held 64 bytes of 9s; it now holds 's' and zeros up to its capacity
+      expect(raw.subarray(24 + 1, 24 + 64).every((x) => x === 0)).toBe(true);
+      expect(new FileNvram(file, { size: 64 }).read()).toEqual(bytes('s'));
+    });
   });
 });
