@@ -285,6 +285,14 @@ export const HOST_RESPONSE_OF = {
  */
 export const HOST_REQUEST_VIEWS: ReadonlySet<string> = new Set(['ops.stored', 'ops.request', 'entries.blob']);
 export const HOST_RESPONSE_VIEWS: ReadonlySet<string> = new Set(['writes.recordId', 'writes.blob', 'audit.bytes', 'results.response']);
+/**
+ * CLIENT_REQUEST_VIEWS (the enclave, enclave/vault/compute.ts `admit`: the request is the plaintext
+ * its e2e open made for this op alone): the issuer token, read once by the token check (which
+ * keeps only a string made from it), and the KE1 and KE3, read by the OPAQUE server while the op
+ * runs (its login state keeps only the MAC and session key it derives). Fields that sessions or
+ * records keep (stage ids, records, backup keys, authorizations) stay copies.
+ */
+export const CLIENT_REQUEST_VIEWS: ReadonlySet<string> = new Set(['auth', 'ke1', 'ke3']);
 
 /** The response a host request `R` gets when it does not fail. */
 export type ResponseOf<R extends HostRequest> = Extract<HostResponse, { type: (typeof HOST_RESPONSE_OF)[R['type']][number] }>;

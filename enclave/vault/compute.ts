@@ -10,7 +10,7 @@ import { EnclaveFault, Handling, Integrity, PlatformFault as PlatformCodes } fro
 import { decodeMessage, encodeMessage } from '../api/codec.ts';
 import type { TokenVerifier } from '../api/auth-verify.ts';
 import type { ClientRequest, HostRequest, StoredAuditEvent } from '../api/messages.ts';
-import { AUDIT_NONCE_LEN, ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT } from '../api/messages.ts';
+import { AUDIT_NONCE_LEN, CLIENT_REQUEST_VIEWS, ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT } from '../api/messages.ts';
 import type { RandomSource } from '../opaque/bytes.ts';
 import { ctEqual } from '../opaque/bytes.ts';
 import { OpaqueError } from '../opaque/errors.ts';
@@ -111,7 +111,7 @@ export async function admit(v: VaultParts, verifier: TokenVerifier, req: BatchRe
     opened.map(async (o, i): Promise<Admitted> => {
       if ('error' in o) return o;
       try {
-        const request = decodeMessage(ClientRequests, o.request);
+        const request = decodeMessage(ClientRequests, o.request, { views: CLIENT_REQUEST_VIEWS });
         await verifier.check(request.auth, req.ops[i]!.recordId, now);
         return { request, sealResponse: o.sealResponse };
       } catch (error) {
@@ -174,7 +174,7 @@ export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, idHex: string
         fx.changes.push(changeOp(op.recordId, change, version));
       }
       const suite = rec ? rec.suite : (current?.suite ?? 0);
-      const blob = seal(v.p.token, v.keys.seal, op.recordId, { kind: rec ? KIND_RECORD : KIND_TOMBSTONE, suite, epoch: fx.epoch, version: version + 1 }, rec);
+      const blob = seal(v.p.token, v.keys.seal, op.recordId, { kind: rec ? KIND_RECORD : KIND_TOMBSTONE, suite, epoch: fx.epoch, version: version + 1 }, rec, v.rng);
       // The record's later ops read this version; the host gets only its last blob (batch.ts).
       fx.overlay.set(idHex, { recordId: op.recordId, key, record: rec, version: version + 1, leaf: rec ? v.index.leafOf(op.recordId, blob) : null, blob });
     }
@@ -218,7 +218,7 @@ const MIRROR_RECORD: VaultRecord = {
  * sealing and leaf (computeOp). Nothing is written or kept.
  */
 function mirrorWrite(v: VaultParts, recordId: Uint8Array, epoch: number): void {
-  const blob = seal(v.p.token, v.keys.seal, recordId, { kind: KIND_RECORD, suite: 1, epoch, version: 1 }, MIRROR_RECORD);
+  const blob = seal(v.p.token, v.keys.seal, recordId, { kind: KIND_RECORD, suite: 1, epoch, version: 1 }, MIRROR_RECORD, v.rng);
   v.index.leafOf(recordId, blob);
   const { record } = unseal(v.p.token, v.keys.seal, recordId, blob);
   if (record) zeroizeRecord(record);

@@ -275,15 +275,25 @@ export function unpadRecord(pt: Uint8Array): Uint8Array | null {
   return pad === 0 ? pt.subarray(0, end) : null;
 }
 
+/**
+ * Seals `rec` (null: a tombstone) for `recordId` under `key`. The 96-bit IV is a nonce, not a
+ * key: it must never repeat under one key and need not be secret (RFC 5116 §3.2). It is drawn at
+ * random (NIST SP 800-38D §8.2.2, the RBG-based construction), which keeps the chance of a repeat
+ * negligible far below 2^32 seals under one key (§8.3). `random` is where it is drawn: the
+ * platform's random source (the vault passes it; cheaper than a round trip to the token) or, when
+ * omitted, the token's. Both profiles (gcm-ecdh, ctr-hmac) take the nonce as an input to the
+ * token's encryption, so either source meets them.
+ */
 export function seal(
   token: Token,
   key: SealKey,
   recordId: Uint8Array,
   h: Omit<SealedHeader, 'iv'>,
   rec: VaultRecord | null,
+  random?: (n: number) => Uint8Array,
 ): Uint8Array {
-  const iv = token.random(12);
-  if (!(iv instanceof Uint8Array) || iv.length !== 12) throw new EnclaveFault(PlatformFault.RandomError, 'token random returned the wrong length');
+  const iv = random ? random(12) : token.random(12);
+  if (!(iv instanceof Uint8Array) || iv.length !== 12) throw new EnclaveFault(PlatformFault.RandomError, 'random source returned the wrong length');
   const gcm = typeof key === 'number';
   const aad = headerAndAad(h, iv, recordId, gcm ? SEALED_FORMAT : SEALED_FORMAT_CTR_HMAC);
   const pt = rec ? encodePaddedRecord(rec) : new Uint8Array(0);

@@ -1,5 +1,5 @@
 /**
- * enclave/api/messages.ts HOST_REQUEST_VIEWS and HOST_RESPONSE_VIEWS: the byte fields each side
+ * enclave/api/messages.ts HOST_REQUEST_VIEWS, HOST_RESPONSE_VIEWS and CLIENT_REQUEST_VIEWS: the byte fields each side
  * decodes as views into the message (codec.ts decodeMessage `views`). Each path names a byte field
  * of its family (a misspelt path would silently copy again); the listed fields are views of the
  * message's buffer and every other byte field, record ids of requests included, is a copy; and
@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
 import type { Family, Kind, Schema } from '../../../enclave/api/codec.ts';
 import { Codec, EnclaveFault } from '../../../enclave/api/codes.ts';
-import { AUDIT_EVENT_LEN, HOST_REQUEST_VIEWS, HOST_RESPONSE_VIEWS, HostRequests, HostResponses } from '../../../enclave/api/messages.ts';
+import { AUDIT_EVENT_LEN, CLIENT_REQUEST_VIEWS, ClientRequests, HOST_REQUEST_VIEWS, HOST_RESPONSE_VIEWS, HostRequests, HostResponses } from '../../../enclave/api/messages.ts';
 
 const rnd = (n: number) => new Uint8Array(randomBytes(n));
 
@@ -39,6 +39,28 @@ describe('the decoders’ view sets', () => {
     const res = bytePaths(HostResponses);
     for (const p of HOST_REQUEST_VIEWS) expect(req.has(p), p).toBe(true);
     for (const p of HOST_RESPONSE_VIEWS) expect(res.has(p), p).toBe(true);
+    expect(CLIENT_REQUEST_VIEWS.size).toBeGreaterThan(0);
+    const client = bytePaths(ClientRequests);
+    for (const p of CLIENT_REQUEST_VIEWS) expect(client.has(p), p).toBe(true);
+  });
+
+  it('a client request: the token, KE1 and KE3 are views of the plaintext; what sessions or records keep is a copy', () => {
+    const auth = rnd(300);
+    const start = encodeMessage(ClientRequests, { type: 'LoginStart', auth, suite: 1, ke1: rnd(96) });
+    const s = decodeMessage(ClientRequests, start, { views: CLIENT_REQUEST_VIEWS });
+    if (s.type !== 'LoginStart') throw new Error(s.type);
+    expect(s.auth).toEqual(auth);
+    expect(shares(s.auth, start) && shares(s.ke1, start)).toBe(true);
+    const finish = encodeMessage(ClientRequests, { type: 'LoginFinish', auth, sessionId: rnd(16), ke3: rnd(64) });
+    const f = decodeMessage(ClientRequests, finish, { views: CLIENT_REQUEST_VIEWS });
+    if (f.type !== 'LoginFinish') throw new Error(f.type);
+    expect(shares(f.ke3, finish)).toBe(true);
+    expect(shares(f.sessionId, finish)).toBe(false);
+    const reg = encodeMessage(ClientRequests, { type: 'RegisterFinish', auth, stageId: rnd(16), record: rnd(192), backupKey: rnd(32), authorization: rnd(64) });
+    const r = decodeMessage(ClientRequests, reg, { views: CLIENT_REQUEST_VIEWS });
+    if (r.type !== 'RegisterFinish') throw new Error(r.type);
+    expect(shares(r.auth, reg)).toBe(true);
+    for (const [name, field] of Object.entries({ stageId: r.stageId, record: r.record, backupKey: r.backupKey!, authorization: r.authorization! })) expect(shares(field, reg), name).toBe(false);
   });
 
   it('a Batch: the stored blobs and requests are views of the message, the record ids copies', () => {

@@ -11,8 +11,8 @@ import { describe, expect, it } from 'vitest';
 import { bytes, decodeFields, decodeMessage, encodeFields, encodeMessage } from '../../../enclave/api/codec.ts';
 import { HostRequests } from '../../../enclave/api/messages.ts';
 import { toHex } from '../../../enclave/opaque/bytes.ts';
-import { EnclaveFault, Integrity } from '../../../enclave/api/codes.ts';
-import { HEADER_LEN, KIND_RECORD, KIND_TOMBSTONE, RECORD_PADDED_LEN, RecordSchema, SEALED_MAGIC, STATUS_LOCKED, decodeRecord, encodePaddedRecord, encodeRecord, seal, unpadRecord, unseal, zeroizeRecord } from '../../../enclave/vault/record.ts';
+import { EnclaveFault, Integrity, PlatformFault } from '../../../enclave/api/codes.ts';
+import { HEADER_LEN, KIND_RECORD, KIND_TOMBSTONE, RECORD_PADDED_LEN, RecordSchema, SEALED_MAGIC, STATUS_LOCKED, decodeRecord, encodePaddedRecord, encodeRecord, parseHeader, seal, unpadRecord, unseal, zeroizeRecord } from '../../../enclave/vault/record.ts';
 import type { Token, KeyHandle } from '../../../enclave/token.ts';
 import { testPlatform } from '../../helpers/platform.ts';
 import type { VaultRecord } from '../../../enclave/vault/record.ts';
@@ -200,6 +200,28 @@ describe('sealed records', () => {
     const tomb = seal(token, key, a, { ...header, kind: KIND_TOMBSTONE }, null);
     expect(unseal(token, key, a, tomb).record).toBeNull();
     expect(() => unseal(token, key, te.encode('bob'), tomb)).toThrow(expect.objectContaining({ code: Integrity.SealedRecordInvalid }));
+  });
+
+  it('draws the IV from the random source it is given (the platform\'s) instead of the token, and refuses one of the wrong length', () => {
+    const { token } = testPlatform({ tokenKind: 'emulator' });
+    const key = token.generateAesKey('record-iv-test');
+    const id = new TextEncoder().encode('alice');
+    const rec: VaultRecord = { ...randomRecord(), status: 1, suite: 1, backupKey: rnd(32), opaqueRecord: rnd(192), ksf: rnd(20) };
+    const header = { kind: KIND_RECORD, suite: 1, epoch: 2, version: 5 };
+    const iv = rnd(12);
+    let tokenDraws = 0;
+    const counting = new Proxy(token, { get: (t, k) => (k === 'random' ? (n: number) => (tokenDraws++, t.random(n)) : Reflect.get(t, k)) });
+    const blob = seal(counting, key, id, header, rec, (n) => (expect(n).toBe(12), Uint8Array.from(iv)));
+    expect(tokenDraws).toBe(0);
+    expect(parseHeader(blob).iv).toEqual(iv);
+    expect(unseal(token, key, id, blob)).toMatchObject({ header, record: rec });
+    // Without one, the token draws it.
+    const fromToken = seal(counting, key, id, header, rec);
+    expect(tokenDraws).toBe(1);
+    expect(unseal(token, key, id, fromToken).record).toEqual(rec);
+    for (const bad of [rnd(11), rnd(13), new Uint8Array(0)]) {
+      expect(() => seal(token, key, id, header, rec, () => bad)).toThrow(expect.objectContaining({ code: PlatformFault.RandomError }));
+    }
   });
 
   it('every record blob has one length, whatever its suite, KSF or state (a locked record holds no key and is no shorter)', () => {
