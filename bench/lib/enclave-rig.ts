@@ -19,6 +19,7 @@ import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
 import { BenchTokens } from './auth.ts';
+import { TOKEN_CACHE_MAX } from '../../enclave/api/auth-verify.ts';
 import { MAX_LOGIN_SESSIONS_PER_ID, SESSION_TTL_MS } from '../../enclave/vault/sessions.ts';
 import { cpuSplit, threadTimes } from './threads.ts';
 import type { CpuSplit, ThreadTimes } from './threads.ts';
@@ -108,7 +109,7 @@ export class EnclaveRig {
     const ids = Array.from({ length: o.records }, (_, i) => te.encode(`bench-${tag}-${i}`));
     const reg = await bulkRegister(kit, submit, ids, record, { inFlight: 256 });
     if (reg.failures) throw new Error(`${reg.failures} registrations failed`);
-    const rig = new EnclaveRig(host, kit, dir, ids, realIds, o, before, reg.ms);
+    const rig = new EnclaveRig(host, kit, dir, loginIdsOf(host, ids), realIds, o, before, reg.ms);
     rig.batchSizes = sizes;
     return rig;
   }
@@ -219,6 +220,29 @@ export class EnclaveRig {
   }
 }
 
+/**
+ * The ids the login windows cycle through: per partition, the last LOGIN_IDS_PER_PARTITION
+ * registered. Each device's token verifier (enclave/api/auth-verify.ts) keeps TOKEN_CACHE_MAX
+ * verified tokens and, when full, drops the oldest quarter: a cycle over more of a partition's
+ * tokens than that misses on every login (each token is dropped just before it comes round
+ * again), so one partition would verify a signature per login and the other none. Within three
+ * quarters of the cache, less the real records, the tokens registration last verified are all
+ * still there and every login is a cache hit, as each raw login is (bench/lib/raw-worker.ts).
+ */
+const LOGIN_IDS_PER_PARTITION = (TOKEN_CACHE_MAX * 3) / 4 - 512;
+function loginIdsOf(host: VaultHost, ids: Uint8Array[]): Uint8Array[] {
+  const byPartition = new Map<number, Uint8Array[]>();
+  for (const id of ids) {
+    const p = host.partitionOf(id);
+    const list = byPartition.get(p);
+    if (list) list.push(id);
+    else byPartition.set(p, [id]);
+  }
+  const kept = new Set<Uint8Array>();
+  for (const list of byPartition.values()) for (const id of list.slice(-LOGIN_IDS_PER_PARTITION)) kept.add(id);
+  return ids.filter((id) => kept.has(id));
+}
+
 function strip(r: WindowResult & { outcome: Outcome }): WindowResult {
   const { outcome: _o, ...rest } = r;
   return rest;
@@ -268,7 +292,7 @@ export class RawPool {
     const res = await Promise.all(
       ws.map(
         (w) =>
-          new Promise<{ ops: number; ms: number }>((r) => {
+          new Promise<{ ops: number; ms: number; authFailures: number }>((r) => {
             w.once('message', r);
             w.postMessage({ run: op, ms });
           }),
@@ -276,6 +300,8 @@ export class RawPool {
     );
     const wall = performance.now() - w0;
     const cpu = cpuSplit(t0, threadTimes(), wall, 0, new Map());
+    const refused = res.reduce((a, x) => a + x.authFailures, 0);
+    if (refused) throw new Error(`raw ${op}: ${refused} issuer token checks refused`);
     const total = res.reduce((a, x) => a + x.ops, 0);
     const maxMs = Math.max(...res.map((x) => x.ms));
     return { opsPerSec: (total * 1000) / maxMs, perWorker: res.map((x) => (x.ops * 1000) / x.ms), cpuUsPerOp: (cpu.total * wall * 1000) / total, cpu };

@@ -27,7 +27,8 @@ import { CLOCK_SKEW_S, MAX_AUTH_TOKEN, MAX_TOKEN_LIFETIME_S, base64url, issuerKi
 import type { AuthConfig } from './auth.ts';
 
 /** Verified tokens kept (each a few hundred bytes): enough for every login in flight on a partition. */
-const CACHE_MAX = 8192;
+export const TOKEN_CACHE_MAX = 8192;
+const CACHE_MAX = TOKEN_CACHE_MAX;
 
 interface Issuer {
   name: string;
