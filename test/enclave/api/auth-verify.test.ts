@@ -212,6 +212,21 @@ describe.each(backends)('TokenVerifier on %s', (backend, env, skip) => {
     expect(await refusal(v, token({ iat: nowS - 700, exp: nowS - CLOCK_SKEW_S + 1 })), 'inside the skew').toBe('accepted');
   });
 
+  it.skipIf(skip)('compares the subject byte for byte with the record id, non-ASCII ids included, on a first check and a cache hit', async () => {
+    const v = await make();
+    const sub = 'élan-用户-\u{1f511}';
+    const utf8 = te.encode(sub);
+    const t = token({ sub });
+    // The same characters as latin1 bytes, or the UTF-8 bytes one short or one changed, are other records.
+    const latin1 = Uint8Array.from([...sub].map((c) => c.charCodeAt(0) & 0xff));
+    const changed = Uint8Array.from(utf8);
+    changed[changed.length - 1]! ^= 1;
+    for (const other of [latin1, utf8.subarray(0, utf8.length - 1), changed]) expect(await refusal(v, t, other)).toBe(Handling.AuthWrongSubject);
+    expect(await refusal(v, t, utf8)).toBe('accepted');
+    for (const other of [latin1, utf8.subarray(0, utf8.length - 1), changed]) expect(await refusal(v, t, other), 'cache hit').toBe(Handling.AuthWrongSubject);
+    expect(await refusal(v, t, Uint8Array.of(0xff, ...utf8, 0xff).subarray(1, utf8.length + 1)), 'cache hit, the id a view inside a larger buffer').toBe('accepted');
+  });
+
   it.skipIf(skip)('a cached token is still checked for its subject and its expiry', async () => {
     const v = await make();
     const t = token({ exp: nowS + 60 });
