@@ -38,7 +38,7 @@ import { base64url, encodeAuthConfig } from '../enclave/api/auth.ts';
 import { deriveE2eKeyPair, openRequest } from '../client/e2e-seal.ts';
 import type { AuditEvent } from '../enclave/api/messages.ts';
 import { storedAudit } from '../host/storage/check.ts';
-import { ClientRequests, DEFAULT_OPAQUE_CONTEXT, HOST_REQUEST_VIEWS, HOST_RESPONSE_VIEWS, HostRequests, HostResponses } from '../enclave/api/messages.ts';
+import { CLIENT_REQUEST_VIEWS, ClientRequests, DEFAULT_OPAQUE_CONTEXT, HOST_REQUEST_VIEWS, HOST_RESPONSE_VIEWS, HostRequests, HostResponses } from '../enclave/api/messages.ts';
 import { clientLoginStart, clientRegistrationFinish, clientRegistrationStart } from '../enclave/opaque/client.ts';
 import { identityKsf } from '../enclave/opaque/ksf.ts';
 import { generateServerKeys, serverLoginStart, serverRegistrationResponse } from '../enclave/opaque/server.ts';
@@ -210,7 +210,8 @@ step(`  of which the key schedule (e2eContext + response key; ${ek.e2e.crypto.na
 step('  of which the key schedule on WebAssembly SHA-256, one keyed state for key, nonce, exporter instead', 'op', 'alt', () => schedule(sodium256));
 step(`e2e sealResponse (${ek.e2e.crypto.name} AES-GCM)`, 'op', 'now', () => opened.sealResponse(response));
 step('e2e sealResponse on node:crypto AES-GCM instead (without native libsodium)', 'op', 'alt', () => openedNode.sealResponse(response));
-step('client request decode', 'op', 'now', () => decodeMessage(ClientRequests, loginReq));
+step('client request decode (the token and KE1 as views: CLIENT_REQUEST_VIEWS, as admit decodes)', 'op', 'now', () => decodeMessage(ClientRequests, loginReq, { views: CLIENT_REQUEST_VIEWS }));
+step('client request decode with every byte field copied instead', 'op', 'alt', () => decodeMessage(ClientRequests, loginReq));
 // The issuer token's check, as the enclave's verifier does it (against the platform clock).
 const verifier = await TokenVerifier.create(tokens.config);
 const TOKEN_RING = 2 * TOKEN_CACHE_MAX; // distinct tokens, twice the verifier's cache: each is gone from it before it comes round again
@@ -237,10 +238,11 @@ for (const t of devices) {
     index.leafOf(rid, blob);
     return unseal(t.d.token, t.d.sealKey, rid, blob);
   });
-  step(`charged record: seal + new leaf (${t.kind} token)`, 'op', 'now', () => index.leafOf(rid, seal(t.d.token, t.d.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 2, version: 2 }, rec)));
+  // The IV from the platform's random source, as computeOp seals (record.ts seal `random`).
+  step(`charged record: seal + new leaf (${t.kind} token)`, 'op', 'now', () => index.leafOf(rid, seal(t.d.token, t.d.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 2, version: 2 }, rec, dev.platform.random)));
 }
 step('audit event: record hash + sealed body + chained HMAC (the audit key\'s HMAC state made once)', 'op', 'now', (i) => audit.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, audit.recordHash(rid), 9));
-step('token random(12): the IV of each sealed record (one token call per seal, inside the seal rows above)', 'op', 'alt', () => dev.token.random(12));
+step('token random(12): what a sealed record\'s IV cost when the token drew it (the seal rows now draw it from the platform)', 'op', 'alt', () => dev.token.random(12));
 step('random session id + response nonce (platform random)', 'op', 'now', () => [dev.platform.random(16), dev.platform.random(12)]);
 
 // The real per-op path, as the batch runs it (enclave/vault/batch.ts `run`): admit (open, decode,

@@ -3,6 +3,10 @@
  * charging and group commit (VaultHost: partitions of enclave devices in worker threads, one
  * group-commit engine per partition, SQLite WAL synchronous=FULL), against the raw server (our
  * OPAQUE server in N worker threads, no boundary, no storage) on the same cores, in one run.
+ * Both sides pay the same issuer token check per login: a cache hit of the same TokenVerifier
+ * (each record's token verified once, at registration for the enclave and before the first run
+ * for the raw server: bench/lib/raw-worker.ts, bench/lib/enclave-rig.ts `loginIdsOf`); a new
+ * session's first verification (60-80 us) is bench/breakdown.ts's row.
  *
  *   npx tsx bench/enclave.ts [--quick] [--json FILE] [--levels 1,8,32,128,256,512] [--partitions 1,2]
  *                            [--window-ms 2000] [--rounds 5] [--records 16384] [--token emulator|softhsm]
