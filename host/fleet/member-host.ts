@@ -6,7 +6,8 @@
  * clients over HTTP on the member's api address:
  *
  *   GET  /fleet/status   member, status, epoch, view, leader (id and client URL), commit, tip,
- *                        incarnation prefix, each peer connection, refusals counted by name
+ *                        incarnation prefix, each peer connection, refusals counted by name;
+ *                        serving the vault, also its applied batch
  *   POST /fleet/ops      one intent as JSON ({"kind":"register","id":"r1","limit":10}; charge and
  *                        reset with "session"; replace with "limit"; touch; lock; delete):
  *                        200 {"index","hash","op"} once a majority made it durable; 421 NOT_LEADER (with "leader", the leader's URL,
@@ -24,7 +25,11 @@
  * joins the others when the file is there at its start, and by stopping when it appears later.
  * GET /fleet/status carries the text's fingerprint (`vaultKey`).
  *
- * The replication layer's test API until the vault's batches ride the log. The host holds no key
+ * What it serves (MemberHostOptions `serve`): by default the vault's client API, the single vault's
+ * routes over the member's vault with its batches on the fleet's log (vault-node.ts,
+ * vault-routes.ts; docs/fleet-vault.md "The vault in the member process"), where POST /fleet/ops
+ * answers 409; with `--replication-test`, the replication layer's test API above over a log of
+ * abstract records (the two can not share one log's record ids). The host holds no key
  * and reads nothing of a message but its receiver; it can delay, drop or replay, which the
  * protocol tolerates. Every acknowledgement follows the device's durable write (the device writes
  * before it answers), so a SIGKILL loses nothing acknowledged.
