@@ -1,5 +1,5 @@
 /**
- * `bkv demo --fleet` (host/fleet/demo.ts) on the real command: three member processes, a key
+ * `bkv demo --fleet` (host/cli/demo-fleet.ts) on the real command: three member processes, a key
  * escrowed, a wrong password, the leader SIGKILLed, the key recovered through the others, the
  * killed member restarted and caught up; it exits 0 and says so in its --json object, and leaves
  * no member process behind.

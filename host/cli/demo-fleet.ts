@@ -27,10 +27,10 @@ import { Handling } from '../../enclave/api/codes.ts';
 import { argon2idKsf, DEFAULT_ARGON2ID } from '../../enclave/opaque/ksf.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { mintToken, readIssuerPrivate } from '../auth/issuer.ts';
-import { readVaultKeyFile } from '../cli/io.ts';
-import type { Output } from '../cli/output.ts';
-import { checkFleetConfig, fleetJson, initFleet } from './config.ts';
-import type { MemberStatusJson } from './member-host.ts';
+import { checkFleetConfig, fleetJson, initFleet } from '../fleet/config.ts';
+import type { MemberStatusJson } from '../fleet/member-host.ts';
+import { readVaultKeyFile } from './io.ts';
+import type { Output } from './output.ts';
 
 const te = new TextEncoder();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
