@@ -108,6 +108,7 @@ export class Batches {
       this.staged = this.run(req, idHex, admitted, intent.auditSeq, intent.auditHead);
       return { type: 'Staged', epoch: req.epoch };
     }
+    if (seat) await this.catchUpInPlace();
     const committed = this.vault.nv().committed;
     if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
     const why = seat?.whyNotPropose(req.epoch) ?? null;
@@ -123,6 +124,7 @@ export class Batches {
    */
   async apply(req: ApplyRequest): Promise<HostResponse> {
     if (this.pending || this.staged) throw new EnclaveFault(Handling.BatchOutOfOrder, 'a batch is pending', 'epoch');
+    await this.catchUpInPlace();
     const committed = this.vault.nv().committed;
     if (req.epoch !== committed.epoch + 1) throw new EnclaveFault(Handling.BatchOutOfOrder, `expected epoch ${committed.epoch + 1}`, 'epoch');
     const seat = this.vault.seat();
@@ -196,6 +198,28 @@ export class Batches {
     this.staged = null;
     this.v.tables.abort(epoch);
     return { type: 'Aborted', epoch };
+  }
+
+  /**
+   * A fleet member whose log folded batches its vault never applied (fleet-seat.ts `behind`: a
+   * re-form or a catch-up by snapshot) while its records are exactly the state one of those
+   * batches left (they wrote nothing, as a Status batch, or nothing this member lacks): the
+   * latest such batch becomes its committed epoch, with nothing to load. The sum is AdHash over
+   * every record's leaf, so an equal count and sum is the same set of stored blobs.
+   */
+  async catchUpInPlace(): Promise<void> {
+    const seat = this.vault.seat();
+    if (!seat || this.pending || this.staged || !seat.behind()) return;
+    const nv = this.vault.nv();
+    const index = this.v.index;
+    for (const a of seat.committedAnchors()) {
+      if (a.epoch <= nv.committed.epoch) return;
+      if (index.matches(a.count, a.sum)) {
+        await this.vault.writeNvram({ ...nv, committed: { ...nv.committed, epoch: a.epoch }, intent: null });
+        seat.applied(a.epoch, true);
+        return;
+      }
+    }
   }
 
   /**

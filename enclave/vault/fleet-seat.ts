@@ -130,7 +130,16 @@ export class FleetSeat {
     const next = this.vaultEpoch + 1;
     if (this.proposed.has(next)) return null; // its own pending batch: Commit, not Apply
     const e = this.entryOf(next);
-    return e && e.entry.index <= this.member.durable.commit ? e.batch : null;
+    if (e) return e.entry.index <= this.member.durable.commit ? e.batch : null;
+    // behind: the first committed batch the log still holds; the vault takes it only if its
+    // records are the state the folded batches left (batch.ts catchUpInPlace), else it refuses
+    if (!this.behind()) return null;
+    const d = this.member.durable;
+    for (const x of d.entries) {
+      const b = this.batchOf(x);
+      if (b && b.epoch > next && x.index <= d.commit) return b;
+    }
+    return null;
   }
 
   // ---- what batch.ts asks ---------------------------------------------------------------------

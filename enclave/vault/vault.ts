@@ -304,6 +304,7 @@ export class Vault {
     const parts = { p: this.p, keys: this.keys!, index, sha256: this.sha256, audit: this.audit, tables: this.tables, suites: this.suites, rng: this.rng };
     this.batches = new Batches(parts, this.link);
     this.seat?.applied(this.nv.committed.epoch, true);
+    await this.batches.catchUpInPlace();
     this.state = 'ready';
     return { type: 'Loaded', epoch: this.nv.committed.epoch, records: index.count, rolledForward: rolledForward ? 1 : 0 };
   }

@@ -17,6 +17,7 @@ import path from 'node:path';
 import { DEFAULT_BASE_PORT, DEFAULT_FLEET_HOST, FLEET_FILE, FLEET_SIZES, FleetConfigError, checkHost, formatEndpoint, initFleet, memberDir, parseEndpoint, readFleetConfig, type Endpoint, type LoadedFleet } from '../fleet/config.ts';
 import { MemberHost, OperatorSecretError, readOperatorSecretFile, type MemberStatusJson } from '../fleet/member-host.ts';
 import { intOption, parseArgs, required, UsageError, type Parsed } from './args.ts';
+import { limit as rateLimit } from './cmd-serve.ts';
 import { CliError, EXIT, describeError } from './exit-codes.ts';
 import { unknownWord } from './help.ts';
 import type { Output } from './output.ts';
@@ -171,11 +172,15 @@ async function status(p: Parsed, out: Output): Promise<number> {
 
 // ---- bkv serve --fleet ----------------------------------------------------------------------------
 
-const FLEET_SERVE_OPTIONS = ['fleet', 'member', 'peer-listen', 'api-listen', 'peer-via', 'operator-key-file'] as const;
+const FLEET_SERVE_OPTIONS = ['fleet', 'member', 'peer-listen', 'api-listen', 'peer-via', 'operator-key-file', 'store', 'record-limit', 'address-limit'] as const;
 
-/** `bkv serve --fleet DIR/fleet.json --member I [--peer-listen H:P] [--api-listen H:P] [--peer-via J=H:P ...] [--operator-key-file F]`: one member, until SIGTERM or SIGINT. */
+/**
+ * `bkv serve --fleet DIR/fleet.json --member I [--peer-listen H:P] [--api-listen H:P] [--peer-via J=H:P ...] [--operator-key-file F]
+ * [--store URL] [--record-limit R/B|off] [--address-limit R/B|off] [--replication-test]`: one member, until SIGTERM or SIGINT.
+ * It serves the vault's client API; `--replication-test` serves the replication layer's test API (/fleet/ops) instead.
+ */
 export async function fleetServe(argv: string[], out: Output): Promise<number> {
-  const p = parseArgs(argv, { options: [...FLEET_SERVE_OPTIONS] });
+  const p = parseArgs(argv, { options: [...FLEET_SERVE_OPTIONS], flags: ['replication-test'] });
   if (p.positional.length) throw new UsageError(`unexpected ${p.positional.join(' ')}`);
   const fleetFile = required(p, 'fleet');
   const fleet = fleetAt(fleetFile);
@@ -196,7 +201,21 @@ export async function fleetServe(argv: string[], out: Output): Promise<number> {
     console.error(describeError(e).line);
     process.exit(describeError(e).exitCode);
   };
-  const host = new MemberHost({ fleetFile: fleet.file, member, peerListen: endpoint('peer-listen'), apiListen: endpoint('api-listen'), peerVia, onFatal, ...(key !== undefined && { operatorKeyFile: key }) });
+  const replication = p.flags.has('replication-test');
+  for (const o of ['store', 'record-limit', 'address-limit']) if (replication && p.opts.has(o)) throw new UsageError(`--${o} is the vault's: it does not go with --replication-test`);
+  const store = p.opts.get('store');
+  const host = new MemberHost({
+    fleetFile: fleet.file,
+    member,
+    peerListen: endpoint('peer-listen'),
+    apiListen: endpoint('api-listen'),
+    peerVia,
+    onFatal,
+    ...(key !== undefined && { operatorKeyFile: key }),
+    serve: replication ? 'replication-test' : 'vault',
+    ...(store !== undefined && store !== '' && !replication && { storeUrl: store }),
+    rateLimits: { record: rateLimit(p, 'record-limit'), address: rateLimit(p, 'address-limit') },
+  });
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) process.exit(128 + (signal === 'SIGINT' ? 2 : 15));

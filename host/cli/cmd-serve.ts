@@ -87,7 +87,8 @@ export function tokenPinSource(p: Parsed, dataDir: string, env: NodeJS.ProcessEn
 }
 
 /** `R/B`: R operations a minute with a burst of B; `off`: no limit. */
-function limit(p: Parsed, name: string): BucketConfig | false | undefined {
+/** `--record-limit` / `--address-limit`: RATE/BURST per minute, or off (also `bkv serve --fleet`'s). */
+export function limit(p: Parsed, name: string): BucketConfig | false | undefined {
   const v = p.opts.get(name);
   if (v === undefined) return undefined;
   if (v === 'off') return false;

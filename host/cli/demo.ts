@@ -13,7 +13,8 @@
  * The token's PINs are in development mode: generated into the operator folder beside the vault's
  * data folder (`<tmp>/vault.operator`), never in it; the demo names that folder at start.
  *
- * Options: --keep (keep the data folder), --partitions N, --process (child-process devices);
+ * Options: --keep (keep the data folder), --partitions N, --process (child-process devices),
+ * --fleet (the story on a fleet of three member processes instead: demo-fleet.ts);
  * --json: the story on stderr, and on stdout one object with each step's timings and the result.
  */
 import { toHex } from '../../enclave/opaque/bytes.ts';
@@ -51,7 +52,9 @@ function sampleChatDatabase(): Uint8Array {
 }
 
 export async function runDemo(argv: string[], out: Output): Promise<number> {
-  const p = parseArgs(argv, { options: ['partitions'], flags: ['keep', 'process'] });
+  const p = parseArgs(argv, { options: ['partitions'], flags: ['keep', 'process', 'fleet'] });
+  // three member processes on loopback, one killed midway (demo-fleet.ts)
+  if (p.flags.has('fleet')) return (await import('./demo-fleet.ts')).fleetDemo(p.flags.has('keep'), out);
   // Milliseconds of each timed step (--json: "timings").
   const timings: Record<string, number> = {};
   out.set({ timings });

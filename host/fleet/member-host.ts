@@ -6,7 +6,8 @@
  * clients over HTTP on the member's api address:
  *
  *   GET  /fleet/status   member, status, epoch, view, leader (id and client URL), commit, tip,
- *                        incarnation prefix, each peer connection, refusals counted by name
+ *                        incarnation prefix, each peer connection, refusals counted by name;
+ *                        serving the vault, also its applied batch
  *   POST /fleet/ops      one intent as JSON ({"kind":"register","id":"r1","limit":10}; charge and
  *                        reset with "session"; replace with "limit"; touch; lock; delete):
  *                        200 {"index","hash","op"} once a majority made it durable; 421 NOT_LEADER (with "leader", the leader's URL,
@@ -24,7 +25,11 @@
  * joins the others when the file is there at its start, and by stopping when it appears later.
  * GET /fleet/status carries the text's fingerprint (`vaultKey`).
  *
- * The replication layer's test API until the vault's batches ride the log. The host holds no key
+ * What it serves (MemberHostOptions `serve`): by default the vault's client API, the single vault's
+ * routes over the member's vault with its batches on the fleet's log (vault-node.ts,
+ * vault-routes.ts; docs/fleet-vault.md "The vault in the member process"), where POST /fleet/ops
+ * answers 409; with `--replication-test`, the replication layer's test API above over a log of
+ * abstract records (the two can not share one log's record ids). The host holds no key
  * and reads nothing of a message but its receiver; it can delay, drop or replay, which the
  * protocol tolerates. Every acknowledgement follows the device's durable write (the device writes
  * before it answers), so a SIGKILL loses nothing acknowledged.
@@ -35,13 +40,18 @@ import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
+import { DEFAULT_AUDIENCE, type AuthConfig } from '../../enclave/api/auth.ts';
 import { ceremonyStep, FleetDevice, IntentError, memberVaultKey, parseIntent, type DeviceAnswer, type DeviceOutput, type DeviceStatus } from '../../hsm/fleet/device.ts';
 import { createFileDurably } from '../../hsm/durable-file.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
+import { readIssuerPublic } from '../auth/issuer.ts';
 import { vaultKeyFileText } from '../cli/io.ts';
+import type { RateLimits } from '../service/rate-limit.ts';
 import { ErrorCode, ServiceError, type ErrorCodeName } from '../service/error-codes.ts';
 import { DEV_OPERATOR_SECRET, formatEndpoint, memberDir, readFleetConfig, type Endpoint, type LoadedFleet } from './config.ts';
 import { Transport, type PeerStatus } from './transport.ts';
+import { FleetVaultNode } from './vault-node.ts';
+import { fleetVaultRoutes, type FleetVaultRoutes } from './vault-routes.ts';
 
 /** Ticks: 50 ms each; a view change after 10 quiet ticks (0.5 s, then the election: a failover in about 1 s), a re-form after 60 (3 s). */
 export const MEMBER_TIMING = { tickMs: 50, viewChangeTicks: 10, reformTicks: 60, resendTicks: 2 } as const;
@@ -89,6 +99,16 @@ export interface MemberHostOptions {
   readonly peerVia?: ReadonlyMap<number, Endpoint>;
   /** The operator secret (64 hex digits); default DIR/auth/operator.secret. */
   readonly operatorKeyFile?: string;
+  /**
+   * What the member serves: 'vault' (the default), the vault's client API with its batches on the
+   * fleet's log; or 'replication-test', the replication layer's test API (POST /fleet/ops) over a
+   * log of abstract records. The two can not share one log (its record ids), so a member runs one.
+   */
+  readonly serve?: 'vault' | 'replication-test';
+  /** The vault's storage URL (host/storage/index.ts); default SQLite vault.db in the member's folder. */
+  readonly storeUrl?: string;
+  /** The vault API's rate limits (host/service/rate-limit.ts); default the single vault's. */
+  readonly rateLimits?: RateLimits;
   readonly log?: (line: string) => void;
 }
 
@@ -121,6 +141,14 @@ export interface MemberStatusJson extends Partial<Omit<DeviceStatus, 'leader'>> 
   readonly vaultKeyFile?: boolean;
   readonly peers: readonly PeerStatus[];
   readonly refused: Readonly<Record<string, number>>;
+  /** 'vault' or 'replication-test' (MemberHostOptions `serve`). */
+  readonly serving: 'vault' | 'replication-test';
+  /** The last vault batch this member's vault committed or applied (serving the vault). */
+  readonly appliedBatch?: number;
+  /** Serving the vault: its log folded batches its vault never applied (it waits for a catch-up by stored rows). */
+  readonly behind?: boolean;
+  /** The last failure applying a committed batch, while it lasts. */
+  readonly applyError?: string;
 }
 
 type Reply = { status: number; body: unknown };
@@ -141,6 +169,8 @@ function refusal(a: Extract<DeviceAnswer, { ok: false }>, leaderUrl: string | nu
 export class MemberHost {
   readonly fleet: LoadedFleet;
   private device: FleetDevice | null = null;
+  private vault: FleetVaultNode | null = null;
+  private routes: FleetVaultRoutes | null = null;
   private transport: Transport | null = null;
   private server: http.Server | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -159,6 +189,10 @@ export class MemberHost {
     this.fleet = readFleetConfig(o.fleetFile);
     if (!Number.isInteger(o.member) || o.member < 0 || o.member >= this.fleet.members.length) throw new Error(`--member: the fleet has members 0..${this.fleet.members.length - 1}`);
     this.log = o.log ?? ((l) => console.error(`bkv: member ${o.member}: ${l}`));
+  }
+
+  private get serving(): 'vault' | 'replication-test' {
+    return this.o.serve ?? 'vault';
   }
 
   get apiUrl(): string {
@@ -197,6 +231,7 @@ export class MemberHost {
       this.waiting = `key ceremony: ${step.waiting}`;
       await new Promise((r) => setTimeout(r, 200));
     }
+    const operatorKeyHash = new Uint8Array(createHash('sha256').update(operatorSecret).digest());
     operatorSecret.fill(0);
     this.log(`key ceremony done (secret check ${this.secretCheck})`);
     const key = await memberVaultKey(dirs[this.o.member]!, this.o.member, {
@@ -208,6 +243,7 @@ export class MemberHost {
     this.vaultKey = { text, fingerprint: vaultKeyFingerprint(text) };
     this.log(`vault keys ${key.imported ? 'imported into' : 'checked in'} the member's token (profile ${key.profile}; vault key ${this.vaultKey.fingerprint})`);
     if (existsSync(this.vaultKeyFile) && !this.vaultKeyFileHolds(text)) throw this.otherVaultKey();
+    if (this.serving === 'vault') return this.startVault(me, dirs[this.o.member]!, operatorKeyHash);
     const broken = process.env[BROKEN_RULE_ENV] || undefined;
     if (broken) this.log(`UNSAFE: ${BROKEN_RULE_ENV}=${broken}: this member breaks a rule of the protocol on purpose (a test's positive control)`);
     const device = new FleetDevice({ dir: dirs[this.o.member]!, member: this.o.member, n: this.fleet.members.length, ...MEMBER_TIMING, ...(broken && { broken }) }, this.now);
@@ -226,6 +262,53 @@ export class MemberHost {
     this.timer = setInterval(() => {
       this.now++;
       this.route(device.tick(this.now));
+    }, MEMBER_TIMING.tickMs);
+  }
+
+  /** The issuers of fleet.json, for the vault's audience (the single vault's default). */
+  private authConfig(): AuthConfig {
+    return { audience: DEFAULT_AUDIENCE, issuers: this.fleet.auth.issuers.map((f) => readIssuerPublic(path.resolve(this.fleet.dir, f))).map((i) => ({ name: i.name, publicKey: i.publicKey })) };
+  }
+
+  /** The vault on the fleet's log: the device with its seat, the store, the engine and the apply loop (vault-node.ts), the client API (vault-routes.ts). */
+  private async startVault(me: LoadedFleet['members'][number], dir: string, operatorKeyHash: Uint8Array): Promise<void> {
+    const auth = this.authConfig();
+    const node = await FleetVaultNode.open(
+      {
+        device: { dir, member: this.o.member, n: this.fleet.members.length, ...MEMBER_TIMING, auth, operatorKeyHash, ...(this.o.token && { token: this.o.token }), pins: this.o.tokenPins ?? { operatorDir: memberTokenOperatorDir(this.fleet.dir, this.o.member) }, log: this.log },
+        ...(this.o.storeUrl !== undefined && { storeUrl: this.o.storeUrl }),
+        send: (_to, msg) => this.transport?.send(msg),
+        onFault: (f) => (this.refused[f] = (this.refused[f] ?? 0) + 1),
+        leaderUrl: () => this.leaderUrl(this.vault?.status() ?? undefined),
+        log: this.log,
+      },
+      this.now,
+    );
+    if (this.closed) {
+      await node.close();
+      return;
+    }
+    this.vault = node;
+    this.routes = await fleetVaultRoutes(node, { auth, ...(this.o.rateLimits && { rateLimits: this.o.rateLimits }), log: this.log });
+    const peers = this.fleet.members.map((m) => this.o.peerVia?.get(m.id) ?? m.peer);
+    const transport = new Transport({
+      self: this.o.member,
+      listen: this.o.peerListen ?? me.peer,
+      peers,
+      onMessage: (msg) => {
+        node.receive(msg, this.now);
+        this.noteStatus(node.status());
+      },
+      onEvent: (e) => this.log(`${e.peer !== undefined ? `member ${e.peer} ` : ''}${e.event}${e.detail ? `: ${e.detail}` : ''}`),
+    });
+    this.transport = transport;
+    await transport.start();
+    this.waiting = '';
+    this.log(`vault loaded (${node.info.records} records, batch ${node.status()?.appliedBatch ?? 0})`);
+    this.timer = setInterval(() => {
+      this.now++;
+      node.tick(this.now);
+      this.noteStatus(node.status());
     }, MEMBER_TIMING.tickMs);
   }
 
@@ -267,7 +350,11 @@ export class MemberHost {
       done?.(a);
     }
     for (const f of out.faults) this.refused[f] = (this.refused[f] ?? 0) + 1;
-    const s = this.device?.status();
+    this.noteStatus(this.device?.status() ?? null);
+  }
+
+  /** A line when the member's status changes; DIR/vault-key.pub once it is normal in a view. */
+  private noteStatus(s: DeviceStatus | null): void {
     if (s) {
       const line = `${s.status} epoch ${s.epoch} view ${s.view}${s.leader === null ? '' : s.leader === s.member ? ' (leader)' : ` (leader ${s.leader})`}`;
       if (line !== this.lastLine) this.log(line);
@@ -283,8 +370,12 @@ export class MemberHost {
   }
 
   status(): MemberStatusJson {
-    const s = this.device?.status();
+    const v = this.vault?.status() ?? undefined;
+    const s: DeviceStatus | undefined = v ?? this.device?.status();
     const base = {
+      serving: this.serving,
+      ...(v && { appliedBatch: v.appliedBatch }),
+      ...(this.vault?.applyError && { applyError: this.vault.applyError }),
       member: this.o.member,
       fleetId: this.fleet.fleetId,
       peers: this.transport?.status() ?? [],
@@ -343,6 +434,11 @@ export class MemberHost {
       if (req.method !== 'GET') return reply(serviceError('METHOD_NOT_ALLOWED'));
       return reply({ status: 200, body: this.status() });
     }
+    if (this.serving === 'vault') {
+      if (url === '/fleet/ops') return reply({ status: 409, body: { error: { code: 'VAULT_SERVED', num: 0, message: 'this member serves the vault, whose batches are its log\'s entries: the replication test API (/fleet/ops) runs only on a member started with --replication-test' } } });
+      if (!this.routes) return reply(serviceError('NOT_READY'));
+      return this.routes.listener(req, res);
+    }
     if (url !== '/fleet/ops') return reply(serviceError('NOT_FOUND'));
     if (req.method !== 'POST') return reply(serviceError('METHOD_NOT_ALLOWED'));
     // a body over the bound: answered, then the connection closed once the answer is out (the rest is never read)
@@ -373,6 +469,8 @@ export class MemberHost {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     await this.transport?.close();
+    this.routes?.close();
+    await this.vault?.close();
     const server = this.server;
     if (server) {
       server.closeAllConnections();

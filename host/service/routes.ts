@@ -30,8 +30,11 @@ import type { TokenBuckets } from './rate-limit.ts';
 import { HTTP_API_VERSION, ROUTE, fromBase64url, toBase64url } from '../../enclave/api/http.ts';
 import type { OpResponseJson, VaultInfoJson } from '../../enclave/api/http.ts';
 
+/** What the routes use of a vault: a VaultHost, or a fleet member's vault (host/fleet/vault-node.ts). */
+export type RouteVault = Pick<VaultHost, 'info' | 'partitionOf' | 'submit' | 'partitionsReady'>;
+
 export interface RouteContext {
-  vault: VaultHost;
+  vault: RouteVault;
   metrics: ServiceMetrics;
   replay: ReplayGuard | null;
   recordLimiter: TokenBuckets | null;

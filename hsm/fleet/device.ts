@@ -32,9 +32,8 @@ import { join } from 'node:path';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { acceptGrant, charterHash, found, identityFingerprint, identityOf, newIdentity, SECRET_BYTES, secretCheck, type Charter, type DeviceIdentity } from '../../enclave/fleet/ceremony.ts';
-import { decodeDurable, decodeSecrets, encodeDurable, encodeSecrets } from '../../enclave/fleet/durable.ts';
+import { decodeDurable, encodeDurable, encodeSecrets } from '../../enclave/fleet/durable.ts';
 import { fleetFaultName } from '../../enclave/fleet/faults.ts';
-import type { MemberSecrets } from '../../enclave/fleet/keys.ts';
 import { genesis, tipOf, type DurableState } from '../../enclave/fleet/log.ts';
 import { BROKEN_RULES, Member, type BrokenRule, type Output } from '../../enclave/fleet/member.ts';
 import { MAX_LIMIT, type Intent, type Op } from '../../enclave/fleet/rules.ts';
@@ -53,6 +52,9 @@ import { createFileDurably, writeFileDurably } from '../durable-file.ts';
 import { DEFAULT_TOKEN_KIND, type TokenKind } from '../tokens/backends.ts';
 import { openVaultToken } from '../tokens/open.ts';
 import { pinRefusal, pinSourceOrDefault } from '../tokens/token-pins.ts';
+import { readMemberSecrets, SECRETS_FILE } from './member-secrets.ts';
+
+export { FleetVaultDevice, MAX_OPS_PER_BATCH, VAULT_LOG_KEEP, VAULT_NVRAM_FILE, type BatchToApply, type Fate, type VaultDeviceOptions, type VaultDeviceStatus } from './vault-device.ts';
 
 /** The longest fleet message: a frame above it is refused by the transport before it is read. */
 export const MAX_FLEET_MESSAGE_BYTES = MAX_MESSAGE_BYTES;
@@ -65,7 +67,7 @@ export const FILES = {
   operator: 'operator.sha256',
   grant: 'grant.bin',
   check: 'secret-check',
-  secrets: 'secrets.bin',
+  secrets: SECRETS_FILE,
   state: 'state.bin',
   history: 'history.jsonl',
 } as const;
@@ -145,11 +147,6 @@ export interface CeremonyInput {
 
 export type CeremonyStep = { readonly done: true; readonly check: string } | { readonly done: false; readonly waiting: string };
 
-function readSecrets(dir: string, member: number): MemberSecrets | null {
-  const file = join(dir, FILES.secrets);
-  return existsSync(file) ? decodeSecrets(new Uint8Array(readFileSync(file)), member) : null;
-}
-
 /**
  * One step of the ceremony for this member's device, run again until it says done: its identity;
  * every member's identity; the charter (fleet id, founder 0, the identities in id order); the
@@ -163,7 +160,7 @@ export async function ceremonyStep(o: CeremonyInput): Promise<CeremonyStep> {
   await ensureIdentity(dir, o.member, o.operatorSecret);
   const me = await identityOf(new Uint8Array(readFileSync(join(dir, FILES.seed))));
   const provisioned = new Uint8Array(readFileSync(join(dir, FILES.operator)));
-  const kept = readSecrets(dir, o.member);
+  const kept = readMemberSecrets(dir, o.member);
   if (kept) {
     // done before: a restart, a restore or a clone needs no other member's file (only the founder's grants, if lost in a crash)
     if (o.member === FOUNDER) await writeGrants(o, kept.charter, me, provisioned, () => kept.fleetSecret);
@@ -255,7 +252,7 @@ const loadSuites = (): Promise<Map<SuiteId, Suite>> =>
  * another fleet's or a single vault's keys: FleetVaultKeyError (Lifecycle.FleetKeysMismatch).
  */
 export async function memberVaultKey(dir: string, member: number, o: MemberTokenOptions = {}): Promise<MemberVaultKey> {
-  const secrets = readSecrets(dir, member);
+  const secrets = readMemberSecrets(dir, member);
   if (!secrets) throw new FleetDeviceError(`${join(dir, FILES.secrets)}: no secrets: the key ceremony has not finished`);
   const all = await loadSuites();
   const pins = pinSourceOrDefault(dir, o.pins);
@@ -377,7 +374,7 @@ export class FleetDevice {
   private journaled: number;
 
   constructor(private readonly o: DeviceOptions, now: number) {
-    const secrets = readSecrets(o.dir, o.member);
+    const secrets = readMemberSecrets(o.dir, o.member);
     if (!secrets) throw new FleetDeviceError(`${join(o.dir, FILES.secrets)}: no secrets: the key ceremony has not finished`);
     const stateFile = join(o.dir, FILES.state);
     const state = existsSync(stateFile) ? decodeDurable(new Uint8Array(readFileSync(stateFile)), o.member, o.n) : genesis(o.member, o.n);

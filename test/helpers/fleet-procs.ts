@@ -45,6 +45,8 @@ export interface MemberStatus {
   status: string;
   view?: number;
   commit?: number;
+  /** Serving the vault: the last batch its vault committed or applied. */
+  appliedBatch?: number;
   leader: { id: number; api: string } | null;
 }
 
@@ -75,13 +77,20 @@ export class ProcFleet {
     readonly root: string,
     readonly n: number,
     private readonly env: NodeJS.ProcessEnv,
+    /** The members serve the vault (else the replication test API, `--replication-test`). */
+    readonly vault: boolean,
+    /** More arguments for every member (`--record-limit off`, ...). */
+    private readonly extraArgs: readonly string[],
   ) {
     this.fleetFile = join(root, 'fleet.json');
   }
 
-  /** A fleet folder (bkv fleet init's) with free loopback ports and a proxy per ordered pair; no member started yet. */
-  static async create(n: number, env: NodeJS.ProcessEnv = {}): Promise<ProcFleet> {
-    const f = new ProcFleet(mkdtempSync(join(tmpdir(), 'bkv-fleet-proc-')), n, env);
+  /**
+   * A fleet folder (bkv fleet init's) with free loopback ports and a proxy per ordered pair; no
+   * member started yet. Its members serve the replication test API unless `o.vault`.
+   */
+  static async create(n: number, env: NodeJS.ProcessEnv = {}, o: { vault?: boolean; args?: readonly string[] } = {}): Promise<ProcFleet> {
+    const f = new ProcFleet(mkdtempSync(join(tmpdir(), 'bkv-fleet-proc-')), n, env, o.vault === true, o.args ?? []);
     await initFleet({ dir: f.root, members: n });
     for (let i = 0; i < n; i++) {
       f.apiPorts.push(await freePort());
@@ -109,7 +118,7 @@ export class ProcFleet {
   /** Starts member `i` (from `fleet`, default the fleet's file) and resolves once it listens (its key ceremony done). */
   async start(i: number, o: { fleet?: string; api?: number; peer?: number; label?: string } = {}): Promise<MemberProc> {
     const via = Array.from({ length: this.n }, (_, j) => j).filter((j) => j !== i).flatMap((j) => ['--peer-via', `${j}=127.0.0.1:${this.proxies[i]![j]!.port}`]);
-    const args = [bin, 'serve', '--fleet', o.fleet ?? this.fleetFile, '--member', String(i), ...via];
+    const args = [bin, 'serve', '--fleet', o.fleet ?? this.fleetFile, '--member', String(i), ...via, ...(this.vault ? [] : ['--replication-test']), ...this.extraArgs];
     if (o.api !== undefined) args.push('--api-listen', `127.0.0.1:${o.api}`);
     if (o.peer !== undefined) args.push('--peer-listen', `127.0.0.1:${o.peer}`);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...this.env } });

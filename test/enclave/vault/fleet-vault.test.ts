@@ -223,7 +223,12 @@ describe('the vault on the fleet log', () => {
     await w.boot(f.id);
     await w.until(() => f.seat!.member.durable.base.index >= l.seat!.member.durable.base.index && f.seat!.loggedEpoch() >= l.seat!.appliedEpoch, 'the member to catch up by snapshot');
     expect(f.seat!.behind()).toBe(true);
-    expect(f.seat!.nextToApply()).toBeNull();
+    // its host offers its vault the first batch the log still holds: refused, its records are not the state the folded batches left
+    const stale = f.seat!.appliedEpoch;
+    const t = w.now;
+    await w.until(() => w!.now > t + 10, 'ten ticks');
+    expect(f.seat!.appliedEpoch).toBe(stale);
+    expect(f.seat!.behind()).toBe(true);
     expect(f.seat!.appliedEpoch).toBeLessThan(f.seat!.loggedEpoch());
     // the fleet keeps serving on the other two
     expect(await untilDone(() => c.status(te.encode('s5')))).toMatchObject({ type: 'StatusResult', attemptsRemaining: 3 });
@@ -271,5 +276,38 @@ describe('the vault on the fleet log', () => {
     await w.loadVault(f.id);
     expect(f.seat!.behind()).toBe(false);
     expect(f.seat!.appliedEpoch).toBe(w.leader()!.seat!.appliedEpoch);
+  });
+
+  it('a whole fleet re-formed over a batch that wrote nothing: the members take its state in place and serve on', async () => {
+    w = await FleetVaultWorld.open({ seed: 19 });
+    const c = await w.client(4000);
+    const rid = te.encode('dora');
+    await c.register(rid, te.encode('pw'), KEY, { attemptLimit: 3 });
+    await w.settle();
+    const leader = w.leader()!;
+    const others = w.members.filter((m) => m !== leader);
+    // a Status (a batch that writes nothing) pending on the leader when the whole fleet goes down
+    for (const m of others) w.cut.add(m.id);
+    const epoch = leader.seat!.appliedEpoch + 1;
+    const stuck = (await w.client(20)).status(rid).catch((e: unknown) => e);
+    await w.until(() => leader.seat!.fate(epoch) === 'pending', 'the Status batch to be proposed');
+    for (const m of others) {
+      w.cut.delete(m.id);
+      w.kill(m.id);
+    }
+    w.kill(leader.id);
+    await stuck;
+    for (const m of w.members) await w.boot(m.id);
+    await w.until(() => w!.leader() !== null, 'the fleet to re-form', 60_000);
+    // the re-form folded the Status batch, which no vault applied: the members are behind
+    expect(w.leader()!.seat!.behind()).toBe(true);
+    // the members serve: the registration is there, a wrong guess is charged, the key comes back
+    expect(await untilDone(() => c.status(rid))).toMatchObject({ type: 'StatusResult', attemptsRemaining: 3 });
+    expect((await untilDone(() => c.recover(rid, te.encode('wrong')))).ok).toBe(false);
+    const r = await untilDone(() => c.recover(rid, te.encode('pw')));
+    expect(r.ok && Buffer.from(r.backupKey).equals(Buffer.from(KEY))).toBe(true);
+    await w.settle();
+    for (const m of w.members) expect(m.seat!.behind(), `member ${m.id}`).toBe(false);
+    await sameEverywhere(w, [rid]);
   });
 });

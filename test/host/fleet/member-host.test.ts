@@ -32,7 +32,7 @@ beforeAll(async () => {
   const ports = await Promise.all(Array.from({ length: 6 }, () => freePort()));
   writeFileSync(file, fleetJson({ ...cfg, members: cfg.members.map((m, i) => ({ ...m, api: { host: '127.0.0.1', port: ports[2 * i]! }, peer: { host: '127.0.0.1', port: ports[2 * i + 1]! } })) }));
   for (let i = 0; i < 3; i++) {
-    hosts.push(new MemberHost({ fleetFile: file, member: i, log: () => undefined }));
+    hosts.push(new MemberHost({ fleetFile: file, member: i, serve: 'replication-test', log: () => undefined }));
     api.push(`http://127.0.0.1:${ports[2 * i]}`);
   }
 }, 60_000);
