@@ -49,6 +49,14 @@ describe('adversarial (CI-sized)', () => {
     expect(Number(r.stats['operations acknowledged'])).toBeGreaterThan(20);
   });
 
+  it('fleet storm, positive control: members that take half the fleet for a majority (BKV_FLEET_BROKEN_RULE=half-quorum) acknowledge on the cut-off side, and the storm reports it', { timeout: 120_000 }, async () => {
+    const r = await fleetStorm({ rounds: 1, seed, members: 3, actions: ['cut'], broken: 'half-quorum' });
+    printReport(r);
+    expect(r.faults['member cut off (proxy)']).toBe(1);
+    // the cut-off side commits on its own: a fork of the histories, its acknowledgements not what the history holds
+    expect(r.violations.join('\n')).toMatch(/fork at entry \d+|while it could not reach a majority|not a majority|is not what the history holds there/);
+  });
+
   it('storage faults: write errors, read errors, an outage and a full disk under load', { timeout: 120_000 }, async () => {
     clean(await storageFaults({ rounds: 4, seed, loadMs: 400, ambiguous: false, concurrency: 8 }));
   });
@@ -120,7 +128,7 @@ describe('the fleet storm\'s ledger catches what it must (made-up histories)', (
     const l = new FleetLedger(report, { seed: 1, fleet: 'made up', n: 3 });
     for (const ops of entries) for (const op of ops) if (o.sent !== false) l.sentIntent(intentOf(op));
     for (const [index, op, hash] of o.acks ?? entries.flatMap((ops, i) => ops.map((op) => [i + 1, op] as [number, OpJson]))) l.ack({ index, hash: hash ?? `h${index}`, op, by: 'm0', round: 1 });
-    l.addTrail('m0', trail(entries.map((ops, i) => line(i + 1, ops))));
+    l.addTrail('m0', trail(entries.map((ops, i) => line(i + 1, ops))), 1);
     expect(l.check(1, views)).toBeGreaterThan(0);
     return report.violations;
   }
@@ -153,7 +161,7 @@ describe('the fleet storm\'s ledger catches what it must (made-up histories)', (
     const l = new FleetLedger(report, { seed: 1, fleet: 'made up', n: 3 });
     const entries = [[reg('a', 0, 2)], [charge('a', 1, 1, 10)], [reset('a', 2, 99)], [charge('a', 3, 1, 11)], [charge('a', 4, 2, 12)], [charge('a', 5, 3, 13)], [reset('a', 6, 13)], [reset('a', 7, 13)]];
     for (const op of entries.flat()) if (op.session !== 99) l.sentIntent(intentOf(op));
-    l.addTrail('m0', trail(entries.map((ops, i) => line(i + 1, ops))));
+    l.addTrail('m0', trail(entries.map((ops, i) => line(i + 1, ops))), 1);
     l.check(1, [view(0, 8), view(1, 8), view(2, 8)]);
     const v = sentOnly(report.violations);
     expect(v).toMatch(/entry 3: .*"reset".*was sent by no client/);
@@ -182,8 +190,8 @@ describe('the fleet storm\'s ledger catches what it must (made-up histories)', (
     const report = newReport('ledger');
     const l = new FleetLedger(report, { seed: 1, fleet: 'made up', n: 3 });
     for (const op of good.flat()) l.sentIntent(intentOf(op));
-    l.addTrail('m0', trail(good.map((ops, i) => line(i + 1, ops))));
-    l.addTrail('m1', trail([line(1, good[0]!), line(2, [charge('a', 1, 1, 10)], 'other')]));
+    l.addTrail('m0', trail(good.map((ops, i) => line(i + 1, ops))), 1);
+    l.addTrail('m1', trail([line(1, good[0]!), line(2, [charge('a', 1, 1, 10)], 'other')]), 1);
     l.check(1, [view(0, 5, atEnd), view(1, 5, atEnd, (i) => (i === 4 ? 'x4' : `h${i}`)), view(2, 5, atEnd)]);
     expect(report.violations.join('\n')).toMatch(/fork at entry 2: h2 \(m0\) and other/);
     expect(report.violations.join('\n')).toMatch(/m1's committed log holds x4 at entry 4, the history h4/);

@@ -2,7 +2,7 @@
  * Fleet storm: rounds of client load on a real fleet of member processes on loopback (`bkv serve
  * --fleet ... --member I`, docs/fleet.md "The member process"; 3 members, some fleets 5), each
  * member reaching each other through a TCP proxy the storm controls (test/helpers/fleet-procs.ts),
- * while the round injects faults chosen by the seed:
+ * while the round injects 3 to 6 faults drawn by the seed (most of them deliver a SIGKILL):
  *   kill-leader    SIGKILL the leader under load (mostly waiting for the failover), restart it;
  *   kill-follower  SIGKILL a follower, restart it;
  *   kill-majority  SIGKILL a majority at once (the leader among them), restart them (a re-form);
@@ -30,16 +30,16 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort } from '../helpers/tcp-proxy.ts';
+import { freeFixedPort } from '../helpers/tcp-proxy.ts';
 import { ProcFleet, type MemberProc, type MemberStatus } from '../helpers/fleet-procs.ts';
-import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep } from './lib/common.ts';
+import { Rng, bump, childPids, isMain, newReport, note, parseArgs, runMain, sleep } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
 import { FleetLedger, durableView, type DurableView, type OpJson } from './lib/fleet-ledger.ts';
 
 export const FLEET_ACTIONS = ['kill-leader', 'kill-follower', 'kill-majority', 'cut', 'restore', 'clone'] as const;
 export type FleetAction = (typeof FLEET_ACTIONS)[number];
 /** How often each fault is drawn. */
-const WEIGHTS: Record<FleetAction, number> = { 'kill-leader': 0.3, 'kill-follower': 0.15, 'kill-majority': 0.1, cut: 0.15, restore: 0.15, clone: 0.15 };
+const WEIGHTS: Record<FleetAction, number> = { 'kill-leader': 0.3, 'kill-follower': 0.2, 'kill-majority': 0.14, cut: 0.12, restore: 0.12, clone: 0.12 };
 /** How long the storm waits for a fleet to come back (a leader, every member normal) before it calls the round an error. */
 const RECOVER_MS = 30_000;
 /** A client's wait for one answer (a member answers `Fleet.Unanswered` after 10 s). */
@@ -53,7 +53,7 @@ export interface FleetStormOptions {
   members?: 3 | 5;
   /** Rounds per fleet before a fresh one starts (default 2..4, drawn). */
   roundsPerFleet?: number;
-  /** Faults of every round, in this order (default: 2..4 drawn by weight). */
+  /** Faults of every round, in this order (default: 3..6 drawn by weight). */
   actions?: readonly FleetAction[];
   /** Concurrent clients (default 3). */
   clients?: number;
@@ -213,6 +213,12 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
     const ids = new Set(all.map((s) => (s?.status === 'normal' ? s.leader?.id : -1)));
     return ids.size === 1 && !ids.has(-1) && !ids.has(undefined) ? all : null;
   }, RECOVER_MS);
+  /** Starts members side by side; every start ends (listening or failed) before the first failure is thrown, so none is started twice. */
+  const startAll = async (ms: number[]): Promise<void> => {
+    const r = await Promise.allSettled(ms.map((m) => run!.f.start(m)));
+    const bad = r.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+    if (bad) throw bad.reason;
+  };
   const others = (m: number | number[]) => Array.from({ length: run!.f.n }, (_, i) => i).filter((i) => (Array.isArray(m) ? !m.includes(i) : i !== m));
 
   const keepCopy = (round: number, k: number) => {
@@ -244,7 +250,7 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
       case 'kill-follower': {
         const m = rng.pick(others(await leader()));
         await sigkill(f.procs[m], 'member SIGKILL (follower)');
-        await sleep(rng.int(0, 800));
+        await sleep(rng.int(0, 400));
         await f.start(m);
         await allNormal();
         return `kill follower m${m}`;
@@ -256,7 +262,7 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
         while (victims.length < Math.floor(f.n / 2) + 1) victims.push(rest.splice(rng.int(0, rest.length - 1), 1)[0]!);
         await Promise.all(victims.map((m) => sigkill(f.procs[m], 'member SIGKILL (a majority at once)')));
         await sleep(rng.int(0, 500));
-        await Promise.all(victims.map((m) => f.start(m)));
+        await startAll(victims);
         await allNormal();
         return `kill majority ${victims.map((m) => `m${m}`).join('+')}`;
       }
@@ -275,7 +281,7 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
           }, RECOVER_MS);
         } else await sleep(500);
         await Promise.all(cut.map((m) => probe(f.procs[m]!, `cut-off m${m}`, round, true)));
-        await sleep(rng.int(300, 1500));
+        await sleep(rng.int(300, 1000));
         for (const m of cut) for (const p of f.linksOf(m)) p.heal();
         f.note(`healed ${cut.map((m) => `m${m}`).join('+')}`);
         await allNormal();
@@ -304,14 +310,14 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
         const name = `clone-r${round}-${k}`;
         const cloneFleet = f.cloneFolder(m, name);
         r.others.push({ dir: f.memberDir(m, join(f.root, name)), member: m, name: `clone of m${m} (${name})` });
-        const [api, peer] = [await freePort(), await freePort()];
+        const [api, peer] = [await freeFixedPort(), await freeFixedPort()];
         const clone = await f.start(m, { fleet: cloneFleet, api, peer, label: `clone of m${m}` });
         bump(report.faults, 'member cloned (a second process from a copy of its folder)');
         for (let i = 0; i < f.n; i++) f.proxies[i]![m]?.retarget(peer);
         f.note(`the clone of m${m} takes its address`);
-        await sleep(rng.int(500, 1500));
+        await sleep(rng.int(400, 1000));
         await Promise.all([probe(f.procs[m]!, `m${m} overridden by its clone`, round, true), probe(clone, `clone of m${m}`, round, false)]);
-        await sleep(rng.int(500, 1500));
+        await sleep(rng.int(400, 1000));
         for (let i = 0; i < f.n; i++) f.proxies[i]![m]?.retarget(f.peerPorts[m]!);
         await sigkill(clone, 'clone SIGKILL');
         await sleep(rng.int(500, 1000));
@@ -344,7 +350,7 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
   const check = (round: number): void => {
     const r = run!;
     const f = r.f;
-    for (const t of f.trailTexts()) r.ledger.addTrail(t.name, t.text);
+    for (const t of f.trailTexts()) r.ledger.addTrail(t.name, t.text, round);
     const views: DurableView[] = [];
     const read = (dir: string, member: number, name: string, counts: boolean) => {
       const file = join(dir, 'state.bin');
@@ -364,7 +370,16 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
     if (!run) return;
     acknowledged += run.ledger.acknowledged;
     entries += run.ledger.entries;
+    const root = run.f.root;
     await run.f.close();
+    // a member whose start timed out is in no list of the fleet's: end it by its pid
+    for (const pid of childPids(process.pid)) {
+      try {
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(root)) process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
     run = null;
   };
 
@@ -383,9 +398,10 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
           const name = `fleet ${fleets} of ${n}`;
           let f: ProcFleet | null = null;
           try {
-            f = await ProcFleet.create(n, o.broken ? { BKV_FLEET_BROKEN_RULE: o.broken } : {});
+            // members' ports below the ephemeral range: a member restarts on its port (tcp-proxy.ts freeFixedPort)
+            f = await ProcFleet.create(n, o.broken ? { BKV_FLEET_BROKEN_RULE: o.broken } : {}, freeFixedPort);
             run = { f, ledger: new FleetLedger(report, { seed, fleet: name, n }), name, roundsLeft: o.roundsPerFleet ?? rng.int(2, 4), copies: new Map(), others: [], session: 0, charged: new Map(), probes: 0 };
-            await Promise.all(Array.from({ length: n }, (_, i) => f!.start(i)));
+            await startAll(Array.from({ length: n }, (_, i) => i));
             await allNormal();
           } catch (e) {
             if (f && !run) await f.close();
@@ -397,7 +413,7 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
         load = new Load(run!, new Rng((seed ^ (round * 0x9e3779b1)) >>> 0), round, clients);
         await sleep(rng.int(300, 800));
         if (rng.chance(0.5)) keepCopy(round, 0);
-        const plan: FleetAction[] = o.actions ? [...o.actions] : Array.from({ length: rng.int(2, 4) }, () => pickWeighted(rng));
+        const plan: FleetAction[] = o.actions ? [...o.actions] : Array.from({ length: rng.int(3, 6) }, () => pickWeighted(rng));
         for (let k = 0; k < plan.length; k++) {
           done.push(await act(plan[k]!, round, k + 1));
           if (rng.chance(0.3)) keepCopy(round, k + 1);

@@ -79,13 +79,16 @@ export class ProcFleet {
     this.fleetFile = join(root, 'fleet.json');
   }
 
-  /** A fleet folder (bkv fleet init's) with free loopback ports and a proxy per ordered pair; no member started yet. */
-  static async create(n: number, env: NodeJS.ProcessEnv = {}): Promise<ProcFleet> {
+  /**
+   * A fleet folder (bkv fleet init's) with free loopback ports and a proxy per ordered pair; no
+   * member started yet. `port`: where the members' ports come from (default `freePort`).
+   */
+  static async create(n: number, env: NodeJS.ProcessEnv = {}, port: () => Promise<number> = freePort): Promise<ProcFleet> {
     const f = new ProcFleet(mkdtempSync(join(tmpdir(), 'bkv-fleet-proc-')), n, env);
     await initFleet({ dir: f.root, members: n });
     for (let i = 0; i < n; i++) {
-      f.apiPorts.push(await freePort());
-      f.peerPorts.push(await freePort());
+      f.apiPorts.push(await port());
+      f.peerPorts.push(await port());
     }
     const cfg = checkFleetConfig(JSON.parse(readFileSync(f.fleetFile, 'utf8')));
     writeFileSync(f.fleetFile, fleetJson({ ...cfg, members: cfg.members.map((m, i) => ({ ...m, api: { host: '127.0.0.1', port: f.apiPorts[i]! }, peer: { host: '127.0.0.1', port: f.peerPorts[i]! } })) }));

@@ -106,8 +106,9 @@ export class FleetLedger {
     if (!this.ackHash.has(a.index)) this.ackHash.set(a.index, a.hash);
   }
 
-  /** One folder's history.jsonl as it is now; its lines join what the ledger knows. */
-  addTrail(name: string, text: string): void {
+  /** One folder's history.jsonl as it is now, read after `round`; its lines join what the ledger knows. */
+  addTrail(name: string, text: string, round: number): void {
+    this.round = round;
     for (const raw of text.split('\n')) {
       if (!raw) continue;
       let e: { index: number; hash: string; ops: OpJson[] };
