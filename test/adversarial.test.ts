@@ -150,6 +150,22 @@ describe('the fleet storm\'s ledger catches what it must (made-up histories)', (
     expect(ledger(entries, [view(0, 2, recs), view(1, 2, recs), view(2, 2, recs)])).toEqual([]);
   });
 
+  it('a new registration in an entry no trail holds: guess 1 twice is not taken for a double grant; with the entry known, it is one', () => {
+    const entries = [[reg('a', 0, 3)], [charge('a', 1, 1, 10)], [{ kind: 'replace', id: 'a', base: 2, limit: 3 }], [charge('a', 3, 1, 11)]];
+    const report = newReport('ledger');
+    const l = new FleetLedger(report, { seed: 1, fleet: 'made up', n: 3 });
+    for (const op of entries.flat()) l.sentIntent(intentOf(op));
+    l.ack({ index: 2, hash: 'h2', op: charge('a', 1, 1, 10), by: 'm0', round: 1 });
+    l.ack({ index: 4, hash: 'h4', op: charge('a', 3, 1, 11), by: 'm0', round: 1 });
+    l.addTrail('m0', trail([line(1, entries[0]!), line(2, entries[1]!), line(4, entries[3]!)]), 1);
+    l.check(1, [view(0, 4), view(1, 4), view(2, 4)]);
+    expect(report.violations).toEqual([]);
+    expect([l.gaps, l.undetermined]).toEqual([1, 1]);
+    // the same guesses with no registration between them, and no gap: reported
+    const v = ledger([[reg('a', 0, 3)], [charge('a', 1, 1, 10)], [{ kind: 'touch', id: 'a', base: 2 }], [charge('a', 3, 1, 11)]], [view(0, 4), view(1, 4), view(2, 4)]).join('\n');
+    expect(v).toMatch(/a registered at entry 1 op 0, guess 1: acknowledged to sessions 10 and 11/);
+  });
+
   it('a refunded guess in a member\'s durable record', () => {
     const refunded: [string, RecordState][] = [['a', { version: 5, status: 'registered', limit: 2, used: 0, total: 3 }]];
     expect(ledger(good, [view(0, 5, refunded), view(1, 5, atEnd), view(2, 5, atEnd)]).join('\n')).toMatch(/m0 holds a at version 5 with 0 attempts used, the history 1: a refunded guess/);

@@ -176,6 +176,8 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
   let unknown = 0;
   let acknowledged = 0;
   let entries = 0;
+  let gaps = 0;
+  let undetermined = 0;
   const sizes: Record<string, number> = {};
   const where = (round: number) => `seed ${seed} round ${round}${run ? ` (${run.name})` : ''}`;
 
@@ -370,6 +372,8 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
     if (!run) return;
     acknowledged += run.ledger.acknowledged;
     entries += run.ledger.entries;
+    gaps += run.ledger.gaps;
+    undetermined += run.ledger.undetermined;
     const root = run.f.root;
     await run.f.close();
     // a member whose start timed out is in no list of the fleet's: end it by its pid
@@ -474,6 +478,8 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
   report.stats['intents without an answer (outcome unknown)'] = unknown;
   report.stats['acknowledgements checked (probes included)'] = acknowledged;
   report.stats['committed entries read'] = entries;
+  report.stats['entries no trail holds (a member journals only what its log still holds)'] = gaps;
+  report.stats['acknowledged charges whose registration such a gap hides (not checked for a second session)'] = undetermined;
   report.stats['seconds'] = Math.round((performance.now() - t0) / 100) / 10;
   if (ops === 0 && o.rounds > 0) report.violations.push(`seed ${seed}: no operation was acknowledged in ${o.rounds} rounds: the storm checked nothing`);
   return report;

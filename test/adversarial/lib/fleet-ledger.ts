@@ -12,7 +12,8 @@
  *   acknowledged with, and the durable logs of a majority of member ids hold it (a hash at or
  *   after its index that matches the history's: the chain commits to everything before);
  * - each guess granted once: a guess number of a (record, registration) acknowledged to one
- *   session only; the history numbers a registration's guesses 1, 2, 3... without a gap or a repeat;
+ *   session only; the history numbers a registration's guesses 1, 2, 3... without a gap or a repeat
+ *   (an index no trail holds may hide a registration: across one, both checks start again);
  * - no guess refunded: attempts used go down only by a committed reset that follows a charge,
  *   and only a reset (or charge, or registration) a client sent; a member's durable record at a
  *   version says what the history says at that version (used, total, limit, status);
@@ -77,6 +78,9 @@ export class FleetLedger {
   private readonly sent = new Set<string>();
   private readonly seen = new Set<string>();
   private round = 0;
+  /** At the last check: indices below the highest known that no trail holds; acknowledged charges whose registration a gap hides. */
+  gaps = 0;
+  undetermined = 0;
   /** Committed entries known, operations acknowledged. */
   get entries(): number {
     return this.history.size;
@@ -166,20 +170,36 @@ export class FleetLedger {
       if (holders.size < majority) this.violation(`${what} is held by ${holders.size} of ${this.o.n} members' durable logs (${[...holders].map((m) => `m${m}`).join(' ') || 'none'}), not a majority`, a.by);
     }
     // the registration an op falls in: the last register or replace of the id before it, by entry
-    // and by position in the entry (one entry may hold a charge, a new registration and a charge)
+    // and by position in the entry (one entry may hold a charge, a new registration and a charge);
+    // acknowledged registrations count where the history lost their line
     const registrations = new Map<string, number[]>();
+    const addReg = (id: string, at: number) => registrations.set(id, [...(registrations.get(id) ?? []), at]);
     const sorted = [...this.history].sort(([x], [y]) => x - y);
     for (const [i, e] of sorted) e.ops.forEach((op, j) => {
-      if (op.kind === 'register' || op.kind === 'replace') registrations.set(String(op.id), [...(registrations.get(String(op.id)) ?? []), i * 1e4 + j]);
+      if (op.kind === 'register' || op.kind === 'replace') addReg(String(op.id), i * 1e4 + j);
     });
+    for (const a of this.acks) if ((a.op.kind === 'register' || a.op.kind === 'replace') && !this.history.has(a.index)) addReg(String(a.op.id), a.index * 1e4);
+    for (const list of registrations.values()) list.sort((x, y) => x - y);
+    // indices no trail holds: a member journals only what its log still holds when it learns a
+    // commit (hsm/fleet/device.ts), and a restored folder loses lines; a registration may hide there
+    const top = sorted.at(-1)?.[0] ?? 0;
+    const missing: number[] = [];
+    for (let i = 1; i <= top; i++) if (!this.history.has(i)) missing.push(i);
+    this.gaps = missing.length;
+    const gapIn = (lo: number, hi: number) => missing.some((i) => i > lo && i <= hi);
     const granted = new Map<string, number>();
+    this.undetermined = 0;
     for (const a of this.acks) {
       if (a.op.kind !== 'charge') continue;
       const e = this.history.get(a.index);
       // its position in its entry (an op the history does not hold there, reported above, is taken at the entry's start)
       const j = Math.max(0, e?.texts.indexOf(JSON.stringify(a.op)) ?? 0);
-      checks++;
       const at = (registrations.get(String(a.op.id)) ?? []).filter((x) => x < a.index * 1e4 + j).at(-1);
+      if (gapIn(at === undefined ? 0 : Math.floor(at / 1e4), a.index)) {
+        this.undetermined++; // a registration may lie in the gap: which one this guess belongs to is unknown
+        continue;
+      }
+      checks++;
       const reg = at === undefined ? 'before the history known' : `at entry ${Math.floor(at / 1e4)} op ${at % 1e4}`;
       const key = `${a.op.id} registered ${reg}, guess ${a.op.guess}`;
       const s = granted.get(key);
@@ -189,7 +209,6 @@ export class FleetLedger {
     // entry by entry, per record: the model at every version
     const model = new Map<string, ModelRecord>();
     const atVersion = new Map<string, ModelRecord>();
-    const top = sorted.at(-1)?.[0] ?? 0;
     for (let i = 1; i <= top; i++) {
       const e = this.history.get(i);
       if (!e) {
