@@ -299,6 +299,9 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
         const m = rng.pick(candidates);
         const copy = rng.pick(r.copies.get(m)!);
         await sigkill(f.procs[m], 'member SIGKILL (before a restore)');
+        // the folder's history.jsonl goes back with it: its lines are read first (a line the
+        // others never wrote, a member that caught up by snapshot, would otherwise be lost)
+        for (const t of f.trailTexts()) r.ledger.addTrail(t.name, t.text, round);
         f.restore(m, copy);
         bump(report.faults, 'member restored from an old copy of its folder');
         const p = await f.start(m);
