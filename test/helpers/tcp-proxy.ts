@@ -82,6 +82,8 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+const handedOut = new Set<number>();
+
 /**
  * A free loopback port below Linux's default ephemeral range (32768-60999), for a process that
  * is killed and started again on the same port: a port of the ephemeral range may meanwhile
@@ -91,6 +93,8 @@ export async function freePort(): Promise<number> {
 export async function freeFixedPort(lo = 20_000, hi = 32_767): Promise<number> {
   for (let i = 0; i < 64; i++) {
     const port = lo + Math.floor(Math.random() * (hi - lo + 1));
+    // a port handed out before is not handed out again by this process (it is free only until its taker binds it)
+    if (handedOut.has(port)) continue;
     const s = net.createServer();
     const ok = await new Promise<boolean>((res) => {
       s.once('error', () => res(false));
@@ -98,6 +102,8 @@ export async function freeFixedPort(lo = 20_000, hi = 32_767): Promise<number> {
     });
     if (ok) {
       await new Promise<void>((res) => s.close(() => res()));
+      handedOut.add(port);
+      if (handedOut.size > 4096) handedOut.delete(handedOut.values().next().value!);
       return port;
     }
   }
