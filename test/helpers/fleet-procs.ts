@@ -87,14 +87,16 @@ export class ProcFleet {
 
   /**
    * A fleet folder (bkv fleet init's) with free loopback ports and a proxy per ordered pair; no
-   * member started yet. Its members serve the replication test API unless `o.vault`.
+   * member started yet. Its members serve the replication test API unless `o.vault`. `o.port`:
+   * where the members' ports come from (default `freePort`).
    */
-  static async create(n: number, env: NodeJS.ProcessEnv = {}, o: { vault?: boolean; args?: readonly string[] } = {}): Promise<ProcFleet> {
+  static async create(n: number, env: NodeJS.ProcessEnv = {}, o: { vault?: boolean; args?: readonly string[]; port?: () => Promise<number> } = {}): Promise<ProcFleet> {
     const f = new ProcFleet(mkdtempSync(join(tmpdir(), 'bkv-fleet-proc-')), n, env, o.vault === true, o.args ?? []);
+    const port = o.port ?? freePort;
     await initFleet({ dir: f.root, members: n });
     for (let i = 0; i < n; i++) {
-      f.apiPorts.push(await freePort());
-      f.peerPorts.push(await freePort());
+      f.apiPorts.push(await port());
+      f.peerPorts.push(await port());
     }
     const cfg = checkFleetConfig(JSON.parse(readFileSync(f.fleetFile, 'utf8')));
     writeFileSync(f.fleetFile, fleetJson({ ...cfg, members: cfg.members.map((m, i) => ({ ...m, api: { host: '127.0.0.1', port: f.apiPorts[i]! }, peer: { host: '127.0.0.1', port: f.peerPorts[i]! } })) }));

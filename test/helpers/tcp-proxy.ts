@@ -81,3 +81,32 @@ export async function freePort(): Promise<number> {
   await new Promise<void>((res) => s.close(() => res()));
   return port;
 }
+
+const handedOut = new Set<number>();
+
+/**
+ * A free loopback port below Linux's default ephemeral range (32768-60999), for a process that
+ * is killed and started again on the same port: a port of the ephemeral range may meanwhile
+ * become the local port of some outgoing connection (the kernel hands those out from that range),
+ * and the restart then fails with EADDRINUSE. Bound then released, like `freePort`.
+ */
+export async function freeFixedPort(lo = 20_000, hi = 32_767): Promise<number> {
+  for (let i = 0; i < 64; i++) {
+    const port = lo + Math.floor(Math.random() * (hi - lo + 1));
+    // a port handed out before is not handed out again by this process (it is free only until its taker binds it)
+    if (handedOut.has(port)) continue;
+    const s = net.createServer();
+    const ok = await new Promise<boolean>((res) => {
+      s.once('error', () => res(false));
+      s.listen(port, '127.0.0.1', () => res(true));
+    });
+    if (ok) {
+      await new Promise<void>((res) => s.close(() => res()));
+      handedOut.add(port);
+      if (handedOut.size > 4096) handedOut.delete(handedOut.values().next().value!);
+      return port;
+    }
+  }
+  throw new Error(`no free loopback port in ${lo}..${hi} after 64 tries`);
+}
+

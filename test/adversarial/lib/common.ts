@@ -247,6 +247,13 @@ export interface Report {
   /** Invariant checks run. */
   checks: number;
   violations: string[];
+  /** SIGKILLs delivered to a vault's or a fleet's processes (a device, a service, a member, a clone). */
+  kills: number;
+  /**
+   * Runs that could not be made (a fleet that did not start or come back within its timeout, a
+   * port taken): not a broken rule, but a round that did not run as planned; counted apart.
+   */
+  errors: string[];
   /** Other numbers worth printing (operations, errors seen, timings). */
   stats: Record<string, number | string>;
   /** Observations that are not violations (limitations found, things refused as expected). */
@@ -254,7 +261,7 @@ export interface Report {
 }
 
 export function newReport(name: string): Report {
-  return { name, faults: {}, checks: 0, violations: [], stats: {}, notes: [] };
+  return { name, faults: {}, checks: 0, violations: [], kills: 0, errors: [], stats: {}, notes: [] };
 }
 
 export function bump(map: Record<string, number>, key: string, by = 1): void {
@@ -276,21 +283,24 @@ export function printReport(r: Report): void {
   const lines = [`== ${r.name}`];
   lines.push(`faults injected: ${Object.entries(r.faults).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'} (total ${Object.values(r.faults).reduce((a, b) => a + b, 0)})`);
   lines.push(`checks: ${r.checks}`);
+  if (r.kills > 0) lines.push(`SIGKILLs delivered: ${r.kills}`);
   for (const [k, v] of Object.entries(r.stats)) lines.push(`${k}: ${v}`);
   for (const n of r.notes) lines.push(`note: ${n}`);
   lines.push(`violations: ${r.violations.length}`);
   for (const v of r.violations.slice(0, 50)) lines.push(`  VIOLATION ${v}`);
   if (r.violations.length > 50) lines.push(`  ... ${r.violations.length - 50} more`);
+  if (r.errors.length) lines.push(`errors: ${r.errors.length}`);
+  for (const e of r.errors.slice(0, 20)) lines.push(`  ERROR ${e}`);
   console.log(lines.join('\n'));
 }
 
-/** Runs a script's main: prints the report, exits 1 on a violation (or on a crash of the script itself). */
+/** Runs a script's main: prints the report, exits 1 on a violation or an error (2 on a crash of the script itself). */
 export function runMain(main: () => Promise<Report | Report[]>, opts: { alwaysZero?: boolean; print?: boolean } = {}): void {
   main().then(
     (out) => {
       const reports = Array.isArray(out) ? out : [out];
       if (opts.print !== false) for (const r of reports) printReport(r);
-      const bad = reports.some((r) => r.violations.length > 0);
+      const bad = reports.some((r) => r.violations.length > 0 || r.errors.length > 0);
       process.exit(bad && !opts.alwaysZero ? 1 : 0);
     },
     (e: unknown) => {
