@@ -67,7 +67,7 @@ export function onCatchup(c: MemberCore, env: Envelope, b: Extract<Body, { type:
   if (epochChanged && a.purpose !== 'rejoin') return c.refuse(FleetCode.StaleEpoch, env.from);
   const commit = Math.max(Math.min(b.commit, tip.index), Math.min(c.d.commit, tip.index), cand.base.index);
   const view = a.purpose === 'view' || a.purpose === 'reform' ? c.d.view : Math.max(c.d.view, b.view);
-  c.write(compact({ ...cand, commit, view, normalView: b.normalView }, c.t.keep, c.floor));
+  c.write(compact({ ...cand, commit, view, normalView: b.normalView }, c.t.keep, c.floor(cand)));
   c.awaiting = null;
   switch (a.purpose) {
     case 'view':

@@ -31,6 +31,8 @@ export const MAX_SNAPSHOT_RECORDS = 4096;
  * for the replication layer's own intents). A vault batch of 64 writes is about 27 KB.
  */
 export const MAX_PAYLOAD_BYTES = 32_768;
+/** Payloads a member holds after a re-form folded them (log.ts DurableState.held): the oldest beyond it are dropped, and the member catches up by stored rows. */
+export const MAX_HELD_PAYLOADS = 64;
 
 const INC = fixed(INCARNATION_BYTES);
 const HASH = fixed(HASH_BYTES);
@@ -57,7 +59,7 @@ const STATUS_TAGS: Record<RecordStatus, number> = { registered: 1, locked: 2, de
 const STATUSES = new Map(Object.entries(STATUS_TAGS).map(([k, t]) => [t, k as RecordStatus]));
 
 const OPS = list([['op', bytes(2, MAX_OP_BYTES)]] as const, MAX_OPS_PER_ENTRY);
-const PAYLOAD = bytes(0, MAX_PAYLOAD_BYTES);
+export const PAYLOAD = bytes(0, MAX_PAYLOAD_BYTES);
 export const ENTRY = [['index', u53], ['view', u53], ['prevHash', HASH], ['hash', HASH], ['ops', OPS], ['payload', PAYLOAD]] as const;
 /** A configuration: epoch, then per member id its admitted incarnation or none. */
 export const ADMITTED = list([['inc', opt(INC)]] as const, MAX_MEMBERS);

@@ -100,8 +100,16 @@ export class MemberCore {
   d: DurableState;
   st: Status = 'recovering';
   wasAdmitted = false;
-  /** Compaction keeps every entry after this index (member.ts setFloor: payloads not yet applied). */
-  floor = Number.MAX_SAFE_INTEGER;
+  /** Whether this member has applied an entry's payload (member.ts setApplied); compaction keeps every entry from the first it has not (`floor`). */
+  applied: ((payload: Uint8Array) => boolean) | null = null;
+
+  /** The last index compaction may fold: before the first entry whose payload this member has not applied. */
+  floor(d: DurableState = this.d): number {
+    const f = this.applied;
+    if (!f) return Number.MAX_SAFE_INTEGER;
+    for (const e of d.entries) if (e.payload.length > 0 && !f(e.payload)) return e.index - 1;
+    return Number.MAX_SAFE_INTEGER;
+  }
   /** This member's log is a prefix of the current view leader's (set when a view starts or a catch-up installs). */
   synced = false;
   now = 0;

@@ -14,7 +14,7 @@
  */
 import { bytes, decodeFields, encodeFields, fixed, list, u53, u8 } from '../api/codec.ts';
 import { decodeCharter, encodeCharter, SECRET_BYTES } from './ceremony.ts';
-import { asFleet, ENTRY, entryOf, flatEntry, flatSnapshot, SNAPSHOT, snapshotOf } from './codec.ts';
+import { asFleet, ENTRY, entryOf, flatEntry, flatSnapshot, MAX_HELD_PAYLOADS, PAYLOAD, SNAPSHOT, snapshotOf } from './codec.ts';
 import { FleetCode, FleetFault } from './faults.ts';
 import { identityPublicKey, type MemberSecrets } from './keys.ts';
 import { tipOf, type DurableState } from './log.ts';
@@ -34,6 +34,7 @@ const STATE = [
   ['base', list(SNAPSHOT, 1)],
   ['entries', list(ENTRY, MAX_DURABLE_ENTRIES)],
   ['reform', list(REFORM, 1)],
+  ['held', list([['payload', PAYLOAD]] as const, MAX_HELD_PAYLOADS)],
 ] as const;
 const SECRETS = [
   ['version', u8],
@@ -58,6 +59,7 @@ export function encodeDurable(d: DurableState): Uint8Array {
       base: [flatSnapshot(d.base)],
       entries: d.entries.map(flatEntry),
       reform: d.reform ? [{ epoch: d.reform.epoch, voter: d.reform.voter, setHash: d.reform.setHash ? [{ h: d.reform.setHash }] : [] }] : [],
+      held: d.held.map((payload) => ({ payload })),
     }),
   );
 }
@@ -86,6 +88,7 @@ export function decodeDurable(b: Uint8Array, member: number, n: number): Durable
     base,
     entries,
     reform: r ? { epoch: r.epoch, voter: r.voter, setHash: r.setHash[0]?.h ?? null } : null,
+    held: f.held.map((h) => h.payload),
   };
   if (d.normalView > d.view) bad('normal view after the view');
   if (d.commit < base.index || d.commit > tipOf(d).index) bad('commit outside the log');

@@ -27,6 +27,12 @@ export interface DurableState {
   /** Entries base.index + 1 .. tip. */
   readonly entries: readonly Entry[];
   readonly reform: ReformRecord | null;
+  /**
+   * Payloads of committed entries a re-form folded into the snapshot before this member applied
+   * them (member.ts setApplied), oldest first, until the member
+   * releases them (member.ts releaseHeld): what a member's vault still has to apply from the log.
+   */
+  readonly held: readonly Uint8Array[];
 }
 
 /** The state of a member of an `n`-member fleet before any entry: epoch 0, nobody admitted. */
@@ -39,6 +45,7 @@ export function genesis(member: number, n: number): DurableState {
     base: { index: 0, hash: GENESIS_HASH, config: { epoch: 0, admitted: new Array<null>(n).fill(null) }, records: new Map(), lastPayload: NO_PAYLOAD },
     entries: [],
     reform: null,
+    held: [],
   };
 }
 

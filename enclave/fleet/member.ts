@@ -88,9 +88,15 @@ export class Member {
     return { out, index: code === null ? before + 1 : new FleetFault(code, 'fleet: batch refused') };
   }
 
-  /** Keeps every log entry after `index` out of compaction (their payloads are not yet applied by this member's vault). */
-  setFloor(index: number): void {
-    this.c.floor = index;
+  /** Tells which entry payloads this member has applied: compaction keeps the entries from the first it has not, and a re-form keeps their payloads (`held`). */
+  setApplied(applied: (payload: Uint8Array) => boolean): void {
+    this.c.applied = applied;
+  }
+
+  /** Drops the held payloads (log.ts DurableState.held) `keep` refuses: their batches are applied. Written with the next durable write. */
+  releaseHeld(keep: (payload: Uint8Array) => boolean): void {
+    const held = this.c.d.held.filter(keep);
+    if (held.length !== this.c.d.held.length) this.c.d = { ...this.c.d, held };
   }
 
   /** Timers: resends, view change, rejoin, re-form. */

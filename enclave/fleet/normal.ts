@@ -160,7 +160,7 @@ export function ackTip(c: MemberCore, env: Envelope): void {
 /** A follower's commit point follows the leader's, up to its own tip (its log is a prefix of the leader's in this view). */
 export function learnCommit(c: MemberCore, commit: number): void {
   const upto = Math.min(commit, tipOf(c.d).index);
-  if (upto > c.d.commit) c.d = compact({ ...c.d, commit: upto }, c.t.keep, c.floor);
+  if (upto > c.d.commit) c.d = compact({ ...c.d, commit: upto }, c.t.keep, c.floor());
   checkAdmission(c);
 }
 
@@ -188,7 +188,7 @@ export function tryCommit(c: MemberCore): void {
   const counted = [...o.acks].filter((m) => m !== o.admitOf);
   if (counted.length < c.quorum()) return;
   c.outstanding = null;
-  c.d = compact({ ...c.d, commit: o.index }, c.t.keep, c.floor);
+  c.d = compact({ ...c.d, commit: o.index }, c.t.keep, c.floor());
   c.lastProgress = c.now;
   c.out.events.push({ type: 'commit', index: o.index, hash: o.hash, view: c.d.view, counted, admitOf: o.admitOf });
   for (const { intent, op } of o.intents) c.out.answers.push({ ok: true, intent, op, index: o.index, hash: o.hash });

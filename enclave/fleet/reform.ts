@@ -8,6 +8,7 @@ import { requestCatchup } from './catchup.ts';
 import type { MemberCore, Vote } from './core.ts';
 import { FleetCode } from './faults.ts';
 import { newer, lastPayloadAt, recordsAt, tipOf } from './log.ts';
+import { MAX_HELD_PAYLOADS } from './codec.ts';
 import { enterViewChange, enterView } from './view-change.ts';
 import { configHash, sameBytes, type Body, type Config, type Envelope } from './wire.ts';
 
@@ -131,6 +132,8 @@ export function onAccepted(c: MemberCore, from: number, inc: Uint8Array, b: Extr
     normalView: p.view,
     base: { index: tip.index, hash: tip.hash, config: p.config, records: recordsAt(full, tip.index), lastPayload: lastPayloadAt(full, tip.index) },
     entries: [],
+    // the payloads this member has not applied stay with it (member.ts setApplied)
+    held: [...full.held, ...full.entries.filter((e) => e.payload.length > 0 && !(c.applied?.(e.payload) ?? true)).map((e) => e.payload)].slice(-MAX_HELD_PAYLOADS),
   });
   c.out.events.push({ type: 'reform', epoch: p.epoch, config: p.config, tip });
   c.plan = null;

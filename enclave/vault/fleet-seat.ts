@@ -13,7 +13,7 @@
  *              batch e, byte for byte (`committedBatch`): a host can not replay a batch the log
  *              does not hold, reorder batches, or hand a follower an entry a minority holds.
  *   both       the log keeps every entry whose batch this vault has not yet applied (`applied`
- *              moves the member's compaction floor), so a committed batch is never folded away
+ *              tells the member's core), so a committed batch is never folded away
  *              before this member stored it.
  *
  * A batch's number (its epoch, the epoch of the blobs it seals) is its place among the log's
@@ -105,11 +105,25 @@ export class FleetSeat {
   /** The vault's committed epoch, as the vault last told (`applied`). */
   private vaultEpoch = 0;
   private readonly decoded = new WeakMap<Entry, LoggedBatch>();
+  private readonly decodedHeld = new WeakMap<Uint8Array, LoggedBatch>();
 
   constructor(
     readonly member: Member,
     private readonly clock: () => number,
-  ) {}
+  ) {
+    // the log keeps what this vault has not applied (compaction, a re-form's held payloads)
+    member.setApplied((p) => this.payloadEpoch(p) <= this.vaultEpoch);
+  }
+
+  private readonly epochs = new WeakMap<Uint8Array, number>();
+  private payloadEpoch(p: Uint8Array): number {
+    let e = this.epochs.get(p);
+    if (e === undefined) {
+      e = decodeBatchPayload(p).epoch;
+      this.epochs.set(p, e);
+    }
+    return e;
+  }
 
   // ---- the host side: the fleet's messages in and out ----------------------------------------
 
@@ -129,8 +143,8 @@ export class FleetSeat {
   nextToApply(): LoggedBatch | null {
     const next = this.vaultEpoch + 1;
     if (this.proposed.has(next)) return null; // its own pending batch: Commit, not Apply
-    const e = this.entryOf(next);
-    if (e) return e.entry.index <= this.member.durable.commit ? e.batch : null;
+    const f = this.find(next);
+    if (f) return f.committed ? f.batch : null;
     // behind: the first committed batch the log still holds; the vault takes it only if its
     // records are the state the folded batches left (batch.ts catchUpInPlace), else it refuses
     if (!this.behind()) return null;
@@ -169,6 +183,7 @@ export class FleetSeat {
       const b = this.batchOf(e);
       if (b) out.push(b);
     }
+    for (const b of this.held().reverse()) out.push(b);
     if (d.base.lastPayload.length > 0) out.push(decodeBatchPayload(d.base.lastPayload));
     return out;
   }
@@ -180,6 +195,8 @@ export class FleetSeat {
       const b = this.batchOf(d.entries[i]!);
       if (b) return b.epoch;
     }
+    const held = this.held();
+    if (held.length > 0) return held[held.length - 1]!.epoch;
     return d.base.lastPayload.length > 0 ? decodeBatchPayload(d.base.lastPayload).epoch : 0;
   }
 
@@ -190,7 +207,7 @@ export class FleetSeat {
    */
   behind(): boolean {
     const next = this.vaultEpoch + 1;
-    return this.loggedEpoch() >= next && this.entryOf(next) === null;
+    return this.loggedEpoch() >= next && this.find(next) === null;
   }
 
   /** The batch becomes the next entry of the log (its prepares go out); an EnclaveFault when the fleet refuses it. */
@@ -229,8 +246,8 @@ export class FleetSeat {
 
   /** The committed entry carrying batch `epoch`, or null: what an Apply must be, byte for byte. */
   committedBatch(epoch: number): LoggedBatch | null {
-    const e = this.entryOf(epoch);
-    return e && e.entry.index <= this.member.durable.commit ? e.batch : null;
+    const f = this.find(epoch);
+    return f?.committed ? f.batch : null;
   }
 
   /** Whether an Apply request is exactly the committed batch `epoch` of the log. */
@@ -246,15 +263,7 @@ export class FleetSeat {
     this.vaultEpoch = epoch;
     if (loaded) this.proposed.clear();
     else this.proposed.delete(epoch);
-    let floor = Number.MAX_SAFE_INTEGER;
-    for (const e of this.member.durable.entries) {
-      const b = this.batchOf(e);
-      if (b && b.epoch > epoch) {
-        floor = e.index - 1;
-        break;
-      }
-    }
-    this.member.setFloor(floor);
+    this.member.releaseHeld((p) => this.payloadEpoch(p) > epoch);
   }
 
   get appliedEpoch(): number {
@@ -271,6 +280,25 @@ export class FleetSeat {
       this.decoded.set(e, b);
     }
     return b;
+  }
+
+  /** Batch `epoch` where this member's log holds it: an entry (committed when at or below the commit point), or a payload a re-form folded before the vault applied it (committed). */
+  private find(epoch: number): { batch: LoggedBatch; committed: boolean } | null {
+    const e = this.entryOf(epoch);
+    if (e) return { batch: e.batch, committed: e.entry.index <= this.member.durable.commit };
+    const h = this.held().find((b) => b.epoch === epoch);
+    return h ? { batch: h, committed: true } : null;
+  }
+
+  private held(): LoggedBatch[] {
+    return this.member.durable.held.map((p) => {
+      let b = this.decodedHeld.get(p);
+      if (!b) {
+        b = decodeBatchPayload(p);
+        this.decodedHeld.set(p, b);
+      }
+      return b;
+    });
   }
 
   /** The entry of this member's log that carries batch `epoch` (the last one, after a view change replaced a suffix). */

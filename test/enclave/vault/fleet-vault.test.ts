@@ -278,7 +278,7 @@ describe('the vault on the fleet log', () => {
     expect(f.seat!.appliedEpoch).toBe(w.leader()!.seat!.appliedEpoch);
   });
 
-  it('a whole fleet re-formed over a batch that wrote nothing: the members take its state in place and serve on', async () => {
+  it('a whole fleet re-formed over a pending batch: every member applies it from the payloads the re-form folded', async () => {
     w = await FleetVaultWorld.open({ seed: 19 });
     const c = await w.client(4000);
     const rid = te.encode('dora');
@@ -286,11 +286,11 @@ describe('the vault on the fleet log', () => {
     await w.settle();
     const leader = w.leader()!;
     const others = w.members.filter((m) => m !== leader);
-    // a Status (a batch that writes nothing) pending on the leader when the whole fleet goes down
+    // a wrong guess whose LoginStart (a charge) is pending on the leader when the whole fleet goes down
     for (const m of others) w.cut.add(m.id);
     const epoch = leader.seat!.appliedEpoch + 1;
-    const stuck = (await w.client(20)).status(rid).catch((e: unknown) => e);
-    await w.until(() => leader.seat!.fate(epoch) === 'pending', 'the Status batch to be proposed');
+    const stuck = (await w.client(20)).recover(rid, te.encode('wrong')).catch((e: unknown) => e);
+    await w.until(() => leader.seat!.fate(epoch) === 'pending', 'the charge to be proposed');
     for (const m of others) {
       w.cut.delete(m.id);
       w.kill(m.id);
@@ -299,15 +299,14 @@ describe('the vault on the fleet log', () => {
     await stuck;
     for (const m of w.members) await w.boot(m.id);
     await w.until(() => w!.leader() !== null, 'the fleet to re-form', 60_000);
-    // the re-form folded the Status batch, which no vault applied: the members are behind
-    expect(w.leader()!.seat!.behind()).toBe(true);
-    // the members serve: the registration is there, a wrong guess is charged, the key comes back
-    expect(await untilDone(() => c.status(rid))).toMatchObject({ type: 'StatusResult', attemptsRemaining: 3 });
-    expect((await untilDone(() => c.recover(rid, te.encode('wrong')))).ok).toBe(false);
+    // the re-form committed the leader's log, the charge with it: no member is left behind, each applies it
+    await w.settle();
+    for (const m of w.members) expect(m.seat!.behind(), `member ${m.id}`).toBe(false);
+    expect(await untilDone(() => c.status(rid))).toMatchObject({ type: 'StatusResult', attemptsRemaining: 2 });
     const r = await untilDone(() => c.recover(rid, te.encode('pw')));
     expect(r.ok && Buffer.from(r.backupKey).equals(Buffer.from(KEY))).toBe(true);
     await w.settle();
-    for (const m of w.members) expect(m.seat!.behind(), `member ${m.id}`).toBe(false);
     await sameEverywhere(w, [rid]);
+    for (const m of w.members) expect(m.seat!.member.durable.held, `member ${m.id}`).toEqual([]);
   });
 });
