@@ -32,6 +32,10 @@
  * not change, and no session or stage batch e's commit would add for them. Commit(e) writes the
  * staged batch's intent in the same NVRAM write; Prepare(e+1) then answers Prepared(e+1) as Batch
  * would have, and Commit(e+1) goes as usual. Abort(e) drops the staged batch too.
+ * A fleet member (a FleetSeat, fleet-seat.ts): "durably" also means "in the logs of a majority":
+ * a batch becomes a log entry as it becomes pending, Commit(e) answers only once that entry is
+ * committed (FleetNotCommitted before), only a member that leads and has applied the whole log
+ * computes a batch (FleetRefused), and Apply(e) is taken only as the log's committed batch e.
  */
 import { EnclaveFault, Handling } from '../api/codes.ts';
 import type { HostResponse } from '../api/messages.ts';
