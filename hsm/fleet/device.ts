@@ -367,6 +367,20 @@ export interface DeviceStatus {
 }
 
 /** A member's device booted from its folder: the ceremony must be done (secrets.bin). */
+/** What a member's status shows of its fleet core: ids, view, leader, log points, an incarnation prefix. No secret. */
+export function memberStatus(m: Member, n: number): DeviceStatus {
+  return {
+    member: m.id,
+    status: m.status,
+    epoch: m.epoch,
+    view: m.view,
+    leader: m.status === 'normal' ? m.view % n : null,
+    commit: m.durable.commit,
+    tip: tipOf(m.durable).index,
+    incarnation: bytesToHex(m.incarnation).slice(0, 8),
+  };
+}
+
 export class FleetDevice {
   private readonly member: Member;
   private readonly pending = new Map<Intent, number>();
@@ -410,17 +424,7 @@ export class FleetDevice {
   }
 
   status(): DeviceStatus {
-    const m = this.member;
-    return {
-      member: m.id,
-      status: m.status,
-      epoch: m.epoch,
-      view: m.view,
-      leader: m.status === 'normal' ? m.view % this.o.n : null,
-      commit: m.durable.commit,
-      tip: tipOf(m.durable).index,
-      incarnation: bytesToHex(m.incarnation).slice(0, 8),
-    };
+    return memberStatus(this.member, this.o.n);
   }
 
   private output(out: Output): DeviceOutput {

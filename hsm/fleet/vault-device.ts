@@ -27,7 +27,7 @@ import type { AuthConfig } from '../../enclave/api/auth.ts';
 import type { Device, TokenPinSource } from '../../enclave/api/device.ts';
 import { MAX_OPS_PER_ENTRY } from '../../enclave/fleet/codec.ts';
 import { decodeDurable, encodeDurable } from '../../enclave/fleet/durable.ts';
-import { genesis, tipOf, type DurableState } from '../../enclave/fleet/log.ts';
+import { genesis, type DurableState } from '../../enclave/fleet/log.ts';
 import { Member } from '../../enclave/fleet/member.ts';
 import { createEnclave } from '../../enclave/main.ts';
 import { pooledRandom } from '../../enclave/opaque/bytes.ts';
@@ -41,7 +41,7 @@ import { FileNvram } from '../nvram-file.ts';
 import { DEFAULT_TOKEN_KIND, type TokenKind } from '../tokens/backends.ts';
 import { openVaultToken } from '../tokens/open.ts';
 import { pinRefusal, pinSourceOrDefault } from '../tokens/token-pins.ts';
-import { FILES, FleetDeviceError, opJson, receiverOf, type DeviceStatus } from './device.ts';
+import { FILES, FleetDeviceError, memberStatus, opJson, receiverOf, type DeviceStatus } from './device.ts';
 import { readMemberSecrets } from './member-secrets.ts';
 
 /** The vault's NVRAM file in the member's folder (the single vault's partition 0 name: hsm/runner.ts). */
@@ -219,16 +219,8 @@ export class FleetVaultDevice {
   }
 
   status(): VaultDeviceStatus {
-    const m = this.member;
     return {
-      member: m.id,
-      status: m.status,
-      epoch: m.epoch,
-      view: m.view,
-      leader: m.status === 'normal' ? m.view % this.o.n : null,
-      commit: m.durable.commit,
-      tip: tipOf(m.durable).index,
-      incarnation: bytesToHex(m.incarnation).slice(0, 8),
+      ...memberStatus(this.member, this.o.n),
       appliedBatch: this.seat.appliedEpoch,
       behind: this.seat.behind(),
     };
