@@ -80,7 +80,7 @@ export function onCatchup(c: MemberCore, env: Envelope, b: Extract<Body, { type:
       if (c.wasAdmitted && (c.st === 'viewchange' || c.st === 'normal')) {
         c.st = 'normal';
         c.write({ ...c.d, normalView: c.d.view });
-      } else if (c.st === 'recovering' || c.st === 'learner') c.st = 'learner';
+      } else if (c.st === 'recovering' || c.st === 'learner') c.becomeLearner();
       else return;
       c.synced = true;
       c.lastProgress = c.now;

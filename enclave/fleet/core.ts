@@ -114,6 +114,8 @@ export class MemberCore {
   synced = false;
   now = 0;
   lastProgress = 0;
+  /** The tick this incarnation became a learner (caught up, not admitted yet): a learner the fleet does not admit in time votes for a re-form. */
+  learnerSince = 0;
   lastSent = -Infinity;
   vcStart = 0;
   seqOut = 0;
@@ -166,6 +168,11 @@ export class MemberCore {
   }
   quorum(): number {
     return this.opts.broken === 'half-quorum' ? Math.floor(this.n / 2) : Math.floor(this.n / 2) + 1;
+  }
+  /** Enters the learner state (a no-op when in it already). */
+  becomeLearner(): void {
+    if (this.st !== 'learner') this.learnerSince = this.now;
+    this.st = 'learner';
   }
   leaderOf(view: number): number {
     return view % this.n;

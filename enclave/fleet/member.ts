@@ -99,7 +99,14 @@ export class Member {
     if (held.length !== this.c.d.held.length) this.c.d = { ...this.c.d, held };
   }
 
-  /** Timers: resends, view change, rejoin, re-form. */
+  /**
+   * Timers: resends, view change, rejoin, re-form. An admitted member (normal or in a view change)
+   * never starts a re-form on a timer: a re-form needs every one of the N ids, while a view change
+   * needs only a majority, so a slow stretch must not turn the second into the first (with one
+   * member gone it would wait for that member). It joins a re-form another member votes for while
+   * it sees no working leader (reform.ts `onReformVote`); members that are not admitted (a whole
+   * fleet restarted: recovering) start one on their timer.
+   */
   tick(now: number): Output {
     const c = this.c;
     c.begin(now);
@@ -110,17 +117,17 @@ export class Member {
         if (c.isLeader()) {
           if (resend) heartbeat(c);
           propose(c);
-          if (quiet > c.t.reform) startReform(c, nextReformEpoch(c));
         } else if (quiet > c.t.vc) startViewChange(c, c.d.view + 1);
         break;
       case 'viewchange':
-        if (quiet > c.t.reform) startReform(c, nextReformEpoch(c));
-        else if (now - c.vcStart > c.t.vc) startViewChange(c, c.d.view + 1);
+        if (now - c.vcStart > c.t.vc) startViewChange(c, c.d.view + 1);
         else if (resend) resendViewChange(c);
         break;
       case 'recovering':
       case 'learner':
-        if (c.d.base.config.epoch === 0 || quiet > c.t.reform) startReform(c, nextReformEpoch(c));
+        // a learner hears the leader (no quiet), yet one that is not admitted in time follows a
+        // leader without a majority of admitted members (two of three restarted): it votes
+        if (c.d.base.config.epoch === 0 || quiet > c.t.reform || (c.st === 'learner' && now - c.learnerSince > c.t.reform)) startReform(c, nextReformEpoch(c));
         else if (resend && c.st === 'recovering') {
           c.awaiting = { purpose: 'rejoin', from: -1, expect: null, since: now };
           c.broadcast({ type: 'rejoin', commit: c.d.commit, commitHash: hashAt(c.d, c.d.commit)! });

@@ -102,7 +102,8 @@ export function onStartView(c: MemberCore, env: Envelope, b: Extract<Body, { typ
   else c.synced = false;
   if (b.tip === tip.index && sameBytes(b.tipHash, tip.hash)) {
     c.write({ ...c.d, normalView: b.view });
-    c.st = c.wasAdmitted ? 'normal' : 'learner';
+    if (c.wasAdmitted) c.st = 'normal';
+    else c.becomeLearner();
     c.synced = true;
     c.awaiting = null;
     c.lastProgress = c.now;
