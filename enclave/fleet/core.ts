@@ -118,6 +118,14 @@ export class MemberCore {
   learnerSince = 0;
   lastSent = -Infinity;
   vcStart = 0;
+  /** View changes in a row without a view that worked for `viewChangeTicks`: each waits twice the last (PBFT, Castro and Liskov 1999 §4.4), up to 8 times `viewChangeTicks`. */
+  vcRound = 0;
+  /** Ticks in a row this member has been normal and heard its leader (or, leading, a follower) within two resends. */
+  normalTicks = 0;
+  /** How long this member waits for a view before the next: `viewChangeTicks`, doubled per view change in a row. */
+  vcWait(): number {
+    return this.t.vc * 2 ** Math.min(this.vcRound, 3);
+  }
   seqOut = 0;
   readonly seen = new Map<string, number>();
   out: { send: Uint8Array[]; answers: Answer[]; faults: FleetFault[]; events: FleetEvent[] } = { send: [], answers: [], faults: [], events: [] };

@@ -112,16 +112,27 @@ export class Member {
     c.begin(now);
     const quiet = now - c.lastProgress;
     const resend = now - c.lastSent >= c.t.resend;
+    // a view that works (normal, hearing its leader or, as leader, a follower's acks, every few
+    // ticks) for a view-change timeout ends the run of view changes
+    if (c.st !== 'normal' || quiet > 2 * c.t.resend) c.normalTicks = 0;
+    else if (++c.normalTicks >= c.t.vc) c.vcRound = 0;
     switch (c.st) {
       case 'normal':
         if (c.isLeader()) {
           if (resend) heartbeat(c);
           propose(c);
-        } else if (quiet > c.t.vc) startViewChange(c, c.d.view + 1);
+        } else if (quiet > c.vcWait()) {
+          c.vcRound++;
+          startViewChange(c, c.d.view + 1);
+        }
         break;
       case 'viewchange':
-        if (now - c.vcStart > c.t.vc) startViewChange(c, c.d.view + 1);
-        else if (resend) resendViewChange(c);
+        // a view change that did not finish in time: the next view, with a longer wait (a loaded
+        // machine or disk makes every step slower; a fixed wait would start views forever)
+        if (now - c.vcStart > c.vcWait()) {
+          c.vcRound++;
+          startViewChange(c, c.d.view + 1);
+        } else if (resend) resendViewChange(c);
         break;
       case 'recovering':
       case 'learner':

@@ -53,8 +53,12 @@ import { Transport, type PeerStatus } from './transport.ts';
 import { FleetVaultNode } from './vault-node.ts';
 import { fleetVaultRoutes, type FleetVaultRoutes } from './vault-routes.ts';
 
-/** Ticks: 50 ms each; a view change after 10 quiet ticks (0.5 s, then the election: a failover in about 1 s), a re-form after 60 (3 s). */
-export const MEMBER_TIMING = { tickMs: 50, viewChangeTicks: 10, reformTicks: 60, resendTicks: 2 } as const;
+/**
+ * Ticks: 50 ms each; a view change after 20 quiet ticks (1 s, etcd's default election timeout:
+ * a member's main thread runs its device with synchronous fsyncs, which a loaded disk stalls for
+ * hundreds of milliseconds), a re-form vote from a member not admitted after 60 (3 s).
+ */
+export const MEMBER_TIMING = { tickMs: 50, viewChangeTicks: 20, reformTicks: 60, resendTicks: 2 } as const;
 /**
  * A positive control for the process tests only: the member runs with one of the simulation's
  * broken rules (enclave/fleet/core.ts BROKEN_RULES), and says so loudly. Never in a fleet that

@@ -16,7 +16,7 @@ import { readHeader } from '../../../enclave/fleet/wire.ts';
 import { fuzzSecrets } from '../../fuzz/targets/fleet-wire.ts';
 
 /** The member processes' timing (host/fleet/member-host.ts MEMBER_TIMING). */
-const TIMING = { viewChangeTicks: 10, reformTicks: 60, resendTicks: 2 } as const;
+const TIMING = { viewChangeTicks: 20, reformTicks: 60, resendTicks: 2 } as const;
 
 class Net {
   now = 0;
@@ -127,5 +127,19 @@ describe('fleet liveness with a majority running', () => {
     const epochs = new Set(net.members.map((m) => m!.epoch));
     expect(epochs.size).toBe(1);
     expect([...epochs][0]).toBeGreaterThan(epoch);
+  });
+
+  it('with every message slower than the view-change timeout for good, a view change still finishes: each one in a row waits twice the last', () => {
+    const net = new Net(3);
+    expect(net.until(() => net.leader() !== null, 2000)).toBeGreaterThanOrEqual(0);
+    net.kill(net.leader()!);
+    // a view change takes two message delays (doViewChange, startView): 2 x 30 > the 20-tick timeout
+    net.delay = 30;
+    const took = net.until(() => net.leader() !== null, 3000);
+    expect(took, `a leader of the two left (${net.members.map((m) => (m ? `${m.id}:${m.status}/v${m.view}` : 'down')).join(' ')})`).toBeGreaterThanOrEqual(0);
+    const l = net.leader()!;
+    const before = net.committed.length;
+    net['out'](net.members[l]!.submit({ kind: 'register', id: 'b', limit: 5 }, net.now));
+    expect(net.until(() => net.committed.length > before, 500), 'an op commits at that delay').toBeGreaterThanOrEqual(0);
   });
 });
