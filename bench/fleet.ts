@@ -326,7 +326,7 @@ async function main(): Promise<void> {
         const order = sides.map((_, i) => sides[(i + r + li) % sides.length]!);
         for (const side of order) {
           const before = pause ? await resume(side) : side.members ? await settled(side, 30_000) : null;
-          const load = await machineLoad(everyPid);
+          const load = await machineLoad(everyPid, A.quick ? 250 : 500);
           if (load.warning) {
             busy++;
             console.log(`  WARNING ${load.warning}`);
@@ -372,7 +372,7 @@ async function main(): Promise<void> {
           roundsPerSec: ws.map((w) => round(w.perSec, 1)),
           failed: ws.reduce((s, w) => s + w.failed, 0),
           cpuMsPerLogin: Object.fromEntries(side.procs.map((_, i) => [label(i), round(mid.cpuMsPerLogin[i]!, 3)])),
-          cpuCores: Object.fromEntries(side.procs.map((_, i) => [label(i), round(mid.cpuCores[i]!, 3)])),
+          cpuCoresPerProcess: Object.fromEntries(side.procs.map((_, i) => [label(i), round(mid.cpuCores[i]!, 3)])),
           otherCoresMax: Math.max(...ws.map((w) => Math.max(w.before.otherCores, w.otherCores))),
         });
         detail.push({ side: side.name, concurrency: c, windows: ws.map((w) => ({ ...w, perSec: round(w.perSec, 1), p50: round(w.p50, 2), p99: round(w.p99, 2), cpuMsPerLogin: w.cpuMsPerLogin.map((x) => round(x, 3)), cpuCores: w.cpuCores.map((x) => round(x, 3)) })) });
