@@ -5,7 +5,7 @@
  * MET / NOT MET.
  *
  *   npm run bench                      # full (tsx bench/run.ts)
- *   npm run bench:quick                # under a minute; also smoke-run in CI
+ *   npm run bench:quick                # a minute or two (the fleet starts nine processes); also smoke-run in CI
  *   tsx bench/run.ts [--quick] [--only opaque,enclave,...] [--records N] [--keep-going]
  *                    [--reuse memory=FILE,...]
  *
