@@ -5,7 +5,7 @@
  * MET / NOT MET.
  *
  *   npm run bench                      # full (tsx bench/run.ts)
- *   npm run bench:quick                # under a minute; also smoke-run in CI
+ *   npm run bench:quick                # a minute or two (the fleet starts nine processes); also smoke-run in CI
  *   tsx bench/run.ts [--quick] [--only opaque,enclave,...] [--records N] [--keep-going]
  *                    [--reuse memory=FILE,...]
  *
@@ -16,13 +16,18 @@
  *
  * Subsystems (bench/<name>.ts): opaque (per core: ours, the peers, the floor), enclave (the
  * message boundary, worker pool, durable charging, group commit; scaling and latency; the raw
- * server on all cores beside it), service (HTTP end to end), tokens (emulator against SoftHSM2),
- * storage (SQLite against PostgreSQL), memory (1 million records, a 1 GiB backup), and, in the
- * full run only, groups (group backends) and breakdown (where an enclave login's time goes).
+ * server on all cores beside it), service (HTTP end to end), fleet (the single vault against
+ * fleets of 3 and 5 member processes on loopback: fleet3VsSingle, fleet5VsSingle), tokens
+ * (emulator against SoftHSM2), storage (SQLite against PostgreSQL), memory (1 million records, a
+ * 1 GiB backup), and, in the full run only, groups (group backends) and breakdown (where an
+ * enclave login's time goes).
  *
  * Peers are installed into bench/peers on first use (`npm ci --prefix bench/peers`). PostgreSQL:
  * BKV_PG_URL when set; otherwise, in the full run, a throwaway cluster from
  * scripts/ci-postgres.sh when PostgreSQL is installed (never installed by the bench).
+ *
+ * A subsystem over its time limit gets SIGTERM (bench/fleet.ts then stops its member processes),
+ * and SIGKILL 15 s later.
  *
  * Exit status: 0 when every subsystem ran, whatever the targets say; 1 when one broke.
  */
@@ -37,8 +42,8 @@ import type { Report, Target } from './lib/report.ts';
 
 const A = args();
 const QUICK = A.quick;
-const ALL = ['opaque', 'enclave', 'service', 'tokens', 'storage', 'memory', 'groups', 'breakdown'];
-const QUICK_SET = ['opaque', 'enclave', 'service', 'tokens', 'storage', 'memory'];
+const ALL = ['opaque', 'enclave', 'service', 'fleet', 'tokens', 'storage', 'memory', 'groups', 'breakdown'];
+const QUICK_SET = ['opaque', 'enclave', 'service', 'fleet', 'tokens', 'storage', 'memory'];
 const only = A.get('only')?.split(',').map((s) => s.trim()).filter(Boolean);
 for (const o of only ?? []) if (!ALL.includes(o)) throw new Error(`--only: unknown subsystem ${o} (known: ${ALL.join(', ')})`);
 const selected = ALL.filter((s) => (only ? only.includes(s) : QUICK ? QUICK_SET.includes(s) : true));
@@ -55,6 +60,7 @@ const PLAN: Record<string, { args: string[]; timeoutS: number }> = {
   opaque: { args: [], timeoutS: QUICK ? 120 : 900 },
   enclave: { args: [], timeoutS: QUICK ? 120 : 1800 },
   service: { args: QUICK ? [] : ['--seconds', '3'], timeoutS: QUICK ? 120 : 900 },
+  fleet: { args: [], timeoutS: QUICK ? 120 : 1200 },
   tokens: { args: [], timeoutS: QUICK ? 120 : 900 },
   storage: { args: [], timeoutS: QUICK ? 120 : 900 },
   memory: { args: [...(A.get('records') ? ['--records', A.get('records')!] : []), ...(A.get('budget-s') ? ['--budget-s', A.get('budget-s')!] : [])], timeoutS: QUICK ? 120 : 4 * 3600 },
@@ -137,12 +143,15 @@ function runOne(name: string): Promise<void> {
   const s0 = performance.now();
   return new Promise((resolve) => {
     const child = spawn(process.execPath, argv, { cwd: ROOT, env, stdio: 'inherit' });
+    let kill: NodeJS.Timeout | undefined;
     const timer = setTimeout(() => {
       failed.push({ subsystem: name, reason: `timed out after ${plan.timeoutS} s` });
-      child.kill('SIGKILL');
+      child.kill('SIGTERM');
+      kill = setTimeout(() => child.kill('SIGKILL'), 15_000);
     }, plan.timeoutS * 1000);
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
+      clearTimeout(kill);
       durations[name] = Math.round((performance.now() - s0) / 100) / 10;
       if (code === 0 && existsSync(json)) {
         try {
@@ -177,8 +186,8 @@ const results: (BenchResult & { subsystem: string })[] = outputs.flatMap((o) => 
 const allRatios: Record<string, number> = Object.assign({}, ...outputs.map((o) => o.ratios));
 const missing: Record<string, string> = Object.assign({}, ...outputs.map((o) => o.missing ?? {}));
 const figures: Record<string, Record<string, number>> = Object.fromEntries(outputs.filter((o) => o.figures).map((o) => [o.subsystem, o.figures!]));
-const REQUIRED = ['loginVsSerenity', 'loginVsNativeFloor', 'loginVsFloor', 'enclaveVsRaw', 'softhsmVsEmulator', 'p256LoginVsSerenityP256'];
-const owner: Record<string, string> = { loginVsSerenity: 'opaque', loginVsNativeFloor: 'opaque', loginVsFloor: 'opaque', p256LoginVsSerenityP256: 'opaque', enclaveVsRaw: 'enclave', softhsmVsEmulator: 'tokens' };
+const REQUIRED = ['loginVsSerenity', 'loginVsNativeFloor', 'loginVsFloor', 'enclaveVsRaw', 'softhsmVsEmulator', 'p256LoginVsSerenityP256', 'fleet3VsSingle', 'fleet5VsSingle'];
+const owner: Record<string, string> = { loginVsSerenity: 'opaque', loginVsNativeFloor: 'opaque', loginVsFloor: 'opaque', p256LoginVsSerenityP256: 'opaque', enclaveVsRaw: 'enclave', softhsmVsEmulator: 'tokens', fleet3VsSingle: 'fleet', fleet5VsSingle: 'fleet' };
 for (const k of REQUIRED) {
   if (typeof allRatios[k] !== 'number' && !missing[k]) {
     const sub = owner[k]!;
@@ -207,6 +216,14 @@ ratioTarget('enclaveVsRaw', 0.7, 'login through the enclave path (durable chargi
   if (bits.length) t.note = [t.note, ...bits].filter(Boolean).join('; ');
 }
 ratioTarget('softhsmVsEmulator', 0.5, 'enclave login on SoftHSM2 / on the emulator token');
+ratioTarget('fleet3VsSingle', 0.5, 'logins/s over HTTP: a fleet of 3 member processes / the single vault, on loopback on this machine, at the highest concurrency level');
+{
+  const t = targets.at(-1)!;
+  const f5 = ratios.fleet5VsSingle;
+  const paired = ratios.fleet3VsSinglePairedMedian;
+  const bits = [paired != null ? `paired median ${paired}` : '', f5 != null ? `fleet of 5: fleet5VsSingle ${f5}` : ''].filter(Boolean);
+  if (bits.length) t.note = [t.note, ...bits].filter(Boolean).join('; ');
+}
 if (mem) {
   const reached = !mem.extrapolated && !mem.notExtrapolated;
   const rss = mem.extrapolated ? mem.extrapolatedServicePeakRssMB! : mem.servicePeakRssMB!;

@@ -11,6 +11,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { machineBusyMs } from './threads.ts';
 
 export const BENCH_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const ROOT = resolve(BENCH_DIR, '..');
@@ -156,4 +157,51 @@ export function procRss(pid: number): { rssMB: number; hwmMB: number } | null {
   } catch {
     return null;
   }
+}
+
+/** CPU time (user + system, all threads) process `pid` has used so far, in ms, from /proc/PID/stat; NaN when it is gone. */
+export function procCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10; // fields 14 and 15 (utime, stime, in 1/100 s: USER_HZ), counted from field 3
+  } catch {
+    return NaN;
+  }
+}
+
+/** Cores' worth of CPU that other processes used on the machine above which a window is flagged busy. */
+export const BUSY_OTHER_CORES = 0.25;
+
+export interface MachineLoad {
+  /** The 1, 5 and 15 minute load averages (they include the bench's own earlier windows). */
+  loadavg: number[];
+  /** Cores kept busy by processes other than this one and `ours` over the sample (the machine's /proc/stat busy time minus ours). */
+  otherCores: number;
+  /** Set when `otherCores` is at least BUSY_OTHER_CORES: the figures of the window after it are a floor. */
+  warning: string | null;
+}
+
+/**
+ * How busy the machine is without us: samples the machine's busy CPU time (/proc/stat) and that of
+ * this process and of `ours` (child processes: servers under test) over `ms`, and attributes the
+ * rest to other processes. Call it while the processes under test are idle, before a window.
+ */
+export async function machineLoad(ours: readonly number[], ms = 500): Promise<MachineLoad> {
+  const mine = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000 + ours.reduce((s, pid) => s + (procCpuMs(pid) || 0), 0);
+  };
+  const m0 = machineBusyMs();
+  const o0 = mine();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, ms));
+  const wall = performance.now() - t0;
+  const other = Math.max(0, machineBusyMs() - m0 - (mine() - o0)) / wall;
+  const otherCores = round(other, 2);
+  const load = la();
+  const cores = availableParallelism();
+  const warning =
+    otherCores >= BUSY_OTHER_CORES ? `machine busy: other processes used ${otherCores} of ${cores} cores over ${Math.round(wall)} ms (load average ${load.join(' ')}): the next window's figures are a floor` : null;
+  return { loadavg: load, otherCores, warning };
 }

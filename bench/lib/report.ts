@@ -44,6 +44,9 @@ function extra(x: BenchResult): string {
   if (typeof x.cpuUsPerOp === 'number') parts.push(`${x.cpuUsPerOp} us CPU/op${x.per ? ` (${x.per})` : ''}`);
   const c = x.cpuCores as { host: number; devices: number; other: number; otherProcesses: number } | undefined;
   if (c) parts.push(`cores: host ${c.host}, devices ${c.devices}, other threads ${c.other}, other processes ${c.otherProcesses}`);
+  // bench/fleet.ts: per process (each member, the leader named)
+  const perProc = x.cpuMsPerLogin as Record<string, number> | undefined;
+  if (perProc && typeof perProc === 'object') parts.push(`CPU ms per login: ${Object.entries(perProc).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   return parts.join(', ');
 }
 
@@ -140,6 +143,9 @@ function panels(r: Report): { title: string; bars: BenchResult[]; floor?: BenchR
   if (other.length) out.push({ title: 'Registration and KE3 check: raw vs the enclave path', bars: other });
   const svc = by((b) => b.subsystem === 'service');
   if (svc.length) out.push({ title: 'End to end over HTTP (bkv serve, SDK client): status ops/s and logins/s', bars: svc });
+  const fleet = by((b) => b.subsystem === 'fleet');
+  const fr = ['fleet3VsSingle', 'fleet5VsSingle'].filter((k) => r.ratios[k] != null).map((k) => `${k} ${r.ratios[k]}`);
+  if (fleet.length) out.push({ title: `Logins over HTTP: the single vault vs fleets of member processes on loopback, by concurrency${fr.length ? ` (${fr.join(', ')})` : ''}`, bars: fleet });
   const tok = by((b) => b.subsystem === 'tokens' && b.group.startsWith('login'));
   const sve = r.ratios.softhsmVsEmulator;
   if (tok.length) out.push({ title: `Enclave login by token: emulator vs SoftHSM2${sve != null ? ` (softhsmVsEmulator ${sve})` : ''}`, bars: tok });
@@ -166,7 +172,7 @@ export function renderSvg(r: Report): string {
     const top = y;
     for (const b of p.bars) {
       const w = Math.max(1, (b.opsPerSec / max) * BAR_W);
-      const label = b.name.replace(/^(opaque|enclave|service|tokens|storage|memory): /, '');
+      const label = b.name.replace(/^(opaque|enclave|service|fleet|tokens|storage|memory): /, '');
       parts.push(`<text x="${LABEL - 6}" y="${y + BAR_H - 4}" font-size="11" text-anchor="end">${x(label.length > 70 ? `${label.slice(0, 67)}...` : label)}</text>`);
       parts.push(`<rect x="${LABEL}" y="${y}" width="${w.toFixed(1)}" height="${BAR_H}" fill="${COLORS[b.kind ?? 'other']}"><title>${x(`${b.name}: ${fmtOps(b.opsPerSec)} ops/s`)}</title></rect>`);
       const lat = b.p50Ms !== undefined ? `  p50 ${fmtMs(b.p50Ms)} / p99 ${fmtMs(b.p99Ms)} ms` : '';

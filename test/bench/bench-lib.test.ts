@@ -1,32 +1,36 @@
 /**
  * The benchmarks' own helpers: bench/lib/report.ts renders a report (table, Markdown, SVG) from a
- * minimal result set; every script answers --help / -h with its docblock and measures nothing
- * (bench/lib/common.ts `args`). (The load generators' sender is client/e2e-seal-node.ts, tested
- * beside the client.)
+ * minimal result set, the fleet's rows (CPU per member, the leader named) and target included;
+ * bench/lib/common.ts reads a process's CPU time and the machine's load; every script answers
+ * --help / -h with its docblock and measures nothing (bench/lib/common.ts `args`). (The load
+ * generators' sender is client/e2e-seal-node.ts, tested beside the client.)
  */
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { BUSY_OTHER_CORES, machineLoad, procCpuMs } from '../../bench/lib/common.ts';
 import { renderMarkdown, renderSvg, renderTable } from '../../bench/lib/report.ts';
 import type { Report } from '../../bench/lib/report.ts';
+
+const machineOf = (subsystems: string[]): Report['machine'] => ({
+  cpu: 'cpu',
+  logicalCores: 2,
+  availableParallelism: 2,
+  memoryGiB: 4,
+  node: 'v20',
+  platform: 'linux/x64',
+  loadavgAtStart: [1, 1, 1],
+  loadavgAtEnd: [1, 1, 1],
+  date: new Date(0).toISOString(),
+  quick: true,
+  subsystems,
+  secondsPerSubsystem: Object.fromEntries(subsystems.map((s) => [s, 1])),
+  totalSeconds: 1,
+});
 
 describe('bench report', () => {
   it('renders table, Markdown and SVG', () => {
     const r: Report = {
-      machine: {
-        cpu: 'cpu',
-        logicalCores: 2,
-        availableParallelism: 2,
-        memoryGiB: 4,
-        node: 'v20',
-        platform: 'linux/x64',
-        loadavgAtStart: [1, 1, 1],
-        loadavgAtEnd: [1, 1, 1],
-        date: new Date(0).toISOString(),
-        quick: true,
-        subsystems: ['opaque'],
-        secondsPerSubsystem: { opaque: 1 },
-        totalSeconds: 1,
-      },
+      machine: machineOf(['opaque']),
       results: [
         { subsystem: 'opaque', name: 'opaque: r255 ours/fast: login KE1->KE2', group: 'login KE1->KE2 per core, ristretto255', kind: 'ours', opsPerSec: 1500 },
         { subsystem: 'opaque', name: 'opaque: r255 serenity: login KE1->KE2', group: 'login KE1->KE2 per core, ristretto255', kind: 'peer', opsPerSec: 750 },
@@ -47,6 +51,52 @@ describe('bench report', () => {
     expect(svg).toContain('login KE1-&gt;KE2'); // escaped labels
     expect(svg).toContain('floor 1,800/s');
   });
+
+  it('renders the fleet: a panel with its ratios, each member\'s CPU per login with the leader named, the fleet3VsSingle target', () => {
+    const group = 'fleet vs single vault, logins over HTTP';
+    const r: Report = {
+      machine: machineOf(['fleet']),
+      results: [
+        { subsystem: 'fleet', name: 'fleet: single vault, logins, concurrency 8', group, kind: 'ours', opsPerSec: 40, p50Ms: 150, p99Ms: 300, cpuMsPerLogin: { single: 5.8 } },
+        { subsystem: 'fleet', name: 'fleet: fleet of 3, logins, concurrency 8', group, kind: 'ours', opsPerSec: 22, p50Ms: 300, p99Ms: 500, cpuMsPerLogin: { 'member 0': 5.5, 'member 1 (leader)': 7.7, 'member 2': 5.6 } },
+      ],
+      ratios: { fleet3VsSingle: 0.55, fleet5VsSingle: null },
+      missing: { fleet5VsSingle: 'not measured: --members 3' },
+      targets: [{ key: 'fleet3VsSingle', what: 'fleet of 3 / single vault', target: '>= 0.5', value: 0.55, met: true, note: '' }],
+      figures: {},
+      notes: { fleet: ['a note'] },
+      failed: [],
+    };
+    const table = renderTable(r);
+    expect(table).toContain('CPU ms per login: member 0 5.5, member 1 (leader) 7.7, member 2 5.6');
+    expect(table).toMatch(/fleet5VsSingle\s+-\s+\(not measured: --members 3\)/);
+    expect(renderMarkdown(r)).toContain('| `fleet3VsSingle` | 0.55 | &gt;= 0.5 | **MET**');
+    const svg = renderSvg(r);
+    expect(svg).toContain('the single vault vs fleets of member processes on loopback, by concurrency (fleet3VsSingle 0.55)');
+    expect(svg).toContain('>fleet of 3, logins, concurrency 8<'); // the bar's label, without the subsystem prefix
+  });
+});
+
+describe('bench machine helpers', () => {
+  it('procCpuMs reads a live process\'s CPU time and answers NaN for a process that is gone', () => {
+    const end = performance.now() + 60;
+    while (performance.now() < end); // some CPU time of our own
+    const own = process.cpuUsage();
+    const ms = procCpuMs(process.pid);
+    // /proc counts in 10 ms ticks, each of user and system rounded down
+    expect(ms).toBeGreaterThan((own.user + own.system) / 1000 - 40);
+    expect(ms).toBeLessThanOrEqual((own.user + own.system) / 1000 + 40);
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    expect(procCpuMs(Number(gone.stdout))).toBeNaN();
+  });
+
+  it('machineLoad reports the load and other processes\' cores, and warns exactly when they reach the busy threshold', async () => {
+    const m = await machineLoad([], 100);
+    expect(m.loadavg).toHaveLength(3);
+    expect(m.otherCores).toBeGreaterThanOrEqual(0);
+    if (m.otherCores >= BUSY_OTHER_CORES) expect(m.warning).toMatch(/^machine busy: other processes used [\d.]+ of \d+ cores/);
+    else expect(m.warning).toBeNull();
+  });
 });
 
 describe('bench scripts', () => {
@@ -54,12 +104,13 @@ describe('bench scripts', () => {
     for (const [script, flag] of [
       ['bench/enclave.ts', '--help'],
       ['bench/storage.ts', '-h'],
+      ['bench/fleet.ts', '--help'],
     ]) {
       // A measuring run takes minutes: it would hit the 30 s timeout and fail the status check.
       const r = spawnSync(process.execPath, ['--import', 'tsx', script!, flag!], { encoding: 'utf8', timeout: 30_000 });
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).toContain(`npx tsx ${script}`);
-      expect(r.stdout + r.stderr).not.toMatch(/wrote bench\/results|opening a vault|round 1/);
+      expect(r.stdout + r.stderr).not.toMatch(/wrote bench\/results|opening a vault|round 1|records registered/);
     }
   });
 });
