@@ -9,11 +9,16 @@
  *      the same applied batch, and it applies the next batch as a follower;
  *   2. GET /fleet/rows answers nothing without the fleet's peer secret: no, malformed, oversized,
  *      wrong, stale, replayed or another path's credential (401/403 with a typed error), another
- *      method, a query or a body (405/400/413); a leader 409; a valid one the NDJSON copy.
+ *      method, a query or a body (405/400/413); a leader 409; a valid one the NDJSON copy;
+ *   3. the copier (row-copy.ts downloadRows) refuses a copy whose framing is broken (no or another
+ *      member's header, truncated, a wrong count, ids out of order or repeated, a non-canonical or
+ *      oversized field, a line over the bound, a line after the end, a refusal, another content
+ *      type) and leaves no staging file; a whole one lands in the staging file, marked.
  */
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -29,23 +34,14 @@ import { checkFleetConfig, fleetJson } from '../../../host/fleet/config.ts';
 import { VAULT_KEY_FILE } from '../../../host/fleet/member-host.ts';
 import { PEER_SECRET_FILE, peerAuthKey, peerCredential, readPeerSecret } from '../../../host/fleet/peer-auth.ts';
 import { ROWS_PATH } from '../../../host/fleet/rows-endpoint.ts';
+import { downloadRows, RowCopyError, STAGING_DONE, stagingPath } from '../../../host/fleet/row-copy.ts';
+import { openSqliteStore } from '../../../host/storage/sqlite.ts';
 import { ProcFleet, type MemberStatus } from '../../helpers/fleet-procs.ts';
 import { freePort } from '../../helpers/tcp-proxy.ts';
 
 let f: ProcFleet;
 const te = new TextEncoder();
 const KEY = new Uint8Array(32).fill(7);
-
-beforeAll(async () => {
-  f = await ProcFleet.create(3, {}, { vault: true, args: ['--record-limit', 'off'] });
-  await Promise.all([0, 1, 2].map((i) => f.start(i)));
-  await f.waitFor('vault-key.pub', async () => existsSync(join(f.root, VAULT_KEY_FILE)), 60_000);
-  await f.allNormal();
-}, 120_000);
-
-afterAll(async () => {
-  await f?.close();
-});
 
 const urls = () => f.apiPorts.map((p) => `http://127.0.0.1:${p}`);
 type Status = MemberStatus & { behind?: boolean };
@@ -147,6 +143,17 @@ async function forgingPeer(real: number, as: number): Promise<{ port: number; se
 }
 
 describe('catch-up by stored rows between member processes', () => {
+  beforeAll(async () => {
+    f = await ProcFleet.create(3, {}, { vault: true, args: ['--record-limit', 'off'] });
+    await Promise.all([0, 1, 2].map((i) => f.start(i)));
+    await f.waitFor('vault-key.pub', async () => existsSync(join(f.root, VAULT_KEY_FILE)), 60_000);
+    await f.allNormal();
+  }, 120_000);
+
+  afterAll(async () => {
+    await f?.close();
+  });
+
   it('a member behind the log refuses a forged copy and keeps its rows, then takes a follower\'s copy, matches every member and follows', async () => {
     onTestFailed(() => console.log(`member logs:\n${f.events.join('\n')}\n${f.procs.map((p) => p && `${p.label}:\n${p.log.split('\n').slice(-30).join('\n')}`).join('\n')}`));
     const c = await sdk();
@@ -275,4 +282,70 @@ describe('catch-up by stored rows between member processes', () => {
     // a leader serves no copy (its batches would wait on it)
     await refusedWith(ask(leader, { auth: peerCredential(key, fo, 'GET', ROWS_PATH) }), 409, 'ROWS_NOT_SERVED');
   }, 180_000);
+});
+
+describe('the copier\'s framing checks (row-copy.ts downloadRows)', () => {
+  const b64 = (b: Uint8Array | string) => Buffer.from(b).toString('base64url');
+  const head = (o: Record<string, unknown> = {}) => JSON.stringify({ format: 'bkv-rows/1', member: 1, partition: 0, appliedBatch: 9, ...o });
+  const row = (id: string, blob = 'sealed-' + id) => JSON.stringify({ id: b64(id), blob: b64(blob) });
+  const end = (n: number) => JSON.stringify({ end: true, rows: n });
+  const ndjson = (...lines: string[]) => ({ status: 200, type: 'application/x-ndjson', body: lines.join('\n') + '\n' });
+
+  it('refuses every broken copy without leaving a staging file; takes a whole one', async () => {
+    let answer = ndjson(head(), end(0));
+    const server = http.createServer((_req, res) => {
+      res.writeHead(answer.status, { 'content-type': answer.type });
+      res.end(answer.body);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const peer = { member: 1, api: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+    const dir = mkdtempSync(join(tmpdir(), 'bkv-row-copy-'));
+    const key = peerAuthKey(new Uint8Array(32).fill(3));
+    try {
+      const broken: [string, typeof answer][] = [
+        ['no header', ndjson(row('a'), end(1))],
+        ['another member\'s header', ndjson(head({ member: 2 }), row('a'), end(1))],
+        ['another format', ndjson(head({ format: 'bkv-rows/2' }), end(0))],
+        ['truncated: no end line', ndjson(head(), row('a'), row('b'))],
+        ['truncated mid-line', { ...ndjson(head(), row('a')), body: `${head()}\n${row('a').slice(0, 10)}` }],
+        ['a wrong count', ndjson(head(), row('a'), end(2))],
+        ['ids out of order', ndjson(head(), row('b'), row('a'), end(2))],
+        ['an id twice', ndjson(head(), row('a'), row('a'), end(2))],
+        ['a blob in padded base64', ndjson(head(), JSON.stringify({ id: b64('a'), blob: Buffer.from('xy').toString('base64') }), end(1))],
+        ['an empty blob', ndjson(head(), JSON.stringify({ id: b64('a'), blob: '' }), end(1))],
+        ['an id over 64 bytes', ndjson(head(), row('x'.repeat(65)), end(1))],
+        ['a row with another field', ndjson(head(), JSON.stringify({ id: b64('a'), blob: b64('z'), epoch: 3 }), end(1))],
+        ['a line over the bound', ndjson(head(), row('a').replace('{', `{${' '.repeat(3000)}`), end(1))],
+        ['a line after the end', ndjson(head(), row('a'), end(1), row('b'))],
+        ['not JSON', ndjson(head(), '{"id":', end(0))],
+        ['a refusal', { status: 409, type: 'application/json', body: '{"error":{"code":"ROWS_NOT_SERVED"}}' }],
+        ['another content type', { status: 200, type: 'text/plain', body: `${head()}\n${end(0)}\n` }],
+      ];
+      for (const [what, a] of broken) {
+        answer = a;
+        const e = await downloadRows(dir, peer, 0, key).then(
+          () => null,
+          (err: unknown) => err,
+        );
+        expect(e instanceof RowCopyError, `${what}: ${String(e)}`).toBe(true);
+        expect(existsSync(stagingPath(dir)), what).toBe(false);
+        expect(existsSync(join(dir, STAGING_DONE)), what).toBe(false);
+      }
+      // positive control: a whole copy lands in the staging file, with its batch, and is marked
+      answer = ndjson(head(), row('a'), row('b'), row('c'), end(3));
+      expect(await downloadRows(dir, peer, 0, key)).toEqual({ appliedBatch: 9, rows: 3 });
+      expect(existsSync(join(dir, STAGING_DONE))).toBe(true);
+      const staged = await openSqliteStore(stagingPath(dir));
+      try {
+        expect(await staged.appliedEpoch(0)).toBe(9);
+        const got = await staged.getMany(0, ['a', 'b', 'c'].map((x) => te.encode(x)));
+        expect(got.map((r) => Buffer.from(r!.blob).toString())).toEqual(['sealed-a', 'sealed-b', 'sealed-c']);
+      } finally {
+        await staged.close();
+      }
+    } finally {
+      await new Promise((r) => server.close(r));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
