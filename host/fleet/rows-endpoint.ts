@@ -29,6 +29,8 @@ export const ROWS_FORMAT = 'bkv-rows/1';
 export const ROWS_CONTENT_TYPE = 'application/x-ndjson';
 /** Rows read from the store at once while streaming. */
 const SCAN_CHUNK = 512;
+/** A copier that reads nothing for this long is cut off (the store's writes wait while a copy streams). */
+export const STALL_TIMEOUT_MS = 30_000;
 
 /** The rows endpoint's refusals: `{ error: { code, num, message } }`. Stable numbers; add at the end. */
 export const RowsError = {
@@ -85,7 +87,11 @@ async function stream(s: RowsSource, self: number, to: number, res: ServerRespon
     res.writeHead(200, { 'content-type': ROWS_CONTENT_TYPE, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
     const write = async (line: string) => {
       if (!res.write(line + '\n')) {
-        await Promise.race([once(res, 'drain'), once(res, 'close')]);
+        let timer: NodeJS.Timeout | undefined;
+        const stalled = new Promise<'stalled'>((r) => (timer = setTimeout(() => r('stalled'), STALL_TIMEOUT_MS)));
+        const why = await Promise.race([once(res, 'drain'), once(res, 'close'), stalled]);
+        clearTimeout(timer);
+        if (why === 'stalled') throw new Error(`the copier read nothing for ${STALL_TIMEOUT_MS / 1000} s`);
         if (res.destroyed) throw new Error('the copier went away');
       }
     };

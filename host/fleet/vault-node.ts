@@ -136,7 +136,7 @@ export class FleetVaultNode implements RowsSource {
     const node = new FleetVaultNode(o, store);
     node.now = now;
     try {
-      await node.bootFinishingCopy();
+      await node.bootFinishingCopy(true);
     } catch (e) {
       await store.close();
       throw e;
@@ -176,14 +176,15 @@ export class FleetVaultNode implements RowsSource {
   }
 
   /**
-   * The boot at start. A staging copy marked whole (row-copy.ts) may have been taken by the device
+   * A boot (at start, or again after a reboot). A staging copy marked whole (row-copy.ts) may have been taken by the device
    * before the process stopped, with the member's store not yet rewritten: when the device
-   * refuses the store, it is booted on the copy, and if it takes that, the copy finishes.
+   * refuses the store, it is booted on the copy, and if it takes that, the copy finishes. At
+   * start (`atStart`), an unmarked copy (a download cut short) is deleted.
    */
-  private async bootFinishingCopy(): Promise<void> {
+  private async bootFinishingCopy(atStart: boolean): Promise<void> {
     const dir = this.o.device.dir;
     if (!existsSync(path.join(dir, STAGING_DONE))) {
-      removeStaging(dir);
+      if (atStart) removeStaging(dir);
       return this.boot();
     }
     try {
@@ -219,7 +220,7 @@ export class FleetVaultNode implements RowsSource {
       }
       while (!this.closed) {
         try {
-          await this.boot();
+          await this.bootFinishingCopy(false);
           return;
         } catch (e) {
           this.o.log(`vault: the device did not boot again (${e instanceof Error ? e.message : String(e)}); trying again`);
