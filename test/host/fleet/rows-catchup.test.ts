@@ -5,8 +5,10 @@
  *      restarted with the only member it can copy from serving one altered row (a fake member in
  *      this file in front of a real follower): the device refuses the copy, the member stays
  *      behind and its store holds its own rows; restarted with the real members, its host copies
- *      a follower's rows, the device takes them, every member's vault.db holds the same rows at
- *      the same applied batch, and it applies the next batch as a follower;
+ *      a follower's rows (the fleet committing meanwhile), the device takes them, every member's
+ *      vault.db holds the same rows at the same applied batch, and it applies the next batch as
+ *      a follower; killed behind again with a whole copy marked in its folder and its store half
+ *      rewritten, it finishes the copy at start;
  *   2. GET /fleet/rows answers nothing without the fleet's peer secret: no, malformed, oversized,
  *      wrong, stale, replayed or another path's credential (401/403 with a typed error), another
  *      method, a query or a body (405/400/413); a leader 409; a valid one the NDJSON copy;
@@ -228,6 +230,45 @@ describe('catch-up by stored rows between member processes', () => {
     const wantAfter = rowsOf(leader);
     expect(wantAfter.size).toBe(4 + count + extra);
     expect(rowsOf(t)).toEqual(wantAfter);
+
+    // a stop midway: the member behind (its log caught up by snapshot, no member to copy from)
+    // is killed with a whole copy marked in its folder and its store half rewritten; at start
+    // the device refuses the store, takes the copy, and the host finishes writing it
+    await f.kill(f.procs[t]!);
+    for (let i = 0; i < count; i++) await register(c, `mid${i}`);
+    await settled();
+    const dead = await Promise.all([0, 1, 2].map(() => freePort()));
+    const cfg = checkFleetConfig(JSON.parse(readFileSync(f.fleetFile, 'utf8')));
+    const alone = join(f.root, 'fleet-alone.json');
+    writeFileSync(alone, fleetJson({ ...cfg, members: cfg.members.map((m) => (m.id === t ? m : { ...m, api: { host: '127.0.0.1', port: dead[m.id]! } })) }));
+    const q = await f.start(t, { fleet: alone });
+    await f.waitFor('the member to know it is behind', async () => (await statusOf(t))?.behind === true || null, 60_000);
+    await f.waitFor('an attempt with no member to copy from', async () => /attempt \d+: no member to copy from/.test(q.log) || null, 30_000);
+    await f.kill(q);
+    const src = await f.waitFor('a follower to copy from', async () => {
+      const l = await f.leader();
+      return l === null ? null : [0, 1, 2].find((i) => i !== l && i !== t)!;
+    });
+    const got = await downloadRows(f.memberDir(t), { member: src, api: urls()[src]! }, t, peerAuthKey(readPeerSecret(f.root)));
+    expect(got.rows).toBe(4 + 2 * count + extra);
+    const store = await openSqliteStore(join(f.memberDir(t), 'vault.db'));
+    const staged = await openSqliteStore(stagingPath(f.memberDir(t)));
+    try {
+      const [row] = await staged.getMany(0, [te.encode('mid0')]);
+      expect((await store.getMany(0, [te.encode('mid0')]))[0]).toBeUndefined();
+      await store.applyBatch(0, (await store.appliedEpoch(0))!, [{ recordId: te.encode('mid0'), blob: row!.blob }], []);
+    } finally {
+      await staged.close();
+      await store.close();
+    }
+    const r = await f.start(t);
+    await settled();
+    expect(r.log).toMatch(/a catch-up that stopped midway; writing them into the store/);
+    expect(existsSync(stagingPath(f.memberDir(t)))).toBe(false);
+    expect(existsSync(join(f.memberDir(t), STAGING_DONE))).toBe(false);
+    const wantEnd = rowsOf(leader);
+    expect(wantEnd.size).toBe(4 + 2 * count + extra);
+    for (const i of [0, 1, 2]) expect(rowsOf(i), `member ${i}`).toEqual(wantEnd);
   }, 600_000);
 
   it('GET /fleet/rows answers only a member\'s valid, fresh, unreplayed credential; a leader serves no copy', async () => {
