@@ -17,7 +17,7 @@
  * wrong MAC, stale time, replayed nonce: 403 PEER_AUTH_REFUSED.
  */
 import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createFileDurably } from '../../hsm/durable-file.ts';
 
@@ -38,6 +38,7 @@ export class PeerSecretError extends Error {
 
 /** Writes a new peer secret unless one is there; returns whether this call wrote it. */
 export function createPeerSecret(fleetDir: string): boolean {
+  mkdirSync(path.join(fleetDir, path.dirname(PEER_SECRET_FILE)), { recursive: true, mode: 0o700 });
   return createFileDurably(path.join(fleetDir, PEER_SECRET_FILE), randomBytes(32).toString('hex') + '\n');
 }
 
