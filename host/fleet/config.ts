@@ -241,7 +241,6 @@ export async function initFleet(o: InitOptions): Promise<InitResult> {
     // kept when an interrupted init already wrote one (members may have provisioned its hash)
     createFileDurably(devOperatorSecret, randomBytes(32).toString('hex') + '\n');
   }
-  fs.mkdirSync(path.join(dir, 'auth'), { recursive: true, mode: 0o700 });
   createPeerSecret(dir); // kept when an interrupted init already wrote one
   const config: FleetConfig = { format: FLEET_FORMAT, fleetId: randomBytes(16).toString('hex'), members, auth: { issuers } };
   if (!createFileDurably(file, fleetJson(config))) throw new FleetConfigError(`${file} exists; not overwriting a fleet`);
