@@ -317,6 +317,7 @@ describe('catch-up by stored rows between member processes', () => {
     await refusedWith(ask(fo, { auth: flipped }), 403, 'PEER_AUTH_REFUSED');
     await refusedWith(ask(fo, { auth: peerCredential(key, asker, 'GET', '/fleet/status') }), 403, 'PEER_AUTH_REFUSED');
     await refusedWith(ask(fo, { auth: peerCredential(key, asker, 'GET', ROWS_PATH, Date.now() - 120_000) }), 403, 'PEER_AUTH_REFUSED');
+    await refusedWith(ask(fo, { auth: peerCredential(key, asker, 'GET', ROWS_PATH, Date.now() + 120_000) }), 403, 'PEER_AUTH_REFUSED');
     await refusedWith(ask(fo, { auth: peerCredential(key, fo, 'GET', ROWS_PATH) }), 403, 'PEER_AUTH_REFUSED');
     await refusedWith(ask(fo, { auth: peerCredential(key, 7, 'GET', ROWS_PATH) }), 403, 'PEER_AUTH_REFUSED');
 
