@@ -22,6 +22,7 @@ import path from 'node:path';
 import { MAX_ISSUERS } from '../../enclave/api/auth.ts';
 import { createFileDurably } from '../../hsm/durable-file.ts';
 import { generateIssuer, readIssuerPublic } from '../auth/issuer.ts';
+import { createPeerSecret } from './peer-auth.ts';
 
 export const FLEET_FORMAT = 'bkv-fleet/1';
 export const FLEET_FILE = 'fleet.json';
@@ -199,7 +200,8 @@ export const DEV_OPERATOR_SECRET = path.join('auth', 'operator.secret');
 /**
  * Writes a new fleet folder: DIR/member-<i>/ for each member, the development issuer unless
  * issuers are given, the development operator secret (DIR/auth/operator.secret, for the members'
- * key ceremony) unless the operator has one, and DIR/fleet.json last (its presence says the folder is complete). Member i
+ * key ceremony) unless the operator has one, the fleet's peer secret (DIR/auth/peer.secret, 0600:
+ * the members' hosts authenticate to each other with it, peer-auth.ts), and DIR/fleet.json last (its presence says the folder is complete). Member i
  * listens on base+2i (api) and base+2i+1 (peer). Never overwrites a fleet.json; a run that was
  * interrupted before writing it can be run again (it reuses a development issuer it finds).
  */
@@ -239,6 +241,7 @@ export async function initFleet(o: InitOptions): Promise<InitResult> {
     // kept when an interrupted init already wrote one (members may have provisioned its hash)
     createFileDurably(devOperatorSecret, randomBytes(32).toString('hex') + '\n');
   }
+  createPeerSecret(dir); // kept when an interrupted init already wrote one
   const config: FleetConfig = { format: FLEET_FORMAT, fleetId: randomBytes(16).toString('hex'), members, auth: { issuers } };
   if (!createFileDurably(file, fleetJson(config))) throw new FleetConfigError(`${file} exists; not overwriting a fleet`);
   return { fleet: { ...config, dir, file }, ...(devIssuerKey && { devIssuerKey }), ...(devOperatorSecret && { devOperatorSecret }) };

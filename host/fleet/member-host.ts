@@ -8,6 +8,8 @@
  *   GET  /fleet/status   member, status, epoch, view, leader (id and client URL), commit, tip,
  *                        incarnation prefix, each peer connection, refusals counted by name;
  *                        serving the vault, also its applied batch
+ *   GET  /fleet/rows     serving the vault: its stored rows, for the other members' hosts only
+ *                        (the fleet's peer secret, DIR/auth/peer.secret: rows-endpoint.ts)
  *   POST /fleet/ops      one intent as JSON ({"kind":"register","id":"r1","limit":10}; charge and
  *                        reset with "session"; replace with "limit"; touch; lock; delete):
  *                        200 {"index","hash","op"} once a majority made it durable; 421 NOT_LEADER (with "leader", the leader's URL,
@@ -50,6 +52,9 @@ import type { RateLimits } from '../service/rate-limit.ts';
 import { ErrorCode, ServiceError, type ErrorCodeName } from '../service/error-codes.ts';
 import { DEV_OPERATOR_SECRET, formatEndpoint, memberDir, readFleetConfig, type Endpoint, type LoadedFleet } from './config.ts';
 import { Transport, type PeerStatus } from './transport.ts';
+import { createPeerSecret, PEER_SECRET_FILE, PeerAuthVerifier, peerAuthKey, readPeerSecret } from './peer-auth.ts';
+import { copySources } from './row-copy.ts';
+import { ROWS_PATH, rowsEndpoint } from './rows-endpoint.ts';
 import { FleetVaultNode } from './vault-node.ts';
 import { fleetVaultRoutes, type FleetVaultRoutes } from './vault-routes.ts';
 
@@ -175,6 +180,7 @@ export class MemberHost {
   private device: FleetDevice | null = null;
   private vault: FleetVaultNode | null = null;
   private routes: FleetVaultRoutes | null = null;
+  private rows: ((req: http.IncomingMessage, res: http.ServerResponse) => void) | null = null;
   private transport: Transport | null = null;
   private server: http.Server | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -277,6 +283,11 @@ export class MemberHost {
   /** The vault on the fleet's log: the device with its seat, the store, the engine and the apply loop (vault-node.ts), the client API (vault-routes.ts). */
   private async startVault(me: LoadedFleet['members'][number], dir: string, operatorKeyHash: Uint8Array): Promise<void> {
     const auth = this.authConfig();
+    // the fleet's peer secret: written by fleet init; a fleet made before it gets one here (an exclusive create, so members sharing the folder read one)
+    if (createPeerSecret(this.fleet.dir)) this.log(`wrote ${path.join(this.fleet.dir, PEER_SECRET_FILE)} (the members' hosts authenticate to each other with it: every member's machine needs this file)`);
+    const peerKey = peerAuthKey(readPeerSecret(this.fleet.dir));
+    const others = this.fleet.members.filter((m) => m.id !== this.o.member);
+    this.rows = rowsEndpoint(this.o.member, () => this.vault, new PeerAuthVerifier(peerKey, new Set(others.map((m) => m.id))), this.log);
     const node = await FleetVaultNode.open(
       {
         device: { dir, member: this.o.member, n: this.fleet.members.length, ...MEMBER_TIMING, auth, operatorKeyHash, ...(this.o.token && { token: this.o.token }), pins: this.o.tokenPins ?? { operatorDir: memberTokenOperatorDir(this.fleet.dir, this.o.member) }, log: this.log },
@@ -284,6 +295,7 @@ export class MemberHost {
         send: (_to, msg) => this.transport?.send(msg),
         onFault: (f) => (this.refused[f] = (this.refused[f] ?? 0) + 1),
         leaderUrl: () => this.leaderUrl(this.vault?.status() ?? undefined),
+        catchUp: { key: peerKey, sources: (own) => copySources(others.map((m) => ({ member: m.id, api: `http://${formatEndpoint(m.api)}` })), own) },
         log: this.log,
       },
       this.now,
@@ -439,6 +451,7 @@ export class MemberHost {
       return reply({ status: 200, body: this.status() });
     }
     if (this.serving === 'vault') {
+      if (url === ROWS_PATH) return this.rows ? this.rows(req, res) : reply(serviceError('NOT_READY'));
       if (url === '/fleet/ops') return reply({ status: 409, body: { error: { code: 'VAULT_SERVED', num: 0, message: 'this member serves the vault, whose batches are its log\'s entries: the replication test API (/fleet/ops) runs only on a member started with --replication-test' } } });
       if (!this.routes) return reply(serviceError('NOT_READY'));
       return this.routes.listener(req, res);

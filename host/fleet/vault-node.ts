@@ -11,7 +11,13 @@
  *              still pending after COMMIT_TIMEOUT_MS, refused, so the engine stops and the device
  *              reboots from its NVRAM, state.bin and store, which settles the batch);
  *   follower   every committed batch its vault has not applied (`nextToApply`), in order: the
- *              stored rows it names read, Apply, persisted, Commit.
+ *              stored rows it names read, Apply, persisted, Commit;
+ *   behind     (its log folded batches its vault never applied: `status().behind`) a catch-up by
+ *              stored rows: another member's rows downloaded into a staging file (row-copy.ts),
+ *              the device booted on that file (it takes the rows only if their record index is a
+ *              batch its log holds committed, and then moves its NVRAM there; else it refuses
+ *              and keeps its state), and only once it took them, the rows written over the
+ *              member's own store and the device booted on it again; tried again with backoff.
  * Client operations are taken only by the leader whose vault has applied every batch of the log;
  * another member refuses them before they reach its device (421 NOT_LEADER naming the leader, or
  * 503 NOT_READY while it catches up), so a refused operation charged nothing.
@@ -20,10 +26,15 @@ import { Handling } from '../../enclave/api/codes.ts';
 import type { Device } from '../../enclave/api/device.ts';
 import { FleetVaultDevice, MAX_OPS_PER_BATCH, type Fate, type VaultDeviceOptions, type VaultDeviceStatus } from '../../hsm/fleet/device.ts';
 import { ServiceError } from '../service/error-codes.ts';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { openStore } from '../storage/index.ts';
+import { openSqliteStore } from '../storage/sqlite.ts';
 import type { BatchWrite, RecordStore, StoredAuditEvent } from '../storage/types.ts';
 import { EnclaveCallError, PartitionEngine, type OpResult } from '../vault/engine.ts';
 import type { VaultInfo } from '../vault/vault-host.ts';
+import { downloadRows, removeStaging, STAGING_DONE, stagingPath, type Peer } from './row-copy.ts';
+import type { RowsSource } from './rows-endpoint.ts';
 
 /** How long a leader's batch may wait for the fleet's commit before the engine gives it up. */
 export const COMMIT_TIMEOUT_MS = 10_000;
@@ -38,6 +49,13 @@ export interface VaultNodeOptions {
   readonly onFault?: (name: string) => void;
   /** The leader's client URL, when this member knows one that is not itself. */
   readonly leaderUrl: () => string | null;
+  /** Catch-up by stored rows (absent: a member that is behind waits). */
+  readonly catchUp?: {
+    /** The members to ask, best first, given this member's applied batch (row-copy.ts copySources). */
+    readonly sources: (ownBatch: number) => Promise<Peer[]>;
+    /** The key of this member's peer credentials (peer-auth.ts peerAuthKey). */
+    readonly key: Uint8Array;
+  };
   readonly log: (line: string) => void;
 }
 
@@ -46,6 +64,8 @@ class FleetCommitStore implements RecordStore {
   constructor(
     private readonly inner: RecordStore,
     private readonly settled: (epoch: number) => Promise<Fate>,
+    /** Runs a store write once no copy of the rows is being served (FleetVaultNode.pauseWrites). */
+    private readonly gate: <T>(write: () => Promise<T>) => Promise<T>,
   ) {}
   get kind() {
     return this.inner.kind;
@@ -57,7 +77,7 @@ class FleetCommitStore implements RecordStore {
     const fate = await this.settled(epoch);
     // not committed: nothing persisted; the answers stay in the device, and it reboots (the batch's guesses were not charged by a majority, or will be found committed at load)
     if (fate !== 'committed') throw new ServiceError('UNAVAILABLE', { retryAfterSeconds: 1, cause: new Error(`the fleet did not commit batch ${epoch} (${fate})`) });
-    return this.inner.applyBatch(p, epoch, writes, audit);
+    return this.gate(() => this.inner.applyBatch(p, epoch, writes, audit));
   }
   appliedEpoch(p: number) {
     return this.inner.appliedEpoch(p);
@@ -79,7 +99,12 @@ class FleetCommitStore implements RecordStore {
   }
 }
 
-export class FleetVaultNode {
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
+/** The longest wait between two catch-up attempts. */
+export const CATCH_UP_MAX_BACKOFF_MS = 30_000;
+
+export class FleetVaultNode implements RowsSource {
   private device: FleetVaultDevice | null = null;
   private engine: PartitionEngine | null = null;
   private rebooting: Promise<void> | null = null;
@@ -87,6 +112,14 @@ export class FleetVaultNode {
   private closed = false;
   private now = 0;
   private readonly waiters = new Set<() => void>();
+  /** Copies of the rows being served (writes wait), and store writes in progress. */
+  private paused = 0;
+  private writing = 0;
+  private copying = false;
+  private copyAttempts = 0;
+  private nextCopyAt = 0;
+  /** Catch-ups by stored rows that ended with the device taking the copy. */
+  caughtUp = 0;
   /** Batches applied as a follower since start. */
   applied = 0;
   /** The last failure of the apply loop, if any. */
@@ -103,7 +136,7 @@ export class FleetVaultNode {
     const node = new FleetVaultNode(o, store);
     node.now = now;
     try {
-      await node.boot();
+      await node.bootFinishingCopy(true);
     } catch (e) {
       await store.close();
       throw e;
@@ -124,7 +157,7 @@ export class FleetVaultNode {
         }
       },
     };
-    const engine = new PartitionEngine(flushing, new FleetCommitStore(this.store, (e) => this.settled(device, e)), 0, 10_000, MAX_OPS_PER_BATCH);
+    const engine = new PartitionEngine(flushing, new FleetCommitStore(this.store, (e) => this.settled(device, e), (w) => this.gate(w)), 0, 10_000, MAX_OPS_PER_BATCH);
     engine.onFailure = (e) => {
       this.o.log(`vault: a batch was not committed by the fleet (${e instanceof Error ? e.message : String(e)}); rebooting the device`);
       void this.reboot();
@@ -142,19 +175,52 @@ export class FleetVaultNode {
     this.flush();
   }
 
-  /** A device reboot (a new incarnation from state.bin, NVRAM and store), as a process restart would do. */
-  private reboot(): Promise<void> {
+  /**
+   * A boot (at start, or again after a reboot). A staging copy marked whole (row-copy.ts) may have been taken by the device
+   * before the process stopped, with the member's store not yet rewritten: when the device
+   * refuses the store, it is booted on the copy, and if it takes that, the copy finishes. At
+   * start (`atStart`), an unmarked copy (a download cut short) is deleted.
+   */
+  private async bootFinishingCopy(atStart: boolean): Promise<void> {
+    const dir = this.o.device.dir;
+    if (!existsSync(path.join(dir, STAGING_DONE))) {
+      if (atStart) removeStaging(dir);
+      return this.boot();
+    }
+    try {
+      await this.boot();
+    } catch (e) {
+      try {
+        await this.checkStaging();
+      } catch {
+        throw e;
+      }
+      this.o.log('vault: the device holds the state of the copied rows of a catch-up that stopped midway; writing them into the store');
+      await this.copyStagingIntoStore();
+      removeStaging(dir);
+      return this.boot();
+    }
+    removeStaging(dir);
+  }
+
+  /** A device reboot (a new incarnation from state.bin, NVRAM and store), as a process restart would do; `between` runs while the device is down. */
+  private reboot(between?: () => Promise<void>): Promise<void> {
     this.rebooting ??= (async () => {
       const engine = this.engine;
       const device = this.device;
       this.engine = null;
       this.device = null;
       this.wake();
-      await Promise.race([engine?.close(), new Promise((r) => setTimeout(r, 2000))]);
+      await Promise.race([engine?.close(), sleep(2000)]);
       device?.close();
+      try {
+        await between?.();
+      } catch (e) {
+        this.o.log(`vault: ${message(e)}`);
+      }
       while (!this.closed) {
         try {
-          await this.boot();
+          await this.bootFinishingCopy(false);
           return;
         } catch (e) {
           this.o.log(`vault: the device did not boot again (${e instanceof Error ? e.message : String(e)}); trying again`);
@@ -205,6 +271,145 @@ export class FleetVaultNode {
     this.flush();
     this.wake();
     void this.applyLoop();
+    this.maybeCatchUp();
+  }
+
+  // ---- catch-up by stored rows (docs/fleet-vault.md) ---------------------------------------------
+
+  private maybeCatchUp(): void {
+    if (!this.o.catchUp || this.copying || this.rebooting || this.closed || Date.now() < this.nextCopyAt) return;
+    if (!this.device?.status().behind) return;
+    this.copying = true;
+    void this.catchUpOnce().finally(() => (this.copying = false));
+  }
+
+  /** One attempt: a copy from the first source that serves one, the device's verdict, one log line. */
+  private async catchUpOnce(): Promise<void> {
+    const c = this.o.catchUp!;
+    const own = this.device?.status();
+    if (!own?.behind) return;
+    const n = ++this.copyAttempts;
+    let outcome: string;
+    try {
+      outcome = await this.copyFromSources(c, own.appliedBatch);
+    } catch (e) {
+      outcome = `failed: ${message(e)}`;
+    }
+    const behind = this.device?.status().behind ?? true;
+    if (!behind && outcome.startsWith('took')) {
+      this.caughtUp++;
+      this.copyAttempts = 0;
+      this.nextCopyAt = 0;
+    } else {
+      this.nextCopyAt = Date.now() + Math.min(CATCH_UP_MAX_BACKOFF_MS, 1000 * 2 ** Math.min(n - 1, 5));
+      if (outcome.startsWith('took')) outcome += ', yet the device is still behind';
+    }
+    this.o.log(`vault: catch-up by stored rows, attempt ${n}: ${outcome}${behind ? ` (next in ${Math.round((this.nextCopyAt - Date.now()) / 1000)} s)` : ''}`);
+  }
+
+  private async copyFromSources(c: NonNullable<VaultNodeOptions['catchUp']>, ownBatch: number): Promise<string> {
+    const sources = await c.sources(ownBatch);
+    if (sources.length === 0) return `no member to copy from (none normal, not behind and past batch ${ownBatch})`;
+    const tried: string[] = [];
+    for (const src of sources) {
+      let got: { appliedBatch: number; rows: number };
+      try {
+        got = await downloadRows(this.o.device.dir, src, this.o.device.member, c.key);
+      } catch (e) {
+        tried.push(message(e));
+        continue;
+      }
+      if (this.rebooting || this.closed) {
+        removeStaging(this.o.device.dir);
+        return 'the device was rebooting; the copy is dropped';
+      }
+      let refused: string | null = null;
+      await this.reboot(async () => {
+        try {
+          await this.checkStaging();
+        } catch (e) {
+          refused = message(e);
+          removeStaging(this.o.device.dir);
+          return;
+        }
+        await this.copyStagingIntoStore();
+        removeStaging(this.o.device.dir);
+      });
+      if (refused !== null) return `the device refused ${got.rows} rows at batch ${got.appliedBatch} from member ${src.member} (${refused}); its own rows are kept`;
+      return `took ${got.rows} rows at batch ${got.appliedBatch} from member ${src.member}`;
+    }
+    return `no copy arrived: ${tried.join('; ')}`;
+  }
+
+  /**
+   * Boots a device on the staging copy (a plain engine: nothing is submitted) and takes it down
+   * again. Resolves when the device took the rows (its NVRAM now at the copy's batch); throws its
+   * refusal (RollbackDetected: not a state its log names), its NVRAM unchanged.
+   */
+  private async checkStaging(): Promise<void> {
+    const staging = await openSqliteStore(stagingPath(this.o.device.dir));
+    let device: FleetVaultDevice | null = null;
+    let engine: PartitionEngine | null = null;
+    try {
+      device = await FleetVaultDevice.open(this.o.device, this.now);
+      engine = new PartitionEngine(device.device, staging, 0, 10_000, MAX_OPS_PER_BATCH);
+      await engine.start();
+    } finally {
+      if (engine) await Promise.race([engine.close(), sleep(2000)]);
+      device?.close();
+      await staging.close();
+    }
+  }
+
+  /** The staging copy written over the member's store: its rows, rows it does not hold emptied (deleted), its applied batch. */
+  private async copyStagingIntoStore(): Promise<void> {
+    const staging = await openSqliteStore(stagingPath(this.o.device.dir));
+    try {
+      const epoch = (await staging.appliedEpoch(0)) ?? 0;
+      for await (const chunk of this.store.scan(0, 256)) {
+        const there = await staging.getMany(0, chunk.map((r) => r.recordId));
+        const gone = chunk.filter((r, i) => r.blob.length > 0 && !there[i]?.blob.length).map((r) => ({ recordId: r.recordId, blob: new Uint8Array(0) }));
+        if (gone.length) await this.store.applyBatch(0, epoch, gone, []);
+      }
+      for await (const chunk of staging.scan(0, 256)) await this.store.applyBatch(0, epoch, chunk.map((r) => ({ recordId: r.recordId, blob: r.blob })), []);
+      await this.store.applyBatch(0, epoch, [], []);
+    } finally {
+      await staging.close();
+    }
+  }
+
+  // ---- serving a copy of the rows (rows-endpoint.ts) ---------------------------------------------
+
+  rowsRefusal(): string | null {
+    const d = this.device;
+    if (!d || !this.engine || this.rebooting || this.closed) return 'its vault is not up';
+    if (d.isLeader()) return 'it leads the fleet';
+    if (d.status().behind) return 'it is behind itself';
+    return null;
+  }
+
+  async pauseWrites(): Promise<{ store: RecordStore; release: () => void }> {
+    this.paused++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.paused--;
+      void this.applyLoop();
+    };
+    while (this.writing > 0 && !this.closed) await sleep(5);
+    return { store: this.store, release };
+  }
+
+  /** A store write, once no copy is being served. */
+  private async gate<T>(write: () => Promise<T>): Promise<T> {
+    while (this.paused > 0 && !this.closed) await sleep(10);
+    this.writing++;
+    try {
+      return await write();
+    } finally {
+      this.writing--;
+    }
   }
 
   status(): VaultDeviceStatus | null {
@@ -213,7 +418,7 @@ export class FleetVaultNode {
 
   /** A follower's host: the log's committed batches its vault has not applied, in order (Apply, persist, Commit). */
   private async applyLoop(): Promise<void> {
-    if (this.applying) return;
+    if (this.applying || this.paused > 0) return;
     const engine = this.engine;
     const device = this.device;
     if (!engine || !device) return;
@@ -234,7 +439,7 @@ export class FleetVaultNode {
           throw e;
         }
         taken = true;
-        await this.store.applyBatch(0, b.epoch, prepared.writes, prepared.audit);
+        await this.gate(() => this.store.applyBatch(0, b.epoch, prepared.writes, prepared.audit));
         await engine.call({ type: 'Commit', epoch: b.epoch });
         taken = false;
         this.applied++;

@@ -5,7 +5,7 @@
  * after an interruption; the CLI keeps the contract (exit codes, --json).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEV_FLEET_ISSUER, FLEET_FILE, FleetConfigError, checkFleetConfig, fleetJson, initFleet, memberDir, parseEndpoint, readFleetConfig } from '../../../host/fleet/config.ts';
@@ -94,7 +94,9 @@ describe('fleet init', () => {
     expect(r.devOperatorSecret).toBe(join(dir, 'auth', 'operator.secret'));
     const withKey = join(tmp(), 'h');
     expect((await initFleet({ dir: withKey, members: 3, authIssuers: [join(keys, 'issuer.pub')], operatorKeyFile: join(keys, 'op.key') })).devOperatorSecret).toBeUndefined();
-    expect(existsSync(join(withKey, 'auth'))).toBe(false);
+    // no development secret: only the fleet's peer secret, which every fleet has
+    expect(readdirSync(join(withKey, 'auth'))).toEqual(['peer.secret']);
+    expect(statSync(join(withKey, 'auth', 'peer.secret')).mode & 0o777).toBe(0o600);
     expect(readFleetConfig(join(dir, FLEET_FILE)).auth.issuers).toEqual([join(keys, 'issuer.pub')]);
 
     writeFileSync(join(keys, 'bad.pub'), '{"kty":"RSA"}');

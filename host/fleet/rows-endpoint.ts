@@ -1,0 +1,115 @@
+/**
+ * `GET /fleet/rows` on a member's api address: its stored vault rows, for another member's host
+ * that catches up by stored rows (docs/fleet-vault.md, "Catch-up by stored rows"). Record ids are
+ * the users' ids: only a member's host holding the fleet's peer secret is answered
+ * (peer-auth.ts), before anything else is read or said.
+ *
+ * The answer is one consistent copy at one applied batch: the serving host pauses every write to
+ * its store (its apply loop, a late leader batch) for the whole stream, so the rows are exactly
+ * the state after the batch the header names. A member that leads (its batches would wait on the
+ * copy) or is behind itself answers 409 ROWS_NOT_SERVED; the copier asks another. One copy at a
+ * time (503 ROWS_BUSY). The stream, NDJSON (`application/x-ndjson`), live rows in record id order:
+ *
+ *   {"format":"bkv-rows/1","member":1,"partition":0,"appliedBatch":41}
+ *   {"id":"<base64url>","blob":"<base64url>"}            one per stored row with a blob
+ *   {"end":true,"rows":2}                                 the framing's end: a copy without it is truncated
+ *
+ * Nothing here is trusted by the receiver: its device takes the rows only if their record index
+ * is a batch its own log holds committed (enclave/vault/vault.ts loadEnd).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { once } from 'node:events';
+import type { RecordStore } from '../storage/types.ts';
+import { ServiceError } from '../service/error-codes.ts';
+import { sendError, sendJson } from '../service/http.ts';
+import { PEER_AUTH_SCHEME, type PeerAuthVerifier } from './peer-auth.ts';
+
+export const ROWS_PATH = '/fleet/rows';
+export const ROWS_FORMAT = 'bkv-rows/1';
+export const ROWS_CONTENT_TYPE = 'application/x-ndjson';
+/** Rows read from the store at once while streaming. */
+const SCAN_CHUNK = 512;
+/** A copier that reads nothing for this long is cut off (the store's writes wait while a copy streams). */
+export const STALL_TIMEOUT_MS = 30_000;
+
+/** The rows endpoint's refusals: `{ error: { code, num, message } }`. Stable numbers; add at the end. */
+export const RowsError = {
+  PEER_AUTH_REQUIRED: { num: 6101, status: 401, message: 'this route is for the fleet\'s members: a peer credential is required' },
+  PEER_AUTH_REFUSED: { num: 6102, status: 403, message: 'the peer credential is refused' },
+  PEER_AUTH_BUSY: { num: 6103, status: 503, message: 'too many peer credentials in the window; retry later' },
+  ROWS_NOT_SERVED: { num: 6104, status: 409, message: 'this member serves no copy of its rows now; ask a follower that is not behind' },
+  ROWS_BUSY: { num: 6105, status: 503, message: 'a copy of the rows is being served; retry later' },
+} as const;
+export type RowsErrorName = keyof typeof RowsError;
+
+export function sendRowsError(res: ServerResponse, code: RowsErrorName, why?: string): void {
+  const e = RowsError[code];
+  const headers: Record<string, string> = { connection: 'close' };
+  if (e.status === 401) headers['www-authenticate'] = PEER_AUTH_SCHEME;
+  if (e.status === 503) headers['retry-after'] = '1';
+  sendJson(res, e.status, { error: { code, num: e.num, message: why ? `${e.message} (${why})` : e.message } }, headers);
+}
+
+/** What the endpoint needs of the member's vault (vault-node.ts FleetVaultNode). */
+export interface RowsSource {
+  /** Why this member serves no copy now (it leads, it is behind, its vault is not up), or null. */
+  rowsRefusal(): string | null;
+  /** Stops every write to the store until `release`; resolves once none is in progress. */
+  pauseWrites(): Promise<{ store: RecordStore; release: () => void }>;
+}
+
+export function rowsEndpoint(self: number, source: () => RowsSource | null, verifier: PeerAuthVerifier, log: (line: string) => void): (req: IncomingMessage, res: ServerResponse) => void {
+  let serving = false;
+  return (req, res) => {
+    const method = req.method ?? 'GET';
+    const raw = req.url ?? '';
+    // the credential before anything else: a stranger learns nothing but 401/403
+    const header = req.headers.authorization;
+    const auth = verifier.check(Array.isArray(header) ? header[0] : header, method, raw);
+    if (!auth.ok) return sendRowsError(res, auth.code, auth.why);
+    if (method !== 'GET') return sendError(res, new ServiceError('METHOD_NOT_ALLOWED', { allow: 'GET' }), true);
+    if (raw !== ROWS_PATH) return sendError(res, new ServiceError('BAD_REQUEST', { field: 'query' }), true);
+    if (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) !== 0) return sendError(res, new ServiceError('PAYLOAD_TOO_LARGE'), true);
+    const s = source();
+    const why = s ? s.rowsRefusal() : 'the vault is not up';
+    if (why !== null || !s) return sendRowsError(res, 'ROWS_NOT_SERVED', why ?? undefined);
+    if (serving) return sendRowsError(res, 'ROWS_BUSY');
+    serving = true;
+    void stream(s, self, auth.member, res, log).finally(() => (serving = false));
+  };
+}
+
+async function stream(s: RowsSource, self: number, to: number, res: ServerResponse, log: (line: string) => void): Promise<void> {
+  const { store, release } = await s.pauseWrites();
+  let rows = 0;
+  try {
+    const appliedBatch = (await store.appliedEpoch(0)) ?? 0;
+    res.writeHead(200, { 'content-type': ROWS_CONTENT_TYPE, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+    const write = async (line: string) => {
+      if (!res.write(line + '\n')) {
+        let timer: NodeJS.Timeout | undefined;
+        const stalled = new Promise<'stalled'>((r) => (timer = setTimeout(() => r('stalled'), STALL_TIMEOUT_MS)));
+        const why = await Promise.race([once(res, 'drain'), once(res, 'close'), stalled]);
+        clearTimeout(timer);
+        if (why === 'stalled') throw new Error(`the copier read nothing for ${STALL_TIMEOUT_MS / 1000} s`);
+        if (res.destroyed) throw new Error('the copier went away');
+      }
+    };
+    await write(JSON.stringify({ format: ROWS_FORMAT, member: self, partition: 0, appliedBatch }));
+    for await (const chunk of store.scan(0, SCAN_CHUNK)) {
+      for (const r of chunk) {
+        if (r.blob.length === 0) continue; // a tombstone: absent at the copier too
+        await write(JSON.stringify({ id: Buffer.from(r.recordId).toString('base64url'), blob: Buffer.from(r.blob).toString('base64url') }));
+        rows++;
+      }
+    }
+    await write(JSON.stringify({ end: true, rows }));
+    res.end();
+    log(`served a copy of ${rows} stored rows at batch ${appliedBatch} to member ${to}`);
+  } catch (e) {
+    log(`a copy of the stored rows for member ${to} stopped after ${rows} rows: ${e instanceof Error ? e.message : String(e)}`);
+    res.destroy();
+  } finally {
+    release();
+  }
+}
