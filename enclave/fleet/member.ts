@@ -155,6 +155,18 @@ export class Member {
   }
 
   /**
+   * This member leads but can not serve (its vault is behind the log: enclave/vault/fleet-seat.ts
+   * `behind`): it starts the view change to the next view, whose leader is another member, rather
+   * than hold the lead until a failover timeout. Safe as any view change; a no-op unless it leads.
+   */
+  stepDown(now: number): Output {
+    const c = this.c;
+    c.begin(now);
+    if (c.isLeader()) startViewChange(c, c.d.view + 1);
+    return c.end();
+  }
+
+  /**
    * A message from another member, through the (untrusted) network: its header read, then who sent
    * it, to whom and once, its MAC over the exact bytes, and only then its body decoded
    * (docs/fleet.md, "What a member checks"). Every refusal is one `FleetFault` in the output.

@@ -132,6 +132,9 @@ export class FleetSeat {
   }
   tick(): void {
     this.take(this.member.tick(this.clock()));
+    // a vault that is behind neither applies nor computes a batch: as leader it would hold the
+    // fleet up until it copied rows, so it hands the lead on (docs/fleet-vault.md)
+    if (this.member.isLeader() && this.behind()) this.take(this.member.stepDown(this.clock()));
   }
   takeOutbox(): Uint8Array[] {
     const out = this.outbox;

@@ -49,8 +49,8 @@ export const VAULT_NVRAM_FILE = 'nvram-0.bin';
 /**
  * Committed entries a member's log keeps behind its commit point (enclave/fleet/log.ts compact):
  * a member that was down catches up by entries while the others hold the batches it missed;
- * further behind it gets a snapshot, which carries no vault rows (catch-up by stored rows is not
- * built yet: docs/fleet-vault.md "Slices").
+ * further behind it gets a snapshot, which carries no vault rows, and its host catches it up by
+ * stored rows (docs/fleet-vault.md "Catch-up with millions of records").
  */
 export const VAULT_LOG_KEEP = 32;
 
@@ -68,8 +68,8 @@ export interface VaultDeviceStatus extends DeviceStatus {
   readonly appliedBatch: number;
   /**
    * The log folded batches this vault never applied (a snapshot or a re-form): it neither applies
-   * nor leads until its host copies rows from another member (catch-up by stored rows), which
-   * this host does not do yet.
+   * nor leads (leading a view, it hands the lead on) until its host copies rows from another
+   * member (catch-up by stored rows: host/fleet/row-copy.ts).
    */
   readonly behind: boolean;
 }

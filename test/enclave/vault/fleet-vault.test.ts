@@ -234,6 +234,26 @@ describe('the vault on the fleet log', () => {
     expect(await untilDone(() => c.status(te.encode('s5')))).toMatchObject({ type: 'StatusResult', attemptsRemaining: 3 });
     expect(f.applyErrors).toEqual([]);
 
+    // a view that falls to it: it hands the lead on at once (FleetSeat.tick), so the fleet is never
+    // left with a leader that computes no batch; cut the leader off until the views pass its turn
+    const turns: number[] = [];
+    for (let k = 0; k < 4 && !turns.some((v) => v % w.n === f.id); k++) {
+      const cur = w.leader()!;
+      const from = cur.seat!.member.view;
+      w.cut.add(cur.id);
+      await w.until(() => {
+        const x = w!.leader();
+        return x !== null && x !== cur;
+      }, 'a leader on the other side');
+      const next = w.leader()!;
+      expect(next, 'a member that is behind leads').not.toBe(f);
+      for (let v = from + 1; v <= next.seat!.member.view; v++) turns.push(v);
+      w.cut.delete(cur.id);
+      await w.until(() => cur.seat!.member.view >= next.seat!.member.view && cur.seat!.member.status === 'normal', 'the cut-off member to follow again');
+    }
+    expect(turns.some((v) => v % w.n === f.id), `the views passed its turn (${turns.join(',')})`).toBe(true);
+    expect(f.seat!.behind()).toBe(true);
+
     // catch-up by stored rows: rows of an older state are refused (the device keeps its own) ...
     const other = w.members.find((m) => m !== f && m !== w!.leader())!;
     const before = f.seat!.appliedEpoch;
