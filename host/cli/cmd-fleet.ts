@@ -68,18 +68,18 @@ async function init(p: Parsed, out: Output): Promise<number> {
   const storeTemplate = p.opts.get('store-template');
   if (storeTemplate !== undefined) usage(() => storesFromTemplate(storeTemplate, members));
   const { fleet, devIssuerKey, devOperatorSecret } = await initFleet({ dir, members, host, basePort, authIssuers: p.all.get('auth-issuer') ?? [], ...(operatorKeyFile !== undefined && { operatorKeyFile }), ...(storeTemplate !== undefined && { storeTemplate }) });
-  const list = fleet.members.map((m) => ({ id: m.id, api: formatEndpoint(m.api), peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id), store: storeText(fleet, m.id) }));
+  const list = fleet.members.map((m) => ({ id: m.id, api: formatEndpoint(m.api), peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id), ...(m.store !== undefined && { store: storeText(fleet, m.id) }) }));
   out.set({ file: fleet.file, fleetId: fleet.fleetId, members: list, ...(devIssuerKey && { devIssuerKey }), ...(devOperatorSecret && { devOperatorSecret }) });
   if (!out.json) {
     console.log(`fleet ${fleet.fleetId}: ${fleet.file}`);
-    for (const m of list) console.log(`  member ${m.id}: clients ${m.api}, members ${m.peer}, data ${m.data}, store ${m.store}`);
+    for (const m of list) console.log(`  member ${m.id}: clients ${m.api}, members ${m.peer}, data ${m.data}, store ${storeText(fleet, m.id)}`);
   }
   if (devIssuerKey) console.error(`bkv: development issuer (tokens: bkv auth token --issuer-key ${devIssuerKey} --id ID)`);
   if (devOperatorSecret) console.error(`bkv: development operator secret ${devOperatorSecret} (the members' key ceremony): keep your own apart from the fleet folder (--operator-key-file)`);
   return 0;
 }
 
-/** Member `id`'s store as printed: its PostgreSQL URL without user information, or its SQLite file. */
+/** Member `id`'s store as printed: its PostgreSQL URL without user information, or its SQLite file (in --json only a PostgreSQL store is listed). */
 function storeText(fleet: LoadedFleet, id: number): string {
   const store = fleet.members[id]!.store;
   return store === undefined ? path.join(memberDir(fleet, id), DEFAULT_SQLITE_FILE) : scrubCredentials(store);
@@ -114,8 +114,8 @@ async function up(p: Parsed, out: Output): Promise<number> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  const list = fleet.members.map((m, i) => ({ id: m.id, api: `http://${formatEndpoint(m.api)}`, peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id), store: storeText(fleet, m.id), pid: children[i]!.pid }));
-  for (const m of list) console.error(`bkv: member ${m.id} (pid ${m.pid}): clients ${m.api}, members ${m.peer}, data ${m.data}, store ${m.store}`);
+  const list = fleet.members.map((m, i) => ({ id: m.id, api: `http://${formatEndpoint(m.api)}`, peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id), ...(m.store !== undefined && { store: storeText(fleet, m.id) }), pid: children[i]!.pid }));
+  for (const m of list) console.error(`bkv: member ${m.id} (pid ${m.pid}): clients ${m.api}, members ${m.peer}, data ${m.data}, store ${storeText(fleet, m.id)}`);
   console.error(`bkv: bkv fleet status ${fleet.dir} shows their state; Ctrl-C stops them all`);
   out.set({ status: 'started', file: fleet.file, members: list });
   out.emit({});
