@@ -44,11 +44,24 @@ function claimKey(schema: string): number {
  * not be reached. No message carries the URL's credentials.
  */
 export async function claimPostgresStore(url: string, holder: string, onLost: (e: Error) => void): Promise<StoreClaim> {
-  const u = new URL(url);
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    // no cause: the URL parser's error carries the input, password included
+    throw new StoreClaimError('the store URL is not a valid postgres:// URL');
+  }
+  const decoded = (v: string) => {
+    try {
+      return decodeURIComponent(v);
+    } catch {
+      return v; // a malformed escape: kept as written
+    }
+  };
   const schema = u.searchParams.get('schema') ?? 'public';
   u.searchParams.delete('schema');
-  const database = decodeURIComponent(u.pathname.replace(/^\//, ''));
-  const secrets = u.password === '' ? [] : [u.password, decodeURIComponent(u.password)];
+  const database = decoded(u.pathname.replace(/^\//, ''));
+  const secrets = u.password === '' ? [] : [u.password, decoded(u.password)];
   const key = claimKey(schema);
   const client = new pg.Client({ connectionString: u.toString(), application_name: holder.slice(0, 63), connectionTimeoutMillis: 10_000, keepAlive: true });
   let released = false;
