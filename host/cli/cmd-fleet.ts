@@ -1,9 +1,12 @@
 /**
  * `bkv fleet`: a fleet's folder, its member processes and their state (host/fleet/, docs/fleet.md).
  *   bkv fleet init --members 3|5|7 --dir DIR [--host 127.0.0.1] [--base-port 7400] [--auth-issuer FILE.pub ...] [--operator-key-file F]
+ *                  [--store-template postgres://USER@HOST:PORT/bkv_fleet_{member}]
  *       writes DIR/fleet.json (the members, their client and peer addresses, their data folders
- *       DIR/member-<i>/), without --auth-issuer a development issuer in DIR/auth/, and without
- *       --operator-key-file a development operator secret DIR/auth/operator.secret (mode 0600)
+ *       DIR/member-<i>/, with --store-template each member's own PostgreSQL store, `{member}`
+ *       replaced by its id; without, SQLite in each member's folder), without --auth-issuer a
+ *       development issuer in DIR/auth/, and without --operator-key-file a development operator
+ *       secret DIR/auth/operator.secret (mode 0600)
  *   bkv fleet up DIR [--operator-key-file F]
  *       every member as a child process (`bkv serve --fleet DIR/fleet.json --member I`), for
  *       development: prints where each listens, restarts none, SIGINT/SIGTERM stop them all
@@ -14,13 +17,15 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { DEFAULT_BASE_PORT, DEFAULT_FLEET_HOST, FLEET_FILE, FLEET_SIZES, FleetConfigError, checkHost, formatEndpoint, initFleet, memberDir, parseEndpoint, readFleetConfig, type Endpoint, type LoadedFleet } from '../fleet/config.ts';
+import { DEFAULT_BASE_PORT, DEFAULT_FLEET_HOST, FLEET_FILE, FLEET_SIZES, FleetConfigError, checkHost, formatEndpoint, initFleet, memberDir, parseEndpoint, readFleetConfig, storesFromTemplate, type Endpoint, type LoadedFleet } from '../fleet/config.ts';
+import { DEFAULT_SQLITE_FILE } from '../storage/index.ts';
 import { MemberHost, OperatorSecretError, readOperatorSecretFile, type MemberStatusJson } from '../fleet/member-host.ts';
 import { intOption, parseArgs, required, UsageError, type Parsed } from './args.ts';
 import { limit as rateLimit } from './cmd-serve.ts';
 import { CliError, EXIT, describeError } from './exit-codes.ts';
 import { unknownWord } from './help.ts';
 import type { Output } from './output.ts';
+import { scrubCredentials } from './redact.ts';
 
 const usage = <T>(fn: () => T): T => {
   try {
@@ -31,7 +36,7 @@ const usage = <T>(fn: () => T): T => {
 };
 
 export async function fleetCommand(argv: string[], out: Output): Promise<number> {
-  const p = parseArgs(argv, { options: ['members', 'dir', 'host', 'base-port', 'auth-issuer', 'operator-key-file'] });
+  const p = parseArgs(argv, { options: ['members', 'dir', 'host', 'base-port', 'auth-issuer', 'operator-key-file', 'store-template'] });
   const verb = p.positional[0];
   switch (verb) {
     case 'init':
@@ -51,7 +56,7 @@ function only(p: Parsed, verb: string, allowed: readonly string[], positional: n
 }
 
 async function init(p: Parsed, out: Output): Promise<number> {
-  only(p, 'init', ['members', 'dir', 'host', 'base-port', 'auth-issuer', 'operator-key-file'], 0);
+  only(p, 'init', ['members', 'dir', 'host', 'base-port', 'auth-issuer', 'operator-key-file', 'store-template'], 0);
   const members = Number(required(p, 'members'));
   if (!FLEET_SIZES.includes(members)) throw new UsageError(`--members must be one of ${FLEET_SIZES.join(', ')}`);
   const dir = required(p, 'dir');
@@ -60,16 +65,24 @@ async function init(p: Parsed, out: Output): Promise<number> {
   const basePort = intOption(p, 'base-port', 1, 65535 - 2 * members + 1) ?? DEFAULT_BASE_PORT;
   const operatorKeyFile = p.opts.get('operator-key-file');
   if (operatorKeyFile !== undefined) usage(() => readOperatorSecretFile(operatorKeyFile));
-  const { fleet, devIssuerKey, devOperatorSecret } = await initFleet({ dir, members, host, basePort, authIssuers: p.all.get('auth-issuer') ?? [], ...(operatorKeyFile !== undefined && { operatorKeyFile }) });
-  const list = fleet.members.map((m) => ({ id: m.id, api: formatEndpoint(m.api), peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id) }));
+  const storeTemplate = p.opts.get('store-template');
+  if (storeTemplate !== undefined) usage(() => storesFromTemplate(storeTemplate, members));
+  const { fleet, devIssuerKey, devOperatorSecret } = await initFleet({ dir, members, host, basePort, authIssuers: p.all.get('auth-issuer') ?? [], ...(operatorKeyFile !== undefined && { operatorKeyFile }), ...(storeTemplate !== undefined && { storeTemplate }) });
+  const list = fleet.members.map((m) => ({ id: m.id, api: formatEndpoint(m.api), peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id), ...(m.store !== undefined && { store: storeText(fleet, m.id) }) }));
   out.set({ file: fleet.file, fleetId: fleet.fleetId, members: list, ...(devIssuerKey && { devIssuerKey }), ...(devOperatorSecret && { devOperatorSecret }) });
   if (!out.json) {
     console.log(`fleet ${fleet.fleetId}: ${fleet.file}`);
-    for (const m of list) console.log(`  member ${m.id}: clients ${m.api}, members ${m.peer}, data ${m.data}`);
+    for (const m of list) console.log(`  member ${m.id}: clients ${m.api}, members ${m.peer}, data ${m.data}, store ${storeText(fleet, m.id)}`);
   }
   if (devIssuerKey) console.error(`bkv: development issuer (tokens: bkv auth token --issuer-key ${devIssuerKey} --id ID)`);
   if (devOperatorSecret) console.error(`bkv: development operator secret ${devOperatorSecret} (the members' key ceremony): keep your own apart from the fleet folder (--operator-key-file)`);
   return 0;
+}
+
+/** Member `id`'s store as printed: its PostgreSQL URL without user information, or its SQLite file (in --json only a PostgreSQL store is listed). */
+function storeText(fleet: LoadedFleet, id: number): string {
+  const store = fleet.members[id]!.store;
+  return store === undefined ? path.join(memberDir(fleet, id), DEFAULT_SQLITE_FILE) : scrubCredentials(store);
 }
 
 /** DIR or DIR/fleet.json, read (a missing or damaged file: exit 1, FleetConfigError). */
@@ -101,8 +114,8 @@ async function up(p: Parsed, out: Output): Promise<number> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  const list = fleet.members.map((m, i) => ({ id: m.id, api: `http://${formatEndpoint(m.api)}`, peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id), pid: children[i]!.pid }));
-  for (const m of list) console.error(`bkv: member ${m.id} (pid ${m.pid}): clients ${m.api}, members ${m.peer}, data ${m.data}`);
+  const list = fleet.members.map((m, i) => ({ id: m.id, api: `http://${formatEndpoint(m.api)}`, peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id), ...(m.store !== undefined && { store: storeText(fleet, m.id) }), pid: children[i]!.pid }));
+  for (const m of list) console.error(`bkv: member ${m.id} (pid ${m.pid}): clients ${m.api}, members ${m.peer}, data ${m.data}, store ${storeText(fleet, m.id)}`);
   console.error(`bkv: bkv fleet status ${fleet.dir} shows their state; Ctrl-C stops them all`);
   out.set({ status: 'started', file: fleet.file, members: list });
   out.emit({});
@@ -177,6 +190,7 @@ const FLEET_SERVE_OPTIONS = ['fleet', 'member', 'peer-listen', 'api-listen', 'pe
 /**
  * `bkv serve --fleet DIR/fleet.json --member I [--peer-listen H:P] [--api-listen H:P] [--peer-via J=H:P ...] [--operator-key-file F]
  * [--store URL] [--record-limit R/B|off] [--address-limit R/B|off] [--replication-test]`: one member, until SIGTERM or SIGINT.
+ * Its store: `--store`, else the member's `store` in fleet.json, else SQLite vault.db in its folder.
  * It serves the vault's client API; `--replication-test` serves the replication layer's test API (/fleet/ops) instead.
  */
 export async function fleetServe(argv: string[], out: Output): Promise<number> {

@@ -163,15 +163,15 @@ export const COMMANDS: Record<string, CommandHelp> = {
     example: 'bkv fleet init --members 3 --dir ./fleet',
     verbs: {
       init: {
-        usage: 'bkv fleet init --members 3|5|7 --dir DIR [--host ADDR] [--base-port P] [--auth-issuer FILE.pub ...] [--operator-key-file F]',
+        usage: 'bkv fleet init --members 3|5|7 --dir DIR [--host ADDR] [--base-port P] [--auth-issuer FILE.pub ...] [--operator-key-file F] [--store-template postgres://USER@HOST:PORT/NAME_{member}]',
         about:
-          'Writes a new fleet folder: DIR/fleet.json (the fleet id; each member\'s client address host:P+2i, its address for the other members host:P+2i+1, its data folder DIR/member-<i>/), without --auth-issuer a development issuer key pair in DIR/auth/ (bkv auth token --issuer-key DIR/auth/issuer.key), and without --operator-key-file a development operator secret DIR/auth/operator.secret (mode 0600) for the members\' key ceremony. Defaults: --host 127.0.0.1, --base-port 7400. Never overwrites a fleet.json (exit 1); an interrupted run can be run again. --json: file, fleetId, members[{id, api, peer, data}], devIssuerKey, devOperatorSecret.',
+          'Writes a new fleet folder: DIR/fleet.json (the fleet id; each member\'s client address host:P+2i, its address for the other members host:P+2i+1, its data folder DIR/member-<i>/), without --auth-issuer a development issuer key pair in DIR/auth/ (bkv auth token --issuer-key DIR/auth/issuer.key), and without --operator-key-file a development operator secret DIR/auth/operator.secret (mode 0600) for the members\' key ceremony. Defaults: --host 127.0.0.1, --base-port 7400. Each member\'s vault store is SQLite vault.db in its data folder, unless --store-template gives each its own PostgreSQL database: {member} in the URL becomes the member\'s id (written to fleet.json as the member\'s store; a template without {member}, one that still gives two members one database and schema, or one with a password is refused, exit 2: give the password through PGPASSWORD or ~/.pgpass). The databases must exist (createdb); a member refuses to start on a missing one, or on one another running process holds. Never overwrites a fleet.json (exit 1); an interrupted run can be run again. --json: file, fleetId, members[{id, api, peer, data, store (a PostgreSQL store only)}], devIssuerKey, devOperatorSecret.',
         example: 'bkv fleet init --members 3 --dir ./fleet --base-port 7400',
       },
       up: {
         usage: 'bkv fleet up DIR [--operator-key-file F]',
         about:
-          'Starts every member of the fleet in DIR as a child process (bkv serve --fleet DIR/fleet.json --member I), for development: prints where each listens (clients, members, data folder, pid), restarts none, and SIGINT (Ctrl-C) or SIGTERM stops them all (exit 0 when they all stopped cleanly, 1 otherwise). On the first start the members run the key ceremony over their folders. --json: one object once started (status, file, members[{id, api, peer, data, pid}]).',
+          'Starts every member of the fleet in DIR as a child process (bkv serve --fleet DIR/fleet.json --member I), for development: prints where each listens (clients, members, data folder, store, pid), restarts none, and SIGINT (Ctrl-C) or SIGTERM stops them all (exit 0 when they all stopped cleanly, 1 otherwise). On the first start the members run the key ceremony over their folders. --json: one object once started (status, file, members[{id, api, peer, data, store (a PostgreSQL store only), pid}]).',
         example: 'bkv fleet up ./fleet',
       },
       status: {

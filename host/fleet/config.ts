@@ -11,9 +11,16 @@
  *     "auth": { "issuers": [ "auth/issuer.pub" ] }
  *   }
  *
+ * A member may name its vault's store, a PostgreSQL database of its own ("store":
+ * "postgres://USER@HOST:PORT/DATABASE[?schema=NAME]", host/storage/postgres.ts); without one its
+ * store is SQLite vault.db in its data folder. `bkv fleet init --store-template URL` writes them,
+ * `{member}` in the template replaced by each member's id (docs/fleet-vault.md "Each member's store").
+ *
  * Relative paths are relative to the file's folder. Reading is strict: an unknown key, a member
  * count that is not 3, 5 or 7, ids out of order, an endpoint used twice, a data path that leaves
- * the folder or is shared: each is a FleetConfigError naming the field.
+ * the folder or is shared, a store that is not a postgres:// URL, carries a password (the file
+ * holds no secret: PGPASSWORD or ~/.pgpass) or is another member's database and schema: each is a
+ * FleetConfigError naming the field.
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -51,6 +58,8 @@ export interface FleetMember {
   readonly peer: Endpoint;
   /** Its data folder (device NVRAM, token, storage), as written in the file. */
   readonly data: string;
+  /** Its vault's store, a PostgreSQL URL (absent: SQLite vault.db in its data folder). */
+  readonly store?: string;
 }
 
 export interface FleetConfig {
@@ -103,6 +112,46 @@ function checkDataPath(v: unknown, what: string): string {
   return v;
 }
 
+/** The placeholder of `--store-template`: each member's id. */
+export const STORE_TEMPLATE_MEMBER = '{member}';
+
+/**
+ * Where a member's PostgreSQL store lives: server, database and schema (host/storage/postgres.ts:
+ * `schema` defaults to public). Two members whose stores have the same place would write one
+ * records table: every member's store must be its own.
+ */
+export function storePlace(url: string, what: string): string {
+  if (typeof url !== 'string' || !/^postgres(ql)?:\/\//i.test(url) || url.length > 1000) throw new FleetConfigError(`${what}: expected a postgres:// URL (a member's store; without one, SQLite in its data folder)`);
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    // the URL parser's message repeats the input: not shown (it may carry a password)
+    throw new FleetConfigError(`${what}: not a valid postgres:// URL`);
+  }
+  if (u.password !== '' || u.searchParams.has('password')) throw new FleetConfigError(`${what}: the URL carries a password; fleet.json holds no secret (give it through PGPASSWORD or ~/.pgpass)`);
+  const database = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  if (database === '' || database.includes('/')) throw new FleetConfigError(`${what}: the URL names no database (postgres://USER@HOST:PORT/DATABASE)`);
+  const schema = u.searchParams.get('schema') ?? 'public';
+  return `${u.hostname.toLowerCase()}:${u.port || '5432'}/${database}?schema=${schema}`;
+}
+
+/**
+ * Each member's store from `template`, `{member}` replaced by its id; refused without `{member}`
+ * or when two members still get one database and schema (`{member}` only in another parameter).
+ */
+export function storesFromTemplate(template: string, members: number): string[] {
+  if (!template.includes(STORE_TEMPLATE_MEMBER)) {
+    throw new FleetConfigError(`--store-template: "${STORE_TEMPLATE_MEMBER}" is missing: every member needs a database of its own (postgres://USER@HOST/bkv_fleet_${STORE_TEMPLATE_MEMBER})`);
+  }
+  const stores = Array.from({ length: members }, (_, i) => template.split(STORE_TEMPLATE_MEMBER).join(String(i)));
+  const places = stores.map((s, i) => storePlace(s, `--store-template (member ${i})`));
+  if (new Set(places).size !== places.length) {
+    throw new FleetConfigError(`--store-template: two members get the same database and schema (${places.join(', ')}): put ${STORE_TEMPLATE_MEMBER} in the database name or in ?schema=`);
+  }
+  return stores;
+}
+
 function onlyKeys(o: Record<string, unknown>, keys: readonly string[], what: string): void {
   for (const k of Object.keys(o)) if (!keys.includes(k)) throw new FleetConfigError(`${what}: unknown key "${k}"`);
 }
@@ -123,10 +172,11 @@ export function checkFleetConfig(v: unknown, file = FLEET_FILE): FleetConfig {
   }
   const endpoints = new Set<string>();
   const datas = new Set<string>();
+  const stores = new Map<string, number>();
   const members = o.members.map((raw, i): FleetMember => {
     const what = `${file}: members[${i}]`;
     const m = object(raw, what);
-    onlyKeys(m, ['id', 'api', 'peer', 'data'], what);
+    onlyKeys(m, ['id', 'api', 'peer', 'data', 'store'], what);
     if (m.id !== i) throw new FleetConfigError(`${what}: "id" must be ${i} (members are listed in id order from 0)`);
     const api = parseEndpoint(m.api, `${what}.api`);
     const peer = parseEndpoint(m.peer, `${what}.peer`);
@@ -139,7 +189,13 @@ export function checkFleetConfig(v: unknown, file = FLEET_FILE): FleetConfig {
     const norm = path.normalize(data);
     if (datas.has(norm)) throw new FleetConfigError(`${what}: the data folder "${data}" is another member's`);
     datas.add(norm);
-    return { id: i, api, peer, data };
+    if (m.store === undefined) return { id: i, api, peer, data };
+    const store = m.store as string;
+    const place = storePlace(store, `${what}.store`);
+    const other = stores.get(place);
+    if (other !== undefined) throw new FleetConfigError(`${what}.store: member ${other}'s database and schema (${place}): every member's store must be its own`);
+    stores.set(place, i);
+    return { id: i, api, peer, data, store };
   });
   const auth = object(o.auth, `${file}: auth`);
   onlyKeys(auth, ['issuers'], `${file}: auth`);
@@ -151,7 +207,7 @@ export function checkFleetConfig(v: unknown, file = FLEET_FILE): FleetConfig {
 
 /** The file's JSON form (endpoints as "host:port"). */
 export function fleetJson(c: FleetConfig): string {
-  const members = c.members.map((m) => ({ id: m.id, api: formatEndpoint(m.api), peer: formatEndpoint(m.peer), data: m.data }));
+  const members = c.members.map((m) => ({ id: m.id, api: formatEndpoint(m.api), peer: formatEndpoint(m.peer), data: m.data, ...(m.store !== undefined && { store: m.store }) }));
   return JSON.stringify({ format: c.format, fleetId: c.fleetId, members, auth: { issuers: c.auth.issuers } }, null, 2) + '\n';
 }
 
@@ -184,6 +240,8 @@ export interface InitOptions {
   authIssuers?: string[];
   /** The operator has a secret (64 hex digits) for the members' key ceremony; none: a development one is written to DIR/auth/operator.secret. */
   operatorKeyFile?: string;
+  /** Each member's PostgreSQL store: a postgres:// URL with `{member}` (storesFromTemplate); none: SQLite in each member's folder. */
+  storeTemplate?: string;
 }
 
 export interface InitResult {
@@ -212,6 +270,8 @@ export async function initFleet(o: InitOptions): Promise<InitResult> {
   if (!Number.isInteger(base) || base < 1 || base + 2 * o.members - 1 > 65535) {
     throw new FleetConfigError(`--base-port: ${o.members} members need ports ${base}..${base + 2 * o.members - 1}, within 1..65535`);
   }
+  // checked before anything is written
+  const stores = o.storeTemplate === undefined ? undefined : storesFromTemplate(o.storeTemplate, o.members);
   const dir = path.resolve(o.dir);
   const file = path.join(dir, FLEET_FILE);
   if (fs.existsSync(file)) throw new FleetConfigError(`${file} exists; not overwriting a fleet`);
@@ -222,7 +282,7 @@ export async function initFleet(o: InitOptions): Promise<InitResult> {
   for (let i = 0; i < o.members; i++) {
     const data = `member-${i}`;
     fs.mkdirSync(path.join(dir, data), { recursive: true, mode: 0o700 });
-    members.push({ id: i, api: { host, port: base + 2 * i }, peer: { host, port: base + 2 * i + 1 }, data });
+    members.push({ id: i, api: { host, port: base + 2 * i }, peer: { host, port: base + 2 * i + 1 }, data, ...(stores && { store: stores[i]! }) });
   }
   let devIssuerKey: string | undefined;
   let issuers = given;

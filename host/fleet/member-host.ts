@@ -27,6 +27,10 @@
  * joins the others when the file is there at its start, and by stopping when it appears later.
  * GET /fleet/status carries the text's fingerprint (`vaultKey`).
  *
+ * Its vault's store (MemberHostOptions `storeUrl`, else fleet.json's `store`, else SQLite vault.db
+ * in its folder): a PostgreSQL store is claimed before it opens and for as long as the member
+ * runs (store-claim.ts), so a second process given the same database refuses to start.
+ *
  * What it serves (MemberHostOptions `serve`): by default the vault's client API, the single vault's
  * routes over the member's vault with its batches on the fleet's log (vault-node.ts,
  * vault-routes.ts; docs/fleet-vault.md "The vault in the member process"), where POST /fleet/ops
@@ -57,6 +61,8 @@ import { copySources } from './row-copy.ts';
 import { ROWS_PATH, rowsEndpoint } from './rows-endpoint.ts';
 import { FleetVaultNode } from './vault-node.ts';
 import { fleetVaultRoutes, type FleetVaultRoutes } from './vault-routes.ts';
+import { claimPostgresStore, type StoreClaim } from './store-claim.ts';
+import { parseStoreUrl } from '../storage/index.ts';
 
 /**
  * Ticks: 50 ms each; a view change after 20 quiet ticks (1 s, etcd's default election timeout:
@@ -114,7 +120,7 @@ export interface MemberHostOptions {
    * log of abstract records. The two can not share one log (its record ids), so a member runs one.
    */
   readonly serve?: 'vault' | 'replication-test';
-  /** The vault's storage URL (host/storage/index.ts); default SQLite vault.db in the member's folder. */
+  /** The vault's storage URL (host/storage/index.ts); default the member's `store` in fleet.json, else SQLite vault.db in its folder. */
   readonly storeUrl?: string;
   /** The vault API's rate limits (host/service/rate-limit.ts); default the single vault's. */
   readonly rateLimits?: RateLimits;
@@ -182,6 +188,7 @@ export class MemberHost {
   private routes: FleetVaultRoutes | null = null;
   private rows: ((req: http.IncomingMessage, res: http.ServerResponse) => void) | null = null;
   private transport: Transport | null = null;
+  private claim: StoreClaim | null = null;
   private server: http.Server | null = null;
   private timer: NodeJS.Timeout | null = null;
   private now = 0;
@@ -283,6 +290,22 @@ export class MemberHost {
   /** The vault on the fleet's log: the device with its seat, the store, the engine and the apply loop (vault-node.ts), the client API (vault-routes.ts). */
   private async startVault(me: LoadedFleet['members'][number], dir: string, operatorKeyHash: Uint8Array): Promise<void> {
     const auth = this.authConfig();
+    const storeUrl = this.o.storeUrl ?? me.store;
+    // a PostgreSQL store is this member's alone while it runs (store-claim.ts); SQLite lives in its own folder
+    if (storeUrl !== undefined && parseStoreUrl(storeUrl, dir).backend === 'postgres') {
+      this.claim = await claimPostgresStore(storeUrl, `bkv fleet member ${this.o.member} (fleet ${this.fleet.fleetId.slice(0, 8)})`, (e) => this.log(`the claim on its store was lost (${e.message}): another process could now take the same database`));
+    }
+    try {
+      await this.openVault(me, dir, operatorKeyHash, auth, storeUrl);
+    } catch (e) {
+      await this.claim?.release();
+      throw e;
+    }
+    if (this.closed) await this.claim?.release(); // closed while it started: close() found no claim yet
+  }
+
+  private async openVault(me: LoadedFleet['members'][number], dir: string, operatorKeyHash: Uint8Array, auth: AuthConfig, storeUrl: string | undefined): Promise<void> {
+    if (this.closed) return;
     // the fleet's peer secret: written by fleet init; a fleet made before it gets one here (an exclusive create, so members sharing the folder read one)
     if (createPeerSecret(this.fleet.dir)) this.log(`wrote ${path.join(this.fleet.dir, PEER_SECRET_FILE)} (the members' hosts authenticate to each other with it: every member's machine needs this file)`);
     const peerKey = peerAuthKey(readPeerSecret(this.fleet.dir));
@@ -291,7 +314,7 @@ export class MemberHost {
     const node = await FleetVaultNode.open(
       {
         device: { dir, member: this.o.member, n: this.fleet.members.length, ...MEMBER_TIMING, auth, operatorKeyHash, ...(this.o.token && { token: this.o.token }), pins: this.o.tokenPins ?? { operatorDir: memberTokenOperatorDir(this.fleet.dir, this.o.member) }, log: this.log },
-        ...(this.o.storeUrl !== undefined && { storeUrl: this.o.storeUrl }),
+        ...(storeUrl !== undefined && { storeUrl }),
         send: (_to, msg) => this.transport?.send(msg),
         onFault: (f) => (this.refused[f] = (this.refused[f] ?? 0) + 1),
         leaderUrl: () => this.leaderUrl(this.vault?.status() ?? undefined),
@@ -488,6 +511,7 @@ export class MemberHost {
     await this.transport?.close();
     this.routes?.close();
     await this.vault?.close();
+    await this.claim?.release();
     const server = this.server;
     if (server) {
       server.closeAllConnections();

@@ -117,12 +117,13 @@ export class ProcFleet {
     return join(root, `member-${i}`);
   }
 
-  /** Starts member `i` (from `fleet`, default the fleet's file) and resolves once it listens (its key ceremony done). */
-  async start(i: number, o: { fleet?: string; api?: number; peer?: number; label?: string } = {}): Promise<MemberProc> {
+  /** Starts member `i` (from `fleet`, default the fleet's file; `args` appended) and resolves once it listens (its key ceremony done). */
+  async start(i: number, o: { fleet?: string; api?: number; peer?: number; label?: string; args?: readonly string[] } = {}): Promise<MemberProc> {
     const via = Array.from({ length: this.n }, (_, j) => j).filter((j) => j !== i).flatMap((j) => ['--peer-via', `${j}=127.0.0.1:${this.proxies[i]![j]!.port}`]);
     const args = [bin, 'serve', '--fleet', o.fleet ?? this.fleetFile, '--member', String(i), ...via, ...(this.vault ? [] : ['--replication-test']), ...this.extraArgs];
     if (o.api !== undefined) args.push('--api-listen', `127.0.0.1:${o.api}`);
     if (o.peer !== undefined) args.push('--peer-listen', `127.0.0.1:${o.peer}`);
+    if (o.args) args.push(...o.args);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...this.env } });
     const p: MemberProc = { member: i, child, api: `http://127.0.0.1:${o.api ?? this.apiPorts[i]}`, label: o.label ?? `m${i}`, log: '' };
     child.stderr!.on('data', (d: Buffer) => (p.log += d.toString()));

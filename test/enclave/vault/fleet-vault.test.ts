@@ -237,7 +237,7 @@ describe('the vault on the fleet log', () => {
     // a view that falls to it: it hands the lead on at once (FleetSeat.tick), so the fleet is never
     // left with a leader that computes no batch; cut the leader off until the views pass its turn
     const turns: number[] = [];
-    for (let k = 0; k < 4 && !turns.some((v) => v % w.n === f.id); k++) {
+    for (let k = 0; k < 4 && !turns.some((v) => v % w!.n === f.id); k++) {
       const cur = w.leader()!;
       const from = cur.seat!.member.view;
       w.cut.add(cur.id);
@@ -251,7 +251,7 @@ describe('the vault on the fleet log', () => {
       w.cut.delete(cur.id);
       await w.until(() => cur.seat!.member.view >= next.seat!.member.view && cur.seat!.member.status === 'normal', 'the cut-off member to follow again');
     }
-    expect(turns.some((v) => v % w.n === f.id), `the views passed its turn (${turns.join(',')})`).toBe(true);
+    expect(turns.some((v) => v % w!.n === f.id), `the views passed its turn (${turns.join(',')})`).toBe(true);
     expect(f.seat!.behind()).toBe(true);
 
     // catch-up by stored rows: rows of an older state are refused (the device keeps its own) ...

@@ -37,7 +37,8 @@ import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
 import { readVaultKeyFile } from '../../../host/cli/io.ts';
 import { VAULT_KEY_FILE } from '../../../host/fleet/member-host.ts';
 import { runBkvAsync } from '../../helpers/cli.ts';
-import { ProcFleet, type MemberStatus } from '../../helpers/fleet-procs.ts';
+import { escrowCli, settled as settledFleet } from '../../helpers/fleet-escrow.ts';
+import { ProcFleet } from '../../helpers/fleet-procs.ts';
 
 let f: ProcFleet;
 const ID = 'alice';
@@ -62,32 +63,7 @@ afterAll(async () => {
 const urls = () => f.apiPorts.map((p) => `http://127.0.0.1:${p}`);
 
 /** `bkv escrow VERB ... --json` against `vault` (default every member), its JSON answer and exit code. */
-async function escrow(verb: string, args: string[], vault = urls()): Promise<{ code: number | null; json: Record<string, any>; err: string }> {
-  for (let tries = 0; ; tries++) {
-    const r = await runBkvAsync(f.root, ['escrow', verb, '--vault', vault.join(','), '--vault-key', VAULT_KEY_FILE, '--id', ID, '--auth-token', 'alice.tok', '--json', ...args]);
-    let json: Record<string, any> = {};
-    try {
-      json = JSON.parse(r.out.trim()) as Record<string, any>;
-    } catch {
-      // no JSON: the assertion on it shows the streams
-    }
-    // every member refused before its device saw the operation (no leader for a moment: a view
-    // change; one catching up): nothing was charged, so a client asks again after a pause
-    if (tries < 20 && leaderless(json)) {
-      f.note(`${verb}: no member took it (${json.error.message}); asking again`);
-      await new Promise((done) => setTimeout(done, 500));
-      continue;
-    }
-    return { code: r.code, json, err: `${r.out}\n${r.err}` };
-  }
-}
-
-/** A VaultMembersError whose every member answered 421 NOT_LEADER, 503 NOT_READY or UNAVAILABLE, or could not be reached. */
-function leaderless(json: Record<string, any>): boolean {
-  if (json.error?.name !== 'VaultMembersError') return false;
-  const parts = String(json.error.message).replace(/^no member of the vault took the request: /, '').split(/; (?=http)/);
-  return parts.every((p) => / 421 NOT_LEADER| 503 NOT_READY| 503 UNAVAILABLE|could not be reached/.test(p));
-}
+const escrow = (verb: string, args: string[], vault = urls()) => escrowCli(f, ID, 'alice.tok', verb, args, vault);
 
 /** An SDK client that asks only `vault` (one or more member URLs). */
 async function sdk(vault: string[]): Promise<EscrowClient> {
@@ -136,23 +112,7 @@ async function again(verb: string, args: string[], lost: 'Handling.UnknownSessio
   }
 }
 
-const statuses = () => Promise.all(f.procs.map((p) => (p ? f.status(p.api) : null)));
-
-/** Every running member normal under one leader, each having applied the leader's last batch. */
-function settled(): Promise<MemberStatus[]> {
-  return f.waitFor(
-    'every running member to apply the leader\'s batches',
-    async () => {
-      const all = (await statuses()).filter((s): s is MemberStatus => s !== null);
-      const running = f.procs.filter(Boolean).length;
-      if (all.length !== running || all.some((s) => s.status !== 'normal')) return null;
-      const leader = all.find((s) => s.leader?.id === s.member);
-      if (!leader || all.some((s) => s.leader?.id !== leader.member || s.appliedBatch !== leader.appliedBatch)) return null;
-      return all;
-    },
-    60_000,
-  );
-}
+const settled = () => settledFleet(f);
 
 /** The record's stored blob in member `i`'s store (SQLite vault.db in its folder), read-only. */
 function storedBlob(i: number): Buffer | null {
