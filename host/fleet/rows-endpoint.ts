@@ -20,7 +20,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import type { RecordStore } from '../storage/types.ts';
-import { ServiceError } from '../service/error-codes.ts';
+import { ErrorCode, ServiceError } from '../service/error-codes.ts';
 import { sendError, sendJson } from '../service/http.ts';
 import { PEER_AUTH_SCHEME, type PeerAuthVerifier } from './peer-auth.ts';
 
@@ -32,18 +32,11 @@ const SCAN_CHUNK = 512;
 /** A copier that reads nothing for this long is cut off (the store's writes wait while a copy streams). */
 export const STALL_TIMEOUT_MS = 30_000;
 
-/** The rows endpoint's refusals: `{ error: { code, num, message } }`. Stable numbers; add at the end. */
-export const RowsError = {
-  PEER_AUTH_REQUIRED: { num: 6101, status: 401, message: 'this route is for the fleet\'s members: a peer credential is required' },
-  PEER_AUTH_REFUSED: { num: 6102, status: 403, message: 'the peer credential is refused' },
-  PEER_AUTH_BUSY: { num: 6103, status: 503, message: 'too many peer credentials in the window; retry later' },
-  ROWS_NOT_SERVED: { num: 6104, status: 409, message: 'this member serves no copy of its rows now; ask a follower that is not behind' },
-  ROWS_BUSY: { num: 6105, status: 503, message: 'a copy of the rows is being served; retry later' },
-} as const;
-export type RowsErrorName = keyof typeof RowsError;
+/** The rows endpoint's refusals (host/service/error-codes.ts, 6024-6028): `{ error: { code, num, message } }`. */
+export type RowsErrorName = 'PEER_AUTH_REQUIRED' | 'PEER_AUTH_REFUSED' | 'PEER_AUTH_BUSY' | 'ROWS_NOT_SERVED' | 'ROWS_BUSY';
 
 export function sendRowsError(res: ServerResponse, code: RowsErrorName, why?: string): void {
-  const e = RowsError[code];
+  const e = ErrorCode[code];
   const headers: Record<string, string> = { connection: 'close' };
   if (e.status === 401) headers['www-authenticate'] = PEER_AUTH_SCHEME;
   if (e.status === 503) headers['retry-after'] = '1';

@@ -37,6 +37,12 @@ export const ErrorCode = {
   AUTH_TOKEN_REQUIRED: { num: 6021, status: 401, message: 'the operation needs the issuer token for its record (header bkv-auth-token)' },
   AUTH_TOKEN_REFUSED: { num: 6022, status: 403, message: 'the issuer token is not valid for this record' },
   NOT_LEADER: { num: 6023, status: 421, message: 'this member does not lead the fleet now; ask the leader' },
+  // the fleet members' rows endpoint (host/fleet/rows-endpoint.ts): another member's host only
+  PEER_AUTH_REQUIRED: { num: 6024, status: 401, message: 'this route is for the fleet\'s members: a peer credential is required' },
+  PEER_AUTH_REFUSED: { num: 6025, status: 403, message: 'the peer credential is refused' },
+  PEER_AUTH_BUSY: { num: 6026, status: 503, message: 'too many peer credentials in the window; retry later' },
+  ROWS_NOT_SERVED: { num: 6027, status: 409, message: 'this member serves no copy of its rows now; ask a follower that is not behind' },
+  ROWS_BUSY: { num: 6028, status: 503, message: 'a copy of the rows is being served; retry later' },
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 
