@@ -153,6 +153,7 @@ export class MemberCore {
     if (opts.secrets.member !== durable.member || opts.secrets.charter.identities.length !== opts.n) throw new Error('fleet: the secrets are not of this member of this fleet');
     this.keys = opts.broken === 'shared-key' ? sharedKeysForControl(opts.secrets) : messageKeys(opts.secrets);
     this.d = durable;
+    this.persistedCommit = durable.commit;
     this.incarnation = platform.random(INCARNATION_BYTES);
     if (this.incarnation.length !== INCARNATION_BYTES) throw new Error('fleet: incarnation needs 16 random bytes');
     this.t = {
@@ -194,7 +195,10 @@ export class MemberCore {
   write(d: DurableState): void {
     this.d = d;
     this.platform.persist(d);
+    this.persistedCommit = d.commit;
   }
+  /** The commit index of the state last written (the commit point learned since lives in RAM until the next write). */
+  persistedCommit = 0;
   /** Seals and sends; a body over a bound of the wire format (a catch-up too long, a snapshot too large) is not sent: its fault goes in the output. */
   send(to: number, body: Body, toInc: Uint8Array = ANY_INCARNATION): void {
     this.lastSent = this.now;

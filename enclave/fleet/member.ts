@@ -100,6 +100,17 @@ export class Member {
   }
 
   /**
+   * Writes the state now if the commit point it learned since the last write covers `index`: what
+   * a host is told is committed (a batch to persist or apply) must be committed in this member's
+   * durable state too, or a crash in between leaves a store ahead of the log it boots from
+   * (enclave/vault/vault.ts refuses that load: FleetNotCommitted).
+   */
+  persistCommit(index: number): void {
+    const c = this.c;
+    if (index > c.persistedCommit && index <= c.d.commit) c.write(c.d);
+  }
+
+  /**
    * Timers: resends, view change, rejoin, re-form. An admitted member (normal or in a view change)
    * never starts a re-form on a timer: a re-form needs every one of the N ids, while a view change
    * needs only a majority, so a slow stretch must not turn the second into the first (with one

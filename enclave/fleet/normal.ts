@@ -113,7 +113,11 @@ export function onPrepare(c: MemberCore, env: Envelope, b: Extract<Body, { type:
       if (why === FleetCode.WrongIndex) requestCatchup(c, 'follow', env.from, null);
       return;
     }
-    c.write({ ...c.d, entries: [...c.d.entries, e] });
+    // the entry and the commit point it brings, in one write (the commit point written is what
+    // lets the host apply a batch: Member.persistCommit)
+    c.d = { ...c.d, entries: [...c.d.entries, e] };
+    learnCommit(c, b.commit);
+    c.write(c.d);
   }
   learnCommit(c, b.commit);
   c.lastProgress = c.now;

@@ -242,9 +242,15 @@ export class FleetSeat {
     const d = this.member.durable;
     const e = d.entries.find((x) => x.index === p.index);
     // not in the log's entries: folded into its snapshot (committed, if the chain hash there is this entry's), or cut by a view change
-    if (!e) return p.index === d.base.index && sameBytes(d.base.hash, p.hash) ? 'committed' : 'lost';
+    if (!e) return p.index === d.base.index && sameBytes(d.base.hash, p.hash) ? this.durablyCommitted(p.index) : 'lost';
     if (!sameBytes(e.hash, p.hash)) return 'lost';
-    return e.index <= d.commit ? 'committed' : 'pending';
+    return e.index <= d.commit ? this.durablyCommitted(e.index) : 'pending';
+  }
+
+  /** 'committed', once the member's written state says so (Member.persistCommit): the host persists what it hears committed. */
+  private durablyCommitted(index: number): 'committed' {
+    this.member.persistCommit(index);
+    return 'committed';
   }
 
   /** The committed entry carrying batch `epoch`, or null: what an Apply must be, byte for byte. */
@@ -288,7 +294,12 @@ export class FleetSeat {
   /** Batch `epoch` where this member's log holds it: an entry (committed when at or below the commit point), or a payload a re-form folded before the vault applied it (committed). */
   private find(epoch: number): { batch: LoggedBatch; committed: boolean } | null {
     const e = this.entryOf(epoch);
-    if (e) return { batch: e.batch, committed: e.entry.index <= this.member.durable.commit };
+    if (e) {
+      const committed = e.entry.index <= this.member.durable.commit;
+      // a committed batch is handed to the host (Apply, then its store) only once the written state holds its commit
+      if (committed) this.member.persistCommit(e.entry.index);
+      return { batch: e.batch, committed };
+    }
     const h = this.held().find((b) => b.epoch === epoch);
     return h ? { batch: h, committed: true } : null;
   }
