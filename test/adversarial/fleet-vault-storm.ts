@@ -38,7 +38,13 @@
  * an error in the report, with its seed and round.
  *
  *   npx tsx test/adversarial/fleet-vault-storm.ts --rounds N [--seed S] [--members 3|5] [--clients C]
+ *       [--actions kill-leader,cut,...] [--broken RULE]
  *
+ * `--actions`: every round's faults, in order (default drawn by the seed, `--actions ''`: none).
+ * Positive controls only: `--control restore-all` puts every member back to a copy of a few
+ * seconds before (a rollback of the whole fleet, outside the trust model): the storm must report
+ * refunded guesses or lost registrations; `--broken RULE`: the members run with a broken rule
+ * (BKV_FLEET_BROKEN_RULE, enclave/fleet/core.ts).
  * Exit 1 on a violation or an error.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -47,7 +53,7 @@ import Database from 'better-sqlite3';
 import type { Relay } from '../../client/escrow.ts';
 import { fastSealRequest } from '../../client/e2e-seal-node.ts';
 import { httpRelay } from '../../client/http-relay.ts';
-import { VaultMembersError } from '../../client/vault-errors.ts';
+import { VaultHttpError, VaultMembersError } from '../../client/vault-errors.ts';
 import { notTaken } from '../../client/vault-members.ts';
 import { Handling, faultName } from '../../enclave/api/codes.ts';
 import { PACING } from '../../enclave/api/pacing.ts';
@@ -88,6 +94,13 @@ export interface FleetVaultStormOptions {
   clients?: number;
   /** A positive control only: members run with this broken rule (BKV_FLEET_BROKEN_RULE, enclave/fleet/core.ts). */
   broken?: string;
+  /**
+   * A positive control only: `restore-all` ends every round's faults by restoring every member at
+   * once from copies taken a few seconds earlier (SIGKILL all, put the copies back, start all): a
+   * rollback of the whole fleet, NVRAM files included, which the trust model leaves out (the fleet
+   * majority is trusted) and which must read as refunded guesses and lost registrations.
+   */
+  control?: 'restore-all';
   /** Called after each round with the report so far (run.ts --min-kills prints its progress). */
   progress?: (report: Report, round: number) => void;
 }
@@ -161,7 +174,7 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
   const seed = o.seed ?? Date.now() % 1e9;
   const rng = new Rng(seed);
   const log = o.log ?? (() => undefined);
-  const report = newReport(`fleet vault storm (${o.rounds} rounds, ${o.members ? `${o.members} members` : '3 or 5 members'}, seed ${seed}${o.broken ? `, BROKEN RULE ${o.broken}` : ''})`);
+  const report = newReport(`fleet vault storm (${o.rounds} rounds, ${o.members ? `${o.members} members` : '3 or 5 members'}, seed ${seed}${o.broken ? `, BROKEN RULE ${o.broken}` : ''}${o.control ? `, POSITIVE CONTROL ${o.control}` : ''})`);
   const stats = report.stats as Record<string, number>;
   const t0 = performance.now();
   const clients = o.clients ?? 3;
@@ -206,8 +219,19 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
           .finally(() => (e.busy = false)),
       );
     };
-    if (free.length) take(rng.pick(free), async (e) => (await r.ledger.login(c, e, false)).start?.type === 'LoginStarted');
-    take(r.ledger.newEntry(), async (e) => (await r.ledger.register(c, e)).registered);
+    const kind = label.replace(/ ?m\d+ ?/g, ' ').trim();
+    const answered = (op: string, o: { start?: ClientResponse; finish?: ClientResponse; unknownAt?: string; error?: unknown }) =>
+      bump(stats, `probe answers (${kind}, ${op}): ${o.unknownAt ? `no answer (${o.error instanceof VaultHttpError ? `${o.error.status} ${o.error.code}` : (o.error as Error)?.name})` : outcome(o as LoginOutcome)}`);
+    if (free.length) take(rng.pick(free), async (e) => {
+      const o = await r.ledger.login(c, e, false);
+      answered('wrong login', o);
+      return o.start?.type === 'LoginStarted';
+    });
+    take(r.ledger.newEntry(), async (e) => {
+      const o = await r.ledger.register(c, e);
+      answered('registration', o);
+      return o.registered;
+    });
     bump(report.faults, 'operations sent to a cut-off, restored, cloned or behind process', jobs.length);
     await Promise.all(jobs);
   };
@@ -244,6 +268,26 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
     } finally {
       if (p?.child.pid && p.child.exitCode === null && p.child.signalCode === null) process.kill(p.child.pid, 'SIGCONT');
     }
+  };
+
+  /** The positive control `restore-all`: copies of every member at one moment, load, then every member put back to its copy. */
+  const restoreAll = async (round: number, k: number): Promise<string> => {
+    const f = run!.f;
+    const pids = f.procs.map((p) => p?.child.pid).filter((x): x is number => x !== undefined);
+    for (const pid of pids) process.kill(pid, 'SIGSTOP');
+    let copies: string[];
+    try {
+      copies = Array.from({ length: f.n }, (_, m) => f.copyOf(m, `all-r${round}-${k}-m${m}`));
+    } finally {
+      for (const pid of pids) process.kill(pid, 'SIGCONT');
+    }
+    await sleep(5000); // the load moves on past the copies
+    await Promise.all(f.procs.map((p) => sigkill(p, 'member SIGKILL (before the whole fleet is restored: positive control)')));
+    for (let m = 0; m < f.n; m++) f.restore(m, copies[m]!);
+    bump(report.faults, 'every member restored from copies of one moment (positive control)');
+    await startAll(Array.from({ length: f.n }, (_, i) => i));
+    await allNormal();
+    return 'every member restored from copies taken 5 s earlier (positive control)';
   };
 
   const act = async (a: FleetAction, round: number, k: number): Promise<string> => {
@@ -582,6 +626,7 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
           if (rng.chance(0.3)) keepCopy(round, k + 1);
           await sleep(rng.int(100, 600));
         }
+        if (o.control === 'restore-all') done.push(await restoreAll(round, plan.length + 1));
         await stopLoad();
         await check(round);
         failedInARow = 0;
@@ -633,7 +678,7 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
 /** A login's outcome in a line: each step's answer or the failure that stood for it. */
 function outcome(o: LoginOutcome): string {
   const ans = (r: ClientResponse | undefined) => (r ? (r.type === 'Fault' ? `Fault ${faultName(r.code)}` : r.type) : '-');
-  return `${ans(o.start)}/${ans(o.finish)}${o.unknownAt ? ` no answer to ${o.unknownAt}: ${describe(o.error)}` : ''}`;
+  return `${ans(o.start)}/${ans(o.finish)}${o.unknownAt ? ` no answer to ${o.unknownAt}${o.error ? `: ${describe(o.error)}` : ''}` : ''}`;
 }
 
 function pickWeighted(rng: Rng): FleetAction {
@@ -647,9 +692,23 @@ function pickWeighted(rng: Rng): FleetAction {
 
 if (isMain(import.meta.url)) {
   runMain(async () => {
-    const a = parseArgs(process.argv.slice(2), ['rounds', 'seed', 'members', 'clients']);
+    const a = parseArgs(process.argv.slice(2), ['rounds', 'seed', 'members', 'clients', 'actions', 'broken', 'control']);
+    const control = a.get('control');
+    if (control !== undefined && control !== 'restore-all') throw new Error('--control must be restore-all');
     const members = a.get('members') === undefined ? undefined : a.num('members', 3);
     if (members !== undefined && members !== 3 && members !== 5) throw new Error('--members must be 3 or 5');
-    return fleetVaultStorm({ rounds: a.num('rounds', 4), seed: a.get('seed') === undefined ? undefined : a.num('seed', 1), members: members as 3 | 5 | undefined, clients: a.num('clients', 3), log: (l) => console.log(l) });
+    const actions = a.get('actions')?.split(',').filter((x) => x !== '');
+    const unknown = actions?.filter((x) => !(FLEET_ACTIONS as readonly string[]).includes(x));
+    if (unknown?.length) throw new Error(`--actions: no fault ${unknown.join(', ')} (${FLEET_ACTIONS.join(', ')})`);
+    return fleetVaultStorm({
+      rounds: a.num('rounds', 4),
+      seed: a.get('seed') === undefined ? undefined : a.num('seed', 1),
+      members: members as 3 | 5 | undefined,
+      clients: a.num('clients', 3),
+      ...(actions && { actions: actions as FleetAction[] }),
+      ...(a.get('broken') !== undefined && { broken: a.get('broken') }),
+      ...(control !== undefined && { control }),
+      log: (l) => console.log(l),
+    });
   });
 }
