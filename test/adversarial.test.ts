@@ -59,8 +59,9 @@ describe('adversarial (CI-sized)', () => {
     expect(r.violations.join('\n')).toMatch(/fork at entry \d+|while it could not reach a majority|not a majority|is not what the history holds there/);
   });
 
-  it('fleet vault storm: a round on 3 member processes serving the vault, with a leader SIGKILLed, a member cut off, one restored from an old copy, one cloned', { timeout: 150_000 }, async () => {
-    const r = await fleetVaultStorm({ rounds: 1, seed, members: 3, actions: ['kill-leader', 'cut', 'restore', 'clone'] });
+  it('fleet vault storm: a round on 3 member processes serving the vault, with a leader SIGKILLed, a member cut off, one cloned, one restored from an old copy', { timeout: 150_000 }, async () => {
+    // quiet faults: no member comes back behind, so every fault of the round is delivered (the restore last: it may)
+    const r = await fleetVaultStorm({ rounds: 1, seed, members: 3, actions: ['kill-leader', 'cut', 'clone', 'restore'], quiet: 1 });
     clean(r);
     expect(r.errors, `replay with BKV_ADVERSARIAL_SEED=${seed}`).toEqual([]);
     expect(r.kills).toBeGreaterThanOrEqual(3); // the leader, the member before its restore, the clone

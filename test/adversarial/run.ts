@@ -62,7 +62,7 @@ if (isMain(import.meta.url)) {
     const t = await timing({ samples: quick ? 200 : 2000, seed, log });
     printReport(t);
     await step(quick ? fleetStorm({ rounds: 1, seed, log, members: 3, actions: ['kill-leader', 'cut', 'restore', 'clone'] }) : fleetStorm({ rounds: 6, seed, log }));
-    await step(quick ? fleetVaultStorm({ rounds: 1, seed, log, members: 3, actions: ['kill-leader', 'cut', 'restore', 'clone'] }) : fleetVaultStorm({ rounds: 4, seed, log }));
+    await step(quick ? fleetVaultStorm({ rounds: 1, seed, log, members: 3, actions: ['kill-leader', 'cut', 'clone', 'restore'], quiet: 1 }) : fleetVaultStorm({ rounds: 4, seed, log }));
     const minutes = a.num('soak-minutes', 0);
     if (minutes > 0) await step(soak({ minutes, seed, log }));
     const single = () => out.filter((r) => r.name.startsWith('crash storm')).reduce((s, r) => s + r.kills, 0);
