@@ -47,6 +47,7 @@
  * (BKV_FLEET_BROKEN_RULE, enclave/fleet/core.ts).
  * Exit 1 on a violation or an error.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -62,7 +63,7 @@ import { readVaultKeyFile } from '../../host/cli/io.ts';
 import { VAULT_KEY_FILE } from '../../host/fleet/member-host.ts';
 import { freeFixedPort } from '../helpers/tcp-proxy.ts';
 import { ProcFleet, type MemberProc, type MemberStatus } from '../helpers/fleet-procs.ts';
-import { Rng, bump, childPids, isMain, newReport, note, parseArgs, runMain, sleep } from './lib/common.ts';
+import { Rng, bump, childPids, isMain, newReport, note, parseArgs, runMain, sleep, te } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
 import { FLEET_ACTIONS, type FleetAction } from './fleet-storm.ts';
 import { TokenBook, VaultClient, describe, hex, type LoginOutcome } from './lib/flows.ts';
@@ -237,7 +238,9 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
     const answered = (op: string, o: { start?: ClientResponse; finish?: ClientResponse; unknownAt?: string; error?: unknown }) =>
       bump(stats, `probe answers (${kind}, ${op}): ${o.unknownAt ? `no answer (${o.error instanceof VaultHttpError ? `${o.error.status} ${o.error.code}` : (o.error as Error)?.name})` : outcome(o as LoginOutcome)}`);
     if (free.length) take(rng.pick(free), async (e) => {
-      const o = await r.ledger.login(c, e, false);
+      const o = await c.login(e.id, te.encode(`wrong-${randomBytes(4).toString('hex')}`));
+      // refused before any device saw it (421, 503 NOT_READY): nothing charged, nothing for the ledger
+      if (!(o.unknownAt === 'LoginStart' && refusedUnseen(o.error))) r.ledger.applyLogin(e, o, false);
       answered('wrong login', o);
       return o.start?.type === 'LoginStarted';
     });
