@@ -667,7 +667,8 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
             done.push(`${plan.length - k} fault(s) left out: a member behind`);
             break;
           }
-          done.push(await act(plan[k]!, round, k + 1));
+          done.push(`${plan[k]} (did not finish)`);
+          done[done.length - 1] = await act(plan[k]!, round, k + 1);
           if (rng.chance(0.3)) keepCopy(round, k + 1);
           await sleep(rng.int(100, 600));
         }
