@@ -257,13 +257,33 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
 
   const statusAll = () => Promise.all(run!.f.procs.map((p) => (p ? run!.f.status(p.api) : null)));
   const leader = () => run!.f.waitFor('a leader', () => run!.f.leader(), RECOVER_MS);
-  /** Every running primary normal under one leader, or behind (restored from a copy older than the log keeps). */
-  const allNormal = () => run!.f.waitFor('every member normal under one leader (or behind)', async () => {
+  /** Each member's status in a few words, for an error's first line. */
+  const statusLine = async () =>
+    (await statusAll()).map((s, m) => (s ? `m${m} ${s.status}${(s as { behind?: boolean }).behind ? ' behind' : ''} view ${s.view} leader ${s.leader?.id ?? '-'} batch ${s.appliedBatch ?? '-'}` : `m${m} down`)).join('; ');
+  /** `wait`, its timeout error led by every member's status. */
+  const explained = async <T>(wait: Promise<T>): Promise<T> => {
+    try {
+      return await wait;
+    } catch (e) {
+      throw new Error(`${(e as Error).message.split('\n')[0]} [${await statusLine()}]\n${(e as Error).message.split('\n').slice(1).join('\n')}`);
+    }
+  };
+  /**
+   * Every running primary normal under one leader, or behind (restored from a copy older than the
+   * log keeps). A member retired by its clone's admission is SIGKILLed and restarted from its folder.
+   */
+  const allNormal = () => explained(run!.f.waitFor('every member normal under one leader (or behind)', async () => {
     const all = await statusAll();
+    for (const [m, s] of all.entries()) {
+      if (s?.status !== 'retired') continue;
+      await sigkill(run!.f.procs[m], 'member SIGKILL (retired by its clone)');
+      await run!.f.start(m);
+      return null;
+    }
     const lead = all.find((s) => s?.status === 'normal' && s.leader?.id === s.member && !(s as { behind?: boolean }).behind);
     if (!lead) return null;
     return all.every((s) => s !== null && ((s as { behind?: boolean }).behind || (s.status === 'normal' && s.leader?.id === lead.member))) ? all : null;
-  }, RECOVER_MS);
+  }, RECOVER_MS));
   const startAll = async (ms: number[]): Promise<void> => {
     const r = await Promise.allSettled(ms.map((m) => run!.f.start(m)));
     const bad = r.find((x): x is PromiseRejectedResult => x.status === 'rejected');
@@ -292,6 +312,9 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
   /** The positive control `restore-all`: copies of every member at one moment, load, then every member put back to its copy. */
   const restoreAll = async (round: number, k: number): Promise<string> => {
     const f = run!.f;
+    // copies of a quiet fleet (the load waits, every member at one batch), so that every copy boots
+    run!.paused = true;
+    await settle();
     const pids = f.procs.map((p) => p?.child.pid).filter((x): x is number => x !== undefined);
     for (const pid of pids) process.kill(pid, 'SIGSTOP');
     let copies: string[];
@@ -299,6 +322,7 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
       copies = Array.from({ length: f.n }, (_, m) => f.copyOf(m, `all-r${round}-${k}-m${m}`));
     } finally {
       for (const pid of pids) process.kill(pid, 'SIGCONT');
+      run!.paused = false;
     }
     await sleep(5000); // the load moves on past the copies
     await Promise.all(f.procs.map((p) => sigkill(p, 'member SIGKILL (before the whole fleet is restored: positive control)')));
@@ -416,11 +440,7 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
         for (let i = 0; i < f.n; i++) f.proxies[i]![m]?.retarget(f.peerPorts[m]!);
         await sigkill(clone, 'clone SIGKILL');
         await sleep(rng.int(500, 1000));
-        if ((await f.status(f.procs[m]!.api))?.status === 'retired') {
-          await sigkill(f.procs[m], 'member SIGKILL (retired by its clone)');
-          await f.start(m);
-        }
-        await allNormal();
+        await allNormal(); // restarts the member if its clone's admission retired it
         return `clone of m${m}${m === lead ? ' (leader)' : ''}`;
       }
     }
@@ -432,14 +452,14 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
    */
   const settle = async (): Promise<(MemberStatus & { behind?: boolean })[]> => {
     const f = run!.f;
-    return f.waitFor('a leader, every member at its applied batch (or behind)', async () => {
+    return explained(f.waitFor('a leader, every member at its applied batch (or behind)', async () => {
       const all = (await statusAll()) as ((MemberStatus & { behind?: boolean }) | null)[];
       if (all.some((s) => s === null)) return null;
       const ok = all as (MemberStatus & { behind?: boolean })[];
       const lead = ok.find((s) => s.status === 'normal' && s.leader?.id === s.member && !s.behind);
       if (!lead) return null;
       return ok.every((s) => s.behind || (s.status === 'normal' && s.leader?.id === lead.member && s.appliedBatch === lead.appliedBatch)) ? ok : null;
-    }, RECOVER_MS);
+    }, RECOVER_MS));
   };
 
   /** Status of every record, recovery of those `recover` picks, through the fleet; violations as lib/ledger.ts says. */
