@@ -107,8 +107,8 @@ export interface FleetVaultStormOptions {
   /**
    * How likely a fault is quiet (default 0.5): the load's clients wait from its SIGKILL or cut
    * until the fleet is whole again. A member down or cut off while more batches commit than the
-   * members keep behind their commit point (32) comes back `behind` and waits for a catch-up by
-   * stored rows its host does not do yet; a fleet with a member behind can lose no other, so the
+   * members keep behind their commit point (32) comes back `behind` until it has caught up by
+   * stored rows copied from another member; until then a fleet can lose no other member, so the
    * round's remaining faults are left out. Quiet faults let a round deliver all of its faults.
    */
   quiet?: number;
@@ -564,8 +564,8 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
     const behind = all.filter((s) => s.behind).map((s) => s.member);
     bump(stats, 'members found behind after a round', behind.length);
     for (const m of behind) await probe(run!.f.procs[m]!.api, `behind m${m}`, round, true);
-    // a behind member waits for a catch-up by stored rows (docs/fleet-vault.md), which its host does
-    // not do yet: the fleet's later rounds would run one member short, so a fresh fleet follows
+    // a behind member serves again only once it has caught up by stored rows (docs/fleet-vault.md),
+    // which the storm does not wait for: a fresh fleet follows, so no later round runs a member short
     if (behind.length) run!.roundsLeft = 0;
     await verify((e) => e.touched || side.chance(0.1) || run!.roundsLeft <= 0);
     // the verification's own operations moved the batches: the members settle again before their stores are compared
