@@ -59,7 +59,8 @@ describe('adversarial (CI-sized)', () => {
     expect(r.violations.join('\n')).toMatch(/fork at entry \d+|while it could not reach a majority|not a majority|is not what the history holds there/);
   });
 
-  it('fleet vault storm: a round on 3 member processes serving the vault, with a leader SIGKILLed, a member cut off, one cloned, one restored from an old copy', { timeout: 150_000 }, async () => {
+  it('fleet vault storm: a round on 3 member processes serving the vault, with a leader SIGKILLed, a member cut off, one cloned, one restored from an old copy', { timeout: 240_000 }, async () => {
+    // 40 to 65 s on this 2-core machine shared with other runs; the bound is for a CI machine running other suites beside it
     // quiet faults: no member comes back behind, so every fault of the round is delivered (the restore last: it may)
     const r = await fleetVaultStorm({ rounds: 1, seed, members: 3, actions: ['kill-leader', 'cut', 'clone', 'restore'], quiet: 1 });
     clean(r);
@@ -72,7 +73,7 @@ describe('adversarial (CI-sized)', () => {
     expect(Number(r.stats['Status answers checked'])).toBeGreaterThan(5);
   });
 
-  it('fleet vault storm, positive control: every member rolled back at once to copies of a few seconds before reads as refunded guesses or lost registrations', { timeout: 120_000 }, async () => {
+  it('fleet vault storm, positive control: every member rolled back at once to copies of a few seconds before reads as refunded guesses or lost registrations', { timeout: 180_000 }, async () => {
     const r = await fleetVaultStorm({ rounds: 1, seed, members: 3, actions: [], control: 'restore-all' });
     printReport(r);
     expect(r.faults['every member restored from copies of one moment (positive control)']).toBe(1);
