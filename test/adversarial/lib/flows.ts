@@ -115,6 +115,8 @@ export type Sealer = typeof sealRequest;
 export class VaultClient {
   /** Called with every sealed message before it is relayed. */
   onSend?: (s: Sent) => void;
+  /** The guess pacing registrations ask for (enclave/api/pacing.ts); no laxer than the vault's floor (a fleet's is standard). */
+  registerPacing = 0;
 
   constructor(
     readonly relay: Relay,
@@ -195,7 +197,7 @@ export class VaultClient {
     const sent: Sent[] = [];
     const co = this.opts();
     const { request, state } = clientRegistrationStart(co, password);
-    const a = await this.send(recordId, { type: 'RegisterStart', suite: SUITE_CODE[this.suite.id], request, attemptLimit: opts.attemptLimit ?? 0, ksf: identityKsf.params, pacing: 0 }, sent);
+    const a = await this.send(recordId, { type: 'RegisterStart', suite: SUITE_CODE[this.suite.id], request, attemptLimit: opts.attemptLimit ?? 0, ksf: identityKsf.params, pacing: this.registerPacing }, sent);
     if (!a.ok) return { unknownAt: 'RegisterStart', error: a.error, registered: false, sent };
     if (a.res.type !== 'RegisterStarted') return { start: a.res, registered: false, sent };
     const { record } = await clientRegistrationFinish(co, state, password, a.res.response);

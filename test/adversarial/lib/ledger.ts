@@ -17,6 +17,7 @@
  *   recovered (valid KE3 answered)     [L, L]
  *   valid KE3 unanswered               [lo, L]     (reset or not)
  *   WrongPassword r                    [r, r]     (checked to be within [lo, hi])
+ *   RetryLater r (pacing, no charge)   [r, r]     (checked to be within [lo, hi])
  *
  * A registration whose finish got no answer is "maybe": after the next restart the vault says
  * whether it landed, and if it did it must recover like any other.
@@ -167,6 +168,14 @@ export class Ledger {
         e.hi = Math.max(e.hi - 1, r);
       } else e.lo = e.hi = r;
       this.onAck?.(e);
+    } else if (s.type === 'RetryLater') {
+      // the record's pacing refused the guess before charging it (enclave/api/pacing.ts)
+      const r = s.attemptsRemaining;
+      if (!this.check(r >= e.lo && r <= e.hi, e, `RetryLater says ${r} remaining, the ledger allows ${e.lo}..${e.hi}`)) {
+        e.lo = Math.min(e.lo, r);
+        e.hi = Math.max(e.hi, r);
+      } else e.lo = e.hi = r;
+      return;
     } else if (s.type === 'Locked') {
       this.check(e.lo <= 0, e, `LoginStart answered Locked while the ledger has ${e.lo}..${e.hi} remaining`);
       e.lo = e.hi = 0;
