@@ -53,7 +53,7 @@ describe('adversarial (CI-sized)', () => {
   });
 
   it('fleet storm, positive control: members that take half the fleet for a majority (BKV_FLEET_BROKEN_RULE=half-quorum) acknowledge on the cut-off side, and the storm reports it', { timeout: 120_000 }, async () => {
-    const r = await fleetStorm({ rounds: 1, seed, members: 3, actions: ['cut'], broken: 'half-quorum' });
+    const r = await fleetStorm({ rounds: 1, seed, members: 3, actions: ['cut'], broken: 'half-quorum', cutLeader: true });
     printReport(r);
     expect(r.faults['member cut off (proxy)']).toBe(1);
     // the cut-off side commits on its own: a fork of the histories, its acknowledgements not what the history holds

@@ -59,6 +59,8 @@ export interface FleetStormOptions {
   clients?: number;
   /** A positive control only: members run with this broken rule (BKV_FLEET_BROKEN_RULE, enclave/fleet/core.ts). */
   broken?: string;
+  /** `cut` takes the leader every time (the positive control: a broken quorum shows on a cut-off leader at once; a cut-off follower must first lead a view of its own). */
+  cutLeader?: boolean;
   /** Called after each round with the report so far (run.ts --min-kills prints its progress). */
   progress?: (report: Report, round: number) => void;
 }
@@ -209,9 +211,16 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
   };
 
   const leader = () => run!.f.waitFor('a leader', () => run!.f.leader(), RECOVER_MS);
+  /** Every member normal under one leader; a member its clone's admission retired (it may learn so only after the clone is gone) is SIGKILLed and restarted from its folder. */
   const allNormal = () => run!.f.waitFor('every member normal under one leader', async () => {
     const f = run!.f;
     const all = await Promise.all(f.procs.map((p) => (p ? f.status(p.api) : null)));
+    for (const [m, s] of all.entries()) {
+      if (s?.status !== 'retired') continue;
+      await sigkill(f.procs[m], 'member SIGKILL (retired by its clone)');
+      await f.start(m);
+      return null;
+    }
     const ids = new Set(all.map((s) => (s?.status === 'normal' ? s.leader?.id : -1)));
     return ids.size === 1 && !ids.has(-1) && !ids.has(undefined) ? all : null;
   }, RECOVER_MS);
@@ -270,7 +279,7 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
       }
       case 'cut': {
         const lead = await leader();
-        const first = rng.chance(0.6) ? lead : rng.pick(others(lead));
+        const first = o.cutLeader || rng.chance(0.6) ? lead : rng.pick(others(lead));
         const cut = [first];
         if (f.n >= 5 && rng.chance(0.5)) cut.push(rng.pick(others(cut)));
         for (const m of cut) for (const p of f.linksOf(m)) p.cut();
@@ -281,7 +290,7 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
             const l = await f.leader();
             return l !== null && !cut.includes(l) ? l : null;
           }, RECOVER_MS);
-        } else await sleep(500);
+        } else await sleep(1500); // past a follower's view-change timeout (1 s): it probes a member that knows it is cut off
         await Promise.all(cut.map((m) => probe(f.procs[m]!, `cut-off m${m}`, round, true)));
         await sleep(rng.int(300, 1000));
         for (const m of cut) for (const p of f.linksOf(m)) p.heal();
