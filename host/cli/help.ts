@@ -177,7 +177,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
       status: {
         usage: 'bkv fleet status DIR',
         about:
-          'Asks each member for its state (GET /fleet/status on its client address) and prints one line a member: status, epoch, view, leader, commit, lag (the leader\'s commit minus the member\'s), health (ok, lagging, not-normal, unreachable). Exit 0 when a majority of the members is normal under one leader that answers; exit 1 otherwise. --json: file, fleetId, leader, healthy, members[{member, api, reachable, status, epoch, view, leader, commit, lag, vaultKey, health}] (vaultKey: the fingerprint of the vault key the member\'s token gives, the same on every member of a fleet; null before its key ceremony is done).',
+          'Asks each member for its state (GET /fleet/status on its client address) and prints one line a member: status, epoch, view, leader, commit, lag (the leader\'s commit minus the member\'s), applied (the last batch its vault committed or applied), health (ok, lagging, behind: its vault waits to copy another member\'s rows, not-normal, unreachable). Exit 0 when a majority of the members is normal under one leader that answers; exit 1 otherwise. --json: file, fleetId, leader, healthy, members[{member, api, reachable, status, epoch, view, leader, commit, lag, vaultKey, appliedBatch, behind, health}] (vaultKey: the fingerprint of the vault key the member\'s token gives, the same on every member of a fleet; null before its key ceremony is done).',
         example: 'bkv fleet status ./fleet --json',
       },
     },

@@ -11,6 +11,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { summarize } from '../../../host/cli/cmd-fleet.ts';
+import { readFleetConfig } from '../../../host/fleet/config.ts';
+import type { MemberStatusJson } from '../../../host/fleet/member-host.ts';
 import { bin, runBkv, runBkvAsync } from '../../helpers/cli.ts';
 import { freePort } from '../../helpers/tcp-proxy.ts';
 
@@ -97,9 +100,10 @@ describe('bkv fleet up, status; bkv serve --fleet', () => {
       const s = json(st!.out);
       expect(s).toMatchObject({ ok: true, exitCode: 0, command: 'fleet status', healthy: true });
       expect(s.members).toHaveLength(3);
-      for (const m of s.members) expect(m).toMatchObject({ reachable: true, status: 'normal', leader: s.leader, epoch: 1, lag: 0, health: 'ok' });
+      for (const m of s.members) expect(m).toMatchObject({ reachable: true, status: 'normal', leader: s.leader, epoch: 1, lag: 0, health: 'ok', behind: false });
+      for (const m of s.members) expect(typeof m.appliedBatch).toBe('number');
       const human = runBkv(dir, ['fleet', 'status', 'up']);
-      expect(human.out).toMatch(/^member\tstatus\tepoch\tview\tleader\tcommit\tlag\thealth\tapi\n0\tnormal\t1\t/);
+      expect(human.out).toMatch(/^member\tstatus\tepoch\tview\tleader\tcommit\tlag\tapplied\thealth\tapi\n0\tnormal\t1\t/);
     } finally {
       up.kill('SIGTERM');
     }
@@ -107,4 +111,21 @@ describe('bkv fleet up, status; bkv serve --fleet', () => {
     expect(err).toMatch(/stopping every member/);
     for (const pid of json(out).members.map((m: any) => m.pid as number)) expect(() => process.kill(pid, 0)).toThrow();
   }, 120_000);
+
+  it('status rows: a member whose vault is behind its log is not ok, whatever its lag; each row carries the applied batch', () => {
+    expect(runBkv(dir, ['fleet', 'init', '--members', '3', '--dir', 'rows']).code).toBe(0);
+    const fleet = readFleetConfig(join(dir, 'rows', 'fleet.json'));
+    const base = { fleetId: fleet.fleetId, status: 'normal', peers: [], refused: {}, serving: 'vault' as const, epoch: 1, view: 3, commit: 9, leader: { id: 0, api: 'http://127.0.0.1:1' } };
+    const answers: (MemberStatusJson | null)[] = [
+      { ...base, member: 0, appliedBatch: 5, behind: false },
+      { ...base, member: 1, appliedBatch: 2, behind: true },
+      null,
+    ];
+    const { rows, leader, healthy } = summarize(fleet, answers);
+    expect({ leader, healthy }).toEqual({ leader: 0, healthy: true });
+    expect(rows.map((r) => r.health)).toEqual(['ok', 'behind', 'unreachable']);
+    expect(rows.map((r) => [r.appliedBatch, r.behind])).toEqual([[5, false], [2, true], [null, null]]);
+    // positive control: the same member not behind, at the leader's commit, is ok
+    expect(summarize(fleet, [answers[0]!, { ...base, member: 1, appliedBatch: 5, behind: false }, null]).rows[1]!.health).toBe('ok');
+  });
 });
