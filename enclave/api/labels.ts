@@ -58,6 +58,9 @@ export const LABELS = {
   fleetCharter: 'bkv/fleet/charter/v1',
   fleetGrant: 'bkv/fleet/grant/v1',
   fleetSecretCheck: 'bkv/fleet/secret-check/v1',
+  // charter changes (enclave/fleet/ceremony.ts): the hash of a changed charter, the HPKE info of a grant to a member it adds
+  fleetCharterChange: 'bkv/fleet/charter-change/v1',
+  fleetJoinGrant: 'bkv/fleet/join-grant/v1',
   // the fleet's pairwise message keys (enclave/fleet/keys.ts): HKDF info prefix, before the charter hash, sender and receiver
   fleetMessageKey: 'bkv/fleet/message-key/v1',
   // the fleet's vault keys (enclave/fleet/vault-keys.ts): HKDF info prefix, before the charter hash and the key's token label; the check a token's keys are this fleet's

@@ -28,7 +28,9 @@ export function onRejoin(c: MemberCore, env: Envelope, b: Extract<Body, { type: 
 export function serveCatchup(c: MemberCore, env: Envelope, commit: number, commitHash: Uint8Array): void {
   if (c.st === 'recovering' || c.st === 'retired') return c.refuse(FleetCode.Unexpected, env.from);
   const have = hashAt(c.d, commit);
-  const suffix = have !== undefined && sameBytes(have, commitHash);
+  // a member with nothing committed (one a charter change added) takes the snapshot: its genesis
+  // configuration (epoch 0, the founding charter) is not the fleet's, even where the chains agree
+  const suffix = have !== undefined && sameBytes(have, commitHash) && !(commit === 0 && c.epoch > 0);
   c.send(
     env.from,
     {
@@ -53,10 +55,10 @@ export function onCatchup(c: MemberCore, env: Envelope, b: Extract<Body, { type:
   if (following && (b.normalView !== b.view || env.from !== c.leaderOf(b.view) || b.view < c.d.view)) return c.refuse(FleetCode.Unexpected, env.from);
   let cand: DurableState;
   if (b.snapshot) {
-    if (b.snapshot.index < c.d.commit || b.snapshot.config.admitted.length !== c.n) return c.refuse(FleetCode.StaleCatchup, env.from);
+    if (b.snapshot.index < c.d.commit || b.snapshot.config.charter.serial < c.d.base.config.charter.serial) return c.refuse(FleetCode.StaleCatchup, env.from);
     cand = { ...c.d, base: b.snapshot, entries: [] };
   } else cand = { ...c.d, entries: c.d.entries.filter((e) => e.index <= c.d.commit) };
-  const why = checkChain(cand, b.entries);
+  const why = checkChain(cand, b.entries, c.charterChanges());
   if (why !== null) return c.refuse(why, env.from);
   cand = { ...cand, entries: [...cand.entries, ...b.entries] };
   const tip = tipOf(cand);

@@ -32,6 +32,7 @@ import { decodeFields, encodeFields, fixed, list, u8 } from '../api/codec.ts';
 import { FleetCode, FleetFault } from './faults.ts';
 import { LABELS } from '../api/labels.ts';
 import { concat, ctEqual, utf8 } from '../opaque/bytes.ts';
+import type { CharterState } from './messages.ts';
 
 export const CEREMONY_VERSION = 1;
 export const FLEET_ID_BYTES = 16;
@@ -213,4 +214,66 @@ export async function acceptGrant(
   }
   if (secret.length !== SECRET_BYTES) throw new FleetFault(FleetCode.BadGrant, 'the grant does not hold a fleet secret');
   return { secret, check: secretCheck(secret, hash) };
+}
+
+// ---- a member added by a charter change (docs/fleet.md, "Membership changes") ---------------------
+
+/**
+ * The hash that names a changed charter: SHA-256 of the label, the founding charter's hash (the
+ * fleet's root, which every key stays derived from), the serial, and each id's identity (a zero
+ * byte for a removed id, else a one byte and the 32 bytes).
+ */
+export function changedCharterHash(root: Uint8Array, c: CharterState): Uint8Array {
+  const serial = new Uint8Array(8);
+  new DataView(serial.buffer).setBigUint64(0, BigInt(c.serial));
+  return sha256(concat(utf8(LABELS.fleetCharterChange), root, serial, ...c.identities.map((k) => (k ? concat(Uint8Array.of(1), k) : Uint8Array.of(0)))));
+}
+
+const joinInfo = (hash: Uint8Array, member: number): ArrayBuffer => buf(concat(utf8(LABELS.fleetJoinGrant), hash, Uint8Array.of(member)));
+
+/**
+ * The granting member's step, in its device, once the change that adds `joiner` is committed:
+ * the fleet secret it holds, sealed to the joiner's identity in `changed` (HPKE Auth from the
+ * granter's identity, info naming the changed charter and the joiner). The granter must be a
+ * member of `changed`; the operator secret is checked as in the ceremony.
+ */
+export async function grantJoiner(founding: Charter, changed: CharterState, granter: number, me: DeviceIdentity, fleetSecret: Uint8Array, joiner: number, operatorSecret: Uint8Array, provisionedHash: Uint8Array): Promise<Uint8Array> {
+  checkOperatorSecret(operatorSecret, provisionedHash);
+  const mine = changed.identities[granter];
+  if (!mine || !ctEqual(mine, me.publicKey)) throw new FleetFault(FleetCode.NotInCharter, `this device is not member ${granter} of the changed charter`);
+  const to = changed.identities[joiner];
+  if (!to || joiner === granter) throw new FleetFault(FleetCode.GrantWrongMember, `member ${joiner} is not another member of the changed charter`);
+  const hash = changedCharterHash(charterHash(founding), changed);
+  const recipientPublicKey = await suite.kem.deserializePublicKey(buf(to));
+  const ctx = await suite.createSenderContext({ recipientPublicKey, senderKey: await keyPairOf(me.seed), info: joinInfo(hash, joiner) });
+  const sealed = new Uint8Array(await ctx.seal(buf(fleetSecret)));
+  return encodeFields(GRANT, { version: CEREMONY_VERSION, member: joiner, enc: new Uint8Array(ctx.enc), sealed });
+}
+
+/**
+ * The added member's step, in its device: the operator secret checked, this device the
+ * identity at `joiner` in `changed`, and the grant opened as the granter's for it. Returns the
+ * fleet secret and its check under the founding charter (equal to every member's).
+ */
+export async function acceptJoinerGrant(founding: Charter, changed: CharterState, granter: number, joiner: number, me: DeviceIdentity, operatorSecret: Uint8Array, provisionedHash: Uint8Array, grant: Uint8Array): Promise<{ secret: Uint8Array; check: Uint8Array }> {
+  checkCharter(founding);
+  checkOperatorSecret(operatorSecret, provisionedHash);
+  const mine = changed.identities[joiner];
+  if (!mine || !ctEqual(mine, me.publicKey)) throw new FleetFault(FleetCode.NotInCharter, `this device is not member ${joiner} of the changed charter`);
+  const from = changed.identities[granter];
+  if (!from || granter === joiner) throw new FleetFault(FleetCode.GrantWrongMember, 'the granter is not another member of the changed charter');
+  const g = decodeFields(GRANT, grant, 'grant');
+  if (g.version !== CEREMONY_VERSION) throw new FleetFault(FleetCode.WireVersion, `grant version ${g.version}`);
+  if (g.member !== joiner) throw new FleetFault(FleetCode.GrantWrongMember, `the grant is for member ${g.member}`);
+  const root = charterHash(founding);
+  let secret: Uint8Array;
+  try {
+    const senderPublicKey = await suite.kem.deserializePublicKey(buf(from));
+    const ctx = await suite.createRecipientContext({ recipientKey: await keyPairOf(me.seed), enc: buf(g.enc), senderPublicKey, info: joinInfo(changedCharterHash(root, changed), joiner) });
+    secret = new Uint8Array(await ctx.open(buf(g.sealed)));
+  } catch {
+    throw new FleetFault(FleetCode.BadGrant, 'the grant does not open as the granter\'s for this member of this changed charter');
+  }
+  if (secret.length !== SECRET_BYTES) throw new FleetFault(FleetCode.BadGrant, 'the grant does not hold a fleet secret');
+  return { secret, check: secretCheck(secret, root) };
 }

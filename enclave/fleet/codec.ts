@@ -13,7 +13,7 @@ import { bytes, decodeFields, encodeFields, fixed, list, opt, u53, u8, type Deco
 import { Codec, EnclaveFault } from '../api/codes.ts';
 import { FleetCode, FleetFault, type FleetCodeValue } from './faults.ts';
 import { MAX_LIMIT, type Intent, type Op, type RecordState, type RecordStatus } from './rules.ts';
-import { HASH_BYTES, INCARNATION_BYTES, type Body, type Config, type Entry, type MessageType, type Snapshot } from './messages.ts';
+import { HASH_BYTES, INCARNATION_BYTES, type Body, type CharterState, type Config, type Entry, type MessageType, type Snapshot } from './messages.ts';
 
 /** Member ids a message may name (the fleet has 3 or 5; a member also checks its own N). */
 export const MAX_MEMBERS = 7;
@@ -36,6 +36,10 @@ export const MAX_HELD_PAYLOADS = 64;
 
 const INC = fixed(INCARNATION_BYTES);
 const HASH = fixed(HASH_BYTES);
+/** A device identity (ceremony.ts IDENTITY_BYTES): an X25519 public key. */
+const IDENTITY = fixed(32);
+/** Per member id, its identity or none (a removed id). */
+const IDENTITIES = list([['key', opt(IDENTITY)]] as const, MAX_MEMBERS);
 const RECORD_ID = bytes(1, MAX_RECORD_ID_BYTES);
 
 /** One schema per op kind; an op on the wire is `kind (u8) || fields`, inside a length-prefixed field. */
@@ -48,12 +52,13 @@ const OP_SCHEMAS = {
   admit: [['member', u8], ['incarnation', INC]],
   replace: [['id', RECORD_ID], ['base', u53], ['limit', u8]],
   touch: [['id', RECORD_ID], ['base', u53]],
+  charter: [['serial', u53], ['identities', IDENTITIES]],
 } as const satisfies Record<Op['kind'], Schema>;
 
-export const OP_TAGS: Record<Op['kind'], number> = { register: 1, charge: 2, reset: 3, lock: 4, delete: 5, admit: 6, replace: 7, touch: 8 };
+export const OP_TAGS: Record<Op['kind'], number> = { register: 1, charge: 2, reset: 3, lock: 4, delete: 5, admit: 6, replace: 7, touch: 8, charter: 9 };
 const OP_KINDS = new Map(Object.entries(OP_TAGS).map(([k, t]) => [t, k as Op['kind']]));
-/** The longest op: its kind byte and its longest schema (a charge with the longest id). */
-export const MAX_OP_BYTES = 1 + 2 + MAX_RECORD_ID_BYTES + 3 * 8;
+/** The longest op: its kind byte and its longest schema (a charter change naming every id, longer than a charge with the longest id). */
+export const MAX_OP_BYTES = Math.max(1 + 2 + MAX_RECORD_ID_BYTES + 3 * 8, 1 + 8 + 2 + MAX_MEMBERS * (1 + 32));
 
 const STATUS_TAGS: Record<RecordStatus, number> = { registered: 1, locked: 2, deleted: 3 };
 const STATUSES = new Map(Object.entries(STATUS_TAGS).map(([k, t]) => [t, k as RecordStatus]));
@@ -61,17 +66,18 @@ const STATUSES = new Map(Object.entries(STATUS_TAGS).map(([k, t]) => [t, k as Re
 const OPS = list([['op', bytes(2, MAX_OP_BYTES)]] as const, MAX_OPS_PER_ENTRY);
 export const PAYLOAD = bytes(0, MAX_PAYLOAD_BYTES);
 export const ENTRY = [['index', u53], ['view', u53], ['prevHash', HASH], ['hash', HASH], ['ops', OPS], ['payload', PAYLOAD]] as const;
-/** A configuration: epoch, then per member id its admitted incarnation or none. */
+/** A configuration: epoch, per member id its admitted incarnation or none, then its charter: serial and per member id its identity or none. */
 export const ADMITTED = list([['inc', opt(INC)]] as const, MAX_MEMBERS);
+
 const RECORD = [['id', RECORD_ID], ['version', u53], ['status', u8], ['limit', u8], ['used', u8], ['total', u53]] as const;
-export const SNAPSHOT = [['index', u53], ['hash', HASH], ['epoch', u53], ['admitted', ADMITTED], ['records', list(RECORD, MAX_SNAPSHOT_RECORDS)], ['lastPayload', PAYLOAD]] as const;
+export const SNAPSHOT = [['index', u53], ['hash', HASH], ['epoch', u53], ['admitted', ADMITTED], ['serial', u53], ['identities', IDENTITIES], ['records', list(RECORD, MAX_SNAPSHOT_RECORDS)], ['lastPayload', PAYLOAD]] as const;
 
 /** The body schema of each message type (its tag is in the header). */
 export const BODY_SCHEMAS = {
   prepare: [['epoch', u53], ['view', u53], ['commit', u53], ['index', u53], ['entryView', u53], ['prevHash', HASH], ['hash', HASH], ['ops', OPS], ['payload', PAYLOAD]],
   prepareOk: [['epoch', u53], ['view', u53], ['index', u53], ['hash', HASH]],
   commit: [['epoch', u53], ['view', u53], ['commit', u53]],
-  doViewChange: [['epoch', u53], ['view', u53], ['normalView', u53], ['tip', u53], ['tipHash', HASH], ['configEpoch', u53], ['admitted', ADMITTED]],
+  doViewChange: [['epoch', u53], ['view', u53], ['normalView', u53], ['tip', u53], ['tipHash', HASH], ['configEpoch', u53], ['admitted', ADMITTED], ['serial', u53], ['identities', IDENTITIES]],
   startView: [['epoch', u53], ['view', u53], ['tip', u53], ['tipHash', HASH]],
   rejoin: [['commit', u53], ['commitHash', HASH]],
   catchupRequest: [['commit', u53], ['commitHash', HASH]],
@@ -83,6 +89,7 @@ export const BODY_SCHEMAS = {
 type Flat<T extends MessageType> = Decoded<(typeof BODY_SCHEMAS)[T]>;
 type FlatEntry = Decoded<typeof ENTRY>;
 type FlatAdmitted = { inc: Uint8Array | undefined }[];
+type FlatCharter = { serial: number; identities: { key: Uint8Array | undefined }[] };
 
 // ---- the codec's faults as the fleet's ----------------------------------------------------------
 
@@ -136,7 +143,7 @@ function idOf(b: Uint8Array, what: string): string {
 }
 
 export function encodeOp(op: Op): Uint8Array {
-  const fields = op.kind === 'admit' ? op : { ...op, id: idBytes(op.id) };
+  const fields = op.kind === 'admit' ? op : op.kind === 'charter' ? { serial: op.serial, identities: op.identities.map((key) => ({ key: key ?? undefined })) } : { ...op, id: idBytes(op.id) };
   const body = encodeAny(OP_SCHEMAS[op.kind], fields as unknown as Record<string, unknown>);
   const out = new Uint8Array(1 + body.length);
   out[0] = OP_TAGS[op.kind];
@@ -149,6 +156,7 @@ export function decodeOp(b: Uint8Array, what = 'op'): Op {
   if (kind === undefined) return bad(FleetCode.UnknownOp, `${what}: unknown op kind ${b[0]}`);
   const f = asFleet(what, () => decodeAny(OP_SCHEMAS[kind], b.subarray(1), what));
   if (kind === 'admit') return { kind, member: f.member as number, incarnation: f.incarnation as Uint8Array };
+  if (kind === 'charter') return { kind, serial: f.serial as number, identities: (f.identities as { key: Uint8Array | undefined }[]).map((x) => x.key ?? null) };
   const op = { kind, ...f, id: idOf(f.id as Uint8Array, what) } as Op;
   if ((op.kind === 'register' || op.kind === 'replace') && (op.limit < 1 || op.limit > MAX_LIMIT)) bad(FleetCode.BadValue, `${what}: limit out of 1..${MAX_LIMIT}`);
   return op;
@@ -166,15 +174,22 @@ export function entryOf(f: FlatEntry, what: string): Entry {
 function flatAdmitted(c: Config): FlatAdmitted {
   return c.admitted.map((inc) => ({ inc: inc ?? undefined }));
 }
-function configOf(epoch: number, a: FlatAdmitted): Config {
-  return { epoch, admitted: a.map((x) => x.inc ?? null) };
+function flatCharter(c: Config): FlatCharter {
+  return { serial: c.charter.serial, identities: c.charter.identities.map((key) => ({ key: key ?? undefined })) };
+}
+/** A configuration as decoded: as many admitted slots as charter ids, and at least one member. */
+function configOf(epoch: number, a: FlatAdmitted, ch: FlatCharter, what: string): Config {
+  if (a.length !== ch.identities.length) bad(FleetCode.BadValue, `${what}: ${a.length} admitted slots for ${ch.identities.length} charter ids`);
+  if (ch.identities.every((k) => k.key === undefined)) bad(FleetCode.BadValue, `${what}: a charter with no member`);
+  const charter: CharterState = { serial: ch.serial, identities: ch.identities.map((k) => k.key ?? null) };
+  return { epoch, admitted: a.map((x) => x.inc ?? null), charter };
 }
 
 const byId = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 export function flatSnapshot(s: Snapshot): Decoded<typeof SNAPSHOT> {
   const records = [...s.records].sort(([a], [b]) => byId(a, b)).map(([id, r]) => ({ id: idBytes(id), version: r.version, status: STATUS_TAGS[r.status], limit: r.limit, used: r.used, total: r.total }));
-  return { index: s.index, hash: s.hash, epoch: s.config.epoch, admitted: flatAdmitted(s.config), records, lastPayload: s.lastPayload };
+  return { index: s.index, hash: s.hash, epoch: s.config.epoch, admitted: flatAdmitted(s.config), ...flatCharter(s.config), records, lastPayload: s.lastPayload };
 }
 export function snapshotOf(f: Decoded<typeof SNAPSHOT>): Snapshot {
   const records = new Map<string, RecordState>();
@@ -188,7 +203,7 @@ export function snapshotOf(f: Decoded<typeof SNAPSHOT>): Snapshot {
     if (r.limit < 1 || r.limit > MAX_LIMIT || r.used > r.limit) bad(FleetCode.BadValue, `${what}: limit or attempts used out of range`);
     records.set(id, { version: r.version, status, limit: r.limit, used: r.used, total: r.total });
   });
-  return { index: f.index, hash: f.hash, config: configOf(f.epoch, f.admitted), records, lastPayload: f.lastPayload };
+  return { index: f.index, hash: f.hash, config: configOf(f.epoch, f.admitted, f, 'snapshot'), records, lastPayload: f.lastPayload };
 }
 
 // ---- bodies ---------------------------------------------------------------------------------------
@@ -200,7 +215,7 @@ function flatBody(b: Body): Record<string, unknown> {
       return { epoch: b.epoch, view: b.view, commit: b.commit, index, entryView: view, ...e };
     }
     case 'doViewChange':
-      return { ...b, configEpoch: b.config.epoch, admitted: flatAdmitted(b.config) };
+      return { ...b, configEpoch: b.config.epoch, admitted: flatAdmitted(b.config), ...flatCharter(b.config) };
     case 'catchup':
       return { ...b, snapshot: b.snapshot ? [flatSnapshot(b.snapshot)] : [], entries: b.entries.map(flatEntry) };
     default:
@@ -229,8 +244,8 @@ export function decodeBody(type: MessageType, b: Uint8Array): Body {
       return { type, epoch, view, commit, entry: entryOf({ ...e, view: entryView }, 'prepare.entry') };
     }
     case 'doViewChange': {
-      const { configEpoch, admitted, ...rest } = f as Flat<'doViewChange'>;
-      return { type, ...rest, config: configOf(configEpoch, admitted) };
+      const { configEpoch, admitted, serial, identities, ...rest } = f as Flat<'doViewChange'>;
+      return { type, ...rest, config: configOf(configEpoch, admitted, { serial, identities }, 'doViewChange.config') };
     }
     case 'catchup': {
       const { snapshot, entries, ...rest } = f as Flat<'catchup'>;
@@ -243,7 +258,7 @@ export function decodeBody(type: MessageType, b: Uint8Array): Body {
 
 /** The canonical encoding of a configuration (what a re-form's set hash covers). */
 export function encodeConfig(c: Config): Uint8Array {
-  return encodeFields([['epoch', u53], ['admitted', ADMITTED]] as const, { epoch: c.epoch, admitted: flatAdmitted(c) });
+  return encodeFields([['epoch', u53], ['admitted', ADMITTED], ['serial', u53], ['identities', IDENTITIES]] as const, { epoch: c.epoch, admitted: flatAdmitted(c), ...flatCharter(c) });
 }
 
 /** The canonical encoding of an entry's content (what its chain hash covers, after the label). */
@@ -253,7 +268,7 @@ export function encodeEntryContent(prevHash: Uint8Array, index: number, view: nu
 
 /** The largest body of any type under the bounds above (a catch-up with a full snapshot and the most entries). */
 export const MAX_BODY_BYTES = (() => {
-  const admitted = 2 + MAX_MEMBERS * (1 + INCARNATION_BYTES);
+  const admitted = 2 + MAX_MEMBERS * (1 + INCARNATION_BYTES) + 8 + 2 + MAX_MEMBERS * (1 + 32);
   const entry = 8 + 8 + 2 * HASH_BYTES + 2 + MAX_OPS_PER_ENTRY * (2 + MAX_OP_BYTES) + 2 + MAX_PAYLOAD_BYTES;
   const record = 2 + MAX_RECORD_ID_BYTES + 8 + 3 + 8;
   const snapshot = 8 + HASH_BYTES + 8 + admitted + 2 + MAX_SNAPSHOT_RECORDS * record + 2 + MAX_PAYLOAD_BYTES;

@@ -5,11 +5,13 @@
  * (§4.2), catchup.ts (§4.3: catch-up, rejoin), reform.ts (a whole fleet's re-form). member.ts is
  * the entry (messages, intents, ticks in; `Output` out). Only enclave/fleet/ reads this state.
  */
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { charterHash } from './ceremony.ts';
 import { FleetFault, type FleetCodeValue } from './faults.ts';
-import { messageKeys, sharedKeysForControl, type MemberSecrets, type MessageKeys } from './keys.ts';
-import { configAt, tipOf, type DurableState, type Tip } from './log.ts';
+import { pairKeys, sharedKeysForControl, type MemberSecrets, type MessageKeys } from './keys.ts';
+import { configAt, isMemberOf, membersOf, tipOf, type DurableState, type Tip } from './log.ts';
 import type { Intent, RecordOp } from './rules.ts';
-import { MAX_OPS_PER_ENTRY } from './codec.ts';
+import { MAX_MEMBERS, MAX_OPS_PER_ENTRY } from './codec.ts';
 import { ANY_INCARNATION, INCARNATION_BYTES, sameBytes, seal, type Body, type Config, type Entry } from './wire.ts';
 
 export interface MemberPlatform {
@@ -24,12 +26,15 @@ export interface MemberPlatform {
  * counts any incarnation in quorums and lets a booted member resume from its durable state as if
  * admitted; `half-quorum` takes n/2 (rounded down) as a majority; `skip-mac` takes a message
  * without checking its MAC; `shared-key` gives every pair of members one key (keys.ts
- * `sharedKeysForControl`), so a member can MAC a message in another member's name.
+ * `sharedKeysForControl`), so a member can MAC a message in another member's name;
+ * `charter-two` lets a charter change add or remove two members at once (log.ts
+ * checkCharterChange), so a majority of the old charter and one of the new may not meet.
  */
-export type BrokenRule = 'count-unadmitted' | 'half-quorum' | 'skip-mac' | 'shared-key';
-export const BROKEN_RULES: readonly BrokenRule[] = ['count-unadmitted', 'half-quorum', 'skip-mac', 'shared-key'];
+export type BrokenRule = 'count-unadmitted' | 'half-quorum' | 'skip-mac' | 'shared-key' | 'charter-two';
+export const BROKEN_RULES: readonly BrokenRule[] = ['count-unadmitted', 'half-quorum', 'skip-mac', 'shared-key', 'charter-two'];
 
 export interface MemberOptions {
+  /** Members of the founding charter (the fleet's size at the ceremony). */
   readonly n: number;
   /** What the device keeps in NVRAM (keys.ts): its message keys are derived from it once, at boot. */
   readonly secrets: MemberSecrets;
@@ -94,8 +99,15 @@ export interface ReformPlan {
 export class MemberCore {
   readonly id: number;
   readonly incarnation: Uint8Array;
+  /** Members of the founding charter. */
   readonly n: number;
-  readonly keys: MessageKeys;
+  /** The positive control `shared-key` only: one key for every pair. */
+  private readonly shared: MessageKeys | null;
+  /** Pair keys by `id:identity` (keys.ts pairKeys): an id names one device for the fleet's life, a charter change adds keys, never changes one. */
+  private readonly pairs = new Map<string, { send: Uint8Array; receive: Uint8Array } | null>();
+  private readonly rootHash: Uint8Array;
+  /** Charter changes this member's device was given the operator's approval for (member.ts approveCharter), by hex of the change. */
+  readonly approved = new Set<string>();
   readonly t: { vc: number; reform: number; resend: number; keep: number; batch: number; queue: number };
   d: DurableState;
   st: Status = 'recovering';
@@ -150,8 +162,11 @@ export class MemberCore {
   ) {
     this.id = durable.member;
     this.n = opts.n;
-    if (opts.secrets.member !== durable.member || opts.secrets.charter.identities.length !== opts.n) throw new Error('fleet: the secrets are not of this member of this fleet');
-    this.keys = opts.broken === 'shared-key' ? sharedKeysForControl(opts.secrets) : messageKeys(opts.secrets);
+    const sec = opts.secrets;
+    const named = sec.joined ? sec.joined.identities[durable.member] : sec.charter.identities[durable.member];
+    if (sec.member !== durable.member || sec.charter.identities.length !== opts.n || !named) throw new Error('fleet: the secrets are not of this member of this fleet');
+    this.shared = opts.broken === 'shared-key' ? sharedKeysForControl(sec) : null;
+    this.rootHash = charterHash(sec.charter);
     this.d = durable;
     this.persistedCommit = durable.commit;
     this.incarnation = platform.random(INCARNATION_BYTES);
@@ -173,21 +188,73 @@ export class MemberCore {
     return this.d.base.config.epoch;
   }
   isLeader(): boolean {
-    return this.st === 'normal' && this.leaderOf(this.d.view) === this.id;
+    return this.st === 'normal' && this.leaderOf(this.d.view) === this.id && isMemberOf(this.configTip(), this.id);
   }
-  quorum(): number {
-    return this.opts.broken === 'half-quorum' ? Math.floor(this.n / 2) : Math.floor(this.n / 2) + 1;
+  /** A majority of the member ids of `cfg`'s charter (the tip's by default: a charter counts from the moment it is in the log). */
+  quorum(cfg: Config = this.configTip()): number {
+    const size = membersOf(cfg).length;
+    return this.opts.broken === 'half-quorum' ? Math.floor(size / 2) : Math.floor(size / 2) + 1;
+  }
+  /** Members a charter change may add or remove: one (two only under the positive control `charter-two`). */
+  charterChanges(): number {
+    return this.opts.broken === 'charter-two' ? 2 : 1;
+  }
+  /** The member ids at this member's tip. */
+  members(): number[] {
+    return membersOf(this.configTip());
+  }
+  /** The next view after `view` whose leader is a member at this member's tip (a view whose leader id is empty or removed is skipped). */
+  nextView(view: number): number {
+    const cfg = this.configTip();
+    let v = view + 1;
+    while (!isMemberOf(cfg, this.leaderOf(v))) v++;
+    return v;
+  }
+  /** The identity at member id `m`: the tip's charter, else the charter this device was granted under. */
+  private identityOf(m: number): Uint8Array | null {
+    return this.configTip().charter.identities[m] ?? this.opts.secrets.joined?.identities[m] ?? null;
+  }
+  private pair(m: number): { send: Uint8Array; receive: Uint8Array } | null {
+    if (m === this.id) return null;
+    const id = this.identityOf(m);
+    if (!id) return null;
+    const k = `${m}:${bytesToHex(id)}`;
+    let p = this.pairs.get(k);
+    if (p === undefined) {
+      try {
+        p = pairKeys(this.opts.secrets, m, id, this.rootHash);
+      } catch (e) {
+        if (!(e instanceof FleetFault)) throw e;
+        p = null; // an identity that gives no shared secret: no message to or from that id
+      }
+      this.pairs.set(k, p);
+    }
+    return p;
+  }
+  /** The key this member MACs what it sends to `m` with (null: no such member). */
+  sendKey(m: number): Uint8Array | null {
+    return this.shared ? (this.shared.send[m] ?? null) : (this.pair(m)?.send ?? null);
+  }
+  /** The key that checks what `m` sends to this member. */
+  receiveKey(m: number): Uint8Array | null {
+    return this.shared ? (this.shared.receive[m] ?? null) : (this.pair(m)?.receive ?? null);
   }
   /** Enters the learner state (a no-op when in it already). */
   becomeLearner(): void {
     if (this.st !== 'learner') this.learnerSince = this.now;
     this.st = 'learner';
   }
+  /**
+   * The leader of a view: one id per view whatever charter a member holds (a member that took a
+   * charter change and one that did not yet agree on it), so two members never both lead a view.
+   */
   leaderOf(view: number): number {
-    return view % this.n;
+    return view % MAX_MEMBERS;
   }
+  private tipConfig: { d: DurableState; c: Config } | null = null;
   configTip(): Config {
-    return configAt(this.d, tipOf(this.d).index);
+    if (this.tipConfig?.d !== this.d) this.tipConfig = { d: this.d, c: configAt(this.d, tipOf(this.d).index) };
+    return this.tipConfig.c;
   }
   admitted(c: Config, m: number, inc: Uint8Array): boolean {
     return this.opts.broken === 'count-unadmitted' || sameBytes(c.admitted[m], inc);
@@ -202,15 +269,20 @@ export class MemberCore {
   /** Seals and sends; a body over a bound of the wire format (a catch-up too long, a snapshot too large) is not sent: its fault goes in the output. */
   send(to: number, body: Body, toInc: Uint8Array = ANY_INCARNATION): void {
     this.lastSent = this.now;
+    const key = this.sendKey(to);
+    if (!key) return;
     try {
-      this.out.send.push(seal(this.keys.send[to]!, { from: this.id, to, fromInc: this.incarnation, toInc, seq: ++this.seqOut, body }));
+      this.out.send.push(seal(key, { from: this.id, to, fromInc: this.incarnation, toInc, seq: ++this.seqOut, body }));
     } catch (e) {
       if (!(e instanceof FleetFault)) throw e;
       this.out.faults.push(e);
     }
   }
+  /** To every other member id at this member's tip; a member added by a change that is not at its tip yet takes it from the members it knows (member.ts tick). */
   broadcast(body: Body): void {
-    for (let m = 0; m < this.n; m++) if (m !== this.id) this.send(m, body);
+    for (const m of this.members()) if (m !== this.id) this.send(m, body);
+    const j = this.opts.secrets.joined;
+    if (j && !isMemberOf(this.configTip(), this.id)) j.identities.forEach((k, m) => k && m !== this.id && !isMemberOf(this.configTip(), m) && this.send(m, body));
   }
   refuse(code: FleetCodeValue, from?: number): void {
     this.out.faults.push(new FleetFault(code, 'fleet: message refused', from));

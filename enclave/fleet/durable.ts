@@ -64,7 +64,7 @@ export function encodeDurable(d: DurableState): Uint8Array {
   );
 }
 
-/** Strict: a `FleetFault` for bytes that are not one durable state of member `member` of an `n`-member fleet. */
+/** Strict: a `FleetFault` for bytes that are not one durable state of member `member` of a fleet founded with `n` members. */
 export function decodeDurable(b: Uint8Array, member: number, n: number): DurableState {
   if (b.length < 1) throw new FleetFault(FleetCode.Truncated, 'fleet: durable state: empty');
   if (b[0] !== DURABLE_VERSION) throw new FleetFault(FleetCode.WireVersion, `fleet: durable state version ${b[0]}`);
@@ -72,7 +72,7 @@ export function decodeDurable(b: Uint8Array, member: number, n: number): Durable
   if (f.member !== member) bad(`it is member ${f.member}'s, not member ${member}'s`);
   const snap = f.base[0] ?? bad('no snapshot');
   const base = snapshotOf(snap);
-  if (base.config.admitted.length !== n) bad(`a configuration of ${base.config.admitted.length} members, not ${n}`);
+  if (base.config.charter.identities.length < n || (base.config.charter.serial === 0 && base.config.charter.identities.length !== n)) bad(`a configuration of ${base.config.charter.identities.length} member ids, not ${n}`);
   const entries = f.entries.map((e, i) => entryOf(e, `durable.entries[${i}]`));
   let prev = { index: base.index, hash: base.hash };
   for (const e of entries) {

@@ -73,6 +73,8 @@ export const FleetCode = {
   BadGrant: 2531,
   /** A batch proposed as one entry while another entry is outstanding or intents are queued: the leader takes one at a time (member.ts submitBatch). */
   Busy: 2532,
+  /** A charter change this member's device was not given the operator's approval for: as leader it does not propose it (member.ts approveCharter). */
+  CharterNotApproved: 2533,
 } as const;
 
 export type FleetCodeValue = CodeOf<typeof FleetCode>;

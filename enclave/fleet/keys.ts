@@ -26,6 +26,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { LABELS } from '../api/labels.ts';
 import { concat, utf8 } from '../opaque/bytes.ts';
 import { charterHash, type Charter } from './ceremony.ts';
+import type { CharterState } from './messages.ts';
 import { FleetCode, FleetFault } from './faults.ts';
 
 export const MESSAGE_KEY_BYTES = 32;
@@ -38,9 +39,12 @@ export const MESSAGE_KEY_BYTES = 32;
  */
 export interface MemberSecrets {
   readonly member: number;
+  /** The founding charter: its hash roots every message key and vault key for the fleet's life. */
   readonly charter: Charter;
   readonly identitySeed: Uint8Array;
   readonly fleetSecret: Uint8Array;
+  /** A member added by a charter change: the charter it was granted the secret under (ceremony.ts `grantJoiner`), which names it. */
+  readonly joined?: CharterState;
 }
 
 /** A member's message keys, by the other member's id (null at its own id). */
@@ -70,28 +74,40 @@ function pairInfo(hash: Uint8Array, sender: number, receiver: number): Uint8Arra
   return concat(utf8(LABELS.fleetMessageKey), hash, Uint8Array.of(sender, receiver));
 }
 
-/** Every message key of one member, from what its device keeps: one X25519 per other member. */
+/**
+ * The two keys between this member and member `other` whose identity is `identity`: one X25519.
+ * The info names the founding charter's hash and the two ids, so a key stays the same across
+ * charter changes (ids are never reused: an id names one device for the fleet's life).
+ */
+export function pairKeys(s: MemberSecrets, other: number, identity: Uint8Array, hash: Uint8Array = charterHash(s.charter)): { send: Uint8Array; receive: Uint8Array } {
+  const sk = identityPrivateKey(s.identitySeed);
+  let z: Uint8Array;
+  try {
+    z = x25519.getSharedSecret(sk, identity);
+  } catch {
+    throw new FleetFault(FleetCode.BadValue, `fleet: the identity of member ${other} gives no shared secret (RFC 7748 §6.1)`);
+  } finally {
+    sk.fill(0);
+  }
+  if (z.every((x) => x === 0)) throw new FleetFault(FleetCode.BadValue, `fleet: the identity of member ${other} gives no shared secret (RFC 7748 §6.1)`);
+  const out = { send: hkdf(sha256, z, s.fleetSecret, pairInfo(hash, s.member, other), MESSAGE_KEY_BYTES), receive: hkdf(sha256, z, s.fleetSecret, pairInfo(hash, other, s.member), MESSAGE_KEY_BYTES) };
+  z.fill(0);
+  return out;
+}
+
+/** Every message key of one member with the founding charter's members, from what its device keeps: one X25519 per other member. */
 export function messageKeys(s: MemberSecrets): MessageKeys {
   const { charter, member } = s;
   const n = charter.identities.length;
   const hash = charterHash(charter);
-  const sk = identityPrivateKey(s.identitySeed);
   const send: (Uint8Array | null)[] = new Array(n).fill(null);
   const receive: (Uint8Array | null)[] = new Array(n).fill(null);
   for (let other = 0; other < n; other++) {
     if (other === member) continue;
-    let z: Uint8Array;
-    try {
-      z = x25519.getSharedSecret(sk, charter.identities[other]!);
-    } catch {
-      throw new FleetFault(FleetCode.BadValue, `fleet: the identity of member ${other} gives no shared secret (RFC 7748 §6.1)`);
-    }
-    if (z.every((x) => x === 0)) throw new FleetFault(FleetCode.BadValue, `fleet: the identity of member ${other} gives no shared secret (RFC 7748 §6.1)`);
-    send[other] = hkdf(sha256, z, s.fleetSecret, pairInfo(hash, member, other), MESSAGE_KEY_BYTES);
-    receive[other] = hkdf(sha256, z, s.fleetSecret, pairInfo(hash, other, member), MESSAGE_KEY_BYTES);
-    z.fill(0);
+    const k = pairKeys(s, other, charter.identities[other]!, hash);
+    send[other] = k.send;
+    receive[other] = k.receive;
   }
-  sk.fill(0);
   return { send, receive };
 }
 

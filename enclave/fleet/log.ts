@@ -5,8 +5,12 @@
  * prefix into a snapshot. Nothing here is in RAM only: the incarnation is not part of it.
  */
 import { FleetCode, type FleetCodeValue } from './faults.ts';
-import { transition, type Op, type RecordState } from './rules.ts';
+import { transition, type CharterOp, type Op, type RecordState } from './rules.ts';
+import { MAX_MEMBERS } from './codec.ts';
 import { entryHash, GENESIS_HASH, INCARNATION_BYTES, NO_PAYLOAD, sameBytes, type Config, type Entry, type Snapshot } from './wire.ts';
+
+/** Members a charter may have after a change (a founding charter has 3, 5 or 7: ceremony.ts CHARTER_SIZES). */
+export const MIN_MEMBERS = 3;
 
 export interface ReformRecord {
   /** The epoch of the re-form this member took part in. */
@@ -35,14 +39,17 @@ export interface DurableState {
   readonly held: readonly Uint8Array[];
 }
 
-/** The state of a member of an `n`-member fleet before any entry: epoch 0, nobody admitted. */
-export function genesis(member: number, n: number): DurableState {
+/**
+ * The state of a member of a fleet before any entry: epoch 0, nobody admitted, the founding
+ * charter (serial 0, `identities`: the ceremony's charter's identities, ceremony.ts).
+ */
+export function genesis(member: number, identities: readonly Uint8Array[]): DurableState {
   return {
     member,
     view: 0,
     normalView: 0,
     commit: 0,
-    base: { index: 0, hash: GENESIS_HASH, config: { epoch: 0, admitted: new Array<null>(n).fill(null) }, records: new Map(), lastPayload: NO_PAYLOAD },
+    base: { index: 0, hash: GENESIS_HASH, config: { epoch: 0, admitted: new Array<null>(identities.length).fill(null), charter: { serial: 0, identities: [...identities] } }, records: new Map(), lastPayload: NO_PAYLOAD },
     entries: [],
     reform: null,
     held: [],
@@ -71,10 +78,60 @@ export function entriesAfter(d: DurableState, index: number): Entry[] {
 }
 
 function applyConfig(c: Config, op: Op): Config {
+  if (op.kind === 'charter') {
+    // a removed id admits nobody; an added one nobody yet (its member is admitted by an Admit)
+    const admitted = op.identities.map((k, i) => (k ? (c.admitted[i] ?? null) : null));
+    return { epoch: c.epoch, admitted, charter: { serial: op.serial, identities: op.identities } };
+  }
   if (op.kind !== 'admit') return c;
   const admitted = [...c.admitted];
   admitted[op.member] = op.incarnation;
-  return { epoch: c.epoch, admitted };
+  return { ...c, admitted };
+}
+
+/** The member ids of a configuration's charter, ascending. */
+export function membersOf(c: Config): number[] {
+  const out: number[] = [];
+  c.charter.identities.forEach((k, i) => {
+    if (k) out.push(i);
+  });
+  return out;
+}
+
+/** Whether `m` is a member id of the configuration's charter. */
+export function isMemberOf(c: Config, m: number): boolean {
+  return Number.isInteger(m) && m >= 0 && c.charter.identities[m] != null;
+}
+
+/**
+ * Why a charter change can not follow configuration `c`, or null (docs/fleet.md, "Membership
+ * changes"): the next serial; ids never reused (a removed id stays empty, an added member takes
+ * the next id); every member kept keeps its identity; exactly one member added or removed, so any
+ * majority of the old charter and any of the new share a member; 3 to 7 members after it; no
+ * identity twice.
+ */
+export function checkCharterChange(c: Config, op: CharterOp, maxChanges = 1): boolean {
+  const cur = c.charter.identities;
+  const next = op.identities;
+  if (op.serial !== c.charter.serial + 1) return false;
+  if (next.length < cur.length || next.length > cur.length + maxChanges) return false;
+  if (next.length > MAX_MEMBERS) return false;
+  let changes = 0;
+  for (let i = 0; i < next.length; i++) {
+    const was = cur[i] ?? null;
+    const now = next[i] ?? null;
+    if (i >= cur.length) {
+      if (!now) return false;
+      changes++;
+    } else if (!was) {
+      if (now) return false; // a removed id is never given again
+    } else if (!now) changes++;
+    else if (!sameBytes(was, now)) return false;
+  }
+  const members = next.filter((k): k is Uint8Array => k !== null);
+  if (changes < 1 || changes > maxChanges || members.length < MIN_MEMBERS) return false;
+  const seen = new Set(members.map((k) => Array.from(k).join(',')));
+  return seen.size === members.length;
 }
 
 /** The configuration after entry `upto` (the latest in the log when `upto` is the tip). */
@@ -92,7 +149,7 @@ export function recordsAt(d: DurableState, upto: number): Map<string, RecordStat
   const recs = new Map(d.base.records);
   for (const e of d.entries) {
     if (e.index > upto) break;
-    for (const op of e.ops) if (op.kind !== 'admit') recs.set(op.id, transition(recs.get(op.id), op) as RecordState);
+    for (const op of e.ops) if (op.kind !== 'admit' && op.kind !== 'charter') recs.set(op.id, transition(recs.get(op.id), op) as RecordState);
   }
   return recs;
 }
@@ -107,12 +164,17 @@ export function lastPayloadAt(d: DurableState, upto: number): Uint8Array {
   return p;
 }
 
-/** Checks `ops` in order against `recs` (updated in place); the first broken rule's code, or null. */
-export function checkOps(recs: Map<string, RecordState>, n: number, ops: readonly Op[]): FleetCodeValue | null {
+/** Checks `ops` in order against `recs` (updated in place) under configuration `cfg`; the first broken rule's code, or null. */
+export function checkOps(recs: Map<string, RecordState>, cfg: Config, ops: readonly Op[], maxChanges = 1): FleetCodeValue | null {
   for (const op of ops) {
     if (op.kind === 'admit') {
-      if (!Number.isInteger(op.member) || op.member < 0 || op.member >= n || op.incarnation.length !== INCARNATION_BYTES) return FleetCode.TransitionNotAllowed;
+      if (!isMemberOf(cfg, op.member) || op.incarnation.length !== INCARNATION_BYTES) return FleetCode.TransitionNotAllowed;
       if (ops.length !== 1) return FleetCode.TransitionNotAllowed; // an Admit is alone in its entry
+      continue;
+    }
+    if (op.kind === 'charter') {
+      // alone in its entry; a change that breaks the charter rules is refused
+      if (ops.length !== 1 || !checkCharterChange(cfg, op, maxChanges)) return FleetCode.TransitionNotAllowed;
       continue;
     }
     const next = transition(recs.get(op.id), op);
@@ -122,20 +184,20 @@ export function checkOps(recs: Map<string, RecordState>, n: number, ops: readonl
   return null;
 }
 
-/** Why `e` can not be appended at this member's tip, or null: index, chain, own hash, every op against own records. */
-export function checkAppend(d: DurableState, e: Entry): FleetCodeValue | null {
+/** Why `e` can not be appended at this member's tip, or null: index, chain, own hash, every op against own records and configuration. */
+export function checkAppend(d: DurableState, e: Entry, maxChanges = 1): FleetCodeValue | null {
   const tip = tipOf(d);
   if (e.index !== tip.index + 1) return FleetCode.WrongIndex;
   if (!sameBytes(e.prevHash, tip.hash)) return FleetCode.WrongPrevHash;
   if (!sameBytes(e.hash, entryHash(e.prevHash, e.index, e.view, e.ops, e.payload))) return FleetCode.WrongPrevHash;
-  return checkOps(recordsAt(d, tip.index), d.base.config.admitted.length, e.ops);
+  return checkOps(recordsAt(d, tip.index), configAt(d, tip.index), e.ops, maxChanges);
 }
 
 /** Checks a chain of entries starting right after `from` (hash `fromHash`), each against the state it follows. */
-export function checkChain(d: DurableState, entries: readonly Entry[]): FleetCodeValue | null {
+export function checkChain(d: DurableState, entries: readonly Entry[], maxChanges = 1): FleetCodeValue | null {
   let cur = d;
   for (const e of entries) {
-    const why = checkAppend(cur, e);
+    const why = checkAppend(cur, e, maxChanges);
     if (why !== null) return why;
     cur = { ...cur, entries: [...cur.entries, e] };
   }

@@ -13,8 +13,9 @@ import { onCatchup, onRejoin, serveCatchup } from './catchup.ts';
 import { MemberCore, type MemberOptions, type MemberPlatform, type Output, type Status } from './core.ts';
 import { decodeBody, intentFits } from './codec.ts';
 import { FleetCode, FleetFault, type FleetCodeValue } from './faults.ts';
-import { hashAt, tipOf, type DurableState } from './log.ts';
-import { heartbeat, onCommit, onPrepare, onPrepareOk, propose, proposeBatch } from './normal.ts';
+import { hashAt, isMemberOf, tipOf, type DurableState } from './log.ts';
+import { charterKey, heartbeat, onCommit, onPrepare, onPrepareOk, propose, proposeBatch, proposeCharter } from './normal.ts';
+import type { CharterOp } from './rules.ts';
 import { abandonReform, nextReformEpoch, onReformAccept, onReformVote, resendReform, startReform } from './reform.ts';
 import type { Intent } from './rules.ts';
 import { enterViewChange, onDoViewChange, onStartView, resendViewChange, startViewChange } from './view-change.ts';
@@ -56,6 +57,45 @@ export class Member {
   }
   isLeader(): boolean {
     return this.c.isLeader();
+  }
+  /** The leader of this member's view while it is normal, else null. */
+  get leader(): number | null {
+    return this.c.st === 'normal' ? this.c.leaderOf(this.c.d.view) : null;
+  }
+
+  // ---- charter changes (docs/fleet.md, "Membership changes") --------------------------------
+
+  /**
+   * The operator approved charter change `change` for this member's device: the device layer
+   * calls this only after checking the operator secret against the hash in its NVRAM
+   * (ceremony.ts checkOperatorSecret). Only a leader whose device holds the approval proposes the
+   * change (CharterNotApproved otherwise); the others check the change against the charter rules
+   * like any entry (log.ts checkCharterChange), as they trust the leader's device for its own
+   * entries (the trust model: devices are trusted, hosts are not, docs/fleet.md). Kept in RAM: a
+   * member that restarts is approved again.
+   */
+  approveCharter(change: Omit<CharterOp, 'kind'>): void {
+    this.c.approved.add(charterKey({ kind: 'charter', ...change }));
+  }
+
+  /**
+   * The leader proposes a charter change (one member added at the next id, or one removed) as an
+   * entry of its own. Refused (the code): NotLeader; Busy while an entry is outstanding, intents
+   * are queued, an earlier change is not committed, or no entry of this view is committed yet (the
+   * leader then appends an empty entry first: a change proposed before the leader committed in its
+   * view could be decided against a configuration another leader already left, Ongaro 2015);
+   * CharterNotApproved without the operator's approval in this device; TransitionNotAllowed for a
+   * change the charter rules refuse (log.ts checkCharterChange). A change that removes the leader
+   * itself starts a view change first (NotLeader: ask the next leader).
+   */
+  proposeCharter(change: Omit<CharterOp, 'kind'>, now: number): { out: Output; index: number | FleetFault } {
+    const c = this.c;
+    c.begin(now);
+    const before = tipOf(c.d).index;
+    const code = proposeCharter(c, { kind: 'charter', ...change });
+    if (code === FleetCode.NotLeader && c.isLeader()) startViewChange(c, c.nextView(c.d.view));
+    const out = c.end();
+    return { out, index: code === null ? before + 1 : new FleetFault(code, 'fleet: charter change refused') };
   }
 
   // ---- entry points -------------------------------------------------------------------------
@@ -134,7 +174,7 @@ export class Member {
           propose(c);
         } else if (quiet > c.vcWait()) {
           c.vcRound++;
-          startViewChange(c, c.d.view + 1);
+          startViewChange(c, c.nextView(c.d.view));
         }
         break;
       case 'viewchange':
@@ -142,14 +182,22 @@ export class Member {
         // machine or disk makes every step slower; a fixed wait would start views forever)
         if (now - c.vcStart > c.vcWait()) {
           c.vcRound++;
-          startViewChange(c, c.d.view + 1);
+          startViewChange(c, c.nextView(c.d.view));
         } else if (resend) resendViewChange(c);
         break;
       case 'recovering':
       case 'learner':
+        // a member a charter change added, before its log holds that change, only asks to rejoin
+        // (it takes no part in a re-form of a charter it is not in yet)
+        if (!isMemberOf(c.configTip(), c.id)) {
+          if (resend) {
+            c.awaiting = { purpose: 'rejoin', from: -1, expect: null, since: now };
+            c.broadcast({ type: 'rejoin', commit: c.d.commit, commitHash: hashAt(c.d, c.d.commit)! });
+          }
+        }
         // a learner hears the leader (no quiet), yet one that is not admitted in time follows a
         // leader without a majority of admitted members (two of three restarted): it votes
-        if (c.d.base.config.epoch === 0 || quiet > c.t.reform || (c.st === 'learner' && now - c.learnerSince > c.t.reform)) startReform(c, nextReformEpoch(c));
+        else if (c.d.base.config.epoch === 0 || quiet > c.t.reform || (c.st === 'learner' && now - c.learnerSince > c.t.reform)) startReform(c, nextReformEpoch(c));
         else if (resend && c.st === 'recovering') {
           c.awaiting = { purpose: 'rejoin', from: -1, expect: null, since: now };
           c.broadcast({ type: 'rejoin', commit: c.d.commit, commitHash: hashAt(c.d, c.d.commit)! });
@@ -173,7 +221,7 @@ export class Member {
   stepDown(now: number): Output {
     const c = this.c;
     c.begin(now);
-    if (c.isLeader()) startViewChange(c, c.d.view + 1);
+    if (c.isLeader()) startViewChange(c, c.nextView(c.d.view));
     return c.end();
   }
 
@@ -210,12 +258,14 @@ export class Member {
 
   private admit(h: Header, msg: Uint8Array): FleetCodeValue | null {
     const c = this.c;
-    if (h.to !== c.id || h.from === c.id || h.from >= c.n) return FleetCode.UnknownMember;
+    // the sender must be a member id at this member's tip (a removed id is refused from the moment the removal is in the log)
+    const key = h.to === c.id && h.from !== c.id && (isMemberOf(c.configTip(), h.from) || !isMemberOf(c.configTip(), c.id)) ? c.receiveKey(h.from) : null;
+    if (!key) return FleetCode.UnknownMember;
     // a sequence number already seen is refused before the MAC is computed; it is recorded only once the MAC verifies
     const k = `${h.from}:${bytesToHex(h.fromInc)}`;
     if (h.seq <= (c.seen.get(k) ?? 0)) return FleetCode.Replay;
     // the key of (sender, this member): only the two of them hold it (keys.ts), so a member can not MAC in another's name
-    if (c.opts.broken !== 'skip-mac' && !verifyMac(c.keys.receive[h.from]!, msg)) return FleetCode.BadMac;
+    if (c.opts.broken !== 'skip-mac' && !verifyMac(key, msg)) return FleetCode.BadMac;
     if (!sameBytes(h.toInc, ANY_INCARNATION) && !sameBytes(h.toInc, c.incarnation)) return FleetCode.WrongIncarnation;
     c.seen.set(k, h.seq);
     return null;

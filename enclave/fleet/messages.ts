@@ -12,10 +12,24 @@ export const MAC_BYTES = 32;
 export const ANY_INCARNATION = new Uint8Array(INCARNATION_BYTES);
 export const GENESIS_HASH = new Uint8Array(HASH_BYTES);
 
-/** Member id → admitted incarnation (null: none admitted for that id). */
+/**
+ * The members of a charter (docs/fleet.md, "Membership changes"): its serial number (the founding
+ * charter's is 0) and the device identity at each member id, null where the id was removed. Ids
+ * are never reused: an added member takes the next id.
+ */
+export interface CharterState {
+  readonly serial: number;
+  readonly identities: readonly (Uint8Array | null)[];
+}
+
+/**
+ * Member id → admitted incarnation (null: none admitted for that id; as long as the charter's
+ * identities), and the charter in force (the founding one, serial 0, from the key ceremony).
+ */
 export interface Config {
   readonly epoch: number;
   readonly admitted: readonly (Uint8Array | null)[];
+  readonly charter: CharterState;
 }
 
 export interface Entry {

@@ -9,8 +9,10 @@ import { requestCatchup } from './catchup.ts';
 import type { MemberCore } from './core.ts';
 import { FleetCode, type FleetCodeValue } from './faults.ts';
 import { intentFits, MAX_PAYLOAD_BYTES } from './codec.ts';
-import { checkAppend, compact, configAt, hashAt, recordsAt, tipOf } from './log.ts';
-import { opOf, transition, type Intent, type Op, type RecordOp } from './rules.ts';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { checkAppend, checkCharterChange, compact, configAt, hashAt, isMemberOf, recordsAt, tipOf } from './log.ts';
+import { opOf, transition, type CharterOp, type Intent, type Op, type RecordOp } from './rules.ts';
+import { encodeOp } from './codec.ts';
 import { enterViewChange } from './view-change.ts';
 import { entryHash, NO_PAYLOAD, sameBytes, type Body, type Entry, type Envelope } from './wire.ts';
 
@@ -77,6 +79,32 @@ export function proposeBatch(c: MemberCore, intents: readonly Intent[], payload:
   return null;
 }
 
+/** What names a charter change in a device's approvals: the hex of its op's bytes (serial and every identity). */
+export function charterKey(op: CharterOp): string {
+  return bytesToHex(encodeOp(op));
+}
+
+/** The leader's side of member.ts proposeCharter: the refusal's code, or null once the change is appended. */
+export function proposeCharter(c: MemberCore, op: CharterOp): FleetCodeValue | null {
+  if (!c.isLeader()) return FleetCode.NotLeader;
+  if (!c.approved.has(charterKey(op))) return FleetCode.CharterNotApproved;
+  const tip = tipOf(c.d);
+  const cfg = c.configTip();
+  if (!checkCharterChange(cfg, op, c.charterChanges())) return FleetCode.TransitionNotAllowed;
+  if (c.outstanding || c.queue.length > 0 || c.d.commit !== tip.index) return FleetCode.Busy;
+  // one change at a time: the last one is committed (the committed configuration's charter is the tip's)
+  if (configAt(c.d, c.d.commit).charter.serial !== cfg.charter.serial) return FleetCode.Busy;
+  if (!op.identities[c.id]) return FleetCode.NotLeader;
+  // an entry of this view committed first (Ongaro 2015, the single-server change's fix): else an empty one now
+  const last = c.d.entries[c.d.entries.length - 1];
+  if (!last || last.view !== c.d.view) {
+    append(c, [], [], null);
+    return FleetCode.Busy;
+  }
+  append(c, [op], [], null);
+  return null;
+}
+
 export function append(c: MemberCore, ops: Op[], intents: { intent: Intent; op: RecordOp }[], admitOf: number | null, payload: Uint8Array = NO_PAYLOAD): void {
   const tip = tipOf(c.d);
   const index = tip.index + 1;
@@ -107,7 +135,7 @@ export function onPrepare(c: MemberCore, env: Envelope, b: Extract<Body, { type:
     const have = hashAt(c.d, e.index);
     if (have && !sameBytes(have, e.hash)) return c.refuse(FleetCode.WrongPrevHash, env.from);
   } else {
-    const why = checkAppend(c.d, e);
+    const why = checkAppend(c.d, e, c.charterChanges());
     if (why !== null) {
       c.refuse(why, env.from);
       if (why === FleetCode.WrongIndex) requestCatchup(c, 'follow', env.from, null);
@@ -202,10 +230,18 @@ export function tryCommit(c: MemberCore): void {
   propose(c);
 }
 
-/** After the log changed: a learner whose incarnation is admitted by a committed Admit serves; an admitted one whose id admits another incarnation retires. */
+/**
+ * After the log changed: a learner whose incarnation is admitted by a committed Admit serves; an
+ * admitted one whose id admits another incarnation retires, and so does one a committed charter
+ * change removed (a removal only in its log is not final: a view change may drop it).
+ */
 export function checkAdmission(c: MemberCore): void {
-  const mine = c.configTip().admitted[c.id];
-  if (c.wasAdmitted && !sameBytes(mine, c.incarnation) && c.opts.broken !== 'count-unadmitted') {
+  const tip = c.configTip();
+  const mine = tip.admitted[c.id];
+  // an id below the committed charter's length that holds no identity was removed (ids are never reused; a member added later has an id past it)
+  const committed = configAt(c.d, c.d.commit).charter.identities;
+  const removed = c.id < committed.length && !committed[c.id];
+  if ((c.wasAdmitted && isMemberOf(tip, c.id) && !sameBytes(mine, c.incarnation) && c.opts.broken !== 'count-unadmitted') || removed) {
     c.st = 'retired';
     c.outstanding = null;
     c.queue = [];

@@ -7,7 +7,7 @@
 import { requestCatchup } from './catchup.ts';
 import type { MemberCore, Vote } from './core.ts';
 import { FleetCode } from './faults.ts';
-import { newer, lastPayloadAt, recordsAt, tipOf } from './log.ts';
+import { isMemberOf, membersOf, newer, lastPayloadAt, recordsAt, tipOf } from './log.ts';
 import { MAX_HELD_PAYLOADS } from './codec.ts';
 import { enterViewChange, enterView } from './view-change.ts';
 import { configHash, sameBytes, type Body, type Config, type Envelope } from './wire.ts';
@@ -73,26 +73,32 @@ export function tryPlan(c: MemberCore): void {
   const r = c.d.reform;
   if (c.st !== 'reform' || !r || c.plan || !sameBytes(r.voter, c.incarnation)) return;
   const votes = votesOf(c, r.epoch);
-  if (votes.size < c.n) return;
-  const admitted: Uint8Array[] = [];
+  // every member id of the charter at this member's tip (a member that takes a newer charter from
+  // the chosen log plans again in a later epoch: maybeAccept)
+  const tipCfg = c.configTip();
+  const members = membersOf(tipCfg);
+  if (!members.every((m) => votes.has(m))) return;
+  const admitted: (Uint8Array | null)[] = tipCfg.charter.identities.map(() => null);
   let best = -1;
   let view = 0;
-  for (let m = 0; m < c.n; m++) {
+  for (const m of members) {
     const v = votes.get(m)!;
-    admitted.push(v.inc);
+    admitted[m] = v.inc;
     view = Math.max(view, v.body.view);
     const bv = best >= 0 ? votes.get(best)!.body : null;
     if (!bv || newer(v.body, bv)) best = m;
   }
-  const config: Config = { epoch: r.epoch, admitted };
+  const config: Config = { epoch: r.epoch, admitted, charter: tipCfg.charter };
   const setHash = configHash(config);
   if (r.setHash && !sameBytes(r.setHash, setHash)) return;
   const bv = votes.get(best)!.body;
-  c.plan = { epoch: r.epoch, config, setHash, best, bestTip: { index: bv.tip, hash: bv.tipHash }, view: view + 1 };
+  let next = view + 1;
+  while (!isMemberOf(config, c.leaderOf(next))) next++;
+  c.plan = { epoch: r.epoch, config, setHash, best, bestTip: { index: bv.tip, hash: bv.tipHash }, view: next };
   c.write({ ...c.d, reform: { ...r, setHash } });
   const tip = tipOf(c.d);
   if (tip.index === bv.tip && sameBytes(tip.hash, bv.tipHash)) maybeAccept(c);
-  else requestCatchup(c, 'reform', best, c.plan.bestTip, admitted[best]);
+  else requestCatchup(c, 'reform', best, c.plan.bestTip, admitted[best]!);
 }
 
 export function maybeAccept(c: MemberCore): void {
@@ -100,6 +106,8 @@ export function maybeAccept(c: MemberCore): void {
   if (!p || c.st !== 'reform') return;
   const tip = tipOf(c.d);
   if (tip.index !== p.bestTip.index || !sameBytes(tip.hash, p.bestTip.hash)) return;
+  // the chosen log holds another charter than the one this plan counted: no accept in this epoch
+  if (!sameBytes(configHash({ ...p.config, charter: c.configTip().charter }), p.setHash)) return;
   c.myAccept = { type: 'reformAccept', epoch: p.epoch, setHash: p.setHash, tip: tip.index, tipHash: tip.hash };
   c.broadcast(c.myAccept);
   onAccepted(c, c.id, c.incarnation, c.myAccept);
@@ -119,7 +127,7 @@ export function onAccepted(c: MemberCore, from: number, inc: Uint8Array, b: Extr
   acc.set(from, { inc, body: b });
   const p = c.plan;
   if (!p || !c.myAccept || p.epoch !== b.epoch || c.st !== 'reform') return;
-  for (let m = 0; m < c.n; m++) {
+  for (const m of membersOf(p.config)) {
     const a = acc.get(m);
     if (!a || !sameBytes(a.inc, p.config.admitted[m]) || !sameBytes(a.body.setHash, p.setHash) || a.body.tip !== p.bestTip.index || !sameBytes(a.body.tipHash, p.bestTip.hash)) return;
   }

@@ -48,7 +48,18 @@ export interface AdmitOp {
   readonly incarnation: Uint8Array;
 }
 
-export type Op = RecordOp | AdmitOp;
+/**
+ * A charter change (docs/fleet.md, "Membership changes"): the next serial and the identity at
+ * every member id (null: removed), one member added (at the next id) or removed; alone in its
+ * entry. Members count quorums under it from the moment it is in their log.
+ */
+export interface CharterOp {
+  readonly kind: 'charter';
+  readonly serial: number;
+  readonly identities: readonly (Uint8Array | null)[];
+}
+
+export type Op = RecordOp | AdmitOp | CharterOp;
 
 /** What a client asks for; the leader turns it into a `RecordOp` against its own state (it fills in base and guess). */
 export type Intent =

@@ -7,7 +7,7 @@
 import { requestCatchup } from './catchup.ts';
 import type { MemberCore, Dvc } from './core.ts';
 import { FleetCode } from './faults.ts';
-import { entriesAfter, newer, tipOf } from './log.ts';
+import { entriesAfter, isMemberOf, newer, tipOf } from './log.ts';
 import { propose, moveToView, ackTip, tryCommit, checkAdmission } from './normal.ts';
 import { sameBytes, type Body, type Envelope } from './wire.ts';
 
@@ -67,10 +67,10 @@ export function tryStartView(c: MemberCore): void {
   }
   if (!best) return;
   const cfg = best[1].body.config;
-  if (!c.admitted(cfg, c.id, c.incarnation)) return;
+  if (!isMemberOf(cfg, c.id) || !c.admitted(cfg, c.id, c.incarnation)) return;
   let count = 0;
-  for (const [m, v] of c.dvcs) if (c.admitted(cfg, m, v.inc)) count++;
-  if (count < c.quorum()) return;
+  for (const [m, v] of c.dvcs) if (isMemberOf(cfg, m) && c.admitted(cfg, m, v.inc)) count++;
+  if (count < c.quorum(cfg)) return;
   const tip = tipOf(c.d);
   const want = { index: best[1].body.tip, hash: best[1].body.tipHash };
   if (want.index === tip.index && sameBytes(want.hash, tip.hash)) enterView(c);

@@ -323,7 +323,9 @@ export function parseIntent(v: unknown): Intent {
 export type OpJson = Record<string, string | number>;
 
 export function opJson(op: Op): OpJson {
-  return op.kind === 'admit' ? { kind: 'admit', member: op.member, incarnation: bytesToHex(op.incarnation) } : { ...op };
+  if (op.kind === 'admit') return { kind: 'admit', member: op.member, incarnation: bytesToHex(op.incarnation) };
+  if (op.kind === 'charter') return { kind: 'charter', serial: op.serial, identities: op.identities.map((k) => (k ? bytesToHex(k) : '-')).join(',') };
+  return { ...op };
 }
 
 export type DeviceAnswer =
@@ -374,7 +376,7 @@ export function memberStatus(m: Member, n: number): DeviceStatus {
     status: m.status,
     epoch: m.epoch,
     view: m.view,
-    leader: m.status === 'normal' ? m.view % n : null,
+    leader: m.leader,
     commit: m.durable.commit,
     tip: tipOf(m.durable).index,
     incarnation: bytesToHex(m.incarnation).slice(0, 8),
@@ -391,7 +393,7 @@ export class FleetDevice {
     const secrets = readMemberSecrets(o.dir, o.member);
     if (!secrets) throw new FleetDeviceError(`${join(o.dir, FILES.secrets)}: no secrets: the key ceremony has not finished`);
     const stateFile = join(o.dir, FILES.state);
-    const state = existsSync(stateFile) ? decodeDurable(new Uint8Array(readFileSync(stateFile)), o.member, o.n) : genesis(o.member, o.n);
+    const state = existsSync(stateFile) ? decodeDurable(new Uint8Array(readFileSync(stateFile)), o.member, o.n) : genesis(o.member, secrets.charter.identities);
     this.journaled = state.commit;
     if (o.broken !== undefined && !BROKEN_RULES.includes(o.broken as BrokenRule)) throw new FleetDeviceError(`no broken rule ${o.broken} (${BROKEN_RULES.join(', ')})`);
     const platform = { random: (k: number) => new Uint8Array(randomBytes(k)), persist: (s: DurableState) => this.persist(s) };

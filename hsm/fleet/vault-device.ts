@@ -126,7 +126,7 @@ export class FleetVaultDevice {
     const secrets = readMemberSecrets(o.dir, o.member);
     if (!secrets) throw new FleetDeviceError(`${join(o.dir, FILES.secrets)}: no secrets: the key ceremony has not finished`);
     const stateFile = join(o.dir, FILES.state);
-    const state = existsSync(stateFile) ? decodeDurable(new Uint8Array(readFileSync(stateFile)), o.member, o.n) : genesis(o.member, o.n);
+    const state = existsSync(stateFile) ? decodeDurable(new Uint8Array(readFileSync(stateFile)), o.member, o.n) : genesis(o.member, secrets.charter.identities);
     const persist = (s: DurableState) => writeFileDurably(stateFile, encodeDurable(s));
     const member = new Member(state, { random: (k) => new Uint8Array(randomBytes(k)), persist }, { n: o.n, secrets, viewChangeTicks: o.viewChangeTicks, reformTicks: o.reformTicks, resendTicks: o.resendTicks, maxBatch: MAX_OPS_PER_ENTRY, keep: VAULT_LOG_KEEP }, now);
     const clock = { now };

@@ -116,7 +116,7 @@ export class FleetVaultWorld {
       tokenKind = platform.tokenKind;
       clock = platform.clock;
       const store = await openSqliteStore(join(w.dir, `member-${id}.db`));
-      w.members.push({ id, platform, store, disk: genesis(id, w.n), seat: null, engine: null, up: false, applied: 0, applyErrors: [] });
+      w.members.push({ id, platform, store, disk: genesis(id, fuzzSecrets(id).charter.identities), seat: null, engine: null, up: false, applied: 0, applyErrors: [] });
     }
     for (const m of w.members) await w.boot(m.id);
     w.driver = w.drive();

@@ -8,8 +8,9 @@
  * same run every time; the grants' HPKE ephemeral keys are not, and nothing depends on them.
  */
 import { sha256 } from '@noble/hashes/sha2.js';
-import { acceptGrant, found, newIdentity, type Charter } from '../../enclave/fleet/ceremony.ts';
+import { acceptGrant, acceptJoinerGrant, found, grantJoiner, identityOf, newIdentity, type Charter } from '../../enclave/fleet/ceremony.ts';
 import type { MemberSecrets } from '../../enclave/fleet/keys.ts';
+import type { CharterState } from '../../enclave/fleet/messages.ts';
 import { ctEqual } from '../../enclave/opaque/bytes.ts';
 import { Rng } from './rng.ts';
 
@@ -29,4 +30,64 @@ export async function ceremony(n: number, seed: number): Promise<MemberSecrets[]
     out.push({ member: i, charter, identitySeed: ids[i]!.seed, fleetSecret: opened.secret });
   }
   return out;
+}
+
+/** The operator secret `ceremony` drew for an `n`-member fleet (its hash is provisioned in every device). */
+function operatorSecret(seed: number, n: number): Uint8Array {
+  const rng = new Rng(seed ^ 0xce7e);
+  for (let i = 0; i < n; i++) rng.bytes(32); // the identities' seeds (newIdentity)
+  return rng.bytes(32);
+}
+
+/** One charter change of a run: the change, and the member it adds (with what its device keeps once its grant is opened) or removes. */
+export interface CharterStep {
+  readonly change: CharterState;
+  /** Members it adds, with what each one's device keeps once it opened its grant. */
+  readonly joined: readonly MemberSecrets[];
+  readonly removed: number | null;
+}
+
+/**
+ * `k` charter changes by turns, an addition then a removal (a replacement, docs/fleet.md: never a
+ * fleet of 2): each added member's device makes its identity, and a member of the new charter
+ * (the lowest id it keeps) seals it the fleet secret (ceremony.ts grantJoiner), which its device
+ * opens (acceptJoinerGrant) and checks against the founding fleet's secret check. The removed
+ * member is drawn from the members at that point. `two`: the positive control `charter-two` only,
+ * one change that adds two members at once.
+ */
+export async function charterPlan(founding: readonly MemberSecrets[], seed: number, k: number, two = false): Promise<CharterStep[]> {
+  const rng = new Rng(seed ^ 0x91a2);
+  const charter: Charter = founding[0]!.charter;
+  const operator = operatorSecret(seed, founding.length);
+  const provisioned = sha256(operator);
+  const seeds = new Map<number, Uint8Array>(founding.map((s) => [s.member, s.identitySeed]));
+  let identities: (Uint8Array | null)[] = [...charter.identities];
+  const steps: CharterStep[] = [];
+  for (let serial = 1; serial <= k; serial++) {
+    if (serial % 2 === 1) {
+      const first = identities.length;
+      const mine = [];
+      for (let j = 0; j < (two ? 2 : 1); j++) mine.push(await newIdentity((n) => rng.bytes(n)));
+      identities = [...identities, ...mine.map((m) => m.publicKey)];
+      const change: CharterState = { serial, identities };
+      const granter = identities.findIndex((x, i) => x !== null && i < first);
+      const granterId = await identityOf(seeds.get(granter)!);
+      const joined: MemberSecrets[] = [];
+      for (const [j, me] of mine.entries()) {
+        const joiner = first + j;
+        const grant = await grantJoiner(charter, change, granter, granterId, founding[0]!.fleetSecret, joiner, operator, provisioned);
+        const opened = await acceptJoinerGrant(charter, change, granter, joiner, me, operator, provisioned, grant);
+        seeds.set(joiner, me.seed);
+        joined.push({ member: joiner, charter, identitySeed: me.seed, fleetSecret: opened.secret, joined: change });
+      }
+      steps.push({ change, joined, removed: null });
+      if (two) break;
+    } else {
+      const members = identities.flatMap((x, i) => (x ? [i] : []));
+      const removed = members[rng.int(members.length)]!;
+      identities = identities.map((x, i) => (i === removed ? null : x));
+      steps.push({ change: { serial, identities }, joined: [], removed });
+    }
+  }
+  return steps;
 }

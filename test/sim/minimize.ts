@@ -30,6 +30,7 @@ export function reproduce(o: ScheduleOptions, faults: readonly FaultKind[]): str
   const parts = ['npm run sim --', `--seed ${o.seed}`, '--schedules 1'];
   if (o.n) parts.push(`--n ${o.n}`);
   if (o.broken) parts.push(`--broken ${o.broken}`);
+  if (o.charters !== undefined) parts.push(`--charters ${o.charters ? 'on' : 'off'}`);
   if (o.effectsOnly) parts.push('--effects-only');
   if (faults.length !== FAULTS.length) parts.push(`--faults ${faults.join(',') || 'none'}`);
   return parts.join(' ');

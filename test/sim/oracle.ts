@@ -36,8 +36,8 @@ export class Oracle {
   private readonly history = new Map<number, string>();
   private top = 0;
   private readonly model = new Map<string, ModelRecord>();
-  /** Canonical configurations: each applies to entries after `after`. */
-  private readonly configs: { after: number; epoch: number; admitted: (string | null)[] }[] = [];
+  /** Canonical configurations: each applies to entries after `after`; `members`: the charter's member ids (a charter change applies to its own entry). */
+  private readonly configs: OracleConfig[] = [];
   private readonly reforms = new Map<number, string>();
   private readonly grants = new Map<string, number>();
   /** Each committed charge (entry, record, guess, session) → the guess it grants (record / registration entry / guess number); one entry may re-register a record between two charges. */
@@ -52,7 +52,7 @@ export class Oracle {
     private readonly effectsOnly = false,
   ) {
     this.history.set(0, hex(genesisHash));
-    this.configs.push({ after: 0, epoch: 0, admitted: new Array<null>(n).fill(null) });
+    this.configs.push({ after: 0, epoch: 0, admitted: new Array<null>(n).fill(null), members: Array.from({ length: n }, (_, i) => i), serial: 0 });
   }
 
   private fail(msg: string): void {
@@ -60,7 +60,7 @@ export class Oracle {
   }
 
   /** The canonical configuration that applies to entry `index`. */
-  configFor(index: number): { epoch: number; admitted: (string | null)[] } {
+  configFor(index: number): OracleConfig {
     let c = this.configs[0]!;
     for (const x of this.configs) if (x.after < index) c = x;
     return c;
@@ -107,9 +107,24 @@ export class Oracle {
   private step(op: Op, index: number, k: number): string | null {
     if (op.kind === 'admit') {
       const c = this.configFor(index + 1);
+      if (!c.members.includes(op.member)) return `admitted id ${op.member}, not a member`;
       const admitted = [...this.configFor(index).admitted];
       admitted[op.member] = hex(op.incarnation);
-      this.configs.push({ after: index, epoch: c.epoch, admitted });
+      this.configs.push({ ...c, after: index, admitted });
+      return null;
+    }
+    if (op.kind === 'charter') {
+      // the oracle's own statement of a charter change: the next serial, ids never reused, and
+      // every majority of the old members meets every majority of the new (Ongaro 2014 §4.1)
+      const c = this.configFor(index);
+      if (op.serial !== c.serial + 1) return `charter serial ${op.serial} after ${c.serial}`;
+      const members = op.identities.flatMap((x, i) => (x ? [i] : []));
+      for (const m of members) if (m < c.admitted.length && !c.members.includes(m)) return `id ${m} given again after its removal`;
+      const all = new Set([...c.members, ...members]);
+      if (majority(c.members.length) + majority(members.length) <= all.size) return `two majorities of charters ${c.serial} and ${op.serial} may not meet (${c.members.join(',')} to ${members.join(',')})`;
+      this.charterAt.set(index, op.serial);
+      const admitted = op.identities.map((x, i) => (x ? (c.admitted[i] ?? null) : null));
+      this.configs.push({ after: index - 1, epoch: c.epoch, admitted, members, serial: op.serial });
       return null;
     }
     const r = this.model.get(op.id);
@@ -168,8 +183,8 @@ export class Oracle {
       const cfg = this.configFor(ev.index);
       const key = `${ev.index}:${hex(ev.hash)}`;
       const holders = new Set<number>();
-      for (const p of procs) if (p.id !== ev.admitOf && cfg.admitted[p.id] === p.inc && p.appended.has(key)) holders.add(p.id);
-      if (holders.size < majority(this.n) && !this.effectsOnly) this.fail(`${who}: committed entry ${ev.index} held by only ${holders.size} admitted member(s) (a minority commit)`);
+      for (const p of procs) if (p.id !== ev.admitOf && cfg.members.includes(p.id) && cfg.admitted[p.id] === p.inc && p.appended.has(key)) holders.add(p.id);
+      if (holders.size < majority(cfg.members.length) && !this.effectsOnly) this.fail(`${who}: committed entry ${ev.index} held by only ${holders.size} admitted member(s) (a minority commit)`);
       return;
     }
     const h = hex(configHashKey(ev.config));
@@ -178,12 +193,15 @@ export class Oracle {
     this.reforms.set(ev.epoch, h);
     if (prev === undefined && ev.tip.index < this.top) this.fail(`${who}: re-form of epoch ${ev.epoch} at entry ${ev.tip.index} drops committed entries up to ${this.top}`);
     const key = `${ev.tip.index}:${hex(ev.tip.hash)}`;
-    for (let m = 0; m < this.n; m++) {
+    const members = ev.config.charter.identities.flatMap((x, i) => (x ? [i] : []));
+    const before = this.configFor(ev.tip.index + 1);
+    if (prev === undefined && (ev.config.charter.serial !== before.serial || members.join(',') !== before.members.join(','))) this.fail(`${who}: re-form of epoch ${ev.epoch} with charter ${ev.config.charter.serial} (${members.join(',')}) where the history holds ${before.serial} (${before.members.join(',')})`);
+    for (const m of members) {
       const inc = hex(ev.config.admitted[m]!);
       const ok = ev.tip.index === 0 || procs.some((p) => p.id === m && p.inc === inc && p.appended.has(key));
       if (!ok) this.fail(`${who}: re-form of epoch ${ev.epoch}: member ${m} never held the chosen log`);
     }
-    if (prev === undefined) this.configs.push({ after: ev.tip.index, epoch: ev.epoch, admitted: ev.config.admitted.map((x) => (x ? hex(x) : null)) });
+    if (prev === undefined) this.configs.push({ after: ev.tip.index, epoch: ev.epoch, admitted: ev.config.admitted.map((x) => (x ? hex(x) : null)), members, serial: ev.config.charter.serial });
   }
 
   /** The model's record, for the end-of-run comparison with every member's committed records. */
@@ -193,9 +211,19 @@ export class Oracle {
   get historyTop(): number {
     return this.top;
   }
+  /** Committed charter changes: entry index → serial. */
+  readonly charterAt = new Map<number, number>();
+}
+
+export interface OracleConfig {
+  readonly after: number;
+  readonly epoch: number;
+  readonly admitted: (string | null)[];
+  readonly members: readonly number[];
+  readonly serial: number;
 }
 
 function configHashKey(c: Config): Uint8Array {
   const parts = c.admitted.map((x) => (x ? hex(x) : '-')).join(',');
-  return new TextEncoder().encode(`${c.epoch}|${parts}`);
+  return new TextEncoder().encode(`${c.epoch}|${parts}|${c.charter.serial}`);
 }

@@ -109,7 +109,7 @@ describe('fleet: every alteration of a captured message is refused, and the memb
     const m = p.member!;
     const follower = w.alive().find((q) => q.id !== leader.id)!;
     const probe: Envelope = m.isLeader()
-      ? { from: follower.id, to: m.id, fromInc: follower.member!.incarnation, toInc: m.incarnation, seq: nextSeq(follower.member!.incarnation), body: { type: 'doViewChange', epoch: m.epoch, view: m.view, normalView: m.view, tip: tipOf(m.durable).index, tipHash: tipOf(m.durable).hash, config: { epoch: m.epoch, admitted: [] } } }
+      ? { from: follower.id, to: m.id, fromInc: follower.member!.incarnation, toInc: m.incarnation, seq: nextSeq(follower.member!.incarnation), body: { type: 'doViewChange', epoch: m.epoch, view: m.view, normalView: m.view, tip: tipOf(m.durable).index, tipHash: tipOf(m.durable).hash, config: { epoch: m.epoch, admitted: [null], charter: { serial: 0, identities: [new Uint8Array(32).fill(9)] } } } }
       : { from: leader.id, to: m.id, fromInc: leader.member!.incarnation, toInc: m.incarnation, seq: nextSeq(leader.member!.incarnation), body: { type: 'commit', epoch: m.epoch, view: m.view, commit: m.durable.commit } };
     const out = m.receive(seal(keyOf(probe), probe), w.now);
     expect(out.faults).toEqual([]);

@@ -18,7 +18,8 @@ import type { Intent } from '../../enclave/fleet/rules.ts';
 import { FleetCode, FleetFault } from '../../enclave/fleet/faults.ts';
 import { messageKeys, sharedKeysForControl, type MemberSecrets, type MessageKeys } from '../../enclave/fleet/keys.ts';
 import { GENESIS_HASH, open, readHeader, type Entry } from '../../enclave/fleet/wire.ts';
-import { ceremony } from './ceremony.ts';
+import { ceremony, charterPlan, type CharterStep } from './ceremony.ts';
+import { pairKeys } from '../../enclave/fleet/keys.ts';
 import { forge, FORGERIES } from './forge.ts';
 import { Oracle, type ProcView } from './oracle.ts';
 import { Rng } from './rng.ts';
@@ -41,6 +42,14 @@ export interface ScheduleOptions {
   readonly effectsOnly?: boolean;
   /** Count wire bytes of every message sent. */
   readonly measure?: boolean;
+  /**
+   * Charter changes during the run (docs/fleet.md, "Membership changes"): a member added, one
+   * removed, another added, another removed (3 → 4 → 3 → 4 → 3, or 5 → 6 → 5 → 6 → 5), each
+   * approved at every running member, proposed to the leaders until it commits; a member added
+   * boots from an empty state with the grant of a member of the new charter. Default: on in
+   * about half the schedules (drawn from a stream of its own).
+   */
+  readonly charters?: boolean;
 }
 
 export interface ScheduleResult {
@@ -64,6 +73,8 @@ export interface ScheduleResult {
     durableWrites: number;
     /** Forged messages delivered (each refused with a typed fault, or the run reports a violation). */
     forged: number;
+    /** Charter changes committed (members added and removed). */
+    charters: number;
   };
 }
 
@@ -112,7 +123,16 @@ export class World {
   readonly oracle: Oracle;
   readonly procs: Proc[] = [];
   readonly trace: string[] = [];
-  readonly stats: ScheduleResult['stats'] = { acked: 0, committed: 0, messages: 0, bytes: 0, refused: {}, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, durableWrites: 0, forged: 0 };
+  readonly stats: ScheduleResult['stats'] = { acked: 0, committed: 0, messages: 0, bytes: 0, refused: {}, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, durableWrites: 0, forged: 0, charters: 0 };
+  /** Every member id that has a process (the founding ones, then the members charter changes added). */
+  readonly ids: number[] = [];
+  /** The charter changes of this run, in order, and the one being made (approved, proposed until it commits). */
+  readonly plan: readonly CharterStep[];
+  planNext = 0;
+  pending: CharterStep | null = null;
+  /** The operator's choices (when a change starts): a stream of its own. */
+  readonly operator: Rng;
+  private readonly pairCache = new Map<string, Uint8Array>();
   /** Every answer a client got: ok or refused. */
   readonly answers: Answer[] = [];
   readonly on: Set<FaultKind>;
@@ -140,23 +160,76 @@ export class World {
 
   /** A fleet whose members got their secrets from the key ceremony (ceremony.ts). */
   static async create(o: Omit<ScheduleOptions, 'seed'> & { seed: number; n: 3 | 5 }): Promise<World> {
-    return new World({ ...o, secrets: await ceremony(o.n, o.seed) });
+    const secrets = await ceremony(o.n, o.seed);
+    const operator = new Rng(o.seed ^ 0xc4a7);
+    const on = o.charters ?? (o.broken === 'charter-two' || operator.chance(0.5));
+    return new World({ ...o, secrets, operator, plan: on ? await charterPlan(secrets, o.seed, 4, o.broken === 'charter-two') : [] });
   }
 
-  private constructor(private readonly o: Omit<ScheduleOptions, 'seed'> & { seed: number; n: 3 | 5; secrets: readonly MemberSecrets[] }) {
+  private constructor(private readonly o: Omit<ScheduleOptions, 'seed'> & { seed: number; n: 3 | 5; secrets: readonly MemberSecrets[]; operator: Rng; plan: readonly CharterStep[] }) {
+    this.plan = o.plan;
+    this.operator = o.operator;
     this.rng = new Rng(o.seed ^ 0x5eed);
     this.adversary = new Rng(o.seed ^ 0xf0e6);
     this.n = o.n;
     this.f = Math.floor((this.n - 1) / 2);
     this.on = new Set<FaultKind>(o.faults ?? FAULTS);
+    for (let id = 0; id < o.n; id++) this.ids.push(id);
     this.oracle = new Oracle(this.n, GENESIS_HASH, o.effectsOnly);
     this.keys = o.secrets.map((s) => (o.broken === 'shared-key' ? sharedKeysForControl(s) : messageKeys(s)));
-    for (let id = 0; id < this.n; id++) this.boot(id, { state: genesis(id, this.n), images: [], secrets: o.secrets[id]! }, false, 0);
+    for (let id = 0; id < this.n; id++) this.boot(id, { state: genesis(id, o.secrets[id]!.charter.identities), images: [], secrets: o.secrets[id]! }, false, 0);
   }
 
-  /** The key of the pair (from, to), from the sender's keys. */
+  /** The key of the pair (from, to), from the sender's keys (a member added by a charter change: from its device's secrets). */
   messageKey(from: number, to: number): Uint8Array {
-    return this.keys[from]!.send[to]!;
+    const k = this.keys[from]?.send[to];
+    if (k) return k;
+    const key = `${from}:${to}`;
+    let v = this.pairCache.get(key);
+    if (!v) {
+      const secrets = this.procs.find((p) => p.id === from)?.disk.secrets ?? this.o.secrets[from]!;
+      const identity = this.plan.map((s) => s.change.identities[to]).find((x) => x) ?? this.o.secrets[0]!.charter.identities[to]!;
+      v = pairKeys(secrets, to, identity).send;
+      this.pairCache.set(key, v);
+    }
+    return v;
+  }
+
+  /** The operator approves the change being made at every running process (a process that boots later is approved at its boot). */
+  approvePending(): void {
+    const s = this.pending;
+    if (!s) return;
+    for (const p of this.alive()) p.member!.approveCharter(s.change);
+  }
+
+  /** Proposes the change being made to every running leader; a committed change ends it (a member it adds boots, with its grant). */
+  driveCharter(): void {
+    const s = this.pending;
+    if (!s) return;
+    if ([...this.oracle.charterAt.values()].includes(s.change.serial)) {
+      this.stats.charters++;
+      this.log(`charter ${s.change.serial} committed (${s.removed === null ? `member ${s.joined.map((j) => j.member).join(', ')} added` : `member ${s.removed} removed`})`);
+      this.pending = null;
+      for (const j of s.joined) {
+        this.ids.push(j.member);
+        this.boot(j.member, { state: genesis(j.member, this.o.secrets[0]!.charter.identities), images: [], secrets: j }, false, 0);
+      }
+      return;
+    }
+    for (const p of this.leaders()) {
+      const before = p.member!.durable;
+      const r = p.member!.proposeCharter(s.change, this.now);
+      if (typeof r.index === 'number') this.log(`p${p.pid}(m${p.id}) proposed charter ${s.change.serial} at entry ${r.index}`);
+      this.handle(p, before, r.out, []);
+    }
+  }
+
+  /** Starts the next change of the plan, if none is being made. */
+  startCharter(): void {
+    if (this.pending || this.planNext >= this.plan.length) return;
+    this.pending = this.plan[this.planNext++]!;
+    this.log(`operator approves charter ${this.pending.change.serial}`);
+    this.approvePending();
   }
 
   log(s: string): void {
@@ -179,6 +252,7 @@ export class World {
       },
     };
     const member = new Member(disk.state, platform, { n: this.n, secrets: disk.secrets, broken: this.o.broken }, this.now);
+    if (this.pending) member.approveCharter(this.pending.change);
     const p: Proc = { pid: this.procs.length, id, inc: bytesToHex(member.incarnation), member, disk, side, extra, appended, startedAt: this.now };
     this.procs.push(p);
     this.log(`boot p${p.pid} (member ${id}${extra ? ', clone' : ''}) inc ${p.inc.slice(0, 6)} at entry ${disk.state.commit}`);
@@ -237,7 +311,7 @@ export class World {
   damaged(): Set<number> {
     const d = new Set<number>();
     const cfg = this.oracle.configFor(this.oracle.historyTop + 1);
-    for (let id = 0; id < this.n; id++) {
+    for (const id of this.ids) {
       if (this.aliveOf(id).length > 1) d.add(id);
       const since = this.restored.get(id);
       if (since !== undefined) {
@@ -440,7 +514,7 @@ export async function runSchedule(o: ScheduleOptions): Promise<ScheduleResult> {
     const live = w.alive();
     if (on.has('crash') && live.length > 0 && rng.chance(0.012)) w.crash(rng.pick(live));
     for (const p of w.alive()) if (p.extra && rng.chance(0.01)) w.crash(p);
-    for (let id = 0; id < n; id++) {
+    for (const id of w.ids) {
       const prim = w.primaryOf(id);
       if (prim.member !== null || w.aliveOf(id).length > 0 || !rng.chance(0.08)) continue;
       const old = prim.disk.images;
@@ -452,7 +526,7 @@ export async function runSchedule(o: ScheduleOptions): Promise<ScheduleResult> {
       if (src && mayDamage(src.id)) w.clone(src, rng.int(2));
     }
     if ((on.has('restore') || on.has('clone')) && rng.chance(0.05)) {
-      const p = w.primaryOf(rng.int(n));
+      const p = w.primaryOf(w.ids[rng.int(w.ids.length)]!);
       if (p.disk.images.length < 5) p.disk.images.push(p.disk.state);
       else p.disk.images[rng.int(5)] = p.disk.state;
     }
@@ -467,6 +541,11 @@ export async function runSchedule(o: ScheduleOptions): Promise<ScheduleResult> {
   };
 
   while (w.now < steps + quiet && w.failedAt < 0) {
+    // the operator's charter changes, from a stream of their own: one starts now and then while faults run; each is proposed until it commits
+    if (w.plan.length > 0) {
+      if (w.now < steps && w.operator.chance(0.03)) w.startCharter();
+      if (w.operator.chance(0.5)) w.driveCharter();
+    }
     if (w.now < steps) faults();
     else if (w.partitioned) w.partition(null);
     if (rng.chance(0.6)) {

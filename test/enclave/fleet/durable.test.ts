@@ -11,6 +11,7 @@ import { FleetCode, FleetFault } from '../../../enclave/fleet/faults.ts';
 import { compact, genesis, tipOf, type DurableState } from '../../../enclave/fleet/log.ts';
 import { World } from '../../sim/world.ts';
 import { ceremony } from '../../sim/ceremony.ts';
+import { fuzzSecrets } from '../../fuzz/targets/fleet-wire.ts';
 
 /** Durable states of a 3-member fleet that formed and committed registrations and charges. */
 async function states(): Promise<DurableState[]> {
@@ -41,7 +42,7 @@ function refused(fn: () => unknown, code?: number): FleetFault {
 
 describe('durable state bytes', () => {
   it('round-trips states a fleet made: genesis, a snapshot with records, entries, a re-form record', async () => {
-    const all = [genesis(1, 3), ...(await states())];
+    const all = [genesis(1, fuzzSecrets(1).charter.identities), ...(await states())];
     const made = all.at(-1)!;
     expect(made.base.records.size).toBeGreaterThan(0);
     expect(made.entries.length).toBeGreaterThan(0);
@@ -75,7 +76,7 @@ describe('durable state bytes', () => {
     refused(() => decodeDurable(encodeDurable(early), d.member, 3), FleetCode.BadValue);
     refused(() => decodeDurable(encodeDurable(far), d.member, 3), FleetCode.BadValue);
     // the entries' count field set above the bound: refused before an item is read
-    const b = encodeDurable(genesis(0, 3));
+    const b = encodeDurable(genesis(0, fuzzSecrets(0).charter.identities));
     const count = b.length - 4; // entries list(count u16) then reform list(count u16 = 0)
     const over = Uint8Array.from(b);
     new DataView(over.buffer).setUint16(count, MAX_DURABLE_ENTRIES + 1);

@@ -29,7 +29,7 @@ class Net {
 
   constructor(readonly n: number) {
     this.up = new Array<boolean>(n).fill(true);
-    this.disks = Array.from({ length: n }, (_, i) => genesis(i, n));
+    this.disks = Array.from({ length: n }, (_, i) => genesis(i, fuzzSecrets(0).charter.identities));
     this.members = this.disks.map((d, i) => this.boot(i, d));
   }
 

@@ -50,9 +50,13 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('lock' as const), id, base: nat }),
   fc.record({ kind: fc.constant('delete' as const), id, base: nat }),
   fc.record({ kind: fc.constant('admit' as const), member: fc.integer({ min: 0, max: 255 }), incarnation: inc }),
+  fc.record({ kind: fc.constant('charter' as const), serial: nat, identities: fc.array(fc.option(hash, { nil: null }), { minLength: 1, maxLength: MAX_MEMBERS }) }),
 );
 const entry: fc.Arbitrary<Entry> = fc.record({ index: nat, view: nat, prevHash: hash, hash, ops: fc.array(op, { maxLength: 6 }), payload: fc.uint8Array({ maxLength: 64 }) });
-const config: fc.Arbitrary<Config> = fc.record({ epoch: nat, admitted: fc.array(fc.option(inc, { nil: null }), { minLength: 1, maxLength: MAX_MEMBERS }) });
+const config: fc.Arbitrary<Config> = fc
+  .record({ epoch: nat, serial: nat, slots: fc.array(fc.tuple(fc.option(inc, { nil: null }), fc.option(hash, { nil: null })), { minLength: 1, maxLength: MAX_MEMBERS }) })
+  .filter((x) => x.slots.some(([, k]) => k !== null))
+  .map((x) => ({ epoch: x.epoch, admitted: x.slots.map(([a]) => a), charter: { serial: x.serial, identities: x.slots.map(([, k]) => k) } }));
 const record: fc.Arbitrary<RecordState> = fc
   .record({ version: nat, status: fc.constantFrom('registered' as const, 'locked' as const, 'deleted' as const), limit: fc.integer({ min: 1, max: 255 }), total: nat, used: fc.nat(255) })
   .map((r) => ({ ...r, used: r.used % (r.limit + 1) }));
@@ -203,7 +207,7 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
     const entry = { index: 1, view: 1, prevHash: new Uint8Array(32), hash: new Uint8Array(32), ops, payload: new Uint8Array(0) };
     expect(codeOf(() => encodeBody({ type: 'prepare', epoch: 1, view: 1, commit: 0, entry }))).toBe(FleetCode.TooMany);
     expect(codeOf(() => encodeBody({ type: 'commit', epoch: 2 ** 53, view: 1, commit: 0 }))).toBe(FleetCode.BadValue);
-    const core = new MemberCore(genesis(0, 3), { random: (n) => new Uint8Array(n).fill(1), persist: () => {} }, { n: 3, secrets: fuzzSecrets(0) }, 0);
+    const core = new MemberCore(genesis(0, fuzzSecrets(0).charter.identities), { random: (n) => new Uint8Array(n).fill(1), persist: () => {} }, { n: 3, secrets: fuzzSecrets(0) }, 0);
     const entries = Array.from({ length: MAX_CATCHUP_ENTRIES + 1 }, (_, i) => ({ ...entry, index: i + 1, ops: [] }));
     core.begin(0);
     core.send(1, { type: 'catchup', epoch: 1, view: 1, normalView: 1, commit: 0, snapshot: null, entries });

@@ -49,7 +49,10 @@ export function sampleBodies(): Body[] {
   const entry = { index: 3, view: 2, prevHash: GENESIS_HASH, hash: entryHash(GENESIS_HASH, 3, 2, ops, payload), ops, payload };
   const admit: Op[] = [{ kind: 'admit', member: 1, incarnation: inc(2) }];
   const entry2 = { index: 4, view: 2, prevHash: entry.hash, hash: entryHash(entry.hash, 4, 2, admit), ops: admit, payload: new Uint8Array(0) };
-  const config = { epoch: 1, admitted: [inc(1), inc(2), null] };
+  const ids = fuzzSecrets(0).charter.identities;
+  const change: Op[] = [{ kind: 'charter', serial: 1, identities: [ids[0]!, ids[1]!, ids[2]!, hash(7)] }];
+  const entry3 = { index: 5, view: 2, prevHash: entry2.hash, hash: entryHash(entry2.hash, 5, 2, change), ops: change, payload: new Uint8Array(0) };
+  const config = { epoch: 1, admitted: [inc(1), inc(2), null, null], charter: { serial: 1, identities: [ids[0]!, ids[1]!, null, hash(7)] } };
   const records = new Map([
     ['r0', { version: 3, status: 'registered' as const, limit: 10, used: 1, total: 1 }],
     ['r1', { version: 5, status: 'locked' as const, limit: 3, used: 3, total: 3 }],
@@ -62,7 +65,7 @@ export function sampleBodies(): Body[] {
     { type: 'startView', epoch: 1, view: 3, tip: 3, tipHash: entry.hash },
     { type: 'rejoin', commit: 2, commitHash: hash(4) },
     { type: 'catchupRequest', commit: 2, commitHash: hash(4) },
-    { type: 'catchup', epoch: 1, view: 2, normalView: 2, commit: 3, snapshot: { index: 2, hash: GENESIS_HASH, config, records, lastPayload: payload }, entries: [entry, entry2] },
+    { type: 'catchup', epoch: 1, view: 2, normalView: 2, commit: 3, snapshot: { index: 2, hash: GENESIS_HASH, config, records, lastPayload: payload }, entries: [entry, entry2, entry3] },
     { type: 'reformVote', epoch: 2, view: 3, normalView: 2, tip: 3, tipHash: entry.hash },
     { type: 'reformAccept', epoch: 2, setHash: hash(9), tip: 3, tipHash: entry.hash },
   ];
