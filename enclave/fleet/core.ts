@@ -210,9 +210,40 @@ export class MemberCore {
     while (!isMemberOf(cfg, this.leaderOf(v))) v++;
     return v;
   }
-  /** The identity at member id `m`: the tip's charter, else the charter this device was granted under. */
+  /**
+   * Members a charter change at this member's tip removed, with their identity, while they are to
+   * hear of it: until the change has been committed for two view-change timeouts, the leader's
+   * messages still go to them (not theirs to it), so a removed member learns the commit and
+   * retires (normal.ts checkAdmission). In RAM: a member that boots with the removal in its log
+   * sends a removed member nothing.
+   */
+  private readonly former = new Map<number, { identity: Uint8Array; serial: number; committedAt: number | null }>();
+  /** Notes the ids the tip's charter removed (called when the tip's configuration changes). */
+  private noteRemoved(before: Config | null, after: Config): void {
+    if (!before || after.charter.serial <= before.charter.serial) return;
+    before.charter.identities.forEach((k, m) => {
+      if (k && !after.charter.identities[m]) this.former.set(m, { identity: k, serial: after.charter.serial, committedAt: null });
+    });
+  }
+  /** Removed ids still to hear from this member (see `former`); the others are forgotten. */
+  formerMembers(): number[] {
+    const out: number[] = [];
+    const tip = this.configTip();
+    const committed = configAt(this.d, this.d.commit).charter.serial;
+    for (const [m, f] of this.former) {
+      if (tip.charter.identities[m] || tip.charter.serial < f.serial) {
+        this.former.delete(m); // the removal was dropped from the log: a member again, or not removed
+        continue;
+      }
+      if (committed >= f.serial) f.committedAt ??= this.now;
+      if (f.committedAt !== null && this.now - f.committedAt > 2 * this.t.vc) this.former.delete(m);
+      else out.push(m);
+    }
+    return out;
+  }
+  /** The identity at member id `m`: the tip's charter, a member it just removed, else the charter this device was granted under. */
   private identityOf(m: number): Uint8Array | null {
-    return this.configTip().charter.identities[m] ?? this.opts.secrets.joined?.identities[m] ?? null;
+    return this.configTip().charter.identities[m] ?? this.former.get(m)?.identity ?? this.opts.secrets.joined?.identities[m] ?? null;
   }
   private pair(m: number): { send: Uint8Array; receive: Uint8Array } | null {
     if (m === this.id) return null;
@@ -253,7 +284,11 @@ export class MemberCore {
   }
   private tipConfig: { d: DurableState; c: Config } | null = null;
   configTip(): Config {
-    if (this.tipConfig?.d !== this.d) this.tipConfig = { d: this.d, c: configAt(this.d, tipOf(this.d).index) };
+    if (this.tipConfig?.d !== this.d) {
+      const c = configAt(this.d, tipOf(this.d).index);
+      this.noteRemoved(this.tipConfig?.c ?? null, c);
+      this.tipConfig = { d: this.d, c };
+    }
     return this.tipConfig.c;
   }
   admitted(c: Config, m: number, inc: Uint8Array): boolean {
@@ -281,6 +316,7 @@ export class MemberCore {
   /** To every other member id at this member's tip; a member added by a change that is not at its tip yet takes it from the members it knows (member.ts tick). */
   broadcast(body: Body): void {
     for (const m of this.members()) if (m !== this.id) this.send(m, body);
+    if (this.isLeader()) for (const m of this.formerMembers()) this.send(m, body);
     const j = this.opts.secrets.joined;
     if (j && !isMemberOf(this.configTip(), this.id)) j.identities.forEach((k, m) => k && m !== this.id && !isMemberOf(this.configTip(), m) && this.send(m, body));
   }

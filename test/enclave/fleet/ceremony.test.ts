@@ -3,7 +3,9 @@
  * secret and every other member's device gets it only through a grant it can open; what a host
  * could try instead is refused: a grant for another member or another charter, a grant it made
  * itself (with its own key, or a member's public key), a substituted identity, altered or
- * truncated bytes, the wrong operator secret, a device with none provisioned.
+ * truncated bytes, the wrong operator secret, a device with none provisioned. A member a charter
+ * change adds gets the secret the same way (grantJoiner, acceptJoinerGrant) and the same refusals
+ * hold.
  */
 import { randomBytes } from 'node:crypto';
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -17,6 +19,8 @@ import { concat, utf8 } from '../../../enclave/opaque/bytes.ts';
 import {
   GRANT_BYTES,
   acceptGrant,
+  acceptJoinerGrant,
+  grantJoiner,
   charterHash,
   decodeCharter,
   encodeCharter,
@@ -184,5 +188,51 @@ describe('charters', () => {
     const tooMany = thrownBy(() => decodeCharter(big));
     expect(tooMany).toBeInstanceOf(EnclaveFault);
     expect((tooMany as EnclaveFault).code).toBe(Codec.TooManyItems);
+  });
+});
+
+describe('grant to a member a charter change adds', () => {
+  /** A 3-member fleet, its secret, and the change that adds a fourth member at id 3. */
+  async function added() {
+    const { ids, charter } = await fleetOf(3, 0);
+    const f = await found(charter, ids[0]!, OPERATOR, HASH, random);
+    const joiner = await newIdentity(random);
+    const change = { serial: 1, identities: [...charter.identities, joiner.publicKey] };
+    return { ids, charter, secret: f.secret, check: f.check, joiner, change };
+  }
+
+  it('the new member opens the granter\'s grant and holds the fleet\'s secret (the same check as every member)', async () => {
+    const { ids, charter, secret, check, joiner, change } = await added();
+    const grant = await grantJoiner(charter, change, 1, ids[1]!, secret, 3, OPERATOR, HASH);
+    expect(grant).toHaveLength(GRANT_BYTES);
+    const got = await acceptJoinerGrant(charter, change, 1, 3, joiner, OPERATOR, HASH, grant);
+    expect(got.secret).toEqual(secret);
+    expect(got.check).toEqual(check);
+  });
+
+  it('refuses: the wrong operator secret, a granter or joiner not in the changed charter, a grant for another member, another change, altered bytes', async () => {
+    const { ids, charter, secret, joiner, change } = await added();
+    await expectCode(grantJoiner(charter, change, 1, ids[1]!, secret, 3, random(32), HASH), FleetCode.WrongOperatorSecret);
+    await expectCode(grantJoiner(charter, change, 1, ids[2]!, secret, 3, OPERATOR, HASH), FleetCode.NotInCharter);
+    await expectCode(grantJoiner(charter, change, 1, ids[1]!, secret, 4, OPERATOR, HASH), FleetCode.GrantWrongMember);
+    const removed = { serial: 2, identities: [charter.identities[0]!, null, charter.identities[2]!, joiner.publicKey] };
+    await expectCode(grantJoiner(charter, removed, 1, ids[1]!, secret, 3, OPERATOR, HASH), FleetCode.NotInCharter);
+    const grant = await grantJoiner(charter, change, 1, ids[1]!, secret, 3, OPERATOR, HASH);
+    await expectCode(acceptJoinerGrant(charter, change, 1, 3, joiner, random(32), HASH, grant), FleetCode.WrongOperatorSecret);
+    // a device that is not the identity at id 3 (a founding member, another new device)
+    await expectCode(acceptJoinerGrant(charter, change, 1, 3, ids[2]!, OPERATOR, HASH, grant), FleetCode.NotInCharter);
+    await expectCode(acceptJoinerGrant(charter, change, 1, 3, await newIdentity(random), OPERATOR, HASH, grant), FleetCode.NotInCharter);
+    // sealed by another member than the one named as granter (a host's substitution)
+    await expectCode(acceptJoinerGrant(charter, change, 2, 3, joiner, OPERATOR, HASH, grant), FleetCode.BadGrant);
+    // the same identities under another serial: another changed charter, the grant does not open
+    const other = { ...change, serial: 5 };
+    await expectCode(acceptJoinerGrant(charter, other, 1, 3, joiner, OPERATOR, HASH, grant), FleetCode.BadGrant);
+    for (let i = 0; i < grant.length; i++) {
+      const bad = Uint8Array.from(grant);
+      bad[i]! ^= 0x01;
+      const e = await rejectionOf(acceptJoinerGrant(charter, change, 1, 3, joiner, OPERATOR, HASH, bad));
+      expect(e instanceof FleetFault || e instanceof EnclaveFault, `byte ${i}`).toBe(true);
+    }
+    expect(await rejectionOf(acceptJoinerGrant(charter, change, 1, 3, joiner, OPERATOR, HASH, grant.subarray(0, grant.length - 1)))).toBeInstanceOf(EnclaveFault);
   });
 });

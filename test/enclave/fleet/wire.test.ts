@@ -164,10 +164,11 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
     const catchupHead = [...u64(1), ...u64(1), ...u64(1), ...u64(0)];
     expect(codeOf(sealed('catchup', [...catchupHead, ...u16(2)]))).toBe(FleetCode.TooMany);
     expect(codeOf(sealed('catchup', [...catchupHead, ...u16(0), ...u16(MAX_CATCHUP_ENTRIES + 1)]))).toBe(FleetCode.TooMany);
-    // a snapshot: index, hash, epoch, admitted (count), records (count)
+    // a snapshot: index, hash, epoch, admitted (count), charter serial, identities (count), records (count)
     const snap = [...u64(0), ...hash32, ...u64(1)];
     expect(codeOf(sealed('catchup', [...catchupHead, ...u16(1), ...snap, ...u16(MAX_MEMBERS + 1)]))).toBe(FleetCode.TooMany);
-    expect(codeOf(sealed('catchup', [...catchupHead, ...u16(1), ...snap, ...u16(0), ...u16(MAX_SNAPSHOT_RECORDS + 1)]))).toBe(FleetCode.TooMany);
+    expect(codeOf(sealed('catchup', [...catchupHead, ...u16(1), ...snap, ...u16(0), ...u64(0), ...u16(MAX_MEMBERS + 1)]))).toBe(FleetCode.TooMany);
+    expect(codeOf(sealed('catchup', [...catchupHead, ...u16(1), ...snap, ...u16(0), ...u64(0), ...u16(0), ...u16(MAX_SNAPSHOT_RECORDS + 1)]))).toBe(FleetCode.TooMany);
     // doViewChange: epoch, view, normal view, tip, tip hash, config epoch, admitted count
     expect(codeOf(sealed('doViewChange', [...u64(1), ...u64(1), ...u64(1), ...u64(1), ...hash32, ...u64(1), ...u16(0xffff)]))).toBe(FleetCode.TooMany);
   });
@@ -185,7 +186,7 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
     expect(codeOf(prepareOf(lock(new Array<number>(MAX_RECORD_ID_BYTES + 1).fill(0x61))))).toBe(FleetCode.TooLong);
     expect(codeOf(prepareOf([4, ...u16(0xffff)]))).toBe(FleetCode.TooLong);
     expect(codeOf(prepareOf(lock([])))).toBe(FleetCode.TooShort);
-    expect(codeOf(prepareOf([9, 0, 0]))).toBe(FleetCode.UnknownOp);
+    expect(codeOf(prepareOf([10, 0, 0]))).toBe(FleetCode.UnknownOp);
     expect(codeOf(prepareOf([0, 0, 0]))).toBe(FleetCode.UnknownOp);
     expect(codeOf(prepareOf(lock([0xc3, 0x28])))).toBe(FleetCode.BadValue); // not UTF-8
     expect(codeOf(prepareOf([1, ...u16(1), 0x61, ...u64(0), 0]))).toBe(FleetCode.BadValue); // register with limit 0
@@ -194,7 +195,16 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
     expect(codeOf(sealed('doViewChange', [...u64(1), ...u64(1), ...u64(1), ...u64(1), ...hash32, ...u64(1), ...u16(1), 2]))).toBe(FleetCode.BadValue);
     // snapshot records: an unknown status, attempts used above the limit, ids out of order
     const rec = (idByte: number, status: number, limit: number, used: number) => [...u16(1), idByte, ...u64(1), status, limit, used, ...u64(0)];
-    const snapOf = (...recs: number[][]) => sealed('catchup', [...u64(1), ...u64(1), ...u64(1), ...u64(0), ...u16(1), ...u64(0), ...hash32, ...u64(1), ...u16(0), ...u16(recs.length), ...recs.flat(), ...u16(0), ...u16(0)]);
+    // a snapshot of one member id (no incarnation admitted, an identity), its records, no payload, no entries
+    const oneMember = [...u16(1), 0, ...u64(0), ...u16(1), 1, ...hash32];
+    const snapOf = (...recs: number[][]) => sealed('catchup', [...u64(1), ...u64(1), ...u64(1), ...u64(0), ...u16(1), ...u64(0), ...hash32, ...u64(1), ...oneMember, ...u16(recs.length), ...recs.flat(), ...u16(0), ...u16(0)]);
+    // a configuration whose admitted slots and charter ids differ in number, or whose charter has no member
+    const withConfig = (config: number[]) => sealed('catchup', [...u64(1), ...u64(1), ...u64(1), ...u64(0), ...u16(1), ...u64(0), ...hash32, ...u64(1), ...config, ...u16(0), ...u16(0), ...u16(0)]);
+    expect(() => withConfig(oneMember)()).not.toThrow();
+    expect(codeOf(withConfig([...u16(2), 0, 0, ...u64(0), ...u16(1), 1, ...hash32]))).toBe(FleetCode.BadValue);
+    expect(codeOf(withConfig([...u16(1), 0, ...u64(0), ...u16(1), 0]))).toBe(FleetCode.BadValue);
+    // a charter op whose identity's presence byte is neither 0 nor 1
+    expect(codeOf(prepareOf([9, ...u64(1), ...u16(1), 2]))).toBe(FleetCode.BadValue);
     expect(() => snapOf(rec(0x61, 1, 3, 1), rec(0x62, 2, 3, 3))()).not.toThrow();
     expect(codeOf(snapOf(rec(0x61, 4, 3, 1)))).toBe(FleetCode.BadValue);
     expect(codeOf(snapOf(rec(0x61, 1, 3, 4)))).toBe(FleetCode.BadValue);
