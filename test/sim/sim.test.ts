@@ -32,12 +32,12 @@ const okCharges = (answers: readonly Answer[], from = 0) => answers.slice(from).
 
 describe('fleet simulation: random schedules', () => {
   it(`${CI_SCHEDULES} seeded schedules keep every invariant, with every fault kind exercised`, async () => {
-    const totals = { acked: 0, restores: 0, clones: 0, partitions: 0, crashes: 0, reforms: 0, forged: 0, n3: 0, n5: 0 };
+    const totals = { acked: 0, restores: 0, clones: 0, partitions: 0, crashes: 0, reforms: 0, forged: 0, charters: 0, n3: 0, n5: 0 };
     const failing: string[] = [];
     for (let seed = 1; seed <= CI_SCHEDULES; seed++) {
       const r = await runSchedule({ seed });
       if (r.violations.length > 0) failing.push(`seed ${seed}: ${r.violations[0]} (npm run sim -- --seed ${seed} --schedules 1)`);
-      for (const k of ['acked', 'restores', 'clones', 'partitions', 'crashes', 'reforms', 'forged'] as const) totals[k] += r.stats[k];
+      for (const k of ['acked', 'restores', 'clones', 'partitions', 'crashes', 'reforms', 'forged', 'charters'] as const) totals[k] += r.stats[k];
       if (r.n === 3) totals.n3++;
       else totals.n5++;
     }
@@ -45,6 +45,8 @@ describe('fleet simulation: random schedules', () => {
     // the runs did something: answers, and each kind of fault, on both fleet sizes
     expect(totals.acked).toBeGreaterThan(20 * CI_SCHEDULES);
     for (const k of ['restores', 'clones', 'partitions', 'crashes', 'reforms', 'n3', 'n5'] as const) expect(totals[k], k).toBeGreaterThan(10);
+    // charter changes (members added and removed) committed in about half of the schedules, among the faults
+    expect(totals.charters).toBeGreaterThan(CI_SCHEDULES / 2);
     // forged messages reached members in about half of the schedules, and each was refused (or the run would fail)
     expect(totals.forged).toBeGreaterThan(10 * CI_SCHEDULES);
   }, 240_000);
@@ -82,6 +84,13 @@ describe('fleet simulation: positive controls (a broken rule is caught within th
     for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...(await runSchedule({ seed, broken: 'half-quorum', effectsOnly: true })).violations];
     expect(found.length).toBeGreaterThan(0);
     expect(found.join('\n')).toMatch(/fork|granted to sessions|not in the committed history|drops committed/);
+  });
+
+  it('a charter change that adds two members at once (charter-two) is reported: two majorities of the old and new charters may not meet', async () => {
+    let found: string[] = [];
+    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...(await runSchedule({ seed, broken: 'charter-two' })).violations];
+    expect(found.join('\n')).toMatch(/two majorities of charters 0 and 1 may not meet/);
+    // with the rule kept, a leader refuses that change (charters.test.ts, "the leader proposes only ...")
   });
 
   it('a member that takes messages without checking their MAC takes a forgery, and the run reports it', async () => {
