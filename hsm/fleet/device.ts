@@ -31,9 +31,10 @@ import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
-import { acceptGrant, charterHash, found, identityFingerprint, identityOf, newIdentity, SECRET_BYTES, secretCheck, type Charter, type DeviceIdentity } from '../../enclave/fleet/ceremony.ts';
+import { acceptGrant, charterHash, checkOperatorSecret, found, identityFingerprint, identityOf, newIdentity, SECRET_BYTES, secretCheck, type Charter, type DeviceIdentity } from '../../enclave/fleet/ceremony.ts';
 import { decodeDurable, encodeDurable, encodeSecrets } from '../../enclave/fleet/durable.ts';
-import { fleetFaultName } from '../../enclave/fleet/faults.ts';
+import { fleetFaultName, type FleetFault } from '../../enclave/fleet/faults.ts';
+import type { CharterState } from '../../enclave/fleet/messages.ts';
 import { genesis, tipOf, type DurableState } from '../../enclave/fleet/log.ts';
 import { BROKEN_RULES, Member, type BrokenRule, type Output } from '../../enclave/fleet/member.ts';
 import { MAX_LIMIT, type Intent, type Op } from '../../enclave/fleet/rules.ts';
@@ -322,6 +323,13 @@ export function parseIntent(v: unknown): Intent {
 
 export type OpJson = Record<string, string | number>;
 
+/** Checks the operator secret against the hash the device provisioned in `dir` at its first start, then approves `change` in `member`. */
+export function approveInFolder(member: Member, dir: string, change: CharterState, operatorSecret: Uint8Array): void {
+  const file = join(dir, FILES.operator);
+  checkOperatorSecret(operatorSecret, existsSync(file) ? new Uint8Array(readFileSync(file)) : new Uint8Array(32));
+  member.approveCharter(change);
+}
+
 export function opJson(op: Op): OpJson {
   if (op.kind === 'admit') return { kind: 'admit', member: op.member, incarnation: bytesToHex(op.incarnation) };
   if (op.kind === 'charter') return { kind: 'charter', serial: op.serial, identities: op.identities.map((k) => (k ? bytesToHex(k) : '-')).join(',') };
@@ -427,6 +435,21 @@ export class FleetDevice {
 
   status(): DeviceStatus {
     return memberStatus(this.member, this.o.n);
+  }
+
+  /**
+   * The operator's approval of a charter change (docs/fleet.md, "Membership changes"): the
+   * operator secret checked against the hash provisioned in this member's folder (a FleetFault,
+   * WrongOperatorSecret or NoOperatorSecret, otherwise), then held by the member for this change.
+   */
+  approveCharter(change: CharterState, operatorSecret: Uint8Array): void {
+    approveInFolder(this.member, this.o.dir, change, operatorSecret);
+  }
+
+  /** The leader proposes an approved charter change: the entry's index, or the refusal (member.ts proposeCharter). */
+  proposeCharter(change: CharterState, now: number): { index: number | FleetFault; out: DeviceOutput } {
+    const r = this.member.proposeCharter(change, now);
+    return { index: r.index, out: this.output(r.out) };
   }
 
   private output(out: Output): DeviceOutput {

@@ -4,7 +4,8 @@
  * without a host ever handling it; it refuses a wrong operator secret, another member's grant, an
  * altered grant and an identity file whose fingerprint is not its key; a founder that crashed after
  * keeping its secret seals the missing grants again from it; the device boots from its folder and
- * keeps its state across a restart; client intents are read strictly.
+ * keeps its state across a restart; client intents are read strictly; a charter change is
+ * approved only with the operator secret whose hash the device provisioned.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ceremonyStep, FILES, FleetDevice, FleetDeviceError, IntentError, parseIntent, type DeviceOutput } from '../../hsm/fleet/device.ts';
 import { FleetCode, FleetFault } from '../../enclave/fleet/faults.ts';
 import { decodeSecrets } from '../../enclave/fleet/durable.ts';
+import { newIdentity } from '../../enclave/fleet/ceremony.ts';
 
 const roots: string[] = [];
 afterEach(() => {
@@ -71,7 +73,8 @@ function run(devs: FleetDevice[], until: () => boolean, onAnswer: (o: DeviceOutp
     for (const d of devs) take(d.tick(now));
     while (queue.length) {
       const { to, msg } = queue.shift()!;
-      take(devs[to]!.receive(msg, now));
+      const d = devs[to];
+      if (d) take(d.receive(msg, now)); // a member id with no device here (one a charter change added): dropped
     }
   }
   return clock.now;
@@ -169,5 +172,33 @@ describe('the device', () => {
     for (const bad of [null, [], 'x', { kind: 'steal', id: 'r' }, { kind: 'lock' }, { kind: 'lock', id: '' }, { kind: 'lock', id: 'x'.repeat(65) }, { kind: 'lock', id: 'r', extra: 1 }, { kind: 'register', id: 'r', limit: 0 }, { kind: 'register', id: 'r', limit: 256 }, { kind: 'charge', id: 'r', session: -1 }, { kind: 'charge', id: 'r', session: 2 ** 53 }, { kind: 'reset', id: 'r' }, { kind: 'replace', id: 'r' }, { kind: 'touch', id: 'r', limit: 1 }, { kind: 'toString', id: 'r' }]) {
       expect(() => parseIntent(bad), JSON.stringify(bad)).toThrow(IntentError);
     }
+  });
+
+  it('a charter change: approved only with the operator secret the device provisioned, proposed by the leader, committed and journaled', async () => {
+    const dirs = folders();
+    await ceremony(dirs);
+    const devs = dirs.map((dir, member) => new FleetDevice({ dir, member, n: 3, ...TIMING }, clock.now));
+    const leaderOf = () => devs.map((d) => d.status()).find((s) => s.status === 'normal' && s.leader === s.member)?.member;
+    run(devs, () => leaderOf() !== undefined);
+    const lead = devs[leaderOf()!]!;
+    const keys = [0, 1, 2].map((m) => Uint8Array.from(Buffer.from(JSON.parse(readFileSync(join(dirs[m]!, FILES.pub), 'utf8')).publicKey, 'hex')));
+    const joiner = await newIdentity((n) => new Uint8Array(n).fill(0x33));
+    const change = { serial: 1, identities: [...keys, joiner.publicKey] };
+    const code = (r: { index: number | FleetFault }) => (typeof r.index === 'number' ? null : r.index.code);
+    // no approval yet, then the wrong operator secret: refused, nothing approved
+    expect(code(lead.proposeCharter(change, clock.now))).toBe(FleetCode.CharterNotApproved);
+    expect(() => lead.approveCharter(change, new Uint8Array(32).fill(8))).toThrow(expect.objectContaining({ code: FleetCode.WrongOperatorSecret }));
+    expect(code(lead.proposeCharter(change, clock.now))).toBe(FleetCode.CharterNotApproved);
+    // the right one: proposed (after an entry of the leader's view, if needed) and committed by the three founding members
+    lead.approveCharter(change, OPERATOR);
+    let r = lead.proposeCharter(change, clock.now);
+    if (code(r) === FleetCode.Busy) {
+      run(devs, () => lead.status().commit === lead.status().tip);
+      r = lead.proposeCharter(change, clock.now);
+    }
+    expect(typeof r.index).toBe('number');
+    run(devs, () => devs.every((d) => d.status().commit >= (r.index as number)));
+    expect(devs.every((d) => d.status().commit >= (r.index as number))).toBe(true);
+    expect(readFileSync(join(dirs[lead.status().member]!, FILES.history), 'utf8')).toMatch(/"kind":"charter","serial":1/);
   });
 });
