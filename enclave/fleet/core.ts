@@ -5,7 +5,6 @@
  * (§4.2), catchup.ts (§4.3: catch-up, rejoin), reform.ts (a whole fleet's re-form). member.ts is
  * the entry (messages, intents, ticks in; `Output` out). Only enclave/fleet/ reads this state.
  */
-import { bytesToHex } from '@noble/hashes/utils.js';
 import { charterHash } from './ceremony.ts';
 import { FleetFault, type FleetCodeValue } from './faults.ts';
 import { pairKeys, sharedKeysForControl, type MemberSecrets, type MessageKeys } from './keys.ts';
@@ -103,8 +102,8 @@ export class MemberCore {
   readonly n: number;
   /** The positive control `shared-key` only: one key for every pair. */
   private readonly shared: MessageKeys | null;
-  /** Pair keys by `id:identity` (keys.ts pairKeys): an id names one device for the fleet's life, a charter change adds keys, never changes one. */
-  private readonly pairs = new Map<string, { send: Uint8Array; receive: Uint8Array } | null>();
+  /** Pair keys by id, with the identity they were derived from (keys.ts pairKeys): an id names one device for the fleet's life, a charter change adds keys, never changes one. */
+  private readonly pairs = new Map<number, { identity: Uint8Array; keys: { send: Uint8Array; receive: Uint8Array } | null }>();
   private readonly rootHash: Uint8Array;
   /** Charter changes this member's device was given the operator's approval for (member.ts approveCharter), by hex of the change. */
   readonly approved = new Set<string>();
@@ -249,18 +248,17 @@ export class MemberCore {
     if (m === this.id) return null;
     const id = this.identityOf(m);
     if (!id) return null;
-    const k = `${m}:${bytesToHex(id)}`;
-    let p = this.pairs.get(k);
-    if (p === undefined) {
-      try {
-        p = pairKeys(this.opts.secrets, m, id, this.rootHash);
-      } catch (e) {
-        if (!(e instanceof FleetFault)) throw e;
-        p = null; // an identity that gives no shared secret: no message to or from that id
-      }
-      this.pairs.set(k, p);
+    const had = this.pairs.get(m);
+    if (had && (had.identity === id || sameBytes(had.identity, id))) return had.keys;
+    let keys: { send: Uint8Array; receive: Uint8Array } | null;
+    try {
+      keys = pairKeys(this.opts.secrets, m, id, this.rootHash);
+    } catch (e) {
+      if (!(e instanceof FleetFault)) throw e;
+      keys = null; // an identity that gives no shared secret: no message to or from that id
     }
-    return p;
+    this.pairs.set(m, { identity: id, keys });
+    return keys;
   }
   /** The key this member MACs what it sends to `m` with (null: no such member). */
   sendKey(m: number): Uint8Array | null {
