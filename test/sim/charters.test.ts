@@ -3,7 +3,8 @@
  * simulated world (world.ts, no random faults): a member added counts in quorums once admitted, a
  * member removed counts in none and retires, a replacement (an addition, then a removal) keeps a
  * majority throughout; what a leader refuses to propose and what a follower refuses to append; a
- * new leader commits an entry of its own view before it proposes a change. The random schedules
+ * new leader commits an entry of its own view before it proposes a change; two changes of one
+ * serial racing across a partition: one commits, the other is dropped. The random schedules
  * with charter changes, and the positive control charter-two: sim.test.ts.
  */
 import { describe, expect, it } from 'vitest';
@@ -211,6 +212,37 @@ describe('charter changes: members added and removed', () => {
       expect(fm.durable, what).toBe(before);
     }
     expect(charged(w)).toBe(true);
+    expect(w.oracle.violations).toEqual([]);
+  });
+
+  it('two changes of one serial from the leaders of two views: the majority\'s commits, the cut-off leader\'s is dropped with its entry', async () => {
+    const w = await World.create({ seed: 12, n: 5, faults: [], charters: true });
+    until(w, () => w.leaders().length === 1 && w.alive().every((p) => p.member!.status === 'normal'), 120);
+    const a = w.leaders()[0]!;
+    const am = a.member!;
+    const ids = configAt(am.durable, 0).charter.identities as Uint8Array[];
+    // the leader commits an entry of its view first (so that its change is appended at once below)
+    expect(charged(w)).toBe(true);
+    const others = [0, 1, 2, 3, 4].filter((i) => i !== a.id);
+    const x = { serial: 1, identities: ids.map((k, i) => (i === others[0] ? null : k)) };
+    am.approveCharter(x);
+    w.partition((p) => (p === a ? 1 : 0));
+    const r = am.proposeCharter(x, w.now);
+    expect(typeof r.index).toBe('number');
+    // the four others elect a leader and make another change of serial 1
+    expect(until(w, () => w.leaders().some((p) => p !== a), 300)).toBe(true);
+    const b = w.leaders().find((p) => p !== a)!;
+    const yRemoved = others.find((i) => i !== b.id && i !== others[0])!;
+    const y = { serial: 1, identities: ids.map((k, i) => (i === yRemoved ? null : k)) };
+    b.member!.approveCharter(y);
+    expect(until(w, () => typeof b.member!.proposeCharter(y, w.now).index === 'number', 60)).toBe(true);
+    expect(until(w, () => configAt(b.member!.durable, b.member!.durable.commit).charter.serial === 1)).toBe(true);
+    // healed: the cut-off leader's change is dropped, it holds the majority's
+    w.partition(null);
+    expect(until(w, () => a.member !== null && configAt(a.member.durable, a.member.durable.commit).charter.serial === 1, 400)).toBe(true);
+    const held = configAt(a.member!.durable, a.member!.durable.commit).charter.identities;
+    expect(held[yRemoved]).toBeNull();
+    expect(held[others[0]!]).not.toBeNull();
     expect(w.oracle.violations).toEqual([]);
   });
 });
