@@ -138,6 +138,31 @@ function memberOf(c: Charter, me: DeviceIdentity, member: number): void {
   }
 }
 
+/** A grant: the fleet secret sealed to `identity` (member `member`) with HPKE Auth from `senderKey`, under `info`. */
+async function sealGrant(secret: Uint8Array, member: number, identity: Uint8Array, senderKey: CryptoKeyPair, info: ArrayBuffer): Promise<Uint8Array> {
+  const recipientPublicKey = await suite.kem.deserializePublicKey(buf(identity));
+  const ctx = await suite.createSenderContext({ recipientPublicKey, senderKey, info });
+  const sealed = new Uint8Array(await ctx.seal(buf(secret)));
+  return encodeFields(GRANT, { version: CEREMONY_VERSION, member, enc: new Uint8Array(ctx.enc), sealed });
+}
+
+/** Opens a grant for member `member` as sealed by the holder of `sender` under `info`: the fleet secret, or the grant's refusal. */
+async function openGrant(grant: Uint8Array, member: number, me: DeviceIdentity, sender: Uint8Array, info: ArrayBuffer, refusal: string): Promise<Uint8Array> {
+  const g = decodeFields(GRANT, grant, 'grant');
+  if (g.version !== CEREMONY_VERSION) throw new FleetFault(FleetCode.WireVersion, `grant version ${g.version}`);
+  if (g.member !== member) throw new FleetFault(FleetCode.GrantWrongMember, `the grant is for member ${g.member}`);
+  let secret: Uint8Array;
+  try {
+    const senderPublicKey = await suite.kem.deserializePublicKey(buf(sender));
+    const ctx = await suite.createRecipientContext({ recipientKey: await keyPairOf(me.seed), enc: buf(g.enc), senderPublicKey, info });
+    secret = new Uint8Array(await ctx.open(buf(g.sealed)));
+  } catch {
+    throw new FleetFault(FleetCode.BadGrant, refusal);
+  }
+  if (secret.length !== SECRET_BYTES) throw new FleetFault(FleetCode.BadGrant, 'the grant does not hold a fleet secret');
+  return secret;
+}
+
 const grantInfo = (hash: Uint8Array, member: number): ArrayBuffer => buf(concat(utf8(LABELS.fleetGrant), hash, Uint8Array.of(member)));
 
 /** The 16-byte check of a fleet secret under a charter (equal on every member that holds it). */
@@ -176,10 +201,7 @@ export async function found(
       grants.push(undefined);
       continue;
     }
-    const recipientPublicKey = await suite.kem.deserializePublicKey(buf(charter.identities[i]!));
-    const ctx = await suite.createSenderContext({ recipientPublicKey, senderKey, info: grantInfo(hash, i) });
-    const sealed = new Uint8Array(await ctx.seal(buf(secret)));
-    grants.push(encodeFields(GRANT, { version: CEREMONY_VERSION, member: i, enc: new Uint8Array(ctx.enc), sealed }));
+    grants.push(await sealGrant(secret, i, charter.identities[i]!, senderKey, grantInfo(hash, i)));
   }
   return { secret, grants, check: secretCheck(secret, hash) };
 }
@@ -200,19 +222,8 @@ export async function acceptGrant(
   checkOperatorSecret(operatorSecret, provisionedHash);
   memberOf(charter, me, member);
   if (member === charter.founder) throw new FleetFault(FleetCode.GrantWrongMember, 'the founder draws the secret; it takes no grant');
-  const g = decodeFields(GRANT, grant, 'grant');
-  if (g.version !== CEREMONY_VERSION) throw new FleetFault(FleetCode.WireVersion, `grant version ${g.version}`);
-  if (g.member !== member) throw new FleetFault(FleetCode.GrantWrongMember, `the grant is for member ${g.member}`);
   const hash = charterHash(charter);
-  let secret: Uint8Array;
-  try {
-    const senderPublicKey = await suite.kem.deserializePublicKey(buf(charter.identities[charter.founder]!));
-    const ctx = await suite.createRecipientContext({ recipientKey: await keyPairOf(me.seed), enc: buf(g.enc), senderPublicKey, info: grantInfo(hash, member) });
-    secret = new Uint8Array(await ctx.open(buf(g.sealed)));
-  } catch {
-    throw new FleetFault(FleetCode.BadGrant, 'the grant does not open as the founder\'s for this member of this charter');
-  }
-  if (secret.length !== SECRET_BYTES) throw new FleetFault(FleetCode.BadGrant, 'the grant does not hold a fleet secret');
+  const secret = await openGrant(grant, member, me, charter.identities[charter.founder]!, grantInfo(hash, member), 'the grant does not open as the founder\'s for this member of this charter');
   return { secret, check: secretCheck(secret, hash) };
 }
 
@@ -243,11 +254,7 @@ export async function grantJoiner(founding: Charter, changed: CharterState, gran
   if (!mine || !ctEqual(mine, me.publicKey)) throw new FleetFault(FleetCode.NotInCharter, `this device is not member ${granter} of the changed charter`);
   const to = changed.identities[joiner];
   if (!to || joiner === granter) throw new FleetFault(FleetCode.GrantWrongMember, `member ${joiner} is not another member of the changed charter`);
-  const hash = changedCharterHash(charterHash(founding), changed);
-  const recipientPublicKey = await suite.kem.deserializePublicKey(buf(to));
-  const ctx = await suite.createSenderContext({ recipientPublicKey, senderKey: await keyPairOf(me.seed), info: joinInfo(hash, joiner) });
-  const sealed = new Uint8Array(await ctx.seal(buf(fleetSecret)));
-  return encodeFields(GRANT, { version: CEREMONY_VERSION, member: joiner, enc: new Uint8Array(ctx.enc), sealed });
+  return sealGrant(fleetSecret, joiner, to, await keyPairOf(me.seed), joinInfo(changedCharterHash(charterHash(founding), changed), joiner));
 }
 
 /**
@@ -262,18 +269,7 @@ export async function acceptJoinerGrant(founding: Charter, changed: CharterState
   if (!mine || !ctEqual(mine, me.publicKey)) throw new FleetFault(FleetCode.NotInCharter, `this device is not member ${joiner} of the changed charter`);
   const from = changed.identities[granter];
   if (!from || granter === joiner) throw new FleetFault(FleetCode.GrantWrongMember, 'the granter is not another member of the changed charter');
-  const g = decodeFields(GRANT, grant, 'grant');
-  if (g.version !== CEREMONY_VERSION) throw new FleetFault(FleetCode.WireVersion, `grant version ${g.version}`);
-  if (g.member !== joiner) throw new FleetFault(FleetCode.GrantWrongMember, `the grant is for member ${g.member}`);
   const root = charterHash(founding);
-  let secret: Uint8Array;
-  try {
-    const senderPublicKey = await suite.kem.deserializePublicKey(buf(from));
-    const ctx = await suite.createRecipientContext({ recipientKey: await keyPairOf(me.seed), enc: buf(g.enc), senderPublicKey, info: joinInfo(changedCharterHash(root, changed), joiner) });
-    secret = new Uint8Array(await ctx.open(buf(g.sealed)));
-  } catch {
-    throw new FleetFault(FleetCode.BadGrant, 'the grant does not open as the granter\'s for this member of this changed charter');
-  }
-  if (secret.length !== SECRET_BYTES) throw new FleetFault(FleetCode.BadGrant, 'the grant does not hold a fleet secret');
+  const secret = await openGrant(grant, joiner, me, from, joinInfo(changedCharterHash(root, changed), joiner), 'the grant does not open as the granter\'s for this member of this changed charter');
   return { secret, check: secretCheck(secret, root) };
 }

@@ -132,14 +132,21 @@ describe('the key ceremony over the members\' folders', () => {
   });
 });
 
+/** Three members' folders through the ceremony, their devices booted and run until one leads. */
+async function formedDevices(): Promise<{ dirs: string[]; devs: FleetDevice[]; lead: number }> {
+  const dirs = folders();
+  await ceremony(dirs);
+  const devs = dirs.map((dir, member) => new FleetDevice({ dir, member, n: 3, ...TIMING }, clock.now));
+  const leaderOf = () => devs.map((d) => d.status()).find((s) => s.status === 'normal' && s.leader === s.member)?.member;
+  run(devs, () => leaderOf() !== undefined);
+  return { dirs, devs, lead: leaderOf()! };
+}
+
 describe('the device', () => {
   it('forms a fleet over its messages, commits, and keeps its state across a restart', async () => {
-    const dirs = folders();
-    await ceremony(dirs);
-    let devs = dirs.map((dir, member) => new FleetDevice({ dir, member, n: 3, ...TIMING }, clock.now));
-    const leaderOf = () => devs.map((d) => d.status()).find((s) => s.status === 'normal' && s.leader === s.member)?.member;
-    run(devs, () => leaderOf() !== undefined);
-    const lead = leaderOf()!;
+    const formed = await formedDevices();
+    const { dirs, lead } = formed;
+    let devs = formed.devs;
     const answers: DeviceOutput['answers'] = [];
     const { ticket, out } = devs[lead]!.submit(parseIntent({ kind: 'register', id: 'r', limit: 3 }), clock.now);
     answers.push(...out.answers);
@@ -175,12 +182,8 @@ describe('the device', () => {
   });
 
   it('a charter change: approved only with the operator secret the device provisioned, proposed by the leader, committed and journaled', async () => {
-    const dirs = folders();
-    await ceremony(dirs);
-    const devs = dirs.map((dir, member) => new FleetDevice({ dir, member, n: 3, ...TIMING }, clock.now));
-    const leaderOf = () => devs.map((d) => d.status()).find((s) => s.status === 'normal' && s.leader === s.member)?.member;
-    run(devs, () => leaderOf() !== undefined);
-    const lead = devs[leaderOf()!]!;
+    const { dirs, devs, lead: l } = await formedDevices();
+    const lead = devs[l]!;
     const keys = [0, 1, 2].map((m) => Uint8Array.from(Buffer.from(JSON.parse(readFileSync(join(dirs[m]!, FILES.pub), 'utf8')).publicKey, 'hex')));
     const joiner = await newIdentity((n) => new Uint8Array(n).fill(0x33));
     const change = { serial: 1, identities: [...keys, joiner.publicKey] };
