@@ -6,19 +6,21 @@
  *   state    version u8 (1) | member u8 | view u53 | normal view u53 | commit u53 | snapshot |
  *            entries list(entry, 4096) | reform list(≤ 1: epoch u53, voter fixed(16), set hash list(≤ 1: fixed(32)))
  *   secrets  version u8 (1) | member u8 | charter bytes (ceremony.ts) | identity seed fixed(32) | fleet secret fixed(32)
+ *            version 2 (a member a charter change added) adds: joined (serial u53, identities list(opt(fixed(32)), 7)),
+ *            the changed charter it was granted under, which names its identity at its id
  *
  * Decoding refuses, with a `FleetFault` (faults.ts) naming the field: a truncated field, a count
  * above its bound, a trailing byte, an unknown version, a value out of range (a record status, a
  * limit, snapshot records out of order), and a state that does not hold together (entries that do
  * not follow the snapshot, a commit beyond the tip). A damaged file is never read as a shorter log.
  */
-import { bytes, decodeFields, encodeFields, fixed, list, u53, u8 } from '../api/codec.ts';
+import { bytes, decodeFields, encodeFields, fixed, list, opt, u53, u8 } from '../api/codec.ts';
 import { decodeCharter, encodeCharter, SECRET_BYTES } from './ceremony.ts';
-import { asFleet, ENTRY, entryOf, flatEntry, flatSnapshot, MAX_HELD_PAYLOADS, PAYLOAD, SNAPSHOT, snapshotOf } from './codec.ts';
+import { asFleet, ENTRY, entryOf, flatEntry, flatSnapshot, MAX_HELD_PAYLOADS, MAX_MEMBERS, PAYLOAD, SNAPSHOT, snapshotOf } from './codec.ts';
 import { FleetCode, FleetFault } from './faults.ts';
 import { identityPublicKey, type MemberSecrets } from './keys.ts';
 import { tipOf, type DurableState } from './log.ts';
-import { HASH_BYTES, INCARNATION_BYTES, sameBytes } from './wire.ts';
+import { HASH_BYTES, INCARNATION_BYTES, sameBytes, type CharterState } from './wire.ts';
 
 export const DURABLE_VERSION = 1;
 /** Entries after the snapshot a durable state may hold (the committed ones kept and the uncommitted suffix). */
@@ -43,6 +45,9 @@ const SECRETS = [
   ['identitySeed', fixed(32)],
   ['fleetSecret', fixed(SECRET_BYTES)],
 ] as const;
+const JOINED_SECRETS = [...SECRETS, ['serial', u53], ['identities', list([['key', opt(fixed(32))]] as const, MAX_MEMBERS)]] as const;
+/** The secrets of a member a charter change added. */
+export const JOINED_SECRETS_VERSION = 2;
 
 function bad(what: string): never {
   throw new FleetFault(FleetCode.BadValue, `fleet: durable state: ${what}`);
@@ -96,16 +101,31 @@ export function decodeDurable(b: Uint8Array, member: number, n: number): Durable
 }
 
 export function encodeSecrets(s: MemberSecrets): Uint8Array {
-  return asFleet('secrets', () => encodeFields(SECRETS, { version: DURABLE_VERSION, member: s.member, charter: encodeCharter(s.charter), identitySeed: s.identitySeed, fleetSecret: s.fleetSecret }));
+  const base = { member: s.member, charter: encodeCharter(s.charter), identitySeed: s.identitySeed, fleetSecret: s.fleetSecret };
+  if (!s.joined) return asFleet('secrets', () => encodeFields(SECRETS, { version: DURABLE_VERSION, ...base }));
+  const j = s.joined;
+  return asFleet('secrets', () => encodeFields(JOINED_SECRETS, { version: JOINED_SECRETS_VERSION, ...base, serial: j.serial, identities: j.identities.map((key) => ({ key: key ?? undefined })) }));
 }
 
 /** Strict, as `decodeDurable`; the charter is checked as the ceremony checks it. */
 export function decodeSecrets(b: Uint8Array, member: number): MemberSecrets {
   if (b.length < 1) throw new FleetFault(FleetCode.Truncated, 'fleet: secrets: empty');
-  if (b[0] !== DURABLE_VERSION) throw new FleetFault(FleetCode.WireVersion, `fleet: secrets version ${b[0]}`);
-  const f = asFleet('secrets', () => decodeFields(SECRETS, b, 'secrets'));
+  if (b[0] !== DURABLE_VERSION && b[0] !== JOINED_SECRETS_VERSION) throw new FleetFault(FleetCode.WireVersion, `fleet: secrets version ${b[0]}`);
+  let f: { member: number; charter: Uint8Array; identitySeed: Uint8Array; fleetSecret: Uint8Array };
+  let joined: CharterState | undefined;
+  if (b[0] === DURABLE_VERSION) f = asFleet('secrets', () => decodeFields(SECRETS, b, 'secrets'));
+  else {
+    const g = asFleet('secrets', () => decodeFields(JOINED_SECRETS, b, 'secrets'));
+    f = g;
+    joined = { serial: g.serial, identities: g.identities.map((x) => x.key ?? null) };
+  }
   const charter = asFleet('secrets.charter', () => decodeCharter(f.charter));
-  if (f.member !== member || member >= charter.identities.length) throw new FleetFault(FleetCode.BadValue, `fleet: secrets: they are member ${f.member}'s, not member ${member}'s`);
-  if (!sameBytes(identityPublicKey(f.identitySeed), charter.identities[member])) throw new FleetFault(FleetCode.NotInCharter, 'fleet: secrets: the identity seed is not the charter\'s identity of this member');
-  return { member, charter, identitySeed: f.identitySeed, fleetSecret: f.fleetSecret };
+  const identities = joined?.identities ?? charter.identities;
+  if (f.member !== member || member >= identities.length) throw new FleetFault(FleetCode.BadValue, `fleet: secrets: they are member ${f.member}'s, not member ${member}'s`);
+  // a changed charter of this fleet keeps each founding identity at its id, or has removed it
+  if (joined && (joined.serial < 1 || joined.identities.length < charter.identities.length || !charter.identities.every((k, i) => joined.identities[i] === null || sameBytes(joined.identities[i], k)))) {
+    throw new FleetFault(FleetCode.BadValue, 'fleet: secrets: the changed charter is not one of this fleet\'s');
+  }
+  if (!sameBytes(identityPublicKey(f.identitySeed), identities[member])) throw new FleetFault(FleetCode.NotInCharter, 'fleet: secrets: the identity seed is not the charter\'s identity of this member');
+  return { member, charter, identitySeed: f.identitySeed, fleetSecret: f.fleetSecret, ...(joined && { joined }) };
 }

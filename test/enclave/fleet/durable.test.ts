@@ -10,7 +10,7 @@ import { decodeDurable, decodeSecrets, encodeDurable, encodeSecrets, MAX_DURABLE
 import { FleetCode, FleetFault } from '../../../enclave/fleet/faults.ts';
 import { compact, genesis, tipOf, type DurableState } from '../../../enclave/fleet/log.ts';
 import { World } from '../../sim/world.ts';
-import { ceremony } from '../../sim/ceremony.ts';
+import { ceremony, charterPlan } from '../../sim/ceremony.ts';
 import { fuzzSecrets } from '../../fuzz/targets/fleet-wire.ts';
 
 /** Durable states of a 3-member fleet that formed and committed registrations and charges. */
@@ -94,5 +94,22 @@ describe('member secrets bytes', () => {
     refused(() => decodeSecrets(Uint8Array.of(...b, 0), 1), FleetCode.TrailingBytes);
     refused(() => decodeSecrets(b, 2), FleetCode.BadValue);
     refused(() => decodeSecrets(encodeSecrets({ ...s, identitySeed: secrets[2]!.identitySeed }), 1), FleetCode.NotInCharter);
+  });
+
+  it('a member a charter change added: its changed charter round-trips (version 2); refused when the changed charter does not name it or drops a founding identity', async () => {
+    const founding = await ceremony(3, 11);
+    const plan = await charterPlan(founding, 11, 1);
+    const j = plan[0]!.joined[0]!;
+    const b = encodeSecrets(j);
+    expect(b[0]).toBe(2);
+    expect(decodeSecrets(b, j.member)).toEqual(j);
+    for (let n = 0; n < b.length; n++) refused(() => decodeSecrets(b.subarray(0, n), j.member));
+    refused(() => decodeSecrets(Uint8Array.of(...b, 0), j.member), FleetCode.TrailingBytes);
+    const ids = j.joined!.identities;
+    // the joiner's identity elsewhere: not this member's
+    refused(() => decodeSecrets(encodeSecrets({ ...j, joined: { serial: 1, identities: [...ids.slice(0, 3), new Uint8Array(32).fill(5)] } }), j.member), FleetCode.NotInCharter);
+    // a founding member's identity swapped: not a charter of this fleet
+    refused(() => decodeSecrets(encodeSecrets({ ...j, joined: { serial: 1, identities: [ids[1]!, ids[0]!, ids[2]!, ids[3]!] } }), j.member), FleetCode.BadValue);
+    refused(() => decodeSecrets(encodeSecrets({ ...j, joined: { serial: 0, identities: ids } }), j.member), FleetCode.BadValue);
   });
 });
