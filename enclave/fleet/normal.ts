@@ -134,6 +134,7 @@ export function onPrepare(c: MemberCore, env: Envelope, b: Extract<Body, { type:
   if (e.index <= tip.index) {
     const have = hashAt(c.d, e.index);
     if (have && !sameBytes(have, e.hash)) return c.refuse(FleetCode.WrongPrevHash, env.from);
+    learnCommit(c, b.commit);
   } else {
     const why = checkAppend(c.d, e, c.charterChanges());
     if (why !== null) {
@@ -147,7 +148,6 @@ export function onPrepare(c: MemberCore, env: Envelope, b: Extract<Body, { type:
     learnCommit(c, b.commit);
     c.write(c.d);
   }
-  learnCommit(c, b.commit);
   c.lastProgress = c.now;
   ackTip(c, env);
 }
