@@ -16,10 +16,9 @@ import { genesis, recordsAt, tipOf, type DurableState } from '../../enclave/flee
 import { Member, type Answer, type BrokenRule, type Output } from '../../enclave/fleet/member.ts';
 import type { Intent } from '../../enclave/fleet/rules.ts';
 import { FleetCode, FleetFault } from '../../enclave/fleet/faults.ts';
-import { messageKeys, sharedKeysForControl, type MemberSecrets, type MessageKeys } from '../../enclave/fleet/keys.ts';
+import { messageKeys, pairKeys, sharedKeysForControl, type MemberSecrets, type MessageKeys } from '../../enclave/fleet/keys.ts';
 import { GENESIS_HASH, open, readHeader, type Entry } from '../../enclave/fleet/wire.ts';
 import { ceremony, charterPlan, type CharterStep } from './ceremony.ts';
-import { pairKeys } from '../../enclave/fleet/keys.ts';
 import { forge, FORGERIES } from './forge.ts';
 import { Oracle, type ProcView } from './oracle.ts';
 import { Rng } from './rng.ts';
