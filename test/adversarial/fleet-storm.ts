@@ -36,31 +36,19 @@ import { freeFixedPort } from '../helpers/tcp-proxy.ts';
 import { ProcFleet, type MemberProc, type MemberStatus } from '../helpers/fleet-procs.ts';
 import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
-import { FleetFaults, closeFleet, pickFault, reviveFleet, type FleetAction } from './lib/fleet-faults.ts';
+import { FleetFaults, closeFleet, pickFault, reviveFleet, type FleetAction, type FleetStormKnobs } from './lib/fleet-faults.ts';
 import { FleetLedger, durableView, type DurableView, type OpJson } from './lib/fleet-ledger.ts';
+
 /** How long the storm waits for a fleet to come back (a leader, every member normal) before it calls the round an error. */
 const RECOVER_MS = 30_000;
 /** A client's wait for one answer (a member answers `Fleet.Unanswered` after 10 s). */
 const CLIENT_TIMEOUT_MS = 4000;
 
-export interface FleetStormOptions {
-  rounds: number;
-  seed?: number;
-  log?: (line: string) => void;
-  /** Fleet size; default 3, or 5 for about 3 fleets in 10. */
-  members?: 3 | 5;
-  /** Rounds per fleet before a fresh one starts (default 2..4, drawn). */
-  roundsPerFleet?: number;
+export interface FleetStormOptions extends FleetStormKnobs {
   /** Faults of every round, in this order (default: 3..6 drawn by weight). */
   actions?: readonly FleetAction[];
-  /** Concurrent clients (default 3). */
-  clients?: number;
-  /** A positive control only: members run with this broken rule (BKV_FLEET_BROKEN_RULE, enclave/fleet/core.ts). */
-  broken?: string;
   /** `cut` takes the leader every time (the positive control: a broken quorum shows on a cut-off leader at once; a cut-off follower must first lead a view of its own). */
   cutLeader?: boolean;
-  /** Called after each round with the report so far (run.ts --min-kills prints its progress). */
-  progress?: (report: Report, round: number) => void;
 }
 
 type Reply = { status: number; body: any } | null;

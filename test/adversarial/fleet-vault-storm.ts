@@ -67,7 +67,7 @@ import { freeFixedPort } from '../helpers/tcp-proxy.ts';
 import { ProcFleet, type MemberProc, type MemberStatus } from '../helpers/fleet-procs.ts';
 import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, te } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
-import { FLEET_ACTIONS, FleetFaults, closeFleet, pickFault, reviveFleet, startMembers, type FleetAction } from './lib/fleet-faults.ts';
+import { FLEET_ACTIONS, FleetFaults, closeFleet, pickFault, reviveFleet, startMembers, type FleetAction, type FleetStormKnobs } from './lib/fleet-faults.ts';
 import { TokenBook, VaultClient, describe, hex, type LoginOutcome } from './lib/flows.ts';
 import type { ClientResponse } from '../../enclave/api/messages.ts';
 import { Ledger, driveLoad, type Entry, type LoadStats } from './lib/ledger.ts';
@@ -81,20 +81,9 @@ const LIMIT = 10;
 /** Extra arguments of every member: no request rate limits (the load asks the same records often, all from one address). */
 const MEMBER_ARGS = ['--record-limit', 'off', '--address-limit', 'off'];
 
-export interface FleetVaultStormOptions {
-  rounds: number;
-  seed?: number;
-  log?: (line: string) => void;
-  /** Fleet size; default 3, or 5 for about 3 fleets in 10. */
-  members?: 3 | 5;
-  /** Rounds per fleet before a fresh one starts (default 2..4, drawn). */
-  roundsPerFleet?: number;
+export interface FleetVaultStormOptions extends FleetStormKnobs {
   /** Faults of every round, in this order (default: 2..5 drawn by weight). */
   actions?: readonly FleetAction[];
-  /** Concurrent clients (default 3). */
-  clients?: number;
-  /** A positive control only: members run with this broken rule (BKV_FLEET_BROKEN_RULE, enclave/fleet/core.ts). */
-  broken?: string;
   /**
    * A positive control only: `restore-all` ends every round's faults by restoring every member at
    * once from copies taken a few seconds earlier (SIGKILL all, put the copies back, start all): a
@@ -102,8 +91,6 @@ export interface FleetVaultStormOptions {
    * majority is trusted) and which must read as refunded guesses and lost registrations.
    */
   control?: 'restore-all';
-  /** Called after each round with the report so far (run.ts --min-kills prints its progress). */
-  progress?: (report: Report, round: number) => void;
   /**
    * How likely a fault is quiet (default 0.5): the load's clients wait from its SIGKILL or cut
    * until the fleet is whole again. A member down or cut off while more batches commit than the

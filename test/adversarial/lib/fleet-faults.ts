@@ -32,6 +32,23 @@ export type FleetAction = (typeof FLEET_ACTIONS)[number];
 /** How often each fault is drawn. */
 const WEIGHTS: Record<FleetAction, number> = { 'kill-leader': 0.3, 'kill-follower': 0.2, 'kill-majority': 0.14, cut: 0.12, restore: 0.12, clone: 0.12 };
 
+/** The knobs both fleet storms take (each adds its own, and its `actions`: the faults of every round). */
+export interface FleetStormKnobs {
+  rounds: number;
+  seed?: number;
+  log?: (line: string) => void;
+  /** Fleet size; default 3, or 5 for about 3 fleets in 10. */
+  members?: 3 | 5;
+  /** Rounds per fleet before a fresh one starts (default 2..4, drawn). */
+  roundsPerFleet?: number;
+  /** Concurrent clients (default 3). */
+  clients?: number;
+  /** A positive control only: members run with this broken rule (BKV_FLEET_BROKEN_RULE, enclave/fleet/core.ts). */
+  broken?: string;
+  /** Called after each round with the report so far (run.ts --min-kills prints its progress). */
+  progress?: (report: Report, round: number) => void;
+}
+
 /** A fault drawn by its weight (one draw of `rng`). */
 export function pickFault(rng: Rng): FleetAction {
   let x = rng.next();
