@@ -16,7 +16,7 @@
  *                  takes the member's address for a while (both probed: the overridden original
  *                  must acknowledge nothing), then SIGKILL the clone; a member its clone's
  *                  admission retired is SIGKILLed and restarted from its folder by the storm's
- *                  settle wait (`restartRetired`: it may learn so only after the clone is gone).
+ *                  allNormal wait (`restartRetired`: it may learn so only after the clone is gone).
  * Every fault ends with the storm's `allNormal`. A SIGKILL the driver delivers counts in
  * report.kills and report.faults; a process already gone is a note.
  */
@@ -121,6 +121,7 @@ export class FleetFaults {
     return Promise.all(f.procs.map((p) => (p ? f.status(p.api) : null)));
   };
 
+  /** The member that leads a majority, waited for up to `recoverMs`. */
   leader = (): Promise<number> => this.f.waitFor('a leader', () => this.f.leader(), this.o.recoverMs);
 
   /** Starts members of the current fleet side by side (startMembers). */
