@@ -32,6 +32,17 @@ function clean(r: Report): void {
   expect(r.violations, `${r.name}: replay with BKV_ADVERSARIAL_SEED=${seed}`).toEqual([]);
 }
 
+/** A fleet storm's CI round (a leader SIGKILLed, a cut, a restore, a clone: lib/fleet-faults.ts): clean, without an error, each fault dealt once. */
+function everyFleetFault(r: Report): void {
+  clean(r);
+  expect(r.errors, `replay with BKV_ADVERSARIAL_SEED=${seed}`).toEqual([]);
+  expect(r.kills).toBeGreaterThanOrEqual(3); // the leader, the member before its restore, the clone
+  expect(r.faults['member SIGKILL (leader)']).toBe(1);
+  expect(r.faults['member cut off (proxy)']).toBe(1);
+  expect(r.faults['member restored from an old copy of its folder']).toBe(1);
+  expect(r.faults['member cloned (a second process from a copy of its folder)']).toBe(1);
+}
+
 describe('adversarial (CI-sized)', () => {
   it('crash storm: 3 rounds of SIGKILL under load (failpoint, device, whole service)', { timeout: 120_000 }, async () => {
     const r = await crashStorm({ rounds: 3, seed, loadMs: [400, 700], concurrency: 8 });
@@ -42,13 +53,7 @@ describe('adversarial (CI-sized)', () => {
   it('fleet storm: a round on 3 member processes with a leader SIGKILLed, a member cut off, one restored from an old copy, one cloned', { timeout: 240_000 }, async () => {
     // about 50 s on a quiet machine; the bound is for a CI machine running other suites beside it
     const r = await fleetStorm({ rounds: 1, seed, members: 3, actions: ['kill-leader', 'cut', 'restore', 'clone'] });
-    clean(r);
-    expect(r.errors, `replay with BKV_ADVERSARIAL_SEED=${seed}`).toEqual([]);
-    expect(r.kills).toBeGreaterThanOrEqual(3); // the leader, the member before its restore, the clone
-    expect(r.faults['member SIGKILL (leader)']).toBe(1);
-    expect(r.faults['member cut off (proxy)']).toBe(1);
-    expect(r.faults['member restored from an old copy of its folder']).toBe(1);
-    expect(r.faults['member cloned (a second process from a copy of its folder)']).toBe(1);
+    everyFleetFault(r);
     expect(Number(r.stats['operations acknowledged'])).toBeGreaterThan(20);
   });
 
@@ -64,13 +69,7 @@ describe('adversarial (CI-sized)', () => {
     // 40 to 65 s on this 2-core machine shared with other runs; the bound is for a CI machine running other suites beside it
     // quiet faults: no member comes back behind, so every fault of the round is delivered (the restore last: it may)
     const r = await fleetVaultStorm({ rounds: 1, seed, members: 3, actions: ['kill-leader', 'cut', 'clone', 'restore'], quiet: 1 });
-    clean(r);
-    expect(r.errors, `replay with BKV_ADVERSARIAL_SEED=${seed}`).toEqual([]);
-    expect(r.kills).toBeGreaterThanOrEqual(3); // the leader, the member before its restore, the clone
-    expect(r.faults['member SIGKILL (leader)']).toBe(1);
-    expect(r.faults['member cut off (proxy)']).toBe(1);
-    expect(r.faults['member restored from an old copy of its folder']).toBe(1);
-    expect(r.faults['member cloned (a second process from a copy of its folder)']).toBe(1);
+    everyFleetFault(r);
     expect(Number(r.stats['Status answers checked'])).toBeGreaterThan(5);
   });
 

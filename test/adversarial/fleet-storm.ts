@@ -2,18 +2,20 @@
  * Fleet storm: rounds of client load on a real fleet of member processes on loopback (`bkv serve
  * --fleet ... --member I`, docs/fleet.md "The member process"; 3 members, some fleets 5), each
  * member reaching each other through a TCP proxy the storm controls (test/helpers/fleet-procs.ts),
- * while the round injects 3 to 6 faults drawn by the seed (most of them deliver a SIGKILL):
+ * while the round injects 3 to 6 faults drawn by the seed (most of them deliver a SIGKILL; the
+ * fault driver both fleet storms share, lib/fleet-faults.ts):
  *   kill-leader    SIGKILL the leader under load (mostly waiting for the failover), restart it;
  *   kill-follower  SIGKILL a follower, restart it;
  *   kill-majority  SIGKILL a majority at once (the leader among them), restart them (a re-form);
  *   cut            cut a minority off (every proxy to and from it; the leader more often than not),
  *                  probe it with intents (it must acknowledge none), heal;
  *   restore        SIGKILL a member, put back an old copy of its folder (taken in an earlier round
- *                  or earlier in this one), restart it, send it intents at once;
+ *                  or earlier in this one, with the member SIGSTOPped), restart it, send it intents
+ *                  at once (every folder's history.jsonl is read into the ledger first);
  *   clone          a copy of a member's folder run as a second process with the same id, which
  *                  takes the member's address for a while (intents to both: the overridden original
  *                  must acknowledge none), then SIGKILL the clone (a member retired by its clone's
- *                  admission is SIGKILLed and restarted from its folder).
+ *                  admission is SIGKILLed and restarted from its folder when the settle wait finds it).
  * Clients send the replication layer's intents (POST /fleet/ops: register, charge, reset, lock,
  * touch, replace, delete on a few records with small limits, so limits are reached), follow 421
  * NOT_LEADER to the leader, and give up after a few tries (the outcome is then unknown).
@@ -32,37 +34,21 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freeFixedPort } from '../helpers/tcp-proxy.ts';
 import { ProcFleet, type MemberProc, type MemberStatus } from '../helpers/fleet-procs.ts';
-import { Rng, bump, childPids, isMain, newReport, note, parseArgs, runMain, sleep } from './lib/common.ts';
+import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
+import { FleetFaults, closeFleet, pickFault, reviveFleet, type FleetAction, type FleetStormKnobs } from './lib/fleet-faults.ts';
 import { FleetLedger, durableView, type DurableView, type OpJson } from './lib/fleet-ledger.ts';
 
-export const FLEET_ACTIONS = ['kill-leader', 'kill-follower', 'kill-majority', 'cut', 'restore', 'clone'] as const;
-export type FleetAction = (typeof FLEET_ACTIONS)[number];
-/** How often each fault is drawn. */
-const WEIGHTS: Record<FleetAction, number> = { 'kill-leader': 0.3, 'kill-follower': 0.2, 'kill-majority': 0.14, cut: 0.12, restore: 0.12, clone: 0.12 };
 /** How long the storm waits for a fleet to come back (a leader, every member normal) before it calls the round an error. */
 const RECOVER_MS = 30_000;
 /** A client's wait for one answer (a member answers `Fleet.Unanswered` after 10 s). */
 const CLIENT_TIMEOUT_MS = 4000;
 
-export interface FleetStormOptions {
-  rounds: number;
-  seed?: number;
-  log?: (line: string) => void;
-  /** Fleet size; default 3, or 5 for about 3 fleets in 10. */
-  members?: 3 | 5;
-  /** Rounds per fleet before a fresh one starts (default 2..4, drawn). */
-  roundsPerFleet?: number;
+export interface FleetStormOptions extends FleetStormKnobs {
   /** Faults of every round, in this order (default: 3..6 drawn by weight). */
   actions?: readonly FleetAction[];
-  /** Concurrent clients (default 3). */
-  clients?: number;
-  /** A positive control only: members run with this broken rule (BKV_FLEET_BROKEN_RULE, enclave/fleet/core.ts). */
-  broken?: string;
   /** `cut` takes the leader every time (the positive control: a broken quorum shows on a cut-off leader at once; a cut-off follower must first lead a view of its own). */
   cutLeader?: boolean;
-  /** Called after each round with the report so far (run.ts --min-kills prints its progress). */
-  progress?: (report: Report, round: number) => void;
 }
 
 type Reply = { status: number; body: any } | null;
@@ -76,13 +62,12 @@ async function post(api: string, intent: OpJson): Promise<Reply> {
   }
 }
 
-/** One fleet's run: its processes, its ledger, the copies of folders kept for a restore. */
+/** One fleet's run: its processes, its ledger (the copies of folders kept for a restore are the driver's: lib/fleet-faults.ts). */
 interface FleetRun {
   f: ProcFleet;
   ledger: FleetLedger;
   name: string;
   roundsLeft: number;
-  copies: Map<number, string[]>;
   /** Folders whose state.bin the ledger reads besides the members' own: copies, clones. */
   others: { dir: string; member: number; name: string }[];
   session: number;
@@ -183,16 +168,6 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
   const sizes: Record<string, number> = {};
   const where = (round: number) => `seed ${seed} round ${round}${run ? ` (${run.name})` : ''}`;
 
-  const sigkill = async (p: MemberProc | null | undefined, kind: string): Promise<void> => {
-    if (!p) throw new Error(`no running process to SIGKILL (${kind})`);
-    const alive = p.child.exitCode === null && p.child.signalCode === null;
-    await run!.f.kill(p);
-    if (alive && p.child.signalCode === 'SIGKILL') {
-      report.kills++;
-      bump(report.faults, kind);
-    } else if (alive) note(report, `${p.label} ended by ${p.child.signalCode ?? `exit ${p.child.exitCode}`} before its SIGKILL`);
-  };
-
   /** Intents sent straight to one process; `mustRefuse`: a process that can not reach a majority (an acknowledgement is a violation). */
   const probe = async (p: MemberProc, label: string, round: number, mustRefuse: boolean): Promise<void> => {
     const r = run!;
@@ -210,140 +185,33 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
     }
   };
 
-  const leader = () => run!.f.waitFor('a leader', () => run!.f.leader(), RECOVER_MS);
-  /** Every member normal under one leader; a member its clone's admission retired (it may learn so only after the clone is gone) is SIGKILLed and restarted from its folder. */
+  /** Every member normal under one leader; a member its clone's admission retired is restarted (lib/fleet-faults.ts restartRetired). */
   const allNormal = () => run!.f.waitFor('every member normal under one leader', async () => {
-    const f = run!.f;
-    const all = await Promise.all(f.procs.map((p) => (p ? f.status(p.api) : null)));
-    for (const [m, s] of all.entries()) {
-      if (s?.status !== 'retired') continue;
-      await sigkill(f.procs[m], 'member SIGKILL (retired by its clone)');
-      await f.start(m);
-      return null;
-    }
+    const all = await faults.statusAll();
+    if (await faults.restartRetired(all)) return null;
     const ids = new Set(all.map((s) => (s?.status === 'normal' ? s.leader?.id : -1)));
     return ids.size === 1 && !ids.has(-1) && !ids.has(undefined) ? all : null;
   }, RECOVER_MS);
-  /** Starts members side by side; every start ends (listening or failed) before the first failure is thrown, so none is started twice. */
-  const startAll = async (ms: number[]): Promise<void> => {
-    const r = await Promise.allSettled(ms.map((m) => run!.f.start(m)));
-    const bad = r.find((x): x is PromiseRejectedResult => x.status === 'rejected');
-    if (bad) throw bad.reason;
-  };
-  const others = (m: number | number[]) => Array.from({ length: run!.f.n }, (_, i) => i).filter((i) => (Array.isArray(m) ? !m.includes(i) : i !== m));
 
-  const keepCopy = (round: number, k: number) => {
-    const r = run!;
-    const m = rng.int(0, r.f.n - 1);
-    const name = `copy-r${round}-${k}-m${m}`;
-    const dir = r.f.copyOf(m, name);
-    r.copies.set(m, [...(r.copies.get(m) ?? []), dir]);
-    r.others.push({ dir, member: m, name });
-  };
-
-  const act = async (a: FleetAction, round: number, k: number): Promise<string> => {
-    const r = run!;
-    const f = r.f;
-    switch (a) {
-      case 'kill-leader': {
-        const lead = await leader();
-        await sigkill(f.procs[lead], 'member SIGKILL (leader)');
-        if (rng.chance(0.7)) {
-          await f.waitFor('a new leader', async () => {
-            const l = await f.leader();
-            return l !== null && l !== lead ? l : null;
-          }, RECOVER_MS);
-        } else await sleep(rng.int(0, 500));
-        await f.start(lead);
-        await allNormal();
-        return `kill leader m${lead}`;
-      }
-      case 'kill-follower': {
-        const m = rng.pick(others(await leader()));
-        await sigkill(f.procs[m], 'member SIGKILL (follower)');
-        await sleep(rng.int(0, 400));
-        await f.start(m);
-        await allNormal();
-        return `kill follower m${m}`;
-      }
-      case 'kill-majority': {
-        const lead = await leader();
-        const rest = others(lead);
-        const victims = [lead];
-        while (victims.length < Math.floor(f.n / 2) + 1) victims.push(rest.splice(rng.int(0, rest.length - 1), 1)[0]!);
-        await Promise.all(victims.map((m) => sigkill(f.procs[m], 'member SIGKILL (a majority at once)')));
-        await sleep(rng.int(0, 500));
-        await startAll(victims);
-        await allNormal();
-        return `kill majority ${victims.map((m) => `m${m}`).join('+')}`;
-      }
-      case 'cut': {
-        const lead = await leader();
-        const first = o.cutLeader || rng.chance(0.6) ? lead : rng.pick(others(lead));
-        const cut = [first];
-        if (f.n >= 5 && rng.chance(0.5)) cut.push(rng.pick(others(cut)));
-        for (const m of cut) for (const p of f.linksOf(m)) p.cut();
-        f.note(`cut ${cut.map((m) => `m${m}`).join('+')}`);
-        bump(report.faults, 'member cut off (proxy)', cut.length);
-        if (cut.includes(lead)) {
-          await f.waitFor('a leader on the majority side', async () => {
-            const l = await f.leader();
-            return l !== null && !cut.includes(l) ? l : null;
-          }, RECOVER_MS);
-        } else await sleep(1500); // past a follower's view-change timeout (1 s): it probes a member that knows it is cut off
-        await Promise.all(cut.map((m) => probe(f.procs[m]!, `cut-off m${m}`, round, true)));
-        await sleep(rng.int(300, 1000));
-        for (const m of cut) for (const p of f.linksOf(m)) p.heal();
-        f.note(`healed ${cut.map((m) => `m${m}`).join('+')}`);
-        await allNormal();
-        return `cut ${cut.map((m) => `m${m}${m === lead ? ' (leader)' : ''}`).join('+')}`;
-      }
-      case 'restore': {
-        let candidates = [...r.copies.keys()];
-        if (candidates.length === 0) {
-          keepCopy(round, k);
-          await sleep(rng.int(800, 2000)); // the load moves on past the copy
-          candidates = [...r.copies.keys()];
-        }
-        const m = rng.pick(candidates);
-        const copy = rng.pick(r.copies.get(m)!);
-        await sigkill(f.procs[m], 'member SIGKILL (before a restore)');
-        // the folder's history.jsonl goes back with it: its lines are read first (a line the
-        // others never wrote, a member that caught up by snapshot, would otherwise be lost)
-        for (const t of f.trailTexts()) r.ledger.addTrail(t.name, t.text, round);
-        f.restore(m, copy);
-        bump(report.faults, 'member restored from an old copy of its folder');
-        const p = await f.start(m);
-        await probe(p, `restored m${m}`, round, false);
-        await allNormal();
-        return `restore m${m} from ${copy.slice(copy.lastIndexOf('/') + 1)}`;
-      }
-      case 'clone': {
-        const lead = await leader();
-        const m = rng.chance(0.3) ? lead : rng.pick(others(lead));
-        const name = `clone-r${round}-${k}`;
-        const cloneFleet = f.cloneFolder(m, name);
-        r.others.push({ dir: f.memberDir(m, join(f.root, name)), member: m, name: `clone of m${m} (${name})` });
-        const [api, peer] = [await freeFixedPort(), await freeFixedPort()];
-        const clone = await f.start(m, { fleet: cloneFleet, api, peer, label: `clone of m${m}` });
-        bump(report.faults, 'member cloned (a second process from a copy of its folder)');
-        for (let i = 0; i < f.n; i++) f.proxies[i]![m]?.retarget(peer);
-        f.note(`the clone of m${m} takes its address`);
-        await sleep(rng.int(400, 1000));
-        await Promise.all([probe(f.procs[m]!, `m${m} overridden by its clone`, round, true), probe(clone, `clone of m${m}`, round, false)]);
-        await sleep(rng.int(400, 1000));
-        for (let i = 0; i < f.n; i++) f.proxies[i]![m]?.retarget(f.peerPorts[m]!);
-        await sigkill(clone, 'clone SIGKILL');
-        await sleep(rng.int(500, 1000));
-        if ((await f.status(f.procs[m]!.api))?.status === 'retired') {
-          await sigkill(f.procs[m], 'member SIGKILL (retired by its clone)');
-          await f.start(m);
-        }
-        await allNormal();
-        return `clone of m${m}${m === lead ? ' (leader)' : ''}`;
-      }
-    }
-  };
+  const faults: FleetFaults = new FleetFaults({
+    report,
+    rng,
+    fleet: () => run!.f,
+    recoverMs: RECOVER_MS,
+    cutLeader: o.cutLeader === true,
+    hooks: {
+      probe,
+      allNormal,
+      // the folder's history.jsonl goes back with it: its lines are read first (a line the
+      // others never wrote, a member that caught up by snapshot, would otherwise be lost)
+      beforeRestore: (round) => {
+        for (const t of run!.f.trailTexts()) run!.ledger.addTrail(t.name, t.text, round);
+      },
+      // a copy's or a clone's folder: the ledger reads its state.bin too
+      onCopy: (dir, member, name) => void run!.others.push({ dir, member, name }),
+      onClone: (dir, member, name) => void run!.others.push({ dir, member, name }),
+    },
+  });
 
   /** Every member normal, then at one commit with nothing pending (the followers' trails are then complete), or a note. */
   const settle = async (): Promise<void> => {
@@ -351,7 +219,7 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
     await allNormal();
     try {
       await f.waitFor('every member at the leader\'s commit', async () => {
-        const all = await Promise.all(f.procs.map((p) => (p ? f.status(p.api) : null)));
+        const all = await faults.statusAll();
         const points = all.map((s) => s as (MemberStatus & { tip?: number }) | null);
         const commits = new Set(points.map((s) => (s ? `${s.commit}/${s.tip}` : 'down')));
         return commits.size === 1 && !commits.has('down') && points.every((s) => s!.commit === s!.tip);
@@ -386,16 +254,7 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
     entries += run.ledger.entries;
     gaps += run.ledger.gaps;
     undetermined += run.ledger.undetermined;
-    const root = run.f.root;
-    await run.f.close();
-    // a member whose start timed out is in no list of the fleet's: end it by its pid
-    for (const pid of childPids(process.pid)) {
-      try {
-        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(root)) process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone meanwhile
-      }
-    }
+    await closeFleet(run.f);
     run = null;
   };
 
@@ -416,8 +275,8 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
           try {
             // members' ports below the ephemeral range: a member restarts on its port (tcp-proxy.ts freeFixedPort)
             f = await ProcFleet.create(n, o.broken ? { BKV_FLEET_BROKEN_RULE: o.broken } : {}, { port: freeFixedPort });
-            run = { f, ledger: new FleetLedger(report, { seed, fleet: name, n }), name, roundsLeft: o.roundsPerFleet ?? rng.int(2, 4), copies: new Map(), others: [], session: 0, charged: new Map(), probes: 0 };
-            await startAll(Array.from({ length: n }, (_, i) => i));
+            run = { f, ledger: new FleetLedger(report, { seed, fleet: name, n }), name, roundsLeft: o.roundsPerFleet ?? rng.int(2, 4), others: [], session: 0, charged: new Map(), probes: 0 };
+            await faults.startAll(Array.from({ length: n }, (_, i) => i));
             await allNormal();
           } catch (e) {
             if (f && !run) await f.close();
@@ -428,11 +287,11 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
         run!.roundsLeft--;
         load = new Load(run!, new Rng((seed ^ (round * 0x9e3779b1)) >>> 0), round, clients);
         await sleep(rng.int(300, 800));
-        if (rng.chance(0.5)) keepCopy(round, 0);
-        const plan: FleetAction[] = o.actions ? [...o.actions] : Array.from({ length: rng.int(3, 6) }, () => pickWeighted(rng));
+        if (rng.chance(0.5)) faults.keepCopy(round, 0);
+        const plan: FleetAction[] = o.actions ? [...o.actions] : Array.from({ length: rng.int(3, 6) }, () => pickFault(rng));
         for (let k = 0; k < plan.length; k++) {
-          done.push(await act(plan[k]!, round, k + 1));
-          if (rng.chance(0.3)) keepCopy(round, k + 1);
+          done.push(await faults.act(plan[k]!, round, k + 1));
+          if (rng.chance(0.3)) faults.keepCopy(round, k + 1);
           await sleep(rng.int(100, 600));
         }
         await load.stop();
@@ -453,12 +312,7 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
         if (run) {
           const f = run.f;
           try {
-            for (const p of f.extra) await f.kill(p);
-            f.proxies.forEach((row) => row.forEach((p, j) => {
-              p?.heal();
-              p?.retarget(f.peerPorts[j]!);
-            }));
-            for (let m = 0; m < f.n; m++) if (!f.procs[m] || f.procs[m]!.child.exitCode !== null || f.procs[m]!.child.signalCode !== null) await f.start(m);
+            await reviveFleet(f);
             await settle();
             check(round);
           } catch (x) {
@@ -495,15 +349,6 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
   report.stats['seconds'] = Math.round((performance.now() - t0) / 100) / 10;
   if (ops === 0 && o.rounds > 0) report.violations.push(`seed ${seed}: no operation was acknowledged in ${o.rounds} rounds: the storm checked nothing`);
   return report;
-}
-
-function pickWeighted(rng: Rng): FleetAction {
-  let x = rng.next();
-  for (const a of FLEET_ACTIONS) {
-    x -= WEIGHTS[a];
-    if (x < 0) return a;
-  }
-  return 'kill-leader';
 }
 
 if (isMain(import.meta.url)) {

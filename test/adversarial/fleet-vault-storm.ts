@@ -2,8 +2,10 @@
  * Fleet vault storm: rounds of escrow load on a real fleet of member processes on loopback that
  * serve the vault (`bkv serve --fleet ... --member I`, docs/fleet-vault.md "The vault in the member
  * process"; 3 members, some fleets 5), each member reaching each other through a TCP proxy the
- * storm controls (test/helpers/fleet-procs.ts), while the round injects the faults of
- * fleet-storm.ts (same meanings): kill-leader, kill-follower, kill-majority, cut, restore, clone.
+ * storm controls (test/helpers/fleet-procs.ts), while the round injects the faults both fleet
+ * storms share (lib/fleet-faults.ts, with the meanings it gives): kill-leader, kill-follower,
+ * kill-majority, cut, restore, clone. Half of them (option `quiet`) are quiet: the load pauses
+ * from the moment the fault is dealt until the fleet is whole again.
  *
  * The fleet is one vault seen through several URLs, so the single vault's ledger holds it
  * (lib/ledger.ts): clients (lib/flows.ts VaultClient over the SDK's HTTP relay on every member's
@@ -48,7 +50,7 @@
  * Exit 1 on a violation or an error.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Relay } from '../../client/escrow.ts';
@@ -63,15 +65,13 @@ import { readVaultKeyFile } from '../../host/cli/io.ts';
 import { VAULT_KEY_FILE } from '../../host/fleet/member-host.ts';
 import { freeFixedPort } from '../helpers/tcp-proxy.ts';
 import { ProcFleet, type MemberProc, type MemberStatus } from '../helpers/fleet-procs.ts';
-import { Rng, bump, childPids, isMain, newReport, note, parseArgs, runMain, sleep, te } from './lib/common.ts';
+import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, te } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
-import { FLEET_ACTIONS, type FleetAction } from './fleet-storm.ts';
+import { FLEET_ACTIONS, FleetFaults, closeFleet, pickFault, reviveFleet, startMembers, type FleetAction, type FleetStormKnobs } from './lib/fleet-faults.ts';
 import { TokenBook, VaultClient, describe, hex, type LoginOutcome } from './lib/flows.ts';
 import type { ClientResponse } from '../../enclave/api/messages.ts';
 import { Ledger, driveLoad, type Entry, type LoadStats } from './lib/ledger.ts';
 
-/** How often each fault is drawn (fleet-storm.ts's weights). */
-const WEIGHTS: Record<FleetAction, number> = { 'kill-leader': 0.3, 'kill-follower': 0.2, 'kill-majority': 0.14, cut: 0.12, restore: 0.12, clone: 0.12 };
 /** How long the storm waits for a fleet to come back (a leader, every member normal) before it calls the round an error. */
 const RECOVER_MS = 45_000;
 /** A client's wait for one answer (a leader whose batch no majority takes answers 503 UNAVAILABLE after 10 s). */
@@ -81,20 +81,9 @@ const LIMIT = 10;
 /** Extra arguments of every member: no request rate limits (the load asks the same records often, all from one address). */
 const MEMBER_ARGS = ['--record-limit', 'off', '--address-limit', 'off'];
 
-export interface FleetVaultStormOptions {
-  rounds: number;
-  seed?: number;
-  log?: (line: string) => void;
-  /** Fleet size; default 3, or 5 for about 3 fleets in 10. */
-  members?: 3 | 5;
-  /** Rounds per fleet before a fresh one starts (default 2..4, drawn). */
-  roundsPerFleet?: number;
+export interface FleetVaultStormOptions extends FleetStormKnobs {
   /** Faults of every round, in this order (default: 2..5 drawn by weight). */
   actions?: readonly FleetAction[];
-  /** Concurrent clients (default 3). */
-  clients?: number;
-  /** A positive control only: members run with this broken rule (BKV_FLEET_BROKEN_RULE, enclave/fleet/core.ts). */
-  broken?: string;
   /**
    * A positive control only: `restore-all` ends every round's faults by restoring every member at
    * once from copies taken a few seconds earlier (SIGKILL all, put the copies back, start all): a
@@ -102,8 +91,6 @@ export interface FleetVaultStormOptions {
    * majority is trusted) and which must read as refunded guesses and lost registrations.
    */
   control?: 'restore-all';
-  /** Called after each round with the report so far (run.ts --min-kills prints its progress). */
-  progress?: (report: Report, round: number) => void;
   /**
    * How likely a fault is quiet (default 0.5): the load's clients wait from its SIGKILL or cut
    * until the fleet is whole again. A member down or cut off while more batches commit than the
@@ -152,12 +139,11 @@ function patient(inner: Relay, ms: number): Relay {
   };
 }
 
-/** One fleet's run: its processes, the vault's ledger and client, the copies of folders kept for a restore. */
+/** One fleet's run: its processes, the vault's ledger and client (the copies of folders kept for a restore are the driver's: lib/fleet-faults.ts). */
 interface VaultRun {
   f: ProcFleet;
   name: string;
   roundsLeft: number;
-  copies: Map<number, string[]>;
   ledger: Ledger;
   /** A client on every member's URL. */
   client: VaultClient;
@@ -204,24 +190,14 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
   const sizes: Record<string, number> = {};
   const where = (round: number) => `seed ${seed} round ${round}${run ? ` (${run.name})` : ''}`;
 
-  const sigkill = async (p: MemberProc | null | undefined, kind: string): Promise<void> => {
-    if (!p) throw new Error(`no running process to SIGKILL (${kind})`);
-    const alive = p.child.exitCode === null && p.child.signalCode === null;
-    await run!.f.kill(p);
-    if (alive && p.child.signalCode === 'SIGKILL') {
-      report.kills++;
-      bump(report.faults, kind);
-    } else if (alive) note(report, `${p.label} ended by ${p.child.signalCode ?? `exit ${p.child.exitCode}`} before its SIGKILL`);
-  };
-
   /**
    * A wrong login on a record with guesses to spare and a registration of a new record, sent to
-   * `url` alone; `mustRefuse`: a process that can not reach a majority (a KE2 or a Registered from
+   * `p` alone; `mustRefuse`: a process that can not reach a majority (a KE2 or a Registered from
    * it is a violation). Every answer goes to the ledger.
    */
-  const probe = async (url: string, label: string, round: number, mustRefuse: boolean): Promise<void> => {
+  const probe = async (p: MemberProc, label: string, round: number, mustRefuse: boolean): Promise<void> => {
     const r = run!;
-    const c = r.only(url);
+    const c = r.only(p.api);
     const free = r.ledger.entries.filter((e) => e.state === 'registered' && !e.busy && e.lo >= LIMIT - 1);
     const jobs: Promise<void>[] = [];
     const take = (e: Entry, job: (e: Entry) => Promise<boolean>) => {
@@ -255,11 +231,9 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
     await Promise.all(jobs);
   };
 
-  const statusAll = () => Promise.all(run!.f.procs.map((p) => (p ? run!.f.status(p.api) : null)));
-  const leader = () => run!.f.waitFor('a leader', () => run!.f.leader(), RECOVER_MS);
   /** Each member's status in a few words, for an error's first line. */
   const statusLine = async () =>
-    (await statusAll()).map((s, m) => (s ? `m${m} ${s.status}${(s as { behind?: boolean }).behind ? ' behind' : ''} view ${s.view} leader ${s.leader?.id ?? '-'} batch ${s.appliedBatch ?? '-'}` : `m${m} down`)).join('; ');
+    (await faults.statusAll()).map((s, m) => (s ? `m${m} ${s.status}${(s as { behind?: boolean }).behind ? ' behind' : ''} view ${s.view} leader ${s.leader?.id ?? '-'} batch ${s.appliedBatch ?? '-'}` : `m${m} down`)).join('; ');
   /** `wait`, its timeout error led by every member's status. */
   const explained = async <T>(wait: Promise<T>): Promise<T> => {
     try {
@@ -270,44 +244,28 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
   };
   /**
    * Every running primary normal under one leader, or behind (restored from a copy older than the
-   * log keeps). A member retired by its clone's admission is SIGKILLed and restarted from its folder.
+   * log keeps). A member retired by its clone's admission is restarted (lib/fleet-faults.ts restartRetired).
    */
   const allNormal = () => explained(run!.f.waitFor('every member normal under one leader (or behind)', async () => {
-    const all = await statusAll();
-    for (const [m, s] of all.entries()) {
-      if (s?.status !== 'retired') continue;
-      await sigkill(run!.f.procs[m], 'member SIGKILL (retired by its clone)');
-      await run!.f.start(m);
-      return null;
-    }
+    const all = await faults.statusAll();
+    if (await faults.restartRetired(all)) return null;
     const lead = all.find((s) => s?.status === 'normal' && s.leader?.id === s.member && !(s as { behind?: boolean }).behind);
     if (!lead) return null;
     return all.every((s) => s !== null && ((s as { behind?: boolean }).behind || (s.status === 'normal' && s.leader?.id === lead.member))) ? all : null;
   }, RECOVER_MS));
-  const startAll = async (ms: number[]): Promise<void> => {
-    const r = await Promise.allSettled(ms.map((m) => run!.f.start(m)));
-    const bad = r.find((x): x is PromiseRejectedResult => x.status === 'rejected');
-    if (bad) throw bad.reason;
-  };
-  const others = (m: number | number[]) => Array.from({ length: run!.f.n }, (_, i) => i).filter((i) => (Array.isArray(m) ? !m.includes(i) : i !== m));
-
-  /**
-   * A copy of a member's folder for a later restore, taken with the member stopped (SIGSTOP, copy,
-   * SIGCONT): the copy is the state a SIGKILL at that instant would leave, every file at one
-   * point (a copy taken while the store writes could pair a WAL with a database of another moment).
-   */
-  const keepCopy = (round: number, k: number) => {
-    const r = run!;
-    const m = rng.int(0, r.f.n - 1);
-    const p = r.f.procs[m];
-    const name = `copy-r${round}-${k}-m${m}`;
-    if (p?.child.pid) process.kill(p.child.pid, 'SIGSTOP');
-    try {
-      r.copies.set(m, [...(r.copies.get(m) ?? []), r.f.copyOf(m, name)]);
-    } finally {
-      if (p?.child.pid && p.child.exitCode === null && p.child.signalCode === null) process.kill(p.child.pid, 'SIGCONT');
-    }
-  };
+  /** Whether the fault being dealt is quiet (drawn by `act`): the load then waits from the moment it is dealt. */
+  let quiet = false;
+  const faults: FleetFaults = new FleetFaults({
+    report,
+    rng,
+    fleet: () => run!.f,
+    recoverMs: RECOVER_MS,
+    hooks: {
+      probe,
+      allNormal,
+      dealt: () => void (run!.paused = quiet),
+    },
+  });
 
   /** The positive control `restore-all`: copies of every member at one moment, load, then every member put back to its copy. */
   const restoreAll = async (round: number, k: number): Promise<string> => {
@@ -325,124 +283,23 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
       run!.paused = false;
     }
     await sleep(5000); // the load moves on past the copies
-    await Promise.all(f.procs.map((p) => sigkill(p, 'member SIGKILL (before the whole fleet is restored: positive control)')));
+    await Promise.all(f.procs.map((p) => faults.sigkill(p, 'member SIGKILL (before the whole fleet is restored: positive control)')));
     for (let m = 0; m < f.n; m++) f.restore(m, copies[m]!);
     bump(report.faults, 'every member restored from copies of one moment (positive control)');
-    await startAll(Array.from({ length: f.n }, (_, i) => i));
+    await faults.startAll(Array.from({ length: f.n }, (_, i) => i));
     await allNormal();
     return 'every member restored from copies taken 5 s earlier (positive control)';
   };
 
+  /** Fault `a` (lib/fleet-faults.ts), quiet or not by a draw (option `quiet`): a quiet fault pauses the load from the moment it is dealt until the fleet is whole. */
   const act = async (a: FleetAction, round: number, k: number): Promise<string> => {
-    const quiet = rng.chance(o.quiet ?? 0.5);
+    quiet = rng.chance(o.quiet ?? 0.5);
     if (quiet) bump(stats, 'quiet faults (the load waits until the fleet is whole)');
     try {
-      return `${await fault(a, round, k, quiet)}${quiet ? ' (quiet)' : ''}`;
+      return `${await faults.act(a, round, k)}${quiet ? ' (quiet)' : ''}`;
     } finally {
+      quiet = false;
       run!.paused = false;
-    }
-  };
-
-  const fault = async (a: FleetAction, round: number, k: number, quiet: boolean): Promise<string> => {
-    const r = run!;
-    const f = r.f;
-    const hush = () => void (r.paused = quiet);
-    switch (a) {
-      case 'kill-leader': {
-        const lead = await leader();
-        await sigkill(f.procs[lead], 'member SIGKILL (leader)');
-        hush();
-        if (rng.chance(0.7)) {
-          await f.waitFor('a new leader', async () => {
-            const l = await f.leader();
-            return l !== null && l !== lead ? l : null;
-          }, RECOVER_MS);
-        } else await sleep(rng.int(0, 500));
-        await f.start(lead);
-        await allNormal();
-        return `kill leader m${lead}`;
-      }
-      case 'kill-follower': {
-        const m = rng.pick(others(await leader()));
-        await sigkill(f.procs[m], 'member SIGKILL (follower)');
-        hush();
-        await sleep(rng.int(0, 400));
-        await f.start(m);
-        await allNormal();
-        return `kill follower m${m}`;
-      }
-      case 'kill-majority': {
-        const lead = await leader();
-        const rest = others(lead);
-        const victims = [lead];
-        while (victims.length < Math.floor(f.n / 2) + 1) victims.push(rest.splice(rng.int(0, rest.length - 1), 1)[0]!);
-        await Promise.all(victims.map((m) => sigkill(f.procs[m], 'member SIGKILL (a majority at once)')));
-        hush();
-        await sleep(rng.int(0, 500));
-        await startAll(victims);
-        await allNormal();
-        return `kill majority ${victims.map((m) => `m${m}`).join('+')}`;
-      }
-      case 'cut': {
-        const lead = await leader();
-        const first = rng.chance(0.6) ? lead : rng.pick(others(lead));
-        const cut = [first];
-        if (f.n >= 5 && rng.chance(0.5)) cut.push(rng.pick(others(cut)));
-        for (const m of cut) for (const p of f.linksOf(m)) p.cut();
-        hush();
-        f.note(`cut ${cut.map((m) => `m${m}`).join('+')}`);
-        bump(report.faults, 'member cut off (proxy)', cut.length);
-        if (cut.includes(lead)) {
-          await f.waitFor('a leader on the majority side', async () => {
-            const l = await f.leader();
-            return l !== null && !cut.includes(l) ? l : null;
-          }, RECOVER_MS);
-        } else await sleep(500);
-        await Promise.all(cut.map((m) => probe(f.procs[m]!.api, `cut-off m${m}`, round, true)));
-        await sleep(rng.int(300, 1000));
-        for (const m of cut) for (const p of f.linksOf(m)) p.heal();
-        f.note(`healed ${cut.map((m) => `m${m}`).join('+')}`);
-        await allNormal();
-        return `cut ${cut.map((m) => `m${m}${m === lead ? ' (leader)' : ''}`).join('+')}`;
-      }
-      case 'restore': {
-        let candidates = [...r.copies.keys()];
-        if (candidates.length === 0) {
-          keepCopy(round, k);
-          await sleep(rng.int(800, 2000)); // the load moves on past the copy
-          candidates = [...r.copies.keys()];
-        }
-        const m = rng.pick(candidates);
-        const copy = rng.pick(r.copies.get(m)!);
-        await sigkill(f.procs[m], 'member SIGKILL (before a restore)');
-        hush();
-        f.restore(m, copy);
-        bump(report.faults, 'member restored from an old copy of its folder');
-        const p = await f.start(m);
-        await probe(p.api, `restored m${m}`, round, false);
-        await allNormal();
-        return `restore m${m} from ${copy.slice(copy.lastIndexOf('/') + 1)}`;
-      }
-      case 'clone': {
-        const lead = await leader();
-        const m = rng.chance(0.3) ? lead : rng.pick(others(lead));
-        const name = `clone-r${round}-${k}`;
-        const cloneFleet = f.cloneFolder(m, name);
-        const [api, peer] = [await freeFixedPort(), await freeFixedPort()];
-        const clone = await f.start(m, { fleet: cloneFleet, api, peer, label: `clone of m${m}` });
-        hush();
-        bump(report.faults, 'member cloned (a second process from a copy of its folder)');
-        for (let i = 0; i < f.n; i++) f.proxies[i]![m]?.retarget(peer);
-        f.note(`the clone of m${m} takes its address`);
-        await sleep(rng.int(400, 1000));
-        await Promise.all([probe(f.procs[m]!.api, `m${m} overridden by its clone`, round, true), probe(clone.api, `clone of m${m}`, round, false)]);
-        await sleep(rng.int(400, 1000));
-        for (let i = 0; i < f.n; i++) f.proxies[i]![m]?.retarget(f.peerPorts[m]!);
-        await sigkill(clone, 'clone SIGKILL');
-        await sleep(rng.int(500, 1000));
-        await allNormal(); // restarts the member if its clone's admission retired it
-        return `clone of m${m}${m === lead ? ' (leader)' : ''}`;
-      }
     }
   };
 
@@ -453,7 +310,7 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
   const settle = async (): Promise<(MemberStatus & { behind?: boolean })[]> => {
     const f = run!.f;
     return explained(f.waitFor('a leader, every member at its applied batch (or behind)', async () => {
-      const all = (await statusAll()) as ((MemberStatus & { behind?: boolean }) | null)[];
+      const all = (await faults.statusAll()) as ((MemberStatus & { behind?: boolean }) | null)[];
       if (all.some((s) => s === null)) return null;
       const ok = all as (MemberStatus & { behind?: boolean })[];
       const lead = ok.find((s) => s.status === 'normal' && s.leader?.id === s.member && !s.behind);
@@ -563,7 +420,7 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
     const all = await settle();
     const behind = all.filter((s) => s.behind).map((s) => s.member);
     bump(stats, 'members found behind after a round', behind.length);
-    for (const m of behind) await probe(run!.f.procs[m]!.api, `behind m${m}`, round, true);
+    for (const m of behind) await probe(run!.f.procs[m]!, `behind m${m}`, round, true);
     // a behind member serves again only once it has caught up by stored rows (docs/fleet-vault.md),
     // which the storm does not wait for: a fresh fleet follows, so no later round runs a member short
     if (behind.length) run!.roundsLeft = 0;
@@ -575,31 +432,20 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
   const closeRun = async () => {
     if (!run) return;
     acknowledged += run.ledger.registered().length;
-    const root = run.f.root;
-    await run.f.close();
-    // a member whose start timed out is in no list of the fleet's: end it by its pid
-    for (const pid of childPids(process.pid)) {
-      try {
-        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(root)) process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone meanwhile
-      }
-    }
+    await closeFleet(run.f);
     run = null;
   };
 
   const newRun = async (n: number, name: string): Promise<VaultRun> => {
     const f = await ProcFleet.create(n, o.broken ? { BKV_FLEET_BROKEN_RULE: o.broken } : {}, { vault: true, args: MEMBER_ARGS, port: freeFixedPort });
     try {
-      const ready = await Promise.allSettled(Array.from({ length: n }, (_, i) => f.start(i)));
-      const bad = ready.find((x): x is PromiseRejectedResult => x.status === 'rejected');
-      if (bad) throw bad.reason;
+      await startMembers(f, Array.from({ length: n }, (_, i) => i));
       await f.waitFor('vault-key.pub', async () => existsSync(join(f.root, VAULT_KEY_FILE)), RECOVER_MS);
       const pinned = readVaultKeyFile(join(f.root, VAULT_KEY_FILE));
       const tokens = new IssuerTokens(readIssuerPrivate(join(f.root, 'auth', 'issuer.key')));
       const seal = fastSealRequest(pinned.enclavePublicKey);
       const urls = f.apiPorts.map((p) => `http://127.0.0.1:${p}`);
-      const r: VaultRun = { f, name, roundsLeft: o.roundsPerFleet ?? rng.int(2, 4), copies: new Map(), ledger: new Ledger(report, `fv${fleets}`, { limit: LIMIT }), client: null!, only: null!, urls, paused: false };
+      const r: VaultRun = { f, name, roundsLeft: o.roundsPerFleet ?? rng.int(2, 4), ledger: new Ledger(report, `fv${fleets}`, { limit: LIMIT }), client: null!, only: null!, urls, paused: false };
       const gated: Relay = async (...a) => {
         while (r.paused) await sleep(50);
         return inner(...a);
@@ -681,17 +527,17 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
           }
         })();
         await sleep(rng.int(800, 1600));
-        if (rng.chance(0.5)) keepCopy(round, 0);
-        const plan: FleetAction[] = o.actions ? [...o.actions] : Array.from({ length: rng.int(2, 5) }, () => pickWeighted(rng));
+        if (rng.chance(0.5)) faults.keepCopy(round, 0);
+        const plan: FleetAction[] = o.actions ? [...o.actions] : Array.from({ length: rng.int(2, 5) }, () => pickFault(rng));
         for (let k = 0; k < plan.length; k++) {
-          if (k > 0 && (await statusAll()).some((s) => (s as { behind?: boolean } | null)?.behind)) {
+          if (k > 0 && (await faults.statusAll()).some((s) => (s as { behind?: boolean } | null)?.behind)) {
             bump(stats, 'faults left out (a member behind: the fleet can lose no other)', plan.length - k);
             done.push(`${plan.length - k} fault(s) left out: a member behind`);
             break;
           }
           done.push(`${plan[k]} (did not finish)`);
           done[done.length - 1] = await act(plan[k]!, round, k + 1);
-          if (rng.chance(0.3)) keepCopy(round, k + 1);
+          if (rng.chance(0.3)) faults.keepCopy(round, k + 1);
           await sleep(rng.int(100, 600));
         }
         if (o.control === 'restore-all') done.push(await restoreAll(round, plan.length + 1));
@@ -707,12 +553,7 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
         if (run) {
           const f = run.f;
           try {
-            for (const p of f.extra) await f.kill(p);
-            f.proxies.forEach((row) => row.forEach((p, j) => {
-              p?.heal();
-              p?.retarget(f.peerPorts[j]!);
-            }));
-            for (let m = 0; m < f.n; m++) if (!f.procs[m] || f.procs[m]!.child.exitCode !== null || f.procs[m]!.child.signalCode !== null) await f.start(m);
+            await reviveFleet(f);
             run.roundsLeft = 0;
             await check(round);
           } catch (x) {
@@ -747,15 +588,6 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
 function outcome(o: LoginOutcome): string {
   const ans = (r: ClientResponse | undefined) => (r ? (r.type === 'Fault' ? `Fault ${faultName(r.code)}` : r.type) : '-');
   return `${ans(o.start)}/${ans(o.finish)}${o.unknownAt ? ` no answer to ${o.unknownAt}${o.error ? `: ${describe(o.error)}` : ''}` : ''}`;
-}
-
-function pickWeighted(rng: Rng): FleetAction {
-  let x = rng.next();
-  for (const a of FLEET_ACTIONS) {
-    x -= WEIGHTS[a];
-    if (x < 0) return a;
-  }
-  return 'kill-leader';
 }
 
 if (isMain(import.meta.url)) {

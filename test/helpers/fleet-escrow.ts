@@ -1,9 +1,10 @@
 /**
  * The vault client's side of the member-process tests (test/host/fleet/vault-serve.test.ts,
  * vault-pg.test.ts): `bkv escrow VERB ... --vault url0,url1,url2 --json` against a ProcFleet,
- * asked again while no member takes it, and the wait until every running member applied the
- * leader's batches.
+ * asked again while no member takes it, the wait until every running member applied the
+ * leader's batches, and the leader's SIGKILL and its restart with the catch-up it must make.
  */
+import { expect } from 'vitest';
 import { VAULT_KEY_FILE } from '../../host/fleet/member-host.ts';
 import { runBkvAsync } from './cli.ts';
 import type { MemberStatus, ProcFleet } from './fleet-procs.ts';
@@ -64,4 +65,28 @@ export function settled(f: ProcFleet): Promise<MemberStatus[]> {
     },
     60_000,
   );
+}
+
+/** The leader SIGKILLed; resolves once the others have a leader and settled. Returns the killed member. */
+export async function killLeader(f: ProcFleet): Promise<number> {
+  const leader = await f.waitFor('a leader', () => f.leader());
+  await f.kill(f.procs[leader]!);
+  await f.waitFor('a new leader', () => f.leader());
+  await settled(f);
+  return leader;
+}
+
+/**
+ * Member `m` restarted; it must catch up: every member settled at one applied batch, and the
+ * record's blob (`blobOf(i)`: member i's stored blob, null if none) there and the same in each.
+ */
+export async function expectCaughtUp(f: ProcFleet, m: number, blobOf: (i: number) => Buffer | null | Promise<Buffer | null>): Promise<void> {
+  await f.start(m);
+  const all = await settled(f);
+  expect(all).toHaveLength(f.n);
+  expect(new Set(all.map((s) => s.appliedBatch)).size).toBe(1);
+  const blobs = await Promise.all(Array.from({ length: f.n }, (_, i) => blobOf(i)));
+  expect(blobs[0]).not.toBeNull();
+  expect(blobs[0]!.length).toBeGreaterThan(0);
+  for (const b of blobs) expect(b!.equals(blobs[0]!)).toBe(true);
 }

@@ -27,7 +27,7 @@ import { checkFleetConfig, fleetJson, FleetConfigError, initFleet, readFleetConf
 import { VAULT_KEY_FILE } from '../../../host/fleet/member-host.ts';
 import { claimPostgresStore, StoreClaimError } from '../../../host/fleet/store-claim.ts';
 import { runBkvAsync } from '../../helpers/cli.ts';
-import { escrowCli, settled as settledFleet, type EscrowRun } from '../../helpers/fleet-escrow.ts';
+import { escrowCli, expectCaughtUp, killLeader, settled as settledFleet, type EscrowRun } from '../../helpers/fleet-escrow.ts';
 import { ProcFleet } from '../../helpers/fleet-procs.ts';
 
 const PG_URL = process.env.BKV_PG_URL?.trim() || undefined;
@@ -252,10 +252,7 @@ describe.skipIf(PG_URL === undefined)('the vault served by 3 member processes, e
     expect(wrong.json).toMatchObject({ outcome: 'wrong-password', attemptsRemaining: 5 - charged, destroyed: false });
 
     // the leader SIGKILLed: the others go on from their own databases
-    const leader = await f.waitFor('a leader', () => f.leader());
-    await f.kill(f.procs[leader]!);
-    await f.waitFor('a new leader', () => f.leader());
-    await settled();
+    const leader = await killLeader(f);
     const st = await escrow('status', []);
     expect(st.json, st.err).toMatchObject({ outcome: 'registered', attemptsRemaining: 5 - charged });
     const rec = await escrow('recover', ['--password-file', 'right.pw', '--out', 'got.key'], 'Handling.UnknownSession');
@@ -264,14 +261,7 @@ describe.skipIf(PG_URL === undefined)('the vault served by 3 member processes, e
     expect(keyText('got.key')).toBe(keyText('my.key'));
 
     // restarted on its own database, it catches up: the same applied batch, the same blob in every database
-    await f.start(leader);
-    const all = await settled();
-    expect(all).toHaveLength(3);
-    expect(new Set(all.map((s) => s.appliedBatch)).size).toBe(1);
-    const blobs = await Promise.all([0, 1, 2].map(storedBlob));
-    expect(blobs[0]).not.toBeNull();
-    expect(blobs[0]!.length).toBeGreaterThan(0);
-    for (const b of blobs) expect(b!.equals(blobs[0]!)).toBe(true);
+    await expectCaughtUp(f, leader, storedBlob);
 
     // a member as current as the others (its rows byte for byte theirs), given a running member's
     // database: it refuses to start (its claim), so the two never write one records table

@@ -37,7 +37,7 @@ import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
 import { readVaultKeyFile } from '../../../host/cli/io.ts';
 import { VAULT_KEY_FILE } from '../../../host/fleet/member-host.ts';
 import { runBkvAsync } from '../../helpers/cli.ts';
-import { escrowCli, settled as settledFleet } from '../../helpers/fleet-escrow.ts';
+import { escrowCli, expectCaughtUp, killLeader, settled as settledFleet } from '../../helpers/fleet-escrow.ts';
 import { ProcFleet } from '../../helpers/fleet-procs.ts';
 
 let f: ProcFleet;
@@ -172,10 +172,7 @@ describe('the vault served by 3 member processes', () => {
     expect(afterCut.json, afterCut.err).toMatchObject({ outcome: 'registered', attemptsRemaining: 5 - charged, attemptLimit: 5 });
 
     // the leader SIGKILLed: the others go on, with the 2 charged guesses
-    const leader = await f.waitFor('a leader', () => f.leader());
-    await f.kill(f.procs[leader]!);
-    await f.waitFor('a new leader', () => f.leader());
-    await settled();
+    const leader = await killLeader(f);
     const st = await escrow('status', []);
     expect(st.json, st.err).toMatchObject({ outcome: 'registered', attemptsRemaining: 5 - charged });
     const rec = await recover('right.pw', ['--out', 'got.key']);
@@ -184,14 +181,7 @@ describe('the vault served by 3 member processes', () => {
     expect(keyText('got.key')).toBe(keyText('my.key'));
 
     // restarted, it catches up: the same applied batch, the same stored blob everywhere
-    await f.start(leader);
-    const all = await settled();
-    expect(all).toHaveLength(3);
-    expect(new Set(all.map((s) => s.appliedBatch)).size).toBe(1);
-    const blobs = [0, 1, 2].map(storedBlob);
-    expect(blobs[0]).not.toBeNull();
-    expect(blobs[0]!.length).toBeGreaterThan(0);
-    for (const b of blobs) expect(b!.equals(blobs[0]!)).toBe(true);
+    await expectCaughtUp(f, leader, storedBlob);
   }, 300_000);
 
   it('with 2 of 3 members killed the survivor answers no charging operation; its pending charge is dropped or kept everywhere, never refunded', async () => {
