@@ -305,12 +305,14 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
 
   /**
    * A leader, every running member normal under it at its applied batch, except those behind (the
-   * storm does not wait for a catch-up by stored rows). Returns the statuses.
+   * storm does not wait for a catch-up by stored rows). A member its clone's admission retired
+   * (it may learn so only after the last fault) is restarted, as in allNormal. Returns the statuses.
    */
   const settle = async (): Promise<(MemberStatus & { behind?: boolean })[]> => {
     const f = run!.f;
     return explained(f.waitFor('a leader, every member at its applied batch (or behind)', async () => {
       const all = (await faults.statusAll()) as ((MemberStatus & { behind?: boolean }) | null)[];
+      if (await faults.restartRetired(all)) return null;
       if (all.some((s) => s === null)) return null;
       const ok = all as (MemberStatus & { behind?: boolean })[];
       const lead = ok.find((s) => s.status === 'normal' && s.leader?.id === s.member && !s.behind);
