@@ -1,5 +1,6 @@
 /**
- * The emulator's mechanisms on node:crypto (OpenSSL), PKCS#11 v2.40 Current Mechanisms:
+ * The emulator's mechanisms on node:crypto (OpenSSL; single-part AES-256-GCM on native libsodium
+ * where it loads, `nativeFor` below), PKCS#11 v2.40 Current Mechanisms:
  *   CKM_AES_KEY_GEN, CKM_GENERIC_SECRET_KEY_GEN (§2.8, §2.35), CKM_AES_ECB (§2.10.3, whole
  *   blocks, no padding), CKM_AES_GCM (§2.12.3, NIST SP 800-38D), CKM_AES_KEY_WRAP (RFC 3394, `id-aes*-wrap`) and CKM_AES_KEY_WRAP_PAD (RFC 5649,
  *   `id-aes*-wrap-pad`, as SoftHSM2 implements it), CKM_SHA256_HMAC / CKM_SHA512_HMAC (§2.20,
