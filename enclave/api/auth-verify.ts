@@ -148,6 +148,15 @@ export class TokenVerifier {
    * an EnclaveFault (AuthRequired, AuthInvalid, AuthExpired, AuthWrongSubject, AuthWrongAudience).
    */
   async check(token: Uint8Array, recordId: Uint8Array, nowMs: number): Promise<void> {
+    this.checkNow(token, recordId, nowMs);
+  }
+
+  /**
+   * `check` without a promise: returns when `token` authorizes the operation, throws the same
+   * EnclaveFault otherwise. The enclave's batch pre-pass (vault/compute.ts `admit`) calls it for
+   * every op; nothing in the check waits.
+   */
+  checkNow(token: Uint8Array, recordId: Uint8Array, nowMs: number): void {
     if (this.issuers.size === 0) throw fault(Handling.AuthRequired, 'this vault has no issuer provisioned');
     if (token.length === 0) throw fault(Handling.AuthRequired, 'the operation carries no token');
     if (token.length > MAX_AUTH_TOKEN) throw invalid('token too long');

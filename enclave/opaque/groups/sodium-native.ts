@@ -254,6 +254,24 @@ export class NativeHpke {
     }
   }
 
+  /**
+   * AES-256-GCM decryption of `ct` with the detached `tag` into `out` (at least ct.length long):
+   * true when the tag verifies; false otherwise, and then libsodium has zeroed what it wrote of
+   * `out` (the emulator token's C_Decrypt, hsm/tokens/emulator/mechanisms.ts).
+   */
+  gcmOpenInto(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ct: Uint8Array, tag: Uint8Array, out: Uint8Array): boolean {
+    const n = ct.length;
+    if (tag.length !== 16 || out.length < n) return false;
+    try {
+      this.key.set(key);
+      this.nonce.set(nonce);
+      this.tag.set(tag);
+      return this.f.gcmOpen!(out, null, ct, n, this.tag, aad, aad.length, this.nonce, this.key) === 0;
+    } finally {
+      this.s.fill(0);
+    }
+  }
+
   /** AES-256-GCM decryption of ciphertext || tag; null when the tag does not verify (nothing is returned then). */
   gcmOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array): Uint8Array | null {
     const n = ctAndTag.length - 16;

@@ -110,7 +110,7 @@ export class CryptoOps {
       const v = getBytes(o.attrs, P.CKA_VALUE);
       if (!isAesKeyLength(v.length)) P.fail(CKR.CKR_MECHANISM_INVALID, method);
       const k = this.m.secretKeyObject(o, v);
-      const base = { ecb: true, key: k, iv: NO_BYTES, aad: NO_BYTES, tagBytes: 0, single: true, multi: true };
+      const base = { ecb: true, key: k, raw: v, iv: NO_BYTES, aad: NO_BYTES, tagBytes: 0, single: true, multi: true };
       s.op = kind === 'encrypt' ? { kind, ...base, stream: null } : { kind, ...base, chunks: [] };
       return;
     }
@@ -129,8 +129,8 @@ export class CryptoOps {
     const tagBytes = tagBits / 8;
     s.op =
       kind === 'encrypt'
-        ? { kind, ecb: false, key, iv, aad, tagBytes, single: true, multi: true, stream: null }
-        : { kind, ecb: false, key, iv, aad, tagBytes, single: true, multi: true, chunks: [] };
+        ? { kind, ecb: false, key, raw: value, iv, aad, tagBytes, single: true, multi: true, stream: null }
+        : { kind, ecb: false, key, raw: value, iv, aad, tagBytes, single: true, multi: true, chunks: [] };
   }
 
   encryptInit(session: P.Handle, mech: P.Mechanism, key: P.Handle): void {
@@ -164,7 +164,7 @@ export class CryptoOps {
     if (out.length < inData.length + op.tagBytes) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_Encrypt');
     s.op = null;
     if (op.ecb) return output(out, ecb(op.key, inData, false));
-    return out.subarray(0, gcmEncryptInto(op.key, op.iv, op.aad, inData, op.tagBytes, out));
+    return out.subarray(0, gcmEncryptInto(op.key, op.iv, op.aad, inData, op.tagBytes, out, op.raw));
   }
 
   encryptUpdate(session: P.Handle, inData: Buffer, out: Buffer): Buffer {
@@ -207,7 +207,7 @@ export class CryptoOps {
     if (out.length < inData.length) P.fail(CKR.CKR_BUFFER_TOO_SMALL, 'C_Decrypt');
     s.op = null;
     if (op.ecb) return output(out, ecb(op.key, inData, true));
-    const n = gcmDecryptInto(op.key, op.iv, op.aad, inData, op.tagBytes, out);
+    const n = gcmDecryptInto(op.key, op.iv, op.aad, inData, op.tagBytes, out, op.raw);
     if (n < 0) P.fail(CKR.CKR_GENERAL_ERROR, 'C_Decrypt');
     return out.subarray(0, n);
   }

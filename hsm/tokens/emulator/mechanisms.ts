@@ -1,5 +1,6 @@
 /**
- * The emulator's mechanisms on node:crypto (OpenSSL), PKCS#11 v2.40 Current Mechanisms:
+ * The emulator's mechanisms on node:crypto (OpenSSL; single-part AES-256-GCM on native libsodium
+ * where it loads, `nativeFor` below), PKCS#11 v2.40 Current Mechanisms:
  *   CKM_AES_KEY_GEN, CKM_GENERIC_SECRET_KEY_GEN (§2.8, §2.35), CKM_AES_ECB (§2.10.3, whole
  *   blocks, no padding), CKM_AES_GCM (§2.12.3, NIST SP 800-38D), CKM_AES_KEY_WRAP (RFC 3394, `id-aes*-wrap`) and CKM_AES_KEY_WRAP_PAD (RFC 5649,
  *   `id-aes*-wrap-pad`, as SoftHSM2 implements it), CKM_SHA256_HMAC / CKM_SHA512_HMAC (§2.20,
@@ -12,6 +13,8 @@
 import { createCipheriv, createDecipheriv, createECDH, createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { p256 } from '@noble/curves/nist.js';
+import { loadNativeHpke } from '../../../enclave/opaque/groups/sodium-native.ts';
+import type { NativeHpke } from '../../../enclave/opaque/groups/sodium-native.ts';
 
 /** An AES or HMAC key: its bytes, or a node:crypto secret KeyObject made from them. */
 export type SecretKey = Buffer | KeyObject;
@@ -47,6 +50,32 @@ export function ecb(key: SecretKey, data: Buffer, decrypt: boolean): Buffer {
   return Buffer.concat([c.update(data), c.final()]);
 }
 
+/**
+ * Native libsodium's AES-256-GCM (crypto_aead_aes256gcm_*_detached: AES-NI and PCLMUL), for the
+ * single-part operations it covers: a 256-bit key, a 96-bit IV, a 128-bit tag (every seal and
+ * open of a vault record). The same bytes as OpenSSL's (NIST SP 800-38D; the token tests and
+ * test/hsm/tokens/differential.test.ts compare them with SoftHSM2's), without a node:crypto
+ * cipher object (a native handle with a weak callback for the garbage collector) per call:
+ * bench/README.md has the figures. The library is loaded at the first GCM call (the vault's boot
+ * loads the same one for its envelope, groups/sodium-native.ts, and waits for it); until it is
+ * there, where it does not load (BKV_SODIUM_NATIVE=0 included) or without AES-NI, node:crypto.
+ */
+let nativeGcm: NativeHpke | null | undefined;
+function native(): NativeHpke | null {
+  if (nativeGcm === undefined) {
+    nativeGcm = null;
+    void loadNativeHpke().then((r) => {
+      nativeGcm = r.hpke?.gcm ? r.hpke : null;
+    });
+  }
+  return nativeGcm;
+}
+
+/** The raw key, IV and tag length the native path covers (else node:crypto). */
+function nativeFor(raw: Buffer | null, iv: Buffer, tagBytes: number): NativeHpke | null {
+  return raw !== null && raw.length === 32 && iv.length === 12 && tagBytes === 16 ? native() : null;
+}
+
 /** AES-GCM: ciphertext || tag truncated to `tagBytes` (0..16). */
 export function gcmEncrypt(key: SecretKey, iv: Buffer, aad: Buffer, pt: Buffer, tagBytes: number): Buffer {
   const c = createCipheriv(gcmName(key), key, iv, TAG16);
@@ -55,8 +84,16 @@ export function gcmEncrypt(key: SecretKey, iv: Buffer, aad: Buffer, pt: Buffer, 
   return out;
 }
 
-/** gcmEncrypt written into `out` (at least pt.length + tagBytes long); returns the length written. */
-export function gcmEncryptInto(key: SecretKey, iv: Buffer, aad: Buffer, pt: Buffer, tagBytes: number, out: Buffer): number {
+/**
+ * gcmEncrypt written into `out` (at least pt.length + tagBytes long); returns the length written.
+ * `raw`: the key's bytes (the same key as `key`), for native libsodium; null: node:crypto only.
+ */
+export function gcmEncryptInto(key: SecretKey, iv: Buffer, aad: Buffer, pt: Buffer, tagBytes: number, out: Buffer, raw: Buffer | null = null): number {
+  const nat = nativeFor(raw, iv, tagBytes);
+  if (nat) {
+    nat.gcmSealInto(raw!, iv, aad, pt, out, 0);
+    return pt.length + 16;
+  }
   const c = createCipheriv(gcmName(key), key, iv, TAG16);
   if (aad.length) c.setAAD(aad);
   let n = c.update(pt).copy(out, 0);
@@ -117,10 +154,16 @@ export function gcmDecrypt(key: SecretKey, iv: Buffer, aad: Buffer, input: Buffe
 
 /**
  * gcmDecrypt written into `out` (at least input.length - tagBytes long): the plaintext length, or
- * -1 when the tag does not verify (then `out` is left untouched). Intermediate plaintext is wiped.
+ * -1 when the tag does not verify (then `out` holds no plaintext: left untouched, or zeroed where
+ * native libsodium wrote it). Intermediate plaintext is wiped. `raw`: as gcmEncryptInto's.
  */
-export function gcmDecryptInto(key: SecretKey, iv: Buffer, aad: Buffer, input: Buffer, tagBytes: number, out: Buffer): number {
+export function gcmDecryptInto(key: SecretKey, iv: Buffer, aad: Buffer, input: Buffer, tagBytes: number, out: Buffer, raw: Buffer | null = null): number {
   if (input.length < tagBytes) return -1;
+  const nat = nativeFor(raw, iv, tagBytes);
+  if (nat) {
+    const n = input.length - 16;
+    return nat.gcmOpenInto(raw!, iv, aad, input.subarray(0, n), input.subarray(n), out) ? n : -1;
+  }
   if (tagBytes !== 16) {
     const pt = gcmDecrypt(key, iv, aad, input, tagBytes);
     if (!pt) return -1;

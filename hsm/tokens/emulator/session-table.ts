@@ -21,8 +21,9 @@ export type Who = 'user' | 'so' | null;
 
 export type Operation =
   | { kind: 'find'; handles: number[] }
-  | { kind: 'encrypt'; ecb: boolean; key: SecretKey; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; stream: CipherStream | null }
-  | { kind: 'decrypt'; ecb: boolean; key: SecretKey; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; chunks: Buffer[] }
+  // `raw`: the AES key's bytes (its CKA_VALUE, never modified in place) beside `key`, its KeyObject: the native AES-GCM path (mechanisms.ts).
+  | { kind: 'encrypt'; ecb: boolean; key: SecretKey; raw: Buffer; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; stream: CipherStream | null }
+  | { kind: 'decrypt'; ecb: boolean; key: SecretKey; raw: Buffer; iv: Buffer; aad: Buffer; tagBytes: number; single: boolean; multi: boolean; chunks: Buffer[] }
   | ({ kind: 'sign' } & (MacState | EcdsaState))
   | ({ kind: 'verify' } & (MacState | EcdsaState));
 
