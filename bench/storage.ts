@@ -225,7 +225,9 @@ async function enclavePath(_pg: PostgresRecordStore, adminUrl: string): Promise<
   try {
     for (const [name, store] of [['sqlite', undefined], ['postgres', u.toString()]] as const) {
       progress(`enclave path on ${name}: opening a vault (${P} partitions) and registering records`);
-      rigs.push([name, await EnclaveRig.open({ partitions: P, records: 512, ...(store && { store }) })]);
+      // logins are never finished and a record holds at most 16 open sessions for 120 s: 4,096
+      // records hold the about 20,000 logins of the warm-up and the three rounds (512 did not)
+      rigs.push([name, await EnclaveRig.open({ partitions: P, records: 4096, ...(store && { store }) })]);
     }
     for (const [, rig] of rigs) await rig.login(32, 500);
     for (let r = 0; r < 3; r++) {
