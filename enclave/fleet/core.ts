@@ -204,8 +204,11 @@ export class MemberCore {
   }
   /** The next view after `view` whose leader is a member at this member's tip (a view whose leader id is empty or removed is skipped). */
   nextView(view: number): number {
-    const cfg = this.configTip();
-    let v = view + 1;
+    return this.viewLedFrom(this.configTip(), view + 1);
+  }
+  /** The first view from `view` on whose leader is a member of `cfg`. */
+  viewLedFrom(cfg: Config, view: number): number {
+    let v = view;
     while (!isMemberOf(cfg, this.leaderOf(v))) v++;
     return v;
   }

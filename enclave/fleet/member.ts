@@ -186,23 +186,19 @@ export class Member {
         } else if (resend) resendViewChange(c);
         break;
       case 'recovering':
-      case 'learner':
+      case 'learner': {
         // a member a charter change added, before its log holds that change, only asks to rejoin
-        // (it takes no part in a re-form of a charter it is not in yet)
-        if (!isMemberOf(c.configTip(), c.id)) {
-          if (resend) {
-            c.awaiting = { purpose: 'rejoin', from: -1, expect: null, since: now };
-            c.broadcast({ type: 'rejoin', commit: c.d.commit, commitHash: hashAt(c.d, c.d.commit)! });
-          }
-        }
-        // a learner hears the leader (no quiet), yet one that is not admitted in time follows a
-        // leader without a majority of admitted members (two of three restarted): it votes
-        else if (c.d.base.config.epoch === 0 || quiet > c.t.reform || (c.st === 'learner' && now - c.learnerSince > c.t.reform)) startReform(c, nextReformEpoch(c));
-        else if (resend && c.st === 'recovering') {
+        // (it takes no part in a re-form of a charter it is not in yet); a learner hears the leader
+        // (no quiet), yet one that is not admitted in time follows a leader without a majority of
+        // admitted members (two of three restarted): it votes
+        const joining = !isMemberOf(c.configTip(), c.id);
+        if (!joining && (c.d.base.config.epoch === 0 || quiet > c.t.reform || (c.st === 'learner' && now - c.learnerSince > c.t.reform))) startReform(c, nextReformEpoch(c));
+        else if (resend && (joining || c.st === 'recovering')) {
           c.awaiting = { purpose: 'rejoin', from: -1, expect: null, since: now };
           c.broadcast({ type: 'rejoin', commit: c.d.commit, commitHash: hashAt(c.d, c.d.commit)! });
         }
         break;
+      }
       case 'reform':
         if (now - c.vcStart > c.t.reform) startReform(c, nextReformEpoch(c));
         else if (resend) resendReform(c);

@@ -7,7 +7,7 @@
 import { requestCatchup } from './catchup.ts';
 import type { MemberCore, Vote } from './core.ts';
 import { FleetCode } from './faults.ts';
-import { isMemberOf, membersOf, newer, lastPayloadAt, recordsAt, tipOf } from './log.ts';
+import { membersOf, newer, lastPayloadAt, recordsAt, tipOf } from './log.ts';
 import { MAX_HELD_PAYLOADS } from './codec.ts';
 import { enterViewChange, enterView } from './view-change.ts';
 import { configHash, sameBytes, type Body, type Config, type Envelope } from './wire.ts';
@@ -92,9 +92,7 @@ export function tryPlan(c: MemberCore): void {
   const setHash = configHash(config);
   if (r.setHash && !sameBytes(r.setHash, setHash)) return;
   const bv = votes.get(best)!.body;
-  let next = view + 1;
-  while (!isMemberOf(config, c.leaderOf(next))) next++;
-  c.plan = { epoch: r.epoch, config, setHash, best, bestTip: { index: bv.tip, hash: bv.tipHash }, view: next };
+  c.plan = { epoch: r.epoch, config, setHash, best, bestTip: { index: bv.tip, hash: bv.tipHash }, view: c.viewLedFrom(config, view + 1) };
   c.write({ ...c.d, reform: { ...r, setHash } });
   const tip = tipOf(c.d);
   if (tip.index === bv.tip && sameBytes(tip.hash, bv.tipHash)) maybeAccept(c);
