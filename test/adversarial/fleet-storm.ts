@@ -32,7 +32,6 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freeFixedPort } from '../helpers/tcp-proxy.ts';
 import { ProcFleet, type MemberProc, type MemberStatus } from '../helpers/fleet-procs.ts';
 import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
@@ -273,8 +272,8 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
           const name = `fleet ${fleets} of ${n}`;
           let f: ProcFleet | null = null;
           try {
-            // members' ports below the ephemeral range: a member restarts on its port (tcp-proxy.ts freeFixedPort)
-            f = await ProcFleet.create(n, o.broken ? { BKV_FLEET_BROKEN_RULE: o.broken } : {}, { port: freeFixedPort });
+            // members' ports below the ephemeral range (ProcFleet.create's default): a member restarts on its port
+            f = await ProcFleet.create(n, o.broken ? { BKV_FLEET_BROKEN_RULE: o.broken } : {});
             run = { f, ledger: new FleetLedger(report, { seed, fleet: name, n }), name, roundsLeft: o.roundsPerFleet ?? rng.int(2, 4), others: [], session: 0, charged: new Map(), probes: 0 };
             await faults.startAll(Array.from({ length: n }, (_, i) => i));
             await allNormal();

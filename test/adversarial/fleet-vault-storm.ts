@@ -63,7 +63,6 @@ import { PACING } from '../../enclave/api/pacing.ts';
 import { mintToken, readIssuerPrivate, type IssuerPrivate } from '../../host/auth/issuer.ts';
 import { readVaultKeyFile } from '../../host/cli/io.ts';
 import { VAULT_KEY_FILE } from '../../host/fleet/member-host.ts';
-import { freeFixedPort } from '../helpers/tcp-proxy.ts';
 import { ProcFleet, type MemberProc, type MemberStatus } from '../helpers/fleet-procs.ts';
 import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, te } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
@@ -439,7 +438,7 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
   };
 
   const newRun = async (n: number, name: string): Promise<VaultRun> => {
-    const f = await ProcFleet.create(n, o.broken ? { BKV_FLEET_BROKEN_RULE: o.broken } : {}, { vault: true, args: MEMBER_ARGS, port: freeFixedPort });
+    const f = await ProcFleet.create(n, o.broken ? { BKV_FLEET_BROKEN_RULE: o.broken } : {}, { vault: true, args: MEMBER_ARGS });
     try {
       await startMembers(f, Array.from({ length: n }, (_, i) => i));
       await f.waitFor('vault-key.pub', async () => existsSync(join(f.root, VAULT_KEY_FILE)), RECOVER_MS);

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkFleetConfig, fleetJson, initFleet } from '../../host/fleet/config.ts';
 import { bin } from './cli.ts';
-import { freePort, tcpProxy, type TcpProxy } from './tcp-proxy.ts';
+import { freeFixedPort, tcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -88,11 +88,13 @@ export class ProcFleet {
   /**
    * A fleet folder (bkv fleet init's) with free loopback ports and a proxy per ordered pair; no
    * member started yet. Its members serve the replication test API unless `o.vault`. `o.port`:
-   * where the members' ports come from (default `freePort`).
+   * where the members' ports come from (default `freeFixedPort`: below the ephemeral range, where
+   * no outgoing connection of another process takes a port between its pick and the member's bind;
+   * CI once failed with EADDRINUSE on a port `freePort` gave).
    */
   static async create(n: number, env: NodeJS.ProcessEnv = {}, o: { vault?: boolean; args?: readonly string[]; port?: () => Promise<number> } = {}): Promise<ProcFleet> {
     const f = new ProcFleet(mkdtempSync(join(tmpdir(), 'bkv-fleet-proc-')), n, env, o.vault === true, o.args ?? []);
-    const port = o.port ?? freePort;
+    const port = o.port ?? freeFixedPort;
     await initFleet({ dir: f.root, members: n });
     for (let i = 0; i < n; i++) {
       f.apiPorts.push(await port());
