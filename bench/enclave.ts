@@ -9,7 +9,7 @@
  * session's first verification (60-80 us) is bench/breakdown.ts's row.
  *
  *   npx tsx bench/enclave.ts [--quick] [--json FILE] [--levels 1,8,32,128,256,512] [--partitions 1,2]
- *                            [--window-ms 2000] [--rounds 5] [--records 32768] [--token emulator|softhsm]
+ *                            [--window-ms 2000] [--rounds 5] [--records 16384] [--token emulator|softhsm]
  *                            [--warmup-ms 1500]   (quick: levels 1,128, 500 ms windows, 3 rounds, 1024 records)
  *
  * Measured:
@@ -46,11 +46,9 @@ const LEVELS = A.list('levels', QUICK ? [1, 128] : [1, 8, 32, 128, 256, 512]);
 const PARTITIONS = A.list('partitions', QUICK ? [CORES] : Array.from({ length: CORES }, (_, i) => i + 1)).sort((a, b) => b - a);
 const WINDOW = A.num('window-ms', QUICK ? 500 : 2000);
 const ROUNDS = A.num('rounds', QUICK ? 3 : 5);
-// Login windows start logins and never finish them, and a record holds at most 16 open login
-// sessions (each lives 120 s: enclave/vault/sessions.ts): enough records for every login of a
-// run within 120 s to be charged (a full run on 2 cores starts up to about 300,000 within 120 s
-// at 4,300 logins/s; 16,384 records, room for 262,144, ran out in round 5 on 2026-12-05).
-const RECORDS = A.num('records', QUICK ? 1024 : 32768);
+// Records registered; the login windows cycle through the last few thousand of each partition
+// (enclave-rig.ts loginIdsOf) and close every window's sessions after it (`endSessions`).
+const RECORDS = A.num('records', QUICK ? 1024 : 16384);
 const TOKEN = parseTokenKind(A.get('token'));
 
 const M = machine();

@@ -20,7 +20,7 @@ import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { VaultHost } from '../../host/vault/vault-host.ts';
 import { BenchTokens } from './auth.ts';
 import { TOKEN_CACHE_MAX } from '../../enclave/api/auth-verify.ts';
-import { MAX_LOGIN_SESSIONS_PER_ID, SESSION_TTL_MS } from '../../enclave/vault/sessions.ts';
+import { MAX_LOGIN_SESSIONS_PER_ID, MAX_TABLE_ENTRIES, SESSION_TTL_MS } from '../../enclave/vault/sessions.ts';
 import { cpuSplit, threadTimes } from './threads.ts';
 import type { CpuSplit, ThreadTimes } from './threads.ts';
 import { ClientKit, bulkRegister, closedLoop, decodeAnswer, rng } from './vault-load.ts';
@@ -162,17 +162,36 @@ export class EnclaveRig {
       return this.kit.loginStart(this.ids[i % this.ids.length]!, i);
     });
     const r = await this.window('login', msgs, concurrency, windowMs);
-    // A record holds at most MAX_LOGIN_SESSIONS_PER_ID open login sessions, each for
-    // SESSION_TTL_MS, and these logins are never finished: too few records for the logins of
-    // that span and the enclave refuses the rest, cheaply, which is no login to count.
+    // A refused login (TooManySessions) is cheap and no login to count: a record holds at most
+    // MAX_LOGIN_SESSIONS_PER_ID open login sessions and a partition MAX_TABLE_ENTRIES, each for
+    // SESSION_TTL_MS; `endSessions` closes each window's sessions so that a run never nears either.
     const refused = r.answers['Fault 2114'];
     if (refused) {
       throw new Error(
-        `${refused} of ${r.ops} logins refused (TooManySessions): a record holds at most ${MAX_LOGIN_SESSIONS_PER_ID} open login sessions for ${SESSION_TTL_MS / 1000} s; open the rig with more records`,
+        `${refused} of ${r.ops} logins refused (TooManySessions): a record holds at most ${MAX_LOGIN_SESSIONS_PER_ID} and a partition ${MAX_TABLE_ENTRIES} open login sessions for ${SESSION_TTL_MS / 1000} s`,
       );
     }
+    await this.endSessions(r.outcome);
     this.estimate = Math.max(this.estimate, r.opsPerSec);
     return strip(r);
+  }
+
+  /**
+   * Closes the login sessions a window opened, outside its timing: a LoginFinish with a wrong KE3
+   * each (the guess stays charged; the records' attempt limit, 255, outlasts a full run). Without
+   * it the open sessions of a full run's logins within SESSION_TTL_MS filled a partition's table
+   * (TooManySessions in round 5, 2026-12-05). Every finish must answer WrongPassword.
+   */
+  private async endSessions(o: Outcome): Promise<void> {
+    const ke3 = new Uint8Array(this.kit.suite.Nm);
+    const finishes: Prepared[] = [];
+    for (const a of o.answerList) {
+      const d = decodeAnswer(a.p, a.r);
+      if (d?.type === 'LoginStarted') finishes.push(this.kit.prepare(a.p.recordId, { type: 'LoginFinish', sessionId: d.sessionId, ke3 }));
+    }
+    const done = await closedLoop(this.submit, finishes, 256, 600_000);
+    const wrong = done.answers['WrongPassword'] ?? 0;
+    if (wrong !== finishes.length) throw new Error(`closing ${finishes.length} login sessions: ${JSON.stringify(done.answers)}`);
   }
 
   private regCursor = 0;
