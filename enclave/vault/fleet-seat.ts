@@ -136,6 +136,10 @@ export class FleetSeat {
     // fleet up until it copied rows, so it hands the lead on (docs/fleet-vault.md)
     if (this.member.isLeader() && this.behind()) this.take(this.member.stepDown(this.clock()));
   }
+  /** The output of a call the device made on the member itself (a charter change it proposed: hsm/fleet/charters.ts). */
+  takeOutput(out: Output): void {
+    this.take(out);
+  }
   takeOutbox(): Uint8Array[] {
     const out = this.outbox;
     this.outbox = [];

@@ -10,6 +10,13 @@
  *   bkv fleet up DIR [--operator-key-file F]
  *       every member as a child process (`bkv serve --fleet DIR/fleet.json --member I`), for
  *       development: prints where each listens, restarts none, SIGINT/SIGTERM stop them all
+ *   bkv fleet add DIR [--host H] [--api-port P] [--peer-port Q] [--store URL] [--operator-key-file F] [--timeout S]
+ *   bkv fleet remove DIR --member I [--operator-key-file F] [--timeout S]
+ *   bkv fleet replace DIR --member I [--host H] [--api-port P] [--peer-port Q] [--store URL] [--operator-key-file F] [--timeout S]
+ *       charter changes on a running fleet (docs/fleet.md "Membership changes in the processes"):
+ *       the operator's approval to every member, the change committed by the fleet, fleet.json
+ *       rewritten; an added member is then started by the operator and joins; replace adds, waits
+ *       for the new member to serve, then removes
  *   bkv fleet status DIR
  *       asks each member's GET /fleet/status; exit 0 when a majority is normal under one leader;
  *       --json rows carry each member's vault key fingerprint (`vaultKey`: equal on every member)
@@ -36,7 +43,7 @@ const usage = <T>(fn: () => T): T => {
 };
 
 export async function fleetCommand(argv: string[], out: Output): Promise<number> {
-  const p = parseArgs(argv, { options: ['members', 'dir', 'host', 'base-port', 'auth-issuer', 'operator-key-file', 'store-template'] });
+  const p = parseArgs(argv, { options: ['members', 'dir', 'host', 'base-port', 'auth-issuer', 'operator-key-file', 'store-template', 'member', 'api-port', 'peer-port', 'store', 'timeout'] });
   const verb = p.positional[0];
   switch (verb) {
     case 'init':
@@ -45,12 +52,16 @@ export async function fleetCommand(argv: string[], out: Output): Promise<number>
       return up(p, out);
     case 'status':
       return status(p, out);
+    case 'add':
+    case 'remove':
+    case 'replace':
+      return (await import('./cmd-fleet-charter.ts'))[verb](p, out);
     default:
       throw unknownWord(verb, 'fleet');
   }
 }
 
-function only(p: Parsed, verb: string, allowed: readonly string[], positional: number): void {
+export function only(p: Parsed, verb: string, allowed: readonly string[], positional: number): void {
   for (const k of p.opts.keys()) if (!allowed.includes(k)) throw new UsageError(`--${k} does not go with bkv fleet ${verb}`);
   if (p.positional.length !== positional + 1) throw new UsageError(positional === 0 ? `unexpected ${p.positional.slice(1).join(' ')}` : `bkv fleet ${verb} takes the fleet folder: bkv fleet ${verb} DIR`);
 }
@@ -85,8 +96,11 @@ function storeText(fleet: LoadedFleet, id: number): string {
   return store === undefined ? path.join(memberDir(fleet, id), DEFAULT_SQLITE_FILE) : scrubCredentials(store);
 }
 
+/** The members fleet.json does not mark removed, in id order. */
+export const active = (fleet: LoadedFleet) => fleet.members.filter((m) => m.removed === undefined);
+
 /** DIR or DIR/fleet.json, read (a missing or damaged file: exit 1, FleetConfigError). */
-function fleetAt(arg: string): LoadedFleet {
+export function fleetAt(arg: string): LoadedFleet {
   return readFleetConfig(arg.endsWith('.json') ? arg : path.join(arg, FLEET_FILE));
 }
 
@@ -96,14 +110,14 @@ async function up(p: Parsed, out: Output): Promise<number> {
   only(p, 'up', ['operator-key-file'], 1);
   const fleet = fleetAt(p.positional[1]!);
   const key = p.opts.get('operator-key-file');
-  const children: ChildProcess[] = fleet.members.map((m) =>
+  const children: ChildProcess[] = active(fleet).map((m) =>
     spawn(process.execPath, [...process.execArgv, process.argv[1]!, 'serve', '--fleet', fleet.file, '--member', String(m.id), ...(key ? ['--operator-key-file', path.resolve(key)] : [])], { stdio: ['ignore', 'inherit', 'inherit'] }),
   );
   let stopping = false;
   const exited = children.map((c) => new Promise<number | null>((res) => c.on('exit', (code) => res(code))));
   children.forEach((c, i) =>
     c.on('exit', (code, signal) => {
-      if (!stopping) console.error(`bkv: member ${i} exited (${signal ?? code}); not restarted`);
+      if (!stopping) console.error(`bkv: member ${active(fleet)[i]!.id} exited (${signal ?? code}); not restarted`);
     }),
   );
   const stop = (signal: NodeJS.Signals) => {
@@ -114,7 +128,7 @@ async function up(p: Parsed, out: Output): Promise<number> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  const list = fleet.members.map((m, i) => ({ id: m.id, api: `http://${formatEndpoint(m.api)}`, peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id), ...(m.store !== undefined && { store: storeText(fleet, m.id) }), pid: children[i]!.pid }));
+  const list = active(fleet).map((m, i) => ({ id: m.id, api: `http://${formatEndpoint(m.api)}`, peer: formatEndpoint(m.peer), data: memberDir(fleet, m.id), ...(m.store !== undefined && { store: storeText(fleet, m.id) }), pid: children[i]!.pid }));
   for (const m of list) console.error(`bkv: member ${m.id} (pid ${m.pid}): clients ${m.api}, members ${m.peer}, data ${m.data}, store ${storeText(fleet, m.id)}`);
   console.error(`bkv: bkv fleet status ${fleet.dir} shows their state; Ctrl-C stops them all`);
   out.set({ status: 'started', file: fleet.file, members: list });
@@ -146,7 +160,7 @@ export interface MemberRow {
   readonly health: 'ok' | 'lagging' | 'behind' | 'not-normal' | 'unreachable';
 }
 
-async function ask(api: Endpoint): Promise<MemberStatusJson | null> {
+export async function ask(api: Endpoint): Promise<MemberStatusJson | null> {
   try {
     const r = await fetch(`http://${formatEndpoint(api)}/fleet/status`, { signal: AbortSignal.timeout(3000) });
     return r.ok ? ((await r.json()) as MemberStatusJson) : null;
@@ -161,8 +175,8 @@ export function summarize(fleet: LoadedFleet, answers: readonly (MemberStatusJso
   const leaders = new Set(normal.map((a) => a.leader?.id));
   const leader = leaders.size === 1 ? (normal[0]!.leader?.id ?? null) : null;
   const lead = leader === null ? undefined : normal.find((a) => a.member === leader);
-  const healthy = lead !== undefined && normal.length > fleet.members.length / 2;
-  const rows = fleet.members.map((m, i): MemberRow => {
+  const healthy = lead !== undefined && normal.length > active(fleet).length / 2;
+  const rows = active(fleet).map((m, i): MemberRow => {
     const a = answers[i];
     const api = `http://${formatEndpoint(m.api)}`;
     if (!a) return { member: m.id, api, reachable: false, status: 'unreachable', epoch: null, view: null, leader: null, commit: null, lag: null, vaultKey: null, appliedBatch: null, behind: null, health: 'unreachable' };
@@ -176,7 +190,7 @@ export function summarize(fleet: LoadedFleet, answers: readonly (MemberStatusJso
 async function status(p: Parsed, out: Output): Promise<number> {
   only(p, 'status', [], 1);
   const fleet = fleetAt(p.positional[1]!);
-  const answers = await Promise.all(fleet.members.map((m) => ask(m.api)));
+  const answers = await Promise.all(active(fleet).map((m) => ask(m.api)));
   const { rows, leader, healthy } = summarize(fleet, answers);
   out.set({ file: fleet.file, fleetId: fleet.fleetId, leader, healthy, members: rows });
   if (!out.json) {

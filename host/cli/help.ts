@@ -174,6 +174,24 @@ export const COMMANDS: Record<string, CommandHelp> = {
           'Starts every member of the fleet in DIR as a child process (bkv serve --fleet DIR/fleet.json --member I), for development: prints where each listens (clients, members, data folder, store, pid), restarts none, and SIGINT (Ctrl-C) or SIGTERM stops them all (exit 0 when they all stopped cleanly, 1 otherwise). On the first start the members run the key ceremony over their folders. --json: one object once started (status, file, members[{id, api, peer, data, store (a PostgreSQL store only), pid}]).',
         example: 'bkv fleet up ./fleet',
       },
+      add: {
+        usage: 'bkv fleet add DIR [--host ADDR] [--api-port P] [--peer-port Q] [--store URL] [--operator-key-file F] [--timeout S]',
+        about:
+          'Adds a member to a running fleet (docs/fleet.md "Membership changes in the processes"): refused (exit 1) unless every member is up, normal under one leader, not behind, with no change in flight. Makes the new member\'s folder DIR/member-<k>/ (k: the next id, never one given before) and its device identity, writes it to fleet.json ("joined": the change\'s serial; default addresses: the next two ports above the fleet\'s highest, on the first member\'s host), sends the change and the operator\'s approval of it (a MAC under the operator secret, default DIR/auth/operator.secret) to every member until a majority has it committed, then waits for a member\'s grant of the fleet secret in the new folder (join.json). Start the new member then (bkv serve --fleet DIR/fleet.json --member k): it opens the grant, copies the other members\' rows, and is admitted. Until it is, the fleet needs every other member. Run again after an interruption, it resumes the same addition. --timeout S (default 60) bounds each wait (exit 1 with what is missing). --json: member, serial, api, peer, data, start.',
+        example: 'bkv fleet add ./fleet',
+      },
+      remove: {
+        usage: 'bkv fleet remove DIR --member I [--operator-key-file F] [--timeout S]',
+        about:
+          'Removes member I from a running fleet: refused (exit 1) unless every other member is up and normal with no change in flight, and while the fleet has only 3 members (add one first: bkv fleet replace). The change and the operator\'s approval go to every member until a majority of the remaining ones has it committed; fleet.json then marks the member "removed" (its id is never given again, bkv fleet up and status skip it, and bkv serve --fleet refuses to run it). The removed member learns its removal from the leader and retires: stop its process. --json: removed, serial.',
+        example: 'bkv fleet remove ./fleet --member 0',
+      },
+      replace: {
+        usage: 'bkv fleet replace DIR --member I [--host ADDR] [--api-port P] [--peer-port Q] [--store URL] [--operator-key-file F] [--timeout S]',
+        about:
+          'bkv fleet add, then waits (up to --timeout, default 60 s) for the new member to serve (start it when the command says so), then bkv fleet remove --member I: the fleet goes from N to N+1 to N members, never below N. --json: added, removed, serial, start.',
+        example: 'bkv fleet replace ./fleet --member 0 --timeout 300',
+      },
       status: {
         usage: 'bkv fleet status DIR',
         about:

@@ -38,6 +38,16 @@ export const FLEET_SIZES: readonly number[] = [3, 5, 7];
 const SIZES_TEXT = `${FLEET_SIZES.slice(0, -1).join(', ')} or ${FLEET_SIZES.at(-1)}`;
 export const DEFAULT_BASE_PORT = 7400;
 export const DEFAULT_FLEET_HOST = '127.0.0.1';
+/**
+ * Member ids a fleet gives at most in its life (enclave/fleet: a charter names ids 0..6; an id is
+ * never given again), and the fewest members a charter change leaves (ceremony.ts CHARTER_SIZES).
+ */
+export const MAX_MEMBER_IDS = 7;
+const MIN_ACTIVE = 3;
+/** A bound for the file's serials: a fleet's ids (0..6) are each added and removed once at most, so its serials stay far below it. */
+const MAX_CHARTER_SERIAL = 255;
+/** The founding members: those without "joined" (the charter of the key ceremony). */
+export const foundingMembers = (c: FleetConfig): readonly FleetMember[] => c.members.filter((m) => m.joined === undefined);
 /** The development issuer `fleet init` makes when none is given (its key in DIR/auth/). */
 export const DEV_FLEET_ISSUER = 'bkv-fleet-development';
 
@@ -60,6 +70,10 @@ export interface FleetMember {
   readonly data: string;
   /** Its vault's store, a PostgreSQL URL (absent: SQLite vault.db in its data folder). */
   readonly store?: string;
+  /** The serial of the charter change that added it (`bkv fleet add`); absent for a founding member. */
+  readonly joined?: number;
+  /** The serial of the charter change that removed it (`bkv fleet remove`); its id is never given again. */
+  readonly removed?: number;
 }
 
 export interface FleetConfig {
@@ -167,17 +181,26 @@ export function checkFleetConfig(v: unknown, file = FLEET_FILE): FleetConfig {
   onlyKeys(o, ['format', 'fleetId', 'members', 'auth'], file);
   if (o.format !== FLEET_FORMAT) throw new FleetConfigError(`${file}: "format" must be "${FLEET_FORMAT}"`);
   if (typeof o.fleetId !== 'string' || !/^[0-9a-f]{32}$/.test(o.fleetId)) throw new FleetConfigError(`${file}: "fleetId" must be 32 lower-case hex digits`);
-  if (!Array.isArray(o.members) || !FLEET_SIZES.includes(o.members.length)) {
-    throw new FleetConfigError(`${file}: "members" must list ${SIZES_TEXT} members`);
-  }
+  if (!Array.isArray(o.members) || o.members.length > MAX_MEMBER_IDS) throw new FleetConfigError(`${file}: "members" must list at most ${MAX_MEMBER_IDS} members`);
+  const founding = o.members.filter((m) => !(typeof m === 'object' && m !== null && (m as Record<string, unknown>).joined !== undefined)).length;
+  if (!FLEET_SIZES.includes(founding)) throw new FleetConfigError(`${file}: "members" must list ${SIZES_TEXT} founding members (without "joined")`);
   const endpoints = new Set<string>();
   const datas = new Set<string>();
   const stores = new Map<string, number>();
   const members = o.members.map((raw, i): FleetMember => {
     const what = `${file}: members[${i}]`;
     const m = object(raw, what);
-    onlyKeys(m, ['id', 'api', 'peer', 'data', 'store'], what);
+    onlyKeys(m, ['id', 'api', 'peer', 'data', 'store', 'joined', 'removed'], what);
     if (m.id !== i) throw new FleetConfigError(`${what}: "id" must be ${i} (members are listed in id order from 0)`);
+    // founding members first; each added member by the next charter change after the one before it
+    const serial = (k: string) => m[k] === undefined || (Number.isInteger(m[k]) && (m[k] as number) >= 1 && (m[k] as number) <= MAX_CHARTER_SERIAL);
+    if (!serial('joined') || !serial('removed')) throw new FleetConfigError(`${what}: "joined" and "removed" must be charter serials (1..${MAX_CHARTER_SERIAL})`);
+    const joined = m.joined as number | undefined;
+    const removed = m.removed as number | undefined;
+    if ((joined === undefined) !== (i < founding)) throw new FleetConfigError(`${what}: the ${founding} founding members come first, without "joined"; an added member has "joined"`);
+    if (joined !== undefined && i > founding && !(joined > ((o.members as Record<string, unknown>[])[i - 1]!.joined as number))) throw new FleetConfigError(`${what}: "joined" must follow the member before it's`);
+    if (removed !== undefined && joined !== undefined && removed <= joined) throw new FleetConfigError(`${what}: "removed" must follow "joined"`);
+    const change = { ...(joined !== undefined && { joined }), ...(removed !== undefined && { removed }) };
     const api = parseEndpoint(m.api, `${what}.api`);
     const peer = parseEndpoint(m.peer, `${what}.peer`);
     for (const e of [api, peer]) {
@@ -189,14 +212,16 @@ export function checkFleetConfig(v: unknown, file = FLEET_FILE): FleetConfig {
     const norm = path.normalize(data);
     if (datas.has(norm)) throw new FleetConfigError(`${what}: the data folder "${data}" is another member's`);
     datas.add(norm);
-    if (m.store === undefined) return { id: i, api, peer, data };
+    if (m.store === undefined) return { id: i, api, peer, data, ...change };
     const store = m.store as string;
     const place = storePlace(store, `${what}.store`);
     const other = stores.get(place);
     if (other !== undefined) throw new FleetConfigError(`${what}.store: member ${other}'s database and schema (${place}): every member's store must be its own`);
     stores.set(place, i);
-    return { id: i, api, peer, data, store };
+    return { id: i, api, peer, data, store, ...change };
   });
+  const active = members.filter((m) => m.removed === undefined).length;
+  if (active < MIN_ACTIVE || active > MAX_MEMBER_IDS) throw new FleetConfigError(`${file}: ${active} members not removed: a fleet has ${MIN_ACTIVE} to ${MAX_MEMBER_IDS}`);
   const auth = object(o.auth, `${file}: auth`);
   onlyKeys(auth, ['issuers'], `${file}: auth`);
   if (!Array.isArray(auth.issuers) || auth.issuers.length === 0 || auth.issuers.length > MAX_ISSUERS || !auth.issuers.every((x) => typeof x === 'string' && x.length > 0)) {
@@ -207,7 +232,15 @@ export function checkFleetConfig(v: unknown, file = FLEET_FILE): FleetConfig {
 
 /** The file's JSON form (endpoints as "host:port"). */
 export function fleetJson(c: FleetConfig): string {
-  const members = c.members.map((m) => ({ id: m.id, api: formatEndpoint(m.api), peer: formatEndpoint(m.peer), data: m.data, ...(m.store !== undefined && { store: m.store }) }));
+  const members = c.members.map((m) => ({
+    id: m.id,
+    api: formatEndpoint(m.api),
+    peer: formatEndpoint(m.peer),
+    data: m.data,
+    ...(m.store !== undefined && { store: m.store }),
+    ...(m.joined !== undefined && { joined: m.joined }),
+    ...(m.removed !== undefined && { removed: m.removed }),
+  }));
   return JSON.stringify({ format: c.format, fleetId: c.fleetId, members, auth: { issuers: c.auth.issuers } }, null, 2) + '\n';
 }
 

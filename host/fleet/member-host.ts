@@ -41,20 +41,20 @@
  * before it answers), so a SIGKILL loses nothing acknowledged.
  */
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { DEFAULT_AUDIENCE, type AuthConfig } from '../../enclave/api/auth.ts';
-import { ceremonyStep, FleetDevice, IntentError, memberVaultKey, parseIntent, type DeviceAnswer, type DeviceOutput, type DeviceStatus } from '../../hsm/fleet/device.ts';
+import { ceremonyStep, ChangeFormatError, FleetDevice, FleetFault, fleetFaultName, IntentError, JOIN_FILE, joinCeremonyStep, memberVaultKey, parseChange, parseIntent, type DeviceAnswer, type DeviceOutput, type DeviceStatus, type JoinFile } from '../../hsm/fleet/device.ts';
 import { createFileDurably } from '../../hsm/durable-file.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import { readIssuerPublic } from '../auth/issuer.ts';
 import { vaultKeyFileText } from '../cli/io.ts';
 import type { RateLimits } from '../service/rate-limit.ts';
 import { ErrorCode, ServiceError, type ErrorCodeName } from '../service/error-codes.ts';
-import { DEV_OPERATOR_SECRET, formatEndpoint, memberDir, readFleetConfig, type Endpoint, type LoadedFleet } from './config.ts';
+import { DEV_OPERATOR_SECRET, formatEndpoint, foundingMembers, memberDir, readFleetConfig, type Endpoint, type LoadedFleet } from './config.ts';
 import { Transport, type PeerStatus } from './transport.ts';
 import { createPeerSecret, PEER_SECRET_FILE, PeerAuthVerifier, peerAuthKey, readPeerSecret } from './peer-auth.ts';
 import { copySources } from './row-copy.ts';
@@ -78,6 +78,8 @@ export const MEMBER_TIMING = { tickMs: 50, viewChangeTicks: 20, reformTicks: 60,
 export const BROKEN_RULE_ENV = 'BKV_FLEET_BROKEN_RULE';
 /** The largest client request body. */
 export const MAX_OP_BODY = 4096;
+/** Where the operator's approvals of charter changes arrive (`approve`). */
+export const CHARTER_PATH = '/fleet/charter';
 /** How long a client waits for its operation's answer before hearing that the outcome is unknown. */
 export const ANSWER_TIMEOUT_MS = 10_000;
 
@@ -182,7 +184,13 @@ function refusal(a: Extract<DeviceAnswer, { ok: false }>, leaderUrl: string | nu
 }
 
 export class MemberHost {
-  readonly fleet: LoadedFleet;
+  private fleetNow: LoadedFleet;
+  /** When fleet.json was last read (its mtime), to take a rewrite by `bkv fleet add|remove`. */
+  private fleetMtime = 0;
+  /** The other members whose hosts may ask for this member's rows (rows-endpoint.ts): grows with fleet.json. */
+  private readonly rowPeers = new Set<number>();
+  private operatorSecret: Uint8Array | null = null;
+  private granting = false;
   private device: FleetDevice | null = null;
   private vault: FleetVaultNode | null = null;
   private routes: FleetVaultRoutes | null = null;
@@ -203,9 +211,86 @@ export class MemberHost {
   private readonly log: (line: string) => void;
 
   constructor(private readonly o: MemberHostOptions) {
-    this.fleet = readFleetConfig(o.fleetFile);
+    this.fleetNow = readFleetConfig(o.fleetFile);
+    this.fleetMtime = statSync(o.fleetFile).mtimeMs;
     if (!Number.isInteger(o.member) || o.member < 0 || o.member >= this.fleet.members.length) throw new Error(`--member: the fleet has members 0..${this.fleet.members.length - 1}`);
+    const removed = this.fleet.members[o.member]!.removed;
+    if (removed !== undefined) throw new Error(`--member: member ${o.member} was removed from the fleet (charter change ${removed}); its id is never given again`);
     this.log = o.log ?? ((l) => console.error(`bkv: member ${o.member}: ${l}`));
+  }
+
+  /** fleet.json as last read (a charter change rewrites it: `refreshFleet`). */
+  get fleet(): LoadedFleet {
+    return this.fleetNow;
+  }
+
+  /** The founding members (the key ceremony's charter): their count is the devices' `n`. */
+  private get founders(): LoadedFleet['members'] {
+    return foundingMembers(this.fleet);
+  }
+
+  /**
+   * fleet.json again if it changed (`bkv fleet add|remove` rewrote it): a member it adds is
+   * connected to and may ask for rows. What the devices count is their log's charter, never this file.
+   */
+  private refreshFleet(): void {
+    let mtime: number;
+    try {
+      mtime = statSync(this.o.fleetFile).mtimeMs;
+    } catch {
+      return;
+    }
+    if (mtime === this.fleetMtime) return;
+    let next: LoadedFleet;
+    try {
+      next = readFleetConfig(this.o.fleetFile);
+    } catch (e) {
+      this.log(`fleet.json changed and does not read (${(e as Error).message}): keeping the one read before`);
+      this.fleetMtime = mtime;
+      return;
+    }
+    this.fleetMtime = mtime;
+    if (next.fleetId !== this.fleet.fleetId) {
+      this.log(`fleet.json now names another fleet (${next.fleetId}): ignored`);
+      return;
+    }
+    for (const m of next.members.slice(this.fleet.members.length)) {
+      this.log(`fleet.json names member ${m.id} (added by charter change ${m.joined}): connecting to it at ${formatEndpoint(m.peer)}`);
+      this.transport?.addPeer(m.id, this.o.peerVia?.get(m.id) ?? m.peer);
+      this.rowPeers.add(m.id);
+    }
+    this.fleetNow = next;
+  }
+
+  /**
+   * A grant for each added member of fleet.json whose folder has none yet, once this member's
+   * device has its change committed (hsm/fleet/charters.ts): written as join.json (an exclusive
+   * create: another member's grant, written first, stays).
+   */
+  private async grantJoiners(grant: (joiner: number) => Promise<JoinFile | null>): Promise<void> {
+    if (this.granting) return;
+    this.granting = true;
+    try {
+      for (const m of this.fleet.members) {
+        if (m.joined === undefined || m.removed !== undefined || m.id === this.o.member) continue;
+        const dir = memberDir(this.fleet, m.id);
+        const file = path.join(dir, JOIN_FILE);
+        if (!existsSync(dir) || existsSync(file) || existsSync(path.join(dir, 'secrets.bin'))) continue;
+        const g = await grant(m.id);
+        if (g && createFileDurably(file, JSON.stringify(g) + '\n')) this.log(`granted member ${m.id} the fleet secret (${file})`);
+      }
+    } catch (e) {
+      this.log(`granting an added member failed: ${(e as Error).message}`);
+    } finally {
+      this.granting = false;
+    }
+  }
+
+  /** Every 20 ticks (1 s): fleet.json re-read, grants to added members. */
+  private housekeeping(grant: (joiner: number) => Promise<JoinFile | null>): void {
+    if (this.now % 20 !== 0) return;
+    this.refreshFleet();
+    void this.grantJoiners(grant);
   }
 
   private get serving(): 'vault' | 'replication-test' {
@@ -234,11 +319,17 @@ export class MemberHost {
     });
     this.server = server;
     const operatorSecret = readOperatorSecretFile(this.o.operatorKeyFile ?? path.join(this.fleet.dir, DEV_OPERATOR_SECRET));
-    const dirs = this.fleet.members.map((m) => memberDir(this.fleet, m.id));
+    this.operatorSecret = operatorSecret;
+    const founders = this.founders.map((m) => memberDir(this.fleet, m.id));
+    const ownDir = memberDir(this.fleet, this.o.member);
+    const fleetId = Uint8Array.from(Buffer.from(this.fleet.fleetId, 'hex'));
+    const joiner = me.joined !== undefined;
     let said = '';
     for (;;) {
       if (this.closed) return;
-      const step = await ceremonyStep({ dirs, member: this.o.member, fleetId: Uint8Array.from(Buffer.from(this.fleet.fleetId, 'hex')), operatorSecret });
+      const step = joiner
+        ? await joinCeremonyStep({ founders, dir: ownDir, member: this.o.member, fleetId, operatorSecret })
+        : await ceremonyStep({ dirs: founders, member: this.o.member, fleetId, operatorSecret });
       if (step.done) {
         this.secretCheck = step.check;
         break;
@@ -249,9 +340,8 @@ export class MemberHost {
       await new Promise((r) => setTimeout(r, 200));
     }
     const operatorKeyHash = new Uint8Array(createHash('sha256').update(operatorSecret).digest());
-    operatorSecret.fill(0);
     this.log(`key ceremony done (secret check ${this.secretCheck})`);
-    const key = await memberVaultKey(dirs[this.o.member]!, this.o.member, {
+    const key = await memberVaultKey(ownDir, this.o.member, {
       ...(this.o.token && { token: this.o.token }),
       pins: this.o.tokenPins ?? { operatorDir: memberTokenOperatorDir(this.fleet.dir, this.o.member) },
       log: this.log,
@@ -260,10 +350,10 @@ export class MemberHost {
     this.vaultKey = { text, fingerprint: vaultKeyFingerprint(text) };
     this.log(`vault keys ${key.imported ? 'imported into' : 'checked in'} the member's token (profile ${key.profile}; vault key ${this.vaultKey.fingerprint})`);
     if (existsSync(this.vaultKeyFile) && !this.vaultKeyFileHolds(text)) throw this.otherVaultKey();
-    if (this.serving === 'vault') return this.startVault(me, dirs[this.o.member]!, operatorKeyHash);
+    if (this.serving === 'vault') return this.startVault(me, ownDir, operatorKeyHash);
     const broken = process.env[BROKEN_RULE_ENV] || undefined;
     if (broken) this.log(`UNSAFE: ${BROKEN_RULE_ENV}=${broken}: this member breaks a rule of the protocol on purpose (a test's positive control)`);
-    const device = new FleetDevice({ dir: dirs[this.o.member]!, member: this.o.member, n: this.fleet.members.length, ...MEMBER_TIMING, ...(broken && { broken }) }, this.now);
+    const device = new FleetDevice({ dir: ownDir, member: this.o.member, n: this.founders.length, ...MEMBER_TIMING, operatorSecret, ...(broken && { broken }) }, this.now);
     const peers = this.fleet.members.map((m) => this.o.peerVia?.get(m.id) ?? m.peer);
     const transport = new Transport({
       self: this.o.member,
@@ -279,6 +369,7 @@ export class MemberHost {
     this.timer = setInterval(() => {
       this.now++;
       this.route(device.tick(this.now));
+      this.housekeeping((j) => device.grantJoiner(j));
     }, MEMBER_TIMING.tickMs);
   }
 
@@ -309,16 +400,18 @@ export class MemberHost {
     // the fleet's peer secret: written by fleet init; a fleet made before it gets one here (an exclusive create, so members sharing the folder read one)
     if (createPeerSecret(this.fleet.dir)) this.log(`wrote ${path.join(this.fleet.dir, PEER_SECRET_FILE)} (the members' hosts authenticate to each other with it: every member's machine needs this file)`);
     const peerKey = peerAuthKey(readPeerSecret(this.fleet.dir));
-    const others = this.fleet.members.filter((m) => m.id !== this.o.member);
-    this.rows = rowsEndpoint(this.o.member, () => this.vault, new PeerAuthVerifier(peerKey, new Set(others.map((m) => m.id))), this.log);
+    for (const m of this.fleet.members) if (m.id !== this.o.member) this.rowPeers.add(m.id);
+    // where a catch-up copies rows from: every other member fleet.json names now (a removed one's rows are as good as its last batch)
+    const others = () => this.fleet.members.filter((m) => m.id !== this.o.member).map((m) => ({ member: m.id, api: `http://${formatEndpoint(m.api)}` }));
+    this.rows = rowsEndpoint(this.o.member, () => this.vault, new PeerAuthVerifier(peerKey, this.rowPeers), this.log);
     const node = await FleetVaultNode.open(
       {
-        device: { dir, member: this.o.member, n: this.fleet.members.length, ...MEMBER_TIMING, auth, operatorKeyHash, ...(this.o.token && { token: this.o.token }), pins: this.o.tokenPins ?? { operatorDir: memberTokenOperatorDir(this.fleet.dir, this.o.member) }, log: this.log },
+        device: { dir, member: this.o.member, n: this.founders.length, ...MEMBER_TIMING, auth, operatorKeyHash, ...(this.operatorSecret && { operatorSecret: this.operatorSecret }), ...(this.o.token && { token: this.o.token }), pins: this.o.tokenPins ?? { operatorDir: memberTokenOperatorDir(this.fleet.dir, this.o.member) }, log: this.log },
         ...(storeUrl !== undefined && { storeUrl }),
         send: (_to, msg) => this.transport?.send(msg),
         onFault: (f) => (this.refused[f] = (this.refused[f] ?? 0) + 1),
         leaderUrl: () => this.leaderUrl(this.vault?.status() ?? undefined),
-        catchUp: { key: peerKey, sources: (own) => copySources(others.map((m) => ({ member: m.id, api: `http://${formatEndpoint(m.api)}` })), own) },
+        catchUp: { key: peerKey, sources: (own) => copySources(others(), own) },
         log: this.log,
       },
       this.now,
@@ -348,6 +441,7 @@ export class MemberHost {
       this.now++;
       node.tick(this.now);
       this.noteStatus(node.status());
+      this.housekeeping((j) => node.grantJoiner(j));
     }, MEMBER_TIMING.tickMs);
   }
 
@@ -405,7 +499,13 @@ export class MemberHost {
 
   private leaderUrl(s: DeviceStatus | undefined): string | null {
     if (!s || s.leader === null || s.leader === s.member) return null;
-    return `http://${formatEndpoint(this.fleet.members[s.leader]!.api)}`;
+    return this.memberUrl(s.leader);
+  }
+
+  /** Member `id`'s client URL; null for an id this host's fleet.json does not name yet (added a moment ago). */
+  private memberUrl(id: number): string | null {
+    const m = this.fleet.members[id];
+    return m ? `http://${formatEndpoint(m.api)}` : null;
   }
 
   status(): MemberStatusJson {
@@ -423,7 +523,8 @@ export class MemberHost {
       ...(this.vaultKey && { vaultKey: this.vaultKey.fingerprint, vaultKeyFile: this.vaultKeyFiled }),
     };
     if (!s) return { ...base, status: 'ceremony', leader: null, waiting: this.waiting };
-    return { ...base, ...s, leader: s.leader === null ? null : { id: s.leader, api: `http://${formatEndpoint(this.fleet.members[s.leader]!.api)}` } };
+    const api = s.leader === null ? null : this.memberUrl(s.leader);
+    return { ...base, ...s, leader: s.leader === null || api === null ? null : { id: s.leader, api } };
   }
 
   private async op(body: Buffer): Promise<Reply> {
@@ -473,6 +574,10 @@ export class MemberHost {
       if (req.method !== 'GET') return reply(serviceError('METHOD_NOT_ALLOWED'));
       return reply({ status: 200, body: this.status() });
     }
+    if (url === CHARTER_PATH) {
+      if (req.method !== 'POST') return reply(serviceError('METHOD_NOT_ALLOWED'));
+      return this.body(req, res, reply, (b) => reply(this.approve(b)));
+    }
     if (this.serving === 'vault') {
       if (url === ROWS_PATH) return this.rows ? this.rows(req, res) : reply(serviceError('NOT_READY'));
       if (url === '/fleet/ops') return reply({ status: 409, body: { error: { code: 'VAULT_SERVED', num: 0, message: 'this member serves the vault, whose batches are its log\'s entries: the replication test API (/fleet/ops) runs only on a member started with --replication-test' } } });
@@ -481,7 +586,11 @@ export class MemberHost {
     }
     if (url !== '/fleet/ops') return reply(serviceError('NOT_FOUND'));
     if (req.method !== 'POST') return reply(serviceError('METHOD_NOT_ALLOWED'));
-    // a body over the bound: answered, then the connection closed once the answer is out (the rest is never read)
+    this.body(req, res, reply, (b) => this.op(b).then(reply, () => reply(serviceError('INTERNAL'))));
+  }
+
+  /** A request body of at most MAX_OP_BODY bytes to `then`; a larger one is answered 413 and the connection closed once the answer is out (the rest is never read). */
+  private body(req: http.IncomingMessage, res: http.ServerResponse, reply: (r: Reply) => void, then: (b: Buffer) => void): void {
     const tooLarge = () => {
       res.setHeader('connection', 'close');
       res.once('finish', () => req.destroy());
@@ -499,9 +608,48 @@ export class MemberHost {
       chunks.push(c);
     });
     req.on('end', () => {
-      if (size > MAX_OP_BODY) return;
-      this.op(Buffer.concat(chunks)).then(reply, () => reply(serviceError('INTERNAL')));
+      if (size <= MAX_OP_BODY) then(Buffer.concat(chunks));
     });
+  }
+
+  /**
+   * POST /fleet/charter: the operator's approval of one charter change, for this member's device
+   * (`bkv fleet add|remove` sends it to every member): {"serial", "identities": [hex|null, ...],
+   * "approval": 64 hex digits (hsm/fleet/charters.ts charterApproval)}. 200 {"approved": serial,
+   * "charter"} once the device holds it (leading, it proposes the change); 403 with the device's
+   * refusal (Fleet.CharterNotApproved: not the operator's MAC for this change; Fleet.NoOperatorSecret);
+   * 400 for a malformed body; 503 before the device runs. Anyone may call it: without the operator
+   * secret a caller makes only refusals, and a replayed approval approves that same change again.
+   */
+  private approve(body: Buffer): Reply {
+    let v: Record<string, unknown>;
+    try {
+      v = JSON.parse(body.toString('utf8'));
+    } catch {
+      return serviceError('MALFORMED_JSON');
+    }
+    const bad = (message: string): Reply => ({ status: 400, body: { error: { code: 'BAD_REQUEST', num: ErrorCode.BAD_REQUEST.num, message } } });
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad('expected {"serial", "identities", "approval"}');
+    const extra = Object.keys(v).filter((k) => !['serial', 'identities', 'approval'].includes(k));
+    if (extra.length) return bad(`unknown key ${extra[0]}`);
+    if (typeof v.approval !== 'string' || !/^[0-9a-f]{64}$/.test(v.approval)) return bad('"approval" must be 64 lower-case hex digits');
+    let change;
+    try {
+      change = parseChange({ serial: v.serial, identities: v.identities });
+    } catch (e) {
+      if (e instanceof ChangeFormatError) return bad(e.message);
+      throw e;
+    }
+    const target = this.vault ?? this.device;
+    if (!target) return serviceError('NOT_READY');
+    try {
+      target.approveCharter(change, Uint8Array.from(Buffer.from(v.approval, 'hex')));
+    } catch (e) {
+      if (e instanceof FleetFault) return { status: 403, body: { error: { code: fleetFaultName(e.code), num: e.code, message: e.message } } };
+      return serviceError('NOT_READY');
+    }
+    this.log(`the operator approved charter change ${change.serial}`);
+    return { status: 200, body: { approved: change.serial, charter: this.status().charter } };
   }
 
   /** Stops ticking and listening; the device's state is on disk after every write. */

@@ -143,6 +143,18 @@ export class Transport {
     for (const p of this.peers) if (p) this.connect(p);
   }
 
+  /**
+   * A member a charter change added (fleet.json rewritten by `bkv fleet add`): connected to from
+   * now on. An id already known keeps its connection.
+   */
+  addPeer(id: number, to: Endpoint): void {
+    if (id === this.o.self || this.peers[id] || this.closed) return;
+    while (this.peers.length <= id) this.peers.push(null);
+    const p = new Peer(id, to);
+    this.peers[id] = p;
+    if (this.server) this.connect(p);
+  }
+
   /** The port it listens on (the given one, or the one the system chose for port 0). */
   get port(): number {
     return (this.server?.address() as net.AddressInfo | null)?.port ?? 0;

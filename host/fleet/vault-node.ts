@@ -24,7 +24,7 @@
  */
 import { Handling } from '../../enclave/api/codes.ts';
 import type { Device } from '../../enclave/api/device.ts';
-import { FleetVaultDevice, MAX_OPS_PER_BATCH, type Fate, type VaultDeviceOptions, type VaultDeviceStatus } from '../../hsm/fleet/device.ts';
+import { FleetVaultDevice, MAX_OPS_PER_BATCH, type CharterState, type Fate, type JoinFile, type VaultDeviceOptions, type VaultDeviceStatus } from '../../hsm/fleet/device.ts';
 import { ServiceError } from '../service/error-codes.ts';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -410,6 +410,17 @@ export class FleetVaultNode implements RowsSource {
     } finally {
       this.writing--;
     }
+  }
+
+  /** The operator's approval of a charter change, to the device (hsm/fleet/charters.ts); a FleetFault when refused, an Error while the device is down. */
+  approveCharter(change: CharterState, approval: Uint8Array): void {
+    if (!this.device) throw new Error('the device is not booted');
+    this.device.approveCharter(change, approval);
+  }
+
+  /** The device's grant to an added member (null while there is none to make, or the device is down). */
+  async grantJoiner(joiner: number): Promise<JoinFile | null> {
+    return (await this.device?.grantJoiner(joiner)) ?? null;
   }
 
   status(): VaultDeviceStatus | null {

@@ -54,6 +54,11 @@ import { DEFAULT_TOKEN_KIND, type TokenKind } from '../tokens/backends.ts';
 import { openVaultToken } from '../tokens/open.ts';
 import { pinRefusal, pinSourceOrDefault } from '../tokens/token-pins.ts';
 import { readMemberSecrets, SECRETS_FILE } from './member-secrets.ts';
+import { CharterDesk, JOIN_FILE as JOIN_FILE_NAME, joinStep, type CharterStatus, type JoinFile, type JoinStep } from './charters.ts';
+export { ChangeFormatError, changeJson, charterApproval, JOIN_FILE, parseChange, type ChangeJson, type CharterStatus, type JoinFile } from './charters.ts';
+export type { CharterState } from '../../enclave/fleet/messages.ts';
+/** The device's typed refusals, for its host to answer with (names and numbers only). */
+export { FleetFault, fleetFaultName } from '../../enclave/fleet/faults.ts';
 
 export { FleetVaultDevice, MAX_OPS_PER_BATCH, VAULT_LOG_KEEP, VAULT_NVRAM_FILE, type BatchToApply, type Fate, type VaultDeviceOptions, type VaultDeviceStatus } from './vault-device.ts';
 
@@ -186,6 +191,43 @@ export async function ceremonyStep(o: CeremonyInput): Promise<CeremonyStep> {
   if (!ctEqual(Buffer.from(bytesToHex(opened.check)), Buffer.from(founderCheck))) throw new FleetDeviceError(`the secret check of member ${o.member} is not the founder's: the members hold different secrets`);
   writeFileDurably(join(dir, FILES.secrets), encodeSecrets({ member: o.member, charter, identitySeed: me.seed, fleetSecret: opened.secret }));
   return { done: true, check: founderCheck };
+}
+
+/** The founding charter of fleet `fleetId` from the founding members' identity.pub files; null while one is missing. */
+export function foundingCharter(dirs: readonly string[], fleetId: Uint8Array): Charter | null {
+  const identities: Uint8Array[] = [];
+  for (let j = 0; j < dirs.length; j++) {
+    const key = readIdentityFile(dirs[j]!, j);
+    if (!key) return null;
+    identities.push(key);
+  }
+  return { fleetId, founder: FOUNDER, identities };
+}
+
+export interface JoinCeremonyInput {
+  /** The founding members' data folders, by id. */
+  readonly founders: readonly string[];
+  /** This (added) member's folder and id. */
+  readonly dir: string;
+  readonly member: number;
+  readonly fleetId: Uint8Array;
+  readonly operatorSecret: Uint8Array;
+}
+
+/**
+ * One step of an added member's ceremony (docs/fleet.md "Membership changes in the processes"),
+ * run again until done: its identity (identity.pub, for the operator's change), then its grant
+ * (join.json, written by a member once the change that adds it committed) opened by its device
+ * (charters.ts joinStep) and its secrets kept.
+ */
+export async function joinCeremonyStep(o: JoinCeremonyInput): Promise<JoinStep> {
+  await ensureIdentity(o.dir, o.member, o.operatorSecret);
+  if (readMemberSecrets(o.dir, o.member) === null && !existsSync(join(o.dir, JOIN_FILE_NAME))) return { done: false, waiting: `its grant (${join(o.dir, JOIN_FILE_NAME)}): written by a member once the change that adds it commits` };
+  const founding = foundingCharter(o.founders, o.fleetId);
+  if (!founding) return { done: false, waiting: 'the founding members\' identity.pub files' };
+  const checkFile = join(o.founders[FOUNDER]!, FILES.check);
+  const founderCheck = existsSync(checkFile) ? readFileSync(checkFile, 'utf8').trim() : null;
+  return joinStep({ dir: o.dir, seedFile: join(o.dir, FILES.seed), member: o.member, founding, founderCheck, operatorSecret: o.operatorSecret, provisioned: provisionedHash(o.dir) });
 }
 
 /**
@@ -323,11 +365,10 @@ export function parseIntent(v: unknown): Intent {
 
 export type OpJson = Record<string, string | number>;
 
-/** Checks the operator secret against the hash the device provisioned in `dir` at its first start, then approves `change` in `member`. */
-export function approveInFolder(member: Member, dir: string, change: CharterState, operatorSecret: Uint8Array): void {
+/** The operator secret's hash this device provisioned in `dir` at its first start (zeros: none). */
+export function provisionedHash(dir: string): Uint8Array {
   const file = join(dir, FILES.operator);
-  checkOperatorSecret(operatorSecret, existsSync(file) ? new Uint8Array(readFileSync(file)) : new Uint8Array(32));
-  member.approveCharter(change);
+  return existsSync(file) ? new Uint8Array(readFileSync(file)) : new Uint8Array(32);
 }
 
 export function opJson(op: Op): OpJson {
@@ -361,6 +402,12 @@ export interface DeviceOptions {
   readonly viewChangeTicks: number;
   readonly reformTicks: number;
   readonly resendTicks: number;
+  /**
+   * The operator secret, checked against the hash this device provisioned (a FleetFault
+   * otherwise): with it the device takes the operator's approvals of charter changes and grants
+   * added members the fleet secret (charters.ts); without it, neither. Kept in RAM while it runs.
+   */
+  readonly operatorSecret?: Uint8Array;
 }
 
 export interface DeviceStatus {
@@ -374,11 +421,13 @@ export interface DeviceStatus {
   readonly tip: number;
   /** The first 8 hex digits of this boot's incarnation. */
   readonly incarnation: string;
+  /** Its charters: at the tip and at the commit point, an approved change (charters.ts). */
+  readonly charter: CharterStatus;
 }
 
 /** A member's device booted from its folder: the ceremony must be done (secrets.bin). */
 /** What a member's status shows of its fleet core: ids, view, leader, log points, an incarnation prefix. No secret. */
-export function memberStatus(m: Member, n: number): DeviceStatus {
+export function memberStatus(m: Member, desk: CharterDesk): DeviceStatus {
   return {
     member: m.id,
     status: m.status,
@@ -388,11 +437,13 @@ export function memberStatus(m: Member, n: number): DeviceStatus {
     commit: m.durable.commit,
     tip: tipOf(m.durable).index,
     incarnation: bytesToHex(m.incarnation).slice(0, 8),
+    charter: desk.status(),
   };
 }
 
 export class FleetDevice {
   private readonly member: Member;
+  private readonly desk: CharterDesk;
   private readonly pending = new Map<Intent, number>();
   private nextTicket = 1;
   private journaled: number;
@@ -406,6 +457,7 @@ export class FleetDevice {
     if (o.broken !== undefined && !BROKEN_RULES.includes(o.broken as BrokenRule)) throw new FleetDeviceError(`no broken rule ${o.broken} (${BROKEN_RULES.join(', ')})`);
     const platform = { random: (k: number) => new Uint8Array(randomBytes(k)), persist: (s: DurableState) => this.persist(s) };
     this.member = new Member(state, platform, { n: o.n, secrets, viewChangeTicks: o.viewChangeTicks, reformTicks: o.reformTicks, resendTicks: o.resendTicks, ...(o.broken !== undefined && { broken: o.broken as BrokenRule }) }, now);
+    this.desk = new CharterDesk(this.member, secrets, o.operatorSecret ?? null, provisionedHash(o.dir));
   }
 
   /** The durable write that precedes every acknowledgement. */
@@ -426,33 +478,34 @@ export class FleetDevice {
     this.pending.set(intent, ticket);
     return { ticket, out: this.output(this.member.submit(intent, now)) };
   }
+  /** A message from the network; then, leading, the approved charter change proposed once its turn comes (charters.ts). */
   receive(msg: Uint8Array, now: number): DeviceOutput {
-    return this.output(this.member.receive(msg, now));
+    return this.output(this.member.receive(msg, now), this.desk.propose(now));
   }
   tick(now: number): DeviceOutput {
-    return this.output(this.member.tick(now));
+    return this.output(this.member.tick(now), this.desk.propose(now));
   }
 
   status(): DeviceStatus {
-    return memberStatus(this.member, this.o.n);
+    return memberStatus(this.member, this.desk);
   }
 
   /**
-   * The operator's approval of a charter change (docs/fleet.md, "Membership changes"): the
-   * operator secret checked against the hash provisioned in this member's folder (a FleetFault,
-   * WrongOperatorSecret or NoOperatorSecret, otherwise), then held by the member for this change.
+   * The operator's approval of a charter change (docs/fleet.md, "Membership changes in the
+   * processes"): the MAC checked (charters.ts `charterApproval`; a FleetFault, CharterNotApproved
+   * or NoOperatorSecret, otherwise), then held: leading, this device proposes the change.
    */
-  approveCharter(change: CharterState, operatorSecret: Uint8Array): void {
-    approveInFolder(this.member, this.o.dir, change, operatorSecret);
+  approveCharter(change: CharterState, approval: Uint8Array): void {
+    this.desk.approve(change, approval);
   }
 
-  /** The leader proposes an approved charter change: the entry's index, or the refusal (member.ts proposeCharter). */
-  proposeCharter(change: CharterState, now: number): { index: number | FleetFault; out: DeviceOutput } {
-    const r = this.member.proposeCharter(change, now);
-    return { index: r.index, out: this.output(r.out) };
+  /** The grant to member `joiner` of the committed charter that added it, for its folder's join.json; null while there is none to make. */
+  grantJoiner(joiner: number): Promise<JoinFile | null> {
+    return this.desk.grant(joiner);
   }
 
-  private output(out: Output): DeviceOutput {
+  private output(out: Output, more: Output | null = null): DeviceOutput {
+    if (more) out = { send: [...out.send, ...more.send], answers: [...out.answers, ...more.answers], faults: [...out.faults, ...more.faults], events: [...out.events, ...more.events] };
     this.journal(this.member.durable);
     const send: DeviceOutput['send'] = [];
     for (const msg of out.send) {

@@ -41,7 +41,9 @@ import { FileNvram } from '../nvram-file.ts';
 import { DEFAULT_TOKEN_KIND, type TokenKind } from '../tokens/backends.ts';
 import { openVaultToken } from '../tokens/open.ts';
 import { pinRefusal, pinSourceOrDefault } from '../tokens/token-pins.ts';
-import { FILES, FleetDeviceError, memberStatus, opJson, receiverOf, type DeviceStatus } from './device.ts';
+import type { CharterState } from '../../enclave/fleet/messages.ts';
+import { FILES, FleetDeviceError, memberStatus, opJson, provisionedHash, receiverOf, type DeviceStatus } from './device.ts';
+import { CharterDesk, type JoinFile } from './charters.ts';
 import { readMemberSecrets } from './member-secrets.ts';
 
 /** The vault's NVRAM file in the member's folder (the single vault's partition 0 name: hsm/runner.ts). */
@@ -85,6 +87,8 @@ export interface VaultDeviceOptions {
   readonly auth: AuthConfig;
   /** SHA-256 of the operator secret (zeroization). */
   readonly operatorKeyHash?: Uint8Array;
+  /** The operator secret, for charter changes (device.ts DeviceOptions `operatorSecret`). */
+  readonly operatorSecret?: Uint8Array;
   /** The token backend (hsm/tokens/backends.ts); default the emulator in the member's folder. */
   readonly token?: TokenKind;
   readonly pins?: TokenPinSource;
@@ -110,6 +114,7 @@ export class FleetVaultDevice {
     private readonly o: VaultDeviceOptions,
     private readonly member: Member,
     private readonly seat: FleetSeat,
+    private readonly desk: CharterDesk,
     /** The enclave's entry: request bytes in, response bytes out. */
     readonly device: Device,
     private readonly token: Pkcs11Token,
@@ -167,19 +172,37 @@ export class FleetVaultDevice {
       finalize();
       throw e;
     }
-    return new FleetVaultDevice(o, member, seat, device, token, nvram, finalize, clock);
+    return new FleetVaultDevice(o, member, seat, new CharterDesk(member, secrets, o.operatorSecret ?? null, provisionedHash(o.dir)), device, token, nvram, finalize, clock);
   }
 
+  /** A message from the network; then, leading, the approved charter change proposed once its turn comes (charters.ts). */
   receive(msg: Uint8Array, now: number): void {
     this.clock.now = now;
     this.seat.receive(msg);
+    this.proposeCharter(now);
     this.journal();
   }
 
   tick(now: number): void {
     this.clock.now = now;
     this.seat.tick();
+    this.proposeCharter(now);
     this.journal();
+  }
+
+  private proposeCharter(now: number): void {
+    const out = this.desk.propose(now);
+    if (out) this.seat.takeOutput(out);
+  }
+
+  /** The operator's approval of a charter change (device.ts FleetDevice.approveCharter). */
+  approveCharter(change: CharterState, approval: Uint8Array): void {
+    this.desk.approve(change, approval);
+  }
+
+  /** The grant to an added member (device.ts FleetDevice.grantJoiner). */
+  grantJoiner(joiner: number): Promise<JoinFile | null> {
+    return this.desk.grant(joiner);
   }
 
   /** The sealed messages the member sends (after a receive, a tick, or a batch it proposed), with their receiver. */
@@ -220,7 +243,7 @@ export class FleetVaultDevice {
 
   status(): VaultDeviceStatus {
     return {
-      ...memberStatus(this.member, this.o.n),
+      ...memberStatus(this.member, this.desk),
       appliedBatch: this.seat.appliedEpoch,
       behind: this.seat.behind(),
     };

@@ -6,11 +6,18 @@
  * is test/host/fleet/ledger.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkFleetConfig, fleetJson, initFleet } from '../../host/fleet/config.ts';
 import { bin } from './cli.ts';
+import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../client/escrow.ts';
+import { httpRelay } from '../../client/http-relay.ts';
+import { identityKsf } from '../../enclave/opaque/ksf.ts';
+import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
+import { mintToken, readIssuerPrivate } from '../../host/auth/issuer.ts';
+import { readVaultKeyFile } from '../../host/cli/io.ts';
 import { freeFixedPort, tcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -111,6 +118,11 @@ export class ProcFleet {
     return f;
   }
 
+  /** The client port fleet.json gives member `i` (one a charter change added). */
+  private addedApi(i: number): number {
+    return checkFleetConfig(JSON.parse(readFileSync(this.fleetFile, 'utf8'))).members[i]!.api.port;
+  }
+
   note(s: string): void {
     this.events.push(`${new Date().toISOString().slice(11, 23)} ${s}`);
   }
@@ -121,13 +133,14 @@ export class ProcFleet {
 
   /** Starts member `i` (from `fleet`, default the fleet's file; `args` appended) and resolves once it listens (its key ceremony done). */
   async start(i: number, o: { fleet?: string; api?: number; peer?: number; label?: string; args?: readonly string[] } = {}): Promise<MemberProc> {
-    const via = Array.from({ length: this.n }, (_, j) => j).filter((j) => j !== i).flatMap((j) => ['--peer-via', `${j}=127.0.0.1:${this.proxies[i]![j]!.port}`]);
+    // a member a charter change added (i >= n) reaches the others, and they it, directly (fleet.json's addresses)
+    const via = i >= this.n ? [] : Array.from({ length: this.n }, (_, j) => j).filter((j) => j !== i).flatMap((j) => ['--peer-via', `${j}=127.0.0.1:${this.proxies[i]![j]!.port}`]);
     const args = [bin, 'serve', '--fleet', o.fleet ?? this.fleetFile, '--member', String(i), ...via, ...(this.vault ? [] : ['--replication-test']), ...this.extraArgs];
     if (o.api !== undefined) args.push('--api-listen', `127.0.0.1:${o.api}`);
     if (o.peer !== undefined) args.push('--peer-listen', `127.0.0.1:${o.peer}`);
     if (o.args) args.push(...o.args);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...this.env } });
-    const p: MemberProc = { member: i, child, api: `http://127.0.0.1:${o.api ?? this.apiPorts[i]}`, label: o.label ?? `m${i}`, log: '' };
+    const p: MemberProc = { member: i, child, api: `http://127.0.0.1:${o.api ?? this.apiPorts[i] ?? this.addedApi(i)}`, label: o.label ?? `m${i}`, log: '' };
     child.stderr!.on('data', (d: Buffer) => (p.log += d.toString()));
     await new Promise<void>((res, rej) => {
       const t = setTimeout(() => rej(new Error(`member ${i} did not start:\n${p.log}`)), 60_000);
@@ -249,4 +262,20 @@ export async function postOp(api: string, intent: unknown): Promise<Reply> {
   } catch {
     return null;
   }
+}
+
+/** An SDK client of the fleet in `root` over `baseUrl` (its members' client URLs): the identity KSF (no stretching: many registrations), tokens from the fleet's development issuer, the pinned vault-key.pub. */
+export async function fleetClient(root: string, baseUrl: string[]): Promise<EscrowClient> {
+  const pinned = readVaultKeyFile(join(root, 'vault-key.pub'));
+  const issuer = readIssuerPrivate(join(root, 'auth', 'issuer.key'));
+  return new EscrowClient({
+    relay: httpRelay({ baseUrl, enclavePublicKey: pinned.enclavePublicKey, timeoutMs: 15_000 }),
+    enclavePublicKey: pinned.enclavePublicKey,
+    suite: await fastSuite('ristretto255-SHA512'),
+    rng: (n) => new Uint8Array(randomBytes(n)),
+    context: pinned.opaqueContext,
+    ksf: identityKsf,
+    ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true },
+    auth: (recordId) => mintToken(issuer, { subject: new TextDecoder().decode(recordId) }),
+  });
 }

@@ -9,9 +9,10 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ceremonyStep, FILES, FleetDevice, FleetDeviceError, IntentError, parseIntent, type DeviceOutput } from '../../hsm/fleet/device.ts';
+import { ceremonyStep, ensureIdentity, FILES, FleetDevice, FleetDeviceError, IntentError, parseIntent, provisionedHash, type DeviceOutput } from '../../hsm/fleet/device.ts';
+import { ChangeFormatError, charterApproval, JOIN_FILE, joinStep } from '../../hsm/fleet/charters.ts';
 import { FleetCode, FleetFault } from '../../enclave/fleet/faults.ts';
 import { decodeSecrets } from '../../enclave/fleet/durable.ts';
 import { newIdentity } from '../../enclave/fleet/ceremony.ts';
@@ -133,10 +134,10 @@ describe('the key ceremony over the members\' folders', () => {
 });
 
 /** Three members' folders through the ceremony, their devices booted and run until one leads. */
-async function formedDevices(): Promise<{ dirs: string[]; devs: FleetDevice[]; lead: number }> {
+async function formedDevices(operatorSecret?: Uint8Array): Promise<{ dirs: string[]; devs: FleetDevice[]; lead: number }> {
   const dirs = folders();
   await ceremony(dirs);
-  const devs = dirs.map((dir, member) => new FleetDevice({ dir, member, n: 3, ...TIMING }, clock.now));
+  const devs = dirs.map((dir, member) => new FleetDevice({ dir, member, n: 3, ...TIMING, ...(operatorSecret && { operatorSecret }) }, clock.now));
   const leaderOf = () => devs.map((d) => d.status()).find((s) => s.status === 'normal' && s.leader === s.member)?.member;
   run(devs, () => leaderOf() !== undefined);
   return { dirs, devs, lead: leaderOf()! };
@@ -181,27 +182,51 @@ describe('the device', () => {
     }
   });
 
-  it('a charter change: approved only with the operator secret the device provisioned, proposed by the leader, committed and journaled', async () => {
-    const { dirs, devs, lead: l } = await formedDevices();
+  it('a charter change: the operator\'s approval checked, proposed by the leader on its own, committed, journaled; the added member granted, joined and admitted', async () => {
+    const { dirs, devs, lead: l } = await formedDevices(OPERATOR);
     const lead = devs[l]!;
     const keys = [0, 1, 2].map((m) => Uint8Array.from(Buffer.from(JSON.parse(readFileSync(join(dirs[m]!, FILES.pub), 'utf8')).publicKey, 'hex')));
-    const joiner = await newIdentity((n) => new Uint8Array(n).fill(0x33));
-    const change = { serial: 1, identities: [...keys, joiner.publicKey] };
-    const code = (r: { index: number | FleetFault }) => (typeof r.index === 'number' ? null : r.index.code);
-    // no approval yet, then the wrong operator secret: refused, nothing approved
-    expect(code(lead.proposeCharter(change, clock.now))).toBe(FleetCode.CharterNotApproved);
-    expect(() => lead.approveCharter(change, new Uint8Array(32).fill(8))).toThrow(expect.objectContaining({ code: FleetCode.WrongOperatorSecret }));
-    expect(code(lead.proposeCharter(change, clock.now))).toBe(FleetCode.CharterNotApproved);
-    // the right one: proposed (after an entry of the leader's view, if needed) and committed by the three founding members
-    lead.approveCharter(change, OPERATOR);
-    let r = lead.proposeCharter(change, clock.now);
-    if (code(r) === FleetCode.Busy) {
-      run(devs, () => lead.status().commit === lead.status().tip);
-      r = lead.proposeCharter(change, clock.now);
+    const dir3 = join(dirname(dirs[0]!), 'member-3');
+    mkdirSync(dir3);
+    const id3 = await ensureIdentity(dir3, 3, OPERATOR);
+    const change = { serial: 1, identities: [...keys, Uint8Array.from(Buffer.from(id3.publicKey, 'hex'))] };
+    const founding = { fleetId: FLEET_ID, founder: 0, identities: keys };
+    const approval = charterApproval(OPERATOR, founding, change);
+    // forged approvals (another operator secret's, another change's, cut short, empty): refused, nothing approved, nothing proposed
+    for (const bad of [charterApproval(new Uint8Array(32).fill(8), founding, change), charterApproval(OPERATOR, founding, { ...change, serial: 2 }), approval.subarray(0, 31), new Uint8Array(0)]) {
+      expect(() => lead.approveCharter(change, bad)).toThrow(expect.objectContaining({ code: FleetCode.CharterNotApproved }));
     }
-    expect(typeof r.index).toBe('number');
-    run(devs, () => devs.every((d) => d.status().commit >= (r.index as number)));
-    expect(devs.every((d) => d.status().commit >= (r.index as number))).toBe(true);
-    expect(readFileSync(join(dirs[lead.status().member]!, FILES.history), 'utf8')).toMatch(/"kind":"charter","serial":1/);
+    run(devs, () => false);
+    expect(devs.map((d) => d.status().charter)).toEqual(devs.map(() => ({ serial: 0, members: [0, 1, 2], committed: 0 })));
+    // a device started without the operator secret approves nothing; one given another secret does not start
+    expect(() => new FleetDevice({ dir: dirs[l]!, member: l, n: 3, ...TIMING }, clock.now).approveCharter(change, approval)).toThrow(expect.objectContaining({ code: FleetCode.NoOperatorSecret }));
+    expect(() => new FleetDevice({ dir: dirs[l]!, member: l, n: 3, ...TIMING, operatorSecret: new Uint8Array(32).fill(8) }, clock.now)).toThrow(expect.objectContaining({ code: FleetCode.WrongOperatorSecret }));
+    // no grant before the change commits
+    expect(await lead.grantJoiner(3)).toBeNull();
+    // approved in every device: whichever leads proposes it on its own, and the three founding members commit it
+    for (const d of devs) d.approveCharter(change, approval);
+    expect(lead.status().charter.approved).toBe(1);
+    run(devs, () => devs.every((d) => d.status().charter.committed === 1));
+    expect(devs.map((d) => d.status().charter)).toEqual(devs.map(() => ({ serial: 1, members: [0, 1, 2, 3], committed: 1 })));
+    expect(readFileSync(join(dirs[l]!, FILES.history), 'utf8')).toMatch(/"kind":"charter","serial":1/);
+    // the grant: none for a founding id; the added member's opens only in its device, untampered
+    expect(await lead.grantJoiner(1)).toBeNull();
+    const grant = (await lead.grantJoiner(3))!;
+    const join3 = (g: object) => {
+      writeFileSync(join(dir3, JOIN_FILE), JSON.stringify(g));
+      return joinStep({ dir: dir3, seedFile: join(dir3, FILES.seed), member: 3, founding, founderCheck: readFileSync(join(dirs[0]!, FILES.check), 'utf8').trim(), operatorSecret: OPERATOR, provisioned: provisionedHash(dir3) });
+    };
+    expect(await joinStep({ dir: dir3, seedFile: join(dir3, FILES.seed), member: 3, founding, founderCheck: null, operatorSecret: OPERATOR, provisioned: provisionedHash(dir3) })).toEqual({ done: false, waiting: expect.stringContaining('join.json') });
+    const flipped = grant.grant.slice(0, 40) + (grant.grant[40] === '0' ? '1' : '0') + grant.grant.slice(41);
+    await refusedWith(join3({ ...grant, grant: flipped }), FleetCode.BadGrant);
+    await refusedWith(join3({ ...grant, granter: (l + 1) % 3 }), FleetCode.BadGrant);
+    await expect(join3({ ...grant, serial: 'x' })).rejects.toThrow(ChangeFormatError);
+    expect(existsSync(join(dir3, FILES.secrets))).toBe(false);
+    expect(await join3(grant)).toEqual({ done: true, check: readFileSync(join(dirs[0]!, FILES.check), 'utf8').trim() });
+    // the added member boots empty, rejoins, installs the leader's snapshot and is admitted
+    const d3 = new FleetDevice({ dir: dir3, member: 3, n: 3, ...TIMING, operatorSecret: OPERATOR }, clock.now);
+    const all = [...devs, d3];
+    run(all, () => d3.status().status === 'normal' && d3.status().commit === lead.status().commit);
+    expect(d3.status()).toEqual(expect.objectContaining({ status: 'normal', charter: { serial: 1, members: [0, 1, 2, 3], committed: 1 } }));
   });
 });

@@ -71,6 +71,36 @@ describe('bkv fleet up, status; bkv serve --fleet', () => {
     expect(json(missing.out)).toMatchObject({ ok: false, exitCode: 1, command: 'fleet status', error: { code: 'failure', name: 'FleetConfigError' } });
   });
 
+  it('fleet add, remove, replace: usage errors exit 2; with no member up, exit 1 and nothing written', () => {
+    const before = readFileSync(join(dir, 'a', 'fleet.json'), 'utf8');
+    for (const args of [
+      ['fleet', 'add'],
+      ['fleet', 'add', 'a', 'extra'],
+      ['fleet', 'add', 'a', '--members', '3'],
+      ['fleet', 'add', 'a', '--member', '1'],
+      ['fleet', 'add', 'a', '--timeout', '0'],
+      ['fleet', 'add', 'a', '--api-port', '70000'],
+      ['fleet', 'add', 'a', '--operator-key-file', 'nowhere.key'],
+      ['fleet', 'remove', 'a'],
+      ['fleet', 'remove', 'a', '--member', '7'],
+      ['fleet', 'remove', 'a', '--member', 'x'],
+      ['fleet', 'remove', 'a', '--member', '1', '--host', '127.0.0.1'],
+      ['fleet', 'replace', 'a'],
+      ['fleet', 'replace', 'a', '--member', '3'],
+    ]) {
+      const r = runBkv(dir, [...args, '--json']);
+      expect(r.code, `${args.join(' ')}: ${r.out}`).toBe(2);
+      expect(json(r.out)).toMatchObject({ ok: false, exitCode: 2 });
+    }
+    for (const args of [['fleet', 'add', 'a'], ['fleet', 'remove', 'a', '--member', '1'], ['fleet', 'replace', 'a', '--member', '1']]) {
+      const r = runBkv(dir, [...args, '--json', '--timeout', '1']);
+      expect(r.code, `${args.join(' ')}: ${r.out}`).toBe(1);
+      expect(json(r.out)).toMatchObject({ ok: false, exitCode: 1, command: `fleet ${args[1]}`, error: { message: expect.stringMatching(/does not answer/) } });
+    }
+    expect(readFileSync(join(dir, 'a', 'fleet.json'), 'utf8')).toBe(before);
+    expect(existsSync(join(dir, 'a', 'member-3'))).toBe(false);
+  });
+
   it('fleet up starts every member; fleet status exits 1 with none running and 0 once a majority is normal under one leader; SIGTERM stops them all', async () => {
     const base = await freeBase();
     expect(runBkv(dir, ['fleet', 'init', '--members', '3', '--dir', 'up', '--base-port', String(base)]).code).toBe(0);

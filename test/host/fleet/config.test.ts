@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEV_FLEET_ISSUER, FLEET_FILE, FleetConfigError, checkFleetConfig, fleetJson, initFleet, memberDir, parseEndpoint, readFleetConfig } from '../../../host/fleet/config.ts';
+import { DEV_FLEET_ISSUER, FLEET_FILE, FleetConfigError, checkFleetConfig, fleetJson, foundingMembers, initFleet, memberDir, parseEndpoint, readFleetConfig } from '../../../host/fleet/config.ts';
 import { generateIssuer, mintToken, readIssuerPrivate } from '../../../host/auth/issuer.ts';
 import { runBkv } from '../../helpers/cli.ts';
 import { thrownBy } from '../../helpers/errors.ts';
@@ -24,11 +24,13 @@ afterEach(() => {
 });
 
 /** A valid fleet.json object for three members. */
+const member = (i: number): Record<string, any> => ({ id: i, api: `127.0.0.1:${7400 + 2 * i}`, peer: `127.0.0.1:${7401 + 2 * i}`, data: `member-${i}` });
+
 function valid(): Record<string, any> {
   return {
     format: 'bkv-fleet/1',
     fleetId: '00112233445566778899aabbccddeeff',
-    members: [0, 1, 2].map((i) => ({ id: i, api: `127.0.0.1:${7400 + 2 * i}`, peer: `127.0.0.1:${7401 + 2 * i}`, data: `member-${i}` })),
+    members: [0, 1, 2].map(member),
     auth: { issuers: ['auth/issuer.pub'] },
   };
 }
@@ -114,6 +116,16 @@ describe('fleet init', () => {
 });
 
 describe('fleet.json is read strictly', () => {
+  it('members added and removed by charter changes round-trip; the founding ones are those without "joined"', () => {
+    const v = valid();
+    v.members.push({ ...member(3), joined: 1 }, { ...member(4), joined: 3 });
+    v.members[0].removed = 2;
+    const c = checkFleetConfig(v);
+    expect(c.members.map((m) => [m.joined, m.removed])).toEqual([[undefined, 2], [undefined, undefined], [undefined, undefined], [1, undefined], [3, undefined]]);
+    expect(foundingMembers(c).map((m) => m.id)).toEqual([0, 1, 2]);
+    expect(JSON.parse(fleetJson(c))).toEqual(v);
+  });
+
   it('a valid file round-trips through its JSON form, IPv6 endpoints in brackets', () => {
     const v = valid();
     v.members[2].api = '[::1]:7404';
@@ -151,6 +163,15 @@ describe('fleet.json is read strictly', () => {
     ['an issuer that is not a string', (v) => (v.auth.issuers = [7]), /"auth\.issuers"/],
     ['an unknown auth key', (v) => (v.auth.audience = 'x'), /auth: unknown key "audience"/],
     ['auth missing', (v) => delete v.auth, /auth: expected an object/],
+    // members added and removed by charter changes (docs/fleet.md "Membership changes in the processes")
+    ['an added member among the founding ones', (v) => (v.members[1].joined = 1), /the 2 founding members come first|must list 3, 5 or 7 founding/],
+    ['an added member without "joined"', (v) => v.members.push(member(3)), /"members" must list 3, 5 or 7 founding members/],
+    ['an added member\'s serial 0', (v) => v.members.push({ ...member(3), joined: 0 }), /members\[3\]: "joined" and "removed" must be charter serials/],
+    ['a serial that is not an integer', (v) => v.members.push({ ...member(3), joined: 1.5 }), /members\[3\]: "joined" and "removed" must be charter serials/],
+    ['added members out of change order', (v) => v.members.push({ ...member(3), joined: 2 }, { ...member(4), joined: 2 }), /members\[4\]: "joined" must follow the member before it's/],
+    ['a removal before the addition', (v) => v.members.push({ ...member(3), joined: 2, removed: 2 }), /members\[3\]: "removed" must follow "joined"/],
+    ['two members left', (v) => ((v.members[0].removed = 1), (v.members[1].removed = 2)), /1 members not removed: a fleet has 3 to 7/],
+    ['an eighth member id', (v) => v.members.push(...[3, 4, 5, 6, 7].map((i) => ({ ...member(i), joined: i - 2 }))), /"members" must list at most 7 members/],
   ];
   for (const [what, change, message] of cases) {
     it(`refuses ${what}`, () => {

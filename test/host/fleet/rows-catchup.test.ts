@@ -17,7 +17,6 @@
  *      oversized field, a line over the bound, a line after the end, a refusal, another content
  *      type) and leaves no staging file; a whole one lands in the staging file, marked.
  */
-import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,20 +24,15 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../../client/escrow.ts';
-import { httpRelay } from '../../../client/http-relay.ts';
-import { identityKsf } from '../../../enclave/opaque/ksf.ts';
-import { fastSuite } from '../../../enclave/opaque/suites-fast.ts';
+import { EscrowClient } from '../../../client/escrow.ts';
 import { VAULT_LOG_KEEP } from '../../../hsm/fleet/device.ts';
-import { mintToken, readIssuerPrivate } from '../../../host/auth/issuer.ts';
-import { readVaultKeyFile } from '../../../host/cli/io.ts';
 import { checkFleetConfig, fleetJson } from '../../../host/fleet/config.ts';
 import { VAULT_KEY_FILE } from '../../../host/fleet/member-host.ts';
 import { PEER_SECRET_FILE, peerAuthKey, peerCredential, readPeerSecret } from '../../../host/fleet/peer-auth.ts';
 import { ROWS_PATH } from '../../../host/fleet/rows-endpoint.ts';
 import { downloadRows, RowCopyError, STAGING_DONE, stagingPath } from '../../../host/fleet/row-copy.ts';
 import { openSqliteStore } from '../../../host/storage/sqlite.ts';
-import { ProcFleet, type MemberStatus } from '../../helpers/fleet-procs.ts';
+import { fleetClient, ProcFleet, type MemberStatus } from '../../helpers/fleet-procs.ts';
 import { freePort } from '../../helpers/tcp-proxy.ts';
 
 let f: ProcFleet;
@@ -49,21 +43,8 @@ const urls = () => f.apiPorts.map((p) => `http://127.0.0.1:${p}`);
 type Status = MemberStatus & { behind?: boolean };
 const statusOf = (i: number) => f.status(urls()[i]!) as Promise<Status | null>;
 
-/** An SDK client over every member, the identity KSF (no stretching: many registrations), tokens from the fleet's development issuer. */
-async function sdk(): Promise<EscrowClient> {
-  const pinned = readVaultKeyFile(join(f.root, VAULT_KEY_FILE));
-  const issuer = readIssuerPrivate(join(f.root, 'auth', 'issuer.key'));
-  return new EscrowClient({
-    relay: httpRelay({ baseUrl: urls(), enclavePublicKey: pinned.enclavePublicKey, timeoutMs: 15_000 }),
-    enclavePublicKey: pinned.enclavePublicKey,
-    suite: await fastSuite('ristretto255-SHA512'),
-    rng: (n) => new Uint8Array(randomBytes(n)),
-    context: pinned.opaqueContext,
-    ksf: identityKsf,
-    ksfBounds: { ...DEFAULT_KSF_BOUNDS, allowIdentity: true },
-    auth: (recordId) => mintToken(issuer, { subject: new TextDecoder().decode(recordId) }),
-  });
-}
+/** An SDK client over every member. */
+const sdk = () => fleetClient(f.root, urls());
 
 /** Registers `id`, again when a view change lost its stage or every member refused for a moment (nothing was charged). */
 async function register(c: EscrowClient, id: string): Promise<void> {
