@@ -221,6 +221,11 @@ describe('the device', () => {
     await refusedWith(join3({ ...grant, grant: flipped }), FleetCode.BadGrant);
     await refusedWith(join3({ ...grant, granter: (l + 1) % 3 }), FleetCode.BadGrant);
     await expect(join3({ ...grant, serial: 'x' })).rejects.toThrow(ChangeFormatError);
+    // the joiner's device given another operator secret than the one it provisioned opens nothing
+    writeFileSync(join(dir3, JOIN_FILE), JSON.stringify(grant));
+    await refusedWith(joinStep({ dir: dir3, seedFile: join(dir3, FILES.seed), member: 3, founding, founderCheck: null, operatorSecret: new Uint8Array(32).fill(8), provisioned: provisionedHash(dir3) }), FleetCode.WrongOperatorSecret);
+    // a grant for another id (the joiner named 4 in a changed charter it is not in) opens nothing
+    await refusedWith(joinStep({ dir: dir3, seedFile: join(dir3, FILES.seed), member: 4, founding, founderCheck: null, operatorSecret: OPERATOR, provisioned: provisionedHash(dir3) }), FleetCode.NotInCharter);
     expect(existsSync(join(dir3, FILES.secrets))).toBe(false);
     expect(await join3(grant)).toEqual({ done: true, check: readFileSync(join(dirs[0]!, FILES.check), 'utf8').trim() });
     // the added member boots empty, rejoins, installs the leader's snapshot and is admitted
