@@ -156,6 +156,8 @@ export interface MemberRow {
   readonly appliedBatch: number | null;
   /** Serving the vault: its log folded batches its vault never applied, and its host copies rows (docs/fleet-vault.md). */
   readonly behind: boolean | null;
+  /** The serial of the charter at its commit point (0: the founding one), and the member ids that charter names (docs/fleet.md "Membership changes"). */
+  readonly charter: { readonly serial: number; readonly members: readonly number[] } | null;
   /** `behind`: normal in the log, but its vault serves nothing until it has copied another member's rows. */
   readonly health: 'ok' | 'lagging' | 'behind' | 'not-normal' | 'unreachable';
 }
@@ -179,10 +181,11 @@ export function summarize(fleet: LoadedFleet, answers: readonly (MemberStatusJso
   const rows = active(fleet).map((m, i): MemberRow => {
     const a = answers[i];
     const api = `http://${formatEndpoint(m.api)}`;
-    if (!a) return { member: m.id, api, reachable: false, status: 'unreachable', epoch: null, view: null, leader: null, commit: null, lag: null, vaultKey: null, appliedBatch: null, behind: null, health: 'unreachable' };
+    if (!a) return { member: m.id, api, reachable: false, status: 'unreachable', epoch: null, view: null, leader: null, commit: null, lag: null, vaultKey: null, appliedBatch: null, behind: null, charter: null, health: 'unreachable' };
     const lag = lead && a.commit !== undefined ? lead.commit! - a.commit : null;
     const health = a.status !== 'normal' ? 'not-normal' : a.behind === true ? 'behind' : lag !== null && lag > 0 ? 'lagging' : 'ok';
-    return { member: m.id, api, reachable: true, status: a.status, epoch: a.epoch ?? null, view: a.view ?? null, leader: a.leader?.id ?? null, commit: a.commit ?? null, lag, vaultKey: a.vaultKey ?? null, appliedBatch: a.appliedBatch ?? null, behind: a.behind ?? null, health };
+    const charter = a.charter ? { serial: a.charter.committed, members: a.charter.members } : null;
+    return { member: m.id, api, reachable: true, status: a.status, epoch: a.epoch ?? null, view: a.view ?? null, leader: a.leader?.id ?? null, commit: a.commit ?? null, lag, vaultKey: a.vaultKey ?? null, appliedBatch: a.appliedBatch ?? null, behind: a.behind ?? null, charter, health };
   });
   return { rows, leader, healthy };
 }
@@ -195,8 +198,8 @@ async function status(p: Parsed, out: Output): Promise<number> {
   out.set({ file: fleet.file, fleetId: fleet.fleetId, leader, healthy, members: rows });
   if (!out.json) {
     const cell = (v: unknown) => (v === null || v === undefined ? '-' : String(v));
-    console.log(['member', 'status', 'epoch', 'view', 'leader', 'commit', 'lag', 'applied', 'health', 'api'].join('\t'));
-    for (const r of rows) console.log([r.member, r.status, r.epoch, r.view, r.leader, r.commit, r.lag, r.appliedBatch, r.health, r.api].map(cell).join('\t'));
+    console.log(['member', 'status', 'epoch', 'view', 'leader', 'commit', 'lag', 'applied', 'charter', 'health', 'api'].join('\t'));
+    for (const r of rows) console.log([r.member, r.status, r.epoch, r.view, r.leader, r.commit, r.lag, r.appliedBatch, r.charter && `${r.charter.serial}:${r.charter.members.join(',')}`, r.health, r.api].map(cell).join('\t'));
   }
   if (!healthy) throw new CliError(EXIT.failure, `the fleet has no majority of normal members under one leader (${rows.filter((r) => r.status === 'normal').length} of ${rows.length} normal)`);
   return 0;

@@ -133,7 +133,9 @@ describe('bkv fleet up, status; bkv serve --fleet', () => {
       for (const m of s.members) expect(m).toMatchObject({ reachable: true, status: 'normal', leader: s.leader, epoch: 1, lag: 0, health: 'ok', behind: false });
       for (const m of s.members) expect(typeof m.appliedBatch).toBe('number');
       const human = runBkv(dir, ['fleet', 'status', 'up']);
-      expect(human.out).toMatch(/^member\tstatus\tepoch\tview\tleader\tcommit\tlag\tapplied\thealth\tapi\n0\tnormal\t1\t/);
+      expect(human.out).toMatch(/^member\tstatus\tepoch\tview\tleader\tcommit\tlag\tapplied\tcharter\thealth\tapi\n0\tnormal\t1\t/);
+      // each member's charter: the founding one, serial 0, members 0, 1, 2
+      expect(human.out.split('\n')[1]!.split('\t')[8]).toBe('0:0,1,2');
     } finally {
       up.kill('SIGTERM');
     }
@@ -157,5 +159,20 @@ describe('bkv fleet up, status; bkv serve --fleet', () => {
     expect(rows.map((r) => [r.appliedBatch, r.behind])).toEqual([[5, false], [2, true], [null, null]]);
     // positive control: the same member not behind, at the leader's commit, is ok
     expect(summarize(fleet, [answers[0]!, { ...base, member: 1, appliedBatch: 5, behind: false }, null]).rows[1]!.health).toBe('ok');
+    // the charter at each member's commit point; none from a member that does not answer
+    const charter = { serial: 1, members: [0, 1, 2, 3], committed: 1 };
+    expect(summarize(fleet, [{ ...answers[0]!, charter }, answers[1]!, null]).rows.map((r) => r.charter)).toEqual([{ serial: 1, members: [0, 1, 2, 3] }, null, null]);
+  });
+
+  it('status over a changed fleet: removed members are not listed and count in no majority', () => {
+    const fleet = readFleetConfig(join(dir, 'rows', 'fleet.json'));
+    const changed = { ...fleet, members: [{ ...fleet.members[0]!, removed: 2 }, ...fleet.members.slice(1), { ...fleet.members[2]!, id: 3, api: { host: '127.0.0.1', port: 7490 }, peer: { host: '127.0.0.1', port: 7491 }, data: 'member-3', joined: 1 }] };
+    const base = { fleetId: fleet.fleetId, status: 'normal', peers: [], refused: {}, serving: 'vault' as const, epoch: 1, view: 3, commit: 9, leader: { id: 1, api: 'http://127.0.0.1:1' } };
+    // answers for the members not removed (1, 2, 3), as bkv fleet status asks them
+    const two = summarize(changed, [{ ...base, member: 1 }, { ...base, member: 2 }, null]);
+    expect(two.rows.map((r) => r.member)).toEqual([1, 2, 3]);
+    expect(two.healthy).toBe(true);
+    // one of three: no majority of the members kept (member 0, removed, is not one of them)
+    expect(summarize(changed, [{ ...base, member: 1 }, null, null]).healthy).toBe(false);
   });
 });

@@ -8,8 +8,8 @@
  *   2. `bkv fleet replace --member 0` adds member 3 (its folder, identity and grant; fleet.json
  *      names it), waits while the test starts it (it opens its grant, copies the rows, is
  *      admitted and applies batches), then removes member 0 (fleet.json marks it; it retires);
- *   3. the fleet of members 1, 2 and 3 serves with member 1 killed (2 of 3), and a removed member
- *      started again does not serve.
+ *   3. the fleet of members 1, 2 and 3 serves with member 1 killed (2 of 3), a removed member
+ *      started again does not start, and the added member SIGKILLed and started again serves.
  * The ledger throughout: every acknowledged registration is found at the end and recovers with
  * its key; no record's attempts used went below its acknowledged wrong guesses (none refunded)
  * or above the guesses tried (none charged unasked).
@@ -203,7 +203,7 @@ describe('charter changes between member processes', () => {
     await f.kill(f.procs[0]!);
   }, 300_000);
 
-  it('serves on the new charter with one of its members down; a removed member started again serves nothing', async () => {
+  it('serves on the new charter with one of its members down; a removed member started again serves nothing; the added member restarts', async () => {
     onTestFailed(async () => console.error(f.events.slice(-30).join('\n'), JSON.stringify(await Promise.all([2, 3].map(statusOf))), load.lastError, [...f.procs, ...f.extra].map((p) => p && `${p.label}:\n${p.log.split('\n').filter((l) => !/connected/.test(l)).slice(-25).join('\n')}`).join('\n---\n')));
     await f.kill(f.procs[1]!);
     members = [2, 3];
@@ -215,9 +215,13 @@ describe('charter changes between member processes', () => {
     await f.waitFor('registrations on members 2 and 3', async () => load.registered.size > before + 3, 60_000);
     // the removed member started again: it does not start (fleet.json marks it removed)
     await expect(f.start(0)).rejects.toThrow(/removed/);
-    await load.end();
     await f.start(1);
     members = [1, 2, 3];
+    await settled([1, 2, 3]);
+    // the added member SIGKILLed under load and started again from its folder (its secrets of version 2, its state)
+    await f.kill(f.procs[3]!);
+    await f.start(3);
+    await load.end();
     await settled([1, 2, 3]);
     await load.check();
   }, 300_000);
