@@ -14,6 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ceremonyStep, ensureIdentity, FILES, FleetDevice, FleetDeviceError, IntentError, parseIntent, provisionedHash, type DeviceOutput } from '../../hsm/fleet/device.ts';
 import { ChangeFormatError, charterApproval, JOIN_FILE, joinStep } from '../../hsm/fleet/charters.ts';
 import { FleetCode, FleetFault } from '../../enclave/fleet/faults.ts';
+import { EnclaveFault } from '../../enclave/api/codes.ts';
 import { decodeSecrets } from '../../enclave/fleet/durable.ts';
 import { newIdentity } from '../../enclave/fleet/ceremony.ts';
 
@@ -221,6 +222,13 @@ describe('the device', () => {
     await refusedWith(join3({ ...grant, grant: flipped }), FleetCode.BadGrant);
     await refusedWith(join3({ ...grant, granter: (l + 1) % 3 }), FleetCode.BadGrant);
     await expect(join3({ ...grant, serial: 'x' })).rejects.toThrow(ChangeFormatError);
+    // cut short, grown (the grant decoder's typed fault), not hex, too many ids, not JSON: refused before any decryption
+    await expect(join3({ ...grant, grant: grant.grant.slice(0, -2) })).rejects.toThrow(EnclaveFault);
+    await expect(join3({ ...grant, grant: grant.grant + '00' })).rejects.toThrow(EnclaveFault);
+    await expect(join3({ ...grant, grant: 'zz' })).rejects.toThrow(ChangeFormatError);
+    await expect(join3({ ...grant, identities: Array.from({ length: 8 }, () => null) })).rejects.toThrow(ChangeFormatError);
+    writeFileSync(join(dir3, JOIN_FILE), '{"granter":');
+    await expect(joinStep({ dir: dir3, seedFile: join(dir3, FILES.seed), member: 3, founding, founderCheck: null, operatorSecret: OPERATOR, provisioned: provisionedHash(dir3) })).rejects.toThrow(ChangeFormatError);
     // the joiner's device given another operator secret than the one it provisioned opens nothing
     writeFileSync(join(dir3, JOIN_FILE), JSON.stringify(grant));
     await refusedWith(joinStep({ dir: dir3, seedFile: join(dir3, FILES.seed), member: 3, founding, founderCheck: null, operatorSecret: new Uint8Array(32).fill(8), provisioned: provisionedHash(dir3) }), FleetCode.WrongOperatorSecret);
