@@ -19,7 +19,7 @@
  * Exit 0 done; 1 refused by the fleet's state (a member down, a change in flight, the timeout, the
  * devices' refusal of the approval: another operator secret) with what to do; 2 usage.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileDurably } from '../../hsm/durable-file.ts';
 import { changeJson, charterApproval, ensureIdentity, foundingCharter, JOIN_FILE, readIdentityFile, type CharterState } from '../../hsm/fleet/device.ts';
@@ -29,7 +29,6 @@ import { intOption, required, UsageError, type Parsed } from './args.ts';
 import { active, ask, fleetAt, only } from './cmd-fleet.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 import type { Output } from './output.ts';
-import { existsSync } from 'node:fs';
 
 const DEFAULT_TIMEOUT_S = 60;
 const ADD_OPTIONS = ['host', 'api-port', 'peer-port', 'store', 'operator-key-file', 'timeout'];
