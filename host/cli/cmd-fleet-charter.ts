@@ -115,7 +115,10 @@ async function commit(s: Setting, change: CharterState, to: readonly FleetMember
     const answers = await Promise.all(members.map((id) => (s.fleet.members[id] ? ask(s.fleet.members[id]!.api) : null)));
     const done = answers.filter((a) => a?.charter && a.charter.committed >= change.serial).length;
     if (done > members.length / 2) return;
-    if (Date.now() > end) throw refuse(`charter change ${change.serial} was not committed in ${s.timeoutMs / 1000} s (approved by ${approved.filter(Boolean).length} of ${to.length} members; committed on ${done} of ${members.length}): see bkv fleet status ${s.fleet.dir}; running the command again resumes it`);
+    if (Date.now() > end) {
+      const why = [...new Set(answers.flatMap((a) => (a?.charter?.refused ? [a.charter.refused] : [])))];
+      throw refuse(`charter change ${change.serial} was not committed in ${s.timeoutMs / 1000} s (approved by ${approved.filter(Boolean).length} of ${to.length} members; committed on ${done} of ${members.length}${why.length ? `; the leader's proposal refused: ${why.join(', ')}` : ''}): see bkv fleet status ${s.fleet.dir}; running the command again resumes it`);
+    }
     if (Date.now() - said > 5000) {
       say(`waiting for the fleet to commit charter change ${change.serial} (approved by ${approved.filter(Boolean).length} of ${to.length} members)`);
       said = Date.now();
