@@ -292,10 +292,12 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
   /** Fault `a` (lib/fleet-faults.ts), quiet or not by a draw (option `quiet`): a quiet fault pauses the load from the moment it is dealt until the fleet is whole. */
   const act = async (a: FleetAction, round: number, k: number): Promise<string> => {
     quiet = rng.chance(o.quiet ?? 0.5);
-    if (quiet) bump(stats, 'quiet faults (the load waits until the fleet is whole)');
     try {
-      return `${await faults.act(a, round, k)}${quiet ? ' (quiet)' : ''}`;
+      const did = await faults.act(a, round, k);
+      return faults.skipped ? did : `${did}${quiet ? ' (quiet)' : ''}`;
     } finally {
+      // a fault left out was not dealt: not a quiet one
+      if (quiet && !faults.skipped) bump(stats, 'quiet faults (the load waits until the fleet is whole)');
       quiet = false;
       run!.paused = false;
     }
@@ -312,7 +314,8 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
       if (await faults.restartRetired(all)) return null;
       if (all.some((s) => s === null)) return null;
       const ok = all as ServeStatus[];
-      const lead = ok.find((s) => s.member === servingLeader(ok));
+      const l = servingLeader(ok);
+      const lead = ok.find((s) => s.member === l);
       if (!lead) return null;
       return ok.every((s) => s.behind || (s.status === 'normal' && s.leader?.id === lead.member && s.appliedBatch === lead.appliedBatch)) ? ok : null;
     });
