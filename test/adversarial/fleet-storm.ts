@@ -197,6 +197,7 @@ export async function fleetStorm(o: FleetStormOptions): Promise<Report> {
     rng,
     fleet: () => run!.f,
     recoverMs: RECOVER_MS,
+    log,
     cutLeader: o.cutLeader === true,
     hooks: {
       probe,

@@ -37,7 +37,10 @@
  * bounds (a refunded guess, or one charged twice), a key released to a wrong password, an
  * acknowledgement by a member that could not reach a majority, stores that disagree at the same
  * applied batch. A round that can not run (a fleet that does not start or come back in time) is
- * an error in the report, with its seed and round.
+ * an error in the report, with its seed, round and every member's status. Before each fault the
+ * driver checks that a majority can serve without its target (lib/fleet-faults.ts: it waits up to
+ * a minute, else leaves the fault out, in the report's stats); a wait for the fleet that runs past
+ * RECOVER_MS while a member is behind or not yet admitted goes on up to CATCH_UP_MS.
  *
  *   npx tsx test/adversarial/fleet-vault-storm.ts --rounds N [--seed S] [--members 3|5] [--clients C]
  *       [--actions kill-leader,cut,...] [--broken RULE]
@@ -63,16 +66,18 @@ import { PACING } from '../../enclave/api/pacing.ts';
 import { mintToken, readIssuerPrivate, type IssuerPrivate } from '../../host/auth/issuer.ts';
 import { readVaultKeyFile } from '../../host/cli/io.ts';
 import { VAULT_KEY_FILE } from '../../host/fleet/member-host.ts';
-import { ProcFleet, type MemberProc, type MemberStatus } from '../helpers/fleet-procs.ts';
+import { ProcFleet, type MemberProc } from '../helpers/fleet-procs.ts';
 import { Rng, bump, isMain, newReport, note, parseArgs, runMain, sleep, te } from './lib/common.ts';
 import type { Report } from './lib/common.ts';
-import { FLEET_ACTIONS, FleetFaults, closeFleet, pickFault, reviveFleet, startMembers, type FleetAction, type FleetStormKnobs } from './lib/fleet-faults.ts';
+import { FLEET_ACTIONS, FleetFaults, closeFleet, pickFault, reviveFleet, servingLeader, startMembers, type FleetAction, type FleetStormKnobs, type ServeStatus } from './lib/fleet-faults.ts';
 import { TokenBook, VaultClient, describe, hex, type LoginOutcome } from './lib/flows.ts';
 import type { ClientResponse } from '../../enclave/api/messages.ts';
 import { Ledger, driveLoad, type Entry, type LoadStats } from './lib/ledger.ts';
 
 /** How long the storm waits for a fleet to come back (a leader, every member normal) before it calls the round an error. */
 const RECOVER_MS = 45_000;
+/** How long such a wait goes on (in all) while a member is behind (a catch-up by stored rows) or not yet admitted (lib/fleet-faults.ts waitFor). */
+const CATCH_UP_MS = 120_000;
 /** A client's wait for one answer (a leader whose batch no majority takes answers 503 UNAVAILABLE after 10 s). */
 const CLIENT_TIMEOUT_MS = 15_000;
 /** Attempt limit of every record; wrong guesses only while at least LIMIT - 1 remain (at most 2 between successes: pacing's 3 free guesses). */
@@ -94,8 +99,9 @@ export interface FleetVaultStormOptions extends FleetStormKnobs {
    * How likely a fault is quiet (default 0.5): the load's clients wait from its SIGKILL or cut
    * until the fleet is whole again. A member down or cut off while more batches commit than the
    * members keep behind their commit point (32) comes back `behind` until it has caught up by
-   * stored rows copied from another member; until then a fleet can lose no other member, so the
-   * round's remaining faults are left out. Quiet faults let a round deliver all of its faults.
+   * stored rows copied from another member; until then it can not serve, and a fault that would
+   * leave fewer than a majority able to serve waits for it, or is left out with the round's other
+   * faults (lib/fleet-faults.ts `serviceable`). Quiet faults let a round deliver all of its faults sooner.
    */
   quiet?: number;
 }
@@ -230,28 +236,19 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
     await Promise.all(jobs);
   };
 
-  /** Each member's status in a few words, for an error's first line. */
-  const statusLine = async () =>
-    (await faults.statusAll()).map((s, m) => (s ? `m${m} ${s.status}${(s as { behind?: boolean }).behind ? ' behind' : ''} view ${s.view} leader ${s.leader?.id ?? '-'} batch ${s.appliedBatch ?? '-'}` : `m${m} down`)).join('; ');
-  /** `wait`, its timeout error led by every member's status. */
-  const explained = async <T>(wait: Promise<T>): Promise<T> => {
-    try {
-      return await wait;
-    } catch (e) {
-      throw new Error(`${(e as Error).message.split('\n')[0]} [${await statusLine()}]\n${(e as Error).message.split('\n').slice(1).join('\n')}`);
-    }
-  };
   /**
    * Every running primary normal under one leader, or behind (restored from a copy older than the
    * log keeps). A member retired by its clone's admission is restarted (lib/fleet-faults.ts restartRetired).
+   * Waited for as lib/fleet-faults.ts `waitFor` says: RECOVER_MS, CATCH_UP_MS while a member is
+   * behind or not yet admitted; its error names every member's status.
    */
-  const allNormal = () => explained(run!.f.waitFor('every member normal under one leader (or behind)', async () => {
+  const allNormal = () => faults.waitFor('every member normal under one leader (or behind)', async () => {
     const all = await faults.statusAll();
     if (await faults.restartRetired(all)) return null;
-    const lead = all.find((s) => s?.status === 'normal' && s.leader?.id === s.member && !(s as { behind?: boolean }).behind);
-    if (!lead) return null;
-    return all.every((s) => s !== null && ((s as { behind?: boolean }).behind || (s.status === 'normal' && s.leader?.id === lead.member))) ? all : null;
-  }, RECOVER_MS));
+    const lead = servingLeader(all);
+    if (lead === null) return null;
+    return all.every((s) => s !== null && (s.behind || (s.status === 'normal' && s.leader?.id === lead))) ? all : null;
+  });
   /** Whether the fault being dealt is quiet (drawn by `act`): the load then waits from the moment it is dealt. */
   let quiet = false;
   const faults: FleetFaults = new FleetFaults({
@@ -259,6 +256,8 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
     rng,
     fleet: () => run!.f,
     recoverMs: RECOVER_MS,
+    catchUpMs: CATCH_UP_MS,
+    log,
     hooks: {
       probe,
       allNormal,
@@ -293,10 +292,12 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
   /** Fault `a` (lib/fleet-faults.ts), quiet or not by a draw (option `quiet`): a quiet fault pauses the load from the moment it is dealt until the fleet is whole. */
   const act = async (a: FleetAction, round: number, k: number): Promise<string> => {
     quiet = rng.chance(o.quiet ?? 0.5);
-    if (quiet) bump(stats, 'quiet faults (the load waits until the fleet is whole)');
     try {
-      return `${await faults.act(a, round, k)}${quiet ? ' (quiet)' : ''}`;
+      const did = await faults.act(a, round, k);
+      return faults.skipped ? did : `${did}${quiet ? ' (quiet)' : ''}`;
     } finally {
+      // a fault left out was not dealt: not a quiet one
+      if (quiet && !faults.skipped) bump(stats, 'quiet faults (the load waits until the fleet is whole)');
       quiet = false;
       run!.paused = false;
     }
@@ -307,17 +308,17 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
    * storm does not wait for a catch-up by stored rows). A member its clone's admission retired
    * (it may learn so only after the last fault) is restarted, as in allNormal. Returns the statuses.
    */
-  const settle = async (): Promise<(MemberStatus & { behind?: boolean })[]> => {
-    const f = run!.f;
-    return explained(f.waitFor('a leader, every member at its applied batch (or behind)', async () => {
-      const all = (await faults.statusAll()) as ((MemberStatus & { behind?: boolean }) | null)[];
+  const settle = async (): Promise<ServeStatus[]> => {
+    return faults.waitFor('a leader, every member at its applied batch (or behind)', async () => {
+      const all = await faults.statusAll();
       if (await faults.restartRetired(all)) return null;
       if (all.some((s) => s === null)) return null;
-      const ok = all as (MemberStatus & { behind?: boolean })[];
-      const lead = ok.find((s) => s.status === 'normal' && s.leader?.id === s.member && !s.behind);
+      const ok = all as ServeStatus[];
+      const l = servingLeader(ok);
+      const lead = ok.find((s) => s.member === l);
       if (!lead) return null;
       return ok.every((s) => s.behind || (s.status === 'normal' && s.leader?.id === lead.member && s.appliedBatch === lead.appliedBatch)) ? ok : null;
-    }, RECOVER_MS));
+    });
   };
 
   /** Status of every record, recovery of those `recover` picks, through the fleet; violations as lib/ledger.ts says. */
@@ -395,7 +396,7 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
   };
 
   /** Members at the same applied batch (not behind) hold the same blob for every record. */
-  const compareStores = (round: number, all: (MemberStatus & { behind?: boolean })[]): void => {
+  const compareStores = (round: number, all: ServeStatus[]): void => {
     const f = run!.f;
     const byBatch = new Map<number, number[]>();
     for (const s of all) if (!s.behind && s.appliedBatch !== undefined) byBatch.set(s.appliedBatch, [...(byBatch.get(s.appliedBatch) ?? []), s.member]);
@@ -531,13 +532,17 @@ export async function fleetVaultStorm(o: FleetVaultStormOptions): Promise<Report
         if (rng.chance(0.5)) faults.keepCopy(round, 0);
         const plan: FleetAction[] = o.actions ? [...o.actions] : Array.from({ length: rng.int(2, 5) }, () => pickFault(rng));
         for (let k = 0; k < plan.length; k++) {
-          if (k > 0 && (await faults.statusAll()).some((s) => (s as { behind?: boolean } | null)?.behind)) {
-            bump(stats, 'faults left out (a member behind: the fleet can lose no other)', plan.length - k);
-            done.push(`${plan.length - k} fault(s) left out: a member behind`);
-            break;
-          }
           done.push(`${plan[k]} (did not finish)`);
           done[done.length - 1] = await act(plan[k]!, round, k + 1);
+          // a fault left out (lib/fleet-faults.ts serviceable: no majority able to serve without
+          // its target within a minute): the fleet stays short, the round's other faults too
+          if (faults.skipped) {
+            if (k + 1 < plan.length) {
+              bump(stats, 'faults left out (after one was: the fleet short of members able to serve)', plan.length - k - 1);
+              done.push(`${plan.length - k - 1} more fault(s) left out`);
+            }
+            break;
+          }
           if (rng.chance(0.3)) faults.keepCopy(round, k + 1);
           await sleep(rng.int(100, 600));
         }

@@ -19,6 +19,14 @@
  *                  allNormal wait (`restartRetired`: it may learn so only after the clone is gone).
  * Every fault ends with the storm's `allNormal`. A SIGKILL the driver delivers counts in
  * report.kills and report.faults; a process already gone is a note.
+ *
+ * Right before a fault takes members out of service (a SIGKILL, a cut, a clone taking an address,
+ * a restore), the driver asks every running member's status and deals it only if a majority of the
+ * fleet can still serve without them (`ableToServe`: normal under the leader, not `behind`, its
+ * vault up; a member down or cut off can not), else it waits for that (FleetFaults `serviceable`,
+ * at most ABLE_WAIT_MS) and leaves the fault out if the fleet stays short. A wait for a leader (or
+ * a storm's own wait, through FleetFaults `waitFor`) that runs past `recoverMs` while a member is
+ * behind or not yet admitted goes on up to `catchUpMs`; its error names every member's status.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -47,6 +55,39 @@ export interface FleetStormKnobs {
   broken?: string;
   /** Called after each round with the report so far (run.ts --min-kills prints its progress). */
   progress?: (report: Report, round: number) => void;
+}
+
+/** How long a fault waits for a majority able to serve without the members it takes out before it is left out. */
+export const ABLE_WAIT_MS = 60_000;
+
+/** A member's GET /fleet/status with what a member serving the vault adds (host/fleet/member-host.ts). */
+export type ServeStatus = MemberStatus & { serving?: string; behind?: boolean };
+
+/** The leader a storm waits for: normal, leading itself, not behind (its vault serves), or null. */
+export function servingLeader(all: readonly (ServeStatus | null)[]): number | null {
+  return all.find((s) => s?.status === 'normal' && s.leader?.id === s.member && !s.behind)?.member ?? null;
+}
+
+/**
+ * The members that can serve now: normal under the serving leader, not behind, and (serving the
+ * vault) with its vault up (an applied batch); a member down (null) can not.
+ */
+export function ableToServe(all: readonly (ServeStatus | null)[]): number[] {
+  const lead = servingLeader(all);
+  if (lead === null) return [];
+  return all
+    .filter((s): s is ServeStatus => s !== null && s.status === 'normal' && s.leader?.id === lead && !s.behind && (s.serving !== 'vault' || s.appliedBatch !== undefined))
+    .map((s) => s.member);
+}
+
+/** Members that are behind (waiting for a catch-up by stored rows) or not yet admitted (recovering, learner). */
+export function lateMembers(all: readonly (ServeStatus | null)[]): number[] {
+  return all.filter((s): s is ServeStatus => s !== null && (s.behind === true || s.status === 'recovering' || s.status === 'learner')).map((s) => s.member);
+}
+
+/** Each member's status in a few words, for an error's first line. */
+export function statusLine(all: readonly (ServeStatus | null)[]): string {
+  return all.map((s, m) => (s ? `m${m} ${s.status}${s.behind ? ' behind' : ''} view ${s.view} leader ${s.leader?.id ?? '-'} batch ${s.appliedBatch ?? '-'}` : `m${m} down`)).join('; ');
 }
 
 /** A fault drawn by its weight (one draw of `rng`). */
@@ -83,6 +124,10 @@ export interface FleetFaultsOptions {
   fleet: () => ProcFleet;
   /** How long to wait for a leader (and, in the storm's allNormal, for the fleet) before the round is an error. */
   recoverMs: number;
+  /** How long `waitFor` goes on (in all, from its start) while a member is behind or not yet admitted (lateMembers); default recoverMs. */
+  catchUpMs?: number;
+  /** Progress lines (a fault waiting for members able to serve, a wait extended for a catch-up). */
+  log?: (line: string) => void;
   hooks: FaultHooks;
   /** `cut` takes the leader every time (the half-quorum positive control: a broken quorum shows on a cut-off leader at once; a cut-off follower must first lead a view of its own). */
   cutLeader?: boolean;
@@ -90,6 +135,8 @@ export interface FleetFaultsOptions {
 
 export class FleetFaults {
   private readonly byFleet = new WeakMap<ProcFleet, Map<number, string[]>>();
+  /** Why the last `act` left its fault out (fewer than a majority could serve without its target), or null. */
+  skipped: string | null = null;
 
   constructor(private readonly o: FleetFaultsOptions) {}
 
@@ -116,13 +163,82 @@ export class FleetFaults {
   };
 
   /** Every member's /fleet/status (null: down or not answering). */
-  statusAll = (): Promise<(MemberStatus | null)[]> => {
+  statusAll = (): Promise<(ServeStatus | null)[]> => {
     const f = this.f;
     return Promise.all(f.procs.map((p) => (p ? f.status(p.api) : null)));
   };
 
-  /** The member that leads a majority, waited for up to `recoverMs`. */
-  leader = (): Promise<number> => this.f.waitFor('a leader', () => this.f.leader(), this.o.recoverMs);
+  /**
+   * `fn` waited for up to `recoverMs`, and on up to `catchUpMs` (from the start) while a member is
+   * behind or not yet admitted (a catch-up by stored rows takes longer than a failover); the
+   * timeout's error is led by every member's status.
+   */
+  waitFor = async <T>(what: string, fn: () => Promise<T | null | false>): Promise<T> => {
+    const t0 = Date.now();
+    const { recoverMs, catchUpMs = recoverMs } = this.o;
+    try {
+      try {
+        return await this.f.waitFor(what, fn, recoverMs);
+      } catch (e) {
+        const late = lateMembers(await this.statusAll());
+        if (late.length === 0 || catchUpMs <= Date.now() - t0) throw e;
+        const say = `a wait for ${what} ran past ${recoverMs / 1000} s with a member behind or not yet admitted: waited on, up to ${catchUpMs / 1000} s`;
+        note(this.o.report, say);
+        this.o.log?.(`  ${say} (${late.map((m) => `m${m}`).join(', ')})`);
+        const r = await this.f.waitFor(what, fn, catchUpMs - (Date.now() - t0));
+        bump(this.o.report.stats as Record<string, number>, 'waits that went past the leader timeout for a member behind or not admitted, and ended well');
+        return r;
+      }
+    } catch (e) {
+      const lines = (e as Error).message.split('\n');
+      throw new Error(`${lines[0]} after ${Math.round((Date.now() - t0) / 1000)} s [${statusLine(await this.statusAll())}]\n${lines.slice(1).join('\n')}`);
+    }
+  };
+
+  /** The member that leads a majority, waited for (`waitFor`). */
+  leader = (): Promise<number> => this.waitFor('a leader', () => this.f.leader());
+
+  /**
+   * Whether fault `a` may take `victims(lead)` out of service (lead: the serving leader): once a
+   * majority of the fleet can serve without them (ableToServe; a member down or cut off can not),
+   * it returns that leader. Else it waits for that, at most ABLE_WAIT_MS, and then leaves the
+   * fault out (null; `skipped` says why, and the report counts it). Waiting rather than leaving
+   * it out at once keeps the storms' coverage: a restarted member is admitted within seconds and
+   * one behind catches up by stored rows within a minute or so, and the fault is then dealt.
+   */
+  private serviceable = async (a: FleetAction, victims: (lead: number) => number[]): Promise<number | null> => {
+    const f = this.f;
+    const t0 = Date.now();
+    let said = false;
+    for (;;) {
+      const all = await this.statusAll();
+      const able = ableToServe(all).filter((m) => !f.linksOf(m).every((p) => p.isCut)); // a member cut off: every link to and from it cut
+      const lead = servingLeader(all);
+      const left = lead === null ? [] : able.filter((m) => !victims(lead).includes(m));
+      if (lead !== null && left.length > f.n / 2) {
+        if (said) {
+          bump(this.o.report.stats as Record<string, number>, 'faults delayed until a majority could serve without their target');
+          this.o.log?.(`  ${a}: dealt after ${Math.round((Date.now() - t0) / 100) / 10} s (${able.length} of ${f.n} able to serve)`);
+        }
+        return lead;
+      }
+      const why = `${lead === null ? 'no leader able to serve' : `${able.length} of ${f.n} members able to serve (${able.map((m) => `m${m}`).join(', ') || 'none'}), ${left.length} without ${victims(lead).map((m) => `m${m}`).join('+') || 'none'}`}: ${statusLine(all)}`;
+      if (Date.now() - t0 >= ABLE_WAIT_MS) {
+        this.skipped = `${a} left out: no majority able to serve without its target within ${ABLE_WAIT_MS / 1000} s (${why})`;
+        bump(this.o.report.stats as Record<string, number>, `faults left out (no majority able to serve without their target within ${ABLE_WAIT_MS / 1000} s)`);
+        note(this.o.report, `a fault was left out: fewer than a majority of the fleet could serve without its target for ${ABLE_WAIT_MS / 1000} s`);
+        f.note(this.skipped);
+        this.o.log?.(`  ${this.skipped}`);
+        return null;
+      }
+      if (!said) {
+        said = true;
+        f.note(`${a} waits for a majority able to serve without its target`);
+        this.o.log?.(`  ${a} waits (up to ${ABLE_WAIT_MS / 1000} s) for a majority able to serve without its target: ${why}`);
+      }
+      await sleep(250);
+    }
+  };
 
   /** Starts members of the current fleet side by side (startMembers). */
   startAll = (ms: number[]): Promise<void> => startMembers(this.f, ms);
@@ -168,19 +284,23 @@ export class FleetFaults {
 
   /** Deals fault `a` (the k-th of the round) and waits for the fleet to be whole again; returns what it did, in a few words. */
   act = async (a: FleetAction, round: number, k: number): Promise<string> => {
-    const { rng, hooks, recoverMs } = this.o;
+    const { rng, hooks } = this.o;
     const f = this.f;
     const dealt = () => hooks.dealt?.();
+    this.skipped = null;
+    const skip = () => this.skipped!;
     switch (a) {
       case 'kill-leader': {
-        const lead = await this.leader();
+        await this.leader();
+        const lead = await this.serviceable(a, (l) => [l]);
+        if (lead === null) return skip();
         await this.sigkill(f.procs[lead], 'member SIGKILL (leader)');
         dealt();
         if (rng.chance(0.7)) {
-          await f.waitFor('a new leader', async () => {
+          await this.waitFor('a new leader', async () => {
             const l = await f.leader();
             return l !== null && l !== lead ? l : null;
-          }, recoverMs);
+          });
         } else await sleep(rng.int(0, 500));
         await f.start(lead);
         await hooks.allNormal();
@@ -188,6 +308,7 @@ export class FleetFaults {
       }
       case 'kill-follower': {
         const m = rng.pick(this.others(await this.leader()));
+        if ((await this.serviceable(a, () => [m])) === null) return skip();
         await this.sigkill(f.procs[m], 'member SIGKILL (follower)');
         dealt();
         await sleep(rng.int(0, 400));
@@ -196,7 +317,10 @@ export class FleetFaults {
         return `kill follower m${m}`;
       }
       case 'kill-majority': {
-        const lead = await this.leader();
+        // it takes a majority out by design, all brought back at once: dealt once a majority can serve before it
+        await this.leader();
+        const lead = await this.serviceable(a, () => []);
+        if (lead === null) return skip();
         const rest = this.others(lead);
         const victims = [lead];
         while (victims.length < Math.floor(f.n / 2) + 1) victims.push(rest.splice(rng.int(0, rest.length - 1), 1)[0]!);
@@ -208,19 +332,24 @@ export class FleetFaults {
         return `kill majority ${victims.map((m) => `m${m}`).join('+')}`;
       }
       case 'cut': {
-        const lead = await this.leader();
-        const first = this.o.cutLeader || rng.chance(0.6) ? lead : rng.pick(this.others(lead));
-        const cut = [first];
-        if (f.n >= 5 && rng.chance(0.5)) cut.push(rng.pick(this.others(cut)));
+        const lead0 = await this.leader();
+        const first = this.o.cutLeader || rng.chance(0.6) ? lead0 : rng.pick(this.others(lead0));
+        const drawn = [first];
+        if (f.n >= 5 && rng.chance(0.5)) drawn.push(rng.pick(this.others(drawn)));
+        // the leader drawn is the leader when the cut is dealt (it may change while the fault waits)
+        const victims = (l: number) => (first === lead0 ? [l, ...drawn.slice(1).filter((m) => m !== l)] : drawn);
+        const lead = await this.serviceable(a, victims);
+        if (lead === null) return skip();
+        const cut = victims(lead);
         for (const m of cut) for (const p of f.linksOf(m)) p.cut();
         dealt();
         f.note(`cut ${cut.map((m) => `m${m}`).join('+')}`);
         bump(this.o.report.faults, 'member cut off (proxy)', cut.length);
         if (cut.includes(lead)) {
-          await f.waitFor('a leader on the majority side', async () => {
+          await this.waitFor('a leader on the majority side', async () => {
             const l = await f.leader();
             return l !== null && !cut.includes(l) ? l : null;
-          }, recoverMs);
+          });
         } else await sleep(1500); // past a follower's view-change timeout (1 s), in both storms: the probe reaches a member that knows it is cut off
         await Promise.all(cut.map((m) => hooks.probe(f.procs[m]!, `cut-off m${m}`, round, true)));
         await sleep(rng.int(300, 1000));
@@ -238,6 +367,7 @@ export class FleetFaults {
         }
         const m = rng.pick(candidates);
         const copy = rng.pick(this.copies.get(m)!);
+        if ((await this.serviceable(a, () => [m])) === null) return skip();
         await this.sigkill(f.procs[m], 'member SIGKILL (before a restore)');
         dealt();
         hooks.beforeRestore?.(round);
@@ -249,8 +379,12 @@ export class FleetFaults {
         return `restore m${m} from ${copy.slice(copy.lastIndexOf('/') + 1)}`;
       }
       case 'clone': {
-        const lead = await this.leader();
-        const m = rng.chance(0.3) ? lead : rng.pick(this.others(lead));
+        const lead0 = await this.leader();
+        const drawn = rng.chance(0.3) ? lead0 : rng.pick(this.others(lead0));
+        const victim = (l: number) => (drawn === lead0 ? l : drawn);
+        const lead = await this.serviceable(a, (l) => [victim(l)]);
+        if (lead === null) return skip();
+        const m = victim(lead);
         const name = `clone-r${round}-${k}`;
         const cloneFleet = f.cloneFolder(m, name);
         hooks.onClone?.(f.memberDir(m, join(f.root, name)), m, `clone of m${m} (${name})`);
