@@ -55,7 +55,7 @@ function setting(p: Parsed): Setting {
 }
 
 /** The fleet's charter as its members report it, once every member it keeps (all but `except`) is up, normal under one leader, not behind, with no change in flight. */
-async function survey(fleet: LoadedFleet, except?: number): Promise<{ serial: number; members: number[] }> {
+async function survey(fleet: LoadedFleet, except?: number): Promise<{ serial: number; members: number[]; ids: number }> {
   const list = active(fleet);
   const answers = await Promise.all(list.map((m) => ask(m.api)));
   const kept = list.map((m, i) => ({ m, a: answers[i]! })).filter((x) => x.m.id !== except);
@@ -68,7 +68,7 @@ async function survey(fleet: LoadedFleet, except?: number): Promise<{ serial: nu
   const c = kept.map((x) => x.a.charter!);
   const serial = c[0]!.committed;
   if (c.some((x) => x.committed !== serial || x.serial !== serial)) throw refuse(`a charter change is in flight (serials ${c.map((x) => `${x.serial}/${x.committed}`).join(', ')}): try again once it committed`);
-  return { serial, members: [...c[0]!.members] };
+  return { serial, members: [...c[0]!.members], ids: c[0]!.ids };
 }
 
 /** The identity at each id of `ids` from the members' identity.pub files (one machine: every folder is here). */
@@ -82,9 +82,10 @@ function identitiesOf(fleet: LoadedFleet, ids: readonly number[]): Map<number, U
   return keys;
 }
 
-function changeOf(serial: number, keys: Map<number, Uint8Array>): CharterState {
-  const top = Math.max(...keys.keys());
-  return { serial, identities: Array.from({ length: top + 1 }, (_, i) => keys.get(i) ?? null) };
+/** The change: the identity at each id the charter gave (`ids`, removed ones none) and at a new id. */
+function changeOf(serial: number, ids: number, keys: Map<number, Uint8Array>): CharterState {
+  const length = Math.max(ids, Math.max(...keys.keys()) + 1);
+  return { serial, identities: Array.from({ length }, (_, i) => keys.get(i) ?? null) };
 }
 
 /** POSTs the approval of `change` to every member of `to` until a majority of the changed charter reports it committed. */
@@ -172,6 +173,8 @@ async function addMember(a: AddOptions, s: Setting): Promise<FleetMember> {
     entry = last;
   } else {
     if (fleet.members.length >= MAX_MEMBER_IDS) throw refuse(`the fleet has given all ${MAX_MEMBER_IDS} member ids (an id is never given twice)`);
+    // an added member takes the next id the charter gives: fleet.json must list every id given so far
+    if (fleet.members.length !== cur.ids) throw refuse(`fleet.json lists ${fleet.members.length} member ids but the fleet's charter has given ${cur.ids}: fleet.json is not this fleet's as it stands`);
     if (cur.members.length >= MAX_MEMBER_IDS) throw refuse(`the fleet has ${cur.members.length} members, the most a charter names`);
     const id = fleet.members.length;
     const host = a.host ?? fleet.members[0]!.api.host;
@@ -193,7 +196,7 @@ async function addMember(a: AddOptions, s: Setting): Promise<FleetMember> {
     say(`member ${id}: clients ${formatEndpoint(entry.api)}, members ${formatEndpoint(entry.peer)}, data ${dir}`);
   }
   const now = fleetAt(fleet.file);
-  const change = changeOf(cur.serial + 1, identitiesOf(now, [...cur.members, entry.id]));
+  const change = changeOf(cur.serial + 1, cur.ids, identitiesOf(now, [...cur.members, entry.id]));
   await commit({ ...s, fleet: now }, change, active(now).filter((m) => m.id !== entry.id));
   const grant = path.join(memberDir(now, entry.id), JOIN_FILE);
   const end = Date.now() + s.timeoutMs;
@@ -221,7 +224,7 @@ async function removeMember(s: Setting, id: number): Promise<number> {
   if (!cur.members.includes(id)) throw refuse(`member ${id} is not in the fleet's charter (members ${cur.members.join(', ')})`);
   if (cur.members.length <= 3) throw refuse(`the fleet has ${cur.members.length} members, the fewest it keeps: add one first (bkv fleet replace ${fleet.dir} --member ${id})`);
   const serial = cur.serial + 1;
-  await commit({ ...s, fleet }, changeOf(serial, identitiesOf(fleet, cur.members.filter((m) => m !== id))), active(fleet));
+  await commit({ ...s, fleet }, changeOf(serial, cur.ids, identitiesOf(fleet, cur.members.filter((m) => m !== id))), active(fleet));
   writeFleet(fleet, fleet.members.map((m) => (m.id === id ? { ...m, removed: serial } : m)));
   return serial;
 }

@@ -87,6 +87,8 @@ export interface CharterStatus {
   /** The serial of the charter at the tip of its log, and the ids it names. */
   readonly serial: number;
   readonly members: readonly number[];
+  /** How many ids that charter has given (removed ones included: an id is never given again): a change lists an identity or none at each, and an addition takes the next. */
+  readonly ids: number;
   /** The serial of the charter at its commit point. */
   readonly committed: number;
   /** The serial of the change its device holds an approval for and has not seen committed, if any. */
@@ -180,6 +182,7 @@ export class CharterDesk {
     return {
       serial: tip.serial,
       members: ids(tip),
+      ids: tip.identities.length,
       committed: this.committed().serial,
       ...(a && { approved: a.serial }),
       ...(this.refused && { refused: this.refused }),

@@ -198,7 +198,7 @@ describe('the device', () => {
       expect(() => lead.approveCharter(change, bad)).toThrow(expect.objectContaining({ code: FleetCode.CharterNotApproved }));
     }
     run(devs, () => false);
-    expect(devs.map((d) => d.status().charter)).toEqual(devs.map(() => ({ serial: 0, members: [0, 1, 2], committed: 0 })));
+    expect(devs.map((d) => d.status().charter)).toEqual(devs.map(() => ({ serial: 0, members: [0, 1, 2], ids: 3, committed: 0 })));
     // a device started without the operator secret approves nothing; one given another secret does not start
     expect(() => new FleetDevice({ dir: dirs[l]!, member: l, n: 3, ...TIMING }, clock.now).approveCharter(change, approval)).toThrow(expect.objectContaining({ code: FleetCode.NoOperatorSecret }));
     expect(() => new FleetDevice({ dir: dirs[l]!, member: l, n: 3, ...TIMING, operatorSecret: new Uint8Array(32).fill(8) }, clock.now)).toThrow(expect.objectContaining({ code: FleetCode.WrongOperatorSecret }));
@@ -208,7 +208,7 @@ describe('the device', () => {
     for (const d of devs) d.approveCharter(change, approval);
     expect(lead.status().charter.approved).toBe(1);
     run(devs, () => devs.every((d) => d.status().charter.committed === 1));
-    expect(devs.map((d) => d.status().charter)).toEqual(devs.map(() => ({ serial: 1, members: [0, 1, 2, 3], committed: 1 })));
+    expect(devs.map((d) => d.status().charter)).toEqual(devs.map(() => ({ serial: 1, members: [0, 1, 2, 3], ids: 4, committed: 1 })));
     expect(readFileSync(join(dirs[l]!, FILES.history), 'utf8')).toMatch(/"kind":"charter","serial":1/);
     // the grant: none for a founding id; the added member's opens only in its device, untampered
     expect(await lead.grantJoiner(1)).toBeNull();
@@ -240,6 +240,6 @@ describe('the device', () => {
     const d3 = new FleetDevice({ dir: dir3, member: 3, n: 3, ...TIMING, operatorSecret: OPERATOR }, clock.now);
     const all = [...devs, d3];
     run(all, () => d3.status().status === 'normal' && d3.status().commit === lead.status().commit);
-    expect(d3.status()).toEqual(expect.objectContaining({ status: 'normal', charter: { serial: 1, members: [0, 1, 2, 3], committed: 1 } }));
+    expect(d3.status()).toEqual(expect.objectContaining({ status: 'normal', charter: { serial: 1, members: [0, 1, 2, 3], ids: 4, committed: 1 } }));
   });
 });

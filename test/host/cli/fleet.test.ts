@@ -160,7 +160,7 @@ describe('bkv fleet up, status; bkv serve --fleet', () => {
     // positive control: the same member not behind, at the leader's commit, is ok
     expect(summarize(fleet, [answers[0]!, { ...base, member: 1, appliedBatch: 5, behind: false }, null]).rows[1]!.health).toBe('ok');
     // the charter at each member's commit point; none from a member that does not answer
-    const charter = { serial: 1, members: [0, 1, 2, 3], committed: 1 };
+    const charter = { serial: 1, members: [0, 1, 2, 3], ids: 4, committed: 1 };
     expect(summarize(fleet, [{ ...answers[0]!, charter }, answers[1]!, null]).rows.map((r) => r.charter)).toEqual([{ serial: 1, members: [0, 1, 2, 3] }, null, null]);
   });
 

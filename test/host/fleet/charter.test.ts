@@ -9,7 +9,9 @@
  *      names it), waits while the test starts it (it opens its grant, copies the rows, is
  *      admitted and applies batches), then removes member 0 (fleet.json marks it; it retires);
  *   3. the fleet of members 1, 2 and 3 serves with member 1 killed (2 of 3), a removed member
- *      started again does not start, and the added member SIGKILLed and started again serves.
+ *      started again does not start, and the added member SIGKILLed and started again serves;
+ *   4. in a 5-member fleet with member 4 dead: `replace` refused (exit 1), then `remove --member 4`
+ *      and `add` take the fleet to members 0, 1, 2, 3 and 5, which serves.
  * The ledger throughout: every acknowledged registration is found at the end and recovers with
  * its key; no record's attempts used went below its acknowledged wrong guesses (none refunded)
  * or above the guesses tried (none charged unasked).
@@ -30,7 +32,7 @@ const KEY = new Uint8Array(32).fill(5);
 const LIMIT = 10;
 const FREE_GUESSES = 3;
 
-type Status = MemberStatus & { behind?: boolean; appliedBatch?: number; charter?: { serial: number; members: number[]; committed: number } };
+type Status = MemberStatus & { behind?: boolean; appliedBatch?: number; charter?: { serial: number; members: number[]; ids: number; committed: number } };
 const fleetNow = () => checkFleetConfig(JSON.parse(readFileSync(f.fleetFile, 'utf8')));
 const apiOf = (i: number) => `http://127.0.0.1:${fleetNow().members[i]!.api.port}`;
 const statusOf = (i: number) => f.status(apiOf(i)) as Promise<Status | null>;
@@ -177,7 +179,7 @@ describe('charter changes between member processes', () => {
     }
     expect((await post('', 'GET')).status).toBe(405);
     // nothing was approved or proposed by any of it
-    for (const i of [0, 1, 2]) expect((await statusOf(i))!.charter).toEqual({ serial: 0, members: [0, 1, 2], committed: 0 });
+    for (const i of [0, 1, 2]) expect((await statusOf(i))!.charter).toEqual({ serial: 0, members: [0, 1, 2], ids: 3, committed: 0 });
   }, 180_000);
 
   it('replaces member 0 under load: member 3 added, started, caught up and admitted; member 0 removed and retired', async () => {
@@ -205,7 +207,7 @@ describe('charter changes between member processes', () => {
     // member 0 learns its removal and retires; the others hold charter 2: members 1, 2, 3
     await f.waitFor('member 0 to retire', async () => (await statusOf(0))?.status === 'retired', 30_000);
     const s = await settled([1, 2, 3]);
-    for (const x of s) expect(x.charter).toEqual({ serial: 2, members: [1, 2, 3], committed: 2 });
+    for (const x of s) expect(x.charter).toEqual({ serial: 2, members: [1, 2, 3], ids: 4, committed: 2 });
     await f.kill(f.procs[0]!);
     // the approval of change 1 replayed to every member: taken (the same change), nothing proposed again, the charter unchanged
     const fleet = fleetNow();
@@ -215,7 +217,7 @@ describe('charter changes between member processes', () => {
     const body = JSON.stringify({ ...changeJson(change1), approval: Buffer.from(charterApproval(secret, founding, change1)).toString('hex') });
     for (const i of [1, 2, 3]) expect((await fetch(`${apiOf(i)}${CHARTER_PATH}`, { method: 'POST', body })).status).toBe(200);
     await sleep(1500);
-    for (const i of [1, 2, 3]) expect((await statusOf(i))!.charter).toEqual({ serial: 2, members: [1, 2, 3], committed: 2 });
+    for (const i of [1, 2, 3]) expect((await statusOf(i))!.charter).toEqual({ serial: 2, members: [1, 2, 3], ids: 4, committed: 2 });
   }, 300_000);
 
   it('serves on the new charter with one of its members down; a removed member started again serves nothing; the added member restarts', async () => {
@@ -239,5 +241,42 @@ describe('charter changes between member processes', () => {
     await load.end();
     await settled([1, 2, 3]);
     await load.check();
+  }, 300_000);
+});
+
+describe('a dead member of a 5-member fleet: replace refused, removed first, then a member added', () => {
+  beforeAll(async () => {
+    f = await ProcFleet.create(5, {}, { vault: true, args: ['--record-limit', 'off', '--address-limit', 'off'] });
+    await Promise.all([0, 1, 2, 3, 4].map((i) => f.start(i)));
+    await f.waitFor('vault-key.pub', async () => existsSync(join(f.root, VAULT_KEY_FILE)), 60_000);
+    await f.allNormal();
+  }, 180_000);
+
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  it('member 4 SIGKILLed for good: replace exits 1 (an addition needs every member up); remove then add take the fleet to members 0, 1, 2, 3, 5', async () => {
+    onTestFailed(() => console.error(f.events.slice(-30).join('\n')));
+    await f.kill(f.procs[4]!);
+    const refused = await runBkvAsync(f.root, ['fleet', 'replace', f.root, '--member', '4', '--timeout', '5']);
+    expect(refused.code, refused.err).toBe(1);
+    expect(refused.err).toMatch(/member 4 does not answer/);
+    expect(existsSync(join(f.root, 'member-5'))).toBe(false);
+    const removed = await runBkvAsync(f.root, ['fleet', 'remove', f.root, '--member', '4', '--timeout', '120', '--json']);
+    expect(removed.code, removed.err).toBe(0);
+    expect(JSON.parse(removed.out)).toEqual(expect.objectContaining({ removed: 4, serial: 1 }));
+    const [api, peer] = [await freeFixedPort(), await freeFixedPort()];
+    const added = await runBkvAsync(f.root, ['fleet', 'add', f.root, '--api-port', String(api), '--peer-port', String(peer), '--timeout', '120', '--json']);
+    expect(added.code, added.err).toBe(0);
+    expect(JSON.parse(added.out)).toEqual(expect.objectContaining({ member: 5, serial: 2 }));
+    await f.start(5);
+    const s = await settled([0, 1, 2, 3, 5]);
+    for (const x of s) expect(x.charter).toEqual({ serial: 2, members: [0, 1, 2, 3, 5], ids: 6, committed: 2 });
+    // the fleet serves on its new charter: a registration and its recovery
+    const c = await fleetClient(f.root, [0, 1, 2, 3, 5].map(apiOf));
+    await c.register(te.encode('after'), te.encode('pw'), KEY, { attemptLimit: LIMIT });
+    const r = await c.recover(te.encode('after'), te.encode('pw'));
+    expect(r.ok && Buffer.from(r.backupKey).equals(Buffer.from(KEY))).toBe(true);
   }, 300_000);
 });
