@@ -123,6 +123,15 @@ export class ProcFleet {
     return checkFleetConfig(JSON.parse(readFileSync(this.fleetFile, 'utf8'))).members[i]!.api.port;
   }
 
+  /** A fleet of `n` members serving the vault with `args`, every one started, vault-key.pub written, every member normal under one leader. */
+  static async serving(n: number, args: readonly string[]): Promise<ProcFleet> {
+    const f = await ProcFleet.create(n, {}, { vault: true, args });
+    await Promise.all(Array.from({ length: n }, (_, i) => f.start(i)));
+    await f.waitFor('vault-key.pub', async () => existsSync(join(f.root, 'vault-key.pub')), 60_000);
+    await f.allNormal();
+    return f;
+  }
+
   note(s: string): void {
     this.events.push(`${new Date().toISOString().slice(11, 23)} ${s}`);
   }

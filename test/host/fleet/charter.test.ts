@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { changeJson, charterApproval, foundingCharter, JOIN_FILE, readIdentityFile } from '../../../hsm/fleet/device.ts';
 import { checkFleetConfig } from '../../../host/fleet/config.ts';
-import { CHARTER_PATH, VAULT_KEY_FILE } from '../../../host/fleet/member-host.ts';
+import { CHARTER_PATH } from '../../../host/fleet/member-host.ts';
 import { runBkvAsync, type BkvRun } from '../../helpers/cli.ts';
 import { fleetClient, ProcFleet, sleep, type MemberStatus } from '../../helpers/fleet-procs.ts';
 import { freeFixedPort } from '../../helpers/tcp-proxy.ts';
@@ -31,6 +31,7 @@ const te = new TextEncoder();
 const KEY = new Uint8Array(32).fill(5);
 const LIMIT = 10;
 const FREE_GUESSES = 3;
+const ARGS = ['--record-limit', 'off', '--address-limit', 'off'];
 
 type Status = MemberStatus & { behind?: boolean; appliedBatch?: number; charter?: { serial: number; members: number[]; ids: number; committed: number } };
 const fleetNow = () => checkFleetConfig(JSON.parse(readFileSync(f.fleetFile, 'utf8')));
@@ -129,10 +130,7 @@ describe('charter changes between member processes', () => {
   const load = new Load(() => members);
 
   beforeAll(async () => {
-    f = await ProcFleet.create(3, {}, { vault: true, args: ['--record-limit', 'off', '--address-limit', 'off'] });
-    await Promise.all([0, 1, 2].map((i) => f.start(i)));
-    await f.waitFor('vault-key.pub', async () => existsSync(join(f.root, VAULT_KEY_FILE)), 60_000);
-    await f.allNormal();
+    f = await ProcFleet.serving(3, ARGS);
   }, 180_000);
 
   afterAll(async () => {
@@ -246,10 +244,7 @@ describe('charter changes between member processes', () => {
 
 describe('a dead member of a 5-member fleet: replace refused, removed first, then a member added', () => {
   beforeAll(async () => {
-    f = await ProcFleet.create(5, {}, { vault: true, args: ['--record-limit', 'off', '--address-limit', 'off'] });
-    await Promise.all([0, 1, 2, 3, 4].map((i) => f.start(i)));
-    await f.waitFor('vault-key.pub', async () => existsSync(join(f.root, VAULT_KEY_FILE)), 60_000);
-    await f.allNormal();
+    f = await ProcFleet.serving(5, ARGS);
   }, 180_000);
 
   afterAll(async () => {

@@ -27,7 +27,6 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
 import { EscrowClient } from '../../../client/escrow.ts';
 import { VAULT_LOG_KEEP } from '../../../hsm/fleet/device.ts';
 import { checkFleetConfig, fleetJson } from '../../../host/fleet/config.ts';
-import { VAULT_KEY_FILE } from '../../../host/fleet/member-host.ts';
 import { PEER_SECRET_FILE, peerAuthKey, peerCredential, readPeerSecret } from '../../../host/fleet/peer-auth.ts';
 import { ROWS_PATH } from '../../../host/fleet/rows-endpoint.ts';
 import { downloadRows, RowCopyError, STAGING_DONE, stagingPath } from '../../../host/fleet/row-copy.ts';
@@ -127,10 +126,7 @@ async function forgingPeer(real: number, as: number): Promise<{ port: number; se
 
 describe('catch-up by stored rows between member processes', () => {
   beforeAll(async () => {
-    f = await ProcFleet.create(3, {}, { vault: true, args: ['--record-limit', 'off'] });
-    await Promise.all([0, 1, 2].map((i) => f.start(i)));
-    await f.waitFor('vault-key.pub', async () => existsSync(join(f.root, VAULT_KEY_FILE)), 60_000);
-    await f.allNormal();
+    f = await ProcFleet.serving(3, ['--record-limit', 'off']);
   }, 120_000);
 
   afterAll(async () => {
