@@ -47,7 +47,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { DEFAULT_AUDIENCE, type AuthConfig } from '../../enclave/api/auth.ts';
-import { ceremonyStep, ChangeFormatError, FleetDevice, FleetFault, fleetFaultName, IntentError, JOIN_FILE, joinCeremonyStep, memberVaultKey, parseChange, parseIntent, type DeviceAnswer, type DeviceOutput, type DeviceStatus, type JoinFile } from '../../hsm/fleet/device.ts';
+import { ceremonyStep, ChangeFormatError, FILES, FleetDevice, FleetFault, fleetFaultName, IntentError, JOIN_FILE, joinCeremonyStep, memberVaultKey, parseChange, parseIntent, type DeviceAnswer, type DeviceOutput, type DeviceStatus, type JoinFile } from '../../hsm/fleet/device.ts';
 import { createFileDurably } from '../../hsm/durable-file.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import { readIssuerPublic } from '../auth/issuer.ts';
@@ -275,7 +275,7 @@ export class MemberHost {
         if (m.joined === undefined || m.removed !== undefined || m.id === this.o.member) continue;
         const dir = memberDir(this.fleet, m.id);
         const file = path.join(dir, JOIN_FILE);
-        if (!existsSync(dir) || existsSync(file) || existsSync(path.join(dir, 'secrets.bin'))) continue;
+        if (!existsSync(dir) || existsSync(file) || existsSync(path.join(dir, FILES.secrets))) continue;
         const g = await grant(m.id);
         if (g && createFileDurably(file, JSON.stringify(g) + '\n')) this.log(`granted member ${m.id} the fleet secret (${file})`);
       }

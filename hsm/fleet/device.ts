@@ -54,7 +54,7 @@ import { DEFAULT_TOKEN_KIND, type TokenKind } from '../tokens/backends.ts';
 import { openVaultToken } from '../tokens/open.ts';
 import { pinRefusal, pinSourceOrDefault } from '../tokens/token-pins.ts';
 import { readMemberSecrets, SECRETS_FILE } from './member-secrets.ts';
-import { CharterDesk, JOIN_FILE as JOIN_FILE_NAME, joinStep, type CharterStatus, type JoinFile, type JoinStep } from './charters.ts';
+import { CharterDesk, joinStep, type CharterStatus, type JoinFile, type JoinStep } from './charters.ts';
 export { ChangeFormatError, changeJson, charterApproval, JOIN_FILE, parseChange, type ChangeJson, type CharterStatus, type JoinFile } from './charters.ts';
 export type { CharterState } from '../../enclave/fleet/messages.ts';
 /** The device's typed refusals, for its host to answer with (names and numbers only). */
@@ -222,7 +222,6 @@ export interface JoinCeremonyInput {
  */
 export async function joinCeremonyStep(o: JoinCeremonyInput): Promise<JoinStep> {
   await ensureIdentity(o.dir, o.member, o.operatorSecret);
-  if (readMemberSecrets(o.dir, o.member) === null && !existsSync(join(o.dir, JOIN_FILE_NAME))) return { done: false, waiting: `its grant (${join(o.dir, JOIN_FILE_NAME)}): written by a member once the change that adds it commits` };
   const founding = foundingCharter(o.founders, o.fleetId);
   if (!founding) return { done: false, waiting: 'the founding members\' identity.pub files' };
   const checkFile = join(o.founders[FOUNDER]!, FILES.check);
