@@ -68,7 +68,7 @@ import type { BenchResult } from './lib/common.ts';
 import { median } from './lib/stats.ts';
 import { FastSealer } from '../client/e2e-seal-node.ts';
 import { createSodiumSha256 } from '../enclave/opaque/hash-sodium.ts';
-import { loadNativeHpke } from '../enclave/opaque/groups/sodium-native.ts';
+import { loadNativeHpke, loadNativeSha256 } from '../enclave/opaque/groups/sodium-native.ts';
 import { e2eContext, e2eResponseKey } from '../enclave/api/e2e-schedule.ts';
 import type { ScheduleHash } from '../enclave/api/e2e-schedule.ts';
 
@@ -188,10 +188,13 @@ const rec: VaultRecord = {
   backupKey: rnd(32),
   registeredAt: 1_700_000_000_000, pacing: 0, lastGuessAt: 0,
 };
-// The enclave's SHA-256 (vault.ts: libsodium WebAssembly) for the index leaves and the audit chain.
-const hash = sodium256;
+// The enclave's SHA-256 (vault.ts: native libsodium when it loads, else libsodium's WebAssembly)
+// for the index leaves and keys, the partition and the audit chain; the WebAssembly one for 'alt' rows.
+const hash = (await loadNativeSha256()).sha256 ?? sodium256;
 const index = new RecordIndex(rnd(32), hash);
 const audit = new AuditLog(rnd(32), rnd(32), hash);
+const indexWasm = new RecordIndex(rnd(32), sodium256);
+const auditWasm = new AuditLog(rnd(32), rnd(32), sodium256);
 // The KE1 and record exactly as the enclave holds them: decoded from the opened request, unsealed from the blob.
 const enclaveKe1 = (decodeMessage(ClientRequests, opened.request) as { ke1: Uint8Array }).ke1;
 const storedBlob = seal(dev.token, dev.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 1, version: 1 }, rec);
@@ -241,7 +244,15 @@ for (const t of devices) {
   // The IV from the platform's random source, as computeOp seals (record.ts seal `random`).
   step(`charged record: seal + new leaf (${t.kind} token)`, 'op', 'now', () => index.leafOf(rid, seal(t.d.token, t.d.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 2, version: 2 }, rec, dev.platform.random)));
 }
-step('audit event: record hash + sealed body + chained HMAC (the audit key\'s HMAC state made once)', 'op', 'now', (i) => audit.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, audit.recordHash(rid), 9));
+{
+  const blob = seal(dev.token, devices[0]!.d.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 1, version: 1 }, rec);
+  step(`  alt: of which the two leaves (SHA-256 of the blob, HMAC), on ${hash.backend}`, 'op', 'alt', () => [index.leafOf(rid, blob), index.leafOf(rid, blob)]);
+  step(`  alt: the two leaves on ${sodium256.backend} SHA-256 instead`, 'op', 'alt', () => [indexWasm.leafOf(rid, blob), indexWasm.leafOf(rid, blob)]);
+}
+step(`record id hash: partition and index key (SHA-256, ${hash.backend})`, 'op', 'now', () => digestOf(hash, rid));
+step(`  alt: record id hash on ${sodium256.backend} SHA-256 instead`, 'op', 'alt', () => digestOf(sodium256, rid));
+step(`audit event: record hash + sealed body + chained HMAC (the audit key's HMAC state made once; ${hash.backend})`, 'op', 'now', (i) => audit.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, audit.recordHash(rid), 9));
+step(`  alt: audit event on ${sodium256.backend} SHA-256 instead`, 'op', 'alt', (i) => auditWasm.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, auditWasm.recordHash(rid), 9));
 step('token random(12): what a sealed record\'s IV cost when the token drew it (the seal rows now draw it from the platform)', 'op', 'alt', () => dev.token.random(12));
 step('random session id + response nonce (platform random)', 'op', 'now', () => [dev.platform.random(16), dev.platform.random(12)]);
 
@@ -252,7 +263,7 @@ step('random session id + response nonce (platform random)', 'op', 'now', () => 
 // the summed row above). Each call is one op in its own epoch, aborted afterwards, so the stored
 // record never changes and the session tables give their room back. This row is the check on
 // the hand-made sum: the two should agree within the plumbing the rows leave out.
-const vSha = sodium256;
+const vSha = hash;
 const vParts: VaultParts = {
   p: dev.platform,
   keys: ek,

@@ -147,6 +147,40 @@ export async function bulkRegister(
 }
 
 /**
+ * A window's answers, copied as they arrive into one buffer allocated before it (with the index of
+ * their message, and whether sealed), so that the load generator keeps no object per answer alive
+ * through the window: the answers (thousands per window) would otherwise outlive the young
+ * generation and load the process's old-generation collector, which the server under test pays
+ * for and the raw server's loop (bench/lib/raw-worker.ts keeps nothing) does not.
+ */
+class AnswerStore {
+  private buf: Uint8Array;
+  private at = 0;
+  private readonly meta: number[] = []; // per answer: message index, offset, length, sealed (0/1)
+  constructor(messages: number) {
+    this.buf = new Uint8Array(Math.max(1 << 16, messages * 1100));
+  }
+  add(i: number, sealed: boolean, response: Uint8Array): void {
+    if (this.at + response.length > this.buf.length) {
+      const b = new Uint8Array(Math.max(this.buf.length * 2, this.at + response.length));
+      b.set(this.buf.subarray(0, this.at));
+      this.buf = b;
+    }
+    this.buf.set(response, this.at);
+    this.meta.push(i, this.at, response.length, sealed ? 1 : 0);
+    this.at += response.length;
+  }
+  list(msgs: Prepared[]): { p: Prepared; r: { sealed: boolean; response: Uint8Array } }[] {
+    const out: { p: Prepared; r: { sealed: boolean; response: Uint8Array } }[] = [];
+    const m = this.meta;
+    for (let k = 0; k < m.length; k += 4) {
+      out.push({ p: msgs[m[k]!]!, r: { sealed: m[k + 3] === 1, response: this.buf.subarray(m[k + 1]!, m[k + 1]! + m[k + 2]!) } });
+    }
+    return out;
+  }
+}
+
+/**
  * Closed loop: `concurrency` clients each submit the next prepared message as soon as their
  * previous one is answered, until the window ends or the messages run out. Answers are checked
  * after the window (decryption is not timed).
@@ -154,19 +188,20 @@ export async function bulkRegister(
 export async function closedLoop(submit: Submit, msgs: Prepared[], concurrency: number, windowMs: number): Promise<Outcome> {
   let next = 0;
   const lat: number[] = [];
-  const answers: { p: Prepared; r: { sealed: boolean; response: Uint8Array } }[] = [];
+  const store = new AnswerStore(msgs.length);
   const t0 = performance.now();
   const end = t0 + windowMs;
   let errors = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (performance.now() < end && next < msgs.length) {
-        const p = msgs[next++]!;
+        const i = next++;
+        const p = msgs[i]!;
         const s = performance.now();
         try {
           const r = await submit(p.recordId, p.message);
           lat.push(performance.now() - s);
-          answers.push({ p, r });
+          store.add(i, r.sealed, r.response);
         } catch {
           errors++;
         }
@@ -174,6 +209,7 @@ export async function closedLoop(submit: Submit, msgs: Prepared[], concurrency: 
     }),
   );
   const ms = performance.now() - t0;
+  const answers = store.list(msgs);
   const counts: Record<string, number> = {};
   for (const { p, r } of answers) {
     const a = decodeAnswer(p, r);

@@ -14,6 +14,7 @@
  * (from the platform), so an event computed again after an Abort does not reuse a keystream.
  */
 import { createCipheriv } from 'node:crypto';
+import type { Cipher } from 'node:crypto';
 import { encodeFields, fixed, u53 } from '../api/codec.ts';
 import { LABELS } from '../api/labels.ts';
 import { AUDIT_EVENT_LEN, AUDIT_NONCE_LEN, AUDIT_SEALED_LEN } from '../api/messages.ts';
@@ -59,12 +60,45 @@ function writeAuditBody(out: Uint8Array, seq: number, time: number, nonce: Uint8
   return out.subarray(0, BODY_LEN);
 }
 
-/** AES-256-CTR under the seal key; the same call seals and opens. */
-function ctr(key: Uint8Array, nonce: Uint8Array, data: Uint8Array): Uint8Array {
-  const c = createCipheriv('aes-256-ctr', key, nonce);
-  const out = c.update(data);
-  c.final();
-  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+/** Blocks of keystream an event needs: AUDIT_SEALED_LEN bytes, rounded up to whole AES blocks. */
+const CTR_BLOCKS = Math.ceil(AUDIT_SEALED_LEN / 16);
+
+/**
+ * AES-256-CTR under the seal key (NIST SP 800-38A §6.5; the same call seals and opens), as OpenSSL's
+ * aes-256-ctr computes it: the nonce is the first counter block, incremented as one 128-bit
+ * big-endian integer. The keystream is the counter blocks encrypted by one AES-256-ECB context
+ * made once per log (no padding, no state between calls), where a CTR context per event cost a key
+ * schedule and a native object each time (bench/breakdown.ts "audit event"). The context holds the
+ * key schedule as node:crypto keeps it: it can not be wiped, only dropped with the log.
+ */
+class CtrStream {
+  private readonly ecb: Cipher;
+  private readonly counters = Buffer.alloc(CTR_BLOCKS * 16);
+
+  constructor(key: Uint8Array) {
+    this.ecb = createCipheriv('aes-256-ecb', key, null);
+    this.ecb.setAutoPadding(false);
+  }
+
+  xor(nonce: Uint8Array, data: Uint8Array): Uint8Array {
+    if (nonce.length !== 16 || data.length > this.counters.length) throw new RangeError('audit CTR: a 16-byte nonce and at most one event');
+    const c = this.counters;
+    for (let b = 0; b < CTR_BLOCKS; b++) {
+      c.set(nonce, b * 16);
+      // nonce + b, as a 128-bit big-endian integer
+      let carry = b;
+      for (let i = b * 16 + 15; i >= b * 16 && carry > 0; i--) {
+        const v = c[i]! + carry;
+        c[i] = v & 0xff;
+        carry = v >> 8;
+      }
+    }
+    const ks = this.ecb.update(c);
+    const out = new Uint8Array(data.length);
+    for (let i = 0; i < data.length; i++) out[i] = data[i]! ^ ks[i]!;
+    ks.fill(0);
+    return out;
+  }
 }
 
 export class AuditLog {
@@ -73,14 +107,12 @@ export class AuditLog {
    * MAC, two MACs per event); `dispose` wipes it (the vault's zeroization).
    */
   private readonly mac: HmacKey;
+  private readonly ctr: CtrStream;
 
-  constructor(
-    key: Uint8Array,
-    private readonly sealKey: Uint8Array,
-    h: HashPrimitives,
-  ) {
+  constructor(key: Uint8Array, sealKey: Uint8Array, h: HashPrimitives) {
     if (sealKey.length !== 32) throw new RangeError('the audit seal key is 32 bytes');
     this.mac = hmacKey(h, key);
+    this.ctr = new CtrStream(sealKey);
   }
 
   /** Wipes the keyed HMAC state; the log is unusable afterwards. */
@@ -102,7 +134,7 @@ export class AuditLog {
     pt[0] = kind;
     pt.set(recordHash, 1);
     pt[33] = attemptsRemaining;
-    const sealed = ctr(this.sealKey, nonce, pt);
+    const sealed = this.ctr.xor(nonce, pt);
     const seq = prevSeq + 1;
     // encodeFields(AuditEventSchema, { seq, time, nonce, sealed, mac }): the MAC'd body, then the
     // mac, in one array: the body is written in place and MAC'd as a view of it.
@@ -114,7 +146,7 @@ export class AuditLog {
 
   /** What an event says. Only for events `verify` accepted up to a committed point. */
   open(e: AuditEvent): AuditEntry {
-    const pt = ctr(this.sealKey, e.nonce, e.sealed);
+    const pt = this.ctr.xor(e.nonce, e.sealed);
     return { seq: e.seq, time: e.time, kind: pt[0]!, recordHash: pt.slice(1, 33), attemptsRemaining: pt[33]! };
   }
 

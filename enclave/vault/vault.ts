@@ -15,7 +15,7 @@ import { ENCLAVE_STATE, SELF_TEST, SUITE_CODE } from '../api/messages.ts';
 import { ctEqual } from '../opaque/bytes.ts';
 import { digestOf } from './digest.ts';
 import { createSodiumSha256 } from '../opaque/hash-sodium.ts';
-import { loadNativeHpke } from '../opaque/groups/sodium-native.ts';
+import { loadNativeHpke, loadNativeSha256 } from '../opaque/groups/sodium-native.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 import type { Suite, SuiteId } from '../opaque/suite.ts';
 import { SUITE_IDS } from '../opaque/suite.ts';
@@ -117,7 +117,9 @@ export class Vault {
 
   private async start(): Promise<void> {
     for (const id of SUITE_IDS) this.suites.set(id, await fastSuite(id));
-    this.sha256 = await createSodiumSha256();
+    // SHA-256 on native libsodium when it loads (the same library as the native ristretto255
+    // backend, whose fallback logs the reason once), else on libsodium's WebAssembly build.
+    this.sha256 = (await loadNativeSha256()).sha256 ?? (await createSodiumSha256());
     if (this.p.nvram.size < NVRAM_STATE_SIZE) throw new EnclaveFault(PlatformCodes.NvramFull, 'NVRAM region too small');
     const stored = decodeNvramState(this.p.nvram.read());
     if (stored && stored.flags & FLAG_ZEROIZED) {

@@ -9,7 +9,9 @@
  * - the chain is checked back from the committed head in runs the enclave anchors; a removed,
  *   altered, missing or cut event, a forged anchor and a wrong secret are refused.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { AuditLog } from '../../../enclave/vault/audit.ts';
+import { nodeHash } from '../../../enclave/opaque/hash-node.ts';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeFields, decodeMessage, encodeFields, encodeMessage } from '../../../enclave/api/codec.ts';
 import { Integrity, Lifecycle } from '../../../enclave/api/codes.ts';
@@ -288,5 +290,26 @@ describe('the audit chain', () => {
     expect((await read(tampered((evs) => evs.map((e) => (e.seq === 5 ? { ...e, time: e.time + 1 } : e))))).broken).toEqual({ seq: 5, reason: 'does not verify' });
     expect(await read(tampered((evs) => evs.filter((e) => e.seq < 6)))).toMatchObject({ broken: { seq: 6, reason: 'missing from storage' }, verified: 0 });
     expect((await read(h.store)).broken).toBeNull();
+  });
+});
+
+describe('the sealed part of an event', () => {
+  it('is AES-256-CTR as OpenSSL computes it (the 128-bit counter carried across bytes), for any nonce, and opens back', () => {
+    const seal = new Uint8Array(randomBytes(32));
+    const log = new AuditLog(new Uint8Array(randomBytes(32)), seal, nodeHash('SHA-256'));
+    const rh = new Uint8Array(randomBytes(32));
+    const nonces = [new Uint8Array(16), new Uint8Array(16).fill(0xff), Uint8Array.from([...new Uint8Array(15).fill(0x12), 0xfe]), Uint8Array.from([...new Uint8Array(8), ...new Uint8Array(8).fill(0xff)])];
+    for (let i = 0; i < 50; i++) nonces.push(new Uint8Array(randomBytes(16)));
+    for (const [i, nonce] of nonces.entries()) {
+      const ev = log.next(i, new Uint8Array(32), 1000 + i, nonce, 3, rh, 7);
+      const decoded = decodeFields(AuditEventSchema, ev.bytes) as AuditEvent;
+      const pt = Uint8Array.from([3, ...rh, 7]);
+      const c = createCipheriv('aes-256-ctr', seal, nonce);
+      const want = Buffer.concat([c.update(pt), c.final()]);
+      expect(Buffer.from(decoded.sealed).toString('hex'), `nonce ${Buffer.from(nonce).toString('hex')}`).toBe(want.toString('hex'));
+      const opened = log.open(decoded);
+      expect([opened.kind, Buffer.from(opened.recordHash).toString('hex'), opened.attemptsRemaining]).toEqual([3, Buffer.from(rh).toString('hex'), 7]);
+    }
+    expect(() => log.next(0, new Uint8Array(32), 0, new Uint8Array(12), 3, rh, 7)).toThrow(RangeError);
   });
 });
