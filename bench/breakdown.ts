@@ -246,13 +246,13 @@ for (const t of devices) {
 }
 {
   const blob = seal(dev.token, devices[0]!.d.sealKey, rid, { kind: KIND_RECORD, suite: 1, epoch: 1, version: 1 }, rec);
-  step(`  alt: of which the two leaves (SHA-256 of the blob, HMAC), on ${hash.backend}`, 'op', 'alt', () => [index.leafOf(rid, blob), index.leafOf(rid, blob)]);
-  step(`  alt: the two leaves on ${sodium256.backend} SHA-256 instead`, 'op', 'alt', () => [indexWasm.leafOf(rid, blob), indexWasm.leafOf(rid, blob)]);
+  step(`  of which the two leaves (SHA-256 of the blob, HMAC), on ${hash.backend}`, 'op', 'alt', () => [index.leafOf(rid, blob), index.leafOf(rid, blob)]);
+  step(`the two leaves on ${sodium256.backend} SHA-256 instead`, 'op', 'alt', () => [indexWasm.leafOf(rid, blob), indexWasm.leafOf(rid, blob)]);
 }
 step(`record id hash: partition and index key (SHA-256, ${hash.backend})`, 'op', 'now', () => digestOf(hash, rid));
-step(`  alt: record id hash on ${sodium256.backend} SHA-256 instead`, 'op', 'alt', () => digestOf(sodium256, rid));
+step(`record id hash on ${sodium256.backend} SHA-256 instead`, 'op', 'alt', () => digestOf(sodium256, rid));
 step(`audit event: record hash + sealed body + chained HMAC (the audit key's HMAC state made once; ${hash.backend})`, 'op', 'now', (i) => audit.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, audit.recordHash(rid), 9));
-step(`  alt: audit event on ${sodium256.backend} SHA-256 instead`, 'op', 'alt', (i) => auditWasm.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, auditWasm.recordHash(rid), 9));
+step(`audit event on ${sodium256.backend} SHA-256 instead`, 'op', 'alt', (i) => auditWasm.next(i, new Uint8Array(32), 0, dev.platform.random(16), 2, auditWasm.recordHash(rid), 9));
 step('token random(12): what a sealed record\'s IV cost when the token drew it (the seal rows now draw it from the platform)', 'op', 'alt', () => dev.token.random(12));
 step('random session id + response nonce (platform random)', 'op', 'now', () => [dev.platform.random(16), dev.platform.random(12)]);
 
