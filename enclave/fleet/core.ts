@@ -9,6 +9,7 @@ import { charterHash } from './ceremony.ts';
 import { FleetFault, type FleetCodeValue } from './faults.ts';
 import { pairKeys, sharedKeysForControl, type MemberSecrets, type MessageKeys } from './keys.ts';
 import { configAt, isMemberOf, membersOf, tipOf, type DurableState, type Tip } from './log.ts';
+import { MAX_DURABLE_ENTRIES } from './durable.ts';
 import type { Intent, RecordOp } from './rules.ts';
 import { MAX_MEMBERS, MAX_OPS_PER_ENTRY } from './codec.ts';
 import { ANY_INCARNATION, INCARNATION_BYTES, sameBytes, seal, type Body, type Config, type Entry } from './wire.ts';
@@ -31,6 +32,12 @@ export interface MemberPlatform {
  */
 export type BrokenRule = 'count-unadmitted' | 'half-quorum' | 'skip-mac' | 'shared-key' | 'charter-two';
 export const BROKEN_RULES: readonly BrokenRule[] = ['count-unadmitted', 'half-quorum', 'skip-mac', 'shared-key', 'charter-two'];
+
+/**
+ * Committed entries a member keeps for its vault to apply, at most (`floor`): half of what its
+ * state file holds (durable.ts MAX_DURABLE_ENTRIES), the rest for entries not committed yet.
+ */
+export const MAX_UNAPPLIED_ENTRIES = MAX_DURABLE_ENTRIES / 2;
 
 export interface MemberOptions {
   /** Members of the founding charter (the fleet's size at the ceremony). */
@@ -114,11 +121,19 @@ export class MemberCore {
   /** Whether this member has applied an entry's payload (member.ts setApplied); compaction keeps every entry from the first it has not (`floor`). */
   applied: ((payload: Uint8Array) => boolean) | null = null;
 
-  /** The last index compaction may fold: before the first entry whose payload this member has not applied. */
+  /**
+   * The last index compaction may fold: before the first entry whose payload this member has not
+   * applied, but never more than MAX_UNAPPLIED_ENTRIES committed entries behind the commit point.
+   * A vault that can not apply from its log (behind: waiting for a catch-up by stored rows) would
+   * otherwise keep every entry the fleet commits until its state outgrew what the state file
+   * holds (MAX_DURABLE_ENTRIES: the encoding refused it and the member process died, CI
+   * 2026-12-06). Entries folded unapplied make the vault behind (fleet-seat.ts `behind`), which
+   * is the catch-up by stored rows' case: it adopts rows only at a batch its log names committed.
+   */
   floor(d: DurableState = this.d): number {
     const f = this.applied;
     if (!f) return Number.MAX_SAFE_INTEGER;
-    for (const e of d.entries) if (e.payload.length > 0 && !f(e.payload)) return e.index - 1;
+    for (const e of d.entries) if (e.payload.length > 0 && !f(e.payload)) return Math.max(e.index - 1, d.commit - MAX_UNAPPLIED_ENTRIES);
     return Number.MAX_SAFE_INTEGER;
   }
   /** This member's log is a prefix of the current view leader's (set when a view starts or a catch-up installs). */
