@@ -3,9 +3,11 @@
  * the hash itself, HMAC (RFC 2104), HKDF Extract/Expand (RFC 5869 §2.2, §2.3) and
  * expand_message_xmd (RFC 9380 §5.3.1).
  *
- * Three implementations of `HashPrimitives` exist: `hash-noble.ts` (portable, what a browser
- * client uses), `hash-node.ts` (node:crypto; the server's SHA-256) and `hash-sodium.ts` (libsodium
- * WebAssembly SHA-512; the server's ristretto255-SHA512, cheapest on short inputs).
+ * Implementations of `HashPrimitives`: `hash-noble.ts` (portable, what a browser client uses),
+ * `hash-node.ts` (node:crypto; the server's P-256 suite's SHA-256), `hash-sodium.ts` (libsodium
+ * WebAssembly SHA-512, the server's ristretto255-SHA512, cheapest on short inputs; and SHA-256,
+ * the enclave's fallback) and `NativeSha256` in groups/sodium-native.ts (native libsodium; the
+ * enclave's own SHA-256 where the library loads).
  * Everything else here is composition over those two calls.
  */
 import { concat, i2osp } from './bytes.ts';

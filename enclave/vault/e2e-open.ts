@@ -10,7 +10,7 @@
  * otherwise on node:crypto, with the same bytes and the same refusals. The key schedule's
  * HMAC-SHA256 runs on native libsodium too when it loads (every key in it is 32 bytes, the empty
  * salt as 32 zero bytes: RFC 2104 pads a short key with zeros), else on the SHA-256 the receiver
- * was made with (libsodium's WebAssembly in the enclave, node:crypto's by default).
+ * was made with (the enclave's: native libsodium's or its WebAssembly build; node:crypto's by default).
  *
  * Secrets: on the native path the private key is held as bytes and zeroed by `zeroize`, and the
  * AEAD keys pass through the engine's scratch array, zeroed after each call. node:crypto keeps
@@ -59,8 +59,9 @@ interface E2ePrimitives {
 export interface E2eReceiver {
   publicKey: Uint8Array;
   /**
-   * SHA-256 for the key schedule's HMACs: the enclave passes libsodium's (hash-sodium.ts), which
-   * leaves no native handle per call for the device's garbage collector to finalize.
+   * SHA-256 for the key schedule's HMACs: the enclave passes its own (vault.ts: native libsodium's,
+   * or libsodium's WebAssembly build), neither of which leaves a native handle per call for the
+   * device's garbage collector to finalize.
    */
   hash: HashPrimitives;
   /** The key schedule's HMAC: native libsodium's (NativeScheduleHash) or `hash`. */

@@ -371,8 +371,9 @@ const SHA_STAGE = 1024;
 /**
  * SHA-256 and HMAC-SHA256 (FIPS 180-4, RFC 2104) on native libsodium, as `HashPrimitives`: the
  * enclave's own SHA-256 (record index leaves and keys, the audit chain, partitions). One call
- * through koffi per hash or HMAC, where libsodium's WebAssembly build pays a copy into its memory
- * and runs about three times slower (bench/breakdown.ts). Every byte handed to libsodium is staged
+ * through koffi per hash or HMAC, where libsodium's WebAssembly build pays a copy into its memory:
+ * about 10% faster on a sealed record's 300 bytes (bench/breakdown.ts rows, bench/README.md
+ * 2026-12-06). Every byte handed to libsodium is staged
  * in arrays we own and zeroed after the call (inputs longer than SHA_STAGE are passed as the
  * caller's arrays); `hmacKey` keeps the key's hashed pads in an array of its own until `dispose`.
  */
