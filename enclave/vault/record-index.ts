@@ -113,6 +113,11 @@ export class IndexLoader {
     this.index = new RecordIndex(key, h);
   }
 
+  /** Live rows streamed so far. */
+  get count(): number {
+    return this.index.count;
+  }
+
   add(recordId: Uint8Array, blob: Uint8Array): void {
     const k = this.index.keyOf(recordId).slice();
     if (this.index.getByKey(k) || this.dead.get(k)) throw new EnclaveFault(Handling.DuplicateRecordInLoad, 'a record was streamed twice', 'recordId');

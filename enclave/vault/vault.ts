@@ -290,7 +290,16 @@ export class Vault {
         anchor = a;
         if (adopted) break;
       }
-      if (!adopted) throw e;
+      if (!adopted) {
+        if (!this.seat) throw e;
+        // Said to the host (it streamed the rows and knows the batch numbers): what was checked.
+        const later = this.seat.committedAnchors().filter((a) => a.epoch > this.nv.committed.epoch);
+        const span = later.length ? `${later[later.length - 1]!.epoch}..${later[0]!.epoch}` : 'none';
+        throw new EnclaveFault(
+          Integrity.RollbackDetected,
+          `stored records do not match the enclave state: ${loader.count} live rows; committed batches its log names after its own ${this.nv.committed.epoch}: ${span}, ${later.filter((a) => a.count === loader.count).length} of them with that count`,
+        );
+      }
       await this.writeNvram({ ...this.nv, committed: { ...this.nv.committed, epoch: anchor!.epoch, count: anchor!.count, indexSum: Uint8Array.from(anchor!.sum) }, intent: null });
       loaded = { index: adopted, rolledForward: false };
     }
