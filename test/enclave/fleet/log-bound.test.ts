@@ -4,66 +4,45 @@
  * compaction folds them unapplied (the vault is then behind: fleet-seat.ts), and the member's state
  * always fits its state file (durable.ts MAX_DURABLE_ENTRIES). Before the bound such a member kept
  * every entry the fleet committed until encodeDurable refused its state and the member process
- * died (a CI run of test/host/fleet/charter.test.ts, 2026-12-06). Three members on a network this
- * file drives tick by tick, as in liveness.test.ts.
+ * died (a CI run of test/host/fleet/charter.test.ts, 2026-12-06). Three members on the test's network
+ * (test/helpers/fleet-net.ts).
  */
-import { randomBytes } from 'node:crypto';
 import { expect, it } from 'vitest';
 import { MAX_UNAPPLIED_ENTRIES } from '../../../enclave/fleet/core.ts';
 import { MAX_DURABLE_ENTRIES, encodeDurable } from '../../../enclave/fleet/durable.ts';
-import { genesis, type DurableState } from '../../../enclave/fleet/log.ts';
-import { Member, type Output } from '../../../enclave/fleet/member.ts';
-import { readHeader } from '../../../enclave/fleet/wire.ts';
-import { fuzzSecrets } from '../../fuzz/targets/fleet-wire.ts';
-
-const TIMING = { viewChangeTicks: 20, reformTicks: 60, resendTicks: 2 } as const;
+import { Net } from '../../helpers/fleet-net.ts';
 
 it('a member that applies nothing keeps a bounded log: its state always encodes, the others keep their few entries', () => {
-  const n = 3;
-  const disks: DurableState[] = Array.from({ length: n }, (_, i) => genesis(i, fuzzSecrets(0).charter.identities));
-  let now = 0;
-  let flight: { at: number; to: number; msg: Uint8Array }[] = [];
-  const members = disks.map(
-    (d, i) => new Member(d, { random: (k) => new Uint8Array(randomBytes(k)), persist: (s) => (disks[i] = s) }, { n, secrets: fuzzSecrets(i), ...TIMING }, now),
-  );
-  const out = (o: Output) => {
-    for (const msg of o.send) flight.push({ at: now + 1, to: readHeader(msg).to, msg });
-  };
-  const step = () => {
-    now++;
-    const due = flight.filter((f) => f.at <= now);
-    flight = flight.filter((f) => f.at > now);
-    for (const f of due) out(members[f.to]!.receive(f.msg, now));
-    for (const m of members) out(m.tick(now));
-  };
-  const leader = () => members.find((m) => m.status === 'normal' && m.isLeader()) ?? null;
-  for (let t = 0; t < 2000 && !(leader() && members.every((m) => m.status === 'normal')); t++) step();
-  const l = leader();
-  expect(l, 'the fleet forms').not.toBeNull();
-  const lagger = members.find((m) => m !== l)!;
+  const net = new Net(3);
+  const all = () => net.members.map((m) => m!);
+  net.until(() => net.leader() !== null && all().every((m) => m.status === 'normal'), 2000);
+  const li = net.leader();
+  expect(li, 'the fleet forms').not.toBeNull();
+  const l = net.members[li!]!;
+  const lag = [0, 1, 2].find((i) => i !== li)!;
   // every payload applied at once, except on the lagger, whose vault applies none
-  for (const m of members) m.setApplied(m === lagger ? () => false : () => true);
+  all().forEach((m, i) => m.setApplied(i === lag ? () => false : () => true));
 
   const batches = MAX_UNAPPLIED_ENTRIES + 300;
   let mostKept = 0;
   for (let i = 0; i < batches; i++) {
-    const before = l!.durable.commit;
-    const r = l!.submitBatch([{ kind: 'register', id: `r${i}`, limit: 5 }], Uint8Array.of(1, i & 0xff, i >> 8), now);
+    const before = l.durable.commit;
+    const r = l.submitBatch([{ kind: 'register', id: `r${i}`, limit: 5 }], Uint8Array.of(1, i & 0xff, i >> 8), net.now);
     expect(typeof r.index, `batch ${i} taken: ${String(r.index)}`).toBe('number');
-    out(r.out);
-    for (let t = 0; t < 50 && l!.durable.commit === before; t++) step();
-    expect(l!.durable.commit, `batch ${i} commits`).toBeGreaterThan(before);
-    mostKept = Math.max(mostKept, disks[members.indexOf(lagger)]!.entries.length);
+    net.out(r.out);
+    net.until(() => l.durable.commit > before, 50);
+    expect(l.durable.commit, `batch ${i} commits`).toBeGreaterThan(before);
+    mostKept = Math.max(mostKept, net.disks[lag]!.entries.length);
   }
-  for (let t = 0; t < 20; t++) step();
-  const lag = disks[members.indexOf(lagger)]!;
+  for (let t = 0; t < 20; t++) net.step();
+  const d = net.disks[lag]!;
   // bounded: never more than the unapplied bound and the entries not committed yet
   expect(mostKept, 'entries the lagger kept at most').toBeLessThanOrEqual(MAX_UNAPPLIED_ENTRIES + 8);
   expect(mostKept, 'the lagger kept entries for its vault up to the bound').toBeGreaterThanOrEqual(MAX_UNAPPLIED_ENTRIES);
-  expect(lag.base.index, 'its snapshot moved past entries its vault never applied').toBeGreaterThan(batches - MAX_UNAPPLIED_ENTRIES - 10);
+  expect(d.base.index, 'its snapshot moved past entries its vault never applied').toBeGreaterThan(batches - MAX_UNAPPLIED_ENTRIES - 10);
   expect(MAX_UNAPPLIED_ENTRIES).toBeLessThan(MAX_DURABLE_ENTRIES);
-  expect(() => encodeDurable(lag)).not.toThrow();
+  expect(() => encodeDurable(d)).not.toThrow();
   // members whose vault applies keep only the few entries behind the commit point
-  for (const m of members.filter((x) => x !== lagger)) expect(disks[members.indexOf(m)]!.entries.length).toBeLessThan(40);
-  expect(lagger.status).toBe('normal');
+  for (const i of [0, 1, 2].filter((x) => x !== lag)) expect(net.disks[i]!.entries.length).toBeLessThan(40);
+  expect(net.members[lag]!.status).toBe('normal');
 });
