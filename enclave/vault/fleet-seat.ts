@@ -195,6 +195,21 @@ export class FleetSeat {
     return out;
   }
 
+  /**
+   * Whether batch `epoch` is one of `committedAnchors()` in the state this member has written
+   * (its commit point written too): what a device booted again from that state checks a copy of
+   * stored rows at that batch against. A follower learns a commit after the member it copies
+   * from did, and writes it later still, so a copy taken the moment it arrives is often one batch
+   * past the written log (vault-node.ts waits for this first).
+   */
+  namesCommitted(epoch: number): boolean {
+    if (this.committedBatch(epoch)) return true; // find() writes the commit point that covers it
+    const d = this.member.durable;
+    if (d.base.lastPayload.length === 0 || decodeBatchPayload(d.base.lastPayload).epoch !== epoch) return false;
+    this.member.persistCommit(d.commit);
+    return true;
+  }
+
   /** The last batch number the log holds: in its entries, or folded into its snapshot. */
   loggedEpoch(): number {
     const d = this.member.durable;

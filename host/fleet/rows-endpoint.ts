@@ -82,7 +82,11 @@ async function stream(s: RowsSource, self: number, to: number, res: ServerRespon
       if (!res.write(line + '\n')) {
         let timer: NodeJS.Timeout | undefined;
         const stalled = new Promise<'stalled'>((r) => (timer = setTimeout(() => r('stalled'), STALL_TIMEOUT_MS)));
-        const why = await Promise.race([once(res, 'drain'), once(res, 'close'), stalled]);
+        // each wait takes its listeners off again (a long copy waits thousands of times)
+        const ac = new AbortController();
+        const ended = (ev: string) => once(res, ev, { signal: ac.signal }).then(() => ev, () => 'aborted');
+        const why = await Promise.race([ended('drain'), ended('close'), stalled]);
+        ac.abort();
         clearTimeout(timer);
         if (why === 'stalled') throw new Error(`the copier read nothing for ${STALL_TIMEOUT_MS / 1000} s`);
         if (res.destroyed) throw new Error('the copier went away');

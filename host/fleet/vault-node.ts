@@ -38,6 +38,8 @@ import type { RowsSource } from './rows-endpoint.ts';
 
 /** How long a leader's batch may wait for the fleet's commit before the engine gives it up. */
 export const COMMIT_TIMEOUT_MS = 10_000;
+/** How long a downloaded copy of stored rows waits for this member's log to name its batch committed. */
+export const ANCHOR_WAIT_MS = 10_000;
 
 export interface VaultNodeOptions {
   readonly device: VaultDeviceOptions;
@@ -323,6 +325,14 @@ export class FleetVaultNode implements RowsSource {
         removeStaging(this.o.device.dir);
         return 'the device was rebooting; the copy is dropped';
       }
+      // the device checks the copy against the log it boots from: wait until that log names the
+      // copy's batch committed (the source applied it, so the fleet committed it; this member
+      // hears of it a moment later, and writes it later still)
+      if (!(await this.namesCommitted(got.appliedBatch))) {
+        removeStaging(this.o.device.dir);
+        tried.push(`the copy from member ${src.member} is at batch ${got.appliedBatch}, which this member's log did not name committed within ${ANCHOR_WAIT_MS / 1000} s`);
+        continue;
+      }
       let refused: string | null = null;
       await this.reboot(async () => {
         try {
@@ -339,6 +349,22 @@ export class FleetVaultNode implements RowsSource {
       return `took ${got.rows} rows at batch ${got.appliedBatch} from member ${src.member}`;
     }
     return `no copy arrived: ${tried.join('; ')}`;
+  }
+
+  /** Resolves true once the running device's written log names batch `epoch` committed; false after ANCHOR_WAIT_MS, or when the device goes. */
+  private namesCommitted(epoch: number): Promise<boolean> {
+    const t0 = Date.now();
+    const device = this.device;
+    return new Promise((resolve) => {
+      const check = () => {
+        const ok = this.device === device && device !== null && device.namesCommitted(epoch);
+        if (!ok && this.device === device && device !== null && !this.rebooting && !this.closed && Date.now() - t0 < ANCHOR_WAIT_MS) return;
+        this.waiters.delete(check);
+        resolve(ok);
+      };
+      this.waiters.add(check);
+      check();
+    });
   }
 
   /**

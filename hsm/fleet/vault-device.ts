@@ -237,6 +237,11 @@ export class FleetVaultDevice {
     };
   }
 
+  /** Whether this member's written log names batch `epoch` committed (FleetSeat.namesCommitted): a copy of stored rows at that batch can be checked. */
+  namesCommitted(epoch: number): boolean {
+    return this.seat.namesCommitted(epoch);
+  }
+
   isLeader(): boolean {
     return this.member.isLeader();
   }

@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkFleetConfig, fleetJson, initFleet } from '../../host/fleet/config.ts';
@@ -151,6 +151,12 @@ export class ProcFleet {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...this.env } });
     const p: MemberProc = { member: i, child, api: `http://127.0.0.1:${o.api ?? this.apiPorts[i] ?? this.addedApi(i)}`, label: o.label ?? `m${i}`, log: '' };
     child.stderr!.on('data', (d: Buffer) => (p.log += d.toString()));
+    // BKV_TEST_PROC_LOGS=DIR keeps every member's whole log (for a failure that needs more than the tail a test prints)
+    const keep = process.env.BKV_TEST_PROC_LOGS;
+    if (keep) {
+      const file = join(keep, `${this.root.split('/').pop()}-${p.label}.log`);
+      child.stderr!.on('data', (d: Buffer) => appendFileSync(file, d));
+    }
     await new Promise<void>((res, rej) => {
       const t = setTimeout(() => rej(new Error(`member ${i} did not start:\n${p.log}`)), 60_000);
       const onExit = (c: number | null) => {

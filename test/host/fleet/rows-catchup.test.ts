@@ -180,9 +180,12 @@ describe('catch-up by stored rows between member processes', () => {
     const p = await f.start(t);
     let busy = true;
     let extra = 0;
-    const load = (async () => {
-      while (busy && extra < 40) await register(c, `busy${extra++}`);
-    })();
+    // four clients at once: batches follow each other closely, as under real load
+    const load = Promise.all(
+      [0, 1, 2, 3].map(async () => {
+        while (busy && extra < 60) await register(c, `busy${extra++}`);
+      }),
+    );
     try {
       await f.waitFor('the member to catch up', async () => (await statusOf(t))?.behind === false || null, 120_000);
     } finally {
@@ -193,8 +196,11 @@ describe('catch-up by stored rows between member processes', () => {
     const all = await settled();
     const caught = all[0]!.appliedBatch!;
     expect(new Set(all.map((s) => s.appliedBatch))).toEqual(new Set([caught]));
-    expect(caught).toBeGreaterThanOrEqual(top + 2 * extra);
+    // (at least one batch per two of the four clients' registrations: a batch may carry several)
+    expect(caught).toBeGreaterThanOrEqual(top + Math.ceil(extra / 2));
     expect(p.log).toMatch(/attempt \d+: took \d+ rows at batch \d+ from member/);
+    // a real member's copy is never refused: the host waits until its log names the copy's batch committed
+    expect(p.log).not.toMatch(/the device refused/);
     f.note(`${extra} registrations during the copy; ${p.log.split('\n').filter((l) => /catch-up/.test(l)).join('; ')}`);
     const want = rowsOf(leader);
     expect(want.size).toBe(3 + count + extra);
