@@ -5,7 +5,8 @@
  * are detached only on request); the host holds only
  * the Worker. An uncaught error or exit of the thread fails every pending request with Crashed.
  */
-import { Worker } from 'node:worker_threads';
+import v8 from 'node:v8';
+import { Worker, type WorkerOptions } from 'node:worker_threads';
 import { DeviceChannel, deviceEntry } from './channel.ts';
 import type { ChannelOptions } from './channel.ts';
 import type { ToDevice } from '../../enclave/api/device.ts';
@@ -20,6 +21,21 @@ import type { ToDevice } from '../../enclave/api/device.ts';
  */
 export const DEVICE_YOUNG_GENERATION_MB = 24;
 
+/**
+ * A device thread with its young generation capped at `youngMb` (0: V8's own sizing). V8 lets a
+ * process-wide --max-semi-space-size override a new isolate's own young-generation limit (its
+ * heap configuration reads the flag first), so under `bkv serve` (--max-semi-space-size=4 for its
+ * main thread) the cap would be ignored and every device would run with 4 MB semi-spaces. The
+ * flag is cleared (0, V8's "not set") before the thread starts: that changes no heap already made
+ * (the main thread keeps its 4 MB), only isolates made from then on, whose limits are their own.
+ * test/host/channel/device-young.test.ts checks both threads in a process run with the flag.
+ */
+export function deviceThread(entry: string | URL, o: WorkerOptions, youngMb: number): Worker {
+  if (youngMb <= 0) return new Worker(entry, o);
+  v8.setFlagsFromString('--max-semi-space-size=0');
+  return new Worker(entry, { ...o, resourceLimits: { ...o.resourceLimits, maxYoungGenerationSizeMb: youngMb } });
+}
+
 export class WorkerChannel extends DeviceChannel {
   private readonly worker: Worker;
   private lastError: string | undefined;
@@ -29,7 +45,7 @@ export class WorkerChannel extends DeviceChannel {
     // The bundled device (or, from source, hsm/boot.mjs, which registers tsx itself).
     // execArgv: [] drops the parent's loader flags (tsx, vitest).
     const young = Number(process.env.BKV_DEVICE_YOUNG_MB ?? DEVICE_YOUNG_GENERATION_MB);
-    this.worker = new Worker(deviceEntry('worker', this.config), { workerData: this.config, execArgv: [], ...(young > 0 && { resourceLimits: { maxYoungGenerationSizeMb: young } }) });
+    this.worker = deviceThread(deviceEntry('worker', this.config), { workerData: this.config, execArgv: [] }, young);
     this.worker.on('message', (m: unknown) => this.onDeviceMessage(m));
     this.worker.on('error', (e: Error) => {
       this.lastError = `${e.name}: ${e.message}`;
