@@ -14,12 +14,15 @@ import type { ToDevice } from '../../enclave/api/device.ts';
 /**
  * The cap on a device thread's young generation, MB (BKV_DEVICE_YOUNG_MB overrides; 0: V8's own
  * sizing, which follows the process's --max-semi-space-size and by default grows to 48 MB).
- * Set explicitly so a device behaves the same under `bkv serve` (whose main thread runs with
- * --max-semi-space-size=4) and in a process without flags (the benches, an embedding service).
- * The rule: the smallest cap whose CPU per login is level with V8's default in an interleaved
- * A/B (`npx tsx bench/lib/env-ab.ts`, BKV_DEVICE_YOUNG_MB=24,0; figures in bench/README.md).
+ * Applied by `deviceThread` below whatever the process's flags, so a device behaves the same
+ * under `bkv serve` (whose main thread runs with --max-semi-space-size=4) and in the benches.
+ * The rule: the memory target first (bench/memory.ts: the service's peak RSS while 1,000,000
+ * records are registered, < 300 MB), then CPU. 12 MB (4 MB semi-spaces, what `bkv serve`'s
+ * devices ran with while the flag overrode the cap) against 24: peak 311.5 against 333.1 MB at
+ * 1M records, and about 5% fewer logins per second at concurrency 512 (`npx tsx
+ * bench/lib/env-ab.ts BKV_DEVICE_YOUNG_MB=12,24 6 512 3000`; figures in bench/README.md).
  */
-export const DEVICE_YOUNG_GENERATION_MB = 24;
+export const DEVICE_YOUNG_GENERATION_MB = 12;
 
 /**
  * A device thread with its young generation capped at `youngMb` (0: V8's own sizing). V8 lets a
