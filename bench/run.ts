@@ -11,8 +11,9 @@
  *
  * --reuse NAME=FILE takes subsystem NAME's output from FILE (what `bench/NAME.ts --json FILE`
  * wrote, on this machine) instead of running it: for the hour-long 1M-record memory run. The
- * report says so beside that subsystem (its commit, date, and load average), and a quick output
- * is refused in a full report.
+ * report says so beside that subsystem (its commit, date, and load average) and in the rows of
+ * the targets it feeds (serviceRssMB1M, storedBytesPerRecord: which commit was measured), and a
+ * quick output is refused in a full report.
  *
  * Subsystems (bench/<name>.ts): opaque (per core: ours, the peers, the floor), enclave (the
  * message boundary, worker pool, durable charging, group commit; scaling and latency; the raw
@@ -226,6 +227,9 @@ ratioTarget('fleet3VsSingle', 0.5, 'logins/s over HTTP: a fleet of 3 member proc
 }
 if (mem) {
   const reached = !mem.extrapolated && !mem.notExtrapolated;
+  // a reused memory run says in the target row itself which code it measured: a stale one hides a regression
+  const memOut = outputs.find((o) => o.subsystem === 'memory');
+  const reusedFrom = reuse.has('memory') && memOut ? `REUSED run of commit ${memOut.machine.commit ?? '?'} (${String(memOut.machine.date).slice(0, 10)}), not this code; ` : '';
   const rss = mem.extrapolated ? mem.extrapolatedServicePeakRssMB! : mem.servicePeakRssMB!;
   const n = mem.records!.toLocaleString('en-US');
   targets.push({
@@ -234,11 +238,11 @@ if (mem) {
     target: '< 300 MB',
     value: round(rss, 1),
     met: mem.notExtrapolated ? null : rss < 300,
-    note: reached
+    note: reusedFrom + (reached
       ? `measured at ${n} records`
       : mem.extrapolated
         ? `EXTRAPOLATED from ${n} records (measured peak there: ${mem.servicePeakRssMB} MB)`
-        : `only ${n} records in this run (peak there ${mem.servicePeakRssMB} MB, empty service ${mem.serviceRssMBEmpty} MB): run the full bench`,
+        : `only ${n} records in this run (peak there ${mem.servicePeakRssMB} MB, empty service ${mem.serviceRssMBEmpty} MB): run the full bench`),
   });
   targets.push({
     key: 'storedBytesPerRecord',
@@ -246,7 +250,7 @@ if (mem) {
     target: '< 600 B',
     value: mem.storedBytesPerRecord!,
     met: mem.storedBytesPerRecord! < 600,
-    note: `at ${mem.records!.toLocaleString('en-US')} records`,
+    note: `${reusedFrom}at ${mem.records!.toLocaleString('en-US')} records`,
   });
 } else {
   targets.push({ key: 'serviceRssMB1M', what: 'peak RSS of the service with 1,000,000 records', target: '< 300 MB', value: null, met: null, note: 'not measured (memory not run)' });

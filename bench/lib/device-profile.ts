@@ -6,7 +6,7 @@
  *
  *   npx tsx bench/lib/device-profile.ts [--op login|ke3] [--ms 3000] [--records 1024]
  *        [--nvram file|token] [--token emulator|softhsm] [--concurrency 128]
- *        [--prof FILE.cpuprofile [--incl REGEX]] [--heap] [--ab]
+ *        [--prof FILE.cpuprofile [--incl REGEX]] [--heap [--heap-steps REGEX]] [--ab]
  *
  * The device is provisioned with a bench issuer (bench/lib/auth.ts) and every operation carries
  * its record's token (one per record, reused), so the token check is in the device's time.
@@ -14,7 +14,8 @@
  * synchronous work on this thread), the process's CPU time per operation (this thread, other
  * threads: GC helpers, JIT) and the garbage collections of this thread. --prof writes and
  * summarizes a CPU profile of the window; --heap samples allocations (collected ones included)
- * by allocating function; --ab then times serverLoginStart with raw keys and with the enclave's
+ * by allocating function (--heap-steps: also by step, each allocation counted to the innermost
+ * calling function whose name matches REGEX, e.g. 'openRequestSync|serverLoginStart|seal|unseal|next|put'); --ab then times serverLoginStart with raw keys and with the enclave's
  * derived keys and random source, interleaved, in this heap (the enclave/raw OPAQUE question).
  * For all of GC on this thread: `node --single-threaded --import tsx bench/lib/device-profile.ts`.
  */
@@ -161,6 +162,19 @@ if (A.has('heap')) {
     for (const c of n.children) walk(c, n);
   };
   walk(profile.head);
+  const stepRe = A.get('heap-steps') ? new RegExp(A.get('heap-steps')!) : null;
+  if (stepRe) {
+    const bySteps = new Map<string, number>();
+    const walk2 = (n: HeapNode, step: string) => {
+      const nm = n.callFrame.functionName;
+      const st = nm && stepRe.test(nm) ? `${nm} ${n.callFrame.url.replace(/^.*\/work\/main\//, '')}` : step;
+      bySteps.set(st, (bySteps.get(st) ?? 0) + n.selfSize);
+      for (const c of n.children) walk2(c, st);
+    };
+    walk2(profile.head, '(other)');
+    console.log(`by step (the innermost caller matching ${stepRe.source}), bytes per op:`);
+    for (const [k, v] of [...bySteps].sort((a, b) => b[1] - a[1]).slice(0, 40)) console.log(`  ${(v / out.ops).toFixed(0).padStart(7)}  ${k}`);
+  }
   console.log(`allocated ~${(total / out.ops / 1024).toFixed(1)} KiB per op (sampled); top allocators, bytes per op:`);
   for (const [k, v] of [...by].sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`  ${(v / out.ops).toFixed(0).padStart(7)}  ${k}`);
 } else {
