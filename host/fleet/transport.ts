@@ -9,8 +9,7 @@
  * `MAX_FLEET_MESSAGE_BYTES` (wire.ts `MAX_MESSAGE_BYTES`) or empty closes the connection that sent it (before its bytes are
  * buffered), inbound connections are capped, and each peer's outbound queue holds at most
  * `maxQueue` frames (the oldest is dropped when full: the protocol resends what matters, VR
- * Revisited §4). A connection that fails is made again after a backoff that doubles up to a cap;
- * the backoff starts over only after a connection that held for at least the cap.
+ * Revisited §4). A connection that fails is made again after a backoff that doubles up to a cap.
  */
 import net from 'node:net';
 import { MAX_FLEET_MESSAGE_BYTES, receiverOf } from '../../hsm/fleet/device.ts';
@@ -103,8 +102,6 @@ class Peer {
   dropped = 0;
   connects = 0;
   failures = 0;
-  /** When the current connection opened. */
-  since = 0;
   writable = false;
   timer: NodeJS.Timeout | null = null;
   constructor(
@@ -221,7 +218,7 @@ export class Transport {
     s.on('connect', () => {
       p.state = 'connected';
       p.writable = true;
-      p.since = Date.now();
+      p.failures = 0;
       p.connects++;
       this.o.onEvent?.({ peer: p.id, event: 'connected' });
       this.pump(p);
@@ -241,9 +238,6 @@ export class Transport {
       p.state = 'waiting';
       if (was === 'connected') this.o.onEvent?.({ peer: p.id, event: 'disconnected' });
       if (this.closed) return;
-      // the backoff starts over only after a connection that held for the longest backoff: one
-      // closed right after it opened (a proxy or balancer in front of a member that is down) is a failure
-      if (was === 'connected' && Date.now() - p.since >= this.max) p.failures = 0;
       const delay = Math.min(this.max, this.min * 2 ** Math.min(p.failures++, 16));
       p.timer = setTimeout(() => this.connect(p), delay * (0.5 + Math.random() / 2));
     });
