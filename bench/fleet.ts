@@ -43,7 +43,7 @@ import { readVaultKeyFile } from '../host/cli/io.ts';
 import { FLEET_SIZES, checkFleetConfig, fleetJson, initFleet } from '../host/fleet/config.ts';
 import { BenchTokens } from './lib/auth.ts';
 import { args, emit, machine, machineLine, machineLoad, procCpuMs, progress, round, type BenchResult, type MachineLoad } from './lib/common.ts';
-import { freePort } from './lib/service-proc.ts';
+import { freePorts } from './lib/service-proc.ts';
 import { median, middleBy, percentile } from './lib/stats.ts';
 import { machineBusyMs } from './lib/threads.ts';
 
@@ -118,8 +118,8 @@ interface Side {
   readonly context: Uint8Array;
 }
 
-async function singleVault(dir: string, pubFile: string, all: Proc[]): Promise<Side> {
-  const p = spawnBkv('single', ['serve', '--data', join(dir, 'single'), '--port', '0', '--partitions', '1', '--record-limit', 'off', '--address-limit', 'off', '--auth-issuer', pubFile], all);
+async function singleVault(dir: string, pubFile: string, all: Proc[], port: number): Promise<Side> {
+  const p = spawnBkv('single', ['serve', '--data', join(dir, 'single'), '--port', String(port), '--partitions', '1', '--record-limit', 'off', '--address-limit', 'off', '--auth-issuer', pubFile], all);
   const url = await until('the single vault to listen', 120_000, () => /"msg":"listening","url":"([^"]+)"/.exec(p.log)?.[1] ?? null, [p]);
   const info = await fetchVaultInfo(url);
   return { name: 'single vault', members: 0, urls: [url], procs: [p], enclavePublicKey: info.enclavePublicKey, context: te.encode('BackupKeyVault-v1') };
@@ -155,13 +155,12 @@ async function settled(side: Side, ms: number): Promise<{ leader: number; view: 
   return until(`${side.name}: every member normal under one leader`, ms, async () => agreedLeader(await statuses(side)), side.procs, 50);
 }
 
-async function fleetOf(n: number, dir: string, pubFile: string, all: Proc[]): Promise<Side> {
+/** `ports`: 2n free ports (an API and a peer port per member), distinct from every other side's. */
+async function fleetOf(n: number, dir: string, pubFile: string, all: Proc[], ports: number[]): Promise<Side> {
   const fdir = join(dir, `fleet-${n}`);
   await initFleet({ dir: fdir, members: n, authIssuers: [pubFile] });
   const file = join(fdir, 'fleet.json');
   const cfg = checkFleetConfig(JSON.parse(readFileSync(file, 'utf8')));
-  const ports: number[] = [];
-  for (let i = 0; i < 2 * n; i++) ports.push(await freePort());
   writeFileSync(file, fleetJson({ ...cfg, members: cfg.members.map((m, i) => ({ ...m, api: { host: '127.0.0.1', port: ports[2 * i]! }, peer: { host: '127.0.0.1', port: ports[2 * i + 1]! } })) }));
   const ids = Array.from({ length: n }, (_, i) => i);
   const procs = ids.map((i) => spawnBkv(`member ${i}`, ['serve', '--fleet', file, '--member', String(i), '--record-limit', 'off', '--address-limit', 'off'], all));
@@ -298,7 +297,11 @@ async function main(): Promise<void> {
   }
   try {
     const t0 = performance.now();
-    const sides = await Promise.all([singleVault(dir, pubFile, all), ...memberCounts.map((n) => fleetOf(n, dir, pubFile, all))]);
+    // Every side's ports reserved together, before any process starts: the sides start at once, and
+    // ports taken one at a time could hand two members (or a member and the single vault) one port.
+    const ports = await freePorts(1 + memberCounts.reduce((s, n) => s + 2 * n, 0));
+    const portsOf = (k: number) => ports.slice(1 + memberCounts.slice(0, k).reduce((s, n) => s + 2 * n, 0)).slice(0, 2 * memberCounts[k]!);
+    const sides = await Promise.all([singleVault(dir, pubFile, all, ports[0]!), ...memberCounts.map((n, k) => fleetOf(n, dir, pubFile, all, portsOf(k)))]);
     progress(`up in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${sides.map((s) => `${s.name} at ${s.urls.join(',')}`).join('; ')}`);
     const everyPid = all.map((p) => p.child.pid!);
     if (pause) for (const s of sides) signal(s, 'SIGSTOP');

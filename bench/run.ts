@@ -131,6 +131,10 @@ function reuseOne(name: string, file: string): void {
   }
 }
 
+/** What is shown again of a failed subsystem's output, at the end of the report. */
+const TAIL_CHARS = 6000;
+const tails = new Map<string, string>();
+
 function runOne(name: string): Promise<void> {
   const reused = reuse.get(name);
   if (reused) {
@@ -143,7 +147,16 @@ function runOne(name: string): Promise<void> {
   console.log(`\n=== ${name} ${'='.repeat(Math.max(3, 90 - name.length))}`);
   const s0 = performance.now();
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, argv, { cwd: ROOT, env, stdio: 'inherit' });
+    // The output goes through as it comes; its last lines are kept to be shown again at the end if
+    // the subsystem fails (the end of the report is often all a CI log shows).
+    const child = spawn(process.execPath, argv, { cwd: ROOT, env, stdio: ['inherit', 'pipe', 'pipe'] });
+    let tail = '';
+    const keep = (to: NodeJS.WriteStream) => (d: Buffer) => {
+      to.write(d);
+      tail = (tail + d.toString('utf8')).slice(-TAIL_CHARS);
+    };
+    child.stdout!.on('data', keep(process.stdout));
+    child.stderr!.on('data', keep(process.stderr));
     let kill: NodeJS.Timeout | undefined;
     const timer = setTimeout(() => {
       failed.push({ subsystem: name, reason: `timed out after ${plan.timeoutS} s` });
@@ -163,6 +176,7 @@ function runOne(name: string): Promise<void> {
       } else if (!failed.some((f) => f.subsystem === name)) {
         failed.push({ subsystem: name, reason: `exited ${code ?? signal}` });
       }
+      if (failed.some((f) => f.subsystem === name)) tails.set(name, tail);
       resolve();
     });
   });
@@ -274,6 +288,7 @@ writeFileSync(join(RESULTS_DIR, 'latest.svg'), renderSvg(report));
 console.log(`\n${renderTable(report)}`);
 console.log(`\nwrote bench/results/latest.json, latest.md, latest.svg (${report.machine.totalSeconds} s)`);
 if (failed.length) {
+  for (const [name, tail] of tails) console.log(`\n--- the end of ${name}'s output ${'-'.repeat(60)}\n${tail.trimEnd()}\n--- (${name})`);
   console.log(`BROKEN: ${failed.map((f) => `${f.subsystem} (${f.reason})`).join('; ')}`);
   process.exit(1);
 }

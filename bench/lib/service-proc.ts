@@ -9,6 +9,7 @@
 import { spawn } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { BKV_NODE_FLAGS } from '../../bin/bundle.mjs';
 import { ROOT, procRss } from './common.ts';
@@ -32,6 +33,30 @@ export async function freePort(): Promise<number> {
       s.close(() => res(typeof a === 'object' && a ? a.port : 0));
     });
   });
+}
+
+/**
+ * n distinct free ports on 127.0.0.1: all n are held open together before any is released, so no
+ * two of them are the same port (one freePort() after another can be handed the port just closed).
+ */
+export async function freePorts(n: number): Promise<number[]> {
+  const held = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<Server>((res, rej) => {
+          const s = createServer();
+          s.once('error', rej);
+          s.listen(0, '127.0.0.1', () => res(s));
+        }),
+    ),
+  );
+  const ports = held.map((s) => {
+    const a = s.address();
+    return typeof a === 'object' && a ? a.port : 0;
+  });
+  await Promise.all(held.map((s) => new Promise((r) => s.close(r))));
+  return ports;
 }
 
 export async function startService(dataDir: string, opts: { partitions?: number; token?: string; store?: string; timeoutMs?: number; authIssuer?: string } = {}): Promise<ServiceProc> {
