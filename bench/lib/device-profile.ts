@@ -33,7 +33,7 @@ import { openStore } from '../../host/storage/index.ts';
 import { parseTokenKind } from '../../hsm/tokens/backends.ts';
 import { PartitionEngine } from '../../host/vault/engine.ts';
 import { BenchTokens } from './auth.ts';
-import { args } from './common.ts';
+import { ROOT, args } from './common.ts';
 import { threadTimes } from './threads.ts';
 import { printSummary, profileWindow, summarize } from './cpuprofile.ts';
 import { ClientKit, bulkRegister, closedLoop, decodeAnswer, rng } from './vault-load.ts';
@@ -152,7 +152,9 @@ if (A.has('heap')) {
   interface HeapNode { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: HeapNode[] }
   const by = new Map<string, number>();
   let total = 0;
-  const name = (n: HeapNode) => `${n.callFrame.functionName || '(anon)'} ${n.callFrame.url.replace(/^.*\/work\/main\//, '')}:${n.callFrame.lineNumber + 1}`;
+  // A script's path from the project's root (its url is file:// and absolute).
+  const rel = (url: string) => url.replace(/^file:\/\//, '').replace(`${ROOT}/`, '');
+  const name = (n: HeapNode) => `${n.callFrame.functionName || '(anon)'} ${rel(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
   const walk = (n: HeapNode, parent?: HeapNode) => {
     let k = name(n);
     // Builtins (no url) are named with their caller.
@@ -167,7 +169,7 @@ if (A.has('heap')) {
     const bySteps = new Map<string, number>();
     const walk2 = (n: HeapNode, step: string) => {
       const nm = n.callFrame.functionName;
-      const st = nm && stepRe.test(nm) ? `${nm} ${n.callFrame.url.replace(/^.*\/work\/main\//, '')}` : step;
+      const st = nm && stepRe.test(nm) ? `${nm} ${rel(n.callFrame.url)}` : step;
       bySteps.set(st, (bySteps.get(st) ?? 0) + n.selfSize);
       for (const c of n.children) walk2(c, st);
     };

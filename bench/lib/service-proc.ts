@@ -24,17 +24,6 @@ export interface ServiceProc {
   stop(): Promise<number | null>;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
-
 /**
  * n distinct free ports on 127.0.0.1: all n are held open together before any is released, so no
  * two of them are the same port (one freePort() after another can be handed the port just closed).
@@ -57,6 +46,10 @@ export async function freePorts(n: number): Promise<number[]> {
   });
   await Promise.all(held.map((s) => new Promise((r) => s.close(r))));
   return ports;
+}
+
+export async function freePort(): Promise<number> {
+  return (await freePorts(1))[0]!;
 }
 
 export async function startService(dataDir: string, opts: { partitions?: number; token?: string; store?: string; timeoutMs?: number; authIssuer?: string } = {}): Promise<ServiceProc> {

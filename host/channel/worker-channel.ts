@@ -18,9 +18,10 @@ import type { ToDevice } from '../../enclave/api/device.ts';
  * under `bkv serve` (whose main thread runs with --max-semi-space-size=4) and in the benches.
  * The rule: the memory target first (bench/memory.ts: the service's peak RSS while 1,000,000
  * records are registered, < 300 MB), then CPU. 12 MB (4 MB semi-spaces, what `bkv serve`'s
- * devices ran with while the flag overrode the cap) against 24: peak 311.5 against 333.1 MB at
- * 1M records, and about 5% fewer logins per second at concurrency 512 (`npx tsx
- * bench/lib/env-ab.ts BKV_DEVICE_YOUNG_MB=12,24 6 512 3000`; figures in bench/README.md).
+ * devices ran with while the flag overrode the cap) against 24: peak 214.5 against 225.0 MB at
+ * 150,000 records (with bkv's --heap-growing-percent=40), and logins per second level at 12, 24
+ * and 48 (`npx tsx bench/lib/env-ab.ts BKV_DEVICE_YOUNG_MB=12,24,48 6 512 3000`, 2026-12-06; an
+ * earlier A/B had 12 about 5% behind 24). Figures in bench/README.md.
  */
 export const DEVICE_YOUNG_GENERATION_MB = 12;
 
