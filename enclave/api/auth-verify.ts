@@ -22,6 +22,7 @@ import { createPublicKey, verify as nodeVerify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { loadNativeEd25519 } from '../opaque/groups/sodium-native.ts';
+import { latin1Key } from '../opaque/bytes.ts';
 import { EnclaveFault, Handling } from './codes.ts';
 import { CLOCK_SKEW_S, MAX_AUTH_TOKEN, MAX_TOKEN_LIFETIME_S, base64url, issuerKid } from './auth.ts';
 import type { AuthConfig } from './auth.ts';
@@ -53,9 +54,7 @@ const fault = (code: number, msg: string) => new EnclaveFault(code, msg, 'auth')
 const invalid = (msg: string) => fault(Handling.AuthInvalid, msg);
 
 /** Each byte as the char of that code (latin1), in one string: no string built char by char per check. */
-function subjectKey(recordId: Uint8Array): string {
-  return Buffer.from(recordId.buffer, recordId.byteOffset, recordId.length).toString('latin1');
-}
+const subjectKey = latin1Key;
 
 /** An issuer key that decodes (strictly: y < p) to a point not of small order. */
 function usableKey(encoded: Uint8Array): boolean {

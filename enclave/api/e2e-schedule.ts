@@ -44,7 +44,11 @@ export function labeledExtract(h: ScheduleHash, prefix: Uint8Array, salt: Uint8A
 /** LabeledExpand for L <= 32 (a single HMAC block), its prefix precomputed; `info` in up to two parts. */
 export function labeledExpand(h: ScheduleHash, prefix: Uint8Array, prk: Uint8Array, info: Uint8Array, L: number, info2?: Uint8Array): Uint8Array {
   const out = info2 ? h.hmac(prk, prefix, info, info2, ONE) : h.hmac(prk, prefix, info, ONE);
-  return L === out.length ? out : out.subarray(0, L);
+  if (L === out.length) return out;
+  // A copy, the rest wiped: a view of the small array would give it an ArrayBuffer (bytes.ts latin1Key).
+  const r = out.slice(0, L);
+  out.fill(0);
+  return r;
 }
 
 /** §7.1.3 DeriveKeyPair's prefixes for X25519: sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk", "", 32). */

@@ -88,14 +88,34 @@ const NodeBuffer = (globalThis as { Buffer?: typeof Buffer }).Buffer;
 const HEX_PAIRS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 /**
+ * Node's string encoders called on any Uint8Array (`Buffer.prototype.hexSlice` and
+ * `latin1Slice`, the methods behind `buf.toString('hex')` and `'latin1'`). They read a small
+ * array's bytes where V8 keeps them, inside the array; `Buffer.from(b.buffer, ...)` would first
+ * give such an array (64 bytes or less) an ArrayBuffer of its own: three native allocations,
+ * freed later by the collector's sweeper, for every key made (bench/README.md 2026-12-06, the
+ * enclave path's allocations).
+ */
+type Encoder = (this: Uint8Array, start: number, end: number) => string;
+const HEX_SLICE = (NodeBuffer?.prototype as { hexSlice?: Encoder } | undefined)?.hexSlice;
+const LATIN1_SLICE = (NodeBuffer?.prototype as { latin1Slice?: Encoder } | undefined)?.latin1Slice;
+
+/**
  * Lower-case hex of bytes: the one hex helper of the tree. One native call where Node's Buffer
  * exists (the vault keys its tables by hex ids, several per operation, and a per-byte loop makes
  * dozens of short-lived strings for each); a table lookup per byte elsewhere.
  */
 export function toHex(b: Uint8Array): string {
-  if (NodeBuffer !== undefined) return NodeBuffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+  if (HEX_SLICE !== undefined) return HEX_SLICE.call(b, 0, b.length);
   let s = '';
   for (const x of b) s += HEX_PAIRS[x]!;
+  return s;
+}
+
+/** Each byte as the char of that code (latin1) in one string: a map key for an id, one native call where Node's Buffer exists. */
+export function latin1Key(b: Uint8Array): string {
+  if (LATIN1_SLICE !== undefined) return LATIN1_SLICE.call(b, 0, b.length);
+  let s = '';
+  for (const x of b) s += String.fromCharCode(x);
   return s;
 }
 

@@ -108,6 +108,9 @@ export function hkdfExpand(h: HashPrimitives, prk: Uint8Array, info: Uint8Array,
 }
 
 /** RFC 9380 §5.3.1 expand_message_xmd(msg, DST, len_in_bytes). */
+/** Z_pad for each block length: read-only zeros made once (128 bytes for SHA-512: one fresh ArrayBuffer per call saved). */
+const Z_PADS = new Map<number, Uint8Array>();
+
 export function expandMessageXmd(h: HashPrimitives, msg: Uint8Array, dst: Uint8Array, lenInBytes: number): Uint8Array {
   const b = h.outputLen;
   const ell = Math.ceil(lenInBytes / b);
@@ -115,7 +118,8 @@ export function expandMessageXmd(h: HashPrimitives, msg: Uint8Array, dst: Uint8A
   // RFC 9380 §5.3.3: a DST longer than 255 bytes is replaced by its hash.
   const dstPrime0 = dst.length > 255 ? h.hash(new TextEncoder().encode('H2C-OVERSIZE-DST-'), dst) : dst;
   const dstPrime = concat(dstPrime0, i2osp(dstPrime0.length, 1));
-  const zPad = new Uint8Array(h.blockLen);
+  let zPad = Z_PADS.get(h.blockLen);
+  if (zPad === undefined) Z_PADS.set(h.blockLen, (zPad = new Uint8Array(h.blockLen)));
   const libStr = i2osp(lenInBytes, 2);
   const b0 = h.hash(zPad, msg, libStr, Uint8Array.of(0), dstPrime);
   const out = new Uint8Array(ell * b);

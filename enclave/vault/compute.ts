@@ -147,7 +147,7 @@ export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, idHex: string
     // stored record is read: a stranger's refusal costs the same for a registered id and an
     // unknown one.
     if ('error' in adm) throw adm.error;
-    const key = idHash.subarray(0, 16);
+    const key = idHash.slice(0, 16); // a copy: a view of a small array would give it an ArrayBuffer (bytes.ts latin1Key)
     const { record: current, version } = currentRecord(v, fx.overlay, op.recordId, key, idHex, op.stored);
     const ctx: OpContext = {
       now,

@@ -70,11 +70,12 @@ export class LeafTable {
         i = this.find(key);
       }
       i = -1 - i;
-      this.keys.set(key.subarray(0, KEY), i * KEY);
+      this.keys.set(key.length === KEY ? key : key.subarray(0, KEY), i * KEY);
       this.used[i] = 1;
       this.size++;
     }
-    this.vals.set(val.subarray(0, VAL), i * VAL);
+    // No view of a small array where none is needed (a view gives it an ArrayBuffer: bytes.ts latin1Key).
+    this.vals.set(val.length === VAL ? val : val.subarray(0, VAL), i * VAL);
   }
 
   delete(key: Uint8Array): boolean {

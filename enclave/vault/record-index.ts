@@ -44,12 +44,13 @@ export class RecordIndex {
 
   /** The table key of a record id: the first 16 bytes of SHA-256(id). */
   keyOf(recordId: Uint8Array): Uint8Array {
-    return digestOf(this.h, recordId).subarray(0, 16);
+    // slice, not subarray: a view of a small array would give it an ArrayBuffer of its own (bytes.ts latin1Key).
+    return digestOf(this.h, recordId).slice(0, 16);
   }
 
   /** The 16-byte leaf of a sealed blob: HMAC-SHA256(index key, len(id) || id || SHA-256(blob)), truncated. */
   leafOf(recordId: Uint8Array, blob: Uint8Array): Uint8Array {
-    return this.h.hmac(this.key, ID_LENGTH[recordId.length] ?? Uint8Array.of(recordId.length), recordId, digestOf(this.h, blob)).subarray(0, 16);
+    return this.h.hmac(this.key, ID_LENGTH[recordId.length] ?? Uint8Array.of(recordId.length), recordId, digestOf(this.h, blob)).slice(0, 16);
   }
 
   get(recordId: Uint8Array): Uint8Array | undefined {

@@ -134,7 +134,10 @@ function headerWithIv(blob: Uint8Array, iv: Uint8Array): SealedHeader {
  */
 function headerAndAad(h: Omit<SealedHeader, 'iv'>, iv: Uint8Array, recordId: Uint8Array, format: number): Buffer {
   // A Buffer: the token hands it (and the IV in it) to the PKCS#11 module without another view.
-  const out = Buffer.alloc(HEADER_LEN + 1 + recordId.length);
+  // From Node's shared pool (allocUnsafe: every byte is written below), so that views of it
+  // (the IV, the header) make no ArrayBuffer of their own: Buffer.alloc keeps 64 bytes or less
+  // inside the array, and a view of that first moves it out (three native allocations).
+  const out = Buffer.allocUnsafe(HEADER_LEN + 1 + recordId.length);
   out.set(SEALED_MAGIC, 0);
   out[4] = format;
   out[5] = h.kind;
@@ -151,7 +154,7 @@ function headerAndAad(h: Omit<SealedHeader, 'iv'>, iv: Uint8Array, recordId: Uin
 
 /** The AAD of a stored blob: its header || len(record id) || record id (a Buffer, as headerAndAad). */
 function aadOf(blob: Uint8Array, recordId: Uint8Array): Buffer {
-  const out = Buffer.alloc(HEADER_LEN + 1 + recordId.length);
+  const out = Buffer.allocUnsafe(HEADER_LEN + 1 + recordId.length); // every byte written, as in headerAndAad
   out.set(blob.subarray(0, HEADER_LEN), 0);
   out[HEADER_LEN] = recordId.length;
   out.set(recordId, HEADER_LEN + 1);
@@ -171,7 +174,7 @@ const okBytes = (v: unknown, min: number, max: number): v is Uint8Array => v ins
  * guess): of the exact size, or `padTo` bytes with zeros after the encoding; any value the schema
  * would refuse goes through encodeFields, which throws the codec's typed fault.
  */
-export function encodeRecord(rec: VaultRecord, padTo = 0): Uint8Array {
+export function encodeRecord(rec: VaultRecord, padTo = 0, into?: Uint8Array): Uint8Array {
   const { registrationId: rid, ksf, opaqueRecord: or, backupKey: bk } = rec;
   if (
     !okUint(rec.status, 0xff) ||
@@ -188,7 +191,8 @@ export function encodeRecord(rec: VaultRecord, padTo = 0): Uint8Array {
   ) {
     return encodeFields(RecordSchema, rec);
   }
-  const out = new Uint8Array(Math.max(padTo, RECORD_FIXED_LEN + ksf.length + or.length + bk.length));
+  const n = Math.max(padTo, RECORD_FIXED_LEN + ksf.length + or.length + bk.length);
+  const out = into !== undefined && into.length === n ? into : new Uint8Array(n);
   out[0] = rec.status;
   out[1] = rec.suite;
   out[2] = rec.attemptLimit;
@@ -246,9 +250,12 @@ export function decodeRecord(pt: Uint8Array, format: number = SEALED_FORMAT_V2):
   };
 }
 
-/** encodeRecord(rec) zero-padded to RECORD_PADDED_LEN (format 3). */
-export function encodePaddedRecord(rec: VaultRecord): Uint8Array {
-  const enc = encodeRecord(rec, RECORD_PADDED_LEN); // written in place: no unpadded copy to wipe
+/**
+ * encodeRecord(rec) zero-padded to RECORD_PADDED_LEN (format 3). `into`: an all-zero array of
+ * RECORD_PADDED_LEN bytes to write it in (seal's scratch), else a new one.
+ */
+export function encodePaddedRecord(rec: VaultRecord, into?: Uint8Array): Uint8Array {
+  const enc = encodeRecord(rec, RECORD_PADDED_LEN, into); // written in place: no unpadded copy to wipe
   if (enc.length === RECORD_PADDED_LEN) return enc;
   // Only through encodeFields (which refuses what does not fit): padded as before.
   const out = new Uint8Array(RECORD_PADDED_LEN);
@@ -275,6 +282,9 @@ export function unpadRecord(pt: Uint8Array): Uint8Array | null {
   return pad === 0 ? pt.subarray(0, end) : null;
 }
 
+/** seal's plaintext scratch (RECORD_PADDED_LEN), all zeros between calls. */
+const SEAL_SCRATCH = new Uint8Array(RECORD_PADDED_LEN);
+
 /**
  * Seals `rec` (null: a tombstone) for `recordId` under `key`. The 96-bit IV is a nonce, not a
  * key: it must never repeat under one key and need not be secret (RFC 5116 §3.2). It is drawn at
@@ -296,10 +306,15 @@ export function seal(
   if (!(iv instanceof Uint8Array) || iv.length !== 12) throw new EnclaveFault(PlatformFault.RandomError, 'random source returned the wrong length');
   const gcm = typeof key === 'number';
   const aad = headerAndAad(h, iv, recordId, gcm ? SEALED_FORMAT : SEALED_FORMAT_CTR_HMAC);
-  const pt = rec ? encodePaddedRecord(rec) : new Uint8Array(0);
+  // The plaintext in this thread's scratch (zero again after every seal: no fresh array per charged guess).
+  const pt = rec ? encodePaddedRecord(rec, SEAL_SCRATCH) : new Uint8Array(0);
   const nonce = aad.subarray(23, HEADER_LEN);
-  const ct = gcm ? token.encryptGcm(key, nonce, aad, pt) : ctrHmacEncrypt(token, key, nonce, aad, pt);
-  pt.fill(0);
+  let ct: Uint8Array;
+  try {
+    ct = gcm ? token.encryptGcm(key, nonce, aad, pt) : ctrHmacEncrypt(token, key, nonce, aad, pt);
+  } finally {
+    pt.fill(0);
+  }
   const out = new Uint8Array(HEADER_LEN + ct.length);
   out.set(aad.subarray(0, HEADER_LEN), 0);
   out.set(ct, HEADER_LEN);

@@ -470,7 +470,7 @@ export class LoginSessionTable implements BatchTable {
     const pending = this.inFlight.open;
     let f = F_USED | (pending ? F_PENDING : 0);
     if (s.registrationId) {
-      this.data.set(s.registrationId.subarray(0, REG_LEN), off + REG_OFF);
+      this.data.set(s.registrationId.length === REG_LEN ? s.registrationId : s.registrationId.subarray(0, REG_LEN), off + REG_OFF);
       f |= F_REG;
     }
     this.flags[slot] = f;

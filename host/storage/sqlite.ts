@@ -30,6 +30,7 @@ import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts
 import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
 import { StorageCode, StorageError } from './types.ts';
 import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
+import { latin1Key } from '../../enclave/opaque/bytes.ts';
 
 export interface SqliteStoreOptions {
   /** How long a call waits for a lock held by another connection before failing with Busy. Default 5000 ms. */
@@ -121,7 +122,7 @@ const epochKey = (p: number) => `epoch/${p}`;
 /** A plain Uint8Array view of a Buffer from better-sqlite3 (each owns its memory: no copy). */
 const view = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 /** A record id as a map key. */
-const idKey = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+const idKey = latin1Key;
 /** Ids read by one statement in `getMany` (SQLite allows 32,766 parameters; a batch is far smaller). */
 const GET_CHUNK = 64;
 

@@ -168,6 +168,13 @@ const H = { sk: 0, pk: 32, out: 64, key: 96, nonce: 128, tag: 140, size: 156 } a
 
 /** The largest HMAC input `hmacSha256` takes (the key schedule's longest is 92 bytes). */
 const HMAC_STAGE = 256;
+/**
+ * AAD up to this length is copied into an array of ours before the call. koffi asks V8 for a
+ * TypedArray argument's memory, and V8 keeps an array of 64 bytes or less inside the array
+ * itself: asked, it first moves it out to an ArrayBuffer of its own (three native allocations,
+ * later freed by the collector's sweeper). The envelope's AADs are that small.
+ */
+const AAD_STAGE = 256;
 
 interface HpkeFunctions {
   x25519: Fn;
@@ -193,6 +200,8 @@ export class NativeHpke {
   private readonly tag = this.s.subarray(H.tag, H.size);
   /** HMAC input staging, zeroed after each call (as far as it was written). */
   private readonly stage = new Uint8Array(HMAC_STAGE);
+  /** AAD staging (AAD_STAGE); not secret, overwritten by the next call. */
+  private readonly aadStage = new Uint8Array(AAD_STAGE);
 
   constructor(
     private readonly f: HpkeFunctions,
@@ -242,13 +251,20 @@ export class NativeHpke {
     }
   }
 
+  /** `aad` as passed to libsodium: staged when short (AAD_STAGE). */
+  private aadArg(aad: Uint8Array): Uint8Array {
+    if (aad.length > AAD_STAGE) return aad;
+    this.aadStage.set(aad);
+    return this.aadStage;
+  }
+
   /** AES-256-GCM of `pt` into `out` at `at`: ciphertext, then the 16-byte tag. */
   gcmSealInto(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, at: number): void {
     try {
       this.key.set(key);
       this.nonce.set(nonce);
       const ct = out.subarray(at, at + pt.length);
-      this.f.gcmSeal!(ct, this.tag, null, pt, pt.length, aad, aad.length, null, this.nonce, this.key);
+      this.f.gcmSeal!(ct, this.tag, null, pt, pt.length, this.aadArg(aad), aad.length, null, this.nonce, this.key);
       out.set(this.tag, at + pt.length);
     } finally {
       this.s.fill(0);
@@ -267,7 +283,7 @@ export class NativeHpke {
       this.key.set(key);
       this.nonce.set(nonce);
       this.tag.set(tag);
-      return this.f.gcmOpen!(out, null, ct, n, this.tag, aad, aad.length, this.nonce, this.key) === 0;
+      return this.f.gcmOpen!(out, null, ct, n, this.tag, this.aadArg(aad), aad.length, this.nonce, this.key) === 0;
     } finally {
       this.s.fill(0);
     }
@@ -283,7 +299,7 @@ export class NativeHpke {
       this.nonce.set(nonce);
       this.tag.set(ctAndTag.subarray(n));
       // On a tag mismatch libsodium zeroes `pt` and answers -1.
-      const rc = this.f.gcmOpen!(pt, null, ctAndTag.subarray(0, n), n, this.tag, aad, aad.length, this.nonce, this.key);
+      const rc = this.f.gcmOpen!(pt, null, ctAndTag.subarray(0, n), n, this.tag, this.aadArg(aad), aad.length, this.nonce, this.key);
       return rc === 0 ? pt : null;
     } finally {
       this.s.fill(0);
