@@ -398,14 +398,15 @@ export class Pkcs11Token implements Token {
     return e;
   }
 
-  encryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array {
+  encryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, into?: Uint8Array): Uint8Array {
     if (iv.length !== 12) throw new TokenError('CKR_MECHANISM_PARAM_INVALID');
     const m = this.m;
     const s = this.session;
     try {
       m.C_EncryptInit(s, this.gcm(iv, aad), this.handleBuf(key));
-      // The module writes ciphertext || tag straight into the result's memory.
-      const res = new Uint8Array(plaintext.length + 16);
+      // The module writes ciphertext || tag straight into the result's memory (the caller's `into` when it is given).
+      const n = plaintext.length + 16;
+      const res = into !== undefined && into.length >= n ? into.subarray(0, n) : new Uint8Array(n);
       const out = plaintext.length === 0 ? m.C_EncryptFinal(s, asBuffer(res)) : m.C_Encrypt(s, asBuffer(plaintext), asBuffer(res));
       return ownedResult(out, res);
     } catch (e) {
@@ -413,13 +414,13 @@ export class Pkcs11Token implements Token {
     }
   }
 
-  decryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Uint8Array {
+  decryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, into?: Uint8Array): Uint8Array {
     if (iv.length !== 12) throw new TokenError('CKR_MECHANISM_PARAM_INVALID');
     if (ciphertext.length < 16) throw new TokenError('CKR_ENCRYPTED_DATA_LEN_RANGE');
     const m = this.m;
     const s = this.session;
-    // The plaintext lands in the result's memory: no copy of it is left behind to wipe.
-    const res = new Uint8Array(ciphertext.length);
+    // The plaintext lands in the result's memory (the caller's `into` when it is given): no copy of it is left behind to wipe.
+    const res = into !== undefined && into.length >= ciphertext.length ? into.subarray(0, ciphertext.length) : new Uint8Array(ciphertext.length);
     try {
       m.C_DecryptInit(s, this.gcm(iv, aad), this.handleBuf(key));
       const out = m.C_Decrypt(s, asBuffer(ciphertext), asBuffer(res));

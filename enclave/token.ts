@@ -39,10 +39,17 @@ export interface Token {
   importAesKey?(label: string, value: Uint8Array, encryptOnly?: boolean): KeyHandle;
   /** As importAesKey, a generic secret of 32..64 bytes with generateHmacKey's attributes (CKA_SIGN). */
   importHmacKey?(label: string, value: Uint8Array): KeyHandle;
-  /** CKM_AES_GCM, 96-bit IV, 128-bit tag: returns ciphertext || tag. */
-  encryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
-  /** CKM_AES_GCM decrypt; a bad tag throws TokenError('CKR_ENCRYPTED_DATA_INVALID') or similar. */
-  decryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Uint8Array;
+  /**
+   * CKM_AES_GCM, 96-bit IV, 128-bit tag: returns ciphertext || tag. `out` (optional, at least
+   * plaintext.length + 16 bytes): where to write it, the result then a view of it; a token may
+   * ignore it and return new bytes, so callers use the result.
+   */
+  encryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, out?: Uint8Array): Uint8Array;
+  /**
+   * CKM_AES_GCM decrypt; a bad tag throws TokenError('CKR_ENCRYPTED_DATA_INVALID') or similar.
+   * `out` (optional, at least ciphertext.length bytes): as encryptGcm's; the caller wipes it.
+   */
+  decryptGcm(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, out?: Uint8Array): Uint8Array;
   /**
    * CKM_AES_ECB encryption of whole 16-byte blocks (the ctr-hmac profile's keystream). Optional: a
    * token without it meets only the gcm-ecdh profile.

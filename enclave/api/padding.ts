@@ -7,8 +7,13 @@
  */
 export const RESPONSE_BLOCK = 512;
 
-export function padResponse(m: Uint8Array): Uint8Array {
-  const out = new Uint8Array(Math.ceil((m.length + 1) / RESPONSE_BLOCK) * RESPONSE_BLOCK);
+/**
+ * `m` padded. `into`: an all-zero array to write it in when it is exactly the padded length (the
+ * enclave's per-thread scratch, wiped by the caller after sealing), else a new array.
+ */
+export function padResponse(m: Uint8Array, into?: Uint8Array): Uint8Array {
+  const n = Math.ceil((m.length + 1) / RESPONSE_BLOCK) * RESPONSE_BLOCK;
+  const out = into !== undefined && into.length === n ? into : new Uint8Array(n);
   out.set(m, 0);
   out[m.length] = 0x80;
   return out;

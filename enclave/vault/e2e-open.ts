@@ -20,7 +20,7 @@ import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, di
 import type { KeyObject } from 'node:crypto';
 import { EnclaveFault, Handling } from '../api/codes.ts';
 import { LABELS, e2eAad } from '../api/labels.ts';
-import { padResponse } from '../api/padding.ts';
+import { RESPONSE_BLOCK, padResponse } from '../api/padding.ts';
 import { DERIVE_KEY_PAIR, e2eContext, e2eResponseKey, labeledExpand, labeledExtract } from '../api/e2e-schedule.ts';
 import type { ScheduleHash } from '../api/e2e-schedule.ts';
 import type { NativeHpke } from '../opaque/groups/sodium-native.ts';
@@ -71,6 +71,8 @@ export interface E2eReceiver {
 }
 
 const ZERO_KEY = new Uint8Array(32);
+/** sealResponse's padded-answer scratch (one RESPONSE_BLOCK: every answer of the message API), all zeros between calls. */
+const PAD_SCRATCH = new Uint8Array(RESPONSE_BLOCK);
 
 /** HMAC-SHA256 on native libsodium for 32-byte keys (the empty one as 32 zeros), `other` for anything else. */
 class NativeScheduleHash implements ScheduleHash {
@@ -199,13 +201,17 @@ export function openRequestSync(
     sealResponse(answer: Uint8Array): Uint8Array {
       // nonce || AES-GCM(the answer padded: padding.ts, one length for every outcome) || tag,
       // written straight into the result.
-      const response = padResponse(answer);
-      const out = new Uint8Array(NONCE_LEN + response.length + TAG_LEN);
-      const n = random(NONCE_LEN);
-      out.set(n, 0);
-      c.sealInto(responseKey, n, e2eAad(AAD_RESP, recordId), response, out, NONCE_LEN);
-      response.fill(0);
-      return out;
+      // The padded answer in this thread's scratch (all zeros again after each seal).
+      const response = padResponse(answer, PAD_SCRATCH);
+      try {
+        const out = new Uint8Array(NONCE_LEN + response.length + TAG_LEN);
+        const n = random(NONCE_LEN);
+        out.set(n, 0);
+        c.sealInto(responseKey, n, e2eAad(AAD_RESP, recordId), response, out, NONCE_LEN);
+        return out;
+      } finally {
+        response.fill(0);
+      }
     },
   };
 }

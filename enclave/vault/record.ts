@@ -284,6 +284,8 @@ export function unpadRecord(pt: Uint8Array): Uint8Array | null {
 
 /** seal's plaintext scratch (RECORD_PADDED_LEN), all zeros between calls. */
 const SEAL_SCRATCH = new Uint8Array(RECORD_PADDED_LEN);
+/** unseal's plaintext scratch: a format-3 ciphertext's length (the plaintext and room for the tag), all zeros between calls. */
+const UNSEAL_SCRATCH = new Uint8Array(RECORD_PADDED_LEN + 16);
 
 /**
  * Seals `rec` (null: a tombstone) for `recordId` under `key`. The 96-bit IV is a nonce, not a
@@ -309,9 +311,23 @@ export function seal(
   // The plaintext in this thread's scratch (zero again after every seal: no fresh array per charged guess).
   const pt = rec ? encodePaddedRecord(rec, SEAL_SCRATCH) : new Uint8Array(0);
   const nonce = aad.subarray(23, HEADER_LEN);
+  if (gcm) {
+    // AES-GCM: ciphertext || tag written by the token straight after the header (Token.encryptGcm `out`).
+    const out = new Uint8Array(HEADER_LEN + pt.length + 16);
+    let ct: Uint8Array;
+    try {
+      ct = token.encryptGcm(key, nonce, aad, pt, out.subarray(HEADER_LEN));
+    } finally {
+      pt.fill(0);
+    }
+    if (ct.length !== pt.length + 16) throw new TokenError('CKR_GENERAL_ERROR'); // not AES-GCM's length
+    if (ct.buffer !== out.buffer || ct.byteOffset !== out.byteOffset + HEADER_LEN) out.set(ct, HEADER_LEN);
+    out.set(aad.subarray(0, HEADER_LEN), 0);
+    return out;
+  }
   let ct: Uint8Array;
   try {
-    ct = gcm ? token.encryptGcm(key, nonce, aad, pt) : ctrHmacEncrypt(token, key, nonce, aad, pt);
+    ct = ctrHmacEncrypt(token, key, nonce, aad, pt);
   } finally {
     pt.fill(0);
   }
@@ -332,7 +348,8 @@ export function unseal(token: Token, key: SealKey, recordId: Uint8Array, blob: U
   let pt: Uint8Array;
   if (gcm) {
     try {
-      pt = token.decryptGcm(key, h.iv, aad, blob.subarray(HEADER_LEN));
+      // Into this thread's scratch (wiped below, as every plaintext is): no fresh array per login.
+      pt = token.decryptGcm(key, h.iv, aad, blob.subarray(HEADER_LEN), UNSEAL_SCRATCH);
     } catch (e) {
       // A token that fails (CKR_DEVICE_ERROR, a lost session, ...) says nothing about the blob: that
       // is a token fault, not a record that does not open (which must not be claimed on no evidence).
@@ -345,11 +362,11 @@ export function unseal(token: Token, key: SealKey, recordId: Uint8Array, blob: U
     if (!opened) throw invalid();
     pt = opened;
   }
-  if (h.kind === KIND_TOMBSTONE) {
-    if (pt.length !== 0) throw invalid();
-    return { header: h, record: null };
-  }
   try {
+    if (h.kind === KIND_TOMBSTONE) {
+      if (pt.length !== 0) throw invalid();
+      return { header: h, record: null };
+    }
     const format = blob[4]!;
     const padded = format === SEALED_FORMAT || format === SEALED_FORMAT_CTR_HMAC;
     const body = padded ? unpadRecord(pt) : pt;
@@ -358,6 +375,7 @@ export function unseal(token: Token, key: SealKey, recordId: Uint8Array, blob: U
     return { header: h, record: rec };
   } finally {
     pt.fill(0);
+    UNSEAL_SCRATCH.fill(0); // the token may have written past the plaintext (the tag's room)
   }
 }
 

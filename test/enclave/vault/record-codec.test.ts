@@ -224,6 +224,41 @@ describe('sealed records', () => {
     }
   });
 
+  it('the token writes into the blob and the plaintext into scratch it is lent; seal and unseal leave no plaintext in either, and a token that ignores `out` gives the same blob', () => {
+    const { token } = testPlatform({ tokenKind: 'emulator' });
+    const key = token.generateAesKey('record-into-test');
+    const id = new TextEncoder().encode('alice');
+    const rec: VaultRecord = { ...randomRecord(), status: 1, suite: 1, backupKey: rnd(32), opaqueRecord: rnd(192), ksf: rnd(20) };
+    const header = { kind: KIND_RECORD, suite: 1, epoch: 2, version: 5 };
+    const iv = rnd(12);
+    const lent: { enc: Uint8Array[]; dec: Uint8Array[]; pts: Uint8Array[] } = { enc: [], dec: [], pts: [] };
+    const spying = new Proxy(token, {
+      get: (t, k) =>
+        k === 'encryptGcm'
+          ? (kh: KeyHandle, n: Uint8Array, aad: Uint8Array, pt: Uint8Array, out?: Uint8Array) => (lent.pts.push(pt), out && lent.enc.push(out), t.encryptGcm(kh, n, aad, pt, out))
+          : k === 'decryptGcm'
+            ? (kh: KeyHandle, n: Uint8Array, aad: Uint8Array, ct: Uint8Array, out?: Uint8Array) => (out && lent.dec.push(out), t.decryptGcm(kh, n, aad, ct, out))
+            : Reflect.get(t, k),
+    });
+    const blob = seal(spying, key, id, header, rec, () => Uint8Array.from(iv));
+    expect(lent.enc).toHaveLength(1);
+    expect(lent.enc[0]!.buffer).toBe(blob.buffer); // written in place, after the header
+    expect(lent.enc[0]!.byteOffset).toBe(blob.byteOffset + HEADER_LEN);
+    expect(lent.pts[0]!.every((b) => b === 0)).toBe(true); // the plaintext scratch wiped
+    // A token that writes elsewhere (ignores `out`): the same bytes.
+    const ignoring = new Proxy(token, { get: (t, k) => (k === 'encryptGcm' ? (kh: KeyHandle, n: Uint8Array, aad: Uint8Array, pt: Uint8Array) => t.encryptGcm(kh, n, aad, pt) : Reflect.get(t, k)) });
+    expect(seal(ignoring, key, id, header, rec, () => Uint8Array.from(iv))).toEqual(blob);
+    expect(unseal(spying, key, id, blob)).toMatchObject({ header, record: rec });
+    expect(lent.dec).toHaveLength(1);
+    expect(lent.dec[0]!.every((b) => b === 0)).toBe(true); // the record's plaintext is not left in the scratch
+    // Also when the blob does not open, and for a tombstone.
+    const bad = Uint8Array.from(blob);
+    bad[bad.length - 1]! ^= 1;
+    expect(() => unseal(spying, key, id, bad)).toThrow(expect.objectContaining({ code: Integrity.SealedRecordInvalid }));
+    expect(unseal(spying, key, id, seal(token, key, id, { ...header, kind: KIND_TOMBSTONE }, null)).record).toBeNull();
+    for (const s of lent.dec) expect(s.every((b) => b === 0)).toBe(true);
+  });
+
   it('every record blob has one length, whatever its suite, KSF or state (a locked record holds no key and is no shorter)', () => {
     const { token } = testPlatform({ tokenKind: 'emulator' });
     const key = token.generateAesKey('record-pad-test');
