@@ -114,3 +114,37 @@ describe('bench scripts', () => {
     }
   });
 });
+
+describe('bench load generator', () => {
+  it('opens every answer as the client does (native AES-GCM where it loads): the same answer, and null for a tampered one, another key or another record id', async () => {
+    const { decodeAnswer } = await import('../../bench/lib/vault-load.ts');
+    const { openResponse, FastSealer } = await import('../../client/e2e-seal-node.ts');
+    const { deriveE2eReceiver, openRequestSync } = await import('../../enclave/vault/e2e-open.ts');
+    const { loadNativeHpke } = await import('../../enclave/opaque/groups/sodium-native.ts');
+    const { encodeMessage } = await import('../../enclave/api/codec.ts');
+    const { ClientResponses } = await import('../../enclave/api/messages.ts');
+    const { randomBytes } = await import('node:crypto');
+    const native = (await loadNativeHpke()).hpke;
+    const receiver = deriveE2eReceiver(new Uint8Array(randomBytes(32)), undefined, native);
+    const sealer = new FastSealer(receiver.publicKey);
+    const recordId = new TextEncoder().encode('alice');
+    const answer = { type: 'Fault' as const, code: 7, field: new TextEncoder().encode('recordId') };
+    const { message, responseKey } = sealer.seal(recordId, new Uint8Array([1, 2, 3]));
+    const opened = openRequestSync(receiver, recordId, message, (n) => new Uint8Array(randomBytes(n)));
+    const response = opened.sealResponse(encodeMessage(ClientResponses, answer));
+    const p = { recordId, message, responseKey };
+    expect(decodeAnswer(p, { sealed: true, response })).toEqual(answer);
+    expect(openResponse(responseKey, recordId, response)).not.toBeNull();
+    const cases: [string, Parameters<typeof decodeAnswer>[0], Uint8Array][] = [
+      ['a flipped tag bit', p, Uint8Array.from(response, (b, i) => (i === response.length - 1 ? b ^ 1 : b))],
+      ['a flipped nonce bit', p, Uint8Array.from(response, (b, i) => (i === 0 ? b ^ 1 : b))],
+      ['truncated', p, response.subarray(0, 27)],
+      ['another key', { ...p, responseKey: new Uint8Array(32) }, response],
+      ['another record id', { ...p, recordId: new TextEncoder().encode('bob') }, response],
+    ];
+    for (const [name, q, r] of cases) {
+      expect(decodeAnswer(q, { sealed: true, response: r }), name).toBeNull();
+      expect(openResponse(q.responseKey, q.recordId, r), name).toBeNull();
+    }
+  });
+});
