@@ -5,7 +5,7 @@
  */
 import { type RandomSource, zeroize } from './bytes.ts';
 import { recover, type CleartextCredentials, type Identities } from './envelope.ts';
-import { LABEL, expand, randomBytes, randomizePassword } from './derive.ts';
+import { LABEL, expand, expandXorInto, randomBytes, randomizePassword } from './derive.ts';
 import type { Ksf } from './ksf.ts';
 import type { CredentialResponse } from './encoding.ts';
 import { blindEvaluate, finalize } from './oprf.ts';
@@ -25,13 +25,13 @@ export function writeCredentialResponse(
   out.set(blindEvaluate(suite, oprfKey, blindedMessage, 'blinded_message'), 0);
   const maskingNonce = randomBytes(rng, Nn);
   out.set(maskingNonce, Noe);
-  // credential_response_pad = Expand(masking_key, concat(masking_nonce, "CredentialResponsePad"), Npk + Nn + Nm)
-  const pad = expand(suite, maskingKey, Npk + Nn + Nm, maskingNonce, LABEL.credentialResponsePad);
-  // masked_response = xor(credential_response_pad, concat(server_public_key, envelope))
+  // masked_response = xor(credential_response_pad, concat(server_public_key, envelope)), with
+  // credential_response_pad = Expand(masking_key, concat(masking_nonce, "CredentialResponsePad"), Npk + Nn + Nm):
+  // the plaintext written in place, then the pad XORed into it.
   const base = Noe + Nn;
-  for (let i = 0; i < Npk; i++) out[base + i] = pad[i]! ^ serverPublicKey[i]!;
-  for (let i = 0; i < Nn + Nm; i++) out[base + Npk + i] = pad[Npk + i]! ^ envelope[i]!;
-  zeroize(pad);
+  for (let i = 0; i < Npk; i++) out[base + i] = serverPublicKey[i]!;
+  for (let i = 0; i < Nn + Nm; i++) out[base + Npk + i] = envelope[i]!;
+  expandXorInto(suite, maskingKey, out.subarray(base, base + Npk + Nn + Nm), maskingNonce, LABEL.credentialResponsePad);
 }
 
 /** RFC 9807 §6.3.2.2: the fake record's envelope is zeroes(Nn + Nm). */

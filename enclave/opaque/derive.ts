@@ -86,6 +86,32 @@ export function expand(suite: Suite, prk: Uint8Array, length: number, ...infoPar
   return length === out.length ? out : truncate(out, length);
 }
 
+/**
+ * target ^= Expand(prk, concat(...infoParts), target.length) (RFC 5869 §2.3), block by block: the
+ * credential response's masking (RFC 9807 §6.3.2.2) without the pad in an array of its own (a
+ * fresh ArrayBuffer per login; bench/README.md 2026-12-06 (evening)). Each T(i) is wiped.
+ */
+export function expandXorInto(suite: Suite, prk: Uint8Array, target: Uint8Array, ...infoParts: Uint8Array[]): void {
+  const h = suite.hash;
+  const n = Math.ceil(target.length / h.outputLen);
+  if (n > 255) throw new RangeError('expand: length too large');
+  const key = hmacKey(h, prk);
+  let t: Uint8Array = EMPTY;
+  try {
+    for (let i = 1; i <= n; i++) {
+      const next = key.mac(t, ...infoParts, COUNTER[i]!);
+      zeroize(t);
+      t = next;
+      const off = (i - 1) * h.outputLen;
+      const m = Math.min(h.outputLen, target.length - off);
+      for (let j = 0; j < m; j++) target[off + j]! ^= t[j]!;
+    }
+  } finally {
+    zeroize(t);
+    key.dispose();
+  }
+}
+
 /** A copy of the first `length` bytes; the rest of the (secret) block is wiped. */
 function truncate(b: Uint8Array, length: number): Uint8Array {
   const out = b.slice(0, length);

@@ -47,13 +47,29 @@ function isAllZero(b: Uint8Array): boolean {
 }
 
 /**
+ * deriveKeyPairScalar's input arrays, one per length, all zeros between calls (each is wiped when
+ * the call ends): the server derives a record's OPRF key at every login, and an input of more
+ * than 64 bytes would be a fresh ArrayBuffer each time. `inputBusy`: a call is using them (a
+ * nested one takes a fresh array). Inputs of more than 512 bytes (an id that long) take a fresh array too.
+ */
+const DERIVE_INPUTS = new Map<number, Uint8Array>();
+let inputBusy = false;
+
+/**
  * RFC 9497 §3.2.1 DeriveKeyPair, private scalar only (the public key costs a base multiplication
  * that the OPRF key never needs). `infoWithLen` is `deriveKeyPairInfo(info)`, precomputed.
  */
 export function deriveKeyPairScalar(suite: Suite, seed: Uint8Array, infoWithLen: Uint8Array): Uint8Array {
   const dst = oprfLabels(suite).deriveKeyPairDst;
   // deriveInput = seed || I2OSP(len(info), 2) || info, then || I2OSP(counter, 1).
-  const msg = new Uint8Array(seed.length + infoWithLen.length + 1);
+  const len = seed.length + infoWithLen.length + 1;
+  const reuse = !inputBusy && len > 64 && len <= 512;
+  let msg = reuse ? DERIVE_INPUTS.get(len) : undefined;
+  if (msg === undefined) {
+    msg = new Uint8Array(len);
+    if (reuse) DERIVE_INPUTS.set(len, msg);
+  }
+  if (reuse) inputBusy = true;
   msg.set(seed, 0);
   msg.set(infoWithLen, seed.length);
   const last = msg.length - 1;
@@ -66,6 +82,7 @@ export function deriveKeyPairScalar(suite: Suite, seed: Uint8Array, infoWithLen:
     }
   } finally {
     zeroize(msg);
+    if (reuse) inputBusy = false;
   }
   throw new OpaqueError(OpaqueErrorCode.DeriveKeyPairError, 'DeriveKeyPair: no non-zero scalar in 256 tries');
 }

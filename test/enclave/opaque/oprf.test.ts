@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { fromHex, toHex } from '../../../enclave/opaque/bytes.ts';
 import { OpaqueError, OpaqueErrorCode } from '../../../enclave/opaque/errors.ts';
-import { blind, blindEvaluate, deriveKeyPair, evaluate, finalize } from '../../../enclave/opaque/oprf.ts';
+import { blind, blindEvaluate, deriveKeyPair, deriveKeyPairInfo, deriveKeyPairScalar, evaluate, finalize, oprfLabels } from '../../../enclave/opaque/oprf.ts';
 import { allSuites } from '../../helpers/suites.ts';
 import { queueRng } from '../../helpers/opaque.ts';
 
@@ -94,6 +94,26 @@ describe('RFC 9497 OPRF base mode vectors', () => {
       } catch (e) {
         expect((e as OpaqueError).code).toBe(OpaqueErrorCode.RandomSourceError);
       }
+    });
+  }
+});
+
+describe('DeriveKeyPair with long key info (the input arrays reused between calls)', () => {
+  /** RFC 9497 §3.2.1 spelled out: HashToScalar(seed || I2OSP(len(info), 2) || info || I2OSP(counter, 1), DST) for counter 0 (never zero here). */
+  const reference = (suite: (typeof suites)[number]['suite'], seed: Uint8Array, info: Uint8Array): string => {
+    const msg = new Uint8Array([...seed, info.length >> 8, info.length & 0xff, ...info, 0]);
+    return toHex(suite.group.hashToScalar(msg, oprfLabels(suite).deriveKeyPairDst));
+  };
+  for (const { name, suite } of suites) {
+    it(`${name}: the same scalar as the definition, for inputs of several lengths in turn, the same ones again`, () => {
+      const seed = Uint8Array.from({ length: 32 }, (_, i) => i + 1);
+      const infos = [40, 100, 40, 7, 100, 300, 7, 40].map((n, k) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + k) & 0xff));
+      for (const info of infos) expect(toHex(deriveKeyPairScalar(suite, seed, deriveKeyPairInfo(info)))).toBe(reference(suite, seed, info));
+      // A longer seed-and-info is no different, and the result does not change when another call reuses the arrays.
+      const first = deriveKeyPairScalar(suite, seed, deriveKeyPairInfo(infos[1]!));
+      const kept = toHex(first);
+      deriveKeyPairScalar(suite, seed.map((b) => b ^ 0xff), deriveKeyPairInfo(infos[1]!));
+      expect(toHex(first)).toBe(kept);
     });
   }
 });
