@@ -68,21 +68,9 @@ export function expand(suite: Suite, prk: Uint8Array, length: number, ...infoPar
     return length === t.length ? t : truncate(t, length);
   }
   if (n > 255) throw new RangeError('expand: length too large');
+  // One keyed HMAC for all n blocks: each T(i) XORed into zeros (expandXorInto) and wiped.
   const out = new Uint8Array(n * h.outputLen);
-  // One keyed HMAC for all n blocks; each T(i) is copied into `out` and wiped.
-  const key = hmacKey(h, prk);
-  let t: Uint8Array = EMPTY;
-  try {
-    for (let i = 1; i <= n; i++) {
-      const next = key.mac(t, ...infoParts, COUNTER[i]!);
-      zeroize(t);
-      t = next;
-      out.set(t, (i - 1) * h.outputLen);
-    }
-  } finally {
-    zeroize(t);
-    key.dispose();
-  }
+  expandXorInto(suite, prk, out, ...infoParts);
   return length === out.length ? out : truncate(out, length);
 }
 
