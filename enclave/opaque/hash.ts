@@ -107,10 +107,10 @@ export function hkdfExpand(h: HashPrimitives, prk: Uint8Array, info: Uint8Array,
   return length === out.length ? out : out.slice(0, length);
 }
 
-/** RFC 9380 §5.3.1 expand_message_xmd(msg, DST, len_in_bytes). */
 /** Z_pad for each block length: read-only zeros made once (128 bytes for SHA-512: one fresh ArrayBuffer per call saved). */
 const Z_PADS = new Map<number, Uint8Array>();
 
+/** RFC 9380 §5.3.1 expand_message_xmd(msg, DST, len_in_bytes). */
 export function expandMessageXmd(h: HashPrimitives, msg: Uint8Array, dst: Uint8Array, lenInBytes: number): Uint8Array {
   const b = h.outputLen;
   const ell = Math.ceil(lenInBytes / b);
