@@ -148,3 +148,34 @@ describe('bench load generator', () => {
     }
   });
 });
+
+describe('bench/lib/alloc-sites.ts', () => {
+  it('counts allocations per login by kind and by first JavaScript frame, leaving out extensions and backing-store objects', async () => {
+    const { summarize } = await import('../../bench/lib/alloc-sites.ts');
+    const login = (n: number) => `${n} probe_libsodium:crypto_scalarmult_curve25519: (7f00)\n\t 1 crypto_scalarmult_curve25519 (libsodium.so.23)\n`;
+    const sample = (head: string, frames: string[]) => `${head}\n${frames.map((f, i) => `\t ${(i + 1).toString(16)} ${f}`).join('\n')}\n`;
+    const js = 'JS:*seal file:///x/enclave/vault/record.ts:1:5836';
+    const text = [
+      login(1),
+      login(2),
+      // a new array of 350 bytes: its memory, its BackingStore object (left out), its extension (left out)
+      sample('3 probe_libc:calloc: (7f01) n=350 sz=1', ['__libc_calloc', 'v8::internal::Heap::AllocateExternalBackingStore', 'v8::internal::BackingStore::Allocate', 'v8::internal::(anonymous namespace)::ConstructBuffer', 'v8::internal::Builtin_ArrayBufferConstructor', js]),
+      sample('3 probe_libc:malloc: (7f02) sz=24', ['__libc_malloc', 'v8::internal::(anonymous namespace)::ConstructBuffer', 'v8::internal::Builtin_ArrayBufferConstructor', js]),
+      sample('3 probe_libc:malloc: (7f03) sz=64', ['__libc_malloc', 'v8::internal::JSArrayBuffer::EnsureExtension', 'v8::internal::JSArrayBuffer::Attach', js]),
+      // a small array moved out
+      sample('3 probe_libc:malloc: (7f04) sz=32', ['__libc_malloc', 'v8::internal::JSTypedArray::GetBuffer', 'v8::internal::Runtime_TypedArrayGetBuffer', 'JS:*leafOf file:///x/enclave/vault/record-index.ts:1:685']),
+      // a row's blob copied by Node, no JavaScript frame
+      sample('3 probe_libc:malloc: (7f05) sz=350', ['__libc_malloc', 'v8::ArrayBuffer::NewBackingStore', 'node::Buffer::Copy']),
+    ].join('\n');
+    const s = summarize(text);
+    expect(s.logins).toBe(2);
+    expect(Object.fromEntries(s.byKind)).toEqual({ 'new ArrayBuffer': 0.5, 'moved out': 0.5, 'Buffer copied': 0.5 });
+    const seal = s.bySite.find((x) => x.kind === 'new ArrayBuffer')!;
+    expect(seal.site).toBe('JS:*seal enclave/vault/record.ts:1:5836');
+    expect(seal.sizes).toEqual([[350, 0.5]]);
+    expect(s.bySite.find((x) => x.kind === 'moved out')!.site).toContain('leafOf');
+    expect(s.bySite.find((x) => x.kind === 'Buffer copied')!.site).toBe('(no JavaScript frame)');
+    // Without the login probe there is nothing to divide by.
+    expect(summarize(text.replace(/probe_libsodium/g, 'probe_other')).logins).toBe(0);
+  });
+});
