@@ -92,8 +92,8 @@ const HEX_PAIRS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(
  * `latin1Slice`, the methods behind `buf.toString('hex')` and `'latin1'`). They read a small
  * array's bytes where V8 keeps them, inside the array; `Buffer.from(b.buffer, ...)` would first
  * give such an array (64 bytes or less) an ArrayBuffer of its own: three native allocations,
- * freed later by the collector's sweeper, for every key made (bench/README.md 2026-12-06, the
- * enclave path's allocations).
+ * freed later by the collector's sweeper, for every key made (bench/README.md 2026-12-06
+ * (evening), the enclave path's allocations).
  */
 type Encoder = (this: Uint8Array, start: number, end: number) => string;
 const HEX_SLICE = (NodeBuffer?.prototype as { hexSlice?: Encoder } | undefined)?.hexSlice;
