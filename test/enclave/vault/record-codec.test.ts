@@ -36,6 +36,13 @@ function randomRecord(): VaultRecord {
   };
 }
 
+/** An emulator token, an AES key of `label`, and a record, header and IV to seal for 'alice'. */
+function sealFixture(label: string) {
+  const { token } = testPlatform({ tokenKind: 'emulator' });
+  const rec: VaultRecord = { ...randomRecord(), status: 1, suite: 1, backupKey: rnd(32), opaqueRecord: rnd(192), ksf: rnd(20) };
+  return { token, key: token.generateAesKey(label), id: new TextEncoder().encode('alice'), rec, header: { kind: KIND_RECORD, suite: 1, epoch: 2, version: 5 }, iv: rnd(12) };
+}
+
 function codeOf(fn: () => unknown): number | string {
   try {
     fn();
@@ -203,12 +210,7 @@ describe('sealed records', () => {
   });
 
   it('draws the IV from the random source it is given (the platform\'s) instead of the token, and refuses one of the wrong length', () => {
-    const { token } = testPlatform({ tokenKind: 'emulator' });
-    const key = token.generateAesKey('record-iv-test');
-    const id = new TextEncoder().encode('alice');
-    const rec: VaultRecord = { ...randomRecord(), status: 1, suite: 1, backupKey: rnd(32), opaqueRecord: rnd(192), ksf: rnd(20) };
-    const header = { kind: KIND_RECORD, suite: 1, epoch: 2, version: 5 };
-    const iv = rnd(12);
+    const { token, key, id, rec, header, iv } = sealFixture('record-iv-test');
     let tokenDraws = 0;
     const counting = new Proxy(token, { get: (t, k) => (k === 'random' ? (n: number) => (tokenDraws++, t.random(n)) : Reflect.get(t, k)) });
     const blob = seal(counting, key, id, header, rec, (n) => (expect(n).toBe(12), Uint8Array.from(iv)));
@@ -225,12 +227,7 @@ describe('sealed records', () => {
   });
 
   it('the token writes into the blob and the plaintext into scratch it is lent; seal and unseal leave no plaintext in either, and a token that ignores `out` gives the same blob', () => {
-    const { token } = testPlatform({ tokenKind: 'emulator' });
-    const key = token.generateAesKey('record-into-test');
-    const id = new TextEncoder().encode('alice');
-    const rec: VaultRecord = { ...randomRecord(), status: 1, suite: 1, backupKey: rnd(32), opaqueRecord: rnd(192), ksf: rnd(20) };
-    const header = { kind: KIND_RECORD, suite: 1, epoch: 2, version: 5 };
-    const iv = rnd(12);
+    const { token, key, id, rec, header, iv } = sealFixture('record-into-test');
     const lent: { enc: Uint8Array[]; dec: Uint8Array[]; pts: Uint8Array[] } = { enc: [], dec: [], pts: [] };
     const spying = new Proxy(token, {
       get: (t, k) =>
