@@ -118,16 +118,31 @@ export class EnclaveRig {
     return (id: Uint8Array, m: Uint8Array) => this.host.submit(id, m);
   }
 
-  /** Runs prepared messages at `concurrency` for `windowMs`, with the batch and CPU accounting. */
-  async window(op: string, msgs: Prepared[], concurrency: number, windowMs: number): Promise<WindowResult & { outcome: Outcome }> {
+  /**
+   * Runs prepared messages at `concurrency` for `windowMs` (after `rampMs` of the same load, not
+   * counted: closedLoop's ClosedLoopOptions), with the batch and CPU accounting of the measured
+   * interval.
+   */
+  async window(op: string, msgs: Prepared[], concurrency: number, windowMs: number, rampMs = 0): Promise<WindowResult & { outcome: Outcome }> {
     const sizes = this.batchSizes;
-    const b0 = sizes.length;
-    const t0 = threadTimes();
-    const w0 = performance.now();
-    const outcome = await closedLoop(this.submit, msgs, concurrency, windowMs);
-    const wall = performance.now() - w0;
-    const cpu = cpuSplit(t0, threadTimes(), wall, this.host.info.partitions, this.threadsBefore);
-    const batch = sizes.slice(b0);
+    let b0 = sizes.length;
+    let b1 = -1;
+    let t0 = threadTimes();
+    let t1 = t0;
+    const outcome = await closedLoop(this.submit, msgs, concurrency, windowMs, {
+      rampMs,
+      onStart: () => {
+        t0 = threadTimes();
+        b0 = sizes.length;
+      },
+      onEnd: () => {
+        t1 = threadTimes();
+        b1 = sizes.length;
+      },
+    });
+    const wall = outcome.ms;
+    const cpu = cpuSplit(t0, t1, wall, this.host.info.partitions, this.threadsBefore);
+    const batch = sizes.slice(b0, b1);
     sizes.length = 0;
     const meanBatch = batch.length ? batch.reduce((a, x) => a + x, 0) / batch.length : 0;
     return {
@@ -143,7 +158,7 @@ export class EnclaveRig {
       cpu,
       cpuUsPerOp: (cpu.total * wall * 1000) / Math.max(1, outcome.ops),
       answers: outcome.answers,
-      exhausted: outcome.ops >= msgs.length,
+      exhausted: outcome.sent >= msgs.length,
       outcome,
     };
   }
@@ -154,14 +169,17 @@ export class EnclaveRig {
   }
 
   private cursor = 0;
-  /** LoginStart (KE1 -> KE2 with a durably charged guess) over the bulk records, round robin. */
-  async login(concurrency: number, windowMs: number): Promise<WindowResult> {
-    const n = this.poolSize(windowMs);
+  /**
+   * LoginStart (KE1 -> KE2 with a durably charged guess) over the bulk records, round robin;
+   * `rampMs` of the same load before the measured window (closedLoop's ClosedLoopOptions).
+   */
+  async login(concurrency: number, windowMs: number, rampMs = 0): Promise<WindowResult> {
+    const n = this.poolSize(windowMs + rampMs);
     const msgs = Array.from({ length: n }, () => {
       const i = this.cursor++;
       return this.kit.loginStart(this.ids[i % this.ids.length]!, i);
     });
-    const r = await this.window('login', msgs, concurrency, windowMs);
+    const r = await this.window('login', msgs, concurrency, windowMs, rampMs);
     // A refused login (TooManySessions) is cheap and no login to count: a record holds at most
     // MAX_LOGIN_SESSIONS_PER_ID open login sessions and a partition MAX_TABLE_ENTRIES, each for
     // SESSION_TTL_MS; `endSessions` closes each window's sessions so that a run never nears either.

@@ -149,6 +149,68 @@ describe('bench load generator', () => {
   });
 });
 
+describe('bench closed loop (bench/lib/vault-load.ts closedLoop)', () => {
+  // A fake vault: each operation answered `delay(i)` ms after it was submitted (unsealed bytes that
+  // decode to nothing), the answer times kept.
+  const fake = (delay: (i: number) => number) => {
+    const answeredAt: number[] = [];
+    let i = 0;
+    const submit = (_id: Uint8Array, _m: Uint8Array) =>
+      new Promise<{ sealed: boolean; response: Uint8Array }>((resolve) => {
+        setTimeout(() => {
+          answeredAt.push(performance.now());
+          resolve({ sealed: false, response: new Uint8Array(1) });
+        }, delay(i++));
+      });
+    return { submit, answeredAt };
+  };
+  const msgs = (n: number) => Array.from({ length: n }, () => ({ recordId: new Uint8Array(1), message: new Uint8Array(1), responseKey: new Uint8Array(32) }));
+
+  it('with a ramp, counts only the operations answered within the measured interval, over its length, its hooks around it', async () => {
+    const { closedLoop } = await import('../../bench/lib/vault-load.ts');
+    // Slow answers (40 ms) during the ramp, fast ones (4 ms) after: the ramp's and the drain's
+    // operations are not in the rate.
+    const t0 = performance.now();
+    const { submit, answeredAt } = fake(() => (performance.now() - t0 < 150 ? 40 : 4));
+    const calls: [string, number][] = [];
+    const o = await closedLoop(submit, msgs(10_000), 4, 300, { rampMs: 150, onStart: () => calls.push(['start', performance.now()]), onEnd: () => calls.push(['end', performance.now()]) });
+    expect(calls.map((c) => c[0])).toEqual(['start', 'end']);
+    const [from, to] = [calls[0]![1], calls[1]![1]];
+    expect(o.ms).toBeGreaterThanOrEqual(290);
+    expect(Math.abs(o.ms - (to - from))).toBeLessThan(1);
+    const within = answeredAt.filter((t) => t >= from && t < to).length;
+    expect(Math.abs(o.ops - within)).toBeLessThanOrEqual(4); // an answer at a boundary may fall either side
+    expect(o.latenciesMs.length).toBe(o.ops);
+    expect(o.sent - o.ops).toBeGreaterThanOrEqual(answeredAt.filter((t) => t < from).length); // the ramp's operations were sent, not counted
+    expect(o.answers.undecodable).toBe(o.sent); // every answer is still checked
+    // Counted at 4 ms each on 4 clients: near 1,000/s, where the whole run (ramp and drain) was far slower.
+    expect(o.opsPerSec).toBeGreaterThan(700);
+    expect((answeredAt.length * 1000) / (answeredAt.at(-1)! - t0)).toBeLessThan(o.opsPerSec * 0.9);
+  });
+
+  it('without a ramp, measures the whole run, first submission to last answer; a run out of messages ends the interval', async () => {
+    const { closedLoop } = await import('../../bench/lib/vault-load.ts');
+    const a = fake(() => 5);
+    const hooks: string[] = [];
+    const t0 = performance.now();
+    const o = await closedLoop(a.submit, msgs(20), 2, 10_000, { onStart: () => hooks.push('start'), onEnd: () => hooks.push('end') });
+    expect(hooks).toEqual(['start', 'end']);
+    expect(o.ops).toBe(20);
+    expect(o.sent).toBe(20);
+    expect(o.ms).toBeLessThan(performance.now() - t0 + 1);
+    expect(o.ms).toBeGreaterThanOrEqual(45); // ten rounds of 5 ms
+    // With a ramp longer than the messages last: the interval starts and ends when they run out.
+    const b = fake(() => 5);
+    const hooks2: string[] = [];
+    const r = await closedLoop(b.submit, msgs(20), 2, 10_000, { rampMs: 5_000, onStart: () => hooks2.push('start'), onEnd: () => hooks2.push('end') });
+    expect(hooks2).toEqual(['start', 'end']);
+    expect(r.sent).toBe(20);
+    expect(r.ops).toBe(0);
+    expect(r.ms).toBeLessThan(100);
+    await expect(closedLoop(b.submit, msgs(1), 1, 10, { rampMs: -1 })).rejects.toThrow(RangeError);
+  });
+});
+
 describe('bench/lib/alloc-sites.ts', () => {
   it('counts allocations per login by kind and by first JavaScript frame, leaving out extensions and backing-store objects', async () => {
     const { summarize } = await import('../../bench/lib/alloc-sites.ts');
