@@ -8,8 +8,8 @@
  * overlap.ts; the sequence: runBatch): when a batch is prepared and operations are waiting, the
  * next batch (of records not in the prepared one) goes to the enclave at once, which computes it
  * while storage commits the prepared one, and a Prepare right behind the Commit gives it its
- * NVRAM intent; so the device does not sit idle through the storage commit or a round trip
- * through the host. A storage or commit
+ * NVRAM intent, with the batch after it staged right behind that Prepare; so the device does not
+ * sit idle through the storage commit or a round trip through the host. A storage or commit
  * failure stops the engine: its clients get an error, nothing the enclave charged is released,
  * and the partition must reload (VaultHost restarts it) to learn which state storage is in.
  *
@@ -50,6 +50,8 @@ interface Started {
   epoch: number;
   prepared: Promise<Prepared>;
   t0: number;
+  /** The batch staged behind it right behind its Prepare (overlap.ts rule 2), before its Prepared came. */
+  behind?: Staging;
 }
 
 /** A batch staged behind a prepared one (overlap.ts rule 1): the device's Staged answer, or (null) why it was not sent. */
@@ -203,17 +205,27 @@ export class PartitionEngine {
   }
 
   /**
-   * One batch through the commit rule, overlapped with the batch behind it (overlap.ts): its
-   * Prepared; the batch behind it staged (rule 1); its writes and audit events persisted in one
-   * storage transaction; Commit; the batch behind it prepared or sent right behind the Commit
-   * (rules 2, 3); Committed, and only then its clients' answers. Returns the batch behind it, if
-   * one was sent. A failure past Prepared stops the engine (rule 4).
+   * One batch through the commit rule, overlapped with the batches behind it (overlap.ts): its
+   * Prepared; the batch behind it staged (rule 1), unless one was staged right behind its Prepare
+   * (rule 2); its writes and audit events persisted in one storage transaction; Commit; the batch
+   * behind it prepared or sent right behind the Commit (rules 2, 3), and the next one staged
+   * right behind that Prepare (rule 2); Committed, and only then its clients' answers. Returns
+   * the batch behind it, if one was sent. A failure past Prepared stops the engine (rule 4).
    */
   private async runBatch(cur: Started): Promise<Started | undefined> {
     const ready = await this.awaitPrepared(cur);
-    if (!ready) return undefined;
+    if (!ready) {
+      await this.requeueStray(cur.behind);
+      return undefined;
+    }
     const { prepared, epoch } = ready;
-    const staged = this.canSend() ? await this.stage(cur.batch, epoch + 1) : undefined;
+    // The batch behind it: staged already, right behind its Prepare (rule 2), unless that Prepare
+    // failed (awaitPrepared's retry: the device refused what came behind it, whose ops go back to
+    // the queue); or staged now (rule 1), half of what may go when nothing is staged behind it, so
+    // that the other half can go right behind its Prepare.
+    const early = cur.behind && !ready.retried ? cur.behind : undefined;
+    if (cur.behind && !early) await this.requeueStray(cur.behind);
+    const staged = early ?? (this.canSend() ? await this.stage(cur.batch, epoch + 1, true) : undefined);
     try {
       await this.store.applyBatch(this.partition, epoch, prepared.writes, prepared.audit);
     } catch (e) {
@@ -228,12 +240,16 @@ export class PartitionEngine {
     commit.catch(() => {});
     // The batch behind it, right behind the Commit: the staged one's Prepare (rule 2), or a new one (rule 3).
     const follow = staged ? this.prepareStaged(staged) : this.canSend() ? this.sendBatch(this.take(planNext(this.queue, this.maxBatchOps)), epoch + 1) : undefined;
+    // And right behind that Prepare, the next batch staged behind the staged one (rule 2): its
+    // reads see this batch's writes (persisted above), and the device has work queued through
+    // the round trip to the host that a Prepared would otherwise cost.
+    if (follow && staged && staged.answer && this.canSend()) follow.behind = await this.stage(staged.batch, staged.epoch + 1);
     let committed: Awaited<typeof commit>;
     try {
       committed = await commit;
     } catch (e) {
       // The batch is in storage; the enclave's NVRAM may not say so: the same reload settles it.
-      this.fail([...cur.batch, ...(follow?.batch ?? [])], e);
+      this.fail([...cur.batch, ...(follow?.batch ?? []), ...(follow?.behind?.batch ?? [])], e);
       return undefined;
     }
     this.epoch = epoch;
@@ -245,17 +261,43 @@ export class PartitionEngine {
     return follow;
   }
 
-  /** The batch's Prepared and its epoch; undefined when it has none (its clients got the error). */
-  private async awaitPrepared(cur: Started): Promise<{ prepared: Prepared; epoch: number } | undefined> {
+  /**
+   * A batch staged right behind the Prepare of a batch that did not become pending by it: the
+   * device refused it (it stages a batch only behind the pending one), so nothing of it ran and
+   * its ops go back to the front of the queue; if its reads had failed, its clients get that
+   * error. Had the device taken it, the engine stops (a reload settles the state).
+   */
+  private async requeueStray(s: Staging | undefined): Promise<void> {
+    if (!s) return;
+    let taken = false;
+    if (s.answer) {
+      try {
+        await s.answer;
+        taken = true;
+      } catch {
+        // refused: nothing of it ran
+      }
+    }
+    if (this.failed) for (const q of s.batch) q.reject(this.failed);
+    else if (!s.answer) for (const q of s.batch) q.reject(s.error);
+    else if (taken) this.fail(s.batch, new EnclaveCallError(ChannelErrorCode.UnexpectedResponse, `batch ${s.epoch} was staged behind a batch that did not become pending`));
+    else this.queue = [...s.batch, ...this.queue];
+  }
+
+  /**
+   * The batch's Prepared and its epoch (`retried`: sent again as a new Batch after the device
+   * refused it); undefined when it has none (its clients got the error).
+   */
+  private async awaitPrepared(cur: Started): Promise<{ prepared: Prepared; epoch: number; retried: boolean } | undefined> {
     try {
       try {
-        return { prepared: await cur.prepared, epoch: cur.epoch };
+        return { prepared: await cur.prepared, epoch: cur.epoch, retried: false };
       } catch (e) {
         // Someone else (an operator tool) committed a batch: learn the epoch and try once more.
         if (!(e instanceof EnclaveCallError) || e.code !== Handling.BatchOutOfOrder) throw e;
         this.epoch = (await this.call({ type: 'Info' })).epoch;
         const epoch = this.epoch + 1;
-        return { prepared: await this.prepare(cur.batch, epoch), epoch };
+        return { prepared: await this.prepare(cur.batch, epoch), epoch, retried: true };
       }
     } catch (e) {
       // The enclave could not write its NVRAM intent: it needs a reload before it serves again.
@@ -266,12 +308,15 @@ export class PartitionEngine {
   }
 
   /**
-   * Rule 1: the batch staged behind the prepared batch `ahead`, its stored blobs read and sent
-   * now, before `ahead` is persisted (the device takes requests in order, so it goes before
-   * Commit). Undefined when no queued op may go.
+   * Rules 1 and 2: the batch staged behind the batch `ahead` (prepared, or its Prepare just sent),
+   * its stored blobs read and sent now, before `ahead` is persisted (the device takes requests in
+   * order). `half`: only the first half of the ops that may go (overlap.ts planStaged).
+   * Undefined when no queued op may go.
    */
-  private async stage(ahead: Queued[], epoch: number): Promise<Staging | undefined> {
-    const batch = this.take(planStaged(ahead, this.queue, this.maxBatchOps));
+  private async stage(ahead: Queued[], epoch: number, half = false): Promise<Staging | undefined> {
+    let plan = planStaged(ahead, this.queue, this.maxBatchOps);
+    if (half && plan.batch.length > 1) plan = planStaged(ahead, this.queue, Math.ceil(plan.batch.length / 2));
+    const batch = this.take(plan);
     if (!batch.length) return undefined;
     const t0 = performance.now();
     try {

@@ -11,11 +11,21 @@
  *      in it (the device refuses the whole batch otherwise): its stored blobs are read before e
  *      is persisted, and it must see exactly what it would see after Commit(e). Queue order is
  *      kept; an op on a record of e keeps its place for a later batch. At most MAX_BATCH_OPS.
- *   2. A staged batch is prepared (its Prepare sent) right behind Commit(e), never before it.
+ *      With nothing staged behind e yet, the engine stages the first half of the ops that may
+ *      go, so that the other half can go by rule 2.
+ *   2. A staged batch e+1 is prepared (its Prepare sent) right behind Commit(e), never before it.
+ *      Right behind that Prepare, a batch e+2 may be staged behind e+1 on rule 1's terms (no op
+ *      on a record of e+1; its reads made then, after e is persisted): the device takes it once
+ *      the Prepare made e+1 pending. If that Prepare failed, the device refused e+2 and its ops
+ *      go back to the front of the queue. So the device holds its next batch when it finishes
+ *      one, instead of idling through a round trip to the host (e's answers, its clients' next
+ *      operations, their reads): 0.7-1.3 ms per batch of about 50 logins, measured
+ *      (bench/README.md, 2026-12-06 (night)).
  *   3. With nothing staged, once e is durable in storage the next batch (any queued ops, their
  *      reads now see e) is sent right behind Commit(e), without waiting for Committed.
  *   4. A batch sent behind e shares e's fate: if e's storage commit or its Commit fails, both
- *      batches' clients get the error and the partition reloads (engine.ts).
+ *      batches' clients get the error and the partition reloads (engine.ts); so do those of a
+ *      batch staged behind that one.
  *
  * This file decides which ops (rules 1 and 3); engine.ts runs the sequence.
  */

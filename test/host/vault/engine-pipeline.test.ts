@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeMessage, encodeMessage } from '../../../enclave/api/codec.ts';
-import { Lifecycle } from '../../../enclave/api/codes.ts';
+import { Handling, Lifecycle } from '../../../enclave/api/codes.ts';
 import { HostRequests, HostResponses } from '../../../enclave/api/messages.ts';
 import type { HostResponse } from '../../../enclave/api/messages.ts';
 import { createEnclave } from '../../../enclave/main.ts';
@@ -37,11 +37,20 @@ afterEach(async () => {
 interface Sent {
   type: string;
   epoch: number | undefined;
+  /** A Batch's op count. */
+  ops?: number;
   /** Requests sent before this one whose answers had not come back yet. */
   unanswered: string[];
+  /** Its answer's type, once it came. */
+  answer?: string;
 }
 
-async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; failRead?: () => boolean } = {}) {
+/**
+ * An engine over a real enclave and SQLite. `failCommit`: the nth Commit's device dies;
+ * `holdFirstBatch`: the first Batch's answer waits for it; `failRead`: a storage read fails;
+ * `refuseBatch`: the nth Batch is refused (BatchOutOfOrder) without reaching the enclave.
+ */
+async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; failRead?: () => boolean; refuseBatch?: number } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'bkv-pipeline-'));
   dirs.push(dir);
   const sqlite = await openSqliteStore(join(dir, 'vault.db'));
@@ -62,7 +71,8 @@ async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; 
         const req = decodeMessage(HostRequests, b);
         const epoch = 'epoch' in req ? (req.epoch as number) : undefined;
         const tag = `${req.type}#${sent.length}`;
-        sent.push({ type: req.type, epoch, unanswered: [...open].map((t) => t.split('#')[0]!) });
+        const me = sent.length;
+        sent.push({ type: req.type, epoch, ...(req.type === 'Batch' && { ops: req.ops.length }), unanswered: [...open].map((t) => t.split('#')[0]!) });
         if (req.type === 'Commit' && ++commits === opts.failCommit) {
           // The device dies before it answers this Commit (it may or may not have written NVRAM).
           await new Promise((r) => setTimeout(r, 20));
@@ -70,10 +80,16 @@ async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; 
         }
         open.add(tag);
         try {
-          if (req.type === 'Batch' && sent.filter((x) => x.type === 'Batch').length === 1) await opts.holdFirstBatch;
+          const nthBatch = sent.filter((x) => x.type === 'Batch').length;
+          if (req.type === 'Batch' && nthBatch === 1) await opts.holdFirstBatch;
           // Delivered in order (the enclave queues its requests, as the device does); only the
           // answer may be held back.
-          return await enclave.request(b);
+          const answer =
+            req.type === 'Batch' && nthBatch === opts.refuseBatch
+              ? encodeMessage(HostResponses, { type: 'Fault', code: Handling.BatchOutOfOrder, field: te.encode('epoch'), message: te.encode('refused by the test') })
+              : await enclave.request(b);
+          sent[me]!.answer = decodeMessage(HostResponses, answer).type;
+          return answer;
         } finally {
           open.delete(tag);
         }
@@ -116,21 +132,24 @@ async function twoBatches(opts: { failCommit?: number; onFailure?: (e: unknown) 
 }
 
 describe('engine pipelining', () => {
-  it('stages the next batch before the Commit, prepares it right behind the Commit, in epoch order', async () => {
+  it('stages half of the queue before the Commit, prepares it right behind the Commit, and stages the other half right behind that Prepare, in epoch order', async () => {
     const { engine, sent, ids, ops } = await twoBatches({}, 12, 'pipe');
     const results = await Promise.all(ops);
     expect(engine.failed).toBeNull();
     expect(results.map((r) => r.type)).toEqual(ids.map(() => 'NotRegistered'));
     const base = sent.find((s) => s.type === 'Batch')!.epoch!;
     const control = sent.filter((s) => ['Batch', 'Commit', 'Prepare'].includes(s.type)).map((s) => `${s.type} ${s.epoch! - base}`);
-    expect(control).toEqual(['Batch 0', 'Batch 1', 'Commit 0', 'Prepare 1', 'Commit 1']);
-    // The staged Batch went out while the first batch was prepared and not yet committed.
-    const staged = sent.filter((s) => s.type === 'Batch')[1]!;
-    expect(staged.unanswered).not.toContain('Commit');
-    expect(engine.stats.batches).toBe(2);
+    expect(control).toEqual(['Batch 0', 'Batch 1', 'Commit 0', 'Prepare 1', 'Batch 2', 'Commit 1', 'Prepare 2', 'Commit 2']);
+    const batches = sent.filter((s) => s.type === 'Batch');
+    // The 11 queued behind the first: 6 staged while the first was prepared and not yet
+    // committed, 5 right behind the Prepare of those 6, before the first batch's Commit answered.
+    expect(batches.map((b) => b.ops)).toEqual([1, 6, 5]);
+    expect(batches[1]!.unanswered).not.toContain('Commit');
+    expect(batches[2]!.unanswered).toEqual(expect.arrayContaining(['Commit', 'Prepare']));
+    expect(engine.stats.batches).toBe(3);
   });
 
-  it('when the staged batch cannot be read, its clients get the error and the engine goes on', async () => {
+  it('when the staged batch cannot be read, its clients get the error, nothing is staged behind it, and the engine goes on', async () => {
     let release!: () => void;
     const hold = new Promise<void>((r) => (release = r));
     let reads = 0;
@@ -141,16 +160,44 @@ describe('engine pipelining', () => {
     const rest = [1, 2, 3].map((i) => r.client.status(te.encode(`read-${i}`)));
     const settled = Promise.allSettled(rest);
     while (r.engine.queueDepth < rest.length) await tick();
-    failNext = true; // the next read is the staged batch's
+    failNext = true; // the next read is the staged batch's (two of the three)
     release();
     expect(await first).toMatchObject({ type: 'NotRegistered' });
-    for (const x of await settled) expect(String((x as PromiseRejectedResult).reason)).toMatch(/storage read failed/);
+    // Which two were staged is queue order (each client seals its request before it queues).
+    const out = await settled;
+    const failed = out.filter((x) => x.status === 'rejected');
+    expect(failed.length).toBe(2);
+    for (const x of failed) expect(String(x.reason)).toMatch(/storage read failed/);
+    expect(out.filter((x) => x.status === 'fulfilled')).toEqual([{ status: 'fulfilled', value: expect.objectContaining({ type: 'NotRegistered' }) }]);
     expect(r.engine.failed).toBeNull();
-    // Not sent: no Batch or Prepare for it reached the enclave.
-    expect(r.sent.filter((s) => s.type === 'Batch').length).toBe(1);
+    // The failed batch was not sent (no Batch or Prepare for it reached the enclave); the third
+    // op went in a batch of its own after the first one's Commit.
+    expect(r.sent.filter((s) => s.type === 'Batch').map((s) => s.ops)).toEqual([1, 1]);
     expect(r.sent.some((s) => s.type === 'Prepare')).toBe(false);
     expect(reads).toBeGreaterThan(1);
     expect(await r.client.status(te.encode('read-after'))).toMatchObject({ type: 'NotRegistered' });
+  });
+
+  it('when the staged batch is refused, the batch staged behind its Prepare is refused too and goes back to the queue: every op is answered, the engine goes on', async () => {
+    const { engine, sent, ids, ops } = await twoBatches({ refuseBatch: 2 }, 12, 'stray');
+    const results = await Promise.all(ops);
+    expect(results.map((r) => r.type)).toEqual(ids.map(() => 'NotRegistered'));
+    expect(engine.failed).toBeNull();
+    const batches = sent.filter((s) => s.type === 'Batch');
+    // Batch 2 (6 ops, refused by the test), its Prepare refused by the enclave, Batch 3 (5 ops,
+    // behind that Prepare) refused by the enclave; then the 6 again (after an Info) and the 5 again.
+    expect(batches.slice(0, 3).map((b) => [b.ops, b.answer])).toEqual([
+      [1, 'Prepared'],
+      [6, 'Fault'],
+      [5, 'Fault'],
+    ]);
+    expect(sent.find((s) => s.type === 'Prepare')!.answer).toBe('Fault');
+    const accepted = batches.filter((b) => b.answer !== 'Fault').reduce((n, b) => n + b.ops!, 0);
+    expect(accepted).toBe(12); // each op ran once
+    expect(engine.stats.ops).toBe(12);
+    // One Info to learn the epoch (after the start's): the 5 went back to the queue, not through
+    // a second refusal and retry.
+    expect(sent.filter((s) => s.type === 'Info').length).toBe(2);
   });
 
   it('an operation on a record of the prepared batch waits for a later batch, and sees its result', async () => {
