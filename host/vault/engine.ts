@@ -263,25 +263,28 @@ export class PartitionEngine {
 
   /**
    * A batch staged right behind the Prepare of a batch that did not become pending by it: the
-   * device refused it (it stages a batch only behind the pending one), so nothing of it ran and
-   * its ops go back to the front of the queue; if its reads had failed, its clients get that
-   * error. Had the device taken it, the engine stops (a reload settles the state).
+   * device refused it with a Fault (it stages a batch only behind the pending one), so nothing of
+   * it ran and its ops go back to the front of the queue; if its reads had failed, or its answer
+   * did not come, its clients get that error. Had the device taken it, the engine stops (a reload
+   * settles the state).
    */
   private async requeueStray(s: Staging | undefined): Promise<void> {
     if (!s) return;
     let taken = false;
+    let refusal: unknown = s.error;
     if (s.answer) {
       try {
         await s.answer;
         taken = true;
-      } catch {
-        // refused: nothing of it ran
+      } catch (e) {
+        refusal = e;
       }
     }
     if (this.failed) for (const q of s.batch) q.reject(this.failed);
-    else if (!s.answer) for (const q of s.batch) q.reject(s.error);
     else if (taken) this.fail(s.batch, new EnclaveCallError(ChannelErrorCode.UnexpectedResponse, `batch ${s.epoch} was staged behind a batch that did not become pending`));
-    else this.queue = [...s.batch, ...this.queue];
+    // The device's Fault: nothing of it ran. Anything else (its reads failed, the channel) reaches its clients.
+    else if (refusal instanceof EnclaveCallError && refusal.code !== ChannelErrorCode.UnexpectedResponse) this.queue = [...s.batch, ...this.queue];
+    else for (const q of s.batch) q.reject(refusal);
   }
 
   /**

@@ -117,7 +117,7 @@ const tick = () => new Promise((r) => setTimeout(r, 1));
  * Status operations for `n` ids in exactly two batches: the first id's batch is held at the
  * enclave until the other operations have queued behind it. Returns their promises in id order.
  */
-async function twoBatches(opts: { failCommit?: number; onFailure?: (e: unknown) => void }, n: number, name: string) {
+async function twoBatches(opts: { failCommit?: number; refuseBatch?: number; onFailure?: (e: unknown) => void }, n: number, name: string) {
   let release!: () => void;
   const hold = new Promise<void>((r) => (release = r));
   const r = await rig({ ...opts, holdFirstBatch: hold });
