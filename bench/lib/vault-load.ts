@@ -228,8 +228,8 @@ export interface ClosedLoopOptions extends LoopHooks {
  * after the window (decryption is not timed, and is outside the interval `onEnd` closes).
  *
  * Why a ramp: an idle vault's first batch holds every client's first operation and nothing
- * overlaps it (host/vault/engine.ts), so the first ~100 ms of a window run at about two thirds of
- * the sustained rate, and the window's last batches drain with nothing behind them; with 2 s
+ * overlaps it (host/vault/engine.ts), so the first ~100 ms of a window answer a quarter to a half
+ * of what the sustained rate does, and the window's last batches drain with nothing behind them; with 2 s
  * windows that was 2-5% of the rate (bench/README.md, 2026-12-06 (night)). A service under load
  * runs at the sustained rate, which is what a ramp measures.
  */

@@ -19,8 +19,8 @@
  *      the Prepare made e+1 pending. If that Prepare failed, the device refused e+2 and its ops
  *      go back to the front of the queue. So the device holds its next batch when it finishes
  *      one, instead of idling through a round trip to the host (e's answers, its clients' next
- *      operations, their reads): 0.7-1.3 ms per batch of about 50 logins, measured
- *      (bench/README.md, 2026-12-06 (night)).
+ *      operations, their reads): a median 0.7-0.8 ms and a mean 1.2-1.3 ms per batch of about
+ *      50 logins, measured (bench/README.md, 2026-12-06 (night)).
  *   3. With nothing staged, once e is durable in storage the next batch (any queued ops, their
  *      reads now see e) is sent right behind Commit(e), without waiting for Committed.
  *   4. A batch sent behind e shares e's fate: if e's storage commit or its Commit fails, both
