@@ -159,7 +159,7 @@ export class FleetVaultNode implements RowsSource {
         }
       },
     };
-    const engine = new PartitionEngine(flushing, new FleetCommitStore(this.store, (e) => this.settled(device, e), (w) => this.gate(w)), 0, 10_000, MAX_OPS_PER_BATCH);
+    const engine = new PartitionEngine(flushing, new FleetCommitStore(this.store, (e) => this.settled(device, e), (w) => this.gate(w)), 0, 10_000, MAX_OPS_PER_BATCH, false);
     engine.onFailure = (e) => {
       this.o.log(`vault: a batch was not committed by the fleet (${e instanceof Error ? e.message : String(e)}); rebooting the device`);
       void this.reboot();
@@ -378,7 +378,7 @@ export class FleetVaultNode implements RowsSource {
     let engine: PartitionEngine | null = null;
     try {
       device = await FleetVaultDevice.open(this.o.device, this.now);
-      engine = new PartitionEngine(device.device, staging, 0, 10_000, MAX_OPS_PER_BATCH);
+      engine = new PartitionEngine(device.device, staging, 0, 10_000, MAX_OPS_PER_BATCH, false);
       await engine.start();
     } finally {
       if (engine) await Promise.race([engine.close(), sleep(2000)]);

@@ -100,6 +100,13 @@ export class PartitionEngine {
     private readonly maxQueue = 10_000,
     /** Ops per batch (a fleet member's batch is one log entry: enclave/fleet/codec.ts MAX_OPS_PER_ENTRY). */
     private readonly maxBatchOps = MAX_BATCH_OPS,
+    /**
+     * Stage a second batch right behind the staged one's Prepare (overlap.ts rule 2). A fleet
+     * member does not: its batches are log entries replicated to every peer, and two deep makes
+     * about half as many again, each a round trip, and a member copied a few seconds back that
+     * many more entries behind.
+     */
+    private readonly twoDeep = true,
   ) {}
 
   /**
@@ -225,7 +232,7 @@ export class PartitionEngine {
     // that the other half can go right behind its Prepare.
     const early = cur.behind && !ready.retried ? cur.behind : undefined;
     if (cur.behind && !early) await this.requeueStray(cur.behind);
-    const staged = early ?? (this.canSend() ? await this.stage(cur.batch, epoch + 1, true) : undefined);
+    const staged = early ?? (this.canSend() ? await this.stage(cur.batch, epoch + 1, this.twoDeep) : undefined);
     try {
       await this.store.applyBatch(this.partition, epoch, prepared.writes, prepared.audit);
     } catch (e) {
@@ -243,7 +250,7 @@ export class PartitionEngine {
     // And right behind that Prepare, the next batch staged behind the staged one (rule 2): its
     // reads see this batch's writes (persisted above), and the device has work queued through
     // the round trip to the host that a Prepared would otherwise cost.
-    if (follow && staged && staged.answer && this.canSend()) follow.behind = await this.stage(staged.batch, staged.epoch + 1);
+    if (this.twoDeep && follow && staged && staged.answer && this.canSend()) follow.behind = await this.stage(staged.batch, staged.epoch + 1);
     let committed: Awaited<typeof commit>;
     try {
       committed = await commit;

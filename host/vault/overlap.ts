@@ -12,7 +12,7 @@
  *      is persisted, and it must see exactly what it would see after Commit(e). Queue order is
  *      kept; an op on a record of e keeps its place for a later batch. At most MAX_BATCH_OPS.
  *      With nothing staged behind e yet, the engine stages the first half of the ops that may
- *      go, so that the other half can go by rule 2.
+ *      go, so that the other half can go by rule 2 (all of them when it stages one deep).
  *   2. A staged batch e+1 is prepared (its Prepare sent) right behind Commit(e), never before it.
  *      Right behind that Prepare, a batch e+2 may be staged behind e+1 on rule 1's terms (no op
  *      on a record of e+1; its reads made then, after e is persisted): the device takes it once
@@ -21,6 +21,7 @@
  *      one, instead of idling through a round trip to the host (e's answers, its clients' next
  *      operations, their reads): a median 0.7-0.8 ms and a mean 1.2-1.3 ms per batch of about
  *      50 logins, measured (bench/README.md, 2026-12-06 (night)).
+ *      A fleet member's engine stages one deep (engine.ts `twoDeep`): its batches are log entries.
  *   3. With nothing staged, once e is durable in storage the next batch (any queued ops, their
  *      reads now see e) is sent right behind Commit(e), without waiting for Committed.
  *   4. A batch sent behind e shares e's fate: if e's storage commit or its Commit fails, both

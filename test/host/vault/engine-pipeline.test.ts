@@ -48,9 +48,10 @@ interface Sent {
 /**
  * An engine over a real enclave and SQLite. `failCommit`: the nth Commit's device dies;
  * `holdFirstBatch`: the first Batch's answer waits for it; `failRead`: a storage read fails;
- * `refuseBatch`: the nth Batch is refused (BatchOutOfOrder) without reaching the enclave.
+ * `refuseBatch`: the nth Batch is refused (BatchOutOfOrder) without reaching the enclave;
+ * `oneDeep`: the engine stages one batch deep (a fleet member's).
  */
-async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; failRead?: () => boolean; refuseBatch?: number } = {}) {
+async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; failRead?: () => boolean; refuseBatch?: number; oneDeep?: boolean } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'bkv-pipeline-'));
   dirs.push(dir);
   const sqlite = await openSqliteStore(join(dir, 'vault.db'));
@@ -97,6 +98,9 @@ async function rig(opts: { failCommit?: number; holdFirstBatch?: Promise<void>; 
     },
     store,
     0,
+    10_000,
+    undefined,
+    !opts.oneDeep,
   );
   const info = await engine.start();
   const client = new EscrowClient({
@@ -117,7 +121,7 @@ const tick = () => new Promise((r) => setTimeout(r, 1));
  * Status operations for `n` ids in exactly two batches: the first id's batch is held at the
  * enclave until the other operations have queued behind it. Returns their promises in id order.
  */
-async function twoBatches(opts: { failCommit?: number; refuseBatch?: number; onFailure?: (e: unknown) => void }, n: number, name: string) {
+async function twoBatches(opts: { failCommit?: number; refuseBatch?: number; oneDeep?: boolean; onFailure?: (e: unknown) => void }, n: number, name: string) {
   let release!: () => void;
   const hold = new Promise<void>((r) => (release = r));
   const r = await rig({ ...opts, holdFirstBatch: hold });
@@ -147,6 +151,16 @@ describe('engine pipelining', () => {
     expect(batches[1]!.unanswered).not.toContain('Commit');
     expect(batches[2]!.unanswered).toEqual(expect.arrayContaining(['Commit', 'Prepare']));
     expect(engine.stats.batches).toBe(3);
+  });
+
+  it('one deep (as a fleet member stages): the whole queue staged behind the prepared batch, nothing behind its Prepare', async () => {
+    const { engine, sent, ids, ops } = await twoBatches({ oneDeep: true }, 12, 'one');
+    const results = await Promise.all(ops);
+    expect(results.map((r) => r.type)).toEqual(ids.map(() => 'NotRegistered'));
+    const base = sent.find((s) => s.type === 'Batch')!.epoch!;
+    expect(sent.filter((s) => ['Batch', 'Commit', 'Prepare'].includes(s.type)).map((s) => `${s.type} ${s.epoch! - base}`)).toEqual(['Batch 0', 'Batch 1', 'Commit 0', 'Prepare 1', 'Commit 1']);
+    expect(sent.filter((s) => s.type === 'Batch').map((b) => b.ops)).toEqual([1, 11]);
+    expect(engine.stats.batches).toBe(2);
   });
 
   it('when the staged batch cannot be read, its clients get the error, nothing is staged behind it, and the engine goes on', async () => {
