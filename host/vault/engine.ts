@@ -324,9 +324,7 @@ export class PartitionEngine {
    * Undefined when no queued op may go.
    */
   private async stage(ahead: Queued[], epoch: number, half = false): Promise<Staging | undefined> {
-    let plan = planStaged(ahead, this.queue, this.maxBatchOps);
-    if (half && plan.batch.length > 1) plan = planStaged(ahead, this.queue, Math.ceil(plan.batch.length / 2));
-    const batch = this.take(plan);
+    const batch = this.take(planStaged(ahead, this.queue, this.maxBatchOps, half));
     if (!batch.length) return undefined;
     const t0 = performance.now();
     try {

@@ -28,7 +28,7 @@
  *      batches' clients get the error and the partition reloads (engine.ts); so do those of a
  *      batch staged behind that one.
  *
- * This file decides which ops (rules 1 and 3); engine.ts runs the sequence.
+ * This file decides which ops (rules 1 to 3); engine.ts runs the sequence.
  */
 import { MAX_BATCH_OPS } from '../../enclave/api/messages.ts';
 
@@ -45,11 +45,17 @@ export interface Taken<T> {
 
 /**
  * Rule 1: the ops of `queue` that may be staged behind the prepared batch `prepared`: those whose
- * record `prepared` does not name, in queue order, at most `max`.
+ * record `prepared` does not name, in queue order, at most `max`; with `half`, the first half
+ * (rounded up) of those, so that the rest can go by rule 2.
  */
-export function planStaged<T extends Keyed>(prepared: readonly Keyed[], queue: readonly T[], max = MAX_BATCH_OPS): Taken<T> {
+export function planStaged<T extends Keyed>(prepared: readonly Keyed[], queue: readonly T[], max = MAX_BATCH_OPS, half = false): Taken<T> {
   const busy = new Set<string>();
   for (const q of prepared) busy.add(q.key);
+  if (half) {
+    let may = 0;
+    for (const q of queue) if (!busy.has(q.key)) may++;
+    max = Math.ceil(Math.min(may, max) / 2);
+  }
   const batch: T[] = [];
   const rest: T[] = [];
   for (const q of queue) {

@@ -34,6 +34,17 @@ describe('planStaged (rule 1: staged behind a prepared batch)', () => {
     expect(small.rest.map((o) => o.key)).toEqual(['r1', 'r4', 'r5']);
   });
 
+  it('with `half`, takes the first half (rounded up) of the ops that may go, within `max`; the rest keeps its order', () => {
+    const prepared = [op('a', 0)];
+    const queue = [op('a', 1), op('b', 1), op('c', 1), op('d', 1), op('e', 1), op('f', 1)];
+    const h = planStaged(prepared, queue, MAX_BATCH_OPS, true);
+    expect(names(h.batch)).toEqual(['b1', 'c1', 'd1']); // 5 may go: 3 of them
+    expect(names(h.rest)).toEqual(['a1', 'e1', 'f1']);
+    expect(names(planStaged(prepared, queue, 4, true).batch)).toEqual(['b1', 'c1']); // half of the 4 `max` allows
+    expect(names(planStaged(prepared, [op('a', 1), op('b', 1)], MAX_BATCH_OPS, true).batch)).toEqual(['b1']);
+    expect(planStaged(prepared, [op('a', 1)], MAX_BATCH_OPS, true).batch).toEqual([]);
+  });
+
   it('every op lands in exactly one of batch and rest, and no batch op names a prepared record', () => {
     let seed = 7;
     const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
