@@ -7,12 +7,26 @@
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { BKV_NODE_FLAGS } from '../../bin/bundle.mjs';
 import { DeviceChannel, deviceEntry } from './channel.ts';
 import type { ChannelOptions } from './channel.ts';
+import { DEVICE_YOUNG_GENERATION_MB } from './worker-channel.ts';
 import { DEVICE_CONFIG_ENV } from '../../enclave/api/device.ts';
 import type { ToDevice } from '../../enclave/api/device.ts';
 
 const STDERR_TAIL = 4096;
+
+/**
+ * The node flags of a device process: the heap rules a device thread runs with (worker-channel.ts),
+ * as flags of its own process. Its young generation capped at `youngMb` (V8 sizes a young
+ * generation at three semi-spaces, so 12 MB is --max-semi-space-size=4; 0: V8's own sizing), and
+ * `bkv`'s other flags (bin/bundle.mjs BKV_NODE_FLAGS: --heap-growing-percent=40). Without them a
+ * forked device ran on V8's defaults whatever `bkv` itself ran with.
+ */
+export function deviceProcessFlags(youngMb: number): string[] {
+  const rest = BKV_NODE_FLAGS.filter((f) => !f.startsWith('--max-semi-space-size='));
+  return youngMb > 0 ? [`--max-semi-space-size=${Math.max(1, Math.round(youngMb / 3))}`, ...rest] : rest;
+}
 
 export class ProcessChannel extends DeviceChannel {
   private readonly child: ChildProcess;
@@ -21,8 +35,10 @@ export class ProcessChannel extends DeviceChannel {
   constructor(opts: ChannelOptions) {
     super(opts);
     const forward = opts.forwardStderr ?? true;
+    const young = Number(process.env.BKV_DEVICE_YOUNG_MB ?? DEVICE_YOUNG_GENERATION_MB);
+    // execArgv replaces the parent's flags (tsx's loader, vitest's) with the device's own.
     this.child = fork(deviceEntry('process', this.config), [], {
-      execArgv: [],
+      execArgv: deviceProcessFlags(young),
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
       env: { ...process.env, [DEVICE_CONFIG_ENV]: JSON.stringify(this.config) },

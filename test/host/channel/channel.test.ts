@@ -15,7 +15,8 @@ import { ChannelError, ChannelErrorCode } from '../../../host/channel/channel.ts
 import type { ChannelOptions, EnclaveChannel } from '../../../host/channel/channel.ts';
 import { EnclavePool, createChannel, partitionOf, settlePartitions } from '../../../host/channel/pool.ts';
 import type { ChannelMode } from '../../../host/channel/pool.ts';
-import { ProcessChannel } from '../../../host/channel/process-channel.ts';
+import { ProcessChannel, deviceProcessFlags } from '../../../host/channel/process-channel.ts';
+import { DEVICE_YOUNG_GENERATION_MB } from '../../../host/channel/worker-channel.ts';
 import { CMD } from '../../fixtures/echo-firmware.ts';
 import { encodeMessage } from '../../../enclave/api/codec.ts';
 import { wholeBuffer } from '../../../enclave/api/device.ts';
@@ -303,5 +304,25 @@ describe('pool partitions', () => {
     await expect(EnclavePool.open({ dataDir: freshDir(), partitions: 2, firmware: BOOT_FAIL })).rejects.toMatchObject({
       code: ChannelErrorCode.BootFailed,
     });
+  });
+});
+
+describe('a device process', () => {
+  it('runs with the device heap rules as node flags of its own (young generation cap, bkv heap growth), not the parent\'s loader flags', async () => {
+    expect(deviceProcessFlags(12)).toEqual(['--max-semi-space-size=4', '--heap-growing-percent=40']);
+    expect(deviceProcessFlags(24)).toEqual(['--max-semi-space-size=8', '--heap-growing-percent=40']);
+    expect(deviceProcessFlags(0)).toEqual(['--heap-growing-percent=40']);
+    const ch = open('process');
+    await ch.ready;
+    try {
+      // What the kernel says the child was started with (the flags come before the entry script).
+      const argv = fs.readFileSync(`/proc/${(ch as ProcessChannel).pid!}/cmdline`, 'utf8').split('\0');
+      expect(argv).toContain(`--max-semi-space-size=${DEVICE_YOUNG_GENERATION_MB / 3}`);
+      expect(argv).toContain('--heap-growing-percent=40');
+      expect(argv.filter((a) => /^--(import|require|loader)\b/.test(a))).toEqual([]);
+      expect(dec(await ch.request(cmd(CMD.echo, enc('up'))))).toBe('up');
+    } finally {
+      await ch.close();
+    }
   });
 });
