@@ -17,13 +17,15 @@ import type { ToDevice } from '../../enclave/api/device.ts';
  * Applied by `deviceThread` below whatever the process's flags, so a device behaves the same
  * under `bkv serve` (whose main thread runs with --max-semi-space-size=4) and in the benches.
  * The rule: the memory target first (bench/memory.ts: the service's peak RSS while 1,000,000
- * records are registered, < 300 MB), then CPU. 12 MB (4 MB semi-spaces, what `bkv serve`'s
- * devices ran with while the flag overrode the cap) against 24: peak 214.5 against 225.0 MB at
- * 150,000 records (with bkv's --heap-growing-percent=40), and logins per second level at 12, 24
- * and 48 (`npx tsx bench/lib/env-ab.ts BKV_DEVICE_YOUNG_MB=12,24,48 6 512 3000`, 2026-12-06; an
- * earlier A/B had 12 about 5% behind 24). Figures in bench/README.md.
+ * records are registered, < 300 MB), then CPU. A device keeps each batch's ops alive until the
+ * batch is done (its answers until the Commit), so a small young generation copies them at every
+ * scavenge: 24 MB (8 MB semi-spaces) against 12 MB, 5,063 against 4,814 logins/s and 383 against
+ * 405 us of CPU per login (`npx tsx bench/lib/env-ab.ts BKV_DEVICE_YOUNG_MB=12,24 10 512 3000`,
+ * 2026-12-06, 24 ahead in 8 of 10 rounds); 48 MB costs 41 MB more peak RSS at 150,000 records
+ * than 12 (253.8 against 213.0), 24 about 10.5 MB more (225.0 against 214.5). Figures and the 1M
+ * run in bench/README.md.
  */
-export const DEVICE_YOUNG_GENERATION_MB = 12;
+export const DEVICE_YOUNG_GENERATION_MB = 24;
 
 /**
  * A device thread with its young generation capped at `youngMb` (0: V8's own sizing). V8 lets a

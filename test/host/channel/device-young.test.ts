@@ -3,8 +3,8 @@
  * (--max-semi-space-size=4, bin/bkv.mjs): host/channel/worker-channel.ts deviceThread clears the
  * flag before the thread starts, so the thread's new space grows to its own cap while the main
  * thread's stays at the flag's 4 MB semi-spaces. Without the clearing, V8 hands the thread the
- * process flag's size and ignores the cap (the control below shows it). The cap here is 24 MB,
- * not the default (DEVICE_YOUNG_GENERATION_MB, 12 MB: 4 MB semi-spaces, the flag's own size), so
+ * process flag's size and ignores the cap (the control below shows it). The cap here is 24 MB
+ * (DEVICE_YOUNG_GENERATION_MB: 8 MB semi-spaces), twice the flag's own size (4 MB semi-spaces), so
  * that the two can be told apart.
  */
 import { spawnSync } from 'node:child_process';
