@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { BKV_NODE_FLAGS } from '../../bin/bundle.mjs';
 import { DeviceChannel, deviceEntry } from './channel.ts';
 import type { ChannelOptions } from './channel.ts';
-import { DEVICE_YOUNG_GENERATION_MB } from './worker-channel.ts';
+import { deviceYoungMb } from './worker-channel.ts';
 import { DEVICE_CONFIG_ENV } from '../../enclave/api/device.ts';
 import type { ToDevice } from '../../enclave/api/device.ts';
 
@@ -33,9 +33,9 @@ export class ProcessChannel extends DeviceChannel {
   private stderrTail = '';
 
   constructor(opts: ChannelOptions) {
+    const young = deviceYoungMb(); // refused before anything starts
     super(opts);
     const forward = opts.forwardStderr ?? true;
-    const young = Number(process.env.BKV_DEVICE_YOUNG_MB ?? DEVICE_YOUNG_GENERATION_MB);
     // execArgv replaces the parent's flags (tsx's loader, vitest's) with the device's own.
     this.child = fork(deviceEntry('process', this.config), [], {
       execArgv: deviceProcessFlags(young),

@@ -27,6 +27,14 @@ import type { ToDevice } from '../../enclave/api/device.ts';
  */
 export const DEVICE_YOUNG_GENERATION_MB = 24;
 
+/** The devices' young-generation cap in MB: BKV_DEVICE_YOUNG_MB when set (a whole number, 0: V8's own sizing), else the default. */
+export function deviceYoungMb(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.BKV_DEVICE_YOUNG_MB;
+  if (v === undefined || v === '') return DEVICE_YOUNG_GENERATION_MB;
+  if (!/^[0-9]{1,4}$/.test(v)) throw new RangeError(`BKV_DEVICE_YOUNG_MB: expected a whole number of MB (0: V8's own sizing), got ${JSON.stringify(v.slice(0, 32))}`);
+  return Number(v);
+}
+
 /**
  * A device thread with its young generation capped at `youngMb` (0: V8's own sizing). V8 lets a
  * process-wide --max-semi-space-size override a new isolate's own young-generation limit (its
@@ -47,10 +55,10 @@ export class WorkerChannel extends DeviceChannel {
   private lastError: string | undefined;
 
   constructor(opts: ChannelOptions) {
+    const young = deviceYoungMb(); // refused before anything starts
     super(opts);
     // The bundled device (or, from source, hsm/boot.mjs, which registers tsx itself).
     // execArgv: [] drops the parent's loader flags (tsx, vitest).
-    const young = Number(process.env.BKV_DEVICE_YOUNG_MB ?? DEVICE_YOUNG_GENERATION_MB);
     this.worker = deviceThread(deviceEntry('worker', this.config), { workerData: this.config, execArgv: [] }, young);
     this.worker.on('message', (m: unknown) => this.onDeviceMessage(m));
     this.worker.on('error', (e: Error) => {

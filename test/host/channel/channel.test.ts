@@ -16,7 +16,7 @@ import type { ChannelOptions, EnclaveChannel } from '../../../host/channel/chann
 import { EnclavePool, createChannel, partitionOf, settlePartitions } from '../../../host/channel/pool.ts';
 import type { ChannelMode } from '../../../host/channel/pool.ts';
 import { ProcessChannel, deviceProcessFlags } from '../../../host/channel/process-channel.ts';
-import { DEVICE_YOUNG_GENERATION_MB } from '../../../host/channel/worker-channel.ts';
+import { DEVICE_YOUNG_GENERATION_MB, deviceYoungMb } from '../../../host/channel/worker-channel.ts';
 import { CMD } from '../../fixtures/echo-firmware.ts';
 import { encodeMessage } from '../../../enclave/api/codec.ts';
 import { wholeBuffer } from '../../../enclave/api/device.ts';
@@ -323,6 +323,26 @@ describe('a device process', () => {
       expect(dec(await ch.request(cmd(CMD.echo, enc('up'))))).toBe('up');
     } finally {
       await ch.close();
+    }
+  });
+});
+
+describe('the devices\' young-generation cap from the environment', () => {
+  it('is the default unless BKV_DEVICE_YOUNG_MB gives a whole number of MB; anything else is refused by name before a device starts', () => {
+    expect(deviceYoungMb({})).toBe(DEVICE_YOUNG_GENERATION_MB);
+    expect(deviceYoungMb({ BKV_DEVICE_YOUNG_MB: '' })).toBe(DEVICE_YOUNG_GENERATION_MB);
+    expect(deviceYoungMb({ BKV_DEVICE_YOUNG_MB: '0' })).toBe(0);
+    expect(deviceYoungMb({ BKV_DEVICE_YOUNG_MB: '48' })).toBe(48);
+    for (const bad of ['abc', '-1', '1.5', '12MB', ' 24', '1e3', '99999', 'x'.repeat(100)]) {
+      expect(() => deviceYoungMb({ BKV_DEVICE_YOUNG_MB: bad }), bad).toThrow(/^BKV_DEVICE_YOUNG_MB: expected a whole number of MB/);
+    }
+    const was = process.env.BKV_DEVICE_YOUNG_MB;
+    process.env.BKV_DEVICE_YOUNG_MB = 'lots';
+    try {
+      for (const mode of ['worker', 'process'] as const) expect(() => open(mode), mode).toThrow(/BKV_DEVICE_YOUNG_MB.*"lots"/);
+    } finally {
+      if (was === undefined) delete process.env.BKV_DEVICE_YOUNG_MB;
+      else process.env.BKV_DEVICE_YOUNG_MB = was;
     }
   });
 });
