@@ -10,6 +10,8 @@
  * a list longer than its maximum, and any byte after the last field.
  */
 import { Codec, EnclaveFault } from './codes.ts';
+import { newBytes } from '../opaque/bytes.ts';
+import type { Alloc } from '../opaque/bytes.ts';
 
 export type Kind =
   | { readonly k: 'u8' }
@@ -49,15 +51,18 @@ const fault = (code: number, msg: string, field?: string) => new EnclaveFault(co
 class Writer {
   private buf: Uint8Array;
   len = 0;
-  /** `size`: the expected length (sizeOfFields), so that one allocation holds the whole output. */
-  constructor(size = 256) {
-    this.buf = new Uint8Array(Math.max(size, 1));
+  /** `size`: the expected length (sizeOfFields), so that one allocation holds the whole output; `alloc`: where it comes from. */
+  constructor(
+    size = 256,
+    private readonly alloc: Alloc = newBytes,
+  ) {
+    this.buf = alloc(Math.max(size, 1));
   }
   private grow(n: number) {
     if (this.len + n <= this.buf.length) return;
     let size = this.buf.length * 2;
     while (size < this.len + n) size *= 2;
-    const b = new Uint8Array(size);
+    const b = this.alloc(size);
     b.set(this.buf.subarray(0, this.len));
     this.buf = b;
   }
@@ -79,7 +84,9 @@ class Writer {
     this.len += b.length;
   }
   done(): Uint8Array {
-    return this.len === this.buf.length ? this.buf : this.buf.slice(0, this.len);
+    if (this.len === this.buf.length) return this.buf;
+    // An array of its own is trimmed to a buffer of its own (a caller may transfer it); an arena's is a view.
+    return this.alloc === newBytes ? this.buf.slice(0, this.len) : this.buf.subarray(0, this.len);
   }
 }
 
@@ -289,11 +296,12 @@ export function defineFamily<M extends Record<string, Schema>>(
   return { version, tags, schemas, maxSize };
 }
 
-export function encodeMessage<M extends Record<string, Schema>>(fam: Family<M>, msg: Message<M>): Uint8Array {
+/** Encodes `msg`; `alloc`: where the output's bytes come from (a ByteArena's for bytes of a short life). */
+export function encodeMessage<M extends Record<string, Schema>>(fam: Family<M>, msg: Message<M>, alloc: Alloc = newBytes): Uint8Array {
   const type = msg.type as keyof M;
   const schema = fam.schemas[type];
   if (!schema) throw fault(Codec.UnknownTag, `unknown message type ${String(msg.type)}`);
-  const w = new Writer(2 + sizeOfFields(schema, msg as Record<string, unknown>));
+  const w = new Writer(2 + sizeOfFields(schema, msg as Record<string, unknown>), alloc);
   w.byte(fam.version);
   w.byte(fam.tags[type]);
   writeFields(w, schema, msg as Record<string, unknown>, '');

@@ -154,3 +154,41 @@ export function pooledRandom(fill: (buf: Uint8Array) => void, poolSize = 4096): 
     return out;
   };
 }
+
+/** Where a function puts the bytes it returns: `newBytes` (an array of its own) unless the caller gives a `ByteArena`'s. */
+export type Alloc = (n: number) => Uint8Array;
+
+/** A new zero-filled array of its own: the default `Alloc`. */
+export const newBytes: Alloc = (n) => new Uint8Array(n);
+
+/**
+ * Zero-filled arrays carved from shared chunks, for bytes that die together (what one batch of
+ * the enclave makes and hands on). Every array larger than V8's on-heap limit for typed arrays
+ * (64 bytes) gets an ArrayBuffer of its own: a native allocation, a backing-store record the
+ * collector's helper threads sweep and free, a second allocation where node:crypto trims its
+ * output. At about a dozen per login these cost more than the code that fills them
+ * (bench/README.md, 2026-12-06 (night 2)). Here one chunk serves many arrays; a chunk is freed when
+ * the last array carved from it is gone, so only arrays of a short life may come from an
+ * arena: one kept for long would hold its whole chunk. Chunks are never reused, so every array
+ * starts zero-filled, as `new Uint8Array(n)` does; wiping one (fill(0)) wipes its bytes in the
+ * chunk. Arrays larger than a quarter chunk get their own buffer.
+ */
+export class ByteArena {
+  private chunk = new ArrayBuffer(0);
+  private off = 0;
+  /** The same arena as an `Alloc` (bound once). */
+  readonly alloc: Alloc = (n) => this.take(n);
+  constructor(private readonly chunkBytes = 32 * 1024) {
+    if (!Number.isInteger(chunkBytes) || chunkBytes < 64) throw new RangeError('ByteArena: a chunk of at least 64 bytes');
+  }
+  take(n: number): Uint8Array {
+    if (n > this.chunkBytes >> 2) return new Uint8Array(n);
+    if (this.off + n > this.chunk.byteLength) {
+      this.chunk = new ArrayBuffer(this.chunkBytes);
+      this.off = 0;
+    }
+    const v = new Uint8Array(this.chunk, this.off, n);
+    this.off += (n + 7) & ~7; // 8-byte aligned starts
+    return v;
+  }
+}

@@ -10,7 +10,7 @@
  * on the fast suite (bench/opaque.ts). Message inputs are checked for exact length first.
  * Secrets are wiped once used.
  */
-import { type RandomSource, ctEqual, zeroize } from './bytes.ts';
+import { type Alloc, type RandomSource, ctEqual, newBytes, zeroize } from './bytes.ts';
 import { authServerRespond, checkContext } from './ake-3dh.ts';
 import { fakeEnvelope, writeCredentialResponse } from './credential-response.ts';
 import { checkIdentities, createCleartextCredentials, type Identities } from './envelope.ts';
@@ -206,13 +206,14 @@ const SUITE_CODE: Record<SuiteId, number> = { 'ristretto255-SHA512': 1, 'P256-SH
 /**
  * Serializes a login state (version || suite || expected_client_mac || session_key) so an
  * enclave can keep it between KE2 and KE3. The state moves into the bytes: the object is wiped
- * and refuses further use. The bytes are secret and must themselves be used once.
+ * and refuses further use. The bytes are secret and must themselves be used once. `alloc`: where
+ * they are put.
  */
-export function serverLoginStateEncode(s: ServerLoginState): Uint8Array {
+export function serverLoginStateEncode(s: ServerLoginState, alloc: Alloc = newBytes): Uint8Array {
   const d = LoginState.data(s);
   if (!d) throw new OpaqueError(OpaqueErrorCode.InvalidArgument, 'not a ServerLoginState');
   const { mac, key } = takeState(s, d.suite);
-  const out = new Uint8Array(2 + mac.length + key.length);
+  const out = alloc(2 + mac.length + key.length);
   out[0] = STATE_VERSION;
   out[1] = SUITE_CODE[d.suite.id];
   out.set(mac, 2);

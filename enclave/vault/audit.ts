@@ -21,7 +21,9 @@ import { AUDIT_EVENT_LEN, AUDIT_NONCE_LEN, AUDIT_SEALED_LEN } from '../api/messa
 import type { AuditEntry, AuditEvent, StoredAuditEvent } from '../api/messages.ts';
 import type { HashPrimitives, HmacKey } from '../opaque/hash.ts';
 import { hmacKey } from '../opaque/hash.ts';
-import { ctEqual, putU64 } from '../opaque/bytes.ts';
+import { ctEqual, newBytes, putU64 } from '../opaque/bytes.ts';
+import type { Alloc, RandomSource } from '../opaque/bytes.ts';
+import { EnclaveFault, PlatformFault } from '../api/codes.ts';
 
 /** The event as the MAC covers it (without the mac). */
 export const AUDIT_BODY_SCHEMA = [
@@ -62,6 +64,23 @@ function writeAuditBody(out: Uint8Array, seq: number, time: number, nonce: Uint8
 
 /** Blocks of keystream an event needs: AUDIT_SEALED_LEN bytes, rounded up to whole AES blocks. */
 const CTR_BLOCKS = Math.ceil(AUDIT_SEALED_LEN / 16);
+const CTR_BYTES = CTR_BLOCKS * 16;
+/** Nonces drawn (and their keystreams made) at a time by `drawNonce`. */
+const NONCE_POOL = 64;
+
+/** Writes the CTR_BLOCKS counter blocks of `nonce` (nonce + b as a 128-bit big-endian integer) at `at`. */
+function counterBlocks(c: Uint8Array, at: number, nonce: Uint8Array): void {
+  for (let b = 0; b < CTR_BLOCKS; b++) {
+    const o = at + b * 16;
+    c.set(nonce, o);
+    let carry = b;
+    for (let i = o + 15; i >= o && carry > 0; i--) {
+      const v = c[i]! + carry;
+      c[i] = v & 0xff;
+      carry = v >> 8;
+    }
+  }
+}
 
 /**
  * AES-256-CTR under the seal key (NIST SP 800-38A §6.5; the same call seals and opens), as OpenSSL's
@@ -70,34 +89,72 @@ const CTR_BLOCKS = Math.ceil(AUDIT_SEALED_LEN / 16);
  * made once per log (no padding, no state between calls), where a CTR context per event cost a key
  * schedule and a native object each time (bench/breakdown.ts "audit event"). The context holds the
  * key schedule as node:crypto keeps it: it can not be wiped, only dropped with the log.
+ *
+ * `drawNonce` draws NONCE_POOL nonces at once and makes their keystreams in one ECB call, so an
+ * event whose nonce was drawn that way costs no call into node:crypto and none of the two buffers
+ * each call returns (its output, then a trimmed copy). The `xor` that follows a draw, with the
+ * nonce drawn, uses that keystream once and wipes it; any other nonce gets a keystream of its
+ * own, as before. A nonce is never drawn twice, so no keystream serves two events (an event made
+ * again after an Abort draws a new one). `dispose` wipes the keystreams drawn ahead.
  */
 class CtrStream {
   private readonly ecb: Cipher;
-  private readonly counters = Buffer.alloc(CTR_BLOCKS * 16);
+  private readonly counters = Buffer.alloc(CTR_BYTES);
+  private readonly nonces = new Uint8Array(NONCE_POOL * 16);
+  private readonly poolCounters = Buffer.alloc(NONCE_POOL * CTR_BYTES);
+  /** The pool's keystreams (entry i at i * CTR_BYTES); null before the first draw. */
+  private ks: Buffer | null = null;
+  /** Entries drawn from the pool; entry `drawn - 1`'s keystream is unused while `ready`. */
+  private drawn = NONCE_POOL;
+  private ready = false;
 
   constructor(key: Uint8Array) {
     this.ecb = createCipheriv('aes-256-ecb', key, null);
     this.ecb.setAutoPadding(false);
   }
 
-  xor(nonce: Uint8Array, data: Uint8Array): Uint8Array {
-    if (nonce.length !== 16 || data.length > this.counters.length) throw new RangeError('audit CTR: a 16-byte nonce and at most one event');
-    const c = this.counters;
-    for (let b = 0; b < CTR_BLOCKS; b++) {
-      c.set(nonce, b * 16);
-      // nonce + b, as a 128-bit big-endian integer
-      let carry = b;
-      for (let i = b * 16 + 15; i >= b * 16 && carry > 0; i--) {
-        const v = c[i]! + carry;
-        c[i] = v & 0xff;
-        carry = v >> 8;
-      }
+  drawNonce(random: RandomSource): Uint8Array {
+    if (this.drawn === NONCE_POOL) {
+      const r = random(NONCE_POOL * 16);
+      if (!(r instanceof Uint8Array) || r.length !== NONCE_POOL * 16) throw new EnclaveFault(PlatformFault.RandomError, 'random source returned the wrong length');
+      this.nonces.set(r);
+      for (let e = 0; e < NONCE_POOL; e++) counterBlocks(this.poolCounters, e * CTR_BYTES, this.nonces.subarray(e * 16, e * 16 + 16));
+      this.ks?.fill(0);
+      this.ks = this.ecb.update(this.poolCounters);
+      this.poolCounters.fill(0);
+      this.drawn = 0;
+      this.ready = false;
     }
-    const ks = this.ecb.update(c);
+    // The entry drawn before this one is spent, used or not.
+    if (this.ready) this.ks!.fill(0, (this.drawn - 1) * CTR_BYTES, this.drawn * CTR_BYTES);
+    const i = this.drawn++;
+    this.ready = true;
+    return this.nonces.slice(i * 16, i * 16 + 16);
+  }
+
+  xor(nonce: Uint8Array, data: Uint8Array): Uint8Array {
+    if (nonce.length !== 16 || data.length > CTR_BYTES) throw new RangeError('audit CTR: a 16-byte nonce and at most one event');
+    const i = this.drawn - 1;
+    let ks: Uint8Array;
+    let at = 0;
+    if (this.ready && ctEqual(nonce, this.nonces.subarray(i * 16, i * 16 + 16))) {
+      ks = this.ks!;
+      at = i * CTR_BYTES;
+      this.ready = false; // used once
+    } else {
+      counterBlocks(this.counters, 0, nonce);
+      ks = this.ecb.update(this.counters);
+    }
     const out = new Uint8Array(data.length);
-    for (let i = 0; i < data.length; i++) out[i] = data[i]! ^ ks[i]!;
-    ks.fill(0);
+    for (let j = 0; j < data.length; j++) out[j] = data[j]! ^ ks[at + j]!;
+    ks.fill(0, at, at + CTR_BYTES);
     return out;
+  }
+
+  /** Wipes the keystreams of nonces drawn and not used. */
+  dispose(): void {
+    this.ks?.fill(0);
+    this.ready = false;
   }
 }
 
@@ -118,6 +175,15 @@ export class AuditLog {
   /** Wipes the keyed HMAC state; the log is unusable afterwards. */
   dispose(): void {
     this.mac.dispose();
+    this.ctr.dispose();
+  }
+
+  /**
+   * A nonce for the next event (`next`), from `random`, drawn NONCE_POOL at a time with their
+   * keystreams made together (CtrStream): the cheap way to make an event.
+   */
+  drawNonce(random: RandomSource): Uint8Array {
+    return this.ctr.drawNonce(random);
   }
 
   recordHash(recordId: Uint8Array): Uint8Array {
@@ -126,9 +192,10 @@ export class AuditLog {
 
   /**
    * Appends after (seq, head); returns the event as the host stores it (its encoding, made here
-   * once: the MAC'd body, then the mac) and its mac, the new head. `nonce`: 16 random bytes.
+   * once: the MAC'd body, then the mac; its bytes from `alloc`) and its mac, the new head.
+   * `nonce`: 16 random bytes.
    */
-  next(prevSeq: number, prevHead: Uint8Array, time: number, nonce: Uint8Array, kind: number, recordHash: Uint8Array, attemptsRemaining: number): StoredAuditEvent & { mac: Uint8Array } {
+  next(prevSeq: number, prevHead: Uint8Array, time: number, nonce: Uint8Array, kind: number, recordHash: Uint8Array, attemptsRemaining: number, alloc: Alloc = newBytes): StoredAuditEvent & { mac: Uint8Array } {
     if (!ok(kind, 0xff) || !ok(attemptsRemaining, 0xff) || recordHash.length !== 32) throw new RangeError('audit event fields out of range');
     const pt = new Uint8Array(AUDIT_SEALED_LEN);
     pt[0] = kind;
@@ -138,7 +205,7 @@ export class AuditLog {
     const seq = prevSeq + 1;
     // encodeFields(AuditEventSchema, { seq, time, nonce, sealed, mac }): the MAC'd body, then the
     // mac, in one array: the body is written in place and MAC'd as a view of it.
-    const bytes = new Uint8Array(AUDIT_EVENT_LEN);
+    const bytes = alloc(AUDIT_EVENT_LEN);
     const mac = this.mac.mac(prevHead, writeAuditBody(bytes, seq, time, nonce, sealed));
     bytes.set(mac, BODY_LEN);
     return { seq, bytes, mac };

@@ -30,6 +30,7 @@ import { KIND_RECORD, KIND_TOMBSTONE, parseHeader, seal, unseal, zeroizeRecord }
 import type { VaultRecord } from './record.ts';
 import type { VaultTables } from './sessions.ts';
 import { changeOp, fleetChangeOf } from './fleet-change.ts';
+import { batchBytes } from './arena.ts';
 import type { ChangeOp } from './fleet-change.ts';
 
 const te = new TextEncoder();
@@ -88,7 +89,7 @@ export type Admitted = { request: ClientRequest; sealResponse: Opened['sealRespo
 /** openRequestSync, with its error as a value (thrown later, where the op would have opened it). */
 function openOrError(r: E2eReceiver, recordId: Uint8Array, message: Uint8Array, rng: RandomSource): Opened | { error: unknown } {
   try {
-    return openRequestSync(r, recordId, message, rng);
+    return openRequestSync(r, recordId, message, rng, batchBytes.alloc);
   } catch (error) {
     return { error };
   }
@@ -173,24 +174,24 @@ export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, idHex: string
         fx.changes.push(changeOp(op.recordId, change, version));
       }
       const suite = rec ? rec.suite : (current?.suite ?? 0);
-      const blob = seal(v.p.token, v.keys.seal, op.recordId, { kind: rec ? KIND_RECORD : KIND_TOMBSTONE, suite, epoch: fx.epoch, version: version + 1 }, rec, v.rng);
+      const blob = seal(v.p.token, v.keys.seal, op.recordId, { kind: rec ? KIND_RECORD : KIND_TOMBSTONE, suite, epoch: fx.epoch, version: version + 1 }, rec, v.rng, batchBytes.alloc);
       // The record's later ops read this version; the host gets only its last blob (batch.ts).
       fx.overlay.set(idHex, { recordId: op.recordId, key, record: rec, version: version + 1, leaf: rec ? v.index.leafOf(op.recordId, blob) : null, blob });
     }
     if (result.mirror) mirrorWrite(v, op.recordId, fx.epoch);
     const rh = result.audit.length ? v.audit.recordHash(op.recordId) : null;
     for (const a of result.audit) {
-      const ev = v.audit.next(fx.auditSeq, fx.auditHead, now, v.rng(AUDIT_NONCE_LEN), a.kind, rh!, a.attemptsRemaining);
+      const ev = v.audit.next(fx.auditSeq, fx.auditHead, now, v.audit.drawNonce(v.rng), a.kind, rh!, a.attemptsRemaining, batchBytes.alloc);
       fx.auditSeq = ev.seq;
       fx.auditHead = ev.mac;
       fx.audit.push({ seq: ev.seq, bytes: ev.bytes });
     }
-    const response = adm.sealResponse(encodeMessage(ClientResponses, result.response));
+    const response = adm.sealResponse(encodeMessage(ClientResponses, result.response, batchBytes.alloc));
     fx.results.push({ opId: op.opId, sealed: 1, response });
   } catch (e) {
     v.tables.opFailed(); // what the op put in the tables goes with it
     const f = toFault(e);
-    const plain = encodeMessage(ClientResponses, { type: 'Fault', code: f.code, field: te.encode((f.field ?? '').slice(0, 64)) });
+    const plain = encodeMessage(ClientResponses, { type: 'Fault', code: f.code, field: te.encode((f.field ?? '').slice(0, 64)) }, batchBytes.alloc);
     if (sealResponse) fx.results.push({ opId: op.opId, sealed: 1, response: sealResponse(plain) });
     else fx.results.push({ opId: op.opId, sealed: 0, response: plain });
   }
@@ -217,9 +218,9 @@ const MIRROR_RECORD: VaultRecord = {
  * sealing and leaf (computeOp). Nothing is written or kept.
  */
 function mirrorWrite(v: VaultParts, recordId: Uint8Array, epoch: number): void {
-  const blob = seal(v.p.token, v.keys.seal, recordId, { kind: KIND_RECORD, suite: 1, epoch, version: 1 }, MIRROR_RECORD, v.rng);
+  const blob = seal(v.p.token, v.keys.seal, recordId, { kind: KIND_RECORD, suite: 1, epoch, version: 1 }, MIRROR_RECORD, v.rng, batchBytes.alloc);
   v.index.leafOf(recordId, blob);
-  const { record } = unseal(v.p.token, v.keys.seal, recordId, blob);
+  const { record } = unseal(v.p.token, v.keys.seal, recordId, blob, batchBytes.alloc);
   if (record) zeroizeRecord(record);
   v.index.leafOf(recordId, blob);
 }
@@ -233,7 +234,7 @@ export function currentRecord(v: VaultParts, overlay: Effects['overlay'], record
     if (stored.length === 0 || !ctEqual(v.index.leafOf(recordId, stored), expected)) {
       throw new EnclaveFault(Integrity.RollbackDetected, 'stored record is not the current version', 'stored');
     }
-    const { header, record } = unseal(v.p.token, v.keys.seal, recordId, stored);
+    const { header, record } = unseal(v.p.token, v.keys.seal, recordId, stored, batchBytes.alloc);
     if (!record) throw new EnclaveFault(Integrity.SealedRecordInvalid, 'stored record does not open', 'stored');
     return { record, version: header.version };
   }

@@ -26,6 +26,8 @@ import type { ScheduleHash } from '../api/e2e-schedule.ts';
 import type { NativeHpke } from '../opaque/groups/sodium-native.ts';
 import { nodeHash } from '../opaque/hash-node.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
+import { newBytes } from '../opaque/bytes.ts';
+import type { Alloc } from '../opaque/bytes.ts';
 
 const te = new TextEncoder();
 const EMPTY = new Uint8Array(0);
@@ -48,8 +50,8 @@ interface E2ePrimitives {
   readonly name: string;
   /** DH(skR, pkE), RFC 7748 §5; null when refused, at least when the output is all zeros (RFC 9180 §7.1.4). */
   dh(pkE: Uint8Array): Uint8Array | null;
-  /** Decrypts ciphertext || tag; null when the tag does not verify. */
-  open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array): Uint8Array | null;
+  /** Decrypts ciphertext || tag (the plaintext from `alloc` where the primitive writes it); null when the tag does not verify. */
+  open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array, alloc: Alloc): Uint8Array | null;
   /** Encrypts `pt` into `out` at `at`: ciphertext, then the tag. */
   sealInto(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, at: number): void;
   /** Zeroes the private key where its bytes are ours. */
@@ -98,7 +100,7 @@ class NodePrimitives implements E2ePrimitives {
       return null;
     }
   }
-  open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array): Uint8Array | null {
+  open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array, _alloc: Alloc): Uint8Array | null {
     try {
       const d = createDecipheriv('aes-256-gcm', key, nonce);
       d.setAAD(aad);
@@ -136,8 +138,8 @@ class NativePrimitives implements E2ePrimitives {
   dh(pkE: Uint8Array): Uint8Array | null {
     return this.n.x25519(this.sk, pkE);
   }
-  open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array): Uint8Array | null {
-    return this.gcm ? this.gcm.open(key, nonce, aad, ctAndTag) : this.n.gcmOpen(key, nonce, aad, ctAndTag);
+  open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array, alloc: Alloc): Uint8Array | null {
+    return this.gcm ? this.gcm.open(key, nonce, aad, ctAndTag, alloc) : this.n.gcmOpen(key, nonce, aad, ctAndTag, alloc);
   }
   sealInto(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, at: number): void {
     if (this.gcm) this.gcm.sealInto(key, nonce, aad, pt, out, at);
@@ -166,12 +168,16 @@ export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_S
   return { publicKey, hash, schedule: hash, crypto: new NodePrimitives(privateKey) };
 }
 
-/** Opens one request sealed by `sealRequest`; returns it and how to seal the answer. */
+/**
+ * Opens one request sealed by `sealRequest`; returns it and how to seal the answer. `alloc`: where
+ * the request's plaintext and the sealed answer are put (the enclave gives its batch arena).
+ */
 export function openRequestSync(
   r: E2eReceiver,
   recordId: Uint8Array,
   message: Uint8Array,
   random: (n: number) => Uint8Array,
+  alloc: Alloc = newBytes,
 ): { request: Uint8Array; sealResponse(response: Uint8Array): Uint8Array } {
   if (!(message instanceof Uint8Array) || message.length < ENC_LEN + TAG_LEN) throw badPayload();
   const enc = message.subarray(0, ENC_LEN);
@@ -184,7 +190,7 @@ export function openRequestSync(
   let responseKey: Uint8Array;
   try {
     const { key, nonce, exporter } = e2eContext(h, dh, enc, r.publicKey);
-    request = c.open(key, nonce, e2eAad(AAD_REQ, recordId), message.subarray(ENC_LEN));
+    request = c.open(key, nonce, e2eAad(AAD_REQ, recordId), message.subarray(ENC_LEN), alloc);
     responseKey = e2eResponseKey(h, exporter);
     for (const b of [key, nonce, exporter]) b.fill(0);
   } catch {
@@ -204,7 +210,7 @@ export function openRequestSync(
       // The padded answer in this thread's scratch (all zeros again after each seal).
       const response = padResponse(answer, PAD_SCRATCH);
       try {
-        const out = new Uint8Array(NONCE_LEN + response.length + TAG_LEN);
+        const out = alloc(NONCE_LEN + response.length + TAG_LEN);
         const n = random(NONCE_LEN);
         out.set(n, 0);
         c.sealInto(responseKey, n, e2eAad(AAD_RESP, recordId), response, out, NONCE_LEN);

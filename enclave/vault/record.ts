@@ -23,6 +23,8 @@
  */
 import { bytes, encodeFields, fixed, u53, u8 } from '../api/codec.ts';
 import { EnclaveFault, Integrity, PlatformFault } from '../api/codes.ts';
+import { newBytes } from '../opaque/bytes.ts';
+import type { Alloc } from '../opaque/bytes.ts';
 import type { KeyHandle, Token } from '../token.ts';
 import { TokenError } from '../token.ts';
 import { ctrHmacDecrypt, ctrHmacEncrypt } from './seal-ctr-hmac.ts';
@@ -216,10 +218,10 @@ export function encodeRecord(rec: VaultRecord, padTo = 0, into?: Uint8Array): Ui
 /**
  * decodeFields(RecordSchema, pt) for the record plaintext, or null where decodeFields would throw.
  * The fields are copies (the caller wipes `pt`): the registration id on its own (login sessions
- * keep it), the other three sharing one buffer. `format` 1: the plaintext ends at registeredAt
- * (no pacing).
+ * keep it), the other three sharing one array, from `alloc`. `format` 1: the plaintext ends at
+ * registeredAt (no pacing).
  */
-export function decodeRecord(pt: Uint8Array, format: number = SEALED_FORMAT_V2): VaultRecord | null {
+export function decodeRecord(pt: Uint8Array, format: number = SEALED_FORMAT_V2, alloc: Alloc = newBytes): VaultRecord | null {
   const tail = format === SEALED_FORMAT_V1 ? 0 : PACING_LEN;
   if (pt.length < RECORD_FIXED_LEN - PACING_LEN + tail) return null;
   const kl = (pt[20]! << 8) | pt[21]!;
@@ -231,7 +233,7 @@ export function decodeRecord(pt: Uint8Array, format: number = SEALED_FORMAT_V2):
   if (bl > 32 || o + 8 + tail !== pt.length) return null; // truncated or trailing bytes
   if (pt[o]! !== 0 || pt[o + 1]! > 0x1f) return null; // above 2^53-1
   if (tail && (pt[o + 9]! !== 0 || pt[o + 10]! > 0x1f)) return null;
-  const body = new Uint8Array(kl + ol + bl);
+  const body = alloc(kl + ol + bl);
   // Copies of the three fields (set from views: one native copy each, where a byte loop cost 1.5 us per record).
   body.set(pt.subarray(22, 22 + kl), 0);
   body.set(pt.subarray(24 + kl, 24 + kl + ol), kl);
@@ -295,7 +297,7 @@ const UNSEAL_SCRATCH = new Uint8Array(RECORD_PADDED_LEN + 16);
  * negligible far below 2^32 seals under one key (§8.3). `random` is where it is drawn: the
  * platform's random source (the vault passes it; cheaper than a round trip to the token) or, when
  * omitted, the token's. Both profiles (gcm-ecdh, ctr-hmac) take the nonce as an input to the
- * token's encryption, so either source meets them.
+ * token's encryption, so either source meets them. `alloc`: where the blob is put.
  */
 export function seal(
   token: Token,
@@ -304,6 +306,7 @@ export function seal(
   h: Omit<SealedHeader, 'iv'>,
   rec: VaultRecord | null,
   random?: (n: number) => Uint8Array,
+  alloc: Alloc = newBytes,
 ): Uint8Array {
   const iv = random ? random(12) : token.random(12);
   if (!(iv instanceof Uint8Array) || iv.length !== 12) throw new EnclaveFault(PlatformFault.RandomError, 'random source returned the wrong length');
@@ -314,7 +317,7 @@ export function seal(
   const nonce = aad.subarray(23, HEADER_LEN);
   if (gcm) {
     // AES-GCM: ciphertext || tag written by the token straight after the header (Token.encryptGcm `out`).
-    const out = new Uint8Array(HEADER_LEN + pt.length + 16);
+    const out = alloc(HEADER_LEN + pt.length + 16);
     let ct: Uint8Array;
     try {
       ct = token.encryptGcm(key, nonce, aad, pt, out.subarray(HEADER_LEN));
@@ -332,14 +335,14 @@ export function seal(
   } finally {
     pt.fill(0);
   }
-  const out = new Uint8Array(HEADER_LEN + ct.length);
+  const out = alloc(HEADER_LEN + ct.length);
   out.set(aad.subarray(0, HEADER_LEN), 0);
   out.set(ct, HEADER_LEN);
   return out;
 }
 
-/** Opens a sealed blob for `recordId`: the record, or null for a tombstone. */
-export function unseal(token: Token, key: SealKey, recordId: Uint8Array, blob: Uint8Array): { header: SealedHeader; record: VaultRecord | null } {
+/** Opens a sealed blob for `recordId`: the record (its secret fields from `alloc`), or null for a tombstone. */
+export function unseal(token: Token, key: SealKey, recordId: Uint8Array, blob: Uint8Array, alloc: Alloc = newBytes): { header: SealedHeader; record: VaultRecord | null } {
   checkHeader(blob);
   // A blob opens only under its own profile's key (format 4: ctr-hmac; 1-3: AES-GCM).
   const gcm = typeof key === 'number';
@@ -371,7 +374,7 @@ export function unseal(token: Token, key: SealKey, recordId: Uint8Array, blob: U
     const format = blob[4]!;
     const padded = format === SEALED_FORMAT || format === SEALED_FORMAT_CTR_HMAC;
     const body = padded ? unpadRecord(pt) : pt;
-    const rec = body && decodeRecord(body, padded ? SEALED_FORMAT_V2 : format);
+    const rec = body && decodeRecord(body, padded ? SEALED_FORMAT_V2 : format, alloc);
     if (!rec) throw invalid();
     return { header: h, record: rec };
   } finally {

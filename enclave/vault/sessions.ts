@@ -18,6 +18,7 @@ import { serverLoginStateDecode, serverLoginStateEncode } from '../opaque/server
 import type { ServerLoginState } from '../opaque/server.ts';
 import type { Suite, SuiteId } from '../opaque/suite.ts';
 import type { AuthSession, Stage } from './ops.ts';
+import { batchBytes } from './arena.ts';
 
 export const SESSION_TTL_MS = 120_000;
 export const STAGE_TTL_MS = 300_000;
@@ -456,7 +457,7 @@ export class LoginSessionTable implements BatchTable {
     const off = slot * SLOT;
     let len = 0;
     if (s.state) {
-      const enc = serverLoginStateEncode(s.state); // moves the state's secrets out (the object is wiped)
+      const enc = serverLoginStateEncode(s.state, batchBytes.alloc); // moves the state's secrets out (the object is wiped); copied below, then wiped
       if (enc.length > STATE_MAX) {
         enc.fill(0);
         this.free.push(slot);

@@ -6,7 +6,7 @@
  * caller restarts it: its firmware must then be reloaded by the host (the pool can not know
  * what), so the pool never restarts one behind the caller's back.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { createFileDurably } from '../../hsm/durable-file.ts';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -37,9 +37,13 @@ export function createChannel(mode: ChannelMode, opts: ChannelOptions): EnclaveC
   throw new Error(`unknown channel mode ${String(mode)}`);
 }
 
-/** The partition a record belongs to. */
+/**
+ * The partition a record belongs to: SHA-256(id)'s first 4 bytes, big-endian, mod partitions (the
+ * device checks the same, enclave/vault/compute.ts partitionOfHash). node:crypto's one-shot `hash`:
+ * no Hash object per call (a native handle the collector finalizes), once per request on the host.
+ */
 export function partitionOf(recordId: Uint8Array, partitions: number): number {
-  const d = createHash('sha256').update(recordId).digest();
+  const d = hash('sha256', recordId, 'buffer');
   return d.readUInt32BE(0) % partitions;
 }
 

@@ -16,6 +16,8 @@
  * missing, the library missing or too old, `BKV_SODIUM_NATIVE=0`). `BKV_SODIUM_LIBRARY` names
  * another library file (tests use it to hide the library and check the fallback).
  */
+import { newBytes } from '../bytes.ts';
+import type { Alloc } from '../bytes.ts';
 import type { Engine } from './sodium-ristretto255.ts';
 
 /** The library names tried in order when BKV_SODIUM_LIBRARY is not set. */
@@ -290,10 +292,10 @@ export class NativeHpke {
   }
 
   /** AES-256-GCM decryption of ciphertext || tag; null when the tag does not verify (nothing is returned then). */
-  gcmOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array): Uint8Array | null {
+  gcmOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array, alloc: Alloc = newBytes): Uint8Array | null {
     const n = ctAndTag.length - 16;
     if (n < 0) return null;
-    const pt = new Uint8Array(n);
+    const pt = alloc(n);
     try {
       this.key.set(key);
       this.nonce.set(nonce);

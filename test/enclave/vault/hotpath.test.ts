@@ -89,6 +89,43 @@ describe('audit event body', () => {
     expect(log.open(c)).toEqual(log.open(a));
   });
 
+  it('nonces drawn ahead (drawNonce): the same event bytes as the nonce given, each nonce once, a wrong-length random source refused', () => {
+    const key = rnd(32);
+    const sealKey = rnd(32);
+    const pooled = new AuditLog(key, sealKey, sha256);
+    const plain = new AuditLog(key, sealKey, sha256);
+    const rh = pooled.recordHash(rnd(8));
+    let calls = 0;
+    const random = (n: number) => (calls++, rnd(n));
+    const seen = new Set<string>();
+    let head: Uint8Array = new Uint8Array(32);
+    // 150 events: across two refills of the pool (64 at a time), each checked against the one-off keystream.
+    for (let seq = 0; seq < 150; seq++) {
+      const nonce = pooled.drawNonce(random);
+      expect(nonce.length).toBe(16);
+      seen.add(Buffer.from(nonce).toString('hex'));
+      const a = pooled.next(seq, head, 1000 + seq, nonce, 2, rh, 9);
+      const b = plain.next(seq, head, 1000 + seq, Uint8Array.from(nonce), 2, rh, 9);
+      expect(a.bytes).toEqual(b.bytes);
+      expect(pooled.open(decodeFields(AuditEventSchema, a.bytes))).toMatchObject({ kind: 2, recordHash: rh, attemptsRemaining: 9 });
+      head = a.mac;
+    }
+    expect(seen.size).toBe(150);
+    expect(calls).toBe(3);
+    // A drawn nonce not used, then an event with another nonce: that event gets its own keystream;
+    // the drawn one's keystream is not used for it (the bytes match the one-off path).
+    pooled.drawNonce(random);
+    const other = rnd(16);
+    expect(pooled.next(0, head, 5, other, 3, rh, 1).bytes).toEqual(plain.next(0, head, 5, other, 3, rh, 1).bytes);
+    // The same nonce given twice after one draw: the second gets the one-off keystream, the same bytes.
+    const n2 = pooled.drawNonce(random);
+    const first = pooled.next(0, head, 6, n2, 4, rh, 2).bytes;
+    expect(pooled.next(0, head, 6, n2, 4, rh, 2).bytes).toEqual(first);
+    expect(plain.next(0, head, 6, n2, 4, rh, 2).bytes).toEqual(first);
+    const bad = new AuditLog(key, sealKey, sha256);
+    expect(() => bad.drawNonce((n) => rnd(n - 1))).toThrow(EnclaveFault);
+  });
+
   it('refuses out-of-range values with the codec fault', () => {
     expect(() => encodeAuditBody(1, 0, rnd(15), rnd(34))).toThrow(EnclaveFault);
     expect(() => encodeAuditBody(-1, 0, rnd(16), rnd(34))).toThrow(EnclaveFault);
