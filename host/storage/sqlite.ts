@@ -30,7 +30,6 @@ import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts
 import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
 import { StorageCode, StorageError } from './types.ts';
 import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
-import { latin1Key } from '../../enclave/opaque/bytes.ts';
 
 export interface SqliteStoreOptions {
   /** How long a call waits for a lock held by another connection before failing with Busy. Default 5000 ms. */
@@ -121,8 +120,6 @@ const epochKey = (p: number) => `epoch/${p}`;
 
 /** A plain Uint8Array view of a Buffer from better-sqlite3 (each owns its memory: no copy). */
 const view = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-/** A record id as a map key. */
-const idKey = latin1Key;
 /** Ids read by one statement in `getMany` (SQLite allows 32,766 parameters; a batch is far smaller). */
 const GET_CHUNK = 64;
 
@@ -206,11 +203,20 @@ class SqliteRecordStore implements RecordStore {
     }).immediate;
   }
 
-  /** The statement that reads `n` ids at once (1..GET_CHUNK), prepared on first use. */
+  /**
+   * The statement that reads `n` ids at once (1..GET_CHUNK), prepared on first use: the ids as a
+   * table of (position, id) looked up one by one in the primary key (CROSS JOIN keeps that order
+   * of the loops), each row returned with its position. Against `record_id IN (...)` returning the
+   * id: one buffer fewer per row (better-sqlite3 copies every BLOB into a Buffer of its own) and
+   * 10-20% less time per row (a scratch script, 70 ids out of 50,000 rows).
+   */
   private getIn(n: number): Database.Statement {
     let st = this.getInStatements[n];
     if (!st) {
-      st = this.live().prepare(`SELECT record_id, blob, epoch FROM records WHERE partition = ? AND record_id IN (${'?,'.repeat(n - 1)}?)`);
+      const ids = Array.from({ length: n }, (_, i) => `(${i}, ?)`).join(', ');
+      st = this.live()
+        .prepare(`WITH ids(i, id) AS (VALUES ${ids}) SELECT ids.i, r.blob, r.epoch FROM ids CROSS JOIN records r ON r.partition = ? AND r.record_id = ids.id`)
+        .raw(true);
       this.getInStatements[n] = st;
     }
     return st;
@@ -226,17 +232,16 @@ class SqliteRecordStore implements RecordStore {
     checkPartition(partition);
     for (const id of recordIds) checkId(id, 'recordId');
     try {
-      // One statement per chunk of ids (`record_id IN (...)`), then the rows put in the order of
-      // `recordIds` (types.ts: the result is aligned with them; an id may come twice).
-      const found = new Map<string, Omit<RecordRow, 'record_id'>>();
+      // One statement per chunk of ids, each row with its id's position in the chunk (types.ts:
+      // the result is aligned with `recordIds`; an id may come twice, and is found twice).
+      const out: (StoredRecord | undefined)[] = new Array(recordIds.length).fill(undefined);
       for (let at = 0; at < recordIds.length; at += GET_CHUNK) {
         const chunk = recordIds.slice(at, at + GET_CHUNK);
-        for (const r of this.getIn(chunk.length).all(partition, ...chunk) as RecordRow[]) found.set(idKey(r.record_id), r);
+        for (const [i, blob, epoch] of this.getIn(chunk.length).all(...chunk, partition) as [number, Buffer, number][]) {
+          out[at + i] = { recordId: new Uint8Array(recordIds[at + i]!), blob: view(blob), epoch };
+        }
       }
-      return recordIds.map((id) => {
-        const r = found.get(idKey(id));
-        return r === undefined ? undefined : { recordId: new Uint8Array(id), blob: view(r.blob), epoch: r.epoch };
-      });
+      return out;
     } catch (e) {
       throw toStorageError(e, 'getMany');
     }

@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChannelError, ChannelErrorCode } from '../../../host/channel/channel.ts';
 import type { ChannelOptions, EnclaveChannel } from '../../../host/channel/channel.ts';
-import { EnclavePool, createChannel, partitionOf, settlePartitions } from '../../../host/channel/pool.ts';
+import { EnclavePool, createChannel, partitionHashBackend, partitionOf, settlePartitions } from '../../../host/channel/pool.ts';
+import { loadNativeSha256 } from '../../../enclave/opaque/groups/sodium-native.ts';
 import type { ChannelMode } from '../../../host/channel/pool.ts';
 import { ProcessChannel, deviceProcessFlags } from '../../../host/channel/process-channel.ts';
 import { DEVICE_YOUNG_GENERATION_MB, deviceYoungMb } from '../../../host/channel/worker-channel.ts';
@@ -281,6 +282,27 @@ describe('pool partitions', () => {
     const counts = new Array(4).fill(0);
     for (let i = 0; i < 4000; i++) counts[partitionOf(enc(`id ${i}`), 4)]++;
     for (const c of counts) expect(c).toBeGreaterThan(850);
+  });
+
+  it('partitionOf gives the same partitions once native libsodium has loaded (ids whose digest has the top bit set, views at an offset)', async () => {
+    const loaded = await loadNativeSha256();
+    if (!loaded.sha256) {
+      if (process.env.CI === 'true') throw new Error(`native libsodium missing in CI: ${loaded.reason}`);
+      console.log(`skipped: native libsodium not loaded (${loaded.reason})`);
+      return;
+    }
+    partitionOf(enc('first call starts the load'), 3);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(partitionHashBackend()).toBe('libsodium native');
+    let high = 0;
+    for (let i = 0; i < 200; i++) {
+      const whole = enc(`xx-record-${i}`);
+      const id = whole.subarray(3); // a view at an offset
+      const d = createHash('sha256').update(id).digest();
+      if (d[0]! >= 0x80) high++;
+      for (const n of [1, 2, 7, 1000]) expect(partitionOf(id, n)).toBe(d.readUInt32BE(0) % n);
+    }
+    expect(high).toBeGreaterThan(50);
   });
 
   it('the count is fixed when the data folder is created; a different count is refused', async () => {
