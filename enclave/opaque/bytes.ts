@@ -167,7 +167,7 @@ export const newBytes: Alloc = (n) => new Uint8Array(n);
  * (64 bytes) gets an ArrayBuffer of its own: a native allocation, a backing-store record the
  * collector's helper threads sweep and free, a second allocation where node:crypto trims its
  * output. At about a dozen per login these cost more than the code that fills them
- * (bench/README.md, 2026-12-06 (night 2)). Here one chunk serves many arrays; a chunk is freed when
+ * (bench/README.md, 2026-12-06 (arena)). Here one chunk serves many arrays; a chunk is freed when
  * the last array carved from it is gone, so only arrays of a short life may come from an
  * arena: one kept for long would hold its whole chunk. Chunks are never reused, so every array
  * starts zero-filled, as `new Uint8Array(n)` does; wiping one (fill(0)) wipes its bytes in the
