@@ -10,7 +10,7 @@ import { EnclaveFault, Handling, Integrity, PlatformFault as PlatformCodes } fro
 import { decodeMessage, encodeMessage } from '../api/codec.ts';
 import type { TokenVerifier } from '../api/auth-verify.ts';
 import type { ClientRequest, HostRequest, StoredAuditEvent } from '../api/messages.ts';
-import { AUDIT_NONCE_LEN, CLIENT_REQUEST_VIEWS, ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT } from '../api/messages.ts';
+import { CLIENT_REQUEST_VIEWS, ClientRequests, ClientResponses, DEFAULT_OPAQUE_CONTEXT } from '../api/messages.ts';
 import type { RandomSource } from '../opaque/bytes.ts';
 import { ctEqual } from '../opaque/bytes.ts';
 import { OpaqueError } from '../opaque/errors.ts';
@@ -186,7 +186,10 @@ export function computeOp(v: VaultParts, fx: Effects, op: BatchOp, idHex: string
       fx.auditHead = ev.mac;
       fx.audit.push({ seq: ev.seq, bytes: ev.bytes });
     }
-    const response = adm.sealResponse(encodeMessage(ClientResponses, result.response, batchBytes.alloc));
+    // The answer in plain (a LoginFinish's holds the backup key) is wiped once sealed.
+    const plain = encodeMessage(ClientResponses, result.response, batchBytes.alloc);
+    const response = adm.sealResponse(plain);
+    plain.fill(0);
     fx.results.push({ opId: op.opId, sealed: 1, response });
   } catch (e) {
     v.tables.opFailed(); // what the op put in the tables goes with it
