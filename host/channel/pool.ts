@@ -42,18 +42,19 @@ export function createChannel(mode: ChannelMode, opts: ChannelOptions): EnclaveC
 /** Native libsodium's SHA-256 once it has loaded (null: not there; undefined: not asked yet). */
 let nativeSha256: NativeSha256 | null | undefined;
 
-/**
- * The partition a record belongs to: SHA-256(id)'s first 4 bytes, big-endian, mod partitions (the
- * device checks the same, enclave/vault/compute.ts partitionOfHash). Once per request on the
- * host: on native libsodium when it has loaded (0.37 us and nothing allocated but the 32-byte
- * digest), until then and without it on node:crypto's one-shot `hash` (0.6 us, and a Buffer of its
- * own with four native allocations; `createHash` also made a Hash object the collector finalizes).
- */
 /** What partitionOf hashes with now (for tests and diagnostics). */
 export function partitionHashBackend(): 'libsodium native' | 'node:crypto' {
   return nativeSha256 ? 'libsodium native' : 'node:crypto';
 }
 
+/**
+ * The partition a record belongs to: SHA-256(id)'s first 4 bytes, big-endian, mod partitions (the
+ * device checks the same, enclave/vault/compute.ts partitionOfHash; host/ may not import it:
+ * test/boundary.test.ts). Once per request on the
+ * host: on native libsodium when it has loaded (0.37 us and nothing allocated but the 32-byte
+ * digest), until then and without it on node:crypto's one-shot `hash` (0.6 us, and a Buffer of its
+ * own with four native allocations; `createHash` also made a Hash object the collector finalizes).
+ */
 export function partitionOf(recordId: Uint8Array, partitions: number): number {
   if (nativeSha256 === undefined) {
     nativeSha256 = null;
