@@ -68,7 +68,8 @@ import type { BenchResult } from './lib/common.ts';
 import { median } from './lib/stats.ts';
 import { FastSealer } from '../client/e2e-seal-node.ts';
 import { createSodiumSha256 } from '../enclave/opaque/hash-sodium.ts';
-import { loadNativeHpke, loadNativeSha256 } from '../enclave/opaque/groups/sodium-native.ts';
+import { loadNativeHpke } from '../enclave/opaque/groups/sodium-native.ts';
+import { loadNativeSha256 } from '../enclave/opaque/hash-native.ts';
 import { e2eContext, e2eResponseKey } from '../enclave/api/e2e-schedule.ts';
 import type { ScheduleHash } from '../enclave/api/e2e-schedule.ts';
 

@@ -26,6 +26,7 @@ import type { BenchResult } from './lib/common.ts';
 import { median } from './lib/stats.ts';
 import { nobleHash } from '../enclave/opaque/hash-noble.ts';
 import { nodeHash } from '../enclave/opaque/hash-node.ts';
+import { loadNativeSha512 } from '../enclave/opaque/hash-native.ts';
 import { createSodiumSha512 } from '../enclave/opaque/hash-sodium.ts';
 import type { HashPrimitives } from '../enclave/opaque/hash.ts';
 
@@ -136,6 +137,7 @@ const best = (c: Case): number => Math.min(...c.samples);
 
 await sodium.ready;
 const nativeSodium = await loadNativeSodium();
+const nativeSha512 = (await loadNativeSha512()).sha512;
 if (!nativeSodium.engine) console.log(`native libsodium not loaded (${nativeSodium.reason})`);
 const backends: [string, Group][] = [
   ['ristretto255 noble', new NobleRistretto255(nobleHash('SHA-512'))],
@@ -154,6 +156,7 @@ console.log('');
 const hashes: [string, HashPrimitives][] = [
   ['SHA-512 node:crypto', nodeHash('SHA-512')],
   ['SHA-512 sodium-wasm (raw exports)', await createSodiumSha512()],
+  ...(nativeSha512 ? [['SHA-512 libsodium native', nativeSha512] as [string, HashPrimitives]] : []),
   ['SHA-512 @noble/hashes', nobleHash('SHA-512')],
 ];
 const cases = [...backends.flatMap(([l, g]) => makeCases(l, g)), ...floorCases(), ...hashes.flatMap(([l, h]) => hashCases(l, h))];

@@ -277,6 +277,10 @@ for (const s of SUITES) {
     addFloor(inp, 'sodium-wasm', makeSuite(s.id, await createSodiumRistretto255(h), h));
     // Bare native libsodium calls (the engine of groups/sodium-native.ts, no checks): the machine's floor.
     if (nativeEngine) addFloor(inp, 'sodium-native', fast, nativeEngine);
+    // With native SHA-512 the suite's default, the same group with the WebAssembly SHA-512 beside it.
+    if (!QUICK && nativeEngine && fast.hash.backend !== h.backend) {
+      addOurs(inp, 'ours/wasm-sha512', makeSuite(s.id, await createSodiumRistretto255(h, { native: nativeEngine }), h), copyKeys(keys), false);
+    }
   } else addFloor(inp, fast.group.backend, fast);
   backendNames.push(
     `${s.id}: ours/fast = ${fast.group.backend} + ${fast.hash.backend ?? 'node:crypto'} ${fast.hash.name}`,
@@ -371,6 +375,7 @@ const REG = 'registration response';
 const p256Floor = `p256 floor (${(await fastSuite('P256-SHA256')).group.backend}): 4 scalarMult + 1 scalarMultBase`;
 ratio('r255 login ours/fast vs serenity', `r255 ours/fast: ${LOGIN}`, `r255 serenity: ${LOGIN}`, 'x', 4.0);
 ratio('r255 login ours/fast vs floor', `r255 ours/fast: ${LOGIN}`, 'r255 floor (sodium-wasm): 4 scalarMult + 1 scalarMultBase', '%');
+if (!QUICK && results.some((r) => r.name === `r255 ours/wasm-sha512: ${LOGIN}`)) ratio('r255 login ours/fast vs ours/wasm-sha512', `r255 ours/fast: ${LOGIN}`, `r255 ours/wasm-sha512: ${LOGIN}`, '%');
 if (nativeEngine) ratio('r255 login ours/fast vs native floor', `r255 ours/fast: ${LOGIN}`, 'r255 floor (sodium-native): 4 scalarMult + 1 scalarMultBase', '%', 85);
 ratio('p256 login ours/fast vs serenity-p256', `p256 ours/fast: ${LOGIN}`, `p256 serenity-p256: ${LOGIN}`, 'x', 2.0);
 ratio('p256 login ours/fast vs floor', `p256 ours/fast: ${LOGIN}`, p256Floor, '%');

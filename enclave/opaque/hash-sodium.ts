@@ -22,7 +22,8 @@
  * the heap for the ristretto255 backend to map or reduce in place (see `SodiumSha512.xmd64`).
  */
 import sodium from 'libsodium-wrappers-sumo';
-import type { HashPrefix, HashPrimitives, HmacKey } from './hash.ts';
+import type { HashPrefix, HashPrimitives, HmacKey, StateKeeper } from './hash.ts';
+import { SavedHashPrefix, SavedHmacKey } from './hash.ts';
 
 type Sodium = typeof sodium;
 
@@ -128,7 +129,7 @@ const SHA512_STATE = 208;
 const SLOTS = 8;
 
 /** A hash over libsodium's WebAssembly exports (SodiumSha512, SodiumSha256 below). */
-class SodiumHash implements HashPrimitives {
+class SodiumHash implements HashPrimitives, StateKeeper<number | Uint8Array> {
   readonly name: 'SHA-256' | 'SHA-512';
   readonly backend = 'sodium-wasm';
   readonly outputLen: number;
@@ -275,14 +276,14 @@ class SodiumHash implements HashPrimitives {
   hmacKey(key: Uint8Array): HmacKey {
     try {
       this.hmacInit(key);
-      return new SodiumHmacKey(this, this.save(this.alg.hmacState));
+      return new SavedHmacKey(this, this.save(this.alg.hmacState));
     } finally {
       this.wipe();
     }
   }
 
-  /** HMAC from a saved keyed state (SodiumHmacKey). */
-  macFromState(saved: number | Uint8Array, parts: readonly Uint8Array[]): Uint8Array {
+  /** HMAC from a saved keyed state (SavedHmacKey). */
+  macFrom(saved: number | Uint8Array, parts: readonly Uint8Array[]): Uint8Array {
     try {
       this.restore(saved, this.alg.hmacState);
       return this.hmacFinish(parts);
@@ -299,14 +300,14 @@ class SodiumHash implements HashPrimitives {
       this.feed(parts, this.hashUpdate);
       const saved = this.save(this.alg.hashState);
       this.alg.hashFinal(m, this.s + ST, this.s + OUT);
-      return new SodiumHashPrefix(this, this.output(OUT), saved);
+      return new SavedHashPrefix(this, this.output(OUT), saved);
     } finally {
       this.wipe();
     }
   }
 
-  /** Hash(prefix || more) from a saved state (SodiumHashPrefix). */
-  hashFromState(saved: number | Uint8Array, more: readonly Uint8Array[]): Uint8Array {
+  /** Hash(prefix || more) from a saved state (SavedHashPrefix). */
+  hashFrom(saved: number | Uint8Array, more: readonly Uint8Array[]): Uint8Array {
     const m = this.m;
     try {
       this.restore(saved, this.alg.hashState);
@@ -385,52 +386,6 @@ export class SodiumSha512 extends SodiumHash {
     m._crypto_hash_sha512_update(s + ST, s + OUT2, 64 + n, 0);
     m._crypto_hash_sha512_final(s + ST, s + OUT);
     return s + OUT;
-  }
-}
-
-// Classes rather than closures: on the hot path, and a bundler's keepNames (tsx, esbuild) would
-// otherwise define a `name` on every closure created per call.
-class SodiumHmacKey implements HmacKey {
-  private saved: number | Uint8Array | null;
-  constructor(
-    private readonly h: SodiumHash,
-    saved: number | Uint8Array,
-  ) {
-    this.saved = saved;
-  }
-  mac(...parts: Uint8Array[]): Uint8Array {
-    if (this.saved === null) throw new Error('hmacKey: used after dispose');
-    return this.h.macFromState(this.saved, parts);
-  }
-  dispose(): void {
-    if (this.saved === null) return;
-    this.h.release(this.saved);
-    this.saved = null;
-  }
-}
-
-class SodiumHashPrefix implements HashPrefix {
-  private saved: number | Uint8Array | null;
-  constructor(
-    private readonly h: SodiumHash,
-    readonly digest: Uint8Array,
-    saved: number | Uint8Array,
-  ) {
-    this.saved = saved;
-  }
-  extend(...more: Uint8Array[]): Uint8Array {
-    const saved = this.saved;
-    if (saved === null) throw new Error('hashPrefix: extend called twice or after dispose');
-    try {
-      return this.h.hashFromState(saved, more);
-    } finally {
-      this.dispose();
-    }
-  }
-  dispose(): void {
-    if (this.saved === null) return;
-    this.h.release(this.saved);
-    this.saved = null;
   }
 }
 

@@ -4,10 +4,9 @@
  * expand_message_xmd (RFC 9380 §5.3.1).
  *
  * Implementations of `HashPrimitives`: `hash-noble.ts` (portable, what a browser client uses),
- * `hash-node.ts` (node:crypto; the server's P-256 suite's SHA-256), `hash-sodium.ts` (libsodium
- * WebAssembly SHA-512, the server's ristretto255-SHA512, cheapest on short inputs; and SHA-256,
- * the enclave's fallback) and `NativeSha256` in groups/sodium-native.ts (native libsodium; the
- * enclave's own SHA-256 where the library loads).
+ * `hash-node.ts` (node:crypto; the server's P-256 suite's SHA-256), `hash-native.ts` (native
+ * libsodium through FFI: the server's ristretto255-SHA512 and the enclave's own SHA-256 where the
+ * library loads) and `hash-sodium.ts` (libsodium's WebAssembly build: the same where it does not).
  * Everything else here is composition over those two calls.
  */
 import { concat, i2osp } from './bytes.ts';
@@ -62,6 +61,64 @@ export function hmacKey(h: HashPrimitives, key: Uint8Array): HmacKey {
 /** `h.hashPrefix(...parts)` where the implementation has it, else two plain hashes. */
 export function hashPrefix(h: HashPrimitives, parts: Uint8Array[]): HashPrefix {
   return h.hashPrefix ? h.hashPrefix(...parts) : new PlainHashPrefix(h, parts);
+}
+
+/**
+ * Where a hash keeps saved states (keyed HMAC states, hash prefixes) of type S: slots of its own
+ * memory or arrays. `macFrom` and `hashFrom` compute from a saved state; `release` wipes it.
+ */
+export interface StateKeeper<S> {
+  macFrom(saved: S, parts: readonly Uint8Array[]): Uint8Array;
+  hashFrom(saved: S, more: readonly Uint8Array[]): Uint8Array;
+  release(saved: S): void;
+}
+
+// Classes rather than closures: on the hot path, and a bundler's keepNames (tsx, esbuild) would
+// otherwise define a `name` on every closure created per call.
+/** An HmacKey over a saved keyed state (hash-sodium.ts, hash-native.ts). */
+export class SavedHmacKey<S> implements HmacKey {
+  private saved: S | null;
+  constructor(
+    private readonly h: StateKeeper<S>,
+    saved: S,
+  ) {
+    this.saved = saved;
+  }
+  mac(...parts: Uint8Array[]): Uint8Array {
+    if (this.saved === null) throw new Error('hmacKey: used after dispose');
+    return this.h.macFrom(this.saved, parts);
+  }
+  dispose(): void {
+    if (this.saved === null) return;
+    this.h.release(this.saved);
+    this.saved = null;
+  }
+}
+
+/** A HashPrefix over a saved hash state, released after its one `extend` (hash-sodium.ts, hash-native.ts). */
+export class SavedHashPrefix<S> implements HashPrefix {
+  private saved: S | null;
+  constructor(
+    private readonly h: StateKeeper<S>,
+    readonly digest: Uint8Array,
+    saved: S,
+  ) {
+    this.saved = saved;
+  }
+  extend(...more: Uint8Array[]): Uint8Array {
+    const saved = this.saved;
+    if (saved === null) throw new Error('hashPrefix: extend called twice or after dispose');
+    try {
+      return this.h.hashFrom(saved, more);
+    } finally {
+      this.dispose();
+    }
+  }
+  dispose(): void {
+    if (this.saved === null) return;
+    this.h.release(this.saved);
+    this.saved = null;
+  }
 }
 
 class PlainHmacKey implements HmacKey {

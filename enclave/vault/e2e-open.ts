@@ -8,9 +8,11 @@
  * Primitives: X25519 and AES-256-GCM on native libsodium (groups/sodium-native.ts `NativeHpke`)
  * when it loads, the faster here (bench/breakdown.ts times both; figures in bench/README.md);
  * otherwise on node:crypto, with the same bytes and the same refusals. The key schedule's
- * HMAC-SHA256 runs on native libsodium too when it loads (every key in it is 32 bytes, the empty
- * salt as 32 zero bytes: RFC 2104 pads a short key with zeros), else on the SHA-256 the receiver
- * was made with (the enclave's: native libsodium's or its WebAssembly build; node:crypto's by default).
+ * HMAC-SHA256 runs on the SHA-256 the receiver was made with when that is native (the enclave's:
+ * hash-native.ts, Node's OpenSSL or native libsodium, with keyed states for the empty salt and the
+ * secret), else on native libsodium's one-shot HMAC when it loads (every key in it is 32 bytes, the
+ * empty salt as 32 zero bytes: RFC 2104 pads a short key with zeros), else on that SHA-256 (libsodium's
+ * WebAssembly build; node:crypto's by default).
  *
  * Secrets: on the native path the private key is held as bytes and zeroed by `zeroize`, and the
  * AEAD keys pass through the engine's scratch array, zeroed after each call. node:crypto keeps
@@ -25,6 +27,7 @@ import { DERIVE_KEY_PAIR, e2eContext, e2eResponseKey, labeledExpand, labeledExtr
 import type { ScheduleHash } from '../api/e2e-schedule.ts';
 import type { NativeHpke } from '../opaque/groups/sodium-native.ts';
 import { nodeHash } from '../opaque/hash-node.ts';
+import { NativeSha } from '../opaque/hash-native.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
 import { newBytes } from '../opaque/bytes.ts';
 import type { Alloc } from '../opaque/bytes.ts';
@@ -66,7 +69,7 @@ export interface E2eReceiver {
    * device's garbage collector to finalize.
    */
   hash: HashPrimitives;
-  /** The key schedule's HMAC: native libsodium's (NativeScheduleHash) or `hash`. */
+  /** The key schedule's HMAC: `hash`, or native libsodium's one-shot HMAC (NativeScheduleHash) when `hash` is not native. */
   schedule: ScheduleHash;
   /** X25519 and AES-GCM: 'libsodium native' or 'node:crypto'. */
   crypto: E2ePrimitives;
@@ -163,7 +166,9 @@ export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_S
   const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
   der.fill(0);
   const publicKey = new Uint8Array(Buffer.from((createPublicKey(privateKey).export({ format: 'jwk' }) as { x: string }).x, 'base64url'));
-  if (native) return { publicKey, hash, schedule: new NativeScheduleHash(native, hash), crypto: new NativePrimitives(native, sk, privateKey) };
+  // A native hash keys its HMACs once for several messages (hash-native.ts), which the one-shot HMAC can not.
+  const schedule = native && !(hash instanceof NativeSha) ? new NativeScheduleHash(native, hash) : hash;
+  if (native) return { publicKey, hash, schedule, crypto: new NativePrimitives(native, sk, privateKey) };
   sk.fill(0);
   return { publicKey, hash, schedule: hash, crypto: new NodePrimitives(privateKey) };
 }

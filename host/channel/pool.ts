@@ -7,8 +7,8 @@
  * what), so the pool never restarts one behind the caller's back.
  */
 import { hash } from 'node:crypto';
-import { loadNativeSha256 } from '../../enclave/opaque/groups/sodium-native.ts';
-import type { NativeSha256 } from '../../enclave/opaque/groups/sodium-native.ts';
+import { loadNativeSha256 } from '../../enclave/opaque/hash-native.ts';
+import type { NativeSha256 } from '../../enclave/opaque/hash-native.ts';
 import { createFileDurably } from '../../hsm/durable-file.ts';
 import * as fs from 'node:fs';
 import * as os from 'node:os';

@@ -4,15 +4,15 @@
  * functions as the WebAssembly engine (sodium-ristretto255.ts), about twice as fast per
  * multiplication (bench/groups.ts). Beside it, `NativeHpke`: X25519, AES-256-GCM and
  * HMAC-SHA256 for the end-to-end envelope (enclave/vault/e2e-open.ts), `NativeEd25519`: the
- * issuer token's signature check (enclave/api/auth-verify.ts), and `NativeSha256`: the enclave's
- * own SHA-256 and HMAC-SHA256 (enclave/vault/vault.ts).
+ * issuer token's signature check (enclave/api/auth-verify.ts). The SHA-256 and SHA-512 hashes on
+ * the same library are in ../hash-native.ts.
  *
  * Memory: koffi hands a TypedArray argument to C as a pointer to its contents (no copy; koffi's
  * doc/output.md, "Transient pointers"), so every byte libsodium reads or writes for us is in one
  * scratch array we own, zeroed after each call. What we can not wipe: libsodium's own stack
  * temporaries (it clears some of them itself) and the caller's arrays.
  *
- * Loading: `loadNativeSodium()` (and `loadNativeHpke()`, `loadNativeEd25519()`, `loadNativeSha256()`) never throws; it answers the engine or why there is none (koffi
+ * Loading: `loadNativeSodium()` (and `loadNativeHpke()`, `loadNativeEd25519()`, and ../hash-native.ts's loaders) never throws; it answers the engine or why there is none (koffi
  * missing, the library missing or too old, `BKV_SODIUM_NATIVE=0`). `BKV_SODIUM_LIBRARY` names
  * another library file (tests use it to hide the library and check the fallback).
  */
@@ -30,7 +30,7 @@ const S_OUT = 64;
 const S_WIDE = 96;
 const S_SIZE = 160;
 
-type Fn = (...args: unknown[]) => number;
+export type Fn = (...args: unknown[]) => number;
 
 interface NativeFunctions {
   mult: Fn;
@@ -88,6 +88,13 @@ export class NativeEngine implements Engine {
   reduce(u: Uint8Array): Uint8Array {
     return this.call(() => this.wide.set(u), () => (this.f.reduce(this.outBuf, this.wide), this.outBuf.slice()));
   }
+  /** from_hash / scalar_reduce of the 64 bytes `fill` writes into the scratch (wiped after, as every call's). */
+  fromHashOf(fill: (wide: Uint8Array) => void): Uint8Array {
+    return this.call(() => fill(this.wide), () => (this.f.fromHash(this.outBuf, this.wide), this.outBuf.slice()));
+  }
+  reduceOf(fill: (wide: Uint8Array) => void): Uint8Array {
+    return this.call(() => fill(this.wide), () => (this.f.reduce(this.outBuf, this.wide), this.outBuf.slice()));
+  }
 }
 
 /**
@@ -101,21 +108,22 @@ function topBitSet(e: Uint8Array): boolean {
 
 export type NativeSodium = { engine: NativeEngine } | { engine: null; reason: string };
 
-type Env = Record<string, string | undefined>;
+/** The environment the loaders read (process.env, or another in tests). */
+export type NativeEnv = Record<string, string | undefined>;
 
 /** `load` run once per process for process.env, and afresh for any other environment (tests). */
-function oncePerProcess<T>(load: (env: Env) => Promise<T>): (env?: Env) => Promise<T> {
+export function oncePerProcess<T>(load: (env: NativeEnv) => Promise<T>): (env?: NativeEnv) => Promise<T> {
   let loaded: Promise<T> | undefined;
   return (env = process.env) => (env !== process.env ? load(env) : (loaded ??= load(env)));
 }
 
 /** Native libsodium's ristretto255 engine, loaded once per process, or the reason it is not available. */
-export const loadNativeSodium: (env?: Env) => Promise<NativeSodium> = oncePerProcess(load);
+export const loadNativeSodium: (env?: NativeEnv) => Promise<NativeSodium> = oncePerProcess(load);
 
 type Library = { lib: ReturnType<(typeof import('koffi'))['default']['load']>; library: string } | { lib: null; reason: string };
 
 /** koffi and the library, initialised (sodium_init), or why not. */
-async function openLibrary(env: Record<string, string | undefined>): Promise<Library> {
+export async function openLibrary(env: NativeEnv): Promise<Library> {
   if (env.BKV_SODIUM_NATIVE === '0') return { lib: null, reason: 'turned off (BKV_SODIUM_NATIVE=0)' };
   let koffi: (typeof import('koffi'))['default'];
   try {
@@ -143,7 +151,7 @@ async function openLibrary(env: Record<string, string | undefined>): Promise<Lib
   return { lib: null, reason: `no native libsodium (${errors.join('; ')})` };
 }
 
-async function load(env: Record<string, string | undefined>): Promise<NativeSodium> {
+async function load(env: NativeEnv): Promise<NativeSodium> {
   const l = await openLibrary(env);
   if (!l.lib) return { engine: null, reason: l.reason };
   const { lib, library } = l;
@@ -312,9 +320,9 @@ export class NativeHpke {
 export type NativeHpkeLoad = { hpke: NativeHpke } | { hpke: null; reason: string };
 
 /** Native libsodium's X25519, AES-256-GCM and HMAC-SHA256, loaded once per process, or the reason they are not available. */
-export const loadNativeHpke: (env?: Env) => Promise<NativeHpkeLoad> = oncePerProcess(loadHpke);
+export const loadNativeHpke: (env?: NativeEnv) => Promise<NativeHpkeLoad> = oncePerProcess(loadHpke);
 
-async function loadHpke(env: Record<string, string | undefined>): Promise<NativeHpkeLoad> {
+async function loadHpke(env: NativeEnv): Promise<NativeHpkeLoad> {
   const l = await openLibrary(env);
   if (!l.lib) return { hpke: null, reason: l.reason };
   const { lib, library } = l;
@@ -357,7 +365,7 @@ export class NativeEd25519 {
 export type NativeEd25519Load = { ed25519: NativeEd25519 } | { ed25519: null; reason: string };
 
 /** Native libsodium's Ed25519 verification, loaded once per process, or the reason it is not available. */
-export const loadNativeEd25519: (env?: Env) => Promise<NativeEd25519Load> = oncePerProcess(async (env) => {
+export const loadNativeEd25519: (env?: NativeEnv) => Promise<NativeEd25519Load> = oncePerProcess(async (env) => {
   const l = await openLibrary(env);
   if (!l.lib) return { ed25519: null, reason: l.reason };
   try {
@@ -368,182 +376,7 @@ export const loadNativeEd25519: (env?: Env) => Promise<NativeEd25519Load> = once
   }
 });
 
-interface Sha256Functions {
-  /** crypto_hash_sha256 (one shot), and its init/update/final on a state of `hashStateBytes`. */
-  hash: Fn;
-  hashInit: Fn;
-  hashUpdate: Fn;
-  hashFinal: Fn;
-  hashStateBytes: number;
-  /** crypto_auth_hmacsha256 (one shot, 32-byte key), and its init (any key length)/update/final on a state of `hmacStateBytes`. */
-  hmac: Fn;
-  hmacInit: Fn;
-  hmacUpdate: Fn;
-  hmacFinal: Fn;
-  hmacStateBytes: number;
-}
-
-/** Inputs up to this length are copied into the staging array and hashed in one call; longer ones are fed part by part. */
-const SHA_STAGE = 1024;
-
-/**
- * SHA-256 and HMAC-SHA256 (FIPS 180-4, RFC 2104) on native libsodium, as `HashPrimitives`: the
- * enclave's own SHA-256 (record index leaves and keys, the audit chain, partitions). One call
- * through koffi per hash or HMAC, where libsodium's WebAssembly build pays a copy into its memory:
- * about 10% faster on a sealed record's 300 bytes (bench/breakdown.ts rows, bench/README.md
- * 2026-12-06). Every byte handed to libsodium is staged
- * in arrays we own and zeroed after the call (inputs longer than SHA_STAGE are passed as the
- * caller's arrays); `hmacKey` keeps the key's hashed pads in an array of its own until `dispose`.
- */
-export class NativeSha256 {
-  readonly name = 'SHA-256' as const;
-  readonly backend = 'libsodium native';
-  readonly outputLen = 32;
-  readonly blockLen = 64;
-  private readonly stage = new Uint8Array(SHA_STAGE);
-  private readonly out = new Uint8Array(32);
-  /** A key of up to one block, staged (a longer one libsodium hashes first: RFC 2104 §2). */
-  private readonly keyStage = new Uint8Array(64);
-  private readonly hashState: Uint8Array;
-  private readonly macState: Uint8Array;
-
-  constructor(
-    private readonly f: Sha256Functions,
-    readonly library: string,
-  ) {
-    this.hashState = new Uint8Array(f.hashStateBytes);
-    this.macState = new Uint8Array(f.hmacStateBytes);
-  }
-
-  /** Copies `parts` into the staging array; their total length, or -1 when it does not fit. */
-  private staged(parts: readonly Uint8Array[]): number {
-    let n = 0;
-    for (const p of parts) n += p.length;
-    if (n > SHA_STAGE) return -1;
-    let o = 0;
-    for (const p of parts) {
-      this.stage.set(p, o);
-      o += p.length;
-    }
-    return n;
-  }
-
-  hash(...parts: Uint8Array[]): Uint8Array {
-    let n = -1;
-    try {
-      n = this.staged(parts);
-      if (n >= 0) this.f.hash(this.out, this.stage, n);
-      else {
-        this.f.hashInit(this.hashState);
-        for (const p of parts) this.f.hashUpdate(this.hashState, p, p.length);
-        this.f.hashFinal(this.hashState, this.out);
-      }
-      return this.out.slice();
-    } finally {
-      this.wipe(n);
-    }
-  }
-
-  hmac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
-    let n = -1;
-    try {
-      n = this.staged(parts);
-      if (key.length === 32 && n >= 0) {
-        this.keyStage.set(key);
-        this.f.hmac(this.out, this.stage, n, this.keyStage);
-      } else {
-        this.initMac(this.macState, key);
-        this.update(this.macState, parts, n);
-        this.f.hmacFinal(this.macState, this.out);
-      }
-      return this.out.slice();
-    } finally {
-      this.wipe(n);
-    }
-  }
-
-  hmacKey(key: Uint8Array): HmacKeyLike {
-    const keyed = new Uint8Array(this.f.hmacStateBytes);
-    try {
-      this.initMac(keyed, key);
-    } finally {
-      this.keyStage.fill(0);
-    }
-    return {
-      mac: (...parts: Uint8Array[]): Uint8Array => {
-        let n = -1;
-        try {
-          n = this.staged(parts);
-          this.macState.set(keyed);
-          this.update(this.macState, parts, n);
-          this.f.hmacFinal(this.macState, this.out);
-          return this.out.slice();
-        } finally {
-          this.wipe(n);
-        }
-      },
-      dispose: () => keyed.fill(0),
-    };
-  }
-
-  private initMac(state: Uint8Array, key: Uint8Array): void {
-    if (key.length <= 64) {
-      this.keyStage.set(key);
-      this.f.hmacInit(state, this.keyStage, key.length);
-    } else this.f.hmacInit(state, key, key.length);
-  }
-
-  /** Feeds the staged input (`n` bytes), or each part when it was too long to stage. */
-  private update(state: Uint8Array, parts: readonly Uint8Array[], n: number): void {
-    if (n >= 0) this.f.hmacUpdate(state, this.stage, n);
-    else for (const p of parts) this.f.hmacUpdate(state, p, p.length);
-  }
-
-  private wipe(n: number): void {
-    this.stage.fill(0, 0, n >= 0 ? n : SHA_STAGE);
-    this.out.fill(0);
-    this.keyStage.fill(0);
-    this.hashState.fill(0);
-    this.macState.fill(0);
-  }
-}
-
-/** hash.ts's HmacKey, restated here so this file imports nothing of the OPAQUE layer. */
-interface HmacKeyLike {
-  mac(...parts: Uint8Array[]): Uint8Array;
-  dispose(): void;
-}
-
-export type NativeSha256Load = { sha256: NativeSha256 } | { sha256: null; reason: string };
-
-/** Native libsodium's SHA-256 and HMAC-SHA256, loaded once per process, or the reason they are not available. */
-export const loadNativeSha256: (env?: Env) => Promise<NativeSha256Load> = oncePerProcess(async (env) => {
-  const l = await openLibrary(env);
-  if (!l.lib) return { sha256: null, reason: l.reason };
-  try {
-    const f = (sig: string) => l.lib.func(sig) as Fn;
-    return {
-      sha256: new NativeSha256(
-        {
-          hash: f('int crypto_hash_sha256(uint8_t *out, uint8_t *in, unsigned long long inlen)'),
-          hashInit: f('int crypto_hash_sha256_init(uint8_t *state)'),
-          hashUpdate: f('int crypto_hash_sha256_update(uint8_t *state, uint8_t *in, unsigned long long inlen)'),
-          hashFinal: f('int crypto_hash_sha256_final(uint8_t *state, uint8_t *out)'),
-          hashStateBytes: f('size_t crypto_hash_sha256_statebytes()')(),
-          hmac: f('int crypto_auth_hmacsha256(uint8_t *out, uint8_t *in, unsigned long long inlen, uint8_t *k)'),
-          hmacInit: f('int crypto_auth_hmacsha256_init(uint8_t *state, uint8_t *key, size_t keylen)'),
-          hmacUpdate: f('int crypto_auth_hmacsha256_update(uint8_t *state, uint8_t *in, unsigned long long inlen)'),
-          hmacFinal: f('int crypto_auth_hmacsha256_final(uint8_t *state, uint8_t *out)'),
-          hmacStateBytes: f('size_t crypto_auth_hmacsha256_statebytes()')(),
-        },
-        l.library,
-      ),
-    };
-  } catch (e) {
-    return { sha256: null, reason: `${l.library}: ${firstLine(e)}` };
-  }
-});
-
-function firstLine(e: unknown): string {
+/** The first line of an error's message (for a one-line reason). */
+export function firstLine(e: unknown): string {
   return String(e instanceof Error ? e.message : e).split('\n')[0]!;
 }

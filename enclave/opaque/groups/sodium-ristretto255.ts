@@ -32,6 +32,11 @@ import type { NativeEngine } from './sodium-native.ts';
 
 type Sodium = typeof sodium;
 
+/** A hash that writes RFC 9380 expand_message_xmd(msg, dst, Nh) into a given array (hash-native.ts). */
+interface XmdInto {
+  xmdInto(msg: Uint8Array, dst: Uint8Array, into: Uint8Array): void;
+}
+
 /** The emscripten exports this backend calls (pointers are offsets into `HEAPU8`). */
 interface SodiumModule {
   HEAPU8: Uint8Array;
@@ -212,6 +217,11 @@ export class SodiumRistretto255 extends Ristretto255Base implements Group {
    * expand_message_xmd runs in the heap and its output is mapped or reduced there, never copied out.
    */
   private readonly inHeap: { hash: SodiumSha512; engine: RawEngine } | undefined;
+  /**
+   * Set when the engine is native and the hash writes expand_message_xmd into a given array
+   * (hash-native.ts `xmdInto`): its output goes straight into the engine's scratch.
+   */
+  private readonly intoScratch: { hash: XmdInto; engine: NativeEngine } | undefined;
 
   /** `lib` must be ready (`await sodium.ready`); `createSodiumRistretto255` does that. */
   constructor(hash: HashPrimitives, lib: Sodium, options: SodiumRistretto255Options = {}) {
@@ -234,6 +244,7 @@ export class SodiumRistretto255 extends Ristretto255Base implements Group {
       this.engine instanceof RawEngine && hash instanceof SodiumSha512 && (hash.m as unknown) === (sodiumModule(lib) as unknown)
         ? { hash, engine: this.engine }
         : undefined;
+    this.intoScratch = options.native && typeof (hash as Partial<XmdInto>).xmdInto === 'function' ? { hash: hash as HashPrimitives & XmdInto, engine: options.native } : undefined;
   }
 
   private checkScalarArg(k: Uint8Array): void {
@@ -282,16 +293,27 @@ export class SodiumRistretto255 extends Ristretto255Base implements Group {
   }
 
   /**
-   * expand_message_xmd(msg, dst, 64) then `inHeap` (from_hash or scalar_reduce of those bytes in
-   * the WebAssembly heap, never copied out) or `outside` (the same on a copy, wiped afterwards).
+   * expand_message_xmd(msg, dst, 64) then from_hash or scalar_reduce of those bytes: `inHeap` in
+   * the WebAssembly heap, `intoScratch` in the native engine's scratch (neither copied out), or
+   * `outside` on a copy, wiped afterwards.
    */
-  private wide(msg: Uint8Array, dst: Uint8Array, inHeap: (e: RawEngine, at: number) => Uint8Array, outside: (u: Uint8Array) => Uint8Array): Uint8Array {
-    const ih = this.inHeap;
-    if (ih && dst.length <= 255) {
-      try {
-        return inHeap(ih.engine, ih.hash.xmd64(msg, dst));
-      } finally {
-        ih.hash.wipe();
+  private wide(
+    msg: Uint8Array,
+    dst: Uint8Array,
+    inHeap: (e: RawEngine, at: number) => Uint8Array,
+    intoScratch: (e: NativeEngine, fill: (wide: Uint8Array) => void) => Uint8Array,
+    outside: (u: Uint8Array) => Uint8Array,
+  ): Uint8Array {
+    if (dst.length <= 255) {
+      const is = this.intoScratch;
+      if (is) return intoScratch(is.engine, (w) => is.hash.xmdInto(msg, dst, w));
+      const ih = this.inHeap;
+      if (ih) {
+        try {
+          return inHeap(ih.engine, ih.hash.xmd64(msg, dst));
+        } finally {
+          ih.hash.wipe();
+        }
       }
     }
     const u = expandMessageXmd(this.hash, msg, dst, 64);
@@ -303,11 +325,11 @@ export class SodiumRistretto255 extends Ristretto255Base implements Group {
   }
 
   hashToGroup(msg: Uint8Array, dst: Uint8Array): Uint8Array {
-    return this.wide(msg, dst, (e, at) => e.fromHashAt(at), (u) => this.engine.fromHash(u));
+    return this.wide(msg, dst, (e, at) => e.fromHashAt(at), (e, fill) => e.fromHashOf(fill), (u) => this.engine.fromHash(u));
   }
 
   override hashToScalar(msg: Uint8Array, dst: Uint8Array): Uint8Array {
-    return this.wide(msg, dst, (e, at) => e.reduceAt(at), (u) => this.engine.reduce(u));
+    return this.wide(msg, dst, (e, at) => e.reduceAt(at), (e, fill) => e.reduceOf(fill), (u) => this.engine.reduce(u));
   }
 }
 

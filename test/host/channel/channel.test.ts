@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChannelError, ChannelErrorCode } from '../../../host/channel/channel.ts';
 import type { ChannelOptions, EnclaveChannel } from '../../../host/channel/channel.ts';
 import { EnclavePool, createChannel, partitionHashBackend, partitionOf, settlePartitions } from '../../../host/channel/pool.ts';
-import { loadNativeSha256 } from '../../../enclave/opaque/groups/sodium-native.ts';
+import { loadNativeSha256 } from '../../../enclave/opaque/hash-native.ts';
 import type { ChannelMode } from '../../../host/channel/pool.ts';
 import { ProcessChannel, deviceProcessFlags } from '../../../host/channel/process-channel.ts';
 import { DEVICE_YOUNG_GENERATION_MB, deviceYoungMb } from '../../../host/channel/worker-channel.ts';
