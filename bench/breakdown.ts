@@ -69,6 +69,7 @@ import { median } from './lib/stats.ts';
 import { FastSealer } from '../client/e2e-seal-node.ts';
 import { createSodiumSha256 } from '../enclave/opaque/hash-sodium.ts';
 import { loadNativeHpke } from '../enclave/opaque/groups/sodium-native.ts';
+import { loadOpensslX25519 } from '../enclave/opaque/groups/openssl-native.ts';
 import { loadNativeSha256 } from '../enclave/opaque/hash-native.ts';
 import { e2eContext, e2eResponseKey } from '../enclave/api/e2e-schedule.ts';
 import type { ScheduleHash } from '../enclave/api/e2e-schedule.ts';
@@ -151,11 +152,16 @@ const devices: { kind: TokenKind; d: Awaited<ReturnType<typeof device>> }[] = []
 for (const kind of [DEFAULT_TOKEN_KIND, ...availableTokenKinds().filter((k) => k !== DEFAULT_TOKEN_KIND)]) devices.push({ kind, d: await device(kind) });
 const skipped = SCRATCH_TOKEN_KINDS.filter((k) => !devices.some((t) => t.kind === k)).map((k) => `; ${TOKEN_BACKENDS[k].title} skipped: ${TOKEN_BACKENDS[k].unavailable()}`);
 const dev = devices[0]!.d;
-// The enclave's primitives (vault.ts): libsodium's SHA-256 for the key schedule, native
-// libsodium's X25519 and AES-GCM when it loads; the same keys on node:crypto for the 'alt' rows.
+// The enclave's primitives (vault.ts): its native SHA-256 (hash-native.ts: Node's OpenSSL, else
+// native libsodium) for the key schedule, X25519 on Node's OpenSSL, AES-GCM on native libsodium;
+// for the 'alt' rows the same keys with libsodium's X25519 and one-shot HMAC (the default before),
+// and on node:crypto.
 const sodium256 = await createSodiumSha256();
+const hash = (await loadNativeSha256()).sha256 ?? sodium256;
 const hpke = await loadNativeHpke();
-const ek = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]), sodium256, hpke.hpke);
+const x25519 = await loadOpensslX25519();
+const ek = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]), hash, hpke.hpke, x25519.make);
+const ekSodium = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]), sodium256, hpke.hpke);
 // The receiver where native libsodium does not load: node:crypto's X25519 and AES-GCM, the
 // schedule on libsodium's WebAssembly SHA-256.
 const ekNode = await deriveEnclaveKeys(dev.token, dev.handles, new Map([[suite.id, suite]]), sodium256, null);
@@ -189,9 +195,8 @@ const rec: VaultRecord = {
   backupKey: rnd(32),
   registeredAt: 1_700_000_000_000, pacing: 0, lastGuessAt: 0,
 };
-// The enclave's SHA-256 (vault.ts: native libsodium when it loads, else libsodium's WebAssembly)
+// The enclave's SHA-256 (vault.ts: hash-native.ts where it loads, else libsodium's WebAssembly)
 // for the index leaves and keys, the partition and the audit chain; the WebAssembly one for 'alt' rows.
-const hash = (await loadNativeSha256()).sha256 ?? sodium256;
 const index = new RecordIndex(rnd(32), hash);
 const audit = new AuditLog(rnd(32), rnd(32), hash);
 const indexWasm = new RecordIndex(rnd(32), sodium256);
@@ -204,13 +209,16 @@ const enclaveOpaqueRecord = unseal(dev.token, dev.sealKey, rid, storedBlob).reco
 // ---- per operation -----------------------------------------------------------------------------
 step('raw server: serverLoginStart (the whole raw login)', 'op', 'raw', () => serverLoginStart(o, keys, ke1, rid, opaqueRecord));
 step("OPAQUE serverLoginStart in the enclave (its derived keys, platform random, decoded KE1 and record)", 'op', 'now', () => serverLoginStart(eo, enclaveServer, enclaveKe1, rid, enclaveOpaqueRecord));
-step(`e2e openRequestSync (${ek.e2e.crypto.name} X25519 + AES-GCM + HMAC-SHA256 schedule)`, 'op', 'now', (i) => openRequestSync(ek.e2e, rid, msgs[i % POOL]!, dev.platform.random));
+step(`e2e openRequestSync (${ek.e2e.crypto.name}, ${hash.backend} HMAC-SHA256 schedule)`, 'op', 'now', (i) => openRequestSync(ek.e2e, rid, msgs[i % POOL]!, dev.platform.random));
+step(`e2e openRequestSync on ${ekSodium.e2e.crypto.name} instead (X25519, AES-GCM and one-shot HMAC-SHA256)`, 'op', 'alt', (i) => openRequestSync(ekSodium.e2e, rid, msgs[i % POOL]!, dev.platform.random));
 step('e2e openRequestSync without native libsodium instead (node:crypto X25519 + AES-GCM, WebAssembly SHA-256 schedule)', 'op', 'alt', (i) => openRequestSync(ekNode.e2e, rid, msgs[i % POOL]!, dev.platform.random));
 step('e2e openRequest (@hpke/core on WebCrypto, the browser client\'s)', 'op', 'alt', (i) => openRequest(kp, rid, hpkeMsgs[i % 256]!, rnd));
 step(`  of which X25519 (${ek.e2e.crypto.name})`, 'op', 'alt', (i) => ek.e2e.crypto.dh(encs[i & 255]!));
+step(`  of which X25519 on ${ekSodium.e2e.crypto.name} instead`, 'op', 'alt', (i) => ekSodium.e2e.crypto.dh(encs[i & 255]!));
 step('  of which X25519 on node:crypto instead (JWK import + diffieHellman)', 'op', 'alt', (i) => ekNode.e2e.crypto.dh(encs[i & 255]!));
 const schedule = (h: ScheduleHash) => e2eResponseKey(h, e2eContext(h, dh0, encs[0]!, ek.e2e.publicKey).exporter);
-step(`  of which the key schedule (e2eContext + response key; ${ek.e2e.crypto.name} HMAC-SHA256)`, 'op', 'alt', () => schedule(ek.e2e.schedule));
+step(`  of which the key schedule (e2eContext + response key; ${hash.backend} HMAC-SHA256, keyed states)`, 'op', 'alt', () => schedule(ek.e2e.schedule));
+step(`  of which the key schedule on ${ekSodium.e2e.crypto.name} one-shot HMAC-SHA256 instead`, 'op', 'alt', () => schedule(ekSodium.e2e.schedule));
 step('  of which the key schedule on WebAssembly SHA-256, one keyed state for key, nonce, exporter instead', 'op', 'alt', () => schedule(sodium256));
 step(`e2e sealResponse (${ek.e2e.crypto.name} AES-GCM)`, 'op', 'now', () => opened.sealResponse(response));
 step('e2e sealResponse on node:crypto AES-GCM instead (without native libsodium)', 'op', 'alt', () => openedNode.sealResponse(response));

@@ -4,8 +4,9 @@
  * from the same input and open each other's messages; tampering, a moved record id and a wrong
  * key are refused; answers to a replayed request never share a nonce. The synchronous receiver's
  * key schedule runs on node:crypto's SHA-256 or on libsodium's (the enclave's), and its X25519 and
- * AES-GCM on native libsodium (the enclave's, when it loads) or node:crypto, with the same bytes
- * and the same refusals (RFC 9180 §7.1.4: a small-order key, whose DH output is all zeros).
+ * AES-GCM on native libsodium (the enclave's, when it loads) or node:crypto, X25519 on Node's own
+ * OpenSSL where the enclave passes it, with the same bytes and the same refusals (RFC 9180
+ * §7.1.4: a small-order key, whose DH output is all zeros).
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -15,10 +16,12 @@ import { EnclaveFault } from '../enclave/api/codes.ts';
 import { deriveE2eReceiver, openRequestSync } from '../enclave/vault/e2e-open.ts';
 import { createSodiumSha256, createSodiumSha512 } from '../enclave/opaque/hash-sodium.ts';
 import { loadNativeHpke } from '../enclave/opaque/groups/sodium-native.ts';
+import { loadOpensslX25519, processOpenssl } from '../enclave/opaque/groups/openssl-native.ts';
 import { Handling } from '../enclave/api/codes.ts';
 
 const rnd = (n: number) => new Uint8Array(randomBytes(n));
 const native = await loadNativeHpke();
+const openssl = await loadOpensslX25519();
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
 /**
@@ -143,12 +146,18 @@ describe('end-to-end envelope', () => {
       fc.asyncProperty(fc.uint8Array({ minLength: 32, maxLength: 64 }), fc.uint8Array({ minLength: 1, maxLength: 64 }), fc.uint8Array({ maxLength: 600 }), fc.uint8Array({ maxLength: 600 }), async (ikm, id, req, res) => {
         const viaNode = deriveE2eReceiver(ikm);
         const viaNative = deriveE2eReceiver(ikm, sodium256, native.hpke);
+        const viaOpenssl = deriveE2eReceiver(ikm, sodium256, native.hpke, openssl.make);
         const portable = await deriveE2eKeyPair(ikm);
         expect(hex(viaNative.publicKey)).toBe(hex(viaNode.publicKey));
+        expect(hex(viaOpenssl.publicKey)).toBe(hex(viaNode.publicKey));
         const { message, openResponse } = await sealRequest(viaNative.publicKey, id, req);
         const opened = openRequestSync(viaNative, id, message, rnd);
         expect(hex(opened.request)).toBe(hex(req));
         expect(hex(openRequestSync(viaNode, id, message, rnd).request)).toBe(hex(req));
+        const viaOpensslOpened = openRequestSync(viaOpenssl, id, message, rnd);
+        expect(hex(viaOpensslOpened.request)).toBe(hex(req));
+        expect(hex(await openResponse(viaOpensslOpened.sealResponse(res)))).toBe(hex(res));
+        viaOpenssl.crypto.zeroize();
         expect(hex(await openResponse(opened.sealResponse(res)))).toBe(hex(res));
         // The browser client's receiver opens the same message to the same request.
         expect(hex((await openRequest(portable, id, message, rnd)).request)).toBe(hex(req));
@@ -161,6 +170,9 @@ describe('end-to-end envelope', () => {
     const ikm = rnd(32);
     const a = deriveE2eReceiver(ikm);
     const b = deriveE2eReceiver(ikm, await createSodiumSha256(), native.hpke);
+    // X25519 on Node's OpenSSL, with either AES-GCM.
+    const c = deriveE2eReceiver(ikm, await createSodiumSha256(), native.hpke, openssl.make);
+    const d = deriveE2eReceiver(ikm, undefined, null, openssl.make);
     const id = new TextEncoder().encode('rec');
     const { message } = await sealRequest(a.publicKey, id, Uint8Array.of(1, 2, 3));
     const faultOf = (r: typeof a, m: Uint8Array, rid: Uint8Array = id) => {
@@ -180,26 +192,45 @@ describe('end-to-end envelope', () => {
     }
     cases.push([message, new TextEncoder().encode('other')], [message.subarray(0, 47), id], [message.subarray(0, 48), id], [new Uint8Array(0), id]);
     for (const [m, rid] of cases) {
-      expect(faultOf(b, m, rid)).toBe(bad);
-      expect(faultOf(a, m, rid)).toBe(bad);
+      for (const r of [a, b, c, d]) expect(faultOf(r, m, rid)).toBe(bad);
     }
-    // RFC 9180 §7.1.4: a small-order enc gives an all-zero DH output; both refuse it.
+    // RFC 9180 §7.1.4: a small-order enc gives an all-zero DH output; all refuse it.
     for (const enc of SMALL_ORDER) {
       const m = Uint8Array.from(message);
       m.set(enc, 0);
-      expect(faultOf(b, m)).toBe(bad);
-      expect(faultOf(a, m)).toBe(bad);
+      for (const r of [a, b, c, d]) expect(faultOf(r, m)).toBe(bad);
     }
-    expect(faultOf(b, message)).toBe('opened');
+    for (const r of [a, b, c, d]) expect(faultOf(r, message)).toBe('opened');
+    // OpenSSL's refusals leave nothing on this thread's OpenSSL error queue (Node's crypto calls share it).
+    const lib = await processOpenssl();
+    expect(lib.lib!.func('unsigned long ERR_peek_error()')()).toBe(0);
+    for (const r of [c, d]) r.crypto.zeroize();
   });
 
   it('zeroize wipes the native receiver\'s private key: nothing opens after it', async () => {
-    const r = deriveE2eReceiver(rnd(32), undefined, native.hpke);
-    const id = new TextEncoder().encode('rec');
-    const { message } = await sealRequest(r.publicKey, id, Uint8Array.of(1));
-    expect(openRequestSync(r, id, message, rnd).request).toEqual(Uint8Array.of(1));
+    for (const x of [null, openssl.make]) {
+      const r = deriveE2eReceiver(rnd(32), undefined, native.hpke, x);
+      const id = new TextEncoder().encode('rec');
+      const { message } = await sealRequest(r.publicKey, id, Uint8Array.of(1));
+      expect(openRequestSync(r, id, message, rnd).request).toEqual(Uint8Array.of(1));
+      r.crypto.zeroize();
+      expect(() => openRequestSync(r, id, message, rnd)).toThrow(EnclaveFault);
+      r.crypto.zeroize(); // twice is harmless
+    }
+  });
+
+  it('X25519 on Node\'s OpenSSL loads here, passed its known answers, names itself, and says why not when turned off', async () => {
+    expect(openssl.make, openssl.make ? '' : openssl.reason).not.toBeNull();
+    const r = deriveE2eReceiver(rnd(32), undefined, native.hpke, openssl.make);
+    expect(r.crypto.name).toBe(`node OpenSSL ${process.versions.openssl} X25519, libsodium native AES-GCM`);
+    expect(deriveE2eReceiver(rnd(32), undefined, null, openssl.make).crypto.name).toBe(`node OpenSSL ${process.versions.openssl} X25519, node:crypto AES-GCM`);
     r.crypto.zeroize();
-    expect(() => openRequestSync(r, id, message, rnd)).toThrow(EnclaveFault);
+    const x = openssl.make!(rnd(32));
+    expect(x.dh(new Uint8Array(31))).toBeNull();
+    expect(x.dh(new Uint8Array(33))).toBeNull();
+    x.dispose();
+    expect(x.dh(rnd(32))).toBeNull();
+    expect(await loadOpensslX25519({ BKV_OPENSSL_NATIVE: '0' })).toEqual({ make: null, reason: 'turned off (BKV_OPENSSL_NATIVE=0)' });
   });
 
   it('native HMAC-SHA256 (the key schedule\'s) is RFC 2104 HMAC for a 32-byte key, and declines any other key or a long input', () => {

@@ -1,12 +1,12 @@
 /**
  * SHA-256 and SHA-512 (FIPS 180-4) with HMAC (RFC 2104) and expand_message_xmd (RFC 9380
  * §5.3.1) on native code through koffi, as `HashPrimitives`, on one of two libraries:
- * - the OpenSSL that Node itself carries (`koffi.load(null)`: the running process's own
+ * - the OpenSSL that Node itself carries (groups/openssl-native.ts: the running process's own
  *   `SHA256_*`/`SHA512_*` exports, so no second OpenSSL is loaded): its SHA-256 uses the CPU's
  *   SHA extensions where it has them and its SHA-512 AVX2; about 3x libsodium's SHA-256 and 1.5x
  *   its SHA-512 per block on the bench machine (bench/README.md 2026-12-07);
  * - native libsodium (`libsodium.so.23`, groups/sodium-native.ts `openLibrary`), portable C,
- *   where Node's OpenSSL symbols are not reachable or BKV_OPENSSL_HASH=0.
+ *   where Node's OpenSSL symbols are not reachable or BKV_OPENSSL_NATIVE=0.
  * Uses: SHA-512 for the server's ristretto255-SHA512 suite (suites-fast.ts; `xmdInto` writes
  * HashToGroup's and HashToScalar's uniform bytes straight into the group engine's scratch);
  * SHA-256 for the enclave's own hashing (record index leaves and keys, the audit chain,
@@ -31,6 +31,7 @@
  * Loading (`loadNativeSha256`, `loadNativeSha512`) never throws; it answers the hash or why there
  * is none.
  */
+import { processOpenssl } from './groups/openssl-native.ts';
 import { firstLine, oncePerProcess, openLibrary } from './groups/sodium-native.ts';
 import type { Fn, NativeEnv } from './groups/sodium-native.ts';
 import { SavedHashPrefix, SavedHmacKey } from './hash.ts';
@@ -330,26 +331,8 @@ export type ShaLibrary = 'openssl' | 'libsodium';
  */
 const OPENSSL_STATE = { 256: 112 + 16, 512: 216 + 24 } as const;
 
-type Koffi = (typeof import('koffi'))['default'];
-type Lib = ReturnType<Koffi['load']>;
-
-/** Node's own OpenSSL: the process's exports (dlopen(NULL)), or why not. */
-const processLibrary: () => Promise<{ lib: Lib; version: string } | { lib: null; reason: string }> = (() => {
-  let p: Promise<{ lib: Lib; version: string } | { lib: null; reason: string }> | undefined;
-  return () =>
-    (p ??= (async () => {
-      try {
-        const koffi = (await import('koffi')).default;
-        return { lib: koffi.load(null), version: process.versions.openssl ?? 'unknown' };
-      } catch (e) {
-        return { lib: null, reason: `the process's own symbols do not load: ${firstLine(e)}` };
-      }
-    })());
-})();
-
 async function opensslCalls(bits: 256 | 512, env: NativeEnv): Promise<{ calls: ShaCalls; backend: string; library: string } | { calls: null; reason: string }> {
-  if (env.BKV_OPENSSL_HASH === '0') return { calls: null, reason: 'turned off (BKV_OPENSSL_HASH=0)' };
-  const l = await processLibrary();
+  const l = await processOpenssl(env);
   if (!l.lib) return { calls: null, reason: l.reason };
   try {
     const f = (sig: string) => l.lib.func(sig) as Fn;

@@ -7,7 +7,9 @@
  *
  * Primitives: X25519 and AES-256-GCM on native libsodium (groups/sodium-native.ts `NativeHpke`)
  * when it loads, the faster here (bench/breakdown.ts times both; figures in bench/README.md);
- * otherwise on node:crypto, with the same bytes and the same refusals. The key schedule's
+ * otherwise on node:crypto, with the same bytes and the same refusals. X25519 on Node's own
+ * OpenSSL instead where the caller passes it (groups/openssl-native.ts; the enclave does): faster
+ * than libsodium's here, the same bytes and refusals. The key schedule's
  * HMAC-SHA256 runs on the SHA-256 the receiver was made with when that is native (the enclave's:
  * hash-native.ts, Node's OpenSSL or native libsodium, with keyed states for the empty salt and the
  * secret), else on native libsodium's one-shot HMAC when it loads (every key in it is 32 bytes, the
@@ -90,11 +92,29 @@ class NativeScheduleHash implements ScheduleHash {
   }
 }
 
-/** node:crypto: the private key as a KeyObject, the peer's key imported as a JWK per request. */
+/** X25519 with one private key where it is not the primitives' own (groups/openssl-native.ts `OpensslX25519`). */
+export interface X25519With {
+  readonly name: string;
+  dh(pk: Uint8Array): Uint8Array | null;
+  dispose(): void;
+}
+/** Makes an `X25519With` for a private key (groups/openssl-native.ts `loadOpensslX25519`). */
+export type X25519Maker = (sk: Uint8Array) => X25519With;
+
+/**
+ * node:crypto: the private key as a KeyObject, the peer's key imported as a JWK per request; X25519
+ * on `x` instead when given.
+ */
 class NodePrimitives implements E2ePrimitives {
-  readonly name = 'node:crypto';
-  constructor(private readonly sk: KeyObject) {}
+  readonly name: string;
+  constructor(
+    private readonly sk: KeyObject,
+    private readonly x: X25519With | null = null,
+  ) {
+    this.name = x ? `${x.name} X25519, node:crypto AES-GCM` : 'node:crypto';
+  }
   dh(pkE: Uint8Array): Uint8Array | null {
+    if (this.x) return this.x.dh(pkE);
     try {
       const pk = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: b64u(pkE) }, format: 'jwk' });
       // OpenSSL refuses an all-zero X25519 output (the call throws).
@@ -123,10 +143,12 @@ class NodePrimitives implements E2ePrimitives {
     c.final();
     out.set(c.getAuthTag(), at + body.length);
   }
-  zeroize(): void {}
+  zeroize(): void {
+    this.x?.dispose();
+  }
 }
 
-/** Native libsodium: X25519 always, AES-GCM where the CPU has it (else node:crypto's). */
+/** Native libsodium: X25519 (unless `x` is given), AES-GCM where the CPU has it (else node:crypto's). */
 class NativePrimitives implements E2ePrimitives {
   readonly name: string;
   private readonly gcm: NodePrimitives | null;
@@ -134,12 +156,14 @@ class NativePrimitives implements E2ePrimitives {
     private readonly n: NativeHpke,
     private readonly sk: Uint8Array,
     nodeSk: KeyObject,
+    private readonly x: X25519With | null = null,
   ) {
     this.gcm = n.gcm ? null : new NodePrimitives(nodeSk);
-    this.name = n.gcm ? 'libsodium native' : 'libsodium native X25519, node:crypto AES-GCM';
+    const dh = x ? `${x.name} X25519` : 'libsodium native X25519';
+    this.name = x ? `${dh}, ${n.gcm ? 'libsodium native' : 'node:crypto'} AES-GCM` : n.gcm ? 'libsodium native' : `${dh}, node:crypto AES-GCM`;
   }
   dh(pkE: Uint8Array): Uint8Array | null {
-    return this.n.x25519(this.sk, pkE);
+    return this.x ? this.x.dh(pkE) : this.n.x25519(this.sk, pkE);
   }
   open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ctAndTag: Uint8Array, alloc: Alloc): Uint8Array | null {
     return this.gcm ? this.gcm.open(key, nonce, aad, ctAndTag, alloc) : this.n.gcmOpen(key, nonce, aad, ctAndTag, alloc);
@@ -150,14 +174,16 @@ class NativePrimitives implements E2ePrimitives {
   }
   zeroize(): void {
     this.sk.fill(0);
+    this.x?.dispose();
   }
 }
 
 /**
  * §7.1.3 DeriveKeyPair for X25519: sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk", "", 32).
  * `native`: libsodium's X25519 and AES-GCM (loadNativeHpke); node:crypto's when absent.
+ * `x25519`: X25519 on another library (Node's OpenSSL: groups/openssl-native.ts), whichever of the two serves AES-GCM.
  */
-export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_SHA256, native?: NativeHpke | null): E2eReceiver {
+export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_SHA256, native?: NativeHpke | null, x25519?: X25519Maker | null): E2eReceiver {
   if (hash.name !== 'SHA-256') throw new TypeError('deriveE2eReceiver: the key schedule needs SHA-256');
   const dkp = labeledExtract(hash, DERIVE_KEY_PAIR.extract, EMPTY, ikm);
   const sk = labeledExpand(hash, DERIVE_KEY_PAIR.expand, dkp, EMPTY, 32);
@@ -168,9 +194,10 @@ export function deriveE2eReceiver(ikm: Uint8Array, hash: HashPrimitives = NODE_S
   const publicKey = new Uint8Array(Buffer.from((createPublicKey(privateKey).export({ format: 'jwk' }) as { x: string }).x, 'base64url'));
   // A native hash keys its HMACs once for several messages (hash-native.ts), which the one-shot HMAC can not.
   const schedule = native && !(hash instanceof NativeSha) ? new NativeScheduleHash(native, hash) : hash;
-  if (native) return { publicKey, hash, schedule, crypto: new NativePrimitives(native, sk, privateKey) };
+  const x = x25519 ? x25519(sk) : null;
+  if (native) return { publicKey, hash, schedule, crypto: new NativePrimitives(native, sk, privateKey, x) };
   sk.fill(0);
-  return { publicKey, hash, schedule: hash, crypto: new NodePrimitives(privateKey) };
+  return { publicKey, hash, schedule: hash, crypto: new NodePrimitives(privateKey, x) };
 }
 
 /**

@@ -37,6 +37,7 @@
 import { EnclaveFault, Lifecycle, PlatformFault } from '../api/codes.ts';
 import { LABELS } from '../api/labels.ts';
 import { deriveE2eReceiver } from './e2e-open.ts';
+import type { X25519Maker } from './e2e-open.ts';
 import type { E2eReceiver } from './e2e-open.ts';
 import type { NativeHpke } from '../opaque/groups/sodium-native.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
@@ -191,6 +192,8 @@ export async function deriveEnclaveKeys(
   sha256?: HashPrimitives,
   /** Native libsodium's X25519 and AES-GCM for the end-to-end envelope (e2e-open.ts); node:crypto's when absent. */
   hpke?: NativeHpke | null,
+  /** X25519 on Node's OpenSSL for the envelope instead (e2e-open.ts `deriveE2eReceiver`). */
+  x25519?: X25519Maker | null,
 ): Promise<EnclaveKeys> {
   const d = (label: string) => tokenCall(() => token.hmac(handles.derive, 'SHA-256', te.encode(label)));
   const server = new Map<SuiteId, ServerKeys>();
@@ -212,7 +215,7 @@ export async function deriveEnclaveKeys(
     server.set(id, { oprfSeed, serverPrivateKey: kp.privateKey, serverPublicKey: kp.publicKey });
   }
   const hpkeIkm = d(LABELS.e2eKey);
-  const e2e = deriveE2eReceiver(hpkeIkm, sha256, hpke);
+  const e2e = deriveE2eReceiver(hpkeIkm, sha256, hpke, x25519);
   hpkeIkm.fill(0);
   return {
     seal: handles.seal,

@@ -15,6 +15,7 @@ import { ENCLAVE_STATE, SELF_TEST, SUITE_CODE } from '../api/messages.ts';
 import { ctEqual } from '../opaque/bytes.ts';
 import { digestOf } from './digest.ts';
 import { createSodiumSha256 } from '../opaque/hash-sodium.ts';
+import { loadOpensslX25519 } from '../opaque/groups/openssl-native.ts';
 import { loadNativeHpke } from '../opaque/groups/sodium-native.ts';
 import { loadNativeSha256 } from '../opaque/hash-native.ts';
 import type { HashPrimitives } from '../opaque/hash.ts';
@@ -134,7 +135,7 @@ export class Vault {
       this.failure = st.failed.join(',');
       return;
     }
-    this.keys = await deriveEnclaveKeys(this.p.token, handles, this.suites, this.sha256, (await loadNativeHpke()).hpke);
+    this.keys = await deriveEnclaveKeys(this.p.token, handles, this.suites, this.sha256, (await loadNativeHpke()).hpke, (await loadOpensslX25519()).make);
     const auth = this.p.auth ?? null;
     const authHash = auth ? this.authHashOf(encodeAuthConfig(auth)) : new Uint8Array(16);
     if (stored) {

@@ -197,15 +197,15 @@ describe.each(CASES)('SHA-$bits on $library', ({ bits, outputLen, blockLen, node
 });
 
 describe('native hash loading', () => {
-  it.skipIf(!CASES.every((c) => c.loaded.sha) && !ci)('takes Node\'s OpenSSL first, native libsodium with BKV_OPENSSL_HASH=0, and says why neither when both are off', async () => {
+  it.skipIf(!CASES.every((c) => c.loaded.sha) && !ci)('takes Node\'s OpenSSL first, native libsodium with BKV_OPENSSL_NATIVE=0, and says why neither when both are off', async () => {
     const openssl = `node OpenSSL ${process.versions.openssl}`;
     expect((await loadNativeSha256()).sha256?.backend).toBe(openssl);
     expect((await loadNativeSha512()).sha512?.backend).toBe(openssl);
-    expect((await loadNativeSha256({ BKV_OPENSSL_HASH: '0' })).sha256?.backend).toBe('libsodium native');
-    expect((await loadNativeSha512({ BKV_OPENSSL_HASH: '0' })).sha512?.backend).toBe('libsodium native');
-    const none = await loadNativeSha512({ BKV_OPENSSL_HASH: '0', BKV_SODIUM_NATIVE: '0' });
+    expect((await loadNativeSha256({ BKV_OPENSSL_NATIVE: '0' })).sha256?.backend).toBe('libsodium native');
+    expect((await loadNativeSha512({ BKV_OPENSSL_NATIVE: '0' })).sha512?.backend).toBe('libsodium native');
+    const none = await loadNativeSha512({ BKV_OPENSSL_NATIVE: '0', BKV_SODIUM_NATIVE: '0' });
     expect(none.sha512).toBeNull();
-    expect(none.sha512 === null && none.reason).toMatch(/BKV_OPENSSL_HASH=0.*BKV_SODIUM_NATIVE=0/);
+    expect(none.sha512 === null && none.reason).toMatch(/BKV_OPENSSL_NATIVE=0.*BKV_SODIUM_NATIVE=0/);
   });
 
   it('a library without the functions is refused with the reason, not used', async () => {

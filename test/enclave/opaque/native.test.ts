@@ -69,19 +69,19 @@ describe('native libsodium', () => {
     expect(lines[0]).toMatch(/^bkv: ristretto255 on libsodium WebAssembly \(native libsodium: no native libsodium \(\/nonexistent/);
   });
 
-  it('BKV_SODIUM_NATIVE=0 turns it off; with BKV_OPENSSL_HASH=0 as well SHA-512 falls back too, with its own line', () => {
+  it('BKV_SODIUM_NATIVE=0 turns it off; with BKV_OPENSSL_NATIVE=0 as well SHA-512 falls back too, with its own line', () => {
     const r = backendIn({ BKV_SODIUM_NATIVE: '0' });
     expect([r.backend, r.hash]).toEqual(['sodium-wasm', OPENSSL]);
     expect(r.stderr).toContain('turned off (BKV_SODIUM_NATIVE=0)');
-    const both = backendIn({ BKV_SODIUM_NATIVE: '0', BKV_OPENSSL_HASH: '0' });
+    const both = backendIn({ BKV_SODIUM_NATIVE: '0', BKV_OPENSSL_NATIVE: '0' });
     expect([both.backend, both.hash]).toEqual(['sodium-wasm', 'sodium-wasm']);
     const lines = both.stderr.split('\n').filter((l) => l.includes('WebAssembly'));
     expect(lines).toHaveLength(2);
-    expect(lines[1]).toMatch(/^bkv: SHA-512 on libsodium WebAssembly \(native hashing: turned off \(BKV_OPENSSL_HASH=0\); turned off \(BKV_SODIUM_NATIVE=0\)\)$/);
+    expect(lines[1]).toMatch(/^bkv: SHA-512 on libsodium WebAssembly \(native hashing: turned off \(BKV_OPENSSL_NATIVE=0\); turned off \(BKV_SODIUM_NATIVE=0\)\)$/);
   });
 
   it.skipIf(!native.engine && !ci)('with Node\'s OpenSSL hashing off, SHA-512 runs on native libsodium, silently', () => {
-    const r = backendIn({ BKV_OPENSSL_HASH: '0' });
+    const r = backendIn({ BKV_OPENSSL_NATIVE: '0' });
     expect([r.backend, r.hash]).toEqual(['sodium-native', 'libsodium native']);
     expect(r.stderr).not.toContain('WebAssembly');
   });

@@ -5,7 +5,7 @@
  * same, so a vault's data folder moves between them. Written with both native paths off, it loads,
  * serves and keeps its attempt counts with the defaults, then with libsodium hidden (OpenSSL
  * hashing, WebAssembly ristretto255). Worker-thread devices take the environment as it is when
- * they start, so the test sets BKV_SODIUM_LIBRARY and BKV_OPENSSL_HASH for one open and not the
+ * they start, so the test sets BKV_SODIUM_LIBRARY and BKV_OPENSSL_NATIVE for one open and not the
  * next; that the devices really ran without libsodium shows in the fallback notice they print
  * (suites-fast.ts). Under CI=true a missing library fails.
  */
@@ -24,7 +24,7 @@ const { dirs, hosts } = trackVaults();
 const native = await loadNativeSha256();
 const ci = process.env.CI === 'true';
 if (!native.sha256 && !ci) console.log(`native SHA-256 fallback test skipped: ${native.reason}`);
-const SWITCHES = ['BKV_SODIUM_LIBRARY', 'BKV_OPENSSL_HASH'] as const;
+const SWITCHES = ['BKV_SODIUM_LIBRARY', 'BKV_OPENSSL_NATIVE'] as const;
 const saved = SWITCHES.map((k) => process.env[k]);
 const restore = () =>
   SWITCHES.forEach((k, i) => {
@@ -52,7 +52,7 @@ it.skipIf(!native.sha256 && !ci)('a data folder written without native hashing s
   const open = async (mode: 'wasm' | 'native' | 'openssl') => {
     restore();
     if (mode !== 'native') process.env.BKV_SODIUM_LIBRARY = '/nonexistent/libsodium.so.23';
-    if (mode === 'wasm') process.env.BKV_OPENSSL_HASH = '0';
+    if (mode === 'wasm') process.env.BKV_OPENSSL_NATIVE = '0';
     printed.length = 0;
     const host = await VaultHost.open({ auth: issuer.config, dataDir, mode: 'worker', partitions: 2 });
     hosts.push(host);
