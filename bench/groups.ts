@@ -26,7 +26,7 @@ import type { BenchResult } from './lib/common.ts';
 import { median } from './lib/stats.ts';
 import { nobleHash } from '../enclave/opaque/hash-noble.ts';
 import { nodeHash } from '../enclave/opaque/hash-node.ts';
-import { loadNativeSha512 } from '../enclave/opaque/hash-native.ts';
+import { loadNativeShaOn } from '../enclave/opaque/hash-native.ts';
 import { createSodiumSha512 } from '../enclave/opaque/hash-sodium.ts';
 import type { HashPrimitives } from '../enclave/opaque/hash.ts';
 
@@ -137,7 +137,8 @@ const best = (c: Case): number => Math.min(...c.samples);
 
 await sodium.ready;
 const nativeSodium = await loadNativeSodium();
-const nativeSha512 = (await loadNativeSha512()).sha512;
+// SHA-512 on each native library hash-native.ts runs on (Node's OpenSSL, native libsodium), where it loads.
+const nativeSha512 = (await Promise.all((['openssl', 'libsodium'] as const).map((l) => loadNativeShaOn(l, 512)))).flatMap((r) => (r.sha ? [r.sha] : []));
 if (!nativeSodium.engine) console.log(`native libsodium not loaded (${nativeSodium.reason})`);
 const backends: [string, Group][] = [
   ['ristretto255 noble', new NobleRistretto255(nobleHash('SHA-512'))],
@@ -156,7 +157,7 @@ console.log('');
 const hashes: [string, HashPrimitives][] = [
   ['SHA-512 node:crypto', nodeHash('SHA-512')],
   ['SHA-512 sodium-wasm (raw exports)', await createSodiumSha512()],
-  ...(nativeSha512 ? [['SHA-512 libsodium native', nativeSha512] as [string, HashPrimitives]] : []),
+  ...nativeSha512.map((h): [string, HashPrimitives] => [`SHA-512 ${h.backend}`, h]),
   ['SHA-512 @noble/hashes', nobleHash('SHA-512')],
 ];
 const cases = [...backends.flatMap(([l, g]) => makeCases(l, g)), ...floorCases(), ...hashes.flatMap(([l, h]) => hashCases(l, h))];
