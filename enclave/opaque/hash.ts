@@ -4,9 +4,10 @@
  * expand_message_xmd (RFC 9380 §5.3.1).
  *
  * Implementations of `HashPrimitives`: `hash-noble.ts` (portable, what a browser client uses),
- * `hash-node.ts` (node:crypto; the server's P-256 suite's SHA-256), `hash-native.ts` (native
- * libsodium through FFI: the server's ristretto255-SHA512 and the enclave's own SHA-256 where the
- * library loads) and `hash-sodium.ts` (libsodium's WebAssembly build: the same where it does not).
+ * `hash-node.ts` (node:crypto; the server's P-256 suite's SHA-256), `hash-native.ts` (Node's own
+ * OpenSSL or native libsodium through FFI: the server's ristretto255-SHA512 and the enclave's own
+ * SHA-256 where either loads) and `hash-sodium.ts` (libsodium's WebAssembly build: the same where
+ * neither does).
  * Everything else here is composition over those two calls.
  */
 import { concat, i2osp } from './bytes.ts';

@@ -66,9 +66,9 @@ interface E2ePrimitives {
 export interface E2eReceiver {
   publicKey: Uint8Array;
   /**
-   * SHA-256 for the key schedule's HMACs: the enclave passes its own (vault.ts: native libsodium's,
-   * or libsodium's WebAssembly build), neither of which leaves a native handle per call for the
-   * device's garbage collector to finalize.
+   * SHA-256 for the key schedule's HMACs: the enclave passes its own (vault.ts: hash-native.ts,
+   * Node's OpenSSL or native libsodium, or libsodium's WebAssembly build), none of which leaves a
+   * native handle per call for the device's garbage collector to finalize.
    */
   hash: HashPrimitives;
   /** The key schedule's HMAC: `hash`, or native libsodium's one-shot HMAC (NativeScheduleHash) when `hash` is not native. */

@@ -188,7 +188,7 @@ export async function deriveEnclaveKeys(
   token: Token,
   handles: { seal: SealKey; oprf: KeyHandle; derive: KeyHandle; p256?: KeyHandle },
   suites: Map<SuiteId, Suite>,
-  /** SHA-256 for the end-to-end key schedule (the vault passes libsodium's); node:crypto's when absent. */
+  /** SHA-256 for the end-to-end key schedule (the vault passes its own: hash-native.ts or libsodium's WebAssembly build); node:crypto's when absent. */
   sha256?: HashPrimitives,
   /** Native libsodium's X25519 and AES-GCM for the end-to-end envelope (e2e-open.ts); node:crypto's when absent. */
   hpke?: NativeHpke | null,

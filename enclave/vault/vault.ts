@@ -74,9 +74,10 @@ export class Vault {
   private minPacing: number = PACING.standard;
   /**
    * SHA-256 of the record index, the audit chain, partitioning and the end-to-end key schedule:
-   * libsodium's WebAssembly build (hash-sodium.ts), which makes no native object per call (a
-   * node:crypto Hmac is one, with a weak callback that every young-generation collection of this
-   * thread then runs). Set at boot, checked by the self-tests.
+   * hash-native.ts (Node's OpenSSL, else native libsodium) or libsodium's WebAssembly build
+   * (hash-sodium.ts), neither of which makes a native object per call (a node:crypto Hmac is one,
+   * with a weak callback that every young-generation collection of this thread then runs). Set at
+   * boot, checked by the self-tests.
    */
   private sha256!: HashPrimitives;
   private readonly suites = new Map<SuiteId, Suite>();
@@ -119,8 +120,9 @@ export class Vault {
 
   private async start(): Promise<void> {
     for (const id of SUITE_IDS) this.suites.set(id, await fastSuite(id));
-    // SHA-256 on native libsodium when it loads (the same library as the native ristretto255
-    // backend, whose fallback logs the reason once), else on libsodium's WebAssembly build.
+    // SHA-256 on Node's own OpenSSL or native libsodium (hash-native.ts; the suite's SHA-512 comes
+    // from the same loader, whose fallback logs the reason once), else on libsodium's WebAssembly
+    // build. X25519 for the envelope on Node's OpenSSL where it loads (deriveEnclaveKeys).
     this.sha256 = (await loadNativeSha256()).sha256 ?? (await createSodiumSha256());
     if (this.p.nvram.size < NVRAM_STATE_SIZE) throw new EnclaveFault(PlatformCodes.NvramFull, 'NVRAM region too small');
     const stored = decodeNvramState(this.p.nvram.read());

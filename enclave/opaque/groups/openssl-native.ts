@@ -4,7 +4,8 @@
  * for addons, so no second OpenSSL is loaded). Its public API only. Used for:
  * - SHA-256 and SHA-512 (../hash-native.ts): SHA extensions and AVX2 where the CPU has them;
  * - X25519 (`OpensslX25519`): the end-to-end envelope's Diffie-Hellman (enclave/vault/e2e-open.ts),
- *   about 20% faster than native libsodium's on the bench machine (bench/breakdown.ts rows).
+ *   30.2-30.4 against native libsodium's 36.3-36.7 µs on the bench machine (bench/README.md
+ *   2026-12-07; bench/breakdown.ts rows).
  *
  * Loading never throws; it answers the object or why there is none (koffi missing, the symbols
  * not exported, BKV_OPENSSL_NATIVE=0, a failed known-answer check).

@@ -720,12 +720,14 @@ describe('graceful shutdown (child process)', () => {
     const dev = readIssuerPrivate(join(dataDir, 'auth', 'issuer.key'));
     const devToken = (rid: Uint8Array) => mintToken(dev, { subject: new TextDecoder().decode(rid) });
     const c = new EscrowClient({ relay: httpRelay({ baseUrl: url }), enclavePublicKey: info.enclavePublicKey, suite, rng: (n) => new Uint8Array(randomBytes(n)), context: CONTEXT, ...fastKsf, auth: devToken });
-    // 120 login starts over 8 records: 15 each, within one record's quota of open sessions (16),
-    // so every one is charged.
-    const ids = Array.from({ length: 8 }, (_, i) => te.encode(`busy-${i}`));
+    // 360 login starts over 24 records: 15 each, within one record's quota of open sessions (16),
+    // so every one is charged; enough batches that the queue is seen non-empty between two polls
+    // of /metrics even when the machine is fast or the polls slow (with 120 over 8 records a busy CI
+    // machine once answered them all between two polls).
+    const ids = Array.from({ length: 24 }, (_, i) => te.encode(`busy-${i}`));
     for (const id of ids) await c.register(id, te.encode('pw'), new Uint8Array(32).fill(2), { attemptLimit: 200 });
     const tokens = await Promise.all(ids.map(async (id) => te.encode(await devToken(id))));
-    const messages = await Promise.all(Array.from({ length: 120 }, (_, i) => loginStartMessage(info.enclavePublicKey, ids[i % ids.length]!, tokens[i % ids.length]!)));
+    const messages = await Promise.all(Array.from({ length: 15 * ids.length }, (_, i) => loginStartMessage(info.enclavePublicKey, ids[i % ids.length]!, tokens[i % ids.length]!)));
     const results = messages.map((m, i) =>
       postOp(url, ids[i % ids.length]!, m, { 'content-type': 'application/json', [AUTH_TOKEN_HEADER]: new TextDecoder().decode(tokens[i % ids.length]!) }).then(
         (r) => r.status,
@@ -738,7 +740,8 @@ describe('graceful shutdown (child process)', () => {
     const t0 = Date.now();
     for (;;) {
       const m = await (await fetch(`${url}/metrics`)).text();
-      const depth = Number(/^bkv_enclave_queue_depth\{partition="0"\} (\d+)/m.exec(m)?.[1] ?? 0);
+      // Any partition's queue.
+      const depth = [...m.matchAll(/^bkv_enclave_queue_depth\{partition="\d+"\} (\d+)/gm)].reduce((a, x) => a + Number(x[1]), 0);
       if (depth > 0) break;
       if (Date.now() - t0 > 10_000) throw new Error('no operation ever waited in the queue');
     }
