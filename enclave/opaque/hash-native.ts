@@ -34,6 +34,7 @@
 import { processOpenssl } from './groups/openssl-native.ts';
 import { firstLine, oncePerProcess, openLibrary } from './groups/sodium-native.ts';
 import type { Fn, NativeEnv } from './groups/sodium-native.ts';
+import { toHex } from './bytes.ts';
 import { SavedHashPrefix, SavedHmacKey } from './hash.ts';
 import type { HashName, HashPrefix, HashPrimitives, HmacKey, StateKeeper } from './hash.ts';
 
@@ -391,18 +392,17 @@ const SELF_CHECK = {
   },
 } as const;
 
-const hex = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 
 /** Null when `h` gives the known answers (hash, one-shot HMAC, keyed HMAC), else what failed. */
 export function knownAnswerFault(h: NativeSha): string | null {
   const want = SELF_CHECK[h.outputLen === 32 ? 256 : 512];
   const te = new TextEncoder();
   const key = new Uint8Array(20).fill(0x0b);
-  if (hex(h.hash(te.encode('abc'))) !== want.abc) return `${h.name} of "abc" is wrong`;
-  if (hex(h.hmac(key, te.encode('Hi There'))) !== want.hmac) return `HMAC-${h.name} (RFC 4231 case 1) is wrong`;
+  if (toHex(h.hash(te.encode('abc'))) !== want.abc) return `${h.name} of "abc" is wrong`;
+  if (toHex(h.hmac(key, te.encode('Hi There'))) !== want.hmac) return `HMAC-${h.name} (RFC 4231 case 1) is wrong`;
   const k = h.hmacKey(key);
   try {
-    if (hex(k.mac(te.encode('Hi There'))) !== want.hmac) return `keyed HMAC-${h.name} (RFC 4231 case 1) is wrong`;
+    if (toHex(k.mac(te.encode('Hi There'))) !== want.hmac) return `keyed HMAC-${h.name} (RFC 4231 case 1) is wrong`;
   } finally {
     k.dispose();
   }

@@ -10,6 +10,7 @@
  * Loading never throws; it answers the object or why there is none (koffi missing, the symbols
  * not exported, BKV_OPENSSL_NATIVE=0, a failed known-answer check).
  */
+import { fromHex, toHex } from '../bytes.ts';
 import type { Fn, NativeEnv } from './sodium-native.ts';
 import { firstLine, oncePerProcess } from './sodium-native.ts';
 
@@ -124,8 +125,6 @@ const KAT = {
   pk: 'de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f',
   shared: '4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742',
 } as const;
-const fromHex = (h: string): Uint8Array => Uint8Array.from(h.match(/../g)!, (x) => parseInt(x, 16));
-const toHex = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 
 export type OpensslX25519Factory = { make(privateKey: Uint8Array): OpensslX25519; version: string } | { make: null; reason: string };
 
