@@ -27,7 +27,7 @@ import pg from 'pg';
 import { storedAudit } from '../host/storage/check.ts';
 import { openPostgresStore } from '../host/storage/postgres.ts';
 import type { PostgresRecordStore } from '../host/storage/postgres.ts';
-import { openSqliteStore } from '../host/storage/sqlite.ts';
+import { openSqliteStore, SQLITE_WAL_CHECKPOINT_PAGES } from '../host/storage/sqlite.ts';
 import type { RecordStore } from '../host/storage/types.ts';
 import { availableParallelism } from 'node:os';
 import { args, emit, machine, progress, round } from './lib/common.ts';
@@ -203,11 +203,70 @@ async function main(): Promise<void> {
     }
     console.log('\n(ops = batches or getMany calls; for "32 writes" multiply by 32 for records/s)');
     notes.push(`store level: ${RECORDS} records preloaded, ${ROUNDS} interleaved rounds of ${SECONDS} s per case, median; ops = batches or getMany calls`);
+    await checkpointCompare(dir);
     if (benches.length < 2) missing.pgVsSqlite = 'PostgreSQL not measured: BKV_PG_URL unset (bench/run.ts starts one with scripts/ci-postgres.sh when PostgreSQL is installed)';
     if (benches.length > 1 && !A.quick) await enclavePath(benches.find((b) => b.name === 'postgres')!.store as PostgresRecordStore, adminUrl!);
   } finally {
     for (const f of cleanups) await f().catch((e: unknown) => console.error('cleanup:', e));
   }
+}
+
+/**
+ * SQLite's WAL checkpoint threshold (host/storage/sqlite.ts SQLITE_WAL_CHECKPOINT_PAGES) against
+ * SQLite's own 1,000 pages, side by side: a vault's batch as the host runs it (getMany of 64
+ * scattered records, then applyBatch of their 64 writes and 64 audit events) over 16,384 records of
+ * 550 bytes (a sealed record's size), CPU time of the process per record, interleaved rounds.
+ */
+async function checkpointCompare(dir: string): Promise<void> {
+  const N = 16_384;
+  const B = 64;
+  const blob = new Uint8Array(550).fill(0x33);
+  const sides: { name: string; store: RecordStore; epoch: number; seq: number; cursor: number }[] = [];
+  for (const [name, pages] of [['checkpoint at 1000 pages', 1000], [`checkpoint at ${SQLITE_WAL_CHECKPOINT_PAGES} pages (default)`, SQLITE_WAL_CHECKPOINT_PAGES]] as const) {
+    const store = await openSqliteStore(join(dir, `ckpt-${pages}.db`), { walCheckpointPages: pages });
+    for (let i = 0; i < N; i += 512) await store.applyBatch(0, i / 512 + 1, Array.from({ length: 512 }, (_, k) => ({ recordId: recId(i + k), blob })), []);
+    sides.push({ name, store, epoch: N / 512 + 1, seq: 0, cursor: 0 });
+  }
+  const step = async (x: (typeof sides)[number]) => {
+    const ids = Array.from({ length: B }, () => recId((x.cursor = (x.cursor + 7919) % N)));
+    const found = (await x.store.getMany(0, ids)).filter((r) => r !== undefined).length;
+    if (found !== B) throw new Error(`getMany: ${found} of ${B}`);
+    const seq0 = x.seq;
+    x.seq += B;
+    await x.store.applyBatch(0, ++x.epoch, ids.map((recordId) => ({ recordId, blob })), ids.map((_, i) => event(seq0 + i)));
+  };
+  const cpu = new Map<string, number[]>();
+  const rate = new Map<string, number[]>();
+  try {
+    for (const x of sides) for (let i = 0; i < 200; i++) await step(x); // past the first checkpoints of both
+    for (let r = 0; r < ROUNDS * 2; r++) {
+      for (const x of r % 2 ? [...sides].reverse() : sides) {
+        const c0 = process.cpuUsage();
+        const t0 = performance.now();
+        let n = 0;
+        while (performance.now() - t0 < SECONDS * 1000) {
+          await step(x);
+          n += B;
+        }
+        const c = process.cpuUsage(c0);
+        cpu.set(x.name, [...(cpu.get(x.name) ?? []), (c.user + c.system) / n]);
+        rate.set(x.name, [...(rate.get(x.name) ?? []), (n * 1000) / (performance.now() - t0)]);
+      }
+    }
+  } finally {
+    for (const x of sides) await x.store.close();
+  }
+  console.log(`\nSQLite WAL checkpoint: getMany ${B} + applyBatch ${B} writes + ${B} audit events over ${N} records of ${blob.length} bytes, ${ROUNDS * 2} interleaved rounds, medians`);
+  for (const x of sides) {
+    const us = median(cpu.get(x.name)!);
+    const rps = median(rate.get(x.name)!);
+    console.log(`  ${x.name.padEnd(40)} ${us.toFixed(1).padStart(6)} us of CPU per record, ${rps.toFixed(0).padStart(6)} records/s  (CPU per round: ${cpu.get(x.name)!.map((v) => v.toFixed(1)).join(' ')})`);
+    out.push({ name: `storage: SQLite batch of ${B} over ${N} records, ${x.name}`, group: 'SQLite WAL checkpoint threshold', kind: 'other', opsPerSec: Math.round(rps), cpuUsPerOp: round(us, 1) });
+  }
+  const [a, b] = sides.map((x) => median(cpu.get(x.name)!));
+  ratios.sqliteCheckpointCpu = round(b! / a!, 3);
+  console.log(`  CPU per record, default over 1000 pages: ${ratios.sqliteCheckpointCpu}`);
+  notes.push(`SQLite WAL checkpoint: ${SQLITE_WAL_CHECKPOINT_PAGES} pages (the default) against SQLite's 1000, a batch of ${B} scattered records (getMany + applyBatch with audit events) over ${N} records; sqliteCheckpointCpu = CPU per record, default over 1000`);
 }
 
 /** Login through the enclave path with each store, interleaved rounds. */

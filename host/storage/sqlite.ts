@@ -41,7 +41,28 @@ export interface SqliteStoreOptions {
   maxSizeBytes?: number;
   /** SQLite's page cache for this connection. Default 16384 KiB (SQLite's own default is 2000 KiB). */
   cacheKiB?: number;
+  /**
+   * How many pages the WAL holds before a commit copies them back into the database file
+   * (`wal_autocheckpoint`), 1..SQLITE_MAX_WAL_CHECKPOINT_PAGES. Default SQLITE_WAL_CHECKPOINT_PAGES.
+   */
+  walCheckpointPages?: number;
 }
+
+/**
+ * The WAL's auto-checkpoint threshold in pages, against SQLite's default of 1000. A batch writes
+ * each record it changes as one page frame to the WAL (records of a batch land on scattered pages),
+ * and the commit that crosses the threshold copies every page of the WAL back into the database
+ * file, one read and one write call per page, on the host's thread. A page rewritten between two
+ * checkpoints is copied once: at 10,000 pages (about 40 MB of WAL) the pages of a working set of
+ * some thousands of records are each rewritten several times in between, where at 1,000 most are
+ * copied once per write. Measured (bench/README.md 2026-12-07 (SQLite)): getMany + applyBatch of
+ * 60 records and 60 audit events per batch over 16,384 records, 25-44 against 29-51 µs of CPU per
+ * record; in the vault, logins side by side at 512 clients (`bench/lib/env-ab.ts`). Crash recovery
+ * replays at most that much WAL; `journal_size_limit` (64 MB) stays above it.
+ */
+export const SQLITE_WAL_CHECKPOINT_PAGES = 10_000;
+/** The most `walCheckpointPages` may be: the WAL stays within `journal_size_limit` (64 MB of 4096-byte pages). */
+export const SQLITE_MAX_WAL_CHECKPOINT_PAGES = 16_000;
 
 const APP_ID = 'backup-key-vault/records';
 
@@ -373,6 +394,10 @@ export async function openSqliteStore(path: string, opts: SqliteStoreOptions = {
   }
   const cacheKiB = opts.cacheKiB ?? 16384;
   if (!Number.isSafeInteger(cacheKiB) || cacheKiB < 1) throw invalid('cacheKiB: not a positive integer');
+  const walCheckpointPages = opts.walCheckpointPages ?? SQLITE_WAL_CHECKPOINT_PAGES;
+  if (!Number.isSafeInteger(walCheckpointPages) || walCheckpointPages < 1 || walCheckpointPages > SQLITE_MAX_WAL_CHECKPOINT_PAGES) {
+    throw invalid(`walCheckpointPages: not an integer in 1..${SQLITE_MAX_WAL_CHECKPOINT_PAGES}`);
+  }
   if (typeof path !== 'string' || path === '') throw invalid('path: empty');
   const memory = path === ':memory:';
   if (!memory) {
@@ -395,6 +420,7 @@ export async function openSqliteStore(path: string, opts: SqliteStoreOptions = {
     }
     db.pragma('synchronous = FULL');
     db.pragma('journal_size_limit = 67108864');
+    db.pragma(`wal_autocheckpoint = ${walCheckpointPages}`);
     db.pragma(`cache_size = -${cacheKiB}`);
     if (opts.maxSizeBytes !== undefined) {
       const pageSize = db.pragma('page_size', { simple: true }) as number;

@@ -25,7 +25,7 @@ import { AuditEventSchema, MAX_RECORD_ID, MAX_SEALED_RECORD } from '../../../enc
 import { openStore, parseStoreUrl } from '../../../host/storage/index.ts';
 import { openPostgresStore, pgToStorageError, POSTGRES_SCHEMA_VERSION } from '../../../host/storage/postgres.ts';
 import type { PostgresRecordStore } from '../../../host/storage/postgres.ts';
-import { openSqliteStore, SQLITE_SCHEMA_VERSION, toStorageError } from '../../../host/storage/sqlite.ts';
+import { openSqliteStore, SQLITE_MAX_WAL_CHECKPOINT_PAGES, SQLITE_SCHEMA_VERSION, SQLITE_WAL_CHECKPOINT_PAGES, toStorageError } from '../../../host/storage/sqlite.ts';
 import { StorageCode, StorageError, isStorageError } from '../../../host/storage/types.ts';
 import { storedAudit } from '../../../host/storage/check.ts';
 import type { RecordStore, StoredRecord } from '../../../host/storage/types.ts';
@@ -972,6 +972,37 @@ describe('SQLite specifics', () => {
     } finally {
       await s.close();
     }
+  });
+
+  it('checkpoints the WAL at walCheckpointPages pages (default SQLITE_WAL_CHECKPOINT_PAGES, not SQLite\'s 1,000)', async () => {
+    const FRAME = 4096 + 24; // a WAL frame: one 4096-byte page and its header
+    // About 2,000 frames: 250 batches of 8 new records of 1,800 bytes (two to a page, so each
+    // batch writes at least 4 new pages, their parent pages and the meta row's page).
+    const fill = async (path: string, opts: Parameters<typeof openSqliteStore>[1]) => {
+      mkdirSync(join(path, '..'), { recursive: true });
+      const s = await openSqliteStore(path, opts);
+      let most = 0;
+      try {
+        for (let e = 1; e <= 250; e++) {
+          const writes = Array.from({ length: 8 }, (_, i) => ({ recordId: id(e * 8 + i), blob: new Uint8Array(1800).fill(e & 0xff) }));
+          await s.applyBatch(0, e, writes, []);
+          most = Math.max(most, statSync(`${path}-wal`).size);
+        }
+        expect((await s.getMany(0, [id(8), id(250 * 8 + 7)])).map((r) => r?.blob[0])).toEqual([1, 250]);
+      } finally {
+        await s.close();
+      }
+      return most / FRAME;
+    };
+    // Checkpointed at 32 pages, the WAL never holds much more than that and one batch.
+    expect(await fill(join(TMP, 'wal-32', 'vault.db'), { walCheckpointPages: 32 })).toBeLessThan(32 + 40);
+    // At the default it holds every frame of the run: well past SQLite's own threshold of 1,000.
+    expect(SQLITE_WAL_CHECKPOINT_PAGES).toBe(10_000);
+    expect(await fill(join(TMP, 'wal-default', 'vault.db'), {})).toBeGreaterThan(1_500);
+    for (const bad of [0, -1, 1.5, SQLITE_MAX_WAL_CHECKPOINT_PAGES + 1, Number.NaN]) {
+      await rejectsWith(openSqliteStore(join(TMP, 'wal-bad', 'vault.db'), { walCheckpointPages: bad }), StorageCode.InvalidArgument);
+    }
+    expect(existsSync(join(TMP, 'wal-bad', 'vault.db'))).toBe(false);
   });
 
   it('uses WAL with synchronous = FULL and records the schema version', async () => {
