@@ -5,6 +5,10 @@
  * partition); ops/s and the PostgreSQL / SQLite ratio. Both backends are durable (SQLite WAL
  * with synchronous = FULL; PostgreSQL with synchronous_commit = on, fsync as the server has it).
  *
+ * Then SQLite's WAL checkpoint threshold, the default (host/storage/sqlite.ts
+ * SQLITE_WAL_CHECKPOINT_PAGES) against SQLite's own 1,000 pages: CPU per record of a vault's
+ * batch (getMany + applyBatch of 64 scattered records with their audit events), sqliteCheckpointCpu.
+ *
  * Then (not with --quick) login through the enclave path (bench/lib/enclave-rig.ts, all
  * partitions, concurrency 128) with each store, interleaved: pgVsSqlite.
  *
