@@ -1,6 +1,7 @@
 /**
  * The embedded record store on SQLite (better-sqlite3 12): WAL journal with `synchronous = FULL`
- * (a batch is on stable storage when `applyBatch` resolves), a busy timeout, a versioned schema
+ * (a batch is on stable storage when `applyBatch` resolves), checkpointed every
+ * SQLITE_WAL_CHECKPOINT_PAGES pages, a busy timeout, a versioned schema
  * (table `meta`, migrations in one transaction, a newer schema refused), cached prepared
  * statements, one IMMEDIATE transaction per batch. better-sqlite3 is synchronous: every method
  * does its work at once and returns a settled promise; SQLite failures become `StorageError`s.
@@ -55,10 +56,9 @@ export interface SqliteStoreOptions {
  * file, one read and one write call per page, on the host's thread. A page rewritten between two
  * checkpoints is copied once: at 10,000 pages (about 40 MB of WAL) the pages of a working set of
  * some thousands of records are each rewritten several times in between, where at 1,000 most are
- * copied once per write. Measured (bench/README.md 2026-12-07 (SQLite)): getMany + applyBatch of
- * 60 records and 60 audit events per batch over 16,384 records, 25-44 against 29-51 µs of CPU per
- * record; in the vault, logins side by side at 512 clients (`bench/lib/env-ab.ts`). Crash recovery
- * replays at most that much WAL; `journal_size_limit` (64 MB) stays above it.
+ * copied once per write. `bench/storage.ts` measures both side by side (`sqliteCheckpointCpu`;
+ * figures in bench/README.md, 2026-12-07 (SQLite)). Crash recovery replays at most that much WAL;
+ * `journal_size_limit` (64 MB) stays above it.
  */
 export const SQLITE_WAL_CHECKPOINT_PAGES = 10_000;
 /** The most `walCheckpointPages` may be: the WAL stays within `journal_size_limit` (64 MB of 4096-byte pages). */

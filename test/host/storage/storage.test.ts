@@ -979,7 +979,6 @@ describe('SQLite specifics', () => {
     // About 2,000 frames: 250 batches of 8 new records of 1,800 bytes (two to a page, so each
     // batch writes at least 4 new pages, their parent pages and the meta row's page).
     const fill = async (path: string, opts: Parameters<typeof openSqliteStore>[1]) => {
-      mkdirSync(join(path, '..'), { recursive: true });
       const s = await openSqliteStore(path, opts);
       let most = 0;
       try {
