@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BKV_NODE_FLAGS, buildBundle, bundleEnabled, projectBundle, projectRoot } from '../../../bin/bundle.mjs';
+import { BKV_NODE_FLAGS, buildBundle, bundleEnabled, freshBundle, projectBundle, projectRoot, stampsMatch, stampsOf } from '../../../bin/bundle.mjs';
 import { deviceBootPath, deviceEntry } from '../../../host/channel/channel.ts';
 import type { DeviceConfig } from '../../../enclave/api/device.ts';
 import { createChannel } from '../../../host/channel/pool.ts';
@@ -45,6 +45,51 @@ describe('the bundle', () => {
     expect(fs.readdirSync(cache).filter((n) => n.startsWith('tmp-') && n.includes(`-${process.pid}-`))).toEqual([]);
   });
 
+  it('a later process takes the last build without running esbuild while nothing it was built from changed', () => {
+    const built = buildBundle();
+    // esbuild made unreachable: the child can only answer by taking the build as it is.
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(path.join(projectRoot(), 'bin', 'bundle.mjs'))}); console.log(m.projectBundle()?.dir ?? 'none')`], {
+      encoding: 'utf8',
+      env: { ...process.env, ESBUILD_BINARY_PATH: path.join(root, 'no-esbuild'), BKV_BUNDLE: '1' },
+    });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe(built.dir);
+    expect(freshBundle()?.dir).toBe(built.dir);
+  });
+
+  it('counts a build stale once a file or folder it read changed size or mtime, or is gone', () => {
+    const top = fs.mkdtempSync(path.join(root, 'stamps-'));
+    fs.mkdirSync(path.join(top, 'a', 'b'), { recursive: true });
+    fs.writeFileSync(path.join(top, 'a', 'b', 'x.ts'), 'export const x = 1;\n');
+    fs.writeFileSync(path.join(top, 'a', 'y.ts'), 'export const y = 2;\n');
+    const fresh = () => stampsOf(top, ['a/b/x.ts', 'a/y.ts']);
+    let stamps = fresh();
+    expect(stamps.map((s) => s[0])).toEqual(['a', 'a/b', 'a/b/x.ts', 'a/y.ts']);
+    expect(stampsMatch(top, stamps)).toBe(true);
+    // edited in place: same size, a later mtime
+    const x = path.join(top, 'a', 'b', 'x.ts');
+    const t = fs.statSync(x).mtime;
+    fs.writeFileSync(x, 'export const x = 3;\n');
+    fs.utimesSync(x, t, new Date(t.getTime() + 1000));
+    expect(stampsMatch(top, stamps)).toBe(false);
+    stamps = fresh();
+    // another size with the mtime put back
+    const t2 = fs.statSync(x).mtime;
+    fs.writeFileSync(x, 'export const x = 30;\n');
+    fs.utimesSync(x, t2, t2);
+    expect(stampsMatch(top, stamps)).toBe(false);
+    stamps = fresh();
+    // a file added next to an input (an import could now resolve to it), then that stamp's file gone
+    fs.writeFileSync(path.join(top, 'a', 'b', 'x.js'), '');
+    expect(stampsMatch(top, stamps)).toBe(false);
+    stamps = fresh();
+    expect(stampsMatch(top, stamps)).toBe(true);
+    fs.rmSync(path.join(top, 'a', 'y.ts'));
+    expect(stampsMatch(top, stamps)).toBe(false);
+    // stamps that are not stamps, or name a path outside the root
+    for (const bad of [undefined, 'junk', [], [['a', 0]], [['../a', 0, 0]], [[path.join(top, 'a'), 0, 0]], [[1, 0, 0]]]) expect(stampsMatch(top, bad as never)).toBe(false);
+  });
+
   it('finds the project root from wherever it runs', () => {
     expect(JSON.parse(fs.readFileSync(path.join(projectRoot(), 'package.json'), 'utf8')).name).toBe('backup-key-vault');
   });
@@ -52,7 +97,7 @@ describe('the bundle', () => {
   it('is on unless BKV_BUNDLE says 0', () => {
     const saved = process.env.BKV_BUNDLE;
     try {
-      for (const [v, on] of [[undefined, true], ['', true], ['1', true], ['true', true], ['0', false], ['false', false], ['off', false]] as const) {
+      for (const [v, on] of [[undefined, true], ['', true], ['1', true], ['true', true], ['build', true], ['0', false], ['false', false], ['off', false]] as const) {
         if (v === undefined) delete process.env.BKV_BUNDLE;
         else process.env.BKV_BUNDLE = v;
         expect(bundleEnabled(), `BKV_BUNDLE=${v}`).toBe(on);
@@ -110,7 +155,8 @@ describe('the bkv command', () => {
 
   it('says why and runs from source when the bundle can not build', () => {
     const r = spawnSync(process.execPath, [bkv, 'help'], {
-      env: { ...process.env, BKV_BUNDLE: '1', ESBUILD_BINARY_PATH: path.join(root, 'no-such-esbuild') },
+      // build: not the last build, which it would otherwise take without esbuild (freshBundle)
+      env: { ...process.env, BKV_BUNDLE: 'build', ESBUILD_BINARY_PATH: path.join(root, 'no-such-esbuild') },
       encoding: 'utf8',
     });
     expect(r.status).toBe(0);
