@@ -18,6 +18,6 @@ export function buildBundle(): ProjectBundle;
 export const BKV_NODE_FLAGS: readonly string[];
 /** One file or folder a build read: [path from the project root, size (0 for a folder), mtime in ms]. */
 export type Stamp = [string, number, number];
-export function stampsOf(top: string, files: readonly string[]): Stamp[];
+export function stampsOf(top: string, files: readonly string[], alone?: readonly string[]): Stamp[];
 export function stampsMatch(top: string, stamps: readonly Stamp[]): boolean;
 export function freshBundle(): ProjectBundle | undefined;

@@ -140,7 +140,7 @@ export function buildBundle() {
     prune(cache, dir);
     try {
       const inputs = Object.keys(JSON.parse(fs.readFileSync(`${tmp}.meta.json`, 'utf8')).inputs);
-      const stamps = stampsOf(top, [...inputs, ...STAMPED]);
+      const stamps = stampsOf(top, inputs, STAMPED);
       // A file changed while esbuild ran may be in the build as it was before: no stamp then.
       if (stamps.every((st) => st[2] < started - 50)) writeStamp(cache, { dir: path.basename(dir), stamps });
     } catch {
@@ -171,10 +171,12 @@ const STAMPED = ['bin/bundle.mjs', 'node_modules/esbuild/package.json', 'package
  * What a build's freshness is checked by, without building: every input esbuild read (its
  * metafile) and every folder holding one, each as [path from the root, size, mtime in ms] (a
  * folder's size and mtime change when a file is added to it or removed, which can change what an
- * import resolves to). A file edited in place changes its mtime.
+ * import resolves to). A file edited in place changes its mtime. `alone`: files stamped without
+ * their folders (bin/bundle.mjs, package.json, esbuild's version: nothing resolves next to them,
+ * and node_modules' own mtime moves whenever anything is installed or its cache folder is made).
  */
-export function stampsOf(top, files) {
-  const paths = new Set();
+export function stampsOf(top, files, alone = []) {
+  const paths = new Set(alone);
   for (const f of files) {
     paths.add(f);
     for (let d = path.dirname(f); d !== '.' && d !== '/' && d !== ''; d = path.dirname(d)) paths.add(d);

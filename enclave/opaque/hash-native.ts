@@ -392,7 +392,6 @@ const SELF_CHECK = {
   },
 } as const;
 
-
 /** Null when `h` gives the known answers (hash, one-shot HMAC, keyed HMAC), else what failed. */
 export function knownAnswerFault(h: NativeSha): string | null {
   const want = SELF_CHECK[h.outputLen === 32 ? 256 : 512];

@@ -65,6 +65,8 @@ describe('the bundle', () => {
     const fresh = () => stampsOf(top, ['a/b/x.ts', 'a/y.ts']);
     let stamps = fresh();
     expect(stamps.map((s) => s[0])).toEqual(['a', 'a/b', 'a/b/x.ts', 'a/y.ts']);
+    // a file stamped alone brings no folder of its own
+    expect(stampsOf(top, ['a/y.ts'], ['a/b/x.ts']).map((s) => s[0])).toEqual(['a', 'a/b/x.ts', 'a/y.ts']);
     expect(stampsMatch(top, stamps)).toBe(true);
     // edited in place: same size, a later mtime
     const x = path.join(top, 'a', 'b', 'x.ts');
