@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 /**
@@ -28,8 +29,18 @@ const ci = process.env.CI === 'true' || process.env.CI === '1';
 const MODULES = { softhsm: '/usr/lib/softhsm/libsofthsm2.so', p11kit: '/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so' } as const;
 const extra = process.env.BKV_TOKEN ? [] : (['softhsm', 'p11kit'] as const).filter((k) => ci || existsSync(MODULES[k]));
 
+/**
+ * Two test files at a time at least: most of a file's time is spent waiting on the processes,
+ * servers and disk it drives, and vitest's default (cores - 1) runs one file at a time on a
+ * 2-core machine. The six slowest files (adversarial, cli, cli-contract, sim, fleet processes,
+ * rows-catchup) took 448 s one at a time in a CI rehearsal (`.ci/run` on a clean clone) and 270 s
+ * two at a time (`npx vitest run --project all --maxWorkers=2` of those six files).
+ */
+const WORKERS = Math.max(2, availableParallelism() - 1);
+
 export default defineConfig({
   test: {
+    maxWorkers: WORKERS,
     testTimeout: 60_000,
     hookTimeout: 60_000,
     projects: [
