@@ -4,7 +4,8 @@ import { defineConfig } from 'vitest/config';
 
 /**
  * Three token backends (docs/testing.md): the emulator in-process, the emulator through
- * p11-kit-client.so (`p11kit`) and SoftHSM2. Project `all` runs every test file; the suites that
+ * p11-kit-client.so (`p11kit`) and SoftHSM2. Project `all` runs every test file but ALONE_FILES
+ * (below; project `alone` runs those); the suites that
  * iterate over tokens (test/helpers/tokens.ts describeTokens: vault, integrity, model, sealing per
  * profile, token conformance, requirements, differential, VaultHost) run there on every backend.
  * The firmware test files below run on one token, the first under test (test/helpers/platform.ts
@@ -42,8 +43,8 @@ const WORKERS = Math.max(2, availableParallelism() - 1);
  * Files that run alone, one at a time after all the others (project `alone`): fleets of member
  * processes, whose views change when a member misses a second of heartbeats (etcd's election
  * timeout), so that a machine busy with another file's processes turns their waits into
- * timeouts (a CI rehearsal with every file two at a time: rows-catchup's members changed views
- * 13 times and its copy never came).
+ * timeouts (a CI rehearsal with every file two at a time: rows-catchup's members went from view
+ * 44 to 57 while it waited, and the copy it waited for never came).
  */
 const ALONE_FILES = [
   'test/adversarial.test.ts',
