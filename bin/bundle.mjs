@@ -104,7 +104,7 @@ function hashFolder(dir) {
 /** Builds (or finds) the bundle; throws when esbuild fails or the cache can not be written. */
 export function buildBundle() {
   const top = projectRoot();
-  const cache = path.join(top, 'node_modules', '.cache', 'backup-key-vault');
+  const cache = cacheDir(top);
   fs.mkdirSync(cache, { recursive: true });
   const tmp = path.join(cache, `tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   const started = Date.now();
@@ -155,6 +155,9 @@ export function buildBundle() {
     fs.rmSync(`${tmp}.meta.json`, { force: true });
   }
 }
+
+/** Where builds and their stamps live: the project's node_modules, where its packages resolve from. */
+const cacheDir = (top) => path.join(top, 'node_modules', '.cache', 'backup-key-vault');
 
 const bundleIn = (dir) => {
   const at = (name) => path.join(dir, `${name}.js`);
@@ -220,13 +223,14 @@ function writeStamp(cache, stamp) {
  */
 export function freshBundle() {
   try {
-    const cache = path.join(projectRoot(), 'node_modules', '.cache', 'backup-key-vault');
+    const top = projectRoot();
+    const cache = cacheDir(top);
     const stamp = JSON.parse(fs.readFileSync(stampFile(cache), 'utf8'));
     if (typeof stamp?.dir !== 'string' || !/^build-[0-9a-f]{20}$/.test(stamp.dir)) return undefined;
     const dir = path.join(cache, stamp.dir);
     const b = bundleIn(dir);
     if (![b.cli, b.worker, b.process, b.firmware].every((f) => fs.existsSync(f))) return undefined;
-    if (!stampsMatch(projectRoot(), stamp.stamps)) return undefined;
+    if (!stampsMatch(top, stamp.stamps)) return undefined;
     const now = new Date();
     fs.utimesSync(dir, now, now);
     return b;
