@@ -48,7 +48,8 @@ interface PeerStatusJson {
 
 /**
  * The members worth asking for a copy, best first: normal, not behind, and with an applied batch
- * past `ownBatch` (followers first: a leader serves no copy; then the furthest).
+ * past `ownBatch` (followers first: a leader's store serves its clients' batches meanwhile; then
+ * the furthest).
  */
 export async function copySources(peers: readonly Peer[], ownBatch: number): Promise<(Peer & { appliedBatch: number })[]> {
   const all = await Promise.all(

@@ -4,11 +4,12 @@
  * the users' ids: only a member's host holding the fleet's peer secret is answered
  * (peer-auth.ts), before anything else is read or said.
  *
- * The answer is one consistent copy at one applied batch: the serving host pauses every write to
- * its store (its apply loop, a late leader batch) for the whole stream, so the rows are exactly
- * the state after the batch the header names. A member that leads (its batches would wait on the
- * copy) or is behind itself answers 409 ROWS_NOT_SERVED; the copier asks another. One copy at a
- * time (503 ROWS_BUSY). The stream, NDJSON (`application/x-ndjson`), live rows in record id order:
+ * The answer is one consistent copy at one applied batch: the rows are read from a snapshot of
+ * the member's store (RecordStore.snapshot), exactly the state after the batch the header names,
+ * while its writes go on (a leader's batches, a follower's apply loop). A member that is behind
+ * itself, or whose vault is not up, answers 409 ROWS_NOT_SERVED; the copier asks another. One
+ * copy at a time (503 ROWS_BUSY). The stream, NDJSON (`application/x-ndjson`), live rows in
+ * record id order:
  *
  *   {"format":"bkv-rows/1","member":1,"partition":0,"appliedBatch":41}
  *   {"id":"<base64url>","blob":"<base64url>"}            one per stored row with a blob
@@ -19,7 +20,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { once } from 'node:events';
-import type { RecordStore } from '../storage/types.ts';
+import type { StoreSnapshot } from '../storage/types.ts';
 import { ErrorCode, ServiceError } from '../service/error-codes.ts';
 import { sendError, sendJson } from '../service/http.ts';
 import { PEER_AUTH_SCHEME, type PeerAuthVerifier } from './peer-auth.ts';
@@ -29,7 +30,7 @@ export const ROWS_FORMAT = 'bkv-rows/1';
 export const ROWS_CONTENT_TYPE = 'application/x-ndjson';
 /** Rows read from the store at once while streaming. */
 const SCAN_CHUNK = 512;
-/** A copier that reads nothing for this long is cut off (the store's writes wait while a copy streams). */
+/** A copier that reads nothing for this long is cut off (a snapshot held open keeps SQLite's WAL from being checkpointed). */
 export const STALL_TIMEOUT_MS = 30_000;
 
 /** The rows endpoint's refusals (host/service/error-codes.ts, 6024-6028): `{ error: { code, num, message } }`. */
@@ -45,10 +46,10 @@ export function sendRowsError(res: ServerResponse, code: RowsErrorName, why?: st
 
 /** What the endpoint needs of the member's vault (vault-node.ts FleetVaultNode). */
 export interface RowsSource {
-  /** Why this member serves no copy now (it leads, it is behind, its vault is not up), or null. */
+  /** Why this member serves no copy now (it is behind, its vault is not up), or null. */
   rowsRefusal(): string | null;
-  /** Stops every write to the store until `release`; resolves once none is in progress. */
-  pauseWrites(): Promise<{ store: RecordStore; release: () => void }>;
+  /** One consistent read of the member's stored rows while its writes go on. */
+  rowsSnapshot(): Promise<StoreSnapshot>;
 }
 
 export function rowsEndpoint(self: number, source: () => RowsSource | null, verifier: PeerAuthVerifier, log: (line: string) => void): (req: IncomingMessage, res: ServerResponse) => void {
@@ -73,10 +74,16 @@ export function rowsEndpoint(self: number, source: () => RowsSource | null, veri
 }
 
 async function stream(s: RowsSource, self: number, to: number, res: ServerResponse, log: (line: string) => void): Promise<void> {
-  const { store, release } = await s.pauseWrites();
+  let snap: StoreSnapshot;
+  try {
+    snap = await s.rowsSnapshot();
+  } catch (e) {
+    log(`a copy of the stored rows for member ${to} was not served: its store could not be read (${e instanceof Error ? e.message : String(e)})`);
+    return sendRowsError(res, 'ROWS_NOT_SERVED', 'its store could not be read now');
+  }
   let rows = 0;
   try {
-    const appliedBatch = (await store.appliedEpoch(0)) ?? 0;
+    const appliedBatch = snap.appliedEpoch ?? 0;
     res.writeHead(200, { 'content-type': ROWS_CONTENT_TYPE, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
     const write = async (line: string) => {
       if (!res.write(line + '\n')) {
@@ -93,7 +100,7 @@ async function stream(s: RowsSource, self: number, to: number, res: ServerRespon
       }
     };
     await write(JSON.stringify({ format: ROWS_FORMAT, member: self, partition: 0, appliedBatch }));
-    for await (const chunk of store.scan(0, SCAN_CHUNK)) {
+    for await (const chunk of snap.scan(SCAN_CHUNK)) {
       for (const r of chunk) {
         if (r.blob.length === 0) continue; // a tombstone: absent at the copier too
         await write(JSON.stringify({ id: Buffer.from(r.recordId).toString('base64url'), blob: Buffer.from(r.blob).toString('base64url') }));
@@ -107,6 +114,6 @@ async function stream(s: RowsSource, self: number, to: number, res: ServerRespon
     log(`a copy of the stored rows for member ${to} stopped after ${rows} rows: ${e instanceof Error ? e.message : String(e)}`);
     res.destroy();
   } finally {
-    release();
+    await snap.close().catch((e: unknown) => log(`closing the snapshot of a copy failed: ${e instanceof Error ? e.message : String(e)}`));
   }
 }

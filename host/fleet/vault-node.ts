@@ -30,7 +30,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { openStore } from '../storage/index.ts';
 import { openSqliteStore } from '../storage/sqlite.ts';
-import type { BatchWrite, RecordStore, StoredAuditEvent } from '../storage/types.ts';
+import type { BatchWrite, RecordStore, StoreSnapshot, StoredAuditEvent } from '../storage/types.ts';
 import { EnclaveCallError, PartitionEngine, type OpResult } from '../vault/engine.ts';
 import type { VaultInfo } from '../vault/vault-host.ts';
 import { downloadRows, removeStaging, STAGING_DONE, stagingPath, type Peer } from './row-copy.ts';
@@ -66,8 +66,6 @@ class FleetCommitStore implements RecordStore {
   constructor(
     private readonly inner: RecordStore,
     private readonly settled: (epoch: number) => Promise<Fate>,
-    /** Runs a store write once no copy of the rows is being served (FleetVaultNode.pauseWrites). */
-    private readonly gate: <T>(write: () => Promise<T>) => Promise<T>,
   ) {}
   get kind() {
     return this.inner.kind;
@@ -79,13 +77,16 @@ class FleetCommitStore implements RecordStore {
     const fate = await this.settled(epoch);
     // not committed: nothing persisted; the answers stay in the device, and it reboots (the batch's guesses were not charged by a majority, or will be found committed at load)
     if (fate !== 'committed') throw new ServiceError('UNAVAILABLE', { retryAfterSeconds: 1, cause: new Error(`the fleet did not commit batch ${epoch} (${fate})`) });
-    return this.gate(() => this.inner.applyBatch(p, epoch, writes, audit));
+    return this.inner.applyBatch(p, epoch, writes, audit);
   }
   appliedEpoch(p: number) {
     return this.inner.appliedEpoch(p);
   }
   scan(p: number, chunk: number) {
     return this.inner.scan(p, chunk);
+  }
+  snapshot(p: number) {
+    return this.inner.snapshot(p);
   }
   compact(p: number, before: number) {
     return this.inner.compact(p, before);
@@ -114,9 +115,6 @@ export class FleetVaultNode implements RowsSource {
   private closed = false;
   private now = 0;
   private readonly waiters = new Set<() => void>();
-  /** Copies of the rows being served (writes wait), and store writes in progress. */
-  private paused = 0;
-  private writing = 0;
   private copying = false;
   private copyAttempts = 0;
   private nextCopyAt = 0;
@@ -159,7 +157,7 @@ export class FleetVaultNode implements RowsSource {
         }
       },
     };
-    const engine = new PartitionEngine(flushing, new FleetCommitStore(this.store, (e) => this.settled(device, e), (w) => this.gate(w)), 0, 10_000, MAX_OPS_PER_BATCH, false);
+    const engine = new PartitionEngine(flushing, new FleetCommitStore(this.store, (e) => this.settled(device, e)), 0, 10_000, MAX_OPS_PER_BATCH, false);
     engine.onFailure = (e) => {
       this.o.log(`vault: a batch was not committed by the fleet (${e instanceof Error ? e.message : String(e)}); rebooting the device`);
       void this.reboot();
@@ -409,33 +407,12 @@ export class FleetVaultNode implements RowsSource {
   rowsRefusal(): string | null {
     const d = this.device;
     if (!d || !this.engine || this.rebooting || this.closed) return 'its vault is not up';
-    if (d.isLeader()) return 'it leads the fleet';
     if (d.status().behind) return 'it is behind itself';
     return null;
   }
 
-  async pauseWrites(): Promise<{ store: RecordStore; release: () => void }> {
-    this.paused++;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      this.paused--;
-      void this.applyLoop();
-    };
-    while (this.writing > 0 && !this.closed) await sleep(5);
-    return { store: this.store, release };
-  }
-
-  /** A store write, once no copy is being served. */
-  private async gate<T>(write: () => Promise<T>): Promise<T> {
-    while (this.paused > 0 && !this.closed) await sleep(10);
-    this.writing++;
-    try {
-      return await write();
-    } finally {
-      this.writing--;
-    }
+  rowsSnapshot(): Promise<StoreSnapshot> {
+    return this.store.snapshot(0);
   }
 
   /** The operator's approval of a charter change, to the device (hsm/fleet/charters.ts); a FleetFault when refused, an Error while the device is down. */
@@ -455,7 +432,7 @@ export class FleetVaultNode implements RowsSource {
 
   /** A follower's host: the log's committed batches its vault has not applied, in order (Apply, persist, Commit). */
   private async applyLoop(): Promise<void> {
-    if (this.applying || this.paused > 0) return;
+    if (this.applying) return;
     const engine = this.engine;
     const device = this.device;
     if (!engine || !device) return;
@@ -476,7 +453,7 @@ export class FleetVaultNode implements RowsSource {
           throw e;
         }
         taken = true;
-        await this.gate(() => this.store.applyBatch(0, b.epoch, prepared.writes, prepared.audit));
+        await this.store.applyBatch(0, b.epoch, prepared.writes, prepared.audit);
         await engine.call({ type: 'Commit', epoch: b.epoch });
         taken = false;
         this.applied++;

@@ -41,7 +41,7 @@ export const ErrorCode = {
   PEER_AUTH_REQUIRED: { num: 6024, status: 401, message: 'this route is for the fleet\'s members: a peer credential is required' },
   PEER_AUTH_REFUSED: { num: 6025, status: 403, message: 'the peer credential is refused' },
   PEER_AUTH_BUSY: { num: 6026, status: 503, message: 'too many peer credentials in the window; retry later' },
-  ROWS_NOT_SERVED: { num: 6027, status: 409, message: 'this member serves no copy of its rows now; ask a follower that is not behind' },
+  ROWS_NOT_SERVED: { num: 6027, status: 409, message: 'this member serves no copy of its rows now; ask another member that is not behind' },
   ROWS_BUSY: { num: 6028, status: 503, message: 'a copy of the rows is being served; retry later' },
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;

@@ -45,7 +45,7 @@ import pg from 'pg';
 import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts';
 import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
 import { StorageCode, StorageError } from './types.ts';
-import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
+import type { BatchWrite, RecordStore, StoreSnapshot, StoreStats, StoredRecord } from './types.ts';
 
 export interface PostgresStoreOptions {
   /** Pool size (connections). Default 10. */
@@ -280,11 +280,69 @@ function lockKey(schema: string): string {
   return createHash('sha256').update(`${APP_ID}:${schema}`).digest().readBigInt64BE(0).toString();
 }
 
+/** The applied epoch a `meta` read gives (null: none); Corrupt for a value that is not one. */
+function epochOf(rows: readonly { value: string }[], partition: number): number | null {
+  if (rows.length === 0) return null;
+  const v = Number(rows[0]!.value);
+  if (!/^\d+$/.test(rows[0]!.value) || !Number.isSafeInteger(v)) throw new StorageError(StorageCode.Corrupt, `meta: epoch/${partition} is not an epoch`);
+  return v;
+}
+
+/** A snapshot on one pooled connection, in one REPEATABLE READ READ ONLY transaction until closed. */
+class PgSnapshot implements StoreSnapshot {
+  private client: pg.PoolClient | null;
+  constructor(
+    client: pg.PoolClient,
+    private readonly text: string,
+    private readonly name: string,
+    private readonly partition: number,
+    readonly appliedEpoch: number | null,
+    private readonly secrets: readonly string[],
+    private readonly onClose: () => void,
+  ) {
+    this.client = client;
+  }
+  async *scan(chunkSize: number): AsyncGenerator<StoredRecord[], void, undefined> {
+    checkChunkSize(chunkSize);
+    const limit = Math.min(chunkSize, 0x7fffffff);
+    let after: Buffer = Buffer.alloc(0); // sorts before every record id (ids are 1..64 bytes)
+    for (;;) {
+      const client = this.client;
+      if (client === null) throw new StorageError(StorageCode.Closed, 'snapshot is closed');
+      let rows: RecordRow[];
+      try {
+        rows = (await client.query<RecordRow>({ name: this.name, text: this.text, values: [this.partition, after, limit] })).rows;
+      } catch (e) {
+        throw pgToStorageError(e, 'snapshot scan', this.secrets);
+      }
+      if (rows.length === 0) return;
+      after = rows[rows.length - 1]!.record_id;
+      yield rows.map(toRecord);
+      if (rows.length < limit) return;
+    }
+  }
+  async close(): Promise<void> {
+    const client = this.client;
+    this.client = null;
+    if (client === null) return;
+    this.onClose();
+    try {
+      await client.query('COMMIT');
+      client.release();
+    } catch (e) {
+      client.release(true); // a connection whose transaction did not end is not reused
+      throw pgToStorageError(e, 'snapshot close', this.secrets);
+    }
+  }
+}
+
 // ---- the store ------------------------------------------------------------------------------
 
 class PgRecordStore implements PostgresRecordStore {
   readonly kind = 'postgres' as const;
   private pool: pg.Pool | null;
+  /** Snapshots open on this store (closed with it). */
+  private readonly snapshots = new Set<PgSnapshot>();
   private readonly sql: ReturnType<typeof statements>;
   private readonly names: Record<keyof ReturnType<typeof statements>, string>;
 
@@ -387,11 +445,30 @@ class PgRecordStore implements PostgresRecordStore {
   async appliedEpoch(partition: number): Promise<number | null> {
     this.live();
     checkPartition(partition);
-    const rows = await this.run<{ value: string }>('appliedEpoch', 'epoch', [partition]);
-    if (rows.length === 0) return null;
-    const v = Number(rows[0]!.value);
-    if (!/^\d+$/.test(rows[0]!.value) || !Number.isSafeInteger(v)) throw new StorageError(StorageCode.Corrupt, `meta: epoch/${partition} is not an epoch`);
-    return v;
+    return epochOf(await this.run<{ value: string }>('appliedEpoch', 'epoch', [partition]), partition);
+  }
+
+  async snapshot(partition: number): Promise<StoreSnapshot> {
+    const pool = this.live();
+    checkPartition(partition);
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (e) {
+      throw pgToStorageError(e, 'snapshot: a connection', this.secrets);
+    }
+    try {
+      // every statement of a REPEATABLE READ transaction sees the snapshot its first one took
+      // (postgresql.org/docs/current/transaction-iso.html#XACT-REPEATABLE-READ)
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const epoch = epochOf((await client.query<{ value: string }>({ name: this.names.epoch, text: this.sql.epoch, values: [partition] })).rows, partition);
+      const snap = new PgSnapshot(client, this.sql.scan, this.names.scan, partition, epoch, this.secrets, () => this.snapshots.delete(snap));
+      this.snapshots.add(snap);
+      return snap;
+    } catch (e) {
+      client.release(true);
+      throw pgToStorageError(e, 'snapshot', this.secrets);
+    }
   }
 
   async auditEvents(partition: number, fromSeq: number, limit: number): Promise<AuditEvent[]> {
@@ -422,6 +499,8 @@ class PgRecordStore implements PostgresRecordStore {
   }
 
   async close(): Promise<void> {
+    // the pool's end waits for every connection out: a snapshot's first
+    for (const snap of [...this.snapshots]) await snap.close().catch(() => undefined);
     const pool = this.pool;
     this.pool = null;
     if (pool === null) return;

@@ -30,7 +30,7 @@ import Database from 'better-sqlite3';
 import type { AuditEvent, StoredAuditEvent } from '../../enclave/api/messages.ts';
 import { checkAuditRange, checkBatch, checkChunkSize, checkCompact, checkId, checkPartition, decodeAuditRow, invalid } from './check.ts';
 import { StorageCode, StorageError } from './types.ts';
-import type { BatchWrite, RecordStore, StoreStats, StoredRecord } from './types.ts';
+import type { BatchWrite, RecordStore, StoreSnapshot, StoreStats, StoredRecord } from './types.ts';
 
 export interface SqliteStoreOptions {
   /** How long a call waits for a lock held by another connection before failing with Busy. Default 5000 ms. */
@@ -209,7 +209,13 @@ class SqliteRecordStore implements RecordStore {
   private readonly getInStatements: Database.Statement[] = [];
   private readonly applyTx: (p: number, epoch: number, writes: BatchWrite[], events: Uint8Array[], seqs: number[], minSeq: number | null) => void;
 
-  constructor(db: Database.Database) {
+  /** Snapshots open on this store (closed with it). */
+  private readonly snapshots = new Set<SqliteSnapshot>();
+
+  constructor(
+    db: Database.Database,
+    private readonly busyTimeoutMs: number,
+  ) {
     this.db = db;
     const s = prepareAll(db);
     this.s = s;
@@ -281,19 +287,41 @@ class SqliteRecordStore implements RecordStore {
   async *scan(partition: number, chunkSize: number): AsyncGenerator<StoredRecord[], void, undefined> {
     checkPartition(partition);
     checkChunkSize(chunkSize);
-    let after: Buffer | null = null;
-    for (;;) {
-      this.live();
-      let rows: RecordRow[];
+    yield* scanChunks(() => (this.live(), this.s), partition, chunkSize, 'scan');
+  }
+
+  async snapshot(partition: number): Promise<StoreSnapshot> {
+    const db = this.live();
+    checkPartition(partition);
+    if (db.memory) {
+      // a throwaway store has no file for a second connection: its rows read in one synchronous
+      // call are one state (nothing runs between two statements of it)
       try {
-        rows = (after === null ? this.s.scanFirst.all(partition, chunkSize) : this.s.scanNext.all(partition, after, chunkSize)) as RecordRow[];
+        const epoch = readEpoch(this.s, partition);
+        const rows = (this.s.scanFirst.all(partition, Number.MAX_SAFE_INTEGER) as RecordRow[]).map(toRecord);
+        return heldSnapshot(epoch, rows);
       } catch (e) {
-        throw toStorageError(e, 'scan');
+        throw toStorageError(e, 'snapshot');
       }
-      if (rows.length === 0) return;
-      after = rows[rows.length - 1]!.record_id;
-      yield rows.map(toRecord);
-      if (rows.length < chunkSize) return;
+    }
+    let r: Database.Database;
+    try {
+      r = new Database(db.name, { readonly: true, fileMustExist: true, timeout: this.busyTimeoutMs });
+    } catch (e) {
+      throw toStorageError(e, 'snapshot: open a read connection');
+    }
+    try {
+      const st = prepareReads(r);
+      // the read transaction's snapshot is taken at its first read (sqlite.org/isolation.html:
+      // a reader in WAL mode sees the database as of the start of its read transaction)
+      r.exec('BEGIN');
+      const epoch = readEpoch(st, partition);
+      const snap = new SqliteSnapshot(r, st, partition, epoch, () => this.snapshots.delete(snap));
+      this.snapshots.add(snap);
+      return snap;
+    } catch (e) {
+      r.close();
+      throw toStorageError(e, 'snapshot');
     }
   }
 
@@ -310,16 +338,11 @@ class SqliteRecordStore implements RecordStore {
   async appliedEpoch(partition: number): Promise<number | null> {
     this.live();
     checkPartition(partition);
-    let row: { value: unknown } | undefined;
     try {
-      row = this.s.epochGet.get(epochKey(partition)) as { value: unknown } | undefined;
+      return readEpoch(this.s, partition);
     } catch (e) {
       throw toStorageError(e, 'appliedEpoch');
     }
-    if (row === undefined) return null;
-    const v = Number(row.value);
-    if (!Number.isSafeInteger(v) || v < 0) throw new StorageError(StorageCode.Corrupt, `meta: ${epochKey(partition)} is not an epoch`);
-    return v;
   }
 
   async auditEvents(partition: number, fromSeq: number, limit: number): Promise<AuditEvent[]> {
@@ -345,6 +368,7 @@ class SqliteRecordStore implements RecordStore {
   }
 
   async close(): Promise<void> {
+    for (const snap of [...this.snapshots]) await snap.close();
     const db = this.db;
     this.db = null;
     if (db === null || !db.open) return;
@@ -356,6 +380,99 @@ class SqliteRecordStore implements RecordStore {
   }
 }
 
+/** The statements a read needs (the store's own, or a snapshot's read connection's). */
+type Reads = Pick<ReturnType<typeof prepareAll>, 'epochGet' | 'scanFirst' | 'scanNext'>;
+
+function prepareReads(db: Database.Database): Reads {
+  return {
+    epochGet: db.prepare(EPOCH_GET),
+    scanFirst: db.prepare(SCAN_FIRST),
+    scanNext: db.prepare(SCAN_NEXT),
+  };
+}
+
+/** The partition's applied epoch (null: none); Corrupt for a value that is not one. */
+function readEpoch(s: Reads, partition: number): number | null {
+  const row = s.epochGet.get(epochKey(partition)) as { value: unknown } | undefined;
+  if (row === undefined) return null;
+  const v = Number(row.value);
+  if (!Number.isSafeInteger(v) || v < 0) throw new StorageError(StorageCode.Corrupt, `meta: ${epochKey(partition)} is not an epoch`);
+  return v;
+}
+
+/** Every row of the partition in record id order, `chunkSize` at a time, through `reads()` (which throws Closed once the connection is gone). */
+function* scanChunks(reads: () => Reads, partition: number, chunkSize: number, what: string): Generator<StoredRecord[], void, undefined> {
+  let after: Buffer | null = null;
+  for (;;) {
+    let rows: RecordRow[];
+    try {
+      const s = reads();
+      rows = (after === null ? s.scanFirst.all(partition, chunkSize) : s.scanNext.all(partition, after, chunkSize)) as RecordRow[];
+    } catch (e) {
+      throw toStorageError(e, what);
+    }
+    if (rows.length === 0) return;
+    after = rows[rows.length - 1]!.record_id;
+    yield rows.map(toRecord);
+    if (rows.length < chunkSize) return;
+  }
+}
+
+/** A snapshot on a read-only connection of its own, in one read transaction until closed. */
+class SqliteSnapshot implements StoreSnapshot {
+  private db: Database.Database | null;
+  constructor(
+    db: Database.Database,
+    private readonly st: Reads,
+    private readonly partition: number,
+    readonly appliedEpoch: number | null,
+    private readonly onClose: () => void,
+  ) {
+    this.db = db;
+  }
+  private reads(): Reads {
+    if (this.db === null) throw new StorageError(StorageCode.Closed, 'snapshot is closed');
+    return this.st;
+  }
+  async *scan(chunkSize: number): AsyncGenerator<StoredRecord[], void, undefined> {
+    checkChunkSize(chunkSize);
+    yield* scanChunks(() => this.reads(), this.partition, chunkSize, 'snapshot scan');
+  }
+  async close(): Promise<void> {
+    const db = this.db;
+    this.db = null;
+    if (db === null) return;
+    this.onClose();
+    try {
+      if (db.inTransaction) db.exec('COMMIT');
+    } finally {
+      db.close();
+    }
+  }
+}
+
+/** A snapshot whose rows are already read (a throwaway store's). */
+function heldSnapshot(appliedEpoch: number | null, rows: readonly StoredRecord[]): StoreSnapshot {
+  let open = true;
+  return {
+    appliedEpoch,
+    async *scan(chunkSize: number) {
+      checkChunkSize(chunkSize);
+      for (let at = 0; at === 0 || at < rows.length; at += chunkSize) {
+        if (!open) throw new StorageError(StorageCode.Closed, 'snapshot is closed');
+        if (at < rows.length) yield rows.slice(at, at + chunkSize);
+      }
+    },
+    async close() {
+      open = false;
+    },
+  };
+}
+
+const EPOCH_GET = 'SELECT value FROM meta WHERE key = ?';
+const SCAN_FIRST = 'SELECT record_id, blob, epoch FROM records WHERE partition = ? ORDER BY record_id LIMIT ?';
+const SCAN_NEXT = 'SELECT record_id, blob, epoch FROM records WHERE partition = ? AND record_id > ? ORDER BY record_id LIMIT ?';
+
 function prepareAll(db: Database.Database) {
   return {
     upsert: db.prepare(
@@ -365,11 +482,9 @@ function prepareAll(db: Database.Database) {
     auditSupersede: db.prepare('DELETE FROM audit WHERE partition = ? AND seq >= ?'),
     auditInsert: db.prepare('INSERT INTO audit (partition, seq, event) VALUES (?, ?, ?)'),
     epochSet: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
-    epochGet: db.prepare('SELECT value FROM meta WHERE key = ?'),
-    scanFirst: db.prepare('SELECT record_id, blob, epoch FROM records WHERE partition = ? ORDER BY record_id LIMIT ?'),
-    scanNext: db.prepare(
-      'SELECT record_id, blob, epoch FROM records WHERE partition = ? AND record_id > ? ORDER BY record_id LIMIT ?',
-    ),
+    epochGet: db.prepare(EPOCH_GET),
+    scanFirst: db.prepare(SCAN_FIRST),
+    scanNext: db.prepare(SCAN_NEXT),
     // `length(blob) = 0` as written in the index's WHERE: the planner uses records_tombstones
     compact: db.prepare('DELETE FROM records WHERE partition = ? AND epoch < ? AND length(blob) = 0'),
     auditRange: db.prepare('SELECT seq, event FROM audit WHERE partition = ? AND seq >= ? ORDER BY seq LIMIT ?'),
@@ -428,7 +543,7 @@ export async function openSqliteStore(path: string, opts: SqliteStoreOptions = {
     }
     const found = migrate(db);
     if (found > 0 && found < SQLITE_SCHEMA_VERSION) reclaimFreedPages(db);
-    return new SqliteRecordStore(db);
+    return new SqliteRecordStore(db, busyTimeoutMs);
   } catch (e) {
     try {
       db.close();

@@ -84,6 +84,17 @@ export interface RecordStore {
   scan(partition: number, chunkSize: number): AsyncIterable<StoredRecord[]>;
 
   /**
+   * One consistent read of the partition while writes go on: its applied epoch and every row
+   * exactly as the state after that one batch, however many batches are applied meanwhile (a
+   * copy of the rows for another fleet member, host/fleet/rows-endpoint.ts). SQLite: a second,
+   * read-only connection in one read transaction (WAL); PostgreSQL: one pooled connection in a
+   * REPEATABLE READ READ ONLY transaction. Hold it briefly and close it: while it is open SQLite
+   * can not checkpoint its WAL past it (the WAL grows with every write meanwhile) and PostgreSQL
+   * can not vacuum the rows changed since. Rejects with Closed on a closed store.
+   */
+  snapshot(partition: number): Promise<StoreSnapshot>;
+
+  /**
    * Removes the tombstone rows (empty blob) of the partition written at an epoch below
    * `beforeEpoch`; no other row is touched. To the enclave an empty-blob row and no row are the
    * same, so this is safe at any epoch; VaultHost calls it from time to time (`compactEveryMs`,
@@ -99,6 +110,16 @@ export interface RecordStore {
   stats(): Promise<StoreStats>;
 
   /** Closes the store; later calls reject with Closed. Closing twice is harmless. */
+  close(): Promise<void>;
+}
+
+/** A consistent read of one partition (RecordStore.snapshot). */
+export interface StoreSnapshot {
+  /** The epoch of the last batch applied in this state (null: none). */
+  readonly appliedEpoch: number | null;
+  /** Every row of this state exactly once, in record id order, in chunks of at most `chunkSize` rows (scan's contract, without its caveat). */
+  scan(chunkSize: number): AsyncIterable<StoredRecord[]>;
+  /** Ends the read (its connection closed or returned). Closing twice is harmless; a scan after it rejects with Closed. */
   close(): Promise<void>;
 }
 

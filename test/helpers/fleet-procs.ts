@@ -154,6 +154,7 @@ export class ProcFleet {
     // BKV_TEST_PROC_LOGS=DIR keeps every member's whole log (for a failure that needs more than the tail a test prints)
     const keep = process.env.BKV_TEST_PROC_LOGS;
     if (keep) {
+      mkdirSync(keep, { recursive: true });
       const file = join(keep, `${this.root.split('/').pop()}-${p.label}.log`);
       child.stderr!.on('data', (d: Buffer) => appendFileSync(file, d));
     }

@@ -81,6 +81,9 @@ export class FaultyStore implements RecordStore {
   scan(partition: number, chunkSize: number): AsyncIterable<StoredRecord[]> {
     return this.inner.scan(partition, chunkSize);
   }
+  snapshot(partition: number) {
+    return this.inner.snapshot(partition);
+  }
   appliedEpoch(partition: number): Promise<number | null> {
     return this.inner.appliedEpoch(partition);
   }
@@ -106,6 +109,7 @@ export class FaultyStore implements RecordStore {
       getMany: (saved.getMany as RecordStore['getMany']).bind(host.store),
       applyBatch: (saved.applyBatch as RecordStore['applyBatch']).bind(host.store),
       scan: (saved.scan as RecordStore['scan']).bind(host.store),
+      snapshot: host.store.snapshot.bind(host.store),
       appliedEpoch: host.store.appliedEpoch.bind(host.store),
       compact: host.store.compact.bind(host.store),
       auditEvents: host.store.auditEvents.bind(host.store),

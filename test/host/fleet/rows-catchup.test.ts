@@ -4,14 +4,16 @@
  *   1. a follower SIGKILLed while more batches commit than the log keeps (VAULT_LOG_KEEP), then
  *      restarted with the only member it can copy from serving one altered row (a fake member in
  *      this file in front of a real follower): the device refuses the copy, the member stays
- *      behind and its store holds its own rows; restarted with the real members, its host copies
- *      a follower's rows (the fleet committing meanwhile), the device takes them, every member's
+ *      behind and its store holds its own rows; restarted with only the leader's api address open,
+ *      its host copies the leader's rows (read from a snapshot while the fleet commits, its
+ *      batches written meanwhile), the device takes them, every member's
  *      vault.db holds the same rows at the same applied batch, and it applies the next batch as
  *      a follower; killed behind again with a whole copy marked in its folder and its store half
  *      rewritten, it finishes the copy at start;
  *   2. GET /fleet/rows answers nothing without the fleet's peer secret: no, malformed, oversized,
  *      wrong, stale, replayed or another path's credential (401/403 with a typed error), another
- *      method, a query or a body (405/400/413); a leader 409; a valid one the NDJSON copy;
+ *      method, a query or a body (405/400/413); a valid one the NDJSON copy, from a follower and
+ *      from the leader;
  *   3. the copier (row-copy.ts downloadRows) refuses a copy whose framing is broken (no or another
  *      member's header, truncated, a wrong count, ids out of order or repeated, a non-canonical or
  *      oversized field, a line over the bound, a line after the end, a refusal, another content
@@ -134,7 +136,7 @@ describe('catch-up by stored rows between member processes', () => {
     await f?.close();
   });
 
-  it('a member behind the log refuses a forged copy and keeps its rows, then takes a follower\'s copy, matches every member and follows', async () => {
+  it('a member behind the log refuses a forged copy and keeps its rows, then takes the leader\'s copy under load, matches every member and follows', async () => {
     onTestFailed(() => console.log(`member logs:\n${f.events.join('\n')}\n${f.procs.map((p) => p && `${p.label}:\n${p.log.split('\n').slice(-30).join('\n')}`).join('\n')}`));
     const c = await sdk();
     for (let i = 0; i < 3; i++) await register(c, `early${i}`);
@@ -176,9 +178,14 @@ describe('catch-up by stored rows between member processes', () => {
     // its own rows, untouched
     expect(rowsOf(t)).toEqual(own);
 
-    // restarted with the real members while the fleet keeps committing: its host copies a
-    // follower's rows and the device takes them
-    const p = await f.start(t);
+    // restarted with only the leader's api address open while the fleet keeps committing: its
+    // host copies the leader's rows (a snapshot of its store, its batches written meanwhile) and
+    // the device takes them only if they are one state the fleet committed
+    const shut = await freePort();
+    const real = checkFleetConfig(JSON.parse(readFileSync(f.fleetFile, 'utf8')));
+    const leaderOnly = join(f.root, 'fleet-leader-only.json');
+    writeFileSync(leaderOnly, fleetJson({ ...real, members: real.members.map((m) => (m.id === follower ? { ...m, api: { host: '127.0.0.1', port: shut } } : m)) }));
+    const p = await f.start(t, { fleet: leaderOnly });
     let busy = true;
     let extra = 0;
     // four clients at once: batches follow each other closely, as under real load
@@ -199,7 +206,8 @@ describe('catch-up by stored rows between member processes', () => {
     expect(new Set(all.map((s) => s.appliedBatch))).toEqual(new Set([caught]));
     // (at least one batch per two of the four clients' registrations: a batch may carry several)
     expect(caught).toBeGreaterThanOrEqual(top + Math.ceil(extra / 2));
-    expect(p.log).toMatch(/attempt \d+: took \d+ rows at batch \d+ from member/);
+    expect(p.log).toMatch(new RegExp(`attempt \\d+: took \\d+ rows at batch \\d+ from member ${leader}\\b`));
+    expect(f.procs[leader]!.log).toMatch(new RegExp(`served a copy of \\d+ stored rows at batch \\d+ to member ${t}\\b`));
     // a real member's copy is never refused: the host waits until its log names the copy's batch committed
     expect(p.log).not.toMatch(/the device refused/);
     f.note(`${extra} registrations during the copy; ${p.log.split('\n').filter((l) => /catch-up/.test(l)).join('; ')}`);
@@ -255,7 +263,7 @@ describe('catch-up by stored rows between member processes', () => {
     for (const i of [0, 1, 2]) expect(rowsOf(i), `member ${i}`).toEqual(wantEnd);
   }, 600_000);
 
-  it('GET /fleet/rows answers only a member\'s valid, fresh, unreplayed credential; a leader serves no copy', async () => {
+  it('GET /fleet/rows answers only a member\'s valid, fresh, unreplayed credential; the leader serves a copy too', async () => {
     const all = await settled();
     const leader = all.find((s) => s.leader?.id === s.member)!.member;
     const fo = [0, 1, 2].find((i) => i !== leader)!;
@@ -321,8 +329,14 @@ describe('catch-up by stored rows between member processes', () => {
     await refusedWith(ask(fo, { method: 'POST', auth: peerCredential(key, asker, 'POST', ROWS_PATH), body: '{}' }), 405, 'METHOD_NOT_ALLOWED');
     await refusedWith(ask(fo, { path: `${ROWS_PATH}?from=0`, auth: peerCredential(key, asker, 'GET', `${ROWS_PATH}?from=0`) }), 400, 'BAD_REQUEST');
     await refusedWith(ask(fo, { auth: peerCredential(key, asker, 'GET', ROWS_PATH), body: 'x'.repeat(100) }), 413, 'PAYLOAD_TOO_LARGE');
-    // a leader serves no copy (its batches would wait on it)
-    await refusedWith(ask(leader, { auth: peerCredential(key, fo, 'GET', ROWS_PATH) }), 409, 'ROWS_NOT_SERVED');
+    // the leader serves a copy too (from a snapshot of its store: its batches do not wait on it)
+    const fromLeader = await ask(leader, { auth: peerCredential(key, fo, 'GET', ROWS_PATH) });
+    expect(fromLeader.status, fromLeader.body).toBe(200);
+    const led = fromLeader.body.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(led[0]).toMatchObject({ format: 'bkv-rows/1', member: leader, partition: 0, appliedBatch: all[0]!.appliedBatch });
+    const ledRows = led.slice(1, -1) as { id: string; blob: string }[];
+    expect(led.at(-1)).toEqual({ end: true, rows: ledRows.length });
+    expect(new Map(ledRows.map((r) => [Buffer.from(r.id, 'base64url').toString('hex'), Buffer.from(r.blob, 'base64url').toString('hex')]))).toEqual(rowsOf(leader));
   }, 180_000);
 });
 

@@ -3,14 +3,15 @@
  * 2 KiB read by a copier that pauses: the stream waits for the socket to drain hundreds of times,
  * and each wait takes its listeners off the response again (no MaxListenersExceededWarning, the
  * response's listener counts back to where they started), the copy arrives whole and in order,
- * and the store's writes are released at the end.
+ * and the store's snapshot is closed at the end; a copier that goes away midway gets its snapshot
+ * closed too, and a store that can not be read answers 409 ROWS_NOT_SERVED without its error.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { peerCredential, PeerAuthVerifier } from '../../../host/fleet/peer-auth.ts';
 import { ROWS_PATH, rowsEndpoint, type RowsSource } from '../../../host/fleet/rows-endpoint.ts';
-import type { RecordStore, StoredRecord } from '../../../host/storage/types.ts';
+import type { StoredRecord, StoreSnapshot } from '../../../host/storage/types.ts';
 
 const KEY = new Uint8Array(32).fill(9);
 const ROWS = 4000;
@@ -21,18 +22,24 @@ function rowOf(i: number): StoredRecord {
   return { recordId, blob: new Uint8Array(BLOB).fill(i & 0xff) } as StoredRecord;
 }
 
-/** What the endpoint reads of a store: its applied batch and a scan in record id order. */
-const store = {
-  appliedEpoch: async () => 77,
-  async *scan(_p: number, chunk: number) {
-    for (let i = 0; i < ROWS; i += chunk) yield Array.from({ length: Math.min(chunk, ROWS - i) }, (_, k) => rowOf(i + k));
-  },
-} as unknown as RecordStore;
+let opened = 0;
+let closed = 0;
+/** The next snapshot fails to open (a store that can not be read). */
+let failing = false;
+/** What the endpoint reads of a store: a snapshot's applied batch and its scan in record id order. */
+function snapshot(): StoreSnapshot {
+  opened++;
+  return {
+    appliedEpoch: 77,
+    async *scan(chunk: number) {
+      for (let i = 0; i < ROWS; i += chunk) yield Array.from({ length: Math.min(chunk, ROWS - i) }, (_, k) => rowOf(i + k));
+    },
+    close: async () => void closed++,
+  };
+}
 
 let server: http.Server;
 let url: string;
-let paused = 0;
-let released = 0;
 /** Per response: how many times a 'drain' listener was added (a wait), and the most 'close' and 'drain' listeners it held at once. */
 const watched: { waits: number; close: number; drain: number; base: { close: number; drain: number } }[] = [];
 const warnings: string[] = [];
@@ -41,9 +48,9 @@ const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
 beforeAll(async () => {
   const source: RowsSource = {
     rowsRefusal: () => null,
-    pauseWrites: async () => {
-      paused++;
-      return { store, release: () => void released++ };
+    rowsSnapshot: async () => {
+      if (failing) throw new Error('SQLITE_IOERR at /secret/path/vault.db');
+      return snapshot();
     },
   };
   const handle = rowsEndpoint(1, () => source, new PeerAuthVerifier(KEY, new Set([2])), () => {});
@@ -93,6 +100,32 @@ describe('the rows endpoint streaming to a slow copier', () => {
     expect(w.close).toBeLessThanOrEqual(w.base.close + 2);
     expect(w.drain).toBeLessThanOrEqual(w.base.drain + 1);
     expect(warnings.filter((w) => /MaxListeners/.test(w))).toEqual([]);
-    expect([paused, released]).toEqual([1, 1]);
+    expect([opened, closed]).toEqual([1, 1]);
+  });
+
+  it('closes the snapshot when the copier goes away midway', async () => {
+    const ac = new AbortController();
+    const res = await fetch(`${url}${ROWS_PATH}`, { headers: { authorization: peerCredential(KEY, 2, 'GET', ROWS_PATH) }, signal: ac.signal });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    await reader.read();
+    ac.abort();
+    await reader.read().catch(() => undefined);
+    for (let k = 0; k < 200 && closed < opened; k++) await new Promise((r) => setTimeout(r, 10));
+    expect([opened, closed]).toEqual([2, 2]);
+  });
+
+  it('answers 409 ROWS_NOT_SERVED when the store can not be read, without its error', async () => {
+    failing = true;
+    try {
+      const res = await fetch(`${url}${ROWS_PATH}`, { headers: { authorization: peerCredential(KEY, 2, 'GET', ROWS_PATH) } });
+      expect(res.status).toBe(409);
+      const body = await res.text();
+      expect((JSON.parse(body) as { error: { code: string } }).error.code).toBe('ROWS_NOT_SERVED');
+      expect(body).not.toMatch(/SQLITE|secret/);
+    } finally {
+      failing = false;
+    }
+    expect(opened).toBe(2);
   });
 });

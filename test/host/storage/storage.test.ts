@@ -523,6 +523,63 @@ describe.each(BACKENDS)('RecordStore conformance: $name', (b) => {
     });
   });
 
+  it('a snapshot is one state: its epoch and rows stay as they were while batches go on, until closed', async () => {
+    await withStore(b, async (s) => {
+      await s.applyBatch(0, 1, Array.from({ length: 10 }, (_, i) => ({ recordId: id(i), blob: blob(`a${i}`) })), []);
+      await s.applyBatch(1, 4, [{ recordId: id(1), blob: blob('other') }], []);
+      const want = await scanAll(s, 0);
+      const snap = await s.snapshot(0);
+      expect(snap.appliedEpoch).toBe(1);
+      const seen: ReturnType<typeof row>[] = [];
+      let k = 0;
+      for await (const c of snap.scan(3)) {
+        expect(c.length).toBeLessThanOrEqual(3);
+        for (const r of c) seen.push(row(r));
+        // between chunks: a seen row and an unseen one rewritten, one deleted, one added
+        await s.applyBatch(0, 2 + k, [{ recordId: id(k), blob: blob(`b${k}`) }, { recordId: id(9 - k), blob: TOMB }, { recordId: id(100 + k), blob: blob('new') }], []);
+        k++;
+      }
+      expect(k).toBe(4);
+      expect(seen).toEqual(want);
+      // the store itself moved on, and a snapshot taken now sees that
+      expect(await s.appliedEpoch(0)).toBe(5);
+      const now = await s.snapshot(0);
+      try {
+        expect(now.appliedEpoch).toBe(5);
+        const rows: ReturnType<typeof row>[] = [];
+        for await (const c of now.scan(1000)) for (const r of c) rows.push(row(r));
+        expect(rows).toEqual(await scanAll(s, 0));
+        expect(rows).not.toEqual(want);
+      } finally {
+        await now.close();
+      }
+      // a second scan of the same snapshot: the same rows
+      const again: ReturnType<typeof row>[] = [];
+      for await (const c of snap.scan(7)) for (const r of c) again.push(row(r));
+      expect(again).toEqual(want);
+      await rejectsWith(snap.scan(0)[Symbol.asyncIterator]().next(), StorageCode.InvalidArgument);
+      await snap.close();
+      await snap.close(); // harmless twice
+      await rejectsWith(snap.scan(3)[Symbol.asyncIterator]().next(), StorageCode.Closed);
+      // a partition with no batch: no epoch, no rows; a bad partition refused
+      const empty = await s.snapshot(7);
+      expect(empty.appliedEpoch).toBeNull();
+      for await (const c of empty.scan(10)) expect(c).toEqual([]);
+      await empty.close();
+      await rejectsWith(s.snapshot(-1), StorageCode.InvalidArgument);
+    });
+  });
+
+  it('closing the store closes its open snapshots; a closed store gives none', async () => {
+    const s = await b.open(await b.fresh());
+    await s.applyBatch(0, 1, [{ recordId: id(1), blob: blob('v1') }], []);
+    const snap = await s.snapshot(0);
+    await s.close(); // does not wait for the snapshot's reader
+    await rejectsWith(snap.scan(3)[Symbol.asyncIterator]().next(), StorageCode.Closed);
+    await snap.close();
+    await rejectsWith(s.snapshot(0), StorageCode.Closed);
+  });
+
   it('partitions are isolated', async () => {
     await withStore(b, async (s) => {
       await s.applyBatch(1, 1, [{ recordId: id(1), blob: blob('p1') }], [ev(0), ev(1)]);
@@ -951,6 +1008,26 @@ describe('SQLite specifics', () => {
       expect(e.detail).toBe(code);
     }
     expect(toStorageError(new Error('plain'), 'op').code).toBe(StorageCode.Internal);
+  });
+
+  it('a throwaway (:memory:) store gives one state as a snapshot too (read whole: it has no file for a second connection)', async () => {
+    const s = await openSqliteStore(':memory:');
+    try {
+      await s.applyBatch(0, 3, [{ recordId: id(1), blob: blob('v1') }, { recordId: id(2), blob: blob('w1') }], []);
+      const snap = await s.snapshot(0);
+      await s.applyBatch(0, 4, [{ recordId: id(1), blob: TOMB }, { recordId: id(3), blob: blob('x') }], []);
+      expect(snap.appliedEpoch).toBe(3);
+      const rows: ReturnType<typeof row>[] = [];
+      for await (const c of snap.scan(1)) for (const r of c) rows.push(row(r));
+      expect(rows).toEqual([
+        { id: hex(id(1)), blob: hex(blob('v1')), epoch: 3 },
+        { id: hex(id(2)), blob: hex(blob('w1')), epoch: 3 },
+      ]);
+      await snap.close();
+      await rejectsWith(snap.scan(1)[Symbol.asyncIterator]().next(), StorageCode.Closed);
+    } finally {
+      await s.close();
+    }
   });
 
   it('an empty batch is written to the WAL (and so synced) like any other', async () => {
