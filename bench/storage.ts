@@ -9,6 +9,10 @@
  * SQLITE_WAL_CHECKPOINT_PAGES) against SQLite's own 1,000 pages: CPU per record of a vault's
  * batch (getMany + applyBatch of 64 scattered records with their audit events), sqliteCheckpointCpu.
  *
+ * Then a copy of the rows for another fleet member from a snapshot while a writer's batches go
+ * on: the writer's rate with and without it, the copy's rate, SQLite's WAL at its largest
+ * (copyWriterSqlite, copyWriterPostgres).
+ *
  * Then (not with --quick) login through the enclave path (bench/lib/enclave-rig.ts, all
  * partitions, concurrency 128) with each store, interleaved: pgVsSqlite.
  *
@@ -22,7 +26,7 @@
  * say as much about this machine's fsync latency as about the code.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -38,6 +42,7 @@ import { args, emit, machine, progress, round } from './lib/common.ts';
 import type { BenchResult } from './lib/common.ts';
 import { median, middleBy } from './lib/stats.ts';
 import { EnclaveRig } from './lib/enclave-rig.ts';
+import { SCAN_CHUNK } from '../host/fleet/rows-endpoint.ts';
 import type { WindowResult } from './lib/enclave-rig.ts';
 
 const A = args();
@@ -208,6 +213,7 @@ async function main(): Promise<void> {
     console.log('\n(ops = batches or getMany calls; for "32 writes" multiply by 32 for records/s)');
     notes.push(`store level: ${RECORDS} records preloaded, ${ROUNDS} interleaved rounds of ${SECONDS} s per case, median; ops = batches or getMany calls`);
     await checkpointCompare(dir);
+    await snapshotCopy(dir, benches.find((b) => b.name === 'postgres')?.store);
     if (benches.length < 2) missing.pgVsSqlite = 'PostgreSQL not measured: BKV_PG_URL unset (bench/run.ts starts one with scripts/ci-postgres.sh when PostgreSQL is installed)';
     if (benches.length > 1 && !A.quick) await enclavePath(benches.find((b) => b.name === 'postgres')!.store as PostgresRecordStore, adminUrl!);
   } finally {
@@ -271,6 +277,110 @@ async function checkpointCompare(dir: string): Promise<void> {
   ratios.sqliteCheckpointCpu = round(b! / a!, 3);
   console.log(`  CPU per record, default over 1000 pages: ${ratios.sqliteCheckpointCpu}`);
   notes.push(`SQLite WAL checkpoint: ${SQLITE_WAL_CHECKPOINT_PAGES} pages (the default) against SQLite's 1000, a batch of ${B} scattered records (getMany + applyBatch with audit events) over ${N} records; sqliteCheckpointCpu = CPU per record, default over 1000`);
+}
+
+/**
+ * A copy of the stored rows for another fleet member (host/fleet/rows-endpoint.ts) served from a
+ * snapshot (RecordStore.snapshot) while the store's batches go on, as a leader serves one: a
+ * writer's batches (getMany + applyBatch of 32 scattered records and their 32 audit events, one
+ * event-loop turn between batches, as the engine's come) alone, and during a snapshot scan of
+ * COPY_ROWS rows in the endpoint's chunks (SCAN_CHUNK) with a millisecond between chunks (a
+ * socket's drain), on the same thread; interleaved rounds, medians; SQLite's WAL file at its
+ * largest (it can not be checkpointed past the snapshot while the copy streams).
+ */
+async function snapshotCopy(dir: string, pgStore?: RecordStore): Promise<void> {
+  const COPY_ROWS = A.quick ? 5_000 : 100_000;
+  const P = 100; // a partition no other case writes (they use 0..PARALLEL-1)
+  const B = 32;
+  const blob = new Uint8Array(550).fill(0x44);
+  const walPath = join(dir, 'copy.db-wal');
+  const sides: { name: string; store: RecordStore; epoch: number; seq: number; cursor: number; wal: boolean }[] = [];
+  const sqlite = await openSqliteStore(join(dir, 'copy.db'));
+  sides.push({ name: 'sqlite', store: sqlite, epoch: 0, seq: 0, cursor: 0, wal: true });
+  if (pgStore) sides.push({ name: 'postgres', store: pgStore, epoch: 0, seq: 0, cursor: 0, wal: false });
+  const walBytes = () => {
+    try {
+      return statSync(walPath).size;
+    } catch {
+      return 0;
+    }
+  };
+  const turn = () => new Promise<void>((r) => setImmediate(r));
+  try {
+    for (const x of sides) {
+      for (let i = 0; i < COPY_ROWS; i += 1000) await x.store.applyBatch(P, ++x.epoch, Array.from({ length: Math.min(1000, COPY_ROWS - i) }, (_, k) => ({ recordId: recId(i + k), blob })), []);
+    }
+    const step = async (x: (typeof sides)[number]) => {
+      const ids = Array.from({ length: B }, () => recId((x.cursor = (x.cursor + 7919) % COPY_ROWS)));
+      await x.store.getMany(P, ids);
+      const seq0 = x.seq;
+      x.seq += B;
+      await x.store.applyBatch(P, ++x.epoch, ids.map((recordId) => ({ recordId, blob })), ids.map((_, i) => event(seq0 + i)));
+    };
+    /** Batches per second while `until` says go on; the WAL's largest size meanwhile. */
+    const writer = async (x: (typeof sides)[number], going: () => boolean) => {
+      const t0 = performance.now();
+      let n = 0;
+      let wal = 0;
+      while (going()) {
+        await step(x);
+        n++;
+        if (x.wal && n % 16 === 0) wal = Math.max(wal, walBytes());
+        await turn();
+      }
+      return { perSec: (n * 1000) / (performance.now() - t0), wal };
+    };
+    const copy = async (x: (typeof sides)[number]) => {
+      const t0 = performance.now();
+      const snap = await x.store.snapshot(P);
+      let rows = 0;
+      try {
+        for await (const c of snap.scan(SCAN_CHUNK)) {
+          rows += c.length;
+          await new Promise((r) => setTimeout(r, 1));
+        }
+      } finally {
+        await snap.close();
+      }
+      if (rows !== COPY_ROWS) throw new Error(`the snapshot gave ${rows} of ${COPY_ROWS} rows`);
+      return performance.now() - t0;
+    };
+    const got = new Map<string, { alone: number[]; during: number[]; copyMs: number[]; wal: number[] }>();
+    for (const x of sides) for (let i = 0; i < 100; i++) await step(x);
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const x of r % 2 ? [...sides].reverse() : sides) {
+        const g = got.get(x.name) ?? { alone: [], during: [], copyMs: [], wal: [] };
+        got.set(x.name, g);
+        let copying = true;
+        const copied = copy(x).finally(() => (copying = false));
+        const during = await writer(x, () => copying);
+        const ms = await copied;
+        const t1 = performance.now();
+        const alone = await writer(x, () => performance.now() - t1 < ms);
+        g.during.push(during.perSec);
+        g.alone.push(alone.perSec);
+        g.copyMs.push(ms);
+        g.wal.push(during.wal);
+      }
+    }
+    console.log(`\nA copy of ${COPY_ROWS.toLocaleString('en-US')} rows of ${blob.length} bytes from a snapshot, a writer's batches (getMany + applyBatch of ${B} with audit events) on the same thread, ${ROUNDS} interleaved rounds, medians`);
+    for (const x of sides) {
+      const g = got.get(x.name)!;
+      const alone = median(g.alone);
+      const during = median(g.during);
+      const ms = median(g.copyMs);
+      const ratio = round(during / alone, 3);
+      const wal = x.wal ? `, WAL at most ${(Math.max(...g.wal) / 2 ** 20).toFixed(0)} MiB` : '';
+      console.log(`  ${x.name.padEnd(9)} writer ${alone.toFixed(0)} batches/s alone, ${during.toFixed(0)} during the copy (${ratio}); the copy ${(ms / 1000).toFixed(2)} s, ${((COPY_ROWS * 1000) / ms).toFixed(0)} rows/s${wal}`);
+      out.push({ name: `storage: writer's batches of ${B} during a snapshot copy of ${COPY_ROWS} rows (${x.name})`, group: 'a copy from a snapshot while batches go on', kind: 'other', opsPerSec: Math.round(during), store: x.name });
+      out.push({ name: `storage: writer's batches of ${B}, no copy (${x.name})`, group: 'a copy from a snapshot while batches go on', kind: 'other', opsPerSec: Math.round(alone), store: x.name });
+      out.push({ name: `storage: snapshot copy of ${COPY_ROWS} rows under those batches (${x.name})`, group: 'a copy from a snapshot while batches go on', kind: 'other', opsPerSec: Math.round((COPY_ROWS * 1000) / ms), store: x.name });
+      ratios[x.name === 'sqlite' ? 'copyWriterSqlite' : 'copyWriterPostgres'] = ratio;
+      notes.push(`snapshot copy (${x.name}): ${COPY_ROWS} rows; the writer's batches during the copy over without it ${ratio}${wal}`);
+    }
+  } finally {
+    await sqlite.close();
+  }
 }
 
 /** Login through the enclave path with each store, interleaved rounds. */

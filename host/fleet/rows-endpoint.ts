@@ -28,8 +28,12 @@ import { PEER_AUTH_SCHEME, type PeerAuthVerifier } from './peer-auth.ts';
 export const ROWS_PATH = '/fleet/rows';
 export const ROWS_FORMAT = 'bkv-rows/1';
 export const ROWS_CONTENT_TYPE = 'application/x-ndjson';
-/** Rows read from the store at once while streaming. */
-const SCAN_CHUNK = 512;
+/**
+ * Rows read from the snapshot at once while streaming: each read holds the member's host thread
+ * (its batches wait), so a small one (128 rows of SQLite: about a millisecond; bench/storage.ts
+ * "a copy from a snapshot while batches go on").
+ */
+export const SCAN_CHUNK = 128;
 /** A copier that reads nothing for this long is cut off (a snapshot held open keeps SQLite's WAL from being checkpointed). */
 export const STALL_TIMEOUT_MS = 30_000;
 
