@@ -21,6 +21,8 @@ import path from 'node:path';
 
 /** The longest line taken: a row's JSON with the largest id and blob, in base64url. */
 export const MAX_LINE_BYTES = 64 + Math.ceil(((MAX_RECORD_ID + MAX_SEALED_RECORD) * 4) / 3);
+/** A long copy reports its progress every this many rows (`downloadRows`' `onProgress`). */
+export const PROGRESS_ROWS = 100_000;
 /** A download that receives nothing for this long is given up. */
 export const IDLE_TIMEOUT_MS = 30_000;
 const WRITE_CHUNK = 256;
@@ -91,9 +93,10 @@ function decodeField(v: unknown, what: string, max: number, line: number): Uint8
 /**
  * Downloads member `from`'s rows into `dir`'s staging file (replacing any), then writes the done
  * mark. Resolves with the batch the copy is at and its row count; a RowCopyError (the staging
- * file removed) for a refusal, a broken stream or a framing fault.
+ * file removed) for a refusal, a broken stream or a framing fault. `onProgress` hears the count
+ * of rows taken every `every` rows.
  */
-export async function downloadRows(dir: string, from: Peer, self: number, key: Uint8Array): Promise<{ appliedBatch: number; rows: number }> {
+export async function downloadRows(dir: string, from: Peer, self: number, key: Uint8Array, onProgress?: (rows: number) => void, every = PROGRESS_ROWS): Promise<{ appliedBatch: number; rows: number }> {
   removeStaging(dir);
   const ac = new AbortController();
   let idle = setTimeout(() => ac.abort(), IDLE_TIMEOUT_MS);
@@ -153,6 +156,7 @@ export async function downloadRows(dir: string, from: Peer, self: number, key: U
       if (last !== null && Buffer.compare(last, idb) >= 0) throw new RowCopyError(`line ${lineNo}: record ids out of order (or repeated)`);
       last = idb;
       count++;
+      if (onProgress && count % every === 0) onProgress(count);
       pending.push({ recordId: id, blob });
       if (pending.length >= WRITE_CHUNK) await flush();
     };

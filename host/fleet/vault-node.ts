@@ -314,7 +314,8 @@ export class FleetVaultNode implements RowsSource {
     for (const src of sources) {
       let got: { appliedBatch: number; rows: number };
       try {
-        got = await downloadRows(this.o.device.dir, src, this.o.device.member, c.key);
+        const n = this.copyAttempts;
+        got = await downloadRows(this.o.device.dir, src, this.o.device.member, c.key, (rows) => this.o.log(`vault: catch-up by stored rows, attempt ${n}: ${rows.toLocaleString('en-US')} rows from member ${src.member} so far`));
       } catch (e) {
         tried.push(message(e));
         continue;
@@ -331,6 +332,7 @@ export class FleetVaultNode implements RowsSource {
         tried.push(`the copy from member ${src.member} is at batch ${got.appliedBatch}, which this member's log did not name committed within ${ANCHOR_WAIT_MS / 1000} s`);
         continue;
       }
+      this.o.log(`vault: catch-up by stored rows, attempt ${this.copyAttempts}: ${got.rows} rows at batch ${got.appliedBatch} from member ${src.member} arrived; the device checks them`);
       let refused: string | null = null;
       await this.reboot(async () => {
         try {
@@ -340,6 +342,7 @@ export class FleetVaultNode implements RowsSource {
           removeStaging(this.o.device.dir);
           return;
         }
+        this.o.log(`vault: catch-up by stored rows, attempt ${this.copyAttempts}: the device took them; writing them into the store`);
         await this.copyStagingIntoStore();
         removeStaging(this.o.device.dir);
       });

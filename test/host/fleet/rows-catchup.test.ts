@@ -208,6 +208,9 @@ describe('catch-up by stored rows between member processes', () => {
     expect(caught).toBeGreaterThanOrEqual(top + Math.ceil(extra / 2));
     expect(p.log).toMatch(new RegExp(`attempt \\d+: took \\d+ rows at batch \\d+ from member ${leader}\\b`));
     expect(f.procs[leader]!.log).toMatch(new RegExp(`served a copy of \\d+ stored rows at batch \\d+ to member ${t}\\b`));
+    // what an operator sees of a copy's steps
+    expect(p.log).toMatch(new RegExp(`attempt \\d+: \\d+ rows at batch \\d+ from member ${leader} arrived; the device checks them`));
+    expect(p.log).toMatch(/attempt \d+: the device took them; writing them into the store/);
     // a real member's copy is never refused: the host waits until its log names the copy's batch committed
     expect(p.log).not.toMatch(/the device refused/);
     f.note(`${extra} registrations during the copy; ${p.log.split('\n').filter((l) => /catch-up/.test(l)).join('; ')}`);
@@ -388,14 +391,16 @@ describe('the copier\'s framing checks (row-copy.ts downloadRows)', () => {
         expect(existsSync(join(dir, STAGING_DONE)), what).toBe(false);
       }
       // positive control: a whole copy lands in the staging file, with its batch, and is marked
-      answer = ndjson(head(), row('a'), row('b'), row('c'), end(3));
-      expect(await downloadRows(dir, peer, 0, key)).toEqual({ appliedBatch: 9, rows: 3 });
+      answer = ndjson(head(), row('a'), row('b'), row('c'), row('d'), row('e'), end(5));
+      const progress: number[] = [];
+      expect(await downloadRows(dir, peer, 0, key, (n) => progress.push(n), 2)).toEqual({ appliedBatch: 9, rows: 5 });
+      expect(progress).toEqual([2, 4]);
       expect(existsSync(join(dir, STAGING_DONE))).toBe(true);
       const staged = await openSqliteStore(stagingPath(dir));
       try {
         expect(await staged.appliedEpoch(0)).toBe(9);
-        const got = await staged.getMany(0, ['a', 'b', 'c'].map((x) => te.encode(x)));
-        expect(got.map((r) => Buffer.from(r!.blob).toString())).toEqual(['sealed-a', 'sealed-b', 'sealed-c']);
+        const got = await staged.getMany(0, ['a', 'b', 'c', 'e'].map((x) => te.encode(x)));
+        expect(got.map((r) => Buffer.from(r!.blob).toString())).toEqual(['sealed-a', 'sealed-b', 'sealed-c', 'sealed-e']);
       } finally {
         await staged.close();
       }
