@@ -12,8 +12,10 @@
  *     holds the same blob for the record; a member as current as the others given a running
  *     member's database (--store) refuses to start (its claim, host/fleet/store-claim.ts: without
  *     it, it started and one of the two stopped applying, Integrity.RollbackDetected), and that
- *     member goes on; a claim refuses a database that does not exist, by name. The databases are
- *     dropped at the end.
+ *     member goes on; a claim refuses a database that does not exist, by name; a member behind
+ *     the log (down while more batches committed than the log keeps) copies the leader's rows
+ *     from a snapshot of its database while four clients register, the device takes them, and
+ *     every database holds the same rows. The databases are dropped at the end.
  * Without BKV_PG_URL the server's part is skipped with a printed reason, except under CI=true,
  * where it fails.
  */
@@ -27,8 +29,10 @@ import { checkFleetConfig, fleetJson, FleetConfigError, initFleet, readFleetConf
 import { VAULT_KEY_FILE } from '../../../host/fleet/member-host.ts';
 import { claimPostgresStore, StoreClaimError } from '../../../host/fleet/store-claim.ts';
 import { runBkvAsync } from '../../helpers/cli.ts';
-import { escrowCli, expectCaughtUp, killLeader, settled as settledFleet, type EscrowRun } from '../../helpers/fleet-escrow.ts';
-import { ProcFleet } from '../../helpers/fleet-procs.ts';
+import { escrowCli, expectCaughtUp, killLeader, memberUrls, settled as settledFleet, type EscrowRun } from '../../helpers/fleet-escrow.ts';
+import { fleetClient, ProcFleet } from '../../helpers/fleet-procs.ts';
+import { freePort } from '../../helpers/tcp-proxy.ts';
+import { VAULT_LOG_KEEP } from '../../../hsm/fleet/device.ts';
 
 const PG_URL = process.env.BKV_PG_URL?.trim() || undefined;
 const IN_CI = /^(1|true|yes)$/i.test(process.env.CI ?? '');
@@ -276,5 +280,65 @@ describe.skipIf(PG_URL === undefined)('the vault served by 3 member processes, e
     expect(f.procs[down]).toBeNull();
     // the member whose database it was went on: the two running members agree on the last batch
     expect(await settled()).toHaveLength(2);
+  }, 240_000);
+
+  it('a member behind the log copies the leader\'s rows from a snapshot of its database while the fleet commits, and the device takes them', async () => {
+    onTestFailed(() => console.log(`member logs:\n${f.events.join('\n')}\n${f.procs.map((p) => p && `${p.label}:\n${p.log.split('\n').slice(-25).join('\n')}`).join('\n')}`));
+    const urls = memberUrls(f);
+    // the member the test before left down comes back first
+    for (let i = 0; i < 3; i++) if (!f.procs[i]) await f.start(i);
+    await settled();
+    const leader = (await f.leader())!;
+    const t = [0, 1, 2].find((i) => i !== leader)!;
+    const other = [0, 1, 2].find((i) => i !== leader && i !== t)!;
+    await f.kill(f.procs[t]!);
+    const c = await fleetClient(f.root, urls);
+    const te = new TextEncoder();
+    const key = new Uint8Array(32).fill(5);
+    /** Registers `id`, again when every member refused for a moment or the lead moved (nothing was charged). */
+    const register = async (id: string) => {
+      for (let k = 0; ; k++) {
+        try {
+          return await c.register(te.encode(id), te.encode('pw'), key, { attemptLimit: 5 });
+        } catch (e) {
+          if (k >= 9) throw e;
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      }
+    };
+    // more batches than the log keeps (two a registration): the member is behind when it comes back
+    const count = Math.ceil(VAULT_LOG_KEEP / 2) + 4;
+    for (let i = 0; i < count; i++) await register(`pg${i}`);
+    await settled();
+    // only the leader's api address open to it, while four clients keep registering
+    const shut = await freePort();
+    const cfg = checkFleetConfig(JSON.parse(readFileSync(f.fleetFile, 'utf8')));
+    const leaderOnly = join(f.root, 'fleet-pg-leader-only.json');
+    writeFileSync(leaderOnly, fleetJson({ ...cfg, members: cfg.members.map((m) => (m.id === other ? { ...m, api: { host: '127.0.0.1', port: shut } } : m)) }));
+    const p = await f.start(t, { fleet: leaderOnly });
+    let busy = true;
+    let extra = 0;
+    const load = Promise.all(
+      [0, 1, 2, 3].map(async () => {
+        while (busy && extra < 40) await register(`pgbusy${extra++}`);
+      }),
+    );
+    try {
+      await f.waitFor('the member to catch up', async () => ((await f.status(urls[t]!)) as { behind?: boolean } | null)?.behind === false || null, 120_000);
+    } finally {
+      busy = false;
+      await load;
+    }
+    expect(extra, 'no registration ran during the catch-up').toBeGreaterThan(0);
+    expect(p.log).toMatch(new RegExp(`attempt \\d+: took \\d+ rows at batch \\d+ from member ${leader}\\b`));
+    expect(f.procs[leader]!.log).toMatch(new RegExp(`served a copy of \\d+ stored rows at batch \\d+ to member ${t}\\b`));
+    f.note(`${extra} registrations during the copy; ${p.log.split('\n').filter((l) => /catch-up/.test(l)).join('; ')}`);
+    // every member's database holds the same rows
+    await settled();
+    const rowsOf = async (i: number) =>
+      (await pgQuery<{ id: Buffer; blob: Buffer }>(dbUrl(databases[i]!), 'SELECT record_id AS id, blob FROM public.records WHERE partition = 0 AND length(blob) > 0 ORDER BY record_id')).map((r) => `${r.id.toString('hex')}:${r.blob.toString('hex')}`);
+    const want = await rowsOf(leader);
+    expect(want.length).toBeGreaterThanOrEqual(1 + count + extra);
+    for (const i of [0, 1, 2]) expect(await rowsOf(i), `member ${i}`).toEqual(want);
   }, 240_000);
 });
