@@ -445,6 +445,8 @@ class SqliteSnapshot implements StoreSnapshot {
     this.onClose();
     try {
       if (db.inTransaction) db.exec('COMMIT');
+    } catch (e) {
+      throw toStorageError(e, 'snapshot close');
     } finally {
       db.close();
     }
