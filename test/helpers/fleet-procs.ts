@@ -136,6 +136,14 @@ export class ProcFleet {
     this.events.push(`${new Date().toISOString().slice(11, 23)} ${s}`);
   }
 
+  /**
+   * What a failed test prints: the fleet's events, then the last `lines` of each running member's
+   * log (a view change story needs more than a screen; BKV_TEST_PROC_LOGS=DIR keeps them whole).
+   */
+  failureReport(lines = 200): string {
+    return `member logs:\n${this.events.join('\n')}\n${this.procs.map((p) => p && `${p.label}:\n${p.log.split('\n').slice(-lines).join('\n')}`).join('\n')}`;
+  }
+
   memberDir(i: number, root = this.root): string {
     return join(root, `member-${i}`);
   }

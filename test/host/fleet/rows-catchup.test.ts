@@ -137,7 +137,7 @@ describe('catch-up by stored rows between member processes', () => {
   });
 
   it('a member behind the log refuses a forged copy and keeps its rows, then takes the leader\'s copy under load, matches every member and follows', async () => {
-    onTestFailed(() => console.log(`member logs:\n${f.events.join('\n')}\n${f.procs.map((p) => p && `${p.label}:\n${p.log.split('\n').slice(-30).join('\n')}`).join('\n')}`));
+    onTestFailed(() => console.log(f.failureReport()));
     const c = await sdk();
     for (let i = 0; i < 3; i++) await register(c, `early${i}`);
     await settled();

@@ -239,7 +239,7 @@ describe.skipIf(PG_URL === undefined)('the vault served by 3 member processes, e
   const keyText = (file: string) => readFileSync(join(f.root, file), 'utf8').replace(/\s+/g, '');
 
   it('registers, charges a wrong password, survives the leader\'s SIGKILL, the restarted member catches up to the same blob in every database, and a member given a running member\'s database refuses to start', async () => {
-    onTestFailed(() => console.log(`member logs:\n${f.events.join('\n')}\n${f.procs.map((p) => p && `${p.label}:\n${p.log.split('\n').slice(-25).join('\n')}`).join('\n')}`));
+    onTestFailed(() => console.log(f.failureReport()));
     // each member runs on its own database, none on SQLite
     for (let i = 0; i < 3; i++) {
       expect(existsSync(join(f.memberDir(i), 'vault.db'))).toBe(false);
@@ -283,7 +283,7 @@ describe.skipIf(PG_URL === undefined)('the vault served by 3 member processes, e
   }, 240_000);
 
   it('a member behind the log copies the leader\'s rows from a snapshot of its database while the fleet commits, and the device takes them', async () => {
-    onTestFailed(() => console.log(`member logs:\n${f.events.join('\n')}\n${f.procs.map((p) => p && `${p.label}:\n${p.log.split('\n').slice(-25).join('\n')}`).join('\n')}`));
+    onTestFailed(() => console.log(f.failureReport()));
     const urls = memberUrls(f);
     // the member the test before left down comes back first
     for (let i = 0; i < 3; i++) if (!f.procs[i]) await f.start(i);

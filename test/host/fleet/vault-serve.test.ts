@@ -143,7 +143,7 @@ const keyText = (file: string) => readFileSync(join(f.root, file), 'utf8').repla
 
 describe('the vault served by 3 member processes', () => {
   it('registers, charges wrong passwords, refuses on a leader cut off alone, survives the leader\'s SIGKILL, and a restarted member catches up to the same stored blob', async () => {
-    onTestFailed(() => console.log(`member logs:\n${f.events.join('\n')}\n${f.procs.map((p) => p && `${p.label}:\n${p.log.split('\n').slice(-25).join('\n')}`).join('\n')}`));
+    onTestFailed(() => console.log(f.failureReport()));
     const reg = await again('register', ['--key-file', 'my.key', '--password-file', 'right.pw', '--attempts', '5'], 'Handling.UnknownStage');
     expect(reg.json, reg.err).toMatchObject({ ok: true, outcome: 'registered', attemptLimit: 5, attemptsRemaining: 5 });
     for (let k = 0; k < 2; k++) {
