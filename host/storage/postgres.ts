@@ -288,6 +288,19 @@ function epochOf(rows: readonly { value: string }[], partition: number): number 
   return v;
 }
 
+/** Every row in record id order, `chunkSize` at a time, each chunk the rows after the last one read (the `scan` statement). */
+async function* keysetChunks(chunkSize: number, read: (after: Buffer, limit: number) => Promise<RecordRow[]>): AsyncGenerator<StoredRecord[], void, undefined> {
+  const limit = Math.min(chunkSize, 0x7fffffff);
+  let after: Buffer = Buffer.alloc(0); // sorts before every record id (ids are 1..64 bytes)
+  for (;;) {
+    const rows = await read(after, limit);
+    if (rows.length === 0) return;
+    after = rows[rows.length - 1]!.record_id;
+    yield rows.map(toRecord);
+    if (rows.length < limit) return;
+  }
+}
+
 /** A snapshot on one pooled connection, in one REPEATABLE READ READ ONLY transaction until closed. */
 class PgSnapshot implements StoreSnapshot {
   private client: pg.PoolClient | null;
@@ -304,22 +317,15 @@ class PgSnapshot implements StoreSnapshot {
   }
   async *scan(chunkSize: number): AsyncGenerator<StoredRecord[], void, undefined> {
     checkChunkSize(chunkSize);
-    const limit = Math.min(chunkSize, 0x7fffffff);
-    let after: Buffer = Buffer.alloc(0); // sorts before every record id (ids are 1..64 bytes)
-    for (;;) {
+    yield* keysetChunks(chunkSize, async (after, limit) => {
       const client = this.client;
       if (client === null) throw new StorageError(StorageCode.Closed, 'snapshot is closed');
-      let rows: RecordRow[];
       try {
-        rows = (await client.query<RecordRow>({ name: this.name, text: this.text, values: [this.partition, after, limit] })).rows;
+        return (await client.query<RecordRow>({ name: this.name, text: this.text, values: [this.partition, after, limit] })).rows;
       } catch (e) {
         throw pgToStorageError(e, 'snapshot scan', this.secrets);
       }
-      if (rows.length === 0) return;
-      after = rows[rows.length - 1]!.record_id;
-      yield rows.map(toRecord);
-      if (rows.length < limit) return;
-    }
+    });
   }
   async close(): Promise<void> {
     const client = this.client;
@@ -425,15 +431,7 @@ class PgRecordStore implements PostgresRecordStore {
   async *scan(partition: number, chunkSize: number): AsyncGenerator<StoredRecord[], void, undefined> {
     checkPartition(partition);
     checkChunkSize(chunkSize);
-    const limit = Math.min(chunkSize, 0x7fffffff);
-    let after: Buffer = Buffer.alloc(0); // sorts before every record id (ids are 1..64 bytes)
-    for (;;) {
-      const rows = await this.run<RecordRow>('scan', 'scan', [partition, after, limit]);
-      if (rows.length === 0) return;
-      after = rows[rows.length - 1]!.record_id;
-      yield rows.map(toRecord);
-      if (rows.length < limit) return;
-    }
+    yield* keysetChunks(chunkSize, (after, limit) => this.run<RecordRow>('scan', 'scan', [partition, after, limit]));
   }
 
   async compact(partition: number, beforeEpoch: number): Promise<void> {
