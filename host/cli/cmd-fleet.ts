@@ -26,7 +26,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { DEFAULT_BASE_PORT, DEFAULT_FLEET_HOST, FLEET_FILE, FLEET_SIZES, FleetConfigError, checkHost, formatEndpoint, initFleet, memberDir, parseEndpoint, readFleetConfig, storesFromTemplate, type Endpoint, type LoadedFleet } from '../fleet/config.ts';
 import { DEFAULT_SQLITE_FILE } from '../storage/index.ts';
-import { MemberHost, OperatorSecretError, readOperatorSecretFile, type MemberStatusJson } from '../fleet/member-host.ts';
+import { MemberHost, memberLog, OperatorSecretError, readOperatorSecretFile, type MemberStatusJson } from '../fleet/member-host.ts';
 import { intOption, parseArgs, required, UsageError, type Parsed } from './args.ts';
 import { limit as rateLimit } from './cmd-serve.ts';
 import { CliError, EXIT, describeError } from './exit-codes.ts';
@@ -117,13 +117,13 @@ async function up(p: Parsed, out: Output): Promise<number> {
   const exited = children.map((c) => new Promise<number | null>((res) => c.on('exit', (code) => res(code))));
   children.forEach((c, i) =>
     c.on('exit', (code, signal) => {
-      if (!stopping) console.error(`bkv: member ${active(fleet)[i]!.id} exited (${signal ?? code}); not restarted`);
+      if (!stopping) console.error(`${new Date().toISOString()} bkv: member ${active(fleet)[i]!.id} exited (${signal ?? code}); not restarted`);
     }),
   );
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
-    console.error(`bkv: ${signal}: stopping every member`);
+    console.error(`${new Date().toISOString()} bkv: ${signal}: stopping every member`);
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
   };
   process.on('SIGINT', () => stop('SIGINT'));
@@ -234,12 +234,13 @@ export async function fleetServe(argv: string[], out: Output): Promise<number> {
   if (key !== undefined) usage(() => readOperatorSecretFile(key));
   // A member that finds another vault key in DIR/vault-key.pub after it started stops (exit 1, as a refusal at start).
   const onFatal = (e: Error) => {
-    console.error(describeError(e).line);
+    console.error(`${new Date().toISOString()} ${describeError(e).line}`);
     process.exit(describeError(e).exitCode);
   };
   const replication = p.flags.has('replication-test');
   for (const o of ['store', 'record-limit', 'address-limit']) if (replication && p.opts.has(o)) throw new UsageError(`--${o} is the vault's: it does not go with --replication-test`);
   const store = p.opts.get('store');
+  const log = memberLog(member);
   const host = new MemberHost({
     fleetFile: fleet.file,
     member,
@@ -247,6 +248,7 @@ export async function fleetServe(argv: string[], out: Output): Promise<number> {
     apiListen: endpoint('api-listen'),
     peerVia,
     onFatal,
+    log,
     ...(key !== undefined && { operatorKeyFile: key }),
     serve: replication ? 'replication-test' : 'vault',
     ...(store !== undefined && store !== '' && !replication && { storeUrl: store }),
@@ -256,7 +258,7 @@ export async function fleetServe(argv: string[], out: Output): Promise<number> {
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
     stopping = true;
-    console.error(`bkv: member ${member}: ${signal}: stopping`);
+    log(`${signal}: stopping`);
     host.close().then(
       () => process.exit(0),
       () => process.exit(1),
@@ -266,7 +268,7 @@ export async function fleetServe(argv: string[], out: Output): Promise<number> {
   process.on('SIGINT', () => onSignal('SIGINT'));
   await host.start();
   const me = fleet.members[member]!;
-  console.error(`bkv: fleet member ${member} listening: clients ${host.apiUrl}, members ${formatEndpoint({ host: (endpoint('peer-listen') ?? me.peer).host, port: host.peerPort })}`);
+  console.error(`${new Date().toISOString()} bkv: fleet member ${member} listening: clients ${host.apiUrl}, members ${formatEndpoint({ host: (endpoint('peer-listen') ?? me.peer).host, port: host.peerPort })}`);
   out.set({ status: 'listening', member, fleetId: fleet.fleetId, url: host.apiUrl, peerPort: host.peerPort });
   out.emit({});
   return -1;

@@ -80,6 +80,21 @@ export const BROKEN_RULE_ENV = 'BKV_FLEET_BROKEN_RULE';
 export const MAX_OP_BODY = 4096;
 /** Where the operator's approvals of charter changes arrive (`approve`). */
 export const CHARTER_PATH = '/fleet/charter';
+
+/**
+ * A member process's log line: its UTC time to the millisecond, then `bkv: member I: ` and the
+ * line. A fleet's story (view changes, catch-ups, copies) is told across the members' logs, which
+ * only their times put in one order.
+ */
+export function memberLogLine(member: number, line: string, at: Date = new Date()): string {
+  return `${at.toISOString()} bkv: member ${member}: ${line}`;
+}
+
+/** Writes `memberLogLine`s to stderr: the member process's default log. */
+export const memberLog =
+  (member: number) =>
+  (line: string): void =>
+    console.error(memberLogLine(member, line));
 /** How long a client waits for its operation's answer before hearing that the outcome is unknown. */
 export const ANSWER_TIMEOUT_MS = 10_000;
 
@@ -216,7 +231,7 @@ export class MemberHost {
     if (!Number.isInteger(o.member) || o.member < 0 || o.member >= this.fleet.members.length) throw new Error(`--member: the fleet has members 0..${this.fleet.members.length - 1}`);
     const removed = this.fleet.members[o.member]!.removed;
     if (removed !== undefined) throw new Error(`--member: member ${o.member} was removed from the fleet (charter change ${removed}); its id is never given again`);
-    this.log = o.log ?? ((l) => console.error(`bkv: member ${o.member}: ${l}`));
+    this.log = o.log ?? memberLog(o.member);
   }
 
   /** fleet.json as last read (a charter change rewrites it: `refreshFleet`). */

@@ -182,6 +182,19 @@ describe('the vault served by 3 member processes', () => {
 
     // restarted, it catches up: the same applied batch, the same stored blob everywhere
     await expectCaughtUp(f, leader, storedBlob);
+
+    // every line a member writes as a member begins with its UTC time (memberLogLine), in order:
+    // the leader's cut and its kill above leave view changes in every log
+    for (const p of f.procs) {
+      const lines = p!.log.split('\n').filter((l) => / bkv: (fleet )?member \d+/.test(l) || l.startsWith('bkv: member') || l.startsWith('bkv: fleet member'));
+      expect(lines.length, p!.label).toBeGreaterThan(3);
+      const times = lines.map((l) => {
+        expect(l).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z bkv: (fleet )?member \d+/);
+        return Date.parse(l.slice(0, 24));
+      });
+      expect(times).toEqual([...times].sort((a, b) => a - b));
+      expect(Math.abs(times.at(-1)! - Date.now())).toBeLessThan(300_000);
+    }
   }, 300_000);
 
   it('with 2 of 3 members killed the survivor answers no charging operation; its pending charge is dropped or kept everywhere, never refunded', async () => {
