@@ -199,6 +199,36 @@ describe('fleet: a clone can not grant guesses a second time', () => {
   });
 });
 
+describe("the simulation's damage budget (a minority of ids: world.ts damaged())", () => {
+  it('a clone standing in for its downed original counts until the fleet admits it; then it does not', async () => {
+    const w = await formed(3);
+    const orig = w.primaryOf(1);
+    expect(w.damaged()).toEqual(new Set());
+    const clone = w.clone(orig, orig.side);
+    expect(w.damaged()).toEqual(new Set([1])); // running twice
+    // the original acknowledges more after the copy, then goes down: the clone alone holds the old state
+    const base = w.answers.length;
+    for (let k = 1; k <= 3; k++) {
+      w.submit(w.leaders()[0]!, { kind: 'register', id: `d${k}`, limit: 3 });
+      until(w, () => w.answers.length >= base + k);
+    }
+    expect(w.answers.slice(base).filter((a) => a.ok)).toHaveLength(3);
+    w.crash(orig);
+    expect(w.aliveOf(1)).toEqual([clone]);
+    expect(w.damaged(), 'a clone not admitted, its original down').toEqual(new Set([1]));
+    // admitted, it holds the current log: no longer damage
+    until(w, () => w.oracle.configFor(w.oracle.historyTop + 1).admitted[1] === clone.inc, 300);
+    expect(w.oracle.configFor(w.oracle.historyTop + 1).admitted[1]).toBe(clone.inc);
+    expect(w.damaged()).toEqual(new Set());
+  });
+
+  it('seed 7300126: a second member restored while a stale clone stood in for the first lost a committed entry in a re-form; the budget now forbids that restore', async () => {
+    const r = await runSchedule({ seed: 7300126 });
+    expect(r.violations).toEqual([]);
+    expect(r.stats.clones).toBeGreaterThan(0);
+  });
+});
+
 describe('fleet: refused messages are typed faults, change nothing, and the member keeps serving', () => {
   async function setup(broken?: BrokenRule) {
     const w = await formed(3, broken);

@@ -92,6 +92,8 @@ export interface Proc extends ProcView {
   readonly disk: Disk;
   side: number;
   extra: boolean;
+  /** Booted as a clone: its member's disk as it was when copied (stale once the original acknowledges more). */
+  readonly cloned: boolean;
   readonly appended: Set<string>;
   readonly startedAt: number;
 }
@@ -252,7 +254,7 @@ export class World {
     };
     const member = new Member(disk.state, platform, { n: this.n, secrets: disk.secrets, broken: this.o.broken }, this.now);
     if (this.pending) member.approveCharter(this.pending.change);
-    const p: Proc = { pid: this.procs.length, id, inc: bytesToHex(member.incarnation), member, disk, side, extra, appended, startedAt: this.now };
+    const p: Proc = { pid: this.procs.length, id, inc: bytesToHex(member.incarnation), member, disk, side, extra, cloned: extra, appended, startedAt: this.now };
     this.procs.push(p);
     this.log(`boot p${p.pid} (member ${id}${extra ? ', clone' : ''}) inc ${p.inc.slice(0, 6)} at entry ${disk.state.commit}`);
     return p;
@@ -306,12 +308,18 @@ export class World {
     this.call(p, (m) => m.submit(intent, this.now));
   }
 
-  /** Ids counted against the damage budget: more than one running copy, or restored and not admitted again since. */
+  /**
+   * Ids counted against the damage budget: more than one running copy; running as a clone the
+   * fleet has not admitted (a clone is its member's disk as it was when copied: with its original
+   * down, it votes in a re-form for that id from the old state, as a restore would); or restored
+   * and not admitted again since.
+   */
   damaged(): Set<number> {
     const d = new Set<number>();
     const cfg = this.oracle.configFor(this.oracle.historyTop + 1);
     for (const id of this.ids) {
-      if (this.aliveOf(id).length > 1) d.add(id);
+      const alive = this.aliveOf(id);
+      if (alive.length > 1 || alive.some((p) => p.cloned && cfg.admitted[id] !== p.inc)) d.add(id);
       const since = this.restored.get(id);
       if (since !== undefined) {
         const healed = this.procs.some((p) => p.id === id && p.startedAt >= since && cfg.admitted[id] === p.inc);
