@@ -92,6 +92,19 @@ function tokenCall<T>(f: () => T): T {
   }
 }
 
+const HMAC_LEN = { 'SHA-256': 32, 'SHA-512': 64 } as const;
+
+/**
+ * The token's HMAC of `data` under `key`, its length checked: what a token returns is input to
+ * the enclave (a short or long key would reach a cipher as a RangeError), so a wrong length is
+ * the token's typed fault (Platform.TokenError), as a TokenError is.
+ */
+function tokenHmac(token: Token, key: KeyHandle, hash: 'SHA-256' | 'SHA-512', data: Uint8Array): Uint8Array {
+  const out = tokenCall(() => token.hmac(key, hash, data));
+  if (!(out instanceof Uint8Array) || out.length !== HMAC_LEN[hash]) throw new EnclaveFault(PlatformFault.TokenError, `token: HMAC-${hash} output has the wrong length`);
+  return out;
+}
+
 /** A fleet's vault keys per token profile, in the order they are imported and checked: bkv-derive first. */
 export const FLEET_TOKEN_KEYS: Readonly<Record<TokenProfile, readonly { label: string; kind: FleetKeyKind; length: number }[]>> = {
   'gcm-ecdh': [
@@ -195,14 +208,12 @@ export async function deriveEnclaveKeys(
   /** X25519 on Node's OpenSSL for the envelope instead (e2e-open.ts `deriveE2eReceiver`). */
   x25519?: X25519Maker | null,
 ): Promise<EnclaveKeys> {
-  const d = (label: string) => tokenCall(() => token.hmac(handles.derive, 'SHA-256', te.encode(label)));
+  const d = (label: string) => tokenHmac(token, handles.derive, 'SHA-256', te.encode(label));
   const server = new Map<SuiteId, ServerKeys>();
   for (const id of SUITE_IDS) {
     const suite = suites.get(id);
     if (!suite) continue;
-    const oprfSeed = tokenCall(() =>
-      token.hmac(handles.oprf, suite.hash.name, te.encode(LABELS.oprfSeedPrefix + id)),
-    );
+    const oprfSeed = tokenHmac(token, handles.oprf, suite.hash.name, te.encode(LABELS.oprfSeedPrefix + id));
     if (id === 'P256-SHA256' && handles.p256 !== undefined) {
       const k = tokenCall(() => tokenP256Key(token, handles.p256!));
       const dh = (e: Uint8Array, field: string) => tokenCall(() => k.dh(e, field));
