@@ -7,7 +7,7 @@
  */
 import type { MemberCore, Purpose } from './core.ts';
 import { FleetCode } from './faults.ts';
-import { checkChain, compact, entriesAfter, hashAt, newer, tipOf, type DurableState, type Tip } from './log.ts';
+import { checkChain, compact, configAt, entriesAfter, hashAt, newer, tipOf, type DurableState, type Tip } from './log.ts';
 import { following, ackTip, checkAdmission } from './normal.ts';
 import { maybeAccept } from './reform.ts';
 import { enterView } from './view-change.ts';
@@ -19,7 +19,15 @@ export function requestCatchup(c: MemberCore, purpose: Purpose, from: number, ex
 }
 
 export function onRejoin(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'rejoin' }>): void {
-  if (!c.isLeader() || c.admitted(c.configTip(), env.from, env.fromInc)) return c.refuse(FleetCode.Unexpected, env.from);
+  if (!c.isLeader()) return c.refuse(FleetCode.Unexpected, env.from);
+  // An incarnation whose Admit is committed may still ask: a learner not admitted within the
+  // re-form timeout votes for a re-form, and a working leader's message ends that vote with the
+  // member recovering (reform.ts abandonReform) before it heard its Admit commit. It gets the log,
+  // which holds its Admit (checkAdmission), and is not made a learner again. One whose Admit is
+  // only proposed is refused, as before: a learner again could wait for a majority that is not
+  // there, where its re-form vote is what the fleet needs (liveness.test.ts).
+  if (c.admitted(configAt(c.d, c.d.commit), env.from, env.fromInc)) return serveCatchup(c, env, b.commit, b.commitHash);
+  if (c.admitted(c.configTip(), env.from, env.fromInc)) return c.refuse(FleetCode.Unexpected, env.from);
   c.learners.set(env.from, { inc: env.fromInc, tip: { index: -1, hash: new Uint8Array(0) } });
   serveCatchup(c, env, b.commit, b.commitHash);
 }

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { Member, type Output } from '../../enclave/fleet/member.ts';
 import { genesis, type DurableState } from '../../enclave/fleet/log.ts';
-import { readHeader } from '../../enclave/fleet/wire.ts';
+import { readHeader, type Header } from '../../enclave/fleet/wire.ts';
 import { fuzzSecrets } from '../fuzz/targets/fleet-wire.ts';
 
 /** The member processes' timing (host/fleet/member-host.ts MEMBER_TIMING). */
@@ -20,6 +20,8 @@ export class Net {
   readonly members: (Member | null)[];
   private flight: { at: number; to: number; msg: Uint8Array }[] = [];
   readonly committed: number[] = [];
+  /** Messages the network loses while it returns true (null: none). */
+  lose: ((h: Header) => boolean) | null = null;
 
   constructor(readonly n: number) {
     this.up = new Array<boolean>(n).fill(true);
@@ -33,7 +35,10 @@ export class Net {
 
   /** Puts a member's output on the network (its messages, its answers). */
   out(o: Output): void {
-    for (const msg of o.send) this.flight.push({ at: this.now + this.delay, to: readHeader(msg).to, msg });
+    for (const msg of o.send) {
+      const h = readHeader(msg);
+      if (!this.lose?.(h)) this.flight.push({ at: this.now + this.delay, to: h.to, msg });
+    }
     for (const a of o.answers) if (a.ok) this.committed.push(a.index);
   }
 

@@ -9,6 +9,7 @@
  * happen: a whole fleet restarted, and one admitted member left with two restarted ones.
  */
 import { describe, expect, it } from 'vitest';
+import { configAt } from '../../../enclave/fleet/log.ts';
 import { Net } from '../../helpers/fleet-net.ts';
 
 describe('fleet liveness with a majority running', () => {
@@ -57,6 +58,32 @@ describe('fleet liveness with a majority running', () => {
     const epochs = new Set(net.members.map((m) => m!.epoch));
     expect(epochs.size).toBe(1);
     expect([...epochs][0]).toBeGreaterThan(epoch);
+  });
+
+  it('a restarted member whose Admit committed while it voted for a re-form is admitted once it asks to rejoin again', () => {
+    const net = new Net(3);
+    expect(net.until(() => net.leader() !== null, 2000)).toBeGreaterThanOrEqual(0);
+    const l = net.leader()!;
+    const r = [0, 1, 2].find((i) => i !== l)!;
+    net.restart(r);
+    // the leader's prepares and commits do not reach it: it becomes a learner from the catch-up and
+    // its Admit commits on the other two, but it hears neither; past the re-form timeout, a learner
+    // not admitted votes for a re-form, which the two members with a working leader do not join
+    const seen = new Set<string>();
+    net.lose = (h) => h.to === r && (h.type === 'prepare' || h.type === 'commit');
+    expect(net.until(() => (seen.add(net.members[r]!.status), net.members[r]!.status === 'reform'), 1000), 'it votes').toBeGreaterThanOrEqual(0);
+    expect(seen.has('learner')).toBe(true);
+    // its Admit is committed on the leader
+    const ld = net.members[l]!.durable;
+    expect(Buffer.from(configAt(ld, ld.commit).admitted[r]!).equals(Buffer.from(net.members[r]!.incarnation))).toBe(true);
+    // the network heals: the leader's next message ends the vote and leaves it recovering; it asks to rejoin
+    net.lose = null;
+    expect(net.until(() => net.members[r]!.status === 'recovering', 200), 'the vote ends').toBeGreaterThanOrEqual(0);
+    const took = net.until(() => net.members[r]!.status === 'normal', 200);
+    expect(took, `admitted (${net.members.map((m) => `${m!.id}:${m!.status}/v${m!.view}`).join(' ')})`).toBeGreaterThanOrEqual(0);
+    const before = net.committed.length;
+    net.out(net.members[l]!.submit({ kind: 'register', id: 'c', limit: 5 }, net.now));
+    expect(net.until(() => net.committed.length > before, 200), 'the fleet commits').toBeGreaterThanOrEqual(0);
   });
 
   it('with every message slower than the view-change timeout for good, a view change still finishes: each one in a row waits twice the last', () => {
