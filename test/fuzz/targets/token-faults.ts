@@ -2,7 +2,8 @@
  * Fuzz target: the token calls that cross the boundary between the enclave and its root of trust
  * (enclave/token.ts). A real token is another library or process (SoftHSM2 through PKCS#11); what
  * comes back from it is input to the enclave. The input is a fault schedule: pairs of bytes
- * (call index, fault), at most 16; the n-th token call of the scenario gets the fault:
+ * (call index, fault), at most 16; the n-th token call of the scenario gets the fault (the index
+ * byte modulo CALL_SPAN: the scenario makes 35-40 token calls, so most of 0..255 would hit none):
  *   0 throws TokenError CKR_DEVICE_ERROR     1 throws TokenError CKR_SESSION_HANDLE_INVALID
  *   2 throws a plain Error (a broken binding)  3 returns its output one byte short
  *   4 returns its output one byte long        5 returns its output with one bit flipped
@@ -31,6 +32,8 @@ export const maxInputLength = 32;
 export const timeoutMs = 4000;
 
 const INJECTED = 'bkv-fuzz injected token fault';
+/** Call indices a schedule addresses (a little above the scenario's call count: lastCallLog). */
+const CALL_SPAN = 64;
 
 class FaultyToken implements Token {
   calls = 0;
@@ -159,7 +162,7 @@ export async function fuzz(data: Buffer | Uint8Array): Promise<void> {
   const input = new Uint8Array(data);
   let faulty!: FaultyToken;
   const v = await FuzzVault.create(seed * 100_000 + n++, { wrapToken: (t) => (faulty = new FaultyToken(t)) });
-  for (let i = 0; i + 1 < input.length && i < 32; i += 2) faulty.schedule.set(input[i]!, input[i + 1]! & 7);
+  for (let i = 0; i + 1 < input.length && i < 32; i += 2) faulty.schedule.set(input[i]! % CALL_SPAN, input[i + 1]! & 7);
   // An odd last byte with its low bit set picks canary A (ristretto255), else canary B (P-256).
   const canary = input.length % 2 === 1 && input[input.length - 1]! & 1 ? CANARY_A : CANARY_B;
   v.untypedKind = (e) => {
