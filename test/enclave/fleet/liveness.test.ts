@@ -6,7 +6,9 @@
  * killed; for a stretch every message takes longer than the re-form timeout; afterwards the two
  * left must elect a leader and commit again without the third. Safety is the simulation's
  * (test/sim); this checks that the fleet comes back, and that the re-forms a fleet needs still
- * happen: a whole fleet restarted, and one admitted member left with two restarted ones.
+ * happen: a whole fleet restarted, and one admitted member left with two restarted ones. And a
+ * restarted member whose Admit committed while it voted for a re-form (it heard neither) is
+ * admitted once it asks to rejoin again, where the leader used to refuse it for thousands of ticks.
  */
 import { describe, expect, it } from 'vitest';
 import { configAt } from '../../../enclave/fleet/log.ts';
