@@ -216,13 +216,20 @@ export class FleetVaultWorld {
 
   /** Runs until every up member that is not cut off or behind has applied every committed batch of the leader. */
   async settle(): Promise<void> {
-    await this.until(() => {
-      const l = this.leader();
-      if (!l) return false;
-      const top = l.seat!.appliedEpoch;
-      // a member that is behind (its log folded batches its vault never applied) waits for a catch-up by rows
-      return this.members.every((m) => !m.up || this.cut.has(m.id) || m.seat!.behind() || (m.seat!.appliedEpoch === top && m.seat!.nextToApply() === null));
-    }, 'the members to settle');
+    await this.until(
+      () => {
+        const l = this.leader();
+        if (!l) return false;
+        const top = l.seat!.appliedEpoch;
+        // a member that is behind (its log folded batches its vault never applied) waits for a catch-up by rows
+        return this.members.every((m) => !m.up || this.cut.has(m.id) || m.seat!.behind() || (m.seat!.appliedEpoch === top && m.seat!.nextToApply() === null));
+      },
+      'the members to settle',
+    ).catch((e: unknown) => {
+      // what each member is at, for the failure's story
+      const at = this.members.map((m) => `m${m.id} ${m.up ? (m.seat ? `${m.seat.member.status} view ${m.seat.member.view} leader=${m.seat.member.isLeader()} cut=${this.cut.has(m.id)} behind=${m.seat.behind()} applied=${m.seat.appliedEpoch} next=${m.seat.nextToApply()?.epoch ?? 'none'} commit=${m.seat.member.durable.commit}` : 'no seat') : 'down'}`);
+      throw new Error(`${e instanceof Error ? e.message : String(e)}: ${at.join('; ')}`);
+    });
   }
 
   private async drive(): Promise<void> {

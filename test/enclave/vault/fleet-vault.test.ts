@@ -63,6 +63,66 @@ async function sameEverywhere(world: FleetVaultWorld, ids: Uint8Array[]): Promis
   }
 }
 
+const SEEDS = Number(process.env.BKV_FLEET_VAULT_SEEDS ?? 1);
+const LOSSY = SEEDS > 1 ? { seeds: SEEDS, from: Number(process.env.BKV_FLEET_VAULT_SEED ?? 1000), drop: 0.1, maxDelay: 5 } : { seeds: 1, from: 11, drop: 0.05, maxDelay: 3 };
+const admissionTicks: number[] = [];
+const ADMIT_TICKS = 1000;
+
+/**
+ * One run of the lossy-network scenario on `seed`: in `npm test` seed 11 (5% of messages lost, 5%
+ * doubled, up to 3 ticks late); BKV_FLEET_VAULT_SEEDS=N runs N seeds from BKV_FLEET_VAULT_SEED
+ * (default 1000) as a long run (docs/testing.md), with 10% lost, 10% doubled, up to 5 ticks late,
+ * each restarted member awaited until admitted again and its ticks kept in `admissionTicks`.
+ */
+async function lossyRun(seed: number): Promise<void> {
+  w = await FleetVaultWorld.open({ seed, net: { drop: LOSSY.drop, dup: LOSSY.drop, maxDelay: LOSSY.maxDelay } });
+  const c = await w.client(4000);
+  const ids = ['r0', 'r1', 'r2'].map((s) => te.encode(s));
+  const limit = 8;
+  const wrong = new Map<number, number>();
+  for (const [i, id] of ids.entries()) {
+    await untilDone(() => c.register(id, te.encode(`pw${i}`), KEY, { attemptLimit: limit }));
+    wrong.set(i, 0);
+  }
+  let kills = 0;
+  let lost = 0;
+  for (let round = 0; round < 12; round++) {
+    const i = round % ids.length;
+    const r = await outcome(() => c.recover(ids[i]!, te.encode(round % 4 === 3 ? `pw${i}` : 'nope')));
+    if (r === 'lost') lost++;
+    else if (r.ok) wrong.set(i, 0);
+    else wrong.set(i, wrong.get(i)! + 1);
+    if (round % 3 === 1) {
+      const victim = round % 2 === 0 ? w.leader()! : w.members.find((m) => m.up && m !== w!.leader())!;
+      w.kill(victim.id);
+      kills++;
+      await w.until(() => w!.leader() !== null, 'a leader', 60_000);
+      await w.boot(victim.id);
+      if (LOSSY.seeds > 1) {
+        // admitted within ADMIT_TICKS (the most seen is under 100; a rejoin refused while its Admit
+        // was committed took up to 30,000: docs/fleet.md "Rejoin")
+        const t0 = w.now;
+        const admitted = () => w!.members[victim.id]!.seat?.member.status === 'normal';
+        await w.until(() => admitted() || w!.now - t0 > ADMIT_TICKS, `member ${victim.id} admitted again`, 60_000);
+        expect(admitted(), `member ${victim.id} admitted within ${ADMIT_TICKS} ticks`).toBe(true);
+        admissionTicks.push(w.now - t0);
+      }
+    }
+  }
+  await w.settle();
+  for (const [i, id] of ids.entries()) {
+    const s = await untilDone(() => c.status(id));
+    expect(s, `record ${i}`).toMatchObject({ type: 'StatusResult' });
+    // a LoginStart resent after its answer was lost may charge again: never fewer charged than acknowledged
+    if (s.type === 'StatusResult') expect(s.attemptsRemaining, `record ${i}`).toBeLessThanOrEqual(limit - wrong.get(i)!);
+  }
+  await sameEverywhere(w, ids);
+  expect(kills).toBe(4);
+  expect(lost).toBeLessThan(12);
+  expect(w.dropped).toBeGreaterThan(0);
+  for (const m of w.members) expect(m.applyErrors, `member ${m.id}`).toEqual([]);
+}
+
 describe('the vault on the fleet log', () => {
   it('answers only once a majority holds the batch; a forced Commit is refused', async () => {
     w = await FleetVaultWorld.open({ seed: 3 });
@@ -171,45 +231,19 @@ describe('the vault on the fleet log', () => {
     for (const m of w.members) expect(m.applyErrors, `member ${m.id}`).toEqual([]);
   });
 
-  it('a lossy network with members killed: no acknowledged registration lost, no acknowledged wrong guess refunded', async () => {
-    w = await FleetVaultWorld.open({ seed: 11, net: { drop: 0.05, dup: 0.05, maxDelay: 3 } });
-    const c = await w.client(4000);
-    const ids = ['r0', 'r1', 'r2'].map((s) => te.encode(s));
-    const limit = 8;
-    const wrong = new Map<number, number>();
-    for (const [i, id] of ids.entries()) {
-      await untilDone(() => c.register(id, te.encode(`pw${i}`), KEY, { attemptLimit: limit }));
-      wrong.set(i, 0);
-    }
-    let kills = 0;
-    let lost = 0;
-    for (let round = 0; round < 12; round++) {
-      const i = round % ids.length;
-      const r = await outcome(() => c.recover(ids[i]!, te.encode(round % 4 === 3 ? `pw${i}` : 'nope')));
-      if (r === 'lost') lost++;
-      else if (r.ok) wrong.set(i, 0);
-      else wrong.set(i, wrong.get(i)! + 1);
-      if (round % 3 === 1) {
-        const victim = round % 2 === 0 ? w.leader()! : w.members.find((m) => m.up && m !== w!.leader())!;
-        w.kill(victim.id);
-        kills++;
-        await w.until(() => w!.leader() !== null, 'a leader', 60_000);
-        await w.boot(victim.id);
+  it(`a lossy network with members killed: no acknowledged registration lost, no acknowledged wrong guess refunded${LOSSY.seeds > 1 ? ` (${LOSSY.seeds} seeds from ${LOSSY.from})` : ''}`, async () => {
+    for (let seed = LOSSY.from; seed < LOSSY.from + LOSSY.seeds; seed++) {
+      try {
+        await lossyRun(seed);
+      } catch (e) {
+        if (LOSSY.seeds > 1 && e instanceof Error) e.message = `seed ${seed}: ${e.message}`;
+        throw e;
       }
+      await w!.close();
+      w = undefined;
     }
-    await w.settle();
-    for (const [i, id] of ids.entries()) {
-      const s = await untilDone(() => c.status(id));
-      expect(s, `record ${i}`).toMatchObject({ type: 'StatusResult' });
-      // a LoginStart resent after its answer was lost may charge again: never fewer charged than acknowledged
-      if (s.type === 'StatusResult') expect(s.attemptsRemaining, `record ${i}`).toBeLessThanOrEqual(limit - wrong.get(i)!);
-    }
-    await sameEverywhere(w, ids);
-    expect(kills).toBe(4);
-    expect(lost).toBeLessThan(12);
-    expect(w.dropped).toBeGreaterThan(0);
-    for (const m of w.members) expect(m.applyErrors, `member ${m.id}`).toEqual([]);
-  });
+    if (LOSSY.seeds > 1) console.log(`${LOSSY.seeds} seeds: a restarted member admitted after ${admissionTicks.sort((a, b) => a - b).at(-1)} ticks at most (median ${admissionTicks[admissionTicks.length >> 1]})`);
+  }, 60_000 * LOSSY.seeds);
 
   it('a member whose log caught up by snapshot past batches its vault has not applied neither applies nor leads', async () => {
     w = await FleetVaultWorld.open({ seed: 13 });
