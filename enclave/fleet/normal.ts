@@ -157,6 +157,15 @@ export function onCommit(c: MemberCore, env: Envelope, b: Extract<Body, { type: 
   if (!following(c, env, b.view)) return;
   learnCommit(c, b.commit);
   c.lastProgress = c.now;
+  // The leader commits further than this member's log reaches: a prepare it lost, which the leader
+  // does not send again once a majority holds that entry. Without a next entry it would stay
+  // behind for as long as the fleet is quiet (its vault a batch short): it asks for the rest (VR
+  // Revisited §4.1: a replica that learns of a commit beyond its log does state transfer).
+  if (b.commit > tipOf(c.d).index) {
+    const a = c.awaiting;
+    if (a?.purpose !== 'follow' || c.now - a.since >= c.t.resend) requestCatchup(c, 'follow', env.from, null);
+    return;
+  }
   ackTip(c, env);
 }
 

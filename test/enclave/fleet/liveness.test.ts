@@ -8,10 +8,11 @@
  * (test/sim); this checks that the fleet comes back, and that the re-forms a fleet needs still
  * happen: a whole fleet restarted, and one admitted member left with two restarted ones. And a
  * restarted member whose Admit committed while it voted for a re-form (it heard neither) is
- * admitted once it asks to rejoin again, where the leader used to refuse it for thousands of ticks.
+ * admitted once it asks to rejoin again, where the leader used to refuse it for thousands of ticks;
+ * and a follower that lost the last prepare catches up while the fleet is quiet.
  */
 import { describe, expect, it } from 'vitest';
-import { configAt } from '../../../enclave/fleet/log.ts';
+import { configAt, tipOf } from '../../../enclave/fleet/log.ts';
 import { Net } from '../../helpers/fleet-net.ts';
 
 describe('fleet liveness with a majority running', () => {
@@ -86,6 +87,25 @@ describe('fleet liveness with a majority running', () => {
     const before = net.committed.length;
     net.out(net.members[l]!.submit({ kind: 'register', id: 'c', limit: 5 }, net.now));
     expect(net.until(() => net.committed.length > before, 200), 'the fleet commits').toBeGreaterThanOrEqual(0);
+  });
+
+  it('a follower that lost the last prepare catches up while the fleet is quiet (a commit beyond its log makes it ask)', () => {
+    const net = new Net(3);
+    expect(net.until(() => net.leader() !== null, 2000)).toBeGreaterThanOrEqual(0);
+    const l = net.leader()!;
+    const f = [0, 1, 2].find((i) => i !== l)!;
+    // the entry commits on the leader and the other follower; this one never gets its prepare
+    net.lose = (h) => h.to === f && h.type === 'prepare';
+    const before = net.committed.length;
+    net.out(net.members[l]!.submit({ kind: 'register', id: 'q', limit: 5 }, net.now));
+    expect(net.until(() => net.committed.length > before, 200)).toBeGreaterThanOrEqual(0);
+    expect(tipOf(net.members[f]!.durable).index).toBeLessThan(net.members[l]!.durable.commit);
+    // no further entry: only the leader's commit heartbeats reach it
+    net.lose = null;
+    const took = net.until(() => net.members[f]!.durable.commit === net.members[l]!.durable.commit, 200);
+    const fd = net.members[f]!.durable;
+    expect(took, `follower commit ${fd.commit} tip ${tipOf(fd).index}, leader commit ${net.members[l]!.durable.commit}`).toBeGreaterThanOrEqual(0);
+    expect(net.members[f]!.status).toBe('normal');
   });
 
   it('with every message slower than the view-change timeout for good, a view change still finishes: each one in a row waits twice the last', () => {
