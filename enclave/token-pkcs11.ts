@@ -51,9 +51,10 @@ export interface Pkcs11TokenOptions {
   exclusive?: <T>(fn: () => T) => T;
   /**
    * Also hold `exclusive` around every call that reads or writes token objects or the token's
-   * state (session login, find, attribute reads, create, destroy, generate). SoftHSM2's file
-   * object store can fail a write (CKR_GENERAL_ERROR) when another thread of the same process
-   * rescans the token at that moment; the device sets this for SoftHSM2.
+   * state (slot lookup, session login, find, attribute reads, create, destroy, generate). SoftHSM2's
+   * file object store can fail a write (CKR_GENERAL_ERROR) when another thread of the same process
+   * rescans the token at that moment, and a C_GetTokenInfo while another process logs in; the
+   * device sets this for SoftHSM2.
    */
   lockObjectStore?: boolean;
   /** The firmware token profiles the token meets, strongest first (hsm/tokens/requirements.ts); read from the module when absent. */
@@ -64,8 +65,10 @@ function tokenError(e: unknown): unknown {
   const n = P.normalizePkcs11Error(e);
   if (n instanceof P.Pkcs11Error) {
     const t = new TokenError(n.message);
-    const detail = (n as { detail?: unknown }).detail;
-    Object.assign(t, { code: n.code, ...(typeof detail === 'string' && { detail }) });
+    // detail: the PKCS#11 function that failed (normalizedModule names it) and the module's own words, if any
+    const own = (n as { detail?: unknown }).detail;
+    const detail = [n.method, typeof own === 'string' ? own : ''].filter((x) => x !== '').join(': ');
+    Object.assign(t, { code: n.code, ...(detail !== '' && { detail }) });
     return t;
   }
   return n;
@@ -144,12 +147,17 @@ export class Pkcs11Token implements Token {
       });
     };
     const m = opts.module;
-    this.slot = this.call(() => {
-      for (const s of m.C_GetSlotList(true)) {
-        if (P.trimLabel(m.C_GetTokenInfo(s).label) === opts.label) return s;
-      }
-      throw new P.Pkcs11Error(P.CKR.CKR_TOKEN_NOT_PRESENT, 'C_GetSlotList');
-    });
+    // The token's info is its state too: SoftHSM2 fails a C_GetTokenInfo (CKR_GENERAL_ERROR, or
+    // the slot missing from C_GetSlotList) while another process's C_Login writes the token's
+    // flags (test/hsm/tokens/softhsm-processes.test.ts).
+    this.slot = this.store(() =>
+      this.call(() => {
+        for (const s of m.C_GetSlotList(true)) {
+          if (P.trimLabel(m.C_GetTokenInfo(s).label) === opts.label) return s;
+        }
+        throw new P.Pkcs11Error(P.CKR.CKR_TOKEN_NOT_PRESENT, 'C_GetSlotList');
+      }),
+    );
     this.session = this.store(() => this.openSession());
   }
 

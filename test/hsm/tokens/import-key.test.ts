@@ -70,6 +70,11 @@ describeTokens(
         expect(Buffer.from(token.hmac(h64, 'SHA-512', data)).toString('hex')).toBe(createHmac('sha512', mac64).update(data).digest('hex'));
         expect(Buffer.from(token.hmac(h64, 'SHA-256', data)).toString('hex')).toBe(createHmac('sha256', mac64).update(data).digest('hex'));
       }
+         // an AES key does not sign: the module refuses, and the TokenError names the function (for a
+      // device's boot error, hsm/runner.ts describeError)
+      const refused = thrownBy(() => token.hmac(aes, 'SHA-256', Buffer.from('bkv')));
+      expect(refused).toBeInstanceOf(TokenError);
+      expect((refused as { detail?: string }).detail).toMatch(/^C_Sign(Init)?\b/);
     });
 
     it('AES-ECB under an imported encrypt-only key equals node:crypto; AES-GCM under an imported key too', () => {
