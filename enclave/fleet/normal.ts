@@ -162,11 +162,16 @@ export function onCommit(c: MemberCore, env: Envelope, b: Extract<Body, { type: 
   // behind for as long as the fleet is quiet (its vault a batch short): it asks for the rest (VR
   // Revisited §4.1: a replica that learns of a commit beyond its log does state transfer).
   if (b.commit > tipOf(c.d).index) {
-    const a = c.awaiting;
-    if (a?.purpose !== 'follow' || c.now - a.since >= c.t.resend) requestCatchup(c, 'follow', env.from, null);
+    askToFollow(c, env.from);
     return;
   }
   ackTip(c, env);
+}
+
+/** Asks `from` (the leader) for the log from this member's commit point: once per resend interval while an earlier 'follow' request waits. */
+function askToFollow(c: MemberCore, from: number): void {
+  const a = c.awaiting;
+  if (a?.purpose !== 'follow' || c.now - a.since >= c.t.resend) requestCatchup(c, 'follow', from, null);
 }
 
 /** Whether this member follows the leader of `view` now; if it is behind that view, it asks the leader for its log. */
@@ -175,8 +180,7 @@ export function following(c: MemberCore, env: Envelope, view: number): boolean {
   const synced = c.synced && (c.st === 'normal' || c.st === 'learner') && view === c.d.view;
   if (!synced) {
     if (view > c.d.view) moveToView(c, view);
-    const a = c.awaiting;
-    if (a?.purpose !== 'follow' || c.now - a.since >= c.t.resend) requestCatchup(c, 'follow', env.from, null);
+    askToFollow(c, env.from);
     return false;
   }
   if (!c.admitted(c.configTip(), env.from, env.fromInc)) {

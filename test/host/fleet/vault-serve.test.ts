@@ -186,7 +186,7 @@ describe('the vault served by 3 member processes', () => {
     // every line a member writes as a member begins with its UTC time (memberLogLine), in order:
     // the leader's cut and its kill above leave view changes in every log
     for (const p of f.procs) {
-      const lines = p!.log.split('\n').filter((l) => / bkv: (fleet )?member \d+/.test(l) || l.startsWith('bkv: member') || l.startsWith('bkv: fleet member'));
+      const lines = p!.log.split('\n').filter((l) => /(^| )bkv: (fleet )?member \d+/.test(l));
       expect(lines.length, p!.label).toBeGreaterThan(3);
       const times = lines.map((l) => {
         expect(l).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z bkv: (fleet )?member \d+/);
