@@ -142,6 +142,18 @@ export class MemberCore {
   lastProgress = 0;
   /** The tick this incarnation became a learner (caught up, not admitted yet): a learner the fleet does not admit in time votes for a re-form. */
   learnerSince = 0;
+  /**
+   * This incarnation dropped a re-form vote for a working leader of a newer epoch (reform.ts
+   * `abandonReform`): at epoch 0 too it then asks that leader to rejoin, rather than vote again at
+   * once (member.ts `tick`).
+   */
+  sawNewerEpoch = false;
+  /**
+   * The tick of this member's last broadcast: the timers' resends (member.ts `tick`: the leader's
+   * heartbeat, a view change's, a re-form's, a rejoin) wait `resendTicks` after it. A message to one
+   * member does not count: a leader answering one member every tick (catch-ups, re-form accepts)
+   * would otherwise send the others no heartbeat, and they would start a view change.
+   */
   lastSent = -Infinity;
   vcStart = 0;
   /** View changes in a row without a view that worked for `viewChangeTicks`: each waits twice the last (PBFT, Castro and Liskov 1999 §4.4), up to 8 times `viewChangeTicks`. */
@@ -166,6 +178,8 @@ export class MemberCore {
   readonly accepts = new Map<number, Map<number, { inc: Uint8Array; body: Extract<Body, { type: 'reformAccept' }> }>>();
   plan: ReformPlan | null = null;
   myAccept: Extract<Body, { type: 'reformAccept' }> | null = null;
+  /** The tick this member last answered a member's re-form accept of its epoch with its own (reform.ts `onReformAccept`). */
+  readonly acceptAnswered = new Map<number, number>();
 
 
   constructor(
@@ -319,7 +333,6 @@ export class MemberCore {
   persistedCommit = 0;
   /** Seals and sends; a body over a bound of the wire format (a catch-up too long, a snapshot too large) is not sent: its fault goes in the output. */
   send(to: number, body: Body, toInc: Uint8Array = ANY_INCARNATION): void {
-    this.lastSent = this.now;
     const key = this.sendKey(to);
     if (!key) return;
     try {
@@ -331,6 +344,7 @@ export class MemberCore {
   }
   /** To every other member id at this member's tip; a member added by a change that is not at its tip yet takes it from the members it knows (member.ts tick). */
   broadcast(body: Body): void {
+    this.lastSent = this.now;
     for (const m of this.members()) if (m !== this.id) this.send(m, body);
     if (this.isLeader()) for (const m of this.formerMembers()) this.send(m, body);
     const j = this.opts.secrets.joined;

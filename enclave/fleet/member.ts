@@ -190,9 +190,13 @@ export class Member {
         // a member a charter change added, before its log holds that change, only asks to rejoin
         // (it takes no part in a re-form of a charter it is not in yet); a learner hears the leader
         // (no quiet), yet one that is not admitted in time follows a leader without a majority of
-        // admitted members (two of three restarted): it votes
+        // admitted members (two of three restarted): it votes. At epoch 0 (the fleet never formed
+        // for this member) it votes at once, unless a working leader of a newer epoch ended its vote:
+        // the others formed without it (its re-form timer ran out as their accepts came), and
+        // voting again at once would end the same way at the leader's next message, forever
         const joining = !isMemberOf(c.configTip(), c.id);
-        if (!joining && (c.d.base.config.epoch === 0 || quiet > c.t.reform || (c.st === 'learner' && now - c.learnerSince > c.t.reform))) startReform(c, nextReformEpoch(c));
+        const unformed = c.d.base.config.epoch === 0 && !c.sawNewerEpoch;
+        if (!joining && (unformed || quiet > c.t.reform || (c.st === 'learner' && now - c.learnerSince > c.t.reform))) startReform(c, nextReformEpoch(c));
         else if (resend && (joining || c.st === 'recovering')) {
           c.awaiting = { purpose: 'rejoin', from: -1, expect: null, since: now };
           c.broadcast({ type: 'rejoin', commit: c.d.commit, commitHash: hashAt(c.d, c.d.commit)! });

@@ -37,6 +37,7 @@ export function startReform(c: MemberCore, epoch: number): void {
 export function abandonReform(c: MemberCore, newerEpoch: boolean): void {
   c.plan = null;
   c.lastProgress = c.now;
+  if (newerEpoch) c.sawNewerEpoch = true;
   if (c.wasAdmitted && !newerEpoch) enterViewChange(c);
   else c.st = 'recovering';
 }
@@ -113,7 +114,16 @@ export function maybeAccept(c: MemberCore): void {
 
 export function onReformAccept(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'reformAccept' }>): void {
   if (b.epoch <= c.epoch) {
-    if (c.myAccept && b.epoch === c.epoch) c.send(env.from, c.myAccept, env.fromInc);
+    // A member still in this epoch's re-form resends its accept until it holds every member's:
+    // answered with this one's, at most once per re-form timeout to each member. Two members that
+    // installed the epoch while their accepts crossed would otherwise answer each other forever.
+    if (c.myAccept && b.epoch === c.epoch) {
+      const last = c.acceptAnswered.get(env.from);
+      if (last === undefined || c.now - last > c.t.reform) {
+        c.acceptAnswered.set(env.from, c.now);
+        c.send(env.from, c.myAccept, env.fromInc);
+      }
+    }
     return;
   }
   onAccepted(c, env.from, env.fromInc, b);
