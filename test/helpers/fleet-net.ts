@@ -22,6 +22,8 @@ export class Net {
   readonly committed: number[] = [];
   /** Messages the network loses while it returns true (null: none). */
   lose: ((h: Header) => boolean) | null = null;
+  /** Told of every message a member sends, before `lose` (null: nobody). */
+  watch: ((h: Header) => void) | null = null;
 
   constructor(readonly n: number) {
     this.up = new Array<boolean>(n).fill(true);
@@ -37,6 +39,7 @@ export class Net {
   out(o: Output): void {
     for (const msg of o.send) {
       const h = readHeader(msg);
+      this.watch?.(h);
       if (!this.lose?.(h)) this.flight.push({ at: this.now + this.delay, to: h.to, msg });
     }
     for (const a of o.answers) if (a.ok) this.committed.push(a.index);

@@ -16,23 +16,17 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { pairKeys } from '../../../enclave/fleet/keys.ts';
 import { hashAt } from '../../../enclave/fleet/log.ts';
-import { ANY_INCARNATION, readHeader, seal } from '../../../enclave/fleet/wire.ts';
+import { ANY_INCARNATION, seal } from '../../../enclave/fleet/wire.ts';
 import { fuzzSecrets } from '../../fuzz/targets/fleet-wire.ts';
 import { Net } from '../../helpers/fleet-net.ts';
 
-/** Counts the messages the members send, by type, from the tick `from` on. */
+/** Counts the messages the members send, by type, from the tick `from` on (Net `watch`). */
 function countSends(net: Net): { from: number; counts: Map<string, number> } {
   const tally = { from: Infinity, counts: new Map<string, number>() };
-  const out = net.out.bind(net);
-  net.out = (o) => {
-    if (net.now >= tally.from) {
-      for (const msg of o.send) {
-        const h = readHeader(msg);
-        const k = `${h.type} ${h.from}->${h.to}`;
-        tally.counts.set(k, (tally.counts.get(k) ?? 0) + 1);
-      }
-    }
-    out(o);
+  net.watch = (h) => {
+    if (net.now < tally.from) return;
+    const k = `${h.type} ${h.from}->${h.to}`;
+    tally.counts.set(k, (tally.counts.get(k) ?? 0) + 1);
   };
   return tally;
 }
