@@ -84,6 +84,8 @@ export const BODY_SCHEMAS = {
   catchup: [['epoch', u53], ['view', u53], ['normalView', u53], ['commit', u53], ['snapshot', list(SNAPSHOT, 1)], ['entries', list(ENTRY, MAX_CATCHUP_ENTRIES)]],
   reformVote: [['epoch', u53], ['view', u53], ['normalView', u53], ['tip', u53], ['tipHash', HASH]],
   reformAccept: [['epoch', u53], ['setHash', HASH], ['tip', u53], ['tipHash', HASH]],
+  preVote: [['epoch', u53], ['view', u53]],
+  preVoteGrant: [['epoch', u53], ['view', u53]],
 } as const satisfies Record<MessageType, Schema>;
 
 type Flat<T extends MessageType> = Decoded<(typeof BODY_SCHEMAS)[T]>;

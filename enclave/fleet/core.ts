@@ -172,6 +172,12 @@ export class MemberCore {
   outstanding: Outstanding | null = null;
   readonly learners = new Map<number, { inc: Uint8Array; tip: Tip }>();
   // view change, catch-up, re-form
+  /**
+   * The view this member asks to move to and the member ids that answered they heard no leader
+   * either, itself included (view-change.ts `seekView`); null while it hears its leader. In RAM: a
+   * restarted member is not admitted and takes no part in view changes.
+   */
+  preVote: { view: number; grants: Set<number> } | null = null;
   dvcs = new Map<number, Dvc>();
   awaiting: Awaiting | null = null;
   readonly votes = new Map<number, Map<number, Vote>>();

@@ -18,7 +18,7 @@ import { charterKey, heartbeat, onCommit, onPrepare, onPrepareOk, propose, propo
 import type { CharterOp } from './rules.ts';
 import { abandonReform, nextReformEpoch, onReformAccept, onReformVote, resendReform, startReform } from './reform.ts';
 import type { Intent } from './rules.ts';
-import { enterViewChange, onDoViewChange, onStartView, resendViewChange, startViewChange } from './view-change.ts';
+import { enterViewChange, onDoViewChange, onPreVote, onPreVoteGrant, onStartView, resendViewChange, seekView, startViewChange } from './view-change.ts';
 import { ANY_INCARNATION, bodyBytes, readHeader, sameBytes, verifyMac, type Envelope, type Header } from './wire.ts';
 
 export { BROKEN_RULES } from './core.ts';
@@ -172,18 +172,15 @@ export class Member {
         if (c.isLeader()) {
           if (resend) heartbeat(c);
           propose(c);
-        } else if (quiet > c.vcWait()) {
-          c.vcRound++;
-          startViewChange(c, c.nextView(c.d.view));
-        }
+        } else if (quiet > c.vcWait()) seekView(c, resend);
+        else c.preVote = null;
         break;
       case 'viewchange':
-        // a view change that did not finish in time: the next view, with a longer wait (a loaded
-        // machine or disk makes every step slower; a fixed wait would start views forever)
-        if (now - c.vcStart > c.vcWait()) {
-          c.vcRound++;
-          startViewChange(c, c.nextView(c.d.view));
-        } else if (resend) resendViewChange(c);
+        // a view change that did not finish in time: the next view (once a majority heard no
+        // leader either), with a longer wait (a loaded machine or disk makes every step slower; a
+        // fixed wait would start views forever); this one's doViewChange is sent meanwhile
+        if (resend) resendViewChange(c);
+        if (now - c.vcStart > c.vcWait()) seekView(c, resend);
         break;
       case 'recovering':
       case 'learner': {
@@ -308,6 +305,10 @@ export class Member {
         return onDoViewChange(c, env, b);
       case 'startView':
         return onStartView(c, env, b);
+      case 'preVote':
+        return onPreVote(c, env, b);
+      case 'preVoteGrant':
+        return onPreVoteGrant(c, env, b);
     }
   }
 }

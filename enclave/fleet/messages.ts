@@ -88,7 +88,11 @@ export type Body =
       readonly tip: number;
       readonly tipHash: Uint8Array;
     }
-  | { readonly type: 'reformAccept'; readonly epoch: number; readonly setHash: Uint8Array; readonly tip: number; readonly tipHash: Uint8Array };
+  | { readonly type: 'reformAccept'; readonly epoch: number; readonly setHash: Uint8Array; readonly tip: number; readonly tipHash: Uint8Array }
+  /** Before moving to `view`: "have you heard no leader either?" (view-change.ts `seekView`). */
+  | { readonly type: 'preVote'; readonly epoch: number; readonly view: number }
+  /** The answer of a member that heard no leader: the sender may count it towards moving to `view`. */
+  | { readonly type: 'preVoteGrant'; readonly epoch: number; readonly view: number };
 
 export type MessageType = Body['type'];
 
@@ -103,6 +107,8 @@ export const MESSAGE_TAGS: Record<MessageType, number> = {
   catchup: 8,
   reformVote: 9,
   reformAccept: 10,
+  preVote: 11,
+  preVoteGrant: 12,
 };
 
 /** What the header of a message says: its type, sender and receiver (ids and incarnations), sequence number. */

@@ -1,8 +1,10 @@
 /**
  * View change (Viewstamped Replication Revisited §4.2, docs/fleet.md "View change"): a follower
- * that hears no leader moves to view v + 1 and sends `doViewChange`; the new leader adopts the
- * most up-to-date log (normal view, then length), counts the senders under the configuration at
- * that log's tip, fetches the log if it is not its own, then sends `startView`.
+ * that hears no leader asks the others first (`seekView`: pre-vote, after Ongaro 2014 §9.6); once a
+ * majority of the member ids heard no leader either, it moves to view v + 1 and sends
+ * `doViewChange`; the new leader adopts the most up-to-date log (normal view, then length), counts
+ * the senders under the configuration at that log's tip, fetches the log if it is not its own,
+ * then sends `startView`.
  */
 import { requestCatchup } from './catchup.ts';
 import type { MemberCore, Dvc } from './core.ts';
@@ -10,6 +12,58 @@ import { FleetCode } from './faults.ts';
 import { entriesAfter, isMemberOf, newer, tipOf } from './log.ts';
 import { propose, moveToView, ackTip, tryCommit, checkAdmission } from './normal.ts';
 import { sameBytes, type Body, type Envelope } from './wire.ts';
+
+/**
+ * A member that hears no leader (a follower past its view-change wait, or a view change past it)
+ * asks to move to the next view instead of moving: `preVote` to every member, and it moves once a
+ * majority of the member ids at its tip, itself included, answered `preVoteGrant` (`onPreVote`).
+ * A member cut off from a working fleet thus never moves to a view above the fleet's: when the
+ * network heals, its first `doViewChange` would otherwise pull every member out of a working view
+ * (the others join any higher view they hear of, as VR Revisited §4.2 has it), and a member that
+ * only the leader could not reach would move the whole fleet to another leader over one broken
+ * link (test/enclave/fleet/prevote.test.ts). Asking
+ * changes when a view change starts, never what it decides: liveness only. `resend`: the timer
+ * says to send the question again.
+ */
+export function seekView(c: MemberCore, resend: boolean): void {
+  if (!c.wasAdmitted || (c.st !== 'normal' && c.st !== 'viewchange')) return;
+  const view = c.nextView(c.d.view);
+  if (c.preVote?.view !== view) c.preVote = { view, grants: new Set([c.id]) };
+  else if (!resend) return;
+  c.broadcast({ type: 'preVote', epoch: c.epoch, view });
+  tryPreVote(c);
+}
+
+/**
+ * Whether this member heard no leader for half a view-change timeout: in a view change, or a
+ * follower whose leader went quiet (the asker waited a whole timeout; half here lets one that lost
+ * the same leader a tick later answer at the asker's first question). A leader never does.
+ */
+function leaderless(c: MemberCore): boolean {
+  return c.st === 'viewchange' || (c.st === 'normal' && !c.isLeader() && c.now - c.lastProgress > c.t.vc / 2);
+}
+
+/** Answers a member that asks to move to a view above this member's, if this member heard no leader either; a member that hears one says nothing. */
+export function onPreVote(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'preVote' }>): void {
+  if (b.view > c.d.view && leaderless(c)) c.send(env.from, { type: 'preVoteGrant', epoch: c.epoch, view: b.view }, env.fromInc);
+}
+
+export function onPreVoteGrant(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'preVoteGrant' }>): void {
+  if (c.preVote?.view !== b.view) return;
+  c.preVote.grants.add(env.from);
+  tryPreVote(c);
+}
+
+/** With grants from a majority of the member ids at this member's tip: the view change starts. */
+function tryPreVote(c: MemberCore): void {
+  const p = c.preVote;
+  if (!p || p.view !== c.nextView(c.d.view)) return;
+  let count = 0;
+  for (const m of p.grants) if (m === c.id || isMemberOf(c.configTip(), m)) count++;
+  if (count < c.quorum()) return;
+  c.vcRound++;
+  startViewChange(c, p.view);
+}
 
 export function startViewChange(c: MemberCore, view: number): void {
   if (!c.wasAdmitted || (c.st !== 'normal' && c.st !== 'viewchange')) return;
@@ -26,6 +80,7 @@ export function enterViewChange(c: MemberCore): void {
   c.st = 'viewchange';
   c.synced = false;
   c.vcStart = c.now;
+  c.preVote = null;
   c.outstanding = null;
   c.queue = [];
   c.dvcs = new Map();
@@ -82,6 +137,7 @@ export function enterView(c: MemberCore): void {
   c.st = 'normal';
   c.synced = true;
   c.lastProgress = c.now;
+  c.preVote = null;
   c.dvcs = new Map();
   const tip = tipOf(c.d);
   // the adopted uncommitted suffix commits by the same rule as when it was proposed: an Admit's own member does not count

@@ -16,7 +16,7 @@ import { tipOf } from '../../enclave/fleet/log.ts';
 import { HEADER_BYTES, MAC_BYTES, open, readHeader, seal, sealBody, type Envelope, type MessageType } from '../../enclave/fleet/wire.ts';
 import { exhaustive } from './forge.ts';
 import { World, type Proc } from './world.ts';
-const TYPES: MessageType[] = ['prepare', 'prepareOk', 'commit', 'doViewChange', 'startView', 'rejoin', 'catchupRequest', 'catchup', 'reformVote', 'reformAccept'];
+const TYPES: MessageType[] = ['prepare', 'prepareOk', 'commit', 'doViewChange', 'startView', 'rejoin', 'catchupRequest', 'catchup', 'reformVote', 'reformAccept', 'preVote', 'preVoteGrant'];
 
 /** Codes a message refused before its MAC is checked may carry: the header's own checks. */
 const HEADER_CODES = [FleetCode.WireVersion, FleetCode.UnknownType, FleetCode.UnknownMember, FleetCode.Replay, FleetCode.BadValue, FleetCode.BadMac];

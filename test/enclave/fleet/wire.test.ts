@@ -78,6 +78,8 @@ const body: fc.Arbitrary<Body> = fc.oneof(
   fc.record({ type: fc.constant('catchup' as const), epoch: nat, view: nat, normalView: nat, commit: nat, snapshot: fc.option(snapshot, { nil: null }), entries: fc.array(entry, { maxLength: 3 }) }),
   fc.record({ type: fc.constant('reformVote' as const), epoch: nat, view: nat, normalView: nat, tip: nat, tipHash: hash }),
   fc.record({ type: fc.constant('reformAccept' as const), epoch: nat, setHash: hash, tip: nat, tipHash: hash }),
+  fc.record({ type: fc.constant('preVote' as const), epoch: nat, view: nat }),
+  fc.record({ type: fc.constant('preVoteGrant' as const), epoch: nat, view: nat }),
 );
 const envelope: fc.Arbitrary<Envelope> = fc.record({ from: fc.nat(MAX_MEMBERS - 1), to: fc.nat(MAX_MEMBERS - 1), fromInc: inc, toInc: inc, seq: nat, body });
 
@@ -128,7 +130,7 @@ describe('fleet wire: the decoder refuses malformed messages with their own code
     expect(codeOf(() => open(KEY, new Uint8Array(MAX_MESSAGE_BYTES + 1)))).toBe(FleetCode.TooLarge);
     const edit = (at: number, v: number) => Uint8Array.from(good, (x, i) => (i === at ? v : x));
     expect(codeOf(() => readHeader(edit(0, 2)))).toBe(FleetCode.WireVersion);
-    for (const tag of [0, 11, 255]) expect(codeOf(() => readHeader(edit(1, tag)))).toBe(FleetCode.UnknownType);
+    for (const tag of [0, 13, 255]) expect(codeOf(() => readHeader(edit(1, tag)))).toBe(FleetCode.UnknownType);
     expect(codeOf(() => readHeader(edit(2, MAX_MEMBERS)))).toBe(FleetCode.UnknownMember);
     expect(codeOf(() => readHeader(edit(3, 200)))).toBe(FleetCode.UnknownMember);
     expect(codeOf(() => readHeader(edit(36, 0x20)))).toBe(FleetCode.BadValue);

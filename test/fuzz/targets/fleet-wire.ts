@@ -68,6 +68,8 @@ export function sampleBodies(): Body[] {
     { type: 'catchup', epoch: 1, view: 2, normalView: 2, commit: 3, snapshot: { index: 2, hash: GENESIS_HASH, config, records, lastPayload: payload }, entries: [entry, entry2, entry3] },
     { type: 'reformVote', epoch: 2, view: 3, normalView: 2, tip: 3, tipHash: entry.hash },
     { type: 'reformAccept', epoch: 2, setHash: hash(9), tip: 3, tipHash: entry.hash },
+    { type: 'preVote', epoch: 1, view: 3 },
+    { type: 'preVoteGrant', epoch: 1, view: 3 },
   ];
 }
 
