@@ -6,7 +6,8 @@
  * clients over HTTP on the member's api address:
  *
  *   GET  /fleet/status   member, status, epoch, view, leader (id and client URL), commit, tip,
- *                        incarnation prefix, each peer connection, refusals counted by name;
+ *                        incarnation prefix, each peer connection, refusals counted by name,
+ *                        messages sent counted by type;
  *                        serving the vault, also its applied batch
  *   GET  /fleet/rows     serving the vault: its stored rows, for the other members' hosts only
  *                        (the fleet's peer secret, DIR/auth/peer.secret: rows-endpoint.ts)
@@ -173,6 +174,8 @@ export interface MemberStatusJson extends Partial<Omit<DeviceStatus, 'leader'>> 
   readonly vaultKeyFile?: boolean;
   readonly peers: readonly PeerStatus[];
   readonly refused: Readonly<Record<string, number>>;
+  /** Messages sent since the process started, by type (transport.ts `sent`). */
+  readonly sent: Readonly<Record<string, number>>;
   /** 'vault' or 'replication-test' (MemberHostOptions `serve`). */
   readonly serving: 'vault' | 'replication-test';
   /** The last vault batch this member's vault committed or applied (serving the vault). */
@@ -534,6 +537,7 @@ export class MemberHost {
       fleetId: this.fleet.fleetId,
       peers: this.transport?.status() ?? [],
       refused: { ...this.refused },
+      sent: { ...this.transport?.sent },
       ...(this.secretCheck && { secretCheck: this.secretCheck }),
       ...(this.vaultKey && { vaultKey: this.vaultKey.fingerprint, vaultKeyFile: this.vaultKeyFiled }),
     };

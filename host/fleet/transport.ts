@@ -12,7 +12,7 @@
  * Revisited §4). A connection that fails is made again after a backoff that doubles up to a cap.
  */
 import net from 'node:net';
-import { MAX_FLEET_MESSAGE_BYTES, receiverOf } from '../../hsm/fleet/device.ts';
+import { MAX_FLEET_MESSAGE_BYTES, routeOf } from '../../hsm/fleet/device.ts';
 import type { Endpoint } from './config.ts';
 
 export const FRAME_HEADER_BYTES = 4;
@@ -120,6 +120,12 @@ export class Transport {
   private readonly max: number;
   /** Inbound frames refused for their length (connections closed). */
   refusedFrames = 0;
+  /**
+   * The messages this member's device handed over to send, by the type their header names, since
+   * the process started (GET /fleet/status `sent`): what a fleet says to itself, such as re-form
+   * accepts or pre-votes that do not stop (docs/fleet.md "The member process").
+   */
+  readonly sent: Record<string, number> = {};
 
   constructor(private readonly o: TransportOptions) {
     this.peers = o.peers.map((e, i) => (i === o.self ? null : new Peer(i, e)));
@@ -162,9 +168,10 @@ export class Transport {
 
   /** Sends a sealed message to the member its header names (dropped when the header does not read or names no other member). */
   send(msg: Uint8Array): void {
-    const to = receiverOf(msg);
-    const p = to === null ? null : this.peers[to];
+    const r = routeOf(msg);
+    const p = r === null ? null : this.peers[r.to];
     if (!p) return;
+    this.sent[r!.type] = (this.sent[r!.type] ?? 0) + 1;
     if (p.queue.length >= this.maxQueue) {
       p.queue.shift();
       p.dropped++;

@@ -38,7 +38,7 @@ import type { CharterState } from '../../enclave/fleet/messages.ts';
 import { genesis, tipOf, type DurableState } from '../../enclave/fleet/log.ts';
 import { BROKEN_RULES, Member, type BrokenRule, type Output } from '../../enclave/fleet/member.ts';
 import { MAX_LIMIT, type Intent, type Op } from '../../enclave/fleet/rules.ts';
-import { MAX_MESSAGE_BYTES, readHeader } from '../../enclave/fleet/wire.ts';
+import { MAX_MESSAGE_BYTES, readHeader, type MessageType } from '../../enclave/fleet/wire.ts';
 import { ctEqual } from '../../enclave/opaque/bytes.ts';
 import { EnclaveFault, faultName } from '../../enclave/api/codes.ts';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
@@ -84,8 +84,14 @@ export class FleetDeviceError extends Error {
 
 /** The receiver id a message's header names (to route it), or null when the header does not read. Nothing else of it is trusted. */
 export function receiverOf(msg: Uint8Array): number | null {
+  return routeOf(msg)?.to ?? null;
+}
+
+/** The receiver id and the type a message's header names (to route and count it), or null when the header does not read. */
+export function routeOf(msg: Uint8Array): { to: number; type: MessageType } | null {
   try {
-    return readHeader(msg).to;
+    const h = readHeader(msg);
+    return { to: h.to, type: h.type };
   } catch {
     return null;
   }

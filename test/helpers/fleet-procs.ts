@@ -55,6 +55,8 @@ export interface MemberStatus {
   /** Serving the vault: the last batch its vault committed or applied. */
   appliedBatch?: number;
   leader: { id: number; api: string } | null;
+  /** Messages sent since the process started, by type. */
+  sent?: Record<string, number>;
 }
 
 export type Reply = { status: number; body: any } | null;

@@ -147,7 +147,7 @@ describe('bkv fleet up, status; bkv serve --fleet', () => {
   it('status rows: a member whose vault is behind its log is not ok, whatever its lag; each row carries the applied batch', () => {
     expect(runBkv(dir, ['fleet', 'init', '--members', '3', '--dir', 'rows']).code).toBe(0);
     const fleet = readFleetConfig(join(dir, 'rows', 'fleet.json'));
-    const base = { fleetId: fleet.fleetId, status: 'normal', peers: [], refused: {}, serving: 'vault' as const, epoch: 1, view: 3, commit: 9, leader: { id: 0, api: 'http://127.0.0.1:1' } };
+    const base = { fleetId: fleet.fleetId, status: 'normal', peers: [], refused: {}, sent: {}, serving: 'vault' as const, epoch: 1, view: 3, commit: 9, leader: { id: 0, api: 'http://127.0.0.1:1' } };
     const answers: (MemberStatusJson | null)[] = [
       { ...base, member: 0, appliedBatch: 5, behind: false },
       { ...base, member: 1, appliedBatch: 2, behind: true },
@@ -167,7 +167,7 @@ describe('bkv fleet up, status; bkv serve --fleet', () => {
   it('status over a changed fleet: removed members are not listed and count in no majority', () => {
     const fleet = readFleetConfig(join(dir, 'rows', 'fleet.json'));
     const changed = { ...fleet, members: [{ ...fleet.members[0]!, removed: 2 }, ...fleet.members.slice(1), { ...fleet.members[2]!, id: 3, api: { host: '127.0.0.1', port: 7490 }, peer: { host: '127.0.0.1', port: 7491 }, data: 'member-3', joined: 1 }] };
-    const base = { fleetId: fleet.fleetId, status: 'normal', peers: [], refused: {}, serving: 'vault' as const, epoch: 1, view: 3, commit: 9, leader: { id: 1, api: 'http://127.0.0.1:1' } };
+    const base = { fleetId: fleet.fleetId, status: 'normal', peers: [], refused: {}, sent: {}, serving: 'vault' as const, epoch: 1, view: 3, commit: 9, leader: { id: 1, api: 'http://127.0.0.1:1' } };
     // answers for the members not removed (1, 2, 3), as bkv fleet status asks them
     const two = summarize(changed, [{ ...base, member: 1 }, { ...base, member: 2 }, null]);
     expect(two.rows.map((r) => r.member)).toEqual([1, 2, 3]);

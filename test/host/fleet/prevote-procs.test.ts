@@ -1,0 +1,61 @@
+/**
+ * Pre-vote in member processes (docs/fleet.md "View change"): three `bkv serve --fleet` members on
+ * loopback, every link of one follower cut for four view-change timeouts, then healed. The leader
+ * and the other follower must stay normal in their view throughout, the cut-off member must keep
+ * its view (it asks, `preVote`, and nobody grants) and follow the same leader once healed, and no
+ * member may send a `doViewChange`. The members' `sent` counts (GET /fleet/status) show the
+ * question was asked. test/enclave/fleet/prevote.test.ts is the same on the tick-driven network.
+ */
+import { afterAll, expect, it } from 'vitest';
+import { ProcFleet, type MemberStatus } from '../../helpers/fleet-procs.ts';
+
+const fleets: ProcFleet[] = [];
+afterAll(async () => {
+  await Promise.all(fleets.map((f) => f.close()));
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+it('a follower cut off from the fleet for 4 s keeps its view, moves nobody else, and follows the same leader once healed', async () => {
+  const f = await ProcFleet.create(3);
+  fleets.push(f);
+  await Promise.all([0, 1, 2].map((i) => f.start(i)));
+  await f.allNormal();
+  const l = (await f.waitFor('a leader', () => f.leader()))!;
+  const c = [0, 1, 2].find((i) => i !== l)!;
+  const g = 3 - l - c;
+  const all = async () => Promise.all(f.procs.map((p) => f.status(p!.api)));
+  const before = await all();
+  const view = before[l]!.view!;
+  try {
+    const moved: string[] = [];
+    const watch = async () => {
+      const s = await all();
+      for (const i of [l, g]) if (s[i]?.status !== 'normal' || s[i]?.view !== view) moved.push(`m${i}: ${s[i]?.status} view ${s[i]?.view}`);
+      return s;
+    };
+    for (const p of f.linksOf(c)) p.cut();
+    f.note(`cut m${c}`);
+    const end = Date.now() + 4000;
+    while (Date.now() < end) {
+      await watch();
+      await sleep(100);
+    }
+    const cut = await watch();
+    expect(moved.slice(0, 3), 'the leader and the other follower stay normal in their view while m' + c + ' is cut off').toEqual([]);
+    expect(cut[c]!.view, `the cut-off member keeps its view (${cut[c]!.status})`).toBe(view);
+    const asked = (cut[c]!.sent?.preVote ?? 0) - (before[c]!.sent?.preVote ?? 0);
+    expect(asked, 'the cut-off member asked to move (preVote sent)').toBeGreaterThan(0);
+    for (const p of f.linksOf(c)) p.heal();
+    f.note(`healed m${c}`);
+    const back = await f.waitFor(`m${c} follows m${l} again`, async () => {
+      const s = await watch();
+      return s[c]?.status === 'normal' && s[c]?.leader?.id === l && s[c]?.view === view ? s : null;
+    }, 15_000);
+    expect(moved.slice(0, 3), 'nor once healed').toEqual([]);
+    const dvc = (s: (MemberStatus | null)[]) => s.map((x) => x?.sent?.doViewChange ?? 0);
+    expect(dvc(back), 'no member sent a doViewChange').toEqual(dvc(before));
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\n${f.failureReport(40)}`);
+  }
+}, 90_000);
