@@ -1,7 +1,9 @@
 /**
  * Pre-vote in member processes (docs/fleet.md "View change"): three `bkv serve --fleet` members on
- * loopback, every link of one follower cut for four view-change timeouts, then healed. The leader
- * and the other follower must stay normal in their view throughout, the cut-off member must keep
+ * loopback, quiet for 2 s once formed (nothing sent but the normal traffic: no re-form accepts
+ * answered back and forth, no view change, no question), then every link of one follower cut for
+ * four view-change timeouts, then healed. The leader and the other follower must stay normal in
+ * their view throughout, the cut-off member must keep
  * its view (it asks, `preVote`, and nobody grants) and follow the same leader once healed, and no
  * member may send a `doViewChange`. The members' `sent` counts (GET /fleet/status) show the
  * question was asked. test/enclave/fleet/prevote.test.ts is the same on the tick-driven network.
@@ -25,7 +27,18 @@ it('a follower cut off from the fleet for 4 s keeps its view, moves nobody else,
   const c = [0, 1, 2].find((i) => i !== l)!;
   const g = 3 - l - c;
   const all = async () => Promise.all(f.procs.map((p) => f.status(p!.api)));
+  // a fleet that works says nothing but its normal traffic (prepare, prepareOk, commit) over 2 s:
+  // no re-form accepts answered back and forth after formation, no view change, no question
+  const formed = await all();
+  await sleep(2000);
   const before = await all();
+  const chatter = before.map((s, i) =>
+    Object.entries(s!.sent ?? {})
+      .filter(([type, n]) => !['prepare', 'prepareOk', 'commit'].includes(type) && n !== (formed[i]!.sent?.[type] ?? 0))
+      .map(([type, n]) => `m${i} ${type} +${n - (formed[i]!.sent?.[type] ?? 0)}`),
+  );
+  expect(chatter.flat(), 'messages a quiet fleet sent besides its normal traffic').toEqual([]);
+  expect(before.map((s) => (s!.sent?.commit ?? 0) + (s!.sent?.prepareOk ?? 0)).every((n) => n > 0), 'the counts count').toBe(true);
   const view = before[l]!.view!;
   try {
     const moved: string[] = [];
