@@ -140,6 +140,8 @@ export class MemberCore {
   synced = false;
   now = 0;
   lastProgress = 0;
+  /** The commit point and view a follower last saw move, and since when (view-change.ts `stalledFor`). */
+  stall = { commit: -1, view: -1, since: 0 };
   /** The tick this incarnation became a learner (caught up, not admitted yet): a learner the fleet does not admit in time votes for a re-form. */
   learnerSince = 0;
   /**

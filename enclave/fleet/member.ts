@@ -18,7 +18,7 @@ import { charterKey, heartbeat, onCommit, onPrepare, onPrepareOk, propose, propo
 import type { CharterOp } from './rules.ts';
 import { abandonReform, nextReformEpoch, onReformAccept, onReformVote, resendReform, startReform } from './reform.ts';
 import type { Intent } from './rules.ts';
-import { enterViewChange, onDoViewChange, onPreVote, onPreVoteGrant, onStartView, resendViewChange, seekView, startViewChange } from './view-change.ts';
+import { enterViewChange, onDoViewChange, onPreVote, onPreVoteGrant, onStartView, resendViewChange, seekView, stalledFor, startViewChange } from './view-change.ts';
 import { ANY_INCARNATION, bodyBytes, readHeader, sameBytes, verifyMac, type Envelope, type Header } from './wire.ts';
 
 export { BROKEN_RULES } from './core.ts';
@@ -172,7 +172,7 @@ export class Member {
         if (c.isLeader()) {
           if (resend) heartbeat(c);
           propose(c);
-        } else if (quiet > c.vcWait()) seekView(c, resend);
+        } else if (quiet > c.vcWait() || stalledFor(c) > c.vcWait()) seekView(c, resend);
         else c.preVote = null;
         break;
       case 'viewchange':

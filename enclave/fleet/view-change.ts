@@ -35,12 +35,32 @@ export function seekView(c: MemberCore, resend: boolean): void {
 }
 
 /**
- * Whether this member heard no leader for half a view-change timeout: in a view change, or a
- * follower whose leader went quiet (the asker waited a whole timeout; half here lets one that lost
- * the same leader a tick later answer at the asker's first question). A leader never does.
+ * Ticks a follower's commit point has stood still while its log holds entries past it (0 when it
+ * moved, or nothing waits). The leader resends an entry until a majority acknowledged it and tells
+ * the commit point on every message, so in a working view that is about one round trip. A leader
+ * whose followers' acknowledgements do not reach it (a link down one way) still sends, so they
+ * never go quiet on it, yet nothing commits: a follower counts it gone after a view-change wait of
+ * this (member.ts `tick`), and answers a question as if it heard no leader
+ * (test/enclave/fleet/prevote.test.ts). An idle fleet has nothing waiting and never stalls.
+ */
+export function stalledFor(c: MemberCore): number {
+  const s = c.stall;
+  if (c.st !== 'normal' || c.isLeader() || tipOf(c.d).index <= c.d.commit || s.commit !== c.d.commit || s.view !== c.d.view) {
+    c.stall = { commit: c.d.commit, view: c.d.view, since: c.now };
+    return 0;
+  }
+  return c.now - s.since;
+}
+
+/**
+ * Whether this member heard no working leader for half a view-change timeout: in a view change,
+ * or a follower whose leader went quiet or commits nothing (`stalledFor`); the asker waited a
+ * whole timeout, half here lets one that lost the same leader a tick later answer at the asker's
+ * first question. A leader never does.
  */
 function leaderless(c: MemberCore): boolean {
-  return c.st === 'viewchange' || (c.st === 'normal' && !c.isLeader() && c.now - c.lastProgress > c.t.vc / 2);
+  if (c.st === 'viewchange') return true;
+  return c.st === 'normal' && !c.isLeader() && (c.now - c.lastProgress > c.t.vc / 2 || stalledFor(c) > c.t.vc / 2);
 }
 
 /** Answers a member that asks to move to a view above this member's, if this member heard no leader either; a member that hears one says nothing. */

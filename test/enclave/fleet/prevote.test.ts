@@ -4,7 +4,9 @@
  * either. A member cut off from a working fleet therefore keeps its view, and when the network
  * heals it follows the leader it lost instead of pulling the whole fleet into a view change (VR
  * Revisited §4.2 lets any member that times out move to v + 1; the others join any higher view
- * they hear of). A fleet whose leader is gone still changes view (liveness.test.ts).
+ * they hear of). A fleet whose leader is gone still changes view (liveness.test.ts), and so does
+ * one whose leader hears no follower while they hear it (a link down one way at the leader): the
+ * followers see nothing commit (view-change.ts `stalledFor`).
  */
 import { describe, expect, it } from 'vitest';
 import { Net } from '../../helpers/fleet-net.ts';
@@ -55,6 +57,28 @@ describe('fleet pre-vote', () => {
       expect(net.leader()).toBe(l);
     });
   }
+
+  it('a leader that hears no follower (every message to it lost) while they hear it: they see the commit point stand still behind their logs, change view, and the fleet commits', () => {
+    const net = formed();
+    const l = net.leader()!;
+    const view = net.members[l]!.view;
+    net.lose = (h) => h.to === l;
+    // the leader takes an op: its prepare reaches both followers, their acks never reach it
+    net.out(net.members[l]!.submit({ kind: 'register', id: 'd', limit: 5 }, net.now));
+    const took = net.until(() => net.members.some((m, i) => i !== l && m!.isLeader()), 500);
+    expect(took, `a new leader among the followers (${states(net)})`).toBeGreaterThanOrEqual(0);
+    const nl = net.members.findIndex((m, i) => i !== l && m!.isLeader());
+    expect(net.members[nl]!.view).toBeGreaterThan(view);
+    const before = net.committed.length;
+    net.out(net.members[nl]!.submit({ kind: 'register', id: 'e', limit: 5 }, net.now));
+    expect(net.until(() => net.committed.length > before, 200), `an op commits in the new view (${states(net)})`).toBeGreaterThanOrEqual(0);
+    // an idle fleet whose leader is deaf has nothing standing still: no view change is needed, and none is made
+    const idle = formed();
+    const il = idle.leader()!;
+    idle.lose = (h) => h.to === il;
+    for (let t = 0; t < 400; t++) idle.step();
+    expect(idle.leader(), `an idle fleet keeps its leader (${states(idle)})`).toBe(il);
+  });
 
   it('a fleet whose leader is cut off from both followers changes view (a majority heard no leader)', () => {
     const net = formed();

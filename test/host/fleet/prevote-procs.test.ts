@@ -6,10 +6,12 @@
  * their view throughout, the cut-off member must keep
  * its view (it asks, `preVote`, and nobody grants) and follow the same leader once healed, and no
  * member may send a `doViewChange`. The members' `sent` counts (GET /fleet/status) show the
- * question was asked. test/enclave/fleet/prevote.test.ts is the same on the tick-driven network.
+ * question was asked. And a leader that hears no follower while they hear it (their links into it
+ * cut) is replaced once they see nothing commit. test/enclave/fleet/prevote.test.ts is the same
+ * on the tick-driven network.
  */
 import { afterAll, expect, it } from 'vitest';
-import { ProcFleet, type MemberStatus } from '../../helpers/fleet-procs.ts';
+import { ProcFleet, postOp, type MemberStatus } from '../../helpers/fleet-procs.ts';
 
 const fleets: ProcFleet[] = [];
 afterAll(async () => {
@@ -68,6 +70,36 @@ it('a follower cut off from the fleet for 4 s keeps its view, moves nobody else,
     expect(moved.slice(0, 3), 'nor once healed').toEqual([]);
     const dvc = (s: (MemberStatus | null)[]) => s.map((x) => x?.sent?.doViewChange ?? 0);
     expect(dvc(back), 'no member sent a doViewChange').toEqual(dvc(before));
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\n${f.failureReport(40)}`);
+  }
+}, 90_000);
+
+it('a leader that hears no follower (their links to it cut, its links to them up) is replaced: its followers see nothing commit, change view, and the fleet commits again', async () => {
+  const f = await ProcFleet.create(3);
+  fleets.push(f);
+  await Promise.all([0, 1, 2].map((i) => f.start(i)));
+  await f.allNormal();
+  const l = (await f.waitFor('a leader', () => f.leader()))!;
+  const view = (await f.status(f.procs[l]!.api))!.view!;
+  try {
+    // proxies[i][l]: member i's way to member l
+    for (let i = 0; i < 3; i++) if (i !== l) f.proxies[i]![l]!.cut();
+    f.note(`cut the links into m${l}`);
+    // an op to the deaf leader: its prepare reaches both followers, their acknowledgements never reach it
+    const first = postOp(f.procs[l]!.api, { kind: 'register', id: 'deaf-0', limit: 3 });
+    const nl = await f.waitFor('a new leader', async () => {
+      const s = await Promise.all(f.procs.map((p) => f.status(p!.api)));
+      const led = s.find((x, i) => i !== l && x?.status === 'normal' && x.leader?.id === i && (x.view ?? 0) > view);
+      return led ? led.member : null;
+    }, 20_000);
+    const r = await postOp(f.procs[nl]!.api, { kind: 'register', id: 'deaf-1', limit: 3 });
+    expect(r?.status, JSON.stringify(r?.body)).toBe(200);
+    await first; // answered or not (a timeout, or the leader's refusal once it heard of the new view): it may commit in the new view
+    for (let i = 0; i < 3; i++) if (i !== l) f.proxies[i]![l]!.heal();
+    f.note(`healed m${l}`);
+    await f.allNormal();
+    expect((await f.leader()) ?? -1, 'the new leader keeps the lead').toBe(nl);
   } catch (e) {
     throw new Error(`${(e as Error).message}\n${f.failureReport(40)}`);
   }
