@@ -19,6 +19,18 @@ function formed(): Net {
   return net;
 }
 
+/** A leader among the members other than `l`, in a view above `view`, and an op committing under it: that leader. */
+function replaced(net: Net, l: number, view: number, id: string): number {
+  const took = net.until(() => net.members.some((m, i) => i !== l && m!.isLeader()), 500);
+  expect(took, `a new leader among the followers (${states(net)})`).toBeGreaterThanOrEqual(0);
+  const nl = net.members.findIndex((m, i) => i !== l && m!.isLeader());
+  expect(net.members[nl]!.view).toBeGreaterThan(view);
+  const before = net.committed.length;
+  net.out(net.members[nl]!.submit({ kind: 'register', id, limit: 5 }, net.now));
+  expect(net.until(() => net.committed.length > before, 200), `an op commits in the new view (${states(net)})`).toBeGreaterThanOrEqual(0);
+  return nl;
+}
+
 describe('fleet pre-vote', () => {
   for (const cut of ['both ways', 'from the leader only'] as const) {
     it(`a follower cut off ${cut} for 20 view-change timeouts does not move the others' view, and follows the same leader once healed`, () => {
@@ -65,13 +77,7 @@ describe('fleet pre-vote', () => {
     net.lose = (h) => h.to === l;
     // the leader takes an op: its prepare reaches both followers, their acks never reach it
     net.out(net.members[l]!.submit({ kind: 'register', id: 'd', limit: 5 }, net.now));
-    const took = net.until(() => net.members.some((m, i) => i !== l && m!.isLeader()), 500);
-    expect(took, `a new leader among the followers (${states(net)})`).toBeGreaterThanOrEqual(0);
-    const nl = net.members.findIndex((m, i) => i !== l && m!.isLeader());
-    expect(net.members[nl]!.view).toBeGreaterThan(view);
-    const before = net.committed.length;
-    net.out(net.members[nl]!.submit({ kind: 'register', id: 'e', limit: 5 }, net.now));
-    expect(net.until(() => net.committed.length > before, 200), `an op commits in the new view (${states(net)})`).toBeGreaterThanOrEqual(0);
+    replaced(net, l, view, 'e');
     // an idle fleet whose leader is deaf has nothing standing still: no view change is needed, and none is made
     const idle = formed();
     const il = idle.leader()!;
@@ -85,13 +91,7 @@ describe('fleet pre-vote', () => {
     const l = net.leader()!;
     const view = net.members[l]!.view;
     net.lose = (h) => h.to === l || h.from === l;
-    const took = net.until(() => net.members.some((m, i) => i !== l && m!.isLeader()), 500);
-    expect(took, `a new leader among the followers (${states(net)})`).toBeGreaterThanOrEqual(0);
-    const nl = net.members.findIndex((m, i) => i !== l && m!.isLeader());
-    expect(net.members[nl]!.view).toBeGreaterThan(view);
-    const before = net.committed.length;
-    net.out(net.members[nl]!.submit({ kind: 'register', id: 'q', limit: 5 }, net.now));
-    expect(net.until(() => net.committed.length > before, 200), 'an op commits in the new view').toBeGreaterThanOrEqual(0);
+    const nl = replaced(net, l, view, 'q');
     // healed: the old leader follows the new view
     net.lose = null;
     expect(net.until(() => net.members[l]!.status === 'normal' && net.members[l]!.view === net.members[nl]!.view, 300), states(net)).toBeGreaterThanOrEqual(0);

@@ -20,12 +20,17 @@ afterAll(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-it('a follower cut off from the fleet for 4 s keeps its view, moves nobody else, and follows the same leader once healed', async () => {
+/** Three members serving the replication test API, every one normal under one leader: the fleet and that leader. */
+async function formedFleet(): Promise<{ f: ProcFleet; l: number }> {
   const f = await ProcFleet.create(3);
   fleets.push(f);
   await Promise.all([0, 1, 2].map((i) => f.start(i)));
   await f.allNormal();
-  const l = (await f.waitFor('a leader', () => f.leader()))!;
+  return { f, l: (await f.waitFor('a leader', () => f.leader()))! };
+}
+
+it('a follower cut off from the fleet for 4 s keeps its view, moves nobody else, and follows the same leader once healed', async () => {
+  const { f, l } = await formedFleet();
   const c = [0, 1, 2].find((i) => i !== l)!;
   const g = 3 - l - c;
   const all = async () => Promise.all(f.procs.map((p) => f.status(p!.api)));
@@ -76,11 +81,7 @@ it('a follower cut off from the fleet for 4 s keeps its view, moves nobody else,
 }, 90_000);
 
 it('a leader that hears no follower (their links to it cut, its links to them up) is replaced: its followers see nothing commit, change view, and the fleet commits again', async () => {
-  const f = await ProcFleet.create(3);
-  fleets.push(f);
-  await Promise.all([0, 1, 2].map((i) => f.start(i)));
-  await f.allNormal();
-  const l = (await f.waitFor('a leader', () => f.leader()))!;
+  const { f, l } = await formedFleet();
   const view = (await f.status(f.procs[l]!.api))!.view!;
   try {
     // proxies[i][l]: member i's way to member l
