@@ -21,9 +21,8 @@ import { sameBytes, type Body, type Envelope } from './wire.ts';
  * network heals, its first `doViewChange` would otherwise pull every member out of a working view
  * (the others join any higher view they hear of, as VR Revisited §4.2 has it), and a member that
  * only the leader could not reach would move the whole fleet to another leader over one broken
- * link (test/enclave/fleet/prevote.test.ts). Asking
- * changes when a view change starts, never what it decides: liveness only. `resend`: the timer
- * says to send the question again.
+ * link (test/enclave/fleet/prevote.test.ts). Asking changes when a view change starts, never what
+ * it decides: liveness only. `resend`: the timer says to send the question again.
  */
 export function seekView(c: MemberCore, resend: boolean): void {
   if (!c.wasAdmitted || (c.st !== 'normal' && c.st !== 'viewchange')) return;
