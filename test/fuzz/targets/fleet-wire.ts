@@ -4,8 +4,9 @@
  * Input: one mode byte, then the bytes.
  *   mode bit 0 = 0: the bytes are a whole message: `open` under the fuzz fleet's message key of
  *                   the pair (member 0, member 1) (header, MAC, then body);
- *   mode bit 0 = 1: the bytes are a body of message type number (mode >> 1) % 10 + 1, decoded as
- *                   if its MAC had verified (`decodeBody`), so the body decoder sees them.
+ *   mode bit 0 = 1: the bytes are a body of the message type whose tag is (mode >> 1) % 12 + 1 (the
+ *                   tags of messages.ts MESSAGE_TAGS), decoded as if its MAC had verified
+ *                   (`decodeBody`), so the body decoder sees them.
  * Oracle: only FleetFault escapes (a codec fault that is not mapped to a FleetCode, or any other
  * exception, is a violation); a message opens only if it is exactly one of the seeds (no flipped,
  * cut, extended or re-addressed message opens); a decoded body re-encodes to exactly its bytes.
