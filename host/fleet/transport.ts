@@ -123,7 +123,7 @@ export class Transport {
   /**
    * The messages this member's device handed over to send, by the type their header names, since
    * the process started (GET /fleet/status `sent`): what a fleet says to itself, such as re-form
-   * accepts or pre-votes that do not stop (docs/fleet.md "The member process").
+   * accepts or pre-votes that do not stop (docs/fleet.md "The client API, the CLI").
    */
   readonly sent: Record<string, number> = {};
 
@@ -169,9 +169,9 @@ export class Transport {
   /** Sends a sealed message to the member its header names (dropped when the header does not read or names no other member). */
   send(msg: Uint8Array): void {
     const r = routeOf(msg);
-    const p = r === null ? null : this.peers[r.to];
-    if (!p) return;
-    this.sent[r!.type] = (this.sent[r!.type] ?? 0) + 1;
+    const p = r && this.peers[r.to];
+    if (!r || !p) return;
+    this.sent[r.type] = (this.sent[r.type] ?? 0) + 1;
     if (p.queue.length >= this.maxQueue) {
       p.queue.shift();
       p.dropped++;
