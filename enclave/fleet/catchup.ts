@@ -73,8 +73,12 @@ export function onCatchup(c: MemberCore, env: Envelope, b: Extract<Body, { type:
   if (a.expect && (a.expect.index !== tip.index || !sameBytes(a.expect.hash, tip.hash))) return c.refuse(FleetCode.Unexpected, env.from);
   // a member's log never goes back (VR Revisited §4.2's order: normal view, then length)
   if (newer({ normalView: c.d.normalView, tip: tipOf(c.d).index }, { normalView: b.normalView, tip: tip.index })) return c.refuse(FleetCode.StaleCatchup, env.from);
+  // a view's log stays in its epoch; a member that rejoins, or fetches a re-form's chosen log (its
+  // tip named by the plan, `expect` above), takes the epoch that log is in. A member that missed
+  // its fleet's formation (it crashed after accepting, before installing: still epoch 0) refused
+  // the chosen log of every later re-form, which waited for it for good (test/sim/reform-join.test.ts)
   const epochChanged = cand.base.config.epoch !== c.d.base.config.epoch;
-  if (epochChanged && a.purpose !== 'rejoin') return c.refuse(FleetCode.StaleEpoch, env.from);
+  if (epochChanged && a.purpose !== 'rejoin' && a.purpose !== 'reform') return c.refuse(FleetCode.StaleEpoch, env.from);
   const commit = Math.max(Math.min(b.commit, tip.index), Math.min(c.d.commit, tip.index), cand.base.index);
   const view = a.purpose === 'view' || a.purpose === 'reform' ? c.d.view : Math.max(c.d.view, b.view);
   c.write(compact({ ...cand, commit, view, normalView: b.normalView }, c.t.keep, c.floor(cand)));

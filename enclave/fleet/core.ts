@@ -140,6 +140,11 @@ export class MemberCore {
   synced = false;
   now = 0;
   lastProgress = 0;
+  /**
+   * Leading: the tick of each admitted member's last acknowledgement in this epoch and view, and
+   * since when this member leads it (normal.ts `withoutMajority`).
+   */
+  acks = { key: '', since: 0, at: new Map<number, number>() };
   /** The commit point and view a follower last saw move, and since when (view-change.ts `stalledFor`). */
   stall = { commit: -1, view: -1, since: 0 };
   /** The tick this incarnation became a learner (caught up, not admitted yet): a learner the fleet does not admit in time votes for a re-form. */

@@ -220,10 +220,37 @@ export function onPrepareOk(c: MemberCore, env: Envelope, b: Extract<Body, { typ
     }
   }
   c.lastProgress = c.now;
+  acksOf(c).set(env.from, c.now);
   if (o && b.index === o.index && sameBytes(b.hash, o.hash)) {
     o.acks.add(env.from);
     tryCommit(c);
   }
+}
+
+/** This leader's acknowledgements by member in its current epoch and view (a new view starts an empty table). */
+function acksOf(c: MemberCore): Map<number, number> {
+  const key = `${c.epoch}/${c.d.view}`;
+  if (c.acks.key !== key) c.acks = { key, since: c.now, at: new Map() };
+  return c.acks.at;
+}
+
+/**
+ * A leader that, for a view-change timeout, heard fewer members with an admitted incarnation than
+ * a majority, itself included: nothing it proposes commits, and it can admit nobody (an Admit
+ * needs a majority without its own member). With every member running, only a re-form moves such
+ * a fleet, so it joins one another member votes for (reform.ts `onReformVote`). Before, its
+ * messages kept its follower from seeing "no working leader", the restarted members' votes ended
+ * at its next message, and the fleet stood still (test/sim/reform-join.test.ts). A leader that
+ * hears a majority does not join: a re-form needs every id, and one member gone for good would
+ * then stop a fleet that still had a majority.
+ */
+export function withoutMajority(c: MemberCore): boolean {
+  if (!c.isLeader()) return false;
+  const at = acksOf(c);
+  if (c.now - c.acks.since <= c.t.vc) return false;
+  let heard = 1;
+  for (const [m, t] of at) if (m !== c.id && isMemberOf(c.configTip(), m) && c.now - t <= c.t.vc) heard++;
+  return heard < c.quorum();
 }
 
 /** Commits the outstanding entry once a majority of member ids, each with its admitted incarnation, hold it; an Admit's own member does not count. */

@@ -8,6 +8,7 @@ import { requestCatchup } from './catchup.ts';
 import type { MemberCore, Vote } from './core.ts';
 import { FleetCode } from './faults.ts';
 import { membersOf, newer, lastPayloadAt, recordsAt, tipOf } from './log.ts';
+import { withoutMajority } from './normal.ts';
 import { MAX_HELD_PAYLOADS } from './codec.ts';
 import { enterViewChange, enterView } from './view-change.ts';
 import { configHash, sameBytes, type Body, type Config, type Envelope } from './wire.ts';
@@ -63,7 +64,7 @@ export function onReformVote(c: MemberCore, env: Envelope, b: Vote['body']): voi
   }
   const votes = votesOf(c, b.epoch);
   if (!votes.has(env.from)) votes.set(env.from, { inc: env.fromInc, body: b });
-  const unhappy = c.st !== 'normal' || c.now - c.lastProgress > c.t.vc;
+  const unhappy = c.st !== 'normal' || c.now - c.lastProgress > c.t.vc || withoutMajority(c);
   const r = c.d.reform;
   if (unhappy && c.st !== 'retired' && (!r || b.epoch > r.epoch)) startReform(c, b.epoch);
   else tryPlan(c);

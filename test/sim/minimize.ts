@@ -32,6 +32,8 @@ export function reproduce(o: ScheduleOptions, faults: readonly FaultKind[]): str
   if (o.broken) parts.push(`--broken ${o.broken}`);
   if (o.charters !== undefined) parts.push(`--charters ${o.charters ? 'on' : 'off'}`);
   if (o.effectsOnly) parts.push('--effects-only');
+  if (o.steps !== undefined) parts.push(`--steps ${o.steps}`);
+  if (o.liveness) parts.push(`--liveness ${o.liveness}`);
   if (faults.length !== FAULTS.length) parts.push(`--faults ${faults.join(',') || 'none'}`);
   return parts.join(' ');
 }

@@ -4,12 +4,14 @@
  *
  *   npm run sim -- --schedules N --seed S [--jobs J] [--n 3|5] [--steps T] [--faults a,b,...]
  *                  [--charters on|off] [--broken count-unadmitted|half-quorum|skip-mac|shared-key|charter-two]
- *                  [--effects-only] [--trace]
+ *                  [--liveness T] [--effects-only] [--trace]
  *
  *   --schedules  how many schedules (default 1000); schedule i runs seed S + i (default S = 1)
  *   --jobs       worker threads (default 1; seeds are split between them, results are the same)
  *   --n          members (default: each seed picks 3 or 5)
  *   --steps      ticks of faults per schedule (default 240, then 60 quiet ticks)
+ *   --liveness   then every member running again, the network healed: within T ticks a leader must
+ *                commit and every member follow it (world.ts ScheduleOptions `liveness`; default off)
  *   --faults     fault kinds on (default all: drop,duplicate,delay,replay,partition,crash,restore,clone)
  *   --charters   charter changes (a member added, one removed, twice) in every schedule (on), in
  *                none (off); default: in about half, drawn per seed (world.ts ScheduleOptions)
@@ -58,6 +60,7 @@ function parse(argv: string[]): Args {
       if (n !== 3 && n !== 5) throw new Error('--n: 3 or 5');
       base.n = n;
     } else if (k === '--steps') base.steps = num();
+    else if (k === '--liveness') base.liveness = num();
     else if (k === '--faults') {
       const v = val();
       const list = v === 'none' ? [] : v.split(',');
@@ -122,14 +125,14 @@ async function main(): Promise<void> {
   console.log(`fleet simulation: ${args.schedules} schedules from seed ${args.seed}, ${args.jobs} job(s), Node ${process.version}${args.base.broken ? `, BROKEN RULE ${args.base.broken}` : ''}`);
   const t0 = performance.now();
   const failing: Summary[] = [];
-  const totals = { done: 0, n3: 0, n5: 0, acked: 0, committed: 0, messages: 0, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, forged: 0, charters: 0 };
+  const totals = { done: 0, n3: 0, n5: 0, acked: 0, committed: 0, messages: 0, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, forged: 0, charters: 0, livenessServed: 0, livenessWaived: 0 };
   const refused = new Map<string, number>();
   const step = Math.max(1, Math.floor(args.schedules / 10));
   await runAll(args, (s) => {
     totals.done++;
     if (s.n === 3) totals.n3++;
     else totals.n5++;
-    for (const k of ['acked', 'committed', 'messages', 'reforms', 'crashes', 'restores', 'clones', 'partitions', 'forged', 'charters'] as const) totals[k] += s.stats[k];
+    for (const k of ['acked', 'committed', 'messages', 'reforms', 'crashes', 'restores', 'clones', 'partitions', 'forged', 'charters', 'livenessServed', 'livenessWaived'] as const) totals[k] += s.stats[k];
     for (const [c, v] of Object.entries(s.stats.refused)) refused.set(c, (refused.get(c) ?? 0) + v);
     if (s.violations.length > 0) failing.push(s);
     if (totals.done % step === 0 || totals.done === args.schedules) {
@@ -140,6 +143,7 @@ async function main(): Promise<void> {
   console.log(`\n${totals.done} schedules (${totals.n3} of 3 members, ${totals.n5} of 5) in ${secs.toFixed(1)} s`);
   console.log(`  answered changes ${totals.acked}, committed entries ${totals.committed}, messages ${totals.messages}, re-forms ${totals.reforms}, charter changes committed ${totals.charters}`);
   console.log(`  faults: ${totals.crashes} crashes, ${totals.restores} restores from old images, ${totals.clones} clones, ${totals.partitions} partitions, ${totals.forged} forged messages delivered (each refused with a typed fault, or a violation)`);
+  if (args.base.liveness) console.log(`  liveness (every member running again, the network healed, ${args.base.liveness} ticks): ${totals.livenessServed} served, ${totals.livenessWaived} waived (an uncommitted addition whose member has no process, or a member restored from before an addition: docs/fleet.md "Limits of this slice")`);
   console.log(`  refused messages: ${[...refused].sort().map(([c, v]) => `${fleetFaultName(Number(c))} ${v}`).join(', ')}`);
   if (failing.length === 0) {
     console.log('  violations: 0');

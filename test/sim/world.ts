@@ -12,7 +12,7 @@
  * run, step for step.
  */
 import { bytesToHex } from '@noble/hashes/utils.js';
-import { genesis, recordsAt, tipOf, type DurableState } from '../../enclave/fleet/log.ts';
+import { configAt, genesis, recordsAt, tipOf, type DurableState } from '../../enclave/fleet/log.ts';
 import { Member, type Answer, type BrokenRule, type Output } from '../../enclave/fleet/member.ts';
 import type { Intent } from '../../enclave/fleet/rules.ts';
 import { FleetCode, FleetFault } from '../../enclave/fleet/faults.ts';
@@ -49,6 +49,15 @@ export interface ScheduleOptions {
    * about half the schedules (drawn from a stream of its own).
    */
   readonly charters?: boolean;
+  /**
+   * After the schedule, a liveness check of this many ticks (0: none, the default): every clone
+   * stopped, every member id of the charter in force running again (from its own disk), the
+   * network healed and without faults. Within that many ticks a leader must commit an op sent
+   * after the heal and every running member of the charter must be normal in the leader's epoch
+   * and view, or the run fails with a `liveness:` violation (docs/fleet.md "View change",
+   * "Re-form": a fleet whose members all run again must serve).
+   */
+  readonly liveness?: number;
 }
 
 export interface ScheduleResult {
@@ -69,6 +78,9 @@ export interface ScheduleResult {
     restores: number;
     clones: number;
     partitions: number;
+    /** With ScheduleOptions `liveness`: the schedule served after the heal (1), or waited on an addition whose member has no process (`livenessWaived`, a known limit). */
+    livenessServed: number;
+    livenessWaived: number;
     durableWrites: number;
     /** Forged messages delivered (each refused with a typed fault, or the run reports a violation). */
     forged: number;
@@ -124,7 +136,7 @@ export class World {
   readonly oracle: Oracle;
   readonly procs: Proc[] = [];
   readonly trace: string[] = [];
-  readonly stats: ScheduleResult['stats'] = { acked: 0, committed: 0, messages: 0, bytes: 0, refused: {}, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, durableWrites: 0, forged: 0, charters: 0 };
+  readonly stats: ScheduleResult['stats'] = { acked: 0, committed: 0, messages: 0, bytes: 0, refused: {}, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, durableWrites: 0, forged: 0, charters: 0, livenessServed: 0, livenessWaived: 0 };
   /** Every member id that has a process (the founding ones, then the members charter changes added). */
   readonly ids: number[] = [];
   /** The charter changes of this run, in order, and the one being made (approved, proposed until it commits). */
@@ -564,6 +576,60 @@ export async function runSchedule(o: ScheduleOptions): Promise<ScheduleResult> {
     w.step();
   }
   if (w.failedAt < 0) w.checkRecords();
+  if (o.liveness && w.failedAt < 0) livenessCheck(w, o.liveness, intent);
   w.stats.committed = w.oracle.committed;
   return { seed: o.seed, n, violations: w.oracle.violations, failedAt: w.failedAt, trace: w.trace, stats: w.stats };
+}
+
+/** ScheduleOptions `liveness`: everything running again and healed; a leader must commit and every member follow it within `ticks`. */
+function livenessCheck(w: World, ticks: number, intent: () => Intent): void {
+  w.on.clear();
+  w.partition(null);
+  for (const p of w.alive()) if (p.extra) w.crash(p);
+  const inCharter = (id: number) => w.oracle.configFor(w.oracle.historyTop + 1).members.includes(id);
+  // as a supervisor would: a retired process of a member id still in the charter (its incarnation
+  // superseded by a clone's, say) runs again as a new incarnation, now and whenever one retires
+  const supervise = () => {
+    for (const p of w.alive()) if (p.member!.status === 'retired' && inCharter(p.id)) w.crash(p);
+    for (const id of w.ids) if (inCharter(id) && w.aliveOf(id).length === 0) w.restart(id);
+  };
+  supervise();
+  w.log('liveness: every member running, the network healed');
+  const from = w.answers.length;
+  const start = w.now;
+  const served = () => {
+    if (!w.answers.slice(from).some((a) => a.ok)) return false;
+    const lead = w.leaders()[0]?.member;
+    if (!lead) return false;
+    return w.alive().every((p) => !inCharter(p.id) || (p.member!.status === 'normal' && p.member!.epoch === lead.epoch && p.member!.view === lead.view));
+  };
+  while (w.now < start + ticks && w.failedAt < 0) {
+    if (w.plan.length > 0 && w.operator.chance(0.5)) w.driveCharter();
+    if (w.now % 4 === 0) for (const p of w.leaders()) w.submit(p, intent());
+    supervise();
+    w.step();
+    if (served()) {
+      w.stats.livenessServed++;
+      return;
+    }
+  }
+  if (w.failedAt >= 0) return;
+  // a known limit (docs/fleet.md "Membership changes"): a change that adds a member, not committed,
+  // with too few of the others admitted to commit it; the re-form then needs the new member's
+  // vote, and it gets a process only once the change commits
+  // and one this check found (docs/fleet.md "Limits of this slice"): a member whose log predates an
+  // addition (restored from an older image, or a new member that has not installed the log) does
+  // not know the added member's identity, so neither takes the other's messages, and a re-form,
+  // which needs every id's vote, waits
+  const named = w.alive().map((p) => configAt(p.member!.durable, tipOf(p.member!.durable).index).charter.identities.map((k) => k !== null));
+  const waiting = named.some((ids) => ids.some((k, id) => k && !w.ids.includes(id)));
+  const unknown = w.alive().some((p) => p.member!.status === 'reform') && named.some((ids) => w.alive().some((q) => !ids[q.id] && inCharter(q.id)));
+  if (waiting || unknown) {
+    w.stats.livenessWaived++;
+    w.log(`liveness: waived, ${waiting ? 'a member an uncommitted change adds has no process' : 'a running member does not know another member of the charter'}`);
+    return;
+  }
+  const states = w.alive().map((p) => `p${p.pid}(m${p.id}):${p.member!.status} e${p.member!.epoch}/v${p.member!.view}`).join(' ');
+  w.oracle.violations.push(`liveness: ${ticks} ticks after every member ran again and the network healed, ${w.answers.slice(from).some((a) => a.ok) ? 'not every member follows the leader' : 'nothing committed'} (${states})`);
+  w.failedAt = w.now;
 }
