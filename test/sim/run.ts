@@ -143,7 +143,7 @@ async function main(): Promise<void> {
   console.log(`\n${totals.done} schedules (${totals.n3} of 3 members, ${totals.n5} of 5) in ${secs.toFixed(1)} s`);
   console.log(`  answered changes ${totals.acked}, committed entries ${totals.committed}, messages ${totals.messages}, re-forms ${totals.reforms}, charter changes committed ${totals.charters}`);
   console.log(`  faults: ${totals.crashes} crashes, ${totals.restores} restores from old images, ${totals.clones} clones, ${totals.partitions} partitions, ${totals.forged} forged messages delivered (each refused with a typed fault, or a violation)`);
-  if (args.base.liveness) console.log(`  liveness (every member running again, the network healed, ${args.base.liveness} ticks): ${totals.livenessServed} served, ${totals.livenessWaived} waived (an uncommitted addition whose member has no process, or a member restored from before an addition: docs/fleet.md "Limits of this slice")`);
+  if (args.base.liveness) console.log(`  liveness (every member running again, the network healed, ${args.base.liveness} ticks): ${totals.livenessServed} served, ${totals.livenessWaived} waived (an uncommitted addition whose member has no process, or a member whose log predates a charter change during a re-form: docs/fleet.md "Limits of this slice")`);
   console.log(`  refused messages: ${[...refused].sort().map(([c, v]) => `${fleetFaultName(Number(c))} ${v}`).join(', ')}`);
   if (failing.length === 0) {
     console.log('  violations: 0');

@@ -617,16 +617,17 @@ function livenessCheck(w: World, ticks: number, intent: () => Intent): void {
   // a known limit (docs/fleet.md "Membership changes"): a change that adds a member, not committed,
   // with too few of the others admitted to commit it; the re-form then needs the new member's
   // vote, and it gets a process only once the change commits
-  // and one this check found (docs/fleet.md "Limits of this slice"): a member whose log predates an
-  // addition (restored from an older image, or a new member that has not installed the log) does
-  // not know the added member's identity, so neither takes the other's messages, and a re-form,
-  // which needs every id's vote, waits
+  // and one this check found (docs/fleet.md "Limits of this slice"): a member whose log predates a
+  // charter change (restored from an older image or an older copy of its folder, or a new member
+  // that has not installed the log) while a re-form runs: it does not know an added member's
+  // identity (neither takes the other's messages), or waits for the vote of a removed one
   const named = w.alive().map((p) => configAt(p.member!.durable, tipOf(p.member!.durable).index).charter.identities.map((k) => k !== null));
   const waiting = named.some((ids) => ids.some((k, id) => k && !w.ids.includes(id)));
-  const unknown = w.alive().some((p) => p.member!.status === 'reform') && named.some((ids) => w.alive().some((q) => !ids[q.id] && inCharter(q.id)));
-  if (waiting || unknown) {
+  const history = w.oracle.configFor(w.oracle.historyTop + 1).members;
+  const lagging = w.alive().some((p) => p.member!.status === 'reform') && named.some((ids) => ids.some((k, id) => k !== history.includes(id)) || history.some((id) => !ids[id]));
+  if (waiting || lagging) {
     w.stats.livenessWaived++;
-    w.log(`liveness: waived, ${waiting ? 'a member an uncommitted change adds has no process' : 'a running member does not know another member of the charter'}`);
+    w.log(`liveness: waived, ${waiting ? 'a member an uncommitted change adds has no process' : "a running member's log predates a charter change"}`);
     return;
   }
   const states = w.alive().map((p) => `p${p.pid}(m${p.id}):${p.member!.status} e${p.member!.epoch}/v${p.member!.view}`).join(' ');
