@@ -55,7 +55,8 @@ export interface ScheduleOptions {
    * network healed and without faults. Within that many ticks a leader must commit an op sent
    * after the heal and every running member of the charter must be normal in the leader's epoch
    * and view, or the run fails with a `liveness:` violation (docs/fleet.md "View change",
-   * "Re-form": a fleet whose members all run again must serve).
+   * "Re-form": a fleet whose members all run again must serve); the two limits of a re-form that
+   * docs/fleet.md "Limits of this slice" names are counted as waived (`livenessWaived`).
    */
   readonly liveness?: number;
 }
@@ -614,13 +615,14 @@ function livenessCheck(w: World, ticks: number, intent: () => Intent): void {
     }
   }
   if (w.failedAt >= 0) return;
-  // a known limit (docs/fleet.md "Membership changes"): a change that adds a member, not committed,
-  // with too few of the others admitted to commit it; the re-form then needs the new member's
-  // vote, and it gets a process only once the change commits
-  // and one this check found (docs/fleet.md "Limits of this slice"): a member whose log predates a
-  // charter change (restored from an older image or an older copy of its folder, or a new member
-  // that has not installed the log) while a re-form runs: it does not know an added member's
-  // identity (neither takes the other's messages), or waits for the vote of a removed one
+  // Two limits of a re-form, which needs every id's vote, are counted as waived (docs/fleet.md
+  // "Limits of this slice"; a re-form with fewer members, authorized by the operator, ends both):
+  // - an addition not committed, with too few of the others admitted to commit it: the new member
+  //   gets its grant, and so a process, only once the change commits;
+  // - a member whose log predates a charter change (restored from an older image or an older copy
+  //   of its folder, or a new member that has not installed the log) while a re-form runs: it does
+  //   not know an added member's identity (neither takes the other's messages), or waits for the
+  //   vote of a removed one.
   const named = w.alive().map((p) => configAt(p.member!.durable, tipOf(p.member!.durable).index).charter.identities.map((k) => k !== null));
   const waiting = named.some((ids) => ids.some((k, id) => k && !w.ids.includes(id)));
   const history = w.oracle.configFor(w.oracle.historyTop + 1).members;
