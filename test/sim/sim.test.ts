@@ -51,6 +51,20 @@ describe('fleet simulation: random schedules', () => {
     expect(totals.forged).toBeGreaterThan(10 * CI_SCHEDULES);
   }, 240_000);
 
+  it('liveness: after each of 100 schedules without charter changes, every member running again on a healed network, the fleet serves (a leader commits, every member follows it)', async () => {
+    // with charter changes the check has two waived limits (docs/fleet.md "Limits of this slice");
+    // without, none may be waived: `npm run sim -- --liveness 3000` runs it on every schedule
+    const failing: string[] = [];
+    let served = 0;
+    for (let seed = 1; seed <= 100; seed++) {
+      const r = await runSchedule({ seed, charters: false, liveness: 3000 });
+      if (r.violations.length > 0) failing.push(`seed ${seed}: ${r.violations[0]} (npm run sim -- --seed ${seed} --schedules 1 --charters off --liveness 3000)`);
+      served += r.stats.livenessServed;
+    }
+    expect(failing).toEqual([]);
+    expect(served).toBe(100);
+  }, 240_000);
+
   it('the forging adversary changes nothing: a schedule runs the same with and without it, but for the forgeries refused', async () => {
     const without = FAULTS.filter((k) => k !== 'forge');
     let compared = 0;
