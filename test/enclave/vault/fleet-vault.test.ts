@@ -93,6 +93,8 @@ async function lossyRun(seed: number): Promise<void> {
     else if (r.ok) wrong.set(i, 0);
     else wrong.set(i, wrong.get(i)! + 1);
     if (round % 3 === 1) {
+      // the leader of the moment, or a follower: on a lossy network a view change may be under way
+      await w.until(() => w!.leader() !== null, 'a leader', 60_000);
       const victim = round % 2 === 0 ? w.leader()! : w.members.find((m) => m.up && m !== w!.leader())!;
       w.kill(victim.id);
       kills++;
