@@ -35,15 +35,29 @@ import type { Output } from './output.ts';
 const te = new TextEncoder();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
+/**
+ * `n` distinct free loopback ports: each held open until all are chosen, so the system can not
+ * hand the same one out twice (closing each at once, it did: two members given one port, and
+ * fleet.json refused, CI 2026-12-07).
+ */
+async function freePorts(n: number): Promise<number[]> {
+  const servers: ReturnType<typeof createServer>[] = [];
+  try {
+    const ports: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const s = createServer();
+      servers.push(s);
+      ports.push(
+        await new Promise<number>((res, rej) => {
+          s.once('error', rej);
+          s.listen(0, '127.0.0.1', () => res((s.address() as { port: number }).port));
+        }),
+      );
+    }
+    return ports;
+  } finally {
+    await Promise.all(servers.map((s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()))));
+  }
 }
 
 /**
@@ -101,8 +115,7 @@ export async function fleetDemo(keep: boolean, out: Output): Promise<number> {
     await initFleet({ dir, members: 3 });
     const file = join(dir, 'fleet.json');
     const cfg = checkFleetConfig(JSON.parse(readFileSync(file, 'utf8')));
-    const ports: number[] = [];
-    for (let i = 0; i < 6; i++) ports.push(await freePort());
+    const ports = await freePorts(6);
     writeFileSync(file, fleetJson({ ...cfg, members: cfg.members.map((m, i) => ({ ...m, api: { host: '127.0.0.1', port: ports[2 * i]! }, peer: { host: '127.0.0.1', port: ports[2 * i + 1]! } })) }));
     const urls = [0, 1, 2].map((i) => `http://127.0.0.1:${ports[2 * i]}`);
     console.log(`fleet folder ${dir}; members on ${urls.join(', ')}`);
