@@ -8,10 +8,9 @@
  */
 import { spawn } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { BKV_NODE_FLAGS } from '../../bin/bundle.mjs';
+import { freePorts } from '../../host/ports.ts';
 import { ROOT, procRss } from './common.ts';
 
 export interface ServiceProc {
@@ -24,29 +23,7 @@ export interface ServiceProc {
   stop(): Promise<number | null>;
 }
 
-/**
- * n distinct free ports on 127.0.0.1: all n are held open together before any is released, so no
- * two of them are the same port (one freePort() after another can be handed the port just closed).
- */
-export async function freePorts(n: number): Promise<number[]> {
-  const held = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<Server>((res, rej) => {
-          const s = createServer();
-          s.once('error', rej);
-          s.listen(0, '127.0.0.1', () => res(s));
-        }),
-    ),
-  );
-  const ports = held.map((s) => {
-    const a = s.address();
-    return typeof a === 'object' && a ? a.port : 0;
-  });
-  await Promise.all(held.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
+export { freePorts };
 
 export async function freePort(): Promise<number> {
   return (await freePorts(1))[0]!;

@@ -15,7 +15,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatBackupKey, generateBackupKey } from '../../client/backup-key.ts';
@@ -28,37 +27,13 @@ import { argon2idKsf, DEFAULT_ARGON2ID } from '../../enclave/opaque/ksf.ts';
 import { fastSuite } from '../../enclave/opaque/suites-fast.ts';
 import { mintToken, readIssuerPrivate } from '../auth/issuer.ts';
 import { checkFleetConfig, fleetJson, initFleet } from '../fleet/config.ts';
+import { freePorts } from '../ports.ts';
 import type { MemberStatusJson } from '../fleet/member-host.ts';
 import { readVaultKeyFile } from './io.ts';
 import type { Output } from './output.ts';
 
 const te = new TextEncoder();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * `n` distinct free loopback ports: each held open until all are chosen, so the system can not
- * hand the same one out twice (closing each at once, it did: two members given one port, and
- * fleet.json refused, CI 2026-12-07).
- */
-async function freePorts(n: number): Promise<number[]> {
-  const servers: ReturnType<typeof createServer>[] = [];
-  try {
-    const ports: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const s = createServer();
-      servers.push(s);
-      ports.push(
-        await new Promise<number>((res, rej) => {
-          s.once('error', rej);
-          s.listen(0, '127.0.0.1', () => res((s.address() as { port: number }).port));
-        }),
-      );
-    }
-    return ports;
-  } finally {
-    await Promise.all(servers.map((s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()))));
-  }
-}
 
 /**
  * Whether an operation may be asked again after `e`: the fleet changed leader while it ran (a
