@@ -114,6 +114,12 @@ export class MemberCore {
   private readonly rootHash: Uint8Array;
   /** Charter changes this member's device was given the operator's approval for (member.ts approveCharter), by hex of the change. */
   readonly approved = new Set<string>();
+  /**
+   * The operator's approval of a re-form without some member ids (member.ts `approveReform`):
+   * applies while the configuration at this member's tip is of epoch `fromEpoch` (reform.ts
+   * `tryPlan`). In RAM, as charter approvals: a member that restarts is approved again.
+   */
+  reformWithout: { readonly fromEpoch: number; readonly without: ReadonlySet<number> } | null = null;
   readonly t: { vc: number; reform: number; resend: number; keep: number; batch: number; queue: number };
   d: DurableState;
   st: Status = 'recovering';

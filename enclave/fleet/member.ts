@@ -11,12 +11,12 @@
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { onCatchup, onRejoin, serveCatchup } from './catchup.ts';
 import { MemberCore, type MemberOptions, type MemberPlatform, type Output, type Status } from './core.ts';
-import { decodeBody, intentFits } from './codec.ts';
+import { decodeBody, intentFits, MAX_MEMBERS } from './codec.ts';
 import { FleetCode, FleetFault, type FleetCodeValue } from './faults.ts';
-import { hashAt, isMemberOf, tipOf, type DurableState } from './log.ts';
+import { hashAt, isMemberOf, membersOf, tipOf, type DurableState } from './log.ts';
 import { charterKey, heartbeat, onCommit, onPrepare, onPrepareOk, propose, proposeBatch, proposeCharter } from './normal.ts';
 import type { CharterOp } from './rules.ts';
-import { abandonReform, nextReformEpoch, onReformAccept, onReformVote, resendReform, startReform } from './reform.ts';
+import { abandonReform, nextReformEpoch, onReformAccept, onReformVote, reformVoters, resendReform, startReform, tryPlan } from './reform.ts';
 import type { Intent } from './rules.ts';
 import { enterViewChange, onDoViewChange, onPreVote, onPreVoteGrant, onStartView, resendViewChange, seekView, stalledFor, startViewChange } from './view-change.ts';
 import { ANY_INCARNATION, bodyBytes, readHeader, sameBytes, verifyMac, type Envelope, type Header } from './wire.ts';
@@ -76,6 +76,35 @@ export class Member {
    */
   approveCharter(change: Omit<CharterOp, 'kind'>): void {
     this.c.approved.add(charterKey({ kind: 'charter', ...change }));
+  }
+
+  /**
+   * The operator approved a re-form without the member ids `without`, out of the configuration of
+   * epoch `fromEpoch` (docs/fleet.md "Re-form without some members"): the device layer calls this
+   * only after checking the operator's MAC (hsm/fleet/charters.ts `reformApproval`). While the
+   * configuration at this member's tip is of that epoch, its re-forms wait for the votes of the
+   * other ids only, if they are a majority of the charter and include this member (reform.ts
+   * `reformVoters`; the others' incarnations are left out of the new configuration, and they come
+   * back as restarted members do: rejoin, then Admit). Kept in RAM, replaced by a later approval.
+   * BadValue for ids out of range or none.
+   */
+  approveReform(fromEpoch: number, without: readonly number[], now: number): Output {
+    if (!Number.isSafeInteger(fromEpoch) || fromEpoch < 0 || without.length === 0 || without.some((m) => !Number.isInteger(m) || m < 0 || m >= MAX_MEMBERS)) {
+      throw new FleetFault(FleetCode.BadValue, 'fleet: a re-form approval names an epoch and at least one member id');
+    }
+    const c = this.c;
+    c.begin(now);
+    c.reformWithout = { fromEpoch, without: new Set(without) };
+    tryPlan(c);
+    return c.end();
+  }
+
+  /** The operator's re-form approval this member holds and that applies to the configuration at its tip, if any. */
+  get reformApproval(): { fromEpoch: number; without: number[]; applies: boolean } | null {
+    const a = this.c.reformWithout;
+    if (!a) return null;
+    const voters = reformVoters(this.c);
+    return { fromEpoch: a.fromEpoch, without: [...a.without].sort((x, y) => x - y), applies: voters === null || voters.length < membersOf(this.c.configTip()).length };
   }
 
   /**

@@ -1,6 +1,6 @@
 /**
- * Re-form of a whole fleet into a new epoch, by unanimity of the N member ids (docs/fleet.md
- * "Re-form"): vote (durably, with this incarnation), plan (the incarnation set and the most
+ * Re-form of a whole fleet into a new epoch, by unanimity of the N member ids, or of a majority of
+ * them the operator approved (docs/fleet.md "Re-form"): vote (durably, with this incarnation), plan (the incarnation set and the most
  * up-to-date log, recorded durably: no other set for that epoch), fetch that log, accept, and
  * install once every incarnation of the set accepted the same set and log.
  */
@@ -70,16 +70,36 @@ export function onReformVote(c: MemberCore, env: Envelope, b: Vote['body']): voi
   else tryPlan(c);
 }
 
-/** With a vote from every member id for this member's re-form epoch: the set, the most up-to-date log, and the log fetched if it is not this one. */
+/**
+ * The member ids whose votes this member's re-form waits for: every id of the charter at its tip,
+ * or, with the operator's approval of a re-form without some of them from this tip's epoch
+ * (member.ts `approveReform`), the others, if they are a majority of the charter and include this
+ * member; null when this member does not plan (it is one the approval leaves out).
+ */
+export function reformVoters(c: MemberCore, tipCfg: Config = c.configTip()): number[] | null {
+  const members = membersOf(tipCfg);
+  const a = c.reformWithout;
+  if (!a || a.fromEpoch !== tipCfg.epoch) return members;
+  const kept = members.filter((m) => !a.without.has(m));
+  if (!kept.includes(c.id)) return null;
+  // a majority of the charter's ids: every entry committed under it is on one of them (quorum
+  // intersection), so the most up-to-date log of their votes holds it, as a view change's does
+  return 2 * kept.length > members.length ? kept : members;
+}
+
+/**
+ * With a vote from every member id this re-form counts (`reformVoters`) for this member's re-form
+ * epoch: the set, the most up-to-date log, and the log fetched if it is not this one.
+ */
 export function tryPlan(c: MemberCore): void {
   const r = c.d.reform;
   if (c.st !== 'reform' || !r || c.plan || !sameBytes(r.voter, c.incarnation)) return;
   const votes = votesOf(c, r.epoch);
-  // every member id of the charter at this member's tip (a member that takes a newer charter from
-  // the chosen log plans again in a later epoch: maybeAccept)
+  // every member id of the charter at this member's tip, or those the operator's approval keeps (a
+  // member that takes a newer charter from the chosen log plans again in a later epoch: maybeAccept)
   const tipCfg = c.configTip();
-  const members = membersOf(tipCfg);
-  if (!members.every((m) => votes.has(m))) return;
+  const members = reformVoters(c, tipCfg);
+  if (!members || !members.every((m) => votes.has(m))) return;
   const admitted: (Uint8Array | null)[] = tipCfg.charter.identities.map(() => null);
   let best = -1;
   let view = 0;
@@ -94,7 +114,10 @@ export function tryPlan(c: MemberCore): void {
   const setHash = configHash(config);
   if (r.setHash && !sameBytes(r.setHash, setHash)) return;
   const bv = votes.get(best)!.body;
-  c.plan = { epoch: r.epoch, config, setHash, best, bestTip: { index: bv.tip, hash: bv.tipHash }, view: c.viewLedFrom(config, view + 1) };
+  // the first view above every vote's whose leader is in the set (a member the approval left out leads none)
+  let next = c.viewLedFrom(config, view + 1);
+  while (!admitted[c.leaderOf(next)]) next = c.viewLedFrom(config, next + 1);
+  c.plan = { epoch: r.epoch, config, setHash, best, bestTip: { index: bv.tip, hash: bv.tipHash }, view: next };
   c.write({ ...c.d, reform: { ...r, setHash } });
   const tip = tipOf(c.d);
   if (tip.index === bv.tip && sameBytes(tip.hash, bv.tipHash)) maybeAccept(c);
@@ -137,10 +160,12 @@ export function onAccepted(c: MemberCore, from: number, inc: Uint8Array, b: Extr
   const p = c.plan;
   if (!p || !c.myAccept || p.epoch !== b.epoch || c.st !== 'reform') return;
   for (const m of membersOf(p.config)) {
+    if (!p.config.admitted[m]) continue; // an id the operator's approval left out of the set
     const a = acc.get(m);
     if (!a || !sameBytes(a.inc, p.config.admitted[m]) || !sameBytes(a.body.setHash, p.setHash) || a.body.tip !== p.bestTip.index || !sameBytes(a.body.tipHash, p.bestTip.hash)) return;
   }
-  // every member id holds the same log and accepted this set: it is the new epoch's committed state
+  // every member id of the set (every id, or a majority the operator approved) holds the same log
+  // and accepted this set: it is the new epoch's committed state
   const tip = tipOf(c.d);
   const full = { ...c.d, commit: tip.index };
   c.write({

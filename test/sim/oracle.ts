@@ -196,7 +196,15 @@ export class Oracle {
     const members = ev.config.charter.identities.flatMap((x, i) => (x ? [i] : []));
     const before = this.configFor(ev.tip.index + 1);
     if (prev === undefined && (ev.config.charter.serial !== before.serial || members.join(',') !== before.members.join(','))) this.fail(`${who}: re-form of epoch ${ev.epoch} with charter ${ev.config.charter.serial} (${members.join(',')}) where the history holds ${before.serial} (${before.members.join(',')})`);
-    for (const m of members) {
+    // the set: every member id, or (the operator's approval, member.ts approveReform) a majority of
+    // them that leaves out exactly the ids an approval names
+    const set = members.filter((m) => ev.config.admitted[m]);
+    if (set.length < members.length) {
+      const left = members.filter((m) => !ev.config.admitted[m]).join(',');
+      if (2 * set.length <= members.length) this.fail(`${who}: re-form of epoch ${ev.epoch} with ${set.length} of ${members.length} members (not a majority)`);
+      if (!this.reformApprovals.some((a) => a.fromEpoch < ev.epoch && members.filter((m) => a.without.includes(m)).join(',') === left)) this.fail(`${who}: re-form of epoch ${ev.epoch} without member ${left}, which no operator approval names`);
+    }
+    for (const m of set) {
       const inc = hex(ev.config.admitted[m]!);
       const ok = ev.tip.index === 0 || procs.some((p) => p.id === m && p.inc === inc && p.appended.has(key));
       if (!ok) this.fail(`${who}: re-form of epoch ${ev.epoch}: member ${m} never held the chosen log`);
@@ -211,6 +219,8 @@ export class Oracle {
   get historyTop(): number {
     return this.top;
   }
+  /** The operator's approvals of a re-form without some members (World.approveReform). */
+  readonly reformApprovals: { readonly fromEpoch: number; readonly without: readonly number[] }[] = [];
   /** Committed charter changes: entry index → serial. */
   readonly charterAt = new Map<number, number>();
 }

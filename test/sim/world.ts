@@ -321,6 +321,13 @@ export class World {
     this.call(p, (m) => m.submit(intent, this.now));
   }
 
+  /** The operator approves, at process `p`, a re-form out of epoch `fromEpoch` without the member ids `without` (member.ts approveReform). */
+  approveReform(p: Proc, fromEpoch: number, without: readonly number[]): void {
+    this.log(`operator approves at p${p.pid}(m${p.id}) a re-form from epoch ${fromEpoch} without member ${without.join(', ')}`);
+    this.oracle.reformApprovals.push({ fromEpoch, without: [...without] });
+    this.call(p, (m) => m.approveReform(fromEpoch, without, this.now));
+  }
+
   /**
    * Ids counted against the damage budget: more than one running copy; running as a clone the
    * fleet has not admitted (a clone is its member's disk as it was when copied: with its original
