@@ -36,9 +36,11 @@ export function onRejoin(c: MemberCore, env: Envelope, b: Extract<Body, { type: 
 export function serveCatchup(c: MemberCore, env: Envelope, commit: number, commitHash: Uint8Array): void {
   if (c.st === 'recovering' || c.st === 'retired') return c.refuse(FleetCode.Unexpected, env.from);
   const have = hashAt(c.d, commit);
-  // a member with nothing committed (one a charter change added) takes the snapshot: its genesis
-  // configuration (epoch 0, the founding charter) is not the fleet's, even where the chains agree
-  const suffix = have !== undefined && sameBytes(have, commitHash) && !(commit === 0 && c.epoch > 0);
+  // a member whose commit point is this log's snapshot point, or before it, takes the snapshot:
+  // the snapshot's configuration may be of an epoch it never installed, even where the chains
+  // agree (one a charter change added: its genesis configuration, epoch 0, is not the fleet's; one
+  // a re-form went without, whose commit point is the re-form's chosen tip: reform-procs.test.ts)
+  const suffix = have !== undefined && sameBytes(have, commitHash) && commit > c.d.base.index;
   c.send(
     env.from,
     {

@@ -28,10 +28,12 @@ export interface MemberPlatform {
  * without checking its MAC; `shared-key` gives every pair of members one key (keys.ts
  * `sharedKeysForControl`), so a member can MAC a message in another member's name;
  * `charter-two` lets a charter change add or remove two members at once (log.ts
- * checkCharterChange), so a majority of the old charter and one of the new may not meet.
+ * checkCharterChange), so a majority of the old charter and one of the new may not meet;
+ * `reform-majority` re-forms with the votes of any majority, as if the operator had approved a
+ * re-form without the others (reform.ts `reformVoters`).
  */
-export type BrokenRule = 'count-unadmitted' | 'half-quorum' | 'skip-mac' | 'shared-key' | 'charter-two';
-export const BROKEN_RULES: readonly BrokenRule[] = ['count-unadmitted', 'half-quorum', 'skip-mac', 'shared-key', 'charter-two'];
+export type BrokenRule = 'count-unadmitted' | 'half-quorum' | 'skip-mac' | 'shared-key' | 'charter-two' | 'reform-majority';
+export const BROKEN_RULES: readonly BrokenRule[] = ['count-unadmitted', 'half-quorum', 'skip-mac', 'shared-key', 'charter-two', 'reform-majority'];
 
 /**
  * Committed entries a member keeps for its vault to apply, at most (`floor`): half of what its

@@ -78,6 +78,12 @@ export function onReformVote(c: MemberCore, env: Envelope, b: Vote['body']): voi
  */
 export function reformVoters(c: MemberCore, tipCfg: Config = c.configTip()): number[] | null {
   const members = membersOf(tipCfg);
+  if (c.opts.broken === 'reform-majority' && c.d.reform) {
+    // positive control: any majority that voted, no approval asked
+    const votes = votesOf(c, c.d.reform.epoch);
+    const voted = members.filter((m) => votes.has(m));
+    if (2 * voted.length > members.length && voted.includes(c.id)) return voted;
+  }
   const a = c.reformWithout;
   if (!a || a.fromEpoch !== tipCfg.epoch) return members;
   const kept = members.filter((m) => !a.without.has(m));

@@ -5,6 +5,7 @@
  *   bkv fleet add DIR [--host H] [--api-port P] [--peer-port Q] [--store URL] [--operator-key-file F] [--timeout S]
  *   bkv fleet remove DIR --member I [--operator-key-file F] [--timeout S]
  *   bkv fleet replace DIR --member I [--host H] [--api-port P] [--peer-port Q] [--store URL] [--operator-key-file F] [--timeout S]
+ *   bkv fleet reform DIR --without I[,J] [--operator-key-file F] [--timeout S]
  *
  * Each one: every member asked first (a change is refused unless every member it keeps is up,
  * normal under one leader, not behind, with no change in flight); the change (the next serial,
@@ -14,7 +15,9 @@
  * folder and identity first and, after the commit, waits for a member's grant in its folder; the
  * operator then starts it (`bkv serve --fleet DIR/fleet.json --member K`): it opens the grant,
  * catches up and is admitted. `remove` marks the member removed (its process retires on its own).
- * `replace` adds, waits for the new member to serve, then removes member I.
+ * `replace` adds, waits for the new member to serve, then removes member I. `reform` (not a
+ * charter change): the members left after a whole-fleet restart re-form without members gone for
+ * good.
  *
  * Exit 0 done; 1 refused by the fleet's state (a member down, a change in flight, the timeout, the
  * devices' refusal of the approval: another operator secret) with what to do; 2 usage.
@@ -22,9 +25,9 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileDurably } from '../../hsm/durable-file.ts';
-import { changeJson, charterApproval, ensureIdentity, foundingCharter, JOIN_FILE, readIdentityFile, type CharterState } from '../../hsm/fleet/device.ts';
+import { changeJson, charterApproval, ensureIdentity, foundingCharter, JOIN_FILE, readIdentityFile, reformApproval, type CharterState } from '../../hsm/fleet/device.ts';
 import { checkFleetConfig, checkHost, DEV_OPERATOR_SECRET, fleetJson, formatEndpoint, foundingMembers, MAX_MEMBER_IDS, memberDir, type FleetMember, type LoadedFleet } from '../fleet/config.ts';
-import { CHARTER_PATH, readOperatorSecretFile, type MemberStatusJson } from '../fleet/member-host.ts';
+import { CHARTER_PATH, readOperatorSecretFile, REFORM_PATH, type MemberStatusJson } from '../fleet/member-host.ts';
 import { intOption, required, UsageError, type Parsed } from './args.ts';
 import { active, ask, fleetAt, only } from './cmd-fleet.ts';
 import { CliError, EXIT } from './exit-codes.ts';
@@ -270,4 +273,90 @@ export async function replace(p: Parsed, out: Output): Promise<number> {
   out.set({ added: m.id, removed: id, serial, start: startCommand(s.fleet, m.id) });
   if (!out.json) console.log(`member ${id} replaced by member ${m.id} (charter changes ${m.joined} and ${serial}); stop member ${id}'s process`);
   return 0;
+}
+
+// ---- bkv fleet reform ---------------------------------------------------------------------------
+
+/** `--without I[,J...]`: distinct member ids fleet.json names and has not removed. */
+function withoutOption(p: Parsed, fleet: LoadedFleet): number[] {
+  const raw = required(p, 'without');
+  const ids = raw.split(',').map((x) => (/^\d+$/.test(x.trim()) ? Number(x.trim()) : NaN));
+  if (ids.some((m) => !Number.isInteger(m) || m >= MAX_MEMBER_IDS) || new Set(ids).size !== ids.length) throw new UsageError(`--without must list distinct member ids (0..${MAX_MEMBER_IDS - 1}), comma-separated: got ${raw}`);
+  for (const m of ids) if (!fleet.members[m] || fleet.members[m]!.removed !== undefined) throw new UsageError(`--without ${m}: fleet.json names no such member, or it was removed`);
+  return ids.sort((a, b) => a - b);
+}
+
+/**
+ * `bkv fleet reform DIR --without I[,J]`: after a whole-fleet restart with members gone for good,
+ * the members left re-form without them (docs/fleet.md "Re-form without some members"). Refused
+ * unless every member it keeps answers and none serves under a leader, every member it leaves out
+ * is silent, the kept ones are a majority of the charter and report one epoch. The operator's
+ * approval (a MAC under the operator secret: hsm/fleet/charters.ts reformApproval) goes to every
+ * kept member until they are all normal under one leader in a later epoch.
+ */
+export async function reform(p: Parsed, out: Output): Promise<number> {
+  only(p, 'reform', ['without', 'operator-key-file', 'timeout'], 1);
+  const s = setting(p);
+  const { fleet } = s;
+  const without = withoutOption(p, fleet);
+  const list = active(fleet);
+  const answers = await Promise.all(list.map((m) => ask(m.api)));
+  const of = new Map(list.map((m, i) => [m.id, answers[i] ?? null]));
+  const up = without.filter((id) => of.get(id));
+  if (up.length) throw refuse(`member ${up.map((id) => `${id} answers (${of.get(id)!.status})`).join(', ')}: a re-form goes without a member only when it is gone for good; with every member running the fleet re-forms on its own (docs/fleet.md "Re-form")`);
+  const kept = list.filter((m) => !without.includes(m.id));
+  const down = kept.filter((m) => !of.get(m.id)).map((m) => m.id);
+  if (down.length) throw refuse(`member ${down.join(', ')} does not answer (${down.map((id) => `http://${formatEndpoint(fleet.members[id]!.api)}`).join(', ')}): a re-form needs the vote of every member it keeps; start it, or name it in --without too if it is gone for good`);
+  const ka = kept.map((m) => of.get(m.id)!);
+  const leaders = new Set(ka.map((a) => (a.status === 'normal' ? a.leader?.id : undefined)));
+  if (ka.every((a) => a.status === 'normal') && leaders.size === 1 && !leaders.has(undefined)) {
+    throw refuse(`the fleet serves (leader ${[...leaders][0]}, epoch ${ka[0]!.epoch}): nothing to re-form; take a dead member out with bkv fleet remove ${fleet.dir} --member I (or replace)`);
+  }
+  const members = ka[0]!.charter?.members ?? [];
+  if (ka.some((a) => (a.charter?.members ?? []).join(',') !== members.join(','))) throw refuse(`the members report different charters (${ka.map((a, i) => `member ${kept[i]!.id}: ${a.charter?.members.join(',')}`).join('; ')}): a re-form without some members starts from one charter`);
+  const stray = without.filter((id) => !members.includes(id));
+  if (stray.length) throw refuse(`member ${stray.join(', ')} is not in the fleet's charter (members ${members.join(', ')})`);
+  const keptIds = members.filter((id) => !without.includes(id));
+  if (2 * keptIds.length <= members.length) throw refuse(`member ${keptIds.join(', ')} are ${keptIds.length} of the charter's ${members.length}: a re-form without some members keeps a majority (every committed entry is on one of them)`);
+  const epochs = [...new Set(ka.map((a) => a.epoch))];
+  if (epochs.length !== 1 || typeof epochs[0] !== 'number') throw refuse(`the members report epochs ${ka.map((a, i) => `${kept[i]!.id}: ${a.epoch}`).join(', ')}: a re-form without some members is approved out of one epoch; try again in a moment`);
+  const fromEpoch = epochs[0];
+  const founding = foundingCharter(
+    foundingMembers(fleet).map((m) => memberDir(fleet, m.id)),
+    Uint8Array.from(Buffer.from(fleet.fleetId, 'hex')),
+  );
+  if (!founding) throw refuse('a founding member\'s identity.pub is missing from its folder: copy it there from its machine');
+  const body = JSON.stringify({ fromEpoch, without, approval: Buffer.from(reformApproval(s.secret, founding, fromEpoch, without)).toString('hex') });
+  say(`approving a re-form out of epoch ${fromEpoch} without member ${without.join(', ')} at member ${kept.map((m) => m.id).join(', ')}`);
+  const end = Date.now() + s.timeoutMs;
+  let said = Date.now();
+  for (;;) {
+    await Promise.all(
+      kept.map(async (m) => {
+        try {
+          const r = await fetch(`http://${formatEndpoint(m.api)}${REFORM_PATH}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(3000) });
+          const j = (await r.json()) as { error?: { code: string; message: string } };
+          if (r.status === 403) throw refuse(`member ${m.id} refused the approval (${j.error?.code}: ${j.error?.message}): is --operator-key-file the secret the fleet was made with?`);
+        } catch (e) {
+          if (e instanceof CliError) throw e;
+        }
+      }),
+    );
+    const now = await Promise.all(kept.map((m) => ask(m.api)));
+    const lead = now[0]?.leader?.id;
+    if (now.every((a) => a && a.status === 'normal' && a.leader?.id === lead && (a.epoch ?? 0) > fromEpoch) && lead !== undefined) {
+      const epoch = now[0]!.epoch!;
+      out.set({ fromEpoch, epoch, without, members: kept.map((m) => m.id), leader: lead });
+      if (!out.json) console.log(`the fleet re-formed without member ${without.join(', ')} (epoch ${fromEpoch} -> ${epoch}), leader ${lead}`);
+      say(`member ${without.join(', ')} stays in the charter: started again from its folder, it rejoins; gone for good, it is taken out with bkv fleet remove${members.length > 3 ? '' : ' once the fleet has more than 3 members'}`);
+      return 0;
+    }
+    const line = now.map((a, i) => `member ${kept[i]!.id}: ${a ? `${a.status} epoch ${a.epoch}${a.reformApproval ? `, approval ${a.reformApproval.applies ? 'applies' : 'does not apply'}` : ''}` : 'no answer'}`).join('; ');
+    if (Date.now() > end) throw refuse(`the fleet did not re-form in ${s.timeoutMs / 1000} s (${line}): see bkv fleet status ${fleet.dir}; running the command again resumes it`);
+    if (Date.now() - said > 5000) {
+      say(`waiting for the re-form (${line})`);
+      said = Date.now();
+    }
+    await sleep(500);
+  }
 }

@@ -17,6 +17,10 @@
  *       the operator's approval to every member, the change committed by the fleet, fleet.json
  *       rewritten; an added member is then started by the operator and joins; replace adds, waits
  *       for the new member to serve, then removes
+ *   bkv fleet reform DIR --without I[,J] [--operator-key-file F] [--timeout S]
+ *       after a whole-fleet restart with members gone for good: the members left (a majority of
+ *       the charter) re-form without them, on the operator's approval (docs/fleet.md "Re-form
+ *       without some members")
  *   bkv fleet status DIR
  *       asks each member's GET /fleet/status; exit 0 when a majority is normal under one leader;
  *       --json rows carry each member's vault key fingerprint (`vaultKey`: equal on every member)
@@ -43,7 +47,7 @@ const usage = <T>(fn: () => T): T => {
 };
 
 export async function fleetCommand(argv: string[], out: Output): Promise<number> {
-  const p = parseArgs(argv, { options: ['members', 'dir', 'host', 'base-port', 'auth-issuer', 'operator-key-file', 'store-template', 'member', 'api-port', 'peer-port', 'store', 'timeout'] });
+  const p = parseArgs(argv, { options: ['members', 'dir', 'host', 'base-port', 'auth-issuer', 'operator-key-file', 'store-template', 'member', 'api-port', 'peer-port', 'store', 'timeout', 'without'] });
   const verb = p.positional[0];
   switch (verb) {
     case 'init':
@@ -55,6 +59,7 @@ export async function fleetCommand(argv: string[], out: Output): Promise<number>
     case 'add':
     case 'remove':
     case 'replace':
+    case 'reform':
       return (await import('./cmd-fleet-charter.ts'))[verb](p, out);
     default:
       throw unknownWord(verb, 'fleet');

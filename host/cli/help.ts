@@ -192,6 +192,12 @@ export const COMMANDS: Record<string, CommandHelp> = {
           'bkv fleet add, then waits (up to --timeout, default 60 s) for the new member to serve (start it when the command says so), then bkv fleet remove --member I: the fleet goes from N to N+1 to N members, never below N. --json: added, removed, serial, start.',
         example: 'bkv fleet replace ./fleet --member 0 --timeout 300',
       },
+      reform: {
+        usage: 'bkv fleet reform DIR --without I[,J] [--operator-key-file F] [--timeout S]',
+        about:
+          'After a whole-fleet restart with members gone for good (a machine lost), the members left re-form without them (docs/fleet.md "Re-form without some members"): a re-form otherwise waits for the vote of every member id. Refused (exit 1) unless every member it keeps answers and they do not serve under a leader, every member named in --without is silent, the kept members are a majority of the charter and report one charter and one epoch. The operator\'s approval (a MAC under the operator secret, default DIR/auth/operator.secret, over the epoch and the ids) goes to every kept member until all are normal under one leader in a later epoch (--timeout S, default 60: exit 1 with each member\'s state; run again, it resumes). The member left out stays in the charter: started again from its folder, it rejoins and is admitted. The operator vouches that the kept members\' folders are their own and current: a kept member restored from an old copy could lose what only the member left out holds. --json: fromEpoch, epoch, without, members, leader.',
+        example: 'bkv fleet reform ./fleet --without 2',
+      },
       status: {
         usage: 'bkv fleet status DIR',
         about:

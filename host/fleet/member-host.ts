@@ -48,7 +48,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { TokenPinSource } from '../../enclave/api/device.ts';
 import { DEFAULT_AUDIENCE, type AuthConfig } from '../../enclave/api/auth.ts';
-import { ceremonyStep, ChangeFormatError, FILES, FleetDevice, FleetFault, fleetFaultName, IntentError, JOIN_FILE, joinCeremonyStep, memberVaultKey, parseChange, parseIntent, type DeviceAnswer, type DeviceOutput, type DeviceStatus, type JoinFile } from '../../hsm/fleet/device.ts';
+import { ceremonyStep, ChangeFormatError, FILES, FleetDevice, FleetFault, fleetFaultName, IntentError, JOIN_FILE, joinCeremonyStep, memberVaultKey, parseChange, parseIntent, parseReformWithout, type DeviceAnswer, type DeviceOutput, type DeviceStatus, type JoinFile } from '../../hsm/fleet/device.ts';
 import { createFileDurably } from '../../hsm/durable-file.ts';
 import type { TokenKind } from '../../hsm/tokens/backends.ts';
 import { readIssuerPublic } from '../auth/issuer.ts';
@@ -81,6 +81,8 @@ export const BROKEN_RULE_ENV = 'BKV_FLEET_BROKEN_RULE';
 export const MAX_OP_BODY = 4096;
 /** Where the operator's approvals of charter changes arrive (`approve`). */
 export const CHARTER_PATH = '/fleet/charter';
+/** Where the operator's approvals of a re-form without some members arrive (`approveReform`). */
+export const REFORM_PATH = '/fleet/reform';
 
 /**
  * A member process's log line: its UTC time to the millisecond, then `bkv: member I: ` and the
@@ -597,6 +599,10 @@ export class MemberHost {
       if (req.method !== 'POST') return reply(serviceError('METHOD_NOT_ALLOWED'));
       return this.body(req, res, reply, (b) => reply(this.approve(b)));
     }
+    if (url === REFORM_PATH) {
+      if (req.method !== 'POST') return reply(serviceError('METHOD_NOT_ALLOWED'));
+      return this.body(req, res, reply, (b) => reply(this.approveReform(b)));
+    }
     if (this.serving === 'vault') {
       if (url === ROWS_PATH) return this.rows ? this.rows(req, res) : reply(serviceError('NOT_READY'));
       if (url === '/fleet/ops') return reply({ status: 409, body: { error: { code: 'VAULT_SERVED', num: 0, message: 'this member serves the vault, whose batches are its log\'s entries: the replication test API (/fleet/ops) runs only on a member started with --replication-test' } } });
@@ -669,6 +675,49 @@ export class MemberHost {
     }
     this.log(`the operator approved charter change ${change.serial}`);
     return { status: 200, body: { approved: change.serial, charter: this.status().charter } };
+  }
+
+  /**
+   * POST /fleet/reform: the operator's approval of a re-form without some members, for this
+   * member's device (`bkv fleet reform` sends it to every member it keeps): {"fromEpoch",
+   * "without": [ids], "approval": 64 hex digits (hsm/fleet/charters.ts reformApproval)}. 200
+   * {"reformApproval": {fromEpoch, without, applies}} once the device holds it; 403 with the
+   * device's refusal (Fleet.CharterNotApproved: not the operator's MAC for this epoch and these
+   * ids; Fleet.NoOperatorSecret); 400 for a malformed body; 503 before the device runs. Anyone may
+   * call it: without the operator secret a caller makes only refusals, and a replayed approval
+   * approves the same re-form again, which applies only while the member's configuration is of
+   * that epoch.
+   */
+  private approveReform(body: Buffer): Reply {
+    let v: Record<string, unknown>;
+    try {
+      v = JSON.parse(body.toString('utf8'));
+    } catch {
+      return serviceError('MALFORMED_JSON');
+    }
+    const bad = (message: string): Reply => ({ status: 400, body: { error: { code: 'BAD_REQUEST', num: ErrorCode.BAD_REQUEST.num, message } } });
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad('expected {"fromEpoch", "without", "approval"}');
+    const extra = Object.keys(v).filter((k) => !['fromEpoch', 'without', 'approval'].includes(k));
+    if (extra.length) return bad(`unknown key ${extra[0]}`);
+    if (typeof v.approval !== 'string' || !/^[0-9a-f]{64}$/.test(v.approval)) return bad('"approval" must be 64 lower-case hex digits');
+    let r;
+    try {
+      r = parseReformWithout(v.fromEpoch, v.without);
+    } catch (e) {
+      if (e instanceof ChangeFormatError) return bad(e.message);
+      throw e;
+    }
+    const mac = Uint8Array.from(Buffer.from(v.approval, 'hex'));
+    try {
+      if (this.vault) this.vault.approveReform(r.fromEpoch, r.without, mac);
+      else if (this.device) this.route(this.device.approveReform(r.fromEpoch, r.without, mac, this.now));
+      else return serviceError('NOT_READY');
+    } catch (e) {
+      if (e instanceof FleetFault) return { status: 403, body: { error: { code: fleetFaultName(e.code), num: e.code, message: e.message } } };
+      return serviceError('NOT_READY');
+    }
+    this.log(`the operator approved a re-form from epoch ${r.fromEpoch} without member ${r.without.join(', ')}`);
+    return { status: 200, body: { reformApproval: this.status().reformApproval ?? null } };
   }
 
   /** Stops ticking and listening; the device's state is on disk after every write. */

@@ -424,6 +424,13 @@ export class FleetVaultNode implements RowsSource {
     this.device.approveCharter(change, approval);
   }
 
+  /** The operator's approval of a re-form without some members, to the device; a FleetFault when refused, an Error while the device is down. */
+  approveReform(fromEpoch: number, without: readonly number[], approval: Uint8Array): void {
+    if (!this.device) throw new Error('the device is not booted');
+    this.device.approveReform(fromEpoch, without, approval, this.now);
+    this.flush();
+  }
+
   /** The device's grant to an added member (null while there is none to make, or the device is down). */
   async grantJoiner(joiner: number): Promise<JoinFile | null> {
     return (await this.device?.grantJoiner(joiner)) ?? null;

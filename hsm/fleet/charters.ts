@@ -51,6 +51,38 @@ export function charterApproval(operatorSecret: Uint8Array, founding: Charter, c
   return hmac(sha256, approvalKey(operatorSecret), changedCharterHash(charterHash(founding), change));
 }
 
+/** The label that starts the message an approval of a re-form without some members MACs. */
+export const REFORM_APPROVAL_LABEL = 'bkv/fleet/reform-without/v1';
+
+/**
+ * What the operator's approval of a re-form without the member ids `without`, out of the
+ * configuration of epoch `fromEpoch`, MACs: the label, the founding charter's hash, the epoch
+ * (8 bytes, big-endian) and the ids as one byte of bits (bit i: id i; order and repeats do not
+ * matter). Never the same bytes as a charter approval's message (a 32-byte hash).
+ */
+export function reformApprovalMessage(founding: Charter, fromEpoch: number, without: readonly number[]): Uint8Array {
+  const label = te.encode(REFORM_APPROVAL_LABEL);
+  const out = new Uint8Array(label.length + 32 + 8 + 1);
+  out.set(label, 0);
+  out.set(charterHash(founding), label.length);
+  new DataView(out.buffer).setBigUint64(label.length + 32, BigInt(fromEpoch));
+  out[out.length - 1] = without.reduce((bits, m) => bits | (1 << m), 0);
+  return out;
+}
+
+/** The operator's approval of a re-form without `without` out of epoch `fromEpoch`: what `bkv fleet reform` sends each member it keeps. */
+export function reformApproval(operatorSecret: Uint8Array, founding: Charter, fromEpoch: number, without: readonly number[]): Uint8Array {
+  return hmac(sha256, approvalKey(operatorSecret), reformApprovalMessage(founding, fromEpoch, without));
+}
+
+/** A re-form approval's fields, strictly: an epoch 0..2^53-1 and 1..6 distinct member ids 0..6. */
+export function parseReformWithout(fromEpoch: unknown, without: unknown): { fromEpoch: number; without: number[] } {
+  if (!Number.isSafeInteger(fromEpoch) || (fromEpoch as number) < 0) throw new ChangeFormatError('"fromEpoch" must be an integer from 0');
+  if (!Array.isArray(without) || without.length < 1 || without.length >= MAX_IDS) throw new ChangeFormatError(`"without" must list 1..${MAX_IDS - 1} member ids`);
+  if (without.some((m) => !Number.isInteger(m) || m < 0 || m >= MAX_IDS) || new Set(without).size !== without.length) throw new ChangeFormatError(`"without" must list distinct member ids 0..${MAX_IDS - 1}`);
+  return { fromEpoch: fromEpoch as number, without: [...(without as number[])].sort((a, b) => a - b) };
+}
+
 /** A change as JSON: its serial and the identity (hex) at each id, null where none. */
 export interface ChangeJson {
   readonly serial: number;
@@ -152,6 +184,19 @@ export class CharterDesk {
     this.member.approveCharter(change);
     if (!this.approved || !sameChange(this.approved, change)) this.refused = undefined;
     this.approved = change;
+  }
+
+  /**
+   * The operator's approval of a re-form without the member ids `without` out of epoch
+   * `fromEpoch` (`reformApproval`), checked; a FleetFault otherwise (NoOperatorSecret;
+   * CharterNotApproved: not the operator's MAC for this epoch and these ids; BadValue: ids out of
+   * range). The device then holds it (member.ts approveReform): the messages its re-form sends now.
+   */
+  approveReform(fromEpoch: number, without: readonly number[], mac: Uint8Array, now: number): Output {
+    if (!this.key) throw new FleetFault(FleetCode.NoOperatorSecret, 'this member was started without the operator secret: it approves no re-form');
+    const want = hmac(sha256, this.key, reformApprovalMessage(this.secrets.charter, fromEpoch, without));
+    if (mac.length !== want.length || !ctEqual(mac, want)) throw new FleetFault(FleetCode.CharterNotApproved, 'the approval is not the operator\'s for this re-form');
+    return this.member.approveReform(fromEpoch, without, now);
   }
 
   /**

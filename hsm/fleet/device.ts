@@ -55,7 +55,7 @@ import { openVaultToken } from '../tokens/open.ts';
 import { pinRefusal, pinSourceOrDefault } from '../tokens/token-pins.ts';
 import { readMemberSecrets, SECRETS_FILE } from './member-secrets.ts';
 import { CharterDesk, joinStep, type CharterStatus, type JoinFile, type JoinStep } from './charters.ts';
-export { ChangeFormatError, changeJson, charterApproval, JOIN_FILE, parseChange, type ChangeJson, type CharterStatus, type JoinFile } from './charters.ts';
+export { ChangeFormatError, changeJson, charterApproval, JOIN_FILE, parseChange, parseReformWithout, reformApproval, type ChangeJson, type CharterStatus, type JoinFile } from './charters.ts';
 export type { CharterState } from '../../enclave/fleet/messages.ts';
 /** The device's typed refusals, for its host to answer with (names and numbers only). */
 export { FleetFault, fleetFaultName } from '../../enclave/fleet/faults.ts';
@@ -428,6 +428,8 @@ export interface DeviceStatus {
   readonly incarnation: string;
   /** Its charters: at the tip and at the commit point, an approved change (charters.ts). */
   readonly charter: CharterStatus;
+  /** The operator's approval of a re-form without some members its device holds, if any, and whether it applies to the configuration at its tip (member.ts approveReform). */
+  readonly reformApproval?: { readonly fromEpoch: number; readonly without: readonly number[]; readonly applies: boolean };
 }
 
 /** A member's device booted from its folder: the ceremony must be done (secrets.bin). */
@@ -443,6 +445,7 @@ export function memberStatus(m: Member, desk: CharterDesk): DeviceStatus {
     tip: tipOf(m.durable).index,
     incarnation: bytesToHex(m.incarnation).slice(0, 8),
     charter: desk.status(),
+    ...(m.reformApproval && { reformApproval: m.reformApproval }),
   };
 }
 
@@ -502,6 +505,11 @@ export class FleetDevice {
    */
   approveCharter(change: CharterState, approval: Uint8Array): void {
     this.desk.approve(change, approval);
+  }
+
+  /** The operator's approval of a re-form without some members (charters.ts `reformApproval`), checked and held; a FleetFault when refused. */
+  approveReform(fromEpoch: number, without: readonly number[], approval: Uint8Array, now: number): DeviceOutput {
+    return this.output(this.desk.approveReform(fromEpoch, without, approval, now));
   }
 
   /** The grant to member `joiner` of the committed charter that added it, for its folder's join.json; null while there is none to make. */

@@ -200,6 +200,11 @@ export class FleetVaultDevice {
     this.desk.approve(change, approval);
   }
 
+  /** The operator's approval of a re-form without some members (device.ts FleetDevice.approveReform); its messages go out with the next outbox. */
+  approveReform(fromEpoch: number, without: readonly number[], approval: Uint8Array, now: number): void {
+    this.seat.takeOutput(this.desk.approveReform(fromEpoch, without, approval, now));
+  }
+
   /** The grant to an added member (device.ts FleetDevice.grantJoiner). */
   grantJoiner(joiner: number): Promise<JoinFile | null> {
     return this.desk.grant(joiner);

@@ -5,14 +5,15 @@
  * altered grant and an identity file whose fingerprint is not its key; a founder that crashed after
  * keeping its secret seals the missing grants again from it; the device boots from its folder and
  * keeps its state across a restart; client intents are read strictly; a charter change is
- * approved only with the operator secret whose hash the device provisioned.
+ * approved only with the operator secret whose hash the device provisioned, and so is a re-form
+ * without a member gone for good.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ceremonyStep, ensureIdentity, FILES, FleetDevice, FleetDeviceError, IntentError, parseIntent, provisionedHash, type DeviceOutput } from '../../hsm/fleet/device.ts';
-import { ChangeFormatError, charterApproval, JOIN_FILE, joinStep } from '../../hsm/fleet/charters.ts';
+import { ChangeFormatError, charterApproval, JOIN_FILE, joinStep, reformApproval, reformApprovalMessage } from '../../hsm/fleet/charters.ts';
 import { FleetCode, FleetFault } from '../../enclave/fleet/faults.ts';
 import { EnclaveFault } from '../../enclave/api/codes.ts';
 import { decodeSecrets } from '../../enclave/fleet/durable.ts';
@@ -241,5 +242,35 @@ describe('the device', () => {
     const all = [...devs, d3];
     run(all, () => d3.status().status === 'normal' && d3.status().commit === lead.status().commit);
     expect(d3.status()).toEqual(expect.objectContaining({ status: 'normal', charter: { serial: 1, members: [0, 1, 2, 3], ids: 4, committed: 1 } }));
+  });
+
+  it('a re-form without a member gone for good: the operator\'s approval checked (its MAC over the epoch and the ids), then the two members left re-form', async () => {
+    const { dirs } = await formedDevices(OPERATOR);
+    const keys = [0, 1, 2].map((m) => Uint8Array.from(Buffer.from(JSON.parse(readFileSync(join(dirs[m]!, FILES.pub), 'utf8')).publicKey, 'hex')));
+    const founding = { fleetId: FLEET_ID, founder: 0, identities: keys };
+    // a whole-fleet restart; member 2 does not come back
+    const devs = [0, 1].map((member) => new FleetDevice({ dir: dirs[member]!, member, n: 3, ...TIMING, operatorSecret: OPERATOR }, clock.now));
+    run(devs, () => false);
+    expect(devs.map((d) => [d.status().status, d.status().epoch])).toEqual([['reform', 1], ['reform', 1]]);
+    const approval = reformApproval(OPERATOR, founding, 1, [2]);
+    // the ids are a set: their order does not change the MAC; a charter approval's message is never a re-form's
+    expect(reformApproval(OPERATOR, founding, 1, [2, 0])).toEqual(reformApproval(OPERATOR, founding, 1, [0, 2]));
+    expect(reformApprovalMessage(founding, 1, [2]).length).not.toBe(32);
+    // forged approvals (another operator secret's, other ids', another epoch's, cut short, empty): refused, nothing held
+    for (const bad of [reformApproval(new Uint8Array(32).fill(8), founding, 1, [2]), reformApproval(OPERATOR, founding, 1, [1]), reformApproval(OPERATOR, founding, 2, [2]), charterApproval(OPERATOR, founding, { serial: 1, identities: keys }), approval.subarray(0, 31), new Uint8Array(0)]) {
+      expect(() => devs[0]!.approveReform(1, [2], bad, clock.now)).toThrow(expect.objectContaining({ code: FleetCode.CharterNotApproved }));
+    }
+    expect(devs[0]!.status().reformApproval).toBeUndefined();
+    const bare = new FleetDevice({ dir: dirs[1]!, member: 1, n: 3, ...TIMING }, clock.now);
+    expect(() => bare.approveReform(1, [2], approval, clock.now)).toThrow(expect.objectContaining({ code: FleetCode.NoOperatorSecret }));
+    run(devs, () => false);
+    expect(devs.map((d) => d.status().status), 'still waiting for member 2').toEqual(['reform', 'reform']);
+    const sent: DeviceOutput[] = devs.map((d) => d.approveReform(1, [2], approval, clock.now));
+    expect(sent.some((o) => o.send.length > 0), 'the approval moves the re-form at once').toBe(true);
+    expect(devs.map((d) => d.status().reformApproval)).toEqual(devs.map(() => ({ fromEpoch: 1, without: [2], applies: true })));
+    run(devs, () => devs.every((d) => d.status().status === 'normal'));
+    expect(devs.map((d) => d.status().status)).toEqual(['normal', 'normal']);
+    expect(devs[0]!.status().epoch).toBeGreaterThan(1);
+    expect(devs.map((d) => d.status().reformApproval?.applies), 'an approval of epoch 1 applies to nothing now').toEqual([false, false]);
   });
 });

@@ -3,7 +3,7 @@
  * invariant checked after every step (docs/fleet.md, "Simulation").
  *
  *   npm run sim -- --schedules N --seed S [--jobs J] [--n 3|5] [--steps T] [--faults a,b,...]
- *                  [--charters on|off] [--broken count-unadmitted|half-quorum|skip-mac|shared-key|charter-two]
+ *                  [--charters on|off] [--broken count-unadmitted|half-quorum|skip-mac|shared-key|charter-two|reform-majority]
  *                  [--liveness T] [--effects-only] [--trace]
  *
  *   --schedules  how many schedules (default 1000); schedule i runs seed S + i (default S = 1)
@@ -125,14 +125,14 @@ async function main(): Promise<void> {
   console.log(`fleet simulation: ${args.schedules} schedules from seed ${args.seed}, ${args.jobs} job(s), Node ${process.version}${args.base.broken ? `, BROKEN RULE ${args.base.broken}` : ''}`);
   const t0 = performance.now();
   const failing: Summary[] = [];
-  const totals = { done: 0, n3: 0, n5: 0, acked: 0, committed: 0, messages: 0, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, forged: 0, charters: 0, livenessServed: 0, livenessWaived: 0 };
+  const totals = { done: 0, n3: 0, n5: 0, acked: 0, committed: 0, messages: 0, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, forged: 0, charters: 0, livenessServed: 0, livenessWaived: 0, livenessOperator: 0 };
   const refused = new Map<string, number>();
   const step = Math.max(1, Math.floor(args.schedules / 10));
   await runAll(args, (s) => {
     totals.done++;
     if (s.n === 3) totals.n3++;
     else totals.n5++;
-    for (const k of ['acked', 'committed', 'messages', 'reforms', 'crashes', 'restores', 'clones', 'partitions', 'forged', 'charters', 'livenessServed', 'livenessWaived'] as const) totals[k] += s.stats[k];
+    for (const k of ['acked', 'committed', 'messages', 'reforms', 'crashes', 'restores', 'clones', 'partitions', 'forged', 'charters', 'livenessServed', 'livenessWaived', 'livenessOperator'] as const) totals[k] += s.stats[k];
     for (const [c, v] of Object.entries(s.stats.refused)) refused.set(c, (refused.get(c) ?? 0) + v);
     if (s.violations.length > 0) failing.push(s);
     if (totals.done % step === 0 || totals.done === args.schedules) {
@@ -143,7 +143,7 @@ async function main(): Promise<void> {
   console.log(`\n${totals.done} schedules (${totals.n3} of 3 members, ${totals.n5} of 5) in ${secs.toFixed(1)} s`);
   console.log(`  answered changes ${totals.acked}, committed entries ${totals.committed}, messages ${totals.messages}, re-forms ${totals.reforms}, charter changes committed ${totals.charters}`);
   console.log(`  faults: ${totals.crashes} crashes, ${totals.restores} restores from old images, ${totals.clones} clones, ${totals.partitions} partitions, ${totals.forged} forged messages delivered (each refused with a typed fault, or a violation)`);
-  if (args.base.liveness) console.log(`  liveness (every member running again, the network healed, ${args.base.liveness} ticks): ${totals.livenessServed} served, ${totals.livenessWaived} waived (an uncommitted addition whose member has no process, or a member whose log predates a charter change during a re-form: docs/fleet.md "Limits of this slice")`);
+  if (args.base.liveness) console.log(`  liveness (every member running again, the network healed, ${args.base.liveness} ticks): ${totals.livenessServed} served, ${totals.livenessOperator} served after the operator approved a re-form without the members it waited for, ${totals.livenessWaived} waived (an uncommitted addition whose member has no process, or a member whose log predates a charter change during a re-form, with no re-form the operator can approve; or the fleet serves and such a member can not hear its leader: docs/fleet.md "Limits of this slice")`);
   console.log(`  refused messages: ${[...refused].sort().map(([c, v]) => `${fleetFaultName(Number(c))} ${v}`).join(', ')}`);
   if (failing.length === 0) {
     console.log('  violations: 0');

@@ -119,6 +119,12 @@ describe('fleet simulation: positive controls (a broken rule is caught within th
     expect(found.join('\n')).toMatch(/forged \(impersonate\) .* not refused cleanly/);
   });
 
+  it('a re-form with the votes of any majority, no operator approval asked, is reported', async () => {
+    let found: string[] = [];
+    for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...(await runSchedule({ seed, broken: 'reform-majority' })).violations];
+    expect(found.join('\n')).toMatch(/re-form of epoch \d+ without member [\d,]+, which no operator approval names/);
+  });
+
   it('counting an unadmitted incarnation (a booted member resuming from its disk) is reported', async () => {
     let found: string[] = [];
     for (let seed = 1; seed <= 40 && found.length === 0; seed++) found = [...(await runSchedule({ seed, broken: 'count-unadmitted' })).violations];

@@ -82,6 +82,8 @@ export interface ScheduleResult {
     /** With ScheduleOptions `liveness`: the schedule served after the heal (1), or waited on an addition whose member has no process (`livenessWaived`, a known limit). */
     livenessServed: number;
     livenessWaived: number;
+    /** Schedules that served only once the operator approved a re-form without the members the fleet waited for (member.ts approveReform). */
+    livenessOperator: number;
     durableWrites: number;
     /** Forged messages delivered (each refused with a typed fault, or the run reports a violation). */
     forged: number;
@@ -137,7 +139,7 @@ export class World {
   readonly oracle: Oracle;
   readonly procs: Proc[] = [];
   readonly trace: string[] = [];
-  readonly stats: ScheduleResult['stats'] = { acked: 0, committed: 0, messages: 0, bytes: 0, refused: {}, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, durableWrites: 0, forged: 0, charters: 0, livenessServed: 0, livenessWaived: 0 };
+  readonly stats: ScheduleResult['stats'] = { acked: 0, committed: 0, messages: 0, bytes: 0, refused: {}, reforms: 0, crashes: 0, restores: 0, clones: 0, partitions: 0, durableWrites: 0, forged: 0, charters: 0, livenessServed: 0, livenessWaived: 0, livenessOperator: 0 };
   /** Every member id that has a process (the founding ones, then the members charter changes added). */
   readonly ids: number[] = [];
   /** The charter changes of this run, in order, and the one being made (approved, proposed until it commits). */
@@ -635,8 +637,68 @@ function livenessCheck(w: World, ticks: number, intent: () => Intent): void {
   const history = w.oracle.configFor(w.oracle.historyTop + 1).members;
   const lagging = w.alive().some((p) => p.member!.status === 'reform') && named.some((ids) => ids.some((k, id) => k !== history.includes(id)) || history.some((id) => !ids[id]));
   if (waiting || lagging) {
-    w.stats.livenessWaived++;
-    w.log(`liveness: waived, ${waiting ? 'a member an uncommitted change adds has no process' : "a running member's log predates a charter change"}`);
+    const cause = waiting ? 'a member an uncommitted change adds has no process' : "a running member's log predates a charter change";
+    // The way out of both: the operator's approval of a re-form without the members it waits for
+    // (member.ts approveReform, as `bkv fleet reform --without` gives it), where the operator can
+    // give one: the ids left out are the added ids with no process and the running members whose
+    // log names another charter than the history's; the kept members are a majority of the
+    // charter at their tips, report one epoch, and none is damaged (the operator vouches for the
+    // kept members' folders: a kept member restored from an old image could lose what only a
+    // member left out holds). Approved, the fleet must then serve within `ticks` again.
+    const out = new Set<number>(named.flatMap((ids) => ids.flatMap((k, id) => (k && !w.ids.includes(id) ? [id] : []))));
+    for (const p of w.alive()) {
+      const ids = configAt(p.member!.durable, tipOf(p.member!.durable).index).charter.identities.map((k) => k !== null);
+      if (ids.some((k, id) => k !== history.includes(id)) || history.some((id) => !ids[id])) out.add(p.id);
+    }
+    const kept = w.alive().filter((p) => !out.has(p.id));
+    const tips = kept.map((p) => configAt(p.member!.durable, tipOf(p.member!.durable).index));
+    const epochs = new Set(tips.map((t) => t.epoch));
+    const charterIds = new Set(tips.map((t) => t.charter.identities.flatMap((k, id) => (k ? [id] : [])).join(',')));
+    const members = tips[0]?.charter.identities.flatMap((k, id) => (k ? [id] : [])) ?? [];
+    const keptIds = members.filter((id) => !out.has(id));
+    const damaged = w.damaged();
+    const can = kept.length > 0 && epochs.size === 1 && charterIds.size === 1 && 2 * keptIds.length > members.length && keptIds.every((id) => kept.some((p) => p.id === id) && !damaged.has(id));
+    if (!can) {
+      w.stats.livenessWaived++;
+      w.log(`liveness: waived, ${cause}; no re-form without ${[...out].join(', ')} the operator can approve`);
+      return;
+    }
+    const fromEpoch = [...epochs][0]!;
+    const leadOf = () => w.leaders()[0]?.member ?? null;
+    const follows = (p: Proc, lead: Member) => p.member!.status === 'normal' && p.member!.epoch === lead.epoch && p.member!.view === lead.view;
+    // the kept members already serve under a leader: no re-form to approve (`bkv fleet reform` refuses)
+    const lead0 = leadOf();
+    if (!(lead0 && kept.every((p) => !inCharter(p.id) || follows(p, lead0)))) {
+      w.log(`liveness: ${cause}: the operator approves a re-form from epoch ${fromEpoch} without member ${[...out].join(', ')}`);
+      for (const p of kept) w.approveReform(p, fromEpoch, [...out]);
+      const again = w.now;
+      // meanwhile the operator proposes no charter change (as `bkv fleet add` refuses one while a
+      // member is down): an addition on the kept members alone could not commit, and the fleet
+      // would wait for the added member as before (seed 717)
+      while (w.now < again + ticks && w.failedAt < 0) {
+        if (w.now % 4 === 0) for (const p of w.leaders()) w.submit(p, intent());
+        supervise();
+        w.step();
+        if (served()) {
+          w.stats.livenessOperator++;
+          return;
+        }
+      }
+      if (w.failedAt >= 0) return;
+    }
+    // What stays a limit: the fleet serves, and a member that does not follow is one whose log
+    // predates the charter change that added the leader: it does not know the leader's identity,
+    // so neither takes the other's messages (seeds 767, 845)
+    const lead = leadOf();
+    const deaf = (p: Proc) => lead !== null && !configAt(p.member!.durable, tipOf(p.member!.durable).index).charter.identities[w.leaders()[0]!.id];
+    if (lead && w.answers.slice(from).some((a) => a.ok) && w.alive().every((p) => !inCharter(p.id) || follows(p, lead) || deaf(p))) {
+      w.stats.livenessWaived++;
+      w.log(`liveness: waived, the fleet serves; a member whose log predates the change that added its leader can not hear it`);
+      return;
+    }
+    const states = w.alive().map((p) => `p${p.pid}(m${p.id}):${p.member!.status} e${p.member!.epoch}/v${p.member!.view}`).join(' ');
+    w.oracle.violations.push(`liveness: ${ticks} ticks after the operator approved a re-form from epoch ${fromEpoch} without member ${[...out].join(', ')}, ${w.answers.slice(from).some((a) => a.ok) ? 'not every member follows the leader' : 'nothing committed'} (${states})`);
+    w.failedAt = w.now;
     return;
   }
   const states = w.alive().map((p) => `p${p.pid}(m${p.id}):${p.member!.status} e${p.member!.epoch}/v${p.member!.view}`).join(' ');
