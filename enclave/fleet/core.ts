@@ -118,10 +118,11 @@ export class MemberCore {
   readonly approved = new Set<string>();
   /**
    * The operator's approval of a re-form without some member ids (member.ts `approveReform`):
-   * applies while the configuration at this member's tip is of epoch `fromEpoch` (reform.ts
-   * `tryPlan`). In RAM, as charter approvals: a member that restarts is approved again.
+   * applies while the configuration at this member's tip is of epoch `fromEpoch` and this
+   * incarnation is the one it names for this member (reform.ts `reformVoters`); the kept members'
+   * votes count only from the incarnations it names. In RAM, as charter approvals.
    */
-  reformWithout: { readonly fromEpoch: number; readonly without: ReadonlySet<number> } | null = null;
+  reformWithout: { readonly fromEpoch: number; readonly without: ReadonlySet<number>; readonly kept: ReadonlyMap<number, Uint8Array> } | null = null;
   readonly t: { vc: number; reform: number; resend: number; keep: number; batch: number; queue: number };
   d: DurableState;
   st: Status = 'recovering';

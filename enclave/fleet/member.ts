@@ -12,6 +12,7 @@ import { bytesToHex } from '@noble/hashes/utils.js';
 import { onCatchup, onRejoin, serveCatchup } from './catchup.ts';
 import { MemberCore, type MemberOptions, type MemberPlatform, type Output, type Status } from './core.ts';
 import { decodeBody, intentFits, MAX_MEMBERS } from './codec.ts';
+import { INCARNATION_BYTES } from './messages.ts';
 import { FleetCode, FleetFault, type FleetCodeValue } from './faults.ts';
 import { hashAt, isMemberOf, membersOf, tipOf, type DurableState } from './log.ts';
 import { charterKey, heartbeat, onCommit, onPrepare, onPrepareOk, propose, proposeBatch, proposeCharter } from './normal.ts';
@@ -80,31 +81,33 @@ export class Member {
 
   /**
    * The operator approved a re-form without the member ids `without`, out of the configuration of
-   * epoch `fromEpoch` (docs/fleet.md "Re-form without some members"): the device layer calls this
-   * only after checking the operator's MAC (hsm/fleet/charters.ts `reformApproval`). While the
-   * configuration at this member's tip is of that epoch, its re-forms wait for the votes of the
-   * other ids only, if they are a majority of the charter and include this member (reform.ts
-   * `reformVoters`; the others' incarnations are left out of the new configuration, and they come
-   * back as restarted members do: rejoin, then Admit). Kept in RAM, replaced by a later approval.
-   * BadValue for ids out of range or none.
+   * epoch `fromEpoch`, with the kept members' incarnations `kept` (this boot of each: docs/fleet.md
+   * "Re-form without some members"): the device layer calls this only after checking the
+   * operator's MAC (hsm/fleet/charters.ts `reformApproval`). While the configuration at this
+   * member's tip is of that epoch and `kept` names this incarnation, its re-forms wait for the
+   * votes of the kept ids only, from the incarnations named, if they are a majority of the charter
+   * (reform.ts `reformVoters`; the others are left out of the new configuration and come back as
+   * restarted members do: rejoin, then Admit). Kept in RAM, replaced by a later approval.
+   * BadValue for ids out of range, none to go without, or an incarnation not 16 bytes.
    */
-  approveReform(fromEpoch: number, without: readonly number[], now: number): Output {
-    if (!Number.isSafeInteger(fromEpoch) || fromEpoch < 0 || without.length === 0 || without.some((m) => !Number.isInteger(m) || m < 0 || m >= MAX_MEMBERS)) {
-      throw new FleetFault(FleetCode.BadValue, 'fleet: a re-form approval names an epoch and at least one member id');
+  approveReform(fromEpoch: number, without: readonly number[], kept: ReadonlyMap<number, Uint8Array>, now: number): Output {
+    const id = (m: number) => Number.isInteger(m) && m >= 0 && m < MAX_MEMBERS;
+    if (!Number.isSafeInteger(fromEpoch) || fromEpoch < 0 || without.length === 0 || !without.every(id) || kept.size === 0 || ![...kept].every(([m, inc]) => id(m) && !without.includes(m) && inc instanceof Uint8Array && inc.length === INCARNATION_BYTES)) {
+      throw new FleetFault(FleetCode.BadValue, 'fleet: a re-form approval names an epoch, at least one member id to go without, and the incarnation of each member it keeps');
     }
     const c = this.c;
     c.begin(now);
-    c.reformWithout = { fromEpoch, without: new Set(without) };
+    c.reformWithout = { fromEpoch, without: new Set(without), kept: new Map(kept) };
     tryPlan(c);
     return c.end();
   }
 
   /** The operator's re-form approval this member holds and that applies to the configuration at its tip, if any. */
-  get reformApproval(): { fromEpoch: number; without: number[]; applies: boolean } | null {
+  get reformApproval(): { fromEpoch: number; without: number[]; kept: number[]; applies: boolean } | null {
     const a = this.c.reformWithout;
     if (!a) return null;
     const voters = reformVoters(this.c);
-    return { fromEpoch: a.fromEpoch, without: [...a.without].sort((x, y) => x - y), applies: voters === null || voters.length < membersOf(this.c.configTip()).length };
+    return { fromEpoch: a.fromEpoch, without: [...a.without].sort((x, y) => x - y), kept: [...a.kept.keys()].sort((x, y) => x - y), applies: voters === null || voters.length < membersOf(this.c.configTip()).length };
   }
 
   /**

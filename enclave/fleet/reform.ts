@@ -72,9 +72,10 @@ export function onReformVote(c: MemberCore, env: Envelope, b: Vote['body']): voi
 
 /**
  * The member ids whose votes this member's re-form waits for: every id of the charter at its tip,
- * or, with the operator's approval of a re-form without some of them from this tip's epoch
- * (member.ts `approveReform`), the others, if they are a majority of the charter and include this
- * member; null when this member does not plan (it is one the approval leaves out).
+ * or, with the operator's approval of a re-form without some of them (member.ts `approveReform`)
+ * that names this tip's epoch and this incarnation, the others, if they are a majority of the
+ * charter, include this member and the approval names an incarnation for each; null when this
+ * member does not plan (it is one the approval leaves out).
  */
 export function reformVoters(c: MemberCore, tipCfg: Config = c.configTip()): number[] | null {
   const members = membersOf(tipCfg);
@@ -86,8 +87,13 @@ export function reformVoters(c: MemberCore, tipCfg: Config = c.configTip()): num
   }
   const a = c.reformWithout;
   if (!a || a.fromEpoch !== tipCfg.epoch) return members;
+  if (a.without.has(c.id)) return null;
+  // bound to this boot of each kept member: an approval replayed to a later boot (a member
+  // restarted, or restored from an old image, since the operator looked) applies to nothing
+  const mine = a.kept.get(c.id);
+  if (!mine || !sameBytes(mine, c.incarnation)) return members;
   const kept = members.filter((m) => !a.without.has(m));
-  if (!kept.includes(c.id)) return null;
+  if (!kept.every((m) => a.kept.has(m))) return members;
   // a majority of the charter's ids: every entry committed under it is on one of them (quorum
   // intersection), so the most up-to-date log of their votes holds it, as a view change's does
   return 2 * kept.length > members.length ? kept : members;
@@ -106,6 +112,9 @@ export function tryPlan(c: MemberCore): void {
   const tipCfg = c.configTip();
   const members = reformVoters(c, tipCfg);
   if (!members || !members.every((m) => votes.has(m))) return;
+  // under an approval, each kept member's vote counts only from the incarnation it names
+  const named = c.reformWithout?.kept;
+  if (named && members.length < membersOf(tipCfg).length && !members.every((m) => sameBytes(votes.get(m)!.inc, named.get(m)!))) return;
   const admitted: (Uint8Array | null)[] = tipCfg.charter.identities.map(() => null);
   let best = -1;
   let view = 0;

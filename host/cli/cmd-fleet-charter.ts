@@ -25,7 +25,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileDurably } from '../../hsm/durable-file.ts';
-import { changeJson, charterApproval, ensureIdentity, foundingCharter, JOIN_FILE, readIdentityFile, reformApproval, type CharterState } from '../../hsm/fleet/device.ts';
+import { changeJson, charterApproval, ensureIdentity, foundingCharter, JOIN_FILE, keptJson, readIdentityFile, reformApproval, type CharterState } from '../../hsm/fleet/device.ts';
 import { checkFleetConfig, checkHost, DEV_OPERATOR_SECRET, fleetJson, formatEndpoint, foundingMembers, MAX_MEMBER_IDS, memberDir, type FleetMember, type LoadedFleet } from '../fleet/config.ts';
 import { CHARTER_PATH, readOperatorSecretFile, REFORM_PATH, type MemberStatusJson } from '../fleet/member-host.ts';
 import { intOption, required, UsageError, type Parsed } from './args.ts';
@@ -326,23 +326,37 @@ export async function reform(p: Parsed, out: Output): Promise<number> {
     Uint8Array.from(Buffer.from(fleet.fleetId, 'hex')),
   );
   if (!founding) throw refuse('a founding member\'s identity.pub is missing from its folder: copy it there from its machine');
-  const body = JSON.stringify({ fromEpoch, without, approval: Buffer.from(reformApproval(s.secret, founding, fromEpoch, without)).toString('hex') });
+  // the approval names this boot (incarnation) of each kept member, as its status reports it: one
+  // made for boots that have since restarted applies to nothing, so each round reads them again
+  const approvalFor = (answers: readonly (MemberStatusJson | null)[]): string | null => {
+    const boots = new Map<number, Uint8Array>();
+    for (const [i, a] of answers.entries()) {
+      if (!a || typeof a.incarnation !== 'string' || !/^[0-9a-f]{32}$/.test(a.incarnation)) return null;
+      boots.set(kept[i]!.id, Uint8Array.from(Buffer.from(a.incarnation, 'hex')));
+    }
+    return JSON.stringify({ fromEpoch, without, kept: keptJson(boots), approval: Buffer.from(reformApproval(s.secret, founding, fromEpoch, without, boots)).toString('hex') });
+  };
   say(`approving a re-form out of epoch ${fromEpoch} without member ${without.join(', ')} at member ${kept.map((m) => m.id).join(', ')}`);
   const end = Date.now() + s.timeoutMs;
   let said = Date.now();
+  let current: (MemberStatusJson | null)[] = ka;
   for (;;) {
-    await Promise.all(
-      kept.map(async (m) => {
-        try {
-          const r = await fetch(`http://${formatEndpoint(m.api)}${REFORM_PATH}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(3000) });
-          const j = (await r.json()) as { error?: { code: string; message: string } };
-          if (r.status === 403) throw refuse(`member ${m.id} refused the approval (${j.error?.code}: ${j.error?.message}): is --operator-key-file the secret the fleet was made with?`);
-        } catch (e) {
-          if (e instanceof CliError) throw e;
-        }
-      }),
-    );
+    const body = approvalFor(current);
+    if (body !== null) {
+      await Promise.all(
+        kept.map(async (m) => {
+          try {
+            const r = await fetch(`http://${formatEndpoint(m.api)}${REFORM_PATH}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(3000) });
+            const j = (await r.json()) as { error?: { code: string; message: string } };
+            if (r.status === 403) throw refuse(`member ${m.id} refused the approval (${j.error?.code}: ${j.error?.message}): is --operator-key-file the secret the fleet was made with?`);
+          } catch (e) {
+            if (e instanceof CliError) throw e;
+          }
+        }),
+      );
+    }
     const now = await Promise.all(kept.map((m) => ask(m.api)));
+    current = now;
     const lead = now[0]?.leader?.id;
     if (now.every((a) => a && a.status === 'normal' && a.leader?.id === lead && (a.epoch ?? 0) > fromEpoch) && lead !== undefined) {
       const epoch = now[0]!.epoch!;

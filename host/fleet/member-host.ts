@@ -680,13 +680,13 @@ export class MemberHost {
   /**
    * POST /fleet/reform: the operator's approval of a re-form without some members, for this
    * member's device (`bkv fleet reform` sends it to every member it keeps): {"fromEpoch",
-   * "without": [ids], "approval": 64 hex digits (hsm/fleet/charters.ts reformApproval)}. 200
-   * {"reformApproval": {fromEpoch, without, applies}} once the device holds it; 403 with the
-   * device's refusal (Fleet.CharterNotApproved: not the operator's MAC for this epoch and these
-   * ids; Fleet.NoOperatorSecret); 400 for a malformed body; 503 before the device runs. Anyone may
-   * call it: without the operator secret a caller makes only refusals, and a replayed approval
-   * approves the same re-form again, which applies only while the member's configuration is of
-   * that epoch.
+   * "without": [ids], "kept": [{"member", "incarnation": 32 hex digits}], "approval": 64 hex digits
+   * (hsm/fleet/charters.ts reformApproval)}. 200 {"reformApproval": {fromEpoch, without, kept,
+   * applies}} once the device holds it; 403 with the device's refusal (Fleet.CharterNotApproved:
+   * not the operator's MAC for these fields; Fleet.NoOperatorSecret); 400 for a malformed body;
+   * 503 before the device runs. Anyone may call it: without the operator secret a caller makes only
+   * refusals, and a replayed approval applies only to the boots of the kept members it names while
+   * their configuration is of that epoch.
    */
   private approveReform(body: Buffer): Reply {
     let v: Record<string, unknown>;
@@ -696,21 +696,21 @@ export class MemberHost {
       return serviceError('MALFORMED_JSON');
     }
     const bad = (message: string): Reply => ({ status: 400, body: { error: { code: 'BAD_REQUEST', num: ErrorCode.BAD_REQUEST.num, message } } });
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad('expected {"fromEpoch", "without", "approval"}');
-    const extra = Object.keys(v).filter((k) => !['fromEpoch', 'without', 'approval'].includes(k));
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad('expected {"fromEpoch", "without", "kept", "approval"}');
+    const extra = Object.keys(v).filter((k) => !['fromEpoch', 'without', 'kept', 'approval'].includes(k));
     if (extra.length) return bad(`unknown key ${extra[0]}`);
     if (typeof v.approval !== 'string' || !/^[0-9a-f]{64}$/.test(v.approval)) return bad('"approval" must be 64 lower-case hex digits');
     let r;
     try {
-      r = parseReformWithout(v.fromEpoch, v.without);
+      r = parseReformWithout(v.fromEpoch, v.without, v.kept);
     } catch (e) {
       if (e instanceof ChangeFormatError) return bad(e.message);
       throw e;
     }
     const mac = Uint8Array.from(Buffer.from(v.approval, 'hex'));
     try {
-      if (this.vault) this.vault.approveReform(r.fromEpoch, r.without, mac);
-      else if (this.device) this.route(this.device.approveReform(r.fromEpoch, r.without, mac, this.now));
+      if (this.vault) this.vault.approveReform(r.fromEpoch, r.without, r.kept, mac);
+      else if (this.device) this.route(this.device.approveReform(r.fromEpoch, r.without, r.kept, mac, this.now));
       else return serviceError('NOT_READY');
     } catch (e) {
       if (e instanceof FleetFault) return { status: 403, body: { error: { code: fleetFaultName(e.code), num: e.code, message: e.message } } };

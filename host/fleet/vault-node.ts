@@ -425,9 +425,9 @@ export class FleetVaultNode implements RowsSource {
   }
 
   /** The operator's approval of a re-form without some members, to the device; a FleetFault when refused, an Error while the device is down. */
-  approveReform(fromEpoch: number, without: readonly number[], approval: Uint8Array): void {
+  approveReform(fromEpoch: number, without: readonly number[], kept: ReadonlyMap<number, Uint8Array>, approval: Uint8Array): void {
     if (!this.device) throw new Error('the device is not booted');
-    this.device.approveReform(fromEpoch, without, approval, this.now);
+    this.device.approveReform(fromEpoch, without, kept, approval, this.now);
     this.flush();
   }
 

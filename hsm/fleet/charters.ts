@@ -54,33 +54,62 @@ export function charterApproval(operatorSecret: Uint8Array, founding: Charter, c
 /** The label that starts the message an approval of a re-form without some members MACs. */
 export const REFORM_APPROVAL_LABEL = 'bkv/fleet/reform-without/v1';
 
+/** The incarnation bytes of a kept member (16: enclave/fleet/messages.ts INCARNATION_BYTES). */
+const INCARNATION_LEN = 16;
+
 /**
  * What the operator's approval of a re-form without the member ids `without`, out of the
- * configuration of epoch `fromEpoch`, MACs: the label, the founding charter's hash, the epoch
- * (8 bytes, big-endian) and the ids as one byte of bits (bit i: id i; order and repeats do not
- * matter). Never the same bytes as a charter approval's message (a 32-byte hash).
+ * configuration of epoch `fromEpoch`, with the kept members' incarnations `kept` (this boot of
+ * each, as their status reports it), MACs: the label, the founding charter's hash, the epoch
+ * (8 bytes, big-endian), the ids left out as one byte of bits (bit i: id i), then each kept id in
+ * ascending order (1 byte) with its incarnation (16 bytes). The order of the inputs does not
+ * matter; never the same bytes as a charter approval's message (a 32-byte hash).
  */
-export function reformApprovalMessage(founding: Charter, fromEpoch: number, without: readonly number[]): Uint8Array {
+export function reformApprovalMessage(founding: Charter, fromEpoch: number, without: readonly number[], kept: ReadonlyMap<number, Uint8Array>): Uint8Array {
   const label = te.encode(REFORM_APPROVAL_LABEL);
-  const out = new Uint8Array(label.length + 32 + 8 + 1);
+  const ids = [...kept.keys()].sort((a, b) => a - b);
+  const head = label.length + 32 + 8 + 1;
+  const out = new Uint8Array(head + ids.length * (1 + INCARNATION_LEN));
   out.set(label, 0);
   out.set(charterHash(founding), label.length);
   new DataView(out.buffer).setBigUint64(label.length + 32, BigInt(fromEpoch));
-  out[out.length - 1] = without.reduce((bits, m) => bits | (1 << m), 0);
+  out[head - 1] = without.reduce((bits, m) => bits | (1 << m), 0);
+  ids.forEach((m, i) => {
+    out[head + i * (1 + INCARNATION_LEN)] = m;
+    out.set(kept.get(m)!, head + i * (1 + INCARNATION_LEN) + 1);
+  });
   return out;
 }
 
-/** The operator's approval of a re-form without `without` out of epoch `fromEpoch`: what `bkv fleet reform` sends each member it keeps. */
-export function reformApproval(operatorSecret: Uint8Array, founding: Charter, fromEpoch: number, without: readonly number[]): Uint8Array {
-  return hmac(sha256, approvalKey(operatorSecret), reformApprovalMessage(founding, fromEpoch, without));
+/** The operator's approval of a re-form without `without` out of epoch `fromEpoch`, for the kept members' boots `kept`: what `bkv fleet reform` sends each of them. */
+export function reformApproval(operatorSecret: Uint8Array, founding: Charter, fromEpoch: number, without: readonly number[], kept: ReadonlyMap<number, Uint8Array>): Uint8Array {
+  return hmac(sha256, approvalKey(operatorSecret), reformApprovalMessage(founding, fromEpoch, without, kept));
 }
 
-/** A re-form approval's fields, strictly: an epoch 0..2^53-1 and 1..6 distinct member ids 0..6. */
-export function parseReformWithout(fromEpoch: unknown, without: unknown): { fromEpoch: number; without: number[] } {
+/** The kept members' incarnations as JSON: `[{"member", "incarnation": 32 hex digits}, ...]`. */
+export function keptJson(kept: ReadonlyMap<number, Uint8Array>): { member: number; incarnation: string }[] {
+  return [...kept].sort(([a], [b]) => a - b).map(([member, inc]) => ({ member, incarnation: bytesToHex(inc) }));
+}
+
+/**
+ * A re-form approval's fields, strictly: an epoch 0..2^53-1, 1..6 distinct member ids 0..6 to go
+ * without, and 1..7 kept members, each a member id not among those and its incarnation (32
+ * lower-case hex digits), no id twice.
+ */
+export function parseReformWithout(fromEpoch: unknown, without: unknown, kept: unknown): { fromEpoch: number; without: number[]; kept: Map<number, Uint8Array> } {
   if (!Number.isSafeInteger(fromEpoch) || (fromEpoch as number) < 0) throw new ChangeFormatError('"fromEpoch" must be an integer from 0');
   if (!Array.isArray(without) || without.length < 1 || without.length >= MAX_IDS) throw new ChangeFormatError(`"without" must list 1..${MAX_IDS - 1} member ids`);
   if (without.some((m) => !Number.isInteger(m) || m < 0 || m >= MAX_IDS) || new Set(without).size !== without.length) throw new ChangeFormatError(`"without" must list distinct member ids 0..${MAX_IDS - 1}`);
-  return { fromEpoch: fromEpoch as number, without: [...(without as number[])].sort((a, b) => a - b) };
+  if (!Array.isArray(kept) || kept.length < 1 || kept.length > MAX_IDS) throw new ChangeFormatError(`"kept" must list 1..${MAX_IDS} members`);
+  const out = new Map<number, Uint8Array>();
+  for (const k of kept as unknown[]) {
+    const o = k as { member?: unknown; incarnation?: unknown };
+    if (typeof k !== 'object' || k === null || Array.isArray(k) || Object.keys(k).some((x) => x !== 'member' && x !== 'incarnation')) throw new ChangeFormatError('a kept member is {"member", "incarnation"}');
+    if (!Number.isInteger(o.member) || (o.member as number) < 0 || (o.member as number) >= MAX_IDS || out.has(o.member as number) || (without as number[]).includes(o.member as number)) throw new ChangeFormatError('a kept member\'s "member" must be a member id not listed twice and not in "without"');
+    if (typeof o.incarnation !== 'string' || !/^[0-9a-f]{32}$/.test(o.incarnation)) throw new ChangeFormatError('a kept member\'s "incarnation" must be 32 lower-case hex digits');
+    out.set(o.member as number, Uint8Array.from(Buffer.from(o.incarnation, 'hex')));
+  }
+  return { fromEpoch: fromEpoch as number, without: [...(without as number[])].sort((a, b) => a - b), kept: out };
 }
 
 /** A change as JSON: its serial and the identity (hex) at each id, null where none. */
@@ -188,15 +217,15 @@ export class CharterDesk {
 
   /**
    * The operator's approval of a re-form without the member ids `without` out of epoch
-   * `fromEpoch` (`reformApproval`), checked; a FleetFault otherwise (NoOperatorSecret;
+   * `fromEpoch`, for the kept members' boots `kept` (`reformApproval`), checked; a FleetFault otherwise (NoOperatorSecret;
    * CharterNotApproved: not the operator's MAC for this epoch and these ids; BadValue: ids out of
    * range). The device then holds it (member.ts approveReform): the messages its re-form sends now.
    */
-  approveReform(fromEpoch: number, without: readonly number[], mac: Uint8Array, now: number): Output {
+  approveReform(fromEpoch: number, without: readonly number[], kept: ReadonlyMap<number, Uint8Array>, mac: Uint8Array, now: number): Output {
     if (!this.key) throw new FleetFault(FleetCode.NoOperatorSecret, 'this member was started without the operator secret: it approves no re-form');
-    const want = hmac(sha256, this.key, reformApprovalMessage(this.secrets.charter, fromEpoch, without));
+    const want = hmac(sha256, this.key, reformApprovalMessage(this.secrets.charter, fromEpoch, without, kept));
     if (mac.length !== want.length || !ctEqual(mac, want)) throw new FleetFault(FleetCode.CharterNotApproved, 'the approval is not the operator\'s for this re-form');
-    return this.member.approveReform(fromEpoch, without, now);
+    return this.member.approveReform(fromEpoch, without, kept, now);
   }
 
   /**

@@ -55,7 +55,7 @@ import { openVaultToken } from '../tokens/open.ts';
 import { pinRefusal, pinSourceOrDefault } from '../tokens/token-pins.ts';
 import { readMemberSecrets, SECRETS_FILE } from './member-secrets.ts';
 import { CharterDesk, joinStep, type CharterStatus, type JoinFile, type JoinStep } from './charters.ts';
-export { ChangeFormatError, changeJson, charterApproval, JOIN_FILE, parseChange, parseReformWithout, reformApproval, type ChangeJson, type CharterStatus, type JoinFile } from './charters.ts';
+export { ChangeFormatError, changeJson, charterApproval, JOIN_FILE, keptJson, parseChange, parseReformWithout, reformApproval, type ChangeJson, type CharterStatus, type JoinFile } from './charters.ts';
 export type { CharterState } from '../../enclave/fleet/messages.ts';
 /** The device's typed refusals, for its host to answer with (names and numbers only). */
 export { FleetFault, fleetFaultName } from '../../enclave/fleet/faults.ts';
@@ -424,16 +424,16 @@ export interface DeviceStatus {
   readonly leader: number | null;
   readonly commit: number;
   readonly tip: number;
-  /** The first 8 hex digits of this boot's incarnation. */
+  /** This boot's incarnation (32 hex digits: it is in every message's header, no secret; `bkv fleet reform` names the kept members' in its approval). */
   readonly incarnation: string;
   /** Its charters: at the tip and at the commit point, an approved change (charters.ts). */
   readonly charter: CharterStatus;
   /** The operator's approval of a re-form without some members its device holds, if any, and whether it applies to the configuration at its tip (member.ts approveReform). */
-  readonly reformApproval?: { readonly fromEpoch: number; readonly without: readonly number[]; readonly applies: boolean };
+  readonly reformApproval?: { readonly fromEpoch: number; readonly without: readonly number[]; readonly kept: readonly number[]; readonly applies: boolean };
 }
 
 /** A member's device booted from its folder: the ceremony must be done (secrets.bin). */
-/** What a member's status shows of its fleet core: ids, view, leader, log points, an incarnation prefix. No secret. */
+/** What a member's status shows of its fleet core: ids, view, leader, log points, its incarnation. No secret. */
 export function memberStatus(m: Member, desk: CharterDesk): DeviceStatus {
   return {
     member: m.id,
@@ -443,7 +443,7 @@ export function memberStatus(m: Member, desk: CharterDesk): DeviceStatus {
     leader: m.leader,
     commit: m.durable.commit,
     tip: tipOf(m.durable).index,
-    incarnation: bytesToHex(m.incarnation).slice(0, 8),
+    incarnation: bytesToHex(m.incarnation),
     charter: desk.status(),
     ...(m.reformApproval && { reformApproval: m.reformApproval }),
   };
@@ -508,8 +508,8 @@ export class FleetDevice {
   }
 
   /** The operator's approval of a re-form without some members (charters.ts `reformApproval`), checked and held; a FleetFault when refused. */
-  approveReform(fromEpoch: number, without: readonly number[], approval: Uint8Array, now: number): DeviceOutput {
-    return this.output(this.desk.approveReform(fromEpoch, without, approval, now));
+  approveReform(fromEpoch: number, without: readonly number[], kept: ReadonlyMap<number, Uint8Array>, approval: Uint8Array, now: number): DeviceOutput {
+    return this.output(this.desk.approveReform(fromEpoch, without, kept, approval, now));
   }
 
   /** The grant to member `joiner` of the committed charter that added it, for its folder's join.json; null while there is none to make. */

@@ -201,8 +201,8 @@ export class FleetVaultDevice {
   }
 
   /** The operator's approval of a re-form without some members (device.ts FleetDevice.approveReform); its messages go out with the next outbox. */
-  approveReform(fromEpoch: number, without: readonly number[], approval: Uint8Array, now: number): void {
-    this.seat.takeOutput(this.desk.approveReform(fromEpoch, without, approval, now));
+  approveReform(fromEpoch: number, without: readonly number[], kept: ReadonlyMap<number, Uint8Array>, approval: Uint8Array, now: number): void {
+    this.seat.takeOutput(this.desk.approveReform(fromEpoch, without, kept, approval, now));
   }
 
   /** The grant to an added member (device.ts FleetDevice.grantJoiner). */

@@ -244,7 +244,7 @@ describe('the device', () => {
     expect(d3.status()).toEqual(expect.objectContaining({ status: 'normal', charter: { serial: 1, members: [0, 1, 2, 3], ids: 4, committed: 1 } }));
   });
 
-  it('a re-form without a member gone for good: the operator\'s approval checked (its MAC over the epoch and the ids), then the two members left re-form', async () => {
+  it('a re-form without a member gone for good: the operator\'s approval checked (its MAC over the epoch, the ids and the kept boots), then the two members left re-form', async () => {
     const { dirs } = await formedDevices(OPERATOR);
     const keys = [0, 1, 2].map((m) => Uint8Array.from(Buffer.from(JSON.parse(readFileSync(join(dirs[m]!, FILES.pub), 'utf8')).publicKey, 'hex')));
     const founding = { fleetId: FLEET_ID, founder: 0, identities: keys };
@@ -252,22 +252,24 @@ describe('the device', () => {
     const devs = [0, 1].map((member) => new FleetDevice({ dir: dirs[member]!, member, n: 3, ...TIMING, operatorSecret: OPERATOR }, clock.now));
     run(devs, () => false);
     expect(devs.map((d) => [d.status().status, d.status().epoch])).toEqual([['reform', 1], ['reform', 1]]);
-    const approval = reformApproval(OPERATOR, founding, 1, [2]);
-    // the ids are a set: their order does not change the MAC; a charter approval's message is never a re-form's
-    expect(reformApproval(OPERATOR, founding, 1, [2, 0])).toEqual(reformApproval(OPERATOR, founding, 1, [0, 2]));
-    expect(reformApprovalMessage(founding, 1, [2]).length).not.toBe(32);
-    // forged approvals (another operator secret's, other ids', another epoch's, cut short, empty): refused, nothing held
-    for (const bad of [reformApproval(new Uint8Array(32).fill(8), founding, 1, [2]), reformApproval(OPERATOR, founding, 1, [1]), reformApproval(OPERATOR, founding, 2, [2]), charterApproval(OPERATOR, founding, { serial: 1, identities: keys }), approval.subarray(0, 31), new Uint8Array(0)]) {
-      expect(() => devs[0]!.approveReform(1, [2], bad, clock.now)).toThrow(expect.objectContaining({ code: FleetCode.CharterNotApproved }));
+    const boots = new Map(devs.map((d) => [d.status().member, Uint8Array.from(Buffer.from(d.status().incarnation, 'hex'))] as const));
+    const approval = reformApproval(OPERATOR, founding, 1, [2], boots);
+    // the ids and boots are sets: their order does not change the MAC; a charter approval's message is never a re-form's
+    expect(reformApproval(OPERATOR, founding, 1, [2, 3], new Map([...boots].reverse()))).toEqual(reformApproval(OPERATOR, founding, 1, [3, 2], boots));
+    expect(reformApprovalMessage(founding, 1, [2], boots).length).not.toBe(32);
+    const otherBoot = new Map(boots).set(1, new Uint8Array(16).fill(1));
+    // forged approvals (another operator secret's, other ids', another epoch's, another boot's, a charter approval, cut short, empty): refused, nothing held
+    for (const bad of [reformApproval(new Uint8Array(32).fill(8), founding, 1, [2], boots), reformApproval(OPERATOR, founding, 1, [1], boots), reformApproval(OPERATOR, founding, 2, [2], boots), reformApproval(OPERATOR, founding, 1, [2], otherBoot), charterApproval(OPERATOR, founding, { serial: 1, identities: keys }), approval.subarray(0, 31), new Uint8Array(0)]) {
+      expect(() => devs[0]!.approveReform(1, [2], boots, bad, clock.now)).toThrow(expect.objectContaining({ code: FleetCode.CharterNotApproved }));
     }
     expect(devs[0]!.status().reformApproval).toBeUndefined();
     const bare = new FleetDevice({ dir: dirs[1]!, member: 1, n: 3, ...TIMING }, clock.now);
-    expect(() => bare.approveReform(1, [2], approval, clock.now)).toThrow(expect.objectContaining({ code: FleetCode.NoOperatorSecret }));
+    expect(() => bare.approveReform(1, [2], boots, approval, clock.now)).toThrow(expect.objectContaining({ code: FleetCode.NoOperatorSecret }));
     run(devs, () => false);
     expect(devs.map((d) => d.status().status), 'still waiting for member 2').toEqual(['reform', 'reform']);
-    const sent: DeviceOutput[] = devs.map((d) => d.approveReform(1, [2], approval, clock.now));
+    const sent: DeviceOutput[] = devs.map((d) => d.approveReform(1, [2], boots, approval, clock.now));
     expect(sent.some((o) => o.send.length > 0), 'the approval moves the re-form at once').toBe(true);
-    expect(devs.map((d) => d.status().reformApproval)).toEqual(devs.map(() => ({ fromEpoch: 1, without: [2], applies: true })));
+    expect(devs.map((d) => d.status().reformApproval)).toEqual(devs.map(() => ({ fromEpoch: 1, without: [2], kept: [0, 1], applies: true })));
     run(devs, () => devs.every((d) => d.status().status === 'normal'));
     expect(devs.map((d) => d.status().status)).toEqual(['normal', 'normal']);
     expect(devs[0]!.status().epoch).toBeGreaterThan(1);

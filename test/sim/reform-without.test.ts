@@ -4,7 +4,8 @@
  * After a whole-fleet restart a re-form needs the vote of every member id: with one member's
  * machine gone the fleet stands still for good. The operator's approval names the epoch the fleet
  * re-forms out of and the ids to go without; the members it keeps must be a majority of the
- * charter. The members of the new configuration are exactly those; a member left out comes back as
+ * charter, and the boot (incarnation) of each kept member. The members of the new configuration
+ * are exactly those; a member left out comes back as
  * a restarted member does (rejoin, then Admit). Every run here checks the simulation's oracle: no
  * committed entry lost, no guess granted twice (test/sim/oracle.ts).
  */
@@ -65,7 +66,7 @@ describe('fleet: a re-form without a member gone for good, approved by the opera
     expect(serveWithin(w, 1500), `nothing served without the approval (${states(w)})`).toBe(-1);
     expect(w.alive().every((p) => p.member!.status === 'reform'), states(w)).toBe(true);
     for (const p of back) w.approveReform(p, epoch, [2]);
-    expect(back.map((p) => p.member!.reformApproval), 'the approval applies').toEqual(back.map(() => ({ fromEpoch: epoch, without: [2], applies: true })));
+    expect(back.map((p) => p.member!.reformApproval), 'the approval applies').toEqual(back.map(() => ({ fromEpoch: epoch, without: [2], kept: [0, 1], applies: true })));
     expect(serveWithin(w, 1500), `the two members re-form and serve (${states(w)})`).toBeGreaterThanOrEqual(0);
     const lead = w.leaders()[0]!.member!;
     expect(lead.epoch).toBeGreaterThan(epoch);
@@ -116,22 +117,55 @@ describe('fleet: a re-form without a member gone for good, approved by the opera
     expect(w.oracle.violations).toEqual([]);
   });
 
+  it('an approval is bound to the boots it names: a kept member restarted since (or restored from an old image) does not take it, and its old boot\'s vote counts for nothing', async () => {
+    const { w, epoch } = await formed(3, 35);
+    const [p0, p1] = restartOnly(w, [0, 1]);
+    const boots = w.keptBoots([2]);
+    w.approveReform(p0!, epoch, [2], boots);
+    // member 1 restarts after the operator read its incarnation: the approval, replayed to its new boot, applies to nothing
+    w.crash(p1!);
+    const p1b = w.restart(1);
+    w.approveReform(p1b, epoch, [2], boots);
+    expect(p1b.member!.reformApproval?.applies, 'the new boot is not the one approved').toBe(false);
+    expect(serveWithin(w, 1500), `nothing served (${states(w)})`).toBe(-1);
+    expect(w.alive().every((p) => p.member!.epoch === epoch), 'no member installed a new epoch').toBe(true);
+    // the operator reads the boots again and approves anew
+    for (const p of [p0!, p1b]) w.approveReform(p, epoch, [2]);
+    expect(serveWithin(w, 1500), `approved for these boots: served (${states(w)})`).toBeGreaterThanOrEqual(0);
+    w.checkRecords();
+    expect(w.oracle.violations).toEqual([]);
+  });
+
   it('a member the approval leaves out plans nothing; a malformed approval is refused with BadValue', async () => {
     const { w, epoch } = await formed(3, 34);
     const [p0] = restartOnly(w, [0, 1]);
     const m = p0!.member!;
-    for (const [e, ids] of [[-1, [2]], [1.5, [2]], [epoch, []], [epoch, [7]], [epoch, [-1]], [epoch, [0.5]]] as const) {
+    const boots = w.keptBoots([2]);
+    const inc = boots.get(0)!;
+    const cases: [number, number[], Map<number, Uint8Array>][] = [
+      [-1, [2], boots],
+      [1.5, [2], boots],
+      [epoch, [], boots],
+      [epoch, [7], boots],
+      [epoch, [-1], boots],
+      [epoch, [0.5], boots],
+      [epoch, [2], new Map()],
+      [epoch, [2], new Map([[0, inc.subarray(0, 15)]])],
+      [epoch, [2], new Map([[2, inc]])],
+      [epoch, [2], new Map([[7, inc]])],
+    ];
+    for (const [e, ids, kept] of cases) {
       let got: unknown = null;
       try {
-        m.approveReform(e, ids, w.now);
+        m.approveReform(e, ids, kept, w.now);
       } catch (err) {
         got = err;
       }
-      expect(got instanceof FleetFault && got.code === FleetCode.BadValue, `approveReform(${e}, [${ids.join(',')}])`).toBe(true);
+      expect(got instanceof FleetFault && got.code === FleetCode.BadValue, `approveReform(${e}, [${ids.join(',')}], ${[...kept].map(([k, v]) => `${k}:${v.length}`).join(',')})`).toBe(true);
     }
     expect(m.reformApproval, 'nothing held after the refusals').toBeNull();
     w.approveReform(p0!, epoch, [0]);
-    expect(m.reformApproval).toEqual({ fromEpoch: epoch, without: [0], applies: true });
+    expect(m.reformApproval).toEqual({ fromEpoch: epoch, without: [0], kept: [1], applies: true });
     expect(serveWithin(w, 1200), `nothing served (${states(w)})`).toBe(-1);
     expect(w.oracle.violations).toEqual([]);
   });

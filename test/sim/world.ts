@@ -323,11 +323,22 @@ export class World {
     this.call(p, (m) => m.submit(intent, this.now));
   }
 
-  /** The operator approves, at process `p`, a re-form out of epoch `fromEpoch` without the member ids `without` (member.ts approveReform). */
-  approveReform(p: Proc, fromEpoch: number, without: readonly number[]): void {
+  /**
+   * The operator approves, at process `p`, a re-form out of epoch `fromEpoch` without the member
+   * ids `without`, for the boots `kept` (default: the running processes of the other ids, as the
+   * operator reads them from the members' status; member.ts approveReform).
+   */
+  approveReform(p: Proc, fromEpoch: number, without: readonly number[], kept: ReadonlyMap<number, Uint8Array> = this.keptBoots(without)): void {
     this.log(`operator approves at p${p.pid}(m${p.id}) a re-form from epoch ${fromEpoch} without member ${without.join(', ')}`);
     this.oracle.reformApprovals.push({ fromEpoch, without: [...without] });
-    this.call(p, (m) => m.approveReform(fromEpoch, without, this.now));
+    this.call(p, (m) => m.approveReform(fromEpoch, without, kept, this.now));
+  }
+
+  /** The incarnation of each running process whose id `without` does not name (the first one per id). */
+  keptBoots(without: readonly number[]): Map<number, Uint8Array> {
+    const kept = new Map<number, Uint8Array>();
+    for (const p of this.alive()) if (!without.includes(p.id) && !kept.has(p.id)) kept.set(p.id, p.member!.incarnation);
+    return kept;
   }
 
   /**

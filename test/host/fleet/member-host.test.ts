@@ -63,7 +63,7 @@ describe('the member host', () => {
     }
     expect(leader).toBeGreaterThanOrEqual(0);
     const st = (await get(`${api[leader]}/fleet/status`)).body;
-    expect(st).toMatchObject({ member: leader, status: 'normal', epoch: 1, leader: { id: leader, api: api[leader] }, secretCheck: expect.stringMatching(/^[0-9a-f]{32}$/), incarnation: expect.stringMatching(/^[0-9a-f]{8}$/) });
+    expect(st).toMatchObject({ member: leader, status: 'normal', epoch: 1, leader: { id: leader, api: api[leader] }, secretCheck: expect.stringMatching(/^[0-9a-f]{32}$/), incarnation: expect.stringMatching(/^[0-9a-f]{32}$/) });
     expect(st.peers.map((p: any) => p.state)).toEqual(['connected', 'connected']);
   }, 60_000);
 

@@ -5,15 +5,15 @@
  * 1 started again: member 2's machine is gone. Without the operator the two wait for member 2's
  * vote for good; the command's refusals (a member it would leave out that answers, a member it
  * keeps that does not, fewer than a majority kept, another operator secret, ids out of range) and
- * the endpoint's (malformed, forged, an approval of another epoch: held, applies to nothing) change
- * nothing. With the approval the two re-form in a later epoch and serve: both users recover their
+ * the endpoint's (malformed, forged, an approval of another epoch or replayed to a later boot of a
+ * kept member: held, applies to nothing) change nothing. With the approval the two re-form in a later epoch and serve: both users recover their
  * key, the wrong guess still counted. Member 2, started again from its folder, rejoins and is
  * admitted and applies the batches committed without it. The command then refuses (the fleet serves).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { reformApproval } from '../../../hsm/fleet/charters.ts';
+import { keptJson, reformApproval } from '../../../hsm/fleet/charters.ts';
 import { foundingCharter } from '../../../hsm/fleet/device.ts';
 import { checkFleetConfig } from '../../../host/fleet/config.ts';
 import { readOperatorSecretFile } from '../../../host/fleet/member-host.ts';
@@ -27,7 +27,7 @@ afterAll(async () => {
 
 const te = new TextEncoder();
 const KEY = new Uint8Array(32).fill(7);
-type Status = MemberStatus & { epoch?: number; reformApproval?: { fromEpoch: number; without: number[]; applies: boolean } };
+type Status = MemberStatus & { epoch?: number; incarnation?: string; reformApproval?: { fromEpoch: number; without: number[]; kept: number[]; applies: boolean } };
 
 it('after a whole-fleet restart without member 2, the operator re-forms members 0 and 1; member 2 rejoins when it comes back', async () => {
   const f = await ProcFleet.serving(3, ['--record-limit', 'off', '--address-limit', 'off']);
@@ -84,17 +84,29 @@ it('after a whole-fleet restart without member 2, the operator re-forms members 
     const secret = readOperatorSecretFile(join(f.root, 'auth', 'operator.secret'));
     const fleetId = checkFleetConfig(JSON.parse(readFileSync(f.fleetFile, 'utf8'))).fleetId;
     const founding = foundingCharter([0, 1, 2].map((i) => f.memberDir(i)), Uint8Array.from(Buffer.from(fleetId, 'hex')))!;
-    const mac = (e: number, w: number[]) => Buffer.from(reformApproval(secret, founding, e, w)).toString('hex');
-    for (const body of ['{', [], { fromEpoch: epoch, without: [2] }, { fromEpoch: -1, without: [2], approval: mac(epoch, [2]) }, { fromEpoch: epoch, without: [], approval: mac(epoch, []) }, { fromEpoch: epoch, without: [7], approval: mac(epoch, [2]) }, { fromEpoch: epoch, without: [2], approval: mac(epoch, [2]), more: 1 }]) {
+    const bootsNow = async () => new Map((await Promise.all([0, 1].map(statusOf))).map((st, i) => [i, Uint8Array.from(Buffer.from(st!.incarnation!, 'hex'))] as const));
+    const boots = await bootsNow();
+    const kept = keptJson(boots);
+    const mac = (e: number, w: number[], b = boots) => Buffer.from(reformApproval(secret, founding, e, w, b)).toString('hex');
+    const good = { fromEpoch: epoch, without: [2], kept, approval: mac(epoch, [2]) };
+    for (const body of ['{', [], { ...good, approval: undefined }, { ...good, kept: undefined }, { ...good, fromEpoch: -1 }, { ...good, without: [] }, { ...good, without: [7] }, { ...good, without: [2, 2] }, { ...good, kept: [] }, { ...good, kept: [{ member: 0, incarnation: 'xy' }] }, { ...good, kept: [{ member: 2, incarnation: kept[0]!.incarnation }] }, { ...good, kept: [kept[0], kept[0]] }, { ...good, kept: [{ ...kept[0], more: 1 }] }, { ...good, more: 1 }, { ...good, approval: 'ab' }]) {
       const r = await post(body);
       expect(r.status, JSON.stringify(body)).toBe(400);
     }
-    const forged = await post({ fromEpoch: epoch, without: [2], approval: mac(epoch, [1]) });
+    const forged = await post({ ...good, approval: mac(epoch, [1]) });
     expect([forged.status, forged.body.error?.code], 'the MAC of other ids').toEqual([403, 'Fleet.CharterNotApproved']);
-    const otherEpoch = await post({ fromEpoch: epoch + 1, without: [2], approval: mac(epoch + 1, [2]) });
-    expect([otherEpoch.status, otherEpoch.body.reformApproval], 'an approval of another epoch').toEqual([200, { fromEpoch: epoch + 1, without: [2], applies: false }]);
+    const otherBoot = await post({ ...good, approval: mac(epoch, [2], new Map(boots).set(0, new Uint8Array(16))) });
+    expect([otherBoot.status, otherBoot.body.error?.code], 'the MAC of another boot').toEqual([403, 'Fleet.CharterNotApproved']);
+    const otherEpoch = await post({ ...good, fromEpoch: epoch + 1, approval: mac(epoch + 1, [2]) });
+    expect([otherEpoch.status, otherEpoch.body.reformApproval], 'an approval of another epoch').toEqual([200, { fromEpoch: epoch + 1, without: [2], kept: [0, 1], applies: false }]);
+    // an approval replayed to a later boot of member 1 (restarted since the operator read it) applies to nothing
+    await f.kill(f.procs[1]!);
+    await f.start(1);
+    const replayed = await post(good);
+    expect([replayed.status, replayed.body.reformApproval], 'a replay to a later boot').toEqual([200, { fromEpoch: epoch, without: [2], kept: [0, 1], applies: false }]);
     await sleep(2000);
-    expect((await Promise.all([0, 1].map(statusOf))).map((s) => s!.status), 'still waiting').toEqual(['reform', 'reform']);
+    const still = await Promise.all([0, 1].map(statusOf));
+    expect(still.map((s) => s!.status !== 'normal' && s!.epoch === epoch), `still waiting in epoch ${epoch} (${still.map((s) => `${s!.status} e${s!.epoch}`).join(', ')})`).toEqual([true, true]);
 
     // the operator's re-form
     const r = await runBkvAsync(f.root, ['fleet', 'reform', f.root, '--without', '2', '--timeout', '120', '--json']);
