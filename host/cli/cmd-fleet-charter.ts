@@ -290,7 +290,7 @@ function withoutOption(p: Parsed, fleet: LoadedFleet): number[] {
  * `bkv fleet reform DIR --without I[,J]`: after a whole-fleet restart with members gone for good,
  * the members left re-form without them (docs/fleet.md "Re-form without some members"). Refused
  * unless every member it keeps answers and none serves under a leader, every member it leaves out
- * is silent, the kept ones are a majority of the charter and report one epoch. The operator's
+ * is silent, the kept ones report one epoch and keep a majority of the charter at each one's tip. The operator's
  * approval (a MAC under the operator secret: hsm/fleet/charters.ts reformApproval) goes to every
  * kept member until they are all normal under one leader in a later epoch.
  */
@@ -312,12 +312,19 @@ export async function reform(p: Parsed, out: Output): Promise<number> {
   if (ka.every((a) => a.status === 'normal') && leaders.size === 1 && !leaders.has(undefined)) {
     throw refuse(`the fleet serves (leader ${[...leaders][0]}, epoch ${ka[0]!.epoch}): nothing to re-form; take a dead member out with bkv fleet remove ${fleet.dir} --member I (or replace)`);
   }
-  const members = ka[0]!.charter?.members ?? [];
-  if (ka.some((a) => (a.charter?.members ?? []).join(',') !== members.join(','))) throw refuse(`the members report different charters (${ka.map((a, i) => `member ${kept[i]!.id}: ${a.charter?.members.join(',')}`).join('; ')}): a re-form without some members starts from one charter`);
+  // the charter at each kept member's tip (they may differ: an addition not committed, on some
+  // logs only): without the ids named it must keep a majority, every one of them a kept member
+  const charters = ka.map((a) => a.charter?.members ?? []);
+  const members = [...new Set(charters.flat())].sort((a, b) => a - b);
   const stray = without.filter((id) => !members.includes(id));
   if (stray.length) throw refuse(`member ${stray.join(', ')} is not in the fleet's charter (members ${members.join(', ')})`);
-  const keptIds = members.filter((id) => !without.includes(id));
-  if (2 * keptIds.length <= members.length) throw refuse(`member ${keptIds.join(', ')} are ${keptIds.length} of the charter's ${members.length}: a re-form without some members keeps a majority (every committed entry is on one of them)`);
+  const keptNow = new Set(kept.map((m) => m.id));
+  for (const [i, c] of charters.entries()) {
+    const k = c.filter((id) => !without.includes(id));
+    if (2 * k.length <= c.length) throw refuse(`member ${k.join(', ')} are ${k.length} of the ${c.length} members of member ${kept[i]!.id}'s charter (${c.join(', ')}): a re-form without some members keeps a majority (every committed entry is on one of them)`);
+    const missing = k.filter((id) => !keptNow.has(id));
+    if (missing.length) throw refuse(`member ${kept[i]!.id}'s charter names member ${missing.join(', ')}, which fleet.json does not list as running: name it in --without too if it is gone for good`);
+  }
   const epochs = [...new Set(ka.map((a) => a.epoch))];
   if (epochs.length !== 1 || typeof epochs[0] !== 'number') throw refuse(`the members report epochs ${ka.map((a, i) => `${kept[i]!.id}: ${a.epoch}`).join(', ')}: a re-form without some members is approved out of one epoch; try again in a moment`);
   const fromEpoch = epochs[0];

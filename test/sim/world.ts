@@ -651,27 +651,31 @@ function livenessCheck(w: World, ticks: number, intent: () => Intent): void {
     const cause = waiting ? 'a member an uncommitted change adds has no process' : "a running member's log predates a charter change";
     // The way out of both: the operator's approval of a re-form without the members it waits for
     // (member.ts approveReform, as `bkv fleet reform --without` gives it), where the operator can
-    // give one: the ids left out are the added ids with no process and the running members whose
-    // log names another charter than the history's; the kept members are a majority of the
-    // charter at their tips, report one epoch, and none is damaged (the operator vouches for the
-    // kept members' folders: a kept member restored from an old image could lose what only a
-    // member left out holds). Approved, the fleet must then serve within `ticks` again.
+    // give one: the ids left out are the added ids with no process, the running members whose log
+    // predates the committed charter (one whose tip holds an uncommitted change is ahead, not
+    // behind: kept) and the damaged ones; the kept members report one epoch and are a majority of
+    // the charter at each one's tip. Approved, the fleet must then serve within `ticks` again.
+    const committedSerial = w.oracle.configFor(w.oracle.historyTop + 1).serial;
     const out = new Set<number>(named.flatMap((ids) => ids.flatMap((k, id) => (k && !w.ids.includes(id) ? [id] : []))));
-    for (const p of w.alive()) {
-      const ids = configAt(p.member!.durable, tipOf(p.member!.durable).index).charter.identities.map((k) => k !== null);
-      if (ids.some((k, id) => k !== history.includes(id)) || history.some((id) => !ids[id])) out.add(p.id);
-    }
+    for (const p of w.alive()) if (configAt(p.member!.durable, tipOf(p.member!.durable).index).charter.serial < committedSerial) out.add(p.id);
+    // and the damaged ones (restored from an old image, or a clone, not admitted since): the
+    // operator vouches only for members whose folders are their own and current
+    const damaged = w.damaged();
+    for (const id of damaged) out.add(id);
     const kept = w.alive().filter((p) => !out.has(p.id));
     const tips = kept.map((p) => configAt(p.member!.durable, tipOf(p.member!.durable).index));
     const epochs = new Set(tips.map((t) => t.epoch));
-    const charterIds = new Set(tips.map((t) => t.charter.identities.flatMap((k, id) => (k ? [id] : [])).join(',')));
-    const members = tips[0]?.charter.identities.flatMap((k, id) => (k ? [id] : [])) ?? [];
-    const keptIds = members.filter((id) => !out.has(id));
-    const damaged = w.damaged();
-    const can = kept.length > 0 && epochs.size === 1 && charterIds.size === 1 && 2 * keptIds.length > members.length && keptIds.every((id) => kept.some((p) => p.id === id) && !damaged.has(id));
+    // each kept member's charter (the charters at their tips may differ: an addition on some logs
+    // only) keeps a majority without the ids left out, and every id it keeps is running, undamaged
+    const keeps = (t: (typeof tips)[number]) => {
+      const m = t.charter.identities.flatMap((k, id) => (k ? [id] : []));
+      const k = m.filter((id) => !out.has(id));
+      return 2 * k.length > m.length && k.every((id) => kept.some((p) => p.id === id) && !damaged.has(id));
+    };
+    const can = kept.length > 0 && epochs.size === 1 && tips.every(keeps);
     if (!can) {
       w.stats.livenessWaived++;
-      w.log(`liveness: waived, ${cause}; no re-form without ${[...out].join(', ')} the operator can approve`);
+      w.log(`liveness: waived, ${cause}; no re-form without ${[...out].join(', ')} the operator can approve (kept ${kept.map((p) => `m${p.id}:e${configAt(p.member!.durable, tipOf(p.member!.durable).index).epoch}`).join(' ')}; damaged ${[...damaged].join(',') || 'none'}; charters ${tips.map((t) => t.charter.identities.flatMap((k, id) => (k ? [id] : [])).join(',')).join(' | ')})`);
       return;
     }
     const fromEpoch = [...epochs][0]!;

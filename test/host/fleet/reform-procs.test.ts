@@ -74,6 +74,10 @@ it('after a whole-fleet restart without member 2, the operator re-forms members 
     const down = await runBkvAsync(f.root, ['fleet', 'reform', f.root, '--without', '2', '--timeout', '5']);
     expect(down.code, down.err).toBe(1);
     expect(down.err).toMatch(/member 0 does not answer/);
+    // and with member 0 named too, member 1 alone is no majority of three
+    const alone = await runBkvAsync(f.root, ['fleet', 'reform', f.root, '--without', '0,2', '--timeout', '5']);
+    expect(alone.code, alone.err).toBe(1);
+    expect(alone.err).toMatch(/are 1 of the 3 members .*keeps a majority/);
     await f.start(0);
 
     // the endpoint: malformed bodies 400, a forged MAC 403, an approval of another epoch held but applying to nothing
