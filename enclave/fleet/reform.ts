@@ -1,8 +1,9 @@
 /**
  * Re-form of a whole fleet into a new epoch, by unanimity of the N member ids, or of a majority of
- * them the operator approved (docs/fleet.md "Re-form"): vote (durably, with this incarnation), plan (the incarnation set and the most
- * up-to-date log, recorded durably: no other set for that epoch), fetch that log, accept, and
- * install once every incarnation of the set accepted the same set and log.
+ * them the operator approved (docs/fleet.md "Re-form", "Re-form without some members"): vote
+ * (durably, with this incarnation), plan (the incarnation set and the most up-to-date log,
+ * recorded durably: no other set for that epoch), fetch that log, accept, and install once every
+ * incarnation of the set accepted the same set and log.
  */
 import { requestCatchup } from './catchup.ts';
 import type { MemberCore, Vote } from './core.ts';

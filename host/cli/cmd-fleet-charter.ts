@@ -303,7 +303,7 @@ export async function reform(p: Parsed, out: Output): Promise<number> {
   const answers = await Promise.all(list.map((m) => ask(m.api)));
   const of = new Map(list.map((m, i) => [m.id, answers[i] ?? null]));
   const up = without.filter((id) => of.get(id));
-  if (up.length) throw refuse(`member ${up.map((id) => `${id} answers (${of.get(id)!.status})`).join(', ')}: a re-form goes without a member only when it is gone for good; with every member running the fleet re-forms on its own (docs/fleet.md "Re-form")`);
+  if (up.length) throw refuse(`member ${up.map((id) => `${id} answers (${of.get(id)!.status})`).join(', ')}: a re-form goes without a member that is not running; with every member running the fleet re-forms on its own (docs/fleet.md "Re-form"). To leave out a member whose folder is not current (restored from an old copy), stop its process first`);
   const kept = list.filter((m) => !without.includes(m.id));
   const down = kept.filter((m) => !of.get(m.id)).map((m) => m.id);
   if (down.length) throw refuse(`member ${down.join(', ')} does not answer (${down.map((id) => `http://${formatEndpoint(fleet.members[id]!.api)}`).join(', ')}): a re-form needs the vote of every member it keeps; start it, or name it in --without too if it is gone for good`);
