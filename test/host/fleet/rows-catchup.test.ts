@@ -195,7 +195,10 @@ describe('catch-up by stored rows between member processes', () => {
       }),
     );
     try {
-      await f.waitFor('the member to catch up', async () => (await statusOf(t))?.behind === false || null, 120_000);
+      // caught up: its copy taken and its vault no longer behind (`behind: false` alone also holds
+      // from the moment its vault loads until its rejoin shows it behind: vault-pg.test.ts)
+      const took = new RegExp(`attempt \\d+: took \\d+ rows at batch \\d+ from member ${leader}\\b`);
+      await f.waitFor('the member to catch up', async () => (took.test(p.log) && (await statusOf(t))?.behind === false) || null, 120_000);
     } finally {
       busy = false;
       await load;
