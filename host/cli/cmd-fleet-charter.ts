@@ -290,9 +290,10 @@ function withoutOption(p: Parsed, fleet: LoadedFleet): number[] {
  * `bkv fleet reform DIR --without I[,J]`: after a whole-fleet restart with members gone for good,
  * the members left re-form without them (docs/fleet.md "Re-form without some members"). Refused
  * unless every member it keeps answers and none serves under a leader, every member it leaves out
- * is silent, the kept ones report one epoch and keep a majority of the charter at each one's tip. The operator's
- * approval (a MAC under the operator secret: hsm/fleet/charters.ts reformApproval) goes to every
- * kept member until they are all normal under one leader in a later epoch.
+ * is silent, the kept ones report one epoch and keep a majority of the charter at each one's tip.
+ * The operator's approval (a MAC under the operator secret over the epoch, the ids and each kept
+ * member's boot: hsm/fleet/charters.ts reformApproval) goes to every kept member until they are
+ * all normal under one leader in a later epoch.
  */
 export async function reform(p: Parsed, out: Output): Promise<number> {
   only(p, 'reform', ['without', 'operator-key-file', 'timeout'], 1);

@@ -217,9 +217,10 @@ export class CharterDesk {
 
   /**
    * The operator's approval of a re-form without the member ids `without` out of epoch
-   * `fromEpoch`, for the kept members' boots `kept` (`reformApproval`), checked; a FleetFault otherwise (NoOperatorSecret;
-   * CharterNotApproved: not the operator's MAC for this epoch and these ids; BadValue: ids out of
-   * range). The device then holds it (member.ts approveReform): the messages its re-form sends now.
+   * `fromEpoch`, for the kept members' boots `kept` (`reformApproval`), checked; a FleetFault
+   * otherwise (NoOperatorSecret; CharterNotApproved: not the operator's MAC for these fields;
+   * BadValue: ids or incarnations out of range). The device then holds it (member.ts
+   * approveReform): the messages its re-form sends now.
    */
   approveReform(fromEpoch: number, without: readonly number[], kept: ReadonlyMap<number, Uint8Array>, mac: Uint8Array, now: number): Output {
     if (!this.key) throw new FleetFault(FleetCode.NoOperatorSecret, 'this member was started without the operator secret: it approves no re-form');
