@@ -206,7 +206,13 @@ async function status(p: Parsed, out: Output): Promise<number> {
     console.log(['member', 'status', 'epoch', 'view', 'leader', 'commit', 'lag', 'applied', 'charter', 'health', 'api'].join('\t'));
     for (const r of rows) console.log([r.member, r.status, r.epoch, r.view, r.leader, r.commit, r.lag, r.appliedBatch, r.charter && `${r.charter.serial}:${r.charter.members.join(',')}`, r.health, r.api].map(cell).join('\t'));
   }
-  if (!healthy) throw new CliError(EXIT.failure, `the fleet has no majority of normal members under one leader (${rows.filter((r) => r.status === 'normal').length} of ${rows.length} normal)`);
+  if (!healthy) {
+    // a re-form waits for the vote of every member: name the silent ones, and the way out if one is gone for good
+    const reforming = rows.filter((r) => r.status === 'reform').map((r) => r.member);
+    const silent = rows.filter((r) => !r.reachable).map((r) => r.member);
+    const hint = reforming.length > 0 && silent.length > 0 ? `; member ${reforming.join(', ')} re-form and wait for member ${silent.join(', ')}: start it, or, if its machine is gone for good, bkv fleet reform ${fleet.dir} --without ${silent.join(',')}` : '';
+    throw new CliError(EXIT.failure, `the fleet has no majority of normal members under one leader (${rows.filter((r) => r.status === 'normal').length} of ${rows.length} normal)${hint}`);
+  }
   return 0;
 }
 

@@ -51,6 +51,10 @@ it('after a whole-fleet restart without member 2, the operator re-forms members 
     await sleep(3000);
     const waiting = await Promise.all([0, 1].map(statusOf));
     expect(waiting.map((s) => `${s!.status} e${s!.epoch}`), 'without the operator the two wait for member 2').toEqual([`reform e${epoch}`, `reform e${epoch}`]);
+    // bkv fleet status says what they wait for, and the way out
+    const told = await runBkvAsync(f.root, ['fleet', 'status', f.root]);
+    expect(told.code, told.err).toBe(1);
+    expect(told.err).toMatch(new RegExp(`member 0, 1 re-form and wait for member 2: start it, or, if its machine is gone for good, bkv fleet reform .* --without 2`));
 
     // the command's refusals, each exit 1 or 2 with nothing changed
     const bad = join(f.root, 'other.secret');
@@ -115,7 +119,8 @@ it('after a whole-fleet restart without member 2, the operator re-forms members 
     // the operator's re-form
     const r = await runBkvAsync(f.root, ['fleet', 'reform', f.root, '--without', '2', '--timeout', '120', '--json']);
     expect(r.code, r.err).toBe(0);
-    const j = JSON.parse(r.out) as { ok: boolean; fromEpoch: number; epoch: number; without: number[]; members: number[]; leader: number };
+    const j = JSON.parse(r.out) as { ok: boolean; fromEpoch: number; epoch: number; without: number[]; members: number[]; leader: number; elapsedMs: number };
+    console.log(`bkv fleet reform --without 2: epoch ${j.fromEpoch} -> ${j.epoch}, leader ${j.leader}, ${j.elapsedMs} ms`);
     expect([j.ok, j.fromEpoch, j.without, j.members]).toEqual([true, epoch, [2], [0, 1]]);
     expect(j.epoch).toBeGreaterThan(epoch);
     expect([0, 1]).toContain(j.leader);
