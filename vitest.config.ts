@@ -53,6 +53,7 @@ const ALONE_FILES = [
   'test/host/fleet/demo-fleet.test.ts',
   'test/host/fleet/prevote-procs.test.ts',
   'test/host/fleet/reform-procs.test.ts',
+  'test/host/fleet/replace-gone.test.ts',
   'test/host/fleet/processes.test.ts',
   'test/host/fleet/rows-catchup.test.ts',
   'test/host/fleet/vault-key.test.ts',

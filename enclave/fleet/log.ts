@@ -9,8 +9,13 @@ import { transition, type CharterOp, type Op, type RecordState } from './rules.t
 import { MAX_MEMBERS } from './codec.ts';
 import { entryHash, GENESIS_HASH, INCARNATION_BYTES, NO_PAYLOAD, sameBytes, type Config, type Entry, type Snapshot } from './wire.ts';
 
-/** Members a charter may have after a change (a founding charter has 3, 5 or 7: ceremony.ts CHARTER_SIZES). */
-export const MIN_MEMBERS = 3;
+/**
+ * Members a charter may have after a change, at least (a founding charter has 3, 5 or 7:
+ * ceremony.ts CHARTER_SIZES). Two is the step that replaces a member of a 3-member fleet that is
+ * gone for good (remove it, then add its replacement: `bkv fleet replace`): the two left need
+ * each other, as the three did with one gone, and any majority of 3 and of 2 meet.
+ */
+export const MIN_MEMBERS = 2;
 
 export interface ReformRecord {
   /** The epoch of the re-form this member took part in. */
@@ -107,8 +112,8 @@ export function isMemberOf(c: Config, m: number): boolean {
  * Why a charter change can not follow configuration `c`, or null (docs/fleet.md, "Membership
  * changes"): the next serial; ids never reused (a removed id stays empty, an added member takes
  * the next id); every member kept keeps its identity; exactly one member added or removed, so any
- * majority of the old charter and any of the new share a member; 3 to 7 members after it; no
- * identity twice.
+ * majority of the old charter and any of the new share a member; 2 (MIN_MEMBERS) to 7 members
+ * after it; no identity twice.
  */
 export function checkCharterChange(c: Config, op: CharterOp, maxChanges = 1): boolean {
   const cur = c.charter.identities;

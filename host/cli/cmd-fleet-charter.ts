@@ -225,7 +225,10 @@ async function removeMember(s: Setting, id: number): Promise<number> {
   const fleet = fleetAt(s.fleet.file);
   const cur = await survey(fleet, id);
   if (!cur.members.includes(id)) throw refuse(`member ${id} is not in the fleet's charter (members ${cur.members.join(', ')})`);
-  if (cur.members.length <= 3) throw refuse(`the fleet has ${cur.members.length} members, the fewest it keeps: add one first (bkv fleet replace ${fleet.dir} --member ${id})`);
+  // a fleet of 3 goes to 2 only to replace a member that is gone (it does not answer): the two left
+  // need each other, as the three did with one gone; with all three up it keeps its tolerance
+  if (cur.members.length <= 2) throw refuse(`the fleet has ${cur.members.length} members, the fewest a charter keeps: add one first (bkv fleet add ${fleet.dir})`);
+  if (cur.members.length === 3 && (await ask(fleet.members[id]!.api))) throw refuse(`the fleet has 3 members and member ${id} answers: removing it would leave 2, which need each other; add one first (bkv fleet replace ${fleet.dir} --member ${id})`);
   const serial = cur.serial + 1;
   await commit({ ...s, fleet }, changeOf(serial, cur.ids, identitiesOf(fleet, cur.members.filter((m) => m !== id))), active(fleet));
   writeFleet(fleet, fleet.members.map((m) => (m.id === id ? { ...m, removed: serial } : m)));
@@ -257,21 +260,30 @@ export async function replace(p: Parsed, out: Output): Promise<number> {
   if (!Number.isInteger(id) || id < 0 || id >= MAX_MEMBER_IDS) throw new UsageError(`--member must be a member id (0..${MAX_MEMBER_IDS - 1})`);
   const s = setting(p);
   if (!s.fleet.members[id] || s.fleet.members[id]!.removed !== undefined) throw new UsageError(`--member ${id}: fleet.json names no such member, or it was removed`);
-  const m = await addMember(a, s);
+  // a fleet of 3 whose member I is gone (does not answer) can not add first (a 4-member charter
+  // would need 3 of 4, and the new member is admitted by a majority without it): it removes
+  // member I, then adds, 3 -> 2 -> 3
+  const cur = await survey(s.fleet, id);
+  let removedFirst: number | null = null;
+  if (cur.members.length === 3 && cur.members.includes(id) && !(await ask(s.fleet.members[id]!.api))) {
+    removedFirst = await removeMember(s, id);
+    say(`member ${id} does not answer: removed first (charter change ${removedFirst}); the two left add its replacement`);
+  }
+  const m = await addMember(a, { ...s, fleet: fleetAt(s.fleet.file) });
   say(`member ${m.id} added (charter change ${m.joined}); start it now: ${startCommand(s.fleet, m.id)}`);
   const end = Date.now() + s.timeoutMs;
   let said = Date.now();
   while (!(await serving(m))) {
-    if (Date.now() > end) throw refuse(`member ${m.id} was added but did not serve within ${s.timeoutMs / 1000} s: start it (${startCommand(s.fleet, m.id)}), then bkv fleet remove ${s.fleet.dir} --member ${id}`);
+    if (Date.now() > end) throw refuse(`member ${m.id} was added but did not serve within ${s.timeoutMs / 1000} s: start it (${startCommand(s.fleet, m.id)})${removedFirst === null ? `, then bkv fleet remove ${s.fleet.dir} --member ${id}` : ''}`);
     if (Date.now() - said > 5000) {
       say(`waiting for member ${m.id} to start, catch up and be admitted`);
       said = Date.now();
     }
     await sleep(500);
   }
-  const serial = await removeMember(s, id);
+  const serial = removedFirst ?? (await removeMember(s, id));
   out.set({ added: m.id, removed: id, serial, start: startCommand(s.fleet, m.id) });
-  if (!out.json) console.log(`member ${id} replaced by member ${m.id} (charter changes ${m.joined} and ${serial}); stop member ${id}'s process`);
+  if (!out.json) console.log(`member ${id} replaced by member ${m.id} (charter changes ${removedFirst === null ? `${m.joined} and ${serial}` : `${serial} and ${m.joined}`}); stop member ${id}'s process`);
   return 0;
 }
 

@@ -183,13 +183,13 @@ export const COMMANDS: Record<string, CommandHelp> = {
       remove: {
         usage: 'bkv fleet remove DIR --member I [--operator-key-file F] [--timeout S]',
         about:
-          'Removes member I from a running fleet: refused (exit 1) unless every other member is up and normal with no change in flight, and while the fleet has only 3 members (add one first: bkv fleet replace). The change and the operator\'s approval go to every member until a majority of the remaining ones has it committed; fleet.json then marks the member "removed" (its id is never given again, bkv fleet up and status skip it, and bkv serve --fleet refuses to run it). The removed member learns its removal from the leader and retires: stop its process. --json: removed, serial.',
+          'Removes member I from a running fleet: refused (exit 1) unless every other member is up and normal with no change in flight; a fleet of 3 goes to 2 only when member I does not answer (the two left then need each other: the step that replaces a member gone for good), and a fleet of 2 is not made smaller. The change and the operator\'s approval go to every member until a majority of the remaining ones has it committed; fleet.json then marks the member "removed" (its id is never given again, bkv fleet up and status skip it, and bkv serve --fleet refuses to run it). The removed member learns its removal from the leader and retires: stop its process. --json: removed, serial.',
         example: 'bkv fleet remove ./fleet --member 0',
       },
       replace: {
         usage: 'bkv fleet replace DIR --member I [--host ADDR] [--api-port P] [--peer-port Q] [--store URL] [--operator-key-file F] [--timeout S]',
         about:
-          'bkv fleet add, then waits (up to --timeout, default 60 s) for the new member to serve (start it when the command says so), then bkv fleet remove --member I: the fleet goes from N to N+1 to N members, never below N. --json: added, removed, serial, start.',
+          'bkv fleet add, then waits (up to --timeout, default 60 s) for the new member to serve (start it when the command says so), then bkv fleet remove --member I: the fleet goes from N to N+1 to N members. In a fleet of 3 whose member I does not answer (gone for good, after bkv fleet reform --without I if the others had to re-form), it removes member I first, then adds: 3 to 2 to 3 (an addition with a member down could not commit). --json: added, removed, serial (of the removal), start.',
         example: 'bkv fleet replace ./fleet --member 0 --timeout 300',
       },
       reform: {

@@ -43,7 +43,8 @@ export const DEFAULT_FLEET_HOST = '127.0.0.1';
  * never given again), and the fewest members a charter change leaves (ceremony.ts CHARTER_SIZES).
  */
 export const MAX_MEMBER_IDS = 7;
-const MIN_ACTIVE = 3;
+/** The fewest members not removed (enclave/fleet/log.ts MIN_MEMBERS: 2, the step that replaces a member of 3 gone for good). */
+const MIN_ACTIVE = 2;
 /** A bound for the file's serials: a fleet's ids (0..6) are each added and removed once at most, so its serials stay far below it. */
 const MAX_CHARTER_SERIAL = 255;
 /** The founding members: those without "joined" (the charter of the key ceremony). */

@@ -48,14 +48,14 @@ export interface CharterStep {
 }
 
 /**
- * `k` charter changes by turns, an addition then a removal (a replacement, docs/fleet.md: never a
- * fleet of 2): each added member's device makes its identity, and a member of the new charter
+ * `k` charter changes by turns, an addition then a removal (a replacement), or with `shrinkFirst` a
+ * removal then an addition (the replacement of a member that is gone: 3 -> 2 -> 3): each added member's device makes its identity, and a member of the new charter
  * (the lowest id it keeps) seals it the fleet secret (ceremony.ts grantJoiner), which its device
  * opens (acceptJoinerGrant) and checks against the founding fleet's secret check. The removed
  * member is drawn from the members at that point. `two`: the positive control `charter-two` only,
  * one change that adds two members at once.
  */
-export async function charterPlan(founding: readonly MemberSecrets[], seed: number, k: number, two = false): Promise<CharterStep[]> {
+export async function charterPlan(founding: readonly MemberSecrets[], seed: number, k: number, two = false, shrinkFirst = false): Promise<CharterStep[]> {
   const rng = new Rng(seed ^ 0x91a2);
   const charter: Charter = founding[0]!.charter;
   const operator = operatorSecret(seed, founding.length);
@@ -64,7 +64,7 @@ export async function charterPlan(founding: readonly MemberSecrets[], seed: numb
   let identities: (Uint8Array | null)[] = [...charter.identities];
   const steps: CharterStep[] = [];
   for (let serial = 1; serial <= k; serial++) {
-    if (serial % 2 === 1) {
+    if (serial % 2 === (shrinkFirst ? 0 : 1)) {
       const first = identities.length;
       const mine = [];
       for (let j = 0; j < (two ? 2 : 1); j++) mine.push(await newIdentity((n) => rng.bytes(n)));

@@ -4,12 +4,13 @@
  * member removed counts in none and retires, a replacement (an addition, then a removal) keeps a
  * majority throughout; what a leader refuses to propose and what a follower refuses to append; a
  * new leader commits an entry of its own view before it proposes a change; two changes of one
- * serial racing across a partition: one commits, the other is dropped. The random schedules
+ * serial racing across a partition: one commits, the other is dropped; a member of three gone for
+ * good replaced by a removal then an addition (3 -> 2 -> 3). The random schedules
  * with charter changes, and the positive control charter-two: sim.test.ts.
  */
 import { describe, expect, it } from 'vitest';
 import { FleetCode } from '../../enclave/fleet/faults.ts';
-import { configAt, tipOf } from '../../enclave/fleet/log.ts';
+import { checkCharterChange, configAt, tipOf } from '../../enclave/fleet/log.ts';
 import type { CharterState } from '../../enclave/fleet/messages.ts';
 import { entryHash, seal, type Envelope } from '../../enclave/fleet/wire.ts';
 import { World, type Proc } from './world.ts';
@@ -54,6 +55,40 @@ function charged(w: World, max = 60): boolean {
 }
 
 const status = (p: Proc) => p.member?.status;
+
+describe('charter changes: a member of three that is gone for good, replaced 3 -> 2 -> 3', () => {
+  it('with one of three down for good, the removal commits on the two left (a charter of 2, none of 1), the addition after it, and the new three tolerate one down again', async () => {
+    const w = await World.create({ seed: 11, n: 3, faults: [], charters: true, shrinkFirst: true });
+    for (let i = 0; i < 80 && !(w.leaders().length === 1 && w.alive().every((p) => p.member!.status === 'normal')); i++) w.step();
+    expect(w.plan.map((s) => (s.removed === null ? 'add' : 'remove')), 'the plan removes first').toEqual(['remove', 'add', 'remove', 'add']);
+    const gone = w.plan[0]!.removed!;
+    expect(charged(w)).toBe(true);
+    // the member the plan removes is gone for good: the two left still commit (2 of 3)
+    w.crash(w.aliveOf(gone)[0]!);
+    expect(until(w, () => w.leaders().length === 1 && w.alive().every((p) => p.member!.status === 'normal'), 300)).toBe(true);
+    // 3 -> 2: the removal commits on the two left
+    change(w);
+    const sizes = () => w.alive().map((p) => configAt(p.member!.durable, p.member!.durable.commit).charter.identities.filter((k) => k !== null).length);
+    expect(until(w, () => sizes().join() === '2,2'), `a charter of 2 committed at both (${sizes().join()})`).toBe(true);
+    // and no charter goes below 2 (log.ts MIN_MEMBERS): from these two, a removal breaks the rules
+    const cfg = configAt(w.alive()[0]!.member!.durable, w.alive()[0]!.member!.durable.commit);
+    const one = cfg.charter.identities.map((k, i) => (i === w.alive()[0]!.id ? k : null));
+    expect(checkCharterChange(cfg, { kind: 'charter', serial: cfg.charter.serial + 1, identities: one }), 'a charter of one').toBe(false);
+    expect(charged(w), 'the two commit').toBe(true);
+    // 2 -> 3: the new member is added, boots with its grant, is admitted by the two, and counts
+    change(w);
+    const added = w.plan[1]!.joined[0]!.member;
+    const j = w.aliveOf(added)[0]!;
+    expect(until(w, () => status(j) === 'normal', 400), `the added member serves (${w.alive().map((p) => `m${p.id}:${status(p)}`).join(' ')})`).toBe(true);
+    expect(charged(w)).toBe(true);
+    // and the three tolerate one down again: any one of them crashed, the other two commit
+    const lead = w.leaders()[0]!;
+    w.crash(w.alive().find((p) => p !== lead)!);
+    expect(charged(w, 200), 'two of the new three commit').toBe(true);
+    w.checkRecords();
+    expect(w.oracle.violations).toEqual([]);
+  });
+});
 
 describe('charter changes: members added and removed', () => {
   it('a replacement keeps a majority: the added member is admitted and counts, the removed one counts in nothing and retires', async () => {
@@ -121,7 +156,7 @@ describe('charter changes: members added and removed', () => {
       ['two members added at once', { serial: 1, identities: [...next.identities, w.plan[2]!.change.identities[4]!] }],
       ['a kept member with another identity', { serial: 1, identities: [ids[0]!, ids[2]!, ids[1]!] }],
       ['nothing changed', { serial: 1, identities: ids }],
-      ['two members left', { serial: 1, identities: [ids[0]!, ids[1]!, null] }],
+      ['one member left (two removed at once)', { serial: 1, identities: [ids[0]!, null, null] }],
     ];
     for (const [what, c] of bad) {
       approve(c);

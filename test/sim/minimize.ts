@@ -31,6 +31,7 @@ export function reproduce(o: ScheduleOptions, faults: readonly FaultKind[]): str
   if (o.n) parts.push(`--n ${o.n}`);
   if (o.broken) parts.push(`--broken ${o.broken}`);
   if (o.charters !== undefined) parts.push(`--charters ${o.charters ? 'on' : 'off'}`);
+  if (o.shrinkFirst) parts.push('--shrink-first');
   if (o.effectsOnly) parts.push('--effects-only');
   if (o.steps !== undefined) parts.push(`--steps ${o.steps}`);
   if (o.liveness) parts.push(`--liveness ${o.liveness}`);

@@ -3,7 +3,7 @@
  * invariant checked after every step (docs/fleet.md, "Simulation").
  *
  *   npm run sim -- --schedules N --seed S [--jobs J] [--n 3|5] [--steps T] [--faults a,b,...]
- *                  [--charters on|off] [--broken count-unadmitted|half-quorum|skip-mac|shared-key|charter-two|reform-majority]
+ *                  [--charters on|off] [--shrink-first] [--broken count-unadmitted|half-quorum|skip-mac|shared-key|charter-two|reform-majority]
  *                  [--liveness T] [--effects-only] [--trace]
  *
  *   --schedules  how many schedules (default 1000); schedule i runs seed S + i (default S = 1)
@@ -15,6 +15,8 @@
  *   --faults     fault kinds on (default all: drop,duplicate,delay,replay,partition,crash,restore,clone)
  *   --charters   charter changes (a member added, one removed, twice) in every schedule (on), in
  *                none (off); default: in about half, drawn per seed (world.ts ScheduleOptions)
+ *   --shrink-first  the charter changes start with a removal (3 -> 2 -> 3 -> 2 -> 3: a member
+ *                replaced after it is gone), not an addition
  *   --broken     a deliberately broken rule (positive control: the run must fail)
  *   --trace      print the whole trace of each schedule (with --schedules 1)
  *
@@ -74,7 +76,8 @@ function parse(argv: string[]): Args {
       const v = val();
       if (v !== 'on' && v !== 'off') throw new Error('--charters: on or off');
       base.charters = v === 'on';
-    } else if (k === '--effects-only') base.effectsOnly = true;
+    } else if (k === '--shrink-first') base.shrinkFirst = true;
+    else if (k === '--effects-only') base.effectsOnly = true;
     else if (k === '--trace') a.trace = true;
     else throw new Error(`unknown option ${k}`);
   }

@@ -49,6 +49,8 @@ export interface ScheduleOptions {
    * about half the schedules (drawn from a stream of its own).
    */
   readonly charters?: boolean;
+  /** The plan's changes start with a removal (3 -> 2 -> 3 ...: a member replaced after it is gone), not an addition. */
+  readonly shrinkFirst?: boolean;
   /**
    * After the schedule, a liveness check of this many ticks (0: none, the default): every clone
    * stopped, every member id of the charter in force running again (from its own disk), the
@@ -179,7 +181,7 @@ export class World {
     const secrets = await ceremony(o.n, o.seed);
     const operator = new Rng(o.seed ^ 0xc4a7);
     const on = o.charters ?? (o.broken === 'charter-two' || operator.chance(0.5));
-    return new World({ ...o, secrets, operator, plan: on ? await charterPlan(secrets, o.seed, 4, o.broken === 'charter-two') : [] });
+    return new World({ ...o, secrets, operator, plan: on ? await charterPlan(secrets, o.seed, 4, o.broken === 'charter-two', o.shrinkFirst === true) : [] });
   }
 
   private constructor(private readonly o: Omit<ScheduleOptions, 'seed'> & { seed: number; n: 3 | 5; secrets: readonly MemberSecrets[]; operator: Rng; plan: readonly CharterStep[] }) {

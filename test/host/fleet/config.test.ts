@@ -170,7 +170,7 @@ describe('fleet.json is read strictly', () => {
     ['a serial that is not an integer', (v) => v.members.push({ ...member(3), joined: 1.5 }), /members\[3\]: "joined" and "removed" must be charter serials/],
     ['added members out of change order', (v) => v.members.push({ ...member(3), joined: 2 }, { ...member(4), joined: 2 }), /members\[4\]: "joined" must follow the member before it's/],
     ['a removal before the addition', (v) => v.members.push({ ...member(3), joined: 2, removed: 2 }), /members\[3\]: "removed" must follow "joined"/],
-    ['two members left', (v) => ((v.members[0].removed = 1), (v.members[1].removed = 2)), /1 members not removed: a fleet has 3 to 7/],
+    ['one member left', (v) => ((v.members[0].removed = 1), (v.members[1].removed = 2)), /1 members not removed: a fleet has 2 to 7/],
     ['an eighth member id', (v) => v.members.push(...[3, 4, 5, 6, 7].map((i) => ({ ...member(i), joined: i - 2 }))), /"members" must list at most 7 members/],
   ];
   for (const [what, change, message] of cases) {
