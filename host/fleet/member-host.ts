@@ -190,6 +190,28 @@ export interface MemberStatusJson extends Partial<Omit<DeviceStatus, 'leader'>> 
 
 type Reply = { status: number; body: unknown };
 
+const badRequest = (message: string): Reply => ({ status: 400, body: { error: { code: 'BAD_REQUEST', num: ErrorCode.BAD_REQUEST.num, message } } });
+
+/**
+ * An operator approval's body (POST /fleet/charter, /fleet/reform): a JSON object with the keys
+ * `keys` and "approval" (64 lower-case hex digits, the MAC) and no other; the fields as parsed and
+ * the MAC's bytes, or the 400 to answer.
+ */
+function approvalBody(body: Buffer, keys: readonly string[]): { v: Record<string, unknown>; mac: Uint8Array } | { reply: Reply } {
+  let v: Record<string, unknown>;
+  try {
+    v = JSON.parse(body.toString('utf8'));
+  } catch {
+    return { reply: serviceError('MALFORMED_JSON') };
+  }
+  const all = [...keys, 'approval'];
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return { reply: badRequest(`expected {${all.map((k) => `"${k}"`).join(', ')}}`) };
+  const extra = Object.keys(v).filter((k) => !all.includes(k));
+  if (extra.length) return { reply: badRequest(`unknown key ${extra[0]}`) };
+  if (typeof v.approval !== 'string' || !/^[0-9a-f]{64}$/.test(v.approval)) return { reply: badRequest('"approval" must be 64 lower-case hex digits') };
+  return { v, mac: Uint8Array.from(Buffer.from(v.approval, 'hex')) };
+}
+
 function serviceError(code: ErrorCodeName, extra: Record<string, unknown> = {}): Reply {
   const e = new ServiceError(code);
   return { status: e.status, body: { error: { ...e.toJSON().error, ...extra } } };
@@ -647,28 +669,20 @@ export class MemberHost {
    * secret a caller makes only refusals, and a replayed approval approves that same change again.
    */
   private approve(body: Buffer): Reply {
-    let v: Record<string, unknown>;
-    try {
-      v = JSON.parse(body.toString('utf8'));
-    } catch {
-      return serviceError('MALFORMED_JSON');
-    }
-    const bad = (message: string): Reply => ({ status: 400, body: { error: { code: 'BAD_REQUEST', num: ErrorCode.BAD_REQUEST.num, message } } });
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad('expected {"serial", "identities", "approval"}');
-    const extra = Object.keys(v).filter((k) => !['serial', 'identities', 'approval'].includes(k));
-    if (extra.length) return bad(`unknown key ${extra[0]}`);
-    if (typeof v.approval !== 'string' || !/^[0-9a-f]{64}$/.test(v.approval)) return bad('"approval" must be 64 lower-case hex digits');
+    const read = approvalBody(body, ['serial', 'identities']);
+    if ('reply' in read) return read.reply;
+    const { v, mac } = read;
     let change;
     try {
       change = parseChange({ serial: v.serial, identities: v.identities });
     } catch (e) {
-      if (e instanceof ChangeFormatError) return bad(e.message);
+      if (e instanceof ChangeFormatError) return badRequest(e.message);
       throw e;
     }
     const target = this.vault ?? this.device;
     if (!target) return serviceError('NOT_READY');
     try {
-      target.approveCharter(change, Uint8Array.from(Buffer.from(v.approval, 'hex')));
+      target.approveCharter(change, mac);
     } catch (e) {
       if (e instanceof FleetFault) return { status: 403, body: { error: { code: fleetFaultName(e.code), num: e.code, message: e.message } } };
       return serviceError('NOT_READY');
@@ -689,25 +703,16 @@ export class MemberHost {
    * their configuration is of that epoch.
    */
   private approveReform(body: Buffer): Reply {
-    let v: Record<string, unknown>;
-    try {
-      v = JSON.parse(body.toString('utf8'));
-    } catch {
-      return serviceError('MALFORMED_JSON');
-    }
-    const bad = (message: string): Reply => ({ status: 400, body: { error: { code: 'BAD_REQUEST', num: ErrorCode.BAD_REQUEST.num, message } } });
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad('expected {"fromEpoch", "without", "kept", "approval"}');
-    const extra = Object.keys(v).filter((k) => !['fromEpoch', 'without', 'kept', 'approval'].includes(k));
-    if (extra.length) return bad(`unknown key ${extra[0]}`);
-    if (typeof v.approval !== 'string' || !/^[0-9a-f]{64}$/.test(v.approval)) return bad('"approval" must be 64 lower-case hex digits');
+    const read = approvalBody(body, ['fromEpoch', 'without', 'kept']);
+    if ('reply' in read) return read.reply;
+    const { v, mac } = read;
     let r;
     try {
       r = parseReformWithout(v.fromEpoch, v.without, v.kept);
     } catch (e) {
-      if (e instanceof ChangeFormatError) return bad(e.message);
+      if (e instanceof ChangeFormatError) return badRequest(e.message);
       throw e;
     }
-    const mac = Uint8Array.from(Buffer.from(v.approval, 'hex'));
     try {
       if (this.vault) this.vault.approveReform(r.fromEpoch, r.without, r.kept, mac);
       else if (this.device) this.route(this.device.approveReform(r.fromEpoch, r.without, r.kept, mac, this.now));

@@ -619,22 +619,27 @@ function livenessCheck(w: World, ticks: number, intent: () => Intent): void {
   supervise();
   w.log('liveness: every member running, the network healed');
   const from = w.answers.length;
-  const start = w.now;
   const served = () => {
     if (!w.answers.slice(from).some((a) => a.ok)) return false;
     const lead = w.leaders()[0]?.member;
     if (!lead) return false;
     return w.alive().every((p) => !inCharter(p.id) || (p.member!.status === 'normal' && p.member!.epoch === lead.epoch && p.member!.view === lead.view));
   };
-  while (w.now < start + ticks && w.failedAt < 0) {
-    if (w.plan.length > 0 && w.operator.chance(0.5)) w.driveCharter();
-    if (w.now % 4 === 0) for (const p of w.leaders()) w.submit(p, intent());
-    supervise();
-    w.step();
-    if (served()) {
-      w.stats.livenessServed++;
-      return;
+  /** Runs up to `ticks` ticks as the operator and clients would (charter changes only if `charters`); whether the fleet served. */
+  const serveWithin = (charters: boolean): boolean => {
+    const from0 = w.now;
+    while (w.now < from0 + ticks && w.failedAt < 0) {
+      if (charters && w.plan.length > 0 && w.operator.chance(0.5)) w.driveCharter();
+      if (w.now % 4 === 0) for (const p of w.leaders()) w.submit(p, intent());
+      supervise();
+      w.step();
+      if (served()) return true;
     }
+    return false;
+  };
+  if (serveWithin(true)) {
+    w.stats.livenessServed++;
+    return;
   }
   if (w.failedAt >= 0) return;
   // Two limits of a re-form, which needs every id's vote, are counted as waived (docs/fleet.md
@@ -688,18 +693,12 @@ function livenessCheck(w: World, ticks: number, intent: () => Intent): void {
     if (!(lead0 && kept.every((p) => !inCharter(p.id) || follows(p, lead0)))) {
       w.log(`liveness: ${cause}: the operator approves a re-form from epoch ${fromEpoch} without member ${[...out].join(', ')}`);
       for (const p of kept) w.approveReform(p, fromEpoch, [...out]);
-      const again = w.now;
       // meanwhile the operator proposes no charter change (as `bkv fleet add` refuses one while a
       // member is down): an addition on the kept members alone could not commit, and the fleet
       // would wait for the added member as before (seed 717)
-      while (w.now < again + ticks && w.failedAt < 0) {
-        if (w.now % 4 === 0) for (const p of w.leaders()) w.submit(p, intent());
-        supervise();
-        w.step();
-        if (served()) {
-          w.stats.livenessOperator++;
-          return;
-        }
+      if (serveWithin(false)) {
+        w.stats.livenessOperator++;
+        return;
       }
       if (w.failedAt >= 0) return;
     }
