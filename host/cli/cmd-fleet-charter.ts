@@ -15,7 +15,8 @@
  * folder and identity first and, after the commit, waits for a member's grant in its folder; the
  * operator then starts it (`bkv serve --fleet DIR/fleet.json --member K`): it opens the grant,
  * catches up and is admitted. `remove` marks the member removed (its process retires on its own).
- * `replace` adds, waits for the new member to serve, then removes member I. `reform` (not a
+ * `replace` adds, waits for the new member to serve, then removes member I; a member I that does
+ * not answer it removes first, then adds and waits. `reform` (not a
  * charter change): the members left after a whole-fleet restart re-form without members gone for
  * good.
  *
@@ -260,14 +261,14 @@ export async function replace(p: Parsed, out: Output): Promise<number> {
   if (!Number.isInteger(id) || id < 0 || id >= MAX_MEMBER_IDS) throw new UsageError(`--member must be a member id (0..${MAX_MEMBER_IDS - 1})`);
   const s = setting(p);
   if (!s.fleet.members[id] || s.fleet.members[id]!.removed !== undefined) throw new UsageError(`--member ${id}: fleet.json names no such member, or it was removed`);
-  // a fleet of 3 whose member I is gone (does not answer) can not add first (a 4-member charter
-  // would need 3 of 4, and the new member is admitted by a majority without it): it removes
-  // member I, then adds, 3 -> 2 -> 3
+  // a member I that is gone (does not answer) is removed first, then its replacement added
+  // (3 -> 2 -> 3, 5 -> 4 -> 5): an addition needs every other member up until the new one is
+  // admitted (docs/fleet.md "Membership changes"), so adding first would wait on member I
   const cur = await survey(s.fleet, id);
   let removedFirst: number | null = null;
-  if (cur.members.length === 3 && cur.members.includes(id) && !(await ask(s.fleet.members[id]!.api))) {
+  if (cur.members.includes(id) && !(await ask(s.fleet.members[id]!.api))) {
     removedFirst = await removeMember(s, id);
-    say(`member ${id} does not answer: removed first (charter change ${removedFirst}); the two left add its replacement`);
+    say(`member ${id} does not answer: removed first (charter change ${removedFirst}); the ${cur.members.length - 1} left add its replacement`);
   }
   const m = await addMember(a, { ...s, fleet: fleetAt(s.fleet.file) });
   say(`member ${m.id} added (charter change ${m.joined}); start it now: ${startCommand(s.fleet, m.id)}`);

@@ -189,7 +189,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
       replace: {
         usage: 'bkv fleet replace DIR --member I [--host ADDR] [--api-port P] [--peer-port Q] [--store URL] [--operator-key-file F] [--timeout S]',
         about:
-          'bkv fleet add, then waits (up to --timeout, default 60 s) for the new member to serve (start it when the command says so), then bkv fleet remove --member I: the fleet goes from N to N+1 to N members. In a fleet of 3 whose member I does not answer (gone for good, after bkv fleet reform --without I if the others had to re-form), it removes member I first, then adds: 3 to 2 to 3 (an addition with a member down could not commit). --json: added, removed, serial (of the removal), start.',
+          'bkv fleet add, then waits (up to --timeout, default 60 s) for the new member to serve (start it when the command says so), then bkv fleet remove --member I: the fleet goes from N to N+1 to N members. When member I does not answer (gone for good, after bkv fleet reform --without I if the others had to re-form), it removes member I first, then adds: 3 to 2 to 3, 5 to 4 to 5 (an addition with a member down could not commit). --json: added, removed, serial (of the removal), start.',
         example: 'bkv fleet replace ./fleet --member 0 --timeout 300',
       },
       reform: {

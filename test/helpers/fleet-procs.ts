@@ -11,7 +11,8 @@ import { appendFileSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkFleetConfig, fleetJson, initFleet } from '../../host/fleet/config.ts';
-import { bin } from './cli.ts';
+import { bin, type BkvRun } from './cli.ts';
+import { JOIN_FILE } from '../../hsm/fleet/charters.ts';
 import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../client/escrow.ts';
 import { httpRelay } from '../../client/http-relay.ts';
 import { identityKsf } from '../../enclave/opaque/ksf.ts';
@@ -228,6 +229,19 @@ export class ProcFleet {
       }
       await sleep(100);
     }
+  }
+
+  /**
+   * While `run` (`bkv fleet add` or `replace`) runs, waits for the grant its addition writes into
+   * member `id`'s folder; an end of the command before it is an error with its output.
+   */
+  async grantFor(run: Promise<BkvRun>, id: number): Promise<void> {
+    let ended: BkvRun | null = null;
+    void run.then((r) => (ended = r));
+    await this.waitFor(`the grant to member ${id}`, async () => {
+      if (ended) throw new Error(`bkv fleet ended (${ended.code}) before the grant to member ${id}:\n${ended.err}`);
+      return existsSync(join(this.root, `member-${id}`, JOIN_FILE));
+    }, 120_000);
   }
 
   /** Resolves once every primary member is normal under one leader. */

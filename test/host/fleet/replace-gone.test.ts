@@ -8,12 +8,10 @@
  * recover. Refused on the way: `bkv fleet remove` of a member of 3 that answers (2 would be left,
  * needing each other), and a removal below 2.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { afterAll, expect, it } from 'vitest';
-import { JOIN_FILE } from '../../../hsm/fleet/charters.ts';
 import { checkFleetConfig } from '../../../host/fleet/config.ts';
-import { runBkvAsync, type BkvRun } from '../../helpers/cli.ts';
+import { runBkvAsync } from '../../helpers/cli.ts';
 import { fleetClient, ProcFleet, type MemberStatus } from '../../helpers/fleet-procs.ts';
 import { freeFixedPort } from '../../helpers/tcp-proxy.ts';
 
@@ -59,12 +57,7 @@ it('power cut, member 2 gone for good: reform without it, replace it (3 -> 2 -> 
     // replace member 2: removed first (it does not answer), then member 3 added
     const [api, peer] = [await freeFixedPort(), await freeFixedPort()];
     const replacing = runBkvAsync(f.root, ['fleet', 'replace', f.root, '--member', '2', '--api-port', String(api), '--peer-port', String(peer), '--timeout', '120', '--json']);
-    let ended: BkvRun | null = null;
-    void replacing.then((r) => (ended = r));
-    await f.waitFor('the grant to member 3', async () => {
-      if (ended) throw new Error(`bkv fleet replace ended (${ended.code}) before the grant:\n${ended.err}`);
-      return existsSync(join(f.root, 'member-3', JOIN_FILE));
-    }, 120_000);
+    await f.grantFor(replacing, 3);
     expect(fleetNow().members[2]).toEqual(expect.objectContaining({ removed: 1 }));
     expect(fleetNow().members[3]).toEqual(expect.objectContaining({ id: 3, joined: 2 }));
     await f.start(3);
