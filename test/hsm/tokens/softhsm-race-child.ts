@@ -17,7 +17,10 @@ const m = opened.module;
 const end = Date.now() + Number(ms);
 let done = 0;
 const errors = new Map<string, number>();
-const slot = m.C_GetSlotList(true).find((s) => P.trimLabel(m.C_GetTokenInfo(s).label) === opened.label)!;
+// the loop's slot, looked up under the token lock: this setup races the other process's logins
+// like any lookup (an `open` child died here with CKR_GENERAL_ERROR on a loaded machine), and is not what the
+// roles measure
+const slot = opened.exclusive(() => m.C_GetSlotList(true).find((s) => P.trimLabel(m.C_GetTokenInfo(s).label) === opened.label)!);
 while (Date.now() < end) {
   try {
     if (role === 'login') {
