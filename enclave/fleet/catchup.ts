@@ -7,7 +7,8 @@
  */
 import type { MemberCore, Purpose } from './core.ts';
 import { FleetCode } from './faults.ts';
-import { checkChain, compact, configAt, entriesAfter, hashAt, newer, tipOf, type DurableState, type Tip } from './log.ts';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { checkChain, compact, configAt, entriesAfter, hashAt, isMemberOf, newer, tipOf, type DurableState, type Tip } from './log.ts';
 import { following, ackTip, checkAdmission } from './normal.ts';
 import { maybeAccept } from './reform.ts';
 import { enterView } from './view-change.ts';
@@ -19,7 +20,7 @@ export function requestCatchup(c: MemberCore, purpose: Purpose, from: number, ex
 }
 
 export function onRejoin(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'rejoin' }>): void {
-  if (!c.isLeader()) return c.refuse(FleetCode.Unexpected, env.from);
+  if (!c.isLeader()) return relayRejoin(c, env, b);
   // An incarnation whose Admit is committed may still ask: a learner not admitted within the
   // re-form timeout votes for a re-form, and a working leader's message ends that vote with the
   // member recovering (reform.ts abandonReform) before it heard its Admit commit. It gets the log,
@@ -29,6 +30,30 @@ export function onRejoin(c: MemberCore, env: Envelope, b: Extract<Body, { type: 
   if (c.admitted(configAt(c.d, c.d.commit), env.from, env.fromInc)) return serveCatchup(c, env, b.commit, b.commitHash);
   if (c.admitted(c.configTip(), env.from, env.fromInc)) return c.refuse(FleetCode.Unexpected, env.from);
   c.learners.set(env.from, { inc: env.fromInc, tip: { index: -1, hash: new Uint8Array(0) } });
+  serveCatchup(c, env, b.commit, b.commitHash);
+}
+
+/** Relayed answers remembered at most (by incarnation); the oldest half is dropped past it. */
+const MAX_RELAYED = 64;
+
+/**
+ * A follower answers a rejoin its leader can not: a member whose log predates the charter change
+ * that added the leader does not know the leader's identity, so neither takes the other's messages
+ * (wire.ts keys), and it waited for good (docs/fleet.md "Rejoin"). A normal, synced follower sends
+ * it its log when the configuration at the requester's commit point does not hold the leader, or
+ * lies before this log's snapshot, at most once per re-form timeout per incarnation (a snapshot
+ * is large, and the requester asks every few ticks). The requester takes it only if it can not
+ * hear the leader of that view (`onCatchup`), and asks again, of a leader it now knows.
+ */
+function relayRejoin(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'rejoin' }>): void {
+  if (c.st !== 'normal' || !c.synced) return c.refuse(FleetCode.Unexpected, env.from);
+  const have = hashAt(c.d, b.commit);
+  if (have !== undefined && sameBytes(have, b.commitHash) && isMemberOf(configAt(c.d, b.commit), c.leaderOf(c.d.view))) return c.refuse(FleetCode.Unexpected, env.from);
+  const k = `${env.from}:${bytesToHex(env.fromInc)}`;
+  const last = c.relayed.get(k);
+  if (last !== undefined && c.now - last < c.t.reform) return;
+  if (c.relayed.size >= MAX_RELAYED) for (const old of [...c.relayed.keys()].slice(0, MAX_RELAYED / 2)) c.relayed.delete(old);
+  c.relayed.set(k, c.now);
   serveCatchup(c, env, b.commit, b.commitHash);
 }
 
@@ -58,11 +83,14 @@ export function serveCatchup(c: MemberCore, env: Envelope, commit: number, commi
 
 export function onCatchup(c: MemberCore, env: Envelope, b: Extract<Body, { type: 'catchup' }>): void {
   const a = c.awaiting;
-  if (!a || (a.from !== env.from && !(a.from === -1 && env.from === c.leaderOf(b.view)))) return c.refuse(FleetCode.Unexpected, env.from);
+  // a rejoin's answer from a follower of that view (relayRejoin), taken only by a member that can
+  // not hear its leader: one its log does not name
+  const relay = a?.purpose === 'rejoin' && a.from === -1 && env.from !== c.leaderOf(b.view) && !isMemberOf(c.configTip(), c.leaderOf(b.view));
+  if (!a || (a.from !== env.from && !(a.from === -1 && (env.from === c.leaderOf(b.view) || relay)))) return c.refuse(FleetCode.Unexpected, env.from);
   // to follow a view's leader, take its log only once it is normal in that view (a leader still
-  // changing view has not adopted the most up-to-date log yet)
+  // changing view has not adopted the most up-to-date log yet); a relayed log, from a member normal in it
   const following = a.purpose === 'follow' || a.purpose === 'rejoin';
-  if (following && (b.normalView !== b.view || env.from !== c.leaderOf(b.view) || b.view < c.d.view)) return c.refuse(FleetCode.Unexpected, env.from);
+  if (following && (b.normalView !== b.view || (env.from !== c.leaderOf(b.view) && !relay) || b.view < c.d.view)) return c.refuse(FleetCode.Unexpected, env.from);
   let cand: DurableState;
   if (b.snapshot) {
     if (b.snapshot.index < c.d.commit || b.snapshot.config.charter.serial < c.d.base.config.charter.serial) return c.refuse(FleetCode.StaleCatchup, env.from);
@@ -93,6 +121,8 @@ export function onCatchup(c: MemberCore, env: Envelope, b: Extract<Body, { type:
       return maybeAccept(c);
     case 'rejoin':
     case 'follow':
+      // a relayed log names the leader now: the next rejoin (member.ts tick) goes to it as well
+      if (relay) return;
       if (c.wasAdmitted && (c.st === 'viewchange' || c.st === 'normal')) {
         c.st = 'normal';
         c.write({ ...c.d, normalView: c.d.view });

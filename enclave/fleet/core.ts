@@ -150,10 +150,13 @@ export class MemberCore {
   now = 0;
   lastProgress = 0;
   /**
-   * Leading: the tick of each admitted member's last acknowledgement in this epoch and view, and
-   * since when this member leads it (normal.ts `withoutMajority`).
+   * Leading: the tick of each admitted member's last acknowledgement in this epoch and view, since
+   * when this member leads it, and whether it heard a majority in it yet (normal.ts
+   * `withoutMajority`, `cutOff`).
    */
-  acks = { key: '', since: 0, at: new Map<number, number>() };
+  acks = { key: '', since: 0, at: new Map<number, number>(), had: false };
+  /** Leading: whether `cutOff` held at the last tick (Member.cutOff). */
+  cut = false;
   /** The commit point and view a follower last saw move, and since when (view-change.ts `stalledFor`). */
   stall = { commit: -1, view: -1, since: 0 };
   /** The tick this incarnation became a learner (caught up, not admitted yet): a learner the fleet does not admit in time votes for a re-form. */
@@ -182,6 +185,8 @@ export class MemberCore {
   }
   seqOut = 0;
   readonly seen = new Map<string, number>();
+  /** Following: when this member last sent its log to a rejoining incarnation its leader may be unknown to (catchup.ts `relayRejoin`), by `id:incarnation`. */
+  readonly relayed = new Map<string, number>();
   out: { send: Uint8Array[]; answers: Answer[]; faults: FleetFault[]; events: FleetEvent[] } = { send: [], answers: [], faults: [], events: [] };
   // leader
   queue: Intent[] = [];

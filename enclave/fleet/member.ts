@@ -15,7 +15,7 @@ import { decodeBody, intentFits, MAX_MEMBERS } from './codec.ts';
 import { INCARNATION_BYTES } from './messages.ts';
 import { FleetCode, FleetFault, type FleetCodeValue } from './faults.ts';
 import { hashAt, isMemberOf, membersOf, tipOf, type DurableState } from './log.ts';
-import { charterKey, heartbeat, onCommit, onPrepare, onPrepareOk, propose, proposeBatch, proposeCharter } from './normal.ts';
+import { append, charterKey, cutOff, heartbeat, onCommit, onPrepare, onPrepareOk, propose, proposeBatch, proposeCharter } from './normal.ts';
 import type { CharterOp } from './rules.ts';
 import { abandonReform, nextReformEpoch, onReformAccept, onReformVote, reformVoters, resendReform, startReform, tryPlan } from './reform.ts';
 import type { Intent } from './rules.ts';
@@ -58,6 +58,14 @@ export class Member {
   }
   isLeader(): boolean {
     return this.c.isLeader();
+  }
+  /**
+   * Leading, it heard fewer than a majority of the member ids for its view-change wait (normal.ts
+   * `cutOff`, as of its last tick): nothing it proposes commits until it hears them again, so its
+   * host takes no client operation (host/fleet/vault-node.ts `refusal`).
+   */
+  get cutOff(): boolean {
+    return this.c.isLeader() && this.c.cut;
   }
   /** The leader of this member's view while it is normal, else null. */
   get leader(): number | null {
@@ -204,6 +212,13 @@ export class Member {
         if (c.isLeader()) {
           if (resend) heartbeat(c);
           propose(c);
+          // a leader that hears fewer than a majority (normal.ts `cutOff`) says so to its host,
+          // which then takes no client operation, and puts an empty entry on the way if none is:
+          // followers that hear it and whose acknowledgements do not reach it (a leader deaf to
+          // them) see it stand still and change view, as they do for a client's
+          // (test/enclave/fleet/prevote.test.ts)
+          c.cut = cutOff(c);
+          if (c.cut && !c.outstanding && c.queue.length === 0) append(c, [], [], null);
         } else if (quiet > c.vcWait() || stalledFor(c) > c.vcWait()) seekView(c, resend);
         else c.preVote = null;
         break;

@@ -14,7 +14,7 @@ import { checkAppend, checkCharterChange, compact, configAt, hashAt, isMemberOf,
 import { opOf, transition, type CharterOp, type Intent, type Op, type RecordOp } from './rules.ts';
 import { encodeOp } from './codec.ts';
 import { enterViewChange } from './view-change.ts';
-import { entryHash, NO_PAYLOAD, sameBytes, type Body, type Entry, type Envelope } from './wire.ts';
+import { entryHash, NO_PAYLOAD, sameBytes, type Body, type Config, type Entry, type Envelope } from './wire.ts';
 
 export function propose(c: MemberCore): void {
   if (!c.isLeader() || c.outstanding) return;
@@ -230,14 +230,18 @@ export function onPrepareOk(c: MemberCore, env: Envelope, b: Extract<Body, { typ
 /** This leader's acknowledgements by member in its current epoch and view (a new view starts an empty table). */
 function acksOf(c: MemberCore): Map<number, number> {
   const key = `${c.epoch}/${c.d.view}`;
-  if (c.acks.key !== key) c.acks = { key, since: c.now, at: new Map() };
+  if (c.acks.key !== key) {
+    c.acks = { key, since: c.now, at: new Map(), had: false };
+    c.cut = false;
+  }
   return c.acks.at;
 }
 
 /**
  * A leader that, for a view-change timeout, heard fewer members with an admitted incarnation than
  * a majority, itself included: nothing it proposes commits, and it can admit nobody (an Admit
- * needs a majority without its own member). With every member running, only a re-form moves such
+ * needs a majority without its own member); its host hears of it through `cutOff` (below), which
+ * waits its view-change wait instead. With every member running, only a re-form moves such
  * a fleet, so it joins one another member votes for (reform.ts `onReformVote`). Before, its
  * messages kept its follower from seeing "no working leader", the restarted members' votes ended
  * at its next message, and the fleet stood still (test/sim/reform-join.test.ts). A leader that
@@ -246,11 +250,39 @@ function acksOf(c: MemberCore): Map<number, number> {
  */
 export function withoutMajority(c: MemberCore): boolean {
   if (!c.isLeader()) return false;
-  const at = acksOf(c);
+  acksOf(c);
   if (c.now - c.acks.since <= c.t.vc) return false;
+  return heardWithin(c, c.t.vc) < c.quorum();
+}
+
+/** Leading: the member ids of `cfg` heard within `wait` ticks (acknowledgements from admitted incarnations), this member included. */
+function heardWithin(c: MemberCore, wait: number, cfg: Config = c.configTip()): number {
   let heard = 1;
-  for (const [m, t] of at) if (m !== c.id && isMemberOf(c.configTip(), m) && c.now - t <= c.t.vc) heard++;
-  return heard < c.quorum();
+  for (const [m, t] of acksOf(c)) if (m !== c.id && isMemberOf(cfg, m) && c.now - t <= wait) heard++;
+  return heard;
+}
+
+/**
+ * Whether this leader counts itself cut off (after Raft's CheckQuorum, Ongaro 2014 §6.2; member.ts
+ * `tick`): once it heard a majority in this view, when it then hears fewer for its view-change
+ * wait (cut off from the others, or deaf to followers that hear it); having never heard one, after
+ * the longest wait, 8 timeouts (on a network slower than a timeout, a new view's first
+ * acknowledgements take a round trip). A majority of the committed charter's ids counts as well as
+ * one of the tip's (an addition in flight whose member has no process yet). A leader cut off keeps
+ * its view, unlike Raft's, which steps down: where the others can not form a view without it (a
+ * majority of admitted incarnations is not there), the view it keeps resumes the moment it hears
+ * them again. Called every tick while leading.
+ */
+export function cutOff(c: MemberCore): boolean {
+  if (!c.isLeader()) return false;
+  acksOf(c);
+  const wait = c.vcWait();
+  const committed = configAt(c.d, c.d.commit);
+  if (heardWithin(c, wait) >= c.quorum() || (isMemberOf(committed, c.id) && heardWithin(c, wait, committed) >= c.quorum(committed))) {
+    c.acks.had = true;
+    return false;
+  }
+  return c.now - c.acks.since > (c.acks.had ? wait : 8 * c.t.vc);
 }
 
 /** Commits the outstanding entry once a majority of member ids, each with its admitted incarnation, hold it; an Admit's own member does not count. */

@@ -163,8 +163,8 @@ export interface MemberRow {
   readonly behind: boolean | null;
   /** The serial of the charter at its commit point (0: the founding one), and the member ids that charter names (docs/fleet.md "Membership changes"). */
   readonly charter: { readonly serial: number; readonly members: readonly number[] } | null;
-  /** `behind`: normal in the log, but its vault serves nothing until it has copied another member's rows. */
-  readonly health: 'ok' | 'lagging' | 'behind' | 'not-normal' | 'unreachable';
+  /** `behind`: normal in the log, but its vault serves nothing until it has copied another member's rows; `cut-off`: it leads but hears no majority of the members (it takes no client operation). */
+  readonly health: 'ok' | 'lagging' | 'behind' | 'cut-off' | 'not-normal' | 'unreachable';
 }
 
 export async function ask(api: Endpoint): Promise<MemberStatusJson | null> {
@@ -182,13 +182,13 @@ export function summarize(fleet: LoadedFleet, answers: readonly (MemberStatusJso
   const leaders = new Set(normal.map((a) => a.leader?.id));
   const leader = leaders.size === 1 ? (normal[0]!.leader?.id ?? null) : null;
   const lead = leader === null ? undefined : normal.find((a) => a.member === leader);
-  const healthy = lead !== undefined && normal.length > active(fleet).length / 2;
+  const healthy = lead !== undefined && lead.cutOff !== true && normal.length > active(fleet).length / 2;
   const rows = active(fleet).map((m, i): MemberRow => {
     const a = answers[i];
     const api = `http://${formatEndpoint(m.api)}`;
     if (!a) return { member: m.id, api, reachable: false, status: 'unreachable', epoch: null, view: null, leader: null, commit: null, lag: null, vaultKey: null, appliedBatch: null, behind: null, charter: null, health: 'unreachable' };
     const lag = lead && a.commit !== undefined ? lead.commit! - a.commit : null;
-    const health = a.status !== 'normal' ? 'not-normal' : a.behind === true ? 'behind' : lag !== null && lag > 0 ? 'lagging' : 'ok';
+    const health = a.status !== 'normal' ? 'not-normal' : a.behind === true ? 'behind' : a.cutOff === true ? 'cut-off' : lag !== null && lag > 0 ? 'lagging' : 'ok';
     const charter = a.charter ? { serial: a.charter.committed, members: a.charter.members } : null;
     return { member: m.id, api, reachable: true, status: a.status, epoch: a.epoch ?? null, view: a.view ?? null, leader: a.leader?.id ?? null, commit: a.commit ?? null, lag, vaultKey: a.vaultKey ?? null, appliedBatch: a.appliedBatch ?? null, behind: a.behind ?? null, charter, health };
   });

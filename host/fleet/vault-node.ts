@@ -498,6 +498,9 @@ export class FleetVaultNode implements RowsSource {
       const leader = this.o.leaderUrl();
       return new ServiceError('NOT_LEADER', leader ? { leader } : {});
     }
+    // a leader that hears no majority (cut off, or deaf to its followers) could commit nothing: the
+    // client goes on to another member rather than wait for the commit timeout
+    if (d.cutOff()) return new ServiceError('NOT_READY', { retryAfterSeconds: 1 });
     // a new leader applies the log's committed batches before it computes one
     if (d.nextToApply() !== null) return new ServiceError('NOT_READY', { retryAfterSeconds: 1 });
     return null;

@@ -422,6 +422,8 @@ export interface DeviceStatus {
   readonly view: number;
   /** The id of the view's leader while this member is normal in it; null otherwise. */
   readonly leader: number | null;
+  /** Leading, it heard fewer than a majority of the members for its view-change wait (Member.cutOff): it takes no client operation. */
+  readonly cutOff?: true;
   readonly commit: number;
   readonly tip: number;
   /** This boot's incarnation (32 hex digits: it is in every message's header, no secret; `bkv fleet reform` names the kept members' in its approval). */
@@ -441,6 +443,7 @@ export function memberStatus(m: Member, desk: CharterDesk): DeviceStatus {
     epoch: m.epoch,
     view: m.view,
     leader: m.leader,
+    ...(m.cutOff && { cutOff: true as const }),
     commit: m.durable.commit,
     tip: tipOf(m.durable).index,
     incarnation: bytesToHex(m.incarnation),

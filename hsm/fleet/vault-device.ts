@@ -251,6 +251,11 @@ export class FleetVaultDevice {
     return this.member.isLeader();
   }
 
+  /** Leading, it heard fewer than a majority for its view-change wait (Member.cutOff). */
+  cutOff(): boolean {
+    return this.member.cutOff;
+  }
+
   status(): VaultDeviceStatus {
     return {
       ...memberStatus(this.member, this.desk),

@@ -5,7 +5,8 @@
  * majority throughout; what a leader refuses to propose and what a follower refuses to append; a
  * new leader commits an entry of its own view before it proposes a change; two changes of one
  * serial racing across a partition: one commits, the other is dropped; a member of three gone for
- * good replaced by a removal then an addition (3 -> 2 -> 3). The random schedules
+ * good replaced by a removal then an addition (3 -> 2 -> 3); a member restored from an image that
+ * predates the addition of the leader rejoins through a follower (catchup.ts `relayRejoin`). The random schedules
  * with charter changes, and the positive control charter-two: sim.test.ts.
  */
 import { describe, expect, it } from 'vitest';
@@ -85,6 +86,39 @@ describe('charter changes: a member of three that is gone for good, replaced 3 -
     const lead = w.leaders()[0]!;
     w.crash(w.alive().find((p) => p !== lead)!);
     expect(charged(w, 200), 'two of the new three commit').toBe(true);
+    w.checkRecords();
+    expect(w.oracle.violations).toEqual([]);
+  });
+});
+
+describe('charter changes: a member whose log predates the change that added the leader', () => {
+  it('restored from an image taken before member 3 joined, while member 3 leads: a follower sends it its log, it learns the leader, rejoins and is admitted', async () => {
+    const w = await formed();
+    const states = () => w.alive().map((p) => `p${p.pid}(m${p.id}):${status(p)} v${p.member!.view}`).join(' ');
+    const image = w.primaryOf(2).disk.state; // member 2's disk before the addition
+    change(w);
+    const j = w.aliveOf(3)[0]!;
+    expect(until(w, () => status(j) === 'normal')).toBe(true);
+    // member 3 takes the lead: the leaders before it hand the lead on in turn
+    const settled = () => w.leaders().length === 1 && w.alive().every((p) => status(p) === 'normal');
+    expect(
+      until(w, () => {
+        const l = w.leaders()[0];
+        if (l && l.id !== 3 && settled()) w.stepDown(l);
+        return settled() && w.leaders()[0]!.id === 3;
+      }, 600),
+      `member 3 leads (${states()})`,
+    ).toBe(true);
+    expect(charged(w)).toBe(true);
+    // member 2 restored from its image: its charter has no member 3, whose messages it can not check
+    expect(configAt(image, tipOf(image).index).charter.identities[3] ?? null).toBeNull();
+    w.crash(w.aliveOf(2)[0]!);
+    const r = w.restart(2, image);
+    expect(until(w, () => status(r) === 'normal' && r.member!.view === j.member!.view, 400), `the restored member follows member 3 (${states()})`).toBe(true);
+    expect(w.leaders().map((p) => p.id)).toEqual([3]);
+    // and counts: with member 0 down, 1, 2 and 3 commit
+    w.crash(w.aliveOf(0)[0]!);
+    expect(charged(w, 100), `a majority with the restored member commits (${states()})`).toBe(true);
     w.checkRecords();
     expect(w.oracle.violations).toEqual([]);
   });

@@ -324,6 +324,10 @@ export class World {
   submit(p: Proc, intent: Intent): void {
     this.call(p, (m) => m.submit(intent, this.now));
   }
+  /** The leader at `p` hands the lead on (member.ts stepDown: what a vault member behind its log does). */
+  stepDown(p: Proc): void {
+    this.call(p, (m) => m.stepDown(this.now));
+  }
 
   /**
    * The operator approves, at process `p`, a re-form out of epoch `fromEpoch` without the member

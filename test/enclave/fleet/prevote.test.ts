@@ -6,10 +6,15 @@
  * Revisited §4.2 lets any member that times out move to v + 1; the others join any higher view
  * they hear of). A fleet whose leader is gone still changes view (liveness.test.ts), and so does
  * one whose leader hears no follower while they hear it (a link down one way at the leader): the
- * followers see nothing commit (view-change.ts `stalledFor`).
+ * followers see nothing commit (view-change.ts `stalledFor`), even when the fleet is idle: the
+ * leader, hearing fewer than a majority for its view-change wait, counts itself cut off (normal.ts
+ * `cutOff`: its host takes no client operation) and puts an empty entry on the way. A leader cut
+ * off both ways keeps its view and, healed, follows the new leader without moving the others' view,
+ * or resumes where the others could not form a view without it.
  */
 import { describe, expect, it } from 'vitest';
-import { Net } from '../../helpers/fleet-net.ts';
+import { tipOf } from '../../../enclave/fleet/log.ts';
+import { Net, TIMING } from '../../helpers/fleet-net.ts';
 
 const states = (net: Net) => net.members.map((m) => (m ? `${m.id}:${m.status}/v${m.view}` : 'down')).join(' ');
 
@@ -78,22 +83,62 @@ describe('fleet pre-vote', () => {
     // the leader takes an op: its prepare reaches both followers, their acks never reach it
     net.out(net.members[l]!.submit({ kind: 'register', id: 'd', limit: 5 }, net.now));
     replaced(net, l, view, 'e');
-    // an idle fleet whose leader is deaf has nothing standing still: no view change is needed, and none is made
-    const idle = formed();
-    const il = idle.leader()!;
-    idle.lose = (h) => h.to === il;
-    for (let t = 0; t < 400; t++) idle.step();
-    expect(idle.leader(), `an idle fleet keeps its leader (${states(idle)})`).toBe(il);
   });
 
-  it('a fleet whose leader is cut off from both followers changes view (a majority heard no leader)', () => {
+  it('an idle fleet whose leader hears no follower while they hear it: the leader counts itself cut off and puts an empty entry on the way, its followers see it stand still, and the fleet commits under another', () => {
     const net = formed();
+    for (let t = 0; t < 5 * TIMING.viewChangeTicks; t++) net.step(); // the formation's run of view changes over: the wait is one timeout
+    const l = net.leader()!;
+    const m = net.members[l]!;
+    const view = m.view;
+    const tip = tipOf(m.durable).index;
+    net.lose = (h) => h.to === l;
+    // nothing is outstanding, so its followers see nothing stand still: only the leader can tell
+    const cut = net.until(() => m.cutOff, TIMING.viewChangeTicks + 2 * TIMING.resendTicks + 2);
+    expect(cut, `the deaf leader counts itself cut off (${states(net)})`).toBeGreaterThanOrEqual(0);
+    expect([m.isLeader(), tipOf(m.durable).index, m.durable.commit], 'it keeps its view, with an empty entry on the way').toEqual([true, tip + 1, tip]);
+    replaced(net, l, view, 'i');
+    net.lose = null;
+    expect(net.until(() => net.members.every((x) => x!.status === 'normal' && x!.view === net.members[l]!.view) && net.leader() !== l, 300), `healed, it follows (${states(net)})`).toBeGreaterThanOrEqual(0);
+    expect(m.cutOff, 'and counts itself cut off no more').toBe(false);
+  });
+
+  it('a fleet whose leader is cut off from both followers changes view (a majority heard no leader); the old leader counts itself cut off, keeps its view, and follows the others once healed', () => {
+    const net = formed();
+    for (let t = 0; t < 5 * TIMING.viewChangeTicks; t++) net.step();
+    const l = net.leader()!;
+    const m = net.members[l]!;
+    const view = m.view;
+    expect(m.cutOff, 'a leader that hears its followers is not cut off').toBe(false);
+    net.lose = (h) => h.to === l || h.from === l;
+    const cut = net.until(() => m.cutOff, TIMING.viewChangeTicks + 2 * TIMING.resendTicks + 2);
+    expect(cut, `the cut-off leader counts itself cut off (${states(net)})`).toBeGreaterThanOrEqual(0);
+    const nl = replaced(net, l, view, 'q');
+    for (let t = 0; t < 400; t++) net.step();
+    expect([m.isLeader(), m.view, m.cutOff], `cut off for 400 ticks, it keeps its view and counts itself cut off (${states(net)})`).toEqual([true, view, true]);
+    const working = net.members[nl]!.view;
+    // healed: the old leader follows the new view, and the others keep it
+    net.lose = null;
+    expect(net.until(() => m.status === 'normal' && m.view === net.members[nl]!.view, 300), states(net)).toBeGreaterThanOrEqual(0);
+    expect([net.leader(), net.members[nl]!.view], 'the new leader keeps its view').toEqual([nl, working]);
+  });
+
+  it('a leader cut off from both followers while they can not form a view without it (one of them restarted, not admitted) keeps its view and resumes once healed', () => {
+    const net = formed();
+    for (let t = 0; t < 5 * TIMING.viewChangeTicks; t++) net.step();
     const l = net.leader()!;
     const view = net.members[l]!.view;
+    const [f, g] = [0, 1, 2].filter((i) => i !== l) as [number, number];
+    net.restart(g); // a new incarnation of g: it counts again only once the leader admits it
     net.lose = (h) => h.to === l || h.from === l;
-    const nl = replaced(net, l, view, 'q');
-    // healed: the old leader follows the new view
+    expect(net.until(() => net.members[l]!.cutOff, 200), states(net)).toBeGreaterThanOrEqual(0);
+    for (let t = 0; t < 100; t++) net.step();
+    expect(net.members[f]!.view === view || net.members[f]!.status !== 'normal', `f and g form no view without it (${states(net)})`).toBe(true);
     net.lose = null;
-    expect(net.until(() => net.members[l]!.status === 'normal' && net.members[l]!.view === net.members[nl]!.view, 300), states(net)).toBeGreaterThanOrEqual(0);
+    expect(net.until(() => net.leader() !== null && net.members.every((x) => x!.status === 'normal'), 600), `healed, the fleet serves (${states(net)})`).toBeGreaterThanOrEqual(0);
+    const before = net.committed.length;
+    const lead = net.leader()!;
+    net.out(net.members[lead]!.submit({ kind: 'register', id: 'z', limit: 5 }, net.now));
+    expect(net.until(() => net.committed.length > before, 200), states(net)).toBeGreaterThanOrEqual(0);
   });
 });

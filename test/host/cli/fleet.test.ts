@@ -162,6 +162,9 @@ describe('bkv fleet up, status; bkv serve --fleet', () => {
     // the charter at each member's commit point; none from a member that does not answer
     const charter = { serial: 1, members: [0, 1, 2, 3], ids: 4, committed: 1 };
     expect(summarize(fleet, [{ ...answers[0]!, charter }, answers[1]!, null]).rows.map((r) => r.charter)).toEqual([{ serial: 1, members: [0, 1, 2, 3] }, null, null]);
+    // a leader that hears no majority (cut off) is not ok, and the fleet is not healthy under it
+    const cut = summarize(fleet, [{ ...answers[0]!, cutOff: true }, { ...base, member: 1, appliedBatch: 5, behind: false }, null]);
+    expect({ health: cut.rows.map((r) => r.health), healthy: cut.healthy }).toEqual({ health: ['cut-off', 'ok', 'unreachable'], healthy: false });
   });
 
   it('status over a changed fleet: removed members are not listed and count in no majority', () => {

@@ -7,11 +7,16 @@
  * its view (it asks, `preVote`, and nobody grants) and follow the same leader once healed, and no
  * member may send a `doViewChange`. The members' `sent` counts (GET /fleet/status) show the
  * question was asked. And a leader that hears no follower while they hear it (their links into it
- * cut) is replaced once they see nothing commit. test/enclave/fleet/prevote.test.ts is the same
- * on the tick-driven network.
+ * cut) is replaced once they see nothing commit. And a leader of a fleet serving the vault, cut
+ * off both ways, counts itself cut off (enclave/fleet/normal.ts `cutOff`; its status `cutOff`,
+ * `bkv fleet status` health `cut-off`): it answers a client's operation 503 NOT_READY at once, so
+ * a client that asks it first recovers its key through the others instead of waiting for a commit
+ * that can not come; healed, it follows the new leader.
+ * test/enclave/fleet/prevote.test.ts is the same on the tick-driven network.
  */
 import { afterAll, expect, it } from 'vitest';
-import { ProcFleet, postOp, type MemberStatus } from '../../helpers/fleet-procs.ts';
+import { runBkvAsync } from '../../helpers/cli.ts';
+import { fleetClient, ProcFleet, postOp, type MemberStatus } from '../../helpers/fleet-procs.ts';
 
 const fleets: ProcFleet[] = [];
 afterAll(async () => {
@@ -105,3 +110,48 @@ it('a leader that hears no follower (their links to it cut, its links to them up
     throw new Error(`${(e as Error).message}\n${f.failureReport(40)}`);
   }
 }, 90_000);
+
+it('a leader serving the vault, cut off both ways, takes no client operation: a client that asks it first recovers through the others, and healed it follows', async () => {
+  const f = await ProcFleet.serving(3, ['--record-limit', 'off', '--address-limit', 'off']);
+  fleets.push(f);
+  const te = new TextEncoder();
+  const key = new Uint8Array(32).fill(7);
+  const l = (await f.waitFor('a leader', () => f.leader()))!;
+  const others = [0, 1, 2].filter((i) => i !== l);
+  const apis = f.procs.map((p) => p!.api);
+  await (await fleetClient(f.root, apis)).register(te.encode('cq'), te.encode('pw'), key, { attemptLimit: 5 });
+  const view = (await f.status(apis[l]!))!.view!;
+  try {
+    for (const p of f.linksOf(l)) p.cut();
+    f.note(`cut m${l}`);
+    // the leader counts itself cut off once it heard no follower for its view-change wait (20 ticks of 50 ms)
+    const was = await f.waitFor(`m${l} cut off`, async () => {
+      const s = (await f.status(apis[l]!)) as (MemberStatus & { cutOff?: boolean }) | null;
+      return s?.cutOff === true ? s : null;
+    }, 10_000);
+    expect([was.status, was.leader?.id, was.view], `m${l} keeps its view`).toEqual(['normal', l, view]);
+    const table = await runBkvAsync(f.root, ['fleet', 'status', f.root, '--json']);
+    const rows = (JSON.parse(table.out) as { members: { member: number; health: string }[] }).members;
+    expect(rows.find((r) => r.member === l)?.health, table.out).toBe('cut-off');
+    const nl = await f.waitFor('a new leader among the others', async () => {
+      const s = await Promise.all(others.map((i) => f.status(apis[i]!)));
+      return s.every((x) => x?.status === 'normal' && x.leader?.id === s[0]!.leader?.id && x.leader!.id !== l) ? s[0]!.leader!.id : null;
+    }, 20_000);
+    // asked first, the old leader refuses at once (503 NOT_READY, before anything reaches its device); the client moves on
+    const op = await fetch(`${apis[l]}/v1/records/${Buffer.from('cq').toString('base64url')}/ops`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(5000) });
+    const body = (await op.json()) as { error?: { code?: string } };
+    expect([op.status, body.error?.code], JSON.stringify(body)).toEqual([503, 'NOT_READY']);
+    const c = await fleetClient(f.root, [apis[l]!, ...others.map((i) => apis[i]!)]);
+    const r = await c.recover(te.encode('cq'), te.encode('pw'));
+    expect(r.ok && Buffer.from(r.backupKey).equals(Buffer.from(key)), 'the key recovered through the others').toBe(true);
+    for (const p of f.linksOf(l)) p.heal();
+    f.note(`healed m${l}`);
+    await f.waitFor(`m${l} follows m${nl}`, async () => {
+      const s = (await f.status(apis[l]!)) as (MemberStatus & { cutOff?: boolean }) | null;
+      return s?.status === 'normal' && s.leader?.id === nl && s.cutOff === undefined;
+    }, 20_000);
+    expect(await f.leader(), 'the new leader keeps the lead').toBe(nl);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\n${f.failureReport(40)}`);
+  }
+}, 120_000);
