@@ -210,7 +210,10 @@ async function status(p: Parsed, out: Output): Promise<number> {
     // a re-form waits for the vote of every member: name the silent ones, and the way out if one is gone for good
     const reforming = rows.filter((r) => r.status === 'reform').map((r) => r.member);
     const silent = rows.filter((r) => !r.reachable).map((r) => r.member);
-    const hint = reforming.length > 0 && silent.length > 0 ? `; member ${reforming.join(', ')} re-form and wait for member ${silent.join(', ')}: start it, or, if its machine is gone for good, bkv fleet reform ${fleet.dir} --without ${silent.join(',')}` : '';
+    const cut = rows.filter((r) => r.health === 'cut-off').map((r) => r.member);
+    const hint =
+      (reforming.length > 0 && silent.length > 0 ? `; member ${reforming.join(', ')} re-form and wait for member ${silent.join(', ')}: start it, or, if its machine is gone for good, bkv fleet reform ${fleet.dir} --without ${silent.join(',')}` : '') +
+      (cut.length > 0 ? `; member ${cut.join(', ')} leads but hears no majority of the members (cut off: it takes no client operation; look at its network)` : '');
     throw new CliError(EXIT.failure, `the fleet has no majority of normal members under one leader (${rows.filter((r) => r.status === 'normal').length} of ${rows.length} normal)${hint}`);
   }
   return 0;

@@ -133,6 +133,7 @@ it('a leader serving the vault, cut off both ways, takes no client operation: a 
     const table = await runBkvAsync(f.root, ['fleet', 'status', f.root, '--json']);
     const rows = (JSON.parse(table.out) as { members: { member: number; health: string }[] }).members;
     expect(rows.find((r) => r.member === l)?.health, table.out).toBe('cut-off');
+    expect([table.code, table.err], 'not healthy, and why').toEqual([1, expect.stringMatching(new RegExp(`member ${l} leads but hears no majority of the members \\(cut off`))]);
     const nl = await f.waitFor('a new leader among the others', async () => {
       const s = await Promise.all(others.map((i) => f.status(apis[i]!)));
       return s.every((x) => x?.status === 'normal' && x.leader?.id === s[0]!.leader?.id && x.leader!.id !== l) ? s[0]!.leader!.id : null;
