@@ -122,6 +122,32 @@ describe('charter changes: a member whose log predates the change that added the
     w.checkRecords();
     expect(w.oracle.violations).toEqual([]);
   });
+
+  it('a rejoining member that can hear its leader takes no log from a follower; the same log from the leader it takes', async () => {
+    const w = await formed();
+    expect(charged(w)).toBe(true);
+    const lead = w.leaders()[0]!;
+    const [f, g] = w.alive().filter((p) => p !== lead) as [Proc, Proc];
+    w.crash(g);
+    const r = w.restart(g.id);
+    w.partition((p) => (p === r ? 1 : 0)); // its rejoins reach nobody: only the messages below
+    for (let i = 0; i < 5; i++) w.step();
+    expect(status(r)).toBe('recovering');
+    const before = r.member!.durable;
+    const logOf = (p: Proc, seq: number): Envelope => {
+      const d = p.member!.durable;
+      return { from: p.id, to: r.id, fromInc: p.member!.incarnation, toInc: r.member!.incarnation, seq, body: { type: 'catchup', epoch: p.member!.epoch, view: d.view, normalView: d.normalView, commit: d.commit, snapshot: d.base, entries: [...d.entries] } };
+    };
+    const relayed = r.member!.receive(seal(w.messageKey(f.id, r.id), logOf(f, 1_000_000)), w.now);
+    expect(relayed.faults.map((x) => x.code), 'a follower\'s log').toEqual([FleetCode.Unexpected]);
+    expect([r.member!.durable, status(r)]).toEqual([before, 'recovering']);
+    // positive control: the leader's log, in the same message, is taken (a learner, its tip the leader's)
+    const led = r.member!.receive(seal(w.messageKey(lead.id, r.id), logOf(lead, 1_000_000)), w.now);
+    expect(led.faults).toEqual([]);
+    expect([status(r), tipOf(r.member!.durable).index]).toEqual(['learner', tipOf(lead.member!.durable).index]);
+    // (the leader's genuine messages to it are replays of that sequence number now: the test ends here)
+    expect(w.oracle.violations).toEqual([]);
+  });
 });
 
 describe('charter changes: members added and removed', () => {
