@@ -11,7 +11,7 @@ import { appendFileSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkFleetConfig, fleetJson, initFleet } from '../../host/fleet/config.ts';
-import { bin, type BkvRun } from './cli.ts';
+import { bin, runBkvAsync, type BkvRun } from './cli.ts';
 import { JOIN_FILE } from '../../hsm/fleet/charters.ts';
 import { DEFAULT_KSF_BOUNDS, EscrowClient } from '../../client/escrow.ts';
 import { httpRelay } from '../../client/http-relay.ts';
@@ -242,6 +242,18 @@ export class ProcFleet {
       if (ended) throw new Error(`bkv fleet ended (${ended.code}) before the grant to member ${id}:\n${ended.err}`);
       return existsSync(join(this.root, `member-${id}`, JOIN_FILE));
     }, 120_000);
+  }
+
+  /**
+   * `bkv fleet replace --member gone --json` (new ports for the member it adds), the member it adds
+   * (`added`) started once its grant appears, as the command asks; the command's run once it ends.
+   */
+  async replaceWith(gone: number, added: number): Promise<BkvRun> {
+    const [api, peer] = [await freeFixedPort(), await freeFixedPort()];
+    const replacing = runBkvAsync(this.root, ['fleet', 'replace', this.root, '--member', String(gone), '--api-port', String(api), '--peer-port', String(peer), '--timeout', '120', '--json']);
+    await this.grantFor(replacing, added);
+    await this.start(added);
+    return replacing;
   }
 
   /** Resolves once every primary member is normal under one leader. */

@@ -253,13 +253,9 @@ describe('a dead member of a 5-member fleet: replace removes it first, then adds
   it('member 4 SIGKILLed for good: replace --member 4 removes it (5 -> 4), adds member 5 (4 -> 5) and waits for it to serve', async () => {
     onTestFailed(() => console.error(f.events.slice(-30).join('\n')));
     await f.kill(f.procs[4]!);
-    const [api, peer] = [await freeFixedPort(), await freeFixedPort()];
-    const replacing = runBkvAsync(f.root, ['fleet', 'replace', f.root, '--member', '4', '--api-port', String(api), '--peer-port', String(peer), '--timeout', '120', '--json']);
-    await f.grantFor(replacing, 5);
+    const rep = await f.replaceWith(4, 5);
     expect(fleetNow().members[4]).toEqual(expect.objectContaining({ removed: 1 }));
     expect(fleetNow().members[5]).toEqual(expect.objectContaining({ id: 5, joined: 2 }));
-    await f.start(5);
-    const rep = await replacing;
     expect(rep.code, rep.err).toBe(0);
     expect(rep.err).toMatch(/member 4 does not answer: removed first \(charter change 1\); the 4 left add its replacement/);
     expect(JSON.parse(rep.out)).toEqual(expect.objectContaining({ added: 5, removed: 4, serial: 1 }));

@@ -13,7 +13,6 @@ import { afterAll, expect, it } from 'vitest';
 import { checkFleetConfig } from '../../../host/fleet/config.ts';
 import { runBkvAsync } from '../../helpers/cli.ts';
 import { fleetClient, ProcFleet, type MemberStatus } from '../../helpers/fleet-procs.ts';
-import { freeFixedPort } from '../../helpers/tcp-proxy.ts';
 
 const fleets: ProcFleet[] = [];
 afterAll(async () => {
@@ -55,13 +54,9 @@ it('power cut, member 2 gone for good: reform without it, replace it (3 -> 2 -> 
     await recoverAll([0, 1]);
 
     // replace member 2: removed first (it does not answer), then member 3 added
-    const [api, peer] = [await freeFixedPort(), await freeFixedPort()];
-    const replacing = runBkvAsync(f.root, ['fleet', 'replace', f.root, '--member', '2', '--api-port', String(api), '--peer-port', String(peer), '--timeout', '120', '--json']);
-    await f.grantFor(replacing, 3);
+    const r = await f.replaceWith(2, 3);
     expect(fleetNow().members[2]).toEqual(expect.objectContaining({ removed: 1 }));
     expect(fleetNow().members[3]).toEqual(expect.objectContaining({ id: 3, joined: 2 }));
-    await f.start(3);
-    const r = await replacing;
     expect(r.code, r.err).toBe(0);
     expect(r.err).toMatch(/member 2 does not answer: removed first \(charter change 1\)/);
     expect(JSON.parse(r.out)).toEqual(expect.objectContaining({ added: 3, removed: 2, serial: 1 }));
